@@ -1,0 +1,153 @@
+//! Who a proxy is: parsed once from the xDS `Node` it sends, then handed to the
+//! translator. The node's metadata carries the pod it runs beside and, on one machine,
+//! where it listens; `xds-server bootstrap` writes exactly these keys.
+
+use std::net::IpAddr;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::google::protobuf::{Value, value::Kind as ValueKind};
+
+/// Node metadata key: the pod's namespace (required).
+pub const META_NAMESPACE: &str = "rudder.dev/namespace";
+/// Node metadata key: the pod's name (required).
+pub const META_POD: &str = "rudder.dev/pod";
+/// Node metadata key: the pod's service account (default `default`).
+pub const META_SERVICE_ACCOUNT: &str = "rudder.dev/service-account";
+/// Node metadata key: the pod IP the sidecar listens on (default: the Pod's
+/// `status.podIP` from the model).
+pub const META_POD_IP: &str = "rudder.dev/pod-ip";
+/// Node metadata key: the sidecar's outbound (app-facing) port (default 15001).
+pub const META_OUTBOUND_PORT: &str = "rudder.dev/outbound-port";
+/// Node metadata key: the address the local app listens on (default 127.0.0.1).
+pub const META_APP_ADDRESS: &str = "rudder.dev/app-address";
+
+/// The default outbound port, as with transparent interception.
+pub const DEFAULT_OUTBOUND_PORT: u16 = 15001;
+
+/// What kind of client a proxy is; decides which resource shapes it can take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProxyKind {
+    /// An Envoy sidecar.
+    Envoy,
+    /// A proxyless gRPC client or server.
+    Grpc,
+}
+
+/// A proxy's identity and placement.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ProxyIdentity {
+    /// The xDS node id.
+    pub node_id: String,
+    /// What kind of client it is.
+    pub kind: ProxyKind,
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's name.
+    pub pod: String,
+    /// The pod's service account: its workload identity.
+    pub service_account: String,
+    /// The pod IP, when the node says; otherwise the model's Pod decides.
+    pub pod_ip: Option<IpAddr>,
+    /// The app-facing outbound port.
+    pub outbound_port: u16,
+    /// Where the local app listens.
+    pub app_address: IpAddr,
+}
+
+/// Why a node could not be identified.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    /// The request carried no node.
+    #[error("the first request on a stream must carry a node")]
+    NoNode,
+    /// A required metadata key is missing.
+    #[error("node {node}: metadata.{key} is required")]
+    Missing {
+        /// Node id.
+        node: String,
+        /// Metadata key.
+        key: &'static str,
+    },
+    /// A metadata value is malformed.
+    #[error("node {node}: metadata.{key}: {message}")]
+    Invalid {
+        /// Node id.
+        node: String,
+        /// Metadata key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl ProxyIdentity {
+    /// Reads the identity from a node.
+    pub fn from_node(node: Option<&Node>) -> Result<Self, IdentityError> {
+        let node = node.ok_or(IdentityError::NoNode)?;
+        let id = node.id.clone();
+        let fields = node.metadata.as_ref().map(|m| &m.fields);
+        let get = |key: &'static str| -> Option<String> {
+            match fields?.get(key)? {
+                Value {
+                    kind: Some(ValueKind::StringValue(s)),
+                } => Some(s.clone()),
+                Value {
+                    kind: Some(ValueKind::NumberValue(n)),
+                } => Some(n.to_string()),
+                _ => None,
+            }
+        };
+        let required = |key: &'static str| {
+            get(key)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| IdentityError::Missing {
+                    node: id.clone(),
+                    key,
+                })
+        };
+        let invalid = |key: &'static str, message: String| IdentityError::Invalid {
+            node: id.clone(),
+            key,
+            message,
+        };
+        let pod_ip = get(META_POD_IP)
+            .map(|s| {
+                s.parse::<IpAddr>()
+                    .map_err(|_| invalid(META_POD_IP, format!("{s:?} is not an IP address")))
+            })
+            .transpose()?;
+        let outbound_port = get(META_OUTBOUND_PORT)
+            .map(|s| {
+                s.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| invalid(META_OUTBOUND_PORT, format!("{s:?} is not a port")))
+            })
+            .transpose()?
+            .unwrap_or(DEFAULT_OUTBOUND_PORT);
+        let app_address = get(META_APP_ADDRESS)
+            .map(|s| {
+                s.parse::<IpAddr>()
+                    .map_err(|_| invalid(META_APP_ADDRESS, format!("{s:?} is not an IP address")))
+            })
+            .transpose()?
+            .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        let kind = if node.user_agent_name.to_ascii_lowercase().contains("grpc") {
+            ProxyKind::Grpc
+        } else {
+            ProxyKind::Envoy
+        };
+        Ok(ProxyIdentity {
+            kind,
+            namespace: required(META_NAMESPACE)?,
+            pod: required(META_POD)?,
+            service_account: get(META_SERVICE_ACCOUNT)
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "default".into()),
+            pod_ip,
+            outbound_port,
+            app_address,
+            node_id: id,
+        })
+    }
+}

@@ -1,0 +1,201 @@
+//! Rudder's translator: a pure, synchronous function from the mesh [`model::Model`] and a
+//! proxy's [`identity::ProxyIdentity`] to the xDS resources that proxy should hold.
+//!
+//! It knows nothing of tokio, tonic or the Kubernetes client. The control plane calls
+//! [`translate_mesh`] once per model change for what every Envoy shares (Clusters and
+//! ClusterLoadAssignments), [`outbound_routes`] once per client namespace, and
+//! [`translate_proxy`] for each proxy's own Listeners and inbound Clusters.
+//!
+//! Every emitted resource carries `refs`: the names of resources of the stage before it
+//! that it points at (route -> clusters, listener -> clusters, cluster -> EDS name). The
+//! server uses them to order pushes make-before-break.
+
+pub mod identity;
+pub mod json;
+pub mod model;
+
+mod cluster;
+mod endpoint;
+mod listener;
+mod names;
+mod protos;
+mod route;
+
+use std::fmt;
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::google::protobuf::Any;
+use prost::{Message, Name};
+
+pub use names::{OUTBOUND_LISTENER, OUTBOUND_ROUTE, inbound as inbound_name, outbound_cluster};
+
+use identity::ProxyIdentity;
+use model::Model;
+
+/// The xDS resource types Rudder serves, in make-before-break order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum XdsType {
+    /// CDS: `envoy.config.cluster.v3.Cluster`
+    Cluster,
+    /// EDS: `envoy.config.endpoint.v3.ClusterLoadAssignment`
+    Endpoint,
+    /// LDS: `envoy.config.listener.v3.Listener`
+    Listener,
+    /// RDS: `envoy.config.route.v3.RouteConfiguration`
+    Route,
+}
+
+impl XdsType {
+    /// All types, in push order.
+    pub const ALL: [XdsType; 4] = [
+        XdsType::Cluster,
+        XdsType::Endpoint,
+        XdsType::Listener,
+        XdsType::Route,
+    ];
+
+    /// The type URL.
+    pub fn type_url(self) -> &'static str {
+        match self {
+            XdsType::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+            XdsType::Endpoint => {
+                "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+            }
+            XdsType::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
+            XdsType::Route => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+        }
+    }
+
+    /// The type for a type URL.
+    pub fn from_type_url(url: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.type_url() == url)
+    }
+
+    /// The short name used in logs (`CDS`, `EDS`, `LDS`, `RDS`).
+    pub fn short(self) -> &'static str {
+        match self {
+            XdsType::Cluster => "CDS",
+            XdsType::Endpoint => "EDS",
+            XdsType::Listener => "LDS",
+            XdsType::Route => "RDS",
+        }
+    }
+
+    /// Whether a client that names no resources wants all of them (LDS, CDS).
+    pub fn wildcard_by_default(self) -> bool {
+        matches!(self, XdsType::Cluster | XdsType::Listener)
+    }
+
+    /// Where a resource points: the type its `refs` name, if any.
+    pub fn refers_to(self) -> Option<XdsType> {
+        match self {
+            XdsType::Cluster => Some(XdsType::Endpoint),
+            XdsType::Endpoint => None,
+            XdsType::Listener | XdsType::Route => Some(XdsType::Cluster),
+        }
+    }
+}
+
+impl fmt::Display for XdsType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.short())
+    }
+}
+
+/// The message of one emitted resource.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Body {
+    /// A Cluster.
+    Cluster(Box<Cluster>),
+    /// A ClusterLoadAssignment.
+    Endpoint(Box<ClusterLoadAssignment>),
+    /// A Listener.
+    Listener(Box<Listener>),
+    /// A RouteConfiguration.
+    Route(Box<RouteConfiguration>),
+}
+
+impl Body {
+    /// Encodes the message as an `Any`.
+    pub fn to_any(&self) -> Any {
+        fn pack<T: Message + Name>(m: &T) -> Any {
+            Any {
+                type_url: T::type_url(),
+                value: m.encode_to_vec(),
+            }
+        }
+        match self {
+            Body::Cluster(m) => pack(m.as_ref()),
+            Body::Endpoint(m) => pack(m.as_ref()),
+            Body::Listener(m) => pack(m.as_ref()),
+            Body::Route(m) => pack(m.as_ref()),
+        }
+    }
+}
+
+/// One emitted resource.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resource {
+    /// Its type.
+    pub kind: XdsType,
+    /// Its name.
+    pub name: String,
+    /// Names of the resources (of type `kind.refers_to()`) it points at.
+    pub refs: Vec<String>,
+    /// The message.
+    pub body: Body,
+}
+
+/// Something the translator skipped or worked around, naming the object and field.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Diagnostic {
+    /// The object, e.g. `Service default/reviews`.
+    pub object: String,
+    /// The field path.
+    pub field: String,
+    /// What happened.
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}: {}", self.object, self.field, self.message)
+    }
+}
+
+/// Resources plus what the translator had to say about the input.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Output {
+    /// Emitted resources.
+    pub resources: Vec<Resource>,
+    /// Diagnostics, in a stable order.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// What every Envoy sidecar shares: one Cluster and one ClusterLoadAssignment per
+/// service port.
+pub fn translate_mesh(model: &Model) -> Output {
+    let mut out = Output::default();
+    for svc in model.services() {
+        for port in &svc.ports {
+            out.resources.push(cluster::outbound(svc, port));
+            out.resources.push(endpoint::load_assignment(model, svc, port));
+        }
+    }
+    out
+}
+
+/// The outbound RouteConfiguration for sidecars in `namespace` (short service names
+/// resolve in the client's own namespace, as Kubernetes DNS does).
+pub fn outbound_routes(model: &Model, namespace: &str) -> Output {
+    route::outbound(model, namespace)
+}
+
+/// One proxy's own resources: its outbound listener, and an inbound listener and
+/// cluster for each port its pod serves.
+pub fn translate_proxy(model: &Model, proxy: &ProxyIdentity) -> Output {
+    listener::for_proxy(model, proxy)
+}

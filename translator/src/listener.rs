@@ -1,0 +1,172 @@
+//! Per-proxy listeners. Outbound: one HTTP listener on the pod IP that routes by
+//! authority, so it serves apps using it as an explicit HTTP proxy and (later)
+//! transparently intercepted traffic alike. Inbound: one listener per port the pod
+//! serves, forwarding to the local app over a static cluster.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
+use envoy_types::pb::envoy::config::route::v3::{
+    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route::Action,
+    route_action::ClusterSpecifier, route_match::PathSpecifier,
+};
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter, Rds,
+    http_connection_manager::{CodecType, RouteSpecifier},
+    http_filter,
+};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+    TcpProxy, tcp_proxy::ClusterSpecifier as TcpCluster,
+};
+
+use crate::identity::ProxyIdentity;
+use crate::model::{Model, Protocol, TargetPort};
+use crate::protos;
+use crate::{Body, Diagnostic, Output, Resource, XdsType, cluster, names};
+
+fn hcm(stat_prefix: String, routes: RouteSpecifier) -> Filter {
+    let manager = HttpConnectionManager {
+        stat_prefix,
+        // AUTO accepts HTTP/1.1 and HTTP/2 prior knowledge (h2c, gRPC) from the client.
+        codec_type: CodecType::Auto as i32,
+        route_specifier: Some(routes),
+        http_filters: vec![HttpFilter {
+            name: "envoy.filters.http.router".into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(protos::any(
+                &Router::default(),
+            ))),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    Filter {
+        name: "envoy.filters.network.http_connection_manager".into(),
+        config_type: Some(filter::ConfigType::TypedConfig(protos::any(&manager))),
+    }
+}
+
+fn listener(name: String, ip: IpAddr, port: u16, filter: Filter) -> Listener {
+    Listener {
+        name,
+        address: Some(protos::socket(ip, port)),
+        filter_chains: vec![FilterChain {
+            filters: vec![filter],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn outbound(ip: IpAddr, port: u16) -> Resource {
+    let rds = RouteSpecifier::Rds(Rds {
+        config_source: Some(protos::ads()),
+        route_config_name: names::OUTBOUND_ROUTE.into(),
+    });
+    Resource {
+        kind: XdsType::Listener,
+        name: names::OUTBOUND_LISTENER.into(),
+        refs: Vec::new(),
+        body: Body::Listener(Box::new(listener(
+            names::OUTBOUND_LISTENER.into(),
+            ip,
+            port,
+            hcm("outbound".into(), rds),
+        ))),
+    }
+}
+
+fn inbound(ip: IpAddr, port: u16, protocol: Protocol) -> Resource {
+    let name = names::inbound(port);
+    let filter = if protocol == Protocol::Tcp {
+        let tcp = TcpProxy {
+            stat_prefix: name.clone(),
+            cluster_specifier: Some(TcpCluster::Cluster(name.clone())),
+            ..Default::default()
+        };
+        Filter {
+            name: "envoy.filters.network.tcp_proxy".into(),
+            config_type: Some(filter::ConfigType::TypedConfig(protos::any(&tcp))),
+        }
+    } else {
+        let route = RouteConfiguration {
+            name: name.clone(),
+            virtual_hosts: vec![VirtualHost {
+                name: "inbound".into(),
+                domains: vec!["*".into()],
+                routes: vec![Route {
+                    r#match: Some(RouteMatch {
+                        path_specifier: Some(PathSpecifier::Prefix("/".into())),
+                        ..Default::default()
+                    }),
+                    action: Some(Action::Route(RouteAction {
+                        cluster_specifier: Some(ClusterSpecifier::Cluster(name.clone())),
+                        // The calling side owns request timeouts.
+                        timeout: Some(protos::millis(0)),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        hcm(format!("inbound_{port}"), RouteSpecifier::RouteConfig(route))
+    };
+    Resource {
+        kind: XdsType::Listener,
+        refs: vec![name.clone()],
+        body: Body::Listener(Box::new(listener(name.clone(), ip, port, filter))),
+        name,
+    }
+}
+
+pub(crate) fn for_proxy(model: &Model, proxy: &ProxyIdentity) -> Output {
+    let mut out = Output::default();
+    let pod = model.pod(&proxy.namespace, &proxy.pod);
+    let pod_obj = format!("Pod {}/{}", proxy.namespace, proxy.pod);
+    let ip = proxy
+        .pod_ip
+        .or(pod.and_then(|p| p.ip))
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    out.resources.push(outbound(ip, proxy.outbound_port));
+
+    let Some(pod) = pod else {
+        return out;
+    };
+    // target port -> protocol of the first service port that uses it.
+    let mut ports: BTreeMap<u16, Protocol> = BTreeMap::new();
+    for svc in model.services_selecting(pod) {
+        for (i, sp) in svc.ports.iter().enumerate() {
+            let target = match &sp.target {
+                TargetPort::Number(n) => *n,
+                TargetPort::Named(n) => match pod.container_ports.get(n) {
+                    Some(p) => *p,
+                    None => {
+                        out.diagnostics.push(Diagnostic {
+                            object: format!("Service {}/{}", svc.namespace, svc.name),
+                            field: format!("spec.ports[{i}].targetPort"),
+                            message: format!("{pod_obj} has no container port named {n:?}"),
+                        });
+                        continue;
+                    }
+                },
+            };
+            if target == proxy.outbound_port {
+                out.diagnostics.push(Diagnostic {
+                    object: format!("Service {}/{}", svc.namespace, svc.name),
+                    field: format!("spec.ports[{i}].targetPort"),
+                    message: format!("port {target} is the sidecar's outbound port on {pod_obj}"),
+                });
+                continue;
+            }
+            ports.entry(target).or_insert(sp.protocol);
+        }
+    }
+    for (port, protocol) in ports {
+        out.resources.push(cluster::inbound(port, proxy.app_address, protocol));
+        out.resources.push(inbound(ip, port, protocol));
+    }
+    out
+}

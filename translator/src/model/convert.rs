@@ -1,0 +1,271 @@
+//! Validation and conversion of Kubernetes objects into model types. Every error names
+//! the object and the field path.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{
+    Kind, MeshPod, MeshService, ModelError, Protocol, ServicePort, Slice, SliceEndpoint, TargetPort,
+};
+
+/// The label that ties an EndpointSlice to its Service.
+pub(crate) const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+struct Ctx {
+    object: String,
+}
+
+impl Ctx {
+    fn new(kind: Kind, meta: &ObjectMeta) -> Self {
+        let ns = meta.namespace.as_deref().unwrap_or("default");
+        let name = meta.name.as_deref().unwrap_or("<unnamed>");
+        Ctx {
+            object: format!("{kind} {ns}/{name}"),
+        }
+    }
+
+    fn err(&self, field: impl Into<String>, message: impl Into<String>) -> ModelError {
+        ModelError {
+            object: self.object.clone(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// DNS-1123 label: lowercase alphanumerics and '-', 1..=63, alphanumeric at both ends.
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// DNS-1123 subdomain: dot-separated labels, at most 253 characters.
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+fn meta_names(
+    ctx: &Ctx,
+    meta: &ObjectMeta,
+    name_ok: fn(&str) -> bool,
+) -> Result<(String, String), ModelError> {
+    let name = meta
+        .name
+        .clone()
+        .ok_or_else(|| ctx.err("metadata.name", "is required"))?;
+    if !name_ok(&name) {
+        return Err(ctx.err(
+            "metadata.name",
+            format!("{name:?} is not a valid DNS name (lowercase letters, digits and '-')"),
+        ));
+    }
+    let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
+    if !is_dns_label(&namespace) {
+        return Err(ctx.err(
+            "metadata.namespace",
+            format!("{namespace:?} is not a valid namespace name"),
+        ));
+    }
+    Ok((namespace, name))
+}
+
+fn port_number(ctx: &Ctx, field: &str, value: i32) -> Result<u16, ModelError> {
+    u16::try_from(value)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| ctx.err(field, format!("{value} is not a port number (1-65535)")))
+}
+
+/// The protocol of a port from `appProtocol`, else the port-name prefix (`http`,
+/// `http2`, `h2c`, `grpc`, `tcp`, each alone or followed by `-suffix`). Ports that say
+/// nothing are HTTP/1.1; the listener also accepts HTTP/2 from the app.
+pub(crate) fn protocol_of(app_protocol: Option<&str>, name: &str) -> Protocol {
+    let from = |s: &str| match s.to_ascii_lowercase().as_str() {
+        "http" | "https" => Some(Protocol::Http),
+        "http2" | "h2c" | "kubernetes.io/h2c" => Some(Protocol::Http2),
+        "grpc" | "grpc-web" => Some(Protocol::Grpc),
+        "tcp" | "tls" | "mongo" | "mysql" | "redis" => Some(Protocol::Tcp),
+        _ => None,
+    };
+    app_protocol
+        .and_then(from)
+        .or_else(|| from(name.split('-').next().unwrap_or("")))
+        .unwrap_or(Protocol::Http)
+}
+
+pub(crate) fn service(svc: &Service) -> Result<MeshService, ModelError> {
+    let ctx = Ctx::new(Kind::Service, &svc.metadata);
+    let (namespace, name) = meta_names(&ctx, &svc.metadata, is_dns_label)?;
+    let spec = svc
+        .spec
+        .as_ref()
+        .ok_or_else(|| ctx.err("spec", "is required"))?;
+    let cluster_ip = match spec.cluster_ip.as_deref() {
+        None | Some("") | Some("None") => None,
+        Some(ip) => Some(ip.parse::<IpAddr>().map_err(|_| {
+            ctx.err("spec.clusterIP", format!("{ip:?} is not an IP address"))
+        })?),
+    };
+    let raw_ports = spec.ports.as_deref().unwrap_or_default();
+    let mut ports = Vec::with_capacity(raw_ports.len());
+    let mut seen_numbers = BTreeSet::new();
+    let mut seen_names = BTreeSet::new();
+    for (i, p) in raw_ports.iter().enumerate() {
+        let field = |f: &str| format!("spec.ports[{i}].{f}");
+        let transport = p.protocol.as_deref().unwrap_or("TCP");
+        if transport != "TCP" {
+            // UDP and SCTP are valid Kubernetes but not proxied by the mesh.
+            continue;
+        }
+        let port = port_number(&ctx, &field("port"), p.port)?;
+        let pname = p.name.clone().unwrap_or_default();
+        if raw_ports.len() > 1 && pname.is_empty() {
+            return Err(ctx.err(field("name"), "is required when a Service has several ports"));
+        }
+        if !pname.is_empty() && !is_dns_label(&pname) {
+            return Err(ctx.err(field("name"), format!("{pname:?} is not a valid port name")));
+        }
+        if !seen_numbers.insert(port) {
+            return Err(ctx.err(field("port"), format!("port {port} is listed twice")));
+        }
+        if !pname.is_empty() && !seen_names.insert(pname.clone()) {
+            return Err(ctx.err(field("name"), format!("port name {pname:?} is listed twice")));
+        }
+        let target = match &p.target_port {
+            None => TargetPort::Number(port),
+            Some(IntOrString::Int(n)) => TargetPort::Number(port_number(&ctx, &field("targetPort"), *n)?),
+            Some(IntOrString::String(s)) => match s.parse::<i32>() {
+                Ok(n) => TargetPort::Number(port_number(&ctx, &field("targetPort"), n)?),
+                Err(_) if is_dns_label(s) && s.len() <= 15 => TargetPort::Named(s.clone()),
+                Err(_) => {
+                    return Err(ctx.err(
+                        field("targetPort"),
+                        format!("{s:?} is neither a port number nor a container port name"),
+                    ));
+                }
+            },
+        };
+        ports.push(ServicePort {
+            protocol: protocol_of(p.app_protocol.as_deref(), &pname),
+            name: pname,
+            port,
+            target,
+        });
+    }
+    Ok(MeshService {
+        namespace,
+        name,
+        cluster_ip,
+        ports,
+        selector: spec.selector.clone(),
+    })
+}
+
+pub(crate) fn slice(es: &EndpointSlice) -> Result<Slice, ModelError> {
+    let ctx = Ctx::new(Kind::EndpointSlice, &es.metadata);
+    let (namespace, name) = meta_names(&ctx, &es.metadata, is_dns_subdomain)?;
+    let service = es
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        .cloned()
+        .ok_or_else(|| {
+            ctx.err(
+                format!("metadata.labels[\"{SERVICE_NAME_LABEL}\"]"),
+                "is required: it names the Service this slice belongs to",
+            )
+        })?;
+    let mut ports = Vec::new();
+    for (i, p) in es.ports.iter().flatten().enumerate() {
+        if p.protocol.as_deref().unwrap_or("TCP") != "TCP" {
+            continue;
+        }
+        let Some(n) = p.port else { continue };
+        ports.push((
+            p.name.clone().unwrap_or_default(),
+            port_number(&ctx, &format!("ports[{i}].port"), n)?,
+        ));
+    }
+    let mut endpoints = Vec::new();
+    if es.address_type == "IPv4" || es.address_type == "IPv6" {
+        for (i, ep) in es.endpoints.iter().flatten().enumerate() {
+            let addr = ep.addresses.first().ok_or_else(|| {
+                ctx.err(format!("endpoints[{i}].addresses"), "needs at least one address")
+            })?;
+            let ip: IpAddr = addr.parse().map_err(|_| {
+                ctx.err(
+                    format!("endpoints[{i}].addresses[0]"),
+                    format!("{addr:?} is not an {} address", es.address_type),
+                )
+            })?;
+            let cond = ep.conditions.as_ref();
+            endpoints.push(SliceEndpoint {
+                ip,
+                ready: cond.and_then(|c| c.ready).unwrap_or(true),
+                terminating: cond.and_then(|c| c.terminating).unwrap_or(false),
+                zone: ep.zone.clone(),
+                pod: ep
+                    .target_ref
+                    .as_ref()
+                    .filter(|r| r.kind.as_deref() == Some("Pod"))
+                    .and_then(|r| r.name.clone()),
+            });
+        }
+    } else if es.address_type != "FQDN" {
+        return Err(ctx.err(
+            "addressType",
+            format!("{:?} is not one of IPv4, IPv6, FQDN", es.address_type),
+        ));
+    }
+    Ok(Slice {
+        namespace,
+        name,
+        service,
+        ports,
+        endpoints,
+    })
+}
+
+pub(crate) fn pod(pod: &Pod) -> Result<MeshPod, ModelError> {
+    let ctx = Ctx::new(Kind::Pod, &pod.metadata);
+    let (namespace, name) = meta_names(&ctx, &pod.metadata, is_dns_subdomain)?;
+    let ip = match pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()) {
+        None | Some("") => None,
+        Some(ip) => Some(
+            ip.parse::<IpAddr>()
+                .map_err(|_| ctx.err("status.podIP", format!("{ip:?} is not an IP address")))?,
+        ),
+    };
+    let spec = pod.spec.as_ref();
+    let mut container_ports = BTreeMap::new();
+    for (ci, c) in spec.map(|s| s.containers.as_slice()).unwrap_or_default().iter().enumerate() {
+        for (pi, p) in c.ports.iter().flatten().enumerate() {
+            let field = format!("spec.containers[{ci}].ports[{pi}].containerPort");
+            let n = port_number(&ctx, &field, p.container_port)?;
+            if let Some(pname) = &p.name {
+                container_ports.insert(pname.clone(), n);
+            }
+        }
+    }
+    Ok(MeshPod {
+        namespace,
+        name,
+        ip,
+        labels: pod.metadata.labels.clone().unwrap_or_default(),
+        service_account: spec
+            .and_then(|s| s.service_account_name.clone())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "default".into()),
+        container_ports,
+    })
+}

@@ -1,0 +1,320 @@
+//! The indexed mesh model: the one place every source (manifest directory, later the
+//! Kubernetes watch) writes to, and the only thing the translator reads.
+//!
+//! ```text
+//!   Service ──selects──▶ Pod (ip, labels, service account, container ports)
+//!      │
+//!      └──kubernetes.io/service-name◀── EndpointSlice (ready endpoints, zone)
+//! ```
+//!
+//! Objects enter through [`Model::apply`], which validates them first: an invalid object
+//! is refused with an error naming the object and field, and the previous (last good)
+//! version of that object stays in the model. [`Model::delete`] removes an object.
+
+mod convert;
+mod parse;
+
+pub use parse::{ManifestError, ParsedManifest, parse_manifest};
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+pub use k8s_openapi::api::core::v1::{Pod, Service};
+pub use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+/// The Kubernetes kinds the model understands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// `v1/Service`
+    Service,
+    /// `discovery.k8s.io/v1/EndpointSlice`
+    EndpointSlice,
+    /// `v1/Pod`
+    Pod,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Service => "Service",
+            Kind::EndpointSlice => "EndpointSlice",
+            Kind::Pod => "Pod",
+        })
+    }
+}
+
+/// Identifies one object: kind, namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    /// The object's kind.
+    pub kind: Kind,
+    /// The object's namespace (`default` when the manifest leaves it out).
+    pub namespace: String,
+    /// The object's name.
+    pub name: String,
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// A Kubernetes object as a source hands it to the model.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Object {
+    /// A Service.
+    Service(Box<Service>),
+    /// An EndpointSlice.
+    EndpointSlice(Box<EndpointSlice>),
+    /// A Pod.
+    Pod(Box<Pod>),
+}
+
+impl Object {
+    /// The object's key; a missing namespace counts as `default`.
+    pub fn key(&self) -> ObjectKey {
+        let (kind, meta) = match self {
+            Object::Service(o) => (Kind::Service, &o.metadata),
+            Object::EndpointSlice(o) => (Kind::EndpointSlice, &o.metadata),
+            Object::Pod(o) => (Kind::Pod, &o.metadata),
+        };
+        ObjectKey {
+            kind,
+            namespace: meta.namespace.clone().unwrap_or_else(|| "default".to_string()),
+            name: meta.name.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// An object the model refused, with the field that is wrong.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{object}: {field}: {message}")]
+pub struct ModelError {
+    /// The object, e.g. `Service default/reviews`.
+    pub object: String,
+    /// The field path, e.g. `spec.ports[1].port`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// How traffic on a port is spoken, from `appProtocol` or the port-name prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    /// HTTP/1.1 (also the default for ports that say nothing).
+    Http,
+    /// HTTP/2 in clear text (`http2`, `h2c`, `kubernetes.io/h2c`).
+    Http2,
+    /// gRPC: HTTP/2 with streams that may outlive any route timeout.
+    Grpc,
+    /// Opaque TCP (`tcp`, `tcp-*`).
+    Tcp,
+}
+
+impl Protocol {
+    /// Whether the upstream connection must speak HTTP/2.
+    pub fn is_http2(self) -> bool {
+        matches!(self, Protocol::Http2 | Protocol::Grpc)
+    }
+}
+
+/// The port a Service port forwards to on its pods.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetPort {
+    /// A port number.
+    Number(u16),
+    /// The name of a container port.
+    Named(String),
+}
+
+/// One port of a mesh service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePort {
+    /// The port's name (empty when the Service has a single unnamed port).
+    pub name: String,
+    /// The port clients call.
+    pub port: u16,
+    /// The port on the pods.
+    pub target: TargetPort,
+    /// How the port speaks.
+    pub protocol: Protocol,
+}
+
+/// A Service as the mesh sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeshService {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// The cluster IP, if it has one.
+    pub cluster_ip: Option<IpAddr>,
+    /// Ports, in manifest order.
+    pub ports: Vec<ServicePort>,
+    /// The pod selector; `None` for a Service without a selector.
+    pub selector: Option<BTreeMap<String, String>>,
+}
+
+impl MeshService {
+    /// `NAME.NS.svc.cluster.local`
+    pub fn fqdn(&self) -> String {
+        format!("{}.{}.svc.cluster.local", self.name, self.namespace)
+    }
+
+    /// The port a request without `:PORT` goes to: 80 when the Service has it, else its
+    /// first port.
+    pub fn default_port(&self) -> Option<u16> {
+        self.ports
+            .iter()
+            .find(|p| p.port == 80)
+            .or(self.ports.first())
+            .map(|p| p.port)
+    }
+}
+
+/// One endpoint of an EndpointSlice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SliceEndpoint {
+    /// The endpoint's IP.
+    pub ip: IpAddr,
+    /// `conditions.ready` (unset counts as ready).
+    pub ready: bool,
+    /// `conditions.terminating`.
+    pub terminating: bool,
+    /// The zone, if known.
+    pub zone: Option<String>,
+    /// The pod behind the endpoint, if the slice says.
+    pub pod: Option<String>,
+}
+
+/// An EndpointSlice as the mesh sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Slice {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// The Service the slice belongs to (`kubernetes.io/service-name`).
+    pub service: String,
+    /// The slice's ports: (name, port number).
+    pub ports: Vec<(String, u16)>,
+    /// Its endpoints.
+    pub endpoints: Vec<SliceEndpoint>,
+}
+
+/// A Pod as the mesh sees it: its identity and where it listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeshPod {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// `status.podIP`, once assigned.
+    pub ip: Option<IpAddr>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// The workload identity (`default` when unset).
+    pub service_account: String,
+    /// Named container ports.
+    pub container_ports: BTreeMap<String, u16>,
+}
+
+type NsName = (String, String);
+
+/// The indexed model. Ordered maps keep translation output deterministic.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Model {
+    services: BTreeMap<NsName, MeshService>,
+    slices: BTreeMap<NsName, Slice>,
+    pods: BTreeMap<NsName, MeshPod>,
+}
+
+impl Model {
+    /// An empty model.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Validates `object` and puts it into the model, replacing an older version.
+    /// On error the model is unchanged: the last good version keeps serving.
+    pub fn apply(&mut self, object: &Object) -> Result<(), ModelError> {
+        match object {
+            Object::Service(s) => {
+                let svc = convert::service(s)?;
+                self.services
+                    .insert((svc.namespace.clone(), svc.name.clone()), svc);
+            }
+            Object::EndpointSlice(s) => {
+                let slice = convert::slice(s)?;
+                self.slices
+                    .insert((slice.namespace.clone(), slice.name.clone()), slice);
+            }
+            Object::Pod(p) => {
+                let pod = convert::pod(p)?;
+                self.pods.insert((pod.namespace.clone(), pod.name.clone()), pod);
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks `object` without changing the model.
+    pub fn validate(object: &Object) -> Result<(), ModelError> {
+        match object {
+            Object::Service(s) => convert::service(s).map(drop),
+            Object::EndpointSlice(s) => convert::slice(s).map(drop),
+            Object::Pod(p) => convert::pod(p).map(drop),
+        }
+    }
+
+    /// Removes an object; returns whether it was there.
+    pub fn delete(&mut self, key: &ObjectKey) -> bool {
+        let k = (key.namespace.clone(), key.name.clone());
+        match key.kind {
+            Kind::Service => self.services.remove(&k).is_some(),
+            Kind::EndpointSlice => self.slices.remove(&k).is_some(),
+            Kind::Pod => self.pods.remove(&k).is_some(),
+        }
+    }
+
+    /// Every service, ordered by namespace and name.
+    pub fn services(&self) -> impl Iterator<Item = &MeshService> {
+        self.services.values()
+    }
+
+    /// Every pod, ordered by namespace and name.
+    pub fn pods(&self) -> impl Iterator<Item = &MeshPod> {
+        self.pods.values()
+    }
+
+    /// One pod.
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<&MeshPod> {
+        self.pods.get(&(namespace.to_string(), name.to_string()))
+    }
+
+    /// The slices of one service, ordered by slice name.
+    pub fn slices_of<'a>(&'a self, svc: &'a MeshService) -> impl Iterator<Item = &'a Slice> {
+        self.slices
+            .range((svc.namespace.clone(), String::new())..)
+            .take_while(move |((ns, _), _)| *ns == svc.namespace)
+            .map(|(_, s)| s)
+            .filter(move |s| s.service == svc.name)
+    }
+
+    /// The services whose selector matches `pod`.
+    pub fn services_selecting<'a>(
+        &'a self,
+        pod: &'a MeshPod,
+    ) -> impl Iterator<Item = &'a MeshService> {
+        self.services.values().filter(move |s| {
+            s.namespace == pod.namespace
+                && s.selector.as_ref().is_some_and(|sel| {
+                    !sel.is_empty() && sel.iter().all(|(k, v)| pod.labels.get(k) == Some(v))
+                })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

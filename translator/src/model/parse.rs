@@ -1,0 +1,157 @@
+//! Parsing of Kubernetes YAML manifests (multi-document files) into model objects.
+//! Syntax errors carry the line; schema and validation errors carry the document index
+//! and the field path. Kinds the mesh does not use are reported as skipped.
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::{Model, Object};
+
+/// What one manifest file held.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ParsedManifest {
+    /// The objects the mesh uses, in file order.
+    pub objects: Vec<Object>,
+    /// Documents of other kinds: (document index, `apiVersion/kind`).
+    pub skipped: Vec<(usize, String)>,
+}
+
+/// Why a manifest file was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    /// The text is not YAML.
+    #[error("YAML syntax error: {message}")]
+    Syntax {
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// One document is not a valid object.
+    #[error("document {index}{}: {field}: {message}", object.as_ref().map(|o| format!(" ({o})")).unwrap_or_default())]
+    Document {
+        /// Zero-based index of the document in the file.
+        index: usize,
+        /// The object, when its kind and name could be read.
+        object: Option<String>,
+        /// The field path inside the document.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Parses every document of a YAML file. Any error refuses the whole file, so that a
+/// half-applied file never reaches a proxy.
+pub fn parse_manifest(text: &str) -> Result<ParsedManifest, ManifestError> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| ManifestError::Syntax {
+        message: e.to_string(),
+    })?;
+    let mut out = ParsedManifest::default();
+    for (index, doc) in docs.into_iter().enumerate() {
+        parse_document(index, doc, "", &mut out)?;
+    }
+    Ok(out)
+}
+
+fn doc_err(index: usize, object: Option<String>, field: String, message: String) -> ManifestError {
+    ManifestError::Document {
+        index,
+        object,
+        field,
+        message,
+    }
+}
+
+fn parse_document(
+    index: usize,
+    doc: Value,
+    prefix: &str,
+    out: &mut ParsedManifest,
+) -> Result<(), ManifestError> {
+    let map = match doc {
+        Value::Null => return Ok(()),
+        Value::Object(map) => map,
+        other => {
+            return Err(doc_err(
+                index,
+                None,
+                if prefix.is_empty() { "(document)".into() } else { prefix.to_string() },
+                format!("expected a mapping with apiVersion and kind, found {}", type_name(&other)),
+            ));
+        }
+    };
+    let field = |f: &str| format!("{prefix}{f}");
+    let api_version = map.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
+    let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+    if api_version.is_empty() || kind.is_empty() {
+        let missing = if api_version.is_empty() { "apiVersion" } else { "kind" };
+        return Err(doc_err(index, None, field(missing), "is required".into()));
+    }
+    let doc = Value::Object(map);
+    let object = match (api_version.as_str(), kind.as_str()) {
+        ("v1", "Service") => Object::Service(Box::new(typed(index, doc, prefix)?)),
+        ("v1", "Pod") => Object::Pod(Box::new(typed(index, doc, prefix)?)),
+        ("discovery.k8s.io/v1", "EndpointSlice") => {
+            Object::EndpointSlice(Box::new(typed(index, doc, prefix)?))
+        }
+        ("v1", "List") => {
+            let Value::Object(mut map) = doc else { return Ok(()) };
+            let items = match map.remove("items") {
+                Some(Value::Array(items)) => items,
+                None | Some(Value::Null) => Vec::new(),
+                Some(other) => {
+                    return Err(doc_err(
+                        index,
+                        None,
+                        field("items"),
+                        format!("expected a list, found {}", type_name(&other)),
+                    ));
+                }
+            };
+            for (i, item) in items.into_iter().enumerate() {
+                parse_document(index, item, &format!("{prefix}items[{i}]."), out)?;
+            }
+            return Ok(());
+        }
+        _ => {
+            out.skipped.push((index, format!("{api_version}/{kind}")));
+            return Ok(());
+        }
+    };
+    if let Err(e) = Model::validate(&object) {
+        return Err(doc_err(index, Some(e.object), field(&e.field), e.message));
+    }
+    out.objects.push(object);
+    Ok(())
+}
+
+fn typed<T: DeserializeOwned>(index: usize, doc: Value, prefix: &str) -> Result<T, ManifestError> {
+    let object = describe(&doc);
+    serde_path_to_error::deserialize(doc).map_err(|e| {
+        let path = e.path().to_string();
+        doc_err(
+            index,
+            object,
+            format!("{prefix}{}", if path == "." { "(document)".into() } else { path }),
+            e.into_inner().to_string(),
+        )
+    })
+}
+
+fn describe(doc: &Value) -> Option<String> {
+    let kind = doc.get("kind")?.as_str()?;
+    let meta = doc.get("metadata")?;
+    let name = meta.get("name")?.as_str()?;
+    let ns = meta.get("namespace").and_then(Value::as_str).unwrap_or("default");
+    Some(format!("{kind} {ns}/{name}"))
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}

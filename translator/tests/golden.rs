@@ -1,0 +1,104 @@
+//! Golden tests: manifests in -> every resource the translator emits, as a reviewed
+//! snapshot. Run with `UPDATE_GOLDEN=1` to rewrite the snapshots, then review the diff.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use translator::identity::{DEFAULT_OUTBOUND_PORT, ProxyIdentity, ProxyKind};
+use translator::model::{Model, parse_manifest};
+use translator::{Output, outbound_routes, translate_mesh, translate_proxy};
+
+fn load(dir: &Path) -> Model {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("read case dir")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    let mut model = Model::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("read manifest");
+        let parsed = parse_manifest(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        for o in &parsed.objects {
+            model.apply(o).expect("valid object");
+        }
+    }
+    model
+}
+
+fn render(out: &Output, title: &str, text: &mut String) {
+    writeln!(text, "=== {title}").expect("write");
+    for d in &out.diagnostics {
+        writeln!(text, "! {d}").expect("write");
+    }
+    for r in &out.resources {
+        let json = translator::json::any_to_json(&r.body.to_any()).expect("renders as JSON");
+        let pretty = serde_json::to_string_pretty(&json).expect("json");
+        writeln!(text, "--- {} {} refs={:?}\n{pretty}", r.kind, r.name, r.refs).expect("write");
+    }
+}
+
+fn snapshot(model: &Model) -> String {
+    let mut text = String::new();
+    render(&translate_mesh(model), "mesh", &mut text);
+    let mut namespaces: Vec<&str> = model.pods().map(|p| p.namespace.as_str()).collect();
+    namespaces.dedup();
+    for ns in namespaces {
+        render(&outbound_routes(model, ns), &format!("routes for namespace {ns}"), &mut text);
+    }
+    for pod in model.pods() {
+        let proxy = ProxyIdentity {
+            node_id: format!("{}.{}", pod.name, pod.namespace),
+            kind: ProxyKind::Envoy,
+            namespace: pod.namespace.clone(),
+            pod: pod.name.clone(),
+            service_account: pod.service_account.clone(),
+            pod_ip: None,
+            outbound_port: DEFAULT_OUTBOUND_PORT,
+            app_address: "127.0.0.1".parse().expect("ip"),
+        };
+        render(&translate_proxy(model, &proxy), &format!("proxy {}", proxy.node_id), &mut text);
+    }
+    text
+}
+
+fn check(case: &str, input: &Path) {
+    let actual = snapshot(&load(input));
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{case}.golden"));
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden, &actual).expect("write golden");
+        return;
+    }
+    let expected = std::fs::read_to_string(&golden)
+        .unwrap_or_else(|_| panic!("{} is missing: run with UPDATE_GOLDEN=1", golden.display()));
+    if expected != actual {
+        let first = expected
+            .lines()
+            .zip(actual.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(expected.lines().count().min(actual.lines().count()));
+        panic!(
+            "{case}: translation differs from {} at line {}:\n  expected: {:?}\n  actual:   {:?}\n(UPDATE_GOLDEN=1 rewrites it; review the diff)",
+            golden.display(),
+            first + 1,
+            expected.lines().nth(first),
+            actual.lines().nth(first)
+        );
+    }
+}
+
+#[test]
+fn golden_examples() {
+    check("examples", &Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples"));
+}
+
+#[test]
+fn golden_edge_cases() {
+    check("edge-cases", &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/edge-cases"));
+}
+
+#[test]
+fn translation_is_deterministic() {
+    let model = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples"));
+    assert_eq!(snapshot(&model), snapshot(&model.clone()));
+}
