@@ -1,1 +1,5 @@
-//! placeholder
+//! The Rudder control plane: sources feed one model, the translator turns it into
+//! per-proxy snapshots, and ADS streams deliver them.
+
+pub mod ads;
+pub mod snapshot;

@@ -1,0 +1,122 @@
+//! The ADS protocol, one pure state machine per stream: [`sotw::SotwStream`] for
+//! `StreamAggregatedResources` and [`delta::DeltaStream`] for
+//! `DeltaAggregatedResources`. They take requests, new snapshots and clock ticks, and
+//! return the responses to send plus what happened (ACKs, NACKs). No sockets: the tonic
+//! glue in `grpc.rs` only moves messages.
+//!
+//! Shared rules, both variants:
+//! - one response in flight per type; the next waits for its ACK or NACK;
+//! - make-before-break: Listeners and Routes wait until the Clusters and endpoints they
+//!   point at are held by the proxy (bounded by [`ORDER_WAIT`], so one rejected Cluster
+//!   cannot stall every route), and a Cluster stays while a held route still points at it;
+//! - a NACKed version is remembered and never re-sent; the proxy keeps its last good
+//!   config and gets the next different version.
+
+pub mod delta;
+pub mod sotw;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use translator::XdsType;
+
+use crate::snapshot::{Encoded, Resources};
+
+/// Longest a Listener or Route update waits for the Clusters it needs.
+pub const ORDER_WAIT: Duration = Duration::from_secs(2);
+
+/// A proxy rejected a response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    /// The type.
+    pub kind: XdsType,
+    /// The version it rejected (SotW) or the versions of the resources it was sent.
+    pub version: String,
+    /// The resources in the rejected response.
+    pub resources: Vec<String>,
+    /// The proxy's error text.
+    pub error: String,
+}
+
+/// What a stream saw, for logs, metrics and the NACK record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A response was accepted.
+    Ack {
+        /// The type.
+        kind: XdsType,
+        /// The accepted version.
+        version: String,
+    },
+    /// A response was rejected.
+    Nack(Rejection),
+    /// A request was ignored (unknown type, stale nonce).
+    Ignored {
+        /// The request's type URL.
+        type_url: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Clusters a set of held Listeners and Routes point at: these may not be removed yet.
+pub(crate) fn pinned<'a>(held: impl IntoIterator<Item = &'a std::sync::Arc<Encoded>>) -> BTreeSet<String> {
+    held.into_iter().flat_map(|r| r.refs.iter().cloned()).collect()
+}
+
+/// What the ordering gate needs to know about the Cluster and Endpoint types.
+pub(crate) struct Readiness<'a> {
+    /// Clusters the proxy holds (acknowledged).
+    pub held_clusters: &'a BTreeSet<String>,
+    /// Endpoint assignments the proxy holds.
+    pub held_endpoints: &'a BTreeSet<String>,
+    /// Clusters that should exist.
+    pub desired_clusters: &'a Resources,
+    /// Assignments that should exist.
+    pub desired_endpoints: &'a Resources,
+}
+
+impl Readiness<'_> {
+    /// Whether every Cluster that `refs` names (and its endpoints) is held by the proxy.
+    pub(crate) fn ready<'r>(&self, refs: impl IntoIterator<Item = &'r String>) -> bool {
+        refs.into_iter().all(|c| match self.desired_clusters.get(c) {
+            None => true,
+            Some(cluster) => {
+                self.held_clusters.contains(c)
+                    && cluster.refs.iter().all(|e| {
+                        !self.desired_endpoints.contains_key(e) || self.held_endpoints.contains(e)
+                    })
+            }
+        })
+    }
+}
+
+/// The bounded wait of the ordering gate.
+#[derive(Debug, Default)]
+pub(crate) struct OrderWait {
+    since: Option<Instant>,
+}
+
+impl OrderWait {
+    /// Whether a blocked update may go anyway (the wait ran out); starts the wait.
+    pub(crate) fn expired(&mut self, now: Instant) -> bool {
+        let since = *self.since.get_or_insert(now);
+        now.duration_since(since) >= ORDER_WAIT
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.since = None;
+    }
+
+    /// Whether a tick could unblock something.
+    pub(crate) fn waiting(&self) -> bool {
+        self.since.is_some()
+    }
+}
+
+#[cfg(test)]
+mod test_support;
+#[cfg(test)]
+mod delta_tests;
+#[cfg(test)]
+mod sotw_tests;
