@@ -2,4 +2,10 @@
 //! per-proxy snapshots, and ADS streams deliver them.
 
 pub mod ads;
+pub mod bootstrap;
+pub mod cache;
+pub mod cli;
+pub mod grpc;
+pub mod nack;
 pub mod snapshot;
+pub mod source;

@@ -1,0 +1,154 @@
+//! The Envoy bootstrap for one pod's sidecar: a pure function of its parameters. The
+//! sidecar injector will call the same function.
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde_json::{Value, json};
+use translator::identity::{
+    META_APP_ADDRESS, META_NAMESPACE, META_OUTBOUND_PORT, META_POD, META_POD_IP,
+    META_SERVICE_ACCOUNT,
+};
+
+/// The static cluster that points at the control plane.
+pub const XDS_CLUSTER: &str = "rudder-xds";
+
+/// Everything a bootstrap depends on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootstrapParams {
+    /// Node id; defaults to `POD.NAMESPACE`.
+    pub node_id: Option<String>,
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's name.
+    pub pod: String,
+    /// The pod's service account.
+    pub service_account: String,
+    /// The pod IP the sidecar listens on (else the Pod's `status.podIP`).
+    pub pod_ip: Option<IpAddr>,
+    /// The app-facing outbound port (else 15001).
+    pub outbound_port: Option<u16>,
+    /// Where the local app listens (else 127.0.0.1).
+    pub app_address: Option<IpAddr>,
+    /// The control plane's xDS address, `HOST:PORT`.
+    pub xds_host: String,
+    /// The xDS port.
+    pub xds_port: u16,
+    /// Delta (incremental) ADS instead of state-of-the-world.
+    pub delta: bool,
+    /// Envoy's admin listener (port 0: any free port).
+    pub admin: SocketAddr,
+}
+
+/// The bootstrap as JSON (Envoy reads JSON and YAML alike).
+pub fn bootstrap(p: &BootstrapParams) -> Value {
+    let node_id = p
+        .node_id
+        .clone()
+        .unwrap_or_else(|| format!("{}.{}", p.pod, p.namespace));
+    let mut metadata = serde_json::Map::new();
+    metadata.insert(META_NAMESPACE.into(), json!(p.namespace));
+    metadata.insert(META_POD.into(), json!(p.pod));
+    metadata.insert(META_SERVICE_ACCOUNT.into(), json!(p.service_account));
+    if let Some(ip) = p.pod_ip {
+        metadata.insert(META_POD_IP.into(), json!(ip.to_string()));
+    }
+    if let Some(port) = p.outbound_port {
+        metadata.insert(META_OUTBOUND_PORT.into(), json!(port.to_string()));
+    }
+    if let Some(ip) = p.app_address {
+        metadata.insert(META_APP_ADDRESS.into(), json!(ip.to_string()));
+    }
+    // An IP is used as is; a name (a Kubernetes Service) is resolved by DNS.
+    let discovery = if p.xds_host.parse::<IpAddr>().is_ok() {
+        "STATIC"
+    } else {
+        "STRICT_DNS"
+    };
+    let ads_source = json!({"ads": {}, "resource_api_version": "V3"});
+    json!({
+        "node": {
+            "id": node_id,
+            "cluster": format!("{}.{}", p.service_account, p.namespace),
+            "metadata": metadata,
+        },
+        "admin": {
+            "address": {"socket_address": {"address": p.admin.ip().to_string(), "port_value": p.admin.port()}}
+        },
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": if p.delta { "DELTA_GRPC" } else { "GRPC" },
+                "transport_api_version": "V3",
+                "set_node_on_first_message_only": true,
+                "grpc_services": [{
+                    "envoy_grpc": {
+                        "cluster_name": XDS_CLUSTER,
+                        // Reconnect quickly after a control-plane restart.
+                        "retry_policy": {"retry_back_off": {"base_interval": "0.1s", "max_interval": "1s"}}
+                    }
+                }]
+            },
+            "cds_config": ads_source,
+            "lds_config": ads_source,
+        },
+        "static_resources": {
+            "clusters": [{
+                "name": XDS_CLUSTER,
+                "type": discovery,
+                "connect_timeout": "1s",
+                "typed_extension_protocol_options": {
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        "explicit_http_config": {"http2_protocol_options": {
+                            "connection_keepalive": {"interval": "15s", "timeout": "5s"}
+                        }}
+                    }
+                },
+                "load_assignment": {
+                    "cluster_name": XDS_CLUSTER,
+                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                        "socket_address": {"address": p.xds_host, "port_value": p.xds_port}
+                    }}}]}]
+                }
+            }]
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> BootstrapParams {
+        BootstrapParams {
+            node_id: None,
+            namespace: "shop".into(),
+            pod: "api-0".into(),
+            service_account: "api".into(),
+            pod_ip: Some("127.0.0.12".parse().expect("ip")),
+            outbound_port: Some(15001),
+            app_address: None,
+            xds_host: "127.0.0.1".into(),
+            xds_port: 4242,
+            delta: true,
+            admin: "127.0.0.1:0".parse().expect("addr"),
+        }
+    }
+
+    #[test]
+    fn carries_identity_and_picks_the_stream_type() {
+        let b = bootstrap(&params());
+        assert_eq!(b["node"]["id"], "api-0.shop");
+        assert_eq!(b["node"]["metadata"][META_SERVICE_ACCOUNT], "api");
+        assert_eq!(b["node"]["metadata"][META_POD_IP], "127.0.0.12");
+        assert_eq!(b["dynamic_resources"]["ads_config"]["api_type"], "DELTA_GRPC");
+        let sotw = bootstrap(&BootstrapParams { delta: false, ..params() });
+        assert_eq!(sotw["dynamic_resources"]["ads_config"]["api_type"], "GRPC");
+    }
+
+    #[test]
+    fn a_dns_name_for_the_control_plane_uses_dns_discovery() {
+        let b = bootstrap(&BootstrapParams { xds_host: "rudder.rudder-system.svc".into(), ..params() });
+        assert_eq!(b["static_resources"]["clusters"][0]["type"], "STRICT_DNS");
+        assert_eq!(bootstrap(&params())["static_resources"]["clusters"][0]["type"], "STATIC");
+    }
+}

@@ -1,0 +1,302 @@
+//! The snapshot cache: owns the mesh model, turns it into per-proxy snapshots, and
+//! tells each connected proxy's streams when its snapshot changed.
+//!
+//! Sources write through [`Cache::update`]. Changes are batched: the pusher waits for a
+//! quiet period ([`CacheConfig::debounce`], at most [`CacheConfig::max_delay`] in all),
+//! then translates once. Shared resources (Clusters, endpoints, per-namespace routes)
+//! are encoded once per build; an unchanged resource keeps its previous `Arc`, so all
+//! proxies share one copy. Only proxies whose snapshot versions changed are notified.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, watch};
+use translator::identity::ProxyIdentity;
+use translator::model::Model;
+use translator::{Diagnostic, XdsType};
+
+use crate::snapshot::{Encoded, Snapshot};
+
+/// Batching of model changes.
+#[derive(Clone, Copy, Debug)]
+pub struct CacheConfig {
+    /// Quiet time after the last change before a build.
+    pub debounce: Duration,
+    /// Longest a change waits for a build while changes keep coming.
+    pub max_delay: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            debounce: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+struct NodeEntry {
+    identity: ProxyIdentity,
+    tx: watch::Sender<Arc<Snapshot>>,
+    streams: usize,
+}
+
+#[derive(Default)]
+struct Inner {
+    model: Model,
+    generation: u64,
+    built: u64,
+    /// Every resource of the last build, for reuse by content.
+    interned: HashMap<(XdsType, String), Arc<Encoded>>,
+    mesh: Vec<Arc<Encoded>>,
+    routes: HashMap<String, Arc<Encoded>>,
+    nodes: HashMap<String, NodeEntry>,
+    diagnostics: BTreeSet<Diagnostic>,
+    changed_at: Option<Instant>,
+}
+
+impl Inner {
+    fn intern(&mut self, fresh: &mut HashMap<(XdsType, String), Arc<Encoded>>, r: &translator::Resource) -> Arc<Encoded> {
+        let enc = Encoded::new(r);
+        let key = (r.kind, r.name.clone());
+        let arc = match self.interned.get(&key) {
+            Some(old) if old.version == enc.version => old.clone(),
+            _ => Arc::new(enc),
+        };
+        fresh.insert(key, arc.clone());
+        arc
+    }
+
+    fn note(&mut self, diags: Vec<Diagnostic>, seen: &mut BTreeSet<Diagnostic>) {
+        for d in diags {
+            if !self.diagnostics.contains(&d) && !seen.contains(&d) {
+                tracing::warn!(object = %d.object, field = %d.field, "{}", d.message);
+            }
+            seen.insert(d);
+        }
+    }
+
+    fn routes_for(
+        &mut self,
+        namespace: &str,
+        fresh: &mut HashMap<(XdsType, String), Arc<Encoded>>,
+        seen: &mut BTreeSet<Diagnostic>,
+    ) -> Arc<Encoded> {
+        if let Some(r) = self.routes.get(namespace) {
+            return r.clone();
+        }
+        let out = translator::outbound_routes(&self.model, namespace);
+        self.note(out.diagnostics, seen);
+        // The translator always emits exactly one outbound route table.
+        let mut arc = None;
+        for r in &out.resources {
+            arc = Some(self.intern(fresh, r));
+        }
+        let arc = arc.unwrap_or_else(|| Arc::new(Encoded::new(&empty_routes())));
+        self.routes.insert(namespace.to_string(), arc.clone());
+        arc
+    }
+
+    fn snapshot_for(
+        &mut self,
+        identity: &ProxyIdentity,
+        fresh: &mut HashMap<(XdsType, String), Arc<Encoded>>,
+        seen: &mut BTreeSet<Diagnostic>,
+    ) -> Snapshot {
+        let mut snap = Snapshot::default();
+        for r in &self.mesh {
+            snap.insert(r.clone());
+        }
+        snap.insert(self.routes_for(&identity.namespace, fresh, seen));
+        let out = translator::translate_proxy(&self.model, identity);
+        self.note(out.diagnostics, seen);
+        for r in &out.resources {
+            snap.insert(self.intern(fresh, r));
+        }
+        snap
+    }
+
+    fn rebuild(&mut self) -> BuildReport {
+        let started = Instant::now();
+        let mut fresh = HashMap::new();
+        let mut seen = BTreeSet::new();
+        let out = translator::translate_mesh(&self.model);
+        self.note(out.diagnostics, &mut seen);
+        self.mesh = out.resources.iter().map(|r| self.intern(&mut fresh, r)).collect();
+        self.routes.clear();
+        let ids: Vec<String> = self.nodes.keys().cloned().collect();
+        let mut pushed = 0;
+        for id in ids {
+            let Some(identity) = self.nodes.get(&id).map(|n| n.identity.clone()) else {
+                continue;
+            };
+            let snap = self.snapshot_for(&identity, &mut fresh, &mut seen);
+            if let Some(node) = self.nodes.get(&id) {
+                if !node.tx.borrow().same_versions(&snap) {
+                    node.tx.send_replace(Arc::new(snap));
+                    pushed += 1;
+                }
+            }
+        }
+        self.interned = fresh;
+        self.diagnostics = seen;
+        self.built = self.generation;
+        BuildReport {
+            proxies_pushed: pushed,
+            proxies: self.nodes.len(),
+            resources: self.mesh.len(),
+            took: started.elapsed(),
+            since_change: self.changed_at.take().map(|t| t.elapsed()),
+        }
+    }
+}
+
+fn empty_routes() -> translator::Resource {
+    translator::Resource {
+        kind: XdsType::Route,
+        name: translator::OUTBOUND_ROUTE.into(),
+        refs: Vec::new(),
+        body: translator::Body::Route(Box::default()),
+    }
+}
+
+/// What one build did.
+#[derive(Debug)]
+pub struct BuildReport {
+    /// Proxies whose snapshot changed.
+    pub proxies_pushed: usize,
+    /// Proxies connected.
+    pub proxies: usize,
+    /// Shared resources in the build.
+    pub resources: usize,
+    /// Translation and encoding time.
+    pub took: Duration,
+    /// Time since the first change of the batch.
+    pub since_change: Option<Duration>,
+}
+
+/// The snapshot cache.
+pub struct Cache {
+    inner: Mutex<Inner>,
+    changed: Notify,
+    config: CacheConfig,
+}
+
+/// A stream's subscription to its node's snapshot; dropping it unregisters.
+pub struct NodeWatch {
+    cache: Arc<Cache>,
+    node_id: String,
+    /// Receives the node's snapshot whenever it changes.
+    pub rx: watch::Receiver<Arc<Snapshot>>,
+}
+
+impl Drop for NodeWatch {
+    fn drop(&mut self) {
+        let mut inner = self.cache.lock();
+        if let Some(node) = inner.nodes.get_mut(&self.node_id) {
+            node.streams = node.streams.saturating_sub(1);
+            if node.streams == 0 {
+                inner.nodes.remove(&self.node_id);
+            }
+        }
+    }
+}
+
+impl Cache {
+    /// An empty cache.
+    pub fn new(config: CacheConfig) -> Arc<Self> {
+        Arc::new(Cache {
+            inner: Mutex::new(Inner::default()),
+            changed: Notify::new(),
+            config,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves a consistent model (every mutation is
+        // one call); keep serving rather than poisoning every stream.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes the model; a build follows after the debounce.
+    pub fn update<R>(&self, f: impl FnOnce(&mut Model) -> R) -> R {
+        let r = {
+            let mut inner = self.lock();
+            inner.generation += 1;
+            inner.changed_at.get_or_insert_with(Instant::now);
+            f(&mut inner.model)
+        };
+        self.changed.notify_one();
+        r
+    }
+
+    /// Builds now (used at start-up and in tests).
+    pub fn rebuild_now(&self) -> BuildReport {
+        self.lock().rebuild()
+    }
+
+    /// Registers a stream for `identity` and returns its snapshot watch.
+    pub fn subscribe(self: &Arc<Self>, identity: &ProxyIdentity) -> NodeWatch {
+        let mut inner = self.lock();
+        let needs_build = inner
+            .nodes
+            .get(&identity.node_id)
+            .is_none_or(|n| n.identity != *identity);
+        let snap = needs_build.then(|| {
+            let mut fresh = std::mem::take(&mut inner.interned);
+            let mut seen = std::mem::take(&mut inner.diagnostics);
+            let snap = Arc::new(inner.snapshot_for(identity, &mut fresh, &mut seen));
+            inner.interned = fresh;
+            inner.diagnostics = seen;
+            snap
+        });
+        let node = inner
+            .nodes
+            .entry(identity.node_id.clone())
+            .or_insert_with(|| NodeEntry {
+                identity: identity.clone(),
+                tx: watch::channel(Arc::new(Snapshot::default())).0,
+                streams: 0,
+            });
+        if let Some(snap) = snap {
+            node.identity = identity.clone();
+            node.tx.send_replace(snap);
+        }
+        node.streams += 1;
+        let rx = node.tx.subscribe();
+        drop(inner);
+        NodeWatch {
+            cache: self.clone(),
+            node_id: identity.node_id.clone(),
+            rx,
+        }
+    }
+
+    /// Runs forever: batches model changes and rebuilds.
+    pub async fn run_pusher(self: Arc<Self>) {
+        loop {
+            self.changed.notified().await;
+            let start = Instant::now();
+            loop {
+                let seen = self.lock().generation;
+                tokio::time::sleep(self.config.debounce).await;
+                if self.lock().generation == seen || start.elapsed() >= self.config.max_delay {
+                    break;
+                }
+            }
+            let report = self.rebuild_now();
+            tracing::info!(
+                proxies_pushed = report.proxies_pushed,
+                proxies = report.proxies,
+                shared_resources = report.resources,
+                build_ms = report.took.as_secs_f64() * 1e3,
+                since_change_ms = report.since_change.map(|d| d.as_secs_f64() * 1e3),
+                "built snapshots"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,219 @@
+//! The tonic glue for ADS: reads requests, feeds the stream state machines, forwards
+//! snapshot changes and sends what the machines return. No protocol logic lives here.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+    aggregated_discovery_service_server::AggregatedDiscoveryService,
+};
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use translator::identity::{ProxyIdentity, ProxyKind};
+
+use crate::ads::{Event, delta, sotw};
+use crate::cache::Cache;
+use crate::nack::NackLog;
+use crate::snapshot::Snapshot;
+
+/// How often a stream with an ordering wait re-checks it.
+const TICK: Duration = Duration::from_millis(250);
+
+/// The ADS service.
+#[derive(Clone)]
+pub struct AdsService {
+    cache: Arc<Cache>,
+    nacks: Arc<NackLog>,
+}
+
+impl AdsService {
+    /// Serves snapshots from `cache`, recording rejections in `nacks`.
+    pub fn new(cache: Arc<Cache>, nacks: Arc<NackLog>) -> Self {
+        AdsService { cache, nacks }
+    }
+}
+
+/// What the glue needs from a state machine.
+trait Machine: Send + 'static {
+    type Req: Send + 'static;
+    type Resp: Send + 'static;
+    const STREAM: &'static str;
+    fn node(req: &Self::Req) -> Option<&Node>;
+    fn new(snapshot: Arc<Snapshot>) -> Self;
+    fn request(&mut self, req: &Self::Req, now: Instant) -> (Vec<Self::Resp>, Vec<Event>);
+    fn snapshot(&mut self, snap: Arc<Snapshot>, now: Instant) -> (Vec<Self::Resp>, Vec<Event>);
+    fn tick(&mut self, now: Instant) -> (Vec<Self::Resp>, Vec<Event>);
+    fn waiting(&self) -> bool;
+}
+
+impl Machine for sotw::SotwStream {
+    type Req = DiscoveryRequest;
+    type Resp = DiscoveryResponse;
+    const STREAM: &'static str = "sotw";
+    fn node(req: &DiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+    fn new(snapshot: Arc<Snapshot>) -> Self {
+        sotw::SotwStream::new(snapshot)
+    }
+    fn request(&mut self, req: &DiscoveryRequest, now: Instant) -> (Vec<DiscoveryResponse>, Vec<Event>) {
+        let s = self.on_request(req, now);
+        (s.responses, s.events)
+    }
+    fn snapshot(&mut self, snap: Arc<Snapshot>, now: Instant) -> (Vec<DiscoveryResponse>, Vec<Event>) {
+        let s = self.on_snapshot(snap, now);
+        (s.responses, s.events)
+    }
+    fn tick(&mut self, now: Instant) -> (Vec<DiscoveryResponse>, Vec<Event>) {
+        let s = self.on_tick(now);
+        (s.responses, s.events)
+    }
+    fn waiting(&self) -> bool {
+        sotw::SotwStream::waiting(self)
+    }
+}
+
+impl Machine for delta::DeltaStream {
+    type Req = DeltaDiscoveryRequest;
+    type Resp = DeltaDiscoveryResponse;
+    const STREAM: &'static str = "delta";
+    fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+    fn new(snapshot: Arc<Snapshot>) -> Self {
+        delta::DeltaStream::new(snapshot)
+    }
+    fn request(&mut self, req: &DeltaDiscoveryRequest, now: Instant) -> (Vec<DeltaDiscoveryResponse>, Vec<Event>) {
+        let s = self.on_request(req, now);
+        (s.responses, s.events)
+    }
+    fn snapshot(&mut self, snap: Arc<Snapshot>, now: Instant) -> (Vec<DeltaDiscoveryResponse>, Vec<Event>) {
+        let s = self.on_snapshot(snap, now);
+        (s.responses, s.events)
+    }
+    fn tick(&mut self, now: Instant) -> (Vec<DeltaDiscoveryResponse>, Vec<Event>) {
+        let s = self.on_tick(now);
+        (s.responses, s.events)
+    }
+    fn waiting(&self) -> bool {
+        delta::DeltaStream::waiting(self)
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+impl AdsService {
+    fn spawn<M: Machine>(&self, inbound: Streaming<M::Req>) -> BoxStream<M::Resp>
+    where
+        Streaming<M::Req>: Send,
+    {
+        let (tx, rx) = mpsc::channel(16);
+        let (cache, nacks) = (self.cache.clone(), self.nacks.clone());
+        tokio::spawn(async move {
+            if let Err(status) = drive::<M>(cache, nacks, inbound, &tx).await {
+                let _ = tx.send(Err(status)).await;
+            }
+        });
+        Box::pin(ReceiverStream::new(rx))
+    }
+}
+
+async fn drive<M: Machine>(
+    cache: Arc<Cache>,
+    nacks: Arc<NackLog>,
+    mut inbound: Streaming<M::Req>,
+    tx: &mpsc::Sender<Result<M::Resp, Status>>,
+) -> Result<(), Status> {
+    let Some(first) = inbound.message().await? else {
+        return Ok(());
+    };
+    let identity = ProxyIdentity::from_node(M::node(&first)).map_err(|e| {
+        tracing::warn!(error = %e, "refused xDS stream");
+        Status::invalid_argument(e.to_string())
+    })?;
+    if identity.kind == ProxyKind::Grpc {
+        return Err(Status::unimplemented(
+            "proxyless gRPC clients are not served by this version of Rudder",
+        ));
+    }
+    let node = identity.node_id.clone();
+    let mut watch = cache.subscribe(&identity);
+    tracing::info!(node = %node, stream = M::STREAM, "proxy connected");
+    let mut machine = M::new(watch.rx.borrow_and_update().clone());
+    let step = machine.request(&first, Instant::now());
+    let mut open = emit::<M>(&node, &nacks, tx, step).await;
+    while open {
+        let step = tokio::select! {
+            msg = inbound.message() => match msg {
+                Ok(Some(req)) => machine.request(&req, Instant::now()),
+                Ok(None) => break,
+                Err(status) => {
+                    tracing::info!(node = %node, error = %status.message(), "stream ended");
+                    break;
+                }
+            },
+            changed = watch.rx.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let snap = watch.rx.borrow_and_update().clone();
+                machine.snapshot(snap, Instant::now())
+            }
+            _ = tokio::time::sleep(TICK), if machine.waiting() => machine.tick(Instant::now()),
+        };
+        open = emit::<M>(&node, &nacks, tx, step).await;
+    }
+    tracing::info!(node = %node, stream = M::STREAM, "proxy disconnected");
+    Ok(())
+}
+
+/// Sends responses and records events; false once the client is gone.
+async fn emit<M: Machine>(
+    node: &str,
+    nacks: &NackLog,
+    tx: &mpsc::Sender<Result<M::Resp, Status>>,
+    (responses, events): (Vec<M::Resp>, Vec<Event>),
+) -> bool {
+    for event in events {
+        match event {
+            Event::Ack { kind, version } => {
+                tracing::debug!(node, r#type = %kind, %version, "ACK");
+            }
+            Event::Nack(rejection) => nacks.record(node, &rejection),
+            Event::Ignored { type_url, reason } => {
+                tracing::debug!(node, %type_url, %reason, "request ignored");
+            }
+        }
+    }
+    for resp in responses {
+        if tx.send(Ok(resp)).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for AdsService {
+    type StreamAggregatedResourcesStream = BoxStream<DiscoveryResponse>;
+    type DeltaAggregatedResourcesStream = BoxStream<DeltaDiscoveryResponse>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        Ok(Response::new(self.spawn::<sotw::SotwStream>(request.into_inner())))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        Ok(Response::new(self.spawn::<delta::DeltaStream>(request.into_inner())))
+    }
+}

@@ -1,0 +1,76 @@
+//! The record of rejected config: every NACK with the proxy, type, resources and the
+//! proxy's own error text. Each rejection is logged once; the record is kept (bounded)
+//! for `xdsctl` and CRD status to show.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use translator::XdsType;
+
+use crate::ads::Rejection;
+
+/// How many rejections are kept.
+const KEEP: usize = 1024;
+
+/// One rejection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NackRecord {
+    /// The proxy's node id.
+    pub node: String,
+    /// The type.
+    pub kind: XdsType,
+    /// The rejected version.
+    pub version: String,
+    /// The resources in the rejected response.
+    pub resources: Vec<String>,
+    /// The proxy's error text.
+    pub error: String,
+    /// When it arrived.
+    pub at: SystemTime,
+}
+
+/// The bounded NACK record.
+#[derive(Default)]
+pub struct NackLog {
+    inner: Mutex<(VecDeque<NackRecord>, HashSet<(String, XdsType, String)>)>,
+}
+
+impl NackLog {
+    /// Records a rejection; logs it unless this exact one (node, type, version) was
+    /// already seen.
+    pub fn record(&self, node: &str, rejection: &Rejection) {
+        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (records, seen) = &mut *guard;
+        let key = (node.to_string(), rejection.kind, rejection.version.clone());
+        if seen.insert(key) {
+            tracing::warn!(
+                node,
+                r#type = %rejection.kind,
+                version = %rejection.version,
+                resources = ?rejection.resources,
+                error = %rejection.error,
+                "proxy rejected config (NACK); it keeps its last good config"
+            );
+        }
+        if records.len() == KEEP {
+            if let Some(old) = records.pop_front() {
+                seen.remove(&(old.node, old.kind, old.version));
+            }
+        }
+        records.push_back(NackRecord {
+            node: node.to_string(),
+            kind: rejection.kind,
+            version: rejection.version.clone(),
+            resources: rejection.resources.clone(),
+            error: rejection.error.clone(),
+            at: SystemTime::now(),
+        });
+    }
+
+    /// Every kept rejection, oldest first.
+    pub fn all(&self) -> Vec<NackRecord> {
+        let guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        guard.0.iter().cloned().collect()
+    }
+}
