@@ -1,0 +1,405 @@
+//! Real processes on one machine: the control plane, Envoy sidecars and echo backends.
+//! Every child is killed when its handle drops. Ports are picked at run time.
+
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The Envoy binary: `$RUDDER_ENVOY`, else `.tools/envoy` from `scripts/setup.sh`.
+/// Missing Envoy is an error, never a skip.
+pub fn envoy_binary() -> anyhow::Result<PathBuf> {
+    let path = std::env::var_os("RUDDER_ENVOY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".tools/envoy"));
+    if !path.exists() {
+        bail!(
+            "Envoy not found at {} (run scripts/setup.sh, or set RUDDER_ENVOY)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A binary of this workspace, built next to the running executable
+/// (`target/<profile>/NAME`; tests run from `target/<profile>/deps/`).
+pub fn workspace_bin(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the current executable")?;
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!("{} is not built (cargo build --workspace --bins)", path.display());
+    }
+    Ok(path)
+}
+
+/// A TCP port free on every address right now.
+pub fn free_port() -> anyhow::Result<u16> {
+    let l = TcpListener::bind("0.0.0.0:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Polls `check` until it returns `Ok(true)` or `timeout` passes.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let start = Instant::now();
+    let mut last_err = None;
+    loop {
+        match check().await {
+            Ok(true) => return Ok(start.elapsed()),
+            Ok(false) => {}
+            Err(e) => last_err = Some(e),
+        }
+        if start.elapsed() > timeout {
+            bail!(
+                "timed out after {timeout:?} waiting for {what}{}",
+                last_err.map(|e| format!(" (last error: {e:#})")).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A child process killed on drop.
+#[derive(Debug)]
+pub struct Proc {
+    child: Option<Child>,
+    /// What it is, for messages.
+    pub name: String,
+}
+
+impl Proc {
+    fn spawn(name: &str, mut cmd: Command, log: &Path) -> anyhow::Result<Self> {
+        let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Proc {
+            child: Some(child),
+            name: name.to_string(),
+        })
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Fails if the process has exited.
+    pub fn check_running(&mut self) -> anyhow::Result<()> {
+        if let Some(c) = self.child.as_mut() {
+            if let Some(status) = c.try_wait()? {
+                bail!("{} exited: {status}", self.name);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The Rudder control plane, run from its binary.
+#[derive(Debug)]
+pub struct ControlPlane {
+    proc: Proc,
+    /// The xDS address it serves.
+    pub xds: SocketAddr,
+    /// Its log file.
+    pub log: PathBuf,
+    manifests: PathBuf,
+    work: PathBuf,
+    starts: u32,
+}
+
+impl ControlPlane {
+    /// Starts `xds-server run` on `manifests` with a free port; `work` holds its files.
+    pub async fn start(manifests: &Path, work: &Path) -> anyhow::Result<Self> {
+        let (proc, xds, log) = Self::launch(manifests, work, "127.0.0.1:0".parse()?, 1).await?;
+        Ok(ControlPlane {
+            proc,
+            xds,
+            log,
+            manifests: manifests.to_path_buf(),
+            work: work.to_path_buf(),
+            starts: 1,
+        })
+    }
+
+    async fn launch(
+        manifests: &Path,
+        work: &Path,
+        addr: SocketAddr,
+        n: u32,
+    ) -> anyhow::Result<(Proc, SocketAddr, PathBuf)> {
+        let ready = work.join(format!("control-plane-{n}.ready.json"));
+        let log = work.join(format!("control-plane-{n}.log"));
+        let _ = std::fs::remove_file(&ready);
+        let mut cmd = Command::new(workspace_bin("xds-server")?);
+        cmd.args(["run", "--manifests"])
+            .arg(manifests)
+            .args(["--xds-address", &addr.to_string(), "--ready-file"])
+            .arg(&ready)
+            .env("RUDDER_LOG", "info,xds_server=debug");
+        let mut proc = Proc::spawn("xds-server", cmd, &log)?;
+        let mut xds = None;
+        let waited = wait_until(Duration::from_secs(20), "the control plane's ready file", || {
+            let text = std::fs::read_to_string(&ready).ok();
+            let running = proc.check_running();
+            xds = text
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .and_then(|v| v["xds"].as_str().and_then(|s| s.parse().ok()));
+            let ok = xds.is_some();
+            async move { running.map(|()| ok) }
+        })
+        .await;
+        if let Err(e) = waited {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            bail!("{e:#}\ncontrol plane log:\n{text}");
+        }
+        let xds = xds.context("ready file had no xds address")?;
+        Ok((proc, xds, log))
+    }
+
+    /// SIGKILL, no goodbye.
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+
+    /// Starts again on the same xDS address.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.proc.kill();
+        self.starts += 1;
+        let (proc, xds, log) = Self::launch(&self.manifests, &self.work, self.xds, self.starts).await?;
+        self.proc = proc;
+        self.xds = xds;
+        self.log = log;
+        Ok(())
+    }
+
+    /// The current log's text.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Fails if it has exited.
+    pub fn check_running(&mut self) -> anyhow::Result<()> {
+        self.proc.check_running()
+    }
+}
+
+/// How a sidecar talks to the control plane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    /// Delta (incremental) ADS.
+    Delta,
+    /// State-of-the-world ADS.
+    Sotw,
+}
+
+/// A pod's placement on this machine.
+#[derive(Clone, Debug)]
+pub struct PodPlacement {
+    /// Namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub pod: String,
+    /// Service account.
+    pub service_account: String,
+    /// The pod IP (a 127.0.0.N address).
+    pub ip: IpAddr,
+    /// Where its app listens (another loopback address).
+    pub app_ip: IpAddr,
+}
+
+/// A real Envoy sidecar, bootstrapped by `xds-server bootstrap`.
+#[derive(Debug)]
+pub struct Envoy {
+    proc: Proc,
+    /// Its admin address.
+    pub admin: SocketAddr,
+    /// The app-facing outbound address (`http_proxy`).
+    pub outbound: SocketAddr,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+impl Envoy {
+    /// Starts a sidecar for `pod` against the control plane at `xds`.
+    pub async fn start(pod: &PodPlacement, xds: SocketAddr, stream: Stream, work: &Path) -> anyhow::Result<Self> {
+        let outbound_port = free_port()?;
+        let tag = format!("{}.{}", pod.pod, pod.namespace);
+        let bootstrap = work.join(format!("envoy-{tag}.json"));
+        let mut cmd = Command::new(workspace_bin("xds-server")?);
+        cmd.args(["bootstrap", "--namespace", &pod.namespace, "--pod", &pod.pod])
+            .args(["--service-account", &pod.service_account])
+            .args(["--pod-ip", &pod.ip.to_string(), "--app-address", &pod.app_ip.to_string()])
+            .args(["--outbound-port", &outbound_port.to_string()])
+            .args(["--xds-address", &xds.to_string()])
+            .arg(if stream == Stream::Delta { "--delta" } else { "--sotw" });
+        let out = cmd.output().context("running xds-server bootstrap")?;
+        if !out.status.success() {
+            bail!("xds-server bootstrap failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::fs::write(&bootstrap, &out.stdout)?;
+        let admin_file = work.join(format!("envoy-{tag}.admin"));
+        let _ = std::fs::remove_file(&admin_file);
+        let log = work.join(format!("envoy-{tag}.log"));
+        let mut cmd = Command::new(envoy_binary()?);
+        cmd.arg("-c")
+            .arg(&bootstrap)
+            .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info"])
+            .arg("--admin-address-path")
+            .arg(&admin_file)
+            .args(["--drain-time-s", "1"]);
+        let mut proc = Proc::spawn(&format!("envoy {tag}"), cmd, &log)?;
+        let mut admin = None;
+        let found = wait_until(Duration::from_secs(20), "Envoy's admin address", || {
+            let running = proc.check_running();
+            admin = std::fs::read_to_string(&admin_file)
+                .ok()
+                .and_then(|s| s.trim().parse::<SocketAddr>().ok());
+            let ok = admin.is_some();
+            async move { running.map(|()| ok) }
+        })
+        .await;
+        if let Err(e) = found {
+            bail!("{e:#}\nenvoy log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        let admin = admin.context("no admin address")?;
+        Ok(Envoy {
+            proc,
+            admin,
+            outbound: SocketAddr::new(pod.ip, outbound_port),
+            log,
+        })
+    }
+
+    /// Waits until Envoy is LIVE (initial config applied).
+    pub async fn wait_live(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let admin = self.admin;
+        let result = wait_until(timeout, "Envoy to be LIVE", || async move {
+            Ok(crate::http::get_ok(admin, "/ready").await?.trim() == "LIVE")
+        })
+        .await;
+        if let Err(e) = result {
+            bail!("{e:#}\nenvoy log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+        }
+        self.proc.check_running()
+    }
+
+    /// GETs an admin path.
+    pub async fn admin_get(&self, path: &str) -> anyhow::Result<String> {
+        crate::http::get_ok(self.admin, path).await
+    }
+
+    /// One counter or gauge from `/stats`, if present.
+    pub async fn stat(&self, name: &str) -> anyhow::Result<Option<u64>> {
+        let text = self
+            .admin_get(&format!("/stats?filter=^{}$", regex_escape(name)))
+            .await?;
+        Ok(text.lines().find_map(|l| {
+            let (k, v) = l.split_once(": ")?;
+            (k == name).then(|| v.trim().parse().ok()).flatten()
+        }))
+    }
+
+    /// Names of the clusters Envoy has.
+    pub async fn cluster_names(&self) -> anyhow::Result<Vec<String>> {
+        let text = self.admin_get("/clusters").await?;
+        let mut names: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.split_once("::").map(|(n, _)| n.to_string()))
+            .collect();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// The endpoint addresses Envoy has for `cluster`.
+    pub async fn endpoints_of(&self, cluster: &str) -> anyhow::Result<Vec<String>> {
+        let text = self.admin_get("/clusters").await?;
+        let prefix = format!("{cluster}::");
+        let mut eps: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .filter_map(|rest| rest.strip_suffix("::cx_total::0").or_else(|| {
+                let (addr, tail) = rest.rsplit_once("::cx_total::")?;
+                tail.parse::<u64>().ok().map(|_| addr)
+            }))
+            .map(str::to_string)
+            .collect();
+        eps.sort();
+        eps.dedup();
+        Ok(eps)
+    }
+
+    /// Fails if Envoy has exited.
+    pub fn check_running(&mut self) -> anyhow::Result<()> {
+        self.proc.check_running()
+    }
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if "\\.+*?()|[]{}^$".contains(c) {
+                vec!['\\', c]
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+/// An echo backend process.
+#[derive(Debug)]
+pub struct Backend {
+    _proc: Proc,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl Backend {
+    /// Starts `echo-backend` on `addr`, answering as `name`, and waits until it serves.
+    pub async fn start(addr: SocketAddr, name: &str, work: &Path) -> anyhow::Result<Self> {
+        let mut cmd = Command::new(workspace_bin("echo-backend")?);
+        cmd.args(["--listen", &addr.to_string(), "--name", name]);
+        let log = work.join(format!("backend-{name}-{}.log", addr.port()));
+        let mut proc = Proc::spawn(&format!("backend {name}"), cmd, &log)?;
+        wait_until(Duration::from_secs(10), "the backend to listen", || {
+            let running = proc.check_running();
+            async move {
+                running?;
+                Ok(tokio::net::TcpStream::connect(addr).await.is_ok())
+            }
+        })
+        .await?;
+        Ok(Backend { _proc: proc, addr })
+    }
+}
