@@ -29,7 +29,8 @@ pub async fn get_via(proxy: SocketAddr, url: &str) -> anyhow::Result<Reply> {
         let stream = TcpStream::connect(proxy)
             .await
             .with_context(|| format!("connecting to {proxy}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
         let uri: hyper::Uri = url.parse().with_context(|| format!("bad url {url}"))?;
         let host = uri
@@ -59,10 +60,11 @@ pub async fn get_h2c(addr: SocketAddr, authority: &str, path: &str) -> anyhow::R
             .await
             .with_context(|| format!("connecting to {addr}"))?;
         let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await?;
         tokio::spawn(conn);
-        let req = hyper::Request::get(format!("http://{authority}{path}"))
-            .body(Empty::<Bytes>::new())?;
+        let req =
+            hyper::Request::get(format!("http://{authority}{path}")).body(Empty::<Bytes>::new())?;
         let resp = sender.send_request(req).await?;
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await?.to_bytes();
@@ -79,7 +81,11 @@ pub async fn get_h2c(addr: SocketAddr, authority: &str, path: &str) -> anyhow::R
 pub async fn get_ok(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     let reply = get_via(addr, path).await?;
     if !(200..300).contains(&reply.status) {
-        bail!("GET {path} on {addr}: status {}: {}", reply.status, reply.body);
+        bail!(
+            "GET {path} on {addr}: status {}: {}",
+            reply.status,
+            reply.body
+        );
     }
     Ok(reply.body)
 }

@@ -11,7 +11,13 @@ use serde_json::Value;
 use crate::procs::{PodPlacement, free_port};
 
 /// A Service with one port selecting pods labelled `app: NAME`.
-pub fn service(name: &str, port_name: &str, port: u16, target: u16, app_protocol: Option<&str>) -> String {
+pub fn service(
+    name: &str,
+    port_name: &str,
+    port: u16,
+    target: u16,
+    app_protocol: Option<&str>,
+) -> String {
     let proto = app_protocol
         .map(|p| format!("      appProtocol: {p}\n"))
         .unwrap_or_default();
@@ -31,7 +37,9 @@ pub fn pod(name: &str, app: &str, ip: IpAddr, service_account: &str) -> String {
 pub fn slice(name: &str, service: &str, port_name: &str, port: u16, ips: &[IpAddr]) -> String {
     let mut eps = String::new();
     for ip in ips {
-        eps.push_str(&format!("  - addresses: [\"{ip}\"]\n    conditions: {{ready: true}}\n"));
+        eps.push_str(&format!(
+            "  - addresses: [\"{ip}\"]\n    conditions: {{ready: true}}\n"
+        ));
     }
     if ips.is_empty() {
         eps.push_str("  []\n");
@@ -120,8 +128,14 @@ pub fn render_examples(src: &Path, dst: &Path) -> anyhow::Result<ExampleMesh> {
             .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         for doc in &mut docs {
             let kind = doc["kind"].as_str().unwrap_or_default().to_string();
-            let ns = doc["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
-            let name = doc["metadata"]["name"].as_str().unwrap_or_default().to_string();
+            let ns = doc["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_string();
+            let name = doc["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             let labels = |v: &Value| -> BTreeMap<String, String> {
                 v.as_object()
                     .map(|m| {
@@ -140,7 +154,10 @@ pub fn render_examples(src: &Path, dst: &Path) -> anyhow::Result<ExampleMesh> {
                             mesh.services.push(ExampleService {
                                 namespace: ns.clone(),
                                 name: name.clone(),
-                                port: p["port"].as_u64().and_then(|n| u16::try_from(n).ok()).unwrap_or(80),
+                                port: p["port"]
+                                    .as_u64()
+                                    .and_then(|n| u16::try_from(n).ok())
+                                    .unwrap_or(80),
                                 protocol: p["appProtocol"]
                                     .as_str()
                                     .or(p["name"].as_str())

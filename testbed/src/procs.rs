@@ -41,7 +41,10 @@ pub fn workspace_bin(name: &str) -> anyhow::Result<PathBuf> {
     }
     let path = dir.join(name);
     if !path.exists() {
-        bail!("{} is not built (cargo build --workspace --bins)", path.display());
+        bail!(
+            "{} is not built (cargo build --workspace --bins)",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -53,7 +56,11 @@ pub fn free_port() -> anyhow::Result<u16> {
 }
 
 /// Polls `check` until it returns `Ok(true)` or `timeout` passes.
-pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<Duration>
+pub async fn wait_until<F, Fut>(
+    timeout: Duration,
+    what: &str,
+    mut check: F,
+) -> anyhow::Result<Duration>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<bool>>,
@@ -69,7 +76,9 @@ where
         if start.elapsed() > timeout {
             bail!(
                 "timed out after {timeout:?} waiting for {what}{}",
-                last_err.map(|e| format!(" (last error: {e:#})")).unwrap_or_default()
+                last_err
+                    .map(|e| format!(" (last error: {e:#})"))
+                    .unwrap_or_default()
             );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -86,7 +95,8 @@ pub struct Proc {
 
 impl Proc {
     fn spawn(name: &str, mut cmd: Command, log: &Path) -> anyhow::Result<Self> {
-        let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let out =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
         let child = cmd
             .stdin(Stdio::null())
@@ -169,15 +179,19 @@ impl ControlPlane {
             .env("RUDDER_LOG", "info,xds_server=debug");
         let mut proc = Proc::spawn("xds-server", cmd, &log)?;
         let mut xds = None;
-        let waited = wait_until(Duration::from_secs(20), "the control plane's ready file", || {
-            let text = std::fs::read_to_string(&ready).ok();
-            let running = proc.check_running();
-            xds = text
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                .and_then(|v| v["xds"].as_str().and_then(|s| s.parse().ok()));
-            let ok = xds.is_some();
-            async move { running.map(|()| ok) }
-        })
+        let waited = wait_until(
+            Duration::from_secs(20),
+            "the control plane's ready file",
+            || {
+                let text = std::fs::read_to_string(&ready).ok();
+                let running = proc.check_running();
+                xds = text
+                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                    .and_then(|v| v["xds"].as_str().and_then(|s| s.parse().ok()));
+                let ok = xds.is_some();
+                async move { running.map(|()| ok) }
+            },
+        )
         .await;
         if let Err(e) = waited {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -196,7 +210,8 @@ impl ControlPlane {
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.proc.kill();
         self.starts += 1;
-        let (proc, xds, log) = Self::launch(&self.manifests, &self.work, self.xds, self.starts).await?;
+        let (proc, xds, log) =
+            Self::launch(&self.manifests, &self.work, self.xds, self.starts).await?;
         self.proc = proc;
         self.xds = xds;
         self.log = log;
@@ -252,20 +267,43 @@ pub struct Envoy {
 
 impl Envoy {
     /// Starts a sidecar for `pod` against the control plane at `xds`.
-    pub async fn start(pod: &PodPlacement, xds: SocketAddr, stream: Stream, work: &Path) -> anyhow::Result<Self> {
+    pub async fn start(
+        pod: &PodPlacement,
+        xds: SocketAddr,
+        stream: Stream,
+        work: &Path,
+    ) -> anyhow::Result<Self> {
         let outbound_port = free_port()?;
         let tag = format!("{}.{}", pod.pod, pod.namespace);
         let bootstrap = work.join(format!("envoy-{tag}.json"));
         let mut cmd = Command::new(workspace_bin("xds-server")?);
-        cmd.args(["bootstrap", "--namespace", &pod.namespace, "--pod", &pod.pod])
-            .args(["--service-account", &pod.service_account])
-            .args(["--pod-ip", &pod.ip.to_string(), "--app-address", &pod.app_ip.to_string()])
-            .args(["--outbound-port", &outbound_port.to_string()])
-            .args(["--xds-address", &xds.to_string()])
-            .arg(if stream == Stream::Delta { "--delta" } else { "--sotw" });
+        cmd.args([
+            "bootstrap",
+            "--namespace",
+            &pod.namespace,
+            "--pod",
+            &pod.pod,
+        ])
+        .args(["--service-account", &pod.service_account])
+        .args([
+            "--pod-ip",
+            &pod.ip.to_string(),
+            "--app-address",
+            &pod.app_ip.to_string(),
+        ])
+        .args(["--outbound-port", &outbound_port.to_string()])
+        .args(["--xds-address", &xds.to_string()])
+        .arg(if stream == Stream::Delta {
+            "--delta"
+        } else {
+            "--sotw"
+        });
         let out = cmd.output().context("running xds-server bootstrap")?;
         if !out.status.success() {
-            bail!("xds-server bootstrap failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "xds-server bootstrap failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         std::fs::write(&bootstrap, &out.stdout)?;
         let admin_file = work.join(format!("envoy-{tag}.admin"));
@@ -290,7 +328,10 @@ impl Envoy {
         })
         .await;
         if let Err(e) = found {
-            bail!("{e:#}\nenvoy log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+            bail!(
+                "{e:#}\nenvoy log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
         }
         let admin = admin.context("no admin address")?;
         Ok(Envoy {
@@ -309,7 +350,10 @@ impl Envoy {
         })
         .await;
         if let Err(e) = result {
-            bail!("{e:#}\nenvoy log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+            bail!(
+                "{e:#}\nenvoy log:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
         }
         self.proc.check_running()
     }
@@ -348,10 +392,12 @@ impl Envoy {
         let mut eps: Vec<String> = text
             .lines()
             .filter_map(|l| l.strip_prefix(&prefix))
-            .filter_map(|rest| rest.strip_suffix("::cx_total::0").or_else(|| {
-                let (addr, tail) = rest.rsplit_once("::cx_total::")?;
-                tail.parse::<u64>().ok().map(|_| addr)
-            }))
+            .filter_map(|rest| {
+                rest.strip_suffix("::cx_total::0").or_else(|| {
+                    let (addr, tail) = rest.rsplit_once("::cx_total::")?;
+                    tail.parse::<u64>().ok().map(|_| addr)
+                })
+            })
             .map(str::to_string)
             .collect();
         eps.sort();

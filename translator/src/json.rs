@@ -41,23 +41,30 @@ pub fn any_to_json(any: &Any) -> Result<serde_json::Value, JsonError> {
     let desc = pool
         .get_message_by_name(name)
         .ok_or_else(|| JsonError::UnknownType(any.type_url.clone()))?;
-    let msg = DynamicMessage::decode(desc, any.value.as_slice()).map_err(|e| JsonError::Decode {
-        type_url: any.type_url.clone(),
-        message: e.to_string(),
-    })?;
-    let mut ser = serde_json::Serializer::new(Vec::new());
-    msg.serialize_with_options(&mut ser, &SerializeOptions::new().stringify_64_bit_integers(false))
-        .map_err(|e| JsonError::Decode {
+    let msg =
+        DynamicMessage::decode(desc, any.value.as_slice()).map_err(|e| JsonError::Decode {
             type_url: any.type_url.clone(),
             message: e.to_string(),
         })?;
+    let mut ser = serde_json::Serializer::new(Vec::new());
+    msg.serialize_with_options(
+        &mut ser,
+        &SerializeOptions::new().stringify_64_bit_integers(false),
+    )
+    .map_err(|e| JsonError::Decode {
+        type_url: any.type_url.clone(),
+        message: e.to_string(),
+    })?;
     let mut value: serde_json::Value =
         serde_json::from_slice(&ser.into_inner()).map_err(|e| JsonError::Decode {
             type_url: any.type_url.clone(),
             message: e.to_string(),
         })?;
     if let Some(obj) = value.as_object_mut() {
-        obj.insert("@type".into(), serde_json::Value::String(any.type_url.clone()));
+        obj.insert(
+            "@type".into(),
+            serde_json::Value::String(any.type_url.clone()),
+        );
     }
     Ok(value)
 }

@@ -182,7 +182,8 @@ pub fn translate_mesh(model: &Model) -> Output {
     for svc in model.services() {
         for port in &svc.ports {
             out.resources.push(cluster::outbound(svc, port));
-            out.resources.push(endpoint::load_assignment(model, svc, port));
+            out.resources
+                .push(endpoint::load_assignment(model, svc, port));
         }
     }
     out

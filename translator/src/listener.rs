@@ -112,7 +112,10 @@ fn inbound(ip: IpAddr, port: u16, protocol: Protocol) -> Resource {
             }],
             ..Default::default()
         };
-        hcm(format!("inbound_{port}"), RouteSpecifier::RouteConfig(route))
+        hcm(
+            format!("inbound_{port}"),
+            RouteSpecifier::RouteConfig(route),
+        )
     };
     Resource {
         kind: XdsType::Listener,
@@ -165,7 +168,8 @@ pub(crate) fn for_proxy(model: &Model, proxy: &ProxyIdentity) -> Output {
         }
     }
     for (port, protocol) in ports {
-        out.resources.push(cluster::inbound(port, proxy.app_address, protocol));
+        out.resources
+            .push(cluster::inbound(port, proxy.app_address, protocol));
         out.resources.push(inbound(ip, port, protocol));
     }
     out

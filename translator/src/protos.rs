@@ -2,11 +2,11 @@
 
 use std::net::IpAddr;
 
-use envoy_types::pb::envoy::config::core::v3::{
-    AggregatedConfigSource, ApiVersion, ConfigSource, Http2ProtocolOptions, SocketAddress,
-    address, config_source::ConfigSourceSpecifier, socket_address::PortSpecifier,
-};
 use envoy_types::pb::envoy::config::core::v3::Address;
+use envoy_types::pb::envoy::config::core::v3::{
+    AggregatedConfigSource, ApiVersion, ConfigSource, Http2ProtocolOptions, SocketAddress, address,
+    config_source::ConfigSourceSpecifier, socket_address::PortSpecifier,
+};
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions,
     http_protocol_options::{

@@ -75,7 +75,9 @@ pub(crate) fn outbound(model: &Model, client_ns: &str) -> Output {
                     Some(first) => out.diagnostics.push(Diagnostic {
                         object: format!("Service {}/{}", svc.namespace, svc.name),
                         field: "spec.clusterIP".into(),
-                        message: format!("host {d:?} is already served by {first}; not routed here"),
+                        message: format!(
+                            "host {d:?} is already served by {first}; not routed here"
+                        ),
                     }),
                     None => {
                         owner.insert(d.clone(), vh_name.clone());

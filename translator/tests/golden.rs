@@ -34,7 +34,12 @@ fn render(out: &Output, title: &str, text: &mut String) {
     for r in &out.resources {
         let json = translator::json::any_to_json(&r.body.to_any()).expect("renders as JSON");
         let pretty = serde_json::to_string_pretty(&json).expect("json");
-        writeln!(text, "--- {} {} refs={:?}\n{pretty}", r.kind, r.name, r.refs).expect("write");
+        writeln!(
+            text,
+            "--- {} {} refs={:?}\n{pretty}",
+            r.kind, r.name, r.refs
+        )
+        .expect("write");
     }
 }
 
@@ -44,7 +49,11 @@ fn snapshot(model: &Model) -> String {
     let mut namespaces: Vec<&str> = model.pods().map(|p| p.namespace.as_str()).collect();
     namespaces.dedup();
     for ns in namespaces {
-        render(&outbound_routes(model, ns), &format!("routes for namespace {ns}"), &mut text);
+        render(
+            &outbound_routes(model, ns),
+            &format!("routes for namespace {ns}"),
+            &mut text,
+        );
     }
     for pod in model.pods() {
         let proxy = ProxyIdentity {
@@ -57,7 +66,11 @@ fn snapshot(model: &Model) -> String {
             outbound_port: DEFAULT_OUTBOUND_PORT,
             app_address: "127.0.0.1".parse().expect("ip"),
         };
-        render(&translate_proxy(model, &proxy), &format!("proxy {}", proxy.node_id), &mut text);
+        render(
+            &translate_proxy(model, &proxy),
+            &format!("proxy {}", proxy.node_id),
+            &mut text,
+        );
     }
     text
 }
@@ -89,12 +102,18 @@ fn check(case: &str, input: &Path) {
 
 #[test]
 fn golden_examples() {
-    check("examples", &Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples"));
+    check(
+        "examples",
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples"),
+    );
 }
 
 #[test]
 fn golden_edge_cases() {
-    check("edge-cases", &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/edge-cases"));
+    check(
+        "edge-cases",
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/edge-cases"),
+    );
 }
 
 #[test]

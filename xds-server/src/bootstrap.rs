@@ -140,15 +140,27 @@ mod tests {
         assert_eq!(b["node"]["id"], "api-0.shop");
         assert_eq!(b["node"]["metadata"][META_SERVICE_ACCOUNT], "api");
         assert_eq!(b["node"]["metadata"][META_POD_IP], "127.0.0.12");
-        assert_eq!(b["dynamic_resources"]["ads_config"]["api_type"], "DELTA_GRPC");
-        let sotw = bootstrap(&BootstrapParams { delta: false, ..params() });
+        assert_eq!(
+            b["dynamic_resources"]["ads_config"]["api_type"],
+            "DELTA_GRPC"
+        );
+        let sotw = bootstrap(&BootstrapParams {
+            delta: false,
+            ..params()
+        });
         assert_eq!(sotw["dynamic_resources"]["ads_config"]["api_type"], "GRPC");
     }
 
     #[test]
     fn a_dns_name_for_the_control_plane_uses_dns_discovery() {
-        let b = bootstrap(&BootstrapParams { xds_host: "rudder.rudder-system.svc".into(), ..params() });
+        let b = bootstrap(&BootstrapParams {
+            xds_host: "rudder.rudder-system.svc".into(),
+            ..params()
+        });
         assert_eq!(b["static_resources"]["clusters"][0]["type"], "STRICT_DNS");
-        assert_eq!(bootstrap(&params())["static_resources"]["clusters"][0]["type"], "STATIC");
+        assert_eq!(
+            bootstrap(&params())["static_resources"]["clusters"][0]["type"],
+            "STATIC"
+        );
     }
 }

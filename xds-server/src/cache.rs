@@ -57,7 +57,11 @@ struct Inner {
 }
 
 impl Inner {
-    fn intern(&mut self, fresh: &mut HashMap<(XdsType, String), Arc<Encoded>>, r: &translator::Resource) -> Arc<Encoded> {
+    fn intern(
+        &mut self,
+        fresh: &mut HashMap<(XdsType, String), Arc<Encoded>>,
+        r: &translator::Resource,
+    ) -> Arc<Encoded> {
         let enc = Encoded::new(r);
         let key = (r.kind, r.name.clone());
         let arc = match self.interned.get(&key) {
@@ -123,7 +127,11 @@ impl Inner {
         let mut seen = BTreeSet::new();
         let out = translator::translate_mesh(&self.model);
         self.note(out.diagnostics, &mut seen);
-        self.mesh = out.resources.iter().map(|r| self.intern(&mut fresh, r)).collect();
+        self.mesh = out
+            .resources
+            .iter()
+            .map(|r| self.intern(&mut fresh, r))
+            .collect();
         self.routes.clear();
         let ids: Vec<String> = self.nodes.keys().cloned().collect();
         let mut pushed = 0;

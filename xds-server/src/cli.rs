@@ -145,7 +145,10 @@ fn print_bootstrap(b: BootstrapArgs) -> anyhow::Result<()> {
         pod_ip: b.pod_ip,
         outbound_port: b.outbound_port,
         app_address: b.app_address,
-        xds_host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+        xds_host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
         xds_port: port,
         delta: b.delta && !b.sotw,
         admin: b.admin_address,
@@ -168,7 +171,9 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.xds_address)
         .await
         .with_context(|| format!("binding the xDS address {}", args.xds_address))?;
-    let bound = listener.local_addr().context("reading the bound xDS address")?;
+    let bound = listener
+        .local_addr()
+        .context("reading the bound xDS address")?;
     tokio::spawn(cache.clone().run_pusher());
     tokio::spawn(manifest::run(source, cache.clone()));
 
@@ -191,7 +196,10 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
 
 fn write_ready(path: &std::path::Path, xds: SocketAddr) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::json!({ "xds": xds.to_string() }).to_string())?;
+    std::fs::write(
+        &tmp,
+        serde_json::json!({ "xds": xds.to_string() }).to_string(),
+    )?;
     std::fs::rename(tmp, path)
 }
 

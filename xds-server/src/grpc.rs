@@ -61,11 +61,19 @@ impl Machine for sotw::SotwStream {
     fn new(snapshot: Arc<Snapshot>) -> Self {
         sotw::SotwStream::new(snapshot)
     }
-    fn request(&mut self, req: &DiscoveryRequest, now: Instant) -> (Vec<DiscoveryResponse>, Vec<Event>) {
+    fn request(
+        &mut self,
+        req: &DiscoveryRequest,
+        now: Instant,
+    ) -> (Vec<DiscoveryResponse>, Vec<Event>) {
         let s = self.on_request(req, now);
         (s.responses, s.events)
     }
-    fn snapshot(&mut self, snap: Arc<Snapshot>, now: Instant) -> (Vec<DiscoveryResponse>, Vec<Event>) {
+    fn snapshot(
+        &mut self,
+        snap: Arc<Snapshot>,
+        now: Instant,
+    ) -> (Vec<DiscoveryResponse>, Vec<Event>) {
         let s = self.on_snapshot(snap, now);
         (s.responses, s.events)
     }
@@ -88,11 +96,19 @@ impl Machine for delta::DeltaStream {
     fn new(snapshot: Arc<Snapshot>) -> Self {
         delta::DeltaStream::new(snapshot)
     }
-    fn request(&mut self, req: &DeltaDiscoveryRequest, now: Instant) -> (Vec<DeltaDiscoveryResponse>, Vec<Event>) {
+    fn request(
+        &mut self,
+        req: &DeltaDiscoveryRequest,
+        now: Instant,
+    ) -> (Vec<DeltaDiscoveryResponse>, Vec<Event>) {
         let s = self.on_request(req, now);
         (s.responses, s.events)
     }
-    fn snapshot(&mut self, snap: Arc<Snapshot>, now: Instant) -> (Vec<DeltaDiscoveryResponse>, Vec<Event>) {
+    fn snapshot(
+        &mut self,
+        snap: Arc<Snapshot>,
+        now: Instant,
+    ) -> (Vec<DeltaDiscoveryResponse>, Vec<Event>) {
         let s = self.on_snapshot(snap, now);
         (s.responses, s.events)
     }
@@ -207,13 +223,17 @@ impl AggregatedDiscoveryService for AdsService {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        Ok(Response::new(self.spawn::<sotw::SotwStream>(request.into_inner())))
+        Ok(Response::new(
+            self.spawn::<sotw::SotwStream>(request.into_inner()),
+        ))
     }
 
     async fn delta_aggregated_resources(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Ok(Response::new(self.spawn::<delta::DeltaStream>(request.into_inner())))
+        Ok(Response::new(
+            self.spawn::<delta::DeltaStream>(request.into_inner()),
+        ))
     }
 }

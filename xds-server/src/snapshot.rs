@@ -49,7 +49,10 @@ pub(crate) fn short_hash<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> Strin
         h.update(p);
         h.update([0u8]);
     }
-    h.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect()
+    h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Resources of one type by name.

@@ -26,15 +26,26 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let examples = args.examples.unwrap_or_else(|| workspace_root().join("examples"));
+    let examples = args
+        .examples
+        .unwrap_or_else(|| workspace_root().join("examples"));
     let work = tempfile::tempdir().context("creating a work directory")?;
     let manifests = work.path().join("manifests");
     std::fs::create_dir(&manifests)?;
     let mesh = render_examples(&examples, &manifests)?;
-    println!("rudder-demo: {} pods, {} service ports from {}", mesh.pods.len(), mesh.services.len(), examples.display());
+    println!(
+        "rudder-demo: {} pods, {} service ports from {}",
+        mesh.pods.len(),
+        mesh.services.len(),
+        examples.display()
+    );
 
     let cp = ControlPlane::start(&manifests, work.path()).await?;
-    println!("control plane serving xDS on {} (log: {})", cp.xds, cp.log.display());
+    println!(
+        "control plane serving xDS on {} (log: {})",
+        cp.xds,
+        cp.log.display()
+    );
 
     let mut backends = Vec::new();
     let mut sidecars = Vec::new();
@@ -44,11 +55,20 @@ async fn main() -> anyhow::Result<()> {
             backends.push(Backend::start(addr, &pod.placement.pod, work.path()).await?);
         }
         // Half the sidecars use delta ADS, half state-of-the-world.
-        let stream = if i % 2 == 0 { Stream::Delta } else { Stream::Sotw };
+        let stream = if i % 2 == 0 {
+            Stream::Delta
+        } else {
+            Stream::Sotw
+        };
         let envoy = Envoy::start(&pod.placement, cp.xds, stream, work.path()).await?;
         println!(
             "  pod {:<12} ip {:<11} app {:<11} sidecar {:?} outbound {} admin {}",
-            pod.placement.pod, pod.placement.ip, pod.placement.app_ip, stream, envoy.outbound, envoy.admin
+            pod.placement.pod,
+            pod.placement.ip,
+            pod.placement.app_ip,
+            stream,
+            envoy.outbound,
+            envoy.admin
         );
         sidecars.push(envoy);
     }
@@ -69,7 +89,9 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     if args.keep_running {
-        println!("\nStill running. Try: curl -x http://{proxy} http://reviews.default/   (Ctrl-C to stop)");
+        println!(
+            "\nStill running. Try: curl -x http://{proxy} http://reviews.default/   (Ctrl-C to stop)"
+        );
         tokio::signal::ctrl_c().await?;
     }
     drop(sidecars);
@@ -88,7 +110,10 @@ async fn check_routing(mesh: &ExampleMesh, client: &str, proxy: SocketAddr) -> V
         let backends: BTreeSet<&str> = mesh
             .pods
             .iter()
-            .filter(|p| !svc.selector.is_empty() && svc.selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
+            .filter(|p| {
+                !svc.selector.is_empty()
+                    && svc.selector.iter().all(|(k, v)| p.labels.get(k) == Some(v))
+            })
             .map(|p| p.placement.pod.as_str())
             .collect();
         if backends.contains(client) {
@@ -101,7 +126,11 @@ async fn check_routing(mesh: &ExampleMesh, client: &str, proxy: SocketAddr) -> V
             format!("{n}.{ns}.svc.cluster.local:{port}"),
         ];
         if port == 80 || mesh.services.iter().filter(|s| s.name == *n).count() == 1 {
-            hosts.extend([n.clone(), format!("{n}.{ns}"), format!("{n}.{ns}.svc.cluster.local")]);
+            hosts.extend([
+                n.clone(),
+                format!("{n}.{ns}"),
+                format!("{n}.{ns}.svc.cluster.local"),
+            ]);
         }
         let h2 = ["http2", "h2c", "kubernetes.io/h2c", "grpc"].contains(&svc.protocol.as_str())
             || svc.protocol.starts_with("grpc");
@@ -115,12 +144,22 @@ async fn check_routing(mesh: &ExampleMesh, client: &str, proxy: SocketAddr) -> V
                 };
                 let line = match result {
                     Ok(r) if r.status == 200 => {
-                        let who = r.body.split_whitespace().next().unwrap_or_default().to_string();
+                        let who = r
+                            .body
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_string();
                         let proto_ok = !h2 || r.body.contains("proto=HTTP/2.0");
                         if !backends.contains(who.as_str()) {
-                            failures.push(format!("{host}: answered by {who}, expected one of {backends:?}"));
+                            failures.push(format!(
+                                "{host}: answered by {who}, expected one of {backends:?}"
+                            ));
                         } else if !proto_ok {
-                            failures.push(format!("{host}: backend was not reached over HTTP/2: {}", r.body.trim()));
+                            failures.push(format!(
+                                "{host}: backend was not reached over HTTP/2: {}",
+                                r.body.trim()
+                            ));
                         }
                         seen.insert(who);
                         r.body.trim().to_string()
@@ -135,14 +174,19 @@ async fn check_routing(mesh: &ExampleMesh, client: &str, proxy: SocketAddr) -> V
                     }
                 };
                 if i == 0 {
-                    println!("  {}GET http://{host}/demo -> {line}", if h2 { "h2c " } else { "" });
+                    println!(
+                        "  {}GET http://{host}/demo -> {line}",
+                        if h2 { "h2c " } else { "" }
+                    );
                 }
             }
         }
         let expected: BTreeSet<String> = backends.iter().map(|s| s.to_string()).collect();
         println!("  {n}: answered by {seen:?} (expected {expected:?})");
         if seen != expected {
-            failures.push(format!("{n}: answered by {seen:?}, expected all of {expected:?}"));
+            failures.push(format!(
+                "{n}: answered by {seen:?}, expected all of {expected:?}"
+            ));
         }
     }
     failures

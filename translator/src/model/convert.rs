@@ -111,9 +111,10 @@ pub(crate) fn service(svc: &Service) -> Result<MeshService, ModelError> {
         .ok_or_else(|| ctx.err("spec", "is required"))?;
     let cluster_ip = match spec.cluster_ip.as_deref() {
         None | Some("") | Some("None") => None,
-        Some(ip) => Some(ip.parse::<IpAddr>().map_err(|_| {
-            ctx.err("spec.clusterIP", format!("{ip:?} is not an IP address"))
-        })?),
+        Some(ip) => Some(
+            ip.parse::<IpAddr>()
+                .map_err(|_| ctx.err("spec.clusterIP", format!("{ip:?} is not an IP address")))?,
+        ),
     };
     let raw_ports = spec.ports.as_deref().unwrap_or_default();
     let mut ports = Vec::with_capacity(raw_ports.len());
@@ -129,7 +130,10 @@ pub(crate) fn service(svc: &Service) -> Result<MeshService, ModelError> {
         let port = port_number(&ctx, &field("port"), p.port)?;
         let pname = p.name.clone().unwrap_or_default();
         if raw_ports.len() > 1 && pname.is_empty() {
-            return Err(ctx.err(field("name"), "is required when a Service has several ports"));
+            return Err(ctx.err(
+                field("name"),
+                "is required when a Service has several ports",
+            ));
         }
         if !pname.is_empty() && !is_dns_label(&pname) {
             return Err(ctx.err(field("name"), format!("{pname:?} is not a valid port name")));
@@ -138,11 +142,16 @@ pub(crate) fn service(svc: &Service) -> Result<MeshService, ModelError> {
             return Err(ctx.err(field("port"), format!("port {port} is listed twice")));
         }
         if !pname.is_empty() && !seen_names.insert(pname.clone()) {
-            return Err(ctx.err(field("name"), format!("port name {pname:?} is listed twice")));
+            return Err(ctx.err(
+                field("name"),
+                format!("port name {pname:?} is listed twice"),
+            ));
         }
         let target = match &p.target_port {
             None => TargetPort::Number(port),
-            Some(IntOrString::Int(n)) => TargetPort::Number(port_number(&ctx, &field("targetPort"), *n)?),
+            Some(IntOrString::Int(n)) => {
+                TargetPort::Number(port_number(&ctx, &field("targetPort"), *n)?)
+            }
             Some(IntOrString::String(s)) => match s.parse::<i32>() {
                 Ok(n) => TargetPort::Number(port_number(&ctx, &field("targetPort"), n)?),
                 Err(_) if is_dns_label(s) && s.len() <= 15 => TargetPort::Named(s.clone()),
@@ -200,7 +209,10 @@ pub(crate) fn slice(es: &EndpointSlice) -> Result<Slice, ModelError> {
     if es.address_type == "IPv4" || es.address_type == "IPv6" {
         for (i, ep) in es.endpoints.iter().flatten().enumerate() {
             let addr = ep.addresses.first().ok_or_else(|| {
-                ctx.err(format!("endpoints[{i}].addresses"), "needs at least one address")
+                ctx.err(
+                    format!("endpoints[{i}].addresses"),
+                    "needs at least one address",
+                )
             })?;
             let ip: IpAddr = addr.parse().map_err(|_| {
                 ctx.err(
@@ -248,7 +260,12 @@ pub(crate) fn pod(pod: &Pod) -> Result<MeshPod, ModelError> {
     };
     let spec = pod.spec.as_ref();
     let mut container_ports = BTreeMap::new();
-    for (ci, c) in spec.map(|s| s.containers.as_slice()).unwrap_or_default().iter().enumerate() {
+    for (ci, c) in spec
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
         for (pi, p) in c.ports.iter().flatten().enumerate() {
             let field = format!("spec.containers[{ci}].ports[{pi}].containerPort");
             let n = port_number(&ctx, &field, p.container_port)?;

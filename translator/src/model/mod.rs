@@ -82,7 +82,10 @@ impl Object {
         };
         ObjectKey {
             kind,
-            namespace: meta.namespace.clone().unwrap_or_else(|| "default".to_string()),
+            namespace: meta
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".to_string()),
             name: meta.name.clone().unwrap_or_default(),
         }
     }
@@ -253,7 +256,8 @@ impl Model {
             }
             Object::Pod(p) => {
                 let pod = convert::pod(p)?;
-                self.pods.insert((pod.namespace.clone(), pod.name.clone()), pod);
+                self.pods
+                    .insert((pod.namespace.clone(), pod.name.clone()), pod);
             }
         }
         Ok(())

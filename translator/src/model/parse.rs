@@ -42,9 +42,10 @@ pub enum ManifestError {
 /// Parses every document of a YAML file. Any error refuses the whole file, so that a
 /// half-applied file never reaches a proxy.
 pub fn parse_manifest(text: &str) -> Result<ParsedManifest, ManifestError> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| ManifestError::Syntax {
-        message: e.to_string(),
-    })?;
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(text).map_err(|e| ManifestError::Syntax {
+            message: e.to_string(),
+        })?;
     let mut out = ParsedManifest::default();
     for (index, doc) in docs.into_iter().enumerate() {
         parse_document(index, doc, "", &mut out)?;
@@ -74,16 +75,35 @@ fn parse_document(
             return Err(doc_err(
                 index,
                 None,
-                if prefix.is_empty() { "(document)".into() } else { prefix.to_string() },
-                format!("expected a mapping with apiVersion and kind, found {}", type_name(&other)),
+                if prefix.is_empty() {
+                    "(document)".into()
+                } else {
+                    prefix.to_string()
+                },
+                format!(
+                    "expected a mapping with apiVersion and kind, found {}",
+                    type_name(&other)
+                ),
             ));
         }
     };
     let field = |f: &str| format!("{prefix}{f}");
-    let api_version = map.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
-    let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+    let api_version = map
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let kind = map
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     if api_version.is_empty() || kind.is_empty() {
-        let missing = if api_version.is_empty() { "apiVersion" } else { "kind" };
+        let missing = if api_version.is_empty() {
+            "apiVersion"
+        } else {
+            "kind"
+        };
         return Err(doc_err(index, None, field(missing), "is required".into()));
     }
     let doc = Value::Object(map);
@@ -94,7 +114,9 @@ fn parse_document(
             Object::EndpointSlice(Box::new(typed(index, doc, prefix)?))
         }
         ("v1", "List") => {
-            let Value::Object(mut map) = doc else { return Ok(()) };
+            let Value::Object(mut map) = doc else {
+                return Ok(());
+            };
             let items = match map.remove("items") {
                 Some(Value::Array(items)) => items,
                 None | Some(Value::Null) => Vec::new(),
@@ -131,7 +153,14 @@ fn typed<T: DeserializeOwned>(index: usize, doc: Value, prefix: &str) -> Result<
         doc_err(
             index,
             object,
-            format!("{prefix}{}", if path == "." { "(document)".into() } else { path }),
+            format!(
+                "{prefix}{}",
+                if path == "." {
+                    "(document)".into()
+                } else {
+                    path
+                }
+            ),
             e.into_inner().to_string(),
         )
     })
@@ -141,7 +170,10 @@ fn describe(doc: &Value) -> Option<String> {
     let kind = doc.get("kind")?.as_str()?;
     let meta = doc.get("metadata")?;
     let name = meta.get("name")?.as_str()?;
-    let ns = meta.get("namespace").and_then(Value::as_str).unwrap_or("default");
+    let ns = meta
+        .get("namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
     Some(format!("{kind} {ns}/{name}"))
 }
 

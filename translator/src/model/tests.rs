@@ -9,7 +9,8 @@ const SVC: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, name
 
 #[test]
 fn parses_multi_document_files_and_skips_unknown_kinds() {
-    let text = format!("{SVC}---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: x}}\n---\n");
+    let text =
+        format!("{SVC}---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: x}}\n---\n");
     let parsed = parse_manifest(&text).expect("parses");
     assert_eq!(parsed.objects.len(), 1);
     assert_eq!(parsed.skipped, vec![(1, "apps/v1/Deployment".to_string())]);
@@ -25,17 +26,30 @@ fn list_items_are_read() {
 
 #[test]
 fn syntax_errors_carry_the_line() {
-    let err = parse_manifest("apiVersion: v1\nkind: Service\nmetadata: {name: [\n").expect_err("bad yaml");
-    let ManifestError::Syntax { message } = err else { panic!("expected syntax error, got {err}") };
-    assert!(message.contains("line") || message.contains('3'), "{message}");
+    let err = parse_manifest("apiVersion: v1\nkind: Service\nmetadata: {name: [\n")
+        .expect_err("bad yaml");
+    let ManifestError::Syntax { message } = err else {
+        panic!("expected syntax error, got {err}")
+    };
+    assert!(
+        message.contains("line") || message.contains('3'),
+        "{message}"
+    );
 }
 
 #[test]
 fn schema_errors_carry_document_index_and_field_path() {
-    let text = format!("{SVC}---\napiVersion: v1\nkind: Service\nmetadata: {{name: bad}}\nspec:\n  ports: [{{port: 80}}, {{name: b, port: \"eighty\"}}]\n");
+    let text = format!(
+        "{SVC}---\napiVersion: v1\nkind: Service\nmetadata: {{name: bad}}\nspec:\n  ports: [{{port: 80}}, {{name: b, port: \"eighty\"}}]\n"
+    );
     let err = parse_manifest(&text).expect_err("bad port type");
     match err {
-        ManifestError::Document { index, field, object, .. } => {
+        ManifestError::Document {
+            index,
+            field,
+            object,
+            ..
+        } => {
             assert_eq!(index, 1);
             assert_eq!(field, "spec.ports[1].port");
             assert_eq!(object.as_deref(), Some("Service default/bad"));
@@ -70,7 +84,10 @@ fn validation_errors_name_object_and_field() {
         match parse_one(&yaml) {
             Err(ManifestError::Document { field, message, .. }) => {
                 assert_eq!(field, want_field, "{yaml}");
-                assert!(message.contains(want_text), "{message} should mention {want_text}");
+                assert!(
+                    message.contains(want_text),
+                    "{message} should mention {want_text}"
+                );
             }
             other => panic!("{yaml}: expected a document error, got {other:?}"),
         }
@@ -82,8 +99,16 @@ fn apply_keeps_last_good_version_on_error() {
     let mut model = Model::new();
     let good = parse_one(SVC).expect("valid");
     model.apply(&good).expect("applies");
-    let Object::Service(mut bad) = good.clone() else { panic!() };
-    bad.spec.as_mut().expect("spec").ports.as_mut().expect("ports")[0].port = 0;
+    let Object::Service(mut bad) = good.clone() else {
+        panic!()
+    };
+    bad.spec
+        .as_mut()
+        .expect("spec")
+        .ports
+        .as_mut()
+        .expect("ports")[0]
+        .port = 0;
     let err = model.apply(&Object::Service(bad)).expect_err("refused");
     assert_eq!(err.field, "spec.ports[0].port");
     let svc = model.services().next().expect("still there");
@@ -95,7 +120,10 @@ fn apply_keeps_last_good_version_on_error() {
 #[test]
 fn protocol_comes_from_app_protocol_then_port_name() {
     use convert::protocol_of;
-    assert_eq!(protocol_of(Some("kubernetes.io/h2c"), "web"), Protocol::Http2);
+    assert_eq!(
+        protocol_of(Some("kubernetes.io/h2c"), "web"),
+        Protocol::Http2
+    );
     assert_eq!(protocol_of(None, "grpc-api"), Protocol::Grpc);
     assert_eq!(protocol_of(None, "http2"), Protocol::Http2);
     assert_eq!(protocol_of(None, "tcp-db"), Protocol::Tcp);
@@ -107,9 +135,17 @@ fn protocol_comes_from_app_protocol_then_port_name() {
 fn services_select_pods_by_labels_in_their_namespace() {
     let mut model = Model::new();
     model.apply(&parse_one(SVC).expect("svc")).expect("apply");
-    let pod = |ns: &str| format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: r, namespace: {ns}, labels: {{app: reviews}}}}\n");
-    model.apply(&parse_one(&pod("shop")).expect("pod")).expect("apply");
-    model.apply(&parse_one(&pod("other")).expect("pod")).expect("apply");
+    let pod = |ns: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: r, namespace: {ns}, labels: {{app: reviews}}}}\n"
+        )
+    };
+    model
+        .apply(&parse_one(&pod("shop")).expect("pod"))
+        .expect("apply");
+    model
+        .apply(&parse_one(&pod("other")).expect("pod"))
+        .expect("apply");
     let shop = model.pod("shop", "r").expect("pod");
     assert_eq!(model.services_selecting(shop).count(), 1);
     let other = model.pod("other", "r").expect("pod");

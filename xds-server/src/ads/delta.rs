@@ -76,7 +76,10 @@ impl DeltaStream {
     pub fn new(snapshot: Arc<Snapshot>) -> Self {
         DeltaStream {
             snapshot,
-            types: XdsType::ALL.iter().map(|t| (*t, TypeState::default())).collect(),
+            types: XdsType::ALL
+                .iter()
+                .map(|t| (*t, TypeState::default()))
+                .collect(),
             next_nonce: 0,
             wait: OrderWait::default(),
         }
@@ -92,7 +95,11 @@ impl DeltaStream {
         self.types
             .iter()
             .map(|(t, s)| {
-                let v = s.held.iter().map(|(n, h)| (n.clone(), h.version.clone())).collect();
+                let v = s
+                    .held
+                    .iter()
+                    .map(|(n, h)| (n.clone(), h.version.clone()))
+                    .collect();
                 (*t, v)
             })
             .collect()
@@ -218,7 +225,12 @@ impl DeltaStream {
         let resources: Vec<Arc<Encoded>> = all
             .values()
             .filter(|r| state.in_scope(&r.name))
-            .filter(|r| state.held.get(&r.name).is_none_or(|h| h.version != r.version))
+            .filter(|r| {
+                state
+                    .held
+                    .get(&r.name)
+                    .is_none_or(|h| h.version != r.version)
+            })
             .filter(|r| state.rejected.get(&r.name) != Some(&r.version))
             .cloned()
             .collect();
@@ -269,7 +281,8 @@ impl DeltaStream {
                     continue;
                 }
                 let held = |t: XdsType| self.state(t).held.keys().cloned().collect::<BTreeSet<_>>();
-                let (held_clusters, held_endpoints) = (held(XdsType::Cluster), held(XdsType::Endpoint));
+                let (held_clusters, held_endpoints) =
+                    (held(XdsType::Cluster), held(XdsType::Endpoint));
                 let readiness = Readiness {
                     held_clusters: &held_clusters,
                     held_endpoints: &held_endpoints,

@@ -8,7 +8,10 @@ use super::delta::DeltaStream;
 use super::test_support::*;
 
 fn items(r: &DeltaDiscoveryResponse) -> Vec<String> {
-    r.resources.iter().map(|x| format!("{}@{}", x.name, x.version)).collect()
+    r.resources
+        .iter()
+        .map(|x| format!("{}@{}", x.name, x.version))
+        .collect()
 }
 
 fn ack(s: &mut DeltaStream, r: &DeltaDiscoveryResponse) -> super::delta::Step {
@@ -20,7 +23,10 @@ fn ack(s: &mut DeltaStream, r: &DeltaDiscoveryResponse) -> super::delta::Step {
 fn wildcard_gets_everything_then_only_changes() {
     let now = Instant::now();
     let mut s = DeltaStream::new(snap(&[cluster("a", "1"), cluster("b", "1")]));
-    let r = s.on_request(&delta(Cluster, &[], ""), now).responses.remove(0);
+    let r = s
+        .on_request(&delta(Cluster, &[], ""), now)
+        .responses
+        .remove(0);
     assert_eq!(items(&r), ["a@1", "b@1"]);
     assert!(matches!(ack(&mut s, &r).events[..], [Event::Ack { .. }]));
     let change = s.on_snapshot(snap(&[cluster("a", "2"), cluster("c", "1")]), now);
@@ -28,7 +34,11 @@ fn wildcard_gets_everything_then_only_changes() {
     assert_eq!(items(r), ["a@2", "c@1"]);
     assert_eq!(r.removed_resources, ["b"]);
     ack(&mut s, r);
-    assert!(s.on_snapshot(snap(&[cluster("a", "2"), cluster("c", "1")]), now).responses.is_empty());
+    assert!(
+        s.on_snapshot(snap(&[cluster("a", "2"), cluster("c", "1")]), now)
+            .responses
+            .is_empty()
+    );
 }
 
 #[test]
@@ -62,7 +72,10 @@ fn fresh_subscription_with_nothing_gets_an_empty_answer() {
 fn nacked_versions_are_not_resent() {
     let now = Instant::now();
     let mut s = DeltaStream::new(snap(&[cluster("a", "1")]));
-    let r = s.on_request(&delta(Cluster, &[], ""), now).responses.remove(0);
+    let r = s
+        .on_request(&delta(Cluster, &[], ""), now)
+        .responses
+        .remove(0);
     let step = s.on_request(&delta_nack(Cluster, &r.nonce, "bad a"), now);
     match &step.events[..] {
         [Event::Nack(rej)] => {
@@ -72,7 +85,11 @@ fn nacked_versions_are_not_resent() {
         other => panic!("{other:?}"),
     }
     assert!(step.responses.is_empty());
-    assert!(s.on_snapshot(snap(&[cluster("a", "1")]), now).responses.is_empty());
+    assert!(
+        s.on_snapshot(snap(&[cluster("a", "1")]), now)
+            .responses
+            .is_empty()
+    );
     let fixed = s.on_snapshot(snap(&[cluster("a", "2")]), now);
     assert_eq!(items(&fixed.responses[0]), ["a@2"]);
 }
@@ -81,7 +98,10 @@ fn nacked_versions_are_not_resent() {
 fn named_subscribe_and_unsubscribe() {
     let now = Instant::now();
     let mut s = DeltaStream::new(snap(&[cla("a", "1"), cla("b", "1")]));
-    let r = s.on_request(&delta(Endpoint, &["a"], ""), now).responses.remove(0);
+    let r = s
+        .on_request(&delta(Endpoint, &["a"], ""), now)
+        .responses
+        .remove(0);
     assert_eq!(items(&r), ["a@1"]);
     // Subscribing to b while ACKing a.
     let step = s.on_request(&delta(Endpoint, &["b"], &r.nonce), now);
@@ -90,20 +110,34 @@ fn named_subscribe_and_unsubscribe() {
     let mut unsub = delta(Endpoint, &[], "");
     unsub.resource_names_unsubscribe = vec!["a".into()];
     assert!(s.on_request(&unsub, now).responses.is_empty());
-    assert!(s.on_snapshot(snap(&[cla("a", "2"), cla("b", "1")]), now).responses.is_empty());
-    assert_eq!(s.held_versions()[&Endpoint].keys().collect::<Vec<_>>(), ["b"]);
+    assert!(
+        s.on_snapshot(snap(&[cla("a", "2"), cla("b", "1")]), now)
+            .responses
+            .is_empty()
+    );
+    assert_eq!(
+        s.held_versions()[&Endpoint].keys().collect::<Vec<_>>(),
+        ["b"]
+    );
 }
 
 #[test]
 fn stale_nonce_does_not_ack_but_subscriptions_apply() {
     let now = Instant::now();
     let mut s = DeltaStream::new(snap(&[cla("a", "1"), cla("b", "1")]));
-    let r = s.on_request(&delta(Endpoint, &["a"], ""), now).responses.remove(0);
+    let r = s
+        .on_request(&delta(Endpoint, &["a"], ""), now)
+        .responses
+        .remove(0);
     let step = s.on_request(&delta(Endpoint, &["b"], "999"), now);
     assert!(matches!(step.events[..], [Event::Ignored { .. }]));
     assert!(step.responses.is_empty(), "a is still in flight");
     let after = ack(&mut s, &r);
-    assert_eq!(items(&after.responses[0]), ["b@1"], "the subscription to b was kept");
+    assert_eq!(
+        items(&after.responses[0]),
+        ["b@1"],
+        "the subscription to b was kept"
+    );
 }
 
 #[test]
@@ -112,12 +146,21 @@ fn make_before_break_in_both_directions() {
     let base = [cluster("a", "1"), cla("a", "1"), route("r", "1", &["a"])];
     let mut s = DeltaStream::new(snap(&base));
     for (kind, names) in [(Cluster, vec![]), (Endpoint, vec!["a"]), (Route, vec!["r"])] {
-        let r = s.on_request(&delta(kind, &names, ""), now).responses.remove(0);
+        let r = s
+            .on_request(&delta(kind, &names, ""), now)
+            .responses
+            .remove(0);
         assert!(ack(&mut s, &r).responses.is_empty());
     }
     // Add b and point the route at it: CDS first, RDS only once b's endpoints are held.
     let step = s.on_snapshot(
-        snap(&[cluster("a", "1"), cla("a", "1"), cluster("b", "1"), cla("b", "1"), route("r", "2", &["a", "b"])]),
+        snap(&[
+            cluster("a", "1"),
+            cla("a", "1"),
+            cluster("b", "1"),
+            cla("b", "1"),
+            route("r", "2", &["a", "b"]),
+        ]),
         now,
     );
     assert_eq!(step.responses.len(), 1);
@@ -126,18 +169,33 @@ fn make_before_break_in_both_directions() {
     let step = s.on_request(&delta(Endpoint, &["b"], ""), now);
     assert_eq!(items(&step.responses[0]), ["b@1"]);
     let eds = step.responses[0].clone();
-    assert!(s.on_request(&delta(Cluster, &[], &cds_nonce), now).responses.is_empty());
+    assert!(
+        s.on_request(&delta(Cluster, &[], &cds_nonce), now)
+            .responses
+            .is_empty()
+    );
     let step = ack(&mut s, &eds);
     assert_eq!(items(&step.responses[0]), ["r@2"]);
     ack(&mut s, &step.responses[0]);
     // Drop a: the route changes first; a is removed only after that is ACKed.
-    let step = s.on_snapshot(snap(&[cluster("b", "1"), cla("b", "1"), route("r", "3", &["b"])]), now);
+    let step = s.on_snapshot(
+        snap(&[cluster("b", "1"), cla("b", "1"), route("r", "3", &["b"])]),
+        now,
+    );
     assert_eq!(step.responses.len(), 1);
     assert_eq!(step.responses[0].type_url, Route.type_url());
     let step = ack(&mut s, &step.responses[0]);
-    let cds = step.responses.iter().find(|r| r.type_url == Cluster.type_url()).expect("cds");
+    let cds = step
+        .responses
+        .iter()
+        .find(|r| r.type_url == Cluster.type_url())
+        .expect("cds");
     assert_eq!(cds.removed_resources, ["a"]);
-    assert_eq!(step.responses.len(), 1, "endpoints of a stay while cluster a is held");
+    assert_eq!(
+        step.responses.len(),
+        1,
+        "endpoints of a stay while cluster a is held"
+    );
     let step = ack(&mut s, cds);
     assert_eq!(step.responses[0].type_url, Endpoint.type_url());
     assert_eq!(step.responses[0].removed_resources, ["a"]);

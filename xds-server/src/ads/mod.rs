@@ -60,8 +60,12 @@ pub enum Event {
 }
 
 /// Clusters a set of held Listeners and Routes point at: these may not be removed yet.
-pub(crate) fn pinned<'a>(held: impl IntoIterator<Item = &'a std::sync::Arc<Encoded>>) -> BTreeSet<String> {
-    held.into_iter().flat_map(|r| r.refs.iter().cloned()).collect()
+pub(crate) fn pinned<'a>(
+    held: impl IntoIterator<Item = &'a std::sync::Arc<Encoded>>,
+) -> BTreeSet<String> {
+    held.into_iter()
+        .flat_map(|r| r.refs.iter().cloned())
+        .collect()
 }
 
 /// What the ordering gate needs to know about the Cluster and Endpoint types.
@@ -79,15 +83,17 @@ pub(crate) struct Readiness<'a> {
 impl Readiness<'_> {
     /// Whether every Cluster that `refs` names (and its endpoints) is held by the proxy.
     pub(crate) fn ready<'r>(&self, refs: impl IntoIterator<Item = &'r String>) -> bool {
-        refs.into_iter().all(|c| match self.desired_clusters.get(c) {
-            None => true,
-            Some(cluster) => {
-                self.held_clusters.contains(c)
-                    && cluster.refs.iter().all(|e| {
-                        !self.desired_endpoints.contains_key(e) || self.held_endpoints.contains(e)
-                    })
-            }
-        })
+        refs.into_iter()
+            .all(|c| match self.desired_clusters.get(c) {
+                None => true,
+                Some(cluster) => {
+                    self.held_clusters.contains(c)
+                        && cluster.refs.iter().all(|e| {
+                            !self.desired_endpoints.contains_key(e)
+                                || self.held_endpoints.contains(e)
+                        })
+                }
+            })
     }
 }
 
@@ -115,8 +121,8 @@ impl OrderWait {
 }
 
 #[cfg(test)]
-mod test_support;
-#[cfg(test)]
 mod delta_tests;
 #[cfg(test)]
 mod sotw_tests;
+#[cfg(test)]
+mod test_support;

@@ -89,7 +89,10 @@ impl SotwStream {
     pub fn new(snapshot: Arc<Snapshot>) -> Self {
         SotwStream {
             snapshot,
-            types: XdsType::ALL.iter().map(|t| (*t, TypeState::default())).collect(),
+            types: XdsType::ALL
+                .iter()
+                .map(|t| (*t, TypeState::default()))
+                .collect(),
             next_nonce: 0,
             wait: OrderWait::default(),
         }
@@ -155,8 +158,8 @@ impl SotwStream {
         }
         state.subscribed = true;
         state.names = req.resource_names.iter().cloned().collect();
-        state.wildcard = state.names.remove("*")
-            || (state.names.is_empty() && kind.wildcard_by_default());
+        state.wildcard =
+            state.names.remove("*") || (state.names.is_empty() && kind.wildcard_by_default());
         self.flush(now, &mut step);
         step
     }
@@ -185,8 +188,10 @@ impl SotwStream {
     /// the snapshot plus Clusters (and their endpoints) that held routes still use.
     fn desired(&self) -> BTreeMap<XdsType, Resources> {
         let snap = &self.snapshot;
-        let mut out: BTreeMap<XdsType, Resources> =
-            XdsType::ALL.iter().map(|t| (*t, snap.get(*t).clone())).collect();
+        let mut out: BTreeMap<XdsType, Resources> = XdsType::ALL
+            .iter()
+            .map(|t| (*t, snap.get(*t).clone()))
+            .collect();
         let keep = pinned(
             self.state(XdsType::Listener)
                 .held()
@@ -232,10 +237,7 @@ impl SotwStream {
         let version = set_version(&resources);
         if state.acked.is_none() && state.client_version.as_deref() == Some(version.as_str()) {
             // A reconnecting proxy already holds exactly this: nothing to resend.
-            state.acked = Some(Sent {
-                version,
-                resources,
-            });
+            state.acked = Some(Sent { version, resources });
             state.client_version = None;
             return None;
         }
@@ -293,10 +295,7 @@ impl SotwStream {
             });
             if let Some(state) = self.types.get_mut(&kind) {
                 state.last_nonce = Some(nonce);
-                state.inflight = Some(Sent {
-                    version,
-                    resources,
-                });
+                state.inflight = Some(Sent { version, resources });
             }
         }
         if !blocked {

@@ -19,11 +19,19 @@ fn items(r: &DiscoveryResponse) -> Vec<String> {
 fn synced(
     snapshot: std::sync::Arc<crate::snapshot::Snapshot>,
     eds: &[&str],
-) -> (SotwStream, std::collections::BTreeMap<translator::XdsType, (String, String)>) {
+) -> (
+    SotwStream,
+    std::collections::BTreeMap<translator::XdsType, (String, String)>,
+) {
     let now = Instant::now();
     let mut last = std::collections::BTreeMap::new();
     let mut s = SotwStream::new(snapshot);
-    for (kind, names) in [(Cluster, &[][..]), (Endpoint, eds), (Listener, &[][..]), (Route, &["r"][..])] {
+    for (kind, names) in [
+        (Cluster, &[][..]),
+        (Endpoint, eds),
+        (Listener, &[][..]),
+        (Route, &["r"][..]),
+    ] {
         let step = s.on_request(&sotw(kind, names, "", ""), now);
         for resp in step.responses {
             let kind = translator::XdsType::from_type_url(&resp.type_url).expect("type");
@@ -33,8 +41,16 @@ fn synced(
                 _ => vec![],
             };
             let ack = s.on_request(&sotw(kind, &names, &resp.version_info, &resp.nonce), now);
-            assert!(matches!(ack.events[..], [Event::Ack { .. }]), "{:?}", ack.events);
-            assert!(ack.responses.is_empty(), "nothing more to send: {:?}", ack.responses);
+            assert!(
+                matches!(ack.events[..], [Event::Ack { .. }]),
+                "{:?}",
+                ack.events
+            );
+            assert!(
+                ack.responses.is_empty(),
+                "nothing more to send: {:?}",
+                ack.responses
+            );
             last.insert(kind, (resp.version_info.clone(), resp.nonce.clone()));
         }
     }
@@ -51,7 +67,13 @@ fn first_request_is_answered_and_ack_sends_nothing_more() {
     assert_eq!(items(r), ["a@1", "b@1"]);
     assert!(!r.version_info.is_empty());
     let ack = s.on_request(&sotw(Cluster, &[], &r.version_info, &r.nonce), now);
-    assert_eq!(ack.events, vec![Event::Ack { kind: Cluster, version: r.version_info.clone() }]);
+    assert_eq!(
+        ack.events,
+        vec![Event::Ack {
+            kind: Cluster,
+            version: r.version_info.clone()
+        }]
+    );
     assert!(ack.responses.is_empty());
 }
 
@@ -67,7 +89,10 @@ fn empty_type_still_gets_a_first_response() {
 fn nack_is_recorded_and_the_rejected_version_is_not_resent() {
     let now = Instant::now();
     let mut s = SotwStream::new(snap(&[cluster("a", "1")]));
-    let r = s.on_request(&sotw(Cluster, &[], "", ""), now).responses.remove(0);
+    let r = s
+        .on_request(&sotw(Cluster, &[], "", ""), now)
+        .responses
+        .remove(0);
     let nack = s.on_request(&sotw_nack(Cluster, &[], &r.nonce, "bad cluster a"), now);
     match &nack.events[..] {
         [Event::Nack(rej)] => {
@@ -77,10 +102,21 @@ fn nack_is_recorded_and_the_rejected_version_is_not_resent() {
         }
         other => panic!("expected one NACK, got {other:?}"),
     }
-    assert!(nack.responses.is_empty(), "rejected version must not be re-sent");
+    assert!(
+        nack.responses.is_empty(),
+        "rejected version must not be re-sent"
+    );
     // The same snapshot again (e.g. an unrelated rebuild) is not re-sent either.
-    assert!(s.on_snapshot(snap(&[cluster("a", "1")]), now).responses.is_empty());
-    assert!(s.on_tick(now + Duration::from_secs(60)).responses.is_empty());
+    assert!(
+        s.on_snapshot(snap(&[cluster("a", "1")]), now)
+            .responses
+            .is_empty()
+    );
+    assert!(
+        s.on_tick(now + Duration::from_secs(60))
+            .responses
+            .is_empty()
+    );
     // A different version is.
     let fixed = s.on_snapshot(snap(&[cluster("a", "2")]), now);
     assert_eq!(items(&fixed.responses[0]), ["a@2"]);
@@ -90,15 +126,24 @@ fn nack_is_recorded_and_the_rejected_version_is_not_resent() {
 fn stale_nonce_is_ignored() {
     let now = Instant::now();
     let mut s = SotwStream::new(snap(&[cluster("a", "1")]));
-    let first = s.on_request(&sotw(Cluster, &[], "", ""), now).responses.remove(0);
+    let first = s
+        .on_request(&sotw(Cluster, &[], "", ""), now)
+        .responses
+        .remove(0);
     let ack = s.on_request(&sotw(Cluster, &[], &first.version_info, &first.nonce), now);
     assert_eq!(ack.events.len(), 1);
-    let second = s.on_snapshot(snap(&[cluster("a", "2")]), now).responses.remove(0);
+    let second = s
+        .on_snapshot(snap(&[cluster("a", "2")]), now)
+        .responses
+        .remove(0);
     // A late request carrying the first nonce neither ACKs nor NACKs the second response.
     let stale = s.on_request(&sotw_nack(Cluster, &[], &first.nonce, "old"), now);
     assert!(matches!(stale.events[..], [Event::Ignored { .. }]));
     assert!(stale.responses.is_empty());
-    let ack2 = s.on_request(&sotw(Cluster, &[], &second.version_info, &second.nonce), now);
+    let ack2 = s.on_request(
+        &sotw(Cluster, &[], &second.version_info, &second.nonce),
+        now,
+    );
     assert!(matches!(ack2.events[..], [Event::Ack { .. }]));
 }
 
@@ -107,12 +152,28 @@ fn reconnect_with_current_version_gets_no_resend() {
     let now = Instant::now();
     let snapshot = snap(&[cluster("a", "1"), cla("a", "1")]);
     let mut first = SotwStream::new(snapshot.clone());
-    let cds = first.on_request(&sotw(Cluster, &[], "", ""), now).responses.remove(0);
-    let eds = first.on_request(&sotw(Endpoint, &["a"], "", ""), now).responses.remove(0);
+    let cds = first
+        .on_request(&sotw(Cluster, &[], "", ""), now)
+        .responses
+        .remove(0);
+    let eds = first
+        .on_request(&sotw(Endpoint, &["a"], "", ""), now)
+        .responses
+        .remove(0);
     // New stream (control plane restarted): the proxy reports what it holds.
     let mut again = SotwStream::new(snapshot);
-    assert!(again.on_request(&sotw(Cluster, &[], &cds.version_info, ""), now).responses.is_empty());
-    assert!(again.on_request(&sotw(Endpoint, &["a"], &eds.version_info, ""), now).responses.is_empty());
+    assert!(
+        again
+            .on_request(&sotw(Cluster, &[], &cds.version_info, ""), now)
+            .responses
+            .is_empty()
+    );
+    assert!(
+        again
+            .on_request(&sotw(Endpoint, &["a"], &eds.version_info, ""), now)
+            .responses
+            .is_empty()
+    );
     // A proxy holding an older version is sent the current one.
     let mut third = SotwStream::new(snap(&[cluster("a", "2")]));
     let step = third.on_request(&sotw(Cluster, &[], &cds.version_info, ""), now);
@@ -123,7 +184,10 @@ fn reconnect_with_current_version_gets_no_resend() {
 fn named_subscriptions_get_only_what_they_name() {
     let now = Instant::now();
     let mut s = SotwStream::new(snap(&[cla("a", "1"), cla("b", "1"), cla("c", "1")]));
-    let r = s.on_request(&sotw(Endpoint, &["a", "c"], "", ""), now).responses.remove(0);
+    let r = s
+        .on_request(&sotw(Endpoint, &["a", "c"], "", ""), now)
+        .responses
+        .remove(0);
     assert_eq!(items(&r), ["a@1", "c@1"]);
     // Changing the subscription (with the current nonce) answers with the new set.
     s.on_request(&sotw(Endpoint, &["a", "c"], &r.version_info, &r.nonce), now);
@@ -140,31 +204,70 @@ fn named_subscriptions_get_only_what_they_name() {
 fn one_response_in_flight_per_type() {
     let now = Instant::now();
     let mut s = SotwStream::new(snap(&[cluster("a", "1")]));
-    let r = s.on_request(&sotw(Cluster, &[], "", ""), now).responses.remove(0);
-    assert!(s.on_snapshot(snap(&[cluster("a", "2")]), now).responses.is_empty());
+    let r = s
+        .on_request(&sotw(Cluster, &[], "", ""), now)
+        .responses
+        .remove(0);
+    assert!(
+        s.on_snapshot(snap(&[cluster("a", "2")]), now)
+            .responses
+            .is_empty()
+    );
     let ack = s.on_request(&sotw(Cluster, &[], &r.version_info, &r.nonce), now);
-    assert_eq!(items(&ack.responses[0]), ["a@2"], "the newer version follows the ACK");
+    assert_eq!(
+        items(&ack.responses[0]),
+        ["a@2"],
+        "the newer version follows the ACK"
+    );
 }
 
 #[test]
 fn new_cluster_is_acked_before_the_route_that_uses_it() {
     let now = Instant::now();
-    let (mut s, last) = synced(snap(&[cluster("a", "1"), cla("a", "1"), route("r", "1", &["a"])]), &["a"]);
+    let (mut s, last) = synced(
+        snap(&[cluster("a", "1"), cla("a", "1"), route("r", "1", &["a"])]),
+        &["a"],
+    );
     let step = s.on_snapshot(
-        snap(&[cluster("a", "1"), cla("a", "1"), cluster("b", "1"), cla("b", "1"), route("r", "2", &["a", "b"])]),
+        snap(&[
+            cluster("a", "1"),
+            cla("a", "1"),
+            cluster("b", "1"),
+            cla("b", "1"),
+            route("r", "2", &["a", "b"]),
+        ]),
         now,
     );
     let types: Vec<_> = step.responses.iter().map(|r| r.type_url.clone()).collect();
-    assert_eq!(types, [Cluster.type_url()], "route must wait for the cluster");
+    assert_eq!(
+        types,
+        [Cluster.type_url()],
+        "route must wait for the cluster"
+    );
     let cds = &step.responses[0];
     let after_cds = s.on_request(&sotw(Cluster, &[], &cds.version_info, &cds.nonce), now);
-    assert!(after_cds.responses.is_empty(), "route still waits for b's endpoints");
+    assert!(
+        after_cds.responses.is_empty(),
+        "route still waits for b's endpoints"
+    );
     // The proxy now asks for b's endpoints, quoting its last EDS version and nonce.
     let (eds_version, eds_nonce) = &last[&Endpoint];
     let eds = s.on_request(&sotw(Endpoint, &["a", "b"], eds_version, eds_nonce), now);
-    let eds_resp = eds.responses.iter().find(|r| r.type_url == Endpoint.type_url()).expect("eds");
+    let eds_resp = eds
+        .responses
+        .iter()
+        .find(|r| r.type_url == Endpoint.type_url())
+        .expect("eds");
     assert_eq!(items(eds_resp), ["a@1", "b@1"]);
-    let after_eds = s.on_request(&sotw(Endpoint, &["a", "b"], &eds_resp.version_info, &eds_resp.nonce), now);
+    let after_eds = s.on_request(
+        &sotw(
+            Endpoint,
+            &["a", "b"],
+            &eds_resp.version_info,
+            &eds_resp.nonce,
+        ),
+        now,
+    );
     assert_eq!(after_eds.responses.len(), 1);
     assert_eq!(items(&after_eds.responses[0]), ["r@2"]);
 }
@@ -173,13 +276,26 @@ fn new_cluster_is_acked_before_the_route_that_uses_it() {
 fn cluster_is_removed_only_after_the_route_stops_using_it() {
     let now = Instant::now();
     let (mut s, _) = synced(
-        snap(&[cluster("a", "1"), cla("a", "1"), cluster("b", "1"), cla("b", "1"), route("r", "1", &["a", "b"])]),
+        snap(&[
+            cluster("a", "1"),
+            cla("a", "1"),
+            cluster("b", "1"),
+            cla("b", "1"),
+            route("r", "1", &["a", "b"]),
+        ]),
         &["a", "b"],
     );
-    let step = s.on_snapshot(snap(&[cluster("a", "1"), cla("a", "1"), route("r", "2", &["a"])]), now);
+    let step = s.on_snapshot(
+        snap(&[cluster("a", "1"), cla("a", "1"), route("r", "2", &["a"])]),
+        now,
+    );
     assert_eq!(step.responses.len(), 1, "{:?}", step.responses);
     let rds = &step.responses[0];
-    assert_eq!(rds.type_url, Route.type_url(), "route goes first; b stays while it is used");
+    assert_eq!(
+        rds.type_url,
+        Route.type_url(),
+        "route goes first; b stays while it is used"
+    );
     let after = s.on_request(&sotw(Route, &["r"], &rds.version_info, &rds.nonce), now);
     let cds = &after.responses[0];
     assert_eq!(cds.type_url, Cluster.type_url());
@@ -189,16 +305,29 @@ fn cluster_is_removed_only_after_the_route_stops_using_it() {
 #[test]
 fn ordering_wait_is_bounded() {
     let now = Instant::now();
-    let (mut s, _) = synced(snap(&[cluster("a", "1"), cla("a", "1"), route("r", "1", &["a"])]), &["a"]);
+    let (mut s, _) = synced(
+        snap(&[cluster("a", "1"), cla("a", "1"), route("r", "1", &["a"])]),
+        &["a"],
+    );
     let step = s.on_snapshot(
-        snap(&[cluster("a", "1"), cla("a", "1"), cluster("b", "1"), cla("b", "1"), route("r", "2", &["a", "b"])]),
+        snap(&[
+            cluster("a", "1"),
+            cla("a", "1"),
+            cluster("b", "1"),
+            cla("b", "1"),
+            route("r", "2", &["a", "b"]),
+        ]),
         now,
     );
     let cds = &step.responses[0];
     // The proxy rejects the cluster: the route must not wait forever.
     s.on_request(&sotw_nack(Cluster, &[], &cds.nonce, "no"), now);
     assert!(s.waiting());
-    assert!(s.on_tick(now + Duration::from_millis(500)).responses.is_empty());
+    assert!(
+        s.on_tick(now + Duration::from_millis(500))
+            .responses
+            .is_empty()
+    );
     let late = s.on_tick(now + super::ORDER_WAIT + Duration::from_millis(1));
     assert_eq!(items(&late.responses[0]), ["r@2"]);
 }

@@ -52,7 +52,12 @@ pub(crate) fn sotw(kind: XdsType, names: &[&str], version: &str, nonce: &str) ->
     }
 }
 
-pub(crate) fn sotw_nack(kind: XdsType, names: &[&str], nonce: &str, error: &str) -> DiscoveryRequest {
+pub(crate) fn sotw_nack(
+    kind: XdsType,
+    names: &[&str],
+    nonce: &str,
+    error: &str,
+) -> DiscoveryRequest {
     DiscoveryRequest {
         error_detail: Some(Status {
             code: 3,

@@ -43,7 +43,10 @@ fn shared_resources_are_one_allocation_across_proxies() {
     assert!(Arc::ptr_eq(c1, c2));
     let r1 = &s1.get(XdsType::Route)["outbound"];
     let r2 = &s2.get(XdsType::Route)["outbound"];
-    assert!(Arc::ptr_eq(r1, r2), "same namespace, same route table allocation");
+    assert!(
+        Arc::ptr_eq(r1, r2),
+        "same namespace, same route table allocation"
+    );
 }
 
 #[test]
@@ -64,8 +67,14 @@ fn only_changed_snapshots_are_pushed() {
     let after = w.rx.borrow_and_update().clone();
     // The cluster did not change, so it is the very same allocation; EDS did.
     let name = "outbound|80||a.default.svc.cluster.local";
-    assert!(Arc::ptr_eq(&before.get(XdsType::Cluster)[name], &after.get(XdsType::Cluster)[name]));
-    assert_ne!(before.get(XdsType::Endpoint)[name].version, after.get(XdsType::Endpoint)[name].version);
+    assert!(Arc::ptr_eq(
+        &before.get(XdsType::Cluster)[name],
+        &after.get(XdsType::Cluster)[name]
+    ));
+    assert_ne!(
+        before.get(XdsType::Endpoint)[name].version,
+        after.get(XdsType::Endpoint)[name].version
+    );
 }
 
 #[test]
@@ -94,7 +103,10 @@ async fn bursts_of_changes_are_one_build() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut pushes = 0;
-    while tokio::time::timeout(Duration::from_millis(500), w.rx.changed()).await.is_ok() {
+    while tokio::time::timeout(Duration::from_millis(500), w.rx.changed())
+        .await
+        .is_ok()
+    {
         w.rx.borrow_and_update();
         pushes += 1;
     }

@@ -22,7 +22,10 @@ fn reads_yaml_and_yml_and_ignores_other_files() {
     let scan = src.scan();
     assert!(scan.errors.is_empty(), "{:?}", scan.errors);
     assert_eq!(keys(&scan), ["+Service default/a", "+Service default/b"]);
-    assert!(src.scan().changes.is_empty(), "an unchanged directory yields nothing");
+    assert!(
+        src.scan().changes.is_empty(),
+        "an unchanged directory yields nothing"
+    );
 }
 
 #[test]
@@ -34,13 +37,19 @@ fn a_broken_file_keeps_its_last_good_contents_and_is_reported_once() {
     assert_eq!(src.scan().changes.len(), 1);
     std::fs::write(&file, format!("{SVC}---\napiVersion: v1\nkind: Service\nmetadata: {{name: b}}\nspec:\n  ports: [{{port: 99999}}]\n")).expect("write");
     let scan = src.scan();
-    assert!(scan.changes.is_empty(), "nothing of the broken file applies");
+    assert!(
+        scan.changes.is_empty(),
+        "nothing of the broken file applies"
+    );
     let msg = scan.errors[0].to_string();
     assert!(msg.contains("mesh.yaml"), "{msg}");
     assert!(msg.contains("document 1"), "{msg}");
     assert!(msg.contains("spec.ports[0].port"), "{msg}");
     assert!(msg.contains("keeping its last good contents"), "{msg}");
-    assert!(src.scan().errors.is_empty(), "the same bad contents are not reported again");
+    assert!(
+        src.scan().errors.is_empty(),
+        "the same bad contents are not reported again"
+    );
     std::fs::write(&file, SVC.replace("port: 80", "port: 81")).expect("write");
     let scan = src.scan();
     assert_eq!(keys(&scan), ["+Service default/a"]);
@@ -67,13 +76,21 @@ fn a_missing_directory_changes_nothing() {
     drop(dir);
     let scan = ManifestDir::scan(&mut src);
     assert!(scan.changes.is_empty());
-    assert!(scan.errors[0].to_string().contains(&path.display().to_string()));
+    assert!(
+        scan.errors[0]
+            .to_string()
+            .contains(&path.display().to_string())
+    );
 }
 
 #[test]
 fn unknown_kinds_are_skipped_not_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("a.yaml"), format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: x}}\n---\n{SVC}")).expect("write");
+    std::fs::write(
+        dir.path().join("a.yaml"),
+        format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: x}}\n---\n{SVC}"),
+    )
+    .expect("write");
     let mut src = ManifestDir::new(dir.path());
     let scan = src.scan();
     assert!(scan.errors.is_empty());

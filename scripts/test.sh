@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Every check and test: formatting, clippy, then all tests (unit, golden, and
+# end-to-end with real Envoy). Installs what the tests need first.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+scripts/setup.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+# The end-to-end tests start the xds-server and echo-backend binaries.
+cargo build --quiet --workspace --bins
+cargo nextest run --workspace --no-fail-fast

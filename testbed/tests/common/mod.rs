@@ -1,0 +1,237 @@
+//! A small mesh for end-to-end scenarios: a client pod, service `web` (HTTP/1.1, two
+//! pods) and service `fast` (h2c, one pod), each pod with a real Envoy sidecar and an
+//! echo backend, all driven by the real control plane from a manifest directory.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use testbed::manifests::{app_ip, pod, service, slice};
+use testbed::procs::{Backend, ControlPlane, Envoy, PodPlacement, Stream, free_port};
+
+pub(crate) const LIVE: Duration = Duration::from_secs(30);
+pub(crate) const CONVERGE: Duration = Duration::from_secs(15);
+
+pub(crate) fn ip(last: u8) -> IpAddr {
+    IpAddr::from([127, 0, 0, last])
+}
+
+pub(crate) fn placement(name: &str, last: u8) -> PodPlacement {
+    PodPlacement {
+        namespace: "default".into(),
+        pod: name.into(),
+        service_account: name.split('-').next().unwrap_or(name).into(),
+        ip: ip(last),
+        app_ip: app_ip(ip(last)),
+    }
+}
+
+pub(crate) struct Mesh {
+    pub(crate) work: tempfile::TempDir,
+    pub(crate) manifests: PathBuf,
+    pub(crate) cp: ControlPlane,
+    pub(crate) stream: Stream,
+    pub(crate) client: Envoy,
+    pub(crate) web_port: u16,
+    pub(crate) fast_port: u16,
+    pub(crate) sidecars: BTreeMap<String, Envoy>,
+    pub(crate) backends: Vec<Backend>,
+}
+
+pub(crate) const WEB_CLUSTER: &str = "outbound|80||web.default.svc.cluster.local";
+
+impl Mesh {
+    pub(crate) async fn start(stream: Stream) -> anyhow::Result<Mesh> {
+        let work = tempfile::tempdir()?;
+        let manifests = work.path().join("manifests");
+        std::fs::create_dir(&manifests)?;
+        let (web_port, fast_port) = (free_port()?, free_port()?);
+        let files = [
+            (
+                "services.yaml",
+                [
+                    service("web", "http", 80, web_port, None),
+                    service("fast", "h2c", 9090, fast_port, Some("kubernetes.io/h2c")),
+                ]
+                .join("---\n"),
+            ),
+            (
+                "pods.yaml",
+                [
+                    pod("client-0", "client", ip(21), "client"),
+                    pod("web-1", "web", ip(22), "web"),
+                    pod("web-2", "web", ip(23), "web"),
+                    pod("fast-1", "fast", ip(24), "fast"),
+                ]
+                .join("---\n"),
+            ),
+            (
+                "slice-web.yaml",
+                slice("web-abc", "web", "http", web_port, &[ip(22), ip(23)]),
+            ),
+            (
+                "slice-fast.yaml",
+                slice("fast-abc", "fast", "h2c", fast_port, &[ip(24)]),
+            ),
+        ];
+        for (name, text) in files {
+            std::fs::write(manifests.join(name), text)?;
+        }
+        let cp = ControlPlane::start(&manifests, work.path()).await?;
+        let mut mesh = Mesh {
+            client: Envoy::start(&placement("client-0", 21), cp.xds, stream, work.path()).await?,
+            work,
+            manifests,
+            cp,
+            stream,
+            web_port,
+            fast_port,
+            sidecars: BTreeMap::new(),
+            backends: Vec::new(),
+        };
+        mesh.add_pod("web-1", 22, web_port).await?;
+        mesh.add_pod("web-2", 23, web_port).await?;
+        mesh.add_pod("fast-1", 24, fast_port).await?;
+        mesh.client.wait_live(LIVE).await?;
+        for envoy in mesh.sidecars.values_mut() {
+            envoy.wait_live(LIVE).await?;
+        }
+        Ok(mesh)
+    }
+
+    /// Starts a backend and a sidecar for a pod (its manifest is written separately).
+    pub(crate) async fn add_pod(&mut self, name: &str, last: u8, port: u16) -> anyhow::Result<()> {
+        let p = placement(name, last);
+        self.backends
+            .push(Backend::start(SocketAddr::new(p.app_ip, port), name, self.work.path()).await?);
+        let envoy = Envoy::start(&p, self.cp.xds, self.stream, self.work.path()).await?;
+        self.sidecars.insert(name.to_string(), envoy);
+        Ok(())
+    }
+
+    pub(crate) fn write(&self, file: &str, text: &str) -> anyhow::Result<()> {
+        // Write then rename, as editors and config-map updates do.
+        let tmp = self.work.path().join(format!("{file}.tmp"));
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(tmp, self.manifests.join(file))?;
+        Ok(())
+    }
+
+    pub(crate) fn manifests(&self) -> &Path {
+        &self.manifests
+    }
+
+    /// GET http://HOST/ through the client's sidecar: (status, answering pod).
+    pub(crate) async fn call(&self, host: &str) -> anyhow::Result<(u16, String)> {
+        let r = testbed::http::get_via(self.client.outbound, &format!("http://{host}/")).await?;
+        Ok((
+            r.status,
+            r.body
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        ))
+    }
+
+    /// Which pods answer `n` calls to `host`.
+    pub(crate) async fn answering(
+        &self,
+        host: &str,
+        n: usize,
+    ) -> anyhow::Result<BTreeMap<String, usize>> {
+        let mut seen = BTreeMap::new();
+        for _ in 0..n {
+            let (status, who) = self.call(host).await?;
+            anyhow::ensure!(status == 200, "{host}: status {status}");
+            *seen.entry(who).or_insert(0) += 1;
+        }
+        Ok(seen)
+    }
+
+    /// Every xDS update counter of the client sidecar (`*.update_success`,
+    /// `*.update_rejected`).
+    pub(crate) async fn update_counters(&self) -> anyhow::Result<BTreeMap<String, u64>> {
+        let text = self
+            .client
+            .admin_get("/stats?filter=update_(success|rejected)$")
+            .await?;
+        Ok(text
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(": ")?;
+                Some((k.to_string(), v.trim().parse().ok()?))
+            })
+            .collect())
+    }
+}
+
+/// Requests sent in the background while a scenario changes things.
+pub(crate) struct Traffic {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+    pub(crate) results: Arc<Mutex<TrafficResults>>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct TrafficResults {
+    pub(crate) ok: u64,
+    pub(crate) failures: Vec<String>,
+    pub(crate) by_pod: BTreeMap<String, u64>,
+}
+
+impl Traffic {
+    /// GETs http://HOST/ through `proxy` every 10 ms.
+    pub(crate) fn start(proxy: SocketAddr, host: &str) -> Traffic {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let results = Arc::new(Mutex::new(TrafficResults::default()));
+        let (s, r, url) = (stop.clone(), results.clone(), format!("http://{host}/"));
+        let task = tokio::spawn(async move {
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                let res = testbed::http::get_via(proxy, &url).await;
+                {
+                    let mut r = r.lock().expect("lock");
+                    match res {
+                        Ok(reply) if reply.status == 200 => {
+                            r.ok += 1;
+                            let who = reply
+                                .body
+                                .split_whitespace()
+                                .next()
+                                .unwrap_or_default()
+                                .to_string();
+                            *r.by_pod.entry(who).or_insert(0) += 1;
+                        }
+                        Ok(reply) => r.failures.push(format!(
+                            "status {}: {}",
+                            reply.status,
+                            reply.body.trim()
+                        )),
+                        Err(e) => r.failures.push(format!("{e:#}")),
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        Traffic {
+            stop,
+            task,
+            results,
+        }
+    }
+
+    /// Resets the per-pod counts (e.g. after a change has converged).
+    pub(crate) fn reset_counts(&self) {
+        self.results.lock().expect("lock").by_pod.clear();
+    }
+
+    pub(crate) async fn stop(self) -> TrafficResults {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.task.await;
+        std::mem::take(&mut *self.results.lock().expect("lock"))
+    }
+}
