@@ -120,10 +120,10 @@ impl Proc {
 
     /// Fails if the process has exited.
     pub fn check_running(&mut self) -> anyhow::Result<()> {
-        if let Some(c) = self.child.as_mut() {
-            if let Some(status) = c.try_wait()? {
-                bail!("{} exited: {status}", self.name);
-            }
+        if let Some(c) = self.child.as_mut()
+            && let Some(status) = c.try_wait()?
+        {
+            bail!("{} exited: {status}", self.name);
         }
         Ok(())
     }

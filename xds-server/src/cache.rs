@@ -140,11 +140,11 @@ impl Inner {
                 continue;
             };
             let snap = self.snapshot_for(&identity, &mut fresh, &mut seen);
-            if let Some(node) = self.nodes.get(&id) {
-                if !node.tx.borrow().same_versions(&snap) {
-                    node.tx.send_replace(Arc::new(snap));
-                    pushed += 1;
-                }
+            if let Some(node) = self.nodes.get(&id)
+                && !node.tx.borrow().same_versions(&snap)
+            {
+                node.tx.send_replace(Arc::new(snap));
+                pushed += 1;
             }
         }
         self.interned = fresh;

@@ -30,10 +30,13 @@ pub struct NackRecord {
     pub at: SystemTime,
 }
 
+/// (node, type, version): one rejection, for logging it once.
+type NackKey = (String, XdsType, String);
+
 /// The bounded NACK record.
 #[derive(Default)]
 pub struct NackLog {
-    inner: Mutex<(VecDeque<NackRecord>, HashSet<(String, XdsType, String)>)>,
+    inner: Mutex<(VecDeque<NackRecord>, HashSet<NackKey>)>,
 }
 
 impl NackLog {
@@ -53,10 +56,10 @@ impl NackLog {
                 "proxy rejected config (NACK); it keeps its last good config"
             );
         }
-        if records.len() == KEEP {
-            if let Some(old) = records.pop_front() {
-                seen.remove(&(old.node, old.kind, old.version));
-            }
+        if records.len() == KEEP
+            && let Some(old) = records.pop_front()
+        {
+            seen.remove(&(old.node, old.kind, old.version));
         }
         records.push_back(NackRecord {
             node: node.to_string(),

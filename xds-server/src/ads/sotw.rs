@@ -204,10 +204,8 @@ impl SotwStream {
             .collect();
         let clusters = out.entry(XdsType::Cluster).or_default();
         for name in keep {
-            if !clusters.contains_key(&name) {
-                if let Some(old) = old_clusters.get(&name) {
-                    clusters.insert(name, old.clone());
-                }
+            if let Some(old) = old_clusters.get(&name) {
+                clusters.entry(name).or_insert_with(|| old.clone());
             }
         }
         let eds_keep = pinned(clusters.values());
@@ -218,10 +216,8 @@ impl SotwStream {
             .collect();
         let eds = out.entry(XdsType::Endpoint).or_default();
         for name in eds_keep {
-            if !eds.contains_key(&name) {
-                if let Some(old) = old_eds.get(&name) {
-                    eds.insert(name, old.clone());
-                }
+            if let Some(old) = old_eds.get(&name) {
+                eds.entry(name).or_insert_with(|| old.clone());
             }
         }
         out

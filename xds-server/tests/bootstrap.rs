@@ -1,0 +1,85 @@
+//! `xds-server bootstrap` output is a bootstrap real Envoy accepts (`--mode validate`).
+
+use std::process::Command;
+
+fn bootstrap(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_xds-server"))
+        .arg("bootstrap")
+        .args(args)
+        .output()
+        .expect("run xds-server bootstrap");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("bootstrap is JSON")
+}
+
+fn envoy_validates(bootstrap: &serde_json::Value) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bootstrap.json");
+    std::fs::write(&path, bootstrap.to_string()).expect("write");
+    let envoy = testbed::procs::envoy_binary().expect("Envoy is installed (scripts/setup.sh)");
+    let out = Command::new(envoy)
+        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+        .arg(&path)
+        .output()
+        .expect("run envoy");
+    assert!(
+        out.status.success(),
+        "Envoy rejected the bootstrap:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn delta_bootstrap_is_valid_for_envoy() {
+    let b = bootstrap(&[
+        "--namespace",
+        "shop",
+        "--pod",
+        "api-0",
+        "--service-account",
+        "api",
+        "--pod-ip",
+        "127.0.0.9",
+        "--outbound-port",
+        "15001",
+        "--app-address",
+        "127.0.1.9",
+        "--xds-address",
+        "127.0.0.1:15010",
+        "--delta",
+    ]);
+    assert_eq!(
+        b["dynamic_resources"]["ads_config"]["api_type"],
+        "DELTA_GRPC"
+    );
+    assert_eq!(b["node"]["id"], "api-0.shop");
+    envoy_validates(&b);
+}
+
+#[test]
+fn sotw_bootstrap_with_a_dns_control_plane_is_valid_for_envoy() {
+    let b = bootstrap(&[
+        "--pod",
+        "web-0",
+        "--xds-address",
+        "rudder.rudder-system.svc:15010",
+    ]);
+    assert_eq!(b["dynamic_resources"]["ads_config"]["api_type"], "GRPC");
+    assert_eq!(b["static_resources"]["clusters"][0]["type"], "STRICT_DNS");
+    envoy_validates(&b);
+}
+
+#[test]
+fn a_bad_xds_address_is_a_clear_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_xds-server"))
+        .args(["bootstrap", "--pod", "p", "--xds-address", "no-port"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--xds-address"));
+}
