@@ -248,6 +248,24 @@ pub(crate) fn slice(es: &EndpointSlice) -> Result<Slice, ModelError> {
     })
 }
 
+pub(crate) fn traffic_split(ts: &crds::TrafficSplit) -> Result<(String, String), ModelError> {
+    let ctx = Ctx::new(Kind::TrafficSplit, &ts.metadata);
+    let names = meta_names(&ctx, &ts.metadata, is_dns_subdomain)?;
+    ts.spec
+        .validate()
+        .map_err(|e| ctx.err(e.field, e.message))?;
+    Ok(names)
+}
+
+pub(crate) fn retry_policy(rp: &crds::RetryPolicy) -> Result<(String, String), ModelError> {
+    let ctx = Ctx::new(Kind::RetryPolicy, &rp.metadata);
+    let names = meta_names(&ctx, &rp.metadata, is_dns_subdomain)?;
+    rp.spec
+        .validate()
+        .map_err(|e| ctx.err(e.field, e.message))?;
+    Ok(names)
+}
+
 pub(crate) fn pod(pod: &Pod) -> Result<MeshPod, ModelError> {
     let ctx = Ctx::new(Kind::Pod, &pod.metadata);
     let (namespace, name) = meta_names(&ctx, &pod.metadata, is_dns_subdomain)?;

@@ -13,8 +13,11 @@
 
 mod convert;
 mod parse;
+mod status;
 
+pub use crds::{RetryPolicy, TrafficSplit};
 pub use parse::{ManifestError, ParsedManifest, parse_manifest};
+pub use status::{PolicyStatus, policy_status};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -32,6 +35,21 @@ pub enum Kind {
     EndpointSlice,
     /// `v1/Pod`
     Pod,
+    /// `split.smi-spec.io/v1alpha4/TrafficSplit`
+    TrafficSplit,
+    /// `policy.rudder.dev/v1alpha1/RetryPolicy`
+    RetryPolicy,
+}
+
+impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 5] = [
+        Kind::Service,
+        Kind::EndpointSlice,
+        Kind::Pod,
+        Kind::TrafficSplit,
+        Kind::RetryPolicy,
+    ];
 }
 
 impl fmt::Display for Kind {
@@ -40,6 +58,8 @@ impl fmt::Display for Kind {
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Pod => "Pod",
+            Kind::TrafficSplit => "TrafficSplit",
+            Kind::RetryPolicy => "RetryPolicy",
         })
     }
 }
@@ -70,6 +90,10 @@ pub enum Object {
     EndpointSlice(Box<EndpointSlice>),
     /// A Pod.
     Pod(Box<Pod>),
+    /// A TrafficSplit.
+    TrafficSplit(Box<TrafficSplit>),
+    /// A RetryPolicy.
+    RetryPolicy(Box<RetryPolicy>),
 }
 
 impl Object {
@@ -79,6 +103,8 @@ impl Object {
             Object::Service(o) => (Kind::Service, &o.metadata),
             Object::EndpointSlice(o) => (Kind::EndpointSlice, &o.metadata),
             Object::Pod(o) => (Kind::Pod, &o.metadata),
+            Object::TrafficSplit(o) => (Kind::TrafficSplit, &o.metadata),
+            Object::RetryPolicy(o) => (Kind::RetryPolicy, &o.metadata),
         };
         ObjectKey {
             kind,
@@ -232,6 +258,8 @@ pub struct Model {
     services: BTreeMap<NsName, MeshService>,
     slices: BTreeMap<NsName, Slice>,
     pods: BTreeMap<NsName, MeshPod>,
+    splits: BTreeMap<NsName, TrafficSplit>,
+    retry_policies: BTreeMap<NsName, RetryPolicy>,
 }
 
 impl Model {
@@ -259,6 +287,14 @@ impl Model {
                 self.pods
                     .insert((pod.namespace.clone(), pod.name.clone()), pod);
             }
+            Object::TrafficSplit(t) => {
+                let key = convert::traffic_split(t)?;
+                self.splits.insert(key, t.as_ref().clone());
+            }
+            Object::RetryPolicy(r) => {
+                let key = convert::retry_policy(r)?;
+                self.retry_policies.insert(key, r.as_ref().clone());
+            }
         }
         Ok(())
     }
@@ -269,6 +305,8 @@ impl Model {
             Object::Service(s) => convert::service(s).map(drop),
             Object::EndpointSlice(s) => convert::slice(s).map(drop),
             Object::Pod(p) => convert::pod(p).map(drop),
+            Object::TrafficSplit(t) => convert::traffic_split(t).map(drop),
+            Object::RetryPolicy(r) => convert::retry_policy(r).map(drop),
         }
     }
 
@@ -279,7 +317,41 @@ impl Model {
             Kind::Service => self.services.remove(&k).is_some(),
             Kind::EndpointSlice => self.slices.remove(&k).is_some(),
             Kind::Pod => self.pods.remove(&k).is_some(),
+            Kind::TrafficSplit => self.splits.remove(&k).is_some(),
+            Kind::RetryPolicy => self.retry_policies.remove(&k).is_some(),
         }
+    }
+
+    /// Keys of every object of `kind`, ordered.
+    pub fn keys(&self, kind: Kind) -> Vec<ObjectKey> {
+        let key = |(ns, name): &NsName| ObjectKey {
+            kind,
+            namespace: ns.clone(),
+            name: name.clone(),
+        };
+        match kind {
+            Kind::Service => self.services.keys().map(key).collect(),
+            Kind::EndpointSlice => self.slices.keys().map(key).collect(),
+            Kind::Pod => self.pods.keys().map(key).collect(),
+            Kind::TrafficSplit => self.splits.keys().map(key).collect(),
+            Kind::RetryPolicy => self.retry_policies.keys().map(key).collect(),
+        }
+    }
+
+    /// One service.
+    pub fn service(&self, namespace: &str, name: &str) -> Option<&MeshService> {
+        self.services
+            .get(&(namespace.to_string(), name.to_string()))
+    }
+
+    /// Every TrafficSplit, ordered by namespace and name.
+    pub fn traffic_splits(&self) -> impl Iterator<Item = &TrafficSplit> {
+        self.splits.values()
+    }
+
+    /// Every RetryPolicy, ordered by namespace and name.
+    pub fn retry_policies(&self) -> impl Iterator<Item = &RetryPolicy> {
+        self.retry_policies.values()
     }
 
     /// Every service, ordered by namespace and name.

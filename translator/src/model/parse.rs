@@ -113,6 +113,12 @@ fn parse_document(
         ("discovery.k8s.io/v1", "EndpointSlice") => {
             Object::EndpointSlice(Box::new(typed(index, doc, prefix)?))
         }
+        ("split.smi-spec.io/v1alpha4", "TrafficSplit") => {
+            Object::TrafficSplit(Box::new(typed(index, doc, prefix)?))
+        }
+        ("policy.rudder.dev/v1alpha1", "RetryPolicy") => {
+            Object::RetryPolicy(Box::new(typed(index, doc, prefix)?))
+        }
         ("v1", "List") => {
             let Value::Object(mut map) = doc else {
                 return Ok(());

@@ -151,3 +151,129 @@ fn services_select_pods_by_labels_in_their_namespace() {
     let other = model.pod("other", "r").expect("pod");
     assert_eq!(model.services_selecting(other).count(), 0);
 }
+
+const SPLIT: &str = "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {name: canary, namespace: shop, generation: 3}\nspec:\n  service: reviews\n  backends:\n    - {service: reviews, weight: 90}\n    - {service: reviews-v3, weight: 10}\n";
+
+fn conditions(
+    model: &Model,
+    kind: Kind,
+    ns: &str,
+    name: &str,
+) -> Vec<(String, String, String, String)> {
+    let key = ObjectKey {
+        kind,
+        namespace: ns.into(),
+        name: name.into(),
+    };
+    policy_status(model)[&key]
+        .conditions
+        .iter()
+        .map(|c| {
+            (
+                c.type_.clone(),
+                c.status.clone(),
+                c.reason.clone(),
+                c.message.clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn traffic_split_status_names_the_missing_backend() {
+    let mut model = Model::new();
+    model.apply(&parse_one(SVC).expect("svc")).expect("apply");
+    model
+        .apply(&parse_one(SPLIT).expect("split"))
+        .expect("apply");
+    let c = conditions(&model, Kind::TrafficSplit, "shop", "canary");
+    assert_eq!(c[0].1, "True", "still routable through reviews: {c:?}");
+    assert_eq!(c[1].1, "False");
+    assert_eq!(c[1].2, "BackendNotFound");
+    assert_eq!(
+        c[1].3,
+        "spec.backends[1].service: Service shop/reviews-v3 not found"
+    );
+    assert_eq!(
+        policy_status(&model)
+            .values()
+            .next()
+            .expect("one")
+            .generation,
+        Some(3)
+    );
+}
+
+#[test]
+fn traffic_split_with_all_zero_weights_or_unsupported_matches_is_not_accepted() {
+    let mut model = Model::new();
+    model.apply(&parse_one(SVC).expect("svc")).expect("apply");
+    let zero = SPLIT
+        .replace("weight: 90", "weight: 0")
+        .replace("weight: 10", "weight: 0");
+    model
+        .apply(&parse_one(&zero).expect("split"))
+        .expect("all-zero is kept, for its status");
+    let c = conditions(&model, Kind::TrafficSplit, "shop", "canary");
+    assert_eq!((c[0].1.as_str(), c[0].2.as_str()), ("False", "Invalid"));
+    assert!(c[0].3.contains("every weight is 0"), "{}", c[0].3);
+    let other = format!("{SPLIT}  matches:\n    - {{kind: TCPRoute, name: x}}\n");
+    model
+        .apply(&parse_one(&other).expect("split"))
+        .expect("apply");
+    let c = conditions(&model, Kind::TrafficSplit, "shop", "canary");
+    assert_eq!(c[0].2, "Unsupported");
+    assert!(c[0].3.starts_with("spec.matches[0].kind"), "{}", c[0].3);
+}
+
+#[test]
+fn oldest_retry_policy_wins_and_missing_ports_are_named() {
+    let mut model = Model::new();
+    model.apply(&parse_one(SVC).expect("svc")).expect("apply");
+    let rp = |name: &str, created: &str, port: &str| {
+        format!(
+            "apiVersion: policy.rudder.dev/v1alpha1\nkind: RetryPolicy\nmetadata: {{name: {name}, namespace: shop, creationTimestamp: \"{created}\"}}\nspec:\n  targetRef: {{kind: Service, name: reviews{port}}}\n  retryOn: [5xx]\n  numRetries: 3\n"
+        )
+    };
+    model
+        .apply(&parse_one(&rp("newer", "2026-02-01T00:00:00Z", "")).expect("rp"))
+        .expect("apply");
+    model
+        .apply(&parse_one(&rp("older", "2026-01-01T00:00:00Z", "")).expect("rp"))
+        .expect("apply");
+    model
+        .apply(&parse_one(&rp("port", "2026-01-01T00:00:00Z", ", port: 8080")).expect("rp"))
+        .expect("apply");
+    assert_eq!(
+        conditions(&model, Kind::RetryPolicy, "shop", "older")[0].1,
+        "True"
+    );
+    let newer = conditions(&model, Kind::RetryPolicy, "shop", "newer");
+    assert_eq!(
+        (newer[0].1.as_str(), newer[0].2.as_str()),
+        ("False", "Conflicted")
+    );
+    assert!(newer[0].3.contains("shop/older"), "{}", newer[0].3);
+    let port = conditions(&model, Kind::RetryPolicy, "shop", "port");
+    assert_eq!(
+        port[1].3,
+        "spec.targetRef.port: Service shop/reviews has no port 8080"
+    );
+}
+
+#[test]
+fn invalid_policies_are_refused_with_the_field() {
+    let bad = "apiVersion: policy.rudder.dev/v1alpha1\nkind: RetryPolicy\nmetadata: {name: x}\nspec:\n  targetRef: {name: a}\n  numRetries: 11\n";
+    match parse_one(bad) {
+        Err(ManifestError::Document { field, .. }) => assert_eq!(field, "spec.numRetries"),
+        other => panic!("{other:?}"),
+    }
+    let missing = "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {name: x}\nspec:\n  backends: []\n";
+    match parse_one(missing) {
+        Err(ManifestError::Document { field, message, .. }) => {
+            assert_eq!(field, "spec");
+            assert!(message.contains("missing field `service`"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

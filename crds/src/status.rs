@@ -1,0 +1,83 @@
+//! The status both CRDs share: `observedGeneration` and conditions `Accepted` and
+//! `ResolvedRefs` whose reason and message say exactly what is wrong.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Status of a mesh policy object.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Accepted` and `ResolvedRefs`.
+    #[serde(default)]
+    pub conditions: Vec<MeshCondition>,
+}
+
+/// One condition, in the shape of `metav1.Condition`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshCondition {
+    /// `Accepted` or `ResolvedRefs`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// A CamelCase reason.
+    pub reason: String,
+    /// What is wrong, naming the field.
+    pub message: String,
+    /// The generation the condition was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// RFC 3339 time the status last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+}
+
+/// Reasons Rudder uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConditionReason {
+    /// Everything is fine.
+    Accepted,
+    /// A spec field is invalid.
+    Invalid,
+    /// The object asks for something Rudder does not implement.
+    Unsupported,
+    /// Another object wins (e.g. an older policy for the same target).
+    Conflicted,
+    /// Every reference resolved.
+    ResolvedRefs,
+    /// A reference names an object that does not exist.
+    BackendNotFound,
+}
+
+impl ConditionReason {
+    /// The reason string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConditionReason::Accepted => "Accepted",
+            ConditionReason::Invalid => "Invalid",
+            ConditionReason::Unsupported => "Unsupported",
+            ConditionReason::Conflicted => "Conflicted",
+            ConditionReason::ResolvedRefs => "ResolvedRefs",
+            ConditionReason::BackendNotFound => "BackendNotFound",
+        }
+    }
+}
+
+impl MeshCondition {
+    /// A condition of `type_`, true or false.
+    pub fn new(type_: &str, ok: bool, reason: ConditionReason, message: impl Into<String>) -> Self {
+        MeshCondition {
+            type_: type_.into(),
+            status: if ok { "True" } else { "False" }.into(),
+            reason: reason.as_str().into(),
+            message: message.into(),
+            observed_generation: None,
+            last_transition_time: None,
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Status conditions of the mesh policy objects, computed from the model alone:
+//! `Accepted` (the spec is valid, supported and not overruled) and `ResolvedRefs`
+//! (every Service it names exists). Messages name the field.
+
+use std::collections::BTreeMap;
+
+use crds::{ConditionReason, MeshCondition};
+
+use super::{Kind, Model, ObjectKey};
+
+/// The conditions one object should carry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyStatus {
+    /// `metadata.generation` they describe.
+    pub generation: Option<i64>,
+    /// `Accepted`, then `ResolvedRefs`.
+    pub conditions: Vec<MeshCondition>,
+}
+
+fn accepted(ok: Result<(), (ConditionReason, String)>) -> MeshCondition {
+    match ok {
+        Ok(()) => MeshCondition::new("Accepted", true, ConditionReason::Accepted, "accepted"),
+        Err((reason, message)) => MeshCondition::new("Accepted", false, reason, message),
+    }
+}
+
+fn resolved(missing: Vec<String>) -> MeshCondition {
+    if missing.is_empty() {
+        MeshCondition::new(
+            "ResolvedRefs",
+            true,
+            ConditionReason::ResolvedRefs,
+            "all references resolved",
+        )
+    } else {
+        MeshCondition::new(
+            "ResolvedRefs",
+            false,
+            ConditionReason::BackendNotFound,
+            missing.join("; "),
+        )
+    }
+}
+
+/// Conditions for every TrafficSplit and RetryPolicy in the model.
+pub fn policy_status(model: &Model) -> BTreeMap<ObjectKey, PolicyStatus> {
+    let mut out = BTreeMap::new();
+    for ts in model.traffic_splits() {
+        let ns = ts.metadata.namespace.as_deref().unwrap_or("default");
+        let mut missing = Vec::new();
+        if model.service(ns, &ts.spec.service).is_none() {
+            missing.push(format!(
+                "spec.service: Service {ns}/{} not found",
+                ts.spec.service
+            ));
+        }
+        for (i, b) in ts.spec.backends.iter().enumerate() {
+            if model.service(ns, &b.service).is_none() {
+                missing.push(format!(
+                    "spec.backends[{i}].service: Service {ns}/{} not found",
+                    b.service
+                ));
+            }
+        }
+        let unsupported = ts.spec.unsupported_matches();
+        let acc = if let Some((i, kind)) = unsupported.first() {
+            Err((
+                ConditionReason::Unsupported,
+                format!("spec.matches[{i}].kind: {kind:?} is not supported; only HTTPRouteGroup"),
+            ))
+        } else if ts.spec.all_weights_zero() {
+            Err((
+                ConditionReason::Invalid,
+                "spec.backends: every weight is 0; the last good routing stays in effect".into(),
+            ))
+        } else if ts
+            .spec
+            .backends
+            .iter()
+            .all(|b| b.weight == 0 || model.service(ns, &b.service).is_none())
+        {
+            Err((
+                ConditionReason::BackendNotFound,
+                "spec.backends: no backend with a weight above 0 exists; the last good routing stays in effect".into(),
+            ))
+        } else {
+            Ok(())
+        };
+        out.insert(
+            key(Kind::TrafficSplit, &ts.metadata),
+            PolicyStatus {
+                generation: ts.metadata.generation,
+                conditions: vec![accepted(acc), resolved(missing)],
+            },
+        );
+    }
+    // The oldest policy for a (namespace, service, port) wins; ties break by name.
+    let mut winners: BTreeMap<(String, String, Option<u32>), (Option<String>, String)> =
+        BTreeMap::new();
+    let mut policies: Vec<_> = model.retry_policies().collect();
+    policies.sort_by_key(|p| {
+        (
+            p.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.to_string()),
+            p.metadata.name.clone(),
+        )
+    });
+    for rp in policies {
+        let ns = rp
+            .metadata
+            .namespace
+            .as_deref()
+            .unwrap_or("default")
+            .to_string();
+        let name = rp.metadata.name.clone().unwrap_or_default();
+        let target = &rp.spec.target_ref;
+        let mut missing = Vec::new();
+        match model.service(&ns, &target.name) {
+            None => missing.push(format!(
+                "spec.targetRef.name: Service {ns}/{} not found",
+                target.name
+            )),
+            Some(svc) => {
+                if let Some(port) = target.port
+                    && !svc.ports.iter().any(|p| u32::from(p.port) == port)
+                {
+                    missing.push(format!(
+                        "spec.targetRef.port: Service {ns}/{} has no port {port}",
+                        target.name
+                    ));
+                }
+            }
+        }
+        let slot = (ns.clone(), target.name.clone(), target.port);
+        let acc = match winners.get(&slot) {
+            Some((_, first)) => Err((
+                ConditionReason::Conflicted,
+                format!(
+                    "RetryPolicy {ns}/{first} already targets Service {ns}/{} (the oldest policy wins)",
+                    target.name
+                ),
+            )),
+            None => {
+                winners.insert(slot, (None, name.clone()));
+                Ok(())
+            }
+        };
+        out.insert(
+            key(Kind::RetryPolicy, &rp.metadata),
+            PolicyStatus {
+                generation: rp.metadata.generation,
+                conditions: vec![accepted(acc), resolved(missing)],
+            },
+        );
+    }
+    out
+}
+
+fn key(kind: Kind, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectKey {
+    ObjectKey {
+        kind,
+        namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
+        name: meta.name.clone().unwrap_or_default(),
+    }
+}
