@@ -95,8 +95,7 @@ pub fn policy_status(model: &Model) -> BTreeMap<ObjectKey, PolicyStatus> {
         );
     }
     // The oldest policy for a (namespace, service, port) wins; ties break by name.
-    let mut winners: BTreeMap<(String, String, Option<u32>), (Option<String>, String)> =
-        BTreeMap::new();
+    let mut winners: BTreeMap<(String, String, Option<u32>), String> = BTreeMap::new();
     let mut policies: Vec<_> = model.retry_policies().collect();
     policies.sort_by_key(|p| {
         (
@@ -135,7 +134,7 @@ pub fn policy_status(model: &Model) -> BTreeMap<ObjectKey, PolicyStatus> {
         }
         let slot = (ns.clone(), target.name.clone(), target.port);
         let acc = match winners.get(&slot) {
-            Some((_, first)) => Err((
+            Some(first) => Err((
                 ConditionReason::Conflicted,
                 format!(
                     "RetryPolicy {ns}/{first} already targets Service {ns}/{} (the oldest policy wins)",
@@ -143,7 +142,7 @@ pub fn policy_status(model: &Model) -> BTreeMap<ObjectKey, PolicyStatus> {
                 ),
             )),
             None => {
-                winners.insert(slot, (None, name.clone()));
+                winners.insert(slot, name.clone());
                 Ok(())
             }
         };
