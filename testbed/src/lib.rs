@@ -4,6 +4,7 @@
 //! proxy" through its admin and outbound addresses so that other proxies can join.
 
 pub mod echo;
+pub mod fake_kube;
 pub mod http;
 pub mod manifests;
 pub mod procs;

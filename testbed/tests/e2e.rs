@@ -95,6 +95,15 @@ async fn live_edits(stream: Stream) -> anyhow::Result<()> {
         "pods.yaml",
         &format!("{pods}---\n{}", pod("web-3", "web", ip(25), "web")),
     )?;
+    // As readiness gates a real pod: its address goes into the slice only once its
+    // sidecar serves the inbound port.
+    let web3 = &mesh.sidecars["web-3"];
+    let inbound = format!("inbound|{}", mesh.web_port);
+    wait_until(CONVERGE, "web-3's inbound listener", || {
+        let inbound = inbound.clone();
+        async move { Ok(web3.admin_get("/listeners").await?.contains(&inbound)) }
+    })
+    .await?;
     let edited = Instant::now();
     mesh.write(
         "slice-web.yaml",

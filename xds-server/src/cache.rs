@@ -189,6 +189,7 @@ pub struct Cache {
     inner: Mutex<Inner>,
     changed: Notify,
     config: CacheConfig,
+    builds: watch::Sender<u64>,
 }
 
 /// A stream's subscription to its node's snapshot; dropping it unregisters.
@@ -218,6 +219,7 @@ impl Cache {
             inner: Mutex::new(Inner::default()),
             changed: Notify::new(),
             config,
+            builds: watch::channel(0).0,
         })
     }
 
@@ -241,7 +243,19 @@ impl Cache {
 
     /// Builds now (used at start-up and in tests).
     pub fn rebuild_now(&self) -> BuildReport {
-        self.lock().rebuild()
+        let report = self.lock().rebuild();
+        self.builds.send_modify(|n| *n += 1);
+        report
+    }
+
+    /// Reads the model.
+    pub fn read<R>(&self, f: impl FnOnce(&Model) -> R) -> R {
+        f(&self.lock().model)
+    }
+
+    /// Ticks once per build.
+    pub fn builds(&self) -> watch::Receiver<u64> {
+        self.builds.subscribe()
     }
 
     /// Registers a stream for `identity` and returns its snapshot watch.

@@ -45,10 +45,24 @@ enum Command {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["manifests", "kubernetes"])))]
 struct RunArgs {
-    /// Directory of Kubernetes YAML manifests (Services, EndpointSlices, Pods), watched live.
+    /// Directory of Kubernetes YAML manifests (Services, EndpointSlices, Pods,
+    /// TrafficSplits, RetryPolicies), watched live.
     #[arg(long, env = "RUDDER_MANIFESTS")]
-    manifests: PathBuf,
+    manifests: Option<PathBuf>,
+    /// Watch a Kubernetes cluster (in-cluster config, or $KUBECONFIG / ~/.kube/config).
+    #[arg(long)]
+    kubernetes: bool,
+    /// With --kubernetes: watch only these namespaces (repeat; default all).
+    #[arg(long = "namespace")]
+    namespaces: Vec<String>,
+    /// With --kubernetes: namespace of the Lease that elects the status writer.
+    #[arg(long, default_value = "rudder-system", env = "POD_NAMESPACE")]
+    lease_namespace: String,
+    /// With --kubernetes: this replica's identity in the Lease (default: hostname + random).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
     /// Address the xDS (ADS) server listens on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:15010", env = "RUDDER_XDS_ADDRESS")]
     xds_address: SocketAddr,
@@ -163,10 +177,31 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         ..CacheConfig::default()
     });
     let nacks = Arc::new(NackLog::default());
-    let mut source = ManifestDir::new(&args.manifests);
-    manifest::apply(&cache, source.scan());
+    if let Some(dir) = &args.manifests {
+        let mut source = ManifestDir::new(dir);
+        manifest::apply(&cache, source.scan());
+        tokio::spawn(manifest::run(source, cache.clone()));
+        tokio::spawn(crate::status::log_changes(cache.clone()));
+        tracing::info!(dir = %dir.display(), "manifests loaded");
+    } else {
+        let client = kube::Client::try_default()
+            .await
+            .context("connecting to Kubernetes (in-cluster config or kubeconfig)")?;
+        let identity = args.identity.clone().unwrap_or_else(default_identity);
+        let lease = crate::lease::LeaseConfig {
+            namespace: args.lease_namespace.clone(),
+            name: "rudder-status-writer".into(),
+            identity,
+        };
+        let scope = crate::source::kube::KubeScope {
+            namespaces: args.namespaces.clone(),
+        };
+        let sync = start_kubernetes(client, cache.clone(), &scope, lease);
+        sync.wait().await;
+        tracing::info!("Kubernetes objects listed");
+    }
     let report = cache.rebuild_now();
-    tracing::info!(dir = %args.manifests.display(), shared_resources = report.resources, "initial sync done");
+    tracing::info!(shared_resources = report.resources, "initial sync done");
 
     let listener = tokio::net::TcpListener::bind(args.xds_address)
         .await
@@ -175,23 +210,62 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         .local_addr()
         .context("reading the bound xDS address")?;
     tokio::spawn(cache.clone().run_pusher());
-    tokio::spawn(manifest::run(source, cache.clone()));
 
-    let ads = AggregatedDiscoveryServiceServer::new(AdsService::new(cache, nacks))
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(usize::MAX);
-    let server = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(ads)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown());
+    let server = serve_ads(listener, cache, nacks, shutdown());
     if let Some(path) = &args.ready_file {
         write_ready(path, bound).with_context(|| format!("writing {}", path.display()))?;
     }
     tracing::info!(xds = %bound, "serving xDS");
-    server.await.context("xDS server failed")?;
+    server.await?;
     tracing::info!("shut down");
     Ok(())
+}
+
+/// Serves ADS on `listener` until `shutdown` completes.
+pub async fn serve_ads(
+    listener: tokio::net::TcpListener,
+    cache: Arc<Cache>,
+    nacks: Arc<NackLog>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let ads = AggregatedDiscoveryServiceServer::new(AdsService::new(cache, nacks))
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(usize::MAX);
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(ads)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .context("xDS server failed")
+}
+
+/// Starts the Kubernetes watchers, the Lease election and the status writer.
+pub fn start_kubernetes(
+    client: kube::Client,
+    cache: Arc<Cache>,
+    scope: &crate::source::kube::KubeScope,
+    lease: crate::lease::LeaseConfig,
+) -> crate::source::kube::SyncState {
+    let (rejected, sync) = crate::source::kube::spawn(client.clone(), cache.clone(), scope);
+    let (leader_tx, leader_rx) = tokio::sync::watch::channel(false);
+    let field_manager = format!("rudder/{}", lease.identity);
+    tokio::spawn(crate::lease::run(client.clone(), lease, leader_tx));
+    tokio::spawn(crate::status::run(
+        client,
+        cache,
+        rejected,
+        leader_rx,
+        field_manager,
+    ));
+    sync
+}
+
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "rudder".into());
+    format!("{host}-{:08x}", rand::random::<u32>())
 }
 
 fn write_ready(path: &std::path::Path, xds: SocketAddr) -> std::io::Result<()> {

@@ -6,6 +6,8 @@ pub mod bootstrap;
 pub mod cache;
 pub mod cli;
 pub mod grpc;
+pub mod lease;
 pub mod nack;
 pub mod snapshot;
 pub mod source;
+pub mod status;

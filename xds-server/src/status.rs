@@ -1,0 +1,156 @@
+//! Writes `status` (observedGeneration, `Accepted`, `ResolvedRefs`) of TrafficSplits and
+//! RetryPolicies after each build, only while this replica leads (see `lease`). Only
+//! changed statuses are patched; `lastTransitionTime` moves only when a condition's
+//! status does.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crds::{ConditionReason, MeshCondition};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
+use serde_json::json;
+use tokio::sync::watch;
+use translator::model::{Kind, ObjectKey, PolicyStatus, RetryPolicy, TrafficSplit, policy_status};
+
+use crate::cache::Cache;
+use crate::source::kube::Rejected;
+
+/// What status every policy object should carry now, rejected objects included.
+pub fn desired(cache: &Cache, rejected: &Rejected) -> BTreeMap<ObjectKey, PolicyStatus> {
+    let mut out = cache.read(policy_status);
+    let rejected = rejected.lock().unwrap_or_else(|e| e.into_inner());
+    for (key, (generation, err)) in rejected.iter() {
+        if matches!(key.kind, Kind::TrafficSplit | Kind::RetryPolicy) {
+            out.insert(
+                key.clone(),
+                PolicyStatus {
+                    generation: *generation,
+                    conditions: vec![MeshCondition::new(
+                        "Accepted",
+                        false,
+                        ConditionReason::Invalid,
+                        format!("{}: {}", err.field, err.message),
+                    )],
+                },
+            );
+        }
+    }
+    out
+}
+
+/// Without an API server (manifest mode) the conditions go to the log whenever they
+/// change.
+pub async fn log_changes(cache: Arc<Cache>) {
+    let mut builds = cache.builds();
+    let none = Rejected::default();
+    let mut last: BTreeMap<ObjectKey, PolicyStatus> = BTreeMap::new();
+    loop {
+        let now = desired(&cache, &none);
+        for (key, status) in &now {
+            if last.get(key) == Some(status) {
+                continue;
+            }
+            for c in &status.conditions {
+                if c.status == "True" {
+                    tracing::info!(object = %key, condition = %c.type_, reason = %c.reason, "{}", c.message);
+                } else {
+                    tracing::warn!(object = %key, condition = %c.type_, reason = %c.reason, "{}", c.message);
+                }
+            }
+        }
+        last = now;
+        if builds.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Patches status while `leader` is true.
+pub async fn run(
+    client: Client,
+    cache: Arc<Cache>,
+    rejected: Rejected,
+    mut leader: watch::Receiver<bool>,
+    field_manager: String,
+) {
+    let mut builds = cache.builds();
+    // What was last written: the status and the conditions as sent (with their times).
+    let mut written: BTreeMap<ObjectKey, (PolicyStatus, Vec<MeshCondition>)> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            r = builds.changed() => if r.is_err() { return },
+            r = leader.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+        if !*leader.borrow_and_update() {
+            // A new leader rewrites everything it finds different.
+            written.clear();
+            continue;
+        }
+        let want = desired(&cache, &rejected);
+        written.retain(|k, _| want.contains_key(k));
+        for (key, status) in want {
+            if written.get(&key).is_some_and(|(s, _)| *s == status) {
+                continue;
+            }
+            let previous = written.get(&key).map(|(_, sent)| sent.as_slice());
+            match patch(&client, &key, &status, previous, &field_manager).await {
+                Ok(sent) => {
+                    written.insert(key, (status, sent));
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => {
+                    tracing::warn!(object = %key, error = %e, "status update failed; will retry")
+                }
+            }
+        }
+    }
+}
+
+async fn patch(
+    client: &Client,
+    key: &ObjectKey,
+    status: &PolicyStatus,
+    previous: Option<&[MeshCondition]>,
+    field_manager: &str,
+) -> Result<Vec<MeshCondition>, kube::Error> {
+    let now = Timestamp::now().to_string();
+    let conditions: Vec<MeshCondition> = status
+        .conditions
+        .iter()
+        .map(|c| {
+            let kept = previous
+                .and_then(|p| p.iter().find(|o| o.type_ == c.type_))
+                .filter(|o| o.status == c.status)
+                .and_then(|o| o.last_transition_time.clone());
+            MeshCondition {
+                observed_generation: status.generation,
+                last_transition_time: Some(kept.unwrap_or_else(|| now.clone())),
+                ..c.clone()
+            }
+        })
+        .collect();
+    let body =
+        json!({"status": {"observedGeneration": status.generation, "conditions": conditions}});
+    let params = PatchParams {
+        field_manager: Some(field_manager.to_string()),
+        ..Default::default()
+    };
+    match key.kind {
+        Kind::TrafficSplit => {
+            let api: Api<TrafficSplit> = Api::namespaced(client.clone(), &key.namespace);
+            api.patch_status(&key.name, &params, &Patch::Merge(body))
+                .await?;
+        }
+        Kind::RetryPolicy => {
+            let api: Api<RetryPolicy> = Api::namespaced(client.clone(), &key.namespace);
+            api.patch_status(&key.name, &params, &Patch::Merge(body))
+                .await?;
+        }
+        _ => {}
+    }
+    Ok(conditions)
+}

@@ -1,0 +1,526 @@
+//! The Kubernetes path end to end, without a cluster: the real kube-runtime watchers
+//! against the in-process fake API server (real LIST/WATCH protocol), the real ADS server,
+//! and an xDS client that checks what a proxy receives; status written back through the
+//! status subresource by the Lease holder.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
+};
+use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value::Kind as PbKind};
+use prost::Message;
+use serde_json::{Value, json};
+use testbed::fake_kube::FakeKube;
+use tokio::sync::mpsc;
+use translator::XdsType;
+use xds_server::cache::{Cache, CacheConfig};
+use xds_server::lease::{LeaseConfig, try_acquire};
+use xds_server::nack::NackLog;
+use xds_server::source::kube::KubeScope;
+
+const WAIT: Duration = Duration::from_secs(20);
+const WEB: &str = "outbound|80||web.default.svc.cluster.local";
+
+fn service(name: &str, ports: &[u16]) -> Value {
+    let ports: Vec<Value> = ports
+        .iter()
+        .map(|p| json!({"name": format!("http-{p}"), "port": p, "targetPort": 8080}))
+        .collect();
+    json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default",
+           "managedFields": [{"manager": "kubectl"}]},
+           "spec": {"selector": {"app": name}, "ports": ports}})
+}
+
+fn slice(name: &str, svc: &str, ips: &[&str]) -> Value {
+    let eps: Vec<Value> = ips
+        .iter()
+        .map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}}))
+        .collect();
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+           "metadata": {"name": name, "namespace": "default", "labels": {"kubernetes.io/service-name": svc}},
+           "addressType": "IPv4", "ports": [{"name": "http-80", "port": 8080}], "endpoints": eps})
+}
+
+fn split(backends: &[(&str, i64)]) -> Value {
+    let b: Vec<Value> = backends
+        .iter()
+        .map(|(s, w)| json!({"service": s, "weight": w}))
+        .collect();
+    json!({"apiVersion": "split.smi-spec.io/v1alpha4", "kind": "TrafficSplit",
+           "metadata": {"name": "canary", "namespace": "default"}, "spec": {"service": "web", "backends": b}})
+}
+
+fn retry(name: &str, retry_on: &str) -> Value {
+    json!({"apiVersion": "policy.rudder.dev/v1alpha1", "kind": "RetryPolicy",
+           "metadata": {"name": name, "namespace": "default"},
+           "spec": {"targetRef": {"kind": "Service", "name": "web"}, "retryOn": [retry_on], "numRetries": 2}})
+}
+
+fn node() -> Node {
+    let s = |v: &str| PbValue {
+        kind: Some(PbKind::StringValue(v.into())),
+    };
+    let fields = [
+        ("rudder.dev/namespace", "default"),
+        ("rudder.dev/pod", "client-0"),
+        ("rudder.dev/pod-ip", "127.0.0.9"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), s(v)))
+    .collect();
+    Node {
+        id: "client-0.default".into(),
+        user_agent_name: "envoy".into(),
+        metadata: Some(Struct { fields }),
+        ..Default::default()
+    }
+}
+
+/// A delta ADS client that ACKs everything and keeps what it holds.
+struct XdsClient {
+    tx: mpsc::Sender<DeltaDiscoveryRequest>,
+    rx: tonic::Streaming<DeltaDiscoveryResponse>,
+    held: BTreeMap<XdsType, BTreeMap<String, Vec<u8>>>,
+}
+
+impl XdsClient {
+    async fn connect(addr: std::net::SocketAddr) -> anyhow::Result<Self> {
+        let mut client =
+            AggregatedDiscoveryServiceClient::connect(format!("http://{addr}")).await?;
+        let (tx, rx) = mpsc::channel(16);
+        let stream = client
+            .delta_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        tx.send(DeltaDiscoveryRequest {
+            node: Some(node()),
+            type_url: XdsType::Cluster.type_url().into(),
+            ..Default::default()
+        })
+        .await?;
+        Ok(XdsClient {
+            tx,
+            rx: stream,
+            held: BTreeMap::new(),
+        })
+    }
+
+    async fn subscribe(&self, kind: XdsType, names: Vec<String>) -> anyhow::Result<()> {
+        self.tx
+            .send(DeltaDiscoveryRequest {
+                type_url: kind.type_url().into(),
+                resource_names_subscribe: names,
+                ..Default::default()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Reads responses (ACKing each) until `done` holds.
+    async fn until(&mut self, what: &str, done: impl Fn(&Self) -> bool) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !done(self) {
+            let resp = tokio::time::timeout_at(deadline, self.rx.message())
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!("timed out waiting for {what}; holding {:?}", self.names())
+                })??
+                .ok_or_else(|| anyhow::anyhow!("stream closed"))?;
+            let kind =
+                XdsType::from_type_url(&resp.type_url).ok_or_else(|| anyhow::anyhow!("type"))?;
+            let held = self.held.entry(kind).or_default();
+            for r in &resp.resources {
+                held.insert(
+                    r.name.clone(),
+                    r.resource
+                        .as_ref()
+                        .map(|a| a.value.clone())
+                        .unwrap_or_default(),
+                );
+            }
+            for name in &resp.removed_resources {
+                held.remove(name);
+            }
+            self.tx
+                .send(DeltaDiscoveryRequest {
+                    type_url: resp.type_url.clone(),
+                    response_nonce: resp.nonce.clone(),
+                    ..Default::default()
+                })
+                .await?;
+            if kind == XdsType::Cluster {
+                let names: Vec<String> = resp.resources.iter().map(|r| r.name.clone()).collect();
+                if !names.is_empty() {
+                    self.subscribe(XdsType::Endpoint, names).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn has(&self, kind: XdsType, name: &str) -> bool {
+        self.held.get(&kind).is_some_and(|m| m.contains_key(name))
+    }
+
+    fn endpoints(&self, cluster: &str) -> Vec<String> {
+        let Some(bytes) = self
+            .held
+            .get(&XdsType::Endpoint)
+            .and_then(|m| m.get(cluster))
+        else {
+            return vec![];
+        };
+        let Ok(cla) = ClusterLoadAssignment::decode(bytes.as_slice()) else {
+            return vec![];
+        };
+        let mut out: Vec<String> = cla
+            .endpoints
+            .iter()
+            .flat_map(|l| l.lb_endpoints.iter())
+            .filter_map(|e| match &e.host_identifier {
+                Some(envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier::Endpoint(ep)) => {
+                    match ep.address.as_ref()?.address.as_ref()? {
+                        envoy_types::pb::envoy::config::core::v3::address::Address::SocketAddress(s) => Some(s.address.clone()),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.held.values().flat_map(|m| m.keys().cloned()).collect()
+    }
+}
+
+fn condition(
+    fake: &FakeKube,
+    api: &str,
+    kind: &str,
+    name: &str,
+    type_: &str,
+) -> Option<(String, String, String)> {
+    let obj = fake.get(api, kind, "default", name)?;
+    let c = obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)?
+        .clone();
+    Some((
+        c["status"].as_str()?.into(),
+        c["reason"].as_str()?.into(),
+        c["message"].as_str()?.into(),
+    ))
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let start = tokio::time::Instant::now();
+    while !check() {
+        anyhow::ensure!(start.elapsed() < WAIT, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+async fn start_server(cache: Arc<Cache>) -> anyhow::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(xds_server::cli::serve_ads(
+        listener,
+        cache,
+        Arc::new(NackLog::default()),
+        std::future::pending(),
+    ));
+    Ok(addr)
+}
+
+fn lease(identity: &str) -> LeaseConfig {
+    LeaseConfig {
+        namespace: "rudder-system".into(),
+        name: "rudder-status-writer".into(),
+        identity: identity.into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_feed_xds_and_write_status() -> anyhow::Result<()> {
+    let fake = FakeKube::new();
+    fake.apply(service("web", &[80]));
+    fake.apply(slice("web-1", "web", &["10.0.0.1"]));
+    fake.apply(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "client-0", "namespace": "default", "labels": {"app": "client"}},
+                      "spec": {"containers": [{"name": "app", "image": "x", "env": [{"name": "A", "value": "B"}]}]}, "status": {"podIP": "127.0.0.9"}}));
+    fake.apply(split(&[("web", 90), ("web-v2", 10)]));
+    fake.apply(retry("good", "5xx"));
+    fake.apply(retry("bad", "teapot"));
+
+    let cache = Cache::new(CacheConfig {
+        debounce: Duration::from_millis(20),
+        max_delay: Duration::from_millis(200),
+    });
+    tokio::spawn(cache.clone().run_pusher());
+    let sync = xds_server::cli::start_kubernetes(
+        fake.client(),
+        cache.clone(),
+        &KubeScope::default(),
+        lease("replica-a"),
+    );
+    tokio::time::timeout(WAIT, sync.wait()).await?;
+    cache.rebuild_now();
+    let addr = start_server(cache.clone()).await?;
+    let mut xds = XdsClient::connect(addr).await?;
+    xds.until("web's cluster and endpoints", |c| {
+        c.endpoints(WEB) == ["10.0.0.1"]
+    })
+    .await?;
+
+    // Status written back, naming the field.
+    eventually("TrafficSplit ResolvedRefs=False", || {
+        condition(
+            &fake,
+            "split.smi-spec.io/v1alpha4",
+            "TrafficSplit",
+            "canary",
+            "ResolvedRefs",
+        ) == Some((
+            "False".into(),
+            "BackendNotFound".into(),
+            "spec.backends[1].service: Service default/web-v2 not found".into(),
+        ))
+    })
+    .await?;
+    eventually("bad RetryPolicy Accepted=False", || {
+        condition(
+            &fake,
+            "policy.rudder.dev/v1alpha1",
+            "RetryPolicy",
+            "bad",
+            "Accepted",
+        )
+        .is_some_and(|(s, r, m)| {
+            s == "False" && r == "Invalid" && m.starts_with("spec.retryOn[0]: \"teapot\"")
+        })
+    })
+    .await?;
+    eventually("good RetryPolicy Accepted=True", || {
+        condition(
+            &fake,
+            "policy.rudder.dev/v1alpha1",
+            "RetryPolicy",
+            "good",
+            "Accepted",
+        )
+        .is_some_and(|(s, _, _)| s == "True")
+    })
+    .await?;
+    let ts = fake
+        .get(
+            "split.smi-spec.io/v1alpha4",
+            "TrafficSplit",
+            "default",
+            "canary",
+        )
+        .expect("split");
+    assert_eq!(ts["status"]["observedGeneration"], 1);
+    assert!(ts["status"]["conditions"][0]["lastTransitionTime"].is_string());
+
+    // The missing backend appears: the condition flips.
+    fake.apply(service("web-v2", &[80]));
+    eventually("TrafficSplit ResolvedRefs=True", || {
+        condition(
+            &fake,
+            "split.smi-spec.io/v1alpha4",
+            "TrafficSplit",
+            "canary",
+            "ResolvedRefs",
+        )
+        .is_some_and(|(s, _, _)| s == "True")
+    })
+    .await?;
+
+    // Live changes reach the proxy: a new port, new endpoints, a deleted Service.
+    fake.apply(service("web", &[80, 9090]));
+    xds.until("the new port's cluster", |c| {
+        c.has(
+            XdsType::Cluster,
+            "outbound|9090||web.default.svc.cluster.local",
+        )
+    })
+    .await?;
+    fake.apply(slice("web-1", "web", &["10.0.0.1", "10.0.0.2"]));
+    xds.until("the second endpoint", |c| {
+        c.endpoints(WEB) == ["10.0.0.1", "10.0.0.2"]
+    })
+    .await?;
+    fake.bookmark();
+    fake.delete("v1", "Service", "default", "web-v2");
+    xds.until("web-v2's cluster removed", |c| {
+        !c.has(
+            XdsType::Cluster,
+            "outbound|80||web-v2.default.svc.cluster.local",
+        )
+    })
+    .await?;
+
+    // Watches fail, history is compacted, and changes happen meanwhile: the watchers
+    // get 410 Gone, re-list, and lose nothing (not even the deletion).
+    let lists_before = fake
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.starts_with("GET /apis/discovery.k8s.io/v1/endpointslices?")
+                && !r.contains("watch=true")
+        })
+        .count();
+    fake.fail_next_watches(1_000);
+    fake.break_watches();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    fake.apply(slice("web-1", "web", &["10.0.0.3"]));
+    fake.delete(
+        "policy.rudder.dev/v1alpha1",
+        "RetryPolicy",
+        "default",
+        "bad",
+    );
+    fake.apply(service("api", &[80]));
+    fake.compact();
+    fake.fail_next_watches(0);
+    xds.until("the endpoint changed while disconnected", |c| {
+        c.endpoints(WEB) == ["10.0.0.3"]
+    })
+    .await?;
+    xds.until("the Service created while disconnected", |c| {
+        c.has(
+            XdsType::Cluster,
+            "outbound|80||api.default.svc.cluster.local",
+        )
+    })
+    .await?;
+    let lists_after = fake
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.starts_with("GET /apis/discovery.k8s.io/v1/endpointslices?")
+                && !r.contains("watch=true")
+        })
+        .count();
+    assert!(
+        lists_after > lists_before,
+        "a 410 leads to a re-list ({lists_before} -> {lists_after})"
+    );
+    assert!(cache.read(|m| {
+        m.retry_policies()
+            .all(|p| p.metadata.name.as_deref() != Some("bad"))
+    }));
+
+    // Only the Lease holder wrote status.
+    let patches = fake.status_patches();
+    assert!(!patches.is_empty());
+    assert!(
+        patches.iter().all(|(_, m)| m == "rudder/replica-a"),
+        "{patches:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn only_one_replica_holds_the_lease_until_it_expires() -> anyhow::Result<()> {
+    let fake = FakeKube::new();
+    let api: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(fake.client(), "rudder-system");
+    assert!(
+        try_acquire(&api, &lease("a")).await?,
+        "first replica creates and holds it"
+    );
+    assert!(
+        !try_acquire(&api, &lease("b")).await?,
+        "second replica waits"
+    );
+    assert!(try_acquire(&api, &lease("a")).await?, "holder renews");
+    // The holder stops renewing: after the lease duration, another takes over.
+    let mut stale = fake
+        .get(
+            "coordination.k8s.io/v1",
+            "Lease",
+            "rudder-system",
+            "rudder-status-writer",
+        )
+        .expect("lease");
+    stale["spec"]["renewTime"] = json!("2020-01-01T00:00:00.000000Z");
+    fake.apply(stale);
+    assert!(
+        try_acquire(&api, &lease("b")).await?,
+        "expired lease is taken over"
+    );
+    assert!(
+        !try_acquire(&api, &lease("a")).await?,
+        "old holder steps down"
+    );
+    let l = fake
+        .get(
+            "coordination.k8s.io/v1",
+            "Lease",
+            "rudder-system",
+            "rudder-status-writer",
+        )
+        .expect("lease");
+    assert_eq!(l["spec"]["holderIdentity"], "b");
+    assert_eq!(l["spec"]["leaseTransitions"], 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn watch_errors_are_retried_and_the_namespace_scope_holds() -> anyhow::Result<()> {
+    let fake = FakeKube::new();
+    fake.fail_next_watches(2);
+    let cache = Cache::new(CacheConfig::default());
+    let (_rejected, sync) = xds_server::source::kube::spawn(
+        fake.client(),
+        cache.clone(),
+        &KubeScope {
+            namespaces: vec!["default".into()],
+        },
+    );
+    tokio::time::timeout(WAIT, sync.wait()).await?;
+    fake.apply(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"}, "status": {"podIP": "10.1.1.1"}}));
+    fake.apply(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "other-ns", "namespace": "kube-system"}, "status": {"podIP": "10.1.1.2"}}));
+    eventually("the pod in the model", || {
+        cache.read(|m| m.pod("default", "p").is_some())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        cache.read(|m| m.pod("kube-system", "other-ns").is_none()),
+        "namespaces outside the scope are not watched"
+    );
+    Ok(())
+}
+
+/// Opt-in: against a real cluster from $KUBECONFIG. Run with
+/// `RUDDER_REAL_CLUSTER=1 cargo nextest run -p xds-server --run-ignored only real_cluster`.
+#[tokio::test]
+#[ignore = "needs a real cluster (RUDDER_REAL_CLUSTER=1 and a kubeconfig)"]
+async fn real_cluster_lists_services() -> anyhow::Result<()> {
+    anyhow::ensure!(
+        std::env::var_os("RUDDER_REAL_CLUSTER").is_some(),
+        "set RUDDER_REAL_CLUSTER=1 to run against a real cluster"
+    );
+    let client = kube::Client::try_default().await?;
+    let cache = Cache::new(CacheConfig::default());
+    let (_rejected, sync) =
+        xds_server::source::kube::spawn(client, cache.clone(), &KubeScope::default());
+    tokio::time::timeout(Duration::from_secs(60), sync.wait()).await?;
+    assert!(
+        cache.read(|m| m.services().count()) > 0,
+        "a cluster has at least the kubernetes Service"
+    );
+    Ok(())
+}
