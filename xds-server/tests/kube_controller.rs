@@ -104,6 +104,11 @@ impl XdsClient {
             ..Default::default()
         })
         .await?;
+        tx.send(DeltaDiscoveryRequest {
+            type_url: XdsType::Listener.type_url().into(),
+            ..Default::default()
+        })
+        .await?;
         Ok(XdsClient {
             tx,
             rx: stream,
@@ -253,6 +258,10 @@ fn lease(identity: &str) -> LeaseConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchers_feed_xds_and_write_status() -> anyhow::Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("xds_server=debug")
+        .with_test_writer()
+        .try_init();
     let fake = FakeKube::new();
     fake.apply(service("web", &[80]));
     fake.apply(slice("web-1", "web", &["10.0.0.1"]));
@@ -367,6 +376,66 @@ async fn watchers_feed_xds_and_write_status() -> anyhow::Result<()> {
             XdsType::Cluster,
             "outbound|80||web-v2.default.svc.cluster.local",
         )
+    })
+    .await?;
+
+    // Pods: a Service selecting the client's pod gives it an inbound listener; changing
+    // the pod's labels or deleting the pod takes it away.
+    let client_pod = |app: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "client-0", "namespace": "default", "labels": {"app": app}},
+                                        "spec": {"containers": [{"name": "app"}]}, "status": {"podIP": "127.0.0.9"}})
+    };
+    fake.apply(service("client", &[80]));
+    xds.until("the client's inbound listener", |c| {
+        c.has(XdsType::Listener, "inbound|8080")
+    })
+    .await?;
+    fake.apply(client_pod("other"));
+    xds.until("the inbound listener gone after a label change", |c| {
+        !c.has(XdsType::Listener, "inbound|8080")
+    })
+    .await?;
+    fake.apply(client_pod("client"));
+    xds.until("the inbound listener back", |c| {
+        c.has(XdsType::Listener, "inbound|8080")
+    })
+    .await?;
+    fake.delete("v1", "Pod", "default", "client-0");
+    xds.until("the inbound listener gone with the pod", |c| {
+        !c.has(XdsType::Listener, "inbound|8080")
+    })
+    .await?;
+
+    // TrafficSplits: a modified spec is a new generation, and deletion is seen.
+    fake.apply(split(&[("web", 50), ("nope", 50)]));
+    eventually("observedGeneration 2 with the new missing backend", || {
+        let Some(ts) = fake.get(
+            "split.smi-spec.io/v1alpha4",
+            "TrafficSplit",
+            "default",
+            "canary",
+        ) else {
+            return false;
+        };
+        ts["status"]["observedGeneration"] == 2
+            && condition(
+                &fake,
+                "split.smi-spec.io/v1alpha4",
+                "TrafficSplit",
+                "canary",
+                "ResolvedRefs",
+            )
+            .is_some_and(|(_, _, m)| m.contains("Service default/nope not found"))
+    })
+    .await?;
+    fake.delete(
+        "split.smi-spec.io/v1alpha4",
+        "TrafficSplit",
+        "default",
+        "canary",
+    );
+    eventually("the split gone from the model", || {
+        cache.read(|m| m.traffic_splits().count() == 0)
     })
     .await?;
 

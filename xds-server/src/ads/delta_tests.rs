@@ -200,3 +200,25 @@ fn make_before_break_in_both_directions() {
     assert_eq!(step.responses[0].type_url, Endpoint.type_url());
     assert_eq!(step.responses[0].removed_resources, ["a"]);
 }
+
+#[test]
+fn listeners_follow_once_clusters_are_acked() {
+    let now = Instant::now();
+    let listener = res(Listener, "outbound", "1", &[]);
+    let mut s = DeltaStream::new(snap(&[cluster("a", "1"), cla("a", "1"), listener]));
+    let cds = s
+        .on_request(&delta(Cluster, &[], ""), now)
+        .responses
+        .remove(0);
+    assert!(
+        s.on_request(&delta(Listener, &[], ""), now)
+            .responses
+            .is_empty(),
+        "waits for CDS"
+    );
+    let step = s.on_request(&delta(Endpoint, &["a"], ""), now);
+    let eds = step.responses[0].clone();
+    ack(&mut s, &cds);
+    let step = ack(&mut s, &eds);
+    assert_eq!(items(&step.responses[0]), ["outbound@1"]);
+}
