@@ -1,0 +1,267 @@
+//! Rudder's certificate authority: a root (self-made or supplied) that issues SPIFFE
+//! workload certificates, `spiffe://TRUST_DOMAIN/ns/NS/sa/SA` as the URI SAN, ECDSA
+//! P-256, short-lived and renewed at half-life. No I/O and no async: callers persist the
+//! PEM it hands out and decide when to call it.
+//!
+//! The CA's private key is never formatted: [`Authority`] and [`WorkloadCert`] print
+//! without key material, and errors carry no key bytes.
+
+mod spiffe;
+
+pub use spiffe::{SpiffeError, SpiffeId};
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
+};
+
+/// Default workload certificate lifetime.
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// Lifetime of a self-made root.
+pub const ROOT_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// Certificates start this much before "now", for clock skew between nodes.
+const BACKDATE: Duration = Duration::from_secs(60);
+
+/// What went wrong. Never contains key material.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    /// Certificate generation or signing failed.
+    #[error("certificate generation failed: {0}")]
+    Generate(String),
+    /// A supplied certificate or key could not be read.
+    #[error("{what}: {message}")]
+    Load {
+        /// Which input.
+        what: &'static str,
+        /// Why (without the input's bytes).
+        message: String,
+    },
+}
+
+fn generate(e: rcgen::Error) -> CaError {
+    CaError::Generate(e.to_string())
+}
+
+/// PEM files of a CA, for persisting it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CaFiles {
+    /// The CA certificate.
+    pub cert_pem: String,
+    /// The CA private key (PKCS#8).
+    pub key_pem: String,
+    /// Certificates above the CA up to and including the root (empty for a root).
+    pub chain_pem: String,
+}
+
+impl fmt::Debug for CaFiles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CaFiles").field("cert_pem", &self.cert_pem).field("key_pem", &"<redacted>").finish()
+    }
+}
+
+/// A signing CA: the root itself, or an intermediate under a supplied root.
+pub struct Authority {
+    issuer: Issuer<'static, KeyPair>,
+    files: CaFiles,
+    /// Trust anchors workloads must accept: the current root first, then roots kept
+    /// during a rotation overlap.
+    bundle: Vec<String>,
+    trust_domain: String,
+}
+
+impl fmt::Debug for Authority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authority")
+            .field("trust_domain", &self.trust_domain)
+            .field("roots", &self.bundle.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn pem_blocks(pem: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for line in pem.lines() {
+        if line.starts_with("-----BEGIN") {
+            cur.clear();
+        }
+        cur.push_str(line);
+        cur.push('\n');
+        if line.starts_with("-----END") {
+            out.push(std::mem::take(&mut cur));
+        }
+    }
+    out
+}
+
+fn random_serial() -> Result<SerialNumber, CaError> {
+    let mut bytes: [u8; 16] = rand::random();
+    bytes[0] &= 0x7f; // positive
+    bytes[0] |= 0x01; // and never zero
+    Ok(SerialNumber::from_slice(&bytes))
+}
+
+impl Authority {
+    /// Creates a self-signed root for `trust_domain`.
+    pub fn generate_root(trust_domain: &str, now: SystemTime) -> Result<Self, CaError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(generate)?;
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(generate)?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "Rudder");
+        dn.push(DnType::CommonName, format!("Rudder root CA {trust_domain}"));
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.not_before = (now - BACKDATE).into();
+        params.not_after = (now + ROOT_LIFETIME).into();
+        params.serial_number = Some(random_serial()?);
+        let cert = params.self_signed(&key).map_err(generate)?;
+        let files = CaFiles {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            chain_pem: String::new(),
+        };
+        Self::from_files(trust_domain, &files)
+    }
+
+    /// Loads a CA from PEM: a root, or an intermediate with `chain_pem` holding the
+    /// certificates above it (the last one is the trust anchor).
+    pub fn from_files(trust_domain: &str, files: &CaFiles) -> Result<Self, CaError> {
+        let key = KeyPair::from_pem(&files.key_pem).map_err(|e| CaError::Load {
+            what: "CA private key",
+            message: e.to_string(),
+        })?;
+        let issuer = Issuer::from_ca_cert_pem(&files.cert_pem, key).map_err(|e| CaError::Load {
+            what: "CA certificate",
+            message: e.to_string(),
+        })?;
+        let chain = pem_blocks(&files.chain_pem);
+        let root = chain.last().cloned().unwrap_or_else(|| files.cert_pem.clone());
+        Ok(Authority {
+            issuer,
+            files: files.clone(),
+            bundle: vec![root],
+            trust_domain: trust_domain.to_string(),
+        })
+    }
+
+    /// The PEM files to persist.
+    pub fn files(&self) -> &CaFiles {
+        &self.files
+    }
+
+    /// The trust domain.
+    pub fn trust_domain(&self) -> &str {
+        &self.trust_domain
+    }
+
+    /// Trust anchors as one PEM bundle (during a rotation, old and new roots).
+    pub fn trust_bundle_pem(&self) -> String {
+        self.bundle.concat()
+    }
+
+    /// Switches to `next` (a new root or intermediate), keeping the current roots in the
+    /// trust bundle so that certificates issued before the switch stay valid until they
+    /// are renewed. Call [`Authority::end_overlap`] once every workload has renewed.
+    pub fn rotate_to(&mut self, next: Authority) {
+        let mut bundle = next.bundle.clone();
+        for root in &self.bundle {
+            if !bundle.contains(root) {
+                bundle.push(root.clone());
+            }
+        }
+        *self = Authority { bundle, ..next };
+    }
+
+    /// Drops roots kept from before the last rotation.
+    pub fn end_overlap(&mut self) {
+        self.bundle.truncate(1);
+    }
+
+    /// Issues a workload certificate for `id`, valid from `now` for `lifetime`.
+    pub fn issue(&self, id: &SpiffeId, lifetime: Duration, now: SystemTime) -> Result<WorkloadCert, CaError> {
+        self.issue_with(id, &[], lifetime, now)
+    }
+
+    /// Issues a certificate for `id` that also names `dns_names` (for servers such as the
+    /// control plane itself).
+    pub fn issue_with(
+        &self,
+        id: &SpiffeId,
+        dns_names: &[String],
+        lifetime: Duration,
+        now: SystemTime,
+    ) -> Result<WorkloadCert, CaError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(generate)?;
+        let mut params = CertificateParams::new(dns_names.to_vec()).map_err(generate)?;
+        let uri = id.to_string().try_into().map_err(generate)?;
+        params.subject_alt_names.push(SanType::URI(uri));
+        params.distinguished_name = DistinguishedName::new();
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        let not_before = now - BACKDATE;
+        let not_after = now + lifetime;
+        params.not_before = not_before.into();
+        params.not_after = not_after.into();
+        params.serial_number = Some(random_serial()?);
+        let cert = params.signed_by(&key, &self.issuer).map_err(generate)?;
+        let mut chain = cert.pem();
+        if !self.files.chain_pem.is_empty() {
+            // An intermediate CA: the chain carries it (the root is in the bundle).
+            chain.push_str(&self.files.cert_pem);
+        }
+        Ok(WorkloadCert {
+            id: id.clone(),
+            cert_chain_pem: chain,
+            key_pem: key.serialize_pem(),
+            not_before,
+            not_after: now + lifetime,
+            issued_at: now,
+        })
+    }
+}
+
+/// A workload's certificate and key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WorkloadCert {
+    /// Whose it is.
+    pub id: SpiffeId,
+    /// The leaf certificate followed by any intermediates.
+    pub cert_chain_pem: String,
+    key_pem: String,
+    /// Start of validity.
+    pub not_before: SystemTime,
+    /// End of validity.
+    pub not_after: SystemTime,
+    issued_at: SystemTime,
+}
+
+impl fmt::Debug for WorkloadCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkloadCert")
+            .field("id", &self.id.to_string())
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkloadCert {
+    /// The private key (PKCS#8 PEM). Only for delivery to its own workload.
+    pub fn private_key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
+    /// When to renew: at half of the lifetime.
+    pub fn renew_at(&self) -> SystemTime {
+        let life = self.not_after.duration_since(self.issued_at).unwrap_or_default();
+        self.issued_at + life / 2
+    }
+}
+
+#[cfg(test)]
+mod tests;
