@@ -6,10 +6,15 @@
 use std::time::{Duration, Instant, SystemTime};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let secs: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(3);
+    let secs: u64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
     let now = SystemTime::now();
     let ca = ca::Authority::generate_root("cluster.local", now)?;
-    let ids: Vec<String> = (0..1000).map(|i| format!("spiffe://cluster.local/ns/ns{}/sa/sa{i}", i % 50)).collect();
+    let ids: Vec<String> = (0..1000)
+        .map(|i| format!("spiffe://cluster.local/ns/ns{}/sa/sa{i}", i % 50))
+        .collect();
     // Warm up.
     for id in ids.iter().take(200) {
         ca.issue(&id.parse()?, ca::DEFAULT_LIFETIME, now)?;
@@ -25,6 +30,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let rate = n as f64 / start.elapsed().as_secs_f64();
-    println!("issued {n} certificates in {:.2}s: {rate:.0} certs/s on one thread", start.elapsed().as_secs_f64());
+    println!(
+        "issued {n} certificates in {:.2}s: {rate:.0} certs/s on one thread",
+        start.elapsed().as_secs_f64()
+    );
     Ok(())
 }

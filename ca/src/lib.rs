@@ -58,7 +58,10 @@ pub struct CaFiles {
 
 impl fmt::Debug for CaFiles {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CaFiles").field("cert_pem", &self.cert_pem).field("key_pem", &"<redacted>").finish()
+        f.debug_struct("CaFiles")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"<redacted>")
+            .finish()
     }
 }
 
@@ -114,7 +117,11 @@ impl Authority {
         dn.push(DnType::CommonName, format!("Rudder root CA {trust_domain}"));
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         params.not_before = (now - BACKDATE).into();
         params.not_after = (now + ROOT_LIFETIME).into();
         params.serial_number = Some(random_serial()?);
@@ -139,7 +146,10 @@ impl Authority {
             message: e.to_string(),
         })?;
         let chain = pem_blocks(&files.chain_pem);
-        let root = chain.last().cloned().unwrap_or_else(|| files.cert_pem.clone());
+        let root = chain
+            .last()
+            .cloned()
+            .unwrap_or_else(|| files.cert_pem.clone());
         Ok(Authority {
             issuer,
             files: files.clone(),
@@ -182,7 +192,12 @@ impl Authority {
     }
 
     /// Issues a workload certificate for `id`, valid from `now` for `lifetime`.
-    pub fn issue(&self, id: &SpiffeId, lifetime: Duration, now: SystemTime) -> Result<WorkloadCert, CaError> {
+    pub fn issue(
+        &self,
+        id: &SpiffeId,
+        lifetime: Duration,
+        now: SystemTime,
+    ) -> Result<WorkloadCert, CaError> {
         self.issue_with(id, &[], lifetime, now)
     }
 
@@ -201,8 +216,14 @@ impl Authority {
         params.subject_alt_names.push(SanType::URI(uri));
         params.distinguished_name = DistinguishedName::new();
         params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         params.use_authority_key_identifier_extension = true;
         let not_before = now - BACKDATE;
         let not_after = now + lifetime;
@@ -258,7 +279,10 @@ impl WorkloadCert {
 
     /// When to renew: at half of the lifetime.
     pub fn renew_at(&self) -> SystemTime {
-        let life = self.not_after.duration_since(self.issued_at).unwrap_or_default();
+        let life = self
+            .not_after
+            .duration_since(self.issued_at)
+            .unwrap_or_default();
         self.issued_at + life / 2
     }
 }

@@ -18,15 +18,24 @@ fn id(sa: &str) -> SpiffeId {
 fn verify(cert_chain: &str, bundle: &str, at: SystemTime) -> Result<(), webpki::Error> {
     let chain = der_of(cert_chain);
     let roots = der_of(bundle);
-    let root_ders: Vec<rustls_pki_types::CertificateDer<'_>> = roots.iter().map(|d| d.as_slice().into()).collect();
+    let root_ders: Vec<rustls_pki_types::CertificateDer<'_>> =
+        roots.iter().map(|d| d.as_slice().into()).collect();
     let anchors: Vec<_> = root_ders
         .iter()
-        .map(|d| webpki::anchor_from_trusted_cert(d).expect("anchor").to_owned())
+        .map(|d| {
+            webpki::anchor_from_trusted_cert(d)
+                .expect("anchor")
+                .to_owned()
+        })
         .collect();
     let leaf_der: rustls_pki_types::CertificateDer<'_> = chain[0].as_slice().into();
     let leaf = webpki::EndEntityCert::try_from(&leaf_der)?;
-    let inter: Vec<rustls_pki_types::CertificateDer<'_>> = chain[1..].iter().map(|d| d.as_slice().into()).collect();
-    let secs = at.duration_since(SystemTime::UNIX_EPOCH).expect("time").as_secs();
+    let inter: Vec<rustls_pki_types::CertificateDer<'_>> =
+        chain[1..].iter().map(|d| d.as_slice().into()).collect();
+    let secs = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("time")
+        .as_secs();
     leaf.verify_for_usage(
         webpki::ALL_VERIFICATION_ALGS,
         &anchors,
@@ -61,7 +70,9 @@ fn workload_certs_chain_to_the_root_and_carry_the_spiffe_id() {
     assert!(!x509.is_ca());
     // A certificate from another CA does not verify against this bundle.
     let other = Authority::generate_root("cluster.local", now).expect("root");
-    let foreign = other.issue(&id("web"), DEFAULT_LIFETIME, now).expect("issue");
+    let foreign = other
+        .issue(&id("web"), DEFAULT_LIFETIME, now)
+        .expect("issue");
     assert!(verify(&foreign.cert_chain_pem, &ca.trust_bundle_pem(), now).is_err());
 }
 
@@ -69,14 +80,34 @@ fn workload_certs_chain_to_the_root_and_carry_the_spiffe_id() {
 fn lifetime_and_renewal_at_half_life() {
     let now = SystemTime::now();
     let ca = Authority::generate_root("cluster.local", now).expect("root");
-    let cert = ca.issue(&id("web"), Duration::from_secs(60), now).expect("issue");
+    let cert = ca
+        .issue(&id("web"), Duration::from_secs(60), now)
+        .expect("issue");
     assert_eq!(cert.not_after, now + Duration::from_secs(60));
     assert_eq!(cert.renew_at(), now + Duration::from_secs(30));
-    assert!(verify(&cert.cert_chain_pem, &ca.trust_bundle_pem(), now + Duration::from_secs(59)).is_ok());
-    assert!(verify(&cert.cert_chain_pem, &ca.trust_bundle_pem(), now + Duration::from_secs(120)).is_err(), "expired");
+    assert!(
+        verify(
+            &cert.cert_chain_pem,
+            &ca.trust_bundle_pem(),
+            now + Duration::from_secs(59)
+        )
+        .is_ok()
+    );
+    assert!(
+        verify(
+            &cert.cert_chain_pem,
+            &ca.trust_bundle_pem(),
+            now + Duration::from_secs(120)
+        )
+        .is_err(),
+        "expired"
+    );
     let ders = der_of(&cert.cert_chain_pem);
     let (_, x509) = X509Certificate::from_der(&ders[0]).expect("parse");
-    let days = x509.validity().time_to_expiration().map(|d| d.whole_seconds());
+    let days = x509
+        .validity()
+        .time_to_expiration()
+        .map(|d| d.whole_seconds());
     assert!(days.is_some_and(|s| s <= 60), "{days:?}");
 }
 
@@ -95,9 +126,13 @@ fn persisted_root_is_reused_after_restart() {
     };
     let restarted = Authority::from_files("cluster.local", &files).expect("load");
     assert_eq!(restarted.trust_bundle_pem(), ca.trust_bundle_pem());
-    let after = restarted.issue(&id("api"), DEFAULT_LIFETIME, now).expect("issue");
-    verify(&before.cert_chain_pem, &restarted.trust_bundle_pem(), now).expect("old certs still verify");
-    verify(&after.cert_chain_pem, &ca.trust_bundle_pem(), now).expect("new certs chain to the same root");
+    let after = restarted
+        .issue(&id("api"), DEFAULT_LIFETIME, now)
+        .expect("issue");
+    verify(&before.cert_chain_pem, &restarted.trust_bundle_pem(), now)
+        .expect("old certs still verify");
+    verify(&after.cert_chain_pem, &ca.trust_bundle_pem(), now)
+        .expect("new certs chain to the same root");
 }
 
 #[test]
@@ -108,8 +143,13 @@ fn a_supplied_intermediate_signs_and_its_root_anchors() {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
-    params.distinguished_name.push(DnType::CommonName, "intermediate");
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "intermediate");
     params.not_before = (now - Duration::from_secs(60)).into();
     params.not_after = (now + Duration::from_secs(3600 * 24 * 30)).into();
     let inter = params.signed_by(&key, &root.issuer).expect("sign");
@@ -119,10 +159,15 @@ fn a_supplied_intermediate_signs_and_its_root_anchors() {
         chain_pem: root.files().cert_pem.clone(),
     };
     let ca = Authority::from_files("cluster.local", &files).expect("intermediate");
-    assert_eq!(ca.trust_bundle_pem(), root.files().cert_pem, "the root is the anchor");
+    assert_eq!(
+        ca.trust_bundle_pem(),
+        root.files().cert_pem,
+        "the root is the anchor"
+    );
     let cert = ca.issue(&id("web"), DEFAULT_LIFETIME, now).expect("issue");
     assert_eq!(der_of(&cert.cert_chain_pem).len(), 2, "leaf + intermediate");
-    verify(&cert.cert_chain_pem, &ca.trust_bundle_pem(), now).expect("verifies through the intermediate");
+    verify(&cert.cert_chain_pem, &ca.trust_bundle_pem(), now)
+        .expect("verifies through the intermediate");
 }
 
 #[test]
@@ -145,7 +190,11 @@ fn keys_never_show_in_debug_output() {
     let now = SystemTime::now();
     let ca = Authority::generate_root("cluster.local", now).expect("root");
     let cert = ca.issue(&id("web"), DEFAULT_LIFETIME, now).expect("issue");
-    for text in [format!("{ca:?}"), format!("{cert:?}"), format!("{:?}", ca.files())] {
+    for text in [
+        format!("{ca:?}"),
+        format!("{cert:?}"),
+        format!("{:?}", ca.files()),
+    ] {
         assert!(!text.contains("PRIVATE KEY"), "{text}");
     }
     assert!(cert.private_key_pem().contains("PRIVATE KEY"));
@@ -153,10 +202,17 @@ fn keys_never_show_in_debug_output() {
 
 #[test]
 fn spiffe_ids_parse_and_print() {
-    let id: SpiffeId = "spiffe://cluster.local/ns/shop/sa/web".parse().expect("parse");
+    let id: SpiffeId = "spiffe://cluster.local/ns/shop/sa/web"
+        .parse()
+        .expect("parse");
     assert_eq!(id.service_account, "web");
     assert_eq!(id.to_string(), "spiffe://cluster.local/ns/shop/sa/web");
-    for bad in ["http://x/ns/a/sa/b", "spiffe://td/ns/a", "spiffe://td/ns/A/sa/b", "spiffe://td/ns//sa/b"] {
+    for bad in [
+        "http://x/ns/a/sa/b",
+        "spiffe://td/ns/a",
+        "spiffe://td/ns/A/sa/b",
+        "spiffe://td/ns//sa/b",
+    ] {
         assert!(bad.parse::<SpiffeId>().is_err(), "{bad}");
     }
 }

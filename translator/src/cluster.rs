@@ -12,9 +12,9 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint::HostIdentifier,
 };
 
-use crate::model::{MeshService, Protocol, ServicePort};
+use crate::model::{MeshService, Model, Protocol, ServicePort};
 use crate::protos;
-use crate::{Body, Resource, XdsType, names};
+use crate::{Body, MeshConfig, Resource, XdsType, names, tls};
 
 /// Connect timeout for every mesh cluster: long enough for a loaded node, short enough
 /// that a dead endpoint fails fast.
@@ -35,9 +35,42 @@ fn base(name: String, protocol: Protocol) -> Cluster {
     }
 }
 
-pub(crate) fn outbound(svc: &MeshService, port: &ServicePort) -> Resource {
+/// The SPIFFE IDs of the pods behind a Service (by its selector), sorted.
+fn identities(model: &Model, mesh: &MeshConfig, svc: &MeshService) -> Vec<String> {
+    let mut ids: Vec<String> = model
+        .pods()
+        .filter(|p| {
+            p.namespace == svc.namespace
+                && svc.selector.as_ref().is_some_and(|sel| {
+                    !sel.is_empty() && sel.iter().all(|(k, v)| p.labels.get(k) == Some(v))
+                })
+        })
+        .map(|p| {
+            format!(
+                "spiffe://{}/ns/{}/sa/{}",
+                mesh.trust_domain, p.namespace, p.service_account
+            )
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+pub(crate) fn outbound(
+    model: &Model,
+    mesh: &MeshConfig,
+    svc: &MeshService,
+    port: &ServicePort,
+) -> Resource {
     let name = names::outbound_cluster(svc, port.port);
     let mut cluster = base(name.clone(), port.protocol);
+    cluster.transport_socket = Some(tls::upstream(
+        &identities(model, mesh, svc),
+        &mesh.trust_domain,
+        &svc.fqdn(),
+        port.protocol.is_http2(),
+    ));
     cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
     cluster.eds_cluster_config = Some(EdsClusterConfig {
         eds_config: Some(protos::ads()),

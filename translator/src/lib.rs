@@ -20,6 +20,7 @@ mod listener;
 mod names;
 mod protos;
 mod route;
+pub mod tls;
 
 use std::fmt;
 
@@ -38,6 +39,8 @@ use model::Model;
 /// The xDS resource types Rudder serves, in make-before-break order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum XdsType {
+    /// SDS: `envoy.extensions.transport_sockets.tls.v3.Secret`
+    Secret,
     /// CDS: `envoy.config.cluster.v3.Cluster`
     Cluster,
     /// EDS: `envoy.config.endpoint.v3.ClusterLoadAssignment`
@@ -50,7 +53,8 @@ pub enum XdsType {
 
 impl XdsType {
     /// All types, in push order.
-    pub const ALL: [XdsType; 4] = [
+    pub const ALL: [XdsType; 5] = [
+        XdsType::Secret,
         XdsType::Cluster,
         XdsType::Endpoint,
         XdsType::Listener,
@@ -60,6 +64,9 @@ impl XdsType {
     /// The type URL.
     pub fn type_url(self) -> &'static str {
         match self {
+            XdsType::Secret => {
+                "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+            }
             XdsType::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
             XdsType::Endpoint => {
                 "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
@@ -77,6 +84,7 @@ impl XdsType {
     /// The short name used in logs (`CDS`, `EDS`, `LDS`, `RDS`).
     pub fn short(self) -> &'static str {
         match self {
+            XdsType::Secret => "SDS",
             XdsType::Cluster => "CDS",
             XdsType::Endpoint => "EDS",
             XdsType::Listener => "LDS",
@@ -93,7 +101,7 @@ impl XdsType {
     pub fn refers_to(self) -> Option<XdsType> {
         match self {
             XdsType::Cluster => Some(XdsType::Endpoint),
-            XdsType::Endpoint => None,
+            XdsType::Endpoint | XdsType::Secret => None,
             XdsType::Listener | XdsType::Route => Some(XdsType::Cluster),
         }
     }
@@ -116,6 +124,8 @@ pub enum Body {
     Listener(Box<Listener>),
     /// A RouteConfiguration.
     Route(Box<RouteConfiguration>),
+    /// An SDS Secret.
+    Secret(Box<envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret>),
 }
 
 impl Body {
@@ -132,6 +142,7 @@ impl Body {
             Body::Endpoint(m) => pack(m.as_ref()),
             Body::Listener(m) => pack(m.as_ref()),
             Body::Route(m) => pack(m.as_ref()),
+            Body::Secret(m) => pack(m.as_ref()),
         }
     }
 }
@@ -175,13 +186,32 @@ pub struct Output {
     pub diagnostics: Vec<Diagnostic>,
 }
 
+/// Mesh-wide settings the translation depends on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MeshConfig {
+    /// The SPIFFE trust domain.
+    pub trust_domain: String,
+    /// Inbound mTLS mode unless a pod overrides it (`rudder.dev/mtls-mode`).
+    pub mtls: tls::MtlsMode,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        MeshConfig {
+            trust_domain: "cluster.local".into(),
+            mtls: tls::MtlsMode::Strict,
+        }
+    }
+}
+
 /// What every Envoy sidecar shares: one Cluster and one ClusterLoadAssignment per
 /// service port.
-pub fn translate_mesh(model: &Model) -> Output {
+pub fn translate_mesh(model: &Model, mesh: &MeshConfig) -> Output {
     let mut out = Output::default();
     for svc in model.services() {
         for port in &svc.ports {
-            out.resources.push(cluster::outbound(svc, port));
+            out.resources
+                .push(cluster::outbound(model, mesh, svc, port));
             out.resources
                 .push(endpoint::load_assignment(model, svc, port));
         }
@@ -197,6 +227,6 @@ pub fn outbound_routes(model: &Model, namespace: &str) -> Output {
 
 /// One proxy's own resources: its outbound listener, and an inbound listener and
 /// cluster for each port its pod serves.
-pub fn translate_proxy(model: &Model, proxy: &ProxyIdentity) -> Output {
-    listener::for_proxy(model, proxy)
+pub fn translate_proxy(model: &Model, mesh: &MeshConfig, proxy: &ProxyIdentity) -> Output {
+    listener::for_proxy(model, mesh, proxy)
 }

@@ -6,15 +6,20 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
+use envoy_types::pb::envoy::config::listener::v3::{
+    Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter, listener_filter,
+};
 use envoy_types::pb::envoy::config::route::v3::{
     Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route::Action,
     route_action::ClusterSpecifier, route_match::PathSpecifier,
 };
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, Rds,
-    http_connection_manager::{CodecType, RouteSpecifier},
+    http_connection_manager::{
+        CodecType, ForwardClientCertDetails, RouteSpecifier, SetCurrentClientCertDetails,
+    },
     http_filter,
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
@@ -24,10 +29,21 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
 use crate::identity::ProxyIdentity;
 use crate::model::{Model, Protocol, TargetPort};
 use crate::protos;
-use crate::{Body, Diagnostic, Output, Resource, XdsType, cluster, names};
+use crate::tls::{self, MtlsMode};
+use crate::{Body, Diagnostic, MeshConfig, Output, Resource, XdsType, cluster, names};
 
-fn hcm(stat_prefix: String, routes: RouteSpecifier) -> Filter {
+fn hcm(stat_prefix: String, routes: RouteSpecifier, inbound: bool) -> Filter {
     let manager = HttpConnectionManager {
+        // Inbound: tell the app who called, from the verified client certificate.
+        forward_client_cert_details: if inbound {
+            ForwardClientCertDetails::SanitizeSet as i32
+        } else {
+            ForwardClientCertDetails::Sanitize as i32
+        },
+        set_current_client_cert_details: inbound.then(|| SetCurrentClientCertDetails {
+            uri: true,
+            ..Default::default()
+        }),
         stat_prefix,
         // AUTO accepts HTTP/1.1 and HTTP/2 prior knowledge (h2c, gRPC) from the client.
         codec_type: CodecType::Auto as i32,
@@ -59,6 +75,49 @@ fn listener(name: String, ip: IpAddr, port: u16, filter: Filter) -> Listener {
     }
 }
 
+/// An inbound listener: mTLS only (STRICT), or mTLS and plain text told apart by the
+/// TLS inspector (PERMISSIVE).
+fn secure_listener(
+    name: String,
+    ip: IpAddr,
+    port: u16,
+    filter: Filter,
+    trust_domain: &str,
+    mode: MtlsMode,
+) -> Listener {
+    let mtls = FilterChain {
+        filter_chain_match: (mode == MtlsMode::Permissive).then(|| FilterChainMatch {
+            transport_protocol: "tls".into(),
+            ..Default::default()
+        }),
+        filters: vec![filter.clone()],
+        transport_socket: Some(tls::downstream(trust_domain)),
+        name: "mtls".into(),
+        ..Default::default()
+    };
+    let mut l = Listener {
+        name,
+        address: Some(protos::socket(ip, port)),
+        filter_chains: vec![mtls],
+        ..Default::default()
+    };
+    if mode == MtlsMode::Permissive {
+        l.listener_filters = vec![ListenerFilter {
+            name: "envoy.filters.listener.tls_inspector".into(),
+            config_type: Some(listener_filter::ConfigType::TypedConfig(protos::any(
+                &TlsInspector::default(),
+            ))),
+            ..Default::default()
+        }];
+        l.default_filter_chain = Some(FilterChain {
+            filters: vec![filter],
+            name: "plaintext".into(),
+            ..Default::default()
+        });
+    }
+    l
+}
+
 fn outbound(ip: IpAddr, port: u16) -> Resource {
     let rds = RouteSpecifier::Rds(Rds {
         config_source: Some(protos::ads()),
@@ -72,12 +131,18 @@ fn outbound(ip: IpAddr, port: u16) -> Resource {
             names::OUTBOUND_LISTENER.into(),
             ip,
             port,
-            hcm("outbound".into(), rds),
+            hcm("outbound".into(), rds, false),
         ))),
     }
 }
 
-fn inbound(ip: IpAddr, port: u16, protocol: Protocol) -> Resource {
+fn inbound(
+    ip: IpAddr,
+    port: u16,
+    protocol: Protocol,
+    trust_domain: &str,
+    mode: MtlsMode,
+) -> Resource {
     let name = names::inbound(port);
     let filter = if protocol == Protocol::Tcp {
         let tcp = TcpProxy {
@@ -115,17 +180,25 @@ fn inbound(ip: IpAddr, port: u16, protocol: Protocol) -> Resource {
         hcm(
             format!("inbound_{port}"),
             RouteSpecifier::RouteConfig(route),
+            true,
         )
     };
     Resource {
         kind: XdsType::Listener,
         refs: vec![name.clone()],
-        body: Body::Listener(Box::new(listener(name.clone(), ip, port, filter))),
+        body: Body::Listener(Box::new(secure_listener(
+            name.clone(),
+            ip,
+            port,
+            filter,
+            trust_domain,
+            mode,
+        ))),
         name,
     }
 }
 
-pub(crate) fn for_proxy(model: &Model, proxy: &ProxyIdentity) -> Output {
+pub(crate) fn for_proxy(model: &Model, mesh: &MeshConfig, proxy: &ProxyIdentity) -> Output {
     let mut out = Output::default();
     let pod = model.pod(&proxy.namespace, &proxy.pod);
     let pod_obj = format!("Pod {}/{}", proxy.namespace, proxy.pod);
@@ -170,7 +243,9 @@ pub(crate) fn for_proxy(model: &Model, proxy: &ProxyIdentity) -> Output {
     for (port, protocol) in ports {
         out.resources
             .push(cluster::inbound(port, proxy.app_address, protocol));
-        out.resources.push(inbound(ip, port, protocol));
+        let mode = pod.mtls_mode.unwrap_or(mesh.mtls);
+        out.resources
+            .push(inbound(ip, port, protocol, &mesh.trust_domain, mode));
     }
     out
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use translator::identity::{DEFAULT_OUTBOUND_PORT, ProxyIdentity, ProxyKind};
 use translator::model::{Model, parse_manifest};
-use translator::{Output, outbound_routes, translate_mesh, translate_proxy};
+use translator::{MeshConfig, Output, outbound_routes, translate_mesh, translate_proxy};
 
 fn load(dir: &Path) -> Model {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -45,7 +45,8 @@ fn render(out: &Output, title: &str, text: &mut String) {
 
 fn snapshot(model: &Model) -> String {
     let mut text = String::new();
-    render(&translate_mesh(model), "mesh", &mut text);
+    let mesh = MeshConfig::default();
+    render(&translate_mesh(model, &mesh), "mesh", &mut text);
     let mut namespaces: Vec<&str> = model.pods().map(|p| p.namespace.as_str()).collect();
     namespaces.dedup();
     for ns in namespaces {
@@ -67,7 +68,7 @@ fn snapshot(model: &Model) -> String {
             app_address: "127.0.0.1".parse().expect("ip"),
         };
         render(
-            &translate_proxy(model, &proxy),
+            &translate_proxy(model, &mesh, &proxy),
             &format!("proxy {}", proxy.node_id),
             &mut text,
         );

@@ -13,6 +13,9 @@ use super::{
     Kind, MeshPod, MeshService, ModelError, Protocol, ServicePort, Slice, SliceEndpoint, TargetPort,
 };
 
+/// Pod annotation that overrides the mesh-wide mTLS mode for that workload.
+pub(crate) const MTLS_ANNOTATION: &str = "rudder.dev/mtls-mode";
+
 /// The label that ties an EndpointSlice to its Service.
 pub(crate) const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -292,7 +295,22 @@ pub(crate) fn pod(pod: &Pod) -> Result<MeshPod, ModelError> {
             }
         }
     }
+    let mtls_mode = match pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(MTLS_ANNOTATION))
+    {
+        None => None,
+        Some(v) => Some(crate::tls::MtlsMode::parse(v).ok_or_else(|| {
+            ctx.err(
+                format!("metadata.annotations[\"{MTLS_ANNOTATION}\"]"),
+                format!("{v:?} is not STRICT or PERMISSIVE"),
+            )
+        })?),
+    };
     Ok(MeshPod {
+        mtls_mode,
         namespace,
         name,
         ip,

@@ -248,6 +248,8 @@ pub struct MeshPod {
     pub service_account: String,
     /// Named container ports.
     pub container_ports: BTreeMap<String, u16>,
+    /// Per-workload mTLS override (`rudder.dev/mtls-mode` annotation).
+    pub mtls_mode: Option<crate::tls::MtlsMode>,
 }
 
 type NsName = (String, String);

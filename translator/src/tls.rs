@@ -1,0 +1,173 @@
+//! Mutual TLS between sidecars: transport sockets that take the workload certificate
+//! (`default`) and the trust bundle (`ROOTCA`) over SDS on the same ADS stream, and the
+//! Secret resources themselves. The only plain-text hop is sidecar -> local app.
+
+use envoy_types::pb::envoy::config::core::v3::{
+    DataSource, TransportSocket, data_source::Specifier, transport_socket,
+};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig, Secret,
+    SubjectAltNameMatcher, TlsCertificate, UpstreamTlsContext,
+    common_tls_context::{CombinedCertificateValidationContext, ValidationContextType},
+    secret,
+    subject_alt_name_matcher::SanType,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher::MatchPattern};
+use envoy_types::pb::google::protobuf::BoolValue;
+
+use crate::protos;
+use crate::{Body, Resource, XdsType};
+
+/// SDS name of a proxy's own certificate and key.
+pub const CERT_SECRET: &str = "default";
+/// SDS name of the trust bundle.
+pub const ROOT_SECRET: &str = "ROOTCA";
+
+/// How inbound listeners treat plain text.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum MtlsMode {
+    /// Only mutual TLS is accepted (the default).
+    #[default]
+    Strict,
+    /// Mutual TLS and plain text are both accepted, for migration.
+    Permissive,
+}
+
+impl MtlsMode {
+    /// Parses `strict` / `permissive` (any case).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "strict" => Some(MtlsMode::Strict),
+            "permissive" => Some(MtlsMode::Permissive),
+            _ => None,
+        }
+    }
+}
+
+fn sds(name: &str) -> SdsSecretConfig {
+    SdsSecretConfig {
+        name: name.into(),
+        sds_config: Some(protos::ads()),
+    }
+}
+
+fn uri_matcher(pattern: MatchPattern) -> SubjectAltNameMatcher {
+    SubjectAltNameMatcher {
+        san_type: SanType::Uri as i32,
+        matcher: Some(StringMatcher {
+            match_pattern: Some(pattern),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn common(sans: Vec<SubjectAltNameMatcher>, alpn: &[&str]) -> CommonTlsContext {
+    CommonTlsContext {
+        tls_certificate_sds_secret_configs: vec![sds(CERT_SECRET)],
+        validation_context_type: Some(ValidationContextType::CombinedValidationContext(
+            CombinedCertificateValidationContext {
+                default_validation_context: Some(CertificateValidationContext {
+                    match_typed_subject_alt_names: sans,
+                    ..Default::default()
+                }),
+                validation_context_sds_secret_config: Some(sds(ROOT_SECRET)),
+                ..Default::default()
+            },
+        )),
+        alpn_protocols: alpn.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+fn socket(any: envoy_types::pb::google::protobuf::Any) -> TransportSocket {
+    TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(any)),
+    }
+}
+
+/// Client side: present our certificate, and accept only the given SPIFFE IDs (or, if
+/// none are known, any identity of the trust domain).
+pub(crate) fn upstream(
+    spiffe_ids: &[String],
+    trust_domain: &str,
+    sni: &str,
+    http2: bool,
+) -> TransportSocket {
+    let sans = if spiffe_ids.is_empty() {
+        vec![uri_matcher(MatchPattern::Prefix(format!(
+            "spiffe://{trust_domain}/"
+        )))]
+    } else {
+        spiffe_ids
+            .iter()
+            .map(|id| uri_matcher(MatchPattern::Exact(id.clone())))
+            .collect()
+    };
+    let ctx = UpstreamTlsContext {
+        common_tls_context: Some(common(sans, if http2 { &["h2"] } else { &["http/1.1"] })),
+        sni: sni.into(),
+        ..Default::default()
+    };
+    socket(protos::any(&ctx))
+}
+
+/// Server side: present our certificate and require one from the trust domain.
+pub(crate) fn downstream(trust_domain: &str) -> TransportSocket {
+    let ctx = DownstreamTlsContext {
+        common_tls_context: Some(common(
+            vec![uri_matcher(MatchPattern::Prefix(format!(
+                "spiffe://{trust_domain}/"
+            )))],
+            &["h2", "http/1.1"],
+        )),
+        require_client_certificate: Some(BoolValue { value: true }),
+        ..Default::default()
+    };
+    socket(protos::any(&ctx))
+}
+
+fn inline(pem: &str) -> DataSource {
+    DataSource {
+        specifier: Some(Specifier::InlineBytes(pem.as_bytes().to_vec())),
+        ..Default::default()
+    }
+}
+
+/// The proxy's certificate Secret.
+pub fn cert_secret(cert_chain_pem: &str, key_pem: &str) -> Resource {
+    let secret = Secret {
+        name: CERT_SECRET.into(),
+        r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
+            certificate_chain: Some(inline(cert_chain_pem)),
+            private_key: Some(inline(key_pem)),
+            ..Default::default()
+        })),
+    };
+    Resource {
+        kind: XdsType::Secret,
+        name: CERT_SECRET.into(),
+        refs: Vec::new(),
+        body: Body::Secret(Box::new(secret)),
+    }
+}
+
+/// The trust-bundle Secret.
+pub fn root_secret(bundle_pem: &str) -> Resource {
+    let secret = Secret {
+        name: ROOT_SECRET.into(),
+        r#type: Some(secret::Type::ValidationContext(
+            CertificateValidationContext {
+                trusted_ca: Some(inline(bundle_pem)),
+                ..Default::default()
+            },
+        )),
+    };
+    Resource {
+        kind: XdsType::Secret,
+        name: ROOT_SECRET.into(),
+        refs: Vec::new(),
+        body: Body::Secret(Box::new(secret)),
+    }
+}
