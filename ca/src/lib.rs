@@ -272,6 +272,29 @@ impl fmt::Debug for WorkloadCert {
 }
 
 impl WorkloadCert {
+    /// Rebuilds a certificate this CA issued earlier (e.g. read back from disk).
+    pub fn restore(
+        id: SpiffeId,
+        cert_chain_pem: String,
+        key_pem: String,
+        issued_at: SystemTime,
+        not_after: SystemTime,
+    ) -> Self {
+        WorkloadCert {
+            id,
+            cert_chain_pem,
+            key_pem,
+            not_before: issued_at - BACKDATE,
+            not_after,
+            issued_at,
+        }
+    }
+
+    /// When it was issued.
+    pub fn issued_at(&self) -> SystemTime {
+        self.issued_at
+    }
+
     /// The private key (PKCS#8 PEM). Only for delivery to its own workload.
     pub fn private_key_pem(&self) -> &str {
         &self.key_pem

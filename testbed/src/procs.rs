@@ -146,12 +146,20 @@ pub struct ControlPlane {
     manifests: PathBuf,
     work: PathBuf,
     starts: u32,
+    extra: Vec<String>,
 }
 
 impl ControlPlane {
     /// Starts `xds-server run` on `manifests` with a free port; `work` holds its files.
     pub async fn start(manifests: &Path, work: &Path) -> anyhow::Result<Self> {
-        let (proc, xds, log) = Self::launch(manifests, work, "127.0.0.1:0".parse()?, 1).await?;
+        Self::start_with(manifests, work, &[]).await
+    }
+
+    /// Starts with extra `run` arguments (e.g. `--mtls-mode permissive`).
+    pub async fn start_with(manifests: &Path, work: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (proc, xds, log) =
+            Self::launch(manifests, work, "127.0.0.1:0".parse()?, 1, &extra).await?;
         Ok(ControlPlane {
             proc,
             xds,
@@ -159,7 +167,13 @@ impl ControlPlane {
             manifests: manifests.to_path_buf(),
             work: work.to_path_buf(),
             starts: 1,
+            extra,
         })
+    }
+
+    /// The CA directory (proxies' bootstrap credentials are issued from it).
+    pub fn ca_dir(&self) -> PathBuf {
+        self.work.join("ca")
     }
 
     async fn launch(
@@ -167,6 +181,7 @@ impl ControlPlane {
         work: &Path,
         addr: SocketAddr,
         n: u32,
+        extra: &[String],
     ) -> anyhow::Result<(Proc, SocketAddr, PathBuf)> {
         let ready = work.join(format!("control-plane-{n}.ready.json"));
         let log = work.join(format!("control-plane-{n}.log"));
@@ -176,6 +191,9 @@ impl ControlPlane {
             .arg(manifests)
             .args(["--xds-address", &addr.to_string(), "--ready-file"])
             .arg(&ready)
+            .arg("--ca-dir")
+            .arg(work.join("ca"))
+            .args(extra)
             .env("RUDDER_LOG", "info,xds_server=debug");
         let mut proc = Proc::spawn("xds-server", cmd, &log)?;
         let mut xds = None;
@@ -210,8 +228,14 @@ impl ControlPlane {
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.proc.kill();
         self.starts += 1;
-        let (proc, xds, log) =
-            Self::launch(&self.manifests, &self.work, self.xds, self.starts).await?;
+        let (proc, xds, log) = Self::launch(
+            &self.manifests,
+            &self.work,
+            self.xds,
+            self.starts,
+            &self.extra,
+        )
+        .await?;
         self.proc = proc;
         self.xds = xds;
         self.log = log;
@@ -266,13 +290,25 @@ pub struct Envoy {
 }
 
 impl Envoy {
-    /// Starts a sidecar for `pod` against the control plane at `xds`.
+    /// Starts a sidecar for `pod` against the control plane `cp`.
     pub async fn start(
         pod: &PodPlacement,
-        xds: SocketAddr,
+        cp: &ControlPlane,
         stream: Stream,
         work: &Path,
     ) -> anyhow::Result<Self> {
+        Self::start_as(pod, cp, stream, work, &[]).await
+    }
+
+    /// Starts a sidecar with extra `bootstrap` arguments.
+    pub async fn start_as(
+        pod: &PodPlacement,
+        cp: &ControlPlane,
+        stream: Stream,
+        work: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let xds = cp.xds;
         let outbound_port = free_port()?;
         let tag = format!("{}.{}", pod.pod, pod.namespace);
         let bootstrap = work.join(format!("envoy-{tag}.json"));
@@ -297,7 +333,12 @@ impl Envoy {
             "--delta"
         } else {
             "--sotw"
-        });
+        })
+        .arg("--ca-dir")
+        .arg(cp.ca_dir())
+        .arg("--cert-dir")
+        .arg(work.join(format!("certs-{tag}")))
+        .args(extra);
         let out = cmd.output().context("running xds-server bootstrap")?;
         if !out.status.success() {
             bail!(

@@ -37,6 +37,21 @@ pub struct BootstrapParams {
     pub delta: bool,
     /// Envoy's admin listener (port 0: any free port).
     pub admin: SocketAddr,
+    /// TLS to the control plane (None: plain text).
+    pub tls: Option<BootstrapTls>,
+}
+
+/// Files and identity for the sidecar's TLS connection to the control plane.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootstrapTls {
+    /// The sidecar's client certificate (its workload identity).
+    pub cert_file: std::path::PathBuf,
+    /// Its key.
+    pub key_file: std::path::PathBuf,
+    /// The trust bundle.
+    pub ca_file: std::path::PathBuf,
+    /// The control plane's SPIFFE ID, checked on connect.
+    pub server_id: String,
 }
 
 /// The bootstrap as JSON (Envoy reads JSON and YAML alike).
@@ -65,7 +80,7 @@ pub fn bootstrap(p: &BootstrapParams) -> Value {
         "STRICT_DNS"
     };
     let ads_source = json!({"ads": {}, "resource_api_version": "V3"});
-    json!({
+    let mut b = json!({
         "node": {
             "id": node_id,
             "cluster": format!("{}.{}", p.service_account, p.namespace),
@@ -111,7 +126,27 @@ pub fn bootstrap(p: &BootstrapParams) -> Value {
                 }
             }]
         }
-    })
+    });
+    if let Some(tls) = &p.tls {
+        b["static_resources"]["clusters"][0]["transport_socket"] = json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "common_tls_context": {
+                    "alpn_protocols": ["h2"],
+                    "tls_certificates": [{
+                        "certificate_chain": {"filename": tls.cert_file.display().to_string()},
+                        "private_key": {"filename": tls.key_file.display().to_string()}
+                    }],
+                    "validation_context": {
+                        "trusted_ca": {"filename": tls.ca_file.display().to_string()},
+                        "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"exact": tls.server_id}}]
+                    }
+                }
+            }
+        });
+    }
+    b
 }
 
 #[cfg(test)]
@@ -131,6 +166,7 @@ mod tests {
             xds_port: 4242,
             delta: true,
             admin: "127.0.0.1:0".parse().expect("addr"),
+            tls: None,
         }
     }
 

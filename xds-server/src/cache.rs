@@ -9,12 +9,16 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+use ca::SpiffeId;
 
 use tokio::sync::{Notify, watch};
 use translator::identity::ProxyIdentity;
 use translator::model::Model;
-use translator::{Diagnostic, XdsType};
+use translator::{Diagnostic, MeshConfig, XdsType};
+
+use crate::certs::CertManager;
 
 use crate::snapshot::{Encoded, Snapshot};
 
@@ -45,6 +49,8 @@ struct NodeEntry {
 #[derive(Default)]
 struct Inner {
     model: Model,
+    mesh_config: MeshConfig,
+    certs: Option<Arc<CertManager>>,
     generation: u64,
     built: u64,
     /// Every resource of the last build, for reuse by content.
@@ -113,10 +119,32 @@ impl Inner {
             snap.insert(r.clone());
         }
         snap.insert(self.routes_for(&identity.namespace, fresh, seen));
-        let out = translator::translate_proxy(&self.model, identity);
+        let out = translator::translate_proxy(&self.model, &self.mesh_config, identity);
         self.note(out.diagnostics, seen);
         for r in &out.resources {
             snap.insert(self.intern(fresh, r));
+        }
+        if let Some(certs) = &self.certs {
+            match SpiffeId::new(
+                &self.mesh_config.trust_domain,
+                &identity.namespace,
+                &identity.service_account,
+            )
+            .map_err(|e| e.to_string())
+            .and_then(|id| {
+                certs
+                    .secrets_for(&id, SystemTime::now())
+                    .map_err(|e| e.to_string())
+            }) {
+                Ok(secrets) => {
+                    for s in secrets {
+                        snap.insert(s);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(node = %identity.node_id, error = %e, "no certificate for this proxy")
+                }
+            }
         }
         snap
     }
@@ -125,7 +153,7 @@ impl Inner {
         let started = Instant::now();
         let mut fresh = HashMap::new();
         let mut seen = BTreeSet::new();
-        let out = translator::translate_mesh(&self.model);
+        let out = translator::translate_mesh(&self.model, &self.mesh_config);
         self.note(out.diagnostics, &mut seen);
         self.mesh = out
             .resources
@@ -213,10 +241,24 @@ impl Drop for NodeWatch {
 }
 
 impl Cache {
-    /// An empty cache.
+    /// An empty cache with the default mesh settings and no certificates (plain text
+    /// between sidecars; for tests of other parts).
     pub fn new(config: CacheConfig) -> Arc<Self> {
+        Self::with_mesh(config, MeshConfig::default(), None)
+    }
+
+    /// An empty cache for `mesh`, delivering certificates from `certs` over SDS.
+    pub fn with_mesh(
+        config: CacheConfig,
+        mesh: MeshConfig,
+        certs: Option<Arc<CertManager>>,
+    ) -> Arc<Self> {
         Arc::new(Cache {
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                mesh_config: mesh,
+                certs,
+                ..Inner::default()
+            }),
             changed: Notify::new(),
             config,
             builds: watch::channel(0).0,
@@ -292,6 +334,21 @@ impl Cache {
             cache: self.clone(),
             node_id: identity.node_id.clone(),
             rx,
+        }
+    }
+
+    /// Runs forever: wakes the pusher when a certificate is due for renewal.
+    pub async fn run_renewer(self: Arc<Self>) {
+        loop {
+            let next = self.lock().certs.as_ref().and_then(|c| c.next_renewal());
+            let wait = next
+                .and_then(|t| t.duration_since(SystemTime::now()).ok())
+                .unwrap_or(Duration::from_secs(1))
+                .clamp(Duration::from_millis(200), Duration::from_secs(5));
+            tokio::time::sleep(wait).await;
+            if next.is_some_and(|t| t <= SystemTime::now()) {
+                self.update(|_| ());
+            }
         }
     }
 

@@ -3,19 +3,12 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
-use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::bootstrap::{BootstrapParams, bootstrap};
-use crate::cache::{Cache, CacheConfig};
-use crate::grpc::AdsService;
-use crate::nack::NackLog;
-use crate::source::manifest::{self, ManifestDir};
+use crate::bootstrap::{BootstrapParams, BootstrapTls, bootstrap};
 
 /// Rudder: a service-mesh control plane that drives Envoy over xDS.
 #[derive(Debug, Parser)]
@@ -63,6 +56,13 @@ struct RunArgs {
     /// With --kubernetes: this replica's identity in the Lease (default: hostname + random).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Inbound mTLS mode for every workload (a pod may override it with the
+    /// rudder.dev/mtls-mode annotation): strict or permissive.
+    #[arg(long, default_value = "strict", value_parser = parse_mode)]
+    mtls_mode: translator::tls::MtlsMode,
+    /// Extra DNS names in the control plane's serving certificate.
+    #[arg(long = "xds-dns-name", default_values_t = ["localhost".to_string(), "rudder.rudder-system.svc".to_string()])]
+    xds_dns_names: Vec<String>,
     /// Address the xDS (ADS) server listens on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:15010", env = "RUDDER_XDS_ADDRESS")]
     xds_address: SocketAddr,
@@ -72,10 +72,53 @@ struct RunArgs {
     /// Quiet time after a change before proxies are pushed (milliseconds).
     #[arg(long, default_value_t = 100)]
     debounce_ms: u64,
+    #[command(flatten)]
+    security: SecurityArgs,
+}
+
+/// Identity and mutual TLS settings shared by `run` and `bootstrap`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct SecurityArgs {
+    /// SPIFFE trust domain of workload identities.
+    #[arg(long, default_value = "cluster.local", env = "RUDDER_TRUST_DOMAIN")]
+    pub trust_domain: String,
+    /// Directory holding the CA (created on first start). Manifest mode; in cluster mode
+    /// the CA lives in Secret rudder-ca.
+    #[arg(long, default_value = "rudder-ca", env = "RUDDER_CA_DIR")]
+    pub ca_dir: PathBuf,
+    /// Use this CA certificate (a root, or an intermediate with --ca-chain) instead.
+    #[arg(long, requires = "ca_key")]
+    pub ca_cert: Option<PathBuf>,
+    /// The key of --ca-cert.
+    #[arg(long, requires = "ca_cert")]
+    pub ca_key: Option<PathBuf>,
+    /// Certificates above --ca-cert, up to the root.
+    #[arg(long, requires = "ca_cert")]
+    pub ca_chain: Option<PathBuf>,
+    /// Workload certificate lifetime (renewed at half-life), e.g. 24h or 60s.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub cert_lifetime: Duration,
+    /// Serve xDS in plain text, without proxy authentication. Local experiments only.
+    #[arg(long)]
+    pub insecure_xds: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crds::duration::parse(s)
+}
+
+fn parse_mode(s: &str) -> Result<translator::tls::MtlsMode, String> {
+    translator::tls::MtlsMode::parse(s).ok_or_else(|| format!("{s:?} is not strict or permissive"))
 }
 
 #[derive(Debug, clap::Args)]
 struct BootstrapArgs {
+    /// Where to write the sidecar's xDS client certificate, key and CA bundle (not with
+    /// --insecure-xds).
+    #[arg(long, default_value = "rudder-certs")]
+    cert_dir: PathBuf,
+    #[command(flatten)]
+    security: SecurityArgs,
     /// The pod's namespace.
     #[arg(long, default_value = "default")]
     namespace: String,
@@ -122,7 +165,19 @@ impl Args {
                     .enable_all()
                     .build()
                     .context("starting the async runtime")?;
-                rt.block_on(serve(run))
+                rt.block_on(crate::server::serve(crate::server::ServeConfig {
+                    manifests: run.manifests,
+                    kubernetes: run.kubernetes,
+                    namespaces: run.namespaces,
+                    lease_namespace: run.lease_namespace,
+                    identity: run.identity,
+                    xds_address: run.xds_address,
+                    ready_file: run.ready_file,
+                    debounce: Duration::from_millis(run.debounce_ms),
+                    mtls_mode: run.mtls_mode,
+                    xds_dns_names: run.xds_dns_names,
+                    security: run.security,
+                }))
             }
             Command::Bootstrap(b) => print_bootstrap(b),
         }
@@ -166,128 +221,42 @@ fn print_bootstrap(b: BootstrapArgs) -> anyhow::Result<()> {
         xds_port: port,
         delta: b.delta && !b.sotw,
         admin: b.admin_address,
+        tls: None,
+    };
+    let params = if b.security.insecure_xds {
+        params
+    } else {
+        BootstrapParams {
+            tls: Some(write_client_credentials(&b.security, &b.cert_dir, &params)?),
+            ..params
+        }
     };
     println!("{}", serde_json::to_string_pretty(&bootstrap(&params))?);
     Ok(())
 }
 
-async fn serve(args: RunArgs) -> anyhow::Result<()> {
-    let cache = Cache::new(CacheConfig {
-        debounce: Duration::from_millis(args.debounce_ms),
-        ..CacheConfig::default()
-    });
-    let nacks = Arc::new(NackLog::default());
-    if let Some(dir) = &args.manifests {
-        let mut source = ManifestDir::new(dir);
-        manifest::apply(&cache, source.scan());
-        tokio::spawn(manifest::run(source, cache.clone()));
-        tokio::spawn(crate::status::log_changes(cache.clone()));
-        tracing::info!(dir = %dir.display(), "manifests loaded");
-    } else {
-        let client = kube::Client::try_default()
-            .await
-            .context("connecting to Kubernetes (in-cluster config or kubeconfig)")?;
-        let identity = args.identity.clone().unwrap_or_else(default_identity);
-        let lease = crate::lease::LeaseConfig {
-            namespace: args.lease_namespace.clone(),
-            name: "rudder-status-writer".into(),
-            identity,
-        };
-        let scope = crate::source::kube::KubeScope {
-            namespaces: args.namespaces.clone(),
-        };
-        let sync = start_kubernetes(client, cache.clone(), &scope, lease);
-        sync.wait().await;
-        tracing::info!("Kubernetes objects listed");
-    }
-    let report = cache.rebuild_now();
-    tracing::info!(shared_resources = report.resources, "initial sync done");
-
-    let listener = tokio::net::TcpListener::bind(args.xds_address)
-        .await
-        .with_context(|| format!("binding the xDS address {}", args.xds_address))?;
-    let bound = listener
-        .local_addr()
-        .context("reading the bound xDS address")?;
-    tokio::spawn(cache.clone().run_pusher());
-
-    let server = serve_ads(listener, cache, nacks, shutdown());
-    if let Some(path) = &args.ready_file {
-        write_ready(path, bound).with_context(|| format!("writing {}", path.display()))?;
-    }
-    tracing::info!(xds = %bound, "serving xDS");
-    server.await?;
-    tracing::info!("shut down");
-    Ok(())
-}
-
-/// Serves ADS on `listener` until `shutdown` completes.
-pub async fn serve_ads(
-    listener: tokio::net::TcpListener,
-    cache: Arc<Cache>,
-    nacks: Arc<NackLog>,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<()> {
-    let ads = AggregatedDiscoveryServiceServer::new(AdsService::new(cache, nacks))
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(usize::MAX);
-    tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(ads)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
-        .context("xDS server failed")
-}
-
-/// Starts the Kubernetes watchers, the Lease election and the status writer.
-pub fn start_kubernetes(
-    client: kube::Client,
-    cache: Arc<Cache>,
-    scope: &crate::source::kube::KubeScope,
-    lease: crate::lease::LeaseConfig,
-) -> crate::source::kube::SyncState {
-    let (rejected, sync) = crate::source::kube::spawn(client.clone(), cache.clone(), scope);
-    let (leader_tx, leader_rx) = tokio::sync::watch::channel(false);
-    let field_manager = format!("rudder/{}", lease.identity);
-    tokio::spawn(crate::lease::run(client.clone(), lease, leader_tx));
-    tokio::spawn(crate::status::run(
-        client,
-        cache,
-        rejected,
-        leader_rx,
-        field_manager,
-    ));
-    sync
-}
-
-fn default_identity() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "rudder".into());
-    format!("{host}-{:08x}", rand::random::<u32>())
-}
-
-fn write_ready(path: &std::path::Path, xds: SocketAddr) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(
-        &tmp,
-        serde_json::json!({ "xds": xds.to_string() }).to_string(),
-    )?;
-    std::fs::rename(tmp, path)
-}
-
-async fn shutdown() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+/// Issues the sidecar's xDS client certificate (its own identity) and writes it, its
+/// key and the trust bundle into `dir`.
+fn write_client_credentials(
+    sec: &SecurityArgs,
+    dir: &std::path::Path,
+    p: &BootstrapParams,
+) -> anyhow::Result<BootstrapTls> {
+    let authority = crate::server::load_ca_files(sec)?;
+    let id = ca::SpiffeId::new(&sec.trust_domain, &p.namespace, &p.service_account)
+        .context("the pod's identity")?;
+    let cert = authority
+        .issue(&id, sec.cert_lifetime, std::time::SystemTime::now())
+        .context("issuing the xDS client certificate")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tls = BootstrapTls {
+        cert_file: dir.join("xds-client.crt"),
+        key_file: dir.join("xds-client.key"),
+        ca_file: dir.join("xds-ca.crt"),
+        server_id: crate::server::control_plane_id(&sec.trust_domain)?.to_string(),
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
+    std::fs::write(&tls.cert_file, &cert.cert_chain_pem)?;
+    crate::certs::write_private(&tls.key_file, cert.private_key_pem().as_bytes())?;
+    std::fs::write(&tls.ca_file, authority.trust_bundle_pem())?;
+    Ok(tls)
 }

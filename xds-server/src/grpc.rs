@@ -29,13 +29,42 @@ const TICK: Duration = Duration::from_millis(250);
 pub struct AdsService {
     cache: Arc<Cache>,
     nacks: Arc<NackLog>,
+    /// With TLS: the trust domain whose client certificates prove a node's identity.
+    verify: Option<String>,
 }
 
 impl AdsService {
-    /// Serves snapshots from `cache`, recording rejections in `nacks`.
-    pub fn new(cache: Arc<Cache>, nacks: Arc<NackLog>) -> Self {
-        AdsService { cache, nacks }
+    /// Serves snapshots from `cache`, recording rejections in `nacks`. With `verify`
+    /// (the trust domain), a node must present a client certificate for the namespace
+    /// and service account it claims.
+    pub fn new(cache: Arc<Cache>, nacks: Arc<NackLog>, verify: Option<String>) -> Self {
+        AdsService {
+            cache,
+            nacks,
+            verify,
+        }
     }
+}
+
+/// The SPIFFE ID in a peer's leaf certificate (its URI SAN).
+fn peer_identity<T>(request: &Request<T>) -> Option<ca::SpiffeId> {
+    let certs = request.peer_certs()?;
+    let leaf = certs.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|n| match n {
+        x509_parser::extensions::GeneralName::URI(u) => u.parse().ok(),
+        _ => None,
+    })
+}
+
+/// Who the stream may act as.
+#[derive(Clone, Debug)]
+enum Peer {
+    /// Plain-text xDS (explicitly allowed): no proof.
+    Unverified,
+    /// The identity from a verified client certificate, if it had one.
+    Verified(String, Option<ca::SpiffeId>),
 }
 
 /// What the glue needs from a state machine.
@@ -124,14 +153,19 @@ impl Machine for delta::DeltaStream {
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 impl AdsService {
-    fn spawn<M: Machine>(&self, inbound: Streaming<M::Req>) -> BoxStream<M::Resp>
+    fn spawn<M: Machine>(&self, request: Request<Streaming<M::Req>>) -> BoxStream<M::Resp>
     where
         Streaming<M::Req>: Send,
     {
+        let peer = match &self.verify {
+            None => Peer::Unverified,
+            Some(td) => Peer::Verified(td.clone(), peer_identity(&request)),
+        };
+        let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let (cache, nacks) = (self.cache.clone(), self.nacks.clone());
         tokio::spawn(async move {
-            if let Err(status) = drive::<M>(cache, nacks, inbound, &tx).await {
+            if let Err(status) = drive::<M>(cache, nacks, peer, inbound, &tx).await {
                 let _ = tx.send(Err(status)).await;
             }
         });
@@ -142,6 +176,7 @@ impl AdsService {
 async fn drive<M: Machine>(
     cache: Arc<Cache>,
     nacks: Arc<NackLog>,
+    peer: Peer,
     mut inbound: Streaming<M::Req>,
     tx: &mpsc::Sender<Result<M::Resp, Status>>,
 ) -> Result<(), Status> {
@@ -156,6 +191,30 @@ async fn drive<M: Machine>(
         return Err(Status::unimplemented(
             "proxyless gRPC clients are not served by this version of Rudder",
         ));
+    }
+    if let Peer::Verified(td, cert) = &peer {
+        let ok = cert.as_ref().is_some_and(|c| {
+            c.trust_domain == *td
+                && c.namespace == identity.namespace
+                && c.service_account == identity.service_account
+        });
+        if !ok {
+            let shown = cert
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "none".into());
+            tracing::warn!(
+                node = %identity.node_id,
+                claimed_namespace = %identity.namespace,
+                claimed_service_account = %identity.service_account,
+                certificate = %shown,
+                "refused xDS stream: the node's claimed identity does not match its client certificate"
+            );
+            return Err(Status::permission_denied(format!(
+                "node {} claims {}/{} but its client certificate is {shown}",
+                identity.node_id, identity.namespace, identity.service_account
+            )));
+        }
     }
     let node = identity.node_id.clone();
     let mut watch = cache.subscribe(&identity);
@@ -223,17 +282,13 @@ impl AggregatedDiscoveryService for AdsService {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        Ok(Response::new(
-            self.spawn::<sotw::SotwStream>(request.into_inner()),
-        ))
+        Ok(Response::new(self.spawn::<sotw::SotwStream>(request)))
     }
 
     async fn delta_aggregated_resources(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Ok(Response::new(
-            self.spawn::<delta::DeltaStream>(request.into_inner()),
-        ))
+        Ok(Response::new(self.spawn::<delta::DeltaStream>(request)))
     }
 }

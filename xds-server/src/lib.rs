@@ -3,11 +3,14 @@
 
 pub mod ads;
 pub mod bootstrap;
+pub mod ca_store;
 pub mod cache;
+pub mod certs;
 pub mod cli;
 pub mod grpc;
 pub mod lease;
 pub mod nack;
+pub mod server;
 pub mod snapshot;
 pub mod source;
 pub mod status;

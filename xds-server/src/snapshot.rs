@@ -61,15 +61,16 @@ pub type Resources = BTreeMap<String, Arc<Encoded>>;
 /// Everything one proxy should hold, per type.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
-    by_type: [Resources; 4],
+    by_type: [Resources; 5],
 }
 
 fn index(kind: XdsType) -> usize {
     match kind {
-        XdsType::Cluster => 0,
-        XdsType::Endpoint => 1,
-        XdsType::Listener => 2,
-        XdsType::Route => 3,
+        XdsType::Secret => 0,
+        XdsType::Cluster => 1,
+        XdsType::Endpoint => 2,
+        XdsType::Listener => 3,
+        XdsType::Route => 4,
     }
 }
 

@@ -3,9 +3,14 @@
 use std::process::Command;
 
 fn bootstrap(args: &[&str]) -> serde_json::Value {
+    let dir = tempfile::tempdir().expect("tempdir");
     let out = Command::new(env!("CARGO_BIN_EXE_xds-server"))
         .arg("bootstrap")
         .args(args)
+        .arg("--ca-dir")
+        .arg(dir.path().join("ca"))
+        .arg("--cert-dir")
+        .arg(dir.path().join("certs"))
         .output()
         .expect("run xds-server bootstrap");
     assert!(
@@ -13,7 +18,10 @@ fn bootstrap(args: &[&str]) -> serde_json::Value {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).expect("bootstrap is JSON")
+    let b: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bootstrap is JSON");
+    // Keep the credential files for validation.
+    std::mem::forget(dir);
+    b
 }
 
 fn envoy_validates(bootstrap: &serde_json::Value) {
@@ -58,6 +66,29 @@ fn delta_bootstrap_is_valid_for_envoy() {
         "DELTA_GRPC"
     );
     assert_eq!(b["node"]["id"], "api-0.shop");
+    let tls = &b["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]["common_tls_context"];
+    assert_eq!(
+        tls["validation_context"]["match_typed_subject_alt_names"][0]["matcher"]["exact"],
+        "spiffe://cluster.local/ns/rudder-system/sa/rudder"
+    );
+    let cert = std::fs::read_to_string(
+        tls["tls_certificates"][0]["certificate_chain"]["filename"]
+            .as_str()
+            .expect("file"),
+    )
+    .expect("cert");
+    assert!(cert.contains("BEGIN CERTIFICATE"));
+    envoy_validates(&b);
+}
+
+#[test]
+fn insecure_bootstrap_has_no_tls() {
+    let b = bootstrap(&["--pod", "web-0", "--insecure-xds"]);
+    assert!(
+        b["static_resources"]["clusters"][0]
+            .get("transport_socket")
+            .is_none()
+    );
     envoy_validates(&b);
 }
 

@@ -239,10 +239,11 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) -> anyhow::Resu
 async fn start_server(cache: Arc<Cache>) -> anyhow::Result<std::net::SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(xds_server::cli::serve_ads(
+    tokio::spawn(xds_server::server::serve_ads(
         listener,
         cache,
         Arc::new(NackLog::default()),
+        None,
         std::future::pending(),
     ));
     Ok(addr)
@@ -276,7 +277,7 @@ async fn watchers_feed_xds_and_write_status() -> anyhow::Result<()> {
         max_delay: Duration::from_millis(200),
     });
     tokio::spawn(cache.clone().run_pusher());
-    let sync = xds_server::cli::start_kubernetes(
+    let sync = xds_server::server::start_kubernetes(
         fake.client(),
         cache.clone(),
         &KubeScope::default(),

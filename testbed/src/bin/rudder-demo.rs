@@ -60,7 +60,7 @@ async fn main() -> anyhow::Result<()> {
         } else {
             Stream::Sotw
         };
-        let envoy = Envoy::start(&pod.placement, cp.xds, stream, work.path()).await?;
+        let envoy = Envoy::start(&pod.placement, &cp, stream, work.path()).await?;
         println!(
             "  pod {:<12} ip {:<11} app {:<11} sidecar {:?} outbound {} admin {}",
             pod.placement.pod,

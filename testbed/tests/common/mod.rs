@@ -83,7 +83,7 @@ impl Mesh {
         }
         let cp = ControlPlane::start(&manifests, work.path()).await?;
         let mut mesh = Mesh {
-            client: Envoy::start(&placement("client-0", 21), cp.xds, stream, work.path()).await?,
+            client: Envoy::start(&placement("client-0", 21), &cp, stream, work.path()).await?,
             work,
             manifests,
             cp,
@@ -108,7 +108,7 @@ impl Mesh {
         let p = placement(name, last);
         self.backends
             .push(Backend::start(SocketAddr::new(p.app_ip, port), name, self.work.path()).await?);
-        let envoy = Envoy::start(&p, self.cp.xds, self.stream, self.work.path()).await?;
+        let envoy = Envoy::start(&p, &self.cp, self.stream, self.work.path()).await?;
         self.sidecars.insert(name.to_string(), envoy);
         Ok(())
     }

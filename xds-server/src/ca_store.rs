@@ -1,0 +1,132 @@
+//! Where the CA lives between restarts: a directory in manifest mode, a Kubernetes
+//! Secret in cluster mode, or files the operator supplies (a root or an intermediate).
+//! Every replica and every restart reuses it.
+
+use std::path::Path;
+
+use anyhow::Context;
+use ca::{Authority, CaFiles};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::PostParams;
+use kube::{Api, Client};
+
+use crate::certs::write_private;
+
+/// Name of the Secret holding the CA in cluster mode.
+pub const CA_SECRET: &str = "rudder-ca";
+
+/// Loads the CA from `dir`, creating and saving a new root on first start.
+pub fn from_dir(dir: &Path, trust_domain: &str) -> anyhow::Result<Authority> {
+    let (cert, key) = (dir.join("ca.crt"), dir.join("ca.key"));
+    if cert.exists() && key.exists() {
+        let files = CaFiles {
+            cert_pem: std::fs::read_to_string(&cert)
+                .with_context(|| format!("reading {}", cert.display()))?,
+            key_pem: std::fs::read_to_string(&key)
+                .with_context(|| format!("reading {}", key.display()))?,
+            chain_pem: std::fs::read_to_string(dir.join("ca-chain.crt")).unwrap_or_default(),
+        };
+        tracing::info!(dir = %dir.display(), "using the existing CA");
+        return Authority::from_files(trust_domain, &files)
+            .with_context(|| format!("loading the CA in {}", dir.display()));
+    }
+    let ca = Authority::generate_root(trust_domain, std::time::SystemTime::now())
+        .context("creating the root CA")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(&cert, &ca.files().cert_pem)
+        .with_context(|| format!("writing {}", cert.display()))?;
+    write_private(&key, ca.files().key_pem.as_bytes())
+        .with_context(|| format!("writing {}", key.display()))?;
+    tracing::info!(dir = %dir.display(), "created a new root CA");
+    Ok(ca)
+}
+
+/// Loads an operator-supplied CA (root, or intermediate with the chain above it).
+pub fn from_files(
+    cert: &Path,
+    key: &Path,
+    chain: Option<&Path>,
+    trust_domain: &str,
+) -> anyhow::Result<Authority> {
+    let read =
+        |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    let files = CaFiles {
+        cert_pem: read(cert)?,
+        key_pem: read(key)?,
+        chain_pem: chain.map(read).transpose()?.unwrap_or_default(),
+    };
+    Authority::from_files(trust_domain, &files).context("loading the supplied CA")
+}
+
+fn from_secret(secret: &Secret, trust_domain: &str) -> anyhow::Result<Authority> {
+    let data = secret
+        .data
+        .as_ref()
+        .context("Secret rudder-ca has no data")?;
+    let get = |k: &str| -> anyhow::Result<String> {
+        let v = data
+            .get(k)
+            .with_context(|| format!("Secret rudder-ca has no {k}"))?;
+        String::from_utf8(v.0.clone()).with_context(|| format!("Secret rudder-ca: {k} is not text"))
+    };
+    let files = CaFiles {
+        cert_pem: get("ca.crt")?,
+        key_pem: get("ca.key")?,
+        chain_pem: get("ca-chain.crt").unwrap_or_default(),
+    };
+    Authority::from_files(trust_domain, &files).context("loading the CA from Secret rudder-ca")
+}
+
+/// Loads the CA from Secret `rudder-ca` in `namespace`, creating it on first start. When
+/// two replicas race, the loser reads the winner's.
+pub async fn from_kubernetes(
+    client: Client,
+    namespace: &str,
+    trust_domain: &str,
+) -> anyhow::Result<Authority> {
+    let api: Api<Secret> = Api::namespaced(client, namespace);
+    if let Some(s) = api
+        .get_opt(CA_SECRET)
+        .await
+        .context("reading Secret rudder-ca")?
+    {
+        return from_secret(&s, trust_domain);
+    }
+    let ca = Authority::generate_root(trust_domain, std::time::SystemTime::now())
+        .context("creating the root CA")?;
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(CA_SECRET.into()),
+            namespace: Some(namespace.into()),
+            ..Default::default()
+        },
+        data: Some(
+            [
+                (
+                    "ca.crt".to_string(),
+                    ByteString(ca.files().cert_pem.clone().into_bytes()),
+                ),
+                (
+                    "ca.key".to_string(),
+                    ByteString(ca.files().key_pem.clone().into_bytes()),
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        ),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    };
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(_) => Ok(ca),
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            let s = api
+                .get(CA_SECRET)
+                .await
+                .context("reading Secret rudder-ca")?;
+            from_secret(&s, trust_domain)
+        }
+        Err(e) => Err(e).context("creating Secret rudder-ca"),
+    }
+}

@@ -1,0 +1,259 @@
+//! Wiring of `xds-server run`: loads the CA, starts the chosen source, the pusher and
+//! the certificate renewer, and serves ADS (TLS with client certificates unless plain
+//! text was asked for).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ca::{Authority, SpiffeId};
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use tokio_stream::wrappers::TcpListenerStream;
+use translator::MeshConfig;
+use translator::tls::MtlsMode;
+
+use crate::cache::{Cache, CacheConfig};
+use crate::certs::CertManager;
+use crate::cli::SecurityArgs;
+use crate::grpc::AdsService;
+use crate::nack::NackLog;
+use crate::source::manifest::{self, ManifestDir};
+
+/// Namespace and service account of the control plane's own identity.
+pub const CONTROL_PLANE_NS: &str = "rudder-system";
+/// See [`CONTROL_PLANE_NS`].
+pub const CONTROL_PLANE_SA: &str = "rudder";
+
+/// The control plane's SPIFFE ID; sidecars check it on the xDS connection.
+pub fn control_plane_id(trust_domain: &str) -> anyhow::Result<SpiffeId> {
+    SpiffeId::new(trust_domain, CONTROL_PLANE_NS, CONTROL_PLANE_SA).context("the trust domain")
+}
+
+/// Everything `run` was given.
+#[derive(Debug)]
+pub struct ServeConfig {
+    /// Manifest directory (manifest mode).
+    pub manifests: Option<PathBuf>,
+    /// Cluster mode.
+    pub kubernetes: bool,
+    /// Namespaces to watch (cluster mode; empty = all).
+    pub namespaces: Vec<String>,
+    /// Namespace of the Lease and the CA Secret.
+    pub lease_namespace: String,
+    /// Replica identity.
+    pub identity: Option<String>,
+    /// xDS listen address.
+    pub xds_address: SocketAddr,
+    /// Where to write the bound addresses.
+    pub ready_file: Option<PathBuf>,
+    /// Push debounce.
+    pub debounce: Duration,
+    /// Mesh-wide inbound mTLS mode.
+    pub mtls_mode: MtlsMode,
+    /// DNS names for the serving certificate.
+    pub xds_dns_names: Vec<String>,
+    /// CA and TLS settings.
+    pub security: SecurityArgs,
+}
+
+/// Loads the CA from operator-supplied files or the CA directory.
+pub fn load_ca_files(sec: &SecurityArgs) -> anyhow::Result<Authority> {
+    match (&sec.ca_cert, &sec.ca_key) {
+        (Some(cert), Some(key)) => {
+            crate::ca_store::from_files(cert, key, sec.ca_chain.as_deref(), &sec.trust_domain)
+        }
+        _ => crate::ca_store::from_dir(&sec.ca_dir, &sec.trust_domain),
+    }
+}
+
+/// Runs the control plane until SIGTERM or Ctrl-C.
+pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
+    let sec = &cfg.security;
+    let client = if cfg.kubernetes {
+        Some(
+            kube::Client::try_default()
+                .await
+                .context("connecting to Kubernetes (in-cluster config or kubeconfig)")?,
+        )
+    } else {
+        None
+    };
+    let (authority, issued_dir) = match (&client, &sec.ca_cert) {
+        (Some(client), None) => (
+            crate::ca_store::from_kubernetes(
+                client.clone(),
+                &cfg.lease_namespace,
+                &sec.trust_domain,
+            )
+            .await?,
+            None,
+        ),
+        _ => (load_ca_files(sec)?, Some(sec.ca_dir.join("issued"))),
+    };
+    let certs = Arc::new(CertManager::new(authority, sec.cert_lifetime, issued_dir));
+    let mesh = MeshConfig {
+        trust_domain: sec.trust_domain.clone(),
+        mtls: cfg.mtls_mode,
+    };
+    let cache = Cache::with_mesh(
+        CacheConfig {
+            debounce: cfg.debounce,
+            ..CacheConfig::default()
+        },
+        mesh,
+        Some(certs.clone()),
+    );
+    let nacks = Arc::new(NackLog::default());
+    if let Some(dir) = &cfg.manifests {
+        let mut source = ManifestDir::new(dir);
+        manifest::apply(&cache, source.scan());
+        tokio::spawn(manifest::run(source, cache.clone()));
+        tokio::spawn(crate::status::log_changes(cache.clone()));
+        tracing::info!(dir = %dir.display(), "manifests loaded");
+    } else if let Some(client) = client {
+        let lease = crate::lease::LeaseConfig {
+            namespace: cfg.lease_namespace.clone(),
+            name: "rudder-status-writer".into(),
+            identity: cfg.identity.clone().unwrap_or_else(default_identity),
+        };
+        let scope = crate::source::kube::KubeScope {
+            namespaces: cfg.namespaces.clone(),
+        };
+        start_kubernetes(client, cache.clone(), &scope, lease)
+            .wait()
+            .await;
+        tracing::info!("Kubernetes objects listed");
+    }
+    let report = cache.rebuild_now();
+    tracing::info!(shared_resources = report.resources, "initial sync done");
+
+    let listener = tokio::net::TcpListener::bind(cfg.xds_address)
+        .await
+        .with_context(|| format!("binding the xDS address {}", cfg.xds_address))?;
+    let bound = listener
+        .local_addr()
+        .context("reading the bound xDS address")?;
+    tokio::spawn(cache.clone().run_pusher());
+    tokio::spawn(cache.clone().run_renewer());
+
+    let tls = if sec.insecure_xds {
+        tracing::warn!("serving xDS in plain text: proxies are not authenticated (--insecure-xds)");
+        None
+    } else {
+        let id = control_plane_id(&sec.trust_domain)?;
+        let mut names = cfg.xds_dns_names.clone();
+        names.push(bound.ip().to_string());
+        let serving = certs
+            .issue(&id, &names, Duration::from_secs(365 * 24 * 3600))
+            .context("issuing the control plane's serving certificate")?;
+        Some(XdsTls {
+            cert_pem: serving.cert_chain_pem.clone(),
+            key_pem: serving.private_key_pem().to_string(),
+            client_ca_pem: certs.bundle_pem(),
+            trust_domain: sec.trust_domain.clone(),
+        })
+    };
+    let server = serve_ads(listener, cache, nacks, tls, shutdown());
+    if let Some(path) = &cfg.ready_file {
+        write_ready(path, bound).with_context(|| format!("writing {}", path.display()))?;
+    }
+    tracing::info!(xds = %bound, tls = !sec.insecure_xds, "serving xDS");
+    server.await?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+/// TLS for the xDS port.
+pub struct XdsTls {
+    /// Serving certificate chain.
+    pub cert_pem: String,
+    /// Its key.
+    pub key_pem: String,
+    /// Trust bundle for client certificates.
+    pub client_ca_pem: String,
+    /// Trust domain of client identities.
+    pub trust_domain: String,
+}
+
+/// Serves ADS on `listener` until `shutdown` completes; with `tls`, proxies must present
+/// a client certificate for the identity they claim.
+pub async fn serve_ads(
+    listener: tokio::net::TcpListener,
+    cache: Arc<Cache>,
+    nacks: Arc<NackLog>,
+    tls: Option<XdsTls>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let verify = tls.as_ref().map(|t| t.trust_domain.clone());
+    let ads = AggregatedDiscoveryServiceServer::new(AdsService::new(cache, nacks, verify))
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(usize::MAX);
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+    if let Some(t) = tls {
+        let cfg = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(t.cert_pem, t.key_pem))
+            .client_ca_root(tonic::transport::Certificate::from_pem(t.client_ca_pem));
+        builder = builder.tls_config(cfg).context("configuring TLS for xDS")?;
+    }
+    builder
+        .add_service(ads)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .context("xDS server failed")
+}
+
+/// Starts the Kubernetes watchers, the Lease election and the status writer.
+pub fn start_kubernetes(
+    client: kube::Client,
+    cache: Arc<Cache>,
+    scope: &crate::source::kube::KubeScope,
+    lease: crate::lease::LeaseConfig,
+) -> crate::source::kube::SyncState {
+    let (rejected, sync) = crate::source::kube::spawn(client.clone(), cache.clone(), scope);
+    let (leader_tx, leader_rx) = tokio::sync::watch::channel(false);
+    let field_manager = format!("rudder/{}", lease.identity);
+    tokio::spawn(crate::lease::run(client.clone(), lease, leader_tx));
+    tokio::spawn(crate::status::run(
+        client,
+        cache,
+        rejected,
+        leader_rx,
+        field_manager,
+    ));
+    sync
+}
+
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "rudder".into());
+    format!("{host}-{:08x}", rand::random::<u32>())
+}
+
+fn write_ready(path: &std::path::Path, xds: SocketAddr) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::json!({ "xds": xds.to_string() }).to_string(),
+    )?;
+    std::fs::rename(tmp, path)
+}
+
+async fn shutdown() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
