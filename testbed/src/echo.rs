@@ -33,13 +33,20 @@ pub async fn serve(listener: tokio::net::TcpListener, name: String) -> anyhow::R
                             .map(str::to_string)
                     })
                     .unwrap_or_default();
+                let xfcc = req
+                    .headers()
+                    .get("x-forwarded-client-cert")
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("-")
+                    .to_string();
                 let body = format!(
-                    "{} proto={:?} authority={} path={} n={}\n",
+                    "{} proto={:?} authority={} path={} n={} xfcc={}\n",
                     name,
                     req.version(),
                     authority,
                     req.uri().path(),
-                    n
+                    n,
+                    xfcc
                 );
                 async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body)))) }
             });

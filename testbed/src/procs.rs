@@ -297,16 +297,18 @@ impl Envoy {
         stream: Stream,
         work: &Path,
     ) -> anyhow::Result<Self> {
-        Self::start_as(pod, cp, stream, work, &[]).await
+        Self::start_as(pod, cp, stream, work, &[], |_| Ok(())).await
     }
 
-    /// Starts a sidecar with extra `bootstrap` arguments.
+    /// Starts a sidecar with extra `bootstrap` arguments; `prepare` runs on the
+    /// credentials directory after the bootstrap is written and before Envoy starts.
     pub async fn start_as(
         pod: &PodPlacement,
         cp: &ControlPlane,
         stream: Stream,
         work: &Path,
         extra: &[&str],
+        prepare: impl FnOnce(&Path) -> anyhow::Result<()>,
     ) -> anyhow::Result<Self> {
         let xds = cp.xds;
         let outbound_port = free_port()?;
@@ -347,6 +349,7 @@ impl Envoy {
             );
         }
         std::fs::write(&bootstrap, &out.stdout)?;
+        prepare(&work.join(format!("certs-{tag}")))?;
         let admin_file = work.join(format!("envoy-{tag}.admin"));
         let _ = std::fs::remove_file(&admin_file);
         let log = work.join(format!("envoy-{tag}.log"));

@@ -46,6 +46,11 @@ pub(crate) const WEB_CLUSTER: &str = "outbound|80||web.default.svc.cluster.local
 
 impl Mesh {
     pub(crate) async fn start(stream: Stream) -> anyhow::Result<Mesh> {
+        Self::start_with(stream, &[]).await
+    }
+
+    /// With extra control-plane arguments.
+    pub(crate) async fn start_with(stream: Stream, cp_args: &[&str]) -> anyhow::Result<Mesh> {
         let work = tempfile::tempdir()?;
         let manifests = work.path().join("manifests");
         std::fs::create_dir(&manifests)?;
@@ -81,7 +86,7 @@ impl Mesh {
         for (name, text) in files {
             std::fs::write(manifests.join(name), text)?;
         }
-        let cp = ControlPlane::start(&manifests, work.path()).await?;
+        let cp = ControlPlane::start_with(&manifests, work.path(), cp_args).await?;
         let mut mesh = Mesh {
             client: Envoy::start(&placement("client-0", 21), &cp, stream, work.path()).await?,
             work,
