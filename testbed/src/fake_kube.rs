@@ -33,6 +33,7 @@ const RESOURCES: &[(&str, &str, &str)] = &[
     ),
     ("policy.rudder.dev/v1alpha1", "RetryPolicy", "retrypolicies"),
     ("coordination.k8s.io/v1", "Lease", "leases"),
+    ("v1", "Secret", "secrets"),
 ];
 
 fn resource_by_plural(plural: &str) -> Option<(&'static str, &'static str)> {
