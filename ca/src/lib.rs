@@ -186,6 +186,16 @@ impl Authority {
         *self = Authority { bundle, ..next };
     }
 
+    /// Also trusts `roots_pem` (roots kept from before a rotation).
+    pub fn with_previous_roots(mut self, roots_pem: &str) -> Self {
+        for root in pem_blocks(roots_pem) {
+            if !self.bundle.contains(&root) {
+                self.bundle.push(root);
+            }
+        }
+        self
+    }
+
     /// Drops roots kept from before the last rotation.
     pub fn end_overlap(&mut self) {
         self.bundle.truncate(1);

@@ -27,9 +27,11 @@ pub fn from_dir(dir: &Path, trust_domain: &str) -> anyhow::Result<Authority> {
                 .with_context(|| format!("reading {}", key.display()))?,
             chain_pem: std::fs::read_to_string(dir.join("ca-chain.crt")).unwrap_or_default(),
         };
-        tracing::info!(dir = %dir.display(), "using the existing CA");
-        return Authority::from_files(trust_domain, &files)
-            .with_context(|| format!("loading the CA in {}", dir.display()));
+        let previous = std::fs::read_to_string(dir.join(PREVIOUS_ROOTS)).unwrap_or_default();
+        tracing::info!(dir = %dir.display(), rotation_overlap = !previous.is_empty(), "using the existing CA");
+        return Ok(Authority::from_files(trust_domain, &files)
+            .with_context(|| format!("loading the CA in {}", dir.display()))?
+            .with_previous_roots(&previous));
     }
     let ca = Authority::generate_root(trust_domain, std::time::SystemTime::now())
         .context("creating the root CA")?;
@@ -40,6 +42,33 @@ pub fn from_dir(dir: &Path, trust_domain: &str) -> anyhow::Result<Authority> {
         .with_context(|| format!("writing {}", key.display()))?;
     tracing::info!(dir = %dir.display(), "created a new root CA");
     Ok(ca)
+}
+
+/// Roots kept in the trust bundle after a rotation, until the overlap ends.
+pub const PREVIOUS_ROOTS: &str = "ca-previous.crt";
+
+/// Starts a root rotation in `dir`: a new root signs from now on, and the old one stays
+/// trusted (in `ca-previous.crt`) so certificates it issued keep working until they are
+/// renewed. Restart the control plane(s) to pick it up; run [`end_overlap`] once every
+/// workload certificate has been renewed (after one certificate lifetime).
+pub fn rotate(dir: &Path, trust_domain: &str) -> anyhow::Result<()> {
+    let old = from_dir(dir, trust_domain)?;
+    let mut previous = std::fs::read_to_string(dir.join(PREVIOUS_ROOTS)).unwrap_or_default();
+    previous.push_str(&old.files().cert_pem);
+    let new = Authority::generate_root(trust_domain, std::time::SystemTime::now())
+        .context("creating the new root")?;
+    std::fs::write(dir.join(PREVIOUS_ROOTS), previous)?;
+    write_private(&dir.join("ca.key"), new.files().key_pem.as_bytes())?;
+    std::fs::write(dir.join("ca.crt"), &new.files().cert_pem)?;
+    Ok(())
+}
+
+/// Ends a rotation overlap: roots from before the last rotation are no longer trusted.
+pub fn end_overlap(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(dir.join(PREVIOUS_ROOTS)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 /// Loads an operator-supplied CA (root, or intermediate with the chain above it).
@@ -128,5 +157,47 @@ pub async fn from_kubernetes(
             from_secret(&s, trust_domain)
         }
         Err(e) => Err(e).context("creating Secret rudder-ca"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_keeps_the_old_root_trusted_until_the_overlap_ends() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let td = "cluster.local";
+        let before = from_dir(dir.path(), td).expect("create");
+        let again = from_dir(dir.path(), td).expect("reuse");
+        assert_eq!(
+            before.trust_bundle_pem(),
+            again.trust_bundle_pem(),
+            "persisted root is reused"
+        );
+        rotate(dir.path(), td).expect("rotate");
+        let during = from_dir(dir.path(), td).expect("load");
+        let norm = |s: &str| s.replace("\r\n", "\n");
+        let bundle = norm(&during.trust_bundle_pem());
+        assert_ne!(
+            during.files().cert_pem,
+            before.files().cert_pem,
+            "a new root signs"
+        );
+        assert!(
+            bundle.contains(&norm(&before.files().cert_pem)),
+            "the old root is still trusted"
+        );
+        assert!(bundle.starts_with(&norm(&during.files().cert_pem)));
+        end_overlap(dir.path()).expect("end");
+        let after = from_dir(dir.path(), td).expect("load");
+        assert!(!norm(&after.trust_bundle_pem()).contains(&norm(&before.files().cert_pem)));
+        let key = std::fs::metadata(dir.path().join("ca.key")).expect("key");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            key.permissions().mode() & 0o777,
+            0o600,
+            "the CA key is private"
+        );
     }
 }

@@ -35,6 +35,29 @@ enum Command {
     Run(RunArgs),
     /// Print an Envoy bootstrap (JSON) for one pod's sidecar.
     Bootstrap(BootstrapArgs),
+    /// Manage the CA directory (manifest mode).
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCommand {
+    /// Start a root rotation: a new root signs, the old one stays trusted. Restart the
+    /// control plane to apply; certificates move to the new root as they renew.
+    Rotate {
+        /// The CA directory.
+        #[arg(long, default_value = "rudder-ca")]
+        ca_dir: PathBuf,
+        /// SPIFFE trust domain.
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
+    },
+    /// End the rotation overlap: stop trusting the previous root(s).
+    EndOverlap {
+        /// The CA directory.
+        #[arg(long, default_value = "rudder-ca")]
+        ca_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -180,6 +203,17 @@ impl Args {
                 }))
             }
             Command::Bootstrap(b) => print_bootstrap(b),
+            Command::Ca(CaCommand::Rotate {
+                ca_dir,
+                trust_domain,
+            }) => {
+                crate::ca_store::rotate(&ca_dir, &trust_domain)?;
+                println!(
+                    "rotated: a new root signs; the previous root stays trusted until `xds-server ca end-overlap`"
+                );
+                Ok(())
+            }
+            Command::Ca(CaCommand::EndOverlap { ca_dir }) => crate::ca_store::end_overlap(&ca_dir),
         }
     }
 }

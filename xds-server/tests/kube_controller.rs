@@ -598,10 +598,23 @@ async fn real_cluster_lists_services() -> anyhow::Result<()> {
 #[tokio::test]
 async fn the_ca_lives_in_a_secret_and_every_replica_reuses_it() -> anyhow::Result<()> {
     let fake = FakeKube::new();
-    let first = xds_server::ca_store::from_kubernetes(fake.client(), "rudder-system", "cluster.local").await?;
-    let second = xds_server::ca_store::from_kubernetes(fake.client(), "rudder-system", "cluster.local").await?;
-    assert_eq!(first.trust_bundle_pem(), second.trust_bundle_pem(), "the second replica loads the first one's root");
-    let secret = fake.get("v1", "Secret", "rudder-system", "rudder-ca").expect("secret");
-    assert!(secret["data"]["ca.key"].is_string(), "stored as Secret data");
+    let first =
+        xds_server::ca_store::from_kubernetes(fake.client(), "rudder-system", "cluster.local")
+            .await?;
+    let second =
+        xds_server::ca_store::from_kubernetes(fake.client(), "rudder-system", "cluster.local")
+            .await?;
+    assert_eq!(
+        first.trust_bundle_pem(),
+        second.trust_bundle_pem(),
+        "the second replica loads the first one's root"
+    );
+    let secret = fake
+        .get("v1", "Secret", "rudder-system", "rudder-ca")
+        .expect("secret");
+    assert!(
+        secret["data"]["ca.key"].is_string(),
+        "stored as Secret data"
+    );
     Ok(())
 }
