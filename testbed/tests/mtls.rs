@@ -123,11 +123,42 @@ async fn a_proxy_claiming_another_service_account_gets_nothing() -> anyhow::Resu
     Ok(())
 }
 
+/// A 1-minute certificate lifetime and 2 minutes of traffic: certificates renew (at
+/// half-life), and halfway through the root itself is rotated and the control plane
+/// restarted. Not one request fails.
 #[tokio::test]
-async fn certificates_rotate_under_traffic_without_failures() -> anyhow::Result<()> {
-    let mesh = Mesh::start_with(Stream::Delta, &["--cert-lifetime", "60s"]).await?;
+async fn certificates_and_the_root_rotate_under_traffic_without_failures() -> anyhow::Result<()> {
+    let mut mesh = Mesh::start_with(Stream::Delta, &["--cert-lifetime", "60s"]).await?;
     let traffic = Traffic::start(mesh.client.outbound, "web");
-    tokio::time::sleep(Duration::from_secs(120)).await;
+    tokio::time::sleep(Duration::from_secs(45)).await;
+    let renewed_before_root_rotation = mesh
+        .client
+        .stat("sds.default.update_success")
+        .await?
+        .unwrap_or(0);
+    let out = std::process::Command::new(testbed::procs::workspace_bin("xds-server")?)
+        .args(["ca", "rotate", "--ca-dir"])
+        .arg(mesh.cp.ca_dir())
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "ca rotate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    mesh.cp.restart().await?;
+    let client = &mesh.client;
+    wait_until(
+        CONVERGE,
+        "the sidecar to reconnect after the root rotation",
+        || async move { Ok(client.stat("control_plane.connected_state").await? == Some(1)) },
+    )
+    .await?;
+    let bundle_updates = mesh
+        .client
+        .stat("sds.ROOTCA.update_success")
+        .await?
+        .unwrap_or(0);
+    tokio::time::sleep(Duration::from_secs(75)).await;
     let results = traffic.stop().await;
     let renewals = mesh
         .client
@@ -139,13 +170,22 @@ async fn certificates_rotate_under_traffic_without_failures() -> anyhow::Result<
         .await?
         .unwrap_or(0);
     eprintln!(
-        "rotation: {} ok, {} failed, client cert updates {renewals}, web-1 {server}",
+        "rotation: {} ok, {} failed; client certificate updates {renewed_before_root_rotation} before the root rotation, {renewals} in all; web-1 {server}; bundle updates {bundle_updates}",
         results.ok,
         results.failures.len()
     );
     assert!(
-        renewals >= 2 && server >= 2,
-        "certificates renewed at least once (client {renewals}, server {server})"
+        renewed_before_root_rotation >= 2,
+        "renewed at half-life before the root rotation"
+    );
+    assert!(
+        renewals > renewed_before_root_rotation && server >= 3,
+        "renewals continue from the new root"
+    );
+    assert!(bundle_updates >= 2, "the bundle with both roots was pushed");
+    assert_eq!(
+        mesh.client.stat("control_plane.connected_state").await?,
+        Some(1)
     );
     assert!(
         results.failures.is_empty(),
@@ -153,5 +193,7 @@ async fn certificates_rotate_under_traffic_without_failures() -> anyhow::Result<
         results.failures
     );
     assert!(results.ok > 1000, "traffic flowed: {}", results.ok);
+    let certs = mesh.client.admin_get("/certs").await?;
+    assert!(certs.matches("\"ca_cert\"").count() >= 1, "{certs}");
     Ok(())
 }

@@ -46,6 +46,8 @@ pub fn from_dir(dir: &Path, trust_domain: &str) -> anyhow::Result<Authority> {
 
 /// Roots kept in the trust bundle after a rotation, until the overlap ends.
 pub const PREVIOUS_ROOTS: &str = "ca-previous.crt";
+const PREVIOUS_SIGNER_CERT: &str = "ca-previous-signer.crt";
+const PREVIOUS_SIGNER_KEY: &str = "ca-previous-signer.key";
 
 /// Starts a root rotation in `dir`: a new root signs from now on, and the old one stays
 /// trusted (in `ca-previous.crt`) so certificates it issued keep working until they are
@@ -58,17 +60,50 @@ pub fn rotate(dir: &Path, trust_domain: &str) -> anyhow::Result<()> {
     let new = Authority::generate_root(trust_domain, std::time::SystemTime::now())
         .context("creating the new root")?;
     std::fs::write(dir.join(PREVIOUS_ROOTS), previous)?;
+    // The previous signer keeps signing the control plane's own serving certificate
+    // during the overlap, so sidecars bootstrapped before the rotation still trust it.
+    std::fs::write(dir.join(PREVIOUS_SIGNER_CERT), &old.files().cert_pem)?;
+    write_private(
+        &dir.join(PREVIOUS_SIGNER_KEY),
+        old.files().key_pem.as_bytes(),
+    )?;
     write_private(&dir.join("ca.key"), new.files().key_pem.as_bytes())?;
     std::fs::write(dir.join("ca.crt"), &new.files().cert_pem)?;
     Ok(())
 }
 
+/// The CA that signs the control plane's serving certificate: the previous root during
+/// a rotation overlap, else the current one.
+pub fn serving_authority(
+    dir: &Path,
+    trust_domain: &str,
+    current: &Authority,
+) -> anyhow::Result<Option<Authority>> {
+    let (cert, key) = (
+        dir.join(PREVIOUS_SIGNER_CERT),
+        dir.join(PREVIOUS_SIGNER_KEY),
+    );
+    if !(cert.exists() && key.exists()) {
+        return Ok(None);
+    }
+    let files = CaFiles {
+        cert_pem: std::fs::read_to_string(&cert)?,
+        key_pem: std::fs::read_to_string(&key)?,
+        chain_pem: String::new(),
+    };
+    let prev = Authority::from_files(trust_domain, &files).context("loading the previous CA")?;
+    Ok(Some(prev.with_previous_roots(&current.trust_bundle_pem())))
+}
+
 /// Ends a rotation overlap: roots from before the last rotation are no longer trusted.
 pub fn end_overlap(dir: &Path) -> anyhow::Result<()> {
-    match std::fs::remove_file(dir.join(PREVIOUS_ROOTS)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-        _ => Ok(()),
+    for f in [PREVIOUS_ROOTS, PREVIOUS_SIGNER_CERT, PREVIOUS_SIGNER_KEY] {
+        match std::fs::remove_file(dir.join(f)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
     }
+    Ok(())
 }
 
 /// Loads an operator-supplied CA (root, or intermediate with the chain above it).

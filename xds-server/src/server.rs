@@ -145,9 +145,19 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         let id = control_plane_id(&sec.trust_domain)?;
         let mut names = cfg.xds_dns_names.clone();
         names.push(bound.ip().to_string());
-        let serving = certs
-            .issue(&id, &names, Duration::from_secs(365 * 24 * 3600))
-            .context("issuing the control plane's serving certificate")?;
+        let lifetime = Duration::from_secs(365 * 24 * 3600);
+        let previous = match (&cfg.manifests, &sec.ca_cert) {
+            (Some(_), None) => {
+                let current = crate::ca_store::from_dir(&sec.ca_dir, &sec.trust_domain)?;
+                crate::ca_store::serving_authority(&sec.ca_dir, &sec.trust_domain, &current)?
+            }
+            _ => None,
+        };
+        let serving = match previous {
+            Some(prev) => prev.issue_with(&id, &names, lifetime, std::time::SystemTime::now()),
+            None => certs.issue(&id, &names, lifetime),
+        }
+        .context("issuing the control plane's serving certificate")?;
         Some(XdsTls {
             cert_pem: serving.cert_chain_pem.clone(),
             key_pem: serving.private_key_pem().to_string(),
