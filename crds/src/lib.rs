@@ -13,6 +13,8 @@ pub mod duration;
 #[allow(unreachable_pub)]
 mod retry;
 #[allow(unreachable_pub)]
+mod route_group;
+#[allow(unreachable_pub)]
 mod split;
 mod status;
 
@@ -20,6 +22,7 @@ pub use retry::{
     Backoff, GRPC_RETRY_ON, HTTP_RETRY_ON, PolicyTargetRef, RetryBudget, RetryPolicy,
     RetryPolicySpec,
 };
+pub use route_group::{HTTPMatch, HTTPRouteGroup, HTTPRouteGroupSpec};
 pub use split::{
     HTTP_ROUTE_GROUP, TrafficSplit, TrafficSplitBackend, TrafficSplitMatch, TrafficSplitSpec,
 };
@@ -56,6 +59,10 @@ pub fn crd_documents() -> Vec<(&'static str, String)> {
         (
             "retrypolicies.policy.rudder.dev.yaml",
             serde_json::to_value(RetryPolicy::crd()),
+        ),
+        (
+            "httproutegroups.specs.smi-spec.io.yaml",
+            serde_json::to_value(HTTPRouteGroup::crd()),
         ),
     ];
     docs.into_iter()

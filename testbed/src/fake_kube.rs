@@ -32,6 +32,11 @@ const RESOURCES: &[(&str, &str, &str)] = &[
         "trafficsplits",
     ),
     ("policy.rudder.dev/v1alpha1", "RetryPolicy", "retrypolicies"),
+    (
+        "specs.smi-spec.io/v1alpha4",
+        "HTTPRouteGroup",
+        "httproutegroups",
+    ),
     ("coordination.k8s.io/v1", "Lease", "leases"),
     ("v1", "Secret", "secrets"),
 ];

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use envoy_types::pb::envoy::config::cluster::v3::{
-    Cluster,
+    CircuitBreakers, Cluster,
+    circuit_breakers::{Thresholds, thresholds::RetryBudget},
     cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy},
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
@@ -13,8 +14,11 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 };
 
 use crate::model::{MeshService, Model, Protocol, ServicePort};
+use crate::policy::PolicyContext;
 use crate::protos;
 use crate::{Body, MeshConfig, Resource, XdsType, names, tls};
+use envoy_types::pb::envoy::r#type::v3::Percent;
+use envoy_types::pb::google::protobuf::UInt32Value;
 
 /// Connect timeout for every mesh cluster: long enough for a loaded node, short enough
 /// that a dead endpoint fails fast.
@@ -60,11 +64,38 @@ fn identities(model: &Model, mesh: &MeshConfig, svc: &MeshService) -> Vec<String
 pub(crate) fn outbound(
     model: &Model,
     mesh: &MeshConfig,
+    policy: &PolicyContext,
     svc: &MeshService,
     port: &ServicePort,
 ) -> Resource {
     let name = names::outbound_cluster(svc, port.port);
     let mut cluster = base(name.clone(), port.protocol);
+    // A RetryPolicy's budget caps concurrent retries to a share of active requests.
+    let budget = crate::policy::retry_for(
+        model,
+        &policy.retry_winners,
+        &svc.namespace,
+        &svc.name,
+        port.port,
+    )
+    .and_then(|p| p.spec.budget.as_ref());
+    if let Some(b) = budget {
+        cluster.circuit_breakers = Some(CircuitBreakers {
+            thresholds: vec![Thresholds {
+                retry_budget: Some(RetryBudget {
+                    budget_percent: Some(Percent {
+                        value: f64::from(b.retry_percent.unwrap_or(20)),
+                    }),
+                    min_retry_concurrency: Some(UInt32Value {
+                        value: b.min_retry_concurrency.unwrap_or(3),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+    }
     cluster.transport_socket = Some(tls::upstream(
         &identities(model, mesh, svc),
         &mesh.trust_domain,

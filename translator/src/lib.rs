@@ -18,6 +18,7 @@ mod cluster;
 mod endpoint;
 mod listener;
 mod names;
+pub mod policy;
 mod protos;
 mod route;
 pub mod tls;
@@ -206,12 +207,12 @@ impl Default for MeshConfig {
 
 /// What every Envoy sidecar shares: one Cluster and one ClusterLoadAssignment per
 /// service port.
-pub fn translate_mesh(model: &Model, mesh: &MeshConfig) -> Output {
+pub fn translate_mesh(model: &Model, mesh: &MeshConfig, policy: &policy::PolicyContext) -> Output {
     let mut out = Output::default();
     for svc in model.services() {
         for port in &svc.ports {
             out.resources
-                .push(cluster::outbound(model, mesh, svc, port));
+                .push(cluster::outbound(model, mesh, policy, svc, port));
             out.resources
                 .push(endpoint::load_assignment(model, svc, port));
         }
@@ -221,8 +222,8 @@ pub fn translate_mesh(model: &Model, mesh: &MeshConfig) -> Output {
 
 /// The outbound RouteConfiguration for sidecars in `namespace` (short service names
 /// resolve in the client's own namespace, as Kubernetes DNS does).
-pub fn outbound_routes(model: &Model, namespace: &str) -> Output {
-    route::outbound(model, namespace)
+pub fn outbound_routes(model: &Model, policy: &policy::PolicyContext, namespace: &str) -> Output {
+    route::outbound(model, policy, namespace)
 }
 
 /// One proxy's own resources: its outbound listener, and an inbound listener and

@@ -3,10 +3,19 @@
 
 use std::collections::HashMap;
 
+use crds::{HTTPMatch, RetryPolicy};
 use envoy_types::pb::envoy::config::route::v3::{
-    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route::Action,
-    route_action::ClusterSpecifier, route_match::PathSpecifier,
+    HeaderMatcher, RetryPolicy as EnvoyRetryPolicy, Route, RouteAction, RouteConfiguration,
+    RouteMatch, VirtualHost, WeightedCluster, header_matcher::HeaderMatchSpecifier,
+    retry_policy::RetryBackOff, route::Action, route_action::ClusterSpecifier,
+    route_match::PathSpecifier, weighted_cluster::ClusterWeight,
 };
+use envoy_types::pb::envoy::r#type::matcher::v3::{
+    RegexMatcher, StringMatcher, string_matcher::MatchPattern,
+};
+use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
+
+use crate::policy::{self, EffectiveSplit, PolicyContext};
 
 use crate::model::{MeshService, Model, Protocol, ServicePort};
 use crate::protos;
@@ -38,30 +47,195 @@ pub(crate) fn domains(svc: &MeshService, port: u16, client_ns: &str) -> Vec<Stri
     out
 }
 
-fn virtual_host(svc: &MeshService, port: &ServicePort, domains: Vec<String>) -> VirtualHost {
-    let cluster = names::outbound_cluster(svc, port.port);
-    let action = RouteAction {
-        cluster_specifier: Some(ClusterSpecifier::Cluster(cluster)),
-        // gRPC streams may live longer than any default request timeout.
-        timeout: (port.protocol == Protocol::Grpc).then(|| protos::millis(0)),
-        ..Default::default()
-    };
-    VirtualHost {
-        name: format!("{}:{}", svc.fqdn(), port.port),
-        domains,
-        routes: vec![Route {
-            r#match: Some(RouteMatch {
-                path_specifier: Some(PathSpecifier::Prefix("/".into())),
-                ..Default::default()
-            }),
-            action: Some(Action::Route(action)),
-            ..Default::default()
-        }],
+fn regex(re: &str) -> RegexMatcher {
+    RegexMatcher {
+        regex: re.to_string(),
         ..Default::default()
     }
 }
 
-pub(crate) fn outbound(model: &Model, client_ns: &str) -> Output {
+fn header(name: &str, re: &str) -> HeaderMatcher {
+    HeaderMatcher {
+        name: name.to_string(),
+        header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(StringMatcher {
+            match_pattern: Some(MatchPattern::SafeRegex(regex(re))),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+/// The route match for one HTTPRouteGroup match.
+fn route_match(m: &HTTPMatch) -> RouteMatch {
+    let mut headers: Vec<HeaderMatcher> = m.headers.iter().map(|(k, v)| header(k, v)).collect();
+    let methods: Vec<&str> = m
+        .methods
+        .iter()
+        .map(String::as_str)
+        .filter(|m| *m != "*")
+        .collect();
+    if !methods.is_empty() && m.methods.len() == methods.len() {
+        headers.push(header(":method", &methods.join("|")));
+    }
+    RouteMatch {
+        path_specifier: Some(match &m.path_regex {
+            Some(re) => PathSpecifier::SafeRegex(regex(re)),
+            None => PathSpecifier::Prefix("/".into()),
+        }),
+        headers,
+        ..Default::default()
+    }
+}
+
+/// Where requests go: the split's backends on this port, or the service itself.
+fn destination(
+    model: &Model,
+    svc: &MeshService,
+    port: u16,
+    split: Option<&EffectiveSplit>,
+    refs: &mut Vec<String>,
+) -> ClusterSpecifier {
+    let weighted: Vec<ClusterWeight> = split
+        .into_iter()
+        .flat_map(|s| s.backends.iter())
+        .filter_map(|(backend, weight)| {
+            let b = model.service(&svc.namespace, backend)?;
+            b.ports.iter().any(|p| p.port == port).then(|| {
+                let name = names::outbound_cluster(b, port);
+                refs.push(name.clone());
+                ClusterWeight {
+                    name,
+                    weight: Some(UInt32Value { value: *weight }),
+                    ..Default::default()
+                }
+            })
+        })
+        .collect();
+    if weighted.is_empty() {
+        let name = names::outbound_cluster(svc, port);
+        refs.push(name.clone());
+        ClusterSpecifier::Cluster(name)
+    } else {
+        ClusterSpecifier::WeightedClusters(WeightedCluster {
+            clusters: weighted,
+            ..Default::default()
+        })
+    }
+}
+
+/// Retries: the RetryPolicy in effect, else only what is safe for every request
+/// (the request never reached the upstream).
+fn retry_and_timeout(
+    policy: Option<&RetryPolicy>,
+    protocol: Protocol,
+) -> (EnvoyRetryPolicy, Option<Duration>) {
+    let Some(p) = policy else {
+        let timeout = (protocol == Protocol::Grpc).then(|| protos::millis(0));
+        return (
+            EnvoyRetryPolicy {
+                retry_on: "connect-failure,refused-stream,reset-before-request".into(),
+                num_retries: Some(UInt32Value { value: 2 }),
+                ..Default::default()
+            },
+            timeout,
+        );
+    };
+    let spec = &p.spec;
+    let mut on: Vec<&str> = Vec::new();
+    let mut codes = Vec::new();
+    for c in &spec.retry_on {
+        match c.parse::<u32>() {
+            Ok(code) => codes.push(code),
+            Err(_) => on.push(c.as_str()),
+        }
+    }
+    if !codes.is_empty() {
+        on.push("retriable-status-codes");
+    }
+    let dur = |s: &Option<String>| {
+        s.as_deref()
+            .and_then(|d| crds::duration::parse(d).ok())
+            .map(|d| protos::millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+    };
+    let retry = EnvoyRetryPolicy {
+        retry_on: on.join(","),
+        retriable_status_codes: codes,
+        num_retries: Some(UInt32Value {
+            value: spec.num_retries.unwrap_or(1),
+        }),
+        per_try_timeout: dur(&spec.per_try_timeout),
+        retry_back_off: spec.backoff.as_ref().map(|b| RetryBackOff {
+            base_interval: dur(&Some(b.base_interval.clone())),
+            max_interval: dur(&b.max_interval),
+        }),
+        ..Default::default()
+    };
+    let timeout =
+        dur(&spec.timeout).or_else(|| (protocol == Protocol::Grpc).then(|| protos::millis(0)));
+    (retry, timeout)
+}
+
+fn virtual_host(
+    model: &Model,
+    policy: &PolicyContext,
+    svc: &MeshService,
+    port: &ServicePort,
+    domains: Vec<String>,
+    refs: &mut Vec<String>,
+) -> VirtualHost {
+    let split = policy
+        .splits
+        .get(&(svc.namespace.clone(), svc.name.clone()));
+    let retry = policy::retry_for(
+        model,
+        &policy.retry_winners,
+        &svc.namespace,
+        &svc.name,
+        port.port,
+    );
+    let (retry_policy, timeout) = retry_and_timeout(retry, port.protocol);
+    let route = |m: RouteMatch, dest: ClusterSpecifier| Route {
+        r#match: Some(m),
+        action: Some(Action::Route(RouteAction {
+            cluster_specifier: Some(dest),
+            timeout,
+            retry_policy: Some(retry_policy.clone()),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let mut routes = Vec::new();
+    match split {
+        Some(s) if !s.matches.is_empty() => {
+            for m in &s.matches {
+                routes.push(route(
+                    route_match(m),
+                    destination(model, svc, port.port, Some(s), refs),
+                ));
+            }
+            let all = RouteMatch {
+                path_specifier: Some(PathSpecifier::Prefix("/".into())),
+                ..Default::default()
+            };
+            routes.push(route(all, destination(model, svc, port.port, None, refs)));
+        }
+        other => {
+            let all = RouteMatch {
+                path_specifier: Some(PathSpecifier::Prefix("/".into())),
+                ..Default::default()
+            };
+            routes.push(route(all, destination(model, svc, port.port, other, refs)));
+        }
+    }
+    VirtualHost {
+        name: format!("{}:{}", svc.fqdn(), port.port),
+        domains,
+        routes,
+        ..Default::default()
+    }
+}
+
+pub(crate) fn outbound(model: &Model, policy: &PolicyContext, client_ns: &str) -> Output {
     let mut out = Output::default();
     let mut owner: HashMap<String, String> = HashMap::new();
     let mut vhosts = Vec::new();
@@ -85,10 +259,11 @@ pub(crate) fn outbound(model: &Model, client_ns: &str) -> Output {
                     }
                 }
             }
-            refs.push(names::outbound_cluster(svc, port.port));
-            vhosts.push(virtual_host(svc, port, kept));
+            vhosts.push(virtual_host(model, policy, svc, port, kept, &mut refs));
         }
     }
+    refs.sort();
+    refs.dedup();
     out.resources.push(Resource {
         kind: XdsType::Route,
         name: names::OUTBOUND_ROUTE.into(),

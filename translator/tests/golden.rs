@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use translator::identity::{DEFAULT_OUTBOUND_PORT, ProxyIdentity, ProxyKind};
 use translator::model::{Model, parse_manifest};
+use translator::policy::PolicyContext;
 use translator::{MeshConfig, Output, outbound_routes, translate_mesh, translate_proxy};
 
 fn load(dir: &Path) -> Model {
@@ -46,12 +47,13 @@ fn render(out: &Output, title: &str, text: &mut String) {
 fn snapshot(model: &Model) -> String {
     let mut text = String::new();
     let mesh = MeshConfig::default();
-    render(&translate_mesh(model, &mesh), "mesh", &mut text);
+    let policy = PolicyContext::new(model, &Default::default());
+    render(&translate_mesh(model, &mesh, &policy), "mesh", &mut text);
     let mut namespaces: Vec<&str> = model.pods().map(|p| p.namespace.as_str()).collect();
     namespaces.dedup();
     for ns in namespaces {
         render(
-            &outbound_routes(model, ns),
+            &outbound_routes(model, &policy, ns),
             &format!("routes for namespace {ns}"),
             &mut text,
         );
@@ -114,6 +116,14 @@ fn golden_edge_cases() {
     check(
         "edge-cases",
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/edge-cases"),
+    );
+}
+
+#[test]
+fn golden_traffic_policy() {
+    check(
+        "traffic-policy",
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/traffic-policy"),
     );
 }
 

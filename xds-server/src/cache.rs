@@ -16,6 +16,7 @@ use ca::SpiffeId;
 use tokio::sync::{Notify, watch};
 use translator::identity::ProxyIdentity;
 use translator::model::Model;
+use translator::policy::PolicyContext;
 use translator::{Diagnostic, MeshConfig, XdsType};
 
 use crate::certs::CertManager;
@@ -51,6 +52,8 @@ struct Inner {
     model: Model,
     mesh_config: MeshConfig,
     certs: Option<Arc<CertManager>>,
+    /// Policy of the last build (its splits are the last good ones for the next).
+    policy: PolicyContext,
     generation: u64,
     built: u64,
     /// Every resource of the last build, for reuse by content.
@@ -96,7 +99,7 @@ impl Inner {
         if let Some(r) = self.routes.get(namespace) {
             return r.clone();
         }
-        let out = translator::outbound_routes(&self.model, namespace);
+        let out = translator::outbound_routes(&self.model, &self.policy, namespace);
         self.note(out.diagnostics, seen);
         // The translator always emits exactly one outbound route table.
         let mut arc = None;
@@ -153,7 +156,8 @@ impl Inner {
         let started = Instant::now();
         let mut fresh = HashMap::new();
         let mut seen = BTreeSet::new();
-        let out = translator::translate_mesh(&self.model, &self.mesh_config);
+        self.policy = PolicyContext::new(&self.model, &self.policy.splits);
+        let out = translator::translate_mesh(&self.model, &self.mesh_config, &self.policy);
         self.note(out.diagnostics, &mut seen);
         self.mesh = out
             .resources

@@ -260,6 +260,13 @@ pub(crate) fn traffic_split(ts: &crds::TrafficSplit) -> Result<(String, String),
     Ok(names)
 }
 
+pub(crate) fn route_group(g: &crds::HTTPRouteGroup) -> Result<(String, String), ModelError> {
+    let ctx = Ctx::new(Kind::HTTPRouteGroup, &g.metadata);
+    let names = meta_names(&ctx, &g.metadata, is_dns_subdomain)?;
+    g.spec.validate().map_err(|e| ctx.err(e.field, e.message))?;
+    Ok(names)
+}
+
 pub(crate) fn retry_policy(rp: &crds::RetryPolicy) -> Result<(String, String), ModelError> {
     let ctx = Ctx::new(Kind::RetryPolicy, &rp.metadata);
     let names = meta_names(&ctx, &rp.metadata, is_dns_subdomain)?;

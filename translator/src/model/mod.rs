@@ -15,7 +15,7 @@ mod convert;
 mod parse;
 mod status;
 
-pub use crds::{RetryPolicy, TrafficSplit};
+pub use crds::{HTTPRouteGroup, RetryPolicy, TrafficSplit};
 pub use parse::{ManifestError, ParsedManifest, parse_manifest};
 pub use status::{PolicyStatus, policy_status};
 
@@ -39,16 +39,19 @@ pub enum Kind {
     TrafficSplit,
     /// `policy.rudder.dev/v1alpha1/RetryPolicy`
     RetryPolicy,
+    /// `specs.smi-spec.io/v1alpha4/HTTPRouteGroup`
+    HTTPRouteGroup,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Pod,
         Kind::TrafficSplit,
         Kind::RetryPolicy,
+        Kind::HTTPRouteGroup,
     ];
 }
 
@@ -60,6 +63,7 @@ impl fmt::Display for Kind {
             Kind::Pod => "Pod",
             Kind::TrafficSplit => "TrafficSplit",
             Kind::RetryPolicy => "RetryPolicy",
+            Kind::HTTPRouteGroup => "HTTPRouteGroup",
         })
     }
 }
@@ -94,6 +98,8 @@ pub enum Object {
     TrafficSplit(Box<TrafficSplit>),
     /// A RetryPolicy.
     RetryPolicy(Box<RetryPolicy>),
+    /// An HTTPRouteGroup.
+    HTTPRouteGroup(Box<HTTPRouteGroup>),
 }
 
 impl Object {
@@ -105,6 +111,7 @@ impl Object {
             Object::Pod(o) => (Kind::Pod, &o.metadata),
             Object::TrafficSplit(o) => (Kind::TrafficSplit, &o.metadata),
             Object::RetryPolicy(o) => (Kind::RetryPolicy, &o.metadata),
+            Object::HTTPRouteGroup(o) => (Kind::HTTPRouteGroup, &o.metadata),
         };
         ObjectKey {
             kind,
@@ -262,6 +269,7 @@ pub struct Model {
     pods: BTreeMap<NsName, MeshPod>,
     splits: BTreeMap<NsName, TrafficSplit>,
     retry_policies: BTreeMap<NsName, RetryPolicy>,
+    route_groups: BTreeMap<NsName, HTTPRouteGroup>,
 }
 
 impl Model {
@@ -297,6 +305,10 @@ impl Model {
                 let key = convert::retry_policy(r)?;
                 self.retry_policies.insert(key, r.as_ref().clone());
             }
+            Object::HTTPRouteGroup(g) => {
+                let key = convert::route_group(g)?;
+                self.route_groups.insert(key, g.as_ref().clone());
+            }
         }
         Ok(())
     }
@@ -309,6 +321,7 @@ impl Model {
             Object::Pod(p) => convert::pod(p).map(drop),
             Object::TrafficSplit(t) => convert::traffic_split(t).map(drop),
             Object::RetryPolicy(r) => convert::retry_policy(r).map(drop),
+            Object::HTTPRouteGroup(g) => convert::route_group(g).map(drop),
         }
     }
 
@@ -321,6 +334,7 @@ impl Model {
             Kind::Pod => self.pods.remove(&k).is_some(),
             Kind::TrafficSplit => self.splits.remove(&k).is_some(),
             Kind::RetryPolicy => self.retry_policies.remove(&k).is_some(),
+            Kind::HTTPRouteGroup => self.route_groups.remove(&k).is_some(),
         }
     }
 
@@ -337,6 +351,7 @@ impl Model {
             Kind::Pod => self.pods.keys().map(key).collect(),
             Kind::TrafficSplit => self.splits.keys().map(key).collect(),
             Kind::RetryPolicy => self.retry_policies.keys().map(key).collect(),
+            Kind::HTTPRouteGroup => self.route_groups.keys().map(key).collect(),
         }
     }
 
@@ -349,6 +364,12 @@ impl Model {
     /// Every TrafficSplit, ordered by namespace and name.
     pub fn traffic_splits(&self) -> impl Iterator<Item = &TrafficSplit> {
         self.splits.values()
+    }
+
+    /// One HTTPRouteGroup.
+    pub fn route_group(&self, namespace: &str, name: &str) -> Option<&HTTPRouteGroup> {
+        self.route_groups
+            .get(&(namespace.to_string(), name.to_string()))
     }
 
     /// Every RetryPolicy, ordered by namespace and name.

@@ -116,6 +116,9 @@ fn parse_document(
         ("split.smi-spec.io/v1alpha4", "TrafficSplit") => {
             Object::TrafficSplit(Box::new(typed(index, doc, prefix)?))
         }
+        ("specs.smi-spec.io/v1alpha4", "HTTPRouteGroup") => {
+            Object::HTTPRouteGroup(Box::new(typed(index, doc, prefix)?))
+        }
         ("policy.rudder.dev/v1alpha1", "RetryPolicy") => {
             Object::RetryPolicy(Box::new(typed(index, doc, prefix)?))
         }

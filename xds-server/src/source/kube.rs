@@ -19,7 +19,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
-use translator::model::{Kind, Model, ModelError, Object, ObjectKey, RetryPolicy, TrafficSplit};
+use translator::model::{
+    HTTPRouteGroup, Kind, Model, ModelError, Object, ObjectKey, RetryPolicy, TrafficSplit,
+};
 
 use crate::cache::Cache;
 
@@ -261,6 +263,12 @@ pub fn spawn(client: Client, cache: Arc<Cache>, scope: &KubeScope) -> (Rejected,
             Kind::RetryPolicy,
             |o| Object::RetryPolicy(Box::new(o)),
             strip_meta::<RetryPolicy>
+        );
+        start!(
+            HTTPRouteGroup,
+            Kind::HTTPRouteGroup,
+            |o| Object::HTTPRouteGroup(Box::new(o)),
+            strip_meta::<HTTPRouteGroup>
         );
     }
     (rejected, SyncState { tx, expected })

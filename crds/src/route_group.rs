@@ -1,0 +1,81 @@
+//! `HTTPRouteGroup`, `specs.smi-spec.io/v1alpha4`: named HTTP request matches that a
+//! TrafficSplit can reference so that only matching requests are split (A/B tests).
+
+use std::collections::BTreeMap;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::FieldError;
+
+/// Named groups of HTTP request matches.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "specs.smi-spec.io",
+    version = "v1alpha4",
+    kind = "HTTPRouteGroup",
+    namespaced,
+    derive = "PartialEq",
+    shortname = "htr"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPRouteGroupSpec {
+    /// The matches; a request matching any of them is selected.
+    #[serde(default)]
+    pub matches: Vec<HTTPMatch>,
+}
+
+/// One request match: every condition given must hold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPMatch {
+    /// Name of the match.
+    pub name: String,
+    /// HTTP methods (`*` or empty: any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// RE2 regular expression the whole path must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_regex: Option<String>,
+    /// Header name -> RE2 regular expression its value must match.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+}
+
+impl HTTPRouteGroupSpec {
+    /// Checks what the schema cannot.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        for (i, m) in self.matches.iter().enumerate() {
+            if m.name.is_empty() {
+                return Err(FieldError::new(
+                    format!("spec.matches[{i}].name"),
+                    "is required",
+                ));
+            }
+            for (j, method) in m.methods.iter().enumerate() {
+                let ok = method == "*"
+                    || (!method.is_empty() && method.bytes().all(|b| b.is_ascii_uppercase()));
+                if !ok {
+                    return Err(FieldError::new(
+                        format!("spec.matches[{i}].methods[{j}]"),
+                        format!("{method:?} is not an HTTP method"),
+                    ));
+                }
+            }
+            for name in m.headers.keys() {
+                if name.is_empty()
+                    || !name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                {
+                    return Err(FieldError::new(
+                        format!("spec.matches[{i}].headers"),
+                        format!("{name:?} is not a header name"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,137 @@
+//! Traffic policy from the mesh CRDs, resolved against the model:
+//! - TrafficSplits become the effective backend weights of an apex Service. A split with
+//!   nothing routable (all weights 0, no backend exists, an unsupported match) keeps the
+//!   last good weights ([`SplitState`] is carried from one build to the next).
+//! - RetryPolicies: one per (Service, port), the oldest winning; a port-specific policy
+//!   beats a whole-Service one on its port.
+
+use std::collections::BTreeMap;
+
+use crds::{HTTPMatch, RetryPolicy};
+
+use crate::model::Model;
+
+/// Weights and matches in effect for one apex Service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EffectiveSplit {
+    /// The TrafficSplit in effect.
+    pub source: String,
+    /// Backends with a weight above 0 that exist: (Service name, weight).
+    pub backends: Vec<(String, u32)>,
+    /// Only requests matching one of these are split (empty: all requests).
+    pub matches: Vec<HTTPMatch>,
+}
+
+/// Effective splits by apex (namespace, Service).
+pub type SplitState = BTreeMap<(String, String), EffectiveSplit>;
+
+/// The splits in effect now, given those in effect before.
+pub fn resolve_splits(model: &Model, previous: &SplitState) -> SplitState {
+    let mut out = SplitState::new();
+    for ts in model.traffic_splits() {
+        let ns = ts
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let apex = (ns.clone(), ts.spec.service.clone());
+        if out.contains_key(&apex) {
+            continue; // one split per apex; the first by name wins
+        }
+        let backends: Vec<(String, u32)> = ts
+            .spec
+            .backends
+            .iter()
+            .filter(|b| b.weight > 0 && model.service(&ns, &b.service).is_some())
+            .map(|b| {
+                (
+                    b.service.clone(),
+                    u32::try_from(b.weight).unwrap_or(u32::MAX),
+                )
+            })
+            .collect();
+        let usable = !backends.is_empty() && ts.spec.unsupported_matches().is_empty();
+        if usable {
+            let matches = ts
+                .spec
+                .matches
+                .iter()
+                .filter_map(|m| model.route_group(&ns, &m.name))
+                .flat_map(|g| g.spec.matches.iter().cloned())
+                .collect();
+            out.insert(
+                apex,
+                EffectiveSplit {
+                    source: ts.metadata.name.clone().unwrap_or_default(),
+                    backends,
+                    matches,
+                },
+            );
+        } else if let Some(last_good) = previous.get(&apex) {
+            out.insert(apex, last_good.clone());
+        }
+    }
+    out
+}
+
+/// (namespace, Service, port or None for every port) -> winning policy name.
+pub fn retry_winners(model: &Model) -> BTreeMap<(String, String, Option<u32>), String> {
+    let mut policies: Vec<&RetryPolicy> = model.retry_policies().collect();
+    policies.sort_by_key(|p| {
+        (
+            p.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.to_string()),
+            p.metadata.name.clone(),
+        )
+    });
+    let mut winners = BTreeMap::new();
+    for p in policies {
+        let ns = p
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let slot = (ns, p.spec.target_ref.name.clone(), p.spec.target_ref.port);
+        winners
+            .entry(slot)
+            .or_insert_with(|| p.metadata.name.clone().unwrap_or_default());
+    }
+    winners
+}
+
+/// The policy in effect for calls to `svc` on `port`.
+pub fn retry_for<'a>(
+    model: &'a Model,
+    winners: &BTreeMap<(String, String, Option<u32>), String>,
+    ns: &str,
+    svc: &str,
+    port: u16,
+) -> Option<&'a RetryPolicy> {
+    let by = |p: Option<u32>| winners.get(&(ns.to_string(), svc.to_string(), p));
+    let name = by(Some(u32::from(port))).or_else(|| by(None))?;
+    model.retry_policies().find(|p| {
+        p.metadata.name.as_deref() == Some(name.as_str())
+            && p.metadata.namespace.as_deref().unwrap_or("default") == ns
+    })
+}
+
+/// Everything policy-related a build needs, computed once per build.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicyContext {
+    /// Splits in effect.
+    pub splits: SplitState,
+    /// Winning retry policies.
+    pub retry_winners: BTreeMap<(String, String, Option<u32>), String>,
+}
+
+impl PolicyContext {
+    /// Resolves policy against `model`; `previous` are the splits of the last build.
+    pub fn new(model: &Model, previous: &SplitState) -> Self {
+        PolicyContext {
+            splits: resolve_splits(model, previous),
+            retry_winners: retry_winners(model),
+        }
+    }
+}
