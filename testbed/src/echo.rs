@@ -12,8 +12,21 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 
-/// Serves forever on `listener`.
-pub async fn serve(listener: tokio::net::TcpListener, name: String) -> anyhow::Result<()> {
+/// How the backend misbehaves, for policy tests.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Behaviour {
+    /// Answer 503 to every Nth request (1: all of them; 0: none).
+    pub fail_every: u64,
+    /// Wait this long before answering.
+    pub delay_ms: u64,
+}
+
+/// Serves forever on `listener`. `GET /__count` answers the number of other requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    name: String,
+    behaviour: Behaviour,
+) -> anyhow::Result<()> {
     let name = Arc::new(name);
     let count = Arc::new(AtomicU64::new(0));
     loop {
@@ -21,6 +34,12 @@ pub async fn serve(listener: tokio::net::TcpListener, name: String) -> anyhow::R
         let (name, count) = (name.clone(), count.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                if req.uri().path() == "/__count" {
+                    let n = count.load(Ordering::Relaxed);
+                    return futures::future::Either::Left(async move {
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(n.to_string()))))
+                    });
+                }
                 let n = count.fetch_add(1, Ordering::Relaxed) + 1;
                 let authority = req
                     .uri()
@@ -48,7 +67,18 @@ pub async fn serve(listener: tokio::net::TcpListener, name: String) -> anyhow::R
                     n,
                     xfcc
                 );
-                async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body)))) }
+                let fail = behaviour.fail_every > 0 && n % behaviour.fail_every == 0;
+                futures::future::Either::Right(async move {
+                    if behaviour.delay_ms > 0 {
+                        tokio::time::sleep(std::time::Duration::from_millis(behaviour.delay_ms))
+                            .await;
+                    }
+                    let mut resp = Response::new(Full::new(Bytes::from(body)));
+                    if fail {
+                        *resp.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    Ok::<_, Infallible>(resp)
+                })
             });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), svc)
@@ -58,7 +88,7 @@ pub async fn serve(listener: tokio::net::TcpListener, name: String) -> anyhow::R
 }
 
 /// Binds `addr` and serves.
-pub async fn run(addr: SocketAddr, name: String) -> anyhow::Result<()> {
+pub async fn run(addr: SocketAddr, name: String, behaviour: Behaviour) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    serve(listener, name).await
+    serve(listener, name, behaviour).await
 }

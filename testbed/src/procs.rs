@@ -478,8 +478,19 @@ pub struct Backend {
 impl Backend {
     /// Starts `echo-backend` on `addr`, answering as `name`, and waits until it serves.
     pub async fn start(addr: SocketAddr, name: &str, work: &Path) -> anyhow::Result<Self> {
+        Self::start_with(addr, name, work, &[]).await
+    }
+
+    /// Starts with extra arguments (`--fail-every N`, `--delay-ms N`).
+    pub async fn start_with(
+        addr: SocketAddr,
+        name: &str,
+        work: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let mut cmd = Command::new(workspace_bin("echo-backend")?);
-        cmd.args(["--listen", &addr.to_string(), "--name", name]);
+        cmd.args(["--listen", &addr.to_string(), "--name", name])
+            .args(extra);
         let log = work.join(format!("backend-{name}-{}.log", addr.port()));
         let mut proc = Proc::spawn(&format!("backend {name}"), cmd, &log)?;
         wait_until(Duration::from_secs(10), "the backend to listen", || {

@@ -110,9 +110,27 @@ impl Mesh {
 
     /// Starts a backend and a sidecar for a pod (its manifest is written separately).
     pub(crate) async fn add_pod(&mut self, name: &str, last: u8, port: u16) -> anyhow::Result<()> {
+        self.add_pod_with(name, last, port, &[]).await
+    }
+
+    /// A pod whose backend gets extra arguments (`--fail-every`, `--delay-ms`).
+    pub(crate) async fn add_pod_with(
+        &mut self,
+        name: &str,
+        last: u8,
+        port: u16,
+        backend: &[&str],
+    ) -> anyhow::Result<()> {
         let p = placement(name, last);
-        self.backends
-            .push(Backend::start(SocketAddr::new(p.app_ip, port), name, self.work.path()).await?);
+        self.backends.push(
+            Backend::start_with(
+                SocketAddr::new(p.app_ip, port),
+                name,
+                self.work.path(),
+                backend,
+            )
+            .await?,
+        );
         let envoy = Envoy::start(&p, &self.cp, self.stream, self.work.path()).await?;
         self.sidecars.insert(name.to_string(), envoy);
         Ok(())

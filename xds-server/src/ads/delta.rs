@@ -317,6 +317,23 @@ impl DeltaStream {
                 nonce: sent.nonce.clone(),
                 ..Default::default()
             });
+            // Envoy re-warms a changed Cluster and waits for its endpoints: send them
+            // again even though they did not change.
+            let rewarm: Vec<String> = if kind == XdsType::Cluster {
+                let held = &self.state(XdsType::Cluster).held;
+                sent.resources
+                    .iter()
+                    .filter(|r| held.contains_key(&r.name))
+                    .flat_map(|r| r.refs.iter().cloned())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if let Some(eds) = self.types.get_mut(&XdsType::Endpoint) {
+                for name in &rewarm {
+                    eds.held.remove(name);
+                }
+            }
             if let Some(state) = self.types.get_mut(&kind) {
                 state.responded = true;
                 state.inflight = Some(sent);

@@ -222,3 +222,33 @@ fn listeners_follow_once_clusters_are_acked() {
     let step = ack(&mut s, &eds);
     assert_eq!(items(&step.responses[0]), ["outbound@1"]);
 }
+
+#[test]
+fn a_changed_cluster_gets_its_endpoints_again() {
+    let now = Instant::now();
+    let mut s = DeltaStream::new(snap(&[cluster("a", "1"), cla("a", "1")]));
+    let r = s
+        .on_request(&delta(Cluster, &[], ""), now)
+        .responses
+        .remove(0);
+    ack(&mut s, &r);
+    let r = s
+        .on_request(&delta(Endpoint, &["a"], ""), now)
+        .responses
+        .remove(0);
+    ack(&mut s, &r);
+    let step = s.on_snapshot(snap(&[cluster("a", "2"), cla("a", "1")]), now);
+    let kinds: Vec<_> = step
+        .responses
+        .iter()
+        .map(|r| (r.type_url.clone(), items(r)))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (Cluster.type_url().to_string(), vec!["a@2".to_string()]),
+            (Endpoint.type_url().to_string(), vec!["a@1".to_string()])
+        ],
+        "Envoy re-warms the cluster and needs its endpoints"
+    );
+}

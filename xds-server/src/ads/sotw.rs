@@ -27,6 +27,8 @@ struct TypeState {
     inflight: Option<Sent>,
     acked: Option<Sent>,
     rejected: Option<String>,
+    /// Send the next response even if its version is unchanged.
+    force: bool,
     /// The version a reconnecting proxy said it holds, until matched.
     client_version: Option<String>,
 }
@@ -237,8 +239,10 @@ impl SotwStream {
             state.client_version = None;
             return None;
         }
-        if state.acked.as_ref().is_some_and(|a| a.version == version)
-            || state.rejected.as_deref() == Some(version.as_str())
+        let forced = std::mem::take(&mut state.force);
+        if !forced
+            && (state.acked.as_ref().is_some_and(|a| a.version == version)
+                || state.rejected.as_deref() == Some(version.as_str()))
         {
             return None;
         }
@@ -289,6 +293,23 @@ impl SotwStream {
                 nonce: nonce.clone(),
                 ..Default::default()
             });
+            // Envoy re-warms a changed Cluster and waits for its endpoints: answer the
+            // next EDS request even if the endpoints did not change.
+            let rewarm = kind == XdsType::Cluster
+                && self
+                    .state(XdsType::Cluster)
+                    .acked
+                    .as_ref()
+                    .is_some_and(|a| {
+                        resources.iter().any(|(n, r)| {
+                            a.resources
+                                .get(n)
+                                .is_some_and(|old| old.version != r.version)
+                        })
+                    });
+            if rewarm && let Some(eds) = self.types.get_mut(&XdsType::Endpoint) {
+                eds.force = true;
+            }
             if let Some(state) = self.types.get_mut(&kind) {
                 state.last_nonce = Some(nonce);
                 state.inflight = Some(Sent { version, resources });

@@ -341,3 +341,23 @@ fn unknown_types_are_ignored() {
     assert!(step.responses.is_empty());
     assert!(matches!(step.events[..], [Event::Ignored { .. }]));
 }
+
+#[test]
+fn a_changed_cluster_gets_its_endpoints_again() {
+    let now = Instant::now();
+    let (mut s, _) = synced(
+        snap(&[cluster("a", "1"), cla("a", "1"), route("r", "1", &["a"])]),
+        &["a"],
+    );
+    let step = s.on_snapshot(
+        snap(&[cluster("a", "2"), cla("a", "1"), route("r", "1", &["a"])]),
+        now,
+    );
+    let types: Vec<_> = step.responses.iter().map(|r| r.type_url.clone()).collect();
+    assert_eq!(
+        types,
+        [Cluster.type_url(), Endpoint.type_url()],
+        "Envoy re-warms the cluster and needs its endpoints"
+    );
+    assert_eq!(items(&step.responses[1]), ["a@1"]);
+}

@@ -1,0 +1,359 @@
+//! Traffic policy in the data path with real Envoy: TrafficSplit weights, retries,
+//! retry budgets and timeouts, and bad policy input.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::{CONVERGE, Mesh, Traffic, ip};
+use testbed::manifests::{pod, slice};
+use testbed::procs::{Stream, wait_until};
+
+/// A Service without a selector whose endpoints are given by a slice.
+fn plain_service(name: &str, port: u16, endpoints: &[std::net::IpAddr]) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  ports: [{{name: http, port: 80, targetPort: {port}}}]\n---\n{}",
+        slice(&format!("{name}-x"), name, "http", port, endpoints)
+    )
+}
+
+fn split(a: i64, b: i64) -> String {
+    format!(
+        "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {{name: web-split, namespace: default}}\nspec:\n  service: web\n  backends:\n    - {{service: web-a, weight: {a}}}\n    - {{service: web-b, weight: {b}}}\n"
+    )
+}
+
+fn retry_policy(name: &str, target: &str, body: &str) -> String {
+    format!(
+        "apiVersion: policy.rudder.dev/v1alpha1\nkind: RetryPolicy\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  targetRef: {{kind: Service, name: {target}}}\n{body}"
+    )
+}
+
+/// A Service selecting pods `app: NAME`, with its slice.
+fn selected_service(name: &str, port: u16, endpoints: &[std::net::IpAddr]) -> String {
+    format!(
+        "{}---\n{}",
+        testbed::manifests::service(name, "http", 80, port, None),
+        slice(&format!("{name}-x"), name, "http", port, endpoints)
+    )
+}
+
+/// Shares of answering pods over `n` sequential calls.
+async fn shares(mesh: &Mesh, host: &str, n: usize) -> anyhow::Result<BTreeMap<String, f64>> {
+    let seen = mesh.answering(host, n).await?;
+    Ok(seen
+        .into_iter()
+        .map(|(k, v)| (k, v as f64 * 100.0 / n as f64))
+        .collect())
+}
+
+/// Requests counted by a backend (through its app address, not the mesh).
+async fn backend_count(addr: SocketAddr) -> anyhow::Result<u64> {
+    Ok(testbed::http::get_ok(addr, "/__count")
+        .await?
+        .trim()
+        .parse()?)
+}
+
+async fn wait_for_route(mesh: &Mesh, needle: &str) -> anyhow::Result<()> {
+    let client = &mesh.client;
+    let needle = needle.to_string();
+    wait_until(CONVERGE, "the route change in Envoy", || {
+        let needle = needle.clone();
+        async move {
+            Ok(client
+                .admin_get("/config_dump?resource=dynamic_route_configs")
+                .await?
+                .contains(&needle))
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn traffic_split_weights_hold_and_shift_live_without_errors() -> anyhow::Result<()> {
+    let mesh = Mesh::start(Stream::Delta).await?;
+    mesh.write(
+        "backends.yaml",
+        &format!(
+            "{}---\n{}",
+            plain_service("web-a", mesh.web_port, &[ip(22)]),
+            plain_service("web-b", mesh.web_port, &[ip(23)])
+        ),
+    )?;
+    mesh.write("split.yaml", &split(90, 10))?;
+    wait_for_route(&mesh, "outbound|80||web-b.default.svc.cluster.local").await?;
+    let clusters_before = mesh
+        .client
+        .stat("cluster_manager.cds.update_success")
+        .await?;
+    let s = shares(&mesh, "web", 2000).await?;
+    eprintln!("90/10 split: {s:?}");
+    assert!(
+        (s.get("web-1").copied().unwrap_or(0.0) - 90.0).abs() <= 3.0,
+        "{s:?}"
+    );
+    assert!(
+        (s.get("web-2").copied().unwrap_or(0.0) - 10.0).abs() <= 3.0,
+        "{s:?}"
+    );
+
+    let traffic = Traffic::start(mesh.client.outbound, "web");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    mesh.write("split.yaml", &split(50, 50))?;
+    wait_for_route(&mesh, "\"weight\": 50").await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let during = traffic.stop().await;
+    assert!(
+        during.failures.is_empty(),
+        "requests failed during the weight change: {:?}",
+        during.failures
+    );
+    let s = shares(&mesh, "web", 2000).await?;
+    eprintln!("50/50 split: {s:?}");
+    for pod in ["web-1", "web-2"] {
+        assert!(
+            (s.get(pod).copied().unwrap_or(0.0) - 50.0).abs() <= 3.0,
+            "{s:?}"
+        );
+    }
+    assert_eq!(
+        mesh.client
+            .stat("cluster_manager.cds.update_success")
+            .await?,
+        clusters_before,
+        "a weight change is a route update only"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn retries_hide_a_flaky_backend_only_with_a_policy() -> anyhow::Result<()> {
+    let mut mesh = Mesh::start(Stream::Sotw).await?;
+    let port = testbed::procs::free_port()?;
+    mesh.add_pod_with("flaky-1", 26, port, &["--fail-every", "2"])
+        .await?;
+    let pods = std::fs::read_to_string(mesh.manifests().join("pods.yaml"))?;
+    mesh.write(
+        "pods.yaml",
+        &format!("{pods}---\n{}", pod("flaky-1", "flaky", ip(26), "flaky")),
+    )?;
+    mesh.write("flaky.yaml", &selected_service("flaky", port, &[ip(26)]))?;
+    wait_for_route(&mesh, "flaky.default.svc.cluster.local").await?;
+    let sidecar = &mesh.sidecars["flaky-1"];
+    let inbound = format!("inbound|{port}");
+    wait_until(CONVERGE, "flaky-1's inbound listener", || {
+        let inbound = inbound.clone();
+        async move { Ok(sidecar.admin_get("/listeners").await?.contains(&inbound)) }
+    })
+    .await?;
+    let ok = |n: usize| {
+        let mesh = &mesh;
+        async move {
+            let mut good = 0;
+            for _ in 0..n {
+                if mesh.call("flaky").await?.0 == 200 {
+                    good += 1;
+                }
+            }
+            anyhow::Ok(good as f64 / n as f64)
+        }
+    };
+    let without = ok(200).await?;
+    mesh.write(
+        "retry.yaml",
+        &retry_policy(
+            "flaky-retries",
+            "flaky",
+            "  retryOn: [5xx]\n  numRetries: 3\n",
+        ),
+    )?;
+    wait_for_route(&mesh, "\"num_retries\": 3").await?;
+    let with = ok(400).await?;
+    eprintln!(
+        "flaky backend success: {:.1}% without a policy, {:.2}% with numRetries 3",
+        without * 100.0,
+        with * 100.0
+    );
+    assert!(
+        (0.35..=0.65).contains(&without),
+        "about half fail without retries: {without}"
+    );
+    assert!(with >= 0.99, "retries give at least 99%: {with}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_retry_budget_bounds_upstream_attempts() -> anyhow::Result<()> {
+    let mut mesh = Mesh::start(Stream::Delta).await?;
+    let port = testbed::procs::free_port()?;
+    mesh.add_pod_with("broken-1", 27, port, &["--fail-every", "1"])
+        .await?;
+    let pods = std::fs::read_to_string(mesh.manifests().join("pods.yaml"))?;
+    mesh.write(
+        "pods.yaml",
+        &format!("{pods}---\n{}", pod("broken-1", "broken", ip(27), "broken")),
+    )?;
+    mesh.write("broken.yaml", &selected_service("broken", port, &[ip(27)]))?;
+    let backend = SocketAddr::new(testbed::manifests::app_ip(ip(27)), port);
+    async fn attempts_per_request(mesh: &Mesh, backend: SocketAddr, n: u64) -> anyhow::Result<f64> {
+        let before = backend_count(backend).await?;
+        for _ in 0..n {
+            let (status, _) = mesh.call("broken").await?;
+            anyhow::ensure!(status == 503, "the backend always fails: {status}");
+        }
+        Ok((backend_count(backend).await? - before) as f64 / n as f64)
+    }
+    mesh.write(
+        "retry.yaml",
+        &retry_policy(
+            "broken-retries",
+            "broken",
+            "  retryOn: [5xx]\n  numRetries: 3\n",
+        ),
+    )?;
+    wait_for_route(&mesh, "\"num_retries\": 3").await?;
+    let sidecar = &mesh.sidecars["broken-1"];
+    let inbound = format!("inbound|{port}");
+    wait_until(CONVERGE, "broken-1's inbound listener", || {
+        let inbound = inbound.clone();
+        async move { Ok(sidecar.admin_get("/listeners").await?.contains(&inbound)) }
+    })
+    .await?;
+    let unbounded = attempts_per_request(&mesh, backend, 50).await?;
+    // 50% of one active request rounds down to no concurrent retry; no minimum.
+    mesh.write("retry.yaml", &retry_policy("broken-retries", "broken", "  retryOn: [5xx]\n  numRetries: 3\n  budget: {retryPercent: 50, minRetryConcurrency: 0}\n"))?;
+    let client = &mesh.client;
+    wait_until(CONVERGE, "the budget on the cluster", || async move {
+        Ok(client
+            .admin_get("/config_dump?resource=dynamic_active_clusters")
+            .await?
+            .contains("retry_budget"))
+    })
+    .await?;
+    let budgeted = attempts_per_request(&mesh, backend, 50).await?;
+    eprintln!(
+        "upstream attempts per client request: {unbounded:.2} without a budget, {budgeted:.2} with retryPercent 50 / minRetryConcurrency 0"
+    );
+    assert!(
+        unbounded >= 3.9,
+        "without a budget each request is tried 1 + 3 times: {unbounded}"
+    );
+    assert!(
+        budgeted <= 1.5,
+        "the budget allows at most 50% extra attempts: {budgeted}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn per_try_and_overall_timeouts() -> anyhow::Result<()> {
+    let mut mesh = Mesh::start(Stream::Delta).await?;
+    let port = testbed::procs::free_port()?;
+    mesh.add_pod_with("slow-1", 28, port, &["--delay-ms", "1500"])
+        .await?;
+    let pods = std::fs::read_to_string(mesh.manifests().join("pods.yaml"))?;
+    mesh.write(
+        "pods.yaml",
+        &format!("{pods}---\n{}", pod("slow-1", "slow", ip(28), "slow")),
+    )?;
+    mesh.write("slow.yaml", &selected_service("slow", port, &[ip(28)]))?;
+    let backend = SocketAddr::new(testbed::manifests::app_ip(ip(28)), port);
+    mesh.write("retry.yaml", &retry_policy("slow-policy", "slow", "  retryOn: [5xx]\n  numRetries: 2\n  perTryTimeout: 200ms\n  timeout: 5s\n  backoff: {baseInterval: 10ms, maxInterval: 20ms}\n"))?;
+    wait_for_route(&mesh, "per_try_timeout").await?;
+    let sidecar = &mesh.sidecars["slow-1"];
+    let inbound = format!("inbound|{port}");
+    wait_until(CONVERGE, "slow-1's inbound listener", || {
+        let inbound = inbound.clone();
+        async move { Ok(sidecar.admin_get("/listeners").await?.contains(&inbound)) }
+    })
+    .await?;
+    let before = backend_count(backend).await?;
+    let start = Instant::now();
+    let (status, _) = mesh.call("slow").await?;
+    let took = start.elapsed();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let attempts = backend_count(backend).await? - before;
+    eprintln!("per-try timeout: status {status} after {took:?}, {attempts} attempts");
+    assert_eq!(status, 504);
+    assert_eq!(
+        attempts, 3,
+        "each attempt timed out after 200ms and was retried"
+    );
+    assert!(took < Duration::from_millis(1200), "{took:?}");
+
+    mesh.write(
+        "retry.yaml",
+        &retry_policy("slow-policy", "slow", "  numRetries: 0\n  timeout: 300ms\n"),
+    )?;
+    wait_for_route(&mesh, "\"timeout\": \"0.300s\"").await?;
+    let start = Instant::now();
+    let (status, _) = mesh.call("slow").await?;
+    let took = start.elapsed();
+    eprintln!("overall timeout: status {status} after {took:?}");
+    assert_eq!(status, 504);
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_millis(1000),
+        "{took:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_policy_keeps_the_last_good_routes_and_says_why() -> anyhow::Result<()> {
+    let mesh = Mesh::start(Stream::Delta).await?;
+    mesh.write(
+        "backends.yaml",
+        &format!(
+            "{}---\n{}",
+            plain_service("web-a", mesh.web_port, &[ip(22)]),
+            plain_service("web-b", mesh.web_port, &[ip(23)])
+        ),
+    )?;
+    mesh.write("split.yaml", &split(100, 0))?;
+    wait_for_route(&mesh, "outbound|80||web-a.default.svc.cluster.local").await?;
+    assert_eq!(
+        mesh.answering("web", 50).await?.keys().collect::<Vec<_>>(),
+        ["web-1"]
+    );
+    let traffic = Traffic::start(mesh.client.outbound, "web");
+    mesh.write("split.yaml", &split(0, 0))?;
+    mesh.write(
+        "retry.yaml",
+        &retry_policy("orphan", "nope", "  retryOn: [5xx]\n  numRetries: 2\n"),
+    )?;
+    let cp = &mesh.cp;
+    wait_until(
+        CONVERGE,
+        "both problems in the control-plane log",
+        || async move {
+            let log = cp.log_text();
+            Ok(log.contains("every weight is 0")
+                && log.contains("spec.targetRef.name: Service default/nope not found"))
+        },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    traffic.reset_counts();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let results = traffic.stop().await;
+    assert!(results.failures.is_empty(), "{:?}", results.failures);
+    assert_eq!(
+        results.by_pod.keys().collect::<Vec<_>>(),
+        ["web-1"],
+        "the last good split (100% web-a) still routes"
+    );
+    let log = mesh.cp.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("every weight is 0"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("TrafficSplit default/web-split") && line.contains("Accepted"),
+        "{line}"
+    );
+    Ok(())
+}
