@@ -153,12 +153,12 @@ async fn certificates_and_the_root_rotate_under_traffic_without_failures() -> an
         || async move { Ok(client.stat("control_plane.connected_state").await? == Some(1)) },
     )
     .await?;
+    tokio::time::sleep(Duration::from_secs(75)).await;
     let bundle_updates = mesh
         .client
         .stat("sds.ROOTCA.update_success")
         .await?
         .unwrap_or(0);
-    tokio::time::sleep(Duration::from_secs(75)).await;
     let results = traffic.stop().await;
     let renewals = mesh
         .client

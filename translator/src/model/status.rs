@@ -95,18 +95,8 @@ pub fn policy_status(model: &Model) -> BTreeMap<ObjectKey, PolicyStatus> {
         );
     }
     // The oldest policy for a (namespace, service, port) wins; ties break by name.
-    let mut winners: BTreeMap<(String, String, Option<u32>), String> = BTreeMap::new();
-    let mut policies: Vec<_> = model.retry_policies().collect();
-    policies.sort_by_key(|p| {
-        (
-            p.metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|t| t.0.to_string()),
-            p.metadata.name.clone(),
-        )
-    });
-    for rp in policies {
+    let winners = crate::policy::retry_winners(model);
+    for rp in model.retry_policies() {
         let ns = rp
             .metadata
             .namespace
@@ -134,17 +124,14 @@ pub fn policy_status(model: &Model) -> BTreeMap<ObjectKey, PolicyStatus> {
         }
         let slot = (ns.clone(), target.name.clone(), target.port);
         let acc = match winners.get(&slot) {
-            Some(first) => Err((
+            Some(first) if *first != name => Err((
                 ConditionReason::Conflicted,
                 format!(
                     "RetryPolicy {ns}/{first} already targets Service {ns}/{} (the oldest policy wins)",
                     target.name
                 ),
             )),
-            None => {
-                winners.insert(slot, name.clone());
-                Ok(())
-            }
+            _ => Ok(()),
         };
         out.insert(
             key(Kind::RetryPolicy, &rp.metadata),
