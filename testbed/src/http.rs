@@ -25,6 +25,15 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// `http_proxy` points at its sidecar does. With `proxy` = the server itself and a
 /// path-only `url`, it is a plain GET.
 pub async fn get_via(proxy: SocketAddr, url: &str) -> anyhow::Result<Reply> {
+    get_via_with(proxy, url, &[]).await
+}
+
+/// [`get_via`] with extra request headers.
+pub async fn get_via_with(
+    proxy: SocketAddr,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<Reply> {
     tokio::time::timeout(TIMEOUT, async {
         let stream = TcpStream::connect(proxy)
             .await
@@ -37,9 +46,11 @@ pub async fn get_via(proxy: SocketAddr, url: &str) -> anyhow::Result<Reply> {
             .authority()
             .map(|a| a.to_string())
             .unwrap_or_else(|| proxy.to_string());
-        let req = hyper::Request::get(uri)
-            .header("host", host)
-            .body(Empty::<Bytes>::new())?;
+        let mut req = hyper::Request::get(uri).header("host", host);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Empty::<Bytes>::new())?;
         let resp = sender.send_request(req).await?;
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await?.to_bytes();

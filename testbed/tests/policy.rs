@@ -357,3 +357,64 @@ async fn bad_policy_keeps_the_last_good_routes_and_says_why() -> anyhow::Result<
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn route_group_matches_split_only_matching_requests() -> anyhow::Result<()> {
+    let mesh = Mesh::start(Stream::Delta).await?;
+    mesh.write(
+        "backends.yaml",
+        &format!(
+            "{}---\n{}",
+            plain_service("web-a", mesh.web_port, &[ip(22)]),
+            plain_service("web-b", mesh.web_port, &[ip(23)])
+        ),
+    )?;
+    let group = "apiVersion: specs.smi-spec.io/v1alpha4\nkind: HTTPRouteGroup\nmetadata: {name: beta, namespace: default}\nspec:\n  matches:\n    - {name: beta-users, pathRegex: \"/api/.*\", headers: {x-beta: \"yes\"}}\n";
+    let ab = format!(
+        "{}  matches:\n    - {{kind: HTTPRouteGroup, name: beta, apiGroup: specs.smi-spec.io}}\n",
+        split(0, 100)
+    );
+    mesh.write("split.yaml", &format!("{group}---\n{ab}"))?;
+    wait_for_route(&mesh, "x-beta").await?;
+    let mut beta = BTreeMap::new();
+    let mut others = BTreeMap::new();
+    for _ in 0..40 {
+        let r = testbed::http::get_via_with(
+            mesh.client.outbound,
+            "http://web/api/items",
+            &[("x-beta", "yes")],
+        )
+        .await?;
+        *beta
+            .entry(
+                r.body
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+            .or_insert(0) += 1;
+        let r = testbed::http::get_via(mesh.client.outbound, "http://web/api/items").await?;
+        *others
+            .entry(
+                r.body
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+            .or_insert(0) += 1;
+    }
+    eprintln!("A/B: matching {beta:?}, others {others:?}");
+    assert_eq!(
+        beta.keys().collect::<Vec<_>>(),
+        ["web-2"],
+        "matching requests take the split (100% web-b)"
+    );
+    assert_eq!(
+        others.keys().collect::<Vec<_>>(),
+        ["web-1", "web-2"],
+        "the rest go to the apex Service"
+    );
+    Ok(())
+}
