@@ -141,6 +141,8 @@ pub struct ControlPlane {
     proc: Proc,
     /// The xDS address it serves.
     pub xds: SocketAddr,
+    /// Its admin address (/metrics, /healthz, /readyz).
+    pub admin: SocketAddr,
     /// Its log file.
     pub log: PathBuf,
     manifests: PathBuf,
@@ -158,11 +160,12 @@ impl ControlPlane {
     /// Starts with extra `run` arguments (e.g. `--mtls-mode permissive`).
     pub async fn start_with(manifests: &Path, work: &Path, extra: &[&str]) -> anyhow::Result<Self> {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (proc, xds, log) =
+        let (proc, (xds, admin), log) =
             Self::launch(manifests, work, "127.0.0.1:0".parse()?, 1, &extra).await?;
         Ok(ControlPlane {
             proc,
             xds,
+            admin,
             log,
             manifests: manifests.to_path_buf(),
             work: work.to_path_buf(),
@@ -182,7 +185,7 @@ impl ControlPlane {
         addr: SocketAddr,
         n: u32,
         extra: &[String],
-    ) -> anyhow::Result<(Proc, SocketAddr, PathBuf)> {
+    ) -> anyhow::Result<(Proc, (SocketAddr, SocketAddr), PathBuf)> {
         let ready = work.join(format!("control-plane-{n}.ready.json"));
         let log = work.join(format!("control-plane-{n}.log"));
         let _ = std::fs::remove_file(&ready);
@@ -193,10 +196,11 @@ impl ControlPlane {
             .arg(&ready)
             .arg("--ca-dir")
             .arg(work.join("ca"))
+            .args(["--admin-address", "127.0.0.1:0"])
             .args(extra)
             .env("RUDDER_LOG", "info,xds_server=debug");
         let mut proc = Proc::spawn("xds-server", cmd, &log)?;
-        let mut xds = None;
+        let mut xds: Option<(SocketAddr, SocketAddr)> = None;
         let waited = wait_until(
             Duration::from_secs(20),
             "the control plane's ready file",
@@ -205,7 +209,11 @@ impl ControlPlane {
                 let running = proc.check_running();
                 xds = text
                     .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                    .and_then(|v| v["xds"].as_str().and_then(|s| s.parse().ok()));
+                    .and_then(|v| {
+                        let get =
+                            |k: &str| v[k].as_str().and_then(|s| s.parse::<SocketAddr>().ok());
+                        Some((get("xds")?, get("admin")?))
+                    });
                 let ok = xds.is_some();
                 async move { running.map(|()| ok) }
             },
@@ -228,7 +236,7 @@ impl ControlPlane {
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.proc.kill();
         self.starts += 1;
-        let (proc, xds, log) = Self::launch(
+        let (proc, (xds, admin), log) = Self::launch(
             &self.manifests,
             &self.work,
             self.xds,
@@ -238,6 +246,7 @@ impl ControlPlane {
         .await?;
         self.proc = proc;
         self.xds = xds;
+        self.admin = admin;
         self.log = log;
         Ok(())
     }

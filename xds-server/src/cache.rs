@@ -154,6 +154,7 @@ impl Inner {
 
     fn rebuild(&mut self) -> BuildReport {
         let started = Instant::now();
+        let changed_at = self.changed_at;
         let mut fresh = HashMap::new();
         let mut seen = BTreeSet::new();
         self.policy = PolicyContext::new(&self.model, &self.policy.splits);
@@ -171,7 +172,8 @@ impl Inner {
             let Some(identity) = self.nodes.get(&id).map(|n| n.identity.clone()) else {
                 continue;
             };
-            let snap = self.snapshot_for(&identity, &mut fresh, &mut seen);
+            let mut snap = self.snapshot_for(&identity, &mut fresh, &mut seen);
+            snap.changed_at = changed_at;
             if let Some(node) = self.nodes.get(&id)
                 && !node.tx.borrow().same_versions(&snap)
             {
@@ -222,6 +224,7 @@ pub struct Cache {
     changed: Notify,
     config: CacheConfig,
     builds: watch::Sender<u64>,
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 /// A stream's subscription to its node's snapshot; dropping it unregisters.
@@ -266,6 +269,7 @@ impl Cache {
             changed: Notify::new(),
             config,
             builds: watch::channel(0).0,
+            metrics: std::sync::OnceLock::new(),
         })
     }
 
@@ -292,6 +296,11 @@ impl Cache {
         let report = self.lock().rebuild();
         self.builds.send_modify(|n| *n += 1);
         report
+    }
+
+    /// Where builds report their time and size.
+    pub fn set_metrics(&self, metrics: Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
     }
 
     /// Reads the model.
@@ -369,6 +378,11 @@ impl Cache {
                 }
             }
             let report = self.rebuild_now();
+            if let Some(m) = self.metrics.get() {
+                m.translation.observe(report.took.as_secs_f64());
+                m.snapshot_resources
+                    .set(i64::try_from(report.resources).unwrap_or(i64::MAX));
+            }
             tracing::info!(
                 proxies_pushed = report.proxies_pushed,
                 proxies = report.proxies,

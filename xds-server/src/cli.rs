@@ -89,7 +89,10 @@ struct RunArgs {
     /// Address the xDS (ADS) server listens on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:15010", env = "RUDDER_XDS_ADDRESS")]
     xds_address: SocketAddr,
-    /// Once serving, write the bound addresses here as JSON: {"xds": "IP:PORT"}.
+    /// Admin address serving /metrics, /healthz and /readyz; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:15014", env = "RUDDER_ADMIN_ADDRESS")]
+    admin_address: SocketAddr,
+    /// Once serving, write the bound addresses here as JSON: {"xds": "IP:PORT", "admin": "IP:PORT"}.
     #[arg(long, env = "RUDDER_READY_FILE")]
     ready_file: Option<PathBuf>,
     /// Quiet time after a change before proxies are pushed (milliseconds).
@@ -196,6 +199,7 @@ impl Args {
                     identity: run.identity,
                     xds_address: run.xds_address,
                     ready_file: run.ready_file,
+                    admin_address: run.admin_address,
                     debounce: Duration::from_millis(run.debounce_ms),
                     mtls_mode: run.mtls_mode,
                     xds_dns_names: run.xds_dns_names,

@@ -18,7 +18,9 @@ use translator::identity::{ProxyIdentity, ProxyKind};
 
 use crate::ads::{Event, delta, sotw};
 use crate::cache::Cache;
+use crate::metrics::{Metrics, TypeLabel};
 use crate::nack::NackLog;
+use crate::proxies::{ProxyRegistry, ProxyState};
 use crate::snapshot::Snapshot;
 
 /// How often a stream with an ordering wait re-checks it.
@@ -29,6 +31,8 @@ const TICK: Duration = Duration::from_millis(250);
 pub struct AdsService {
     cache: Arc<Cache>,
     nacks: Arc<NackLog>,
+    proxies: Arc<ProxyRegistry>,
+    metrics: Arc<Metrics>,
     /// With TLS: the trust domain whose client certificates prove a node's identity.
     verify: Option<String>,
 }
@@ -37,17 +41,25 @@ impl AdsService {
     /// Serves snapshots from `cache`, recording rejections in `nacks`. With `verify`
     /// (the trust domain), a node must present a client certificate for the namespace
     /// and service account it claims.
-    pub fn new(cache: Arc<Cache>, nacks: Arc<NackLog>, verify: Option<String>) -> Self {
+    pub fn new(
+        cache: Arc<Cache>,
+        nacks: Arc<NackLog>,
+        proxies: Arc<ProxyRegistry>,
+        metrics: Arc<Metrics>,
+        verify: Option<String>,
+    ) -> Self {
         AdsService {
             cache,
             nacks,
+            proxies,
+            metrics,
             verify,
         }
     }
 }
 
 /// The SPIFFE ID in a peer's leaf certificate (its URI SAN).
-fn peer_identity<T>(request: &Request<T>) -> Option<ca::SpiffeId> {
+pub(crate) fn peer_identity<T>(request: &Request<T>) -> Option<ca::SpiffeId> {
     let certs = request.peer_certs()?;
     let leaf = certs.first()?;
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
@@ -68,7 +80,7 @@ enum Peer {
 }
 
 /// What the glue needs from a state machine.
-trait Machine: Send + 'static {
+trait Machine: Send + Sync + 'static {
     type Req: Send + 'static;
     type Resp: Send + 'static;
     const STREAM: &'static str;
@@ -78,6 +90,8 @@ trait Machine: Send + 'static {
     fn snapshot(&mut self, snap: Arc<Snapshot>, now: Instant) -> (Vec<Self::Resp>, Vec<Event>);
     fn tick(&mut self, now: Instant) -> (Vec<Self::Resp>, Vec<Event>);
     fn waiting(&self) -> bool;
+    fn subscribed(&self) -> Vec<translator::XdsType>;
+    fn idle(&self) -> bool;
 }
 
 impl Machine for sotw::SotwStream {
@@ -112,6 +126,12 @@ impl Machine for sotw::SotwStream {
     }
     fn waiting(&self) -> bool {
         sotw::SotwStream::waiting(self)
+    }
+    fn subscribed(&self) -> Vec<translator::XdsType> {
+        sotw::SotwStream::subscribed(self)
+    }
+    fn idle(&self) -> bool {
+        sotw::SotwStream::idle(self)
     }
 }
 
@@ -148,6 +168,12 @@ impl Machine for delta::DeltaStream {
     fn waiting(&self) -> bool {
         delta::DeltaStream::waiting(self)
     }
+    fn subscribed(&self) -> Vec<translator::XdsType> {
+        delta::DeltaStream::subscribed(self)
+    }
+    fn idle(&self) -> bool {
+        delta::DeltaStream::idle(self)
+    }
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -163,9 +189,14 @@ impl AdsService {
         };
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
-        let (cache, nacks) = (self.cache.clone(), self.nacks.clone());
+        let obs = Obs {
+            nacks: self.nacks.clone(),
+            proxies: self.proxies.clone(),
+            metrics: self.metrics.clone(),
+        };
+        let cache = self.cache.clone();
         tokio::spawn(async move {
-            if let Err(status) = drive::<M>(cache, nacks, peer, inbound, &tx).await {
+            if let Err(status) = drive::<M>(cache, obs, peer, inbound, &tx).await {
                 let _ = tx.send(Err(status)).await;
             }
         });
@@ -173,9 +204,16 @@ impl AdsService {
     }
 }
 
+/// Where a stream reports what happened.
+struct Obs {
+    nacks: Arc<NackLog>,
+    proxies: Arc<ProxyRegistry>,
+    metrics: Arc<Metrics>,
+}
+
 async fn drive<M: Machine>(
     cache: Arc<Cache>,
-    nacks: Arc<NackLog>,
+    obs: Obs,
     peer: Peer,
     mut inbound: Streaming<M::Req>,
     tx: &mpsc::Sender<Result<M::Resp, Status>>,
@@ -219,9 +257,31 @@ async fn drive<M: Machine>(
     let node = identity.node_id.clone();
     let mut watch = cache.subscribe(&identity);
     tracing::info!(node = %node, stream = M::STREAM, "proxy connected");
-    let mut machine = M::new(watch.rx.borrow_and_update().clone());
+    let snapshot = watch.rx.borrow_and_update().clone();
+    let mut machine = M::new(snapshot.clone());
+    let id = obs.proxies.connect(ProxyState {
+        node: M::node(&first).cloned().unwrap_or_default(),
+        identity: format!(
+            "spiffe://{}/ns/{}/sa/{}",
+            match &peer {
+                Peer::Verified(td, _) => td.as_str(),
+                Peer::Unverified => "unverified",
+            },
+            identity.namespace,
+            identity.service_account
+        ),
+        kind: "envoy",
+        stream: M::STREAM,
+        connected: std::time::SystemTime::now(),
+        last_ack: None,
+        sent: Default::default(),
+        subscribed: Vec::new(),
+        snapshot,
+    });
+    let _registered = Registered(&obs.proxies, id);
+    let mut pending_since: Option<Instant> = Some(Instant::now());
     let step = machine.request(&first, Instant::now());
-    let mut open = emit::<M>(&node, &nacks, tx, step).await;
+    let mut open = emit::<M>(&node, &obs, id, &machine, &mut pending_since, tx, step).await;
     while open {
         let step = tokio::select! {
             msg = inbound.message() => match msg {
@@ -237,29 +297,74 @@ async fn drive<M: Machine>(
                     break;
                 }
                 let snap = watch.rx.borrow_and_update().clone();
+                obs.proxies.snapshot(id, snap.clone());
+                pending_since.get_or_insert(snap.changed_at.unwrap_or_else(Instant::now));
                 machine.snapshot(snap, Instant::now())
             }
             _ = tokio::time::sleep(TICK), if machine.waiting() => machine.tick(Instant::now()),
         };
-        open = emit::<M>(&node, &nacks, tx, step).await;
+        open = emit::<M>(&node, &obs, id, &machine, &mut pending_since, tx, step).await;
     }
     tracing::info!(node = %node, stream = M::STREAM, "proxy disconnected");
     Ok(())
 }
 
+/// Unregisters a stream from the proxy registry when it ends.
+struct Registered<'a>(&'a ProxyRegistry, u64);
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.0.disconnect(self.1);
+    }
+}
+
 /// Sends responses and records events; false once the client is gone.
 async fn emit<M: Machine>(
     node: &str,
-    nacks: &NackLog,
+    obs: &Obs,
+    id: u64,
+    machine: &M,
+    pending_since: &mut Option<Instant>,
     tx: &mpsc::Sender<Result<M::Resp, Status>>,
     (responses, events): (Vec<M::Resp>, Vec<Event>),
 ) -> bool {
+    obs.proxies.record(id, &events, machine.subscribed());
+    if machine.idle()
+        && events
+            .iter()
+            .any(|e| matches!(e, Event::Ack { .. } | Event::Nack(_)))
+        && let Some(since) = pending_since.take()
+    {
+        obs.metrics
+            .convergence
+            .observe(since.elapsed().as_secs_f64());
+    }
     for event in events {
         match event {
+            Event::Sent {
+                kind, resources, ..
+            } => {
+                let label = TypeLabel {
+                    r#type: kind.to_string(),
+                };
+                obs.metrics.pushes.get_or_create(&label).inc();
+                obs.metrics
+                    .resources_sent
+                    .get_or_create(&label)
+                    .inc_by(u64::try_from(resources.len()).unwrap_or(0));
+            }
             Event::Ack { kind, version } => {
                 tracing::debug!(node, r#type = %kind, %version, "ACK");
             }
-            Event::Nack(rejection) => nacks.record(node, &rejection),
+            Event::Nack(rejection) => {
+                obs.metrics
+                    .nacks
+                    .get_or_create(&TypeLabel {
+                        r#type: rejection.kind.to_string(),
+                    })
+                    .inc();
+                obs.nacks.record(node, &rejection);
+            }
             Event::Ignored { type_url, reason } => {
                 tracing::debug!(node, %type_url, %reason, "request ignored");
             }

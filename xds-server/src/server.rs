@@ -17,9 +17,13 @@ use translator::tls::MtlsMode;
 use crate::cache::{Cache, CacheConfig};
 use crate::certs::CertManager;
 use crate::cli::SecurityArgs;
+use crate::csds::CsdsService;
 use crate::grpc::AdsService;
+use crate::metrics::{Admin, Metrics};
 use crate::nack::NackLog;
+use crate::proxies::ProxyRegistry;
 use crate::source::manifest::{self, ManifestDir};
+use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_server::ClientStatusDiscoveryServiceServer;
 
 /// Namespace and service account of the control plane's own identity.
 pub const CONTROL_PLANE_NS: &str = "rudder-system";
@@ -48,6 +52,8 @@ pub struct ServeConfig {
     pub xds_address: SocketAddr,
     /// Where to write the bound addresses.
     pub ready_file: Option<PathBuf>,
+    /// Admin address: `/metrics`, `/healthz`, `/readyz`.
+    pub admin_address: SocketAddr,
     /// Push debounce.
     pub debounce: Duration,
     /// Mesh-wide inbound mTLS mode.
@@ -105,7 +111,20 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         mesh,
         Some(certs.clone()),
     );
-    let nacks = Arc::new(NackLog::default());
+    let shared = Shared::new(cache.clone());
+    let admin = Arc::new(Admin {
+        metrics: shared.metrics.clone(),
+        proxies: shared.proxies.clone(),
+        certs: Some(certs.clone()),
+        ready: Default::default(),
+    });
+    let admin_listener = crate::metrics::bind(cfg.admin_address)
+        .await
+        .with_context(|| format!("binding the admin address {}", cfg.admin_address))?;
+    let admin_bound = admin_listener
+        .local_addr()
+        .context("reading the admin address")?;
+    tokio::spawn(crate::metrics::serve_admin(admin_listener, admin.clone()));
     if let Some(dir) = &cfg.manifests {
         let mut source = ManifestDir::new(dir);
         manifest::apply(&cache, source.scan());
@@ -165,11 +184,15 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             trust_domain: sec.trust_domain.clone(),
         })
     };
-    let server = serve_ads(listener, cache, nacks, tls, shutdown());
+    let server = serve_ads(listener, shared, tls, shutdown());
+    admin
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(path) = &cfg.ready_file {
-        write_ready(path, bound).with_context(|| format!("writing {}", path.display()))?;
+        write_ready(path, bound, admin_bound)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
-    tracing::info!(xds = %bound, tls = !sec.insecure_xds, "serving xDS");
+    tracing::info!(xds = %bound, admin = %admin_bound, tls = !sec.insecure_xds, "serving xDS");
     server.await?;
     tracing::info!("shut down");
     Ok(())
@@ -187,19 +210,57 @@ pub struct XdsTls {
     pub trust_domain: String,
 }
 
-/// Serves ADS on `listener` until `shutdown` completes; with `tls`, proxies must present
-/// a client certificate for the identity they claim.
+/// What the gRPC services share.
+#[derive(Clone)]
+pub struct Shared {
+    /// Snapshots.
+    pub cache: Arc<Cache>,
+    /// Rejections.
+    pub nacks: Arc<NackLog>,
+    /// Connected proxies and what they were sent.
+    pub proxies: Arc<ProxyRegistry>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    /// Fresh registries around `cache`.
+    pub fn new(cache: Arc<Cache>) -> Self {
+        let metrics = Arc::new(Metrics::new());
+        cache.set_metrics(metrics.clone());
+        Shared {
+            cache,
+            nacks: Arc::default(),
+            proxies: Arc::default(),
+            metrics,
+        }
+    }
+}
+
+/// Serves ADS and CSDS on `listener` until `shutdown` completes; with `tls`, proxies must
+/// present a client certificate for the identity they claim, and CSDS readers one from
+/// the control plane's namespace.
 pub async fn serve_ads(
     listener: tokio::net::TcpListener,
-    cache: Arc<Cache>,
-    nacks: Arc<NackLog>,
+    shared: Shared,
     tls: Option<XdsTls>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let verify = tls.as_ref().map(|t| t.trust_domain.clone());
-    let ads = AggregatedDiscoveryServiceServer::new(AdsService::new(cache, nacks, verify))
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(usize::MAX);
+    let ads = AggregatedDiscoveryServiceServer::new(AdsService::new(
+        shared.cache,
+        shared.nacks,
+        shared.proxies.clone(),
+        shared.metrics,
+        verify.clone(),
+    ))
+    .max_decoding_message_size(64 << 20)
+    .max_encoding_message_size(usize::MAX);
+    let csds = ClientStatusDiscoveryServiceServer::new(CsdsService::new(
+        shared.proxies,
+        verify.map(|_| CONTROL_PLANE_NS.to_string()),
+    ))
+    .max_encoding_message_size(usize::MAX);
     let mut builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)));
@@ -211,6 +272,7 @@ pub async fn serve_ads(
     }
     builder
         .add_service(ads)
+        .add_service(csds)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
         .context("xDS server failed")
@@ -244,12 +306,10 @@ fn default_identity() -> String {
     format!("{host}-{:08x}", rand::random::<u32>())
 }
 
-fn write_ready(path: &std::path::Path, xds: SocketAddr) -> std::io::Result<()> {
+fn write_ready(path: &std::path::Path, xds: SocketAddr, admin: SocketAddr) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(
-        &tmp,
-        serde_json::json!({ "xds": xds.to_string() }).to_string(),
-    )?;
+    let body = serde_json::json!({ "xds": xds.to_string(), "admin": admin.to_string() });
+    std::fs::write(&tmp, body.to_string())?;
     std::fs::rename(tmp, path)
 }
 

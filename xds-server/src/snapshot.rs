@@ -62,6 +62,8 @@ pub type Resources = BTreeMap<String, Arc<Encoded>>;
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
     by_type: [Resources; 5],
+    /// When the source change that led to this snapshot was seen (for convergence time).
+    pub changed_at: Option<std::time::Instant>,
 }
 
 fn index(kind: XdsType) -> usize {

@@ -21,7 +21,6 @@ use tokio::sync::mpsc;
 use translator::XdsType;
 use xds_server::cache::{Cache, CacheConfig};
 use xds_server::lease::{LeaseConfig, try_acquire};
-use xds_server::nack::NackLog;
 use xds_server::source::kube::KubeScope;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -241,8 +240,7 @@ async fn start_server(cache: Arc<Cache>) -> anyhow::Result<std::net::SocketAddr>
     let addr = listener.local_addr()?;
     tokio::spawn(xds_server::server::serve_ads(
         listener,
-        cache,
-        Arc::new(NackLog::default()),
+        xds_server::server::Shared::new(cache),
         None,
         std::future::pending(),
     ));

@@ -85,6 +85,20 @@ impl DeltaStream {
         }
     }
 
+    /// Types the proxy has asked for.
+    pub fn subscribed(&self) -> Vec<XdsType> {
+        self.types
+            .iter()
+            .filter(|(_, s)| s.subscribed)
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
+    /// Whether no response is waiting for an answer.
+    pub fn idle(&self) -> bool {
+        self.types.values().all(|s| s.inflight.is_none())
+    }
+
     /// Whether an ordering wait is running (the caller should tick).
     pub fn waiting(&self) -> bool {
         self.wait.waiting()
@@ -334,6 +348,12 @@ impl DeltaStream {
                     eds.held.remove(name);
                 }
             }
+            step.events.push(Event::Sent {
+                kind,
+                version: response_version(&sent),
+                resources: sent.resources.clone(),
+                removed: Some(sent.removed.clone()),
+            });
             if let Some(state) = self.types.get_mut(&kind) {
                 state.responded = true;
                 state.inflight = Some(sent);

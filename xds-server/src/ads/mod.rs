@@ -39,8 +39,20 @@ pub struct Rejection {
 }
 
 /// What a stream saw, for logs, metrics and the NACK record.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Event {
+    /// A response was sent.
+    Sent {
+        /// The type.
+        kind: XdsType,
+        /// Its version (SotW: the set; delta: a hash of what it carried).
+        version: String,
+        /// The resources it carried.
+        resources: Vec<std::sync::Arc<Encoded>>,
+        /// Names it removed (delta), or `None` for a state-of-the-world response, which
+        /// replaces everything of its type.
+        removed: Option<Vec<String>>,
+    },
     /// A response was accepted.
     Ack {
         /// The type.

@@ -100,6 +100,20 @@ impl SotwStream {
         }
     }
 
+    /// Types the proxy has asked for.
+    pub fn subscribed(&self) -> Vec<XdsType> {
+        self.types
+            .iter()
+            .filter(|(_, s)| s.subscribed)
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
+    /// Whether no response is waiting for an answer.
+    pub fn idle(&self) -> bool {
+        self.types.values().all(|s| s.inflight.is_none())
+    }
+
     /// Whether an ordering wait is running (the caller should tick).
     pub fn waiting(&self) -> bool {
         self.wait.waiting()
@@ -310,6 +324,12 @@ impl SotwStream {
             if rewarm && let Some(eds) = self.types.get_mut(&XdsType::Endpoint) {
                 eds.force = true;
             }
+            step.events.push(Event::Sent {
+                kind,
+                version: version.clone(),
+                resources: resources.values().cloned().collect(),
+                removed: None,
+            });
             if let Some(state) = self.types.get_mut(&kind) {
                 state.last_nonce = Some(nonce);
                 state.inflight = Some(Sent { version, resources });

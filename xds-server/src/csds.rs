@@ -1,0 +1,229 @@
+//! The Client Status Discovery Service: for every connected proxy, the config it was
+//! sent per resource and whether it accepted it. `xdsctl` reads it. Private keys are
+//! never included: certificate Secrets are shown with their chain only.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::admin::v3::{ClientResourceStatus, UpdateFailureState};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, secret};
+use envoy_types::pb::envoy::service::status::v3::client_config::GenericXdsConfig;
+use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_server::ClientStatusDiscoveryService;
+use envoy_types::pb::envoy::service::status::v3::{
+    ClientConfig, ClientStatusRequest, ClientStatusResponse, ConfigStatus,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
+use envoy_types::pb::google::protobuf::{Any, Timestamp, Value, value::Kind as ValueKind};
+use futures::Stream;
+use prost::Message;
+use tonic::{Request, Response, Status, Streaming};
+use translator::XdsType;
+
+use crate::proxies::{ProxyRegistry, ProxyState, ResourceStatus};
+
+/// Node metadata key CSDS adds: the proxy's stream type (`sotw` or `delta`).
+pub const META_STREAM: &str = "rudder.dev/stream";
+/// Node metadata key CSDS adds: the proxy's identity.
+pub const META_IDENTITY: &str = "rudder.dev/identity";
+
+/// The CSDS service.
+#[derive(Clone)]
+pub struct CsdsService {
+    proxies: Arc<ProxyRegistry>,
+    /// With TLS: callers must hold an identity in this namespace.
+    admin_namespace: Option<String>,
+}
+
+impl CsdsService {
+    /// Serves from `proxies`; with `admin_namespace`, only callers whose client
+    /// certificate is in that namespace may read.
+    pub fn new(proxies: Arc<ProxyRegistry>, admin_namespace: Option<String>) -> Self {
+        CsdsService {
+            proxies,
+            admin_namespace,
+        }
+    }
+
+    fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let Some(ns) = &self.admin_namespace else {
+            return Ok(());
+        };
+        match crate::grpc::peer_identity(req) {
+            Some(id) if id.namespace == *ns => Ok(()),
+            Some(id) => Err(Status::permission_denied(format!(
+                "{id} may not read proxy status; identities in namespace {ns} may"
+            ))),
+            None => Err(Status::unauthenticated("a client certificate is required")),
+        }
+    }
+}
+
+fn timestamp(t: std::time::SystemTime) -> Timestamp {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    Timestamp {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// A Secret without its private key.
+fn redact(any: &Any) -> Any {
+    let Ok(mut s) = Secret::decode(any.value.as_slice()) else {
+        return any.clone();
+    };
+    if let Some(secret::Type::TlsCertificate(c)) = s.r#type.as_mut() {
+        c.private_key = None;
+    }
+    Any {
+        type_url: any.type_url.clone(),
+        value: s.encode_to_vec(),
+    }
+}
+
+fn matches(p: &ProxyState, req: &ClientStatusRequest) -> bool {
+    req.node_matchers.is_empty()
+        || req.node_matchers.iter().any(|m| {
+            m.node_id.as_ref().is_none_or(|sm| match &sm.match_pattern {
+                Some(MatchPattern::Exact(s)) => p.node.id == *s,
+                Some(MatchPattern::Prefix(s)) => p.node.id.starts_with(s.as_str()),
+                _ => true,
+            })
+        })
+}
+
+/// The CSDS view of one proxy.
+pub fn client_config(p: &ProxyState, with_contents: bool) -> ClientConfig {
+    let mut node = p.node.clone();
+    let meta = node.metadata.get_or_insert_with(Default::default);
+    for (k, v) in [
+        (META_STREAM, p.stream),
+        (META_IDENTITY, p.identity.as_str()),
+    ] {
+        meta.fields.insert(
+            k.into(),
+            Value {
+                kind: Some(ValueKind::StringValue(v.into())),
+            },
+        );
+    }
+    let mut configs = Vec::new();
+    for kind in XdsType::ALL {
+        let sent = p.sent.get(&kind);
+        for (name, want) in p.snapshot.get(kind) {
+            if sent.is_some_and(|m| m.contains_key(name)) {
+                continue;
+            }
+            configs.push(GenericXdsConfig {
+                type_url: kind.type_url().into(),
+                name: name.clone(),
+                version_info: want.version.clone(),
+                config_status: ConfigStatus::NotSent as i32,
+                client_status: ClientResourceStatus::Unknown as i32,
+                ..Default::default()
+            });
+        }
+        for (name, r) in sent.into_iter().flatten() {
+            let current = p
+                .snapshot
+                .get(kind)
+                .get(name)
+                .is_none_or(|w| w.version == r.resource.version);
+            let (config_status, client_status, error) = match &r.status {
+                ResourceStatus::Acked if current => {
+                    (ConfigStatus::Synced, ClientResourceStatus::Acked, None)
+                }
+                ResourceStatus::Acked => (ConfigStatus::Stale, ClientResourceStatus::Acked, None),
+                ResourceStatus::Requested => {
+                    (ConfigStatus::Stale, ClientResourceStatus::Requested, None)
+                }
+                ResourceStatus::Nacked(e) => (
+                    ConfigStatus::Error,
+                    ClientResourceStatus::Nacked,
+                    Some(e.clone()),
+                ),
+            };
+            let contents = if kind == XdsType::Secret {
+                redact(&r.resource.any)
+            } else {
+                r.resource.any.clone()
+            };
+            configs.push(GenericXdsConfig {
+                type_url: kind.type_url().into(),
+                name: name.clone(),
+                version_info: r.resource.version.clone(),
+                xds_config: with_contents.then_some(contents),
+                last_updated: Some(timestamp(r.updated)),
+                config_status: config_status as i32,
+                client_status: client_status as i32,
+                error_state: error.map(|details| UpdateFailureState {
+                    details,
+                    version_info: r.last_good.clone().unwrap_or_default(),
+                    last_update_attempt: Some(timestamp(r.updated)),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
+    }
+    ClientConfig {
+        node: Some(node),
+        generic_xds_configs: configs,
+        ..Default::default()
+    }
+}
+
+impl CsdsService {
+    fn answer(&self, req: &ClientStatusRequest) -> ClientStatusResponse {
+        ClientStatusResponse {
+            config: self
+                .proxies
+                .all()
+                .iter()
+                .filter(|p| matches(p, req))
+                .map(|p| client_config(p, !req.exclude_resource_contents))
+                .collect(),
+        }
+    }
+}
+
+type BoxStream = Pin<Box<dyn Stream<Item = Result<ClientStatusResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ClientStatusDiscoveryService for CsdsService {
+    type StreamClientStatusStream = BoxStream;
+
+    async fn stream_client_status(
+        &self,
+        request: Request<Streaming<ClientStatusRequest>>,
+    ) -> Result<Response<Self::StreamClientStatusStream>, Status> {
+        self.authorize(&request)?;
+        let this = self.clone();
+        let mut inbound = request.into_inner();
+        let out = async_stream_like(move |tx| async move {
+            while let Ok(Some(req)) = inbound.message().await {
+                if tx.send(Ok(this.answer(&req))).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(out))
+    }
+
+    async fn fetch_client_status(
+        &self,
+        request: Request<ClientStatusRequest>,
+    ) -> Result<Response<ClientStatusResponse>, Status> {
+        self.authorize(&request)?;
+        Ok(Response::new(self.answer(request.get_ref())))
+    }
+}
+
+fn async_stream_like<F, Fut>(f: F) -> BoxStream
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<ClientStatusResponse, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(f(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}

@@ -1,0 +1,229 @@
+//! Every Prometheus metric of the control plane, registered in one place, and the admin
+//! HTTP endpoint that serves them with `/healthz` and `/readyz`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::certs::CertManager;
+use crate::proxies::ProxyRegistry;
+
+/// Label: the xDS type (`CDS`, `EDS`, ...).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabel {
+    /// The type.
+    pub r#type: String,
+}
+
+/// Labels: proxy kind and stream type.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProxyLabel {
+    /// `envoy` or `grpc`.
+    pub kind: String,
+    /// `sotw` or `delta`.
+    pub stream: String,
+}
+
+/// The control plane's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Connected proxies by kind and stream type.
+    pub connected: Family<ProxyLabel, Gauge>,
+    /// Responses pushed, by type.
+    pub pushes: Family<TypeLabel, Counter>,
+    /// Resources carried by pushes, by type.
+    pub resources_sent: Family<TypeLabel, Counter>,
+    /// NACKs received, by type.
+    pub nacks: Family<TypeLabel, Counter>,
+    /// Seconds from a source change to a proxy having ACKed everything it was sent.
+    pub convergence: Histogram,
+    /// Seconds to translate and encode one build.
+    pub translation: Histogram,
+    /// Shared resources in the last build.
+    pub snapshot_resources: Gauge,
+    /// Workload certificates issued.
+    pub certs_issued: Gauge,
+    /// Seconds until the earliest workload certificate expires.
+    pub cert_expiry: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("rudder");
+        let m = Metrics {
+            connected: Family::default(),
+            pushes: Family::default(),
+            resources_sent: Family::default(),
+            nacks: Family::default(),
+            convergence: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            translation: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            snapshot_resources: Gauge::default(),
+            certs_issued: Gauge::default(),
+            cert_expiry: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "connected_proxies",
+            "Connected proxies by kind and stream type",
+            m.connected.clone(),
+        );
+        registry.register(
+            "xds_pushes",
+            "xDS responses pushed, by type",
+            m.pushes.clone(),
+        );
+        registry.register(
+            "xds_resources_sent",
+            "Resources carried by xDS responses, by type",
+            m.resources_sent.clone(),
+        );
+        registry.register(
+            "xds_nacks",
+            "Responses rejected by proxies, by type",
+            m.nacks.clone(),
+        );
+        registry.register(
+            "convergence_seconds",
+            "From a source change seen to a proxy having ACKed everything",
+            m.convergence.clone(),
+        );
+        registry.register(
+            "translation_seconds",
+            "Translation and encoding time of one build",
+            m.translation.clone(),
+        );
+        registry.register(
+            "snapshot_resources",
+            "Shared resources in the last build",
+            m.snapshot_resources.clone(),
+        );
+        registry.register(
+            "certificates_issued",
+            "Workload certificates currently issued",
+            m.certs_issued.clone(),
+        );
+        registry.register(
+            "certificate_expiry_seconds",
+            "Seconds until the earliest workload certificate expires",
+            m.cert_expiry.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The text exposition, after refreshing the gauges that are read on demand.
+    pub fn encode(&self, proxies: &ProxyRegistry, certs: Option<&CertManager>) -> String {
+        self.connected.clear();
+        for ((kind, stream), n) in proxies.counts() {
+            self.connected
+                .get_or_create(&ProxyLabel {
+                    kind: kind.into(),
+                    stream: stream.into(),
+                })
+                .set(n);
+        }
+        if let Some(c) = certs {
+            let expiries = c.expiries();
+            self.certs_issued
+                .set(i64::try_from(expiries.len()).unwrap_or(i64::MAX));
+            let now = SystemTime::now();
+            let soonest = expiries
+                .iter()
+                .map(|(_, t)| t.duration_since(now).map(|d| d.as_secs()).unwrap_or(0))
+                .min()
+                .unwrap_or(0);
+            self.cert_expiry
+                .set(i64::try_from(soonest).unwrap_or(i64::MAX));
+        }
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// What the admin endpoint serves.
+pub struct Admin {
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Connected proxies.
+    pub proxies: Arc<ProxyRegistry>,
+    /// Certificates, for their gauges.
+    pub certs: Option<Arc<CertManager>>,
+    /// Set once the initial sync is done and xDS is serving.
+    pub ready: AtomicBool,
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` forever.
+pub async fn serve_admin(listener: tokio::net::TcpListener, admin: Arc<Admin>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(route(&admin, req.uri().path())) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn route(admin: &Admin, path: &str) -> Response<Full<Bytes>> {
+    let (status, body, ctype) = match path {
+        "/metrics" => (
+            StatusCode::OK,
+            admin.metrics.encode(&admin.proxies, admin.certs.as_deref()),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+        "/healthz" => (StatusCode::OK, "ok\n".to_string(), "text/plain"),
+        "/readyz" if admin.ready.load(Ordering::Relaxed) => {
+            (StatusCode::OK, "ready\n".to_string(), "text/plain")
+        }
+        "/readyz" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "initial sync not done\n".to_string(),
+            "text/plain",
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "not found\n".to_string(),
+            "text/plain",
+        ),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    if let Ok(v) = hyper::header::HeaderValue::from_str(ctype) {
+        resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    resp
+}
+
+/// Binds the admin address (port 0: any free port).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
