@@ -38,6 +38,23 @@ enum Command {
     /// Manage the CA directory (manifest mode).
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Issue client credentials for an identity (e.g. xdsctl in namespace rudder-system).
+    Credentials(CredentialsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CredentialsArgs {
+    /// Namespace of the identity.
+    #[arg(long, default_value = "rudder-system")]
+    namespace: String,
+    /// Service account of the identity.
+    #[arg(long, default_value = "xdsctl")]
+    service_account: String,
+    /// Where to write xds-client.crt, xds-client.key and xds-ca.crt.
+    #[arg(long)]
+    cert_dir: PathBuf,
+    #[command(flatten)]
+    security: SecurityArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -218,6 +235,25 @@ impl Args {
                 Ok(())
             }
             Command::Ca(CaCommand::EndOverlap { ca_dir }) => crate::ca_store::end_overlap(&ca_dir),
+            Command::Credentials(c) => {
+                let params = BootstrapParams {
+                    node_id: None,
+                    namespace: c.namespace,
+                    pod: "credentials".into(),
+                    service_account: c.service_account,
+                    pod_ip: None,
+                    outbound_port: None,
+                    app_address: None,
+                    xds_host: String::new(),
+                    xds_port: 0,
+                    delta: false,
+                    admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+                    tls: None,
+                };
+                let tls = write_client_credentials(&c.security, &c.cert_dir, &params)?;
+                println!("wrote {} and its key", tls.cert_file.display());
+                Ok(())
+            }
         }
     }
 }

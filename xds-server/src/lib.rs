@@ -8,6 +8,7 @@ pub mod cache;
 pub mod certs;
 pub mod cli;
 pub mod csds;
+pub mod ctl;
 pub mod grpc;
 pub mod lease;
 pub mod metrics;

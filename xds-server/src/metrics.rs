@@ -227,3 +227,52 @@ fn route(admin: &Admin, path: &str) -> Response<Full<Bytes>> {
 pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readyz_flips_only_when_ready() {
+        let admin = Admin {
+            metrics: Arc::new(Metrics::new()),
+            proxies: Arc::default(),
+            certs: None,
+            ready: AtomicBool::new(false),
+        };
+        assert_eq!(
+            route(&admin, "/readyz").status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(route(&admin, "/healthz").status(), StatusCode::OK);
+        admin.ready.store(true, Ordering::Relaxed);
+        assert_eq!(route(&admin, "/readyz").status(), StatusCode::OK);
+        assert_eq!(route(&admin, "/nope").status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn every_family_is_exposed() {
+        let m = Metrics::new();
+        // Labelled families appear once they have a sample (connected proxies are
+        // covered end to end).
+        let cds = TypeLabel {
+            r#type: "CDS".into(),
+        };
+        m.pushes.get_or_create(&cds).inc();
+        m.resources_sent.get_or_create(&cds).inc();
+        m.nacks.get_or_create(&cds).inc();
+        let text = m.encode(&ProxyRegistry::default(), None);
+        for family in [
+            "rudder_xds_pushes_total",
+            "rudder_xds_resources_sent_total",
+            "rudder_xds_nacks_total",
+            "rudder_convergence_seconds",
+            "rudder_translation_seconds",
+            "rudder_snapshot_resources",
+            "rudder_certificates_issued",
+            "rudder_certificate_expiry_seconds",
+        ] {
+            assert!(text.contains(family), "{family} missing from\n{text}");
+        }
+    }
+}

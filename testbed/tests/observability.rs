@@ -1,0 +1,247 @@
+//! xdsctl, CSDS and metrics against real Envoy.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{CONVERGE, Mesh, ip};
+use testbed::manifests::service;
+use testbed::procs::{Stream, free_port, wait_until, workspace_bin};
+
+/// Runs xdsctl with admin credentials; returns (exit code, stdout).
+fn xdsctl(mesh: &Mesh, args: &[&str]) -> anyhow::Result<(i32, String)> {
+    let creds = mesh.work.path().join("xdsctl-creds");
+    if !creds.exists() {
+        let out = Command::new(workspace_bin("xds-server")?)
+            .args(["credentials", "--cert-dir"])
+            .arg(&creds)
+            .arg("--ca-dir")
+            .arg(mesh.cp.ca_dir())
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "credentials: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = Command::new(workspace_bin("xdsctl")?)
+        .args(["--server", &mesh.cp.xds.to_string(), "--cert-dir"])
+        .arg(&creds)
+        .args(args)
+        .output()?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    ))
+}
+
+async fn all_synced(mesh: &Mesh) -> anyhow::Result<()> {
+    wait_until(CONVERGE, "every proxy SYNCED", || async move {
+        let (code, out) = xdsctl(mesh, &["status", "-o", "json"])?;
+        let rows: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        Ok(code == 0
+            && rows.as_array().is_some_and(|r| {
+                r.len() == 4
+                    && r.iter().all(|p| {
+                        p["types"]
+                            .as_object()
+                            .is_some_and(|t| t.values().all(|v| v == "SYNCED"))
+                    })
+            }))
+    })
+    .await?;
+    Ok(())
+}
+
+async fn status_and_dump_match_envoy(stream: Stream) -> anyhow::Result<()> {
+    let mesh = Mesh::start(stream).await?;
+    all_synced(&mesh).await?;
+    let (code, table) = xdsctl(&mesh, &["status"])?;
+    eprintln!("xdsctl status:\n{table}");
+    assert_eq!(code, 0);
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("client-0.default"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("spiffe://cluster.local/ns/default/sa/client"),
+        "{line}"
+    );
+    let want = if stream == Stream::Delta {
+        "delta"
+    } else {
+        "sotw"
+    };
+    assert!(
+        line.contains(want) && line.matches("SYNCED").count() == 5,
+        "{line}"
+    );
+
+    // The dump shows the clusters Envoy's own config_dump shows.
+    let (code, dump) = xdsctl(
+        &mesh,
+        &["dump", "client-0.default", "--type", "cds", "-o", "json"],
+    )?;
+    assert_eq!(code, 0, "{dump}");
+    let dump: serde_json::Value = serde_json::from_str(&dump)?;
+    let mut ours: Vec<String> = dump["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| r["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    ours.sort();
+    let mut envoys: Vec<String> = mesh
+        .client
+        .cluster_names()
+        .await?
+        .into_iter()
+        .filter(|c| c != "rudder-xds")
+        .collect();
+    envoys.sort();
+    assert_eq!(ours, envoys);
+    assert!(
+        dump["resources"][0]["config"]["@type"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("Cluster")
+    );
+    // Secrets never carry the private key.
+    let (_, secrets) = xdsctl(
+        &mesh,
+        &["dump", "client-0.default", "--type", "sds", "-o", "json"],
+    )?;
+    assert!(
+        secrets.contains("certificateChain") && !secrets.contains("privateKey"),
+        "{secrets}"
+    );
+    // And the live Envoy holds exactly that.
+    let admin = format!("http://{}", mesh.client.admin);
+    let (code, diff) = xdsctl(
+        &mesh,
+        &["dump", "client-0.default", "--envoy-admin", &admin],
+    )?;
+    assert_eq!(code, 0, "{diff}");
+    // Errors scripts can use.
+    assert_eq!(xdsctl(&mesh, &["dump", "nobody.default"])?.0, 2);
+    let out = Command::new(workspace_bin("xdsctl")?)
+        .args([
+            "--server",
+            &format!("127.0.0.1:{}", free_port()?),
+            "--insecure",
+            "status",
+        ])
+        .output()?;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the control plane"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn delta_xdsctl_status_and_dump_match_envoy() -> anyhow::Result<()> {
+    status_and_dump_match_envoy(Stream::Delta).await
+}
+
+#[tokio::test]
+async fn sotw_xdsctl_status_and_dump_match_envoy() -> anyhow::Result<()> {
+    status_and_dump_match_envoy(Stream::Sotw).await
+}
+
+#[tokio::test]
+async fn a_nack_shows_in_xdsctl_and_metrics() -> anyhow::Result<()> {
+    let mesh = Mesh::start(Stream::Delta).await?;
+    all_synced(&mesh).await?;
+    let port = free_port()?;
+    let _squatter = TcpListener::bind((ip(21), port))?;
+    let services = std::fs::read_to_string(mesh.manifests().join("services.yaml"))?;
+    mesh.write(
+        "services.yaml",
+        &format!(
+            "{services}---\n{}",
+            service("client", "http", 80, port, None)
+        ),
+    )?;
+    wait_until(CONVERGE, "NACKED in xdsctl status", || async {
+        let (code, out) = xdsctl(&mesh, &["status"])?;
+        Ok(code == 3
+            && out
+                .lines()
+                .any(|l| l.starts_with("client-0.default") && l.contains("NACKED")))
+    })
+    .await?;
+    let (code, dump) = xdsctl(
+        &mesh,
+        &["dump", "client-0.default", "--type", "lds", "-o", "table"],
+    )?;
+    eprintln!("xdsctl dump (LDS):\n{dump}");
+    assert_eq!(code, 3);
+    let row = dump
+        .lines()
+        .find(|l| l.contains(&format!("inbound|{port}")))
+        .unwrap_or_default();
+    assert!(
+        row.contains("NACKED") && row.contains(&format!("{}:{port}", ip(21))),
+        "Envoy's error text: {row}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let metrics = testbed::http::get_ok(mesh.cp.admin, "/metrics").await?;
+    let nacks = metrics
+        .lines()
+        .find(|l| l.starts_with("rudder_xds_nacks_total{type=\"LDS\"}"))
+        .unwrap_or_default();
+    assert!(nacks.ends_with(" 1"), "counted once: {nacks}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn metrics_health_and_readiness() -> anyhow::Result<()> {
+    let mesh = Mesh::start(Stream::Sotw).await?;
+    all_synced(&mesh).await?;
+    assert_eq!(
+        testbed::http::get_ok(mesh.cp.admin, "/healthz")
+            .await?
+            .trim(),
+        "ok"
+    );
+    assert_eq!(
+        testbed::http::get_ok(mesh.cp.admin, "/readyz")
+            .await?
+            .trim(),
+        "ready"
+    );
+    let text = testbed::http::get_ok(mesh.cp.admin, "/metrics").await?;
+    // Prometheus text: every sample line is `name{labels} value` with a numeric value.
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let value = line.rsplit(' ').next().unwrap_or_default();
+        assert!(value.parse::<f64>().is_ok(), "not a sample: {line}");
+    }
+    let sample = |name: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(
+        sample("rudder_connected_proxies{kind=\"envoy\",stream=\"sotw\"}"),
+        4.0,
+        "{text}"
+    );
+    assert!(sample("rudder_xds_pushes_total{type=\"CDS\"}") >= 4.0);
+    assert!(sample("rudder_xds_resources_sent_total{type=\"SDS\"}") >= 8.0);
+    assert!(sample("rudder_convergence_seconds_count") >= 4.0);
+    assert!(
+        sample("rudder_translation_seconds_count") >= 1.0
+            || sample("rudder_snapshot_resources") >= 1.0
+    );
+    assert!(
+        sample("rudder_certificates_issued") >= 3.0,
+        "one per identity (client, web, fast)"
+    );
+    assert!(sample("rudder_certificate_expiry_seconds") > 3600.0);
+    Ok(())
+}

@@ -1,0 +1,309 @@
+//! `xdsctl`: what every proxy was sent, whether it accepted it, and why not. Reads the
+//! control plane's CSDS; the views here are pure functions of the CSDS answer.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use envoy_types::pb::envoy::admin::v3::ClientResourceStatus;
+use envoy_types::pb::envoy::service::status::v3::{
+    ClientConfig, ConfigStatus, client_config::GenericXdsConfig,
+};
+use serde_json::{Value, json};
+use translator::XdsType;
+
+use crate::csds::{META_IDENTITY, META_STREAM};
+
+/// One proxy's line in `xdsctl status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusRow {
+    /// Node id.
+    pub node: String,
+    /// SPIFFE identity.
+    pub identity: String,
+    /// `envoy` or a gRPC user agent.
+    pub kind: String,
+    /// `sotw` or `delta`.
+    pub stream: String,
+    /// Per type: SYNCED, NOT SENT, STALE or NACKED.
+    pub types: BTreeMap<XdsType, &'static str>,
+    /// Seconds since the last ACK.
+    pub since_ack: Option<u64>,
+}
+
+fn meta(c: &ClientConfig, key: &str) -> String {
+    c.node
+        .as_ref()
+        .and_then(|n| n.metadata.as_ref())
+        .and_then(|m| m.fields.get(key))
+        .and_then(|v| match &v.kind {
+            Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(s)) => Some(s.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+fn kind_of(g: &GenericXdsConfig) -> Option<XdsType> {
+    XdsType::from_type_url(&g.type_url)
+}
+
+/// The per-proxy summary.
+pub fn status_row(c: &ClientConfig, now: SystemTime) -> StatusRow {
+    let mut types = BTreeMap::new();
+    for t in XdsType::ALL {
+        let of_type: Vec<&GenericXdsConfig> = c
+            .generic_xds_configs
+            .iter()
+            .filter(|g| kind_of(g) == Some(t))
+            .collect();
+        let state = if of_type
+            .iter()
+            .any(|g| g.client_status == ClientResourceStatus::Nacked as i32)
+        {
+            "NACKED"
+        } else if of_type.is_empty()
+            || of_type
+                .iter()
+                .all(|g| g.config_status == ConfigStatus::NotSent as i32)
+        {
+            "NOT SENT"
+        } else if of_type
+            .iter()
+            .all(|g| g.config_status == ConfigStatus::Synced as i32)
+        {
+            "SYNCED"
+        } else {
+            "STALE"
+        };
+        types.insert(t, state);
+    }
+    let last_ack = c
+        .generic_xds_configs
+        .iter()
+        .filter(|g| g.client_status == ClientResourceStatus::Acked as i32)
+        .filter_map(|g| g.last_updated.as_ref())
+        .map(|t| UNIX_EPOCH + Duration::from_secs(u64::try_from(t.seconds).unwrap_or(0)))
+        .max();
+    StatusRow {
+        node: c.node.as_ref().map(|n| n.id.clone()).unwrap_or_default(),
+        identity: meta(c, META_IDENTITY),
+        kind: c
+            .node
+            .as_ref()
+            .map(|n| n.user_agent_name.clone())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "envoy".into()),
+        stream: meta(c, META_STREAM),
+        types,
+        since_ack: last_ack
+            .and_then(|t| now.duration_since(t).ok())
+            .map(|d| d.as_secs()),
+    }
+}
+
+/// `xdsctl status` as a table.
+pub fn status_table(rows: &[StatusRow]) -> String {
+    let mut out = format!(
+        "{:<28} {:<44} {:<6} {:<6} {:<9} {:<9} {:<9} {:<9} {:<9} {}\n",
+        "NODE", "IDENTITY", "KIND", "STREAM", "SDS", "CDS", "EDS", "LDS", "RDS", "LAST ACK"
+    );
+    for r in rows {
+        let t = |k| r.types.get(&k).copied().unwrap_or("NOT SENT");
+        out.push_str(&format!(
+            "{:<28} {:<44} {:<6} {:<6} {:<9} {:<9} {:<9} {:<9} {:<9} {}\n",
+            r.node,
+            r.identity,
+            r.kind,
+            r.stream,
+            t(XdsType::Secret),
+            t(XdsType::Cluster),
+            t(XdsType::Endpoint),
+            t(XdsType::Listener),
+            t(XdsType::Route),
+            r.since_ack
+                .map(|s| format!("{s}s ago"))
+                .unwrap_or_else(|| "never".into()),
+        ));
+    }
+    out
+}
+
+/// `xdsctl status` as JSON.
+pub fn status_json(rows: &[StatusRow]) -> Value {
+    Value::Array(
+        rows.iter()
+            .map(|r| {
+                json!({
+                    "node": r.node, "identity": r.identity, "kind": r.kind, "stream": r.stream,
+                    "types": r.types.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+                    "secondsSinceAck": r.since_ack,
+                })
+            })
+            .collect(),
+    )
+}
+
+fn status_name(g: &GenericXdsConfig) -> &'static str {
+    match ClientResourceStatus::try_from(g.client_status) {
+        Ok(ClientResourceStatus::Acked) => "ACKED",
+        Ok(ClientResourceStatus::Nacked) => "NACKED",
+        Ok(ClientResourceStatus::Requested) => "REQUESTED",
+        _ => "NOT SENT",
+    }
+}
+
+/// Filters for `xdsctl dump`.
+#[derive(Clone, Debug, Default)]
+pub struct DumpFilter {
+    /// Only these types (empty: all).
+    pub types: Vec<XdsType>,
+    /// Only this resource name.
+    pub name: Option<String>,
+}
+
+/// One proxy's resources as JSON (proto3 JSON for each resource).
+pub fn dump_json(c: &ClientConfig, filter: &DumpFilter) -> Value {
+    let resources: Vec<Value> = c
+        .generic_xds_configs
+        .iter()
+        .filter(|g| {
+            filter.types.is_empty() || kind_of(g).is_some_and(|k| filter.types.contains(&k))
+        })
+        .filter(|g| filter.name.as_ref().is_none_or(|n| *n == g.name))
+        .map(|g| {
+            let mut v = json!({
+                "type": kind_of(g).map(|k| k.to_string()).unwrap_or_else(|| g.type_url.clone()),
+                "name": g.name,
+                "version": g.version_info,
+                "status": status_name(g),
+            });
+            if let Some(e) = &g.error_state {
+                v["error"] = json!(e.details);
+                v["lastGoodVersion"] = json!(e.version_info);
+            }
+            if let Some(any) = &g.xds_config {
+                v["config"] = translator::json::any_to_json(any)
+                    .unwrap_or_else(|e| json!({"error": e.to_string()}));
+            }
+            v
+        })
+        .collect();
+    json!({ "node": c.node.as_ref().map(|n| n.id.clone()), "resources": resources })
+}
+
+/// One proxy's resources as a table.
+pub fn dump_table(dump: &Value) -> String {
+    let mut out = format!(
+        "{:<5} {:<60} {:<18} {:<10} {}\n",
+        "TYPE", "NAME", "VERSION", "STATUS", "ERROR"
+    );
+    for r in dump["resources"].as_array().into_iter().flatten() {
+        let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+        out.push_str(&format!(
+            "{:<5} {:<60} {:<18} {:<10} {}\n",
+            s("type"),
+            s("name"),
+            s("version"),
+            s("status"),
+            s("error")
+        ));
+    }
+    out
+}
+
+/// What a live Envoy holds, from its `/config_dump?include_eds`: (type, name) -> version.
+pub fn envoy_holds(config_dump: &Value) -> BTreeMap<(XdsType, String), String> {
+    let mut out = BTreeMap::new();
+    for section in config_dump["configs"].as_array().into_iter().flatten() {
+        let ty = section["@type"].as_str().unwrap_or_default();
+        let mut add = |kind: XdsType,
+                       items: &Value,
+                       name: &dyn Fn(&Value) -> Option<String>,
+                       version: &dyn Fn(&Value) -> String| {
+            for item in items.as_array().into_iter().flatten() {
+                if let Some(n) = name(item) {
+                    out.insert((kind, n), version(item));
+                }
+            }
+        };
+        let v = |i: &Value| i["version_info"].as_str().unwrap_or_default().to_string();
+        if ty.ends_with("ClustersConfigDump") {
+            add(
+                XdsType::Cluster,
+                &section["dynamic_active_clusters"],
+                &|i| i["cluster"]["name"].as_str().map(String::from),
+                &v,
+            );
+        } else if ty.ends_with("ListenersConfigDump") {
+            add(
+                XdsType::Listener,
+                &section["dynamic_listeners"],
+                &|i| i["name"].as_str().map(String::from),
+                &|i| {
+                    i["active_state"]["version_info"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string()
+                },
+            );
+        } else if ty.ends_with("RoutesConfigDump") {
+            add(
+                XdsType::Route,
+                &section["dynamic_route_configs"],
+                &|i| i["route_config"]["name"].as_str().map(String::from),
+                &v,
+            );
+        } else if ty.ends_with("EndpointsConfigDump") {
+            add(
+                XdsType::Endpoint,
+                &section["dynamic_endpoint_configs"],
+                &|i| {
+                    i["endpoint_config"]["cluster_name"]
+                        .as_str()
+                        .map(String::from)
+                },
+                &v,
+            );
+        } else if ty.ends_with("SecretsConfigDump") {
+            add(
+                XdsType::Secret,
+                &section["dynamic_active_secrets"],
+                &|i| i["name"].as_str().map(String::from),
+                &v,
+            );
+        }
+    }
+    out
+}
+
+/// Differences between what Rudder sent (and the proxy ACKed) and what Envoy holds.
+/// Versions are compared for delta streams, where Envoy reports per-resource versions.
+pub fn drift(
+    c: &ClientConfig,
+    envoy: &BTreeMap<(XdsType, String), String>,
+    compare_versions: bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut sent: BTreeMap<(XdsType, String), String> = BTreeMap::new();
+    for g in &c.generic_xds_configs {
+        if g.client_status == ClientResourceStatus::Acked as i32
+            && let Some(k) = kind_of(g)
+        {
+            sent.insert((k, g.name.clone()), g.version_info.clone());
+        }
+    }
+    for ((k, n), v) in &sent {
+        match envoy.get(&(*k, n.clone())) {
+            None => out.push(format!("{k} {n}: ACKed version {v} is not in Envoy")),
+            Some(ev) if compare_versions && !ev.is_empty() && ev != v => out.push(format!(
+                "{k} {n}: Envoy holds version {ev}, Rudder sent {v}"
+            )),
+            _ => {}
+        }
+    }
+    for (k, n) in envoy.keys() {
+        if !sent.contains_key(&(*k, n.clone())) {
+            out.push(format!("{k} {n}: in Envoy but not ACKed from Rudder"));
+        }
+    }
+    out
+}
