@@ -48,6 +48,8 @@ pub enum ConditionReason {
     Unsupported,
     /// Another object wins (e.g. an older policy for the same target).
     Conflicted,
+    /// A proxy rejected config made from this object.
+    Rejected,
     /// Every reference resolved.
     ResolvedRefs,
     /// A reference names an object that does not exist.
@@ -62,6 +64,7 @@ impl ConditionReason {
             ConditionReason::Invalid => "Invalid",
             ConditionReason::Unsupported => "Unsupported",
             ConditionReason::Conflicted => "Conflicted",
+            ConditionReason::Rejected => "Rejected",
             ConditionReason::ResolvedRefs => "ResolvedRefs",
             ConditionReason::BackendNotFound => "BackendNotFound",
         }

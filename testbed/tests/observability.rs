@@ -245,3 +245,62 @@ async fn metrics_health_and_readiness() -> anyhow::Result<()> {
     assert!(sample("rudder_certificate_expiry_seconds") > 3600.0);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_rejected_route_is_traced_to_its_traffic_split() -> anyhow::Result<()> {
+    let mesh = Mesh::start(Stream::Delta).await?;
+    all_synced(&mesh).await?;
+    // A path regex Envoy cannot compile: the outbound route table is rejected.
+    let port = mesh.web_port;
+    let svc = |n: &str, last: u8| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {n}, namespace: default}}\nspec:\n  ports: [{{name: http, port: 80, targetPort: {port}}}]\n---\n{}",
+            testbed::manifests::slice(&format!("{n}-x"), n, "http", port, &[ip(last)])
+        )
+    };
+    let policy = format!(
+        "{}---\n{}---\napiVersion: specs.smi-spec.io/v1alpha4\nkind: HTTPRouteGroup\nmetadata: {{name: bad, namespace: default}}\nspec:\n  matches:\n    - {{name: broken, pathRegex: \"/(unclosed\"}}\n---\napiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {{name: web-split, namespace: default}}\nspec:\n  service: web\n  backends: [{{service: web-a, weight: 50}}, {{service: web-b, weight: 50}}]\n  matches: [{{kind: HTTPRouteGroup, name: bad}}]\n",
+        svc("web-a", 22),
+        svc("web-b", 23)
+    );
+    mesh.write("policy.yaml", &policy)?;
+    let cp = &mesh.cp;
+    wait_until(
+        CONVERGE,
+        "the rejection traced to the TrafficSplit",
+        || async move {
+            let log = cp.log_text();
+            Ok(log.lines().any(|l| {
+                l.contains("TrafficSplit default/web-split")
+                    && l.contains("Rejected")
+                    && l.contains("rejected RDS outbound")
+            }))
+        },
+    )
+    .await?;
+    let log = mesh.cp.log_text();
+    let nack = log
+        .lines()
+        .find(|l| l.contains("proxy rejected config"))
+        .unwrap_or_default();
+    assert!(
+        nack.contains("TrafficSplit default/web-split"),
+        "the NACK names its origin: {nack}"
+    );
+    // Traffic keeps flowing on the last good routes.
+    assert_eq!(mesh.answering("web", 20).await?.len(), 2);
+    // Every sidecar in the namespace got that route table and rejected it once; no
+    // resend loop adds more.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let metrics = testbed::http::get_ok(mesh.cp.admin, "/metrics").await?;
+    let rds = metrics
+        .lines()
+        .filter(|l| l.starts_with("rudder_xds_nacks_total{type=\"RDS\"}"))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        rds,
+        ["rudder_xds_nacks_total{type=\"RDS\"} 4"],
+        "one NACK per proxy"
+    );
+    Ok(())
+}

@@ -71,14 +71,14 @@ pub(crate) fn outbound(
     let name = names::outbound_cluster(svc, port.port);
     let mut cluster = base(name.clone(), port.protocol);
     // A RetryPolicy's budget caps concurrent retries to a share of active requests.
-    let budget = crate::policy::retry_for(
+    let retry = crate::policy::retry_for(
         model,
         &policy.retry_winners,
         &svc.namespace,
         &svc.name,
         port.port,
-    )
-    .and_then(|p| p.spec.budget.as_ref());
+    );
+    let budget = retry.and_then(|p| p.spec.budget.as_ref());
     if let Some(b) = budget {
         cluster.circuit_breakers = Some(CircuitBreakers {
             thresholds: vec![Thresholds {
@@ -110,6 +110,15 @@ pub(crate) fn outbound(
     Resource {
         kind: XdsType::Cluster,
         refs: vec![name.clone()],
+        sources: std::iter::once(format!("Service {}/{}", svc.namespace, svc.name))
+            .chain(budget.and(retry.map(|p| {
+                format!(
+                    "RetryPolicy {}/{}",
+                    svc.namespace,
+                    p.metadata.name.clone().unwrap_or_default()
+                )
+            })))
+            .collect(),
         name,
         body: Body::Cluster(Box::new(cluster)),
     }
@@ -137,6 +146,7 @@ pub(crate) fn inbound(port: u16, app: IpAddr, protocol: Protocol) -> Resource {
         kind: XdsType::Cluster,
         name,
         refs: Vec::new(),
+        sources: Vec::new(),
         body: Body::Cluster(Box::new(cluster)),
     }
 }

@@ -58,6 +58,13 @@ pub(crate) fn load_assignment(model: &Model, svc: &MeshService, port: &ServicePo
     Resource {
         kind: XdsType::Endpoint,
         refs: Vec::new(),
+        sources: std::iter::once(format!("Service {}/{}", svc.namespace, svc.name))
+            .chain(
+                model
+                    .slices_of(svc)
+                    .map(|sl| format!("EndpointSlice {}/{}", sl.namespace, sl.name)),
+            )
+            .collect(),
         body: Body::Endpoint(Box::new(ClusterLoadAssignment {
             cluster_name: name.clone(),
             endpoints,

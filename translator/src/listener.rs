@@ -127,6 +127,7 @@ fn outbound(ip: IpAddr, port: u16) -> Resource {
         kind: XdsType::Listener,
         name: names::OUTBOUND_LISTENER.into(),
         refs: Vec::new(),
+        sources: Vec::new(),
         body: Body::Listener(Box::new(listener(
             names::OUTBOUND_LISTENER.into(),
             ip,
@@ -186,6 +187,7 @@ fn inbound(
     Resource {
         kind: XdsType::Listener,
         refs: vec![name.clone()],
+        sources: Vec::new(),
         body: Body::Listener(Box::new(secure_listener(
             name.clone(),
             ip,
@@ -212,7 +214,7 @@ pub(crate) fn for_proxy(model: &Model, mesh: &MeshConfig, proxy: &ProxyIdentity)
         return out;
     };
     // target port -> protocol of the first service port that uses it.
-    let mut ports: BTreeMap<u16, Protocol> = BTreeMap::new();
+    let mut ports: BTreeMap<u16, (Protocol, Vec<String>)> = BTreeMap::new();
     for svc in model.services_selecting(pod) {
         for (i, sp) in svc.ports.iter().enumerate() {
             let target = match &sp.target {
@@ -237,15 +239,23 @@ pub(crate) fn for_proxy(model: &Model, mesh: &MeshConfig, proxy: &ProxyIdentity)
                 });
                 continue;
             }
-            ports.entry(target).or_insert(sp.protocol);
+            ports
+                .entry(target)
+                .or_insert((sp.protocol, vec![pod_obj.clone()]))
+                .1
+                .push(format!("Service {}/{}", svc.namespace, svc.name));
         }
     }
-    for (port, protocol) in ports {
-        out.resources
-            .push(cluster::inbound(port, proxy.app_address, protocol));
+    for (port, (protocol, mut sources)) in ports {
+        sources.sort();
+        sources.dedup();
+        let mut cluster = cluster::inbound(port, proxy.app_address, protocol);
+        cluster.sources = sources.clone();
+        out.resources.push(cluster);
         let mode = pod.mtls_mode.unwrap_or(mesh.mtls);
-        out.resources
-            .push(inbound(ip, port, protocol, &mesh.trust_domain, mode));
+        let mut listener = inbound(ip, port, protocol, &mesh.trust_domain, mode);
+        listener.sources = sources;
+        out.resources.push(listener);
     }
     out
 }

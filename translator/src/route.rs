@@ -182,6 +182,7 @@ fn virtual_host(
     port: &ServicePort,
     domains: Vec<String>,
     refs: &mut Vec<String>,
+    sources: &mut Vec<String>,
 ) -> VirtualHost {
     let split = policy
         .splits
@@ -194,6 +195,17 @@ fn virtual_host(
         port.port,
     );
     let (retry_policy, timeout) = retry_and_timeout(retry, port.protocol);
+    sources.push(format!("Service {}/{}", svc.namespace, svc.name));
+    if let Some(s) = split {
+        sources.push(format!("TrafficSplit {}/{}", svc.namespace, s.source));
+    }
+    if let Some(p) = retry {
+        sources.push(format!(
+            "RetryPolicy {}/{}",
+            svc.namespace,
+            p.metadata.name.clone().unwrap_or_default()
+        ));
+    }
     let route = |m: RouteMatch, dest: ClusterSpecifier| Route {
         r#match: Some(m),
         action: Some(Action::Route(RouteAction {
@@ -240,6 +252,7 @@ pub(crate) fn outbound(model: &Model, policy: &PolicyContext, client_ns: &str) -
     let mut owner: HashMap<String, String> = HashMap::new();
     let mut vhosts = Vec::new();
     let mut refs = Vec::new();
+    let mut sources = Vec::new();
     for svc in model.services() {
         for port in svc.ports.iter().filter(|p| p.protocol != Protocol::Tcp) {
             let vh_name = format!("{}:{}", svc.fqdn(), port.port);
@@ -259,15 +272,26 @@ pub(crate) fn outbound(model: &Model, policy: &PolicyContext, client_ns: &str) -
                     }
                 }
             }
-            vhosts.push(virtual_host(model, policy, svc, port, kept, &mut refs));
+            vhosts.push(virtual_host(
+                model,
+                policy,
+                svc,
+                port,
+                kept,
+                &mut refs,
+                &mut sources,
+            ));
         }
     }
     refs.sort();
     refs.dedup();
+    sources.sort();
+    sources.dedup();
     out.resources.push(Resource {
         kind: XdsType::Route,
         name: names::OUTBOUND_ROUTE.into(),
         refs,
+        sources,
         body: Body::Route(Box::new(RouteConfiguration {
             name: names::OUTBOUND_ROUTE.into(),
             virtual_hosts: vhosts,

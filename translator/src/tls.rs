@@ -149,6 +149,7 @@ pub fn cert_secret(cert_chain_pem: &str, key_pem: &str) -> Resource {
         kind: XdsType::Secret,
         name: CERT_SECRET.into(),
         refs: Vec::new(),
+        sources: Vec::new(),
         body: Body::Secret(Box::new(secret)),
     }
 }
@@ -168,6 +169,7 @@ pub fn root_secret(bundle_pem: &str) -> Resource {
         kind: XdsType::Secret,
         name: ROOT_SECRET.into(),
         refs: Vec::new(),
+        sources: Vec::new(),
         body: Body::Secret(Box::new(secret)),
     }
 }

@@ -37,8 +37,8 @@ fn render(out: &Output, title: &str, text: &mut String) {
         let pretty = serde_json::to_string_pretty(&json).expect("json");
         writeln!(
             text,
-            "--- {} {} refs={:?}\n{pretty}",
-            r.kind, r.name, r.refs
+            "--- {} {} refs={:?} sources={:?}\n{pretty}",
+            r.kind, r.name, r.refs, r.sources
         )
         .expect("write");
     }

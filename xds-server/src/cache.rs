@@ -199,6 +199,7 @@ fn empty_routes() -> translator::Resource {
         kind: XdsType::Route,
         name: translator::OUTBOUND_ROUTE.into(),
         refs: Vec::new(),
+        sources: Vec::new(),
         body: translator::Body::Route(Box::default()),
     }
 }
@@ -225,6 +226,7 @@ pub struct Cache {
     config: CacheConfig,
     builds: watch::Sender<u64>,
     metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
+    proxies: std::sync::OnceLock<Arc<crate::proxies::ProxyRegistry>>,
 }
 
 /// A stream's subscription to its node's snapshot; dropping it unregisters.
@@ -270,6 +272,7 @@ impl Cache {
             config,
             builds: watch::channel(0).0,
             metrics: std::sync::OnceLock::new(),
+            proxies: std::sync::OnceLock::new(),
         })
     }
 
@@ -301,6 +304,16 @@ impl Cache {
     /// Where builds report their time and size.
     pub fn set_metrics(&self, metrics: Arc<crate::metrics::Metrics>) {
         let _ = self.metrics.set(metrics);
+    }
+
+    /// The registry of connected proxies (for status derived from their answers).
+    pub fn set_proxies(&self, proxies: Arc<crate::proxies::ProxyRegistry>) {
+        let _ = self.proxies.set(proxies);
+    }
+
+    /// The registry of connected proxies, once set.
+    pub fn proxies(&self) -> Option<&Arc<crate::proxies::ProxyRegistry>> {
+        self.proxies.get()
     }
 
     /// Reads the model.

@@ -52,6 +52,7 @@ impl NackLog {
                 r#type = %rejection.kind,
                 version = %rejection.version,
                 resources = ?rejection.resources,
+                origin = ?rejection.sources,
                 error = %rejection.error,
                 "proxy rejected config (NACK); it keeps its last good config"
             );

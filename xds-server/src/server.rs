@@ -228,10 +228,12 @@ impl Shared {
     pub fn new(cache: Arc<Cache>) -> Self {
         let metrics = Arc::new(Metrics::new());
         cache.set_metrics(metrics.clone());
+        let proxies: Arc<ProxyRegistry> = Arc::default();
+        cache.set_proxies(proxies.clone());
         Shared {
             cache,
             nacks: Arc::default(),
-            proxies: Arc::default(),
+            proxies,
             metrics,
         }
     }

@@ -25,6 +25,8 @@ pub struct Encoded {
     pub any: Any,
     /// Names of the resources of the previous stage it points at.
     pub refs: Vec<String>,
+    /// The objects it was made from.
+    pub sources: Vec<String>,
 }
 
 impl Encoded {
@@ -38,6 +40,7 @@ impl Encoded {
             version,
             any,
             refs: resource.refs.clone(),
+            sources: resource.sources.clone(),
         }
     }
 }

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use translator::model::{Kind, ObjectKey, PolicyStatus, RetryPolicy, TrafficSplit, policy_status};
 
 use crate::cache::Cache;
+use crate::proxies::{ProxyRegistry, ResourceStatus};
 use crate::source::kube::Rejected;
 
 /// What status every policy object should carry now, rejected objects included.
@@ -36,6 +37,56 @@ pub fn desired(cache: &Cache, rejected: &Rejected) -> BTreeMap<ObjectKey, Policy
                     )],
                 },
             );
+        }
+    }
+    if let Some(proxies) = cache.proxies() {
+        for (key, message) in rejections(proxies) {
+            if let Some(status) = out.get_mut(&key) {
+                status.conditions.retain(|c| c.type_ != "Accepted");
+                status.conditions.insert(
+                    0,
+                    MeshCondition::new("Accepted", false, ConditionReason::Rejected, message),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Policy objects behind config a proxy currently rejects, with what it said.
+pub fn rejections(proxies: &ProxyRegistry) -> BTreeMap<ObjectKey, String> {
+    let mut out = BTreeMap::new();
+    for p in proxies.all() {
+        for (kind, resources) in &p.sent {
+            for r in resources.values() {
+                let ResourceStatus::Nacked(error) = &r.status else {
+                    continue;
+                };
+                for source in &r.resource.sources {
+                    let Some((k, rest)) = source.split_once(' ') else {
+                        continue;
+                    };
+                    let Some((ns, name)) = rest.split_once('/') else {
+                        continue;
+                    };
+                    let kind_of = match k {
+                        "TrafficSplit" => Kind::TrafficSplit,
+                        "RetryPolicy" => Kind::RetryPolicy,
+                        _ => continue,
+                    };
+                    let key = ObjectKey {
+                        kind: kind_of,
+                        namespace: ns.into(),
+                        name: name.into(),
+                    };
+                    out.entry(key).or_insert_with(|| {
+                        format!(
+                            "proxy {} rejected {kind} {}: {error}",
+                            p.node.id, r.resource.name
+                        )
+                    });
+                }
+            }
         }
     }
     out
@@ -62,8 +113,10 @@ pub async fn log_changes(cache: Arc<Cache>) {
             }
         }
         last = now;
-        if builds.changed().await.is_err() {
-            return;
+        // Rejections arrive between builds: look again now and then.
+        tokio::select! {
+            r = builds.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
 }
@@ -83,7 +136,7 @@ pub async fn run(
         tokio::select! {
             r = builds.changed() => if r.is_err() { return },
             r = leader.changed() => if r.is_err() { return },
-            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
         if !*leader.borrow_and_update() {
             // A new leader rewrites everything it finds different.
@@ -153,4 +206,96 @@ async fn patch(
         _ => {}
     }
     Ok(conditions)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use translator::XdsType;
+    use translator::model::parse_manifest;
+
+    use super::*;
+    use crate::ads::{Event, Rejection};
+    use crate::cache::CacheConfig;
+    use crate::proxies::ProxyState;
+    use crate::snapshot::Encoded;
+
+    #[test]
+    fn a_rejection_becomes_a_condition_on_the_originating_policy() {
+        let cache = Cache::new(CacheConfig::default());
+        let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{name: http, port: 80}]\n---\napiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {name: canary}\nspec:\n  service: web\n  backends: [{service: web, weight: 1}]\n";
+        let parsed = parse_manifest(yaml).expect("yaml");
+        cache.update(|m| {
+            parsed
+                .objects
+                .iter()
+                .for_each(|o| m.apply(o).expect("valid"))
+        });
+        let proxies: Arc<ProxyRegistry> = Arc::default();
+        cache.set_proxies(proxies.clone());
+        let id = proxies.connect(ProxyState {
+            node: envoy_types::pb::envoy::config::core::v3::Node {
+                id: "p.default".into(),
+                ..Default::default()
+            },
+            identity: String::new(),
+            kind: "envoy",
+            stream: "delta",
+            connected: std::time::SystemTime::now(),
+            last_ack: None,
+            sent: Default::default(),
+            subscribed: Vec::new(),
+            snapshot: Arc::default(),
+        });
+        let route = Arc::new(Encoded {
+            kind: XdsType::Route,
+            name: "outbound".into(),
+            version: "v1".into(),
+            any: Default::default(),
+            refs: Vec::new(),
+            sources: vec![
+                "Service default/web".into(),
+                "TrafficSplit default/canary".into(),
+            ],
+        });
+        proxies.record(
+            id,
+            &[
+                Event::Sent {
+                    kind: XdsType::Route,
+                    version: "r1".into(),
+                    resources: vec![route],
+                    removed: Some(Vec::new()),
+                },
+                Event::Nack(Rejection {
+                    kind: XdsType::Route,
+                    version: "r1".into(),
+                    resources: vec!["outbound".into()],
+                    error: "invalid regex".into(),
+                    sources: Vec::new(),
+                }),
+            ],
+            vec![XdsType::Route],
+        );
+        let status = desired(&cache, &Rejected::default());
+        let key = ObjectKey {
+            kind: Kind::TrafficSplit,
+            namespace: "default".into(),
+            name: "canary".into(),
+        };
+        let accepted = &status[&key].conditions[0];
+        assert_eq!(
+            (
+                accepted.type_.as_str(),
+                accepted.status.as_str(),
+                accepted.reason.as_str()
+            ),
+            ("Accepted", "False", "Rejected")
+        );
+        assert_eq!(
+            accepted.message,
+            "proxy p.default rejected RDS outbound: invalid regex"
+        );
+    }
 }

@@ -194,6 +194,7 @@ impl DeltaStream {
                             version: response_version(&sent),
                             resources: sent.resources.iter().map(|r| r.name.clone()).collect(),
                             error: status.message.clone(),
+                            sources: super::sources_of(sent.resources.iter()),
                         }));
                     }
                 },

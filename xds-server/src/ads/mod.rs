@@ -36,6 +36,8 @@ pub struct Rejection {
     pub resources: Vec<String>,
     /// The proxy's error text.
     pub error: String,
+    /// The objects the rejected resources were made from.
+    pub sources: Vec<String>,
 }
 
 /// What a stream saw, for logs, metrics and the NACK record.
@@ -69,6 +71,17 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+}
+
+/// The objects a set of resources was made from, sorted and unique.
+pub(crate) fn sources_of<'a>(
+    resources: impl IntoIterator<Item = &'a std::sync::Arc<Encoded>>,
+) -> Vec<String> {
+    let set: BTreeSet<String> = resources
+        .into_iter()
+        .flat_map(|r| r.sources.iter().cloned())
+        .collect();
+    set.into_iter().collect()
 }
 
 /// Clusters a set of held Listeners and Routes point at: these may not be removed yet.

@@ -164,6 +164,7 @@ impl SotwStream {
                             version: sent.version.clone(),
                             resources: sent.resources.keys().cloned().collect(),
                             error: status.message.clone(),
+                            sources: super::sources_of(sent.resources.values()),
                         }));
                         state.rejected = Some(sent.version);
                     }

@@ -19,6 +19,7 @@ pub(crate) fn res(kind: XdsType, name: &str, version: &str, refs: &[&str]) -> Ar
             value: format!("{name}@{version}").into_bytes(),
         },
         refs: refs.iter().map(|s| s.to_string()).collect(),
+        sources: Vec::new(),
     })
 }
 
