@@ -124,6 +124,9 @@ async fn status_and_dump_match_envoy(stream: Stream) -> anyhow::Result<()> {
         &["dump", "client-0.default", "--envoy-admin", &admin],
     )?;
     assert_eq!(code, 0, "{diff}");
+    let admin = format!("http://{}", mesh.sidecars["web-1"].admin);
+    let (code, diff) = xdsctl(&mesh, &["dump", "web-1.default", "--envoy-admin", &admin])?;
+    assert_eq!(code, 0, "a pod with inbound listeners too: {diff}");
     // Errors scripts can use.
     assert_eq!(xdsctl(&mesh, &["dump", "nobody.default"])?.0, 2);
     let out = Command::new(workspace_bin("xdsctl")?)
