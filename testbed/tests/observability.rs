@@ -307,3 +307,66 @@ async fn a_rejected_route_is_traced_to_its_traffic_split() -> anyhow::Result<()>
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn csds_streams_an_answer_per_request_and_refuses_workload_identities() -> anyhow::Result<()>
+{
+    use envoy_types::pb::envoy::service::status::v3::ClientStatusRequest;
+    use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_client::ClientStatusDiscoveryServiceClient;
+    let mesh = Mesh::start(Stream::Delta).await?;
+    all_synced(&mesh).await?;
+    xdsctl(&mesh, &["status"])?; // writes the admin credentials
+    let connect = |dir: std::path::PathBuf| {
+        let server = mesh.cp.xds;
+        async move {
+            let read = |f: &str| std::fs::read_to_string(dir.join(f));
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(read("xds-ca.crt")?))
+                .identity(tonic::transport::Identity::from_pem(
+                    read("xds-client.crt")?,
+                    read("xds-client.key")?,
+                ))
+                .domain_name("127.0.0.1");
+            let channel = tonic::transport::Endpoint::from_shared(format!("https://{server}"))?
+                .tls_config(tls)?
+                .connect()
+                .await?;
+            anyhow::Ok(ClientStatusDiscoveryServiceClient::new(channel))
+        }
+    };
+    let mut admin = connect(mesh.work.path().join("xdsctl-creds")).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let mut answers = admin
+        .stream_client_status(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    for _ in 0..2 {
+        tx.send(ClientStatusRequest {
+            exclude_resource_contents: true,
+            ..Default::default()
+        })
+        .await?;
+        let answer = answers
+            .message()
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("stream ended"))?;
+        assert_eq!(answer.config.len(), 4, "one config per connected proxy");
+        assert!(
+            answer
+                .config
+                .iter()
+                .flat_map(|c| &c.generic_xds_configs)
+                .all(|g| g.xds_config.is_none())
+        );
+    }
+    // A workload's own credentials may not read every proxy's config.
+    let mut workload = connect(mesh.work.path().join("certs-client-0.default")).await?;
+    let refused = workload
+        .fetch_client_status(ClientStatusRequest::default())
+        .await;
+    assert_eq!(
+        refused.map(|_| ()).map_err(|s| s.code()),
+        Err(tonic::Code::PermissionDenied)
+    );
+    Ok(())
+}

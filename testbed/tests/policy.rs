@@ -40,6 +40,37 @@ fn selected_service(name: &str, port: u16, endpoints: &[std::net::IpAddr]) -> St
     )
 }
 
+/// A pod `NAME-1` at 127.0.0.LAST whose backend gets `backend` arguments, its Service
+/// `NAME` (selecting it), and a wait until its sidecar serves the inbound port. Returns
+/// the backend's own address (for its request counter).
+async fn backend_pod(
+    mesh: &mut Mesh,
+    name: &str,
+    last: u8,
+    backend: &[&str],
+) -> anyhow::Result<SocketAddr> {
+    let port = testbed::procs::free_port()?;
+    let pod_name = format!("{name}-1");
+    mesh.add_pod_with(&pod_name, last, port, backend).await?;
+    let pods = std::fs::read_to_string(mesh.manifests().join("pods.yaml"))?;
+    mesh.write(
+        "pods.yaml",
+        &format!("{pods}---\n{}", pod(&pod_name, name, ip(last), name)),
+    )?;
+    mesh.write(
+        &format!("{name}.yaml"),
+        &selected_service(name, port, &[ip(last)]),
+    )?;
+    let sidecar = &mesh.sidecars[&pod_name];
+    let inbound = format!("inbound|{port}");
+    wait_until(CONVERGE, "the pod's inbound listener", || {
+        let inbound = inbound.clone();
+        async move { Ok(sidecar.admin_get("/listeners").await?.contains(&inbound)) }
+    })
+    .await?;
+    Ok(SocketAddr::new(testbed::manifests::app_ip(ip(last)), port))
+}
+
 /// Shares of answering pods over `n` sequential calls.
 async fn shares(mesh: &Mesh, host: &str, n: usize) -> anyhow::Result<BTreeMap<String, f64>> {
     let seen = mesh.answering(host, n).await?;
@@ -133,23 +164,8 @@ async fn traffic_split_weights_hold_and_shift_live_without_errors() -> anyhow::R
 #[tokio::test]
 async fn retries_hide_a_flaky_backend_only_with_a_policy() -> anyhow::Result<()> {
     let mut mesh = Mesh::start(Stream::Sotw).await?;
-    let port = testbed::procs::free_port()?;
-    mesh.add_pod_with("flaky-1", 26, port, &["--fail-every", "2"])
-        .await?;
-    let pods = std::fs::read_to_string(mesh.manifests().join("pods.yaml"))?;
-    mesh.write(
-        "pods.yaml",
-        &format!("{pods}---\n{}", pod("flaky-1", "flaky", ip(26), "flaky")),
-    )?;
-    mesh.write("flaky.yaml", &selected_service("flaky", port, &[ip(26)]))?;
+    backend_pod(&mut mesh, "flaky", 26, &["--fail-every", "2"]).await?;
     wait_for_route(&mesh, "flaky.default.svc.cluster.local").await?;
-    let sidecar = &mesh.sidecars["flaky-1"];
-    let inbound = format!("inbound|{port}");
-    wait_until(CONVERGE, "flaky-1's inbound listener", || {
-        let inbound = inbound.clone();
-        async move { Ok(sidecar.admin_get("/listeners").await?.contains(&inbound)) }
-    })
-    .await?;
     let ok = |n: usize| {
         let mesh = &mesh;
         async move {
@@ -189,16 +205,7 @@ async fn retries_hide_a_flaky_backend_only_with_a_policy() -> anyhow::Result<()>
 #[tokio::test]
 async fn the_retry_budget_bounds_upstream_attempts() -> anyhow::Result<()> {
     let mut mesh = Mesh::start(Stream::Delta).await?;
-    let port = testbed::procs::free_port()?;
-    mesh.add_pod_with("broken-1", 27, port, &["--fail-every", "1"])
-        .await?;
-    let pods = std::fs::read_to_string(mesh.manifests().join("pods.yaml"))?;
-    mesh.write(
-        "pods.yaml",
-        &format!("{pods}---\n{}", pod("broken-1", "broken", ip(27), "broken")),
-    )?;
-    mesh.write("broken.yaml", &selected_service("broken", port, &[ip(27)]))?;
-    let backend = SocketAddr::new(testbed::manifests::app_ip(ip(27)), port);
+    let backend = backend_pod(&mut mesh, "broken", 27, &["--fail-every", "1"]).await?;
     async fn attempts_per_request(mesh: &Mesh, backend: SocketAddr, n: u64) -> anyhow::Result<f64> {
         let before = backend_count(backend).await?;
         for _ in 0..n {
@@ -216,13 +223,6 @@ async fn the_retry_budget_bounds_upstream_attempts() -> anyhow::Result<()> {
         ),
     )?;
     wait_for_route(&mesh, "\"num_retries\": 3").await?;
-    let sidecar = &mesh.sidecars["broken-1"];
-    let inbound = format!("inbound|{port}");
-    wait_until(CONVERGE, "broken-1's inbound listener", || {
-        let inbound = inbound.clone();
-        async move { Ok(sidecar.admin_get("/listeners").await?.contains(&inbound)) }
-    })
-    .await?;
     let unbounded = attempts_per_request(&mesh, backend, 50).await?;
     // 50% of one active request rounds down to no concurrent retry; no minimum.
     mesh.write("retry.yaml", &retry_policy("broken-retries", "broken", "  retryOn: [5xx]\n  numRetries: 3\n  budget: {retryPercent: 50, minRetryConcurrency: 0}\n"))?;
@@ -252,25 +252,9 @@ async fn the_retry_budget_bounds_upstream_attempts() -> anyhow::Result<()> {
 #[tokio::test]
 async fn per_try_and_overall_timeouts() -> anyhow::Result<()> {
     let mut mesh = Mesh::start(Stream::Delta).await?;
-    let port = testbed::procs::free_port()?;
-    mesh.add_pod_with("slow-1", 28, port, &["--delay-ms", "1500"])
-        .await?;
-    let pods = std::fs::read_to_string(mesh.manifests().join("pods.yaml"))?;
-    mesh.write(
-        "pods.yaml",
-        &format!("{pods}---\n{}", pod("slow-1", "slow", ip(28), "slow")),
-    )?;
-    mesh.write("slow.yaml", &selected_service("slow", port, &[ip(28)]))?;
-    let backend = SocketAddr::new(testbed::manifests::app_ip(ip(28)), port);
+    let backend = backend_pod(&mut mesh, "slow", 28, &["--delay-ms", "1500"]).await?;
     mesh.write("retry.yaml", &retry_policy("slow-policy", "slow", "  retryOn: [5xx]\n  numRetries: 2\n  perTryTimeout: 200ms\n  timeout: 5s\n  backoff: {baseInterval: 10ms, maxInterval: 20ms}\n"))?;
     wait_for_route(&mesh, "per_try_timeout").await?;
-    let sidecar = &mesh.sidecars["slow-1"];
-    let inbound = format!("inbound|{port}");
-    wait_until(CONVERGE, "slow-1's inbound listener", || {
-        let inbound = inbound.clone();
-        async move { Ok(sidecar.admin_get("/listeners").await?.contains(&inbound)) }
-    })
-    .await?;
     let before = backend_count(backend).await?;
     let start = Instant::now();
     let (status, _) = mesh.call("slow").await?;
