@@ -58,7 +58,7 @@ fn delta_bootstrap_is_valid_for_envoy() {
         "--app-address",
         "127.0.1.9",
         "--xds-address",
-        "127.0.0.1:15010",
+        "127.0.0.1:4242",
         "--delta",
     ]);
     assert_eq!(
