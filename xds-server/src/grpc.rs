@@ -94,87 +94,56 @@ trait Machine: Send + Sync + 'static {
     fn idle(&self) -> bool;
 }
 
-impl Machine for sotw::SotwStream {
-    type Req = DiscoveryRequest;
-    type Resp = DiscoveryResponse;
-    const STREAM: &'static str = "sotw";
-    fn node(req: &DiscoveryRequest) -> Option<&Node> {
-        req.node.as_ref()
-    }
-    fn new(snapshot: Arc<Snapshot>) -> Self {
-        sotw::SotwStream::new(snapshot)
-    }
-    fn request(
-        &mut self,
-        req: &DiscoveryRequest,
-        now: Instant,
-    ) -> (Vec<DiscoveryResponse>, Vec<Event>) {
-        let s = self.on_request(req, now);
-        (s.responses, s.events)
-    }
-    fn snapshot(
-        &mut self,
-        snap: Arc<Snapshot>,
-        now: Instant,
-    ) -> (Vec<DiscoveryResponse>, Vec<Event>) {
-        let s = self.on_snapshot(snap, now);
-        (s.responses, s.events)
-    }
-    fn tick(&mut self, now: Instant) -> (Vec<DiscoveryResponse>, Vec<Event>) {
-        let s = self.on_tick(now);
-        (s.responses, s.events)
-    }
-    fn waiting(&self) -> bool {
-        sotw::SotwStream::waiting(self)
-    }
-    fn subscribed(&self) -> Vec<translator::XdsType> {
-        sotw::SotwStream::subscribed(self)
-    }
-    fn idle(&self) -> bool {
-        sotw::SotwStream::idle(self)
-    }
+/// Both stream machines have the same surface; only the message types differ.
+macro_rules! machine {
+    ($ty:ty, $req:ty, $resp:ty, $name:literal) => {
+        impl Machine for $ty {
+            type Req = $req;
+            type Resp = $resp;
+            const STREAM: &'static str = $name;
+            fn node(req: &$req) -> Option<&Node> {
+                req.node.as_ref()
+            }
+            fn new(snapshot: Arc<Snapshot>) -> Self {
+                <$ty>::new(snapshot)
+            }
+            fn request(&mut self, req: &$req, now: Instant) -> (Vec<$resp>, Vec<Event>) {
+                let s = self.on_request(req, now);
+                (s.responses, s.events)
+            }
+            fn snapshot(&mut self, snap: Arc<Snapshot>, now: Instant) -> (Vec<$resp>, Vec<Event>) {
+                let s = self.on_snapshot(snap, now);
+                (s.responses, s.events)
+            }
+            fn tick(&mut self, now: Instant) -> (Vec<$resp>, Vec<Event>) {
+                let s = self.on_tick(now);
+                (s.responses, s.events)
+            }
+            fn waiting(&self) -> bool {
+                <$ty>::waiting(self)
+            }
+            fn subscribed(&self) -> Vec<translator::XdsType> {
+                <$ty>::subscribed(self)
+            }
+            fn idle(&self) -> bool {
+                <$ty>::idle(self)
+            }
+        }
+    };
 }
 
-impl Machine for delta::DeltaStream {
-    type Req = DeltaDiscoveryRequest;
-    type Resp = DeltaDiscoveryResponse;
-    const STREAM: &'static str = "delta";
-    fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
-        req.node.as_ref()
-    }
-    fn new(snapshot: Arc<Snapshot>) -> Self {
-        delta::DeltaStream::new(snapshot)
-    }
-    fn request(
-        &mut self,
-        req: &DeltaDiscoveryRequest,
-        now: Instant,
-    ) -> (Vec<DeltaDiscoveryResponse>, Vec<Event>) {
-        let s = self.on_request(req, now);
-        (s.responses, s.events)
-    }
-    fn snapshot(
-        &mut self,
-        snap: Arc<Snapshot>,
-        now: Instant,
-    ) -> (Vec<DeltaDiscoveryResponse>, Vec<Event>) {
-        let s = self.on_snapshot(snap, now);
-        (s.responses, s.events)
-    }
-    fn tick(&mut self, now: Instant) -> (Vec<DeltaDiscoveryResponse>, Vec<Event>) {
-        let s = self.on_tick(now);
-        (s.responses, s.events)
-    }
-    fn waiting(&self) -> bool {
-        delta::DeltaStream::waiting(self)
-    }
-    fn subscribed(&self) -> Vec<translator::XdsType> {
-        delta::DeltaStream::subscribed(self)
-    }
-    fn idle(&self) -> bool {
-        delta::DeltaStream::idle(self)
-    }
-}
+machine!(
+    sotw::SotwStream,
+    DiscoveryRequest,
+    DiscoveryResponse,
+    "sotw"
+);
+machine!(
+    delta::DeltaStream,
+    DeltaDiscoveryRequest,
+    DeltaDiscoveryResponse,
+    "delta"
+);
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
