@@ -3,12 +3,11 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use common::{CONVERGE, Mesh, Traffic, WEB_CLUSTER, ip};
 use testbed::manifests::{pod, service, slice};
-use testbed::procs::{Stream, free_port, wait_until};
+use testbed::procs::{Stream, wait_until};
 
 async fn routes_by_service_name(stream: Stream) -> anyhow::Result<()> {
     let mesh = Mesh::start(stream).await?;
@@ -271,16 +270,7 @@ async fn nack_is_recorded_not_resent(stream: Stream) -> anyhow::Result<()> {
     let mesh = Mesh::start(stream).await?;
     // Something else already holds this port on the client's pod IP: Envoy cannot bind
     // the inbound listener a new Service needs, and rejects the update.
-    let port = free_port()?;
-    let _squatter = TcpListener::bind((ip(21), port))?;
-    let services = std::fs::read_to_string(mesh.manifests().join("services.yaml"))?;
-    mesh.write(
-        "services.yaml",
-        &format!(
-            "{services}---\n{}",
-            service("client", "http", 80, port, None)
-        ),
-    )?;
+    let (_squatter, port) = mesh.occupy_client_inbound_port()?;
     let client = &mesh.client;
     wait_until(CONVERGE, "Envoy to reject the listener", || async move {
         Ok(client

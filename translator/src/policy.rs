@@ -111,10 +111,7 @@ pub fn retry_for<'a>(
 ) -> Option<&'a RetryPolicy> {
     let by = |p: Option<u32>| winners.get(&(ns.to_string(), svc.to_string(), p));
     let name = by(Some(u32::from(port))).or_else(|| by(None))?;
-    model.retry_policies().find(|p| {
-        p.metadata.name.as_deref() == Some(name.as_str())
-            && p.metadata.namespace.as_deref().unwrap_or("default") == ns
-    })
+    model.retry_policy(ns, name)
 }
 
 /// Everything policy-related a build needs, computed once per build.

@@ -86,7 +86,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     } else {
         None
     };
-    let (authority, issued_dir) = match (&client, &sec.ca_cert) {
+    let (authority, issued_dir, previous_signer) = match (&client, &sec.ca_cert) {
         (Some(client), None) => (
             crate::ca_store::from_kubernetes(
                 client.clone(),
@@ -95,8 +95,19 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             )
             .await?,
             None,
+            None,
         ),
-        _ => (load_ca_files(sec)?, Some(sec.ca_dir.join("issued"))),
+        _ => {
+            let authority = load_ca_files(sec)?;
+            // During a rotation overlap the previous root signs our serving certificate.
+            let previous = match &sec.ca_cert {
+                None => {
+                    crate::ca_store::serving_authority(&sec.ca_dir, &sec.trust_domain, &authority)?
+                }
+                Some(_) => None,
+            };
+            (authority, Some(sec.ca_dir.join("issued")), previous)
+        }
     };
     let certs = Arc::new(CertManager::new(authority, sec.cert_lifetime, issued_dir));
     let mesh = MeshConfig {
@@ -165,14 +176,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         let mut names = cfg.xds_dns_names.clone();
         names.push(bound.ip().to_string());
         let lifetime = Duration::from_secs(365 * 24 * 3600);
-        let previous = match (&cfg.manifests, &sec.ca_cert) {
-            (Some(_), None) => {
-                let current = crate::ca_store::from_dir(&sec.ca_dir, &sec.trust_domain)?;
-                crate::ca_store::serving_authority(&sec.ca_dir, &sec.trust_domain, &current)?
-            }
-            _ => None,
-        };
-        let serving = match previous {
+        let serving = match previous_signer {
             Some(prev) => prev.issue_with(&id, &names, lifetime, std::time::SystemTime::now()),
             None => certs.issue(&id, &names, lifetime),
         }

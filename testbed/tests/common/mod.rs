@@ -176,6 +176,25 @@ impl Mesh {
         Ok(seen)
     }
 
+    /// Makes Envoy reject config: something else already holds a port on the client's
+    /// pod IP, and a new Service asks the client's sidecar to listen there. Keep the
+    /// returned socket alive for as long as the rejection should last.
+    pub(crate) fn occupy_client_inbound_port(
+        &self,
+    ) -> anyhow::Result<(std::net::TcpListener, u16)> {
+        let port = free_port()?;
+        let squatter = std::net::TcpListener::bind((ip(21), port))?;
+        let services = std::fs::read_to_string(self.manifests.join("services.yaml"))?;
+        self.write(
+            "services.yaml",
+            &format!(
+                "{services}---\n{}",
+                service("client", "http", 80, port, None)
+            ),
+        )?;
+        Ok((squatter, port))
+    }
+
     /// Every xDS update counter of the client sidecar (`*.update_success`,
     /// `*.update_rejected`).
     pub(crate) async fn update_counters(&self) -> anyhow::Result<BTreeMap<String, u64>> {

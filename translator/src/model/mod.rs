@@ -372,6 +372,12 @@ impl Model {
             .get(&(namespace.to_string(), name.to_string()))
     }
 
+    /// One RetryPolicy.
+    pub fn retry_policy(&self, namespace: &str, name: &str) -> Option<&RetryPolicy> {
+        self.retry_policies
+            .get(&(namespace.to_string(), name.to_string()))
+    }
+
     /// Every RetryPolicy, ordered by namespace and name.
     pub fn retry_policies(&self) -> impl Iterator<Item = &RetryPolicy> {
         self.retry_policies.values()
