@@ -118,6 +118,44 @@ impl Proc {
         }
     }
 
+    /// Sends SIGTERM (a graceful stop) without waiting.
+    pub fn terminate(&mut self) -> anyhow::Result<()> {
+        let child = self
+            .child
+            .as_ref()
+            .context("the process was already reaped")?;
+        let pid = libc::pid_t::try_from(child.id()).context("pid")?;
+        // SAFETY: kill(2) with a pid we spawned and have not reaped yet.
+        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+            bail!("kill -TERM {pid}: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for the process to exit; returns its status and how long
+    /// it took. The process is killed if it is still running at the deadline.
+    pub async fn wait_exit(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<(std::process::ExitStatus, Duration)> {
+        let start = Instant::now();
+        let child = self
+            .child
+            .as_mut()
+            .context("the process was already reaped")?;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok((status, start.elapsed()));
+            }
+            if start.elapsed() > timeout {
+                self.kill();
+                bail!("{} did not exit within {timeout:?}", self.name);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Fails if the process has exited.
     pub fn check_running(&mut self) -> anyhow::Result<()> {
         if let Some(c) = self.child.as_mut()
@@ -160,8 +198,9 @@ impl ControlPlane {
     /// Starts with extra `run` arguments (e.g. `--mtls-mode permissive`).
     pub async fn start_with(manifests: &Path, work: &Path, extra: &[&str]) -> anyhow::Result<Self> {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let any: SocketAddr = "127.0.0.1:0".parse()?;
         let (proc, (xds, admin), log) =
-            Self::launch(manifests, work, "127.0.0.1:0".parse()?, 1, &extra).await?;
+            Self::launch(manifests, work, (any, any), 1, &extra).await?;
         Ok(ControlPlane {
             proc,
             xds,
@@ -182,7 +221,7 @@ impl ControlPlane {
     async fn launch(
         manifests: &Path,
         work: &Path,
-        addr: SocketAddr,
+        (addr, admin): (SocketAddr, SocketAddr),
         n: u32,
         extra: &[String],
     ) -> anyhow::Result<(Proc, (SocketAddr, SocketAddr), PathBuf)> {
@@ -196,7 +235,7 @@ impl ControlPlane {
             .arg(&ready)
             .arg("--ca-dir")
             .arg(work.join("ca"))
-            .args(["--admin-address", "127.0.0.1:0"])
+            .args(["--admin-address", &admin.to_string()])
             .args(extra)
             .env("RUDDER_LOG", "info,xds_server=debug");
         let mut proc = Proc::spawn("xds-server", cmd, &log)?;
@@ -232,14 +271,41 @@ impl ControlPlane {
         self.proc.kill();
     }
 
-    /// Starts again on the same xDS address.
+    /// SIGTERM: a graceful stop. See [`ControlPlane::wait_exit`].
+    pub fn terminate(&mut self) -> anyhow::Result<()> {
+        self.proc.terminate()
+    }
+
+    /// Waits for the process to exit (killing it after `timeout`).
+    pub async fn wait_exit(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<(std::process::ExitStatus, Duration)> {
+        self.proc.wait_exit(timeout).await
+    }
+
+    /// Starts again on the same xDS address (SIGKILL first if still running).
     pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.relaunch(false).await
+    }
+
+    /// Starts again on the same xDS and admin addresses, as a restarted pod would.
+    pub async fn restart_same_addresses(&mut self) -> anyhow::Result<()> {
+        self.relaunch(true).await
+    }
+
+    async fn relaunch(&mut self, same_admin: bool) -> anyhow::Result<()> {
         self.proc.kill();
         self.starts += 1;
+        let admin = if same_admin {
+            self.admin
+        } else {
+            "127.0.0.1:0".parse()?
+        };
         let (proc, (xds, admin), log) = Self::launch(
             &self.manifests,
             &self.work,
-            self.xds,
+            (self.xds, admin),
             self.starts,
             &self.extra,
         )

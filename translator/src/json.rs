@@ -1,12 +1,66 @@
-//! proto3 JSON for any xDS message, `Any` payloads expanded, using the descriptor set that
-//! envoy-types ships. Golden tests and `xdsctl dump` read resources through this.
+//! proto3 JSON for any xDS message, `Any` payloads expanded. Golden tests and
+//! `xdsctl dump` read resources through this.
+//!
+//! The descriptors come from the FileDescriptorSet that envoy-types ships, trimmed to the
+//! packages Rudder emits and committed as [`DESCRIPTOR_FILE`], so the build needs nothing
+//! from the cargo cache beyond compiling the crates (`examples/gen_descriptors.rs`
+//! regenerates it; a test fails when it drifts from envoy-types).
 
 use std::sync::OnceLock;
 
 use envoy_types::pb::google::protobuf::Any;
 use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
 
-static DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptors.bin"));
+/// The committed descriptor set, relative to the translator crate.
+pub const DESCRIPTOR_FILE: &str = "descriptors/xds.binpb";
+
+static DESCRIPTORS: &[u8] = include_bytes!("../descriptors/xds.binpb");
+
+/// Packages whose messages Rudder emits, directly or inside an `Any`. Their files and
+/// everything those import are kept.
+const PACKAGE_PREFIXES: &[&str] = &[
+    "envoy.config.cluster.v3",
+    "envoy.config.endpoint.v3",
+    "envoy.config.listener.v3",
+    "envoy.config.route.v3",
+    "envoy.config.rbac.v3",
+    "envoy.extensions.filters.",
+    "envoy.extensions.transport_sockets.",
+    "envoy.extensions.upstreams.",
+    "envoy.extensions.load_balancing_policies.",
+];
+
+/// Trims envoy-types' full descriptor set to [`PACKAGE_PREFIXES`] and their imports.
+pub fn trim_descriptors(full: &[u8]) -> Result<Vec<u8>, JsonError> {
+    let pool = DescriptorPool::decode(full).map_err(|e| JsonError::Descriptors(e.to_string()))?;
+    let mut keep = std::collections::BTreeSet::new();
+    let mut todo: Vec<prost_reflect::FileDescriptor> = pool
+        .files()
+        .filter(|f| {
+            PACKAGE_PREFIXES
+                .iter()
+                .any(|p| f.package_name().starts_with(p))
+        })
+        .collect();
+    while let Some(f) = todo.pop() {
+        if keep.insert(f.name().to_string()) {
+            todo.extend(f.dependencies());
+        }
+    }
+    let mut trimmed = DescriptorPool::new();
+    trimmed
+        .add_file_descriptor_protos(
+            pool.file_descriptor_protos()
+                .filter(|f| keep.contains(f.name()))
+                .map(|f| prost_reflect::prost_types::FileDescriptorProto {
+                    // Comments and spans are not needed to render JSON.
+                    source_code_info: None,
+                    ..f.clone()
+                }),
+        )
+        .map_err(|e| JsonError::Descriptors(e.to_string()))?;
+    Ok(trimmed.encode_to_vec())
+}
 
 /// Why a message could not be rendered.
 #[derive(Debug, thiserror::Error)]

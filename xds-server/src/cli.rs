@@ -115,6 +115,10 @@ struct RunArgs {
     /// Quiet time after a change before proxies are pushed (milliseconds).
     #[arg(long, default_value_t = 100)]
     debounce_ms: u64,
+    /// On SIGTERM or Ctrl-C: the longest to wait for connections to close after every
+    /// stream was ended (proxies reconnect elsewhere and keep their config meanwhile).
+    #[arg(long, default_value = "5s", value_parser = parse_duration, env = "RUDDER_DRAIN_TIME")]
+    drain_time: Duration,
     #[command(flatten)]
     security: SecurityArgs,
 }
@@ -208,7 +212,7 @@ impl Args {
                     .enable_all()
                     .build()
                     .context("starting the async runtime")?;
-                rt.block_on(crate::server::serve(crate::server::ServeConfig {
+                let result = rt.block_on(crate::server::serve(crate::server::ServeConfig {
                     manifests: run.manifests,
                     kubernetes: run.kubernetes,
                     namespaces: run.namespaces,
@@ -221,7 +225,11 @@ impl Args {
                     mtls_mode: run.mtls_mode,
                     xds_dns_names: run.xds_dns_names,
                     security: run.security,
-                }))
+                    drain: run.drain_time,
+                }));
+                // Background tasks (watchers, the pusher) do not hold up the exit.
+                rt.shutdown_timeout(Duration::from_millis(500));
+                result
             }
             Command::Bootstrap(b) => print_bootstrap(b),
             Command::Ca(CaCommand::Rotate {

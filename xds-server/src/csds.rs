@@ -32,15 +32,22 @@ pub struct CsdsService {
     proxies: Arc<ProxyRegistry>,
     /// With TLS: callers must hold an identity in this namespace.
     admin_namespace: Option<String>,
+    /// Ends streaming reads when the control plane shuts down.
+    stop: crate::server::Stop,
 }
 
 impl CsdsService {
     /// Serves from `proxies`; with `admin_namespace`, only callers whose client
     /// certificate is in that namespace may read.
-    pub fn new(proxies: Arc<ProxyRegistry>, admin_namespace: Option<String>) -> Self {
+    pub fn new(
+        proxies: Arc<ProxyRegistry>,
+        admin_namespace: Option<String>,
+        stop: crate::server::Stop,
+    ) -> Self {
         CsdsService {
             proxies,
             admin_namespace,
+            stop,
         }
     }
 
@@ -199,8 +206,20 @@ impl ClientStatusDiscoveryService for CsdsService {
         self.authorize(&request)?;
         let this = self.clone();
         let mut inbound = request.into_inner();
+        let stopped = self.stop.stopped();
         let out = async_stream_like(move |tx| async move {
-            while let Ok(Some(req)) = inbound.message().await {
+            tokio::pin!(stopped);
+            loop {
+                let req = tokio::select! {
+                    msg = inbound.message() => match msg {
+                        Ok(Some(req)) => req,
+                        _ => break,
+                    },
+                    () = &mut stopped => {
+                        let _ = tx.send(Err(Status::unavailable("the control plane is shutting down"))).await;
+                        break;
+                    }
+                };
                 if tx.send(Ok(this.answer(&req))).await.is_err() {
                     break;
                 }

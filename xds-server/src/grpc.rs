@@ -35,6 +35,8 @@ pub struct AdsService {
     metrics: Arc<Metrics>,
     /// With TLS: the trust domain whose client certificates prove a node's identity.
     verify: Option<String>,
+    /// Ends every stream when the control plane shuts down.
+    stop: crate::server::Stop,
 }
 
 impl AdsService {
@@ -47,6 +49,7 @@ impl AdsService {
         proxies: Arc<ProxyRegistry>,
         metrics: Arc<Metrics>,
         verify: Option<String>,
+        stop: crate::server::Stop,
     ) -> Self {
         AdsService {
             cache,
@@ -54,6 +57,7 @@ impl AdsService {
             proxies,
             metrics,
             verify,
+            stop,
         }
     }
 }
@@ -164,8 +168,9 @@ impl AdsService {
             metrics: self.metrics.clone(),
         };
         let cache = self.cache.clone();
+        let stop = self.stop.clone();
         tokio::spawn(async move {
-            if let Err(status) = drive::<M>(cache, obs, peer, inbound, &tx).await {
+            if let Err(status) = drive::<M>(cache, obs, peer, inbound, stop, &tx).await {
                 let _ = tx.send(Err(status)).await;
             }
         });
@@ -185,8 +190,14 @@ async fn drive<M: Machine>(
     obs: Obs,
     peer: Peer,
     mut inbound: Streaming<M::Req>,
+    stop: crate::server::Stop,
     tx: &mpsc::Sender<Result<M::Resp, Status>>,
 ) -> Result<(), Status> {
+    if stop.is_stopped() {
+        return Err(shutting_down());
+    }
+    let stopped = stop.stopped();
+    tokio::pin!(stopped);
     let Some(first) = inbound.message().await? else {
         return Ok(());
     };
@@ -271,11 +282,21 @@ async fn drive<M: Machine>(
                 machine.snapshot(snap, Instant::now())
             }
             _ = tokio::time::sleep(TICK), if machine.waiting() => machine.tick(Instant::now()),
+            () = &mut stopped => {
+                tracing::info!(node = %node, stream = M::STREAM, "ending the stream: the control plane is shutting down");
+                return Err(shutting_down());
+            }
         };
         open = emit::<M>(&node, &obs, id, &machine, &mut pending_since, tx, step).await;
     }
     tracing::info!(node = %node, stream = M::STREAM, "proxy disconnected");
     Ok(())
+}
+
+/// The status a stream ends with when the control plane shuts down: proxies reconnect
+/// (to another replica) and keep serving their last config meanwhile.
+fn shutting_down() -> Status {
+    Status::unavailable("the control plane is shutting down; reconnect")
 }
 
 /// Unregisters a stream from the proxy registry when it ends.

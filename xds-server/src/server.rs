@@ -62,6 +62,8 @@ pub struct ServeConfig {
     pub xds_dns_names: Vec<String>,
     /// CA and TLS settings.
     pub security: SecurityArgs,
+    /// Longest a shutdown waits for connections to close after ending every stream.
+    pub drain: Duration,
 }
 
 /// Loads the CA from operator-supplied files or the CA directory.
@@ -188,7 +190,9 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             trust_domain: sec.trust_domain.clone(),
         })
     };
-    let server = serve_ads(listener, shared, tls, shutdown());
+    let stop = shared.stop.clone();
+    let server = serve_ads(listener, shared, tls, stop.stopped());
+    tokio::pin!(server);
     admin
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -197,9 +201,59 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     tracing::info!(xds = %bound, admin = %admin_bound, tls = !sec.insecure_xds, "serving xDS");
-    server.await?;
-    tracing::info!("shut down");
+    tokio::select! {
+        result = &mut server => return result,
+        signal = shutdown_signal() => tracing::info!(%signal, drain_ms = cfg.drain.as_millis() as u64, "shutting down: not ready, no new connections, ending every xDS stream"),
+    }
+    let started = std::time::Instant::now();
+    admin
+        .ready
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    stop.stop();
+    match tokio::time::timeout(cfg.drain, &mut server).await {
+        Ok(result) => result?,
+        Err(_) => tracing::warn!(
+            drain_ms = cfg.drain.as_millis() as u64,
+            "drain time ran out with connections still open; closing them"
+        ),
+    }
+    tracing::info!(took_ms = started.elapsed().as_millis() as u64, "shut down");
     Ok(())
+}
+
+/// Tells every stream and server loop that the control plane is shutting down.
+#[derive(Clone, Debug)]
+pub struct Stop {
+    tx: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Default for Stop {
+    fn default() -> Self {
+        Stop {
+            tx: Arc::new(tokio::sync::watch::channel(false).0),
+        }
+    }
+}
+
+impl Stop {
+    /// Starts the shutdown.
+    pub fn stop(&self) {
+        self.tx.send_replace(true);
+    }
+
+    /// Whether the shutdown has started.
+    pub fn is_stopped(&self) -> bool {
+        *self.tx.borrow()
+    }
+
+    /// Completes once the shutdown has started.
+    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.tx.subscribe();
+        async move {
+            // An error means the sender is gone, which only happens at exit.
+            let _ = rx.wait_for(|stopped| *stopped).await;
+        }
+    }
 }
 
 /// TLS for the xDS port.
@@ -225,6 +279,8 @@ pub struct Shared {
     pub proxies: Arc<ProxyRegistry>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The shutdown signal: streams end when it fires.
+    pub stop: Stop,
 }
 
 impl Shared {
@@ -239,6 +295,7 @@ impl Shared {
             nacks: Arc::default(),
             proxies,
             metrics,
+            stop: Stop::default(),
         }
     }
 }
@@ -259,12 +316,14 @@ pub async fn serve_ads(
         shared.proxies.clone(),
         shared.metrics,
         verify.clone(),
+        shared.stop.clone(),
     ))
     .max_decoding_message_size(64 << 20)
     .max_encoding_message_size(usize::MAX);
     let csds = ClientStatusDiscoveryServiceServer::new(CsdsService::new(
         shared.proxies,
         verify.map(|_| CONTROL_PLANE_NS.to_string()),
+        shared.stop,
     ))
     .max_encoding_message_size(usize::MAX);
     let mut builder = tonic::transport::Server::builder()
@@ -319,17 +378,14 @@ fn write_ready(path: &std::path::Path, xds: SocketAddr, admin: SocketAddr) -> st
     std::fs::rename(tmp, path)
 }
 
-async fn shutdown() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
+/// Completes on SIGTERM or Ctrl-C (SIGINT) and names the signal.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
+        Some(()) = async { term.as_mut()?.recv().await } => "SIGTERM",
+        Some(()) = async { int.as_mut()?.recv().await } => "SIGINT",
+        else => std::future::pending().await,
     }
 }

@@ -1,0 +1,87 @@
+//! The control plane's life cycle with real Envoy sidecars connected and traffic
+//! flowing: SIGTERM ends every stream, the process exits within its drain bound, and a
+//! restart on the same addresses works at once.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{CONVERGE, Mesh, Traffic, WEB_CLUSTER, ip};
+use testbed::manifests::slice;
+use testbed::procs::{Stream, wait_until};
+
+/// The drain bound given to the control plane.
+const DRAIN: Duration = Duration::from_secs(3);
+
+async fn sigterm_ends_streams_and_exits(stream: Stream) -> anyhow::Result<()> {
+    let drain = format!("{}s", DRAIN.as_secs());
+    let mut mesh = Mesh::start_with(stream, &["--drain-time", &drain]).await?;
+    let traffic = Traffic::start(mesh.client.outbound, "web");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for envoy in std::iter::once(&mesh.client).chain(mesh.sidecars.values()) {
+        assert_eq!(envoy.stat("control_plane.connected_state").await?, Some(1));
+    }
+
+    mesh.cp.terminate()?;
+    let (status, took) = mesh.cp.wait_exit(DRAIN * 3).await?;
+    eprintln!("SIGTERM -> exit: {took:?} ({status})");
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        took < DRAIN,
+        "exited after {took:?}, the bound is {DRAIN:?}"
+    );
+    let log = mesh.cp.log_text();
+    assert!(log.contains("ending every xDS stream"), "{log}");
+    assert!(log.contains("\"shut down\""), "{log}");
+
+    // Every sidecar lost its stream and keeps serving on its last config.
+    for envoy in std::iter::once(&mesh.client).chain(mesh.sidecars.values()) {
+        wait_until(CONVERGE, "Envoy to see its stream end", || async move {
+            Ok(envoy.stat("control_plane.connected_state").await? == Some(0))
+        })
+        .await?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The same xDS and admin addresses are free again at once.
+    mesh.cp.restart_same_addresses().await?;
+    let client = &mesh.client;
+    let reconnected = wait_until(CONVERGE, "Envoy to reconnect", || async move {
+        Ok(client.stat("control_plane.connected_state").await? == Some(1))
+    })
+    .await?;
+    eprintln!("reconnected {reconnected:?} after the restart");
+    // It is served again: a change after the restart arrives.
+    mesh.write(
+        "slice-web.yaml",
+        &slice("web-abc", "web", "http", mesh.web_port, &[ip(23)]),
+    )?;
+    wait_until(CONVERGE, "a change after the restart", || async move {
+        Ok(client.endpoints_of(WEB_CLUSTER).await?.len() == 1)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let results = traffic.stop().await;
+    eprintln!(
+        "requests: {} ok, {} failed",
+        results.ok,
+        results.failures.len()
+    );
+    assert!(
+        results.failures.is_empty(),
+        "requests failed: {:?}",
+        results.failures
+    );
+    assert!(results.ok > 50, "traffic flowed: {results:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn delta_sigterm_ends_streams_and_exits_within_the_drain_bound() -> anyhow::Result<()> {
+    sigterm_ends_streams_and_exits(Stream::Delta).await
+}
+
+#[tokio::test]
+async fn sotw_sigterm_ends_streams_and_exits_within_the_drain_bound() -> anyhow::Result<()> {
+    sigterm_ends_streams_and_exits(Stream::Sotw).await
+}
