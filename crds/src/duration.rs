@@ -7,7 +7,12 @@ pub const PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
 
 /// Parses a duration such as `250ms`, `1.5s` or `1h30m`.
 pub fn parse(s: &str) -> Result<Duration, String> {
-    let bad = || format!("{s:?} is not a duration (like 250ms, 1.5s, 2m or 1h30m)");
+    let bad = || {
+        format!(
+            "{} is not a duration (like 250ms, 1.5s, 2m or 1h30m)",
+            crate::text::quote(s)
+        )
+    };
     if s.is_empty() {
         return Err(bad());
     }

@@ -9,6 +9,7 @@
 //! without an API server (the manifest directory) and return the field path.
 
 pub mod duration;
+pub mod text;
 // The KubeSchema derive generates items that trip `unreachable_pub`.
 #[allow(unreachable_pub)]
 mod retry;
@@ -44,7 +45,7 @@ impl FieldError {
     pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         FieldError {
             field: field.into(),
-            message: message.into(),
+            message: text::bound(message),
         }
     }
 }

@@ -127,7 +127,10 @@ impl RetryPolicySpec {
         if self.target_ref.kind != "Service" {
             return Err(FieldError::new(
                 "spec.targetRef.kind",
-                format!("{:?} is not supported; only Service", self.target_ref.kind),
+                format!(
+                    "{} is not supported; only Service",
+                    crate::text::quote(&self.target_ref.kind)
+                ),
             ));
         }
         if self.target_ref.name.is_empty() {
@@ -151,7 +154,7 @@ impl RetryPolicySpec {
             {
                 return Err(FieldError::new(
                     format!("spec.retryOn[{i}]"),
-                    format!("{cond:?} is not a retry condition"),
+                    format!("{} is not a retry condition", crate::text::quote(cond)),
                 ));
             }
         }

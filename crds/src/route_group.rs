@@ -59,7 +59,7 @@ impl HTTPRouteGroupSpec {
                 if !ok {
                     return Err(FieldError::new(
                         format!("spec.matches[{i}].methods[{j}]"),
-                        format!("{method:?} is not an HTTP method"),
+                        format!("{} is not an HTTP method", crate::text::quote(method)),
                     ));
                 }
             }
@@ -71,7 +71,7 @@ impl HTTPRouteGroupSpec {
                 {
                     return Err(FieldError::new(
                         format!("spec.matches[{i}].headers"),
-                        format!("{name:?} is not a header name"),
+                        format!("{} is not a header name", crate::text::quote(name)),
                     ));
                 }
             }

@@ -112,23 +112,33 @@ impl ProxyIdentity {
         };
         let pod_ip = get(META_POD_IP)
             .map(|s| {
-                s.parse::<IpAddr>()
-                    .map_err(|_| invalid(META_POD_IP, format!("{s:?} is not an IP address")))
+                s.parse::<IpAddr>().map_err(|_| {
+                    invalid(
+                        META_POD_IP,
+                        format!("{} is not an IP address", crds::text::quote(&s)),
+                    )
+                })
             })
             .transpose()?;
         let outbound_port = get(META_OUTBOUND_PORT)
             .map(|s| {
-                s.parse::<u16>()
-                    .ok()
-                    .filter(|p| *p != 0)
-                    .ok_or_else(|| invalid(META_OUTBOUND_PORT, format!("{s:?} is not a port")))
+                s.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
+                    invalid(
+                        META_OUTBOUND_PORT,
+                        format!("{} is not a port", crds::text::quote(&s)),
+                    )
+                })
             })
             .transpose()?
             .unwrap_or(DEFAULT_OUTBOUND_PORT);
         let app_address = get(META_APP_ADDRESS)
             .map(|s| {
-                s.parse::<IpAddr>()
-                    .map_err(|_| invalid(META_APP_ADDRESS, format!("{s:?} is not an IP address")))
+                s.parse::<IpAddr>().map_err(|_| {
+                    invalid(
+                        META_APP_ADDRESS,
+                        format!("{} is not an IP address", crds::text::quote(&s)),
+                    )
+                })
             })
             .transpose()?
             .unwrap_or(IpAddr::from([127, 0, 0, 1]));

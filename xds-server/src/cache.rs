@@ -182,6 +182,9 @@ impl Inner {
             }
         }
         self.interned = fresh;
+        for d in self.diagnostics.difference(&seen) {
+            tracing::info!(object = %d.object, field = %d.field, was = %d.message, "resolved");
+        }
         self.diagnostics = seen;
         self.built = self.generation;
         BuildReport {

@@ -9,6 +9,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use crds::text::{clip, quote};
+
 use super::{
     Kind, MeshPod, MeshService, ModelError, Protocol, ServicePort, Slice, SliceEndpoint, TargetPort,
 };
@@ -25,8 +27,9 @@ struct Ctx {
 
 impl Ctx {
     fn new(kind: Kind, meta: &ObjectMeta) -> Self {
-        let ns = meta.namespace.as_deref().unwrap_or("default");
-        let name = meta.name.as_deref().unwrap_or("<unnamed>");
+        // Names are not validated yet: keep the object's label short whatever they hold.
+        let ns = clip(meta.namespace.as_deref().unwrap_or("default"), 63);
+        let name = clip(meta.name.as_deref().unwrap_or("<unnamed>"), 253);
         Ctx {
             object: format!("{kind} {ns}/{name}"),
         }
@@ -36,7 +39,7 @@ impl Ctx {
         ModelError {
             object: self.object.clone(),
             field: field.into(),
-            message: message.into(),
+            message: crds::text::bound(message),
         }
     }
 }
@@ -56,28 +59,66 @@ fn is_dns_subdomain(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
+/// The kinds of name Kubernetes validates, with their limits.
+#[derive(Clone, Copy)]
+pub(crate) enum NameRule {
+    /// RFC 1123 label, at most 63 characters.
+    Label,
+    /// RFC 1123 subdomain, at most 253 characters.
+    Subdomain,
+}
+
+impl NameRule {
+    fn max(self) -> usize {
+        match self {
+            NameRule::Label => 63,
+            NameRule::Subdomain => 253,
+        }
+    }
+
+    /// Checks `value`: its length first, then its characters.
+    pub(crate) fn check(self, value: &str) -> Result<(), String> {
+        if value.is_empty() {
+            return Err("is required".into());
+        }
+        if value.len() > self.max() {
+            return Err(format!(
+                "is {} characters long; at most {} are allowed",
+                value.len(),
+                self.max()
+            ));
+        }
+        let ok = match self {
+            NameRule::Label => is_dns_label(value),
+            NameRule::Subdomain => is_dns_subdomain(value),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} is not a valid DNS name: lowercase letters, digits and '-'{}, starting and ending with a letter or digit",
+                quote(value),
+                if matches!(self, NameRule::Subdomain) {
+                    " (and '.' between parts)"
+                } else {
+                    ""
+                }
+            ))
+        }
+    }
+}
+
 fn meta_names(
     ctx: &Ctx,
     meta: &ObjectMeta,
-    name_ok: fn(&str) -> bool,
+    rule: NameRule,
 ) -> Result<(String, String), ModelError> {
-    let name = meta
-        .name
-        .clone()
-        .ok_or_else(|| ctx.err("metadata.name", "is required"))?;
-    if !name_ok(&name) {
-        return Err(ctx.err(
-            "metadata.name",
-            format!("{name:?} is not a valid DNS name (lowercase letters, digits and '-')"),
-        ));
-    }
+    let name = meta.name.clone().unwrap_or_default();
+    rule.check(&name).map_err(|m| ctx.err("metadata.name", m))?;
     let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
-    if !is_dns_label(&namespace) {
-        return Err(ctx.err(
-            "metadata.namespace",
-            format!("{namespace:?} is not a valid namespace name"),
-        ));
-    }
+    NameRule::Label
+        .check(&namespace)
+        .map_err(|m| ctx.err("metadata.namespace", m))?;
     Ok((namespace, name))
 }
 
@@ -107,17 +148,19 @@ pub(crate) fn protocol_of(app_protocol: Option<&str>, name: &str) -> Protocol {
 
 pub(crate) fn service(svc: &Service) -> Result<MeshService, ModelError> {
     let ctx = Ctx::new(Kind::Service, &svc.metadata);
-    let (namespace, name) = meta_names(&ctx, &svc.metadata, is_dns_label)?;
+    let (namespace, name) = meta_names(&ctx, &svc.metadata, NameRule::Label)?;
     let spec = svc
         .spec
         .as_ref()
         .ok_or_else(|| ctx.err("spec", "is required"))?;
     let cluster_ip = match spec.cluster_ip.as_deref() {
         None | Some("") | Some("None") => None,
-        Some(ip) => Some(
-            ip.parse::<IpAddr>()
-                .map_err(|_| ctx.err("spec.clusterIP", format!("{ip:?} is not an IP address")))?,
-        ),
+        Some(ip) => Some(ip.parse::<IpAddr>().map_err(|_| {
+            ctx.err(
+                "spec.clusterIP",
+                format!("{} is not an IP address", quote(ip)),
+            )
+        })?),
     };
     let raw_ports = spec.ports.as_deref().unwrap_or_default();
     let mut ports = Vec::with_capacity(raw_ports.len());
@@ -139,7 +182,10 @@ pub(crate) fn service(svc: &Service) -> Result<MeshService, ModelError> {
             ));
         }
         if !pname.is_empty() && !is_dns_label(&pname) {
-            return Err(ctx.err(field("name"), format!("{pname:?} is not a valid port name")));
+            return Err(ctx.err(
+                field("name"),
+                format!("{} is not a valid port name", quote(&pname)),
+            ));
         }
         if !seen_numbers.insert(port) {
             return Err(ctx.err(field("port"), format!("port {port} is listed twice")));
@@ -147,7 +193,7 @@ pub(crate) fn service(svc: &Service) -> Result<MeshService, ModelError> {
         if !pname.is_empty() && !seen_names.insert(pname.clone()) {
             return Err(ctx.err(
                 field("name"),
-                format!("port name {pname:?} is listed twice"),
+                format!("port name {} is listed twice", quote(&pname)),
             ));
         }
         let target = match &p.target_port {
@@ -161,7 +207,10 @@ pub(crate) fn service(svc: &Service) -> Result<MeshService, ModelError> {
                 Err(_) => {
                     return Err(ctx.err(
                         field("targetPort"),
-                        format!("{s:?} is neither a port number nor a container port name"),
+                        format!(
+                            "{} is neither a port number nor a container port name",
+                            quote(s)
+                        ),
                     ));
                 }
             },
@@ -184,7 +233,7 @@ pub(crate) fn service(svc: &Service) -> Result<MeshService, ModelError> {
 
 pub(crate) fn slice(es: &EndpointSlice) -> Result<Slice, ModelError> {
     let ctx = Ctx::new(Kind::EndpointSlice, &es.metadata);
-    let (namespace, name) = meta_names(&ctx, &es.metadata, is_dns_subdomain)?;
+    let (namespace, name) = meta_names(&ctx, &es.metadata, NameRule::Subdomain)?;
     let service = es
         .metadata
         .labels
@@ -220,7 +269,11 @@ pub(crate) fn slice(es: &EndpointSlice) -> Result<Slice, ModelError> {
             let ip: IpAddr = addr.parse().map_err(|_| {
                 ctx.err(
                     format!("endpoints[{i}].addresses[0]"),
-                    format!("{addr:?} is not an {} address", es.address_type),
+                    format!(
+                        "{} is not an {} address",
+                        quote(addr),
+                        quote(&es.address_type)
+                    ),
                 )
             })?;
             let cond = ep.conditions.as_ref();
@@ -239,7 +292,7 @@ pub(crate) fn slice(es: &EndpointSlice) -> Result<Slice, ModelError> {
     } else if es.address_type != "FQDN" {
         return Err(ctx.err(
             "addressType",
-            format!("{:?} is not one of IPv4, IPv6, FQDN", es.address_type),
+            format!("{} is not one of IPv4, IPv6, FQDN", quote(&es.address_type)),
         ));
     }
     Ok(Slice {
@@ -253,7 +306,7 @@ pub(crate) fn slice(es: &EndpointSlice) -> Result<Slice, ModelError> {
 
 pub(crate) fn traffic_split(ts: &crds::TrafficSplit) -> Result<(String, String), ModelError> {
     let ctx = Ctx::new(Kind::TrafficSplit, &ts.metadata);
-    let names = meta_names(&ctx, &ts.metadata, is_dns_subdomain)?;
+    let names = meta_names(&ctx, &ts.metadata, NameRule::Subdomain)?;
     ts.spec
         .validate()
         .map_err(|e| ctx.err(e.field, e.message))?;
@@ -262,14 +315,14 @@ pub(crate) fn traffic_split(ts: &crds::TrafficSplit) -> Result<(String, String),
 
 pub(crate) fn route_group(g: &crds::HTTPRouteGroup) -> Result<(String, String), ModelError> {
     let ctx = Ctx::new(Kind::HTTPRouteGroup, &g.metadata);
-    let names = meta_names(&ctx, &g.metadata, is_dns_subdomain)?;
+    let names = meta_names(&ctx, &g.metadata, NameRule::Subdomain)?;
     g.spec.validate().map_err(|e| ctx.err(e.field, e.message))?;
     Ok(names)
 }
 
 pub(crate) fn retry_policy(rp: &crds::RetryPolicy) -> Result<(String, String), ModelError> {
     let ctx = Ctx::new(Kind::RetryPolicy, &rp.metadata);
-    let names = meta_names(&ctx, &rp.metadata, is_dns_subdomain)?;
+    let names = meta_names(&ctx, &rp.metadata, NameRule::Subdomain)?;
     rp.spec
         .validate()
         .map_err(|e| ctx.err(e.field, e.message))?;
@@ -278,13 +331,15 @@ pub(crate) fn retry_policy(rp: &crds::RetryPolicy) -> Result<(String, String), M
 
 pub(crate) fn pod(pod: &Pod) -> Result<MeshPod, ModelError> {
     let ctx = Ctx::new(Kind::Pod, &pod.metadata);
-    let (namespace, name) = meta_names(&ctx, &pod.metadata, is_dns_subdomain)?;
+    let (namespace, name) = meta_names(&ctx, &pod.metadata, NameRule::Subdomain)?;
     let ip = match pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()) {
         None | Some("") => None,
-        Some(ip) => Some(
-            ip.parse::<IpAddr>()
-                .map_err(|_| ctx.err("status.podIP", format!("{ip:?} is not an IP address")))?,
-        ),
+        Some(ip) => Some(ip.parse::<IpAddr>().map_err(|_| {
+            ctx.err(
+                "status.podIP",
+                format!("{} is not an IP address", quote(ip)),
+            )
+        })?),
     };
     let spec = pod.spec.as_ref();
     let mut container_ports = BTreeMap::new();
@@ -312,7 +367,7 @@ pub(crate) fn pod(pod: &Pod) -> Result<MeshPod, ModelError> {
         Some(v) => Some(crate::tls::MtlsMode::parse(v).ok_or_else(|| {
             ctx.err(
                 format!("metadata.annotations[\"{MTLS_ANNOTATION}\"]"),
-                format!("{v:?} is not STRICT or PERMISSIVE"),
+                format!("{} is not STRICT or PERMISSIVE", quote(v)),
             )
         })?),
     };

@@ -16,7 +16,7 @@ mod parse;
 mod status;
 
 pub use crds::{HTTPRouteGroup, RetryPolicy, TrafficSplit};
-pub use parse::{ManifestError, ParsedManifest, parse_manifest};
+pub use parse::{MAX_MANIFEST_BYTES, ManifestError, ParsedManifest, parse_manifest};
 pub use status::{PolicyStatus, policy_status};
 
 use std::collections::BTreeMap;

@@ -39,12 +39,41 @@ pub enum ManifestError {
     },
 }
 
+/// The largest manifest file read, in bytes.
+pub const MAX_MANIFEST_BYTES: usize = 64 << 20;
+
+/// Parser budgets sized for `kubectl get -o yaml` exports up to [`MAX_MANIFEST_BYTES`]:
+/// many documents, or `v1/List`s of tens of thousands of objects. They bound the work
+/// a file can cause, whatever it holds.
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_documents: 200_000,
+            max_nodes: 20_000_000,
+            max_events: 50_000_000,
+            max_total_scalar_bytes: MAX_MANIFEST_BYTES,
+            max_aliases: 10_000,
+            max_anchors: 10_000,
+        },
+    }
+}
+
 /// Parses every document of a YAML file. Any error refuses the whole file, so that a
 /// half-applied file never reaches a proxy.
 pub fn parse_manifest(text: &str) -> Result<ParsedManifest, ManifestError> {
+    if text.len() > MAX_MANIFEST_BYTES {
+        return Err(ManifestError::Syntax {
+            message: format!(
+                "the file is {} bytes; at most {MAX_MANIFEST_BYTES} are read",
+                text.len()
+            ),
+        });
+    }
     let docs: Vec<Value> =
-        serde_saphyr::from_multiple(text).map_err(|e| ManifestError::Syntax {
-            message: e.to_string(),
+        serde_saphyr::from_multiple_with_options(text, yaml_options()).map_err(|e| {
+            ManifestError::Syntax {
+                message: syntax_message(&e.to_string()),
+            }
         })?;
     let mut out = ParsedManifest::default();
     for (index, doc) in docs.into_iter().enumerate() {
@@ -53,12 +82,18 @@ pub fn parse_manifest(text: &str) -> Result<ParsedManifest, ManifestError> {
     Ok(out)
 }
 
+/// The parser's message without any quoted file contents beyond the offending line,
+/// bounded in length.
+fn syntax_message(raw: &str) -> String {
+    crds::text::bound(raw.lines().take(3).collect::<Vec<_>>().join(" "))
+}
+
 fn doc_err(index: usize, object: Option<String>, field: String, message: String) -> ManifestError {
     ManifestError::Document {
         index,
-        object,
-        field,
-        message,
+        object: object.map(|o| crds::text::clip(&o, 320)),
+        field: crds::text::clip(&field, 256),
+        message: crds::text::bound(message),
     }
 }
 

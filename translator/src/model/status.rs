@@ -66,7 +66,10 @@ pub fn policy_status(model: &Model) -> BTreeMap<ObjectKey, PolicyStatus> {
         let acc = if let Some((i, kind)) = unsupported.first() {
             Err((
                 ConditionReason::Unsupported,
-                format!("spec.matches[{i}].kind: {kind:?} is not supported; only HTTPRouteGroup"),
+                format!(
+                    "spec.matches[{i}].kind: {} is not supported; only HTTPRouteGroup",
+                    crds::text::quote(kind)
+                ),
             ))
         } else if ts.spec.all_weights_zero() {
             Err((

@@ -277,3 +277,70 @@ fn invalid_policies_are_refused_with_the_field() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn long_names_are_refused_for_their_length_in_a_short_message() {
+    let name = "a".repeat(65536);
+    let yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  ports: [{{port: 80}}]\n"
+    );
+    let err = parse_one(&yaml).expect_err("refused").to_string();
+    assert!(err.len() < 700, "{} bytes: {}", err.len(), &err[..200]);
+    assert!(
+        err.contains("metadata.name: is 65536 characters long; at most 63 are allowed"),
+        "{err}"
+    );
+    let bad =
+        "apiVersion: v1\nkind: Service\nmetadata: {name: Web_1}\nspec:\n  ports: [{port: 80}]\n";
+    let err = parse_one(bad).expect_err("refused").to_string();
+    assert!(err.contains("\"Web_1\" is not a valid DNS name"), "{err}");
+}
+
+#[test]
+fn values_in_messages_are_cut() {
+    let ip = "9".repeat(10_000);
+    let yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  clusterIP: \"{ip}\"\n  ports: [{{port: 80}}]\n"
+    );
+    let err = parse_one(&yaml).expect_err("refused").to_string();
+    assert!(err.len() < 300, "{err}");
+    assert!(err.contains("(10000 bytes)"), "{err}");
+    // A deserializer's message that quotes a value is bounded too.
+    let yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  ports: [{{port: \"{ip}\"}}]\n"
+    );
+    let err = parse_one(&yaml).expect_err("refused").to_string();
+    assert!(err.len() < 800, "{} bytes", err.len());
+}
+
+#[test]
+fn syntax_errors_quote_at_most_the_offending_line() {
+    let secret = "password: hunter2-".repeat(20);
+    let yaml =
+        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: web\n# {secret}\nspec: [\n");
+    let err = parse_one(&yaml).expect_err("refused").to_string();
+    assert!(err.len() < 700, "{err}");
+}
+
+#[test]
+fn large_exports_parse() {
+    let svc = |i: usize| {
+        format!(
+            "- apiVersion: v1\n  kind: Service\n  metadata: {{name: svc-{i}, namespace: shop}}\n  spec:\n    clusterIP: 10.0.{}.{}\n    selector: {{app: svc-{i}}}\n    ports:\n    - {{name: http, port: 80, targetPort: 8080}}\n",
+            i / 250,
+            i % 250
+        )
+    };
+    let list = format!(
+        "apiVersion: v1\nkind: List\nitems:\n{}",
+        (0..10_000).map(svc).collect::<String>()
+    );
+    let parsed = parse_manifest(&list).expect("a 10k-object List parses");
+    assert_eq!(parsed.objects.len(), 10_000);
+    let docs = (0..2_000)
+        .map(|i| svc(i).replacen("- ", "", 1).replace("\n  ", "\n"))
+        .collect::<Vec<_>>()
+        .join("---\n");
+    let parsed = parse_manifest(&docs).expect("2000 documents parse");
+    assert_eq!(parsed.objects.len(), 2_000);
+}

@@ -97,3 +97,105 @@ fn unknown_kinds_are_skipped_not_errors() {
     assert_eq!(scan.skipped.len(), 1);
     assert_eq!(scan.changes.len(), 1);
 }
+
+#[test]
+fn a_duplicate_is_reported_once_when_it_appears_and_once_when_it_clears() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("a.yaml"), SVC).expect("write");
+    std::fs::write(dir.path().join("b.yaml"), SVC).expect("write");
+    let mut src = ManifestDir::new(dir.path());
+    let first = src.scan();
+    assert_eq!(first.errors.len(), 1, "{:?}", first.errors);
+    assert!(
+        first.errors[0].to_string().contains("defined in"),
+        "{}",
+        first.errors[0]
+    );
+    for _ in 0..20 {
+        let again = src.scan();
+        assert!(again.errors.is_empty() && again.cleared.is_empty());
+    }
+    std::fs::remove_file(dir.path().join("b.yaml")).expect("rm");
+    let fixed = src.scan();
+    assert!(fixed.errors.is_empty());
+    assert_eq!(fixed.cleared.len(), 1, "{:?}", fixed.cleared);
+    assert!(src.scan().cleared.is_empty());
+}
+
+#[test]
+fn a_missing_directory_is_reported_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("m");
+    let mut src = ManifestDir::new(&path);
+    assert_eq!(src.scan().errors.len(), 1);
+    assert!(src.scan().errors.is_empty());
+    std::fs::create_dir(&path).expect("mkdir");
+    assert_eq!(src.scan().cleared.len(), 1);
+}
+
+#[test]
+fn symlinks_are_followed_only_inside_the_directory() {
+    let outside = tempfile::tempdir().expect("tempdir");
+    std::fs::write(outside.path().join("secret.yaml"), SVC).expect("write");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The ConfigMap volume layout: NAME -> ..data/NAME, ..data -> ..TIMESTAMP/
+    let data = dir.path().join("..2026_11_26_10_00_00.1");
+    std::fs::create_dir(&data).expect("mkdir");
+    std::fs::write(data.join("mesh.yaml"), SVC.replace("name: a", "name: b")).expect("write");
+    std::os::unix::fs::symlink("..2026_11_26_10_00_00.1", dir.path().join("..data")).expect("link");
+    std::os::unix::fs::symlink("..data/mesh.yaml", dir.path().join("mesh.yaml")).expect("link");
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.yaml"),
+        dir.path().join("evil.yaml"),
+    )
+    .expect("link");
+    let mut src = ManifestDir::new(dir.path());
+    let scan = src.scan();
+    assert_eq!(keys(&scan), ["+Service default/b"]);
+    assert_eq!(scan.errors.len(), 1, "{:?}", scan.errors);
+    assert!(
+        matches!(&scan.errors[0], SourceError::Outside { file, .. } if file.ends_with("evil.yaml")),
+        "{:?}",
+        scan.errors
+    );
+}
+
+#[tokio::test]
+async fn the_watch_is_rearmed_when_the_directory_comes_back() {
+    let parent = tempfile::tempdir().expect("tempdir");
+    let dir = parent.path().join("manifests");
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::fs::write(dir.join("a.yaml"), SVC).expect("write");
+    let cache = crate::cache::Cache::new(crate::cache::CacheConfig::default());
+    let mut src = ManifestDir::new(&dir);
+    apply(&cache, src.scan());
+    let task = tokio::spawn(run(src, cache.clone()));
+    let has = |name: &'static str| {
+        let cache = cache.clone();
+        move || cache.read(|m| m.service("default", name).is_some())
+    };
+    let within = |d: Duration, f: Box<dyn Fn() -> bool>| async move {
+        let start = std::time::Instant::now();
+        while start.elapsed() < d {
+            if f() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    };
+    std::fs::remove_dir_all(&dir).expect("rm -r");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::create_dir(&dir).expect("mkdir again");
+    std::fs::write(dir.join("b.yaml"), SVC.replace("name: a", "name: b")).expect("write");
+    assert!(within(Duration::from_secs(3), Box::new(has("b"))).await);
+    // The new directory is watched, not polled: a change lands well before POLL.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    std::fs::write(dir.join("c.yaml"), SVC.replace("name: a", "name: c")).expect("write");
+    assert!(
+        within(POLL / 5, Box::new(has("c"))).await,
+        "a change in the recreated directory was not seen within {:?}",
+        POLL / 5
+    );
+    task.abort();
+}
