@@ -173,6 +173,17 @@ impl Authority {
         self.bundle.concat()
     }
 
+    /// The certificates that sign (or, during a rotation overlap, signed) what this CA
+    /// issues: the CA certificate itself, then roots kept from before a rotation. Unlike
+    /// [`Authority::trust_bundle_pem`], a supplied intermediate appears here instead of the
+    /// root above it, so a verifier anchored on these accepts only leaves this CA issued,
+    /// never ones from a sibling intermediate under the same root.
+    pub fn issuer_anchors_pem(&self) -> Vec<String> {
+        let mut out = vec![self.files.cert_pem.clone()];
+        out.extend(self.bundle.iter().skip(1).cloned());
+        out
+    }
+
     /// Switches to `next` (a new root or intermediate), keeping the current roots in the
     /// trust bundle so that certificates issued before the switch stay valid until they
     /// are renewed. Call [`Authority::end_overlap`] once every workload has renewed.

@@ -13,7 +13,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint::HostIdentifier,
 };
 
-use crate::model::{MeshService, Model, Protocol, ServicePort};
+use crate::model::{Kind, MeshService, Model, ObjectKey, Protocol, ServicePort};
 use crate::policy::PolicyContext;
 use crate::protos;
 use crate::{Body, MeshConfig, Resource, XdsType, names, tls};
@@ -110,12 +110,12 @@ pub(crate) fn outbound(
     Resource {
         kind: XdsType::Cluster,
         refs: vec![name.clone()],
-        sources: std::iter::once(format!("Service {}/{}", svc.namespace, svc.name))
+        sources: std::iter::once(ObjectKey::new(Kind::Service, &svc.namespace, &svc.name))
             .chain(budget.and(retry.map(|p| {
-                format!(
-                    "RetryPolicy {}/{}",
-                    svc.namespace,
-                    p.metadata.name.clone().unwrap_or_default()
+                ObjectKey::new(
+                    Kind::RetryPolicy,
+                    &svc.namespace,
+                    p.metadata.name.as_deref().unwrap_or_default(),
                 )
             })))
             .collect(),

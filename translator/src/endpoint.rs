@@ -10,7 +10,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 };
 use envoy_types::pb::google::protobuf::UInt32Value;
 
-use crate::model::{MeshService, Model, ServicePort};
+use crate::model::{Kind, MeshService, Model, ObjectKey, ServicePort};
 use crate::protos;
 use crate::{Body, Resource, XdsType, names};
 
@@ -58,11 +58,11 @@ pub(crate) fn load_assignment(model: &Model, svc: &MeshService, port: &ServicePo
     Resource {
         kind: XdsType::Endpoint,
         refs: Vec::new(),
-        sources: std::iter::once(format!("Service {}/{}", svc.namespace, svc.name))
+        sources: std::iter::once(ObjectKey::new(Kind::Service, &svc.namespace, &svc.name))
             .chain(
                 model
                     .slices_of(svc)
-                    .map(|sl| format!("EndpointSlice {}/{}", sl.namespace, sl.name)),
+                    .map(|sl| ObjectKey::new(Kind::EndpointSlice, &sl.namespace, &sl.name)),
             )
             .collect(),
         body: Body::Endpoint(Box::new(ClusterLoadAssignment {

@@ -21,6 +21,9 @@ pub const META_OUTBOUND_PORT: &str = "rudder.dev/outbound-port";
 /// Node metadata key: the address the local app listens on (default 127.0.0.1).
 pub const META_APP_ADDRESS: &str = "rudder.dev/app-address";
 
+/// Longest node id accepted.
+pub const MAX_NODE_ID: usize = 256;
+
 /// The default outbound port, as with transparent interception.
 pub const DEFAULT_OUTBOUND_PORT: u16 = 15001;
 
@@ -68,6 +71,12 @@ pub enum IdentityError {
         /// Metadata key.
         key: &'static str,
     },
+    /// The node id is empty, too long or not printable.
+    #[error("node id {message}")]
+    NodeId {
+        /// What is wrong.
+        message: String,
+    },
     /// A metadata value is malformed.
     #[error("node {node}: metadata.{key}: {message}")]
     Invalid {
@@ -85,6 +94,8 @@ impl ProxyIdentity {
     pub fn from_node(node: Option<&Node>) -> Result<Self, IdentityError> {
         let node = node.ok_or(IdentityError::NoNode)?;
         let id = node.id.clone();
+        // For messages: the id as given may be anything.
+        let shown = crds::text::clip(&id, 80);
         let fields = node.metadata.as_ref().map(|m| &m.fields);
         let get = |key: &'static str| -> Option<String> {
             match fields?.get(key)? {
@@ -101,12 +112,12 @@ impl ProxyIdentity {
             get(key)
                 .filter(|v| !v.is_empty())
                 .ok_or_else(|| IdentityError::Missing {
-                    node: id.clone(),
+                    node: shown.clone(),
                     key,
                 })
         };
         let invalid = |key: &'static str, message: String| IdentityError::Invalid {
-            node: id.clone(),
+            node: shown.clone(),
             key,
             message,
         };
@@ -147,13 +158,32 @@ impl ProxyIdentity {
         } else {
             ProxyKind::Envoy
         };
+        let namespace = required(META_NAMESPACE)?;
+        let pod = required(META_POD)?;
+        let service_account = get(META_SERVICE_ACCOUNT)
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "default".into());
+        use crate::model::NameRule;
+        for (key, value, rule) in [
+            (META_NAMESPACE, &namespace, NameRule::Label),
+            (META_POD, &pod, NameRule::Subdomain),
+            (META_SERVICE_ACCOUNT, &service_account, NameRule::Subdomain),
+        ] {
+            rule.check(value).map_err(|m| invalid(key, m))?;
+        }
+        if id.is_empty() || id.len() > MAX_NODE_ID || id.chars().any(char::is_control) {
+            return Err(IdentityError::NodeId {
+                message: format!(
+                    "{} must be 1 to {MAX_NODE_ID} printable characters",
+                    crds::text::quote(&id)
+                ),
+            });
+        }
         Ok(ProxyIdentity {
             kind,
-            namespace: required(META_NAMESPACE)?,
-            pod: required(META_POD)?,
-            service_account: get(META_SERVICE_ACCOUNT)
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| "default".into()),
+            namespace,
+            pod,
+            service_account,
             pod_ip,
             outbound_port,
             app_address,

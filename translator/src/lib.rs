@@ -157,9 +157,9 @@ pub struct Resource {
     pub name: String,
     /// Names of the resources (of type `kind.refers_to()`) it points at.
     pub refs: Vec<String>,
-    /// The objects it was made from (`Service default/web`, `TrafficSplit ...`), so a
-    /// proxy's rejection can be traced back to them.
-    pub sources: Vec<String>,
+    /// The objects it was made from (`Service default/web`, `TrafficSplit ...`), sorted,
+    /// so a proxy's rejection can be traced back to them.
+    pub sources: Vec<model::ObjectKey>,
     /// The message.
     pub body: Body,
 }

@@ -27,7 +27,7 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
 };
 
 use crate::identity::ProxyIdentity;
-use crate::model::{Model, Protocol, TargetPort};
+use crate::model::{Kind, Model, ObjectKey, Protocol, TargetPort};
 use crate::protos;
 use crate::tls::{self, MtlsMode};
 use crate::{Body, Diagnostic, MeshConfig, Output, Resource, XdsType, cluster, names};
@@ -214,7 +214,8 @@ pub(crate) fn for_proxy(model: &Model, mesh: &MeshConfig, proxy: &ProxyIdentity)
         return out;
     };
     // target port -> protocol of the first service port that uses it.
-    let mut ports: BTreeMap<u16, (Protocol, Vec<String>)> = BTreeMap::new();
+    let pod_key = ObjectKey::new(Kind::Pod, &proxy.namespace, &proxy.pod);
+    let mut ports: BTreeMap<u16, (Protocol, Vec<ObjectKey>)> = BTreeMap::new();
     for svc in model.services_selecting(pod) {
         for (i, sp) in svc.ports.iter().enumerate() {
             let target = match &sp.target {
@@ -241,9 +242,9 @@ pub(crate) fn for_proxy(model: &Model, mesh: &MeshConfig, proxy: &ProxyIdentity)
             }
             ports
                 .entry(target)
-                .or_insert((sp.protocol, vec![pod_obj.clone()]))
+                .or_insert((sp.protocol, vec![pod_key.clone()]))
                 .1
-                .push(format!("Service {}/{}", svc.namespace, svc.name));
+                .push(ObjectKey::new(Kind::Service, &svc.namespace, &svc.name));
         }
     }
     for (port, (protocol, mut sources)) in ports {

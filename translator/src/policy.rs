@@ -4,12 +4,20 @@
 //!   last good weights ([`SplitState`] is carried from one build to the next).
 //! - RetryPolicies: one per (Service, port), the oldest winning; a port-specific policy
 //!   beats a whole-Service one on its port.
+//!
+//! Objects in the `excluded` set (ones a proxy rejected config from, see the server's
+//! containment) count as absent: an excluded split keeps its last good weights, a split
+//! whose HTTPRouteGroup is excluded or missing too, and an excluded RetryPolicy leaves
+//! its slot to the next oldest.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crds::{HTTPMatch, RetryPolicy};
 
-use crate::model::Model;
+use crate::model::{Kind, Model, ObjectKey};
+
+/// Objects left out of translation.
+pub type Excluded = BTreeSet<ObjectKey>;
 
 /// Weights and matches in effect for one apex Service.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,13 +28,15 @@ pub struct EffectiveSplit {
     pub backends: Vec<(String, u32)>,
     /// Only requests matching one of these are split (empty: all requests).
     pub matches: Vec<HTTPMatch>,
+    /// The HTTPRouteGroups the matches came from.
+    pub route_groups: Vec<String>,
 }
 
 /// Effective splits by apex (namespace, Service).
 pub type SplitState = BTreeMap<(String, String), EffectiveSplit>;
 
 /// The splits in effect now, given those in effect before.
-pub fn resolve_splits(model: &Model, previous: &SplitState) -> SplitState {
+pub fn resolve_splits(model: &Model, previous: &SplitState, excluded: &Excluded) -> SplitState {
     let mut out = SplitState::new();
     for ts in model.traffic_splits() {
         let ns = ts
@@ -38,6 +48,18 @@ pub fn resolve_splits(model: &Model, previous: &SplitState) -> SplitState {
         if out.contains_key(&apex) {
             continue; // one split per apex; the first by name wins
         }
+        let name = ts.metadata.name.clone().unwrap_or_default();
+        let groups: Option<Vec<(String, &crds::HTTPRouteGroup)>> = ts
+            .spec
+            .matches
+            .iter()
+            .map(|m| {
+                let key = ObjectKey::new(Kind::HTTPRouteGroup, &ns, &m.name);
+                let g = model.route_group(&ns, &m.name)?;
+                (!excluded.contains(&key)).then(|| (m.name.clone(), g))
+            })
+            .collect();
+        let excluded_split = excluded.contains(&ObjectKey::new(Kind::TrafficSplit, &ns, &name));
         let backends: Vec<(String, u32)> = ts
             .spec
             .backends
@@ -51,20 +73,18 @@ pub fn resolve_splits(model: &Model, previous: &SplitState) -> SplitState {
             })
             .collect();
         let usable = !backends.is_empty() && ts.spec.unsupported_matches().is_empty();
-        if usable {
-            let matches = ts
-                .spec
-                .matches
+        if let (true, false, Some(groups)) = (usable, excluded_split, groups) {
+            let matches = groups
                 .iter()
-                .filter_map(|m| model.route_group(&ns, &m.name))
-                .flat_map(|g| g.spec.matches.iter().cloned())
+                .flat_map(|(_, g)| g.spec.matches.iter().cloned())
                 .collect();
             out.insert(
                 apex,
                 EffectiveSplit {
-                    source: ts.metadata.name.clone().unwrap_or_default(),
+                    source: name,
                     backends,
                     matches,
+                    route_groups: groups.into_iter().map(|(n, _)| n).collect(),
                 },
             );
         } else if let Some(last_good) = previous.get(&apex) {
@@ -75,8 +95,20 @@ pub fn resolve_splits(model: &Model, previous: &SplitState) -> SplitState {
 }
 
 /// (namespace, Service, port or None for every port) -> winning policy name.
-pub fn retry_winners(model: &Model) -> BTreeMap<(String, String, Option<u32>), String> {
-    let mut policies: Vec<&RetryPolicy> = model.retry_policies().collect();
+pub fn retry_winners(
+    model: &Model,
+    excluded: &Excluded,
+) -> BTreeMap<(String, String, Option<u32>), String> {
+    let mut policies: Vec<&RetryPolicy> = model
+        .retry_policies()
+        .filter(|p| {
+            !excluded.contains(&ObjectKey::new(
+                Kind::RetryPolicy,
+                p.metadata.namespace.as_deref().unwrap_or("default"),
+                p.metadata.name.as_deref().unwrap_or_default(),
+            ))
+        })
+        .collect();
     policies.sort_by_key(|p| {
         (
             p.metadata
@@ -124,11 +156,12 @@ pub struct PolicyContext {
 }
 
 impl PolicyContext {
-    /// Resolves policy against `model`; `previous` are the splits of the last build.
-    pub fn new(model: &Model, previous: &SplitState) -> Self {
+    /// Resolves policy against `model`; `previous` are the splits of the last build,
+    /// `excluded` the objects left out.
+    pub fn new(model: &Model, previous: &SplitState, excluded: &Excluded) -> Self {
         PolicyContext {
-            splits: resolve_splits(model, previous),
-            retry_winners: retry_winners(model),
+            splits: resolve_splits(model, previous, excluded),
+            retry_winners: retry_winners(model, excluded),
         }
     }
 }

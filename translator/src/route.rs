@@ -17,7 +17,7 @@ use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
 
 use crate::policy::{self, EffectiveSplit, PolicyContext};
 
-use crate::model::{MeshService, Model, Protocol, ServicePort};
+use crate::model::{Kind, MeshService, Model, ObjectKey, Protocol, ServicePort};
 use crate::protos;
 use crate::{Body, Diagnostic, Output, Resource, XdsType, names};
 
@@ -182,7 +182,7 @@ fn virtual_host(
     port: &ServicePort,
     domains: Vec<String>,
     refs: &mut Vec<String>,
-    sources: &mut Vec<String>,
+    sources: &mut Vec<ObjectKey>,
 ) -> VirtualHost {
     let split = policy
         .splits
@@ -195,15 +195,24 @@ fn virtual_host(
         port.port,
     );
     let (retry_policy, timeout) = retry_and_timeout(retry, port.protocol);
-    sources.push(format!("Service {}/{}", svc.namespace, svc.name));
+    sources.push(ObjectKey::new(Kind::Service, &svc.namespace, &svc.name));
     if let Some(s) = split {
-        sources.push(format!("TrafficSplit {}/{}", svc.namespace, s.source));
+        sources.push(ObjectKey::new(
+            Kind::TrafficSplit,
+            &svc.namespace,
+            &s.source,
+        ));
+        sources.extend(
+            s.route_groups
+                .iter()
+                .map(|g| ObjectKey::new(Kind::HTTPRouteGroup, &svc.namespace, g)),
+        );
     }
     if let Some(p) = retry {
-        sources.push(format!(
-            "RetryPolicy {}/{}",
-            svc.namespace,
-            p.metadata.name.clone().unwrap_or_default()
+        sources.push(ObjectKey::new(
+            Kind::RetryPolicy,
+            &svc.namespace,
+            p.metadata.name.as_deref().unwrap_or_default(),
         ));
     }
     let route = |m: RouteMatch, dest: ClusterSpecifier| Route {

@@ -38,7 +38,10 @@ fn render(out: &Output, title: &str, text: &mut String) {
         writeln!(
             text,
             "--- {} {} refs={:?} sources={:?}\n{pretty}",
-            r.kind, r.name, r.refs, r.sources
+            r.kind,
+            r.name,
+            r.refs,
+            r.sources.iter().map(|s| s.to_string()).collect::<Vec<_>>()
         )
         .expect("write");
     }
@@ -47,7 +50,7 @@ fn render(out: &Output, title: &str, text: &mut String) {
 fn snapshot(model: &Model) -> String {
     let mut text = String::new();
     let mesh = MeshConfig::default();
-    let policy = PolicyContext::new(model, &Default::default());
+    let policy = PolicyContext::new(model, &Default::default(), &Default::default());
     render(&translate_mesh(model, &mesh, &policy), "mesh", &mut text);
     let mut namespaces: Vec<&str> = model.pods().map(|p| p.namespace.as_str()).collect();
     namespaces.dedup();

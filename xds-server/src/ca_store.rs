@@ -11,37 +11,111 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
 use kube::{Api, Client};
 
-use crate::certs::write_private;
+use crate::certs::{write_private, write_public};
 
 /// Name of the Secret holding the CA in cluster mode.
 pub const CA_SECRET: &str = "rudder-ca";
 
-/// Loads the CA from `dir`, creating and saving a new root on first start.
+/// Loads the CA from `dir`; an error if it holds none (see [`open_or_create`]).
 pub fn from_dir(dir: &Path, trust_domain: &str) -> anyhow::Result<Authority> {
     let (cert, key) = (dir.join("ca.crt"), dir.join("ca.key"));
-    if cert.exists() && key.exists() {
-        let files = CaFiles {
-            cert_pem: std::fs::read_to_string(&cert)
-                .with_context(|| format!("reading {}", cert.display()))?,
-            key_pem: std::fs::read_to_string(&key)
-                .with_context(|| format!("reading {}", key.display()))?,
-            chain_pem: std::fs::read_to_string(dir.join("ca-chain.crt")).unwrap_or_default(),
-        };
-        let previous = std::fs::read_to_string(dir.join(PREVIOUS_ROOTS)).unwrap_or_default();
-        tracing::info!(dir = %dir.display(), rotation_overlap = !previous.is_empty(), "using the existing CA");
-        return Ok(Authority::from_files(trust_domain, &files)
-            .with_context(|| format!("loading the CA in {}", dir.display()))?
-            .with_previous_roots(&previous));
+    match (cert.exists(), key.exists()) {
+        (true, true) => {}
+        (false, false) => anyhow::bail!(
+            "{} holds no CA (ca.crt and ca.key): start the control plane once, or run `xds-server ca init --ca-dir {}`",
+            dir.display(),
+            dir.display()
+        ),
+        (true, false) => anyhow::bail!(
+            "{} has ca.crt but no ca.key: refusing to start with a CA that cannot sign (and never making a new root over an existing one); restore ca.key or remove ca.crt",
+            dir.display()
+        ),
+        (false, true) => {
+            anyhow::bail!("{} has ca.key but no ca.crt; restore ca.crt", dir.display())
+        }
+    }
+    let files = CaFiles {
+        cert_pem: std::fs::read_to_string(&cert)
+            .with_context(|| format!("reading {}", cert.display()))?,
+        key_pem: read_private(&key)?,
+        chain_pem: read_optional(&dir.join("ca-chain.crt"))?,
+    };
+    let previous = read_optional(&dir.join(PREVIOUS_ROOTS))?;
+    tracing::info!(dir = %dir.display(), rotation_overlap = !previous.is_empty(), "using the existing CA");
+    Ok(Authority::from_files(trust_domain, &files)
+        .with_context(|| format!("loading the CA in {}", dir.display()))?
+        .with_previous_roots(&previous))
+}
+
+/// Loads the CA from `dir`, creating a new root on first start (an empty or missing
+/// directory). A directory with half a CA is an error.
+pub fn open_or_create(dir: &Path, trust_domain: &str) -> anyhow::Result<Authority> {
+    if dir.join("ca.crt").exists() || dir.join("ca.key").exists() {
+        return from_dir(dir, trust_domain);
+    }
+    init(dir, trust_domain)
+}
+
+/// Creates a new root CA in `dir` (0700), its key 0600; refused if a CA is there.
+pub fn init(dir: &Path, trust_domain: &str) -> anyhow::Result<Authority> {
+    let (cert, key) = (dir.join("ca.crt"), dir.join("ca.key"));
+    if cert.exists() || key.exists() {
+        anyhow::bail!("{} already holds a CA", dir.display());
     }
     let ca = Authority::generate_root(trust_domain, std::time::SystemTime::now())
         .context("creating the root CA")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::write(&cert, &ca.files().cert_pem)
-        .with_context(|| format!("writing {}", cert.display()))?;
+    private_dir(dir)?;
     write_private(&key, ca.files().key_pem.as_bytes())
         .with_context(|| format!("writing {}", key.display()))?;
+    write_public(&cert, ca.files().cert_pem.as_bytes())
+        .with_context(|| format!("writing {}", cert.display()))?;
     tracing::info!(dir = %dir.display(), "created a new root CA");
     Ok(ca)
+}
+
+/// Creates `dir` (and parents) readable only by its owner, if it does not exist.
+pub fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
+}
+
+/// Reads a private key file, refusing one that is readable by group or others (or is
+/// not a regular file).
+pub fn read_private(path: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta =
+        std::fs::symlink_metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    let meta = if meta.file_type().is_symlink() {
+        // A supplied key may be a link (a mounted Secret); judge the file it names.
+        std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?
+    } else {
+        meta
+    };
+    if !meta.is_file() {
+        anyhow::bail!("{} is not a regular file", path.display());
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        anyhow::bail!(
+            "{} is readable by group or others (mode {mode:03o}); a private key must be 0600 or 0400: chmod 600 {}",
+            path.display(),
+            path.display()
+        );
+    }
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// A file's text, or empty if it does not exist.
+fn read_optional(path: &Path) -> anyhow::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
 }
 
 /// Roots kept in the trust bundle after a rotation, until the overlap ends.
@@ -59,16 +133,19 @@ pub fn rotate(dir: &Path, trust_domain: &str) -> anyhow::Result<()> {
     previous.push_str(&old.files().cert_pem);
     let new = Authority::generate_root(trust_domain, std::time::SystemTime::now())
         .context("creating the new root")?;
-    std::fs::write(dir.join(PREVIOUS_ROOTS), previous)?;
+    write_public(&dir.join(PREVIOUS_ROOTS), previous.as_bytes())?;
     // The previous signer keeps signing the control plane's own serving certificate
     // during the overlap, so sidecars bootstrapped before the rotation still trust it.
-    std::fs::write(dir.join(PREVIOUS_SIGNER_CERT), &old.files().cert_pem)?;
+    write_public(
+        &dir.join(PREVIOUS_SIGNER_CERT),
+        old.files().cert_pem.as_bytes(),
+    )?;
     write_private(
         &dir.join(PREVIOUS_SIGNER_KEY),
         old.files().key_pem.as_bytes(),
     )?;
     write_private(&dir.join("ca.key"), new.files().key_pem.as_bytes())?;
-    std::fs::write(dir.join("ca.crt"), &new.files().cert_pem)?;
+    write_public(&dir.join("ca.crt"), new.files().cert_pem.as_bytes())?;
     Ok(())
 }
 
@@ -88,7 +165,7 @@ pub fn serving_authority(
     }
     let files = CaFiles {
         cert_pem: std::fs::read_to_string(&cert)?,
-        key_pem: std::fs::read_to_string(&key)?,
+        key_pem: read_private(&key)?,
         chain_pem: String::new(),
     };
     let prev = Authority::from_files(trust_domain, &files).context("loading the previous CA")?;
@@ -117,7 +194,7 @@ pub fn from_files(
         |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
     let files = CaFiles {
         cert_pem: read(cert)?,
-        key_pem: read(key)?,
+        key_pem: read_private(key)?,
         chain_pem: chain.map(read).transpose()?.unwrap_or_default(),
     };
     Authority::from_files(trust_domain, &files).context("loading the supplied CA")
@@ -203,7 +280,11 @@ mod tests {
     fn rotation_keeps_the_old_root_trusted_until_the_overlap_ends() {
         let dir = tempfile::tempdir().expect("tmp");
         let td = "cluster.local";
-        let before = from_dir(dir.path(), td).expect("create");
+        assert!(
+            from_dir(dir.path(), td).is_err(),
+            "an empty directory holds no CA"
+        );
+        let before = open_or_create(dir.path(), td).expect("create");
         let again = from_dir(dir.path(), td).expect("reuse");
         assert_eq!(
             before.trust_bundle_pem(),

@@ -15,7 +15,7 @@ use ca::SpiffeId;
 
 use tokio::sync::{Notify, watch};
 use translator::identity::ProxyIdentity;
-use translator::model::Model;
+use translator::model::{Model, ObjectKey};
 use translator::policy::PolicyContext;
 use translator::{Diagnostic, MeshConfig, XdsType};
 
@@ -41,6 +41,9 @@ impl Default for CacheConfig {
     }
 }
 
+/// (scope: the verified SPIFFE ID, node id).
+type NodeKey = (String, String);
+
 struct NodeEntry {
     identity: ProxyIdentity,
     tx: watch::Sender<Arc<Snapshot>>,
@@ -60,9 +63,11 @@ struct Inner {
     interned: HashMap<(XdsType, String), Arc<Encoded>>,
     mesh: Vec<Arc<Encoded>>,
     routes: HashMap<String, Arc<Encoded>>,
-    nodes: HashMap<String, NodeEntry>,
+    nodes: HashMap<NodeKey, NodeEntry>,
     diagnostics: BTreeSet<Diagnostic>,
     changed_at: Option<Instant>,
+    /// Policy objects left out because proxies rejected config made from them.
+    containment: crate::containment::Containment,
 }
 
 impl Inner {
@@ -71,10 +76,11 @@ impl Inner {
         fresh: &mut HashMap<(XdsType, String), Arc<Encoded>>,
         r: &translator::Resource,
     ) -> Arc<Encoded> {
-        let enc = Encoded::new(r);
+        let model = &self.model;
+        let enc = Encoded::with_revs(r, |k| model.rev(k).unwrap_or(0));
         let key = (r.kind, r.name.clone());
         let arc = match self.interned.get(&key) {
-            Some(old) if old.version == enc.version => old.clone(),
+            Some(old) if old.version == enc.version && old.sources == enc.sources => old.clone(),
             _ => Arc::new(enc),
         };
         fresh.insert(key, arc.clone());
@@ -157,7 +163,10 @@ impl Inner {
         let changed_at = self.changed_at;
         let mut fresh = HashMap::new();
         let mut seen = BTreeSet::new();
-        self.policy = PolicyContext::new(&self.model, &self.policy.splits);
+        let model = &self.model;
+        self.containment.retain(|k| model.rev(k));
+        let excluded = self.containment.excluded();
+        self.policy = PolicyContext::new(&self.model, &self.policy.splits, &excluded);
         let out = translator::translate_mesh(&self.model, &self.mesh_config, &self.policy);
         self.note(out.diagnostics, &mut seen);
         self.mesh = out
@@ -166,7 +175,7 @@ impl Inner {
             .map(|r| self.intern(&mut fresh, r))
             .collect();
         self.routes.clear();
-        let ids: Vec<String> = self.nodes.keys().cloned().collect();
+        let ids: Vec<NodeKey> = self.nodes.keys().cloned().collect();
         let mut pushed = 0;
         for id in ids {
             let Some(identity) = self.nodes.get(&id).map(|n| n.identity.clone()) else {
@@ -235,7 +244,7 @@ pub struct Cache {
 /// A stream's subscription to its node's snapshot; dropping it unregisters.
 pub struct NodeWatch {
     cache: Arc<Cache>,
-    node_id: String,
+    key: NodeKey,
     /// Receives the node's snapshot whenever it changes.
     pub rx: watch::Receiver<Arc<Snapshot>>,
 }
@@ -243,10 +252,10 @@ pub struct NodeWatch {
 impl Drop for NodeWatch {
     fn drop(&mut self) {
         let mut inner = self.cache.lock();
-        if let Some(node) = inner.nodes.get_mut(&self.node_id) {
+        if let Some(node) = inner.nodes.get_mut(&self.key) {
             node.streams = node.streams.saturating_sub(1);
             if node.streams == 0 {
-                inner.nodes.remove(&self.node_id);
+                inner.nodes.remove(&self.key);
             }
         }
     }
@@ -297,6 +306,50 @@ impl Cache {
         r
     }
 
+    /// A proxy accepted resources made from these policy objects.
+    pub fn on_ack(&self, accepted: &[crate::snapshot::Source]) {
+        let changed = self.lock().containment.on_ack(accepted);
+        if changed {
+            self.touch();
+        }
+    }
+
+    /// A proxy rejected config: the policy objects that could have caused it are left
+    /// out (see `containment`) and a build follows.
+    pub fn on_nack(&self, node: &str, rejection: &crate::ads::Rejection) {
+        let resource = format!("{} {}", rejection.kind, rejection.resources.join(","));
+        let nack = crate::containment::Nack {
+            suspects: &rejection.suspects,
+            precise: rejection.precise,
+            proxy: node,
+            resource: &resource,
+            error: &rejection.error,
+        };
+        let changed = self.lock().containment.on_nack(&nack);
+        if changed {
+            self.touch();
+        }
+    }
+
+    /// Policy objects left out because proxies rejected config made from them.
+    pub fn contained(&self) -> Vec<(ObjectKey, crate::containment::Suspect)> {
+        self.lock()
+            .containment
+            .suspects()
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect()
+    }
+
+    /// Asks for a build without a model change.
+    fn touch(&self) {
+        {
+            let mut inner = self.lock();
+            inner.generation += 1;
+            inner.changed_at.get_or_insert_with(Instant::now);
+        }
+        self.changed.notify_one();
+    }
+
     /// Builds now (used at start-up and in tests).
     pub fn rebuild_now(&self) -> BuildReport {
         let report = self.lock().rebuild();
@@ -330,11 +383,16 @@ impl Cache {
     }
 
     /// Registers a stream for `identity` and returns its snapshot watch.
-    pub fn subscribe(self: &Arc<Self>, identity: &ProxyIdentity) -> NodeWatch {
+    ///
+    /// Streams share a snapshot only when both their node id and their `scope` (the
+    /// SPIFFE ID of their verified certificate) are equal: a node id claimed under
+    /// another identity is another node, and never sees this one's config or secrets.
+    pub fn subscribe(self: &Arc<Self>, scope: &str, identity: &ProxyIdentity) -> NodeWatch {
+        let key: NodeKey = (scope.to_string(), identity.node_id.clone());
         let mut inner = self.lock();
         let needs_build = inner
             .nodes
-            .get(&identity.node_id)
+            .get(&key)
             .is_none_or(|n| n.identity != *identity);
         let snap = needs_build.then(|| {
             let mut fresh = std::mem::take(&mut inner.interned);
@@ -344,14 +402,11 @@ impl Cache {
             inner.diagnostics = seen;
             snap
         });
-        let node = inner
-            .nodes
-            .entry(identity.node_id.clone())
-            .or_insert_with(|| NodeEntry {
-                identity: identity.clone(),
-                tx: watch::channel(Arc::new(Snapshot::default())).0,
-                streams: 0,
-            });
+        let node = inner.nodes.entry(key.clone()).or_insert_with(|| NodeEntry {
+            identity: identity.clone(),
+            tx: watch::channel(Arc::new(Snapshot::default())).0,
+            streams: 0,
+        });
         if let Some(snap) = snap {
             node.identity = identity.clone();
             node.tx.send_replace(snap);
@@ -361,7 +416,7 @@ impl Cache {
         drop(inner);
         NodeWatch {
             cache: self.clone(),
-            node_id: identity.node_id.clone(),
+            key,
             rx,
         }
     }

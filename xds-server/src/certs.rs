@@ -44,7 +44,8 @@ fn secs(t: SystemTime) -> u64 {
 
 impl CertManager {
     /// A manager issuing from `ca` with `lifetime`; `dir` keeps issued certificates.
-    pub fn new(ca: Authority, lifetime: Duration, dir: Option<PathBuf>) -> Self {
+    /// Fails on an issued-certificate file that is unreadable or holds absurd values.
+    pub fn new(ca: Authority, lifetime: Duration, dir: Option<PathBuf>) -> anyhow::Result<Self> {
         let root = Arc::new(Encoded::new(&tls::root_secret(&ca.trust_bundle_pem())));
         let mgr = CertManager {
             ca: RwLock::new(ca),
@@ -53,8 +54,8 @@ impl CertManager {
             issued: Mutex::new(HashMap::new()),
             root: Mutex::new(root),
         };
-        mgr.load_issued();
-        mgr
+        mgr.load_issued()?;
+        Ok(mgr)
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<SpiffeId, Issued>> {
@@ -68,6 +69,15 @@ impl CertManager {
             .unwrap_or_else(|e| e.into_inner())
             .trust_domain()
             .to_string()
+    }
+
+    /// The certificates a client certificate must chain to: the issuing CA, not the
+    /// root above a supplied intermediate (PEM, one per entry).
+    pub fn issuer_anchors(&self) -> Vec<String> {
+        self.ca
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .issuer_anchors_pem()
     }
 
     /// The trust bundle (PEM).
@@ -161,59 +171,122 @@ impl CertManager {
         }
     }
 
-    fn load_issued(&self) {
-        let Some(dir) = &self.dir else { return };
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
+    fn load_issued(&self) -> anyhow::Result<()> {
+        use anyhow::Context;
+        let Some(dir) = &self.dir else { return Ok(()) };
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
         };
         let now = SystemTime::now();
         let mut issued = self.lock();
         for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
-            let Some(v) = std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            else {
+            if path.extension().is_none_or(|e| e != "json") {
                 continue;
-            };
-            let (Some(id), Some(at), Some(until), Some(chain), Some(key)) = (
-                v["id"].as_str().and_then(|s| s.parse::<SpiffeId>().ok()),
-                v["issuedAt"].as_u64(),
-                v["notAfter"].as_u64(),
-                v["chain"].as_str(),
-                v["key"].as_str(),
-            ) else {
-                continue;
-            };
-            let cert = WorkloadCert::restore(
-                id.clone(),
-                chain.into(),
-                key.into(),
-                UNIX_EPOCH + Duration::from_secs(at),
-                UNIX_EPOCH + Duration::from_secs(until),
-            );
+            }
+            let cert = restore(&path).with_context(|| {
+                format!(
+                    "{}: not a certificate this control plane issued; remove it to have it issued again",
+                    path.display()
+                )
+            })?;
             if cert.renew_at() <= now {
                 continue;
             }
+            let id = cert.id.clone();
             let secret = Arc::new(Encoded::new(&tls::cert_secret(
                 &cert.cert_chain_pem,
                 cert.private_key_pem(),
             )));
             issued.insert(id, Issued { cert, secret });
         }
+        Ok(())
     }
 }
 
-/// Writes a file readable only by its owner.
+/// Times an issued certificate may carry: from 2000 to 2200 (seconds since the epoch).
+const SANE_TIMES: std::ops::RangeInclusive<u64> = 946_684_800..=7_258_118_400;
+
+/// Reads one kept certificate, checking every value before use.
+fn restore(path: &Path) -> anyhow::Result<WorkloadCert> {
+    use anyhow::{Context, bail};
+    let text = crate::ca_store::read_private(path)?;
+    let v: serde_json::Value = serde_json::from_str(&text).context("not JSON")?;
+    let field = |k: &str| v.get(k).with_context(|| format!("{k} is missing"));
+    let id: SpiffeId = field("id")?
+        .as_str()
+        .context("id is not text")?
+        .parse()
+        .context("id")?;
+    let time = |k: &str| -> anyhow::Result<SystemTime> {
+        let secs = field(k)?
+            .as_u64()
+            .with_context(|| format!("{k} is not a number of seconds"))?;
+        if !SANE_TIMES.contains(&secs) {
+            bail!("{k} {secs} is not a time between 2000 and 2200");
+        }
+        UNIX_EPOCH
+            .checked_add(Duration::from_secs(secs))
+            .with_context(|| format!("{k} {secs} is out of range"))
+    };
+    let (at, until) = (time("issuedAt")?, time("notAfter")?);
+    if until <= at {
+        bail!("notAfter is not after issuedAt");
+    }
+    let chain = field("chain")?.as_str().context("chain is not text")?;
+    let key = field("key")?.as_str().context("key is not text")?;
+    Ok(WorkloadCert::restore(
+        id,
+        chain.into(),
+        key.into(),
+        at,
+        until,
+    ))
+}
+
+/// Writes a file readable only by its owner, atomically: a new temporary file (created
+/// exclusively, never through a symlink, mode 0600) is written, synced and renamed over
+/// `path`, and the directory is synced.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic(path, bytes, 0o600)
+}
+
+/// Like [`write_private`], for files that hold no secret (mode 0644).
+pub fn write_public(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic(path, bytes, 0o644)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    std::fs::rename(tmp, path)
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(
+        ".{name}.{}.{:08x}.tmp",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }

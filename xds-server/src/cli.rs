@@ -59,6 +59,16 @@ struct CredentialsArgs {
 
 #[derive(Debug, Subcommand)]
 enum CaCommand {
+    /// Create a new root CA in the CA directory (refused if one is there). `run` creates
+    /// one on first start too; `bootstrap` and `credentials` need one to exist.
+    Init {
+        /// The CA directory.
+        #[arg(long, default_value = "rudder-ca")]
+        ca_dir: PathBuf,
+        /// SPIFFE trust domain.
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
+    },
     /// Start a root rotation: a new root signs, the old one stays trusted. Restart the
     /// control plane to apply; certificates move to the new root as they renew.
     Rotate {
@@ -120,7 +130,56 @@ struct RunArgs {
     #[arg(long, default_value = "5s", value_parser = parse_duration, env = "RUDDER_DRAIN_TIME")]
     drain_time: Duration,
     #[command(flatten)]
+    limits: LimitArgs,
+    #[command(flatten)]
     security: SecurityArgs,
+}
+
+/// Limits on what peers of the xDS port may open and send. Refusals are answered with a
+/// gRPC status where the peer can still hear one, logged, and counted in
+/// `rudder_xds_refusals_total{limit}`.
+#[derive(Clone, Debug, clap::Args)]
+struct LimitArgs {
+    /// Longest a TLS handshake on the xDS port may take.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    tls_handshake_timeout: Duration,
+    /// TCP keepalive idle time on xDS connections (0s: off).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    tcp_keepalive: Duration,
+    /// Connections open at once on the xDS port, in all.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
+    /// Connections open at once from one IP address.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections_per_peer: u64,
+    /// ADS streams open at once on one connection.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
+    max_streams_per_connection: u64,
+    /// Largest request message the server decodes, in bytes.
+    #[arg(long, default_value_t = 4 << 20, value_parser = clap::value_parser!(u64).range(1024..=(256 << 20)))]
+    max_message_bytes: u64,
+    /// Resource names one stream may subscribe to, per type.
+    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_subscribed_names: u64,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> crate::server::Limits {
+        let n = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        crate::server::Limits {
+            conn: crate::listener::ConnLimits {
+                handshake_timeout: self.tls_handshake_timeout,
+                keepalive: (!self.tcp_keepalive.is_zero()).then_some(self.tcp_keepalive),
+                max_connections: n(self.max_connections),
+                max_connections_per_peer: n(self.max_connections_per_peer),
+            },
+            stream: crate::grpc::StreamLimits {
+                streams_per_connection: n(self.max_streams_per_connection),
+                subscribed_names: n(self.max_subscribed_names),
+            },
+            message_bytes: n(self.max_message_bytes),
+        }
+    }
 }
 
 /// Identity and mutual TLS settings shared by `run` and `bootstrap`.
@@ -142,16 +201,39 @@ pub struct SecurityArgs {
     /// Certificates above --ca-cert, up to the root.
     #[arg(long, requires = "ca_cert")]
     pub ca_chain: Option<PathBuf>,
-    /// Workload certificate lifetime (renewed at half-life), e.g. 24h or 60s.
-    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    /// Workload certificate lifetime (renewed at half-life), from 10s to 366 days, e.g.
+    /// 24h or 60s.
+    #[arg(long, default_value = "24h", value_parser = parse_lifetime)]
     pub cert_lifetime: Duration,
-    /// Serve xDS in plain text, without proxy authentication. Local experiments only.
+    /// Serve xDS in plain text, without authentication, on a loopback address only.
+    /// DANGEROUS: any local process may then claim any identity (any namespace and
+    /// service account, the control plane's own excepted) and is sent that identity's
+    /// certificate and private key, and may read every proxy's config over CSDS.
     #[arg(long)]
     pub insecure_xds: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     crds::duration::parse(s)
+}
+
+/// Shortest and longest workload certificate lifetime.
+const LIFETIME_RANGE: (Duration, Duration) = (
+    Duration::from_secs(10),
+    Duration::from_secs(366 * 24 * 3600),
+);
+
+fn parse_lifetime(s: &str) -> Result<Duration, String> {
+    let d = crds::duration::parse(s)?;
+    let (min, max) = LIFETIME_RANGE;
+    if d < min || d > max {
+        return Err(format!(
+            "{s} is outside the supported lifetimes ({}s to {} days)",
+            min.as_secs(),
+            max.as_secs() / 86400
+        ));
+    }
+    Ok(d)
 }
 
 fn parse_mode(s: &str) -> Result<translator::tls::MtlsMode, String> {
@@ -226,6 +308,7 @@ impl Args {
                     xds_dns_names: run.xds_dns_names,
                     security: run.security,
                     drain: run.drain_time,
+                    limits: run.limits.limits(),
                 }));
                 // Background tasks (watchers, the pusher) do not hold up the exit.
                 rt.shutdown_timeout(Duration::from_millis(500));
@@ -243,6 +326,14 @@ impl Args {
                 Ok(())
             }
             Command::Ca(CaCommand::EndOverlap { ca_dir }) => crate::ca_store::end_overlap(&ca_dir),
+            Command::Ca(CaCommand::Init {
+                ca_dir,
+                trust_domain,
+            }) => {
+                crate::ca_store::init(&ca_dir, &trust_domain)?;
+                println!("created a root CA in {}", ca_dir.display());
+                Ok(())
+            }
             Command::Credentials(c) => {
                 let params = BootstrapParams {
                     node_id: None,

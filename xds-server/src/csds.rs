@@ -30,36 +30,42 @@ pub const META_IDENTITY: &str = "rudder.dev/identity";
 #[derive(Clone)]
 pub struct CsdsService {
     proxies: Arc<ProxyRegistry>,
-    /// With TLS: callers must hold an identity in this namespace.
-    admin_namespace: Option<String>,
+    /// With TLS: callers must hold an identity in this (trust domain, namespace).
+    admin: Option<(String, String)>,
     /// Ends streaming reads when the control plane shuts down.
     stop: crate::server::Stop,
 }
 
 impl CsdsService {
-    /// Serves from `proxies`; with `admin_namespace`, only callers whose client
-    /// certificate is in that namespace may read.
+    /// Serves from `proxies`; with `admin` (trust domain, namespace), only callers whose
+    /// verified client certificate is in that trust domain and namespace may read.
     pub fn new(
         proxies: Arc<ProxyRegistry>,
-        admin_namespace: Option<String>,
+        admin: Option<(String, String)>,
         stop: crate::server::Stop,
     ) -> Self {
         CsdsService {
             proxies,
-            admin_namespace,
+            admin,
             stop,
         }
     }
 
     fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        let Some(ns) = &self.admin_namespace else {
+        if let Some(refused) = crate::listener::refusal(req) {
+            return Err(refused);
+        }
+        let Some((td, ns)) = &self.admin else {
             return Ok(());
         };
         match crate::grpc::peer_identity(req) {
-            Some(id) if id.namespace == *ns => Ok(()),
-            Some(id) => Err(Status::permission_denied(format!(
-                "{id} may not read proxy status; identities in namespace {ns} may"
-            ))),
+            Some(id) if id.trust_domain == *td && id.namespace == *ns => Ok(()),
+            Some(id) => {
+                tracing::warn!(caller = %id, "refused a CSDS read: not an admin identity");
+                Err(Status::permission_denied(format!(
+                    "{id} may not read proxy status; identities spiffe://{td}/ns/{ns}/... may"
+                )))
+            }
             None => Err(Status::unauthenticated("a client certificate is required")),
         }
     }
@@ -73,18 +79,18 @@ fn timestamp(t: std::time::SystemTime) -> Timestamp {
     }
 }
 
-/// A Secret without its private key.
-fn redact(any: &Any) -> Any {
-    let Ok(mut s) = Secret::decode(any.value.as_slice()) else {
-        return any.clone();
-    };
+/// A Secret without its private key. Fails closed: a Secret that does not decode is
+/// not shown at all.
+fn redact(any: &Any) -> Option<Any> {
+    let mut s = Secret::decode(any.value.as_slice()).ok()?;
     if let Some(secret::Type::TlsCertificate(c)) = s.r#type.as_mut() {
         c.private_key = None;
+        c.password = None;
     }
-    Any {
+    Some(Any {
         type_url: any.type_url.clone(),
         value: s.encode_to_vec(),
-    }
+    })
 }
 
 fn matches(p: &ProxyState, req: &ClientStatusRequest) -> bool {
@@ -100,7 +106,7 @@ fn matches(p: &ProxyState, req: &ClientStatusRequest) -> bool {
 
 /// The CSDS view of one proxy.
 pub fn client_config(p: &ProxyState, with_contents: bool) -> ClientConfig {
-    let mut node = p.node.clone();
+    let mut node = p.node.to_node();
     let meta = node.metadata.get_or_insert_with(Default::default);
     for (k, v) in [
         (META_STREAM, p.stream),
@@ -152,13 +158,13 @@ pub fn client_config(p: &ProxyState, with_contents: bool) -> ClientConfig {
             let contents = if kind == XdsType::Secret {
                 redact(&r.resource.any)
             } else {
-                r.resource.any.clone()
+                Some(r.resource.any.clone())
             };
             configs.push(GenericXdsConfig {
                 type_url: kind.type_url().into(),
                 name: name.clone(),
                 version_info: r.resource.version.clone(),
-                xds_config: with_contents.then_some(contents),
+                xds_config: contents.filter(|_| with_contents),
                 last_updated: Some(timestamp(r.updated)),
                 config_status: config_status as i32,
                 client_status: client_status as i32,

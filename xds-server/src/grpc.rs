@@ -26,6 +26,24 @@ use crate::snapshot::Snapshot;
 /// How often a stream with an ordering wait re-checks it.
 const TICK: Duration = Duration::from_millis(250);
 
+/// Limits on what one ADS stream may ask for.
+#[derive(Clone, Copy, Debug)]
+pub struct StreamLimits {
+    /// ADS streams open at once on one connection.
+    pub streams_per_connection: usize,
+    /// Resource names one stream may subscribe to, per type.
+    pub subscribed_names: usize,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        StreamLimits {
+            streams_per_connection: 8,
+            subscribed_names: 50_000,
+        }
+    }
+}
+
 /// The ADS service.
 #[derive(Clone)]
 pub struct AdsService {
@@ -37,6 +55,7 @@ pub struct AdsService {
     verify: Option<String>,
     /// Ends every stream when the control plane shuts down.
     stop: crate::server::Stop,
+    limits: StreamLimits,
 }
 
 impl AdsService {
@@ -50,6 +69,7 @@ impl AdsService {
         metrics: Arc<Metrics>,
         verify: Option<String>,
         stop: crate::server::Stop,
+        limits: StreamLimits,
     ) -> Self {
         AdsService {
             cache,
@@ -58,29 +78,48 @@ impl AdsService {
             metrics,
             verify,
             stop,
+            limits,
         }
     }
 }
 
-/// The SPIFFE ID in a peer's leaf certificate (its URI SAN).
+/// The SPIFFE ID of the peer's verified client certificate, from the connection.
 pub(crate) fn peer_identity<T>(request: &Request<T>) -> Option<ca::SpiffeId> {
-    let certs = request.peer_certs()?;
-    let leaf = certs.first()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
-    let san = cert.subject_alternative_name().ok()??;
-    san.value.general_names.iter().find_map(|n| match n {
-        x509_parser::extensions::GeneralName::URI(u) => u.parse().ok(),
-        _ => None,
-    })
+    crate::listener::ConnInfo::of(request)?.identity.clone()
 }
 
 /// Who the stream may act as.
 #[derive(Clone, Debug)]
-enum Peer {
-    /// Plain-text xDS (explicitly allowed): no proof.
+pub(crate) enum Peer {
+    /// Plain-text xDS (explicitly allowed, loopback only): no proof.
     Unverified,
-    /// The identity from a verified client certificate, if it had one.
+    /// The identity from a verified client certificate, if it had one, and the trust
+    /// domain it must be in.
     Verified(String, Option<ca::SpiffeId>),
+}
+
+impl Peer {
+    /// The scope a node id is valid in: two streams share config only if both their
+    /// node ids and their scopes are equal. With TLS this is the certificate's SPIFFE ID.
+    fn scope(&self, claimed: &ProxyIdentity) -> String {
+        match self {
+            Peer::Verified(_, Some(id)) => id.to_string(),
+            Peer::Verified(td, None) => format!("spiffe://{td}/unverified"),
+            Peer::Unverified => format!(
+                "unverified:{}/{}",
+                claimed.namespace, claimed.service_account
+            ),
+        }
+    }
+}
+
+/// Counts an ADS stream on its connection; uncounted when dropped.
+struct StreamSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// What the glue needs from a state machine.
@@ -89,13 +128,15 @@ trait Machine: Send + Sync + 'static {
     type Resp: Send + 'static;
     const STREAM: &'static str;
     fn node(req: &Self::Req) -> Option<&Node>;
-    fn new(snapshot: Arc<Snapshot>) -> Self;
+    fn new(snapshot: Arc<Snapshot>, limits: &StreamLimits) -> Self;
     fn request(&mut self, req: &Self::Req, now: Instant) -> (Vec<Self::Resp>, Vec<Event>);
     fn snapshot(&mut self, snap: Arc<Snapshot>, now: Instant) -> (Vec<Self::Resp>, Vec<Event>);
     fn tick(&mut self, now: Instant) -> (Vec<Self::Resp>, Vec<Event>);
     fn waiting(&self) -> bool;
     fn subscribed(&self) -> Vec<translator::XdsType>;
     fn idle(&self) -> bool;
+    /// Set when the last request broke a limit: the stream ends with this.
+    fn refusal(&mut self) -> Option<String>;
 }
 
 /// Both stream machines have the same surface; only the message types differ.
@@ -108,8 +149,8 @@ macro_rules! machine {
             fn node(req: &$req) -> Option<&Node> {
                 req.node.as_ref()
             }
-            fn new(snapshot: Arc<Snapshot>) -> Self {
-                <$ty>::new(snapshot)
+            fn new(snapshot: Arc<Snapshot>, limits: &StreamLimits) -> Self {
+                <$ty>::new(snapshot).with_name_limit(limits.subscribed_names)
             }
             fn request(&mut self, req: &$req, now: Instant) -> (Vec<$resp>, Vec<Event>) {
                 let s = self.on_request(req, now);
@@ -132,6 +173,9 @@ macro_rules! machine {
             fn idle(&self) -> bool {
                 <$ty>::idle(self)
             }
+            fn refusal(&mut self) -> Option<String> {
+                self.take_refusal()
+            }
         }
     };
 }
@@ -152,10 +196,40 @@ machine!(
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 impl AdsService {
-    fn spawn<M: Machine>(&self, request: Request<Streaming<M::Req>>) -> BoxStream<M::Resp>
+    fn spawn<M: Machine>(
+        &self,
+        request: Request<Streaming<M::Req>>,
+    ) -> Result<BoxStream<M::Resp>, Status>
     where
         Streaming<M::Req>: Send,
     {
+        if let Some(refused) = crate::listener::refusal(&request) {
+            return Err(refused);
+        }
+        let slot = match crate::listener::ConnInfo::of(&request) {
+            Some(info) => {
+                let open = info
+                    .streams
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let slot = StreamSlot(info.streams.clone());
+                if open >= self.limits.streams_per_connection {
+                    self.metrics.refused("streams_per_connection");
+                    tracing::warn!(
+                        peer = ?info.remote,
+                        identity = ?info.identity.as_ref().map(|i| i.to_string()),
+                        open,
+                        limit = self.limits.streams_per_connection,
+                        "refused an ADS stream: too many streams on one connection"
+                    );
+                    return Err(Status::resource_exhausted(format!(
+                        "too many ADS streams on this connection ({open} open; --max-streams-per-connection {})",
+                        self.limits.streams_per_connection
+                    )));
+                }
+                Some(slot)
+            }
+            None => None,
+        };
         let peer = match &self.verify {
             None => Peer::Unverified,
             Some(td) => Peer::Verified(td.clone(), peer_identity(&request)),
@@ -163,23 +237,27 @@ impl AdsService {
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let obs = Obs {
+            cache: self.cache.clone(),
             nacks: self.nacks.clone(),
             proxies: self.proxies.clone(),
             metrics: self.metrics.clone(),
         };
         let cache = self.cache.clone();
         let stop = self.stop.clone();
+        let limits = self.limits;
         tokio::spawn(async move {
-            if let Err(status) = drive::<M>(cache, obs, peer, inbound, stop, &tx).await {
+            let _slot = slot;
+            if let Err(status) = drive::<M>(cache, obs, peer, inbound, stop, limits, &tx).await {
                 let _ = tx.send(Err(status)).await;
             }
         });
-        Box::pin(ReceiverStream::new(rx))
+        Ok(Box::pin(ReceiverStream::new(rx)))
     }
 }
 
 /// Where a stream reports what happened.
 struct Obs {
+    cache: Arc<Cache>,
     nacks: Arc<NackLog>,
     proxies: Arc<ProxyRegistry>,
     metrics: Arc<Metrics>,
@@ -191,6 +269,7 @@ async fn drive<M: Machine>(
     peer: Peer,
     mut inbound: Streaming<M::Req>,
     stop: crate::server::Stop,
+    limits: StreamLimits,
     tx: &mpsc::Sender<Result<M::Resp, Status>>,
 ) -> Result<(), Status> {
     if stop.is_stopped() {
@@ -198,13 +277,22 @@ async fn drive<M: Machine>(
     }
     let stopped = stop.stopped();
     tokio::pin!(stopped);
-    let Some(first) = inbound.message().await? else {
-        return Ok(());
+    let first = match inbound.message().await {
+        Ok(Some(first)) => first,
+        Ok(None) => return Ok(()),
+        Err(status) => return Err(inbound_error(&obs, "(before its node)", status)),
     };
     let identity = ProxyIdentity::from_node(M::node(&first)).map_err(|e| {
         tracing::warn!(error = %e, "refused xDS stream");
         Status::invalid_argument(e.to_string())
     })?;
+    if identity.namespace == crate::server::CONTROL_PLANE_NS {
+        tracing::warn!(node = %identity.node_id, "refused xDS stream: namespace {} is the control plane's own", crate::server::CONTROL_PLANE_NS);
+        return Err(Status::permission_denied(format!(
+            "identities in namespace {} belong to the control plane; proxies cannot use them",
+            crate::server::CONTROL_PLANE_NS
+        )));
+    }
     if identity.kind == ProxyKind::Grpc {
         return Err(Status::unimplemented(
             "proxyless gRPC clients are not served by this version of Rudder",
@@ -235,21 +323,14 @@ async fn drive<M: Machine>(
         }
     }
     let node = identity.node_id.clone();
-    let mut watch = cache.subscribe(&identity);
-    tracing::info!(node = %node, stream = M::STREAM, "proxy connected");
+    let scope = peer.scope(&identity);
+    let mut watch = cache.subscribe(&scope, &identity);
+    tracing::info!(node = %node, identity = %scope, stream = M::STREAM, "proxy connected");
     let snapshot = watch.rx.borrow_and_update().clone();
-    let mut machine = M::new(snapshot.clone());
+    let mut machine = M::new(snapshot.clone(), &limits);
     let id = obs.proxies.connect(ProxyState {
-        node: M::node(&first).cloned().unwrap_or_default(),
-        identity: format!(
-            "spiffe://{}/ns/{}/sa/{}",
-            match &peer {
-                Peer::Verified(td, _) => td.as_str(),
-                Peer::Unverified => "unverified",
-            },
-            identity.namespace,
-            identity.service_account
-        ),
+        node: crate::proxies::NodeInfo::new(M::node(&first), &identity),
+        identity: scope.clone(),
         kind: "envoy",
         stream: M::STREAM,
         connected: std::time::SystemTime::now(),
@@ -261,16 +342,18 @@ async fn drive<M: Machine>(
     let _registered = Registered(&obs.proxies, id);
     let mut pending_since: Option<Instant> = Some(Instant::now());
     let step = machine.request(&first, Instant::now());
+    refuse_if_over(&mut machine, &node, &obs)?;
     let mut open = emit::<M>(&node, &obs, id, &machine, &mut pending_since, tx, step).await;
     while open {
         let step = tokio::select! {
             msg = inbound.message() => match msg {
-                Ok(Some(req)) => machine.request(&req, Instant::now()),
-                Ok(None) => break,
-                Err(status) => {
-                    tracing::info!(node = %node, error = %status.message(), "stream ended");
-                    break;
+                Ok(Some(req)) => {
+                    let step = machine.request(&req, Instant::now());
+                    refuse_if_over(&mut machine, &node, &obs)?;
+                    step
                 }
+                Ok(None) => break,
+                Err(status) => return Err(inbound_error(&obs, &node, status)),
             },
             changed = watch.rx.changed() => {
                 if changed.is_err() {
@@ -291,6 +374,28 @@ async fn drive<M: Machine>(
     }
     tracing::info!(node = %node, stream = M::STREAM, "proxy disconnected");
     Ok(())
+}
+
+/// Ends the stream when the last request broke a limit.
+fn refuse_if_over<M: Machine>(machine: &mut M, node: &str, obs: &Obs) -> Result<(), Status> {
+    let Some(reason) = machine.refusal() else {
+        return Ok(());
+    };
+    obs.metrics.refused("subscribed_names");
+    tracing::warn!(node, reason = %reason, "ending an ADS stream: over a limit");
+    Err(Status::resource_exhausted(reason))
+}
+
+/// What ends a stream whose request could not be read: a message over the size limit
+/// (answered and logged as a refusal), or the peer going away.
+fn inbound_error(obs: &Obs, node: &str, status: Status) -> Status {
+    if status.code() == tonic::Code::OutOfRange || status.code() == tonic::Code::ResourceExhausted {
+        obs.metrics.refused("message_size");
+        tracing::warn!(node, error = %crds::text::clip(status.message(), 512), "ending an ADS stream: a request over the message size limit (--max-message-bytes)");
+    } else {
+        tracing::info!(node, error = %crds::text::clip(status.message(), 512), "stream ended");
+    }
+    status
 }
 
 /// The status a stream ends with when the control plane shuts down: proxies reconnect
@@ -343,8 +448,15 @@ async fn emit<M: Machine>(
                     .get_or_create(&label)
                     .inc_by(u64::try_from(resources.len()).unwrap_or(0));
             }
-            Event::Ack { kind, version } => {
+            Event::Ack {
+                kind,
+                version,
+                accepted,
+            } => {
                 tracing::debug!(node, r#type = %kind, %version, "ACK");
+                if !accepted.is_empty() {
+                    obs.cache.on_ack(&accepted);
+                }
             }
             Event::Nack(rejection) => {
                 obs.metrics
@@ -354,6 +466,7 @@ async fn emit<M: Machine>(
                     })
                     .inc();
                 obs.nacks.record(node, &rejection);
+                obs.cache.on_nack(node, &rejection);
             }
             Event::Ignored { type_url, reason } => {
                 tracing::debug!(node, %type_url, %reason, "request ignored");
@@ -377,13 +490,13 @@ impl AggregatedDiscoveryService for AdsService {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        Ok(Response::new(self.spawn::<sotw::SotwStream>(request)))
+        Ok(Response::new(self.spawn::<sotw::SotwStream>(request)?))
     }
 
     async fn delta_aggregated_resources(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Ok(Response::new(self.spawn::<delta::DeltaStream>(request)))
+        Ok(Response::new(self.spawn::<delta::DeltaStream>(request)?))
     }
 }

@@ -28,6 +28,20 @@ pub struct TypeLabel {
     pub r#type: String,
 }
 
+/// Label: why a TLS handshake failed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// `expired`, `unknown_issuer`, `timeout`, ...
+    pub reason: String,
+}
+
+/// Label: which limit refused something.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    /// `connections`, `streams_per_connection`, `message_size`, `subscribed_names`.
+    pub limit: String,
+}
+
 /// Labels: proxy kind and stream type.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProxyLabel {
@@ -56,6 +70,10 @@ pub struct Metrics {
     pub snapshot_resources: Gauge,
     /// Workload certificates issued.
     pub certs_issued: Gauge,
+    /// TLS handshakes on the xDS port that failed, by reason.
+    pub handshake_failures: Family<ReasonLabel, Counter>,
+    /// Connections, streams and requests refused by a limit, by limit.
+    pub refusals: Family<LimitLabel, Counter>,
     /// Seconds until the earliest workload certificate expires.
     pub cert_expiry: Gauge,
 }
@@ -80,6 +98,8 @@ impl Metrics {
             snapshot_resources: Gauge::default(),
             certs_issued: Gauge::default(),
             cert_expiry: Gauge::default(),
+            handshake_failures: Family::default(),
+            refusals: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -127,7 +147,35 @@ impl Metrics {
             "Seconds until the earliest workload certificate expires",
             m.cert_expiry.clone(),
         );
+        registry.register(
+            "xds_handshake_failures",
+            "TLS handshakes on the xDS port that failed (expired, unknown issuer, timeout, ...)",
+            m.handshake_failures.clone(),
+        );
+        registry.register(
+            "xds_refusals",
+            "Connections, streams and requests refused by a limit",
+            m.refusals.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// Counts a failed TLS handshake.
+    pub fn handshake_failed(&self, reason: &str) {
+        self.handshake_failures
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a refusal by `limit`.
+    pub fn refused(&self, limit: &str) {
+        self.refusals
+            .get_or_create(&LimitLabel {
+                limit: limit.to_string(),
+            })
+            .inc();
     }
 
     /// The text exposition, after refreshing the gauges that are read on demand.

@@ -39,12 +39,73 @@ pub struct SentResource {
     pub last_good: Option<String>,
 }
 
+/// What is kept of the node a proxy sent: its id, user agent and the parsed identity,
+/// each bounded. Its metadata is not kept (it is untrusted and may be large).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Node id.
+    pub id: String,
+    /// `node.cluster`.
+    pub cluster: String,
+    /// `node.user_agent_name`.
+    pub user_agent: String,
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's name.
+    pub pod: String,
+    /// The pod's service account.
+    pub service_account: String,
+}
+
+impl NodeInfo {
+    /// The bounded part of `node`, with the identity parsed from it.
+    pub fn new(node: Option<&Node>, identity: &translator::identity::ProxyIdentity) -> Self {
+        let clip = |s: &str| crds::text::clip(s, 256);
+        NodeInfo {
+            id: clip(&identity.node_id),
+            cluster: node.map(|n| clip(&n.cluster)).unwrap_or_default(),
+            user_agent: node.map(|n| clip(&n.user_agent_name)).unwrap_or_default(),
+            namespace: identity.namespace.clone(),
+            pod: identity.pod.clone(),
+            service_account: identity.service_account.clone(),
+        }
+    }
+
+    /// A `Node` for CSDS: the kept fields, the identity as metadata.
+    pub fn to_node(&self) -> Node {
+        use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+        let s = |v: &str| Value {
+            kind: Some(Kind::StringValue(v.to_string())),
+        };
+        Node {
+            id: self.id.clone(),
+            cluster: self.cluster.clone(),
+            user_agent_name: self.user_agent.clone(),
+            metadata: Some(Struct {
+                fields: [
+                    (translator::identity::META_NAMESPACE, &self.namespace),
+                    (translator::identity::META_POD, &self.pod),
+                    (
+                        translator::identity::META_SERVICE_ACCOUNT,
+                        &self.service_account,
+                    ),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), s(v)))
+                .collect(),
+            }),
+            ..Default::default()
+        }
+    }
+}
+
 /// One connected proxy (one stream).
 #[derive(Clone, Debug)]
 pub struct ProxyState {
-    /// The node it sent.
-    pub node: Node,
-    /// Its verified or claimed identity, `spiffe://...`.
+    /// What is kept of the node it sent.
+    pub node: NodeInfo,
+    /// Its identity: the SPIFFE ID of its verified certificate (`unverified:NS/SA` with
+    /// plain-text xDS).
     pub identity: String,
     /// `envoy` or `grpc`.
     pub kind: &'static str,
@@ -190,7 +251,7 @@ impl ProxyRegistry {
                         );
                     }
                 }
-                Event::Ack { kind, version } => {
+                Event::Ack { kind, version, .. } => {
                     p.last_ack = Some(now);
                     for r in p.sent.entry(*kind).or_default().values_mut() {
                         if r.response_version == *version {

@@ -10,7 +10,6 @@ use std::time::Duration;
 use anyhow::Context;
 use ca::{Authority, SpiffeId};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
-use tokio_stream::wrappers::TcpListenerStream;
 use translator::MeshConfig;
 use translator::tls::MtlsMode;
 
@@ -64,9 +63,32 @@ pub struct ServeConfig {
     pub security: SecurityArgs,
     /// Longest a shutdown waits for connections to close after ending every stream.
     pub drain: Duration,
+    /// Limits on what peers may open and send.
+    pub limits: Limits,
 }
 
-/// Loads the CA from operator-supplied files or the CA directory.
+/// Limits on what peers of the xDS port may open and send.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Connections and handshakes.
+    pub conn: crate::listener::ConnLimits,
+    /// What one stream may ask for.
+    pub stream: crate::grpc::StreamLimits,
+    /// Largest request message decoded, in bytes.
+    pub message_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            conn: Default::default(),
+            stream: Default::default(),
+            message_bytes: 4 << 20,
+        }
+    }
+}
+
+/// Loads the CA from operator-supplied files or the CA directory, which must hold one.
 pub fn load_ca_files(sec: &SecurityArgs) -> anyhow::Result<Authority> {
     match (&sec.ca_cert, &sec.ca_key) {
         (Some(cert), Some(key)) => {
@@ -79,6 +101,12 @@ pub fn load_ca_files(sec: &SecurityArgs) -> anyhow::Result<Authority> {
 /// Runs the control plane until SIGTERM or Ctrl-C.
 pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let sec = &cfg.security;
+    if sec.insecure_xds && !cfg.xds_address.ip().is_loopback() {
+        anyhow::bail!(
+            "--insecure-xds is refused on {}: without TLS anyone who can connect may claim any identity and is sent its private key; it is allowed on a loopback address only",
+            cfg.xds_address
+        );
+    }
     let client = if cfg.kubernetes {
         Some(
             kube::Client::try_default()
@@ -100,7 +128,10 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             None,
         ),
         _ => {
-            let authority = load_ca_files(sec)?;
+            let authority = match (&sec.ca_cert, &sec.ca_key) {
+                (Some(_), Some(_)) => load_ca_files(sec)?,
+                _ => crate::ca_store::open_or_create(&sec.ca_dir, &sec.trust_domain)?,
+            };
             // During a rotation overlap the previous root signs our serving certificate.
             let previous = match &sec.ca_cert {
                 None => {
@@ -111,7 +142,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             (authority, Some(sec.ca_dir.join("issued")), previous)
         }
     };
-    let certs = Arc::new(CertManager::new(authority, sec.cert_lifetime, issued_dir));
+    let certs = Arc::new(CertManager::new(authority, sec.cert_lifetime, issued_dir)?);
     let mesh = MeshConfig {
         trust_domain: sec.trust_domain.clone(),
         mtls: cfg.mtls_mode,
@@ -171,7 +202,9 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     tokio::spawn(cache.clone().run_renewer());
 
     let tls = if sec.insecure_xds {
-        tracing::warn!("serving xDS in plain text: proxies are not authenticated (--insecure-xds)");
+        tracing::warn!(
+            "--insecure-xds: serving xDS in plain text on loopback. Any local process may claim any workload identity and is sent that identity's certificate and private key, and may read every proxy's config over CSDS. For local experiments only."
+        );
         None
     } else {
         let id = control_plane_id(&sec.trust_domain)?;
@@ -186,12 +219,12 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         Some(XdsTls {
             cert_pem: serving.cert_chain_pem.clone(),
             key_pem: serving.private_key_pem().to_string(),
-            client_ca_pem: certs.bundle_pem(),
+            client_anchors: certs.issuer_anchors(),
             trust_domain: sec.trust_domain.clone(),
         })
     };
     let stop = shared.stop.clone();
-    let server = serve_ads(listener, shared, tls, stop.stopped());
+    let server = serve_ads(listener, shared, tls, cfg.limits.clone());
     tokio::pin!(server);
     admin
         .ready
@@ -262,8 +295,9 @@ pub struct XdsTls {
     pub cert_pem: String,
     /// Its key.
     pub key_pem: String,
-    /// Trust bundle for client certificates.
-    pub client_ca_pem: String,
+    /// Client certificates must chain to one of these: the CA that issues workload
+    /// certificates (and, during a rotation overlap, the previous roots).
+    pub client_anchors: Vec<String>,
     /// Trust domain of client identities.
     pub trust_domain: String,
 }
@@ -300,45 +334,57 @@ impl Shared {
     }
 }
 
-/// Serves ADS and CSDS on `listener` until `shutdown` completes; with `tls`, proxies must
-/// present a client certificate for the identity they claim, and CSDS readers one from
-/// the control plane's namespace.
+/// Serves ADS and CSDS on `listener` until `shared.stop` fires; with `tls`, every peer
+/// must present a client certificate our CA issued: a proxy's stream acts as that
+/// certificate's identity, and CSDS readers must be in the control plane's namespace and
+/// trust domain.
 pub async fn serve_ads(
     listener: tokio::net::TcpListener,
     shared: Shared,
     tls: Option<XdsTls>,
-    shutdown: impl std::future::Future<Output = ()>,
+    limits: Limits,
 ) -> anyhow::Result<()> {
     let verify = tls.as_ref().map(|t| t.trust_domain.clone());
+    let setup = tls
+        .map(|t| crate::listener::TlsSetup::from_pem(&t.cert_pem, &t.key_pem, &t.client_anchors))
+        .transpose()
+        .context("configuring TLS for xDS")?
+        .map(Arc::new);
     let ads = AggregatedDiscoveryServiceServer::new(AdsService::new(
         shared.cache,
         shared.nacks,
         shared.proxies.clone(),
-        shared.metrics,
+        shared.metrics.clone(),
         verify.clone(),
         shared.stop.clone(),
+        limits.stream,
     ))
-    .max_decoding_message_size(64 << 20)
+    .max_decoding_message_size(limits.message_bytes)
     .max_encoding_message_size(usize::MAX);
     let csds = ClientStatusDiscoveryServiceServer::new(CsdsService::new(
         shared.proxies,
-        verify.map(|_| CONTROL_PLANE_NS.to_string()),
-        shared.stop,
+        verify.map(|td| (td, CONTROL_PLANE_NS.to_string())),
+        shared.stop.clone(),
     ))
+    .max_decoding_message_size(limits.message_bytes)
     .max_encoding_message_size(usize::MAX);
-    let mut builder = tonic::transport::Server::builder()
+    // HTTP/2 backstop; the ADS service refuses streams over the limit with a status.
+    let h2_streams = u32::try_from(limits.stream.streams_per_connection.saturating_mul(2) + 4)
+        .unwrap_or(u32::MAX);
+    let incoming = crate::listener::incoming(
+        listener,
+        setup,
+        limits.conn,
+        shared.metrics,
+        shared.stop.clone(),
+    );
+    tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
-    if let Some(t) = tls {
-        let cfg = tonic::transport::ServerTlsConfig::new()
-            .identity(tonic::transport::Identity::from_pem(t.cert_pem, t.key_pem))
-            .client_ca_root(tonic::transport::Certificate::from_pem(t.client_ca_pem));
-        builder = builder.tls_config(cfg).context("configuring TLS for xDS")?;
-    }
-    builder
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(Some(h2_streams))
         .add_service(ads)
         .add_service(csds)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shared.stop.stopped())
         .await
         .context("xDS server failed")
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use envoy_types::pb::google::protobuf::Any;
 use sha2::{Digest, Sha256};
 use translator::XdsType;
+use translator::model::ObjectKey;
 
 /// One resource, encoded.
 #[derive(Debug, PartialEq)]
@@ -25,13 +26,27 @@ pub struct Encoded {
     pub any: Any,
     /// Names of the resources of the previous stage it points at.
     pub refs: Vec<String>,
-    /// The objects it was made from.
-    pub sources: Vec<String>,
+    /// The objects it was made from, with their revisions when it was made.
+    pub sources: Vec<Source>,
+}
+
+/// An object a resource was made from, at a revision.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Source {
+    /// The object.
+    pub key: ObjectKey,
+    /// Its revision ([`translator::model::Model::rev`]).
+    pub rev: u64,
 }
 
 impl Encoded {
-    /// Encodes a translator resource.
+    /// Encodes a translator resource (sources at revision 0).
     pub fn new(resource: &translator::Resource) -> Self {
+        Self::with_revs(resource, |_| 0)
+    }
+
+    /// Encodes a translator resource; `rev` gives each source's revision.
+    pub fn with_revs(resource: &translator::Resource, rev: impl Fn(&ObjectKey) -> u64) -> Self {
         let any = resource.body.to_any();
         let version = short_hash([any.value.as_slice()]);
         Encoded {
@@ -40,7 +55,14 @@ impl Encoded {
             version,
             any,
             refs: resource.refs.clone(),
-            sources: resource.sources.clone(),
+            sources: resource
+                .sources
+                .iter()
+                .map(|k| Source {
+                    key: k.clone(),
+                    rev: rev(k),
+                })
+                .collect(),
         }
     }
 }

@@ -16,7 +16,6 @@ use tokio::sync::watch;
 use translator::model::{Kind, ObjectKey, PolicyStatus, RetryPolicy, TrafficSplit, policy_status};
 
 use crate::cache::Cache;
-use crate::proxies::{ProxyRegistry, ResourceStatus};
 use crate::source::kube::Rejected;
 
 /// What status every policy object should carry now, rejected objects included.
@@ -39,53 +38,49 @@ pub fn desired(cache: &Cache, rejected: &Rejected) -> BTreeMap<ObjectKey, Policy
             );
         }
     }
-    if let Some(proxies) = cache.proxies() {
-        for (key, message) in rejections(proxies) {
-            if let Some(status) = out.get_mut(&key) {
+    for (key, suspect) in cache.contained() {
+        let message = format!(
+            "proxy {} rejected {} made from {key}: {}; {}",
+            suspect.proxy,
+            suspect.resource,
+            suspect.error,
+            if suspect.confirmed {
+                "left out until it changes"
+            } else {
+                "left out while the control plane narrows down which of several new objects caused it"
+            }
+        );
+        // An HTTPRouteGroup has no status of its own: the splits that use it say it.
+        let targets: Vec<ObjectKey> = if key.kind == Kind::HTTPRouteGroup {
+            out.keys()
+                .filter(|k| k.kind == Kind::TrafficSplit && k.namespace == key.namespace)
+                .filter(|k| {
+                    cache.read(|m| {
+                        m.traffic_splits().any(|ts| {
+                            ts.metadata.name.as_deref() == Some(k.name.as_str())
+                                && ts.metadata.namespace.as_deref().unwrap_or("default")
+                                    == k.namespace
+                                && ts.spec.matches.iter().any(|m| m.name == key.name)
+                        })
+                    })
+                })
+                .cloned()
+                .collect()
+        } else {
+            vec![key.clone()]
+        };
+        for target in targets {
+            if let Some(status) = out.get_mut(&target) {
                 status.conditions.retain(|c| c.type_ != "Accepted");
                 status.conditions.insert(
                     0,
-                    MeshCondition::new("Accepted", false, ConditionReason::Rejected, message),
+                    MeshCondition::new(
+                        "Accepted",
+                        false,
+                        ConditionReason::Rejected,
+                        message.clone(),
+                    ),
                 );
-            }
-        }
-    }
-    out
-}
-
-/// Policy objects behind config a proxy currently rejects, with what it said.
-pub fn rejections(proxies: &ProxyRegistry) -> BTreeMap<ObjectKey, String> {
-    let mut out = BTreeMap::new();
-    for p in proxies.all() {
-        for (kind, resources) in &p.sent {
-            for r in resources.values() {
-                let ResourceStatus::Nacked(error) = &r.status else {
-                    continue;
-                };
-                for source in &r.resource.sources {
-                    let Some((k, rest)) = source.split_once(' ') else {
-                        continue;
-                    };
-                    let Some((ns, name)) = rest.split_once('/') else {
-                        continue;
-                    };
-                    let kind_of = match k {
-                        "TrafficSplit" => Kind::TrafficSplit,
-                        "RetryPolicy" => Kind::RetryPolicy,
-                        _ => continue,
-                    };
-                    let key = ObjectKey {
-                        kind: kind_of,
-                        namespace: ns.into(),
-                        name: name.into(),
-                    };
-                    out.entry(key).or_insert_with(|| {
-                        format!(
-                            "proxy {} rejected {kind} {}: {error}",
-                            p.node.id, r.resource.name
-                        )
-                    });
-                }
             }
         }
     }
@@ -210,81 +205,49 @@ async fn patch(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use translator::XdsType;
     use translator::model::parse_manifest;
 
     use super::*;
-    use crate::ads::{Event, Rejection};
+    use crate::ads::Rejection;
     use crate::cache::CacheConfig;
-    use crate::proxies::ProxyState;
-    use crate::snapshot::Encoded;
+    use crate::snapshot::Source;
+
+    const YAML: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{name: http, port: 80}]\n---\napiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {name: canary}\nspec:\n  service: web\n  backends: [{service: web, weight: 1}]\n---\napiVersion: policy.rudder.dev/v1alpha1\nkind: RetryPolicy\nmetadata: {name: retries}\nspec:\n  targetRef: {name: web}\n";
+
+    fn rejection(suspects: Vec<Source>) -> Rejection {
+        Rejection {
+            kind: XdsType::Route,
+            version: "r1".into(),
+            resources: vec!["outbound".into()],
+            error: "invalid regex".into(),
+            sources: Vec::new(),
+            suspects,
+            precise: true,
+        }
+    }
 
     #[test]
-    fn a_rejection_becomes_a_condition_on_the_originating_policy() {
+    fn a_contained_policy_gets_a_rejected_condition_and_others_do_not() {
         let cache = Cache::new(CacheConfig::default());
-        let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{name: http, port: 80}]\n---\napiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {name: canary}\nspec:\n  service: web\n  backends: [{service: web, weight: 1}]\n";
-        let parsed = parse_manifest(yaml).expect("yaml");
+        let parsed = parse_manifest(YAML).expect("yaml");
         cache.update(|m| {
             parsed
                 .objects
                 .iter()
                 .for_each(|o| m.apply(o).expect("valid"))
         });
-        let proxies: Arc<ProxyRegistry> = Arc::default();
-        cache.set_proxies(proxies.clone());
-        let id = proxies.connect(ProxyState {
-            node: envoy_types::pb::envoy::config::core::v3::Node {
-                id: "p.default".into(),
-                ..Default::default()
-            },
-            identity: String::new(),
-            kind: "envoy",
-            stream: "delta",
-            connected: std::time::SystemTime::now(),
-            last_ack: None,
-            sent: Default::default(),
-            subscribed: Vec::new(),
-            snapshot: Arc::default(),
-        });
-        let route = Arc::new(Encoded {
-            kind: XdsType::Route,
-            name: "outbound".into(),
-            version: "v1".into(),
-            any: Default::default(),
-            refs: Vec::new(),
-            sources: vec![
-                "Service default/web".into(),
-                "TrafficSplit default/canary".into(),
-            ],
-        });
-        proxies.record(
-            id,
-            &[
-                Event::Sent {
-                    kind: XdsType::Route,
-                    version: "r1".into(),
-                    resources: vec![route],
-                    removed: Some(Vec::new()),
-                },
-                Event::Nack(Rejection {
-                    kind: XdsType::Route,
-                    version: "r1".into(),
-                    resources: vec!["outbound".into()],
-                    error: "invalid regex".into(),
-                    sources: Vec::new(),
-                }),
-            ],
-            vec![XdsType::Route],
+        let split = ObjectKey::new(Kind::TrafficSplit, "default", "canary");
+        let rev = cache.read(|m| m.rev(&split)).expect("rev");
+        cache.on_nack(
+            "p.default",
+            &rejection(vec![Source {
+                key: split.clone(),
+                rev,
+            }]),
         );
         let status = desired(&cache, &Rejected::default());
-        let key = ObjectKey {
-            kind: Kind::TrafficSplit,
-            namespace: "default".into(),
-            name: "canary".into(),
-        };
-        let accepted = &status[&key].conditions[0];
+        let accepted = &status[&split].conditions[0];
         assert_eq!(
             (
                 accepted.type_.as_str(),
@@ -295,7 +258,9 @@ mod tests {
         );
         assert_eq!(
             accepted.message,
-            "proxy p.default rejected RDS outbound: invalid regex"
+            "proxy p.default rejected RDS outbound made from TrafficSplit default/canary: invalid regex; left out until it changes"
         );
+        let other = &status[&ObjectKey::new(Kind::RetryPolicy, "default", "retries")];
+        assert_eq!(other.conditions[0].status, "True", "{other:?}");
     }
 }

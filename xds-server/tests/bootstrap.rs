@@ -4,6 +4,16 @@ use std::process::Command;
 
 fn bootstrap(args: &[&str]) -> serde_json::Value {
     let dir = tempfile::tempdir().expect("tempdir");
+    let init = Command::new(env!("CARGO_BIN_EXE_xds-server"))
+        .args(["ca", "init", "--ca-dir"])
+        .arg(dir.path().join("ca"))
+        .output()
+        .expect("run xds-server ca init");
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_xds-server"))
         .arg("bootstrap")
         .args(args)

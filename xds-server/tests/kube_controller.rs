@@ -242,7 +242,7 @@ async fn start_server(cache: Arc<Cache>) -> anyhow::Result<std::net::SocketAddr>
         listener,
         xds_server::server::Shared::new(cache),
         None,
-        std::future::pending(),
+        xds_server::server::Limits::default(),
     ));
     Ok(addr)
 }

@@ -108,6 +108,90 @@ impl NameRule {
     }
 }
 
+/// A label key (`[prefix/]name`) and value as Kubernetes validates them.
+fn check_label(key: &str, value: &str) -> Result<(), String> {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if let Some(p) = prefix {
+        NameRule::Subdomain
+            .check(p)
+            .map_err(|m| format!("key prefix: {m}"))?;
+    }
+    check_qualified_name(name).map_err(|m| format!("key: {m}"))?;
+    if !value.is_empty() {
+        check_qualified_name(value).map_err(|m| format!("value: {m}"))?;
+    }
+    Ok(())
+}
+
+/// A label name or value: at most 63 characters, alphanumerics, '-', '_' and '.',
+/// starting and ending with an alphanumeric.
+fn check_qualified_name(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("is empty".into());
+    }
+    if s.len() > 63 {
+        return Err(format!(
+            "is {} characters long; at most 63 are allowed",
+            s.len()
+        ));
+    }
+    let ok = s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} may hold only letters, digits, '-', '_' and '.', starting and ending with a letter or digit",
+            quote(s)
+        ))
+    }
+}
+
+/// Every label of `labels` checked, the field named `field[KEY]`.
+fn check_labels(
+    ctx: &Ctx,
+    field: &str,
+    labels: Option<&BTreeMap<String, String>>,
+) -> Result<(), ModelError> {
+    for (k, v) in labels.into_iter().flatten() {
+        check_label(k, v).map_err(|m| ctx.err(format!("{field}[{}]", quote(k)), m))?;
+    }
+    Ok(())
+}
+
+/// A container port name (IANA service name): at most 15 characters, lowercase
+/// alphanumerics and '-', at least one letter, no '--', not starting or ending with '-'.
+fn check_port_name(s: &str) -> Result<(), String> {
+    if s.len() > 15 {
+        return Err(format!(
+            "{} is {} characters long; at most 15 are allowed",
+            quote(s),
+            s.len()
+        ));
+    }
+    let ok = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().any(|b| b.is_ascii_lowercase())
+        && !s.contains("--")
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is not a valid port name (lowercase letters, digits and '-', with at least one letter)",
+            quote(s)
+        ))
+    }
+}
+
 fn meta_names(
     ctx: &Ctx,
     meta: &ObjectMeta,
@@ -181,11 +265,10 @@ pub(crate) fn service(svc: &Service) -> Result<MeshService, ModelError> {
                 "is required when a Service has several ports",
             ));
         }
-        if !pname.is_empty() && !is_dns_label(&pname) {
-            return Err(ctx.err(
-                field("name"),
-                format!("{} is not a valid port name", quote(&pname)),
-            ));
+        if !pname.is_empty() {
+            NameRule::Label
+                .check(&pname)
+                .map_err(|m| ctx.err(field("name"), format!("port name: {m}")))?;
         }
         if !seen_numbers.insert(port) {
             return Err(ctx.err(field("port"), format!("port {port} is listed twice")));
@@ -227,7 +310,10 @@ pub(crate) fn service(svc: &Service) -> Result<MeshService, ModelError> {
         name,
         cluster_ip,
         ports,
-        selector: spec.selector.clone(),
+        selector: {
+            check_labels(&ctx, "spec.selector", spec.selector.as_ref())?;
+            spec.selector.clone()
+        },
     })
 }
 
@@ -246,6 +332,9 @@ pub(crate) fn slice(es: &EndpointSlice) -> Result<Slice, ModelError> {
                 "is required: it names the Service this slice belongs to",
             )
         })?;
+    NameRule::Label
+        .check(&service)
+        .map_err(|m| ctx.err(format!("metadata.labels[\"{SERVICE_NAME_LABEL}\"]"), m))?;
     let mut ports = Vec::new();
     for (i, p) in es.ports.iter().flatten().enumerate() {
         if p.protocol.as_deref().unwrap_or("TCP") != "TCP" {
@@ -353,6 +442,8 @@ pub(crate) fn pod(pod: &Pod) -> Result<MeshPod, ModelError> {
             let field = format!("spec.containers[{ci}].ports[{pi}].containerPort");
             let n = port_number(&ctx, &field, p.container_port)?;
             if let Some(pname) = &p.name {
+                check_port_name(pname)
+                    .map_err(|m| ctx.err(format!("spec.containers[{ci}].ports[{pi}].name"), m))?;
                 container_ports.insert(pname.clone(), n);
             }
         }
@@ -371,16 +462,21 @@ pub(crate) fn pod(pod: &Pod) -> Result<MeshPod, ModelError> {
             )
         })?),
     };
+    check_labels(&ctx, "metadata.labels", pod.metadata.labels.as_ref())?;
+    let service_account = spec
+        .and_then(|s| s.service_account_name.clone())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "default".into());
+    NameRule::Subdomain
+        .check(&service_account)
+        .map_err(|m| ctx.err("spec.serviceAccountName", m))?;
     Ok(MeshPod {
         mtls_mode,
         namespace,
         name,
         ip,
         labels: pod.metadata.labels.clone().unwrap_or_default(),
-        service_account: spec
-            .and_then(|s| s.service_account_name.clone())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "default".into()),
+        service_account,
         container_ports,
     })
 }

@@ -12,6 +12,7 @@
 //! version of that object stays in the model. [`Model::delete`] removes an object.
 
 mod convert;
+pub(crate) use convert::NameRule;
 mod parse;
 mod status;
 
@@ -77,6 +78,26 @@ pub struct ObjectKey {
     pub namespace: String,
     /// The object's name.
     pub name: String,
+}
+
+impl ObjectKey {
+    /// The key of `kind` `namespace`/`name`.
+    pub fn new(kind: Kind, namespace: &str, name: &str) -> Self {
+        ObjectKey {
+            kind,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
+    }
+
+    /// Whether the object is a policy (TrafficSplit, RetryPolicy, HTTPRouteGroup): its
+    /// contribution to a resource can be left out while the rest still serves.
+    pub fn is_policy(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::TrafficSplit | Kind::RetryPolicy | Kind::HTTPRouteGroup
+        )
+    }
 }
 
 impl fmt::Display for ObjectKey {
@@ -270,6 +291,26 @@ pub struct Model {
     splits: BTreeMap<NsName, TrafficSplit>,
     retry_policies: BTreeMap<NsName, RetryPolicy>,
     route_groups: BTreeMap<NsName, HTTPRouteGroup>,
+    /// Revision of each object: a number that changes whenever its contents do.
+    revs: BTreeMap<ObjectKey, u64>,
+    last_rev: u64,
+}
+
+/// Stores `value` under `key`, and gives the object a new revision if it changed.
+fn store<T: PartialEq>(
+    map: &mut BTreeMap<NsName, T>,
+    key: NsName,
+    value: T,
+    kind: Kind,
+    revs: &mut BTreeMap<ObjectKey, u64>,
+    last_rev: &mut u64,
+) {
+    if map.get(&key) == Some(&value) {
+        return;
+    }
+    *last_rev += 1;
+    revs.insert(ObjectKey::new(kind, &key.0, &key.1), *last_rev);
+    map.insert(key, value);
 }
 
 impl Model {
@@ -281,36 +322,66 @@ impl Model {
     /// Validates `object` and puts it into the model, replacing an older version.
     /// On error the model is unchanged: the last good version keeps serving.
     pub fn apply(&mut self, object: &Object) -> Result<(), ModelError> {
+        let (revs, last) = (&mut self.revs, &mut self.last_rev);
         match object {
             Object::Service(s) => {
                 let svc = convert::service(s)?;
-                self.services
-                    .insert((svc.namespace.clone(), svc.name.clone()), svc);
+                let key = (svc.namespace.clone(), svc.name.clone());
+                store(&mut self.services, key, svc, Kind::Service, revs, last);
             }
             Object::EndpointSlice(s) => {
                 let slice = convert::slice(s)?;
-                self.slices
-                    .insert((slice.namespace.clone(), slice.name.clone()), slice);
+                let key = (slice.namespace.clone(), slice.name.clone());
+                store(
+                    &mut self.slices,
+                    key,
+                    slice,
+                    Kind::EndpointSlice,
+                    revs,
+                    last,
+                );
             }
             Object::Pod(p) => {
                 let pod = convert::pod(p)?;
-                self.pods
-                    .insert((pod.namespace.clone(), pod.name.clone()), pod);
+                let key = (pod.namespace.clone(), pod.name.clone());
+                store(&mut self.pods, key, pod, Kind::Pod, revs, last);
             }
             Object::TrafficSplit(t) => {
                 let key = convert::traffic_split(t)?;
-                self.splits.insert(key, t.as_ref().clone());
+                let value = t.as_ref().clone();
+                store(&mut self.splits, key, value, Kind::TrafficSplit, revs, last);
             }
             Object::RetryPolicy(r) => {
                 let key = convert::retry_policy(r)?;
-                self.retry_policies.insert(key, r.as_ref().clone());
+                let value = r.as_ref().clone();
+                store(
+                    &mut self.retry_policies,
+                    key,
+                    value,
+                    Kind::RetryPolicy,
+                    revs,
+                    last,
+                );
             }
             Object::HTTPRouteGroup(g) => {
                 let key = convert::route_group(g)?;
-                self.route_groups.insert(key, g.as_ref().clone());
+                let value = g.as_ref().clone();
+                store(
+                    &mut self.route_groups,
+                    key,
+                    value,
+                    Kind::HTTPRouteGroup,
+                    revs,
+                    last,
+                );
             }
         }
         Ok(())
+    }
+
+    /// The object's revision: it changes whenever the object's contents do.
+    pub fn rev(&self, key: &ObjectKey) -> Option<u64> {
+        self.revs.get(key).copied()
     }
 
     /// Checks `object` without changing the model.
@@ -327,6 +398,7 @@ impl Model {
 
     /// Removes an object; returns whether it was there.
     pub fn delete(&mut self, key: &ObjectKey) -> bool {
+        self.revs.remove(key);
         let k = (key.namespace.clone(), key.name.clone());
         match key.kind {
             Kind::Service => self.services.remove(&k).is_some(),

@@ -98,7 +98,7 @@ pub fn policy_status(model: &Model) -> BTreeMap<ObjectKey, PolicyStatus> {
         );
     }
     // The oldest policy for a (namespace, service, port) wins; ties break by name.
-    let winners = crate::policy::retry_winners(model);
+    let winners = crate::policy::retry_winners(model, &Default::default());
     for rp in model.retry_policies() {
         let ns = rp
             .metadata

@@ -344,3 +344,53 @@ fn large_exports_parse() {
     let parsed = parse_manifest(&docs).expect("2000 documents parse");
     assert_eq!(parsed.objects.len(), 2_000);
 }
+
+#[test]
+fn object_fields_are_bounded_by_their_kubernetes_limits() {
+    let pod = |extra: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p{extra}}}\nspec:\n  containers: []\n"
+        )
+    };
+    let cases = [
+        (
+            pod(", labels: {app: \"bad value!\"}"),
+            "metadata.labels[\"app\"]",
+        ),
+        (
+            pod(&format!(", labels: {{app: {}}}", "v".repeat(64))),
+            "metadata.labels[\"app\"]",
+        ),
+        (
+            format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  serviceAccountName: {}\n  containers: []\n", "s".repeat(254)),
+            "spec.serviceAccountName",
+        ),
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  serviceAccountName: Not_Valid\n  containers: []\n".to_string(),
+            "spec.serviceAccountName",
+        ),
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, ports: [{name: a-very-long-port-name, containerPort: 80}]}]\n".to_string(),
+            "spec.containers[0].ports[0].name",
+        ),
+        (
+            format!("apiVersion: v1\nkind: Service\nmetadata: {{name: s}}\nspec:\n  ports: [{{name: {}, port: 80}}]\n", "n".repeat(64)),
+            "spec.ports[0].name",
+        ),
+        (
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec:\n  selector: {\"a/b/c\": x}\n  ports: [{port: 80}]\n".to_string(),
+            "spec.selector[\"a/b/c\"]",
+        ),
+    ];
+    for (yaml, want) in cases {
+        match parse_one(&yaml) {
+            Err(ManifestError::Document { field, message, .. }) => {
+                assert_eq!(field, want, "{message}");
+                assert!(message.len() < 300, "{message}");
+            }
+            other => panic!("{yaml}: expected a refusal of {want}, got {other:?}"),
+        }
+    }
+    let ok = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, labels: {app.kubernetes.io/name: web, tier: \"\"}}\nspec:\n  serviceAccountName: web.reader\n  containers: [{name: c, ports: [{name: http-alt, containerPort: 80}]}]\n";
+    parse_one(ok).expect("valid labels, account and port name");
+}

@@ -69,6 +69,10 @@ pub struct DeltaStream {
     types: BTreeMap<XdsType, TypeState>,
     next_nonce: u64,
     wait: OrderWait,
+    /// Most names a stream may subscribe to, per type.
+    name_limit: usize,
+    /// Set when a request broke a limit; the stream must end.
+    refusal: Option<String>,
 }
 
 impl DeltaStream {
@@ -82,7 +86,20 @@ impl DeltaStream {
                 .collect(),
             next_nonce: 0,
             wait: OrderWait::default(),
+            name_limit: usize::MAX,
+            refusal: None,
         }
+    }
+
+    /// Caps the names one type may subscribe to; a request over it sets a refusal.
+    pub fn with_name_limit(mut self, limit: usize) -> Self {
+        self.name_limit = limit;
+        self
+    }
+
+    /// Why the stream must end, if a request broke a limit.
+    pub fn take_refusal(&mut self) -> Option<String> {
+        self.refusal.take()
     }
 
     /// Types the proxy has asked for.
@@ -132,6 +149,14 @@ impl DeltaStream {
         let Some(state) = self.types.get_mut(&kind) else {
             return step;
         };
+        let asked = req.resource_names_subscribe.len() + req.initial_resource_versions.len();
+        if state.names.len().saturating_add(asked) > self.name_limit {
+            self.refusal = Some(format!(
+                "{kind}: subscribing to {} more names would exceed {} (--max-subscribed-names)",
+                asked, self.name_limit
+            ));
+            return step;
+        }
         if !state.subscribed {
             state.subscribed = true;
             // A fresh subscription gets an answer even when there is nothing to send;
@@ -183,18 +208,26 @@ impl DeltaStream {
                         step.events.push(Event::Ack {
                             kind,
                             version: response_version(&sent),
+                            accepted: super::policy_sources(kind, sent.resources.iter()),
                         });
                     }
                     Some(status) => {
                         for r in &sent.resources {
                             state.rejected.insert(r.name.clone(), r.version.clone());
                         }
+                        let held = &state.held;
+                        let (suspects, precise) =
+                            super::suspects(kind, sent.resources.iter(), |name| {
+                                held.get(name).and_then(|h| h.resource.as_ref())
+                            });
                         step.events.push(Event::Nack(Rejection {
                             kind,
                             version: response_version(&sent),
                             resources: sent.resources.iter().map(|r| r.name.clone()).collect(),
-                            error: status.message.clone(),
+                            error: super::bound_nack_text(&status.message),
                             sources: super::sources_of(sent.resources.iter()),
+                            suspects,
+                            precise,
                         }));
                     }
                 },

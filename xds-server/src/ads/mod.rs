@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use translator::XdsType;
 
-use crate::snapshot::{Encoded, Resources};
+use crate::snapshot::{Encoded, Resources, Source};
 
 /// Longest a Listener or Route update waits for the Clusters it needs.
 pub const ORDER_WAIT: Duration = Duration::from_secs(2);
@@ -38,6 +38,11 @@ pub struct Rejection {
     pub error: String,
     /// The objects the rejected resources were made from.
     pub sources: Vec<String>,
+    /// Policy objects (at their revisions) that could have caused the rejection: see
+    /// [`suspects`].
+    pub suspects: Vec<Source>,
+    /// Whether `suspects` is an exact diff against versions the proxy accepted.
+    pub precise: bool,
 }
 
 /// What a stream saw, for logs, metrics and the NACK record.
@@ -61,6 +66,8 @@ pub enum Event {
         kind: XdsType,
         /// The accepted version.
         version: String,
+        /// The policy objects (at their revisions) the accepted resources were made from.
+        accepted: Vec<Source>,
     },
     /// A response was rejected.
     Nack(Rejection),
@@ -73,15 +80,77 @@ pub enum Event {
     },
 }
 
+/// Longest proxy error text kept from a NACK, in bytes: it is untrusted input that is
+/// stored, logged and written into CRD status.
+pub const NACK_TEXT_MAX: usize = 4096;
+
+/// A NACK's error text cut to [`NACK_TEXT_MAX`] bytes (at a character boundary).
+pub(crate) fn bound_nack_text(text: &str) -> String {
+    if text.len() <= NACK_TEXT_MAX {
+        return text.to_string();
+    }
+    let mut end = NACK_TEXT_MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes in all)", &text[..end], text.len())
+}
+
 /// The objects a set of resources was made from, sorted and unique.
 pub(crate) fn sources_of<'a>(
     resources: impl IntoIterator<Item = &'a std::sync::Arc<Encoded>>,
 ) -> Vec<String> {
     let set: BTreeSet<String> = resources
         .into_iter()
-        .flat_map(|r| r.sources.iter().cloned())
+        .flat_map(|r| r.sources.iter().map(|s| s.key.to_string()))
         .collect();
     set.into_iter().collect()
+}
+
+/// Types whose rejections may be caused by policy objects (their contents come from
+/// TrafficSplits, RetryPolicies and HTTPRouteGroups).
+fn policy_shaped(kind: XdsType) -> bool {
+    matches!(kind, XdsType::Route | XdsType::Cluster)
+}
+
+/// The policy sources of accepted resources, unique.
+pub(crate) fn policy_sources<'a>(
+    kind: XdsType,
+    resources: impl IntoIterator<Item = &'a std::sync::Arc<Encoded>>,
+) -> Vec<Source> {
+    if !policy_shaped(kind) {
+        return Vec::new();
+    }
+    let set: BTreeSet<&Source> = resources
+        .into_iter()
+        .flat_map(|r| r.sources.iter().filter(|s| s.key.is_policy()))
+        .collect();
+    set.into_iter().cloned().collect()
+}
+
+/// What a rejection of `rejected` suspects: for each resource, the policy sources its
+/// version the proxy holds (accepted) lacks, or all its policy sources when the proxy
+/// holds none. Precise when every rejected resource had a held version.
+pub(crate) fn suspects<'a>(
+    kind: XdsType,
+    rejected: impl IntoIterator<Item = &'a std::sync::Arc<Encoded>>,
+    held: impl Fn(&str) -> Option<&'a std::sync::Arc<Encoded>>,
+) -> (Vec<Source>, bool) {
+    if !policy_shaped(kind) {
+        return (Vec::new(), true);
+    }
+    let mut out = BTreeSet::new();
+    let mut precise = true;
+    for r in rejected {
+        let before = held(&r.name);
+        precise &= before.is_some();
+        for s in r.sources.iter().filter(|s| s.key.is_policy()) {
+            if before.is_none_or(|b| !b.sources.contains(s)) {
+                out.insert(s.clone());
+            }
+        }
+    }
+    (out.into_iter().collect(), precise)
 }
 
 /// Clusters a set of held Listeners and Routes point at: these may not be removed yet.

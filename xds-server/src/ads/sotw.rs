@@ -76,6 +76,10 @@ pub struct SotwStream {
     types: BTreeMap<XdsType, TypeState>,
     next_nonce: u64,
     wait: OrderWait,
+    /// Most names a stream may subscribe to, per type.
+    name_limit: usize,
+    /// Set when a request broke a limit; the stream must end.
+    refusal: Option<String>,
 }
 
 fn set_version(resources: &Resources) -> String {
@@ -97,7 +101,20 @@ impl SotwStream {
                 .collect(),
             next_nonce: 0,
             wait: OrderWait::default(),
+            name_limit: usize::MAX,
+            refusal: None,
         }
+    }
+
+    /// Caps the names one type may subscribe to; a request over it sets a refusal.
+    pub fn with_name_limit(mut self, limit: usize) -> Self {
+        self.name_limit = limit;
+        self
+    }
+
+    /// Why the stream must end, if a request broke a limit.
+    pub fn take_refusal(&mut self) -> Option<String> {
+        self.refusal.take()
     }
 
     /// Types the proxy has asked for.
@@ -140,6 +157,14 @@ impl SotwStream {
         let Some(state) = self.types.get_mut(&kind) else {
             return step;
         };
+        if req.resource_names.len() > self.name_limit {
+            self.refusal = Some(format!(
+                "{kind}: {} resource names exceed {} (--max-subscribed-names)",
+                req.resource_names.len(),
+                self.name_limit
+            ));
+            return step;
+        }
         if !req.response_nonce.is_empty() {
             if state.last_nonce.as_deref() != Some(req.response_nonce.as_str()) {
                 step.events.push(Event::Ignored {
@@ -154,17 +179,25 @@ impl SotwStream {
                         step.events.push(Event::Ack {
                             kind,
                             version: sent.version.clone(),
+                            accepted: super::policy_sources(kind, sent.resources.values()),
                         });
                         state.acked = Some(sent);
                         state.rejected = None;
                     }
                     Some(status) => {
+                        let acked = state.acked.as_ref().map(|a| &a.resources);
+                        let (suspects, precise) =
+                            super::suspects(kind, sent.resources.values(), |name| {
+                                acked.and_then(|a| a.get(name))
+                            });
                         step.events.push(Event::Nack(Rejection {
                             kind,
                             version: sent.version.clone(),
                             resources: sent.resources.keys().cloned().collect(),
-                            error: status.message.clone(),
+                            error: super::bound_nack_text(&status.message),
                             sources: super::sources_of(sent.resources.values()),
+                            suspects,
+                            precise,
                         }));
                         state.rejected = Some(sent.version);
                     }

@@ -71,7 +71,8 @@ fn first_request_is_answered_and_ack_sends_nothing_more() {
         ack.events,
         vec![Event::Ack {
             kind: Cluster,
-            version: r.version_info.clone()
+            version: r.version_info.clone(),
+            accepted: Vec::new(),
         }]
     );
     assert!(ack.responses.is_empty());

@@ -35,8 +35,8 @@ fn shared_resources_are_one_allocation_across_proxies() {
     let cache = Cache::new(CacheConfig::default());
     load(&cache, SVC);
     cache.rebuild_now();
-    let w1 = cache.subscribe(&identity("p1"));
-    let w2 = cache.subscribe(&identity("p2"));
+    let w1 = cache.subscribe("scope", &identity("p1"));
+    let w2 = cache.subscribe("scope", &identity("p2"));
     let (s1, s2) = (w1.rx.borrow().clone(), w2.rx.borrow().clone());
     let c1 = s1.get(XdsType::Cluster).values().next().expect("cluster");
     let c2 = s2.get(XdsType::Cluster).values().next().expect("cluster");
@@ -54,7 +54,7 @@ fn only_changed_snapshots_are_pushed() {
     let cache = Cache::new(CacheConfig::default());
     load(&cache, SVC);
     cache.rebuild_now();
-    let mut w = cache.subscribe(&identity("p1"));
+    let mut w = cache.subscribe("scope", &identity("p1"));
     w.rx.borrow_and_update();
     let before = w.rx.borrow().clone();
     // A rebuild with no model change pushes nothing.
@@ -80,8 +80,8 @@ fn only_changed_snapshots_are_pushed() {
 #[test]
 fn dropping_the_last_stream_forgets_the_node() {
     let cache = Cache::new(CacheConfig::default());
-    let w1 = cache.subscribe(&identity("p1"));
-    let w2 = cache.subscribe(&identity("p1"));
+    let w1 = cache.subscribe("scope", &identity("p1"));
+    let w2 = cache.subscribe("scope", &identity("p1"));
     drop(w1);
     assert_eq!(cache.rebuild_now().proxies, 1);
     drop(w2);
@@ -94,7 +94,7 @@ async fn bursts_of_changes_are_one_build() {
         debounce: Duration::from_millis(100),
         max_delay: Duration::from_secs(1),
     });
-    let mut w = cache.subscribe(&identity("p1"));
+    let mut w = cache.subscribe("scope", &identity("p1"));
     w.rx.borrow_and_update();
     tokio::spawn(cache.clone().run_pusher());
     for i in 0..5 {

@@ -1,0 +1,648 @@
+//! The xDS port's front door. It accepts TCP, enforces the connection limits, runs the
+//! TLS handshake under a timeout, verifies the client certificate against the CA that
+//! issues workload certificates (never a sibling under the same root), and hands tonic
+//! connections that carry who the peer is ([`ConnInfo`]): the verified SPIFFE ID is a
+//! stream's identity, nothing the peer claims later.
+//!
+//! A connection over a limit is not silently dropped while there is room in a small
+//! overflow lane: it completes its handshake, every RPC on it is refused with
+//! `RESOURCE_EXHAUSTED` naming the limit, and it is closed shortly after. Past that lane,
+//! connections are closed at once. Every refusal is counted and logged (rate-limited).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use ca::SpiffeId;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tonic::transport::server::Connected;
+
+use crate::metrics::Metrics;
+use crate::server::Stop;
+
+/// Connection limits of the xDS port.
+#[derive(Clone, Debug)]
+pub struct ConnLimits {
+    /// Longest a TLS handshake may take.
+    pub handshake_timeout: Duration,
+    /// TCP keepalive idle time (None: off).
+    pub keepalive: Option<Duration>,
+    /// Connections open at once, in all.
+    pub max_connections: usize,
+    /// Connections open at once from one IP address.
+    pub max_connections_per_peer: usize,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            handshake_timeout: Duration::from_secs(10),
+            keepalive: Some(Duration::from_secs(60)),
+            max_connections: 10_000,
+            max_connections_per_peer: 64,
+        }
+    }
+}
+
+/// Connections over a limit that are still answered with a gRPC status.
+const OVERFLOW_LANE: usize = 16;
+/// How long an over-limit connection stays open to say why.
+const OVERFLOW_LINGER: Duration = Duration::from_secs(2);
+
+/// What a connection is, as the gRPC services see it (a request extension).
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    /// The peer's address.
+    pub remote: Option<SocketAddr>,
+    /// The SPIFFE ID in the peer's verified client certificate (None in plain text).
+    pub identity: Option<SpiffeId>,
+    /// ADS streams open on this connection.
+    pub streams: Arc<AtomicUsize>,
+    /// Set on a connection over a limit: every RPC is refused with this.
+    pub refused: Option<Arc<str>>,
+}
+
+impl ConnInfo {
+    /// The info of a request, if it came through [`incoming`].
+    pub fn of<T>(req: &tonic::Request<T>) -> Option<&ConnInfo> {
+        req.extensions().get::<ConnInfo>()
+    }
+}
+
+/// Counts of open connections.
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    overflow: usize,
+    per_peer: HashMap<IpAddr, usize>,
+}
+
+/// One counted connection; uncounted when dropped.
+struct Slot {
+    counts: Arc<Mutex<Counts>>,
+    peer: IpAddr,
+    overflow: bool,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if self.overflow {
+            c.overflow = c.overflow.saturating_sub(1);
+            return;
+        }
+        c.total = c.total.saturating_sub(1);
+        if let Some(n) = c.per_peer.get_mut(&self.peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.per_peer.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// What [`Counts::admit`] decided.
+enum Admission {
+    /// Within the limits.
+    Ok(Slot),
+    /// Over a limit: answered with this reason, then closed.
+    Refuse(Slot, String),
+    /// Over a limit with the overflow lane full: closed at once.
+    Drop(String),
+}
+
+fn admit(counts: &Arc<Mutex<Counts>>, peer: IpAddr, limits: &ConnLimits) -> Admission {
+    let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
+    let from_peer = c.per_peer.get(&peer).copied().unwrap_or(0);
+    let over = if c.total >= limits.max_connections {
+        Some(format!(
+            "the control plane has {} connections open (--max-connections {})",
+            c.total, limits.max_connections
+        ))
+    } else if from_peer >= limits.max_connections_per_peer {
+        Some(format!(
+            "{peer} has {from_peer} connections open (--max-connections-per-peer {})",
+            limits.max_connections_per_peer
+        ))
+    } else {
+        None
+    };
+    match over {
+        None => {
+            c.total += 1;
+            *c.per_peer.entry(peer).or_insert(0) += 1;
+            Admission::Ok(Slot {
+                counts: counts.clone(),
+                peer,
+                overflow: false,
+            })
+        }
+        Some(reason) if c.overflow < OVERFLOW_LANE => {
+            c.overflow += 1;
+            Admission::Refuse(
+                Slot {
+                    counts: counts.clone(),
+                    peer,
+                    overflow: true,
+                },
+                reason,
+            )
+        }
+        Some(reason) => Admission::Drop(reason),
+    }
+}
+
+/// A log line at most once a second per kind, with the number left out since.
+pub(crate) struct RateLimited {
+    last: Mutex<Option<(Instant, u64)>>,
+}
+
+impl RateLimited {
+    pub(crate) const fn new() -> Self {
+        RateLimited {
+            last: Mutex::new(None),
+        }
+    }
+
+    /// `Some(suppressed)` when a line may be logged now.
+    pub(crate) fn allow(&self) -> Option<u64> {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        match *last {
+            Some((at, n)) if now.duration_since(at) < Duration::from_secs(1) => {
+                *last = Some((at, n + 1));
+                None
+            }
+            Some((_, n)) => {
+                *last = Some((now, 0));
+                Some(n)
+            }
+            None => {
+                *last = Some((now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
+static REFUSED_LOG: RateLimited = RateLimited::new();
+static HANDSHAKE_LOG: RateLimited = RateLimited::new();
+
+/// TLS for the xDS port.
+pub struct TlsSetup {
+    /// The serving certificate and key.
+    pub certified_key: Arc<rustls::sign::CertifiedKey>,
+    /// Client certificates must chain to one of these (the issuing CA, not its root).
+    pub client_anchors: Arc<rustls::RootCertStore>,
+}
+
+impl TlsSetup {
+    /// From PEM: the serving chain and key, and the issuer anchors.
+    pub fn from_pem(
+        chain_pem: &str,
+        key_pem: &str,
+        anchors_pem: &[String],
+    ) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        use rustls::pki_types::pem::PemObject;
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .context("the serving certificate chain")?;
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .context("the serving key")?;
+        let provider = rustls::crypto::ring::default_provider();
+        let signing = provider
+            .key_provider
+            .load_private_key(key)
+            .context("loading the serving key")?;
+        let mut roots = rustls::RootCertStore::empty();
+        for pem in anchors_pem {
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                roots
+                    .add(cert.context("an issuer certificate")?)
+                    .context("adding an issuer anchor")?;
+            }
+        }
+        Ok(TlsSetup {
+            certified_key: Arc::new(rustls::sign::CertifiedKey::new(chain, signing)),
+            client_anchors: Arc::new(roots),
+        })
+    }
+
+    /// The server config for one connection: its verifier knows the peer's address, so
+    /// a refused certificate is logged with it.
+    fn config(
+        &self,
+        peer: SocketAddr,
+        metrics: &Arc<Metrics>,
+    ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let inner = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            self.client_anchors.clone(),
+            provider.clone(),
+        )
+        .build()?;
+        let verifier = Arc::new(LoggingVerifier {
+            inner,
+            peer,
+            metrics: metrics.clone(),
+        });
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
+                self.certified_key.clone(),
+            )));
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(cfg))
+    }
+}
+
+/// The SPIFFE ID and expiry a certificate claims (unverified: for logs).
+fn claimed(cert: &[u8]) -> (Option<String>, Option<String>) {
+    let Ok((_, c)) = x509_parser::parse_x509_certificate(cert) else {
+        return (None, None);
+    };
+    let uri = c.subject_alternative_name().ok().flatten().and_then(|san| {
+        san.value.general_names.iter().find_map(|n| match n {
+            x509_parser::extensions::GeneralName::URI(u) => Some(crds::text::clip(u, 256)),
+            _ => None,
+        })
+    });
+    let not_after = c.validity().not_after.to_rfc2822().ok();
+    (uri, not_after)
+}
+
+/// The SPIFFE ID of a verified leaf.
+fn verified_identity(cert: &[u8]) -> Option<SpiffeId> {
+    let (_, c) = x509_parser::parse_x509_certificate(cert).ok()?;
+    let san = c.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|n| match n {
+        x509_parser::extensions::GeneralName::URI(u) => u.parse().ok(),
+        _ => None,
+    })
+}
+
+/// Delegates to webpki and records every refused client certificate.
+struct LoggingVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    peer: SocketAddr,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for LoggingVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoggingVerifier")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+fn reason_label(e: &rustls::Error) -> &'static str {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => "expired",
+        rustls::Error::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
+            "not_yet_valid"
+        }
+        rustls::Error::InvalidCertificate(C::UnknownIssuer) => "unknown_issuer",
+        rustls::Error::InvalidCertificate(C::BadSignature) => "bad_signature",
+        rustls::Error::InvalidCertificate(C::Revoked) => "revoked",
+        _ => "invalid_certificate",
+    }
+}
+
+impl ClientCertVerifier for LoggingVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let result = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now);
+        match &result {
+            Ok(_) if verified_identity(end_entity).is_none() => {
+                self.refused(
+                    "no_spiffe_id",
+                    end_entity,
+                    "the certificate carries no SPIFFE ID",
+                );
+                return Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::ApplicationVerificationFailure,
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => self.refused(reason_label(e), end_entity, &e.to_string()),
+        }
+        result
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+impl LoggingVerifier {
+    fn refused(&self, reason: &'static str, cert: &[u8], error: &str) {
+        self.metrics.handshake_failed(reason);
+        if let Some(suppressed) = HANDSHAKE_LOG.allow() {
+            let (identity, not_after) = claimed(cert);
+            tracing::warn!(
+                peer = %self.peer,
+                claimed_identity = identity.as_deref().unwrap_or("none"),
+                not_after = not_after.as_deref().unwrap_or("unknown"),
+                reason,
+                error,
+                suppressed,
+                "refused an xDS client certificate"
+            );
+        }
+    }
+}
+
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+/// One accepted connection.
+pub struct Conn {
+    io: Io,
+    info: ConnInfo,
+    /// Closes an over-limit connection after it said why.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    _slot: Slot,
+}
+
+impl Connected for Conn {
+    type ConnectInfo = ConnInfo;
+
+    fn connect_info(&self) -> ConnInfo {
+        self.info.clone()
+    }
+}
+
+impl Conn {
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.deadline
+            .as_mut()
+            .is_some_and(|d| d.as_mut().poll(cx).is_ready())
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.expired(cx) {
+            return Poll::Ready(Ok(())); // end of stream: the connection closes
+        }
+        match &mut self.io {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.io {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.io {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.io {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Sets TCP keepalive (and no-delay) on an accepted socket.
+pub(crate) fn configure_socket(stream: &TcpStream, keepalive: Option<Duration>) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    if let Some(idle) = keepalive {
+        let ka = socket2::TcpKeepalive::new()
+            .with_time(idle)
+            .with_interval((idle / 4).max(Duration::from_secs(1)))
+            .with_retries(4);
+        socket2::SockRef::from(stream).set_tcp_keepalive(&ka)?;
+    }
+    Ok(())
+}
+
+/// Accepts connections on `listener` until `stop` fires; TLS with client certificates
+/// when `tls` is given, plain text otherwise.
+pub fn incoming(
+    listener: TcpListener,
+    tls: Option<Arc<TlsSetup>>,
+    limits: ConnLimits,
+    metrics: Arc<Metrics>,
+    stop: Stop,
+) -> impl futures::Stream<Item = Result<Conn, io::Error>> + Send + 'static {
+    let (tx, rx) = mpsc::channel::<Conn>(64);
+    tokio::spawn(accept_loop(listener, tls, limits, metrics, stop, tx));
+    tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), Ok)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<Arc<TlsSetup>>,
+    limits: ConnLimits,
+    metrics: Arc<Metrics>,
+    stop: Stop,
+    tx: mpsc::Sender<Conn>,
+) {
+    let counts: Arc<Mutex<Counts>> = Arc::default();
+    let stopped = stop.stopped();
+    tokio::pin!(stopped);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accepting an xDS connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut stopped => return, // drops the listener: no new connections
+        };
+        let (slot, refused) = match admit(&counts, remote.ip(), &limits) {
+            Admission::Ok(slot) => (slot, None),
+            Admission::Refuse(slot, reason) => {
+                refused_log(remote, &reason, true);
+                metrics.refused("connections");
+                (slot, Some(Arc::<str>::from(reason)))
+            }
+            Admission::Drop(reason) => {
+                refused_log(remote, &reason, false);
+                metrics.refused("connections");
+                continue;
+            }
+        };
+        if let Err(e) = configure_socket(&stream, limits.keepalive) {
+            tracing::debug!(peer = %remote, error = %e, "socket options");
+        }
+        let tls = tls.clone();
+        let (tx, metrics, timeout) = (tx.clone(), metrics.clone(), limits.handshake_timeout);
+        tokio::spawn(async move {
+            let info = ConnInfo {
+                remote: Some(remote),
+                identity: None,
+                streams: Arc::default(),
+                refused: refused.clone(),
+            };
+            let deadline = refused
+                .is_some()
+                .then(|| Box::pin(tokio::time::sleep(OVERFLOW_LINGER)));
+            let conn = match tls {
+                None => Conn {
+                    io: Io::Plain(stream),
+                    info,
+                    deadline,
+                    _slot: slot,
+                },
+                Some(tls) => {
+                    let Some(conn) = handshake(stream, remote, &tls, &metrics, timeout).await
+                    else {
+                        return;
+                    };
+                    let identity = conn
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(|c| verified_identity(c));
+                    Conn {
+                        io: Io::Tls(Box::new(conn)),
+                        info: ConnInfo { identity, ..info },
+                        deadline,
+                        _slot: slot,
+                    }
+                }
+            };
+            let _ = tx.send(conn).await;
+        });
+    }
+}
+
+fn refused_log(remote: SocketAddr, reason: &str, answered: bool) {
+    if let Some(suppressed) = REFUSED_LOG.allow() {
+        tracing::warn!(
+            peer = %remote,
+            reason,
+            answered_with_status = answered,
+            suppressed,
+            "refused an xDS connection: over a connection limit"
+        );
+    }
+}
+
+async fn handshake(
+    stream: TcpStream,
+    remote: SocketAddr,
+    tls: &TlsSetup,
+    metrics: &Arc<Metrics>,
+    timeout: Duration,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let config = match tls.config(remote, metrics) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "building the TLS config");
+            return None;
+        }
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(conn)) => Some(conn),
+        Ok(Err(e)) => {
+            // Certificate problems were logged by the verifier with what the peer claimed.
+            let cert_problem = e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
+            if !cert_problem {
+                metrics.handshake_failed("tls_error");
+                if let Some(suppressed) = HANDSHAKE_LOG.allow() {
+                    tracing::warn!(peer = %remote, error = %e, suppressed, "xDS TLS handshake failed");
+                }
+            }
+            None
+        }
+        Err(_) => {
+            metrics.handshake_failed("timeout");
+            if let Some(suppressed) = HANDSHAKE_LOG.allow() {
+                tracing::warn!(peer = %remote, timeout_ms = timeout.as_millis() as u64, suppressed, "xDS TLS handshake timed out; closing");
+            }
+            None
+        }
+    }
+}
+
+/// When a request is on a connection over a limit, the status that refuses it.
+pub fn refusal<T>(req: &tonic::Request<T>) -> Option<tonic::Status> {
+    let reason = ConnInfo::of(req)?.refused.as_ref()?;
+    Some(tonic::Status::resource_exhausted(format!(
+        "connection refused: {reason}"
+    )))
+}
