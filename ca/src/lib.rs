@@ -134,6 +134,36 @@ impl Authority {
         Self::from_files(trust_domain, &files)
     }
 
+    /// Issues an intermediate CA under this one (for a mesh whose workloads chain to a
+    /// shared root, or for tests of such a setup). The returned files carry the chain
+    /// above the intermediate, ready for [`Authority::from_files`].
+    pub fn issue_intermediate(&self, name: &str, now: SystemTime) -> Result<CaFiles, CaError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(generate)?;
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(generate)?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "Rudder");
+        dn.push(DnType::CommonName, name);
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        params.not_before = (now - BACKDATE).into();
+        params.not_after = (now + ROOT_LIFETIME / 2).into();
+        params.serial_number = Some(random_serial()?);
+        let cert = params.signed_by(&key, &self.issuer).map_err(generate)?;
+        let mut chain = self.files.cert_pem.clone();
+        chain.push_str(&self.files.chain_pem);
+        Ok(CaFiles {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            chain_pem: chain,
+        })
+    }
+
     /// Loads a CA from PEM: a root, or an intermediate with `chain_pem` holding the
     /// certificates above it (the last one is the trust anchor).
     pub fn from_files(trust_domain: &str, files: &CaFiles) -> Result<Self, CaError> {

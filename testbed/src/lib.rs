@@ -8,3 +8,4 @@ pub mod fake_kube;
 pub mod http;
 pub mod manifests;
 pub mod procs;
+pub mod xds_client;

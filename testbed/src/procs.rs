@@ -385,6 +385,20 @@ impl Envoy {
         extra: &[&str],
         prepare: impl FnOnce(&Path) -> anyhow::Result<()>,
     ) -> anyhow::Result<Self> {
+        Self::start_patched(pod, cp, stream, work, extra, prepare, |_| {}).await
+    }
+
+    /// Like [`Envoy::start_as`], with `patch` applied to the bootstrap JSON (for example
+    /// a runtime layer that makes this Envoy stricter than the others).
+    pub async fn start_patched(
+        pod: &PodPlacement,
+        cp: &ControlPlane,
+        stream: Stream,
+        work: &Path,
+        extra: &[&str],
+        prepare: impl FnOnce(&Path) -> anyhow::Result<()>,
+        patch: impl FnOnce(&mut serde_json::Value),
+    ) -> anyhow::Result<Self> {
         let xds = cp.xds;
         let outbound_port = free_port()?;
         let tag = format!("{}.{}", pod.pod, pod.namespace);
@@ -423,7 +437,10 @@ impl Envoy {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        std::fs::write(&bootstrap, &out.stdout)?;
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&out.stdout).context("the bootstrap is JSON")?;
+        patch(&mut json);
+        std::fs::write(&bootstrap, json.to_string())?;
         prepare(&work.join(format!("certs-{tag}")))?;
         let admin_file = work.join(format!("envoy-{tag}.admin"));
         let _ = std::fs::remove_file(&admin_file);

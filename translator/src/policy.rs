@@ -6,9 +6,9 @@
 //!   beats a whole-Service one on its port.
 //!
 //! Objects in the `excluded` set (ones a proxy rejected config from, see the server's
-//! containment) count as absent: an excluded split keeps its last good weights, a split
-//! whose HTTPRouteGroup is excluded or missing too, and an excluded RetryPolicy leaves
-//! its slot to the next oldest.
+//! containment) count as absent: an excluded split contributes nothing (its apex routes
+//! to itself), and an excluded RetryPolicy leaves its slot to the next oldest. A split
+//! whose HTTPRouteGroup is missing keeps its last good weights.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -59,7 +59,11 @@ pub fn resolve_splits(model: &Model, previous: &SplitState, excluded: &Excluded)
                 (!excluded.contains(&key)).then(|| (m.name.clone(), g))
             })
             .collect();
-        let excluded_split = excluded.contains(&ObjectKey::new(Kind::TrafficSplit, &ns, &name));
+        if excluded.contains(&ObjectKey::new(Kind::TrafficSplit, &ns, &name)) {
+            // Left out: no contribution at all, not even the weights it last had (a
+            // proxy may be rejecting exactly those).
+            continue;
+        }
         let backends: Vec<(String, u32)> = ts
             .spec
             .backends
@@ -73,7 +77,7 @@ pub fn resolve_splits(model: &Model, previous: &SplitState, excluded: &Excluded)
             })
             .collect();
         let usable = !backends.is_empty() && ts.spec.unsupported_matches().is_empty();
-        if let (true, false, Some(groups)) = (usable, excluded_split, groups) {
+        if let (true, Some(groups)) = (usable, groups) {
             let matches = groups
                 .iter()
                 .flat_map(|(_, g)| g.spec.matches.iter().cloned())

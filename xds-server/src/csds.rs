@@ -252,3 +252,62 @@ where
     tokio::spawn(f(tx));
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::listener::ConnInfo;
+
+    fn request_from(id: Option<&str>) -> Request<ClientStatusRequest> {
+        let mut req = Request::new(ClientStatusRequest::default());
+        req.extensions_mut().insert(ConnInfo {
+            remote: None,
+            identity: id.map(|s| s.parse().expect("spiffe id")),
+            streams: Default::default(),
+            refused: None,
+        });
+        req
+    }
+
+    #[test]
+    fn only_admin_identities_of_our_trust_domain_may_read() {
+        let svc = CsdsService::new(
+            Arc::default(),
+            Some(("cluster.local".into(), "rudder-system".into())),
+            crate::server::Stop::default(),
+        );
+        assert!(
+            svc.authorize(&request_from(Some(
+                "spiffe://cluster.local/ns/rudder-system/sa/xdsctl"
+            )))
+            .is_ok()
+        );
+        for other in [
+            "spiffe://other.domain/ns/rudder-system/sa/xdsctl",
+            "spiffe://cluster.local/ns/default/sa/xdsctl",
+        ] {
+            let err = svc.authorize(&request_from(Some(other))).expect_err(other);
+            assert_eq!(err.code(), tonic::Code::PermissionDenied, "{other}");
+        }
+        assert_eq!(
+            svc.authorize(&request_from(None)).expect_err("none").code(),
+            tonic::Code::Unauthenticated
+        );
+    }
+
+    #[test]
+    fn redaction_fails_closed() {
+        let garbage = Any {
+            type_url: XdsType::Secret.type_url().into(),
+            value: vec![0xff; 16],
+        };
+        assert!(redact(&garbage).is_none());
+        let secret = translator::tls::cert_secret("CHAIN", "KEY").body.to_any();
+        let shown = redact(&secret).expect("a valid secret is shown");
+        let s = Secret::decode(shown.value.as_slice()).expect("decodes");
+        let Some(secret::Type::TlsCertificate(c)) = s.r#type else {
+            panic!("a certificate")
+        };
+        assert!(c.private_key.is_none() && c.certificate_chain.is_some());
+    }
+}

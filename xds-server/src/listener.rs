@@ -646,3 +646,57 @@ pub fn refusal<T>(req: &tonic::Request<T>) -> Option<tonic::Status> {
         "connection refused: {reason}"
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_sockets_get_tcp_keepalive() {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let _client = TcpStream::connect(addr).await.expect("connect");
+        let (server, _) = l.accept().await.expect("accept");
+        configure_socket(&server, Some(Duration::from_secs(60))).expect("configure");
+        let sock = socket2::SockRef::from(&server);
+        assert!(sock.keepalive().expect("keepalive"));
+        assert_eq!(
+            sock.tcp_keepalive_time().expect("idle"),
+            Duration::from_secs(60)
+        );
+    }
+
+    #[test]
+    fn admission_counts_per_peer_and_in_all_and_frees_on_drop() {
+        let counts: Arc<Mutex<Counts>> = Arc::default();
+        let limits = ConnLimits {
+            max_connections: 3,
+            max_connections_per_peer: 2,
+            ..ConnLimits::default()
+        };
+        let a: IpAddr = "10.0.0.1".parse().expect("ip");
+        let b: IpAddr = "10.0.0.2".parse().expect("ip");
+        let s1 = admit(&counts, a, &limits);
+        let s2 = admit(&counts, a, &limits);
+        assert!(matches!(s1, Admission::Ok(_)) && matches!(s2, Admission::Ok(_)));
+        let Admission::Refuse(_, why) = admit(&counts, a, &limits) else {
+            panic!("a third from one peer is refused")
+        };
+        assert!(why.contains("--max-connections-per-peer 2"), "{why}");
+        let s3 = admit(&counts, b, &limits);
+        assert!(matches!(s3, Admission::Ok(_)));
+        let Admission::Refuse(_, why) = admit(&counts, b, &limits) else {
+            panic!("a fourth in all is refused")
+        };
+        assert!(why.contains("--max-connections 3"), "{why}");
+        drop(s1);
+        let s4 = admit(&counts, b, &limits);
+        assert!(matches!(s4, Admission::Ok(_)), "a freed slot is reused");
+        // The overflow lane is bounded too: past it, connections are dropped at once.
+        let lane: Vec<Admission> = (0..OVERFLOW_LANE)
+            .map(|_| admit(&counts, a, &limits))
+            .collect();
+        assert!(lane.iter().all(|x| matches!(x, Admission::Refuse(..))));
+        assert!(matches!(admit(&counts, a, &limits), Admission::Drop(_)));
+    }
+}

@@ -288,3 +288,49 @@ impl ProxyRegistry {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+
+    #[test]
+    fn only_the_parsed_identity_of_a_node_is_kept() {
+        let mut fields: std::collections::BTreeMap<String, Value> = [
+            ("rudder.dev/namespace", "default"),
+            ("rudder.dev/pod", "web-1"),
+            ("rudder.dev/service-account", "web"),
+        ]
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                Value {
+                    kind: Some(Kind::StringValue(v.into())),
+                },
+            )
+        })
+        .collect();
+        fields.insert(
+            "junk".into(),
+            Value {
+                kind: Some(Kind::StringValue("x".repeat(1 << 20))),
+            },
+        );
+        let node = Node {
+            id: "web-1.default".into(),
+            user_agent_name: "u".repeat(10_000),
+            metadata: Some(Struct {
+                fields: fields.into_iter().collect(),
+            }),
+            ..Default::default()
+        };
+        let identity = translator::identity::ProxyIdentity::from_node(Some(&node)).expect("valid");
+        let kept = NodeInfo::new(Some(&node), &identity);
+        assert!(kept.user_agent.len() < 300);
+        let shown = kept.to_node();
+        let meta = shown.metadata.expect("metadata");
+        assert_eq!(meta.fields.len(), 3, "{:?}", meta.fields.keys());
+        assert!(!meta.fields.contains_key("junk"));
+    }
+}

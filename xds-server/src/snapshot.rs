@@ -14,7 +14,7 @@ use translator::XdsType;
 use translator::model::ObjectKey;
 
 /// One resource, encoded.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Encoded {
     /// Its type.
     pub kind: XdsType,

@@ -51,6 +51,15 @@ impl Mesh {
 
     /// With extra control-plane arguments.
     pub(crate) async fn start_with(stream: Stream, cp_args: &[&str]) -> anyhow::Result<Mesh> {
+        Self::start_custom(stream, cp_args, |_| {}).await
+    }
+
+    /// With extra control-plane arguments and a patch to the client sidecar's bootstrap.
+    pub(crate) async fn start_custom(
+        stream: Stream,
+        cp_args: &[&str],
+        client_patch: impl FnOnce(&mut serde_json::Value),
+    ) -> anyhow::Result<Mesh> {
         let work = tempfile::tempdir()?;
         let manifests = work.path().join("manifests");
         std::fs::create_dir(&manifests)?;
@@ -88,7 +97,16 @@ impl Mesh {
         }
         let cp = ControlPlane::start_with(&manifests, work.path(), cp_args).await?;
         let mut mesh = Mesh {
-            client: Envoy::start(&placement("client-0", 21), &cp, stream, work.path()).await?,
+            client: Envoy::start_patched(
+                &placement("client-0", 21),
+                &cp,
+                stream,
+                work.path(),
+                &[],
+                |_| Ok(()),
+                client_patch,
+            )
+            .await?,
             work,
             manifests,
             cp,

@@ -90,13 +90,11 @@ impl ObjectKey {
         }
     }
 
-    /// Whether the object is a policy (TrafficSplit, RetryPolicy, HTTPRouteGroup): its
-    /// contribution to a resource can be left out while the rest still serves.
+    /// Whether the object is a policy whose contribution to a resource can be left out
+    /// while the rest still serves: a TrafficSplit (with the HTTPRouteGroups it uses:
+    /// its revision covers theirs) or a RetryPolicy.
     pub fn is_policy(&self) -> bool {
-        matches!(
-            self.kind,
-            Kind::TrafficSplit | Kind::RetryPolicy | Kind::HTTPRouteGroup
-        )
+        matches!(self.kind, Kind::TrafficSplit | Kind::RetryPolicy)
     }
 }
 
@@ -366,17 +364,39 @@ impl Model {
             Object::HTTPRouteGroup(g) => {
                 let key = convert::route_group(g)?;
                 let value = g.as_ref().clone();
+                let changed = self.route_groups.get(&key) != Some(&value);
                 store(
                     &mut self.route_groups,
-                    key,
+                    key.clone(),
                     value,
                     Kind::HTTPRouteGroup,
                     revs,
                     last,
                 );
+                if changed {
+                    self.touch_splits_using(&key);
+                }
             }
         }
         Ok(())
+    }
+
+    /// A split's revision covers the HTTPRouteGroups it uses: a change to one is a
+    /// change to every split that references it.
+    fn touch_splits_using(&mut self, (ns, group): &NsName) {
+        let users: Vec<NsName> = self
+            .splits
+            .iter()
+            .filter(|((sns, _), ts)| sns == ns && ts.spec.matches.iter().any(|m| m.name == *group))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (sns, name) in users {
+            self.last_rev += 1;
+            self.revs.insert(
+                ObjectKey::new(Kind::TrafficSplit, &sns, &name),
+                self.last_rev,
+            );
+        }
     }
 
     /// The object's revision: it changes whenever the object's contents do.
@@ -400,6 +420,9 @@ impl Model {
     pub fn delete(&mut self, key: &ObjectKey) -> bool {
         self.revs.remove(key);
         let k = (key.namespace.clone(), key.name.clone());
+        if key.kind == Kind::HTTPRouteGroup && self.route_groups.contains_key(&k) {
+            self.touch_splits_using(&k);
+        }
         match key.kind {
             Kind::Service => self.services.remove(&k).is_some(),
             Kind::EndpointSlice => self.slices.remove(&k).is_some(),

@@ -320,6 +320,7 @@ fn syntax_errors_quote_at_most_the_offending_line() {
         format!("apiVersion: v1\nkind: Service\nmetadata: {{name: web\n# {secret}\nspec: [\n");
     let err = parse_one(&yaml).expect_err("refused").to_string();
     assert!(err.len() < 700, "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
 }
 
 #[test]
@@ -393,4 +394,38 @@ fn object_fields_are_bounded_by_their_kubernetes_limits() {
     }
     let ok = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, labels: {app.kubernetes.io/name: web, tier: \"\"}}\nspec:\n  serviceAccountName: web.reader\n  containers: [{name: c, ports: [{name: http-alt, containerPort: 80}]}]\n";
     parse_one(ok).expect("valid labels, account and port name");
+}
+
+#[test]
+fn a_split_revision_covers_its_route_groups() {
+    let mut model = Model::new();
+    let split = "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {name: ab}\nspec:\n  service: web\n  backends: [{service: web, weight: 1}]\n  matches: [{kind: HTTPRouteGroup, name: beta}]\n";
+    let group = |re: &str| {
+        format!(
+            "apiVersion: specs.smi-spec.io/v1alpha4\nkind: HTTPRouteGroup\nmetadata: {{name: beta}}\nspec:\n  matches: [{{name: m, pathRegex: \"{re}\"}}]\n"
+        )
+    };
+    model
+        .apply(&parse_one(split).expect("split"))
+        .expect("apply");
+    model
+        .apply(&parse_one(&group("/a.*")).expect("group"))
+        .expect("apply");
+    let key = ObjectKey::new(Kind::TrafficSplit, "default", "ab");
+    let r1 = model.rev(&key).expect("rev");
+    model
+        .apply(&parse_one(&group("/a.*")).expect("group"))
+        .expect("apply");
+    assert_eq!(
+        model.rev(&key),
+        Some(r1),
+        "an unchanged group changes nothing"
+    );
+    model
+        .apply(&parse_one(&group("/b.*")).expect("group"))
+        .expect("apply");
+    let r2 = model.rev(&key).expect("rev");
+    assert!(r2 > r1, "a changed group is a changed split");
+    model.delete(&ObjectKey::new(Kind::HTTPRouteGroup, "default", "beta"));
+    assert!(model.rev(&key).expect("rev") > r2, "so is a deleted one");
 }

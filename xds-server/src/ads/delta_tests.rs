@@ -252,3 +252,85 @@ fn a_changed_cluster_gets_its_endpoints_again() {
         "Envoy re-warms the cluster and needs its endpoints"
     );
 }
+
+#[test]
+fn nack_text_is_cut_and_suspects_are_the_diff_against_the_held_version() {
+    use crate::snapshot::Source;
+    use translator::model::{Kind, ObjectKey};
+    let now = Instant::now();
+    let src = |name: &str, rev: u64| Source {
+        key: ObjectKey::new(Kind::RetryPolicy, "default", name),
+        rev,
+    };
+    let with_sources = |version: &str, sources: Vec<Source>| {
+        let mut r = (*route("outbound", version, &[])).clone();
+        r.sources = sources;
+        std::sync::Arc::new(r)
+    };
+    let mut s = DeltaStream::new(snap(&[with_sources("1", vec![src("old", 1)])]));
+    let r = s
+        .on_request(&delta(Route, &["outbound"], ""), now)
+        .responses
+        .remove(0);
+    ack(&mut s, &r);
+    let step = s.on_snapshot(
+        snap(&[with_sources("2", vec![src("old", 1), src("new", 5)])]),
+        now,
+    );
+    let nonce = step.responses[0].nonce.clone();
+    let huge = "e".repeat(100_000);
+    let step = s.on_request(&delta_nack(Route, &nonce, &huge), now);
+    let Event::Nack(rej) = &step.events[0] else {
+        panic!("{:?}", step.events)
+    };
+    assert!(
+        rej.error.len() < super::NACK_TEXT_MAX + 64,
+        "{}",
+        rej.error.len()
+    );
+    assert!(rej.error.ends_with("(100000 bytes in all)"));
+    assert_eq!(rej.suspects, [src("new", 5)]);
+    assert!(rej.precise);
+}
+
+#[test]
+fn subscribing_over_the_name_limit_sets_a_refusal() {
+    let now = Instant::now();
+    let mut s = DeltaStream::new(snap(&[])).with_name_limit(3);
+    s.on_request(&delta(Endpoint, &["a", "b"], ""), now);
+    assert!(s.take_refusal().is_none());
+    s.on_request(&delta(Endpoint, &["c", "d"], ""), now);
+    let refusal = s.take_refusal().expect("over the limit");
+    assert!(refusal.contains("--max-subscribed-names"), "{refusal}");
+}
+
+#[test]
+fn a_route_rejected_with_no_held_version_suspects_all_its_policies() {
+    use crate::snapshot::Source;
+    use translator::model::{Kind, ObjectKey};
+    let now = Instant::now();
+    let src = |name: &str| Source {
+        key: ObjectKey::new(Kind::TrafficSplit, "default", name),
+        rev: 1,
+    };
+    let mut r = (*route("outbound", "1", &[])).clone();
+    r.sources = vec![
+        src("a"),
+        src("b"),
+        Source {
+            key: ObjectKey::new(Kind::Service, "default", "web"),
+            rev: 1,
+        },
+    ];
+    let mut s = DeltaStream::new(snap(&[std::sync::Arc::new(r)]));
+    let resp = s
+        .on_request(&delta(Route, &["outbound"], ""), now)
+        .responses
+        .remove(0);
+    let step = s.on_request(&delta_nack(Route, &resp.nonce, "bad"), now);
+    let Event::Nack(rej) = &step.events[0] else {
+        panic!()
+    };
+    assert_eq!(rej.suspects, [src("a"), src("b")]);
+    assert!(!rej.precise);
+}

@@ -362,3 +362,21 @@ fn a_changed_cluster_gets_its_endpoints_again() {
     );
     assert_eq!(items(&step.responses[1]), ["a@1"]);
 }
+
+#[test]
+fn too_many_names_set_a_refusal_and_nack_text_is_cut() {
+    let now = Instant::now();
+    let mut s = SotwStream::new(snap(&[cluster("a", "1")])).with_name_limit(2);
+    s.on_request(&sotw(Endpoint, &["a", "b", "c"], "", ""), now);
+    assert!(
+        s.take_refusal()
+            .is_some_and(|r| r.contains("--max-subscribed-names"))
+    );
+    let mut s = SotwStream::new(snap(&[cluster("a", "1")]));
+    let r = s.on_request(&sotw(Cluster, &[], "", ""), now).responses[0].clone();
+    let step = s.on_request(&sotw_nack(Cluster, &[], &r.nonce, &"x".repeat(50_000)), now);
+    let Event::Nack(rej) = &step.events[0] else {
+        panic!("{:?}", step.events)
+    };
+    assert!(rej.error.len() <= super::NACK_TEXT_MAX + 64);
+}

@@ -1,0 +1,389 @@
+//! A raw ADS client for tests: it connects with a client certificate of its own choosing,
+//! sends whatever node it is told to, subscribes to every type, ACKs everything and
+//! records every resource it is sent. Security tests use it to play a hostile workload;
+//! limit tests use it to send what a real proxy never would.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, secret};
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use envoy_types::pb::google::protobuf::{Any, Struct, Value, value::Kind};
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+/// Type URLs.
+pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+/// Type URL of endpoints.
+pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+/// Type URL of listeners.
+pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+/// Type URL of routes.
+pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+/// Type URL of secrets.
+pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+
+/// Client credentials in a directory: `xds-client.crt`, `xds-client.key`, `xds-ca.crt`.
+#[derive(Clone, Debug)]
+pub struct Creds {
+    /// The directory.
+    pub dir: PathBuf,
+}
+
+impl Creds {
+    /// Issues credentials for `namespace`/`service_account` from the CA in `ca_dir` with
+    /// `xds-server credentials`.
+    pub fn issue(
+        ca_dir: &Path,
+        namespace: &str,
+        service_account: &str,
+        dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let out = Command::new(crate::procs::workspace_bin("xds-server")?)
+            .args(["credentials", "--namespace", namespace])
+            .args(["--service-account", service_account])
+            .arg("--ca-dir")
+            .arg(ca_dir)
+            .arg("--cert-dir")
+            .arg(dir)
+            .output()
+            .context("running xds-server credentials")?;
+        if !out.status.success() {
+            bail!(
+                "xds-server credentials failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(Creds {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// A TLS channel to the control plane at `addr` with these credentials.
+    pub async fn channel(&self, addr: SocketAddr) -> anyhow::Result<Channel> {
+        let read = |f: &str| {
+            std::fs::read_to_string(self.dir.join(f)).with_context(|| format!("reading {f}"))
+        };
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read("xds-ca.crt")?))
+            .identity(Identity::from_pem(
+                read("xds-client.crt")?,
+                read("xds-client.key")?,
+            ))
+            .domain_name("localhost");
+        let channel = Channel::from_shared(format!("https://{addr}"))?
+            .tls_config(tls)?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .context("connecting to the control plane")?;
+        Ok(channel)
+    }
+}
+
+/// A node as `xds-server bootstrap` writes it, with any id and identity claims.
+pub fn node(id: &str, namespace: &str, pod: &str, service_account: &str) -> Node {
+    let s = |v: &str| Value {
+        kind: Some(Kind::StringValue(v.to_string())),
+    };
+    Node {
+        id: id.to_string(),
+        user_agent_name: "envoy".into(),
+        metadata: Some(Struct {
+            fields: [
+                ("rudder.dev/namespace", namespace),
+                ("rudder.dev/pod", pod),
+                ("rudder.dev/service-account", service_account),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), s(v)))
+            .collect(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// What a raw client has been sent.
+#[derive(Clone, Debug, Default)]
+pub struct Received {
+    /// The latest version of every resource, by (type URL, name).
+    pub resources: BTreeMap<(String, String), Any>,
+    /// Every resource ever received, by (type URL, name).
+    pub ever: BTreeMap<(String, String), Vec<Any>>,
+    /// Responses received.
+    pub responses: usize,
+    /// How the stream ended, if it did.
+    pub ended: Option<String>,
+}
+
+impl Received {
+    /// Names of the resources of `type_url` held now.
+    pub fn names(&self, type_url: &str) -> Vec<String> {
+        self.resources
+            .keys()
+            .filter(|(t, _)| t == type_url)
+            .map(|(_, n)| n.clone())
+            .collect()
+    }
+
+    /// The SPIFFE IDs of every certificate Secret ever received.
+    pub fn certificate_identities(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .ever
+            .iter()
+            .filter(|((t, _), _)| t == SECRET)
+            .flat_map(|(_, anys)| anys.iter())
+            .filter_map(|any| Secret::decode(any.value.as_slice()).ok())
+            .filter_map(|s| match s.r#type {
+                Some(secret::Type::TlsCertificate(c)) => c.certificate_chain,
+                _ => None,
+            })
+            .filter_map(|ds| match ds.specifier {
+                Some(
+                    envoy_types::pb::envoy::config::core::v3::data_source::Specifier::InlineBytes(
+                        b,
+                    ),
+                ) => Some(b),
+                _ => None,
+            })
+            .filter_map(|pem| spiffe_of_pem(&pem))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// The URI SAN of the first certificate in a PEM chain.
+pub fn spiffe_of_pem(pem: &[u8]) -> Option<String> {
+    let (_, p) = x509_parser::pem::parse_x509_pem(pem).ok()?;
+    let cert = p.parse_x509().ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|n| match n {
+        x509_parser::extensions::GeneralName::URI(u) => Some(u.to_string()),
+        _ => None,
+    })
+}
+
+/// One raw ADS stream running in the background.
+pub struct RawAds {
+    received: Arc<Mutex<Received>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RawAds {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+const TYPES: [(&str, &[&str]); 5] = [
+    (CLUSTER, &[]),
+    (ENDPOINT, &["*"]),
+    (LISTENER, &[]),
+    (ROUTE, &["*"]),
+    (SECRET, &["default", "ROOTCA"]),
+];
+
+impl RawAds {
+    /// A state-of-the-world stream for `node`.
+    pub fn sotw(channel: Channel, node: Node) -> Self {
+        let received: Arc<Mutex<Received>> = Arc::default();
+        let rec = received.clone();
+        let task = tokio::spawn(async move {
+            let (tx, rx) = mpsc::channel::<DiscoveryRequest>(64);
+            for (i, (url, names)) in TYPES.iter().enumerate() {
+                let _ = tx
+                    .send(DiscoveryRequest {
+                        node: (i == 0).then(|| node.clone()),
+                        type_url: url.to_string(),
+                        resource_names: names.iter().map(|n| n.to_string()).collect(),
+                        ..Default::default()
+                    })
+                    .await;
+            }
+            let mut client = AggregatedDiscoveryServiceClient::new(channel)
+                .max_decoding_message_size(usize::MAX);
+            let result = client
+                .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await;
+            let mut inbound = match result {
+                Ok(r) => r.into_inner(),
+                Err(status) => {
+                    rec.lock().expect("lock").ended = Some(status.to_string());
+                    return;
+                }
+            };
+            while let Some(msg) = inbound.next().await {
+                let resp = match msg {
+                    Ok(r) => r,
+                    Err(status) => {
+                        rec.lock().expect("lock").ended = Some(status.to_string());
+                        return;
+                    }
+                };
+                {
+                    let mut r = rec.lock().expect("lock");
+                    r.responses += 1;
+                    r.resources.retain(|(t, _), _| *t != resp.type_url);
+                    for any in &resp.resources {
+                        let name = resource_name(&resp.type_url, any);
+                        let key = (resp.type_url.clone(), name);
+                        r.ever.entry(key.clone()).or_default().push(any.clone());
+                        r.resources.insert(key, any.clone());
+                    }
+                }
+                let names = TYPES
+                    .iter()
+                    .find(|(u, _)| *u == resp.type_url)
+                    .map(|(_, n)| n.iter().map(|s| s.to_string()).collect())
+                    .unwrap_or_default();
+                let _ = tx
+                    .send(DiscoveryRequest {
+                        version_info: resp.version_info.clone(),
+                        response_nonce: resp.nonce.clone(),
+                        type_url: resp.type_url.clone(),
+                        resource_names: names,
+                        ..Default::default()
+                    })
+                    .await;
+            }
+            rec.lock().expect("lock").ended = Some("closed".into());
+        });
+        RawAds { received, task }
+    }
+
+    /// A delta stream for `node`.
+    pub fn delta(channel: Channel, node: Node) -> Self {
+        Self::delta_with(channel, node, Vec::new())
+    }
+
+    /// A delta stream for `node` whose first requests are `first` (each with its type),
+    /// followed by the usual subscriptions.
+    pub fn delta_with(channel: Channel, node: Node, first: Vec<DeltaDiscoveryRequest>) -> Self {
+        let received: Arc<Mutex<Received>> = Arc::default();
+        let rec = received.clone();
+        let task = tokio::spawn(async move {
+            let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(64);
+            let mut node = Some(node);
+            for mut req in first {
+                req.node = node.take();
+                let _ = tx.send(req).await;
+            }
+            for (url, names) in TYPES {
+                let _ = tx
+                    .send(DeltaDiscoveryRequest {
+                        node: node.take(),
+                        type_url: url.to_string(),
+                        resource_names_subscribe: names.iter().map(|n| n.to_string()).collect(),
+                        ..Default::default()
+                    })
+                    .await;
+            }
+            let mut client = AggregatedDiscoveryServiceClient::new(channel)
+                .max_decoding_message_size(usize::MAX);
+            let result = client
+                .delta_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await;
+            let mut inbound = match result {
+                Ok(r) => r.into_inner(),
+                Err(status) => {
+                    rec.lock().expect("lock").ended = Some(status.to_string());
+                    return;
+                }
+            };
+            while let Some(msg) = inbound.next().await {
+                let resp = match msg {
+                    Ok(r) => r,
+                    Err(status) => {
+                        rec.lock().expect("lock").ended = Some(status.to_string());
+                        return;
+                    }
+                };
+                {
+                    let mut r = rec.lock().expect("lock");
+                    r.responses += 1;
+                    for name in &resp.removed_resources {
+                        r.resources.remove(&(resp.type_url.clone(), name.clone()));
+                    }
+                    for res in &resp.resources {
+                        if let Some(any) = &res.resource {
+                            let key = (resp.type_url.clone(), res.name.clone());
+                            r.ever.entry(key.clone()).or_default().push(any.clone());
+                            r.resources.insert(key, any.clone());
+                        }
+                    }
+                }
+                let _ = tx
+                    .send(DeltaDiscoveryRequest {
+                        response_nonce: resp.nonce.clone(),
+                        type_url: resp.type_url.clone(),
+                        ..Default::default()
+                    })
+                    .await;
+            }
+            rec.lock().expect("lock").ended = Some("closed".into());
+        });
+        RawAds { received, task }
+    }
+
+    /// A copy of what it has been sent.
+    pub fn received(&self) -> Received {
+        self.received.lock().expect("lock").clone()
+    }
+
+    /// Waits until `check` holds for what was received.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        what: &str,
+        check: impl Fn(&Received) -> bool,
+    ) -> anyhow::Result<()> {
+        let rec = self.received.clone();
+        crate::procs::wait_until(timeout, what, || {
+            let ok = check(&rec.lock().expect("lock"));
+            async move { Ok(ok) }
+        })
+        .await
+        .map(|_| ())
+        .with_context(|| format!("received so far: {:?}", summary(&self.received())))
+    }
+}
+
+fn summary(r: &Received) -> Vec<String> {
+    r.resources
+        .keys()
+        .map(|(t, n)| format!("{}:{n}", t.rsplit('.').next().unwrap_or(t)))
+        .chain(r.ended.iter().map(|e| format!("ended: {e}")))
+        .collect()
+}
+
+/// The name inside a SotW resource.
+fn resource_name(type_url: &str, any: &Any) -> String {
+    use envoy_types::pb::envoy::config::{
+        cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener,
+        route::v3::RouteConfiguration,
+    };
+    let b = any.value.as_slice();
+    match type_url {
+        CLUSTER => Cluster::decode(b).map(|m| m.name).unwrap_or_default(),
+        ENDPOINT => ClusterLoadAssignment::decode(b)
+            .map(|m| m.cluster_name)
+            .unwrap_or_default(),
+        LISTENER => Listener::decode(b).map(|m| m.name).unwrap_or_default(),
+        ROUTE => RouteConfiguration::decode(b)
+            .map(|m| m.name)
+            .unwrap_or_default(),
+        SECRET => Secret::decode(b).map(|m| m.name).unwrap_or_default(),
+        _ => String::new(),
+    }
+}

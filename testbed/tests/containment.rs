@@ -1,0 +1,141 @@
+//! One tenant's bad policy stays its own problem. A real Envoy rejects a route made from
+//! a valid TrafficSplit (this Envoy's runtime allows only tiny regexes); the control
+//! plane leaves that split out, re-sends the rest, and a live route change for another
+//! Service reaches every proxy, the strict one included, with no failed requests.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{CONVERGE, Mesh, Traffic};
+use testbed::procs::{Envoy, Stream, wait_until};
+
+/// A route group and a split that use a regex this test's client Envoy refuses (its
+/// runtime sets `re2.max_program_size.error_level` to 3; the default is 100).
+const AB_TEST: &str = "apiVersion: specs.smi-spec.io/v1alpha4
+kind: HTTPRouteGroup
+metadata: {name: beta}
+spec:
+  matches: [{name: beta, pathRegex: \"/beta/[a-z]+[0-9]*\"}]
+---
+apiVersion: split.smi-spec.io/v1alpha4
+kind: TrafficSplit
+metadata: {name: web-ab}
+spec:
+  service: web
+  backends: [{service: web, weight: 100}]
+  matches: [{kind: HTTPRouteGroup, name: beta, apiGroup: specs.smi-spec.io}]
+";
+
+fn strict_regexes(bootstrap: &mut serde_json::Value) {
+    bootstrap["layered_runtime"] = serde_json::json!({
+        "layers": [{"name": "strict", "static_layer": {"re2.max_program_size.error_level": 3}}]
+    });
+}
+
+async fn route_dump(envoy: &Envoy) -> anyhow::Result<String> {
+    envoy
+        .admin_get("/config_dump?resource=dynamic_route_configs")
+        .await
+}
+
+async fn a_rejected_split_is_left_out_and_other_routes_flow(stream: Stream) -> anyhow::Result<()> {
+    let mesh = Mesh::start_custom(stream, &[], strict_regexes).await?;
+    let traffic = Traffic::start(mesh.client.outbound, "web");
+    let client = &mesh.client;
+    let rejected_before = client
+        .stat("http.outbound.rds.outbound.update_rejected")
+        .await?;
+
+    mesh.write("ab-test.yaml", AB_TEST)?;
+    wait_until(
+        CONVERGE,
+        "the strict client to reject the split",
+        || async move {
+            Ok(client
+                .stat("http.outbound.rds.outbound.update_rejected")
+                .await?
+                > rejected_before)
+        },
+    )
+    .await?;
+    let cp = &mesh.cp;
+    wait_until(CONVERGE, "the split to be left out", || async move {
+        Ok(cp.log_text().contains("leaving it out until it changes"))
+    })
+    .await?;
+    // The others accepted it; everyone converges on config without it.
+    let log = mesh.cp.log_text();
+    assert!(log.contains("TrafficSplit default/web-ab"), "{log}");
+
+    // A live change for another Service reaches every proxy, the strict one included.
+    mesh.write(
+        "fast-retries.yaml",
+        "apiVersion: policy.rudder.dev/v1alpha1\nkind: RetryPolicy\nmetadata: {name: fast}\nspec:\n  targetRef: {name: fast}\n  timeout: 7s\n",
+    )?;
+    for envoy in std::iter::once(&mesh.client).chain(mesh.sidecars.values()) {
+        let waited = wait_until(
+            CONVERGE,
+            "the fast route change everywhere",
+            || async move { Ok(route_dump(envoy).await?.contains("\"timeout\": \"7s\"")) },
+        )
+        .await;
+        if let Err(e) = waited {
+            anyhow::bail!(
+                "{e:#}\n{}\ncontrol plane log:\n{}",
+                route_dump(envoy).await?,
+                mesh.cp.log_text()
+            );
+        }
+    }
+    assert!(
+        !route_dump(&mesh.client).await?.contains("/beta/"),
+        "the strict client holds no route from the left-out split"
+    );
+    let cp = &mesh.cp;
+    wait_until(
+        CONVERGE,
+        "the split's Rejected condition in the log",
+        || async move {
+            let log = cp.log_text();
+            Ok(log.contains("\"reason\":\"Rejected\"") && log.contains("web-ab"))
+        },
+    )
+    .await?;
+
+    // Fixing the object (no regex) brings it back for everyone.
+    mesh.write(
+        "ab-test.yaml",
+        &AB_TEST.replace(
+            "  matches: [{kind: HTTPRouteGroup, name: beta, apiGroup: specs.smi-spec.io}]\n",
+            "",
+        ),
+    )?;
+    let client = &mesh.client;
+    wait_until(
+        CONVERGE,
+        "the fixed split on the strict client",
+        || async move { Ok(route_dump(client).await?.contains("weighted_clusters")) },
+    )
+    .await?;
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let results = traffic.stop().await;
+    assert!(
+        results.failures.is_empty(),
+        "requests failed: {:?}",
+        results.failures
+    );
+    assert!(results.ok > 20, "traffic flowed: {results:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn delta_a_rejected_split_is_left_out_and_other_routes_flow() -> anyhow::Result<()> {
+    a_rejected_split_is_left_out_and_other_routes_flow(Stream::Delta).await
+}
+
+#[tokio::test]
+async fn sotw_a_rejected_split_is_left_out_and_other_routes_flow() -> anyhow::Result<()> {
+    a_rejected_split_is_left_out_and_other_routes_flow(Stream::Sotw).await
+}

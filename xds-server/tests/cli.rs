@@ -1,0 +1,164 @@
+//! What the `xds-server` binary refuses at start: unsafe flags, half or exposed CAs,
+//! absurd operator input. Each is a clear error and a non-zero exit, never a panic.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn xds_server(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xds-server"))
+        .args(args)
+        .env("RUDDER_LOG_FORMAT", "text")
+        .output()
+        .expect("run xds-server")
+}
+
+fn refused(out: &Output, want: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "succeeded: {stderr}");
+    assert_ne!(out.status.code(), Some(101), "panicked: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains(want), "expected {want:?} in: {stderr}");
+}
+
+fn run_args<'a>(manifests: &'a str, ca_dir: &'a str) -> Vec<&'a str> {
+    vec![
+        "run",
+        "--manifests",
+        manifests,
+        "--ca-dir",
+        ca_dir,
+        "--xds-address",
+        "127.0.0.1:0",
+        "--admin-address",
+        "127.0.0.1:0",
+    ]
+}
+
+fn dirs() -> (tempfile::TempDir, String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = dir.path().join("manifests");
+    std::fs::create_dir(&m).expect("mkdir");
+    let ca = dir.path().join("ca");
+    (dir, m.display().to_string(), ca.display().to_string())
+}
+
+fn init(ca: &str) {
+    let out = xds_server(&["ca", "init", "--ca-dir", ca]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn insecure_xds_is_refused_off_loopback() {
+    let (_d, m, ca) = dirs();
+    let mut args = run_args(&m, &ca);
+    args.extend(["--insecure-xds"]);
+    args[6] = "0.0.0.0:0";
+    refused(&xds_server(&args), "allowed on a loopback address only");
+    let help = String::from_utf8_lossy(&xds_server(&["run", "--help"]).stdout).into_owned();
+    assert!(
+        help.contains("is sent that identity's certificate and private key"),
+        "{help}"
+    );
+}
+
+#[test]
+fn absurd_certificate_lifetimes_are_refused() {
+    let (_d, m, ca) = dirs();
+    for bad in ["100000d", "1e400h", "5s", "400000h"] {
+        let mut args = run_args(&m, &ca);
+        args.extend(["--cert-lifetime", bad]);
+        let out = xds_server(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(stderr.contains("--cert-lifetime"), "{bad}: {stderr}");
+    }
+}
+
+#[test]
+fn bootstrap_and_credentials_need_an_existing_ca() {
+    let (d, _m, ca) = dirs();
+    let certs = d.path().join("certs").display().to_string();
+    refused(
+        &xds_server(&[
+            "bootstrap",
+            "--pod",
+            "p",
+            "--ca-dir",
+            &ca,
+            "--cert-dir",
+            &certs,
+        ]),
+        "holds no CA",
+    );
+    refused(
+        &xds_server(&["credentials", "--ca-dir", &ca, "--cert-dir", &certs]),
+        "xds-server ca init",
+    );
+    assert!(!Path::new(&ca).exists(), "nothing was created");
+    init(&ca);
+    refused(
+        &xds_server(&["ca", "init", "--ca-dir", &ca]),
+        "already holds a CA",
+    );
+    let out = xds_server(&["credentials", "--ca-dir", &ca, "--cert-dir", &certs]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = std::fs::metadata(Path::new(&certs).join("xds-client.key")).expect("key");
+    assert_eq!(key.permissions().mode() & 0o777, 0o600);
+    let dir = std::fs::metadata(&ca).expect("ca dir");
+    assert_eq!(dir.permissions().mode() & 0o777, 0o700);
+}
+
+#[test]
+fn half_a_ca_is_an_error_never_a_new_root() {
+    let (_d, m, ca) = dirs();
+    init(&ca);
+    let cert_before = std::fs::read(Path::new(&ca).join("ca.crt")).expect("crt");
+    std::fs::remove_file(Path::new(&ca).join("ca.key")).expect("rm key");
+    refused(&xds_server(&run_args(&m, &ca)), "has ca.crt but no ca.key");
+    assert_eq!(
+        std::fs::read(Path::new(&ca).join("ca.crt")).expect("crt"),
+        cert_before,
+        "the certificate was not replaced"
+    );
+}
+
+#[test]
+fn a_key_readable_by_others_is_refused() {
+    let (_d, m, ca) = dirs();
+    init(&ca);
+    let key = Path::new(&ca).join("ca.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    refused(
+        &xds_server(&run_args(&m, &ca)),
+        "readable by group or others",
+    );
+}
+
+#[test]
+fn an_issued_certificate_file_with_absurd_values_is_a_clear_error() {
+    let (_d, m, ca) = dirs();
+    init(&ca);
+    let issued = Path::new(&ca).join("issued");
+    std::fs::create_dir(&issued).expect("mkdir");
+    let file = issued.join("default.web.json");
+    std::fs::write(
+        &file,
+        r#"{"id":"spiffe://cluster.local/ns/default/sa/web","issuedAt":18446744073709551615,"notAfter":18446744073709551615,"chain":"x","key":"y"}"#,
+    )
+    .expect("write");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    refused(&xds_server(&run_args(&m, &ca)), "default.web.json");
+    refused(
+        &xds_server(&run_args(&m, &ca)),
+        "not a time between 2000 and 2200",
+    );
+}
