@@ -164,7 +164,8 @@ impl CertManager {
             "key": cert.private_key_pem(),
         });
         let path = Self::path(dir, &cert.id);
-        let result = std::fs::create_dir_all(dir)
+        let result = crate::ca_store::private_dir(dir)
+            .map_err(|e| std::io::Error::other(format!("{e:#}")))
             .and_then(|()| write_private(&path, body.to_string().as_bytes()));
         if let Err(e) = result {
             tracing::warn!(file = %path.display(), error = %e, "could not keep the issued certificate");

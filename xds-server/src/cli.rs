@@ -421,15 +421,17 @@ fn write_client_credentials(
     let cert = authority
         .issue(&id, sec.cert_lifetime, std::time::SystemTime::now())
         .context("issuing the xDS client certificate")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::ca_store::private_dir(dir)?;
     let tls = BootstrapTls {
         cert_file: dir.join("xds-client.crt"),
         key_file: dir.join("xds-client.key"),
         ca_file: dir.join("xds-ca.crt"),
         server_id: crate::server::control_plane_id(&sec.trust_domain)?.to_string(),
     };
-    std::fs::write(&tls.cert_file, &cert.cert_chain_pem)?;
+    crate::certs::write_public(&tls.cert_file, cert.cert_chain_pem.as_bytes())
+        .with_context(|| format!("writing {}", tls.cert_file.display()))?;
     crate::certs::write_private(&tls.key_file, cert.private_key_pem().as_bytes())?;
-    std::fs::write(&tls.ca_file, authority.trust_bundle_pem())?;
+    crate::certs::write_public(&tls.ca_file, authority.trust_bundle_pem().as_bytes())
+        .with_context(|| format!("writing {}", tls.ca_file.display()))?;
     Ok(tls)
 }
