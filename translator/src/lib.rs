@@ -10,7 +10,9 @@
 //! that it points at (route -> clusters, listener -> clusters, cluster -> EDS name). The
 //! server uses them to order pushes make-before-break.
 
+pub mod encoded;
 pub mod identity;
+pub mod incremental;
 pub mod json;
 pub mod model;
 

@@ -21,25 +21,30 @@ use crate::model::{Kind, MeshService, Model, ObjectKey, Protocol, ServicePort};
 use crate::protos;
 use crate::{Body, Diagnostic, Output, Resource, XdsType, names};
 
-/// The names a client in `client_ns` may use for `svc` on `port`: the full and short
-/// DNS forms (short only in the same namespace) and the cluster IP, each with `:PORT`,
-/// and also without it for the service's default port.
-pub(crate) fn domains(svc: &MeshService, port: u16, client_ns: &str) -> Vec<String> {
+/// The names a client may use for `svc` on `port`, in order, each with whether only
+/// clients in the Service's own namespace may use it (the short name, as Kubernetes DNS
+/// resolves it): the full and short DNS forms and the cluster IP, each with `:PORT`, and
+/// also without it for the service's default port.
+pub(crate) fn domains(svc: &MeshService, port: u16) -> Vec<(String, bool)> {
     let mut hosts = vec![
-        svc.fqdn(),
-        format!("{}.{}.svc", svc.name, svc.namespace),
-        format!("{}.{}", svc.name, svc.namespace),
+        (svc.fqdn(), false),
+        (format!("{}.{}.svc", svc.name, svc.namespace), false),
+        (format!("{}.{}", svc.name, svc.namespace), false),
+        (svc.name.clone(), true),
     ];
-    if svc.namespace == client_ns {
-        hosts.push(svc.name.clone());
-    }
-    let mut out: Vec<String> = hosts.iter().map(|h| format!("{h}:{port}")).collect();
+    let mut out: Vec<(String, bool)> = hosts
+        .iter()
+        .map(|(h, local)| (format!("{h}:{port}"), *local))
+        .collect();
     if let Some(ip) = svc.cluster_ip {
-        out.push(match ip {
-            std::net::IpAddr::V4(v4) => format!("{v4}:{port}"),
-            std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
-        });
-        hosts.push(ip.to_string());
+        out.push((
+            match ip {
+                std::net::IpAddr::V4(v4) => format!("{v4}:{port}"),
+                std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+            },
+            false,
+        ));
+        hosts.push((ip.to_string(), false));
     }
     if svc.default_port() == Some(port) {
         out.extend(hosts);
@@ -175,12 +180,51 @@ fn retry_and_timeout(
     (retry, timeout)
 }
 
+/// One Service port's virtual host, built once and shared by the route tables of every
+/// client namespace that can see it; only its domains differ between namespaces.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct VhostPart {
+    /// The Service.
+    pub service: ObjectKey,
+    /// Its names, each with whether only the Service's own namespace may use it.
+    pub domains: Vec<(String, bool)>,
+    /// The virtual host, domains left empty.
+    pub vhost: VirtualHost,
+    /// Clusters it routes to.
+    pub refs: Vec<String>,
+    /// Objects it was made from.
+    pub sources: Vec<ObjectKey>,
+}
+
+/// The virtual hosts of one Service's HTTP ports.
+pub(crate) fn vhost_parts(
+    model: &Model,
+    policy: &PolicyContext,
+    svc: &MeshService,
+) -> Vec<VhostPart> {
+    svc.ports
+        .iter()
+        .filter(|p| p.protocol != Protocol::Tcp)
+        .map(|port| {
+            let mut refs = Vec::new();
+            let mut sources = Vec::new();
+            let vhost = virtual_host(model, policy, svc, port, &mut refs, &mut sources);
+            VhostPart {
+                service: ObjectKey::new(Kind::Service, &svc.namespace, &svc.name),
+                domains: domains(svc, port.port),
+                vhost,
+                refs,
+                sources,
+            }
+        })
+        .collect()
+}
+
 fn virtual_host(
     model: &Model,
     policy: &PolicyContext,
     svc: &MeshService,
     port: &ServicePort,
-    domains: Vec<String>,
     refs: &mut Vec<String>,
     sources: &mut Vec<ObjectKey>,
 ) -> VirtualHost {
@@ -250,47 +294,56 @@ fn virtual_host(
     }
     VirtualHost {
         name: format!("{}:{}", svc.fqdn(), port.port),
-        domains,
         routes,
         ..Default::default()
     }
 }
 
 pub(crate) fn outbound(model: &Model, policy: &PolicyContext, client_ns: &str) -> Output {
+    let parts: Vec<VhostPart> = model
+        .services()
+        .flat_map(|svc| vhost_parts(model, policy, svc))
+        .collect();
+    assemble(parts.iter(), client_ns)
+}
+
+/// The outbound RouteConfiguration for clients in `client_ns` from virtual hosts in
+/// order: each name goes to the first virtual host that claims it; a later claim is a
+/// diagnostic on its Service.
+pub(crate) fn assemble<'a>(
+    parts: impl IntoIterator<Item = &'a VhostPart>,
+    client_ns: &str,
+) -> Output {
     let mut out = Output::default();
-    let mut owner: HashMap<String, String> = HashMap::new();
+    let mut owner: HashMap<&str, &str> = HashMap::new();
     let mut vhosts = Vec::new();
     let mut refs = Vec::new();
     let mut sources = Vec::new();
-    for svc in model.services() {
-        for port in svc.ports.iter().filter(|p| p.protocol != Protocol::Tcp) {
-            let vh_name = format!("{}:{}", svc.fqdn(), port.port);
-            let mut kept = Vec::new();
-            for d in domains(svc, port.port, client_ns) {
-                match owner.get(&d) {
-                    Some(first) => out.diagnostics.push(Diagnostic {
-                        object: format!("Service {}/{}", svc.namespace, svc.name),
-                        field: "spec.clusterIP".into(),
-                        message: format!(
-                            "host {d:?} is already served by {first}; not routed here"
-                        ),
-                    }),
-                    None => {
-                        owner.insert(d.clone(), vh_name.clone());
-                        kept.push(d);
-                    }
+    for part in parts {
+        let local = part.service.namespace == client_ns;
+        let mut kept = Vec::new();
+        for (d, local_only) in &part.domains {
+            if *local_only && !local {
+                continue;
+            }
+            match owner.get(d.as_str()) {
+                Some(first) => out.diagnostics.push(Diagnostic {
+                    object: part.service.to_string(),
+                    field: "spec.clusterIP".into(),
+                    message: format!("host {d:?} is already served by {first}; not routed here"),
+                }),
+                None => {
+                    owner.insert(d, &part.vhost.name);
+                    kept.push(d.clone());
                 }
             }
-            vhosts.push(virtual_host(
-                model,
-                policy,
-                svc,
-                port,
-                kept,
-                &mut refs,
-                &mut sources,
-            ));
         }
+        vhosts.push(VirtualHost {
+            domains: kept,
+            ..part.vhost.clone()
+        });
+        refs.extend(part.refs.iter().cloned());
+        sources.extend(part.sources.iter().cloned());
     }
     refs.sort();
     refs.dedup();

@@ -305,7 +305,22 @@ pub(crate) fn service(svc: &Service) -> Result<MeshService, ModelError> {
             target,
         });
     }
+    let export = match svc
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(super::EXPORT_ANNOTATION))
+    {
+        None => super::Export::All,
+        Some(v) => super::Export::parse(v, &namespace).map_err(|m| {
+            ctx.err(
+                format!("metadata.annotations[\"{}\"]", super::EXPORT_ANNOTATION),
+                m,
+            )
+        })?,
+    };
     Ok(MeshService {
+        export,
         namespace,
         name,
         cluster_ip,
@@ -470,7 +485,22 @@ pub(crate) fn pod(pod: &Pod) -> Result<MeshPod, ModelError> {
     NameRule::Subdomain
         .check(&service_account)
         .map_err(|m| ctx.err("spec.serviceAccountName", m))?;
+    let egress = match pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(super::EGRESS_ANNOTATION))
+    {
+        None => super::Egress::All,
+        Some(v) => super::Egress::parse(v, &namespace).map_err(|m| {
+            ctx.err(
+                format!("metadata.annotations[\"{}\"]", super::EGRESS_ANNOTATION),
+                m,
+            )
+        })?,
+    };
     Ok(MeshPod {
+        egress,
         mtls_mode,
         namespace,
         name,

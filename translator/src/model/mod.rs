@@ -14,10 +14,12 @@
 mod convert;
 pub(crate) use convert::NameRule;
 mod parse;
+mod scope;
 mod status;
 
 pub use crds::{HTTPRouteGroup, RetryPolicy, TrafficSplit};
 pub use parse::{MAX_MANIFEST_BYTES, ManifestError, ParsedManifest, parse_manifest};
+pub use scope::{EGRESS_ANNOTATION, EXPORT_ANNOTATION, Egress, Export, ViewKey};
 pub use status::{PolicyStatus, policy_status};
 
 use std::collections::BTreeMap;
@@ -210,6 +212,8 @@ pub struct MeshService {
     pub ports: Vec<ServicePort>,
     /// The pod selector; `None` for a Service without a selector.
     pub selector: Option<BTreeMap<String, String>>,
+    /// The client namespaces that may reach it (`rudder.dev/export-to`).
+    pub export: Export,
 }
 
 impl MeshService {
@@ -276,6 +280,8 @@ pub struct MeshPod {
     pub container_ports: BTreeMap<String, u16>,
     /// Per-workload mTLS override (`rudder.dev/mtls-mode` annotation).
     pub mtls_mode: Option<crate::tls::MtlsMode>,
+    /// The Services its proxy needs (`rudder.dev/egress`).
+    pub egress: Egress,
 }
 
 type NsName = (String, String);
@@ -483,9 +489,37 @@ impl Model {
         self.services.values()
     }
 
+    /// The services of one namespace, ordered by name.
+    pub fn services_in<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = &'a MeshService> {
+        self.services
+            .range((namespace.to_string(), String::new())..)
+            .take_while(move |((ns, _), _)| ns == namespace)
+            .map(|(_, s)| s)
+    }
+
     /// Every pod, ordered by namespace and name.
     pub fn pods(&self) -> impl Iterator<Item = &MeshPod> {
         self.pods.values()
+    }
+
+    /// The pods of one namespace, ordered by name.
+    pub fn pods_in<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = &'a MeshPod> {
+        self.pods
+            .range((namespace.to_string(), String::new())..)
+            .take_while(move |((ns, _), _)| ns == namespace)
+            .map(|(_, p)| p)
+    }
+
+    /// Every EndpointSlice, ordered by namespace and name.
+    pub fn slices(&self) -> impl Iterator<Item = &Slice> {
+        self.slices.values()
+    }
+
+    /// The Service an EndpointSlice belongs to.
+    pub fn slice_service(&self, namespace: &str, name: &str) -> Option<String> {
+        self.slices
+            .get(&(namespace.to_string(), name.to_string()))
+            .map(|s| s.service.clone())
     }
 
     /// One pod.
@@ -507,7 +541,7 @@ impl Model {
         &'a self,
         pod: &'a MeshPod,
     ) -> impl Iterator<Item = &'a MeshService> {
-        self.services.values().filter(move |s| {
+        self.services_in(&pod.namespace).filter(move |s| {
             s.namespace == pod.namespace
                 && s.selector.as_ref().is_some_and(|sel| {
                     !sel.is_empty() && sel.iter().all(|(k, v)| pod.labels.get(k) == Some(v))

@@ -1,0 +1,732 @@
+//! Incremental translation: a model change recomputes only the resources that depend on
+//! the objects that changed, and says per view what was added, changed and removed.
+//!
+//! ```text
+//!   changed objects ──▶ dirty Services (clusters, endpoints, virtual hosts)
+//!                  └──▶ dirty Pods (the listeners of proxies beside them)
+//!   dirty Services ──▶ each view that sees them: cluster/endpoint updates, and its route
+//!                      table re-assembled from cached virtual hosts if one changed
+//! ```
+//!
+//! What depends on what:
+//! - a Service's Cluster: the Service, the pods it selects (their SPIFFE IDs), the retry
+//!   budget of its winning RetryPolicy;
+//! - its ClusterLoadAssignment: the Service and its EndpointSlices;
+//! - its virtual hosts: the Service, its TrafficSplit (with the HTTPRouteGroups and the
+//!   backend Services it names) and its RetryPolicies;
+//! - a view's route table: the virtual hosts of the Services it sees;
+//! - a proxy's own listeners and inbound clusters: its pod and the Services selecting it.
+//!
+//! Policy objects are resolved into a [`PolicyContext`] on every build (it is small); every
+//! Service a policy touches, before or after, is rebuilt, and an unchanged result keeps
+//! its previous `Arc`, so nothing is sent for it.
+//!
+//! Views ([`ViewKey`]: client namespace and declared egress) group proxies that are sent
+//! the same clusters, endpoints and routes; only listeners and inbound clusters are per
+//! proxy.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crate::encoded::{Encoded, TypeMap};
+use crate::identity::ProxyIdentity;
+use crate::model::{Kind, MeshService, Model, ObjectKey, ViewKey};
+use crate::policy::{Excluded, PolicyContext};
+use crate::route::VhostPart;
+use crate::{Diagnostic, MeshConfig, Resource, XdsType, cluster, endpoint, listener, route};
+
+type NsName = (String, String);
+
+/// One change to a type's resources.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Update {
+    /// Added or changed.
+    Put(Arc<Encoded>),
+    /// Removed.
+    Remove(Arc<str>),
+}
+
+impl Update {
+    /// The resource's name.
+    pub fn name(&self) -> &Arc<str> {
+        match self {
+            Update::Put(r) => &r.name,
+            Update::Remove(n) => n,
+        }
+    }
+}
+
+/// What changed in one view, per type.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Changes {
+    /// Clusters.
+    pub clusters: Vec<Update>,
+    /// ClusterLoadAssignments.
+    pub endpoints: Vec<Update>,
+    /// RouteConfigurations.
+    pub routes: Vec<Update>,
+}
+
+impl Changes {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.clusters.is_empty() && self.endpoints.is_empty() && self.routes.is_empty()
+    }
+
+    /// The updates of `kind`.
+    pub fn of(&self, kind: XdsType) -> &[Update] {
+        match kind {
+            XdsType::Cluster => &self.clusters,
+            XdsType::Endpoint => &self.endpoints,
+            XdsType::Route => &self.routes,
+            XdsType::Listener | XdsType::Secret => &[],
+        }
+    }
+}
+
+/// Everything a view's proxies share.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ViewMaps {
+    /// Clusters of the Services the view sees.
+    pub clusters: Arc<TypeMap>,
+    /// Their ClusterLoadAssignments.
+    pub endpoints: Arc<TypeMap>,
+    /// The outbound route table.
+    pub routes: Arc<TypeMap>,
+}
+
+impl ViewMaps {
+    /// The resources of `kind`, if the view has that type.
+    pub fn of(&self, kind: XdsType) -> Option<&TypeMap> {
+        match kind {
+            XdsType::Cluster => Some(&self.clusters),
+            XdsType::Endpoint => Some(&self.endpoints),
+            XdsType::Route => Some(&self.routes),
+            XdsType::Listener | XdsType::Secret => None,
+        }
+    }
+}
+
+/// One proxy's own resources.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Own {
+    /// Its listeners (outbound and inbound).
+    pub listeners: TypeMap,
+    /// Its inbound clusters.
+    pub clusters: TypeMap,
+}
+
+/// What one build changed.
+#[derive(Debug, Default)]
+pub struct BuildOutput {
+    /// Views whose resources changed: what changed and the maps after.
+    pub views: Vec<(ViewKey, Changes, ViewMaps)>,
+    /// Registered proxies whose own resources or view changed.
+    pub proxies: Vec<(ProxyIdentity, Arc<Own>, ViewKey)>,
+    /// Diagnostics that appeared with this build.
+    pub appeared: Vec<Diagnostic>,
+    /// Diagnostics that cleared with this build.
+    pub cleared: Vec<Diagnostic>,
+    /// Resources encoded (new or changed content).
+    pub encoded: usize,
+}
+
+/// One Service's translated parts.
+#[derive(Debug, Default)]
+struct ServiceParts {
+    svc: Option<MeshService>,
+    clusters: Vec<Arc<Encoded>>,
+    endpoints: Vec<Arc<Encoded>>,
+    vhosts: Vec<VhostPart>,
+    /// Pods it selected at the last build.
+    pods: BTreeSet<NsName>,
+}
+
+#[derive(Debug)]
+struct ProxyParts {
+    own: Arc<Own>,
+    view: ViewKey,
+}
+
+/// Where a diagnostic came from, so it clears when its origin is rebuilt without it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Origin {
+    Route(ViewKey),
+    Proxy(String, String, String),
+}
+
+/// The incremental builder: caches of every translated part and of each view's maps.
+#[derive(Debug)]
+pub struct Builder {
+    mesh: MeshConfig,
+    policy: PolicyContext,
+    excluded: Excluded,
+    services: BTreeMap<NsName, ServiceParts>,
+    /// EndpointSlice -> the Service it belonged to at the last build.
+    slice_owner: HashMap<NsName, NsName>,
+    /// Pod -> the Services selecting it at the last build.
+    pod_services: HashMap<NsName, BTreeSet<NsName>>,
+    views: BTreeMap<ViewKey, ViewMaps>,
+    proxies: HashMap<ProxyIdentity, ProxyParts>,
+    diagnostics: BTreeMap<Origin, Vec<Diagnostic>>,
+    built: bool,
+}
+
+/// Services one policy state touches: split apexes and backends, retry targets.
+fn policy_services(p: &PolicyContext) -> BTreeSet<NsName> {
+    let mut out = BTreeSet::new();
+    for ((ns, apex), s) in &p.splits {
+        out.insert((ns.clone(), apex.clone()));
+        for (b, _) in &s.backends {
+            out.insert((ns.clone(), b.clone()));
+        }
+    }
+    for (ns, svc, _) in p.retry_winners.keys() {
+        out.insert((ns.clone(), svc.clone()));
+    }
+    out
+}
+
+fn encode(
+    model: &Model,
+    r: &Resource,
+    old: Option<&Arc<Encoded>>,
+    count: &mut usize,
+) -> Arc<Encoded> {
+    let enc = Encoded::with_revs(r, |k| model.rev(k).unwrap_or(0));
+    match old {
+        Some(o) if o.same_as(&enc) => o.clone(),
+        _ => {
+            *count += 1;
+            Arc::new(enc)
+        }
+    }
+}
+
+/// Puts for what is new or different in `new`, removes for what `old` had alone.
+fn diff(old: &[Arc<Encoded>], new: &[Arc<Encoded>], out: &mut Vec<Update>) {
+    for n in new {
+        if !old.iter().any(|o| Arc::ptr_eq(o, n)) {
+            out.push(Update::Put(n.clone()));
+        }
+    }
+    for o in old {
+        if !new.iter().any(|n| n.name == o.name) {
+            out.push(Update::Remove(o.name.clone()));
+        }
+    }
+}
+
+fn apply(map: &mut Arc<TypeMap>, updates: &[Update]) {
+    if updates.is_empty() {
+        return;
+    }
+    let m = Arc::make_mut(map);
+    for u in updates {
+        match u {
+            Update::Put(r) => {
+                m.insert(r.name.clone(), r.clone());
+            }
+            Update::Remove(n) => {
+                m.remove(n);
+            }
+        }
+    }
+}
+
+impl Builder {
+    /// An empty builder for `mesh`.
+    pub fn new(mesh: MeshConfig) -> Self {
+        Builder {
+            mesh,
+            policy: PolicyContext::default(),
+            excluded: Excluded::new(),
+            services: BTreeMap::new(),
+            slice_owner: HashMap::new(),
+            pod_services: HashMap::new(),
+            views: BTreeMap::new(),
+            proxies: HashMap::new(),
+            diagnostics: BTreeMap::new(),
+            built: false,
+        }
+    }
+
+    /// The policy of the last build.
+    pub fn policy(&self) -> &PolicyContext {
+        &self.policy
+    }
+
+    /// Every diagnostic in effect.
+    pub fn diagnostics(&self) -> BTreeSet<Diagnostic> {
+        self.diagnostics.values().flatten().cloned().collect()
+    }
+
+    /// The view a proxy belongs to: its namespace and its pod's declared egress.
+    pub fn view_key(model: &Model, proxy: &ProxyIdentity) -> ViewKey {
+        ViewKey {
+            namespace: proxy.namespace.clone(),
+            egress: model
+                .pod(&proxy.namespace, &proxy.pod)
+                .map(|p| p.egress.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The maps of a view, building it on first use.
+    pub fn view(&mut self, model: &Model, key: &ViewKey) -> ViewMaps {
+        if let Some(v) = self.views.get(key) {
+            return v.clone();
+        }
+        let mut maps = ViewMaps::default();
+        let (mut clusters, mut endpoints) = (TypeMap::new(), TypeMap::new());
+        for parts in self.services.values() {
+            let Some(svc) = &parts.svc else { continue };
+            if key.sees(svc) {
+                for c in &parts.clusters {
+                    clusters.insert(c.name.clone(), c.clone());
+                }
+                for e in &parts.endpoints {
+                    endpoints.insert(e.name.clone(), e.clone());
+                }
+            }
+        }
+        maps.clusters = Arc::new(clusters);
+        maps.endpoints = Arc::new(endpoints);
+        let mut count = 0;
+        let route = self.assemble(model, key, None, &mut count);
+        maps.routes = Arc::new([(route.name.clone(), route)].into_iter().collect());
+        self.views.insert(key.clone(), maps.clone());
+        maps
+    }
+
+    /// Forgets a view no proxy uses any more.
+    pub fn drop_view(&mut self, key: &ViewKey) {
+        self.views.remove(key);
+        self.diagnostics.remove(&Origin::Route(key.clone()));
+    }
+
+    /// A proxy's own resources and view; it is kept up to date until [`Builder::drop_proxy`].
+    pub fn proxy(&mut self, model: &Model, identity: &ProxyIdentity) -> (Arc<Own>, ViewKey) {
+        if let Some(p) = self.proxies.get(identity) {
+            return (p.own.clone(), p.view.clone());
+        }
+        let mut count = 0;
+        let own = Arc::new(self.own(model, identity, None, &mut count));
+        let view = Self::view_key(model, identity);
+        self.proxies.insert(
+            identity.clone(),
+            ProxyParts {
+                own: own.clone(),
+                view: view.clone(),
+            },
+        );
+        (own, view)
+    }
+
+    /// Forgets a proxy identity no stream uses any more.
+    pub fn drop_proxy(&mut self, identity: &ProxyIdentity) {
+        self.proxies.remove(identity);
+        self.diagnostics.remove(&Origin::Proxy(
+            identity.namespace.clone(),
+            identity.pod.clone(),
+            identity.node_id.clone(),
+        ));
+    }
+
+    fn own(
+        &mut self,
+        model: &Model,
+        identity: &ProxyIdentity,
+        old: Option<&Own>,
+        count: &mut usize,
+    ) -> Own {
+        let out = listener::for_proxy(model, &self.mesh, identity);
+        self.diagnostics.insert(
+            Origin::Proxy(
+                identity.namespace.clone(),
+                identity.pod.clone(),
+                identity.node_id.clone(),
+            ),
+            out.diagnostics,
+        );
+        let mut own = Own::default();
+        for r in &out.resources {
+            let (map, old_map) = match r.kind {
+                XdsType::Listener => (&mut own.listeners, old.map(|o| &o.listeners)),
+                _ => (&mut own.clusters, old.map(|o| &o.clusters)),
+            };
+            let prev = old_map.and_then(|m| m.get(r.name.as_str()));
+            let enc = encode(model, r, prev, count);
+            map.insert(enc.name.clone(), enc);
+        }
+        own
+    }
+
+    fn assemble(
+        &mut self,
+        model: &Model,
+        key: &ViewKey,
+        old: Option<&Arc<Encoded>>,
+        count: &mut usize,
+    ) -> Arc<Encoded> {
+        let parts = self
+            .services
+            .values()
+            .filter(|p| p.svc.as_ref().is_some_and(|s| key.sees(s)))
+            .flat_map(|p| p.vhosts.iter());
+        let out = route::assemble(parts, &key.namespace);
+        self.diagnostics
+            .insert(Origin::Route(key.clone()), out.diagnostics);
+        // `assemble` always emits exactly one route table.
+        match out.resources.first() {
+            Some(r) => encode(model, r, old, count),
+            None => Arc::new(Encoded::synthetic(
+                XdsType::Route,
+                crate::OUTBOUND_ROUTE,
+                "",
+                &[],
+            )),
+        }
+    }
+
+    /// Rebuilds one Service's parts; returns (cluster, endpoint) updates and whether a
+    /// virtual host changed.
+    fn rebuild_service(
+        &mut self,
+        model: &Model,
+        key: &NsName,
+        what: Dirty,
+        count: &mut usize,
+    ) -> (Vec<Update>, Vec<Update>, bool, Option<MeshService>) {
+        let svc = model.service(&key.0, &key.1).cloned();
+        let parts = self.services.entry(key.clone()).or_default();
+        let old_svc = parts.svc.clone();
+        let (mut cu, mut eu) = (Vec::new(), Vec::new());
+        let Some(svc) = svc else {
+            diff(&parts.clusters, &[], &mut cu);
+            diff(&parts.endpoints, &[], &mut eu);
+            let had_vhosts = !parts.vhosts.is_empty();
+            self.services.remove(key);
+            return (cu, eu, had_vhosts, old_svc);
+        };
+        let full = what.all || old_svc.as_ref() != Some(&svc);
+        if full || what.clusters {
+            let clusters: Vec<Arc<Encoded>> = svc
+                .ports
+                .iter()
+                .map(|p| {
+                    let r = cluster::outbound(model, &self.mesh, &self.policy, &svc, p);
+                    let old = parts.clusters.iter().find(|c| *c.name == *r.name);
+                    encode(model, &r, old, count)
+                })
+                .collect();
+            diff(&parts.clusters, &clusters, &mut cu);
+            parts.clusters = clusters;
+        }
+        if full || what.endpoints {
+            let endpoints: Vec<Arc<Encoded>> = svc
+                .ports
+                .iter()
+                .map(|p| {
+                    let r = endpoint::load_assignment(model, &svc, p);
+                    let old = parts.endpoints.iter().find(|c| *c.name == *r.name);
+                    encode(model, &r, old, count)
+                })
+                .collect();
+            diff(&parts.endpoints, &endpoints, &mut eu);
+            parts.endpoints = endpoints;
+        }
+        let mut vhost_changed = false;
+        if full || what.vhosts {
+            let vhosts = route::vhost_parts(model, &self.policy, &svc);
+            vhost_changed = vhosts != parts.vhosts;
+            parts.vhosts = vhosts;
+        }
+        parts.svc = Some(svc);
+        (cu, eu, vhost_changed, old_svc)
+    }
+
+    /// Applies a model change: `changed` names the objects that were applied or deleted
+    /// since the last build, `excluded` the policy objects left out.
+    pub fn update(
+        &mut self,
+        model: &Model,
+        changed: &BTreeSet<ObjectKey>,
+        excluded: &Excluded,
+    ) -> BuildOutput {
+        let before = self.diagnostics();
+        let mut out = BuildOutput::default();
+        let mut dirty: BTreeMap<NsName, Dirty> = BTreeMap::new();
+        let mut dirty_pods: BTreeSet<NsName> = BTreeSet::new();
+        let mut policy_changed = *excluded != self.excluded || !self.built;
+        if !self.built {
+            for svc in model.services() {
+                dirty
+                    .entry((svc.namespace.clone(), svc.name.clone()))
+                    .or_default()
+                    .all = true;
+            }
+            for slice in model.slices() {
+                self.slice_owner.insert(
+                    (slice.namespace.clone(), slice.name.clone()),
+                    (slice.namespace.clone(), slice.service.clone()),
+                );
+            }
+            for pod in model.pods() {
+                let k = (pod.namespace.clone(), pod.name.clone());
+                let svcs = model
+                    .services_selecting(pod)
+                    .map(|s| (s.namespace.clone(), s.name.clone()))
+                    .collect();
+                self.pod_services.insert(k.clone(), svcs);
+                dirty_pods.insert(k);
+            }
+        }
+        for key in changed {
+            let k = (key.namespace.clone(), key.name.clone());
+            match key.kind {
+                Kind::Service => {
+                    dirty.entry(k.clone()).or_default().all = true;
+                    policy_changed = true; // splits depend on which Services exist
+                    let before = self
+                        .services
+                        .get(&k)
+                        .map(|p| p.pods.clone())
+                        .unwrap_or_default();
+                    dirty_pods.extend(before);
+                    if let Some(svc) = model.service(&k.0, &k.1) {
+                        dirty_pods.extend(selected(model, svc));
+                    }
+                }
+                Kind::EndpointSlice => {
+                    if let Some(owner) = self.slice_owner.remove(&k) {
+                        dirty.entry(owner).or_default().endpoints = true;
+                    }
+                    if let Some(owner) = model.slice_service(&k.0, &k.1) {
+                        self.slice_owner
+                            .insert(k.clone(), (k.0.clone(), owner.clone()));
+                        dirty.entry((k.0.clone(), owner)).or_default().endpoints = true;
+                    }
+                }
+                Kind::Pod => {
+                    dirty_pods.insert(k.clone());
+                    let mut svcs = self.pod_services.remove(&k).unwrap_or_default();
+                    if let Some(pod) = model.pod(&k.0, &k.1) {
+                        let now: BTreeSet<NsName> = model
+                            .services_selecting(pod)
+                            .map(|s| (s.namespace.clone(), s.name.clone()))
+                            .collect();
+                        svcs.extend(now.iter().cloned());
+                        self.pod_services.insert(k.clone(), now);
+                    }
+                    for s in svcs {
+                        dirty.entry(s).or_default().clusters = true;
+                    }
+                }
+                Kind::TrafficSplit | Kind::RetryPolicy | Kind::HTTPRouteGroup => {
+                    policy_changed = true;
+                }
+            }
+        }
+        if policy_changed {
+            let old = std::mem::take(&mut self.policy);
+            let new = PolicyContext::new(model, &old.splits, excluded);
+            let touched: BTreeSet<NsName> = policy_services(&old)
+                .union(&policy_services(&new))
+                .cloned()
+                .collect();
+            // Retry policies that changed without changing a winner are caught by
+            // rebuilding every Service they target.
+            for k in changed.iter().filter(|k| k.kind == Kind::RetryPolicy) {
+                if let Some(p) = model.retry_policy(&k.namespace, &k.name) {
+                    let d = dirty
+                        .entry((k.namespace.clone(), p.spec.target_ref.name.clone()))
+                        .or_default();
+                    d.clusters = true;
+                    d.vhosts = true;
+                }
+            }
+            for s in touched {
+                let d = dirty.entry(s).or_default();
+                d.clusters = true;
+                d.vhosts = true;
+            }
+            self.policy = new;
+            self.excluded = excluded.clone();
+        }
+        // Every Service a removed RetryPolicy targeted is among `touched` (the old winners).
+
+        // Rebuild Services.
+        let mut svc_updates: Vec<ServiceUpdate> = Vec::new();
+        for (key, what) in dirty {
+            let (cu, eu, vh, old_svc) = self.rebuild_service(model, &key, what, &mut out.encoded);
+            let new_svc = self.services.get(&key).and_then(|p| p.svc.clone());
+            if let Some(parts) = self.services.get_mut(&key) {
+                parts.pods = new_svc
+                    .as_ref()
+                    .map(|s| selected(model, s))
+                    .unwrap_or_default();
+            }
+            if !cu.is_empty() || !eu.is_empty() || vh || old_svc != new_svc {
+                svc_updates.push(ServiceUpdate {
+                    key,
+                    clusters: cu,
+                    endpoints: eu,
+                    vhosts_changed: vh,
+                    old: old_svc,
+                    new: new_svc,
+                });
+            }
+        }
+
+        // Views.
+        let keys: Vec<ViewKey> = self.views.keys().cloned().collect();
+        for key in keys {
+            let mut changes = Changes::default();
+            let mut route_dirty = false;
+            for ServiceUpdate {
+                key: svc_key,
+                clusters: cu,
+                endpoints: eu,
+                vhosts_changed: vh,
+                old: old_svc,
+                new: new_svc,
+            } in &svc_updates
+            {
+                let saw = old_svc.as_ref().is_some_and(|s| key.sees(s));
+                let sees = new_svc.as_ref().is_some_and(|s| key.sees(s));
+                match (saw, sees) {
+                    (false, false) => continue,
+                    (true, true) => {
+                        changes.clusters.extend(cu.iter().cloned());
+                        changes.endpoints.extend(eu.iter().cloned());
+                        route_dirty |= *vh;
+                    }
+                    (false, true) => {
+                        let parts = &self.services[svc_key];
+                        changes
+                            .clusters
+                            .extend(parts.clusters.iter().cloned().map(Update::Put));
+                        changes
+                            .endpoints
+                            .extend(parts.endpoints.iter().cloned().map(Update::Put));
+                        route_dirty = true;
+                    }
+                    (true, false) => {
+                        // Every name it had: removed ports are in the updates, the rest
+                        // are the parts it still has (when it only stopped being visible).
+                        let removed =
+                            |updates: &[Update], kept: &[Arc<Encoded>], out: &mut Vec<Update>| {
+                                out.extend(
+                                    updates
+                                        .iter()
+                                        .filter(|u| matches!(u, Update::Remove(_)))
+                                        .cloned(),
+                                );
+                                out.extend(kept.iter().map(|r| Update::Remove(r.name.clone())));
+                            };
+                        let parts = self.services.get(svc_key);
+                        removed(
+                            cu,
+                            parts.map(|p| p.clusters.as_slice()).unwrap_or_default(),
+                            &mut changes.clusters,
+                        );
+                        removed(
+                            eu,
+                            parts.map(|p| p.endpoints.as_slice()).unwrap_or_default(),
+                            &mut changes.endpoints,
+                        );
+                        route_dirty = true;
+                    }
+                }
+            }
+            if route_dirty {
+                let old = self.views[&key].routes.values().next().cloned();
+                let new = self.assemble(model, &key, old.as_ref(), &mut out.encoded);
+                if old.as_ref().is_none_or(|o| !Arc::ptr_eq(o, &new)) {
+                    changes.routes.push(Update::Put(new));
+                }
+            }
+            if changes.is_empty() {
+                continue;
+            }
+            let Some(view) = self.views.get_mut(&key) else {
+                continue;
+            };
+            apply(&mut view.clusters, &changes.clusters);
+            apply(&mut view.endpoints, &changes.endpoints);
+            apply(&mut view.routes, &changes.routes);
+            out.views.push((key, changes, view.clone()));
+        }
+
+        // Proxies beside dirty pods (or every proxy on the first build).
+        let ids: Vec<ProxyIdentity> = self
+            .proxies
+            .keys()
+            .filter(|id| {
+                !self.built || dirty_pods.contains(&(id.namespace.clone(), id.pod.clone()))
+            })
+            .cloned()
+            .collect();
+        for id in ids {
+            let old = self
+                .proxies
+                .get(&id)
+                .map(|p| (p.own.clone(), p.view.clone()));
+            let own = self.own(
+                model,
+                &id,
+                old.as_ref().map(|(o, _)| o.as_ref()),
+                &mut out.encoded,
+            );
+            let view = Self::view_key(model, &id);
+            let same = old.as_ref().is_some_and(|(o, v)| **o == own && *v == view);
+            if !same {
+                let own = Arc::new(own);
+                self.proxies.insert(
+                    id.clone(),
+                    ProxyParts {
+                        own: own.clone(),
+                        view: view.clone(),
+                    },
+                );
+                out.proxies.push((id, own, view));
+            }
+        }
+        self.built = true;
+        let after = self.diagnostics();
+        out.appeared = after.difference(&before).cloned().collect();
+        out.cleared = before.difference(&after).cloned().collect();
+        out
+    }
+}
+
+/// What one Service's rebuild changed.
+struct ServiceUpdate {
+    key: NsName,
+    clusters: Vec<Update>,
+    endpoints: Vec<Update>,
+    vhosts_changed: bool,
+    old: Option<MeshService>,
+    new: Option<MeshService>,
+}
+
+/// What of a Service must be rebuilt.
+#[derive(Clone, Copy, Debug, Default)]
+struct Dirty {
+    all: bool,
+    clusters: bool,
+    endpoints: bool,
+    vhosts: bool,
+}
+
+fn selected(model: &Model, svc: &MeshService) -> BTreeSet<NsName> {
+    let Some(sel) = svc.selector.as_ref().filter(|s| !s.is_empty()) else {
+        return BTreeSet::new();
+    };
+    model
+        .pods_in(&svc.namespace)
+        .filter(|p| sel.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
+        .map(|p| (p.namespace.clone(), p.name.clone()))
+        .collect()
+}

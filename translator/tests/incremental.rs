@@ -1,0 +1,320 @@
+//! The incremental builder always agrees with a translation from scratch: objects of the
+//! golden inputs are applied one by one, changed, and deleted one by one, and after every
+//! step every view and every proxy's own resources equal what `translate_mesh`,
+//! `outbound_routes` and `translate_proxy` make of the model as it is then.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use translator::encoded::Encoded;
+use translator::identity::{DEFAULT_OUTBOUND_PORT, ProxyIdentity, ProxyKind};
+use translator::incremental::Builder;
+use translator::model::{Egress, Model, Object, ObjectKey, ViewKey, parse_manifest};
+use translator::{MeshConfig, XdsType, outbound_routes, translate_mesh, translate_proxy};
+
+fn objects(dir: &Path) -> Vec<Object> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("read case dir")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            parse_manifest(&std::fs::read_to_string(f).expect("read"))
+                .expect("valid")
+                .objects
+        })
+        .collect()
+}
+
+fn proxy(ns: &str, pod: &str, sa: &str) -> ProxyIdentity {
+    ProxyIdentity {
+        node_id: format!("{pod}.{ns}"),
+        kind: ProxyKind::Envoy,
+        namespace: ns.into(),
+        pod: pod.into(),
+        service_account: sa.into(),
+        pod_ip: None,
+        outbound_port: DEFAULT_OUTBOUND_PORT,
+        app_address: "127.0.0.1".parse().expect("ip"),
+    }
+}
+
+type Versions = BTreeMap<(XdsType, String), String>;
+
+fn versions<'a>(rs: impl IntoIterator<Item = &'a std::sync::Arc<Encoded>>) -> Versions {
+    rs.into_iter()
+        .map(|r| ((r.kind, r.name.to_string()), r.version.clone()))
+        .collect()
+}
+
+fn fresh(model: &Model, builder: &Builder, view: &ViewKey) -> Versions {
+    let mesh = MeshConfig::default();
+    let policy = builder.policy();
+    let mut out = Versions::new();
+    let visible: BTreeSet<String> = model
+        .services()
+        .filter(|s| view.sees(s))
+        .map(|s| s.fqdn())
+        .collect();
+    for r in translate_mesh(model, &mesh, policy).resources {
+        let fqdn = r.name.rsplit("||").next().unwrap_or_default().to_string();
+        if visible.contains(&fqdn) {
+            let e = Encoded::with_revs(&r, |k| model.rev(k).unwrap_or(0));
+            out.insert((e.kind, e.name.to_string()), e.version);
+        }
+    }
+    out
+}
+
+fn fresh_routes(model: &Model, builder: &Builder, ns: &str) -> Versions {
+    let routes = outbound_routes(model, builder.policy(), ns);
+    versions(
+        routes
+            .resources
+            .iter()
+            .map(|r| std::sync::Arc::new(Encoded::new(r)))
+            .collect::<Vec<_>>()
+            .iter(),
+    )
+}
+
+fn check(
+    model: &Model,
+    builder: &mut Builder,
+    views: &[ViewKey],
+    proxies: &[ProxyIdentity],
+    step: &str,
+) {
+    for view in views {
+        let maps = builder.view(model, view);
+        let got = versions(maps.clusters.values().chain(maps.endpoints.values()));
+        assert_eq!(
+            got,
+            fresh(model, builder, view),
+            "{step}: view {view:?} clusters/endpoints"
+        );
+        let routes = versions(maps.routes.values());
+        if view.egress == Egress::All {
+            assert_eq!(
+                routes,
+                fresh_routes(model, builder, &view.namespace),
+                "{step}: view {view:?} routes"
+            );
+        }
+    }
+    for p in proxies {
+        let (own, _) = builder.proxy(model, p);
+        let got = versions(own.listeners.values().chain(own.clusters.values()));
+        let want = versions(
+            translate_proxy(model, &MeshConfig::default(), p)
+                .resources
+                .iter()
+                .map(|r| std::sync::Arc::new(Encoded::with_revs(r, |k| model.rev(k).unwrap_or(0))))
+                .collect::<Vec<_>>()
+                .iter(),
+        );
+        assert_eq!(got, want, "{step}: proxy {}", p.node_id);
+    }
+}
+
+fn run(dir: &Path) {
+    let objs = objects(dir);
+    let mut model = Model::new();
+    let mut builder = Builder::new(MeshConfig::default());
+    let empty = Default::default();
+    builder.update(&model, &BTreeSet::new(), &empty);
+    let namespaces: BTreeSet<String> = objs.iter().map(|o| o.key().namespace).collect();
+    let views: Vec<ViewKey> = namespaces
+        .iter()
+        .map(|ns| ViewKey {
+            namespace: ns.clone(),
+            egress: Egress::All,
+        })
+        .collect();
+    let proxies: Vec<ProxyIdentity> = objs
+        .iter()
+        .filter_map(|o| match o {
+            Object::Pod(p) => Some(proxy(
+                p.metadata.namespace.as_deref().unwrap_or("default"),
+                p.metadata.name.as_deref().unwrap_or_default(),
+                p.spec
+                    .as_ref()
+                    .and_then(|s| s.service_account_name.as_deref())
+                    .unwrap_or("default"),
+            )),
+            _ => None,
+        })
+        .collect();
+    // Register every view and proxy up front, so updates have something to keep current.
+    for v in &views {
+        builder.view(&model, v);
+    }
+    for p in &proxies {
+        builder.proxy(&model, p);
+    }
+    for (i, o) in objs.iter().enumerate() {
+        model.apply(o).expect("valid");
+        builder.update(&model, &[o.key()].into_iter().collect(), &empty);
+        check(
+            &model,
+            &mut builder,
+            &views,
+            &proxies,
+            &format!("apply #{i} {}", o.key()),
+        );
+    }
+    for (i, o) in objs.iter().enumerate().rev() {
+        let key: ObjectKey = o.key();
+        model.delete(&key);
+        builder.update(&model, &[key.clone()].into_iter().collect(), &empty);
+        check(
+            &model,
+            &mut builder,
+            &views,
+            &proxies,
+            &format!("delete #{i} {key}"),
+        );
+    }
+}
+
+#[test]
+fn incremental_matches_from_scratch_on_the_examples() {
+    run(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples"));
+}
+
+#[test]
+fn incremental_matches_from_scratch_on_the_edge_cases() {
+    run(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/edge-cases"));
+}
+
+#[test]
+fn incremental_matches_from_scratch_on_traffic_policy() {
+    run(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/traffic-policy"));
+}
+
+fn svc_yaml(ns: &str, name: &str, extra_meta: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}{extra_meta}}}\nspec:\n  selector: {{app: {name}}}\n  ports: [{{name: http, port: 80, targetPort: 8080}}]\n"
+    )
+}
+
+fn slice_yaml(ns: &str, name: &str, ips: &[&str]) -> String {
+    let eps: Vec<String> = ips
+        .iter()
+        .map(|ip| format!("{{addresses: [\"{ip}\"]}}"))
+        .collect();
+    format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-x, namespace: {ns}, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints: [{}]\n",
+        eps.join(", ")
+    )
+}
+
+fn apply(model: &mut Model, yaml: &str) -> BTreeSet<ObjectKey> {
+    let mut keys = BTreeSet::new();
+    for o in parse_manifest(yaml).expect("valid").objects {
+        keys.insert(o.key());
+        model.apply(&o).expect("apply");
+    }
+    keys
+}
+
+#[test]
+fn one_endpoint_change_is_one_endpoint_update_whatever_the_mesh_size() {
+    let mut model = Model::new();
+    let mut builder = Builder::new(MeshConfig::default());
+    let empty = Default::default();
+    let mut yaml = String::new();
+    for i in 0..300 {
+        yaml.push_str(&svc_yaml("shop", &format!("s{i}"), ""));
+        yaml.push_str("---\n");
+        yaml.push_str(&slice_yaml(
+            "shop",
+            &format!("s{i}"),
+            &["10.0.0.1", "10.0.0.2"],
+        ));
+        yaml.push_str("---\n");
+    }
+    let keys = apply(&mut model, &yaml);
+    builder.update(&model, &keys, &empty);
+    let view = ViewKey {
+        namespace: "shop".into(),
+        egress: Egress::All,
+    };
+    builder.view(&model, &view);
+    let keys = apply(
+        &mut model,
+        &slice_yaml("shop", "s7", &["10.0.0.1", "10.0.0.3"]),
+    );
+    let out = builder.update(&model, &keys, &empty);
+    assert_eq!(out.views.len(), 1);
+    let changes = &out.views[0].1;
+    assert_eq!(changes.endpoints.len(), 1, "{changes:?}");
+    assert!(changes.clusters.is_empty() && changes.routes.is_empty());
+    assert_eq!(
+        out.encoded, 1,
+        "only the changed ClusterLoadAssignment is encoded"
+    );
+}
+
+#[test]
+fn views_see_only_what_services_export_and_pods_declare() {
+    let mut model = Model::new();
+    let mut builder = Builder::new(MeshConfig::default());
+    let empty = Default::default();
+    let keys = apply(
+        &mut model,
+        &[
+            svc_yaml("shop", "cart", ""),
+            svc_yaml(
+                "shop",
+                "secret",
+                ", annotations: {rudder.dev/export-to: \".\"}",
+            ),
+            svc_yaml("web", "front", ""),
+        ]
+        .join("---\n"),
+    );
+    builder.update(&model, &keys, &empty);
+    let names = |maps: &translator::incremental::ViewMaps| -> Vec<String> {
+        maps.clusters.keys().map(|k| k.to_string()).collect()
+    };
+    let all_web = ViewKey {
+        namespace: "web".into(),
+        egress: Egress::All,
+    };
+    assert_eq!(
+        names(&builder.view(&model, &all_web)),
+        [
+            "outbound|80||cart.shop.svc.cluster.local",
+            "outbound|80||front.web.svc.cluster.local"
+        ],
+        "another namespace does not see an own-namespace export"
+    );
+    let all_shop = ViewKey {
+        namespace: "shop".into(),
+        egress: Egress::All,
+    };
+    assert_eq!(builder.view(&model, &all_shop).clusters.len(), 3);
+    let scoped = ViewKey {
+        namespace: "web".into(),
+        egress: Egress::parse("shop/cart", "web").expect("egress"),
+    };
+    assert_eq!(
+        names(&builder.view(&model, &scoped)),
+        ["outbound|80||cart.shop.svc.cluster.local"]
+    );
+    // Exporting it everywhere sends it to the view that can now see it, and only there.
+    let keys = apply(&mut model, &svc_yaml("shop", "secret", ""));
+    let out = builder.update(&model, &keys, &empty);
+    let touched: Vec<&ViewKey> = out.views.iter().map(|(k, _, _)| k).collect();
+    assert!(touched.contains(&&all_web), "{touched:?}");
+    assert!(!touched.contains(&&scoped), "{touched:?}");
+    assert_eq!(builder.view(&model, &all_web).clusters.len(), 3);
+    // The route table of the scoped view routes only what it sees.
+    let scoped_routes = builder.view(&model, &scoped);
+    let route = scoped_routes.routes.values().next().expect("route");
+    assert_eq!(route.refs, ["outbound|80||cart.shop.svc.cluster.local"]);
+}
