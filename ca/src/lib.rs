@@ -7,6 +7,7 @@
 //! without key material, and errors carry no key bytes.
 
 mod spiffe;
+mod verify;
 
 pub use spiffe::{SpiffeError, SpiffeId};
 
@@ -134,6 +135,18 @@ impl Authority {
         Self::from_files(trust_domain, &files)
     }
 
+    /// Whether `cert` (read back from disk, say) was issued by this CA, or a root it
+    /// still trusts, for the identity it names, is valid at `at`, and holds its own key.
+    pub fn verify_issued(&self, cert: &WorkloadCert, at: SystemTime) -> Result<(), CaError> {
+        verify::issued(
+            &self.issuer_anchors_pem(),
+            &cert.cert_chain_pem,
+            &cert.key_pem,
+            &cert.id,
+            at,
+        )
+    }
+
     /// Issues an intermediate CA under this one (for a mesh whose workloads chain to a
     /// shared root, or for tests of such a setup). The returned files carry the chain
     /// above the intermediate, ready for [`Authority::from_files`].
@@ -167,6 +180,7 @@ impl Authority {
     /// Loads a CA from PEM: a root, or an intermediate with `chain_pem` holding the
     /// certificates above it (the last one is the trust anchor).
     pub fn from_files(trust_domain: &str, files: &CaFiles) -> Result<Self, CaError> {
+        verify::key_matches("CA private key", &files.cert_pem, &files.key_pem)?;
         let key = KeyPair::from_pem(&files.key_pem).map_err(|e| CaError::Load {
             what: "CA private key",
             message: e.to_string(),

@@ -216,3 +216,56 @@ fn spiffe_ids_parse_and_print() {
         assert!(bad.parse::<SpiffeId>().is_err(), "{bad}");
     }
 }
+
+#[test]
+fn a_key_that_does_not_belong_to_the_certificate_is_refused() {
+    let now = SystemTime::now();
+    let a = Authority::generate_root("cluster.local", now).expect("a");
+    let b = Authority::generate_root("cluster.local", now).expect("b");
+    let mixed = CaFiles {
+        cert_pem: a.files().cert_pem.clone(),
+        key_pem: b.files().key_pem.clone(),
+        chain_pem: String::new(),
+    };
+    let err = Authority::from_files("cluster.local", &mixed).expect_err("mismatch");
+    assert!(err.to_string().contains("does not belong"), "{err}");
+}
+
+#[test]
+fn certificates_read_back_are_checked_against_the_ca() {
+    let now = SystemTime::now();
+    let ca = Authority::generate_root("cluster.local", now).expect("root");
+    let other = Authority::generate_root("cluster.local", now).expect("other");
+    let cert = ca.issue(&id("web"), DEFAULT_LIFETIME, now).expect("issue");
+    ca.verify_issued(&cert, now).expect("ours");
+    assert!(other.verify_issued(&cert, now).is_err(), "another CA's");
+    let lying = WorkloadCert::restore(
+        id("admin"),
+        cert.cert_chain_pem.clone(),
+        cert.private_key_pem().into(),
+        now,
+        now + DEFAULT_LIFETIME,
+    );
+    assert!(ca.verify_issued(&lying, now).is_err(), "a wrong id");
+    let other_key = ca.issue(&id("web"), DEFAULT_LIFETIME, now).expect("issue");
+    let swapped = WorkloadCert::restore(
+        id("web"),
+        cert.cert_chain_pem.clone(),
+        other_key.private_key_pem().into(),
+        now,
+        now + DEFAULT_LIFETIME,
+    );
+    assert!(ca.verify_issued(&swapped, now).is_err(), "a wrong key");
+    // With a supplied intermediate, its own leaves verify.
+    let inter = Authority::from_files(
+        "cluster.local",
+        &ca.issue_intermediate("mesh", now).expect("intermediate"),
+    )
+    .expect("load");
+    let leaf = inter
+        .issue(&id("web"), DEFAULT_LIFETIME, now)
+        .expect("issue");
+    inter
+        .verify_issued(&leaf, now)
+        .expect("intermediate's leaf");
+}

@@ -179,3 +179,37 @@ async fn claiming_another_identity_is_refused() -> anyhow::Result<()> {
     assert!(c.received().certificate_identities().is_empty());
     Ok(())
 }
+
+#[tokio::test]
+async fn a_pod_of_another_service_account_cannot_be_claimed() -> anyhow::Result<()> {
+    let work = tempfile::tempdir()?;
+    let manifests = work.path().join("manifests");
+    std::fs::create_dir(&manifests)?;
+    let ip: IpAddr = "127.0.0.33".parse()?;
+    std::fs::write(
+        manifests.join("mesh.yaml"),
+        [
+            service("ratings", "http", 80, 9080, None),
+            pod("ratings-0", "ratings", ip, "ratings"),
+        ]
+        .join("---\n"),
+    )?;
+    let cp = ControlPlane::start(&manifests, work.path()).await?;
+    // Same namespace, another account: it may not pose as ratings-0.
+    let creds = Creds::issue(&cp.ca_dir(), "default", "reviews", &work.path().join("r"))?;
+    let c = RawAds::sotw(
+        creds.channel(cp.xds).await?,
+        node("ratings-0.default", "default", "ratings-0", "reviews"),
+    );
+    c.wait_for(WAIT, "the stream to be refused", |r| r.ended.is_some())
+        .await?;
+    let r = c.received();
+    assert!(
+        r.ended
+            .as_deref()
+            .is_some_and(|e| e.contains("runs as service account ratings")),
+        "{r:?}"
+    );
+    assert!(r.names(LISTENER).is_empty() && r.certificate_identities().is_empty());
+    Ok(())
+}

@@ -219,3 +219,42 @@ async fn subscribing_to_too_many_names_ends_the_stream() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn subscriptions_are_bounded_across_requests_and_by_size() -> anyhow::Result<()> {
+    let s = start(&["--max-subscribed-names", "10"]).await?;
+    let req = |names: Vec<String>| DeltaDiscoveryRequest {
+        type_url: ENDPOINT.into(),
+        resource_names_subscribe: names,
+        ..Default::default()
+    };
+    // Six, then six more: over the limit together.
+    let c = RawAds::delta_with(
+        s.creds.channel(s.cp.xds).await?,
+        app(1),
+        vec![
+            req((0..6).map(|i| format!("a{i}")).collect()),
+            req((0..6).map(|i| format!("b{i}")).collect()),
+        ],
+    );
+    ended_with(&c, "--max-subscribed-names").await?;
+    // Versions a reconnecting client claims count too.
+    let c = RawAds::delta_with(
+        s.creds.channel(s.cp.xds).await?,
+        app(2),
+        vec![DeltaDiscoveryRequest {
+            type_url: ENDPOINT.into(),
+            initial_resource_versions: (0..11).map(|i| (format!("v{i}"), "1".into())).collect(),
+            ..Default::default()
+        }],
+    );
+    ended_with(&c, "--max-subscribed-names").await?;
+    // One name may not be a whole message.
+    let c = RawAds::delta_with(
+        s.creds.channel(s.cp.xds).await?,
+        app(3),
+        vec![req(vec!["n".repeat(600)])],
+    );
+    ended_with(&c, "longer than 512").await?;
+    Ok(())
+}

@@ -79,7 +79,8 @@ async fn with_a_supplied_intermediate_only_its_own_leaves_are_trusted() -> anyho
     .await?;
     let bundle = root.trust_bundle_pem();
     let ours = Authority::from_files("cluster.local", &ours)?;
-    let sibling = Authority::from_files("other.domain", &sibling)?;
+    // The sibling issues in the same trust domain: only the anchoring can refuse it.
+    let sibling = Authority::from_files("cluster.local", &sibling)?;
     let admin = |td: &str| SpiffeId::new(td, "rudder-system", "xdsctl");
 
     // A leaf of our intermediate reads CSDS.
@@ -97,7 +98,7 @@ async fn with_a_supplied_intermediate_only_its_own_leaves_are_trusted() -> anyho
     let bad = write_creds(
         &work.path().join("bad"),
         &sibling,
-        &admin("other.domain")?,
+        &admin("cluster.local")?,
         now,
         Duration::from_secs(3600),
         &bundle,
@@ -114,11 +115,20 @@ async fn with_a_supplied_intermediate_only_its_own_leaves_are_trusted() -> anyho
         Duration::from_secs(3600),
         &bundle,
     )?;
-    if let Ok(channel) = workload.channel(cp.xds).await {
-        let c = RawAds::delta(channel, node("web-1.default", "default", "web-1", "web"));
-        c.wait_for(WAIT, "the stream to fail", |r| r.ended.is_some())
-            .await?;
-        assert!(c.received().certificate_identities().is_empty());
+    // The handshake fails (on connect, or on the first read with TLS 1.3): either way no
+    // stream is served.
+    match workload.channel(cp.xds).await {
+        Err(_) => {}
+        Ok(channel) => {
+            let c = RawAds::delta(channel, node("web-1.default", "default", "web-1", "web"));
+            c.wait_for(WAIT, "the stream to fail", |r| r.ended.is_some())
+                .await?;
+            let r = c.received();
+            assert!(
+                r.responses == 0 && r.certificate_identities().is_empty(),
+                "{r:?}"
+            );
+        }
     }
     let cp_ref = &cp;
     wait_until(WAIT, "the refusal in the log", || async move {
@@ -129,7 +139,7 @@ async fn with_a_supplied_intermediate_only_its_own_leaves_are_trusted() -> anyho
     .await?;
     let log = cp.log_text();
     assert!(
-        log.contains("\"claimed_identity\":\"spiffe://other.domain/ns/rudder-system/sa/xdsctl\""),
+        log.contains("\"claimed_identity\":\"spiffe://cluster.local/ns/rudder-system/sa/xdsctl\""),
         "{log}"
     );
     assert!(log.contains("\"level\":\"WARN\""));
@@ -195,5 +205,46 @@ async fn expired_and_other_trust_domain_certificates_are_refused() -> anyhow::Re
         format!("{err:#}").contains("may not read proxy status"),
         "{err:#}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stream_ends_when_its_client_certificate_expires() -> anyhow::Result<()> {
+    let work = tempfile::tempdir()?;
+    let manifests = work.path().join("manifests");
+    std::fs::create_dir(&manifests)?;
+    let cp = ControlPlane::start(&manifests, work.path()).await?;
+    let dir = cp.ca_dir();
+    let ca = Authority::from_files(
+        "cluster.local",
+        &CaFiles {
+            cert_pem: std::fs::read_to_string(dir.join("ca.crt"))?,
+            key_pem: std::fs::read_to_string(dir.join("ca.key"))?,
+            chain_pem: String::new(),
+        },
+    )?;
+    let id = SpiffeId::new("cluster.local", "default", "web")?;
+    // Certificates are back-dated a minute: this one is valid for about 3 more seconds.
+    let issued = SystemTime::now() - Duration::from_secs(60);
+    let creds = write_creds(
+        &work.path().join("c"),
+        &ca,
+        &id,
+        issued,
+        Duration::from_secs(63),
+        &ca.trust_bundle_pem(),
+    )?;
+    let c = RawAds::delta(
+        creds.channel(cp.xds).await?,
+        node("web-1.default", "default", "web-1", "web"),
+    );
+    c.wait_for(WAIT, "a certificate", |r| {
+        !r.certificate_identities().is_empty()
+    })
+    .await?;
+    c.wait_for(WAIT, "the stream to end", |r| r.ended.is_some())
+        .await?;
+    let ended = c.received().ended.unwrap_or_default();
+    assert!(ended.contains("client certificate expired"), "{ended}");
     Ok(())
 }

@@ -34,6 +34,7 @@ pub fn from_dir(dir: &Path, trust_domain: &str) -> anyhow::Result<Authority> {
             anyhow::bail!("{} has ca.key but no ca.crt; restore ca.crt", dir.display())
         }
     }
+    check_dir(dir)?;
     let files = CaFiles {
         cert_pem: std::fs::read_to_string(&cert)
             .with_context(|| format!("reading {}", cert.display()))?,
@@ -42,9 +43,38 @@ pub fn from_dir(dir: &Path, trust_domain: &str) -> anyhow::Result<Authority> {
     };
     let previous = read_optional(&dir.join(PREVIOUS_ROOTS))?;
     tracing::info!(dir = %dir.display(), rotation_overlap = !previous.is_empty(), "using the existing CA");
+    let hint = if dir.join("ca.crt.new").exists() {
+        " (a rotation was interrupted: ca.crt.new holds the certificate of the new key; move it to ca.crt)"
+    } else {
+        ""
+    };
     Ok(Authority::from_files(trust_domain, &files)
-        .with_context(|| format!("loading the CA in {}", dir.display()))?
+        .with_context(|| format!("loading the CA in {}{hint}", dir.display()))?
         .with_previous_roots(&previous))
+}
+
+/// Refuses a CA directory that others may write to, or that another user owns.
+fn check_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+    if meta.mode() & 0o022 != 0 {
+        anyhow::bail!(
+            "{} is writable by group or others (mode {:03o}); a CA directory must be 0700: chmod 700 {}",
+            dir.display(),
+            meta.mode() & 0o777,
+            dir.display()
+        );
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        anyhow::bail!(
+            "{} is owned by uid {}, not this process (uid {me})",
+            dir.display(),
+            meta.uid()
+        );
+    }
+    Ok(())
 }
 
 /// Loads the CA from `dir`, creating a new root on first start (an empty or missing
@@ -128,6 +158,12 @@ const PREVIOUS_SIGNER_KEY: &str = "ca-previous-signer.key";
 /// renewed. Restart the control plane(s) to pick it up; run [`end_overlap`] once every
 /// workload certificate has been renewed (after one certificate lifetime).
 pub fn rotate(dir: &Path, trust_domain: &str) -> anyhow::Result<()> {
+    if dir.join("ca-chain.crt").exists() {
+        anyhow::bail!(
+            "{} holds an intermediate CA (ca-chain.crt): rotate it with the PKI that issued it",
+            dir.display()
+        );
+    }
     let old = from_dir(dir, trust_domain)?;
     let mut previous = std::fs::read_to_string(dir.join(PREVIOUS_ROOTS)).unwrap_or_default();
     previous.push_str(&old.files().cert_pem);
@@ -144,8 +180,13 @@ pub fn rotate(dir: &Path, trust_domain: &str) -> anyhow::Result<()> {
         &dir.join(PREVIOUS_SIGNER_KEY),
         old.files().key_pem.as_bytes(),
     )?;
-    write_private(&dir.join("ca.key"), new.files().key_pem.as_bytes())?;
-    write_public(&dir.join("ca.crt"), new.files().cert_pem.as_bytes())?;
+    // Both halves are written in full first, then renamed; a crash between the renames
+    // leaves a mismatched pair that the next start refuses, naming the `.new` file.
+    let (key_new, crt_new) = (dir.join("ca.key.new"), dir.join("ca.crt.new"));
+    write_private(&key_new, new.files().key_pem.as_bytes())?;
+    write_public(&crt_new, new.files().cert_pem.as_bytes())?;
+    std::fs::rename(&key_new, dir.join("ca.key"))?;
+    std::fs::rename(&crt_new, dir.join("ca.crt"))?;
     Ok(())
 }
 

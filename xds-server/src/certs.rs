@@ -195,6 +195,15 @@ impl CertManager {
             if cert.renew_at() <= now {
                 continue;
             }
+            let trusted = self
+                .ca
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .verify_issued(&cert, now);
+            if let Err(e) = trusted {
+                tracing::info!(file = %path.display(), reason = %e, "a kept certificate is not from the current CA; it will be issued again");
+                continue;
+            }
             let id = cert.id.clone();
             let secret = Arc::new(Encoded::new(&tls::cert_secret(
                 &cert.cert_chain_pem,

@@ -152,7 +152,7 @@ pub fn client_config(p: &ProxyState, with_contents: bool) -> ClientConfig {
                 ResourceStatus::Nacked(e) => (
                     ConfigStatus::Error,
                     ClientResourceStatus::Nacked,
-                    Some(e.clone()),
+                    Some(e.to_string()),
                 ),
             };
             let contents = if kind == XdsType::Secret {
@@ -263,6 +263,7 @@ mod tests {
         req.extensions_mut().insert(ConnInfo {
             remote: None,
             identity: id.map(|s| s.parse().expect("spiffe id")),
+            not_after: None,
             streams: Default::default(),
             refused: None,
         });

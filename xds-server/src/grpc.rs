@@ -113,6 +113,16 @@ impl Peer {
     }
 }
 
+/// Refusals of streams are logged at most once a second (a peer may churn streams).
+static REFUSAL_LOG: crate::listener::RateLimited = crate::listener::RateLimited::new();
+
+/// What ends a stream from outside: the shutdown, and the expiry of the certificate that
+/// proved its identity.
+struct ConnLife {
+    stop: crate::server::Stop,
+    expires: Option<std::time::SystemTime>,
+}
+
 /// Counts an ADS stream on its connection; uncounted when dropped.
 struct StreamSlot(Arc<std::sync::atomic::AtomicUsize>);
 
@@ -214,13 +224,16 @@ impl AdsService {
                 let slot = StreamSlot(info.streams.clone());
                 if open >= self.limits.streams_per_connection {
                     self.metrics.refused("streams_per_connection");
-                    tracing::warn!(
-                        peer = ?info.remote,
-                        identity = ?info.identity.as_ref().map(|i| i.to_string()),
-                        open,
-                        limit = self.limits.streams_per_connection,
-                        "refused an ADS stream: too many streams on one connection"
-                    );
+                    if let Some(suppressed) = REFUSAL_LOG.allow() {
+                        tracing::warn!(
+                            peer = ?info.remote,
+                            identity = ?info.identity.as_ref().map(|i| i.to_string()),
+                            open,
+                            limit = self.limits.streams_per_connection,
+                            suppressed,
+                            "refused an ADS stream: too many streams on one connection"
+                        );
+                    }
                     return Err(Status::resource_exhausted(format!(
                         "too many ADS streams on this connection ({open} open; --max-streams-per-connection {})",
                         self.limits.streams_per_connection
@@ -234,6 +247,7 @@ impl AdsService {
             None => Peer::Unverified,
             Some(td) => Peer::Verified(td.clone(), peer_identity(&request)),
         };
+        let expires = crate::listener::ConnInfo::of(&request).and_then(|i| i.not_after);
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let obs = Obs {
@@ -247,7 +261,8 @@ impl AdsService {
         let limits = self.limits;
         tokio::spawn(async move {
             let _slot = slot;
-            if let Err(status) = drive::<M>(cache, obs, peer, inbound, stop, limits, &tx).await {
+            let conn = ConnLife { stop, expires };
+            if let Err(status) = drive::<M>(cache, obs, peer, inbound, conn, limits, &tx).await {
                 let _ = tx.send(Err(status)).await;
             }
         });
@@ -268,7 +283,7 @@ async fn drive<M: Machine>(
     obs: Obs,
     peer: Peer,
     mut inbound: Streaming<M::Req>,
-    stop: crate::server::Stop,
+    ConnLife { stop, expires }: ConnLife,
     limits: StreamLimits,
     tx: &mpsc::Sender<Result<M::Resp, Status>>,
 ) -> Result<(), Status> {
@@ -277,17 +292,28 @@ async fn drive<M: Machine>(
     }
     let stopped = stop.stopped();
     tokio::pin!(stopped);
+    // A stream lives no longer than the certificate that proved its identity.
+    let expired = tokio::time::sleep(
+        expires
+            .and_then(|t| t.duration_since(std::time::SystemTime::now()).ok())
+            .unwrap_or(Duration::from_secs(365 * 24 * 3600)),
+    );
+    tokio::pin!(expired);
     let first = match inbound.message().await {
         Ok(Some(first)) => first,
         Ok(None) => return Ok(()),
         Err(status) => return Err(inbound_error(&obs, "(before its node)", status)),
     };
     let identity = ProxyIdentity::from_node(M::node(&first)).map_err(|e| {
-        tracing::warn!(error = %e, "refused xDS stream");
+        if let Some(suppressed) = REFUSAL_LOG.allow() {
+            tracing::warn!(error = %e, suppressed, "refused xDS stream");
+        }
         Status::invalid_argument(e.to_string())
     })?;
     if identity.namespace == crate::server::CONTROL_PLANE_NS {
-        tracing::warn!(node = %identity.node_id, "refused xDS stream: namespace {} is the control plane's own", crate::server::CONTROL_PLANE_NS);
+        if let Some(suppressed) = REFUSAL_LOG.allow() {
+            tracing::warn!(node = %identity.node_id, suppressed, "refused xDS stream: namespace {} is the control plane's own", crate::server::CONTROL_PLANE_NS);
+        }
         return Err(Status::permission_denied(format!(
             "identities in namespace {} belong to the control plane; proxies cannot use them",
             crate::server::CONTROL_PLANE_NS
@@ -309,18 +335,36 @@ async fn drive<M: Machine>(
                 .as_ref()
                 .map(|c| c.to_string())
                 .unwrap_or_else(|| "none".into());
-            tracing::warn!(
-                node = %identity.node_id,
-                claimed_namespace = %identity.namespace,
-                claimed_service_account = %identity.service_account,
-                certificate = %shown,
-                "refused xDS stream: the node's claimed identity does not match its client certificate"
-            );
+            if let Some(suppressed) = REFUSAL_LOG.allow() {
+                tracing::warn!(
+                    node = %identity.node_id,
+                    claimed_namespace = %identity.namespace,
+                    claimed_service_account = %identity.service_account,
+                    certificate = %shown,
+                    suppressed,
+                    "refused xDS stream: the node's claimed identity does not match its client certificate"
+                );
+            }
             return Err(Status::permission_denied(format!(
                 "node {} claims {}/{} but its client certificate is {shown}",
                 identity.node_id, identity.namespace, identity.service_account
             )));
         }
+    }
+    // A pod's workload identity is its service account: a node may only claim a pod that
+    // runs as the identity it proved.
+    let pod_account = cache.read(|m| {
+        m.pod(&identity.namespace, &identity.pod)
+            .map(|p| p.service_account.clone())
+    });
+    if let Some(sa) = pod_account.filter(|sa| *sa != identity.service_account) {
+        if let Some(suppressed) = REFUSAL_LOG.allow() {
+            tracing::warn!(node = %identity.node_id, pod = %identity.pod, pod_service_account = %sa, claimed = %identity.service_account, suppressed, "refused xDS stream: the pod runs as another service account");
+        }
+        return Err(Status::permission_denied(format!(
+            "pod {}/{} runs as service account {sa}, not {}",
+            identity.namespace, identity.pod, identity.service_account
+        )));
     }
     let node = identity.node_id.clone();
     let scope = peer.scope(&identity);
@@ -369,6 +413,10 @@ async fn drive<M: Machine>(
                 tracing::info!(node = %node, stream = M::STREAM, "ending the stream: the control plane is shutting down");
                 return Err(shutting_down());
             }
+            () = &mut expired => {
+                tracing::info!(node = %node, stream = M::STREAM, "ending the stream: its client certificate expired");
+                return Err(Status::unauthenticated("the client certificate expired; reconnect with a renewed one"));
+            }
         };
         open = emit::<M>(&node, &obs, id, &machine, &mut pending_since, tx, step).await;
     }
@@ -382,7 +430,9 @@ fn refuse_if_over<M: Machine>(machine: &mut M, node: &str, obs: &Obs) -> Result<
         return Ok(());
     };
     obs.metrics.refused("subscribed_names");
-    tracing::warn!(node, reason = %reason, "ending an ADS stream: over a limit");
+    if let Some(suppressed) = REFUSAL_LOG.allow() {
+        tracing::warn!(node, reason = %reason, suppressed, "ending an ADS stream: over a limit");
+    }
     Err(Status::resource_exhausted(reason))
 }
 
@@ -391,7 +441,9 @@ fn refuse_if_over<M: Machine>(machine: &mut M, node: &str, obs: &Obs) -> Result<
 fn inbound_error(obs: &Obs, node: &str, status: Status) -> Status {
     if status.code() == tonic::Code::OutOfRange || status.code() == tonic::Code::ResourceExhausted {
         obs.metrics.refused("message_size");
-        tracing::warn!(node, error = %crds::text::clip(status.message(), 512), "ending an ADS stream: a request over the message size limit (--max-message-bytes)");
+        if let Some(suppressed) = REFUSAL_LOG.allow() {
+            tracing::warn!(node, error = %crds::text::clip(status.message(), 512), suppressed, "ending an ADS stream: a request over the message size limit (--max-message-bytes)");
+        }
     } else {
         tracing::info!(node, error = %crds::text::clip(status.message(), 512), "stream ended");
     }

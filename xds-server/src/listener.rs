@@ -66,6 +66,8 @@ pub struct ConnInfo {
     pub remote: Option<SocketAddr>,
     /// The SPIFFE ID in the peer's verified client certificate (None in plain text).
     pub identity: Option<SpiffeId>,
+    /// When the peer's certificate expires: its streams end then.
+    pub not_after: Option<std::time::SystemTime>,
     /// ADS streams open on this connection.
     pub streams: Arc<AtomicUsize>,
     /// Set on a connection over a limit: every RPC is refused with this.
@@ -121,7 +123,57 @@ enum Admission {
     Drop(String),
 }
 
+/// The address a per-peer limit counts by: the IPv4 address, or the /64 an IPv6 address
+/// is in (one host usually holds a whole /64).
+fn peer_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// Raises the soft file-descriptor limit to the hard one and caps `max_connections` to
+/// what fits, keeping a reserve for everything else the process opens.
+pub fn fit_to_fd_limit(limits: &mut ConnLimits) {
+    const RESERVE: u64 = 256;
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+        return;
+    }
+    if rl.rlim_cur < rl.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: rl.rlim_max,
+            rlim_max: rl.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            rl.rlim_cur = rl.rlim_max;
+        }
+    }
+    let usable = usize::try_from(rl.rlim_cur.saturating_sub(RESERVE)).unwrap_or(usize::MAX);
+    if limits.max_connections > usable {
+        tracing::warn!(
+            requested = limits.max_connections,
+            file_descriptors = rl.rlim_cur,
+            max_connections = usable,
+            "--max-connections lowered to fit the file-descriptor limit"
+        );
+        limits.max_connections = usable.max(1);
+    }
+}
+
 fn admit(counts: &Arc<Mutex<Counts>>, peer: IpAddr, limits: &ConnLimits) -> Admission {
+    let peer = peer_key(peer);
     let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
     let from_peer = c.per_peer.get(&peer).copied().unwrap_or(0);
     let over = if c.total >= limits.max_connections {
@@ -282,6 +334,13 @@ fn claimed(cert: &[u8]) -> (Option<String>, Option<String>) {
     });
     let not_after = c.validity().not_after.to_rfc2822().ok();
     (uri, not_after)
+}
+
+/// When a certificate expires.
+fn not_after(cert: &[u8]) -> Option<std::time::SystemTime> {
+    let (_, c) = x509_parser::parse_x509_certificate(cert).ok()?;
+    let secs = u64::try_from(c.validity().not_after.timestamp()).ok()?;
+    std::time::UNIX_EPOCH.checked_add(Duration::from_secs(secs))
 }
 
 /// The SPIFFE ID of a verified leaf.
@@ -549,6 +608,7 @@ async fn accept_loop(
             let info = ConnInfo {
                 remote: Some(remote),
                 identity: None,
+                not_after: None,
                 streams: Arc::default(),
                 refused: refused.clone(),
             };
@@ -567,15 +627,16 @@ async fn accept_loop(
                     else {
                         return;
                     };
-                    let identity = conn
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|c| c.first())
-                        .and_then(|c| verified_identity(c));
+                    let leaf = conn.get_ref().1.peer_certificates().and_then(|c| c.first());
+                    let identity = leaf.and_then(|c| verified_identity(c));
+                    let not_after = leaf.and_then(|c| not_after(c));
                     Conn {
                         io: Io::Tls(Box::new(conn)),
-                        info: ConnInfo { identity, ..info },
+                        info: ConnInfo {
+                            identity,
+                            not_after,
+                            ..info
+                        },
                         deadline,
                         _slot: slot,
                     }

@@ -51,9 +51,10 @@ impl NackLog {
                 node,
                 r#type = %rejection.kind,
                 version = %rejection.version,
-                resources = ?rejection.resources,
+                resources = ?rejection.resources.iter().take(16).collect::<Vec<_>>(),
+                resource_count = rejection.resources.len(),
                 origin = ?rejection.sources,
-                error = %rejection.error,
+                error = ?rejection.error,
                 "proxy rejected config (NACK); it keeps its last good config"
             );
         }
@@ -62,11 +63,24 @@ impl NackLog {
         {
             seen.remove(&(old.node, old.kind, old.version));
         }
+        const NAMES_KEPT: usize = 16;
+        let mut resources: Vec<String> = rejection
+            .resources
+            .iter()
+            .take(NAMES_KEPT)
+            .cloned()
+            .collect();
+        if rejection.resources.len() > NAMES_KEPT {
+            resources.push(format!(
+                "... and {} more",
+                rejection.resources.len() - NAMES_KEPT
+            ));
+        }
         records.push_back(NackRecord {
             node: node.to_string(),
             kind: rejection.kind,
             version: rejection.version.clone(),
-            resources: rejection.resources.clone(),
+            resources,
             error: rejection.error.clone(),
             at: SystemTime::now(),
         });

@@ -21,7 +21,7 @@ pub enum ResourceStatus {
     /// Accepted.
     Acked,
     /// Rejected, with the proxy's error text; it keeps its last good version.
-    Nacked(String),
+    Nacked(Arc<str>),
 }
 
 /// One resource as last sent to a proxy.
@@ -262,9 +262,11 @@ impl ProxyRegistry {
                     }
                 }
                 Event::Nack(rej) => {
+                    // One copy of the text, shared by every resource it names.
+                    let error: Arc<str> = Arc::from(rej.error.as_str());
                     for r in p.sent.entry(rej.kind).or_default().values_mut() {
                         if r.response_version == rej.version {
-                            r.status = ResourceStatus::Nacked(rej.error.clone());
+                            r.status = ResourceStatus::Nacked(error.clone());
                             r.updated = now;
                         }
                     }

@@ -224,7 +224,9 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         })
     };
     let stop = shared.stop.clone();
-    let server = serve_ads(listener, shared, tls, cfg.limits.clone());
+    let mut limits = cfg.limits.clone();
+    crate::listener::fit_to_fd_limit(&mut limits.conn);
+    let server = serve_ads(listener, shared, tls, limits);
     tokio::pin!(server);
     admin
         .ready
@@ -369,8 +371,14 @@ pub async fn serve_ads(
     .max_decoding_message_size(limits.message_bytes)
     .max_encoding_message_size(usize::MAX);
     // HTTP/2 backstop; the ADS service refuses streams over the limit with a status.
-    let h2_streams = u32::try_from(limits.stream.streams_per_connection.saturating_mul(2) + 4)
-        .unwrap_or(u32::MAX);
+    let h2_streams = u32::try_from(
+        limits
+            .stream
+            .streams_per_connection
+            .saturating_mul(2)
+            .saturating_add(4),
+    )
+    .unwrap_or(u32::MAX);
     let incoming = crate::listener::incoming(
         listener,
         setup,

@@ -5,12 +5,29 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// Runs xds-server; a refusal must come at once: one that starts serving instead is
+/// killed after a few seconds and the test fails.
 fn xds_server(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xds-server"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xds-server"))
         .args(args)
         .env("RUDDER_LOG_FORMAT", "text")
-        .output()
-        .expect("run xds-server")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run xds-server");
+    let start = std::time::Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(10) {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "xds-server {args:?} did not exit: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
 }
 
 fn refused(out: &Output, want: &str) {

@@ -141,7 +141,7 @@ impl DeltaStream {
         let mut step = Step::default();
         let Some(kind) = XdsType::from_type_url(&req.type_url) else {
             step.events.push(Event::Ignored {
-                type_url: req.type_url.clone(),
+                type_url: crds::text::clip(&req.type_url, 256),
                 reason: "type not served".into(),
             });
             return step;
@@ -149,6 +149,24 @@ impl DeltaStream {
         let Some(state) = self.types.get_mut(&kind) else {
             return step;
         };
+        let sizes = super::check_request_sizes(
+            kind,
+            req.resource_names_subscribe
+                .iter()
+                .chain(req.initial_resource_versions.keys()),
+            req.initial_resource_versions
+                .values()
+                .chain(std::iter::once(&req.response_nonce)),
+            if req.resource_names_subscribe.is_empty() && req.initial_resource_versions.is_empty() {
+                0
+            } else {
+                state.names.iter().map(String::len).sum()
+            },
+        );
+        if let Err(e) = sizes {
+            self.refusal = Some(e);
+            return step;
+        }
         let asked = req.resource_names_subscribe.len() + req.initial_resource_versions.len();
         if state.names.len().saturating_add(asked) > self.name_limit {
             self.refusal = Some(format!(

@@ -80,6 +80,46 @@ pub enum Event {
     },
 }
 
+/// Longest resource name a request may carry, in bytes (Rudder's own names stay under
+/// 300: `outbound|PORT||` and a 253-character Service name with its domain).
+pub const MAX_NAME_BYTES: usize = 512;
+/// Most bytes of names one stream may subscribe to, per type.
+pub const MAX_SUBSCRIBED_BYTES: usize = 4 << 20;
+/// Longest version or nonce a request may carry, in bytes.
+pub const MAX_TOKEN_BYTES: usize = 128;
+
+/// Checks the sizes of what a request names: each name, version and nonce, and the
+/// names' total (`already` bytes are subscribed). Returns the new total or why not.
+pub(crate) fn check_request_sizes<'a>(
+    kind: XdsType,
+    names: impl IntoIterator<Item = &'a String>,
+    tokens: impl IntoIterator<Item = &'a String>,
+    already: usize,
+) -> Result<usize, String> {
+    let mut total = already;
+    for n in names {
+        if n.len() > MAX_NAME_BYTES {
+            return Err(format!(
+                "{kind}: a resource name of {} bytes is longer than {MAX_NAME_BYTES}",
+                n.len()
+            ));
+        }
+        total = total.saturating_add(n.len());
+    }
+    if total > MAX_SUBSCRIBED_BYTES {
+        return Err(format!(
+            "{kind}: subscribed names would total {total} bytes, more than {MAX_SUBSCRIBED_BYTES}"
+        ));
+    }
+    if let Some(t) = tokens.into_iter().find(|t| t.len() > MAX_TOKEN_BYTES) {
+        return Err(format!(
+            "{kind}: a version or nonce of {} bytes is longer than {MAX_TOKEN_BYTES}",
+            t.len()
+        ));
+    }
+    Ok(total)
+}
+
 /// Longest proxy error text kept from a NACK, in bytes: it is untrusted input that is
 /// stored, logged and written into CRD status.
 pub const NACK_TEXT_MAX: usize = 4096;

@@ -26,7 +26,9 @@ struct TypeState {
     last_nonce: Option<String>,
     inflight: Option<Sent>,
     acked: Option<Sent>,
-    rejected: Option<String>,
+    /// Versions the proxy rejected lately (a few: a client alternating between
+    /// subscriptions must not get a fresh response to reject every time).
+    rejected: std::collections::VecDeque<String>,
     /// Send the next response even if its version is unchanged.
     force: bool,
     /// The version a reconnecting proxy said it holds, until matched.
@@ -149,7 +151,7 @@ impl SotwStream {
         let mut step = Step::default();
         let Some(kind) = XdsType::from_type_url(&req.type_url) else {
             step.events.push(Event::Ignored {
-                type_url: req.type_url.clone(),
+                type_url: crds::text::clip(&req.type_url, 256),
                 reason: "type not served".into(),
             });
             return step;
@@ -157,6 +159,15 @@ impl SotwStream {
         let Some(state) = self.types.get_mut(&kind) else {
             return step;
         };
+        if let Err(e) = super::check_request_sizes(
+            kind,
+            req.resource_names.iter(),
+            [&req.version_info, &req.response_nonce],
+            0,
+        ) {
+            self.refusal = Some(e);
+            return step;
+        }
         if req.resource_names.len() > self.name_limit {
             self.refusal = Some(format!(
                 "{kind}: {} resource names exceed {} (--max-subscribed-names)",
@@ -182,7 +193,7 @@ impl SotwStream {
                             accepted: super::policy_sources(kind, sent.resources.values()),
                         });
                         state.acked = Some(sent);
-                        state.rejected = None;
+                        state.rejected.clear();
                     }
                     Some(status) => {
                         let acked = state.acked.as_ref().map(|a| &a.resources);
@@ -199,7 +210,10 @@ impl SotwStream {
                             suspects,
                             precise,
                         }));
-                        state.rejected = Some(sent.version);
+                        if state.rejected.len() >= 8 {
+                            state.rejected.pop_front();
+                        }
+                        state.rejected.push_back(sent.version);
                     }
                 }
             }
@@ -290,7 +304,7 @@ impl SotwStream {
         let forced = std::mem::take(&mut state.force);
         if !forced
             && (state.acked.as_ref().is_some_and(|a| a.version == version)
-                || state.rejected.as_deref() == Some(version.as_str()))
+                || state.rejected.contains(&version))
         {
             return None;
         }

@@ -147,6 +147,15 @@ struct FileState {
     problem: Option<SourceError>,
 }
 
+/// A manifest file found by a scan.
+struct Listed {
+    /// Its path in the directory.
+    path: PathBuf,
+    /// Where it resolves (inside the directory).
+    real: PathBuf,
+    stamp: Stamp,
+}
+
 /// The directory and the last good contents of each file in it.
 #[derive(Debug)]
 pub struct ManifestDir {
@@ -179,7 +188,7 @@ impl ManifestDir {
 
     /// The manifest files of the directory with their stamps; symlinks that leave the
     /// directory are reported instead.
-    fn list(&self, problems: &mut Vec<SourceError>) -> std::io::Result<Vec<(PathBuf, Stamp)>> {
+    fn list(&self, problems: &mut Vec<SourceError>) -> std::io::Result<Vec<Listed>> {
         let root = std::fs::canonicalize(&self.dir)?;
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&self.dir)? {
@@ -199,11 +208,15 @@ impl ManifestDir {
                 continue;
             }
             match std::fs::metadata(&real) {
-                Ok(meta) if meta.is_file() => out.push((path, Stamp::of(&meta))),
+                Ok(meta) if meta.is_file() => out.push(Listed {
+                    path,
+                    real,
+                    stamp: Stamp::of(&meta),
+                }),
                 _ => {}
             }
         }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(out)
     }
 
@@ -224,18 +237,18 @@ impl ManifestDir {
                 return scan;
             }
         };
-        let present: BTreeSet<&PathBuf> = listed.iter().map(|(p, _)| p).collect();
+        let present: BTreeSet<&PathBuf> = listed.iter().map(|l| &l.path).collect();
         self.files.retain(|p, _| present.contains(p));
         // As git does for its index: a stamp from the last moments may hide a second
         // write within the file system's timestamp granularity, so recent files are
         // read again (an unchanged hash applies nothing).
         let settled = SystemTime::now() - Duration::from_secs(2);
-        for (path, stamp) in &listed {
+        for Listed { path, real, stamp } in &listed {
             let recent = stamp.modified.is_none_or(|m| m > settled);
             if !recent && self.files.get(path).is_some_and(|f| f.stamp == *stamp) {
                 continue;
             }
-            self.read(path, *stamp, &mut scan);
+            self.read(path, real, *stamp, &mut scan);
         }
         problems.extend(self.files.values().filter_map(|f| f.problem.clone()));
         // Desired state: the union of every file's last good objects (later files win).
@@ -270,7 +283,7 @@ impl ManifestDir {
     }
 
     /// Reads one new or changed file.
-    fn read(&mut self, path: &Path, stamp: Stamp, scan: &mut Scan) {
+    fn read(&mut self, path: &Path, real: &Path, stamp: Stamp, scan: &mut Scan) {
         let previous = self.files.remove(path);
         let last_good = previous.as_ref().and_then(|f| f.objects.clone());
         let text = if stamp.len > MAX_MANIFEST_BYTES as u64 {
@@ -279,7 +292,9 @@ impl ManifestDir {
                 stamp.len
             ))
         } else {
-            std::fs::read_to_string(path).map_err(|e| e.to_string())
+            // The resolved path, checked to be inside the directory: a link swapped after
+            // the check is not followed.
+            std::fs::read_to_string(real).map_err(|e| e.to_string())
         };
         let text = match text {
             Ok(t) => t,
