@@ -1,22 +1,21 @@
-//! The Rudder control plane: sources feed one model, the translator turns it into
-//! per-proxy snapshots, and ADS streams deliver them.
+//! The Rudder control plane. Sources feed one model; the incremental builder turns a
+//! change into per-view change sets; the fan-out hands them to the ADS streams of the
+//! proxies that share each view; every stream is bound to its certificate's identity.
+//!
+//! Modules by role:
+//! - [`xds`]: serving xDS: the port's front door, the model store and build loop, the
+//!   fan-out, the stream state machines and their tonic glue, containment of rejected
+//!   config.
+//! - [`identity`]: the CA and workload certificates.
+//! - [`source`]: the manifest directory; [`k8s`]: the Kubernetes watch, Lease election
+//!   and CRD status.
+//! - [`observability`]: the proxy registry, CSDS, metrics, the NACK record.
+//! - [`cli`]: the `xds-server` command line, bootstrap generation, `xdsctl` views.
 
-pub mod ads;
-pub mod bootstrap;
-pub mod ca_store;
-pub mod cache;
-pub mod certs;
 pub mod cli;
-pub mod containment;
-pub mod csds;
-pub mod ctl;
-pub mod grpc;
-pub mod lease;
-pub mod listener;
-pub mod metrics;
-pub mod nack;
-pub mod proxies;
+pub mod identity;
+pub mod k8s;
+pub mod observability;
 pub mod server;
-pub mod snapshot;
 pub mod source;
-pub mod status;
+pub mod xds;

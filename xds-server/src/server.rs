@@ -13,15 +13,15 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use translator::MeshConfig;
 use translator::tls::MtlsMode;
 
-use crate::cache::{Cache, CacheConfig};
-use crate::certs::CertManager;
 use crate::cli::SecurityArgs;
-use crate::csds::CsdsService;
-use crate::grpc::AdsService;
-use crate::metrics::{Admin, Metrics};
-use crate::nack::NackLog;
-use crate::proxies::ProxyRegistry;
+use crate::identity::certs::CertManager;
+use crate::observability::csds::CsdsService;
+use crate::observability::metrics::{Admin, Metrics};
+use crate::observability::nack::NackLog;
+use crate::observability::registry::ProxyRegistry;
 use crate::source::manifest::{self, ManifestDir};
+use crate::xds::cache::{Cache, CacheConfig};
+use crate::xds::grpc::AdsService;
 use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_server::ClientStatusDiscoveryServiceServer;
 
 /// Namespace and service account of the control plane's own identity.
@@ -71,9 +71,9 @@ pub struct ServeConfig {
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// Connections and handshakes.
-    pub conn: crate::listener::ConnLimits,
+    pub conn: crate::xds::listener::ConnLimits,
     /// What one stream may ask for.
-    pub stream: crate::grpc::StreamLimits,
+    pub stream: crate::xds::grpc::StreamLimits,
     /// Largest request message decoded, in bytes.
     pub message_bytes: usize,
 }
@@ -91,10 +91,13 @@ impl Default for Limits {
 /// Loads the CA from operator-supplied files or the CA directory, which must hold one.
 pub fn load_ca_files(sec: &SecurityArgs) -> anyhow::Result<Authority> {
     match (&sec.ca_cert, &sec.ca_key) {
-        (Some(cert), Some(key)) => {
-            crate::ca_store::from_files(cert, key, sec.ca_chain.as_deref(), &sec.trust_domain)
-        }
-        _ => crate::ca_store::from_dir(&sec.ca_dir, &sec.trust_domain),
+        (Some(cert), Some(key)) => crate::identity::ca_store::from_files(
+            cert,
+            key,
+            sec.ca_chain.as_deref(),
+            &sec.trust_domain,
+        ),
+        _ => crate::identity::ca_store::from_dir(&sec.ca_dir, &sec.trust_domain),
     }
 }
 
@@ -118,7 +121,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     };
     let (authority, issued_dir, previous_signer) = match (&client, &sec.ca_cert) {
         (Some(client), None) => (
-            crate::ca_store::from_kubernetes(
+            crate::identity::ca_store::from_kubernetes(
                 client.clone(),
                 &cfg.lease_namespace,
                 &sec.trust_domain,
@@ -130,13 +133,15 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         _ => {
             let authority = match (&sec.ca_cert, &sec.ca_key) {
                 (Some(_), Some(_)) => load_ca_files(sec)?,
-                _ => crate::ca_store::open_or_create(&sec.ca_dir, &sec.trust_domain)?,
+                _ => crate::identity::ca_store::open_or_create(&sec.ca_dir, &sec.trust_domain)?,
             };
             // During a rotation overlap the previous root signs our serving certificate.
             let previous = match &sec.ca_cert {
-                None => {
-                    crate::ca_store::serving_authority(&sec.ca_dir, &sec.trust_domain, &authority)?
-                }
+                None => crate::identity::ca_store::serving_authority(
+                    &sec.ca_dir,
+                    &sec.trust_domain,
+                    &authority,
+                )?,
                 Some(_) => None,
             };
             (authority, Some(sec.ca_dir.join("issued")), previous)
@@ -162,26 +167,29 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         certs: Some(certs.clone()),
         ready: Default::default(),
     });
-    let admin_listener = crate::metrics::bind(cfg.admin_address)
+    let admin_listener = crate::observability::metrics::bind(cfg.admin_address)
         .await
         .with_context(|| format!("binding the admin address {}", cfg.admin_address))?;
     let admin_bound = admin_listener
         .local_addr()
         .context("reading the admin address")?;
-    tokio::spawn(crate::metrics::serve_admin(admin_listener, admin.clone()));
+    tokio::spawn(crate::observability::metrics::serve_admin(
+        admin_listener,
+        admin.clone(),
+    ));
     if let Some(dir) = &cfg.manifests {
         let mut source = ManifestDir::new(dir);
         manifest::apply(&cache, source.scan());
         tokio::spawn(manifest::run(source, cache.clone()));
-        tokio::spawn(crate::status::log_changes(cache.clone()));
+        tokio::spawn(crate::k8s::status::log_changes(cache.clone()));
         tracing::info!(dir = %dir.display(), "manifests loaded");
     } else if let Some(client) = client {
-        let lease = crate::lease::LeaseConfig {
+        let lease = crate::k8s::lease::LeaseConfig {
             namespace: cfg.lease_namespace.clone(),
             name: "rudder-status-writer".into(),
             identity: cfg.identity.clone().unwrap_or_else(default_identity),
         };
-        let scope = crate::source::kube::KubeScope {
+        let scope = crate::k8s::watch::KubeScope {
             namespaces: cfg.namespaces.clone(),
         };
         start_kubernetes(client, cache.clone(), &scope, lease)
@@ -225,7 +233,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     };
     let stop = shared.stop.clone();
     let mut limits = cfg.limits.clone();
-    crate::listener::fit_to_fd_limit(&mut limits.conn);
+    crate::xds::listener::fit_to_fd_limit(&mut limits.conn);
     let server = serve_ads(listener, shared, tls, limits);
     tokio::pin!(server);
     admin
@@ -348,7 +356,9 @@ pub async fn serve_ads(
 ) -> anyhow::Result<()> {
     let verify = tls.as_ref().map(|t| t.trust_domain.clone());
     let setup = tls
-        .map(|t| crate::listener::TlsSetup::from_pem(&t.cert_pem, &t.key_pem, &t.client_anchors))
+        .map(|t| {
+            crate::xds::listener::TlsSetup::from_pem(&t.cert_pem, &t.key_pem, &t.client_anchors)
+        })
         .transpose()
         .context("configuring TLS for xDS")?
         .map(Arc::new);
@@ -379,7 +389,7 @@ pub async fn serve_ads(
             .saturating_add(4),
     )
     .unwrap_or(u32::MAX);
-    let incoming = crate::listener::incoming(
+    let incoming = crate::xds::listener::incoming(
         listener,
         setup,
         limits.conn,
@@ -401,14 +411,14 @@ pub async fn serve_ads(
 pub fn start_kubernetes(
     client: kube::Client,
     cache: Arc<Cache>,
-    scope: &crate::source::kube::KubeScope,
-    lease: crate::lease::LeaseConfig,
-) -> crate::source::kube::SyncState {
-    let (rejected, sync) = crate::source::kube::spawn(client.clone(), cache.clone(), scope);
+    scope: &crate::k8s::watch::KubeScope,
+    lease: crate::k8s::lease::LeaseConfig,
+) -> crate::k8s::watch::SyncState {
+    let (rejected, sync) = crate::k8s::watch::spawn(client.clone(), cache.clone(), scope);
     let (leader_tx, leader_rx) = tokio::sync::watch::channel(false);
     let field_manager = format!("rudder/{}", lease.identity);
-    tokio::spawn(crate::lease::run(client.clone(), lease, leader_tx));
-    tokio::spawn(crate::status::run(
+    tokio::spawn(crate::k8s::lease::run(client.clone(), lease, leader_tx));
+    tokio::spawn(crate::k8s::status::run(
         client,
         cache,
         rejected,

@@ -19,9 +19,9 @@ use serde_json::{Value, json};
 use testbed::fake_kube::FakeKube;
 use tokio::sync::mpsc;
 use translator::XdsType;
-use xds_server::cache::{Cache, CacheConfig};
-use xds_server::lease::{LeaseConfig, try_acquire};
-use xds_server::source::kube::KubeScope;
+use xds_server::k8s::lease::{LeaseConfig, try_acquire};
+use xds_server::k8s::watch::KubeScope;
+use xds_server::xds::cache::{Cache, CacheConfig};
 
 const WAIT: Duration = Duration::from_secs(20);
 const WEB: &str = "outbound|80||web.default.svc.cluster.local";
@@ -550,7 +550,7 @@ async fn watch_errors_are_retried_and_the_namespace_scope_holds() -> anyhow::Res
     let fake = FakeKube::new();
     fake.fail_next_watches(2);
     let cache = Cache::new(CacheConfig::default());
-    let (_rejected, sync) = xds_server::source::kube::spawn(
+    let (_rejected, sync) = xds_server::k8s::watch::spawn(
         fake.client(),
         cache.clone(),
         &KubeScope {
@@ -584,7 +584,7 @@ async fn real_cluster_lists_services() -> anyhow::Result<()> {
     let client = kube::Client::try_default().await?;
     let cache = Cache::new(CacheConfig::default());
     let (_rejected, sync) =
-        xds_server::source::kube::spawn(client, cache.clone(), &KubeScope::default());
+        xds_server::k8s::watch::spawn(client, cache.clone(), &KubeScope::default());
     tokio::time::timeout(Duration::from_secs(60), sync.wait()).await?;
     assert!(
         cache.read(|m| m.services().count()) > 0,
@@ -596,12 +596,18 @@ async fn real_cluster_lists_services() -> anyhow::Result<()> {
 #[tokio::test]
 async fn the_ca_lives_in_a_secret_and_every_replica_reuses_it() -> anyhow::Result<()> {
     let fake = FakeKube::new();
-    let first =
-        xds_server::ca_store::from_kubernetes(fake.client(), "rudder-system", "cluster.local")
-            .await?;
-    let second =
-        xds_server::ca_store::from_kubernetes(fake.client(), "rudder-system", "cluster.local")
-            .await?;
+    let first = xds_server::identity::ca_store::from_kubernetes(
+        fake.client(),
+        "rudder-system",
+        "cluster.local",
+    )
+    .await?;
+    let second = xds_server::identity::ca_store::from_kubernetes(
+        fake.client(),
+        "rudder-system",
+        "cluster.local",
+    )
+    .await?;
     assert_eq!(
         first.trust_bundle_pem(),
         second.trust_bundle_pem(),

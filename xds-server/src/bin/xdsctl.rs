@@ -10,7 +10,7 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use envoy_types::pb::envoy::service::status::v3::ClientStatusRequest;
 use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_client::ClientStatusDiscoveryServiceClient;
 use translator::XdsType;
-use xds_server::ctl;
+use xds_server::cli::ctl;
 
 /// Inspect the xDS config Rudder sends to each proxy, and what each proxy did with it.
 ///

@@ -20,8 +20,8 @@ use notify::Watcher;
 use tokio::sync::mpsc;
 use translator::model::{MAX_MANIFEST_BYTES, ManifestError, Object, ObjectKey, parse_manifest};
 
-use crate::cache::Cache;
-use crate::snapshot::short_hash;
+use crate::xds::cache::Cache;
+use crate::xds::snapshot::short_hash;
 
 /// Quiet time after a file-system event before the directory is re-read.
 pub const DEBOUNCE: Duration = Duration::from_millis(50);

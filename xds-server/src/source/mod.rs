@@ -1,5 +1,4 @@
-//! Sources feed the one model. Today: the manifest directory. The Kubernetes watch
-//! will write through the same [`crate::cache::Cache::update`].
+//! Sources feed the one model: the manifest directory here, the Kubernetes watch in
+//! [`crate::k8s::watch`]; both write through the store.
 
-pub mod kube;
 pub mod manifest;

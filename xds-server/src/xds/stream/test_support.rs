@@ -7,7 +7,7 @@ use envoy_types::pb::google::protobuf::Any;
 use envoy_types::pb::google::rpc::Status;
 use translator::XdsType;
 
-use crate::snapshot::{Encoded, Snapshot};
+use crate::xds::snapshot::{Encoded, Snapshot};
 
 pub(crate) fn res(kind: XdsType, name: &str, version: &str, refs: &[&str]) -> Arc<Encoded> {
     Arc::new(Encoded {

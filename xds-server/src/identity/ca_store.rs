@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
 use kube::{Api, Client};
 
-use crate::certs::{write_private, write_public};
+use crate::identity::certs::{write_private, write_public};
 
 /// Name of the Secret holding the CA in cluster mode.
 pub const CA_SECRET: &str = "rudder-ca";

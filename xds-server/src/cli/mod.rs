@@ -1,5 +1,9 @@
 //! Command-line interface of the `xds-server` binary: parses one configuration at start
-//! and runs the chosen command.
+//! and runs the chosen command. [`bootstrap`] makes Envoy bootstraps; [`ctl`] holds the
+//! views `xdsctl` prints.
+
+pub mod bootstrap;
+pub mod ctl;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -8,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::bootstrap::{BootstrapParams, BootstrapTls, bootstrap};
+use crate::cli::bootstrap::{BootstrapParams, BootstrapTls, bootstrap};
 
 /// Rudder: a service-mesh control plane that drives Envoy over xDS.
 #[derive(Debug, Parser)]
@@ -167,13 +171,13 @@ impl LimitArgs {
     fn limits(&self) -> crate::server::Limits {
         let n = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
         crate::server::Limits {
-            conn: crate::listener::ConnLimits {
+            conn: crate::xds::listener::ConnLimits {
                 handshake_timeout: self.tls_handshake_timeout,
                 keepalive: (!self.tcp_keepalive.is_zero()).then_some(self.tcp_keepalive),
                 max_connections: n(self.max_connections),
                 max_connections_per_peer: n(self.max_connections_per_peer),
             },
-            stream: crate::grpc::StreamLimits {
+            stream: crate::xds::grpc::StreamLimits {
                 streams_per_connection: n(self.max_streams_per_connection),
                 subscribed_names: n(self.max_subscribed_names),
             },
@@ -319,18 +323,20 @@ impl Args {
                 ca_dir,
                 trust_domain,
             }) => {
-                crate::ca_store::rotate(&ca_dir, &trust_domain)?;
+                crate::identity::ca_store::rotate(&ca_dir, &trust_domain)?;
                 println!(
                     "rotated: a new root signs; the previous root stays trusted until `xds-server ca end-overlap`"
                 );
                 Ok(())
             }
-            Command::Ca(CaCommand::EndOverlap { ca_dir }) => crate::ca_store::end_overlap(&ca_dir),
+            Command::Ca(CaCommand::EndOverlap { ca_dir }) => {
+                crate::identity::ca_store::end_overlap(&ca_dir)
+            }
             Command::Ca(CaCommand::Init {
                 ca_dir,
                 trust_domain,
             }) => {
-                crate::ca_store::init(&ca_dir, &trust_domain)?;
+                crate::identity::ca_store::init(&ca_dir, &trust_domain)?;
                 println!("created a root CA in {}", ca_dir.display());
                 Ok(())
             }
@@ -421,17 +427,17 @@ fn write_client_credentials(
     let cert = authority
         .issue(&id, sec.cert_lifetime, std::time::SystemTime::now())
         .context("issuing the xDS client certificate")?;
-    crate::ca_store::private_dir(dir)?;
+    crate::identity::ca_store::private_dir(dir)?;
     let tls = BootstrapTls {
         cert_file: dir.join("xds-client.crt"),
         key_file: dir.join("xds-client.key"),
         ca_file: dir.join("xds-ca.crt"),
         server_id: crate::server::control_plane_id(&sec.trust_domain)?.to_string(),
     };
-    crate::certs::write_public(&tls.cert_file, cert.cert_chain_pem.as_bytes())
+    crate::identity::certs::write_public(&tls.cert_file, cert.cert_chain_pem.as_bytes())
         .with_context(|| format!("writing {}", tls.cert_file.display()))?;
-    crate::certs::write_private(&tls.key_file, cert.private_key_pem().as_bytes())?;
-    crate::certs::write_public(&tls.ca_file, authority.trust_bundle_pem().as_bytes())
+    crate::identity::certs::write_private(&tls.key_file, cert.private_key_pem().as_bytes())?;
+    crate::identity::certs::write_public(&tls.ca_file, authority.trust_bundle_pem().as_bytes())
         .with_context(|| format!("writing {}", tls.ca_file.display()))?;
     Ok(tls)
 }

@@ -27,7 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tonic::transport::server::Connected;
 
-use crate::metrics::Metrics;
+use crate::observability::metrics::Metrics;
 use crate::server::Stop;
 
 /// Connection limits of the xDS port.

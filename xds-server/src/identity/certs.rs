@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ca::{Authority, CaError, SpiffeId, WorkloadCert};
 use translator::tls;
 
-use crate::snapshot::Encoded;
+use crate::xds::snapshot::Encoded;
 
 struct Issued {
     cert: WorkloadCert,
@@ -164,7 +164,7 @@ impl CertManager {
             "key": cert.private_key_pem(),
         });
         let path = Self::path(dir, &cert.id);
-        let result = crate::ca_store::private_dir(dir)
+        let result = crate::identity::ca_store::private_dir(dir)
             .map_err(|e| std::io::Error::other(format!("{e:#}")))
             .and_then(|()| write_private(&path, body.to_string().as_bytes()));
         if let Err(e) = result {
@@ -221,7 +221,7 @@ const SANE_TIMES: std::ops::RangeInclusive<u64> = 946_684_800..=7_258_118_400;
 /// Reads one kept certificate, checking every value before use.
 fn restore(path: &Path) -> anyhow::Result<WorkloadCert> {
     use anyhow::{Context, bail};
-    let text = crate::ca_store::read_private(path)?;
+    let text = crate::identity::ca_store::read_private(path)?;
     let v: serde_json::Value = serde_json::from_str(&text).context("not JSON")?;
     let field = |k: &str| v.get(k).with_context(|| format!("{k} is missing"));
     let id: SpiffeId = field("id")?

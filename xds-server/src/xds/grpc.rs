@@ -16,12 +16,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use translator::identity::{ProxyIdentity, ProxyKind};
 
-use crate::ads::{Event, delta, sotw};
-use crate::cache::Cache;
-use crate::metrics::{Metrics, TypeLabel};
-use crate::nack::NackLog;
-use crate::proxies::{ProxyRegistry, ProxyState};
-use crate::snapshot::Snapshot;
+use crate::observability::metrics::{Metrics, TypeLabel};
+use crate::observability::nack::NackLog;
+use crate::observability::registry::{ProxyRegistry, ProxyState};
+use crate::xds::cache::Cache;
+use crate::xds::snapshot::Snapshot;
+use crate::xds::stream::{Event, delta, sotw};
 
 /// How often a stream with an ordering wait re-checks it.
 const TICK: Duration = Duration::from_millis(250);
@@ -85,7 +85,9 @@ impl AdsService {
 
 /// The SPIFFE ID of the peer's verified client certificate, from the connection.
 pub(crate) fn peer_identity<T>(request: &Request<T>) -> Option<ca::SpiffeId> {
-    crate::listener::ConnInfo::of(request)?.identity.clone()
+    crate::xds::listener::ConnInfo::of(request)?
+        .identity
+        .clone()
 }
 
 /// Who the stream may act as.
@@ -114,7 +116,7 @@ impl Peer {
 }
 
 /// Refusals of streams are logged at most once a second (a peer may churn streams).
-static REFUSAL_LOG: crate::listener::RateLimited = crate::listener::RateLimited::new();
+static REFUSAL_LOG: crate::xds::listener::RateLimited = crate::xds::listener::RateLimited::new();
 
 /// What ends a stream from outside: the shutdown, and the expiry of the certificate that
 /// proved its identity.
@@ -213,10 +215,10 @@ impl AdsService {
     where
         Streaming<M::Req>: Send,
     {
-        if let Some(refused) = crate::listener::refusal(&request) {
+        if let Some(refused) = crate::xds::listener::refusal(&request) {
             return Err(refused);
         }
-        let slot = match crate::listener::ConnInfo::of(&request) {
+        let slot = match crate::xds::listener::ConnInfo::of(&request) {
             Some(info) => {
                 let open = info
                     .streams
@@ -247,7 +249,7 @@ impl AdsService {
             None => Peer::Unverified,
             Some(td) => Peer::Verified(td.clone(), peer_identity(&request)),
         };
-        let expires = crate::listener::ConnInfo::of(&request).and_then(|i| i.not_after);
+        let expires = crate::xds::listener::ConnInfo::of(&request).and_then(|i| i.not_after);
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let obs = Obs {
@@ -373,7 +375,7 @@ async fn drive<M: Machine>(
     let snapshot = watch.rx.borrow_and_update().clone();
     let mut machine = M::new(snapshot.clone(), &limits);
     let id = obs.proxies.connect(ProxyState {
-        node: crate::proxies::NodeInfo::new(M::node(&first), &identity),
+        node: crate::observability::registry::NodeInfo::new(M::node(&first), &identity),
         identity: scope.clone(),
         kind: "envoy",
         stream: M::STREAM,

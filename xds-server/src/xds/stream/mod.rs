@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use translator::XdsType;
 
-use crate::snapshot::{Encoded, Resources, Source};
+use crate::xds::snapshot::{Encoded, Resources, Source};
 
 /// Longest a Listener or Route update waits for the Clusters it needs.
 pub const ORDER_WAIT: Duration = Duration::from_secs(2);

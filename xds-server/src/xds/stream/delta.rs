@@ -11,7 +11,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use translator::XdsType;
 
 use super::{Event, OrderWait, Readiness, Rejection, pinned};
-use crate::snapshot::{Encoded, Snapshot, short_hash};
+use crate::xds::snapshot::{Encoded, Snapshot, short_hash};
 
 /// What the proxy holds of one resource.
 #[derive(Clone, Debug)]

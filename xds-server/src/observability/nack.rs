@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use translator::XdsType;
 
-use crate::ads::Rejection;
+use crate::xds::stream::Rejection;
 
 /// How many rejections are kept.
 const KEEP: usize = 1024;

@@ -9,7 +9,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use translator::XdsType;
 
 use super::{Event, OrderWait, Readiness, Rejection, pinned};
-use crate::snapshot::{Resources, Snapshot, short_hash};
+use crate::xds::snapshot::{Resources, Snapshot, short_hash};
 
 /// A response this stream sent.
 #[derive(Clone, Debug, Default)]
@@ -36,7 +36,7 @@ struct TypeState {
 }
 
 impl TypeState {
-    fn held(&self) -> impl Iterator<Item = &Arc<crate::snapshot::Encoded>> {
+    fn held(&self) -> impl Iterator<Item = &Arc<crate::xds::snapshot::Encoded>> {
         self.acked
             .iter()
             .chain(self.inflight.iter())

@@ -15,8 +15,8 @@ use serde_json::json;
 use tokio::sync::watch;
 use translator::model::{Kind, ObjectKey, PolicyStatus, RetryPolicy, TrafficSplit, policy_status};
 
-use crate::cache::Cache;
-use crate::source::kube::Rejected;
+use crate::k8s::watch::Rejected;
+use crate::xds::cache::Cache;
 
 /// What status every policy object should carry now, rejected objects included.
 pub fn desired(cache: &Cache, rejected: &Rejected) -> BTreeMap<ObjectKey, PolicyStatus> {
@@ -209,9 +209,9 @@ mod tests {
     use translator::model::parse_manifest;
 
     use super::*;
-    use crate::ads::Rejection;
-    use crate::cache::CacheConfig;
-    use crate::snapshot::Source;
+    use crate::xds::cache::CacheConfig;
+    use crate::xds::snapshot::Source;
+    use crate::xds::stream::Rejection;
 
     const YAML: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{name: http, port: 80}]\n---\napiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {name: canary}\nspec:\n  service: web\n  backends: [{service: web, weight: 1}]\n---\napiVersion: policy.rudder.dev/v1alpha1\nkind: RetryPolicy\nmetadata: {name: retries}\nspec:\n  targetRef: {name: web}\n";
 

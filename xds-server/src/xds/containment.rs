@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use translator::model::ObjectKey;
 
-use crate::snapshot::Source;
+use crate::xds::snapshot::Source;
 
 /// Why an object is left out.
 #[derive(Clone, Debug, PartialEq, Eq)]

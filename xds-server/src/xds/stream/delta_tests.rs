@@ -255,7 +255,7 @@ fn a_changed_cluster_gets_its_endpoints_again() {
 
 #[test]
 fn nack_text_is_cut_and_suspects_are_the_diff_against_the_held_version() {
-    use crate::snapshot::Source;
+    use crate::xds::snapshot::Source;
     use translator::model::{Kind, ObjectKey};
     let now = Instant::now();
     let src = |name: &str, rev: u64| Source {
@@ -306,7 +306,7 @@ fn subscribing_over_the_name_limit_sets_a_refusal() {
 
 #[test]
 fn a_route_rejected_with_no_held_version_suspects_all_its_policies() {
-    use crate::snapshot::Source;
+    use crate::xds::snapshot::Source;
     use translator::model::{Kind, ObjectKey};
     let now = Instant::now();
     let src = |name: &str| Source {

@@ -10,8 +10,8 @@ use std::time::SystemTime;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use translator::XdsType;
 
-use crate::ads::Event;
-use crate::snapshot::{Encoded, Snapshot};
+use crate::xds::snapshot::{Encoded, Snapshot};
+use crate::xds::stream::Event;
 
 /// Where one resource stands with a proxy.
 #[derive(Clone, Debug, PartialEq)]

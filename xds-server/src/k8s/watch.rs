@@ -23,7 +23,7 @@ use translator::model::{
     HTTPRouteGroup, Kind, Model, ModelError, Object, ObjectKey, RetryPolicy, TrafficSplit,
 };
 
-use crate::cache::Cache;
+use crate::xds::cache::Cache;
 
 /// Objects refused by validation: key -> (generation, error).
 pub type Rejected = Arc<Mutex<BTreeMap<ObjectKey, (Option<i64>, ModelError)>>>;

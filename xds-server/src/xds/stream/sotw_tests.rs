@@ -17,7 +17,7 @@ fn items(r: &DiscoveryResponse) -> Vec<String> {
 /// Brings a fresh stream to fully ACKed state for `snapshot`; returns the stream and the
 /// last (version, nonce) per type.
 fn synced(
-    snapshot: std::sync::Arc<crate::snapshot::Snapshot>,
+    snapshot: std::sync::Arc<crate::xds::snapshot::Snapshot>,
     eds: &[&str],
 ) -> (
     SotwStream,

@@ -11,7 +11,7 @@ use envoy_types::pb::envoy::service::status::v3::{
 use serde_json::{Value, json};
 use translator::XdsType;
 
-use crate::csds::{META_IDENTITY, META_STREAM};
+use crate::observability::csds::{META_IDENTITY, META_STREAM};
 
 /// One proxy's line in `xdsctl status`.
 #[derive(Clone, Debug, PartialEq, Eq)]

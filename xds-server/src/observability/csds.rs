@@ -19,7 +19,7 @@ use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 use translator::XdsType;
 
-use crate::proxies::{ProxyRegistry, ProxyState, ResourceStatus};
+use crate::observability::registry::{ProxyRegistry, ProxyState, ResourceStatus};
 
 /// Node metadata key CSDS adds: the proxy's stream type (`sotw` or `delta`).
 pub const META_STREAM: &str = "rudder.dev/stream";
@@ -52,13 +52,13 @@ impl CsdsService {
     }
 
     fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        if let Some(refused) = crate::listener::refusal(req) {
+        if let Some(refused) = crate::xds::listener::refusal(req) {
             return Err(refused);
         }
         let Some((td, ns)) = &self.admin else {
             return Ok(());
         };
-        match crate::grpc::peer_identity(req) {
+        match crate::xds::grpc::peer_identity(req) {
             Some(id) if id.trust_domain == *td && id.namespace == *ns => Ok(()),
             Some(id) => {
                 tracing::warn!(caller = %id, "refused a CSDS read: not an admin identity");
@@ -256,7 +256,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::listener::ConnInfo;
+    use crate::xds::listener::ConnInfo;
 
     fn request_from(id: Option<&str>) -> Request<ClientStatusRequest> {
         let mut req = Request::new(ClientStatusRequest::default());

@@ -19,9 +19,9 @@ use translator::model::{Model, ObjectKey};
 use translator::policy::PolicyContext;
 use translator::{Diagnostic, MeshConfig, XdsType};
 
-use crate::certs::CertManager;
+use crate::identity::certs::CertManager;
 
-use crate::snapshot::{Encoded, Snapshot};
+use crate::xds::snapshot::{Encoded, Snapshot};
 
 /// Batching of model changes.
 #[derive(Clone, Copy, Debug)]
@@ -67,7 +67,7 @@ struct Inner {
     diagnostics: BTreeSet<Diagnostic>,
     changed_at: Option<Instant>,
     /// Policy objects left out because proxies rejected config made from them.
-    containment: crate::containment::Containment,
+    containment: crate::xds::containment::Containment,
 }
 
 impl Inner {
@@ -237,8 +237,8 @@ pub struct Cache {
     changed: Notify,
     config: CacheConfig,
     builds: watch::Sender<u64>,
-    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
-    proxies: std::sync::OnceLock<Arc<crate::proxies::ProxyRegistry>>,
+    metrics: std::sync::OnceLock<Arc<crate::observability::metrics::Metrics>>,
+    proxies: std::sync::OnceLock<Arc<crate::observability::registry::ProxyRegistry>>,
 }
 
 /// A stream's subscription to its node's snapshot; dropping it unregisters.
@@ -307,7 +307,7 @@ impl Cache {
     }
 
     /// A proxy accepted resources made from these policy objects.
-    pub fn on_ack(&self, accepted: &[crate::snapshot::Source]) {
+    pub fn on_ack(&self, accepted: &[crate::xds::snapshot::Source]) {
         let changed = self.lock().containment.on_ack(accepted);
         if changed {
             self.touch();
@@ -316,9 +316,9 @@ impl Cache {
 
     /// A proxy rejected config: the policy objects that could have caused it are left
     /// out (see `containment`) and a build follows.
-    pub fn on_nack(&self, node: &str, rejection: &crate::ads::Rejection) {
+    pub fn on_nack(&self, node: &str, rejection: &crate::xds::stream::Rejection) {
         let resource = format!("{} {}", rejection.kind, rejection.resources.join(","));
-        let nack = crate::containment::Nack {
+        let nack = crate::xds::containment::Nack {
             suspects: &rejection.suspects,
             precise: rejection.precise,
             proxy: node,
@@ -332,7 +332,7 @@ impl Cache {
     }
 
     /// Policy objects left out because proxies rejected config made from them.
-    pub fn contained(&self) -> Vec<(ObjectKey, crate::containment::Suspect)> {
+    pub fn contained(&self) -> Vec<(ObjectKey, crate::xds::containment::Suspect)> {
         self.lock()
             .containment
             .suspects()
@@ -358,17 +358,17 @@ impl Cache {
     }
 
     /// Where builds report their time and size.
-    pub fn set_metrics(&self, metrics: Arc<crate::metrics::Metrics>) {
+    pub fn set_metrics(&self, metrics: Arc<crate::observability::metrics::Metrics>) {
         let _ = self.metrics.set(metrics);
     }
 
     /// The registry of connected proxies (for status derived from their answers).
-    pub fn set_proxies(&self, proxies: Arc<crate::proxies::ProxyRegistry>) {
+    pub fn set_proxies(&self, proxies: Arc<crate::observability::registry::ProxyRegistry>) {
         let _ = self.proxies.set(proxies);
     }
 
     /// The registry of connected proxies, once set.
-    pub fn proxies(&self) -> Option<&Arc<crate::proxies::ProxyRegistry>> {
+    pub fn proxies(&self) -> Option<&Arc<crate::observability::registry::ProxyRegistry>> {
         self.proxies.get()
     }
 

@@ -18,8 +18,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::certs::CertManager;
-use crate::proxies::ProxyRegistry;
+use crate::identity::certs::CertManager;
+use crate::observability::registry::ProxyRegistry;
 
 /// Label: the xDS type (`CDS`, `EDS`, ...).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
