@@ -270,6 +270,21 @@ impl RawAds {
     /// A delta stream for `node` whose first requests are `first` (each with its type),
     /// followed by the usual subscriptions.
     pub fn delta_with(channel: Channel, node: Node, first: Vec<DeltaDiscoveryRequest>) -> Self {
+        Self::delta_full(channel, node, first, None)
+    }
+
+    /// A delta stream for `node` that rejects (NACKs) every response of `type_url`, as a
+    /// hostile or broken proxy might.
+    pub fn delta_rejecting(channel: Channel, node: Node, type_url: &'static str) -> Self {
+        Self::delta_full(channel, node, Vec::new(), Some(type_url))
+    }
+
+    fn delta_full(
+        channel: Channel,
+        node: Node,
+        first: Vec<DeltaDiscoveryRequest>,
+        reject: Option<&'static str>,
+    ) -> Self {
         let received: Arc<Mutex<Received>> = Arc::default();
         let rec = received.clone();
         let task = tokio::spawn(async move {
@@ -323,10 +338,18 @@ impl RawAds {
                         }
                     }
                 }
+                let error_detail = (reject == Some(resp.type_url.as_str())).then(|| {
+                    envoy_types::pb::google::rpc::Status {
+                        code: 3,
+                        message: "rejected by a test client that rejects everything".into(),
+                        details: Vec::new(),
+                    }
+                });
                 let _ = tx
                     .send(DeltaDiscoveryRequest {
                         response_nonce: resp.nonce.clone(),
                         type_url: resp.type_url.clone(),
+                        error_detail,
                         ..Default::default()
                     })
                     .await;

@@ -61,7 +61,7 @@ async fn a_rejected_split_is_left_out_and_other_routes_flow(stream: Stream) -> a
     .await?;
     let cp = &mesh.cp;
     wait_until(CONVERGE, "the split to be left out", || async move {
-        Ok(cp.log_text().contains("leaving it out until it changes"))
+        Ok(cp.log_text().contains("leaves it out until it changes"))
     })
     .await?;
     // The others accepted it; everyone converges on config without it.
@@ -138,4 +138,91 @@ async fn delta_a_rejected_split_is_left_out_and_other_routes_flow() -> anyhow::R
 #[tokio::test]
 async fn sotw_a_rejected_split_is_left_out_and_other_routes_flow() -> anyhow::Result<()> {
     a_rejected_split_is_left_out_and_other_routes_flow(Stream::Sotw).await
+}
+
+#[tokio::test]
+async fn a_bad_split_present_at_start_is_found_by_search() -> anyhow::Result<()> {
+    // The bad split and a good policy are there before any proxy connects: no proxy
+    // holds an accepted route to diff against, so the control plane has to search.
+    let mesh = Mesh::start_custom(Stream::Delta, &[], strict_regexes).await?;
+    mesh.write(
+        "all.yaml",
+        &format!(
+            "{AB_TEST}---\napiVersion: policy.rudder.dev/v1alpha1\nkind: RetryPolicy\nmetadata: {{name: fast}}\nspec:\n  targetRef: {{name: fast}}\n  timeout: 7s\n"
+        ),
+    )?;
+    let client = &mesh.client;
+    let held = wait_until(
+        CONVERGE,
+        "the client to hold the good policy and not the bad one",
+        || async move {
+            let dump = route_dump(client).await?;
+            Ok(dump.contains("\"timeout\": \"7s\"") && !dump.contains("/beta/"))
+        },
+    )
+    .await;
+    if let Err(e) = held {
+        anyhow::bail!("{e:#}\n{}", mesh.cp.log_text());
+    }
+    let cp = &mesh.cp;
+    wait_until(CONVERGE, "the split to be named", || async move {
+        Ok(cp.log_text().contains("leaves it out until it changes"))
+    })
+    .await?;
+    let log = mesh.cp.log_text();
+    assert!(log.contains("TrafficSplit default/web-ab"), "{log}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_workload_that_rejects_everything_hurts_only_its_own_namespace() -> anyhow::Result<()> {
+    use testbed::xds_client::{Creds, ROUTE, RawAds, node};
+    let mesh = Mesh::start(Stream::Delta).await?;
+    mesh.write("ab-test.yaml", AB_TEST)?;
+    let web1 = &mesh.sidecars["web-1"];
+    wait_until(CONVERGE, "the split on the sidecars", || async move {
+        Ok(route_dump(web1).await?.contains("weighted_clusters"))
+    })
+    .await?;
+    // A hostile workload in another namespace rejects every route table it is sent.
+    let creds = Creds::issue(
+        &mesh.cp.ca_dir(),
+        "evil",
+        "attacker",
+        &mesh.work.path().join("evil"),
+    )?;
+    let evil = RawAds::delta_rejecting(
+        creds.channel(mesh.cp.xds).await?,
+        node("x.evil", "evil", "x", "attacker"),
+        ROUTE,
+    );
+    evil.wait_for(CONVERGE, "route tables to reject", |r| {
+        r.names(ROUTE).len() == 1
+    })
+    .await?;
+    let cp = &mesh.cp;
+    wait_until(CONVERGE, "its rejection to be contained", || async move {
+        Ok(cp.log_text().contains("its view leaves it out"))
+    })
+    .await?;
+    // Another change after it: everyone in default still gets the split.
+    mesh.write(
+        "fast-retries.yaml",
+        "apiVersion: policy.rudder.dev/v1alpha1\nkind: RetryPolicy\nmetadata: {name: fast}\nspec:\n  targetRef: {name: fast}\n  timeout: 7s\n",
+    )?;
+    for envoy in std::iter::once(&mesh.client).chain(mesh.sidecars.values()) {
+        wait_until(CONVERGE, "the change in default", || async move {
+            let dump = route_dump(envoy).await?;
+            Ok(dump.contains("\"timeout\": \"7s\"") && dump.contains("weighted_clusters"))
+        })
+        .await?;
+    }
+    // The status of the split does not carry the intruder's text.
+    let log = mesh.cp.log_text();
+    assert!(log.contains("proxies in namespace evil reject"), "{log}");
+    assert!(
+        !log.contains("\"message\":\"proxy spiffe://cluster.local/ns/evil"),
+        "{log}"
+    );
+    Ok(())
 }

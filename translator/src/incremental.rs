@@ -24,6 +24,11 @@
 //! Views ([`ViewKey`]: client namespace and declared egress) group proxies that are sent
 //! the same clusters, endpoints and routes; only listeners and inbound clusters are per
 //! proxy.
+//!
+//! Each view may leave out its own set of policy objects (ones its proxies rejected, see
+//! the server's containment): the Services those objects touch get view-local clusters
+//! and virtual hosts, built with the view's own [`PolicyContext`]; every other part is
+//! shared with the other views.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -142,6 +147,26 @@ struct ServiceParts {
     pods: BTreeSet<NsName>,
 }
 
+/// One view: its maps, which names in them belong to which Service, and what it leaves
+/// out.
+#[derive(Debug, Default)]
+struct ViewState {
+    maps: ViewMaps,
+    by_service: HashMap<NsName, Names>,
+    excluded: Excluded,
+    /// The view's own policy, while it leaves something out.
+    policy: Option<PolicyContext>,
+    /// View-local parts of the Services its left-out objects touch.
+    overrides: BTreeMap<NsName, Override>,
+}
+
+/// A Service's parts as one view sees them, when they differ from the shared ones.
+#[derive(Debug, Clone, PartialEq)]
+struct Override {
+    clusters: Vec<Arc<Encoded>>,
+    vhosts: Vec<VhostPart>,
+}
+
 #[derive(Debug)]
 struct ProxyParts {
     own: Arc<Own>,
@@ -160,13 +185,12 @@ enum Origin {
 pub struct Builder {
     mesh: MeshConfig,
     policy: PolicyContext,
-    excluded: Excluded,
     services: BTreeMap<NsName, ServiceParts>,
     /// EndpointSlice -> the Service it belonged to at the last build.
     slice_owner: HashMap<NsName, NsName>,
     /// Pod -> the Services selecting it at the last build.
     pod_services: HashMap<NsName, BTreeSet<NsName>>,
-    views: BTreeMap<ViewKey, ViewMaps>,
+    views: BTreeMap<ViewKey, ViewState>,
     proxies: HashMap<ProxyIdentity, ProxyParts>,
     diagnostics: BTreeMap<Origin, Vec<Diagnostic>>,
     built: bool,
@@ -240,7 +264,6 @@ impl Builder {
         Builder {
             mesh,
             policy: PolicyContext::default(),
-            excluded: Excluded::new(),
             services: BTreeMap::new(),
             slice_owner: HashMap::new(),
             pod_services: HashMap::new(),
@@ -275,27 +298,33 @@ impl Builder {
     /// The maps of a view, building it on first use.
     pub fn view(&mut self, model: &Model, key: &ViewKey) -> ViewMaps {
         if let Some(v) = self.views.get(key) {
-            return v.clone();
+            return v.maps.clone();
         }
-        let mut maps = ViewMaps::default();
+        let mut state = ViewState::default();
         let (mut clusters, mut endpoints) = (TypeMap::new(), TypeMap::new());
-        for parts in self.services.values() {
+        for (k, parts) in &self.services {
             let Some(svc) = &parts.svc else { continue };
-            if key.sees(svc) {
-                for c in &parts.clusters {
-                    clusters.insert(c.name.clone(), c.clone());
-                }
-                for e in &parts.endpoints {
-                    endpoints.insert(e.name.clone(), e.clone());
-                }
+            if !key.sees(svc) {
+                continue;
             }
+            let mut names = Names::default();
+            for c in &parts.clusters {
+                clusters.insert(c.name.clone(), c.clone());
+                names.clusters.push(c.name.clone());
+            }
+            for e in &parts.endpoints {
+                endpoints.insert(e.name.clone(), e.clone());
+                names.endpoints.push(e.name.clone());
+            }
+            state.by_service.insert(k.clone(), names);
         }
-        maps.clusters = Arc::new(clusters);
-        maps.endpoints = Arc::new(endpoints);
+        state.maps.clusters = Arc::new(clusters);
+        state.maps.endpoints = Arc::new(endpoints);
         let mut count = 0;
-        let route = self.assemble(model, key, None, &mut count);
-        maps.routes = Arc::new([(route.name.clone(), route)].into_iter().collect());
-        self.views.insert(key.clone(), maps.clone());
+        let route = self.assemble(model, key, &state, None, &mut count);
+        state.maps.routes = Arc::new([(route.name.clone(), route)].into_iter().collect());
+        let maps = state.maps.clone();
+        self.views.insert(key.clone(), state);
         maps
     }
 
@@ -366,15 +395,19 @@ impl Builder {
         &mut self,
         model: &Model,
         key: &ViewKey,
+        state: &ViewState,
         old: Option<&Arc<Encoded>>,
         count: &mut usize,
     ) -> Arc<Encoded> {
-        let parts = self
-            .services
-            .values()
-            .filter(|p| p.svc.as_ref().is_some_and(|s| key.sees(s)))
-            .flat_map(|p| p.vhosts.iter());
-        let out = route::assemble(parts, &key.namespace);
+        let parts = self.services.iter().filter_map(|(k, p)| {
+            let svc = p.svc.as_ref().filter(|s| key.sees(s))?;
+            let _ = svc;
+            Some(match state.overrides.get(k) {
+                Some(o) => o.vhosts.iter(),
+                None => p.vhosts.iter(),
+            })
+        });
+        let out = route::assemble(parts.flatten(), &key.namespace);
         self.diagnostics
             .insert(Origin::Route(key.clone()), out.diagnostics);
         // `assemble` always emits exactly one route table.
@@ -387,6 +420,158 @@ impl Builder {
                 &[],
             )),
         }
+    }
+
+    /// The view-local parts of the Services a view's left-out objects touch: only those
+    /// that differ from the shared parts.
+    fn overrides(
+        &self,
+        model: &Model,
+        policy: &PolicyContext,
+        count: &mut usize,
+    ) -> BTreeMap<NsName, Override> {
+        let mut out = BTreeMap::new();
+        let touched: BTreeSet<NsName> = policy_services(&self.policy)
+            .union(&policy_services(policy))
+            .cloned()
+            .collect();
+        for key in touched {
+            let Some(parts) = self.services.get(&key) else {
+                continue;
+            };
+            let Some(svc) = &parts.svc else { continue };
+            let vhosts = route::vhost_parts(model, policy, svc);
+            let clusters: Vec<Arc<Encoded>> = svc
+                .ports
+                .iter()
+                .map(|p| {
+                    let r = cluster::outbound(model, &self.mesh, policy, svc, p);
+                    let old = parts.clusters.iter().find(|c| *c.name == *r.name);
+                    encode(model, &r, old, count)
+                })
+                .collect();
+            let same_clusters = clusters.len() == parts.clusters.len()
+                && clusters
+                    .iter()
+                    .zip(&parts.clusters)
+                    .all(|(a, b)| Arc::ptr_eq(a, b));
+            if vhosts != parts.vhosts || !same_clusters {
+                out.insert(key, Override { clusters, vhosts });
+            }
+        }
+        out
+    }
+
+    /// Brings one view up to date with the Services that changed and with what it
+    /// leaves out; returns what changed in it.
+    fn update_view(
+        &mut self,
+        model: &Model,
+        key: &ViewKey,
+        state: &mut ViewState,
+        updated: &BTreeMap<&NsName, &ServiceUpdate>,
+        excluded: &BTreeMap<ViewKey, Excluded>,
+        count: &mut usize,
+    ) -> Changes {
+        let mut changes = Changes::default();
+        // What the view leaves out, and the view-local parts that follow from it.
+        let excl = excluded.get(key).cloned().unwrap_or_default();
+        let overrides = if excl.is_empty() {
+            state.policy = None;
+            BTreeMap::new()
+        } else {
+            let previous = state
+                .policy
+                .as_ref()
+                .map(|p| p.splits.clone())
+                .unwrap_or_else(|| self.policy.splits.clone());
+            let policy = PolicyContext::new(model, &previous, &excl);
+            let o = self.overrides(model, &policy, count);
+            state.policy = Some(policy);
+            o
+        };
+        let mut affected: BTreeSet<NsName> = updated.keys().map(|k| (*k).clone()).collect();
+        for k in state.overrides.keys().chain(overrides.keys()) {
+            if state.overrides.get(k) != overrides.get(k) {
+                affected.insert(k.clone());
+            }
+        }
+        let overrides_changed: BTreeSet<NsName> = affected
+            .iter()
+            .filter(|k| state.overrides.get(*k) != overrides.get(*k))
+            .cloned()
+            .collect();
+        state.overrides = overrides;
+        state.excluded = excl;
+        let mut route_dirty = false;
+        for svc_key in &affected {
+            let parts = self.services.get(svc_key);
+            let svc = parts.and_then(|p| p.svc.as_ref());
+            let sees = svc.is_some_and(|s| key.sees(s));
+            let upd = updated.get(svc_key);
+            let saw = match upd {
+                Some(u) => u.old.as_ref().is_some_and(|s| key.sees(s)),
+                None => sees,
+            };
+            let override_of = state.overrides.get(svc_key);
+            let (clusters, endpoints): (&[Arc<Encoded>], &[Arc<Encoded>]) = match (sees, parts) {
+                (true, Some(p)) => (
+                    override_of
+                        .map(|o| o.clusters.as_slice())
+                        .unwrap_or(&p.clusters),
+                    &p.endpoints,
+                ),
+                _ => (&[], &[]),
+            };
+            let old = state.by_service.remove(svc_key).unwrap_or_default();
+            let mut names = Names::default();
+            for (desired, map, was, now, out) in [
+                (
+                    clusters,
+                    &state.maps.clusters,
+                    &old.clusters,
+                    &mut names.clusters,
+                    &mut changes.clusters,
+                ),
+                (
+                    endpoints,
+                    &state.maps.endpoints,
+                    &old.endpoints,
+                    &mut names.endpoints,
+                    &mut changes.endpoints,
+                ),
+            ] {
+                for d in desired {
+                    if map.get(&d.name).is_none_or(|m| !Arc::ptr_eq(m, d)) {
+                        out.push(Update::Put(d.clone()));
+                    }
+                    now.push(d.name.clone());
+                }
+                for n in was.iter().filter(|n| !now.contains(n)) {
+                    out.push(Update::Remove(n.clone()));
+                }
+            }
+            if !names.clusters.is_empty() || !names.endpoints.is_empty() {
+                state.by_service.insert(svc_key.clone(), names);
+            }
+            let vhosts_changed = if overrides_changed.contains(svc_key) {
+                true
+            } else {
+                upd.is_some_and(|u| u.vhosts_changed) && override_of.is_none()
+            };
+            route_dirty |= saw != sees || (sees && vhosts_changed);
+        }
+        apply(&mut state.maps.clusters, &changes.clusters);
+        apply(&mut state.maps.endpoints, &changes.endpoints);
+        if route_dirty {
+            let old = state.maps.routes.values().next().cloned();
+            let new = self.assemble(model, key, state, old.as_ref(), count);
+            if old.as_ref().is_none_or(|o| !Arc::ptr_eq(o, &new)) {
+                changes.routes.push(Update::Put(new));
+            }
+        }
+        apply(&mut state.maps.routes, &changes.routes);
+        changes
     }
 
     /// Rebuilds one Service's parts; returns (cluster, endpoint) updates and whether a
@@ -452,13 +637,13 @@ impl Builder {
         &mut self,
         model: &Model,
         changed: &BTreeSet<ObjectKey>,
-        excluded: &Excluded,
+        excluded: &BTreeMap<ViewKey, Excluded>,
     ) -> BuildOutput {
         let before = self.diagnostics();
         let mut out = BuildOutput::default();
         let mut dirty: BTreeMap<NsName, Dirty> = BTreeMap::new();
         let mut dirty_pods: BTreeSet<NsName> = BTreeSet::new();
-        let mut policy_changed = *excluded != self.excluded || !self.built;
+        let mut policy_changed = !self.built;
         if !self.built {
             for svc in model.services() {
                 dirty
@@ -530,7 +715,7 @@ impl Builder {
         }
         if policy_changed {
             let old = std::mem::take(&mut self.policy);
-            let new = PolicyContext::new(model, &old.splits, excluded);
+            let new = PolicyContext::new(model, &old.splits, &Excluded::new());
             let touched: BTreeSet<NsName> = policy_services(&old)
                 .union(&policy_services(&new))
                 .cloned()
@@ -552,7 +737,6 @@ impl Builder {
                 d.vhosts = true;
             }
             self.policy = new;
-            self.excluded = excluded.clone();
         }
         // Every Service a removed RetryPolicy targeted is among `touched` (the old winners).
 
@@ -570,93 +754,32 @@ impl Builder {
             if !cu.is_empty() || !eu.is_empty() || vh || old_svc != new_svc {
                 svc_updates.push(ServiceUpdate {
                     key,
-                    clusters: cu,
-                    endpoints: eu,
                     vhosts_changed: vh,
                     old: old_svc,
-                    new: new_svc,
                 });
             }
         }
 
         // Views.
+        let updated: BTreeMap<&NsName, &ServiceUpdate> =
+            svc_updates.iter().map(|u| (&u.key, u)).collect();
         let keys: Vec<ViewKey> = self.views.keys().cloned().collect();
         for key in keys {
-            let mut changes = Changes::default();
-            let mut route_dirty = false;
-            for ServiceUpdate {
-                key: svc_key,
-                clusters: cu,
-                endpoints: eu,
-                vhosts_changed: vh,
-                old: old_svc,
-                new: new_svc,
-            } in &svc_updates
-            {
-                let saw = old_svc.as_ref().is_some_and(|s| key.sees(s));
-                let sees = new_svc.as_ref().is_some_and(|s| key.sees(s));
-                match (saw, sees) {
-                    (false, false) => continue,
-                    (true, true) => {
-                        changes.clusters.extend(cu.iter().cloned());
-                        changes.endpoints.extend(eu.iter().cloned());
-                        route_dirty |= *vh;
-                    }
-                    (false, true) => {
-                        let parts = &self.services[svc_key];
-                        changes
-                            .clusters
-                            .extend(parts.clusters.iter().cloned().map(Update::Put));
-                        changes
-                            .endpoints
-                            .extend(parts.endpoints.iter().cloned().map(Update::Put));
-                        route_dirty = true;
-                    }
-                    (true, false) => {
-                        // Every name it had: removed ports are in the updates, the rest
-                        // are the parts it still has (when it only stopped being visible).
-                        let removed =
-                            |updates: &[Update], kept: &[Arc<Encoded>], out: &mut Vec<Update>| {
-                                out.extend(
-                                    updates
-                                        .iter()
-                                        .filter(|u| matches!(u, Update::Remove(_)))
-                                        .cloned(),
-                                );
-                                out.extend(kept.iter().map(|r| Update::Remove(r.name.clone())));
-                            };
-                        let parts = self.services.get(svc_key);
-                        removed(
-                            cu,
-                            parts.map(|p| p.clusters.as_slice()).unwrap_or_default(),
-                            &mut changes.clusters,
-                        );
-                        removed(
-                            eu,
-                            parts.map(|p| p.endpoints.as_slice()).unwrap_or_default(),
-                            &mut changes.endpoints,
-                        );
-                        route_dirty = true;
-                    }
-                }
-            }
-            if route_dirty {
-                let old = self.views[&key].routes.values().next().cloned();
-                let new = self.assemble(model, &key, old.as_ref(), &mut out.encoded);
-                if old.as_ref().is_none_or(|o| !Arc::ptr_eq(o, &new)) {
-                    changes.routes.push(Update::Put(new));
-                }
-            }
-            if changes.is_empty() {
-                continue;
-            }
-            let Some(view) = self.views.get_mut(&key) else {
+            let Some(mut state) = self.views.remove(&key) else {
                 continue;
             };
-            apply(&mut view.clusters, &changes.clusters);
-            apply(&mut view.endpoints, &changes.endpoints);
-            apply(&mut view.routes, &changes.routes);
-            out.views.push((key, changes, view.clone()));
+            let changes = self.update_view(
+                model,
+                &key,
+                &mut state,
+                &updated,
+                excluded,
+                &mut out.encoded,
+            );
+            if !changes.is_empty() {
+                out.views.push((key.clone(), changes, state.maps.clone()));
+            }
+            self.views.insert(key, state);
         }
 
         // Proxies beside dirty pods (or every proxy on the first build).
@@ -701,14 +824,18 @@ impl Builder {
     }
 }
 
+/// The names one Service has in a view.
+#[derive(Debug, Default)]
+struct Names {
+    clusters: Vec<Arc<str>>,
+    endpoints: Vec<Arc<str>>,
+}
+
 /// What one Service's rebuild changed.
 struct ServiceUpdate {
     key: NsName,
-    clusters: Vec<Update>,
-    endpoints: Vec<Update>,
     vhosts_changed: bool,
     old: Option<MeshService>,
-    new: Option<MeshService>,
 }
 
 /// What of a Service must be rebuilt.

@@ -124,7 +124,8 @@ fn run(dir: &Path) {
     let objs = objects(dir);
     let mut model = Model::new();
     let mut builder = Builder::new(MeshConfig::default());
-    let empty = Default::default();
+    let empty: std::collections::BTreeMap<ViewKey, translator::policy::Excluded> =
+        Default::default();
     builder.update(&model, &BTreeSet::new(), &empty);
     let namespaces: BTreeSet<String> = objs.iter().map(|o| o.key().namespace).collect();
     let views: Vec<ViewKey> = namespaces
@@ -225,7 +226,8 @@ fn apply(model: &mut Model, yaml: &str) -> BTreeSet<ObjectKey> {
 fn one_endpoint_change_is_one_endpoint_update_whatever_the_mesh_size() {
     let mut model = Model::new();
     let mut builder = Builder::new(MeshConfig::default());
-    let empty = Default::default();
+    let empty: std::collections::BTreeMap<ViewKey, translator::policy::Excluded> =
+        Default::default();
     let mut yaml = String::new();
     for i in 0..300 {
         yaml.push_str(&svc_yaml("shop", &format!("s{i}"), ""));
@@ -263,7 +265,8 @@ fn one_endpoint_change_is_one_endpoint_update_whatever_the_mesh_size() {
 fn views_see_only_what_services_export_and_pods_declare() {
     let mut model = Model::new();
     let mut builder = Builder::new(MeshConfig::default());
-    let empty = Default::default();
+    let empty: std::collections::BTreeMap<ViewKey, translator::policy::Excluded> =
+        Default::default();
     let keys = apply(
         &mut model,
         &[
@@ -317,4 +320,62 @@ fn views_see_only_what_services_export_and_pods_declare() {
     let scoped_routes = builder.view(&model, &scoped);
     let route = scoped_routes.routes.values().next().expect("route");
     assert_eq!(route.refs, ["outbound|80||cart.shop.svc.cluster.local"]);
+}
+
+#[test]
+fn a_view_that_leaves_a_policy_out_gets_its_own_parts_and_the_others_do_not() {
+    use translator::model::Kind;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/traffic-policy");
+    let mut model = Model::new();
+    for o in objects(&dir) {
+        model.apply(&o).expect("valid");
+    }
+    let mut builder = Builder::new(MeshConfig::default());
+    let none: std::collections::BTreeMap<ViewKey, translator::policy::Excluded> =
+        Default::default();
+    let changes = model.take_changes();
+    builder.update(&model, &changes, &none);
+    let a = ViewKey {
+        namespace: "default".into(),
+        egress: Egress::All,
+    };
+    let b = ViewKey {
+        namespace: "other".into(),
+        egress: Egress::All,
+    };
+    let route = |maps: &translator::incremental::ViewMaps| {
+        maps.routes.values().next().expect("route").clone()
+    };
+    let before_a = route(&builder.view(&model, &a));
+    let before_b = route(&builder.view(&model, &b));
+    let split = model
+        .traffic_splits()
+        .find(|s| s.metadata.name.as_deref() == Some("reviews-canary"))
+        .expect("the canary split");
+    let key = ObjectKey::new(
+        Kind::TrafficSplit,
+        split.metadata.namespace.as_deref().unwrap_or("default"),
+        split.metadata.name.as_deref().unwrap_or_default(),
+    );
+    let excl: translator::policy::Excluded = [key.clone()].into_iter().collect();
+    let by_view = [(a.clone(), excl.clone())].into_iter().collect();
+    let out = builder.update(&model, &BTreeSet::new(), &by_view);
+    let touched: Vec<&ViewKey> = out.views.iter().map(|(k, _, _)| k).collect();
+    assert_eq!(touched, [&a], "only the view that left it out changes");
+    let after_a = route(&builder.view(&model, &a));
+    assert_ne!(after_a.version, before_a.version);
+    assert!(
+        !after_a.sources.iter().any(|s| s.key == key),
+        "{:?}",
+        after_a.sources
+    );
+    assert_eq!(route(&builder.view(&model, &b)).version, before_b.version);
+    // The same as a from-scratch translation with that object left out.
+    let policy = translator::policy::PolicyContext::new(&model, &Default::default(), &excl);
+    let want = outbound_routes(&model, &policy, "default");
+    assert_eq!(after_a.version, Encoded::new(&want.resources[0]).version);
+    // Bringing it back restores the shared parts.
+    let out = builder.update(&model, &BTreeSet::new(), &none);
+    assert_eq!(out.views.len(), 1);
+    assert_eq!(route(&builder.view(&model, &a)).version, before_a.version);
 }

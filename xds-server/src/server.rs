@@ -20,8 +20,8 @@ use crate::observability::metrics::{Admin, Metrics};
 use crate::observability::nack::NackLog;
 use crate::observability::registry::ProxyRegistry;
 use crate::source::manifest::{self, ManifestDir};
-use crate::xds::cache::{Cache, CacheConfig};
 use crate::xds::grpc::AdsService;
+use crate::xds::store::{Store, StoreConfig};
 use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_server::ClientStatusDiscoveryServiceServer;
 
 /// Namespace and service account of the control plane's own identity.
@@ -65,6 +65,8 @@ pub struct ServeConfig {
     pub drain: Duration,
     /// Limits on what peers may open and send.
     pub limits: Limits,
+    /// Benchmark baseline: resend every resource of a type on any change.
+    pub full_resend: bool,
 }
 
 /// Limits on what peers of the xDS port may open and send.
@@ -152,10 +154,11 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         trust_domain: sec.trust_domain.clone(),
         mtls: cfg.mtls_mode,
     };
-    let cache = Cache::with_mesh(
-        CacheConfig {
+    let cache = Store::new(
+        StoreConfig {
             debounce: cfg.debounce,
-            ..CacheConfig::default()
+            full_resend: cfg.full_resend,
+            ..StoreConfig::default()
         },
         mesh,
         Some(certs.clone()),
@@ -165,6 +168,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         metrics: shared.metrics.clone(),
         proxies: shared.proxies.clone(),
         certs: Some(certs.clone()),
+        store: Some(cache.clone()),
         ready: Default::default(),
     });
     let admin_listener = crate::observability::metrics::bind(cfg.admin_address)
@@ -198,7 +202,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         tracing::info!("Kubernetes objects listed");
     }
     let report = cache.rebuild_now();
-    tracing::info!(shared_resources = report.resources, "initial sync done");
+    tracing::info!(encoded = report.encoded, "initial sync done");
 
     let listener = tokio::net::TcpListener::bind(cfg.xds_address)
         .await
@@ -316,7 +320,7 @@ pub struct XdsTls {
 #[derive(Clone)]
 pub struct Shared {
     /// Snapshots.
-    pub cache: Arc<Cache>,
+    pub cache: Arc<Store>,
     /// Rejections.
     pub nacks: Arc<NackLog>,
     /// Connected proxies and what they were sent.
@@ -329,11 +333,10 @@ pub struct Shared {
 
 impl Shared {
     /// Fresh registries around `cache`.
-    pub fn new(cache: Arc<Cache>) -> Self {
+    pub fn new(cache: Arc<Store>) -> Self {
         let metrics = Arc::new(Metrics::new());
         cache.set_metrics(metrics.clone());
         let proxies: Arc<ProxyRegistry> = Arc::default();
-        cache.set_proxies(proxies.clone());
         Shared {
             cache,
             nacks: Arc::default(),
@@ -410,7 +413,7 @@ pub async fn serve_ads(
 /// Starts the Kubernetes watchers, the Lease election and the status writer.
 pub fn start_kubernetes(
     client: kube::Client,
-    cache: Arc<Cache>,
+    cache: Arc<Store>,
     scope: &crate::k8s::watch::KubeScope,
     lease: crate::k8s::lease::LeaseConfig,
 ) -> crate::k8s::watch::SyncState {

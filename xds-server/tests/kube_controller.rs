@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use translator::XdsType;
 use xds_server::k8s::lease::{LeaseConfig, try_acquire};
 use xds_server::k8s::watch::KubeScope;
-use xds_server::xds::cache::{Cache, CacheConfig};
+use xds_server::xds::store::{Store, StoreConfig};
 
 const WAIT: Duration = Duration::from_secs(20);
 const WEB: &str = "outbound|80||web.default.svc.cluster.local";
@@ -235,7 +235,7 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) -> anyhow::Resu
     Ok(())
 }
 
-async fn start_server(cache: Arc<Cache>) -> anyhow::Result<std::net::SocketAddr> {
+async fn start_server(cache: Arc<Store>) -> anyhow::Result<std::net::SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(xds_server::server::serve_ads(
@@ -270,10 +270,15 @@ async fn watchers_feed_xds_and_write_status() -> anyhow::Result<()> {
     fake.apply(retry("good", "5xx"));
     fake.apply(retry("bad", "teapot"));
 
-    let cache = Cache::new(CacheConfig {
-        debounce: Duration::from_millis(20),
-        max_delay: Duration::from_millis(200),
-    });
+    let cache = Store::new(
+        StoreConfig {
+            debounce: Duration::from_millis(20),
+            max_delay: Duration::from_millis(200),
+            ..StoreConfig::default()
+        },
+        Default::default(),
+        None,
+    );
     tokio::spawn(cache.clone().run_pusher());
     let sync = xds_server::server::start_kubernetes(
         fake.client(),
@@ -549,7 +554,7 @@ async fn only_one_replica_holds_the_lease_until_it_expires() -> anyhow::Result<(
 async fn watch_errors_are_retried_and_the_namespace_scope_holds() -> anyhow::Result<()> {
     let fake = FakeKube::new();
     fake.fail_next_watches(2);
-    let cache = Cache::new(CacheConfig::default());
+    let cache = Store::new(StoreConfig::default(), Default::default(), None);
     let (_rejected, sync) = xds_server::k8s::watch::spawn(
         fake.client(),
         cache.clone(),
@@ -582,7 +587,7 @@ async fn real_cluster_lists_services() -> anyhow::Result<()> {
         "set RUDDER_REAL_CLUSTER=1 to run against a real cluster"
     );
     let client = kube::Client::try_default().await?;
-    let cache = Cache::new(CacheConfig::default());
+    let cache = Store::new(StoreConfig::default(), Default::default(), None);
     let (_rejected, sync) =
         xds_server::k8s::watch::spawn(client, cache.clone(), &KubeScope::default());
     tokio::time::timeout(Duration::from_secs(60), sync.wait()).await?;

@@ -22,7 +22,7 @@ pub use parse::{MAX_MANIFEST_BYTES, ManifestError, ParsedManifest, parse_manifes
 pub use scope::{EGRESS_ANNOTATION, EXPORT_ANNOTATION, Egress, Export, ViewKey};
 pub use status::{PolicyStatus, policy_status};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -298,6 +298,24 @@ pub struct Model {
     /// Revision of each object: a number that changes whenever its contents do.
     revs: BTreeMap<ObjectKey, u64>,
     last_rev: u64,
+    /// Objects whose revision changed or that were deleted since the last
+    /// [`Model::take_changes`].
+    changed: BTreeSet<ObjectKey>,
+}
+
+/// Revision bookkeeping shared by every kind.
+struct Revs<'a> {
+    revs: &'a mut BTreeMap<ObjectKey, u64>,
+    last: &'a mut u64,
+    changed: &'a mut BTreeSet<ObjectKey>,
+}
+
+impl Revs<'_> {
+    fn bump(&mut self, key: ObjectKey) {
+        *self.last += 1;
+        self.revs.insert(key.clone(), *self.last);
+        self.changed.insert(key);
+    }
 }
 
 /// Stores `value` under `key`, and gives the object a new revision if it changed.
@@ -306,14 +324,12 @@ fn store<T: PartialEq>(
     key: NsName,
     value: T,
     kind: Kind,
-    revs: &mut BTreeMap<ObjectKey, u64>,
-    last_rev: &mut u64,
+    revs: &mut Revs<'_>,
 ) {
     if map.get(&key) == Some(&value) {
         return;
     }
-    *last_rev += 1;
-    revs.insert(ObjectKey::new(kind, &key.0, &key.1), *last_rev);
+    revs.bump(ObjectKey::new(kind, &key.0, &key.1));
     map.insert(key, value);
 }
 
@@ -326,34 +342,32 @@ impl Model {
     /// Validates `object` and puts it into the model, replacing an older version.
     /// On error the model is unchanged: the last good version keeps serving.
     pub fn apply(&mut self, object: &Object) -> Result<(), ModelError> {
-        let (revs, last) = (&mut self.revs, &mut self.last_rev);
+        let mut revs = Revs {
+            revs: &mut self.revs,
+            last: &mut self.last_rev,
+            changed: &mut self.changed,
+        };
+        let revs = &mut revs;
         match object {
             Object::Service(s) => {
                 let svc = convert::service(s)?;
                 let key = (svc.namespace.clone(), svc.name.clone());
-                store(&mut self.services, key, svc, Kind::Service, revs, last);
+                store(&mut self.services, key, svc, Kind::Service, revs);
             }
             Object::EndpointSlice(s) => {
                 let slice = convert::slice(s)?;
                 let key = (slice.namespace.clone(), slice.name.clone());
-                store(
-                    &mut self.slices,
-                    key,
-                    slice,
-                    Kind::EndpointSlice,
-                    revs,
-                    last,
-                );
+                store(&mut self.slices, key, slice, Kind::EndpointSlice, revs);
             }
             Object::Pod(p) => {
                 let pod = convert::pod(p)?;
                 let key = (pod.namespace.clone(), pod.name.clone());
-                store(&mut self.pods, key, pod, Kind::Pod, revs, last);
+                store(&mut self.pods, key, pod, Kind::Pod, revs);
             }
             Object::TrafficSplit(t) => {
                 let key = convert::traffic_split(t)?;
                 let value = t.as_ref().clone();
-                store(&mut self.splits, key, value, Kind::TrafficSplit, revs, last);
+                store(&mut self.splits, key, value, Kind::TrafficSplit, revs);
             }
             Object::RetryPolicy(r) => {
                 let key = convert::retry_policy(r)?;
@@ -364,7 +378,6 @@ impl Model {
                     value,
                     Kind::RetryPolicy,
                     revs,
-                    last,
                 );
             }
             Object::HTTPRouteGroup(g) => {
@@ -377,7 +390,6 @@ impl Model {
                     value,
                     Kind::HTTPRouteGroup,
                     revs,
-                    last,
                 );
                 if changed {
                     self.touch_splits_using(&key);
@@ -405,6 +417,12 @@ impl Model {
         }
     }
 
+    /// The objects that changed (or were deleted) since the last call, for an
+    /// incremental build.
+    pub fn take_changes(&mut self) -> BTreeSet<ObjectKey> {
+        std::mem::take(&mut self.changed)
+    }
+
     /// The object's revision: it changes whenever the object's contents do.
     pub fn rev(&self, key: &ObjectKey) -> Option<u64> {
         self.revs.get(key).copied()
@@ -424,7 +442,9 @@ impl Model {
 
     /// Removes an object; returns whether it was there.
     pub fn delete(&mut self, key: &ObjectKey) -> bool {
-        self.revs.remove(key);
+        if self.revs.remove(key).is_some() {
+            self.changed.insert(key.clone());
+        }
         let k = (key.namespace.clone(), key.name.clone());
         if key.kind == Kind::HTTPRouteGroup && self.route_groups.contains_key(&k) {
             self.touch_splits_using(&k);

@@ -135,6 +135,10 @@ struct RunArgs {
     drain_time: Duration,
     #[command(flatten)]
     limits: LimitArgs,
+    /// Benchmark baseline only: resend every resource of a type on any change instead of
+    /// what changed.
+    #[arg(long, hide = true)]
+    full_resend: bool,
     #[command(flatten)]
     security: SecurityArgs,
 }
@@ -313,6 +317,7 @@ impl Args {
                     security: run.security,
                     drain: run.drain_time,
                     limits: run.limits.limits(),
+                    full_resend: run.full_resend,
                 }));
                 // Background tasks (watchers, the pusher) do not hold up the exit.
                 rt.shutdown_timeout(Duration::from_millis(500));

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ca::{Authority, CaError, SpiffeId, WorkloadCert};
 use translator::tls;
 
-use crate::xds::snapshot::Encoded;
+use translator::encoded::Encoded;
 
 struct Issued {
     cert: WorkloadCert,

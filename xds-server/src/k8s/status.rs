@@ -16,10 +16,10 @@ use tokio::sync::watch;
 use translator::model::{Kind, ObjectKey, PolicyStatus, RetryPolicy, TrafficSplit, policy_status};
 
 use crate::k8s::watch::Rejected;
-use crate::xds::cache::Cache;
+use crate::xds::store::Store;
 
 /// What status every policy object should carry now, rejected objects included.
-pub fn desired(cache: &Cache, rejected: &Rejected) -> BTreeMap<ObjectKey, PolicyStatus> {
+pub fn desired(cache: &Store, rejected: &Rejected) -> BTreeMap<ObjectKey, PolicyStatus> {
     let mut out = cache.read(policy_status);
     let rejected = rejected.lock().unwrap_or_else(|e| e.into_inner());
     for (key, (generation, err)) in rejected.iter() {
@@ -38,18 +38,25 @@ pub fn desired(cache: &Cache, rejected: &Rejected) -> BTreeMap<ObjectKey, Policy
             );
         }
     }
-    for (key, suspect) in cache.contained() {
-        let message = format!(
-            "proxy {} rejected {} made from {key}: {}; {}",
-            suspect.proxy,
-            suspect.resource,
-            suspect.error,
-            if suspect.confirmed {
-                "left out until it changes"
-            } else {
-                "left out while the control plane narrows down which of several new objects caused it"
-            }
-        );
+    for (view, key, suspect) in cache.contained() {
+        let how = if suspect.confirmed {
+            "left out for that namespace's proxies until it changes"
+        } else {
+            "left out for that namespace's proxies while the control plane narrows down which of several objects caused it"
+        };
+        // A proxy's error text goes into the status of its own namespace's objects only:
+        // another tenant's workload does not get to write into this object.
+        let message = if view.namespace == key.namespace {
+            format!(
+                "proxy {} rejected {} made from {key}: {}; {how}",
+                suspect.proxy, suspect.resource, suspect.error
+            )
+        } else {
+            format!(
+                "proxies in namespace {} reject {} made from {key}; {how}",
+                view.namespace, suspect.resource
+            )
+        };
         // An HTTPRouteGroup has no status of its own: the splits that use it say it.
         let targets: Vec<ObjectKey> = if key.kind == Kind::HTTPRouteGroup {
             out.keys()
@@ -89,7 +96,7 @@ pub fn desired(cache: &Cache, rejected: &Rejected) -> BTreeMap<ObjectKey, Policy
 
 /// Without an API server (manifest mode) the conditions go to the log whenever they
 /// change.
-pub async fn log_changes(cache: Arc<Cache>) {
+pub async fn log_changes(cache: Arc<Store>) {
     let mut builds = cache.builds();
     let none = Rejected::default();
     let mut last: BTreeMap<ObjectKey, PolicyStatus> = BTreeMap::new();
@@ -119,7 +126,7 @@ pub async fn log_changes(cache: Arc<Cache>) {
 /// Patches status while `leader` is true.
 pub async fn run(
     client: Client,
-    cache: Arc<Cache>,
+    cache: Arc<Store>,
     rejected: Rejected,
     mut leader: watch::Receiver<bool>,
     field_manager: String,
@@ -209,9 +216,9 @@ mod tests {
     use translator::model::parse_manifest;
 
     use super::*;
-    use crate::xds::cache::CacheConfig;
-    use crate::xds::snapshot::Source;
+    use crate::xds::store::StoreConfig;
     use crate::xds::stream::Rejection;
+    use translator::encoded::Source;
 
     const YAML: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{name: http, port: 80}]\n---\napiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {name: canary}\nspec:\n  service: web\n  backends: [{service: web, weight: 1}]\n---\napiVersion: policy.rudder.dev/v1alpha1\nkind: RetryPolicy\nmetadata: {name: retries}\nspec:\n  targetRef: {name: web}\n";
 
@@ -229,7 +236,7 @@ mod tests {
 
     #[test]
     fn a_contained_policy_gets_a_rejected_condition_and_others_do_not() {
-        let cache = Cache::new(CacheConfig::default());
+        let cache = Store::new(StoreConfig::default(), Default::default(), None);
         let parsed = parse_manifest(YAML).expect("yaml");
         cache.update(|m| {
             parsed
@@ -239,8 +246,14 @@ mod tests {
         });
         let split = ObjectKey::new(Kind::TrafficSplit, "default", "canary");
         let rev = cache.read(|m| m.rev(&split)).expect("rev");
+        let view = translator::model::ViewKey {
+            namespace: "default".into(),
+            egress: Default::default(),
+        };
         cache.on_nack(
-            "p.default",
+            &view,
+            "p",
+            "spiffe://cluster.local/ns/default/sa/p",
             &rejection(vec![Source {
                 key: split.clone(),
                 rev,
@@ -258,7 +271,7 @@ mod tests {
         );
         assert_eq!(
             accepted.message,
-            "proxy p.default rejected RDS outbound made from TrafficSplit default/canary: invalid regex; left out until it changes"
+            "proxy spiffe://cluster.local/ns/default/sa/p rejected RDS outbound made from TrafficSplit default/canary: invalid regex; left out for that namespace's proxies until it changes"
         );
         let other = &status[&ObjectKey::new(Kind::RetryPolicy, "default", "retries")];
         assert_eq!(other.conditions[0].status, "True", "{other:?}");

@@ -23,7 +23,7 @@ use translator::model::{
     HTTPRouteGroup, Kind, Model, ModelError, Object, ObjectKey, RetryPolicy, TrafficSplit,
 };
 
-use crate::xds::cache::Cache;
+use crate::xds::store::Store;
 
 /// Objects refused by validation: key -> (generation, error).
 pub type Rejected = Arc<Mutex<BTreeMap<ObjectKey, (Option<i64>, ModelError)>>>;
@@ -98,7 +98,7 @@ fn strip_pod(pod: &mut Pod) {
 }
 
 struct Sink {
-    cache: Arc<Cache>,
+    cache: Arc<Store>,
     rejected: Rejected,
     kind: Kind,
     namespace: Option<String>,
@@ -204,7 +204,7 @@ async fn watch_kind<K>(
 }
 
 /// Starts every watcher; returns the rejected-object record and the sync state.
-pub fn spawn(client: Client, cache: Arc<Cache>, scope: &KubeScope) -> (Rejected, SyncState) {
+pub fn spawn(client: Client, cache: Arc<Store>, scope: &KubeScope) -> (Rejected, SyncState) {
     let rejected: Rejected = Arc::default();
     let (tx, _) = watch::channel(BTreeSet::new());
     let tx = Arc::new(tx);

@@ -19,7 +19,7 @@ use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 use translator::XdsType;
 
-use crate::observability::registry::{ProxyRegistry, ProxyState, ResourceStatus};
+use crate::observability::registry::{Proxy, ProxyRegistry};
 
 /// Node metadata key CSDS adds: the proxy's stream type (`sotw` or `delta`).
 pub const META_STREAM: &str = "rudder.dev/stream";
@@ -93,24 +93,24 @@ fn redact(any: &Any) -> Option<Any> {
     })
 }
 
-fn matches(p: &ProxyState, req: &ClientStatusRequest) -> bool {
+fn matches(p: &Proxy, req: &ClientStatusRequest) -> bool {
     req.node_matchers.is_empty()
         || req.node_matchers.iter().any(|m| {
             m.node_id.as_ref().is_none_or(|sm| match &sm.match_pattern {
-                Some(MatchPattern::Exact(s)) => p.node.id == *s,
-                Some(MatchPattern::Prefix(s)) => p.node.id.starts_with(s.as_str()),
+                Some(MatchPattern::Exact(s)) => p.info.node.id == *s,
+                Some(MatchPattern::Prefix(s)) => p.info.node.id.starts_with(s.as_str()),
                 _ => true,
             })
         })
 }
 
-/// The CSDS view of one proxy.
-pub fn client_config(p: &ProxyState, with_contents: bool) -> ClientConfig {
-    let mut node = p.node.to_node();
+/// The CSDS view of one proxy, read from its stream's state.
+pub fn client_config(p: &Proxy, with_contents: bool) -> ClientConfig {
+    let mut node = p.info.node.to_node();
     let meta = node.metadata.get_or_insert_with(Default::default);
     for (k, v) in [
-        (META_STREAM, p.stream),
-        (META_IDENTITY, p.identity.as_str()),
+        (META_STREAM, p.info.stream),
+        (META_IDENTITY, p.info.identity.as_str()),
     ] {
         meta.fields.insert(
             k.into(),
@@ -119,59 +119,43 @@ pub fn client_config(p: &ProxyState, with_contents: bool) -> ClientConfig {
             },
         );
     }
+    let acked = p.last_ack().map(timestamp);
     let mut configs = Vec::new();
     for kind in XdsType::ALL {
-        let sent = p.sent.get(&kind);
-        for (name, want) in p.snapshot.get(kind) {
-            if sent.is_some_and(|m| m.contains_key(name)) {
+        for r in p.info.state.resources(kind) {
+            let Some(want) = &r.want else {
+                // Held but no longer wanted: on its way out.
                 continue;
-            }
-            configs.push(GenericXdsConfig {
-                type_url: kind.type_url().into(),
-                name: name.clone(),
-                version_info: want.version.clone(),
-                config_status: ConfigStatus::NotSent as i32,
-                client_status: ClientResourceStatus::Unknown as i32,
-                ..Default::default()
-            });
-        }
-        for (name, r) in sent.into_iter().flatten() {
-            let current = p
-                .snapshot
-                .get(kind)
-                .get(name)
-                .is_none_or(|w| w.version == r.resource.version);
-            let (config_status, client_status, error) = match &r.status {
-                ResourceStatus::Acked if current => {
-                    (ConfigStatus::Synced, ClientResourceStatus::Acked, None)
-                }
-                ResourceStatus::Acked => (ConfigStatus::Stale, ClientResourceStatus::Acked, None),
-                ResourceStatus::Requested => {
-                    (ConfigStatus::Stale, ClientResourceStatus::Requested, None)
-                }
-                ResourceStatus::Nacked(e) => (
-                    ConfigStatus::Error,
-                    ClientResourceStatus::Nacked,
-                    Some(e.to_string()),
-                ),
+            };
+            let current = r.held.as_deref() == Some(want.version.as_str());
+            let (config_status, client_status) = if r.rejected.is_some() {
+                (ConfigStatus::Error, ClientResourceStatus::Nacked)
+            } else if current && !r.inflight {
+                (ConfigStatus::Synced, ClientResourceStatus::Acked)
+            } else if r.inflight {
+                (ConfigStatus::Stale, ClientResourceStatus::Requested)
+            } else if r.held.is_some() {
+                (ConfigStatus::Stale, ClientResourceStatus::Acked)
+            } else {
+                (ConfigStatus::NotSent, ClientResourceStatus::Unknown)
             };
             let contents = if kind == XdsType::Secret {
-                redact(&r.resource.any)
+                redact(&want.any)
             } else {
-                Some(r.resource.any.clone())
+                Some(want.any.clone())
             };
             configs.push(GenericXdsConfig {
                 type_url: kind.type_url().into(),
-                name: name.clone(),
-                version_info: r.resource.version.clone(),
+                name: r.name.to_string(),
+                version_info: want.version.clone(),
                 xds_config: contents.filter(|_| with_contents),
-                last_updated: Some(timestamp(r.updated)),
+                last_updated: acked,
                 config_status: config_status as i32,
                 client_status: client_status as i32,
-                error_state: error.map(|details| UpdateFailureState {
-                    details,
-                    version_info: r.last_good.clone().unwrap_or_default(),
-                    last_update_attempt: Some(timestamp(r.updated)),
+                error_state: r.rejected.as_ref().map(|details| UpdateFailureState {
+                    details: details.to_string(),
+                    version_info: r.held.clone().unwrap_or_default(),
+                    last_update_attempt: acked,
                     ..Default::default()
                 }),
                 ..Default::default()

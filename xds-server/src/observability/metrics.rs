@@ -134,7 +134,7 @@ impl Metrics {
         );
         registry.register(
             "snapshot_resources",
-            "Shared resources in the last build",
+            "Resources the views hold (clusters, endpoints, routes), summed over views",
             m.snapshot_resources.clone(),
         );
         registry.register(
@@ -218,6 +218,8 @@ pub struct Admin {
     pub proxies: Arc<ProxyRegistry>,
     /// Certificates, for their gauges.
     pub certs: Option<Arc<CertManager>>,
+    /// The store, for the size of what the views hold.
+    pub store: Option<Arc<crate::xds::store::Store>>,
     /// Set once the initial sync is done and xDS is serving.
     pub ready: AtomicBool,
 }
@@ -245,7 +247,15 @@ fn route(admin: &Admin, path: &str) -> Response<Full<Bytes>> {
     let (status, body, ctype) = match path {
         "/metrics" => (
             StatusCode::OK,
-            admin.metrics.encode(&admin.proxies, admin.certs.as_deref()),
+            {
+                if let Some(store) = &admin.store {
+                    admin
+                        .metrics
+                        .snapshot_resources
+                        .set(i64::try_from(store.view_resources()).unwrap_or(i64::MAX));
+                }
+                admin.metrics.encode(&admin.proxies, admin.certs.as_deref())
+            },
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         ),
         "/healthz" => (StatusCode::OK, "ok\n".to_string(), "text/plain"),
@@ -286,6 +296,7 @@ mod tests {
             metrics: Arc::new(Metrics::new()),
             proxies: Arc::default(),
             certs: None,
+            store: None,
             ready: AtomicBool::new(false),
         };
         assert_eq!(

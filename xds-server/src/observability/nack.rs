@@ -42,13 +42,14 @@ pub struct NackLog {
 impl NackLog {
     /// Records a rejection; logs it unless this exact one (node, type, version) was
     /// already seen.
-    pub fn record(&self, node: &str, rejection: &Rejection) {
+    pub fn record(&self, node: &str, identity: &str, rejection: &Rejection) {
         let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let (records, seen) = &mut *guard;
         let key = (node.to_string(), rejection.kind, rejection.version.clone());
         if seen.insert(key) {
             tracing::warn!(
                 node,
+                identity,
                 r#type = %rejection.kind,
                 version = %rejection.version,
                 resources = ?rejection.resources.iter().take(16).collect::<Vec<_>>(),

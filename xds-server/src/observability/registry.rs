@@ -1,42 +1,25 @@
-//! What every connected proxy was sent and what it said back: the source of CSDS,
-//! `xdsctl status` and `xdsctl dump`. Each stream records the events of its state
-//! machine here; readers take a consistent copy.
+//! Every connected proxy: who it is, and a handle on its stream's state machine. CSDS,
+//! `xdsctl status`, `xdsctl dump` and metrics read the machines' own state on demand (what
+//! each proxy should hold, what it holds, what is in flight, what it rejected), so the
+//! registry keeps nothing per resource and nothing is copied until someone asks.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use translator::XdsType;
 
-use crate::xds::snapshot::{Encoded, Snapshot};
-use crate::xds::stream::Event;
+use crate::xds::stream::ResourceView;
 
-/// Where one resource stands with a proxy.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ResourceStatus {
-    /// Sent, no answer yet.
-    Requested,
-    /// Accepted.
-    Acked,
-    /// Rejected, with the proxy's error text; it keeps its last good version.
-    Nacked(Arc<str>),
-}
-
-/// One resource as last sent to a proxy.
-#[derive(Clone, Debug)]
-pub struct SentResource {
-    /// The resource.
-    pub resource: Arc<Encoded>,
-    /// The version of the response that carried it.
-    pub response_version: String,
-    /// Its status.
-    pub status: ResourceStatus,
-    /// When the status last changed.
-    pub updated: SystemTime,
-    /// The last version the proxy accepted, if any.
-    pub last_good: Option<String>,
+/// A stream's state as readers see it.
+pub trait StreamView: Send + Sync {
+    /// What the proxy should hold of `kind` (and holds but should drop), and where each
+    /// resource stands.
+    fn resources(&self, kind: XdsType) -> Vec<ResourceView>;
+    /// Types the proxy subscribed to.
+    fn subscribed(&self) -> Vec<XdsType>;
 }
 
 /// What is kept of the node a proxy sent: its id, user agent and the parsed identity,
@@ -100,8 +83,7 @@ impl NodeInfo {
 }
 
 /// One connected proxy (one stream).
-#[derive(Clone, Debug)]
-pub struct ProxyState {
+pub struct ProxyInfo {
     /// What is kept of the node it sent.
     pub node: NodeInfo,
     /// Its identity: the SPIFFE ID of its verified certificate (`unverified:NS/SA` with
@@ -113,14 +95,45 @@ pub struct ProxyState {
     pub stream: &'static str,
     /// When it connected.
     pub connected: SystemTime,
-    /// Its last ACK.
-    pub last_ack: Option<SystemTime>,
-    /// What it was sent, by type and name.
-    pub sent: BTreeMap<XdsType, BTreeMap<String, SentResource>>,
-    /// Types it subscribed to.
-    pub subscribed: Vec<XdsType>,
-    /// What it should hold now.
-    pub snapshot: Arc<Snapshot>,
+    /// Its stream's state.
+    pub state: Arc<dyn StreamView>,
+}
+
+impl std::fmt::Debug for ProxyInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyInfo")
+            .field("node", &self.node)
+            .field("identity", &self.identity)
+            .field("stream", &self.stream)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A registered proxy.
+#[derive(Debug)]
+pub struct Proxy {
+    /// Who it is.
+    pub info: ProxyInfo,
+    /// Its last answer that left nothing in flight (milliseconds since the epoch).
+    last_ack: AtomicU64,
+}
+
+impl Proxy {
+    /// When it last had everything it was sent answered.
+    pub fn last_ack(&self) -> Option<SystemTime> {
+        match self.last_ack.load(Ordering::Relaxed) {
+            0 => None,
+            ms => UNIX_EPOCH.checked_add(Duration::from_millis(ms)),
+        }
+    }
+
+    /// How `kind` stands.
+    pub fn sync(&self, kind: XdsType) -> TypeSync {
+        sync_of(
+            &self.info.state.resources(kind),
+            self.info.state.subscribed().contains(&kind),
+        )
+    }
 }
 
 /// How one type stands for one proxy, as `xdsctl status` shows it.
@@ -132,7 +145,7 @@ pub enum TypeSync {
     NotSent,
     /// Sent but not (yet) accepted, or accepted at an older version.
     Stale,
-    /// The proxy rejected something of this type.
+    /// The proxy rejected the version it should hold.
     Nacked,
 }
 
@@ -148,36 +161,26 @@ impl TypeSync {
     }
 }
 
-impl ProxyState {
-    /// How `kind` stands.
-    pub fn sync(&self, kind: XdsType) -> TypeSync {
-        let sent = self.sent.get(&kind);
-        let Some(sent) = sent.filter(|m| !m.is_empty()) else {
-            return if self.subscribed.contains(&kind) && self.snapshot.get(kind).is_empty() {
-                TypeSync::Synced
-            } else {
-                TypeSync::NotSent
-            };
-        };
-        if sent
-            .values()
-            .any(|r| matches!(r.status, ResourceStatus::Nacked(_)))
-        {
-            return TypeSync::Nacked;
-        }
-        let acked_current = sent.values().all(|r| {
-            r.status == ResourceStatus::Acked
-                && self
-                    .snapshot
-                    .get(kind)
-                    .get(&r.resource.name)
-                    .is_none_or(|want| want.version == r.resource.version)
-        });
-        if acked_current {
+/// The state of a type from its resources.
+pub fn sync_of(resources: &[ResourceView], subscribed: bool) -> TypeSync {
+    if resources.iter().any(|r| r.rejected.is_some()) {
+        return TypeSync::Nacked;
+    }
+    let current = |r: &ResourceView| match &r.want {
+        Some(w) => r.held.as_deref() == Some(w.version.as_str()) && !r.inflight,
+        None => false,
+    };
+    if resources.iter().all(current) {
+        return if subscribed || !resources.is_empty() {
             TypeSync::Synced
         } else {
-            TypeSync::Stale
-        }
+            TypeSync::NotSent
+        };
+    }
+    if resources.iter().all(|r| r.held.is_none() && !r.inflight) {
+        TypeSync::NotSent
+    } else {
+        TypeSync::Stale
     }
 }
 
@@ -185,18 +188,24 @@ impl ProxyState {
 #[derive(Default)]
 pub struct ProxyRegistry {
     next: AtomicU64,
-    proxies: Mutex<BTreeMap<u64, ProxyState>>,
+    proxies: Mutex<BTreeMap<u64, Arc<Proxy>>>,
 }
 
 impl ProxyRegistry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, ProxyState>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Proxy>>> {
         self.proxies.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Registers a stream; returns its id.
-    pub fn connect(&self, state: ProxyState) -> u64 {
+    pub fn connect(&self, info: ProxyInfo) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(id, state);
+        self.lock().insert(
+            id,
+            Arc::new(Proxy {
+                info,
+                last_ack: AtomicU64::new(0),
+            }),
+        );
         id
     }
 
@@ -205,79 +214,19 @@ impl ProxyRegistry {
         self.lock().remove(&id);
     }
 
-    /// Records a new snapshot for a stream.
-    pub fn snapshot(&self, id: u64, snapshot: Arc<Snapshot>) {
-        if let Some(p) = self.lock().get_mut(&id) {
-            p.snapshot = snapshot;
+    /// A stream's proxy answered everything in flight.
+    pub fn acked(&self, id: u64) {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        if let Some(p) = self.lock().get(&id) {
+            p.last_ack.store(ms, Ordering::Relaxed);
         }
     }
 
-    /// Records what a stream's state machine did.
-    pub fn record(&self, id: u64, events: &[Event], subscribed: Vec<XdsType>) {
-        let mut all = self.lock();
-        let Some(p) = all.get_mut(&id) else { return };
-        p.subscribed = subscribed;
-        let now = SystemTime::now();
-        for e in events {
-            match e {
-                Event::Sent {
-                    kind,
-                    version,
-                    resources,
-                    removed,
-                } => {
-                    let map = p.sent.entry(*kind).or_default();
-                    let names: Vec<&str> = resources.iter().map(|r| r.name.as_str()).collect();
-                    match removed {
-                        None => map.retain(|n, _| names.contains(&n.as_str())),
-                        Some(gone) => gone.iter().for_each(|n| {
-                            map.remove(n);
-                        }),
-                    }
-                    for r in resources {
-                        let last_good = map.get(&r.name).and_then(|old| match old.status {
-                            ResourceStatus::Acked => Some(old.resource.version.clone()),
-                            _ => old.last_good.clone(),
-                        });
-                        map.insert(
-                            r.name.clone(),
-                            SentResource {
-                                resource: r.clone(),
-                                response_version: version.clone(),
-                                status: ResourceStatus::Requested,
-                                updated: now,
-                                last_good,
-                            },
-                        );
-                    }
-                }
-                Event::Ack { kind, version, .. } => {
-                    p.last_ack = Some(now);
-                    for r in p.sent.entry(*kind).or_default().values_mut() {
-                        if r.response_version == *version {
-                            r.status = ResourceStatus::Acked;
-                            r.last_good = Some(r.resource.version.clone());
-                            r.updated = now;
-                        }
-                    }
-                }
-                Event::Nack(rej) => {
-                    // One copy of the text, shared by every resource it names.
-                    let error: Arc<str> = Arc::from(rej.error.as_str());
-                    for r in p.sent.entry(rej.kind).or_default().values_mut() {
-                        if r.response_version == rej.version {
-                            r.status = ResourceStatus::Nacked(error.clone());
-                            r.updated = now;
-                        }
-                    }
-                }
-                Event::Ignored { .. } => {}
-            }
-        }
-    }
-
-    /// A copy of every proxy's state.
-    pub fn all(&self) -> Vec<ProxyState> {
+    /// Every connected proxy (handles, not copies).
+    pub fn all(&self) -> Vec<Arc<Proxy>> {
         self.lock().values().cloned().collect()
     }
 
@@ -285,7 +234,7 @@ impl ProxyRegistry {
     pub fn counts(&self) -> BTreeMap<(&'static str, &'static str), i64> {
         let mut out = BTreeMap::new();
         for p in self.lock().values() {
-            *out.entry((p.kind, p.stream)).or_insert(0) += 1;
+            *out.entry((p.info.kind, p.info.stream)).or_insert(0) += 1;
         }
         out
     }

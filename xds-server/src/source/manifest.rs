@@ -20,8 +20,8 @@ use notify::Watcher;
 use tokio::sync::mpsc;
 use translator::model::{MAX_MANIFEST_BYTES, ManifestError, Object, ObjectKey, parse_manifest};
 
-use crate::xds::cache::Cache;
-use crate::xds::snapshot::short_hash;
+use crate::xds::store::Store;
+use translator::encoded::short_hash;
 
 /// Quiet time after a file-system event before the directory is re-read.
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -365,7 +365,7 @@ impl ManifestDir {
 }
 
 /// Applies a scan to the model and logs what it found.
-pub fn apply(cache: &Cache, scan: Scan) {
+pub fn apply(cache: &Store, scan: Scan) {
     for e in &scan.errors {
         tracing::error!(error = %e, "manifest problem");
     }
@@ -493,7 +493,7 @@ fn dir_id(dir: &Path) -> Option<(u64, u64)> {
 }
 
 /// Watches the directory forever, applying changes after [`DEBOUNCE`].
-pub async fn run(mut source: ManifestDir, cache: Arc<Cache>) {
+pub async fn run(mut source: ManifestDir, cache: Arc<Store>) {
     let (tx, mut rx) = mpsc::channel::<()>(1);
     let mut watch = DirWatch::new(source.dir(), tx);
     let mut armed = watch.rearm();

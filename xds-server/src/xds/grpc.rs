@@ -1,9 +1,11 @@
-//! The tonic glue for ADS: reads requests, feeds the stream state machines, forwards
-//! snapshot changes and sends what the machines return. No protocol logic lives here.
+//! The tonic glue for ADS: checks who a stream is, attaches it to the store, then reads
+//! requests, view and own updates and ticks, feeds the stream state machine and sends
+//! what it returns. No protocol logic lives here.
 
 use std::pin::Pin;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
@@ -14,14 +16,15 @@ use futures::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+use translator::XdsType;
 use translator::identity::{ProxyIdentity, ProxyKind};
 
 use crate::observability::metrics::{Metrics, TypeLabel};
 use crate::observability::nack::NackLog;
-use crate::observability::registry::{ProxyRegistry, ProxyState};
-use crate::xds::cache::Cache;
-use crate::xds::snapshot::Snapshot;
-use crate::xds::stream::{Event, delta, sotw};
+use crate::observability::registry::{NodeInfo, ProxyInfo, ProxyRegistry, StreamView};
+use crate::xds::fanout::{Desired, OwnVersion, ViewVersion};
+use crate::xds::store::Store;
+use crate::xds::stream::{Event, ResourceView, delta, sotw};
 
 /// How often a stream with an ordering wait re-checks it.
 const TICK: Duration = Duration::from_millis(250);
@@ -44,10 +47,10 @@ impl Default for StreamLimits {
     }
 }
 
-/// The ADS service.
+/// What the ADS service works with.
 #[derive(Clone)]
 pub struct AdsService {
-    cache: Arc<Cache>,
+    store: Arc<Store>,
     nacks: Arc<NackLog>,
     proxies: Arc<ProxyRegistry>,
     metrics: Arc<Metrics>,
@@ -59,11 +62,10 @@ pub struct AdsService {
 }
 
 impl AdsService {
-    /// Serves snapshots from `cache`, recording rejections in `nacks`. With `verify`
-    /// (the trust domain), a node must present a client certificate for the namespace
-    /// and service account it claims.
+    /// Serves from `store`, recording rejections in `nacks`. With `verify` (the trust
+    /// domain), a stream is its client certificate's identity.
     pub fn new(
-        cache: Arc<Cache>,
+        store: Arc<Store>,
         nacks: Arc<NackLog>,
         proxies: Arc<ProxyRegistry>,
         metrics: Arc<Metrics>,
@@ -72,7 +74,7 @@ impl AdsService {
         limits: StreamLimits,
     ) -> Self {
         AdsService {
-            cache,
+            store,
             nacks,
             proxies,
             metrics,
@@ -122,33 +124,34 @@ static REFUSAL_LOG: crate::xds::listener::RateLimited = crate::xds::listener::Ra
 /// proved its identity.
 struct ConnLife {
     stop: crate::server::Stop,
-    expires: Option<std::time::SystemTime>,
+    expires: Option<SystemTime>,
 }
 
 /// Counts an ADS stream on its connection; uncounted when dropped.
-struct StreamSlot(Arc<std::sync::atomic::AtomicUsize>);
+struct StreamSlot(Arc<AtomicUsize>);
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 /// What the glue needs from a state machine.
-trait Machine: Send + Sync + 'static {
+trait Machine: Send + 'static {
     type Req: Send + 'static;
     type Resp: Send + 'static;
     const STREAM: &'static str;
     fn node(req: &Self::Req) -> Option<&Node>;
-    fn new(snapshot: Arc<Snapshot>, limits: &StreamLimits) -> Self;
+    fn new(desired: Desired, limits: &StreamLimits, full_resend: bool) -> Self;
     fn request(&mut self, req: &Self::Req, now: Instant) -> (Vec<Self::Resp>, Vec<Event>);
-    fn snapshot(&mut self, snap: Arc<Snapshot>, now: Instant) -> (Vec<Self::Resp>, Vec<Event>);
+    fn view(&mut self, view: Arc<ViewVersion>, now: Instant) -> (Vec<Self::Resp>, Vec<Event>);
+    fn own(&mut self, own: Arc<OwnVersion>, now: Instant) -> (Vec<Self::Resp>, Vec<Event>);
     fn tick(&mut self, now: Instant) -> (Vec<Self::Resp>, Vec<Event>);
     fn waiting(&self) -> bool;
-    fn subscribed(&self) -> Vec<translator::XdsType>;
     fn idle(&self) -> bool;
-    /// Set when the last request broke a limit: the stream ends with this.
     fn refusal(&mut self) -> Option<String>;
+    fn resources(&self, kind: XdsType) -> Vec<ResourceView>;
+    fn subscribed(&self) -> Vec<XdsType>;
 }
 
 /// Both stream machines have the same surface; only the message types differ.
@@ -161,15 +164,21 @@ macro_rules! machine {
             fn node(req: &$req) -> Option<&Node> {
                 req.node.as_ref()
             }
-            fn new(snapshot: Arc<Snapshot>, limits: &StreamLimits) -> Self {
-                <$ty>::new(snapshot).with_name_limit(limits.subscribed_names)
+            fn new(desired: Desired, limits: &StreamLimits, full_resend: bool) -> Self {
+                <$ty>::new(desired)
+                    .with_name_limit(limits.subscribed_names)
+                    .with_full_resend(full_resend)
             }
             fn request(&mut self, req: &$req, now: Instant) -> (Vec<$resp>, Vec<Event>) {
                 let s = self.on_request(req, now);
                 (s.responses, s.events)
             }
-            fn snapshot(&mut self, snap: Arc<Snapshot>, now: Instant) -> (Vec<$resp>, Vec<Event>) {
-                let s = self.on_snapshot(snap, now);
+            fn view(&mut self, v: Arc<ViewVersion>, now: Instant) -> (Vec<$resp>, Vec<Event>) {
+                let s = self.on_view(v, now);
+                (s.responses, s.events)
+            }
+            fn own(&mut self, o: Arc<OwnVersion>, now: Instant) -> (Vec<$resp>, Vec<Event>) {
+                let s = self.on_own(o, now);
                 (s.responses, s.events)
             }
             fn tick(&mut self, now: Instant) -> (Vec<$resp>, Vec<Event>) {
@@ -179,14 +188,17 @@ macro_rules! machine {
             fn waiting(&self) -> bool {
                 <$ty>::waiting(self)
             }
-            fn subscribed(&self) -> Vec<translator::XdsType> {
-                <$ty>::subscribed(self)
-            }
             fn idle(&self) -> bool {
                 <$ty>::idle(self)
             }
             fn refusal(&mut self) -> Option<String> {
                 self.take_refusal()
+            }
+            fn resources(&self, kind: XdsType) -> Vec<ResourceView> {
+                <$ty>::resources(self, kind)
+            }
+            fn subscribed(&self) -> Vec<XdsType> {
+                <$ty>::subscribed(self)
             }
         }
     };
@@ -205,6 +217,26 @@ machine!(
     "delta"
 );
 
+/// A stream's machine as the registry reads it (CSDS, `xdsctl`): the same state the
+/// stream works on, read on demand.
+struct Shared<M>(Mutex<M>);
+
+impl<M> Shared<M> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, M> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<M: Machine> StreamView for Shared<M> {
+    fn resources(&self, kind: XdsType) -> Vec<ResourceView> {
+        self.lock().resources(kind)
+    }
+
+    fn subscribed(&self) -> Vec<XdsType> {
+        self.lock().subscribed()
+    }
+}
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 impl AdsService {
@@ -220,9 +252,7 @@ impl AdsService {
         }
         let slot = match crate::xds::listener::ConnInfo::of(&request) {
             Some(info) => {
-                let open = info
-                    .streams
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let open = info.streams.fetch_add(1, Ordering::Relaxed);
                 let slot = StreamSlot(info.streams.clone());
                 if open >= self.limits.streams_per_connection {
                     self.metrics.refused("streams_per_connection");
@@ -253,18 +283,17 @@ impl AdsService {
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let obs = Obs {
-            cache: self.cache.clone(),
+            store: self.store.clone(),
             nacks: self.nacks.clone(),
             proxies: self.proxies.clone(),
             metrics: self.metrics.clone(),
         };
-        let cache = self.cache.clone();
         let stop = self.stop.clone();
         let limits = self.limits;
         tokio::spawn(async move {
             let _slot = slot;
             let conn = ConnLife { stop, expires };
-            if let Err(status) = drive::<M>(cache, obs, peer, inbound, conn, limits, &tx).await {
+            if let Err(status) = drive::<M>(obs, peer, inbound, conn, limits, &tx).await {
                 let _ = tx.send(Err(status)).await;
             }
         });
@@ -274,14 +303,73 @@ impl AdsService {
 
 /// Where a stream reports what happened.
 struct Obs {
-    cache: Arc<Cache>,
+    store: Arc<Store>,
     nacks: Arc<NackLog>,
     proxies: Arc<ProxyRegistry>,
     metrics: Arc<Metrics>,
 }
 
+/// Checks the identity a stream claims against its certificate and the model.
+fn admit(identity: &ProxyIdentity, peer: &Peer, store: &Store) -> Result<(), Status> {
+    let refuse = |msg: String, log: &str| {
+        if let Some(suppressed) = REFUSAL_LOG.allow() {
+            tracing::warn!(node = %identity.node_id, reason = %msg, suppressed, "refused xDS stream: {log}");
+        }
+        Status::permission_denied(msg)
+    };
+    if identity.namespace == crate::server::CONTROL_PLANE_NS {
+        return Err(refuse(
+            format!(
+                "identities in namespace {} belong to the control plane; proxies cannot use them",
+                crate::server::CONTROL_PLANE_NS
+            ),
+            "the control plane's own namespace",
+        ));
+    }
+    if identity.kind == ProxyKind::Grpc {
+        return Err(Status::unimplemented(
+            "proxyless gRPC clients are not served by this version of Rudder",
+        ));
+    }
+    if let Peer::Verified(td, cert) = peer {
+        let ok = cert.as_ref().is_some_and(|c| {
+            c.trust_domain == *td
+                && c.namespace == identity.namespace
+                && c.service_account == identity.service_account
+        });
+        if !ok {
+            let shown = cert
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "none".into());
+            return Err(refuse(
+                format!(
+                    "node {} claims {}/{} but its client certificate is {shown}",
+                    identity.node_id, identity.namespace, identity.service_account
+                ),
+                "the node's claimed identity does not match its client certificate",
+            ));
+        }
+    }
+    // A pod's workload identity is its service account: a node may only claim a pod that
+    // runs as the identity it proved.
+    let pod_account = store.read(|m| {
+        m.pod(&identity.namespace, &identity.pod)
+            .map(|p| p.service_account.clone())
+    });
+    if let Some(sa) = pod_account.filter(|sa| *sa != identity.service_account) {
+        return Err(refuse(
+            format!(
+                "pod {}/{} runs as service account {sa}, not {}",
+                identity.namespace, identity.pod, identity.service_account
+            ),
+            "the pod runs as another service account",
+        ));
+    }
+    Ok(())
+}
+
 async fn drive<M: Machine>(
-    cache: Arc<Cache>,
     obs: Obs,
     peer: Peer,
     mut inbound: Streaming<M::Req>,
@@ -297,7 +385,7 @@ async fn drive<M: Machine>(
     // A stream lives no longer than the certificate that proved its identity.
     let expired = tokio::time::sleep(
         expires
-            .and_then(|t| t.duration_since(std::time::SystemTime::now()).ok())
+            .and_then(|t| t.duration_since(SystemTime::now()).ok())
             .unwrap_or(Duration::from_secs(365 * 24 * 3600)),
     );
     tokio::pin!(expired);
@@ -312,105 +400,97 @@ async fn drive<M: Machine>(
         }
         Status::invalid_argument(e.to_string())
     })?;
-    if identity.namespace == crate::server::CONTROL_PLANE_NS {
-        if let Some(suppressed) = REFUSAL_LOG.allow() {
-            tracing::warn!(node = %identity.node_id, suppressed, "refused xDS stream: namespace {} is the control plane's own", crate::server::CONTROL_PLANE_NS);
-        }
-        return Err(Status::permission_denied(format!(
-            "identities in namespace {} belong to the control plane; proxies cannot use them",
-            crate::server::CONTROL_PLANE_NS
-        )));
-    }
-    if identity.kind == ProxyKind::Grpc {
-        return Err(Status::unimplemented(
-            "proxyless gRPC clients are not served by this version of Rudder",
-        ));
-    }
-    if let Peer::Verified(td, cert) = &peer {
-        let ok = cert.as_ref().is_some_and(|c| {
-            c.trust_domain == *td
-                && c.namespace == identity.namespace
-                && c.service_account == identity.service_account
-        });
-        if !ok {
-            let shown = cert
-                .as_ref()
-                .map(|c| c.to_string())
-                .unwrap_or_else(|| "none".into());
-            if let Some(suppressed) = REFUSAL_LOG.allow() {
-                tracing::warn!(
-                    node = %identity.node_id,
-                    claimed_namespace = %identity.namespace,
-                    claimed_service_account = %identity.service_account,
-                    certificate = %shown,
-                    suppressed,
-                    "refused xDS stream: the node's claimed identity does not match its client certificate"
-                );
-            }
-            return Err(Status::permission_denied(format!(
-                "node {} claims {}/{} but its client certificate is {shown}",
-                identity.node_id, identity.namespace, identity.service_account
-            )));
-        }
-    }
-    // A pod's workload identity is its service account: a node may only claim a pod that
-    // runs as the identity it proved.
-    let pod_account = cache.read(|m| {
-        m.pod(&identity.namespace, &identity.pod)
-            .map(|p| p.service_account.clone())
-    });
-    if let Some(sa) = pod_account.filter(|sa| *sa != identity.service_account) {
-        if let Some(suppressed) = REFUSAL_LOG.allow() {
-            tracing::warn!(node = %identity.node_id, pod = %identity.pod, pod_service_account = %sa, claimed = %identity.service_account, suppressed, "refused xDS stream: the pod runs as another service account");
-        }
-        return Err(Status::permission_denied(format!(
-            "pod {}/{} runs as service account {sa}, not {}",
-            identity.namespace, identity.pod, identity.service_account
-        )));
-    }
+    admit(&identity, &peer, &obs.store)?;
     let node = identity.node_id.clone();
     let scope = peer.scope(&identity);
-    let mut watch = cache.subscribe(&scope, &identity);
+    let secret_id = match &peer {
+        Peer::Verified(_, cert) => cert.clone(),
+        Peer::Unverified => ca::SpiffeId::new(
+            &obs.store.mesh().trust_domain,
+            &identity.namespace,
+            &identity.service_account,
+        )
+        .ok(),
+    };
+    let mut attachment = obs.store.attach(&scope, secret_id, &identity);
     tracing::info!(node = %node, identity = %scope, stream = M::STREAM, "proxy connected");
-    let snapshot = watch.rx.borrow_and_update().clone();
-    let mut machine = M::new(snapshot.clone(), &limits);
-    let id = obs.proxies.connect(ProxyState {
-        node: crate::observability::registry::NodeInfo::new(M::node(&first), &identity),
+    let desired = attachment.desired();
+    let machine = Arc::new(Shared(Mutex::new(M::new(
+        desired,
+        &limits,
+        obs.store.full_resend(),
+    ))));
+    let id = obs.proxies.connect(ProxyInfo {
+        node: NodeInfo::new(M::node(&first), &identity),
         identity: scope.clone(),
         kind: "envoy",
         stream: M::STREAM,
-        connected: std::time::SystemTime::now(),
-        last_ack: None,
-        sent: Default::default(),
-        subscribed: Vec::new(),
-        snapshot,
+        connected: SystemTime::now(),
+        state: machine.clone(),
     });
     let _registered = Registered(&obs.proxies, id);
+    let ctx = Ctx {
+        node: &node,
+        scope: &scope,
+        tag: crate::xds::store::stream_tag(&scope, &node),
+        obs: &obs,
+        id,
+    };
     let mut pending_since: Option<Instant> = Some(Instant::now());
-    let step = machine.request(&first, Instant::now());
-    refuse_if_over(&mut machine, &node, &obs)?;
-    let mut open = emit::<M>(&node, &obs, id, &machine, &mut pending_since, tx, step).await;
+    let step = machine.lock().request(&first, Instant::now());
+    refuse_if_over(&mut *machine.lock(), &node, &obs)?;
+    let mut open = emit(
+        &ctx,
+        &machine,
+        attachment.view_key(),
+        &mut pending_since,
+        tx,
+        step,
+    )
+    .await;
     while open {
+        let waiting = machine.lock().waiting();
         let step = tokio::select! {
             msg = inbound.message() => match msg {
                 Ok(Some(req)) => {
-                    let step = machine.request(&req, Instant::now());
-                    refuse_if_over(&mut machine, &node, &obs)?;
+                    let mut m = machine.lock();
+                    let step = m.request(&req, Instant::now());
+                    refuse_if_over(&mut *m, &node, &obs)?;
                     step
                 }
                 Ok(None) => break,
                 Err(status) => return Err(inbound_error(&obs, &node, status)),
             },
-            changed = watch.rx.changed() => {
+            changed = attachment.own.changed() => {
                 if changed.is_err() {
                     break;
                 }
-                let snap = watch.rx.borrow_and_update().clone();
-                obs.proxies.snapshot(id, snap.clone());
-                pending_since.get_or_insert(snap.changed_at.unwrap_or_else(Instant::now));
-                machine.snapshot(snap, Instant::now())
+                let own = attachment.own.borrow_and_update().clone();
+                if let Some(since) = own.changed_at {
+                    pending_since.get_or_insert(since);
+                }
+                let mut step = machine.lock().own(own.clone(), Instant::now());
+                // The proxy moved to another view (its pod's egress changed).
+                if let Some(view) = own.view.clone().filter(|v| v != attachment.view_key()) {
+                    attachment.switch_view(view);
+                    let v = attachment.view.borrow_and_update().clone();
+                    let (r, e) = machine.lock().view(v, Instant::now());
+                    step.0.extend(r);
+                    step.1.extend(e);
+                }
+                step
             }
-            _ = tokio::time::sleep(TICK), if machine.waiting() => machine.tick(Instant::now()),
+            changed = attachment.view.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let view = attachment.view.borrow_and_update().clone();
+                if let Some(since) = view.changed_at {
+                    pending_since.get_or_insert(since);
+                }
+                machine.lock().view(view, Instant::now())
+            }
+            _ = tokio::time::sleep(TICK), if waiting => machine.lock().tick(Instant::now()),
             () = &mut stopped => {
                 tracing::info!(node = %node, stream = M::STREAM, "ending the stream: the control plane is shutting down");
                 return Err(shutting_down());
@@ -420,10 +500,28 @@ async fn drive<M: Machine>(
                 return Err(Status::unauthenticated("the client certificate expired; reconnect with a renewed one"));
             }
         };
-        open = emit::<M>(&node, &obs, id, &machine, &mut pending_since, tx, step).await;
+        open = emit(
+            &ctx,
+            &machine,
+            attachment.view_key(),
+            &mut pending_since,
+            tx,
+            step,
+        )
+        .await;
     }
     tracing::info!(node = %node, stream = M::STREAM, "proxy disconnected");
     Ok(())
+}
+
+/// Who a stream is, for what it reports.
+struct Ctx<'a> {
+    node: &'a str,
+    scope: &'a str,
+    /// Unique per proxy (certificate identity and node id).
+    tag: String,
+    obs: &'a Obs,
+    id: u64,
 }
 
 /// Ends the stream when the last request broke a limit.
@@ -467,26 +565,26 @@ impl Drop for Registered<'_> {
     }
 }
 
-/// Sends responses and records events; false once the client is gone.
+/// Records events and sends responses; false once the client is gone.
 async fn emit<M: Machine>(
-    node: &str,
-    obs: &Obs,
-    id: u64,
-    machine: &M,
+    ctx: &Ctx<'_>,
+    machine: &Arc<Shared<M>>,
+    view: &translator::model::ViewKey,
     pending_since: &mut Option<Instant>,
     tx: &mpsc::Sender<Result<M::Resp, Status>>,
     (responses, events): (Vec<M::Resp>, Vec<Event>),
 ) -> bool {
-    obs.proxies.record(id, &events, machine.subscribed());
-    if machine.idle()
-        && events
-            .iter()
-            .any(|e| matches!(e, Event::Ack { .. } | Event::Nack(_)))
-        && let Some(since) = pending_since.take()
-    {
-        obs.metrics
-            .convergence
-            .observe(since.elapsed().as_secs_f64());
+    let obs = ctx.obs;
+    let answered = events
+        .iter()
+        .any(|e| matches!(e, Event::Ack { .. } | Event::Nack(_)));
+    if answered && machine.lock().idle() {
+        obs.proxies.acked(ctx.id);
+        if let Some(since) = pending_since.take() {
+            obs.metrics
+                .convergence
+                .observe(since.elapsed().as_secs_f64());
+        }
     }
     for event in events {
         match event {
@@ -500,16 +598,16 @@ async fn emit<M: Machine>(
                 obs.metrics
                     .resources_sent
                     .get_or_create(&label)
-                    .inc_by(u64::try_from(resources.len()).unwrap_or(0));
+                    .inc_by(u64::try_from(resources).unwrap_or(0));
             }
             Event::Ack {
                 kind,
                 version,
                 accepted,
             } => {
-                tracing::debug!(node, r#type = %kind, %version, "ACK");
+                tracing::debug!(node = ctx.node, r#type = %kind, %version, "ACK");
                 if !accepted.is_empty() {
-                    obs.cache.on_ack(&accepted);
+                    obs.store.on_ack(view, &ctx.tag, &accepted);
                 }
             }
             Event::Nack(rejection) => {
@@ -519,11 +617,11 @@ async fn emit<M: Machine>(
                         r#type: rejection.kind.to_string(),
                     })
                     .inc();
-                obs.nacks.record(node, &rejection);
-                obs.cache.on_nack(node, &rejection);
+                obs.nacks.record(ctx.node, ctx.scope, &rejection);
+                obs.store.on_nack(view, &ctx.tag, ctx.scope, &rejection);
             }
             Event::Ignored { type_url, reason } => {
-                tracing::debug!(node, %type_url, %reason, "request ignored");
+                tracing::debug!(node = ctx.node, %type_url, %reason, "request ignored");
             }
         }
     }

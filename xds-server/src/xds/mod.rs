@@ -1,10 +1,11 @@
 //! Serving xDS: the port's front door ([`listener`]), the model store and build loop
-//! ([`cache`]), containment of rejected config ([`containment`]), the per-stream state
-//! machines ([`stream`]) and the tonic glue ([`grpc`]).
+//! ([`store`]), what it publishes and how streams read it ([`fanout`]), containment of
+//! rejected config ([`containment`]), the per-stream state machines ([`stream`]) and
+//! their tonic glue ([`grpc`]).
 
-pub mod cache;
 pub mod containment;
+pub mod fanout;
 pub mod grpc;
 pub mod listener;
-pub mod snapshot;
+pub mod store;
 pub mod stream;

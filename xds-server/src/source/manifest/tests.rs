@@ -166,7 +166,11 @@ async fn the_watch_is_rearmed_when_the_directory_comes_back() {
     let dir = parent.path().join("manifests");
     std::fs::create_dir(&dir).expect("mkdir");
     std::fs::write(dir.join("a.yaml"), SVC).expect("write");
-    let cache = crate::xds::cache::Cache::new(crate::xds::cache::CacheConfig::default());
+    let cache = crate::xds::store::Store::new(
+        crate::xds::store::StoreConfig::default(),
+        Default::default(),
+        None,
+    );
     let mut src = ManifestDir::new(&dir);
     apply(&cache, src.scan());
     let task = tokio::spawn(run(src, cache.clone()));

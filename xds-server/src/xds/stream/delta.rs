@@ -1,7 +1,13 @@
-//! Incremental (delta) ADS: responses carry only resources whose version the proxy
-//! does not hold, plus the names it must drop.
+//! Incremental (delta) ADS: responses carry only resources whose version the proxy does
+//! not hold, plus the names it must drop.
+//!
+//! Protocol points kept here: a name subscribed that does not exist is answered in
+//! `removed_resources` (so a warming Envoy does not wait out its own timeout); an explicit
+//! subscribe to a name the proxy already holds is answered with that resource, wildcard
+//! or not; a proxy that reconnects with `initial_resource_versions` is sent only what
+//! differs.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -9,45 +15,43 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
 };
 use translator::XdsType;
+use translator::encoded::{Encoded, short_hash};
 
-use super::{Event, OrderWait, Readiness, Rejection, pinned};
-use crate::xds::snapshot::{Encoded, Snapshot, short_hash};
+use super::{Event, Held, OrderWait, Pins, Rejection, index, ready};
+use crate::xds::fanout::{Desired, OwnVersion, ViewVersion};
 
-/// What the proxy holds of one resource.
-#[derive(Clone, Debug)]
-struct Held {
-    version: String,
-    /// Unknown for resources a reconnecting proxy reported by version only.
-    resource: Option<Arc<Encoded>>,
-}
-
+/// A response in flight.
 #[derive(Clone, Debug)]
 struct Sent {
     nonce: String,
     resources: Vec<Arc<Encoded>>,
-    removed: Vec<String>,
+    removed: Vec<Arc<str>>,
 }
 
 #[derive(Debug, Default)]
 struct TypeState {
     subscribed: bool,
+    /// Answered at least once.
     responded: bool,
     wildcard: bool,
-    names: BTreeSet<String>,
-    held: BTreeMap<String, Held>,
+    /// Names subscribed explicitly.
+    names: HashSet<Arc<str>>,
+    names_bytes: usize,
+    held: HashMap<Arc<str>, Held>,
+    /// Names to look at on the next flush.
+    dirty: HashSet<Arc<str>>,
+    /// Look at everything on the next flush.
+    resync: bool,
+    /// Names to send even if the proxy holds their version.
+    force: HashSet<Arc<str>>,
+    /// Subscribed names that do not exist and were answered as removed.
+    absent: HashSet<Arc<str>>,
     inflight: Option<Sent>,
-    /// name -> version the proxy rejected; not re-sent.
-    rejected: BTreeMap<String, String>,
+    /// name -> (version the proxy rejected, its error).
+    rejected: HashMap<Arc<str>, (String, Arc<str>)>,
 }
 
 impl TypeState {
-    fn held_resources(&self) -> impl Iterator<Item = &Arc<Encoded>> {
-        self.held
-            .values()
-            .filter_map(|h| h.resource.as_ref())
-            .chain(self.inflight.iter().flat_map(|s| s.resources.iter()))
-    }
-
     fn in_scope(&self, name: &str) -> bool {
         self.wildcard || self.names.contains(name)
     }
@@ -65,29 +69,29 @@ pub struct Step {
 /// One delta ADS stream.
 #[derive(Debug)]
 pub struct DeltaStream {
-    snapshot: Arc<Snapshot>,
-    types: BTreeMap<XdsType, TypeState>,
+    desired: Desired,
+    types: [TypeState; 5],
+    pins: Pins,
     next_nonce: u64,
     wait: OrderWait,
-    /// Most names a stream may subscribe to, per type.
     name_limit: usize,
-    /// Set when a request broke a limit; the stream must end.
     refusal: Option<String>,
+    /// Benchmark baseline: resend every resource of a type on any change.
+    full_resend: bool,
 }
 
 impl DeltaStream {
-    /// A stream that will serve `snapshot`.
-    pub fn new(snapshot: Arc<Snapshot>) -> Self {
+    /// A stream that will serve `desired`.
+    pub fn new(desired: Desired) -> Self {
         DeltaStream {
-            snapshot,
-            types: XdsType::ALL
-                .iter()
-                .map(|t| (*t, TypeState::default()))
-                .collect(),
+            desired,
+            types: Default::default(),
+            pins: Pins::default(),
             next_nonce: 0,
             wait: OrderWait::default(),
             name_limit: usize::MAX,
             refusal: None,
+            full_resend: false,
         }
     }
 
@@ -97,23 +101,41 @@ impl DeltaStream {
         self
     }
 
+    /// Resends every resource of a type on any change (the benchmark's baseline).
+    pub fn with_full_resend(mut self, on: bool) -> Self {
+        self.full_resend = on;
+        self
+    }
+
     /// Why the stream must end, if a request broke a limit.
     pub fn take_refusal(&mut self) -> Option<String> {
         self.refusal.take()
     }
 
+    fn st(&self, kind: XdsType) -> &TypeState {
+        &self.types[index(kind)]
+    }
+
+    fn st_mut(&mut self, kind: XdsType) -> &mut TypeState {
+        &mut self.types[index(kind)]
+    }
+
+    /// What the stream serves.
+    pub fn desired(&self) -> &Desired {
+        &self.desired
+    }
+
     /// Types the proxy has asked for.
     pub fn subscribed(&self) -> Vec<XdsType> {
-        self.types
-            .iter()
-            .filter(|(_, s)| s.subscribed)
-            .map(|(t, _)| *t)
+        XdsType::ALL
+            .into_iter()
+            .filter(|k| self.st(*k).subscribed)
             .collect()
     }
 
     /// Whether no response is waiting for an answer.
     pub fn idle(&self) -> bool {
-        self.types.values().all(|s| s.inflight.is_none())
+        self.types.iter().all(|s| s.inflight.is_none())
     }
 
     /// Whether an ordering wait is running (the caller should tick).
@@ -121,19 +143,90 @@ impl DeltaStream {
         self.wait.waiting()
     }
 
-    /// Versions the proxy holds, per type and name.
-    pub fn held_versions(&self) -> BTreeMap<XdsType, BTreeMap<String, String>> {
-        self.types
+    /// What the proxy should hold of `kind` that is in its subscription, with the
+    /// version it holds (if any), whether a response carrying it is in flight, and the
+    /// error it gave if it rejected the current version.
+    pub fn resources(&self, kind: XdsType) -> Vec<super::ResourceView> {
+        let st = self.st(kind);
+        let inflight: HashSet<&str> = st
+            .inflight
             .iter()
-            .map(|(t, s)| {
-                let v = s
-                    .held
-                    .iter()
-                    .map(|(n, h)| (n.clone(), h.version.clone()))
-                    .collect();
-                (*t, v)
-            })
-            .collect()
+            .flat_map(|s| s.resources.iter().map(|r| &*r.name))
+            .collect();
+        let mut out: Vec<super::ResourceView> = Vec::new();
+        let mut seen = HashSet::new();
+        if st.subscribed {
+            let wanted: Box<dyn Iterator<Item = &Arc<Encoded>>> = if st.wildcard {
+                Box::new(self.desired.all(kind))
+            } else {
+                Box::new(st.names.iter().filter_map(|n| self.desired.get(kind, n)))
+            };
+            for r in wanted {
+                seen.insert(r.name.clone());
+                out.push(super::ResourceView {
+                    name: r.name.clone(),
+                    want: Some(r.clone()),
+                    held: st.held.get(&r.name).map(|h| h.version().to_string()),
+                    inflight: inflight.contains(&*r.name),
+                    rejected: st
+                        .rejected
+                        .get(&r.name)
+                        .filter(|(v, _)| *v == r.version)
+                        .map(|(_, e)| e.clone()),
+                });
+            }
+        }
+        for (n, h) in &st.held {
+            if !seen.contains(n) {
+                out.push(super::ResourceView {
+                    name: n.clone(),
+                    want: None,
+                    held: Some(h.version().to_string()),
+                    inflight: false,
+                    rejected: None,
+                });
+            }
+        }
+        out
+    }
+
+    fn held_here(&self, kind: XdsType, name: &str) -> bool {
+        self.st(kind).held.contains_key(name)
+    }
+
+    fn hold(&mut self, kind: XdsType, name: Arc<str>, held: Held) {
+        if let Some(r) = held.resource() {
+            self.pins.update(kind, r, true);
+        }
+        let old = self.st_mut(kind).held.insert(name, held);
+        if let Some(r) = old.as_ref().and_then(Held::resource) {
+            self.release(kind, &r.clone());
+        }
+    }
+
+    fn unhold(&mut self, kind: XdsType, name: &str) {
+        if let Some(old) = self.st_mut(kind).held.remove(name)
+            && let Some(r) = old.resource()
+        {
+            self.release(kind, &r.clone());
+        }
+    }
+
+    /// Drops the pins of a resource no longer held; names freed become candidates for
+    /// removal.
+    fn release(&mut self, holder: XdsType, r: &Encoded) {
+        let freed = self.pins.update(holder, r, false);
+        let target = match holder {
+            XdsType::Listener | XdsType::Route => XdsType::Cluster,
+            _ => XdsType::Endpoint,
+        };
+        self.st_mut(target).dirty.extend(freed);
+    }
+
+    fn intern(&self, kind: XdsType, name: &str) -> Arc<str> {
+        self.desired
+            .name_of(kind, name)
+            .unwrap_or_else(|| Arc::from(name))
     }
 
     /// Handles one request from the proxy.
@@ -146,9 +239,8 @@ impl DeltaStream {
             });
             return step;
         };
-        let Some(state) = self.types.get_mut(&kind) else {
-            return step;
-        };
+        let subscribing =
+            !req.resource_names_subscribe.is_empty() || !req.initial_resource_versions.is_empty();
         let sizes = super::check_request_sizes(
             kind,
             req.resource_names_subscribe
@@ -157,114 +249,178 @@ impl DeltaStream {
             req.initial_resource_versions
                 .values()
                 .chain(std::iter::once(&req.response_nonce)),
-            if req.resource_names_subscribe.is_empty() && req.initial_resource_versions.is_empty() {
-                0
-            } else {
-                state.names.iter().map(String::len).sum()
-            },
+            self.st(kind).names_bytes,
         );
-        if let Err(e) = sizes {
-            self.refusal = Some(e);
-            return step;
-        }
+        let total = match sizes {
+            Ok(t) => t,
+            Err(e) => {
+                self.refusal = Some(e);
+                return step;
+            }
+        };
         let asked = req.resource_names_subscribe.len() + req.initial_resource_versions.len();
-        if state.names.len().saturating_add(asked) > self.name_limit {
+        if self.st(kind).names.len().saturating_add(asked) > self.name_limit {
             self.refusal = Some(format!(
-                "{kind}: subscribing to {} more names would exceed {} (--max-subscribed-names)",
-                asked, self.name_limit
+                "{kind}: subscribing to {asked} more names would exceed {} (--max-subscribed-names)",
+                self.name_limit
             ));
             return step;
         }
-        if !state.subscribed {
-            state.subscribed = true;
-            // A fresh subscription gets an answer even when there is nothing to send;
-            // a reconnecting proxy that already holds everything does not.
-            state.responded = !req.initial_resource_versions.is_empty();
-            state.wildcard = req.resource_names_subscribe.is_empty() && kind.wildcard_by_default();
+        let first = !self.st(kind).subscribed;
+        if first {
+            let st = self.st_mut(kind);
+            st.subscribed = true;
+            st.resync = true;
+            // A fresh subscription gets an answer even when there is nothing to send; a
+            // reconnecting proxy that already holds everything does not.
+            st.responded = !req.initial_resource_versions.is_empty();
+            st.wildcard = req.resource_names_subscribe.is_empty() && kind.wildcard_by_default();
             for (name, version) in &req.initial_resource_versions {
-                state.held.insert(
-                    name.clone(),
-                    Held {
-                        version: version.clone(),
-                        resource: None,
-                    },
-                );
+                let name = self.intern(kind, name);
+                self.hold(kind, name, Held::Version(version.as_str().into()));
             }
+        }
+        if subscribing {
+            self.st_mut(kind).names_bytes = total;
         }
         for name in &req.resource_names_subscribe {
             if name == "*" {
-                state.wildcard = true;
-            } else {
-                state.names.insert(name.clone());
+                let st = self.st_mut(kind);
+                st.wildcard = true;
+                st.resync = true;
+                continue;
             }
+            let name = self.intern(kind, name);
+            let st = self.st_mut(kind);
+            st.names.insert(name.clone());
+            st.absent.remove(&name);
+            // An explicit subscribe is answered even if the proxy holds the resource
+            // (but not the names a reconnecting proxy lists with the versions it holds).
+            if !first && st.held.contains_key(&name) {
+                st.force.insert(name.clone());
+            }
+            st.dirty.insert(name);
         }
         for name in &req.resource_names_unsubscribe {
             if name == "*" {
-                state.wildcard = false;
-            } else {
-                state.names.remove(name);
-                state.held.remove(name);
+                let st = self.st_mut(kind);
+                st.wildcard = false;
+                let drop: Vec<Arc<str>> = st
+                    .held
+                    .keys()
+                    .filter(|n| !st.names.contains(*n))
+                    .cloned()
+                    .collect();
+                for n in drop {
+                    self.unhold(kind, &n);
+                }
+                continue;
+            }
+            let st = self.st_mut(kind);
+            if st.names.remove(name.as_str()) {
+                st.names_bytes = st.names_bytes.saturating_sub(name.len());
+            }
+            st.dirty.remove(name.as_str());
+            st.force.remove(name.as_str());
+            st.absent.remove(name.as_str());
+            if !st.wildcard {
+                self.unhold(kind, name);
             }
         }
         if !req.response_nonce.is_empty() {
-            match state.inflight.take() {
-                Some(sent) if sent.nonce == req.response_nonce => match &req.error_detail {
-                    None => {
-                        for r in &sent.resources {
-                            state.held.insert(
-                                r.name.clone(),
-                                Held {
-                                    version: r.version.clone(),
-                                    resource: Some(r.clone()),
-                                },
-                            );
-                            state.rejected.remove(&r.name);
-                        }
-                        for name in &sent.removed {
-                            state.held.remove(name);
-                        }
-                        step.events.push(Event::Ack {
-                            kind,
-                            version: response_version(&sent),
-                            accepted: super::policy_sources(kind, sent.resources.iter()),
-                        });
-                    }
-                    Some(status) => {
-                        for r in &sent.resources {
-                            state.rejected.insert(r.name.clone(), r.version.clone());
-                        }
-                        let held = &state.held;
-                        let (suspects, precise) =
-                            super::suspects(kind, sent.resources.iter(), |name| {
-                                held.get(name).and_then(|h| h.resource.as_ref())
-                            });
-                        step.events.push(Event::Nack(Rejection {
-                            kind,
-                            version: response_version(&sent),
-                            resources: sent.resources.iter().map(|r| r.name.clone()).collect(),
-                            error: super::bound_nack_text(&status.message),
-                            sources: super::sources_of(sent.resources.iter()),
-                            suspects,
-                            precise,
-                        }));
-                    }
-                },
-                other => {
-                    state.inflight = other;
-                    step.events.push(Event::Ignored {
-                        type_url: req.type_url.clone(),
-                        reason: format!("stale nonce {}", req.response_nonce),
-                    });
-                }
-            }
+            self.on_answer(kind, req, &mut step);
         }
         self.flush(now, &mut step);
         step
     }
 
-    /// Takes a new snapshot and sends what changed.
-    pub fn on_snapshot(&mut self, snapshot: Arc<Snapshot>, now: Instant) -> Step {
-        self.snapshot = snapshot;
+    fn on_answer(&mut self, kind: XdsType, req: &DeltaDiscoveryRequest, step: &mut Step) {
+        let inflight = self.st_mut(kind).inflight.take();
+        let sent = match inflight {
+            Some(sent) if sent.nonce == req.response_nonce => sent,
+            other => {
+                self.st_mut(kind).inflight = other;
+                step.events.push(Event::Ignored {
+                    type_url: req.type_url.clone(),
+                    reason: format!("stale nonce {}", req.response_nonce),
+                });
+                return;
+            }
+        };
+        match &req.error_detail {
+            None => {
+                for r in &sent.resources {
+                    self.st_mut(kind).rejected.remove(&r.name);
+                    self.hold(kind, r.name.clone(), Held::Res(r.clone()));
+                }
+                for name in &sent.removed {
+                    self.unhold(kind, name);
+                }
+                step.events.push(Event::Ack {
+                    kind,
+                    version: response_version(&sent),
+                    accepted: super::policy_sources(kind, sent.resources.iter()),
+                });
+            }
+            Some(status) => {
+                let error: Arc<str> = Arc::from(super::bound_nack_text(&status.message));
+                let st = self.st_mut(kind);
+                for r in &sent.resources {
+                    st.rejected
+                        .insert(r.name.clone(), (r.version.clone(), error.clone()));
+                }
+                // Removals it refused are still held.
+                let held = &st.held;
+                let (suspects, precise) = super::suspects(kind, sent.resources.iter(), |name| {
+                    held.get(name).and_then(Held::resource)
+                });
+                step.events.push(Event::Nack(Rejection {
+                    kind,
+                    version: response_version(&sent),
+                    resources: sent.resources.iter().map(|r| r.name.to_string()).collect(),
+                    error: error.to_string(),
+                    sources: super::sources_of(sent.resources.iter()),
+                    suspects,
+                    precise,
+                }));
+            }
+        }
+    }
+
+    /// Takes a new version of the stream's view.
+    pub fn on_view(&mut self, view: Arc<ViewVersion>, now: Instant) -> Step {
+        let same = view.key == self.desired.view.key;
+        let changed = same
+            .then(|| view.changed_since(self.desired.view.version))
+            .flatten();
+        for (i, kind) in [XdsType::Cluster, XdsType::Endpoint, XdsType::Route]
+            .into_iter()
+            .enumerate()
+        {
+            let full = self.full_resend;
+            let st = self.st_mut(kind);
+            match &changed {
+                Some(names) if !full => st.dirty.extend(names[i].iter().cloned()),
+                Some(names) if names[i].is_empty() => {}
+                _ => st.resync = true,
+            }
+        }
+        self.desired.view = view;
+        let mut step = Step::default();
+        self.flush(now, &mut step);
+        step
+    }
+
+    /// Takes a new version of the proxy's own resources.
+    pub fn on_own(&mut self, own: Arc<OwnVersion>, now: Instant) -> Step {
+        for kind in [XdsType::Secret, XdsType::Cluster, XdsType::Listener] {
+            let names = super::own_changes(kind, &self.desired.own, &own);
+            let full = self.full_resend && !names.is_empty();
+            let st = self.st_mut(kind);
+            st.dirty.extend(names);
+            st.resync |= full;
+        }
+        self.desired.own = own;
         let mut step = Step::default();
         self.flush(now, &mut step);
         step
@@ -277,38 +433,76 @@ impl DeltaStream {
         step
     }
 
-    fn state(&self, kind: XdsType) -> &TypeState {
-        &self.types[&kind]
+    /// The names to look at for `kind` now.
+    fn candidates(&mut self, kind: XdsType) -> Vec<Arc<str>> {
+        let st = &mut self.types[index(kind)];
+        let mut names: HashSet<Arc<str>> = std::mem::take(&mut st.dirty);
+        if std::mem::take(&mut st.resync) {
+            names.extend(st.held.keys().cloned());
+            names.extend(st.names.iter().cloned());
+            if st.wildcard {
+                names.extend(self.desired.all(kind).map(|r| r.name.clone()));
+            }
+        }
+        names.into_iter().collect()
     }
 
-    /// (resources to send, names to remove) for `kind`, ignoring ordering.
-    fn candidate(&self, kind: XdsType, keep: &BTreeSet<String>) -> Option<Sent> {
-        let state = self.state(kind);
-        if !state.subscribed || state.inflight.is_some() {
+    /// What to send for `kind` now, ignoring ordering: (resources, removals).
+    fn candidate(&mut self, kind: XdsType) -> Option<Sent> {
+        {
+            let st = self.st(kind);
+            if !st.subscribed || st.inflight.is_some() {
+                return None;
+            }
+        }
+        let names = self.candidates(kind);
+        let mut resources = Vec::new();
+        let mut removed = Vec::new();
+        let mut keep = Vec::new();
+        for name in names {
+            let st = &self.types[index(kind)];
+            let want = if st.in_scope(&name) {
+                self.desired.get(kind, &name)
+            } else {
+                None
+            };
+            match want {
+                Some(d) => {
+                    let forced = st.force.contains(&name) || self.full_resend;
+                    let held_same = st.held.get(&name).is_some_and(|h| h.version() == d.version);
+                    let rejected = st.rejected.get(&name).is_some_and(|(v, _)| *v == d.version);
+                    if (forced || !held_same) && !rejected {
+                        resources.push(d.clone());
+                    }
+                }
+                None if st.held.contains_key(&name) => {
+                    if self.pins.pinned(kind, &name) {
+                        keep.push(name);
+                    } else {
+                        removed.push(name);
+                    }
+                }
+                None if st.names.contains(&name) && !st.absent.contains(&name) => {
+                    removed.push(name);
+                }
+                None => {}
+            }
+        }
+        let st = self.st_mut(kind);
+        for r in &resources {
+            st.force.remove(&r.name);
+        }
+        for n in &removed {
+            if !st.held.contains_key(n) {
+                st.absent.insert(n.clone());
+            }
+        }
+        st.dirty.extend(keep);
+        if resources.is_empty() && removed.is_empty() && st.responded {
             return None;
         }
-        let all = self.snapshot.get(kind);
-        let resources: Vec<Arc<Encoded>> = all
-            .values()
-            .filter(|r| state.in_scope(&r.name))
-            .filter(|r| {
-                state
-                    .held
-                    .get(&r.name)
-                    .is_none_or(|h| h.version != r.version)
-            })
-            .filter(|r| state.rejected.get(&r.name) != Some(&r.version))
-            .cloned()
-            .collect();
-        let removed: Vec<String> = state
-            .held
-            .keys()
-            .filter(|n| !all.contains_key(*n) && !keep.contains(*n))
-            .cloned()
-            .collect();
-        if resources.is_empty() && removed.is_empty() && state.responded {
-            return None;
-        }
+        resources.sort_by(|a, b| a.name.cmp(&b.name));
+        removed.sort();
         Some(Sent {
             nonce: String::new(),
             resources,
@@ -317,48 +511,31 @@ impl DeltaStream {
     }
 
     fn flush(&mut self, now: Instant, step: &mut Step) {
-        let keep_clusters = pinned(
-            self.state(XdsType::Listener)
-                .held_resources()
-                .chain(self.state(XdsType::Route).held_resources()),
-        );
-        let keep_endpoints = pinned(
-            self.state(XdsType::Cluster)
-                .held_resources()
-                .chain(self.snapshot.get(XdsType::Cluster).values()),
-        );
         let mut lower_busy = false;
         let mut blocked = false;
         for kind in XdsType::ALL {
             let stage_one = matches!(kind, XdsType::Listener | XdsType::Route);
-            let keep = match kind {
-                XdsType::Cluster => &keep_clusters,
-                XdsType::Endpoint => &keep_endpoints,
-                _ => &BTreeSet::new(),
-            };
-            let Some(mut sent) = self.candidate(kind, keep) else {
-                if !stage_one && self.state(kind).inflight.is_some() {
+            if stage_one && lower_busy {
+                continue;
+            }
+            let Some(mut sent) = self.candidate(kind) else {
+                if !stage_one && self.st(kind).inflight.is_some() {
                     lower_busy = true;
                 }
                 continue;
             };
             if stage_one {
-                if lower_busy {
-                    continue;
-                }
-                let held = |t: XdsType| self.state(t).held.keys().cloned().collect::<BTreeSet<_>>();
-                let (held_clusters, held_endpoints) =
-                    (held(XdsType::Cluster), held(XdsType::Endpoint));
-                let readiness = Readiness {
-                    held_clusters: &held_clusters,
-                    held_endpoints: &held_endpoints,
-                    desired_clusters: self.snapshot.get(XdsType::Cluster),
-                    desired_endpoints: self.snapshot.get(XdsType::Endpoint),
-                };
-                if !readiness.ready(sent.resources.iter().flat_map(|r| r.refs.iter()))
-                    && !self.wait.expired(now)
-                {
+                let ok = ready(
+                    &self.desired,
+                    |k, n| self.held_here(k, n),
+                    sent.resources.iter().flat_map(|r| r.refs.iter()),
+                );
+                if !ok && !self.wait.expired(now) {
                     blocked = true;
+                    let st = self.st_mut(kind);
+                    st.dirty
+                        .extend(sent.resources.iter().map(|r| r.name.clone()));
+                    st.dirty.extend(sent.removed.iter().cloned());
                     continue;
                 }
             } else {
@@ -366,50 +543,50 @@ impl DeltaStream {
             }
             self.next_nonce += 1;
             sent.nonce = self.next_nonce.to_string();
+            let bytes: usize = sent.resources.iter().map(|r| r.any.value.len()).sum();
             step.responses.push(DeltaDiscoveryResponse {
                 system_version_info: response_version(&sent),
                 resources: sent
                     .resources
                     .iter()
                     .map(|r| DeltaResource {
-                        name: r.name.clone(),
+                        name: r.name.to_string(),
                         version: r.version.clone(),
                         resource: Some(r.any.clone()),
                         ..Default::default()
                     })
                     .collect(),
                 type_url: kind.type_url().to_string(),
-                removed_resources: sent.removed.clone(),
+                removed_resources: sent.removed.iter().map(|n| n.to_string()).collect(),
                 nonce: sent.nonce.clone(),
                 ..Default::default()
             });
             // Envoy re-warms a changed Cluster and waits for its endpoints: send them
             // again even though they did not change.
-            let rewarm: Vec<String> = if kind == XdsType::Cluster {
-                let held = &self.state(XdsType::Cluster).held;
-                sent.resources
+            if kind == XdsType::Cluster {
+                let rewarm: Vec<Arc<str>> = sent
+                    .resources
                     .iter()
-                    .filter(|r| held.contains_key(&r.name))
-                    .flat_map(|r| r.refs.iter().cloned())
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            if let Some(eds) = self.types.get_mut(&XdsType::Endpoint) {
-                for name in &rewarm {
-                    eds.held.remove(name);
+                    .filter(|r| self.held_here(XdsType::Cluster, &r.name))
+                    .flat_map(|r| r.refs.iter().map(|e| self.intern(XdsType::Endpoint, e)))
+                    .collect();
+                let eds = self.st_mut(XdsType::Endpoint);
+                for name in rewarm {
+                    if eds.held.contains_key(&name) {
+                        eds.force.insert(name.clone());
+                        eds.dirty.insert(name);
+                    }
                 }
             }
             step.events.push(Event::Sent {
                 kind,
-                version: response_version(&sent),
-                resources: sent.resources.clone(),
-                removed: Some(sent.removed.clone()),
+                resources: sent.resources.len(),
+                removed: sent.removed.len(),
+                bytes,
             });
-            if let Some(state) = self.types.get_mut(&kind) {
-                state.responded = true;
-                state.inflight = Some(sent);
-            }
+            let st = self.st_mut(kind);
+            st.responded = true;
+            st.inflight = Some(sent);
         }
         if !blocked {
             self.wait.clear();

@@ -5,6 +5,8 @@ use translator::XdsType::{Cluster, Endpoint, Listener, Route};
 
 use super::Event;
 use super::delta::DeltaStream;
+#[allow(unused_imports)]
+use super::test_support::Feed;
 use super::test_support::*;
 
 fn items(r: &DeltaDiscoveryResponse) -> Vec<String> {
@@ -115,10 +117,13 @@ fn named_subscribe_and_unsubscribe() {
             .responses
             .is_empty()
     );
-    assert_eq!(
-        s.held_versions()[&Endpoint].keys().collect::<Vec<_>>(),
-        ["b"]
-    );
+    let held: Vec<String> = s
+        .resources(Endpoint)
+        .into_iter()
+        .filter(|r| r.held.is_some())
+        .map(|r| r.name.to_string())
+        .collect();
+    assert_eq!(held, ["b"]);
 }
 
 #[test]
@@ -255,7 +260,7 @@ fn a_changed_cluster_gets_its_endpoints_again() {
 
 #[test]
 fn nack_text_is_cut_and_suspects_are_the_diff_against_the_held_version() {
-    use crate::xds::snapshot::Source;
+    use translator::encoded::Source;
     use translator::model::{Kind, ObjectKey};
     let now = Instant::now();
     let src = |name: &str, rev: u64| Source {
@@ -306,7 +311,7 @@ fn subscribing_over_the_name_limit_sets_a_refusal() {
 
 #[test]
 fn a_route_rejected_with_no_held_version_suspects_all_its_policies() {
-    use crate::xds::snapshot::Source;
+    use translator::encoded::Source;
     use translator::model::{Kind, ObjectKey};
     let now = Instant::now();
     let src = |name: &str| Source {

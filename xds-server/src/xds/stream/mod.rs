@@ -1,8 +1,12 @@
 //! The ADS protocol, one pure state machine per stream: [`sotw::SotwStream`] for
 //! `StreamAggregatedResources` and [`delta::DeltaStream`] for
-//! `DeltaAggregatedResources`. They take requests, new snapshots and clock ticks, and
-//! return the responses to send plus what happened (ACKs, NACKs). No sockets: the tonic
-//! glue in `grpc.rs` only moves messages.
+//! `DeltaAggregatedResources`. They take requests, new view and own versions
+//! ([`crate::xds::fanout`]) and clock ticks, and return the responses to send plus what
+//! happened (ACKs, NACKs). No sockets: the tonic glue in `grpc.rs` only moves messages.
+//!
+//! Per-stream state is subscriptions and what the proxy holds (pointers to the shared
+//! encoded resources, or versions it reported), never copies of the config. A change
+//! reaches a stream as the names it touched, so its work is O(changed names).
 //!
 //! Shared rules, both variants:
 //! - one response in flight per type; the next waits for its ACK or NACK;
@@ -10,17 +14,20 @@
 //!   point at are held by the proxy (bounded by [`ORDER_WAIT`], so one rejected Cluster
 //!   cannot stall every route), and a Cluster stays while a held route still points at it;
 //! - a NACKed version is remembered and never re-sent; the proxy keeps its last good
-//!   config and gets the next different version.
+//!   config and gets the next different version;
+//! - a changed Cluster is followed by its endpoints again (Envoy re-warms it).
 
 pub mod delta;
 pub mod sotw;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use translator::XdsType;
+use translator::encoded::{Encoded, Source};
 
-use crate::xds::snapshot::{Encoded, Resources, Source};
+use crate::xds::fanout::Desired;
 
 /// Longest a Listener or Route update waits for the Clusters it needs.
 pub const ORDER_WAIT: Duration = Duration::from_secs(2);
@@ -30,11 +37,11 @@ pub const ORDER_WAIT: Duration = Duration::from_secs(2);
 pub struct Rejection {
     /// The type.
     pub kind: XdsType,
-    /// The version it rejected (SotW) or the versions of the resources it was sent.
+    /// The version it rejected (SotW) or a hash of what the response carried (delta).
     pub version: String,
     /// The resources in the rejected response.
     pub resources: Vec<String>,
-    /// The proxy's error text.
+    /// The proxy's error text (cut to [`NACK_TEXT_MAX`]).
     pub error: String,
     /// The objects the rejected resources were made from.
     pub sources: Vec<String>,
@@ -45,20 +52,19 @@ pub struct Rejection {
     pub precise: bool,
 }
 
-/// What a stream saw, for logs, metrics and the NACK record.
+/// What a stream saw, for logs, metrics and containment.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     /// A response was sent.
     Sent {
         /// The type.
         kind: XdsType,
-        /// Its version (SotW: the set; delta: a hash of what it carried).
-        version: String,
-        /// The resources it carried.
-        resources: Vec<std::sync::Arc<Encoded>>,
-        /// Names it removed (delta), or `None` for a state-of-the-world response, which
-        /// replaces everything of its type.
-        removed: Option<Vec<String>>,
+        /// Resources it carried.
+        resources: usize,
+        /// Names it removed.
+        removed: usize,
+        /// Encoded bytes of the resources.
+        bytes: usize,
     },
     /// A response was accepted.
     Ack {
@@ -87,6 +93,9 @@ pub const MAX_NAME_BYTES: usize = 512;
 pub const MAX_SUBSCRIBED_BYTES: usize = 4 << 20;
 /// Longest version or nonce a request may carry, in bytes.
 pub const MAX_TOKEN_BYTES: usize = 128;
+/// Longest proxy error text kept from a NACK, in bytes: it is untrusted input that is
+/// stored, logged and written into CRD status.
+pub const NACK_TEXT_MAX: usize = 4096;
 
 /// Checks the sizes of what a request names: each name, version and nonce, and the
 /// names' total (`already` bytes are subscribed). Returns the new total or why not.
@@ -120,10 +129,6 @@ pub(crate) fn check_request_sizes<'a>(
     Ok(total)
 }
 
-/// Longest proxy error text kept from a NACK, in bytes: it is untrusted input that is
-/// stored, logged and written into CRD status.
-pub const NACK_TEXT_MAX: usize = 4096;
-
 /// A NACK's error text cut to [`NACK_TEXT_MAX`] bytes (at a character boundary).
 pub(crate) fn bound_nack_text(text: &str) -> String {
     if text.len() <= NACK_TEXT_MAX {
@@ -137,9 +142,7 @@ pub(crate) fn bound_nack_text(text: &str) -> String {
 }
 
 /// The objects a set of resources was made from, sorted and unique.
-pub(crate) fn sources_of<'a>(
-    resources: impl IntoIterator<Item = &'a std::sync::Arc<Encoded>>,
-) -> Vec<String> {
+pub(crate) fn sources_of<'a>(resources: impl IntoIterator<Item = &'a Arc<Encoded>>) -> Vec<String> {
     let set: BTreeSet<String> = resources
         .into_iter()
         .flat_map(|r| r.sources.iter().map(|s| s.key.to_string()))
@@ -147,8 +150,7 @@ pub(crate) fn sources_of<'a>(
     set.into_iter().collect()
 }
 
-/// Types whose rejections may be caused by policy objects (their contents come from
-/// TrafficSplits, RetryPolicies and HTTPRouteGroups).
+/// Types whose rejections may be caused by policy objects.
 fn policy_shaped(kind: XdsType) -> bool {
     matches!(kind, XdsType::Route | XdsType::Cluster)
 }
@@ -156,7 +158,7 @@ fn policy_shaped(kind: XdsType) -> bool {
 /// The policy sources of accepted resources, unique.
 pub(crate) fn policy_sources<'a>(
     kind: XdsType,
-    resources: impl IntoIterator<Item = &'a std::sync::Arc<Encoded>>,
+    resources: impl IntoIterator<Item = &'a Arc<Encoded>>,
 ) -> Vec<Source> {
     if !policy_shaped(kind) {
         return Vec::new();
@@ -173,8 +175,8 @@ pub(crate) fn policy_sources<'a>(
 /// holds none. Precise when every rejected resource had a held version.
 pub(crate) fn suspects<'a>(
     kind: XdsType,
-    rejected: impl IntoIterator<Item = &'a std::sync::Arc<Encoded>>,
-    held: impl Fn(&str) -> Option<&'a std::sync::Arc<Encoded>>,
+    rejected: impl IntoIterator<Item = &'a Arc<Encoded>>,
+    held: impl Fn(&str) -> Option<&'a Arc<Encoded>>,
 ) -> (Vec<Source>, bool) {
     if !policy_shaped(kind) {
         return (Vec::new(), true);
@@ -193,42 +195,98 @@ pub(crate) fn suspects<'a>(
     (out.into_iter().collect(), precise)
 }
 
-/// Clusters a set of held Listeners and Routes point at: these may not be removed yet.
-pub(crate) fn pinned<'a>(
-    held: impl IntoIterator<Item = &'a std::sync::Arc<Encoded>>,
-) -> BTreeSet<String> {
-    held.into_iter()
-        .flat_map(|r| r.refs.iter().cloned())
-        .collect()
+/// What a proxy holds of one resource.
+#[derive(Clone, Debug)]
+pub(crate) enum Held {
+    /// A resource it accepted.
+    Res(Arc<Encoded>),
+    /// A version it reported on reconnecting (the resource itself is not known).
+    Version(Box<str>),
 }
 
-/// What the ordering gate needs to know about the Cluster and Endpoint types.
-pub(crate) struct Readiness<'a> {
-    /// Clusters the proxy holds (acknowledged).
-    pub held_clusters: &'a BTreeSet<String>,
-    /// Endpoint assignments the proxy holds.
-    pub held_endpoints: &'a BTreeSet<String>,
-    /// Clusters that should exist.
-    pub desired_clusters: &'a Resources,
-    /// Assignments that should exist.
-    pub desired_endpoints: &'a Resources,
-}
-
-impl Readiness<'_> {
-    /// Whether every Cluster that `refs` names (and its endpoints) is held by the proxy.
-    pub(crate) fn ready<'r>(&self, refs: impl IntoIterator<Item = &'r String>) -> bool {
-        refs.into_iter()
-            .all(|c| match self.desired_clusters.get(c) {
-                None => true,
-                Some(cluster) => {
-                    self.held_clusters.contains(c)
-                        && cluster.refs.iter().all(|e| {
-                            !self.desired_endpoints.contains_key(e)
-                                || self.held_endpoints.contains(e)
-                        })
-                }
-            })
+impl Held {
+    pub(crate) fn version(&self) -> &str {
+        match self {
+            Held::Res(r) => &r.version,
+            Held::Version(v) => v,
+        }
     }
+
+    pub(crate) fn resource(&self) -> Option<&Arc<Encoded>> {
+        match self {
+            Held::Res(r) => Some(r),
+            Held::Version(_) => None,
+        }
+    }
+}
+
+/// Counts of references from held resources: Clusters named by held Listeners and Routes
+/// may not be removed, nor endpoints named by held Clusters.
+#[derive(Debug, Default)]
+pub(crate) struct Pins {
+    clusters: HashMap<Arc<str>, u32>,
+    endpoints: HashMap<Arc<str>, u32>,
+}
+
+impl Pins {
+    fn map(&mut self, holder: XdsType) -> Option<&mut HashMap<Arc<str>, u32>> {
+        match holder {
+            XdsType::Listener | XdsType::Route => Some(&mut self.clusters),
+            XdsType::Cluster => Some(&mut self.endpoints),
+            XdsType::Endpoint | XdsType::Secret => None,
+        }
+    }
+
+    /// A resource of `holder`'s type became held (`add`) or stopped being held. Returns
+    /// names whose last pin went away (they may be removable now).
+    pub(crate) fn update(&mut self, holder: XdsType, r: &Encoded, add: bool) -> Vec<Arc<str>> {
+        let mut freed = Vec::new();
+        let Some(map) = self.map(holder) else {
+            return freed;
+        };
+        for name in &r.refs {
+            if add {
+                *map.entry(Arc::from(name.as_str())).or_insert(0) += 1;
+            } else if let Some(n) = map.get_mut(name.as_str()) {
+                *n = n.saturating_sub(1);
+                if *n == 0
+                    && let Some((k, _)) = map.remove_entry(name.as_str())
+                {
+                    freed.push(k);
+                }
+            }
+        }
+        freed
+    }
+
+    /// Whether `name` of `kind` is still referenced by something the proxy holds.
+    pub(crate) fn pinned(&self, kind: XdsType, name: &str) -> bool {
+        let map = match kind {
+            XdsType::Cluster => &self.clusters,
+            XdsType::Endpoint => &self.endpoints,
+            _ => return false,
+        };
+        map.get(name).is_some_and(|n| *n > 0)
+    }
+}
+
+/// Whether every Cluster that `refs` names (and its endpoints) is held by the proxy, or
+/// is not meant to exist.
+pub(crate) fn ready<'r>(
+    desired: &Desired,
+    held: impl Fn(XdsType, &str) -> bool,
+    refs: impl IntoIterator<Item = &'r String>,
+) -> bool {
+    refs.into_iter()
+        .all(|c| match desired.get(XdsType::Cluster, c) {
+            None => true,
+            Some(cluster) => {
+                held(XdsType::Cluster, c)
+                    && cluster.refs.iter().all(|e| {
+                        desired.get(XdsType::Endpoint, e).is_none() || held(XdsType::Endpoint, e)
+                    })
+            }
+        })
 }
 
 /// The bounded wait of the ordering gate.
@@ -251,6 +309,50 @@ impl OrderWait {
     /// Whether a tick could unblock something.
     pub(crate) fn waiting(&self) -> bool {
         self.since.is_some()
+    }
+}
+
+/// Names of `kind` that changed between two own versions (compared by pointer).
+pub(crate) fn own_changes(
+    kind: XdsType,
+    old: &crate::xds::fanout::OwnVersion,
+    new: &crate::xds::fanout::OwnVersion,
+) -> Vec<Arc<str>> {
+    let (Some(a), Some(b)) = (old.of(kind), new.of(kind)) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Arc<str>> = b
+        .iter()
+        .filter(|(n, r)| a.get(*n).is_none_or(|o| !Arc::ptr_eq(o, r)))
+        .map(|(n, _)| n.clone())
+        .collect();
+    out.extend(a.keys().filter(|n| !b.contains_key(*n)).cloned());
+    out
+}
+
+/// One resource as a stream sees it, for CSDS and `xdsctl`.
+#[derive(Clone, Debug)]
+pub struct ResourceView {
+    /// Its name.
+    pub name: Arc<str>,
+    /// What the proxy should hold (None: it holds something it should drop).
+    pub want: Option<Arc<Encoded>>,
+    /// The version the proxy holds, if any.
+    pub held: Option<String>,
+    /// Whether a response carrying it awaits an answer.
+    pub inflight: bool,
+    /// The proxy's error, if it rejected the version it should hold.
+    pub rejected: Option<Arc<str>>,
+}
+
+/// Index of a type in per-type arrays.
+pub(crate) fn index(kind: XdsType) -> usize {
+    match kind {
+        XdsType::Secret => 0,
+        XdsType::Cluster => 1,
+        XdsType::Endpoint => 2,
+        XdsType::Listener => 3,
+        XdsType::Route => 4,
     }
 }
 

@@ -1,64 +1,67 @@
-//! State-of-the-world ADS: each response carries the whole set of a type the proxy
-//! subscribes to, with one version for the set.
+//! State-of-the-world ADS. Listeners and Clusters are sent as whole sets, as the protocol
+//! requires; RouteConfigurations, ClusterLoadAssignments and Secrets are named
+//! subscriptions, and a response carries only the named resources that changed.
+//!
+//! A response's version is an order-independent digest of everything of that type the
+//! proxy holds once it applies the response (kept incrementally, so computing it costs
+//! what changed). The same config has the same version across control-plane restarts,
+//! so a reconnecting proxy whose `version_info` matches is not sent it again.
+//!
+//! Legacy wildcard (an empty name list meaning "everything" for LDS and CDS) applies only
+//! before the client ever named a resource: after that, an empty list means none.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use translator::XdsType;
+use translator::encoded::{Encoded, element_digest};
 
-use super::{Event, OrderWait, Readiness, Rejection, pinned};
-use crate::xds::snapshot::{Resources, Snapshot, short_hash};
+use super::{Event, Held, OrderWait, Pins, Rejection, ResourceView, index, ready};
+use crate::xds::fanout::{Desired, OwnVersion, ViewVersion};
 
-/// A response this stream sent.
-#[derive(Clone, Debug, Default)]
+/// A response in flight.
+#[derive(Clone, Debug)]
 struct Sent {
     version: String,
-    resources: Resources,
+    digest: u64,
+    resources: Vec<Arc<Encoded>>,
+    /// The whole set of its type (LDS, CDS), or only changed named resources.
+    full: bool,
 }
 
 #[derive(Debug, Default)]
 struct TypeState {
     subscribed: bool,
     wildcard: bool,
-    names: BTreeSet<String>,
+    /// The client has named resources at least once.
+    ever_named: bool,
+    names: HashSet<Arc<str>>,
     last_nonce: Option<String>,
     inflight: Option<Sent>,
-    acked: Option<Sent>,
+    held: HashMap<Arc<str>, Held>,
+    held_digest: u64,
+    acked_version: Option<String>,
     /// Versions the proxy rejected lately (a few: a client alternating between
     /// subscriptions must not get a fresh response to reject every time).
-    rejected: std::collections::VecDeque<String>,
-    /// Send the next response even if its version is unchanged.
-    force: bool,
+    rejected: VecDeque<String>,
+    /// The error of the last rejection.
+    error: Option<Arc<str>>,
     /// The version a reconnecting proxy said it holds, until matched.
     client_version: Option<String>,
+    dirty: HashSet<Arc<str>>,
+    resync: bool,
+    /// Send the next response even if its version is unchanged.
+    force: bool,
+    /// Named resources to send even if unchanged (endpoints of a re-warming cluster).
+    force_names: HashSet<Arc<str>>,
+    responded: bool,
 }
 
 impl TypeState {
-    fn held(&self) -> impl Iterator<Item = &Arc<crate::xds::snapshot::Encoded>> {
-        self.acked
-            .iter()
-            .chain(self.inflight.iter())
-            .flat_map(|s| s.resources.values())
-    }
-
-    fn acked_names(&self) -> BTreeSet<String> {
-        self.acked
-            .iter()
-            .flat_map(|s| s.resources.keys().cloned())
-            .collect()
-    }
-
-    fn filter(&self, all: &Resources) -> Resources {
-        if self.wildcard {
-            all.clone()
-        } else {
-            self.names
-                .iter()
-                .filter_map(|n| all.get(n).map(|r| (n.clone(), r.clone())))
-                .collect()
-        }
+    fn in_scope(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name)
     }
 }
 
@@ -74,37 +77,43 @@ pub struct Step {
 /// One SotW ADS stream.
 #[derive(Debug)]
 pub struct SotwStream {
-    snapshot: Arc<Snapshot>,
-    types: BTreeMap<XdsType, TypeState>,
+    desired: Desired,
+    types: [TypeState; 5],
+    pins: Pins,
     next_nonce: u64,
     wait: OrderWait,
-    /// Most names a stream may subscribe to, per type.
     name_limit: usize,
-    /// Set when a request broke a limit; the stream must end.
     refusal: Option<String>,
+    full_resend: bool,
 }
 
-fn set_version(resources: &Resources) -> String {
-    short_hash(
-        resources
-            .values()
-            .flat_map(|r| [r.name.as_bytes(), r.version.as_bytes()]),
-    )
+/// Whether a type is sent as a whole set.
+fn full_set(kind: XdsType) -> bool {
+    matches!(kind, XdsType::Listener | XdsType::Cluster)
+}
+
+fn hex(d: u64) -> String {
+    format!("{d:016x}")
+}
+
+fn digest<'a>(resources: impl IntoIterator<Item = &'a Arc<Encoded>>) -> u64 {
+    resources
+        .into_iter()
+        .fold(0, |d, r| d ^ element_digest(&r.name, r.hash))
 }
 
 impl SotwStream {
-    /// A stream that will serve `snapshot`.
-    pub fn new(snapshot: Arc<Snapshot>) -> Self {
+    /// A stream that will serve `desired`.
+    pub fn new(desired: Desired) -> Self {
         SotwStream {
-            snapshot,
-            types: XdsType::ALL
-                .iter()
-                .map(|t| (*t, TypeState::default()))
-                .collect(),
+            desired,
+            types: Default::default(),
+            pins: Pins::default(),
             next_nonce: 0,
             wait: OrderWait::default(),
             name_limit: usize::MAX,
             refusal: None,
+            full_resend: false,
         }
     }
 
@@ -114,23 +123,41 @@ impl SotwStream {
         self
     }
 
+    /// Resends every resource of a type on any change (the benchmark's baseline).
+    pub fn with_full_resend(mut self, on: bool) -> Self {
+        self.full_resend = on;
+        self
+    }
+
     /// Why the stream must end, if a request broke a limit.
     pub fn take_refusal(&mut self) -> Option<String> {
         self.refusal.take()
     }
 
+    fn st(&self, kind: XdsType) -> &TypeState {
+        &self.types[index(kind)]
+    }
+
+    fn st_mut(&mut self, kind: XdsType) -> &mut TypeState {
+        &mut self.types[index(kind)]
+    }
+
+    /// What the stream serves.
+    pub fn desired(&self) -> &Desired {
+        &self.desired
+    }
+
     /// Types the proxy has asked for.
     pub fn subscribed(&self) -> Vec<XdsType> {
-        self.types
-            .iter()
-            .filter(|(_, s)| s.subscribed)
-            .map(|(t, _)| *t)
+        XdsType::ALL
+            .into_iter()
+            .filter(|k| self.st(*k).subscribed)
             .collect()
     }
 
     /// Whether no response is waiting for an answer.
     pub fn idle(&self) -> bool {
-        self.types.values().all(|s| s.inflight.is_none())
+        self.types.iter().all(|s| s.inflight.is_none())
     }
 
     /// Whether an ordering wait is running (the caller should tick).
@@ -139,11 +166,98 @@ impl SotwStream {
     }
 
     /// The version the proxy last accepted, per type.
-    pub fn acked_versions(&self) -> BTreeMap<XdsType, String> {
-        self.types
-            .iter()
-            .filter_map(|(t, s)| s.acked.as_ref().map(|a| (*t, a.version.clone())))
+    pub fn acked_versions(&self) -> Vec<(XdsType, String)> {
+        XdsType::ALL
+            .into_iter()
+            .filter_map(|k| self.st(k).acked_version.clone().map(|v| (k, v)))
             .collect()
+    }
+
+    /// What the proxy should hold of `kind` in its subscription, and where each stands.
+    pub fn resources(&self, kind: XdsType) -> Vec<ResourceView> {
+        let st = self.st(kind);
+        let inflight: HashSet<&str> = st
+            .inflight
+            .iter()
+            .flat_map(|s| s.resources.iter().map(|r| &*r.name))
+            .collect();
+        let rejected_now = st.error.clone().filter(|_| !st.rejected.is_empty());
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        if st.subscribed {
+            for r in self.wanted(kind) {
+                seen.insert(r.name.clone());
+                let held = st.held.get(&r.name).map(|h| h.version().to_string());
+                let current = held.as_deref() == Some(r.version.as_str());
+                out.push(ResourceView {
+                    name: r.name.clone(),
+                    want: Some(r.clone()),
+                    held,
+                    inflight: inflight.contains(&*r.name),
+                    rejected: rejected_now.clone().filter(|_| !current),
+                });
+            }
+        }
+        for (n, h) in &st.held {
+            if !seen.contains(n) {
+                out.push(ResourceView {
+                    name: n.clone(),
+                    want: None,
+                    held: Some(h.version().to_string()),
+                    inflight: false,
+                    rejected: None,
+                });
+            }
+        }
+        out
+    }
+
+    /// What the proxy should hold of `kind`, by its subscription.
+    fn wanted(&self, kind: XdsType) -> Vec<Arc<Encoded>> {
+        let st = self.st(kind);
+        if st.wildcard {
+            self.desired.all(kind).cloned().collect()
+        } else {
+            st.names
+                .iter()
+                .filter_map(|n| self.desired.get(kind, n).cloned())
+                .collect()
+        }
+    }
+
+    fn held_here(&self, kind: XdsType, name: &str) -> bool {
+        self.st(kind).held.contains_key(name)
+    }
+
+    fn hold(&mut self, kind: XdsType, held: Held, name: Arc<str>) {
+        if let Some(r) = held.resource() {
+            self.pins.update(kind, r, true);
+        }
+        let old = self.st_mut(kind).held.insert(name, held);
+        if let Some(r) = old.as_ref().and_then(Held::resource) {
+            let freed = self.pins.update(kind, &r.clone(), false);
+            self.free(kind, freed);
+        }
+    }
+
+    fn unhold(&mut self, kind: XdsType, name: &str) {
+        if let Some(old) = self.st_mut(kind).held.remove(name)
+            && let Some(r) = old.resource()
+        {
+            let freed = self.pins.update(kind, &r.clone(), false);
+            self.free(kind, freed);
+        }
+    }
+
+    fn free(&mut self, holder: XdsType, freed: Vec<Arc<str>>) {
+        if freed.is_empty() {
+            return;
+        }
+        let target = match holder {
+            XdsType::Listener | XdsType::Route => XdsType::Cluster,
+            _ => XdsType::Endpoint,
+        };
+        self.st_mut(target).dirty.extend(freed);
     }
 
     /// Handles one request from the proxy.
@@ -154,9 +268,6 @@ impl SotwStream {
                 type_url: crds::text::clip(&req.type_url, 256),
                 reason: "type not served".into(),
             });
-            return step;
-        };
-        let Some(state) = self.types.get_mut(&kind) else {
             return step;
         };
         if let Err(e) = super::check_request_sizes(
@@ -177,60 +288,145 @@ impl SotwStream {
             return step;
         }
         if !req.response_nonce.is_empty() {
-            if state.last_nonce.as_deref() != Some(req.response_nonce.as_str()) {
+            if self.st(kind).last_nonce.as_deref() != Some(req.response_nonce.as_str()) {
                 step.events.push(Event::Ignored {
                     type_url: req.type_url.clone(),
                     reason: format!("stale nonce {}", req.response_nonce),
                 });
                 return step;
             }
-            if let Some(sent) = state.inflight.take() {
-                match &req.error_detail {
-                    None => {
-                        step.events.push(Event::Ack {
-                            kind,
-                            version: sent.version.clone(),
-                            accepted: super::policy_sources(kind, sent.resources.values()),
-                        });
-                        state.acked = Some(sent);
-                        state.rejected.clear();
-                    }
-                    Some(status) => {
-                        let acked = state.acked.as_ref().map(|a| &a.resources);
-                        let (suspects, precise) =
-                            super::suspects(kind, sent.resources.values(), |name| {
-                                acked.and_then(|a| a.get(name))
-                            });
-                        step.events.push(Event::Nack(Rejection {
-                            kind,
-                            version: sent.version.clone(),
-                            resources: sent.resources.keys().cloned().collect(),
-                            error: super::bound_nack_text(&status.message),
-                            sources: super::sources_of(sent.resources.values()),
-                            suspects,
-                            precise,
-                        }));
-                        if state.rejected.len() >= 8 {
-                            state.rejected.pop_front();
-                        }
-                        state.rejected.push_back(sent.version);
-                    }
-                }
-            }
-        } else if !state.subscribed && !req.version_info.is_empty() {
-            state.client_version = Some(req.version_info.clone());
+            self.on_answer(kind, req, &mut step);
+        } else if !self.st(kind).subscribed && !req.version_info.is_empty() {
+            self.st_mut(kind).client_version = Some(req.version_info.clone());
         }
-        state.subscribed = true;
-        state.names = req.resource_names.iter().cloned().collect();
-        state.wildcard =
-            state.names.remove("*") || (state.names.is_empty() && kind.wildcard_by_default());
+        self.subscribe(kind, &req.resource_names);
         self.flush(now, &mut step);
         step
     }
 
-    /// Takes a new snapshot and sends what changed.
-    pub fn on_snapshot(&mut self, snapshot: Arc<Snapshot>, now: Instant) -> Step {
-        self.snapshot = snapshot;
+    /// The request's names become the subscription.
+    fn subscribe(&mut self, kind: XdsType, names: &[String]) {
+        let mut set: HashSet<Arc<str>> = HashSet::new();
+        let mut star = false;
+        for n in names {
+            if n == "*" {
+                star = true;
+            } else {
+                set.insert(
+                    self.desired
+                        .name_of(kind, n)
+                        .unwrap_or_else(|| Arc::from(n.as_str())),
+                );
+            }
+        }
+        let st = self.st_mut(kind);
+        let wildcard = star || (set.is_empty() && !st.ever_named && kind.wildcard_by_default());
+        st.ever_named |= !set.is_empty();
+        let first = !st.subscribed;
+        st.subscribed = true;
+        if first || wildcard != st.wildcard || set != st.names {
+            for n in set.iter().filter(|n| !st.names.contains(*n)) {
+                st.dirty.insert(n.clone());
+            }
+            st.names = set;
+            st.wildcard = wildcard;
+            st.resync = true;
+        }
+    }
+
+    fn on_answer(&mut self, kind: XdsType, req: &DiscoveryRequest, step: &mut Step) {
+        let Some(sent) = self.st_mut(kind).inflight.take() else {
+            return;
+        };
+        match &req.error_detail {
+            None => {
+                step.events.push(Event::Ack {
+                    kind,
+                    version: sent.version.clone(),
+                    accepted: super::policy_sources(kind, sent.resources.iter()),
+                });
+                if sent.full {
+                    let keep: HashSet<&str> = sent.resources.iter().map(|r| &*r.name).collect();
+                    let gone: Vec<Arc<str>> = self
+                        .st(kind)
+                        .held
+                        .keys()
+                        .filter(|n| !keep.contains(&***n))
+                        .cloned()
+                        .collect();
+                    for n in gone {
+                        self.unhold(kind, &n);
+                    }
+                }
+                for r in &sent.resources {
+                    self.hold(kind, Held::Res(r.clone()), r.name.clone());
+                }
+                let st = self.st_mut(kind);
+                st.held_digest = sent.digest;
+                st.acked_version = Some(sent.version);
+                st.rejected.clear();
+                st.error = None;
+            }
+            Some(status) => {
+                let error: Arc<str> = Arc::from(super::bound_nack_text(&status.message));
+                let st = self.st_mut(kind);
+                let held = &st.held;
+                let (suspects, precise) = super::suspects(kind, sent.resources.iter(), |name| {
+                    held.get(name).and_then(Held::resource)
+                });
+                step.events.push(Event::Nack(Rejection {
+                    kind,
+                    version: sent.version.clone(),
+                    resources: sent.resources.iter().map(|r| r.name.to_string()).collect(),
+                    error: error.to_string(),
+                    sources: super::sources_of(sent.resources.iter()),
+                    suspects,
+                    precise,
+                }));
+                if st.rejected.len() >= 8 {
+                    st.rejected.pop_front();
+                }
+                st.rejected.push_back(sent.version);
+                st.error = Some(error);
+            }
+        }
+    }
+
+    /// Takes a new version of the stream's view.
+    pub fn on_view(&mut self, view: Arc<ViewVersion>, now: Instant) -> Step {
+        let same = view.key == self.desired.view.key;
+        let changed = same
+            .then(|| view.changed_since(self.desired.view.version))
+            .flatten();
+        for (i, kind) in [XdsType::Cluster, XdsType::Endpoint, XdsType::Route]
+            .into_iter()
+            .enumerate()
+        {
+            let full = self.full_resend;
+            let st = self.st_mut(kind);
+            match &changed {
+                Some(names) if names[i].is_empty() => {}
+                Some(names) if !full => st.dirty.extend(names[i].iter().cloned()),
+                Some(_) => {
+                    st.resync = true;
+                    st.force = true;
+                }
+                None => st.resync = true,
+            }
+        }
+        self.desired.view = view;
+        let mut step = Step::default();
+        self.flush(now, &mut step);
+        step
+    }
+
+    /// Takes a new version of the proxy's own resources.
+    pub fn on_own(&mut self, own: Arc<OwnVersion>, now: Instant) -> Step {
+        for kind in [XdsType::Secret, XdsType::Cluster, XdsType::Listener] {
+            let names = super::own_changes(kind, &self.desired.own, &own);
+            self.st_mut(kind).dirty.extend(names);
+        }
+        self.desired.own = own;
         let mut step = Step::default();
         self.flush(now, &mut step);
         step
@@ -243,104 +439,164 @@ impl SotwStream {
         step
     }
 
-    fn state(&self, kind: XdsType) -> &TypeState {
-        // Every type is inserted in `new`.
-        &self.types[&kind]
-    }
-
-    /// Everything the proxy should hold per type, before subscription filtering:
-    /// the snapshot plus Clusters (and their endpoints) that held routes still use.
-    fn desired(&self) -> BTreeMap<XdsType, Resources> {
-        let snap = &self.snapshot;
-        let mut out: BTreeMap<XdsType, Resources> = XdsType::ALL
-            .iter()
-            .map(|t| (*t, snap.get(*t).clone()))
-            .collect();
-        let keep = pinned(
-            self.state(XdsType::Listener)
-                .held()
-                .chain(self.state(XdsType::Route).held()),
-        );
-        let old_clusters: Resources = self
-            .state(XdsType::Cluster)
-            .held()
-            .map(|r| (r.name.clone(), r.clone()))
-            .collect();
-        let clusters = out.entry(XdsType::Cluster).or_default();
-        for name in keep {
-            if let Some(old) = old_clusters.get(&name) {
-                clusters.entry(name).or_insert_with(|| old.clone());
-            }
-        }
-        let eds_keep = pinned(clusters.values());
-        let old_eds: Resources = self
-            .state(XdsType::Endpoint)
-            .held()
-            .map(|r| (r.name.clone(), r.clone()))
-            .collect();
-        let eds = out.entry(XdsType::Endpoint).or_default();
-        for name in eds_keep {
-            if let Some(old) = old_eds.get(&name) {
-                eds.entry(name).or_insert_with(|| old.clone());
-            }
-        }
-        out
-    }
-
-    /// The response set for `kind` if one should be sent (ignoring ordering).
-    fn candidate(&mut self, kind: XdsType, all: &Resources) -> Option<(String, Resources)> {
-        let state = self.types.get_mut(&kind)?;
-        if !state.subscribed || state.inflight.is_some() {
+    /// The response for a whole-set type, if one is due.
+    fn candidate_full(&mut self, kind: XdsType) -> Option<Sent> {
+        let st = self.st(kind);
+        if st.dirty.is_empty() && !st.resync && !st.force && st.acked_version.is_some() {
             return None;
         }
-        let resources = state.filter(all);
-        let version = set_version(&resources);
-        if state.acked.is_none() && state.client_version.as_deref() == Some(version.as_str()) {
-            // A reconnecting proxy already holds exactly this: nothing to resend.
-            state.acked = Some(Sent { version, resources });
-            state.client_version = None;
+        let mut set = self.wanted(kind);
+        if kind == XdsType::Cluster {
+            // Clusters a held route or listener still points at stay until it changes.
+            let names: HashSet<Arc<str>> = set.iter().map(|r| r.name.clone()).collect();
+            set.extend(
+                st.held
+                    .iter()
+                    .filter(|(n, _)| !names.contains(*n) && self.pins.pinned(kind, n))
+                    .filter_map(|(_, h)| h.resource().cloned()),
+            );
+        }
+        set.sort_by(|a, b| a.name.cmp(&b.name));
+        let d = digest(&set);
+        let version = hex(d);
+        let full_resend = self.full_resend;
+        let st = self.st_mut(kind);
+        st.dirty.clear();
+        st.resync = false;
+        let forced = std::mem::take(&mut st.force) || full_resend;
+        if st.acked_version.is_none() && st.client_version.as_deref() == Some(version.as_str()) {
+            // A reconnecting proxy already holds exactly this.
+            st.client_version = None;
+            st.acked_version = Some(version);
+            st.held_digest = d;
+            for r in set {
+                self.hold(kind, Held::Res(r.clone()), r.name.clone());
+            }
             return None;
         }
-        let forced = std::mem::take(&mut state.force);
         if !forced
-            && (state.acked.as_ref().is_some_and(|a| a.version == version)
-                || state.rejected.contains(&version))
+            && (st.acked_version.as_deref() == Some(version.as_str())
+                || st.rejected.contains(&version))
         {
             return None;
         }
-        Some((version, resources))
+        Some(Sent {
+            version,
+            digest: d,
+            resources: set,
+            full: true,
+        })
+    }
+
+    /// The response for a named type, if one is due: only what changed.
+    fn candidate_named(&mut self, kind: XdsType) -> Option<Sent> {
+        let st = &mut self.types[index(kind)];
+        let first = !st.responded;
+        let resync = std::mem::take(&mut st.resync) || first;
+        let forced = std::mem::take(&mut st.force) || self.full_resend;
+        let dirty = std::mem::take(&mut st.dirty);
+        let force_names = std::mem::take(&mut st.force_names);
+        let candidates: Vec<Arc<Encoded>> = if resync || forced {
+            self.wanted(kind)
+        } else {
+            let st = self.st(kind);
+            dirty
+                .iter()
+                .filter(|n| st.in_scope(n))
+                .filter_map(|n| self.desired.get(kind, n).cloned())
+                .collect()
+        };
+        let st = self.st(kind);
+        if first && st.client_version.is_some() {
+            // A reconnecting proxy: does it hold exactly what it should?
+            let want = self.wanted(kind);
+            let d = digest(&want);
+            if st.client_version.as_deref() == Some(hex(d).as_str()) {
+                let st = self.st_mut(kind);
+                st.client_version = None;
+                st.acked_version = Some(hex(d));
+                st.held_digest = d;
+                st.responded = true;
+                for r in want {
+                    self.hold(kind, Held::Res(r.clone()), r.name.clone());
+                }
+                return None;
+            }
+        }
+        let mut sends: Vec<Arc<Encoded>> = candidates
+            .into_iter()
+            .filter(|r| {
+                forced
+                    || first
+                    || force_names.contains(&r.name)
+                    || st
+                        .held
+                        .get(&r.name)
+                        .is_none_or(|h| h.version() != r.version)
+            })
+            .collect();
+        if sends.is_empty() && !first {
+            return None;
+        }
+        sends.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut d = st.held_digest;
+        for r in &sends {
+            if let Some(Held::Res(old)) = st.held.get(&r.name) {
+                d ^= element_digest(&old.name, old.hash);
+            }
+            d ^= element_digest(&r.name, r.hash);
+        }
+        let version = hex(d);
+        if !forced && !first && st.rejected.contains(&version) {
+            return None;
+        }
+        Some(Sent {
+            version,
+            digest: d,
+            resources: sends,
+            full: false,
+        })
     }
 
     fn flush(&mut self, now: Instant, step: &mut Step) {
-        let desired = self.desired();
-        let empty = Resources::new();
-        let get = |t: XdsType| desired.get(&t).unwrap_or(&empty);
         let mut lower_busy = false;
         let mut blocked = false;
         for kind in XdsType::ALL {
             let stage_one = matches!(kind, XdsType::Listener | XdsType::Route);
-            let Some((version, resources)) = self.candidate(kind, get(kind)) else {
-                if !stage_one && self.state(kind).inflight.is_some() {
-                    lower_busy = true;
+            {
+                let st = self.st(kind);
+                if !st.subscribed || st.inflight.is_some() {
+                    if !stage_one && st.inflight.is_some() {
+                        lower_busy = true;
+                    }
+                    continue;
                 }
+            }
+            if stage_one && lower_busy {
+                continue;
+            }
+            let candidate = if full_set(kind) {
+                self.candidate_full(kind)
+            } else {
+                self.candidate_named(kind)
+            };
+            let Some(sent) = candidate else {
                 continue;
             };
             if stage_one {
-                if lower_busy {
-                    continue;
-                }
-                let held_clusters = self.state(XdsType::Cluster).acked_names();
-                let held_endpoints = self.state(XdsType::Endpoint).acked_names();
-                let readiness = Readiness {
-                    held_clusters: &held_clusters,
-                    held_endpoints: &held_endpoints,
-                    desired_clusters: get(XdsType::Cluster),
-                    desired_endpoints: get(XdsType::Endpoint),
-                };
-                if !readiness.ready(resources.values().flat_map(|r| r.refs.iter()))
-                    && !self.wait.expired(now)
-                {
+                let ok = ready(
+                    &self.desired,
+                    |k, n| self.held_here(k, n),
+                    sent.resources.iter().flat_map(|r| r.refs.iter()),
+                );
+                if !ok && !self.wait.expired(now) {
                     blocked = true;
+                    let st = self.st_mut(kind);
+                    st.dirty
+                        .extend(sent.resources.iter().map(|r| r.name.clone()));
+                    if sent.full {
+                        st.resync = true;
+                    }
                     continue;
                 }
             } else {
@@ -348,40 +604,45 @@ impl SotwStream {
             }
             self.next_nonce += 1;
             let nonce = self.next_nonce.to_string();
+            let bytes: usize = sent.resources.iter().map(|r| r.any.value.len()).sum();
             step.responses.push(DiscoveryResponse {
-                version_info: version.clone(),
-                resources: resources.values().map(|r| r.any.clone()).collect(),
+                version_info: sent.version.clone(),
+                resources: sent.resources.iter().map(|r| r.any.clone()).collect(),
                 type_url: kind.type_url().to_string(),
                 nonce: nonce.clone(),
                 ..Default::default()
             });
-            // Envoy re-warms a changed Cluster and waits for its endpoints: answer the
-            // next EDS request even if the endpoints did not change.
-            let rewarm = kind == XdsType::Cluster
-                && self
-                    .state(XdsType::Cluster)
-                    .acked
-                    .as_ref()
-                    .is_some_and(|a| {
-                        resources.iter().any(|(n, r)| {
-                            a.resources
-                                .get(n)
-                                .is_some_and(|old| old.version != r.version)
-                        })
-                    });
-            if rewarm && let Some(eds) = self.types.get_mut(&XdsType::Endpoint) {
-                eds.force = true;
+            // Envoy re-warms a changed Cluster and waits for its endpoints: answer with
+            // them again even if they did not change.
+            if kind == XdsType::Cluster {
+                let rewarm: Vec<Arc<str>> = sent
+                    .resources
+                    .iter()
+                    .filter(|r| {
+                        self.st(kind)
+                            .held
+                            .get(&r.name)
+                            .is_some_and(|h| h.version() != r.version)
+                    })
+                    .flat_map(|r| r.refs.iter())
+                    .filter_map(|e| self.desired.name_of(XdsType::Endpoint, e))
+                    .collect();
+                let eds = self.st_mut(XdsType::Endpoint);
+                for name in rewarm {
+                    eds.force_names.insert(name.clone());
+                    eds.dirty.insert(name);
+                }
             }
             step.events.push(Event::Sent {
                 kind,
-                version: version.clone(),
-                resources: resources.values().cloned().collect(),
-                removed: None,
+                resources: sent.resources.len(),
+                removed: 0,
+                bytes,
             });
-            if let Some(state) = self.types.get_mut(&kind) {
-                state.last_nonce = Some(nonce);
-                state.inflight = Some(Sent { version, resources });
-            }
+            let st = self.st_mut(kind);
+            st.last_nonce = Some(nonce);
+            st.responded = true;
+            st.inflight = Some(sent);
         }
         if !blocked {
             self.wait.clear();

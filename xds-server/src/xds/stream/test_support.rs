@@ -1,26 +1,22 @@
-//! Builders for state-machine tests: synthetic resources with chosen versions and refs.
+//! Builders for state-machine tests: synthetic resources with chosen versions and refs,
+//! and a harness that feeds a whole new desired state as the next view and own versions
+//! (with the change set a real build would compute).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Instant;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
-use envoy_types::pb::google::protobuf::Any;
 use envoy_types::pb::google::rpc::Status;
 use translator::XdsType;
+use translator::encoded::{Encoded, TypeMap};
+use translator::incremental::{Changes, Own, Update, ViewMaps};
+use translator::model::{Egress, ViewKey};
 
-use crate::xds::snapshot::{Encoded, Snapshot};
+use crate::xds::fanout::{Desired, OwnVersion, ViewVersion};
 
 pub(crate) fn res(kind: XdsType, name: &str, version: &str, refs: &[&str]) -> Arc<Encoded> {
-    Arc::new(Encoded {
-        kind,
-        name: name.into(),
-        version: version.into(),
-        any: Any {
-            type_url: kind.type_url().into(),
-            value: format!("{name}@{version}").into_bytes(),
-        },
-        refs: refs.iter().map(|s| s.to_string()).collect(),
-        sources: Vec::new(),
-    })
+    Arc::new(Encoded::synthetic(kind, name, version, refs))
 }
 
 pub(crate) fn cluster(name: &str, version: &str) -> Arc<Encoded> {
@@ -35,13 +31,98 @@ pub(crate) fn route(name: &str, version: &str, clusters: &[&str]) -> Arc<Encoded
     res(XdsType::Route, name, version, clusters)
 }
 
-pub(crate) fn snap(resources: &[Arc<Encoded>]) -> Arc<Snapshot> {
-    let mut s = Snapshot::default();
-    for r in resources {
-        s.insert(r.clone());
+fn view_key() -> ViewKey {
+    ViewKey {
+        namespace: "default".into(),
+        egress: Egress::All,
     }
-    Arc::new(s)
 }
+
+/// A desired state holding `resources`: clusters, endpoints and routes in the view,
+/// listeners and secrets as the proxy's own.
+pub(crate) fn snap(resources: &[Arc<Encoded>]) -> Desired {
+    let mut maps = ViewMaps::default();
+    let mut own = Own::default();
+    let mut secrets = TypeMap::new();
+    for r in resources {
+        let map = match r.kind {
+            XdsType::Cluster => Arc::make_mut(&mut maps.clusters),
+            XdsType::Endpoint => Arc::make_mut(&mut maps.endpoints),
+            XdsType::Route => Arc::make_mut(&mut maps.routes),
+            XdsType::Listener => &mut own.listeners,
+            XdsType::Secret => &mut secrets,
+        };
+        map.insert(r.name.clone(), r.clone());
+    }
+    Desired {
+        view: Arc::new(ViewVersion::first(view_key(), maps)),
+        own: Arc::new(OwnVersion {
+            version: 1,
+            own: Arc::new(own),
+            secrets,
+            view: Some(view_key()),
+            changed_at: None,
+        }),
+    }
+}
+
+fn diff(old: &TypeMap, new: &TypeMap) -> Vec<Update> {
+    let names: BTreeSet<&Arc<str>> = old.keys().chain(new.keys()).collect();
+    names
+        .into_iter()
+        .filter_map(|n| match (old.get(n), new.get(n)) {
+            (_, Some(r)) if old.get(n).is_none_or(|o| o.version != r.version) => {
+                Some(Update::Put(r.clone()))
+            }
+            (Some(_), None) => Some(Update::Remove(n.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The next versions after `current` that hold what `next` holds.
+pub(crate) fn advance(current: &Desired, next: Desired) -> (Arc<ViewVersion>, Arc<OwnVersion>) {
+    let (a, b) = (&current.view.maps, &next.view.maps);
+    let changes = Changes {
+        clusters: diff(&a.clusters, &b.clusters),
+        endpoints: diff(&a.endpoints, &b.endpoints),
+        routes: diff(&a.routes, &b.routes),
+    };
+    let view = Arc::new(current.view.next(b.clone(), changes, None));
+    let own = Arc::new(OwnVersion {
+        version: current.own.version + 1,
+        own: next.own.own.clone(),
+        secrets: next.own.secrets.clone(),
+        view: next.own.view.clone(),
+        changed_at: None,
+    });
+    (view, own)
+}
+
+/// Feeds a whole desired state to a machine as its next view and own versions.
+pub(crate) trait Feed {
+    type Step;
+    fn on_snapshot(&mut self, next: Desired, now: Instant) -> Self::Step;
+}
+
+macro_rules! feed {
+    ($ty:ty, $step:ty) => {
+        impl Feed for $ty {
+            type Step = $step;
+            fn on_snapshot(&mut self, next: Desired, now: Instant) -> $step {
+                let (view, own) = advance(self.desired(), next);
+                let mut a = self.on_view(view, now);
+                let b = self.on_own(own, now);
+                a.responses.extend(b.responses);
+                a.events.extend(b.events);
+                a
+            }
+        }
+    };
+}
+
+feed!(super::delta::DeltaStream, super::delta::Step);
+feed!(super::sotw::SotwStream, super::sotw::Step);
 
 pub(crate) fn sotw(kind: XdsType, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
     DiscoveryRequest {

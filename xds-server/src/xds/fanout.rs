@@ -1,0 +1,160 @@
+//! What the store publishes to streams, and how a stream reads it.
+//!
+//! - A [`ViewVersion`] per view: the clusters, endpoints and routes every proxy of the
+//!   view shares, and the changes that led to each of the last versions. A stream that
+//!   saw the previous version applies just the change set: O(changed names), never a walk
+//!   over the whole mesh.
+//! - An [`OwnVersion`] per proxy: its listeners, inbound clusters and secrets, and which
+//!   view it belongs to. Small; a stream diffs it whole.
+//!
+//! Both are immutable behind `Arc`s and sent on `watch` channels: streams share the
+//! encoded resources, and no lock is held while a stream works.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use translator::XdsType;
+use translator::encoded::{Encoded, TypeMap};
+use translator::incremental::{Changes, Own, ViewMaps};
+use translator::model::ViewKey;
+
+/// How many versions of change sets a view keeps for streams that fall behind.
+pub const HISTORY: usize = 16;
+
+/// One version of a view.
+#[derive(Debug)]
+pub struct ViewVersion {
+    /// Which view.
+    pub key: ViewKey,
+    /// Increases by one with each change.
+    pub version: u64,
+    /// Everything the view holds at this version.
+    pub maps: ViewMaps,
+    /// The changes that led to each of the last versions: (version, changes), oldest
+    /// first, this one last.
+    pub recent: Vec<(u64, Arc<Changes>)>,
+    /// When the source change behind this version was seen (for convergence time).
+    pub changed_at: Option<Instant>,
+}
+
+impl ViewVersion {
+    /// The first version of a view.
+    pub fn first(key: ViewKey, maps: ViewMaps) -> Self {
+        ViewVersion {
+            key,
+            version: 1,
+            maps,
+            recent: Vec::new(),
+            changed_at: None,
+        }
+    }
+
+    /// The version after `self`.
+    pub fn next(&self, maps: ViewMaps, changes: Changes, changed_at: Option<Instant>) -> Self {
+        let version = self.version + 1;
+        let mut recent: Vec<(u64, Arc<Changes>)> = self
+            .recent
+            .iter()
+            .skip(self.recent.len().saturating_sub(HISTORY - 1))
+            .cloned()
+            .collect();
+        recent.push((version, Arc::new(changes)));
+        ViewVersion {
+            key: self.key.clone(),
+            version,
+            maps,
+            recent,
+            changed_at,
+        }
+    }
+
+    /// The names of `kind` that changed after version `since`, if the history reaches
+    /// back that far.
+    pub fn changed_since(&self, since: u64) -> Option<[BTreeSet<Arc<str>>; 3]> {
+        if since >= self.version {
+            return Some(Default::default());
+        }
+        let oldest = self.recent.first().map(|(v, _)| *v)?;
+        if since + 1 < oldest {
+            return None;
+        }
+        let mut out: [BTreeSet<Arc<str>>; 3] = Default::default();
+        for (v, c) in &self.recent {
+            if *v > since {
+                for (i, kind) in [XdsType::Cluster, XdsType::Endpoint, XdsType::Route]
+                    .into_iter()
+                    .enumerate()
+                {
+                    out[i].extend(c.of(kind).iter().map(|u| u.name().clone()));
+                }
+            }
+        }
+        Some(out)
+    }
+}
+
+/// One version of a proxy's own resources.
+#[derive(Debug, Default)]
+pub struct OwnVersion {
+    /// Increases with each change.
+    pub version: u64,
+    /// Listeners and inbound clusters.
+    pub own: Arc<Own>,
+    /// Its certificate and trust bundle (SDS), by name.
+    pub secrets: TypeMap,
+    /// The view it belongs to.
+    pub view: Option<ViewKey>,
+    /// When the source change behind this version was seen.
+    pub changed_at: Option<Instant>,
+}
+
+impl OwnVersion {
+    /// The resources of `kind` it holds.
+    pub fn of(&self, kind: XdsType) -> Option<&TypeMap> {
+        match kind {
+            XdsType::Listener => Some(&self.own.listeners),
+            XdsType::Cluster => Some(&self.own.clusters),
+            XdsType::Secret => Some(&self.secrets),
+            XdsType::Endpoint | XdsType::Route => None,
+        }
+    }
+}
+
+/// Everything one proxy should hold: its view and its own resources.
+#[derive(Clone, Debug)]
+pub struct Desired {
+    /// The view.
+    pub view: Arc<ViewVersion>,
+    /// Its own resources.
+    pub own: Arc<OwnVersion>,
+}
+
+impl Desired {
+    /// The resource `name` of `kind`, if the proxy should hold it.
+    pub fn get(&self, kind: XdsType, name: &str) -> Option<&Arc<Encoded>> {
+        self.own
+            .of(kind)
+            .and_then(|m| m.get(name))
+            .or_else(|| self.view.maps.of(kind).and_then(|m| m.get(name)))
+    }
+
+    /// Every resource of `kind` the proxy should hold.
+    pub fn all(&self, kind: XdsType) -> impl Iterator<Item = &Arc<Encoded>> {
+        self.own
+            .of(kind)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .chain(self.view.maps.of(kind).into_iter().flat_map(|m| m.values()))
+    }
+
+    /// The shared name of `name`, if the proxy should hold such a resource (so that
+    /// per-stream maps keep pointers, not copies).
+    pub fn name_of(&self, kind: XdsType, name: &str) -> Option<Arc<str>> {
+        let find = |m: &TypeMap| m.get_key_value(name).map(|(k, _)| k.clone());
+        self.own
+            .of(kind)
+            .and_then(find)
+            .or_else(|| self.view.maps.of(kind).and_then(find))
+    }
+}

@@ -1,0 +1,598 @@
+//! The model store and the build loop. Sources change the [`Model`] through
+//! [`Store::update`]; after a quiet period ([`StoreConfig::debounce`], at most
+//! [`StoreConfig::max_delay`] in all) the incremental builder turns the objects that
+//! changed into per-view change sets, which are published to the streams of each view
+//! ([`crate::xds::fanout`]). Per-proxy resources (listeners, inbound clusters, secrets)
+//! are published to that proxy's streams only.
+//!
+//! ```text
+//!   sources ─update─▶ Model ─changed keys─▶ Builder ─▶ ViewVersion per view ──watch──▶ streams
+//!                                               └────▶ OwnVersion per proxy ─watch──▶ streams
+//!   streams ─ACK/NACK─▶ Containment (per view) ─left-out objects─▶ Builder
+//! ```
+//!
+//! A proxy is registered by (certificate identity, proxy identity): streams share state
+//! only when both are equal, so a node id claimed under another certificate is another
+//! proxy. Translation runs under the store's lock; streams never take it on their hot
+//! path (only to attach and detach).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use ca::SpiffeId;
+use tokio::sync::{Notify, watch};
+use translator::encoded::TypeMap;
+use translator::identity::ProxyIdentity;
+use translator::incremental::Builder;
+use translator::model::{Model, ObjectKey, ViewKey};
+use translator::{Diagnostic, MeshConfig};
+
+use crate::identity::certs::CertManager;
+use crate::observability::metrics::Metrics;
+use crate::xds::containment::{Containment, Nack, Suspect};
+use crate::xds::fanout::{Desired, OwnVersion, ViewVersion};
+use crate::xds::stream::Rejection;
+
+/// Batching of model changes.
+#[derive(Clone, Copy, Debug)]
+pub struct StoreConfig {
+    /// Quiet time after the last change before a build.
+    pub debounce: Duration,
+    /// Longest a change waits for a build while changes keep coming.
+    pub max_delay: Duration,
+    /// Benchmark baseline: streams resend every resource of a type on any change.
+    pub full_resend: bool,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            debounce: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            full_resend: false,
+        }
+    }
+}
+
+/// A registered proxy: the identity of its certificate (`scope`) and what it claims.
+type ProxyKey = (String, ProxyIdentity);
+
+/// What names one proxy to containment: its certificate identity and node id.
+pub fn stream_tag(scope: &str, node_id: &str) -> String {
+    format!("{scope} {node_id}")
+}
+
+struct ViewSlot {
+    tx: watch::Sender<Arc<ViewVersion>>,
+    streams: usize,
+}
+
+struct ProxySlot {
+    tx: watch::Sender<Arc<OwnVersion>>,
+    streams: usize,
+    /// Whose secrets it is sent.
+    secret_id: Option<SpiffeId>,
+}
+
+struct Inner {
+    model: Model,
+    builder: Builder,
+    containment: Containment,
+    generation: u64,
+    built: u64,
+    changed_at: Option<Instant>,
+    renew_due: bool,
+    views: HashMap<ViewKey, ViewSlot>,
+    proxies: HashMap<ProxyKey, ProxySlot>,
+    /// The certificate identities each proxy identity is registered under.
+    scopes: HashMap<ProxyIdentity, BTreeSet<String>>,
+}
+
+/// What one build did.
+#[derive(Debug, Default)]
+pub struct BuildReport {
+    /// Views whose resources changed.
+    pub views_changed: usize,
+    /// Proxies whose own resources changed.
+    pub proxies_changed: usize,
+    /// Resources encoded by this build.
+    pub encoded: usize,
+    /// Views and proxies registered.
+    pub views: usize,
+    /// Proxies registered.
+    pub proxies: usize,
+    /// Translation and publication time.
+    pub took: Duration,
+    /// Time since the first change of the batch.
+    pub since_change: Option<Duration>,
+}
+
+/// The store.
+pub struct Store {
+    inner: Mutex<Inner>,
+    changed: Notify,
+    config: StoreConfig,
+    builds: watch::Sender<u64>,
+    metrics: OnceLock<Arc<Metrics>>,
+    certs: Option<Arc<CertManager>>,
+    mesh: MeshConfig,
+}
+
+/// A stream's registration: its own resources and its view, kept current. Dropping it
+/// unregisters.
+pub struct Attachment {
+    store: Arc<Store>,
+    key: ProxyKey,
+    view_key: ViewKey,
+    /// The proxy's own resources.
+    pub own: watch::Receiver<Arc<OwnVersion>>,
+    /// Its view.
+    pub view: watch::Receiver<Arc<ViewVersion>>,
+}
+
+impl Attachment {
+    /// What the proxy should hold now (marking both as seen).
+    pub fn desired(&mut self) -> Desired {
+        Desired {
+            view: self.view.borrow_and_update().clone(),
+            own: self.own.borrow_and_update().clone(),
+        }
+    }
+
+    /// The view it follows.
+    pub fn view_key(&self) -> &ViewKey {
+        &self.view_key
+    }
+
+    /// Follows the proxy into another view (its pod's declared egress changed).
+    pub fn switch_view(&mut self, key: ViewKey) {
+        if key == self.view_key {
+            return;
+        }
+        let rx = self.store.attach_view(&key);
+        self.store.detach_view(&self.view_key);
+        self.view = rx;
+        self.view_key = key;
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        self.store.detach(&self.key, &self.view_key);
+    }
+}
+
+impl Store {
+    /// An empty store for `mesh`; `certs` issues the proxies' secrets.
+    pub fn new(
+        config: StoreConfig,
+        mesh: MeshConfig,
+        certs: Option<Arc<CertManager>>,
+    ) -> Arc<Self> {
+        Arc::new(Store {
+            inner: Mutex::new(Inner {
+                model: Model::new(),
+                builder: Builder::new(mesh.clone()),
+                containment: Containment::default(),
+                generation: 0,
+                built: 0,
+                changed_at: None,
+                renew_due: false,
+                views: HashMap::new(),
+                proxies: HashMap::new(),
+                scopes: HashMap::new(),
+            }),
+            changed: Notify::new(),
+            config,
+            builds: watch::channel(0).0,
+            metrics: OnceLock::new(),
+            certs,
+            mesh,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves a consistent model (every mutation is
+        // one call); keep serving rather than poisoning every stream.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The mesh settings.
+    pub fn mesh(&self) -> &MeshConfig {
+        &self.mesh
+    }
+
+    /// Whether streams resend everything on any change (the benchmark baseline).
+    pub fn full_resend(&self) -> bool {
+        self.config.full_resend
+    }
+
+    /// Where builds report their time and size.
+    pub fn set_metrics(&self, metrics: Arc<Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// Changes the model; a build follows after the debounce.
+    pub fn update<R>(&self, f: impl FnOnce(&mut Model) -> R) -> R {
+        let r = {
+            let mut inner = self.lock();
+            inner.generation += 1;
+            inner.changed_at.get_or_insert_with(Instant::now);
+            f(&mut inner.model)
+        };
+        self.changed.notify_one();
+        r
+    }
+
+    /// Reads the model.
+    pub fn read<R>(&self, f: impl FnOnce(&Model) -> R) -> R {
+        f(&self.lock().model)
+    }
+
+    /// Ticks once per build.
+    pub fn builds(&self) -> watch::Receiver<u64> {
+        self.builds.subscribe()
+    }
+
+    /// Asks for a build without a model change.
+    fn touch(&self) {
+        {
+            let mut inner = self.lock();
+            inner.generation += 1;
+            inner.changed_at.get_or_insert_with(Instant::now);
+        }
+        self.changed.notify_one();
+    }
+
+    fn secrets(&self, id: Option<&SpiffeId>) -> TypeMap {
+        let (Some(certs), Some(id)) = (&self.certs, id) else {
+            return TypeMap::new();
+        };
+        match certs.secrets_for(id, SystemTime::now()) {
+            Ok(secrets) => secrets.into_iter().map(|s| (s.name.clone(), s)).collect(),
+            Err(e) => {
+                tracing::error!(identity = %id, error = %e, "no certificate for this identity");
+                TypeMap::new()
+            }
+        }
+    }
+
+    /// Registers a stream of a proxy: `scope` is its certificate's identity (the key it
+    /// shares state by), `secret_id` the identity whose secrets it is sent.
+    pub fn attach(
+        self: &Arc<Self>,
+        scope: &str,
+        secret_id: Option<SpiffeId>,
+        identity: &ProxyIdentity,
+    ) -> Attachment {
+        let key: ProxyKey = (scope.to_string(), identity.clone());
+        let secrets = {
+            let inner = self.lock();
+            (!inner.proxies.contains_key(&key)).then(|| self.secrets(secret_id.as_ref()))
+        };
+        let mut inner = self.lock();
+        let Inner {
+            model,
+            builder,
+            proxies,
+            scopes,
+            ..
+        } = &mut *inner;
+        scopes
+            .entry(identity.clone())
+            .or_default()
+            .insert(scope.to_string());
+        let slot = proxies.entry(key.clone()).or_insert_with(|| {
+            let (own, view) = builder.proxy(model, identity);
+            ProxySlot {
+                tx: watch::channel(Arc::new(OwnVersion {
+                    version: 1,
+                    own,
+                    secrets: secrets.unwrap_or_default(),
+                    view: Some(view),
+                    changed_at: None,
+                }))
+                .0,
+                streams: 0,
+                secret_id,
+            }
+        });
+        slot.streams += 1;
+        let own = slot.tx.subscribe();
+        let view_key = own.borrow().view.clone().unwrap_or_else(|| ViewKey {
+            namespace: identity.namespace.clone(),
+            egress: Default::default(),
+        });
+        let view = Self::attach_view_locked(&mut inner, &view_key);
+        drop(inner);
+        Attachment {
+            store: self.clone(),
+            key,
+            view_key,
+            own,
+            view,
+        }
+    }
+
+    fn attach_view_locked(inner: &mut Inner, key: &ViewKey) -> watch::Receiver<Arc<ViewVersion>> {
+        let Inner {
+            model,
+            builder,
+            views,
+            ..
+        } = inner;
+        let slot = views.entry(key.clone()).or_insert_with(|| {
+            let maps = builder.view(model, key);
+            ViewSlot {
+                tx: watch::channel(Arc::new(ViewVersion::first(key.clone(), maps))).0,
+                streams: 0,
+            }
+        });
+        slot.streams += 1;
+        slot.tx.subscribe()
+    }
+
+    fn attach_view(&self, key: &ViewKey) -> watch::Receiver<Arc<ViewVersion>> {
+        Self::attach_view_locked(&mut self.lock(), key)
+    }
+
+    fn detach_view(&self, key: &ViewKey) {
+        let mut inner = self.lock();
+        Self::detach_view_locked(&mut inner, key);
+    }
+
+    fn detach_view_locked(inner: &mut Inner, key: &ViewKey) {
+        if let Some(slot) = inner.views.get_mut(key) {
+            slot.streams = slot.streams.saturating_sub(1);
+            if slot.streams == 0 {
+                inner.views.remove(key);
+                inner.builder.drop_view(key);
+                inner.containment.drop_view(key);
+            }
+        }
+    }
+
+    fn detach(&self, key: &ProxyKey, view: &ViewKey) {
+        let mut inner = self.lock();
+        inner
+            .containment
+            .proxy_gone(view, &stream_tag(&key.0, &key.1.node_id));
+        if let Some(slot) = inner.proxies.get_mut(key) {
+            slot.streams = slot.streams.saturating_sub(1);
+            if slot.streams == 0 {
+                inner.proxies.remove(key);
+                let last = inner.scopes.get_mut(&key.1).is_none_or(|s| {
+                    s.remove(&key.0);
+                    s.is_empty()
+                });
+                if last {
+                    inner.scopes.remove(&key.1);
+                    inner.builder.drop_proxy(&key.1);
+                }
+            }
+        }
+        Self::detach_view_locked(&mut inner, view);
+    }
+
+    /// Proxy `by` of `view` accepted resources made from these policy objects.
+    pub fn on_ack(&self, view: &ViewKey, by: &str, accepted: &[translator::encoded::Source]) {
+        let changed = self.lock().containment.on_ack(view, by, accepted);
+        if changed {
+            self.touch();
+        }
+    }
+
+    /// A proxy of `view` (with certificate identity `proxy`) rejected config: the policy
+    /// objects that could have caused it are left out of that view (see `containment`)
+    /// and a build follows.
+    pub fn on_nack(&self, view: &ViewKey, by: &str, proxy: &str, rejection: &Rejection) {
+        let resource = format!("{} {}", rejection.kind, rejection.resources.join(","));
+        let nack = Nack {
+            by,
+            suspects: &rejection.suspects,
+            precise: rejection.precise,
+            proxy,
+            resource: &crds::text::clip(&resource, 256),
+            error: &rejection.error,
+        };
+        let changed = self.lock().containment.on_nack(view, &nack);
+        if changed {
+            self.touch();
+        }
+    }
+
+    /// Policy objects left out of some view because its proxies rejected config made
+    /// from them.
+    pub fn contained(&self) -> Vec<(ViewKey, ObjectKey, Suspect)> {
+        self.lock()
+            .containment
+            .suspects()
+            .map(|(v, k, s)| (v.clone(), k.clone(), s.clone()))
+            .collect()
+    }
+
+    /// Resources the views hold, summed over views.
+    pub fn view_resources(&self) -> usize {
+        self.lock()
+            .views
+            .values()
+            .map(|s| {
+                let v = s.tx.borrow();
+                v.maps.clusters.len() + v.maps.endpoints.len() + v.maps.routes.len()
+            })
+            .sum()
+    }
+
+    /// Every diagnostic the translator has about the model now.
+    pub fn diagnostics(&self) -> BTreeSet<Diagnostic> {
+        self.lock().builder.diagnostics()
+    }
+
+    /// Builds now (used at start-up and in tests).
+    pub fn rebuild_now(&self) -> BuildReport {
+        let report = self.build();
+        if let Some(m) = self.metrics.get() {
+            m.translation.observe(report.took.as_secs_f64());
+        }
+        self.builds.send_modify(|n| *n += 1);
+        report
+    }
+
+    fn build(&self) -> BuildReport {
+        let started = Instant::now();
+        let mut inner = self.lock();
+        let changed_at = inner.changed_at.take();
+        let changes = inner.model.take_changes();
+        let Inner {
+            model,
+            builder,
+            containment,
+            views,
+            proxies,
+            scopes,
+            renew_due,
+            ..
+        } = &mut *inner;
+        containment.retain(|k| model.rev(k));
+        let excluded = containment.excluded();
+        let out = builder.update(model, &changes, &excluded);
+        for d in &out.appeared {
+            tracing::warn!(object = %d.object, field = %d.field, "{}", d.message);
+        }
+        for d in &out.cleared {
+            tracing::info!(object = %d.object, field = %d.field, was = %d.message, "resolved");
+        }
+        let mut report = BuildReport {
+            views_changed: out.views.len(),
+            proxies_changed: out.proxies.len(),
+            encoded: out.encoded,
+            ..Default::default()
+        };
+        let mut search_moved = false;
+        for (key, changes, maps) in out.views {
+            // A search re-admitted objects: those that add nothing to the view are
+            // cleared at once.
+            let present = |k: &ObjectKey| {
+                maps.routes
+                    .values()
+                    .chain(maps.clusters.values())
+                    .any(|r| r.sources.iter().any(|s| s.key == *k))
+            };
+            search_moved |= containment.after_build(&key, present);
+            if let Some(slot) = views.get(&key) {
+                let next = slot.tx.borrow().next(maps, changes, changed_at);
+                slot.tx.send_replace(Arc::new(next));
+            }
+        }
+        let renew = std::mem::take(renew_due);
+        let updates: HashMap<&ProxyIdentity, (&Arc<translator::incremental::Own>, &ViewKey)> = out
+            .proxies
+            .iter()
+            .map(|(id, own, view)| (id, (own, view)))
+            .collect();
+        // Only the proxies that changed, unless certificates are due (then every one).
+        let keys: Vec<ProxyKey> = if renew {
+            proxies.keys().cloned().collect()
+        } else {
+            updates
+                .keys()
+                .flat_map(|id| {
+                    scopes
+                        .get(*id)
+                        .into_iter()
+                        .flatten()
+                        .map(|s| (s.clone(), (*id).clone()))
+                })
+                .collect()
+        };
+        for key in keys {
+            let Some(slot) = proxies.get(&key) else {
+                continue;
+            };
+            let (scope, identity) = &key;
+            let update = updates.get(identity).map(|(own, view)| ((), *own, *view));
+            let current = slot.tx.borrow().clone();
+            let secrets = if renew {
+                self.secrets(slot.secret_id.as_ref())
+            } else {
+                current.secrets.clone()
+            };
+            let secrets_changed = renew
+                && (secrets.len() != current.secrets.len()
+                    || secrets
+                        .iter()
+                        .any(|(n, s)| current.secrets.get(n).is_none_or(|c| !Arc::ptr_eq(c, s))));
+            if update.is_none() && !secrets_changed {
+                continue;
+            }
+            let (own, view) = match update {
+                Some(((), own, view)) => (own.clone(), Some(view.clone())),
+                None => (current.own.clone(), current.view.clone()),
+            };
+            tracing::debug!(identity = %scope, node = %identity.node_id, "proxy resources changed");
+            slot.tx.send_replace(Arc::new(OwnVersion {
+                version: current.version + 1,
+                own,
+                secrets,
+                view,
+                changed_at,
+            }));
+        }
+        report.views = views.len();
+        report.proxies = proxies.len();
+        inner.built = inner.generation;
+        drop(inner);
+        if search_moved {
+            self.touch();
+        }
+        report.took = started.elapsed();
+        report.since_change = changed_at.map(|t| t.elapsed());
+        report
+    }
+
+    /// Runs forever: wakes the pusher when a certificate is due for renewal.
+    pub async fn run_renewer(self: Arc<Self>) {
+        loop {
+            let next = self.certs.as_ref().and_then(|c| c.next_renewal());
+            let wait = next
+                .and_then(|t| t.duration_since(SystemTime::now()).ok())
+                .unwrap_or(Duration::from_secs(1))
+                .clamp(Duration::from_millis(200), Duration::from_secs(5));
+            tokio::time::sleep(wait).await;
+            if next.is_some_and(|t| t <= SystemTime::now()) {
+                self.lock().renew_due = true;
+                self.touch();
+            }
+        }
+    }
+
+    /// Runs forever: batches model changes and rebuilds.
+    pub async fn run_pusher(self: Arc<Self>) {
+        loop {
+            self.changed.notified().await;
+            let start = Instant::now();
+            loop {
+                let seen = self.lock().generation;
+                tokio::time::sleep(self.config.debounce).await;
+                if self.lock().generation == seen || start.elapsed() >= self.config.max_delay {
+                    break;
+                }
+            }
+            let report = self.rebuild_now();
+            tracing::info!(
+                views_changed = report.views_changed,
+                proxies_changed = report.proxies_changed,
+                encoded = report.encoded,
+                views = report.views,
+                proxies = report.proxies,
+                build_ms = report.took.as_secs_f64() * 1e3,
+                since_change_ms = report.since_change.map(|d| d.as_secs_f64() * 1e3),
+                "built"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
