@@ -115,10 +115,9 @@ pub async fn log_changes(cache: Arc<Store>) {
             }
         }
         last = now;
-        // Rejections arrive between builds: look again now and then.
-        tokio::select! {
-            r = builds.changed() => if r.is_err() { return },
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        // Containment changes (rejections) trigger builds too: nothing to poll.
+        if builds.changed().await.is_err() {
+            return;
         }
     }
 }

@@ -339,3 +339,91 @@ fn a_route_rejected_with_no_held_version_suspects_all_its_policies() {
     assert_eq!(rej.suspects, [src("a"), src("b")]);
     assert!(!rej.precise);
 }
+
+#[test]
+fn a_name_that_does_not_exist_is_answered_as_removed_once() {
+    let now = Instant::now();
+    let mut s = DeltaStream::new(snap(&[cla("a", "1")]));
+    let r = s
+        .on_request(&delta(Endpoint, &["a", "ghost"], ""), now)
+        .responses
+        .remove(0);
+    assert_eq!(items(&r), ["a@1"]);
+    assert_eq!(
+        r.removed_resources,
+        ["ghost"],
+        "the warming client need not wait"
+    );
+    let next = ack(&mut s, &r);
+    assert!(
+        next.responses.is_empty(),
+        "answered once: {:?}",
+        next.responses
+    );
+    // When it appears, it is sent.
+    let step = s.on_snapshot(snap(&[cla("a", "1"), cla("ghost", "1")]), now);
+    assert_eq!(items(&step.responses[0]), ["ghost@1"]);
+}
+
+#[test]
+fn an_explicit_subscribe_on_a_wildcard_stream_is_answered_even_if_held() {
+    let now = Instant::now();
+    let mut s = DeltaStream::new(snap(&[cluster("a", "1"), cluster("b", "1")]));
+    let r = s
+        .on_request(&delta(Cluster, &[], ""), now)
+        .responses
+        .remove(0);
+    ack(&mut s, &r);
+    let step = s.on_request(&delta(Cluster, &["a"], ""), now);
+    assert_eq!(step.responses.len(), 1, "the server must still provide it");
+    assert_eq!(items(&step.responses[0]), ["a@1"]);
+}
+
+#[test]
+fn a_reconnecting_proxy_is_sent_only_what_differs_and_is_synced() {
+    let now = Instant::now();
+    let desired = snap(&[cla("a", "1"), cla("b", "2")]);
+    let mut s = DeltaStream::new(desired);
+    let mut req = delta(Endpoint, &["a", "b"], "");
+    req.initial_resource_versions = [
+        ("a".to_string(), "1".to_string()),
+        ("b".to_string(), "1".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    let step = s.on_request(&req, now);
+    assert_eq!(step.responses.len(), 1);
+    assert_eq!(
+        items(&step.responses[0]),
+        ["b@2"],
+        "a is held at its version"
+    );
+    ack(&mut s, &step.responses[0]);
+    let views = s.resources(Endpoint);
+    assert!(
+        views
+            .iter()
+            .all(|v| v.held.as_deref() == v.want.as_ref().map(|w| w.version.as_str())),
+        "everything is held at the current version"
+    );
+}
+
+#[test]
+fn a_one_endpoint_change_sends_one_resource_whatever_the_mesh_size() {
+    let now = Instant::now();
+    let names: Vec<String> = (0..1000).map(|i| format!("c{i}")).collect();
+    let all: Vec<_> = names.iter().map(|n| cla(n, "1")).collect();
+    let mut s = DeltaStream::new(snap(&all));
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let r = s
+        .on_request(&delta(Endpoint, &refs, ""), now)
+        .responses
+        .remove(0);
+    assert_eq!(r.resources.len(), 1000);
+    ack(&mut s, &r);
+    let mut next = all.clone();
+    next[7] = cla("c7", "2");
+    let step = s.on_snapshot(snap(&next), now);
+    assert_eq!(step.responses.len(), 1);
+    assert_eq!(items(&step.responses[0]), ["c7@2"]);
+}

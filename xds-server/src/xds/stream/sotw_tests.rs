@@ -382,3 +382,81 @@ fn too_many_names_set_a_refusal_and_nack_text_is_cut() {
     };
     assert!(rej.error.len() <= super::NACK_TEXT_MAX + 64);
 }
+
+#[test]
+fn an_empty_list_after_names_means_none_not_wildcard() {
+    let now = Instant::now();
+    let mut s = SotwStream::new(snap(&[cluster("a", "1"), cluster("b", "1")]));
+    let r = s.on_request(&sotw(Cluster, &["a"], "", ""), now).responses[0].clone();
+    assert_eq!(items(&r), ["a@1"]);
+    let step = s.on_request(&sotw(Cluster, &[], &r.version_info, &r.nonce), now);
+    assert_eq!(step.responses.len(), 1, "{:?}", step.responses);
+    assert!(
+        items(&step.responses[0]).is_empty(),
+        "[] after [a] is no resources: {:?}",
+        items(&step.responses[0])
+    );
+    // Before any name, [] is the legacy wildcard.
+    let mut fresh = SotwStream::new(snap(&[cluster("a", "1"), cluster("b", "1")]));
+    let r = fresh.on_request(&sotw(Cluster, &[], "", ""), now).responses[0].clone();
+    assert_eq!(items(&r), ["a@1", "b@1"]);
+}
+
+#[test]
+fn endpoints_are_sent_only_when_they_change_and_versions_survive_a_restart() {
+    let now = Instant::now();
+    let (mut s, last) = synced(
+        snap(&[
+            cluster("a", "1"),
+            cla("a", "1"),
+            cluster("b", "1"),
+            cla("b", "1"),
+            route("r", "1", &["a", "b"]),
+        ]),
+        &["a", "b"],
+    );
+    let step = s.on_snapshot(
+        snap(&[
+            cluster("a", "1"),
+            cla("a", "2"),
+            cluster("b", "1"),
+            cla("b", "1"),
+            route("r", "1", &["a", "b"]),
+        ]),
+        now,
+    );
+    assert_eq!(step.responses.len(), 1);
+    assert_eq!(
+        items(&step.responses[0]),
+        ["a@2"],
+        "only the changed assignment"
+    );
+    let version = step.responses[0].version_info.clone();
+    s.on_request(
+        &sotw(Endpoint, &["a", "b"], &version, &step.responses[0].nonce),
+        now,
+    );
+    // A restarted control plane, and the proxy reconnects quoting what it holds.
+    let mut again = SotwStream::new(snap(&[
+        cluster("a", "1"),
+        cla("a", "2"),
+        cluster("b", "1"),
+        cla("b", "1"),
+        route("r", "1", &["a", "b"]),
+    ]));
+    let (cds_version, _) = &last[&Cluster];
+    assert!(
+        again
+            .on_request(&sotw(Cluster, &[], cds_version, ""), now)
+            .responses
+            .is_empty(),
+        "clusters unchanged: nothing to resend"
+    );
+    assert!(
+        again
+            .on_request(&sotw(Endpoint, &["a", "b"], &version, ""), now)
+            .responses
+            .is_empty(),
+        "endpoints unchanged: nothing to resend"
+    );
+}
