@@ -3,6 +3,7 @@
 //! in `tests/` and the `rudder-demo` binary are written against it, and talk to "a
 //! proxy" through its admin and outbound addresses so that other proxies can join.
 
+pub mod bench;
 pub mod echo;
 pub mod fake_kube;
 pub mod http;

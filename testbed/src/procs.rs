@@ -94,6 +94,16 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Starts `cmd` with its output in `log`.
+    pub fn spawn_logged(name: &str, cmd: Command, log: &Path) -> anyhow::Result<Self> {
+        Self::spawn(name, cmd, log)
+    }
+
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     fn spawn(name: &str, mut cmd: Command, log: &Path) -> anyhow::Result<Self> {
         let out =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;

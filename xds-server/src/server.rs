@@ -67,6 +67,8 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// Benchmark baseline: resend every resource of a type on any change.
     pub full_resend: bool,
+    /// Quiet time after a manifest-directory event before it is read.
+    pub manifest_debounce: Duration,
 }
 
 /// Limits on what peers of the xDS port may open and send.
@@ -184,7 +186,11 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     if let Some(dir) = &cfg.manifests {
         let mut source = ManifestDir::new(dir);
         manifest::apply(&cache, source.scan());
-        tokio::spawn(manifest::run(source, cache.clone()));
+        tokio::spawn(manifest::run_with(
+            source,
+            cache.clone(),
+            cfg.manifest_debounce,
+        ));
         tokio::spawn(crate::k8s::status::log_changes(cache.clone()));
         tracing::info!(dir = %dir.display(), "manifests loaded");
     } else if let Some(client) = client {

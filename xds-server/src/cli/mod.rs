@@ -129,6 +129,9 @@ struct RunArgs {
     /// Quiet time after a change before proxies are pushed (milliseconds).
     #[arg(long, default_value_t = 100)]
     debounce_ms: u64,
+    /// Quiet time after a manifest-directory event before it is read (milliseconds).
+    #[arg(long, default_value_t = 50)]
+    manifest_debounce_ms: u64,
     /// On SIGTERM or Ctrl-C: the longest to wait for connections to close after every
     /// stream was ended (proxies reconnect elsewhere and keep their config meanwhile).
     #[arg(long, default_value = "5s", value_parser = parse_duration, env = "RUDDER_DRAIN_TIME")]
@@ -318,6 +321,7 @@ impl Args {
                     drain: run.drain_time,
                     limits: run.limits.limits(),
                     full_resend: run.full_resend,
+                    manifest_debounce: Duration::from_millis(run.manifest_debounce_ms),
                 }));
                 // Background tasks (watchers, the pusher) do not hold up the exit.
                 rt.shutdown_timeout(Duration::from_millis(500));

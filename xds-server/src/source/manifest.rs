@@ -493,7 +493,12 @@ fn dir_id(dir: &Path) -> Option<(u64, u64)> {
 }
 
 /// Watches the directory forever, applying changes after [`DEBOUNCE`].
-pub async fn run(mut source: ManifestDir, cache: Arc<Store>) {
+pub async fn run(source: ManifestDir, cache: Arc<Store>) {
+    run_with(source, cache, DEBOUNCE).await
+}
+
+/// [`run`] with another quiet time after a file-system event.
+pub async fn run_with(mut source: ManifestDir, cache: Arc<Store>, debounce: Duration) {
     let (tx, mut rx) = mpsc::channel::<()>(1);
     let mut watch = DirWatch::new(source.dir(), tx);
     let mut armed = watch.rearm();
@@ -503,7 +508,7 @@ pub async fn run(mut source: ManifestDir, cache: Arc<Store>) {
             Some(()) = rx.recv() => {
                 // Let a burst of writes settle.
                 loop {
-                    tokio::time::sleep(DEBOUNCE).await;
+                    tokio::time::sleep(debounce).await;
                     if rx.try_recv().is_err() {
                         break;
                     }

@@ -1,0 +1,295 @@
+//! Simulated Envoy sidecars for the benchmark: each opens its own connection and one ADS
+//! stream (delta or SotW), subscribes the way Envoy does (CDS and LDS wildcard, then EDS
+//! for every cluster and RDS for the route its listener names, SDS by name), ACKs every
+//! response, and timestamps what it receives.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+use crate::xds_client::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, node};
+
+/// What one simulated proxy has seen, updated as it goes.
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    /// Endpoint assignments received since connecting.
+    pub eds: AtomicUsize,
+    /// A route, listener and secret have arrived.
+    pub rds: AtomicBool,
+    /// Listener received.
+    pub lds: AtomicBool,
+    /// Secret received.
+    pub sds: AtomicBool,
+    /// Bytes of responses received.
+    pub bytes: AtomicU64,
+    /// Watched names received since the watch was set.
+    pub hits: AtomicUsize,
+    /// When the last watched name arrived (ns since the bench's epoch).
+    pub done_at: AtomicU64,
+    /// The stream failed.
+    pub failed: AtomicBool,
+}
+
+/// What every simulated proxy shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The bench's epoch.
+    pub epoch: Instant,
+    /// Every cluster (and EDS) name of the mesh, to subscribe to.
+    pub eds_names: Arc<Vec<String>>,
+    /// The same, to look names up.
+    pub eds_set: Arc<std::collections::HashSet<String>>,
+    /// Names being waited for, and how many of them a proxy must see.
+    pub watch: RwLock<Vec<String>>,
+}
+
+impl Shared {
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn saw(&self, stats: &ProxyStats, names: impl Iterator<Item = String>) {
+        let watch = self.watch.read().unwrap_or_else(|e| e.into_inner());
+        if watch.is_empty() {
+            return;
+        }
+        let n = names.filter(|n| watch.contains(n)).count();
+        if n == 0 {
+            return;
+        }
+        let total = stats.hits.fetch_add(n, Ordering::Relaxed) + n;
+        if total >= watch.len() {
+            stats.done_at.store(self.now_ns(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// The name field of a ClusterLoadAssignment (field 1), decoded alone.
+#[derive(Clone, PartialEq, Message)]
+struct Named {
+    #[prost(string, tag = "1")]
+    name: String,
+}
+
+/// The node of simulated proxy `p`.
+pub fn proxy_node(p: usize) -> Node {
+    let mut n = node(
+        &format!("proxy-{p}.{}", super::mesh::NAMESPACE),
+        super::mesh::NAMESPACE,
+        &format!("proxy-{p}"),
+        "bench",
+    );
+    n.user_agent_name = "envoy".into();
+    n
+}
+
+/// Runs one delta proxy until its stream ends.
+pub async fn run_delta(channel: Channel, p: usize, shared: Arc<Shared>, stats: Arc<ProxyStats>) {
+    let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(16);
+    let first = [
+        (CLUSTER, vec![]),
+        (LISTENER, vec![]),
+        (SECRET, vec!["default".to_string(), "ROOTCA".to_string()]),
+    ];
+    for (i, (url, names)) in first.into_iter().enumerate() {
+        let _ = tx
+            .send(DeltaDiscoveryRequest {
+                node: (i == 0).then(|| proxy_node(p)),
+                type_url: url.into(),
+                resource_names_subscribe: names,
+                ..Default::default()
+            })
+            .await;
+    }
+    let mut client =
+        AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(usize::MAX);
+    let Ok(resp) = client
+        .delta_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+    else {
+        stats.failed.store(true, Ordering::Relaxed);
+        return;
+    };
+    let mut inbound = resp.into_inner();
+    let (mut eds_subscribed, mut rds_subscribed) = (false, false);
+    while let Some(msg) = inbound.next().await {
+        let Ok(r) = msg else {
+            stats.failed.store(true, Ordering::Relaxed);
+            return;
+        };
+        stats
+            .bytes
+            .fetch_add(r.encoded_len() as u64, Ordering::Relaxed);
+        let url = r.type_url.as_str();
+        if url == ENDPOINT {
+            stats.eds.fetch_add(r.resources.len(), Ordering::Relaxed);
+            shared.saw(&stats, r.resources.iter().map(|x| x.name.clone()));
+        } else if url == ROUTE {
+            stats.rds.store(true, Ordering::Relaxed);
+        } else if url == LISTENER {
+            stats.lds.store(true, Ordering::Relaxed);
+        } else if url == SECRET {
+            stats.sds.store(true, Ordering::Relaxed);
+        }
+        let _ = tx
+            .send(DeltaDiscoveryRequest {
+                type_url: r.type_url.clone(),
+                response_nonce: r.nonce.clone(),
+                ..Default::default()
+            })
+            .await;
+        if url == CLUSTER {
+            // Clusters that appear later (a new Service) get their endpoints subscribed.
+            let mut subscribe: Vec<String> = if eds_subscribed {
+                Vec::new()
+            } else {
+                shared.eds_names.to_vec()
+            };
+            eds_subscribed = true;
+            subscribe.extend(
+                r.resources
+                    .iter()
+                    .map(|x| x.name.clone())
+                    .filter(|n| n.starts_with("outbound|") && !shared.eds_set.contains(n)),
+            );
+            if !subscribe.is_empty() {
+                let _ = tx
+                    .send(DeltaDiscoveryRequest {
+                        type_url: ENDPOINT.into(),
+                        resource_names_subscribe: subscribe,
+                        ..Default::default()
+                    })
+                    .await;
+            }
+        }
+        if url == LISTENER && !rds_subscribed {
+            rds_subscribed = true;
+            let _ = tx
+                .send(DeltaDiscoveryRequest {
+                    type_url: ROUTE.into(),
+                    resource_names_subscribe: vec!["outbound".into()],
+                    ..Default::default()
+                })
+                .await;
+        }
+    }
+    stats.failed.store(true, Ordering::Relaxed);
+}
+
+/// Runs one SotW proxy until its stream ends.
+pub async fn run_sotw(channel: Channel, p: usize, shared: Arc<Shared>, stats: Arc<ProxyStats>) {
+    let (tx, rx) = mpsc::channel::<DiscoveryRequest>(16);
+    let mut extra: Vec<String> = Vec::new();
+    let names = |url: &str, shared: &Shared, extra: &[String]| -> Vec<String> {
+        match url {
+            ENDPOINT => shared
+                .eds_names
+                .iter()
+                .chain(extra.iter())
+                .cloned()
+                .collect(),
+            ROUTE => vec!["outbound".into()],
+            SECRET => vec!["default".into(), "ROOTCA".into()],
+            _ => Vec::new(),
+        }
+    };
+    for (i, url) in [CLUSTER, LISTENER, SECRET].into_iter().enumerate() {
+        let _ = tx
+            .send(DiscoveryRequest {
+                node: (i == 0).then(|| proxy_node(p)),
+                type_url: url.into(),
+                resource_names: names(url, &shared, &extra),
+                ..Default::default()
+            })
+            .await;
+    }
+    let mut client =
+        AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(usize::MAX);
+    let Ok(resp) = client
+        .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+    else {
+        stats.failed.store(true, Ordering::Relaxed);
+        return;
+    };
+    let mut inbound = resp.into_inner();
+    let (mut eds_subscribed, mut rds_subscribed) = (false, false);
+    while let Some(msg) = inbound.next().await {
+        let Ok(r) = msg else {
+            stats.failed.store(true, Ordering::Relaxed);
+            return;
+        };
+        stats
+            .bytes
+            .fetch_add(r.encoded_len() as u64, Ordering::Relaxed);
+        let url = r.type_url.as_str();
+        if url == ENDPOINT {
+            stats.eds.fetch_add(r.resources.len(), Ordering::Relaxed);
+            let named = r
+                .resources
+                .iter()
+                .filter_map(|a| Named::decode(a.value.as_slice()).ok())
+                .map(|n| n.name);
+            shared.saw(&stats, named);
+        } else if url == ROUTE {
+            stats.rds.store(true, Ordering::Relaxed);
+        } else if url == LISTENER {
+            stats.lds.store(true, Ordering::Relaxed);
+        } else if url == SECRET {
+            stats.sds.store(true, Ordering::Relaxed);
+        }
+        let mut new_clusters = false;
+        if url == CLUSTER {
+            for n in r
+                .resources
+                .iter()
+                .filter_map(|a| Named::decode(a.value.as_slice()).ok())
+                .map(|n| n.name)
+            {
+                if n.starts_with("outbound|") && !shared.eds_set.contains(&n) && !extra.contains(&n)
+                {
+                    extra.push(n);
+                    new_clusters = true;
+                }
+            }
+        }
+        let _ = tx
+            .send(DiscoveryRequest {
+                version_info: r.version_info.clone(),
+                response_nonce: r.nonce.clone(),
+                type_url: r.type_url.clone(),
+                resource_names: names(url, &shared, &extra),
+                ..Default::default()
+            })
+            .await;
+        if url == CLUSTER && (!eds_subscribed || new_clusters) {
+            eds_subscribed = true;
+            let _ = tx
+                .send(DiscoveryRequest {
+                    type_url: ENDPOINT.into(),
+                    resource_names: names(ENDPOINT, &shared, &extra),
+                    ..Default::default()
+                })
+                .await;
+        }
+        if url == LISTENER && !rds_subscribed {
+            rds_subscribed = true;
+            let _ = tx
+                .send(DiscoveryRequest {
+                    type_url: ROUTE.into(),
+                    resource_names: names(ROUTE, &shared, &extra),
+                    ..Default::default()
+                })
+                .await;
+        }
+    }
+    stats.failed.store(true, Ordering::Relaxed);
+}

@@ -1,0 +1,465 @@
+//! `xds-bench`: the control plane under load. It generates a mesh (S services, E endpoints
+//! each, one pod per proxy), starts `xds-server` on core 0 in manifest mode, opens P
+//! simulated Envoy streams (delta or SotW) from core 1, and measures initial sync,
+//! convergence of changes (one endpoint, a 100-endpoint rollout, a new service), server
+//! CPU and bytes per change, memory at steady state and per added proxy, idle CPU, a
+//! reconnect storm, and the floor: the same bytes written to P plain TCP connections.
+//! Results print as a table and, with --json, as one JSON object.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use serde_json::json;
+use testbed::bench::client::{ProxyStats, Shared, run_delta, run_sotw};
+use testbed::bench::{floor, mesh, percentiles, procstat};
+use testbed::procs::{Proc, wait_until, workspace_bin};
+use tonic::transport::Endpoint;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Kind {
+    Delta,
+    Sotw,
+}
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Services in the mesh.
+    #[arg(long, default_value_t = 100)]
+    services: usize,
+    /// Endpoints per service.
+    #[arg(long, default_value_t = 3)]
+    endpoints: usize,
+    /// Simulated proxies.
+    #[arg(long, default_value_t = 100)]
+    proxies: usize,
+    /// Stream type of the simulated proxies.
+    #[arg(long, value_enum, default_value_t = Kind::Delta)]
+    stream: Kind,
+    /// Repetitions of each change.
+    #[arg(long, default_value_t = 5)]
+    changes: usize,
+    /// Workloads to run (endpoint, rollout, service).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "endpoint,rollout,service"
+    )]
+    workloads: Vec<String>,
+    /// The full-snapshot baseline: the control plane resends every resource of a type.
+    #[arg(long)]
+    full_resend: bool,
+    /// Also measure the floor (plain TCP fan-out of the same bytes).
+    #[arg(long)]
+    floor: bool,
+    /// Also run a reconnect storm of all proxies.
+    #[arg(long)]
+    storm: bool,
+    /// The control plane's push debounce (milliseconds).
+    #[arg(long, default_value_t = 0)]
+    debounce_ms: u64,
+    /// Write the results here as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Internal: serve the floor for this many proxies (prints its port).
+    #[arg(long, hide = true)]
+    floor_server: Option<usize>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(n) = args.floor_server {
+        procstat::pin_self(0);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        return rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            println!("{}", listener.local_addr()?.port());
+            floor::serve(listener, n).await
+        });
+    }
+    // The load runs on core 1, the control plane on core 0.
+    procstat::pin_self(1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    rt.block_on(run(args))
+}
+
+struct Fleet {
+    stats: Vec<Arc<ProxyStats>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+async fn connect(
+    addr: std::net::SocketAddr,
+    kind: Kind,
+    range: std::ops::Range<usize>,
+    shared: &Arc<Shared>,
+    fleet: &mut Fleet,
+) -> anyhow::Result<()> {
+    for p in range {
+        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .connect_lazy();
+        let stats = Arc::new(ProxyStats::default());
+        fleet.stats.push(stats.clone());
+        let shared = shared.clone();
+        fleet.tasks.push(tokio::spawn(async move {
+            match kind {
+                Kind::Delta => run_delta(channel, p, shared, stats).await,
+                Kind::Sotw => run_sotw(channel, p, shared, stats).await,
+            }
+        }));
+    }
+    Ok(())
+}
+
+fn synced(s: &ProxyStats, services: usize) -> bool {
+    s.eds.load(Ordering::Relaxed) >= services
+        && s.rds.load(Ordering::Relaxed)
+        && s.lds.load(Ordering::Relaxed)
+        && s.sds.load(Ordering::Relaxed)
+}
+
+async fn wait_synced(fleet: &Fleet, from: usize, services: usize) -> anyhow::Result<Duration> {
+    let stats = &fleet.stats[from..];
+    wait_until(Duration::from_secs(600), "every proxy to sync", || {
+        let done = stats.iter().all(|s| synced(s, services));
+        let failed = stats
+            .iter()
+            .filter(|s| s.failed.load(Ordering::Relaxed))
+            .count();
+        async move {
+            if failed > 0 {
+                bail!("{failed} streams failed");
+            }
+            Ok(done)
+        }
+    })
+    .await
+}
+
+fn bytes(fleet: &Fleet) -> u64 {
+    fleet
+        .stats
+        .iter()
+        .map(|s| s.bytes.load(Ordering::Relaxed))
+        .sum()
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let work = tempfile::tempdir()?;
+    let dir = work.path().join("manifests");
+    std::fs::create_dir(&dir)?;
+    mesh::write(&dir, args.services, args.endpoints, args.proxies * 2)?;
+    let ready = work.path().join("ready.json");
+    let mut cmd = std::process::Command::new("taskset");
+    cmd.args(["-c", "0"])
+        .arg(workspace_bin("xds-server")?)
+        .args(["run", "--manifests"])
+        .arg(&dir)
+        .arg("--ca-dir")
+        .arg(work.path().join("ca"))
+        .args(["--insecure-xds", "--xds-address", "127.0.0.1:0"])
+        .args(["--admin-address", "127.0.0.1:0", "--ready-file"])
+        .arg(&ready)
+        .args(["--debounce-ms", &args.debounce_ms.to_string()])
+        .args(["--manifest-debounce-ms", "0"])
+        .args([
+            "--max-connections",
+            "100000",
+            "--max-connections-per-peer",
+            "100000",
+        ])
+        .args(["--max-subscribed-names", "1000000"])
+        .env("RUDDER_LOG", "warn");
+    if args.full_resend {
+        cmd.arg("--full-resend");
+    }
+    let log = work.path().join("cp.log");
+    let mut cp = Proc::spawn_logged("xds-server", cmd, &log)?;
+    let mut addr = None;
+    wait_until(Duration::from_secs(120), "the control plane", || {
+        addr = std::fs::read_to_string(&ready)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["xds"].as_str()?.parse::<std::net::SocketAddr>().ok());
+        let running = cp.check_running();
+        let ok = addr.is_some();
+        async move { running.map(|()| ok) }
+    })
+    .await
+    .with_context(|| std::fs::read_to_string(&log).unwrap_or_default())?;
+    let addr = addr.context("no address")?;
+    let pid = cp.pid().context("pid")?;
+    let rss_empty = procstat::rss_bytes(pid).unwrap_or(0);
+
+    let shared = Arc::new(Shared {
+        epoch: Instant::now(),
+        eds_names: Arc::new((0..args.services).map(mesh::cluster_name).collect()),
+        eds_set: Arc::new((0..args.services).map(mesh::cluster_name).collect()),
+        watch: RwLock::new(Vec::new()),
+    });
+    let mut fleet = Fleet {
+        stats: Vec::new(),
+        tasks: Vec::new(),
+    };
+    let cpu0 = procstat::cpu_ns(pid).unwrap_or(0);
+    connect(addr, args.stream, 0..args.proxies, &shared, &mut fleet).await?;
+    let sync = wait_synced(&fleet, 0, args.services).await?;
+    let sync_cpu = procstat::cpu_ns(pid).unwrap_or(0).saturating_sub(cpu0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss = procstat::rss_bytes(pid).unwrap_or(0);
+    // Idle: nothing changes for five seconds.
+    let (c0, t0) = (procstat::cpu_ns(pid).unwrap_or(0), Instant::now());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle_share = (procstat::cpu_ns(pid).unwrap_or(0).saturating_sub(c0)) as f64
+        / t0.elapsed().as_nanos() as f64;
+    println!(
+        "{} services x {} endpoints, {} {:?} proxies{}: initial sync {:.0} ms ({:.2} CPU-s), RSS {:.0} MB, idle {:.2}% of a core",
+        args.services,
+        args.endpoints,
+        args.proxies,
+        args.stream,
+        if args.full_resend {
+            " (full resend)"
+        } else {
+            ""
+        },
+        sync.as_secs_f64() * 1e3,
+        sync_cpu as f64 / 1e9,
+        rss as f64 / 1e6,
+        idle_share * 100.0
+    );
+
+    let mut results = BTreeMap::new();
+    let mut endpoint_bytes = 0u64;
+    for workload in &args.workloads {
+        let mut conv = Vec::new();
+        let mut cpu = Vec::new();
+        let mut per_proxy_bytes = Vec::new();
+        for k in 0..args.changes {
+            let generation = k + 1;
+            let (files, watch): (Vec<(String, String)>, Vec<String>) = match workload.as_str() {
+                "endpoint" => {
+                    let i = 7 % args.services;
+                    (
+                        vec![(
+                            format!("slice-{i}.yaml"),
+                            mesh::slice(i, args.endpoints, |j| if j == 0 { generation } else { 0 }),
+                        )],
+                        vec![mesh::cluster_name(i)],
+                    )
+                }
+                "rollout" => {
+                    // Replace 100 endpoints: every endpoint of enough services.
+                    let n = (100 / args.endpoints.max(1)).clamp(1, args.services);
+                    let first = (k * n) % args.services;
+                    let ids: Vec<usize> = (0..n).map(|x| (first + x) % args.services).collect();
+                    (
+                        ids.iter()
+                            .map(|i| {
+                                (
+                                    format!("slice-{i}.yaml"),
+                                    mesh::slice(*i, args.endpoints, |_| generation),
+                                )
+                            })
+                            .collect(),
+                        ids.iter().map(|i| mesh::cluster_name(*i)).collect(),
+                    )
+                }
+                "service" => {
+                    let i = args.services + k;
+                    (
+                        vec![(
+                            format!("new-{i}.yaml"),
+                            format!(
+                                "{}---\n{}",
+                                mesh::service(i),
+                                mesh::slice(i, args.endpoints, |_| 0)
+                            ),
+                        )],
+                        vec![mesh::cluster_name(i)],
+                    )
+                }
+                other => bail!("unknown workload {other}"),
+            };
+            for s in &fleet.stats {
+                s.hits.store(0, Ordering::Relaxed);
+                s.done_at.store(0, Ordering::Relaxed);
+            }
+            *shared.watch.write().unwrap_or_else(|e| e.into_inner()) = watch;
+            let bytes_before = bytes(&fleet);
+            let cpu_before = procstat::cpu_ns(pid).unwrap_or(0);
+            let start = Instant::now();
+            let t0 = u64::try_from(shared.epoch.elapsed().as_nanos()).unwrap_or(0);
+            for (name, text) in &files {
+                mesh::replace(&dir, name, text)?;
+            }
+            let stats = &fleet.stats;
+            wait_until(
+                Duration::from_secs(120),
+                "the change on every proxy",
+                || {
+                    let done = stats.iter().all(|s| s.done_at.load(Ordering::Relaxed) > 0);
+                    async move { Ok(done) }
+                },
+            )
+            .await?;
+            let elapsed = start.elapsed();
+            // Let the ACKs land before reading the CPU.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let window = start.elapsed();
+            let used = procstat::cpu_ns(pid)
+                .unwrap_or(0)
+                .saturating_sub(cpu_before) as f64
+                - idle_share * window.as_nanos() as f64;
+            cpu.push(Duration::from_nanos(used.max(0.0) as u64));
+            conv.extend(fleet.stats.iter().map(|s| {
+                Duration::from_nanos(s.done_at.load(Ordering::Relaxed).saturating_sub(t0))
+            }));
+            per_proxy_bytes.push((bytes(&fleet) - bytes_before) / fleet.stats.len() as u64);
+            let _ = elapsed;
+        }
+        shared
+            .watch
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        let (p50, p99, max) = percentiles(conv);
+        let (cpu50, _, cpu_max) = percentiles(cpu);
+        per_proxy_bytes.sort();
+        let bytes_med = per_proxy_bytes
+            .get(per_proxy_bytes.len() / 2)
+            .copied()
+            .unwrap_or(0);
+        if workload == "endpoint" {
+            endpoint_bytes = bytes_med;
+        }
+        println!(
+            "  {workload:>8}: convergence p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms; server CPU {cpu50:.1} ms (max {cpu_max:.1}); {bytes_med} bytes per proxy"
+        );
+        results.insert(
+            workload.clone(),
+            json!({"p50_ms": p50, "p99_ms": p99, "max_ms": max, "cpu_ms": cpu50, "cpu_max_ms": cpu_max, "bytes_per_proxy": bytes_med}),
+        );
+    }
+
+    // Memory per added proxy: 10% more.
+    let extra = (args.proxies / 10).max(1);
+    let before = procstat::rss_bytes(pid).unwrap_or(0);
+    connect(
+        addr,
+        args.stream,
+        args.proxies..args.proxies + extra,
+        &shared,
+        &mut fleet,
+    )
+    .await?;
+    wait_synced(&fleet, args.proxies, args.services).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let per_proxy = (procstat::rss_bytes(pid).unwrap_or(0).saturating_sub(before)) / extra as u64;
+    println!(
+        "  {extra} more proxies: {:.1} KB each",
+        per_proxy as f64 / 1e3
+    );
+
+    let mut storm = serde_json::Value::Null;
+    if args.storm {
+        for t in fleet.tasks.drain(..) {
+            t.abort();
+        }
+        fleet.stats.clear();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let n = args.proxies + extra;
+        let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let sampler = {
+            let peak = peak.clone();
+            tokio::spawn(async move {
+                loop {
+                    let r = procstat::rss_bytes(pid).unwrap_or(0);
+                    peak.fetch_max(r, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+        };
+        connect(addr, args.stream, 0..n, &shared, &mut fleet).await?;
+        let took = wait_synced(&fleet, 0, args.services).await;
+        sampler.abort();
+        let failed = fleet
+            .stats
+            .iter()
+            .filter(|s| s.failed.load(Ordering::Relaxed))
+            .count();
+        let took = took?;
+        println!(
+            "  storm: {n} proxies reconnecting at once synced in {:.0} ms, {failed} streams dropped, peak RSS {:.0} MB",
+            took.as_secs_f64() * 1e3,
+            peak.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        storm = json!({"proxies": n, "sync_ms": took.as_secs_f64() * 1e3, "dropped": failed, "peak_rss_mb": peak.load(Ordering::Relaxed) as f64 / 1e6});
+    }
+
+    let mut floor_result = serde_json::Value::Null;
+    if args.floor && endpoint_bytes > 0 {
+        let mut cmd = std::process::Command::new(std::env::current_exe()?);
+        cmd.args(["--floor-server", &args.proxies.to_string()])
+            .stdout(std::process::Stdio::piped());
+        let mut child = cmd.spawn()?;
+        let mut line = String::new();
+        {
+            use std::io::BufRead;
+            let out = child.stdout.take().context("floor stdout")?;
+            std::io::BufReader::new(out).read_line(&mut line)?;
+        }
+        let port: u16 = line.trim().parse().context("floor port")?;
+        let times = floor::measure(
+            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            args.proxies,
+            usize::try_from(endpoint_bytes).unwrap_or(1),
+        )
+        .await?;
+        let _ = child.kill();
+        let _ = child.wait();
+        let (p50, p99, _) = percentiles(times);
+        println!(
+            "  floor ({endpoint_bytes} bytes to each of {} TCP connections): p50 {p50:.1} ms, p99 {p99:.1} ms",
+            args.proxies
+        );
+        floor_result = json!({"p50_ms": p50, "p99_ms": p99, "bytes": endpoint_bytes});
+    }
+
+    let out = json!({
+        "services": args.services,
+        "endpoints": args.endpoints,
+        "proxies": args.proxies,
+        "stream": format!("{:?}", args.stream),
+        "full_resend": args.full_resend,
+        "initial_sync_ms": sync.as_secs_f64() * 1e3,
+        "initial_sync_cpu_s": sync_cpu as f64 / 1e9,
+        "rss_empty_mb": rss_empty as f64 / 1e6,
+        "rss_mb": rss as f64 / 1e6,
+        "rss_per_added_proxy_kb": per_proxy as f64 / 1e3,
+        "idle_core_percent": idle_share * 100.0,
+        "changes": results,
+        "storm": storm,
+        "floor": floor_result,
+    });
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&out)?)?;
+    }
+    for t in fleet.tasks {
+        t.abort();
+    }
+    cp.kill();
+    Ok(())
+}
