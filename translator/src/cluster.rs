@@ -42,13 +42,7 @@ fn base(name: String, protocol: Protocol) -> Cluster {
 /// The SPIFFE IDs of the pods behind a Service (by its selector), sorted.
 fn identities(model: &Model, mesh: &MeshConfig, svc: &MeshService) -> Vec<String> {
     let mut ids: Vec<String> = model
-        .pods()
-        .filter(|p| {
-            p.namespace == svc.namespace
-                && svc.selector.as_ref().is_some_and(|sel| {
-                    !sel.is_empty() && sel.iter().all(|(k, v)| p.labels.get(k) == Some(v))
-                })
-        })
+        .pods_selected_by(svc)
         .map(|p| {
             format!(
                 "spiffe://{}/ns/{}/sa/{}",

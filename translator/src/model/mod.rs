@@ -12,6 +12,7 @@
 //! version of that object stays in the model. [`Model::delete`] removes an object.
 
 mod convert;
+mod index;
 pub(crate) use convert::NameRule;
 mod parse;
 mod scope;
@@ -295,6 +296,8 @@ pub struct Model {
     splits: BTreeMap<NsName, TrafficSplit>,
     retry_policies: BTreeMap<NsName, RetryPolicy>,
     route_groups: BTreeMap<NsName, HTTPRouteGroup>,
+    /// Slices by Service, pods by label.
+    index: index::Indexes,
     /// Revision of each object: a number that changes whenever its contents do.
     revs: BTreeMap<ObjectKey, u64>,
     last_rev: u64,
@@ -357,11 +360,19 @@ impl Model {
             Object::EndpointSlice(s) => {
                 let slice = convert::slice(s)?;
                 let key = (slice.namespace.clone(), slice.name.clone());
+                if let Some(old) = self.slices.get(&key) {
+                    self.index.remove_slice(old);
+                }
+                self.index.add_slice(&slice);
                 store(&mut self.slices, key, slice, Kind::EndpointSlice, revs);
             }
             Object::Pod(p) => {
                 let pod = convert::pod(p)?;
                 let key = (pod.namespace.clone(), pod.name.clone());
+                if let Some(old) = self.pods.get(&key) {
+                    self.index.remove_pod(old);
+                }
+                self.index.add_pod(&pod);
                 store(&mut self.pods, key, pod, Kind::Pod, revs);
             }
             Object::TrafficSplit(t) => {
@@ -451,8 +462,16 @@ impl Model {
         }
         match key.kind {
             Kind::Service => self.services.remove(&k).is_some(),
-            Kind::EndpointSlice => self.slices.remove(&k).is_some(),
-            Kind::Pod => self.pods.remove(&k).is_some(),
+            Kind::EndpointSlice => self
+                .slices
+                .remove(&k)
+                .inspect(|old| self.index.remove_slice(old))
+                .is_some(),
+            Kind::Pod => self
+                .pods
+                .remove(&k)
+                .inspect(|old| self.index.remove_pod(old))
+                .is_some(),
             Kind::TrafficSplit => self.splits.remove(&k).is_some(),
             Kind::RetryPolicy => self.retry_policies.remove(&k).is_some(),
             Kind::HTTPRouteGroup => self.route_groups.remove(&k).is_some(),
@@ -549,11 +568,29 @@ impl Model {
 
     /// The slices of one service, ordered by slice name.
     pub fn slices_of<'a>(&'a self, svc: &'a MeshService) -> impl Iterator<Item = &'a Slice> {
-        self.slices
-            .range((svc.namespace.clone(), String::new())..)
-            .take_while(move |((ns, _), _)| *ns == svc.namespace)
-            .map(|(_, s)| s)
-            .filter(move |s| s.service == svc.name)
+        self.index
+            .slices_of(&svc.namespace, &svc.name)
+            .into_iter()
+            .flatten()
+            .filter_map(move |name| self.slices.get(&(svc.namespace.clone(), name.clone())))
+    }
+
+    /// The pods `svc` selects, ordered by name (none without a selector or with an empty
+    /// one).
+    pub fn pods_selected_by<'a>(
+        &'a self,
+        svc: &'a MeshService,
+    ) -> impl Iterator<Item = &'a MeshPod> {
+        self.index
+            .candidates(svc)
+            .into_iter()
+            .flatten()
+            .filter_map(move |name| self.pods.get(&(svc.namespace.clone(), name.clone())))
+            .filter(move |p| {
+                svc.selector
+                    .as_ref()
+                    .is_some_and(|sel| sel.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
+            })
     }
 
     /// The services whose selector matches `pod`.

@@ -429,3 +429,64 @@ fn a_split_revision_covers_its_route_groups() {
     model.delete(&ObjectKey::new(Kind::HTTPRouteGroup, "default", "beta"));
     assert!(model.rev(&key).expect("rev") > r2, "so is a deleted one");
 }
+
+#[test]
+fn slice_and_selector_indexes_follow_moves_relabels_and_deletes() {
+    let mut m = Model::new();
+    let apply =
+        |m: &mut Model, yaml: &str| m.apply(&parse_one(yaml).expect("parses")).expect("valid");
+    let svc = |name: &str, selector: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  selector: {selector}\n  ports: [{{name: http, port: 80, targetPort: 9080}}]\n"
+        )
+    };
+    let slice = |owner: &str| {
+        format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: s1, namespace: shop, labels: {{kubernetes.io/service-name: {owner}}}}}\naddressType: IPv4\nports: [{{name: http, port: 9080}}]\nendpoints: [{{addresses: [10.0.0.9]}}]\n"
+        )
+    };
+    let pod = |labels: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p1, namespace: shop, labels: {labels}}}\nstatus: {{podIP: 10.0.0.9}}\n"
+        )
+    };
+    apply(&mut m, &svc("a", "{app: x, tier: web}"));
+    apply(&mut m, &svc("b", "{app: bee}"));
+    apply(&mut m, &svc("c", "{}"));
+    let service = |m: &Model, n: &str| m.service("shop", n).expect("service").clone();
+    let slices = |m: &Model, n: &str| {
+        let s = service(m, n);
+        m.slices_of(&s).map(|s| s.name.clone()).collect::<Vec<_>>()
+    };
+    let pods = |m: &Model, n: &str| {
+        let s = service(m, n);
+        m.pods_selected_by(&s)
+            .map(|p| p.name.clone())
+            .collect::<Vec<_>>()
+    };
+    apply(&mut m, &slice("a"));
+    assert_eq!(slices(&m, "a"), ["s1"]);
+    // The slice moves to another Service.
+    apply(&mut m, &slice("b"));
+    assert!(slices(&m, "a").is_empty());
+    assert_eq!(slices(&m, "b"), ["s1"]);
+    // A pod with only the first label is not selected; all labels, it is.
+    apply(&mut m, &pod("{app: x}"));
+    assert!(pods(&m, "a").is_empty());
+    apply(&mut m, &pod("{app: x, tier: web}"));
+    assert_eq!(pods(&m, "a"), ["p1"]);
+    // Relabelled away, then to another Service; an empty selector selects nothing.
+    apply(&mut m, &pod("{app: bee}"));
+    assert!(pods(&m, "a").is_empty());
+    assert_eq!(pods(&m, "b"), ["p1"]);
+    assert!(pods(&m, "c").is_empty());
+    assert!(m.delete(&ObjectKey::new(Kind::Pod, "shop", "p1")));
+    assert!(m.delete(&ObjectKey::new(Kind::EndpointSlice, "shop", "s1")));
+    assert!(pods(&m, "b").is_empty());
+    assert!(slices(&m, "b").is_empty());
+    assert_eq!(
+        m.index,
+        index::Indexes::default(),
+        "the indexes keep nothing of deleted objects"
+    );
+}

@@ -38,103 +38,16 @@ use crate::identity::ProxyIdentity;
 use crate::model::{Kind, MeshService, Model, ObjectKey, ViewKey};
 use crate::policy::{Excluded, PolicyContext};
 use crate::route::VhostPart;
-use crate::{Diagnostic, MeshConfig, Resource, XdsType, cluster, endpoint, listener, route};
+use crate::{Diagnostic, MeshConfig, XdsType, cluster, endpoint, listener, route};
+
+mod changes;
+mod select;
+
+pub use changes::{BuildOutput, Changes, Own, Update, ViewMaps};
+use changes::{apply, diff, encode};
+use select::{selected, selection};
 
 type NsName = (String, String);
-
-/// One change to a type's resources.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Update {
-    /// Added or changed.
-    Put(Arc<Encoded>),
-    /// Removed.
-    Remove(Arc<str>),
-}
-
-impl Update {
-    /// The resource's name.
-    pub fn name(&self) -> &Arc<str> {
-        match self {
-            Update::Put(r) => &r.name,
-            Update::Remove(n) => n,
-        }
-    }
-}
-
-/// What changed in one view, per type.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Changes {
-    /// Clusters.
-    pub clusters: Vec<Update>,
-    /// ClusterLoadAssignments.
-    pub endpoints: Vec<Update>,
-    /// RouteConfigurations.
-    pub routes: Vec<Update>,
-}
-
-impl Changes {
-    /// Whether nothing changed.
-    pub fn is_empty(&self) -> bool {
-        self.clusters.is_empty() && self.endpoints.is_empty() && self.routes.is_empty()
-    }
-
-    /// The updates of `kind`.
-    pub fn of(&self, kind: XdsType) -> &[Update] {
-        match kind {
-            XdsType::Cluster => &self.clusters,
-            XdsType::Endpoint => &self.endpoints,
-            XdsType::Route => &self.routes,
-            XdsType::Listener | XdsType::Secret => &[],
-        }
-    }
-}
-
-/// Everything a view's proxies share.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ViewMaps {
-    /// Clusters of the Services the view sees.
-    pub clusters: Arc<TypeMap>,
-    /// Their ClusterLoadAssignments.
-    pub endpoints: Arc<TypeMap>,
-    /// The outbound route table.
-    pub routes: Arc<TypeMap>,
-}
-
-impl ViewMaps {
-    /// The resources of `kind`, if the view has that type.
-    pub fn of(&self, kind: XdsType) -> Option<&TypeMap> {
-        match kind {
-            XdsType::Cluster => Some(&self.clusters),
-            XdsType::Endpoint => Some(&self.endpoints),
-            XdsType::Route => Some(&self.routes),
-            XdsType::Listener | XdsType::Secret => None,
-        }
-    }
-}
-
-/// One proxy's own resources.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Own {
-    /// Its listeners (outbound and inbound).
-    pub listeners: TypeMap,
-    /// Its inbound clusters.
-    pub clusters: TypeMap,
-}
-
-/// What one build changed.
-#[derive(Debug, Default)]
-pub struct BuildOutput {
-    /// Views whose resources changed: what changed and the maps after.
-    pub views: Vec<(ViewKey, Changes, ViewMaps)>,
-    /// Registered proxies whose own resources or view changed.
-    pub proxies: Vec<(ProxyIdentity, Arc<Own>, ViewKey)>,
-    /// Diagnostics that appeared with this build.
-    pub appeared: Vec<Diagnostic>,
-    /// Diagnostics that cleared with this build.
-    pub cleared: Vec<Diagnostic>,
-    /// Resources encoded (new or changed content).
-    pub encoded: usize,
-}
 
 /// One Service's translated parts.
 #[derive(Debug, Default)]
@@ -209,53 +122,6 @@ fn policy_services(p: &PolicyContext) -> BTreeSet<NsName> {
         out.insert((ns.clone(), svc.clone()));
     }
     out
-}
-
-fn encode(
-    model: &Model,
-    r: &Resource,
-    old: Option<&Arc<Encoded>>,
-    count: &mut usize,
-) -> Arc<Encoded> {
-    let enc = Encoded::with_revs(r, |k| model.rev(k).unwrap_or(0));
-    match old {
-        Some(o) if o.same_as(&enc) => o.clone(),
-        _ => {
-            *count += 1;
-            Arc::new(enc)
-        }
-    }
-}
-
-/// Puts for what is new or different in `new`, removes for what `old` had alone.
-fn diff(old: &[Arc<Encoded>], new: &[Arc<Encoded>], out: &mut Vec<Update>) {
-    for n in new {
-        if !old.iter().any(|o| Arc::ptr_eq(o, n)) {
-            out.push(Update::Put(n.clone()));
-        }
-    }
-    for o in old {
-        if !new.iter().any(|n| n.name == o.name) {
-            out.push(Update::Remove(o.name.clone()));
-        }
-    }
-}
-
-fn apply(map: &mut Arc<TypeMap>, updates: &[Update]) {
-    if updates.is_empty() {
-        return;
-    }
-    let m = Arc::make_mut(map);
-    for u in updates {
-        match u {
-            Update::Put(r) => {
-                m.insert(r.name.clone(), r.clone());
-            }
-            Update::Remove(n) => {
-                m.remove(n);
-            }
-        }
-    }
 }
 
 impl Builder {
@@ -643,6 +509,9 @@ impl Builder {
         let mut out = BuildOutput::default();
         let mut dirty: BTreeMap<NsName, Dirty> = BTreeMap::new();
         let mut dirty_pods: BTreeSet<NsName> = BTreeSet::new();
+        // Services whose selected pods are recomputed (new or changed Services); pod
+        // changes adjust the others in place.
+        let mut pods_of: BTreeMap<NsName, BTreeSet<NsName>> = BTreeMap::new();
         let mut policy_changed = !self.built;
         if !self.built {
             for svc in model.services() {
@@ -657,14 +526,15 @@ impl Builder {
                     (slice.namespace.clone(), slice.service.clone()),
                 );
             }
-            for pod in model.pods() {
-                let k = (pod.namespace.clone(), pod.name.clone());
-                let svcs = model
-                    .services_selecting(pod)
-                    .map(|s| (s.namespace.clone(), s.name.clone()))
-                    .collect();
-                self.pod_services.insert(k.clone(), svcs);
-                dirty_pods.insert(k);
+            for svc in model.services() {
+                pods_of.insert((svc.namespace.clone(), svc.name.clone()), BTreeSet::new());
+            }
+            for (pod, svcs) in selection(model) {
+                for s in &svcs {
+                    pods_of.entry(s.clone()).or_default().insert(pod.clone());
+                }
+                self.pod_services.insert(pod.clone(), svcs);
+                dirty_pods.insert(pod);
             }
         }
         for key in changed {
@@ -679,9 +549,12 @@ impl Builder {
                         .map(|p| p.pods.clone())
                         .unwrap_or_default();
                     dirty_pods.extend(before);
-                    if let Some(svc) = model.service(&k.0, &k.1) {
-                        dirty_pods.extend(selected(model, svc));
-                    }
+                    let now = model
+                        .service(&k.0, &k.1)
+                        .map(|svc| selected(model, svc))
+                        .unwrap_or_default();
+                    dirty_pods.extend(now.iter().cloned());
+                    pods_of.insert(k.clone(), now);
                 }
                 Kind::EndpointSlice => {
                     if let Some(owner) = self.slice_owner.remove(&k) {
@@ -696,11 +569,21 @@ impl Builder {
                 Kind::Pod => {
                     dirty_pods.insert(k.clone());
                     let mut svcs = self.pod_services.remove(&k).unwrap_or_default();
+                    for s in &svcs {
+                        if let Some(parts) = self.services.get_mut(s) {
+                            parts.pods.remove(&k);
+                        }
+                    }
                     if let Some(pod) = model.pod(&k.0, &k.1) {
                         let now: BTreeSet<NsName> = model
                             .services_selecting(pod)
                             .map(|s| (s.namespace.clone(), s.name.clone()))
                             .collect();
+                        for s in &now {
+                            if let Some(parts) = self.services.get_mut(s) {
+                                parts.pods.insert(k.clone());
+                            }
+                        }
                         svcs.extend(now.iter().cloned());
                         self.pod_services.insert(k.clone(), now);
                     }
@@ -745,11 +628,10 @@ impl Builder {
         for (key, what) in dirty {
             let (cu, eu, vh, old_svc) = self.rebuild_service(model, &key, what, &mut out.encoded);
             let new_svc = self.services.get(&key).and_then(|p| p.svc.clone());
-            if let Some(parts) = self.services.get_mut(&key) {
-                parts.pods = new_svc
-                    .as_ref()
-                    .map(|s| selected(model, s))
-                    .unwrap_or_default();
+            if let Some(pods) = pods_of.remove(&key)
+                && let Some(parts) = self.services.get_mut(&key)
+            {
+                parts.pods = pods;
             }
             if !cu.is_empty() || !eu.is_empty() || vh || old_svc != new_svc {
                 svc_updates.push(ServiceUpdate {
@@ -845,15 +727,4 @@ struct Dirty {
     clusters: bool,
     endpoints: bool,
     vhosts: bool,
-}
-
-fn selected(model: &Model, svc: &MeshService) -> BTreeSet<NsName> {
-    let Some(sel) = svc.selector.as_ref().filter(|s| !s.is_empty()) else {
-        return BTreeSet::new();
-    };
-    model
-        .pods_in(&svc.namespace)
-        .filter(|p| sel.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
-        .map(|p| (p.namespace.clone(), p.name.clone()))
-        .collect()
 }

@@ -1,0 +1,228 @@
+//! Micro-benchmarks of the translator on a generated mesh of S Services in one namespace,
+//! each with one HTTP port, a Pod it selects and an EndpointSlice of E endpoints:
+//!
+//! - `full_build`: the first `Builder::update` over the whole model, one view registered;
+//! - `encode_clusters`: `Encoded::with_revs` over every outbound Cluster of `translate_mesh`;
+//! - `one_endpoint_change`: one EndpointSlice changed in the model and `Builder::update`
+//!   with that key, after a full build (two versions of the slice alternate);
+//! - `new_service`: one new Service and its slice applied and `Builder::update` run (the
+//!   pair is deleted again, untimed, after each iteration).
+//!
+//! Run: `cargo bench -p translator -- --warm-up-time 1 --measurement-time 3`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use translator::encoded::Encoded;
+use translator::incremental::Builder;
+use translator::model::{Egress, Model, Object, ObjectKey, ViewKey, parse_manifest};
+use translator::policy::Excluded;
+use translator::{MeshConfig, XdsType, translate_mesh};
+
+const NS: &str = "bench";
+const SIZES: [usize; 2] = [100, 1000];
+const ENDPOINTS: usize = 10;
+
+fn svc_yaml(name: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {NS}}}\nspec:\n  selector: {{app: {name}}}\n  ports: [{{name: http, port: 80, targetPort: 8080}}]\n---\n"
+    )
+}
+
+/// The slice of Service number `i`; `variant` shifts its last address.
+fn slice_yaml(name: &str, i: usize, variant: usize) -> String {
+    let eps: Vec<String> = (0..ENDPOINTS)
+        .map(|j| {
+            let last = if j + 1 == ENDPOINTS {
+                j + 1 + variant
+            } else {
+                j + 1
+            };
+            format!(
+                "{{addresses: [\"10.{}.{}.{last}\"], conditions: {{ready: true}}}}",
+                i / 256,
+                i % 256
+            )
+        })
+        .collect();
+    format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-x, namespace: {NS}, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints: [{}]\n---\n",
+        eps.join(", ")
+    )
+}
+
+fn pod_yaml(name: &str, i: usize) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}-0, namespace: {NS}, labels: {{app: {name}}}}}\nspec:\n  serviceAccountName: {name}\n  containers: [{{name: app, image: example/app, ports: [{{name: http, containerPort: 8080}}]}}]\nstatus: {{podIP: \"10.{}.{}.1\"}}\n---\n",
+        i / 256,
+        i % 256
+    )
+}
+
+fn parse(yaml: &str) -> Vec<Object> {
+    parse_manifest(yaml)
+        .expect("generated manifest is valid")
+        .objects
+}
+
+fn apply(model: &mut Model, objects: &[Object]) {
+    for o in objects {
+        model.apply(o).expect("generated object is accepted");
+    }
+}
+
+/// A model of `services` Services, its changed keys taken.
+fn mesh(services: usize) -> (Model, BTreeSet<ObjectKey>) {
+    let mut yaml = String::new();
+    for i in 0..services {
+        let name = format!("s{i}");
+        yaml.push_str(&svc_yaml(&name));
+        yaml.push_str(&slice_yaml(&name, i, 0));
+        yaml.push_str(&pod_yaml(&name, i));
+    }
+    let mut model = Model::new();
+    apply(&mut model, &parse(&yaml));
+    let keys = model.take_changes();
+    (model, keys)
+}
+
+fn view() -> ViewKey {
+    ViewKey {
+        namespace: NS.into(),
+        egress: Egress::All,
+    }
+}
+
+/// A builder after a full build of `model`, with the view registered.
+fn built(model: &Model, keys: &BTreeSet<ObjectKey>) -> Builder {
+    let mut builder = Builder::new(MeshConfig::default());
+    builder.view(model, &view());
+    let out = builder.update(model, keys, &BTreeMap::new());
+    assert_eq!(out.views.len(), 1, "the view sees the mesh");
+    builder
+}
+
+fn full_build(c: &mut Criterion) {
+    let mut g = c.benchmark_group("full_build");
+    g.sample_size(20);
+    for s in SIZES {
+        let (model, keys) = mesh(s);
+        let excluded: BTreeMap<ViewKey, Excluded> = BTreeMap::new();
+        g.throughput(Throughput::Elements(s as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(s), &s, |b, _| {
+            b.iter_batched(
+                || {
+                    let mut builder = Builder::new(MeshConfig::default());
+                    builder.view(&model, &view());
+                    builder
+                },
+                |mut builder| {
+                    let out = builder.update(&model, &keys, &excluded);
+                    (builder, out)
+                },
+                BatchSize::LargeInput,
+            );
+        });
+    }
+    g.finish();
+}
+
+fn encode_clusters(c: &mut Criterion) {
+    let mut g = c.benchmark_group("encode_clusters");
+    for s in SIZES {
+        let (model, keys) = mesh(s);
+        let builder = built(&model, &keys);
+        let clusters: Vec<_> = translate_mesh(&model, &MeshConfig::default(), builder.policy())
+            .resources
+            .into_iter()
+            .filter(|r| r.kind == XdsType::Cluster)
+            .collect();
+        assert_eq!(clusters.len(), s, "one outbound Cluster per Service");
+        g.throughput(Throughput::Elements(s as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(s), &s, |b, _| {
+            b.iter(|| {
+                clusters
+                    .iter()
+                    .map(|r| Encoded::with_revs(r, |k| model.rev(k).unwrap_or(0)))
+                    .collect::<Vec<_>>()
+            });
+        });
+    }
+    g.finish();
+}
+
+fn one_endpoint_change(c: &mut Criterion) {
+    let mut g = c.benchmark_group("one_endpoint_change");
+    for s in SIZES {
+        let (mut model, keys) = mesh(s);
+        let mut builder = built(&model, &keys);
+        let excluded: BTreeMap<ViewKey, Excluded> = BTreeMap::new();
+        let i = s / 2;
+        let versions = [
+            parse(&slice_yaml(&format!("s{i}"), i, 1)),
+            parse(&slice_yaml(&format!("s{i}"), i, 0)),
+        ];
+        // Each iteration is a real change: exactly one ClusterLoadAssignment re-encoded.
+        for v in &versions {
+            apply(&mut model, v);
+            let changed = model.take_changes();
+            let out = builder.update(&model, &changed, &excluded);
+            assert_eq!(out.encoded, 1, "one endpoint change encodes one resource");
+        }
+        let mut n = 0usize;
+        g.bench_with_input(BenchmarkId::from_parameter(s), &s, |b, _| {
+            b.iter(|| {
+                apply(&mut model, &versions[n % 2]);
+                n += 1;
+                let changed = model.take_changes();
+                black_box(builder.update(&model, &changed, &excluded))
+            });
+        });
+    }
+    g.finish();
+}
+
+fn new_service(c: &mut Criterion) {
+    let mut g = c.benchmark_group("new_service");
+    for s in SIZES {
+        let (mut model, keys) = mesh(s);
+        let mut builder = built(&model, &keys);
+        let excluded: BTreeMap<ViewKey, Excluded> = BTreeMap::new();
+        let mut yaml = svc_yaml("added");
+        yaml.push_str(&slice_yaml("added", s, 0));
+        let added = parse(&yaml);
+        let added_keys: Vec<ObjectKey> = added.iter().map(Object::key).collect();
+        g.bench_with_input(BenchmarkId::from_parameter(s), &s, |b, _| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    apply(&mut model, &added);
+                    let changed = model.take_changes();
+                    let out = builder.update(&model, &changed, &excluded);
+                    total += start.elapsed();
+                    assert_eq!(out.views.len(), 1, "the new Service reaches the view");
+                    drop(black_box(out));
+                    for k in &added_keys {
+                        model.delete(k);
+                    }
+                    let changed = model.take_changes();
+                    builder.update(&model, &changed, &excluded);
+                }
+                total
+            });
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    full_build,
+    encode_clusters,
+    one_endpoint_change,
+    new_service
+);
+criterion_main!(benches);

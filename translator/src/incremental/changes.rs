@@ -1,0 +1,150 @@
+//! What a build produces: change sets per view, the maps a view's proxies share, a
+//! proxy's own resources, and the helpers that turn re-encoded parts into updates.
+
+use std::sync::Arc;
+
+use crate::encoded::{Encoded, TypeMap};
+use crate::identity::ProxyIdentity;
+use crate::model::{Model, ViewKey};
+use crate::{Diagnostic, Resource, XdsType};
+
+/// One change to a type's resources.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Update {
+    /// Added or changed.
+    Put(Arc<Encoded>),
+    /// Removed.
+    Remove(Arc<str>),
+}
+
+impl Update {
+    /// The resource's name.
+    pub fn name(&self) -> &Arc<str> {
+        match self {
+            Update::Put(r) => &r.name,
+            Update::Remove(n) => n,
+        }
+    }
+}
+
+/// What changed in one view, per type.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Changes {
+    /// Clusters.
+    pub clusters: Vec<Update>,
+    /// ClusterLoadAssignments.
+    pub endpoints: Vec<Update>,
+    /// RouteConfigurations.
+    pub routes: Vec<Update>,
+}
+
+impl Changes {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.clusters.is_empty() && self.endpoints.is_empty() && self.routes.is_empty()
+    }
+
+    /// The updates of `kind`.
+    pub fn of(&self, kind: XdsType) -> &[Update] {
+        match kind {
+            XdsType::Cluster => &self.clusters,
+            XdsType::Endpoint => &self.endpoints,
+            XdsType::Route => &self.routes,
+            XdsType::Listener | XdsType::Secret => &[],
+        }
+    }
+}
+
+/// Everything a view's proxies share.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ViewMaps {
+    /// Clusters of the Services the view sees.
+    pub clusters: Arc<TypeMap>,
+    /// Their ClusterLoadAssignments.
+    pub endpoints: Arc<TypeMap>,
+    /// The outbound route table.
+    pub routes: Arc<TypeMap>,
+}
+
+impl ViewMaps {
+    /// The resources of `kind`, if the view has that type.
+    pub fn of(&self, kind: XdsType) -> Option<&TypeMap> {
+        match kind {
+            XdsType::Cluster => Some(&self.clusters),
+            XdsType::Endpoint => Some(&self.endpoints),
+            XdsType::Route => Some(&self.routes),
+            XdsType::Listener | XdsType::Secret => None,
+        }
+    }
+}
+
+/// One proxy's own resources.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Own {
+    /// Its listeners (outbound and inbound).
+    pub listeners: TypeMap,
+    /// Its inbound clusters.
+    pub clusters: TypeMap,
+}
+
+/// What one build changed.
+#[derive(Debug, Default)]
+pub struct BuildOutput {
+    /// Views whose resources changed: what changed and the maps after.
+    pub views: Vec<(ViewKey, Changes, ViewMaps)>,
+    /// Registered proxies whose own resources or view changed.
+    pub proxies: Vec<(ProxyIdentity, Arc<Own>, ViewKey)>,
+    /// Diagnostics that appeared with this build.
+    pub appeared: Vec<Diagnostic>,
+    /// Diagnostics that cleared with this build.
+    pub cleared: Vec<Diagnostic>,
+    /// Resources encoded (new or changed content).
+    pub encoded: usize,
+}
+
+pub(super) fn encode(
+    model: &Model,
+    r: &Resource,
+    old: Option<&Arc<Encoded>>,
+    count: &mut usize,
+) -> Arc<Encoded> {
+    let enc = Encoded::with_revs(r, |k| model.rev(k).unwrap_or(0));
+    match old {
+        Some(o) if o.same_as(&enc) => o.clone(),
+        _ => {
+            *count += 1;
+            Arc::new(enc)
+        }
+    }
+}
+
+/// Puts for what is new or different in `new`, removes for what `old` had alone.
+pub(super) fn diff(old: &[Arc<Encoded>], new: &[Arc<Encoded>], out: &mut Vec<Update>) {
+    for n in new {
+        if !old.iter().any(|o| Arc::ptr_eq(o, n)) {
+            out.push(Update::Put(n.clone()));
+        }
+    }
+    for o in old {
+        if !new.iter().any(|n| n.name == o.name) {
+            out.push(Update::Remove(o.name.clone()));
+        }
+    }
+}
+
+pub(super) fn apply(map: &mut Arc<TypeMap>, updates: &[Update]) {
+    if updates.is_empty() {
+        return;
+    }
+    let m = Arc::make_mut(map);
+    for u in updates {
+        match u {
+            Update::Put(r) => {
+                m.insert(r.name.clone(), r.clone());
+            }
+            Update::Remove(n) => {
+                m.remove(n);
+            }
+        }
+    }
+}
