@@ -19,7 +19,7 @@ pub fn cluster_name(i: usize) -> String {
 }
 
 /// Endpoint `j` of service `i` at generation `g` (a generation changes the address).
-fn endpoint_ip(i: usize, j: usize, g: usize) -> String {
+pub fn endpoint_ip(i: usize, j: usize, g: usize) -> String {
     let n = i * 131 + j * 7 + g * 1_000_003;
     format!(
         "10.{}.{}.{}",

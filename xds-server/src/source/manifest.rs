@@ -12,12 +12,10 @@
 //! inside the directory.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use notify::Watcher;
-use tokio::sync::mpsc;
 use translator::model::{MAX_MANIFEST_BYTES, ManifestError, Object, ObjectKey, parse_manifest};
 
 use crate::xds::store::Store;
@@ -141,29 +139,53 @@ struct FileState {
     stamp: Stamp,
     /// Hash of the contents last read.
     hash: String,
-    /// The last good objects, if the file was ever good.
-    objects: Option<Vec<Object>>,
+    /// The last good objects, if the file was ever good (a later document wins).
+    objects: Option<BTreeMap<ObjectKey, Object>>,
+    /// Objects defined twice within the last good contents.
+    twice: Vec<ObjectKey>,
     /// The problem with the contents last read.
     problem: Option<SourceError>,
+}
+
+impl FileState {
+    fn keys(&self) -> impl Iterator<Item = &ObjectKey> {
+        self.objects.iter().flat_map(|o| o.keys())
+    }
 }
 
 /// A manifest file found by a scan.
 struct Listed {
     /// Its path in the directory.
     path: PathBuf,
-    /// Where it resolves (inside the directory).
-    real: PathBuf,
+    /// Its name (the key of everything kept per file).
+    name: OsString,
+    /// Where it resolves (inside the directory); `None` for a regular file, which is
+    /// opened without following links.
+    real: Option<PathBuf>,
     stamp: Stamp,
 }
 
 /// The directory and the last good contents of each file in it.
+///
+/// Desired state is kept incrementally: which files define each object, and what was
+/// applied. A scan recomputes only the objects of files it re-read or lost.
 #[derive(Debug)]
 pub struct ManifestDir {
     dir: PathBuf,
-    files: BTreeMap<PathBuf, FileState>,
+    /// By file name (all files are directly in `dir`; names compare faster than paths).
+    files: BTreeMap<OsString, FileState>,
+    /// The files defining each object, in name order (the last one wins).
+    owners: BTreeMap<ObjectKey, BTreeSet<OsString>>,
+    /// Whether the last full scan saw a manifest that is a symlink (its target may change
+    /// under another name).
+    links: bool,
     applied: BTreeMap<ObjectKey, Object>,
+    /// Objects defined in more than one file.
+    duplicates: BTreeMap<ObjectKey, SourceError>,
     /// Problems in effect, by key.
     problems: BTreeMap<String, SourceError>,
+    /// A problem with the directory itself, from the last full scan.
+    dir_problems: Vec<SourceError>,
 }
 
 fn is_manifest_name(p: &Path) -> bool {
@@ -176,14 +198,59 @@ impl ManifestDir {
         ManifestDir {
             dir: dir.into(),
             files: BTreeMap::new(),
+            owners: BTreeMap::new(),
             applied: BTreeMap::new(),
+            duplicates: BTreeMap::new(),
+            links: false,
             problems: BTreeMap::new(),
+            dir_problems: Vec::new(),
         }
     }
 
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// One directory entry as a manifest file: regular files as they are, symlinks only
+    /// when they resolve to a file inside the directory. `Ok(None)` for anything else.
+    fn examine(
+        root: &Path,
+        path: PathBuf,
+        file_type: std::fs::FileType,
+    ) -> Result<Option<Listed>, SourceError> {
+        let Some(name) = path.file_name().map(OsStr::to_os_string) else {
+            return Ok(None);
+        };
+        if file_type.is_file() {
+            return Ok(std::fs::symlink_metadata(&path).ok().map(|meta| Listed {
+                path,
+                name,
+                real: None,
+                stamp: Stamp::of(&meta),
+            }));
+        }
+        if !file_type.is_symlink() {
+            return Ok(None);
+        }
+        let Ok(real) = std::fs::canonicalize(&path) else {
+            return Ok(None); // a dangling link or a file that just went away
+        };
+        if !real.starts_with(root) {
+            return Err(SourceError::Outside {
+                file: path,
+                target: real,
+            });
+        }
+        Ok(match std::fs::metadata(&real) {
+            Ok(meta) if meta.is_file() => Some(Listed {
+                path,
+                name,
+                real: Some(real),
+                stamp: Stamp::of(&meta),
+            }),
+            _ => None,
+        })
     }
 
     /// The manifest files of the directory with their stamps; symlinks that leave the
@@ -197,26 +264,16 @@ impl ManifestDir {
             if !is_manifest_name(&path) {
                 continue;
             }
-            let Ok(real) = std::fs::canonicalize(&path) else {
-                continue; // a dangling link or a file that just went away
-            };
-            if !real.starts_with(&root) {
-                problems.push(SourceError::Outside {
-                    file: path,
-                    target: real,
-                });
+            let Ok(file_type) = entry.file_type() else {
                 continue;
-            }
-            match std::fs::metadata(&real) {
-                Ok(meta) if meta.is_file() => out.push(Listed {
-                    path,
-                    real,
-                    stamp: Stamp::of(&meta),
-                }),
-                _ => {}
+            };
+            match Self::examine(&root, path, file_type) {
+                Ok(Some(listed)) => out.push(listed),
+                Ok(None) => {}
+                Err(problem) => problems.push(problem),
             }
         }
-        out.sort_by(|a, b| a.path.cmp(&b.path));
+        out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
 
@@ -229,122 +286,279 @@ impl ManifestDir {
             Err(e) => {
                 // Keep everything as it is: a directory that vanishes for a moment
                 // (a config-map swap) must not empty the mesh.
-                problems.push(SourceError::Dir {
+                self.dir_problems = vec![SourceError::Dir {
                     dir: self.dir.clone(),
                     message: e.to_string(),
-                });
-                self.report(problems, &mut scan);
+                }];
+                self.finish(BTreeSet::new(), &mut scan);
                 return scan;
             }
         };
-        let present: BTreeSet<&PathBuf> = listed.iter().map(|l| &l.path).collect();
-        self.files.retain(|p, _| present.contains(p));
+        self.dir_problems = problems;
+        self.links = listed.iter().any(|l| l.real.is_some());
+        let present: BTreeSet<&OsStr> = listed.iter().map(|l| l.name.as_os_str()).collect();
+        let gone: Vec<OsString> = self
+            .files
+            .keys()
+            .filter(|n| !present.contains(n.as_os_str()))
+            .cloned()
+            .collect();
+        let mut touched = BTreeSet::new();
+        for name in gone {
+            self.forget(&name, &mut touched);
+        }
+        for listed in listed {
+            self.refresh(listed, &mut touched, &mut scan);
+        }
+        self.finish(touched, &mut scan);
+        scan
+    }
+
+    /// Looks only at `names` (paths in the directory a watch event named); falls back to
+    /// a full [`ManifestDir::scan`] for anything it cannot judge alone: a path elsewhere,
+    /// a directory or symlink under another name (ConfigMap volumes swap `..data`), any
+    /// other name while a manifest is a symlink, a link leaving the directory.
+    pub fn scan_names(&mut self, names: &BTreeSet<PathBuf>) -> Scan {
+        let Ok(root) = std::fs::canonicalize(&self.dir) else {
+            return self.scan();
+        };
+        let mut found = Vec::new();
+        for path in names {
+            let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+                return self.scan();
+            };
+            if parent != self.dir.as_path() {
+                return self.scan();
+            }
+            let meta = match std::fs::symlink_metadata(path) {
+                Ok(meta) => Some(meta),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(_) => return self.scan(),
+            };
+            if !is_manifest_name(path) {
+                // A temporary file of an editor or of write-then-rename is no manifest.
+                let plain = meta.as_ref().is_none_or(|m| m.file_type().is_file());
+                if self.links || !plain {
+                    return self.scan();
+                }
+                continue;
+            }
+            match meta {
+                None => found.push((name.to_os_string(), None)),
+                Some(meta) => match Self::examine(&root, path.clone(), meta.file_type()) {
+                    Ok(listed) => found.push((name.to_os_string(), listed)),
+                    // Problems with one file are reported by the full scan.
+                    Err(_) => return self.scan(),
+                },
+            }
+        }
+        let mut scan = Scan::default();
+        let mut touched = BTreeSet::new();
+        for (name, listed) in found {
+            match listed {
+                Some(listed) => {
+                    self.links |= listed.real.is_some();
+                    self.refresh(listed, &mut touched, &mut scan);
+                }
+                None => self.forget(&name, &mut touched),
+            }
+        }
+        self.finish(touched, &mut scan);
+        scan
+    }
+
+    /// Reads a listed file again if its stamp says it may have changed.
+    fn refresh(&mut self, listed: Listed, touched: &mut BTreeSet<ObjectKey>, scan: &mut Scan) {
         // As git does for its index: a stamp from the last moments may hide a second
         // write within the file system's timestamp granularity, so recent files are
         // read again (an unchanged hash applies nothing).
         let settled = SystemTime::now() - Duration::from_secs(2);
-        for Listed { path, real, stamp } in &listed {
-            let recent = stamp.modified.is_none_or(|m| m > settled);
-            if !recent && self.files.get(path).is_some_and(|f| f.stamp == *stamp) {
-                continue;
-            }
-            self.read(path, real, *stamp, &mut scan);
+        let recent = listed.stamp.modified.is_none_or(|m| m > settled);
+        if !recent
+            && self
+                .files
+                .get(&listed.name)
+                .is_some_and(|f| f.stamp == listed.stamp)
+        {
+            return;
         }
-        problems.extend(self.files.values().filter_map(|f| f.problem.clone()));
-        // Desired state: the union of every file's last good objects (later files win).
-        let mut desired: BTreeMap<ObjectKey, (&PathBuf, &Object)> = BTreeMap::new();
-        for (path, file) in &self.files {
-            for o in file.objects.iter().flatten() {
-                if let Some((first, _)) = desired.insert(o.key(), (path, o)) {
-                    problems.push(SourceError::Duplicate {
-                        object: o.key(),
-                        first: first.clone(),
-                        file: path.clone(),
-                    });
+        self.read(listed, touched, scan);
+    }
+
+    /// A file is gone: its objects go with it.
+    fn forget(&mut self, name: &OsStr, touched: &mut BTreeSet<ObjectKey>) {
+        if let Some(state) = self.files.remove(name) {
+            self.disown(name, &state, touched);
+        }
+    }
+
+    fn disown(&mut self, name: &OsStr, state: &FileState, touched: &mut BTreeSet<ObjectKey>) {
+        for key in state.keys() {
+            if let Some(names) = self.owners.get_mut(key) {
+                names.remove(name);
+                if names.is_empty() {
+                    self.owners.remove(key);
                 }
             }
+            touched.insert(key.clone());
         }
-        for key in self.applied.keys() {
-            if !desired.contains_key(key) {
-                scan.changes.push(Change::Delete(key.clone()));
-            }
+    }
+
+    fn own(&mut self, name: &OsStr, state: &FileState, touched: &mut BTreeSet<ObjectKey>) {
+        for key in state.keys() {
+            self.owners
+                .entry(key.clone())
+                .or_default()
+                .insert(name.to_os_string());
+            touched.insert(key.clone());
         }
-        for (key, (_, o)) in &desired {
-            if self.applied.get(key) != Some(*o) {
-                scan.changes.push(Change::Apply((*o).clone()));
-            }
-        }
-        self.applied = desired
-            .into_iter()
-            .map(|(k, (_, o))| (k, o.clone()))
-            .collect();
-        self.report(problems, &mut scan);
-        scan
     }
 
     /// Reads one new or changed file.
-    fn read(&mut self, path: &Path, real: &Path, stamp: Stamp, scan: &mut Scan) {
-        let previous = self.files.remove(path);
-        let last_good = previous.as_ref().and_then(|f| f.objects.clone());
+    fn read(&mut self, listed: Listed, touched: &mut BTreeSet<ObjectKey>, scan: &mut Scan) {
+        let Listed {
+            path,
+            name,
+            real,
+            stamp,
+        } = listed;
+        let previous = self.files.remove(&name);
         let text = if stamp.len > MAX_MANIFEST_BYTES as u64 {
             Err(format!(
                 "{} bytes; at most {MAX_MANIFEST_BYTES} are read",
                 stamp.len
             ))
         } else {
-            // The resolved path, checked to be inside the directory: a link swapped after
-            // the check is not followed.
-            std::fs::read_to_string(real).map_err(|e| e.to_string())
+            read_checked(&path, real.as_deref())
         };
-        let text = match text {
-            Ok(t) => t,
-            Err(message) => {
-                self.files.insert(
-                    path.to_path_buf(),
-                    FileState {
-                        stamp,
-                        hash: String::new(),
-                        objects: last_good,
-                        problem: Some(SourceError::Read {
-                            file: path.to_path_buf(),
-                            message,
-                        }),
-                    },
-                );
-                return;
+        let (hash, parsed) = match text {
+            Ok(text) => {
+                let hash = short_hash([text.as_bytes()]);
+                if previous.as_ref().is_some_and(|f| f.hash == hash)
+                    && let Some(prev) = previous
+                {
+                    // Touched but not changed.
+                    self.files.insert(name, FileState { stamp, ..prev });
+                    return;
+                }
+                let parsed = parse_manifest(&text).map_err(|error| SourceError::Invalid {
+                    file: path.clone(),
+                    error,
+                    kept_last_good: previous.as_ref().is_some_and(|f| f.objects.is_some()),
+                });
+                (hash, parsed)
             }
+            Err(message) => (
+                String::new(),
+                Err(SourceError::Read {
+                    file: path.clone(),
+                    message,
+                }),
+            ),
         };
-        let hash = short_hash([text.as_bytes()]);
-        if let Some(prev) = previous.filter(|f| f.hash == hash) {
-            // Touched but not changed.
-            self.files
-                .insert(path.to_path_buf(), FileState { stamp, ..prev });
-            return;
-        }
-        let state = match parse_manifest(&text) {
+        let state = match parsed {
             Ok(parsed) => {
                 for (index, kind) in parsed.skipped {
-                    scan.skipped.push((path.to_path_buf(), index, kind));
+                    scan.skipped.push((path.clone(), index, kind));
+                }
+                let mut objects = BTreeMap::new();
+                let mut twice = Vec::new();
+                for o in parsed.objects {
+                    let key = o.key();
+                    if objects.insert(key.clone(), o).is_some() {
+                        twice.push(key);
+                    }
                 }
                 FileState {
                     stamp,
                     hash,
-                    objects: Some(parsed.objects),
+                    objects: Some(objects),
+                    twice,
                     problem: None,
                 }
             }
-            Err(error) => FileState {
-                stamp,
-                hash,
-                problem: Some(SourceError::Invalid {
-                    file: path.to_path_buf(),
-                    error,
-                    kept_last_good: last_good.is_some(),
-                }),
-                objects: last_good,
+            // The last good contents keep serving.
+            Err(problem) => match previous {
+                Some(prev) => {
+                    self.files.insert(
+                        name,
+                        FileState {
+                            stamp,
+                            hash,
+                            problem: Some(problem),
+                            ..prev
+                        },
+                    );
+                    return;
+                }
+                None => FileState {
+                    stamp,
+                    hash,
+                    objects: None,
+                    twice: Vec::new(),
+                    problem: Some(problem),
+                },
             },
         };
-        self.files.insert(path.to_path_buf(), state);
+        if let Some(prev) = &previous {
+            self.disown(&name, prev, touched);
+        }
+        self.own(&name, &state, touched);
+        self.files.insert(name, state);
+    }
+
+    /// Brings `applied` up to date for the objects whose files changed, and reports
+    /// problems that appeared or cleared.
+    fn finish(&mut self, touched: BTreeSet<ObjectKey>, scan: &mut Scan) {
+        let mut applies = Vec::new();
+        for key in touched {
+            let paths = self.owners.get(&key);
+            let winner = paths
+                .and_then(|p| p.last())
+                .and_then(|p| self.files.get(p))
+                .and_then(|f| f.objects.as_ref()?.get(&key));
+            match winner {
+                None => {
+                    if self.applied.remove(&key).is_some() {
+                        scan.changes.push(Change::Delete(key.clone()));
+                    }
+                }
+                Some(o) => {
+                    if self.applied.get(&key) != Some(o) {
+                        self.applied.insert(key.clone(), o.clone());
+                        applies.push(Change::Apply(o.clone()));
+                    }
+                }
+            }
+            match paths.filter(|p| p.len() > 1) {
+                Some(p) => {
+                    let mut rev = p.iter().rev();
+                    if let (Some(file), Some(first)) = (rev.next(), rev.next()) {
+                        let e = SourceError::Duplicate {
+                            object: key.clone(),
+                            first: self.dir.join(first),
+                            file: self.dir.join(file),
+                        };
+                        self.duplicates.insert(key, e);
+                    }
+                }
+                None => {
+                    self.duplicates.remove(&key);
+                }
+            }
+        }
+        scan.changes.extend(applies);
+        let mut problems = self.dir_problems.clone();
+        for (name, f) in &self.files {
+            problems.extend(f.problem.clone());
+            problems.extend(f.twice.iter().map(|k| SourceError::Duplicate {
+                object: k.clone(),
+                first: self.dir.join(name),
+                file: self.dir.join(name),
+            }));
+        }
+        problems.extend(self.duplicates.values().cloned());
+        self.report(problems, scan);
     }
 
     /// Turns the problems seen now into what appeared and what cleared.
@@ -362,6 +576,32 @@ impl ManifestDir {
         }
         self.problems = now;
     }
+}
+
+/// Reads a manifest file: a regular file without following a link swapped in since it
+/// was listed, a symlink's checked target as resolved.
+fn read_checked(path: &Path, real: Option<&Path>) -> Result<String, String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = match real {
+        Some(real) => std::fs::File::open(real),
+        None => std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path),
+    }
+    .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    file.by_ref()
+        .take(MAX_MANIFEST_BYTES as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    if text.len() > MAX_MANIFEST_BYTES {
+        return Err(format!(
+            "more than {MAX_MANIFEST_BYTES} bytes; at most {MAX_MANIFEST_BYTES} are read"
+        ));
+    }
+    Ok(text)
 }
 
 /// Applies a scan to the model and logs what it found.
@@ -396,131 +636,8 @@ pub fn apply(cache: &Store, scan: Scan) {
     tracing::info!(changes = n, "manifests applied");
 }
 
-/// The inotify watch on the directory, re-armed whenever the directory is replaced or
-/// comes back after being deleted; meanwhile its parent is watched for it to reappear.
-struct DirWatch {
-    dir: PathBuf,
-    tx: mpsc::Sender<()>,
-    watcher: Option<notify::RecommendedWatcher>,
-    /// (device, inode) of the directory the watcher is on.
-    armed: Option<(u64, u64)>,
-    parent: Option<notify::RecommendedWatcher>,
-}
-
-impl DirWatch {
-    fn new(dir: &Path, tx: mpsc::Sender<()>) -> Self {
-        DirWatch {
-            dir: dir.to_path_buf(),
-            tx,
-            watcher: None,
-            armed: None,
-            parent: None,
-        }
-    }
-
-    /// A watcher that pokes the scan loop on any event but plain reads (the scan's own
-    /// opens would otherwise wake it again).
-    fn watcher(&self, only: Option<PathBuf>) -> notify::Result<notify::RecommendedWatcher> {
-        let tx = self.tx.clone();
-        notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            let Ok(event) = res else {
-                let _ = tx.try_send(());
-                return;
-            };
-            if matches!(event.kind, notify::EventKind::Access(_)) {
-                return;
-            }
-            if let Some(only) = &only
-                && !event.paths.iter().any(|p| p == only)
-            {
-                return;
-            }
-            let _ = tx.try_send(());
-        })
-    }
-
-    /// Whether the watch is on the directory as it is now.
-    fn healthy(&self) -> bool {
-        self.armed.is_some() && self.armed == dir_id(&self.dir)
-    }
-
-    /// Re-arms the watch if the directory changed identity; returns whether it is armed.
-    fn rearm(&mut self) -> bool {
-        if self.healthy() {
-            return true;
-        }
-        self.watcher = None;
-        self.armed = None;
-        if let Some(id) = dir_id(&self.dir) {
-            match self.watcher(None).and_then(|mut w| {
-                w.watch(&self.dir, notify::RecursiveMode::NonRecursive)?;
-                Ok(w)
-            }) {
-                Ok(w) => {
-                    self.watcher = Some(w);
-                    self.armed = Some(id);
-                    self.parent = None;
-                    tracing::info!(dir = %self.dir.display(), "watching the manifest directory");
-                    return true;
-                }
-                Err(e) => {
-                    tracing::warn!(dir = %self.dir.display(), error = %e, "cannot watch the manifest directory; polling")
-                }
-            }
-        }
-        // Gone: watch the parent for it to come back.
-        if self.parent.is_none()
-            && let Some(parent) = self.dir.parent().filter(|p| p.is_dir())
-        {
-            self.parent = self
-                .watcher(Some(self.dir.clone()))
-                .and_then(|mut w| {
-                    w.watch(parent, notify::RecursiveMode::NonRecursive)?;
-                    Ok(w)
-                })
-                .ok();
-        }
-        false
-    }
-}
-
-fn dir_id(dir: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(dir)
-        .ok()
-        .filter(|m| m.is_dir())
-        .map(|m| (m.dev(), m.ino()))
-}
-
-/// Watches the directory forever, applying changes after [`DEBOUNCE`].
-pub async fn run(source: ManifestDir, cache: Arc<Store>) {
-    run_with(source, cache, DEBOUNCE).await
-}
-
-/// [`run`] with another quiet time after a file-system event.
-pub async fn run_with(mut source: ManifestDir, cache: Arc<Store>, debounce: Duration) {
-    let (tx, mut rx) = mpsc::channel::<()>(1);
-    let mut watch = DirWatch::new(source.dir(), tx);
-    let mut armed = watch.rearm();
-    loop {
-        let wait = if armed { POLL } else { MISSING_POLL };
-        tokio::select! {
-            Some(()) = rx.recv() => {
-                // Let a burst of writes settle.
-                loop {
-                    tokio::time::sleep(debounce).await;
-                    if rx.try_recv().is_err() {
-                        break;
-                    }
-                }
-            }
-            _ = tokio::time::sleep(wait) => {}
-        }
-        armed = watch.rearm();
-        let scan = source.scan();
-        apply(&cache, scan);
-    }
-}
+mod watch;
+pub use watch::{run, run_with};
 
 #[cfg(test)]
 mod tests;

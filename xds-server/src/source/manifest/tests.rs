@@ -203,3 +203,128 @@ async fn the_watch_is_rearmed_when_the_directory_comes_back() {
     );
     task.abort();
 }
+
+/// Writes a file so its stamp differs from the last one even within a second.
+fn write_new(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+#[test]
+fn a_scan_of_named_files_equals_a_full_scan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let svc = |n: &str| SVC.replace("name: a", &format!("name: {n}"));
+    for n in ["a", "b", "c"] {
+        std::fs::write(dir.path().join(format!("{n}.yaml")), svc(n)).expect("write");
+    }
+    let mut targeted = ManifestDir::new(dir.path());
+    assert_eq!(targeted.scan().changes.len(), 3);
+    let names =
+        |ns: &[&str]| -> BTreeSet<PathBuf> { ns.iter().map(|n| dir.path().join(n)).collect() };
+    // Changed, removed and new files, each named by an event.
+    write_new(
+        &dir.path().join("a.yaml"),
+        &svc("a").replace("port: 80", "port: 81"),
+    );
+    std::fs::remove_file(dir.path().join("b.yaml")).expect("rm");
+    std::fs::write(
+        dir.path().join("d.yaml"),
+        format!("{}---\n{}", svc("d"), svc("c")),
+    )
+    .expect("write");
+    let scan = targeted.scan_names(&names(&["a.yaml", "b.yaml", "d.yaml"]));
+    assert_eq!(
+        keys(&scan),
+        [
+            "-Service default/b",
+            "+Service default/a",
+            "+Service default/d"
+        ],
+        "c is now defined twice with the same contents: nothing to apply"
+    );
+    assert_eq!(scan.errors.len(), 1, "{:?}", scan.errors);
+    assert!(
+        matches!(&scan.errors[0], SourceError::Duplicate { file, .. } if file.ends_with("d.yaml"))
+    );
+    // The same directory read from scratch gives the same objects.
+    let mut fresh = ManifestDir::new(dir.path());
+    fresh.scan();
+    assert_eq!(targeted.applied, fresh.applied);
+    assert_eq!(targeted.problems, fresh.problems);
+    // Losing the later definition hands the object back to the earlier file.
+    std::fs::write(
+        dir.path().join("c.yaml"),
+        svc("c").replace("port: 80", "port: 90"),
+    )
+    .expect("write");
+    targeted.scan_names(&names(&["c.yaml"]));
+    std::fs::remove_file(dir.path().join("d.yaml")).expect("rm");
+    let scan = targeted.scan_names(&names(&["d.yaml"]));
+    assert_eq!(keys(&scan), ["-Service default/d", "+Service default/c"]);
+    assert_eq!(scan.cleared.len(), 1, "{:?}", scan.cleared);
+}
+
+#[test]
+fn names_a_scan_cannot_judge_fall_back_to_a_full_scan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("a.yaml"), SVC).expect("write");
+    let mut src = ManifestDir::new(dir.path());
+    src.scan();
+    std::fs::write(dir.path().join("b.yaml"), SVC.replace("name: a", "name: b")).expect("write");
+    // An event on a name that is not a manifest (ConfigMap volumes swap `..data`).
+    std::fs::create_dir(dir.path().join("..x")).expect("mkdir");
+    std::os::unix::fs::symlink("..x", dir.path().join("..data")).expect("link");
+    let scan = src.scan_names(&[dir.path().join("..data")].into_iter().collect());
+    assert_eq!(keys(&scan), ["+Service default/b"]);
+    // A path outside the directory.
+    std::fs::write(dir.path().join("c.yaml"), SVC.replace("name: a", "name: c")).expect("write");
+    let scan = src.scan_names(&[PathBuf::from("/elsewhere/c.yaml")].into_iter().collect());
+    assert_eq!(keys(&scan), ["+Service default/c"]);
+}
+
+#[test]
+fn an_object_defined_twice_in_one_file_is_reported_and_the_later_wins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("a.yaml"),
+        format!("{SVC}---\n{}", SVC.replace("port: 80", "port: 81")),
+    )
+    .expect("write");
+    let mut src = ManifestDir::new(dir.path());
+    let scan = src.scan();
+    assert_eq!(scan.errors.len(), 1, "{:?}", scan.errors);
+    let Some(Change::Apply(o)) = scan.changes.first() else {
+        panic!("{:?}", scan.changes)
+    };
+    assert!(format!("{o:?}").contains("81"), "{o:?}");
+}
+
+#[test]
+fn a_regular_file_swapped_for_a_link_after_listing_is_not_followed() {
+    let outside = tempfile::tempdir().expect("tempdir");
+    std::fs::write(outside.path().join("secret.yaml"), SVC).expect("write");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("a.yaml");
+    std::os::unix::fs::symlink(outside.path().join("secret.yaml"), &file).expect("link");
+    let err = read_checked(&file, None).expect_err("O_NOFOLLOW refuses the link");
+    assert!(!err.is_empty());
+}
+
+#[test]
+fn temporary_files_of_write_then_rename_are_not_a_reason_for_a_full_scan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("a.yaml"), SVC).expect("write");
+    let mut src = ManifestDir::new(dir.path());
+    src.scan();
+    // b.yaml appears without an event naming it: only a full scan would find it.
+    std::fs::write(dir.path().join("b.yaml"), SVC.replace("name: a", "name: b")).expect("write");
+    std::fs::write(dir.path().join(".a.yaml.tmp"), "x").expect("write");
+    let events: BTreeSet<PathBuf> = [dir.path().join(".a.yaml.tmp")].into_iter().collect();
+    assert!(src.scan_names(&events).changes.is_empty(), "no full scan");
+    // With a manifest that is a symlink, any other name may be its target: full scan.
+    std::os::unix::fs::symlink("b.yaml", dir.path().join("c.yml")).expect("link");
+    src.scan();
+    std::fs::write(dir.path().join("d.yaml"), SVC.replace("name: a", "name: d")).expect("write");
+    assert_eq!(keys(&src.scan_names(&events)), ["+Service default/d"]);
+}
