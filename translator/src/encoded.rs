@@ -26,7 +26,7 @@ pub struct Encoded {
     /// The encoded message.
     pub any: Any,
     /// Names of the resources of the previous stage it points at.
-    pub refs: Vec<String>,
+    pub refs: Vec<Arc<str>>,
     /// The objects it was made from, with their revisions when it was made.
     pub sources: Vec<Source>,
 }
@@ -61,7 +61,11 @@ impl Encoded {
             version: hex(&first),
             hash: u64::from_be_bytes(first),
             any,
-            refs: resource.refs.clone(),
+            refs: resource
+                .refs
+                .iter()
+                .map(|r| Arc::from(r.as_str()))
+                .collect(),
             sources: resource
                 .sources
                 .iter()
@@ -85,7 +89,7 @@ impl Encoded {
                 type_url: kind.type_url().into(),
                 value: format!("{name}@{version}").into_bytes(),
             },
-            refs: refs.iter().map(|s| s.to_string()).collect(),
+            refs: refs.iter().map(|s| Arc::from(*s)).collect(),
             sources: Vec::new(),
         }
     }

@@ -319,7 +319,10 @@ fn views_see_only_what_services_export_and_pods_declare() {
     // The route table of the scoped view routes only what it sees.
     let scoped_routes = builder.view(&model, &scoped);
     let route = scoped_routes.routes.values().next().expect("route");
-    assert_eq!(route.refs, ["outbound|80||cart.shop.svc.cluster.local"]);
+    assert_eq!(
+        route.refs.iter().map(|r| &**r).collect::<Vec<_>>(),
+        ["outbound|80||cart.shop.svc.cluster.local"]
+    );
 }
 
 #[test]

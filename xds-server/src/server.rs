@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ca::{Authority, SpiffeId};
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use translator::MeshConfig;
 use translator::tls::MtlsMode;
 
@@ -210,8 +209,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let report = cache.rebuild_now();
     tracing::info!(encoded = report.encoded, "initial sync done");
 
-    let listener = tokio::net::TcpListener::bind(cfg.xds_address)
-        .await
+    let listener = crate::xds::listener::bind(cfg.xds_address)
         .with_context(|| format!("binding the xDS address {}", cfg.xds_address))?;
     let bound = listener
         .local_addr()
@@ -371,17 +369,18 @@ pub async fn serve_ads(
         .transpose()
         .context("configuring TLS for xDS")?
         .map(Arc::new);
-    let ads = AggregatedDiscoveryServiceServer::new(AdsService::new(
-        shared.cache,
-        shared.nacks,
-        shared.proxies.clone(),
-        shared.metrics.clone(),
-        verify.clone(),
-        shared.stop.clone(),
-        limits.stream,
-    ))
-    .max_decoding_message_size(limits.message_bytes)
-    .max_encoding_message_size(usize::MAX);
+    let ads = crate::xds::wire::AdsServer::new(
+        AdsService::new(
+            shared.cache,
+            shared.nacks,
+            shared.proxies.clone(),
+            shared.metrics.clone(),
+            verify.clone(),
+            shared.stop.clone(),
+            limits.stream,
+        ),
+        limits.message_bytes,
+    );
     let csds = ClientStatusDiscoveryServiceServer::new(CsdsService::new(
         shared.proxies,
         verify.map(|td| (td, CONTROL_PLANE_NS.to_string())),

@@ -111,19 +111,19 @@ pub async fn run_delta(channel: Channel, p: usize, shared: Arc<Shared>, stats: A
     }
     let mut client =
         AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(usize::MAX);
-    let Ok(resp) = client
+    let resp = match client
         .delta_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
-    else {
-        stats.failed.store(true, Ordering::Relaxed);
-        return;
+    {
+        Ok(resp) => resp,
+        Err(e) => return fail(&stats, p, &e.to_string()),
     };
     let mut inbound = resp.into_inner();
     let (mut eds_subscribed, mut rds_subscribed) = (false, false);
     while let Some(msg) = inbound.next().await {
-        let Ok(r) = msg else {
-            stats.failed.store(true, Ordering::Relaxed);
-            return;
+        let r = match msg {
+            Ok(r) => r,
+            Err(e) => return fail(&stats, p, &e.to_string()),
         };
         stats
             .bytes
@@ -181,7 +181,15 @@ pub async fn run_delta(channel: Channel, p: usize, shared: Arc<Shared>, stats: A
                 .await;
         }
     }
-    stats.failed.store(true, Ordering::Relaxed);
+    fail(&stats, p, "the server ended the stream");
+}
+
+/// Marks a stream failed, saying why on stderr (a benchmark's dropped streams are a
+/// result to explain).
+fn fail(stats: &ProxyStats, p: usize, why: &str) {
+    if !stats.failed.swap(true, Ordering::Relaxed) {
+        eprintln!("proxy {p}: stream failed: {why}");
+    }
 }
 
 /// Runs one SotW proxy until its stream ends.
@@ -213,19 +221,19 @@ pub async fn run_sotw(channel: Channel, p: usize, shared: Arc<Shared>, stats: Ar
     }
     let mut client =
         AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(usize::MAX);
-    let Ok(resp) = client
+    let resp = match client
         .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
-    else {
-        stats.failed.store(true, Ordering::Relaxed);
-        return;
+    {
+        Ok(resp) => resp,
+        Err(e) => return fail(&stats, p, &e.to_string()),
     };
     let mut inbound = resp.into_inner();
     let (mut eds_subscribed, mut rds_subscribed) = (false, false);
     while let Some(msg) = inbound.next().await {
-        let Ok(r) = msg else {
-            stats.failed.store(true, Ordering::Relaxed);
-            return;
+        let r = match msg {
+            Ok(r) => r,
+            Err(e) => return fail(&stats, p, &e.to_string()),
         };
         stats
             .bytes
@@ -291,5 +299,5 @@ pub async fn run_sotw(channel: Channel, p: usize, shared: Arc<Shared>, stats: Ar
                 .await;
         }
     }
-    stats.failed.store(true, Ordering::Relaxed);
+    fail(&stats, p, "the server ended the stream");
 }

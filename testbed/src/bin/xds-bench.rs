@@ -65,6 +65,9 @@ struct Args {
     /// Write the results here as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Run the control plane under this program (e.g. `heaptrack`), for profiling.
+    #[arg(long, hide = true)]
+    cp_wrapper: Option<String>,
     /// Internal: serve the floor for this many proxies (prints its port).
     #[arg(long, hide = true)]
     floor_server: Option<usize>,
@@ -132,20 +135,33 @@ fn synced(s: &ProxyStats, services: usize) -> bool {
 
 async fn wait_synced(fleet: &Fleet, from: usize, services: usize) -> anyhow::Result<Duration> {
     let stats = &fleet.stats[from..];
-    wait_until(Duration::from_secs(600), "every proxy to sync", || {
-        let done = stats.iter().all(|s| synced(s, services));
+    let start = Instant::now();
+    loop {
         let failed = stats
             .iter()
             .filter(|s| s.failed.load(Ordering::Relaxed))
             .count();
-        async move {
-            if failed > 0 {
-                bail!("{failed} streams failed");
-            }
-            Ok(done)
+        if failed > 0 {
+            bail!("{failed} streams failed during sync");
         }
-    })
-    .await
+        if stats.iter().all(|s| synced(s, services)) {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > Duration::from_secs(600) {
+            bail!("not every proxy synced within 600 s");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The end of the control plane's log, for an error.
+fn cp_tail(log: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    format!(
+        "control plane log (last lines):\n{}",
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    )
 }
 
 fn bytes(fleet: &Fleet) -> u64 {
@@ -163,8 +179,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     mesh::write(&dir, args.services, args.endpoints, args.proxies * 2)?;
     let ready = work.path().join("ready.json");
     let mut cmd = std::process::Command::new("taskset");
-    cmd.args(["-c", "0"])
-        .arg(workspace_bin("xds-server")?)
+    cmd.args(["-c", "0"]);
+    if let Some(w) = &args.cp_wrapper {
+        cmd.args(w.split_whitespace());
+    }
+    cmd.arg(workspace_bin("xds-server")?)
         .args(["run", "--manifests"])
         .arg(&dir)
         .arg("--ca-dir")
@@ -215,7 +234,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let cpu0 = procstat::cpu_ns(pid).unwrap_or(0);
     connect(addr, args.stream, 0..args.proxies, &shared, &mut fleet).await?;
-    let sync = wait_synced(&fleet, 0, args.services).await?;
+    let sync = wait_synced(&fleet, 0, args.services).await;
+    if let Err(e) = cp.check_running() {
+        bail!("{e:#}\n{}", cp_tail(&log));
+    }
+    let sync = sync.with_context(|| cp_tail(&log))?;
     let sync_cpu = procstat::cpu_ns(pid).unwrap_or(0).saturating_sub(cpu0);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss = procstat::rss_bytes(pid).unwrap_or(0);
@@ -365,7 +388,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         &mut fleet,
     )
     .await?;
-    wait_synced(&fleet, args.proxies, args.services).await?;
+    wait_synced(&fleet, args.proxies, args.services)
+        .await
+        .with_context(|| cp_tail(&log))?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let per_proxy = (procstat::rss_bytes(pid).unwrap_or(0).saturating_sub(before)) / extra as u64;
     println!(
@@ -393,7 +418,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             })
         };
         connect(addr, args.stream, 0..n, &shared, &mut fleet).await?;
-        let took = wait_synced(&fleet, 0, args.services).await;
+        let took = wait_synced(&fleet, 0, args.services)
+            .await
+            .with_context(|| cp_tail(&log));
         sampler.abort();
         let failed = fleet
             .stats

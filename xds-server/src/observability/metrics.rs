@@ -283,7 +283,7 @@ fn route(admin: &Admin, path: &str) -> Response<Full<Bytes>> {
 
 /// Binds the admin address (port 0: any free port).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
+    crate::xds::listener::bind(addr)
 }
 
 #[cfg(test)]

@@ -2,20 +2,15 @@
 //! requests, view and own updates and ticks, feeds the stream state machine and sends
 //! what it returns. No protocol logic lives here.
 
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-    aggregated_discovery_service_server::AggregatedDiscoveryService,
-};
-use futures::Stream;
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Status};
 use translator::XdsType;
 use translator::identity::{ProxyIdentity, ProxyKind};
 
@@ -25,6 +20,8 @@ use crate::observability::registry::{NodeInfo, ProxyInfo, ProxyRegistry, StreamV
 use crate::xds::fanout::{Desired, OwnVersion, ViewVersion};
 use crate::xds::store::Store;
 use crate::xds::stream::{Event, ResourceView, delta, sotw};
+use crate::xds::wire::Inbound;
+use crate::xds::wire::frames::{DeltaResponse, SotwResponse};
 
 /// How often a stream with an ordering wait re-checks it.
 const TICK: Duration = Duration::from_millis(250);
@@ -138,10 +135,11 @@ impl Drop for StreamSlot {
 
 /// What the glue needs from a state machine.
 trait Machine: Send + 'static {
-    type Req: Send + 'static;
+    type Req: prost::Message + Default + Send + 'static;
     type Resp: Send + 'static;
     const STREAM: &'static str;
     fn node(req: &Self::Req) -> Option<&Node>;
+    fn frame(resp: &Self::Resp) -> Bytes;
     fn new(desired: Desired, limits: &StreamLimits, full_resend: bool) -> Self;
     fn request(&mut self, req: &Self::Req, now: Instant) -> (Vec<Self::Resp>, Vec<Event>);
     fn view(&mut self, view: Arc<ViewVersion>, now: Instant) -> (Vec<Self::Resp>, Vec<Event>);
@@ -163,6 +161,9 @@ macro_rules! machine {
             const STREAM: &'static str = $name;
             fn node(req: &$req) -> Option<&Node> {
                 req.node.as_ref()
+            }
+            fn frame(resp: &$resp) -> Bytes {
+                resp.frame()
             }
             fn new(desired: Desired, limits: &StreamLimits, full_resend: bool) -> Self {
                 <$ty>::new(desired)
@@ -204,16 +205,11 @@ macro_rules! machine {
     };
 }
 
-machine!(
-    sotw::SotwStream,
-    DiscoveryRequest,
-    DiscoveryResponse,
-    "sotw"
-);
+machine!(sotw::SotwStream, DiscoveryRequest, SotwResponse, "sotw");
 machine!(
     delta::DeltaStream,
     DeltaDiscoveryRequest,
-    DeltaDiscoveryResponse,
+    DeltaResponse,
     "delta"
 );
 
@@ -237,20 +233,39 @@ impl<M: Machine> StreamView for Shared<M> {
     }
 }
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+/// What a stream's task sends to its response body: frames, then perhaps a status.
+pub(crate) type Frames = mpsc::Receiver<Result<Bytes, Status>>;
 
 impl AdsService {
+    /// Starts a delta ADS stream.
+    pub(crate) fn delta(
+        &self,
+        request: http::Request<tonic::body::Body>,
+        max_message_bytes: usize,
+    ) -> Result<Frames, Status> {
+        self.spawn::<delta::DeltaStream>(request, max_message_bytes)
+    }
+
+    /// Starts a state-of-the-world ADS stream.
+    pub(crate) fn sotw(
+        &self,
+        request: http::Request<tonic::body::Body>,
+        max_message_bytes: usize,
+    ) -> Result<Frames, Status> {
+        self.spawn::<sotw::SotwStream>(request, max_message_bytes)
+    }
+
     fn spawn<M: Machine>(
         &self,
-        request: Request<Streaming<M::Req>>,
-    ) -> Result<BoxStream<M::Resp>, Status>
-    where
-        Streaming<M::Req>: Send,
-    {
-        if let Some(refused) = crate::xds::listener::refusal(&request) {
+        request: http::Request<tonic::body::Body>,
+        max_message_bytes: usize,
+    ) -> Result<Frames, Status> {
+        let ext = request.extensions();
+        if let Some(refused) = crate::xds::listener::refusal_in(ext) {
             return Err(refused);
         }
-        let slot = match crate::xds::listener::ConnInfo::of(&request) {
+        let info = crate::xds::listener::ConnInfo::in_extensions(ext);
+        let slot = match info {
             Some(info) => {
                 let open = info.streams.fetch_add(1, Ordering::Relaxed);
                 let slot = StreamSlot(info.streams.clone());
@@ -277,10 +292,10 @@ impl AdsService {
         };
         let peer = match &self.verify {
             None => Peer::Unverified,
-            Some(td) => Peer::Verified(td.clone(), peer_identity(&request)),
+            Some(td) => Peer::Verified(td.clone(), info.and_then(|i| i.identity.clone())),
         };
-        let expires = crate::xds::listener::ConnInfo::of(&request).and_then(|i| i.not_after);
-        let inbound = request.into_inner();
+        let expires = info.and_then(|i| i.not_after);
+        let inbound = Inbound::<M::Req>::new(request.into_body(), max_message_bytes);
         let (tx, rx) = mpsc::channel(16);
         let obs = Obs {
             store: self.store.clone(),
@@ -297,7 +312,7 @@ impl AdsService {
                 let _ = tx.send(Err(status)).await;
             }
         });
-        Ok(Box::pin(ReceiverStream::new(rx)))
+        Ok(rx)
     }
 }
 
@@ -372,10 +387,10 @@ fn admit(identity: &ProxyIdentity, peer: &Peer, store: &Store) -> Result<(), Sta
 async fn drive<M: Machine>(
     obs: Obs,
     peer: Peer,
-    mut inbound: Streaming<M::Req>,
+    mut inbound: Inbound<M::Req>,
     ConnLife { stop, expires }: ConnLife,
     limits: StreamLimits,
-    tx: &mpsc::Sender<Result<M::Resp, Status>>,
+    tx: &mpsc::Sender<Result<Bytes, Status>>,
 ) -> Result<(), Status> {
     if stop.is_stopped() {
         return Err(shutting_down());
@@ -571,7 +586,7 @@ async fn emit<M: Machine>(
     machine: &Arc<Shared<M>>,
     view: &translator::model::ViewKey,
     pending_since: &mut Option<Instant>,
-    tx: &mpsc::Sender<Result<M::Resp, Status>>,
+    tx: &mpsc::Sender<Result<Bytes, Status>>,
     (responses, events): (Vec<M::Resp>, Vec<Event>),
 ) -> bool {
     let obs = ctx.obs;
@@ -626,29 +641,9 @@ async fn emit<M: Machine>(
         }
     }
     for resp in responses {
-        if tx.send(Ok(resp)).await.is_err() {
+        if tx.send(Ok(M::frame(&resp))).await.is_err() {
             return false;
         }
     }
     true
-}
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for AdsService {
-    type StreamAggregatedResourcesStream = BoxStream<DiscoveryResponse>;
-    type DeltaAggregatedResourcesStream = BoxStream<DeltaDiscoveryResponse>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        Ok(Response::new(self.spawn::<sotw::SotwStream>(request)?))
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Ok(Response::new(self.spawn::<delta::DeltaStream>(request)?))
-    }
 }

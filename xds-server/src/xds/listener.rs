@@ -55,6 +55,24 @@ impl Default for ConnLimits {
 }
 
 /// Connections over a limit that are still answered with a gRPC status.
+/// Listen backlog: deep enough for a fleet reconnecting at once (the kernel caps it at
+/// `net.core.somaxconn`). The 128 a plain bind gets overflows when a thousand sidecars
+/// reconnect after a control-plane restart, and the overflow costs them resets and
+/// second-long SYN retries.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listening TCP socket with [`LISTEN_BACKLOG`].
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 const OVERFLOW_LANE: usize = 16;
 /// How long an over-limit connection stays open to say why.
 const OVERFLOW_LINGER: Duration = Duration::from_secs(2);
@@ -77,7 +95,12 @@ pub struct ConnInfo {
 impl ConnInfo {
     /// The info of a request, if it came through [`incoming`].
     pub fn of<T>(req: &tonic::Request<T>) -> Option<&ConnInfo> {
-        req.extensions().get::<ConnInfo>()
+        Self::in_extensions(req.extensions())
+    }
+
+    /// The connection's info from a request's extensions.
+    pub fn in_extensions(ext: &http::Extensions) -> Option<&ConnInfo> {
+        ext.get::<ConnInfo>()
     }
 }
 
@@ -702,7 +725,12 @@ async fn handshake(
 
 /// When a request is on a connection over a limit, the status that refuses it.
 pub fn refusal<T>(req: &tonic::Request<T>) -> Option<tonic::Status> {
-    let reason = ConnInfo::of(req)?.refused.as_ref()?;
+    refusal_in(req.extensions())
+}
+
+/// [`refusal`] from a request's extensions.
+pub fn refusal_in(ext: &http::Extensions) -> Option<tonic::Status> {
+    let reason = ConnInfo::in_extensions(ext)?.refused.as_ref()?;
     Some(tonic::Status::resource_exhausted(format!(
         "connection refused: {reason}"
     )))
@@ -711,6 +739,41 @@ pub fn refusal<T>(req: &tonic::Request<T>) -> Option<tonic::Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The listen backlog the kernel gave a socket (`tcpi_sacked` of a listener).
+    fn backlog(l: &TcpListener) -> u32 {
+        use std::os::fd::AsRawFd;
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = unsafe {
+            libc::getsockopt(
+                l.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "TCP_INFO");
+        info.tcpi_sacked
+    }
+
+    #[tokio::test]
+    async fn the_listener_backlog_holds_a_fleet_reconnecting_at_once() {
+        let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .expect("somaxconn")
+            .trim()
+            .parse()
+            .expect("number");
+        let l = bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        assert_eq!(backlog(&l), LISTEN_BACKLOG.min(somaxconn));
+        let plain = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        assert!(
+            backlog(&plain) < LISTEN_BACKLOG.min(somaxconn),
+            "a plain bind's backlog ({}) is what this guards against",
+            backlog(&plain)
+        );
+    }
 
     #[tokio::test]
     async fn accepted_sockets_get_tcp_keepalive() {

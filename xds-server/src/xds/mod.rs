@@ -9,3 +9,4 @@ pub mod grpc;
 pub mod listener;
 pub mod store;
 pub mod stream;
+pub mod wire;

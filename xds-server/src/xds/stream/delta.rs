@@ -11,14 +11,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
-};
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use translator::XdsType;
-use translator::encoded::{Encoded, short_hash};
+use translator::encoded::Encoded;
 
 use super::{Event, Held, OrderWait, Pins, Rejection, index, ready};
 use crate::xds::fanout::{Desired, OwnVersion, ViewVersion};
+use crate::xds::wire::frames::DeltaResponse;
 
 /// A response in flight.
 #[derive(Clone, Debug)]
@@ -61,7 +60,7 @@ impl TypeState {
 #[derive(Debug, Default)]
 pub struct Step {
     /// Responses to send, in order.
-    pub responses: Vec<DeltaDiscoveryResponse>,
+    pub responses: Vec<DeltaResponse>,
     /// What happened.
     pub events: Vec<Event>,
 }
@@ -544,22 +543,12 @@ impl DeltaStream {
             self.next_nonce += 1;
             sent.nonce = self.next_nonce.to_string();
             let bytes: usize = sent.resources.iter().map(|r| r.any.value.len()).sum();
-            step.responses.push(DeltaDiscoveryResponse {
+            step.responses.push(DeltaResponse {
                 system_version_info: response_version(&sent),
-                resources: sent
-                    .resources
-                    .iter()
-                    .map(|r| DeltaResource {
-                        name: r.name.to_string(),
-                        version: r.version.clone(),
-                        resource: Some(r.any.clone()),
-                        ..Default::default()
-                    })
-                    .collect(),
-                type_url: kind.type_url().to_string(),
+                resources: sent.resources.clone(),
+                type_url: kind.type_url(),
                 removed_resources: sent.removed.iter().map(|n| n.to_string()).collect(),
                 nonce: sent.nonce.clone(),
-                ..Default::default()
             });
             // Envoy re-warms a changed Cluster and waits for its endpoints: send them
             // again even though they did not change.
@@ -568,7 +557,7 @@ impl DeltaStream {
                     .resources
                     .iter()
                     .filter(|r| self.held_here(XdsType::Cluster, &r.name))
-                    .flat_map(|r| r.refs.iter().map(|e| self.intern(XdsType::Endpoint, e)))
+                    .flat_map(|r| r.refs.iter().cloned())
                     .collect();
                 let eds = self.st_mut(XdsType::Endpoint);
                 for name in rewarm {
@@ -594,12 +583,16 @@ impl DeltaStream {
     }
 }
 
-/// A version naming one delta response: a hash of what it carried.
+/// A version naming one delta response: a digest of what it carried (the resources'
+/// content hashes and the removed names).
 fn response_version(sent: &Sent) -> String {
-    short_hash(
-        sent.resources
-            .iter()
-            .flat_map(|r| [r.name.as_bytes(), r.version.as_bytes()])
-            .chain(sent.removed.iter().map(|n| n.as_bytes())),
-    )
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for r in &sent.resources {
+        r.hash.hash(&mut h);
+    }
+    for n in &sent.removed {
+        n.hash(&mut h);
+    }
+    format!("{:016x}", h.finish())
 }

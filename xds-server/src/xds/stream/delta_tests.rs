@@ -1,6 +1,6 @@
 use std::time::Instant;
 
-use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse;
+use crate::xds::wire::frames::DeltaResponse as DeltaDiscoveryResponse;
 use translator::XdsType::{Cluster, Endpoint, Listener, Route};
 
 use super::Event;
@@ -17,7 +17,7 @@ fn items(r: &DeltaDiscoveryResponse) -> Vec<String> {
 }
 
 fn ack(s: &mut DeltaStream, r: &DeltaDiscoveryResponse) -> super::delta::Step {
-    let kind = translator::XdsType::from_type_url(&r.type_url).expect("type");
+    let kind = translator::XdsType::from_type_url(r.type_url).expect("type");
     s.on_request(&delta(kind, &[], &r.nonce), Instant::now())
 }
 
@@ -246,7 +246,7 @@ fn a_changed_cluster_gets_its_endpoints_again() {
     let kinds: Vec<_> = step
         .responses
         .iter()
-        .map(|r| (r.type_url.clone(), items(r)))
+        .map(|r| (r.type_url.to_string(), items(r)))
         .collect();
     assert_eq!(
         kinds,

@@ -246,11 +246,12 @@ impl Pins {
         };
         for name in &r.refs {
             if add {
-                *map.entry(Arc::from(name.as_str())).or_insert(0) += 1;
-            } else if let Some(n) = map.get_mut(name.as_str()) {
+                // The resource's own shared name: no copy per proxy.
+                *map.entry(name.clone()).or_insert(0) += 1;
+            } else if let Some(n) = map.get_mut(&**name) {
                 *n = n.saturating_sub(1);
                 if *n == 0
-                    && let Some((k, _)) = map.remove_entry(name.as_str())
+                    && let Some((k, _)) = map.remove_entry(&**name)
                 {
                     freed.push(k);
                 }
@@ -275,7 +276,7 @@ impl Pins {
 pub(crate) fn ready<'r>(
     desired: &Desired,
     held: impl Fn(XdsType, &str) -> bool,
-    refs: impl IntoIterator<Item = &'r String>,
+    refs: impl IntoIterator<Item = &'r Arc<str>>,
 ) -> bool {
     refs.into_iter()
         .all(|c| match desired.get(XdsType::Cluster, c) {
@@ -361,4 +362,4 @@ mod delta_tests;
 #[cfg(test)]
 mod sotw_tests;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;

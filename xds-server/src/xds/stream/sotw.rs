@@ -14,7 +14,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+
+use crate::xds::wire::frames::SotwResponse;
 use translator::XdsType;
 use translator::encoded::{Encoded, element_digest};
 
@@ -69,7 +71,7 @@ impl TypeState {
 #[derive(Debug, Default)]
 pub struct Step {
     /// Responses to send, in order.
-    pub responses: Vec<DiscoveryResponse>,
+    pub responses: Vec<SotwResponse>,
     /// What happened.
     pub events: Vec<Event>,
 }
@@ -605,12 +607,11 @@ impl SotwStream {
             self.next_nonce += 1;
             let nonce = self.next_nonce.to_string();
             let bytes: usize = sent.resources.iter().map(|r| r.any.value.len()).sum();
-            step.responses.push(DiscoveryResponse {
+            step.responses.push(SotwResponse {
                 version_info: sent.version.clone(),
-                resources: sent.resources.iter().map(|r| r.any.clone()).collect(),
-                type_url: kind.type_url().to_string(),
+                resources: sent.resources.clone(),
+                type_url: kind.type_url(),
                 nonce: nonce.clone(),
-                ..Default::default()
             });
             // Envoy re-warms a changed Cluster and waits for its endpoints: answer with
             // them again even if they did not change.

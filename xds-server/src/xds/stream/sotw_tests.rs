@@ -1,6 +1,6 @@
 use std::time::{Duration, Instant};
 
-use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+use crate::xds::wire::frames::SotwResponse as DiscoveryResponse;
 use translator::XdsType::{Cluster, Endpoint, Listener, Route};
 
 use super::Event;
@@ -12,7 +12,7 @@ use super::test_support::*;
 fn items(r: &DiscoveryResponse) -> Vec<String> {
     r.resources
         .iter()
-        .map(|a| String::from_utf8(a.value.clone()).expect("utf8"))
+        .map(|a| String::from_utf8(a.any.value.clone()).expect("utf8"))
         .collect()
 }
 
@@ -36,7 +36,7 @@ fn synced(
     ] {
         let step = s.on_request(&sotw(kind, names, "", ""), now);
         for resp in step.responses {
-            let kind = translator::XdsType::from_type_url(&resp.type_url).expect("type");
+            let kind = translator::XdsType::from_type_url(resp.type_url).expect("type");
             let names: Vec<&str> = match kind {
                 Endpoint => eds.to_vec(),
                 Route => vec!["r"],
@@ -241,7 +241,7 @@ fn new_cluster_is_acked_before_the_route_that_uses_it() {
         ]),
         now,
     );
-    let types: Vec<_> = step.responses.iter().map(|r| r.type_url.clone()).collect();
+    let types: Vec<_> = step.responses.iter().map(|r| r.type_url).collect();
     assert_eq!(
         types,
         [Cluster.type_url()],
@@ -356,7 +356,7 @@ fn a_changed_cluster_gets_its_endpoints_again() {
         snap(&[cluster("a", "2"), cla("a", "1"), route("r", "1", &["a"])]),
         now,
     );
-    let types: Vec<_> = step.responses.iter().map(|r| r.type_url.clone()).collect();
+    let types: Vec<_> = step.responses.iter().map(|r| r.type_url).collect();
     assert_eq!(
         types,
         [Cluster.type_url(), Endpoint.type_url()],
