@@ -67,6 +67,16 @@ pub struct ViewMaps {
 }
 
 impl ViewMaps {
+    /// The shared map of `kind`, if the view has that type.
+    pub fn shared(&self, kind: XdsType) -> Option<&Arc<TypeMap>> {
+        match kind {
+            XdsType::Cluster => Some(&self.clusters),
+            XdsType::Endpoint => Some(&self.endpoints),
+            XdsType::Route => Some(&self.routes),
+            XdsType::Listener | XdsType::Secret => None,
+        }
+    }
+
     /// The resources of `kind`, if the view has that type.
     pub fn of(&self, kind: XdsType) -> Option<&TypeMap> {
         match kind {

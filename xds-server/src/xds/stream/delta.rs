@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use translator::XdsType;
 use translator::encoded::Encoded;
 
-use super::{Event, Held, OrderWait, Pins, Rejection, index, ready};
+use super::{Event, Held, HeldSet, OrderWait, Rejection, index, ready};
 use crate::xds::fanout::{Desired, OwnVersion, ViewVersion};
 use crate::xds::wire::frames::DeltaResponse;
 
@@ -36,7 +36,7 @@ struct TypeState {
     /// Names subscribed explicitly.
     names: HashSet<Arc<str>>,
     names_bytes: usize,
-    held: HashMap<Arc<str>, Held>,
+    held: HeldSet,
     /// Names to look at on the next flush.
     dirty: HashSet<Arc<str>>,
     /// Look at everything on the next flush.
@@ -70,7 +70,6 @@ pub struct Step {
 pub struct DeltaStream {
     desired: Desired,
     types: [TypeState; 5],
-    pins: Pins,
     next_nonce: u64,
     wait: OrderWait,
     name_limit: usize,
@@ -85,7 +84,6 @@ impl DeltaStream {
         DeltaStream {
             desired,
             types: Default::default(),
-            pins: Pins::default(),
             next_nonce: 0,
             wait: OrderWait::default(),
             name_limit: usize::MAX,
@@ -175,7 +173,7 @@ impl DeltaStream {
                 });
             }
         }
-        for (n, h) in &st.held {
+        for (n, h) in st.held.iter() {
             if !seen.contains(n) {
                 out.push(super::ResourceView {
                     name: n.clone(),
@@ -189,14 +187,17 @@ impl DeltaStream {
         out
     }
 
+    /// How many held entries of `kind` differ from the view's shared map.
+    #[cfg(test)]
+    pub(crate) fn held_overlay(&self, kind: XdsType) -> usize {
+        self.st(kind).held.overlay_len()
+    }
+
     fn held_here(&self, kind: XdsType, name: &str) -> bool {
         self.st(kind).held.contains_key(name)
     }
 
     fn hold(&mut self, kind: XdsType, name: Arc<str>, held: Held) {
-        if let Some(r) = held.resource() {
-            self.pins.update(kind, r, true);
-        }
         let old = self.st_mut(kind).held.insert(name, held);
         if let Some(r) = old.as_ref().and_then(Held::resource) {
             self.release(kind, &r.clone());
@@ -211,14 +212,18 @@ impl DeltaStream {
         }
     }
 
-    /// Drops the pins of a resource no longer held; names freed become candidates for
-    /// removal.
+    /// A resource is no longer held (or held at another version): the names it pointed
+    /// at that are not wanted any more may be removable now.
     fn release(&mut self, holder: XdsType, r: &Encoded) {
-        let freed = self.pins.update(holder, r, false);
-        let target = match holder {
-            XdsType::Listener | XdsType::Route => XdsType::Cluster,
-            _ => XdsType::Endpoint,
+        let Some(target) = super::pinned_kind(holder) else {
+            return;
         };
+        let freed: Vec<Arc<str>> = r
+            .refs
+            .iter()
+            .filter(|n| self.desired.get(target, n).is_none())
+            .cloned()
+            .collect();
         self.st_mut(target).dirty.extend(freed);
     }
 
@@ -355,6 +360,10 @@ impl DeltaStream {
                 for name in &sent.removed {
                     self.unhold(kind, name);
                 }
+                if let Some(map) = self.desired.view.maps.shared(kind) {
+                    let map = map.clone();
+                    self.st_mut(kind).held.compact(&map);
+                }
                 step.events.push(Event::Ack {
                     kind,
                     version: response_version(&sent),
@@ -371,7 +380,7 @@ impl DeltaStream {
                 // Removals it refused are still held.
                 let held = &st.held;
                 let (suspects, precise) = super::suspects(kind, sent.resources.iter(), |name| {
-                    held.get(name).and_then(Held::resource)
+                    held.get(name).and_then(|h| h.resource())
                 });
                 step.events.push(Event::Nack(Rejection {
                     kind,
@@ -397,7 +406,15 @@ impl DeltaStream {
             .enumerate()
         {
             let full = self.full_resend;
+            let old = self.desired.view.maps.shared(kind).cloned();
+            let new = view.maps.shared(kind).cloned();
             let st = self.st_mut(kind);
+            // What it holds stays expressed against the view's current map.
+            if let (Some(names), Some(old), Some(new)) = (&changed, old, new)
+                && st.held.based_on(&old)
+            {
+                st.held.rebase(&new, &names[i]);
+            }
             match &changed {
                 Some(names) if !full => st.dirty.extend(names[i].iter().cloned()),
                 Some(names) if names[i].is_empty() => {}
@@ -455,9 +472,10 @@ impl DeltaStream {
             }
         }
         let names = self.candidates(kind);
+        // Names held resources point at, computed once if a removal needs them.
+        let mut pinned: Option<HashSet<Arc<str>>> = None;
         let mut resources = Vec::new();
         let mut removed = Vec::new();
-        let mut keep = Vec::new();
         for name in names {
             let st = &self.types[index(kind)];
             let want = if st.in_scope(&name) {
@@ -475,9 +493,15 @@ impl DeltaStream {
                     }
                 }
                 None if st.held.contains_key(&name) => {
-                    if self.pins.pinned(kind, &name) {
-                        keep.push(name);
-                    } else {
+                    let pinned = pinned.get_or_insert_with(|| {
+                        super::pinned_by(
+                            super::holders_of(kind)
+                                .iter()
+                                .map(|h| &self.types[index(*h)].held),
+                        )
+                    });
+                    // A pinned name is looked at again when what pins it is released.
+                    if !pinned.contains(&name) {
                         removed.push(name);
                     }
                 }
@@ -496,7 +520,6 @@ impl DeltaStream {
                 st.absent.insert(n.clone());
             }
         }
-        st.dirty.extend(keep);
         if resources.is_empty() && removed.is_empty() && st.responded {
             return None;
         }

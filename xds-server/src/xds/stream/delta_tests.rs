@@ -421,9 +421,22 @@ fn a_one_endpoint_change_sends_one_resource_whatever_the_mesh_size() {
         .remove(0);
     assert_eq!(r.resources.len(), 1000);
     ack(&mut s, &r);
+    assert_eq!(
+        s.held_overlay(Endpoint),
+        0,
+        "what it holds is the view's own map"
+    );
     let mut next = all.clone();
     next[7] = cla("c7", "2");
     let step = s.on_snapshot(snap(&next), now);
     assert_eq!(step.responses.len(), 1);
     assert_eq!(items(&step.responses[0]), ["c7@2"]);
+    assert_eq!(
+        s.held_overlay(Endpoint),
+        1,
+        "until acknowledged, c7 differs"
+    );
+    ack(&mut s, &step.responses[0]);
+    assert_eq!(s.held_overlay(Endpoint), 0, "and then nothing does");
+    assert_eq!(s.resources(Endpoint).len(), 1000);
 }

@@ -18,9 +18,10 @@
 //! - a changed Cluster is followed by its endpoints again (Envoy re-warms it).
 
 pub mod delta;
+mod held;
 pub mod sotw;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,7 @@ use translator::XdsType;
 use translator::encoded::{Encoded, Source};
 
 use crate::xds::fanout::Desired;
+pub(crate) use held::{Held, HeldSet};
 
 /// Longest a Listener or Route update waits for the Clusters it needs.
 pub const ORDER_WAIT: Duration = Duration::from_secs(2);
@@ -195,79 +197,32 @@ pub(crate) fn suspects<'a>(
     (out.into_iter().collect(), precise)
 }
 
-/// What a proxy holds of one resource.
-#[derive(Clone, Debug)]
-pub(crate) enum Held {
-    /// A resource it accepted.
-    Res(Arc<Encoded>),
-    /// A version it reported on reconnecting (the resource itself is not known).
-    Version(Box<str>),
+/// Names that resources held of `holders` point at: Clusters named by held Listeners
+/// and Routes, endpoints named by held Clusters may not be removed while pointed at.
+pub(crate) fn pinned_by<'a>(holders: impl IntoIterator<Item = &'a HeldSet>) -> HashSet<Arc<str>> {
+    holders
+        .into_iter()
+        .flat_map(|h| h.iter())
+        .filter_map(|(_, h)| h.resource())
+        .flat_map(|r| r.refs.iter().cloned())
+        .collect()
 }
 
-impl Held {
-    pub(crate) fn version(&self) -> &str {
-        match self {
-            Held::Res(r) => &r.version,
-            Held::Version(v) => v,
-        }
-    }
-
-    pub(crate) fn resource(&self) -> Option<&Arc<Encoded>> {
-        match self {
-            Held::Res(r) => Some(r),
-            Held::Version(_) => None,
-        }
+/// The types whose resources can pin resources of `kind`.
+pub(crate) fn holders_of(kind: XdsType) -> &'static [XdsType] {
+    match kind {
+        XdsType::Cluster => &[XdsType::Listener, XdsType::Route],
+        XdsType::Endpoint => &[XdsType::Cluster],
+        _ => &[],
     }
 }
 
-/// Counts of references from held resources: Clusters named by held Listeners and Routes
-/// may not be removed, nor endpoints named by held Clusters.
-#[derive(Debug, Default)]
-pub(crate) struct Pins {
-    clusters: HashMap<Arc<str>, u32>,
-    endpoints: HashMap<Arc<str>, u32>,
-}
-
-impl Pins {
-    fn map(&mut self, holder: XdsType) -> Option<&mut HashMap<Arc<str>, u32>> {
-        match holder {
-            XdsType::Listener | XdsType::Route => Some(&mut self.clusters),
-            XdsType::Cluster => Some(&mut self.endpoints),
-            XdsType::Endpoint | XdsType::Secret => None,
-        }
-    }
-
-    /// A resource of `holder`'s type became held (`add`) or stopped being held. Returns
-    /// names whose last pin went away (they may be removable now).
-    pub(crate) fn update(&mut self, holder: XdsType, r: &Encoded, add: bool) -> Vec<Arc<str>> {
-        let mut freed = Vec::new();
-        let Some(map) = self.map(holder) else {
-            return freed;
-        };
-        for name in &r.refs {
-            if add {
-                // The resource's own shared name: no copy per proxy.
-                *map.entry(name.clone()).or_insert(0) += 1;
-            } else if let Some(n) = map.get_mut(&**name) {
-                *n = n.saturating_sub(1);
-                if *n == 0
-                    && let Some((k, _)) = map.remove_entry(&**name)
-                {
-                    freed.push(k);
-                }
-            }
-        }
-        freed
-    }
-
-    /// Whether `name` of `kind` is still referenced by something the proxy holds.
-    pub(crate) fn pinned(&self, kind: XdsType, name: &str) -> bool {
-        let map = match kind {
-            XdsType::Cluster => &self.clusters,
-            XdsType::Endpoint => &self.endpoints,
-            _ => return false,
-        };
-        map.get(name).is_some_and(|n| *n > 0)
+/// The type a holder's references name.
+pub(crate) fn pinned_kind(holder: XdsType) -> Option<XdsType> {
+    match holder {
+        XdsType::Listener | XdsType::Route => Some(XdsType::Cluster),
+        XdsType::Cluster => Some(XdsType::Endpoint),
+        XdsType::Endpoint | XdsType::Secret => None,
     }
 }
 

@@ -10,7 +10,7 @@
 //! Legacy wildcard (an empty name list meaning "everything" for LDS and CDS) applies only
 //! before the client ever named a resource: after that, an empty list means none.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,7 +20,7 @@ use crate::xds::wire::frames::SotwResponse;
 use translator::XdsType;
 use translator::encoded::{Encoded, element_digest};
 
-use super::{Event, Held, OrderWait, Pins, Rejection, ResourceView, index, ready};
+use super::{Event, Held, HeldSet, OrderWait, Rejection, ResourceView, index, ready};
 use crate::xds::fanout::{Desired, OwnVersion, ViewVersion};
 
 /// A response in flight.
@@ -42,7 +42,7 @@ struct TypeState {
     names: HashSet<Arc<str>>,
     last_nonce: Option<String>,
     inflight: Option<Sent>,
-    held: HashMap<Arc<str>, Held>,
+    held: HeldSet,
     held_digest: u64,
     acked_version: Option<String>,
     /// Versions the proxy rejected lately (a few: a client alternating between
@@ -81,7 +81,6 @@ pub struct Step {
 pub struct SotwStream {
     desired: Desired,
     types: [TypeState; 5],
-    pins: Pins,
     next_nonce: u64,
     wait: OrderWait,
     name_limit: usize,
@@ -110,7 +109,6 @@ impl SotwStream {
         SotwStream {
             desired,
             types: Default::default(),
-            pins: Pins::default(),
             next_nonce: 0,
             wait: OrderWait::default(),
             name_limit: usize::MAX,
@@ -200,7 +198,7 @@ impl SotwStream {
                 });
             }
         }
-        for (n, h) in &st.held {
+        for (n, h) in st.held.iter() {
             if !seen.contains(n) {
                 out.push(ResourceView {
                     name: n.clone(),
@@ -227,18 +225,20 @@ impl SotwStream {
         }
     }
 
+    /// How many held entries of `kind` differ from the view's shared map.
+    #[cfg(test)]
+    pub(crate) fn held_overlay(&self, kind: XdsType) -> usize {
+        self.st(kind).held.overlay_len()
+    }
+
     fn held_here(&self, kind: XdsType, name: &str) -> bool {
         self.st(kind).held.contains_key(name)
     }
 
     fn hold(&mut self, kind: XdsType, held: Held, name: Arc<str>) {
-        if let Some(r) = held.resource() {
-            self.pins.update(kind, r, true);
-        }
         let old = self.st_mut(kind).held.insert(name, held);
         if let Some(r) = old.as_ref().and_then(Held::resource) {
-            let freed = self.pins.update(kind, &r.clone(), false);
-            self.free(kind, freed);
+            self.release(kind, &r.clone());
         }
     }
 
@@ -246,19 +246,22 @@ impl SotwStream {
         if let Some(old) = self.st_mut(kind).held.remove(name)
             && let Some(r) = old.resource()
         {
-            let freed = self.pins.update(kind, &r.clone(), false);
-            self.free(kind, freed);
+            self.release(kind, &r.clone());
         }
     }
 
-    fn free(&mut self, holder: XdsType, freed: Vec<Arc<str>>) {
-        if freed.is_empty() {
+    /// A resource is no longer held (or held at another version): the names it pointed
+    /// at that are not wanted any more may be removable now.
+    fn release(&mut self, holder: XdsType, r: &Encoded) {
+        let Some(target) = super::pinned_kind(holder) else {
             return;
-        }
-        let target = match holder {
-            XdsType::Listener | XdsType::Route => XdsType::Cluster,
-            _ => XdsType::Endpoint,
         };
+        let freed: Vec<Arc<str>> = r
+            .refs
+            .iter()
+            .filter(|n| self.desired.get(target, n).is_none())
+            .cloned()
+            .collect();
         self.st_mut(target).dirty.extend(freed);
     }
 
@@ -363,6 +366,10 @@ impl SotwStream {
                 for r in &sent.resources {
                     self.hold(kind, Held::Res(r.clone()), r.name.clone());
                 }
+                if let Some(map) = self.desired.view.maps.shared(kind) {
+                    let map = map.clone();
+                    self.st_mut(kind).held.compact(&map);
+                }
                 let st = self.st_mut(kind);
                 st.held_digest = sent.digest;
                 st.acked_version = Some(sent.version);
@@ -374,7 +381,7 @@ impl SotwStream {
                 let st = self.st_mut(kind);
                 let held = &st.held;
                 let (suspects, precise) = super::suspects(kind, sent.resources.iter(), |name| {
-                    held.get(name).and_then(Held::resource)
+                    held.get(name).and_then(|h| h.resource())
                 });
                 step.events.push(Event::Nack(Rejection {
                     kind,
@@ -405,7 +412,15 @@ impl SotwStream {
             .enumerate()
         {
             let full = self.full_resend;
+            let old = self.desired.view.maps.shared(kind).cloned();
+            let new = view.maps.shared(kind).cloned();
             let st = self.st_mut(kind);
+            // What it holds stays expressed against the view's current map.
+            if let (Some(names), Some(old), Some(new)) = (&changed, old, new)
+                && st.held.based_on(&old)
+            {
+                st.held.rebase(&new, &names[i]);
+            }
             match &changed {
                 Some(names) if names[i].is_empty() => {}
                 Some(names) if !full => st.dirty.extend(names[i].iter().cloned()),
@@ -451,12 +466,20 @@ impl SotwStream {
         if kind == XdsType::Cluster {
             // Clusters a held route or listener still points at stay until it changes.
             let names: HashSet<Arc<str>> = set.iter().map(|r| r.name.clone()).collect();
-            set.extend(
-                st.held
-                    .iter()
-                    .filter(|(n, _)| !names.contains(*n) && self.pins.pinned(kind, n))
-                    .filter_map(|(_, h)| h.resource().cloned()),
-            );
+            let gone: Vec<Arc<Encoded>> = st
+                .held
+                .iter()
+                .filter(|(n, _)| !names.contains(*n))
+                .filter_map(|(_, h)| h.resource().cloned())
+                .collect();
+            if !gone.is_empty() {
+                let pinned = super::pinned_by(
+                    super::holders_of(kind)
+                        .iter()
+                        .map(|h| &self.types[index(*h)].held),
+                );
+                set.extend(gone.into_iter().filter(|r| pinned.contains(&r.name)));
+            }
         }
         set.sort_by(|a, b| a.name.cmp(&b.name));
         let d = digest(&set);
@@ -543,7 +566,7 @@ impl SotwStream {
         sends.sort_by(|a, b| a.name.cmp(&b.name));
         let mut d = st.held_digest;
         for r in &sends {
-            if let Some(Held::Res(old)) = st.held.get(&r.name) {
+            if let Some(old) = st.held.get(&r.name).and_then(|h| h.resource()) {
                 d ^= element_digest(&old.name, old.hash);
             }
             d ^= element_digest(&r.name, r.hash);

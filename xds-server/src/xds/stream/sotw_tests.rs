@@ -460,3 +460,26 @@ fn endpoints_are_sent_only_when_they_change_and_versions_survive_a_restart() {
         "endpoints unchanged: nothing to resend"
     );
 }
+
+#[test]
+fn a_synced_proxy_keeps_nothing_of_its_own_for_shared_resources() {
+    let now = Instant::now();
+    let names: Vec<String> = (0..200).map(|i| format!("c{i}")).collect();
+    let mut all: Vec<_> = names.iter().map(|n| cla(n, "1")).collect();
+    all.extend(names.iter().map(|n| cluster(n, "1")));
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (mut s, _) = synced(snap(&all), &refs);
+    assert_eq!(s.held_overlay(Cluster), 0);
+    assert_eq!(s.held_overlay(Endpoint), 0);
+    // One endpoint set changes: sent alone, and once acknowledged nothing differs.
+    let mut next = all.clone();
+    next[7] = cla("c7", "2");
+    let step = s.on_snapshot(snap(&next), now);
+    assert_eq!(step.responses.len(), 1);
+    assert_eq!(items(&step.responses[0]), ["c7@2"]);
+    let r = &step.responses[0];
+    s.on_request(&sotw(Endpoint, &refs, &r.version_info, &r.nonce), now);
+    assert!(s.idle());
+    assert_eq!(s.held_overlay(Endpoint), 0);
+    assert_eq!(s.resources(Endpoint).len(), 200);
+}

@@ -1,0 +1,333 @@
+//! What a proxy holds of one type, stored as a shared snapshot plus its differences.
+//!
+//! Most proxies hold exactly what their view holds. Keeping a name -> version map per
+//! proxy costs memory in proportion to the mesh for every proxy (about 200 bytes per
+//! resource); instead a [`HeldSet`] points at a map of the view (the *base*, shared by
+//! every proxy of the view) and keeps only where the proxy differs from it (the
+//! *overlay*: other versions, resources of its own, and base entries it does not hold).
+//!
+//! The base is an optimisation, never a meaning: every operation answers from base and
+//! overlay together, so a stale base is still correct. Streams move the base along with
+//! the view's change sets ([`HeldSet::rebase`], O(changed names)) and re-point it after
+//! acknowledgements when that shrinks the overlay ([`HeldSet::compact`]).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use translator::encoded::{Encoded, TypeMap};
+
+/// Overlays smaller than this are not worth compacting.
+const COMPACT_MIN: usize = 64;
+
+/// What a proxy holds of one resource.
+#[derive(Clone, Debug)]
+pub(crate) enum Held {
+    /// A resource it accepted.
+    Res(Arc<Encoded>),
+    /// A version it reported on reconnecting (the resource itself is not known).
+    Version(Box<str>),
+}
+
+impl Held {
+    pub(crate) fn resource(&self) -> Option<&Arc<Encoded>> {
+        match self {
+            Held::Res(r) => Some(r),
+            Held::Version(_) => None,
+        }
+    }
+
+    fn is(&self, r: &Arc<Encoded>) -> bool {
+        matches!(self, Held::Res(h) if Arc::ptr_eq(h, r))
+    }
+}
+
+/// A borrowed view of what is held of one resource.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum HeldRef<'a> {
+    /// A resource it accepted.
+    Res(&'a Arc<Encoded>),
+    /// A version it reported on reconnecting.
+    Version(&'a str),
+}
+
+impl<'a> HeldRef<'a> {
+    pub(crate) fn version(self) -> &'a str {
+        match self {
+            HeldRef::Res(r) => &r.version,
+            HeldRef::Version(v) => v,
+        }
+    }
+
+    pub(crate) fn resource(self) -> Option<&'a Arc<Encoded>> {
+        match self {
+            HeldRef::Res(r) => Some(r),
+            HeldRef::Version(_) => None,
+        }
+    }
+
+    fn owned(self) -> Held {
+        match self {
+            HeldRef::Res(r) => Held::Res(r.clone()),
+            HeldRef::Version(v) => Held::Version(v.into()),
+        }
+    }
+}
+
+impl<'a> From<&'a Held> for HeldRef<'a> {
+    fn from(h: &'a Held) -> Self {
+        match h {
+            Held::Res(r) => HeldRef::Res(r),
+            Held::Version(v) => HeldRef::Version(v),
+        }
+    }
+}
+
+/// What a proxy holds of one type: a shared base map and the differences from it.
+#[derive(Debug, Default)]
+pub(crate) struct HeldSet {
+    base: Arc<TypeMap>,
+    /// `Some`: held as given (not as in the base); `None`: in the base but not held.
+    overlay: HashMap<Arc<str>, Option<Held>>,
+    /// Overlay size at the last compaction that did not pay off.
+    compact_failed_at: usize,
+}
+
+impl HeldSet {
+    /// What is held of `name`.
+    pub(crate) fn get(&self, name: &str) -> Option<HeldRef<'_>> {
+        match self.overlay.get(name) {
+            Some(o) => o.as_ref().map(HeldRef::from),
+            None => self.base.get(name).map(HeldRef::Res),
+        }
+    }
+
+    pub(crate) fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Holds `held` as `name`; returns what was held before.
+    pub(crate) fn insert(&mut self, name: Arc<str>, held: Held) -> Option<Held> {
+        let old = self.get(&name).map(HeldRef::owned);
+        match self.base.get(&name) {
+            Some(b) if held.is(b) => {
+                self.overlay.remove(&name);
+            }
+            _ => {
+                self.overlay.insert(name, Some(held));
+            }
+        }
+        old
+    }
+
+    /// Stops holding `name`; returns what was held.
+    pub(crate) fn remove(&mut self, name: &str) -> Option<Held> {
+        let old = self.get(name).map(HeldRef::owned);
+        match self.base.get_key_value(name) {
+            Some((k, _)) => {
+                let k = k.clone();
+                self.overlay.insert(k, None);
+            }
+            None => {
+                self.overlay.remove(name);
+            }
+        }
+        old
+    }
+
+    /// Everything held, in no particular order. O(held).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Arc<str>, HeldRef<'_>)> {
+        let base = self
+            .base
+            .iter()
+            .filter(|(n, _)| !self.overlay.contains_key(&***n))
+            .map(|(n, r)| (n, HeldRef::Res(r)));
+        let own = self
+            .overlay
+            .iter()
+            .filter_map(|(n, h)| h.as_ref().map(|h| (n, HeldRef::from(h))));
+        base.chain(own)
+    }
+
+    /// Names held. O(held).
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.iter().map(|(n, _)| n)
+    }
+
+    /// Whether the base is `map`.
+    pub(crate) fn based_on(&self, map: &Arc<TypeMap>) -> bool {
+        Arc::ptr_eq(&self.base, map)
+    }
+
+    /// Re-expresses the set over `next`, given every name whose entry may differ
+    /// between the current base and `next` (names outside `changed` must be equal in
+    /// both). O(changed).
+    pub(crate) fn rebase(&mut self, next: &Arc<TypeMap>, changed: &BTreeSet<Arc<str>>) {
+        let mut moved = Vec::with_capacity(changed.len());
+        for name in changed {
+            moved.push((name.clone(), self.get(name).map(HeldRef::owned)));
+        }
+        self.base = next.clone();
+        for (name, held) in moved {
+            match (held, next.get(&name)) {
+                (Some(h), Some(b)) if h.is(b) => {
+                    self.overlay.remove(&name);
+                }
+                (None, None) => {
+                    self.overlay.remove(&name);
+                }
+                (held, _) => {
+                    self.overlay.insert(name, held);
+                }
+            }
+        }
+        if changed.len() >= COMPACT_MIN {
+            self.shrink();
+        }
+    }
+
+    /// Re-points the base at `target` (the view's current map) if that at least halves
+    /// the overlay. Tried again only once the overlay has doubled since a try that did
+    /// not pay off, so a proxy that holds a small part of a large map does not pay
+    /// O(map) on every acknowledgement.
+    pub(crate) fn compact(&mut self, target: &Arc<TypeMap>) {
+        let size = self.overlay.len();
+        if size < COMPACT_MIN || self.based_on(target) || size < self.compact_failed_at * 2 {
+            return;
+        }
+        let differing = target
+            .iter()
+            .filter(|(n, r)| {
+                !self
+                    .get(n)
+                    .is_some_and(|h| matches!(h, HeldRef::Res(x) if Arc::ptr_eq(x, r)))
+            })
+            .count()
+            + self.keys().filter(|n| !target.contains_key(&***n)).count();
+        if differing * 2 > size {
+            self.compact_failed_at = size;
+            return;
+        }
+        let names: BTreeSet<Arc<str>> = self
+            .base
+            .keys()
+            .chain(target.keys())
+            .chain(self.overlay.keys())
+            .cloned()
+            .collect();
+        self.rebase(target, &names);
+        self.compact_failed_at = 0;
+        self.shrink();
+    }
+
+    /// Gives back the overlay's spare capacity when it is mostly empty (a proxy's first
+    /// sync fills it before the compaction that empties it).
+    fn shrink(&mut self) {
+        if self.overlay.capacity() > 4 * self.overlay.len().max(COMPACT_MIN / 4) {
+            self.overlay.shrink_to_fit();
+        }
+    }
+
+    /// How many entries differ from the base (for tests and debugging).
+    #[cfg(test)]
+    pub(crate) fn overlay_len(&self) -> usize {
+        self.overlay.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use translator::XdsType;
+
+    use super::*;
+
+    fn res(name: &str, v: &str) -> Arc<Encoded> {
+        Arc::new(Encoded::synthetic(XdsType::Cluster, name, v, &[]))
+    }
+
+    fn map(rs: &[&Arc<Encoded>]) -> Arc<TypeMap> {
+        Arc::new(rs.iter().map(|r| (r.name.clone(), (*r).clone())).collect())
+    }
+
+    /// The set as a plain name -> version map.
+    fn plain(s: &HeldSet) -> BTreeMap<String, String> {
+        s.iter()
+            .map(|(n, h)| (n.to_string(), h.version().to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn answers_the_same_whatever_the_base() {
+        let (a1, b1, c1, a2) = (res("a", "1"), res("b", "1"), res("c", "1"), res("a", "2"));
+        let m1 = map(&[&a1, &b1, &c1]);
+        let mut s = HeldSet::default();
+        for r in [&a1, &b1, &c1] {
+            s.insert(r.name.clone(), Held::Res(r.clone()));
+        }
+        s.insert("own".into(), Held::Version("x".into()));
+        let before = plain(&s);
+        // Onto the view's map (what a compaction does for larger overlays).
+        let names: BTreeSet<Arc<str>> = m1
+            .keys()
+            .cloned()
+            .chain(s.overlay.keys().cloned())
+            .collect();
+        s.rebase(&m1, &names);
+        assert_eq!(plain(&s), before);
+        assert_eq!(
+            s.overlay_len(),
+            1,
+            "only the own resource differs from the base"
+        );
+        // The view moves on: a changes, c goes away; the proxy still holds the old ones.
+        let m2 = map(&[&a2, &b1]);
+        let changed: BTreeSet<Arc<str>> = ["a", "c"].into_iter().map(Arc::from).collect();
+        s.rebase(&m2, &changed);
+        assert_eq!(plain(&s), before, "rebasing never changes what is held");
+        // It accepts the new a and the removal of c: nothing differs but its own.
+        s.insert(a2.name.clone(), Held::Res(a2.clone()));
+        s.remove("c");
+        assert_eq!(s.overlay_len(), 1);
+        assert_eq!(s.get("a").map(|h| h.version()), Some("2"));
+        assert!(!s.contains_key("c"));
+        // Dropping a base entry records it; taking it back clears the record.
+        assert!(s.remove("b").is_some());
+        assert!(!s.contains_key("b") && s.overlay_len() == 2);
+        s.insert(b1.name.clone(), Held::Res(b1.clone()));
+        assert_eq!(s.overlay_len(), 1);
+    }
+
+    #[test]
+    fn compaction_happens_when_it_pays_and_is_not_retried_each_time_when_it_does_not() {
+        let all: Vec<Arc<Encoded>> = (0..1000).map(|i| res(&format!("r{i}"), "1")).collect();
+        let target: Arc<TypeMap> =
+            Arc::new(all.iter().map(|r| (r.name.clone(), r.clone())).collect());
+        // Holds everything: the overlay collapses to nothing.
+        let mut full = HeldSet::default();
+        for r in &all {
+            full.insert(r.name.clone(), Held::Res(r.clone()));
+        }
+        full.compact(&target);
+        assert_eq!(full.overlay_len(), 0);
+        assert!(
+            full.overlay.capacity() < 64,
+            "the first sync's overlay is given back"
+        );
+        assert_eq!(full.iter().count(), 1000);
+        // Holds a tenth: compacting would add 900 tombstones, so it does not.
+        let mut part = HeldSet::default();
+        for r in all.iter().take(100) {
+            part.insert(r.name.clone(), Held::Res(r.clone()));
+        }
+        part.compact(&target);
+        assert_eq!(part.overlay_len(), 100);
+        assert_eq!(part.compact_failed_at, 100);
+        // Not tried again until the overlay doubled.
+        for r in all.iter().skip(100).take(50) {
+            part.insert(r.name.clone(), Held::Res(r.clone()));
+        }
+        part.compact(&target);
+        assert_eq!(part.compact_failed_at, 100, "150 < 2 x 100: no new try");
+    }
+}
