@@ -353,9 +353,22 @@ impl DeltaStream {
         };
         match &req.error_detail {
             None => {
-                for r in &sent.resources {
-                    self.st_mut(kind).rejected.remove(&r.name);
-                    self.hold(kind, r.name.clone(), Held::Res(r.clone()));
+                let map = self.desired.view.maps.shared(kind).cloned();
+                let st = self.st_mut(kind);
+                match map {
+                    // A first sync: nothing held, nothing to release.
+                    Some(map) if st.held.fills(sent.resources.len(), &map) => {
+                        for r in &sent.resources {
+                            st.rejected.remove(&r.name);
+                        }
+                        st.held.fill(&sent.resources, &map);
+                    }
+                    _ => {
+                        for r in &sent.resources {
+                            self.st_mut(kind).rejected.remove(&r.name);
+                            self.hold(kind, r.name.clone(), Held::Res(r.clone()));
+                        }
+                    }
                 }
                 for name in &sent.removed {
                     self.unhold(kind, name);

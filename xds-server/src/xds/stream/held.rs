@@ -11,7 +11,7 @@
 //! the view's change sets ([`HeldSet::rebase`], O(changed names)) and re-point it after
 //! acknowledgements when that shrinks the overlay ([`HeldSet::compact`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use translator::encoded::{Encoded, TypeMap};
@@ -132,6 +132,39 @@ impl HeldSet {
             }
         }
         old
+    }
+
+    /// Whether this is a fresh set: nothing held, no base.
+    pub(crate) fn is_fresh(&self) -> bool {
+        self.base.is_empty() && self.overlay.is_empty()
+    }
+
+    /// Whether holding `batch` in a fresh set is better done by [`HeldSet::fill`]:
+    /// it covers at least half of `target`.
+    pub(crate) fn fills(&self, batch: usize, target: &TypeMap) -> bool {
+        self.is_fresh() && batch >= COMPACT_MIN && batch * 2 >= target.len()
+    }
+
+    /// Holds `batch` in a fresh set, expressed against `target` straight away (a first
+    /// sync of a thousand resources never builds a thousand-entry overlay).
+    pub(crate) fn fill(&mut self, batch: &[Arc<Encoded>], target: &Arc<TypeMap>) {
+        debug_assert!(self.is_fresh());
+        let names: HashSet<&str> = batch.iter().map(|r| &*r.name).collect();
+        self.base = target.clone();
+        for name in target.keys() {
+            if !names.contains(&**name) {
+                self.overlay.insert(name.clone(), None);
+            }
+        }
+        for r in batch {
+            match target.get(&r.name) {
+                Some(b) if Arc::ptr_eq(b, r) => {}
+                _ => {
+                    self.overlay
+                        .insert(r.name.clone(), Some(Held::Res(r.clone())));
+                }
+            }
+        }
     }
 
     /// Everything held, in no particular order. O(held).
@@ -296,6 +329,31 @@ mod tests {
         assert!(!s.contains_key("b") && s.overlay_len() == 2);
         s.insert(b1.name.clone(), Held::Res(b1.clone()));
         assert_eq!(s.overlay_len(), 1);
+    }
+
+    #[test]
+    fn a_first_sync_fills_against_the_view_map() {
+        let all: Vec<Arc<Encoded>> = (0..100).map(|i| res(&format!("r{i}"), "1")).collect();
+        let target: Arc<TypeMap> =
+            Arc::new(all.iter().map(|r| (r.name.clone(), r.clone())).collect());
+        // Holds all but r0, plus its own version of r1 and a resource of its own.
+        let mut batch: Vec<Arc<Encoded>> = all[2..].to_vec();
+        batch.push(res("r1", "own"));
+        batch.push(res("mine", "1"));
+        let mut s = HeldSet::default();
+        assert!(s.fills(batch.len(), &target));
+        s.fill(&batch, &target);
+        assert_eq!(
+            s.overlay_len(),
+            3,
+            "r0 not held, r1 differs, mine is its own"
+        );
+        let want: BTreeMap<String, String> = batch
+            .iter()
+            .map(|r| (r.name.to_string(), r.version.clone()))
+            .collect();
+        assert_eq!(plain(&s), want);
+        assert!(!s.fills(batch.len(), &target), "only a fresh set is filled");
     }
 
     #[test]

@@ -40,6 +40,8 @@ struct TypeState {
     /// The client has named resources at least once.
     ever_named: bool,
     names: HashSet<Arc<str>>,
+    /// Signature of `names` (see `same_names`).
+    names_sig: u64,
     last_nonce: Option<String>,
     inflight: Option<Sent>,
     held: HeldSet,
@@ -91,6 +93,12 @@ pub struct SotwStream {
 /// Whether a type is sent as a whole set.
 fn full_set(kind: XdsType) -> bool {
     matches!(kind, XdsType::Listener | XdsType::Cluster)
+}
+
+/// One name's part of a subscription signature: its shared pointer, spread by an odd
+/// multiplier (a bijection, so two different names never give the same part).
+fn name_sig(name: &Arc<str>) -> u64 {
+    (Arc::as_ptr(name).cast::<u8>() as usize as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 fn hex(d: u64) -> String {
@@ -311,6 +319,9 @@ impl SotwStream {
 
     /// The request's names become the subscription.
     fn subscribe(&mut self, kind: XdsType, names: &[String]) {
+        if self.same_names(kind, names) {
+            return;
+        }
         let mut set: HashSet<Arc<str>> = HashSet::new();
         let mut star = false;
         for n in names {
@@ -334,9 +345,29 @@ impl SotwStream {
                 st.dirty.insert(n.clone());
             }
             st.names = set;
+            st.names_sig = st.names.iter().fold(0, |s, n| s.wrapping_add(name_sig(n)));
             st.wildcard = wildcard;
             st.resync = true;
         }
+    }
+
+    /// Whether a request names exactly the current subscription: every ACK repeats the
+    /// whole list, so this is checked without building a set or interning a name. The
+    /// signature (a sum over the subscribed names' shared pointers) tells a list with
+    /// duplicates from the set it resembles.
+    fn same_names(&self, kind: XdsType, names: &[String]) -> bool {
+        let st = self.st(kind);
+        if !st.subscribed || st.wildcard || names.is_empty() || names.len() != st.names.len() {
+            return false;
+        }
+        let mut sig = 0u64;
+        for n in names {
+            match st.names.get(n.as_str()) {
+                Some(a) => sig = sig.wrapping_add(name_sig(a)),
+                None => return false,
+            }
+        }
+        sig == st.names_sig
     }
 
     fn on_answer(&mut self, kind: XdsType, req: &DiscoveryRequest, step: &mut Step) {
@@ -363,8 +394,17 @@ impl SotwStream {
                         self.unhold(kind, &n);
                     }
                 }
-                for r in &sent.resources {
-                    self.hold(kind, Held::Res(r.clone()), r.name.clone());
+                let map = self.desired.view.maps.shared(kind).cloned();
+                match map {
+                    // A first sync: nothing held, nothing to release.
+                    Some(map) if self.st(kind).held.fills(sent.resources.len(), &map) => {
+                        self.st_mut(kind).held.fill(&sent.resources, &map);
+                    }
+                    _ => {
+                        for r in &sent.resources {
+                            self.hold(kind, Held::Res(r.clone()), r.name.clone());
+                        }
+                    }
                 }
                 if let Some(map) = self.desired.view.maps.shared(kind) {
                     let map = map.clone();
