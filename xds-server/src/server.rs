@@ -215,6 +215,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         .local_addr()
         .context("reading the bound xDS address")?;
     tokio::spawn(cache.clone().run_pusher());
+    tokio::spawn(crate::observability::memory::run_trimmer());
     tokio::spawn(cache.clone().run_renewer());
 
     let tls = if sec.insecure_xds {

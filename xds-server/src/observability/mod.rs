@@ -1,8 +1,10 @@
 //! What operators look at: every connected proxy's state ([`registry`]), served over CSDS
 //! ([`csds`]) for `xdsctl`; Prometheus metrics and the admin endpoint ([`metrics`]); the
-//! record of rejected config ([`nack`]).
+//! record of rejected config ([`nack`]); giving freed memory back after bursts
+//! ([`memory`]), so RSS shows what is in use.
 
 pub mod csds;
+pub mod memory;
 pub mod metrics;
 pub mod nack;
 pub mod registry;

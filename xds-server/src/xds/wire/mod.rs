@@ -196,7 +196,10 @@ impl http_body::Body for Outbound {
         }
         match self.rx.poll_recv(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(Frame::data(frame)))),
+            Poll::Ready(Some(Ok(frame))) => {
+                crate::observability::memory::note_freed(frame.len());
+                Poll::Ready(Some(Ok(Frame::data(frame))))
+            }
             Poll::Ready(end) => {
                 self.done = true;
                 let status = match end {
