@@ -5,7 +5,13 @@ use std::time::Duration;
 /// The pattern the CRD schema enforces.
 pub const PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
 
-/// Parses a duration such as `250ms`, `1.5s` or `1h30m`.
+/// The longest duration Envoy accepts in the fields Rudder emits. A protobuf Duration
+/// goes to 315,576,000,000 s, but Envoy 1.40 turns route timeouts and retry intervals
+/// into int64 nanoseconds and rejects anything longer than this (about 292 years;
+/// measured with `envoy --mode validate`, see `testbed/tests/envoy_limits.rs`).
+pub const MAX_SECONDS: u64 = 9_223_372_035;
+
+/// Parses a duration such as `250ms`, `1.5s` or `1h30m`, at most [`MAX_SECONDS`].
 pub fn parse(s: &str) -> Result<Duration, String> {
     let bad = || {
         format!(
@@ -37,6 +43,12 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         };
         total += value * unit;
         rest = next;
+    }
+    if total > MAX_SECONDS as f64 {
+        return Err(format!(
+            "{} is above {MAX_SECONDS}s, the longest duration Envoy accepts",
+            crate::text::quote(s)
+        ));
     }
     Duration::try_from_secs_f64(total).map_err(|_| bad())
 }

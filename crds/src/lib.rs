@@ -9,6 +9,7 @@
 //! without an API server (the manifest directory) and return the field path.
 
 pub mod duration;
+pub mod re2;
 pub mod text;
 // The KubeSchema derive generates items that trip `unreachable_pub`.
 #[allow(unreachable_pub)]

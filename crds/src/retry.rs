@@ -185,10 +185,10 @@ impl RetryPolicySpec {
         if let Some(b) = &self.backoff {
             let base = dur("spec.backoff.baseInterval", &Some(b.base_interval.clone()))?;
             let max = dur("spec.backoff.maxInterval", &b.max_interval)?;
-            if base.is_some_and(|d| d.is_zero()) {
+            if base.is_some_and(|d| d < std::time::Duration::from_millis(1)) {
                 return Err(FieldError::new(
                     "spec.backoff.baseInterval",
-                    "must be above 0",
+                    "must be at least 1ms",
                 ));
             }
             if let (Some(base), Some(max)) = (base, max)

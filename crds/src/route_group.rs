@@ -37,6 +37,7 @@ pub struct HTTPMatch {
     pub methods: Vec<String>,
     /// RE2 regular expression the whole path must match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub path_regex: Option<String>,
     /// Header name -> RE2 regular expression its value must match.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -63,8 +64,13 @@ impl HTTPRouteGroupSpec {
                     ));
                 }
             }
-            for name in m.headers.keys() {
+            if let Some(re) = &m.path_regex {
+                crate::re2::check(re)
+                    .map_err(|msg| FieldError::new(format!("spec.matches[{i}].pathRegex"), msg))?;
+            }
+            for (name, re) in &m.headers {
                 if name.is_empty()
+                    || name.len() > 256
                     || !name
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -74,6 +80,12 @@ impl HTTPRouteGroupSpec {
                         format!("{} is not a header name", crate::text::quote(name)),
                     ));
                 }
+                crate::re2::check(re).map_err(|msg| {
+                    FieldError::new(
+                        format!("spec.matches[{i}].headers[{}]", crate::text::quote(name)),
+                        msg,
+                    )
+                })?;
             }
         }
         Ok(())

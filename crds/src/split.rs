@@ -10,6 +10,9 @@ use crate::{FieldError, MeshStatus};
 /// The only match kind Rudder implements.
 pub const HTTP_ROUTE_GROUP: &str = "HTTPRouteGroup";
 
+/// Most backends one TrafficSplit may list.
+pub const MAX_BACKENDS: usize = 64;
+
 /// Splits traffic for one Service among backend Services by weight.
 #[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[kube(
@@ -24,12 +27,13 @@ pub const HTTP_ROUTE_GROUP: &str = "HTTPRouteGroup";
     printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.backends.map(b, b.weight).sum() <= 4294967295").message("the weights must sum to at most 4294967295 (Envoy's limit)"))]
 pub struct TrafficSplitSpec {
     /// The apex Service clients call.
     #[schemars(length(min = 1))]
     pub service: String,
     /// The Services that share its traffic.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 64))]
     pub backends: Vec<TrafficSplitBackend>,
     /// Optional HTTPRouteGroup references: only matching requests are split.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -44,7 +48,7 @@ pub struct TrafficSplitBackend {
     #[schemars(length(min = 1))]
     pub service: String,
     /// Relative weight; 0 drains the backend.
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 4294967295_i64))]
     pub weight: i64,
 }
 
@@ -73,6 +77,13 @@ impl TrafficSplitSpec {
                 "needs at least one backend",
             ));
         }
+        if self.backends.len() > MAX_BACKENDS {
+            return Err(FieldError::new(
+                "spec.backends",
+                format!("{} backends; at most {MAX_BACKENDS}", self.backends.len()),
+            ));
+        }
+        let mut sum: i64 = 0;
         for (i, b) in self.backends.iter().enumerate() {
             if b.service.is_empty() {
                 return Err(FieldError::new(
@@ -86,6 +97,22 @@ impl TrafficSplitSpec {
                     format!("{} is negative", b.weight),
                 ));
             }
+            if b.weight > i64::from(u32::MAX) {
+                return Err(FieldError::new(
+                    format!("spec.backends[{i}].weight"),
+                    format!("{} is above {} (Envoy's limit)", b.weight, u32::MAX),
+                ));
+            }
+            sum += b.weight;
+        }
+        if sum > i64::from(u32::MAX) {
+            return Err(FieldError::new(
+                "spec.backends",
+                format!(
+                    "the weights sum to {sum}, above {} (Envoy's limit)",
+                    u32::MAX
+                ),
+            ));
         }
         Ok(())
     }

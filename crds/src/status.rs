@@ -54,6 +54,8 @@ pub enum ConditionReason {
     ResolvedRefs,
     /// A reference names an object that does not exist.
     BackendNotFound,
+    /// References form a cycle (TrafficSplits nested in each other).
+    RefCycle,
 }
 
 impl ConditionReason {
@@ -67,6 +69,7 @@ impl ConditionReason {
             ConditionReason::Rejected => "Rejected",
             ConditionReason::ResolvedRefs => "ResolvedRefs",
             ConditionReason::BackendNotFound => "BackendNotFound",
+            ConditionReason::RefCycle => "RefCycle",
         }
     }
 }

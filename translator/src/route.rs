@@ -251,6 +251,11 @@ fn virtual_host(
                 .iter()
                 .map(|g| ObjectKey::new(Kind::HTTPRouteGroup, &svc.namespace, g)),
         );
+        sources.extend(
+            s.nested
+                .iter()
+                .map(|n| ObjectKey::new(Kind::TrafficSplit, &svc.namespace, n)),
+        );
     }
     if let Some(p) = retry {
         sources.push(ObjectKey::new(

@@ -45,8 +45,20 @@ fn resolved(missing: Vec<String>) -> MeshCondition {
 /// Conditions for every TrafficSplit and RetryPolicy in the model.
 pub fn policy_status(model: &Model) -> BTreeMap<ObjectKey, PolicyStatus> {
     let mut out = BTreeMap::new();
+    let split_winners = crate::policy::split_winners(model, &Default::default());
+    let nesting = crate::policy::nesting(&split_winners);
     for ts in model.traffic_splits() {
         let ns = ts.metadata.namespace.as_deref().unwrap_or("default");
+        let name = ts.metadata.name.as_deref().unwrap_or_default();
+        let apex = (ns.to_string(), ts.spec.service.clone());
+        let winner = split_winners
+            .get(&apex)
+            .and_then(|w| w.metadata.name.as_deref())
+            .filter(|w| *w != name);
+        let nested = winner
+            .is_none()
+            .then(|| nesting.get(&apex).and_then(|r| r.as_ref().err()))
+            .flatten();
         let mut missing = Vec::new();
         if model.service(ns, &ts.spec.service).is_none() {
             missing.push(format!(
@@ -63,7 +75,20 @@ pub fn policy_status(model: &Model) -> BTreeMap<ObjectKey, PolicyStatus> {
             }
         }
         let unsupported = ts.spec.unsupported_matches();
-        let acc = if let Some((i, kind)) = unsupported.first() {
+        let acc = if let Some(w) = winner {
+            Err((
+                ConditionReason::Conflicted,
+                format!(
+                    "TrafficSplit {ns}/{w} already splits Service {ns}/{} (the oldest split wins)",
+                    ts.spec.service
+                ),
+            ))
+        } else if let Some(e @ crate::policy::NestingError::NestedMatches { .. }) = nested {
+            Err((
+                ConditionReason::Unsupported,
+                format!("{e}; the last good routing stays in effect"),
+            ))
+        } else if let Some((i, kind)) = unsupported.first() {
             Err((
                 ConditionReason::Unsupported,
                 format!(
@@ -89,11 +114,20 @@ pub fn policy_status(model: &Model) -> BTreeMap<ObjectKey, PolicyStatus> {
         } else {
             Ok(())
         };
+        let refs = match nested {
+            Some(e @ crate::policy::NestingError::Cycle(_)) => MeshCondition::new(
+                "ResolvedRefs",
+                false,
+                ConditionReason::RefCycle,
+                format!("{e}; the last good routing stays in effect"),
+            ),
+            _ => resolved(missing),
+        };
         out.insert(
             key(Kind::TrafficSplit, &ts.metadata),
             PolicyStatus {
                 generation: ts.metadata.generation,
-                conditions: vec![accepted(acc), resolved(missing)],
+                conditions: vec![accepted(acc), refs],
             },
         );
     }
