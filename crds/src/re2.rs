@@ -103,13 +103,36 @@ fn size(hir: &Hir) -> u64 {
 }
 
 /// Syntax `regex-syntax` accepts and RE2 does not: class set operations and nested
-/// classes, and the extra word-boundary assertions.
+/// classes, the extra word-boundary assertions, the `x`, `u` and `R` flags, and
+/// repetition counts above 1000 (checked on the text: the parser drops a repeated
+/// empty group before it could be seen).
 fn rust_only_syntax(pattern: &str) -> Option<&'static str> {
     let b = pattern.as_bytes();
     let mut depth = 0usize;
     let mut i = 0;
     while i < b.len() {
         match b[i] {
+            b'{' if depth == 0 => {
+                let counts = b[i + 1..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_digit() || **c == b',');
+                let text: Vec<u8> = counts.copied().collect();
+                let over = text
+                    .split(|c| *c == b',')
+                    .filter_map(|d| std::str::from_utf8(d).ok()?.parse::<u64>().ok())
+                    .any(|n| n > 1000);
+                if over || (text.len() > 9 && !text.contains(&b',')) {
+                    return Some("a repetition count above 1000");
+                }
+            }
+            b'(' if depth == 0 && b.get(i + 1) == Some(&b'?') => {
+                let flags = b[i + 2..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_alphabetic() || **c == b'-');
+                if flags.clone().any(|c| matches!(c, b'x' | b'u' | b'R')) {
+                    return Some("an x, u or R flag");
+                }
+            }
             b'\\' => {
                 match b.get(i + 1) {
                     Some(b'<' | b'>') => return Some("a \\< or \\> word boundary"),
@@ -214,6 +237,16 @@ mod tests {
             assert!(e.contains("RE2"), "{p}: {e}");
         }
         assert!(check("[[:alpha:]]+").is_ok());
+        assert!(check("(?x) a b").expect_err("x flag").contains("flag"));
+        assert!(check("(?iu:a)").is_err());
+        assert!(check("(?i)a(?s:.)").is_ok());
+        assert!(
+            check("x(?:){1001}")
+                .expect_err("count")
+                .contains("above 1000")
+        );
+        assert!(check("a{2,99999999999999999999}").is_err());
+        assert!(check("x(?:){2,1000}").is_ok());
         assert!(check("[]a]").is_ok());
         assert!(check(&"a".repeat(MAX_PATTERN_LEN + 1)).is_err());
     }

@@ -144,6 +144,8 @@ async fn live_edits(stream: Stream) -> anyhow::Result<()> {
         async move { Ok(!client.endpoints_of(WEB_CLUSTER).await?.contains(&gone)) }
     })
     .await?;
+    // A request already on its way to web-1 may still finish: count from after that.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     traffic.reset_counts();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let results = traffic.stop().await;

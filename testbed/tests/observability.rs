@@ -244,9 +244,18 @@ async fn metrics_health_and_readiness() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn a_rejected_route_is_traced_to_its_traffic_split() -> anyhow::Result<()> {
-    let mesh = Mesh::start(Stream::Delta).await?;
+    // Objects Envoy would reject are refused before they reach a proxy, so the rejection
+    // here comes from a proxy whose operator tightened Envoy's regex limit (runtime
+    // `re2.max_program_size.error_level`, default 100) below what the model checks.
+    let mesh = Mesh::start_custom(Stream::Delta, &[], |boot| {
+        boot["layered_runtime"] = serde_json::json!({"layers": [
+            {"name": "tight", "static_layer": {"re2.max_program_size.error_level": 10}}
+        ]});
+    })
+    .await?;
     all_synced(&mesh).await?;
-    // A path regex Envoy cannot compile: the outbound route table is rejected.
+    // A path regex valid for the model (about 23 RE2 instructions) that this proxy
+    // cannot take: its outbound route table is rejected.
     let port = mesh.web_port;
     let svc = |n: &str, last: u8| {
         format!(
@@ -255,7 +264,7 @@ async fn a_rejected_route_is_traced_to_its_traffic_split() -> anyhow::Result<()>
         )
     };
     let policy = format!(
-        "{}---\n{}---\napiVersion: specs.smi-spec.io/v1alpha4\nkind: HTTPRouteGroup\nmetadata: {{name: bad, namespace: default}}\nspec:\n  matches:\n    - {{name: broken, pathRegex: \"/(unclosed\"}}\n---\napiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {{name: web-split, namespace: default}}\nspec:\n  service: web\n  backends: [{{service: web-a, weight: 50}}, {{service: web-b, weight: 50}}]\n  matches: [{{kind: HTTPRouteGroup, name: bad}}]\n",
+        "{}---\n{}---\napiVersion: specs.smi-spec.io/v1alpha4\nkind: HTTPRouteGroup\nmetadata: {{name: bad, namespace: default}}\nspec:\n  matches:\n    - {{name: broken, pathRegex: \"/api/v[0-9]+/users/[a-z0-9-]+\"}}\n---\napiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {{name: web-split, namespace: default}}\nspec:\n  service: web\n  backends: [{{service: web-a, weight: 50}}, {{service: web-b, weight: 50}}]\n  matches: [{{kind: HTTPRouteGroup, name: bad}}]\n",
         svc("web-a", 22),
         svc("web-b", 23)
     );
@@ -285,8 +294,7 @@ async fn a_rejected_route_is_traced_to_its_traffic_split() -> anyhow::Result<()>
     );
     // Traffic keeps flowing on the last good routes.
     assert_eq!(mesh.answering("web", 20).await?.len(), 2);
-    // Every sidecar in the namespace got that route table and rejected it once; no
-    // resend loop adds more.
+    // Only the tightened sidecar rejected it, once; no resend loop adds more.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let metrics = testbed::http::get_ok(mesh.cp.admin, "/metrics").await?;
     let rds = metrics
@@ -295,8 +303,8 @@ async fn a_rejected_route_is_traced_to_its_traffic_split() -> anyhow::Result<()>
         .collect::<Vec<_>>();
     assert_eq!(
         rds,
-        ["rudder_xds_nacks_total{type=\"RDS\"} 4"],
-        "one NACK per proxy"
+        ["rudder_xds_nacks_total{type=\"RDS\"} 1"],
+        "one NACK, from the one proxy that rejects it"
     );
     Ok(())
 }
@@ -362,4 +370,84 @@ async fn csds_streams_an_answer_per_request_and_refuses_workload_identities() ->
         Err(tonic::Code::PermissionDenied)
     );
     Ok(())
+}
+
+/// Status tells the truth: after a control-plane restart (proxies reconnect holding the
+/// current config), after the object behind a NACK is removed, and after a Service is
+/// removed (it leaves the record, so the dump shows no drift against Envoy).
+async fn status_after_restart_cleared_nack_and_removal(stream: Stream) -> anyhow::Result<()> {
+    let mut mesh = Mesh::start(stream).await?;
+    all_synced(&mesh).await?;
+
+    mesh.cp.restart_same_addresses().await?;
+    all_synced(&mesh)
+        .await
+        .map_err(|e| e.context("after a restart, reconnected proxies are SYNCED"))?;
+
+    let services = std::fs::read_to_string(mesh.manifests().join("services.yaml"))?;
+    let (_squatter, _) = mesh.occupy_client_inbound_port()?;
+    wait_until(CONVERGE, "NACKED in xdsctl status", || async {
+        let (code, out) = xdsctl(&mesh, &["status"])?;
+        Ok(code == 3
+            && out
+                .lines()
+                .any(|l| l.starts_with("client-0.default") && l.contains("NACKED")))
+    })
+    .await?;
+    mesh.write("services.yaml", &services)?;
+    all_synced(&mesh)
+        .await
+        .map_err(|e| e.context("with the NACKed object removed, the proxy is SYNCED"))?;
+
+    mesh.write(
+        "extra.yaml",
+        &testbed::manifests::service("gone", "http", 80, mesh.web_port, None),
+    )?;
+    let cluster = "outbound|80||gone.default.svc.cluster.local";
+    let client = &mesh.client;
+    wait_until(CONVERGE, "the extra Service in Envoy", || async move {
+        Ok(client.cluster_names().await?.iter().any(|c| c == cluster))
+    })
+    .await?;
+    mesh.write("extra.yaml", "")?;
+    wait_until(
+        CONVERGE,
+        "the extra Service gone from Envoy",
+        || async move { Ok(!client.cluster_names().await?.iter().any(|c| c == cluster)) },
+    )
+    .await?;
+    all_synced(&mesh).await?;
+    let admin = format!("http://{}", mesh.client.admin);
+    wait_until(CONVERGE, "no drift between the record and Envoy", || {
+        let admin = admin.clone();
+        let mesh = &mesh;
+        async move {
+            let (code, diff) =
+                xdsctl(mesh, &["dump", "client-0.default", "--envoy-admin", &admin])?;
+            if code != 0 {
+                eprintln!("drift: {diff}");
+            }
+            Ok(code == 0)
+        }
+    })
+    .await?;
+    let (_, eds) = xdsctl(
+        &mesh,
+        &["dump", "client-0.default", "--type", "eds", "-o", "json"],
+    )?;
+    assert!(
+        !eds.contains("gone.default"),
+        "removed endpoints left the record: {eds}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn delta_status_after_restart_cleared_nack_and_removal() -> anyhow::Result<()> {
+    status_after_restart_cleared_nack_and_removal(Stream::Delta).await
+}
+
+#[tokio::test]
+async fn sotw_status_after_restart_cleared_nack_and_removal() -> anyhow::Result<()> {
+    status_after_restart_cleared_nack_and_removal(Stream::Sotw).await
 }

@@ -402,3 +402,128 @@ async fn route_group_matches_split_only_matching_requests() -> anyhow::Result<()
     );
     Ok(())
 }
+
+fn named_split(name: &str, created: &str, apex: &str, backends: &[(&str, i64)]) -> String {
+    let mut s = format!(
+        "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {{name: {name}, namespace: default, creationTimestamp: \"{created}\"}}\nspec:\n  service: {apex}\n  backends:\n"
+    );
+    for (b, w) in backends {
+        s.push_str(&format!("    - {{service: {b}, weight: {w}}}\n"));
+    }
+    s
+}
+
+#[tokio::test]
+async fn nested_splits_compose_and_conflicts_and_cycles_are_refused() -> anyhow::Result<()> {
+    let mesh = Mesh::start(Stream::Delta).await?;
+    // web-primary's own endpoint is web-1: a split that bypassed the nested split would
+    // send the primary's whole share there.
+    mesh.write(
+        "backends.yaml",
+        &[
+            plain_service("web-a", mesh.web_port, &[ip(22)]),
+            plain_service("web-b", mesh.web_port, &[ip(23)]),
+            plain_service("web-primary", mesh.web_port, &[ip(22)]),
+        ]
+        .join("---\n"),
+    )?;
+    // The Flagger layout: web -> primary 80 / web-b 20, primary -> web-a 50 / web-b 50.
+    mesh.write(
+        "split.yaml",
+        &[
+            named_split(
+                "web",
+                "2026-01-01T00:00:00Z",
+                "web",
+                &[("web-primary", 80), ("web-b", 20)],
+            ),
+            named_split(
+                "primary",
+                "2026-01-01T00:00:00Z",
+                "web-primary",
+                &[("web-a", 50), ("web-b", 50)],
+            ),
+        ]
+        .join("---\n"),
+    )?;
+    wait_for_route(&mesh, "\"weight\": 600000000").await?;
+    let s = shares(&mesh, "web", 2000).await?;
+    eprintln!("composed 80 x (50/50) + 20: {s:?}");
+    assert!(
+        (s.get("web-1").copied().unwrap_or(0.0) - 40.0).abs() <= 4.0,
+        "{s:?}"
+    );
+    assert!(
+        (s.get("web-2").copied().unwrap_or(0.0) - 60.0).abs() <= 4.0,
+        "{s:?}"
+    );
+
+    // A newer split on the same apex (named to sort first) loses, and says so.
+    let traffic = Traffic::start(mesh.client.outbound, "web");
+    let split_yaml = std::fs::read_to_string(mesh.manifests().join("split.yaml"))?;
+    mesh.write(
+        "split.yaml",
+        &format!(
+            "{split_yaml}---\n{}",
+            named_split("aaa-newer", "2026-06-01T00:00:00Z", "web", &[("web-a", 1)])
+        ),
+    )?;
+    let cp = &mesh.cp;
+    wait_until(
+        CONVERGE,
+        "the conflict in the control-plane log",
+        || async move {
+            Ok(cp.log_text().lines().any(|l| {
+                l.contains("TrafficSplit default/aaa-newer")
+                    && l.contains("Conflicted")
+                    && l.contains("TrafficSplit default/web already splits Service default/web")
+            }))
+        },
+    )
+    .await?;
+    // A cycle: primary now also points back at web. Refused with the chain named; the
+    // last good (composed) weights keep routing.
+    mesh.write(
+        "split.yaml",
+        &[
+            named_split(
+                "web",
+                "2026-01-01T00:00:00Z",
+                "web",
+                &[("web-primary", 80), ("web-b", 20)],
+            ),
+            named_split(
+                "primary",
+                "2026-01-01T00:00:00Z",
+                "web-primary",
+                &[("web-a", 50), ("web", 50)],
+            ),
+        ]
+        .join("---\n"),
+    )?;
+    wait_until(
+        CONVERGE,
+        "the cycle in the control-plane log",
+        || async move {
+            Ok(cp
+                .log_text()
+                .lines()
+                .any(|l| l.contains("RefCycle") && l.contains("web -> web-primary -> web")))
+        },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during = traffic.stop().await;
+    assert!(during.failures.is_empty(), "{:?}", during.failures);
+    let s = shares(&mesh, "web", 1000).await?;
+    eprintln!("after the conflict and the cycle: {s:?}");
+    assert!(
+        (s.get("web-1").copied().unwrap_or(0.0) - 40.0).abs() <= 5.0,
+        "{s:?}"
+    );
+    assert!(
+        (s.get("web-2").copied().unwrap_or(0.0) - 60.0).abs() <= 5.0,
+        "{s:?}"
+    );
+    Ok(())
+}

@@ -211,6 +211,7 @@ pub fn dump_table(dump: &Value) -> String {
 }
 
 /// What a live Envoy holds, from its `/config_dump?include_eds`: (type, name) -> version.
+/// Listeners it only reports an error for are not held.
 pub fn envoy_holds(config_dump: &Value) -> BTreeMap<(XdsType, String), String> {
     let mut out = BTreeMap::new();
     for section in config_dump["configs"].as_array().into_iter().flatten() {
@@ -237,7 +238,13 @@ pub fn envoy_holds(config_dump: &Value) -> BTreeMap<(XdsType, String), String> {
             add(
                 XdsType::Listener,
                 &section["dynamic_listeners"],
-                &|i| i["name"].as_str().map(String::from),
+                // A listener Envoy failed to apply is listed with only its error state:
+                // Envoy does not hold it.
+                &|i| {
+                    (!i["active_state"].is_null() || !i["warming_state"].is_null())
+                        .then(|| i["name"].as_str().map(String::from))
+                        .flatten()
+                },
                 &|i| {
                     i["active_state"]["version_info"]
                         .as_str()
@@ -308,4 +315,23 @@ pub fn drift(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listener_envoy_only_reports_an_error_for_is_not_held() {
+        let dump = serde_json::json!({"configs": [{
+            "@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump",
+            "dynamic_listeners": [
+                {"name": "outbound", "active_state": {"version_info": "v1"}},
+                {"name": "inbound|80", "warming_state": {"version_info": "v2"}},
+                {"name": "inbound|9", "error_state": {"details": "cannot bind"}}
+            ]
+        }]});
+        let held: Vec<String> = envoy_holds(&dump).into_keys().map(|(_, n)| n).collect();
+        assert_eq!(held, ["inbound|80", "outbound"]);
+    }
 }

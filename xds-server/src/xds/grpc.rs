@@ -8,7 +8,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+
+use crate::xds::wire::sotw_request::SotwRequest;
 use tokio::sync::mpsc;
 use tonic::{Request, Status};
 use translator::XdsType;
@@ -141,7 +143,7 @@ trait Machine: Send + 'static {
     fn node(req: &Self::Req) -> Option<&Node>;
     fn frame(resp: &Self::Resp) -> Bytes;
     fn new(desired: Desired, limits: &StreamLimits, full_resend: bool) -> Self;
-    fn request(&mut self, req: &Self::Req, now: Instant) -> (Vec<Self::Resp>, Vec<Event>);
+    fn request(&mut self, req: Self::Req, now: Instant) -> (Vec<Self::Resp>, Vec<Event>);
     fn view(&mut self, view: Arc<ViewVersion>, now: Instant) -> (Vec<Self::Resp>, Vec<Event>);
     fn own(&mut self, own: Arc<OwnVersion>, now: Instant) -> (Vec<Self::Resp>, Vec<Event>);
     fn tick(&mut self, now: Instant) -> (Vec<Self::Resp>, Vec<Event>);
@@ -154,13 +156,13 @@ trait Machine: Send + 'static {
 
 /// Both stream machines have the same surface; only the message types differ.
 macro_rules! machine {
-    ($ty:ty, $req:ty, $resp:ty, $name:literal) => {
+    ($ty:ty, $req:ty, $resp:ty, $name:literal, |$r:ident| $node:expr) => {
         impl Machine for $ty {
             type Req = $req;
             type Resp = $resp;
             const STREAM: &'static str = $name;
-            fn node(req: &$req) -> Option<&Node> {
-                req.node.as_ref()
+            fn node($r: &$req) -> Option<&Node> {
+                $node
             }
             fn frame(resp: &$resp) -> Bytes {
                 resp.frame()
@@ -170,8 +172,8 @@ macro_rules! machine {
                     .with_name_limit(limits.subscribed_names)
                     .with_full_resend(full_resend)
             }
-            fn request(&mut self, req: &$req, now: Instant) -> (Vec<$resp>, Vec<Event>) {
-                let s = self.on_request(req, now);
+            fn request(&mut self, req: $req, now: Instant) -> (Vec<$resp>, Vec<Event>) {
+                let s = self.on_wire(req, now);
                 (s.responses, s.events)
             }
             fn view(&mut self, v: Arc<ViewVersion>, now: Instant) -> (Vec<$resp>, Vec<Event>) {
@@ -205,12 +207,16 @@ macro_rules! machine {
     };
 }
 
-machine!(sotw::SotwStream, DiscoveryRequest, SotwResponse, "sotw");
+machine!(sotw::SotwStream, SotwRequest, SotwResponse, "sotw", |r| r
+    .req
+    .node
+    .as_ref());
 machine!(
     delta::DeltaStream,
     DeltaDiscoveryRequest,
     DeltaResponse,
-    "delta"
+    "delta",
+    |r| r.node.as_ref()
 );
 
 /// A stream's machine as the registry reads it (CSDS, `xdsctl`): the same state the
@@ -452,7 +458,7 @@ async fn drive<M: Machine>(
         id,
     };
     let mut pending_since: Option<Instant> = Some(Instant::now());
-    let step = machine.lock().request(&first, Instant::now());
+    let step = machine.lock().request(first, Instant::now());
     refuse_if_over(&mut *machine.lock(), &node, &obs)?;
     let mut open = emit(
         &ctx,
@@ -469,7 +475,7 @@ async fn drive<M: Machine>(
             msg = inbound.message() => match msg {
                 Ok(Some(req)) => {
                     let mut m = machine.lock();
-                    let step = m.request(&req, Instant::now());
+                    let step = m.request(req, Instant::now());
                     refuse_if_over(&mut *m, &node, &obs)?;
                     step
                 }

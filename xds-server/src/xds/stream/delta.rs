@@ -233,6 +233,11 @@ impl DeltaStream {
             .unwrap_or_else(|| Arc::from(name))
     }
 
+    /// Handles one request as read off the wire.
+    pub fn on_wire(&mut self, req: DeltaDiscoveryRequest, now: Instant) -> Step {
+        self.on_request(&req, now)
+    }
+
     /// Handles one request from the proxy.
     pub fn on_request(&mut self, req: &DeltaDiscoveryRequest, now: Instant) -> Step {
         let mut step = Step::default();

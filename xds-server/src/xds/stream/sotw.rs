@@ -17,6 +17,7 @@ use std::time::Instant;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 
 use crate::xds::wire::frames::SotwResponse;
+use crate::xds::wire::sotw_request::SotwRequest;
 use translator::XdsType;
 use translator::encoded::{Encoded, element_digest};
 
@@ -42,6 +43,8 @@ struct TypeState {
     names: HashSet<Arc<str>>,
     /// Signature of `names` (see `same_names`).
     names_sig: u64,
+    /// Digest of the raw name list the subscription was last taken from (see `on_wire`).
+    names_digest: Option<u64>,
     last_nonce: Option<String>,
     inflight: Option<Sent>,
     held: HeldSet,
@@ -273,8 +276,41 @@ impl SotwStream {
         self.st_mut(target).dirty.extend(freed);
     }
 
+    /// Handles one request as read off the wire. Its names are decoded only if their
+    /// digest differs from the subscription last taken for the type (a SotW ACK repeats
+    /// the whole subscription; see [`SotwRequest`]).
+    pub fn on_wire(&mut self, mut wire: SotwRequest, now: Instant) -> Step {
+        let digest = wire.names_digest();
+        let known = XdsType::from_type_url(&wire.req.type_url).is_some_and(|k| {
+            let st = self.st(k);
+            st.subscribed && st.names_digest == Some(digest)
+        });
+        let mut req = std::mem::take(&mut wire.req);
+        if !known {
+            match wire.decode_names() {
+                Ok(names) => req.resource_names = names,
+                Err(e) => {
+                    self.refusal = Some(e);
+                    return Step::default();
+                }
+            }
+        }
+        self.request(&req, Some((digest, known)), now)
+    }
+
     /// Handles one request from the proxy.
     pub fn on_request(&mut self, req: &DiscoveryRequest, now: Instant) -> Step {
+        self.request(req, None, now)
+    }
+
+    /// `names`: the digest of the request's names, and whether they are the current
+    /// subscription's (then `req.resource_names` is not read).
+    fn request(
+        &mut self,
+        req: &DiscoveryRequest,
+        names: Option<(u64, bool)>,
+        now: Instant,
+    ) -> Step {
         let mut step = Step::default();
         let Some(kind) = XdsType::from_type_url(&req.type_url) else {
             step.events.push(Event::Ignored {
@@ -312,7 +348,17 @@ impl SotwStream {
         } else if !self.st(kind).subscribed && !req.version_info.is_empty() {
             self.st_mut(kind).client_version = Some(req.version_info.clone());
         }
-        self.subscribe(kind, &req.resource_names);
+        match names {
+            Some((_, true)) => {}
+            Some((digest, false)) => {
+                self.subscribe(kind, &req.resource_names);
+                self.st_mut(kind).names_digest = Some(digest);
+            }
+            None => {
+                self.subscribe(kind, &req.resource_names);
+                self.st_mut(kind).names_digest = None;
+            }
+        }
         self.flush(now, &mut step);
         step
     }

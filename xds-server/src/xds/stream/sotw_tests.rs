@@ -483,3 +483,38 @@ fn a_synced_proxy_keeps_nothing_of_its_own_for_shared_resources() {
     assert_eq!(s.held_overlay(Endpoint), 0);
     assert_eq!(s.resources(Endpoint).len(), 200);
 }
+
+#[test]
+fn an_ack_repeating_the_subscription_is_taken_without_decoding_its_names() {
+    use crate::xds::wire::sotw_request::SotwRequest;
+    let now = Instant::now();
+    let names: Vec<String> = (0..100).map(|i| format!("c{i}")).collect();
+    let all: Vec<_> = names.iter().map(|n| cla(n, "1")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut s = SotwStream::new(snap(&all));
+    let first = s.on_wire(SotwRequest::from(sotw(Endpoint, &refs, "", "")), now);
+    let r = &first.responses[0];
+    assert_eq!(r.resources.len(), 100);
+    // The ACK names the same list: nothing more is sent, the subscription stands.
+    let ack = SotwRequest::from(sotw(Endpoint, &refs, &r.version_info, &r.nonce));
+    assert!(s.on_wire(ack, now).responses.is_empty());
+    assert!(s.idle());
+    // A list that differs is decoded and taken: one name fewer, one new.
+    let mut next: Vec<&str> = refs[1..].to_vec();
+    next.push("c-new");
+    let mut with_new = all.clone();
+    with_new.push(cla("c-new", "1"));
+    s.on_snapshot(snap(&with_new), now);
+    let step = s.on_wire(
+        SotwRequest::from(sotw(Endpoint, &next, &r.version_info, "")),
+        now,
+    );
+    assert_eq!(step.responses.len(), 1);
+    assert_eq!(items(&step.responses[0]), ["c-new@1"]);
+    // A name that is not UTF-8 ends the stream with a reason.
+    let mut bad = prost::Message::encode_to_vec(&sotw(Endpoint, &refs, "", ""));
+    bad.extend_from_slice(&[0x1a, 0x01, 0xff]);
+    let bad = <SotwRequest as prost::Message>::decode(bytes::Bytes::from(bad)).expect("frame");
+    s.on_wire(bad, now);
+    assert!(s.take_refusal().is_some_and(|e| e.contains("UTF-8")));
+}

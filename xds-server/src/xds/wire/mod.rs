@@ -10,6 +10,7 @@
 //! once written.
 
 pub mod frames;
+pub mod sotw_request;
 
 use std::convert::Infallible;
 use std::marker::PhantomData;

@@ -1,0 +1,219 @@
+//! A SotW request as read off the wire, with its resource names left as raw bytes.
+//!
+//! Every SotW ACK repeats the whole subscription: a sidecar with 1,000 clusters names
+//! 1,000 ClusterLoadAssignments in every EDS ACK. Decoding those into strings (an
+//! allocation and a UTF-8 check each) and comparing them with the subscription was most
+//! of the control plane's CPU for a one-endpoint change on SotW. Here decoding only folds
+//! the names into a digest (no allocation, no reference count per name) and keeps the
+//! received message; the stream machine decodes the names from it only when the digest
+//! differs from the subscription it last took
+//! ([`crate::xds::stream::sotw::SotwStream::on_wire`]).
+//!
+//! The digest is not cryptographic: a client that crafts a list with the digest of its
+//! previous one only keeps its own previous subscription.
+
+use bytes::{Buf, BufMut, Bytes};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use prost::encoding::{DecodeContext, WireType};
+use prost::{DecodeError, Message};
+
+/// `DiscoveryRequest.resource_names`.
+const NAMES_TAG: u32 = 3;
+
+/// A `DiscoveryRequest` whose `resource_names` are kept undecoded.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SotwRequest {
+    /// Every field but the names (`resource_names` is empty).
+    pub req: DiscoveryRequest,
+    /// The whole message as received (the names are read from it on demand).
+    raw: Bytes,
+    names: usize,
+    digest: u64,
+}
+
+/// Folds one name into a digest, 8 bytes at a time (the length first, so the split
+/// between names counts).
+fn fold(mut h: u64, name: &[u8]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mix = |h: u64, x: u64| (h ^ x).wrapping_mul(K).rotate_left(29);
+    h = mix(h, name.len() as u64);
+    let mut chunks = name.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = mix(h, u64::from_le_bytes(w));
+    }
+    let mut w = [0u8; 8];
+    w[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    mix(h, u64::from_le_bytes(w))
+}
+
+impl SotwRequest {
+    /// A digest of the names, in order.
+    pub fn names_digest(&self) -> u64 {
+        self.digest
+    }
+
+    /// How many names the request carries.
+    pub fn names_len(&self) -> usize {
+        self.names
+    }
+
+    /// The names as strings, read from the received message; an error if one is not
+    /// UTF-8.
+    pub fn decode_names(&self) -> Result<Vec<String>, String> {
+        let mut buf = self.raw.clone();
+        let mut out = Vec::with_capacity(self.names);
+        let malformed = |e: DecodeError| format!("malformed request: {e}");
+        while buf.has_remaining() {
+            let (tag, wire_type) = prost::encoding::decode_key(&mut buf).map_err(malformed)?;
+            if tag == NAMES_TAG && wire_type == WireType::LengthDelimited {
+                let len =
+                    usize::try_from(prost::encoding::decode_varint(&mut buf).map_err(malformed)?)
+                        .unwrap_or(usize::MAX);
+                if len > buf.remaining() {
+                    return Err("malformed request: a resource name runs past the end".into());
+                }
+                let name = std::str::from_utf8(&buf.chunk()[..len])
+                    .map_err(|_| "a resource name is not UTF-8".to_string())?
+                    .to_string();
+                buf.advance(len);
+                out.push(name);
+            } else {
+                prost::encoding::skip_field(wire_type, tag, &mut buf, DecodeContext::default())
+                    .map_err(malformed)?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl From<DiscoveryRequest> for SotwRequest {
+    fn from(req: DiscoveryRequest) -> Self {
+        let raw = Bytes::from(req.encode_to_vec());
+        let mut r = SotwRequest::default();
+        // Our own encoding decodes.
+        let _ = r.merge(raw.clone());
+        r.raw = raw;
+        r
+    }
+}
+
+impl Message for SotwRequest {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        let mut full = self.req.clone();
+        full.resource_names = self.decode_names().unwrap_or_default();
+        full.encode_raw(buf);
+    }
+
+    fn decode(mut buf: impl Buf) -> Result<Self, DecodeError> {
+        // Zero-copy when the caller hands over `Bytes` (the wire layer does).
+        let raw = buf.copy_to_bytes(buf.remaining());
+        let mut r = SotwRequest::default();
+        r.merge(raw.clone())?;
+        r.raw = raw;
+        Ok(r)
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        if tag == NAMES_TAG {
+            prost::encoding::check_wire_type(WireType::LengthDelimited, wire_type)?;
+            let len = usize::try_from(prost::encoding::decode_varint(buf)?).unwrap_or(usize::MAX);
+            if len > buf.remaining() {
+                // Truncated: reported as prost reports a varint cut short.
+                prost::encoding::decode_varint(&mut &[0x80u8][..])?;
+                return Ok(());
+            }
+            if buf.chunk().len() >= len {
+                self.digest = fold(self.digest, &buf.chunk()[..len]);
+                buf.advance(len);
+            } else {
+                let name = buf.copy_to_bytes(len);
+                self.digest = fold(self.digest, &name);
+            }
+            self.names += 1;
+            Ok(())
+        } else {
+            self.req.merge_field(tag, wire_type, buf, ctx)
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        let mut full = self.req.clone();
+        full.resource_names = self.decode_names().unwrap_or_default();
+        full.encoded_len()
+    }
+
+    fn clear(&mut self) {
+        *self = SotwRequest::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(names: &[&str]) -> DiscoveryRequest {
+        DiscoveryRequest {
+            version_info: "v1".into(),
+            type_url: "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment".into(),
+            response_nonce: "7".into(),
+            resource_names: names.iter().map(|n| n.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn decodes_what_prost_decodes_and_the_digest_follows_the_names() {
+        let wire = request(&["a", "bb", "ccc"]).encode_to_vec();
+        let r = SotwRequest::decode(Bytes::from(wire.clone())).expect("decodes");
+        assert_eq!(
+            r.req,
+            DiscoveryRequest {
+                resource_names: vec![],
+                ..request(&[])
+            }
+        );
+        assert_eq!(r.decode_names().expect("utf8"), ["a", "bb", "ccc"]);
+        assert_eq!(r.names_len(), 3);
+        assert_eq!(r.encode_to_vec(), wire, "encodes back to the same bytes");
+        assert_eq!(
+            r.names_digest(),
+            SotwRequest::from(request(&["a", "bb", "ccc"])).names_digest()
+        );
+        for other in [
+            &["a", "bb"][..],
+            &["a", "b", "bccc"],
+            &["ccc", "bb", "a"],
+            &["a", "bb", "ccc", ""],
+        ] {
+            assert_ne!(
+                SotwRequest::from(request(other)).names_digest(),
+                r.names_digest(),
+                "{other:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_name_that_is_not_utf8_is_an_error_when_decoded() {
+        let mut wire = request(&["ok"]).encode_to_vec();
+        // Field 3, length 1, 0xff.
+        wire.extend_from_slice(&[0x1a, 0x01, 0xff]);
+        let r = SotwRequest::decode(Bytes::from(wire)).expect("the frame decodes");
+        assert!(r.decode_names().is_err());
+    }
+
+    #[test]
+    fn a_name_running_past_the_end_is_a_decode_error() {
+        let mut wire = request(&["ok"]).encode_to_vec();
+        wire.extend_from_slice(&[0x1a, 0x05, b'a']);
+        assert!(SotwRequest::decode(Bytes::from(wire)).is_err());
+    }
+}
