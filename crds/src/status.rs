@@ -56,6 +56,9 @@ pub enum ConditionReason {
     BackendNotFound,
     /// References form a cycle (TrafficSplits nested in each other).
     RefCycle,
+    /// A proxy rejected a resource this object contributes to, together with others;
+    /// which one caused it is not known (yet).
+    SharesRejectedResource,
 }
 
 impl ConditionReason {
@@ -70,6 +73,7 @@ impl ConditionReason {
             ConditionReason::ResolvedRefs => "ResolvedRefs",
             ConditionReason::BackendNotFound => "BackendNotFound",
             ConditionReason::RefCycle => "RefCycle",
+            ConditionReason::SharesRejectedResource => "SharesRejectedResource",
         }
     }
 }

@@ -171,6 +171,17 @@ async fn a_bad_split_present_at_start_is_found_by_search() -> anyhow::Result<()>
     .await?;
     let log = mesh.cp.log_text();
     assert!(log.contains("TrafficSplit default/web-ab"), "{log}");
+    // Only the split is blamed: the good policy was at most implicated while the search
+    // ran, never Accepted=False/Rejected.
+    let blamed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("RetryPolicy default/fast") && l.contains("Rejected"))
+        .filter(|l| !l.contains("SharesRejectedResource"))
+        .collect();
+    assert!(
+        blamed.is_empty(),
+        "the unrelated policy was blamed: {blamed:?}"
+    );
     Ok(())
 }
 

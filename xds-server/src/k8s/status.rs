@@ -18,6 +18,10 @@ use translator::model::{Kind, ObjectKey, PolicyStatus, RetryPolicy, TrafficSplit
 use crate::k8s::watch::Rejected;
 use crate::xds::store::Store;
 
+/// The condition of an object that shares a rejected resource with others, while the
+/// control plane finds which of them the proxy rejects. `Accepted` is left as it is.
+pub const IMPLICATED: &str = "Implicated";
+
 /// What status every policy object should carry now, rejected objects included.
 pub fn desired(cache: &Store, rejected: &Rejected) -> BTreeMap<ObjectKey, PolicyStatus> {
     let mut out = cache.read(policy_status);
@@ -77,7 +81,12 @@ pub fn desired(cache: &Store, rejected: &Rejected) -> BTreeMap<ObjectKey, Policy
             vec![key.clone()]
         };
         for target in targets {
-            if let Some(status) = out.get_mut(&target) {
+            let Some(status) = out.get_mut(&target) else {
+                continue;
+            };
+            if suspect.confirmed {
+                // Blamed: the search (re-admitting half of the suspects at a time, judged
+                // by the rejecting proxy) showed this object alone makes it reject.
                 status.conditions.retain(|c| c.type_ != "Accepted");
                 status.conditions.insert(
                     0,
@@ -88,6 +97,15 @@ pub fn desired(cache: &Store, rejected: &Rejected) -> BTreeMap<ObjectKey, Policy
                         message.clone(),
                     ),
                 );
+            } else {
+                // Not blamed: it only shares the rejected resource with other objects.
+                status.conditions.retain(|c| c.type_ != IMPLICATED);
+                status.conditions.push(MeshCondition::new(
+                    IMPLICATED,
+                    true,
+                    ConditionReason::SharesRejectedResource,
+                    message.clone(),
+                ));
             }
         }
     }
@@ -274,5 +292,60 @@ mod tests {
         );
         let other = &status[&ObjectKey::new(Kind::RetryPolicy, "default", "retries")];
         assert_eq!(other.conditions[0].status, "True", "{other:?}");
+    }
+
+    #[test]
+    fn objects_sharing_a_rejected_resource_are_not_blamed_until_the_search_says_so() {
+        let cache = Store::new(StoreConfig::default(), Default::default(), None);
+        let parsed = parse_manifest(YAML).expect("yaml");
+        cache.update(|m| {
+            parsed
+                .objects
+                .iter()
+                .for_each(|o| m.apply(o).expect("valid"))
+        });
+        let split = ObjectKey::new(Kind::TrafficSplit, "default", "canary");
+        let retry = ObjectKey::new(Kind::RetryPolicy, "default", "retries");
+        let source = |k: &ObjectKey| Source {
+            key: k.clone(),
+            rev: cache.read(|m| m.rev(k)).expect("rev"),
+        };
+        let view = translator::model::ViewKey {
+            namespace: "default".into(),
+            egress: Default::default(),
+        };
+        // A proxy with no accepted version rejects a route made from both: either could
+        // be the cause.
+        cache.on_nack(
+            &view,
+            "p",
+            "spiffe://cluster.local/ns/default/sa/p",
+            &rejection(vec![source(&split), source(&retry)]),
+        );
+        let status = desired(&cache, &Rejected::default());
+        for key in [&split, &retry] {
+            let conditions = &status[key].conditions;
+            let accepted = conditions
+                .iter()
+                .find(|c| c.type_ == "Accepted")
+                .expect("Accepted");
+            assert_ne!(
+                accepted.reason, "Rejected",
+                "{key} is not blamed yet: {conditions:?}"
+            );
+        }
+        let implicated: Vec<_> = [&split, &retry]
+            .into_iter()
+            .filter(|k| {
+                status[*k]
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == IMPLICATED && c.reason == "SharesRejectedResource")
+            })
+            .collect();
+        assert!(
+            !implicated.is_empty(),
+            "what is left out says it shares the rejected route"
+        );
     }
 }

@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use translator::XdsType;
 use translator::encoded::Encoded;
 
-use super::{Event, Held, HeldSet, OrderWait, Rejection, index, ready};
+use super::{Event, Held, HeldSet, NameSet, OrderWait, Rejection, index, ready};
 use crate::xds::fanout::{Desired, OwnVersion, ViewVersion};
 use crate::xds::wire::frames::DeltaResponse;
 
@@ -34,7 +34,7 @@ struct TypeState {
     responded: bool,
     wildcard: bool,
     /// Names subscribed explicitly.
-    names: HashSet<Arc<str>>,
+    names: NameSet,
     names_bytes: usize,
     held: HeldSet,
     /// Names to look at on the next flush.
@@ -292,6 +292,7 @@ impl DeltaStream {
         if subscribing {
             self.st_mut(kind).names_bytes = total;
         }
+        let mut added = Vec::with_capacity(req.resource_names_subscribe.len());
         for name in &req.resource_names_subscribe {
             if name == "*" {
                 let st = self.st_mut(kind);
@@ -301,7 +302,7 @@ impl DeltaStream {
             }
             let name = self.intern(kind, name);
             let st = self.st_mut(kind);
-            st.names.insert(name.clone());
+            added.push(name.clone());
             st.absent.remove(&name);
             // An explicit subscribe is answered even if the proxy holds the resource
             // (but not the names a reconnecting proxy lists with the versions it holds).
@@ -310,6 +311,8 @@ impl DeltaStream {
             }
             st.dirty.insert(name);
         }
+        self.st_mut(kind).names.extend(added);
+        let mut gone: HashSet<&str> = HashSet::new();
         for name in &req.resource_names_unsubscribe {
             if name == "*" {
                 let st = self.st_mut(kind);
@@ -326,7 +329,7 @@ impl DeltaStream {
                 continue;
             }
             let st = self.st_mut(kind);
-            if st.names.remove(name.as_str()) {
+            if st.names.contains(name) && gone.insert(name.as_str()) {
                 st.names_bytes = st.names_bytes.saturating_sub(name.len());
             }
             st.dirty.remove(name.as_str());
@@ -335,6 +338,9 @@ impl DeltaStream {
             if !st.wildcard {
                 self.unhold(kind, name);
             }
+        }
+        if !gone.is_empty() {
+            self.st_mut(kind).names.remove_all(&gone);
         }
         if !req.response_nonce.is_empty() {
             self.on_answer(kind, req, &mut step);

@@ -19,6 +19,7 @@
 
 pub mod delta;
 mod held;
+mod names;
 pub mod sotw;
 
 use std::collections::{BTreeSet, HashSet};
@@ -30,6 +31,7 @@ use translator::encoded::{Encoded, Source};
 
 use crate::xds::fanout::Desired;
 pub(crate) use held::{Held, HeldSet};
+pub(crate) use names::NameSet;
 
 /// Longest a Listener or Route update waits for the Clusters it needs.
 pub const ORDER_WAIT: Duration = Duration::from_secs(2);

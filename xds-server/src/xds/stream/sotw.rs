@@ -21,7 +21,7 @@ use crate::xds::wire::sotw_request::SotwRequest;
 use translator::XdsType;
 use translator::encoded::{Encoded, element_digest};
 
-use super::{Event, Held, HeldSet, OrderWait, Rejection, ResourceView, index, ready};
+use super::{Event, Held, HeldSet, NameSet, OrderWait, Rejection, ResourceView, index, ready};
 use crate::xds::fanout::{Desired, OwnVersion, ViewVersion};
 
 /// A response in flight.
@@ -40,7 +40,7 @@ struct TypeState {
     wildcard: bool,
     /// The client has named resources at least once.
     ever_named: bool,
-    names: HashSet<Arc<str>>,
+    names: NameSet,
     /// Signature of `names` (see `same_names`).
     names_sig: u64,
     /// Digest of the raw name list the subscription was last taken from (see `on_wire`).
@@ -368,19 +368,20 @@ impl SotwStream {
         if self.same_names(kind, names) {
             return;
         }
-        let mut set: HashSet<Arc<str>> = HashSet::new();
         let mut star = false;
+        let mut named = Vec::with_capacity(names.len());
         for n in names {
             if n == "*" {
                 star = true;
             } else {
-                set.insert(
+                named.push(
                     self.desired
                         .name_of(kind, n)
                         .unwrap_or_else(|| Arc::from(n.as_str())),
                 );
             }
         }
+        let set: NameSet = named.into_iter().collect();
         let st = self.st_mut(kind);
         let wildcard = star || (set.is_empty() && !st.ever_named && kind.wildcard_by_default());
         st.ever_named |= !set.is_empty();
