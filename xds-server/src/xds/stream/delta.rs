@@ -320,7 +320,7 @@ impl DeltaStream {
                 let drop: Vec<Arc<str>> = st
                     .held
                     .keys()
-                    .filter(|n| !st.names.contains(*n))
+                    .filter(|n| !st.names.contains(n))
                     .cloned()
                     .collect();
                 for n in drop {

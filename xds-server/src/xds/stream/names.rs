@@ -28,9 +28,24 @@ impl NameSet {
 
     /// Adds many names at once (one sort, not one shift per name).
     pub(crate) fn extend(&mut self, names: impl IntoIterator<Item = Arc<str>>) {
+        let before = self.0.len();
         self.0.extend(names);
-        self.0.sort_unstable();
-        self.0.dedup();
+        // Most requests (every ACK) add nothing: no sort over what is there.
+        if self.0.len() == before {
+            return;
+        }
+        if self.0.len() - before < 8 {
+            // A few: each moved into place.
+            let added = self.0.split_off(before);
+            for name in added {
+                if let Err(i) = self.find(&name) {
+                    self.0.insert(i, name);
+                }
+            }
+        } else {
+            self.0.sort_unstable();
+            self.0.dedup();
+        }
     }
 
     /// Removes many names at once.

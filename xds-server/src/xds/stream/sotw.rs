@@ -388,7 +388,7 @@ impl SotwStream {
         let first = !st.subscribed;
         st.subscribed = true;
         if first || wildcard != st.wildcard || set != st.names {
-            for n in set.iter().filter(|n| !st.names.contains(*n)) {
+            for n in set.iter().filter(|n| !st.names.contains(n)) {
                 st.dirty.insert(n.clone());
             }
             st.names = set;
