@@ -199,32 +199,23 @@ impl DeltaStream {
 
     fn hold(&mut self, kind: XdsType, name: Arc<str>, held: Held) {
         let old = self.st_mut(kind).held.insert(name, held);
-        if let Some(r) = old.as_ref().and_then(Held::resource) {
-            self.release(kind, &r.clone());
-        }
+        self.release(kind, old);
     }
 
     fn unhold(&mut self, kind: XdsType, name: &str) {
-        if let Some(old) = self.st_mut(kind).held.remove(name)
-            && let Some(r) = old.resource()
-        {
-            self.release(kind, &r.clone());
-        }
+        let old = self.st_mut(kind).held.remove(name);
+        self.release(kind, old);
     }
 
-    /// A resource is no longer held (or held at another version): the names it pointed
-    /// at that are not wanted any more may be removable now.
-    fn release(&mut self, holder: XdsType, r: &Encoded) {
-        let Some(target) = super::pinned_kind(holder) else {
-            return;
-        };
-        let freed: Vec<Arc<str>> = r
-            .refs
-            .iter()
-            .filter(|n| self.desired.get(target, n).is_none())
-            .cloned()
-            .collect();
-        self.st_mut(target).dirty.extend(freed);
+    /// `old` is no longer held: what it pointed at may be removable now.
+    fn release(&mut self, holder: XdsType, old: Option<Held>) {
+        if let Some((target, freed)) = old
+            .as_ref()
+            .and_then(Held::resource)
+            .and_then(|r| super::released(&self.desired, holder, r))
+        {
+            self.st_mut(target).dirty.extend(freed);
+        }
     }
 
     fn intern(&self, kind: XdsType, name: &str) -> Arc<str> {

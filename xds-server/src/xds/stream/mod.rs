@@ -219,6 +219,24 @@ pub(crate) fn holders_of(kind: XdsType) -> &'static [XdsType] {
     }
 }
 
+/// What releasing `old` (a resource of `holder`'s type no longer held, or held at another
+/// version) makes worth looking at again: the names it pointed at that are not wanted any
+/// more, with their type.
+pub(crate) fn released(
+    desired: &Desired,
+    holder: XdsType,
+    old: &Encoded,
+) -> Option<(XdsType, Vec<Arc<str>>)> {
+    let target = pinned_kind(holder)?;
+    let freed: Vec<Arc<str>> = old
+        .refs
+        .iter()
+        .filter(|n| desired.get(target, n).is_none())
+        .cloned()
+        .collect();
+    (!freed.is_empty()).then_some((target, freed))
+}
+
 /// The type a holder's references name.
 pub(crate) fn pinned_kind(holder: XdsType) -> Option<XdsType> {
     match holder {
