@@ -398,3 +398,44 @@ async fn delta_control_plane_sigkill_drops_no_requests() -> anyhow::Result<()> {
 async fn sotw_control_plane_sigkill_drops_no_requests() -> anyhow::Result<()> {
     survives_control_plane_kill(Stream::Sotw).await
 }
+
+#[tokio::test]
+async fn an_external_name_service_is_reached_by_dns_without_mesh_tls() -> anyhow::Result<()> {
+    let mesh = Mesh::start(Stream::Delta).await?;
+    // Something outside the mesh, known by a DNS name: a plain HTTP server on localhost.
+    let port = testbed::procs::free_port()?;
+    let _outside = testbed::procs::Backend::start(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        "outside",
+        mesh.work.path(),
+    )
+    .await?;
+    mesh.write(
+        "external.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: ext, namespace: default}}\nspec:\n  type: ExternalName\n  externalName: localhost\n  ports: [{{name: http, port: {port}}}]\n"
+        ),
+    )?;
+    let host = format!("ext:{port}");
+    let answered = wait_until(CONVERGE, "the external Service to answer", || {
+        let (host, mesh) = (host.clone(), &mesh);
+        async move { Ok(matches!(mesh.call(&host).await, Ok((200, who)) if who == "outside")) }
+    })
+    .await;
+    if let Err(e) = answered {
+        anyhow::bail!("{e:#}\n{}", mesh.cp.log_text());
+    }
+    // A DNS cluster with no transport socket: the server only speaks plain HTTP, and the
+    // mesh's certificate is not offered to it.
+    let clusters = mesh
+        .client
+        .admin_get("/config_dump?resource=dynamic_active_clusters")
+        .await?;
+    let ext = clusters
+        .split("\"cluster\": {")
+        .find(|c| c.contains(&format!("outbound|{port}||ext.default.svc.cluster.local")))
+        .unwrap_or_default();
+    assert!(ext.contains("LOGICAL_DNS"), "{ext}");
+    assert!(!ext.contains("transport_socket"), "{ext}");
+    Ok(())
+}

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use envoy_types::pb::envoy::config::cluster::v3::{
     CircuitBreakers, Cluster,
     circuit_breakers::{Thresholds, thresholds::RetryBudget},
-    cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy},
+    cluster::{ClusterDiscoveryType, DiscoveryType, DnsLookupFamily, EdsClusterConfig, LbPolicy},
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint::HostIdentifier,
@@ -90,20 +90,45 @@ pub(crate) fn outbound(
             ..Default::default()
         });
     }
-    cluster.transport_socket = Some(tls::upstream(
-        &identities(model, mesh, svc),
-        &mesh.trust_domain,
-        &svc.fqdn(),
-        port.protocol.is_http2(),
-    ));
-    cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
-    cluster.eds_cluster_config = Some(EdsClusterConfig {
-        eds_config: Some(protos::ads()),
-        service_name: name.clone(),
-    });
+    let refs = if let Some(host) = &svc.external_name {
+        // Outside the mesh: resolved by DNS, plain connections (nothing there presents a
+        // mesh certificate), no endpoints over EDS.
+        cluster.cluster_discovery_type =
+            Some(ClusterDiscoveryType::Type(DiscoveryType::LogicalDns as i32));
+        cluster.dns_lookup_family = DnsLookupFamily::V4Preferred as i32;
+        cluster.load_assignment = Some(ClusterLoadAssignment {
+            cluster_name: name.clone(),
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: vec![LbEndpoint {
+                    host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
+                        address: Some(protos::named_socket(host, port.port)),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        Vec::new()
+    } else {
+        cluster.transport_socket = Some(tls::upstream(
+            &identities(model, mesh, svc),
+            &mesh.trust_domain,
+            &svc.fqdn(),
+            port.protocol.is_http2(),
+        ));
+        cluster.cluster_discovery_type =
+            Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
+        cluster.eds_cluster_config = Some(EdsClusterConfig {
+            eds_config: Some(protos::ads()),
+            service_name: name.clone(),
+        });
+        vec![name.clone()]
+    };
     Resource {
         kind: XdsType::Cluster,
-        refs: vec![name.clone()],
+        refs,
         sources: std::iter::once(ObjectKey::new(Kind::Service, &svc.namespace, &svc.name))
             .chain(budget.and(retry.map(|p| {
                 ObjectKey::new(

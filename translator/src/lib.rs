@@ -218,8 +218,10 @@ pub fn translate_mesh(model: &Model, mesh: &MeshConfig, policy: &policy::PolicyC
         for port in &svc.ports {
             out.resources
                 .push(cluster::outbound(model, mesh, policy, svc, port));
-            out.resources
-                .push(endpoint::load_assignment(model, svc, port));
+            if svc.external_name.is_none() {
+                out.resources
+                    .push(endpoint::load_assignment(model, svc, port));
+            }
         }
     }
     out

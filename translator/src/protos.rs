@@ -33,6 +33,17 @@ pub(crate) fn socket(ip: IpAddr, port: u16) -> Address {
     }
 }
 
+/// `host:port` for a name Envoy resolves.
+pub(crate) fn named_socket(host: &str, port: u16) -> Address {
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: host.to_string(),
+            port_specifier: Some(PortSpecifier::PortValue(u32::from(port))),
+            ..Default::default()
+        })),
+    }
+}
+
 /// Config delivered over the same ADS stream.
 pub(crate) fn ads() -> ConfigSource {
     ConfigSource {

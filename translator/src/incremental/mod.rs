@@ -475,9 +475,11 @@ impl Builder {
             parts.clusters = clusters;
         }
         if full || what.endpoints {
+            // An ExternalName Service's cluster resolves its endpoints by DNS.
             let endpoints: Vec<Arc<Encoded>> = svc
                 .ports
                 .iter()
+                .filter(|_| svc.external_name.is_none())
                 .map(|p| {
                     let r = endpoint::load_assignment(model, &svc, p);
                     let old = parts.endpoints.iter().find(|c| *c.name == *r.name);

@@ -319,7 +319,18 @@ pub(crate) fn service(svc: &Service) -> Result<MeshService, ModelError> {
             )
         })?,
     };
+    let external_name = if spec.type_.as_deref() == Some("ExternalName") {
+        let n = spec.external_name.as_deref().unwrap_or_default();
+        let n = n.strip_suffix('.').unwrap_or(n);
+        NameRule::Subdomain
+            .check(n)
+            .map_err(|m| ctx.err("spec.externalName", m))?;
+        Some(n.to_string())
+    } else {
+        None
+    };
     Ok(MeshService {
+        external_name,
         export,
         namespace,
         name,

@@ -215,6 +215,9 @@ pub struct MeshService {
     pub selector: Option<BTreeMap<String, String>>,
     /// The client namespaces that may reach it (`rudder.dev/export-to`).
     pub export: Export,
+    /// For `type: ExternalName`: the DNS name it stands for (outside the mesh: reached by
+    /// DNS, without mesh mTLS).
+    pub external_name: Option<String>,
 }
 
 impl MeshService {

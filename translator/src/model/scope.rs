@@ -147,6 +147,7 @@ mod tests {
             ports: Vec::new(),
             selector: None,
             export: Export::All,
+            external_name: None,
         };
         assert!(e.wants(&svc("app", "web")));
         assert!(e.wants(&svc("shop", "cart")));

@@ -490,3 +490,30 @@ fn slice_and_selector_indexes_follow_moves_relabels_and_deletes() {
         "the indexes keep nothing of deleted objects"
     );
 }
+
+#[test]
+fn an_external_name_must_be_a_dns_name() {
+    let ext = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: ext, namespace: shop}}\nspec:\n  type: ExternalName\n  externalName: \"{name}\"\n  ports: [{{name: http, port: 80}}]\n"
+        )
+    };
+    let mut model = Model::new();
+    model
+        .apply(&parse_one(&ext("db.example.com.")).expect("parses"))
+        .expect("a DNS name, trailing dot allowed");
+    assert_eq!(
+        model
+            .service("shop", "ext")
+            .and_then(|s| s.external_name.as_deref()),
+        Some("db.example.com")
+    );
+    for bad in ["", "not a name", "-x.example.com"] {
+        let err = match parse_one(&ext(bad)) {
+            Ok(o) => model.apply(&o).expect_err(bad).field,
+            Err(ManifestError::Document { field, .. }) => field,
+            Err(e) => panic!("{bad}: {e}"),
+        };
+        assert_eq!(err, "spec.externalName", "{bad}");
+    }
+}
