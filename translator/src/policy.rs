@@ -22,6 +22,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crds::{HTTPMatch, RetryPolicy, TrafficSplit};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::model::{Kind, Model, ObjectKey};
 
@@ -55,33 +56,44 @@ fn ns_of(ts: &TrafficSplit) -> &str {
     ts.metadata.namespace.as_deref().unwrap_or("default")
 }
 
+/// Policy objects not left out, oldest first (creation time, then name): the order in
+/// which they claim their targets.
+fn oldest_first<'a, T>(
+    objects: impl Iterator<Item = &'a T>,
+    kind: Kind,
+    excluded: &Excluded,
+    meta: impl Fn(&T) -> &ObjectMeta,
+) -> Vec<&'a T> {
+    let mut out: Vec<&T> = objects
+        .filter(|o| {
+            let m = meta(o);
+            !excluded.contains(&ObjectKey::new(
+                kind,
+                m.namespace.as_deref().unwrap_or("default"),
+                m.name.as_deref().unwrap_or_default(),
+            ))
+        })
+        .collect();
+    out.sort_by_key(|o| {
+        let m = meta(o);
+        (
+            m.creation_timestamp.as_ref().map(|t| t.0.to_string()),
+            m.name.clone(),
+        )
+    });
+    out
+}
+
 /// The TrafficSplit that takes effect for each apex: the oldest (creation time, then
 /// name) of those not excluded.
 pub fn split_winners<'a>(
     model: &'a Model,
     excluded: &Excluded,
 ) -> BTreeMap<Apex, &'a TrafficSplit> {
-    let mut splits: Vec<&TrafficSplit> = model
-        .traffic_splits()
-        .filter(|ts| {
-            !excluded.contains(&ObjectKey::new(
-                Kind::TrafficSplit,
-                ns_of(ts),
-                ts.metadata.name.as_deref().unwrap_or_default(),
-            ))
-        })
-        .collect();
-    splits.sort_by_key(|ts| {
-        (
-            ts.metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|t| t.0.to_string()),
-            ts.metadata.name.clone(),
-        )
-    });
     let mut out = BTreeMap::new();
-    for ts in splits {
+    for ts in oldest_first(model.traffic_splits(), Kind::TrafficSplit, excluded, |t| {
+        &t.metadata
+    }) {
         out.entry((ns_of(ts).to_string(), ts.spec.service.clone()))
             .or_insert(ts);
     }
@@ -316,27 +328,10 @@ pub fn retry_winners(
     model: &Model,
     excluded: &Excluded,
 ) -> BTreeMap<(String, String, Option<u32>), String> {
-    let mut policies: Vec<&RetryPolicy> = model
-        .retry_policies()
-        .filter(|p| {
-            !excluded.contains(&ObjectKey::new(
-                Kind::RetryPolicy,
-                p.metadata.namespace.as_deref().unwrap_or("default"),
-                p.metadata.name.as_deref().unwrap_or_default(),
-            ))
-        })
-        .collect();
-    policies.sort_by_key(|p| {
-        (
-            p.metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|t| t.0.to_string()),
-            p.metadata.name.clone(),
-        )
-    });
     let mut winners = BTreeMap::new();
-    for p in policies {
+    for p in oldest_first(model.retry_policies(), Kind::RetryPolicy, excluded, |p| {
+        &p.metadata
+    }) {
         let ns = p
             .metadata
             .namespace

@@ -251,16 +251,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_contained_policy_gets_a_rejected_condition_and_others_do_not() {
+    /// A store holding the objects of `yaml`.
+    fn store_with(yaml: &str) -> std::sync::Arc<Store> {
         let cache = Store::new(StoreConfig::default(), Default::default(), None);
-        let parsed = parse_manifest(YAML).expect("yaml");
+        let parsed = parse_manifest(yaml).expect("yaml");
         cache.update(|m| {
             parsed
                 .objects
                 .iter()
                 .for_each(|o| m.apply(o).expect("valid"))
         });
+        cache
+    }
+
+    #[test]
+    fn a_contained_policy_gets_a_rejected_condition_and_others_do_not() {
+        let cache = store_with(YAML);
         let split = ObjectKey::new(Kind::TrafficSplit, "default", "canary");
         let rev = cache.read(|m| m.rev(&split)).expect("rev");
         let view = translator::model::ViewKey {
@@ -296,14 +302,7 @@ mod tests {
 
     #[test]
     fn objects_sharing_a_rejected_resource_are_not_blamed_until_the_search_says_so() {
-        let cache = Store::new(StoreConfig::default(), Default::default(), None);
-        let parsed = parse_manifest(YAML).expect("yaml");
-        cache.update(|m| {
-            parsed
-                .objects
-                .iter()
-                .for_each(|o| m.apply(o).expect("valid"))
-        });
+        let cache = store_with(YAML);
         let split = ObjectKey::new(Kind::TrafficSplit, "default", "canary");
         let retry = ObjectKey::new(Kind::RetryPolicy, "default", "retries");
         let source = |k: &ObjectKey| Source {
