@@ -363,3 +363,54 @@ fn one_step_past_each_limit_is_refused_naming_the_field() {
         assert!(got_message.contains(message), "{yaml}: {got_message}");
     }
 }
+
+#[test]
+fn destinations_outside_the_mesh_headless_pods_and_tcp_tunnels_are_accepted_by_envoy() {
+    // The outside-mesh golden case (per-endpoint mTLS, overrides, headless pods by
+    // address and hostname, CONNECT routes for TCP ports), moved into the client's
+    // namespace.
+    let input = std::fs::read_to_string(
+        testbed::procs::workspace_root().join("translator/tests/golden/outside-mesh/input.yaml"),
+    )
+    .expect("golden input")
+    .replace("namespace: data", "namespace: shop");
+    let mut boot = bootstrap(&load(&input));
+    let text = boot.to_string();
+    for needle in [
+        "transportSocketMatches",
+        "connectMatcher",
+        "kafka-0.kafka:8080",
+        "outbound|9092|10.2.1.1|kafka.shop.svc.cluster.local",
+    ] {
+        assert!(
+            text.contains(needle),
+            "{needle} is in the translated config"
+        );
+    }
+    // `envoy --mode validate` crashes (SIGSEGV) on a STATIC cluster whose TLS context
+    // takes secrets over ADS, which a running Envoy accepts (the headless e2e test calls
+    // pods through such clusters over mTLS). For validation they become EDS clusters,
+    // every other field as translated.
+    let mut converted = 0;
+    for c in boot["static_resources"]["clusters"]
+        .as_array_mut()
+        .expect("clusters")
+    {
+        if c["type"] == "STATIC" && c.get("transportSocket").is_some() {
+            c["type"] = json!("EDS");
+            c["edsClusterConfig"] = json!({"edsConfig": {"ads": {}, "resourceApiVersion": "V3"}});
+            if let Some(o) = c.as_object_mut() {
+                o.remove("loadAssignment");
+            }
+            converted += 1;
+        }
+    }
+    assert_eq!(converted, 2, "the two headless pod clusters");
+    if let Some(p) = std::env::var_os("DUMP_OUTSIDE") {
+        std::fs::write(p, serde_json::to_vec_pretty(&boot).expect("json")).expect("dump");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    if let Err(e) = envoy_validate(dir.path(), "outside.json", &boot) {
+        panic!("Envoy rejects config made from valid objects (a translator bug):\n{e}");
+    }
+}

@@ -1,5 +1,10 @@
-//! Clusters: one EDS cluster per service port (shared by every sidecar), and one static
-//! inbound cluster per port a pod serves (the hop to the local app).
+//! Clusters: one EDS cluster per service port (shared by every sidecar), one static
+//! cluster per pod and port of a headless Service (called by the pod's own address), and
+//! one static inbound cluster per port a pod serves (the hop to the local app).
+//!
+//! Mesh mTLS is chosen per endpoint (`rudder.dev/upstream-tls: auto`, the default):
+//! endpoints marked as outside the mesh in EDS get a plain connection through
+//! `transport_socket_matches`, every other endpoint mTLS.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -7,16 +12,17 @@ use std::net::IpAddr;
 use envoy_types::pb::envoy::config::cluster::v3::{
     CircuitBreakers, Cluster,
     circuit_breakers::{Thresholds, thresholds::RetryBudget},
+    cluster::TransportSocketMatch,
     cluster::{ClusterDiscoveryType, DiscoveryType, DnsLookupFamily, EdsClusterConfig, LbPolicy},
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint::HostIdentifier,
 };
 
-use crate::model::{Kind, MeshService, Model, ObjectKey, Protocol, ServicePort};
+use crate::model::{Kind, MeshService, Model, ObjectKey, Protocol, ServicePort, UpstreamTls};
 use crate::policy::PolicyContext;
 use crate::protos;
-use crate::{Body, MeshConfig, Resource, XdsType, names, tls};
+use crate::{Body, Diagnostic, MeshConfig, Resource, XdsType, endpoint, names, tls};
 use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::google::protobuf::UInt32Value;
 
@@ -112,12 +118,25 @@ pub(crate) fn outbound(
         });
         Vec::new()
     } else {
-        cluster.transport_socket = Some(tls::upstream(
+        let mtls = tls::upstream(
             &identities(model, mesh, svc),
             &mesh.trust_domain,
             &svc.fqdn(),
             port.protocol.is_http2(),
-        ));
+        );
+        match svc.upstream_tls {
+            // mTLS unless the endpoint is marked as outside the mesh (fail closed).
+            UpstreamTls::Auto => {
+                cluster.transport_socket = Some(mtls);
+                cluster.transport_socket_matches = vec![TransportSocketMatch {
+                    name: "outside-mesh".into(),
+                    r#match: Some(tls::plain_marker()),
+                    transport_socket: Some(tls::plain()),
+                }];
+            }
+            UpstreamTls::Mesh => cluster.transport_socket = Some(mtls),
+            UpstreamTls::Plain => {}
+        }
         cluster.cluster_discovery_type =
             Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
         cluster.eds_cluster_config = Some(EdsClusterConfig {
@@ -168,4 +187,77 @@ pub(crate) fn inbound(port: u16, app: IpAddr, protocol: Protocol) -> Resource {
         sources: Vec::new(),
         body: Body::Cluster(Box::new(cluster)),
     }
+}
+
+/// What a Service alone makes unroutable, for the log and `xdsctl`.
+pub(crate) fn service_diagnostics(svc: &MeshService) -> Vec<Diagnostic> {
+    if svc.external_name.is_some() && svc.ports.is_empty() {
+        return vec![Diagnostic {
+            object: format!("Service {}/{}", svc.namespace, svc.name),
+            field: "spec.ports".into(),
+            message: "an ExternalName Service is routed by port: list at least one TCP port".into(),
+        }];
+    }
+    Vec::new()
+}
+
+/// One static cluster per pod of a headless Service and port, for clients that call a
+/// pod by its own address (StatefulSet peers): mTLS checked against that pod's identity,
+/// or plain for a pod outside the mesh.
+pub(crate) fn pod_clusters(model: &Model, mesh: &MeshConfig, svc: &MeshService) -> Vec<Resource> {
+    if !svc.headless || svc.external_name.is_some() {
+        return Vec::new();
+    }
+    let sources: Vec<ObjectKey> =
+        std::iter::once(ObjectKey::new(Kind::Service, &svc.namespace, &svc.name))
+            .chain(
+                model
+                    .slices_of(svc)
+                    .map(|sl| ObjectKey::new(Kind::EndpointSlice, &sl.namespace, &sl.name)),
+            )
+            .collect();
+    let mut out = Vec::new();
+    for port in &svc.ports {
+        for addr in endpoint::pod_addresses(model, svc, port) {
+            let name = names::pod_cluster(svc, addr.port, addr.ip);
+            let mut cluster = base(name.clone(), port.protocol);
+            cluster.cluster_discovery_type =
+                Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32));
+            cluster.load_assignment = Some(ClusterLoadAssignment {
+                cluster_name: name.clone(),
+                endpoints: vec![LocalityLbEndpoints {
+                    lb_endpoints: vec![LbEndpoint {
+                        host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
+                            address: Some(protos::socket(addr.ip, addr.port)),
+                            ..Default::default()
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+            if !addr.outside {
+                let ids: Vec<String> = addr
+                    .account
+                    .iter()
+                    .map(|(ns, sa)| format!("spiffe://{}/ns/{ns}/sa/{sa}", mesh.trust_domain))
+                    .collect();
+                cluster.transport_socket = Some(tls::upstream(
+                    &ids,
+                    &mesh.trust_domain,
+                    &svc.fqdn(),
+                    port.protocol.is_http2(),
+                ));
+            }
+            out.push(Resource {
+                kind: XdsType::Cluster,
+                name,
+                refs: Vec::new(),
+                sources: sources.clone(),
+                body: Body::Cluster(Box::new(cluster)),
+            });
+        }
+    }
+    out
 }

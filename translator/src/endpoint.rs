@@ -1,33 +1,38 @@
 //! ClusterLoadAssignments from EndpointSlices: only ready endpoints (terminating and
-//! unready ones are drained), grouped by zone into localities.
+//! unready ones are drained), grouped by zone into localities, endpoints outside the mesh
+//! marked for a plain connection. Also the pods of a headless Service, by address.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use envoy_types::pb::envoy::config::core::v3::{HealthStatus, Locality};
+use envoy_types::pb::envoy::config::core::v3::{HealthStatus, Locality, Metadata};
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint::HostIdentifier,
 };
 use envoy_types::pb::google::protobuf::UInt32Value;
 
-use crate::model::{Kind, MeshService, Model, ObjectKey, ServicePort};
+use crate::model::{Kind, MeshService, Model, ObjectKey, ServicePort, UpstreamTls};
 use crate::protos;
-use crate::{Body, Resource, XdsType, names};
+use crate::{Body, Resource, XdsType, names, tls};
 
 pub(crate) fn load_assignment(model: &Model, svc: &MeshService, port: &ServicePort) -> Resource {
     let name = names::outbound_cluster(svc, port.port);
-    // zone -> unique (ip, port); ordered so the output is stable.
-    let mut by_zone: BTreeMap<String, BTreeSet<(IpAddr, u16)>> = BTreeMap::new();
+    // zone -> unique (ip, port) -> outside the mesh; ordered so the output is stable.
+    let mut by_zone: BTreeMap<String, BTreeMap<(IpAddr, u16), bool>> = BTreeMap::new();
+    let auto = svc.upstream_tls == UpstreamTls::Auto;
     for slice in model.slices_of(svc) {
         // A slice port belongs to the service port with the same name.
         let Some(&(_, target)) = slice.ports.iter().find(|(n, _)| *n == port.name) else {
             continue;
         };
         for ep in slice.endpoints.iter().filter(|e| e.ready && !e.terminating) {
-            by_zone
+            let outside = auto && !model.endpoint_in_mesh(&slice.namespace, ep);
+            // Listed twice: plain only if every listing says so.
+            *by_zone
                 .entry(ep.zone.clone().unwrap_or_default())
                 .or_default()
-                .insert((ep.ip, target));
+                .entry((ep.ip, target))
+                .or_insert(outside) &= outside;
         }
     }
     let endpoints = by_zone
@@ -43,12 +48,22 @@ pub(crate) fn load_assignment(model: &Model, svc: &MeshService, port: &ServicePo
             }),
             lb_endpoints: addrs
                 .into_iter()
-                .map(|(ip, port)| LbEndpoint {
+                .map(|((ip, port), outside)| LbEndpoint {
                     host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
                         address: Some(protos::socket(ip, port)),
                         ..Default::default()
                     })),
                     health_status: HealthStatus::Healthy as i32,
+                    // One key only: the encoding of a protobuf map follows HashMap order.
+                    metadata: outside.then(|| Metadata {
+                        filter_metadata: [(
+                            tls::SOCKET_MATCH_FILTER.to_string(),
+                            tls::plain_marker(),
+                        )]
+                        .into_iter()
+                        .collect(),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 })
                 .collect(),
@@ -72,4 +87,51 @@ pub(crate) fn load_assignment(model: &Model, svc: &MeshService, port: &ServicePo
         })),
         name,
     }
+}
+
+/// One pod of a headless Service as its clients call it directly.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct PodAddress {
+    /// Its IP.
+    pub ip: IpAddr,
+    /// Its port (the slice's port for this Service port).
+    pub port: u16,
+    /// Its DNS label under the Service, if the slice gives one.
+    pub hostname: Option<String>,
+    /// Reached without mesh mTLS.
+    pub outside: bool,
+    /// Its pod's (namespace, service account), when the pod is known.
+    pub account: Option<(String, String)>,
+}
+
+/// The ready pods of a headless Service on `port`, each once, by address.
+pub(crate) fn pod_addresses(
+    model: &Model,
+    svc: &MeshService,
+    port: &ServicePort,
+) -> Vec<PodAddress> {
+    let mut out: BTreeMap<(IpAddr, u16), PodAddress> = BTreeMap::new();
+    for slice in model.slices_of(svc) {
+        let Some(&(_, target)) = slice.ports.iter().find(|(n, _)| *n == port.name) else {
+            continue;
+        };
+        for ep in slice.endpoints.iter().filter(|e| e.ready && !e.terminating) {
+            let outside = match svc.upstream_tls {
+                UpstreamTls::Auto => !model.endpoint_in_mesh(&slice.namespace, ep),
+                UpstreamTls::Mesh => false,
+                UpstreamTls::Plain => true,
+            };
+            let account = model
+                .endpoint_pod(&slice.namespace, ep)
+                .map(|p| (p.namespace.clone(), p.service_account.clone()));
+            out.entry((ep.ip, target)).or_insert(PodAddress {
+                ip: ep.ip,
+                port: target,
+                hostname: ep.hostname.clone(),
+                outside,
+                account,
+            });
+        }
+    }
+    out.into_values().collect()
 }

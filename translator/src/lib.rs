@@ -215,6 +215,7 @@ impl Default for MeshConfig {
 pub fn translate_mesh(model: &Model, mesh: &MeshConfig, policy: &policy::PolicyContext) -> Output {
     let mut out = Output::default();
     for svc in model.services() {
+        out.diagnostics.extend(cluster::service_diagnostics(svc));
         for port in &svc.ports {
             out.resources
                 .push(cluster::outbound(model, mesh, policy, svc, port));
@@ -223,6 +224,8 @@ pub fn translate_mesh(model: &Model, mesh: &MeshConfig, policy: &policy::PolicyC
                     .push(endpoint::load_assignment(model, svc, port));
             }
         }
+        out.resources
+            .extend(cluster::pod_clusters(model, mesh, svc));
     }
     out
 }

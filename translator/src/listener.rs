@@ -1,6 +1,6 @@
 //! Per-proxy listeners. Outbound: one HTTP listener on the pod IP that routes by
-//! authority, so it serves apps using it as an explicit HTTP proxy and (later)
-//! transparently intercepted traffic alike. Inbound: one listener per port the pod
+//! authority, so it serves apps using it as an explicit HTTP proxy (HTTP CONNECT for
+//! TCP ports) and (later) transparently intercepted traffic alike. Inbound: one listener per port the pod
 //! serves, forwarding to the local app over a static cluster.
 
 use std::collections::BTreeMap;
@@ -19,6 +19,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     HttpConnectionManager, HttpFilter, Rds,
     http_connection_manager::{
         CodecType, ForwardClientCertDetails, RouteSpecifier, SetCurrentClientCertDetails,
+        UpgradeConfig,
     },
     http_filter,
 };
@@ -48,6 +49,15 @@ fn hcm(stat_prefix: String, routes: RouteSpecifier, inbound: bool) -> Filter {
         // AUTO accepts HTTP/1.1 and HTTP/2 prior knowledge (h2c, gRPC) from the client.
         codec_type: CodecType::Auto as i32,
         route_specifier: Some(routes),
+        // Outbound: HTTP CONNECT opens a TCP tunnel to a Service's TCP port.
+        upgrade_configs: if inbound {
+            Vec::new()
+        } else {
+            vec![UpgradeConfig {
+                upgrade_type: "CONNECT".into(),
+                ..Default::default()
+            }]
+        },
         http_filters: vec![HttpFilter {
             name: "envoy.filters.http.router".into(),
             config_type: Some(http_filter::ConfigType::TypedConfig(protos::any(

@@ -6,9 +6,15 @@ use std::collections::HashMap;
 use crds::{HTTPMatch, RetryPolicy};
 use envoy_types::pb::envoy::config::route::v3::{
     HeaderMatcher, RetryPolicy as EnvoyRetryPolicy, Route, RouteAction, RouteConfiguration,
-    RouteMatch, VirtualHost, WeightedCluster, header_matcher::HeaderMatchSpecifier,
-    retry_policy::RetryBackOff, route::Action, route_action::ClusterSpecifier,
-    route_match::PathSpecifier, weighted_cluster::ClusterWeight,
+    RouteMatch, VirtualHost, WeightedCluster,
+    header_matcher::HeaderMatchSpecifier,
+    retry_policy::RetryBackOff,
+    route::Action,
+    route_action::ClusterSpecifier,
+    route_action::{UpgradeConfig, upgrade_config::ConnectConfig},
+    route_match::ConnectMatcher,
+    route_match::PathSpecifier,
+    weighted_cluster::ClusterWeight,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{
     RegexMatcher, StringMatcher, string_matcher::MatchPattern,
@@ -17,6 +23,7 @@ use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
 
 use crate::policy::{self, EffectiveSplit, PolicyContext};
 
+use crate::endpoint::{self, PodAddress};
 use crate::model::{Kind, MeshService, Model, ObjectKey, Protocol, ServicePort};
 use crate::protos;
 use crate::{Body, Diagnostic, Output, Resource, XdsType, names};
@@ -196,25 +203,160 @@ pub(crate) struct VhostPart {
     pub sources: Vec<ObjectKey>,
 }
 
-/// The virtual hosts of one Service's HTTP ports.
+/// The virtual hosts of one Service's ports: HTTP ports route requests; TCP ports take
+/// HTTP CONNECT to `NAME:PORT` and carry the tunnel as TCP. A headless Service also gets
+/// one virtual host per pod and port, for clients that call the pod by its own address
+/// or its StatefulSet name.
 pub(crate) fn vhost_parts(
     model: &Model,
     policy: &PolicyContext,
     svc: &MeshService,
 ) -> Vec<VhostPart> {
-    svc.ports
+    let key = ObjectKey::new(Kind::Service, &svc.namespace, &svc.name);
+    let mut out = Vec::new();
+    for port in &svc.ports {
+        let mut refs = Vec::new();
+        let mut sources = Vec::new();
+        let mut vhost = virtual_host(model, policy, svc, port, &mut refs, &mut sources);
+        let mut names = domains(svc, port.port);
+        if port.protocol == Protocol::Tcp {
+            // CONNECT always names the port.
+            let suffix = format!(":{}", port.port);
+            names.retain(|(d, _)| d.ends_with(&suffix));
+            // A split whose matches select requests has no meaning for a tunnel.
+            let split = policy
+                .splits
+                .get(&(svc.namespace.clone(), svc.name.clone()))
+                .filter(|s| s.matches.is_empty());
+            vhost.routes = vec![connect_route(destination(
+                model, svc, port.port, split, &mut refs,
+            ))];
+        }
+        out.push(VhostPart {
+            service: key.clone(),
+            domains: names,
+            vhost,
+            refs,
+            sources,
+        });
+        if svc.headless && svc.external_name.is_none() {
+            out.extend(pod_vhosts(model, policy, svc, port));
+        }
+    }
+    out
+}
+
+/// A route that accepts HTTP CONNECT and carries the tunnel's bytes as TCP.
+fn connect_route(dest: ClusterSpecifier) -> Route {
+    Route {
+        r#match: Some(RouteMatch {
+            path_specifier: Some(PathSpecifier::ConnectMatcher(ConnectMatcher {})),
+            ..Default::default()
+        }),
+        action: Some(Action::Route(RouteAction {
+            cluster_specifier: Some(dest),
+            // A tunnel lives as long as its connection.
+            timeout: Some(protos::millis(0)),
+            upgrade_configs: vec![UpgradeConfig {
+                upgrade_type: "CONNECT".into(),
+                connect_config: Some(ConnectConfig::default()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+/// The names a client may use for one pod of a headless Service: its address and, with
+/// a hostname, `HOST.SVC.NS.svc.cluster.local` and shorter forms, each with `:PORT`
+/// and, on port 80, without.
+fn pod_domains(svc: &MeshService, addr: &PodAddress) -> Vec<(String, bool)> {
+    let mut hosts = vec![(
+        match addr.ip {
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        },
+        false,
+    )];
+    if let Some(h) = &addr.hostname {
+        let (s, ns) = (&svc.name, &svc.namespace);
+        hosts.push((format!("{h}.{s}.{ns}.svc.cluster.local"), false));
+        hosts.push((format!("{h}.{s}.{ns}.svc"), false));
+        hosts.push((format!("{h}.{s}.{ns}"), false));
+        hosts.push((format!("{h}.{s}"), true));
+    }
+    let mut out: Vec<(String, bool)> = hosts
         .iter()
-        .filter(|p| p.protocol != Protocol::Tcp)
-        .map(|port| {
-            let mut refs = Vec::new();
-            let mut sources = Vec::new();
-            let vhost = virtual_host(model, policy, svc, port, &mut refs, &mut sources);
+        .map(|(h, local)| (format!("{h}:{}", addr.port), *local))
+        .collect();
+    if addr.port == 80 {
+        out.extend(hosts);
+    }
+    out
+}
+
+/// One virtual host per ready pod of a headless Service on `port`, to that pod alone:
+/// the port's RetryPolicy applies; a TrafficSplit does not (the client chose the pod).
+fn pod_vhosts(
+    model: &Model,
+    policy: &PolicyContext,
+    svc: &MeshService,
+    port: &ServicePort,
+) -> Vec<VhostPart> {
+    let retry = policy::retry_for(
+        model,
+        &policy.retry_winners,
+        &svc.namespace,
+        &svc.name,
+        port.port,
+    );
+    let (retry_policy, timeout) = retry_and_timeout(retry, port.protocol);
+    let mut sources = vec![ObjectKey::new(Kind::Service, &svc.namespace, &svc.name)];
+    sources.extend(
+        model
+            .slices_of(svc)
+            .map(|sl| ObjectKey::new(Kind::EndpointSlice, &sl.namespace, &sl.name)),
+    );
+    if let Some(p) = retry {
+        sources.push(ObjectKey::new(
+            Kind::RetryPolicy,
+            &svc.namespace,
+            p.metadata.name.as_deref().unwrap_or_default(),
+        ));
+    }
+    endpoint::pod_addresses(model, svc, port)
+        .into_iter()
+        .map(|addr| {
+            let cluster = names::pod_cluster(svc, addr.port, addr.ip);
+            let dest = ClusterSpecifier::Cluster(cluster.clone());
+            let route = if port.protocol == Protocol::Tcp {
+                connect_route(dest)
+            } else {
+                Route {
+                    r#match: Some(RouteMatch {
+                        path_specifier: Some(PathSpecifier::Prefix("/".into())),
+                        ..Default::default()
+                    }),
+                    action: Some(Action::Route(RouteAction {
+                        cluster_specifier: Some(dest),
+                        timeout,
+                        retry_policy: Some(retry_policy.clone()),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }
+            };
             VhostPart {
                 service: ObjectKey::new(Kind::Service, &svc.namespace, &svc.name),
-                domains: domains(svc, port.port),
-                vhost,
-                refs,
-                sources,
+                domains: pod_domains(svc, &addr),
+                vhost: VirtualHost {
+                    name: cluster.clone(),
+                    routes: vec![route],
+                    ..Default::default()
+                },
+                refs: vec![cluster],
+                sources: sources.clone(),
             }
         })
         .collect()

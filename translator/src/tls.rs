@@ -87,6 +87,38 @@ fn socket(any: envoy_types::pb::google::protobuf::Any) -> TransportSocket {
     }
 }
 
+/// Endpoint metadata filter Envoy matches `transport_socket_matches` against.
+pub(crate) const SOCKET_MATCH_FILTER: &str = "envoy.transport_socket_match";
+/// The key, and value, that mark an endpoint outside the mesh.
+pub(crate) const PLAIN_KEY: &str = "rudder.dev/tls";
+pub(crate) const PLAIN_VALUE: &str = "plain";
+
+/// A plain-text transport socket (for endpoints outside the mesh).
+pub(crate) fn plain() -> TransportSocket {
+    TransportSocket {
+        name: "envoy.transport_sockets.raw_buffer".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(protos::any(
+            &envoy_types::pb::envoy::extensions::transport_sockets::raw_buffer::v3::RawBuffer {},
+        ))),
+    }
+}
+
+/// `{PLAIN_KEY: PLAIN_VALUE}`: the endpoint metadata, and the cluster's match, for plain
+/// connections.
+pub(crate) fn plain_marker() -> envoy_types::pb::google::protobuf::Struct {
+    use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+    Struct {
+        fields: [(
+            PLAIN_KEY.to_string(),
+            Value {
+                kind: Some(Kind::StringValue(PLAIN_VALUE.into())),
+            },
+        )]
+        .into_iter()
+        .collect(),
+    }
+}
+
 /// Client side: present our certificate, and accept only the given SPIFFE IDs (or, if
 /// none are known, any identity of the trust domain).
 pub(crate) fn upstream(

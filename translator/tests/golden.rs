@@ -135,3 +135,11 @@ fn translation_is_deterministic() {
     let model = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples"));
     assert_eq!(snapshot(&model), snapshot(&model.clone()));
 }
+
+#[test]
+fn golden_outside_mesh() {
+    check(
+        "outside-mesh",
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/outside-mesh"),
+    );
+}

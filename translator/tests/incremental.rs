@@ -60,7 +60,8 @@ fn fresh(model: &Model, builder: &Builder, view: &ViewKey) -> Versions {
         .map(|s| s.fqdn())
         .collect();
     for r in translate_mesh(model, &mesh, policy).resources {
-        let fqdn = r.name.rsplit("||").next().unwrap_or_default().to_string();
+        // outbound|PORT||FQDN, or outbound|PORT|IP|FQDN for a headless Service's pod.
+        let fqdn = r.name.rsplit('|').next().unwrap_or_default().to_string();
         if visible.contains(&fqdn) {
             let e = Encoded::with_revs(&r, |k| model.rev(k).unwrap_or(0));
             out.insert((e.kind, e.name.to_string()), e.version);
@@ -381,4 +382,11 @@ fn a_view_that_leaves_a_policy_out_gets_its_own_parts_and_the_others_do_not() {
     let out = builder.update(&model, &BTreeSet::new(), &none);
     assert_eq!(out.views.len(), 1);
     assert_eq!(route(&builder.view(&model, &a)).version, before_a.version);
+}
+
+#[test]
+fn incremental_matches_from_scratch_outside_the_mesh() {
+    // Slices come before the pods they list: each pod's arrival (and its sidecar
+    // annotation) must re-mark the endpoints that are it, by name or by address.
+    run(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/outside-mesh"));
 }

@@ -89,6 +89,7 @@ struct ProxyParts {
 /// Where a diagnostic came from, so it clears when its origin is rebuilt without it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Origin {
+    Service(NsName),
     Route(ViewKey),
     Proxy(String, String, String),
 }
@@ -103,6 +104,8 @@ pub struct Builder {
     slice_owner: HashMap<NsName, NsName>,
     /// Pod -> the Services selecting it at the last build.
     pod_services: HashMap<NsName, BTreeSet<NsName>>,
+    /// Pod -> its IP at the last build: endpoints listed by address follow it.
+    pod_ips: HashMap<NsName, std::net::IpAddr>,
     views: BTreeMap<ViewKey, ViewState>,
     proxies: HashMap<ProxyIdentity, ProxyParts>,
     diagnostics: BTreeMap<Origin, Vec<Diagnostic>>,
@@ -133,6 +136,7 @@ impl Builder {
             services: BTreeMap::new(),
             slice_owner: HashMap::new(),
             pod_services: HashMap::new(),
+            pod_ips: HashMap::new(),
             views: BTreeMap::new(),
             proxies: HashMap::new(),
             diagnostics: BTreeMap::new(),
@@ -453,6 +457,14 @@ impl Builder {
         let parts = self.services.entry(key.clone()).or_default();
         let old_svc = parts.svc.clone();
         let (mut cu, mut eu) = (Vec::new(), Vec::new());
+        match svc.as_ref().map(cluster::service_diagnostics) {
+            Some(d) if !d.is_empty() => {
+                self.diagnostics.insert(Origin::Service(key.clone()), d);
+            }
+            _ => {
+                self.diagnostics.remove(&Origin::Service(key.clone()));
+            }
+        }
         let Some(svc) = svc else {
             diff(&parts.clusters, &[], &mut cu);
             diff(&parts.endpoints, &[], &mut eu);
@@ -461,12 +473,15 @@ impl Builder {
             return (cu, eu, had_vhosts, old_svc);
         };
         let full = what.all || old_svc.as_ref() != Some(&svc);
-        if full || what.clusters {
+        // A headless Service's pods have clusters and virtual hosts of their own.
+        let pods_changed = svc.headless && what.endpoints;
+        if full || what.clusters || pods_changed {
             let clusters: Vec<Arc<Encoded>> = svc
                 .ports
                 .iter()
-                .map(|p| {
-                    let r = cluster::outbound(model, &self.mesh, &self.policy, &svc, p);
+                .map(|p| cluster::outbound(model, &self.mesh, &self.policy, &svc, p))
+                .chain(cluster::pod_clusters(model, &self.mesh, &svc))
+                .map(|r| {
                     let old = parts.clusters.iter().find(|c| *c.name == *r.name);
                     encode(model, &r, old, count)
                 })
@@ -490,7 +505,7 @@ impl Builder {
             parts.endpoints = endpoints;
         }
         let mut vhost_changed = false;
-        if full || what.vhosts {
+        if full || what.vhosts || pods_changed {
             let vhosts = route::vhost_parts(model, &self.policy, &svc);
             vhost_changed = vhosts != parts.vhosts;
             parts.vhosts = vhosts;
@@ -538,6 +553,12 @@ impl Builder {
                 self.pod_services.insert(pod.clone(), svcs);
                 dirty_pods.insert(pod);
             }
+            for pod in model.pods() {
+                if let Some(ip) = pod.ip {
+                    self.pod_ips
+                        .insert((pod.namespace.clone(), pod.name.clone()), ip);
+                }
+            }
         }
         for key in changed {
             let k = (key.namespace.clone(), key.name.clone());
@@ -570,6 +591,20 @@ impl Builder {
                 }
                 Kind::Pod => {
                     dirty_pods.insert(k.clone());
+                    // Endpoints that are this pod (by name, old or new address) choose
+                    // mTLS by whether it runs a sidecar.
+                    let old_ip = self.pod_ips.remove(&k);
+                    let new_ip = model.pod(&k.0, &k.1).and_then(|p| p.ip);
+                    if let Some(ip) = new_ip {
+                        self.pod_ips.insert(k.clone(), ip);
+                    }
+                    let mut users = model.services_with_endpoint(&k.0, &k.1, new_ip);
+                    if old_ip != new_ip && old_ip.is_some() {
+                        users.extend(model.services_with_endpoint(&k.0, &k.1, old_ip));
+                    }
+                    for s in users {
+                        dirty.entry(s).or_default().endpoints = true;
+                    }
                     let mut svcs = self.pod_services.remove(&k).unwrap_or_default();
                     for s in &svcs {
                         if let Some(parts) = self.services.get_mut(s) {

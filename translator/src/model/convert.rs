@@ -329,7 +329,26 @@ pub(crate) fn service(svc: &Service) -> Result<MeshService, ModelError> {
     } else {
         None
     };
+    let upstream_tls = match svc
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(super::UPSTREAM_TLS_ANNOTATION))
+    {
+        None => super::UpstreamTls::Auto,
+        Some(v) => super::UpstreamTls::parse(v).ok_or_else(|| {
+            ctx.err(
+                format!(
+                    "metadata.annotations[\"{}\"]",
+                    super::UPSTREAM_TLS_ANNOTATION
+                ),
+                format!("{} is not auto, mesh or plain", quote(v)),
+            )
+        })?,
+    };
     Ok(MeshService {
+        headless: spec.cluster_ip.as_deref() == Some("None"),
+        upstream_tls,
         external_name,
         export,
         namespace,
@@ -402,6 +421,15 @@ pub(crate) fn slice(es: &EndpointSlice) -> Result<Slice, ModelError> {
                     .as_ref()
                     .filter(|r| r.kind.as_deref() == Some("Pod"))
                     .and_then(|r| r.name.clone()),
+                hostname: match &ep.hostname {
+                    None => None,
+                    Some(h) => {
+                        NameRule::Label
+                            .check(h)
+                            .map_err(|m| ctx.err(format!("endpoints[{i}].hostname"), m))?;
+                        Some(h.clone())
+                    }
+                },
             });
         }
     } else if es.address_type != "FQDN" {
@@ -510,7 +538,24 @@ pub(crate) fn pod(pod: &Pod) -> Result<MeshPod, ModelError> {
             )
         })?,
     };
+    let in_mesh = match pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(super::INJECT_ANNOTATION))
+        .map(String::as_str)
+    {
+        None | Some("true") | Some("enabled") => true,
+        Some("false") | Some("disabled") => false,
+        Some(v) => {
+            return Err(ctx.err(
+                format!("metadata.annotations[\"{}\"]", super::INJECT_ANNOTATION),
+                format!("{} is not \"true\" or \"false\"", quote(v)),
+            ));
+        }
+    };
     Ok(MeshPod {
+        in_mesh,
         egress,
         mtls_mode,
         namespace,

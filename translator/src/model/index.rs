@@ -3,6 +3,7 @@
 //! over S Services and P pods stays linear.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use super::{MeshPod, MeshService, NsName, Slice};
 
@@ -16,6 +17,12 @@ pub(super) struct Indexes {
     slices: BTreeMap<NsName, BTreeSet<String>>,
     /// (namespace, key, value) -> names of the pods carrying that label.
     labels: BTreeMap<Label, BTreeSet<String>>,
+    /// Pod IP -> the pods that have it (two only while an address moves).
+    pod_ips: BTreeMap<IpAddr, BTreeSet<NsName>>,
+    /// (namespace, pod) -> names of the slices whose endpoints name it.
+    slice_pods: BTreeMap<NsName, BTreeSet<String>>,
+    /// Endpoint IP -> the slices that list it, as (namespace, slice).
+    slice_ips: BTreeMap<IpAddr, BTreeSet<NsName>>,
 }
 
 fn drop_from<K: Ord>(map: &mut BTreeMap<K, BTreeSet<String>>, key: K, name: &str) {
@@ -33,6 +40,18 @@ impl Indexes {
             .entry((s.namespace.clone(), s.service.clone()))
             .or_default()
             .insert(s.name.clone());
+        for ep in &s.endpoints {
+            if let Some(pod) = &ep.pod {
+                self.slice_pods
+                    .entry((s.namespace.clone(), pod.clone()))
+                    .or_default()
+                    .insert(s.name.clone());
+            }
+            self.slice_ips
+                .entry(ep.ip)
+                .or_default()
+                .insert((s.namespace.clone(), s.name.clone()));
+        }
     }
 
     pub(super) fn remove_slice(&mut self, s: &Slice) {
@@ -41,9 +60,30 @@ impl Indexes {
             (s.namespace.clone(), s.service.clone()),
             &s.name,
         );
+        for ep in &s.endpoints {
+            if let Some(pod) = &ep.pod {
+                drop_from(
+                    &mut self.slice_pods,
+                    (s.namespace.clone(), pod.clone()),
+                    &s.name,
+                );
+            }
+            if let Some(set) = self.slice_ips.get_mut(&ep.ip) {
+                set.remove(&(s.namespace.clone(), s.name.clone()));
+                if set.is_empty() {
+                    self.slice_ips.remove(&ep.ip);
+                }
+            }
+        }
     }
 
     pub(super) fn add_pod(&mut self, p: &MeshPod) {
+        if let Some(ip) = p.ip {
+            self.pod_ips
+                .entry(ip)
+                .or_default()
+                .insert((p.namespace.clone(), p.name.clone()));
+        }
         for (k, v) in &p.labels {
             self.labels
                 .entry((p.namespace.clone(), k.clone(), v.clone()))
@@ -53,6 +93,14 @@ impl Indexes {
     }
 
     pub(super) fn remove_pod(&mut self, p: &MeshPod) {
+        if let Some(ip) = p.ip
+            && let Some(set) = self.pod_ips.get_mut(&ip)
+        {
+            set.remove(&(p.namespace.clone(), p.name.clone()));
+            if set.is_empty() {
+                self.pod_ips.remove(&ip);
+            }
+        }
         for (k, v) in &p.labels {
             drop_from(
                 &mut self.labels,
@@ -66,6 +114,37 @@ impl Indexes {
     pub(super) fn slices_of(&self, namespace: &str, service: &str) -> Option<&BTreeSet<String>> {
         self.slices
             .get(&(namespace.to_string(), service.to_string()))
+    }
+
+    /// The pods whose IP is `ip`, as (namespace, name).
+    pub(super) fn pods_at(&self, ip: IpAddr) -> impl Iterator<Item = (&str, &str)> {
+        self.pod_ips
+            .get(&ip)
+            .into_iter()
+            .flatten()
+            .map(|(ns, n)| (ns.as_str(), n.as_str()))
+    }
+
+    /// The slices, as (namespace, slice), with an endpoint naming `namespace/pod` or at
+    /// `ip`.
+    pub(super) fn slices_naming<'a>(
+        &'a self,
+        namespace: &'a str,
+        pod: &str,
+        ip: Option<IpAddr>,
+    ) -> impl Iterator<Item = (&'a str, &'a str)> {
+        let by_name = self
+            .slice_pods
+            .get(&(namespace.to_string(), pod.to_string()))
+            .into_iter()
+            .flatten()
+            .map(move |s| (namespace, s.as_str()));
+        let by_ip = ip
+            .and_then(|ip| self.slice_ips.get(&ip))
+            .into_iter()
+            .flatten()
+            .map(|(ns, s)| (ns.as_str(), s.as_str()));
+        by_name.chain(by_ip)
     }
 
     /// Names of the pods that carry the first label of `svc`'s selector (a superset of the

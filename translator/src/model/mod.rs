@@ -218,6 +218,42 @@ pub struct MeshService {
     /// For `type: ExternalName`: the DNS name it stands for (outside the mesh: reached by
     /// DNS, without mesh mTLS).
     pub external_name: Option<String>,
+    /// `spec.clusterIP: None`: clients may also call each pod by its own address.
+    pub headless: bool,
+    /// Whether connections to its endpoints use mesh mTLS (`rudder.dev/upstream-tls`).
+    pub upstream_tls: UpstreamTls,
+}
+
+/// Service annotation that chooses mTLS for connections to its endpoints.
+pub const UPSTREAM_TLS_ANNOTATION: &str = "rudder.dev/upstream-tls";
+
+/// Pod annotation; `"false"` says the pod runs without a sidecar (outside the mesh).
+pub const INJECT_ANNOTATION: &str = "rudder.dev/inject";
+
+/// How a sidecar connects to a Service's endpoints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum UpstreamTls {
+    /// Per endpoint: mesh mTLS to pods with a sidecar (and to endpoints whose pod is not
+    /// known yet), plain connections to everything else, e.g. a database VM listed in a
+    /// hand-made EndpointSlice.
+    #[default]
+    Auto,
+    /// Mesh mTLS to every endpoint.
+    Mesh,
+    /// Plain connections to every endpoint.
+    Plain,
+}
+
+impl UpstreamTls {
+    /// Parses `auto` / `mesh` / `plain`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "auto" => Some(UpstreamTls::Auto),
+            "mesh" => Some(UpstreamTls::Mesh),
+            "plain" => Some(UpstreamTls::Plain),
+            _ => None,
+        }
+    }
 }
 
 impl MeshService {
@@ -250,6 +286,9 @@ pub struct SliceEndpoint {
     pub zone: Option<String>,
     /// The pod behind the endpoint, if the slice says.
     pub pod: Option<String>,
+    /// `hostname` (StatefulSet pods behind a headless Service): the pod is also called
+    /// `HOSTNAME.SERVICE.NS.svc.cluster.local`.
+    pub hostname: Option<String>,
 }
 
 /// An EndpointSlice as the mesh sees it.
@@ -286,9 +325,12 @@ pub struct MeshPod {
     pub mtls_mode: Option<crate::tls::MtlsMode>,
     /// The Services its proxy needs (`rudder.dev/egress`).
     pub egress: Egress,
+    /// Whether it runs a sidecar (false when annotated `rudder.dev/inject: "false"`).
+    pub in_mesh: bool,
 }
 
-type NsName = (String, String);
+/// (namespace, name).
+pub type NsName = (String, String);
 
 /// The indexed model. Ordered maps keep translation output deterministic.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -594,6 +636,50 @@ impl Model {
                     .as_ref()
                     .is_some_and(|sel| sel.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
             })
+    }
+
+    /// Whether connections to `ep` (an endpoint of a slice in `namespace`) get mesh
+    /// mTLS under [`UpstreamTls::Auto`]: yes for a pod with a sidecar, and for a pod the
+    /// slice names that is not known yet (fail closed); no for an address that is no
+    /// known pod's, or a pod without a sidecar.
+    pub fn endpoint_in_mesh(&self, namespace: &str, ep: &SliceEndpoint) -> bool {
+        match &ep.pod {
+            Some(name) => self.pod(namespace, name).is_none_or(|p| p.in_mesh),
+            None => self
+                .index
+                .pods_at(ep.ip)
+                .any(|(ns, name)| self.pod(ns, name).is_some_and(|p| p.in_mesh)),
+        }
+    }
+
+    /// The pod behind `ep` (an endpoint of a slice in `namespace`): the one it names, or
+    /// the one at its address.
+    pub fn endpoint_pod(&self, namespace: &str, ep: &SliceEndpoint) -> Option<&MeshPod> {
+        match &ep.pod {
+            Some(name) => self.pod(namespace, name),
+            None => self
+                .index
+                .pods_at(ep.ip)
+                .find_map(|(ns, name)| self.pod(ns, name)),
+        }
+    }
+
+    /// The Services with an endpoint that is `namespace/pod` by name or by `ip`: their
+    /// endpoints' mTLS choice depends on the pod.
+    pub fn services_with_endpoint(
+        &self,
+        namespace: &str,
+        pod: &str,
+        ip: Option<IpAddr>,
+    ) -> BTreeSet<NsName> {
+        self.index
+            .slices_naming(namespace, pod, ip)
+            .filter_map(|(ns, slice)| {
+                self.slices
+                    .get(&(ns.to_string(), slice.to_string()))
+                    .map(|s| (s.namespace.clone(), s.service.clone()))
+            })
+            .collect()
     }
 
     /// The services whose selector matches `pod`.

@@ -148,6 +148,8 @@ mod tests {
             selector: None,
             export: Export::All,
             external_name: None,
+            headless: false,
+            upstream_tls: Default::default(),
         };
         assert!(e.wants(&svc("app", "web")));
         assert!(e.wants(&svc("shop", "cart")));

@@ -79,6 +79,21 @@ fn validation_errors_name_object_and_field() {
             "status.podIP",
             "nope",
         ),
+        (
+            SVC.replace("namespace: shop}", "namespace: shop, annotations: {rudder.dev/upstream-tls: tls}}"),
+            "metadata.annotations[\"rudder.dev/upstream-tls\"]",
+            "not auto, mesh or plain",
+        ),
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p, annotations: {rudder.dev/inject: maybe}}\n".to_string(),
+            "metadata.annotations[\"rudder.dev/inject\"]",
+            "maybe",
+        ),
+        (
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: s, labels: {kubernetes.io/service-name: a}}\naddressType: IPv4\nendpoints: [{addresses: [\"10.0.0.1\"], hostname: Kafka_0}]\n".to_string(),
+            "endpoints[0].hostname",
+            "",
+        ),
     ];
     for (yaml, want_field, want_text) in cases {
         match parse_one(&yaml) {
