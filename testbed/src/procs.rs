@@ -183,6 +183,9 @@ impl Drop for Proc {
     }
 }
 
+/// Bound addresses: xDS, admin, certificate endpoint.
+type Bound = (SocketAddr, SocketAddr, SocketAddr);
+
 /// The Rudder control plane, run from its binary.
 #[derive(Debug)]
 pub struct ControlPlane {
@@ -191,6 +194,8 @@ pub struct ControlPlane {
     pub xds: SocketAddr,
     /// Its admin address (/metrics, /healthz, /readyz).
     pub admin: SocketAddr,
+    /// Its certificate endpoint (proxy agents renew there).
+    pub ca: SocketAddr,
     /// Its log file.
     pub log: PathBuf,
     manifests: PathBuf,
@@ -209,12 +214,13 @@ impl ControlPlane {
     pub async fn start_with(manifests: &Path, work: &Path, extra: &[&str]) -> anyhow::Result<Self> {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let any: SocketAddr = "127.0.0.1:0".parse()?;
-        let (proc, (xds, admin), log) =
-            Self::launch(manifests, work, (any, any), 1, &extra).await?;
+        let (proc, (xds, admin, ca), log) =
+            Self::launch(manifests, work, (any, any, any), 1, &extra).await?;
         Ok(ControlPlane {
             proc,
             xds,
             admin,
+            ca,
             log,
             manifests: manifests.to_path_buf(),
             work: work.to_path_buf(),
@@ -231,10 +237,10 @@ impl ControlPlane {
     async fn launch(
         manifests: &Path,
         work: &Path,
-        (addr, admin): (SocketAddr, SocketAddr),
+        (addr, admin, ca): (SocketAddr, SocketAddr, SocketAddr),
         n: u32,
         extra: &[String],
-    ) -> anyhow::Result<(Proc, (SocketAddr, SocketAddr), PathBuf)> {
+    ) -> anyhow::Result<(Proc, Bound, PathBuf)> {
         let ready = work.join(format!("control-plane-{n}.ready.json"));
         let log = work.join(format!("control-plane-{n}.log"));
         let _ = std::fs::remove_file(&ready);
@@ -246,10 +252,11 @@ impl ControlPlane {
             .arg("--ca-dir")
             .arg(work.join("ca"))
             .args(["--admin-address", &admin.to_string()])
+            .args(["--ca-address", &ca.to_string()])
             .args(extra)
             .env("RUDDER_LOG", "info,xds_server=debug");
         let mut proc = Proc::spawn("xds-server", cmd, &log)?;
-        let mut xds: Option<(SocketAddr, SocketAddr)> = None;
+        let mut xds: Option<Bound> = None;
         let waited = wait_until(
             Duration::from_secs(20),
             "the control plane's ready file",
@@ -261,7 +268,9 @@ impl ControlPlane {
                     .and_then(|v| {
                         let get =
                             |k: &str| v[k].as_str().and_then(|s| s.parse::<SocketAddr>().ok());
-                        Some((get("xds")?, get("admin")?))
+                        // No certificate endpoint with --insecure-xds.
+                        let ca = get("ca").unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
+                        Some((get("xds")?, get("admin")?, ca))
                     });
                 let ok = xds.is_some();
                 async move { running.map(|()| ok) }
@@ -312,10 +321,10 @@ impl ControlPlane {
         } else {
             "127.0.0.1:0".parse()?
         };
-        let (proc, (xds, admin), log) = Self::launch(
+        let (proc, (xds, admin, ca), log) = Self::launch(
             &self.manifests,
             &self.work,
-            (self.xds, admin),
+            (self.xds, admin, self.ca),
             self.starts,
             &self.extra,
         )
@@ -323,6 +332,7 @@ impl ControlPlane {
         self.proc = proc;
         self.xds = xds;
         self.admin = admin;
+        self.ca = ca;
         self.log = log;
         Ok(())
     }

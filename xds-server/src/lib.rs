@@ -6,12 +6,15 @@
 //! - [`xds`]: serving xDS: the port's front door, the model store and build loop, the
 //!   fan-out, the stream state machines and their tonic glue, containment of rejected
 //!   config.
-//! - [`identity`]: the CA and workload certificates.
+//! - [`identity`]: the CA, workload certificates, and the certificate endpoint agents
+//!   renew from.
+//! - [`agent`]: the proxy agent beside each proxy: keeps its credentials fresh on disk.
 //! - [`source`]: the manifest directory; [`k8s`]: the Kubernetes watch, Lease election
 //!   and CRD status.
 //! - [`observability`]: the proxy registry, CSDS, metrics, the NACK record.
 //! - [`cli`]: the `xds-server` command line, bootstrap generation, `xdsctl` views.
 
+pub mod agent;
 pub mod cli;
 pub mod identity;
 pub mod k8s;

@@ -48,6 +48,8 @@ pub struct ServeConfig {
     pub identity: Option<String>,
     /// xDS listen address.
     pub xds_address: SocketAddr,
+    /// The certificate endpoint's address (none: no endpoint; not with plain-text xDS).
+    pub ca_address: Option<SocketAddr>,
     /// Where to write the bound addresses.
     pub ready_file: Option<PathBuf>,
     /// Admin address: `/metrics`, `/healthz`, `/readyz`.
@@ -192,7 +194,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         ));
         tokio::spawn(crate::k8s::status::log_changes(cache.clone()));
         tracing::info!(dir = %dir.display(), "manifests loaded");
-    } else if let Some(client) = client {
+    } else if let Some(client) = client.clone() {
         let lease = crate::k8s::lease::LeaseConfig {
             namespace: cfg.lease_namespace.clone(),
             name: "rudder-status-writer".into(),
@@ -218,6 +220,18 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     tokio::spawn(crate::observability::memory::run_trimmer());
     tokio::spawn(cache.clone().run_renewer());
 
+    let ca_listener = match cfg.ca_address.filter(|_| !sec.insecure_xds) {
+        Some(addr) => Some(
+            crate::xds::listener::bind(addr)
+                .with_context(|| format!("binding the certificate endpoint {addr}"))?,
+        ),
+        None => None,
+    };
+    let ca_bound = ca_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()
+        .context("reading the certificate endpoint's address")?;
     let tls = if sec.insecure_xds {
         tracing::warn!(
             "--insecure-xds: serving xDS in plain text on loopback. Any local process may claim any workload identity and is sent that identity's certificate and private key, and may read every proxy's config over CSDS. For local experiments only."
@@ -227,6 +241,8 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         let id = control_plane_id(&sec.trust_domain)?;
         let mut names = cfg.xds_dns_names.clone();
         names.push(bound.ip().to_string());
+        names.extend(ca_bound.map(|a| a.ip().to_string()));
+        names.dedup();
         let lifetime = Duration::from_secs(365 * 24 * 3600);
         let serving = match previous_signer {
             Some(prev) => prev.issue_with(&id, &names, lifetime, std::time::SystemTime::now()),
@@ -243,16 +259,35 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let stop = shared.stop.clone();
     let mut limits = cfg.limits.clone();
     crate::xds::listener::fit_to_fd_limit(&mut limits.conn);
+    if let (Some(listener), Some(t)) = (ca_listener, &tls) {
+        let setup =
+            crate::xds::listener::TlsSetup::from_pem(&t.cert_pem, &t.key_pem, &t.client_anchors)
+                .context("configuring TLS for the certificate endpoint")?;
+        let service = Arc::new(crate::identity::ca_service::CaService {
+            certs: certs.clone(),
+            lifetime: sec.cert_lifetime,
+            trust_domain: sec.trust_domain.clone(),
+            kube: client.clone(),
+            metrics: shared.metrics.clone(),
+        });
+        tokio::spawn(crate::identity::ca_service::serve(
+            listener,
+            setup,
+            limits.conn.clone(),
+            service,
+            stop.clone(),
+        ));
+    }
     let server = serve_ads(listener, shared, tls, limits);
     tokio::pin!(server);
     admin
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(path) = &cfg.ready_file {
-        write_ready(path, bound, admin_bound)
+        write_ready(path, bound, admin_bound, ca_bound)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    tracing::info!(xds = %bound, admin = %admin_bound, tls = !sec.insecure_xds, "serving xDS");
+    tracing::info!(xds = %bound, admin = %admin_bound, ca = ?ca_bound, tls = !sec.insecure_xds, "serving xDS");
     tokio::select! {
         result = &mut server => return result,
         signal = shutdown_signal() => tracing::info!(%signal, drain_ms = cfg.drain.as_millis() as u64, "shutting down: not ready, no new connections, ending every xDS stream"),
@@ -444,9 +479,18 @@ fn default_identity() -> String {
     format!("{host}-{:08x}", rand::random::<u32>())
 }
 
-fn write_ready(path: &std::path::Path, xds: SocketAddr, admin: SocketAddr) -> std::io::Result<()> {
+fn write_ready(
+    path: &std::path::Path,
+    xds: SocketAddr,
+    admin: SocketAddr,
+    ca: Option<SocketAddr>,
+) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    let body = serde_json::json!({ "xds": xds.to_string(), "admin": admin.to_string() });
+    let body = serde_json::json!({
+        "xds": xds.to_string(),
+        "admin": admin.to_string(),
+        "ca": ca.map(|a| a.to_string()),
+    });
     std::fs::write(&tmp, body.to_string())?;
     std::fs::rename(tmp, path)
 }

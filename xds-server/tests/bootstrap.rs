@@ -78,15 +78,25 @@ fn delta_bootstrap_is_valid_for_envoy() {
     assert_eq!(b["node"]["id"], "api-0.shop");
     let tls = &b["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]["common_tls_context"];
     assert_eq!(
-        tls["validation_context"]["match_typed_subject_alt_names"][0]["matcher"]["exact"],
+        tls["combined_validation_context"]["default_validation_context"]["match_typed_subject_alt_names"]
+            [0]["matcher"]["exact"],
         "spiffe://cluster.local/ns/rudder-system/sa/rudder"
     );
-    let cert = std::fs::read_to_string(
-        tls["tls_certificates"][0]["certificate_chain"]["filename"]
-            .as_str()
-            .expect("file"),
+    // The certificate is read through file-based SDS watching the credential directory,
+    // so the agent's renewals apply without a restart.
+    let sds = &tls["tls_certificate_sds_secret_configs"][0]["sds_config"]["path_config_source"];
+    let dir = sds["watched_directory"]["path"]
+        .as_str()
+        .expect("watched dir");
+    let secrets: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(sds["path"].as_str().expect("sds file")).expect("sds file"),
     )
-    .expect("cert");
+    .expect("json");
+    let file = secrets["resources"][0]["tls_certificate"]["certificate_chain"]["filename"]
+        .as_str()
+        .expect("file");
+    assert!(file.starts_with(dir), "{file} is in {dir}");
+    let cert = std::fs::read_to_string(file).expect("cert");
     assert!(cert.contains("BEGIN CERTIFICATE"));
     envoy_validates(&b);
 }

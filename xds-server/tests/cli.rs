@@ -49,6 +49,8 @@ fn run_args<'a>(manifests: &'a str, ca_dir: &'a str) -> Vec<&'a str> {
         "127.0.0.1:0",
         "--admin-address",
         "127.0.0.1:0",
+        "--ca-address",
+        "127.0.0.1:0",
     ]
 }
 

@@ -41,9 +41,13 @@ pub struct BootstrapParams {
     pub tls: Option<BootstrapTls>,
 }
 
-/// Files and identity for the sidecar's TLS connection to the control plane.
+/// Files and identity for the sidecar's TLS connection to the control plane. Envoy
+/// reads the certificate and bundle through file-based SDS watching `dir`, so the proxy
+/// agent's renewals take effect without a restart.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BootstrapTls {
+    /// The credential directory (see [`crate::agent::files`]).
+    pub dir: std::path::PathBuf,
     /// The sidecar's client certificate (its workload identity).
     pub cert_file: std::path::PathBuf,
     /// Its key.
@@ -132,19 +136,25 @@ pub fn bootstrap(p: &BootstrapParams) -> Value {
         }
     });
     if let Some(tls) = &p.tls {
+        use crate::agent::files;
         b["static_resources"]["clusters"][0]["transport_socket"] = json!({
             "name": "envoy.transport_sockets.tls",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
                 "common_tls_context": {
                     "alpn_protocols": ["h2"],
-                    "tls_certificates": [{
-                        "certificate_chain": {"filename": tls.cert_file.display().to_string()},
-                        "private_key": {"filename": tls.key_file.display().to_string()}
+                    "tls_certificate_sds_secret_configs": [{
+                        "name": files::CERT_SECRET,
+                        "sds_config": files::sds_source(&tls.dir, files::CERT_SDS),
                     }],
-                    "validation_context": {
-                        "trusted_ca": {"filename": tls.ca_file.display().to_string()},
-                        "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"exact": tls.server_id}}]
+                    "combined_validation_context": {
+                        "default_validation_context": {
+                            "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"exact": tls.server_id}}]
+                        },
+                        "validation_context_sds_secret_config": {
+                            "name": files::BUNDLE_SECRET,
+                            "sds_config": files::sds_source(&tls.dir, files::BUNDLE_SDS),
+                        }
                     }
                 }
             }

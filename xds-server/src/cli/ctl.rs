@@ -271,10 +271,23 @@ pub fn envoy_holds(config_dump: &Value) -> BTreeMap<(XdsType, String), String> {
                 &v,
             );
         } else if ty.ends_with("SecretsConfigDump") {
+            // The xDS connection's own certificate and bundle come from local files
+            // (the agent's), not from Rudder.
             add(
                 XdsType::Secret,
                 &section["dynamic_active_secrets"],
-                &|i| i["name"].as_str().map(String::from),
+                &|i| {
+                    i["name"]
+                        .as_str()
+                        .filter(|n| {
+                            ![
+                                crate::agent::files::CERT_SECRET,
+                                crate::agent::files::BUNDLE_SECRET,
+                            ]
+                            .contains(n)
+                        })
+                        .map(String::from)
+                },
                 &v,
             );
         }

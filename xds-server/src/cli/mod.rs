@@ -44,6 +44,41 @@ enum Command {
     Ca(CaCommand),
     /// Issue client credentials for an identity (e.g. xdsctl in namespace rudder-system).
     Credentials(CredentialsArgs),
+    /// Run the proxy agent beside a proxy: obtain and renew its credentials.
+    Agent(AgentArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct AgentArgs {
+    /// The directory shared with the proxy (xds-client.crt, .key, xds-ca.crt, SDS files).
+    #[arg(long, env = "RUDDER_CERT_DIR")]
+    cert_dir: PathBuf,
+    /// The control plane's certificate endpoint, HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:15012", env = "RUDDER_CA_ADDRESS")]
+    ca_address: String,
+    /// A projected ServiceAccount token (audience rudder) to authenticate with when no
+    /// valid certificate is installed.
+    #[arg(long, env = "RUDDER_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// The trust bundle to check the control plane with before credentials are installed.
+    #[arg(long, env = "RUDDER_TRUST_BUNDLE")]
+    trust_bundle: Option<PathBuf>,
+    /// The identity to hold, as namespace/serviceaccount (refuses anything else).
+    #[arg(long, env = "RUDDER_IDENTITY")]
+    identity: Option<String>,
+    /// SPIFFE trust domain (with --identity).
+    #[arg(long, default_value = "cluster.local", env = "RUDDER_TRUST_DOMAIN")]
+    trust_domain: String,
+    /// Where /ready and /status are served (port 0 picks a free port).
+    #[arg(
+        long,
+        default_value = "127.0.0.1:15021",
+        env = "RUDDER_AGENT_STATUS_ADDRESS"
+    )]
+    status_address: SocketAddr,
+    /// Once serving, write {"status": "IP:PORT"} here.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -120,10 +155,18 @@ struct RunArgs {
     /// Address the xDS (ADS) server listens on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:15010", env = "RUDDER_XDS_ADDRESS")]
     xds_address: SocketAddr,
+    /// The certificate endpoint, where proxy agents obtain and renew certificates (HTTPS;
+    /// port 0 picks a free port). Not served with --insecure-xds.
+    #[arg(long, default_value = "127.0.0.1:15012", env = "RUDDER_CA_ADDRESS")]
+    ca_address: SocketAddr,
+    /// Do not serve the certificate endpoint.
+    #[arg(long)]
+    no_ca_endpoint: bool,
     /// Admin address serving /metrics, /healthz and /readyz; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:15014", env = "RUDDER_ADMIN_ADDRESS")]
     admin_address: SocketAddr,
-    /// Once serving, write the bound addresses here as JSON: {"xds": "IP:PORT", "admin": "IP:PORT"}.
+    /// Once serving, write the bound addresses here as JSON: {"xds": "IP:PORT", "admin":
+    /// "IP:PORT", "ca": "IP:PORT"}.
     #[arg(long, env = "RUDDER_READY_FILE")]
     ready_file: Option<PathBuf>,
     /// Quiet time after a change before proxies are pushed (milliseconds).
@@ -312,6 +355,7 @@ impl Args {
                     lease_namespace: run.lease_namespace,
                     identity: run.identity,
                     xds_address: run.xds_address,
+                    ca_address: (!run.no_ca_endpoint).then_some(run.ca_address),
                     ready_file: run.ready_file,
                     admin_address: run.admin_address,
                     debounce: Duration::from_millis(run.debounce_ms),
@@ -328,6 +372,32 @@ impl Args {
                 result
             }
             Command::Bootstrap(b) => print_bootstrap(b),
+            Command::Agent(a) => {
+                let expected_identity = a
+                    .identity
+                    .as_deref()
+                    .map(|s| {
+                        let (ns, sa) = s
+                            .split_once('/')
+                            .context("--identity must be NAMESPACE/SERVICE_ACCOUNT")?;
+                        ca::SpiffeId::new(&a.trust_domain, ns, sa).context("--identity")
+                    })
+                    .transpose()?;
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                    .context("starting the async runtime")?;
+                rt.block_on(crate::agent::run(crate::agent::AgentConfig {
+                    cert_dir: a.cert_dir,
+                    endpoint: a.ca_address,
+                    token_file: a.token_file,
+                    trust_bundle: a.trust_bundle,
+                    expected_identity,
+                    status_address: a.status_address,
+                    ready_file: a.ready_file,
+                }))
+            }
             Command::Ca(CaCommand::Rotate {
                 ca_dir,
                 trust_domain,
@@ -436,17 +506,20 @@ fn write_client_credentials(
     let cert = authority
         .issue(&id, sec.cert_lifetime, std::time::SystemTime::now())
         .context("issuing the xDS client certificate")?;
-    crate::identity::ca_store::private_dir(dir)?;
-    let tls = BootstrapTls {
-        cert_file: dir.join("xds-client.crt"),
-        key_file: dir.join("xds-client.key"),
-        ca_file: dir.join("xds-ca.crt"),
+    use crate::agent::files;
+    files::install(
+        dir,
+        &files::Credentials {
+            chain_pem: &cert.cert_chain_pem,
+            key_pem: cert.private_key_pem(),
+            bundle_pem: &authority.trust_bundle_pem(),
+        },
+    )?;
+    Ok(BootstrapTls {
+        dir: dir.to_path_buf(),
+        cert_file: files::path(dir, files::CERT),
+        key_file: files::path(dir, files::KEY),
+        ca_file: files::path(dir, files::BUNDLE),
         server_id: crate::server::control_plane_id(&sec.trust_domain)?.to_string(),
-    };
-    crate::identity::certs::write_public(&tls.cert_file, cert.cert_chain_pem.as_bytes())
-        .with_context(|| format!("writing {}", tls.cert_file.display()))?;
-    crate::identity::certs::write_private(&tls.key_file, cert.private_key_pem().as_bytes())?;
-    crate::identity::certs::write_public(&tls.ca_file, authority.trust_bundle_pem().as_bytes())
-        .with_context(|| format!("writing {}", tls.ca_file.display()))?;
-    Ok(tls)
+    })
 }

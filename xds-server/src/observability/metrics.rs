@@ -76,6 +76,8 @@ pub struct Metrics {
     pub refusals: Family<LimitLabel, Counter>,
     /// Seconds until the earliest workload certificate expires.
     pub cert_expiry: Gauge,
+    /// Requests to the certificate endpoint, by result (`issued`, or why refused).
+    pub cert_requests: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -100,6 +102,7 @@ impl Metrics {
             cert_expiry: Gauge::default(),
             handshake_failures: Family::default(),
             refusals: Family::default(),
+            cert_requests: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -157,7 +160,21 @@ impl Metrics {
             "Connections, streams and requests refused by a limit",
             m.refusals.clone(),
         );
+        registry.register(
+            "certificate_requests",
+            "Requests to the certificate endpoint, by result (issued, or why refused)",
+            m.cert_requests.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// Counts a request to the certificate endpoint.
+    pub fn cert_request(&self, result: &str) {
+        self.cert_requests
+            .get_or_create(&ReasonLabel {
+                reason: result.to_string(),
+            })
+            .inc();
     }
 
     /// Counts a failed TLS handshake.

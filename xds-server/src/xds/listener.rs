@@ -279,6 +279,10 @@ pub struct TlsSetup {
     pub certified_key: Arc<rustls::sign::CertifiedKey>,
     /// Client certificates must chain to one of these (the issuing CA, not its root).
     pub client_anchors: Arc<rustls::RootCertStore>,
+    /// Whether a peer may connect without a certificate (the certificate endpoint, where
+    /// a first request authenticates with a token). A certificate that is presented is
+    /// verified all the same. The xDS port always requires one.
+    pub client_cert_optional: bool,
 }
 
 impl TlsSetup {
@@ -312,6 +316,7 @@ impl TlsSetup {
         Ok(TlsSetup {
             certified_key: Arc::new(rustls::sign::CertifiedKey::new(chain, signing)),
             client_anchors: Arc::new(roots),
+            client_cert_optional: false,
         })
     }
 
@@ -329,6 +334,7 @@ impl TlsSetup {
         )
         .build()?;
         let verifier = Arc::new(LoggingVerifier {
+            mandatory: !self.client_cert_optional,
             inner,
             peer,
             metrics: metrics.clone(),
@@ -378,6 +384,7 @@ fn verified_identity(cert: &[u8]) -> Option<SpiffeId> {
 
 /// Delegates to webpki and records every refused client certificate.
 struct LoggingVerifier {
+    mandatory: bool,
     inner: Arc<dyn ClientCertVerifier>,
     peer: SocketAddr,
     metrics: Arc<Metrics>,
@@ -411,7 +418,7 @@ impl ClientCertVerifier for LoggingVerifier {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        true
+        self.mandatory
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {

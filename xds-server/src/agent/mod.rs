@@ -1,0 +1,341 @@
+//! The proxy agent (`xds-server agent`): runs beside each proxy and keeps its
+//! credentials fresh. It obtains the workload certificate (which is also the proxy's xDS
+//! client certificate) and the trust bundle from the control plane's certificate
+//! endpoint, installs them atomically in the directory it shares with the proxy
+//! ([`files`]), renews at half-life, retries failures with backoff, and reports its state
+//! on `/ready` and `/status`.
+//!
+//! It proves the workload's identity with its current certificate while that is valid
+//! (manifest mode starts from the one `xds-server bootstrap` wrote), else with the pod's
+//! projected ServiceAccount token (audience `rudder`), which the control plane checks
+//! with a TokenReview.
+
+pub mod client;
+pub mod files;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::Full;
+use serde::Serialize;
+
+/// Longest wait between attempts after failures.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A certificate this close to expiry is not used to authenticate.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(2);
+
+/// What the agent is told.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The directory shared with the proxy.
+    pub cert_dir: PathBuf,
+    /// The certificate endpoint, `HOST:PORT`.
+    pub endpoint: String,
+    /// A projected ServiceAccount token (re-read before each use; the kubelet rotates it).
+    pub token_file: Option<PathBuf>,
+    /// The trust bundle to check the endpoint with before any is installed.
+    pub trust_bundle: Option<PathBuf>,
+    /// The identity the agent must end up with (refuses anything else).
+    pub expected_identity: Option<ca::SpiffeId>,
+    /// Where `/ready` and `/status` are served.
+    pub status_address: SocketAddr,
+    /// Once serving, the bound status address is written here.
+    pub ready_file: Option<PathBuf>,
+}
+
+/// The agent's state, as `/status` shows it.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Status {
+    /// The SPIFFE ID of the installed certificate.
+    pub identity: Option<String>,
+    /// Its expiry (Unix seconds).
+    pub not_after: Option<u64>,
+    /// When it was last renewed by this agent (Unix seconds).
+    pub last_renewal: Option<u64>,
+    /// Renewals done by this agent.
+    pub renewals: u64,
+    /// The last failure, if the last attempt failed.
+    pub last_error: Option<String>,
+    /// Failures in a row.
+    pub failures: u32,
+    /// When the next attempt is due (Unix seconds).
+    pub next_attempt: Option<u64>,
+}
+
+impl Status {
+    /// Ready: a certificate is installed and valid now.
+    pub fn ready(&self, now: SystemTime) -> bool {
+        self.not_after.is_some_and(|t| secs(now) < t)
+    }
+}
+
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Validity and identity of a PEM chain's leaf.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Validity {
+    /// Not valid before.
+    pub not_before: SystemTime,
+    /// Not valid after.
+    pub not_after: SystemTime,
+    /// Its SPIFFE ID.
+    pub identity: Option<ca::SpiffeId>,
+}
+
+/// Reads the leaf of a PEM chain.
+pub fn validity(chain_pem: &str) -> Option<Validity> {
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .next()?
+        .ok()?;
+    let (_, c) = x509_parser::parse_x509_certificate(&der).ok()?;
+    let at = |t: i64| UNIX_EPOCH.checked_add(Duration::from_secs(u64::try_from(t).ok()?));
+    let identity = c.subject_alternative_name().ok().flatten().and_then(|san| {
+        san.value.general_names.iter().find_map(|n| match n {
+            x509_parser::extensions::GeneralName::URI(u) => u.parse().ok(),
+            _ => None,
+        })
+    });
+    Some(Validity {
+        not_before: at(c.validity().not_before.timestamp())?,
+        not_after: at(c.validity().not_after.timestamp())?,
+        identity,
+    })
+}
+
+/// When to try next: at half-life of the installed certificate (at once without one);
+/// after `failures` failures in a row, 1 s doubling up to 30 s, never later than the
+/// half-life point.
+pub fn next_attempt(current: Option<&Validity>, now: SystemTime, failures: u32) -> Duration {
+    let until_renewal = current
+        .map(|v| {
+            let life = v.not_after.duration_since(v.not_before).unwrap_or_default();
+            (v.not_before + life / 2)
+                .duration_since(now)
+                .unwrap_or_default()
+        })
+        .unwrap_or_default();
+    if failures == 0 {
+        return until_renewal;
+    }
+    let backoff = Duration::from_secs(1u64 << failures.saturating_sub(1).min(5)).min(MAX_BACKOFF);
+    if until_renewal.is_zero() {
+        backoff
+    } else {
+        backoff.min(until_renewal)
+    }
+}
+
+/// Runs the agent until the process is stopped.
+pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
+    let status = Arc::new(Mutex::new(Status::default()));
+    let listener = tokio::net::TcpListener::bind(cfg.status_address)
+        .await
+        .with_context(|| format!("binding the status address {}", cfg.status_address))?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(serve_status(listener, status.clone()));
+    if let Some(path) = &cfg.ready_file {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::json!({"status": bound.to_string()}).to_string(),
+        )
+        .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    }
+    tracing::info!(status = %bound, endpoint = %cfg.endpoint, dir = %cfg.cert_dir.display(), "agent started");
+    let mut failures = 0u32;
+    loop {
+        let current = files::read(&cfg.cert_dir);
+        let valid = current.as_ref().and_then(|(c, _, _)| validity(c));
+        let wait = next_attempt(valid.as_ref(), SystemTime::now(), failures);
+        {
+            let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
+            s.identity = valid
+                .as_ref()
+                .and_then(|v| v.identity.as_ref().map(ToString::to_string));
+            s.not_after = valid.as_ref().map(|v| secs(v.not_after));
+            s.next_attempt = Some(secs(SystemTime::now() + wait));
+        }
+        tokio::time::sleep(wait).await;
+        match renew(&cfg, current.as_ref(), valid.as_ref()).await {
+            Ok(issued) => {
+                failures = 0;
+                let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
+                s.last_renewal = Some(secs(SystemTime::now()));
+                s.renewals += 1;
+                s.last_error = None;
+                s.failures = 0;
+                tracing::info!(identity = %issued.spiffe_id, not_after = issued.not_after, "credentials renewed");
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
+                s.failures = failures;
+                s.last_error = Some(format!("{e:#}"));
+                tracing::warn!(error = %format!("{e:#}"), failures, "renewing credentials failed; retrying with backoff");
+            }
+        }
+    }
+}
+
+/// One renewal: authenticate with the current certificate while it is valid, else with
+/// the token; check what came back; install it.
+async fn renew(
+    cfg: &AgentConfig,
+    current: Option<&(String, String, String)>,
+    valid: Option<&Validity>,
+) -> anyhow::Result<crate::identity::issuer::Issued> {
+    let bundle = match (current, &cfg.trust_bundle) {
+        (Some((_, _, b)), _) => b.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the trust bundle {}", path.display()))?,
+        (None, None) => anyhow::bail!(
+            "no credentials in {} and no --trust-bundle to check the control plane with",
+            cfg.cert_dir.display()
+        ),
+    };
+    let usable = valid.is_some_and(|v| {
+        v.not_after
+            .duration_since(SystemTime::now())
+            .is_ok_and(|left| left > EXPIRY_MARGIN)
+    });
+    let mut errors = Vec::new();
+    let mut issued = None;
+    if let (true, Some((chain, key, _))) = (usable, current) {
+        match client::request(
+            &cfg.endpoint,
+            &bundle,
+            client::Credential::Certificate { chain, key },
+        )
+        .await
+        {
+            Ok(i) => issued = Some(i),
+            Err(e) => errors.push(format!("with the current certificate: {e:#}")),
+        }
+    }
+    if issued.is_none()
+        && let Some(path) = &cfg.token_file
+    {
+        let token = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the token {}", path.display()))?;
+        match client::request(&cfg.endpoint, &bundle, client::Credential::Token(&token)).await {
+            Ok(i) => issued = Some(i),
+            Err(e) => errors.push(format!("with the token: {e:#}")),
+        }
+    }
+    let Some(issued) = issued else {
+        if errors.is_empty() {
+            anyhow::bail!(
+                "the certificate in {} has expired and there is no --token-file to start over with",
+                cfg.cert_dir.display()
+            );
+        }
+        anyhow::bail!("{}", errors.join("; "));
+    };
+    let got = validity(&issued.cert_chain_pem).context("the issued certificate does not parse")?;
+    let want = cfg
+        .expected_identity
+        .clone()
+        .or_else(|| valid.and_then(|v| v.identity.clone()));
+    if let Some(want) = want {
+        anyhow::ensure!(
+            got.identity.as_ref() == Some(&want),
+            "the control plane issued {:?}, not {want}; not installed",
+            got.identity.map(|i| i.to_string())
+        );
+    }
+    files::install(
+        &cfg.cert_dir,
+        &files::Credentials {
+            chain_pem: &issued.cert_chain_pem,
+            key_pem: &issued.private_key_pem,
+            bundle_pem: &issued.trust_bundle_pem,
+        },
+    )?;
+    Ok(issued)
+}
+
+async fn serve_status(listener: tokio::net::TcpListener, status: Arc<Mutex<Status>>) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let status = status.clone();
+        tokio::spawn(async move {
+            let handler = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                let s = status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                async move {
+                    let (code, body) = match req.uri().path() {
+                        "/ready" if s.ready(SystemTime::now()) => (200, serde_json::to_vec(&s)),
+                        "/ready" => (503, serde_json::to_vec(&s)),
+                        "/status" => (200, serde_json::to_vec(&s)),
+                        _ => (404, Ok(b"{\"error\":\"use /ready or /status\"}".to_vec())),
+                    };
+                    let mut r =
+                        hyper::Response::new(Full::new(Bytes::from(body.unwrap_or_default())));
+                    *r.status_mut() = hyper::StatusCode::from_u16(code)
+                        .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+                    Ok::<_, std::convert::Infallible>(r)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(5))
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), handler)
+                .await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(from: u64, to: u64) -> Validity {
+        Validity {
+            not_before: UNIX_EPOCH + Duration::from_secs(from),
+            not_after: UNIX_EPOCH + Duration::from_secs(to),
+            identity: None,
+        }
+    }
+
+    #[test]
+    fn renewal_is_at_half_life_and_failures_back_off_without_passing_it() {
+        let now = UNIX_EPOCH + Duration::from_secs(1000);
+        // 60 s certificate issued at 990: half-life at 1020.
+        assert_eq!(
+            next_attempt(Some(&v(990, 1050)), now, 0),
+            Duration::from_secs(20)
+        );
+        // Past half-life, or no certificate: now.
+        assert_eq!(next_attempt(Some(&v(900, 1050)), now, 0), Duration::ZERO);
+        assert_eq!(next_attempt(None, now, 0), Duration::ZERO);
+        // Failures: 1, 2, 4 ... capped at 30 s.
+        let backoffs: Vec<u64> = (1..=8)
+            .map(|f| next_attempt(None, now, f).as_secs())
+            .collect();
+        assert_eq!(backoffs, [1, 2, 4, 8, 16, 30, 30, 30]);
+        // A failure long before half-life still retries at half-life at the latest.
+        assert_eq!(
+            next_attempt(Some(&v(990, 1050)), now, 6),
+            Duration::from_secs(20)
+        );
+    }
+
+    #[test]
+    fn ready_means_a_valid_certificate() {
+        let now = UNIX_EPOCH + Duration::from_secs(1000);
+        let mut s = Status::default();
+        assert!(!s.ready(now));
+        s.not_after = Some(1001);
+        assert!(s.ready(now));
+        s.not_after = Some(1000);
+        assert!(!s.ready(now));
+    }
+}

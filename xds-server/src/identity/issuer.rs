@@ -1,0 +1,348 @@
+//! The certificate endpoint's rules, without sockets: who a caller is (a verified client
+//! certificate being renewed, or a Kubernetes ServiceAccount token checked with a
+//! TokenReview), which identities may be issued at all, and the JSON exchanged with the
+//! proxy agent. [`super::ca_service`] is the HTTPS shell around it.
+
+use ca::SpiffeId;
+use k8s_openapi::api::authentication::v1::TokenReviewStatus;
+use serde::{Deserialize, Serialize};
+
+use crate::server::CONTROL_PLANE_NS;
+
+/// The one path of the endpoint (POST).
+pub const PATH: &str = "/v1/certificate";
+/// The audience a ServiceAccount token must be minted for.
+pub const TOKEN_AUDIENCE: &str = "rudder";
+/// Longest `Authorization` header accepted, in bytes (projected tokens are ~1 KiB).
+pub const MAX_AUTH_BYTES: usize = 8 << 10;
+
+/// What the endpoint answers: a fresh certificate for the caller's identity, its key,
+/// and the trust bundle.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Issued {
+    /// `spiffe://TRUST_DOMAIN/ns/NS/sa/SA`.
+    pub spiffe_id: String,
+    /// The certificate chain (leaf first), PEM.
+    pub cert_chain_pem: String,
+    /// Its private key, PEM.
+    pub private_key_pem: String,
+    /// Every root the mesh trusts now, PEM.
+    pub trust_bundle_pem: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub not_after: u64,
+}
+
+/// A refusal: HTTP status, a metric label and a message for the caller and the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// HTTP status.
+    pub status: u16,
+    /// Metric label.
+    pub reason: &'static str,
+    /// What went wrong.
+    pub message: String,
+}
+
+fn refuse(status: u16, reason: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        reason,
+        message: message.into(),
+    }
+}
+
+/// What to do with a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Issue for this identity (the caller's verified certificate).
+    Issue(SpiffeId),
+    /// Check this token with a TokenReview first.
+    Review(String),
+    /// Refuse.
+    Refuse(Refusal),
+}
+
+/// Decides from the request line, the `Authorization` header and the verified client
+/// certificate's identity. A certificate wins over a token: it is verified already.
+pub fn decide(
+    method: &str,
+    path: &str,
+    authorization: Option<&[u8]>,
+    certificate: Option<&SpiffeId>,
+    trust_domain: &str,
+    tokens_enabled: bool,
+) -> Decision {
+    if path != PATH {
+        return Decision::Refuse(refuse(
+            404,
+            "not_found",
+            format!("no such path; use {PATH}"),
+        ));
+    }
+    if method != "POST" {
+        return Decision::Refuse(refuse(405, "method", "use POST"));
+    }
+    if let Some(id) = certificate {
+        return match may_issue(id, trust_domain) {
+            Ok(()) => Decision::Issue(id.clone()),
+            Err(r) => Decision::Refuse(r),
+        };
+    }
+    let Some(auth) = authorization else {
+        return Decision::Refuse(refuse(
+            401,
+            "unauthenticated",
+            "present a client certificate to renew, or a ServiceAccount token (Authorization: Bearer)",
+        ));
+    };
+    if auth.len() > MAX_AUTH_BYTES {
+        return Decision::Refuse(refuse(
+            400,
+            "token_too_large",
+            format!("the Authorization header is over {MAX_AUTH_BYTES} bytes"),
+        ));
+    }
+    let token = std::str::from_utf8(auth)
+        .ok()
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()));
+    let Some(token) = token else {
+        return Decision::Refuse(refuse(
+            400,
+            "bad_authorization",
+            "the Authorization header is not `Bearer TOKEN`",
+        ));
+    };
+    if !tokens_enabled {
+        return Decision::Refuse(refuse(
+            401,
+            "tokens_disabled",
+            "tokens are checked only when watching Kubernetes; renew with a client certificate",
+        ));
+    }
+    Decision::Review(token.to_string())
+}
+
+/// Identities the endpoint never issues: another trust domain's, and any in the control
+/// plane's namespace (the control plane's own identity authenticates it to every proxy,
+/// and that namespace may read every proxy's config over CSDS).
+pub fn may_issue(id: &SpiffeId, trust_domain: &str) -> Result<(), Refusal> {
+    if id.trust_domain != trust_domain {
+        return Err(refuse(
+            403,
+            "other_trust_domain",
+            format!("{id} is not in trust domain {trust_domain}"),
+        ));
+    }
+    if id.namespace == CONTROL_PLANE_NS {
+        return Err(refuse(
+            403,
+            "control_plane_namespace",
+            format!("identities in namespace {CONTROL_PLANE_NS} are not issued here"),
+        ));
+    }
+    Ok(())
+}
+
+/// The identity a TokenReview vouches for: the token must be authenticated, minted for
+/// our audience, and belong to a ServiceAccount.
+pub fn identity_from_review(
+    status: Option<&TokenReviewStatus>,
+    trust_domain: &str,
+) -> Result<SpiffeId, Refusal> {
+    let Some(s) = status.filter(|s| s.authenticated == Some(true)) else {
+        let why = status
+            .and_then(|s| s.error.as_deref())
+            .map(|e| crds::text::clip(e, 256))
+            .unwrap_or_else(|| "not authenticated".into());
+        return Err(refuse(
+            401,
+            "token_rejected",
+            format!("the token was refused: {why}"),
+        ));
+    };
+    if !s.audiences.iter().flatten().any(|a| a == TOKEN_AUDIENCE) {
+        return Err(refuse(
+            401,
+            "token_audience",
+            format!("the token is not for audience {TOKEN_AUDIENCE:?}"),
+        ));
+    }
+    let user = s
+        .user
+        .as_ref()
+        .and_then(|u| u.username.as_deref())
+        .unwrap_or_default();
+    let Some((ns, sa)) = user
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|r| r.split_once(':'))
+    else {
+        return Err(refuse(
+            403,
+            "not_a_service_account",
+            format!(
+                "{} is not a ServiceAccount",
+                crds::text::quote(&crds::text::clip(user, 256))
+            ),
+        ));
+    };
+    let id = SpiffeId::new(trust_domain, ns, sa)
+        .map_err(|e| refuse(403, "bad_identity", e.to_string()))?;
+    may_issue(&id, trust_domain)?;
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::authentication::v1::UserInfo;
+
+    fn id(ns: &str, sa: &str) -> SpiffeId {
+        SpiffeId::new("cluster.local", ns, sa).expect("valid")
+    }
+
+    fn reason(d: Decision) -> &'static str {
+        match d {
+            Decision::Refuse(r) => r.reason,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_verified_certificate_renews_its_own_identity_only() {
+        let me = id("shop", "cart");
+        assert_eq!(
+            decide("POST", PATH, None, Some(&me), "cluster.local", false),
+            Decision::Issue(me.clone())
+        );
+        // A token next to a certificate does not change who the caller is.
+        assert_eq!(
+            decide(
+                "POST",
+                PATH,
+                Some(b"Bearer x"),
+                Some(&me),
+                "cluster.local",
+                true
+            ),
+            Decision::Issue(me)
+        );
+        let cp = id(CONTROL_PLANE_NS, "rudder");
+        assert_eq!(
+            reason(decide("POST", PATH, None, Some(&cp), "cluster.local", true)),
+            "control_plane_namespace"
+        );
+        let other = SpiffeId::new("other.local", "shop", "cart").expect("valid");
+        assert_eq!(
+            reason(decide(
+                "POST",
+                PATH,
+                None,
+                Some(&other),
+                "cluster.local",
+                true
+            )),
+            "other_trust_domain"
+        );
+    }
+
+    #[test]
+    fn requests_without_a_credential_or_with_a_bad_one_are_refused() {
+        let d = |m: &str, p: &str, a: Option<&[u8]>, tokens: bool| {
+            decide(m, p, a, None, "cluster.local", tokens)
+        };
+        assert_eq!(reason(d("POST", PATH, None, true)), "unauthenticated");
+        assert_eq!(reason(d("GET", PATH, None, true)), "method");
+        assert_eq!(reason(d("POST", "/", None, true)), "not_found");
+        assert_eq!(
+            reason(d("POST", PATH, Some(b"Basic abc"), true)),
+            "bad_authorization"
+        );
+        assert_eq!(
+            reason(d("POST", PATH, Some(b"Bearer "), true)),
+            "bad_authorization"
+        );
+        assert_eq!(
+            reason(d("POST", PATH, Some(b"Bearer a b"), true)),
+            "bad_authorization"
+        );
+        let huge = format!("Bearer {}", "a".repeat(MAX_AUTH_BYTES));
+        assert_eq!(
+            reason(d("POST", PATH, Some(huge.as_bytes()), true)),
+            "token_too_large"
+        );
+        assert_eq!(
+            reason(d("POST", PATH, Some(b"Bearer abc"), false)),
+            "tokens_disabled"
+        );
+        assert_eq!(
+            d("POST", PATH, Some(b"Bearer abc.def"), true),
+            Decision::Review("abc.def".into())
+        );
+    }
+
+    fn status(auth: bool, audiences: &[&str], user: &str) -> TokenReviewStatus {
+        TokenReviewStatus {
+            authenticated: Some(auth),
+            audiences: Some(audiences.iter().map(|s| s.to_string()).collect()),
+            user: Some(UserInfo {
+                username: Some(user.into()),
+                ..Default::default()
+            }),
+            error: (!auth).then(|| "token expired".into()),
+        }
+    }
+
+    #[test]
+    fn a_token_review_yields_the_service_account_identity() {
+        let ok = status(true, &["rudder"], "system:serviceaccount:shop:cart");
+        assert_eq!(
+            identity_from_review(Some(&ok), "cluster.local"),
+            Ok(id("shop", "cart"))
+        );
+        let why = |s: TokenReviewStatus| {
+            identity_from_review(Some(&s), "cluster.local")
+                .expect_err("refused")
+                .reason
+        };
+        assert_eq!(
+            why(status(
+                false,
+                &["rudder"],
+                "system:serviceaccount:shop:cart"
+            )),
+            "token_rejected"
+        );
+        assert_eq!(
+            why(status(
+                true,
+                &["https://kubernetes.default.svc"],
+                "system:serviceaccount:shop:cart"
+            )),
+            "token_audience"
+        );
+        assert_eq!(
+            why(status(true, &["rudder"], "alice")),
+            "not_a_service_account"
+        );
+        assert_eq!(
+            why(status(
+                true,
+                &["rudder"],
+                "system:serviceaccount:rudder-system:rudder"
+            )),
+            "control_plane_namespace"
+        );
+        assert_eq!(
+            why(status(true, &["rudder"], "system:serviceaccount:Shop:x")),
+            "bad_identity"
+        );
+        assert_eq!(
+            identity_from_review(None, "cluster.local")
+                .expect_err("no status")
+                .reason,
+            "token_rejected"
+        );
+    }
+}
