@@ -24,7 +24,7 @@ pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// Lifetime of a self-made root.
 pub const ROOT_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Certificates start this much before "now", for clock skew between nodes.
-const BACKDATE: Duration = Duration::from_secs(60);
+pub const BACKDATE: Duration = Duration::from_secs(60);
 
 /// What went wrong. Never contains key material.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,8 @@
 //! An in-process fake Kubernetes API server behind `kube::Client::new`: real LIST and
 //! streaming WATCH (newline-delimited JSON events) with resourceVersions, bookmarks,
 //! `410 Gone` after compaction, status merge-patches, and Lease get/create/replace with
-//! optimistic concurrency. Tests drive it with [`FakeKube::apply`], [`FakeKube::delete`],
+//! optimistic concurrency, and TokenReview (tokens registered with
+//! [`FakeKube::add_token`]). Tests drive it with [`FakeKube::apply`], [`FakeKube::delete`],
 //! [`FakeKube::compact`] and [`FakeKube::break_watches`].
 //!
 //! Not covered: label/field selectors, pagination (`limit`/`continue`), server-side
@@ -39,6 +40,7 @@ const RESOURCES: &[(&str, &str, &str)] = &[
     ),
     ("coordination.k8s.io/v1", "Lease", "leases"),
     ("v1", "Secret", "secrets"),
+    ("authentication.k8s.io/v1", "TokenReview", "tokenreviews"),
 ];
 
 fn resource_by_plural(plural: &str) -> Option<(&'static str, &'static str)> {
@@ -71,6 +73,8 @@ struct Store {
     requests: Vec<String>,
     status_patches: Vec<(String, String)>,
     fail_next_watches: usize,
+    /// token -> (namespace, service account, audiences)
+    tokens: BTreeMap<String, (String, String, Vec<String>)>,
 }
 
 impl Store {
@@ -195,6 +199,56 @@ impl FakeKube {
         kube::Client::new(svc, "default")
     }
 
+    /// Registers a ServiceAccount token minted for `audiences`, as the kubelet's projected
+    /// tokens are; a TokenReview of it authenticates
+    /// `system:serviceaccount:NAMESPACE:SA` for the audiences both sides name.
+    pub fn add_token(&self, token: &str, namespace: &str, sa: &str, audiences: &[&str]) {
+        self.lock().tokens.insert(
+            token.to_string(),
+            (
+                namespace.to_string(),
+                sa.to_string(),
+                audiences.iter().map(|a| a.to_string()).collect(),
+            ),
+        );
+    }
+
+    fn token_review(&self, body: &[u8]) -> Response<Body> {
+        let Ok(review) = serde_json::from_slice::<Value>(body) else {
+            return status_error(StatusCode::BAD_REQUEST, "BadRequest", "body is not JSON");
+        };
+        let token = review["spec"]["token"].as_str().unwrap_or_default();
+        let wanted: Vec<String> = review["spec"]["audiences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str().map(String::from))
+            .collect();
+        let known = self.lock().tokens.get(token).cloned();
+        let status = match known {
+            Some((ns, sa, auds)) => {
+                let both: Vec<&String> = if wanted.is_empty() {
+                    auds.iter().collect()
+                } else {
+                    wanted.iter().filter(|a| auds.contains(a)).collect()
+                };
+                if both.is_empty() {
+                    json!({"authenticated": false, "error": "token audiences are invalid for the target audiences"})
+                } else {
+                    json!({"authenticated": true, "audiences": both,
+                           "user": {"username": format!("system:serviceaccount:{ns}:{sa}"),
+                                    "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{ns}")]}})
+                }
+            }
+            None => json!({"authenticated": false, "error": "invalid bearer token"}),
+        };
+        full(
+            StatusCode::CREATED,
+            json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                   "metadata": {}, "spec": review["spec"].clone(), "status": status}),
+        )
+    }
+
     /// Creates or replaces an object (by its apiVersion and kind), as `kubectl apply`.
     pub fn apply(&self, obj: Value) -> Value {
         let api = obj["apiVersion"].as_str().unwrap_or_default().to_string();
@@ -308,6 +362,9 @@ impl FakeKube {
                 &format!("no resource {plural}"),
             );
         };
+        if plural == "tokenreviews" && method == "POST" {
+            return self.token_review(&body);
+        }
         let watch = query.get("watch").is_some_and(|v| v == "true" || v == "1");
         match (method.as_str(), name, sub) {
             ("GET", None, None) if watch => self.watch(plural, ns, &query),

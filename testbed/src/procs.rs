@@ -616,3 +616,80 @@ impl Backend {
         Ok(Backend { _proc: proc, addr })
     }
 }
+
+/// A proxy agent process (`xds-server agent`) keeping one sidecar's credentials fresh.
+#[derive(Debug)]
+pub struct Agent {
+    proc: Proc,
+    /// Its `/ready` and `/status` address.
+    pub status: SocketAddr,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// Starts an agent on `cert_dir` (as `xds-server bootstrap` left it) against `cp`'s
+    /// certificate endpoint, with extra arguments.
+    pub async fn start(
+        cert_dir: &Path,
+        cp: &ControlPlane,
+        work: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let tag = cert_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let ready = work.join(format!("agent-{tag}.ready.json"));
+        let log = work.join(format!("agent-{tag}.log"));
+        let _ = std::fs::remove_file(&ready);
+        let mut cmd = Command::new(workspace_bin("xds-server")?);
+        cmd.arg("agent")
+            .arg("--cert-dir")
+            .arg(cert_dir)
+            .args(["--ca-address", &cp.ca.to_string()])
+            .args(["--status-address", "127.0.0.1:0", "--ready-file"])
+            .arg(&ready)
+            .args(extra)
+            .env("RUDDER_LOG", "info");
+        let mut proc = Proc::spawn(&format!("agent {tag}"), cmd, &log)?;
+        let mut status = None;
+        let waited = wait_until(Duration::from_secs(10), "the agent's ready file", || {
+            let running = proc.check_running();
+            status = std::fs::read_to_string(&ready)
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .and_then(|v| v["status"].as_str()?.parse::<SocketAddr>().ok());
+            let ok = status.is_some();
+            async move { running.map(|()| ok) }
+        })
+        .await;
+        if let Err(e) = waited {
+            bail!(
+                "{e:#}\nagent log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        Ok(Agent {
+            proc,
+            status: status.context("no status address")?,
+            log,
+        })
+    }
+
+    /// Its `/status` JSON.
+    pub async fn status(&self) -> anyhow::Result<serde_json::Value> {
+        let text = crate::http::get_ok(self.status, "/status").await?;
+        serde_json::from_str(&text).context("/status is JSON")
+    }
+
+    /// Fails if it has exited.
+    pub fn check_running(&mut self) -> anyhow::Result<()> {
+        self.proc.check_running()
+    }
+
+    /// The log's text.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}

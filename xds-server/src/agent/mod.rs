@@ -25,6 +25,9 @@ use serde::Serialize;
 
 /// Longest wait between attempts after failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Shortest wait between renewals while holding a certificate (a certificate issued
+/// already past its half-life must not make the agent spin).
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// A certificate this close to expiry is not used to authenticate.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(2);
 
@@ -45,6 +48,13 @@ pub struct AgentConfig {
     pub status_address: SocketAddr,
     /// Once serving, the bound status address is written here.
     pub ready_file: Option<PathBuf>,
+    /// The mesh's trust domain.
+    pub trust_domain: String,
+    /// The trust bundle itself (PEM), as the injector passes it in the environment.
+    pub trust_bundle_pem: Option<String>,
+    /// Write the proxy's Envoy bootstrap here once credentials are installed (the
+    /// injected sidecar starts from it).
+    pub bootstrap: Option<(PathBuf, crate::cli::bootstrap::BootstrapParams)>,
 }
 
 /// The agent's state, as `/status` shows it.
@@ -111,16 +121,19 @@ pub fn validity(chain_pem: &str) -> Option<Validity> {
     })
 }
 
-/// When to try next: at half-life of the installed certificate (at once without one);
-/// after `failures` failures in a row, 1 s doubling up to 30 s, never later than the
-/// half-life point.
+/// When to try next: at half-life of the installed certificate, counted from when it
+/// was issued (its `notBefore` is backdated by [`ca::BACKDATE`] for clock skew), at once
+/// without one, and never sooner than [`MIN_INTERVAL`] with one; after `failures`
+/// failures in a row, 1 s doubling up to 30 s, never later than the half-life point.
 pub fn next_attempt(current: Option<&Validity>, now: SystemTime, failures: u32) -> Duration {
     let until_renewal = current
         .map(|v| {
-            let life = v.not_after.duration_since(v.not_before).unwrap_or_default();
-            (v.not_before + life / 2)
+            let issued = (v.not_before + ca::BACKDATE).min(v.not_after);
+            let life = v.not_after.duration_since(issued).unwrap_or_default();
+            (issued + life / 2)
                 .duration_since(now)
                 .unwrap_or_default()
+                .max(MIN_INTERVAL)
         })
         .unwrap_or_default();
     if failures == 0 {
@@ -153,7 +166,16 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     }
     tracing::info!(status = %bound, endpoint = %cfg.endpoint, dir = %cfg.cert_dir.display(), "agent started");
     let mut failures = 0u32;
+    let mut bootstrap_written = false;
     loop {
+        if !bootstrap_written
+            && files::read(&cfg.cert_dir).is_some()
+            && let Some((path, params)) = &cfg.bootstrap
+        {
+            write_bootstrap(path, params, &cfg.cert_dir, &cfg.trust_domain)?;
+            bootstrap_written = true;
+            tracing::info!(path = %path.display(), "wrote the Envoy bootstrap");
+        }
         let current = files::read(&cfg.cert_dir);
         let valid = current.as_ref().and_then(|(c, _, _)| validity(c));
         let wait = next_attempt(valid.as_ref(), SystemTime::now(), failures);
@@ -187,6 +209,30 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     }
 }
 
+/// Writes the proxy's bootstrap (the same generator as `xds-server bootstrap`), reading
+/// its xDS client certificate from `dir` through file-based SDS.
+fn write_bootstrap(
+    path: &std::path::Path,
+    params: &crate::cli::bootstrap::BootstrapParams,
+    dir: &std::path::Path,
+    trust_domain: &str,
+) -> anyhow::Result<()> {
+    let params = crate::cli::bootstrap::BootstrapParams {
+        tls: Some(crate::cli::bootstrap::BootstrapTls {
+            dir: dir.to_path_buf(),
+            cert_file: files::path(dir, files::CERT),
+            key_file: files::path(dir, files::KEY),
+            ca_file: files::path(dir, files::BUNDLE),
+            server_id: crate::server::control_plane_id(trust_domain)?.to_string(),
+        }),
+        ..params.clone()
+    };
+    let text = serde_json::to_string_pretty(&crate::cli::bootstrap::bootstrap(&params))?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
 /// One renewal: authenticate with the current certificate while it is valid, else with
 /// the token; check what came back; install it.
 async fn renew(
@@ -194,12 +240,13 @@ async fn renew(
     current: Option<&(String, String, String)>,
     valid: Option<&Validity>,
 ) -> anyhow::Result<crate::identity::issuer::Issued> {
-    let bundle = match (current, &cfg.trust_bundle) {
-        (Some((_, _, b)), _) => b.clone(),
-        (None, Some(path)) => std::fs::read_to_string(path)
+    let bundle = match (current, &cfg.trust_bundle, &cfg.trust_bundle_pem) {
+        (Some((_, _, b)), _, _) => b.clone(),
+        (None, Some(path), _) => std::fs::read_to_string(path)
             .with_context(|| format!("reading the trust bundle {}", path.display()))?,
-        (None, None) => anyhow::bail!(
-            "no credentials in {} and no --trust-bundle to check the control plane with",
+        (None, None, Some(pem)) => pem.clone(),
+        (None, None, None) => anyhow::bail!(
+            "no credentials in {} and no trust bundle to check the control plane with",
             cfg.cert_dir.display()
         ),
     };
@@ -308,13 +355,16 @@ mod tests {
     #[test]
     fn renewal_is_at_half_life_and_failures_back_off_without_passing_it() {
         let now = UNIX_EPOCH + Duration::from_secs(1000);
-        // 60 s certificate issued at 990: half-life at 1020.
+        // A 60 s certificate issued at 990 (notBefore backdated 60 s): half-life at 1020.
         assert_eq!(
-            next_attempt(Some(&v(990, 1050)), now, 0),
+            next_attempt(Some(&v(930, 1050)), now, 0),
             Duration::from_secs(20)
         );
-        // Past half-life, or no certificate: now.
-        assert_eq!(next_attempt(Some(&v(900, 1050)), now, 0), Duration::ZERO);
+        // Past half-life: soon, but not in a spin; no certificate: now.
+        assert_eq!(
+            next_attempt(Some(&v(840, 1050)), now, 0),
+            Duration::from_secs(1)
+        );
         assert_eq!(next_attempt(None, now, 0), Duration::ZERO);
         // Failures: 1, 2, 4 ... capped at 30 s.
         let backoffs: Vec<u64> = (1..=8)
@@ -323,7 +373,7 @@ mod tests {
         assert_eq!(backoffs, [1, 2, 4, 8, 16, 30, 30, 30]);
         // A failure long before half-life still retries at half-life at the latest.
         assert_eq!(
-            next_attempt(Some(&v(990, 1050)), now, 6),
+            next_attempt(Some(&v(930, 1050)), now, 6),
             Duration::from_secs(20)
         );
     }

@@ -79,6 +79,39 @@ struct AgentArgs {
     /// Once serving, write {"status": "IP:PORT"} here.
     #[arg(long)]
     ready_file: Option<PathBuf>,
+    /// The trust bundle itself, PEM (the injector passes it in the environment).
+    #[arg(long, env = "RUDDER_TRUST_BUNDLE_PEM", hide_env_values = true)]
+    trust_bundle_pem: Option<String>,
+    /// Write the proxy's Envoy bootstrap here once credentials are installed.
+    #[arg(long, requires = "pod")]
+    bootstrap_out: Option<PathBuf>,
+    /// With --bootstrap-out: the pod's name.
+    #[arg(long, env = "POD_NAME")]
+    pod: Option<String>,
+    /// With --bootstrap-out: the pod's namespace.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    namespace: String,
+    /// With --bootstrap-out: the pod's service account.
+    #[arg(long, env = "SERVICE_ACCOUNT", default_value = "default")]
+    service_account: String,
+    /// With --bootstrap-out: the pod IP the sidecar listens on.
+    #[arg(long, env = "POD_IP")]
+    pod_ip: Option<IpAddr>,
+    /// With --bootstrap-out: the app-facing outbound port.
+    #[arg(long)]
+    outbound_port: Option<u16>,
+    /// With --bootstrap-out: where the local app listens (default 127.0.0.1).
+    #[arg(long)]
+    app_address: Option<IpAddr>,
+    /// With --bootstrap-out: the control plane's xDS address, HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:15010", env = "RUDDER_XDS_ADDRESS")]
+    xds_address: String,
+    /// With --bootstrap-out: use delta (incremental) ADS.
+    #[arg(long)]
+    delta: bool,
+    /// With --bootstrap-out: Envoy's admin address.
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    envoy_admin_address: SocketAddr,
 }
 
 #[derive(Debug, clap::Args)]
@@ -388,7 +421,33 @@ impl Args {
                     .enable_all()
                     .build()
                     .context("starting the async runtime")?;
+                let bootstrap = match (&a.bootstrap_out, &a.pod) {
+                    (Some(path), Some(pod)) => {
+                        let (host, port) = split_host_port(&a.xds_address)?;
+                        Some((
+                            path.clone(),
+                            BootstrapParams {
+                                node_id: None,
+                                namespace: a.namespace.clone(),
+                                pod: pod.clone(),
+                                service_account: a.service_account.clone(),
+                                pod_ip: a.pod_ip,
+                                outbound_port: a.outbound_port,
+                                app_address: a.app_address,
+                                xds_host: host,
+                                xds_port: port,
+                                delta: a.delta,
+                                admin: a.envoy_admin_address,
+                                tls: None,
+                            },
+                        ))
+                    }
+                    _ => None,
+                };
                 rt.block_on(crate::agent::run(crate::agent::AgentConfig {
+                    trust_domain: a.trust_domain.clone(),
+                    trust_bundle_pem: a.trust_bundle_pem,
+                    bootstrap,
                     cert_dir: a.cert_dir,
                     endpoint: a.ca_address,
                     token_file: a.token_file,
@@ -456,14 +515,24 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn print_bootstrap(b: BootstrapArgs) -> anyhow::Result<()> {
-    let (host, port) = b
-        .xds_address
+/// `HOST:PORT` (`[V6]:PORT` too) -> (host, port).
+fn split_host_port(addr: &str) -> anyhow::Result<(String, u16)> {
+    let (host, port) = addr
         .rsplit_once(':')
         .context("--xds-address must be HOST:PORT")?;
     let port: u16 = port
         .parse()
         .with_context(|| format!("--xds-address: {port:?} is not a port"))?;
+    Ok((
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port,
+    ))
+}
+
+fn print_bootstrap(b: BootstrapArgs) -> anyhow::Result<()> {
+    let (host, port) = split_host_port(&b.xds_address)?;
     let params = BootstrapParams {
         node_id: b.node_id,
         namespace: b.namespace,
@@ -472,10 +541,7 @@ fn print_bootstrap(b: BootstrapArgs) -> anyhow::Result<()> {
         pod_ip: b.pod_ip,
         outbound_port: b.outbound_port,
         app_address: b.app_address,
-        xds_host: host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string(),
+        xds_host: host,
         xds_port: port,
         delta: b.delta && !b.sotw,
         admin: b.admin_address,

@@ -1,0 +1,173 @@
+//! The certificate endpoint over real TLS, with TokenReview against the fake API
+//! server: an agent with a projected ServiceAccount token gets its identity's
+//! certificate installed, renews with it, and serves `/ready`; wrong audiences, unknown
+//! tokens, the control plane's namespace and anonymous callers are refused.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use testbed::fake_kube::FakeKube;
+use xds_server::agent::client::{Credential, request};
+use xds_server::agent::{AgentConfig, files, validity};
+use xds_server::identity::ca_service::{CaService, serve};
+use xds_server::identity::certs::CertManager;
+use xds_server::observability::metrics::Metrics;
+use xds_server::server::{Stop, control_plane_id};
+use xds_server::xds::listener::{ConnLimits, TlsSetup};
+
+struct Endpoint {
+    addr: String,
+    bundle: String,
+    metrics: Arc<Metrics>,
+    _stop: Stop,
+}
+
+async fn start(fake: &FakeKube) -> Endpoint {
+    let authority = ca::Authority::generate_root("cluster.local", SystemTime::now()).expect("ca");
+    let certs =
+        Arc::new(CertManager::new(authority, Duration::from_secs(60), None).expect("certs"));
+    let serving = certs
+        .issue(
+            &control_plane_id("cluster.local").expect("id"),
+            &["localhost".into(), "127.0.0.1".into()],
+            Duration::from_secs(3600),
+        )
+        .expect("serving certificate");
+    let tls = TlsSetup::from_pem(
+        &serving.cert_chain_pem,
+        serving.private_key_pem(),
+        &certs.issuer_anchors(),
+    )
+    .expect("tls");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = format!("localhost:{}", listener.local_addr().expect("addr").port());
+    let metrics = Arc::new(Metrics::new());
+    let stop = Stop::default();
+    tokio::spawn(serve(
+        listener,
+        tls,
+        ConnLimits::default(),
+        Arc::new(CaService {
+            certs: certs.clone(),
+            lifetime: Duration::from_secs(60),
+            trust_domain: "cluster.local".into(),
+            kube: Some(fake.client()),
+            metrics: metrics.clone(),
+        }),
+        stop.clone(),
+    ));
+    Endpoint {
+        addr,
+        bundle: certs.bundle_pem(),
+        metrics,
+        _stop: stop,
+    }
+}
+
+#[tokio::test]
+async fn a_token_gets_its_service_account_identity_and_then_renews_by_certificate() {
+    let fake = FakeKube::new();
+    fake.add_token("tok-cart", "shop", "cart", &["rudder"]);
+    let ep = start(&fake).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "tok-cart\n").expect("token");
+    let bundle = dir.path().join("bundle.pem");
+    std::fs::write(&bundle, &ep.bundle).expect("bundle");
+    let certs = dir.path().join("creds");
+    let ready = dir.path().join("agent.json");
+    let agent = tokio::spawn(xds_server::agent::run(AgentConfig {
+        cert_dir: certs.clone(),
+        endpoint: ep.addr.clone(),
+        token_file: Some(token),
+        trust_bundle: Some(bundle),
+        expected_identity: Some(ca::SpiffeId::new("cluster.local", "shop", "cart").expect("id")),
+        status_address: "127.0.0.1:0".parse().expect("addr"),
+        ready_file: Some(ready.clone()),
+        trust_domain: "cluster.local".into(),
+        trust_bundle_pem: None,
+        bootstrap: None,
+    }));
+    testbed::procs::wait_until(
+        Duration::from_secs(10),
+        "the agent to install credentials",
+        || {
+            let certs = certs.clone();
+            async move { Ok(files::read(&certs).is_some()) }
+        },
+    )
+    .await
+    .expect("installed");
+    let (chain, key, _) = files::read(&certs).expect("credentials");
+    let v = validity(&chain).expect("parses");
+    assert_eq!(
+        v.identity.map(|i| i.to_string()).as_deref(),
+        Some("spiffe://cluster.local/ns/shop/sa/cart")
+    );
+    // /ready says so.
+    let status: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ready).expect("ready file")).expect("json");
+    let addr = status["status"]
+        .as_str()
+        .expect("status address")
+        .parse()
+        .expect("addr");
+    let body = testbed::http::get_ok(addr, "/ready").await.expect("ready");
+    assert!(body.contains("shop/sa/cart"), "{body}");
+    // The installed certificate renews itself.
+    let renewed = request(
+        &ep.addr,
+        &ep.bundle,
+        Credential::Certificate {
+            chain: &chain,
+            key: &key,
+        },
+    )
+    .await
+    .expect("renewal by certificate");
+    assert_eq!(renewed.spiffe_id, "spiffe://cluster.local/ns/shop/sa/cart");
+    agent.abort();
+    let text = ep.metrics.encode(
+        &xds_server::observability::registry::ProxyRegistry::default(),
+        None,
+    );
+    assert!(
+        text.contains("rudder_certificate_requests_total{reason=\"issued\"} 2"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn bad_tokens_and_anonymous_callers_are_refused() {
+    let fake = FakeKube::new();
+    fake.add_token("tok-api-audience", "shop", "cart", &["api"]);
+    fake.add_token("tok-control-plane", "rudder-system", "rudder", &["rudder"]);
+    let ep = start(&fake).await;
+    for (token, want) in [
+        ("tok-api-audience", "401"),
+        ("nope", "invalid bearer token"),
+        ("tok-control-plane", "not issued here"),
+    ] {
+        let err = request(&ep.addr, &ep.bundle, Credential::Token(token))
+            .await
+            .expect_err(token);
+        assert!(format!("{err:#}").contains(want), "{token}: {err:#}");
+    }
+    // No credential at all: an HTTPS request without a certificate or token.
+    let err = request(&ep.addr, &ep.bundle, Credential::Token(""))
+        .await
+        .expect_err("empty token");
+    assert!(format!("{err:#}").contains("400"), "{err:#}");
+    // A client that does not trust our CA does not get as far as asking.
+    let other = ca::Authority::generate_root("cluster.local", SystemTime::now()).expect("ca");
+    let err = request(
+        &ep.addr,
+        &other.trust_bundle_pem(),
+        Credential::Token("tok-api-audience"),
+    )
+    .await
+    .expect_err("unknown server");
+    assert!(format!("{err:#}").contains("TLS"), "{err:#}");
+}
