@@ -21,6 +21,10 @@ pub const META_OUTBOUND_PORT: &str = "rudder.dev/outbound-port";
 /// Node metadata key: the address the local app listens on (default 127.0.0.1).
 pub const META_APP_ADDRESS: &str = "rudder.dev/app-address";
 
+/// Node metadata key: `"true"` when the pod's traffic is intercepted by iptables (an
+/// injected pod), so listeners take traffic by original destination.
+pub const META_INTERCEPTION: &str = "rudder.dev/interception";
+
 /// Longest node id accepted.
 pub const MAX_NODE_ID: usize = 256;
 

@@ -50,6 +50,9 @@ pub struct ServeConfig {
     pub xds_address: SocketAddr,
     /// The certificate endpoint's address (none: no endpoint; not with plain-text xDS).
     pub ca_address: Option<SocketAddr>,
+    /// The sidecar injector's address and settings (trust domain and bundle are filled
+    /// in here).
+    pub inject: Option<(SocketAddr, crate::k8s::inject::InjectConfig)>,
     /// Where to write the bound addresses.
     pub ready_file: Option<PathBuf>,
     /// Admin address: `/metrics`, `/healthz`, `/readyz`.
@@ -277,6 +280,40 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             service,
             stop.clone(),
         ));
+    }
+    if let (Some((addr, inject)), Some(t)) = (&cfg.inject, &tls) {
+        let listener = crate::xds::listener::bind(*addr)
+            .with_context(|| format!("binding the injector address {addr}"))?;
+        let setup =
+            crate::xds::listener::TlsSetup::from_pem(&t.cert_pem, &t.key_pem, &t.client_anchors)
+                .context("configuring TLS for the injector")?;
+        let bundle = certs.bundle_pem();
+        let inject = crate::k8s::inject::InjectConfig {
+            trust_domain: sec.trust_domain.clone(),
+            trust_bundle_pem: bundle.clone(),
+            ..inject.clone()
+        };
+        tokio::spawn(crate::k8s::inject::webhook::serve(
+            listener,
+            setup,
+            limits.conn.clone(),
+            Arc::new(inject),
+            shared.metrics.clone(),
+            stop.clone(),
+        ));
+        if let Some(client) = client.clone() {
+            tokio::spawn(async move {
+                loop {
+                    if let Err(e) =
+                        crate::k8s::inject::webhook::sync_ca_bundle(client.clone(), &bundle).await
+                    {
+                        tracing::warn!(error = %format!("{e:#}"), "updating the injector's caBundle failed; retrying");
+                    }
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
+            });
+        }
+        tracing::info!(injector = %addr, "serving the sidecar injector");
     }
     let server = serve_ads(listener, shared, tls, limits);
     tokio::pin!(server);

@@ -55,6 +55,8 @@ pub struct AgentConfig {
     /// Write the proxy's Envoy bootstrap here once credentials are installed (the
     /// injected sidecar starts from it).
     pub bootstrap: Option<(PathBuf, crate::cli::bootstrap::BootstrapParams)>,
+    /// The pod's traffic is intercepted (marked in the bootstrap's node metadata).
+    pub intercepted: bool,
 }
 
 /// The agent's state, as `/status` shows it.
@@ -172,7 +174,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             && files::read(&cfg.cert_dir).is_some()
             && let Some((path, params)) = &cfg.bootstrap
         {
-            write_bootstrap(path, params, &cfg.cert_dir, &cfg.trust_domain)?;
+            write_bootstrap(path, params, &cfg.cert_dir, &cfg.trust_domain, cfg.intercepted)?;
             bootstrap_written = true;
             tracing::info!(path = %path.display(), "wrote the Envoy bootstrap");
         }
@@ -216,6 +218,7 @@ fn write_bootstrap(
     params: &crate::cli::bootstrap::BootstrapParams,
     dir: &std::path::Path,
     trust_domain: &str,
+    intercepted: bool,
 ) -> anyhow::Result<()> {
     let params = crate::cli::bootstrap::BootstrapParams {
         tls: Some(crate::cli::bootstrap::BootstrapTls {
@@ -227,7 +230,11 @@ fn write_bootstrap(
         }),
         ..params.clone()
     };
-    let text = serde_json::to_string_pretty(&crate::cli::bootstrap::bootstrap(&params))?;
+    let mut b = crate::cli::bootstrap::bootstrap(&params);
+    if intercepted {
+        b["node"]["metadata"][translator::identity::META_INTERCEPTION] = "true".into();
+    }
+    let text = serde_json::to_string_pretty(&b)?;
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))

@@ -26,7 +26,7 @@ pub struct Args {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum LogFormat {
+pub enum LogFormat {
     /// One JSON object per line.
     Json,
     /// Human-readable lines.
@@ -46,6 +46,130 @@ enum Command {
     Credentials(CredentialsArgs),
     /// Run the proxy agent beside a proxy: obtain and renew its credentials.
     Agent(AgentArgs),
+    /// Print, or install (the injected init container), the pod's interception rules.
+    Iptables(IptablesArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct IptablesArgs {
+    /// Install the rules (iptables-restore; ip6tables-restore too when there are IPv6
+    /// exclusions or it is present) instead of printing them.
+    #[arg(long)]
+    apply: bool,
+    #[command(flatten)]
+    interception: InterceptionArgs,
+}
+
+/// The sidecar injector (cluster installs; the chart sets these from its values).
+#[derive(Clone, Debug, clap::Args)]
+struct InjectArgs {
+    /// Serve the sidecar injector webhook (HTTPS) here; off when unset.
+    #[arg(long, env = "RUDDER_INJECTOR_ADDRESS")]
+    injector_address: Option<SocketAddr>,
+    /// Envoy's image for injected sidecars.
+    #[arg(long, default_value = "envoyproxy/envoy:v1.40.0", env = "RUDDER_PROXY_IMAGE")]
+    proxy_image: String,
+    /// The agent's and init container's image (the control plane's own).
+    #[arg(long, default_value = concat!("ghcr.io/rudder-mesh/rudder:", env!("CARGO_PKG_VERSION")), env = "RUDDER_AGENT_IMAGE")]
+    agent_image: String,
+    /// The xDS address injected sidecars use.
+    #[arg(long, default_value = "rudder.rudder-system.svc:15010", env = "RUDDER_SIDECAR_XDS_ADDRESS")]
+    sidecar_xds_address: String,
+    /// The certificate endpoint injected agents use.
+    #[arg(long, default_value = "rudder.rudder-system.svc:15012", env = "RUDDER_SIDECAR_CA_ADDRESS")]
+    sidecar_ca_address: String,
+    /// Injected sidecars use state-of-the-world ADS instead of delta.
+    #[arg(long)]
+    sidecar_sotw: bool,
+    /// Injected Envoy's resources (a Kubernetes ResourceRequirements, JSON).
+    #[arg(long, default_value = r#"{"requests":{"cpu":"50m","memory":"64Mi"},"limits":{"cpu":"1","memory":"256Mi"}}"#, value_parser = parse_resources)]
+    proxy_resources: serde_json::Value,
+    /// Injected Envoy's drain time on shutdown.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    sidecar_drain_time: Duration,
+    #[command(flatten)]
+    interception: InterceptionArgs,
+}
+
+fn parse_resources(s: &str) -> Result<serde_json::Value, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(s).map_err(|e| format!("not JSON: {e}"))?;
+    let ok = v.as_object().is_some_and(|o| {
+        o.keys().all(|k| k == "requests" || k == "limits")
+            && o.values().all(|q| {
+                q.as_object()
+                    .is_some_and(|q| q.values().all(|x| x.is_string()))
+            })
+    });
+    if !ok {
+        return Err("expected {\"requests\": {\"cpu\": \"50m\", ...}, \"limits\": {...}}".into());
+    }
+    Ok(v)
+}
+
+impl InjectArgs {
+    fn config(&self, log_format: LogFormat) -> Option<(SocketAddr, crate::k8s::inject::InjectConfig)> {
+        let addr = self.injector_address?;
+        Some((
+            addr,
+            crate::k8s::inject::InjectConfig {
+                proxy_image: self.proxy_image.clone(),
+                agent_image: self.agent_image.clone(),
+                xds_address: self.sidecar_xds_address.clone(),
+                ca_address: self.sidecar_ca_address.clone(),
+                trust_domain: String::new(),
+                trust_bundle_pem: String::new(),
+                delta: !self.sidecar_sotw,
+                proxy_resources: self.proxy_resources.clone(),
+                drain_seconds: u32::try_from(self.sidecar_drain_time.as_secs()).unwrap_or(5),
+                interception: self.interception.settings(),
+                log_format: match log_format {
+                    LogFormat::Json => "json".into(),
+                    LogFormat::Text => "text".into(),
+                },
+            },
+        ))
+    }
+}
+
+/// Interception settings shared by `iptables` and the injector.
+#[derive(Clone, Debug, clap::Args)]
+struct InterceptionArgs {
+    /// Envoy's outbound (original destination) port.
+    #[arg(long, default_value_t = 15001)]
+    outbound_port: u16,
+    /// Envoy's inbound port.
+    #[arg(long, default_value_t = 15006)]
+    inbound_port: u16,
+    /// The UID Envoy and the agent run as (their traffic is not intercepted).
+    #[arg(long, default_value_t = 1337)]
+    proxy_uid: u32,
+    /// The agent's status port (not intercepted inbound).
+    #[arg(long, default_value_t = 15021)]
+    agent_status_port: u16,
+    /// Outbound destination ports not intercepted (repeat).
+    #[arg(long = "exclude-outbound-port")]
+    exclude_outbound_ports: Vec<u16>,
+    /// Inbound ports not intercepted (repeat).
+    #[arg(long = "exclude-inbound-port")]
+    exclude_inbound_ports: Vec<u16>,
+    /// Outbound destination networks not intercepted, ADDR/LEN (repeat).
+    #[arg(long = "exclude-cidr", value_parser = crate::k8s::inject::iptables::parse_cidr)]
+    exclude_cidrs: Vec<(IpAddr, u8)>,
+}
+
+impl InterceptionArgs {
+    fn settings(&self) -> crate::k8s::inject::iptables::Interception {
+        crate::k8s::inject::iptables::Interception {
+            outbound_port: self.outbound_port,
+            inbound_port: self.inbound_port,
+            proxy_uid: self.proxy_uid,
+            agent_status_port: self.agent_status_port,
+            exclude_outbound_ports: self.exclude_outbound_ports.clone(),
+            exclude_inbound_ports: self.exclude_inbound_ports.clone(),
+            exclude_cidrs: self.exclude_cidrs.clone(),
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -109,6 +233,9 @@ struct AgentArgs {
     /// With --bootstrap-out: use delta (incremental) ADS.
     #[arg(long)]
     delta: bool,
+    /// With --bootstrap-out: the pod's traffic is intercepted by iptables (injected pods).
+    #[arg(long)]
+    intercepted: bool,
     /// With --bootstrap-out: Envoy's admin address.
     #[arg(long, default_value = "127.0.0.1:15000")]
     envoy_admin_address: SocketAddr,
@@ -214,6 +341,8 @@ struct RunArgs {
     drain_time: Duration,
     #[command(flatten)]
     limits: LimitArgs,
+    #[command(flatten)]
+    inject: InjectArgs,
     /// Benchmark baseline only: resend every resource of a type on any change instead of
     /// what changed.
     #[arg(long, hide = true)]
@@ -388,6 +517,7 @@ impl Args {
                     lease_namespace: run.lease_namespace,
                     identity: run.identity,
                     xds_address: run.xds_address,
+                    inject: run.inject.config(args.log_format),
                     ca_address: (!run.no_ca_endpoint).then_some(run.ca_address),
                     ready_file: run.ready_file,
                     admin_address: run.admin_address,
@@ -405,6 +535,22 @@ impl Args {
                 result
             }
             Command::Bootstrap(b) => print_bootstrap(b),
+            Command::Iptables(i) => {
+                use crate::k8s::inject::iptables;
+                let s = i.interception.settings();
+                if !i.apply {
+                    print!("{}", iptables::rules(&s));
+                    return Ok(());
+                }
+                iptables::apply(&iptables::rules(&s), false)?;
+                let v6 = s.exclude_cidrs.iter().any(|(ip, _)| ip.is_ipv6())
+                    || std::path::Path::new("/proc/net/if_inet6").exists();
+                if v6 && let Err(e) = iptables::apply(&iptables::rules_v6(&s), true) {
+                    tracing::warn!(error = %format!("{e:#}"), "IPv6 interception rules not installed");
+                }
+                println!("interception rules installed");
+                Ok(())
+            }
             Command::Agent(a) => {
                 let expected_identity = a
                     .identity
@@ -448,6 +594,7 @@ impl Args {
                     trust_domain: a.trust_domain.clone(),
                     trust_bundle_pem: a.trust_bundle_pem,
                     bootstrap,
+                    intercepted: a.intercepted,
                     cert_dir: a.cert_dir,
                     endpoint: a.ca_address,
                     token_file: a.token_file,

@@ -1,6 +1,8 @@
 //! Kubernetes: the watchers that feed the model ([`watch`]), the Lease that elects the
-//! status writer ([`lease`]) and the CRD status it writes ([`status`]).
+//! status writer ([`lease`]), the CRD status it writes ([`status`]), and the sidecar
+//! injector ([`inject`]).
 
+pub mod inject;
 pub mod lease;
 pub mod status;
 pub mod watch;

@@ -1,0 +1,277 @@
+//! The sidecar injector's pure core: an AdmissionReview request for a Pod in, an
+//! AdmissionReview response with a JSONPatch out. [`webhook`] is the HTTPS shell around
+//! it and [`iptables`] the interception rules its init container installs.
+//!
+//! An injected pod gets, ahead of its own init containers (so their traffic is meshed
+//! too):
+//! - `rudder-init`: installs the iptables rules (NET_ADMIN, runs once);
+//! - `rudder-agent`: a native sidecar (`restartPolicy: Always`) that obtains the
+//!   workload's credentials with the pod's projected ServiceAccount token, writes the
+//!   Envoy bootstrap (the same generator as `xds-server bootstrap`) and keeps both fresh;
+//!   its startup probe holds the next containers until they exist;
+//! - `rudder-proxy`: Envoy, also a native sidecar, started from that bootstrap;
+//! - the shared credential volume (memory) and the projected token (audience `rudder`).
+//!
+//! Apps need no change. Opt-out (`rudder.dev/inject: "false"`, label or annotation),
+//! host-network pods and already injected pods are left as they are.
+
+pub mod iptables;
+pub mod webhook;
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+/// Annotation (and label) that opts a pod in (`"true"`/`"enabled"`) or out (`"false"`).
+pub const INJECT_KEY: &str = "rudder.dev/inject";
+/// Annotation the injector sets on what it injected.
+pub const STATUS_ANNOTATION: &str = "rudder.dev/status";
+/// Names of the injected containers and volumes.
+pub const INIT: &str = "rudder-init";
+/// See [`INIT`].
+pub const AGENT: &str = "rudder-agent";
+/// See [`INIT`].
+pub const PROXY: &str = "rudder-proxy";
+/// See [`INIT`].
+pub const CREDS_VOLUME: &str = "rudder-creds";
+/// See [`INIT`].
+pub const TOKEN_VOLUME: &str = "rudder-token";
+/// Where the credential volume is mounted.
+pub const CREDS_DIR: &str = "/var/run/rudder/creds";
+/// Where the projected token is mounted.
+pub const TOKEN_DIR: &str = "/var/run/rudder/token";
+
+/// Everything the injection depends on (chart values, via `run` flags).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InjectConfig {
+    /// Envoy's image.
+    pub proxy_image: String,
+    /// The agent's and the init container's image (the control plane's).
+    pub agent_image: String,
+    /// The control plane's xDS address, `HOST:PORT`.
+    pub xds_address: String,
+    /// Its certificate endpoint, `HOST:PORT`.
+    pub ca_address: String,
+    /// The mesh's trust domain.
+    pub trust_domain: String,
+    /// The trust bundle (PEM) the agent checks the control plane with.
+    pub trust_bundle_pem: String,
+    /// Delta ADS.
+    pub delta: bool,
+    /// The proxy's CPU and memory requests and limits.
+    pub proxy_resources: Value,
+    /// Envoy's drain time, seconds.
+    pub drain_seconds: u32,
+    /// Interception settings.
+    pub interception: iptables::Interception,
+    /// Log format of the agent.
+    pub log_format: String,
+}
+
+/// Why a pod is not injected (for the log and a warning on the response).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// Opted out by label or annotation.
+    OptedOut,
+    /// Already carries the injected containers.
+    AlreadyInjected,
+    /// Host network: interception would capture the node's traffic.
+    HostNetwork,
+}
+
+fn meta_value<'a>(pod: &'a Value, key: &str) -> Option<&'a str> {
+    pod["metadata"]["annotations"][key]
+        .as_str()
+        .or_else(|| pod["metadata"]["labels"][key].as_str())
+}
+
+/// Whether `pod` gets the sidecar. The webhook is only called for pods in labelled
+/// namespaces or carrying the opt-in label, so only the exclusions are decided here.
+pub fn should_inject(pod: &Value) -> Result<(), Skip> {
+    if matches!(meta_value(pod, INJECT_KEY), Some("false" | "disabled")) {
+        return Err(Skip::OptedOut);
+    }
+    let has = |list: &str, name: &str| {
+        pod["spec"][list]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["name"] == name))
+    };
+    if pod["metadata"]["annotations"][STATUS_ANNOTATION].is_string()
+        || has("initContainers", PROXY)
+        || has("containers", PROXY)
+    {
+        return Err(Skip::AlreadyInjected);
+    }
+    if pod["spec"]["hostNetwork"] == true {
+        return Err(Skip::HostNetwork);
+    }
+    Ok(())
+}
+
+/// The containers injected ahead of the pod's own init containers, in order.
+pub fn injected_init_containers(cfg: &InjectConfig) -> Vec<Value> {
+    let i = &cfg.interception;
+    let mut env: Vec<Value> = [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+        ("POD_IP", "status.podIP"),
+        ("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+    ]
+    .iter()
+    .map(|(name, field)| json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": field}}}))
+    .collect();
+    env.push(json!({"name": "RUDDER_TRUST_DOMAIN", "value": cfg.trust_domain}));
+    env.push(json!({"name": "RUDDER_TRUST_BUNDLE_PEM", "value": cfg.trust_bundle_pem}));
+    env.push(json!({"name": "RUDDER_LOG_FORMAT", "value": cfg.log_format}));
+    let mounts = json!([
+        {"name": CREDS_VOLUME, "mountPath": CREDS_DIR},
+        {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true},
+    ]);
+    let mut agent_args = vec![
+        "agent".to_string(),
+        "--cert-dir".into(),
+        CREDS_DIR.into(),
+        "--ca-address".into(),
+        cfg.ca_address.clone(),
+        "--token-file".into(),
+        format!("{TOKEN_DIR}/token"),
+        "--status-address".into(),
+        format!("0.0.0.0:{}", i.agent_status_port),
+        "--bootstrap-out".into(),
+        format!("{CREDS_DIR}/envoy.json"),
+        "--xds-address".into(),
+        cfg.xds_address.clone(),
+        "--outbound-port".into(),
+        i.outbound_port.to_string(),
+        "--intercepted".into(),
+    ];
+    if cfg.delta {
+        agent_args.push("--delta".into());
+    }
+    let probe = json!({"httpGet": {"path": "/ready", "port": i.agent_status_port},
+                       "periodSeconds": 1, "failureThreshold": 600});
+    let uid = i.proxy_uid;
+    let restricted = json!({
+        "runAsUser": uid, "runAsGroup": uid, "runAsNonRoot": true,
+        "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+        "capabilities": {"drop": ["ALL"]},
+    });
+    vec![
+        json!({
+            "name": INIT,
+            "image": cfg.agent_image,
+            "args": iptables::init_args(i),
+            "securityContext": {
+                "runAsUser": 0, "runAsNonRoot": false, "allowPrivilegeEscalation": false,
+                "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
+            },
+            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
+                          "limits": {"cpu": "100m", "memory": "64Mi"}},
+        }),
+        json!({
+            "name": AGENT,
+            "image": cfg.agent_image,
+            "restartPolicy": "Always",
+            "args": agent_args,
+            "env": env,
+            "volumeMounts": mounts,
+            "startupProbe": probe,
+            "readinessProbe": {"httpGet": {"path": "/ready", "port": i.agent_status_port}},
+            "securityContext": restricted,
+            "resources": {"requests": {"cpu": "10m", "memory": "32Mi"},
+                          "limits": {"cpu": "200m", "memory": "64Mi"}},
+        }),
+        json!({
+            "name": PROXY,
+            "image": cfg.proxy_image,
+            "restartPolicy": "Always",
+            "args": ["-c", format!("{CREDS_DIR}/envoy.json"), "--drain-time-s",
+                     cfg.drain_seconds.to_string(), "--concurrency", "2",
+                     "--disable-hot-restart"],
+            "volumeMounts": [{"name": CREDS_VOLUME, "mountPath": CREDS_DIR, "readOnly": true}],
+            "ports": [{"name": "rudder-outbound", "containerPort": i.outbound_port},
+                      {"name": "rudder-inbound", "containerPort": i.inbound_port}],
+            "startupProbe": {"tcpSocket": {"port": i.outbound_port},
+                             "periodSeconds": 1, "failureThreshold": 600},
+            "securityContext": restricted,
+            "resources": cfg.proxy_resources,
+        }),
+    ]
+}
+
+/// The JSONPatch that injects `pod` (ops in order; paths escaped per RFC 6901).
+pub fn patch(pod: &Value, cfg: &InjectConfig) -> Vec<Value> {
+    let mut ops = Vec::new();
+    if pod["metadata"]["annotations"].is_object() {
+        ops.push(json!({"op": "add", "path": "/metadata/annotations/rudder.dev~1status",
+                        "value": "injected"}));
+    } else {
+        ops.push(json!({"op": "add", "path": "/metadata/annotations",
+                        "value": {STATUS_ANNOTATION: "injected"}}));
+    }
+    let volumes = [
+        json!({"name": CREDS_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}}),
+        json!({"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
+            "audience": crate::identity::issuer::TOKEN_AUDIENCE,
+            "expirationSeconds": 3600, "path": "token"}}]}}),
+    ];
+    if pod["spec"]["volumes"].is_array() {
+        for v in volumes {
+            ops.push(json!({"op": "add", "path": "/spec/volumes/-", "value": v}));
+        }
+    } else {
+        ops.push(json!({"op": "add", "path": "/spec/volumes", "value": volumes}));
+    }
+    let inits = injected_init_containers(cfg);
+    if pod["spec"]["initContainers"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty())
+    {
+        // Insert before the pod's own, keeping ours in order.
+        for (i, c) in inits.into_iter().enumerate() {
+            ops.push(json!({"op": "add", "path": format!("/spec/initContainers/{i}"), "value": c}));
+        }
+    } else {
+        ops.push(json!({"op": "add", "path": "/spec/initContainers", "value": inits}));
+    }
+    ops
+}
+
+/// The webhook's answer to one AdmissionReview (JSON in, JSON out). A review that is not
+/// one is answered `allowed: false` with the reason; a pod that is skipped is allowed
+/// unchanged, with a warning saying why.
+pub fn review(body: &Value, cfg: &InjectConfig) -> Value {
+    let api_version = body["apiVersion"]
+        .as_str()
+        .unwrap_or("admission.k8s.io/v1");
+    let request = &body["request"];
+    let uid = request["uid"].as_str().unwrap_or_default();
+    let respond = |response: Value| {
+        json!({"apiVersion": api_version, "kind": "AdmissionReview", "response": response})
+    };
+    if body["kind"] != "AdmissionReview" || uid.is_empty() {
+        return respond(json!({"uid": uid, "allowed": false,
+            "status": {"code": 400, "message": "not an AdmissionReview request"}}));
+    }
+    let pod = &request["object"];
+    if request["kind"]["kind"] != "Pod" || !pod.is_object() {
+        return respond(json!({"uid": uid, "allowed": true,
+            "warnings": ["rudder: only Pods are injected"]}));
+    }
+    match should_inject(pod) {
+        Err(skip) => {
+            let why = match skip {
+                Skip::OptedOut => "opted out",
+                Skip::AlreadyInjected => "already injected",
+                Skip::HostNetwork => "host network pods are not injected",
+            };
+            respond(json!({"uid": uid, "allowed": true,
+                "warnings": [format!("rudder: sidecar not injected: {why}")]}))
+        }
+        Ok(()) => {
+            let ops = Value::Array(patch(pod, cfg));
+            let encoded = base64::engine::general_purpose::STANDARD.encode(ops.to_string());
+            respond(json!({"uid": uid, "allowed": true, "patchType": "JSONPatch",
+                           "patch": encoded}))
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Injector golden tests: real Pod specs in `tests/inject/*.yaml` go through the
+//! injector as AdmissionReviews; the returned JSONPatch is applied to the Pod and the
+//! result compared with `tests/inject/*.golden.yaml` (`UPDATE_GOLDEN=1` rewrites them;
+//! review the diff). Injecting the result again changes nothing, every rendered Pod
+//! deserializes as a k8s-openapi Pod, and skipped pods say why.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use serde_json::{Value, json};
+use xds_server::k8s::inject::{InjectConfig, iptables::Interception, review};
+
+fn config() -> InjectConfig {
+    InjectConfig {
+        proxy_image: "envoyproxy/envoy:v1.40.0".into(),
+        agent_image: "ghcr.io/rudder-mesh/rudder:0.1.0".into(),
+        xds_address: "rudder.rudder-system.svc:15010".into(),
+        ca_address: "rudder.rudder-system.svc:15012".into(),
+        trust_domain: "cluster.local".into(),
+        trust_bundle_pem: "-----BEGIN CERTIFICATE-----\nTESTBUNDLE\n-----END CERTIFICATE-----\n"
+            .into(),
+        delta: true,
+        proxy_resources: json!({"requests": {"cpu": "50m", "memory": "64Mi"},
+                                "limits": {"cpu": "1", "memory": "256Mi"}}),
+        drain_seconds: 5,
+        interception: Interception {
+            exclude_outbound_ports: vec![5432],
+            ..Default::default()
+        },
+        log_format: "json".into(),
+    }
+}
+
+fn admission(pod: &Value) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": pod["metadata"]["namespace"],
+            "operation": "CREATE",
+            "object": pod,
+        }
+    })
+}
+
+/// The pod after the injector's answer: (pod, warning).
+fn inject(pod: &Value) -> (Value, Option<String>) {
+    let out = review(&admission(pod), &config());
+    let resp = &out["response"];
+    assert_eq!(out["kind"], "AdmissionReview");
+    assert_eq!(resp["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+    assert_eq!(resp["allowed"], true, "{out}");
+    let warning = resp["warnings"][0].as_str().map(String::from);
+    let Some(patch) = resp["patch"].as_str() else {
+        assert!(warning.is_some(), "no patch and no reason: {out}");
+        return (pod.clone(), warning);
+    };
+    assert_eq!(resp["patchType"], "JSONPatch");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(patch)
+        .expect("base64");
+    let ops: json_patch::Patch = serde_json::from_slice(&bytes).expect("a JSONPatch");
+    let mut doc = pod.clone();
+    json_patch::patch(&mut doc, &ops).expect("the patch applies to the pod");
+    (doc, warning)
+}
+
+fn cases() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/inject");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "yaml")
+                && !p.to_string_lossy().ends_with(".golden.yaml")
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn injected_pods_match_their_goldens() {
+    let mut failures = Vec::new();
+    for input in cases() {
+        let pod: Value =
+            serde_saphyr::from_str(&std::fs::read_to_string(&input).expect("read")).expect("yaml");
+        let (out, warning) = inject(&pod);
+        // What the API server would store must still be a Pod.
+        let _: k8s_openapi::api::core::v1::Pod =
+            serde_json::from_value(out.clone()).expect("the result is a valid Pod");
+        let mut text = String::new();
+        if let Some(w) = &warning {
+            text.push_str(&format!("# {w}\n"));
+        }
+        text.push_str(&serde_saphyr::to_string(&out).expect("yaml"));
+        let golden = input.with_extension("golden.yaml");
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&golden, &text).expect("write golden");
+            continue;
+        }
+        let expected = std::fs::read_to_string(&golden).unwrap_or_default();
+        if expected != text {
+            failures.push(format!(
+                "{}: differs from {} (UPDATE_GOLDEN=1 rewrites it; review the diff)",
+                input.display(),
+                golden.display()
+            ));
+        }
+        // Idempotent: the injected pod is left as it is.
+        let (again, w) = inject(&out);
+        assert_eq!(again, out, "{}", input.display());
+        assert!(w.is_some(), "{}", input.display());
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn what_is_skipped_says_why_and_what_is_injected_gets_everything() {
+    let load = |f: &str| -> Value {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/inject").join(f);
+        serde_saphyr::from_str(&std::fs::read_to_string(p).expect("read")).expect("yaml")
+    };
+    for (file, why) in [
+        ("opted-out.yaml", "opted out"),
+        ("already-injected.yaml", "already injected"),
+        ("host-network.yaml", "host network"),
+    ] {
+        let (out, w) = inject(&load(file));
+        assert_eq!(out, load(file), "{file} is unchanged");
+        assert!(w.as_deref().is_some_and(|w| w.contains(why)), "{file}: {w:?}");
+    }
+    let (pod, w) = inject(&load("user-init-container.yaml"));
+    assert!(w.is_none());
+    let inits: Vec<&str> = pod["spec"]["initContainers"]
+        .as_array()
+        .expect("init containers")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    // Ours first, so the user's init container is meshed too.
+    assert_eq!(inits, ["rudder-init", "rudder-agent", "rudder-proxy", "migrate"]);
+    let agent = &pod["spec"]["initContainers"][1];
+    assert_eq!(agent["restartPolicy"], "Always");
+    assert_eq!(agent["securityContext"]["runAsUser"], 1337);
+    let args: Vec<&str> = agent["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(args.windows(2).any(|w| w == ["--token-file", "/var/run/rudder/token/token"]));
+    let token = pod["spec"]["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == "rudder-token")
+        .expect("token volume");
+    assert_eq!(
+        token["projected"]["sources"][0]["serviceAccountToken"]["audience"],
+        "rudder"
+    );
+    // The init container installs exactly the rules `xds-server iptables` prints for
+    // these settings.
+    let init_args = pod["spec"]["initContainers"][0]["args"].clone();
+    assert_eq!(init_args[0], "iptables");
+    assert!(init_args.to_string().contains("\"--exclude-outbound-port\",\"5432\""));
+}
+
+#[test]
+fn a_request_that_is_not_an_admission_review_is_refused() {
+    let out = review(&json!({"kind": "Pod"}), &config());
+    assert_eq!(out["response"]["allowed"], false);
+    assert_eq!(out["response"]["status"]["code"], 400);
+}
