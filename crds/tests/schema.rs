@@ -6,12 +6,12 @@ use serde_json::Value;
 
 #[test]
 fn committed_crd_yaml_has_not_drifted() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/rudder/crds");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/rudder/files/crds");
     for (name, yaml) in crds::crd_documents() {
         let committed = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
         assert!(
             committed == yaml,
-            "charts/rudder/crds/{name} differs from the Rust types: run `cargo run -p crds --bin crdgen` and commit"
+            "charts/rudder/files/crds/{name} differs from the Rust types: run `cargo run -p crds --bin crdgen` and commit"
         );
     }
 }

@@ -121,7 +121,9 @@ fn injected_pods_match_their_goldens() {
 #[test]
 fn what_is_skipped_says_why_and_what_is_injected_gets_everything() {
     let load = |f: &str| -> Value {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/inject").join(f);
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/inject")
+            .join(f);
         serde_saphyr::from_str(&std::fs::read_to_string(p).expect("read")).expect("yaml")
     };
     for (file, why) in [
@@ -131,7 +133,10 @@ fn what_is_skipped_says_why_and_what_is_injected_gets_everything() {
     ] {
         let (out, w) = inject(&load(file));
         assert_eq!(out, load(file), "{file} is unchanged");
-        assert!(w.as_deref().is_some_and(|w| w.contains(why)), "{file}: {w:?}");
+        assert!(
+            w.as_deref().is_some_and(|w| w.contains(why)),
+            "{file}: {w:?}"
+        );
     }
     let (pod, w) = inject(&load("user-init-container.yaml"));
     assert!(w.is_none());
@@ -142,7 +147,10 @@ fn what_is_skipped_says_why_and_what_is_injected_gets_everything() {
         .filter_map(|c| c["name"].as_str())
         .collect();
     // Ours first, so the user's init container is meshed too.
-    assert_eq!(inits, ["rudder-init", "rudder-agent", "rudder-proxy", "migrate"]);
+    assert_eq!(
+        inits,
+        ["rudder-init", "rudder-agent", "rudder-proxy", "migrate"]
+    );
     let agent = &pod["spec"]["initContainers"][1];
     assert_eq!(agent["restartPolicy"], "Always");
     assert_eq!(agent["securityContext"]["runAsUser"], 1337);
@@ -152,7 +160,10 @@ fn what_is_skipped_says_why_and_what_is_injected_gets_everything() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    assert!(args.windows(2).any(|w| w == ["--token-file", "/var/run/rudder/token/token"]));
+    assert!(
+        args.windows(2)
+            .any(|w| w == ["--token-file", "/var/run/rudder/token/token"])
+    );
     let token = pod["spec"]["volumes"]
         .as_array()
         .expect("volumes")
@@ -167,7 +178,11 @@ fn what_is_skipped_says_why_and_what_is_injected_gets_everything() {
     // these settings.
     let init_args = pod["spec"]["initContainers"][0]["args"].clone();
     assert_eq!(init_args[0], "iptables");
-    assert!(init_args.to_string().contains("\"--exclude-outbound-port\",\"5432\""));
+    assert!(
+        init_args
+            .to_string()
+            .contains("\"--exclude-outbound-port\",\"5432\"")
+    );
 }
 
 #[test]

@@ -174,7 +174,13 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             && files::read(&cfg.cert_dir).is_some()
             && let Some((path, params)) = &cfg.bootstrap
         {
-            write_bootstrap(path, params, &cfg.cert_dir, &cfg.trust_domain, cfg.intercepted)?;
+            write_bootstrap(
+                path,
+                params,
+                &cfg.cert_dir,
+                &cfg.trust_domain,
+                cfg.intercepted,
+            )?;
             bootstrap_written = true;
             tracing::info!(path = %path.display(), "wrote the Envoy bootstrap");
         }

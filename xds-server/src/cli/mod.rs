@@ -36,7 +36,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the control plane.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print an Envoy bootstrap (JSON) for one pod's sidecar.
     Bootstrap(BootstrapArgs),
     /// Manage the CA directory (manifest mode).
@@ -67,16 +67,28 @@ struct InjectArgs {
     #[arg(long, env = "RUDDER_INJECTOR_ADDRESS")]
     injector_address: Option<SocketAddr>,
     /// Envoy's image for injected sidecars.
-    #[arg(long, default_value = "envoyproxy/envoy:v1.40.0", env = "RUDDER_PROXY_IMAGE")]
+    #[arg(
+        long,
+        default_value = "envoyproxy/envoy:v1.40.0",
+        env = "RUDDER_PROXY_IMAGE"
+    )]
     proxy_image: String,
     /// The agent's and init container's image (the control plane's own).
     #[arg(long, default_value = concat!("ghcr.io/rudder-mesh/rudder:", env!("CARGO_PKG_VERSION")), env = "RUDDER_AGENT_IMAGE")]
     agent_image: String,
     /// The xDS address injected sidecars use.
-    #[arg(long, default_value = "rudder.rudder-system.svc:15010", env = "RUDDER_SIDECAR_XDS_ADDRESS")]
+    #[arg(
+        long,
+        default_value = "rudder.rudder-system.svc:15010",
+        env = "RUDDER_SIDECAR_XDS_ADDRESS"
+    )]
     sidecar_xds_address: String,
     /// The certificate endpoint injected agents use.
-    #[arg(long, default_value = "rudder.rudder-system.svc:15012", env = "RUDDER_SIDECAR_CA_ADDRESS")]
+    #[arg(
+        long,
+        default_value = "rudder.rudder-system.svc:15012",
+        env = "RUDDER_SIDECAR_CA_ADDRESS"
+    )]
     sidecar_ca_address: String,
     /// Injected sidecars use state-of-the-world ADS instead of delta.
     #[arg(long)]
@@ -92,8 +104,7 @@ struct InjectArgs {
 }
 
 fn parse_resources(s: &str) -> Result<serde_json::Value, String> {
-    let v: serde_json::Value =
-        serde_json::from_str(s).map_err(|e| format!("not JSON: {e}"))?;
+    let v: serde_json::Value = serde_json::from_str(s).map_err(|e| format!("not JSON: {e}"))?;
     let ok = v.as_object().is_some_and(|o| {
         o.keys().all(|k| k == "requests" || k == "limits")
             && o.values().all(|q| {
@@ -108,7 +119,10 @@ fn parse_resources(s: &str) -> Result<serde_json::Value, String> {
 }
 
 impl InjectArgs {
-    fn config(&self, log_format: LogFormat) -> Option<(SocketAddr, crate::k8s::inject::InjectConfig)> {
+    fn config(
+        &self,
+        log_format: LogFormat,
+    ) -> Option<(SocketAddr, crate::k8s::inject::InjectConfig)> {
         let addr = self.injector_address?;
         Some((
             addr,

@@ -148,7 +148,11 @@ fn rules_for(i: &Interception, v6: bool) -> String {
 pub fn apply(rules: &str, v6: bool) -> anyhow::Result<()> {
     use anyhow::Context;
     use std::io::Write;
-    let bin = if v6 { "ip6tables-restore" } else { "iptables-restore" };
+    let bin = if v6 {
+        "ip6tables-restore"
+    } else {
+        "iptables-restore"
+    };
     let mut child = std::process::Command::new(bin)
         .arg("--noflush")
         .stdin(std::process::Stdio::piped())
@@ -195,7 +199,10 @@ mod tests {
         assert_eq!(r.matches("--dport 5432").count(), 1);
         assert!(!r.contains("fd00::"), "IPv6 networks go to ip6tables only");
         assert!(rules_v6(&i).contains("-d fd00::/8 -j RETURN"));
-        assert!(pos("-A RUDDER_INBOUND -p tcp --dport 15021 -j RETURN") < pos("-A RUDDER_INBOUND -p tcp -j RUDDER_IN_REDIRECT"));
+        assert!(
+            pos("-A RUDDER_INBOUND -p tcp --dport 15021 -j RETURN")
+                < pos("-A RUDDER_INBOUND -p tcp -j RUDDER_IN_REDIRECT")
+        );
         assert!(r.contains("--dport 9090 -j RETURN"));
         assert!(r.contains("REDIRECT --to-ports 15001") && r.contains("REDIRECT --to-ports 15006"));
         assert!(r.starts_with("*nat\n") && r.ends_with("COMMIT\n"));

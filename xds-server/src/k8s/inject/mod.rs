@@ -202,8 +202,10 @@ pub fn injected_init_containers(cfg: &InjectConfig) -> Vec<Value> {
 pub fn patch(pod: &Value, cfg: &InjectConfig) -> Vec<Value> {
     let mut ops = Vec::new();
     if pod["metadata"]["annotations"].is_object() {
-        ops.push(json!({"op": "add", "path": "/metadata/annotations/rudder.dev~1status",
-                        "value": "injected"}));
+        ops.push(
+            json!({"op": "add", "path": "/metadata/annotations/rudder.dev~1status",
+                        "value": "injected"}),
+        );
     } else {
         ops.push(json!({"op": "add", "path": "/metadata/annotations",
                         "value": {STATUS_ANNOTATION: "injected"}}));
@@ -240,14 +242,10 @@ pub fn patch(pod: &Value, cfg: &InjectConfig) -> Vec<Value> {
 /// one is answered `allowed: false` with the reason; a pod that is skipped is allowed
 /// unchanged, with a warning saying why.
 pub fn review(body: &Value, cfg: &InjectConfig) -> Value {
-    let api_version = body["apiVersion"]
-        .as_str()
-        .unwrap_or("admission.k8s.io/v1");
+    let api_version = body["apiVersion"].as_str().unwrap_or("admission.k8s.io/v1");
     let request = &body["request"];
     let uid = request["uid"].as_str().unwrap_or_default();
-    let respond = |response: Value| {
-        json!({"apiVersion": api_version, "kind": "AdmissionReview", "response": response})
-    };
+    let respond = |response: Value| json!({"apiVersion": api_version, "kind": "AdmissionReview", "response": response});
     if body["kind"] != "AdmissionReview" || uid.is_empty() {
         return respond(json!({"uid": uid, "allowed": false,
             "status": {"code": 400, "message": "not an AdmissionReview request"}}));
@@ -270,8 +268,10 @@ pub fn review(body: &Value, cfg: &InjectConfig) -> Value {
         Ok(()) => {
             let ops = Value::Array(patch(pod, cfg));
             let encoded = base64::engine::general_purpose::STANDARD.encode(ops.to_string());
-            respond(json!({"uid": uid, "allowed": true, "patchType": "JSONPatch",
-                           "patch": encoded}))
+            respond(
+                json!({"uid": uid, "allowed": true, "patchType": "JSONPatch",
+                           "patch": encoded}),
+            )
         }
     }
 }

@@ -37,11 +37,17 @@ async fn handle(cfg: &InjectConfig, req: Request<hyper::body::Incoming>) -> Resp
     if req.uri().path() != PATH || req.method() != hyper::Method::POST {
         return reply(404, br#"{"error":"POST /inject"}"#.to_vec());
     }
-    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
+    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
         Ok(b) => b.to_bytes(),
         Err(e) => {
             tracing::warn!(error = %e, "injector: unreadable request");
-            return reply(413, br#"{"error":"request too large or unreadable"}"#.to_vec());
+            return reply(
+                413,
+                br#"{"error":"request too large or unreadable"}"#.to_vec(),
+            );
         }
     };
     let Ok(review) = serde_json::from_slice::<serde_json::Value>(&body) else {
@@ -56,7 +62,9 @@ async fn handle(cfg: &InjectConfig, req: Request<hyper::body::Incoming>) -> Resp
     let ns = review["request"]["namespace"].as_str().unwrap_or("?");
     match out["response"]["warnings"][0].as_str() {
         Some(w) => tracing::info!(pod = %format!("{ns}/{name}"), "{w}"),
-        None => tracing::info!(pod = %format!("{ns}/{name}"), patched = out["response"]["patch"].is_string(), "injector answered"),
+        None => {
+            tracing::info!(pod = %format!("{ns}/{name}"), patched = out["response"]["patch"].is_string(), "injector answered")
+        }
     }
     reply(200, out.to_string().into_bytes())
 }
@@ -83,11 +91,10 @@ pub async fn serve(
                 let cfg = cfg.clone();
                 async move { Ok::<_, std::convert::Infallible>(handle(&cfg, req).await) }
             });
-            let served = hyper_util::server::conn::auto::Builder::new(
-                hyper_util::rt::TokioExecutor::new(),
-            )
-            .serve_connection(hyper_util::rt::TokioIo::new(conn), handler)
-            .await;
+            let served =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(conn), handler)
+                    .await;
             if let Err(e) = served {
                 tracing::debug!(error = %e, "injector connection");
             }
@@ -130,6 +137,9 @@ pub async fn sync_ca_bundle(client: kube::Client, bundle_pem: &str) -> anyhow::R
         &kube::api::Patch::Strategic(serde_json::json!({"webhooks": webhooks})),
     )
     .await?;
-    tracing::info!(name = WEBHOOK_CONFIG, "gave the injector's CA bundle to the API server");
+    tracing::info!(
+        name = WEBHOOK_CONFIG,
+        "gave the injector's CA bundle to the API server"
+    );
     Ok(())
 }

