@@ -199,6 +199,39 @@ impl FakeKube {
         kube::Client::new(svc, "default")
     }
 
+    /// Serves the fake over plain HTTP on `listener` (for a control-plane process, with a
+    /// kubeconfig from [`FakeKube::kubeconfig`]) until the task is dropped.
+    pub async fn serve_http(&self, listener: tokio::net::TcpListener) {
+        while let Ok((stream, _)) = listener.accept().await {
+            let fake = self.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let fake = fake.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let bytes = body
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let req = Request::from_parts(parts, kube::client::Body::from(bytes));
+                        Ok::<_, Infallible>(fake.handle(req).await)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    }
+
+    /// A kubeconfig that points at `addr` (where [`FakeKube::serve_http`] listens).
+    pub fn kubeconfig(addr: std::net::SocketAddr) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"http://{addr}\"}}}}]\nusers: [{{name: fake, user: {{token: fake}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: fake, namespace: default}}}}]\ncurrent-context: fake\n"
+        )
+    }
+
     /// Registers a ServiceAccount token minted for `audiences`, as the kubelet's projected
     /// tokens are; a TokenReview of it authenticates
     /// `system:serviceaccount:NAMESPACE:SA` for the audiences both sides name.

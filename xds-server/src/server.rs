@@ -281,9 +281,11 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             stop.clone(),
         ));
     }
+    let mut injector_bound = None;
     if let (Some((addr, inject)), Some(t)) = (&cfg.inject, &tls) {
         let listener = crate::xds::listener::bind(*addr)
             .with_context(|| format!("binding the injector address {addr}"))?;
+        injector_bound = listener.local_addr().ok();
         let setup =
             crate::xds::listener::TlsSetup::from_pem(&t.cert_pem, &t.key_pem, &t.client_anchors)
                 .context("configuring TLS for the injector")?;
@@ -321,7 +323,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(path) = &cfg.ready_file {
-        write_ready(path, bound, admin_bound, ca_bound)
+        write_ready(path, bound, admin_bound, ca_bound, injector_bound)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     tracing::info!(xds = %bound, admin = %admin_bound, ca = ?ca_bound, tls = !sec.insecure_xds, "serving xDS");
@@ -521,12 +523,14 @@ fn write_ready(
     xds: SocketAddr,
     admin: SocketAddr,
     ca: Option<SocketAddr>,
+    injector: Option<SocketAddr>,
 ) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let body = serde_json::json!({
         "xds": xds.to_string(),
         "admin": admin.to_string(),
         "ca": ca.map(|a| a.to_string()),
+        "injector": injector.map(|a| a.to_string()),
     });
     std::fs::write(&tmp, body.to_string())?;
     std::fs::rename(tmp, path)
