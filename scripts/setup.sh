@@ -53,3 +53,15 @@ PY
   rm -rf "$tmp"
 fi
 .tools/helm version --short | grep -q "^$HELM_VERSION" || { echo "setup: helm $HELM_VERSION is not usable" >&2; exit 1; }
+
+# iptables (the interception test installs the injected init container's rules in a
+# network namespace).
+if ! command -v iptables-restore >/dev/null 2>&1; then
+  echo "setup: installing iptables (apt)" >&2
+  if [ "$(id -u)" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q iptables >/dev/null \
+      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q iptables >/dev/null; }
+  else
+    echo "setup: not root: install iptables yourself for the interception test" >&2
+  fi
+fi
