@@ -119,17 +119,23 @@ fn load(yaml: &str) -> Model {
 /// A bootstrap holding what `model` translates to for the client pod: listeners with
 /// their routes inlined, every cluster, and an ADS source for endpoints and secrets.
 fn bootstrap(model: &Model) -> Value {
+    bootstrap_as(model, "client", false)
+}
+
+/// The same for pod `pod` of namespace shop, intercepted (injected) or not.
+fn bootstrap_as(model: &Model, pod: &str, intercepted: bool) -> Value {
     let mesh = MeshConfig::default();
     let policy = PolicyContext::new(model, &Default::default(), &Default::default());
     let proxy = ProxyIdentity {
-        node_id: "client.shop".into(),
+        node_id: format!("{pod}.shop"),
         kind: ProxyKind::Envoy,
         namespace: "shop".into(),
-        pod: "client".into(),
+        pod: pod.into(),
         service_account: "default".into(),
         pod_ip: None,
         outbound_port: DEFAULT_OUTBOUND_PORT,
         app_address: "127.0.0.1".parse().expect("ip"),
+        intercepted,
     };
     let mut resources = translate_mesh(model, &mesh, &policy).resources;
     resources.extend(outbound_routes(model, &policy, "shop").resources);
@@ -156,7 +162,10 @@ fn bootstrap(model: &Model) -> Value {
     for l in &mut listeners {
         inline_routes(l, &routes, &mut inlined);
     }
-    assert!(inlined > 0, "the outbound listener's routes were inlined");
+    assert!(
+        inlined > 0 || intercepted,
+        "the outbound listener's routes were inlined"
+    );
     let mut clusters: Vec<Value> = resources
         .iter()
         .filter(|r| r.kind == XdsType::Cluster)
@@ -412,5 +421,45 @@ fn destinations_outside_the_mesh_headless_pods_and_tcp_tunnels_are_accepted_by_e
     let dir = tempfile::tempdir().expect("tempdir");
     if let Err(e) = envoy_validate(dir.path(), "outside.json", &boot) {
         panic!("Envoy rejects config made from valid objects (a translator bug):\n{e}");
+    }
+}
+
+#[test]
+fn intercepted_listeners_are_accepted_by_envoy() {
+    // The intercepted golden case: an injected PERMISSIVE pod with HTTP, TCP and headless
+    // destinations, original-destination listeners and passthrough clusters.
+    let input = std::fs::read_to_string(
+        testbed::procs::workspace_root().join("translator/tests/golden/intercepted/input.yaml"),
+    )
+    .expect("golden input");
+    let mut boot = bootstrap_as(&load(&input), "web-0", true);
+    let text = boot.to_string();
+    for needle in [
+        "envoy.filters.listener.original_dst",
+        "ORIGINAL_DST",
+        "\"portValue\":15006",
+        "10.96.0.20",
+    ] {
+        assert!(
+            text.contains(needle),
+            "{needle} is in the translated config"
+        );
+    }
+    // As in the headless case above: STATIC clusters with SDS TLS crash validate mode.
+    for c in boot["static_resources"]["clusters"]
+        .as_array_mut()
+        .expect("clusters")
+    {
+        if c["type"] == "STATIC" && c.get("transportSocket").is_some() {
+            c["type"] = json!("EDS");
+            c["edsClusterConfig"] = json!({"edsConfig": {"ads": {}, "resourceApiVersion": "V3"}});
+            if let Some(o) = c.as_object_mut() {
+                o.remove("loadAssignment");
+            }
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    if let Err(e) = envoy_validate(dir.path(), "intercepted.json", &boot) {
+        panic!("Envoy rejects the intercepted listeners:\n{e}");
     }
 }

@@ -59,6 +59,9 @@ pub struct ProxyIdentity {
     pub outbound_port: u16,
     /// Where the local app listens.
     pub app_address: IpAddr,
+    /// Its pod's traffic is intercepted by iptables (an injected pod): listeners take
+    /// traffic by original destination.
+    pub intercepted: bool,
 }
 
 /// Why a node could not be identified.
@@ -183,7 +186,9 @@ impl ProxyIdentity {
                 ),
             });
         }
+        let intercepted = get(META_INTERCEPTION).is_some_and(|v| v == "true");
         Ok(ProxyIdentity {
+            intercepted,
             kind,
             namespace,
             pod,

@@ -18,6 +18,7 @@ pub mod model;
 
 mod cluster;
 mod endpoint;
+pub mod intercept;
 mod listener;
 mod names;
 pub mod policy;

@@ -33,7 +33,7 @@ use crate::protos;
 use crate::tls::{self, MtlsMode};
 use crate::{Body, Diagnostic, MeshConfig, Output, Resource, XdsType, cluster, names};
 
-fn hcm(stat_prefix: String, routes: RouteSpecifier, inbound: bool) -> Filter {
+pub(crate) fn hcm(stat_prefix: String, routes: RouteSpecifier, inbound: bool) -> Filter {
     let manager = HttpConnectionManager {
         // Inbound: tell the app who called, from the verified client certificate.
         forward_client_cert_details: if inbound {
@@ -112,13 +112,7 @@ fn secure_listener(
         ..Default::default()
     };
     if mode == MtlsMode::Permissive {
-        l.listener_filters = vec![ListenerFilter {
-            name: "envoy.filters.listener.tls_inspector".into(),
-            config_type: Some(listener_filter::ConfigType::TypedConfig(protos::any(
-                &TlsInspector::default(),
-            ))),
-            ..Default::default()
-        }];
+        l.listener_filters = vec![tls_inspector()];
         l.default_filter_chain = Some(FilterChain {
             filters: vec![filter],
             name: "plaintext".into(),
@@ -128,11 +122,40 @@ fn secure_listener(
     l
 }
 
-fn outbound(ip: IpAddr, port: u16) -> Resource {
+/// The outbound HTTP connection manager: routes from RDS, by authority.
+pub(crate) fn outbound_hcm() -> Filter {
     let rds = RouteSpecifier::Rds(Rds {
         config_source: Some(protos::ads()),
         route_config_name: names::OUTBOUND_ROUTE.into(),
     });
+    hcm("outbound".into(), rds, false)
+}
+
+/// The TLS inspector (tells mTLS from plain text on a PERMISSIVE port).
+pub(crate) fn tls_inspector() -> ListenerFilter {
+    ListenerFilter {
+        name: "envoy.filters.listener.tls_inspector".into(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(protos::any(
+            &TlsInspector::default(),
+        ))),
+        ..Default::default()
+    }
+}
+
+/// A TCP proxy to `cluster`.
+pub(crate) fn tcp_proxy(stat_prefix: String, cluster: String) -> Filter {
+    let tcp = TcpProxy {
+        stat_prefix,
+        cluster_specifier: Some(TcpCluster::Cluster(cluster)),
+        ..Default::default()
+    };
+    Filter {
+        name: "envoy.filters.network.tcp_proxy".into(),
+        config_type: Some(filter::ConfigType::TypedConfig(protos::any(&tcp))),
+    }
+}
+
+fn outbound(ip: IpAddr, port: u16) -> Resource {
     Resource {
         kind: XdsType::Listener,
         name: names::OUTBOUND_LISTENER.into(),
@@ -142,29 +165,17 @@ fn outbound(ip: IpAddr, port: u16) -> Resource {
             names::OUTBOUND_LISTENER.into(),
             ip,
             port,
-            hcm("outbound".into(), rds, false),
+            outbound_hcm(),
         ))),
     }
 }
 
-fn inbound(
-    ip: IpAddr,
-    port: u16,
-    protocol: Protocol,
-    trust_domain: &str,
-    mode: MtlsMode,
-) -> Resource {
+/// What serves one inbound port: a TCP proxy, or an HTTP connection manager, to the
+/// local app's cluster `inbound|PORT`.
+pub(crate) fn inbound_filter(port: u16, protocol: Protocol) -> Filter {
     let name = names::inbound(port);
-    let filter = if protocol == Protocol::Tcp {
-        let tcp = TcpProxy {
-            stat_prefix: name.clone(),
-            cluster_specifier: Some(TcpCluster::Cluster(name.clone())),
-            ..Default::default()
-        };
-        Filter {
-            name: "envoy.filters.network.tcp_proxy".into(),
-            config_type: Some(filter::ConfigType::TypedConfig(protos::any(&tcp))),
-        }
+    if protocol == Protocol::Tcp {
+        tcp_proxy(name.clone(), name)
     } else {
         let route = RouteConfiguration {
             name: name.clone(),
@@ -193,7 +204,18 @@ fn inbound(
             RouteSpecifier::RouteConfig(route),
             true,
         )
-    };
+    }
+}
+
+fn inbound(
+    ip: IpAddr,
+    port: u16,
+    protocol: Protocol,
+    trust_domain: &str,
+    mode: MtlsMode,
+) -> Resource {
+    let name = names::inbound(port);
+    let filter = inbound_filter(port, protocol);
     Resource {
         kind: XdsType::Listener,
         refs: vec![name.clone()],
@@ -218,7 +240,12 @@ pub(crate) fn for_proxy(model: &Model, mesh: &MeshConfig, proxy: &ProxyIdentity)
         .pod_ip
         .or(pod.and_then(|p| p.ip))
         .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    out.resources.push(outbound(ip, proxy.outbound_port));
+    if proxy.intercepted {
+        out.resources
+            .extend(crate::intercept::outbound(model, proxy));
+    } else {
+        out.resources.push(outbound(ip, proxy.outbound_port));
+    }
 
     let Some(pod) = pod else {
         return out;
@@ -257,16 +284,25 @@ pub(crate) fn for_proxy(model: &Model, mesh: &MeshConfig, proxy: &ProxyIdentity)
                 .push(ObjectKey::new(Kind::Service, &svc.namespace, &svc.name));
         }
     }
+    let mode = pod.mtls_mode.unwrap_or(mesh.mtls);
+    let mut served = Vec::new();
     for (port, (protocol, mut sources)) in ports {
         sources.sort();
         sources.dedup();
         let mut cluster = cluster::inbound(port, proxy.app_address, protocol);
         cluster.sources = sources.clone();
         out.resources.push(cluster);
-        let mode = pod.mtls_mode.unwrap_or(mesh.mtls);
+        if proxy.intercepted {
+            served.push((port, protocol, sources));
+            continue;
+        }
         let mut listener = inbound(ip, port, protocol, &mesh.trust_domain, mode);
         listener.sources = sources;
         out.resources.push(listener);
+    }
+    if proxy.intercepted {
+        out.resources
+            .extend(crate::intercept::inbound(&served, &mesh.trust_domain, mode));
     }
     out
 }

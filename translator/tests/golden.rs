@@ -62,6 +62,11 @@ fn snapshot(model: &Model) -> String {
         );
     }
     for pod in model.pods() {
+        // Pods labelled golden/intercepted: "true" are rendered as injected pods.
+        let intercepted = pod
+            .labels
+            .get("golden/intercepted")
+            .is_some_and(|v| v == "true");
         let proxy = ProxyIdentity {
             node_id: format!("{}.{}", pod.name, pod.namespace),
             kind: ProxyKind::Envoy,
@@ -71,6 +76,7 @@ fn snapshot(model: &Model) -> String {
             pod_ip: None,
             outbound_port: DEFAULT_OUTBOUND_PORT,
             app_address: "127.0.0.1".parse().expect("ip"),
+            intercepted,
         };
         render(
             &translate_proxy(model, &mesh, &proxy),
@@ -134,6 +140,14 @@ fn golden_traffic_policy() {
 fn translation_is_deterministic() {
     let model = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples"));
     assert_eq!(snapshot(&model), snapshot(&model.clone()));
+}
+
+#[test]
+fn golden_intercepted() {
+    check(
+        "intercepted",
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/intercepted"),
+    );
 }
 
 #[test]

@@ -39,6 +39,7 @@ fn proxy(ns: &str, pod: &str, sa: &str) -> ProxyIdentity {
         pod_ip: None,
         outbound_port: DEFAULT_OUTBOUND_PORT,
         app_address: "127.0.0.1".parse().expect("ip"),
+        intercepted: false,
     }
 }
 
@@ -148,6 +149,16 @@ fn run(dir: &Path) {
                     .unwrap_or("default"),
             )),
             _ => None,
+        })
+        // Each pod also as an injected (intercepted) proxy: its outbound listener
+        // follows every Service.
+        .flat_map(|p| {
+            let i = ProxyIdentity {
+                node_id: format!("{}.intercepted", p.node_id),
+                intercepted: true,
+                ..p.clone()
+            };
+            [p, i]
         })
         .collect();
     // Register every view and proxy up front, so updates have something to keep current.

@@ -530,6 +530,9 @@ impl Builder {
         // changes adjust the others in place.
         let mut pods_of: BTreeMap<NsName, BTreeSet<NsName>> = BTreeMap::new();
         let mut policy_changed = !self.built;
+        // Intercepted proxies' outbound listeners list the Services' addresses (and a
+        // headless Service's pods).
+        let mut addresses_changed = false;
         if !self.built {
             for svc in model.services() {
                 dirty
@@ -564,6 +567,7 @@ impl Builder {
             let k = (key.namespace.clone(), key.name.clone());
             match key.kind {
                 Kind::Service => {
+                    addresses_changed = true;
                     dirty.entry(k.clone()).or_default().all = true;
                     policy_changed = true; // splits depend on which Services exist
                     let before = self
@@ -580,6 +584,23 @@ impl Builder {
                     pods_of.insert(k.clone(), now);
                 }
                 Kind::EndpointSlice => {
+                    let headless = |owner: &NsName| {
+                        model
+                            .service(&owner.0, &owner.1)
+                            .is_some_and(|s| s.headless)
+                            || self
+                                .services
+                                .get(owner)
+                                .and_then(|p| p.svc.as_ref())
+                                .is_some_and(|s| s.headless)
+                    };
+                    if self.slice_owner.get(&k).is_some_and(headless)
+                        || model
+                            .slice_service(&k.0, &k.1)
+                            .is_some_and(|s| headless(&(k.0.clone(), s)))
+                    {
+                        addresses_changed = true;
+                    }
                     if let Some(owner) = self.slice_owner.remove(&k) {
                         dirty.entry(owner).or_default().endpoints = true;
                     }
@@ -706,7 +727,9 @@ impl Builder {
             .proxies
             .keys()
             .filter(|id| {
-                !self.built || dirty_pods.contains(&(id.namespace.clone(), id.pod.clone()))
+                !self.built
+                    || dirty_pods.contains(&(id.namespace.clone(), id.pod.clone()))
+                    || (id.intercepted && addresses_changed)
             })
             .cloned()
             .collect();

@@ -16,6 +16,7 @@ fn identity(pod: &str) -> ProxyIdentity {
         pod_ip: Some("127.0.0.5".parse().expect("ip")),
         outbound_port: 15001,
         app_address: "127.0.0.1".parse().expect("ip"),
+        intercepted: false,
     }
 }
 

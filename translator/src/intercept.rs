@@ -1,0 +1,264 @@
+//! Listeners of an intercepted (injected) pod, whose TCP the init container's iptables
+//! rules redirect to Envoy (see the injector). They take connections by original
+//! destination:
+//!
+//! - outbound (`0.0.0.0:OUTBOUND_PORT`): a TCP service port, by its cluster IP and port,
+//!   is carried as TCP over mTLS to the service (so databases keep working); a mesh
+//!   service's address on any other port goes to the HTTP connection manager and is
+//!   routed by Host as in the explicit-proxy mode (also each pod of a headless Service
+//!   by its own address); everything else passes through untouched to where it was
+//!   going (`passthrough`, an original-destination cluster), so egress keeps working;
+//! - inbound (`0.0.0.0:15006`): one filter chain per port the pod serves, by destination
+//!   port, with the same mTLS (STRICT or PERMISSIVE) and filters as the explicit mode's
+//!   per-port listeners; other ports pass through to the app (`inbound-passthrough`).
+//!
+//! The outbound listener depends on the Services the pod's view sees, so it is rebuilt
+//! when a Service changes (the builder does so for intercepted proxies).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use envoy_types::pb::envoy::config::cluster::v3::{
+    Cluster,
+    cluster::{ClusterDiscoveryType, DiscoveryType, LbPolicy},
+};
+use envoy_types::pb::envoy::config::core::v3::CidrRange;
+use envoy_types::pb::envoy::config::listener::v3::{
+    Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, listener_filter,
+};
+use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
+use envoy_types::pb::google::protobuf::UInt32Value;
+
+use crate::identity::ProxyIdentity;
+use crate::listener::{inbound_filter, outbound_hcm, tcp_proxy, tls_inspector};
+use crate::model::{Kind, Model, ObjectKey, Protocol, ViewKey};
+use crate::tls::{self, MtlsMode};
+use crate::{Body, Resource, XdsType, endpoint, names, protos};
+
+/// The inbound port the init container redirects to.
+pub const INBOUND_PORT: u16 = 15006;
+/// The inbound listener's name.
+pub const INBOUND_LISTENER: &str = "inbound";
+/// Where outbound connections to anything outside the mesh go: their original
+/// destination.
+pub const PASSTHROUGH: &str = "passthrough";
+/// Where inbound connections to ports the mesh does not serve go.
+pub const INBOUND_PASSTHROUGH: &str = "inbound-passthrough";
+
+fn original_dst() -> ListenerFilter {
+    ListenerFilter {
+        name: "envoy.filters.listener.original_dst".into(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(protos::any(
+            &OriginalDst::default(),
+        ))),
+        ..Default::default()
+    }
+}
+
+fn cidr(ip: IpAddr) -> CidrRange {
+    CidrRange {
+        address_prefix: ip.to_string(),
+        prefix_len: Some(UInt32Value {
+            value: if ip.is_ipv4() { 32 } else { 128 },
+        }),
+    }
+}
+
+fn passthrough_cluster(name: &str) -> Resource {
+    let cluster = Cluster {
+        name: name.into(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(
+            DiscoveryType::OriginalDst as i32,
+        )),
+        lb_policy: LbPolicy::ClusterProvided as i32,
+        connect_timeout: Some(protos::millis(1_000)),
+        ..Default::default()
+    };
+    Resource {
+        kind: XdsType::Cluster,
+        name: name.into(),
+        refs: Vec::new(),
+        sources: Vec::new(),
+        body: Body::Cluster(Box::new(cluster)),
+    }
+}
+
+fn chain(name: String, m: FilterChainMatch, filter: Filter) -> FilterChain {
+    FilterChain {
+        filter_chain_match: Some(m),
+        filters: vec![filter],
+        name,
+        ..Default::default()
+    }
+}
+
+fn any_addr(like: Option<IpAddr>) -> IpAddr {
+    match like {
+        Some(IpAddr::V6(_)) => IpAddr::from([0u16; 8]),
+        _ => IpAddr::from([0, 0, 0, 0]),
+    }
+}
+
+/// The outbound listener and its passthrough cluster.
+pub(crate) fn outbound(model: &Model, proxy: &ProxyIdentity) -> Vec<Resource> {
+    let view = ViewKey {
+        namespace: proxy.namespace.clone(),
+        egress: model
+            .pod(&proxy.namespace, &proxy.pod)
+            .map(|p| p.egress.clone())
+            .unwrap_or_default(),
+    };
+    // (ip, port) -> (chain name, cluster): TCP by original destination.
+    let mut tcp: BTreeMap<(IpAddr, u16), (String, String)> = BTreeMap::new();
+    let mut http: Vec<IpAddr> = Vec::new();
+    let mut sources = Vec::new();
+    for svc in model
+        .services()
+        .filter(|s| view.sees(s) && s.external_name.is_none())
+    {
+        sources.push(ObjectKey::new(Kind::Service, &svc.namespace, &svc.name));
+        for port in &svc.ports {
+            let is_tcp = port.protocol == Protocol::Tcp;
+            if let Some(ip) = svc.cluster_ip {
+                if is_tcp {
+                    tcp.entry((ip, port.port)).or_insert((
+                        format!("{}:{}", svc.fqdn(), port.port),
+                        names::outbound_cluster(svc, port.port),
+                    ));
+                } else {
+                    http.push(ip);
+                }
+            }
+            if svc.headless {
+                for addr in endpoint::pod_addresses(model, svc, port) {
+                    if is_tcp {
+                        tcp.entry((addr.ip, addr.port)).or_insert((
+                            format!("{}:{}|{}", svc.fqdn(), addr.port, addr.ip),
+                            names::pod_cluster(svc, addr.port, addr.ip),
+                        ));
+                    } else {
+                        http.push(addr.ip);
+                    }
+                }
+            }
+        }
+    }
+    http.sort();
+    http.dedup();
+    let mut refs = vec![PASSTHROUGH.to_string()];
+    let mut chains: Vec<FilterChain> = tcp
+        .into_iter()
+        .map(|((ip, port), (name, cluster))| {
+            refs.push(cluster.clone());
+            chain(
+                name.clone(),
+                FilterChainMatch {
+                    destination_port: Some(UInt32Value {
+                        value: u32::from(port),
+                    }),
+                    prefix_ranges: vec![cidr(ip)],
+                    ..Default::default()
+                },
+                tcp_proxy(name, cluster),
+            )
+        })
+        .collect();
+    // An empty range list would match every address: only with mesh HTTP addresses.
+    if !http.is_empty() {
+        chains.push(chain(
+            "http".into(),
+            FilterChainMatch {
+                prefix_ranges: http.into_iter().map(cidr).collect(),
+                ..Default::default()
+            },
+            outbound_hcm(),
+        ));
+    }
+    let listener = Listener {
+        name: names::OUTBOUND_LISTENER.into(),
+        address: Some(protos::socket(any_addr(proxy.pod_ip), proxy.outbound_port)),
+        listener_filters: vec![original_dst()],
+        filter_chains: chains,
+        default_filter_chain: Some(FilterChain {
+            filters: vec![tcp_proxy(PASSTHROUGH.into(), PASSTHROUGH.into())],
+            name: PASSTHROUGH.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    vec![
+        Resource {
+            kind: XdsType::Listener,
+            name: names::OUTBOUND_LISTENER.into(),
+            refs,
+            sources,
+            body: Body::Listener(Box::new(listener)),
+        },
+        passthrough_cluster(PASSTHROUGH),
+    ]
+}
+
+/// The inbound listener for the ports the pod serves, and its passthrough cluster.
+pub(crate) fn inbound(
+    ports: &[(u16, Protocol, Vec<ObjectKey>)],
+    trust_domain: &str,
+    mode: MtlsMode,
+) -> Vec<Resource> {
+    let permissive = mode == MtlsMode::Permissive;
+    let mut chains = Vec::new();
+    let mut refs = vec![INBOUND_PASSTHROUGH.to_string()];
+    let mut sources = Vec::new();
+    for (port, protocol, srcs) in ports {
+        sources.extend(srcs.iter().cloned());
+        refs.push(names::inbound(*port));
+        let filter = inbound_filter(*port, *protocol);
+        let m = |transport: &str| FilterChainMatch {
+            destination_port: Some(UInt32Value {
+                value: u32::from(*port),
+            }),
+            transport_protocol: transport.into(),
+            ..Default::default()
+        };
+        let mut mtls = chain(
+            format!("mtls|{port}"),
+            m(if permissive { "tls" } else { "" }),
+            filter.clone(),
+        );
+        mtls.transport_socket = Some(tls::downstream(trust_domain));
+        chains.push(mtls);
+        if permissive {
+            chains.push(chain(format!("plaintext|{port}"), m("raw_buffer"), filter));
+        }
+    }
+    sources.sort();
+    sources.dedup();
+    let mut listener_filters = vec![original_dst()];
+    if permissive {
+        listener_filters.push(tls_inspector());
+    }
+    let listener = Listener {
+        name: INBOUND_LISTENER.into(),
+        address: Some(protos::socket(IpAddr::from([0, 0, 0, 0]), INBOUND_PORT)),
+        listener_filters,
+        filter_chains: chains,
+        default_filter_chain: Some(FilterChain {
+            filters: vec![tcp_proxy(
+                INBOUND_PASSTHROUGH.into(),
+                INBOUND_PASSTHROUGH.into(),
+            )],
+            name: INBOUND_PASSTHROUGH.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    vec![
+        Resource {
+            kind: XdsType::Listener,
+            name: INBOUND_LISTENER.into(),
+            refs,
+            sources,
+            body: Body::Listener(Box::new(listener)),
+        },
+        passthrough_cluster(INBOUND_PASSTHROUGH),
+    ]
+}
