@@ -212,10 +212,21 @@ impl ControlPlane {
 
     /// Starts with extra `run` arguments (e.g. `--mtls-mode permissive`).
     pub async fn start_with(manifests: &Path, work: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_on(manifests, work, IpAddr::from([127, 0, 0, 1]), extra).await
+    }
+
+    /// Starts with xDS and the certificate endpoint on `ip` (free ports).
+    pub async fn start_on(
+        manifests: &Path,
+        work: &Path,
+        ip: IpAddr,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let any: SocketAddr = "127.0.0.1:0".parse()?;
+        let on = SocketAddr::new(ip, 0);
         let (proc, (xds, admin, ca), log) =
-            Self::launch(manifests, work, (any, any, any), 1, &extra).await?;
+            Self::launch(manifests, work, (on, any, on), 1, &extra).await?;
         Ok(ControlPlane {
             proc,
             xds,

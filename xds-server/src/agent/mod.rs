@@ -238,7 +238,7 @@ fn write_bootstrap(
     };
     let mut b = crate::cli::bootstrap::bootstrap(&params);
     if intercepted {
-        b["node"]["metadata"][translator::identity::META_INTERCEPTION] = "true".into();
+        crate::cli::bootstrap::mark_intercepted(&mut b);
     }
     let text = serde_json::to_string_pretty(&b)?;
     let tmp = path.with_extension("tmp");

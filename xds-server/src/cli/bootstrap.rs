@@ -58,6 +58,12 @@ pub struct BootstrapTls {
     pub server_id: String,
 }
 
+/// Marks a bootstrap's node as intercepted (an injected pod, or a pod under iptables
+/// rules): its listeners take traffic by original destination.
+pub fn mark_intercepted(b: &mut Value) {
+    b["node"]["metadata"][translator::identity::META_INTERCEPTION] = "true".into();
+}
+
 /// The bootstrap as JSON (Envoy reads JSON and YAML alike).
 pub fn bootstrap(p: &BootstrapParams) -> Value {
     let node_id = p

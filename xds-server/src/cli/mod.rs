@@ -124,6 +124,16 @@ impl InjectArgs {
         log_format: LogFormat,
     ) -> Option<(SocketAddr, crate::k8s::inject::InjectConfig)> {
         let addr = self.injector_address?;
+        // The control plane's own ports are never intercepted (the proxy's UID already
+        // goes straight out; this also covers an app that talks to it, such as xdsctl).
+        let mut interception = self.interception.settings();
+        for a in [&self.sidecar_xds_address, &self.sidecar_ca_address] {
+            if let Some(port) = a.rsplit_once(':').and_then(|(_, p)| p.parse().ok()) {
+                interception.exclude_outbound_ports.push(port);
+            }
+        }
+        interception.exclude_outbound_ports.sort_unstable();
+        interception.exclude_outbound_ports.dedup();
         Some((
             addr,
             crate::k8s::inject::InjectConfig {
@@ -136,7 +146,7 @@ impl InjectArgs {
                 delta: !self.sidecar_sotw,
                 proxy_resources: self.proxy_resources.clone(),
                 drain_seconds: u32::try_from(self.sidecar_drain_time.as_secs()).unwrap_or(5),
-                interception: self.interception.settings(),
+                interception,
                 log_format: match log_format {
                     LogFormat::Json => "json".into(),
                     LogFormat::Text => "text".into(),
@@ -511,6 +521,10 @@ struct BootstrapArgs {
     /// Envoy's admin address (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     admin_address: SocketAddr,
+    /// The pod's traffic is intercepted by iptables: listeners take it by original
+    /// destination.
+    #[arg(long)]
+    intercepted: bool,
 }
 
 impl Args {
@@ -693,6 +707,7 @@ fn split_host_port(addr: &str) -> anyhow::Result<(String, u16)> {
 }
 
 fn print_bootstrap(b: BootstrapArgs) -> anyhow::Result<()> {
+    let intercepted = b.intercepted;
     let (host, port) = split_host_port(&b.xds_address)?;
     let params = BootstrapParams {
         node_id: b.node_id,
@@ -716,7 +731,11 @@ fn print_bootstrap(b: BootstrapArgs) -> anyhow::Result<()> {
             ..params
         }
     };
-    println!("{}", serde_json::to_string_pretty(&bootstrap(&params))?);
+    let mut b = bootstrap(&params);
+    if intercepted {
+        crate::cli::bootstrap::mark_intercepted(&mut b);
+    }
+    println!("{}", serde_json::to_string_pretty(&b)?);
     Ok(())
 }
 
