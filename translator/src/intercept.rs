@@ -8,6 +8,7 @@
 //!   routed by Host as in the explicit-proxy mode (also each pod of a headless Service
 //!   by its own address); everything else passes through untouched to where it was
 //!   going (`passthrough`, an original-destination cluster), so egress keeps working;
+//!   connections to the sidecar's own port are the explicit-proxy mode's (`curl -x`);
 //! - inbound (`0.0.0.0:15006`): one filter chain per port the pod serves, by destination
 //!   port, with the same mTLS (STRICT or PERMISSIVE) and filters as the explicit mode's
 //!   per-port listeners; other ports pass through to the app (`inbound-passthrough`).
@@ -163,6 +164,19 @@ pub(crate) fn outbound(model: &Model, proxy: &ProxyIdentity) -> Vec<Resource> {
             )
         })
         .collect();
+    // Connections to the sidecar's own port (an app inside the pod using it as an
+    // explicit proxy, `curl -x`, HTTP CONNECT) are the explicit mode's; this also keeps
+    // the route table subscribed when no Service has an HTTP address.
+    chains.push(chain(
+        "explicit".into(),
+        FilterChainMatch {
+            destination_port: Some(UInt32Value {
+                value: u32::from(proxy.outbound_port),
+            }),
+            ..Default::default()
+        },
+        outbound_hcm(),
+    ));
     // An empty range list would match every address: only with mesh HTTP addresses.
     if !http.is_empty() {
         chains.push(chain(

@@ -90,6 +90,7 @@ async fn a_token_gets_its_service_account_identity_and_then_renews_by_certificat
         trust_bundle_pem: None,
         bootstrap: None,
         intercepted: false,
+        app_probes: Default::default(),
     }));
     testbed::procs::wait_until(
         Duration::from_secs(10),

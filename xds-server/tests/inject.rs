@@ -174,6 +174,22 @@ fn what_is_skipped_says_why_and_what_is_injected_gets_everything() {
         token["projected"]["sources"][0]["serviceAccountToken"]["audience"],
         "rudder"
     );
+    // An HTTP probe on a named port moves to the agent, which forwards it on loopback:
+    // the kubelet's plain-text probe would not pass a STRICT sidecar.
+    let (pod, _) = inject(&load("named-ports.yaml"));
+    let probe = &pod["spec"]["containers"][0]["readinessProbe"]["httpGet"];
+    assert_eq!(probe["port"], 15021);
+    assert_eq!(probe["path"], "/app-health/api/readyz");
+    let env = pod["spec"]["initContainers"][1]["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .find(|e| e["name"] == "RUDDER_APP_PROBES")
+        .expect("probe map");
+    let map = xds_server::agent::parse_app_probes(env["value"].as_str().expect("json"))
+        .expect("the agent reads it");
+    let moved = &map["/app-health/api/readyz"];
+    assert_eq!((moved.port, moved.path.as_str()), (8080, "/healthz"));
     // The init container installs exactly the rules `xds-server iptables` prints for
     // these settings.
     let init_args = pod["spec"]["initContainers"][0]["args"].clone();

@@ -257,6 +257,9 @@ struct AgentArgs {
     /// With --bootstrap-out: use delta (incremental) ADS.
     #[arg(long)]
     delta: bool,
+    /// App probes to forward to the app on loopback (JSON; the injector sets it).
+    #[arg(long, env = "RUDDER_APP_PROBES", value_parser = crate::agent::parse_app_probes)]
+    app_probes: Option<std::collections::BTreeMap<String, crate::agent::AppProbe>>,
     /// With --bootstrap-out: the pod's traffic is intercepted by iptables (injected pods).
     #[arg(long)]
     intercepted: bool,
@@ -623,6 +626,7 @@ impl Args {
                     trust_bundle_pem: a.trust_bundle_pem,
                     bootstrap,
                     intercepted: a.intercepted,
+                    app_probes: a.app_probes.unwrap_or_default(),
                     cert_dir: a.cert_dir,
                     endpoint: a.ca_address,
                     token_file: a.token_file,

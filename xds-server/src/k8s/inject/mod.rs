@@ -67,6 +67,67 @@ pub struct InjectConfig {
     pub log_format: String,
 }
 
+/// The agent's path for one app probe: `/app-health/CONTAINER/KIND`.
+pub fn probe_path(container: &str, kind: &str) -> String {
+    format!("/app-health/{container}/{kind}")
+}
+
+/// App probes that the kubelet could no longer reach once inbound traffic needs mesh mTLS:
+/// HTTP `httpGet` probes move to the agent's status port, which forwards them to the app
+/// on loopback. Returns the patch ops and the agent's map (path -> {port, path,
+/// headers}). Named ports are resolved here; HTTPS and gRPC probes are left alone (the
+/// agent does not speak them), as are TCP probes (a TCP connect to the sidecar succeeds).
+pub fn rewrite_probes(
+    pod: &Value,
+    status_port: u16,
+) -> (Vec<Value>, serde_json::Map<String, Value>) {
+    let mut ops = Vec::new();
+    let mut map = serde_json::Map::new();
+    for (i, c) in pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let name = c["name"].as_str().unwrap_or_default();
+        for (field, kind) in [
+            ("readinessProbe", "readyz"),
+            ("livenessProbe", "livez"),
+            ("startupProbe", "startupz"),
+        ] {
+            let get = &c[field]["httpGet"];
+            if !get.is_object() || get["scheme"].as_str().is_some_and(|s| s != "HTTP") {
+                continue;
+            }
+            let port = match &get["port"] {
+                Value::Number(n) => n.as_u64(),
+                Value::String(s) => s.parse().ok().or_else(|| {
+                    c["ports"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|p| p["name"] == s.as_str())
+                        .and_then(|p| p["containerPort"].as_u64())
+                }),
+                _ => None,
+            };
+            let Some(port) = port.filter(|p| (1..=65535).contains(p)) else {
+                continue;
+            };
+            let path = probe_path(name, kind);
+            map.insert(
+                path.clone(),
+                json!({"port": port, "path": get["path"].as_str().unwrap_or("/"),
+                       "headers": get["httpHeaders"].clone()}),
+            );
+            ops.push(json!({"op": "replace",
+                "path": format!("/spec/containers/{i}/{field}/httpGet"),
+                "value": {"path": path, "port": status_port, "scheme": "HTTP"}}));
+        }
+    }
+    (ops, map)
+}
+
 /// Why a pod is not injected (for the log and a warning on the response).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Skip {
@@ -108,7 +169,10 @@ pub fn should_inject(pod: &Value) -> Result<(), Skip> {
 }
 
 /// The containers injected ahead of the pod's own init containers, in order.
-pub fn injected_init_containers(cfg: &InjectConfig) -> Vec<Value> {
+pub fn injected_init_containers(
+    cfg: &InjectConfig,
+    probes: &serde_json::Map<String, Value>,
+) -> Vec<Value> {
     let i = &cfg.interception;
     let mut env: Vec<Value> = [
         ("POD_NAME", "metadata.name"),
@@ -122,6 +186,9 @@ pub fn injected_init_containers(cfg: &InjectConfig) -> Vec<Value> {
     env.push(json!({"name": "RUDDER_TRUST_DOMAIN", "value": cfg.trust_domain}));
     env.push(json!({"name": "RUDDER_TRUST_BUNDLE_PEM", "value": cfg.trust_bundle_pem}));
     env.push(json!({"name": "RUDDER_LOG_FORMAT", "value": cfg.log_format}));
+    if !probes.is_empty() {
+        env.push(json!({"name": "RUDDER_APP_PROBES", "value": Value::Object(probes.clone()).to_string()}));
+    }
     let mounts = json!([
         {"name": CREDS_VOLUME, "mountPath": CREDS_DIR},
         {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true},
@@ -223,7 +290,9 @@ pub fn patch(pod: &Value, cfg: &InjectConfig) -> Vec<Value> {
     } else {
         ops.push(json!({"op": "add", "path": "/spec/volumes", "value": volumes}));
     }
-    let inits = injected_init_containers(cfg);
+    let (probe_ops, probes) = rewrite_probes(pod, cfg.interception.agent_status_port);
+    ops.extend(probe_ops);
+    let inits = injected_init_containers(cfg, &probes);
     if pod["spec"]["initContainers"]
         .as_array()
         .is_some_and(|a| !a.is_empty())
