@@ -414,7 +414,7 @@ fn destinations_outside_the_mesh_headless_pods_and_tcp_tunnels_are_accepted_by_e
             converted += 1;
         }
     }
-    assert_eq!(converted, 2, "the two headless pod clusters");
+    assert_eq!(converted, 3, "the three headless pod clusters");
     if let Some(p) = std::env::var_os("DUMP_OUTSIDE") {
         std::fs::write(p, serde_json::to_vec_pretty(&boot).expect("json")).expect("dump");
     }

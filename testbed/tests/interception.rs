@@ -529,10 +529,34 @@ async fn injected_pods_talk_over_mtls_by_original_destination() -> anyhow::Resul
             .any(|l| l.starts_with("http.outbound.downstream_cx_total: ") && !l.ends_with(": 0")),
         "{client_stats}"
     );
+    // Exactly the one call outside the mesh passed through: nothing looped back in.
     let passthrough = stats(&envoys[0].1, "cluster.passthrough.upstream_cx_total$")?;
-    assert!(
-        passthrough.lines().any(|l| !l.ends_with(": 0")),
+    assert_eq!(
+        passthrough.trim(),
+        "cluster.passthrough.upstream_cx_total: 1",
         "{passthrough}"
+    );
+    // From outside the pod, the sidecar's own ports are closed: its outbound port would
+    // be an open proxy speaking with the pod's identity, its inbound port a loop.
+    for port in [15001u16, 15006] {
+        let r = testbed::http::get_via(
+            SocketAddr::new(server_ip, port),
+            &format!("http://10.96.0.10:{port}/"),
+        )
+        .await;
+        assert!(r.is_err(), "port {port} answered from outside: {r:?}");
+    }
+    let closed = stats(
+        &envoys[1].1,
+        "(tcp.blackhole.downstream_cx_total|cluster.inbound-passthrough.upstream_cx_total)$",
+    )?;
+    assert!(
+        closed.contains("tcp.blackhole.downstream_cx_total: 2"),
+        "{closed}"
+    );
+    assert!(
+        closed.contains("cluster.inbound-passthrough.upstream_cx_total: 0"),
+        "{closed}"
     );
     for (_, _, p) in &mut envoys {
         p.check_running()?;

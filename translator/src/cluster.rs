@@ -216,10 +216,14 @@ pub(crate) fn pod_clusters(model: &Model, mesh: &MeshConfig, svc: &MeshService) 
                     .map(|sl| ObjectKey::new(Kind::EndpointSlice, &sl.namespace, &sl.name)),
             )
             .collect();
-    let mut out = Vec::new();
+    let mut out: Vec<Resource> = Vec::new();
     for port in &svc.ports {
         for addr in endpoint::pod_addresses(model, svc, port) {
             let name = names::pod_cluster(svc, addr.port, addr.ip);
+            // Two Service ports on one target port: one cluster.
+            if out.iter().any(|r| r.name == name) {
+                continue;
+            }
             let mut cluster = base(name.clone(), port.protocol);
             cluster.cluster_discovery_type =
                 Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32));

@@ -25,7 +25,8 @@ use envoy_types::pb::envoy::config::cluster::v3::{
 };
 use envoy_types::pb::envoy::config::core::v3::CidrRange;
 use envoy_types::pb::envoy::config::listener::v3::{
-    Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, listener_filter,
+    Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
+    filter_chain_match::ConnectionSourceType, listener_filter,
 };
 use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
 use envoy_types::pb::google::protobuf::UInt32Value;
@@ -45,6 +46,12 @@ pub const INBOUND_LISTENER: &str = "inbound";
 pub const PASSTHROUGH: &str = "passthrough";
 /// Where inbound connections to ports the mesh does not serve go.
 pub const INBOUND_PASSTHROUGH: &str = "inbound-passthrough";
+/// A cluster without endpoints: connections sent there are closed.
+pub const BLACKHOLE: &str = "blackhole";
+/// Ports of the pod's own machinery that nothing from outside may reach through the
+/// inbound listener: the sidecar's outbound port (it would be an open proxy speaking
+/// with the pod's identity), the inbound port itself (a loop), Envoy's admin port.
+pub const CLOSED_INBOUND_PORTS: [u16; 3] = [15001, INBOUND_PORT, 15000];
 
 fn original_dst() -> ListenerFilter {
     ListenerFilter {
@@ -147,6 +154,19 @@ pub(crate) fn outbound(model: &Model, proxy: &ProxyIdentity) -> Vec<Resource> {
     http.sort();
     http.dedup();
     let mut refs = vec![PASSTHROUGH.to_string()];
+    // Envoy narrows chains by destination port before addresses and does not step
+    // back: on a port some TCP chain uses, the HTTP addresses need a chain of their own.
+    let mut http_on_port: BTreeMap<u16, Vec<IpAddr>> = BTreeMap::new();
+    for (_, port) in tcp.keys() {
+        let ips: Vec<IpAddr> = http
+            .iter()
+            .filter(|ip| !tcp.contains_key(&(**ip, *port)))
+            .copied()
+            .collect();
+        if !ips.is_empty() {
+            http_on_port.insert(*port, ips);
+        }
+    }
     let mut chains: Vec<FilterChain> = tcp
         .into_iter()
         .map(|((ip, port), (name, cluster))| {
@@ -173,10 +193,25 @@ pub(crate) fn outbound(model: &Model, proxy: &ProxyIdentity) -> Vec<Resource> {
             destination_port: Some(UInt32Value {
                 value: u32::from(proxy.outbound_port),
             }),
+            // Only the pod itself (the inbound listener closes this port from outside).
+            source_type: ConnectionSourceType::SameIpOrLoopback as i32,
             ..Default::default()
         },
         outbound_hcm(),
     ));
+    for (port, ips) in http_on_port {
+        chains.push(chain(
+            format!("http|{port}"),
+            FilterChainMatch {
+                destination_port: Some(UInt32Value {
+                    value: u32::from(port),
+                }),
+                prefix_ranges: ips.into_iter().map(cidr).collect(),
+                ..Default::default()
+            },
+            outbound_hcm(),
+        ));
+    }
     // An empty range list would match every address: only with mesh HTTP addresses.
     if !http.is_empty() {
         chains.push(chain(
@@ -220,7 +255,22 @@ pub(crate) fn inbound(
 ) -> Vec<Resource> {
     let permissive = mode == MtlsMode::Permissive;
     let mut chains = Vec::new();
-    let mut refs = vec![INBOUND_PASSTHROUGH.to_string()];
+    let mut refs = vec![INBOUND_PASSTHROUGH.to_string(), BLACKHOLE.to_string()];
+    for port in CLOSED_INBOUND_PORTS {
+        if ports.iter().any(|(p, _, _)| *p == port) {
+            continue;
+        }
+        chains.push(chain(
+            format!("closed|{port}"),
+            FilterChainMatch {
+                destination_port: Some(UInt32Value {
+                    value: u32::from(port),
+                }),
+                ..Default::default()
+            },
+            tcp_proxy(BLACKHOLE.into(), BLACKHOLE.into()),
+        ));
+    }
     let mut sources = Vec::new();
     for (port, protocol, srcs) in ports {
         sources.extend(srcs.iter().cloned());
@@ -255,11 +305,14 @@ pub(crate) fn inbound(
         address: Some(protos::socket(IpAddr::from([0, 0, 0, 0]), INBOUND_PORT)),
         listener_filters,
         filter_chains: chains,
+        // Ports no Service names pass through to the app: with mTLS under STRICT (the
+        // peer must be a mesh workload), as they come under PERMISSIVE.
         default_filter_chain: Some(FilterChain {
             filters: vec![tcp_proxy(
                 INBOUND_PASSTHROUGH.into(),
                 INBOUND_PASSTHROUGH.into(),
             )],
+            transport_socket: (!permissive).then(|| tls::downstream(trust_domain)),
             name: INBOUND_PASSTHROUGH.into(),
             ..Default::default()
         }),
@@ -274,5 +327,22 @@ pub(crate) fn inbound(
             body: Body::Listener(Box::new(listener)),
         },
         passthrough_cluster(INBOUND_PASSTHROUGH),
+        blackhole_cluster(),
     ]
+}
+
+fn blackhole_cluster() -> Resource {
+    let cluster = Cluster {
+        name: BLACKHOLE.into(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+        connect_timeout: Some(protos::millis(1_000)),
+        ..Default::default()
+    };
+    Resource {
+        kind: XdsType::Cluster,
+        name: BLACKHOLE.into(),
+        refs: Vec::new(),
+        sources: Vec::new(),
+        body: Body::Cluster(Box::new(cluster)),
+    }
 }

@@ -201,6 +201,9 @@ pub(crate) struct VhostPart {
     pub refs: Vec<String>,
     /// Objects it was made from.
     pub sources: Vec<ObjectKey>,
+    /// One pod of a headless Service: another Service over the same pod claiming the
+    /// same address reaches the same pod, so a taken name is no diagnostic.
+    pub pod: bool,
 }
 
 /// The virtual hosts of one Service's ports: HTTP ports route requests; TCP ports take
@@ -238,6 +241,7 @@ pub(crate) fn vhost_parts(
             vhost,
             refs,
             sources,
+            pod: false,
         });
         if svc.headless && svc.external_name.is_none() {
             out.extend(pod_vhosts(model, policy, svc, port));
@@ -357,6 +361,7 @@ fn pod_vhosts(
                 },
                 refs: vec![cluster],
                 sources: sources.clone(),
+                pod: true,
             }
         })
         .collect()
@@ -474,6 +479,7 @@ pub(crate) fn assemble<'a>(
                 continue;
             }
             match owner.get(d.as_str()) {
+                Some(_) if part.pod => {}
                 Some(first) => out.diagnostics.push(Diagnostic {
                     object: part.service.to_string(),
                     field: "spec.clusterIP".into(),
@@ -484,6 +490,11 @@ pub(crate) fn assemble<'a>(
                     kept.push(d.clone());
                 }
             }
+        }
+        // Envoy refuses a virtual host without domains (and with it the whole table):
+        // one whose every name another claimed first is left out.
+        if kept.is_empty() {
+            continue;
         }
         vhosts.push(VirtualHost {
             domains: kept,

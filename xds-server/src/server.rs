@@ -272,6 +272,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             trust_domain: sec.trust_domain.clone(),
             kube: client.clone(),
             metrics: shared.metrics.clone(),
+            reviews: tokio::sync::Semaphore::new(crate::identity::ca_service::CONCURRENT_REVIEWS),
         });
         tokio::spawn(crate::identity::ca_service::serve(
             listener,

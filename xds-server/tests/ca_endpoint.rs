@@ -15,6 +15,34 @@ use xds_server::observability::metrics::Metrics;
 use xds_server::server::{Stop, control_plane_id};
 use xds_server::xds::listener::{ConnLimits, TlsSetup};
 
+/// A POST with no client certificate and no Authorization header: the raw answer.
+async fn anonymous_post(addr: &str, bundle: &str) -> String {
+    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(bundle.as_bytes()) {
+        roots.add(c.expect("pem")).expect("root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .expect("tls13")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("tls");
+    tls.write_all(b"POST /v1/certificate HTTP/1.1\r\nhost: localhost\r\ncontent-length: 0\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 struct Endpoint {
     addr: String,
     bundle: String,
@@ -55,6 +83,7 @@ async fn start(fake: &FakeKube) -> Endpoint {
             trust_domain: "cluster.local".into(),
             kube: Some(fake.client()),
             metrics: metrics.clone(),
+            reviews: tokio::sync::Semaphore::new(4),
         }),
         stop.clone(),
     ));
@@ -67,7 +96,7 @@ async fn start(fake: &FakeKube) -> Endpoint {
 }
 
 #[tokio::test]
-async fn a_token_gets_its_service_account_identity_and_then_renews_by_certificate() {
+async fn a_token_gets_its_service_account_identity_and_renews_only_with_a_token() {
     let fake = FakeKube::new();
     fake.add_token("tok-cart", "shop", "cart", &["rudder"]);
     let ep = start(&fake).await;
@@ -118,8 +147,9 @@ async fn a_token_gets_its_service_account_identity_and_then_renews_by_certificat
         .expect("addr");
     let body = testbed::http::get_ok(addr, "/ready").await.expect("ready");
     assert!(body.contains("shop/sa/cart"), "{body}");
-    // The installed certificate renews itself.
-    let renewed = request(
+    // Where tokens are checked, the certificate alone does not renew (a stolen key must
+    // not outlive its ServiceAccount); the token does.
+    let err = request(
         &ep.addr,
         &ep.bundle,
         Credential::Certificate {
@@ -128,7 +158,11 @@ async fn a_token_gets_its_service_account_identity_and_then_renews_by_certificat
         },
     )
     .await
-    .expect("renewal by certificate");
+    .expect_err("a certificate alone is refused in cluster mode");
+    assert!(format!("{err:#}").contains("401"), "{err:#}");
+    let renewed = request(&ep.addr, &ep.bundle, Credential::Token("tok-cart"))
+        .await
+        .expect("renewal by token");
     assert_eq!(renewed.spiffe_id, "spiffe://cluster.local/ns/shop/sa/cart");
     agent.abort();
     let text = ep.metrics.encode(
@@ -157,11 +191,14 @@ async fn bad_tokens_and_anonymous_callers_are_refused() {
             .expect_err(token);
         assert!(format!("{err:#}").contains(want), "{token}: {err:#}");
     }
-    // No credential at all: an HTTPS request without a certificate or token.
+    // An empty token is malformed.
     let err = request(&ep.addr, &ep.bundle, Credential::Token(""))
         .await
         .expect_err("empty token");
     assert!(format!("{err:#}").contains("400"), "{err:#}");
+    // No credential at all: a plain HTTPS POST without certificate or Authorization.
+    let answer = anonymous_post(&ep.addr, &ep.bundle).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     // A client that does not trust our CA does not get as far as asking.
     let other = ca::Authority::generate_root("cluster.local", SystemTime::now()).expect("ca");
     let err = request(

@@ -215,13 +215,18 @@ fn port_number(ctx: &Ctx, field: &str, value: i32) -> Result<u16, ModelError> {
 
 /// The protocol of a port from `appProtocol`, else the port-name prefix (`http`,
 /// `http2`, `h2c`, `grpc`, `tcp`, each alone or followed by `-suffix`). Ports that say
-/// nothing are HTTP/1.1; the listener also accepts HTTP/2 from the app.
+/// nothing are HTTP/1.1; the listener also accepts HTTP/2 from the app. TLS the app
+/// speaks itself (`https`, `tls`: the sidecar cannot read it) and well-known non-HTTP
+/// protocols are TCP, so an intercepted pod's call to, say, `kubernetes.default:443`
+/// is carried as bytes, not fed to an HTTP codec.
 pub(crate) fn protocol_of(app_protocol: Option<&str>, name: &str) -> Protocol {
     let from = |s: &str| match s.to_ascii_lowercase().as_str() {
-        "http" | "https" => Some(Protocol::Http),
+        "http" => Some(Protocol::Http),
         "http2" | "h2c" | "kubernetes.io/h2c" => Some(Protocol::Http2),
         "grpc" | "grpc-web" => Some(Protocol::Grpc),
-        "tcp" | "tls" | "mongo" | "mysql" | "redis" => Some(Protocol::Tcp),
+        "tcp" | "tls" | "https" | "mongo" | "mongodb" | "mysql" | "redis" | "postgres"
+        | "postgresql" | "kafka" | "amqp" | "amqps" | "mqtt" | "nats" | "zookeeper"
+        | "cassandra" | "memcached" | "ssh" => Some(Protocol::Tcp),
         _ => None,
     };
     app_protocol
@@ -538,22 +543,32 @@ pub(crate) fn pod(pod: &Pod) -> Result<MeshPod, ModelError> {
             )
         })?,
     };
-    let in_mesh = match pod
+    // Opted out by annotation or label (the injector honours both), or on the host's
+    // network (never injected): no sidecar.
+    let opt = pod
         .metadata
         .annotations
         .as_ref()
         .and_then(|a| a.get(super::INJECT_ANNOTATION))
-        .map(String::as_str)
-    {
-        None | Some("true") | Some("enabled") => true,
-        Some("false") | Some("disabled") => false,
-        Some(v) => {
-            return Err(ctx.err(
-                format!("metadata.annotations[\"{}\"]", super::INJECT_ANNOTATION),
-                format!("{} is not \"true\" or \"false\"", quote(v)),
-            ));
-        }
-    };
+        .or_else(|| {
+            pod.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(super::INJECT_ANNOTATION))
+        })
+        .map(String::as_str);
+    let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
+    let in_mesh = !host_network
+        && match opt {
+            None | Some("true") | Some("enabled") => true,
+            Some("false") | Some("disabled") => false,
+            Some(v) => {
+                return Err(ctx.err(
+                    format!("metadata.annotations[\"{}\"]", super::INJECT_ANNOTATION),
+                    format!("{} is not \"true\" or \"false\"", quote(v)),
+                ));
+            }
+        };
     Ok(MeshPod {
         in_mesh,
         egress,

@@ -200,14 +200,15 @@ pub fn next_attempt(current: Option<&Validity>, now: SystemTime, failures: u32) 
         .map(|v| {
             let issued = (v.not_before + ca::BACKDATE).min(v.not_after);
             let life = v.not_after.duration_since(issued).unwrap_or_default();
-            (issued + life / 2)
-                .duration_since(now)
-                .unwrap_or_default()
-                .max(MIN_INTERVAL)
+            (issued + life / 2).duration_since(now).unwrap_or_default()
         })
         .unwrap_or_default();
     if failures == 0 {
-        return until_renewal;
+        return if current.is_some() {
+            until_renewal.max(MIN_INTERVAL)
+        } else {
+            until_renewal
+        };
     }
     let backoff = Duration::from_secs(1u64 << failures.saturating_sub(1).min(5)).min(MAX_BACKOFF);
     if until_renewal.is_zero() {
@@ -258,7 +259,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         }
         let current = files::read(&cfg.cert_dir);
         let valid = current.as_ref().and_then(|(c, _, _)| validity(c));
-        let wait = next_attempt(valid.as_ref(), SystemTime::now(), failures);
+        // ±10% jitter, so agents that failed together do not retry in step.
+        let wait = next_attempt(valid.as_ref(), SystemTime::now(), failures)
+            .mul_f64(rand::random_range(0.9..1.1));
         {
             let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
             s.identity = valid
@@ -342,7 +345,16 @@ async fn renew(
     });
     let mut errors = Vec::new();
     let mut issued = None;
-    if let (true, Some((chain, key, _))) = (usable, current) {
+    // With a token (in a cluster) the token first: the control plane requires it there.
+    if let Some(path) = &cfg.token_file {
+        let token = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the token {}", path.display()))?;
+        match client::request(&cfg.endpoint, &bundle, client::Credential::Token(&token)).await {
+            Ok(i) => issued = Some(i),
+            Err(e) => errors.push(format!("with the token: {e:#}")),
+        }
+    }
+    if let (None, true, Some((chain, key, _))) = (&issued, usable, current) {
         match client::request(
             &cfg.endpoint,
             &bundle,
@@ -352,16 +364,6 @@ async fn renew(
         {
             Ok(i) => issued = Some(i),
             Err(e) => errors.push(format!("with the current certificate: {e:#}")),
-        }
-    }
-    if issued.is_none()
-        && let Some(path) = &cfg.token_file
-    {
-        let token = std::fs::read_to_string(path)
-            .with_context(|| format!("reading the token {}", path.display()))?;
-        match client::request(&cfg.endpoint, &bundle, client::Credential::Token(&token)).await {
-            Ok(i) => issued = Some(i),
-            Err(e) => errors.push(format!("with the token: {e:#}")),
         }
     }
     let Some(issued) = issued else {
@@ -469,6 +471,16 @@ mod tests {
             .map(|f| next_attempt(None, now, f).as_secs())
             .collect();
         assert_eq!(backoffs, [1, 2, 4, 8, 16, 30, 30, 30]);
+        // Past half-life, failures still back off (a fleet must not retry every second
+        // through an outage).
+        assert_eq!(
+            next_attempt(Some(&v(840, 1050)), now, 3),
+            Duration::from_secs(4)
+        );
+        assert_eq!(
+            next_attempt(Some(&v(840, 1050)), now, 9),
+            Duration::from_secs(30)
+        );
         // A failure long before half-life still retries at half-life at the latest.
         assert_eq!(
             next_attempt(Some(&v(930, 1050)), now, 6),

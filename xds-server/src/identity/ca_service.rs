@@ -37,7 +37,14 @@ pub struct CaService {
     pub kube: Option<kube::Client>,
     /// Counts requests by result.
     pub metrics: Arc<Metrics>,
+    /// TokenReviews in flight at once (anonymous callers must not flood the API server).
+    pub reviews: tokio::sync::Semaphore,
 }
+
+/// TokenReviews in flight at once; more callers are told to retry.
+pub const CONCURRENT_REVIEWS: usize = 16;
+
+static REFUSED_LOG: crate::xds::listener::RateLimited = crate::xds::listener::RateLimited::new();
 
 fn json(status: u16, body: &impl serde::Serialize) -> Response<Full<Bytes>> {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
@@ -54,12 +61,15 @@ fn json(status: u16, body: &impl serde::Serialize) -> Response<Full<Bytes>> {
 impl CaService {
     fn refused(&self, info: &ConnInfo, r: &Refusal) -> Response<Full<Bytes>> {
         self.metrics.cert_request(r.reason);
-        tracing::warn!(
-            peer = ?info.remote,
-            reason = r.reason,
-            error = %r.message,
-            "refused a certificate request"
-        );
+        if let Some(suppressed) = REFUSED_LOG.allow() {
+            tracing::warn!(
+                peer = ?info.remote,
+                reason = r.reason,
+                error = %r.message,
+                suppressed,
+                "refused a certificate request"
+            );
+        }
         json(r.status, &serde_json::json!({"error": r.message}))
     }
 
@@ -69,6 +79,13 @@ impl CaService {
                 status: 401,
                 reason: "tokens_disabled",
                 message: "tokens are not checked in this mode".into(),
+            });
+        };
+        let Ok(_permit) = self.reviews.try_acquire() else {
+            return Err(Refusal {
+                status: 503,
+                reason: "review_busy",
+                message: "too many token reviews in flight; retry".into(),
             });
         };
         let review = TokenReview {

@@ -63,7 +63,9 @@ pub enum Decision {
 }
 
 /// Decides from the request line, the `Authorization` header and the verified client
-/// certificate's identity. A certificate wins over a token: it is verified already.
+/// certificate's identity. Where tokens are checked (cluster mode) every issuance needs
+/// one, so a stolen certificate cannot renew itself after its ServiceAccount is gone;
+/// elsewhere (manifest mode) a valid certificate renews its own identity.
 pub fn decide(
     method: &str,
     path: &str,
@@ -82,7 +84,7 @@ pub fn decide(
     if method != "POST" {
         return Decision::Refuse(refuse(405, "method", "use POST"));
     }
-    if let Some(id) = certificate {
+    if let (Some(id), false) = (certificate, tokens_enabled) {
         return match may_issue(id, trust_domain) {
             Ok(()) => Decision::Issue(id.clone()),
             Err(r) => Decision::Refuse(r),
@@ -216,7 +218,11 @@ mod tests {
             decide("POST", PATH, None, Some(&me), "cluster.local", false),
             Decision::Issue(me.clone())
         );
-        // A token next to a certificate does not change who the caller is.
+        // Where tokens are checked, a certificate alone is not enough: the token decides.
+        assert_eq!(
+            reason(decide("POST", PATH, None, Some(&me), "cluster.local", true)),
+            "unauthenticated"
+        );
         assert_eq!(
             decide(
                 "POST",
@@ -226,11 +232,18 @@ mod tests {
                 "cluster.local",
                 true
             ),
-            Decision::Issue(me)
+            Decision::Review("x".into())
         );
         let cp = id(CONTROL_PLANE_NS, "rudder");
         assert_eq!(
-            reason(decide("POST", PATH, None, Some(&cp), "cluster.local", true)),
+            reason(decide(
+                "POST",
+                PATH,
+                None,
+                Some(&cp),
+                "cluster.local",
+                false
+            )),
             "control_plane_namespace"
         );
         let other = SpiffeId::new("other.local", "shop", "cart").expect("valid");
@@ -241,7 +254,7 @@ mod tests {
                 None,
                 Some(&other),
                 "cluster.local",
-                true
+                false
             )),
             "other_trust_domain"
         );

@@ -238,19 +238,26 @@ fn admit(counts: &Arc<Mutex<Counts>>, peer: IpAddr, limits: &ConnLimits) -> Admi
 }
 
 /// A log line at most once a second per kind, with the number left out since.
-pub(crate) struct RateLimited {
+pub struct RateLimited {
     last: Mutex<Option<(Instant, u64)>>,
 }
 
+impl Default for RateLimited {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl RateLimited {
-    pub(crate) const fn new() -> Self {
+    /// A limiter that has not logged yet.
+    pub const fn new() -> Self {
         RateLimited {
             last: Mutex::new(None),
         }
     }
 
     /// `Some(suppressed)` when a line may be logged now.
-    pub(crate) fn allow(&self) -> Option<u64> {
+    pub fn allow(&self) -> Option<u64> {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         match *last {

@@ -115,10 +115,15 @@ pub fn rewrite_probes(
                 continue;
             };
             let path = probe_path(name, kind);
+            // The kubelet sends `/` for an empty path and adds the leading slash.
+            let app_path = match get["path"].as_str().unwrap_or_default() {
+                "" => "/".to_string(),
+                p if p.starts_with('/') => p.to_string(),
+                p => format!("/{p}"),
+            };
             map.insert(
                 path.clone(),
-                json!({"port": port, "path": get["path"].as_str().unwrap_or("/"),
-                       "headers": get["httpHeaders"].clone()}),
+                json!({"port": port, "path": app_path, "headers": get["httpHeaders"].clone()}),
             );
             ops.push(json!({"op": "replace",
                 "path": format!("/spec/containers/{i}/{field}/httpGet"),

@@ -17,8 +17,14 @@ use crate::xds::listener::{ConnLimits, TlsSetup};
 
 /// The path the API server calls.
 pub const PATH: &str = "/inject";
-/// Largest AdmissionReview accepted (the API server's own request limit is 3 MiB).
-const MAX_BODY_BYTES: usize = 4 << 20;
+/// Largest AdmissionReview accepted (a Pod is stored in etcd's 1.5 MiB limit).
+const MAX_BODY_BYTES: usize = 2 << 20;
+/// Requests read and answered at once; more wait (bounding memory to about 16 MiB).
+const CONCURRENT_REQUESTS: usize = 8;
+/// Longest one request may take, its body included (the API server waits 10 s at most).
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+/// Connections at once: the API server's, not a fleet's.
+const MAX_CONNECTIONS: usize = 256;
 /// Name of the MutatingWebhookConfiguration the chart installs.
 pub const WEBHOOK_CONFIG: &str = "rudder-sidecar-injector";
 
@@ -33,10 +39,17 @@ fn reply(status: u16, body: Vec<u8>) -> Response<Full<Bytes>> {
     r
 }
 
-async fn handle(cfg: &InjectConfig, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+async fn handle(
+    cfg: &InjectConfig,
+    permits: &tokio::sync::Semaphore,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Full<Bytes>> {
     if req.uri().path() != PATH || req.method() != hyper::Method::POST {
         return reply(404, br#"{"error":"POST /inject"}"#.to_vec());
     }
+    let Ok(_permit) = permits.acquire().await else {
+        return reply(503, br#"{"error":"shutting down"}"#.to_vec());
+    };
     let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
         .collect()
         .await
@@ -83,18 +96,37 @@ pub async fn serve(
         client_cert_optional: true,
         ..tls
     });
+    let limits = ConnLimits {
+        max_connections: limits.max_connections.min(MAX_CONNECTIONS),
+        max_connections_per_peer: limits.max_connections_per_peer.min(MAX_CONNECTIONS),
+        ..limits
+    };
+    let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_REQUESTS));
     let mut incoming = crate::xds::listener::incoming(listener, Some(tls), limits, metrics, stop);
     while let Some(Ok(conn)) = incoming.next().await {
-        let cfg = cfg.clone();
+        let (cfg, permits) = (cfg.clone(), permits.clone());
         tokio::spawn(async move {
             let handler = hyper::service::service_fn(move |req| {
-                let cfg = cfg.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(&cfg, req).await) }
+                let (cfg, permits) = (cfg.clone(), permits.clone());
+                async move {
+                    let answer = tokio::time::timeout(REQUEST_TIMEOUT, handle(&cfg, &permits, req))
+                        .await
+                        .unwrap_or_else(|_| {
+                            reply(408, br#"{"error":"request timed out"}"#.to_vec())
+                        });
+                    Ok::<_, std::convert::Infallible>(answer)
+                }
             });
-            let served =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(conn), handler)
-                    .await;
+            let mut builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10));
+            builder.http2().max_concurrent_streams(4);
+            let served = builder
+                .serve_connection(hyper_util::rt::TokioIo::new(conn), handler)
+                .await;
             if let Err(e) = served {
                 tracing::debug!(error = %e, "injector connection");
             }
