@@ -215,6 +215,27 @@ fn inline_routes(v: &mut Value, routes: &serde_json::Map<String, Value>, n: &mut
     }
 }
 
+/// Turns STATIC clusters with a TLS transport socket into EDS clusters, every other
+/// field as translated: `envoy --mode validate` crashes (SIGSEGV) on a STATIC cluster whose
+/// TLS context takes secrets over ADS, which a running Envoy accepts. Returns how many.
+fn static_tls_as_eds(boot: &mut Value) -> usize {
+    let mut converted = 0;
+    for c in boot["static_resources"]["clusters"]
+        .as_array_mut()
+        .expect("clusters")
+    {
+        if c["type"] == "STATIC" && c.get("transportSocket").is_some() {
+            c["type"] = json!("EDS");
+            c["edsClusterConfig"] = json!({"edsConfig": {"ads": {}, "resourceApiVersion": "V3"}});
+            if let Some(o) = c.as_object_mut() {
+                o.remove("loadAssignment");
+            }
+            converted += 1;
+        }
+    }
+    converted
+}
+
 /// Envoy's verdict on a bootstrap: Ok, or its error.
 fn envoy_validate(dir: &Path, name: &str, boot: &Value) -> Result<(), String> {
     let path = dir.join(name);
@@ -400,20 +421,7 @@ fn destinations_outside_the_mesh_headless_pods_and_tcp_tunnels_are_accepted_by_e
     // takes secrets over ADS, which a running Envoy accepts (the headless e2e test calls
     // pods through such clusters over mTLS). For validation they become EDS clusters,
     // every other field as translated.
-    let mut converted = 0;
-    for c in boot["static_resources"]["clusters"]
-        .as_array_mut()
-        .expect("clusters")
-    {
-        if c["type"] == "STATIC" && c.get("transportSocket").is_some() {
-            c["type"] = json!("EDS");
-            c["edsClusterConfig"] = json!({"edsConfig": {"ads": {}, "resourceApiVersion": "V3"}});
-            if let Some(o) = c.as_object_mut() {
-                o.remove("loadAssignment");
-            }
-            converted += 1;
-        }
-    }
+    let converted = static_tls_as_eds(&mut boot);
     assert_eq!(converted, 3, "the three headless pod clusters");
     if let Some(p) = std::env::var_os("DUMP_OUTSIDE") {
         std::fs::write(p, serde_json::to_vec_pretty(&boot).expect("json")).expect("dump");
@@ -446,18 +454,7 @@ fn intercepted_listeners_are_accepted_by_envoy() {
         );
     }
     // As in the headless case above: STATIC clusters with SDS TLS crash validate mode.
-    for c in boot["static_resources"]["clusters"]
-        .as_array_mut()
-        .expect("clusters")
-    {
-        if c["type"] == "STATIC" && c.get("transportSocket").is_some() {
-            c["type"] = json!("EDS");
-            c["edsClusterConfig"] = json!({"edsConfig": {"ads": {}, "resourceApiVersion": "V3"}});
-            if let Some(o) = c.as_object_mut() {
-                o.remove("loadAssignment");
-            }
-        }
-    }
+    static_tls_as_eds(&mut boot);
     let dir = tempfile::tempdir().expect("tempdir");
     if let Err(e) = envoy_validate(dir.path(), "intercepted.json", &boot) {
         panic!("Envoy rejects the intercepted listeners:\n{e}");

@@ -180,7 +180,9 @@ async fn init_container_rules_redirect_apps_but_not_the_proxy() -> anyhow::Resul
     assert_eq!(get_in(&ns, 1337, dest)?, "direct");
     // Excluded port and loopback: straight through.
     assert_eq!(get_in(&ns, 1000, excluded)?, "direct-excluded");
-    assert_eq!(get_in(&ns, 1000, "127.0.0.1:8080".parse()?)?, "app");
+    // (The namespace's own loopback, not the machine's.)
+    let app = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), 8080);
+    assert_eq!(get_in(&ns, 1000, app)?, "app");
     // Inbound: to the sidecar's inbound port, except the agent's status port.
     let from_host = |addr: SocketAddr| async move {
         testbed::http::get_via(addr, &format!("http://{addr}/"))

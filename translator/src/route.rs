@@ -300,14 +300,14 @@ fn pod_domains(svc: &MeshService, addr: &PodAddress) -> Vec<(String, bool)> {
     out
 }
 
-/// One virtual host per ready pod of a headless Service on `port`, to that pod alone:
-/// the port's RetryPolicy applies; a TrafficSplit does not (the client chose the pod).
-fn pod_vhosts(
-    model: &Model,
+/// The RetryPolicy in effect on a Service port, and the retry policy and timeout it
+/// makes.
+fn port_retry<'a>(
+    model: &'a Model,
     policy: &PolicyContext,
     svc: &MeshService,
     port: &ServicePort,
-) -> Vec<VhostPart> {
+) -> (Option<&'a RetryPolicy>, EnvoyRetryPolicy, Option<Duration>) {
     let retry = policy::retry_for(
         model,
         &policy.retry_winners,
@@ -316,6 +316,18 @@ fn pod_vhosts(
         port.port,
     );
     let (retry_policy, timeout) = retry_and_timeout(retry, port.protocol);
+    (retry, retry_policy, timeout)
+}
+
+/// One virtual host per ready pod of a headless Service on `port`, to that pod alone:
+/// the port's RetryPolicy applies; a TrafficSplit does not (the client chose the pod).
+fn pod_vhosts(
+    model: &Model,
+    policy: &PolicyContext,
+    svc: &MeshService,
+    port: &ServicePort,
+) -> Vec<VhostPart> {
+    let (retry, retry_policy, timeout) = port_retry(model, policy, svc, port);
     let mut sources = vec![ObjectKey::new(Kind::Service, &svc.namespace, &svc.name)];
     sources.extend(
         model
@@ -378,14 +390,7 @@ fn virtual_host(
     let split = policy
         .splits
         .get(&(svc.namespace.clone(), svc.name.clone()));
-    let retry = policy::retry_for(
-        model,
-        &policy.retry_winners,
-        &svc.namespace,
-        &svc.name,
-        port.port,
-    );
-    let (retry_policy, timeout) = retry_and_timeout(retry, port.protocol);
+    let (retry, retry_policy, timeout) = port_retry(model, policy, svc, port);
     sources.push(ObjectKey::new(Kind::Service, &svc.namespace, &svc.name));
     if let Some(s) = split {
         sources.push(ObjectKey::new(
