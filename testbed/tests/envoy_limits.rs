@@ -136,6 +136,7 @@ fn bootstrap_as(model: &Model, pod: &str, intercepted: bool) -> Value {
         outbound_port: DEFAULT_OUTBOUND_PORT,
         app_address: "127.0.0.1".parse().expect("ip"),
         intercepted,
+        inbound_port: translator::identity::DEFAULT_INBOUND_PORT,
     };
     let mut resources = translate_mesh(model, &mesh, &policy).resources;
     resources.extend(outbound_routes(model, &policy, "shop").resources);

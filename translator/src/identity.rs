@@ -25,6 +25,13 @@ pub const META_APP_ADDRESS: &str = "rudder.dev/app-address";
 /// injected pod), so listeners take traffic by original destination.
 pub const META_INTERCEPTION: &str = "rudder.dev/interception";
 
+/// Node metadata key: the port an intercepted pod's inbound traffic is redirected to
+/// (default 15006).
+pub const META_INBOUND_PORT: &str = "rudder.dev/inbound-port";
+
+/// The default inbound port of an intercepted pod.
+pub const DEFAULT_INBOUND_PORT: u16 = 15006;
+
 /// Longest node id accepted.
 pub const MAX_NODE_ID: usize = 256;
 
@@ -62,6 +69,8 @@ pub struct ProxyIdentity {
     /// Its pod's traffic is intercepted by iptables (an injected pod): listeners take
     /// traffic by original destination.
     pub intercepted: bool,
+    /// Where an intercepted pod's inbound traffic arrives.
+    pub inbound_port: u16,
 }
 
 /// Why a node could not be identified.
@@ -187,7 +196,19 @@ impl ProxyIdentity {
             });
         }
         let intercepted = get(META_INTERCEPTION).is_some_and(|v| v == "true");
+        let inbound_port = get(META_INBOUND_PORT)
+            .map(|s| {
+                s.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
+                    invalid(
+                        META_INBOUND_PORT,
+                        format!("{} is not a port", crds::text::quote(&s)),
+                    )
+                })
+            })
+            .transpose()?
+            .unwrap_or(DEFAULT_INBOUND_PORT);
         Ok(ProxyIdentity {
+            inbound_port,
             intercepted,
             kind,
             namespace,

@@ -9,7 +9,7 @@
 //!   by its own address); everything else passes through untouched to where it was
 //!   going (`passthrough`, an original-destination cluster), so egress keeps working;
 //!   connections to the sidecar's own port are the explicit-proxy mode's (`curl -x`);
-//! - inbound (`0.0.0.0:15006`): one filter chain per port the pod serves, by destination
+//! - inbound (`0.0.0.0:INBOUND_PORT`, 15006 by default): one filter chain per port the pod serves, by destination
 //!   port, with the same mTLS (STRICT or PERMISSIVE) and filters as the explicit mode's
 //!   per-port listeners; other ports pass through to the app (`inbound-passthrough`).
 //!
@@ -37,8 +37,6 @@ use crate::model::{Kind, Model, ObjectKey, Protocol, ViewKey};
 use crate::tls::{self, MtlsMode};
 use crate::{Body, Resource, XdsType, endpoint, names, protos};
 
-/// The inbound port the init container redirects to.
-pub const INBOUND_PORT: u16 = 15006;
 /// The inbound listener's name.
 pub const INBOUND_LISTENER: &str = "inbound";
 /// Where outbound connections to anything outside the mesh go: their original
@@ -48,10 +46,8 @@ pub const PASSTHROUGH: &str = "passthrough";
 pub const INBOUND_PASSTHROUGH: &str = "inbound-passthrough";
 /// A cluster without endpoints: connections sent there are closed.
 pub const BLACKHOLE: &str = "blackhole";
-/// Ports of the pod's own machinery that nothing from outside may reach through the
-/// inbound listener: the sidecar's outbound port (it would be an open proxy speaking
-/// with the pod's identity), the inbound port itself (a loop), Envoy's admin port.
-pub const CLOSED_INBOUND_PORTS: [u16; 3] = [15001, INBOUND_PORT, 15000];
+/// Envoy's admin port in injected pods.
+pub const ADMIN_PORT: u16 = 15000;
 
 fn original_dst() -> ListenerFilter {
     ListenerFilter {
@@ -249,6 +245,7 @@ pub(crate) fn outbound(model: &Model, proxy: &ProxyIdentity) -> Vec<Resource> {
 
 /// The inbound listener for the ports the pod serves, and its passthrough cluster.
 pub(crate) fn inbound(
+    proxy: &ProxyIdentity,
     ports: &[(u16, Protocol, Vec<ObjectKey>)],
     trust_domain: &str,
     mode: MtlsMode,
@@ -256,7 +253,13 @@ pub(crate) fn inbound(
     let permissive = mode == MtlsMode::Permissive;
     let mut chains = Vec::new();
     let mut refs = vec![INBOUND_PASSTHROUGH.to_string(), BLACKHOLE.to_string()];
-    for port in CLOSED_INBOUND_PORTS {
+    // The pod's own machinery, which nothing from outside may reach through this
+    // listener: the sidecar's outbound port (an open proxy speaking with the pod's
+    // identity), this port itself (a loop), Envoy's admin port.
+    let mut closed = vec![proxy.outbound_port, proxy.inbound_port, ADMIN_PORT];
+    closed.sort_unstable();
+    closed.dedup();
+    for port in closed {
         if ports.iter().any(|(p, _, _)| *p == port) {
             continue;
         }
@@ -302,7 +305,10 @@ pub(crate) fn inbound(
     }
     let listener = Listener {
         name: INBOUND_LISTENER.into(),
-        address: Some(protos::socket(IpAddr::from([0, 0, 0, 0]), INBOUND_PORT)),
+        address: Some(protos::socket(
+            IpAddr::from([0, 0, 0, 0]),
+            proxy.inbound_port,
+        )),
         listener_filters,
         filter_chains: chains,
         // Ports no Service names pass through to the app: with mTLS under STRICT (the

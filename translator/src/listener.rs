@@ -301,8 +301,12 @@ pub(crate) fn for_proxy(model: &Model, mesh: &MeshConfig, proxy: &ProxyIdentity)
         out.resources.push(listener);
     }
     if proxy.intercepted {
-        out.resources
-            .extend(crate::intercept::inbound(&served, &mesh.trust_domain, mode));
+        out.resources.extend(crate::intercept::inbound(
+            proxy,
+            &served,
+            &mesh.trust_domain,
+            mode,
+        ));
     }
     out
 }

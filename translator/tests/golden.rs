@@ -77,6 +77,7 @@ fn snapshot(model: &Model) -> String {
             outbound_port: DEFAULT_OUTBOUND_PORT,
             app_address: "127.0.0.1".parse().expect("ip"),
             intercepted,
+            inbound_port: translator::identity::DEFAULT_INBOUND_PORT,
         };
         render(
             &translate_proxy(model, &mesh, &proxy),

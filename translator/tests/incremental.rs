@@ -40,6 +40,7 @@ fn proxy(ns: &str, pod: &str, sa: &str) -> ProxyIdentity {
         outbound_port: DEFAULT_OUTBOUND_PORT,
         app_address: "127.0.0.1".parse().expect("ip"),
         intercepted: false,
+        inbound_port: translator::identity::DEFAULT_INBOUND_PORT,
     }
 }
 
@@ -156,6 +157,7 @@ fn run(dir: &Path) {
             let i = ProxyIdentity {
                 node_id: format!("{}.intercepted", p.node_id),
                 intercepted: true,
+                inbound_port: translator::identity::DEFAULT_INBOUND_PORT,
                 ..p.clone()
             };
             [p, i]

@@ -118,7 +118,7 @@ async fn a_token_gets_its_service_account_identity_and_renews_only_with_a_token(
         trust_domain: "cluster.local".into(),
         trust_bundle_pem: None,
         bootstrap: None,
-        intercepted: false,
+        intercepted: None,
         app_probes: Default::default(),
     }));
     testbed::procs::wait_until(

@@ -55,8 +55,9 @@ pub struct AgentConfig {
     /// Write the proxy's Envoy bootstrap here once credentials are installed (the
     /// injected sidecar starts from it).
     pub bootstrap: Option<(PathBuf, crate::cli::bootstrap::BootstrapParams)>,
-    /// The pod's traffic is intercepted (marked in the bootstrap's node metadata).
-    pub intercepted: bool,
+    /// The pod's traffic is intercepted, arriving inbound on this port (marked in the
+    /// bootstrap's node metadata).
+    pub intercepted: Option<u16>,
     /// App probes the kubelet sends here instead (the injector moved them), forwarded to
     /// the app on loopback: agent path -> the app's port and path.
     pub app_probes: std::collections::BTreeMap<String, AppProbe>,
@@ -299,7 +300,7 @@ fn write_bootstrap(
     params: &crate::cli::bootstrap::BootstrapParams,
     dir: &std::path::Path,
     trust_domain: &str,
-    intercepted: bool,
+    intercepted: Option<u16>,
 ) -> anyhow::Result<()> {
     let params = crate::cli::bootstrap::BootstrapParams {
         tls: Some(crate::cli::bootstrap::BootstrapTls {
@@ -312,8 +313,8 @@ fn write_bootstrap(
         ..params.clone()
     };
     let mut b = crate::cli::bootstrap::bootstrap(&params);
-    if intercepted {
-        crate::cli::bootstrap::mark_intercepted(&mut b);
+    if let Some(port) = intercepted {
+        crate::cli::bootstrap::mark_intercepted(&mut b, port);
     }
     let text = serde_json::to_string_pretty(&b)?;
     let tmp = path.with_extension("tmp");

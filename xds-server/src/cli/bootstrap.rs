@@ -60,8 +60,10 @@ pub struct BootstrapTls {
 
 /// Marks a bootstrap's node as intercepted (an injected pod, or a pod under iptables
 /// rules): its listeners take traffic by original destination.
-pub fn mark_intercepted(b: &mut Value) {
+pub fn mark_intercepted(b: &mut Value, inbound_port: u16) {
     b["node"]["metadata"][translator::identity::META_INTERCEPTION] = "true".into();
+    b["node"]["metadata"][translator::identity::META_INBOUND_PORT] =
+        inbound_port.to_string().into();
 }
 
 /// The bootstrap as JSON (Envoy reads JSON and YAML alike).

@@ -263,6 +263,9 @@ struct AgentArgs {
     /// With --bootstrap-out: the pod's traffic is intercepted by iptables (injected pods).
     #[arg(long)]
     intercepted: bool,
+    /// With --intercepted: the port inbound traffic is redirected to.
+    #[arg(long, default_value_t = translator::identity::DEFAULT_INBOUND_PORT)]
+    inbound_port: u16,
     /// With --bootstrap-out: Envoy's admin address.
     #[arg(long, default_value = "127.0.0.1:15000")]
     envoy_admin_address: SocketAddr,
@@ -625,7 +628,7 @@ impl Args {
                     trust_domain: a.trust_domain.clone(),
                     trust_bundle_pem: a.trust_bundle_pem,
                     bootstrap,
-                    intercepted: a.intercepted,
+                    intercepted: a.intercepted.then_some(a.inbound_port),
                     app_probes: a.app_probes.unwrap_or_default(),
                     cert_dir: a.cert_dir,
                     endpoint: a.ca_address,
@@ -737,7 +740,7 @@ fn print_bootstrap(b: BootstrapArgs) -> anyhow::Result<()> {
     };
     let mut b = bootstrap(&params);
     if intercepted {
-        crate::cli::bootstrap::mark_intercepted(&mut b);
+        crate::cli::bootstrap::mark_intercepted(&mut b, translator::identity::DEFAULT_INBOUND_PORT);
     }
     println!("{}", serde_json::to_string_pretty(&b)?);
     Ok(())

@@ -215,6 +215,8 @@ pub fn injected_init_containers(
         "--outbound-port".into(),
         i.outbound_port.to_string(),
         "--intercepted".into(),
+        "--inbound-port".into(),
+        i.inbound_port.to_string(),
     ];
     if cfg.delta {
         agent_args.push("--delta".into());

@@ -17,6 +17,7 @@ fn identity(pod: &str) -> ProxyIdentity {
         outbound_port: 15001,
         app_address: "127.0.0.1".parse().expect("ip"),
         intercepted: false,
+        inbound_port: translator::identity::DEFAULT_INBOUND_PORT,
     }
 }
 
