@@ -4,7 +4,8 @@
 //!
 //! Mesh mTLS is chosen per endpoint (`rudder.dev/upstream-tls: auto`, the default):
 //! endpoints marked as outside the mesh in EDS get a plain connection through
-//! `transport_socket_matches`, every other endpoint mTLS.
+//! `transport_socket_matches` (present only while the Service has such an endpoint),
+//! every other endpoint mTLS.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -124,7 +125,16 @@ pub(crate) fn outbound(
             &svc.fqdn(),
             port.protocol.is_http2(),
         );
+        // Only a Service with an endpoint outside the mesh carries the plain-text match
+        // (about 150 bytes a cluster, which every proxy would otherwise hold for nothing).
+        let any_outside = svc.upstream_tls == UpstreamTls::Auto
+            && model.slices_of(svc).any(|sl| {
+                sl.endpoints
+                    .iter()
+                    .any(|e| !model.endpoint_in_mesh(&sl.namespace, e))
+            });
         match svc.upstream_tls {
+            UpstreamTls::Auto if !any_outside => cluster.transport_socket = Some(mtls),
             // mTLS unless the endpoint is marked as outside the mesh (fail closed).
             UpstreamTls::Auto => {
                 cluster.transport_socket = Some(mtls);

@@ -473,9 +473,11 @@ impl Builder {
             return (cu, eu, had_vhosts, old_svc);
         };
         let full = what.all || old_svc.as_ref() != Some(&svc);
-        // A headless Service's pods have clusters and virtual hosts of their own.
+        // A headless Service's pods have clusters and virtual hosts of their own, and
+        // whether any endpoint is outside the mesh shapes the clusters' TLS; an unchanged
+        // cluster keeps its encoding and is not re-sent.
         let pods_changed = svc.headless && what.endpoints;
-        if full || what.clusters || pods_changed {
+        if full || what.clusters || what.endpoints {
             let clusters: Vec<Arc<Encoded>> = svc
                 .ports
                 .iter()
