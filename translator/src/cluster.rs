@@ -46,6 +46,17 @@ fn base(name: String, protocol: Protocol) -> Cluster {
     }
 }
 
+/// Whether `svc` (under `auto`) has an endpoint outside the mesh: its clusters then
+/// carry the plain-text transport socket match.
+pub(crate) fn any_outside(model: &Model, svc: &MeshService) -> bool {
+    svc.upstream_tls == UpstreamTls::Auto
+        && model.slices_of(svc).any(|sl| {
+            sl.endpoints
+                .iter()
+                .any(|e| !model.endpoint_in_mesh(&sl.namespace, e))
+        })
+}
+
 /// The SPIFFE IDs of the pods behind a Service (by its selector), sorted.
 fn identities(model: &Model, mesh: &MeshConfig, svc: &MeshService) -> Vec<String> {
     let mut ids: Vec<String> = model
@@ -127,12 +138,7 @@ pub(crate) fn outbound(
         );
         // Only a Service with an endpoint outside the mesh carries the plain-text match
         // (about 150 bytes a cluster, which every proxy would otherwise hold for nothing).
-        let any_outside = svc.upstream_tls == UpstreamTls::Auto
-            && model.slices_of(svc).any(|sl| {
-                sl.endpoints
-                    .iter()
-                    .any(|e| !model.endpoint_in_mesh(&sl.namespace, e))
-            });
+        let any_outside = any_outside(model, svc);
         match svc.upstream_tls {
             UpstreamTls::Auto if !any_outside => cluster.transport_socket = Some(mtls),
             // mTLS unless the endpoint is marked as outside the mesh (fail closed).

@@ -58,6 +58,9 @@ struct ServiceParts {
     vhosts: Vec<VhostPart>,
     /// Pods it selected at the last build.
     pods: BTreeSet<NsName>,
+    /// Whether it had an endpoint outside the mesh at the last build (its clusters'
+    /// TLS depends on it).
+    any_outside: bool,
 }
 
 /// One view: its maps, which names in them belong to which Service, and what it leaves
@@ -474,10 +477,16 @@ impl Builder {
         };
         let full = what.all || old_svc.as_ref() != Some(&svc);
         // A headless Service's pods have clusters and virtual hosts of their own, and
-        // whether any endpoint is outside the mesh shapes the clusters' TLS; an unchanged
-        // cluster keeps its encoding and is not re-sent.
+        // whether any endpoint is outside the mesh shapes the clusters' TLS.
         let pods_changed = svc.headless && what.endpoints;
-        if full || what.clusters || what.endpoints {
+        let outside = if full || what.clusters || what.endpoints {
+            cluster::any_outside(model, &svc)
+        } else {
+            parts.any_outside
+        };
+        let outside_flipped = outside != parts.any_outside;
+        parts.any_outside = outside;
+        if full || what.clusters || pods_changed || outside_flipped {
             let clusters: Vec<Arc<Encoded>> = svc
                 .ports
                 .iter()
