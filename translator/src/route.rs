@@ -250,6 +250,33 @@ pub(crate) fn vhost_parts(
     out
 }
 
+/// Every request (`prefix: /`).
+fn every_path() -> RouteMatch {
+    RouteMatch {
+        path_specifier: Some(PathSpecifier::Prefix("/".into())),
+        ..Default::default()
+    }
+}
+
+/// A request route to `dest` with the port's timeout and retry policy.
+fn http_route(
+    m: RouteMatch,
+    dest: ClusterSpecifier,
+    timeout: Option<Duration>,
+    retry_policy: &EnvoyRetryPolicy,
+) -> Route {
+    Route {
+        r#match: Some(m),
+        action: Some(Action::Route(RouteAction {
+            cluster_specifier: Some(dest),
+            timeout,
+            retry_policy: Some(retry_policy.clone()),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
 /// A route that accepts HTTP CONNECT and carries the tunnel's bytes as TCP.
 fn connect_route(dest: ClusterSpecifier) -> Route {
     Route {
@@ -349,19 +376,7 @@ fn pod_vhosts(
             let route = if port.protocol == Protocol::Tcp {
                 connect_route(dest)
             } else {
-                Route {
-                    r#match: Some(RouteMatch {
-                        path_specifier: Some(PathSpecifier::Prefix("/".into())),
-                        ..Default::default()
-                    }),
-                    action: Some(Action::Route(RouteAction {
-                        cluster_specifier: Some(dest),
-                        timeout,
-                        retry_policy: Some(retry_policy.clone()),
-                        ..Default::default()
-                    })),
-                    ..Default::default()
-                }
+                http_route(every_path(), dest, timeout, &retry_policy)
             };
             VhostPart {
                 service: ObjectKey::new(Kind::Service, &svc.namespace, &svc.name),
@@ -416,16 +431,7 @@ fn virtual_host(
             p.metadata.name.as_deref().unwrap_or_default(),
         ));
     }
-    let route = |m: RouteMatch, dest: ClusterSpecifier| Route {
-        r#match: Some(m),
-        action: Some(Action::Route(RouteAction {
-            cluster_specifier: Some(dest),
-            timeout,
-            retry_policy: Some(retry_policy.clone()),
-            ..Default::default()
-        })),
-        ..Default::default()
-    };
+    let route = |m: RouteMatch, dest: ClusterSpecifier| http_route(m, dest, timeout, &retry_policy);
     let mut routes = Vec::new();
     match split {
         Some(s) if !s.matches.is_empty() => {
@@ -435,17 +441,11 @@ fn virtual_host(
                     destination(model, svc, port.port, Some(s), refs),
                 ));
             }
-            let all = RouteMatch {
-                path_specifier: Some(PathSpecifier::Prefix("/".into())),
-                ..Default::default()
-            };
+            let all = every_path();
             routes.push(route(all, destination(model, svc, port.port, None, refs)));
         }
         other => {
-            let all = RouteMatch {
-                path_specifier: Some(PathSpecifier::Prefix("/".into())),
-                ..Default::default()
-            };
+            let all = every_path();
             routes.push(route(all, destination(model, svc, port.port, other, refs)));
         }
     }
