@@ -92,6 +92,7 @@ fn view() -> ViewKey {
     ViewKey {
         namespace: NS.into(),
         egress: Egress::All,
+        grpc: false,
     }
 }
 

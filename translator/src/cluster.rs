@@ -58,7 +58,7 @@ pub(crate) fn any_outside(model: &Model, svc: &MeshService) -> bool {
 }
 
 /// The SPIFFE IDs of the pods behind a Service (by its selector), sorted.
-fn identities(model: &Model, mesh: &MeshConfig, svc: &MeshService) -> Vec<String> {
+pub(crate) fn identities(model: &Model, mesh: &MeshConfig, svc: &MeshService) -> Vec<String> {
     let mut ids: Vec<String> = model
         .pods_selected_by(svc)
         .map(|p| {

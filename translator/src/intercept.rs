@@ -33,7 +33,7 @@ use envoy_types::pb::google::protobuf::UInt32Value;
 
 use crate::identity::ProxyIdentity;
 use crate::listener::{inbound_filter, outbound_hcm, tcp_proxy, tls_inspector};
-use crate::model::{Kind, Model, ObjectKey, Protocol, ViewKey};
+use crate::model::{Kind, Model, ObjectKey, Protocol};
 use crate::tls::{self, MtlsMode};
 use crate::{Body, Resource, XdsType, endpoint, names, protos};
 
@@ -105,13 +105,7 @@ fn any_addr(like: Option<IpAddr>) -> IpAddr {
 
 /// The outbound listener and its passthrough cluster.
 pub(crate) fn outbound(model: &Model, proxy: &ProxyIdentity) -> Vec<Resource> {
-    let view = ViewKey {
-        namespace: proxy.namespace.clone(),
-        egress: model
-            .pod(&proxy.namespace, &proxy.pod)
-            .map(|p| p.egress.clone())
-            .unwrap_or_default(),
-    };
+    let view = crate::incremental::Builder::view_key(model, proxy);
     // (ip, port) -> (chain name, cluster): TCP by original destination.
     let mut tcp: BTreeMap<(IpAddr, u16), (String, String)> = BTreeMap::new();
     let mut http: Vec<IpAddr> = Vec::new();

@@ -18,12 +18,14 @@ pub mod model;
 
 mod cluster;
 mod endpoint;
+pub mod grpc;
 pub mod intercept;
 mod listener;
 mod names;
 pub mod policy;
 mod protos;
 mod route;
+mod routing;
 pub mod tls;
 
 use std::fmt;
@@ -239,6 +241,51 @@ pub fn outbound_routes(model: &Model, policy: &policy::PolicyContext, namespace:
 
 /// One proxy's own resources: its outbound listener, and an inbound listener and
 /// cluster for each port its pod serves.
+///
+/// A proxyless gRPC client gets its namespace's client Listeners (see [`grpc`]) and a
+/// server Listener per port its pod serves.
 pub fn translate_proxy(model: &Model, mesh: &MeshConfig, proxy: &ProxyIdentity) -> Output {
-    listener::for_proxy(model, mesh, proxy)
+    match proxy.kind {
+        identity::ProxyKind::Envoy => listener::for_proxy(model, mesh, proxy),
+        identity::ProxyKind::Grpc => {
+            let view = incremental::Builder::view_key(model, proxy);
+            let mut out = grpc::own(model, proxy);
+            out.resources.extend(grpc_client_listeners(model, &view));
+            out
+        }
+    }
+}
+
+/// The client Listeners of every Service a gRPC view sees.
+pub fn grpc_client_listeners(model: &Model, view: &model::ViewKey) -> Vec<Resource> {
+    model
+        .services()
+        .filter(|s| view.sees(s))
+        .flat_map(|s| grpc::client_listeners(s, &view.namespace))
+        .collect()
+}
+
+/// What proxyless gRPC clients share: per offered Service port a Cluster, its
+/// ClusterLoadAssignment (the one Envoy gets) and a RouteConfiguration rendered from the
+/// same routing model as Envoy's.
+pub fn translate_grpc(model: &Model, mesh: &MeshConfig, policy: &policy::PolicyContext) -> Output {
+    let mut out = Output::default();
+    for svc in model.services() {
+        if svc.external_name.is_some() {
+            continue;
+        }
+        // Endpoints of every port, as Envoy's (shared); the rest for offered ports only.
+        for port in &svc.ports {
+            out.resources
+                .push(endpoint::load_assignment(model, svc, port));
+        }
+        for port in svc.ports.iter().filter(|p| grpc::offered(svc, p)) {
+            out.resources.push(grpc::cluster(model, mesh, svc, port));
+            let routing = routing::port_routing(model, policy, svc, port);
+            let (r, d) = grpc::route(&routing, &svc.namespace);
+            out.resources.push(r);
+            out.diagnostics.extend(d);
+        }
+    }
+    out
 }

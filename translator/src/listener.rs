@@ -235,7 +235,6 @@ fn inbound(
 pub(crate) fn for_proxy(model: &Model, mesh: &MeshConfig, proxy: &ProxyIdentity) -> Output {
     let mut out = Output::default();
     let pod = model.pod(&proxy.namespace, &proxy.pod);
-    let pod_obj = format!("Pod {}/{}", proxy.namespace, proxy.pod);
     let ip = proxy
         .pod_ip
         .or(pod.and_then(|p| p.ip))
@@ -250,40 +249,7 @@ pub(crate) fn for_proxy(model: &Model, mesh: &MeshConfig, proxy: &ProxyIdentity)
     let Some(pod) = pod else {
         return out;
     };
-    // target port -> protocol of the first service port that uses it.
-    let pod_key = ObjectKey::new(Kind::Pod, &proxy.namespace, &proxy.pod);
-    let mut ports: BTreeMap<u16, (Protocol, Vec<ObjectKey>)> = BTreeMap::new();
-    for svc in model.services_selecting(pod) {
-        for (i, sp) in svc.ports.iter().enumerate() {
-            let target = match &sp.target {
-                TargetPort::Number(n) => *n,
-                TargetPort::Named(n) => match pod.container_ports.get(n) {
-                    Some(p) => *p,
-                    None => {
-                        out.diagnostics.push(Diagnostic {
-                            object: format!("Service {}/{}", svc.namespace, svc.name),
-                            field: format!("spec.ports[{i}].targetPort"),
-                            message: format!("{pod_obj} has no container port named {n:?}"),
-                        });
-                        continue;
-                    }
-                },
-            };
-            if target == proxy.outbound_port {
-                out.diagnostics.push(Diagnostic {
-                    object: format!("Service {}/{}", svc.namespace, svc.name),
-                    field: format!("spec.ports[{i}].targetPort"),
-                    message: format!("port {target} is the sidecar's outbound port on {pod_obj}"),
-                });
-                continue;
-            }
-            ports
-                .entry(target)
-                .or_insert((sp.protocol, vec![pod_key.clone()]))
-                .1
-                .push(ObjectKey::new(Kind::Service, &svc.namespace, &svc.name));
-        }
-    }
+    let ports = served_ports(model, proxy, pod, &mut out.diagnostics);
     let mode = pod.mtls_mode.unwrap_or(mesh.mtls);
     let mut served = Vec::new();
     for (port, (protocol, mut sources)) in ports {
@@ -309,4 +275,50 @@ pub(crate) fn for_proxy(model: &Model, mesh: &MeshConfig, proxy: &ProxyIdentity)
         ));
     }
     out
+}
+
+/// The ports a proxy's pod serves (target ports of the Services selecting it), each with
+/// the protocol of the first Service port that uses it and the objects behind it.
+pub(crate) fn served_ports(
+    model: &Model,
+    proxy: &ProxyIdentity,
+    pod: &crate::model::MeshPod,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> BTreeMap<u16, (Protocol, Vec<ObjectKey>)> {
+    let pod_obj = format!("Pod {}/{}", proxy.namespace, proxy.pod);
+    // target port -> protocol of the first service port that uses it.
+    let pod_key = ObjectKey::new(Kind::Pod, &proxy.namespace, &proxy.pod);
+    let mut ports: BTreeMap<u16, (Protocol, Vec<ObjectKey>)> = BTreeMap::new();
+    for svc in model.services_selecting(pod) {
+        for (i, sp) in svc.ports.iter().enumerate() {
+            let target = match &sp.target {
+                TargetPort::Number(n) => *n,
+                TargetPort::Named(n) => match pod.container_ports.get(n) {
+                    Some(p) => *p,
+                    None => {
+                        diagnostics.push(Diagnostic {
+                            object: format!("Service {}/{}", svc.namespace, svc.name),
+                            field: format!("spec.ports[{i}].targetPort"),
+                            message: format!("{pod_obj} has no container port named {n:?}"),
+                        });
+                        continue;
+                    }
+                },
+            };
+            if target == proxy.outbound_port {
+                diagnostics.push(Diagnostic {
+                    object: format!("Service {}/{}", svc.namespace, svc.name),
+                    field: format!("spec.ports[{i}].targetPort"),
+                    message: format!("port {target} is the sidecar's outbound port on {pod_obj}"),
+                });
+                continue;
+            }
+            ports
+                .entry(target)
+                .or_insert((sp.protocol, vec![pod_key.clone()]))
+                .1
+                .push(ObjectKey::new(Kind::Service, &svc.namespace, &svc.name));
+        }
+    }
+    ports
 }

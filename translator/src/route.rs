@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crds::{HTTPMatch, RetryPolicy};
+use crds::HTTPMatch;
 use envoy_types::pb::envoy::config::route::v3::{
     HeaderMatcher, RetryPolicy as EnvoyRetryPolicy, Route, RouteAction, RouteConfiguration,
     RouteMatch, VirtualHost, WeightedCluster,
@@ -21,7 +21,8 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
 };
 use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
 
-use crate::policy::{self, EffectiveSplit, PolicyContext};
+use crate::policy::PolicyContext;
+use crate::routing::{self, Dest, PortRouting, Retry};
 
 use crate::endpoint::{self, PodAddress};
 use crate::model::{Kind, MeshService, Model, ObjectKey, Protocol, ServicePort};
@@ -78,7 +79,7 @@ fn header(name: &str, re: &str) -> HeaderMatcher {
 }
 
 /// The route match for one HTTPRouteGroup match.
-fn route_match(m: &HTTPMatch) -> RouteMatch {
+pub(crate) fn route_match(m: &HTTPMatch) -> RouteMatch {
     let mut headers: Vec<HeaderMatcher> = m.headers.iter().map(|(k, v)| header(k, v)).collect();
     let methods: Vec<&str> = m
         .methods
@@ -99,50 +100,38 @@ fn route_match(m: &HTTPMatch) -> RouteMatch {
     }
 }
 
-/// Where requests go: the split's backends on this port, or the service itself.
-fn destination(
-    model: &Model,
-    svc: &MeshService,
-    port: u16,
-    split: Option<&EffectiveSplit>,
-    refs: &mut Vec<String>,
-) -> ClusterSpecifier {
-    let weighted: Vec<ClusterWeight> = split
-        .into_iter()
-        .flat_map(|s| s.backends.iter())
-        .filter_map(|(backend, weight)| {
-            let b = model.service(&svc.namespace, backend)?;
-            b.ports.iter().any(|p| p.port == port).then(|| {
-                let name = names::outbound_cluster(b, port);
-                refs.push(name.clone());
-                ClusterWeight {
-                    name,
+/// The Envoy rendering of a destination.
+fn cluster_specifier(dest: &Dest) -> ClusterSpecifier {
+    match dest {
+        Dest::Cluster(name) => ClusterSpecifier::Cluster(name.clone()),
+        Dest::Weighted(w) => ClusterSpecifier::WeightedClusters(WeightedCluster {
+            clusters: w
+                .iter()
+                .map(|(name, weight)| ClusterWeight {
+                    name: name.clone(),
                     weight: Some(UInt32Value { value: *weight }),
                     ..Default::default()
-                }
-            })
-        })
-        .collect();
-    if weighted.is_empty() {
-        let name = names::outbound_cluster(svc, port);
-        refs.push(name.clone());
-        ClusterSpecifier::Cluster(name)
-    } else {
-        ClusterSpecifier::WeightedClusters(WeightedCluster {
-            clusters: weighted,
+                })
+                .collect(),
             ..Default::default()
-        })
+        }),
     }
 }
 
-/// Retries: the RetryPolicy in effect, else only what is safe for every request
-/// (the request never reached the upstream).
+/// Retries and the timeout for Envoy: the RetryPolicy in effect, else only what is safe
+/// for every request (the request never reached the upstream); gRPC streams have no
+/// timeout unless a policy sets one.
 fn retry_and_timeout(
-    policy: Option<&RetryPolicy>,
+    retry: Option<&Retry>,
+    timeout: Option<std::time::Duration>,
     protocol: Protocol,
 ) -> (EnvoyRetryPolicy, Option<Duration>) {
-    let Some(p) = policy else {
-        let timeout = (protocol == Protocol::Grpc).then(|| protos::millis(0));
+    let dur =
+        |d: std::time::Duration| protos::millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let timeout = timeout
+        .map(dur)
+        .or_else(|| (protocol == Protocol::Grpc).then(|| protos::millis(0)));
+    let Some(r) = retry else {
         return (
             EnvoyRetryPolicy {
                 retry_on: "connect-failure,refused-stream,reset-before-request".into(),
@@ -152,38 +141,23 @@ fn retry_and_timeout(
             timeout,
         );
     };
-    let spec = &p.spec;
-    let mut on: Vec<&str> = Vec::new();
-    let mut codes = Vec::new();
-    for c in &spec.retry_on {
-        match c.parse::<u32>() {
-            Ok(code) => codes.push(code),
-            Err(_) => on.push(c.as_str()),
-        }
-    }
-    if !codes.is_empty() {
+    let mut on: Vec<&str> = r.on.iter().map(String::as_str).collect();
+    if !r.codes.is_empty() {
         on.push("retriable-status-codes");
     }
-    let dur = |s: &Option<String>| {
-        s.as_deref()
-            .and_then(|d| crds::duration::parse(d).ok())
-            .map(|d| protos::millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
-    };
     let retry = EnvoyRetryPolicy {
         retry_on: on.join(","),
-        retriable_status_codes: codes,
+        retriable_status_codes: r.codes.clone(),
         num_retries: Some(UInt32Value {
-            value: spec.num_retries.unwrap_or(1),
+            value: r.num_retries,
         }),
-        per_try_timeout: dur(&spec.per_try_timeout),
-        retry_back_off: spec.backoff.as_ref().map(|b| RetryBackOff {
-            base_interval: dur(&Some(b.base_interval.clone())),
-            max_interval: dur(&b.max_interval),
+        per_try_timeout: r.per_try_timeout.map(dur),
+        retry_back_off: r.backoff.map(|(base, max)| RetryBackOff {
+            base_interval: Some(dur(base)),
+            max_interval: max.map(dur),
         }),
         ..Default::default()
     };
-    let timeout =
-        dur(&spec.timeout).or_else(|| (protocol == Protocol::Grpc).then(|| protos::millis(0)));
     (retry, timeout)
 }
 
@@ -218,9 +192,9 @@ pub(crate) fn vhost_parts(
     let key = ObjectKey::new(Kind::Service, &svc.namespace, &svc.name);
     let mut out = Vec::new();
     for port in &svc.ports {
-        let mut refs = Vec::new();
-        let mut sources = Vec::new();
-        let mut vhost = virtual_host(model, policy, svc, port, &mut refs, &mut sources);
+        let routing = routing::port_routing(model, policy, svc, port);
+        let mut vhost = virtual_host(&routing);
+        let (mut refs, sources) = (routing.refs, routing.sources);
         let mut names = domains(svc, port.port);
         if port.protocol == Protocol::Tcp {
             // CONNECT always names the port.
@@ -231,9 +205,9 @@ pub(crate) fn vhost_parts(
                 .splits
                 .get(&(svc.namespace.clone(), svc.name.clone()))
                 .filter(|s| s.matches.is_empty());
-            vhost.routes = vec![connect_route(destination(
+            vhost.routes = vec![connect_route(cluster_specifier(&routing::destination(
                 model, svc, port.port, split, &mut refs,
-            ))];
+            )))];
         }
         out.push(VhostPart {
             service: key.clone(),
@@ -327,25 +301,6 @@ fn pod_domains(svc: &MeshService, addr: &PodAddress) -> Vec<(String, bool)> {
     out
 }
 
-/// The RetryPolicy in effect on a Service port, and the retry policy and timeout it
-/// makes.
-fn port_retry<'a>(
-    model: &'a Model,
-    policy: &PolicyContext,
-    svc: &MeshService,
-    port: &ServicePort,
-) -> (Option<&'a RetryPolicy>, EnvoyRetryPolicy, Option<Duration>) {
-    let retry = policy::retry_for(
-        model,
-        &policy.retry_winners,
-        &svc.namespace,
-        &svc.name,
-        port.port,
-    );
-    let (retry_policy, timeout) = retry_and_timeout(retry, port.protocol);
-    (retry, retry_policy, timeout)
-}
-
 /// One virtual host per ready pod of a headless Service on `port`, to that pod alone:
 /// the port's RetryPolicy applies; a TrafficSplit does not (the client chose the pod).
 fn pod_vhosts(
@@ -354,7 +309,17 @@ fn pod_vhosts(
     svc: &MeshService,
     port: &ServicePort,
 ) -> Vec<VhostPart> {
-    let (retry, retry_policy, timeout) = port_retry(model, policy, svc, port);
+    let retry = routing::retry_policy(model, policy, svc, port.port);
+    let (retry_policy, timeout) = retry_and_timeout(
+        retry.map(routing::retry).as_ref(),
+        retry.and_then(|p| {
+            p.spec
+                .timeout
+                .as_deref()
+                .and_then(|d| crds::duration::parse(d).ok())
+        }),
+        port.protocol,
+    );
     let mut sources = vec![ObjectKey::new(Kind::Service, &svc.namespace, &svc.name)];
     sources.extend(
         model
@@ -394,63 +359,23 @@ fn pod_vhosts(
         .collect()
 }
 
-fn virtual_host(
-    model: &Model,
-    policy: &PolicyContext,
-    svc: &MeshService,
-    port: &ServicePort,
-    refs: &mut Vec<String>,
-    sources: &mut Vec<ObjectKey>,
-) -> VirtualHost {
-    let split = policy
-        .splits
-        .get(&(svc.namespace.clone(), svc.name.clone()));
-    let (retry, retry_policy, timeout) = port_retry(model, policy, svc, port);
-    sources.push(ObjectKey::new(Kind::Service, &svc.namespace, &svc.name));
-    if let Some(s) = split {
-        sources.push(ObjectKey::new(
-            Kind::TrafficSplit,
-            &svc.namespace,
-            &s.source,
-        ));
-        sources.extend(
-            s.route_groups
-                .iter()
-                .map(|g| ObjectKey::new(Kind::HTTPRouteGroup, &svc.namespace, g)),
-        );
-        sources.extend(
-            s.nested
-                .iter()
-                .map(|n| ObjectKey::new(Kind::TrafficSplit, &svc.namespace, n)),
-        );
-    }
-    if let Some(p) = retry {
-        sources.push(ObjectKey::new(
-            Kind::RetryPolicy,
-            &svc.namespace,
-            p.metadata.name.as_deref().unwrap_or_default(),
-        ));
-    }
-    let route = |m: RouteMatch, dest: ClusterSpecifier| http_route(m, dest, timeout, &retry_policy);
-    let mut routes = Vec::new();
-    match split {
-        Some(s) if !s.matches.is_empty() => {
-            for m in &s.matches {
-                routes.push(route(
-                    route_match(m),
-                    destination(model, svc, port.port, Some(s), refs),
-                ));
-            }
-            let all = every_path();
-            routes.push(route(all, destination(model, svc, port.port, None, refs)));
-        }
-        other => {
-            let all = every_path();
-            routes.push(route(all, destination(model, svc, port.port, other, refs)));
-        }
-    }
+/// The Envoy virtual host of one port's routing (domains left empty).
+fn virtual_host(r: &PortRouting) -> VirtualHost {
+    let (retry_policy, timeout) = retry_and_timeout(r.retry.as_ref(), r.timeout, r.protocol);
+    let routes = r
+        .rules
+        .iter()
+        .map(|rule| {
+            let m = rule
+                .matches
+                .as_ref()
+                .map(route_match)
+                .unwrap_or_else(every_path);
+            http_route(m, cluster_specifier(&rule.dest), timeout, &retry_policy)
+        })
+        .collect();
     VirtualHost {
-        name: format!("{}:{}", svc.fqdn(), port.port),
+        name: r.name.clone(),
         routes,
         ..Default::default()
     }

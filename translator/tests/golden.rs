@@ -88,8 +88,46 @@ fn snapshot(model: &Model) -> String {
     text
 }
 
+/// What proxyless gRPC clients get: the shared gRPC resources and each pod as a gRPC
+/// client and server.
+fn snapshot_grpc(model: &Model) -> String {
+    let mut text = String::new();
+    let mesh = MeshConfig::default();
+    let policy = PolicyContext::new(model, &Default::default(), &Default::default());
+    render(
+        &translator::translate_grpc(model, &mesh, &policy),
+        "grpc",
+        &mut text,
+    );
+    for pod in model.pods() {
+        let proxy = ProxyIdentity {
+            node_id: format!("{}.{}", pod.name, pod.namespace),
+            kind: ProxyKind::Grpc,
+            namespace: pod.namespace.clone(),
+            pod: pod.name.clone(),
+            service_account: pod.service_account.clone(),
+            pod_ip: None,
+            outbound_port: DEFAULT_OUTBOUND_PORT,
+            app_address: "127.0.0.1".parse().expect("ip"),
+            intercepted: false,
+            inbound_port: translator::identity::DEFAULT_INBOUND_PORT,
+        };
+        render(
+            &translate_proxy(model, &mesh, &proxy),
+            &format!("gRPC proxy {}", proxy.node_id),
+            &mut text,
+        );
+    }
+    text
+}
+
 fn check(case: &str, input: &Path) {
-    let actual = snapshot(&load(input));
+    let model = load(input);
+    let actual = if case == "grpc" {
+        snapshot_grpc(&model)
+    } else {
+        snapshot(&model)
+    };
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{case}.golden"));
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&golden, &actual).expect("write golden");
@@ -118,6 +156,14 @@ fn golden_examples() {
     check(
         "examples",
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples"),
+    );
+}
+
+#[test]
+fn golden_grpc() {
+    check(
+        "grpc",
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/grpc"),
     );
 }
 

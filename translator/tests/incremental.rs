@@ -91,7 +91,37 @@ fn check(
     proxies: &[ProxyIdentity],
     step: &str,
 ) {
-    for view in views {
+    for view in views.iter().filter(|v| v.grpc) {
+        let maps = builder.view(model, view);
+        let got = versions(
+            maps.clusters
+                .values()
+                .chain(maps.endpoints.values())
+                .chain(maps.routes.values()),
+        );
+        let visible: BTreeSet<(String, String)> = model
+            .services()
+            .filter(|s| view.sees(s))
+            .map(|s| (s.namespace.clone(), s.name.clone()))
+            .collect();
+        let want: Versions =
+            translator::translate_grpc(model, &MeshConfig::default(), builder.policy())
+                .resources
+                .iter()
+                .filter(|r| {
+                    r.sources.iter().any(|s| {
+                        s.kind == translator::model::Kind::Service
+                            && visible.contains(&(s.namespace.clone(), s.name.clone()))
+                    })
+                })
+                .map(|r| {
+                    let e = Encoded::with_revs(r, |k| model.rev(k).unwrap_or(0));
+                    ((e.kind, e.name.to_string()), e.version)
+                })
+                .collect();
+        assert_eq!(got, want, "{step}: gRPC view {view:?}");
+    }
+    for view in views.iter().filter(|v| !v.grpc) {
         let maps = builder.view(model, view);
         let got = versions(maps.clusters.values().chain(maps.endpoints.values()));
         assert_eq!(
@@ -133,9 +163,12 @@ fn run(dir: &Path) {
     let namespaces: BTreeSet<String> = objs.iter().map(|o| o.key().namespace).collect();
     let views: Vec<ViewKey> = namespaces
         .iter()
-        .map(|ns| ViewKey {
-            namespace: ns.clone(),
-            egress: Egress::All,
+        .flat_map(|ns| {
+            [false, true].map(|grpc| ViewKey {
+                namespace: ns.clone(),
+                egress: Egress::All,
+                grpc,
+            })
         })
         .collect();
     let proxies: Vec<ProxyIdentity> = objs
@@ -160,7 +193,13 @@ fn run(dir: &Path) {
                 inbound_port: translator::identity::DEFAULT_INBOUND_PORT,
                 ..p.clone()
             };
-            [p, i]
+            // And as a proxyless gRPC client and server.
+            let g = ProxyIdentity {
+                node_id: format!("{}.grpc", p.node_id),
+                kind: translator::identity::ProxyKind::Grpc,
+                ..p.clone()
+            };
+            [p, i, g]
         })
         .collect();
     // Register every view and proxy up front, so updates have something to keep current.
@@ -258,6 +297,7 @@ fn one_endpoint_change_is_one_endpoint_update_whatever_the_mesh_size() {
     let view = ViewKey {
         namespace: "shop".into(),
         egress: Egress::All,
+        grpc: false,
     };
     builder.view(&model, &view);
     let keys = apply(
@@ -301,6 +341,7 @@ fn views_see_only_what_services_export_and_pods_declare() {
     let all_web = ViewKey {
         namespace: "web".into(),
         egress: Egress::All,
+        grpc: false,
     };
     assert_eq!(
         names(&builder.view(&model, &all_web)),
@@ -313,11 +354,13 @@ fn views_see_only_what_services_export_and_pods_declare() {
     let all_shop = ViewKey {
         namespace: "shop".into(),
         egress: Egress::All,
+        grpc: false,
     };
     assert_eq!(builder.view(&model, &all_shop).clusters.len(), 3);
     let scoped = ViewKey {
         namespace: "web".into(),
         egress: Egress::parse("shop/cart", "web").expect("egress"),
+        grpc: false,
     };
     assert_eq!(
         names(&builder.view(&model, &scoped)),
@@ -355,10 +398,12 @@ fn a_view_that_leaves_a_policy_out_gets_its_own_parts_and_the_others_do_not() {
     let a = ViewKey {
         namespace: "default".into(),
         egress: Egress::All,
+        grpc: false,
     };
     let b = ViewKey {
         namespace: "other".into(),
         egress: Egress::All,
+        grpc: false,
     };
     let route = |maps: &translator::incremental::ViewMaps| {
         maps.routes.values().next().expect("route").clone()

@@ -61,6 +61,10 @@ struct ServiceParts {
     /// Whether it had an endpoint outside the mesh at the last build (its clusters'
     /// TLS depends on it).
     any_outside: bool,
+    /// Its Clusters and RouteConfigurations for proxyless gRPC clients (kept while any
+    /// gRPC view exists).
+    grpc_clusters: Vec<Arc<Encoded>>,
+    grpc_routes: Vec<Arc<Encoded>>,
 }
 
 /// One view: its maps, which names in them belong to which Service, and what it leaves
@@ -93,6 +97,7 @@ struct ProxyParts {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Origin {
     Service(NsName),
+    Grpc(NsName),
     Route(ViewKey),
     Proxy(String, String, String),
 }
@@ -113,6 +118,11 @@ pub struct Builder {
     proxies: HashMap<ProxyIdentity, ProxyParts>,
     diagnostics: BTreeMap<Origin, Vec<Diagnostic>>,
     built: bool,
+    /// Whether gRPC parts are kept (a gRPC view was asked for).
+    grpc: bool,
+    /// The client Listeners of each gRPC view, shared by its proxies; dropped when a
+    /// Service changes.
+    grpc_listeners: HashMap<ViewKey, Arc<TypeMap>>,
 }
 
 /// Services one policy state touches: split apexes and backends, retry targets.
@@ -144,6 +154,8 @@ impl Builder {
             proxies: HashMap::new(),
             diagnostics: BTreeMap::new(),
             built: false,
+            grpc: false,
+            grpc_listeners: HashMap::new(),
         }
     }
 
@@ -165,6 +177,7 @@ impl Builder {
                 .pod(&proxy.namespace, &proxy.pod)
                 .map(|p| p.egress.clone())
                 .unwrap_or_default(),
+            grpc: proxy.kind == crate::identity::ProxyKind::Grpc,
         }
     }
 
@@ -173,17 +186,30 @@ impl Builder {
         if let Some(v) = self.views.get(key) {
             return v.maps.clone();
         }
+        if key.grpc && !self.grpc {
+            self.start_grpc(model);
+        }
         let mut state = ViewState::default();
         let (mut clusters, mut endpoints) = (TypeMap::new(), TypeMap::new());
+        let mut routes = TypeMap::new();
         for (k, parts) in &self.services {
             let Some(svc) = &parts.svc else { continue };
             if !key.sees(svc) {
                 continue;
             }
             let mut names = Names::default();
-            for c in &parts.clusters {
+            let own_clusters = if key.grpc {
+                &parts.grpc_clusters
+            } else {
+                &parts.clusters
+            };
+            for c in own_clusters {
                 clusters.insert(c.name.clone(), c.clone());
                 names.clusters.push(c.name.clone());
+            }
+            for r in parts.grpc_routes.iter().filter(|_| key.grpc) {
+                routes.insert(r.name.clone(), r.clone());
+                names.routes.push(r.name.clone());
             }
             for e in &parts.endpoints {
                 endpoints.insert(e.name.clone(), e.clone());
@@ -193,6 +219,12 @@ impl Builder {
         }
         state.maps.clusters = Arc::new(clusters);
         state.maps.endpoints = Arc::new(endpoints);
+        if key.grpc {
+            state.maps.routes = Arc::new(routes);
+            let maps = state.maps.clone();
+            self.views.insert(key.clone(), state);
+            return maps;
+        }
         let mut count = 0;
         let route = self.assemble(model, key, &state, None, &mut count);
         state.maps.routes = Arc::new([(route.name.clone(), route)].into_iter().collect());
@@ -242,7 +274,12 @@ impl Builder {
         old: Option<&Own>,
         count: &mut usize,
     ) -> Own {
-        let out = listener::for_proxy(model, &self.mesh, identity);
+        let grpc = identity.kind == crate::identity::ProxyKind::Grpc;
+        let out = if grpc {
+            crate::grpc::own(model, identity)
+        } else {
+            listener::for_proxy(model, &self.mesh, identity)
+        };
         self.diagnostics.insert(
             Origin::Proxy(
                 identity.namespace.clone(),
@@ -261,7 +298,96 @@ impl Builder {
             let enc = encode(model, r, prev, count);
             map.insert(enc.name.clone(), enc);
         }
+        if grpc {
+            let view = Self::view_key(model, identity);
+            let shared = self.grpc_client_listeners(model, &view, count);
+            for (name, l) in shared.iter() {
+                own.listeners.insert(name.clone(), l.clone());
+            }
+        }
         own
+    }
+
+    /// The client Listeners every gRPC proxy of `view` holds, built once per view and
+    /// Service change.
+    fn grpc_client_listeners(
+        &mut self,
+        model: &Model,
+        view: &ViewKey,
+        count: &mut usize,
+    ) -> Arc<TypeMap> {
+        if let Some(m) = self.grpc_listeners.get(view) {
+            return m.clone();
+        }
+        let mut map = TypeMap::new();
+        for r in crate::grpc_client_listeners(model, view) {
+            let enc = encode(model, &r, None, count);
+            map.insert(enc.name.clone(), enc);
+        }
+        let map = Arc::new(map);
+        self.grpc_listeners.insert(view.clone(), map.clone());
+        map
+    }
+
+    /// Starts keeping gRPC parts: builds them for every Service.
+    fn start_grpc(&mut self, model: &Model) {
+        self.grpc = true;
+        let keys: Vec<NsName> = self.services.keys().cloned().collect();
+        let mut count = 0;
+        for key in keys {
+            self.rebuild_grpc(model, &key, true, true, &mut count);
+        }
+    }
+
+    /// Rebuilds a Service's gRPC clusters and/or routes; returns whether they changed.
+    fn rebuild_grpc(
+        &mut self,
+        model: &Model,
+        key: &NsName,
+        clusters: bool,
+        routes: bool,
+        count: &mut usize,
+    ) -> bool {
+        let Some(parts) = self.services.get_mut(key) else {
+            return false;
+        };
+        let Some(svc) = parts.svc.as_ref() else {
+            return false;
+        };
+        let mut changed = false;
+        let offered = || svc.ports.iter().filter(|p| crate::grpc::offered(svc, p));
+        if clusters {
+            let new: Vec<Arc<Encoded>> = offered()
+                .map(|p| {
+                    let r = crate::grpc::cluster(model, &self.mesh, svc, p);
+                    let old = parts.grpc_clusters.iter().find(|c| *c.name == *r.name);
+                    encode(model, &r, old, count)
+                })
+                .collect();
+            changed |= !same_parts(&parts.grpc_clusters, &new);
+            parts.grpc_clusters = new;
+        }
+        if routes {
+            let mut diagnostics = Vec::new();
+            let new: Vec<Arc<Encoded>> = offered()
+                .map(|p| {
+                    let routing = crate::routing::port_routing(model, &self.policy, svc, p);
+                    let (r, d) = crate::grpc::route(&routing, &svc.namespace);
+                    diagnostics.extend(d);
+                    let old = parts.grpc_routes.iter().find(|c| *c.name == *r.name);
+                    encode(model, &r, old, count)
+                })
+                .collect();
+            changed |= !same_parts(&parts.grpc_routes, &new);
+            parts.grpc_routes = new;
+            if diagnostics.is_empty() {
+                self.diagnostics.remove(&Origin::Grpc(key.clone()));
+            } else {
+                self.diagnostics
+                    .insert(Origin::Grpc(key.clone()), diagnostics);
+            }
+        }
+        changed
     }
 
     fn assemble(
@@ -348,7 +474,13 @@ impl Builder {
     ) -> Changes {
         let mut changes = Changes::default();
         // What the view leaves out, and the view-local parts that follow from it.
-        let excl = excluded.get(key).cloned().unwrap_or_default();
+        // gRPC views share every part (containment of gRPC NACKs keeps the last good
+        // version per stream, without view-local rebuilds).
+        let excl = if key.grpc {
+            Excluded::new()
+        } else {
+            excluded.get(key).cloned().unwrap_or_default()
+        };
         let overrides = if excl.is_empty() {
             state.policy = None;
             BTreeMap::new()
@@ -387,14 +519,17 @@ impl Builder {
                 None => sees,
             };
             let override_of = state.overrides.get(svc_key);
-            let (clusters, endpoints): (&[Arc<Encoded>], &[Arc<Encoded>]) = match (sees, parts) {
+            type Parts<'a> = (&'a [Arc<Encoded>], &'a [Arc<Encoded>], &'a [Arc<Encoded>]);
+            let (clusters, endpoints, routes): Parts = match (sees, parts) {
+                (true, Some(p)) if key.grpc => (&p.grpc_clusters, &p.endpoints, &p.grpc_routes),
                 (true, Some(p)) => (
                     override_of
                         .map(|o| o.clusters.as_slice())
                         .unwrap_or(&p.clusters),
                     &p.endpoints,
+                    &[],
                 ),
-                _ => (&[], &[]),
+                _ => (&[], &[], &[]),
             };
             let old = state.by_service.remove(svc_key).unwrap_or_default();
             let mut names = Names::default();
@@ -413,6 +548,13 @@ impl Builder {
                     &mut names.endpoints,
                     &mut changes.endpoints,
                 ),
+                (
+                    routes,
+                    &state.maps.routes,
+                    &old.routes,
+                    &mut names.routes,
+                    &mut changes.routes,
+                ),
             ] {
                 for d in desired {
                     if map.get(&d.name).is_none_or(|m| !Arc::ptr_eq(m, d)) {
@@ -424,7 +566,8 @@ impl Builder {
                     out.push(Update::Remove(n.clone()));
                 }
             }
-            if !names.clusters.is_empty() || !names.endpoints.is_empty() {
+            if !names.clusters.is_empty() || !names.endpoints.is_empty() || !names.routes.is_empty()
+            {
                 state.by_service.insert(svc_key.clone(), names);
             }
             let vhosts_changed = if overrides_changed.contains(svc_key) {
@@ -432,7 +575,7 @@ impl Builder {
             } else {
                 upd.is_some_and(|u| u.vhosts_changed) && override_of.is_none()
             };
-            route_dirty |= saw != sees || (sees && vhosts_changed);
+            route_dirty |= !key.grpc && (saw != sees || (sees && vhosts_changed));
         }
         apply(&mut state.maps.clusters, &changes.clusters);
         apply(&mut state.maps.endpoints, &changes.endpoints);
@@ -471,8 +614,9 @@ impl Builder {
         let Some(svc) = svc else {
             diff(&parts.clusters, &[], &mut cu);
             diff(&parts.endpoints, &[], &mut eu);
-            let had_vhosts = !parts.vhosts.is_empty();
+            let had_vhosts = !parts.vhosts.is_empty() || !parts.grpc_routes.is_empty();
             self.services.remove(key);
+            self.diagnostics.remove(&Origin::Grpc(key.clone()));
             return (cu, eu, had_vhosts, old_svc);
         };
         let full = what.all || old_svc.as_ref() != Some(&svc);
@@ -521,7 +665,14 @@ impl Builder {
             vhost_changed = vhosts != parts.vhosts;
             parts.vhosts = vhosts;
         }
+        let grpc_clusters = full || what.clusters || pods_changed || outside_flipped;
+        let grpc_routes = full || what.vhosts || pods_changed;
         parts.svc = Some(svc);
+        if self.grpc && self.rebuild_grpc(model, key, grpc_clusters, grpc_routes, count) {
+            // gRPC views take it from the Service's update; Envoy views re-assemble
+            // their table to the same result.
+            vhost_changed = true;
+        }
         (cu, eu, vhost_changed, old_svc)
     }
 
@@ -579,6 +730,7 @@ impl Builder {
             match key.kind {
                 Kind::Service => {
                     addresses_changed = true;
+                    self.grpc_listeners.clear();
                     dirty.entry(k.clone()).or_default().all = true;
                     policy_changed = true; // splits depend on which Services exist
                     let before = self
@@ -740,7 +892,8 @@ impl Builder {
             .filter(|id| {
                 !self.built
                     || dirty_pods.contains(&(id.namespace.clone(), id.pod.clone()))
-                    || (id.intercepted && addresses_changed)
+                    || ((id.intercepted || id.kind == crate::identity::ProxyKind::Grpc)
+                        && addresses_changed)
             })
             .cloned()
             .collect();
@@ -777,11 +930,17 @@ impl Builder {
     }
 }
 
+fn same_parts(a: &[Arc<Encoded>], b: &[Arc<Encoded>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
+}
+
 /// The names one Service has in a view.
 #[derive(Debug, Default)]
 struct Names {
     clusters: Vec<Arc<str>>,
     endpoints: Vec<Arc<str>>,
+    /// A gRPC view's RouteConfigurations (one per Service port).
+    routes: Vec<Arc<str>>,
 }
 
 /// What one Service's rebuild changed.

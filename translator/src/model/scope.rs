@@ -117,6 +117,8 @@ pub struct ViewKey {
     pub namespace: String,
     /// What the proxies declared they need.
     pub egress: Egress,
+    /// Proxyless gRPC clients: the same Services in the resource shapes gRPC accepts.
+    pub grpc: bool,
 }
 
 impl ViewKey {

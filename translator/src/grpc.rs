@@ -1,0 +1,447 @@
+//! The proxyless gRPC emitter: the resource shapes gRPC clients and xDS-enabled gRPC
+//! servers accept (gRFCs A27, A28, A29, A31, A36, A44), rendered from the same routing
+//! model as Envoy's (`routing`).
+//!
+//! - Client Listeners by the names users put in `xds:///` targets (`NAME.NS.svc.cluster.local:PORT`,
+//!   `NAME.NS.svc:PORT`, `NAME.NS:PORT`, `NAME:PORT` in the client's own namespace, and
+//!   each without `:PORT` for the Service's default port), each an `api_listener` whose
+//!   HTTP connection manager takes its routes over ADS from one RouteConfiguration per
+//!   Service port (named `FQDN:PORT`, one virtual host for every authority).
+//! - Clusters: EDS over ADS, round robin, mesh mTLS through the bootstrap's certificate
+//!   provider [`CERT_PROVIDER`] (gRPC has no SDS), checking the backends' SPIFFE IDs.
+//!   Endpoints are the ClusterLoadAssignments Envoy gets (IP literals, locality weights).
+//! - Server Listeners (A36) named `grpc/server?xds.resource.listening_address=IP:PORT` for
+//!   each port the pod serves, on its pod IP and the wildcard addresses, with a
+//!   non-forwarding route and mTLS required.
+//!
+//! Never emitted for gRPC: SDS, static or DNS clusters (headless pods, ExternalName),
+//! TCP ports, `transport_socket_matches`, route timeouts (`max_stream_duration` instead),
+//! per-try timeouts and HTTP retry conditions (both ignored by gRPC: a diagnostic says so).
+
+use std::net::IpAddr;
+
+use envoy_types::pb::envoy::config::cluster::v3::{
+    Cluster,
+    cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy},
+};
+use envoy_types::pb::envoy::config::core::v3::{TransportSocket, transport_socket};
+use envoy_types::pb::envoy::config::listener::v3::{ApiListener, Filter, FilterChain, Listener};
+use envoy_types::pb::envoy::config::route::v3::{
+    NonForwardingAction, RetryPolicy as GrpcRetry, Route, RouteAction, RouteConfiguration,
+    RouteMatch, VirtualHost, WeightedCluster,
+    retry_policy::RetryBackOff,
+    route::Action,
+    route_action::{ClusterSpecifier, MaxStreamDuration},
+    route_match::PathSpecifier,
+    weighted_cluster::ClusterWeight,
+};
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter, Rds, http_connection_manager::RouteSpecifier, http_filter,
+};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateProviderPluginInstance, CertificateValidationContext, CommonTlsContext,
+    DownstreamTlsContext, UpstreamTlsContext, common_tls_context::ValidationContextType,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher::MatchPattern};
+use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
+
+use crate::identity::ProxyIdentity;
+use crate::model::{Kind, MeshService, Model, ObjectKey, Protocol, ServicePort, UpstreamTls};
+use crate::routing::{Dest, PortRouting};
+use crate::{Body, Diagnostic, MeshConfig, Output, Resource, XdsType, names, protos};
+
+/// The bootstrap's `certificate_providers` key that clusters and server listeners name.
+pub const CERT_PROVIDER: &str = "rudder";
+
+/// The server listener name template gRPC servers fill in (A36).
+pub const SERVER_LISTENER_TEMPLATE: &str = "grpc/server?xds.resource.listening_address=%s";
+
+/// Retry conditions gRPC clients act on (A44).
+const GRPC_RETRY_ON: &[&str] = &[
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+];
+
+/// Whether gRPC clients are offered this Service port: HTTP ports of Services with
+/// endpoints (not ExternalName).
+pub(crate) fn offered(svc: &MeshService, port: &ServicePort) -> bool {
+    svc.external_name.is_none() && port.protocol != Protocol::Tcp
+}
+
+fn provider() -> Option<CertificateProviderPluginInstance> {
+    Some(CertificateProviderPluginInstance {
+        instance_name: CERT_PROVIDER.into(),
+        certificate_name: String::new(),
+    })
+}
+
+fn tls_socket(any: envoy_types::pb::google::protobuf::Any) -> TransportSocket {
+    TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(any)),
+    }
+}
+
+/// The provider's certificate, and its CA checking the peer, with SAN matchers.
+/// gRPC checks SANs only through the deprecated `match_subject_alt_names` (A29).
+#[allow(deprecated)]
+fn common(sans: Vec<StringMatcher>) -> CommonTlsContext {
+    CommonTlsContext {
+        tls_certificate_provider_instance: provider(),
+        validation_context_type: Some(ValidationContextType::ValidationContext(
+            CertificateValidationContext {
+                ca_certificate_provider_instance: provider(),
+                match_subject_alt_names: sans,
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    }
+}
+
+fn matcher(pattern: MatchPattern) -> StringMatcher {
+    StringMatcher {
+        match_pattern: Some(pattern),
+        ..Default::default()
+    }
+}
+
+/// The gRPC Cluster of one Service port.
+pub(crate) fn cluster(
+    model: &Model,
+    mesh: &MeshConfig,
+    svc: &MeshService,
+    port: &ServicePort,
+) -> Resource {
+    let name = names::outbound_cluster(svc, port.port);
+    let mut cluster = Cluster {
+        name: name.clone(),
+        lb_policy: LbPolicy::RoundRobin as i32,
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
+        eds_cluster_config: Some(EdsClusterConfig {
+            eds_config: Some(protos::ads()),
+            service_name: name.clone(),
+        }),
+        ..Default::default()
+    };
+    // gRPC has no per-endpoint socket choice: mTLS unless the Service is forced plain.
+    if svc.upstream_tls != UpstreamTls::Plain {
+        let ids = crate::cluster::identities(model, mesh, svc);
+        let sans = if ids.is_empty() {
+            vec![matcher(MatchPattern::Prefix(format!(
+                "spiffe://{}/",
+                mesh.trust_domain
+            )))]
+        } else {
+            ids.into_iter()
+                .map(|id| matcher(MatchPattern::Exact(id)))
+                .collect()
+        };
+        cluster.transport_socket = Some(tls_socket(protos::any(&UpstreamTlsContext {
+            common_tls_context: Some(common(sans)),
+            ..Default::default()
+        })));
+    }
+    Resource {
+        kind: XdsType::Cluster,
+        refs: vec![name.clone()],
+        sources: vec![ObjectKey::new(Kind::Service, &svc.namespace, &svc.name)],
+        name,
+        body: Body::Cluster(Box::new(cluster)),
+    }
+}
+
+fn specifier(dest: &Dest) -> ClusterSpecifier {
+    match dest {
+        Dest::Cluster(c) => ClusterSpecifier::Cluster(c.clone()),
+        Dest::Weighted(w) => ClusterSpecifier::WeightedClusters(WeightedCluster {
+            clusters: w
+                .iter()
+                .map(|(name, weight)| ClusterWeight {
+                    name: name.clone(),
+                    weight: Some(UInt32Value { value: *weight }),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }),
+    }
+}
+
+fn duration(d: std::time::Duration) -> envoy_types::pb::google::protobuf::Duration {
+    protos::millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The RouteConfiguration of one Service port for gRPC clients, and what of the
+/// routing model gRPC cannot honour.
+pub(crate) fn route(r: &PortRouting, namespace: &str) -> (Resource, Vec<Diagnostic>) {
+    let mut diagnostics = Vec::new();
+    let retry = r.retry.as_ref().and_then(|p| {
+        let object = format!("RetryPolicy {namespace}/{}", p.name);
+        let on: Vec<&str> = p
+            .on
+            .iter()
+            .map(String::as_str)
+            .filter(|c| GRPC_RETRY_ON.contains(c))
+            .collect();
+        let ignored: Vec<String> = p
+            .on
+            .iter()
+            .filter(|c| !GRPC_RETRY_ON.contains(&c.as_str()))
+            .cloned()
+            .chain(p.codes.iter().map(u32::to_string))
+            .collect();
+        if !ignored.is_empty() {
+            diagnostics.push(Diagnostic {
+                object: object.clone(),
+                field: "spec.retryOn".into(),
+                message: format!(
+                    "{} do not apply to proxyless gRPC clients of {} (they retry on gRPC status codes only)",
+                    ignored.join(", "),
+                    r.name
+                ),
+            });
+        }
+        if p.per_try_timeout.is_some() {
+            diagnostics.push(Diagnostic {
+                object: object.clone(),
+                field: "spec.perTryTimeout".into(),
+                message: format!("proxyless gRPC clients of {} have no per-try timeout", r.name),
+            });
+        }
+        if p.num_retries > 4 {
+            diagnostics.push(Diagnostic {
+                object,
+                field: "spec.numRetries".into(),
+                message: format!(
+                    "proxyless gRPC clients of {} make at most 5 attempts (4 retries)",
+                    r.name
+                ),
+            });
+        }
+        (!on.is_empty()).then(|| GrpcRetry {
+            retry_on: on.join(","),
+            num_retries: Some(UInt32Value {
+                value: p.num_retries,
+            }),
+            retry_back_off: p.backoff.map(|(base, max)| RetryBackOff {
+                base_interval: Some(duration(base)),
+                max_interval: max.map(duration),
+            }),
+            ..Default::default()
+        })
+    });
+    let mut routes = Vec::new();
+    for rule in &r.rules {
+        let mut m = RouteMatch {
+            path_specifier: Some(PathSpecifier::Prefix("/".into())),
+            ..Default::default()
+        };
+        if let Some(hm) = &rule.matches {
+            // gRPC calls are POSTs: a match on other methods never selects one.
+            let any_method = hm.methods.is_empty()
+                || hm
+                    .methods
+                    .iter()
+                    .any(|x| x == "*" || x.eq_ignore_ascii_case("POST"));
+            if !any_method {
+                continue;
+            }
+            m = crate::route::route_match(&crds::HTTPMatch {
+                methods: Vec::new(),
+                ..hm.clone()
+            });
+        }
+        routes.push(Route {
+            r#match: Some(m),
+            action: Some(Action::Route(RouteAction {
+                cluster_specifier: Some(specifier(&rule.dest)),
+                max_stream_duration: r.timeout.map(|t| MaxStreamDuration {
+                    max_stream_duration: Some(duration(t)),
+                    ..Default::default()
+                }),
+                retry_policy: retry.clone(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        });
+    }
+    let config = RouteConfiguration {
+        name: r.name.clone(),
+        virtual_hosts: vec![VirtualHost {
+            name: r.name.clone(),
+            domains: vec!["*".into()],
+            routes,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let mut refs = r.refs.clone();
+    refs.sort();
+    refs.dedup();
+    (
+        Resource {
+            kind: XdsType::Route,
+            name: r.name.clone(),
+            refs,
+            sources: r.sources.clone(),
+            body: Body::Route(Box::new(config)),
+        },
+        diagnostics,
+    )
+}
+
+fn router() -> Vec<HttpFilter> {
+    vec![HttpFilter {
+        name: "envoy.filters.http.router".into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(protos::any(
+            &Router::default(),
+        ))),
+        ..Default::default()
+    }]
+}
+
+/// A client Listener: the `xds:///NAME` target `name`, routed by `route`.
+fn client_listener(name: String, route: &str, source: ObjectKey) -> Resource {
+    let hcm = HttpConnectionManager {
+        route_specifier: Some(RouteSpecifier::Rds(Rds {
+            config_source: Some(protos::ads()),
+            route_config_name: route.to_string(),
+        })),
+        http_filters: router(),
+        ..Default::default()
+    };
+    Resource {
+        kind: XdsType::Listener,
+        refs: Vec::new(),
+        sources: vec![source],
+        body: Body::Listener(Box::new(Listener {
+            name: name.clone(),
+            api_listener: Some(ApiListener {
+                api_listener: Some(protos::any(&hcm)),
+            }),
+            ..Default::default()
+        })),
+        name,
+    }
+}
+
+/// The client Listeners of one Service for clients in `client_ns`.
+pub(crate) fn client_listeners(svc: &MeshService, client_ns: &str) -> Vec<Resource> {
+    let key = ObjectKey::new(Kind::Service, &svc.namespace, &svc.name);
+    let mut out = Vec::new();
+    for port in svc.ports.iter().filter(|p| offered(svc, p)) {
+        let route = format!("{}:{}", svc.fqdn(), port.port);
+        for (name, local_only) in crate::route::domains(svc, port.port) {
+            // Targets name Services by DNS; the cluster IP forms are for sidecars.
+            let host = name.rsplit_once(':').map_or(name.as_str(), |(h, _)| h);
+            if host.starts_with('[') || host.parse::<IpAddr>().is_ok() {
+                continue;
+            }
+            if local_only && svc.namespace != client_ns {
+                continue;
+            }
+            out.push(client_listener(name, &route, key.clone()));
+        }
+    }
+    out
+}
+
+/// An address as gRPC writes it in a server listener name.
+fn host_port(ip: IpAddr, port: u16) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("{v4}:{port}"),
+        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    }
+}
+
+/// One server Listener (A36) for `ip:port`: mTLS required, every RPC served.
+fn server_listener(ip: IpAddr, port: u16, sources: Vec<ObjectKey>) -> Resource {
+    let name = SERVER_LISTENER_TEMPLATE.replace("%s", &host_port(ip, port));
+    let hcm = HttpConnectionManager {
+        stat_prefix: format!("inbound_{port}"),
+        route_specifier: Some(RouteSpecifier::RouteConfig(RouteConfiguration {
+            name: format!("inbound|{port}"),
+            virtual_hosts: vec![VirtualHost {
+                name: format!("inbound|{port}"),
+                domains: vec!["*".into()],
+                routes: vec![Route {
+                    r#match: Some(RouteMatch {
+                        path_specifier: Some(PathSpecifier::Prefix("/".into())),
+                        ..Default::default()
+                    }),
+                    action: Some(Action::NonForwardingAction(NonForwardingAction {})),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        })),
+        http_filters: router(),
+        ..Default::default()
+    };
+    let tls = DownstreamTlsContext {
+        common_tls_context: Some(common(Vec::new())),
+        require_client_certificate: Some(BoolValue { value: true }),
+        ..Default::default()
+    };
+    Resource {
+        kind: XdsType::Listener,
+        refs: Vec::new(),
+        sources,
+        body: Body::Listener(Box::new(Listener {
+            name: name.clone(),
+            address: Some(protos::socket(ip, port)),
+            filter_chains: vec![FilterChain {
+                filters: vec![Filter {
+                    name: "envoy.filters.network.http_connection_manager".into(),
+                    config_type: Some(
+                        envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(
+                            protos::any(&hcm),
+                        ),
+                    ),
+                }],
+                transport_socket: Some(tls_socket(protos::any(&tls))),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })),
+        name,
+    }
+}
+
+/// A gRPC proxy's own resources: the client Listeners its namespace sees (passed in:
+/// they are shared by every gRPC client of the view) and a server Listener per port its
+/// pod serves, on the pod IP and on the wildcard addresses a server may bind.
+/// Server listeners always require mTLS: gRPC cannot tell TLS from plain text on one
+/// port, so a permissive mode is served as strict.
+pub(crate) fn own(model: &Model, proxy: &ProxyIdentity) -> Output {
+    let mut out = Output::default();
+    let Some(pod) = model.pod(&proxy.namespace, &proxy.pod) else {
+        return out;
+    };
+    let ports = crate::listener::served_ports(model, proxy, pod, &mut out.diagnostics);
+    let pod_ip = proxy.pod_ip.or(pod.ip);
+    for (port, (protocol, mut sources)) in ports {
+        if protocol == Protocol::Tcp {
+            continue;
+        }
+        sources.sort();
+        sources.dedup();
+        let mut ips: Vec<IpAddr> = vec![
+            IpAddr::from([0, 0, 0, 0]),
+            IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 0]),
+        ];
+        ips.extend(pod_ip);
+        ips.dedup();
+        for ip in ips {
+            out.resources
+                .push(server_listener(ip, port, sources.clone()));
+        }
+    }
+    out
+}

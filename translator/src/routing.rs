@@ -1,0 +1,201 @@
+//! The proxy-neutral routing model: what requests to one Service port do, resolved once
+//! from the Service, its TrafficSplit (with HTTPRouteGroups and nested splits) and its
+//! RetryPolicy. Semantics live here; emitters render it for each client kind:
+//! `route` for Envoy sidecars, `grpc` for proxyless gRPC clients.
+
+use crds::{HTTPMatch, RetryPolicy};
+
+use crate::model::{Kind, MeshService, Model, ObjectKey, Protocol, ServicePort};
+use crate::names;
+use crate::policy::{self, EffectiveSplit, PolicyContext};
+
+/// Where matching requests go.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Dest {
+    /// One cluster.
+    Cluster(String),
+    /// Clusters with weights (each > 0, sum within u32: the policy checked).
+    Weighted(Vec<(String, u32)>),
+}
+
+/// One rule: requests matching `matches` (all requests when `None`) go to `dest`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Rule {
+    pub matches: Option<HTTPMatch>,
+    pub dest: Dest,
+}
+
+/// The RetryPolicy in effect, as values.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Retry {
+    /// The policy's name (for diagnostics).
+    pub name: String,
+    /// Named conditions (`5xx`, `unavailable`, ...).
+    pub on: Vec<String>,
+    /// HTTP status codes.
+    pub codes: Vec<u32>,
+    pub num_retries: u32,
+    pub per_try_timeout: Option<std::time::Duration>,
+    /// (base, max) backoff intervals.
+    pub backoff: Option<(std::time::Duration, Option<std::time::Duration>)>,
+}
+
+/// What requests to one Service port do.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct PortRouting {
+    /// `FQDN:PORT`.
+    pub name: String,
+    pub protocol: Protocol,
+    /// In order; the last matches every request.
+    pub rules: Vec<Rule>,
+    /// The RetryPolicy in effect, if any.
+    pub retry: Option<Retry>,
+    /// The overall request timeout a RetryPolicy sets, if any.
+    pub timeout: Option<std::time::Duration>,
+    /// Clusters it routes to.
+    pub refs: Vec<String>,
+    /// Objects it was made from.
+    pub sources: Vec<ObjectKey>,
+}
+
+fn duration(s: Option<&str>) -> Option<std::time::Duration> {
+    s.and_then(|d| crds::duration::parse(d).ok())
+}
+
+/// The RetryPolicy in effect on a Service port.
+pub(crate) fn retry_policy<'a>(
+    model: &'a Model,
+    policy: &PolicyContext,
+    svc: &MeshService,
+    port: u16,
+) -> Option<&'a RetryPolicy> {
+    policy::retry_for(
+        model,
+        &policy.retry_winners,
+        &svc.namespace,
+        &svc.name,
+        port,
+    )
+}
+
+/// A RetryPolicy as values.
+pub(crate) fn retry(p: &RetryPolicy) -> Retry {
+    let spec = &p.spec;
+    let mut on = Vec::new();
+    let mut codes = Vec::new();
+    for c in &spec.retry_on {
+        match c.parse::<u32>() {
+            Ok(code) => codes.push(code),
+            Err(_) => on.push(c.clone()),
+        }
+    }
+    Retry {
+        name: p.metadata.name.clone().unwrap_or_default(),
+        on,
+        codes,
+        num_retries: spec.num_retries.unwrap_or(1),
+        per_try_timeout: duration(spec.per_try_timeout.as_deref()),
+        backoff: spec.backoff.as_ref().and_then(|b| {
+            Some((
+                duration(Some(&b.base_interval))?,
+                duration(b.max_interval.as_deref()),
+            ))
+        }),
+    }
+}
+
+/// Where requests go: the split's backends on this port, or the service itself.
+pub(crate) fn destination(
+    model: &Model,
+    svc: &MeshService,
+    port: u16,
+    split: Option<&EffectiveSplit>,
+    refs: &mut Vec<String>,
+) -> Dest {
+    let weighted: Vec<(String, u32)> = split
+        .into_iter()
+        .flat_map(|s| s.backends.iter())
+        .filter_map(|(backend, weight)| {
+            let b = model.service(&svc.namespace, backend)?;
+            b.ports.iter().any(|p| p.port == port).then(|| {
+                let name = names::outbound_cluster(b, port);
+                refs.push(name.clone());
+                (name, *weight)
+            })
+        })
+        .collect();
+    if weighted.is_empty() {
+        let name = names::outbound_cluster(svc, port);
+        refs.push(name.clone());
+        Dest::Cluster(name)
+    } else {
+        Dest::Weighted(weighted)
+    }
+}
+
+/// Resolves one Service port.
+pub(crate) fn port_routing(
+    model: &Model,
+    policy: &PolicyContext,
+    svc: &MeshService,
+    port: &ServicePort,
+) -> PortRouting {
+    let split = policy
+        .splits
+        .get(&(svc.namespace.clone(), svc.name.clone()));
+    let retry_obj = retry_policy(model, policy, svc, port.port);
+    let mut sources = vec![ObjectKey::new(Kind::Service, &svc.namespace, &svc.name)];
+    if let Some(s) = split {
+        sources.push(ObjectKey::new(
+            Kind::TrafficSplit,
+            &svc.namespace,
+            &s.source,
+        ));
+        sources.extend(
+            s.route_groups
+                .iter()
+                .map(|g| ObjectKey::new(Kind::HTTPRouteGroup, &svc.namespace, g)),
+        );
+        sources.extend(
+            s.nested
+                .iter()
+                .map(|n| ObjectKey::new(Kind::TrafficSplit, &svc.namespace, n)),
+        );
+    }
+    if let Some(p) = retry_obj {
+        sources.push(ObjectKey::new(
+            Kind::RetryPolicy,
+            &svc.namespace,
+            p.metadata.name.as_deref().unwrap_or_default(),
+        ));
+    }
+    let mut refs = Vec::new();
+    let mut rules = Vec::new();
+    match split {
+        Some(s) if !s.matches.is_empty() => {
+            for m in &s.matches {
+                rules.push(Rule {
+                    matches: Some(m.clone()),
+                    dest: destination(model, svc, port.port, Some(s), &mut refs),
+                });
+            }
+            rules.push(Rule {
+                matches: None,
+                dest: destination(model, svc, port.port, None, &mut refs),
+            });
+        }
+        other => rules.push(Rule {
+            matches: None,
+            dest: destination(model, svc, port.port, other, &mut refs),
+        }),
+    }
+    PortRouting {
+        name: format!("{}:{}", svc.fqdn(), port.port),
+        protocol: port.protocol,
+        rules,
+        retry: retry_obj.map(retry),
+        timeout: retry_obj.and_then(|p| duration(p.spec.timeout.as_deref())),
+        refs,
+        sources,
+    }
+}
