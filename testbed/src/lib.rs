@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod echo;
 pub mod fake_kube;
+pub mod grpc_app;
 pub mod http;
 pub mod manifests;
 pub mod procs;

@@ -17,8 +17,10 @@ use crate::{Body, Resource, XdsType, names, tls};
 
 pub(crate) fn load_assignment(model: &Model, svc: &MeshService, port: &ServicePort) -> Resource {
     let name = names::outbound_cluster(svc, port.port);
-    // zone -> unique (ip, port) -> outside the mesh; ordered so the output is stable.
-    let mut by_zone: BTreeMap<String, BTreeMap<(IpAddr, u16), bool>> = BTreeMap::new();
+    // unique (ip, port) -> (zone, outside the mesh): an address listed twice (two slices,
+    // even in two zones) is one endpoint, as proxyless gRPC requires ("duplicate
+    // endpoint address"); the lowest zone wins so the output is stable.
+    let mut addrs: BTreeMap<(IpAddr, u16), (String, bool)> = BTreeMap::new();
     let auto = svc.upstream_tls == UpstreamTls::Auto;
     for slice in model.slices_of(svc) {
         // A slice port belongs to the service port with the same name.
@@ -27,13 +29,20 @@ pub(crate) fn load_assignment(model: &Model, svc: &MeshService, port: &ServicePo
         };
         for ep in slice.endpoints.iter().filter(|e| e.ready && !e.terminating) {
             let outside = auto && !model.endpoint_in_mesh(&slice.namespace, ep);
-            // Listed twice: plain only if every listing says so.
-            *by_zone
-                .entry(ep.zone.clone().unwrap_or_default())
-                .or_default()
+            let zone = ep.zone.clone().unwrap_or_default();
+            let entry = addrs
                 .entry((ep.ip, target))
-                .or_insert(outside) &= outside;
+                .or_insert((zone.clone(), outside));
+            // Listed twice: plain only if every listing says so.
+            entry.1 &= outside;
+            if zone < entry.0 {
+                entry.0 = zone;
+            }
         }
+    }
+    let mut by_zone: BTreeMap<String, BTreeMap<(IpAddr, u16), bool>> = BTreeMap::new();
+    for (addr, (zone, outside)) in addrs {
+        by_zone.entry(zone).or_default().insert(addr, outside);
     }
     let endpoints = by_zone
         .into_iter()

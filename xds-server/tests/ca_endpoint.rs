@@ -119,6 +119,7 @@ async fn a_token_gets_its_service_account_identity_and_renews_only_with_a_token(
         trust_bundle_pem: None,
         bootstrap: None,
         intercepted: None,
+        grpc: false,
         app_probes: Default::default(),
     }));
     testbed::procs::wait_until(

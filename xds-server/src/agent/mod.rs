@@ -58,6 +58,8 @@ pub struct AgentConfig {
     /// The pod's traffic is intercepted, arriving inbound on this port (marked in the
     /// bootstrap's node metadata).
     pub intercepted: Option<u16>,
+    /// The bootstrap is a proxyless gRPC app's, not Envoy's.
+    pub grpc: bool,
     /// App probes the kubelet sends here instead (the injector moved them), forwarded to
     /// the app on loopback: agent path -> the app's port and path.
     pub app_probes: std::collections::BTreeMap<String, AppProbe>,
@@ -254,9 +256,10 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                 &cfg.cert_dir,
                 &cfg.trust_domain,
                 cfg.intercepted,
+                cfg.grpc,
             )?;
             bootstrap_written = true;
-            tracing::info!(path = %path.display(), "wrote the Envoy bootstrap");
+            tracing::info!(path = %path.display(), grpc = cfg.grpc, "wrote the bootstrap");
         }
         let current = files::read(&cfg.cert_dir);
         let valid = current.as_ref().and_then(|(c, _, _)| validity(c));
@@ -301,6 +304,7 @@ fn write_bootstrap(
     dir: &std::path::Path,
     trust_domain: &str,
     intercepted: Option<u16>,
+    grpc: bool,
 ) -> anyhow::Result<()> {
     let params = crate::cli::bootstrap::BootstrapParams {
         tls: Some(crate::cli::bootstrap::BootstrapTls {
@@ -312,7 +316,10 @@ fn write_bootstrap(
         }),
         ..params.clone()
     };
-    let mut b = crate::cli::bootstrap::bootstrap(&params);
+    let mut b = match &params.tls {
+        Some(tls) if grpc => crate::cli::bootstrap::grpc_bootstrap(&params, tls),
+        _ => crate::cli::bootstrap::bootstrap(&params),
+    };
     if let Some(port) = intercepted {
         crate::cli::bootstrap::mark_intercepted(&mut b, port);
     }

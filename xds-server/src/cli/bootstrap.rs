@@ -171,6 +171,50 @@ pub fn bootstrap(p: &BootstrapParams) -> Value {
     b
 }
 
+/// How often a gRPC app re-reads its certificate files (the agent renews at half-life;
+/// the shortest lifetime, 10 s, leaves 5 s).
+pub const GRPC_REFRESH: &str = "2s";
+
+/// The bootstrap of a proxyless gRPC app (`GRPC_XDS_BOOTSTRAP`): the same node identity
+/// as a sidecar's, the xDS server with TLS channel credentials from `tls` (gRFC A65;
+/// plain text without it), the certificate provider [`translator::grpc::CERT_PROVIDER`]
+/// reading the same files for mesh mTLS (gRFC A29), and the server listener template
+/// for xDS-enabled servers (gRFC A36). gRPC re-reads the files, so renewals need no
+/// restart.
+pub fn grpc_bootstrap(p: &BootstrapParams, tls: &BootstrapTls) -> Value {
+    let mut b = bootstrap(&BootstrapParams {
+        tls: None,
+        ..p.clone()
+    });
+    let files = json!({
+        "certificate_file": tls.cert_file.display().to_string(),
+        "private_key_file": tls.key_file.display().to_string(),
+        "ca_certificate_file": tls.ca_file.display().to_string(),
+        "refresh_interval": GRPC_REFRESH,
+    });
+    let creds = if p.tls.is_some() {
+        json!([{"type": "tls", "config": files}])
+    } else {
+        json!([{"type": "insecure"}])
+    };
+    json!({
+        "xds_servers": [{
+            "server_uri": if p.xds_host.contains(':') {
+                format!("[{}]:{}", p.xds_host, p.xds_port)
+            } else {
+                format!("{}:{}", p.xds_host, p.xds_port)
+            },
+            "channel_creds": creds,
+            "server_features": ["xds_v3"],
+        }],
+        "node": b["node"].take(),
+        "certificate_providers": {
+            translator::grpc::CERT_PROVIDER: {"plugin_name": "file_watcher", "config": files},
+        },
+        "server_listener_resource_name_template": translator::grpc::SERVER_LISTENER_TEMPLATE,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,5 +274,45 @@ mod tests {
             bootstrap(&params())["static_resources"]["clusters"][0]["type"],
             "STATIC"
         );
+    }
+
+    #[test]
+    fn a_grpc_bootstrap_names_the_identity_the_files_and_the_server_template() {
+        let tls = BootstrapTls {
+            dir: "/creds".into(),
+            cert_file: "/creds/xds-client.crt".into(),
+            key_file: "/creds/xds-client.key".into(),
+            ca_file: "/creds/xds-ca.crt".into(),
+            server_id: "spiffe://cluster.local/ns/rudder-system/sa/rudder".into(),
+        };
+        let p = BootstrapParams {
+            tls: Some(tls.clone()),
+            xds_host: "fd00::1".into(),
+            ..params()
+        };
+        let b = grpc_bootstrap(&p, &tls);
+        assert_eq!(b["xds_servers"][0]["server_uri"], "[fd00::1]:4242");
+        let creds = &b["xds_servers"][0]["channel_creds"][0];
+        assert_eq!(creds["type"], "tls");
+        assert_eq!(creds["config"]["certificate_file"], "/creds/xds-client.crt");
+        let provider = &b["certificate_providers"][translator::grpc::CERT_PROVIDER];
+        assert_eq!(provider["plugin_name"], "file_watcher");
+        assert_eq!(
+            provider["config"]["ca_certificate_file"],
+            "/creds/xds-ca.crt"
+        );
+        assert_eq!(b["node"]["metadata"][META_SERVICE_ACCOUNT], "api");
+        assert_eq!(
+            b["server_listener_resource_name_template"],
+            "grpc/server?xds.resource.listening_address=%s"
+        );
+        assert!(b.get("dynamic_resources").is_none(), "no Envoy keys: {b}");
+        // Plain text to the control plane, still the files for mesh mTLS.
+        let plain = grpc_bootstrap(&BootstrapParams { tls: None, ..p }, &tls);
+        assert_eq!(
+            plain["xds_servers"][0]["channel_creds"][0]["type"],
+            "insecure"
+        );
+        assert!(plain["certificate_providers"].is_object());
     }
 }

@@ -269,6 +269,9 @@ struct AgentArgs {
     /// With --bootstrap-out: Envoy's admin address.
     #[arg(long, default_value = "127.0.0.1:15000")]
     envoy_admin_address: SocketAddr,
+    /// With --bootstrap-out: write a proxyless gRPC app's bootstrap instead of Envoy's.
+    #[arg(long, conflicts_with_all = ["delta", "intercepted"])]
+    grpc: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -531,6 +534,10 @@ struct BootstrapArgs {
     /// destination.
     #[arg(long)]
     intercepted: bool,
+    /// Write a proxyless gRPC app's bootstrap (for GRPC_XDS_BOOTSTRAP) instead of
+    /// Envoy's: certificates from files in --cert-dir, xDS over state-of-the-world ADS.
+    #[arg(long, conflicts_with_all = ["delta", "intercepted"])]
+    grpc: bool,
 }
 
 impl Args {
@@ -629,6 +636,7 @@ impl Args {
                     trust_bundle_pem: a.trust_bundle_pem,
                     bootstrap,
                     intercepted: a.intercepted.then_some(a.inbound_port),
+                    grpc: a.grpc,
                     app_probes: a.app_probes.unwrap_or_default(),
                     cert_dir: a.cert_dir,
                     endpoint: a.ca_address,
@@ -730,6 +738,21 @@ fn print_bootstrap(b: BootstrapArgs) -> anyhow::Result<()> {
         admin: b.admin_address,
         tls: None,
     };
+    if b.grpc {
+        // Mesh mTLS needs the files even where the xDS port is plain text. The app may
+        // run elsewhere: the bootstrap names them by absolute path.
+        let dir = std::path::absolute(&b.cert_dir)
+            .with_context(|| format!("--cert-dir {}", b.cert_dir.display()))?;
+        let tls = write_client_credentials(&b.security, &dir, &params)?;
+        let params = BootstrapParams {
+            tls: (!b.security.insecure_xds).then(|| tls.clone()),
+            delta: false,
+            ..params
+        };
+        let out = crate::cli::bootstrap::grpc_bootstrap(&params, &tls);
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
     let params = if b.security.insecure_xds {
         params
     } else {

@@ -272,6 +272,7 @@ mod tests {
         let view = translator::model::ViewKey {
             namespace: "default".into(),
             egress: Default::default(),
+            grpc: false,
         };
         cache.on_nack(
             &view,
@@ -312,6 +313,7 @@ mod tests {
         let view = translator::model::ViewKey {
             namespace: "default".into(),
             egress: Default::default(),
+            grpc: false,
         };
         // A proxy with no accepted version rejects a route made from both: either could
         // be the cause.

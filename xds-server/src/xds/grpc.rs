@@ -14,7 +14,7 @@ use crate::xds::wire::sotw_request::SotwRequest;
 use tokio::sync::mpsc;
 use tonic::{Request, Status};
 use translator::XdsType;
-use translator::identity::{ProxyIdentity, ProxyKind};
+use translator::identity::ProxyIdentity;
 
 use crate::observability::metrics::{Metrics, TypeLabel};
 use crate::observability::nack::NackLog;
@@ -345,11 +345,6 @@ fn admit(identity: &ProxyIdentity, peer: &Peer, store: &Store) -> Result<(), Sta
                 crate::server::CONTROL_PLANE_NS
             ),
             "the control plane's own namespace",
-        ));
-    }
-    if identity.kind == ProxyKind::Grpc {
-        return Err(Status::unimplemented(
-            "proxyless gRPC clients are not served by this version of Rudder",
         ));
     }
     if let Peer::Verified(td, cert) = peer {

@@ -303,6 +303,7 @@ impl Store {
         let view_key = own.borrow().view.clone().unwrap_or_else(|| ViewKey {
             namespace: identity.namespace.clone(),
             egress: Default::default(),
+            grpc: identity.kind == translator::identity::ProxyKind::Grpc,
         });
         let view = Self::attach_view_locked(&mut inner, &view_key);
         drop(inner);

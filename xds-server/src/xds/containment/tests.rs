@@ -16,6 +16,7 @@ fn view(ns: &str) -> ViewKey {
     ViewKey {
         namespace: ns.into(),
         egress: Egress::All,
+        grpc: false,
     }
 }
 

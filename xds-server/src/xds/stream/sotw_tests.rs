@@ -518,3 +518,53 @@ fn an_ack_repeating_the_subscription_is_taken_without_decoding_its_names() {
     s.on_wire(bad, now);
     assert!(s.take_refusal().is_some_and(|e| e.contains("UTF-8")));
 }
+
+#[test]
+fn a_client_that_names_its_clusters_gets_the_route_before_it_asks_for_them() {
+    // Proxyless gRPC: LDS, then RDS by name, and only then CDS for the route's clusters.
+    // Waiting for clusters it has not asked for would hold the route back for the
+    // whole ordering wait.
+    let now = Instant::now();
+    let mut s = SotwStream::new(snap(&[
+        cluster("a", "1"),
+        cla("a", "1"),
+        route("r", "1", &["a"]),
+    ]));
+    let step = s.on_request(&sotw(Route, &["r"], "", ""), now);
+    assert_eq!(
+        step.responses
+            .iter()
+            .map(|r| r.type_url)
+            .collect::<Vec<_>>(),
+        [Route.type_url()],
+        "the route goes at once"
+    );
+    assert!(!s.waiting());
+    // Once it names the cluster, a changed route waits for it as for any proxy.
+    let rds = &step.responses[0];
+    s.on_request(&sotw(Route, &["r"], &rds.version_info, &rds.nonce), now);
+    let cds = s
+        .on_request(&sotw(Cluster, &["a", "b"], "", ""), now)
+        .responses
+        .remove(0);
+    s.on_request(
+        &sotw(Cluster, &["a", "b"], &cds.version_info, &cds.nonce),
+        now,
+    );
+    let step = s.on_snapshot(
+        snap(&[
+            cluster("a", "1"),
+            cla("a", "1"),
+            cluster("b", "1"),
+            cla("b", "1"),
+            route("r", "2", &["a", "b"]),
+        ]),
+        now,
+    );
+    let types: Vec<_> = step.responses.iter().map(|r| r.type_url).collect();
+    assert_eq!(
+        types,
+        [Cluster.type_url()],
+        "the route waits for b: {types:?}"
+    );
+}

@@ -35,6 +35,7 @@ fn view_key() -> ViewKey {
     ViewKey {
         namespace: "default".into(),
         egress: Egress::All,
+        grpc: false,
     }
 }
 
