@@ -165,6 +165,7 @@ async fn grpc_clients_route_splits_retry_with_mtls_and_ack_everything() -> anyho
         "v1 got {share}% of 1,000 RPCs, want 80 +- 4: {r}"
     );
     assert_all_acked(&r, "split run");
+    eprintln!("measured: greeter-v1 got {share}% of 1,000 RPCs (weight 80)");
 
     // The short forms a client in the Service's namespace types.
     for target in [
@@ -184,6 +185,7 @@ async fn grpc_clients_route_splits_retry_with_mtls_and_ack_everything() -> anyho
         ok >= 495,
         "with retries {ok}/500 succeeded, want >= 99%: {r}"
     );
+    eprintln!("measured: {ok}/500 RPCs succeeded against a server failing every other one");
     assert_all_acked(&r, "retry run");
 
     // The servers hold their listeners ACKED too.
@@ -191,6 +193,21 @@ async fn grpc_clients_route_splits_retry_with_mtls_and_ack_everything() -> anyho
         let bad = grpc_app::not_acked(&s.csds());
         assert!(bad.is_empty(), "server {name}: {bad:?}");
     }
+
+    // Nothing sent to any of them was rejected, as the control plane counts it too.
+    let metrics = testbed::http::get_ok(cp.admin, "/metrics").await?;
+    let nacks: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("rudder_xds_nacks_total{") && !l.ends_with(" 0"))
+        .collect();
+    assert!(
+        nacks.is_empty(),
+        "the control plane counted NACKs: {nacks:?}"
+    );
+    assert!(
+        metrics.contains("rudder_xds_pushes_total{type=\"RDS\"}"),
+        "no xDS counters in /metrics:\n{metrics}"
+    );
 
     // A plain-text client is refused by the mTLS server.
     let plain = grpc_app::direct(SocketAddr::new(v1, port)).await?;

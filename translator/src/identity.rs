@@ -47,6 +47,25 @@ pub enum ProxyKind {
     Grpc,
 }
 
+impl ProxyKind {
+    /// Tells a proxyless gRPC client from Envoy: gRPC names itself in the user agent
+    /// (`gRPC C-core linux Python`, `grpc-java-netty`, `gRPC Go`) and announces
+    /// `xds.config.resource-in-sotw`; Envoy's user agent is `envoy`.
+    pub fn of(node: &Node) -> Self {
+        let agent = node.user_agent_name.to_ascii_lowercase();
+        if agent.contains("grpc")
+            || node
+                .client_features
+                .iter()
+                .any(|f| f == "xds.config.resource-in-sotw")
+        {
+            ProxyKind::Grpc
+        } else {
+            ProxyKind::Envoy
+        }
+    }
+}
+
 /// A proxy's identity and placement.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ProxyIdentity {
@@ -169,11 +188,7 @@ impl ProxyIdentity {
             })
             .transpose()?
             .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-        let kind = if node.user_agent_name.to_ascii_lowercase().contains("grpc") {
-            ProxyKind::Grpc
-        } else {
-            ProxyKind::Envoy
-        };
+        let kind = ProxyKind::of(node);
         let namespace = required(META_NAMESPACE)?;
         let pod = required(META_POD)?;
         let service_account = get(META_SERVICE_ACCOUNT)
@@ -219,5 +234,38 @@ impl ProxyIdentity {
             app_address,
             node_id: id,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_clients_are_told_from_envoy_by_user_agent_or_feature() {
+        let node = |agent: &str, features: &[&str]| Node {
+            user_agent_name: agent.into(),
+            client_features: features.iter().map(|f| f.to_string()).collect(),
+            ..Default::default()
+        };
+        assert_eq!(
+            ProxyKind::of(&node(
+                "envoy",
+                &["envoy.lb.does_not_support_overprovisioning"]
+            )),
+            ProxyKind::Envoy
+        );
+        assert_eq!(
+            ProxyKind::of(&node("gRPC C-core linux Python", &[])),
+            ProxyKind::Grpc
+        );
+        assert_eq!(
+            ProxyKind::of(&node("grpc-java-netty", &[])),
+            ProxyKind::Grpc
+        );
+        assert_eq!(
+            ProxyKind::of(&node("", &["xds.config.resource-in-sotw"])),
+            ProxyKind::Grpc
+        );
     }
 }
