@@ -26,7 +26,8 @@ pub use retry::{
 };
 pub use route_group::{HTTPMatch, HTTPRouteGroup, HTTPRouteGroupSpec};
 pub use split::{
-    HTTP_ROUTE_GROUP, TrafficSplit, TrafficSplitBackend, TrafficSplitMatch, TrafficSplitSpec,
+    HTTP_ROUTE_GROUP, QUANTITY_PATTERN, SplitWeight, TrafficSplit, TrafficSplitBackend,
+    TrafficSplitMatch, TrafficSplitSpec,
 };
 pub use status::{ConditionReason, MeshCondition, MeshStatus};
 
@@ -51,12 +52,46 @@ impl FieldError {
     }
 }
 
+/// The SMI versions served: every one Flagger (`smi:v1alpha1` to `smi:v1alpha3`) and
+/// Argo Rollouts write, and v1alpha4, which is stored.
+pub const SMI_VERSIONS: [&str; 4] = ["v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4"];
+
+/// A CRD generated for v1alpha4 served at every SMI version with the same schema and
+/// conversion `None`: the versions differ only in additive fields and in v1alpha1's
+/// quantity weights, which the one schema accepts (an int-or-string) and Rudder reads
+/// ([`TrafficSplitSpec::weights`]). No conversion webhook, so the API server never
+/// depends on Rudder to serve these objects.
+pub fn smi_multi_version(
+    crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceConversion;
+    let mut crd = crd;
+    let Some(template) = crd.spec.versions.first().cloned() else {
+        return crd;
+    };
+    crd.spec.versions = SMI_VERSIONS
+        .iter()
+        .map(|v| {
+            let mut version = template.clone();
+            version.name = v.to_string();
+            version.storage = *v == "v1alpha4";
+            version.served = true;
+            version
+        })
+        .collect();
+    crd.spec.conversion = Some(CustomResourceConversion {
+        strategy: "None".into(),
+        webhook: None,
+    });
+    crd
+}
+
 /// Every CRD Rudder serves, as `(file name, YAML)`, in a stable order.
 pub fn crd_documents() -> Vec<(&'static str, String)> {
     let docs = [
         (
             "trafficsplits.split.smi-spec.io.yaml",
-            serde_json::to_value(TrafficSplit::crd()),
+            serde_json::to_value(smi_multi_version(TrafficSplit::crd())),
         ),
         (
             "retrypolicies.policy.rudder.dev.yaml",
@@ -64,7 +99,7 @@ pub fn crd_documents() -> Vec<(&'static str, String)> {
         ),
         (
             "httproutegroups.specs.smi-spec.io.yaml",
-            serde_json::to_value(HTTPRouteGroup::crd()),
+            serde_json::to_value(smi_multi_version(HTTPRouteGroup::crd())),
         ),
     ];
     docs.into_iter()

@@ -98,7 +98,7 @@ spec:
     - {kind: HTTPRouteGroup, name: podinfo-canary, apiGroup: specs.smi-spec.io}
 "#;
     let ts: crds::TrafficSplit = serde_saphyr::from_str(yaml).expect("parses");
-    assert_eq!(ts.spec.backends[1].weight, 10);
+    assert_eq!(ts.spec.backends[1].weight, crds::SplitWeight::Int(10));
     assert!(ts.spec.validate().is_ok());
     assert!(ts.spec.unsupported_matches().is_empty());
     let back = serde_json::to_value(&ts).expect("json");
@@ -115,8 +115,8 @@ fn validation_names_the_field() {
         ts.validate().expect_err("negative").field,
         "spec.backends[1].weight"
     );
-    ts.backends[1].weight = 0;
-    ts.backends[0].weight = 0;
+    ts.backends[1].weight = crds::SplitWeight::Int(0);
+    ts.backends[0].weight = crds::SplitWeight::Int(0);
     assert!(
         ts.validate().is_ok(),
         "all-zero weights are a status condition, not a rejection"
@@ -132,4 +132,59 @@ fn validation_names_the_field() {
     }))
     .expect("parses");
     assert_eq!(rp.validate().expect_err("bad").field, "spec.perTryTimeout");
+}
+
+#[test]
+fn smi_crds_serve_every_version_flagger_writes_with_v1alpha4_stored() {
+    for (name, yaml) in crds::crd_documents() {
+        if !name.contains("smi-spec.io") {
+            continue;
+        }
+        let v: Value = serde_saphyr::from_str(&yaml).expect("yaml");
+        let versions = v["spec"]["versions"].as_array().expect("versions");
+        let names: Vec<&str> = versions.iter().filter_map(|v| v["name"].as_str()).collect();
+        assert_eq!(
+            names,
+            ["v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4"],
+            "{name}"
+        );
+        for ver in versions {
+            assert_eq!(ver["served"], true, "{name}");
+            assert_eq!(ver["storage"], ver["name"] == "v1alpha4", "{name}");
+            assert_eq!(
+                ver["schema"], versions[3]["schema"],
+                "{name}: one schema for every version (conversion None)"
+            );
+        }
+        assert_eq!(v["spec"]["conversion"]["strategy"], "None", "{name}");
+    }
+}
+
+#[test]
+fn weights_read_as_integers_or_v1alpha1_quantities() {
+    let spec = |weights: &[Value]| -> crds::TrafficSplitSpec {
+        let backends: Vec<Value> = weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| serde_json::json!({"service": format!("b{i}"), "weight": w}))
+            .collect();
+        serde_json::from_value(serde_json::json!({"service": "apex", "backends": backends}))
+            .expect("spec")
+    };
+    use serde_json::json;
+    assert_eq!(spec(&[json!(90), json!(10)]).weights(), Ok(vec![90, 10]));
+    // v1alpha1: quantities, mixed with plain numbers, counted in thousandths.
+    assert_eq!(
+        spec(&[json!("500m"), json!(1), json!("1.5"), json!("2k")]).weights(),
+        Ok(vec![500, 1000, 1500, 2_000_000])
+    );
+    assert_eq!(spec(&[json!("1Ki")]).weights(), Ok(vec![1_024_000]));
+    for bad in ["1e3", "-1", "0.0001", "abc", "", "5Ti"] {
+        let err = spec(&[json!(bad)]).validate().expect_err(bad);
+        assert_eq!(err.field, "spec.backends[0].weight", "{bad}");
+    }
+    // Envoy's limit holds in thousandths too.
+    let err = spec(&[json!("4294968")]).validate().expect_err("too large");
+    assert!(err.message.contains("Envoy"), "{err}");
+    assert!(spec(&[json!("0m"), json!(0)]).all_weights_zero());
 }

@@ -43,6 +43,21 @@ const RESOURCES: &[(&str, &str, &str)] = &[
     ("authentication.k8s.io/v1", "TokenReview", "tokenreviews"),
 ];
 
+/// A served version of a multi-version CRD (the SMI kinds: v1alpha1 to v1alpha4, with
+/// conversion `None`) -> the storage version: the stored object differs only in its
+/// apiVersion, as with a real API server.
+fn storage_version(api_version: &str, kind: &str) -> Option<String> {
+    let group = match kind {
+        "TrafficSplit" => "split.smi-spec.io",
+        "HTTPRouteGroup" => "specs.smi-spec.io",
+        _ => return None,
+    };
+    let version = api_version.strip_prefix(group)?.strip_prefix('/')?;
+    ["v1alpha1", "v1alpha2", "v1alpha3"]
+        .contains(&version)
+        .then(|| format!("{group}/v1alpha4"))
+}
+
 fn resource_by_plural(plural: &str) -> Option<(&'static str, &'static str)> {
     RESOURCES.iter().find(|r| r.2 == plural).map(|r| (r.0, r.1))
 }
@@ -283,8 +298,14 @@ impl FakeKube {
     }
 
     /// Creates or replaces an object (by its apiVersion and kind), as `kubectl apply`.
-    pub fn apply(&self, obj: Value) -> Value {
-        let api = obj["apiVersion"].as_str().unwrap_or_default().to_string();
+    /// An object of an older served version of a multi-version CRD is stored at the
+    /// storage version (conversion `None`).
+    pub fn apply(&self, mut obj: Value) -> Value {
+        let mut api = obj["apiVersion"].as_str().unwrap_or_default().to_string();
+        if let Some(stored) = storage_version(&api, obj["kind"].as_str().unwrap_or_default()) {
+            obj["apiVersion"] = json!(stored);
+            api = stored;
+        }
         let kind = obj["kind"].as_str().unwrap_or_default().to_string();
         let plural = plural_of(&api, &kind)
             .unwrap_or_else(|| panic!("fake API server does not serve {api}/{kind}"));

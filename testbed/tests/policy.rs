@@ -161,6 +161,67 @@ async fn traffic_split_weights_hold_and_shift_live_without_errors() -> anyhow::R
     Ok(())
 }
 
+/// A TrafficSplit exactly as Flagger's `smi:v1alpha3` provider writes it during a
+/// canary analysis step: named after the apex, owned by the Canary, integer weights.
+fn flagger_v1alpha3(primary: i64, canary: i64) -> String {
+    format!(
+        "apiVersion: split.smi-spec.io/v1alpha3
+kind: TrafficSplit
+metadata:
+  name: web
+  namespace: default
+  ownerReferences:
+  - apiVersion: flagger.app/v1beta1
+    kind: Canary
+    name: web
+    uid: 6b1e7c1e-2f3a-4d5b-9c8d-0123456789ab
+    controller: true
+    blockOwnerDeletion: true
+spec:
+  service: web
+  backends:
+  - service: web-primary
+    weight: {primary}
+  - service: web-canary
+    weight: {canary}
+"
+    )
+}
+
+#[tokio::test]
+async fn a_flagger_smi_v1alpha3_canary_step_routes_its_weights() -> anyhow::Result<()> {
+    let mesh = Mesh::start(Stream::Sotw).await?;
+    mesh.write(
+        "backends.yaml",
+        &format!(
+            "{}---\n{}",
+            plain_service("web-primary", mesh.web_port, &[ip(22)]),
+            plain_service("web-canary", mesh.web_port, &[ip(23)])
+        ),
+    )?;
+    mesh.write("split.yaml", &flagger_v1alpha3(90, 10))?;
+    wait_for_route(&mesh, "outbound|80||web-canary.default.svc.cluster.local").await?;
+    let s = shares(&mesh, "web", 1000).await?;
+    eprintln!("flagger v1alpha3 90/10: {s:?}");
+    assert!(
+        (s.get("web-1").copied().unwrap_or(0.0) - 90.0).abs() <= 4.0,
+        "{s:?}"
+    );
+    // The next analysis step.
+    let traffic = Traffic::start(mesh.client.outbound, "web");
+    mesh.write("split.yaml", &flagger_v1alpha3(60, 40))?;
+    wait_for_route(&mesh, "\"weight\": 40").await?;
+    let during = traffic.stop().await;
+    assert!(during.failures.is_empty(), "{:?}", during.failures);
+    let s = shares(&mesh, "web", 1000).await?;
+    eprintln!("flagger v1alpha3 60/40: {s:?}");
+    assert!(
+        (s.get("web-2").copied().unwrap_or(0.0) - 40.0).abs() <= 4.0,
+        "{s:?}"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn retries_hide_a_flaky_backend_only_with_a_policy() -> anyhow::Result<()> {
     let mut mesh = Mesh::start(Stream::Sotw).await?;

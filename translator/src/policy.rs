@@ -146,8 +146,9 @@ pub fn nesting(
         let Some(ts) = winners.get(apex) else {
             return Ok(());
         };
+        let weights = ts.spec.weighted();
         for (i, b) in ts.spec.backends.iter().enumerate() {
-            if b.weight == 0 || b.service == apex.1 {
+            if weights.get(i).is_none_or(|(_, w)| *w == 0) || b.service == apex.1 {
                 continue;
             }
             let inner = (apex.0.clone(), b.service.clone());
@@ -202,15 +203,10 @@ fn direct(model: &Model, ts: &TrafficSplit, excluded: &Excluded) -> Option<Effec
         .collect::<Option<_>>()?;
     let backends: Vec<(String, u32)> = ts
         .spec
-        .backends
-        .iter()
-        .filter(|b| b.weight > 0 && model.service(ns, &b.service).is_some())
-        .map(|b| {
-            (
-                b.service.clone(),
-                u32::try_from(b.weight).unwrap_or(u32::MAX),
-            )
-        })
+        .weighted()
+        .into_iter()
+        .filter(|(service, w)| *w > 0 && model.service(ns, service).is_some())
+        .map(|(service, w)| (service.to_string(), u32::try_from(w).unwrap_or(u32::MAX)))
         .collect();
     if backends.is_empty() || !ts.spec.unsupported_matches().is_empty() {
         return None;

@@ -627,3 +627,165 @@ async fn the_ca_lives_in_a_secret_and_every_replica_reuses_it() -> anyhow::Resul
     );
     Ok(())
 }
+
+/// The share of each backend cluster in the weighted route for `host`.
+fn shares(route: &[u8], host: &str) -> BTreeMap<String, f64> {
+    use envoy_types::pb::envoy::config::route::v3::{
+        RouteConfiguration, route::Action, route_action::ClusterSpecifier,
+    };
+    let Ok(rc) = RouteConfiguration::decode(route) else {
+        return BTreeMap::new();
+    };
+    let Some(vh) = rc
+        .virtual_hosts
+        .iter()
+        .find(|v| v.domains.iter().any(|d| d == host))
+    else {
+        return BTreeMap::new();
+    };
+    let Some(Action::Route(action)) = vh.routes.last().and_then(|r| r.action.as_ref()) else {
+        return BTreeMap::new();
+    };
+    let Some(ClusterSpecifier::WeightedClusters(w)) = &action.cluster_specifier else {
+        return BTreeMap::new();
+    };
+    let total: f64 = w
+        .clusters
+        .iter()
+        .filter_map(|c| c.weight.map(|x| f64::from(x.value)))
+        .sum();
+    w.clusters
+        .iter()
+        .map(|c| {
+            let short = c.name.rsplit('|').next().unwrap_or_default();
+            let svc = short.split('.').next().unwrap_or_default().to_string();
+            (
+                svc,
+                c.weight.map(|x| f64::from(x.value)).unwrap_or(0.0) / total,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_splits_of_every_smi_version_route_as_their_v1alpha4_twin() -> anyhow::Result<()> {
+    let fake = FakeKube::new();
+    for s in ["a", "b", "apex1", "apex2", "apex3", "apex4"] {
+        fake.apply(service(s, &[80]));
+    }
+    fake.apply(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "client-0", "namespace": "default", "labels": {"app": "client"}},
+                      "spec": {"containers": [{"name": "app"}]}, "status": {"podIP": "127.0.0.9"}}));
+    // As Flagger's smi:v1alpha1 provider writes weights (quantities), and v1alpha2 and
+    // v1alpha3 (integers), each next to its v1alpha4 twin's 3:1.
+    let ts = |api: &str, name: &str, apex: &str, wa: Value, wb: Value| {
+        json!({"apiVersion": api, "kind": "TrafficSplit",
+               "metadata": {"name": name, "namespace": "default"},
+               "spec": {"service": apex, "backends": [{"service": "a", "weight": wa}, {"service": "b", "weight": wb}]}})
+    };
+    fake.apply(ts(
+        "split.smi-spec.io/v1alpha1",
+        "s1",
+        "apex1",
+        json!("750m"),
+        json!("250m"),
+    ));
+    fake.apply(ts(
+        "split.smi-spec.io/v1alpha2",
+        "s2",
+        "apex2",
+        json!(30),
+        json!(10),
+    ));
+    fake.apply(ts(
+        "split.smi-spec.io/v1alpha3",
+        "s3",
+        "apex3",
+        json!(75),
+        json!(25),
+    ));
+    fake.apply(ts(
+        "split.smi-spec.io/v1alpha4",
+        "s4",
+        "apex4",
+        json!(3),
+        json!(1),
+    ));
+    let cache = Store::new(
+        StoreConfig {
+            debounce: Duration::from_millis(20),
+            max_delay: Duration::from_millis(200),
+            ..StoreConfig::default()
+        },
+        Default::default(),
+        None,
+    );
+    tokio::spawn(cache.clone().run_pusher());
+    let sync = xds_server::server::start_kubernetes(
+        fake.client(),
+        cache.clone(),
+        &KubeScope::default(),
+        lease("replica-a"),
+    );
+    tokio::time::timeout(WAIT, sync.wait()).await?;
+    cache.rebuild_now();
+    let addr = start_server(cache.clone()).await?;
+    let mut xds = XdsClient::connect(addr).await?;
+    xds.subscribe(XdsType::Route, vec![translator::OUTBOUND_ROUTE.into()])
+        .await?;
+    let route = |c: &XdsClient| {
+        c.held
+            .get(&XdsType::Route)
+            .and_then(|m| m.get(translator::OUTBOUND_ROUTE))
+            .cloned()
+            .unwrap_or_default()
+    };
+    xds.until("all four splits routed", |c| {
+        (1..=4).all(|i| shares(&route(c), &format!("apex{i}:80")).len() == 2)
+    })
+    .await?;
+    let twin = shares(&route(&xds), "apex4:80");
+    assert_eq!(twin["a"], 0.75, "{twin:?}");
+    for i in 1..=3 {
+        let got = shares(&route(&xds), &format!("apex{i}:80"));
+        assert_eq!(
+            got, twin,
+            "the v1alpha{i} split routes as its v1alpha4 twin"
+        );
+    }
+    // Status is written to each, whatever version it was created with.
+    for name in ["s1", "s2", "s3"] {
+        eventually(&format!("{name} Accepted"), || {
+            condition(
+                &fake,
+                "split.smi-spec.io/v1alpha4",
+                "TrafficSplit",
+                name,
+                "Accepted",
+            )
+            .is_some_and(|(status, _, _)| status == "True")
+        })
+        .await?;
+    }
+    // A quantity Rudder does not read is refused naming the field, as in any version.
+    fake.apply(ts(
+        "split.smi-spec.io/v1alpha1",
+        "s1",
+        "apex1",
+        json!("1e3"),
+        json!("250m"),
+    ));
+    eventually("s1 refused", || {
+        condition(
+            &fake,
+            "split.smi-spec.io/v1alpha4",
+            "TrafficSplit",
+            "s1",
+            "Accepted",
+        )
+        .is_some_and(|(status, _, msg)| {
+            status == "False" && msg.contains("spec.backends[0].weight")
+        })
+    })
+    .await?;
+    Ok(())
+}

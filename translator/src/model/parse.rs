@@ -103,7 +103,7 @@ fn parse_document(
     prefix: &str,
     out: &mut ParsedManifest,
 ) -> Result<(), ManifestError> {
-    let map = match doc {
+    let mut map = match doc {
         Value::Null => return Ok(()),
         Value::Object(map) => map,
         other => {
@@ -141,6 +141,24 @@ fn parse_document(
         };
         return Err(doc_err(index, None, field(missing), "is required".into()));
     }
+    // Every SMI version Flagger and Argo Rollouts write reads as v1alpha4, as the API
+    // server serves them (one schema, conversion None): only the version string differs.
+    let smi = |group: &str| {
+        ["v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4"]
+            .iter()
+            .any(|v| api_version == format!("{group}/{v}"))
+    };
+    let api_version = match kind.as_str() {
+        "TrafficSplit" if smi("split.smi-spec.io") => {
+            map.insert("apiVersion".into(), "split.smi-spec.io/v1alpha4".into());
+            "split.smi-spec.io/v1alpha4".to_string()
+        }
+        "HTTPRouteGroup" if smi("specs.smi-spec.io") => {
+            map.insert("apiVersion".into(), "specs.smi-spec.io/v1alpha4".into());
+            "specs.smi-spec.io/v1alpha4".to_string()
+        }
+        _ => api_version,
+    };
     let doc = Value::Object(map);
     let object = match (api_version.as_str(), kind.as_str()) {
         ("v1", "Service") => Object::Service(Box::new(typed(index, doc, prefix)?)),

@@ -103,9 +103,9 @@ pub fn policy_status(model: &Model) -> BTreeMap<ObjectKey, PolicyStatus> {
             ))
         } else if ts
             .spec
-            .backends
+            .weighted()
             .iter()
-            .all(|b| b.weight == 0 || model.service(ns, &b.service).is_none())
+            .all(|(service, w)| *w == 0 || model.service(ns, service).is_none())
         {
             Err((
                 ConditionReason::BackendNotFound,

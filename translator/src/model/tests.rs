@@ -532,3 +532,29 @@ fn an_external_name_must_be_a_dns_name() {
         assert_eq!(err, "spec.externalName", "{bad}");
     }
 }
+
+#[test]
+fn every_smi_version_parses_as_v1alpha4() {
+    for v in ["v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4"] {
+        let ts = format!(
+            "apiVersion: split.smi-spec.io/{v}\nkind: TrafficSplit\nmetadata: {{name: s}}\nspec:\n  service: web\n  backends: [{{service: a, weight: \"750m\"}}, {{service: b, weight: \"250m\"}}]\n"
+        );
+        let Ok(Object::TrafficSplit(t)) = parse_one(&ts) else {
+            panic!("{v}: not a TrafficSplit");
+        };
+        assert_eq!(t.spec.weights(), Ok(vec![750, 250]), "{v}");
+        let g = format!(
+            "apiVersion: specs.smi-spec.io/{v}\nkind: HTTPRouteGroup\nmetadata: {{name: g}}\nspec:\n  matches: [{{name: m, pathRegex: /api}}]\n"
+        );
+        assert!(
+            matches!(parse_one(&g), Ok(Object::HTTPRouteGroup(_))),
+            "{v}: not an HTTPRouteGroup"
+        );
+    }
+    // A version no tool writes is not ours.
+    let parsed = parse_manifest(
+        "apiVersion: split.smi-spec.io/v1alpha5\nkind: TrafficSplit\nmetadata: {name: s}\nspec: {}\n",
+    )
+    .expect("parses");
+    assert!(parsed.objects.is_empty() && parsed.skipped.len() == 1);
+}
