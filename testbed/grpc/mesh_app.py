@@ -119,7 +119,8 @@ def client(args):
     first_error = None
     while True:
         try:
-            stub(b"", timeout=5, wait_for_ready=True)
+            # Fail fast (not wait_for_ready) so the last error says why.
+            stub(b"", timeout=5)
             break
         except grpc.RpcError as e:
             first_error = f"{e.code().name}: {e.details()}"

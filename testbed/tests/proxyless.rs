@@ -98,7 +98,7 @@ async fn grpc_clients_route_splits_retry_with_mtls_and_ack_everything() -> anyho
     let manifests = work.path().join("manifests");
     std::fs::create_dir_all(&manifests)?;
     let port = free_port()?;
-    let (v1, v2, flaky, client) = (ip(2), ip(3), ip(4), ip(1));
+    let (v1, v2, flaky, client, spoofed) = (ip(2), ip(3), ip(4), ip(1), ip(5));
     write(
         &manifests,
         &[
@@ -106,6 +106,9 @@ async fn grpc_clients_route_splits_retry_with_mtls_and_ack_everything() -> anyho
             service("greeter-v1", "app: greeter, version: v1", port),
             service("greeter-v2", "app: greeter, version: v2", port),
             service("flaky", "app: flaky", port),
+            service("spoofed", "app: spoofed", port),
+            pod("spoofed-a", "app: spoofed", "greeter", spoofed),
+            slice("spoofed", port, &[("spoofed-a", spoofed)]),
             pod("greeter-v1-a", "app: greeter, version: v1", "greeter", v1),
             pod("greeter-v2-a", "app: greeter, version: v2", "greeter", v2),
             pod("flaky-a", "app: flaky", "flaky", flaky),
@@ -214,6 +217,110 @@ async fn grpc_clients_route_splits_retry_with_mtls_and_ack_everything() -> anyho
     assert_eq!(
         plain["ok"], false,
         "plain text reached an mTLS server: {plain}"
+    );
+
+    // A server presenting another identity than the pods behind its Service run as is
+    // refused by the client's SAN check.
+    let impostor = w.join("certs-impostor");
+    let out = std::process::Command::new(testbed::procs::workspace_bin("xds-server")?)
+        .args([
+            "credentials",
+            "--namespace",
+            "default",
+            "--service-account",
+            "impostor",
+        ])
+        .arg("--ca-dir")
+        .arg(cp.ca_dir())
+        .arg("--cert-dir")
+        .arg(&impostor)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let impostor_dir = impostor.display().to_string();
+    let _impostor = GrpcServer::start(
+        &boot,
+        w,
+        "impostor",
+        SocketAddr::new(spoofed, port),
+        &["--tls-dir", &impostor_dir],
+    )?;
+    let r = grpc_app::client(
+        &boot,
+        &[
+            "--target",
+            "xds:///spoofed:50051",
+            "--calls",
+            "1",
+            "--wait",
+            "5",
+        ],
+    )
+    .await?;
+    assert_eq!(
+        r["ok"], 0,
+        "a server with the wrong identity was trusted: {r}"
+    );
+    assert!(
+        r["unreachable"].as_str().is_some_and(|e| e.contains("SAN")),
+        "want the SAN check's refusal: {r}"
+    );
+    assert_all_acked(&r, "spoofed run");
+
+    // A client whose mesh certificate chains to the same CA but names another trust
+    // domain (as with a root shared between meshes) is refused by the servers' RBAC,
+    // while its config comes over its own, valid xDS certificate.
+    let evil = w.join("certs-evil");
+    let out = std::process::Command::new(testbed::procs::workspace_bin("xds-server")?)
+        .args([
+            "credentials",
+            "--namespace",
+            "default",
+            "--service-account",
+            "client",
+        ])
+        .args(["--trust-domain", "evil.example"])
+        .arg("--ca-dir")
+        .arg(cp.ca_dir())
+        .arg("--cert-dir")
+        .arg(&evil)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut b: Value = serde_json::from_str(&std::fs::read_to_string(&boot)?)?;
+    let provider = &mut b["certificate_providers"]["rudder"]["config"];
+    for (key, file) in [
+        ("certificate_file", "xds-client.crt"),
+        ("private_key_file", "xds-client.key"),
+    ] {
+        provider[key] = Value::String(evil.join(file).display().to_string());
+    }
+    let evil_boot = w.join("grpc-bootstrap-evil.json");
+    std::fs::write(&evil_boot, serde_json::to_string(&b)?)?;
+    let r = grpc_app::client(
+        &evil_boot,
+        &[
+            "--target",
+            "xds:///greeter:50051",
+            "--calls",
+            "1",
+            "--wait",
+            "5",
+        ],
+    )
+    .await?;
+    assert_eq!(r["ok"], 0, "another trust domain got through: {r}");
+    assert!(
+        r["unreachable"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("PERMISSION_DENIED")),
+        "want PERMISSION_DENIED from the servers' RBAC: {r}"
     );
 
     // A client whose certificate is another identity's than the one it claims gets no

@@ -19,7 +19,7 @@ pub(crate) fn load_assignment(model: &Model, svc: &MeshService, port: &ServicePo
     let name = names::outbound_cluster(svc, port.port);
     // unique (ip, port) -> (zone, outside the mesh): an address listed twice (two slices,
     // even in two zones) is one endpoint, as proxyless gRPC requires ("duplicate
-    // endpoint address"); the lowest zone wins so the output is stable.
+    // endpoint address"); a named zone beats none and the lowest name wins, so the output is stable.
     let mut addrs: BTreeMap<(IpAddr, u16), (String, bool)> = BTreeMap::new();
     let auto = svc.upstream_tls == UpstreamTls::Auto;
     for slice in model.slices_of(svc) {
@@ -35,7 +35,8 @@ pub(crate) fn load_assignment(model: &Model, svc: &MeshService, port: &ServicePo
                 .or_insert((zone.clone(), outside));
             // Listed twice: plain only if every listing says so.
             entry.1 &= outside;
-            if zone < entry.0 {
+            // A zone beats none; between zones, the lowest.
+            if !zone.is_empty() && (entry.0.is_empty() || zone < entry.0) {
                 entry.0 = zone;
             }
         }

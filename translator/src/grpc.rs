@@ -155,12 +155,18 @@ pub(crate) fn cluster(
     }
 }
 
-fn specifier(dest: &Dest) -> ClusterSpecifier {
-    match dest {
-        Dest::Cluster(c) => ClusterSpecifier::Cluster(c.clone()),
+/// The gRPC rendering of a destination, leaving out clusters gRPC clients have no
+/// Cluster for (`not_grpc`); None when nothing is left.
+fn specifier(dest: &Dest, not_grpc: &[String]) -> Option<ClusterSpecifier> {
+    let offered = |c: &String| !not_grpc.contains(c);
+    Some(match dest {
+        Dest::Cluster(c) if offered(c) => ClusterSpecifier::Cluster(c.clone()),
+        Dest::Cluster(_) => return None,
+        Dest::Weighted(w) if !w.iter().any(|(c, _)| offered(c)) => return None,
         Dest::Weighted(w) => ClusterSpecifier::WeightedClusters(WeightedCluster {
             clusters: w
                 .iter()
+                .filter(|(c, _)| offered(c))
                 .map(|(name, weight)| ClusterWeight {
                     name: name.clone(),
                     weight: Some(UInt32Value { value: *weight }),
@@ -169,7 +175,7 @@ fn specifier(dest: &Dest) -> ClusterSpecifier {
                 .collect(),
             ..Default::default()
         }),
-    }
+    })
 }
 
 fn duration(d: std::time::Duration) -> envoy_types::pb::google::protobuf::Duration {
@@ -213,6 +219,13 @@ pub(crate) fn route(r: &PortRouting, namespace: &str) -> (Resource, Vec<Diagnost
                 message: format!("proxyless gRPC clients of {} have no per-try timeout", r.name),
             });
         }
+        if p.budget {
+            diagnostics.push(Diagnostic {
+                object: object.clone(),
+                field: "spec.budget".into(),
+                message: format!("proxyless gRPC clients of {} have no retry budget", r.name),
+            });
+        }
         if p.num_retries > 4 {
             diagnostics.push(Diagnostic {
                 object,
@@ -223,7 +236,8 @@ pub(crate) fn route(r: &PortRouting, namespace: &str) -> (Resource, Vec<Diagnost
                 ),
             });
         }
-        (!on.is_empty()).then(|| GrpcRetry {
+        // gRPC refuses a retry policy of zero retries: none is sent.
+        (!on.is_empty() && p.num_retries > 0).then(|| GrpcRetry {
             retry_on: on.join(","),
             num_retries: Some(UInt32Value {
                 value: p.num_retries,
@@ -256,10 +270,13 @@ pub(crate) fn route(r: &PortRouting, namespace: &str) -> (Resource, Vec<Diagnost
                 ..hm.clone()
             });
         }
+        let Some(dest) = specifier(&rule.dest, &r.not_grpc) else {
+            continue;
+        };
         routes.push(Route {
             r#match: Some(m),
             action: Some(Action::Route(RouteAction {
-                cluster_specifier: Some(specifier(&rule.dest)),
+                cluster_specifier: Some(dest),
                 max_stream_duration: r.timeout.map(|t| MaxStreamDuration {
                     max_stream_duration: Some(duration(t)),
                     ..Default::default()
@@ -280,7 +297,29 @@ pub(crate) fn route(r: &PortRouting, namespace: &str) -> (Resource, Vec<Diagnost
         }],
         ..Default::default()
     };
-    let mut refs = r.refs.clone();
+    if !r.not_grpc.is_empty() {
+        let split = r
+            .sources
+            .iter()
+            .find(|s| s.kind == Kind::TrafficSplit)
+            .map(ToString::to_string)
+            .unwrap_or_else(|| format!("Service {namespace}"));
+        diagnostics.push(Diagnostic {
+            object: split,
+            field: "spec.backends".into(),
+            message: format!(
+                "{} are not offered to proxyless gRPC clients of {} (ExternalName or TCP); their share goes to the other backends",
+                r.not_grpc.join(", "),
+                r.name
+            ),
+        });
+    }
+    let mut refs: Vec<String> = r
+        .refs
+        .iter()
+        .filter(|c| !r.not_grpc.contains(c))
+        .cloned()
+        .collect();
     refs.sort();
     refs.dedup();
     (
@@ -359,8 +398,48 @@ fn host_port(ip: IpAddr, port: u16) -> String {
     }
 }
 
-/// One server Listener (A36) for `ip:port`: mTLS required, every RPC served.
-fn server_listener(ip: IpAddr, port: u16, sources: Vec<ObjectKey>) -> Resource {
+/// The RBAC filter (A41) of a server listener: only peers whose certificate names a
+/// SPIFFE ID of the trust domain (the CA file may be a root shared with other domains,
+/// and gRPC servers do not match SANs themselves).
+fn trust_domain_only(trust_domain: &str) -> HttpFilter {
+    use envoy_types::pb::envoy::config::rbac::v3::{
+        Permission, Policy, Principal, Rbac as Rules, permission, principal, rbac::Action,
+    };
+    use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac;
+    let policy = Policy {
+        permissions: vec![Permission {
+            rule: Some(permission::Rule::Any(true)),
+        }],
+        principals: vec![Principal {
+            identifier: Some(principal::Identifier::Authenticated(
+                principal::Authenticated {
+                    principal_name: Some(matcher(MatchPattern::Prefix(format!(
+                        "spiffe://{trust_domain}/"
+                    )))),
+                },
+            )),
+        }],
+        ..Default::default()
+    };
+    let rbac = Rbac {
+        rules: Some(Rules {
+            action: Action::Allow as i32,
+            // One key: a protobuf map's encoding follows HashMap order.
+            policies: [("mesh".to_string(), policy)].into_iter().collect(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    HttpFilter {
+        name: "envoy.filters.http.rbac".into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(protos::any(&rbac))),
+        ..Default::default()
+    }
+}
+
+/// One server Listener (A36) for `ip:port`: mTLS required with a certificate of the
+/// trust domain, every RPC served.
+fn server_listener(ip: IpAddr, port: u16, trust_domain: &str, sources: Vec<ObjectKey>) -> Resource {
     let name = SERVER_LISTENER_TEMPLATE.replace("%s", &host_port(ip, port));
     let hcm = HttpConnectionManager {
         stat_prefix: format!("inbound_{port}"),
@@ -381,7 +460,9 @@ fn server_listener(ip: IpAddr, port: u16, sources: Vec<ObjectKey>) -> Resource {
             }],
             ..Default::default()
         })),
-        http_filters: router(),
+        http_filters: std::iter::once(trust_domain_only(trust_domain))
+            .chain(router())
+            .collect(),
         ..Default::default()
     };
     let tls = DownstreamTlsContext {
@@ -419,7 +500,7 @@ fn server_listener(ip: IpAddr, port: u16, sources: Vec<ObjectKey>) -> Resource {
 /// pod serves, on the pod IP and on the wildcard addresses a server may bind.
 /// Server listeners always require mTLS: gRPC cannot tell TLS from plain text on one
 /// port, so a permissive mode is served as strict.
-pub(crate) fn own(model: &Model, proxy: &ProxyIdentity) -> Output {
+pub(crate) fn own(model: &Model, mesh: &MeshConfig, proxy: &ProxyIdentity) -> Output {
     let mut out = Output::default();
     let Some(pod) = model.pod(&proxy.namespace, &proxy.pod) else {
         return out;
@@ -439,8 +520,12 @@ pub(crate) fn own(model: &Model, proxy: &ProxyIdentity) -> Output {
         ips.extend(pod_ip);
         ips.dedup();
         for ip in ips {
-            out.resources
-                .push(server_listener(ip, port, sources.clone()));
+            out.resources.push(server_listener(
+                ip,
+                port,
+                &mesh.trust_domain,
+                sources.clone(),
+            ));
         }
     }
     out

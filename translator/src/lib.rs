@@ -249,7 +249,7 @@ pub fn translate_proxy(model: &Model, mesh: &MeshConfig, proxy: &ProxyIdentity) 
         identity::ProxyKind::Envoy => listener::for_proxy(model, mesh, proxy),
         identity::ProxyKind::Grpc => {
             let view = incremental::Builder::view_key(model, proxy);
-            let mut out = grpc::own(model, proxy);
+            let mut out = grpc::own(model, mesh, proxy);
             out.resources.extend(grpc_client_listeners(model, &view));
             out
         }

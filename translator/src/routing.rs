@@ -38,6 +38,8 @@ pub(crate) struct Retry {
     pub per_try_timeout: Option<std::time::Duration>,
     /// (base, max) backoff intervals.
     pub backoff: Option<(std::time::Duration, Option<std::time::Duration>)>,
+    /// Whether it sets a retry budget.
+    pub budget: bool,
 }
 
 /// What requests to one Service port do.
@@ -56,6 +58,9 @@ pub(crate) struct PortRouting {
     pub refs: Vec<String>,
     /// Objects it was made from.
     pub sources: Vec<ObjectKey>,
+    /// Clusters among `refs` that proxyless gRPC clients are not offered (a backend that
+    /// is an ExternalName Service, or whose port of that number is TCP).
+    pub not_grpc: Vec<String>,
 }
 
 fn duration(s: Option<&str>) -> Option<std::time::Duration> {
@@ -101,6 +106,7 @@ pub(crate) fn retry(p: &RetryPolicy) -> Retry {
                 duration(b.max_interval.as_deref()),
             ))
         }),
+        budget: spec.budget.is_some(),
     }
 }
 
@@ -189,7 +195,25 @@ pub(crate) fn port_routing(
             dest: destination(model, svc, port.port, other, &mut refs),
         }),
     }
+    // Which of those clusters gRPC clients have no Cluster for.
+    let mut not_grpc: Vec<String> = Vec::new();
+    let unoffered = |b: &MeshService| {
+        !b.ports
+            .iter()
+            .any(|p| p.port == port.port && crate::grpc::offered(b, p))
+    };
+    if unoffered(svc) {
+        not_grpc.push(names::outbound_cluster(svc, port.port));
+    }
+    for backend in split.into_iter().flat_map(|s| s.backends.iter()) {
+        if let Some(b) = model.service(&svc.namespace, &backend.0)
+            && unoffered(b)
+        {
+            not_grpc.push(names::outbound_cluster(b, port.port));
+        }
+    }
     PortRouting {
+        not_grpc,
         name: format!("{}:{}", svc.fqdn(), port.port),
         protocol: port.protocol,
         rules,

@@ -448,3 +448,9 @@ fn incremental_matches_from_scratch_outside_the_mesh() {
     // annotation) must re-mark the endpoints that are it, by name or by address.
     run(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/outside-mesh"));
 }
+
+#[test]
+fn incremental_matches_from_scratch_for_grpc_clients() {
+    // Splits, retries and backends gRPC is not offered, object by object.
+    run(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/grpc"));
+}

@@ -236,6 +236,7 @@ impl Builder {
     /// Forgets a view no proxy uses any more.
     pub fn drop_view(&mut self, key: &ViewKey) {
         self.views.remove(key);
+        self.grpc_listeners.remove(key);
         self.diagnostics.remove(&Origin::Route(key.clone()));
     }
 
@@ -276,7 +277,7 @@ impl Builder {
     ) -> Own {
         let grpc = identity.kind == crate::identity::ProxyKind::Grpc;
         let out = if grpc {
-            crate::grpc::own(model, identity)
+            crate::grpc::own(model, &self.mesh, identity)
         } else {
             listener::for_proxy(model, &self.mesh, identity)
         };

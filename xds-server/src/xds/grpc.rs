@@ -439,7 +439,10 @@ async fn drive<M: Machine>(
     let id = obs.proxies.connect(ProxyInfo {
         node: NodeInfo::new(M::node(&first), &identity),
         identity: scope.clone(),
-        kind: "envoy",
+        kind: match identity.kind {
+            translator::identity::ProxyKind::Envoy => "envoy",
+            translator::identity::ProxyKind::Grpc => "grpc",
+        },
         stream: M::STREAM,
         connected: SystemTime::now(),
         state: machine.clone(),

@@ -388,6 +388,12 @@ impl Store {
     /// objects that could have caused it are left out of that view (see `containment`)
     /// and a build follows.
     pub fn on_nack(&self, view: &ViewKey, by: &str, proxy: &str, rejection: &Rejection) {
+        // gRPC views are not contained (their parts are shared): the rejection is in the
+        // NACK record, metrics and CSDS, and the client keeps its last good config.
+        if view.grpc {
+            tracing::warn!(view = %view.namespace, proxy, error = %rejection.error, "a proxyless gRPC client rejected config; not contained");
+            return;
+        }
         let resource = format!("{} {}", rejection.kind, rejection.resources.join(","));
         let nack = Nack {
             by,

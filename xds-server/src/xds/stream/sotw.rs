@@ -691,13 +691,14 @@ impl SotwStream {
                 // clusters only once it has the route: it cannot hold what it has not
                 // asked for, so only the clusters it asked for are waited on.
                 let clusters = self.st(XdsType::Cluster);
+                let named = self.desired.view.key.grpc;
                 let ok = ready(
                     &self.desired,
                     |k, n| self.held_here(k, n),
                     sent.resources
                         .iter()
                         .flat_map(|r| r.refs.iter())
-                        .filter(|c| clusters.in_scope(c)),
+                        .filter(|c| !named || clusters.in_scope(c)),
                 );
                 if !ok && !self.wait.expired(now) {
                     blocked = true;

@@ -525,7 +525,7 @@ fn a_client_that_names_its_clusters_gets_the_route_before_it_asks_for_them() {
     // Waiting for clusters it has not asked for would hold the route back for the
     // whole ordering wait.
     let now = Instant::now();
-    let mut s = SotwStream::new(snap(&[
+    let mut s = SotwStream::new(snap_grpc(&[
         cluster("a", "1"),
         cla("a", "1"),
         route("r", "1", &["a"]),
@@ -552,7 +552,7 @@ fn a_client_that_names_its_clusters_gets_the_route_before_it_asks_for_them() {
         now,
     );
     let step = s.on_snapshot(
-        snap(&[
+        snap_grpc(&[
             cluster("a", "1"),
             cla("a", "1"),
             cluster("b", "1"),
@@ -567,4 +567,19 @@ fn a_client_that_names_its_clusters_gets_the_route_before_it_asks_for_them() {
         [Cluster.type_url()],
         "the route waits for b: {types:?}"
     );
+}
+
+#[test]
+fn an_envoy_route_before_its_cds_subscription_still_waits_for_the_clusters() {
+    // Envoy subscribes to CDS first, but should LDS/RDS come first the route must
+    // still wait for the clusters it uses (bounded by the ordering wait).
+    let now = Instant::now();
+    let mut s = SotwStream::new(snap(&[
+        cluster("a", "1"),
+        cla("a", "1"),
+        route("r", "1", &["a"]),
+    ]));
+    let step = s.on_request(&sotw(Route, &["r"], "", ""), now);
+    assert!(step.responses.is_empty(), "the route waits for cluster a");
+    assert!(s.waiting());
 }

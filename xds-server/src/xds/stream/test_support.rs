@@ -39,6 +39,24 @@ fn view_key() -> ViewKey {
     }
 }
 
+/// [`snap`] for a proxyless gRPC client's view.
+pub(crate) fn snap_grpc(resources: &[Arc<Encoded>]) -> Desired {
+    let mut d = snap(resources);
+    let key = ViewKey {
+        grpc: true,
+        ..view_key()
+    };
+    d.view = Arc::new(ViewVersion::first(key.clone(), d.view.maps.clone()));
+    d.own = Arc::new(OwnVersion {
+        version: d.own.version,
+        own: d.own.own.clone(),
+        secrets: d.own.secrets.clone(),
+        view: Some(key),
+        changed_at: None,
+    });
+    d
+}
+
 /// A desired state holding `resources`: clusters, endpoints and routes in the view,
 /// listeners and secrets as the proxy's own.
 pub(crate) fn snap(resources: &[Arc<Encoded>]) -> Desired {
