@@ -7,6 +7,8 @@
 //!   with that key, after a full build (two versions of the slice alternate);
 //! - `new_service`: one new Service and its slice applied and `Builder::update` run (the
 //!   pair is deleted again, untimed, after each iteration).
+//! - `new_service_grpc`: the same with a gRPC view and 100 proxyless gRPC clients
+//!   registered (each holds every client Listener of its view: the per-proxy cost).
 //!
 //! Run: `cargo bench -p translator -- --warm-up-time 1 --measurement-time 3`.
 
@@ -219,11 +221,79 @@ fn new_service(c: &mut Criterion) {
     g.finish();
 }
 
+/// GRPC proxies registered in `new_service_grpc`.
+const GRPC_PROXIES: usize = 100;
+
+fn new_service_grpc(c: &mut Criterion) {
+    use translator::identity::{ProxyIdentity, ProxyKind};
+    let mut g = c.benchmark_group("new_service_grpc");
+    g.sample_size(10);
+    for s in SIZES {
+        let (mut model, keys) = mesh(s);
+        let mut builder = built(&model, &keys);
+        let grpc = ViewKey {
+            grpc: true,
+            ..view()
+        };
+        builder.view(&model, &grpc);
+        for p in 0..GRPC_PROXIES {
+            let i = p % s;
+            builder.proxy(
+                &model,
+                &ProxyIdentity {
+                    node_id: format!("grpc-{p}"),
+                    kind: ProxyKind::Grpc,
+                    namespace: NS.into(),
+                    pod: format!("s{i}-0"),
+                    service_account: format!("s{i}"),
+                    pod_ip: None,
+                    outbound_port: 15001,
+                    app_address: "127.0.0.1".parse().expect("ip"),
+                    intercepted: false,
+                    inbound_port: 15006,
+                },
+            );
+        }
+        let excluded: BTreeMap<ViewKey, Excluded> = BTreeMap::new();
+        let mut yaml = svc_yaml("added");
+        yaml.push_str(&slice_yaml("added", s, 0));
+        let added = parse(&yaml);
+        let added_keys: Vec<ObjectKey> = added.iter().map(Object::key).collect();
+        g.bench_with_input(BenchmarkId::from_parameter(s), &s, |b, _| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    apply(&mut model, &added);
+                    let changed = model.take_changes();
+                    let out = builder.update(&model, &changed, &excluded);
+                    total += start.elapsed();
+                    assert_eq!(out.views.len(), 2, "the new Service reaches both views");
+                    assert_eq!(
+                        out.proxies.len(),
+                        GRPC_PROXIES,
+                        "every gRPC client gets its Listeners"
+                    );
+                    drop(black_box(out));
+                    for k in &added_keys {
+                        model.delete(k);
+                    }
+                    let changed = model.take_changes();
+                    builder.update(&model, &changed, &excluded);
+                }
+                total
+            });
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     full_build,
     encode_clusters,
     one_endpoint_change,
-    new_service
+    new_service,
+    new_service_grpc
 );
 criterion_main!(benches);

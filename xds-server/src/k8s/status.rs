@@ -25,22 +25,35 @@ pub const IMPLICATED: &str = "Implicated";
 /// What status every policy object should carry now, rejected objects included.
 pub fn desired(cache: &Store, rejected: &Rejected) -> BTreeMap<ObjectKey, PolicyStatus> {
     let mut out = cache.read(policy_status);
-    let rejected = rejected.lock().unwrap_or_else(|e| e.into_inner());
-    for (key, (generation, err)) in rejected.iter() {
-        if matches!(key.kind, Kind::TrafficSplit | Kind::RetryPolicy) {
-            out.insert(
-                key.clone(),
-                PolicyStatus {
-                    generation: *generation,
-                    conditions: vec![MeshCondition::new(
-                        "Accepted",
-                        false,
-                        ConditionReason::Invalid,
-                        format!("{}: {}", err.field, err.message),
-                    )],
-                },
-            );
-        }
+    // Copied out so the rejected-objects lock is never held while the store's is taken:
+    // the watchers take them the other way round (a deadlock seen in a full test run).
+    let refused: Vec<(ObjectKey, Option<i64>, String)> = {
+        let rejected = rejected.lock().unwrap_or_else(|e| e.into_inner());
+        rejected
+            .iter()
+            .filter(|(key, _)| matches!(key.kind, Kind::TrafficSplit | Kind::RetryPolicy))
+            .map(|(key, (generation, err))| {
+                (
+                    key.clone(),
+                    *generation,
+                    format!("{}: {}", err.field, err.message),
+                )
+            })
+            .collect()
+    };
+    for (key, generation, message) in refused {
+        out.insert(
+            key,
+            PolicyStatus {
+                generation,
+                conditions: vec![MeshCondition::new(
+                    "Accepted",
+                    false,
+                    ConditionReason::Invalid,
+                    message,
+                )],
+            },
+        );
     }
     for (view, key, suspect) in cache.contained() {
         let how = if suspect.confirmed {
