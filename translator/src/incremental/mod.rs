@@ -120,9 +120,10 @@ pub struct Builder {
     built: bool,
     /// Whether gRPC parts are kept (a gRPC view was asked for).
     grpc: bool,
-    /// The client Listeners of each gRPC view, shared by its proxies; dropped when a
-    /// Service changes.
-    grpc_listeners: HashMap<ViewKey, Arc<TypeMap>>,
+    /// The client Listeners of each gRPC view, shared by its proxies, and whether a
+    /// Service changed since they were built (they are then rebuilt, keeping the `Arc`
+    /// of every unchanged Listener).
+    grpc_listeners: HashMap<ViewKey, (Arc<TypeMap>, bool)>,
 }
 
 /// Services one policy state touches: split apexes and backends, retry targets.
@@ -302,9 +303,13 @@ impl Builder {
         if grpc {
             let view = Self::view_key(model, identity);
             let shared = self.grpc_client_listeners(model, &view, count);
-            for (name, l) in shared.iter() {
-                own.listeners.insert(name.clone(), l.clone());
-            }
+            // Both sorted: one merge, and the map is built in bulk.
+            let mine = std::mem::take(&mut own.listeners);
+            let mut all: Vec<(Arc<str>, Arc<Encoded>)> =
+                Vec::with_capacity(shared.len() + mine.len());
+            all.extend(shared.iter().map(|(k, v)| (k.clone(), v.clone())));
+            all.extend(mine);
+            own.listeners = all.into_iter().collect();
         }
         own
     }
@@ -317,16 +322,25 @@ impl Builder {
         view: &ViewKey,
         count: &mut usize,
     ) -> Arc<TypeMap> {
-        if let Some(m) = self.grpc_listeners.get(view) {
-            return m.clone();
-        }
-        let mut map = TypeMap::new();
-        for r in crate::grpc_client_listeners(model, view) {
-            let enc = encode(model, &r, None, count);
-            map.insert(enc.name.clone(), enc);
-        }
-        let map = Arc::new(map);
-        self.grpc_listeners.insert(view.clone(), map.clone());
+        let old = match self.grpc_listeners.get(view) {
+            Some((m, false)) => return m.clone(),
+            Some((m, true)) => Some(m.clone()),
+            None => None,
+        };
+        let map: TypeMap = crate::grpc_client_listeners(model, view)
+            .iter()
+            .map(|r| {
+                let prev = old.as_ref().and_then(|m| m.get(r.name.as_str()));
+                let enc = encode(model, r, prev, count);
+                (enc.name.clone(), enc)
+            })
+            .collect();
+        let map = match old {
+            Some(o) if same_map(&o, &map) => o,
+            _ => Arc::new(map),
+        };
+        self.grpc_listeners
+            .insert(view.clone(), (map.clone(), false));
         map
     }
 
@@ -731,7 +745,9 @@ impl Builder {
             match key.kind {
                 Kind::Service => {
                     addresses_changed = true;
-                    self.grpc_listeners.clear();
+                    for (_, stale) in self.grpc_listeners.values_mut() {
+                        *stale = true;
+                    }
                     dirty.entry(k.clone()).or_default().all = true;
                     policy_changed = true; // splits depend on which Services exist
                     let before = self
@@ -910,7 +926,9 @@ impl Builder {
                 &mut out.encoded,
             );
             let view = Self::view_key(model, &id);
-            let same = old.as_ref().is_some_and(|(o, v)| **o == own && *v == view);
+            let same = old
+                .as_ref()
+                .is_some_and(|(o, v)| same_own(o, &own) && *v == view);
             if !same {
                 let own = Arc::new(own);
                 self.proxies.insert(
@@ -929,6 +947,19 @@ impl Builder {
         out.cleared = before.difference(&after).cloned().collect();
         out
     }
+}
+
+/// Whether two maps hold the same `Arc`s under the same names (an unchanged resource
+/// keeps its `Arc`: no content is compared).
+fn same_map(a: &TypeMap, b: &TypeMap) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b.iter())
+            .all(|((ka, va), (kb, vb))| ka == kb && Arc::ptr_eq(va, vb))
+}
+
+fn same_own(a: &Own, b: &Own) -> bool {
+    same_map(&a.listeners, &b.listeners) && same_map(&a.clusters, &b.clusters)
 }
 
 fn same_parts(a: &[Arc<Encoded>], b: &[Arc<Encoded>]) -> bool {
