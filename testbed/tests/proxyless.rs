@@ -86,6 +86,38 @@ async fn wait_server_acked(server: &GrpcServer, name: &str) -> anyhow::Result<()
     Ok(())
 }
 
+/// Credentials for `default/SA` (with `extra` arguments, e.g. another trust domain) from
+/// the control plane's CA, in `work/certs-TAG`.
+fn credentials(
+    cp: &ControlPlane,
+    work: &Path,
+    tag: &str,
+    sa: &str,
+    extra: &[&str],
+) -> anyhow::Result<std::path::PathBuf> {
+    let dir = work.join(format!("certs-{tag}"));
+    let out = std::process::Command::new(testbed::procs::workspace_bin("xds-server")?)
+        .args([
+            "credentials",
+            "--namespace",
+            "default",
+            "--service-account",
+            sa,
+        ])
+        .args(extra)
+        .arg("--ca-dir")
+        .arg(cp.ca_dir())
+        .arg("--cert-dir")
+        .arg(&dir)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "xds-server credentials: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(dir)
+}
+
 fn write(dir: &Path, docs: &[String]) -> anyhow::Result<()> {
     std::fs::write(dir.join("mesh.yaml"), docs.join("---\n"))?;
     Ok(())
@@ -221,25 +253,7 @@ async fn grpc_clients_route_splits_retry_with_mtls_and_ack_everything() -> anyho
 
     // A server presenting another identity than the pods behind its Service run as is
     // refused by the client's SAN check.
-    let impostor = w.join("certs-impostor");
-    let out = std::process::Command::new(testbed::procs::workspace_bin("xds-server")?)
-        .args([
-            "credentials",
-            "--namespace",
-            "default",
-            "--service-account",
-            "impostor",
-        ])
-        .arg("--ca-dir")
-        .arg(cp.ca_dir())
-        .arg("--cert-dir")
-        .arg(&impostor)
-        .output()?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let impostor = credentials(&cp, w, "impostor", "impostor", &[])?;
     let impostor_dir = impostor.display().to_string();
     let _impostor = GrpcServer::start(
         &boot,
@@ -273,26 +287,13 @@ async fn grpc_clients_route_splits_retry_with_mtls_and_ack_everything() -> anyho
     // A client whose mesh certificate chains to the same CA but names another trust
     // domain (as with a root shared between meshes) is refused by the servers' RBAC,
     // while its config comes over its own, valid xDS certificate.
-    let evil = w.join("certs-evil");
-    let out = std::process::Command::new(testbed::procs::workspace_bin("xds-server")?)
-        .args([
-            "credentials",
-            "--namespace",
-            "default",
-            "--service-account",
-            "client",
-        ])
-        .args(["--trust-domain", "evil.example"])
-        .arg("--ca-dir")
-        .arg(cp.ca_dir())
-        .arg("--cert-dir")
-        .arg(&evil)
-        .output()?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let evil = credentials(
+        &cp,
+        w,
+        "evil",
+        "client",
+        &["--trust-domain", "evil.example"],
+    )?;
     let mut b: Value = serde_json::from_str(&std::fs::read_to_string(&boot)?)?;
     let provider = &mut b["certificate_providers"]["rudder"]["config"];
     for (key, file) in [
@@ -325,25 +326,7 @@ async fn grpc_clients_route_splits_retry_with_mtls_and_ack_everything() -> anyho
 
     // A client whose certificate is another identity's than the one it claims gets no
     // config: the control plane refuses its stream.
-    let other = w.join("certs-other");
-    let out = std::process::Command::new(testbed::procs::workspace_bin("xds-server")?)
-        .args([
-            "credentials",
-            "--namespace",
-            "default",
-            "--service-account",
-            "other",
-        ])
-        .arg("--ca-dir")
-        .arg(cp.ca_dir())
-        .arg("--cert-dir")
-        .arg(&other)
-        .output()?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let other = credentials(&cp, w, "other", "other", &[])?;
     let text = std::fs::read_to_string(&boot)?.replace(
         &w.join("certs-client").display().to_string(),
         &other.display().to_string(),

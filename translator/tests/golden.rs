@@ -47,6 +47,22 @@ fn render(out: &Output, title: &str, text: &mut String) {
     }
 }
 
+/// The proxy beside `pod`, as the node `POD.NS`.
+fn proxy_of(pod: &translator::model::MeshPod, kind: ProxyKind, intercepted: bool) -> ProxyIdentity {
+    ProxyIdentity {
+        node_id: format!("{}.{}", pod.name, pod.namespace),
+        kind,
+        namespace: pod.namespace.clone(),
+        pod: pod.name.clone(),
+        service_account: pod.service_account.clone(),
+        pod_ip: None,
+        outbound_port: DEFAULT_OUTBOUND_PORT,
+        app_address: "127.0.0.1".parse().expect("ip"),
+        intercepted,
+        inbound_port: translator::identity::DEFAULT_INBOUND_PORT,
+    }
+}
+
 fn snapshot(model: &Model) -> String {
     let mut text = String::new();
     let mesh = MeshConfig::default();
@@ -67,18 +83,7 @@ fn snapshot(model: &Model) -> String {
             .labels
             .get("golden/intercepted")
             .is_some_and(|v| v == "true");
-        let proxy = ProxyIdentity {
-            node_id: format!("{}.{}", pod.name, pod.namespace),
-            kind: ProxyKind::Envoy,
-            namespace: pod.namespace.clone(),
-            pod: pod.name.clone(),
-            service_account: pod.service_account.clone(),
-            pod_ip: None,
-            outbound_port: DEFAULT_OUTBOUND_PORT,
-            app_address: "127.0.0.1".parse().expect("ip"),
-            intercepted,
-            inbound_port: translator::identity::DEFAULT_INBOUND_PORT,
-        };
+        let proxy = proxy_of(pod, ProxyKind::Envoy, intercepted);
         render(
             &translate_proxy(model, &mesh, &proxy),
             &format!("proxy {}", proxy.node_id),
@@ -100,18 +105,7 @@ fn snapshot_grpc(model: &Model) -> String {
         &mut text,
     );
     for pod in model.pods() {
-        let proxy = ProxyIdentity {
-            node_id: format!("{}.{}", pod.name, pod.namespace),
-            kind: ProxyKind::Grpc,
-            namespace: pod.namespace.clone(),
-            pod: pod.name.clone(),
-            service_account: pod.service_account.clone(),
-            pod_ip: None,
-            outbound_port: DEFAULT_OUTBOUND_PORT,
-            app_address: "127.0.0.1".parse().expect("ip"),
-            intercepted: false,
-            inbound_port: translator::identity::DEFAULT_INBOUND_PORT,
-        };
+        let proxy = proxy_of(pod, ProxyKind::Grpc, false);
         render(
             &translate_proxy(model, &mesh, &proxy),
             &format!("gRPC proxy {}", proxy.node_id),
