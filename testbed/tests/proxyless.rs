@@ -118,6 +118,16 @@ fn credentials(
     Ok(dir)
 }
 
+/// A scenario's start: grpcio is there (or the test fails), a work directory with an
+/// empty manifest directory, and a free port for its servers.
+fn scenario() -> anyhow::Result<(tempfile::TempDir, std::path::PathBuf, u16)> {
+    grpc_app::python()?;
+    let work = tempfile::tempdir()?;
+    let manifests = work.path().join("manifests");
+    std::fs::create_dir_all(&manifests)?;
+    Ok((work, manifests, free_port()?))
+}
+
 fn write(dir: &Path, docs: &[String]) -> anyhow::Result<()> {
     std::fs::write(dir.join("mesh.yaml"), docs.join("---\n"))?;
     Ok(())
@@ -125,11 +135,7 @@ fn write(dir: &Path, docs: &[String]) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_clients_route_splits_retry_with_mtls_and_ack_everything() -> anyhow::Result<()> {
-    grpc_app::python()?;
-    let work = tempfile::tempdir()?;
-    let manifests = work.path().join("manifests");
-    std::fs::create_dir_all(&manifests)?;
-    let port = free_port()?;
+    let (work, manifests, port) = scenario()?;
     let (v1, v2, flaky, client, spoofed) = (ip(2), ip(3), ip(4), ip(1), ip(5));
     write(
         &manifests,
@@ -359,11 +365,7 @@ async fn grpc_clients_route_splits_retry_with_mtls_and_ack_everything() -> anyho
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_renews_a_grpc_apps_certificates_while_rpcs_flow() -> anyhow::Result<()> {
-    grpc_app::python()?;
-    let work = tempfile::tempdir()?;
-    let manifests = work.path().join("manifests");
-    std::fs::create_dir_all(&manifests)?;
-    let port = free_port()?;
+    let (work, manifests, port) = scenario()?;
     let (server_ip, client_ip) = (ip(12), ip(11));
     write(
         &manifests,

@@ -187,34 +187,53 @@ fn one_endpoint_change(c: &mut Criterion) {
     g.finish();
 }
 
+/// The Service (and its slice) the `new_service` benchmarks add.
+fn added_service(s: usize) -> Vec<Object> {
+    let mut yaml = svc_yaml("added");
+    yaml.push_str(&slice_yaml("added", s, 0));
+    parse(&yaml)
+}
+
+/// `iters` times: apply `added` and build (timed, the output checked), then delete it
+/// and build again (untimed).
+fn time_new_service(
+    iters: u64,
+    model: &mut Model,
+    builder: &mut Builder,
+    added: &[Object],
+    check: impl Fn(&translator::incremental::BuildOutput),
+) -> Duration {
+    let excluded: BTreeMap<ViewKey, Excluded> = BTreeMap::new();
+    let keys: Vec<ObjectKey> = added.iter().map(Object::key).collect();
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let start = Instant::now();
+        apply(model, added);
+        let changed = model.take_changes();
+        let out = builder.update(model, &changed, &excluded);
+        total += start.elapsed();
+        check(&out);
+        drop(black_box(out));
+        for k in &keys {
+            model.delete(k);
+        }
+        let changed = model.take_changes();
+        builder.update(model, &changed, &excluded);
+    }
+    total
+}
+
 fn new_service(c: &mut Criterion) {
     let mut g = c.benchmark_group("new_service");
     for s in SIZES {
         let (mut model, keys) = mesh(s);
         let mut builder = built(&model, &keys);
-        let excluded: BTreeMap<ViewKey, Excluded> = BTreeMap::new();
-        let mut yaml = svc_yaml("added");
-        yaml.push_str(&slice_yaml("added", s, 0));
-        let added = parse(&yaml);
-        let added_keys: Vec<ObjectKey> = added.iter().map(Object::key).collect();
+        let added = added_service(s);
         g.bench_with_input(BenchmarkId::from_parameter(s), &s, |b, _| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let start = Instant::now();
-                    apply(&mut model, &added);
-                    let changed = model.take_changes();
-                    let out = builder.update(&model, &changed, &excluded);
-                    total += start.elapsed();
+                time_new_service(iters, &mut model, &mut builder, &added, |out| {
                     assert_eq!(out.views.len(), 1, "the new Service reaches the view");
-                    drop(black_box(out));
-                    for k in &added_keys {
-                        model.delete(k);
-                    }
-                    let changed = model.take_changes();
-                    builder.update(&model, &changed, &excluded);
-                }
-                total
+                })
             });
         });
     }
@@ -254,34 +273,17 @@ fn new_service_grpc(c: &mut Criterion) {
                 },
             );
         }
-        let excluded: BTreeMap<ViewKey, Excluded> = BTreeMap::new();
-        let mut yaml = svc_yaml("added");
-        yaml.push_str(&slice_yaml("added", s, 0));
-        let added = parse(&yaml);
-        let added_keys: Vec<ObjectKey> = added.iter().map(Object::key).collect();
+        let added = added_service(s);
         g.bench_with_input(BenchmarkId::from_parameter(s), &s, |b, _| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let start = Instant::now();
-                    apply(&mut model, &added);
-                    let changed = model.take_changes();
-                    let out = builder.update(&model, &changed, &excluded);
-                    total += start.elapsed();
+                time_new_service(iters, &mut model, &mut builder, &added, |out| {
                     assert_eq!(out.views.len(), 2, "the new Service reaches both views");
                     assert_eq!(
                         out.proxies.len(),
                         GRPC_PROXIES,
                         "every gRPC client gets its Listeners"
                     );
-                    drop(black_box(out));
-                    for k in &added_keys {
-                        model.delete(k);
-                    }
-                    let changed = model.take_changes();
-                    builder.update(&model, &changed, &excluded);
-                }
-                total
+                })
             });
         });
     }

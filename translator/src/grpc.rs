@@ -28,12 +28,11 @@ use envoy_types::pb::envoy::config::core::v3::{TransportSocket, transport_socket
 use envoy_types::pb::envoy::config::listener::v3::{ApiListener, Filter, FilterChain, Listener};
 use envoy_types::pb::envoy::config::route::v3::{
     NonForwardingAction, RetryPolicy as GrpcRetry, Route, RouteAction, RouteConfiguration,
-    RouteMatch, VirtualHost, WeightedCluster,
+    RouteMatch, VirtualHost,
     retry_policy::RetryBackOff,
     route::Action,
     route_action::{ClusterSpecifier, MaxStreamDuration},
     route_match::PathSpecifier,
-    weighted_cluster::ClusterWeight,
 };
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -155,31 +154,22 @@ pub(crate) fn cluster(
     }
 }
 
-/// The gRPC rendering of a destination, leaving out clusters gRPC clients have no
-/// Cluster for (`not_grpc`); None when nothing is left.
+/// The gRPC rendering of a destination (as Envoy's), leaving out clusters gRPC clients
+/// have no Cluster for (`not_grpc`); None when nothing is left.
 fn specifier(dest: &Dest, not_grpc: &[String]) -> Option<ClusterSpecifier> {
     let offered = |c: &String| !not_grpc.contains(c);
-    Some(match dest {
-        Dest::Cluster(c) if offered(c) => ClusterSpecifier::Cluster(c.clone()),
+    let kept = match dest {
+        Dest::Cluster(c) if offered(c) => dest.clone(),
         Dest::Cluster(_) => return None,
-        Dest::Weighted(w) if !w.iter().any(|(c, _)| offered(c)) => return None,
-        Dest::Weighted(w) => ClusterSpecifier::WeightedClusters(WeightedCluster {
-            clusters: w
-                .iter()
-                .filter(|(c, _)| offered(c))
-                .map(|(name, weight)| ClusterWeight {
-                    name: name.clone(),
-                    weight: Some(UInt32Value { value: *weight }),
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        }),
-    })
-}
-
-fn duration(d: std::time::Duration) -> envoy_types::pb::google::protobuf::Duration {
-    protos::millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        Dest::Weighted(w) => {
+            let w: Vec<(String, u32)> = w.iter().filter(|(c, _)| offered(c)).cloned().collect();
+            if w.is_empty() {
+                return None;
+            }
+            Dest::Weighted(w)
+        }
+    };
+    Some(crate::route::cluster_specifier(&kept))
 }
 
 /// The RouteConfiguration of one Service port for gRPC clients, and what of the
@@ -243,8 +233,8 @@ pub(crate) fn route(r: &PortRouting, namespace: &str) -> (Resource, Vec<Diagnost
                 value: p.num_retries,
             }),
             retry_back_off: p.backoff.map(|(base, max)| RetryBackOff {
-                base_interval: Some(duration(base)),
-                max_interval: max.map(duration),
+                base_interval: Some(protos::duration(base)),
+                max_interval: max.map(protos::duration),
             }),
             ..Default::default()
         })
@@ -278,7 +268,7 @@ pub(crate) fn route(r: &PortRouting, namespace: &str) -> (Resource, Vec<Diagnost
             action: Some(Action::Route(RouteAction {
                 cluster_specifier: Some(dest),
                 max_stream_duration: r.timeout.map(|t| MaxStreamDuration {
-                    max_stream_duration: Some(duration(t)),
+                    max_stream_duration: Some(protos::duration(t)),
                     ..Default::default()
                 }),
                 retry_policy: retry.clone(),

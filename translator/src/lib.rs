@@ -279,10 +279,13 @@ pub fn translate_grpc(model: &Model, mesh: &MeshConfig, policy: &policy::PolicyC
             out.resources
                 .push(endpoint::load_assignment(model, svc, port));
         }
-        for port in svc.ports.iter().filter(|p| grpc::offered(svc, p)) {
+        let routings = routing::port_routings(model, policy, svc);
+        for (port, routing) in svc.ports.iter().zip(&routings) {
+            if !grpc::offered(svc, port) {
+                continue;
+            }
             out.resources.push(grpc::cluster(model, mesh, svc, port));
-            let routing = routing::port_routing(model, policy, svc, port);
-            let (r, d) = grpc::route(&routing, &svc.namespace);
+            let (r, d) = grpc::route(routing, &svc.namespace);
             out.resources.push(r);
             out.diagnostics.extend(d);
         }

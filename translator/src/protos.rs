@@ -53,6 +53,11 @@ pub(crate) fn ads() -> ConfigSource {
     }
 }
 
+/// A `std` duration as a protobuf one, at millisecond precision.
+pub(crate) fn duration(d: std::time::Duration) -> Duration {
+    millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 pub(crate) fn millis(ms: u64) -> Duration {
     Duration {
         seconds: i64::try_from(ms / 1000).unwrap_or(i64::MAX),

@@ -101,7 +101,7 @@ pub(crate) fn route_match(m: &HTTPMatch) -> RouteMatch {
 }
 
 /// The Envoy rendering of a destination.
-fn cluster_specifier(dest: &Dest) -> ClusterSpecifier {
+pub(crate) fn cluster_specifier(dest: &Dest) -> ClusterSpecifier {
     match dest {
         Dest::Cluster(name) => ClusterSpecifier::Cluster(name.clone()),
         Dest::Weighted(w) => ClusterSpecifier::WeightedClusters(WeightedCluster {
@@ -126,8 +126,7 @@ fn retry_and_timeout(
     timeout: Option<std::time::Duration>,
     protocol: Protocol,
 ) -> (EnvoyRetryPolicy, Option<Duration>) {
-    let dur =
-        |d: std::time::Duration| protos::millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let dur = protos::duration;
     let timeout = timeout
         .map(dur)
         .or_else(|| (protocol == Protocol::Grpc).then(|| protos::millis(0)));
@@ -184,17 +183,19 @@ pub(crate) struct VhostPart {
 /// HTTP CONNECT to `NAME:PORT` and carry the tunnel as TCP. A headless Service also gets
 /// one virtual host per pod and port, for clients that call the pod by its own address
 /// or its StatefulSet name.
+///
+/// `routings` is [`routing::port_routings`] of the Service (shared with the gRPC emitter).
 pub(crate) fn vhost_parts(
     model: &Model,
     policy: &PolicyContext,
     svc: &MeshService,
+    routings: &[PortRouting],
 ) -> Vec<VhostPart> {
     let key = ObjectKey::new(Kind::Service, &svc.namespace, &svc.name);
     let mut out = Vec::new();
-    for port in &svc.ports {
-        let routing = routing::port_routing(model, policy, svc, port);
-        let mut vhost = virtual_host(&routing);
-        let (mut refs, sources) = (routing.refs, routing.sources);
+    for (port, routing) in svc.ports.iter().zip(routings) {
+        let mut vhost = virtual_host(routing);
+        let (mut refs, sources) = (routing.refs.clone(), routing.sources.clone());
         let mut names = domains(svc, port.port);
         if port.protocol == Protocol::Tcp {
             // CONNECT always names the port.
@@ -384,7 +385,10 @@ fn virtual_host(r: &PortRouting) -> VirtualHost {
 pub(crate) fn outbound(model: &Model, policy: &PolicyContext, client_ns: &str) -> Output {
     let parts: Vec<VhostPart> = model
         .services()
-        .flat_map(|svc| vhost_parts(model, policy, svc))
+        .flat_map(|svc| {
+            let routings = routing::port_routings(model, policy, svc);
+            vhost_parts(model, policy, svc, &routings)
+        })
         .collect();
     assemble(parts.iter(), client_ns)
 }

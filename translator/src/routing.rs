@@ -139,6 +139,18 @@ pub(crate) fn destination(
     }
 }
 
+/// Resolves every port of a Service, in order.
+pub(crate) fn port_routings(
+    model: &Model,
+    policy: &PolicyContext,
+    svc: &MeshService,
+) -> Vec<PortRouting> {
+    svc.ports
+        .iter()
+        .map(|p| port_routing(model, policy, svc, p))
+        .collect()
+}
+
 /// Resolves one Service port.
 pub(crate) fn port_routing(
     model: &Model,

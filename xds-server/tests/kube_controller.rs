@@ -247,6 +247,32 @@ async fn start_server(cache: Arc<Store>) -> anyhow::Result<std::net::SocketAddr>
     Ok(addr)
 }
 
+/// A store fed by watchers of `fake` (holding the status Lease), serving ADS, synced, and
+/// a delta client connected to it.
+async fn serve(fake: &FakeKube) -> anyhow::Result<(Arc<Store>, XdsClient)> {
+    let cache = Store::new(
+        StoreConfig {
+            debounce: Duration::from_millis(20),
+            max_delay: Duration::from_millis(200),
+            ..StoreConfig::default()
+        },
+        Default::default(),
+        None,
+    );
+    tokio::spawn(cache.clone().run_pusher());
+    let sync = xds_server::server::start_kubernetes(
+        fake.client(),
+        cache.clone(),
+        &KubeScope::default(),
+        lease("replica-a"),
+    );
+    tokio::time::timeout(WAIT, sync.wait()).await?;
+    cache.rebuild_now();
+    let addr = start_server(cache.clone()).await?;
+    let xds = XdsClient::connect(addr).await?;
+    Ok((cache, xds))
+}
+
 fn lease(identity: &str) -> LeaseConfig {
     LeaseConfig {
         namespace: "rudder-system".into(),
@@ -270,26 +296,7 @@ async fn watchers_feed_xds_and_write_status() -> anyhow::Result<()> {
     fake.apply(retry("good", "5xx"));
     fake.apply(retry("bad", "teapot"));
 
-    let cache = Store::new(
-        StoreConfig {
-            debounce: Duration::from_millis(20),
-            max_delay: Duration::from_millis(200),
-            ..StoreConfig::default()
-        },
-        Default::default(),
-        None,
-    );
-    tokio::spawn(cache.clone().run_pusher());
-    let sync = xds_server::server::start_kubernetes(
-        fake.client(),
-        cache.clone(),
-        &KubeScope::default(),
-        lease("replica-a"),
-    );
-    tokio::time::timeout(WAIT, sync.wait()).await?;
-    cache.rebuild_now();
-    let addr = start_server(cache.clone()).await?;
-    let mut xds = XdsClient::connect(addr).await?;
+    let (cache, mut xds) = serve(&fake).await?;
     xds.until("web's cluster and endpoints", |c| {
         c.endpoints(WEB) == ["10.0.0.1"]
     })
@@ -710,26 +717,7 @@ async fn traffic_splits_of_every_smi_version_route_as_their_v1alpha4_twin() -> a
         json!(3),
         json!(1),
     ));
-    let cache = Store::new(
-        StoreConfig {
-            debounce: Duration::from_millis(20),
-            max_delay: Duration::from_millis(200),
-            ..StoreConfig::default()
-        },
-        Default::default(),
-        None,
-    );
-    tokio::spawn(cache.clone().run_pusher());
-    let sync = xds_server::server::start_kubernetes(
-        fake.client(),
-        cache.clone(),
-        &KubeScope::default(),
-        lease("replica-a"),
-    );
-    tokio::time::timeout(WAIT, sync.wait()).await?;
-    cache.rebuild_now();
-    let addr = start_server(cache.clone()).await?;
-    let mut xds = XdsClient::connect(addr).await?;
+    let (_store, mut xds) = serve(&fake).await?;
     xds.subscribe(XdsType::Route, vec![translator::OUTBOUND_ROUTE.into()])
         .await?;
     let route = |c: &XdsClient| {

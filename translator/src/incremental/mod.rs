@@ -350,17 +350,23 @@ impl Builder {
         let keys: Vec<NsName> = self.services.keys().cloned().collect();
         let mut count = 0;
         for key in keys {
-            self.rebuild_grpc(model, &key, true, true, &mut count);
+            let routings = self
+                .services
+                .get(&key)
+                .and_then(|p| p.svc.as_ref())
+                .map(|svc| crate::routing::port_routings(model, &self.policy, svc));
+            self.rebuild_grpc(model, &key, true, routings.as_deref(), &mut count);
         }
     }
 
-    /// Rebuilds a Service's gRPC clusters and/or routes; returns whether they changed.
+    /// Rebuilds a Service's gRPC clusters and/or (from its routing model, one per port)
+    /// routes; returns whether they changed.
     fn rebuild_grpc(
         &mut self,
         model: &Model,
         key: &NsName,
         clusters: bool,
-        routes: bool,
+        routings: Option<&[crate::routing::PortRouting]>,
         count: &mut usize,
     ) -> bool {
         let Some(parts) = self.services.get_mut(key) else {
@@ -382,12 +388,15 @@ impl Builder {
             changed |= !same_parts(&parts.grpc_clusters, &new);
             parts.grpc_clusters = new;
         }
-        if routes {
+        if let Some(routings) = routings {
             let mut diagnostics = Vec::new();
-            let new: Vec<Arc<Encoded>> = offered()
-                .map(|p| {
-                    let routing = crate::routing::port_routing(model, &self.policy, svc, p);
-                    let (r, d) = crate::grpc::route(&routing, &svc.namespace);
+            let new: Vec<Arc<Encoded>> = svc
+                .ports
+                .iter()
+                .zip(routings)
+                .filter(|(p, _)| crate::grpc::offered(svc, p))
+                .map(|(_, routing)| {
+                    let (r, d) = crate::grpc::route(routing, &svc.namespace);
                     diagnostics.extend(d);
                     let old = parts.grpc_routes.iter().find(|c| *c.name == *r.name);
                     encode(model, &r, old, count)
@@ -454,7 +463,8 @@ impl Builder {
                 continue;
             };
             let Some(svc) = &parts.svc else { continue };
-            let vhosts = route::vhost_parts(model, policy, svc);
+            let routings = crate::routing::port_routings(model, policy, svc);
+            let vhosts = route::vhost_parts(model, policy, svc, &routings);
             let clusters: Vec<Arc<Encoded>> = svc
                 .ports
                 .iter()
@@ -675,15 +685,18 @@ impl Builder {
             parts.endpoints = endpoints;
         }
         let mut vhost_changed = false;
+        // The routing model, resolved once for both emitters.
+        let mut routings = None;
         if full || what.vhosts || pods_changed {
-            let vhosts = route::vhost_parts(model, &self.policy, &svc);
+            let r = crate::routing::port_routings(model, &self.policy, &svc);
+            let vhosts = route::vhost_parts(model, &self.policy, &svc, &r);
             vhost_changed = vhosts != parts.vhosts;
             parts.vhosts = vhosts;
+            routings = Some(r);
         }
         let grpc_clusters = full || what.clusters || pods_changed || outside_flipped;
-        let grpc_routes = full || what.vhosts || pods_changed;
         parts.svc = Some(svc);
-        if self.grpc && self.rebuild_grpc(model, key, grpc_clusters, grpc_routes, count) {
+        if self.grpc && self.rebuild_grpc(model, key, grpc_clusters, routings.as_deref(), count) {
             // gRPC views take it from the Service's update; Envoy views re-assemble
             // their table to the same result.
             vhost_changed = true;
