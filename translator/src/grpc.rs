@@ -24,7 +24,6 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     Cluster,
     cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy},
 };
-use envoy_types::pb::envoy::config::core::v3::{TransportSocket, transport_socket};
 use envoy_types::pb::envoy::config::listener::v3::{ApiListener, Filter, FilterChain, Listener};
 use envoy_types::pb::envoy::config::route::v3::{
     NonForwardingAction, RetryPolicy as GrpcRetry, Route, RouteAction, RouteConfiguration,
@@ -34,7 +33,6 @@ use envoy_types::pb::envoy::config::route::v3::{
     route_action::{ClusterSpecifier, MaxStreamDuration},
     route_match::PathSpecifier,
 };
-use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, Rds, http_connection_manager::RouteSpecifier, http_filter,
 };
@@ -76,13 +74,6 @@ fn provider() -> Option<CertificateProviderPluginInstance> {
         instance_name: CERT_PROVIDER.into(),
         certificate_name: String::new(),
     })
-}
-
-fn tls_socket(any: envoy_types::pb::google::protobuf::Any) -> TransportSocket {
-    TransportSocket {
-        name: "envoy.transport_sockets.tls".into(),
-        config_type: Some(transport_socket::ConfigType::TypedConfig(any)),
-    }
 }
 
 /// The provider's certificate, and its CA checking the peer, with SAN matchers.
@@ -140,7 +131,7 @@ pub(crate) fn cluster(
                 .map(|id| matcher(MatchPattern::Exact(id)))
                 .collect()
         };
-        cluster.transport_socket = Some(tls_socket(protos::any(&UpstreamTlsContext {
+        cluster.transport_socket = Some(crate::tls::socket(protos::any(&UpstreamTlsContext {
             common_tls_context: Some(common(sans)),
             ..Default::default()
         })));
@@ -324,16 +315,6 @@ pub(crate) fn route(r: &PortRouting, namespace: &str) -> (Resource, Vec<Diagnost
     )
 }
 
-fn router() -> Vec<HttpFilter> {
-    vec![HttpFilter {
-        name: "envoy.filters.http.router".into(),
-        config_type: Some(http_filter::ConfigType::TypedConfig(protos::any(
-            &Router::default(),
-        ))),
-        ..Default::default()
-    }]
-}
-
 /// A client Listener: the `xds:///NAME` target `name`, routed by `route`.
 fn client_listener(name: String, route: &str, source: ObjectKey) -> Resource {
     let hcm = HttpConnectionManager {
@@ -341,7 +322,7 @@ fn client_listener(name: String, route: &str, source: ObjectKey) -> Resource {
             config_source: Some(protos::ads()),
             route_config_name: route.to_string(),
         })),
-        http_filters: router(),
+        http_filters: vec![protos::router_filter()],
         ..Default::default()
     };
     Resource {
@@ -450,9 +431,7 @@ fn server_listener(ip: IpAddr, port: u16, trust_domain: &str, sources: Vec<Objec
             }],
             ..Default::default()
         })),
-        http_filters: std::iter::once(trust_domain_only(trust_domain))
-            .chain(router())
-            .collect(),
+        http_filters: vec![trust_domain_only(trust_domain), protos::router_filter()],
         ..Default::default()
     };
     let tls = DownstreamTlsContext {
@@ -476,7 +455,7 @@ fn server_listener(ip: IpAddr, port: u16, trust_domain: &str, sources: Vec<Objec
                         ),
                     ),
                 }],
-                transport_socket: Some(tls_socket(protos::any(&tls))),
+                transport_socket: Some(crate::tls::socket(protos::any(&tls))),
                 ..Default::default()
             }],
             ..Default::default()

@@ -13,15 +13,13 @@ use envoy_types::pb::envoy::config::route::v3::{
     Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route::Action,
     route_action::ClusterSpecifier, route_match::PathSpecifier,
 };
-use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpConnectionManager, HttpFilter, Rds,
+    HttpConnectionManager, Rds,
     http_connection_manager::{
         CodecType, ForwardClientCertDetails, RouteSpecifier, SetCurrentClientCertDetails,
         UpgradeConfig,
     },
-    http_filter,
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
     TcpProxy, tcp_proxy::ClusterSpecifier as TcpCluster,
@@ -58,13 +56,7 @@ pub(crate) fn hcm(stat_prefix: String, routes: RouteSpecifier, inbound: bool) ->
                 ..Default::default()
             }]
         },
-        http_filters: vec![HttpFilter {
-            name: "envoy.filters.http.router".into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(protos::any(
-                &Router::default(),
-            ))),
-            ..Default::default()
-        }],
+        http_filters: vec![protos::router_filter()],
         ..Default::default()
     };
     Filter {

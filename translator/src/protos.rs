@@ -53,6 +53,21 @@ pub(crate) fn ads() -> ConfigSource {
     }
 }
 
+/// The router HTTP filter (last in every HTTP connection manager).
+pub(crate) fn router_filter()
+-> envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter {
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+        HttpFilter, http_filter,
+    };
+    HttpFilter {
+        name: "envoy.filters.http.router".into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(any(
+            &envoy_types::pb::envoy::extensions::filters::http::router::v3::Router::default(),
+        ))),
+        ..Default::default()
+    }
+}
+
 /// A `std` duration as a protobuf one, at millisecond precision.
 pub(crate) fn duration(d: std::time::Duration) -> Duration {
     millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -80,7 +80,8 @@ fn common(sans: Vec<SubjectAltNameMatcher>, alpn: &[&str]) -> CommonTlsContext {
     }
 }
 
-fn socket(any: envoy_types::pb::google::protobuf::Any) -> TransportSocket {
+/// A TLS transport socket with `any` (an Upstream- or DownstreamTlsContext).
+pub(crate) fn socket(any: envoy_types::pb::google::protobuf::Any) -> TransportSocket {
     TransportSocket {
         name: "envoy.transport_sockets.tls".into(),
         config_type: Some(transport_socket::ConfigType::TypedConfig(any)),
