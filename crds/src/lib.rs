@@ -9,6 +9,9 @@
 //! without an API server (the manifest directory) and return the field path.
 
 pub mod duration;
+#[allow(unreachable_pub)]
+pub mod gateway;
+pub mod gateway_validate;
 pub mod re2;
 pub mod text;
 // The KubeSchema derive generates items that trip `unreachable_pub`.
@@ -20,6 +23,9 @@ mod route_group;
 mod split;
 mod status;
 
+pub use gateway::{
+    BackendRef, GRPCRoute, GRPCRouteSpec, HTTPRoute, HTTPRouteSpec, ParentReference, RouteStatus,
+};
 pub use retry::{
     Backoff, GRPC_RETRY_ON, HTTP_RETRY_ON, PolicyTargetRef, RetryBudget, RetryPolicy,
     RetryPolicySpec,
@@ -41,6 +47,9 @@ pub struct FieldError {
     pub field: String,
     /// What is wrong.
     pub message: String,
+    /// Whether the field is valid but asks for something Rudder does not implement
+    /// (status reason `UnsupportedValue` rather than `Invalid`).
+    pub unsupported: bool,
 }
 
 impl FieldError {
@@ -48,6 +57,15 @@ impl FieldError {
         FieldError {
             field: field.into(),
             message: text::bound(message),
+            unsupported: false,
+        }
+    }
+
+    /// A valid field Rudder does not implement.
+    pub(crate) fn unsupported(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            unsupported: true,
+            ..FieldError::new(field, message)
         }
     }
 }

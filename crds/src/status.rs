@@ -59,6 +59,16 @@ pub enum ConditionReason {
     /// A proxy rejected a resource this object contributes to, together with others;
     /// which one caused it is not known (yet).
     SharesRejectedResource,
+    /// Gateway API: a field names something Rudder does not implement.
+    UnsupportedValue,
+    /// Gateway API: the parentRef names no Service, or no port of it.
+    NoMatchingParent,
+    /// Gateway API: a backendRef names a kind other than Service.
+    InvalidKind,
+    /// Gateway API: a backendRef in another namespace (no ReferenceGrant support).
+    RefNotPermitted,
+    /// Gateway API: a backendRef names a port that does not speak HTTP.
+    UnsupportedProtocol,
 }
 
 impl ConditionReason {
@@ -74,6 +84,11 @@ impl ConditionReason {
             ConditionReason::BackendNotFound => "BackendNotFound",
             ConditionReason::RefCycle => "RefCycle",
             ConditionReason::SharesRejectedResource => "SharesRejectedResource",
+            ConditionReason::UnsupportedValue => "UnsupportedValue",
+            ConditionReason::NoMatchingParent => "NoMatchingParent",
+            ConditionReason::InvalidKind => "InvalidKind",
+            ConditionReason::RefNotPermitted => "RefNotPermitted",
+            ConditionReason::UnsupportedProtocol => "UnsupportedProtocol",
         }
     }
 }

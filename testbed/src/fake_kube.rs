@@ -38,6 +38,8 @@ const RESOURCES: &[(&str, &str, &str)] = &[
         "HTTPRouteGroup",
         "httproutegroups",
     ),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes"),
+    ("gateway.networking.k8s.io/v1", "GRPCRoute", "grpcroutes"),
     ("coordination.k8s.io/v1", "Lease", "leases"),
     ("v1", "Secret", "secrets"),
     ("authentication.k8s.io/v1", "TokenReview", "tokenreviews"),
@@ -88,6 +90,8 @@ struct Store {
     requests: Vec<String>,
     status_patches: Vec<(String, String)>,
     fail_next_watches: usize,
+    /// Whether the Gateway API CRDs are missing (their resources answer 404).
+    no_gateway_api: bool,
     /// token -> (namespace, service account, audiences)
     tokens: BTreeMap<String, (String, String, Vec<String>)>,
 }
@@ -202,6 +206,12 @@ impl FakeKube {
 
     fn lock(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the Gateway API CRDs (HTTPRoute, GRPCRoute) are installed; they are by
+    /// default. Uninstalled, their resources answer 404 as on a real server.
+    pub fn set_gateway_api(&self, installed: bool) {
+        self.lock().no_gateway_api = !installed;
     }
 
     /// A client talking to this fake (default namespace `default`).
@@ -409,6 +419,14 @@ impl FakeKube {
             ["namespaces", ns, plural, name, sub] => (Some(*ns), *plural, Some(*name), Some(*sub)),
             _ => return status_error(StatusCode::NOT_FOUND, "NotFound", "unknown path"),
         };
+        let gateway = matches!(plural, "httproutes" | "grpcroutes");
+        if gateway && self.lock().no_gateway_api {
+            return status_error(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "the server could not find the requested resource",
+            );
+        }
         let Some((api_version, kind)) = resource_by_plural(plural) else {
             return status_error(
                 StatusCode::NOT_FOUND,
@@ -516,6 +534,17 @@ impl FakeKube {
                         &format!("{plural} {name:?} not found"),
                     );
                 };
+                // A resourceVersion in the patch is a precondition, as on a real server.
+                if let Some(rv) = patch.get("metadata").and_then(|m| m.get("resourceVersion"))
+                    && !rv.is_null()
+                    && *rv != obj["metadata"]["resourceVersion"]
+                {
+                    return status_error(
+                        StatusCode::CONFLICT,
+                        "Conflict",
+                        "the object has been modified",
+                    );
+                }
                 if let Some(status) = patch.get("status") {
                     merge(&mut obj["status"], status);
                 }

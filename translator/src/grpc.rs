@@ -45,7 +45,7 @@ use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
 use crate::identity::ProxyIdentity;
 use crate::model::{Kind, MeshService, Model, ObjectKey, Protocol, ServicePort, UpstreamTls};
-use crate::routing::{Dest, PortRouting};
+use crate::routing::{Dest, Match, PathMatch, PortRouting};
 use crate::{Body, Diagnostic, MeshConfig, Output, Resource, XdsType, names, protos};
 
 /// The bootstrap's `certificate_providers` key that clusters and server listeners name.
@@ -151,7 +151,7 @@ fn specifier(dest: &Dest, not_grpc: &[String]) -> Option<ClusterSpecifier> {
     let offered = |c: &String| !not_grpc.contains(c);
     let kept = match dest {
         Dest::Cluster(c) if offered(c) => dest.clone(),
-        Dest::Cluster(_) => return None,
+        Dest::Cluster(_) | Dest::Status(_) => return None,
         Dest::Weighted(w) => {
             let w: Vec<(String, u32)> = w.iter().filter(|(c, _)| offered(c)).cloned().collect();
             if w.is_empty() {
@@ -160,7 +160,7 @@ fn specifier(dest: &Dest, not_grpc: &[String]) -> Option<ClusterSpecifier> {
             Dest::Weighted(w)
         }
     };
-    Some(crate::route::cluster_specifier(&kept))
+    crate::route::cluster_specifier(&kept)
 }
 
 /// The RouteConfiguration of one Service port for gRPC clients, and what of the
@@ -236,35 +236,94 @@ pub(crate) fn route(r: &PortRouting, namespace: &str) -> (Resource, Vec<Diagnost
             path_specifier: Some(PathSpecifier::Prefix("/".into())),
             ..Default::default()
         };
+        let extra = rule.extra.as_deref();
+        let mut ignored = |field: &str, what: &str| {
+            let Some(src) = extra.and_then(|e| e.source.as_ref()) else {
+                return;
+            };
+            let d = Diagnostic {
+                object: src.to_string(),
+                field: field.into(),
+                message: format!(
+                    "{what} do not apply to proxyless gRPC clients of {}",
+                    r.name
+                ),
+            };
+            if !diagnostics.contains(&d) {
+                diagnostics.push(d);
+            }
+        };
         if let Some(hm) = &rule.matches {
             // gRPC calls are POSTs: a match on other methods never selects one.
-            let any_method = hm.methods.is_empty()
-                || hm
-                    .methods
-                    .iter()
-                    .any(|x| x == "*" || x.eq_ignore_ascii_case("POST"));
-            if !any_method {
+            if !hm.methods.is_empty() && !hm.methods.iter().any(|x| x.eq_ignore_ascii_case("POST"))
+            {
                 continue;
             }
-            m = crate::route::route_match(&crds::HTTPMatch {
+            // gRPC clients never match a route on query parameters.
+            if !hm.query.is_empty() {
+                ignored(
+                    "spec.rules.matches.queryParams",
+                    "rules matching query parameters",
+                );
+                continue;
+            }
+            let mut g = Match {
                 methods: Vec::new(),
                 ..hm.clone()
-            });
+            };
+            // gRPC knows no separated prefix: the same as a regular expression.
+            if let PathMatch::Segments(p) = &g.path {
+                g.path = PathMatch::Regex(format!("{}(/.*)?", crate::gamma::regex_quote(p)));
+            }
+            m = crate::route::route_match(&g);
         }
-        let Some(dest) = specifier(&rule.dest, &r.not_grpc) else {
-            continue;
+        if let Some(e) = extra {
+            if !e.request_headers.is_empty() || !e.response_headers.is_empty() {
+                ignored("spec.rules.filters", "header modifier filters");
+            }
+            if e.backend_timeout.is_some() {
+                ignored(
+                    "spec.rules.timeouts.backendRequest",
+                    "backend request timeouts",
+                );
+            }
+            if e.retry.is_some() {
+                ignored("spec.rules.retry", "HTTPRoute retries (HTTP status codes)");
+            }
+        }
+        let dest = match &rule.dest {
+            Dest::Status(_) => rule.dest.clone(),
+            d => match specifier(d, &r.not_grpc) {
+                Some(_) => d.clone(),
+                None => continue,
+            },
+        };
+        let timeout = extra
+            .and_then(|e| e.timeout)
+            .or(r.timeout)
+            .filter(|t| !t.is_zero());
+        let kept = match &dest {
+            Dest::Weighted(w) => Dest::Weighted(
+                w.iter()
+                    .filter(|(c, _)| !r.not_grpc.contains(c))
+                    .cloned()
+                    .collect(),
+            ),
+            d => d.clone(),
         };
         routes.push(Route {
             r#match: Some(m),
-            action: Some(Action::Route(RouteAction {
-                cluster_specifier: Some(dest),
-                max_stream_duration: r.timeout.map(|t| MaxStreamDuration {
-                    max_stream_duration: Some(protos::duration(t)),
+            action: Some(crate::route::action(
+                &kept,
+                RouteAction {
+                    max_stream_duration: timeout.map(|t| MaxStreamDuration {
+                        max_stream_duration: Some(protos::duration(t)),
+                        ..Default::default()
+                    }),
+                    retry_policy: retry.clone(),
                     ..Default::default()
-                }),
-                retry_policy: retry.clone(),
-                ..Default::default()
-            })),
+                },
+            )),
             ..Default::default()
         });
     }

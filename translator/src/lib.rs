@@ -18,6 +18,7 @@ pub mod model;
 
 mod cluster;
 mod endpoint;
+mod gamma;
 pub mod grpc;
 pub mod intercept;
 mod listener;

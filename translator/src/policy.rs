@@ -13,6 +13,8 @@
 //!   names the chain or the nested split ([`nesting`]).
 //! - RetryPolicies: one per (Service, port), the oldest winning; a port-specific policy
 //!   beats a whole-Service one on its port.
+//! - Gateway API routes ([`crate::gamma`]) take precedence over TrafficSplits: a Service
+//!   with a route attached is not split.
 //!
 //! Objects in the `excluded` set (ones a proxy rejected config from, see the server's
 //! containment) count as absent: an excluded split contributes nothing (its apex routes
@@ -223,9 +225,16 @@ fn direct(model: &Model, ts: &TrafficSplit, excluded: &Excluded) -> Option<Effec
     })
 }
 
-/// The splits in effect now, given those in effect before.
-pub fn resolve_splits(model: &Model, previous: &SplitState, excluded: &Excluded) -> SplitState {
-    let winners = split_winners(model, excluded);
+/// The splits in effect now, given those in effect before. A Service routed by Gateway
+/// API routes (`routed`) is not split: its TrafficSplit is `Conflicted`.
+pub fn resolve_splits(
+    model: &Model,
+    previous: &SplitState,
+    excluded: &Excluded,
+    routed: &BTreeSet<(String, String)>,
+) -> SplitState {
+    let mut winners = split_winners(model, excluded);
+    winners.retain(|apex, _| !routed.contains(apex));
     let nests = nesting(&winners);
     // Each apex's own split, or its last good one.
     let own: SplitState = winners
@@ -361,15 +370,20 @@ pub struct PolicyContext {
     pub splits: SplitState,
     /// Winning retry policies.
     pub retry_winners: BTreeMap<(String, String, Option<u32>), String>,
+    /// Gateway API routes attached to Services.
+    pub(crate) routes: crate::gamma::RouteState,
 }
 
 impl PolicyContext {
     /// Resolves policy against `model`; `previous` are the splits of the last build,
     /// `excluded` the objects left out.
     pub fn new(model: &Model, previous: &SplitState, excluded: &Excluded) -> Self {
+        let routes = crate::gamma::resolve(model, excluded);
+        let routed = routes.keys().cloned().collect();
         PolicyContext {
-            splits: resolve_splits(model, previous, excluded),
+            splits: resolve_splits(model, previous, excluded, &routed),
             retry_winners: retry_winners(model, excluded),
+            routes,
         }
     }
 }

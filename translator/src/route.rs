@@ -3,11 +3,14 @@
 
 use std::collections::HashMap;
 
-use crds::HTTPMatch;
+use envoy_types::pb::envoy::config::core::v3::{
+    HeaderValue, HeaderValueOption, header_value_option::HeaderAppendAction,
+};
 use envoy_types::pb::envoy::config::route::v3::{
-    HeaderMatcher, RetryPolicy as EnvoyRetryPolicy, Route, RouteAction, RouteConfiguration,
-    RouteMatch, VirtualHost, WeightedCluster,
+    DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RetryPolicy as EnvoyRetryPolicy,
+    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
     header_matcher::HeaderMatchSpecifier,
+    query_parameter_matcher::QueryParameterMatchSpecifier,
     retry_policy::RetryBackOff,
     route::Action,
     route_action::ClusterSpecifier,
@@ -22,7 +25,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
 use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
 
 use crate::policy::PolicyContext;
-use crate::routing::{self, Dest, PortRouting, Retry};
+use crate::routing::{self, Dest, HeaderEdits, Match, PathMatch, PortRouting, Retry, StrMatch};
 
 use crate::endpoint::{self, PodAddress};
 use crate::model::{Kind, MeshService, Model, ObjectKey, Protocol, ServicePort};
@@ -67,42 +70,81 @@ fn regex(re: &str) -> RegexMatcher {
     }
 }
 
-fn header(name: &str, re: &str) -> HeaderMatcher {
+fn string_matcher(m: &StrMatch) -> StringMatcher {
+    StringMatcher {
+        match_pattern: Some(match m {
+            StrMatch::Exact(v) => MatchPattern::Exact(v.clone()),
+            StrMatch::Regex(re) => MatchPattern::SafeRegex(regex(re)),
+        }),
+        ..Default::default()
+    }
+}
+
+fn header(name: &str, m: &StrMatch) -> HeaderMatcher {
     HeaderMatcher {
         name: name.to_string(),
-        header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(StringMatcher {
-            match_pattern: Some(MatchPattern::SafeRegex(regex(re))),
-            ..Default::default()
-        })),
+        header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(string_matcher(m))),
         ..Default::default()
     }
 }
 
-/// The route match for one HTTPRouteGroup match.
-pub(crate) fn route_match(m: &HTTPMatch) -> RouteMatch {
+/// The Envoy route match of one routing-model match.
+pub(crate) fn route_match(m: &Match) -> RouteMatch {
     let mut headers: Vec<HeaderMatcher> = m.headers.iter().map(|(k, v)| header(k, v)).collect();
-    let methods: Vec<&str> = m
-        .methods
-        .iter()
-        .map(String::as_str)
-        .filter(|m| *m != "*")
-        .collect();
-    if !methods.is_empty() && m.methods.len() == methods.len() {
-        headers.push(header(":method", &methods.join("|")));
+    if !m.methods.is_empty() {
+        headers.push(header(":method", &StrMatch::Regex(m.methods.join("|"))));
     }
     RouteMatch {
-        path_specifier: Some(match &m.path_regex {
-            Some(re) => PathSpecifier::SafeRegex(regex(re)),
-            None => PathSpecifier::Prefix("/".into()),
+        path_specifier: Some(match &m.path {
+            PathMatch::Prefix(p) => PathSpecifier::Prefix(p.clone()),
+            PathMatch::Segments(p) => PathSpecifier::PathSeparatedPrefix(p.clone()),
+            PathMatch::Exact(p) => PathSpecifier::Path(p.clone()),
+            PathMatch::Regex(re) => PathSpecifier::SafeRegex(regex(re)),
         }),
         headers,
+        query_parameters: m
+            .query
+            .iter()
+            .map(|(name, v)| QueryParameterMatcher {
+                name: name.clone(),
+                query_parameter_match_specifier: Some(QueryParameterMatchSpecifier::StringMatch(
+                    string_matcher(v),
+                )),
+            })
+            .collect(),
         ..Default::default()
     }
 }
 
-/// The Envoy rendering of a destination.
-pub(crate) fn cluster_specifier(dest: &Dest) -> ClusterSpecifier {
-    match dest {
+/// Header changes as Envoy's `*_headers_to_add` and `*_headers_to_remove`.
+pub(crate) fn header_edits(e: &HeaderEdits) -> (Vec<HeaderValueOption>, Vec<String>) {
+    let option = |(k, v): &(String, String), action: HeaderAppendAction| HeaderValueOption {
+        header: Some(HeaderValue {
+            key: k.clone(),
+            value: v.clone(),
+            ..Default::default()
+        }),
+        append_action: action as i32,
+        ..Default::default()
+    };
+    let add = e
+        .set
+        .iter()
+        .map(|h| option(h, HeaderAppendAction::OverwriteIfExistsOrAdd))
+        .chain(
+            e.add
+                .iter()
+                .map(|h| option(h, HeaderAppendAction::AppendIfExistsOrAdd)),
+        )
+        .collect();
+    (add, e.remove.clone())
+}
+
+/// The Envoy rendering of a destination that is a cluster or clusters; `None` for a
+/// status answered by the proxy.
+pub(crate) fn cluster_specifier(dest: &Dest) -> Option<ClusterSpecifier> {
+    Some(match dest {
+        Dest::Status(_) => return None,
         Dest::Cluster(name) => ClusterSpecifier::Cluster(name.clone()),
         Dest::Weighted(w) => ClusterSpecifier::WeightedClusters(WeightedCluster {
             clusters: w
@@ -113,6 +155,23 @@ pub(crate) fn cluster_specifier(dest: &Dest) -> ClusterSpecifier {
                     ..Default::default()
                 })
                 .collect(),
+            ..Default::default()
+        }),
+    })
+}
+
+/// The action of a route to `dest`: to its clusters, or a direct response.
+pub(crate) fn action(dest: &Dest, route: RouteAction) -> Action {
+    match cluster_specifier(dest) {
+        Some(c) => Action::Route(RouteAction {
+            cluster_specifier: Some(c),
+            ..route
+        }),
+        None => Action::DirectResponse(DirectResponseAction {
+            status: match dest {
+                Dest::Status(c) => *c,
+                _ => 500,
+            },
             ..Default::default()
         }),
     }
@@ -206,9 +265,11 @@ pub(crate) fn vhost_parts(
                 .splits
                 .get(&(svc.namespace.clone(), svc.name.clone()))
                 .filter(|s| s.matches.is_empty());
-            vhost.routes = vec![connect_route(cluster_specifier(&routing::destination(
-                model, svc, port.port, split, &mut refs,
-            )))];
+            let dest = routing::destination(model, svc, port.port, split, &mut refs);
+            vhost.routes = cluster_specifier(&dest)
+                .map(connect_route)
+                .into_iter()
+                .collect();
         }
         out.push(VhostPart {
             service: key.clone(),
@@ -236,18 +297,20 @@ fn every_path() -> RouteMatch {
 /// A request route to `dest` with the port's timeout and retry policy.
 fn http_route(
     m: RouteMatch,
-    dest: ClusterSpecifier,
+    dest: &Dest,
     timeout: Option<Duration>,
     retry_policy: &EnvoyRetryPolicy,
 ) -> Route {
     Route {
         r#match: Some(m),
-        action: Some(Action::Route(RouteAction {
-            cluster_specifier: Some(dest),
-            timeout,
-            retry_policy: Some(retry_policy.clone()),
-            ..Default::default()
-        })),
+        action: Some(action(
+            dest,
+            RouteAction {
+                timeout,
+                retry_policy: Some(retry_policy.clone()),
+                ..Default::default()
+            },
+        )),
         ..Default::default()
     }
 }
@@ -342,7 +405,12 @@ fn pod_vhosts(
             let route = if port.protocol == Protocol::Tcp {
                 connect_route(dest)
             } else {
-                http_route(every_path(), dest, timeout, &retry_policy)
+                http_route(
+                    every_path(),
+                    &Dest::Cluster(cluster.clone()),
+                    timeout,
+                    &retry_policy,
+                )
             };
             VhostPart {
                 service: ObjectKey::new(Kind::Service, &svc.namespace, &svc.name),
@@ -372,7 +440,28 @@ fn virtual_host(r: &PortRouting) -> VirtualHost {
                 .as_ref()
                 .map(route_match)
                 .unwrap_or_else(every_path);
-            http_route(m, cluster_specifier(&rule.dest), timeout, &retry_policy)
+            let Some(extra) = rule.extra.as_deref() else {
+                return http_route(m, &rule.dest, timeout, &retry_policy);
+            };
+            // A Gateway API rule: its own retry and timeouts win over the RetryPolicy's.
+            let (mut retry, timeout) = retry_and_timeout(
+                extra.retry.as_ref().or(r.retry.as_ref()),
+                extra.timeout.or(r.timeout),
+                r.protocol,
+            );
+            if let Some(t) = extra.backend_timeout {
+                retry.per_try_timeout = Some(protos::duration(t));
+            }
+            let mut route = http_route(m, &rule.dest, timeout, &retry);
+            (
+                route.request_headers_to_add,
+                route.request_headers_to_remove,
+            ) = header_edits(&extra.request_headers);
+            (
+                route.response_headers_to_add,
+                route.response_headers_to_remove,
+            ) = header_edits(&extra.response_headers);
+            route
         })
         .collect();
     VirtualHost {

@@ -1,7 +1,8 @@
 //! The proxy-neutral routing model: what requests to one Service port do, resolved once
 //! from the Service, its TrafficSplit (with HTTPRouteGroups and nested splits) and its
-//! RetryPolicy. Semantics live here; emitters render it for each client kind:
-//! `route` for Envoy sidecars, `grpc` for proxyless gRPC clients.
+//! RetryPolicy, or from the Gateway API routes attached to it ([`crate::gamma`], which
+//! take precedence over a TrafficSplit). Semantics live here; emitters render it for each
+//! client kind: `route` for Envoy sidecars, `grpc` for proxyless gRPC clients.
 
 use crds::{HTTPMatch, RetryPolicy};
 
@@ -10,23 +11,117 @@ use crate::names;
 use crate::policy::{self, EffectiveSplit, PolicyContext};
 
 /// Where matching requests go.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Dest {
     /// One cluster.
     Cluster(String),
     /// Clusters with weights (each > 0, sum within u32: the policy checked).
     Weighted(Vec<(String, u32)>),
+    /// No backend: answered by the proxy with this HTTP status (a Gateway API rule
+    /// whose backends are all missing or weighted 0 gets 500).
+    Status(u32),
+}
+
+/// A path condition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum PathMatch {
+    /// Starts with these characters (`/` is every path).
+    Prefix(String),
+    /// Starts with these whole segments (Gateway API `PathPrefix`: `/foo` matches `/foo`
+    /// and `/foo/bar`, not `/foobar`).
+    Segments(String),
+    /// Exactly this path.
+    Exact(String),
+    /// A full-match RE2 expression.
+    Regex(String),
+}
+
+/// A string condition (header, query parameter).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum StrMatch {
+    /// Exactly this value.
+    Exact(String),
+    /// A full-match RE2 expression.
+    Regex(String),
+}
+
+/// What a request must look like; every condition must hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Match {
+    pub path: PathMatch,
+    /// (name, condition), in order.
+    pub headers: Vec<(String, StrMatch)>,
+    pub query: Vec<(String, StrMatch)>,
+    /// Any of these methods (empty: any method).
+    pub methods: Vec<String>,
+}
+
+impl Match {
+    /// An SMI HTTPRouteGroup match: a path regex, header regexes and methods (`*` is
+    /// any method).
+    pub(crate) fn smi(m: &HTTPMatch) -> Self {
+        Match {
+            path: match &m.path_regex {
+                Some(re) => PathMatch::Regex(re.clone()),
+                None => PathMatch::Prefix("/".into()),
+            },
+            headers: m
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), StrMatch::Regex(v.clone())))
+                .collect(),
+            query: Vec::new(),
+            methods: if m.methods.iter().any(|x| x == "*") {
+                Vec::new()
+            } else {
+                m.methods.clone()
+            },
+        }
+    }
+}
+
+/// Header changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct HeaderEdits {
+    /// Replace (or add).
+    pub set: Vec<(String, String)>,
+    /// Append.
+    pub add: Vec<(String, String)>,
+    pub remove: Vec<String>,
+}
+
+impl HeaderEdits {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// What a Gateway API rule sets beyond where requests go.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RuleExtra {
+    /// The route that set it (for diagnostics).
+    pub source: Option<ObjectKey>,
+    pub request_headers: HeaderEdits,
+    pub response_headers: HeaderEdits,
+    /// `timeouts.request` (zero: none); overrides a RetryPolicy's timeout.
+    pub timeout: Option<std::time::Duration>,
+    /// `timeouts.backendRequest`: each attempt.
+    pub backend_timeout: Option<std::time::Duration>,
+    /// `retry`; overrides the RetryPolicy.
+    pub retry: Option<Retry>,
 }
 
 /// One rule: requests matching `matches` (all requests when `None`) go to `dest`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Rule {
-    pub matches: Option<HTTPMatch>,
+    pub matches: Option<Match>,
     pub dest: Dest,
+    /// Set by Gateway API routes only.
+    pub extra: Option<Box<RuleExtra>>,
 }
 
 /// The RetryPolicy in effect, as values.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Retry {
     /// The policy's name (for diagnostics).
     pub name: String,
@@ -43,7 +138,7 @@ pub(crate) struct Retry {
 }
 
 /// What requests to one Service port do.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct PortRouting {
     /// `FQDN:PORT`.
     pub name: String,
@@ -63,7 +158,7 @@ pub(crate) struct PortRouting {
     pub not_grpc: Vec<String>,
 }
 
-fn duration(s: Option<&str>) -> Option<std::time::Duration> {
+pub(crate) fn duration(s: Option<&str>) -> Option<std::time::Duration> {
     s.and_then(|d| crds::duration::parse(d).ok())
 }
 
@@ -158,10 +253,13 @@ pub(crate) fn port_routing(
     svc: &MeshService,
     port: &ServicePort,
 ) -> PortRouting {
+    let retry_obj = retry_policy(model, policy, svc, port.port);
+    if let Some(routed) = crate::gamma::port_routing(policy, svc, port, retry_obj) {
+        return routed;
+    }
     let split = policy
         .splits
         .get(&(svc.namespace.clone(), svc.name.clone()));
-    let retry_obj = retry_policy(model, policy, svc, port.port);
     let mut sources = vec![ObjectKey::new(Kind::Service, &svc.namespace, &svc.name)];
     if let Some(s) = split {
         sources.push(ObjectKey::new(
@@ -193,18 +291,21 @@ pub(crate) fn port_routing(
         Some(s) if !s.matches.is_empty() => {
             for m in &s.matches {
                 rules.push(Rule {
-                    matches: Some(m.clone()),
+                    matches: Some(Match::smi(m)),
                     dest: destination(model, svc, port.port, Some(s), &mut refs),
+                    extra: None,
                 });
             }
             rules.push(Rule {
                 matches: None,
                 dest: destination(model, svc, port.port, None, &mut refs),
+                extra: None,
             });
         }
         other => rules.push(Rule {
             matches: None,
             dest: destination(model, svc, port.port, other, &mut refs),
+            extra: None,
         }),
     }
     // Which of those clusters gRPC clients have no Cluster for.

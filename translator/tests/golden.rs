@@ -117,10 +117,11 @@ fn snapshot_grpc(model: &Model) -> String {
 
 fn check(case: &str, input: &Path) {
     let model = load(input);
-    let actual = if case == "grpc" {
-        snapshot_grpc(&model)
-    } else {
-        snapshot(&model)
+    let actual = match case {
+        "grpc" => snapshot_grpc(&model),
+        // Both client kinds.
+        "gamma" => snapshot(&model) + &snapshot_grpc(&model),
+        _ => snapshot(&model),
     };
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{case}.golden"));
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
@@ -181,6 +182,14 @@ fn golden_traffic_policy() {
 fn translation_is_deterministic() {
     let model = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples"));
     assert_eq!(snapshot(&model), snapshot(&model.clone()));
+}
+
+#[test]
+fn golden_gamma() {
+    check(
+        "gamma",
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/gamma"),
+    );
 }
 
 #[test]

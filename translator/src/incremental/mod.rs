@@ -138,6 +138,7 @@ fn policy_services(p: &PolicyContext) -> BTreeSet<NsName> {
     for (ns, svc, _) in p.retry_winners.keys() {
         out.insert((ns.clone(), svc.clone()));
     }
+    out.extend(p.routes.keys().cloned());
     out
 }
 
@@ -842,7 +843,11 @@ impl Builder {
                         dirty.entry(s).or_default().clusters = true;
                     }
                 }
-                Kind::TrafficSplit | Kind::RetryPolicy | Kind::HTTPRouteGroup => {
+                Kind::TrafficSplit
+                | Kind::RetryPolicy
+                | Kind::HTTPRouteGroup
+                | Kind::HTTPRoute
+                | Kind::GRPCRoute => {
                     policy_changed = true;
                 }
             }

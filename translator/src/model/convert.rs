@@ -40,6 +40,14 @@ impl Ctx {
             object: self.object.clone(),
             field: field.into(),
             message: crds::text::bound(message),
+            unsupported: false,
+        }
+    }
+
+    fn field_err(&self, e: crds::FieldError) -> ModelError {
+        ModelError {
+            unsupported: e.unsupported,
+            ..self.err(e.field, e.message)
         }
     }
 }
@@ -465,6 +473,20 @@ pub(crate) fn route_group(g: &crds::HTTPRouteGroup) -> Result<(String, String), 
     let ctx = Ctx::new(Kind::HTTPRouteGroup, &g.metadata);
     let names = meta_names(&ctx, &g.metadata, NameRule::Subdomain)?;
     g.spec.validate().map_err(|e| ctx.err(e.field, e.message))?;
+    Ok(names)
+}
+
+pub(crate) fn http_route(r: &crds::HTTPRoute) -> Result<(String, String), ModelError> {
+    let ctx = Ctx::new(Kind::HTTPRoute, &r.metadata);
+    let names = meta_names(&ctx, &r.metadata, NameRule::Subdomain)?;
+    r.spec.validate().map_err(|e| ctx.field_err(e))?;
+    Ok(names)
+}
+
+pub(crate) fn grpc_route(r: &crds::GRPCRoute) -> Result<(String, String), ModelError> {
+    let ctx = Ctx::new(Kind::GRPCRoute, &r.metadata);
+    let names = meta_names(&ctx, &r.metadata, NameRule::Subdomain)?;
+    r.spec.validate().map_err(|e| ctx.field_err(e))?;
     Ok(names)
 }
 

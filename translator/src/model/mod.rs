@@ -18,7 +18,7 @@ mod parse;
 mod scope;
 mod status;
 
-pub use crds::{HTTPRouteGroup, RetryPolicy, TrafficSplit};
+pub use crds::{GRPCRoute, HTTPRoute, HTTPRouteGroup, RetryPolicy, TrafficSplit};
 pub use parse::{MAX_MANIFEST_BYTES, ManifestError, ParsedManifest, parse_manifest};
 pub use scope::{EGRESS_ANNOTATION, EXPORT_ANNOTATION, Egress, Export, ViewKey};
 pub use status::{PolicyStatus, policy_status};
@@ -45,18 +45,29 @@ pub enum Kind {
     RetryPolicy,
     /// `specs.smi-spec.io/v1alpha4/HTTPRouteGroup`
     HTTPRouteGroup,
+    /// `gateway.networking.k8s.io/v1/HTTPRoute`
+    HTTPRoute,
+    /// `gateway.networking.k8s.io/v1/GRPCRoute`
+    GRPCRoute,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Pod,
         Kind::TrafficSplit,
         Kind::RetryPolicy,
         Kind::HTTPRouteGroup,
+        Kind::HTTPRoute,
+        Kind::GRPCRoute,
     ];
+
+    /// Whether it is a Gateway API route.
+    pub fn is_route(self) -> bool {
+        matches!(self, Kind::HTTPRoute | Kind::GRPCRoute)
+    }
 }
 
 impl fmt::Display for Kind {
@@ -68,6 +79,8 @@ impl fmt::Display for Kind {
             Kind::TrafficSplit => "TrafficSplit",
             Kind::RetryPolicy => "RetryPolicy",
             Kind::HTTPRouteGroup => "HTTPRouteGroup",
+            Kind::HTTPRoute => "HTTPRoute",
+            Kind::GRPCRoute => "GRPCRoute",
         })
     }
 }
@@ -95,9 +108,12 @@ impl ObjectKey {
 
     /// Whether the object is a policy whose contribution to a resource can be left out
     /// while the rest still serves: a TrafficSplit (with the HTTPRouteGroups it uses:
-    /// its revision covers theirs) or a RetryPolicy.
+    /// its revision covers theirs), a RetryPolicy or a Gateway API route.
     pub fn is_policy(&self) -> bool {
-        matches!(self.kind, Kind::TrafficSplit | Kind::RetryPolicy)
+        matches!(
+            self.kind,
+            Kind::TrafficSplit | Kind::RetryPolicy | Kind::HTTPRoute | Kind::GRPCRoute
+        )
     }
 }
 
@@ -122,6 +138,10 @@ pub enum Object {
     RetryPolicy(Box<RetryPolicy>),
     /// An HTTPRouteGroup.
     HTTPRouteGroup(Box<HTTPRouteGroup>),
+    /// An HTTPRoute.
+    HTTPRoute(Box<HTTPRoute>),
+    /// A GRPCRoute.
+    GRPCRoute(Box<GRPCRoute>),
 }
 
 impl Object {
@@ -134,6 +154,8 @@ impl Object {
             Object::TrafficSplit(o) => (Kind::TrafficSplit, &o.metadata),
             Object::RetryPolicy(o) => (Kind::RetryPolicy, &o.metadata),
             Object::HTTPRouteGroup(o) => (Kind::HTTPRouteGroup, &o.metadata),
+            Object::HTTPRoute(o) => (Kind::HTTPRoute, &o.metadata),
+            Object::GRPCRoute(o) => (Kind::GRPCRoute, &o.metadata),
         };
         ObjectKey {
             kind,
@@ -156,6 +178,8 @@ pub struct ModelError {
     pub field: String,
     /// What is wrong.
     pub message: String,
+    /// Whether the field is valid but asks for something Rudder does not implement.
+    pub unsupported: bool,
 }
 
 /// How traffic on a port is spoken, from `appProtocol` or the port-name prefix.
@@ -341,6 +365,8 @@ pub struct Model {
     splits: BTreeMap<NsName, TrafficSplit>,
     retry_policies: BTreeMap<NsName, RetryPolicy>,
     route_groups: BTreeMap<NsName, HTTPRouteGroup>,
+    http_routes: BTreeMap<NsName, HTTPRoute>,
+    grpc_routes: BTreeMap<NsName, GRPCRoute>,
     /// Slices by Service, pods by label.
     index: index::Indexes,
     /// Revision of each object: a number that changes whenever its contents do.
@@ -451,6 +477,16 @@ impl Model {
                     self.touch_splits_using(&key);
                 }
             }
+            Object::HTTPRoute(r) => {
+                let key = convert::http_route(r)?;
+                let value = r.as_ref().clone();
+                store(&mut self.http_routes, key, value, Kind::HTTPRoute, revs);
+            }
+            Object::GRPCRoute(r) => {
+                let key = convert::grpc_route(r)?;
+                let value = r.as_ref().clone();
+                store(&mut self.grpc_routes, key, value, Kind::GRPCRoute, revs);
+            }
         }
         Ok(())
     }
@@ -493,6 +529,8 @@ impl Model {
             Object::TrafficSplit(t) => convert::traffic_split(t).map(drop),
             Object::RetryPolicy(r) => convert::retry_policy(r).map(drop),
             Object::HTTPRouteGroup(g) => convert::route_group(g).map(drop),
+            Object::HTTPRoute(r) => convert::http_route(r).map(drop),
+            Object::GRPCRoute(r) => convert::grpc_route(r).map(drop),
         }
     }
 
@@ -520,6 +558,8 @@ impl Model {
             Kind::TrafficSplit => self.splits.remove(&k).is_some(),
             Kind::RetryPolicy => self.retry_policies.remove(&k).is_some(),
             Kind::HTTPRouteGroup => self.route_groups.remove(&k).is_some(),
+            Kind::HTTPRoute => self.http_routes.remove(&k).is_some(),
+            Kind::GRPCRoute => self.grpc_routes.remove(&k).is_some(),
         }
     }
 
@@ -537,6 +577,8 @@ impl Model {
             Kind::TrafficSplit => self.splits.keys().map(key).collect(),
             Kind::RetryPolicy => self.retry_policies.keys().map(key).collect(),
             Kind::HTTPRouteGroup => self.route_groups.keys().map(key).collect(),
+            Kind::HTTPRoute => self.http_routes.keys().map(key).collect(),
+            Kind::GRPCRoute => self.grpc_routes.keys().map(key).collect(),
         }
     }
 
@@ -555,6 +597,16 @@ impl Model {
     pub fn route_group(&self, namespace: &str, name: &str) -> Option<&HTTPRouteGroup> {
         self.route_groups
             .get(&(namespace.to_string(), name.to_string()))
+    }
+
+    /// Every HTTPRoute, ordered by namespace and name.
+    pub fn http_routes(&self) -> impl Iterator<Item = &HTTPRoute> {
+        self.http_routes.values()
+    }
+
+    /// Every GRPCRoute, ordered by namespace and name.
+    pub fn grpc_routes(&self) -> impl Iterator<Item = &GRPCRoute> {
+        self.grpc_routes.values()
     }
 
     /// One RetryPolicy.

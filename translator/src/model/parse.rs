@@ -153,6 +153,11 @@ fn parse_document(
             map.insert("apiVersion".into(), "split.smi-spec.io/v1alpha4".into());
             "split.smi-spec.io/v1alpha4".to_string()
         }
+        // HTTPRoute is served as v1 and v1beta1 with one schema.
+        "HTTPRoute" if api_version == "gateway.networking.k8s.io/v1beta1" => {
+            map.insert("apiVersion".into(), "gateway.networking.k8s.io/v1".into());
+            "gateway.networking.k8s.io/v1".to_string()
+        }
         "HTTPRouteGroup" if smi("specs.smi-spec.io") => {
             map.insert("apiVersion".into(), "specs.smi-spec.io/v1alpha4".into());
             "specs.smi-spec.io/v1alpha4".to_string()
@@ -168,6 +173,12 @@ fn parse_document(
         }
         ("split.smi-spec.io/v1alpha4", "TrafficSplit") => {
             Object::TrafficSplit(Box::new(typed(index, doc, prefix)?))
+        }
+        ("gateway.networking.k8s.io/v1", "HTTPRoute") => {
+            Object::HTTPRoute(Box::new(typed(index, doc, prefix)?))
+        }
+        ("gateway.networking.k8s.io/v1", "GRPCRoute") => {
+            Object::GRPCRoute(Box::new(typed(index, doc, prefix)?))
         }
         ("specs.smi-spec.io/v1alpha4", "HTTPRouteGroup") => {
             Object::HTTPRouteGroup(Box::new(typed(index, doc, prefix)?))

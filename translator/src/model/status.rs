@@ -1,6 +1,8 @@
 //! Status conditions of the mesh policy objects, computed from the model alone:
 //! `Accepted` (the spec is valid, supported and not overruled) and `ResolvedRefs`
-//! (every Service it names exists). Messages name the field.
+//! (every Service it names exists). Messages name the field. Gateway API routes get
+//! them per Service parent ([`PolicyStatus::parents`]), with the reasons the Gateway
+//! API defines.
 
 use std::collections::BTreeMap;
 
@@ -13,8 +15,11 @@ use super::{Kind, Model, ObjectKey};
 pub struct PolicyStatus {
     /// `metadata.generation` they describe.
     pub generation: Option<i64>,
-    /// `Accepted`, then `ResolvedRefs`.
+    /// `Accepted`, then `ResolvedRefs`. For a route: conditions for every Service parent
+    /// (when it was refused as a whole), else empty.
     pub conditions: Vec<MeshCondition>,
+    /// For a route: each Service parent, as the route names it, with its conditions.
+    pub parents: Vec<(crds::ParentReference, Vec<MeshCondition>)>,
 }
 
 fn accepted(ok: Result<(), (ConditionReason, String)>) -> MeshCondition {
@@ -45,6 +50,17 @@ fn resolved(missing: Vec<String>) -> MeshCondition {
 /// Conditions for every TrafficSplit and RetryPolicy in the model.
 pub fn policy_status(model: &Model) -> BTreeMap<ObjectKey, PolicyStatus> {
     let mut out = BTreeMap::new();
+    let routes = crate::gamma::resolve(model, &Default::default());
+    for (key, r) in crate::gamma::route_status(model) {
+        out.insert(
+            key,
+            PolicyStatus {
+                generation: r.generation,
+                conditions: Vec::new(),
+                parents: r.parents,
+            },
+        );
+    }
     let split_winners = crate::policy::split_winners(model, &Default::default());
     let nesting = crate::policy::nesting(&split_winners);
     for ts in model.traffic_splits() {
@@ -75,7 +91,16 @@ pub fn policy_status(model: &Model) -> BTreeMap<ObjectKey, PolicyStatus> {
             }
         }
         let unsupported = ts.spec.unsupported_matches();
-        let acc = if let Some(w) = winner {
+        let routed = routes.get(&apex).and_then(|r| r.sources.first());
+        let acc = if let Some(route) = routed {
+            Err((
+                ConditionReason::Conflicted,
+                format!(
+                    "{route} routes Service {ns}/{} (Gateway API routes take precedence over TrafficSplits)",
+                    ts.spec.service
+                ),
+            ))
+        } else if let Some(w) = winner {
             Err((
                 ConditionReason::Conflicted,
                 format!(
@@ -128,6 +153,7 @@ pub fn policy_status(model: &Model) -> BTreeMap<ObjectKey, PolicyStatus> {
             PolicyStatus {
                 generation: ts.metadata.generation,
                 conditions: vec![accepted(acc), refs],
+                parents: Vec::new(),
             },
         );
     }
@@ -175,6 +201,7 @@ pub fn policy_status(model: &Model) -> BTreeMap<ObjectKey, PolicyStatus> {
             PolicyStatus {
                 generation: rp.metadata.generation,
                 conditions: vec![accepted(acc), resolved(missing)],
+                parents: Vec::new(),
             },
         );
     }

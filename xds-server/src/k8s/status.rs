@@ -1,13 +1,16 @@
 //! Writes `status` (observedGeneration, `Accepted`, `ResolvedRefs`) of TrafficSplits and
-//! RetryPolicies after each build, only while this replica leads (see `lease`). Only
-//! changed statuses are patched; `lastTransitionTime` moves only when a condition's
-//! status does.
+//! RetryPolicies, and `status.parents` of Gateway API routes (one entry per Service
+//! parent, `controllerName: rudder.dev/mesh`; other controllers' entries are kept), after
+//! each build, only while this replica leads (see `lease`). Only changed statuses are
+//! patched; `lastTransitionTime` moves only when a condition's status does.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crds::gateway::{CONTROLLER_NAME, RouteParentStatus};
 use crds::{ConditionReason, MeshCondition};
+use crds::{GRPCRoute, HTTPRoute, ParentReference, RouteStatus};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
@@ -27,31 +30,36 @@ pub fn desired(cache: &Store, rejected: &Rejected) -> BTreeMap<ObjectKey, Policy
     let mut out = cache.read(policy_status);
     // Copied out so the rejected-objects lock is never held while the store's is taken:
     // the watchers take them the other way round (a deadlock seen in a full test run).
-    let refused: Vec<(ObjectKey, Option<i64>, String)> = {
+    let refused: Vec<(ObjectKey, Option<i64>, String, bool)> = {
         let rejected = rejected.lock().unwrap_or_else(|e| e.into_inner());
         rejected
             .iter()
-            .filter(|(key, _)| matches!(key.kind, Kind::TrafficSplit | Kind::RetryPolicy))
+            .filter(|(key, _)| {
+                matches!(key.kind, Kind::TrafficSplit | Kind::RetryPolicy) || key.kind.is_route()
+            })
             .map(|(key, (generation, err))| {
                 (
                     key.clone(),
                     *generation,
                     format!("{}: {}", err.field, err.message),
+                    err.unsupported,
                 )
             })
             .collect()
     };
-    for (key, generation, message) in refused {
+    for (key, generation, message, unsupported) in refused {
+        // A route refused as a whole: its conditions go to every Service parent.
+        let reason = match (key.kind.is_route(), unsupported) {
+            (true, true) => ConditionReason::UnsupportedValue,
+            (true, false) => ConditionReason::Invalid,
+            (false, _) => ConditionReason::Invalid,
+        };
         out.insert(
             key,
             PolicyStatus {
                 generation,
-                conditions: vec![MeshCondition::new(
-                    "Accepted",
-                    false,
-                    ConditionReason::Invalid,
-                    message,
-                )],
+                conditions: vec![MeshCondition::new("Accepted", false, reason, message)],
+                parents: Vec::new(),
             },
         );
     }
@@ -120,6 +128,21 @@ pub fn desired(cache: &Store, rejected: &Rejected) -> BTreeMap<ObjectKey, Policy
                     message.clone(),
                 ));
             }
+            // A route's parents carry what containment says, over their own.
+            if target.kind.is_route() {
+                let extra: Vec<MeshCondition> = status
+                    .conditions
+                    .iter()
+                    .filter(|c| c.type_ == IMPLICATED || c.reason == "Rejected")
+                    .cloned()
+                    .collect();
+                for (_, conditions) in &mut status.parents {
+                    for c in &extra {
+                        conditions.retain(|o| o.type_ != c.type_);
+                        conditions.push(c.clone());
+                    }
+                }
+            }
         }
     }
     out
@@ -137,7 +160,8 @@ pub async fn log_changes(cache: Arc<Store>) {
             if last.get(key) == Some(status) {
                 continue;
             }
-            for c in &status.conditions {
+            let parents = status.parents.iter().flat_map(|(_, cs)| cs.iter());
+            for c in status.conditions.iter().chain(parents) {
                 if c.status == "True" {
                     tracing::info!(object = %key, condition = %c.type_, reason = %c.reason, "{}", c.message);
                 } else {
@@ -224,6 +248,10 @@ async fn patch(
         field_manager: Some(field_manager.to_string()),
         ..Default::default()
     };
+    if key.kind.is_route() {
+        patch_route(client, key, status, &params, &now).await?;
+        return Ok(Vec::new());
+    }
     match key.kind {
         Kind::TrafficSplit => {
             let api: Api<TrafficSplit> = Api::namespaced(client.clone(), &key.namespace);
@@ -238,6 +266,115 @@ async fn patch(
         _ => {}
     }
     Ok(conditions)
+}
+
+/// The `status.parents` a route should carry: other controllers' entries as they are,
+/// then Rudder's, one per Service parent the route names now, with their conditions (or
+/// the route-wide ones when it was refused as a whole). `lastTransitionTime` is kept
+/// from `current` while a condition's status does not change.
+pub fn route_parents(
+    current: &RouteStatus,
+    parent_refs: &[ParentReference],
+    status: &PolicyStatus,
+    now: &str,
+) -> Vec<RouteParentStatus> {
+    let mut out: Vec<RouteParentStatus> = current
+        .parents
+        .iter()
+        .filter(|p| p.controller_name != CONTROLLER_NAME)
+        .cloned()
+        .collect();
+    for p in parent_refs.iter().filter(|p| p.is_service()) {
+        let wanted = status
+            .parents
+            .iter()
+            .find(|(r, _)| r == p)
+            .map(|(_, cs)| cs.as_slice())
+            .unwrap_or(&status.conditions);
+        let before = current
+            .parents
+            .iter()
+            .find(|o| o.controller_name == CONTROLLER_NAME && o.parent_ref == *p);
+        let conditions = wanted
+            .iter()
+            .map(|c| {
+                let kept = before
+                    .and_then(|b| b.conditions.iter().find(|o| o.type_ == c.type_))
+                    .filter(|o| o.status == c.status)
+                    .and_then(|o| o.last_transition_time.clone());
+                MeshCondition {
+                    observed_generation: status.generation,
+                    last_transition_time: Some(kept.unwrap_or_else(|| now.to_string())),
+                    ..c.clone()
+                }
+            })
+            .collect();
+        out.push(RouteParentStatus {
+            parent_ref: p.clone(),
+            controller_name: CONTROLLER_NAME.into(),
+            conditions,
+        });
+    }
+    out
+}
+
+async fn patch_route(
+    client: &Client,
+    key: &ObjectKey,
+    status: &PolicyStatus,
+    params: &PatchParams,
+    now: &str,
+) -> Result<(), kube::Error> {
+    async fn one<K>(
+        api: Api<K>,
+        name: &str,
+        parts: impl Fn(&K) -> (Option<RouteStatus>, Vec<ParentReference>),
+        status: &PolicyStatus,
+        params: &PatchParams,
+        now: &str,
+    ) -> Result<(), kube::Error>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let current = api.get(name).await?;
+        let (st, refs) = parts(&current);
+        let parents = route_parents(&st.unwrap_or_default(), &refs, status, now);
+        // The resourceVersion makes the write fail (409, retried next round) if another
+        // controller changed the parents in between.
+        let body = json!({
+            "metadata": {"resourceVersion": current.meta().resource_version},
+            "status": {"parents": parents},
+        });
+        api.patch_status(name, params, &Patch::Merge(body)).await?;
+        Ok(())
+    }
+    match key.kind {
+        Kind::HTTPRoute => {
+            let api: Api<HTTPRoute> = Api::namespaced(client.clone(), &key.namespace);
+            one(
+                api,
+                &key.name,
+                |r| (r.status.clone(), r.spec.parent_refs.clone()),
+                status,
+                params,
+                now,
+            )
+            .await
+        }
+        Kind::GRPCRoute => {
+            let api: Api<GRPCRoute> = Api::namespaced(client.clone(), &key.namespace);
+            one(
+                api,
+                &key.name,
+                |r| (r.status.clone(), r.spec.parent_refs.clone()),
+                status,
+                params,
+                now,
+            )
+            .await
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

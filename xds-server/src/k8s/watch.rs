@@ -1,5 +1,10 @@
 //! The Kubernetes source: kube-runtime watchers for Services, EndpointSlices, Pods,
-//! TrafficSplits and RetryPolicies, feeding the same model as the manifest directory.
+//! TrafficSplits, HTTPRouteGroups, RetryPolicies and the Gateway API's HTTPRoutes and
+//! GRPCRoutes, feeding the same model as the manifest directory.
+//!
+//! The Gateway API CRDs are the user's to install: while they are not (the list answers
+//! 404), their watchers count as synced with nothing, say so once in the log, and keep
+//! retrying with backoff, so installing them later needs no restart.
 //!
 //! Each watcher does the initial list, re-lists after `410 Gone`, takes bookmarks and
 //! backs off on errors (kube-runtime). A re-list replaces that kind's objects in its
@@ -20,7 +25,8 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use translator::model::{
-    HTTPRouteGroup, Kind, Model, ModelError, Object, ObjectKey, RetryPolicy, TrafficSplit,
+    GRPCRoute, HTTPRoute, HTTPRouteGroup, Kind, Model, ModelError, Object, ObjectKey, RetryPolicy,
+    TrafficSplit,
 };
 
 use crate::xds::store::Store;
@@ -148,6 +154,15 @@ impl Sink {
     }
 }
 
+/// Whether a watch error says the resource is not served (its CRD is not installed).
+fn not_installed(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s)) => s.code == 404,
+        _ => false,
+    }
+}
+
 async fn watch_kind<K>(
     api: Api<K>,
     sink: Sink,
@@ -155,6 +170,7 @@ async fn watch_kind<K>(
     strip: fn(&mut K),
     sync: Arc<watch::Sender<BTreeSet<String>>>,
     name: String,
+    optional: Option<&'static str>,
 ) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
@@ -163,6 +179,7 @@ async fn watch_kind<K>(
         .map_ok(move |e| e.modify(strip));
     futures::pin_mut!(stream);
     let mut buffer: Vec<(Object, Option<i64>)> = Vec::new();
+    let mut said_missing = false;
     loop {
         match stream.try_next().await {
             Ok(Some(event)) => match event {
@@ -195,6 +212,20 @@ async fn watch_kind<K>(
                 tracing::warn!(watcher = %name, "watch stream ended");
                 return;
             }
+            Err(e) if optional.is_some() && not_installed(&e) => {
+                if !said_missing {
+                    said_missing = true;
+                    tracing::info!(
+                        watcher = %name,
+                        "{} not installed; routes of this kind are ignored until it is (checked again with backoff)",
+                        optional.unwrap_or_default()
+                    );
+                    sink.replace(Vec::new());
+                    sync.send_modify(|s| {
+                        s.insert(name.clone());
+                    });
+                }
+            }
             Err(e) => {
                 // The backoff is applied by the stream; keep going.
                 tracing::warn!(watcher = %name, error = %e, "watch error; retrying");
@@ -223,7 +254,10 @@ pub fn spawn(client: Client, cache: Arc<Store>, scope: &KubeScope) -> (Rejected,
         };
         let label = |k: &str| format!("{k}/{}", ns.as_deref().unwrap_or("*"));
         macro_rules! start {
-            ($ty:ty, $kind:expr, $to:expr, $strip:expr) => {{
+            ($ty:ty, $kind:expr, $to:expr, $strip:expr) => {
+                start!($ty, $kind, $to, $strip, None)
+            };
+            ($ty:ty, $kind:expr, $to:expr, $strip:expr, $optional:expr) => {{
                 let api: Api<$ty> = match ns {
                     Some(n) => Api::namespaced(client.clone(), n),
                     None => Api::all(client.clone()),
@@ -236,6 +270,7 @@ pub fn spawn(client: Client, cache: Arc<Store>, scope: &KubeScope) -> (Rejected,
                     $strip,
                     tx.clone(),
                     label(&$kind.to_string()),
+                    $optional,
                 ));
             }};
         }
@@ -269,6 +304,20 @@ pub fn spawn(client: Client, cache: Arc<Store>, scope: &KubeScope) -> (Rejected,
             Kind::HTTPRouteGroup,
             |o| Object::HTTPRouteGroup(Box::new(o)),
             strip_meta::<HTTPRouteGroup>
+        );
+        start!(
+            HTTPRoute,
+            Kind::HTTPRoute,
+            |o| Object::HTTPRoute(Box::new(o)),
+            strip_meta::<HTTPRoute>,
+            Some("the Gateway API CRD httproutes.gateway.networking.k8s.io (v1)")
+        );
+        start!(
+            GRPCRoute,
+            Kind::GRPCRoute,
+            |o| Object::GRPCRoute(Box::new(o)),
+            strip_meta::<GRPCRoute>,
+            Some("the Gateway API CRD grpcroutes.gateway.networking.k8s.io (v1)")
         );
     }
     (rejected, SyncState { tx, expected })

@@ -1,0 +1,354 @@
+//! The subset of the Gateway API (`gateway.networking.k8s.io/v1`) a mesh reads: HTTPRoute
+//! and GRPCRoute, attached to a Service by a `parentRef` (GAMMA). Written with kube's
+//! derive because the crates.io `gateway-api` crate pins older kube and k8s-openapi
+//! releases. Field names, optionality and defaults follow the upstream CRDs (checked in
+//! `crds/tests/gateway.rs` with objects in the upstream shape); fields Rudder does not
+//! implement are still read, so that using one is refused by name rather than ignored.
+//!
+//! Rudder does not ship these CRDs: the user installs the Gateway API. Validation the
+//! upstream schema and CEL rules do (for the manifest directory, which has no API
+//! server) and what Rudder supports are in [`validate`](crate::gateway_validate).
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::MeshCondition;
+
+/// The API group.
+pub const GROUP: &str = "gateway.networking.k8s.io";
+
+/// The controller name Rudder writes into `status.parents[].controllerName`.
+pub const CONTROLLER_NAME: &str = "rudder.dev/mesh";
+
+/// Names a parent: for the mesh, a Service (`group: ""`, `kind: Service`).
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentReference {
+    /// Defaults to `gateway.networking.k8s.io`; `""` (or `core`) for a Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Defaults to `Gateway`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Defaults to the route's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The parent's name.
+    pub name: String,
+    /// For a Service: the name of one of its ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section_name: Option<String>,
+    /// For a Service: one of its port numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+}
+
+impl ParentReference {
+    /// Whether it names a Service (`group` `""` or `core`, `kind` `Service`): a mesh
+    /// parent. Other parents belong to gateway controllers.
+    pub fn is_service(&self) -> bool {
+        matches!(self.group.as_deref(), Some("" | "core"))
+            && self.kind.as_deref() == Some("Service")
+    }
+}
+
+/// A header (or query parameter) to set or add.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HTTPHeader {
+    /// The name.
+    pub name: String,
+    /// The value.
+    pub value: String,
+}
+
+/// The `RequestHeaderModifier` / `ResponseHeaderModifier` filter.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HTTPHeaderFilter {
+    /// Headers set, replacing any value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<HTTPHeader>,
+    /// Headers added to any value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<HTTPHeader>,
+    /// Header names removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+/// One filter. Rudder implements `RequestHeaderModifier` and `ResponseHeaderModifier`;
+/// the others are read so that a route using one is refused by name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPRouteFilter {
+    /// `RequestHeaderModifier`, `ResponseHeaderModifier`, `RequestMirror`,
+    /// `RequestRedirect`, `URLRewrite`, `ExtensionRef`, `CORS`, ...
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// For `RequestHeaderModifier`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_header_modifier: Option<HTTPHeaderFilter>,
+    /// For `ResponseHeaderModifier`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_header_modifier: Option<HTTPHeaderFilter>,
+    /// For `RequestMirror` (not implemented).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_mirror: Option<serde_json::Value>,
+    /// For `RequestRedirect` (not implemented).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_redirect: Option<serde_json::Value>,
+    /// For `URLRewrite` (not implemented).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_rewrite: Option<serde_json::Value>,
+    /// For `ExtensionRef` (not implemented).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extension_ref: Option<serde_json::Value>,
+}
+
+/// A backend: a Service port, with a weight.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendRef {
+    /// Defaults to `""` (the core group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Defaults to `Service`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The Service's name.
+    pub name: String,
+    /// Defaults to the route's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The Service port (required for a Service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+    /// Relative weight, 0 to 1,000,000; defaults to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<i32>,
+    /// Filters for requests to this backend only (not implemented).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<HTTPRouteFilter>,
+}
+
+impl BackendRef {
+    /// Whether it names a Service.
+    pub fn is_service(&self) -> bool {
+        matches!(self.group.as_deref(), None | Some("" | "core"))
+            && matches!(self.kind.as_deref(), None | Some("Service"))
+    }
+}
+
+/// A string match (headers, query parameters).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HTTPHeaderMatch {
+    /// `Exact` (default) or `RegularExpression`.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    /// The header or parameter name.
+    pub name: String,
+    /// The value to match.
+    pub value: String,
+}
+
+/// A path match.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HTTPPathMatch {
+    /// `Exact`, `PathPrefix` (default) or `RegularExpression`.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    /// Defaults to `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// One HTTPRoute match: every condition must hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPRouteMatch {
+    /// The path (default: prefix `/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<HTTPPathMatch>,
+    /// Headers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HTTPHeaderMatch>,
+    /// Query parameters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query_params: Vec<HTTPHeaderMatch>,
+    /// An HTTP method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+}
+
+/// `timeouts` of a rule (Gateway API durations: `10s`, `500ms`, `1h30m`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPRouteTimeouts {
+    /// The whole request, retries included; `0s` disables it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    /// One attempt to a backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_request: Option<String>,
+}
+
+/// `retry` of a rule (experimental in the Gateway API, GEP-1731).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HTTPRouteRetry {
+    /// HTTP status codes (400 to 599) that are retried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub codes: Vec<i32>,
+    /// Most retries of one request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<i32>,
+    /// The first backoff interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<String>,
+}
+
+/// One HTTPRoute rule.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPRouteRule {
+    /// An optional name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Requests matching any of these (none: every request).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<HTTPRouteMatch>,
+    /// Filters applied to matching requests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<HTTPRouteFilter>,
+    /// Where they go (none: answered with 500).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backend_refs: Vec<BackendRef>,
+    /// Timeouts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<HTTPRouteTimeouts>,
+    /// Retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<HTTPRouteRetry>,
+    /// Session persistence (not implemented).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_persistence: Option<serde_json::Value>,
+}
+
+/// `HTTPRoute`: HTTP routing for the Services its `parentRefs` name.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1",
+    kind = "HTTPRoute",
+    namespaced,
+    status = "RouteStatus",
+    derive = "PartialEq"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPRouteSpec {
+    /// The Services (or Gateways) it attaches to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parent_refs: Vec<ParentReference>,
+    /// Host names (not used by mesh routes: a Service parent defines the host).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
+    /// Rules; the API server defaults an absent list to one rule matching every path.
+    #[serde(default = "default_rules")]
+    pub rules: Vec<HTTPRouteRule>,
+}
+
+fn default_rules() -> Vec<HTTPRouteRule> {
+    vec![HTTPRouteRule::default()]
+}
+
+/// A gRPC method match. With `Exact`, `service` and `method` are literal; with
+/// `RegularExpression`, patterns.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct GRPCMethodMatch {
+    /// `Exact` (default) or `RegularExpression`.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    /// The fully qualified service, e.g. `helloworld.Greeter`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// The method, e.g. `SayHello`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+}
+
+/// One GRPCRoute match.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct GRPCRouteMatch {
+    /// The method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<GRPCMethodMatch>,
+    /// Metadata (headers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HTTPHeaderMatch>,
+}
+
+/// One GRPCRoute rule.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GRPCRouteRule {
+    /// An optional name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Calls matching any of these (none: every call).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<GRPCRouteMatch>,
+    /// Filters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<HTTPRouteFilter>,
+    /// Where they go.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backend_refs: Vec<BackendRef>,
+    /// Session persistence (not implemented).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_persistence: Option<serde_json::Value>,
+}
+
+/// `GRPCRoute`: gRPC routing for the Services its `parentRefs` name.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1",
+    kind = "GRPCRoute",
+    namespaced,
+    status = "RouteStatus",
+    derive = "PartialEq"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct GRPCRouteSpec {
+    /// The Services (or Gateways) it attaches to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parent_refs: Vec<ParentReference>,
+    /// Host names (not used by mesh routes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
+    /// Rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<GRPCRouteRule>,
+}
+
+/// Route status: one entry per parent and controller.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RouteStatus {
+    /// Parents' conditions.
+    #[serde(default)]
+    pub parents: Vec<RouteParentStatus>,
+}
+
+/// The conditions one controller reports for one parent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteParentStatus {
+    /// The parent, as the route names it.
+    pub parent_ref: ParentReference,
+    /// The controller that wrote the entry.
+    pub controller_name: String,
+    /// `Accepted` and `ResolvedRefs`.
+    #[serde(default)]
+    pub conditions: Vec<MeshCondition>,
+}

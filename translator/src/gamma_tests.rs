@@ -1,0 +1,275 @@
+//! Attachment, precedence and status of Gateway API routes.
+
+use super::*;
+use crate::model::parse_manifest;
+
+const SERVICES: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{name: http, port: 80}, {name: db, port: 5432, appProtocol: tcp}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web-v2}\nspec:\n  ports: [{name: http, port: 80}, {name: db, port: 5432, appProtocol: tcp}]\n";
+
+fn model(extra: &str) -> Model {
+    let mut m = Model::new();
+    let parsed = parse_manifest(&format!("{SERVICES}---\n{extra}")).expect("manifest");
+    for o in &parsed.objects {
+        m.apply(o).expect("valid");
+    }
+    m
+}
+
+fn conditions(m: &Model, name: &str) -> Vec<Vec<(String, String, String)>> {
+    let status = route_status(m);
+    let key = ObjectKey::new(Kind::HTTPRoute, "default", name);
+    status
+        .get(&key)
+        .map(|r| {
+            r.parents
+                .iter()
+                .map(|(_, cs)| {
+                    cs.iter()
+                        .map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone()))
+                        .collect()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn route(name: &str, parents: &str, backends: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}}}\nspec:\n  parentRefs: {parents}\n  rules:\n    - backendRefs: {backends}\n"
+    )
+}
+
+fn triple(t: &str, s: &str, r: &str) -> (String, String, String) {
+    (t.into(), s.into(), r.into())
+}
+
+#[test]
+fn each_service_parent_gets_accepted_and_resolved_refs_with_gateway_reasons() {
+    let m = model(&route(
+        "r",
+        "[{group: \"\", kind: Service, name: web}, {group: \"\", kind: Service, name: nope}, {group: \"\", kind: Service, name: web, port: 81}, {group: \"\", kind: Service, name: web, namespace: other}, {group: \"\", kind: Service, name: web, port: 5432}, {name: some-gateway}]",
+        "[{name: web-v2, port: 80}]",
+    ));
+    let c = conditions(&m, "r");
+    // The Gateway parent is not Rudder's: five entries, not six.
+    assert_eq!(c.len(), 5, "{c:?}");
+    assert_eq!(c[0][0], triple("Accepted", "True", "Accepted"));
+    assert_eq!(c[0][1], triple("ResolvedRefs", "True", "ResolvedRefs"));
+    assert_eq!(c[1][0], triple("Accepted", "False", "NoMatchingParent"));
+    assert_eq!(c[2][0], triple("Accepted", "False", "NoMatchingParent"));
+    assert_eq!(c[3][0], triple("Accepted", "False", "UnsupportedValue"));
+    assert_eq!(c[4][0], triple("Accepted", "False", "NoMatchingParent"));
+}
+
+#[test]
+fn unresolved_backends_say_why_and_the_rule_answers_500_when_nothing_is_left() {
+    for (backends, reason) in [
+        ("[{name: missing, port: 80}]", "BackendNotFound"),
+        ("[{name: web-v2, port: 81}]", "BackendNotFound"),
+        ("[{name: web-v2, port: 5432}]", "UnsupportedProtocol"),
+        (
+            "[{name: web-v2, port: 80, namespace: other}]",
+            "RefNotPermitted",
+        ),
+        (
+            "[{name: web-v2, group: example.com, kind: Backend}]",
+            "InvalidKind",
+        ),
+    ] {
+        let m = model(&route(
+            "r",
+            "[{group: \"\", kind: Service, name: web}]",
+            backends,
+        ));
+        let c = conditions(&m, "r");
+        assert_eq!(
+            c[0][0],
+            triple("Accepted", "True", "Accepted"),
+            "{backends}"
+        );
+        assert_eq!(
+            c[0][1],
+            triple("ResolvedRefs", "False", reason),
+            "{backends}"
+        );
+        let state = resolve(&m, &Excluded::new());
+        let rules = &state[&("default".to_string(), "web".to_string())].rules;
+        assert_eq!(rules[0].rule.dest, Dest::Status(500), "{backends}");
+    }
+    // Weights of 0 only: 500 as well, but every reference resolved.
+    let m = model(&route(
+        "r",
+        "[{group: \"\", kind: Service, name: web}]",
+        "[{name: web-v2, port: 80, weight: 0}]",
+    ));
+    assert_eq!(
+        conditions(&m, "r")[0][1],
+        triple("ResolvedRefs", "True", "ResolvedRefs")
+    );
+    let state = resolve(&m, &Excluded::new());
+    assert_eq!(
+        state[&("default".to_string(), "web".to_string())].rules[0]
+            .rule
+            .dest,
+        Dest::Status(500)
+    );
+}
+
+#[test]
+fn a_routed_service_is_not_split_and_its_traffic_split_is_conflicted() {
+    let m = model(&format!(
+        "{}---\napiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {{name: ts}}\nspec:\n  service: web\n  backends: [{{service: web-v2, weight: 1}}]\n",
+        route(
+            "r",
+            "[{group: \"\", kind: Service, name: web}]",
+            "[{name: web-v2, port: 80}]"
+        )
+    ));
+    let policy = PolicyContext::new(&m, &Default::default(), &Excluded::new());
+    assert!(policy.splits.is_empty(), "{:?}", policy.splits);
+    let status = crate::model::policy_status(&m);
+    let ts = &status[&ObjectKey::new(Kind::TrafficSplit, "default", "ts")];
+    assert_eq!(ts.conditions[0].reason, "Conflicted");
+    assert!(
+        ts.conditions[0].message.contains("HTTPRoute default/r"),
+        "{}",
+        ts.conditions[0].message
+    );
+}
+
+#[test]
+fn rules_of_several_routes_merge_by_precedence_and_ties_go_to_the_oldest() {
+    let newer = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: a-newer, creationTimestamp: \"2026-02-01T00:00:00Z\"}\nspec:\n  parentRefs: [{group: \"\", kind: Service, name: web}]\n  rules:\n    - matches: [{path: {type: PathPrefix, value: /x}}]\n      backendRefs: [{name: web-v2, port: 80}]\n    - matches: [{path: {type: Exact, value: /x/y}}]\n      backendRefs: [{name: web-v2, port: 80}]\n";
+    let older = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: z-older, creationTimestamp: \"2026-01-01T00:00:00Z\"}\nspec:\n  parentRefs: [{group: \"\", kind: Service, name: web}]\n  rules:\n    - matches: [{path: {type: PathPrefix, value: /x}}]\n      backendRefs: [{name: web, port: 80}]\n    - matches: [{path: {type: PathPrefix, value: /}, headers: [{name: a, value: b}]}]\n      backendRefs: [{name: web, port: 80}]\n";
+    let m = model(&format!("{newer}---\n{older}"));
+    let state = resolve(&m, &Excluded::new());
+    let rules: Vec<(String, String)> = state[&("default".to_string(), "web".to_string())]
+        .rules
+        .iter()
+        .map(|a| {
+            let path = match &a.rule.matches.as_ref().expect("match").path {
+                PathMatch::Exact(p) => format!("={p}"),
+                PathMatch::Segments(p) | PathMatch::Prefix(p) => p.clone(),
+                PathMatch::Regex(p) => format!("~{p}"),
+            };
+            let src = a
+                .rule
+                .extra
+                .as_ref()
+                .and_then(|e| e.source.clone())
+                .expect("source");
+            (path, src.name)
+        })
+        .collect();
+    assert_eq!(
+        rules,
+        vec![
+            ("=/x/y".to_string(), "a-newer".to_string()),
+            ("/x".to_string(), "z-older".to_string()),
+            ("/x".to_string(), "a-newer".to_string()),
+            ("/".to_string(), "z-older".to_string()),
+        ]
+    );
+}
+
+#[test]
+fn invalid_and_unsupported_routes_are_refused_with_the_field() {
+    let cases = [
+        (
+            "filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /}}}]",
+            "spec.rules[0].filters[0].type",
+            true,
+        ),
+        (
+            "filters: [{type: RequestMirror, requestMirror: {backendRef: {name: web, port: 80}}}]",
+            "spec.rules[0].filters[0].type",
+            true,
+        ),
+        (
+            "filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: Host, value: x}]}}]",
+            "spec.rules[0].filters[0].requestHeaderModifier",
+            false,
+        ),
+        (
+            "filters: [{type: RequestHeaderModifier}]",
+            "spec.rules[0].filters[0]",
+            false,
+        ),
+        (
+            "timeouts: {request: 1s, backendRequest: 2s}",
+            "spec.rules[0].timeouts.backendRequest",
+            false,
+        ),
+        (
+            "timeouts: {request: 1.5s}",
+            "spec.rules[0].timeouts.request",
+            false,
+        ),
+        (
+            "matches: [{path: {type: PathPrefix, value: /a//b}}]",
+            "spec.rules[0].matches[0].path.value",
+            false,
+        ),
+        (
+            "matches: [{path: {type: RegularExpression, value: \"(a\"}}]",
+            "spec.rules[0].matches[0].path.value",
+            false,
+        ),
+        (
+            "matches: [{method: FETCH}]",
+            "spec.rules[0].matches[0].method",
+            false,
+        ),
+        (
+            "sessionPersistence: {type: Cookie}",
+            "spec.rules[0].sessionPersistence",
+            true,
+        ),
+        (
+            "retry: {codes: [200]}",
+            "spec.rules[0].retry.codes[0]",
+            false,
+        ),
+    ];
+    for (rule, field, unsupported) in cases {
+        let yaml = format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r}}\nspec:\n  parentRefs: [{{group: \"\", kind: Service, name: web}}]\n  rules:\n    - backendRefs: [{{name: web, port: 80}}]\n      {rule}\n"
+        );
+        let route: crds::HTTPRoute = serde_saphyr::from_str(&yaml).expect("yaml");
+        let e = Model::new()
+            .apply(&crate::model::Object::HTTPRoute(Box::new(route)))
+            .expect_err(rule);
+        assert_eq!(e.field, field, "{rule}: {e}");
+        assert_eq!(e.unsupported, unsupported, "{rule}: {e}");
+    }
+    // A backend without a port is refused (the upstream CEL rule).
+    let yaml = route(
+        "r",
+        "[{group: \"\", kind: Service, name: web}]",
+        "[{name: web}]",
+    );
+    let route: crds::HTTPRoute = serde_saphyr::from_str(&yaml).expect("yaml");
+    let e = Model::new()
+        .apply(&crate::model::Object::HTTPRoute(Box::new(route)))
+        .expect_err("no port");
+    assert_eq!(e.field, "spec.rules[0].backendRefs[0].port");
+}
+
+#[test]
+fn grpc_method_matches_become_paths() {
+    assert_eq!(
+        grpc_path(false, Some("pkg.Svc"), Some("Get")),
+        PathMatch::Exact("/pkg.Svc/Get".into())
+    );
+    assert_eq!(
+        grpc_path(false, Some("pkg.Svc"), None),
+        PathMatch::Prefix("/pkg.Svc/".into())
+    );
+    assert_eq!(
+        grpc_path(false, None, Some("Get")),
+        PathMatch::Regex("/[^/]+/Get".into())
+    );
+    assert_eq!(
+        grpc_path(true, Some("pkg\\..*"), None),
+        PathMatch::Regex("/pkg\\..*/[^/]+".into())
+    );
+}
