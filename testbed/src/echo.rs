@@ -58,14 +58,23 @@ pub async fn serve(
                     .and_then(|h| h.to_str().ok())
                     .unwrap_or("-")
                     .to_string();
+                // Request headers named `x-echo-*` come back in the body, so tests can see
+                // what a proxy added.
+                let echoed: String = req
+                    .headers()
+                    .iter()
+                    .filter(|(k, _)| k.as_str().starts_with("x-echo-"))
+                    .map(|(k, v)| format!(" {}={}", k, v.to_str().unwrap_or("?")))
+                    .collect();
                 let body = format!(
-                    "{} proto={:?} authority={} path={} n={} xfcc={}\n",
+                    "{} proto={:?} authority={} path={} n={} xfcc={}{}\n",
                     name,
                     req.version(),
                     authority,
                     req.uri().path(),
                     n,
-                    xfcc
+                    xfcc,
+                    echoed
                 );
                 let fail = behaviour.fail_every > 0 && n % behaviour.fail_every == 0;
                 futures::future::Either::Right(async move {

@@ -406,7 +406,18 @@ fn extra(route: &ObjectKey, rule: &RuleView<'_>) -> RuleExtra {
         backend_timeout: dur(rule.timeouts.and_then(|t| t.backend_request.as_ref())),
         retry: rule.retry.map(|r| Retry {
             name: route.name.clone(),
-            on: vec!["connect-failure".into(), "refused-stream".into()],
+            // Connection failures always; with 504 among the codes, also an attempt that
+            // timed out (timeouts.backendRequest) or got no answer, which the proxy
+            // answers with 504 itself.
+            on: if r.codes.contains(&504) {
+                vec![
+                    "connect-failure".into(),
+                    "refused-stream".into(),
+                    "reset".into(),
+                ]
+            } else {
+                vec!["connect-failure".into(), "refused-stream".into()]
+            },
             codes: r
                 .codes
                 .iter()

@@ -1,0 +1,389 @@
+//! Gateway API routes for the mesh (GAMMA) in the data path with real Envoy: weights,
+//! a header match with a request header filter, a live weight change, timeouts and
+//! retries, and an HTTPRoute exactly as Flagger's `gatewayapi` provider writes it.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::{CONVERGE, Mesh, Traffic, ip};
+use testbed::manifests::{pod, slice};
+use testbed::procs::{Stream, wait_until};
+
+/// A Service without a selector whose endpoints are given by a slice.
+fn plain_service(name: &str, port: u16, endpoints: &[std::net::IpAddr]) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  ports: [{{name: http, port: 80, targetPort: {port}}}]\n---\n{}",
+        slice(&format!("{name}-x"), name, "http", port, endpoints)
+    )
+}
+
+/// web-a (pod web-1) and web-b (pod web-2).
+fn backends(mesh: &Mesh) -> anyhow::Result<()> {
+    mesh.write(
+        "backends.yaml",
+        &format!(
+            "{}---\n{}",
+            plain_service("web-a", mesh.web_port, &[ip(22)]),
+            plain_service("web-b", mesh.web_port, &[ip(23)])
+        ),
+    )
+}
+
+/// An HTTPRoute `NAME` for Service `parent` port 80 with `rules` (YAML, indented 4).
+fn route(name: &str, parent: &str, rules: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  parentRefs:\n    - {{group: \"\", kind: Service, name: {parent}, port: 80}}\n  rules:\n{rules}"
+    )
+}
+
+fn weighted(a: u32, b: u32) -> String {
+    route(
+        "web",
+        "web",
+        &format!(
+            "    - backendRefs:\n        - {{name: web-a, port: 80, weight: {a}}}\n        - {{name: web-b, port: 80, weight: {b}}}\n"
+        ),
+    )
+}
+
+/// Shares (percent) of answering pods over `n` sequential calls.
+async fn shares(mesh: &Mesh, host: &str, n: usize) -> anyhow::Result<BTreeMap<String, f64>> {
+    let seen = mesh.answering(host, n).await?;
+    Ok(seen
+        .into_iter()
+        .map(|(k, v)| (k, v as f64 * 100.0 / n as f64))
+        .collect())
+}
+
+async fn wait_for_route(mesh: &Mesh, needle: &str) -> anyhow::Result<()> {
+    let client = &mesh.client;
+    let needle = needle.to_string();
+    wait_until(CONVERGE, "the route change in Envoy", || {
+        let needle = needle.clone();
+        async move {
+            Ok(client
+                .admin_get("/config_dump?resource=dynamic_route_configs")
+                .await?
+                .contains(&needle))
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+fn near(s: &BTreeMap<String, f64>, pod: &str, want: f64, tolerance: f64) -> bool {
+    (s.get(pod).copied().unwrap_or(0.0) - want).abs() <= tolerance
+}
+
+#[tokio::test]
+async fn http_route_weights_hold_and_shift_live_without_errors() -> anyhow::Result<()> {
+    let mesh = Mesh::start(Stream::Delta).await?;
+    backends(&mesh)?;
+    mesh.write("route.yaml", &weighted(90, 10))?;
+    wait_for_route(&mesh, "outbound|80||web-b.default.svc.cluster.local").await?;
+    let s = shares(&mesh, "web", 2000).await?;
+    eprintln!("HTTPRoute 90/10: {s:?}");
+    assert!(
+        near(&s, "web-1", 90.0, 3.0) && near(&s, "web-2", 10.0, 3.0),
+        "{s:?}"
+    );
+
+    let traffic = Traffic::start(mesh.client.outbound, "web");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    mesh.write("route.yaml", &weighted(50, 50))?;
+    wait_for_route(&mesh, "\"weight\": 50").await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let during = traffic.stop().await;
+    eprintln!(
+        "during the live weight change: {} requests, {} failed",
+        during.by_pod.values().sum::<u64>(),
+        during.failures.len()
+    );
+    assert!(
+        during.failures.is_empty(),
+        "requests failed during the weight change: {:?}",
+        during.failures
+    );
+    let s = shares(&mesh, "web", 2000).await?;
+    eprintln!("HTTPRoute 50/50: {s:?}");
+    assert!(
+        near(&s, "web-1", 50.0, 3.0) && near(&s, "web-2", 50.0, 3.0),
+        "{s:?}"
+    );
+    // The route's status goes to the log in manifest mode.
+    let cp = &mesh.cp;
+    wait_until(
+        CONVERGE,
+        "the route's conditions in the log",
+        || async move {
+            Ok(cp
+                .log_text()
+                .lines()
+                .any(|l| l.contains("HTTPRoute default/web") && l.contains("Accepted")))
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_header_match_sends_only_matching_requests_to_the_canary() -> anyhow::Result<()> {
+    let mesh = Mesh::start(Stream::Sotw).await?;
+    backends(&mesh)?;
+    mesh.write(
+        "route.yaml",
+        &route(
+            "web",
+            "web",
+            "    - matches:\n        - headers: [{name: x-canary, value: \"yes\"}]\n      filters:\n        - type: RequestHeaderModifier\n          requestHeaderModifier:\n            set: [{name: x-echo-routed, value: canary}]\n      backendRefs: [{name: web-b, port: 80}]\n    - backendRefs: [{name: web-a, port: 80}]\n",
+        ),
+    )?;
+    wait_for_route(&mesh, "x-canary").await?;
+    let mut matching = BTreeMap::new();
+    let mut others = BTreeMap::new();
+    for _ in 0..50 {
+        let r = testbed::http::get_via_with(
+            mesh.client.outbound,
+            "http://web/",
+            &[("x-canary", "yes")],
+        )
+        .await?;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(
+            r.body.contains("x-echo-routed=canary"),
+            "the filter set the header: {}",
+            r.body
+        );
+        *matching
+            .entry(
+                r.body
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+            .or_insert(0) += 1;
+        let r =
+            testbed::http::get_via_with(mesh.client.outbound, "http://web/", &[("x-canary", "no")])
+                .await?;
+        assert!(!r.body.contains("x-echo-routed"), "{}", r.body);
+        *others
+            .entry(
+                r.body
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+            .or_insert(0) += 1;
+    }
+    eprintln!("header match: matching {matching:?}, others {others:?}");
+    assert_eq!(matching.keys().collect::<Vec<_>>(), ["web-2"]);
+    assert_eq!(others.keys().collect::<Vec<_>>(), ["web-1"]);
+    Ok(())
+}
+
+/// A pod `NAME-1` at 127.0.0.LAST whose backend gets `backend` arguments, and its
+/// Service; returns the backend's own address (for its request counter).
+async fn backend_pod(
+    mesh: &mut Mesh,
+    name: &str,
+    last: u8,
+    backend: &[&str],
+) -> anyhow::Result<SocketAddr> {
+    let port = testbed::procs::free_port()?;
+    let pod_name = format!("{name}-1");
+    mesh.add_pod_with(&pod_name, last, port, backend).await?;
+    let pods = std::fs::read_to_string(mesh.manifests().join("pods.yaml"))?;
+    mesh.write(
+        "pods.yaml",
+        &format!("{pods}---\n{}", pod(&pod_name, name, ip(last), name)),
+    )?;
+    mesh.write(
+        &format!("{name}.yaml"),
+        &format!(
+            "{}---\n{}",
+            testbed::manifests::service(name, "http", 80, port, None),
+            slice(&format!("{name}-x"), name, "http", port, &[ip(last)])
+        ),
+    )?;
+    let sidecar = &mesh.sidecars[&pod_name];
+    let inbound = format!("inbound|{port}");
+    wait_until(CONVERGE, "the pod's inbound listener", || {
+        let inbound = inbound.clone();
+        async move { Ok(sidecar.admin_get("/listeners").await?.contains(&inbound)) }
+    })
+    .await?;
+    Ok(SocketAddr::new(testbed::manifests::app_ip(ip(last)), port))
+}
+
+async fn backend_count(addr: SocketAddr) -> anyhow::Result<u64> {
+    Ok(testbed::http::get_ok(addr, "/__count")
+        .await?
+        .trim()
+        .parse()?)
+}
+
+#[tokio::test]
+async fn route_timeouts_and_retries() -> anyhow::Result<()> {
+    let mut mesh = Mesh::start(Stream::Delta).await?;
+    let slow = backend_pod(&mut mesh, "slow", 28, &["--delay-ms", "1500"]).await?;
+    // timeouts.request bounds the whole request.
+    mesh.write(
+        "route.yaml",
+        &route(
+            "slow",
+            "slow",
+            "    - backendRefs: [{name: slow, port: 80}]\n      timeouts: {request: 300ms}\n",
+        ),
+    )?;
+    wait_for_route(&mesh, "\"timeout\": \"0.300s\"").await?;
+    let start = Instant::now();
+    let (status, _) = mesh.call("slow").await?;
+    let took = start.elapsed();
+    eprintln!("timeouts.request 300ms: status {status} after {took:?}");
+    assert_eq!(status, 504);
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_millis(1000),
+        "{took:?}"
+    );
+    // timeouts.backendRequest bounds each attempt; retries on 504 try again.
+    mesh.write(
+        "route.yaml",
+        &route(
+            "slow",
+            "slow",
+            "    - backendRefs: [{name: slow, port: 80}]\n      timeouts: {request: 5s, backendRequest: 200ms}\n      retry: {attempts: 2, codes: [504], backoff: 10ms}\n",
+        ),
+    )?;
+    wait_for_route(&mesh, "\"per_try_timeout\": \"0.200s\"").await?;
+    let before = backend_count(slow).await?;
+    let start = Instant::now();
+    let (status, _) = mesh.call("slow").await?;
+    let took = start.elapsed();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let attempts = backend_count(slow).await? - before;
+    eprintln!(
+        "backendRequest 200ms, 2 retries: status {status} after {took:?}, {attempts} attempts"
+    );
+    assert_eq!(status, 504);
+    assert_eq!(
+        attempts, 3,
+        "each attempt timed out after 200ms and was retried"
+    );
+    assert!(took < Duration::from_millis(1200), "{took:?}");
+
+    // Retries on the codes the route names hide a flaky backend.
+    backend_pod(&mut mesh, "flaky", 26, &["--fail-every", "2"]).await?;
+    mesh.write(
+        "flaky-route.yaml",
+        &route(
+            "flaky",
+            "flaky",
+            "    - backendRefs: [{name: flaky, port: 80}]\n      retry: {attempts: 3, codes: [503]}\n",
+        ),
+    )?;
+    wait_for_route(&mesh, "\"num_retries\": 3").await?;
+    let mut good = 0;
+    for _ in 0..200 {
+        if mesh.call("flaky").await?.0 == 200 {
+            good += 1;
+        }
+    }
+    eprintln!("flaky backend behind route retries: {good}/200");
+    assert_eq!(good, 200);
+    Ok(())
+}
+
+/// An HTTPRoute exactly as Flagger's `gatewayapi` provider writes it for a mesh canary
+/// (`gatewayRefs` naming the apex Service with `group: core`, as in Flagger's GAMMA
+/// tutorials): named after the apex, owned by the Canary, one rule matching every path,
+/// primary and canary weighted.
+fn flagger_route(primary: u32, canary: u32) -> String {
+    format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: web
+  namespace: default
+  annotations:
+    helm.toolkit.fluxcd.io/driftDetection: disabled
+  ownerReferences:
+    - apiVersion: flagger.app/v1beta1
+      kind: Canary
+      name: web
+      uid: 6a1c1f2e-0b7a-4e43-9d2f-3c1f0e6d9b21
+      controller: true
+      blockOwnerDeletion: true
+spec:
+  parentRefs:
+    - group: core
+      kind: Service
+      name: web
+      namespace: default
+      port: 80
+  rules:
+    - matches:
+        - path:
+            type: PathPrefix
+            value: /
+      backendRefs:
+        - group: ""
+          kind: Service
+          name: web-primary
+          port: 80
+          weight: {primary}
+        - group: ""
+          kind: Service
+          name: web-canary
+          port: 80
+          weight: {canary}
+      timeouts:
+        request: 15s
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_flagger_gatewayapi_canary_step_routes_its_weights() -> anyhow::Result<()> {
+    let mesh = Mesh::start(Stream::Sotw).await?;
+    mesh.write(
+        "backends.yaml",
+        &format!(
+            "{}---\n{}",
+            plain_service("web-primary", mesh.web_port, &[ip(22)]),
+            plain_service("web-canary", mesh.web_port, &[ip(23)])
+        ),
+    )?;
+    mesh.write("route.yaml", &flagger_route(90, 10))?;
+    wait_for_route(&mesh, "outbound|80||web-canary.default.svc.cluster.local").await?;
+    let s = shares(&mesh, "web", 1000).await?;
+    eprintln!("flagger gatewayapi 90/10: {s:?}");
+    assert!(near(&s, "web-1", 90.0, 4.0), "{s:?}");
+    // The next analysis step, with traffic flowing.
+    let traffic = Traffic::start(mesh.client.outbound, "web");
+    mesh.write("route.yaml", &flagger_route(60, 40))?;
+    wait_for_route(&mesh, "\"weight\": 40").await?;
+    let during = traffic.stop().await;
+    assert!(during.failures.is_empty(), "{:?}", during.failures);
+    let s = shares(&mesh, "web", 1000).await?;
+    eprintln!("flagger gatewayapi 60/40: {s:?}");
+    assert!(near(&s, "web-2", 40.0, 4.0), "{s:?}");
+    // Promotion: all to primary.
+    mesh.write("route.yaml", &flagger_route(100, 0))?;
+    wait_until(CONVERGE, "the canary drained", || {
+        let mesh = &mesh;
+        async move {
+            Ok(mesh
+                .answering("web", 50)
+                .await?
+                .keys()
+                .all(|k| k == "web-1"))
+        }
+    })
+    .await?;
+    Ok(())
+}
