@@ -461,3 +461,153 @@ fn intercepted_listeners_are_accepted_by_envoy() {
         panic!("Envoy rejects the intercepted listeners:\n{e}");
     }
 }
+
+/// Gateway API routes at every limit Rudder validates: 16 rules, 128 matches, 16
+/// headers and query parameters per match with names of 256 and values of 4,096 bytes,
+/// regular expressions of 100 RE2 instructions, 1,024-byte paths, 16 backends of weight
+/// 1,000,000, 16 headers set, added and removed, the longest durations, 10 retries, and
+/// a GRPCRoute with regex method matches.
+fn gateway_boundary() -> String {
+    let mut y: String = (0..16).map(|i| service(&format!("b{i}"))).collect();
+    y.push_str(&service("api"));
+    let long_name = |c: char| c.to_string().repeat(256);
+    let value = "v".repeat(4096);
+    let re = format!("/{}", "p".repeat(95));
+    let headers: String = (0..16)
+        .map(|i| {
+            let name = format!("{}{i:02}", "h".repeat(254));
+            if i % 2 == 0 {
+                format!("{{name: {name}, value: {value}}}, ")
+            } else {
+                format!("{{name: {name}, type: RegularExpression, value: \"{re}\"}}, ")
+            }
+        })
+        .collect();
+    let query: String = (0..16)
+        .map(|i| {
+            format!(
+                "{{name: {}{i:02}, value: {}}}, ",
+                "q".repeat(254),
+                "w".repeat(1024)
+            )
+        })
+        .collect();
+    let path = format!("/{}", "a/".repeat(511))
+        .trim_end_matches('/')
+        .to_string();
+    let mut rules = String::new();
+    // Rule 0: one match at every per-match limit, then 63 small ones.
+    rules.push_str(&format!(
+        "    - matches:\n        - {{path: {{type: Exact, value: \"{path}\"}}, method: PATCH, headers: [{headers}], queryParams: [{query}]}}\n"
+    ));
+    for i in 0..63 {
+        let kind = ["Exact", "PathPrefix", "RegularExpression"][i % 3];
+        let v = if kind == "RegularExpression" {
+            re.clone()
+        } else {
+            format!("/m{i}/").trim_end_matches('/').to_string()
+        };
+        rules.push_str(&format!(
+            "        - {{path: {{type: {kind}, value: \"{v}\"}}}}\n"
+        ));
+    }
+    let set: String = (0..16)
+        .map(|i| format!("{{name: {}{i:02}, value: {value}}}, ", "s".repeat(254)))
+        .collect();
+    let add: String = (0..16)
+        .map(|i| format!("{{name: {}{i:02}, value: {value}}}, ", "a".repeat(254)))
+        .collect();
+    let remove: String = (0..16)
+        .map(|i| format!("{}{i:02}, ", "r".repeat(254)))
+        .collect();
+    let backends: String = (0..16)
+        .map(|i| format!("{{name: b{i}, port: 80, weight: 1000000}}, "))
+        .collect();
+    rules.push_str(&format!(
+        "      filters:\n        - {{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{set}], add: [{add}], remove: [{remove}]}}}}\n        - {{type: ResponseHeaderModifier, responseHeaderModifier: {{set: [{set}], add: [{add}], remove: [{remove}]}}}}\n      backendRefs: [{backends}]\n      timeouts: {{request: 99999h99999m99999s99999ms, backendRequest: 99999h99999m99999s99999ms}}\n      retry: {{attempts: 10, codes: [400, 500, 503, 504, 599], backoff: 99999h99999m99999s99999ms}}\n"
+    ));
+    // Rule 1: 64 matches.
+    rules.push_str("    - matches:\n");
+    for i in 0..64 {
+        rules.push_str(&format!(
+            "        - {{path: {{type: PathPrefix, value: /r{i}}}, headers: [{{name: {}, value: x}}]}}\n",
+            long_name('x')
+        ));
+    }
+    rules.push_str(
+        "      backendRefs: [{name: b1, port: 80, weight: 0}]\n      timeouts: {request: 0s}\n",
+    );
+    // Rules 2..15: no matches (every request), backends missing and present.
+    for i in 2..16 {
+        rules.push_str(&format!(
+            "    - backendRefs: [{{name: b{i}, port: 80}}, {{name: missing, port: 80}}]\n"
+        ));
+    }
+    y.push_str(&format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: edge, namespace: shop}}\nspec:\n  parentRefs: [{{group: \"\", kind: Service, name: api, port: 80}}]\n  rules:\n{rules}---\n"
+    ));
+    let grpc_re = "p".repeat(45);
+    y.push_str(&format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: edge-grpc, namespace: shop}}\nspec:\n  parentRefs: [{{group: \"\", kind: Service, name: api, port: 9090}}]\n  rules:\n    - matches:\n        - method: {{type: RegularExpression, service: \"{grpc_re}\", method: \"{grpc_re}\"}}\n        - method: {{service: pkg.v1.Svc, method: Get}}\n        - method: {{method: List}}\n        - method: {{service: pkg.v1.Svc}}\n      backendRefs: [{{name: b0, port: 9090}}]\n---\n"
+    ));
+    y.push_str("apiVersion: v1\nkind: Pod\nmetadata: {name: client, namespace: shop, labels: {app: api}}\nspec:\n  containers: [{name: app, ports: [{name: http, containerPort: 80}]}]\nstatus: {podIP: 10.0.0.1}\n");
+    y
+}
+
+#[test]
+fn gateway_routes_at_every_limit_are_accepted_by_envoy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = load(&gateway_boundary());
+    let boot = bootstrap(&model);
+    let text = boot.to_string();
+    for needle in [
+        "pathSeparatedPrefix",
+        "queryParameters",
+        "OVERWRITE_IF_EXISTS_OR_ADD",
+        "responseHeadersToRemove",
+        "directResponse",
+        "\"numRetries\":10",
+        "/pkg.v1.Svc/Get",
+        &"w".repeat(1024),
+    ] {
+        assert!(
+            text.contains(needle),
+            "{needle} is in the translated config"
+        );
+    }
+    if let Some(p) = std::env::var_os("DUMP_GATEWAY") {
+        std::fs::write(p, serde_json::to_vec_pretty(&boot).expect("json")).expect("dump");
+    }
+    if let Err(e) = envoy_validate(dir.path(), "gateway.json", &boot) {
+        panic!("Envoy rejects config made from valid routes (a translator bug):\n{e}");
+    }
+    // The harness can fail, and the Host rule is Envoy's: the same config with a route
+    // that sets the Host header is rejected.
+    let mut bad = boot.clone();
+    let mut done = false;
+    add_host_header(&mut bad, &mut done);
+    assert!(done, "a route with request headers to add was found");
+    let e = envoy_validate(dir.path(), "host.json", &bad).expect_err("Envoy rejects it");
+    assert!(e.contains("host headers may not be modified"), "{e}");
+}
+
+/// Adds `host: x` to the first `requestHeadersToAdd` found.
+fn add_host_header(v: &mut Value, done: &mut bool) {
+    if *done {
+        return;
+    }
+    match v {
+        Value::Object(o) => {
+            if let Some(Value::Array(a)) = o.get_mut("requestHeadersToAdd") {
+                a.push(json!({"header": {"key": "host", "value": "x"}}));
+                *done = true;
+                return;
+            }
+            for (_, x) in o.iter_mut() {
+                add_host_header(x, done);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| add_host_header(x, done)),
+        _ => {}
+    }
+}
