@@ -114,13 +114,14 @@ def client(args):
         )
         channel = grpc.secure_channel(args.target, creds)
     stub = channel.unary_unary(METHOD)
+    metadata = [tuple(kv.split("=", 1)) for kv in args.metadata]
     result = {"ok": 0, "failed": collections.Counter(), "answers": collections.Counter()}
     deadline = time.monotonic() + args.wait
     first_error = None
     while True:
         try:
             # Fail fast (not wait_for_ready) so the last error says why.
-            stub(b"", timeout=5)
+            stub(b"", timeout=5, metadata=metadata)
             break
         except grpc.RpcError as e:
             first_error = f"{e.code().name}: {e.details()}"
@@ -135,7 +136,7 @@ def client(args):
     while (end is None and n < args.calls) or (end is not None and time.monotonic() < end):
         n += 1
         try:
-            answer = stub(b"", timeout=10)
+            answer = stub(b"", timeout=10, metadata=metadata)
             result["ok"] += 1
             result["answers"][answer.decode()] += 1
         except grpc.RpcError as e:
@@ -169,6 +170,7 @@ def main():
     c.add_argument("--duration", type=float, default=0)
     c.add_argument("--wait", type=float, default=30)
     c.add_argument("--plain", action="store_true")
+    c.add_argument("--metadata", action="append", default=[], help="KEY=VALUE sent with every RPC")
     d = sub.add_parser("direct")
     d.add_argument("--address", required=True)
     args = p.parse_args()

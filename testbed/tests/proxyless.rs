@@ -441,3 +441,88 @@ async fn the_agent_renews_a_grpc_apps_certificates_while_rpcs_flow() -> anyhow::
     }
     Ok(())
 }
+
+/// A GRPCRoute (and an HTTPRoute, both GAMMA) for proxyless clients: the method and a
+/// metadata match choose the backend; everything the control plane sends is ACKed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_routes_match_methods_and_metadata_for_proxyless_clients() -> anyhow::Result<()> {
+    let (work, manifests, port) = scenario()?;
+    let (v1, v2, client) = (ip(2), ip(3), ip(1));
+    write(
+        &manifests,
+        &[
+            service("greeter", "app: greeter", port),
+            service("greeter-v1", "app: greeter, version: v1", port),
+            service("greeter-v2", "app: greeter, version: v2", port),
+            pod("greeter-v1-a", "app: greeter, version: v1", "greeter", v1),
+            pod("greeter-v2-a", "app: greeter, version: v2", "greeter", v2),
+            pod("client", "app: client", "client", client),
+            slice(
+                "greeter",
+                port,
+                &[("greeter-v1-a", v1), ("greeter-v2-a", v2)],
+            ),
+            slice("greeter-v1", port, &[("greeter-v1-a", v1)]),
+            slice("greeter-v2", port, &[("greeter-v2-a", v2)]),
+            format!(
+                "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: greeter, namespace: default}}\nspec:\n  parentRefs: [{{group: \"\", kind: Service, name: greeter, port: 50051}}]\n  rules:\n    - matches:\n        - method: {{service: rudder.test.Echo, method: Call}}\n          headers: [{{name: x-canary, value: \"yes\"}}]\n      backendRefs: [{{name: greeter-v2, port: 50051}}]\n    - matches:\n        - method: {{service: rudder.test.Echo}}\n      backendRefs: [{{name: greeter-v1, port: 50051}}]\n    - matches:\n        - method: {{service: other.Service}}\n      backendRefs: [{{name: greeter-v2, port: 50051}}]\n"
+            ),
+        ],
+    )?;
+    let cp = ControlPlane::start(&manifests, work.path()).await?;
+    let w = work.path();
+    let mut servers = Vec::new();
+    for (pod, name, at) in [("greeter-v1-a", "v1", v1), ("greeter-v2-a", "v2", v2)] {
+        let b = grpc_app::bootstrap(&cp, w, pod, "greeter", &[])?;
+        servers.push((
+            name,
+            GrpcServer::start(&b, w, name, SocketAddr::new(at, port), &[])?,
+        ));
+    }
+    for (name, s) in &servers {
+        wait_server_acked(s, name).await?;
+    }
+    let boot = grpc_app::bootstrap(&cp, w, "client", "client", &[])?;
+    let target = "xds:///greeter:50051".to_string();
+    let canary = grpc_app::client(
+        &boot,
+        &[
+            "--target",
+            &target,
+            "--calls",
+            "50",
+            "--metadata",
+            "x-canary=yes",
+        ],
+    )
+    .await?;
+    assert_eq!(canary["ok"], 50, "{canary}");
+    assert_eq!(
+        count(&canary, "answers", "v2"),
+        50,
+        "matching RPCs go to v2: {canary}"
+    );
+    assert_all_acked(&canary, "GRPCRoute with metadata");
+    let plain = grpc_app::client(&boot, &["--target", &target, "--calls", "50"]).await?;
+    assert_eq!(plain["ok"], 50, "{plain}");
+    assert_eq!(
+        count(&plain, "answers", "v1"),
+        50,
+        "the rest go to v1: {plain}"
+    );
+    assert_all_acked(&plain, "GRPCRoute without metadata");
+    eprintln!(
+        "GRPCRoute: with x-canary {:?}, without {:?}",
+        canary["answers"], plain["answers"]
+    );
+    let metrics = testbed::http::get_ok(cp.admin, "/metrics").await?;
+    let nacks: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("rudder_xds_nacks_total{") && !l.ends_with(" 0"))
+        .collect();
+    assert!(
+        nacks.is_empty(),
+        "the control plane counted NACKs: {nacks:?}"
+    );
+    Ok(())
+}
