@@ -464,9 +464,8 @@ async fn grpc_routes_match_methods_and_metadata_for_proxyless_clients() -> anyho
             ),
             slice("greeter-v1", port, &[("greeter-v1-a", v1)]),
             slice("greeter-v2", port, &[("greeter-v2-a", v2)]),
-            format!(
-                "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: greeter, namespace: default}}\nspec:\n  parentRefs: [{{group: \"\", kind: Service, name: greeter, port: 50051}}]\n  rules:\n    - matches:\n        - method: {{service: rudder.test.Echo, method: Call}}\n          headers: [{{name: x-canary, value: \"yes\"}}]\n      backendRefs: [{{name: greeter-v2, port: 50051}}]\n    - matches:\n        - method: {{service: rudder.test.Echo}}\n      backendRefs: [{{name: greeter-v1, port: 50051}}]\n    - matches:\n        - method: {{service: other.Service}}\n      backendRefs: [{{name: greeter-v2, port: 50051}}]\n"
-            ),
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {name: greeter, namespace: default}\nspec:\n  parentRefs: [{group: \"\", kind: Service, name: greeter, port: 50051}]\n  rules:\n    - matches:\n        - method: {service: rudder.test.Echo, method: Call}\n          headers: [{name: x-canary, value: \"yes\"}]\n      backendRefs: [{name: greeter-v2, port: 50051}]\n    - matches:\n        - method: {service: rudder.test.Echo}\n      backendRefs: [{name: greeter-v1, port: 50051}]\n    - matches:\n        - method: {service: other.Service}\n      backendRefs: [{name: greeter-v2, port: 50051}]\n"
+                .to_string(),
         ],
     )?;
     let cp = ControlPlane::start(&manifests, work.path()).await?;
