@@ -464,6 +464,13 @@ pub(crate) fn resolve(model: &Model, excluded: &Excluded) -> RouteState {
                 attachments.insert(a);
             }
         }
+        // A parentRef to the whole Service covers those to its ports.
+        let whole: BTreeSet<NsName> = attachments
+            .iter()
+            .filter(|(_, p)| p.is_none())
+            .map(|(s, _)| s.clone())
+            .collect();
+        attachments.retain(|(s, p)| p.is_none() || !whole.contains(s));
         if attachments.is_empty() {
             continue;
         }

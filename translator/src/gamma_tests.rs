@@ -273,3 +273,16 @@ fn grpc_method_matches_become_paths() {
         PathMatch::Regex("/pkg\\..*/[^/]+".into())
     );
 }
+
+#[test]
+fn a_parent_ref_to_the_whole_service_covers_those_to_its_ports() {
+    let m = model(&route(
+        "r",
+        "[{group: \"\", kind: Service, name: web, port: 80}, {group: core, kind: Service, name: web}]",
+        "[{name: web-v2, port: 80}]",
+    ));
+    let state = resolve(&m, &Excluded::new());
+    let rules = &state[&("default".to_string(), "web".to_string())].rules;
+    assert_eq!(rules.len(), 1, "one rule, not one per parentRef: {rules:?}");
+    assert_eq!(rules[0].port, None);
+}
