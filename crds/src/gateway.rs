@@ -105,6 +105,12 @@ pub struct HTTPRouteFilter {
     /// For `ExtensionRef` (not implemented).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extension_ref: Option<serde_json::Value>,
+    /// For `CORS` (experimental; not implemented).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<serde_json::Value>,
+    /// For `ExternalAuth` (experimental; not implemented).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_auth: Option<serde_json::Value>,
 }
 
 /// A backend: a Service port, with a weight.

@@ -5,8 +5,8 @@
 
 use crate::FieldError;
 use crate::gateway::{
-    BackendRef, GRPCRouteMatch, GRPCRouteSpec, HTTPHeaderFilter, HTTPHeaderMatch, HTTPRouteFilter,
-    HTTPRouteMatch, HTTPRouteSpec, HTTPRouteTimeouts, ParentReference,
+    BackendRef, GRPCMethodMatch, GRPCRouteMatch, GRPCRouteSpec, HTTPHeaderFilter, HTTPHeaderMatch,
+    HTTPRouteFilter, HTTPRouteMatch, HTTPRouteSpec, HTTPRouteTimeouts, ParentReference,
 };
 use crate::text::quote;
 
@@ -14,6 +14,8 @@ use crate::text::quote;
 const MAX_PARENTS: usize = 32;
 const MAX_RULES: usize = 16;
 const MAX_MATCHES: usize = 64;
+/// GRPCRoute rules take fewer matches.
+const MAX_GRPC_MATCHES: usize = 8;
 const MAX_TOTAL_MATCHES: usize = 128;
 const MAX_LIST: usize = 16;
 /// The largest backend weight.
@@ -113,10 +115,57 @@ pub fn duration(s: &str, field: &str) -> Result<std::time::Duration, FieldError>
     crate::duration::parse(s).map_err(|_| bad())
 }
 
+/// A DNS-1123 label (`[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63).
+fn is_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// A DNS-1123 subdomain: labels joined by `.`, at most 253.
+fn is_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_label)
+}
+
+fn name_pattern(
+    v: Option<&String>,
+    field: &str,
+    ok: fn(&str) -> bool,
+    what: &str,
+) -> Result<(), FieldError> {
+    match v {
+        Some(v) if !ok(v) => Err(err(field, format!("{} is not {what}", quote(v)))),
+        _ => Ok(()),
+    }
+}
+
 fn parent(p: &ParentReference, field: &str) -> Result<(), FieldError> {
     if p.name.is_empty() || p.name.len() > 253 {
         return Err(err(format!("{field}.name"), "must be 1 to 253 characters"));
     }
+    name_pattern(
+        p.section_name.as_ref(),
+        &format!("{field}.sectionName"),
+        is_subdomain,
+        "a DNS subdomain",
+    )?;
+    name_pattern(
+        p.namespace.as_ref(),
+        &format!("{field}.namespace"),
+        is_label,
+        "a namespace name (a DNS label)",
+    )?;
+    let kind_ok = |k: &str| {
+        let mut c = k.chars();
+        k.len() <= 63
+            && c.next().is_some_and(|f| f.is_ascii_alphabetic())
+            && k.chars().all(|x| x.is_ascii_alphanumeric() || x == '-')
+            && !k.ends_with('-')
+    };
+    name_pattern(p.kind.as_ref(), &format!("{field}.kind"), kind_ok, "a kind")?;
     if let Some(port) = p.port
         && !(1..=65535).contains(&port)
     {
@@ -133,23 +182,47 @@ fn parents(refs: &[ParentReference]) -> Result<(), FieldError> {
     for (i, p) in refs.iter().enumerate() {
         parent(p, &format!("spec.parentRefs[{i}]"))?;
     }
+    // As upstream's CEL: references to one parent must each name a distinct section
+    // (sectionName, or port).
+    let same = |a: &ParentReference, b: &ParentReference| {
+        (&a.group, &a.kind, &a.namespace, &a.name) == (&b.group, &b.kind, &b.namespace, &b.name)
+    };
+    for (i, a) in refs.iter().enumerate() {
+        for b in &refs[..i] {
+            if same(a, b)
+                && ((a.section_name.is_none() && a.port.is_none())
+                    || (b.section_name.is_none() && b.port.is_none())
+                    || (a.section_name == b.section_name && a.port == b.port))
+            {
+                return Err(err(
+                    "spec.parentRefs",
+                    format!(
+                        "{} is named more than once; each reference to it must name a different sectionName or port",
+                        quote(&a.name)
+                    ),
+                ));
+            }
+        }
+    }
     Ok(())
 }
 
 fn string_matches(ms: &[HTTPHeaderMatch], field: &str, max_value: usize) -> Result<(), FieldError> {
     at_most(ms, MAX_LIST, field)?;
-    let mut seen: Vec<String> = Vec::new();
+    // A name listed twice exactly is refused, as the API server does (the upstream list
+    // is a map keyed by name); equivalent header names (differing in case) are left to
+    // the translator, which keeps the first, as the spec says.
+    let mut seen: Vec<&str> = Vec::new();
     for (i, m) in ms.iter().enumerate() {
         let f = format!("{field}[{i}]");
         token(&m.name, &format!("{f}.name"))?;
-        let lower = m.name.to_ascii_lowercase();
-        if seen.contains(&lower) {
+        if seen.contains(&m.name.as_str()) {
             return Err(err(
                 format!("{f}.name"),
                 format!("{} is matched twice", quote(&m.name)),
             ));
         }
-        seen.push(lower);
+        seen.push(&m.name);
         match m.type_.as_deref() {
             None | Some("Exact") => value(&m.value, max_value, &format!("{f}.value"))?,
             Some("RegularExpression") => regex(&m.value, &format!("{f}.value"))?,
@@ -162,6 +235,28 @@ fn string_matches(ms: &[HTTPHeaderMatch], field: &str, max_value: usize) -> Resu
         }
     }
     Ok(())
+}
+
+/// Upstream's path characters: `[-A-Za-z0-9/._~!$&'()*+,;=:@]` or `%` and two hex digits.
+fn path_chars(v: &str) -> bool {
+    let b = v.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'%' {
+            let hex = |x: Option<&u8>| x.is_some_and(u8::is_ascii_hexdigit);
+            if !(hex(b.get(i + 1)) && hex(b.get(i + 2))) {
+                return false;
+            }
+            i += 3;
+            continue;
+        }
+        if !(c.is_ascii_alphanumeric() || b"-/._~!$&'()*+,;=:@".contains(&c)) {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 fn http_match(m: &HTTPRouteMatch, field: &str) -> Result<(), FieldError> {
@@ -184,8 +279,14 @@ fn http_match(m: &HTTPRouteMatch, field: &str) -> Result<(), FieldError> {
                 if v.ends_with("/..") || v.ends_with("/.") {
                     return Err(err(f, format!("{} must not end with /. or /..", quote(v))));
                 }
-                if v.chars().any(|c| c.is_control() || c == ' ' || c == '?') {
-                    return Err(err(f, format!("{} is not a path", quote(v))));
+                if !path_chars(v) {
+                    return Err(err(
+                        f,
+                        format!(
+                            "{} is not a path (letters, digits, -/._~!$&'()*+,;=:@ and %XX escapes)",
+                            quote(v)
+                        ),
+                    ));
                 }
             }
             Some("RegularExpression") => regex(v, &f)?,
@@ -213,7 +314,7 @@ fn http_match(m: &HTTPRouteMatch, field: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
-fn header_filter(h: &HTTPHeaderFilter, field: &str, request: bool) -> Result<(), FieldError> {
+fn header_filter(h: &HTTPHeaderFilter, field: &str) -> Result<(), FieldError> {
     let mut seen: Vec<String> = Vec::new();
     for (list, what) in [(&h.set, "set"), (&h.add, "add")] {
         at_most(list, MAX_LIST, &format!("{field}.{what}"))?;
@@ -233,32 +334,91 @@ fn header_filter(h: &HTTPHeaderFilter, field: &str, request: bool) -> Result<(),
     }
     at_most(&h.remove, MAX_LIST, &format!("{field}.remove"))?;
     for (i, name) in h.remove.iter().enumerate() {
-        token(name, &format!("{field}.remove[{i}]"))?;
-    }
-    // Envoy refuses a route that modifies the Host header of requests.
-    if request {
-        let names = h.set.iter().chain(&h.add).map(|x| x.name.as_str());
-        if let Some(n) = names
-            .chain(h.remove.iter().map(String::as_str))
-            .find(|n| n.eq_ignore_ascii_case("host"))
-        {
+        let f = format!("{field}.remove[{i}]");
+        token(name, &f)?;
+        // One action per header name; `remove` is a set.
+        let lower = name.to_ascii_lowercase();
+        if seen.contains(&lower) {
             return Err(err(
-                field,
-                format!(
-                    "{} cannot be modified (Envoy refuses it); route by a parentRef instead",
-                    quote(n)
-                ),
+                f,
+                format!("{} is also set, added or removed", quote(name)),
             ));
         }
+        seen.push(lower);
+    }
+    // Envoy refuses a route that modifies the Host header, of requests and of responses
+    // alike (":-prefixed or host headers may not be modified").
+    let names = h.set.iter().chain(&h.add).map(|x| x.name.as_str());
+    if let Some(n) = names
+        .chain(h.remove.iter().map(String::as_str))
+        .find(|n| n.eq_ignore_ascii_case("host"))
+    {
+        return Err(FieldError::unsupported(
+            field,
+            format!("{} cannot be modified (Envoy refuses it)", quote(n)),
+        ));
     }
     Ok(())
 }
 
-fn filters(fs: &[HTTPRouteFilter], field: &str) -> Result<(), FieldError> {
+/// Filter types upstream defines for HTTPRoute (core, extended, experimental).
+const HTTP_FILTERS: [&str; 8] = [
+    "RequestHeaderModifier",
+    "ResponseHeaderModifier",
+    "RequestMirror",
+    "RequestRedirect",
+    "URLRewrite",
+    "ExtensionRef",
+    "CORS",
+    "ExternalAuth",
+];
+
+/// Filter types upstream defines for GRPCRoute.
+const GRPC_FILTERS: [&str; 4] = [
+    "RequestHeaderModifier",
+    "ResponseHeaderModifier",
+    "RequestMirror",
+    "ExtensionRef",
+];
+
+/// Each filter body with the type it belongs to.
+fn bodies(f: &HTTPRouteFilter) -> [(&'static str, &'static str, bool); 8] {
+    [
+        (
+            "RequestHeaderModifier",
+            "requestHeaderModifier",
+            f.request_header_modifier.is_some(),
+        ),
+        (
+            "ResponseHeaderModifier",
+            "responseHeaderModifier",
+            f.response_header_modifier.is_some(),
+        ),
+        ("RequestMirror", "requestMirror", f.request_mirror.is_some()),
+        (
+            "RequestRedirect",
+            "requestRedirect",
+            f.request_redirect.is_some(),
+        ),
+        ("URLRewrite", "urlRewrite", f.url_rewrite.is_some()),
+        ("ExtensionRef", "extensionRef", f.extension_ref.is_some()),
+        ("CORS", "cors", f.cors.is_some()),
+        ("ExternalAuth", "externalAuth", f.external_auth.is_some()),
+    ]
+}
+
+fn filters(fs: &[HTTPRouteFilter], field: &str, grpc: bool) -> Result<(), FieldError> {
     at_most(fs, MAX_LIST, field)?;
     let mut kinds: Vec<&str> = Vec::new();
     for (i, f) in fs.iter().enumerate() {
         let path = format!("{field}[{i}]");
+        let known: &[&str] = if grpc { &GRPC_FILTERS } else { &HTTP_FILTERS };
+        if !known.contains(&f.type_.as_str()) {
+            return Err(err(
+                format!("{path}.type"),
+                format!("{} is not one of {}", quote(&f.type_), known.join(", ")),
+            ));
+        }
         let (request, body) = match f.type_.as_str() {
             "RequestHeaderModifier" => (true, f.request_header_modifier.as_ref()),
             "ResponseHeaderModifier" => (false, f.response_header_modifier.as_ref()),
@@ -276,6 +436,16 @@ fn filters(fs: &[HTTPRouteFilter], field: &str) -> Result<(), FieldError> {
         let Some(body) = body else {
             return Err(err(path, format!("type {} needs its field set", f.type_)));
         };
+        // As upstream's CEL: only the body the type names.
+        if let Some((_, name, _)) = bodies(f)
+            .into_iter()
+            .find(|(t, _, present)| *present && *t != f.type_)
+        {
+            return Err(err(
+                format!("{path}.{name}"),
+                format!("must not be set on a filter of type {}", f.type_),
+            ));
+        }
         if kinds.contains(&f.type_.as_str()) {
             return Err(err(
                 format!("{path}.type"),
@@ -288,7 +458,7 @@ fn filters(fs: &[HTTPRouteFilter], field: &str) -> Result<(), FieldError> {
         } else {
             "responseHeaderModifier"
         };
-        header_filter(body, &format!("{path}.{which}"), request)?;
+        header_filter(body, &format!("{path}.{which}"))?;
     }
     Ok(())
 }
@@ -300,6 +470,12 @@ fn backends(bs: &[BackendRef], field: &str) -> Result<(), FieldError> {
         if b.name.is_empty() || b.name.len() > 253 {
             return Err(err(format!("{f}.name"), "must be 1 to 253 characters"));
         }
+        name_pattern(
+            b.namespace.as_ref(),
+            &format!("{f}.namespace"),
+            is_label,
+            "a namespace name (a DNS label)",
+        )?;
         if let Some(w) = b.weight
             && !(0..=MAX_WEIGHT).contains(&w)
         {
@@ -356,8 +532,83 @@ fn timeouts(t: &HTTPRouteTimeouts, field: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// The most route configuration one route may make for one Service parent, in bytes
+/// (estimated). Every match of a rule becomes an Envoy route carrying the rule's header
+/// filters and backends, in the route table every sidecar of the mesh receives: a bound
+/// keeps one route from bloating everyone's.
+pub const MAX_RENDERED_BYTES: usize = 1 << 20;
+
+fn filter_bytes(fs: &[HTTPRouteFilter]) -> usize {
+    fs.iter()
+        .flat_map(|f| {
+            [
+                f.request_header_modifier.as_ref(),
+                f.response_header_modifier.as_ref(),
+            ]
+        })
+        .flatten()
+        .map(|h| {
+            h.set
+                .iter()
+                .chain(&h.add)
+                .map(|x| x.name.len() + x.value.len() + 48)
+                .sum::<usize>()
+                + h.remove.iter().map(|r| r.len() + 8).sum::<usize>()
+        })
+        .sum()
+}
+
+/// Checks the estimated size of what a route renders per parent: for each rule, each of
+/// its matches (at least one) carries the match itself and the rule's filters and
+/// backends; every Service parent gets its own copy.
+fn rendered_size<'a>(
+    rules: impl Iterator<Item = (Vec<usize>, &'a [HTTPRouteFilter], usize)>,
+    parents: &[ParentReference],
+) -> Result<(), FieldError> {
+    let mut per_parent = 0usize;
+    for (matches, filters, backends) in rules {
+        let route = filter_bytes(filters) + backends * 160 + 256;
+        per_parent += if matches.is_empty() {
+            route
+        } else {
+            matches.iter().map(|m| m + route).sum()
+        };
+    }
+    let copies = parents.iter().filter(|p| p.is_service()).count().max(1);
+    let total = per_parent.saturating_mul(copies);
+    if total > MAX_RENDERED_BYTES {
+        return Err(err(
+            "spec.rules",
+            format!(
+                "would make about {} KiB of route configuration for its {copies} Service parent(s), over the {} KiB limit: use fewer matches per rule, smaller header filters or fewer parentRefs",
+                total / 1024,
+                MAX_RENDERED_BYTES / 1024
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn json_len<T: serde::Serialize>(v: &T) -> usize {
+    serde_json::to_string(v).map(|s| s.len()).unwrap_or(0)
+}
+
+/// Host names: lower-case DNS names, optionally `*.` first, at most 253.
 fn hostnames(h: &[String]) -> Result<(), FieldError> {
-    at_most(h, MAX_LIST, "spec.hostnames")
+    at_most(h, MAX_LIST, "spec.hostnames")?;
+    for (i, name) in h.iter().enumerate() {
+        let rest = name.strip_prefix("*.").unwrap_or(name);
+        if name.len() > 253 || !is_subdomain(rest) {
+            return Err(err(
+                format!("spec.hostnames[{i}]"),
+                format!(
+                    "{} is not a host name (lower-case DNS name, optionally *. first)",
+                    quote(name)
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl HTTPRouteSpec {
@@ -366,6 +617,10 @@ impl HTTPRouteSpec {
         parents(&self.parent_refs)?;
         hostnames(&self.hostnames)?;
         at_most(&self.rules, MAX_RULES, "spec.rules")?;
+        // An absent list is defaulted to one rule; an empty one is refused upstream.
+        if self.rules.is_empty() {
+            return Err(err("spec.rules", "must have at least one rule"));
+        }
         let total: usize = self.rules.iter().map(|r| r.matches.len()).sum();
         if total > MAX_TOTAL_MATCHES {
             return Err(err(
@@ -375,11 +630,17 @@ impl HTTPRouteSpec {
         }
         for (i, r) in self.rules.iter().enumerate() {
             let f = format!("spec.rules[{i}]");
+            name_pattern(
+                r.name.as_ref(),
+                &format!("{f}.name"),
+                is_subdomain,
+                "a rule name (a DNS subdomain)",
+            )?;
             at_most(&r.matches, MAX_MATCHES, &format!("{f}.matches"))?;
             for (j, m) in r.matches.iter().enumerate() {
                 http_match(m, &format!("{f}.matches[{j}]"))?;
             }
-            filters(&r.filters, &format!("{f}.filters"))?;
+            filters(&r.filters, &format!("{f}.filters"), false)?;
             backends(&r.backend_refs, &format!("{f}.backendRefs"))?;
             if let Some(t) = &r.timeouts {
                 timeouts(t, &format!("{f}.timeouts"))?;
@@ -389,10 +650,13 @@ impl HTTPRouteSpec {
                 if let Some(a) = retry.attempts
                     && !(0..=MAX_ATTEMPTS).contains(&a)
                 {
-                    return Err(err(
-                        format!("{rf}.attempts"),
-                        format!("{a} is not 0 to {MAX_ATTEMPTS}"),
-                    ));
+                    let message = format!("{a} is not 0 to {MAX_ATTEMPTS}");
+                    return Err(if a < 0 {
+                        err(format!("{rf}.attempts"), message)
+                    } else {
+                        // Valid upstream; Rudder sends at most 10 (as RetryPolicy).
+                        FieldError::unsupported(format!("{rf}.attempts"), message)
+                    });
                 }
                 for (k, c) in retry.codes.iter().enumerate() {
                     if !(400..=599).contains(c) {
@@ -405,7 +669,11 @@ impl HTTPRouteSpec {
                 if let Some(b) = &retry.backoff {
                     let d = duration(b, &format!("{rf}.backoff"))?;
                     if d.is_zero() {
-                        return Err(err(format!("{rf}.backoff"), "must be above 0"));
+                        // Valid upstream; Envoy needs a backoff above 0.
+                        return Err(FieldError::unsupported(
+                            format!("{rf}.backoff"),
+                            "must be above 0 (Envoy refuses a zero backoff)",
+                        ));
                     }
                 }
             }
@@ -416,7 +684,54 @@ impl HTTPRouteSpec {
                 ));
             }
         }
-        Ok(())
+        rendered_size(
+            self.rules.iter().map(|r| {
+                (
+                    r.matches.iter().map(json_len).collect(),
+                    r.filters.as_slice(),
+                    r.backend_refs.len(),
+                )
+            }),
+            &self.parent_refs,
+        )
+    }
+}
+
+/// A gRPC method match as a condition on the HTTP/2 path `/SERVICE/METHOD`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GrpcPath {
+    /// Every method.
+    Any,
+    /// Exactly this path.
+    Exact(String),
+    /// Paths starting with this.
+    Prefix(String),
+    /// A full-match RE2 expression.
+    Regex(String),
+}
+
+/// The path condition of a method match: `Exact` service and method give the path,
+/// a service alone its prefix `/SERVICE/`, a method alone `/[^/]+/METHOD`;
+/// `RegularExpression` parts are grouped, `[^/]+` standing for a missing one. A leading
+/// `.` of a fully qualified service name is not part of the path.
+pub fn grpc_method_path(m: &GRPCMethodMatch) -> GrpcPath {
+    if m.type_.as_deref() == Some("RegularExpression") {
+        return GrpcPath::Regex(format!(
+            "/(?:{})/(?:{})",
+            m.service.as_deref().unwrap_or("[^/]+"),
+            m.method.as_deref().unwrap_or("[^/]+")
+        ));
+    }
+    let service = m
+        .service
+        .as_deref()
+        .map(|s| s.strip_prefix('.').unwrap_or(s));
+    // Exact method names are identifiers: nothing to escape.
+    match (service, m.method.as_deref()) {
+        (Some(s), Some(m)) => GrpcPath::Exact(format!("/{s}/{m}")),
+        (Some(s), None) => GrpcPath::Prefix(format!("/{s}/")),
+        (None, Some(m)) => GrpcPath::Regex(format!("/[^/]+/{m}")),
+        (None, None) => GrpcPath::Any,
     }
 }
 
@@ -468,6 +783,10 @@ fn grpc_match(m: &GRPCRouteMatch, field: &str) -> Result<(), FieldError> {
             return Err(err(pf, format!("{} is not a gRPC {part} name", quote(v))));
         }
     }
+    // The regex sent is the composed one: it must fit Envoy's limits as a whole.
+    if let GrpcPath::Regex(re) = grpc_method_path(method) {
+        regex(&re, &f)?;
+    }
     Ok(())
 }
 
@@ -477,6 +796,10 @@ impl GRPCRouteSpec {
         parents(&self.parent_refs)?;
         hostnames(&self.hostnames)?;
         at_most(&self.rules, MAX_RULES, "spec.rules")?;
+        // An absent list is defaulted to one rule; an empty one is refused upstream.
+        if self.rules.is_empty() {
+            return Err(err("spec.rules", "must have at least one rule"));
+        }
         let total: usize = self.rules.iter().map(|r| r.matches.len()).sum();
         if total > MAX_TOTAL_MATCHES {
             return Err(err(
@@ -486,11 +809,17 @@ impl GRPCRouteSpec {
         }
         for (i, r) in self.rules.iter().enumerate() {
             let f = format!("spec.rules[{i}]");
-            at_most(&r.matches, MAX_MATCHES, &format!("{f}.matches"))?;
+            name_pattern(
+                r.name.as_ref(),
+                &format!("{f}.name"),
+                is_subdomain,
+                "a rule name (a DNS subdomain)",
+            )?;
+            at_most(&r.matches, MAX_GRPC_MATCHES, &format!("{f}.matches"))?;
             for (j, m) in r.matches.iter().enumerate() {
                 grpc_match(m, &format!("{f}.matches[{j}]"))?;
             }
-            filters(&r.filters, &format!("{f}.filters"))?;
+            filters(&r.filters, &format!("{f}.filters"), true)?;
             backends(&r.backend_refs, &format!("{f}.backendRefs"))?;
             if r.session_persistence.is_some() {
                 return Err(FieldError::unsupported(
@@ -499,6 +828,15 @@ impl GRPCRouteSpec {
                 ));
             }
         }
-        Ok(())
+        rendered_size(
+            self.rules.iter().map(|r| {
+                (
+                    r.matches.iter().map(json_len).collect(),
+                    r.filters.as_slice(),
+                    r.backend_refs.len(),
+                )
+            }),
+            &self.parent_refs,
+        )
     }
 }

@@ -204,6 +204,10 @@ fn inline_routes(v: &mut Value, routes: &serde_json::Map<String, Value>, n: &mut
                     .unwrap_or_else(|| panic!("route {name} was not translated"))
                     .clone();
                 o.remove("rds");
+                // Delivered by RDS, a route table's clusters are not validated (Envoy's
+                // default); inlined, they would be.
+                let mut route = route;
+                route["validate_clusters"] = json!(false);
                 o.insert("route_config".into(), route);
                 *n += 1;
             }
@@ -496,23 +500,14 @@ fn gateway_boundary() -> String {
         .trim_end_matches('/')
         .to_string();
     let mut rules = String::new();
-    // Rule 0: one match at every per-match limit, then 63 small ones.
+    // Rule 0: one match at every per-match limit, with header filters at every limit
+    // (values with `%`, which Envoy would read as a format string unless escaped).
     rules.push_str(&format!(
         "    - matches:\n        - {{path: {{type: Exact, value: \"{path}\"}}, method: PATCH, headers: [{headers}], queryParams: [{query}]}}\n"
     ));
-    for i in 0..63 {
-        let kind = ["Exact", "PathPrefix", "RegularExpression"][i % 3];
-        let v = if kind == "RegularExpression" {
-            re.clone()
-        } else {
-            format!("/m{i}/").trim_end_matches('/').to_string()
-        };
-        rules.push_str(&format!(
-            "        - {{path: {{type: {kind}, value: \"{v}\"}}}}\n"
-        ));
-    }
+    let pct = format!("100%{}%ENVIRONMENT(HOME)%", "v".repeat(4073));
     let set: String = (0..16)
-        .map(|i| format!("{{name: {}{i:02}, value: {value}}}, ", "s".repeat(254)))
+        .map(|i| format!("{{name: {}{i:02}, value: '{pct}'}}, ", "s".repeat(254)))
         .collect();
     let add: String = (0..16)
         .map(|i| format!("{{name: {}{i:02}, value: {value}}}, ", "a".repeat(254)))
@@ -524,21 +519,29 @@ fn gateway_boundary() -> String {
         .map(|i| format!("{{name: b{i}, port: 80, weight: 1000000}}, "))
         .collect();
     rules.push_str(&format!(
-        "      filters:\n        - {{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{set}], add: [{add}], remove: [{remove}]}}}}\n        - {{type: ResponseHeaderModifier, responseHeaderModifier: {{set: [{set}], add: [{add}], remove: [{remove}]}}}}\n      backendRefs: [{backends}]\n      timeouts: {{request: 99999h99999m99999s99999ms, backendRequest: 99999h99999m99999s99999ms}}\n      retry: {{attempts: 10, codes: [400, 500, 503, 504, 599], backoff: 99999h99999m99999s99999ms}}\n"
+        "      filters:\n        - {{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{set}], add: [{add}], remove: [{remove}]}}}}\n        - {{type: ResponseHeaderModifier, responseHeaderModifier: {{set: [{set}], add: [{add}]}}}}\n      backendRefs: [{backends}]\n      timeouts: {{request: 99999h99999m99999s99999ms, backendRequest: 99999h99999m99999s99999ms}}\n      retry: {{attempts: 10, codes: [400, 500, 503, 504, 599], backoff: 99999h99999m99999s99999ms}}\n"
     ));
-    // Rule 1: 64 matches.
-    rules.push_str("    - matches:\n");
-    for i in 0..64 {
+    // Rules 1 and 2: 64 and 63 matches of every path kind (128 in all).
+    for (n, r) in [(64, 1), (63, 2)] {
+        rules.push_str("    - matches:\n");
+        for i in 0..n {
+            let kind = ["Exact", "PathPrefix", "RegularExpression"][i % 3];
+            let v = if kind == "RegularExpression" {
+                re.clone()
+            } else {
+                format!("/r{r}/m{i}")
+            };
+            rules.push_str(&format!(
+                "        - {{path: {{type: {kind}, value: \"{v}\"}}, headers: [{{name: {}, value: x}}]}}\n",
+                long_name('x')
+            ));
+        }
         rules.push_str(&format!(
-            "        - {{path: {{type: PathPrefix, value: /r{i}}}, headers: [{{name: {}, value: x}}]}}\n",
-            long_name('x')
+            "      backendRefs: [{{name: b{r}, port: 80, weight: 0}}]\n      timeouts: {{request: 0s}}\n"
         ));
     }
-    rules.push_str(
-        "      backendRefs: [{name: b1, port: 80, weight: 0}]\n      timeouts: {request: 0s}\n",
-    );
-    // Rules 2..15: no matches (every request), backends missing and present.
-    for i in 2..16 {
+    // Rules 3..15: every request; a backend present and one missing (its share fails).
+    for i in 3..16 {
         rules.push_str(&format!(
             "    - backendRefs: [{{name: b{i}, port: 80}}, {{name: missing, port: 80}}]\n"
         ));
@@ -546,7 +549,8 @@ fn gateway_boundary() -> String {
     y.push_str(&format!(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: edge, namespace: shop}}\nspec:\n  parentRefs: [{{group: \"\", kind: Service, name: api, port: 80}}]\n  rules:\n{rules}---\n"
     ));
-    let grpc_re = "p".repeat(45);
+    // Composed as `/(?:S)/(?:M)`: 100 RE2 instructions in all.
+    let grpc_re = "p".repeat(47);
     y.push_str(&format!(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: edge-grpc, namespace: shop}}\nspec:\n  parentRefs: [{{group: \"\", kind: Service, name: api, port: 9090}}]\n  rules:\n    - matches:\n        - method: {{type: RegularExpression, service: \"{grpc_re}\", method: \"{grpc_re}\"}}\n        - method: {{service: pkg.v1.Svc, method: Get}}\n        - method: {{method: List}}\n        - method: {{service: pkg.v1.Svc}}\n      backendRefs: [{{name: b0, port: 9090}}]\n---\n"
     ));
@@ -564,11 +568,15 @@ fn gateway_routes_at_every_limit_are_accepted_by_envoy() {
         "pathSeparatedPrefix",
         "queryParameters",
         "OVERWRITE_IF_EXISTS_OR_ADD",
-        "responseHeadersToRemove",
+        "responseHeadersToAdd",
         "directResponse",
         "\"numRetries\":10",
         "/pkg.v1.Svc/Get",
         &"w".repeat(1024),
+        "100%%",
+        "%%ENVIRONMENT(HOME)%%",
+        "rudder-no-backend",
+        "INTERNAL_SERVER_ERROR",
     ] {
         assert!(
             text.contains(needle),
@@ -589,6 +597,11 @@ fn gateway_routes_at_every_limit_are_accepted_by_envoy() {
     assert!(done, "a route with request headers to add was found");
     let e = envoy_validate(dir.path(), "host.json", &bad).expect_err("Envoy rejects it");
     assert!(e.contains("host headers may not be modified"), "{e}");
+    // And the escape matters: a header value with a bare `%` is rejected.
+    let unescaped: Value =
+        serde_json::from_str(&boot.to_string().replace("100%%", "100%")).expect("json");
+    let e = envoy_validate(dir.path(), "percent.json", &unescaped).expect_err("rejected");
+    assert!(e.contains('%'), "{e}");
 }
 
 /// Adds `host: x` to the first `requestHeadersToAdd` found.

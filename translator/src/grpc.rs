@@ -292,7 +292,9 @@ pub(crate) fn route(r: &PortRouting, namespace: &str) -> (Resource, Vec<Diagnost
             }
         }
         let dest = match &rule.dest {
-            Dest::Status(_) => rule.dest.clone(),
+            // gRPC clients fail a call to a cluster that does not exist with UNAVAILABLE;
+            // some (grpc-java) refuse a direct_response route.
+            Dest::Status(_) => Dest::Cluster(crate::routing::NO_BACKEND.into()),
             d => match specifier(d, &r.not_grpc) {
                 Some(_) => d.clone(),
                 None => continue,

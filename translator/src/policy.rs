@@ -13,8 +13,8 @@
 //!   names the chain or the nested split ([`nesting`]).
 //! - RetryPolicies: one per (Service, port), the oldest winning; a port-specific policy
 //!   beats a whole-Service one on its port.
-//! - Gateway API routes ([`crate::gamma`]) take precedence over TrafficSplits: a Service
-//!   with a route attached is not split.
+//! - Gateway API routes ([`crate::gamma`]) take precedence over TrafficSplits on the
+//!   ports they route (`routing::port_routing` asks them first).
 //!
 //! Objects in the `excluded` set (ones a proxy rejected config from, see the server's
 //! containment) count as absent: an excluded split contributes nothing (its apex routes
@@ -76,12 +76,10 @@ fn oldest_first<'a, T>(
             ))
         })
         .collect();
+    // Timestamps compare as times, not as text (a fraction of a second would sort wrong).
     out.sort_by_key(|o| {
         let m = meta(o);
-        (
-            m.creation_timestamp.as_ref().map(|t| t.0.to_string()),
-            m.name.clone(),
-        )
+        (m.creation_timestamp.as_ref().map(|t| t.0), m.name.clone())
     });
     out
 }
@@ -225,16 +223,9 @@ fn direct(model: &Model, ts: &TrafficSplit, excluded: &Excluded) -> Option<Effec
     })
 }
 
-/// The splits in effect now, given those in effect before. A Service routed by Gateway
-/// API routes (`routed`) is not split: its TrafficSplit is `Conflicted`.
-pub fn resolve_splits(
-    model: &Model,
-    previous: &SplitState,
-    excluded: &Excluded,
-    routed: &BTreeSet<(String, String)>,
-) -> SplitState {
-    let mut winners = split_winners(model, excluded);
-    winners.retain(|apex, _| !routed.contains(apex));
+/// The splits in effect now, given those in effect before.
+pub fn resolve_splits(model: &Model, previous: &SplitState, excluded: &Excluded) -> SplitState {
+    let winners = split_winners(model, excluded);
     let nests = nesting(&winners);
     // Each apex's own split, or its last good one.
     let own: SplitState = winners
@@ -378,12 +369,10 @@ impl PolicyContext {
     /// Resolves policy against `model`; `previous` are the splits of the last build,
     /// `excluded` the objects left out.
     pub fn new(model: &Model, previous: &SplitState, excluded: &Excluded) -> Self {
-        let routes = crate::gamma::resolve(model, excluded);
-        let routed = routes.keys().cloned().collect();
         PolicyContext {
-            splits: resolve_splits(model, previous, excluded, &routed),
+            splits: resolve_splits(model, previous, excluded),
             retry_winners: retry_winners(model, excluded),
-            routes,
+            routes: crate::gamma::resolve(model, excluded),
         }
     }
 }

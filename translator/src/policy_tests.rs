@@ -63,12 +63,7 @@ fn the_flagger_layout_composes_down_to_leaf_services() {
         split("apex", T1, "shop", &[("primary", 80), ("canary", 20)]),
         split("primary", T1, "primary", &[("blue", 1), ("green", 3)]),
     ));
-    let s = resolve_splits(
-        &m,
-        &SplitState::new(),
-        &Excluded::new(),
-        &Default::default(),
-    );
+    let s = resolve_splits(&m, &SplitState::new(), &Excluded::new());
     let (backends, nested) = effective(&s, "shop").expect("apex split");
     assert_eq!(
         backends,
@@ -94,12 +89,7 @@ fn a_backend_naming_its_own_apex_is_the_service_itself() {
         services(&["shop", "canary"]),
         split("apex", T1, "shop", &[("shop", 90), ("canary", 10)]),
     ));
-    let s = resolve_splits(
-        &m,
-        &SplitState::new(),
-        &Excluded::new(),
-        &Default::default(),
-    );
+    let s = resolve_splits(&m, &SplitState::new(), &Excluded::new());
     let (backends, nested) = effective(&s, "shop").expect("split");
     assert_eq!(
         backends,
@@ -117,12 +107,7 @@ fn the_oldest_split_on_an_apex_wins_and_the_other_is_conflicted() {
         split("aaa", T2, "shop", &[("a", 1)]),
         split("zzz", T1, "shop", &[("b", 1)]),
     ));
-    let s = resolve_splits(
-        &m,
-        &SplitState::new(),
-        &Excluded::new(),
-        &Default::default(),
-    );
+    let s = resolve_splits(&m, &SplitState::new(), &Excluded::new());
     assert_eq!(
         effective(&s, "shop").expect("split").0,
         [("b".to_string(), 1)]
@@ -136,7 +121,7 @@ fn the_oldest_split_on_an_apex_wins_and_the_other_is_conflicted() {
     assert_eq!(condition(&m, "zzz", "Accepted").0, "True");
     // With the winner gone, the other takes effect.
     let m = model(&format!("{base}{}", split("aaa", T2, "shop", &[("a", 1)])));
-    let s = resolve_splits(&m, &s, &Excluded::new(), &Default::default());
+    let s = resolve_splits(&m, &s, &Excluded::new());
     assert_eq!(
         effective(&s, "shop").expect("split").0,
         [("a".to_string(), 1)]
@@ -150,12 +135,7 @@ fn a_cycle_is_refused_naming_the_chain_and_the_last_good_weights_stay() {
         "{base}{}",
         split("sa", T1, "a", &[("b", 1), ("x", 1)])
     ));
-    let good = resolve_splits(
-        &before,
-        &SplitState::new(),
-        &Excluded::new(),
-        &Default::default(),
-    );
+    let good = resolve_splits(&before, &SplitState::new(), &Excluded::new());
     assert_eq!(
         effective(&good, "a").expect("split").0,
         [("b".to_string(), 1), ("x".to_string(), 1)]
@@ -165,7 +145,7 @@ fn a_cycle_is_refused_naming_the_chain_and_the_last_good_weights_stay() {
         split("sa", T1, "a", &[("b", 1), ("x", 1)]),
         split("sb", T2, "b", &[("a", 1)]),
     ));
-    let s = resolve_splits(&m, &good, &Excluded::new(), &Default::default());
+    let s = resolve_splits(&m, &good, &Excluded::new());
     assert_eq!(effective(&s, "a"), effective(&good, "a"), "last good kept");
     assert_eq!(
         effective(&s, "b"),
@@ -206,12 +186,7 @@ fn a_nested_split_with_matches_is_refused_by_the_outer_split() {
         services(&["shop", "primary", "blue"]),
         split("outer", T1, "shop", &[("primary", 1)]),
     ));
-    let s = resolve_splits(
-        &m,
-        &SplitState::new(),
-        &Excluded::new(),
-        &Default::default(),
-    );
+    let s = resolve_splits(&m, &SplitState::new(), &Excluded::new());
     assert_eq!(effective(&s, "shop"), None);
     assert!(
         effective(&s, "primary").is_some(),

@@ -13,6 +13,7 @@ use envoy_types::pb::envoy::config::route::v3::{
     query_parameter_matcher::QueryParameterMatchSpecifier,
     retry_policy::RetryBackOff,
     route::Action,
+    route_action::ClusterNotFoundResponseCode,
     route_action::ClusterSpecifier,
     route_action::{UpgradeConfig, upgrade_config::ConnectConfig},
     route_match::ConnectMatcher,
@@ -121,7 +122,9 @@ pub(crate) fn header_edits(e: &HeaderEdits) -> (Vec<HeaderValueOption>, Vec<Stri
     let option = |(k, v): &(String, String), action: HeaderAppendAction| HeaderValueOption {
         header: Some(HeaderValue {
             key: k.clone(),
-            value: v.clone(),
+            // Envoy reads header values as format strings (`%REQ(...)%`, `%ENVIRONMENT(...)%`):
+            // a value is literal text, so `%` is escaped.
+            value: v.replace('%', "%%"),
             ..Default::default()
         }),
         append_action: action as i32,
@@ -453,6 +456,19 @@ fn virtual_host(r: &PortRouting) -> VirtualHost {
                 retry.per_try_timeout = Some(protos::duration(t));
             }
             let mut route = http_route(m, &rule.dest, timeout, &retry);
+            // The share of a backend that did not resolve fails with the rule's status.
+            let to_no_backend = match &rule.dest {
+                Dest::Cluster(c) => c == routing::NO_BACKEND,
+                Dest::Weighted(w) => w.iter().any(|(c, _)| c == routing::NO_BACKEND),
+                Dest::Status(_) => false,
+            };
+            if to_no_backend
+                && extra.no_backend_status == 500
+                && let Some(Action::Route(a)) = route.action.as_mut()
+            {
+                a.cluster_not_found_response_code =
+                    ClusterNotFoundResponseCode::InternalServerError as i32;
+            }
             (
                 route.request_headers_to_add,
                 route.request_headers_to_remove,

@@ -10,6 +10,11 @@ use crate::model::{Kind, MeshService, Model, ObjectKey, Protocol, ServicePort};
 use crate::names;
 use crate::policy::{self, EffectiveSplit, PolicyContext};
 
+/// A cluster name that never exists: a share of requests sent there fails (a Gateway API
+/// backend that did not resolve). Envoy answers it with the rule's
+/// [`RuleExtra::no_backend_status`], gRPC clients with UNAVAILABLE.
+pub(crate) const NO_BACKEND: &str = "rudder-no-backend";
+
 /// Where matching requests go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Dest {
@@ -109,6 +114,9 @@ pub(crate) struct RuleExtra {
     pub backend_timeout: Option<std::time::Duration>,
     /// `retry`; overrides the RetryPolicy.
     pub retry: Option<Retry>,
+    /// The HTTP status of requests sent to [`NO_BACKEND`]: 500 (HTTPRoute) or 503
+    /// (GRPCRoute: read as UNAVAILABLE).
+    pub no_backend_status: u32,
 }
 
 /// One rule: requests matching `matches` (all requests when `None`) go to `dest`.

@@ -91,8 +91,22 @@ pub fn policy_status(model: &Model) -> BTreeMap<ObjectKey, PolicyStatus> {
             }
         }
         let unsupported = ts.spec.unsupported_matches();
-        let routed = routes.get(&apex).and_then(|r| r.sources.first());
-        let acc = if let Some(route) = routed {
+        // Gateway API routes take precedence on the ports they route.
+        let routed = routes.get(&apex).map(|r| (r.ports(), r.sources.first()));
+        let http_ports: std::collections::BTreeSet<u16> = model
+            .service(ns, &ts.spec.service)
+            .map(|s| {
+                s.ports
+                    .iter()
+                    .filter(|p| p.protocol != super::Protocol::Tcp)
+                    .map(|p| p.port)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut partly = None;
+        let acc = if let Some((ports, Some(route))) = &routed
+            && ports.is_superset(&http_ports)
+        {
             Err((
                 ConditionReason::Conflicted,
                 format!(
@@ -139,6 +153,16 @@ pub fn policy_status(model: &Model) -> BTreeMap<ObjectKey, PolicyStatus> {
         } else {
             Ok(())
         };
+        if acc.is_ok()
+            && let Some((ports, Some(route))) = &routed
+        {
+            let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+            partly = Some(format!(
+                "accepted; on port(s) {} of Service {ns}/{} the routes of {route} take precedence",
+                list.join(", "),
+                ts.spec.service
+            ));
+        }
         let refs = match nested {
             Some(e @ crate::policy::NestingError::Cycle(_)) => MeshCondition::new(
                 "ResolvedRefs",
@@ -152,7 +176,15 @@ pub fn policy_status(model: &Model) -> BTreeMap<ObjectKey, PolicyStatus> {
             key(Kind::TrafficSplit, &ts.metadata),
             PolicyStatus {
                 generation: ts.metadata.generation,
-                conditions: vec![accepted(acc), refs],
+                conditions: vec![
+                    match partly {
+                        Some(m) => {
+                            MeshCondition::new("Accepted", true, ConditionReason::Accepted, m)
+                        }
+                        None => accepted(acc),
+                    },
+                    refs,
+                ],
                 parents: Vec::new(),
             },
         );

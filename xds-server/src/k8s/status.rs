@@ -338,7 +338,12 @@ async fn patch_route(
     {
         let current = api.get(name).await?;
         let (st, refs) = parts(&current);
-        let parents = route_parents(&st.unwrap_or_default(), &refs, status, now);
+        let st = st.unwrap_or_default();
+        let parents = route_parents(&st, &refs, status, now);
+        // Nothing to say (e.g. a route of gateways only, with no entry of Rudder's).
+        if parents == st.parents {
+            return Ok(());
+        }
         // The resourceVersion makes the write fail (409, retried next round) if another
         // controller changed the parents in between.
         let body = json!({

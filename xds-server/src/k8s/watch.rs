@@ -189,6 +189,8 @@ async fn watch_kind<K>(
                     buffer.push((to_object(o), generation));
                 }
                 watcher::Event::InitDone => {
+                    // Listed: if the CRD goes away again, say so again.
+                    said_missing = false;
                     let n = buffer.len();
                     sink.replace(std::mem::take(&mut buffer));
                     tracing::info!(watcher = %name, objects = n, "listed");

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::model::parse_manifest;
+use crate::routing::{PathMatch, StrMatch};
 
 const SERVICES: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{name: http, port: 80}, {name: db, port: 5432, appProtocol: tcp}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web-v2}\nspec:\n  ports: [{name: http, port: 80}, {name: db, port: 5432, appProtocol: tcp}]\n";
 
@@ -46,7 +47,7 @@ fn triple(t: &str, s: &str, r: &str) -> (String, String, String) {
 fn each_service_parent_gets_accepted_and_resolved_refs_with_gateway_reasons() {
     let m = model(&route(
         "r",
-        "[{group: \"\", kind: Service, name: web}, {group: \"\", kind: Service, name: nope}, {group: \"\", kind: Service, name: web, port: 81}, {group: \"\", kind: Service, name: web, namespace: other}, {group: \"\", kind: Service, name: web, port: 5432}, {name: some-gateway}]",
+        "[{group: \"\", kind: Service, name: web, port: 80}, {group: \"\", kind: Service, name: nope}, {group: \"\", kind: Service, name: web, port: 81}, {group: \"\", kind: Service, name: web, namespace: other}, {group: \"\", kind: Service, name: web, port: 5432}, {name: some-gateway}]",
         "[{name: web-v2, port: 80}]",
     ));
     let c = conditions(&m, "r");
@@ -125,7 +126,15 @@ fn a_routed_service_is_not_split_and_its_traffic_split_is_conflicted() {
         )
     ));
     let policy = PolicyContext::new(&m, &Default::default(), &Excluded::new());
-    assert!(policy.splits.is_empty(), "{:?}", policy.splits);
+    let svc = m.service("default", "web").expect("web");
+    let routing = port_routing(&policy, svc, &svc.ports[0], None).expect("routed");
+    assert_eq!(
+        routing.rules[0].dest,
+        Dest::Cluster(crate::names::outbound_cluster(
+            m.service("default", "web-v2").expect("web-v2"),
+            80
+        ))
+    );
     let status = crate::model::policy_status(&m);
     let ts = &status[&ObjectKey::new(Kind::TrafficSplit, "default", "ts")];
     assert_eq!(ts.conditions[0].reason, "Conflicted");
@@ -187,7 +196,7 @@ fn invalid_and_unsupported_routes_are_refused_with_the_field() {
         (
             "filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: Host, value: x}]}}]",
             "spec.rules[0].filters[0].requestHeaderModifier",
-            false,
+            true,
         ),
         (
             "filters: [{type: RequestHeaderModifier}]",
@@ -256,21 +265,124 @@ fn invalid_and_unsupported_routes_are_refused_with_the_field() {
 
 #[test]
 fn grpc_method_matches_become_paths() {
+    use crds::gateway::GRPCMethodMatch;
+    use crds::gateway_validate::{GrpcPath, grpc_method_path};
+    let m = |t: Option<&str>, s: Option<&str>, me: Option<&str>| GRPCMethodMatch {
+        type_: t.map(str::to_string),
+        service: s.map(str::to_string),
+        method: me.map(str::to_string),
+    };
     assert_eq!(
-        grpc_path(false, Some("pkg.Svc"), Some("Get")),
-        PathMatch::Exact("/pkg.Svc/Get".into())
+        grpc_method_path(&m(None, Some("pkg.Svc"), Some("Get"))),
+        GrpcPath::Exact("/pkg.Svc/Get".into())
     );
     assert_eq!(
-        grpc_path(false, Some("pkg.Svc"), None),
-        PathMatch::Prefix("/pkg.Svc/".into())
+        grpc_method_path(&m(None, Some(".pkg.Svc"), None)),
+        GrpcPath::Prefix("/pkg.Svc/".into()),
+        "a leading dot is not part of the path"
     );
     assert_eq!(
-        grpc_path(false, None, Some("Get")),
-        PathMatch::Regex("/[^/]+/Get".into())
+        grpc_method_path(&m(None, None, Some("Get"))),
+        GrpcPath::Regex("/[^/]+/Get".into())
+    );
+    // Alternatives stay inside their part of the path.
+    assert_eq!(
+        grpc_method_path(&m(Some("RegularExpression"), Some("a|b"), None)),
+        GrpcPath::Regex("/(?:a|b)/(?:[^/]+)".into())
+    );
+}
+
+fn grpc_route(name: &str, created: &str, parents: &str, rules: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: {name}, creationTimestamp: \"{created}\"}}\nspec:\n  parentRefs: {parents}\n  rules:\n{rules}"
+    )
+}
+
+#[test]
+fn on_a_port_a_grpc_route_routes_http_routes_do_not_apply_and_say_so() {
+    let grpc = grpc_route(
+        "g",
+        "2026-01-01T00:00:00Z",
+        "[{group: \"\", kind: Service, name: web, port: 80}]",
+        "    - backendRefs: [{name: web-v2, port: 80}]\n",
+    );
+    let m = model(&format!(
+        "{}---\n{grpc}",
+        route(
+            "r",
+            "[{group: \"\", kind: Service, name: web}]",
+            "[{name: web, port: 80}]"
+        )
+    ));
+    let state = resolve(&m, &Excluded::new());
+    let rules = &state[&("default".to_string(), "web".to_string())];
+    assert_eq!(
+        rules.sources,
+        vec![ObjectKey::new(Kind::GRPCRoute, "default", "g")]
     );
     assert_eq!(
-        grpc_path(true, Some("pkg\\..*"), None),
-        PathMatch::Regex("/pkg\\..*/[^/]+".into())
+        conditions(&m, "r")[0][0],
+        triple("Accepted", "False", "Conflicted")
+    );
+}
+
+#[test]
+fn grpc_routes_rank_by_service_then_method_then_headers() {
+    let m = model(&grpc_route(
+        "g",
+        "2026-01-01T00:00:00Z",
+        "[{group: \"\", kind: Service, name: web}]",
+        "    - matches: [{method: {method: Get}}]\n      backendRefs: [{name: web, port: 80}]\n    - matches: [{method: {service: pkg.Svc}}]\n      backendRefs: [{name: web-v2, port: 80}]\n    - matches: [{method: {service: pkg.Svc, method: Get}, headers: [{name: a, value: b}]}]\n      backendRefs: [{name: web-v2, port: 80}]\n",
+    ));
+    let state = resolve(&m, &Excluded::new());
+    let paths: Vec<PathMatch> = state[&("default".to_string(), "web".to_string())]
+        .rules
+        .iter()
+        .map(|a| a.rule.matches.as_ref().expect("match").path.clone())
+        .collect();
+    assert_eq!(
+        paths,
+        vec![
+            PathMatch::Exact("/pkg.Svc/Get".into()),
+            PathMatch::Prefix("/pkg.Svc/".into()),
+            PathMatch::Regex("/[^/]+/Get".into()),
+        ]
+    );
+}
+
+#[test]
+fn an_unresolved_backend_keeps_its_share_and_fails_it() {
+    let m = model(&route(
+        "r",
+        "[{group: \"\", kind: Service, name: web}]",
+        "[{name: web-v2, port: 80, weight: 3}, {name: missing, port: 80, weight: 1}]",
+    ));
+    let state = resolve(&m, &Excluded::new());
+    let a = &state[&("default".to_string(), "web".to_string())].rules[0];
+    let Dest::Weighted(w) = &a.rule.dest else {
+        panic!("{:?}", a.rule.dest)
+    };
+    assert_eq!(w[1], (crate::routing::NO_BACKEND.to_string(), 1));
+    assert_eq!(
+        a.rule.extra.as_ref().map(|e| e.no_backend_status),
+        Some(500)
+    );
+    assert_eq!(
+        conditions(&m, "r")[0][1],
+        triple("ResolvedRefs", "False", "BackendNotFound")
+    );
+}
+
+#[test]
+fn equivalent_header_names_keep_the_first_match() {
+    let yaml = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  parentRefs: [{group: \"\", kind: Service, name: web}]\n  rules:\n    - matches: [{headers: [{name: X-A, value: '1'}, {name: x-a, value: '2'}]}]\n      backendRefs: [{name: web, port: 80}]\n";
+    let m = model(yaml);
+    let state = resolve(&m, &Excluded::new());
+    let a = &state[&("default".to_string(), "web".to_string())].rules[0];
+    let headers = &a.rule.matches.as_ref().expect("match").headers;
+    assert_eq!(
+        headers,
+        &vec![("X-A".to_string(), StrMatch::Exact("1".into()))]
     );
 }
 
@@ -284,5 +396,5 @@ fn a_parent_ref_to_the_whole_service_covers_those_to_its_ports() {
     let state = resolve(&m, &Excluded::new());
     let rules = &state[&("default".to_string(), "web".to_string())].rules;
     assert_eq!(rules.len(), 1, "one rule, not one per parentRef: {rules:?}");
-    assert_eq!(rules[0].port, None);
+    assert_eq!(rules[0].port, 80);
 }

@@ -1,0 +1,313 @@
+//! Gateway API routes for the mesh (GAMMA): HTTPRoutes and GRPCRoutes whose `parentRefs`
+//! name a Service, resolved into the routing model of that Service's ports.
+//!
+//! - **Attachment.** A parentRef with `group: ""` (or `core`) and `kind: Service` in the
+//!   route's own namespace attaches the route to that Service: to the port `port` or
+//!   `sectionName` names, else to every HTTP port. Consumer routes (a parentRef to a
+//!   Service in another namespace) are not supported; other parents belong to gateway
+//!   controllers and are left alone.
+//! - **Kinds.** On a port that a GRPCRoute routes, HTTPRoutes do not apply (their parent
+//!   is `Conflicted` when that leaves them nothing), as the Gateway API says; the kinds are
+//!   never merged.
+//! - **Merging.** Every route of one kind attached to a Service port is merged into one
+//!   table in the Gateway API's precedence ([`view::Rank`]): HTTPRoute: an exact path,
+//!   then a regular expression (longest first), then the longest path prefix; then a
+//!   method; then the most header matches; then the most query parameter matches.
+//!   GRPCRoute: the longest service, then the longest method, then the most header
+//!   matches. Ties go to the oldest route (creation time, then namespace/name), then rule
+//!   and match order. A request matching no rule gets 404 (gRPC: UNIMPLEMENTED/UNAVAILABLE).
+//! - **Backends** are Service ports in the route's namespace, weighted (default 1). The
+//!   share of a backend that is missing, of another kind or namespace, or a TCP port fails
+//!   (500; gRPC: UNAVAILABLE) and status says why; so does a rule with no backend of weight
+//!   above 0. A backend is its Service's endpoints: the backend's own routes or split do
+//!   not apply again.
+//! - **Precedence.** A Service port with an attached route is routed by its routes only; a
+//!   TrafficSplit on the Service still routes its other ports and is `Conflicted` when the
+//!   routes take every HTTP port. A rule's `timeouts` and `retry` override the port's
+//!   RetryPolicy for that rule; rules without them keep the RetryPolicy's.
+
+mod backends;
+mod status;
+mod view;
+
+pub(crate) use status::route_status;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crds::gateway::ParentReference;
+use crds::{ConditionReason, RetryPolicy};
+
+use crate::model::{Kind, MeshService, Model, NsName, ObjectKey, Protocol, ServicePort};
+use crate::policy::{Excluded, PolicyContext};
+use crate::routing::{Dest, NO_BACKEND, PortRouting, Rule};
+use view::{Rank, RouteView};
+
+/// One rule (one of its matches) attached to a Service port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Attached {
+    /// The Service port it applies to.
+    pub port: u16,
+    pub rule: Rule,
+    /// Clusters among its destinations that proxyless gRPC clients are not offered.
+    pub not_grpc: Vec<String>,
+}
+
+/// The routes attached to one Service, merged and in precedence order per port.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ServiceRoutes {
+    /// The routes, oldest first.
+    pub sources: Vec<ObjectKey>,
+    pub rules: Vec<Attached>,
+}
+
+impl ServiceRoutes {
+    /// The ports routes apply to.
+    pub(crate) fn ports(&self) -> BTreeSet<u16> {
+        self.rules.iter().map(|a| a.port).collect()
+    }
+}
+
+/// Routes by Service (namespace, name).
+pub(crate) type RouteState = BTreeMap<NsName, ServiceRoutes>;
+
+/// Escapes `s` for use as a literal in an RE2 expression.
+pub(crate) fn regex_quote(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let special = "\\.+*?()|[]{}^$".contains(c);
+            special
+                .then_some('\\')
+                .into_iter()
+                .chain(std::iter::once(c))
+        })
+        .collect()
+}
+
+/// The Service and HTTP ports a Service parentRef of a route in `route_ns` attaches to,
+/// or why it does not (reason, message naming the field).
+fn attach(
+    model: &Model,
+    route_ns: &str,
+    index: usize,
+    p: &ParentReference,
+) -> Result<(NsName, Vec<u16>), (ConditionReason, String)> {
+    let field = format!("spec.parentRefs[{index}]");
+    let ns = p.namespace.as_deref().unwrap_or(route_ns);
+    if ns != route_ns {
+        return Err((
+            ConditionReason::UnsupportedValue,
+            format!(
+                "{field}.namespace: consumer routes (a parentRef to a Service in another namespace, here {ns}) are not supported; put the route in namespace {ns}"
+            ),
+        ));
+    }
+    let Some(svc) = model.service(ns, &p.name) else {
+        return Err((
+            ConditionReason::NoMatchingParent,
+            format!("{field}.name: Service {ns}/{} not found", p.name),
+        ));
+    };
+    let chosen: Vec<&ServicePort> = match (p.port, &p.section_name) {
+        (Some(n), _) => {
+            let Some(sp) = svc.ports.iter().find(|sp| i32::from(sp.port) == n) else {
+                return Err((
+                    ConditionReason::NoMatchingParent,
+                    format!("{field}.port: Service {ns}/{} has no port {n}", p.name),
+                ));
+            };
+            vec![sp]
+        }
+        (None, Some(section)) => {
+            let Some(sp) = svc.ports.iter().find(|sp| sp.name == *section) else {
+                return Err((
+                    ConditionReason::NoMatchingParent,
+                    format!(
+                        "{field}.sectionName: Service {ns}/{} has no port named {}",
+                        p.name,
+                        crds::text::quote(section)
+                    ),
+                ));
+            };
+            vec![sp]
+        }
+        (None, None) => svc.ports.iter().collect(),
+    };
+    let ports: Vec<u16> = chosen
+        .iter()
+        .filter(|sp| sp.protocol != Protocol::Tcp)
+        .map(|sp| sp.port)
+        .collect();
+    if ports.is_empty() {
+        return Err((
+            ConditionReason::NoMatchingParent,
+            match chosen.as_slice() {
+                [sp] => format!(
+                    "{field}: port {} of Service {ns}/{} is TCP; routes apply to HTTP and gRPC ports",
+                    sp.port, p.name
+                ),
+                _ => format!("{field}: Service {ns}/{} has no HTTP or gRPC port", p.name),
+            },
+        ));
+    }
+    Ok(((ns.to_string(), p.name.clone()), ports))
+}
+
+/// A Service port.
+type Target = (NsName, u16);
+
+/// The Service ports each route attaches to, in `routes` order, GRPCRoutes taking their
+/// ports from HTTPRoutes; and which GRPCRoute took each port.
+fn attachments(
+    model: &Model,
+    routes: &[RouteView<'_>],
+) -> (Vec<BTreeSet<Target>>, BTreeMap<Target, ObjectKey>) {
+    let mut all: Vec<BTreeSet<(NsName, u16)>> = routes
+        .iter()
+        .map(|route| {
+            let mut set = BTreeSet::new();
+            for (i, p) in route.parents.iter().enumerate() {
+                if p.is_service()
+                    && let Ok((svc, ports)) = attach(model, &route.key.namespace, i, p)
+                {
+                    set.extend(ports.into_iter().map(|port| (svc.clone(), port)));
+                }
+            }
+            set
+        })
+        .collect();
+    let mut grpc_taken: BTreeMap<(NsName, u16), ObjectKey> = BTreeMap::new();
+    for (route, set) in routes.iter().zip(&all) {
+        if route.grpc {
+            for a in set {
+                grpc_taken.entry(a.clone()).or_insert(route.key.clone());
+            }
+        }
+    }
+    for (route, set) in routes.iter().zip(all.iter_mut()) {
+        if !route.grpc {
+            set.retain(|a| !grpc_taken.contains_key(a));
+        }
+    }
+    (all, grpc_taken)
+}
+
+/// The routes attached to every Service, merged and ordered; routes in `excluded` (left
+/// out by containment) count as absent.
+pub(crate) fn resolve(model: &Model, excluded: &Excluded) -> RouteState {
+    let routes = view::routes(model, excluded);
+    let (attached, _) = attachments(model, &routes);
+    let mut out: BTreeMap<NsName, Vec<(ObjectKey, Attached, Rank)>> = BTreeMap::new();
+    for (route, targets) in routes.iter().zip(&attached) {
+        if targets.is_empty() {
+            continue;
+        }
+        let ns = route.key.namespace.as_str();
+        for (ri, rule) in route.rules.iter().enumerate() {
+            let resolved = backends::destination(
+                model,
+                ns,
+                &format!("spec.rules[{ri}]"),
+                rule.backends,
+                route.grpc,
+            );
+            let extra = Box::new(backends::extra(&route.key, rule, route.grpc));
+            for (m, rank) in &rule.matches {
+                for (svc, port) in targets {
+                    out.entry(svc.clone()).or_default().push((
+                        route.key.clone(),
+                        Attached {
+                            port: *port,
+                            rule: Rule {
+                                matches: Some(m.clone()),
+                                dest: resolved.dest.clone(),
+                                extra: Some(extra.clone()),
+                            },
+                            not_grpc: resolved.not_grpc.clone(),
+                        },
+                        *rank,
+                    ));
+                }
+            }
+        }
+    }
+    out.into_iter()
+        .map(|(svc, mut rules)| {
+            // Stable: equal ranks keep route (oldest first), rule and match order.
+            rules.sort_by_key(|r| std::cmp::Reverse(r.2));
+            let mut sources: Vec<ObjectKey> = Vec::new();
+            for (k, _, _) in &rules {
+                if !sources.contains(k) {
+                    sources.push(k.clone());
+                }
+            }
+            let rules = rules.into_iter().map(|(_, a, _)| a).collect();
+            (svc, ServiceRoutes { sources, rules })
+        })
+        .collect()
+}
+
+/// The routing of one Service port from its attached routes, or `None` when no route
+/// applies to it.
+pub(crate) fn port_routing(
+    policy: &PolicyContext,
+    svc: &MeshService,
+    port: &ServicePort,
+    retry_obj: Option<&RetryPolicy>,
+) -> Option<PortRouting> {
+    if port.protocol == Protocol::Tcp {
+        return None;
+    }
+    let attached = policy
+        .routes
+        .get(&(svc.namespace.clone(), svc.name.clone()))?;
+    let applies: Vec<&Attached> = attached
+        .rules
+        .iter()
+        .filter(|a| a.port == port.port)
+        .collect();
+    if applies.is_empty() {
+        return None;
+    }
+    let mut sources = vec![ObjectKey::new(Kind::Service, &svc.namespace, &svc.name)];
+    let mut refs = Vec::new();
+    let mut not_grpc: Vec<String> = Vec::new();
+    for a in &applies {
+        if let Some(src) = a.rule.extra.as_ref().and_then(|e| e.source.as_ref())
+            && !sources.contains(src)
+        {
+            sources.push(src.clone());
+        }
+        match &a.rule.dest {
+            Dest::Cluster(c) => refs.push(c.clone()),
+            Dest::Weighted(w) => refs.extend(w.iter().map(|(c, _)| c.clone())),
+            Dest::Status(_) => {}
+        }
+        for c in &a.not_grpc {
+            if !not_grpc.contains(c) {
+                not_grpc.push(c.clone());
+            }
+        }
+    }
+    // The cluster that never exists is nothing to wait for.
+    refs.retain(|c| c != NO_BACKEND);
+    if let Some(p) = retry_obj {
+        sources.push(ObjectKey::new(
+            Kind::RetryPolicy,
+            &svc.namespace,
+            p.metadata.name.as_deref().unwrap_or_default(),
+        ));
+    }
+    Some(PortRouting {
+        name: format!("{}:{}", svc.fqdn(), port.port),
+        protocol: port.protocol,
+        rules: applies.into_iter().map(|a| a.rule.clone()).collect(),
+        retry: retry_obj.map(crate::routing::retry),
+        timeout: retry_obj.and_then(|p| crate::routing::duration(p.spec.timeout.as_deref())),
+        refs,
+        sources,
+        not_grpc,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,128 @@
+//! Status of Gateway API routes: for each Service parent, `Accepted` and `ResolvedRefs`
+//! with the reasons the Gateway API defines.
+
+use std::collections::BTreeMap;
+
+use crds::gateway::ParentReference;
+use crds::{ConditionReason, MeshCondition};
+
+use super::{attach, attachments, backends, view};
+use crate::model::{Model, ObjectKey};
+use crate::policy::Excluded;
+
+/// The status of one route: its generation and, for each Service parent, `Accepted`
+/// and `ResolvedRefs`. A route without Service parents has none (and loses any entry
+/// Rudder wrote before).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RouteParents {
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// (parentRef, conditions), in spec order.
+    pub parents: Vec<(ParentReference, Vec<MeshCondition>)>,
+}
+
+/// Conditions for every route.
+pub(crate) fn route_status(model: &Model) -> BTreeMap<ObjectKey, RouteParents> {
+    let mut out = BTreeMap::new();
+    let routes = view::routes(model, &Excluded::new());
+    let (_, grpc_taken) = attachments(model, &routes);
+    for route in &routes {
+        let ns = route.key.namespace.as_str();
+        let mut issues = Vec::new();
+        for (ri, rule) in route.rules.iter().enumerate() {
+            let field = format!("spec.rules[{ri}]");
+            let r = backends::destination(model, ns, &field, rule.backends, route.grpc);
+            issues.extend(r.issues);
+        }
+        let failing = if route.grpc { "UNAVAILABLE" } else { "500" };
+        let resolved = match issues.first() {
+            None => MeshCondition::new(
+                "ResolvedRefs",
+                true,
+                ConditionReason::ResolvedRefs,
+                "all references resolved",
+            ),
+            Some((reason, _)) => MeshCondition::new(
+                "ResolvedRefs",
+                false,
+                *reason,
+                format!(
+                    "{}; their share of requests fails with {failing}",
+                    issues
+                        .iter()
+                        .map(|(_, m)| m.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            ),
+        };
+        let parents: Vec<(ParentReference, Vec<MeshCondition>)> = route
+            .parents
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.is_service())
+            .map(|(i, p)| {
+                let accepted = match attach(model, ns, i, p) {
+                    Ok((svc, ports)) => {
+                        let taken: Vec<(u16, &ObjectKey)> = if route.grpc {
+                            Vec::new()
+                        } else {
+                            ports
+                                .iter()
+                                .filter_map(|port| {
+                                    grpc_taken.get(&(svc.clone(), *port)).map(|k| (*port, k))
+                                })
+                                .collect()
+                        };
+                        let list = |t: &[(u16, &ObjectKey)]| {
+                            t.iter()
+                                .map(|(port, k)| format!("port {port} by {k}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        };
+                        if !taken.is_empty() && taken.len() == ports.len() {
+                            MeshCondition::new(
+                                "Accepted",
+                                false,
+                                ConditionReason::Conflicted,
+                                format!(
+                                    "spec.parentRefs[{i}]: routed by GRPCRoutes ({}); on a port a GRPCRoute routes, HTTPRoutes do not apply",
+                                    list(&taken)
+                                ),
+                            )
+                        } else if !taken.is_empty() {
+                            MeshCondition::new(
+                                "Accepted",
+                                true,
+                                ConditionReason::Accepted,
+                                format!(
+                                    "accepted, except where GRPCRoutes route ({})",
+                                    list(&taken)
+                                ),
+                            )
+                        } else {
+                            MeshCondition::new(
+                                "Accepted",
+                                true,
+                                ConditionReason::Accepted,
+                                "accepted",
+                            )
+                        }
+                    }
+                    Err((reason, message)) => {
+                        MeshCondition::new("Accepted", false, reason, message)
+                    }
+                };
+                (p.clone(), vec![accepted, resolved.clone()])
+            })
+            .collect();
+        out.insert(
+            route.key.clone(),
+            RouteParents {
+                generation: route.meta.generation,
+                parents,
+            },
+        );
+    }
+    out
+}
