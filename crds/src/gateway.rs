@@ -78,8 +78,8 @@ pub struct HTTPHeaderFilter {
     pub remove: Vec<String>,
 }
 
-/// One filter. Rudder implements `RequestHeaderModifier` and `ResponseHeaderModifier`;
-/// the others are read so that a route using one is refused by name.
+/// One filter. Rudder implements `RequestHeaderModifier`, `ResponseHeaderModifier` and
+/// `RequestMirror`; the others are read so that a route using one is refused by name.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HTTPRouteFilter {
@@ -93,9 +93,9 @@ pub struct HTTPRouteFilter {
     /// For `ResponseHeaderModifier`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_header_modifier: Option<HTTPHeaderFilter>,
-    /// For `RequestMirror` (not implemented).
+    /// For `RequestMirror`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_mirror: Option<serde_json::Value>,
+    pub request_mirror: Option<HTTPRequestMirrorFilter>,
     /// For `RequestRedirect` (not implemented).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_redirect: Option<serde_json::Value>,
@@ -111,6 +111,80 @@ pub struct HTTPRouteFilter {
     /// For `ExternalAuth` (experimental; not implemented).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_auth: Option<serde_json::Value>,
+}
+
+/// Names a backend without a weight (a mirror's target).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendObjectReference {
+    /// Defaults to `""` (the core group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Defaults to `Service`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The Service's name.
+    pub name: String,
+    /// Defaults to the route's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The Service port (required for a Service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+}
+
+/// A fraction of requests (`numerator / denominator`, denominator default 100).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Fraction {
+    /// The numerator.
+    pub numerator: i32,
+    /// The denominator (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denominator: Option<i32>,
+}
+
+/// The `RequestMirror` filter: a copy of each request (or of `percent` / `fraction` of
+/// them) goes to another backend; its answers are ignored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPRequestMirrorFilter {
+    /// Where the copies go.
+    pub backend_ref: BackendObjectReference,
+    /// Percent of requests mirrored, 0 to 100 (experimental; default all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<i32>,
+    /// The fraction of requests mirrored (experimental; default all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<Fraction>,
+}
+
+impl HTTPRequestMirrorFilter {
+    /// The mirrored share in millionths.
+    pub fn per_million(&self) -> u32 {
+        let share = match (&self.percent, &self.fraction) {
+            (Some(p), _) => f64::from(*p) / 100.0,
+            (None, Some(f)) => {
+                f64::from(f.numerator) / f64::from(f.denominator.unwrap_or(100).max(1))
+            }
+            (None, None) => 1.0,
+        };
+        (share.clamp(0.0, 1.0) * 1_000_000.0).round() as u32
+    }
+}
+
+impl BackendObjectReference {
+    /// As a backendRef of weight 1, without filters.
+    pub fn as_backend(&self) -> BackendRef {
+        BackendRef {
+            group: self.group.clone(),
+            kind: self.kind.clone(),
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+            port: self.port,
+            weight: None,
+            filters: Vec::new(),
+        }
+    }
 }
 
 /// A backend: a Service port, with a weight.
@@ -134,7 +208,7 @@ pub struct BackendRef {
     /// Relative weight, 0 to 1,000,000; defaults to 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<i32>,
-    /// Filters for requests to this backend only (not implemented).
+    /// Filters for requests to this backend only (header modifiers).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub filters: Vec<HTTPRouteFilter>,
 }

@@ -219,7 +219,8 @@ fn http_route_in_upstream_shape_lands_in_our_fields_and_round_trips() {
         (&t.request, &t.backend_request) => (Some("10s"), Some("2s")),
         (&retry.codes, retry.attempts, &retry.backoff) => ([502, 503], Some(3), Some("100ms")),
         body(&r.session_persistence)["cookieConfig"]["lifetimeType"] => json!("Permanent"),
-        body(&other[0].request_mirror)["backendRef"]["name"] => json!("reviews-shadow"),
+        other[0].request_mirror.as_ref().map(|m| (m.backend_ref.name.as_str(), m.percent))
+            => Some(("reviews-shadow", Some(10))),
         body(&other[1].url_rewrite)["path"]["replacePrefixMatch"] => json!("/v2"),
         body(&other[2].extension_ref)["kind"] => json!("RateLimit"),
         body(&s.rules[2].filters[0].request_redirect)["statusCode"] => json!(301),
@@ -232,10 +233,10 @@ fn http_route_in_upstream_shape_lands_in_our_fields_and_round_trips() {
         p.conditions[1].observed_generation => None::<i64>,
     }
     assert_round_trip(&route, HTTP_ROUTE);
-    // Valid upstream, but Rudder implements neither per-backend filters nor the other
-    // filter types: refused by name, as UnsupportedValue rather than Invalid.
+    // Valid upstream, but Rudder does not implement session persistence (nor the filter
+    // types of the other rules): refused by name, as UnsupportedValue rather than Invalid.
     let e = s.validate().expect_err("unsupported");
-    assert_eq!(e.field, "spec.rules[0].backendRefs[1].filters");
+    assert_eq!(e.field, "spec.rules[0].sessionPersistence");
     assert!(e.unsupported);
 }
 
@@ -261,7 +262,7 @@ fn grpc_route_in_upstream_shape_lands_in_our_fields_and_round_trips() {
                   "ExtensionRef"],
         f[0].request_header_modifier.as_ref().map(|h| &h.add[0].value) => Some("hello"),
         f[1].response_header_modifier.as_ref().map(|h| &h.remove) => Some(["x-debug"]),
-        body(&f[2].request_mirror)["backendRef"]["port"] => json!(50051),
+        f[2].request_mirror.as_ref().map(|m| m.backend_ref.port) => Some(Some(50051)),
         body(&f[3].extension_ref)["name"] => json!("log-all"),
         (&b[0].namespace, b[0].weight, b[1].weight) => (Some("shop"), Some(1_000_000), Some(0)),
         b[0].filters[0].type_ => "ResponseHeaderModifier",
@@ -270,7 +271,7 @@ fn grpc_route_in_upstream_shape_lands_in_our_fields_and_round_trips() {
     }
     assert_round_trip(&route, GRPC_ROUTE);
     let e = s.validate().expect_err("unsupported");
-    assert_eq!(e.field, "spec.rules[0].filters[2].type");
+    assert_eq!(e.field, "spec.rules[0].filters[3].type");
     assert!(e.unsupported);
 }
 
@@ -590,9 +591,26 @@ fn filters_follow_upstream_cel_and_rudder_refuses_what_it_does_not_implement() {
             => !.filters[0].requestHeaderModifier
         {filters: [{type: ResponseHeaderModifier, responseHeaderModifier: {remove: [Host]}}]}
             => !.filters[0].responseHeaderModifier
+        # Mirrors: a Service port, all requests or a share of them; may repeat.
+        {filters: [{type: RequestMirror, requestMirror: {backendRef: {name: m, port: 80}}},
+                   {type: RequestMirror, requestMirror: {backendRef: {name: m2, port: 80}, percent: 100}}]}
+            => ok
+        {filters: [{type: RequestMirror, requestMirror: {backendRef: {name: m, port: 80}, fraction: {numerator: 1, denominator: 3}}}]}
+            => ok
+        {filters: [{type: RequestMirror, requestMirror: {backendRef: {name: m}}}]}
+            => .filters[0].requestMirror.backendRef.port
+        {filters: [{type: RequestMirror, requestMirror: {backendRef: {name: m, port: 80}, percent: 101}}]}
+            => .filters[0].requestMirror.percent
+        {filters: [{type: RequestMirror, requestMirror: {backendRef: {name: m, port: 80}, fraction: {numerator: 4, denominator: 3}}}]}
+            => .filters[0].requestMirror.fraction.numerator
+        {filters: [{type: RequestMirror, requestMirror: {backendRef: {name: m, port: 80}, percent: 1, fraction: {numerator: 1}}}]}
+            => .filters[0].requestMirror
+        # Per-backend header filters are implemented; other per-backend filters are not.
+        {backendRefs: [{name: b, port: 80, filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x, value: v}]}}]}]}
+            => ok
+        {backendRefs: [{name: b, port: 80, filters: [{type: RequestMirror, requestMirror: {backendRef: {name: m, port: 80}}}]}]}
+            => !.backendRefs[0].filters[0].type
         # Valid upstream (core, extended, experimental) but not implemented: refused by name.
-        {filters: [{type: RequestMirror, requestMirror: {backendRef: {name: m, port: 80}}}]}
-            => !.filters[0].type
         {filters: [{type: RequestRedirect, requestRedirect: {scheme: https, statusCode: 301}}]}
             => !.filters[0].type
         {filters: [{type: URLRewrite, urlRewrite: {hostname: h}}]} => !.filters[0].type
@@ -602,7 +620,7 @@ fn filters_follow_upstream_cel_and_rudder_refuses_what_it_does_not_implement() {
         {filters: [{type: ExternalAuth, externalAuth: {protocol: HTTP, http: {}}}]}
             => !.filters[0].type
         {backendRefs: [{name: b, port: 80, filters: [{type: ExtensionRef}]}]}
-            => !.backendRefs[0].filters
+            => !.backendRefs[0].filters[0].type
         {sessionPersistence: {type: Cookie}} => !.sessionPersistence";
     At::Rule.cases(text);
     let text = "

@@ -515,11 +515,18 @@ fn gateway_boundary() -> String {
     let remove: String = (0..16)
         .map(|i| format!("{}{i:02}, ", "r".repeat(254)))
         .collect();
+    // Every backend with its own header filters.
     let backends: String = (0..16)
-        .map(|i| format!("{{name: b{i}, port: 80, weight: 1000000}}, "))
+        .map(|i| {
+            format!(
+                "{{name: b{i}, port: 80, weight: 1000000, filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: x-pool, value: '{i}%'}}], remove: [x-drop]}}}}, {{type: ResponseHeaderModifier, responseHeaderModifier: {{add: [{{name: x-served, value: b{i}}}]}}}}]}}, "
+            )
+        })
         .collect();
+    // Mirrors: every request, a percent, a fraction, and one to a missing Service.
+    let mirrors = "        - {type: RequestMirror, requestMirror: {backendRef: {name: b0, port: 80}}}\n        - {type: RequestMirror, requestMirror: {backendRef: {name: b1, port: 80}, percent: 0}}\n        - {type: RequestMirror, requestMirror: {backendRef: {name: b2, port: 80}, fraction: {numerator: 1, denominator: 3}}}\n        - {type: RequestMirror, requestMirror: {backendRef: {name: missing, port: 80}}}\n";
     rules.push_str(&format!(
-        "      filters:\n        - {{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{set}], add: [{add}], remove: [{remove}]}}}}\n        - {{type: ResponseHeaderModifier, responseHeaderModifier: {{set: [{set}], add: [{add}]}}}}\n      backendRefs: [{backends}]\n      timeouts: {{request: 99999h99999m99999s99999ms, backendRequest: 99999h99999m99999s99999ms}}\n      retry: {{attempts: 10, codes: [400, 500, 503, 504, 599], backoff: 99999h99999m99999s99999ms}}\n"
+        "      filters:\n        - {{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{set}], add: [{add}], remove: [{remove}]}}}}\n        - {{type: ResponseHeaderModifier, responseHeaderModifier: {{set: [{set}], add: [{add}]}}}}\n{mirrors}      backendRefs: [{backends}]\n      timeouts: {{request: 99999h99999m99999s99999ms, backendRequest: 99999h99999m99999s99999ms}}\n      retry: {{attempts: 10, codes: [400, 500, 503, 504, 599], backoff: 99999h99999m99999s99999ms}}\n"
     ));
     // Rules 1 and 2: 64 and 63 matches of every path kind (128 in all).
     for (n, r) in [(64, 1), (63, 2)] {
@@ -577,6 +584,9 @@ fn gateway_routes_at_every_limit_are_accepted_by_envoy() {
         "%%ENVIRONMENT(HOME)%%",
         "rudder-no-backend",
         "INTERNAL_SERVER_ERROR",
+        "requestMirrorPolicies",
+        "\"numerator\":333333",
+        "x-served",
     ] {
         assert!(
             text.contains(needle),

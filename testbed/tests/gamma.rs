@@ -387,3 +387,62 @@ async fn a_flagger_gatewayapi_canary_step_routes_its_weights() -> anyhow::Result
     .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn per_backend_header_filters_and_request_mirrors() -> anyhow::Result<()> {
+    let mut mesh = Mesh::start(Stream::Delta).await?;
+    let shadow = backend_pod(&mut mesh, "shadow", 24, &[]).await?;
+    backends(&mesh)?;
+    let pool = |p: &str| {
+        format!(
+            "filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: x-echo-pool, value: {p}}}]}}}}]"
+        )
+    };
+    mesh.write(
+        "route.yaml",
+        &route(
+            "web",
+            "web",
+            &format!(
+                "    - backendRefs:\n        - {{name: web-a, port: 80, weight: 1, {}}}\n        - {{name: web-b, port: 80, weight: 1, {}}}\n      filters:\n        - {{type: RequestMirror, requestMirror: {{backendRef: {{name: shadow, port: 80}}}}}}\n",
+                pool("a"),
+                pool("b")
+            ),
+        ),
+    )?;
+    wait_for_route(&mesh, "request_mirror_policies").await?;
+    let before = backend_count(shadow).await?;
+    let mut seen = BTreeMap::new();
+    for _ in 0..100 {
+        let r = testbed::http::get_via(mesh.client.outbound, "http://web/").await?;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let pod = r
+            .body
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let want = if pod == "web-1" {
+            "x-echo-pool=a"
+        } else {
+            "x-echo-pool=b"
+        };
+        assert!(
+            r.body.contains(want),
+            "{pod} got the other backend's header: {}",
+            r.body
+        );
+        *seen.entry(pod).or_insert(0) += 1;
+    }
+    eprintln!("per-backend filters: {seen:?}");
+    assert_eq!(seen.len(), 2, "both backends answered: {seen:?}");
+    // Every request was copied to the mirror (copies are sent in the background).
+    wait_until(CONVERGE, "100 mirrored requests", || async move {
+        Ok(backend_count(shadow).await? - before >= 100)
+    })
+    .await?;
+    let mirrored = backend_count(shadow).await? - before;
+    eprintln!("request mirror: {mirrored} copies of 100 requests");
+    assert_eq!(mirrored, 100);
+    Ok(())
+}

@@ -290,6 +290,15 @@ pub(crate) fn route(r: &PortRouting, namespace: &str) -> (Resource, Vec<Diagnost
             if e.retry.is_some() {
                 ignored("spec.rules.retry", "HTTPRoute retries (HTTP status codes)");
             }
+            if !e.mirrors.is_empty() {
+                ignored("spec.rules.filters", "request mirrors");
+            }
+            if !e.backend_headers.is_empty() {
+                ignored(
+                    "spec.rules.backendRefs.filters",
+                    "per-backend header filters",
+                );
+            }
         }
         let dest = match &rule.dest {
             // gRPC clients fail a call to a cluster that does not exist with UNAVAILABLE;

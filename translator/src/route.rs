@@ -3,9 +3,11 @@
 
 use std::collections::HashMap;
 
+use envoy_types::pb::envoy::config::core::v3::RuntimeFractionalPercent;
 use envoy_types::pb::envoy::config::core::v3::{
     HeaderValue, HeaderValueOption, header_value_option::HeaderAppendAction,
 };
+use envoy_types::pb::envoy::config::route::v3::route_action::RequestMirrorPolicy;
 use envoy_types::pb::envoy::config::route::v3::{
     DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RetryPolicy as EnvoyRetryPolicy,
     Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
@@ -23,6 +25,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::r#type::matcher::v3::{
     RegexMatcher, StringMatcher, string_matcher::MatchPattern,
 };
+use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent::DenominatorType};
 use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
 
 use crate::policy::PolicyContext;
@@ -141,6 +144,29 @@ pub(crate) fn header_edits(e: &HeaderEdits) -> (Vec<HeaderValueOption>, Vec<Stri
         )
         .collect();
     (add, e.remove.clone())
+}
+
+/// Per-backend header changes on the action's weighted clusters (a single cluster
+/// becomes a weighted cluster of one).
+fn backend_header_edits(a: &mut RouteAction, edits: &[(String, HeaderEdits, HeaderEdits)]) {
+    if let Some(ClusterSpecifier::Cluster(c)) = &a.cluster_specifier {
+        a.cluster_specifier = Some(ClusterSpecifier::WeightedClusters(WeightedCluster {
+            clusters: vec![ClusterWeight {
+                name: c.clone(),
+                weight: Some(UInt32Value { value: 1 }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }));
+    }
+    if let Some(ClusterSpecifier::WeightedClusters(w)) = &mut a.cluster_specifier {
+        for cw in &mut w.clusters {
+            if let Some((_, req, resp)) = edits.iter().find(|(c, _, _)| *c == cw.name) {
+                (cw.request_headers_to_add, cw.request_headers_to_remove) = header_edits(req);
+                (cw.response_headers_to_add, cw.response_headers_to_remove) = header_edits(resp);
+            }
+        }
+    }
 }
 
 /// The Envoy rendering of a destination that is a cluster or clusters; `None` for a
@@ -477,6 +503,26 @@ fn virtual_host(r: &PortRouting) -> VirtualHost {
                 route.response_headers_to_add,
                 route.response_headers_to_remove,
             ) = header_edits(&extra.response_headers);
+            if let Some(Action::Route(a)) = route.action.as_mut() {
+                a.request_mirror_policies = extra
+                    .mirrors
+                    .iter()
+                    .map(|(cluster, per_million)| RequestMirrorPolicy {
+                        cluster: cluster.clone(),
+                        runtime_fraction: Some(RuntimeFractionalPercent {
+                            default_value: Some(FractionalPercent {
+                                numerator: *per_million,
+                                denominator: DenominatorType::Million as i32,
+                            }),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })
+                    .collect();
+                if !extra.backend_headers.is_empty() {
+                    backend_header_edits(a, &extra.backend_headers);
+                }
+            }
             route
         })
         .collect();

@@ -117,6 +117,10 @@ pub(crate) struct RuleExtra {
     /// The HTTP status of requests sent to [`NO_BACKEND`]: 500 (HTTPRoute) or 503
     /// (GRPCRoute: read as UNAVAILABLE).
     pub no_backend_status: u32,
+    /// `RequestMirror` filters: (cluster, share of requests in millionths).
+    pub mirrors: Vec<(String, u32)>,
+    /// Per-backend header filters: (cluster, request changes, response changes).
+    pub backend_headers: Vec<(String, HeaderEdits, HeaderEdits)>,
 }
 
 /// One rule: requests matching `matches` (all requests when `None`) go to `dest`.

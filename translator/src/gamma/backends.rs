@@ -3,19 +3,75 @@
 
 use crds::BackendRef;
 use crds::ConditionReason;
-use crds::gateway::HTTPHeaderFilter;
+use crds::gateway::{HTTPHeaderFilter, HTTPRouteFilter};
 
 use super::view::RuleView;
 use crate::model::{Model, ObjectKey, Protocol};
 use crate::names;
 use crate::routing::{Dest, HeaderEdits, NO_BACKEND, Retry, RuleExtra};
 
-/// A rule's destination, the clusters in it gRPC clients are not offered, and what did
-/// not resolve (reason, message naming the field).
+/// A rule's destination, the clusters in it gRPC clients are not offered, per-backend
+/// header changes, and what did not resolve (reason, message naming the field).
+/// Why a reference did not resolve, naming the field.
+pub(super) type Issue = (ConditionReason, String);
+
 pub(super) struct Resolved {
     pub dest: Dest,
     pub not_grpc: Vec<String>,
+    pub backend_headers: Vec<(String, HeaderEdits, HeaderEdits)>,
     pub issues: Vec<(ConditionReason, String)>,
+}
+
+/// A backend reference of a route in `ns` as (cluster, whether gRPC clients are offered
+/// it), or why it does not resolve.
+fn cluster_of(
+    model: &Model,
+    ns: &str,
+    f: &str,
+    b: &BackendRef,
+) -> Result<(String, bool), (ConditionReason, String)> {
+    if !b.is_service() {
+        return Err((
+            ConditionReason::InvalidKind,
+            format!(
+                "{f}: {}/{} is not supported; only Services",
+                b.group.as_deref().unwrap_or(""),
+                b.kind.as_deref().unwrap_or("Service")
+            ),
+        ));
+    }
+    if let Some(other) = b.namespace.as_deref().filter(|n| *n != ns) {
+        return Err((
+            ConditionReason::RefNotPermitted,
+            format!(
+                "{f}.namespace: Service {other}/{} is in another namespace (ReferenceGrants are not supported)",
+                b.name
+            ),
+        ));
+    }
+    let port = b.port.and_then(|p| u16::try_from(p).ok()).unwrap_or(0);
+    let Some(svc) = model.service(ns, &b.name) else {
+        return Err((
+            ConditionReason::BackendNotFound,
+            format!("{f}.name: Service {ns}/{} not found", b.name),
+        ));
+    };
+    let Some(sp) = svc.ports.iter().find(|sp| sp.port == port) else {
+        return Err((
+            ConditionReason::BackendNotFound,
+            format!("{f}.port: Service {ns}/{} has no port {port}", b.name),
+        ));
+    };
+    if sp.protocol == Protocol::Tcp {
+        return Err((
+            ConditionReason::UnsupportedProtocol,
+            format!("{f}.port: port {port} of Service {ns}/{} is TCP", b.name),
+        ));
+    }
+    Ok((
+        names::outbound_cluster(svc, port),
+        crate::grpc::offered(svc, sp),
+    ))
 }
 
 /// Resolves `backends` of a rule of a route in `ns`. A backend that does not resolve
@@ -32,6 +88,7 @@ pub(super) fn destination(
 ) -> Resolved {
     let mut weighted: Vec<(String, u32)> = Vec::new();
     let mut not_grpc = Vec::new();
+    let mut backend_headers = Vec::new();
     let mut issues = Vec::new();
     let add = |weighted: &mut Vec<(String, u32)>, cluster: String, weight: u32| {
         if weight == 0 {
@@ -45,54 +102,32 @@ pub(super) fn destination(
     for (i, b) in backends.iter().enumerate() {
         let f = format!("{field}.backendRefs[{i}]");
         let weight = u32::try_from(b.weight.unwrap_or(1)).unwrap_or(0);
-        let issue = if !b.is_service() {
-            Some((
-                ConditionReason::InvalidKind,
-                format!(
-                    "{f}: {}/{} is not supported; only Services",
-                    b.group.as_deref().unwrap_or(""),
-                    b.kind.as_deref().unwrap_or("Service")
-                ),
-            ))
-        } else if b.namespace.as_deref().is_some_and(|n| n != ns) {
-            Some((
-                ConditionReason::RefNotPermitted,
-                format!(
-                    "{f}.namespace: Service {}/{} is in another namespace (ReferenceGrants are not supported)",
-                    b.namespace.as_deref().unwrap_or_default(),
-                    b.name
-                ),
-            ))
-        } else {
-            let port = b.port.and_then(|p| u16::try_from(p).ok()).unwrap_or(0);
-            match model.service(ns, &b.name) {
-                None => Some((
-                    ConditionReason::BackendNotFound,
-                    format!("{f}.name: Service {ns}/{} not found", b.name),
-                )),
-                Some(svc) => match svc.ports.iter().find(|sp| sp.port == port) {
-                    None => Some((
-                        ConditionReason::BackendNotFound,
-                        format!("{f}.port: Service {ns}/{} has no port {port}", b.name),
-                    )),
-                    Some(sp) if sp.protocol == Protocol::Tcp => Some((
-                        ConditionReason::UnsupportedProtocol,
-                        format!("{f}.port: port {port} of Service {ns}/{} is TCP", b.name),
-                    )),
-                    Some(sp) => {
-                        let cluster = names::outbound_cluster(svc, port);
-                        if !crate::grpc::offered(svc, sp) && !not_grpc.contains(&cluster) {
-                            not_grpc.push(cluster.clone());
-                        }
-                        add(&mut weighted, cluster, weight);
-                        None
-                    }
-                },
+        match cluster_of(model, ns, &f, b) {
+            Ok((cluster, offered)) => {
+                if !offered && !not_grpc.contains(&cluster) {
+                    not_grpc.push(cluster.clone());
+                }
+                let filter = |t: &str| b.filters.iter().find(|x| x.type_ == t);
+                let req = edits(
+                    filter("RequestHeaderModifier")
+                        .and_then(|x| x.request_header_modifier.as_ref()),
+                );
+                let resp = edits(
+                    filter("ResponseHeaderModifier")
+                        .and_then(|x| x.response_header_modifier.as_ref()),
+                );
+                if weight > 0
+                    && (!req.is_empty() || !resp.is_empty())
+                    && !backend_headers.iter().any(|(c, _, _)| *c == cluster)
+                {
+                    backend_headers.push((cluster.clone(), req, resp));
+                }
+                add(&mut weighted, cluster, weight);
             }
-        };
-        if let Some(issue) = issue {
-            issues.push(issue);
-            add(&mut weighted, NO_BACKEND.to_string(), weight);
+            Err(issue) => {
+                issues.push(issue);
+                add(&mut weighted, NO_BACKEND.to_string(), weight);
+            }
         }
     }
     let none_left = weighted.iter().all(|(c, _)| c == NO_BACKEND);
@@ -105,8 +140,32 @@ pub(super) fn destination(
     Resolved {
         dest,
         not_grpc,
+        backend_headers,
         issues,
     }
+}
+
+/// A rule's `RequestMirror` filters as (cluster, share in millionths); a mirror whose
+/// backend does not resolve is left out and reported.
+pub(super) fn mirrors(
+    model: &Model,
+    ns: &str,
+    field: &str,
+    filters: &[HTTPRouteFilter],
+) -> (Vec<(String, u32)>, Vec<Issue>) {
+    let mut out = Vec::new();
+    let mut issues = Vec::new();
+    for (i, f) in filters.iter().enumerate() {
+        let Some(m) = &f.request_mirror else {
+            continue;
+        };
+        let at = format!("{field}.filters[{i}].requestMirror.backendRef");
+        match cluster_of(model, ns, &at, &m.backend_ref.as_backend()) {
+            Ok((cluster, _)) => out.push((cluster, m.per_million())),
+            Err(issue) => issues.push(issue),
+        }
+    }
+    (out, issues)
 }
 
 fn edits(f: Option<&HTTPHeaderFilter>) -> HeaderEdits {
@@ -125,8 +184,15 @@ fn edits(f: Option<&HTTPHeaderFilter>) -> HeaderEdits {
     }
 }
 
-/// What a rule sets besides its destination.
-pub(super) fn extra(route: &ObjectKey, rule: &RuleView<'_>, grpc: bool) -> RuleExtra {
+/// What a rule sets besides its destination (`mirrors` and `backend_headers` resolved
+/// by the caller).
+pub(super) fn extra(
+    route: &ObjectKey,
+    rule: &RuleView<'_>,
+    grpc: bool,
+    mirrors: Vec<(String, u32)>,
+    backend_headers: Vec<(String, HeaderEdits, HeaderEdits)>,
+) -> RuleExtra {
     let filter = |t: &str| rule.filters.iter().find(|f| f.type_ == t);
     let dur = |s: Option<&String>| s.and_then(|d| crds::gateway_validate::duration(d, "").ok());
     RuleExtra {
@@ -165,5 +231,7 @@ pub(super) fn extra(route: &ObjectKey, rule: &RuleView<'_>, grpc: bool) -> RuleE
         }),
         // What a request whose share goes to a backend that did not resolve gets.
         no_backend_status: if grpc { 503 } else { 500 },
+        mirrors,
+        backend_headers,
     }
 }

@@ -210,7 +210,15 @@ pub(crate) fn resolve(model: &Model, excluded: &Excluded) -> RouteState {
                 rule.backends,
                 route.grpc,
             );
-            let extra = Box::new(backends::extra(&route.key, rule, route.grpc));
+            let (mirrors, _) =
+                backends::mirrors(model, ns, &format!("spec.rules[{ri}]"), rule.filters);
+            let extra = Box::new(backends::extra(
+                &route.key,
+                rule,
+                route.grpc,
+                mirrors,
+                resolved.backend_headers.clone(),
+            ));
             for (m, rank) in &rule.matches {
                 for (svc, port) in targets {
                     out.entry(svc.clone()).or_default().push((
@@ -281,6 +289,9 @@ pub(crate) fn port_routing(
             Dest::Cluster(c) => refs.push(c.clone()),
             Dest::Weighted(w) => refs.extend(w.iter().map(|(c, _)| c.clone())),
             Dest::Status(_) => {}
+        }
+        if let Some(e) = &a.rule.extra {
+            refs.extend(e.mirrors.iter().map(|(c, _)| c.clone()));
         }
         for c in &a.not_grpc {
             if !not_grpc.contains(c) {

@@ -33,6 +33,7 @@ pub(crate) fn route_status(model: &Model) -> BTreeMap<ObjectKey, RouteParents> {
             let field = format!("spec.rules[{ri}]");
             let r = backends::destination(model, ns, &field, rule.backends, route.grpc);
             issues.extend(r.issues);
+            issues.extend(backends::mirrors(model, ns, &field, rule.filters).1);
         }
         let failing = if route.grpc { "UNAVAILABLE" } else { "500" };
         let resolved = match issues.first() {
@@ -47,7 +48,7 @@ pub(crate) fn route_status(model: &Model) -> BTreeMap<ObjectKey, RouteParents> {
                 false,
                 *reason,
                 format!(
-                    "{}; their share of requests fails with {failing}",
+                    "{}; requests for a backend that does not resolve fail with {failing} (a mirror that does not resolve is left out)",
                     issues
                         .iter()
                         .map(|(_, m)| m.as_str())

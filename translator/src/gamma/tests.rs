@@ -189,8 +189,8 @@ fn invalid_and_unsupported_routes_are_refused_with_the_field() {
             true,
         ),
         (
-            "filters: [{type: RequestMirror, requestMirror: {backendRef: {name: web, port: 80}}}]",
-            "spec.rules[0].filters[0].type",
+            "filters: [{type: RequestMirror, requestMirror: {backendRef: {name: web, port: 80}}}, {type: ExtensionRef, extensionRef: {group: g, kind: K, name: e}}]",
+            "spec.rules[0].filters[1].type",
             true,
         ),
         (

@@ -5,10 +5,15 @@
 
 use crate::FieldError;
 use crate::gateway::{
-    BackendRef, GRPCMethodMatch, GRPCRouteMatch, GRPCRouteSpec, HTTPHeaderFilter, HTTPHeaderMatch,
-    HTTPRouteFilter, HTTPRouteMatch, HTTPRouteSpec, HTTPRouteTimeouts, ParentReference,
+    GRPCMethodMatch, GRPCRouteMatch, GRPCRouteSpec, HTTPHeaderMatch, HTTPRouteFilter,
+    HTTPRouteMatch, HTTPRouteSpec, HTTPRouteTimeouts, ParentReference,
 };
 use crate::text::quote;
+
+mod filters;
+
+use filters::{On, backends, filters};
+pub use filters::{SUPPORTED_BACKEND_FILTERS, SUPPORTED_FILTERS};
 
 /// Most parentRefs, rules, backendRefs, filters and header matches, as upstream.
 const MAX_PARENTS: usize = 32;
@@ -27,9 +32,6 @@ pub const MAX_ATTEMPTS: i32 = 10;
 pub const METHODS: [&str; 9] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
 ];
-
-/// Filters Rudder implements.
-pub const SUPPORTED_FILTERS: [&str; 2] = ["RequestHeaderModifier", "ResponseHeaderModifier"];
 
 fn err(field: impl Into<String>, message: impl Into<String>) -> FieldError {
     FieldError::new(field, message)
@@ -314,201 +316,6 @@ fn http_match(m: &HTTPRouteMatch, field: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
-fn header_filter(h: &HTTPHeaderFilter, field: &str) -> Result<(), FieldError> {
-    let mut seen: Vec<String> = Vec::new();
-    for (list, what) in [(&h.set, "set"), (&h.add, "add")] {
-        at_most(list, MAX_LIST, &format!("{field}.{what}"))?;
-        for (i, hd) in list.iter().enumerate() {
-            let f = format!("{field}.{what}[{i}]");
-            token(&hd.name, &format!("{f}.name"))?;
-            value(&hd.value, 4096, &format!("{f}.value"))?;
-            let lower = hd.name.to_ascii_lowercase();
-            if seen.contains(&lower) {
-                return Err(err(
-                    format!("{f}.name"),
-                    format!("{} is modified twice", quote(&hd.name)),
-                ));
-            }
-            seen.push(lower);
-        }
-    }
-    at_most(&h.remove, MAX_LIST, &format!("{field}.remove"))?;
-    for (i, name) in h.remove.iter().enumerate() {
-        let f = format!("{field}.remove[{i}]");
-        token(name, &f)?;
-        // One action per header name; `remove` is a set.
-        let lower = name.to_ascii_lowercase();
-        if seen.contains(&lower) {
-            return Err(err(
-                f,
-                format!("{} is also set, added or removed", quote(name)),
-            ));
-        }
-        seen.push(lower);
-    }
-    // Envoy refuses a route that modifies the Host header, of requests and of responses
-    // alike (":-prefixed or host headers may not be modified").
-    let names = h.set.iter().chain(&h.add).map(|x| x.name.as_str());
-    if let Some(n) = names
-        .chain(h.remove.iter().map(String::as_str))
-        .find(|n| n.eq_ignore_ascii_case("host"))
-    {
-        return Err(FieldError::unsupported(
-            field,
-            format!("{} cannot be modified (Envoy refuses it)", quote(n)),
-        ));
-    }
-    Ok(())
-}
-
-/// Filter types upstream defines for HTTPRoute (core, extended, experimental).
-const HTTP_FILTERS: [&str; 8] = [
-    "RequestHeaderModifier",
-    "ResponseHeaderModifier",
-    "RequestMirror",
-    "RequestRedirect",
-    "URLRewrite",
-    "ExtensionRef",
-    "CORS",
-    "ExternalAuth",
-];
-
-/// Filter types upstream defines for GRPCRoute.
-const GRPC_FILTERS: [&str; 4] = [
-    "RequestHeaderModifier",
-    "ResponseHeaderModifier",
-    "RequestMirror",
-    "ExtensionRef",
-];
-
-/// Each filter body with the type it belongs to.
-fn bodies(f: &HTTPRouteFilter) -> [(&'static str, &'static str, bool); 8] {
-    [
-        (
-            "RequestHeaderModifier",
-            "requestHeaderModifier",
-            f.request_header_modifier.is_some(),
-        ),
-        (
-            "ResponseHeaderModifier",
-            "responseHeaderModifier",
-            f.response_header_modifier.is_some(),
-        ),
-        ("RequestMirror", "requestMirror", f.request_mirror.is_some()),
-        (
-            "RequestRedirect",
-            "requestRedirect",
-            f.request_redirect.is_some(),
-        ),
-        ("URLRewrite", "urlRewrite", f.url_rewrite.is_some()),
-        ("ExtensionRef", "extensionRef", f.extension_ref.is_some()),
-        ("CORS", "cors", f.cors.is_some()),
-        ("ExternalAuth", "externalAuth", f.external_auth.is_some()),
-    ]
-}
-
-fn filters(fs: &[HTTPRouteFilter], field: &str, grpc: bool) -> Result<(), FieldError> {
-    at_most(fs, MAX_LIST, field)?;
-    let mut kinds: Vec<&str> = Vec::new();
-    for (i, f) in fs.iter().enumerate() {
-        let path = format!("{field}[{i}]");
-        let known: &[&str] = if grpc { &GRPC_FILTERS } else { &HTTP_FILTERS };
-        if !known.contains(&f.type_.as_str()) {
-            return Err(err(
-                format!("{path}.type"),
-                format!("{} is not one of {}", quote(&f.type_), known.join(", ")),
-            ));
-        }
-        let (request, body) = match f.type_.as_str() {
-            "RequestHeaderModifier" => (true, f.request_header_modifier.as_ref()),
-            "ResponseHeaderModifier" => (false, f.response_header_modifier.as_ref()),
-            other => {
-                return Err(FieldError::unsupported(
-                    format!("{path}.type"),
-                    format!(
-                        "filter {} is not supported by Rudder; only {}",
-                        quote(other),
-                        SUPPORTED_FILTERS.join(" and ")
-                    ),
-                ));
-            }
-        };
-        let Some(body) = body else {
-            return Err(err(path, format!("type {} needs its field set", f.type_)));
-        };
-        // As upstream's CEL: only the body the type names.
-        if let Some((_, name, _)) = bodies(f)
-            .into_iter()
-            .find(|(t, _, present)| *present && *t != f.type_)
-        {
-            return Err(err(
-                format!("{path}.{name}"),
-                format!("must not be set on a filter of type {}", f.type_),
-            ));
-        }
-        if kinds.contains(&f.type_.as_str()) {
-            return Err(err(
-                format!("{path}.type"),
-                format!("{} appears twice", f.type_),
-            ));
-        }
-        kinds.push(&f.type_);
-        let which = if request {
-            "requestHeaderModifier"
-        } else {
-            "responseHeaderModifier"
-        };
-        header_filter(body, &format!("{path}.{which}"))?;
-    }
-    Ok(())
-}
-
-fn backends(bs: &[BackendRef], field: &str) -> Result<(), FieldError> {
-    at_most(bs, MAX_LIST, field)?;
-    for (i, b) in bs.iter().enumerate() {
-        let f = format!("{field}[{i}]");
-        if b.name.is_empty() || b.name.len() > 253 {
-            return Err(err(format!("{f}.name"), "must be 1 to 253 characters"));
-        }
-        name_pattern(
-            b.namespace.as_ref(),
-            &format!("{f}.namespace"),
-            is_label,
-            "a namespace name (a DNS label)",
-        )?;
-        if let Some(w) = b.weight
-            && !(0..=MAX_WEIGHT).contains(&w)
-        {
-            return Err(err(
-                format!("{f}.weight"),
-                format!("{w} is not 0 to {MAX_WEIGHT}"),
-            ));
-        }
-        match b.port {
-            Some(p) if !(1..=65535).contains(&p) => {
-                return Err(err(
-                    format!("{f}.port"),
-                    format!("{p} is not a port (1 to 65535)"),
-                ));
-            }
-            None if b.is_service() => {
-                return Err(err(
-                    format!("{f}.port"),
-                    "is required for a Service backend",
-                ));
-            }
-            _ => {}
-        }
-        if !b.filters.is_empty() {
-            return Err(FieldError::unsupported(
-                format!("{f}.filters"),
-                "per-backend filters are not supported by Rudder; put them on the rule",
-            ));
-        }
-    }
-    Ok(())
-}
-
 fn timeouts(t: &HTTPRouteTimeouts, field: &str) -> Result<(), FieldError> {
     let request = t
         .request
@@ -555,7 +362,8 @@ fn filter_bytes(fs: &[HTTPRouteFilter]) -> usize {
                 .sum::<usize>()
                 + h.remove.iter().map(|r| r.len() + 8).sum::<usize>()
         })
-        .sum()
+        .sum::<usize>()
+        + fs.iter().filter(|f| f.request_mirror.is_some()).count() * 200
 }
 
 /// Checks the estimated size of what a route renders per parent: for each rule, each of
@@ -567,7 +375,7 @@ fn rendered_size<'a>(
 ) -> Result<(), FieldError> {
     let mut per_parent = 0usize;
     for (matches, filters, backends) in rules {
-        let route = filter_bytes(filters) + backends * 160 + 256;
+        let route = filter_bytes(filters) + backends + 256;
         per_parent += if matches.is_empty() {
             route
         } else {
@@ -640,8 +448,8 @@ impl HTTPRouteSpec {
             for (j, m) in r.matches.iter().enumerate() {
                 http_match(m, &format!("{f}.matches[{j}]"))?;
             }
-            filters(&r.filters, &format!("{f}.filters"), false)?;
-            backends(&r.backend_refs, &format!("{f}.backendRefs"))?;
+            filters(&r.filters, &format!("{f}.filters"), On::HttpRule)?;
+            backends(&r.backend_refs, &format!("{f}.backendRefs"), false)?;
             if let Some(t) = &r.timeouts {
                 timeouts(t, &format!("{f}.timeouts"))?;
             }
@@ -689,7 +497,10 @@ impl HTTPRouteSpec {
                 (
                     r.matches.iter().map(json_len).collect(),
                     r.filters.as_slice(),
-                    r.backend_refs.len(),
+                    r.backend_refs
+                        .iter()
+                        .map(|b| 160 + filter_bytes(&b.filters))
+                        .sum(),
                 )
             }),
             &self.parent_refs,
@@ -819,8 +630,8 @@ impl GRPCRouteSpec {
             for (j, m) in r.matches.iter().enumerate() {
                 grpc_match(m, &format!("{f}.matches[{j}]"))?;
             }
-            filters(&r.filters, &format!("{f}.filters"), true)?;
-            backends(&r.backend_refs, &format!("{f}.backendRefs"))?;
+            filters(&r.filters, &format!("{f}.filters"), On::GrpcRule)?;
+            backends(&r.backend_refs, &format!("{f}.backendRefs"), true)?;
             if r.session_persistence.is_some() {
                 return Err(FieldError::unsupported(
                     format!("{f}.sessionPersistence"),
@@ -833,7 +644,10 @@ impl GRPCRouteSpec {
                 (
                     r.matches.iter().map(json_len).collect(),
                     r.filters.as_slice(),
-                    r.backend_refs.len(),
+                    r.backend_refs
+                        .iter()
+                        .map(|b| 160 + filter_bytes(&b.filters))
+                        .sum(),
                 )
             }),
             &self.parent_refs,

@@ -1,0 +1,280 @@
+//! Validation of filters (on rules and on backends) and of backendRefs.
+
+use super::{MAX_LIST, MAX_WEIGHT, at_most, err, is_label, name_pattern, token, value};
+use crate::FieldError;
+use crate::gateway::{BackendRef, HTTPHeaderFilter, HTTPRequestMirrorFilter, HTTPRouteFilter};
+use crate::text::quote;
+
+/// Filters Rudder implements on a rule.
+pub const SUPPORTED_FILTERS: [&str; 3] = [
+    "RequestHeaderModifier",
+    "ResponseHeaderModifier",
+    "RequestMirror",
+];
+
+/// Filters Rudder implements on a backend (Envoy weighted clusters carry header changes,
+/// not mirrors).
+pub const SUPPORTED_BACKEND_FILTERS: [&str; 2] =
+    ["RequestHeaderModifier", "ResponseHeaderModifier"];
+
+fn header_filter(h: &HTTPHeaderFilter, field: &str) -> Result<(), FieldError> {
+    let mut seen: Vec<String> = Vec::new();
+    for (list, what) in [(&h.set, "set"), (&h.add, "add")] {
+        at_most(list, MAX_LIST, &format!("{field}.{what}"))?;
+        for (i, hd) in list.iter().enumerate() {
+            let f = format!("{field}.{what}[{i}]");
+            token(&hd.name, &format!("{f}.name"))?;
+            value(&hd.value, 4096, &format!("{f}.value"))?;
+            let lower = hd.name.to_ascii_lowercase();
+            if seen.contains(&lower) {
+                return Err(err(
+                    format!("{f}.name"),
+                    format!("{} is modified twice", quote(&hd.name)),
+                ));
+            }
+            seen.push(lower);
+        }
+    }
+    at_most(&h.remove, MAX_LIST, &format!("{field}.remove"))?;
+    for (i, name) in h.remove.iter().enumerate() {
+        let f = format!("{field}.remove[{i}]");
+        token(name, &f)?;
+        // One action per header name; `remove` is a set.
+        let lower = name.to_ascii_lowercase();
+        if seen.contains(&lower) {
+            return Err(err(
+                f,
+                format!("{} is also set, added or removed", quote(name)),
+            ));
+        }
+        seen.push(lower);
+    }
+    // Envoy refuses a route that modifies the Host header, of requests and of responses
+    // alike (":-prefixed or host headers may not be modified").
+    let names = h.set.iter().chain(&h.add).map(|x| x.name.as_str());
+    if let Some(n) = names
+        .chain(h.remove.iter().map(String::as_str))
+        .find(|n| n.eq_ignore_ascii_case("host"))
+    {
+        return Err(FieldError::unsupported(
+            field,
+            format!("{} cannot be modified (Envoy refuses it)", quote(n)),
+        ));
+    }
+    Ok(())
+}
+
+/// Filter types upstream defines for HTTPRoute (core, extended, experimental).
+const HTTP_FILTERS: [&str; 8] = [
+    "RequestHeaderModifier",
+    "ResponseHeaderModifier",
+    "RequestMirror",
+    "RequestRedirect",
+    "URLRewrite",
+    "ExtensionRef",
+    "CORS",
+    "ExternalAuth",
+];
+
+/// Filter types upstream defines for GRPCRoute.
+const GRPC_FILTERS: [&str; 4] = [
+    "RequestHeaderModifier",
+    "ResponseHeaderModifier",
+    "RequestMirror",
+    "ExtensionRef",
+];
+
+/// Each filter body with the type it belongs to.
+fn bodies(f: &HTTPRouteFilter) -> [(&'static str, &'static str, bool); 8] {
+    [
+        (
+            "RequestHeaderModifier",
+            "requestHeaderModifier",
+            f.request_header_modifier.is_some(),
+        ),
+        (
+            "ResponseHeaderModifier",
+            "responseHeaderModifier",
+            f.response_header_modifier.is_some(),
+        ),
+        ("RequestMirror", "requestMirror", f.request_mirror.is_some()),
+        (
+            "RequestRedirect",
+            "requestRedirect",
+            f.request_redirect.is_some(),
+        ),
+        ("URLRewrite", "urlRewrite", f.url_rewrite.is_some()),
+        ("ExtensionRef", "extensionRef", f.extension_ref.is_some()),
+        ("CORS", "cors", f.cors.is_some()),
+        ("ExternalAuth", "externalAuth", f.external_auth.is_some()),
+    ]
+}
+
+/// Where a filter list is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum On {
+    HttpRule,
+    GrpcRule,
+    HttpBackend,
+    GrpcBackend,
+}
+
+/// A backend reference's own fields: name, namespace, port (required for a Service).
+fn reference(
+    name: &str,
+    namespace: Option<&String>,
+    port: Option<i32>,
+    service: bool,
+    f: &str,
+) -> Result<(), FieldError> {
+    if name.is_empty() || name.len() > 253 {
+        return Err(err(format!("{f}.name"), "must be 1 to 253 characters"));
+    }
+    name_pattern(
+        namespace,
+        &format!("{f}.namespace"),
+        is_label,
+        "a namespace name (a DNS label)",
+    )?;
+    match port {
+        Some(p) if !(1..=65535).contains(&p) => Err(err(
+            format!("{f}.port"),
+            format!("{p} is not a port (1 to 65535)"),
+        )),
+        None if service => Err(err(
+            format!("{f}.port"),
+            "is required for a Service backend",
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn mirror(m: &HTTPRequestMirrorFilter, field: &str) -> Result<(), FieldError> {
+    let b = &m.backend_ref;
+    reference(
+        &b.name,
+        b.namespace.as_ref(),
+        b.port,
+        b.as_backend().is_service(),
+        &format!("{field}.backendRef"),
+    )?;
+    if m.percent.is_some() && m.fraction.is_some() {
+        return Err(err(field, "percent and fraction are exclusive"));
+    }
+    if let Some(p) = m.percent
+        && !(0..=100).contains(&p)
+    {
+        return Err(err(
+            format!("{field}.percent"),
+            format!("{p} is not 0 to 100"),
+        ));
+    }
+    if let Some(fr) = &m.fraction {
+        let d = fr.denominator.unwrap_or(100);
+        if d < 1 {
+            return Err(err(
+                format!("{field}.fraction.denominator"),
+                "must be at least 1",
+            ));
+        }
+        if fr.numerator < 0 || fr.numerator > d {
+            return Err(err(
+                format!("{field}.fraction.numerator"),
+                format!("{} is not 0 to the denominator ({d})", fr.numerator),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn filters(fs: &[HTTPRouteFilter], field: &str, on: On) -> Result<(), FieldError> {
+    at_most(fs, MAX_LIST, field)?;
+    let grpc = matches!(on, On::GrpcRule | On::GrpcBackend);
+    let supported: &[&str] = match on {
+        On::HttpRule | On::GrpcRule => &SUPPORTED_FILTERS,
+        On::HttpBackend | On::GrpcBackend => &SUPPORTED_BACKEND_FILTERS,
+    };
+    let mut kinds: Vec<&str> = Vec::new();
+    for (i, f) in fs.iter().enumerate() {
+        let path = format!("{field}[{i}]");
+        let known: &[&str] = if grpc { &GRPC_FILTERS } else { &HTTP_FILTERS };
+        if !known.contains(&f.type_.as_str()) {
+            return Err(err(
+                format!("{path}.type"),
+                format!("{} is not one of {}", quote(&f.type_), known.join(", ")),
+            ));
+        }
+        if !supported.contains(&f.type_.as_str()) {
+            return Err(FieldError::unsupported(
+                format!("{path}.type"),
+                format!(
+                    "filter {} is not supported by Rudder here; only {}",
+                    quote(&f.type_),
+                    supported.join(", ")
+                ),
+            ));
+        }
+        let (own, name) = bodies(f)
+            .into_iter()
+            .find(|(t, _, _)| *t == f.type_)
+            .map(|(_, name, present)| (present, name))
+            .unwrap_or((false, ""));
+        if !own {
+            return Err(err(path, format!("type {} needs its field set", f.type_)));
+        }
+        // As upstream's CEL: only the body the type names.
+        if let Some((_, other, _)) = bodies(f)
+            .into_iter()
+            .find(|(t, _, present)| *present && *t != f.type_)
+        {
+            return Err(err(
+                format!("{path}.{other}"),
+                format!("must not be set on a filter of type {}", f.type_),
+            ));
+        }
+        let body_field = format!("{path}.{name}");
+        match (
+            f.request_header_modifier.as_ref(),
+            f.response_header_modifier.as_ref(),
+            f.request_mirror.as_ref(),
+        ) {
+            (Some(h), _, _) | (_, Some(h), _) => {
+                // A header modifier at most once (upstream CEL); mirrors may repeat.
+                if kinds.contains(&f.type_.as_str()) {
+                    return Err(err(
+                        format!("{path}.type"),
+                        format!("{} appears twice", f.type_),
+                    ));
+                }
+                kinds.push(&f.type_);
+                header_filter(h, &body_field)?;
+            }
+            (None, None, Some(m)) => mirror(m, &body_field)?,
+            (None, None, None) => {}
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn backends(bs: &[BackendRef], field: &str, grpc: bool) -> Result<(), FieldError> {
+    at_most(bs, MAX_LIST, field)?;
+    for (i, b) in bs.iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        reference(&b.name, b.namespace.as_ref(), b.port, b.is_service(), &f)?;
+        if let Some(w) = b.weight
+            && !(0..=MAX_WEIGHT).contains(&w)
+        {
+            return Err(err(
+                format!("{f}.weight"),
+                format!("{w} is not 0 to {MAX_WEIGHT}"),
+            ));
+        }
+        let on = if grpc {
+            On::GrpcBackend
+        } else {
+            On::HttpBackend
+        };
+        filters(&b.filters, &format!("{f}.filters"), on)?;
+    }
+    Ok(())
+}
