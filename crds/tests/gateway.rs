@@ -605,6 +605,18 @@ fn filters_follow_upstream_cel_and_rudder_refuses_what_it_does_not_implement() {
             => .filters[0].requestMirror.fraction.numerator
         {filters: [{type: RequestMirror, requestMirror: {backendRef: {name: m, port: 80}, percent: 1, fraction: {numerator: 1}}}]}
             => .filters[0].requestMirror
+        # A header modified both by the rule and by a backend is refused (Envoy would
+        # silently apply the rule's last); so are two references to one backend when
+        # either has filters (they merge into one weighted cluster).
+        {filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: X-A, value: r}]}}],
+         backendRefs: [{name: b, port: 80, filters: [{type: RequestHeaderModifier, requestHeaderModifier: {remove: [x-a]}}]}]}
+            => .backendRefs[0].filters
+        {filters: [{type: ResponseHeaderModifier, responseHeaderModifier: {set: [{name: x-a, value: r}]}}],
+         backendRefs: [{name: b, port: 80, filters: [{type: RequestHeaderModifier, requestHeaderModifier: {remove: [x-a]}}]}]}
+            => ok
+        {backendRefs: [{name: b, port: 80}, {name: b, port: 80, filters: [{type: RequestHeaderModifier, requestHeaderModifier: {remove: [x-a]}}]}]}
+            => .backendRefs[1]
+        {backendRefs: [{name: b, port: 80, weight: 2}, {name: b, port: 80}]} => ok
         # Per-backend header filters are implemented; other per-backend filters are not.
         {backendRefs: [{name: b, port: 80, filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x, value: v}]}}]}]}
             => ok

@@ -611,7 +611,7 @@ fn gateway_routes_at_every_limit_are_accepted_by_envoy() {
     let unescaped: Value =
         serde_json::from_str(&boot.to_string().replace("100%%", "100%")).expect("json");
     let e = envoy_validate(dir.path(), "percent.json", &unescaped).expect_err("rejected");
-    assert!(e.contains('%'), "{e}");
+    assert!(e.contains("Couldn't find valid command"), "{e}");
 }
 
 /// Adds `host: x` to the first `requestHeadersToAdd` found.

@@ -446,3 +446,35 @@ async fn per_backend_header_filters_and_request_mirrors() -> anyhow::Result<()> 
     assert_eq!(mirrored, 100);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_backend_that_does_not_resolve_keeps_its_share_and_fails_it() -> anyhow::Result<()> {
+    let mesh = Mesh::start(Stream::Sotw).await?;
+    backends(&mesh)?;
+    mesh.write(
+        "route.yaml",
+        &route(
+            "web",
+            "web",
+            "    - backendRefs:\n        - {name: web-a, port: 80, weight: 1}\n        - {name: web-gone, port: 80, weight: 1}\n",
+        ),
+    )?;
+    wait_for_route(&mesh, "rudder-no-backend").await?;
+    let mut by_status: BTreeMap<u16, usize> = BTreeMap::new();
+    for _ in 0..400 {
+        let (status, _) = mesh.call("web").await?;
+        *by_status.entry(status).or_insert(0) += 1;
+    }
+    eprintln!("a missing backend's share: {by_status:?}");
+    assert_eq!(
+        by_status.keys().collect::<Vec<_>>(),
+        [&200, &500],
+        "{by_status:?}"
+    );
+    let failed = by_status[&500] as f64 / 4.0;
+    assert!(
+        (40.0..=60.0).contains(&failed),
+        "{failed}% failed, want 50 +- 10"
+    );
+    Ok(())
+}

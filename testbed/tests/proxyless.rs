@@ -442,8 +442,9 @@ async fn the_agent_renews_a_grpc_apps_certificates_while_rpcs_flow() -> anyhow::
     Ok(())
 }
 
-/// A GRPCRoute (and an HTTPRoute, both GAMMA) for proxyless clients: the method and a
-/// metadata match choose the backend; everything the control plane sends is ACKed.
+/// A GRPCRoute (GAMMA) for proxyless clients: the method and a metadata match choose the
+/// backend; a rule whose backend does not exist fails its calls with UNAVAILABLE at once,
+/// without holding up the others; everything the control plane sends is ACKed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_routes_match_methods_and_metadata_for_proxyless_clients() -> anyhow::Result<()> {
     let (work, manifests, port) = scenario()?;
@@ -464,7 +465,7 @@ async fn grpc_routes_match_methods_and_metadata_for_proxyless_clients() -> anyho
             ),
             slice("greeter-v1", port, &[("greeter-v1-a", v1)]),
             slice("greeter-v2", port, &[("greeter-v2-a", v2)]),
-            "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {name: greeter, namespace: default}\nspec:\n  parentRefs: [{group: \"\", kind: Service, name: greeter, port: 50051}]\n  rules:\n    - matches:\n        - method: {service: rudder.test.Echo, method: Call}\n          headers: [{name: x-canary, value: \"yes\"}]\n      backendRefs: [{name: greeter-v2, port: 50051}]\n    - matches:\n        - method: {service: rudder.test.Echo}\n      backendRefs: [{name: greeter-v1, port: 50051}]\n    - matches:\n        - method: {service: other.Service}\n      backendRefs: [{name: greeter-v2, port: 50051}]\n"
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {name: greeter, namespace: default}\nspec:\n  parentRefs: [{group: \"\", kind: Service, name: greeter, port: 50051}]\n  rules:\n    - matches:\n        - method: {service: rudder.test.Echo, method: Call}\n          headers: [{name: x-canary, value: \"yes\"}]\n      backendRefs: [{name: greeter-v2, port: 50051}]\n    - matches:\n        - method: {service: rudder.test.Echo}\n      backendRefs: [{name: greeter-v1, port: 50051}]\n    - matches:\n        - method: {service: rudder.test.Echo, method: Call}\n          headers: [{name: x-broken, value: \"yes\"}]\n      backendRefs: [{name: greeter-gone, port: 50051}]\n"
                 .to_string(),
         ],
     )?;
@@ -502,8 +503,15 @@ async fn grpc_routes_match_methods_and_metadata_for_proxyless_clients() -> anyho
         "matching RPCs go to v2: {canary}"
     );
     assert_all_acked(&canary, "GRPCRoute with metadata");
+    // A new channel: the rule with a missing backend does not hold it up.
+    let start = std::time::Instant::now();
     let plain = grpc_app::client(&boot, &["--target", &target, "--calls", "50"]).await?;
+    let took = start.elapsed();
     assert_eq!(plain["ok"], 50, "{plain}");
+    assert!(
+        took < std::time::Duration::from_secs(8),
+        "a new channel took {took:?} (a missing cluster's 15 s timer?)"
+    );
     assert_eq!(
         count(&plain, "answers", "v1"),
         50,
@@ -511,9 +519,31 @@ async fn grpc_routes_match_methods_and_metadata_for_proxyless_clients() -> anyho
     );
     assert_all_acked(&plain, "GRPCRoute without metadata");
     eprintln!(
-        "GRPCRoute: with x-canary {:?}, without {:?}",
+        "GRPCRoute: with x-canary {:?}, without {:?} ({took:?} for a new channel and 50 calls)",
         canary["answers"], plain["answers"]
     );
+    let broken = grpc_app::client(
+        &boot,
+        &[
+            "--target",
+            &target,
+            "--calls",
+            "1",
+            "--wait",
+            "3",
+            "--metadata",
+            "x-broken=yes",
+        ],
+    )
+    .await?;
+    assert_eq!(broken["ok"], 0, "{broken}");
+    assert!(
+        broken["unreachable"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("UNAVAILABLE")),
+        "calls to a missing backend fail with UNAVAILABLE, not a deadline: {broken}"
+    );
+    assert_all_acked(&broken, "GRPCRoute with a missing backend");
     let metrics = testbed::http::get_ok(cp.admin, "/metrics").await?;
     let nacks: Vec<&str> = metrics
         .lines()

@@ -9,6 +9,9 @@
 //!   pair is deleted again, untimed, after each iteration).
 //! - `new_service_grpc`: the same with a gRPC view and 100 proxyless gRPC clients
 //!   registered (each holds every client Listener of its view: the per-proxy cost).
+//! - `route_weight_change` / `split_weight_change`: one in five Services is routed by an
+//!   HTTPRoute (or split by a TrafficSplit) to the next two; one of them changes its
+//!   weights (90/10 and 50/50 alternate) and `Builder::update` runs: a canary step.
 //!
 //! Run: `cargo bench -p translator -- --warm-up-time 1 --measurement-time 3`.
 
@@ -290,12 +293,73 @@ fn new_service_grpc(c: &mut Criterion) {
     g.finish();
 }
 
+/// Policy number `i` of kind `route` (an HTTPRoute) or not (a TrafficSplit): Service
+/// `s{i}` to `s{i+1}` and `s{i+2}`, weighted `a` and `b`.
+fn policy_yaml(route: bool, i: usize, s: usize, a: u32, b: u32) -> String {
+    let (x, y) = ((i + 1) % s, (i + 2) % s);
+    if route {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r{i}, namespace: {NS}}}\nspec:\n  parentRefs: [{{group: \"\", kind: Service, name: s{i}, port: 80}}]\n  rules:\n    - backendRefs: [{{name: s{x}, port: 80, weight: {a}}}, {{name: s{y}, port: 80, weight: {b}}}]\n---\n"
+        )
+    } else {
+        format!(
+            "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {{name: t{i}, namespace: {NS}}}\nspec:\n  service: s{i}\n  backends: [{{service: s{x}, weight: {a}}}, {{service: s{y}, weight: {b}}}]\n---\n"
+        )
+    }
+}
+
+fn weight_change(c: &mut Criterion, route: bool) {
+    let name = if route {
+        "route_weight_change"
+    } else {
+        "split_weight_change"
+    };
+    let mut g = c.benchmark_group(name);
+    for s in SIZES {
+        let (mut model, _) = mesh(s);
+        let policies: String = (0..s)
+            .step_by(5)
+            .map(|i| policy_yaml(route, i, s, 90, 10))
+            .collect();
+        apply(&mut model, &parse(&policies));
+        let keys = model.take_changes();
+        let mut builder = built(&model, &keys);
+        let steps = [
+            parse(&policy_yaml(route, 0, s, 50, 50)),
+            parse(&policy_yaml(route, 0, s, 90, 10)),
+        ];
+        let excluded: BTreeMap<ViewKey, Excluded> = BTreeMap::new();
+        let mut n = 0usize;
+        g.bench_with_input(BenchmarkId::from_parameter(s), &s, |b, _| {
+            b.iter(|| {
+                apply(&mut model, &steps[n % 2]);
+                n += 1;
+                let changed = model.take_changes();
+                let out = builder.update(&model, &changed, &excluded);
+                assert_eq!(out.views.len(), 1, "the weight change reaches the view");
+                black_box(out)
+            });
+        });
+    }
+    g.finish();
+}
+
+fn route_weight_change(c: &mut Criterion) {
+    weight_change(c, true);
+}
+
+fn split_weight_change(c: &mut Criterion) {
+    weight_change(c, false);
+}
+
 criterion_group!(
     benches,
     full_build,
     encode_clusters,
     one_endpoint_change,
     new_service,
-    new_service_grpc
+    new_service_grpc,
+    route_weight_change,
+    split_weight_change
 );
 criterion_main!(benches);

@@ -24,6 +24,7 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     Cluster,
     cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy},
 };
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::{ApiListener, Filter, FilterChain, Listener};
 use envoy_types::pb::envoy::config::route::v3::{
     NonForwardingAction, RetryPolicy as GrpcRetry, Route, RouteAction, RouteConfiguration,
@@ -45,7 +46,7 @@ use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
 use crate::identity::ProxyIdentity;
 use crate::model::{Kind, MeshService, Model, ObjectKey, Protocol, ServicePort, UpstreamTls};
-use crate::routing::{Dest, Match, PathMatch, PortRouting};
+use crate::routing::{Dest, Match, NO_BACKEND, PathMatch, PortRouting};
 use crate::{Body, Diagnostic, MeshConfig, Output, Resource, XdsType, names, protos};
 
 /// The bootstrap's `certificate_providers` key that clusters and server listeners name.
@@ -145,6 +146,64 @@ pub(crate) fn cluster(
     }
 }
 
+/// The void cluster of a Service port's gRPC route (`FQDN:PORT`): an EDS cluster without
+/// endpoints, so a share of calls that must fail (a Gateway API backend that does not
+/// resolve) fails with UNAVAILABLE at once. A cluster name that never exists would do
+/// the same only after a client's 15-second does-not-exist timer, holding back the
+/// client's whole channel configuration until then.
+pub(crate) fn void_name(route: &str) -> String {
+    format!("{}|{route}", crate::routing::NO_BACKEND)
+}
+
+/// The void cluster `name` and its empty ClusterLoadAssignment (see [`void_name`]).
+pub(crate) fn void_resources(name: &str, source: ObjectKey) -> [Resource; 2] {
+    let cluster = Cluster {
+        name: name.to_string(),
+        lb_policy: LbPolicy::RoundRobin as i32,
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
+        eds_cluster_config: Some(EdsClusterConfig {
+            eds_config: Some(protos::ads()),
+            service_name: name.to_string(),
+        }),
+        ..Default::default()
+    };
+    [
+        Resource {
+            kind: XdsType::Cluster,
+            name: name.to_string(),
+            refs: vec![name.to_string()],
+            sources: vec![source.clone()],
+            body: Body::Cluster(Box::new(cluster)),
+        },
+        Resource {
+            kind: XdsType::Endpoint,
+            name: name.to_string(),
+            refs: Vec::new(),
+            sources: vec![source],
+            body: Body::Endpoint(Box::new(ClusterLoadAssignment {
+                cluster_name: name.to_string(),
+                ..Default::default()
+            })),
+        },
+    ]
+}
+
+/// The void cluster resources a gRPC route refers to, if any.
+pub(crate) fn voids_of(route: &Resource) -> Vec<Resource> {
+    let prefix = format!("{}|", crate::routing::NO_BACKEND);
+    let source = route
+        .sources
+        .first()
+        .cloned()
+        .unwrap_or_else(|| ObjectKey::new(Kind::Service, "", ""));
+    route
+        .refs
+        .iter()
+        .filter(|r| r.starts_with(&prefix))
+        .flat_map(|name| void_resources(name, source.clone()))
+        .collect()
+}
+
 /// The gRPC rendering of a destination (as Envoy's), leaving out clusters gRPC clients
 /// have no Cluster for (`not_grpc`); None when nothing is left.
 fn specifier(dest: &Dest, not_grpc: &[String]) -> Option<ClusterSpecifier> {
@@ -167,6 +226,7 @@ fn specifier(dest: &Dest, not_grpc: &[String]) -> Option<ClusterSpecifier> {
 /// routing model gRPC cannot honour.
 pub(crate) fn route(r: &PortRouting, namespace: &str) -> (Resource, Vec<Diagnostic>) {
     let mut diagnostics = Vec::new();
+    let void = void_name(&r.name);
     let retry = r.retry.as_ref().and_then(|p| {
         let object = format!("RetryPolicy {namespace}/{}", p.name);
         let on: Vec<&str> = p
@@ -300,28 +360,45 @@ pub(crate) fn route(r: &PortRouting, namespace: &str) -> (Resource, Vec<Diagnost
                 );
             }
         }
-        let dest = match &rule.dest {
-            // gRPC clients fail a call to a cluster that does not exist with UNAVAILABLE;
-            // some (grpc-java) refuse a direct_response route.
-            Dest::Status(_) => Dest::Cluster(crate::routing::NO_BACKEND.into()),
-            d => match specifier(d, &r.not_grpc) {
-                Some(_) => d.clone(),
-                None => continue,
-            },
+        let kept = if extra.is_some() {
+            // A Gateway API rule: a share that must fail (a backend that did not resolve
+            // or that gRPC clients are not offered) goes to this port's void cluster,
+            // whose calls fail with UNAVAILABLE at once; direct_response is never sent
+            // (grpc-java refuses it).
+            let fails = |c: &String| c == NO_BACKEND || r.not_grpc.contains(c);
+            match &rule.dest {
+                Dest::Status(_) => Dest::Cluster(void.clone()),
+                Dest::Cluster(c) if fails(c) => Dest::Cluster(void.clone()),
+                Dest::Cluster(c) => Dest::Cluster(c.clone()),
+                Dest::Weighted(w) => {
+                    let mut out: Vec<(String, u32)> = Vec::new();
+                    for (c, weight) in w {
+                        let c = if fails(c) { void.clone() } else { c.clone() };
+                        match out.iter_mut().find(|(o, _)| *o == c) {
+                            Some((_, x)) => *x = x.saturating_add(*weight),
+                            None => out.push((c, *weight)),
+                        }
+                    }
+                    Dest::Weighted(out)
+                }
+            }
+        } else {
+            // SMI: backends gRPC clients are not offered are left out.
+            match (&rule.dest, specifier(&rule.dest, &r.not_grpc)) {
+                (_, None) => continue,
+                (Dest::Weighted(w), Some(_)) => Dest::Weighted(
+                    w.iter()
+                        .filter(|(c, _)| !r.not_grpc.contains(c))
+                        .cloned()
+                        .collect(),
+                ),
+                (d, Some(_)) => d.clone(),
+            }
         };
         let timeout = extra
             .and_then(|e| e.timeout)
             .or(r.timeout)
             .filter(|t| !t.is_zero());
-        let kept = match &dest {
-            Dest::Weighted(w) => Dest::Weighted(
-                w.iter()
-                    .filter(|(c, _)| !r.not_grpc.contains(c))
-                    .cloned()
-                    .collect(),
-            ),
-            d => d.clone(),
-        };
         routes.push(Route {
             r#match: Some(m),
             action: Some(crate::route::action(
@@ -338,6 +415,13 @@ pub(crate) fn route(r: &PortRouting, namespace: &str) -> (Resource, Vec<Diagnost
             ..Default::default()
         });
     }
+    let uses_void = routes.iter().any(|route| {
+        matches!(&route.action, Some(Action::Route(a)) if match &a.cluster_specifier {
+            Some(ClusterSpecifier::Cluster(c)) => *c == void,
+            Some(ClusterSpecifier::WeightedClusters(w)) => w.clusters.iter().any(|x| x.name == void),
+            _ => false,
+        })
+    });
     let config = RouteConfiguration {
         name: r.name.clone(),
         virtual_hosts: vec![VirtualHost {
@@ -349,17 +433,28 @@ pub(crate) fn route(r: &PortRouting, namespace: &str) -> (Resource, Vec<Diagnost
         ..Default::default()
     };
     if !r.not_grpc.is_empty() {
-        let split = r
-            .sources
-            .iter()
-            .find(|s| s.kind == Kind::TrafficSplit)
-            .map(ToString::to_string)
-            .unwrap_or_else(|| format!("Service {namespace}"));
+        let route = r.sources.iter().find(|s| s.kind.is_route());
+        let (object, field, outcome) = match route {
+            Some(k) => (
+                k.to_string(),
+                "spec.rules.backendRefs",
+                "their share of calls fails with UNAVAILABLE",
+            ),
+            None => (
+                r.sources
+                    .iter()
+                    .find(|s| s.kind == Kind::TrafficSplit)
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| format!("Service {namespace}")),
+                "spec.backends",
+                "their share goes to the other backends",
+            ),
+        };
         diagnostics.push(Diagnostic {
-            object: split,
-            field: "spec.backends".into(),
+            object,
+            field: field.into(),
             message: format!(
-                "{} are not offered to proxyless gRPC clients of {} (ExternalName or TCP); their share goes to the other backends",
+                "{} are not offered to proxyless gRPC clients of {} (ExternalName or TCP); {outcome}",
                 r.not_grpc.join(", "),
                 r.name
             ),
@@ -371,6 +466,9 @@ pub(crate) fn route(r: &PortRouting, namespace: &str) -> (Resource, Vec<Diagnost
         .filter(|c| !r.not_grpc.contains(c))
         .cloned()
         .collect();
+    if uses_void {
+        refs.push(void.clone());
+    }
     refs.sort();
     refs.dedup();
     (

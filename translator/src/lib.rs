@@ -287,6 +287,7 @@ pub fn translate_grpc(model: &Model, mesh: &MeshConfig, policy: &policy::PolicyC
             }
             out.resources.push(grpc::cluster(model, mesh, svc, port));
             let (r, d) = grpc::route(routing, &svc.namespace);
+            out.resources.extend(grpc::voids_of(&r));
             out.resources.push(r);
             out.diagnostics.extend(d);
         }

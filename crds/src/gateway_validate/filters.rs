@@ -256,9 +256,50 @@ pub(super) fn filters(fs: &[HTTPRouteFilter], field: &str, on: On) -> Result<(),
     Ok(())
 }
 
-pub(super) fn backends(bs: &[BackendRef], field: &str, grpc: bool) -> Result<(), FieldError> {
+/// Header names a filter list modifies (lower case), request and response apart.
+fn modified(fs: &[HTTPRouteFilter]) -> Vec<(bool, String)> {
+    let mut out = Vec::new();
+    for (request, h) in fs.iter().flat_map(|f| {
+        [
+            (true, f.request_header_modifier.as_ref()),
+            (false, f.response_header_modifier.as_ref()),
+        ]
+    }) {
+        let Some(h) = h else { continue };
+        let names = h.set.iter().chain(&h.add).map(|x| x.name.as_str());
+        for n in names.chain(h.remove.iter().map(String::as_str)) {
+            out.push((request, n.to_ascii_lowercase()));
+        }
+    }
+    out
+}
+
+/// A rule's backends, with `rule_filters` the rule's own filters: a header both modify
+/// is refused (Envoy would apply the rule's change last, silently overriding the
+/// backend's).
+pub(super) fn backends(
+    bs: &[BackendRef],
+    field: &str,
+    grpc: bool,
+    rule_filters: &[HTTPRouteFilter],
+) -> Result<(), FieldError> {
     at_most(bs, MAX_LIST, field)?;
+    let by_rule = modified(rule_filters);
     for (i, b) in bs.iter().enumerate() {
+        // Two references to one Service port merge into one weighted cluster: only
+        // without filters of their own.
+        if let Some(j) = bs[..i].iter().position(|o| {
+            (&o.group, &o.kind, &o.namespace, &o.name, o.port)
+                == (&b.group, &b.kind, &b.namespace, &b.name, b.port)
+        }) && (!b.filters.is_empty() || !bs[j].filters.is_empty())
+        {
+            return Err(err(
+                format!("{field}[{i}]"),
+                format!(
+                    "names the same backend as backendRefs[{j}], and one of them has filters; merge them into one"
+                ),
+            ));
+        }
         let f = format!("{field}[{i}]");
         reference(&b.name, b.namespace.as_ref(), b.port, b.is_service(), &f)?;
         if let Some(w) = b.weight
@@ -275,6 +316,19 @@ pub(super) fn backends(bs: &[BackendRef], field: &str, grpc: bool) -> Result<(),
             On::HttpBackend
         };
         filters(&b.filters, &format!("{f}.filters"), on)?;
+        if let Some((request, name)) = modified(&b.filters)
+            .into_iter()
+            .find(|m| by_rule.contains(m))
+        {
+            return Err(err(
+                format!("{f}.filters"),
+                format!(
+                    "the {} header {} is also modified by the rule's filters; modify it in one place",
+                    if request { "request" } else { "response" },
+                    quote(&name)
+                ),
+            ));
+        }
     }
     Ok(())
 }

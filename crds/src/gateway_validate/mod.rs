@@ -449,7 +449,12 @@ impl HTTPRouteSpec {
                 http_match(m, &format!("{f}.matches[{j}]"))?;
             }
             filters(&r.filters, &format!("{f}.filters"), On::HttpRule)?;
-            backends(&r.backend_refs, &format!("{f}.backendRefs"), false)?;
+            backends(
+                &r.backend_refs,
+                &format!("{f}.backendRefs"),
+                false,
+                &r.filters,
+            )?;
             if let Some(t) = &r.timeouts {
                 timeouts(t, &format!("{f}.timeouts"))?;
             }
@@ -631,7 +636,12 @@ impl GRPCRouteSpec {
                 grpc_match(m, &format!("{f}.matches[{j}]"))?;
             }
             filters(&r.filters, &format!("{f}.filters"), On::GrpcRule)?;
-            backends(&r.backend_refs, &format!("{f}.backendRefs"), true)?;
+            backends(
+                &r.backend_refs,
+                &format!("{f}.backendRefs"),
+                true,
+                &r.filters,
+            )?;
             if r.session_persistence.is_some() {
                 return Err(FieldError::unsupported(
                     format!("{f}.sessionPersistence"),

@@ -28,34 +28,43 @@ pub(crate) fn route_status(model: &Model) -> BTreeMap<ObjectKey, RouteParents> {
     let (_, grpc_taken) = attachments(model, &routes);
     for route in &routes {
         let ns = route.key.namespace.as_str();
-        let mut issues = Vec::new();
+        let (mut backend_issues, mut mirror_issues) = (Vec::new(), Vec::new());
         for (ri, rule) in route.rules.iter().enumerate() {
             let field = format!("spec.rules[{ri}]");
             let r = backends::destination(model, ns, &field, rule.backends, route.grpc);
-            issues.extend(r.issues);
-            issues.extend(backends::mirrors(model, ns, &field, rule.filters).1);
+            backend_issues.extend(r.issues);
+            mirror_issues.extend(backends::mirrors(model, ns, &field, rule.filters).1);
         }
         let failing = if route.grpc { "UNAVAILABLE" } else { "500" };
-        let resolved = match issues.first() {
+        let join = |v: &[backends::Issue]| {
+            v.iter()
+                .map(|(_, m)| m.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let mut said = Vec::new();
+        if !backend_issues.is_empty() {
+            said.push(format!(
+                "{}; their share of requests fails with {failing}",
+                join(&backend_issues)
+            ));
+        }
+        if !mirror_issues.is_empty() {
+            said.push(format!(
+                "{}; those mirrors are left out",
+                join(&mirror_issues)
+            ));
+        }
+        let resolved = match backend_issues.first().or(mirror_issues.first()) {
             None => MeshCondition::new(
                 "ResolvedRefs",
                 true,
                 ConditionReason::ResolvedRefs,
                 "all references resolved",
             ),
-            Some((reason, _)) => MeshCondition::new(
-                "ResolvedRefs",
-                false,
-                *reason,
-                format!(
-                    "{}; requests for a backend that does not resolve fail with {failing} (a mirror that does not resolve is left out)",
-                    issues
-                        .iter()
-                        .map(|(_, m)| m.as_str())
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                ),
-            ),
+            Some((reason, _)) => {
+                MeshCondition::new("ResolvedRefs", false, *reason, said.join("; "))
+            }
         };
         let parents: Vec<(ParentReference, Vec<MeshCondition>)> = route
             .parents

@@ -117,16 +117,17 @@ fn unresolved_backends_say_why_and_the_rule_answers_500_when_nothing_is_left() {
 
 #[test]
 fn a_routed_service_is_not_split_and_its_traffic_split_is_conflicted() {
+    // api has HTTP ports only: routes take all of them.
     let m = model(&format!(
-        "{}---\napiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {{name: ts}}\nspec:\n  service: web\n  backends: [{{service: web-v2, weight: 1}}]\n",
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: api}}\nspec:\n  ports: [{{name: http, port: 80}}]\n---\napiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {{name: ts}}\nspec:\n  service: api\n  backends: [{{service: web-v2, weight: 1}}]\n---\n{}",
         route(
             "r",
-            "[{group: \"\", kind: Service, name: web}]",
+            "[{group: \"\", kind: Service, name: api}]",
             "[{name: web-v2, port: 80}]"
         )
     ));
     let policy = PolicyContext::new(&m, &Default::default(), &Excluded::new());
-    let svc = m.service("default", "web").expect("web");
+    let svc = m.service("default", "api").expect("api");
     let routing = port_routing(&policy, svc, &svc.ports[0], None).expect("routed");
     assert_eq!(
         routing.rules[0].dest,
@@ -397,4 +398,50 @@ fn a_parent_ref_to_the_whole_service_covers_those_to_its_ports() {
     let rules = &state[&("default".to_string(), "web".to_string())].rules;
     assert_eq!(rules.len(), 1, "one rule, not one per parentRef: {rules:?}");
     assert_eq!(rules[0].port, 80);
+}
+
+#[test]
+fn an_unresolved_mirror_is_left_out_and_reported() {
+    let yaml = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  parentRefs: [{group: \"\", kind: Service, name: web}]\n  rules:\n    - filters:\n        - {type: RequestMirror, requestMirror: {backendRef: {name: gone, port: 80}}}\n        - {type: RequestMirror, requestMirror: {backendRef: {name: web-v2, port: 80}, percent: 5}}\n      backendRefs: [{name: web, port: 80}]\n";
+    let m = model(yaml);
+    let state = resolve(&m, &Excluded::new());
+    let a = &state[&("default".to_string(), "web".to_string())].rules[0];
+    let mirrors = &a.rule.extra.as_ref().expect("extra").mirrors;
+    assert_eq!(mirrors.len(), 1, "{mirrors:?}");
+    assert_eq!(mirrors[0].1, 50_000, "5% in millionths");
+    let status = route_status(&m);
+    let resolved = &status[&ObjectKey::new(Kind::HTTPRoute, "default", "r")].parents[0].1[1];
+    assert_eq!(resolved.reason, "BackendNotFound");
+    assert!(
+        resolved.message.contains("requestMirror") && resolved.message.contains("left out"),
+        "{}",
+        resolved.message
+    );
+}
+
+#[test]
+fn a_traffic_split_keeps_the_ports_routes_do_not_take() {
+    // web has an HTTP port (routed) and a TCP port (still split, as a tunnel).
+    let m = model(&format!(
+        "{}---\napiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {{name: ts}}\nspec:\n  service: web\n  backends: [{{service: web-v2, weight: 1}}]\n",
+        route(
+            "r",
+            "[{group: \"\", kind: Service, name: web}]",
+            "[{name: web-v2, port: 80}]"
+        )
+    ));
+    let status = crate::model::policy_status(&m);
+    let ts = &status[&ObjectKey::new(Kind::TrafficSplit, "default", "ts")];
+    assert_eq!(ts.conditions[0].status, "True", "{:?}", ts.conditions[0]);
+    assert!(
+        ts.conditions[0].message.contains("port(s) 80"),
+        "{}",
+        ts.conditions[0].message
+    );
+    let policy = PolicyContext::new(&m, &Default::default(), &Excluded::new());
+    assert!(
+        policy
+            .splits
+            .contains_key(&("default".to_string(), "web".to_string()))
+    );
 }

@@ -65,6 +65,28 @@ struct ServiceParts {
     /// gRPC view exists).
     grpc_clusters: Vec<Arc<Encoded>>,
     grpc_routes: Vec<Arc<Encoded>>,
+    /// The void clusters its gRPC routes send failing shares to, and their empty
+    /// ClusterLoadAssignments (`grpc::void_resources`).
+    grpc_voids: Vec<Arc<Encoded>>,
+}
+
+impl ServiceParts {
+    /// What a gRPC view holds of it: (clusters, endpoints).
+    fn grpc_view(&self) -> (Vec<Arc<Encoded>>, Vec<Arc<Encoded>>) {
+        let of = |k: XdsType| self.grpc_voids.iter().filter(move |e| e.kind == k).cloned();
+        (
+            self.grpc_clusters
+                .iter()
+                .cloned()
+                .chain(of(XdsType::Cluster))
+                .collect(),
+            self.endpoints
+                .iter()
+                .cloned()
+                .chain(of(XdsType::Endpoint))
+                .collect(),
+        )
+    }
 }
 
 /// One view: its maps, which names in them belong to which Service, and what it leaves
@@ -200,12 +222,12 @@ impl Builder {
                 continue;
             }
             let mut names = Names::default();
-            let own_clusters = if key.grpc {
-                &parts.grpc_clusters
+            let (own_clusters, own_endpoints) = if key.grpc {
+                parts.grpc_view()
             } else {
-                &parts.clusters
+                (parts.clusters.clone(), parts.endpoints.clone())
             };
-            for c in own_clusters {
+            for c in &own_clusters {
                 clusters.insert(c.name.clone(), c.clone());
                 names.clusters.push(c.name.clone());
             }
@@ -213,7 +235,7 @@ impl Builder {
                 routes.insert(r.name.clone(), r.clone());
                 names.routes.push(r.name.clone());
             }
-            for e in &parts.endpoints {
+            for e in &own_endpoints {
                 endpoints.insert(e.name.clone(), e.clone());
                 names.endpoints.push(e.name.clone());
             }
@@ -391,6 +413,7 @@ impl Builder {
         }
         if let Some(routings) = routings {
             let mut diagnostics = Vec::new();
+            let mut voids = Vec::new();
             let new: Vec<Arc<Encoded>> = svc
                 .ports
                 .iter()
@@ -399,12 +422,21 @@ impl Builder {
                 .map(|(_, routing)| {
                     let (r, d) = crate::grpc::route(routing, &svc.namespace);
                     diagnostics.extend(d);
+                    for v in crate::grpc::voids_of(&r) {
+                        let old = parts
+                            .grpc_voids
+                            .iter()
+                            .find(|c| c.kind == v.kind && *c.name == *v.name);
+                        voids.push(encode(model, &v, old, count));
+                    }
                     let old = parts.grpc_routes.iter().find(|c| *c.name == *r.name);
                     encode(model, &r, old, count)
                 })
                 .collect();
             changed |= !same_parts(&parts.grpc_routes, &new);
+            changed |= !same_parts(&parts.grpc_voids, &voids);
             parts.grpc_routes = new;
+            parts.grpc_voids = voids;
             if diagnostics.is_empty() {
                 self.diagnostics.remove(&Origin::Grpc(key.clone()));
             } else {
@@ -546,9 +578,13 @@ impl Builder {
             };
             let override_of = state.overrides.get(svc_key);
             type Parts<'a> = (&'a [Arc<Encoded>], &'a [Arc<Encoded>], &'a [Arc<Encoded>]);
-            let (clusters, endpoints, routes): Parts = match (sees, parts) {
-                (true, Some(p)) if key.grpc => (&p.grpc_clusters, &p.endpoints, &p.grpc_routes),
-                (true, Some(p)) => (
+            let grpc_view = match (sees, parts) {
+                (true, Some(p)) if key.grpc => Some(p.grpc_view()),
+                _ => None,
+            };
+            let (clusters, endpoints, routes): Parts = match (sees, parts, &grpc_view) {
+                (true, Some(p), Some((c, e))) => (c, e, &p.grpc_routes),
+                (true, Some(p), None) => (
                     override_of
                         .map(|o| o.clusters.as_slice())
                         .unwrap_or(&p.clusters),

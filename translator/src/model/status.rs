@@ -91,21 +91,16 @@ pub fn policy_status(model: &Model) -> BTreeMap<ObjectKey, PolicyStatus> {
             }
         }
         let unsupported = ts.spec.unsupported_matches();
-        // Gateway API routes take precedence on the ports they route.
+        // Gateway API routes take precedence on the ports they route; the split keeps the
+        // others (TCP ports' tunnels included).
         let routed = routes.get(&apex).map(|r| (r.ports(), r.sources.first()));
-        let http_ports: std::collections::BTreeSet<u16> = model
+        let all_ports: std::collections::BTreeSet<u16> = model
             .service(ns, &ts.spec.service)
-            .map(|s| {
-                s.ports
-                    .iter()
-                    .filter(|p| p.protocol != super::Protocol::Tcp)
-                    .map(|p| p.port)
-                    .collect()
-            })
+            .map(|s| s.ports.iter().map(|p| p.port).collect())
             .unwrap_or_default();
         let mut partly = None;
         let acc = if let Some((ports, Some(route))) = &routed
-            && ports.is_superset(&http_ports)
+            && ports.is_superset(&all_ports)
         {
             Err((
                 ConditionReason::Conflicted,

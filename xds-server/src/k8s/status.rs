@@ -291,6 +291,18 @@ pub fn route_parents(
             .find(|(r, _)| r == p)
             .map(|(_, cs)| cs.as_slice())
             .unwrap_or(&status.conditions);
+        // A parent the object names but the model does not know yet (it lags the object
+        // just read): nothing to say until it does (an entry needs conditions).
+        if wanted.is_empty() {
+            if let Some(b) = current
+                .parents
+                .iter()
+                .find(|o| o.controller_name == CONTROLLER_NAME && o.parent_ref == *p)
+            {
+                out.push(b.clone());
+            }
+            continue;
+        }
         let before = current
             .parents
             .iter()
@@ -503,5 +515,76 @@ mod tests {
             !implicated.is_empty(),
             "what is left out says it shares the rejected route"
         );
+    }
+
+    #[test]
+    fn route_parents_keep_other_controllers_and_times_and_wait_for_known_parents() {
+        let svc = |name: &str| ParentReference {
+            group: Some(String::new()),
+            kind: Some("Service".into()),
+            name: name.into(),
+            ..Default::default()
+        };
+        let gateway = ParentReference {
+            name: "gw".into(),
+            ..Default::default()
+        };
+        let cond = |t: &str, ok: bool, time: &str| MeshCondition {
+            last_transition_time: Some(time.into()),
+            observed_generation: Some(1),
+            ..MeshCondition::new(t, ok, ConditionReason::Accepted, "m")
+        };
+        let current = RouteStatus {
+            parents: vec![
+                RouteParentStatus {
+                    parent_ref: gateway.clone(),
+                    controller_name: "example.com/gateway".into(),
+                    conditions: vec![cond("Accepted", true, "2026-01-01T00:00:00Z")],
+                },
+                RouteParentStatus {
+                    parent_ref: svc("a"),
+                    controller_name: CONTROLLER_NAME.into(),
+                    conditions: vec![cond("Accepted", true, "2026-02-02T00:00:00Z")],
+                },
+            ],
+        };
+        let status = PolicyStatus {
+            generation: Some(2),
+            conditions: Vec::new(),
+            parents: vec![(
+                svc("a"),
+                vec![MeshCondition::new(
+                    "Accepted",
+                    true,
+                    ConditionReason::Accepted,
+                    "m",
+                )],
+            )],
+        };
+        // `b` is in the object just read, not yet in the model: no entry is made up for it.
+        let out = route_parents(
+            &current,
+            &[svc("a"), svc("b"), gateway.clone()],
+            &status,
+            "2026-03-03T00:00:00Z",
+        );
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[0].controller_name, "example.com/gateway");
+        assert_eq!(out[1].parent_ref, svc("a"));
+        assert_eq!(
+            out[1].conditions[0].last_transition_time.as_deref(),
+            Some("2026-02-02T00:00:00Z"),
+            "an unchanged status keeps its time"
+        );
+        assert_eq!(out[1].conditions[0].observed_generation, Some(2));
+        // A route that lost its Service parents loses Rudder's entries.
+        let none = PolicyStatus {
+            generation: Some(3),
+            conditions: Vec::new(),
+            parents: Vec::new(),
+        };
+        let out = route_parents(&current, &[gateway], &none, "2026-03-03T00:00:00Z");
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].controller_name, "example.com/gateway");
     }
 }
