@@ -471,3 +471,76 @@ fn incremental_matches_from_scratch_for_grpc_clients() {
     // Splits, retries and backends gRPC is not offered, object by object.
     run(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/grpc"));
 }
+
+/// Policy changes rebuild only the Services whose routing changed: the backends a split
+/// or route sends to can change under it (ports, protocol) and the apex follows.
+#[test]
+fn backends_changing_under_splits_and_routes_match_from_scratch() {
+    let mut model = Model::new();
+    let mut builder = Builder::new(MeshConfig::default());
+    let empty: std::collections::BTreeMap<ViewKey, translator::policy::Excluded> =
+        Default::default();
+    let views: Vec<ViewKey> = [false, true]
+        .map(|grpc| ViewKey {
+            namespace: "default".into(),
+            egress: Egress::All,
+            grpc,
+        })
+        .to_vec();
+    let proxies = vec![proxy("default", "client", "client")];
+    for v in &views {
+        builder.view(&model, v);
+    }
+    for p in &proxies {
+        builder.proxy(&model, p);
+    }
+    let mut step = |model: &mut Model, yaml: &str, what: &str| {
+        let keys = apply(model, yaml);
+        builder.update(model, &keys, &empty);
+        check(model, &mut builder, &views, &proxies, what);
+    };
+    let mut yaml = String::new();
+    for s in ["apex", "a", "b", "parent", "c", "d", "client"] {
+        yaml.push_str(&svc_yaml("default", s, ""));
+        yaml.push_str("---\n");
+    }
+    yaml.push_str("apiVersion: v1\nkind: Pod\nmetadata: {name: client, namespace: default, labels: {app: client}}\nspec: {serviceAccountName: client, containers: [{name: app}]}\nstatus: {podIP: 10.0.0.9}\n---\n");
+    yaml.push_str("apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {name: ts, namespace: default}\nspec:\n  service: apex\n  backends: [{service: a, weight: 1}, {service: b, weight: 1}]\n---\n");
+    yaml.push_str("apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: default}\nspec:\n  parentRefs: [{group: \"\", kind: Service, name: parent}]\n  rules:\n    - backendRefs: [{name: c, port: 80}, {name: d, port: 80}]\n");
+    step(&mut model, &yaml, "everything");
+    let moved = |name: &str, port: u16, proto: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  selector: {{app: {name}}}\n  ports: [{{name: {proto}, port: {port}, targetPort: 8080}}]\n"
+        )
+    };
+    step(
+        &mut model,
+        &moved("a", 81, "http"),
+        "a split backend moves its port",
+    );
+    step(
+        &mut model,
+        &moved("a", 80, "grpc"),
+        "a split backend becomes gRPC",
+    );
+    step(
+        &mut model,
+        &moved("c", 81, "http"),
+        "a route backend moves its port",
+    );
+    step(
+        &mut model,
+        &moved("d", 80, "tcp"),
+        "a route backend becomes TCP",
+    );
+    step(
+        &mut model,
+        &moved("c", 80, "grpc"),
+        "a route backend comes back as gRPC",
+    );
+    step(
+        &mut model,
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: default}\nspec:\n  parentRefs: [{group: \"\", kind: Service, name: parent}]\n  rules:\n    - backendRefs: [{name: c, port: 80, weight: 9}, {name: d, port: 80}]\n",
+        "a canary step",
+    );
+}

@@ -149,6 +149,45 @@ pub struct Builder {
 }
 
 /// Services one policy state touches: split apexes and backends, retry targets.
+/// The Services whose routing differs between two policy contexts: a split, routes or a
+/// retry winner that changed, and the apexes of splits with a backend among
+/// `changed_services` (a split's routes depend on its backends' ports, which its
+/// resolved weights do not show). Only these are rebuilt: a canary step costs one
+/// Service, not every one with a policy.
+fn policy_changes(
+    old: &PolicyContext,
+    new: &PolicyContext,
+    changed_services: &BTreeSet<NsName>,
+) -> BTreeSet<NsName> {
+    let mut out = BTreeSet::new();
+    for k in old.splits.keys().chain(new.splits.keys()) {
+        if old.splits.get(k) != new.splits.get(k) {
+            out.insert(k.clone());
+        }
+    }
+    for p in [old, new] {
+        for ((ns, apex), s) in &p.splits {
+            if s.backends
+                .iter()
+                .any(|(b, _)| changed_services.contains(&(ns.clone(), b.clone())))
+            {
+                out.insert((ns.clone(), apex.clone()));
+            }
+        }
+    }
+    for k in old.routes.keys().chain(new.routes.keys()) {
+        if old.routes.get(k) != new.routes.get(k) {
+            out.insert(k.clone());
+        }
+    }
+    for k in old.retry_winners.keys().chain(new.retry_winners.keys()) {
+        if old.retry_winners.get(k) != new.retry_winners.get(k) {
+            out.insert((k.0.clone(), k.1.clone()));
+        }
+    }
+    out
+}
+
 fn policy_services(p: &PolicyContext) -> BTreeSet<NsName> {
     let mut out = BTreeSet::new();
     for ((ns, apex), s) in &p.splits {
@@ -891,10 +930,12 @@ impl Builder {
         if policy_changed {
             let old = std::mem::take(&mut self.policy);
             let new = PolicyContext::new(model, &old.splits, &Excluded::new());
-            let touched: BTreeSet<NsName> = policy_services(&old)
-                .union(&policy_services(&new))
-                .cloned()
+            let changed_services: BTreeSet<NsName> = changed
+                .iter()
+                .filter(|k| k.kind == Kind::Service)
+                .map(|k| (k.namespace.clone(), k.name.clone()))
                 .collect();
+            let touched = policy_changes(&old, &new, &changed_services);
             // Retry policies that changed without changing a winner are caught by
             // rebuilding every Service they target.
             for k in changed.iter().filter(|k| k.kind == Kind::RetryPolicy) {
