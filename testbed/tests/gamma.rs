@@ -92,10 +92,10 @@ async fn http_route_weights_hold_and_shift_live_without_errors() -> anyhow::Resu
     );
 
     let traffic = Traffic::start(mesh.client.outbound, "web");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     mesh.write("route.yaml", &weighted(50, 50))?;
     wait_for_route(&mesh, "\"weight\": 50").await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     let during = traffic.stop().await;
     eprintln!(
         "during the live weight change: {} requests, {} failed",
