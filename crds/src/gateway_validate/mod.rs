@@ -366,24 +366,26 @@ fn filter_bytes(fs: &[HTTPRouteFilter]) -> usize {
         + fs.iter().filter(|f| f.request_mirror.is_some()).count() * 200
 }
 
-/// Checks the estimated size of what a route renders per parent: for each rule, each of
-/// its matches (at least one) carries the match itself and the rule's filters and
-/// backends; every Service parent gets its own copy.
-fn rendered_size<'a>(
-    rules: impl Iterator<Item = (Vec<usize>, &'a [HTTPRouteFilter], usize)>,
-    parents: &[ParentReference],
-) -> Result<(), FieldError> {
-    let mut per_parent = 0usize;
+/// The estimated size of one copy of what a route renders: for each rule, each of its
+/// matches (at least one) carries the match itself and the rule's filters and backends.
+fn per_copy<'a>(rules: impl Iterator<Item = (Vec<usize>, &'a [HTTPRouteFilter], usize)>) -> usize {
+    let mut total = 0usize;
     for (matches, filters, backends) in rules {
         let route = filter_bytes(filters) + backends + 256;
-        per_parent += if matches.is_empty() {
+        total += if matches.is_empty() {
             route
         } else {
             matches.iter().map(|m| m + route).sum()
         };
     }
+    total
+}
+
+/// Checks a route's estimated size: every Service parent gets its own copy (the
+/// translator checks again per Service port, which validation cannot see).
+fn rendered_size(per_copy: usize, parents: &[ParentReference]) -> Result<(), FieldError> {
     let copies = parents.iter().filter(|p| p.is_service()).count().max(1);
-    let total = per_parent.saturating_mul(copies);
+    let total = per_copy.saturating_mul(copies);
     if total > MAX_RENDERED_BYTES {
         return Err(err(
             "spec.rules",
@@ -497,19 +499,21 @@ impl HTTPRouteSpec {
                 ));
             }
         }
-        rendered_size(
-            self.rules.iter().map(|r| {
-                (
-                    r.matches.iter().map(json_len).collect(),
-                    r.filters.as_slice(),
-                    r.backend_refs
-                        .iter()
-                        .map(|b| 160 + filter_bytes(&b.filters))
-                        .sum(),
-                )
-            }),
-            &self.parent_refs,
-        )
+        rendered_size(self.rendered_bytes(), &self.parent_refs)
+    }
+
+    /// The estimated size of one copy of what the route renders (per Service port).
+    pub fn rendered_bytes(&self) -> usize {
+        per_copy(self.rules.iter().map(|r| {
+            (
+                r.matches.iter().map(json_len).collect(),
+                r.filters.as_slice(),
+                r.backend_refs
+                    .iter()
+                    .map(|b| 160 + filter_bytes(&b.filters))
+                    .sum(),
+            )
+        }))
     }
 }
 
@@ -649,18 +653,20 @@ impl GRPCRouteSpec {
                 ));
             }
         }
-        rendered_size(
-            self.rules.iter().map(|r| {
-                (
-                    r.matches.iter().map(json_len).collect(),
-                    r.filters.as_slice(),
-                    r.backend_refs
-                        .iter()
-                        .map(|b| 160 + filter_bytes(&b.filters))
-                        .sum(),
-                )
-            }),
-            &self.parent_refs,
-        )
+        rendered_size(self.rendered_bytes(), &self.parent_refs)
+    }
+
+    /// The estimated size of one copy of what the route renders (per Service port).
+    pub fn rendered_bytes(&self) -> usize {
+        per_copy(self.rules.iter().map(|r| {
+            (
+                r.matches.iter().map(json_len).collect(),
+                r.filters.as_slice(),
+                r.backend_refs
+                    .iter()
+                    .map(|b| 160 + filter_bytes(&b.filters))
+                    .sum(),
+            )
+        }))
     }
 }

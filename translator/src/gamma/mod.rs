@@ -155,8 +155,24 @@ fn attach(
 /// A Service port.
 type Target = (NsName, u16);
 
+/// Why a route attaches nowhere although its parents resolve: it would render more than
+/// [`MAX_RENDERED_BYTES`](crds::gateway_validate::MAX_RENDERED_BYTES) over the Service
+/// ports it attaches to (validation counts parentRefs; a parentRef without a port covers
+/// every HTTP port of its Service).
+fn too_large(route: &RouteView<'_>, ports: usize) -> Option<String> {
+    let total = route.rendered.saturating_mul(ports);
+    (total > crds::gateway_validate::MAX_RENDERED_BYTES).then(|| {
+        format!(
+            "spec.rules: would make about {} KiB of route configuration over the {ports} Service port(s) it attaches to, over the {} KiB limit: name ports in the parentRefs, or use fewer matches or smaller header filters",
+            total / 1024,
+            crds::gateway_validate::MAX_RENDERED_BYTES / 1024
+        )
+    })
+}
+
 /// The Service ports each route attaches to, in `routes` order, GRPCRoutes taking their
-/// ports from HTTPRoutes; and which GRPCRoute took each port.
+/// ports from HTTPRoutes (a route too large for its ports attaches nowhere); and which
+/// GRPCRoute took each port.
 fn attachments(
     model: &Model,
     routes: &[RouteView<'_>],
@@ -171,6 +187,9 @@ fn attachments(
                 {
                     set.extend(ports.into_iter().map(|port| (svc.clone(), port)));
                 }
+            }
+            if too_large(route, set.len()).is_some() {
+                set.clear();
             }
             set
         })

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use crds::gateway::ParentReference;
 use crds::{ConditionReason, MeshCondition};
 
-use super::{attach, attachments, backends, view};
+use super::{attach, attachments, backends, too_large, view};
 use crate::model::{Model, ObjectKey};
 use crate::policy::Excluded;
 
@@ -66,6 +66,16 @@ pub(crate) fn route_status(model: &Model) -> BTreeMap<ObjectKey, RouteParents> {
                 MeshCondition::new("ResolvedRefs", false, *reason, said.join("; "))
             }
         };
+        let ports = route
+            .parents
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.is_service())
+            .filter_map(|(i, p)| attach(model, ns, i, p).ok())
+            .flat_map(|(svc, ports)| ports.into_iter().map(move |port| (svc.clone(), port)))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        let oversize = too_large(route, ports);
         let parents: Vec<(ParentReference, Vec<MeshCondition>)> = route
             .parents
             .iter()
@@ -73,6 +83,12 @@ pub(crate) fn route_status(model: &Model) -> BTreeMap<ObjectKey, RouteParents> {
             .filter(|(_, p)| p.is_service())
             .map(|(i, p)| {
                 let accepted = match attach(model, ns, i, p) {
+                    Ok(_) if oversize.is_some() => MeshCondition::new(
+                        "Accepted",
+                        false,
+                        ConditionReason::UnsupportedValue,
+                        oversize.clone().unwrap_or_default(),
+                    ),
                     Ok((svc, ports)) => {
                         let taken: Vec<(u16, &ObjectKey)> = if route.grpc {
                             Vec::new()

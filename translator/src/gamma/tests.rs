@@ -445,3 +445,33 @@ fn a_traffic_split_keeps_the_ports_routes_do_not_take() {
             .contains_key(&("default".to_string(), "web".to_string()))
     );
 }
+
+#[test]
+fn a_route_too_large_for_the_ports_it_covers_attaches_nowhere() {
+    // About 780 KiB per copy: within the limit for one parentRef (validation), over it
+    // for the two HTTP ports a parentRef without a port covers.
+    let value = "v".repeat(4000);
+    let headers: String = (0..16)
+        .map(|i| format!("{{name: x-{i}, value: {value}}}, "))
+        .collect();
+    let adds: String = (0..16)
+        .map(|i| format!("{{name: y-{i}, value: {value}}}, "))
+        .collect();
+    let yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: multi}}\nspec:\n  ports: [{{name: a, port: 80}}, {{name: b, port: 8080}}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: big}}\nspec:\n  parentRefs: [{{group: \"\", kind: Service, name: multi}}]\n  rules:\n    - matches: [{{path: {{value: /a}}}}, {{path: {{value: /b}}}}, {{path: {{value: /c}}}}]\n      filters:\n        - {{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{headers}], add: [{adds}]}}}}\n        - {{type: ResponseHeaderModifier, responseHeaderModifier: {{set: [{headers}], add: [{adds}]}}}}\n      backendRefs: [{{name: web, port: 80}}]\n"
+    );
+    let m = model(&yaml);
+    let state = resolve(&m, &Excluded::new());
+    assert!(
+        !state.contains_key(&("default".to_string(), "multi".to_string())),
+        "not attached"
+    );
+    let c = conditions(&m, "big");
+    assert_eq!(c[0][0], triple("Accepted", "False", "UnsupportedValue"));
+    // Naming one port, it fits.
+    let one = yaml.replace("name: multi}]", "name: multi, port: 80}]");
+    let m = model(&one);
+    assert!(
+        resolve(&m, &Excluded::new()).contains_key(&("default".to_string(), "multi".to_string()))
+    );
+}

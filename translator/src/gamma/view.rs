@@ -32,6 +32,8 @@ pub(super) struct RouteView<'a> {
     pub rules: Vec<RuleView<'a>>,
     /// A GRPCRoute.
     pub grpc: bool,
+    /// The estimated size of one copy of what it renders (one per Service port).
+    pub rendered: usize,
 }
 
 /// String conditions, keeping the first of equivalent names (headers: any case; query
@@ -158,6 +160,7 @@ pub(super) fn routes<'a>(model: &'a Model, excluded: &Excluded) -> Vec<RouteView
         meta: &r.metadata,
         parents: &r.spec.parent_refs,
         grpc: false,
+        rendered: r.spec.rendered_bytes(),
         rules: r
             .spec
             .rules
@@ -180,6 +183,7 @@ pub(super) fn routes<'a>(model: &'a Model, excluded: &Excluded) -> Vec<RouteView
         meta: &r.metadata,
         parents: &r.spec.parent_refs,
         grpc: true,
+        rendered: r.spec.rendered_bytes(),
         rules: r
             .spec
             .rules
