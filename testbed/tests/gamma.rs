@@ -5,20 +5,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{CONVERGE, Mesh, Traffic, ip};
-use testbed::manifests::{pod, slice};
+use common::{
+    CONVERGE, Mesh, Traffic, backend_count, backend_pod, ip, plain_service, shares, wait_for_route,
+};
 use testbed::procs::{Stream, wait_until};
-
-/// A Service without a selector whose endpoints are given by a slice.
-fn plain_service(name: &str, port: u16, endpoints: &[std::net::IpAddr]) -> String {
-    format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  ports: [{{name: http, port: 80, targetPort: {port}}}]\n---\n{}",
-        slice(&format!("{name}-x"), name, "http", port, endpoints)
-    )
-}
 
 /// web-a (pod web-1) and web-b (pod web-2).
 fn backends(mesh: &Mesh) -> anyhow::Result<()> {
@@ -47,31 +39,6 @@ fn weighted(a: u32, b: u32) -> String {
             "    - backendRefs:\n        - {{name: web-a, port: 80, weight: {a}}}\n        - {{name: web-b, port: 80, weight: {b}}}\n"
         ),
     )
-}
-
-/// Shares (percent) of answering pods over `n` sequential calls.
-async fn shares(mesh: &Mesh, host: &str, n: usize) -> anyhow::Result<BTreeMap<String, f64>> {
-    let seen = mesh.answering(host, n).await?;
-    Ok(seen
-        .into_iter()
-        .map(|(k, v)| (k, v as f64 * 100.0 / n as f64))
-        .collect())
-}
-
-async fn wait_for_route(mesh: &Mesh, needle: &str) -> anyhow::Result<()> {
-    let client = &mesh.client;
-    let needle = needle.to_string();
-    wait_until(CONVERGE, "the route change in Envoy", || {
-        let needle = needle.clone();
-        async move {
-            Ok(client
-                .admin_get("/config_dump?resource=dynamic_route_configs")
-                .await?
-                .contains(&needle))
-        }
-    })
-    .await?;
-    Ok(())
 }
 
 fn near(s: &BTreeMap<String, f64>, pod: &str, want: f64, tolerance: f64) -> bool {
@@ -184,47 +151,6 @@ async fn a_header_match_sends_only_matching_requests_to_the_canary() -> anyhow::
     assert_eq!(matching.keys().collect::<Vec<_>>(), ["web-2"]);
     assert_eq!(others.keys().collect::<Vec<_>>(), ["web-1"]);
     Ok(())
-}
-
-/// A pod `NAME-1` at 127.0.0.LAST whose backend gets `backend` arguments, and its
-/// Service; returns the backend's own address (for its request counter).
-async fn backend_pod(
-    mesh: &mut Mesh,
-    name: &str,
-    last: u8,
-    backend: &[&str],
-) -> anyhow::Result<SocketAddr> {
-    let port = testbed::procs::free_port()?;
-    let pod_name = format!("{name}-1");
-    mesh.add_pod_with(&pod_name, last, port, backend).await?;
-    let pods = std::fs::read_to_string(mesh.manifests().join("pods.yaml"))?;
-    mesh.write(
-        "pods.yaml",
-        &format!("{pods}---\n{}", pod(&pod_name, name, ip(last), name)),
-    )?;
-    mesh.write(
-        &format!("{name}.yaml"),
-        &format!(
-            "{}---\n{}",
-            testbed::manifests::service(name, "http", 80, port, None),
-            slice(&format!("{name}-x"), name, "http", port, &[ip(last)])
-        ),
-    )?;
-    let sidecar = &mesh.sidecars[&pod_name];
-    let inbound = format!("inbound|{port}");
-    wait_until(CONVERGE, "the pod's inbound listener", || {
-        let inbound = inbound.clone();
-        async move { Ok(sidecar.admin_get("/listeners").await?.contains(&inbound)) }
-    })
-    .await?;
-    Ok(SocketAddr::new(testbed::manifests::app_ip(ip(last)), port))
-}
-
-async fn backend_count(addr: SocketAddr) -> anyhow::Result<u64> {
-    Ok(testbed::http::get_ok(addr, "/__count")
-        .await?
-        .trim()
-        .parse()?)
 }
 
 #[tokio::test]

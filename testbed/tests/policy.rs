@@ -7,17 +7,10 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{CONVERGE, Mesh, Traffic, ip};
-use testbed::manifests::{pod, slice};
+use common::{
+    CONVERGE, Mesh, Traffic, backend_count, backend_pod, ip, plain_service, shares, wait_for_route,
+};
 use testbed::procs::{Stream, wait_until};
-
-/// A Service without a selector whose endpoints are given by a slice.
-fn plain_service(name: &str, port: u16, endpoints: &[std::net::IpAddr]) -> String {
-    format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  ports: [{{name: http, port: 80, targetPort: {port}}}]\n---\n{}",
-        slice(&format!("{name}-x"), name, "http", port, endpoints)
-    )
-}
 
 fn split(a: i64, b: i64) -> String {
     format!(
@@ -29,79 +22,6 @@ fn retry_policy(name: &str, target: &str, body: &str) -> String {
     format!(
         "apiVersion: policy.rudder.dev/v1alpha1\nkind: RetryPolicy\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  targetRef: {{kind: Service, name: {target}}}\n{body}"
     )
-}
-
-/// A Service selecting pods `app: NAME`, with its slice.
-fn selected_service(name: &str, port: u16, endpoints: &[std::net::IpAddr]) -> String {
-    format!(
-        "{}---\n{}",
-        testbed::manifests::service(name, "http", 80, port, None),
-        slice(&format!("{name}-x"), name, "http", port, endpoints)
-    )
-}
-
-/// A pod `NAME-1` at 127.0.0.LAST whose backend gets `backend` arguments, its Service
-/// `NAME` (selecting it), and a wait until its sidecar serves the inbound port. Returns
-/// the backend's own address (for its request counter).
-async fn backend_pod(
-    mesh: &mut Mesh,
-    name: &str,
-    last: u8,
-    backend: &[&str],
-) -> anyhow::Result<SocketAddr> {
-    let port = testbed::procs::free_port()?;
-    let pod_name = format!("{name}-1");
-    mesh.add_pod_with(&pod_name, last, port, backend).await?;
-    let pods = std::fs::read_to_string(mesh.manifests().join("pods.yaml"))?;
-    mesh.write(
-        "pods.yaml",
-        &format!("{pods}---\n{}", pod(&pod_name, name, ip(last), name)),
-    )?;
-    mesh.write(
-        &format!("{name}.yaml"),
-        &selected_service(name, port, &[ip(last)]),
-    )?;
-    let sidecar = &mesh.sidecars[&pod_name];
-    let inbound = format!("inbound|{port}");
-    wait_until(CONVERGE, "the pod's inbound listener", || {
-        let inbound = inbound.clone();
-        async move { Ok(sidecar.admin_get("/listeners").await?.contains(&inbound)) }
-    })
-    .await?;
-    Ok(SocketAddr::new(testbed::manifests::app_ip(ip(last)), port))
-}
-
-/// Shares of answering pods over `n` sequential calls.
-async fn shares(mesh: &Mesh, host: &str, n: usize) -> anyhow::Result<BTreeMap<String, f64>> {
-    let seen = mesh.answering(host, n).await?;
-    Ok(seen
-        .into_iter()
-        .map(|(k, v)| (k, v as f64 * 100.0 / n as f64))
-        .collect())
-}
-
-/// Requests counted by a backend (through its app address, not the mesh).
-async fn backend_count(addr: SocketAddr) -> anyhow::Result<u64> {
-    Ok(testbed::http::get_ok(addr, "/__count")
-        .await?
-        .trim()
-        .parse()?)
-}
-
-async fn wait_for_route(mesh: &Mesh, needle: &str) -> anyhow::Result<()> {
-    let client = &mesh.client;
-    let needle = needle.to_string();
-    wait_until(CONVERGE, "the route change in Envoy", || {
-        let needle = needle.clone();
-        async move {
-            Ok(client
-                .admin_get("/config_dump?resource=dynamic_route_configs")
-                .await?
-                .contains(&needle))
-        }
-    })
-    .await?;
-    Ok(())
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ use crate::text::quote;
 
 mod filters;
 
+use crate::text::{is_dns_label as is_label, is_dns_subdomain as is_subdomain};
 use filters::{On, backends, filters};
 pub use filters::{SUPPORTED_BACKEND_FILTERS, SUPPORTED_FILTERS};
 
@@ -115,21 +116,6 @@ pub fn duration(s: &str, field: &str) -> Result<std::time::Duration, FieldError>
         return Err(bad());
     }
     crate::duration::parse(s).map_err(|_| bad())
-}
-
-/// A DNS-1123 label (`[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63).
-fn is_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-/// A DNS-1123 subdomain: labels joined by `.`, at most 253.
-fn is_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(is_label)
 }
 
 fn name_pattern(
@@ -421,41 +407,79 @@ fn hostnames(h: &[String]) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// What both route kinds check of the whole spec besides the rules' count.
+fn spec_common(
+    parent_refs: &[ParentReference],
+    hosts: &[String],
+    rules: usize,
+    matches: usize,
+) -> Result<(), FieldError> {
+    parents(parent_refs)?;
+    hostnames(hosts)?;
+    // An absent list is defaulted to one rule; an empty one is refused upstream.
+    if rules == 0 {
+        return Err(err("spec.rules", "must have at least one rule"));
+    }
+    if matches > MAX_TOTAL_MATCHES {
+        return Err(err(
+            "spec.rules",
+            format!("have {matches} matches in all; the limit is {MAX_TOTAL_MATCHES}"),
+        ));
+    }
+    Ok(())
+}
+
+/// What both route kinds check of one rule besides its matches (and, for HTTPRoute,
+/// timeouts and retries).
+fn rule_common(
+    f: &str,
+    name: Option<&String>,
+    fs: &[crate::gateway::HTTPRouteFilter],
+    bs: &[crate::gateway::BackendRef],
+    session_persistence: bool,
+    grpc: bool,
+) -> Result<(), FieldError> {
+    name_pattern(
+        name,
+        &format!("{f}.name"),
+        is_subdomain,
+        "a rule name (a DNS subdomain)",
+    )?;
+    let on = if grpc { On::GrpcRule } else { On::HttpRule };
+    filters(fs, &format!("{f}.filters"), on)?;
+    backends(bs, &format!("{f}.backendRefs"), grpc, fs)?;
+    if session_persistence {
+        return Err(FieldError::unsupported(
+            format!("{f}.sessionPersistence"),
+            "session persistence is not supported by Rudder",
+        ));
+    }
+    Ok(())
+}
+
 impl HTTPRouteSpec {
     /// Checks the spec; the error names the field.
     pub fn validate(&self) -> Result<(), FieldError> {
-        parents(&self.parent_refs)?;
-        hostnames(&self.hostnames)?;
         at_most(&self.rules, MAX_RULES, "spec.rules")?;
-        // An absent list is defaulted to one rule; an empty one is refused upstream.
-        if self.rules.is_empty() {
-            return Err(err("spec.rules", "must have at least one rule"));
-        }
-        let total: usize = self.rules.iter().map(|r| r.matches.len()).sum();
-        if total > MAX_TOTAL_MATCHES {
-            return Err(err(
-                "spec.rules",
-                format!("have {total} matches in all; the limit is {MAX_TOTAL_MATCHES}"),
-            ));
-        }
+        spec_common(
+            &self.parent_refs,
+            &self.hostnames,
+            self.rules.len(),
+            self.rules.iter().map(|r| r.matches.len()).sum(),
+        )?;
         for (i, r) in self.rules.iter().enumerate() {
             let f = format!("spec.rules[{i}]");
-            name_pattern(
-                r.name.as_ref(),
-                &format!("{f}.name"),
-                is_subdomain,
-                "a rule name (a DNS subdomain)",
-            )?;
             at_most(&r.matches, MAX_MATCHES, &format!("{f}.matches"))?;
             for (j, m) in r.matches.iter().enumerate() {
                 http_match(m, &format!("{f}.matches[{j}]"))?;
             }
-            filters(&r.filters, &format!("{f}.filters"), On::HttpRule)?;
-            backends(
-                &r.backend_refs,
-                &format!("{f}.backendRefs"),
-                false,
+            rule_common(
+                &f,
+                r.name.as_ref(),
                 &r.filters,
+                &r.backend_refs,
+                r.session_persistence.is_some(),
+                false,
             )?;
             if let Some(t) = &r.timeouts {
                 timeouts(t, &format!("{f}.timeouts"))?;
@@ -491,12 +515,6 @@ impl HTTPRouteSpec {
                         ));
                     }
                 }
-            }
-            if r.session_persistence.is_some() {
-                return Err(FieldError::unsupported(
-                    format!("{f}.sessionPersistence"),
-                    "session persistence is not supported by Rudder",
-                ));
             }
         }
         rendered_size(self.rendered_bytes(), &self.parent_refs)
@@ -613,45 +631,27 @@ fn grpc_match(m: &GRPCRouteMatch, field: &str) -> Result<(), FieldError> {
 impl GRPCRouteSpec {
     /// Checks the spec; the error names the field.
     pub fn validate(&self) -> Result<(), FieldError> {
-        parents(&self.parent_refs)?;
-        hostnames(&self.hostnames)?;
         at_most(&self.rules, MAX_RULES, "spec.rules")?;
-        // An absent list is defaulted to one rule; an empty one is refused upstream.
-        if self.rules.is_empty() {
-            return Err(err("spec.rules", "must have at least one rule"));
-        }
-        let total: usize = self.rules.iter().map(|r| r.matches.len()).sum();
-        if total > MAX_TOTAL_MATCHES {
-            return Err(err(
-                "spec.rules",
-                format!("have {total} matches in all; the limit is {MAX_TOTAL_MATCHES}"),
-            ));
-        }
+        spec_common(
+            &self.parent_refs,
+            &self.hostnames,
+            self.rules.len(),
+            self.rules.iter().map(|r| r.matches.len()).sum(),
+        )?;
         for (i, r) in self.rules.iter().enumerate() {
             let f = format!("spec.rules[{i}]");
-            name_pattern(
-                r.name.as_ref(),
-                &format!("{f}.name"),
-                is_subdomain,
-                "a rule name (a DNS subdomain)",
-            )?;
             at_most(&r.matches, MAX_GRPC_MATCHES, &format!("{f}.matches"))?;
             for (j, m) in r.matches.iter().enumerate() {
                 grpc_match(m, &format!("{f}.matches[{j}]"))?;
             }
-            filters(&r.filters, &format!("{f}.filters"), On::GrpcRule)?;
-            backends(
-                &r.backend_refs,
-                &format!("{f}.backendRefs"),
-                true,
+            rule_common(
+                &f,
+                r.name.as_ref(),
                 &r.filters,
+                &r.backend_refs,
+                r.session_persistence.is_some(),
+                true,
             )?;
-            if r.session_persistence.is_some() {
-                return Err(FieldError::unsupported(
-                    format!("{f}.sessionPersistence"),
-                    "session persistence is not supported by Rudder",
-                ));
-            }
         }
         rendered_size(self.rendered_bytes(), &self.parent_refs)
     }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use testbed::manifests::{app_ip, pod, service, slice};
-use testbed::procs::{Backend, ControlPlane, Envoy, PodPlacement, Stream, free_port};
+use testbed::procs::{Backend, ControlPlane, Envoy, PodPlacement, Stream, free_port, wait_until};
 
 pub(crate) const LIVE: Duration = Duration::from_secs(30);
 pub(crate) const CONVERGE: Duration = Duration::from_secs(15);
@@ -294,4 +294,91 @@ impl Traffic {
         let _ = self.task.await;
         std::mem::take(&mut *self.results.lock().expect("lock"))
     }
+}
+
+// Helpers of the traffic-policy scenarios (TrafficSplit, RetryPolicy, Gateway API routes).
+
+/// A Service without a selector whose endpoints are given by a slice.
+pub(crate) fn plain_service(name: &str, port: u16, endpoints: &[std::net::IpAddr]) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  ports: [{{name: http, port: 80, targetPort: {port}}}]\n---\n{}",
+        slice(&format!("{name}-x"), name, "http", port, endpoints)
+    )
+}
+
+/// A pod `NAME-1` at 127.0.0.LAST whose backend gets `backend` arguments, its Service
+/// `NAME` (selecting it), and a wait until its sidecar serves the inbound port. Returns
+/// the backend's own address (for its request counter).
+pub(crate) async fn backend_pod(
+    mesh: &mut Mesh,
+    name: &str,
+    last: u8,
+    backend: &[&str],
+) -> anyhow::Result<SocketAddr> {
+    let port = testbed::procs::free_port()?;
+    let pod_name = format!("{name}-1");
+    mesh.add_pod_with(&pod_name, last, port, backend).await?;
+    let pods = std::fs::read_to_string(mesh.manifests().join("pods.yaml"))?;
+    mesh.write(
+        "pods.yaml",
+        &format!("{pods}---\n{}", pod(&pod_name, name, ip(last), name)),
+    )?;
+    mesh.write(
+        &format!("{name}.yaml"),
+        &selected_service(name, port, &[ip(last)]),
+    )?;
+    let sidecar = &mesh.sidecars[&pod_name];
+    let inbound = format!("inbound|{port}");
+    wait_until(CONVERGE, "the pod's inbound listener", || {
+        let inbound = inbound.clone();
+        async move { Ok(sidecar.admin_get("/listeners").await?.contains(&inbound)) }
+    })
+    .await?;
+    Ok(SocketAddr::new(testbed::manifests::app_ip(ip(last)), port))
+}
+
+/// Shares of answering pods over `n` sequential calls.
+pub(crate) async fn shares(
+    mesh: &Mesh,
+    host: &str,
+    n: usize,
+) -> anyhow::Result<BTreeMap<String, f64>> {
+    let seen = mesh.answering(host, n).await?;
+    Ok(seen
+        .into_iter()
+        .map(|(k, v)| (k, v as f64 * 100.0 / n as f64))
+        .collect())
+}
+
+/// Requests counted by a backend (through its app address, not the mesh).
+pub(crate) async fn backend_count(addr: SocketAddr) -> anyhow::Result<u64> {
+    Ok(testbed::http::get_ok(addr, "/__count")
+        .await?
+        .trim()
+        .parse()?)
+}
+
+pub(crate) async fn wait_for_route(mesh: &Mesh, needle: &str) -> anyhow::Result<()> {
+    let client = &mesh.client;
+    let needle = needle.to_string();
+    wait_until(CONVERGE, "the route change in Envoy", || {
+        let needle = needle.clone();
+        async move {
+            Ok(client
+                .admin_get("/config_dump?resource=dynamic_route_configs")
+                .await?
+                .contains(&needle))
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+/// A Service selecting pods `app: NAME`, with its slice.
+pub(crate) fn selected_service(name: &str, port: u16, endpoints: &[std::net::IpAddr]) -> String {
+    format!(
+        "{}---\n{}",
+        testbed::manifests::service(name, "http", 80, port, None),
+        slice(&format!("{name}-x"), name, "http", port, endpoints)
+    )
 }

@@ -14,6 +14,7 @@ use crds::text::{clip, quote};
 use super::{
     Kind, MeshPod, MeshService, ModelError, Protocol, ServicePort, Slice, SliceEndpoint, TargetPort,
 };
+use crds::text::{is_dns_label, is_dns_subdomain};
 
 /// Pod annotation that overrides the mesh-wide mTLS mode for that workload.
 pub(crate) const MTLS_ANNOTATION: &str = "rudder.dev/mtls-mode";
@@ -50,21 +51,6 @@ impl Ctx {
             ..self.err(e.field, e.message)
         }
     }
-}
-
-/// DNS-1123 label: lowercase alphanumerics and '-', 1..=63, alphanumeric at both ends.
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-/// DNS-1123 subdomain: dot-separated labels, at most 253 characters.
-fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
 /// The kinds of name Kubernetes validates, with their limits.
