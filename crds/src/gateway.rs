@@ -412,6 +412,32 @@ pub struct GRPCRouteSpec {
     pub rules: Vec<GRPCRouteRule>,
 }
 
+/// What HTTPRoute and GRPCRoute share: their parents and their status.
+pub trait Route {
+    /// `spec.parentRefs`.
+    fn parent_refs(&self) -> &[ParentReference];
+    /// `status`, if any.
+    fn route_status(&self) -> Option<&RouteStatus>;
+}
+
+impl Route for HTTPRoute {
+    fn parent_refs(&self) -> &[ParentReference] {
+        &self.spec.parent_refs
+    }
+    fn route_status(&self) -> Option<&RouteStatus> {
+        self.status.as_ref()
+    }
+}
+
+impl Route for GRPCRoute {
+    fn parent_refs(&self) -> &[ParentReference] {
+        &self.spec.parent_refs
+    }
+    fn route_status(&self) -> Option<&RouteStatus> {
+        self.status.as_ref()
+    }
+}
+
 /// Route status: one entry per parent and controller.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RouteStatus {

@@ -354,14 +354,26 @@ fn filter_bytes(fs: &[HTTPRouteFilter]) -> usize {
 
 /// The estimated size of one copy of what a route renders: for each rule, each of its
 /// matches (at least one) carries the match itself and the rule's filters and backends.
-fn per_copy<'a>(rules: impl Iterator<Item = (Vec<usize>, &'a [HTTPRouteFilter], usize)>) -> usize {
+fn per_copy<'a, M: serde::Serialize + 'a>(
+    rules: impl Iterator<
+        Item = (
+            &'a [M],
+            &'a [HTTPRouteFilter],
+            &'a [crate::gateway::BackendRef],
+        ),
+    >,
+) -> usize {
     let mut total = 0usize;
     for (matches, filters, backends) in rules {
+        let backends: usize = backends
+            .iter()
+            .map(|b| 160 + filter_bytes(&b.filters))
+            .sum();
         let route = filter_bytes(filters) + backends + 256;
         total += if matches.is_empty() {
             route
         } else {
-            matches.iter().map(|m| m + route).sum()
+            matches.iter().map(|m| json_len(m) + route).sum()
         };
     }
     total
@@ -524,12 +536,9 @@ impl HTTPRouteSpec {
     pub fn rendered_bytes(&self) -> usize {
         per_copy(self.rules.iter().map(|r| {
             (
-                r.matches.iter().map(json_len).collect(),
+                r.matches.as_slice(),
                 r.filters.as_slice(),
-                r.backend_refs
-                    .iter()
-                    .map(|b| 160 + filter_bytes(&b.filters))
-                    .sum(),
+                r.backend_refs.as_slice(),
             )
         }))
     }
@@ -660,12 +669,9 @@ impl GRPCRouteSpec {
     pub fn rendered_bytes(&self) -> usize {
         per_copy(self.rules.iter().map(|r| {
             (
-                r.matches.iter().map(json_len).collect(),
+                r.matches.as_slice(),
                 r.filters.as_slice(),
-                r.backend_refs
-                    .iter()
-                    .map(|b| 160 + filter_bytes(&b.filters))
-                    .sum(),
+                r.backend_refs.as_slice(),
             )
         }))
     }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crds::gateway::{CONTROLLER_NAME, RouteParentStatus};
+use crds::gateway::{CONTROLLER_NAME, Route, RouteParentStatus};
 use crds::{ConditionReason, MeshCondition};
 use crds::{GRPCRoute, HTTPRoute, ParentReference, RouteStatus};
 use k8s_openapi::jiff::Timestamp;
@@ -340,18 +340,16 @@ async fn patch_route(
     async fn one<K>(
         api: Api<K>,
         name: &str,
-        parts: impl Fn(&K) -> (Option<RouteStatus>, Vec<ParentReference>),
         status: &PolicyStatus,
         params: &PatchParams,
         now: &str,
     ) -> Result<(), kube::Error>
     where
-        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+        K: Route + kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
         let current = api.get(name).await?;
-        let (st, refs) = parts(&current);
-        let st = st.unwrap_or_default();
-        let parents = route_parents(&st, &refs, status, now);
+        let st = current.route_status().cloned().unwrap_or_default();
+        let parents = route_parents(&st, current.parent_refs(), status, now);
         // Nothing to say (e.g. a route of gateways only, with no entry of Rudder's).
         if parents == st.parents {
             return Ok(());
@@ -365,30 +363,15 @@ async fn patch_route(
         api.patch_status(name, params, &Patch::Merge(body)).await?;
         Ok(())
     }
+    let ns = &key.namespace;
     match key.kind {
         Kind::HTTPRoute => {
-            let api: Api<HTTPRoute> = Api::namespaced(client.clone(), &key.namespace);
-            one(
-                api,
-                &key.name,
-                |r| (r.status.clone(), r.spec.parent_refs.clone()),
-                status,
-                params,
-                now,
-            )
-            .await
+            let api: Api<HTTPRoute> = Api::namespaced(client.clone(), ns);
+            one(api, &key.name, status, params, now).await
         }
         Kind::GRPCRoute => {
-            let api: Api<GRPCRoute> = Api::namespaced(client.clone(), &key.namespace);
-            one(
-                api,
-                &key.name,
-                |r| (r.status.clone(), r.spec.parent_refs.clone()),
-                status,
-                params,
-                now,
-            )
-            .await
+            let api: Api<GRPCRoute> = Api::namespaced(client.clone(), ns);
+            one(api, &key.name, status, params, now).await
         }
         _ => Ok(()),
     }
