@@ -93,6 +93,9 @@ impl ConditionReason {
     }
 }
 
+/// Longest condition message kept, in characters.
+pub(crate) const MESSAGE_MAX: usize = 8192;
+
 impl MeshCondition {
     /// A condition of `type_`, true or false.
     pub fn new(type_: &str, ok: bool, reason: ConditionReason, message: impl Into<String>) -> Self {
@@ -100,9 +103,35 @@ impl MeshCondition {
             type_: type_.into(),
             status: if ok { "True" } else { "False" }.into(),
             reason: reason.as_str().into(),
-            message: message.into(),
+            // A message can list many references (a route's 16 rules x 16 backends): it
+            // stays well inside metav1.Condition's 32768-character limit, or the API server
+            // would refuse the whole status.
+            message: crate::text::clip(&message.into(), MESSAGE_MAX),
             observed_generation: None,
             last_transition_time: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_stay_inside_the_kubernetes_limit() {
+        let c = MeshCondition::new(
+            "ResolvedRefs",
+            false,
+            ConditionReason::BackendNotFound,
+            "x".repeat(100_000),
+        );
+        assert!(
+            c.message.chars().count() <= MESSAGE_MAX + 3,
+            "{}",
+            c.message.len()
+        );
+        assert!(c.message.ends_with("..."));
+        let short = MeshCondition::new("Accepted", true, ConditionReason::Accepted, "accepted");
+        assert_eq!(short.message, "accepted");
     }
 }
