@@ -6,6 +6,8 @@
 //! The CA's private key is never formatted: [`Authority`] and [`WorkloadCert`] print
 //! without key material, and errors carry no key bytes.
 
+pub mod csr;
+mod deny;
 mod spiffe;
 mod verify;
 
@@ -39,6 +41,14 @@ pub enum CaError {
         what: &'static str,
         /// Why (without the input's bytes).
         message: String,
+    },
+    /// The CA (or a certificate above it) uses a key that was published.
+    #[error("{what} uses a published key and must never be used again ({why}): rotate to a new CA")]
+    Denied {
+        /// Which input.
+        what: &'static str,
+        /// Where the key was published.
+        why: &'static str,
     },
 }
 
@@ -180,6 +190,14 @@ impl Authority {
     /// Loads a CA from PEM: a root, or an intermediate with `chain_pem` holding the
     /// certificates above it (the last one is the trust anchor).
     pub fn from_files(trust_domain: &str, files: &CaFiles) -> Result<Self, CaError> {
+        for (what, pem) in [
+            ("the CA certificate", &files.cert_pem),
+            ("the CA chain", &files.chain_pem),
+        ] {
+            if let Some(why) = deny::first_denied(pem) {
+                return Err(CaError::Denied { what, why });
+            }
+        }
         verify::key_matches("CA private key", &files.cert_pem, &files.key_pem)?;
         let key = KeyPair::from_pem(&files.key_pem).map_err(|e| CaError::Load {
             what: "CA private key",
@@ -241,9 +259,13 @@ impl Authority {
         *self = Authority { bundle, ..next };
     }
 
-    /// Also trusts `roots_pem` (roots kept from before a rotation).
+    /// Also trusts `roots_pem` (roots kept from before a rotation), except roots whose
+    /// key was published ([`Authority::denied_roots`] says which).
     pub fn with_previous_roots(mut self, roots_pem: &str) -> Self {
         for root in pem_blocks(roots_pem) {
+            if deny::first_denied(&root).is_some() {
+                continue;
+            }
             if !self.bundle.contains(&root) {
                 self.bundle.push(root);
             }
@@ -251,24 +273,39 @@ impl Authority {
         self
     }
 
+    /// Why each root in `roots_pem` that [`Authority::with_previous_roots`] leaves out is
+    /// left out.
+    pub fn denied_roots(roots_pem: &str) -> Vec<&'static str> {
+        pem_blocks(roots_pem)
+            .iter()
+            .filter_map(|r| deny::first_denied(r))
+            .collect()
+    }
+
     /// Drops roots kept from before the last rotation.
     pub fn end_overlap(&mut self) {
         self.bundle.truncate(1);
     }
 
-    /// Issues a workload certificate for `id`, valid from `now` for `lifetime`.
+    /// Issues a workload certificate for `id`, valid from `now` for `lifetime`, with a
+    /// key made here. Only for credentials used where the CA runs (the development
+    /// bootstrap in manifest mode, tests); workloads send a request instead
+    /// ([`Authority::sign_request`]).
     pub fn issue(
         &self,
         id: &SpiffeId,
         lifetime: Duration,
         now: SystemTime,
     ) -> Result<WorkloadCert, CaError> {
-        self.issue_with(id, &[], lifetime, now)
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(generate)?;
+        let signed = self.sign(&key, id, &[], Usage::Workload, lifetime, now)?;
+        Ok(WorkloadCert::with_key(signed, key.serialize_pem()))
     }
 
-    /// Issues a certificate for `id` that also names `dns_names` (for servers such as the
-    /// control plane itself).
-    pub fn issue_with(
+    /// Issues a serving certificate for `id` that also names `dns_names`, for the
+    /// control plane itself: server authentication only, so it is no client credential
+    /// anywhere (the xDS port requires client authentication).
+    pub fn issue_server(
         &self,
         id: &SpiffeId,
         dns_names: &[String],
@@ -276,6 +313,32 @@ impl Authority {
         now: SystemTime,
     ) -> Result<WorkloadCert, CaError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(generate)?;
+        let signed = self.sign(&key, id, dns_names, Usage::Server, lifetime, now)?;
+        Ok(WorkloadCert::with_key(signed, key.serialize_pem()))
+    }
+
+    /// Signs the key of a request that [`csr::check`] accepted for `id`: a workload
+    /// certificate (server and client authentication: it is also the proxy's xDS
+    /// credential) valid from `now` for `lifetime`.
+    pub fn sign_request(
+        &self,
+        request: &csr::CheckedRequest,
+        id: &SpiffeId,
+        lifetime: Duration,
+        now: SystemTime,
+    ) -> Result<SignedCert, CaError> {
+        self.sign(&request.0, id, &[], Usage::Workload, lifetime, now)
+    }
+
+    fn sign(
+        &self,
+        public_key: &impl rcgen::PublicKeyData,
+        id: &SpiffeId,
+        dns_names: &[String],
+        usage: Usage,
+        lifetime: Duration,
+        now: SystemTime,
+    ) -> Result<SignedCert, CaError> {
         let mut params = CertificateParams::new(dns_names.to_vec()).map_err(generate)?;
         let uri = id.to_string().try_into().map_err(generate)?;
         params.subject_alt_names.push(SanType::URI(uri));
@@ -285,31 +348,77 @@ impl Authority {
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
         ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.extended_key_usages = match usage {
+            Usage::Workload => vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+            Usage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+        };
         params.use_authority_key_identifier_extension = true;
         let not_before = now - BACKDATE;
         let not_after = now + lifetime;
         params.not_before = not_before.into();
         params.not_after = not_after.into();
         params.serial_number = Some(random_serial()?);
-        let cert = params.signed_by(&key, &self.issuer).map_err(generate)?;
+        let cert = params
+            .signed_by(public_key, &self.issuer)
+            .map_err(generate)?;
         let mut chain = cert.pem();
         if !self.files.chain_pem.is_empty() {
             // An intermediate CA: the chain carries it (the root is in the bundle).
             chain.push_str(&self.files.cert_pem);
         }
-        Ok(WorkloadCert {
+        Ok(SignedCert {
             id: id.clone(),
             cert_chain_pem: chain,
-            key_pem: key.serialize_pem(),
             not_before,
-            not_after: now + lifetime,
+            not_after,
             issued_at: now,
         })
     }
+}
+
+/// What a leaf certificate is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Usage {
+    /// A workload: mesh mTLS both ways, and its proxy's xDS client credential.
+    Workload,
+    /// A server only (the control plane's serving certificate).
+    Server,
+}
+
+/// A certificate signed for a workload's own key: no key material.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedCert {
+    /// Whose it is.
+    pub id: SpiffeId,
+    /// The leaf certificate followed by any intermediates.
+    pub cert_chain_pem: String,
+    /// Start of validity.
+    pub not_before: SystemTime,
+    /// End of validity.
+    pub not_after: SystemTime,
+    issued_at: SystemTime,
+}
+
+impl SignedCert {
+    /// When it was issued.
+    pub fn issued_at(&self) -> SystemTime {
+        self.issued_at
+    }
+}
+
+/// Text cut to `max` bytes (at a character boundary), for messages quoting a peer.
+pub(crate) fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
 }
 
 /// A workload's certificate and key.
@@ -337,6 +446,17 @@ impl fmt::Debug for WorkloadCert {
 }
 
 impl WorkloadCert {
+    fn with_key(signed: SignedCert, key_pem: String) -> Self {
+        WorkloadCert {
+            id: signed.id,
+            cert_chain_pem: signed.cert_chain_pem,
+            key_pem,
+            not_before: signed.not_before,
+            not_after: signed.not_after,
+            issued_at: signed.issued_at,
+        }
+    }
+
     /// Rebuilds a certificate this CA issued earlier (e.g. read back from disk).
     pub fn restore(
         id: SpiffeId,
@@ -375,5 +495,7 @@ impl WorkloadCert {
     }
 }
 
+#[cfg(test)]
+mod csr_tests;
 #[cfg(test)]
 mod tests;
