@@ -421,6 +421,12 @@ pub(crate) fn clip(s: &str, max: usize) -> String {
     format!("{}...", &s[..end])
 }
 
+/// Whether `key_pem` is the private key of the first certificate in `cert_pem` (a
+/// workload checking that what it was issued is for the key it made).
+pub fn key_belongs_to(cert_pem: &str, key_pem: &str) -> Result<(), CaError> {
+    verify::key_matches("certificate", cert_pem, key_pem)
+}
+
 /// A workload's certificate and key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct WorkloadCert {

@@ -94,6 +94,8 @@ struct Store {
     no_gateway_api: bool,
     /// token -> (namespace, service account, audiences)
     tokens: BTreeMap<String, (String, String, Vec<String>)>,
+    /// The pod each bound token belongs to.
+    token_pods: BTreeMap<String, String>,
 }
 
 impl Store {
@@ -271,6 +273,22 @@ impl FakeKube {
         );
     }
 
+    /// Like [`FakeKube::add_token`], for a token bound to `pod` (as projected tokens
+    /// are): its TokenReview names the pod in `user.extra`.
+    pub fn add_pod_token(
+        &self,
+        token: &str,
+        namespace: &str,
+        sa: &str,
+        pod: &str,
+        audiences: &[&str],
+    ) {
+        self.add_token(token, namespace, sa, audiences);
+        self.lock()
+            .token_pods
+            .insert(token.to_string(), pod.to_string());
+    }
+
     fn token_review(&self, body: &[u8]) -> Response<Body> {
         let Ok(review) = serde_json::from_slice::<Value>(body) else {
             return status_error(StatusCode::BAD_REQUEST, "BadRequest", "body is not JSON");
@@ -283,6 +301,7 @@ impl FakeKube {
             .filter_map(|a| a.as_str().map(String::from))
             .collect();
         let known = self.lock().tokens.get(token).cloned();
+        let pod = self.lock().token_pods.get(token).cloned();
         let status = match known {
             Some((ns, sa, auds)) => {
                 let both: Vec<&String> = if wanted.is_empty() {
@@ -293,9 +312,12 @@ impl FakeKube {
                 if both.is_empty() {
                     json!({"authenticated": false, "error": "token audiences are invalid for the target audiences"})
                 } else {
-                    json!({"authenticated": true, "audiences": both,
-                           "user": {"username": format!("system:serviceaccount:{ns}:{sa}"),
-                                    "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{ns}")]}})
+                    let mut user = json!({"username": format!("system:serviceaccount:{ns}:{sa}"),
+                                    "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{ns}")]});
+                    if let Some(pod) = pod {
+                        user["extra"] = json!({"authentication.kubernetes.io/pod-name": [pod]});
+                    }
+                    json!({"authenticated": true, "audiences": both, "user": user})
                 }
             }
             None => json!({"authenticated": false, "error": "invalid bearer token"}),

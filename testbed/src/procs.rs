@@ -240,6 +240,20 @@ impl ControlPlane {
         })
     }
 
+    /// `--cert-lifetime` as the control plane was started with it, for a sidecar's
+    /// first certificate (unless `extra` sets its own), so that it renews on the same
+    /// schedule as the ones the control plane signs later.
+    fn cert_lifetime_args(&self, extra: &[&str]) -> Vec<String> {
+        if extra.contains(&"--cert-lifetime") {
+            return Vec::new();
+        }
+        self.extra
+            .windows(2)
+            .find(|w| w[0] == "--cert-lifetime")
+            .map(|w| w.to_vec())
+            .unwrap_or_default()
+    }
+
     /// The CA directory (proxies' bootstrap credentials are issued from it).
     pub fn ca_dir(&self) -> PathBuf {
         self.work.join("ca")
@@ -383,10 +397,13 @@ pub struct PodPlacement {
     pub app_ip: IpAddr,
 }
 
-/// A real Envoy sidecar, bootstrapped by `xds-server bootstrap`.
+/// A real Envoy sidecar, bootstrapped by `xds-server bootstrap`, with its proxy agent
+/// (which serves it the workload certificate over SDS and renews it), as in a pod.
 #[derive(Debug)]
 pub struct Envoy {
     proc: Proc,
+    /// Its agent (none without credentials).
+    pub agent: Option<Agent>,
     /// Its admin address.
     pub admin: SocketAddr,
     /// The app-facing outbound address (`http_proxy`).
@@ -460,6 +477,7 @@ impl Envoy {
         .arg(cp.ca_dir())
         .arg("--cert-dir")
         .arg(work.join(format!("certs-{tag}")))
+        .args(cp.cert_lifetime_args(extra))
         .args(extra);
         let out = cmd.output().context("running xds-server bootstrap")?;
         if !out.status.success() {
@@ -472,7 +490,14 @@ impl Envoy {
             serde_json::from_slice(&out.stdout).context("the bootstrap is JSON")?;
         patch(&mut json);
         std::fs::write(&bootstrap, json.to_string())?;
-        prepare(&work.join(format!("certs-{tag}")))?;
+        let cert_dir = work.join(format!("certs-{tag}"));
+        prepare(&cert_dir)?;
+        // The agent serves the workload certificate on the pod's SDS socket.
+        let agent = if cert_dir.join("xds-client.crt").exists() {
+            Some(Agent::start(&cert_dir, cp, work, &[]).await?)
+        } else {
+            None
+        };
         let admin_file = work.join(format!("envoy-{tag}.admin"));
         let _ = std::fs::remove_file(&admin_file);
         let log = work.join(format!("envoy-{tag}.log"));
@@ -503,6 +528,7 @@ impl Envoy {
         let admin = admin.context("no admin address")?;
         Ok(Envoy {
             proc,
+            agent,
             admin,
             outbound: SocketAddr::new(pod.ip, outbound_port),
             log,
@@ -572,8 +598,11 @@ impl Envoy {
         Ok(eps)
     }
 
-    /// Fails if Envoy has exited.
+    /// Fails if Envoy or its agent has exited.
     pub fn check_running(&mut self) -> anyhow::Result<()> {
+        if let Some(a) = &mut self.agent {
+            a.check_running()?;
+        }
         self.proc.check_running()
     }
 }

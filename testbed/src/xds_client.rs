@@ -135,6 +135,33 @@ impl Received {
             .collect()
     }
 
+    /// Whether the trust bundle (`ROOTCA`) was received.
+    pub fn has_trust_bundle(&self) -> bool {
+        self.resources
+            .keys()
+            .any(|(t, n)| t == SECRET && n == "ROOTCA")
+    }
+
+    /// How many resources ever received carry private key material: a Secret with a
+    /// private key, or any resource whose bytes hold a PEM private key.
+    pub fn private_keys_seen(&self) -> usize {
+        self.ever
+            .iter()
+            .flat_map(|((t, _), anys)| anys.iter().map(move |a| (t, a)))
+            .filter(|(t, any)| {
+                let pem = any
+                    .value
+                    .windows(b"PRIVATE KEY".len())
+                    .any(|w| w == b"PRIVATE KEY");
+                let secret = *t == SECRET
+                    && Secret::decode(any.value.as_slice()).is_ok_and(|s| {
+                        matches!(s.r#type, Some(secret::Type::TlsCertificate(c)) if c.private_key.is_some())
+                    });
+                pem || secret
+            })
+            .count()
+    }
+
     /// The SPIFFE IDs of every certificate Secret ever received.
     pub fn certificate_identities(&self) -> Vec<String> {
         let mut out: Vec<String> = self

@@ -238,10 +238,8 @@ async fn a_stream_ends_when_its_client_certificate_expires() -> anyhow::Result<(
         creds.channel(cp.xds).await?,
         node("web-1.default", "default", "web-1", "web"),
     );
-    c.wait_for(WAIT, "a certificate", |r| {
-        !r.certificate_identities().is_empty()
-    })
-    .await?;
+    c.wait_for(WAIT, "the trust bundle", |r| r.has_trust_bundle())
+        .await?;
     c.wait_for(WAIT, "the stream to end", |r| r.ended.is_some())
         .await?;
     let ended = c.received().ended.unwrap_or_default();

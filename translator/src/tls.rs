@@ -1,6 +1,8 @@
 //! Mutual TLS between sidecars: transport sockets that take the workload certificate
-//! (`default`) and the trust bundle (`ROOTCA`) over SDS on the same ADS stream, and the
-//! Secret resources themselves. The only plain-text hop is sidecar -> local app.
+//! (`default`) from the proxy's own agent (SDS on a Unix socket in the pod, the
+//! bootstrap's [`AGENT_SDS_CLUSTER`]: the key is made in the pod and never crosses the
+//! network) and the trust bundle (`ROOTCA`) over SDS on the ADS stream, and the Secret
+//! resources themselves. The only plain-text hop is sidecar -> local app.
 
 use envoy_types::pb::envoy::config::core::v3::{
     DataSource, TransportSocket, data_source::Specifier, transport_socket,
@@ -22,6 +24,9 @@ use crate::{Body, Resource, XdsType};
 pub const CERT_SECRET: &str = "default";
 /// SDS name of the trust bundle.
 pub const ROOT_SECRET: &str = "ROOTCA";
+/// The cluster a sidecar's bootstrap defines for its agent's SDS server, where the
+/// workload certificate ([`CERT_SECRET`]) comes from.
+pub const AGENT_SDS_CLUSTER: &str = "rudder-agent-sds";
 
 /// How inbound listeners treat plain text.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -44,10 +49,41 @@ impl MtlsMode {
     }
 }
 
+/// The trust bundle, over ADS.
 fn sds(name: &str) -> SdsSecretConfig {
     SdsSecretConfig {
         name: name.into(),
         sds_config: Some(protos::ads()),
+    }
+}
+
+/// The workload certificate, from the proxy's agent.
+fn agent_sds(name: &str) -> SdsSecretConfig {
+    use envoy_types::pb::envoy::config::core::v3::{
+        ApiConfigSource, ApiVersion, ConfigSource, GrpcService, api_config_source::ApiType,
+        config_source::ConfigSourceSpecifier, grpc_service::EnvoyGrpc,
+        grpc_service::TargetSpecifier,
+    };
+    SdsSecretConfig {
+        name: name.into(),
+        sds_config: Some(ConfigSource {
+            resource_api_version: ApiVersion::V3 as i32,
+            config_source_specifier: Some(ConfigSourceSpecifier::ApiConfigSource(
+                ApiConfigSource {
+                    api_type: ApiType::Grpc as i32,
+                    transport_api_version: ApiVersion::V3 as i32,
+                    grpc_services: vec![GrpcService {
+                        target_specifier: Some(TargetSpecifier::EnvoyGrpc(EnvoyGrpc {
+                            cluster_name: AGENT_SDS_CLUSTER.into(),
+                            ..Default::default()
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        }),
     }
 }
 
@@ -64,7 +100,7 @@ fn uri_matcher(pattern: MatchPattern) -> SubjectAltNameMatcher {
 
 fn common(sans: Vec<SubjectAltNameMatcher>, alpn: &[&str]) -> CommonTlsContext {
     CommonTlsContext {
-        tls_certificate_sds_secret_configs: vec![sds(CERT_SECRET)],
+        tls_certificate_sds_secret_configs: vec![agent_sds(CERT_SECRET)],
         validation_context_type: Some(ValidationContextType::CombinedValidationContext(
             CombinedCertificateValidationContext {
                 default_validation_context: Some(CertificateValidationContext {

@@ -109,12 +109,23 @@ pub fn load_ca_files(sec: &SecurityArgs) -> anyhow::Result<Authority> {
     }
 }
 
+/// The pods of a namespace as the certificate endpoint's liveness check reads them.
+fn pods_in(store: Arc<Store>) -> crate::identity::ca_service::PodsIn {
+    Box::new(move |namespace| {
+        store.read(|m| {
+            m.pods_in(namespace)
+                .map(|p| (p.name.clone(), p.service_account.clone()))
+                .collect()
+        })
+    })
+}
+
 /// Runs the control plane until SIGTERM or Ctrl-C.
 pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let sec = &cfg.security;
     if sec.insecure_xds && !cfg.xds_address.ip().is_loopback() {
         anyhow::bail!(
-            "--insecure-xds is refused on {}: without TLS anyone who can connect may claim any identity and is sent its private key; it is allowed on a loopback address only",
+            "--insecure-xds is refused on {}: without TLS anyone who can connect may claim any identity and is sent its config; it is allowed on a loopback address only",
             cfg.xds_address
         );
     }
@@ -155,7 +166,10 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             (authority, Some(sec.ca_dir.join("issued")), previous)
         }
     };
-    let certs = Arc::new(CertManager::new(authority, sec.cert_lifetime, issued_dir)?);
+    if let Some(dir) = &issued_dir {
+        crate::identity::certs::forget_kept_keys(dir);
+    }
+    let certs = Arc::new(CertManager::new(authority));
     let mesh = MeshConfig {
         trust_domain: sec.trust_domain.clone(),
         mtls: cfg.mtls_mode,
@@ -164,6 +178,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         StoreConfig {
             debounce: cfg.debounce,
             full_resend: cfg.full_resend,
+            require_live_pod: cfg.kubernetes,
             ..StoreConfig::default()
         },
         mesh,
@@ -221,7 +236,6 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         .context("reading the bound xDS address")?;
     tokio::spawn(cache.clone().run_pusher());
     tokio::spawn(crate::observability::memory::run_trimmer());
-    tokio::spawn(cache.clone().run_renewer());
 
     let ca_listener = match cfg.ca_address.filter(|_| !sec.insecure_xds) {
         Some(addr) => Some(
@@ -237,7 +251,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         .context("reading the certificate endpoint's address")?;
     let tls = if sec.insecure_xds {
         tracing::warn!(
-            "--insecure-xds: serving xDS in plain text on loopback. Any local process may claim any workload identity and is sent that identity's certificate and private key, and may read every proxy's config over CSDS. For local experiments only."
+            "--insecure-xds: serving xDS in plain text on loopback. Any local process may claim any workload identity and is sent that identity's config, and may read every proxy's config over CSDS. For local experiments only."
         );
         None
     } else {
@@ -248,8 +262,8 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         names.dedup();
         let lifetime = Duration::from_secs(365 * 24 * 3600);
         let serving = match previous_signer {
-            Some(prev) => prev.issue_with(&id, &names, lifetime, std::time::SystemTime::now()),
-            None => certs.issue(&id, &names, lifetime),
+            Some(prev) => prev.issue_server(&id, &names, lifetime, std::time::SystemTime::now()),
+            None => certs.issue_server(&id, &names, lifetime),
         }
         .context("issuing the control plane's serving certificate")?;
         Some(XdsTls {
@@ -273,6 +287,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             kube: client.clone(),
             metrics: shared.metrics.clone(),
             reviews: tokio::sync::Semaphore::new(crate::identity::ca_service::CONCURRENT_REVIEWS),
+            pods_in: pods_in(cache.clone()),
         });
         tokio::spawn(crate::identity::ca_service::serve(
             listener,

@@ -1,9 +1,11 @@
 //! The certificate endpoint over real TLS, with TokenReview against the fake API
-//! server: an agent with a projected ServiceAccount token gets its identity's
-//! certificate installed, renews with it, and serves `/ready`; wrong audiences, unknown
-//! tokens, the control plane's namespace and anonymous callers are refused.
+//! server: an agent with a projected ServiceAccount token makes its key, gets a
+//! certificate for it installed, renews with it, and serves `/ready`; wrong audiences,
+//! unknown tokens, the control plane's namespace, requests for another identity and
+//! anonymous callers are refused; once the identity's last pod is gone nothing is
+//! issued; no answer ever carries a private key.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use testbed::fake_kube::FakeKube;
@@ -43,19 +45,33 @@ async fn anonymous_post(addr: &str, bundle: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The pods the endpoint's liveness check sees: (namespace, name, service account).
+type Pods = Arc<Mutex<Vec<(String, String, String)>>>;
+
 struct Endpoint {
     addr: String,
     bundle: String,
     metrics: Arc<Metrics>,
+    pods: Pods,
     _stop: Stop,
+}
+
+/// A certificate request for `ns/sa` made the way the agent makes one.
+fn csr(ns: &str, sa: &str) -> String {
+    let id = ca::SpiffeId::new("cluster.local", ns, sa).expect("id");
+    ca::csr::KeyAndRequest::generate(&id).expect("csr").csr_pem
 }
 
 async fn start(fake: &FakeKube) -> Endpoint {
     let authority = ca::Authority::generate_root("cluster.local", SystemTime::now()).expect("ca");
-    let certs =
-        Arc::new(CertManager::new(authority, Duration::from_secs(60), None).expect("certs"));
+    let certs = Arc::new(CertManager::new(authority));
+    let pods: Pods = Arc::new(Mutex::new(vec![
+        ("shop".into(), "cart-1".into(), "cart".into()),
+        ("rudder-system".into(), "rudder-0".into(), "rudder".into()),
+    ]));
+    let seen = pods.clone();
     let serving = certs
-        .issue(
+        .issue_server(
             &control_plane_id("cluster.local").expect("id"),
             &["localhost".into(), "127.0.0.1".into()],
             Duration::from_secs(3600),
@@ -84,6 +100,14 @@ async fn start(fake: &FakeKube) -> Endpoint {
             kube: Some(fake.client()),
             metrics: metrics.clone(),
             reviews: tokio::sync::Semaphore::new(4),
+            pods_in: Box::new(move |ns| {
+                seen.lock()
+                    .expect("pods")
+                    .iter()
+                    .filter(|(n, _, _)| n == ns)
+                    .map(|(_, p, sa)| (p.clone(), sa.clone()))
+                    .collect()
+            }),
         }),
         stop.clone(),
     ));
@@ -91,6 +115,7 @@ async fn start(fake: &FakeKube) -> Endpoint {
         addr,
         bundle: certs.bundle_pem(),
         metrics,
+        pods,
         _stop: stop,
     }
 }
@@ -157,14 +182,31 @@ async fn a_token_gets_its_service_account_identity_and_renews_only_with_a_token(
             chain: &chain,
             key: &key,
         },
+        &csr("shop", "cart"),
     )
     .await
     .expect_err("a certificate alone is refused in cluster mode");
     assert!(format!("{err:#}").contains("401"), "{err:#}");
-    let renewed = request(&ep.addr, &ep.bundle, Credential::Token("tok-cart"))
-        .await
-        .expect("renewal by token");
+    let renewed = request(
+        &ep.addr,
+        &ep.bundle,
+        Credential::Token("tok-cart"),
+        &csr("shop", "cart"),
+    )
+    .await
+    .expect("renewal by token");
     assert_eq!(renewed.spiffe_id, "spiffe://cluster.local/ns/shop/sa/cart");
+    // A token for shop/cart does not get a certificate for another identity.
+    let err = request(
+        &ep.addr,
+        &ep.bundle,
+        Credential::Token("tok-cart"),
+        &csr("shop", "admin"),
+    )
+    .await
+    .expect_err("a request for another identity");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("403") && msg.contains("exactly"), "{msg}");
     agent.abort();
     let text = ep.metrics.encode(
         &xds_server::observability::registry::ProxyRegistry::default(),
@@ -187,15 +229,25 @@ async fn bad_tokens_and_anonymous_callers_are_refused() {
         ("nope", "invalid bearer token"),
         ("tok-control-plane", "not issued here"),
     ] {
-        let err = request(&ep.addr, &ep.bundle, Credential::Token(token))
-            .await
-            .expect_err(token);
+        let err = request(
+            &ep.addr,
+            &ep.bundle,
+            Credential::Token(token),
+            &csr("shop", "cart"),
+        )
+        .await
+        .expect_err(token);
         assert!(format!("{err:#}").contains(want), "{token}: {err:#}");
     }
     // An empty token is malformed.
-    let err = request(&ep.addr, &ep.bundle, Credential::Token(""))
-        .await
-        .expect_err("empty token");
+    let err = request(
+        &ep.addr,
+        &ep.bundle,
+        Credential::Token(""),
+        &csr("shop", "cart"),
+    )
+    .await
+    .expect_err("empty token");
     assert!(format!("{err:#}").contains("400"), "{err:#}");
     // No credential at all: a plain HTTPS POST without certificate or Authorization.
     let answer = anonymous_post(&ep.addr, &ep.bundle).await;
@@ -206,8 +258,159 @@ async fn bad_tokens_and_anonymous_callers_are_refused() {
         &ep.addr,
         &other.trust_bundle_pem(),
         Credential::Token("tok-api-audience"),
+        &csr("shop", "cart"),
     )
     .await
     .expect_err("unknown server");
     assert!(format!("{err:#}").contains("TLS"), "{err:#}");
+}
+
+/// Finding 3 of the security review: a certificate chain must not outlive the workload.
+/// Renewals by token stop the moment the last pod of the identity is gone, and a token
+/// bound to one pod stops working when that pod is deleted even while others run.
+#[tokio::test]
+async fn renewals_stop_when_the_identitys_last_pod_is_deleted() {
+    let fake = FakeKube::new();
+    fake.add_pod_token("tok-cart-1", "shop", "cart", "cart-1", &["rudder"]);
+    fake.add_token("tok-cart", "shop", "cart", &["rudder"]);
+    let ep = start(&fake).await;
+    ep.pods
+        .lock()
+        .expect("pods")
+        .push(("shop".into(), "cart-2".into(), "cart".into()));
+    let ask = |token: &'static str| {
+        let (addr, bundle) = (ep.addr.clone(), ep.bundle.clone());
+        async move {
+            request(
+                &addr,
+                &bundle,
+                Credential::Token(token),
+                &csr("shop", "cart"),
+            )
+            .await
+        }
+    };
+    for _ in 0..3 {
+        ask("tok-cart-1")
+            .await
+            .expect("a renewal while cart-1 runs");
+    }
+    // cart-1 is deleted: its bound token gets nothing, though cart-2 still runs.
+    ep.pods
+        .lock()
+        .expect("pods")
+        .retain(|(_, p, _)| p != "cart-1");
+    let err = ask("tok-cart-1").await.expect_err("cart-1 is gone");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("403") && msg.contains("shop/cart-1"), "{msg}");
+    ask("tok-cart")
+        .await
+        .expect("an unbound token while cart-2 runs");
+    // The last pod goes: nothing more for shop/cart.
+    ep.pods.lock().expect("pods").clear();
+    let err = ask("tok-cart").await.expect_err("no pod left");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("403") && msg.contains("no pod runs as service account shop/cart"),
+        "{msg}"
+    );
+    let text = ep.metrics.encode(
+        &xds_server::observability::registry::ProxyRegistry::default(),
+        None,
+    );
+    assert!(
+        text.contains("rudder_certificate_requests_total{reason=\"no_live_pod\"} 2"),
+        "{text}"
+    );
+}
+
+/// Finding 5: the endpoint never answers with a private key, whatever it is asked.
+#[tokio::test]
+async fn answers_carry_a_certificate_and_never_a_key() {
+    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fake = FakeKube::new();
+    fake.add_token("tok-cart", "shop", "cart", &["rudder"]);
+    let ep = start(&fake).await;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ep.bundle.as_bytes()) {
+        roots.add(c.expect("pem")).expect("root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .expect("tls13")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let body = serde_json::json!({"csr": csr("shop", "cart")}).to_string();
+    let tcp = tokio::net::TcpStream::connect(&ep.addr)
+        .await
+        .expect("connect");
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("tls");
+    let head = format!(
+        "POST /v1/certificate HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer tok-cart\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.expect("write");
+    tls.write_all(body.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    let answer = String::from_utf8_lossy(&out);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("BEGIN CERTIFICATE"), "{answer}");
+    assert!(!answer.contains("PRIVATE KEY"), "{answer}");
+    assert!(!answer.contains("private_key"), "{answer}");
+}
+
+/// Manifest mode renews with the current certificate, but only for an identity that a
+/// Pod in the manifests runs as: a certificate for an identity the manifests do not know
+/// (or no longer know) renews nothing.
+#[tokio::test]
+async fn manifest_mode_renews_only_identities_with_a_pod() -> anyhow::Result<()> {
+    use testbed::procs::ControlPlane;
+    let work = tempfile::tempdir()?;
+    let manifests = work.path().join("manifests");
+    std::fs::create_dir(&manifests)?;
+    std::fs::write(
+        manifests.join("pods.yaml"),
+        testbed::manifests::pod("web-1", "web", "127.0.0.71".parse()?, "web"),
+    )?;
+    let cp = ControlPlane::start(&manifests, work.path()).await?;
+    let endpoint = cp.ca.to_string();
+    for (sa, ok) in [("web", true), ("ghost", false)] {
+        let creds =
+            testbed::xds_client::Creds::issue(&cp.ca_dir(), "default", sa, &work.path().join(sa))?;
+        let read = |f: &str| std::fs::read_to_string(creds.dir.join(f));
+        let (chain, key, bundle) = (
+            read("xds-client.crt")?,
+            read("xds-client.key")?,
+            read("xds-ca.crt")?,
+        );
+        let answer = request(
+            &endpoint,
+            &bundle,
+            Credential::Certificate {
+                chain: &chain,
+                key: &key,
+            },
+            &csr("default", sa),
+        )
+        .await;
+        match (ok, answer) {
+            (true, Ok(issued)) => assert!(issued.spiffe_id.ends_with("/sa/web")),
+            (false, Err(e)) => {
+                let msg = format!("{e:#}");
+                assert!(
+                    msg.contains("403") && msg.contains("default/ghost"),
+                    "{msg}"
+                );
+            }
+            (want, got) => panic!("{sa}: expected ok={want}, got {got:?}"),
+        }
+    }
+    Ok(())
 }

@@ -163,21 +163,31 @@ fn a_key_readable_by_others_is_refused() {
 }
 
 #[test]
-fn an_issued_certificate_file_with_absurd_values_is_a_clear_error() {
+fn workload_keys_kept_by_an_earlier_version_are_removed_at_start() {
     let (_d, m, ca) = dirs();
     init(&ca);
     let issued = Path::new(&ca).join("issued");
     std::fs::create_dir(&issued).expect("mkdir");
     let file = issued.join("default.web.json");
-    std::fs::write(
-        &file,
-        r#"{"id":"spiffe://cluster.local/ns/default/sa/web","issuedAt":18446744073709551615,"notAfter":18446744073709551615,"chain":"x","key":"y"}"#,
-    )
-    .expect("write");
+    std::fs::write(&file, r#"{"key":"-----BEGIN PRIVATE KEY-----"}"#).expect("write");
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    refused(&xds_server(&run_args(&m, &ca)), "default.web.json");
-    refused(
-        &xds_server(&run_args(&m, &ca)),
-        "not a time between 2000 and 2200",
-    );
+    let ready = Path::new(&m).join("..").join("ready.json");
+    let mut args = run_args(&m, &ca);
+    let ready_arg = ready.display().to_string();
+    args.extend(["--ready-file", ready_arg.as_str()]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xds-server"))
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run xds-server");
+    let start = std::time::Instant::now();
+    while !ready.exists() && start.elapsed() < std::time::Duration::from_secs(20) {
+        assert!(child.try_wait().expect("wait").is_none(), "exited");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ready.exists(), "the control plane never became ready");
+    assert!(!issued.exists(), "the kept keys are gone");
 }

@@ -3,8 +3,10 @@
 //! patches a Pod; the agent and Envoy start from the rendered containers (arguments and
 //! environment as the patch says, with the pod's field references resolved and paths
 //! and addresses mapped to this machine); the agent authenticates with a projected
-//! ServiceAccount token (TokenReview), writes the credentials and the bootstrap; Envoy
-//! starts from it and reaches SYNCED in `xdsctl status`.
+//! ServiceAccount token (TokenReview) and a certificate request for a key it made,
+//! writes the credentials and the bootstrap; Envoy starts from it, takes its workload
+//! certificate from the agent over SDS on the pod's Unix socket, and reaches SYNCED in
+//! `xdsctl status`. No xDS response in this cluster-mode setup carries a private key.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -299,8 +301,46 @@ async fn an_injected_pod_authenticates_and_reaches_synced() -> anyhow::Result<()
     // The agent got its identity through the token, and reports it.
     let log = std::fs::read_to_string(&cp_log)?;
     assert!(
-        log.contains("issued a certificate to an agent") && log.contains("shop/sa/web"),
+        log.contains("signed a certificate request from an agent") && log.contains("shop/sa/web"),
         "{log}"
     );
+    // Envoy's workload certificate came from the agent's SDS server, not from ADS.
+    let admin: SocketAddr = std::fs::read_to_string(&admin_file)?.trim().parse()?;
+    let stats = testbed::http::get_ok(admin, "/stats").await?;
+    let stat = |name: &str| {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let agent_streams = stat(&format!(
+        "cluster.{}.upstream_rq_total",
+        translator::tls::AGENT_SDS_CLUSTER
+    ));
+    assert!(
+        agent_streams >= 1 && stat("sds.default.update_success") >= 1,
+        "no SDS from the agent:\n{stats}"
+    );
+    let certs = testbed::http::get_ok(admin, "/certs").await?;
+    assert!(
+        certs.contains("spiffe://cluster.local/ns/shop/sa/web"),
+        "{certs}"
+    );
+    // On the wire, in cluster mode: a raw client of the same identity asking for every
+    // type, and for the workload secret by name, is never sent a key or a certificate.
+    let raw = testbed::xds_client::Creds::issue(&ca_dir, "shop", "web", &work.path().join("raw"))?;
+    let client = testbed::xds_client::RawAds::delta(
+        raw.channel(xds.parse()?).await?,
+        testbed::xds_client::node("raw.shop", "shop", "web-0", "web"),
+    );
+    client
+        .wait_for(Duration::from_secs(15), "the trust bundle", |r| {
+            r.has_trust_bundle()
+        })
+        .await?;
+    let got = client.received();
+    assert_eq!(got.private_keys_seen(), 0, "{got:?}");
+    assert!(got.certificate_identities().is_empty(), "{got:?}");
     Ok(())
 }

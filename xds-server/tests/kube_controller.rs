@@ -465,3 +465,45 @@ async fn traffic_splits_of_every_smi_version_route_as_their_v1alpha4_twin() -> a
     .await?;
     Ok(())
 }
+
+/// Cluster mode: a proxy is served only while a pod of its service account exists. When
+/// the last one is deleted, its stream ends at once (its certificate may live on for a
+/// day) and a new stream is refused.
+#[tokio::test]
+async fn a_stream_ends_when_its_identitys_last_pod_is_deleted() -> anyhow::Result<()> {
+    let fake = FakeKube::new();
+    fake.apply(service("web", &[80]));
+    fake.apply(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "client-0", "namespace": "default"},
+        "spec": {"serviceAccountName": "default", "containers": [{"name": "app"}]},
+        "status": {"podIP": "127.0.0.9"}}));
+    let config = StoreConfig {
+        require_live_pod: true,
+        ..StoreConfig::default()
+    };
+    let (cache, mut xds) = serve_with(&fake, config).await?;
+    xds.until("the web cluster", |c| c.has(XdsType::Cluster, WEB))
+        .await?;
+    fake.delete("v1", "Pod", "default", "client-0");
+    let ended = loop {
+        match tokio::time::timeout(WAIT, xds.rx.message()).await? {
+            Ok(Some(_)) => continue,
+            Ok(None) => anyhow::bail!("the stream closed without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), tonic::Code::PermissionDenied, "{ended:?}");
+    assert!(
+        ended
+            .message()
+            .contains("no pod runs as service account default/default"),
+        "{ended:?}"
+    );
+    // And it cannot come back while no pod runs as it.
+    let addr = start_server(cache).await?;
+    let mut again = XdsClient::connect(addr).await?;
+    let refused = again.until("a refusal", |_| false).await;
+    let msg = format!("{refused:?}");
+    assert!(msg.contains("no pod runs as service account"), "{msg}");
+    Ok(())
+}

@@ -1,17 +1,18 @@
 //! One request to the control plane's certificate endpoint: HTTPS, the server checked
 //! against the mesh's trust bundle and the endpoint's host name, authenticated by the
-//! current certificate (renewal) or a ServiceAccount token.
+//! current certificate (renewal) or a ServiceAccount token, carrying a certificate
+//! request for a key the agent made (the key itself is never sent).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-use crate::identity::issuer::{Issued, PATH};
+use crate::identity::issuer::{CertRequest, Issued, PATH};
 
 /// Largest answer read, in bytes (a chain, a key and a bundle are a few KiB).
 const MAX_ANSWER_BYTES: usize = 256 << 10;
@@ -26,15 +27,16 @@ pub enum Credential<'a> {
     Token(&'a str),
 }
 
-/// Asks `endpoint` (`HOST:PORT`) for a certificate.
+/// Asks `endpoint` (`HOST:PORT`) to sign `csr_pem`.
 pub async fn request(
     endpoint: &str,
     bundle_pem: &str,
     credential: Credential<'_>,
+    csr_pem: &str,
 ) -> anyhow::Result<Issued> {
     tokio::time::timeout(
         REQUEST_TIMEOUT,
-        request_inner(endpoint, bundle_pem, credential),
+        request_inner(endpoint, bundle_pem, credential, csr_pem),
     )
     .await
     .with_context(|| format!("{endpoint} did not answer within {REQUEST_TIMEOUT:?}"))?
@@ -44,6 +46,7 @@ async fn request_inner(
     endpoint: &str,
     bundle_pem: &str,
     credential: Credential<'_>,
+    csr_pem: &str,
 ) -> anyhow::Result<Issued> {
     let (host, _) = endpoint
         .rsplit_once(':')
@@ -88,12 +91,17 @@ async fn request_inner(
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
     tokio::spawn(conn);
-    let mut req = hyper::Request::post(PATH).header(hyper::header::HOST, host);
+    let mut req = hyper::Request::post(PATH)
+        .header(hyper::header::HOST, host)
+        .header(hyper::header::CONTENT_TYPE, "application/json");
     if let Some(t) = token {
         req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
     }
+    let body = serde_json::to_vec(&CertRequest {
+        csr: csr_pem.to_string(),
+    })?;
     let resp = sender
-        .send_request(req.body(Empty::<Bytes>::new())?)
+        .send_request(req.body(Full::new(Bytes::from(body)))?)
         .await?;
     let status = resp.status();
     let body = Limited::new(resp.into_body(), MAX_ANSWER_BYTES)

@@ -6,9 +6,11 @@
 //! DIR/..data -> ..creds-1795799030.123456789         (swapped by one rename)
 //! DIR/xds-client.crt -> ..data/xds-client.crt        (and the key, the bundle)
 //! DIR/xds-client-sds.json, DIR/xds-ca-sds.json        (file-based SDS for Envoy)
+//! DIR/sds.sock                                        (the agent's SDS server)
 //! ```
 //!
-//! Envoy reads its xDS client certificate and trust bundle through the two SDS files,
+//! The key is made by the agent in the pod. Envoy reads its xDS client certificate and
+//! trust bundle through the two SDS files,
 //! with `watched_directory` on DIR: the `..data` swap is one move in DIR, after which
 //! Envoy reads the new certificate and key together. Readers that want plain files
 //! (xdsctl, a gRPC app) open the top-level names.
@@ -28,6 +30,8 @@ pub const BUNDLE: &str = "xds-ca.crt";
 pub const CERT_SDS: &str = "xds-client-sds.json";
 /// Envoy's SDS file for the trust bundle (secret [`BUNDLE_SECRET`]).
 pub const BUNDLE_SDS: &str = "xds-ca-sds.json";
+/// The Unix socket the agent serves the workload certificate on (SDS), for the proxy.
+pub const SDS_SOCKET: &str = "sds.sock";
 /// SDS secret name of the xDS client certificate.
 pub const CERT_SECRET: &str = "rudder-xds-client";
 /// SDS secret name of the trust bundle for the xDS connection.

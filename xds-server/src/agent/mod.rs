@@ -1,9 +1,11 @@
 //! The proxy agent (`xds-server agent`): runs beside each proxy and keeps its
-//! credentials fresh. It obtains the workload certificate (which is also the proxy's xDS
-//! client certificate) and the trust bundle from the control plane's certificate
-//! endpoint, installs them atomically in the directory it shares with the proxy
-//! ([`files`]), renews at half-life, retries failures with backoff, and reports its state
-//! on `/ready` and `/status`.
+//! credentials fresh. It makes the workload's private key itself, in the pod, and sends
+//! the control plane's certificate endpoint only a certificate request for it; the
+//! certificate it gets back (also the proxy's xDS client certificate) and the trust
+//! bundle are installed atomically in the directory it shares with the proxy ([`files`]),
+//! and served to Envoy for mesh mTLS over SDS on a Unix socket in that directory
+//! ([`sds`]). It renews at half-life with a new key, retries failures with backoff, and
+//! reports its state on `/ready` and `/status`.
 //!
 //! It proves the workload's identity with its current certificate while that is valid
 //! (manifest mode starts from the one `xds-server bootstrap` wrote), else with the pod's
@@ -12,6 +14,7 @@
 
 pub mod client;
 pub mod files;
+pub mod sds;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,7 +45,9 @@ pub struct AgentConfig {
     pub token_file: Option<PathBuf>,
     /// The trust bundle to check the endpoint with before any is installed.
     pub trust_bundle: Option<PathBuf>,
-    /// The identity the agent must end up with (refuses anything else).
+    /// The identity the agent must end up with (refuses anything else); without it,
+    /// the installed certificate's, or the pod's (namespace and service account of
+    /// `bootstrap`).
     pub expected_identity: Option<ca::SpiffeId>,
     /// Where `/ready` and `/status` are served.
     pub status_address: SocketAddr,
@@ -224,6 +229,17 @@ pub fn next_attempt(current: Option<&Validity>, now: SystemTime, failures: u32) 
 /// Runs the agent until the process is stopped.
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let status = Arc::new(Mutex::new(Status::default()));
+    let (served, _) = tokio::sync::watch::channel(sds::Served::default());
+    if let Some((chain, key, _)) = files::read(&cfg.cert_dir) {
+        served.send_modify(|s| *s = s.next(&chain, &key));
+    }
+    if !cfg.grpc {
+        let socket = sds::socket(&cfg.cert_dir);
+        crate::identity::ca_store::private_dir(&cfg.cert_dir)?;
+        let listener = sds::bind(&socket)?;
+        tokio::spawn(sds::serve(listener, served.subscribe()));
+        tracing::info!(socket = %socket.display(), "serving the workload certificate over SDS");
+    }
     let listener = tokio::net::TcpListener::bind(cfg.status_address)
         .await
         .with_context(|| format!("binding the status address {}", cfg.status_address))?;
@@ -276,7 +292,8 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         }
         tokio::time::sleep(wait).await;
         match renew(&cfg, current.as_ref(), valid.as_ref()).await {
-            Ok(issued) => {
+            Ok((issued, key_pem)) => {
+                served.send_modify(|s| *s = s.next(&issued.cert_chain_pem, &key_pem));
                 failures = 0;
                 let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
                 s.last_renewal = Some(secs(SystemTime::now()));
@@ -329,13 +346,39 @@ fn write_bootstrap(
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
-/// One renewal: authenticate with the current certificate while it is valid, else with
-/// the token; check what came back; install it.
+/// The identity to ask for: the one the agent was told, else the installed
+/// certificate's, else the pod's.
+fn identity_to_request(
+    cfg: &AgentConfig,
+    valid: Option<&Validity>,
+) -> anyhow::Result<ca::SpiffeId> {
+    if let Some(id) = cfg
+        .expected_identity
+        .clone()
+        .or_else(|| valid.and_then(|v| v.identity.clone()))
+    {
+        return Ok(id);
+    }
+    let (_, params) = cfg.bootstrap.as_ref().context(
+        "the agent does not know which identity to ask for: pass --identity NAMESPACE/SERVICE_ACCOUNT",
+    )?;
+    ca::SpiffeId::new(
+        &cfg.trust_domain,
+        &params.namespace,
+        &params.service_account,
+    )
+    .context("the pod's namespace and service account")
+}
+
+/// One renewal: a new key made here, and a request for it authenticated with the token
+/// (in a cluster) or the current certificate while it is valid; what comes back is
+/// checked (the identity, and that it certifies this key) and installed with the key.
+/// Returns what was issued and the new key.
 async fn renew(
     cfg: &AgentConfig,
     current: Option<&(String, String, String)>,
     valid: Option<&Validity>,
-) -> anyhow::Result<crate::identity::issuer::Issued> {
+) -> anyhow::Result<(crate::identity::issuer::Issued, String)> {
     let bundle = match (current, &cfg.trust_bundle, &cfg.trust_bundle_pem) {
         (Some((_, _, b)), _, _) => b.clone(),
         (None, Some(path), _) => std::fs::read_to_string(path)
@@ -351,25 +394,23 @@ async fn renew(
             .duration_since(SystemTime::now())
             .is_ok_and(|left| left > EXPIRY_MARGIN)
     });
+    let want = identity_to_request(cfg, valid)?;
+    let made = ca::csr::KeyAndRequest::generate(&want).context("making a key")?;
     let mut errors = Vec::new();
     let mut issued = None;
     // With a token (in a cluster) the token first: the control plane requires it there.
     if let Some(path) = &cfg.token_file {
         let token = std::fs::read_to_string(path)
             .with_context(|| format!("reading the token {}", path.display()))?;
-        match client::request(&cfg.endpoint, &bundle, client::Credential::Token(&token)).await {
+        let credential = client::Credential::Token(&token);
+        match client::request(&cfg.endpoint, &bundle, credential, &made.csr_pem).await {
             Ok(i) => issued = Some(i),
             Err(e) => errors.push(format!("with the token: {e:#}")),
         }
     }
     if let (None, true, Some((chain, key, _))) = (&issued, usable, current) {
-        match client::request(
-            &cfg.endpoint,
-            &bundle,
-            client::Credential::Certificate { chain, key },
-        )
-        .await
-        {
+        let credential = client::Credential::Certificate { chain, key };
+        match client::request(&cfg.endpoint, &bundle, credential, &made.csr_pem).await {
             Ok(i) => issued = Some(i),
             Err(e) => errors.push(format!("with the current certificate: {e:#}")),
         }
@@ -384,26 +425,22 @@ async fn renew(
         anyhow::bail!("{}", errors.join("; "));
     };
     let got = validity(&issued.cert_chain_pem).context("the issued certificate does not parse")?;
-    let want = cfg
-        .expected_identity
-        .clone()
-        .or_else(|| valid.and_then(|v| v.identity.clone()));
-    if let Some(want) = want {
-        anyhow::ensure!(
-            got.identity.as_ref() == Some(&want),
-            "the control plane issued {:?}, not {want}; not installed",
-            got.identity.map(|i| i.to_string())
-        );
-    }
+    anyhow::ensure!(
+        got.identity.as_ref() == Some(&want),
+        "the control plane issued {:?}, not {want}; not installed",
+        got.identity.map(|i| i.to_string())
+    );
+    ca::key_belongs_to(&issued.cert_chain_pem, &made.key_pem)
+        .context("the issued certificate is not for the key made here; not installed")?;
     files::install(
         &cfg.cert_dir,
         &files::Credentials {
             chain_pem: &issued.cert_chain_pem,
-            key_pem: &issued.private_key_pem,
+            key_pem: &made.key_pem,
             bundle_pem: &issued.trust_bundle_pem,
         },
     )?;
-    Ok(issued)
+    Ok((issued, made.key_pem))
 }
 
 async fn serve_status(

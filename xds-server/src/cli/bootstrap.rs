@@ -145,6 +145,11 @@ pub fn bootstrap(p: &BootstrapParams) -> Value {
     });
     if let Some(tls) = &p.tls {
         use crate::agent::files;
+        // The workload certificate for mesh mTLS: from the agent's SDS server on a Unix
+        // socket in the credential directory (the key never leaves the pod).
+        if let Some(clusters) = b["static_resources"]["clusters"].as_array_mut() {
+            clusters.push(agent_sds_cluster(&files::path(&tls.dir, files::SDS_SOCKET)));
+        }
         b["static_resources"]["clusters"][0]["transport_socket"] = json!({
             "name": "envoy.transport_sockets.tls",
             "typed_config": {
@@ -169,6 +174,28 @@ pub fn bootstrap(p: &BootstrapParams) -> Value {
         });
     }
     b
+}
+
+/// The static cluster for the agent's SDS server at `socket`.
+fn agent_sds_cluster(socket: &std::path::Path) -> Value {
+    let name = translator::tls::AGENT_SDS_CLUSTER;
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}
+            }
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                "pipe": {"path": socket.display().to_string()}
+            }}}]}]
+        }
+    })
 }
 
 /// How often a gRPC app re-reads its certificate files (the agent renews at half-life;
@@ -274,6 +301,34 @@ mod tests {
             bootstrap(&params())["static_resources"]["clusters"][0]["type"],
             "STATIC"
         );
+    }
+
+    #[test]
+    fn with_credentials_the_workload_certificate_comes_from_the_agent() {
+        let tls = BootstrapTls {
+            dir: "/creds".into(),
+            cert_file: "/creds/xds-client.crt".into(),
+            key_file: "/creds/xds-client.key".into(),
+            ca_file: "/creds/xds-ca.crt".into(),
+            server_id: "spiffe://cluster.local/ns/rudder-system/sa/rudder".into(),
+        };
+        let b = bootstrap(&BootstrapParams {
+            tls: Some(tls),
+            ..params()
+        });
+        let clusters = b["static_resources"]["clusters"]
+            .as_array()
+            .expect("clusters");
+        let sds = clusters
+            .iter()
+            .find(|c| c["name"] == translator::tls::AGENT_SDS_CLUSTER)
+            .expect("the agent's SDS cluster");
+        assert_eq!(
+            sds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["pipe"]
+                ["path"],
+            "/creds/sds.sock"
+        );
+        assert!(bootstrap(&params())["static_resources"]["clusters"][1].is_null());
     }
 
     #[test]

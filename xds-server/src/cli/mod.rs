@@ -457,7 +457,7 @@ pub struct SecurityArgs {
     /// Serve xDS in plain text, without authentication, on a loopback address only.
     /// DANGEROUS: any local process may then claim any identity (any namespace and
     /// service account, the control plane's own excepted) and is sent that identity's
-    /// certificate and private key, and may read every proxy's config over CSDS.
+    /// config, and may read every proxy's config over CSDS.
     #[arg(long)]
     pub insecure_xds: bool,
 }

@@ -1,9 +1,10 @@
 //! The certificate endpoint (`run --ca-address`): HTTPS with the control plane's serving
 //! certificate, where the proxy agent obtains and renews the workload certificate that
-//! is also its proxy's xDS client certificate. A client certificate is optional here
-//! (a first request may authenticate with a ServiceAccount token), unlike on the xDS
-//! port. The connection limits and handshake timeout of the xDS port apply. The rules
-//! live in [`super::issuer`].
+//! is also its proxy's xDS client certificate. The agent sends a certificate request for
+//! a key it made; the answer holds only the certificate. A client certificate is optional
+//! here (a first request may authenticate with a ServiceAccount token), unlike on the
+//! xDS port. The connection limits and handshake timeout of the xDS port apply. The
+//! rules live in [`super::issuer`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use hyper::{Request, Response};
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 
 use super::certs::CertManager;
-use super::issuer::{self, Decision, Issued, Refusal, TOKEN_AUDIENCE};
+use super::issuer::{self, Decision, Issued, Refusal, Reviewed, TOKEN_AUDIENCE};
 use crate::observability::metrics::Metrics;
 use crate::server::Stop;
 use crate::xds::listener::{ConnInfo, ConnLimits, TlsSetup};
@@ -24,6 +25,13 @@ use crate::xds::listener::{ConnInfo, ConnLimits, TlsSetup};
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head, in bytes.
 const MAX_HEAD_BYTES: usize = 16 << 10;
+/// How long a client may take to send its request body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Who may be issued a certificate now: the (pod name, service account) of every pod in
+/// a namespace, from the model (cluster mode: the watched Pods; manifest mode: the
+/// manifests' Pods).
+pub type PodsIn = Box<dyn Fn(&str) -> Vec<(String, String)> + Send + Sync>;
 
 /// What the endpoint needs.
 pub struct CaService {
@@ -39,6 +47,8 @@ pub struct CaService {
     pub metrics: Arc<Metrics>,
     /// TokenReviews in flight at once (anonymous callers must not flood the API server).
     pub reviews: tokio::sync::Semaphore,
+    /// The pods of a namespace, for the liveness check.
+    pub pods_in: PodsIn,
 }
 
 /// TokenReviews in flight at once; more callers are told to retry.
@@ -73,7 +83,7 @@ impl CaService {
         json(r.status, &serde_json::json!({"error": r.message}))
     }
 
-    async fn review(&self, token: String) -> Result<ca::SpiffeId, Refusal> {
+    async fn review(&self, token: String) -> Result<Reviewed, Refusal> {
         let Some(client) = &self.kube else {
             return Err(Refusal {
                 status: 401,
@@ -142,15 +152,39 @@ impl CaService {
             &self.trust_domain,
             self.kube.is_some(),
         );
-        let id = match decision {
-            Decision::Issue(id) => id,
+        if let Decision::Refuse(r) = &decision {
+            return self.refused(info, r);
+        }
+        // The body before any TokenReview: a malformed request costs the API server nothing.
+        let request = match read_body(req.into_body()).await {
+            Ok(body) => issuer::parse_request(&body),
+            Err(r) => Err(r),
+        };
+        let request = match request {
+            Ok(r) => r,
+            Err(r) => return self.refused(info, &r),
+        };
+        let reviewed = match decision {
+            Decision::Issue(id) => Reviewed { id, pod: None },
             Decision::Review(token) => match self.review(token).await {
-                Ok(id) => id,
+                Ok(r) => r,
                 Err(r) => return self.refused(info, &r),
             },
             Decision::Refuse(r) => return self.refused(info, &r),
         };
-        let cert = match self.certs.issue(&id, &[], self.lifetime) {
+        let id = reviewed.id;
+        let pods = (self.pods_in)(&id.namespace);
+        let alive = issuer::live(
+            &id,
+            reviewed.pod.as_deref(),
+            pods.iter().map(|(p, sa)| (p.as_str(), sa.as_str())),
+        );
+        let checked = alive.and_then(|()| issuer::check_request(&request, &id));
+        let checked = match checked {
+            Ok(c) => c,
+            Err(r) => return self.refused(info, &r),
+        };
+        let cert = match self.certs.sign_request(&checked, &id, self.lifetime) {
             Ok(c) => c,
             Err(e) => {
                 let r = Refusal {
@@ -167,17 +201,38 @@ impl CaService {
             .map(|d| d.as_secs())
             .unwrap_or_default();
         self.metrics.cert_request("issued");
-        tracing::info!(identity = %id, peer = ?info.remote, renewal = info.identity.is_some(), not_after, "issued a certificate to an agent");
+        tracing::info!(identity = %id, peer = ?info.remote, renewal = info.identity.is_some(), not_after, "signed a certificate request from an agent");
         json(
             200,
             &Issued {
                 spiffe_id: id.to_string(),
-                cert_chain_pem: cert.cert_chain_pem.clone(),
-                private_key_pem: cert.private_key_pem().to_string(),
+                cert_chain_pem: cert.cert_chain_pem,
                 trust_bundle_pem: self.certs.bundle_pem(),
                 not_after,
             },
         )
+    }
+}
+
+/// The request body, bounded in size and time.
+async fn read_body(body: hyper::body::Incoming) -> Result<Bytes, Refusal> {
+    use http_body_util::BodyExt;
+    let limited = http_body_util::Limited::new(body, issuer::MAX_BODY_BYTES);
+    match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(_)) => Err(Refusal {
+            status: 413,
+            reason: "body_too_large",
+            message: format!(
+                "the request body is over {} bytes or unreadable",
+                issuer::MAX_BODY_BYTES
+            ),
+        }),
+        Err(_) => Err(Refusal {
+            status: 408,
+            reason: "body_timeout",
+            message: format!("the request body took over {BODY_TIMEOUT:?}"),
+        }),
     }
 }
 

@@ -42,6 +42,13 @@ pub fn from_dir(dir: &Path, trust_domain: &str) -> anyhow::Result<Authority> {
         chain_pem: read_optional(&dir.join("ca-chain.crt"))?,
     };
     let previous = read_optional(&dir.join(PREVIOUS_ROOTS))?;
+    for why in Authority::denied_roots(&previous) {
+        tracing::error!(
+            file = %dir.join(PREVIOUS_ROOTS).display(),
+            why,
+            "a kept root uses a published key and is no longer trusted; certificates it signed stop working until renewed: run `xds-server ca end-overlap`"
+        );
+    }
     tracing::info!(dir = %dir.display(), rotation_overlap = !previous.is_empty(), "using the existing CA");
     let hint = if dir.join("ca.crt.new").exists() {
         " (a rotation was interrupted: ca.crt.new holds the certificate of the new key; move it to ca.crt)"
@@ -238,7 +245,23 @@ pub fn from_files(
         key_pem: read_private(key)?,
         chain_pem: chain.map(read).transpose()?.unwrap_or_default(),
     };
-    Authority::from_files(trust_domain, &files).context("loading the supplied CA")
+    let ca = Authority::from_files(trust_domain, &files).context("loading the supplied CA")?;
+    warn_if_shared_root(&files);
+    Ok(ca)
+}
+
+/// A supplied intermediate chains to a root that may sign other meshes too. The xDS
+/// port and the certificate endpoint accept only this intermediate's leaves, but
+/// sidecars validate mesh mTLS against the whole root (Envoy has no partial-chain
+/// anchor), so a workload certificate from another mesh under the same root, with a
+/// SPIFFE ID in this trust domain, is accepted by them. Said once at start.
+fn warn_if_shared_root(files: &CaFiles) {
+    if files.chain_pem.trim().is_empty() {
+        return;
+    }
+    tracing::warn!(
+        "the supplied CA is an intermediate: sidecars trust every certificate under its root, so another mesh under the same root using the same trust domain could pose as this mesh's workloads; use a root (or an intermediate path) dedicated to this mesh, or a distinct --trust-domain per mesh"
+    );
 }
 
 fn from_secret(secret: &Secret, trust_domain: &str) -> anyhow::Result<Authority> {
@@ -257,7 +280,10 @@ fn from_secret(secret: &Secret, trust_domain: &str) -> anyhow::Result<Authority>
         key_pem: get("ca.key")?,
         chain_pem: get("ca-chain.crt").unwrap_or_default(),
     };
-    Authority::from_files(trust_domain, &files).context("loading the CA from Secret rudder-ca")
+    let ca = Authority::from_files(trust_domain, &files)
+        .context("loading the CA from Secret rudder-ca")?;
+    warn_if_shared_root(&files);
+    Ok(ca)
 }
 
 /// Loads the CA from Secret `rudder-ca` in `namespace`, creating it on first start. When

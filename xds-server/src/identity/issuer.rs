@@ -1,7 +1,10 @@
 //! The certificate endpoint's rules, without sockets: who a caller is (a verified client
 //! certificate being renewed, or a Kubernetes ServiceAccount token checked with a
-//! TokenReview), which identities may be issued at all, and the JSON exchanged with the
-//! proxy agent. [`super::ca_service`] is the HTTPS shell around it.
+//! TokenReview), which identities may be issued at all (never the control plane's, and
+//! only one with a pod in the model), what the caller's certificate request must ask for,
+//! and the JSON exchanged with the proxy agent. The agent sends a PKCS#10 request for a
+//! key it made itself and gets back only a certificate. [`super::ca_service`] is the
+//! HTTPS shell around it.
 
 use ca::SpiffeId;
 use k8s_openapi::api::authentication::v1::TokenReviewStatus;
@@ -15,21 +18,109 @@ pub const PATH: &str = "/v1/certificate";
 pub const TOKEN_AUDIENCE: &str = "rudder";
 /// Longest `Authorization` header accepted, in bytes (projected tokens are ~1 KiB).
 pub const MAX_AUTH_BYTES: usize = 8 << 10;
+/// Largest request body accepted, in bytes (a P-256 request is under 1 KiB).
+pub const MAX_BODY_BYTES: usize = 16 << 10;
+/// The TokenReview `extra` key naming the pod a bound ServiceAccount token belongs to.
+pub const POD_NAME_EXTRA: &str = "authentication.kubernetes.io/pod-name";
 
-/// What the endpoint answers: a fresh certificate for the caller's identity, its key,
-/// and the trust bundle.
+/// What the agent sends: a certificate request for a key it made itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertRequest {
+    /// PKCS#10, PEM, naming the caller's SPIFFE ID as its only name.
+    pub csr: String,
+}
+
+/// What the endpoint answers: a certificate for the caller's own key, and the trust
+/// bundle. Never a private key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Issued {
     /// `spiffe://TRUST_DOMAIN/ns/NS/sa/SA`.
     pub spiffe_id: String,
     /// The certificate chain (leaf first), PEM.
     pub cert_chain_pem: String,
-    /// Its private key, PEM.
-    pub private_key_pem: String,
     /// Every root the mesh trusts now, PEM.
     pub trust_bundle_pem: String,
     /// Expiry, seconds since the Unix epoch.
     pub not_after: u64,
+}
+
+/// Reads the request body: JSON with the certificate request.
+pub fn parse_request(body: &[u8]) -> Result<CertRequest, Refusal> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(refuse(
+            413,
+            "body_too_large",
+            format!("the request body is over {MAX_BODY_BYTES} bytes"),
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        refuse(
+            400,
+            "bad_request",
+            format!(
+                "the body must be JSON {{\"csr\": PEM}} with a PKCS#10 request for a key you made: {}",
+                crds::text::clip(&e.to_string(), 200)
+            ),
+        )
+    })
+}
+
+/// Checks the certificate request against the identity the caller proved.
+pub fn check_request(
+    request: &CertRequest,
+    id: &SpiffeId,
+) -> Result<ca::csr::CheckedRequest, Refusal> {
+    ca::csr::check(&request.csr, id).map_err(|e| {
+        let (status, reason) = match e {
+            ca::csr::CsrError::Identity { .. } | ca::csr::CsrError::AsksForCa => {
+                (403, "csr_identity")
+            }
+            _ => (400, "bad_csr"),
+        };
+        refuse(status, reason, e.to_string())
+    })
+}
+
+/// Who a TokenReview vouched for: the identity, and the pod a bound token belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reviewed {
+    /// The ServiceAccount's SPIFFE ID.
+    pub id: SpiffeId,
+    /// The pod the token is bound to, if the API server says.
+    pub pod: Option<String>,
+}
+
+/// Liveness: a certificate is issued only for an identity that runs somewhere. `pods`
+/// are the (name, service account) of the pods in the identity's namespace; with a
+/// token bound to a pod, that pod must be one of them and run as the identity.
+pub fn live<'a>(
+    id: &SpiffeId,
+    bound_pod: Option<&str>,
+    mut pods: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<(), Refusal> {
+    let found = match bound_pod {
+        Some(name) => pods.any(|(p, sa)| p == name && sa == id.service_account),
+        None => pods.any(|(_, sa)| sa == id.service_account),
+    };
+    if found {
+        return Ok(());
+    }
+    Err(refuse(
+        403,
+        "no_live_pod",
+        match bound_pod {
+            Some(name) => format!(
+                "pod {}/{} running as service account {} is not known (deleted, or not yet seen)",
+                id.namespace,
+                crds::text::clip(name, 253),
+                id.service_account
+            ),
+            None => format!(
+                "no pod runs as service account {}/{}: certificates are issued only to identities with a pod",
+                id.namespace, id.service_account
+            ),
+        },
+    ))
 }
 
 /// A refusal: HTTP status, a metric label and a message for the caller and the log.
@@ -152,7 +243,7 @@ pub fn may_issue(id: &SpiffeId, trust_domain: &str) -> Result<(), Refusal> {
 pub fn identity_from_review(
     status: Option<&TokenReviewStatus>,
     trust_domain: &str,
-) -> Result<SpiffeId, Refusal> {
+) -> Result<Reviewed, Refusal> {
     let Some(s) = status.filter(|s| s.authenticated == Some(true)) else {
         let why = status
             .and_then(|s| s.error.as_deref())
@@ -192,7 +283,14 @@ pub fn identity_from_review(
     let id = SpiffeId::new(trust_domain, ns, sa)
         .map_err(|e| refuse(403, "bad_identity", e.to_string()))?;
     may_issue(&id, trust_domain)?;
-    Ok(id)
+    let pod = s
+        .user
+        .as_ref()
+        .and_then(|u| u.extra.as_ref())
+        .and_then(|x| x.get(POD_NAME_EXTRA))
+        .and_then(|v| v.first())
+        .cloned();
+    Ok(Reviewed { id, pod })
 }
 
 #[cfg(test)]
@@ -312,7 +410,22 @@ mod tests {
         let ok = status(true, &["rudder"], "system:serviceaccount:shop:cart");
         assert_eq!(
             identity_from_review(Some(&ok), "cluster.local"),
-            Ok(id("shop", "cart"))
+            Ok(Reviewed {
+                id: id("shop", "cart"),
+                pod: None
+            })
+        );
+        let mut bound = ok.clone();
+        if let Some(u) = bound.user.as_mut() {
+            u.extra = Some(
+                [(POD_NAME_EXTRA.to_string(), vec!["cart-1".to_string()])]
+                    .into_iter()
+                    .collect(),
+            );
+        }
+        assert_eq!(
+            identity_from_review(Some(&bound), "cluster.local").map(|r| r.pod),
+            Ok(Some("cart-1".into()))
         );
         let why = |s: TokenReviewStatus| {
             identity_from_review(Some(&s), "cluster.local")
@@ -356,6 +469,45 @@ mod tests {
                 .expect_err("no status")
                 .reason,
             "token_rejected"
+        );
+    }
+
+    #[test]
+    fn certificates_go_only_to_identities_with_a_pod() {
+        let me = id("shop", "cart");
+        let pods = [("cart-1", "cart"), ("web-1", "web")];
+        assert!(live(&me, None, pods.iter().copied()).is_ok());
+        assert!(live(&me, Some("cart-1"), pods.iter().copied()).is_ok());
+        // The pod the token is bound to is gone, or runs as another account.
+        let r = live(&me, Some("cart-2"), pods.iter().copied()).expect_err("gone");
+        assert_eq!((r.status, r.reason), (403, "no_live_pod"));
+        assert!(r.message.contains("shop/cart-2"), "{}", r.message);
+        assert!(live(&me, Some("web-1"), pods.iter().copied()).is_err());
+        // No pod of the account at all.
+        let r = live(&id("shop", "ghost"), None, pods.iter().copied()).expect_err("none");
+        assert!(r.message.contains("shop/ghost"), "{}", r.message);
+    }
+
+    #[test]
+    fn the_body_is_a_request_for_exactly_the_callers_identity() {
+        let me = id("shop", "cart");
+        let made = ca::csr::KeyAndRequest::generate(&me).expect("request");
+        let body = serde_json::to_vec(&CertRequest {
+            csr: made.csr_pem.clone(),
+        })
+        .expect("json");
+        let request = parse_request(&body).expect("parses");
+        assert!(check_request(&request, &me).is_ok());
+        let r = check_request(&request, &id("shop", "admin")).expect_err("not mine");
+        assert_eq!((r.status, r.reason), (403, "csr_identity"));
+        let r = parse_request(b"{}").expect_err("no csr");
+        assert_eq!((r.status, r.reason), (400, "bad_request"));
+        let r = parse_request(&vec![b' '; MAX_BODY_BYTES + 1]).expect_err("large");
+        assert_eq!(r.status, 413);
+        let junk = CertRequest { csr: "x".into() };
+        assert_eq!(
+            check_request(&junk, &me).expect_err("junk").reason,
+            "bad_csr"
         );
     }
 }

@@ -101,12 +101,14 @@ pub struct OwnVersion {
     pub version: u64,
     /// Listeners and inbound clusters.
     pub own: Arc<Own>,
-    /// Its certificate and trust bundle (SDS), by name.
+    /// The trust bundle (SDS), by name.
     pub secrets: TypeMap,
     /// The view it belongs to.
     pub view: Option<ViewKey>,
     /// When the source change behind this version was seen.
     pub changed_at: Option<Instant>,
+    /// Set when the proxy must not be served any more (why): its streams end.
+    pub ended: Option<Arc<str>>,
 }
 
 impl OwnVersion {

@@ -382,6 +382,15 @@ fn admit(identity: &ProxyIdentity, peer: &Peer, store: &Store) -> Result<(), Sta
             "the pod runs as another service account",
         ));
     }
+    if !store.live(&identity.namespace, &identity.service_account) {
+        return Err(refuse(
+            format!(
+                "no pod runs as service account {}/{}: proxies are served only for identities with a pod",
+                identity.namespace, identity.service_account
+            ),
+            "no pod of the identity",
+        ));
+    }
     Ok(())
 }
 
@@ -419,16 +428,7 @@ async fn drive<M: Machine>(
     admit(&identity, &peer, &obs.store)?;
     let node = identity.node_id.clone();
     let scope = peer.scope(&identity);
-    let secret_id = match &peer {
-        Peer::Verified(_, cert) => cert.clone(),
-        Peer::Unverified => ca::SpiffeId::new(
-            &obs.store.mesh().trust_domain,
-            &identity.namespace,
-            &identity.service_account,
-        )
-        .ok(),
-    };
-    let mut attachment = obs.store.attach(&scope, secret_id, &identity);
+    let mut attachment = obs.store.attach(&scope, &identity);
     tracing::info!(node = %node, identity = %scope, stream = M::STREAM, "proxy connected");
     let desired = attachment.desired();
     let machine = Arc::new(Shared(Mutex::new(M::new(
@@ -485,6 +485,10 @@ async fn drive<M: Machine>(
                     break;
                 }
                 let own = attachment.own.borrow_and_update().clone();
+                if let Some(why) = &own.ended {
+                    tracing::info!(node = %node, stream = M::STREAM, reason = %why, "ending the stream");
+                    return Err(Status::permission_denied(why.to_string()));
+                }
                 if let Some(since) = own.changed_at {
                     pending_since.get_or_insert(since);
                 }

@@ -18,9 +18,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use ca::SpiffeId;
 use tokio::sync::{Notify, watch};
 use translator::encoded::TypeMap;
 use translator::identity::ProxyIdentity;
@@ -43,6 +42,9 @@ pub struct StoreConfig {
     pub max_delay: Duration,
     /// Benchmark baseline: streams resend every resource of a type on any change.
     pub full_resend: bool,
+    /// Cluster mode: a proxy is served only while a pod of its service account exists
+    /// (its streams end when the last one goes).
+    pub require_live_pod: bool,
 }
 
 impl Default for StoreConfig {
@@ -51,6 +53,7 @@ impl Default for StoreConfig {
             debounce: Duration::from_millis(100),
             max_delay: Duration::from_secs(1),
             full_resend: false,
+            require_live_pod: false,
         }
     }
 }
@@ -71,8 +74,6 @@ struct ViewSlot {
 struct ProxySlot {
     tx: watch::Sender<Arc<OwnVersion>>,
     streams: usize,
-    /// Whose secrets it is sent.
-    secret_id: Option<SpiffeId>,
 }
 
 struct Inner {
@@ -82,7 +83,6 @@ struct Inner {
     generation: u64,
     built: u64,
     changed_at: Option<Instant>,
-    renew_due: bool,
     views: HashMap<ViewKey, ViewSlot>,
     proxies: HashMap<ProxyKey, ProxySlot>,
     /// The certificate identities each proxy identity is registered under.
@@ -178,7 +178,6 @@ impl Store {
                 generation: 0,
                 built: 0,
                 changed_at: None,
-                renew_due: false,
                 views: HashMap::new(),
                 proxies: HashMap::new(),
                 scopes: HashMap::new(),
@@ -245,32 +244,31 @@ impl Store {
         self.changed.notify_one();
     }
 
-    fn secrets(&self, id: Option<&SpiffeId>) -> TypeMap {
-        let (Some(certs), Some(id)) = (&self.certs, id) else {
-            return TypeMap::new();
-        };
-        match certs.secrets_for(id, SystemTime::now()) {
-            Ok(secrets) => secrets.into_iter().map(|s| (s.name.clone(), s)).collect(),
-            Err(e) => {
-                tracing::error!(identity = %id, error = %e, "no certificate for this identity");
-                TypeMap::new()
-            }
-        }
+    /// The secrets every proxy is sent over ADS: the trust bundle only. Workload
+    /// certificates and their keys come from the proxy's own agent, never from here.
+    fn secrets(&self) -> TypeMap {
+        self.certs
+            .iter()
+            .map(|c| c.root_secret())
+            .map(|s| (s.name.clone(), s))
+            .collect()
+    }
+
+    /// Whether a proxy of `namespace`/`service_account` may be served: always in
+    /// manifest mode; in cluster mode only while a pod runs as that service account.
+    pub fn live(&self, namespace: &str, service_account: &str) -> bool {
+        !self.config.require_live_pod
+            || self.read(|m| {
+                m.pods_in(namespace)
+                    .any(|p| p.service_account == service_account)
+            })
     }
 
     /// Registers a stream of a proxy: `scope` is its certificate's identity (the key it
-    /// shares state by), `secret_id` the identity whose secrets it is sent.
-    pub fn attach(
-        self: &Arc<Self>,
-        scope: &str,
-        secret_id: Option<SpiffeId>,
-        identity: &ProxyIdentity,
-    ) -> Attachment {
+    /// shares state by).
+    pub fn attach(self: &Arc<Self>, scope: &str, identity: &ProxyIdentity) -> Attachment {
         let key: ProxyKey = (scope.to_string(), identity.clone());
-        let secrets = {
-            let inner = self.lock();
-            (!inner.proxies.contains_key(&key)).then(|| self.secrets(secret_id.as_ref()))
-        };
+        let secrets = self.secrets();
         let mut inner = self.lock();
         let Inner {
             model,
@@ -289,13 +287,13 @@ impl Store {
                 tx: watch::channel(Arc::new(OwnVersion {
                     version: 1,
                     own,
-                    secrets: secrets.unwrap_or_default(),
+                    secrets,
                     view: Some(view),
                     changed_at: None,
+                    ended: None,
                 }))
                 .0,
                 streams: 0,
-                secret_id,
             }
         });
         slot.streams += 1;
@@ -458,9 +456,11 @@ impl Store {
             views,
             proxies,
             scopes,
-            renew_due,
             ..
         } = &mut *inner;
+        let pods_changed = changes
+            .iter()
+            .any(|k| k.kind == translator::model::Kind::Pod);
         containment.retain(|k| model.rev(k));
         let excluded = containment.excluded();
         let out = builder.update(model, &changes, &excluded);
@@ -492,59 +492,39 @@ impl Store {
                 slot.tx.send_replace(Arc::new(next));
             }
         }
-        let renew = std::mem::take(renew_due);
         let updates: HashMap<&ProxyIdentity, (&Arc<translator::incremental::Own>, &ViewKey)> = out
             .proxies
             .iter()
             .map(|(id, own, view)| (id, (own, view)))
             .collect();
-        // Only the proxies that changed, unless certificates are due (then every one).
-        let keys: Vec<ProxyKey> = if renew {
-            proxies.keys().cloned().collect()
-        } else {
-            updates
-                .keys()
-                .flat_map(|id| {
-                    scopes
-                        .get(*id)
-                        .into_iter()
-                        .flatten()
-                        .map(|s| (s.clone(), (*id).clone()))
-                })
-                .collect()
-        };
+        let keys = updates.keys().flat_map(|id| {
+            scopes
+                .get(*id)
+                .into_iter()
+                .flatten()
+                .map(|s| (s.clone(), (*id).clone()))
+        });
         for key in keys {
             let Some(slot) = proxies.get(&key) else {
                 continue;
             };
             let (scope, identity) = &key;
-            let update = updates.get(identity).map(|(own, view)| ((), *own, *view));
-            let current = slot.tx.borrow().clone();
-            let secrets = if renew {
-                self.secrets(slot.secret_id.as_ref())
-            } else {
-                current.secrets.clone()
-            };
-            let secrets_changed = renew
-                && (secrets.len() != current.secrets.len()
-                    || secrets
-                        .iter()
-                        .any(|(n, s)| current.secrets.get(n).is_none_or(|c| !Arc::ptr_eq(c, s))));
-            if update.is_none() && !secrets_changed {
+            let Some((own, view)) = updates.get(identity) else {
                 continue;
-            }
-            let (own, view) = match update {
-                Some(((), own, view)) => (own.clone(), Some(view.clone())),
-                None => (current.own.clone(), current.view.clone()),
             };
+            let current = slot.tx.borrow().clone();
             tracing::debug!(identity = %scope, node = %identity.node_id, "proxy resources changed");
             slot.tx.send_replace(Arc::new(OwnVersion {
                 version: current.version + 1,
-                own,
-                secrets,
-                view,
+                own: (*own).clone(),
+                secrets: current.secrets.clone(),
+                view: Some((*view).clone()),
                 changed_at,
+                ended: None,
             }));
+        }
+        if self.config.require_live_pod && pods_changed {
+            end_orphans(model, proxies);
         }
         report.views = views.len();
         report.proxies = proxies.len();
@@ -556,22 +536,6 @@ impl Store {
         report.took = started.elapsed();
         report.since_change = changed_at.map(|t| t.elapsed());
         report
-    }
-
-    /// Runs forever: wakes the pusher when a certificate is due for renewal.
-    pub async fn run_renewer(self: Arc<Self>) {
-        loop {
-            let next = self.certs.as_ref().and_then(|c| c.next_renewal());
-            let wait = next
-                .and_then(|t| t.duration_since(SystemTime::now()).ok())
-                .unwrap_or(Duration::from_secs(1))
-                .clamp(Duration::from_millis(200), Duration::from_secs(5));
-            tokio::time::sleep(wait).await;
-            if next.is_some_and(|t| t <= SystemTime::now()) {
-                self.lock().renew_due = true;
-                self.touch();
-            }
-        }
     }
 
     /// Runs forever: batches model changes and rebuilds.
@@ -598,6 +562,40 @@ impl Store {
                 "built"
             );
         }
+    }
+}
+
+/// Ends the streams of proxies whose service account has no pod left (cluster mode): a
+/// certificate outlives the workload it was issued to by up to its lifetime, and must
+/// not keep a config stream open for that long.
+fn end_orphans(model: &Model, proxies: &HashMap<ProxyKey, ProxySlot>) {
+    let live: std::collections::HashSet<(&str, &str)> = model
+        .pods()
+        .map(|p| (p.namespace.as_str(), p.service_account.as_str()))
+        .collect();
+    for ((scope, identity), slot) in proxies {
+        let alive = live.contains(&(
+            identity.namespace.as_str(),
+            identity.service_account.as_str(),
+        ));
+        if alive || slot.tx.borrow().ended.is_some() {
+            continue;
+        }
+        let reason = format!(
+            "no pod runs as service account {}/{} any more",
+            identity.namespace, identity.service_account
+        );
+        tracing::info!(identity = %scope, node = %identity.node_id, %reason, "ending the proxy's streams");
+        slot.tx.send_modify(|v| {
+            *v = Arc::new(OwnVersion {
+                version: v.version + 1,
+                own: v.own.clone(),
+                secrets: v.secrets.clone(),
+                view: v.view.clone(),
+                changed_at: v.changed_at,
+                ended: Some(reason.clone().into()),
+            })
+        });
     }
 }
 

@@ -263,11 +263,19 @@ pub(crate) async fn start_server(cache: Arc<Store>) -> anyhow::Result<std::net::
 /// A store fed by watchers of `fake` (holding the status Lease), serving ADS, synced, and
 /// a delta client connected to it.
 pub(crate) async fn serve(fake: &FakeKube) -> anyhow::Result<(Arc<Store>, XdsClient)> {
+    serve_with(fake, StoreConfig::default()).await
+}
+
+/// [`serve`] with store settings (the debounces are made short).
+pub(crate) async fn serve_with(
+    fake: &FakeKube,
+    config: StoreConfig,
+) -> anyhow::Result<(Arc<Store>, XdsClient)> {
     let cache = Store::new(
         StoreConfig {
             debounce: Duration::from_millis(20),
             max_delay: Duration::from_millis(200),
-            ..StoreConfig::default()
+            ..config
         },
         Default::default(),
         None,

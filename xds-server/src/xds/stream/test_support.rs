@@ -53,6 +53,7 @@ pub(crate) fn snap_grpc(resources: &[Arc<Encoded>]) -> Desired {
         secrets: d.own.secrets.clone(),
         view: Some(key),
         changed_at: None,
+        ended: None,
     });
     d
 }
@@ -81,6 +82,7 @@ pub(crate) fn snap(resources: &[Arc<Encoded>]) -> Desired {
             secrets,
             view: Some(view_key()),
             changed_at: None,
+            ended: None,
         }),
     }
 }
@@ -114,6 +116,7 @@ pub(crate) fn advance(current: &Desired, next: Desired) -> (Arc<ViewVersion>, Ar
         secrets: next.own.secrets.clone(),
         view: next.own.view.clone(),
         changed_at: None,
+        ended: None,
     });
     (view, own)
 }
