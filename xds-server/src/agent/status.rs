@@ -1,5 +1,7 @@
 //! The agent's status port: `/ready` and `/status` from the agent's state, and the app's
-//! kubelet probes (moved here by the injector) forwarded to the app on loopback.
+//! kubelet probes (moved here by the injector) forwarded to the app on loopback. Any pod
+//! can reach it, so it runs in the hardened shell ([`crate::net::http_shell`]) with
+//! connection caps per address and in all.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -8,6 +10,12 @@ use bytes::Bytes;
 use http_body_util::Full;
 
 use super::Status;
+use crate::net::fair_queue::QueueLimits;
+use crate::net::http_shell::{self, ShellLimits, ShellRequest, json};
+use crate::server::Stop;
+
+/// Longest a forwarded probe waits for the app.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One app probe the agent forwards.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -67,53 +75,77 @@ async fn probe_app(p: &AppProbe) -> u16 {
             .await?;
         anyhow::Ok(resp.status().as_u16())
     };
-    match tokio::time::timeout(Duration::from_secs(5), go).await {
+    match tokio::time::timeout(PROBE_TIMEOUT, go).await {
         Ok(Ok(code)) if (200..400).contains(&code) => 200,
         Ok(Ok(code)) => code.max(400),
         _ => 503,
     }
 }
 
+/// The status port's bounds. It is plain HTTP on every pod's address, outside
+/// interception and without authentication, so any pod can reach it: connections 128 at
+/// once and 16 per address (about 3 MiB of request heads at most in a 64 Mi agent);
+/// requests 16 at once and 4 per address (a forwarded probe may take 5 s); bodies of 1
+/// KiB (nothing here takes one).
+fn limits() -> ShellLimits {
+    let queue = |total, per_peer| QueueLimits {
+        total,
+        per_peer,
+        queue_per_peer: 16,
+        queue_total: 128,
+        wait: Duration::from_secs(2),
+    };
+    let given = crate::xds::listener::ConnLimits::default();
+    ShellLimits {
+        max_body_bytes: 1 << 10,
+        handler_timeout: PROBE_TIMEOUT + Duration::from_secs(1),
+        ..ShellLimits::new("agent_status", queue(32, 8), queue(16, 4))
+    }
+    .connections(&given, 128, 16)
+}
+
+fn answer(
+    status: &Mutex<Status>,
+    probes: &std::collections::BTreeMap<String, AppProbe>,
+    req: &ShellRequest,
+) -> Result<hyper::Response<Full<Bytes>>, AppProbe> {
+    let path = req.parts.uri.path();
+    if let Some(p) = probes.get(path) {
+        return Err(p.clone());
+    }
+    let s = status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    Ok(match path {
+        "/ready" if s.ready(SystemTime::now()) => json(200, &s),
+        "/ready" => json(503, &s),
+        "/status" => json(200, &s),
+        _ => json(404, &serde_json::json!({"error": "use /ready or /status"})),
+    })
+}
+
+/// Serves `/ready`, `/status` and the forwarded probes on `listener`, in the hardened
+/// shell shared with the control plane's ports.
 pub(crate) async fn serve_status(
     listener: tokio::net::TcpListener,
     status: Arc<Mutex<Status>>,
     probes: Arc<std::collections::BTreeMap<String, AppProbe>>,
 ) {
-    while let Ok((stream, _)) = listener.accept().await {
-        let status = status.clone();
-        let probes = probes.clone();
-        tokio::spawn(async move {
-            let handler = hyper::service::service_fn(move |req: hyper::Request<_>| {
-                let s = status.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                let probe = probes.get(req.uri().path()).cloned();
-                async move {
-                    if let Some(p) = probe {
-                        let code = probe_app(&p).await;
-                        let mut r = hyper::Response::new(Full::new(Bytes::new()));
-                        *r.status_mut() = hyper::StatusCode::from_u16(code)
-                            .unwrap_or(hyper::StatusCode::SERVICE_UNAVAILABLE);
-                        return Ok::<_, std::convert::Infallible>(r);
-                    }
-                    let (code, body) = match req.uri().path() {
-                        "/ready" if s.ready(SystemTime::now()) => (200, serde_json::to_vec(&s)),
-                        "/ready" => (503, serde_json::to_vec(&s)),
-                        "/status" => (200, serde_json::to_vec(&s)),
-                        _ => (404, Ok(b"{\"error\":\"use /ready or /status\"}".to_vec())),
-                    };
-                    let mut r =
-                        hyper::Response::new(Full::new(Bytes::from(body.unwrap_or_default())));
+    let handler = move |req: ShellRequest| {
+        let (status, probes) = (status.clone(), probes.clone());
+        async move {
+            match answer(&status, &probes, &req) {
+                Ok(r) => r,
+                Err(p) => {
+                    let code = probe_app(&p).await;
+                    let mut r = hyper::Response::new(Full::new(Bytes::new()));
                     *r.status_mut() = hyper::StatusCode::from_u16(code)
-                        .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
-                    Ok::<_, std::convert::Infallible>(r)
+                        .unwrap_or(hyper::StatusCode::SERVICE_UNAVAILABLE);
+                    r
                 }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(5))
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), handler)
-                .await;
-        });
-    }
+            }
+        }
+    };
+    let metrics = Arc::new(crate::observability::metrics::Metrics::new());
+    http_shell::serve(listener, None, limits(), metrics, Stop::default(), handler).await;
 }
 
 #[cfg(test)]
