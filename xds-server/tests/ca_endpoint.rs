@@ -77,14 +77,13 @@ async fn start(fake: &FakeKube) -> Endpoint {
         listener,
         tls,
         ConnLimits::default(),
-        Arc::new(CaService {
-            certs: certs.clone(),
-            lifetime: Duration::from_secs(60),
-            trust_domain: "cluster.local".into(),
-            kube: Some(fake.client()),
-            metrics: metrics.clone(),
-            reviews: tokio::sync::Semaphore::new(4),
-        }),
+        Arc::new(CaService::new(
+            certs.clone(),
+            Duration::from_secs(60),
+            "cluster.local".into(),
+            Some(fake.client()),
+            metrics.clone(),
+        )),
         stop.clone(),
     ));
     Endpoint {
@@ -98,11 +97,11 @@ async fn start(fake: &FakeKube) -> Endpoint {
 #[tokio::test]
 async fn a_token_gets_its_service_account_identity_and_renews_only_with_a_token() {
     let fake = FakeKube::new();
-    fake.add_token("tok-cart", "shop", "cart", &["rudder"]);
+    let tok_cart = fake.mint_token("shop", "cart", &["rudder"]);
     let ep = start(&fake).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let token = dir.path().join("token");
-    std::fs::write(&token, "tok-cart\n").expect("token");
+    std::fs::write(&token, format!("{tok_cart}\n")).expect("token");
     let bundle = dir.path().join("bundle.pem");
     std::fs::write(&bundle, &ep.bundle).expect("bundle");
     let certs = dir.path().join("creds");
@@ -161,7 +160,7 @@ async fn a_token_gets_its_service_account_identity_and_renews_only_with_a_token(
     .await
     .expect_err("a certificate alone is refused in cluster mode");
     assert!(format!("{err:#}").contains("401"), "{err:#}");
-    let renewed = request(&ep.addr, &ep.bundle, Credential::Token("tok-cart"))
+    let renewed = request(&ep.addr, &ep.bundle, Credential::Token(&tok_cart))
         .await
         .expect("renewal by token");
     assert_eq!(renewed.spiffe_id, "spiffe://cluster.local/ns/shop/sa/cart");
@@ -179,13 +178,17 @@ async fn a_token_gets_its_service_account_identity_and_renews_only_with_a_token(
 #[tokio::test]
 async fn bad_tokens_and_anonymous_callers_are_refused() {
     let fake = FakeKube::new();
-    fake.add_token("tok-api-audience", "shop", "cart", &["api"]);
-    fake.add_token("tok-control-plane", "rudder-system", "rudder", &["rudder"]);
+    let api_audience = fake.mint_token("shop", "cart", &["api"]);
+    let control_plane = fake.mint_token("rudder-system", "rudder", &["rudder"]);
+    // Shaped right, but the API server never minted it.
+    let forged = testbed::fake_kube::jwt(&serde_json::json!({
+        "aud": ["rudder"], "exp": 4_000_000_000u64, "sub": "system:serviceaccount:shop:cart"}));
     let ep = start(&fake).await;
     for (token, want) in [
-        ("tok-api-audience", "401"),
-        ("nope", "invalid bearer token"),
-        ("tok-control-plane", "not issued here"),
+        (api_audience.as_str(), "401"),
+        ("nope", "not a JWT"),
+        (forged.as_str(), "invalid bearer token"),
+        (control_plane.as_str(), "not issued here"),
     ] {
         let err = request(&ep.addr, &ep.bundle, Credential::Token(token))
             .await
@@ -205,7 +208,7 @@ async fn bad_tokens_and_anonymous_callers_are_refused() {
     let err = request(
         &ep.addr,
         &other.trust_bundle_pem(),
-        Credential::Token("tok-api-audience"),
+        Credential::Token(&api_audience),
     )
     .await
     .expect_err("unknown server");
