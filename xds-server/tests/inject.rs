@@ -133,7 +133,10 @@ fn what_is_skipped_says_why_and_what_is_injected_gets_everything() {
         // An app container as the proxy's UID would bypass interception.
         ("proxy-uid.yaml", "container \"exfil\" runs as UID 1337"),
         // The pod's runAsUser counts for a container without its own.
-        ("proxy-uid-pod-level.yaml", "container \"sidekick\" runs as UID 1337"),
+        (
+            "proxy-uid-pod-level.yaml",
+            "container \"sidekick\" runs as UID 1337",
+        ),
     ] {
         let (out, w) = inject(&load(file));
         assert_eq!(out, load(file), "{file} is unchanged");
