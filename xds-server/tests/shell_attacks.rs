@@ -255,6 +255,17 @@ async fn slow_bodies_and_preface_only_connections_do_not_starve_the_injector() -
     for a in attack {
         a.abort();
     }
+    // The slow senders lost their own requests, counted; the refusals were logged at
+    // most about once a second, not once each.
+    let metrics = testbed::http::get_ok(cp.addr("admin"), "/metrics").await?;
+    assert!(
+        metrics.contains(
+            r#"rudder_http_shell_refusals_total{shell="injector",reason="body_timeout"}"#
+        ),
+        "{metrics}"
+    );
+    let logged = cp.log_text().matches("refused a request").count();
+    assert!(logged <= 20, "{logged} refusal lines in about 12 s");
     Ok(())
 }
 
