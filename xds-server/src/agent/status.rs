@@ -1,6 +1,6 @@
 //! The agent's status port: `/ready` and `/status` from the agent's state, and the app's
 //! kubelet probes (moved here by the injector) forwarded to the app on loopback. Any pod
-//! can reach it, so it runs in the hardened shell ([`crate::net::http_shell`]) with
+//! can reach it, so it runs in the hardened shell (`crate::net::http_shell`) with
 //! connection caps per address and in all.
 
 use std::sync::{Arc, Mutex};

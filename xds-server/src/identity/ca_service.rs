@@ -3,9 +3,9 @@
 //! is also its proxy's xDS client certificate. A client certificate is optional here
 //! (a first request may authenticate with a ServiceAccount token), unlike on the xDS
 //! port. Anyone in the cluster network may call it, so it runs in the shared hardened
-//! shell ([`crate::net::http_shell`]: the body is read under its deadline before any
+//! shell (`crate::net::http_shell`: the body is read under its deadline before any
 //! permit, requests are bounded and fair-queued per address). A token is checked locally
-//! first ([`super::token`]: a JWT for audience `rudder`, valid now, of a ServiceAccount),
+//! first (`super::token`: a JWT for audience `rudder`, valid now, of a ServiceAccount),
 //! a token a TokenReview refused is not reviewed again for a while, and TokenReviews in
 //! flight are bounded and fair-queued per address. The rules live in [`super::issuer`].
 
@@ -135,7 +135,7 @@ impl CaService {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or_default();
-        token::precheck(&token, &self.trust_domain, now)?;
+        let claims = token::precheck(&token, &self.trust_domain, now)?;
         let cached = self
             .refused_tokens
             .lock()
@@ -166,7 +166,19 @@ impl CaService {
         )
         .await;
         let result = match done {
-            Ok(Ok(r)) => issuer::identity_from_review(r.status.as_ref(), &self.trust_domain),
+            Ok(Ok(r)) => issuer::identity_from_review(r.status.as_ref(), &self.trust_domain)
+                .and_then(|id| {
+                    // The API server derives the user from the token's subject.
+                    if id == claims.identity {
+                        Ok(id)
+                    } else {
+                        Err(Refusal {
+                            status: 401,
+                            reason: "token_subject_mismatch",
+                            message: format!("the token claims {} but is {id}", claims.identity),
+                        })
+                    }
+                }),
             Ok(Err(e)) => Err(Refusal {
                 status: 503,
                 reason: "token_review_failed",

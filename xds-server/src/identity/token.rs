@@ -18,15 +18,13 @@ use super::issuer::{Refusal, TOKEN_AUDIENCE, may_issue};
 
 /// The clock skew the API server allows on `exp` and `nbf` (go-jose's default leeway):
 /// nothing it would accept is refused here.
-pub const LEEWAY_SECS: u64 = 60;
+pub(crate) const LEEWAY_SECS: u64 = 60;
 
 /// What a token claims (unverified until the TokenReview).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Claims {
+pub(crate) struct Claims {
     /// The identity its `sub` names.
-    pub identity: SpiffeId,
-    /// Its `exp`, seconds since the Unix epoch.
-    pub expires: u64,
+    pub(crate) identity: SpiffeId,
 }
 
 fn refuse(reason: &'static str, message: impl Into<String>) -> Refusal {
@@ -59,7 +57,7 @@ fn part(s: &str, what: &str) -> Result<Value, Refusal> {
 
 /// Checks `token` at `now` (seconds since the Unix epoch) for `trust_domain`: the claims
 /// of a token worth a TokenReview, or why not.
-pub fn precheck(token: &str, trust_domain: &str, now: u64) -> Result<Claims, Refusal> {
+pub(crate) fn precheck(token: &str, trust_domain: &str, now: u64) -> Result<Claims, Refusal> {
     let parts: Vec<&str> = token.split('.').collect();
     let [header, payload, signature] = parts[..] else {
         return Err(refuse(
@@ -124,13 +122,13 @@ pub fn precheck(token: &str, trust_domain: &str, now: u64) -> Result<Claims, Ref
         message: e.to_string(),
     })?;
     may_issue(&identity, trust_domain)?;
-    Ok(Claims { identity, expires })
+    Ok(Claims { identity })
 }
 
 /// Tokens a TokenReview refused, by SHA-256, for `ttl`; at most `capacity` of them (the
 /// oldest go first). All entries live equally long, so insertion order is expiry order.
 #[derive(Debug)]
-pub struct NegativeCache {
+pub(crate) struct NegativeCache {
     ttl: Duration,
     capacity: usize,
     refused: HashMap<[u8; 32], (Instant, Refusal)>,
@@ -143,7 +141,7 @@ fn key(token: &str) -> [u8; 32] {
 
 impl NegativeCache {
     /// An empty cache.
-    pub fn new(ttl: Duration, capacity: usize) -> Self {
+    pub(crate) fn new(ttl: Duration, capacity: usize) -> Self {
         NegativeCache {
             ttl,
             capacity: capacity.max(1),
@@ -166,14 +164,14 @@ impl NegativeCache {
     }
 
     /// The refusal remembered for `token`, if it is still fresh at `now`.
-    pub fn get(&mut self, token: &str, now: Instant) -> Option<Refusal> {
+    pub(crate) fn get(&mut self, token: &str, now: Instant) -> Option<Refusal> {
         self.expire(now);
         let (at, r) = self.refused.get(&key(token))?;
         (now.duration_since(*at) < self.ttl).then(|| r.clone())
     }
 
     /// Remembers that `token` was refused with `r` at `now`.
-    pub fn insert(&mut self, token: &str, r: Refusal, now: Instant) {
+    pub(crate) fn insert(&mut self, token: &str, r: Refusal, now: Instant) {
         let k = key(token);
         self.refused.insert(k, (now, r));
         self.order.push_back((k, now));
@@ -181,12 +179,14 @@ impl NegativeCache {
     }
 
     /// Tokens remembered.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.refused.len()
     }
 
     /// Whether none is.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.refused.is_empty()
     }
 }
@@ -230,7 +230,6 @@ mod tests {
             c.identity.to_string(),
             "spiffe://cluster.local/ns/shop/sa/cart"
         );
-        assert_eq!(c.expires, NOW + 3600);
         assert!(
             precheck(
                 &jwt(&json!({"alg": "RS256"}), &claims()),

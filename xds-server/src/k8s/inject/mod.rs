@@ -149,7 +149,7 @@ pub enum Skip {
 
 /// The first of the pod's containers (init containers included) that runs as `uid`:
 /// its own `securityContext.runAsUser`, else the pod's.
-pub fn runs_as_uid(pod: &Value, uid: u32) -> Option<String> {
+pub(crate) fn runs_as_uid(pod: &Value, uid: u32) -> Option<String> {
     let pod_uid = pod["spec"]["securityContext"]["runAsUser"].as_u64();
     ["initContainers", "containers"]
         .iter()

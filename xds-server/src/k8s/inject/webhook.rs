@@ -2,7 +2,7 @@
 //! [`super::review`]. The serving certificate comes from the built-in CA; in cluster mode
 //! the MutatingWebhookConfiguration's `caBundle` is kept equal to the trust bundle, so
 //! the API server trusts it. Anyone in the cluster network may connect, so it runs in
-//! the shared hardened shell ([`crate::net::http_shell`]): the body is read under a 3 s
+//! the shared hardened shell (`crate::net::http_shell`): the body is read under a 3 s
 //! deadline before any permit, permits and queues are per source address, idle and
 //! preface-only connections are closed; every answer comes well inside the API server's
 //! 10 s webhook timeout.
