@@ -273,8 +273,43 @@ impl FakeKube {
         );
     }
 
-    /// Like [`FakeKube::add_token`], for a token bound to `pod` (as projected tokens
+    /// Mints a projected ServiceAccount token as the kubelet would (a JWT with `aud`,
+    /// `exp` an hour away, `nbf`, `sub` = `system:serviceaccount:NAMESPACE:SA`) and
+    /// registers it ([`FakeKube::add_token`]).
+    pub fn mint_token(&self, namespace: &str, sa: &str, audiences: &[&str]) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let n = self.lock().tokens.len();
+        let token = jwt(&json!({
+            "aud": audiences, "exp": now + 3600, "iat": now, "nbf": now,
+            "iss": "https://kubernetes.default.svc.cluster.local",
+            "sub": format!("system:serviceaccount:{namespace}:{sa}"),
+            "kubernetes.io": {"namespace": namespace, "serviceaccount": {"name": sa, "uid": format!("uid-{n}")}},
+            "jti": format!("fake-{n}"),
+        }));
+        self.add_token(&token, namespace, sa, audiences);
+        token
+    }
+
+    /// Like [`FakeKube::mint_token`], for a token bound to `pod` (as projected tokens
     /// are): its TokenReview names the pod in `user.extra`.
+    pub fn mint_pod_token(
+        &self,
+        namespace: &str,
+        sa: &str,
+        pod: &str,
+        audiences: &[&str],
+    ) -> String {
+        let token = self.mint_token(namespace, sa, audiences);
+        self.lock()
+            .token_pods
+            .insert(token.clone(), pod.to_string());
+        token
+    }
+
+    /// Like [`FakeKube::add_token`], for a token bound to `pod`.
     pub fn add_pod_token(
         &self,
         token: &str,
@@ -674,4 +709,18 @@ fn merge(target: &mut Value, patch: &Value) {
         }
         other => *target = other.clone(),
     }
+}
+
+/// A JWT with `claims` and a made-up RS256 signature: shaped like a ServiceAccount token,
+/// trusted by nothing (only [`FakeKube::add_token`] makes a TokenReview accept it).
+pub fn jwt(claims: &Value) -> String {
+    use base64::Engine;
+    let e = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let header = json!({"alg": "RS256", "kid": "fake"});
+    format!(
+        "{}.{}.{}",
+        e(header.to_string().as_bytes()),
+        e(claims.to_string().as_bytes()),
+        e(b"not a real signature")
+    )
 }

@@ -83,6 +83,7 @@ fn check_types(docs: &[Value]) {
         admissionregistration::v1::MutatingWebhookConfiguration,
         apps::v1::Deployment,
         core::v1::{Service, ServiceAccount},
+        networking::v1::NetworkPolicy,
         policy::v1::PodDisruptionBudget,
         rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
     };
@@ -102,6 +103,7 @@ fn check_types(docs: &[Value]) {
             "Role" => typed::<Role>(d),
             "RoleBinding" => typed::<RoleBinding>(d),
             "PodDisruptionBudget" => typed::<PodDisruptionBudget>(d),
+            "NetworkPolicy" => typed::<NetworkPolicy>(d),
             "MutatingWebhookConfiguration" => typed::<MutatingWebhookConfiguration>(d),
             "CustomResourceDefinition" => typed::<CustomResourceDefinition>(d),
             other => Err(format!("unexpected kind {other}")),
@@ -142,6 +144,109 @@ fn binary_accepts(args: &[String]) {
     assert!(err.contains("Kubernetes"), "{args:?}: {err}");
 }
 
+/// The NetworkPolicy's ingress rules as (ports, `from` peers; Null when every source).
+fn policy_rules(docs: &[Value]) -> Vec<(Vec<u64>, Value)> {
+    let policy = docs
+        .iter()
+        .find(|d| d["kind"] == "NetworkPolicy")
+        .expect("a NetworkPolicy");
+    let dep = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment");
+    // It selects the control plane's pods and only restricts what comes in.
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"],
+        dep["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(
+        policy["spec"]["policyTypes"],
+        serde_json::json!(["Ingress"])
+    );
+    policy["spec"]["ingress"]
+        .as_array()
+        .expect("ingress rules")
+        .iter()
+        .map(|r| {
+            let ports = r["ports"]
+                .as_array()
+                .expect("ports")
+                .iter()
+                .map(|p| p["port"].as_u64().expect("port number"))
+                .collect();
+            (ports, r["from"].clone())
+        })
+        .collect()
+}
+
+/// The container port named `name` of the control plane.
+fn container_port(docs: &[Value], name: &str) -> u64 {
+    let dep = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment");
+    dep["spec"]["template"]["spec"]["containers"][0]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .find(|p| p["name"] == name)
+        .and_then(|p| p["containerPort"].as_u64())
+        .unwrap_or_else(|| panic!("no port {name}"))
+}
+
+#[test]
+fn the_network_policy_admits_each_port_only_from_what_must_reach_it() {
+    let (_, docs) = template(&[]);
+    check_types(&docs);
+    let (xds, ca, admin, webhook) = (
+        container_port(&docs, "grpc-xds"),
+        container_port(&docs, "https-ca"),
+        container_port(&docs, "http-admin"),
+        container_port(&docs, "https-webhook"),
+    );
+    let any_pod = serde_json::json!([{"namespaceSelector": {}}]);
+    assert_eq!(
+        policy_rules(&docs),
+        [
+            (vec![xds, ca], any_pod.clone()),
+            (vec![webhook], Value::Null),
+            (vec![admin], any_pod.clone()),
+        ],
+        "by default: xDS and certificates from pods, the webhook from anywhere (the API server), metrics from pods"
+    );
+    // Narrowed: the webhook to the API server's address, metrics to one namespace.
+    let (_, docs) = template(&[
+        "networkPolicy.webhookFrom[0].ipBlock.cidr=10.0.0.10/32",
+        "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.team=monitoring",
+    ]);
+    check_types(&docs);
+    let rules = policy_rules(&docs);
+    assert_eq!(rules[0], (vec![xds, ca], any_pod));
+    assert_eq!(
+        rules[1],
+        (
+            vec![webhook],
+            serde_json::json!([{"ipBlock": {"cidr": "10.0.0.10/32"}}])
+        )
+    );
+    assert_eq!(
+        rules[2],
+        (
+            vec![admin],
+            serde_json::json!([{"namespaceSelector": {"matchLabels": {"team": "monitoring"}}}])
+        )
+    );
+    // Without the injector, its port is not opened; the policy can be turned off.
+    let (_, docs) = template(&["injector.enabled=false"]);
+    let rules = policy_rules(&docs);
+    assert!(
+        rules.iter().all(|(ports, _)| !ports.contains(&webhook)),
+        "{rules:?}"
+    );
+    let (_, docs) = template(&["networkPolicy.enabled=false"]);
+    assert!(!kinds(&docs).iter().any(|k| k.starts_with("NetworkPolicy/")));
+}
+
 #[test]
 fn the_chart_lints_and_renders_with_default_values() {
     let chart = chart();
@@ -159,6 +264,7 @@ fn the_chart_lints_and_renders_with_default_values() {
             "CustomResourceDefinition/trafficsplits.split.smi-spec.io",
             "Deployment/rudder",
             "MutatingWebhookConfiguration/rudder-sidecar-injector",
+            "NetworkPolicy/rudder",
             "PodDisruptionBudget/rudder",
             "Role/rudder",
             "RoleBinding/rudder",

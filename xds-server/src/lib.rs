@@ -13,11 +13,14 @@
 //!   and CRD status.
 //! - [`observability`]: the proxy registry, CSDS, metrics, the NACK record.
 //! - [`cli`]: the `xds-server` command line, bootstrap generation, `xdsctl` views.
+//! - `net`: what the unauthenticated HTTP shells (injector, certificate endpoint, agent
+//!   status port) share: per-peer fair queues, body and header deadlines, idle timeouts.
 
 pub mod agent;
 pub mod cli;
 pub mod identity;
 pub mod k8s;
+pub(crate) mod net;
 pub mod observability;
 pub mod server;
 pub mod source;

@@ -280,15 +280,14 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         let setup =
             crate::xds::listener::TlsSetup::from_pem(&t.cert_pem, &t.key_pem, &t.client_anchors)
                 .context("configuring TLS for the certificate endpoint")?;
-        let service = Arc::new(crate::identity::ca_service::CaService {
-            certs: certs.clone(),
-            lifetime: sec.cert_lifetime,
-            trust_domain: sec.trust_domain.clone(),
-            kube: client.clone(),
-            metrics: shared.metrics.clone(),
-            reviews: tokio::sync::Semaphore::new(crate::identity::ca_service::CONCURRENT_REVIEWS),
-            pods_in: pods_in(cache.clone()),
-        });
+        let service = Arc::new(crate::identity::ca_service::CaService::new(
+            certs.clone(),
+            sec.cert_lifetime,
+            sec.trust_domain.clone(),
+            client.clone(),
+            shared.metrics.clone(),
+            pods_in(cache.clone()),
+        ));
         tokio::spawn(crate::identity::ca_service::serve(
             listener,
             setup,

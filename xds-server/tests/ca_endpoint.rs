@@ -93,14 +93,13 @@ async fn start(fake: &FakeKube) -> Endpoint {
         listener,
         tls,
         ConnLimits::default(),
-        Arc::new(CaService {
-            certs: certs.clone(),
-            lifetime: Duration::from_secs(60),
-            trust_domain: "cluster.local".into(),
-            kube: Some(fake.client()),
-            metrics: metrics.clone(),
-            reviews: tokio::sync::Semaphore::new(4),
-            pods_in: Box::new(move |ns| {
+        Arc::new(CaService::new(
+            certs.clone(),
+            Duration::from_secs(60),
+            "cluster.local".into(),
+            Some(fake.client()),
+            metrics.clone(),
+            Box::new(move |ns| {
                 seen.lock()
                     .expect("pods")
                     .iter()
@@ -108,7 +107,7 @@ async fn start(fake: &FakeKube) -> Endpoint {
                     .map(|(_, p, sa)| (p.clone(), sa.clone()))
                     .collect()
             }),
-        }),
+        )),
         stop.clone(),
     ));
     Endpoint {
@@ -123,11 +122,11 @@ async fn start(fake: &FakeKube) -> Endpoint {
 #[tokio::test]
 async fn a_token_gets_its_service_account_identity_and_renews_only_with_a_token() {
     let fake = FakeKube::new();
-    fake.add_token("tok-cart", "shop", "cart", &["rudder"]);
+    let tok_cart = fake.mint_token("shop", "cart", &["rudder"]);
     let ep = start(&fake).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let token = dir.path().join("token");
-    std::fs::write(&token, "tok-cart\n").expect("token");
+    std::fs::write(&token, format!("{tok_cart}\n")).expect("token");
     let bundle = dir.path().join("bundle.pem");
     std::fs::write(&bundle, &ep.bundle).expect("bundle");
     let certs = dir.path().join("creds");
@@ -190,7 +189,7 @@ async fn a_token_gets_its_service_account_identity_and_renews_only_with_a_token(
     let renewed = request(
         &ep.addr,
         &ep.bundle,
-        Credential::Token("tok-cart"),
+        Credential::Token(&tok_cart),
         &csr("shop", "cart"),
     )
     .await
@@ -200,7 +199,7 @@ async fn a_token_gets_its_service_account_identity_and_renews_only_with_a_token(
     let err = request(
         &ep.addr,
         &ep.bundle,
-        Credential::Token("tok-cart"),
+        Credential::Token(&tok_cart),
         &csr("shop", "admin"),
     )
     .await
@@ -221,13 +220,17 @@ async fn a_token_gets_its_service_account_identity_and_renews_only_with_a_token(
 #[tokio::test]
 async fn bad_tokens_and_anonymous_callers_are_refused() {
     let fake = FakeKube::new();
-    fake.add_token("tok-api-audience", "shop", "cart", &["api"]);
-    fake.add_token("tok-control-plane", "rudder-system", "rudder", &["rudder"]);
+    let api_audience = fake.mint_token("shop", "cart", &["api"]);
+    let control_plane = fake.mint_token("rudder-system", "rudder", &["rudder"]);
+    // Shaped right, but the API server never minted it.
+    let forged = testbed::fake_kube::jwt(&serde_json::json!({
+        "aud": ["rudder"], "exp": 4_000_000_000u64, "sub": "system:serviceaccount:shop:cart"}));
     let ep = start(&fake).await;
     for (token, want) in [
-        ("tok-api-audience", "401"),
-        ("nope", "invalid bearer token"),
-        ("tok-control-plane", "not issued here"),
+        (api_audience.as_str(), "401"),
+        ("nope", "not a JWT"),
+        (forged.as_str(), "invalid bearer token"),
+        (control_plane.as_str(), "not issued here"),
     ] {
         let err = request(
             &ep.addr,
@@ -257,7 +260,7 @@ async fn bad_tokens_and_anonymous_callers_are_refused() {
     let err = request(
         &ep.addr,
         &other.trust_bundle_pem(),
-        Credential::Token("tok-api-audience"),
+        Credential::Token(&api_audience),
         &csr("shop", "cart"),
     )
     .await
@@ -271,44 +274,42 @@ async fn bad_tokens_and_anonymous_callers_are_refused() {
 #[tokio::test]
 async fn renewals_stop_when_the_identitys_last_pod_is_deleted() {
     let fake = FakeKube::new();
-    fake.add_pod_token("tok-cart-1", "shop", "cart", "cart-1", &["rudder"]);
-    fake.add_token("tok-cart", "shop", "cart", &["rudder"]);
+    let bound = fake.mint_pod_token("shop", "cart", "cart-1", &["rudder"]);
+    let unbound = fake.mint_token("shop", "cart", &["rudder"]);
     let ep = start(&fake).await;
     ep.pods
         .lock()
         .expect("pods")
         .push(("shop".into(), "cart-2".into(), "cart".into()));
-    let ask = |token: &'static str| {
-        let (addr, bundle) = (ep.addr.clone(), ep.bundle.clone());
+    let ask = |token: &str| {
+        let (addr, bundle, token) = (ep.addr.clone(), ep.bundle.clone(), token.to_string());
         async move {
             request(
                 &addr,
                 &bundle,
-                Credential::Token(token),
+                Credential::Token(&token),
                 &csr("shop", "cart"),
             )
             .await
         }
     };
     for _ in 0..3 {
-        ask("tok-cart-1")
-            .await
-            .expect("a renewal while cart-1 runs");
+        ask(&bound).await.expect("a renewal while cart-1 runs");
     }
     // cart-1 is deleted: its bound token gets nothing, though cart-2 still runs.
     ep.pods
         .lock()
         .expect("pods")
         .retain(|(_, p, _)| p != "cart-1");
-    let err = ask("tok-cart-1").await.expect_err("cart-1 is gone");
+    let err = ask(&bound).await.expect_err("cart-1 is gone");
     let msg = format!("{err:#}");
     assert!(msg.contains("403") && msg.contains("shop/cart-1"), "{msg}");
-    ask("tok-cart")
+    ask(&unbound)
         .await
         .expect("an unbound token while cart-2 runs");
     // The last pod goes: nothing more for shop/cart.
     ep.pods.lock().expect("pods").clear();
-    let err = ask("tok-cart").await.expect_err("no pod left");
+    let err = ask(&unbound).await.expect_err("no pod left");
     let msg = format!("{err:#}");
     assert!(
         msg.contains("403") && msg.contains("no pod runs as service account shop/cart"),
@@ -330,7 +331,7 @@ async fn answers_carry_a_certificate_and_never_a_key() {
     use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let fake = FakeKube::new();
-    fake.add_token("tok-cart", "shop", "cart", &["rudder"]);
+    let tok_cart = fake.mint_token("shop", "cart", &["rudder"]);
     let ep = start(&fake).await;
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(ep.bundle.as_bytes()) {
@@ -352,7 +353,7 @@ async fn answers_carry_a_certificate_and_never_a_key() {
         .await
         .expect("tls");
     let head = format!(
-        "POST /v1/certificate HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer tok-cart\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        "POST /v1/certificate HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {tok_cart}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
     tls.write_all(head.as_bytes()).await.expect("write");

@@ -80,7 +80,7 @@ fn insecure_xds_is_refused_off_loopback() {
     refused(&xds_server(&args), "allowed on a loopback address only");
     let help = String::from_utf8_lossy(&xds_server(&["run", "--help"]).stdout).into_owned();
     assert!(
-        help.contains("is sent that identity's certificate and private key"),
+        help.contains("may then claim any identity"),
         "{help}"
     );
 }
@@ -190,4 +190,41 @@ fn workload_keys_kept_by_an_earlier_version_are_removed_at_start() {
     let _ = child.wait();
     assert!(ready.exists(), "the control plane never became ready");
     assert!(!issued.exists(), "the kept keys are gone");
+}
+
+/// Runs `xds-server iptables --apply` with stand-ins for the restore tools on PATH:
+/// iptables-restore succeeds, ip6tables-restore exits 1.
+fn apply_with_broken_ip6tables(extra: &[&str]) -> Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, script) in [
+        ("iptables-restore", "#!/bin/sh\ncat >/dev/null\nexit 0\n"),
+        (
+            "ip6tables-restore",
+            "#!/bin/sh\ncat >/dev/null\necho 'ip6tables-restore: no nat table' >&2\nexit 1\n",
+        ),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, script).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Command::new(env!("CARGO_BIN_EXE_xds-server"))
+        .args(["iptables", "--apply"])
+        .args(extra)
+        .env("PATH", path)
+        .env("RUDDER_LOG_FORMAT", "text")
+        .output()
+        .expect("run xds-server")
+}
+
+#[test]
+fn iptables_apply_fails_when_the_ipv6_rules_cannot_be_installed() {
+    // IPv6 in use (an IPv6 exclusion): the IPv6 rules must go in, or the command fails.
+    let out = apply_with_broken_ip6tables(&["--exclude-cidr", "fd00::/8"]);
+    refused(&out, "IPv6");
+    refused(&out, "ip6tables-restore failed");
 }

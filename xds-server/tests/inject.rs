@@ -130,6 +130,13 @@ fn what_is_skipped_says_why_and_what_is_injected_gets_everything() {
         ("opted-out.yaml", "opted out"),
         ("already-injected.yaml", "already injected"),
         ("host-network.yaml", "host network"),
+        // An app container as the proxy's UID would bypass interception.
+        ("proxy-uid.yaml", "container \"exfil\" runs as UID 1337"),
+        // The pod's runAsUser counts for a container without its own.
+        (
+            "proxy-uid-pod-level.yaml",
+            "container \"sidekick\" runs as UID 1337",
+        ),
     ] {
         let (out, w) = inject(&load(file));
         assert_eq!(out, load(file), "{file} is unchanged");
@@ -138,6 +145,11 @@ fn what_is_skipped_says_why_and_what_is_injected_gets_everything() {
             "{file}: {w:?}"
         );
     }
+    // A pod-level 1337 that every container overrides is injected.
+    let mut overridden = load("proxy-uid-pod-level.yaml");
+    overridden["spec"]["containers"][1]["securityContext"] = json!({"runAsUser": 1000});
+    let (_, w) = inject(&overridden);
+    assert!(w.is_none(), "{w:?}");
     let (pod, w) = inject(&load("user-init-container.yaml"));
     assert!(w.is_none());
     let inits: Vec<&str> = pod["spec"]["initContainers"]

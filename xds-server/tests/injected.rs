@@ -107,7 +107,7 @@ async fn an_injected_pod_authenticates_and_reaches_synced() -> anyhow::Result<()
     fake.apply(json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "web", "namespace": "shop"},
         "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}));
-    fake.add_token("tok-web-0", "shop", "web", &["rudder"]);
+    let token = fake.mint_token("shop", "web", &["rudder"]);
 
     // The control plane, in cluster mode, with its injector.
     let ready = work.path().join("cp.json");
@@ -177,7 +177,7 @@ async fn an_injected_pod_authenticates_and_reaches_synced() -> anyhow::Result<()
     // The pod's volumes on this machine: the token the kubelet would project.
     let root = work.path().join("pod");
     std::fs::create_dir_all(root.join("token"))?;
-    std::fs::write(root.join("token/token"), "tok-web-0")?;
+    std::fs::write(root.join("token/token"), &token)?;
 
     // The agent, as rendered; the kubelet resolves the field references.
     let agent = container(&injected, "rudder-agent");

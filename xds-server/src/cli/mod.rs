@@ -53,7 +53,8 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct IptablesArgs {
     /// Install the rules (iptables-restore; ip6tables-restore too when there are IPv6
-    /// exclusions or it is present) instead of printing them.
+    /// exclusions or IPv6 is enabled, and then its failure fails the command) instead of
+    /// printing them.
     #[arg(long)]
     apply: bool,
     #[command(flatten)]
@@ -586,8 +587,12 @@ impl Args {
                 iptables::apply(&iptables::rules(&s), false)?;
                 let v6 = s.exclude_cidrs.iter().any(|(ip, _)| ip.is_ipv6())
                     || std::path::Path::new("/proc/net/if_inet6").exists();
-                if v6 && let Err(e) = iptables::apply(&iptables::rules_v6(&s), true) {
-                    tracing::warn!(error = %format!("{e:#}"), "IPv6 interception rules not installed");
+                if v6 {
+                    // Without them the pod's IPv6 traffic would bypass the proxy: the
+                    // pod must not start half intercepted.
+                    iptables::apply(&iptables::rules_v6(&s), true).context(
+                        "IPv6 is enabled in this pod but its interception rules could not be installed (its IPv6 traffic would bypass the proxy)",
+                    )?;
                 }
                 println!("interception rules installed");
                 Ok(())

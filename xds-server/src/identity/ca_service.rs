@@ -1,32 +1,46 @@
 //! The certificate endpoint (`run --ca-address`): HTTPS with the control plane's serving
 //! certificate, where the proxy agent obtains and renews the workload certificate that
 //! is also its proxy's xDS client certificate. The agent sends a certificate request for
-//! a key it made; the answer holds only the certificate. A client certificate is optional
-//! here (a first request may authenticate with a ServiceAccount token), unlike on the
-//! xDS port. The connection limits and handshake timeout of the xDS port apply. The
-//! rules live in [`super::issuer`].
+//! a key it made; the answer holds only the certificate, and only for an identity with
+//! a pod in the model (a token bound to a pod needs that pod). A client certificate is optional here
+//! (a first request may authenticate with a ServiceAccount token), unlike on the xDS
+//! port. Anyone in the cluster network may call it, so it runs in the shared hardened
+//! shell (`crate::net::http_shell`: the body is read under its deadline before any
+//! permit, requests are bounded and fair-queued per address). A token is checked locally
+//! first (`super::token`: a JWT for audience `rudder`, valid now, of a ServiceAccount),
+//! a token a TokenReview refused is not reviewed again for a while, and TokenReviews in
+//! flight are bounded and fair-queued per address. The rules live in [`super::issuer`].
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use futures::StreamExt;
 use http_body_util::Full;
-use hyper::{Request, Response};
+use hyper::Response;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 
 use super::certs::CertManager;
 use super::issuer::{self, Decision, Issued, Refusal, Reviewed, TOKEN_AUDIENCE};
+use super::token::{self, NegativeCache};
+use crate::net::fair_queue::{FairQueue, QueueLimits};
+use crate::net::http_shell::{self, ShellLimits, ShellRequest, json};
 use crate::observability::metrics::Metrics;
 use crate::server::Stop;
 use crate::xds::listener::{ConnInfo, ConnLimits, TlsSetup};
 
-/// How long a client may take to send its request head.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest request head, in bytes.
-const MAX_HEAD_BYTES: usize = 16 << 10;
-/// How long a client may take to send its request body.
-const BODY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest request body (a CSR of at most 16 KiB in JSON).
+const MAX_BODY_BYTES: usize = 32 << 10;
+/// TokenReviews in flight at once, and from one address.
+pub const CONCURRENT_REVIEWS: usize = 16;
+const REVIEWS_PER_PEER: usize = 2;
+/// Longest a caller waits for a TokenReview slot, and longest a review may take: with
+/// the body (3 s) they end before the agent's 15 s request timeout.
+const REVIEW_WAIT: Duration = Duration::from_secs(4);
+const REVIEW_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long, and how many, refused tokens are remembered.
+const REFUSED_TOKEN_TTL: Duration = Duration::from_secs(30);
+const REFUSED_TOKENS: usize = 4096;
 
 /// Who may be issued a certificate now: the (pod name, service account) of every pod in
 /// a namespace, from the model (cluster mode: the watched Pods; manifest mode: the
@@ -45,30 +59,65 @@ pub struct CaService {
     pub kube: Option<kube::Client>,
     /// Counts requests by result.
     pub metrics: Arc<Metrics>,
-    /// TokenReviews in flight at once (anonymous callers must not flood the API server).
-    pub reviews: tokio::sync::Semaphore,
+    /// TokenReviews in flight, fair between addresses (anonymous callers must not flood
+    /// the API server nor crowd out real agents).
+    reviews: Arc<FairQueue>,
+    /// Tokens a TokenReview refused lately.
+    refused_tokens: Mutex<NegativeCache>,
     /// The pods of a namespace, for the liveness check.
-    pub pods_in: PodsIn,
+    pods_in: PodsIn,
 }
-
-/// TokenReviews in flight at once; more callers are told to retry.
-pub const CONCURRENT_REVIEWS: usize = 16;
 
 static REFUSED_LOG: crate::xds::listener::RateLimited = crate::xds::listener::RateLimited::new();
 
-fn json(status: u16, body: &impl serde::Serialize) -> Response<Full<Bytes>> {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let mut r = Response::new(Full::new(Bytes::from(bytes)));
-    *r.status_mut() =
-        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    r
+/// The endpoint's bounds: connections 16 per address; bodies 64 at once, 4 per address
+/// (2 MiB at most); requests 64 at once, 4 per address.
+fn limits(given: &ConnLimits) -> ShellLimits {
+    let queue = |total| QueueLimits {
+        total,
+        per_peer: 4,
+        queue_per_peer: 8,
+        queue_total: 512,
+        wait: Duration::from_secs(2),
+    };
+    ShellLimits {
+        max_body_bytes: MAX_BODY_BYTES,
+        handler_timeout: REVIEW_WAIT + REVIEW_TIMEOUT + Duration::from_secs(1),
+        keep_alive: false,
+        ..ShellLimits::new("certificate_endpoint", queue(64), queue(64))
+    }
+    .connections(given, usize::MAX, 16)
 }
 
 impl CaService {
+    /// The endpoint issuing `lifetime` certificates from `certs` in `trust_domain`,
+    /// checking tokens with `kube` when given, to identities `pods_in` shows a pod of.
+    pub fn new(
+        certs: Arc<CertManager>,
+        lifetime: Duration,
+        trust_domain: String,
+        kube: Option<kube::Client>,
+        metrics: Arc<Metrics>,
+        pods_in: PodsIn,
+    ) -> Self {
+        CaService {
+            pods_in,
+            certs,
+            lifetime,
+            trust_domain,
+            kube,
+            metrics,
+            reviews: FairQueue::new(QueueLimits {
+                total: CONCURRENT_REVIEWS,
+                per_peer: REVIEWS_PER_PEER,
+                queue_per_peer: 4,
+                queue_total: 256,
+                wait: REVIEW_WAIT,
+            }),
+            refused_tokens: Mutex::new(NegativeCache::new(REFUSED_TOKEN_TTL, REFUSED_TOKENS)),
+        }
+    }
+
     fn refused(&self, info: &ConnInfo, r: &Refusal) -> Response<Full<Bytes>> {
         self.metrics.cert_request(r.reason);
         if let Some(suppressed) = REFUSED_LOG.allow() {
@@ -83,7 +132,9 @@ impl CaService {
         json(r.status, &serde_json::json!({"error": r.message}))
     }
 
-    async fn review(&self, token: String) -> Result<Reviewed, Refusal> {
+    /// The identity `token` proves: checked locally, then (unless refused lately) by a
+    /// TokenReview, waiting its turn among `peer`'s.
+    async fn review(&self, peer: IpAddr, token: String) -> Result<Reviewed, Refusal> {
         let Some(client) = &self.kube else {
             return Err(Refusal {
                 status: 401,
@@ -91,28 +142,57 @@ impl CaService {
                 message: "tokens are not checked in this mode".into(),
             });
         };
-        let Ok(_permit) = self.reviews.try_acquire() else {
-            return Err(Refusal {
-                status: 503,
-                reason: "review_busy",
-                message: "too many token reviews in flight; retry".into(),
-            });
-        };
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let claims = token::precheck(&token, &self.trust_domain, now)?;
+        let cached = self
+            .refused_tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&token, std::time::Instant::now());
+        if let Some(r) = cached {
+            return Err(r);
+        }
+        let _permit = self.reviews.acquire(peer).await.map_err(|busy| Refusal {
+            status: 503,
+            reason: "review_busy",
+            message: format!(
+                "too many token reviews in flight from {peer} or in all ({}); retry",
+                busy.label()
+            ),
+        })?;
         let review = TokenReview {
             spec: TokenReviewSpec {
-                token,
+                token: token.clone(),
                 audiences: Some(vec![TOKEN_AUDIENCE.into()]),
             },
             ..Default::default()
         };
         let api: kube::Api<TokenReview> = kube::Api::all(client.clone());
         let done = tokio::time::timeout(
-            Duration::from_secs(10),
+            REVIEW_TIMEOUT,
             api.create(&kube::api::PostParams::default(), &review),
         )
         .await;
-        match done {
-            Ok(Ok(r)) => issuer::identity_from_review(r.status.as_ref(), &self.trust_domain),
+        let result = match done {
+            Ok(Ok(r)) => issuer::identity_from_review(r.status.as_ref(), &self.trust_domain)
+                .and_then(|reviewed| {
+                    // The API server derives the user from the token's subject.
+                    if reviewed.id == claims.identity {
+                        Ok(reviewed)
+                    } else {
+                        Err(Refusal {
+                            status: 401,
+                            reason: "token_subject_mismatch",
+                            message: format!(
+                                "the token claims {} but is {}",
+                                claims.identity, reviewed.id
+                            ),
+                        })
+                    }
+                }),
             Ok(Err(e)) => Err(Refusal {
                 status: 503,
                 reason: "token_review_failed",
@@ -124,28 +204,32 @@ impl CaService {
             Err(_) => Err(Refusal {
                 status: 503,
                 reason: "token_review_timeout",
-                message: "the TokenReview took over 10 s".into(),
+                message: format!("the TokenReview took over {} s", REVIEW_TIMEOUT.as_secs()),
             }),
+        };
+        // A refusal (not an outage) is remembered, so the same token costs no review.
+        if let Err(r) = &result
+            && r.status != 503
+        {
+            self.refused_tokens
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(&token, r.clone(), std::time::Instant::now());
         }
+        result
     }
 
+    /// One request, its body read in full by the shell.
     async fn handle(
         &self,
         info: &ConnInfo,
-        req: Request<hyper::body::Incoming>,
+        req: &http::request::Parts,
+        body: &Bytes,
     ) -> Response<Full<Bytes>> {
-        if let Some(reason) = &info.refused {
-            let r = Refusal {
-                status: 503,
-                reason: "connections",
-                message: reason.to_string(),
-            };
-            return self.refused(info, &r);
-        }
         let decision = issuer::decide(
-            req.method().as_str(),
-            req.uri().path(),
-            req.headers()
+            req.method.as_str(),
+            req.uri.path(),
+            req.headers
                 .get(hyper::header::AUTHORIZATION)
                 .map(|v| v.as_bytes()),
             info.identity.as_ref(),
@@ -155,18 +239,14 @@ impl CaService {
         if let Decision::Refuse(r) = &decision {
             return self.refused(info, r);
         }
-        // The body before any TokenReview: a malformed request costs the API server nothing.
-        let request = match read_body(req.into_body()).await {
-            Ok(body) => issuer::parse_request(&body),
-            Err(r) => Err(r),
-        };
-        let request = match request {
+        // The request before any TokenReview: a malformed one costs the API server nothing.
+        let request = match issuer::parse_request(body) {
             Ok(r) => r,
             Err(r) => return self.refused(info, &r),
         };
         let reviewed = match decision {
             Decision::Issue(id) => Reviewed { id, pod: None },
-            Decision::Review(token) => match self.review(token).await {
+            Decision::Review(token) => match self.review(http_shell::peer_of(info), token).await {
                 Ok(r) => r,
                 Err(r) => return self.refused(info, &r),
             },
@@ -174,12 +254,12 @@ impl CaService {
         };
         let id = reviewed.id;
         let pods = (self.pods_in)(&id.namespace);
-        let alive = issuer::live(
+        let checked = issuer::live(
             &id,
             reviewed.pod.as_deref(),
             pods.iter().map(|(p, sa)| (p.as_str(), sa.as_str())),
-        );
-        let checked = alive.and_then(|()| issuer::check_request(&request, &id));
+        )
+        .and_then(|()| issuer::check_request(&request, &id));
         let checked = match checked {
             Ok(c) => c,
             Err(r) => return self.refused(info, &r),
@@ -214,28 +294,6 @@ impl CaService {
     }
 }
 
-/// The request body, bounded in size and time.
-async fn read_body(body: hyper::body::Incoming) -> Result<Bytes, Refusal> {
-    use http_body_util::BodyExt;
-    let limited = http_body_util::Limited::new(body, issuer::MAX_BODY_BYTES);
-    match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
-        Ok(Ok(b)) => Ok(b.to_bytes()),
-        Ok(Err(_)) => Err(Refusal {
-            status: 413,
-            reason: "body_too_large",
-            message: format!(
-                "the request body is over {} bytes or unreadable",
-                issuer::MAX_BODY_BYTES
-            ),
-        }),
-        Err(_) => Err(Refusal {
-            status: 408,
-            reason: "body_timeout",
-            message: format!("the request body took over {BODY_TIMEOUT:?}"),
-        }),
-    }
-}
-
 /// Serves the endpoint on `listener` until `stop` fires.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -249,26 +307,17 @@ pub async fn serve(
         ..tls
     });
     let metrics = service.metrics.clone();
-    let mut incoming =
-        crate::xds::listener::incoming(listener, Some(tls), limits, metrics, stop.clone());
-    while let Some(Ok(conn)) = incoming.next().await {
-        let info = tonic::transport::server::Connected::connect_info(&conn);
+    let handler = move |req: ShellRequest| {
         let service = service.clone();
-        tokio::spawn(async move {
-            let handler = hyper::service::service_fn(move |req| {
-                let (service, info) = (service.clone(), info.clone());
-                async move { Ok::<_, std::convert::Infallible>(service.handle(&info, req).await) }
-            });
-            let served = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(MAX_HEAD_BYTES)
-                .keep_alive(false)
-                .serve_connection(hyper_util::rt::TokioIo::new(conn), handler)
-                .await;
-            if let Err(e) = served {
-                tracing::debug!(error = %e, "certificate endpoint connection");
-            }
-        });
-    }
+        async move { service.handle(&req.conn, &req.parts, &req.body).await }
+    };
+    http_shell::serve(
+        listener,
+        Some(tls),
+        self::limits(&limits),
+        metrics,
+        stop,
+        handler,
+    )
+    .await;
 }

@@ -42,6 +42,15 @@ pub struct LimitLabel {
     pub limit: String,
 }
 
+/// Labels: which HTTP shell refused a request, and why.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShellLabel {
+    /// `injector`, `certificate_endpoint` or `agent_status`.
+    pub shell: String,
+    /// `body_timeout`, `queue_full`, `queue_timeout`, `idle_connection`, ...
+    pub reason: String,
+}
+
 /// Labels: proxy kind and stream type.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProxyLabel {
@@ -78,6 +87,8 @@ pub struct Metrics {
     pub cert_expiry: Gauge,
     /// Requests to the certificate endpoint, by result (`issued`, or why refused).
     pub cert_requests: Family<ReasonLabel, Counter>,
+    /// Requests and connections the unauthenticated HTTP shells refused or closed.
+    pub shell_refusals: Family<ShellLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -103,6 +114,7 @@ impl Metrics {
             handshake_failures: Family::default(),
             refusals: Family::default(),
             cert_requests: Family::default(),
+            shell_refusals: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -165,6 +177,11 @@ impl Metrics {
             "Requests to the certificate endpoint, by result (issued, or why refused)",
             m.cert_requests.clone(),
         );
+        registry.register(
+            "http_shell_refusals",
+            "Requests and connections the injector, certificate endpoint and agent status port refused or closed, by shell and reason",
+            m.shell_refusals.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -173,6 +190,16 @@ impl Metrics {
         self.cert_requests
             .get_or_create(&ReasonLabel {
                 reason: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a request or connection an HTTP shell refused or closed.
+    pub fn shell_refused(&self, shell: &str, reason: &str) {
+        self.shell_refusals
+            .get_or_create(&ShellLabel {
+                shell: shell.to_string(),
+                reason: reason.to_string(),
             })
             .inc();
     }

@@ -148,7 +148,7 @@ enum Admission {
 
 /// The address a per-peer limit counts by: the IPv4 address, or the /64 an IPv6 address
 /// is in (one host usually holds a whole /64).
-fn peer_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn peer_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

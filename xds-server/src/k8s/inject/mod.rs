@@ -142,6 +142,25 @@ pub enum Skip {
     AlreadyInjected,
     /// Host network: interception would capture the node's traffic.
     HostNetwork,
+    /// This container of the pod's runs as the proxy's UID, whose traffic interception
+    /// lets through: it would bypass the sidecar while the pod looks meshed.
+    ProxyUid(String),
+}
+
+/// The first of the pod's containers (init containers included) that runs as `uid`:
+/// its own `securityContext.runAsUser`, else the pod's.
+pub(crate) fn runs_as_uid(pod: &Value, uid: u32) -> Option<String> {
+    let pod_uid = pod["spec"]["securityContext"]["runAsUser"].as_u64();
+    ["initContainers", "containers"]
+        .iter()
+        .flat_map(|list| pod["spec"][*list].as_array().into_iter().flatten())
+        .find(|c| {
+            c["securityContext"]["runAsUser"]
+                .as_u64()
+                .or(pod_uid)
+                .is_some_and(|u| u == u64::from(uid))
+        })
+        .map(|c| c["name"].as_str().unwrap_or("?").to_string())
 }
 
 fn meta_value<'a>(pod: &'a Value, key: &str) -> Option<&'a str> {
@@ -152,7 +171,11 @@ fn meta_value<'a>(pod: &'a Value, key: &str) -> Option<&'a str> {
 
 /// Whether `pod` gets the sidecar. The webhook is only called for pods in labelled
 /// namespaces or carrying the opt-in label, so only the exclusions are decided here.
-pub fn should_inject(pod: &Value) -> Result<(), Skip> {
+/// A pod with a container running as `proxy_uid` is not injected (and told so in a
+/// warning) rather than rejected: it stays visibly outside the mesh (no sidecar, no
+/// mesh identity, refused by STRICT peers) instead of looking meshed while that
+/// container's traffic bypasses the proxy, and a workload that ran before still starts.
+pub fn should_inject(pod: &Value, proxy_uid: u32) -> Result<(), Skip> {
     if matches!(meta_value(pod, INJECT_KEY), Some("false" | "disabled")) {
         return Err(Skip::OptedOut);
     }
@@ -169,6 +192,9 @@ pub fn should_inject(pod: &Value) -> Result<(), Skip> {
     }
     if pod["spec"]["hostNetwork"] == true {
         return Err(Skip::HostNetwork);
+    }
+    if let Some(name) = runs_as_uid(pod, proxy_uid) {
+        return Err(Skip::ProxyUid(name));
     }
     Ok(())
 }
@@ -331,12 +357,16 @@ pub fn review(body: &Value, cfg: &InjectConfig) -> Value {
         return respond(json!({"uid": uid, "allowed": true,
             "warnings": ["rudder: only Pods are injected"]}));
     }
-    match should_inject(pod) {
+    match should_inject(pod, cfg.interception.proxy_uid) {
         Err(skip) => {
             let why = match skip {
-                Skip::OptedOut => "opted out",
-                Skip::AlreadyInjected => "already injected",
-                Skip::HostNetwork => "host network pods are not injected",
+                Skip::OptedOut => "opted out".to_string(),
+                Skip::AlreadyInjected => "already injected".into(),
+                Skip::HostNetwork => "host network pods are not injected".into(),
+                Skip::ProxyUid(c) => format!(
+                    "container {c:?} runs as UID {uid}, the proxy's, whose traffic is not intercepted: it would bypass the sidecar; run it as another user",
+                    uid = cfg.interception.proxy_uid
+                ),
             };
             respond(json!({"uid": uid, "allowed": true,
                 "warnings": [format!("rudder: sidecar not injected: {why}")]}))

@@ -1,17 +1,22 @@
 //! The injector's HTTPS shell: `POST /inject` with an AdmissionReview, answered by
 //! [`super::review`]. The serving certificate comes from the built-in CA; in cluster mode
 //! the MutatingWebhookConfiguration's `caBundle` is kept equal to the trust bundle, so
-//! the API server trusts it. Connection limits and the handshake timeout of the xDS port
-//! apply; bodies are bounded.
+//! the API server trusts it. Anyone in the cluster network may connect, so it runs in
+//! the shared hardened shell (`crate::net::http_shell`): the body is read under a 3 s
+//! deadline before any permit, permits and queues are per source address, idle and
+//! preface-only connections are closed; every answer comes well inside the API server's
+//! 10 s webhook timeout.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::{Request, Response};
+use http_body_util::Full;
+use hyper::Response;
 
 use super::InjectConfig;
+use crate::net::fair_queue::QueueLimits;
+use crate::net::http_shell::{self, ShellLimits, ShellRequest, json};
 use crate::server::Stop;
 use crate::xds::listener::{ConnLimits, TlsSetup};
 
@@ -19,52 +24,40 @@ use crate::xds::listener::{ConnLimits, TlsSetup};
 pub const PATH: &str = "/inject";
 /// Largest AdmissionReview accepted (a Pod is stored in etcd's 1.5 MiB limit).
 const MAX_BODY_BYTES: usize = 2 << 20;
-/// Requests read and answered at once; more wait (bounding memory to about 16 MiB).
-const CONCURRENT_REQUESTS: usize = 8;
-/// Longest one request may take, its body included (the API server waits 10 s at most).
-const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 /// Connections at once: the API server's, not a fleet's.
 const MAX_CONNECTIONS: usize = 256;
+/// Connections at once from one address.
+const MAX_CONNECTIONS_PER_PEER: usize = 32;
 /// Name of the MutatingWebhookConfiguration the chart installs.
 pub const WEBHOOK_CONFIG: &str = "rudder-sidecar-injector";
 
-fn reply(status: u16, body: Vec<u8>) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() =
-        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    r
+/// The injector's bounds. Bodies being read: 32 at once, 8 per address (at most 64 MiB
+/// of AdmissionReviews in memory); reviews: 8 at once, 4 per address. The API server is
+/// one address that may send bursts, so an address's queue is deep (waiting requests
+/// hold no body yet) and a wait short: the body (3 s), the two waits (2 s each) and the
+/// review end before its 10 s timeout.
+fn limits(given: &ConnLimits) -> ShellLimits {
+    let queue = |total, per_peer| QueueLimits {
+        total,
+        per_peer,
+        queue_per_peer: 256,
+        queue_total: 1024,
+        wait: Duration::from_secs(2),
+    };
+    ShellLimits {
+        max_body_bytes: MAX_BODY_BYTES,
+        handler_timeout: Duration::from_secs(2),
+        ..ShellLimits::new("injector", queue(32, 8), queue(8, 4))
+    }
+    .connections(given, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_PEER)
 }
 
-async fn handle(
-    cfg: &InjectConfig,
-    permits: &tokio::sync::Semaphore,
-    req: Request<hyper::body::Incoming>,
-) -> Response<Full<Bytes>> {
-    if req.uri().path() != PATH || req.method() != hyper::Method::POST {
-        return reply(404, br#"{"error":"POST /inject"}"#.to_vec());
+fn handle(cfg: &InjectConfig, req: &ShellRequest) -> Response<Full<Bytes>> {
+    if req.parts.uri.path() != PATH || req.parts.method != hyper::Method::POST {
+        return json(404, &serde_json::json!({"error": "POST /inject"}));
     }
-    let Ok(_permit) = permits.acquire().await else {
-        return reply(503, br#"{"error":"shutting down"}"#.to_vec());
-    };
-    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            tracing::warn!(error = %e, "injector: unreadable request");
-            return reply(
-                413,
-                br#"{"error":"request too large or unreadable"}"#.to_vec(),
-            );
-        }
-    };
-    let Ok(review) = serde_json::from_slice::<serde_json::Value>(&body) else {
-        return reply(400, br#"{"error":"not JSON"}"#.to_vec());
+    let Ok(review) = serde_json::from_slice::<serde_json::Value>(&req.body) else {
+        return json(400, &serde_json::json!({"error": "not JSON"}));
     };
     let out = super::review(&review, cfg);
     let pod = &review["request"]["object"]["metadata"];
@@ -79,7 +72,7 @@ async fn handle(
             tracing::info!(pod = %format!("{ns}/{name}"), patched = out["response"]["patch"].is_string(), "injector answered")
         }
     }
-    reply(200, out.to_string().into_bytes())
+    json(200, &out)
 }
 
 /// Serves the injector on `listener` until `stop` fires.
@@ -96,42 +89,19 @@ pub async fn serve(
         client_cert_optional: true,
         ..tls
     });
-    let limits = ConnLimits {
-        max_connections: limits.max_connections.min(MAX_CONNECTIONS),
-        max_connections_per_peer: limits.max_connections_per_peer.min(MAX_CONNECTIONS),
-        ..limits
+    let handler = move |req: ShellRequest| {
+        let cfg = cfg.clone();
+        async move { handle(&cfg, &req) }
     };
-    let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_REQUESTS));
-    let mut incoming = crate::xds::listener::incoming(listener, Some(tls), limits, metrics, stop);
-    while let Some(Ok(conn)) = incoming.next().await {
-        let (cfg, permits) = (cfg.clone(), permits.clone());
-        tokio::spawn(async move {
-            let handler = hyper::service::service_fn(move |req| {
-                let (cfg, permits) = (cfg.clone(), permits.clone());
-                async move {
-                    let answer = tokio::time::timeout(REQUEST_TIMEOUT, handle(&cfg, &permits, req))
-                        .await
-                        .unwrap_or_else(|_| {
-                            reply(408, br#"{"error":"request timed out"}"#.to_vec())
-                        });
-                    Ok::<_, std::convert::Infallible>(answer)
-                }
-            });
-            let mut builder =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            builder
-                .http1()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10));
-            builder.http2().max_concurrent_streams(4);
-            let served = builder
-                .serve_connection(hyper_util::rt::TokioIo::new(conn), handler)
-                .await;
-            if let Err(e) = served {
-                tracing::debug!(error = %e, "injector connection");
-            }
-        });
-    }
+    http_shell::serve(
+        listener,
+        Some(tls),
+        self::limits(&limits),
+        metrics,
+        stop,
+        handler,
+    )
+    .await;
 }
 
 /// Keeps the MutatingWebhookConfiguration's `caBundle` equal to `bundle_pem` (cluster

@@ -1,0 +1,394 @@
+//! A fair queue of permits between peers (source addresses): at most `total` permits
+//! out at once and at most `per_peer` to one peer; a caller over either cap waits in its
+//! peer's queue (bounded) for at most a bounded time, and a freed permit goes to the
+//! peers that wait in turn (round robin), so one address cannot hold every permit or
+//! starve the others by queueing first.
+//!
+//! [`Core`] is the bookkeeping without clocks or channels (tested beside it);
+//! [`FairQueue`] is the async shell that waits on it.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+/// The caps of one queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct QueueLimits {
+    /// Permits out at once, in all.
+    pub total: usize,
+    /// Permits out at once to one peer.
+    pub per_peer: usize,
+    /// Callers of one peer waiting at once; more are refused at once.
+    pub queue_per_peer: usize,
+    /// Callers waiting at once, in all.
+    pub queue_total: usize,
+    /// Longest a caller waits.
+    pub wait: Duration,
+}
+
+/// Why a caller got no permit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Busy {
+    /// The peer's queue (or the whole queue) is full.
+    QueueFull,
+    /// The caller waited the longest it may.
+    Timeout,
+}
+
+impl Busy {
+    /// A metric label.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Busy::QueueFull => "queue_full",
+            Busy::Timeout => "queue_timeout",
+        }
+    }
+}
+
+/// What [`Core::enqueue`] decided.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Enqueued {
+    /// A permit, counted now.
+    Granted,
+    /// Waiting, with this ticket (to cancel it).
+    Waiting(u64),
+    /// Refused at once.
+    Full,
+}
+
+#[derive(Debug)]
+struct Peer<W> {
+    out: usize,
+    waiting: VecDeque<(u64, W)>,
+}
+
+impl<W> Default for Peer<W> {
+    fn default() -> Self {
+        Peer {
+            out: 0,
+            waiting: VecDeque::new(),
+        }
+    }
+}
+
+/// The bookkeeping: permits out per peer, waiters per peer, and whose turn is next.
+#[derive(Debug)]
+pub(crate) struct Core<W> {
+    limits: QueueLimits,
+    out: usize,
+    waiting: usize,
+    peers: HashMap<IpAddr, Peer<W>>,
+    /// Peers with waiters, in the order they are served.
+    turn: VecDeque<IpAddr>,
+    next_ticket: u64,
+}
+
+impl<W> Core<W> {
+    pub(crate) fn new(limits: QueueLimits) -> Self {
+        Core {
+            limits,
+            out: 0,
+            waiting: 0,
+            peers: HashMap::new(),
+            turn: VecDeque::new(),
+            next_ticket: 0,
+        }
+    }
+
+    /// Permits out now (in all, to `peer`).
+    #[cfg(test)]
+    pub(crate) fn out(&self, peer: IpAddr) -> (usize, usize) {
+        (self.out, self.peers.get(&peer).map_or(0, |p| p.out))
+    }
+
+    /// A caller of `peer` asks; `waiter` is what it is reached by if it has to wait.
+    pub(crate) fn enqueue(&mut self, peer: IpAddr, waiter: W) -> Enqueued {
+        let l = self.limits;
+        let p = self.peers.entry(peer).or_default();
+        // Nobody of this peer is ahead of it and there is room: granted.
+        if p.waiting.is_empty() && p.out < l.per_peer && self.out < l.total {
+            p.out += 1;
+            self.out += 1;
+            return Enqueued::Granted;
+        }
+        if p.waiting.len() >= l.queue_per_peer || self.waiting >= l.queue_total {
+            if p.out == 0 && p.waiting.is_empty() {
+                self.peers.remove(&peer);
+            }
+            return Enqueued::Full;
+        }
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        if p.waiting.is_empty() {
+            self.turn.push_back(peer);
+        }
+        p.waiting.push_back((ticket, waiter));
+        self.waiting += 1;
+        Enqueued::Waiting(ticket)
+    }
+
+    /// A waiter gave up: true if it was still waiting (false: it was already granted).
+    pub(crate) fn cancel(&mut self, peer: IpAddr, ticket: u64) -> bool {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return false;
+        };
+        let Some(i) = p.waiting.iter().position(|(t, _)| *t == ticket) else {
+            return false;
+        };
+        p.waiting.remove(i);
+        self.waiting -= 1;
+        if p.waiting.is_empty() {
+            self.turn.retain(|t| *t != peer);
+            if p.out == 0 {
+                self.peers.remove(&peer);
+            }
+        }
+        true
+    }
+
+    /// A permit of `peer` comes back.
+    pub(crate) fn release(&mut self, peer: IpAddr) {
+        self.out = self.out.saturating_sub(1);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.out = p.out.saturating_sub(1);
+            if p.out == 0 && p.waiting.is_empty() {
+                self.peers.remove(&peer);
+            }
+        }
+    }
+
+    /// The next waiter to hand a permit to (counted to its peer now), if any may have one:
+    /// peers in turn, skipping those at their own cap.
+    pub(crate) fn next(&mut self) -> Option<(IpAddr, W)> {
+        if self.out >= self.limits.total {
+            return None;
+        }
+        for _ in 0..self.turn.len() {
+            let peer = self.turn.pop_front()?;
+            let Some(p) = self.peers.get_mut(&peer) else {
+                continue;
+            };
+            if p.out >= self.limits.per_peer {
+                self.turn.push_back(peer);
+                continue;
+            }
+            let Some((_, w)) = p.waiting.pop_front() else {
+                continue;
+            };
+            p.out += 1;
+            self.out += 1;
+            self.waiting -= 1;
+            if !p.waiting.is_empty() {
+                self.turn.push_back(peer);
+            }
+            return Some((peer, w));
+        }
+        None
+    }
+}
+
+/// The async queue: [`FairQueue::acquire`] waits for a [`Permit`] that is returned when
+/// dropped.
+#[derive(Debug)]
+pub(crate) struct FairQueue {
+    core: Mutex<Core<oneshot::Sender<Permit>>>,
+    wait: Duration,
+}
+
+/// One permit; returned (and handed to the next waiter) when dropped.
+#[derive(Debug)]
+pub(crate) struct Permit {
+    queue: Arc<FairQueue>,
+    peer: IpAddr,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.queue.release(self.peer);
+    }
+}
+
+impl FairQueue {
+    pub(crate) fn new(limits: QueueLimits) -> Arc<Self> {
+        Arc::new(FairQueue {
+            core: Mutex::new(Core::new(limits)),
+            wait: limits.wait,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Core<oneshot::Sender<Permit>>> {
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn release(self: &Arc<Self>, peer: IpAddr) {
+        let mut core = self.lock();
+        core.release(peer);
+        // Hand freed permits on; a waiter that is gone drops its permit, which comes
+        // back here (outside the lock).
+        let mut handed = Vec::new();
+        while let Some(next) = core.next() {
+            handed.push(next);
+        }
+        drop(core);
+        for (peer, tx) in handed {
+            let _ = tx.send(Permit {
+                queue: self.clone(),
+                peer,
+            });
+        }
+    }
+
+    /// A permit for `peer`, waiting in its turn for at most the queue's wait.
+    pub(crate) async fn acquire(self: &Arc<Self>, peer: IpAddr) -> Result<Permit, Busy> {
+        let (tx, mut rx) = oneshot::channel();
+        let enqueued = self.lock().enqueue(peer, tx);
+        let ticket = match enqueued {
+            Enqueued::Granted => {
+                return Ok(Permit {
+                    queue: self.clone(),
+                    peer,
+                });
+            }
+            Enqueued::Full => return Err(Busy::QueueFull),
+            Enqueued::Waiting(t) => t,
+        };
+        // Cancels the ticket however this future ends (timeout, or the caller dropped).
+        struct Ticket<'a> {
+            queue: &'a FairQueue,
+            peer: IpAddr,
+            ticket: u64,
+        }
+        impl Drop for Ticket<'_> {
+            fn drop(&mut self) {
+                self.queue.lock().cancel(self.peer, self.ticket);
+            }
+        }
+        let _ticket = Ticket {
+            queue: self,
+            peer,
+            ticket,
+        };
+        match tokio::time::timeout(self.wait, &mut rx).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(Busy::Timeout),
+            Err(_) => {
+                // Granted just now? Then the permit is ours to return (dropping it does).
+                rx.close();
+                match rx.try_recv() {
+                    Ok(permit) => Ok(permit),
+                    Err(_) => Err(Busy::Timeout),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> QueueLimits {
+        QueueLimits {
+            total: 3,
+            per_peer: 2,
+            queue_per_peer: 2,
+            queue_total: 3,
+            wait: Duration::from_millis(200),
+        }
+    }
+
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, n])
+    }
+
+    #[test]
+    fn one_peer_gets_at_most_its_share_and_waits_in_a_bounded_queue() {
+        let mut c: Core<&str> = Core::new(limits());
+        assert_eq!(c.enqueue(ip(1), "a1"), Enqueued::Granted);
+        assert_eq!(c.enqueue(ip(1), "a2"), Enqueued::Granted);
+        // Its cap reached while the total is not: it waits, the others do not.
+        assert!(matches!(c.enqueue(ip(1), "a3"), Enqueued::Waiting(_)));
+        assert!(matches!(c.enqueue(ip(1), "a4"), Enqueued::Waiting(_)));
+        assert_eq!(c.enqueue(ip(1), "a5"), Enqueued::Full, "its queue is full");
+        assert_eq!(c.enqueue(ip(2), "b1"), Enqueued::Granted);
+        assert_eq!(c.out(ip(1)), (3, 2));
+    }
+
+    #[test]
+    fn freed_permits_go_round_robin_between_waiting_peers() {
+        let mut c: Core<&str> = Core::new(QueueLimits {
+            queue_total: 10,
+            queue_per_peer: 4,
+            ..limits()
+        });
+        for w in ["a1", "a2"] {
+            assert_eq!(c.enqueue(ip(1), w), Enqueued::Granted);
+        }
+        assert_eq!(c.enqueue(ip(2), "b1"), Enqueued::Granted);
+        // Full: the first peer queued three before the others queued one each.
+        for w in ["a3", "a4", "a5"] {
+            assert!(matches!(c.enqueue(ip(1), w), Enqueued::Waiting(_)));
+        }
+        assert!(matches!(c.enqueue(ip(2), "b2"), Enqueued::Waiting(_)));
+        assert!(matches!(c.enqueue(ip(3), "c1"), Enqueued::Waiting(_)));
+        let mut order = Vec::new();
+        // Every permit that comes back goes to the next peer in turn.
+        c.release(ip(2));
+        order.extend(c.next().map(|(_, w)| w)); // a is at its cap: b2
+        c.release(ip(1));
+        order.extend(c.next().map(|(_, w)| w)); // c1 (a had its turn skipped, c is next)
+        c.release(ip(1));
+        order.extend(c.next().map(|(_, w)| w)); // a3
+        c.release(ip(2));
+        order.extend(c.next().map(|(_, w)| w)); // a4
+        assert_eq!(order, ["b2", "c1", "a3", "a4"]);
+        assert_eq!(c.next(), None, "nothing more is free");
+    }
+
+    #[test]
+    fn a_cancelled_waiter_leaves_no_trace() {
+        let mut c: Core<&str> = Core::new(limits());
+        c.enqueue(ip(1), "a1");
+        c.enqueue(ip(1), "a2");
+        let Enqueued::Waiting(t) = c.enqueue(ip(1), "a3") else {
+            panic!("waits")
+        };
+        assert!(c.cancel(ip(1), t));
+        assert!(!c.cancel(ip(1), t), "only once");
+        c.release(ip(1));
+        assert_eq!(c.next(), None);
+        c.release(ip(1));
+        assert!(c.peers.is_empty() && c.turn.is_empty() && c.waiting == 0);
+        assert_eq!(c.out(ip(1)), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn waiters_time_out_and_permits_are_handed_on_when_dropped() {
+        let q = FairQueue::new(limits());
+        let a1 = q.acquire(ip(1)).await.expect("granted");
+        let a2 = q.acquire(ip(1)).await.expect("granted");
+        // Over its cap: waits the bounded time, then gives up.
+        let started = tokio::time::Instant::now();
+        assert_eq!(q.acquire(ip(1)).await.err(), Some(Busy::Timeout));
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        // A waiter gets the permit another drops.
+        let q2 = q.clone();
+        let waiter = tokio::spawn(async move { q2.acquire(ip(1)).await.map(|_| ()) });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(a1);
+        assert_eq!(waiter.await.expect("join"), Ok(()));
+        // Everything came back: a new peer gets all the room there is.
+        drop(a2);
+        let b: Vec<Permit> = vec![
+            q.acquire(ip(2)).await.expect("b1"),
+            q.acquire(ip(2)).await.expect("b2"),
+            q.acquire(ip(3)).await.expect("c1"),
+        ];
+        assert_eq!(q.lock().out(ip(2)), (3, 2));
+        drop(b);
+        assert_eq!(q.lock().out(ip(2)), (0, 0));
+    }
+}
