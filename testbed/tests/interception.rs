@@ -380,6 +380,7 @@ async fn injected_pods_talk_over_mtls_by_original_destination() -> anyhow::Resul
     // Each pod: the init container's rules, then Envoy as the proxy UID from an
     // intercepted bootstrap.
     let mut envoys = Vec::new();
+    let mut agents = Vec::new();
     for (ns, ip, name, sa) in [
         (&client_ns, client_ip, "client-0", "client"),
         (&server_ns, server_ip, "server-0", "server"),
@@ -417,6 +418,39 @@ async fn injected_pods_talk_over_mtls_by_original_destination() -> anyhow::Resul
         let boot = work.path().join(format!("envoy-{name}.json"));
         std::fs::write(&boot, &out.stdout)?;
         sh(&["chown", "-R", "1337:1337", &certs.display().to_string()])?;
+        // The pod's agent, as the proxy UID: it serves Envoy the workload certificate on
+        // the SDS socket in the credential directory.
+        let mut a = Command::new("ip");
+        a.args([
+            "netns",
+            "exec",
+            ns,
+            "setpriv",
+            "--reuid",
+            "1337",
+            "--regid",
+            "1337",
+            "--clear-groups",
+        ])
+        .arg(workspace_bin("xds-server")?)
+        .arg("agent")
+        .arg("--cert-dir")
+        .arg(&certs)
+        .args(["--ca-address", &cp.ca.to_string()])
+        .args(["--status-address", "127.0.0.1:0"]);
+        let mut agent = Proc::spawn_logged(
+            &format!("agent {name}"),
+            a,
+            &work.path().join(format!("agent-{name}.log")),
+        )?;
+        let socket = certs.join("sds.sock");
+        wait_until(Duration::from_secs(10), "the agent's SDS socket", || {
+            let running = agent.check_running();
+            let ok = socket.exists();
+            async move { running.map(|()| ok) }
+        })
+        .await?;
+        agents.push(agent);
         let admin_file = work.path().join(format!("envoy-{name}.admin"));
         sh(&[
             "install",

@@ -79,10 +79,7 @@ fn insecure_xds_is_refused_off_loopback() {
     args[6] = "0.0.0.0:0";
     refused(&xds_server(&args), "allowed on a loopback address only");
     let help = String::from_utf8_lossy(&xds_server(&["run", "--help"]).stdout).into_owned();
-    assert!(
-        help.contains("may then claim any identity"),
-        "{help}"
-    );
+    assert!(help.contains("may then claim any identity"), "{help}");
 }
 
 #[test]
@@ -169,7 +166,11 @@ fn workload_keys_kept_by_an_earlier_version_are_removed_at_start() {
     let issued = Path::new(&ca).join("issued");
     std::fs::create_dir(&issued).expect("mkdir");
     let file = issued.join("default.web.json");
-    std::fs::write(&file, r#"{"key":"-----BEGIN PRIVATE KEY-----"}"#).expect("write");
+    std::fs::write(
+        &file,
+        r#"{"key":"(a workload key an earlier version kept)"}"#,
+    )
+    .expect("write");
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let ready = Path::new(&m).join("..").join("ready.json");
     let mut args = run_args(&m, &ca);

@@ -271,8 +271,9 @@ pub fn envoy_holds(config_dump: &Value) -> BTreeMap<(XdsType, String), String> {
                 &v,
             );
         } else if ty.ends_with("SecretsConfigDump") {
-            // The xDS connection's own certificate and bundle come from local files
-            // (the agent's), not from Rudder.
+            // The xDS connection's own certificate and bundle come from local files,
+            // and the workload certificate from the agent's SDS socket: the agent's, not
+            // Rudder's.
             add(
                 XdsType::Secret,
                 &section["dynamic_active_secrets"],
@@ -283,6 +284,7 @@ pub fn envoy_holds(config_dump: &Value) -> BTreeMap<(XdsType, String), String> {
                             ![
                                 crate::agent::files::CERT_SECRET,
                                 crate::agent::files::BUNDLE_SECRET,
+                                translator::tls::CERT_SECRET,
                             ]
                             .contains(n)
                         })

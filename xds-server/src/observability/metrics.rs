@@ -154,12 +154,12 @@ impl Metrics {
         );
         registry.register(
             "certificates_issued",
-            "Workload certificates currently issued",
+            "Identities holding an unexpired certificate the certificate endpoint signed",
             m.certs_issued.clone(),
         );
         registry.register(
             "certificate_expiry_seconds",
-            "Seconds until the earliest workload certificate expires",
+            "Seconds until the earliest certificate the certificate endpoint signed expires",
             m.cert_expiry.clone(),
         );
         registry.register(
