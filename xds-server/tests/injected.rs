@@ -342,5 +342,20 @@ async fn an_injected_pod_authenticates_and_reaches_synced() -> anyhow::Result<()
     let got = client.received();
     assert_eq!(got.private_keys_seen(), 0, "{got:?}");
     assert!(got.certificate_identities().is_empty(), "{got:?}");
+    // Cluster mode binds a proxy to its pod: deleted, its streams end and the proxy is
+    // refused while it is gone.
+    fake.delete("v1", "Pod", "shop", "web-0");
+    let ended = wait_until(Duration::from_secs(15), "the stream to end", || {
+        let log = std::fs::read_to_string(&cp_log).unwrap_or_default();
+        async move {
+            Ok(log.contains("ending the stream")
+                && log.contains("pod shop/web-0 does not exist")
+                && log.contains("refused xDS stream: its pod does not run"))
+        }
+    })
+    .await;
+    if let Err(e) = ended {
+        anyhow::bail!("{e:#}\n{}", std::fs::read_to_string(&cp_log)?);
+    }
     Ok(())
 }

@@ -577,8 +577,14 @@ pub(crate) fn pod(pod: &Pod) -> Result<MeshPod, ModelError> {
                 ));
             }
         };
+    let finished = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|p| p == "Succeeded" || p == "Failed");
     Ok(MeshPod {
         in_mesh,
+        finished,
         egress,
         mtls_mode,
         namespace,

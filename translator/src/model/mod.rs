@@ -351,6 +351,10 @@ pub struct MeshPod {
     pub egress: Egress,
     /// Whether it runs a sidecar (false when annotated `rudder.dev/inject: "false"`).
     pub in_mesh: bool,
+    /// It has finished (`status.phase` Succeeded or Failed, as completed Jobs and evicted
+    /// pods stay until they are collected): it runs nothing, so it vouches for no
+    /// identity.
+    pub finished: bool,
 }
 
 /// (namespace, name).

@@ -656,10 +656,15 @@ impl Args {
                 ca_dir,
                 trust_domain,
             }) => {
-                crate::identity::ca_store::rotate(&ca_dir, &trust_domain)?;
-                println!(
-                    "rotated: a new root signs; the previous root stays trusted until `xds-server ca end-overlap`"
-                );
+                use crate::identity::ca_store::Rotated;
+                match crate::identity::ca_store::rotate(&ca_dir, &trust_domain)? {
+                    Rotated::WithOverlap => println!(
+                        "rotated: a new root signs; the previous root stays trusted until `xds-server ca end-overlap`"
+                    ),
+                    Rotated::Replaced(why) => println!(
+                        "replaced: the old root's key was published ({why}), so it is not trusted any more; restart the control plane and give every sidecar new credentials (re-run `xds-server bootstrap`)"
+                    ),
+                }
                 Ok(())
             }
             Command::Ca(CaCommand::EndOverlap { ca_dir }) => {

@@ -160,33 +160,69 @@ pub const PREVIOUS_ROOTS: &str = "ca-previous.crt";
 const PREVIOUS_SIGNER_CERT: &str = "ca-previous-signer.crt";
 const PREVIOUS_SIGNER_KEY: &str = "ca-previous-signer.key";
 
+/// What [`rotate`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rotated {
+    /// A new root signs; the old one stays trusted until [`end_overlap`].
+    WithOverlap,
+    /// The old root's key was published: it was replaced outright and is not trusted
+    /// any more (every sidecar needs new credentials).
+    Replaced(&'static str),
+}
+
 /// Starts a root rotation in `dir`: a new root signs from now on, and the old one stays
 /// trusted (in `ca-previous.crt`) so certificates it issued keep working until they are
 /// renewed. Restart the control plane(s) to pick it up; run [`end_overlap`] once every
-/// workload certificate has been renewed (after one certificate lifetime).
-pub fn rotate(dir: &Path, trust_domain: &str) -> anyhow::Result<()> {
+/// workload certificate has been renewed (after one certificate lifetime). A root whose
+/// key was published is replaced without an overlap: keeping it trusted would keep
+/// trusting anyone's certificates.
+pub fn rotate(dir: &Path, trust_domain: &str) -> anyhow::Result<Rotated> {
+    rotate_unless(dir, trust_domain, |cert_pem| {
+        Authority::denied_roots(cert_pem).first().copied()
+    })
+}
+
+/// [`rotate`], with `published` saying why a CA certificate's key must not be trusted.
+fn rotate_unless(
+    dir: &Path,
+    trust_domain: &str,
+    published: impl Fn(&str) -> Option<&'static str>,
+) -> anyhow::Result<Rotated> {
     if dir.join("ca-chain.crt").exists() {
         anyhow::bail!(
             "{} holds an intermediate CA (ca-chain.crt): rotate it with the PKI that issued it",
             dir.display()
         );
     }
-    let old = from_dir(dir, trust_domain)?;
-    let mut previous = std::fs::read_to_string(dir.join(PREVIOUS_ROOTS)).unwrap_or_default();
-    previous.push_str(&old.files().cert_pem);
+    let current = std::fs::read_to_string(dir.join("ca.crt")).unwrap_or_default();
     let new = Authority::generate_root(trust_domain, std::time::SystemTime::now())
         .context("creating the new root")?;
-    write_public(&dir.join(PREVIOUS_ROOTS), previous.as_bytes())?;
-    // The previous signer keeps signing the control plane's own serving certificate
-    // during the overlap, so sidecars bootstrapped before the rotation still trust it.
-    write_public(
-        &dir.join(PREVIOUS_SIGNER_CERT),
-        old.files().cert_pem.as_bytes(),
-    )?;
-    write_private(
-        &dir.join(PREVIOUS_SIGNER_KEY),
-        old.files().key_pem.as_bytes(),
-    )?;
+    let rotated = match published(&current) {
+        Some(why) => {
+            // Nothing of the old CA is kept: not as a trusted root, not as a signer.
+            end_overlap(dir)?;
+            Rotated::Replaced(why)
+        }
+        None => {
+            let old = from_dir(dir, trust_domain)?;
+            let mut previous =
+                std::fs::read_to_string(dir.join(PREVIOUS_ROOTS)).unwrap_or_default();
+            previous.push_str(&old.files().cert_pem);
+            write_public(&dir.join(PREVIOUS_ROOTS), previous.as_bytes())?;
+            // The previous signer keeps signing the control plane's own serving
+            // certificate during the overlap, so sidecars bootstrapped before the
+            // rotation still trust it.
+            write_public(
+                &dir.join(PREVIOUS_SIGNER_CERT),
+                old.files().cert_pem.as_bytes(),
+            )?;
+            write_private(
+                &dir.join(PREVIOUS_SIGNER_KEY),
+                old.files().key_pem.as_bytes(),
+            )?;
+            Rotated::WithOverlap
+        }
+    };
     // Both halves are written in full first, then renamed; a crash between the renames
     // leaves a mismatched pair that the next start refuses, naming the `.new` file.
     let (key_new, crt_new) = (dir.join("ca.key.new"), dir.join("ca.crt.new"));
@@ -194,7 +230,7 @@ pub fn rotate(dir: &Path, trust_domain: &str) -> anyhow::Result<()> {
     write_public(&crt_new, new.files().cert_pem.as_bytes())?;
     std::fs::rename(&key_new, dir.join("ca.key"))?;
     std::fs::rename(&crt_new, dir.join("ca.crt"))?;
-    Ok(())
+    Ok(rotated)
 }
 
 /// The CA that signs the control plane's serving certificate: the previous root during
@@ -358,7 +394,10 @@ mod tests {
             again.trust_bundle_pem(),
             "persisted root is reused"
         );
-        rotate(dir.path(), td).expect("rotate");
+        assert_eq!(
+            rotate(dir.path(), td).expect("rotate"),
+            Rotated::WithOverlap
+        );
         let during = from_dir(dir.path(), td).expect("load");
         let norm = |s: &str| s.replace("\r\n", "\n");
         let bundle = norm(&during.trust_bundle_pem());
@@ -381,6 +420,31 @@ mod tests {
             key.permissions().mode() & 0o777,
             0o600,
             "the CA key is private"
+        );
+    }
+
+    #[test]
+    fn a_root_with_a_published_key_is_replaced_without_an_overlap() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let td = "cluster.local";
+        let before = open_or_create(dir.path(), td).expect("create");
+        // Its key counts as published: it must not stay trusted or sign anything.
+        let published = before.files().cert_pem.clone();
+        let why = rotate_unless(dir.path(), td, |pem| {
+            (pem == published).then_some("published in a test")
+        })
+        .expect("rotate");
+        assert_eq!(why, Rotated::Replaced("published in a test"));
+        let after = from_dir(dir.path(), td).expect("load");
+        assert_ne!(after.files().cert_pem, published);
+        assert!(!after.trust_bundle_pem().contains(published.trim()));
+        for f in [PREVIOUS_ROOTS, PREVIOUS_SIGNER_CERT, PREVIOUS_SIGNER_KEY] {
+            assert!(!dir.path().join(f).exists(), "{f} kept");
+        }
+        assert!(
+            serving_authority(dir.path(), td, &after)
+                .expect("serving")
+                .is_none()
         );
     }
 }

@@ -98,6 +98,7 @@ fn strip_pod(pod: &mut Pod) {
     if let Some(status) = pod.status.take() {
         pod.status = Some(PodStatus {
             pod_ip: status.pod_ip,
+            phase: status.phase,
             ..Default::default()
         });
     }

@@ -112,6 +112,18 @@ pub struct OwnVersion {
 }
 
 impl OwnVersion {
+    /// The next version: the same resources, with `ended` set or cleared.
+    pub fn with_ended(&self, ended: Option<Arc<str>>) -> OwnVersion {
+        OwnVersion {
+            version: self.version + 1,
+            own: self.own.clone(),
+            secrets: self.secrets.clone(),
+            view: self.view.clone(),
+            changed_at: self.changed_at,
+            ended,
+        }
+    }
+
     /// The resources of `kind` it holds.
     pub fn of(&self, kind: XdsType) -> Option<&TypeMap> {
         match kind {

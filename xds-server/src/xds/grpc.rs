@@ -27,6 +27,9 @@ use crate::xds::wire::frames::{DeltaResponse, SotwResponse};
 
 /// How often a stream with an ordering wait re-checks it.
 const TICK: Duration = Duration::from_millis(250);
+/// Longest a response may wait for the proxy to read it (Envoy applying 10,000 clusters
+/// takes under 10 s).
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Limits on what one ADS stream may ask for.
 #[derive(Clone, Copy, Debug)]
@@ -382,15 +385,6 @@ fn admit(identity: &ProxyIdentity, peer: &Peer, store: &Store) -> Result<(), Sta
             "the pod runs as another service account",
         ));
     }
-    if !store.live(&identity.namespace, &identity.service_account) {
-        return Err(refuse(
-            format!(
-                "no pod runs as service account {}/{}: proxies are served only for identities with a pod",
-                identity.namespace, identity.service_account
-            ),
-            "no pod of the identity",
-        ));
-    }
     Ok(())
 }
 
@@ -428,7 +422,12 @@ async fn drive<M: Machine>(
     admit(&identity, &peer, &obs.store)?;
     let node = identity.node_id.clone();
     let scope = peer.scope(&identity);
-    let mut attachment = obs.store.attach(&scope, &identity);
+    let mut attachment = obs.store.attach(&scope, &identity).map_err(|why| {
+        if let Some(suppressed) = REFUSAL_LOG.allow() {
+            tracing::warn!(node = %identity.node_id, reason = %why, suppressed, "refused xDS stream: its pod does not run");
+        }
+        Status::permission_denied(why)
+    })?;
     tracing::info!(node = %node, identity = %scope, stream = M::STREAM, "proxy connected");
     let desired = attachment.desired();
     let machine = Arc::new(Shared(Mutex::new(M::new(
@@ -468,6 +467,12 @@ async fn drive<M: Machine>(
     )
     .await;
     while open {
+        // Checked after every step too: a stream that was busy sending when its pod went
+        // must not miss it.
+        if let Some(why) = attachment.own.borrow().ended.clone() {
+            tracing::info!(node = %node, stream = M::STREAM, reason = %why, "ending the stream");
+            return Err(Status::permission_denied(why.to_string()));
+        }
         let waiting = machine.lock().waiting();
         let step = tokio::select! {
             msg = inbound.message() => match msg {
@@ -649,8 +654,19 @@ async fn emit<M: Machine>(
         }
     }
     for resp in responses {
-        if tx.send(Ok(M::frame(&resp))).await.is_err() {
-            return false;
+        // A proxy that reads nothing for this long is gone (or holding the stream open
+        // on purpose): the stream ends rather than wait on it forever.
+        match tokio::time::timeout(SEND_TIMEOUT, tx.send(Ok(M::frame(&resp)))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return false,
+            Err(_) => {
+                tracing::info!(
+                    node = ctx.node,
+                    timeout_s = SEND_TIMEOUT.as_secs(),
+                    "ending the stream: the proxy reads no responses"
+                );
+                return false;
+            }
         }
     }
     true

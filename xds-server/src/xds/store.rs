@@ -254,22 +254,37 @@ impl Store {
             .collect()
     }
 
-    /// Whether a proxy of `namespace`/`service_account` may be served: always in
-    /// manifest mode; in cluster mode only while a pod runs as that service account.
-    pub fn live(&self, namespace: &str, service_account: &str) -> bool {
-        !self.config.require_live_pod
-            || self.read(|m| {
-                m.pods_in(namespace)
-                    .any(|p| p.service_account == service_account)
-            })
+    /// Whether `identity` may be served now: always in manifest mode; in cluster mode only
+    /// while the pod it claims exists, runs as its service account and has not finished.
+    /// The reason when not.
+    pub fn admits(&self, identity: &ProxyIdentity) -> Result<(), String> {
+        if !self.config.require_live_pod {
+            return Ok(());
+        }
+        self.read(|m| pod_runs(m, identity))
     }
 
     /// Registers a stream of a proxy: `scope` is its certificate's identity (the key it
-    /// shares state by).
-    pub fn attach(self: &Arc<Self>, scope: &str, identity: &ProxyIdentity) -> Attachment {
+    /// shares state by). In cluster mode it is refused (with why) unless its pod runs,
+    /// checked under the store's lock so no build can end the pod in between.
+    pub fn attach(
+        self: &Arc<Self>,
+        scope: &str,
+        identity: &ProxyIdentity,
+    ) -> Result<Attachment, String> {
         let key: ProxyKey = (scope.to_string(), identity.clone());
         let secrets = self.secrets();
         let mut inner = self.lock();
+        if self.config.require_live_pod {
+            pod_runs(&inner.model, identity)?;
+            // Its pod runs (again: a StatefulSet pod comes back under its name): a slot
+            // an earlier pod's deletion ended serves again.
+            if let Some(slot) = inner.proxies.get(&key)
+                && slot.tx.borrow().ended.is_some()
+            {
+                slot.tx.send_modify(|v| *v = Arc::new(v.with_ended(None)));
+            }
+        }
         let Inner {
             model,
             builder,
@@ -305,13 +320,13 @@ impl Store {
         });
         let view = Self::attach_view_locked(&mut inner, &view_key);
         drop(inner);
-        Attachment {
+        Ok(Attachment {
             store: self.clone(),
             key,
             view_key,
             own,
             view,
-        }
+        })
     }
 
     fn attach_view_locked(inner: &mut Inner, key: &ViewKey) -> watch::Receiver<Arc<ViewVersion>> {
@@ -520,7 +535,7 @@ impl Store {
                 secrets: current.secrets.clone(),
                 view: Some((*view).clone()),
                 changed_at,
-                ended: None,
+                ended: current.ended.clone(),
             }));
         }
         if self.config.require_live_pod && pods_changed {
@@ -565,37 +580,40 @@ impl Store {
     }
 }
 
-/// Ends the streams of proxies whose service account has no pod left (cluster mode): a
+/// Whether the pod `identity` claims runs as its service account: the reason when not.
+fn pod_runs(model: &Model, identity: &ProxyIdentity) -> Result<(), String> {
+    match model.pod(&identity.namespace, &identity.pod) {
+        Some(p) if p.service_account != identity.service_account => Err(format!(
+            "pod {}/{} runs as service account {}, not {}",
+            identity.namespace, identity.pod, p.service_account, identity.service_account
+        )),
+        Some(p) if p.finished => Err(format!(
+            "pod {}/{} has finished",
+            identity.namespace, identity.pod
+        )),
+        Some(_) => Ok(()),
+        None => Err(format!(
+            "pod {}/{} does not exist (proxies are served only for running pods)",
+            identity.namespace, identity.pod
+        )),
+    }
+}
+
+/// Ends the streams of proxies whose pod is gone or finished (cluster mode): a
 /// certificate outlives the workload it was issued to by up to its lifetime, and must
 /// not keep a config stream open for that long.
 fn end_orphans(model: &Model, proxies: &HashMap<ProxyKey, ProxySlot>) {
-    let live: std::collections::HashSet<(&str, &str)> = model
-        .pods()
-        .map(|p| (p.namespace.as_str(), p.service_account.as_str()))
-        .collect();
     for ((scope, identity), slot) in proxies {
-        let alive = live.contains(&(
-            identity.namespace.as_str(),
-            identity.service_account.as_str(),
-        ));
-        if alive || slot.tx.borrow().ended.is_some() {
+        if slot.tx.borrow().ended.is_some() {
             continue;
         }
-        let reason = format!(
-            "no pod runs as service account {}/{} any more",
-            identity.namespace, identity.service_account
-        );
+        let Err(reason) = pod_runs(model, identity) else {
+            continue;
+        };
         tracing::info!(identity = %scope, node = %identity.node_id, %reason, "ending the proxy's streams");
-        slot.tx.send_modify(|v| {
-            *v = Arc::new(OwnVersion {
-                version: v.version + 1,
-                own: v.own.clone(),
-                secrets: v.secrets.clone(),
-                view: v.view.clone(),
-                changed_at: v.changed_at,
-                ended: Some(reason.clone().into()),
-            })
-        });
+        let reason: Arc<str> = reason.into();
+        slot.tx
+            .send_modify(|v| *v = Arc::new(v.with_ended(Some(reason.clone()))));
     }
 }
 

@@ -43,8 +43,12 @@ fn proxies_of_a_view_share_one_allocation_of_its_resources() {
     let store = store();
     load(&store, SVC);
     store.rebuild_now();
-    let mut a1 = store.attach("spiffe://x/ns/default/sa/default", &identity("p1"));
-    let mut a2 = store.attach("spiffe://x/ns/default/sa/default", &identity("p2"));
+    let mut a1 = store
+        .attach("spiffe://x/ns/default/sa/default", &identity("p1"))
+        .expect("attached");
+    let mut a2 = store
+        .attach("spiffe://x/ns/default/sa/default", &identity("p2"))
+        .expect("attached");
     let (d1, d2) = (a1.desired(), a2.desired());
     assert!(Arc::ptr_eq(&d1.view, &d2.view), "one view version, shared");
     let name = "outbound|80||a.default.svc.cluster.local";
@@ -63,7 +67,7 @@ fn a_change_publishes_only_what_changed_to_the_views_that_see_it() {
     let store = store();
     load(&store, SVC);
     store.rebuild_now();
-    let mut a = store.attach("s", &identity("p1"));
+    let mut a = store.attach("s", &identity("p1")).expect("attached");
     let before = a.desired();
     // A rebuild with no model change publishes nothing.
     let report = store.rebuild_now();
@@ -94,8 +98,8 @@ fn a_change_publishes_only_what_changed_to_the_views_that_see_it() {
 #[test]
 fn dropping_the_last_stream_forgets_the_proxy_and_its_view() {
     let store = store();
-    let a1 = store.attach("s", &identity("p1"));
-    let a2 = store.attach("s", &identity("p1"));
+    let a1 = store.attach("s", &identity("p1")).expect("attached");
+    let a2 = store.attach("s", &identity("p1")).expect("attached");
     drop(a1);
     let r = store.rebuild_now();
     assert_eq!((r.proxies, r.views), (1, 1));
@@ -107,8 +111,12 @@ fn dropping_the_last_stream_forgets_the_proxy_and_its_view() {
 #[test]
 fn the_same_node_under_two_certificates_is_two_proxies() {
     let store = store();
-    let _a = store.attach("spiffe://td/ns/default/sa/a", &identity("p1"));
-    let _b = store.attach("spiffe://td/ns/evil/sa/b", &identity("p1"));
+    let _a = store
+        .attach("spiffe://td/ns/default/sa/a", &identity("p1"))
+        .expect("attached");
+    let _b = store
+        .attach("spiffe://td/ns/evil/sa/b", &identity("p1"))
+        .expect("attached");
     assert_eq!(store.rebuild_now().proxies, 2);
 }
 
@@ -124,7 +132,7 @@ async fn bursts_of_changes_are_one_build() {
         MeshConfig::default(),
         None,
     );
-    let mut a = store.attach("s", &identity("p1"));
+    let mut a = store.attach("s", &identity("p1")).expect("attached");
     a.desired();
     tokio::spawn(store.clone().run_pusher());
     for i in 0..5 {
@@ -146,60 +154,99 @@ async fn bursts_of_changes_are_one_build() {
 
 const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: p1, namespace: default}\nspec: {serviceAccountName: default, containers: [{name: app, image: x}]}\nstatus: {podIP: 127.0.0.5}\n";
 
-/// Cluster mode: a proxy is served only while a pod of its service account exists, and
-/// its streams are told to end when the last one is deleted (finding 3 of the second
-/// security review).
-#[test]
-fn a_proxy_whose_last_pod_is_deleted_is_ended_in_cluster_mode() {
-    let store = Store::new(
+fn cluster_store() -> Arc<Store> {
+    Store::new(
         StoreConfig {
             require_live_pod: true,
             ..StoreConfig::default()
         },
         MeshConfig::default(),
         None,
-    );
-    assert!(!store.live("default", "default"), "no pod yet");
-    load(&store, POD);
-    store.rebuild_now();
-    assert!(store.live("default", "default"));
-    assert!(!store.live("default", "other"));
-    let mut a = store.attach("spiffe://x/ns/default/sa/default", &identity("p1"));
-    assert!(a.desired().own.ended.is_none());
-    // An unrelated change does not end it.
-    load(&store, SVC);
-    store.rebuild_now();
-    assert!(a.own.borrow_and_update().ended.is_none());
+    )
+}
+
+fn delete_pod(store: &Store, name: &str) {
     store.update(|m| {
         m.delete(&ObjectKey::new(
             translator::model::Kind::Pod,
             "default",
-            "p1",
+            name,
         ))
     });
     store.rebuild_now();
-    let ended = a.own.borrow_and_update().ended.clone();
-    assert!(
-        ended
-            .as_deref()
-            .is_some_and(|why| why.contains("default/default")),
-        "{ended:?}"
-    );
-    // Manifest mode keeps serving proxies whatever the pods.
-    let manifest = store_with_pod_then_none();
-    assert!(manifest.live("default", "default"));
 }
 
-fn store_with_pod_then_none() -> Arc<Store> {
-    let s = store();
-    load(&s, POD);
-    s.update(|m| {
-        m.delete(&ObjectKey::new(
-            translator::model::Kind::Pod,
-            "default",
-            "p1",
-        ))
-    });
-    s.rebuild_now();
-    s
+fn ended(a: &mut Attachment) -> Option<String> {
+    a.own.borrow_and_update().ended.as_deref().map(String::from)
+}
+
+/// Cluster mode: a proxy is served only while the pod it claims runs, and its streams are
+/// told to end when that pod is deleted or finishes (finding 3 of the second security
+/// review). Manifest mode serves whatever the pods.
+#[test]
+fn a_proxy_whose_pod_is_gone_or_finished_is_ended_in_cluster_mode() {
+    let store = cluster_store();
+    let scope = "spiffe://x/ns/default/sa/default";
+    let err = store.attach(scope, &identity("p1")).err();
+    assert!(
+        err.as_deref().is_some_and(|e| e.contains("does not exist")),
+        "{err:?}"
+    );
+    load(&store, POD);
+    store.rebuild_now();
+    let mut a = store.attach(scope, &identity("p1")).expect("its pod runs");
+    assert!(ended(&mut a).is_none());
+    // Another account's claim on the pod, or a pod that does not exist, is refused.
+    let mut other = identity("p1");
+    other.service_account = "admin".into();
+    assert!(
+        store
+            .attach("spiffe://x/ns/default/sa/admin", &other)
+            .is_err()
+    );
+    assert!(store.attach(scope, &identity("p2")).is_err());
+    // An unrelated change does not end it.
+    load(&store, SVC);
+    store.rebuild_now();
+    assert!(ended(&mut a).is_none());
+    delete_pod(&store, "p1");
+    assert!(
+        ended(&mut a).is_some_and(|w| w.contains("default/p1")),
+        "ended"
+    );
+    // A finished pod (a completed Job, an evicted pod) vouches for nothing either.
+    load(
+        &store,
+        &POD.replace("podIP: 127.0.0.5", "podIP: 127.0.0.5, phase: Failed"),
+    );
+    store.rebuild_now();
+    let refused = store.attach(scope, &identity("p1")).err();
+    assert!(
+        refused.as_deref().is_some_and(|e| e.contains("finished")),
+        "{refused:?}"
+    );
+    // Manifest mode keeps serving proxies whatever the pods.
+    let manifest = self::store();
+    assert!(manifest.attach(scope, &identity("p1")).is_ok());
+}
+
+/// A stream of an ended slot and a new stream of a re-created pod of the same name (a
+/// StatefulSet) share the slot: the new pod's stream is served, and when that pod goes
+/// too, both are told to end again.
+#[test]
+fn a_slot_reused_by_a_recreated_pod_ends_again_when_it_goes() {
+    let store = cluster_store();
+    let scope = "spiffe://x/ns/default/sa/default";
+    load(&store, POD);
+    store.rebuild_now();
+    let mut first = store.attach(scope, &identity("p1")).expect("runs");
+    delete_pod(&store, "p1");
+    assert!(ended(&mut first).is_some());
+    load(&store, POD);
+    store.rebuild_now();
+    let mut second = store.attach(scope, &identity("p1")).expect("runs again");
+    assert!(ended(&mut second).is_none(), "served again");
+    delete_pod(&store, "p1");
+    assert!(ended(&mut second).is_some(), "ended again");
+    assert!(ended(&mut first).is_some());
 }
