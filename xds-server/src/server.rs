@@ -109,11 +109,13 @@ pub fn load_ca_files(sec: &SecurityArgs) -> anyhow::Result<Authority> {
     }
 }
 
-/// The pods of a namespace as the certificate endpoint's liveness check reads them.
+/// The pods of a namespace as the certificate endpoint's liveness check reads them: a
+/// finished pod (Succeeded or Failed) vouches for no identity.
 fn pods_in(store: Arc<Store>) -> crate::identity::ca_service::PodsIn {
     Box::new(move |namespace| {
         store.read(|m| {
             m.pods_in(namespace)
+                .filter(|p| !p.finished)
                 .map(|p| (p.name.clone(), p.service_account.clone()))
                 .collect()
         })
