@@ -368,21 +368,32 @@ async fn answers_carry_a_certificate_and_never_a_key() {
 }
 
 /// Manifest mode renews with the current certificate, but only for an identity that a
-/// Pod in the manifests runs as: a certificate for an identity the manifests do not know
-/// (or no longer know) renews nothing.
+/// running Pod in the manifests runs as: a certificate for an identity the manifests do
+/// not know (or no longer know), or whose pod has finished, renews nothing.
 #[tokio::test]
 async fn manifest_mode_renews_only_identities_with_a_pod() -> anyhow::Result<()> {
     use testbed::procs::ControlPlane;
     let work = tempfile::tempdir()?;
     let manifests = work.path().join("manifests");
     std::fs::create_dir(&manifests)?;
+    // web-1 runs; done-1 (a completed Job's pod, say) has finished.
+    let finished = testbed::manifests::pod("done-1", "done", "127.0.0.72".parse()?, "done")
+        .replace(
+            "  podIP: 127.0.0.72\n",
+            "  podIP: 127.0.0.72\n  phase: Succeeded\n",
+        );
+    assert!(finished.contains("phase: Succeeded"), "{finished}");
     std::fs::write(
         manifests.join("pods.yaml"),
-        testbed::manifests::pod("web-1", "web", "127.0.0.71".parse()?, "web"),
+        [
+            testbed::manifests::pod("web-1", "web", "127.0.0.71".parse()?, "web"),
+            finished,
+        ]
+        .join("---\n"),
     )?;
     let cp = ControlPlane::start(&manifests, work.path()).await?;
     let endpoint = cp.ca.to_string();
-    for (sa, ok) in [("web", true), ("ghost", false)] {
+    for (sa, ok) in [("web", true), ("ghost", false), ("done", false)] {
         let creds =
             testbed::xds_client::Creds::issue(&cp.ca_dir(), "default", sa, &work.path().join(sa))?;
         let read = |f: &str| std::fs::read_to_string(creds.dir.join(f));
@@ -406,7 +417,7 @@ async fn manifest_mode_renews_only_identities_with_a_pod() -> anyhow::Result<()>
             (false, Err(e)) => {
                 let msg = format!("{e:#}");
                 assert!(
-                    msg.contains("403") && msg.contains("default/ghost"),
+                    msg.contains("403") && msg.contains(&format!("default/{sa}")),
                     "{msg}"
                 );
             }
