@@ -98,6 +98,7 @@ fn view() -> ViewKey {
         namespace: NS.into(),
         egress: Egress::All,
         grpc: false,
+        variant: None,
     }
 }
 

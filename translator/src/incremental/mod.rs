@@ -28,7 +28,10 @@
 //! Each view may leave out its own set of policy objects (ones its proxies rejected, see
 //! the server's containment): the Services those objects touch get view-local clusters
 //! and virtual hosts, built with the view's own [`PolicyContext`]; every other part is
-//! shared with the other views.
+//! shared with the other views. The server leaves objects out only of a view's variants
+//! ([`ViewKey::variant`], one per rejecting identity): a variant starts as a copy of its
+//! view, so it costs one more view's update per build, and the proxies that did not
+//! reject stay on the shared view with no extra work.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -207,6 +210,7 @@ impl Builder {
                 .map(|p| p.egress.clone())
                 .unwrap_or_default(),
             grpc: proxy.kind == crate::identity::ProxyKind::Grpc,
+            variant: None,
         }
     }
 

@@ -14,7 +14,7 @@ use crate::{XdsType, cluster, route};
 
 /// One view: its maps, which names in them belong to which Service, and what it leaves
 /// out.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(super) struct ViewState {
     pub(super) maps: ViewMaps,
     by_service: HashMap<NsName, Names>,
@@ -33,7 +33,7 @@ struct Override {
 }
 
 /// The names one Service has in a view.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(super) struct Names {
     clusters: Vec<Arc<str>>,
     endpoints: Vec<Arc<str>>,
@@ -46,6 +46,19 @@ impl Builder {
     pub fn view(&mut self, model: &Model, key: &ViewKey) -> ViewMaps {
         if let Some(v) = self.views.get(key) {
             return v.maps.clone();
+        }
+        // A variant starts as a copy of its view (every part shared, nothing encoded);
+        // the next update gives it its own parts for what it leaves out.
+        if key.variant.is_some()
+            && let Some(base) = self.views.get(&key.base())
+        {
+            let state = base.clone();
+            let maps = state.maps.clone();
+            if let Some(d) = self.diagnostics.get(&Origin::Route(key.base())).cloned() {
+                self.diagnostics.insert(Origin::Route(key.clone()), d);
+            }
+            self.views.insert(key.clone(), state);
+            return maps;
         }
         if key.grpc && !self.grpc {
             self.start_grpc(model);
@@ -101,6 +114,19 @@ impl Builder {
         self.diagnostics.remove(&Origin::Route(key.clone()));
     }
 
+    /// Forgets the view variants `keep` says are no longer used.
+    pub fn retain_variants(&mut self, keep: impl Fn(&ViewKey) -> bool) {
+        let gone: Vec<ViewKey> = self
+            .views
+            .keys()
+            .filter(|k| k.variant.is_some() && !keep(k))
+            .cloned()
+            .collect();
+        for k in gone {
+            self.drop_view(&k);
+        }
+    }
+
     fn assemble(
         &mut self,
         model: &Model,
@@ -134,10 +160,13 @@ impl Builder {
 
     /// The view-local parts of the Services a view's left-out objects touch: only those
     /// that differ from the shared parts.
+    /// `current` is what the view holds now: a part equal to it keeps its `Arc` (the
+    /// shared part changed under an object the view leaves out: nothing to send).
     fn overrides(
         &self,
         model: &Model,
         policy: &PolicyContext,
+        current: &TypeMap,
         count: &mut usize,
     ) -> BTreeMap<NsName, Override> {
         let mut out = BTreeMap::new();
@@ -158,7 +187,11 @@ impl Builder {
                 .map(|p| {
                     let r = cluster::outbound(model, &self.mesh, policy, svc, p);
                     let old = parts.clusters.iter().find(|c| *c.name == *r.name);
-                    encode(model, &r, old, count)
+                    let new = encode(model, &r, old, count);
+                    match current.get(&*r.name) {
+                        Some(held) if held.same_as(&new) => held.clone(),
+                        _ => new,
+                    }
                 })
                 .collect();
             let same_clusters = clusters.len() == parts.clusters.len()
@@ -203,7 +236,7 @@ impl Builder {
                 .map(|p| p.splits.clone())
                 .unwrap_or_else(|| self.policy.splits.clone());
             let policy = PolicyContext::new(model, &previous, &excl);
-            let o = self.overrides(model, &policy, count);
+            let o = self.overrides(model, &policy, &state.maps.clusters, count);
             state.policy = Some(policy);
             o
         };

@@ -423,6 +423,7 @@ mod tests {
             namespace: "default".into(),
             egress: Default::default(),
             grpc: false,
+            variant: None,
         };
         cache.on_nack(
             &view,
@@ -464,6 +465,7 @@ mod tests {
             namespace: "default".into(),
             egress: Default::default(),
             grpc: false,
+            variant: None,
         };
         // A proxy with no accepted version rejects a route made from both: either could
         // be the cause.

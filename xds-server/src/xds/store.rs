@@ -304,6 +304,7 @@ impl Store {
             namespace: identity.namespace.clone(),
             egress: Default::default(),
             grpc: identity.kind == translator::identity::ProxyKind::Grpc,
+            variant: None,
         });
         let view = Self::attach_view_locked(&mut inner, &view_key);
         drop(inner);

@@ -17,6 +17,7 @@ fn view(ns: &str) -> ViewKey {
         namespace: ns.into(),
         egress: Egress::All,
         grpc: false,
+        variant: None,
     }
 }
 
