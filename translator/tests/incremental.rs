@@ -563,22 +563,35 @@ fn backends_changing_under_splits_and_routes_match_from_scratch() {
 
 #[test]
 fn a_view_variant_leaves_policy_out_for_its_proxies_only_at_every_step() {
-    // The variant of one identity leaves out a split and a retry policy (named before
-    // they exist); objects are applied and deleted one by one, and after each step the
-    // shared view is what a translation from scratch makes of everything, the variant
-    // what it makes without those two objects.
+    for dir in [
+        "tests/golden/traffic-policy",
+        "tests/golden/gamma",
+        "tests/golden/grpc",
+    ] {
+        let objs = objects(&Path::new(env!("CARGO_MANIFEST_DIR")).join(dir));
+        run_variant(objs.clone());
+        // Policy before the Services, pods and slices it names.
+        run_variant(objs.into_iter().rev().collect());
+    }
+}
+
+/// The variant of one identity leaves out the first object of each policy kind (named
+/// before it exists); objects are applied and deleted one by one, and after each step the
+/// shared view is what a translation from scratch makes of everything, the variant what
+/// it makes without those objects.
+fn run_variant(objs: Vec<Object>) {
     use translator::model::Kind;
     use translator::policy::{Excluded, PolicyContext};
-    let objs = objects(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/traffic-policy"));
-    let first = |kind: Kind| {
-        objs.iter()
-            .map(|o| o.key())
-            .find(|k| k.kind == kind)
-            .expect("an object of the kind")
-    };
-    let excl: Excluded = [first(Kind::TrafficSplit), first(Kind::RetryPolicy)]
-        .into_iter()
-        .collect();
+    let excl: Excluded = [
+        Kind::TrafficSplit,
+        Kind::RetryPolicy,
+        Kind::HTTPRoute,
+        Kind::HTTPRouteGroup,
+    ]
+    .into_iter()
+    .filter_map(|kind| objs.iter().map(|o| o.key()).find(|k| k.kind == kind))
+    .collect();
+    assert!(!excl.is_empty(), "the inputs have policy");
     let base = ViewKey {
         namespace: "default".into(),
         egress: Egress::All,
@@ -586,12 +599,21 @@ fn a_view_variant_leaves_policy_out_for_its_proxies_only_at_every_step() {
         variant: None,
     };
     let variant = base.variant_for("spiffe://cluster.local/ns/default/sa/strict");
-    let by_view = [(variant.clone(), excl.clone())].into_iter().collect();
+    // Another identity's variant that leaves out the same objects (it shares what the
+    // first resolves in each build).
+    let twin = base.variant_for("spiffe://cluster.local/ns/default/sa/strict-too");
+    let by_view = [
+        (variant.clone(), excl.clone()),
+        (twin.clone(), excl.clone()),
+    ]
+    .into_iter()
+    .collect();
     let mut model = Model::new();
     let mut builder = Builder::new(MeshConfig::default());
     builder.update(&model, &BTreeSet::new(), &by_view);
     builder.view(&model, &base);
     builder.view(&model, &variant);
+    builder.view(&model, &twin);
     let mut previous = PolicyContext::default();
     let mut step = |model: &Model, builder: &mut Builder, changed: ObjectKey, what: &str| {
         let out = builder.update(model, &[changed].into_iter().collect(), &by_view);
@@ -599,6 +621,7 @@ fn a_view_variant_leaves_policy_out_for_its_proxies_only_at_every_step() {
         for (view, policy) in [
             (&base, builder.policy().clone()),
             (&variant, previous.clone()),
+            (&twin, previous.clone()),
         ] {
             let maps = builder.view(model, view);
             let got = versions(maps.clusters.values().chain(maps.endpoints.values()));

@@ -685,6 +685,7 @@ impl Builder {
         let updated: BTreeMap<&NsName, &ServiceUpdate> =
             svc_updates.iter().map(|u| (&u.key, u)).collect();
         let keys: Vec<ViewKey> = self.views.keys().cloned().collect();
+        let mut memo = view::PolicyMemo::default();
         for key in keys {
             let Some(mut state) = self.views.remove(&key) else {
                 continue;
@@ -693,7 +694,7 @@ impl Builder {
                 model,
                 &key,
                 &mut state,
-                &updated,
+                (&updated, policy_changed, &mut memo),
                 excluded,
                 &mut out.encoded,
             );

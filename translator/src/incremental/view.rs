@@ -8,7 +8,7 @@ use super::changes::{Changes, Update, ViewMaps, apply, encode};
 use super::{Builder, NsName, Origin, ServiceUpdate};
 use crate::encoded::{Encoded, TypeMap};
 use crate::model::{Model, ViewKey};
-use crate::policy::{Excluded, PolicyContext};
+use crate::policy::{Excluded, PolicyContext, SplitState};
 use crate::route::VhostPart;
 use crate::{XdsType, cluster, route};
 
@@ -20,9 +20,31 @@ pub(super) struct ViewState {
     by_service: HashMap<NsName, Names>,
     excluded: Excluded,
     /// The view's own policy, while it leaves something out.
-    policy: Option<PolicyContext>,
+    policy: Option<Arc<PolicyContext>>,
+    /// The Services whose routing differs under that policy from the shared one: the
+    /// only ones that can have view-local parts.
+    differs: Arc<BTreeSet<NsName>>,
     /// View-local parts of the Services its left-out objects touch.
     overrides: BTreeMap<NsName, Override>,
+}
+
+/// A policy a view that leaves something out resolved: (left out, the last good splits
+/// it started from, the policy, the Services that differ under it).
+type Resolved = (
+    Excluded,
+    SplitState,
+    Arc<PolicyContext>,
+    Arc<BTreeSet<NsName>>,
+);
+
+/// What views that leave something out resolved in one build, shared by the variants of
+/// one view that leave out the same objects (the proxies of many identities rejecting
+/// one bad object cost one resolution and one route table, not one each): the policies,
+/// and the route tables by (view, left out) with the variant that assembled each.
+#[derive(Default)]
+pub(super) struct PolicyMemo {
+    policies: Vec<Resolved>,
+    routes: Vec<(ViewKey, Excluded, ViewKey, Arc<Encoded>)>,
 }
 
 /// A Service's parts as one view sees them, when they differ from the shared ones.
@@ -127,6 +149,45 @@ impl Builder {
         }
     }
 
+    /// A view's route table; a variant takes the one another variant of its view that
+    /// leaves out the same objects assembled in this build.
+    fn variant_route(
+        &mut self,
+        model: &Model,
+        key: &ViewKey,
+        state: &ViewState,
+        old: Option<&Arc<Encoded>>,
+        memo: &mut PolicyMemo,
+        count: &mut usize,
+    ) -> Arc<Encoded> {
+        if key.variant.is_none() || state.excluded.is_empty() {
+            return self.assemble(model, key, state, old, count);
+        }
+        let base = key.base();
+        let found = memo
+            .routes
+            .iter()
+            .find(|(v, e, _, _)| *v == base && *e == state.excluded)
+            .map(|(_, _, by, r)| (by.clone(), r.clone()));
+        match found {
+            Some((by, route)) => {
+                if let Some(d) = self.diagnostics.get(&Origin::Route(by)).cloned() {
+                    self.diagnostics.insert(Origin::Route(key.clone()), d);
+                }
+                match old {
+                    Some(o) if o.same_as(&route) => o.clone(),
+                    _ => route,
+                }
+            }
+            None => {
+                let route = self.assemble(model, key, state, old, count);
+                memo.routes
+                    .push((base, state.excluded.clone(), key.clone(), route.clone()));
+                route
+            }
+        }
+    }
+
     fn assemble(
         &mut self,
         model: &Model,
@@ -158,50 +219,125 @@ impl Builder {
         }
     }
 
-    /// The view-local parts of the Services a view's left-out objects touch: only those
-    /// that differ from the shared parts.
-    /// `current` is what the view holds now: a part equal to it keeps its `Arc` (the
-    /// shared part changed under an object the view leaves out: nothing to send).
-    fn overrides(
+    /// The view-local parts of Service `key` under `policy`, if they differ from the
+    /// shared ones. `current` is what the view holds now: a part equal to it keeps its
+    /// `Arc` (the shared part changed under an object the view leaves out: nothing to
+    /// send).
+    fn override_of(
         &self,
         model: &Model,
         policy: &PolicyContext,
+        key: &NsName,
         current: &TypeMap,
         count: &mut usize,
-    ) -> BTreeMap<NsName, Override> {
-        let mut out = BTreeMap::new();
-        let touched: BTreeSet<NsName> = policy_services(&self.policy)
-            .union(&policy_services(policy))
-            .cloned()
+    ) -> Option<Override> {
+        let parts = self.services.get(key)?;
+        let svc = parts.svc.as_ref()?;
+        let routings = crate::routing::port_routings(model, policy, svc);
+        let vhosts = route::vhost_parts(model, policy, svc, &routings);
+        let clusters: Vec<Arc<Encoded>> = svc
+            .ports
+            .iter()
+            .map(|p| {
+                let r = cluster::outbound(model, &self.mesh, policy, svc, p);
+                let old = parts.clusters.iter().find(|c| *c.name == *r.name);
+                let new = encode(model, &r, old, count);
+                match current.get(&*r.name) {
+                    Some(held) if held.same_as(&new) => held.clone(),
+                    _ => new,
+                }
+            })
             .collect();
-        for key in touched {
-            let Some(parts) = self.services.get(&key) else {
-                continue;
-            };
-            let Some(svc) = &parts.svc else { continue };
-            let routings = crate::routing::port_routings(model, policy, svc);
-            let vhosts = route::vhost_parts(model, policy, svc, &routings);
-            let clusters: Vec<Arc<Encoded>> = svc
-                .ports
+        let same_clusters = clusters.len() == parts.clusters.len()
+            && clusters
                 .iter()
-                .map(|p| {
-                    let r = cluster::outbound(model, &self.mesh, policy, svc, p);
-                    let old = parts.clusters.iter().find(|c| *c.name == *r.name);
-                    let new = encode(model, &r, old, count);
-                    match current.get(&*r.name) {
-                        Some(held) if held.same_as(&new) => held.clone(),
-                        _ => new,
-                    }
-                })
-                .collect();
-            let same_clusters = clusters.len() == parts.clusters.len()
-                && clusters
-                    .iter()
-                    .zip(&parts.clusters)
-                    .all(|(a, b)| Arc::ptr_eq(a, b));
-            if vhosts != parts.vhosts || !same_clusters {
-                out.insert(key, Override { clusters, vhosts });
-            }
+                .zip(&parts.clusters)
+                .all(|(a, b)| Arc::ptr_eq(a, b));
+        (vhosts != parts.vhosts || !same_clusters).then_some(Override { clusters, vhosts })
+    }
+
+    /// A view's view-local parts after this build. Its policy (and which Services differ
+    /// under it) is resolved again only when what it leaves out or some policy changed;
+    /// otherwise only the differing Services rebuilt by this build are looked at again,
+    /// so a view that leaves something out costs little more than one that does not.
+    fn overrides(
+        &self,
+        model: &Model,
+        state: &mut ViewState,
+        excl: &Excluded,
+        (updated, policy_changed, memo): (
+            &BTreeMap<&NsName, &ServiceUpdate>,
+            bool,
+            &mut PolicyMemo,
+        ),
+        count: &mut usize,
+    ) -> BTreeMap<NsName, Override> {
+        if excl.is_empty() {
+            state.policy = None;
+            state.differs = Arc::default();
+            return BTreeMap::new();
+        }
+        let redo = policy_changed || state.policy.is_none() || *excl != state.excluded;
+        if redo {
+            let previous = state
+                .policy
+                .as_ref()
+                .map(|p| &p.splits)
+                .unwrap_or(&self.policy.splits);
+            let found = memo
+                .policies
+                .iter()
+                .find(|(e, prev, _, _)| e == excl && prev == previous)
+                .map(|(_, _, p, d)| (p.clone(), d.clone()));
+            let (policy, differs) = match found {
+                Some(found) => found,
+                None => {
+                    let policy = Arc::new(PolicyContext::new(model, previous, excl));
+                    let differs = Arc::new(super::policy_changes(
+                        &self.policy,
+                        &policy,
+                        &BTreeSet::new(),
+                    ));
+                    memo.policies.push((
+                        excl.clone(),
+                        previous.clone(),
+                        policy.clone(),
+                        differs.clone(),
+                    ));
+                    (policy, differs)
+                }
+            };
+            state.differs = differs;
+            state.policy = Some(policy);
+        }
+        let Some(policy) = state.policy.as_ref() else {
+            return BTreeMap::new();
+        };
+        let check: BTreeSet<NsName> = if redo {
+            state
+                .differs
+                .iter()
+                .chain(state.overrides.keys())
+                .cloned()
+                .collect()
+        } else {
+            updated
+                .keys()
+                .filter(|k| state.differs.contains(**k) || state.overrides.contains_key(**k))
+                .map(|k| (*k).clone())
+                .collect()
+        };
+        let mut out = state.overrides.clone();
+        for key in check {
+            let o = state
+                .differs
+                .contains(&key)
+                .then(|| self.override_of(model, policy, &key, &state.maps.clusters, count))
+                .flatten();
+            match o {
+                Some(o) => out.insert(key, o),
+                None => out.remove(&key),
+            };
         }
         out
     }
@@ -213,7 +349,11 @@ impl Builder {
         model: &Model,
         key: &ViewKey,
         state: &mut ViewState,
-        updated: &BTreeMap<&NsName, &ServiceUpdate>,
+        (updated, policy_changed, memo): (
+            &BTreeMap<&NsName, &ServiceUpdate>,
+            bool,
+            &mut PolicyMemo,
+        ),
         excluded: &BTreeMap<ViewKey, Excluded>,
         count: &mut usize,
     ) -> Changes {
@@ -226,20 +366,7 @@ impl Builder {
         } else {
             excluded.get(key).cloned().unwrap_or_default()
         };
-        let overrides = if excl.is_empty() {
-            state.policy = None;
-            BTreeMap::new()
-        } else {
-            let previous = state
-                .policy
-                .as_ref()
-                .map(|p| p.splits.clone())
-                .unwrap_or_else(|| self.policy.splits.clone());
-            let policy = PolicyContext::new(model, &previous, &excl);
-            let o = self.overrides(model, &policy, &state.maps.clusters, count);
-            state.policy = Some(policy);
-            o
-        };
+        let overrides = self.overrides(model, state, &excl, (updated, policy_changed, memo), count);
         let mut affected: BTreeSet<NsName> = updated.keys().map(|k| (*k).clone()).collect();
         for k in state.overrides.keys().chain(overrides.keys()) {
             if state.overrides.get(k) != overrides.get(k) {
@@ -330,7 +457,7 @@ impl Builder {
         apply(&mut state.maps.endpoints, &changes.endpoints);
         if route_dirty {
             let old = state.maps.routes.values().next().cloned();
-            let new = self.assemble(model, key, state, old.as_ref(), count);
+            let new = self.variant_route(model, key, state, old.as_ref(), memo, count);
             if old.as_ref().is_none_or(|o| !Arc::ptr_eq(o, &new)) {
                 changes.routes.push(Update::Put(new));
             }
@@ -338,21 +465,4 @@ impl Builder {
         apply(&mut state.maps.routes, &changes.routes);
         changes
     }
-}
-
-/// The Services a policy state touches: split apexes and backends, retry targets,
-/// Services with routes.
-fn policy_services(p: &PolicyContext) -> BTreeSet<NsName> {
-    let mut out = BTreeSet::new();
-    for ((ns, apex), s) in &p.splits {
-        out.insert((ns.clone(), apex.clone()));
-        for (b, _) in &s.backends {
-            out.insert((ns.clone(), b.clone()));
-        }
-    }
-    for (ns, svc, _) in p.retry_winners.keys() {
-        out.insert((ns.clone(), svc.clone()));
-    }
-    out.extend(p.routes.keys().cloned());
-    out
 }
