@@ -281,9 +281,11 @@ async fn a_proxy_rejecting_another_namespaces_policy_cannot_take_it_from_its_nei
         node("twin.evil", "evil", "twin", "attacker"),
     );
     for (who, ads) in [("neighbour", &neighbour), ("twin", &twin)] {
-        ads.wait_for(CONVERGE, &format!("the {who} to hold the policy"), |r| {
-            holds_owner_policy(r)
-        })
+        ads.wait_for(
+            CONVERGE,
+            &format!("the {who} to hold the policy"),
+            holds_owner_policy,
+        )
         .await?;
     }
     let evil = RawAds::delta_rejecting(
@@ -362,7 +364,7 @@ async fn a_proxy_rejecting_another_namespaces_policy_cannot_take_it_from_its_nei
     twin.wait_for(
         CONVERGE,
         "the policy back for the attacker's identity",
-        |r| holds_owner_policy(r),
+        holds_owner_policy,
     )
     .await?;
     let cp = &mesh.cp;
