@@ -5,7 +5,10 @@
 //! rebuilt and re-sent. Those proxies follow a variant of their view
 //! ([`ViewKey::variant`]); every other proxy of the view keeps the object. One proxy's
 //! word costs only its own identity: it cannot take another tenant's policy from its
-//! neighbours, nor from anyone once it has left.
+//! neighbours, nor from anyone once it has left. A proxy of the same identity under
+//! another node id follows the variant too: the identity is what the certificate proves,
+//! any of its proxies could have sent the rejection, and replicas of one workload run the
+//! same Envoy.
 //!
 //! Who is suspected, per (identity, view):
 //! - **The diff.** A proxy that held an accepted version of the rejected resource
