@@ -1,7 +1,9 @@
-//! One tenant's bad policy stays its own problem. A real Envoy rejects a route made from
-//! a valid TrafficSplit (this Envoy's runtime allows only tiny regexes); the control
-//! plane leaves that split out, re-sends the rest, and a live route change for another
-//! Service reaches every proxy, the strict one included, with no failed requests.
+//! One tenant's bad policy stays its own problem, and one proxy's word stays its own. A
+//! real Envoy rejects a route made from a valid TrafficSplit (this Envoy's runtime allows
+//! only tiny regexes); the control plane leaves that split out for that proxy's identity
+//! only, re-sends the rest, and a live route change for another Service reaches every
+//! proxy, the strict one included, with no failed requests. A hostile proxy that rejects
+//! another namespace's policy loses it alone, and only while it is connected.
 
 mod common;
 
@@ -61,12 +63,12 @@ async fn a_rejected_split_is_left_out_and_other_routes_flow(stream: Stream) -> a
     .await?;
     let cp = &mesh.cp;
     wait_until(CONVERGE, "the split to be left out", || async move {
-        Ok(cp.log_text().contains("leaves it out until it changes"))
+        Ok(rejected_by_proxies(
+            &cp.log_text(),
+            "TrafficSplit default/web-ab",
+        ))
     })
     .await?;
-    // The others accepted it; everyone converges on config without it.
-    let log = mesh.cp.log_text();
-    assert!(log.contains("TrafficSplit default/web-ab"), "{log}");
 
     // A live change for another Service reaches every proxy, the strict one included.
     mesh.write(
@@ -92,16 +94,14 @@ async fn a_rejected_split_is_left_out_and_other_routes_flow(stream: Stream) -> a
         !route_dump(&mesh.client).await?.contains("/beta/"),
         "the strict client holds no route from the left-out split"
     );
-    let cp = &mesh.cp;
-    wait_until(
-        CONVERGE,
-        "the split's Rejected condition in the log",
-        || async move {
-            let log = cp.log_text();
-            Ok(log.contains("\"reason\":\"Rejected\"") && log.contains("web-ab"))
-        },
-    )
-    .await?;
+    // Only the strict client's identity left it out: the sidecars (other identities,
+    // default limits) accepted it and keep it.
+    for envoy in mesh.sidecars.values() {
+        assert!(
+            route_dump(envoy).await?.contains("/beta/"),
+            "a sidecar that accepted the split keeps it"
+        );
+    }
 
     // Fixing the object (no regex) brings it back for everyone.
     mesh.write(
@@ -166,17 +166,21 @@ async fn a_bad_split_present_at_start_is_found_by_search() -> anyhow::Result<()>
     }
     let cp = &mesh.cp;
     wait_until(CONVERGE, "the split to be named", || async move {
-        Ok(cp.log_text().contains("leaves it out until it changes"))
+        Ok(rejected_by_proxies(
+            &cp.log_text(),
+            "TrafficSplit default/web-ab",
+        ))
     })
     .await?;
-    let log = mesh.cp.log_text();
-    assert!(log.contains("TrafficSplit default/web-ab"), "{log}");
     // Only the split is blamed: the good policy was at most implicated while the search
-    // ran, never Accepted=False/Rejected.
-    let blamed: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("RetryPolicy default/fast") && l.contains("Rejected"))
-        .filter(|l| !l.contains("SharesRejectedResource"))
+    // ran, and never lost Accepted.
+    let log = mesh.cp.log_text();
+    let blamed: Vec<_> = log_lines(&log, "RetryPolicy default/fast")
+        .into_iter()
+        .filter(|l| {
+            l["condition"] == "RejectedByProxies"
+                || (l["condition"] == "Accepted" && l["reason"] != "Accepted")
+        })
         .collect();
     assert!(
         blamed.is_empty(),
@@ -185,25 +189,107 @@ async fn a_bad_split_present_at_start_is_found_by_search() -> anyhow::Result<()>
     Ok(())
 }
 
+/// The owner's policies in `default`: a retry timeout and a header filter on `web`.
+const OWNER_POLICY: &str = "apiVersion: policy.rudder.dev/v1alpha1
+kind: RetryPolicy
+metadata: {name: web-retries, namespace: default}
+spec:
+  targetRef: {kind: Service, name: web}
+  timeout: 9s
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web-headers, namespace: default}
+spec:
+  parentRefs:
+    - {group: \"\", kind: Service, name: web, port: 80}
+  rules:
+    - filters:
+        - type: RequestHeaderModifier
+          requestHeaderModifier:
+            add: [{name: x-owner, value: default-team}]
+      backendRefs:
+        - {name: web, port: 80}
+";
+
+/// Whether a raw client's route table holds both of the owner's policies.
+fn holds_owner_policy(r: &testbed::xds_client::Received) -> bool {
+    use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+    use prost::Message;
+    let text = r
+        .resources
+        .get(&(
+            testbed::xds_client::ROUTE.to_string(),
+            "outbound".to_string(),
+        ))
+        .and_then(|a| RouteConfiguration::decode(a.value.as_slice()).ok())
+        .map(|rc| format!("{rc:?}"))
+        .unwrap_or_default();
+    text.contains("x-owner") && text.contains("seconds: 9,")
+}
+
+/// Whether the log says `object` has a `RejectedByProxies` condition.
+fn rejected_by_proxies(log: &str, object: &str) -> bool {
+    log_lines(log, object)
+        .iter()
+        .any(|l| l["condition"] == "RejectedByProxies" && l["reason"] == "Rejected")
+}
+
+/// The control plane's JSON log lines about `object`.
+fn log_lines(log: &str, object: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["object"] == object)
+        .collect()
+}
+
 #[tokio::test]
-async fn a_workload_that_rejects_everything_hurts_only_its_own_namespace() -> anyhow::Result<()> {
+async fn a_proxy_rejecting_another_namespaces_policy_cannot_take_it_from_its_neighbours()
+-> anyhow::Result<()> {
+    // Issue 21, finding 4: a proxy in `evil` with its own valid certificate NACKs every
+    // route table holding the owner's RetryPolicy and HTTPRoute header filter.
     use testbed::xds_client::{Creds, ROUTE, RawAds, node};
     let mesh = Mesh::start(Stream::Delta).await?;
-    mesh.write("ab-test.yaml", AB_TEST)?;
+    mesh.write("owner.yaml", OWNER_POLICY)?;
     let web1 = &mesh.sidecars["web-1"];
-    wait_until(CONVERGE, "the split on the sidecars", || async move {
-        Ok(route_dump(web1).await?.contains("weighted_clusters"))
-    })
+    wait_until(
+        CONVERGE,
+        "the owner's policy on the sidecars",
+        || async move {
+            let dump = route_dump(web1).await?;
+            Ok(dump.contains("x-owner") && dump.contains("\"timeout\": \"9s\""))
+        },
+    )
     .await?;
-    // A hostile workload in another namespace rejects every route table it is sent.
-    let creds = Creds::issue(
-        &mesh.cp.ca_dir(),
-        "evil",
-        "attacker",
-        &mesh.work.path().join("evil"),
-    )?;
+    let creds = |sa: &str| {
+        Creds::issue(
+            &mesh.cp.ca_dir(),
+            "evil",
+            sa,
+            &mesh.work.path().join(format!("evil-{sa}")),
+        )
+    };
+    let (attacker, other) = (creds("attacker")?, creds("neighbour")?);
+    // Its neighbours in `evil`: another service account, and one with the attacker's
+    // own identity under another node id.
+    let neighbour = RawAds::delta(
+        other.channel(mesh.cp.xds).await?,
+        node("n.evil", "evil", "n", "neighbour"),
+    );
+    let twin = RawAds::delta(
+        attacker.channel(mesh.cp.xds).await?,
+        node("twin.evil", "evil", "twin", "attacker"),
+    );
+    for (who, ads) in [("neighbour", &neighbour), ("twin", &twin)] {
+        ads.wait_for(
+            CONVERGE,
+            &format!("the {who} to hold the policy"),
+            holds_owner_policy,
+        )
+        .await?;
+    }
     let evil = RawAds::delta_rejecting(
-        creds.channel(mesh.cp.xds).await?,
+        attacker.channel(mesh.cp.xds).await?,
         node("x.evil", "evil", "x", "attacker"),
         ROUTE,
     );
@@ -211,29 +297,82 @@ async fn a_workload_that_rejects_everything_hurts_only_its_own_namespace() -> an
         r.names(ROUTE).len() == 1
     })
     .await?;
-    let cp = &mesh.cp;
-    wait_until(CONVERGE, "its rejection to be contained", || async move {
-        Ok(cp.log_text().contains("its view leaves it out"))
-    })
+    // The rejecting identity's proxies stop getting the policy (the twin shares the
+    // attacker's certificate identity: it could have sent the same NACKs).
+    twin.wait_for(
+        CONVERGE,
+        "the policy left out for the attacker's identity",
+        |r| !holds_owner_policy(r),
+    )
     .await?;
-    // Another change after it: everyone in default still gets the split.
+    // A change after it reaches everyone; the neighbour still holds the owner's policy.
     mesh.write(
         "fast-retries.yaml",
         "apiVersion: policy.rudder.dev/v1alpha1\nkind: RetryPolicy\nmetadata: {name: fast}\nspec:\n  targetRef: {name: fast}\n  timeout: 7s\n",
     )?;
+    let fast_seen = |r: &testbed::xds_client::Received| {
+        r.resources
+            .get(&(ROUTE.to_string(), "outbound".to_string()))
+            .is_some_and(|a| {
+                use prost::Message;
+                envoy_types::pb::envoy::config::route::v3::RouteConfiguration::decode(
+                    a.value.as_slice(),
+                )
+                .is_ok_and(|rc| format!("{rc:?}").contains("seconds: 7,"))
+            })
+    };
+    neighbour
+        .wait_for(CONVERGE, "the later change on the neighbour", fast_seen)
+        .await?;
+    assert!(
+        holds_owner_policy(&neighbour.received()),
+        "the neighbour in evil (another service account) lost the owner's policy on the attacker's word\ncontrol plane log:\n{}",
+        mesh.cp.log_text()
+    );
     for envoy in std::iter::once(&mesh.client).chain(mesh.sidecars.values()) {
         wait_until(CONVERGE, "the change in default", || async move {
             let dump = route_dump(envoy).await?;
-            Ok(dump.contains("\"timeout\": \"7s\"") && dump.contains("weighted_clusters"))
+            Ok(dump.contains("\"timeout\": \"7s\"") && dump.contains("x-owner"))
         })
         .await?;
     }
-    // The status of the split does not carry the intruder's text.
-    let log = mesh.cp.log_text();
-    assert!(log.contains("proxies in namespace evil reject"), "{log}");
-    assert!(
-        !log.contains("\"message\":\"proxy spiffe://cluster.local/ns/evil"),
-        "{log}"
-    );
+    // The owner's objects keep Accepted as validation decided, and say where they were
+    // rejected in a condition of their own.
+    let cp = &mesh.cp;
+    for object in [
+        "RetryPolicy default/web-retries",
+        "HTTPRoute default/web-headers",
+    ] {
+        wait_until(CONVERGE, "the RejectedByProxies condition", || async move {
+            Ok(log_lines(&cp.log_text(), object).iter().any(|l| {
+                l["condition"] == "RejectedByProxies"
+                    && l["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("spiffe://cluster.local/ns/evil/sa/attacker"))
+            }))
+        })
+        .await?;
+        let log = mesh.cp.log_text();
+        let flipped: Vec<_> = log_lines(&log, object)
+            .into_iter()
+            .filter(|l| l["condition"] == "Accepted" && l["reason"] == "Rejected")
+            .collect();
+        assert!(flipped.is_empty(), "{object} lost Accepted: {flipped:?}");
+    }
+    // The attacker leaves: nothing stays excluded, the condition goes away.
+    drop(evil);
+    twin.wait_for(
+        CONVERGE,
+        "the policy back for the attacker's identity",
+        holds_owner_policy,
+    )
+    .await?;
+    let cp = &mesh.cp;
+    wait_until(CONVERGE, "the condition cleared", || async move {
+        Ok(log_lines(&cp.log_text(), "RetryPolicy default/web-retries")
+            .iter()
+            .any(|l| l["condition"] == "RejectedByProxies" && l["cleared"] == true))
+    })
+    .await?;
     Ok(())
 }

@@ -307,6 +307,16 @@ async fn a_rejected_route_is_traced_to_its_traffic_split() -> anyhow::Result<()>
         ["rudder_xds_nacks_total{type=\"RDS\"} 1"],
         "one NACK, from the one proxy that rejects it"
     );
+    // Containment shows: one identity with what is left out for it.
+    let sample = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.split(' ').next() == Some(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(sample("rudder_containment_identities"), 1.0, "{metrics}");
+    assert!(sample("rudder_containment_objects") >= 1.0, "{metrics}");
     Ok(())
 }
 

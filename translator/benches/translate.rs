@@ -12,6 +12,12 @@
 //! - `route_weight_change` / `split_weight_change`: one in five Services is routed by an
 //!   HTTPRoute (or split by a TrafficSplit) to the next two; one of them changes its
 //!   weights (90/10 and 50/50 alternate) and `Builder::update` runs: a canary step.
+//! - `route_weight_change_10_variants`: the same canary step (HTTPRoutes) while 10
+//!   identities' variants of the view each leave out another HTTPRoute (containment);
+//!   `route_weight_change_10_variants_one_object`: all 10 leave out the same one (a bad
+//!   object every identity rejects).
+//! - `variant_start`: a variant of the view that leaves out one HTTPRoute is made and
+//!   brought up to date (it is forgotten again, untimed, after each iteration).
 //!
 //! Run: `cargo bench -p translator -- --warm-up-time 1 --measurement-time 3`.
 
@@ -98,6 +104,7 @@ fn view() -> ViewKey {
         namespace: NS.into(),
         egress: Egress::All,
         grpc: false,
+        variant: None,
     }
 }
 
@@ -308,11 +315,27 @@ fn policy_yaml(route: bool, i: usize, s: usize, a: u32, b: u32) -> String {
     }
 }
 
-fn weight_change(c: &mut Criterion, route: bool) {
-    let name = if route {
-        "route_weight_change"
-    } else {
-        "split_weight_change"
+/// `n` view variants, variant `j` leaving out HTTPRoute `r{5 (j + 1)}` (or all of them
+/// `r5`, unless `distinct`).
+fn variants(n: usize, distinct: bool) -> BTreeMap<ViewKey, Excluded> {
+    (0..n)
+        .map(|j| {
+            let route = if distinct { 5 * (j + 1) } else { 5 };
+            let key = ObjectKey::new(translator::model::Kind::HTTPRoute, NS, &format!("r{route}"));
+            (
+                view().variant_for(&format!("spiffe://cluster.local/ns/{NS}/sa/v{j}")),
+                [key].into_iter().collect(),
+            )
+        })
+        .collect()
+}
+
+fn weight_change(c: &mut Criterion, route: bool, (n_variants, distinct): (usize, bool)) {
+    let name = match (route, n_variants, distinct) {
+        (true, 0, _) => "route_weight_change".to_string(),
+        (true, n, true) => format!("route_weight_change_{n}_variants"),
+        (true, n, false) => format!("route_weight_change_{n}_variants_one_object"),
+        (false, _, _) => "split_weight_change".to_string(),
     };
     let mut g = c.benchmark_group(name);
     for s in SIZES {
@@ -328,7 +351,11 @@ fn weight_change(c: &mut Criterion, route: bool) {
             parse(&policy_yaml(route, 0, s, 50, 50)),
             parse(&policy_yaml(route, 0, s, 90, 10)),
         ];
-        let excluded: BTreeMap<ViewKey, Excluded> = BTreeMap::new();
+        let excluded = variants(n_variants, distinct);
+        for k in excluded.keys() {
+            builder.view(&model, k);
+        }
+        builder.update(&model, &BTreeSet::new(), &excluded);
         let mut n = 0usize;
         g.bench_with_input(BenchmarkId::from_parameter(s), &s, |b, _| {
             b.iter(|| {
@@ -336,7 +363,11 @@ fn weight_change(c: &mut Criterion, route: bool) {
                 n += 1;
                 let changed = model.take_changes();
                 let out = builder.update(&model, &changed, &excluded);
-                assert_eq!(out.views.len(), 1, "the weight change reaches the view");
+                assert_eq!(
+                    out.views.len(),
+                    1 + n_variants,
+                    "the weight change reaches the view and its variants"
+                );
                 black_box(out)
             });
         });
@@ -345,11 +376,53 @@ fn weight_change(c: &mut Criterion, route: bool) {
 }
 
 fn route_weight_change(c: &mut Criterion) {
-    weight_change(c, true);
+    weight_change(c, true, (0, true));
 }
 
 fn split_weight_change(c: &mut Criterion) {
-    weight_change(c, false);
+    weight_change(c, false, (0, true));
+}
+
+fn route_weight_change_10_variants(c: &mut Criterion) {
+    weight_change(c, true, (10, true));
+}
+
+fn route_weight_change_10_variants_one_object(c: &mut Criterion) {
+    weight_change(c, true, (10, false));
+}
+
+fn variant_start(c: &mut Criterion) {
+    let mut g = c.benchmark_group("variant_start");
+    for s in SIZES {
+        let (mut model, _) = mesh(s);
+        let policies: String = (0..s)
+            .step_by(5)
+            .map(|i| policy_yaml(true, i, s, 90, 10))
+            .collect();
+        apply(&mut model, &parse(&policies));
+        let keys = model.take_changes();
+        let mut builder = built(&model, &keys);
+        let one = variants(1, true);
+        let none: BTreeMap<ViewKey, Excluded> = BTreeMap::new();
+        g.bench_with_input(BenchmarkId::from_parameter(s), &s, |b, _| {
+            b.iter_custom(|iters| {
+                let mut took = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    for k in one.keys() {
+                        builder.view(&model, k);
+                    }
+                    let out = builder.update(&model, &BTreeSet::new(), &one);
+                    took += start.elapsed();
+                    assert_eq!(out.views.len(), 1, "the variant leaves the route out");
+                    builder.retain_variants(|_| false);
+                    black_box(builder.update(&model, &BTreeSet::new(), &none));
+                }
+                took
+            });
+        });
+    }
+    g.finish();
 }
 
 criterion_group!(
@@ -360,6 +433,9 @@ criterion_group!(
     new_service,
     new_service_grpc,
     route_weight_change,
-    split_weight_change
+    split_weight_change,
+    route_weight_change_10_variants,
+    route_weight_change_10_variants_one_object,
+    variant_start
 );
 criterion_main!(benches);

@@ -53,8 +53,16 @@ fn versions<'a>(rs: impl IntoIterator<Item = &'a std::sync::Arc<Encoded>>) -> Ve
 }
 
 fn fresh(model: &Model, builder: &Builder, view: &ViewKey) -> Versions {
+    fresh_with(model, builder.policy(), view)
+}
+
+/// A view's clusters and endpoints translated from scratch with `policy`.
+fn fresh_with(
+    model: &Model,
+    policy: &translator::policy::PolicyContext,
+    view: &ViewKey,
+) -> Versions {
     let mesh = MeshConfig::default();
-    let policy = builder.policy();
     let mut out = Versions::new();
     let visible: BTreeSet<String> = model
         .services()
@@ -173,6 +181,7 @@ fn run_objects(objs: Vec<Object>) {
                 namespace: ns.clone(),
                 egress: Egress::All,
                 grpc,
+                variant: None,
             })
         })
         .collect();
@@ -303,6 +312,7 @@ fn one_endpoint_change_is_one_endpoint_update_whatever_the_mesh_size() {
         namespace: "shop".into(),
         egress: Egress::All,
         grpc: false,
+        variant: None,
     };
     builder.view(&model, &view);
     let keys = apply(
@@ -347,6 +357,7 @@ fn views_see_only_what_services_export_and_pods_declare() {
         namespace: "web".into(),
         egress: Egress::All,
         grpc: false,
+        variant: None,
     };
     assert_eq!(
         names(&builder.view(&model, &all_web)),
@@ -360,12 +371,14 @@ fn views_see_only_what_services_export_and_pods_declare() {
         namespace: "shop".into(),
         egress: Egress::All,
         grpc: false,
+        variant: None,
     };
     assert_eq!(builder.view(&model, &all_shop).clusters.len(), 3);
     let scoped = ViewKey {
         namespace: "web".into(),
         egress: Egress::parse("shop/cart", "web").expect("egress"),
         grpc: false,
+        variant: None,
     };
     assert_eq!(
         names(&builder.view(&model, &scoped)),
@@ -404,11 +417,13 @@ fn a_view_that_leaves_a_policy_out_gets_its_own_parts_and_the_others_do_not() {
         namespace: "default".into(),
         egress: Egress::All,
         grpc: false,
+        variant: None,
     };
     let b = ViewKey {
         namespace: "other".into(),
         egress: Egress::All,
         grpc: false,
+        variant: None,
     };
     let route = |maps: &translator::incremental::ViewMaps| {
         maps.routes.values().next().expect("route").clone()
@@ -485,6 +500,7 @@ fn backends_changing_under_splits_and_routes_match_from_scratch() {
             namespace: "default".into(),
             egress: Egress::All,
             grpc,
+            variant: None,
         })
         .to_vec();
     let proxies = vec![proxy("default", "client", "client")];
@@ -543,4 +559,130 @@ fn backends_changing_under_splits_and_routes_match_from_scratch() {
         "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: default}\nspec:\n  parentRefs: [{group: \"\", kind: Service, name: parent}]\n  rules:\n    - backendRefs: [{name: c, port: 80, weight: 9}, {name: d, port: 80}]\n",
         "a canary step",
     );
+}
+
+#[test]
+fn a_view_variant_leaves_policy_out_for_its_proxies_only_at_every_step() {
+    for dir in [
+        "tests/golden/traffic-policy",
+        "tests/golden/gamma",
+        "tests/golden/grpc",
+    ] {
+        let objs = objects(&Path::new(env!("CARGO_MANIFEST_DIR")).join(dir));
+        run_variant(objs.clone());
+        // Policy before the Services, pods and slices it names.
+        run_variant(objs.into_iter().rev().collect());
+    }
+}
+
+/// The variant of one identity leaves out the first object of each policy kind (named
+/// before it exists); objects are applied and deleted one by one, and after each step the
+/// shared view is what a translation from scratch makes of everything, the variant what
+/// it makes without those objects.
+fn run_variant(objs: Vec<Object>) {
+    use translator::model::Kind;
+    use translator::policy::{Excluded, PolicyContext};
+    let excl: Excluded = [
+        Kind::TrafficSplit,
+        Kind::RetryPolicy,
+        Kind::HTTPRoute,
+        Kind::HTTPRouteGroup,
+    ]
+    .into_iter()
+    .filter_map(|kind| objs.iter().map(|o| o.key()).find(|k| k.kind == kind))
+    .collect();
+    assert!(!excl.is_empty(), "the inputs have policy");
+    let base = ViewKey {
+        namespace: "default".into(),
+        egress: Egress::All,
+        grpc: false,
+        variant: None,
+    };
+    let variant = base.variant_for("spiffe://cluster.local/ns/default/sa/strict");
+    // Another identity's variant that leaves out the same objects (it shares what the
+    // first resolves in each build).
+    let twin = base.variant_for("spiffe://cluster.local/ns/default/sa/strict-too");
+    let by_view = [
+        (variant.clone(), excl.clone()),
+        (twin.clone(), excl.clone()),
+    ]
+    .into_iter()
+    .collect();
+    let mut model = Model::new();
+    let mut builder = Builder::new(MeshConfig::default());
+    builder.update(&model, &BTreeSet::new(), &by_view);
+    builder.view(&model, &base);
+    builder.view(&model, &variant);
+    builder.view(&model, &twin);
+    let mut previous = PolicyContext::default();
+    let mut step = |model: &Model, builder: &mut Builder, changed: ObjectKey, what: &str| {
+        let out = builder.update(model, &[changed].into_iter().collect(), &by_view);
+        previous = PolicyContext::new(model, &previous.splits, &excl);
+        for (view, policy) in [
+            (&base, builder.policy().clone()),
+            (&variant, previous.clone()),
+            (&twin, previous.clone()),
+        ] {
+            let maps = builder.view(model, view);
+            let got = versions(maps.clusters.values().chain(maps.endpoints.values()));
+            assert_eq!(got, fresh_with(model, &policy, view), "{what}: {view:?}");
+            let routes = versions(maps.routes.values());
+            let want = versions(
+                outbound_routes(model, &policy, "default")
+                    .resources
+                    .iter()
+                    .map(|r| std::sync::Arc::new(Encoded::new(r)))
+                    .collect::<Vec<_>>()
+                    .iter(),
+            );
+            assert_eq!(routes, want, "{what}: {view:?} routes");
+        }
+        let variant_changed = out.views.iter().any(|(k, _, _)| *k == variant);
+        let base_changed = out.views.iter().any(|(k, _, _)| *k == base);
+        // A left-out object that appears changes nothing the variant holds.
+        if what.starts_with("apply") && excl.iter().any(|k| what.ends_with(&k.to_string())) {
+            assert!(!variant_changed, "{what}: the variant does not have it");
+        }
+        base_changed || variant_changed
+    };
+    let mut changed_any = false;
+    for (i, o) in objs.iter().enumerate() {
+        model.apply(o).expect("valid");
+        changed_any |= step(
+            &model,
+            &mut builder,
+            o.key(),
+            &format!("apply #{i} {}", o.key()),
+        );
+    }
+    assert!(changed_any);
+    // The two differ while the objects exist.
+    assert_ne!(
+        builder
+            .view(&model, &base)
+            .routes
+            .values()
+            .next()
+            .map(|r| r.version.clone()),
+        builder
+            .view(&model, &variant)
+            .routes
+            .values()
+            .next()
+            .map(|r| r.version.clone()),
+    );
+    for (i, o) in objs.iter().enumerate().rev() {
+        let key = o.key();
+        model.delete(&key);
+        step(
+            &model,
+            &mut builder,
+            key.clone(),
+            &format!("delete #{i} {key}"),
+        );
+    }
+    // Forgetting an unused variant leaves the view alone.
+    builder.retain_variants(|_| false);
+    let out = builder.update(&model, &BTreeSet::new(), &Default::default());
+    assert!(out.views.iter().all(|(k, _, _)| *k == base));
 }

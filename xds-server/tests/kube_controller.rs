@@ -507,3 +507,84 @@ async fn a_stream_ends_when_its_pod_is_deleted() -> anyhow::Result<()> {
     assert!(msg.contains("default/client-0 does not exist"), "{msg}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxys_rejection_adds_a_condition_and_never_flips_accepted() -> anyhow::Result<()> {
+    // Issue 21, finding 4: a proxy of another namespace rejects the owner's RetryPolicy.
+    use translator::identity::{
+        DEFAULT_INBOUND_PORT, DEFAULT_OUTBOUND_PORT, ProxyIdentity, ProxyKind,
+    };
+    use xds_server::xds::store::stream_tag;
+    use xds_server::xds::stream::Rejection;
+    let fake = FakeKube::new();
+    fake.apply(service("web", &[80]));
+    fake.apply(retry("good", "5xx"));
+    let (cache, _xds) = serve(&fake).await?;
+    let get = |type_: &str| {
+        condition(
+            &fake,
+            "policy.rudder.dev/v1alpha1",
+            "RetryPolicy",
+            "good",
+            type_,
+        )
+    };
+    eventually("good RetryPolicy Accepted=True", || {
+        get("Accepted").is_some_and(|(s, _, _)| s == "True")
+    })
+    .await?;
+    let scope = "spiffe://cluster.local/ns/evil/sa/attacker";
+    let attacker = cache
+        .attach(
+            scope,
+            &ProxyIdentity {
+                node_id: "x.evil".into(),
+                kind: ProxyKind::Envoy,
+                namespace: "evil".into(),
+                pod: "x".into(),
+                service_account: "attacker".into(),
+                pod_ip: None,
+                outbound_port: DEFAULT_OUTBOUND_PORT,
+                app_address: "127.0.0.1".parse()?,
+                intercepted: false,
+                inbound_port: DEFAULT_INBOUND_PORT,
+            },
+        )
+        .map_err(anyhow::Error::msg)?;
+    let key =
+        translator::model::ObjectKey::new(translator::model::Kind::RetryPolicy, "default", "good");
+    let rev = cache.read(|m| m.rev(&key)).expect("a revision");
+    cache.on_nack(
+        attacker.view_key(),
+        &stream_tag(scope, "x.evil"),
+        scope,
+        &Rejection {
+            kind: XdsType::Route,
+            version: "v1".into(),
+            resources: vec!["outbound".into()],
+            error: "rejected".into(),
+            sources: Vec::new(),
+            suspects: vec![translator::encoded::Source { key, rev }],
+            precise: true,
+        },
+    );
+    eventually("RejectedByProxies naming the identity", || {
+        get("RejectedByProxies").is_some_and(|(s, r, m)| {
+            s == "True" && r == "Rejected" && m.contains(scope) && m.contains("namespace evil")
+        })
+    })
+    .await?;
+    assert_eq!(
+        get("Accepted").map(|(s, r, _)| (s, r)),
+        Some(("True".into(), "Accepted".into())),
+        "the owner's object keeps Accepted on a proxy's word"
+    );
+    // The proxy leaves: the condition is removed from the object.
+    drop(attacker);
+    eventually("RejectedByProxies removed", || {
+        get("RejectedByProxies").is_none()
+    })
+    .await?;
+    assert!(get("Accepted").is_some_and(|(s, _, _)| s == "True"));
+    Ok(())
+}

@@ -28,7 +28,10 @@
 //! Each view may leave out its own set of policy objects (ones its proxies rejected, see
 //! the server's containment): the Services those objects touch get view-local clusters
 //! and virtual hosts, built with the view's own [`PolicyContext`]; every other part is
-//! shared with the other views.
+//! shared with the other views. The server leaves objects out only of a view's variants
+//! ([`ViewKey::variant`], one per rejecting identity): a variant starts as a copy of its
+//! view, so it costs one more view's update per build, and the proxies that did not
+//! reject stay on the shared view with no extra work.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -42,10 +45,12 @@ use crate::{Diagnostic, MeshConfig, XdsType, cluster, endpoint, listener, route}
 
 mod changes;
 mod select;
+mod view;
 
 pub use changes::{BuildOutput, Changes, Own, Update, ViewMaps};
-use changes::{apply, diff, encode};
+use changes::{diff, encode};
 use select::{selected, selection};
+use view::ViewState;
 
 type NsName = (String, String);
 
@@ -89,26 +94,6 @@ impl ServiceParts {
     }
 }
 
-/// One view: its maps, which names in them belong to which Service, and what it leaves
-/// out.
-#[derive(Debug, Default)]
-struct ViewState {
-    maps: ViewMaps,
-    by_service: HashMap<NsName, Names>,
-    excluded: Excluded,
-    /// The view's own policy, while it leaves something out.
-    policy: Option<PolicyContext>,
-    /// View-local parts of the Services its left-out objects touch.
-    overrides: BTreeMap<NsName, Override>,
-}
-
-/// A Service's parts as one view sees them, when they differ from the shared ones.
-#[derive(Debug, Clone, PartialEq)]
-struct Override {
-    clusters: Vec<Arc<Encoded>>,
-    vhosts: Vec<VhostPart>,
-}
-
 #[derive(Debug)]
 struct ProxyParts {
     own: Arc<Own>,
@@ -148,7 +133,6 @@ pub struct Builder {
     grpc_listeners: HashMap<ViewKey, (Arc<TypeMap>, bool)>,
 }
 
-/// Services one policy state touches: split apexes and backends, retry targets.
 /// The Services whose routing differs between two policy contexts: a split, routes or a
 /// retry winner that changed, and the apexes of splits with a backend among
 /// `changed_services` (a split's routes depend on its backends' ports, which its
@@ -185,21 +169,6 @@ fn policy_changes(
             out.insert((k.0.clone(), k.1.clone()));
         }
     }
-    out
-}
-
-fn policy_services(p: &PolicyContext) -> BTreeSet<NsName> {
-    let mut out = BTreeSet::new();
-    for ((ns, apex), s) in &p.splits {
-        out.insert((ns.clone(), apex.clone()));
-        for (b, _) in &s.backends {
-            out.insert((ns.clone(), b.clone()));
-        }
-    }
-    for (ns, svc, _) in p.retry_winners.keys() {
-        out.insert((ns.clone(), svc.clone()));
-    }
-    out.extend(p.routes.keys().cloned());
     out
 }
 
@@ -241,66 +210,8 @@ impl Builder {
                 .map(|p| p.egress.clone())
                 .unwrap_or_default(),
             grpc: proxy.kind == crate::identity::ProxyKind::Grpc,
+            variant: None,
         }
-    }
-
-    /// The maps of a view, building it on first use.
-    pub fn view(&mut self, model: &Model, key: &ViewKey) -> ViewMaps {
-        if let Some(v) = self.views.get(key) {
-            return v.maps.clone();
-        }
-        if key.grpc && !self.grpc {
-            self.start_grpc(model);
-        }
-        let mut state = ViewState::default();
-        let (mut clusters, mut endpoints) = (TypeMap::new(), TypeMap::new());
-        let mut routes = TypeMap::new();
-        for (k, parts) in &self.services {
-            let Some(svc) = &parts.svc else { continue };
-            if !key.sees(svc) {
-                continue;
-            }
-            let mut names = Names::default();
-            let (own_clusters, own_endpoints) = if key.grpc {
-                parts.grpc_view()
-            } else {
-                (parts.clusters.clone(), parts.endpoints.clone())
-            };
-            for c in &own_clusters {
-                clusters.insert(c.name.clone(), c.clone());
-                names.clusters.push(c.name.clone());
-            }
-            for r in parts.grpc_routes.iter().filter(|_| key.grpc) {
-                routes.insert(r.name.clone(), r.clone());
-                names.routes.push(r.name.clone());
-            }
-            for e in &own_endpoints {
-                endpoints.insert(e.name.clone(), e.clone());
-                names.endpoints.push(e.name.clone());
-            }
-            state.by_service.insert(k.clone(), names);
-        }
-        state.maps.clusters = Arc::new(clusters);
-        state.maps.endpoints = Arc::new(endpoints);
-        if key.grpc {
-            state.maps.routes = Arc::new(routes);
-            let maps = state.maps.clone();
-            self.views.insert(key.clone(), state);
-            return maps;
-        }
-        let mut count = 0;
-        let route = self.assemble(model, key, &state, None, &mut count);
-        state.maps.routes = Arc::new([(route.name.clone(), route)].into_iter().collect());
-        let maps = state.maps.clone();
-        self.views.insert(key.clone(), state);
-        maps
-    }
-
-    /// Forgets a view no proxy uses any more.
-    pub fn drop_view(&mut self, key: &ViewKey) {
-        self.views.remove(key);
-        self.grpc_listeners.remove(key);
-        self.diagnostics.remove(&Origin::Route(key.clone()));
     }
 
     /// A proxy's own resources and view; it is kept up to date until [`Builder::drop_proxy`].
@@ -484,211 +395,6 @@ impl Builder {
             }
         }
         changed
-    }
-
-    fn assemble(
-        &mut self,
-        model: &Model,
-        key: &ViewKey,
-        state: &ViewState,
-        old: Option<&Arc<Encoded>>,
-        count: &mut usize,
-    ) -> Arc<Encoded> {
-        let parts = self.services.iter().filter_map(|(k, p)| {
-            let svc = p.svc.as_ref().filter(|s| key.sees(s))?;
-            let _ = svc;
-            Some(match state.overrides.get(k) {
-                Some(o) => o.vhosts.iter(),
-                None => p.vhosts.iter(),
-            })
-        });
-        let out = route::assemble(parts.flatten(), &key.namespace);
-        self.diagnostics
-            .insert(Origin::Route(key.clone()), out.diagnostics);
-        // `assemble` always emits exactly one route table.
-        match out.resources.first() {
-            Some(r) => encode(model, r, old, count),
-            None => Arc::new(Encoded::synthetic(
-                XdsType::Route,
-                crate::OUTBOUND_ROUTE,
-                "",
-                &[],
-            )),
-        }
-    }
-
-    /// The view-local parts of the Services a view's left-out objects touch: only those
-    /// that differ from the shared parts.
-    fn overrides(
-        &self,
-        model: &Model,
-        policy: &PolicyContext,
-        count: &mut usize,
-    ) -> BTreeMap<NsName, Override> {
-        let mut out = BTreeMap::new();
-        let touched: BTreeSet<NsName> = policy_services(&self.policy)
-            .union(&policy_services(policy))
-            .cloned()
-            .collect();
-        for key in touched {
-            let Some(parts) = self.services.get(&key) else {
-                continue;
-            };
-            let Some(svc) = &parts.svc else { continue };
-            let routings = crate::routing::port_routings(model, policy, svc);
-            let vhosts = route::vhost_parts(model, policy, svc, &routings);
-            let clusters: Vec<Arc<Encoded>> = svc
-                .ports
-                .iter()
-                .map(|p| {
-                    let r = cluster::outbound(model, &self.mesh, policy, svc, p);
-                    let old = parts.clusters.iter().find(|c| *c.name == *r.name);
-                    encode(model, &r, old, count)
-                })
-                .collect();
-            let same_clusters = clusters.len() == parts.clusters.len()
-                && clusters
-                    .iter()
-                    .zip(&parts.clusters)
-                    .all(|(a, b)| Arc::ptr_eq(a, b));
-            if vhosts != parts.vhosts || !same_clusters {
-                out.insert(key, Override { clusters, vhosts });
-            }
-        }
-        out
-    }
-
-    /// Brings one view up to date with the Services that changed and with what it
-    /// leaves out; returns what changed in it.
-    fn update_view(
-        &mut self,
-        model: &Model,
-        key: &ViewKey,
-        state: &mut ViewState,
-        updated: &BTreeMap<&NsName, &ServiceUpdate>,
-        excluded: &BTreeMap<ViewKey, Excluded>,
-        count: &mut usize,
-    ) -> Changes {
-        let mut changes = Changes::default();
-        // What the view leaves out, and the view-local parts that follow from it.
-        // gRPC views share every part (containment of gRPC NACKs keeps the last good
-        // version per stream, without view-local rebuilds).
-        let excl = if key.grpc {
-            Excluded::new()
-        } else {
-            excluded.get(key).cloned().unwrap_or_default()
-        };
-        let overrides = if excl.is_empty() {
-            state.policy = None;
-            BTreeMap::new()
-        } else {
-            let previous = state
-                .policy
-                .as_ref()
-                .map(|p| p.splits.clone())
-                .unwrap_or_else(|| self.policy.splits.clone());
-            let policy = PolicyContext::new(model, &previous, &excl);
-            let o = self.overrides(model, &policy, count);
-            state.policy = Some(policy);
-            o
-        };
-        let mut affected: BTreeSet<NsName> = updated.keys().map(|k| (*k).clone()).collect();
-        for k in state.overrides.keys().chain(overrides.keys()) {
-            if state.overrides.get(k) != overrides.get(k) {
-                affected.insert(k.clone());
-            }
-        }
-        let overrides_changed: BTreeSet<NsName> = affected
-            .iter()
-            .filter(|k| state.overrides.get(*k) != overrides.get(*k))
-            .cloned()
-            .collect();
-        state.overrides = overrides;
-        state.excluded = excl;
-        let mut route_dirty = false;
-        for svc_key in &affected {
-            let parts = self.services.get(svc_key);
-            let svc = parts.and_then(|p| p.svc.as_ref());
-            let sees = svc.is_some_and(|s| key.sees(s));
-            let upd = updated.get(svc_key);
-            let saw = match upd {
-                Some(u) => u.old.as_ref().is_some_and(|s| key.sees(s)),
-                None => sees,
-            };
-            let override_of = state.overrides.get(svc_key);
-            type Parts<'a> = (&'a [Arc<Encoded>], &'a [Arc<Encoded>], &'a [Arc<Encoded>]);
-            let grpc_view = match (sees, parts) {
-                (true, Some(p)) if key.grpc => Some(p.grpc_view()),
-                _ => None,
-            };
-            let (clusters, endpoints, routes): Parts = match (sees, parts, &grpc_view) {
-                (true, Some(p), Some((c, e))) => (c, e, &p.grpc_routes),
-                (true, Some(p), None) => (
-                    override_of
-                        .map(|o| o.clusters.as_slice())
-                        .unwrap_or(&p.clusters),
-                    &p.endpoints,
-                    &[],
-                ),
-                _ => (&[], &[], &[]),
-            };
-            let old = state.by_service.remove(svc_key).unwrap_or_default();
-            let mut names = Names::default();
-            for (desired, map, was, now, out) in [
-                (
-                    clusters,
-                    &state.maps.clusters,
-                    &old.clusters,
-                    &mut names.clusters,
-                    &mut changes.clusters,
-                ),
-                (
-                    endpoints,
-                    &state.maps.endpoints,
-                    &old.endpoints,
-                    &mut names.endpoints,
-                    &mut changes.endpoints,
-                ),
-                (
-                    routes,
-                    &state.maps.routes,
-                    &old.routes,
-                    &mut names.routes,
-                    &mut changes.routes,
-                ),
-            ] {
-                for d in desired {
-                    if map.get(&d.name).is_none_or(|m| !Arc::ptr_eq(m, d)) {
-                        out.push(Update::Put(d.clone()));
-                    }
-                    now.push(d.name.clone());
-                }
-                for n in was.iter().filter(|n| !now.contains(n)) {
-                    out.push(Update::Remove(n.clone()));
-                }
-            }
-            if !names.clusters.is_empty() || !names.endpoints.is_empty() || !names.routes.is_empty()
-            {
-                state.by_service.insert(svc_key.clone(), names);
-            }
-            let vhosts_changed = if overrides_changed.contains(svc_key) {
-                true
-            } else {
-                upd.is_some_and(|u| u.vhosts_changed) && override_of.is_none()
-            };
-            route_dirty |= !key.grpc && (saw != sees || (sees && vhosts_changed));
-        }
-        apply(&mut state.maps.clusters, &changes.clusters);
-        apply(&mut state.maps.endpoints, &changes.endpoints);
-        if route_dirty {
-            let old = state.maps.routes.values().next().cloned();
-            let new = self.assemble(model, key, state, old.as_ref(), count);
-            if old.as_ref().is_none_or(|o| !Arc::ptr_eq(o, &new)) {
-                changes.routes.push(Update::Put(new));
-            }
-        }
-        apply(&mut state.maps.routes, &changes.routes);
-        changes
     }
 
     /// Rebuilds one Service's parts; returns (cluster, endpoint) updates and whether a
@@ -979,6 +685,7 @@ impl Builder {
         let updated: BTreeMap<&NsName, &ServiceUpdate> =
             svc_updates.iter().map(|u| (&u.key, u)).collect();
         let keys: Vec<ViewKey> = self.views.keys().cloned().collect();
+        let mut memo = view::PolicyMemo::default();
         for key in keys {
             let Some(mut state) = self.views.remove(&key) else {
                 continue;
@@ -987,7 +694,7 @@ impl Builder {
                 model,
                 &key,
                 &mut state,
-                &updated,
+                (&updated, policy_changed, &mut memo),
                 excluded,
                 &mut out.encoded,
             );
@@ -1059,15 +766,6 @@ fn same_own(a: &Own, b: &Own) -> bool {
 
 fn same_parts(a: &[Arc<Encoded>], b: &[Arc<Encoded>]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
-}
-
-/// The names one Service has in a view.
-#[derive(Debug, Default)]
-struct Names {
-    clusters: Vec<Arc<str>>,
-    endpoints: Vec<Arc<str>>,
-    /// A gRPC view's RouteConfigurations (one per Service port).
-    routes: Vec<Arc<str>>,
 }
 
 /// What one Service's rebuild changed.

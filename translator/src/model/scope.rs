@@ -119,9 +119,29 @@ pub struct ViewKey {
     pub egress: Egress,
     /// Proxyless gRPC clients: the same Services in the resource shapes gRPC accepts.
     pub grpc: bool,
+    /// A variant of the view for the proxies of one certificate identity (its SPIFFE ID):
+    /// the same Services, but it may leave out policy objects those proxies rejected (the
+    /// server's containment). None: the view every other proxy of the group shares.
+    pub variant: Option<Arc<str>>,
 }
 
 impl ViewKey {
+    /// The view itself, without a variant.
+    pub fn base(&self) -> ViewKey {
+        ViewKey {
+            variant: None,
+            ..self.clone()
+        }
+    }
+
+    /// The view's variant for the proxies of `identity`.
+    pub fn variant_for(&self, identity: &str) -> ViewKey {
+        ViewKey {
+            variant: Some(identity.into()),
+            ..self.clone()
+        }
+    }
+
     /// Whether proxies of this view are sent `svc`.
     pub fn sees(&self, svc: &MeshService) -> bool {
         svc.export.allows(&self.namespace) && self.egress.wants(svc)

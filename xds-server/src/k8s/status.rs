@@ -1,8 +1,9 @@
-//! Writes `status` (observedGeneration, `Accepted`, `ResolvedRefs`) of TrafficSplits and
-//! RetryPolicies, and `status.parents` of Gateway API routes (one entry per Service
-//! parent, `controllerName: rudder.dev/mesh`; other controllers' entries are kept), after
-//! each build, only while this replica leads (see `lease`). Only changed statuses are
-//! patched; `lastTransitionTime` moves only when a condition's status does.
+//! Writes `status` (observedGeneration, `Accepted`, `ResolvedRefs`, and while proxies
+//! reject config made from the object `RejectedByProxies` or `Implicated`) of
+//! TrafficSplits and RetryPolicies, and `status.parents` of Gateway API routes (one entry
+//! per Service parent, `controllerName: rudder.dev/mesh`; other controllers' entries are
+//! kept), after each build, only while this replica leads (see `lease`). Only changed
+//! statuses are patched; `lastTransitionTime` moves only when a condition's status does.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,11 +20,74 @@ use tokio::sync::watch;
 use translator::model::{Kind, ObjectKey, PolicyStatus, RetryPolicy, TrafficSplit, policy_status};
 
 use crate::k8s::watch::Rejected;
+use crate::xds::containment::Suspect;
 use crate::xds::store::Store;
 
 /// The condition of an object that shares a rejected resource with others, while the
 /// control plane finds which of them the proxy rejects. `Accepted` is left as it is.
 pub const IMPLICATED: &str = "Implicated";
+/// The condition of an object some proxies reject config made from: True, reason
+/// `Rejected`, while it is left out for them; the message names their identities and
+/// namespace and the error text. `Accepted` is left as validation decided (the word of
+/// proxies never flips it), and the condition goes away once the rejection is lifted.
+pub const REJECTED_BY_PROXIES: &str = "RejectedByProxies";
+
+/// Most rejecting identities a message names.
+const IDENTITIES_NAMED: usize = 4;
+/// Longest proxy error text a message quotes, in characters.
+const ERROR_QUOTED: usize = 256;
+
+/// One identity's rejection of an object: (identity, its namespace, why).
+type Rejection = (Arc<str>, String, Suspect);
+
+/// What containment leaves out now, by (object, confirmed), with who rejected it.
+fn rejections(cache: &Store) -> BTreeMap<(ObjectKey, bool), Vec<Rejection>> {
+    let mut out: BTreeMap<(ObjectKey, bool), Vec<Rejection>> = BTreeMap::new();
+    for (view, key, suspect) in cache.contained() {
+        let Some(identity) = view.variant else {
+            continue;
+        };
+        out.entry((key, suspect.confirmed))
+            .or_default()
+            .push((identity, view.namespace, suspect));
+    }
+    for who in out.values_mut() {
+        who.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        who.dedup_by(|a, b| a.0 == b.0);
+    }
+    out
+}
+
+/// The message of a `RejectedByProxies` (confirmed) or `Implicated` condition: where it
+/// was rejected (identities and namespace, a few named) and the first proxy's words,
+/// quoted and cut: they are untrusted text.
+fn rejection_message(key: &ObjectKey, confirmed: bool, who: &[Rejection]) -> String {
+    let mut named: Vec<String> = who
+        .iter()
+        .take(IDENTITIES_NAMED)
+        .map(|(id, ns, _)| format!("{id} (namespace {ns})"))
+        .collect();
+    if who.len() > IDENTITIES_NAMED {
+        named.push(format!("{} more", who.len() - IDENTITIES_NAMED));
+    }
+    let Some((_, _, first)) = who.first() else {
+        return String::new();
+    };
+    let error = crds::text::quote(&crds::text::clip(&first.error, ERROR_QUOTED));
+    if confirmed {
+        format!(
+            "proxies of {} rejected {} made from {key}: {error}; left out for the proxies of those identities only (every other proxy keeps it) until it changes or they disconnect",
+            named.join(", "),
+            first.resource
+        )
+    } else {
+        format!(
+            "proxies of {} rejected {} made from {key} and other objects: {error}; left out for the proxies of those identities only while the control plane narrows down which object caused it",
+            named.join(", "),
+            first.resource
+        )
+    }
+}
 
 /// What status every policy object should carry now, rejected objects included.
 pub fn desired(cache: &Store, rejected: &Rejected) -> BTreeMap<ObjectKey, PolicyStatus> {
@@ -63,25 +127,8 @@ pub fn desired(cache: &Store, rejected: &Rejected) -> BTreeMap<ObjectKey, Policy
             },
         );
     }
-    for (view, key, suspect) in cache.contained() {
-        let how = if suspect.confirmed {
-            "left out for that namespace's proxies until it changes"
-        } else {
-            "left out for that namespace's proxies while the control plane narrows down which of several objects caused it"
-        };
-        // A proxy's error text goes into the status of its own namespace's objects only:
-        // another tenant's workload does not get to write into this object.
-        let message = if view.namespace == key.namespace {
-            format!(
-                "proxy {} rejected {} made from {key}: {}; {how}",
-                suspect.proxy, suspect.resource, suspect.error
-            )
-        } else {
-            format!(
-                "proxies in namespace {} reject {} made from {key}; {how}",
-                view.namespace, suspect.resource
-            )
-        };
+    for ((key, confirmed), who) in rejections(cache) {
+        let message = rejection_message(&key, confirmed, &who);
         // An HTTPRouteGroup has no status of its own: the splits that use it say it.
         let targets: Vec<ObjectKey> = if key.kind == Kind::HTTPRouteGroup {
             out.keys()
@@ -105,35 +152,33 @@ pub fn desired(cache: &Store, rejected: &Rejected) -> BTreeMap<ObjectKey, Policy
             let Some(status) = out.get_mut(&target) else {
                 continue;
             };
-            if suspect.confirmed {
-                // Blamed: the search (re-admitting half of the suspects at a time, judged
-                // by the rejecting proxy) showed this object alone makes it reject.
-                status.conditions.retain(|c| c.type_ != "Accepted");
-                status.conditions.insert(
-                    0,
-                    MeshCondition::new(
-                        "Accepted",
-                        false,
-                        ConditionReason::Rejected,
-                        message.clone(),
-                    ),
-                );
+            // `Accepted` stays as validation decided: proxies' word never flips it.
+            let condition = if confirmed {
+                // The search (re-admitting half of the suspects at a time, judged by the
+                // rejecting proxy) showed this object alone makes those proxies reject.
+                MeshCondition::new(
+                    REJECTED_BY_PROXIES,
+                    true,
+                    ConditionReason::Rejected,
+                    message.clone(),
+                )
             } else {
                 // Not blamed: it only shares the rejected resource with other objects.
-                status.conditions.retain(|c| c.type_ != IMPLICATED);
-                status.conditions.push(MeshCondition::new(
+                MeshCondition::new(
                     IMPLICATED,
                     true,
                     ConditionReason::SharesRejectedResource,
                     message.clone(),
-                ));
-            }
+                )
+            };
+            status.conditions.retain(|c| c.type_ != condition.type_);
+            status.conditions.push(condition);
             // A route's parents carry what containment says, over their own.
             if target.kind.is_route() {
                 let extra: Vec<MeshCondition> = status
                     .conditions
                     .iter()
-                    .filter(|c| c.type_ == IMPLICATED || c.reason == "Rejected")
+                    .filter(|c| c.type_ == IMPLICATED || c.type_ == REJECTED_BY_PROXIES)
                     .cloned()
                     .collect();
                 for (_, conditions) in &mut status.parents {
@@ -157,15 +202,24 @@ pub async fn log_changes(cache: Arc<Store>) {
     loop {
         let now = desired(&cache, &none);
         for (key, status) in &now {
-            if last.get(key) == Some(status) {
+            let before = last.get(key);
+            if before == Some(status) {
                 continue;
             }
             let parents = status.parents.iter().flat_map(|(_, cs)| cs.iter());
             for c in status.conditions.iter().chain(parents) {
-                if c.status == "True" {
-                    tracing::info!(object = %key, condition = %c.type_, reason = %c.reason, "{}", c.message);
-                } else {
+                let trouble =
+                    c.status != "True" || c.type_ == REJECTED_BY_PROXIES || c.type_ == IMPLICATED;
+                if trouble {
                     tracing::warn!(object = %key, condition = %c.type_, reason = %c.reason, "{}", c.message);
+                } else {
+                    tracing::info!(object = %key, condition = %c.type_, reason = %c.reason, "{}", c.message);
+                }
+            }
+            // A condition that went away (a rejection lifted) says so.
+            for c in before.iter().flat_map(|b| b.conditions.iter()) {
+                if !status.conditions.iter().any(|n| n.type_ == c.type_) {
+                    tracing::info!(object = %key, condition = %c.type_, cleared = true, "condition cleared");
                 }
             }
         }
@@ -414,41 +468,75 @@ mod tests {
         cache
     }
 
+    /// A proxy of service account `sa` in `ns`, attached to `cache` as its streams are.
+    fn proxy(cache: &std::sync::Arc<Store>, sa: &str, ns: &str) -> crate::xds::store::Attachment {
+        let identity = translator::identity::ProxyIdentity {
+            node_id: format!("{sa}.{ns}"),
+            kind: translator::identity::ProxyKind::Envoy,
+            namespace: ns.into(),
+            pod: sa.into(),
+            service_account: sa.into(),
+            pod_ip: None,
+            outbound_port: translator::identity::DEFAULT_OUTBOUND_PORT,
+            app_address: "127.0.0.1".parse().expect("ip"),
+            intercepted: false,
+            inbound_port: translator::identity::DEFAULT_INBOUND_PORT,
+        };
+        cache.attach(&spiffe(sa, ns), &identity).expect("attached")
+    }
+
+    fn spiffe(sa: &str, ns: &str) -> String {
+        format!("spiffe://cluster.local/ns/{ns}/sa/{sa}")
+    }
+
+    fn condition<'a>(status: &'a PolicyStatus, type_: &str) -> Option<&'a MeshCondition> {
+        status.conditions.iter().find(|c| c.type_ == type_)
+    }
+
     #[test]
-    fn a_contained_policy_gets_a_rejected_condition_and_others_do_not() {
+    fn a_contained_policy_keeps_accepted_and_says_where_it_was_rejected() {
         let cache = store_with(YAML);
         let split = ObjectKey::new(Kind::TrafficSplit, "default", "canary");
         let rev = cache.read(|m| m.rev(&split)).expect("rev");
-        let view = translator::model::ViewKey {
-            namespace: "default".into(),
-            egress: Default::default(),
-            grpc: false,
-        };
+        cache.rebuild_now();
+        // Issue 21, finding 4: a proxy of another namespace rejects the owner's split.
+        let attacker = proxy(&cache, "attacker", "evil");
+        let by = crate::xds::store::stream_tag(&spiffe("attacker", "evil"), "attacker.evil");
         cache.on_nack(
-            &view,
-            "p",
-            "spiffe://cluster.local/ns/default/sa/p",
+            attacker.view_key(),
+            &by,
+            &spiffe("attacker", "evil"),
             &rejection(vec![Source {
                 key: split.clone(),
                 rev,
             }]),
         );
         let status = desired(&cache, &Rejected::default());
-        let accepted = &status[&split].conditions[0];
+        let accepted = condition(&status[&split], "Accepted").expect("Accepted");
         assert_eq!(
-            (
-                accepted.type_.as_str(),
-                accepted.status.as_str(),
-                accepted.reason.as_str()
-            ),
-            ("Accepted", "False", "Rejected")
+            (accepted.status.as_str(), accepted.reason.as_str()),
+            ("True", "Accepted"),
+            "the owner's object keeps Accepted as validation decided"
+        );
+        let rejected = condition(&status[&split], REJECTED_BY_PROXIES).expect("the condition");
+        assert_eq!(
+            (rejected.status.as_str(), rejected.reason.as_str()),
+            ("True", "Rejected")
         );
         assert_eq!(
-            accepted.message,
-            "proxy spiffe://cluster.local/ns/default/sa/p rejected RDS outbound made from TrafficSplit default/canary: invalid regex; left out for that namespace's proxies until it changes"
+            rejected.message,
+            "proxies of spiffe://cluster.local/ns/evil/sa/attacker (namespace evil) rejected RDS outbound made from TrafficSplit default/canary: \"invalid regex\"; left out for the proxies of those identities only (every other proxy keeps it) until it changes or they disconnect"
         );
         let other = &status[&ObjectKey::new(Kind::RetryPolicy, "default", "retries")];
-        assert_eq!(other.conditions[0].status, "True", "{other:?}");
+        assert!(condition(other, REJECTED_BY_PROXIES).is_none(), "{other:?}");
+        // The proxy leaves: the condition goes away.
+        drop(attacker);
+        let status = desired(&cache, &Rejected::default());
+        assert!(
+            condition(&status[&split], REJECTED_BY_PROXIES).is_none(),
+            "{:?}",
+            status[&split]
+        );
     }
 
     #[test]
@@ -460,40 +548,36 @@ mod tests {
             key: k.clone(),
             rev: cache.read(|m| m.rev(k)).expect("rev"),
         };
-        let view = translator::model::ViewKey {
-            namespace: "default".into(),
-            egress: Default::default(),
-            grpc: false,
-        };
+        let p = proxy(&cache, "p", "default");
         // A proxy with no accepted version rejects a route made from both: either could
         // be the cause.
         cache.on_nack(
-            &view,
+            p.view_key(),
             "p",
-            "spiffe://cluster.local/ns/default/sa/p",
+            &spiffe("p", "default"),
             &rejection(vec![source(&split), source(&retry)]),
         );
         let status = desired(&cache, &Rejected::default());
         for key in [&split, &retry] {
             let conditions = &status[key].conditions;
-            let accepted = conditions
-                .iter()
-                .find(|c| c.type_ == "Accepted")
-                .expect("Accepted");
-            assert_ne!(
-                accepted.reason, "Rejected",
+            assert!(
+                condition(&status[key], REJECTED_BY_PROXIES).is_none(),
                 "{key} is not blamed yet: {conditions:?}"
             );
+            let accepted = condition(&status[key], "Accepted").expect("Accepted");
+            assert_eq!(accepted.status, "True", "{conditions:?}");
         }
         let implicated: Vec<_> = [&split, &retry]
             .into_iter()
-            .filter(|k| {
-                status[*k]
-                    .conditions
-                    .iter()
-                    .any(|c| c.type_ == IMPLICATED && c.reason == "SharesRejectedResource")
-            })
+            .filter_map(|k| condition(&status[k], IMPLICATED))
             .collect();
+        assert!(
+            implicated
+                .iter()
+                .all(|c| c.reason == "SharesRejectedResource"
+                    && c.message.contains("spiffe://cluster.local/ns/default/sa/p")),
+            "{implicated:?}"
+        );
         assert!(
             !implicated.is_empty(),
             "what is left out says it shares the rejected route"

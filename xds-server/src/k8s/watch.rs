@@ -352,6 +352,10 @@ mod tests {
             v["spec"],
             serde_json::json!({"serviceAccountName": "sa", "containers": [{"name": "app", "ports": [{"name": "http", "containerPort": 8080}]}]})
         );
-        assert_eq!(v["status"], serde_json::json!({"podIP": "10.0.0.1"}));
+        assert_eq!(
+            v["status"],
+            serde_json::json!({"podIP": "10.0.0.1", "phase": "Running"}),
+            "the phase says whether the pod still vouches for its identity"
+        );
     }
 }

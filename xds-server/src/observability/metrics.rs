@@ -77,6 +77,10 @@ pub struct Metrics {
     pub translation: Histogram,
     /// Shared resources in the last build.
     pub snapshot_resources: Gauge,
+    /// Certificate identities whose proxies' rejections leave objects out for them.
+    pub contained_identities: Gauge,
+    /// Objects left out for the proxies of one identity, summed over identities and views.
+    pub contained_objects: Gauge,
     /// Workload certificates issued.
     pub certs_issued: Gauge,
     /// TLS handshakes on the xDS port that failed, by reason.
@@ -109,6 +113,8 @@ impl Metrics {
             convergence: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             translation: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             snapshot_resources: Gauge::default(),
+            contained_identities: Gauge::default(),
+            contained_objects: Gauge::default(),
             certs_issued: Gauge::default(),
             cert_expiry: Gauge::default(),
             handshake_failures: Family::default(),
@@ -151,6 +157,16 @@ impl Metrics {
             "snapshot_resources",
             "Resources the views hold (clusters, endpoints, routes), summed over views",
             m.snapshot_resources.clone(),
+        );
+        registry.register(
+            "containment_identities",
+            "Certificate identities whose proxies' rejections leave policy objects out for them",
+            m.contained_identities.clone(),
+        );
+        registry.register(
+            "containment_objects",
+            "Policy objects left out for the proxies of one identity (they rejected config made from them), summed over identities and views",
+            m.contained_objects.clone(),
         );
         registry.register(
             "certificates_issued",
@@ -293,10 +309,14 @@ fn route(admin: &Admin, path: &str) -> Response<Full<Bytes>> {
             StatusCode::OK,
             {
                 if let Some(store) = &admin.store {
+                    let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
                     admin
                         .metrics
                         .snapshot_resources
-                        .set(i64::try_from(store.view_resources()).unwrap_or(i64::MAX));
+                        .set(gauge(store.view_resources()));
+                    let (identities, objects) = store.containment_size();
+                    admin.metrics.contained_identities.set(gauge(identities));
+                    admin.metrics.contained_objects.set(gauge(objects));
                 }
                 admin.metrics.encode(&admin.proxies, admin.certs.as_deref())
             },
@@ -372,6 +392,8 @@ mod tests {
             "rudder_convergence_seconds",
             "rudder_translation_seconds",
             "rudder_snapshot_resources",
+            "rudder_containment_identities",
+            "rudder_containment_objects",
             "rudder_certificates_issued",
             "rudder_certificate_expiry_seconds",
         ] {

@@ -1,11 +1,16 @@
 //! Containment of config that proxies reject. When a proxy NACKs a route or cluster, the
-//! policy objects (TrafficSplits with their HTTPRouteGroups, RetryPolicies) that could
-//! have caused it are left out **of that proxy's view only** (its namespace and declared
-//! egress), and the rest is rebuilt and re-sent. One tenant's mistake costs only its own
-//! policy, and a workload that rejects everything hurts only the view it is in: it cannot
-//! switch off policy for anyone else.
+//! policy objects (TrafficSplits with their HTTPRouteGroups, RetryPolicies, routes) that
+//! could have caused it are left out **for the proxies of its certificate identity only**
+//! (its SPIFFE ID, never the node id it claims), in the view it is in, and the rest is
+//! rebuilt and re-sent. Those proxies follow a variant of their view
+//! ([`ViewKey::variant`]); every other proxy of the view keeps the object. One proxy's
+//! word costs only its own identity: it cannot take another tenant's policy from its
+//! neighbours, nor from anyone once it has left. A proxy of the same identity under
+//! another node id follows the variant too: the identity is what the certificate proves,
+//! any of its proxies could have sent the rejection, and replicas of one workload run the
+//! same Envoy.
 //!
-//! Who is suspected, per view:
+//! Who is suspected, per (identity, view):
 //! - **The diff.** A proxy that held an accepted version of the rejected resource
 //!   suspects exactly the policy objects (at their revisions) that are new since that
 //!   version. A single suspect is confirmed at once.
@@ -17,28 +22,63 @@
 //!   candidate left alone is confirmed; suspects not yet cleared are then tested in
 //!   turn. A re-admitted object that adds nothing to the view is cleared at once (it
 //!   cannot be what a proxy rejects). Only the rejecting proxy's answers judge a trial:
-//!   proxies of one view may differ (one Envoy with stricter limits than the others).
+//!   proxies of one identity may differ (one Envoy with stricter limits than the others).
 //!
-//! A suspect stays out until its contents change (a new revision) or it is deleted.
+//! What is left out is lifted when the object changes (a new revision) or is deleted, and
+//! when every proxy of the identity whose rejections put it there has left: nothing stays
+//! out on the word of a gone proxy. A proxy that comes back is sent the object again and
+//! judged again.
+//!
+//! **Never widened to the whole view.** Every identity whose proxies reject an object gets
+//! its own variant, so a genuinely bad object (one every Envoy rejects) is left out for
+//! each of them and no shared route table stays wedged; widening would buy only fewer
+//! variants and spare a newcomer its own rejection, at the price of letting anyone who
+//! holds two service accounts of a namespace take an object from all of it.
+//!
+//! **Bounds, per identity:** at most [`MAX_VIEWS_PER_IDENTITY`] views contained (one
+//! search each), at most [`MAX_SUSPECTS_PER_IDENTITY`] suspects over them, at most
+//! [`MAX_REJECTERS`] rejecting proxies remembered per view, and one copy of each
+//! rejection's error text cut to [`ERROR_MAX`] characters. What does not fit is not
+//! contained (the proxy keeps its last good config, as Envoy does anyway). So one identity
+//! holds a few hundred KiB at most, and costs each build at most that many variant
+//! updates, whatever it sends.
+//!
 //! Pure: the store feeds it events and reads [`Containment::excluded`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use translator::encoded::Source;
 use translator::model::{ObjectKey, ViewKey};
 use translator::policy::Excluded;
 
-/// Why an object is left out of a view.
+use crate::xds::listener::RateLimited;
+
+/// Most views one identity's rejections are contained in.
+pub const MAX_VIEWS_PER_IDENTITY: usize = 4;
+/// Most suspects one identity's rejections hold, over all its views.
+pub const MAX_SUSPECTS_PER_IDENTITY: usize = 1024;
+/// Most rejecting proxies remembered per identity and view (the containment is lifted
+/// once those have left; one not remembered that still rejects is contained again).
+pub const MAX_REJECTERS: usize = 64;
+/// Longest error text kept from a rejection, in characters.
+pub const ERROR_MAX: usize = 1024;
+
+/// Peer-triggered containment events are logged at most once a second per kind.
+static SEARCH_LOG: RateLimited = RateLimited::new();
+static CONFIRM_LOG: RateLimited = RateLimited::new();
+static LIFT_LOG: RateLimited = RateLimited::new();
+static BOUND_LOG: RateLimited = RateLimited::new();
+
+/// Why an object is left out for one identity's proxies.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Suspect {
     /// The revision that was rejected.
     pub rev: u64,
-    /// The identity (SPIFFE ID) of the proxy that rejected config made from it.
-    pub proxy: String,
     /// The rejected resource(s), e.g. `RDS outbound`.
-    pub resource: String,
-    /// The proxy's error text.
-    pub error: String,
+    pub resource: Arc<str>,
+    /// The proxy's error text (cut to [`ERROR_MAX`]).
+    pub error: Arc<str>,
     /// Whether it is known to be the cause (else it is one of several candidates).
     pub confirmed: bool,
 }
@@ -46,14 +86,14 @@ pub struct Suspect {
 /// A rejection as the containment sees it.
 #[derive(Clone, Debug)]
 pub struct Nack<'a> {
-    /// Which stream rejected (unique per proxy).
+    /// Which proxy rejected (unique per proxy: certificate identity and node id).
     pub by: &'a str,
     /// Policy objects that could have caused it.
     pub suspects: &'a [Source],
     /// Whether `suspects` is the exact diff against an accepted version.
     pub precise: bool,
-    /// The proxy's identity.
-    pub proxy: &'a str,
+    /// The proxy's certificate identity (SPIFFE ID): whose proxies stop getting them.
+    pub identity: &'a str,
     /// What it rejected.
     pub resource: &'a str,
     /// Its error text.
@@ -71,18 +111,22 @@ struct Search {
     /// The half re-admitted now.
     trial: Vec<ObjectKey>,
     /// The proxy whose rejection started it: only its answers judge a trial (proxies of
-    /// one view may differ, such as one Envoy with stricter limits). None once it left.
+    /// one identity may differ, such as one Envoy with stricter limits). None once it
+    /// left.
     by: Option<String>,
 }
 
-/// One view's containment.
+/// One identity's containment in one view.
 #[derive(Debug, Default)]
-struct ViewContainment {
+struct Entry {
     suspects: BTreeMap<ObjectKey, Suspect>,
     search: Option<Search>,
+    /// The proxies whose rejections put the suspects here (at most [`MAX_REJECTERS`]):
+    /// the entry is lifted once all of them have left.
+    rejecters: BTreeSet<String>,
 }
 
-impl ViewContainment {
+impl Entry {
     fn excluded(&self) -> Excluded {
         let trial: BTreeSet<&ObjectKey> = self.search.iter().flat_map(|s| s.trial.iter()).collect();
         self.suspects
@@ -92,23 +136,31 @@ impl ViewContainment {
             .collect()
     }
 
-    fn confirm(&mut self, key: &ObjectKey) {
+    fn confirm(&mut self, key: &ObjectKey, view: &ViewKey) {
         if let Some(s) = self.suspects.get_mut(key) {
             s.confirmed = true;
-            tracing::warn!(object = %key, proxy = %s.proxy, resource = %s.resource, error = ?s.error, "a proxy rejected config made from this object: its view leaves it out until it changes");
+            if let Some(suppressed) = CONFIRM_LOG.allow() {
+                tracing::warn!(object = %key, identity = view.variant.as_deref().unwrap_or_default(), namespace = %view.namespace, resource = %s.resource, error = ?s.error, suppressed, "proxies rejected config made from this object: left out for that identity's proxies only");
+            }
         }
     }
 
     fn clear(&mut self, key: &ObjectKey) {
         if self.suspects.remove(key).is_some() {
-            tracing::info!(object = %key, "no longer suspected: its view accepted config made from it");
+            tracing::debug!(object = %key, "no longer suspected: the rejecting proxies accepted config made from it");
         }
     }
 
     /// Searches `candidates`: a lone implicated one is confirmed, otherwise half of them
     /// is re-admitted. With nothing left, the unconfirmed suspects still out (if any) are
     /// searched next, until every suspect is confirmed or cleared.
-    fn narrow(&mut self, candidates: Vec<ObjectKey>, implicated: bool, by: Option<String>) {
+    fn narrow(
+        &mut self,
+        view: &ViewKey,
+        candidates: Vec<ObjectKey>,
+        implicated: bool,
+        by: Option<String>,
+    ) {
         let mut candidates = candidates;
         let mut implicated = implicated;
         loop {
@@ -129,7 +181,7 @@ impl ViewContainment {
                     implicated = false;
                 }
                 1 if implicated => {
-                    self.confirm(&candidates[0]);
+                    self.confirm(&candidates[0], view);
                     candidates.clear();
                 }
                 1 => {
@@ -144,7 +196,9 @@ impl ViewContainment {
                 }
                 n => {
                     let trial = candidates[..n.div_ceil(2)].to_vec();
-                    tracing::info!(candidates = n, trial = ?trial.iter().map(|k| k.to_string()).collect::<Vec<_>>(), "re-admitting suspected objects to find which one proxies reject");
+                    if let Some(suppressed) = SEARCH_LOG.allow() {
+                        tracing::info!(candidates = n, trial = ?trial.iter().map(|k| k.to_string()).collect::<Vec<_>>(), identity = view.variant.as_deref().unwrap_or_default(), suppressed, "re-admitting suspected objects to find which one proxies reject");
+                    }
                     self.search = Some(Search {
                         candidates,
                         implicated,
@@ -156,48 +210,120 @@ impl ViewContainment {
             }
         }
     }
+
+    /// Drops suspects `rev` says changed or are gone; returns whether any was.
+    fn retain(&mut self, view: &ViewKey, rev: &impl Fn(&ObjectKey) -> Option<u64>) -> bool {
+        let before = self.suspects.len();
+        self.suspects.retain(|k, s| {
+            let keep = rev(k) == Some(s.rev);
+            if !keep {
+                tracing::info!(object = %k, identity = view.variant.as_deref().unwrap_or_default(), "a left-out object changed or was deleted: it is tried again");
+            }
+            keep
+        });
+        if self.suspects.len() == before {
+            return false;
+        }
+        if let Some(search) = &mut self.search {
+            search.candidates.retain(|k| self.suspects.contains_key(k));
+            search.trial.retain(|k| self.suspects.contains_key(k));
+            if search.trial.is_empty() {
+                let (rest, implicated, by) = (
+                    search.candidates.clone(),
+                    search.implicated,
+                    search.by.clone(),
+                );
+                self.narrow(view, rest, implicated, by);
+            }
+        }
+        true
+    }
 }
 
-/// Containment for every view.
+/// Containment for every identity whose proxies rejected something: its entries by
+/// view (without variant).
 #[derive(Debug, Default)]
 pub struct Containment {
-    views: HashMap<ViewKey, ViewContainment>,
+    identities: HashMap<Arc<str>, BTreeMap<ViewKey, Entry>>,
 }
 
 impl Containment {
-    /// What each view leaves out of its next build (views leaving out nothing are not
-    /// listed).
+    /// What each view variant leaves out of its next build: every variant in use, even
+    /// one that leaves out nothing while a search re-admits all its suspects (its proxies
+    /// stay on it until the search ends).
     pub fn excluded(&self) -> BTreeMap<ViewKey, Excluded> {
-        self.views
+        self.identities
             .iter()
-            .map(|(k, v)| (k.clone(), v.excluded()))
-            .filter(|(_, e)| !e.is_empty())
+            .flat_map(|(id, views)| {
+                views
+                    .iter()
+                    .map(move |(view, e)| (view.variant_for(id), e.excluded()))
+            })
             .collect()
     }
 
-    /// Objects left out, with the view and why.
-    pub fn suspects(&self) -> impl Iterator<Item = (&ViewKey, &ObjectKey, &Suspect)> {
-        self.views
-            .iter()
-            .flat_map(|(view, v)| v.suspects.iter().map(move |(k, s)| (view, k, s)))
+    /// The view a proxy of `identity` in `view` follows: the variant of its identity
+    /// while something is left out for it there, else the view itself.
+    pub fn follows(&self, view: &ViewKey, identity: &str) -> ViewKey {
+        let base = view.base();
+        match self.identities.get(identity) {
+            Some(views) if views.contains_key(&base) => base.variant_for(identity),
+            _ => base,
+        }
     }
 
-    /// Proxy `proxy` of `view` accepted resources made from `sources`. Returns whether
-    /// what the view leaves out changed (a rebuild is due).
-    pub fn on_ack(&mut self, view: &ViewKey, proxy: &str, sources: &[Source]) -> bool {
-        let Some(v) = self.views.get_mut(view) else {
+    /// Whether `view` is a variant in use.
+    pub fn holds(&self, view: &ViewKey) -> bool {
+        view.variant.as_deref().is_some_and(|id| {
+            self.identities
+                .get(id)
+                .is_some_and(|views| views.contains_key(&view.base()))
+        })
+    }
+
+    /// Objects left out, with the view variant (its `variant` is the rejecting identity,
+    /// its `namespace` that of the rejecting proxies) and why.
+    pub fn suspects(&self) -> impl Iterator<Item = (ViewKey, &ObjectKey, &Suspect)> {
+        self.identities.iter().flat_map(|(id, views)| {
+            views.iter().flat_map(move |(view, e)| {
+                let variant = view.variant_for(id);
+                e.suspects.iter().map(move |(k, s)| (variant.clone(), k, s))
+            })
+        })
+    }
+
+    /// (identities, objects left out summed over identities and views), for metrics.
+    pub fn size(&self) -> (usize, usize) {
+        let objects = self
+            .identities
+            .values()
+            .flat_map(|views| views.values())
+            .map(|e| e.suspects.len())
+            .sum();
+        (self.identities.len(), objects)
+    }
+
+    fn entry_mut(&mut self, view: &ViewKey, identity: &str) -> Option<&mut Entry> {
+        self.identities.get_mut(identity)?.get_mut(&view.base())
+    }
+
+    /// Proxy `by` of `identity` in `view` accepted resources made from `sources`.
+    /// Returns whether what its variant leaves out changed (a rebuild is due).
+    pub fn on_ack(&mut self, view: &ViewKey, identity: &str, by: &str, sources: &[Source]) -> bool {
+        let variant = view.base().variant_for(identity);
+        let Some(e) = self.entry_mut(view, identity) else {
             return false;
         };
-        let Some(search) = v.search.clone() else {
+        let Some(search) = e.search.clone() else {
             return false;
         };
-        if search.by.as_deref().is_some_and(|by| by != proxy) {
+        if search.by.as_deref().is_some_and(|b| b != by) {
             return false;
         }
         // The trial passed once the proxy accepted config made from every re-admitted
         // object (at the revision suspected).
         let passed = search.trial.iter().all(|k| {
-            v.suspects
+            e.suspects
                 .get(k)
                 .is_none_or(|s| sources.iter().any(|src| src.key == *k && src.rev == s.rev))
         });
@@ -205,34 +331,57 @@ impl Containment {
             return false;
         }
         for k in &search.trial {
-            v.clear(k);
+            e.clear(k);
         }
         let rest: Vec<ObjectKey> = search
             .candidates
             .into_iter()
             .filter(|k| !search.trial.contains(k))
             .collect();
-        v.narrow(rest, search.implicated, search.by);
+        e.narrow(&variant, rest, search.implicated, search.by);
+        self.forget_empty(identity);
         true
     }
 
-    /// A proxy left: a search it started is judged by any proxy of the view from now on.
-    pub fn proxy_gone(&mut self, view: &ViewKey, proxy: &str) {
-        if let Some(search) = self.views.get_mut(view).and_then(|v| v.search.as_mut())
-            && search.by.as_deref() == Some(proxy)
-        {
-            search.by = None;
-        }
-    }
-
-    /// After a build: re-admitted objects that add nothing to `view` (`present` says
-    /// whether an object is among the sources of the view's resources) are cleared, since
-    /// no proxy can reject them. Returns whether what the view leaves out changed.
-    pub fn after_build(&mut self, view: &ViewKey, present: impl Fn(&ObjectKey) -> bool) -> bool {
-        let Some(v) = self.views.get_mut(view) else {
+    /// Proxy `by` of `identity` left (its last stream ended): a search it started is
+    /// judged by any proxy of the identity from now on, and what only its rejections
+    /// keep out is lifted. Returns whether anything was lifted (a rebuild is due).
+    pub fn proxy_gone(&mut self, identity: &str, by: &str) -> bool {
+        let Some(views) = self.identities.get_mut(identity) else {
             return false;
         };
-        let Some(search) = v.search.clone() else {
+        let mut lifted = false;
+        views.retain(|view, e| {
+            if let Some(search) = e.search.as_mut()
+                && search.by.as_deref() == Some(by)
+            {
+                search.by = None;
+            }
+            if e.rejecters.remove(by) && e.rejecters.is_empty() {
+                if let Some(suppressed) = LIFT_LOG.allow() {
+                    tracing::info!(identity, namespace = %view.namespace, objects = e.suspects.len(), suppressed, "the proxies that rejected config have left: what was left out for their identity is sent again");
+                }
+                lifted = true;
+                return false;
+            }
+            true
+        });
+        self.forget_empty(identity);
+        lifted
+    }
+
+    /// After a build: re-admitted objects that add nothing to the variant `view`
+    /// (`present` says whether an object is among the sources of its resources) are
+    /// cleared, since no proxy can reject them. Returns whether what it leaves out
+    /// changed.
+    pub fn after_build(&mut self, view: &ViewKey, present: impl Fn(&ObjectKey) -> bool) -> bool {
+        let Some(identity) = view.variant.clone() else {
+            return false;
+        };
+        let Some(e) = self.entry_mut(view, &identity) else {
+            return false;
+        };
+        let Some(search) = e.search.clone() else {
             return false;
         };
         let idle: Vec<ObjectKey> = search
@@ -245,7 +394,7 @@ impl Containment {
             return false;
         }
         for k in &idle {
-            v.clear(k);
+            e.clear(k);
         }
         let trial: Vec<ObjectKey> = search
             .trial
@@ -258,88 +407,118 @@ impl Containment {
             .filter(|k| !idle.contains(k))
             .collect();
         if trial.is_empty() {
-            v.narrow(rest, search.implicated, search.by);
+            e.narrow(view, rest, search.implicated, search.by);
         } else {
-            v.search = Some(Search {
+            e.search = Some(Search {
                 candidates: rest,
                 implicated: search.implicated,
                 trial,
                 by: search.by,
             });
         }
+        self.forget_empty(&identity);
         true
     }
 
-    /// A proxy of `view` rejected config. Returns whether what the view leaves out
-    /// changed.
+    /// A proxy in `view` rejected config. Returns whether what its identity's variant
+    /// leaves out changed.
     pub fn on_nack(&mut self, view: &ViewKey, nack: &Nack<'_>) -> bool {
-        let v = self.views.entry(view.clone()).or_default();
         let named: Vec<&Source> = nack.suspects.iter().filter(|s| s.key.is_policy()).collect();
         if named.is_empty() {
             return false;
         }
-        let before = v.excluded();
-        for s in &named {
-            let entry = v.suspects.entry(s.key.clone()).or_insert(Suspect {
-                rev: s.rev,
-                proxy: String::new(),
-                resource: String::new(),
-                error: String::new(),
-                confirmed: false,
-            });
-            if entry.rev != s.rev {
-                entry.rev = s.rev;
-                entry.confirmed = false;
+        let base = view.base();
+        let variant = base.variant_for(nack.identity);
+        let views = self.identities.entry(nack.identity.into()).or_default();
+        if !views.contains_key(&base) && views.len() >= MAX_VIEWS_PER_IDENTITY {
+            if let Some(suppressed) = BOUND_LOG.allow() {
+                tracing::warn!(identity = nack.identity, namespace = %view.namespace, limit = MAX_VIEWS_PER_IDENTITY, suppressed, "not contained: this identity's rejections are contained in as many views as allowed; its proxy keeps its last good config");
             }
-            entry.proxy = nack.proxy.to_string();
-            entry.resource = nack.resource.to_string();
-            entry.error = nack.error.to_string();
+            return false;
+        }
+        let mut room = MAX_SUSPECTS_PER_IDENTITY
+            .saturating_sub(views.values().map(|e| e.suspects.len()).sum::<usize>());
+        let e = views.entry(base).or_default();
+        let before = e.excluded();
+        let resource: Arc<str> = nack.resource.into();
+        let error: Arc<str> = crds::text::clip(nack.error, ERROR_MAX).into();
+        let mut refused = 0;
+        for s in &named {
+            match e.suspects.get_mut(&s.key) {
+                Some(entry) => {
+                    if entry.rev != s.rev {
+                        entry.rev = s.rev;
+                        entry.confirmed = false;
+                    }
+                    entry.resource = resource.clone();
+                    entry.error = error.clone();
+                }
+                None if room > 0 => {
+                    room -= 1;
+                    e.suspects.insert(
+                        s.key.clone(),
+                        Suspect {
+                            rev: s.rev,
+                            resource: resource.clone(),
+                            error: error.clone(),
+                            confirmed: false,
+                        },
+                    );
+                }
+                None => refused += 1,
+            }
+        }
+        if refused > 0
+            && let Some(suppressed) = BOUND_LOG.allow()
+        {
+            tracing::warn!(
+                identity = nack.identity,
+                refused,
+                limit = MAX_SUSPECTS_PER_IDENTITY,
+                suppressed,
+                "not every suspect of a rejection is contained: this identity holds as many as allowed"
+            );
+        }
+        if e.suspects.is_empty() {
+            self.forget_empty(nack.identity);
+            return false;
+        }
+        if e.rejecters.len() < MAX_REJECTERS {
+            e.rejecters.insert(nack.by.to_string());
         }
         // The objects this rejection names are implicated: one of them is at fault. The
         // search continues within them; any others wait their turn.
         let candidates: Vec<ObjectKey> = named
             .iter()
             .map(|s| s.key.clone())
-            .filter(|k| v.suspects.get(k).is_some_and(|s| !s.confirmed))
+            .filter(|k| e.suspects.get(k).is_some_and(|s| !s.confirmed))
             .collect();
-        v.narrow(candidates, true, Some(nack.by.to_string()));
-        v.excluded() != before || v.search.is_some()
+        e.narrow(&variant, candidates, true, Some(nack.by.to_string()));
+        e.excluded() != before || e.search.is_some()
     }
 
     /// Drops suspects that changed or are gone (`rev` gives each object's current
-    /// revision), and proofs of old revisions. Returns whether anything was lifted.
+    /// revision). Returns whether anything was lifted.
     pub fn retain(&mut self, rev: impl Fn(&ObjectKey) -> Option<u64>) -> bool {
         let mut lifted = false;
-        for v in self.views.values_mut() {
-            let before = v.suspects.len();
-            v.suspects.retain(|k, s| {
-                let keep = rev(k) == Some(s.rev);
-                if !keep {
-                    tracing::info!(object = %k, "a left-out object changed or was deleted: it is tried again");
-                }
-                keep
-            });
-            lifted |= v.suspects.len() != before;
-            if let Some(search) = &mut v.search {
-                search.candidates.retain(|k| v.suspects.contains_key(k));
-                search.trial.retain(|k| v.suspects.contains_key(k));
-                if search.trial.is_empty() {
-                    let (rest, implicated, by) = (
-                        search.candidates.clone(),
-                        search.implicated,
-                        search.by.clone(),
-                    );
-                    v.narrow(rest, implicated, by);
-                }
+        for (id, views) in &mut self.identities {
+            for (view, e) in views.iter_mut() {
+                lifted |= e.retain(&view.variant_for(id), &rev);
             }
+            views.retain(|_, e| !e.suspects.is_empty());
         }
-        self.views.retain(|_, v| !v.suspects.is_empty());
+        self.identities.retain(|_, views| !views.is_empty());
         lifted
     }
 
-    /// Forgets a view no proxy uses any more.
-    pub fn drop_view(&mut self, view: &ViewKey) {
-        self.views.remove(view);
+    /// Forgets `identity`'s entries that hold nothing, and the identity once it has none.
+    fn forget_empty(&mut self, identity: &str) {
+        if let Some(views) = self.identities.get_mut(identity) {
+            views.retain(|_, e| !e.suspects.is_empty());
+            if views.is_empty() {
+                self.identities.remove(identity);
+            }
+        }
     }
 }
 

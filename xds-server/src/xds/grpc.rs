@@ -635,7 +635,7 @@ async fn emit<M: Machine>(
             } => {
                 tracing::debug!(node = ctx.node, r#type = %kind, %version, "ACK");
                 if !accepted.is_empty() {
-                    obs.store.on_ack(view, &ctx.tag, &accepted);
+                    obs.store.on_ack(view, &ctx.tag, ctx.scope, &accepted);
                 }
             }
             Event::Nack(rejection) => {

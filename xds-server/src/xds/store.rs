@@ -8,12 +8,14 @@
 //! ```text
 //!   sources ─update─▶ Model ─changed keys─▶ Builder ─▶ ViewVersion per view ──watch──▶ streams
 //!                                               └────▶ OwnVersion per proxy ─watch──▶ streams
-//!   streams ─ACK/NACK─▶ Containment (per view) ─left-out objects─▶ Builder
+//!   streams ─ACK/NACK─▶ Containment (per identity and view) ─left-out objects─▶ Builder
 //! ```
 //!
 //! A proxy is registered by (certificate identity, proxy identity): streams share state
 //! only when both are equal, so a node id claimed under another certificate is another
-//! proxy. Translation runs under the store's lock; streams never take it on their hot
+//! proxy. The proxies of a certificate identity whose rejections left objects out of its
+//! view follow that view's variant for the identity (see `containment`); every other
+//! proxy stays on the shared view. Translation runs under the store's lock; streams never take it on their hot
 //! path (only to attach and detach).
 
 use std::collections::{BTreeSet, HashMap};
@@ -84,6 +86,8 @@ struct Inner {
     built: u64,
     changed_at: Option<Instant>,
     views: HashMap<ViewKey, ViewSlot>,
+    /// The view variants containment used at the last build.
+    variants: BTreeSet<ViewKey>,
     proxies: HashMap<ProxyKey, ProxySlot>,
     /// The certificate identities each proxy identity is registered under.
     scopes: HashMap<ProxyIdentity, BTreeSet<String>>,
@@ -179,6 +183,7 @@ impl Store {
                 built: 0,
                 changed_at: None,
                 views: HashMap::new(),
+                variants: BTreeSet::new(),
                 proxies: HashMap::new(),
                 scopes: HashMap::new(),
             }),
@@ -290,6 +295,7 @@ impl Store {
             builder,
             proxies,
             scopes,
+            containment,
             ..
         } = &mut *inner;
         scopes
@@ -303,7 +309,7 @@ impl Store {
                     version: 1,
                     own,
                     secrets,
-                    view: Some(view),
+                    view: Some(containment.follows(&view, scope)),
                     changed_at: None,
                     ended: None,
                 }))
@@ -317,6 +323,7 @@ impl Store {
             namespace: identity.namespace.clone(),
             egress: Default::default(),
             grpc: identity.kind == translator::identity::ProxyKind::Grpc,
+            variant: None,
         });
         let view = Self::attach_view_locked(&mut inner, &view_key);
         drop(inner);
@@ -361,21 +368,25 @@ impl Store {
             slot.streams = slot.streams.saturating_sub(1);
             if slot.streams == 0 {
                 inner.views.remove(key);
-                inner.builder.drop_view(key);
-                inner.containment.drop_view(key);
+                // A variant still in use stays built (a build forgets it once lifted).
+                if !inner.containment.holds(key) {
+                    inner.builder.drop_view(key);
+                }
             }
         }
     }
 
     fn detach(&self, key: &ProxyKey, view: &ViewKey) {
         let mut inner = self.lock();
-        inner
-            .containment
-            .proxy_gone(view, &stream_tag(&key.0, &key.1.node_id));
+        let mut lifted = false;
         if let Some(slot) = inner.proxies.get_mut(key) {
             slot.streams = slot.streams.saturating_sub(1);
             if slot.streams == 0 {
                 inner.proxies.remove(key);
+                // The proxy left: what only its rejections kept out is lifted.
+                lifted = inner
+                    .containment
+                    .proxy_gone(&key.0, &stream_tag(&key.0, &key.1.node_id));
                 let last = inner.scopes.get_mut(&key.1).is_none_or(|s| {
                     s.remove(&key.0);
                     s.is_empty()
@@ -387,19 +398,30 @@ impl Store {
             }
         }
         Self::detach_view_locked(&mut inner, view);
+        drop(inner);
+        if lifted {
+            self.touch();
+        }
     }
 
-    /// Proxy `by` of `view` accepted resources made from these policy objects.
-    pub fn on_ack(&self, view: &ViewKey, by: &str, accepted: &[translator::encoded::Source]) {
-        let changed = self.lock().containment.on_ack(view, by, accepted);
+    /// Proxy `by` of `view` (with certificate identity `identity`) accepted resources
+    /// made from these policy objects.
+    pub fn on_ack(
+        &self,
+        view: &ViewKey,
+        by: &str,
+        identity: &str,
+        accepted: &[translator::encoded::Source],
+    ) {
+        let changed = self.lock().containment.on_ack(view, identity, by, accepted);
         if changed {
             self.touch();
         }
     }
 
     /// A proxy of `view` (with certificate identity `proxy`) rejected config: the policy
-    /// objects that could have caused it are left out of that view (see `containment`)
-    /// and a build follows.
+    /// objects that could have caused it are left out for the proxies of that identity
+    /// in that view (see `containment`) and a build follows.
     pub fn on_nack(&self, view: &ViewKey, by: &str, proxy: &str, rejection: &Rejection) {
         // gRPC views are not contained (their parts are shared): the rejection is in the
         // NACK record, metrics and CSDS, and the client keeps its last good config.
@@ -412,7 +434,7 @@ impl Store {
             by,
             suspects: &rejection.suspects,
             precise: rejection.precise,
-            proxy,
+            identity: proxy,
             resource: &crds::text::clip(&resource, 256),
             error: &rejection.error,
         };
@@ -422,14 +444,20 @@ impl Store {
         }
     }
 
-    /// Policy objects left out of some view because its proxies rejected config made
-    /// from them.
+    /// Policy objects left out for the proxies of one identity because they rejected
+    /// config made from them: the view variant (`variant` names the identity), the
+    /// object and why.
     pub fn contained(&self) -> Vec<(ViewKey, ObjectKey, Suspect)> {
         self.lock()
             .containment
             .suspects()
-            .map(|(v, k, s)| (v.clone(), k.clone(), s.clone()))
+            .map(|(v, k, s)| (v, k.clone(), s.clone()))
             .collect()
+    }
+
+    /// (identities, objects) containment leaves out now, for metrics.
+    pub fn containment_size(&self) -> (usize, usize) {
+        self.lock().containment.size()
     }
 
     /// Resources the views hold, summed over views.
@@ -469,6 +497,7 @@ impl Store {
             builder,
             containment,
             views,
+            variants,
             proxies,
             scopes,
             ..
@@ -478,6 +507,12 @@ impl Store {
             .any(|k| k.kind == translator::model::Kind::Pod);
         containment.retain(|k| model.rev(k));
         let excluded = containment.excluded();
+        // Variants in use are built (a new one as a copy of its view) before the update
+        // gives them what they leave out; unused ones are forgotten.
+        builder.retain_variants(|k| excluded.contains_key(k) || views.contains_key(k));
+        for key in excluded.keys() {
+            builder.view(model, key);
+        }
         let out = builder.update(model, &changes, &excluded);
         for d in &out.appeared {
             tracing::warn!(object = %d.object, field = %d.field, "{}", d.message);
@@ -512,28 +547,48 @@ impl Store {
             .iter()
             .map(|(id, own, view)| (id, (own, view)))
             .collect();
-        let keys = updates.keys().flat_map(|id| {
-            scopes
-                .get(*id)
-                .into_iter()
-                .flatten()
-                .map(|s| (s.clone(), (*id).clone()))
-        });
+        // Which variants proxies follow changed: every proxy checks its view.
+        let refollow = excluded.len() != variants.len() || !excluded.keys().eq(variants.iter());
+        if refollow {
+            *variants = excluded.keys().cloned().collect();
+        }
+        // Only the proxies that changed, unless the variants changed (then every one).
+        let keys: Vec<ProxyKey> = if refollow {
+            proxies.keys().cloned().collect()
+        } else {
+            updates
+                .keys()
+                .flat_map(|id| {
+                    scopes
+                        .get(*id)
+                        .into_iter()
+                        .flatten()
+                        .map(|s| (s.clone(), (*id).clone()))
+                })
+                .collect()
+        };
         for key in keys {
             let Some(slot) = proxies.get(&key) else {
                 continue;
             };
             let (scope, identity) = &key;
-            let Some((own, view)) = updates.get(identity) else {
-                continue;
-            };
+            let update = updates.get(identity).map(|(own, view)| (*own, *view));
             let current = slot.tx.borrow().clone();
+            let (own, view) = match update {
+                Some((own, view)) => (own.clone(), Some(view.clone())),
+                None => (current.own.clone(), current.view.clone()),
+            };
+            // The shared view, or its identity's variant while one is in use.
+            let view = view.map(|v| containment.follows(&v, scope));
+            if update.is_none() && view == current.view {
+                continue;
+            }
             tracing::debug!(identity = %scope, node = %identity.node_id, "proxy resources changed");
             slot.tx.send_replace(Arc::new(OwnVersion {
                 version: current.version + 1,
-                own: (*own).clone(),
+                own,
                 secrets: current.secrets.clone(),
-                view: Some((*view).clone()),
+                view,
                 changed_at,
                 ended: current.ended.clone(),
             }));

@@ -5,6 +5,7 @@ use translator::identity::{ProxyIdentity, ProxyKind};
 use translator::model::parse_manifest;
 
 use super::*;
+use crate::xds::stream::Rejection;
 
 fn identity(pod: &str) -> ProxyIdentity {
     ProxyIdentity {
@@ -249,4 +250,112 @@ fn a_slot_reused_by_a_recreated_pod_ends_again_when_it_goes() {
     delete_pod(&store, "p1");
     assert!(ended(&mut second).is_some(), "ended again");
     assert!(ended(&mut first).is_some());
+}
+
+/// A proxy of service account `sa` in namespace `ns`.
+fn proxy_of(ns: &str, sa: &str, node: &str) -> ProxyIdentity {
+    ProxyIdentity {
+        node_id: node.into(),
+        namespace: ns.into(),
+        pod: node.into(),
+        service_account: sa.into(),
+        ..identity(node)
+    }
+}
+
+/// Follows the view the proxy's own version names, as the server's stream loop does.
+fn follow(a: &mut Attachment) {
+    let view = a.own.borrow_and_update().view.clone();
+    if let Some(v) = view {
+        a.switch_view(v);
+    }
+}
+
+/// Whether a proxy's current view holds a route made from `object`.
+fn holds(a: &mut Attachment, object: &ObjectKey) -> bool {
+    a.desired()
+        .view
+        .maps
+        .routes
+        .values()
+        .any(|r| r.sources.iter().any(|s| s.key == *object))
+}
+
+#[test]
+fn a_rejection_leaves_the_object_out_for_the_rejecting_identity_only_until_it_leaves() {
+    // Issue 21, finding 4: a proxy in `evil` rejects every route table holding a policy
+    // of `default`.
+    let store = store();
+    load(
+        &store,
+        &format!(
+            "{SVC}---\napiVersion: policy.rudder.dev/v1alpha1\nkind: RetryPolicy\nmetadata: {{name: r}}\nspec:\n  targetRef: {{name: a}}\n  timeout: 9s\n"
+        ),
+    );
+    store.rebuild_now();
+    let retry = ObjectKey::new(translator::model::Kind::RetryPolicy, "default", "r");
+    let rev = store.read(|m| m.rev(&retry)).expect("rev");
+    let attacker_id = "spiffe://cluster.local/ns/evil/sa/attacker";
+    let mut attacker = store
+        .attach(attacker_id, &proxy_of("evil", "attacker", "x"))
+        .expect("attached");
+    let mut twin = store
+        .attach(attacker_id, &proxy_of("evil", "attacker", "twin"))
+        .expect("attached");
+    let mut neighbour = store
+        .attach(
+            "spiffe://cluster.local/ns/evil/sa/neighbour",
+            &proxy_of("evil", "neighbour", "n"),
+        )
+        .expect("attached");
+    let shared = attacker.view_key().clone();
+    assert!(holds(&mut neighbour, &retry) && holds(&mut twin, &retry));
+    store.on_nack(
+        &shared,
+        &stream_tag(attacker_id, "x"),
+        attacker_id,
+        &Rejection {
+            kind: XdsType::Route,
+            version: "v1".into(),
+            resources: vec!["outbound".into()],
+            error: "no".into(),
+            sources: Vec::new(),
+            suspects: vec![translator::encoded::Source {
+                key: retry.clone(),
+                rev,
+            }],
+            precise: true,
+        },
+    );
+    store.rebuild_now();
+    // The streams follow their proxy's view as the server's stream loop does.
+    for a in [&mut attacker, &mut twin, &mut neighbour] {
+        follow(a);
+    }
+    assert_eq!(*attacker.view_key(), shared.variant_for(attacker_id));
+    assert_eq!(
+        *twin.view_key(),
+        shared.variant_for(attacker_id),
+        "a proxy of the same identity under another node id follows the variant"
+    );
+    assert!(!holds(&mut attacker, &retry) && !holds(&mut twin, &retry));
+    assert_eq!(
+        *neighbour.view_key(),
+        shared,
+        "the neighbour stays on the shared view"
+    );
+    assert!(
+        holds(&mut neighbour, &retry),
+        "the neighbour keeps the object"
+    );
+    assert_eq!(store.contained().len(), 1);
+    // The rejecting proxy leaves: lifted for its identity; the twin gets it back.
+    drop(attacker);
+    store.rebuild_now();
+    follow(&mut twin);
+    assert_eq!(*twin.view_key(), shared);
+    assert!(holds(&mut twin, &retry));
+    assert!(store.contained().is_empty());
+    let r = store.rebuild_now();
+    assert_eq!(r.views, 1, "the variant is forgotten");
 }

@@ -36,6 +36,7 @@ fn view_key() -> ViewKey {
         namespace: "default".into(),
         egress: Egress::All,
         grpc: false,
+        variant: None,
     }
 }
 

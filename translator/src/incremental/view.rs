@@ -1,0 +1,468 @@
+//! Views: building a view's maps on first use, bringing them up to date after a build,
+//! and the view-local parts of the Services whose policy objects a view leaves out.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use super::changes::{Changes, Update, ViewMaps, apply, encode};
+use super::{Builder, NsName, Origin, ServiceUpdate};
+use crate::encoded::{Encoded, TypeMap};
+use crate::model::{Model, ViewKey};
+use crate::policy::{Excluded, PolicyContext, SplitState};
+use crate::route::VhostPart;
+use crate::{XdsType, cluster, route};
+
+/// One view: its maps, which names in them belong to which Service, and what it leaves
+/// out.
+#[derive(Clone, Debug, Default)]
+pub(super) struct ViewState {
+    pub(super) maps: ViewMaps,
+    by_service: HashMap<NsName, Names>,
+    excluded: Excluded,
+    /// The view's own policy, while it leaves something out.
+    policy: Option<Arc<PolicyContext>>,
+    /// The Services whose routing differs under that policy from the shared one: the
+    /// only ones that can have view-local parts.
+    differs: Arc<BTreeSet<NsName>>,
+    /// View-local parts of the Services its left-out objects touch.
+    overrides: BTreeMap<NsName, Override>,
+}
+
+/// A policy a view that leaves something out resolved: (left out, the last good splits
+/// it started from, the policy, the Services that differ under it).
+type Resolved = (
+    Excluded,
+    SplitState,
+    Arc<PolicyContext>,
+    Arc<BTreeSet<NsName>>,
+);
+
+/// What views that leave something out resolved in one build, shared by the variants of
+/// one view that leave out the same objects (the proxies of many identities rejecting
+/// one bad object cost one resolution and one route table, not one each): the policies,
+/// and the route tables by (view, left out) with the variant that assembled each.
+#[derive(Default)]
+pub(super) struct PolicyMemo {
+    policies: Vec<Resolved>,
+    routes: Vec<(ViewKey, Excluded, ViewKey, Arc<Encoded>)>,
+}
+
+/// A Service's parts as one view sees them, when they differ from the shared ones.
+#[derive(Debug, Clone, PartialEq)]
+struct Override {
+    clusters: Vec<Arc<Encoded>>,
+    vhosts: Vec<VhostPart>,
+}
+
+/// The names one Service has in a view.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Names {
+    clusters: Vec<Arc<str>>,
+    endpoints: Vec<Arc<str>>,
+    /// A gRPC view's RouteConfigurations (one per Service port).
+    routes: Vec<Arc<str>>,
+}
+
+impl Builder {
+    /// The maps of a view, building it on first use.
+    pub fn view(&mut self, model: &Model, key: &ViewKey) -> ViewMaps {
+        if let Some(v) = self.views.get(key) {
+            return v.maps.clone();
+        }
+        // A variant starts as a copy of its view (every part shared, nothing encoded);
+        // the next update gives it its own parts for what it leaves out.
+        if key.variant.is_some()
+            && let Some(base) = self.views.get(&key.base())
+        {
+            let state = base.clone();
+            let maps = state.maps.clone();
+            if let Some(d) = self.diagnostics.get(&Origin::Route(key.base())).cloned() {
+                self.diagnostics.insert(Origin::Route(key.clone()), d);
+            }
+            self.views.insert(key.clone(), state);
+            return maps;
+        }
+        if key.grpc && !self.grpc {
+            self.start_grpc(model);
+        }
+        let mut state = ViewState::default();
+        let (mut clusters, mut endpoints) = (TypeMap::new(), TypeMap::new());
+        let mut routes = TypeMap::new();
+        for (k, parts) in &self.services {
+            let Some(svc) = &parts.svc else { continue };
+            if !key.sees(svc) {
+                continue;
+            }
+            let mut names = Names::default();
+            let (own_clusters, own_endpoints) = if key.grpc {
+                parts.grpc_view()
+            } else {
+                (parts.clusters.clone(), parts.endpoints.clone())
+            };
+            for c in &own_clusters {
+                clusters.insert(c.name.clone(), c.clone());
+                names.clusters.push(c.name.clone());
+            }
+            for r in parts.grpc_routes.iter().filter(|_| key.grpc) {
+                routes.insert(r.name.clone(), r.clone());
+                names.routes.push(r.name.clone());
+            }
+            for e in &own_endpoints {
+                endpoints.insert(e.name.clone(), e.clone());
+                names.endpoints.push(e.name.clone());
+            }
+            state.by_service.insert(k.clone(), names);
+        }
+        state.maps.clusters = Arc::new(clusters);
+        state.maps.endpoints = Arc::new(endpoints);
+        if key.grpc {
+            state.maps.routes = Arc::new(routes);
+            let maps = state.maps.clone();
+            self.views.insert(key.clone(), state);
+            return maps;
+        }
+        let mut count = 0;
+        let route = self.assemble(model, key, &state, None, &mut count);
+        state.maps.routes = Arc::new([(route.name.clone(), route)].into_iter().collect());
+        let maps = state.maps.clone();
+        self.views.insert(key.clone(), state);
+        maps
+    }
+
+    /// Forgets a view no proxy uses any more.
+    pub fn drop_view(&mut self, key: &ViewKey) {
+        self.views.remove(key);
+        self.grpc_listeners.remove(key);
+        self.diagnostics.remove(&Origin::Route(key.clone()));
+    }
+
+    /// Forgets the view variants `keep` says are no longer used.
+    pub fn retain_variants(&mut self, keep: impl Fn(&ViewKey) -> bool) {
+        let gone: Vec<ViewKey> = self
+            .views
+            .keys()
+            .filter(|k| k.variant.is_some() && !keep(k))
+            .cloned()
+            .collect();
+        for k in gone {
+            self.drop_view(&k);
+        }
+    }
+
+    /// A view's route table; a variant takes the one another variant of its view that
+    /// leaves out the same objects assembled in this build.
+    fn variant_route(
+        &mut self,
+        model: &Model,
+        key: &ViewKey,
+        state: &ViewState,
+        old: Option<&Arc<Encoded>>,
+        memo: &mut PolicyMemo,
+        count: &mut usize,
+    ) -> Arc<Encoded> {
+        if key.variant.is_none() || state.excluded.is_empty() {
+            return self.assemble(model, key, state, old, count);
+        }
+        let base = key.base();
+        let found = memo
+            .routes
+            .iter()
+            .find(|(v, e, _, _)| *v == base && *e == state.excluded)
+            .map(|(_, _, by, r)| (by.clone(), r.clone()));
+        match found {
+            Some((by, route)) => {
+                if let Some(d) = self.diagnostics.get(&Origin::Route(by)).cloned() {
+                    self.diagnostics.insert(Origin::Route(key.clone()), d);
+                }
+                match old {
+                    Some(o) if o.same_as(&route) => o.clone(),
+                    _ => route,
+                }
+            }
+            None => {
+                let route = self.assemble(model, key, state, old, count);
+                memo.routes
+                    .push((base, state.excluded.clone(), key.clone(), route.clone()));
+                route
+            }
+        }
+    }
+
+    fn assemble(
+        &mut self,
+        model: &Model,
+        key: &ViewKey,
+        state: &ViewState,
+        old: Option<&Arc<Encoded>>,
+        count: &mut usize,
+    ) -> Arc<Encoded> {
+        let parts = self.services.iter().filter_map(|(k, p)| {
+            let svc = p.svc.as_ref().filter(|s| key.sees(s))?;
+            let _ = svc;
+            Some(match state.overrides.get(k) {
+                Some(o) => o.vhosts.iter(),
+                None => p.vhosts.iter(),
+            })
+        });
+        let out = route::assemble(parts.flatten(), &key.namespace);
+        self.diagnostics
+            .insert(Origin::Route(key.clone()), out.diagnostics);
+        // `assemble` always emits exactly one route table.
+        match out.resources.first() {
+            Some(r) => encode(model, r, old, count),
+            None => Arc::new(Encoded::synthetic(
+                XdsType::Route,
+                crate::OUTBOUND_ROUTE,
+                "",
+                &[],
+            )),
+        }
+    }
+
+    /// The view-local parts of Service `key` under `policy`, if they differ from the
+    /// shared ones. `current` is what the view holds now: a part equal to it keeps its
+    /// `Arc` (the shared part changed under an object the view leaves out: nothing to
+    /// send).
+    fn override_of(
+        &self,
+        model: &Model,
+        policy: &PolicyContext,
+        key: &NsName,
+        current: &TypeMap,
+        count: &mut usize,
+    ) -> Option<Override> {
+        let parts = self.services.get(key)?;
+        let svc = parts.svc.as_ref()?;
+        let routings = crate::routing::port_routings(model, policy, svc);
+        let vhosts = route::vhost_parts(model, policy, svc, &routings);
+        let clusters: Vec<Arc<Encoded>> = svc
+            .ports
+            .iter()
+            .map(|p| {
+                let r = cluster::outbound(model, &self.mesh, policy, svc, p);
+                let old = parts.clusters.iter().find(|c| *c.name == *r.name);
+                let new = encode(model, &r, old, count);
+                match current.get(&*r.name) {
+                    Some(held) if held.same_as(&new) => held.clone(),
+                    _ => new,
+                }
+            })
+            .collect();
+        let same_clusters = clusters.len() == parts.clusters.len()
+            && clusters
+                .iter()
+                .zip(&parts.clusters)
+                .all(|(a, b)| Arc::ptr_eq(a, b));
+        (vhosts != parts.vhosts || !same_clusters).then_some(Override { clusters, vhosts })
+    }
+
+    /// A view's view-local parts after this build. Its policy (and which Services differ
+    /// under it) is resolved again only when what it leaves out or some policy changed;
+    /// otherwise only the differing Services rebuilt by this build are looked at again,
+    /// so a view that leaves something out costs little more than one that does not.
+    fn overrides(
+        &self,
+        model: &Model,
+        state: &mut ViewState,
+        excl: &Excluded,
+        (updated, policy_changed, memo): (
+            &BTreeMap<&NsName, &ServiceUpdate>,
+            bool,
+            &mut PolicyMemo,
+        ),
+        count: &mut usize,
+    ) -> BTreeMap<NsName, Override> {
+        if excl.is_empty() {
+            state.policy = None;
+            state.differs = Arc::default();
+            return BTreeMap::new();
+        }
+        let redo = policy_changed || state.policy.is_none() || *excl != state.excluded;
+        if redo {
+            let previous = state
+                .policy
+                .as_ref()
+                .map(|p| &p.splits)
+                .unwrap_or(&self.policy.splits);
+            let found = memo
+                .policies
+                .iter()
+                .find(|(e, prev, _, _)| e == excl && prev == previous)
+                .map(|(_, _, p, d)| (p.clone(), d.clone()));
+            let (policy, differs) = match found {
+                Some(found) => found,
+                None => {
+                    let policy = Arc::new(PolicyContext::new(model, previous, excl));
+                    let differs = Arc::new(super::policy_changes(
+                        &self.policy,
+                        &policy,
+                        &BTreeSet::new(),
+                    ));
+                    memo.policies.push((
+                        excl.clone(),
+                        previous.clone(),
+                        policy.clone(),
+                        differs.clone(),
+                    ));
+                    (policy, differs)
+                }
+            };
+            state.differs = differs;
+            state.policy = Some(policy);
+        }
+        let Some(policy) = state.policy.as_ref() else {
+            return BTreeMap::new();
+        };
+        let check: BTreeSet<NsName> = if redo {
+            state
+                .differs
+                .iter()
+                .chain(state.overrides.keys())
+                .cloned()
+                .collect()
+        } else {
+            updated
+                .keys()
+                .filter(|k| state.differs.contains(**k) || state.overrides.contains_key(**k))
+                .map(|k| (*k).clone())
+                .collect()
+        };
+        let mut out = state.overrides.clone();
+        for key in check {
+            let o = state
+                .differs
+                .contains(&key)
+                .then(|| self.override_of(model, policy, &key, &state.maps.clusters, count))
+                .flatten();
+            match o {
+                Some(o) => out.insert(key, o),
+                None => out.remove(&key),
+            };
+        }
+        out
+    }
+
+    /// Brings one view up to date with the Services that changed and with what it
+    /// leaves out; returns what changed in it.
+    pub(super) fn update_view(
+        &mut self,
+        model: &Model,
+        key: &ViewKey,
+        state: &mut ViewState,
+        (updated, policy_changed, memo): (
+            &BTreeMap<&NsName, &ServiceUpdate>,
+            bool,
+            &mut PolicyMemo,
+        ),
+        excluded: &BTreeMap<ViewKey, Excluded>,
+        count: &mut usize,
+    ) -> Changes {
+        let mut changes = Changes::default();
+        // What the view leaves out, and the view-local parts that follow from it.
+        // gRPC views share every part (containment of gRPC NACKs keeps the last good
+        // version per stream, without view-local rebuilds).
+        let excl = if key.grpc {
+            Excluded::new()
+        } else {
+            excluded.get(key).cloned().unwrap_or_default()
+        };
+        let overrides = self.overrides(model, state, &excl, (updated, policy_changed, memo), count);
+        let mut affected: BTreeSet<NsName> = updated.keys().map(|k| (*k).clone()).collect();
+        for k in state.overrides.keys().chain(overrides.keys()) {
+            if state.overrides.get(k) != overrides.get(k) {
+                affected.insert(k.clone());
+            }
+        }
+        let overrides_changed: BTreeSet<NsName> = affected
+            .iter()
+            .filter(|k| state.overrides.get(*k) != overrides.get(*k))
+            .cloned()
+            .collect();
+        state.overrides = overrides;
+        state.excluded = excl;
+        let mut route_dirty = false;
+        for svc_key in &affected {
+            let parts = self.services.get(svc_key);
+            let svc = parts.and_then(|p| p.svc.as_ref());
+            let sees = svc.is_some_and(|s| key.sees(s));
+            let upd = updated.get(svc_key);
+            let saw = match upd {
+                Some(u) => u.old.as_ref().is_some_and(|s| key.sees(s)),
+                None => sees,
+            };
+            let override_of = state.overrides.get(svc_key);
+            type Parts<'a> = (&'a [Arc<Encoded>], &'a [Arc<Encoded>], &'a [Arc<Encoded>]);
+            let grpc_view = match (sees, parts) {
+                (true, Some(p)) if key.grpc => Some(p.grpc_view()),
+                _ => None,
+            };
+            let (clusters, endpoints, routes): Parts = match (sees, parts, &grpc_view) {
+                (true, Some(p), Some((c, e))) => (c, e, &p.grpc_routes),
+                (true, Some(p), None) => (
+                    override_of
+                        .map(|o| o.clusters.as_slice())
+                        .unwrap_or(&p.clusters),
+                    &p.endpoints,
+                    &[],
+                ),
+                _ => (&[], &[], &[]),
+            };
+            let old = state.by_service.remove(svc_key).unwrap_or_default();
+            let mut names = Names::default();
+            for (desired, map, was, now, out) in [
+                (
+                    clusters,
+                    &state.maps.clusters,
+                    &old.clusters,
+                    &mut names.clusters,
+                    &mut changes.clusters,
+                ),
+                (
+                    endpoints,
+                    &state.maps.endpoints,
+                    &old.endpoints,
+                    &mut names.endpoints,
+                    &mut changes.endpoints,
+                ),
+                (
+                    routes,
+                    &state.maps.routes,
+                    &old.routes,
+                    &mut names.routes,
+                    &mut changes.routes,
+                ),
+            ] {
+                for d in desired {
+                    if map.get(&d.name).is_none_or(|m| !Arc::ptr_eq(m, d)) {
+                        out.push(Update::Put(d.clone()));
+                    }
+                    now.push(d.name.clone());
+                }
+                for n in was.iter().filter(|n| !now.contains(n)) {
+                    out.push(Update::Remove(n.clone()));
+                }
+            }
+            if !names.clusters.is_empty() || !names.endpoints.is_empty() || !names.routes.is_empty()
+            {
+                state.by_service.insert(svc_key.clone(), names);
+            }
+            let vhosts_changed = if overrides_changed.contains(svc_key) {
+                true
+            } else {
+                upd.is_some_and(|u| u.vhosts_changed) && override_of.is_none()
+            };
+            route_dirty |= !key.grpc && (saw != sees || (sees && vhosts_changed));
+        }
+        apply(&mut state.maps.clusters, &changes.clusters);
+        apply(&mut state.maps.endpoints, &changes.endpoints);
+        if route_dirty {
+            let old = state.maps.routes.values().next().cloned();
+            let new = self.variant_route(model, key, state, old.as_ref(), memo, count);
+            if old.as_ref().is_none_or(|o| !Arc::ptr_eq(o, &new)) {
+                changes.routes.push(Update::Put(new));
+            }
+        }
+        apply(&mut state.maps.routes, &changes.routes);
+        changes
+    }
+}
