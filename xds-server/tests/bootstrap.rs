@@ -102,12 +102,23 @@ fn delta_bootstrap_is_valid_for_envoy() {
 }
 
 #[test]
-fn insecure_bootstrap_has_no_tls() {
+fn insecure_bootstrap_has_no_tls_but_still_the_agents_certificate() {
     let b = bootstrap(&["--pod", "web-0", "--insecure-xds"]);
     assert!(
         b["static_resources"]["clusters"][0]
             .get("transport_socket")
             .is_none()
+    );
+    // Mesh mTLS still works: the workload certificate comes from the agent's socket.
+    let sds = &b["static_resources"]["clusters"][1];
+    assert_eq!(sds["name"], translator::tls::AGENT_SDS_CLUSTER, "{b}");
+    let socket = sds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+        ["address"]["pipe"]["path"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        socket.starts_with('/') && socket.ends_with("/certs/sds.sock"),
+        "{socket}"
     );
     envoy_validates(&b);
 }

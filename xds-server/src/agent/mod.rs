@@ -267,6 +267,7 @@ fn write_bootstrap(
             ca_file: files::path(dir, files::BUNDLE),
             server_id: crate::server::control_plane_id(trust_domain)?.to_string(),
         }),
+        agent_sds: Some(dir.to_path_buf()),
         ..params.clone()
     };
     let mut b = match &params.tls {

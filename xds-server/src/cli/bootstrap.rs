@@ -39,6 +39,9 @@ pub struct BootstrapParams {
     pub admin: SocketAddr,
     /// TLS to the control plane (None: plain text).
     pub tls: Option<BootstrapTls>,
+    /// The credential directory whose agent serves the workload certificate for mesh
+    /// mTLS (its SDS socket); None: the sidecar gets none.
+    pub agent_sds: Option<std::path::PathBuf>,
 }
 
 /// Files and identity for the sidecar's TLS connection to the control plane. Envoy
@@ -143,13 +146,18 @@ pub fn bootstrap(p: &BootstrapParams) -> Value {
             }]
         }
     });
+    // The workload certificate for mesh mTLS: from the agent's SDS server on a Unix
+    // socket in the credential directory (the key never leaves the pod), whether or not
+    // the xDS connection itself is TLS.
+    if let (Some(dir), Some(clusters)) = (
+        &p.agent_sds,
+        b["static_resources"]["clusters"].as_array_mut(),
+    ) {
+        use crate::agent::files;
+        clusters.push(agent_sds_cluster(&files::path(dir, files::SDS_SOCKET)));
+    }
     if let Some(tls) = &p.tls {
         use crate::agent::files;
-        // The workload certificate for mesh mTLS: from the agent's SDS server on a Unix
-        // socket in the credential directory (the key never leaves the pod).
-        if let Some(clusters) = b["static_resources"]["clusters"].as_array_mut() {
-            clusters.push(agent_sds_cluster(&files::path(&tls.dir, files::SDS_SOCKET)));
-        }
         b["static_resources"]["clusters"][0]["transport_socket"] = json!({
             "name": "envoy.transport_sockets.tls",
             "typed_config": {
@@ -211,6 +219,7 @@ pub const GRPC_REFRESH: &str = "2s";
 pub fn grpc_bootstrap(p: &BootstrapParams, tls: &BootstrapTls) -> Value {
     let mut b = bootstrap(&BootstrapParams {
         tls: None,
+        agent_sds: None,
         ..p.clone()
     });
     let files = json!({
@@ -260,6 +269,7 @@ mod tests {
             delta: true,
             admin: "127.0.0.1:0".parse().expect("addr"),
             tls: None,
+            agent_sds: None,
         }
     }
 
@@ -314,6 +324,7 @@ mod tests {
         };
         let b = bootstrap(&BootstrapParams {
             tls: Some(tls),
+            agent_sds: Some("/creds".into()),
             ..params()
         });
         let clusters = b["static_resources"]["clusters"]
@@ -329,6 +340,15 @@ mod tests {
             "/creds/sds.sock"
         );
         assert!(bootstrap(&params())["static_resources"]["clusters"][1].is_null());
+        // Plain-text xDS (local experiments) still takes the certificate from the agent.
+        let plain = bootstrap(&BootstrapParams {
+            agent_sds: Some("/creds".into()),
+            ..params()
+        });
+        assert_eq!(
+            plain["static_resources"]["clusters"][1]["name"],
+            translator::tls::AGENT_SDS_CLUSTER
+        );
     }
 
     #[test]

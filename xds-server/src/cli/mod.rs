@@ -492,8 +492,8 @@ fn parse_mode(s: &str) -> Result<translator::tls::MtlsMode, String> {
 
 #[derive(Debug, clap::Args)]
 struct BootstrapArgs {
-    /// Where to write the sidecar's xDS client certificate, key and CA bundle (not with
-    /// --insecure-xds).
+    /// Where to write the sidecar's first certificate, key and CA bundle (its xDS client
+    /// credentials, and what its agent serves it for mesh mTLS).
     #[arg(long, default_value = "rudder-certs")]
     cert_dir: PathBuf,
     #[command(flatten)]
@@ -631,6 +631,7 @@ impl Args {
                                 delta: a.delta,
                                 admin: a.envoy_admin_address,
                                 tls: None,
+                                agent_sds: None,
                             },
                         ))
                     }
@@ -692,6 +693,7 @@ impl Args {
                     delta: false,
                     admin: SocketAddr::from(([127, 0, 0, 1], 0)),
                     tls: None,
+                    agent_sds: None,
                 };
                 let tls = write_client_credentials(&c.security, &c.cert_dir, &params)?;
                 println!("wrote {} and its key", tls.cert_file.display());
@@ -747,6 +749,7 @@ fn print_bootstrap(b: BootstrapArgs) -> anyhow::Result<()> {
         delta: b.delta && !b.sotw,
         admin: b.admin_address,
         tls: None,
+        agent_sds: None,
     };
     if b.grpc {
         // Mesh mTLS needs the files even where the xDS port is plain text. The app may
@@ -763,13 +766,16 @@ fn print_bootstrap(b: BootstrapArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    let params = if b.security.insecure_xds {
-        params
-    } else {
-        BootstrapParams {
-            tls: Some(write_client_credentials(&b.security, &b.cert_dir, &params)?),
-            ..params
-        }
+    // The first key and certificate are made here, where the CA is (a development
+    // tool): the agent renews them and serves them to Envoy. Plain-text xDS too gets
+    // them, for mesh mTLS.
+    let dir = std::path::absolute(&b.cert_dir)
+        .with_context(|| format!("--cert-dir {}", b.cert_dir.display()))?;
+    let tls = write_client_credentials(&b.security, &dir, &params)?;
+    let params = BootstrapParams {
+        agent_sds: Some(tls.dir.clone()),
+        tls: (!b.security.insecure_xds).then_some(tls),
+        ..params
     };
     let mut b = bootstrap(&params);
     if intercepted {
