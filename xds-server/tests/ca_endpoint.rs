@@ -17,8 +17,9 @@ use xds_server::observability::metrics::Metrics;
 use xds_server::server::{Stop, control_plane_id};
 use xds_server::xds::listener::{ConnLimits, TlsSetup};
 
-/// A POST with no client certificate and no Authorization header: the raw answer.
-async fn anonymous_post(addr: &str, bundle: &str) -> String {
+/// Sends `raw` (a whole HTTP/1.1 request) over TLS without a client certificate,
+/// trusting `bundle`: the raw answer.
+async fn raw_https(addr: &str, bundle: &str, raw: &[u8]) -> String {
     use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut roots = rustls::RootCertStore::empty();
@@ -37,12 +38,16 @@ async fn anonymous_post(addr: &str, bundle: &str) -> String {
         .connect(ServerName::try_from("localhost").expect("name"), tcp)
         .await
         .expect("tls");
-    tls.write_all(b"POST /v1/certificate HTTP/1.1\r\nhost: localhost\r\ncontent-length: 0\r\n\r\n")
-        .await
-        .expect("write");
+    tls.write_all(raw).await.expect("write");
     let mut out = Vec::new();
     let _ = tls.read_to_end(&mut out).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A POST with no client certificate and no Authorization header: the raw answer.
+async fn anonymous_post(addr: &str, bundle: &str) -> String {
+    let raw = b"POST /v1/certificate HTTP/1.1\r\nhost: localhost\r\ncontent-length: 0\r\n\r\n";
+    raw_https(addr, bundle, raw).await
 }
 
 /// The pods the endpoint's liveness check sees: (namespace, name, service account).
@@ -328,39 +333,15 @@ async fn renewals_stop_when_the_identitys_last_pod_is_deleted() {
 /// Finding 5: the endpoint never answers with a private key, whatever it is asked.
 #[tokio::test]
 async fn answers_carry_a_certificate_and_never_a_key() {
-    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let fake = FakeKube::new();
     let tok_cart = fake.mint_token("shop", "cart", &["rudder"]);
     let ep = start(&fake).await;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ep.bundle.as_bytes()) {
-        roots.add(c.expect("pem")).expect("root");
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .expect("tls13")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     let body = serde_json::json!({"csr": csr("shop", "cart")}).to_string();
-    let tcp = tokio::net::TcpStream::connect(&ep.addr)
-        .await
-        .expect("connect");
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").expect("name"), tcp)
-        .await
-        .expect("tls");
-    let head = format!(
-        "POST /v1/certificate HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {tok_cart}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+    let request = format!(
+        "POST /v1/certificate HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {tok_cart}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     );
-    tls.write_all(head.as_bytes()).await.expect("write");
-    tls.write_all(body.as_bytes()).await.expect("write");
-    let mut out = Vec::new();
-    let _ = tls.read_to_end(&mut out).await;
-    let answer = String::from_utf8_lossy(&out);
+    let answer = raw_https(&ep.addr, &ep.bundle, request.as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("BEGIN CERTIFICATE"), "{answer}");
     assert!(!answer.contains("PRIVATE KEY"), "{answer}");
