@@ -9,6 +9,7 @@
 //! of the server's memory. Here each frame is one allocation of exactly its size, freed
 //! once written.
 
+pub mod budget;
 pub mod frames;
 pub mod sotw_request;
 
