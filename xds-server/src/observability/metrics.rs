@@ -38,7 +38,9 @@ pub struct ReasonLabel {
 /// Label: which limit refused something.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LimitLabel {
-    /// `connections`, `streams_per_connection`, `message_size`, `subscribed_names`.
+    /// `connections`, `streams_per_connection`, `message_size`, `message_timeout`,
+    /// `subscribed_names`, `subscribed_bytes`, `name_size`, `identity_memory`,
+    /// `memory_budget`.
     pub limit: String,
 }
 
@@ -78,6 +80,11 @@ pub struct Metrics {
     pub cert_expiry: Gauge,
     /// Requests to the certificate endpoint, by result (`issued`, or why refused).
     pub cert_requests: Family<ReasonLabel, Counter>,
+    /// Bytes charged to peers' identities on the xDS port (connections, streams, request
+    /// buffers, subscribed names).
+    pub xds_memory_charged: Gauge,
+    /// `--xds-memory-budget`.
+    pub xds_memory_budget: Gauge,
 }
 
 impl Default for Metrics {
@@ -103,6 +110,8 @@ impl Metrics {
             handshake_failures: Family::default(),
             refusals: Family::default(),
             cert_requests: Family::default(),
+            xds_memory_charged: Gauge::default(),
+            xds_memory_budget: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -164,6 +173,16 @@ impl Metrics {
             "certificate_requests",
             "Requests to the certificate endpoint, by result (issued, or why refused)",
             m.cert_requests.clone(),
+        );
+        registry.register(
+            "xds_memory_charged_bytes",
+            "Bytes peers' identities are charged on the xDS port: connections, streams, request buffers and subscribed names",
+            m.xds_memory_charged.clone(),
+        );
+        registry.register(
+            "xds_memory_budget_bytes",
+            "What the xDS port may charge in all (--xds-memory-budget)",
+            m.xds_memory_budget.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -347,6 +366,8 @@ mod tests {
             "rudder_snapshot_resources",
             "rudder_certificates_issued",
             "rudder_certificate_expiry_seconds",
+            "rudder_xds_memory_charged_bytes",
+            "rudder_xds_memory_budget_bytes",
         ] {
             assert!(text.contains(family), "{family} missing from\n{text}");
         }
