@@ -28,7 +28,7 @@ use tower::{Service, ServiceExt};
 
 const WAIT: Duration = Duration::from_secs(20);
 /// How far above its resident memory before the attack the control plane may go.
-const RSS_BOUND: u64 = 64 << 20;
+const RSS_BOUND: u64 = 80 << 20;
 /// The default `--max-message-bytes`.
 const MAX_MESSAGE: u32 = 4 << 20;
 /// The default `--message-timeout`.

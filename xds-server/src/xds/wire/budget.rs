@@ -46,10 +46,10 @@ pub const NAME_OVERHEAD: usize = 32;
 /// most request data the server buffers for a connection before reading it.
 pub const RECEIVE_WINDOW: u32 = 64 * 1024;
 /// Most response bytes HTTP/2 buffers per stream for a peer that does not read.
-pub const SEND_BUFFER: usize = 32 * 1024;
+pub const SEND_BUFFER: usize = 64 * 1024;
 /// Responses are handed to HTTP/2 in pieces of at most this many bytes, each once it has
 /// room: the rest stays queued and charged.
-pub const CHUNK: usize = 16 * 1024;
+pub const CHUNK: usize = 64 * 1024;
 /// Queued responses wait while their identity holds more than its allowance plus this
 /// share of it (and the budget likewise): room that what is refused can never fill.
 pub const RESPONSE_RESERVE: usize = 8;
