@@ -508,15 +508,11 @@ pub async fn serve_ads(
             .max_encoding_message_size(usize::MAX),
         move |req: tonic::Request<()>| guard.authorize(&req).map(|()| req),
     );
-    // HTTP/2 backstop; the ADS service refuses streams over the limit with a status.
-    let h2_streams = u32::try_from(
-        limits
-            .stream
-            .streams_per_connection
-            .saturating_mul(2)
-            .saturating_add(4),
-    )
-    .unwrap_or(u32::MAX);
+    // HTTP/2 backstop; the ADS service refuses streams over the limit with a status. Each
+    // slot may hold a finished stream's unread responses (charged to the connection), so
+    // there are only a few more than ADS may use: CSDS and a refusal.
+    let h2_streams =
+        u32::try_from(limits.stream.streams_per_connection.saturating_add(2)).unwrap_or(u32::MAX);
     let charging = crate::xds::wire::http2::Charging {
         budget,
         metrics: shared.metrics.clone(),

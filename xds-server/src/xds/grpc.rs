@@ -27,7 +27,7 @@ use crate::observability::registry::{NodeInfo, ProxyInfo, ProxyRegistry, StreamV
 use crate::xds::fanout::{Desired, OwnVersion, ViewVersion};
 use crate::xds::store::Store;
 use crate::xds::stream::{Event, NameBytes, Refusal, ResourceView, delta, sotw};
-use crate::xds::wire::budget::{Account, Charge, Queued, STREAM_BYTES};
+use crate::xds::wire::budget::{Charge, ConnAccount, Queued, STREAM_BYTES};
 use crate::xds::wire::frames::{DeltaResponse, SotwResponse};
 use crate::xds::wire::{Inbound, ReadError, ReadLimits};
 
@@ -262,11 +262,14 @@ impl<M: Machine> StreamView for Shared<M> {
     }
 }
 
-/// What a stream's task sends to its response body: frames, then perhaps a status; and
-/// the charge for the frames the body has not handed to HTTP/2 yet.
+/// What a stream's task sends to its response body: frames, then perhaps a status; the
+/// charge for the frames the body has not handed to HTTP/2 yet; and the stream's fixed
+/// charge, which covers what HTTP/2 holds of its responses and passes to the connection
+/// when the body is done.
 pub(crate) struct Frames {
     pub(crate) rx: mpsc::Receiver<Result<Bytes, Status>>,
     pub(crate) queued: Option<Arc<Queued>>,
+    pub(crate) open: Option<(Charge, Arc<ConnAccount>)>,
 }
 
 impl AdsService {
@@ -328,7 +331,8 @@ impl AdsService {
             Some(td) => Peer::Verified(td.clone(), info.and_then(|i| i.identity.clone())),
         };
         let expires = info.and_then(|i| i.not_after);
-        let account: Option<Arc<Account>> = info.and_then(|i| i.account.clone());
+        let conn_account: Option<Arc<ConnAccount>> = info.and_then(|i| i.account.clone());
+        let account = conn_account.as_ref().map(|c| c.account().clone());
         let who: Arc<str> = account
             .as_ref()
             .map(|a| Arc::from(a.identity()))
@@ -374,13 +378,17 @@ impl AdsService {
             stop: stop.clone(),
         };
         tokio::spawn(async move {
-            let (_slot, _open) = (slot, open_charge);
+            let _slot = slot;
             let conn = ConnLife { stop, expires, who };
             if let Err(status) = drive::<M>(obs, peer, inbound, conn, (limits, names), &out).await {
                 let _ = out.tx.send(Err(status)).await;
             }
         });
-        Ok(Frames { rx, queued })
+        Ok(Frames {
+            rx,
+            queued,
+            open: open_charge.zip(conn_account),
+        })
     }
 }
 

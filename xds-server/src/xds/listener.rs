@@ -31,7 +31,7 @@ use tonic::transport::server::Connected;
 
 use crate::observability::metrics::Metrics;
 use crate::server::Stop;
-use crate::xds::wire::budget::{Account, Charge};
+use crate::xds::wire::budget::{Charge, ConnAccount};
 
 /// Connection limits of the xDS port.
 #[derive(Clone, Debug)]
@@ -93,8 +93,8 @@ pub struct ConnInfo {
     pub streams: Arc<AtomicUsize>,
     /// Set on a connection over a limit: every RPC is refused with this.
     pub refused: Option<Arc<str>>,
-    /// The memory budget account of the peer's identity (xDS port only).
-    pub account: Option<Arc<Account>>,
+    /// The connection's standing with its identity's memory budget (xDS port only).
+    pub account: Option<Arc<ConnAccount>>,
 }
 
 impl ConnInfo {
@@ -530,7 +530,7 @@ impl Connected for Conn {
 
 impl Conn {
     /// The connection holds `charge` on `account` while it is open.
-    pub(crate) fn charged(mut self, account: Arc<Account>, charge: Charge) -> Self {
+    pub(crate) fn charged(mut self, account: Arc<ConnAccount>, charge: Charge) -> Self {
         self.info.account = Some(account);
         self._charge = Some(charge);
         self

@@ -19,11 +19,17 @@
 //! an eighth ([`RESPONSE_RESERVE`]), so a peer that does not read stalls its own streams,
 //! and what the rest hold can never starve responses.
 //!
+//! A stream's fixed charge covers what HTTP/2 buffers of its responses; once the stream
+//! is over, HTTP/2 may still hold that much until the peer reads it, so the connection
+//! keeps it charged ([`ConnAccount::finished`], at most once per HTTP/2 stream slot)
+//! until it closes.
+//!
 //! ```text
 //!   Budget (global used / total)
 //!     └─ Account per identity (used / allowance)
 //!          ├─ Charge per holder: connection, stream, request buffer, subscriptions
-//!          └─ Queued per stream: responses not yet taken by HTTP/2
+//!          ├─ Queued per stream: responses not yet taken by HTTP/2
+//!          └─ ConnAccount per connection: what its finished streams may leave behind
 //! ```
 
 use std::collections::HashMap;
@@ -38,8 +44,11 @@ use prometheus_client::metrics::gauge::Gauge;
 pub const CONNECTION_BYTES: usize = 64 * 1024 + RECEIVE_WINDOW as usize;
 /// What an ADS stream holds beyond its request buffer, subscriptions and queued
 /// responses: its task and state machine, and what HTTP/2 buffers of its responses
-/// ([`SEND_BUFFER`] and the [`CHUNK`] it holds while waiting to send).
-pub const STREAM_BYTES: usize = 16 * 1024 + SEND_BUFFER + CHUNK;
+/// ([`HTTP2_HELD`]).
+pub const STREAM_BYTES: usize = 16 * 1024 + HTTP2_HELD;
+/// What HTTP/2 may hold of one stream's responses: its send buffer and the piece it
+/// holds while waiting to send.
+pub const HTTP2_HELD: usize = SEND_BUFFER + CHUNK;
 /// What one subscribed name holds beyond its bytes (its shared pointer and bookkeeping).
 pub const NAME_OVERHEAD: usize = 32;
 /// HTTP/2 receive window of an xDS connection and of each stream on it, in bytes: the
@@ -368,6 +377,15 @@ impl Account {
         }
     }
 
+    /// Takes `n` for memory that already exists, whatever the allowance.
+    fn force(&self, n: usize) {
+        self.used.fetch_add(n, Ordering::AcqRel);
+        self.budget.used.fetch_add(n, Ordering::AcqRel);
+        self.budget
+            .gauge
+            .inc_by(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
     /// Takes `n` for a queued response if the identity and the budget are under their
     /// lines plus the response reserve.
     fn take_queued(&self, n: usize) -> bool {
@@ -446,6 +464,52 @@ impl Charge {
 impl Drop for Charge {
     fn drop(&mut self) {
         self.account.give(self.held);
+    }
+}
+
+/// A connection's standing with the budget: its identity's account, and what its
+/// finished streams may still hold in HTTP/2 (charged until the connection closes, at
+/// most `cap`).
+#[derive(Debug)]
+pub struct ConnAccount {
+    account: Arc<Account>,
+    lingering: Mutex<Charge>,
+    cap: usize,
+}
+
+impl ConnAccount {
+    /// A connection on `account` whose finished streams may leave at most `cap` bytes.
+    pub fn new(account: Arc<Account>, cap: usize) -> Arc<Self> {
+        Arc::new(ConnAccount {
+            lingering: Mutex::new(Charge::new(account.clone())),
+            account,
+            cap,
+        })
+    }
+
+    /// The identity's account.
+    pub fn account(&self) -> &Arc<Account> {
+        &self.account
+    }
+
+    /// A stream is over; HTTP/2 may still hold `n` bytes of its responses until the peer
+    /// reads them. Charged whatever the allowance (the memory exists): the identity's
+    /// next connections, streams and subscriptions are refused instead.
+    pub fn finished(&self, n: usize) {
+        let mut c = self.lingering.lock().unwrap_or_else(|e| e.into_inner());
+        let to = c.held.saturating_add(n).min(self.cap);
+        if to > c.held {
+            self.account.force(to - c.held);
+            c.held = to;
+        }
+    }
+
+    /// Bytes charged for finished streams.
+    pub fn lingering(&self) -> usize {
+        self.lingering
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .held
     }
 }
 
@@ -684,5 +748,28 @@ mod tests {
             800,
             "what is still queued is given back with the stream"
         );
+    }
+
+    #[test]
+    fn finished_streams_stay_charged_to_their_connection_up_to_its_cap() {
+        let b = budget(1 << 20, 1000, 0);
+        let a = b.account("id", None);
+        let conn = ConnAccount::new(a.clone(), 300);
+        conn.finished(200);
+        assert_eq!((conn.lingering(), a.used()), (200, 200));
+        conn.finished(200);
+        assert_eq!((conn.lingering(), a.used()), (300, 300), "at most the cap");
+        // It counts against the identity: what it may still be refused.
+        let mut c = Charge::new(a.clone());
+        assert!(c.resize(701).is_err());
+        c.resize(700).expect("the rest of the share");
+        // Even over the allowance, what exists is charged.
+        let other = ConnAccount::new(a.clone(), 500);
+        other.finished(500);
+        assert_eq!(a.used(), 1500);
+        drop(other);
+        drop(c);
+        drop(conn);
+        assert_eq!(b.used(), 0, "given back when the connection goes");
     }
 }

@@ -21,7 +21,9 @@ use tonic::body::Body;
 use tonic::codegen::Service;
 use tonic::transport::server::Connected;
 
-use super::budget::{Budget, CONNECTION_BYTES, Charge, RECEIVE_WINDOW, SEND_BUFFER};
+use super::budget::{
+    Budget, CONNECTION_BYTES, Charge, ConnAccount, HTTP2_HELD, RECEIVE_WINDOW, SEND_BUFFER,
+};
 use crate::observability::metrics::Metrics;
 use crate::server::Stop;
 use crate::xds::listener::{Conn, RateLimited};
@@ -56,7 +58,7 @@ pub struct Charging {
 /// Charges a connection to its peer's account: its identity's SPIFFE ID, or for a
 /// plain-text peer (no identity) its address. Over the allowance or the budget, the
 /// connection is refused.
-fn charge(conn: Conn, to: &Charging) -> Conn {
+fn charge(conn: Conn, to: &Charging, settings: &Settings) -> Conn {
     let info = conn.connect_info();
     if info.refused.is_some() {
         return conn;
@@ -73,7 +75,12 @@ fn charge(conn: Conn, to: &Charging) -> Conn {
     };
     let mut charge = Charge::new(account.clone());
     match charge.resize(CONNECTION_BYTES) {
-        Ok(()) => conn.charged(account, charge),
+        Ok(()) => {
+            // Each HTTP/2 stream slot may be left holding a finished stream's responses.
+            let slots = usize::try_from(settings.max_streams).unwrap_or(usize::MAX);
+            let conn_account = ConnAccount::new(account, slots.saturating_mul(HTTP2_HELD));
+            conn.charged(conn_account, charge)
+        }
         Err(e) => {
             to.metrics.refused(e.limit());
             if let Some(suppressed) = REFUSED_LOG.allow() {
@@ -124,7 +131,7 @@ pub async fn serve<S>(
         tokio::select! {
             next = incoming.next() => match next {
                 Some(Ok(conn)) => {
-                    let conn = charge(conn, &charging);
+                    let conn = charge(conn, &charging, &settings);
                     conns.spawn(serve_one(conn, routes.clone(), builder.clone(), stop.clone()));
                 }
                 Some(Err(e)) => tracing::debug!(error = %e, "accepting an xDS connection"),

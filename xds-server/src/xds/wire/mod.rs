@@ -96,12 +96,15 @@ impl tonic::codegen::Service<http::Request<Body>> for AdsServer {
 
 /// A stream's response body: frames from the stream's task, then the status as trailers.
 /// A frame goes out in pieces of at most [`budget::CHUNK`] bytes, each released from the
-/// stream's charge as HTTP/2 takes it (it asks for the next only once it has room).
+/// stream's charge as HTTP/2 takes it (it asks for the next only once it has room). The
+/// stream's fixed charge lasts as long as the body; then what HTTP/2 may still hold of
+/// it is charged to the connection.
 struct Outbound {
     rx: mpsc::Receiver<Result<Bytes, Status>>,
     /// What is left of the frame being sent.
     current: Bytes,
     queued: Option<Arc<budget::Queued>>,
+    open: Option<(budget::Charge, Arc<budget::ConnAccount>)>,
     done: bool,
 }
 
@@ -111,7 +114,16 @@ impl Outbound {
             rx: frames.rx,
             current: Bytes::new(),
             queued: frames.queued,
+            open: frames.open,
             done: false,
+        }
+    }
+}
+
+impl Drop for Outbound {
+    fn drop(&mut self) {
+        if let Some((_open, conn)) = self.open.take() {
+            conn.finished(budget::HTTP2_HELD);
         }
     }
 }
@@ -174,7 +186,11 @@ mod tests {
     #[tokio::test]
     async fn the_body_ends_with_the_status_as_trailers() {
         let (tx, rx) = mpsc::channel(4);
-        let mut out = Outbound::new(crate::xds::grpc::Frames { rx, queued: None });
+        let mut out = Outbound::new(crate::xds::grpc::Frames {
+            rx,
+            queued: None,
+            open: None,
+        });
         tx.send(Ok(Bytes::from_static(b"abc"))).await.expect("send");
         tx.send(Err(Status::unavailable("bye")))
             .await
@@ -189,7 +205,11 @@ mod tests {
         // A clean end is status 0.
         let (tx, rx) = mpsc::channel::<Result<Bytes, Status>>(1);
         drop(tx);
-        let mut out = Outbound::new(crate::xds::grpc::Frames { rx, queued: None });
+        let mut out = Outbound::new(crate::xds::grpc::Frames {
+            rx,
+            queued: None,
+            open: None,
+        });
         let t = out
             .frame()
             .await
@@ -224,6 +244,7 @@ mod tests {
         let mut out = Outbound::new(crate::xds::grpc::Frames {
             rx,
             queued: Some(q.clone()),
+            open: None,
         });
         let mut pieces = Vec::new();
         while let Some(frame) = out.frame().await {
