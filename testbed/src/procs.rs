@@ -254,6 +254,11 @@ impl ControlPlane {
             .unwrap_or_default()
     }
 
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
+    }
+
     /// The CA directory (proxies' bootstrap credentials are issued from it).
     pub fn ca_dir(&self) -> PathBuf {
         self.work.join("ca")

@@ -70,6 +70,16 @@ impl Creds {
 
     /// A TLS channel to the control plane at `addr` with these credentials.
     pub async fn channel(&self, addr: SocketAddr) -> anyhow::Result<Channel> {
+        self.channel_from(addr, None).await
+    }
+
+    /// A TLS channel to `addr` from the local address `from` (e.g. 127.0.0.N, to play
+    /// several pods or nodes of one workload).
+    pub async fn channel_from(
+        &self,
+        addr: SocketAddr,
+        from: Option<std::net::IpAddr>,
+    ) -> anyhow::Result<Channel> {
         let read = |f: &str| {
             std::fs::read_to_string(self.dir.join(f)).with_context(|| format!("reading {f}"))
         };
@@ -82,6 +92,7 @@ impl Creds {
             .domain_name("localhost");
         let channel = Channel::from_shared(format!("https://{addr}"))?
             .tls_config(tls)?
+            .local_address(from)
             .connect_timeout(Duration::from_secs(5))
             .connect()
             .await

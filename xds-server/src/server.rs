@@ -84,6 +84,8 @@ pub struct Limits {
     pub stream: crate::xds::grpc::StreamLimits,
     /// Largest request message decoded, in bytes.
     pub message_bytes: usize,
+    /// The memory peers may make the xDS port hold, in all and per identity.
+    pub budget: crate::xds::wire::budget::BudgetConfig,
 }
 
 impl Default for Limits {
@@ -92,9 +94,13 @@ impl Default for Limits {
             conn: Default::default(),
             stream: Default::default(),
             message_bytes: 4 << 20,
+            budget: Default::default(),
         }
     }
 }
+
+/// Largest CSDS request decoded (a few node matchers), in bytes.
+const CSDS_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// Loads the CA from operator-supplied files or the CA directory, which must hold one.
 pub fn load_ca_files(sec: &SecurityArgs) -> anyhow::Result<Authority> {
@@ -443,10 +449,32 @@ impl Shared {
     }
 }
 
+/// Live pods per `namespace/serviceaccount`: what raises an identity's memory allowance.
+fn pods_per_account(model: &translator::model::Model) -> crate::xds::wire::budget::PodCounts {
+    let mut out = crate::xds::wire::budget::PodCounts::new();
+    for p in model.pods() {
+        *out.entry(format!("{}/{}", p.namespace, p.service_account))
+            .or_default() += 1;
+    }
+    out
+}
+
+/// Keeps `budget`'s pod counts up to date: after every build of the model.
+async fn feed_pod_counts(store: Arc<Store>, budget: Arc<crate::xds::wire::budget::Budget>) {
+    let mut builds = store.builds();
+    loop {
+        budget.set_pods(store.read(pods_per_account));
+        if builds.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Serves ADS and CSDS on `listener` until `shared.stop` fires; with `tls`, every peer
 /// must present a client certificate our CA issued: a proxy's stream acts as that
 /// certificate's identity, and CSDS readers must be in the control plane's namespace and
-/// trust domain.
+/// trust domain (checked before a request is read). What peers make the server hold is
+/// charged to their identities within `limits.budget`.
 pub async fn serve_ads(
     listener: tokio::net::TcpListener,
     shared: Shared,
@@ -461,6 +489,15 @@ pub async fn serve_ads(
         .transpose()
         .context("configuring TLS for xDS")?
         .map(Arc::new);
+    let budget = crate::xds::wire::budget::Budget::new(
+        limits.budget,
+        shared.metrics.xds_memory_charged.clone(),
+    );
+    shared
+        .metrics
+        .xds_memory_budget
+        .set(i64::try_from(limits.budget.total).unwrap_or(i64::MAX));
+    tokio::spawn(feed_pod_counts(shared.cache.clone(), budget.clone()));
     let ads = crate::xds::wire::AdsServer::new(
         AdsService::new(
             shared.cache,
@@ -473,22 +510,29 @@ pub async fn serve_ads(
         ),
         limits.message_bytes,
     );
-    let csds = ClientStatusDiscoveryServiceServer::new(CsdsService::new(
+    let csds = CsdsService::new(
         shared.proxies,
         verify.map(|td| (td, CONTROL_PLANE_NS.to_string())),
         shared.stop.clone(),
-    ))
-    .max_decoding_message_size(limits.message_bytes)
-    .max_encoding_message_size(usize::MAX);
-    // HTTP/2 backstop; the ADS service refuses streams over the limit with a status.
-    let h2_streams = u32::try_from(
-        limits
-            .stream
-            .streams_per_connection
-            .saturating_mul(2)
-            .saturating_add(4),
-    )
-    .unwrap_or(u32::MAX);
+    );
+    // Callers are checked before their request is read (tonic reads a unary request
+    // whole, reserving its declared length, before the handler runs).
+    let guard = csds.clone();
+    let csds = tonic::service::interceptor::InterceptedService::new(
+        ClientStatusDiscoveryServiceServer::new(csds)
+            .max_decoding_message_size(CSDS_MESSAGE_BYTES.min(limits.message_bytes))
+            .max_encoding_message_size(usize::MAX),
+        move |req: tonic::Request<()>| guard.authorize(&req).map(|()| req),
+    );
+    // HTTP/2 backstop; the ADS service refuses streams over the limit with a status. Each
+    // slot may hold a finished stream's unread responses (charged to the connection), so
+    // there are only a few more than ADS may use: CSDS and a refusal.
+    let h2_streams =
+        u32::try_from(limits.stream.streams_per_connection.saturating_add(2)).unwrap_or(u32::MAX);
+    let charging = crate::xds::wire::http2::Charging {
+        budget,
+        metrics: shared.metrics.clone(),
+    };
     let incoming = crate::xds::listener::incoming(
         listener,
         setup,
@@ -496,15 +540,20 @@ pub async fn serve_ads(
         shared.metrics,
         shared.stop.clone(),
     );
-    tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .max_concurrent_streams(Some(h2_streams))
-        .add_service(ads)
-        .add_service(csds)
-        .serve_with_incoming_shutdown(incoming, shared.stop.stopped())
-        .await
-        .context("xDS server failed")
+    let routes = tonic::service::Routes::new(ads).add_service(csds).prepare();
+    crate::xds::wire::http2::serve(
+        incoming,
+        routes,
+        crate::xds::wire::http2::Settings {
+            max_streams: h2_streams,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+        },
+        charging,
+        shared.stop.clone(),
+    )
+    .await;
+    Ok(())
 }
 
 /// Starts the Kubernetes watchers, the Lease election and the status writer.

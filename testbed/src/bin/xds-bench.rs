@@ -200,6 +200,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "100000",
         ])
         .args(["--max-subscribed-names", "1000000"])
+        // Every simulated proxy is one plain-text peer on one address: one account.
+        .args([
+            "--xds-memory-budget",
+            "64Gi",
+            "--identity-memory-share",
+            "64Gi",
+        ])
         .env("RUDDER_LOG", "warn");
     if args.full_resend {
         cmd.arg("--full-resend");

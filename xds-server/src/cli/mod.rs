@@ -4,6 +4,7 @@
 
 pub mod bootstrap;
 pub mod ctl;
+mod limits;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::cli::bootstrap::{BootstrapParams, BootstrapTls, bootstrap};
+use crate::cli::limits::LimitArgs;
 
 /// Rudder: a service-mesh control plane that drives Envoy over xDS.
 #[derive(Debug, Parser)]
@@ -383,53 +385,6 @@ struct RunArgs {
     full_resend: bool,
     #[command(flatten)]
     security: SecurityArgs,
-}
-
-/// Limits on what peers of the xDS port may open and send. Refusals are answered with a
-/// gRPC status where the peer can still hear one, logged, and counted in
-/// `rudder_xds_refusals_total{limit}`.
-#[derive(Clone, Debug, clap::Args)]
-struct LimitArgs {
-    /// Longest a TLS handshake on the xDS port may take.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    tls_handshake_timeout: Duration,
-    /// TCP keepalive idle time on xDS connections (0s: off).
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
-    tcp_keepalive: Duration,
-    /// Connections open at once on the xDS port, in all.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
-    max_connections: u64,
-    /// Connections open at once from one IP address.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
-    max_connections_per_peer: u64,
-    /// ADS streams open at once on one connection.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
-    max_streams_per_connection: u64,
-    /// Largest request message the server decodes, in bytes.
-    #[arg(long, default_value_t = 4 << 20, value_parser = clap::value_parser!(u64).range(1024..=(256 << 20)))]
-    max_message_bytes: u64,
-    /// Resource names one stream may subscribe to, per type.
-    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
-    max_subscribed_names: u64,
-}
-
-impl LimitArgs {
-    fn limits(&self) -> crate::server::Limits {
-        let n = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
-        crate::server::Limits {
-            conn: crate::xds::listener::ConnLimits {
-                handshake_timeout: self.tls_handshake_timeout,
-                keepalive: (!self.tcp_keepalive.is_zero()).then_some(self.tcp_keepalive),
-                max_connections: n(self.max_connections),
-                max_connections_per_peer: n(self.max_connections_per_peer),
-            },
-            stream: crate::xds::grpc::StreamLimits {
-                streams_per_connection: n(self.max_streams_per_connection),
-                subscribed_names: n(self.max_subscribed_names),
-            },
-            message_bytes: n(self.max_message_bytes),
-        }
-    }
 }
 
 /// Identity and mutual TLS settings shared by `run` and `bootstrap`.

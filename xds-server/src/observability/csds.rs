@@ -51,7 +51,8 @@ impl CsdsService {
         }
     }
 
-    fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
+    /// Whether the caller may read proxy status (checked before its request is read).
+    pub(crate) fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
         if let Some(refused) = crate::xds::listener::refusal(req) {
             return Err(refused);
         }
@@ -250,6 +251,7 @@ mod tests {
             not_after: None,
             streams: Default::default(),
             refused: None,
+            account: None,
         });
         req
     }

@@ -38,7 +38,9 @@ pub struct ReasonLabel {
 /// Label: which limit refused something.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LimitLabel {
-    /// `connections`, `streams_per_connection`, `message_size`, `subscribed_names`.
+    /// `connections`, `streams_per_connection`, `message_size`, `message_timeout`,
+    /// `subscribed_names`, `subscribed_bytes`, `name_size`, `identity_memory`,
+    /// `memory_budget`.
     pub limit: String,
 }
 
@@ -93,6 +95,11 @@ pub struct Metrics {
     pub cert_requests: Family<ReasonLabel, Counter>,
     /// Requests and connections the unauthenticated HTTP shells refused or closed.
     pub shell_refusals: Family<ShellLabel, Counter>,
+    /// Bytes charged to peers' identities on the xDS port (connections, streams, request
+    /// buffers, subscribed names).
+    pub xds_memory_charged: Gauge,
+    /// `--xds-memory-budget`.
+    pub xds_memory_budget: Gauge,
 }
 
 impl Default for Metrics {
@@ -121,6 +128,8 @@ impl Metrics {
             refusals: Family::default(),
             cert_requests: Family::default(),
             shell_refusals: Family::default(),
+            xds_memory_charged: Gauge::default(),
+            xds_memory_budget: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -197,6 +206,16 @@ impl Metrics {
             "http_shell_refusals",
             "Requests and connections the injector, certificate endpoint and agent status port refused or closed, by shell and reason",
             m.shell_refusals.clone(),
+        );
+        registry.register(
+            "xds_memory_charged_bytes",
+            "Bytes peers' identities are charged on the xDS port: connections, streams, request buffers and subscribed names",
+            m.xds_memory_charged.clone(),
+        );
+        registry.register(
+            "xds_memory_budget_bytes",
+            "What the xDS port may charge in all (--xds-memory-budget)",
+            m.xds_memory_budget.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -396,6 +415,8 @@ mod tests {
             "rudder_containment_objects",
             "rudder_certificates_issued",
             "rudder_certificate_expiry_seconds",
+            "rudder_xds_memory_charged_bytes",
+            "rudder_xds_memory_budget_bytes",
         ] {
             assert!(text.contains(family), "{family} missing from\n{text}");
         }

@@ -1,6 +1,11 @@
 //! The tonic glue for ADS: checks who a stream is, attaches it to the store, then reads
 //! requests, view and own updates and ticks, feeds the stream state machine and sends
 //! what it returns. No protocol logic lives here.
+//!
+//! A stream is charged to its connection's identity ([`crate::xds::wire::budget`]): a
+//! fixed amount for being open, its request buffer as it grows, and its subscribed names
+//! (the machine charges them before storing them). Over the identity's allowance or the
+//! global budget, the stream is refused or ended with `RESOURCE_EXHAUSTED`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,9 +26,10 @@ use crate::observability::nack::NackLog;
 use crate::observability::registry::{NodeInfo, ProxyInfo, ProxyRegistry, StreamView};
 use crate::xds::fanout::{Desired, OwnVersion, ViewVersion};
 use crate::xds::store::Store;
-use crate::xds::stream::{Event, ResourceView, delta, sotw};
-use crate::xds::wire::Inbound;
+use crate::xds::stream::{Event, NameBytes, Refusal, ResourceView, delta, sotw};
+use crate::xds::wire::budget::{Charge, ConnAccount, Queued, STREAM_BYTES};
 use crate::xds::wire::frames::{DeltaResponse, SotwResponse};
+use crate::xds::wire::{Inbound, ReadError, ReadLimits};
 
 /// How often a stream with an ordering wait re-checks it.
 const TICK: Duration = Duration::from_millis(250);
@@ -38,6 +44,10 @@ pub struct StreamLimits {
     pub streams_per_connection: usize,
     /// Resource names one stream may subscribe to, per type.
     pub subscribed_names: usize,
+    /// Bytes of resource names one stream may subscribe to, over every type.
+    pub subscribed_bytes: usize,
+    /// Longest a request message may take from its first byte to its last.
+    pub message_timeout: Duration,
 }
 
 impl Default for StreamLimits {
@@ -45,6 +55,8 @@ impl Default for StreamLimits {
         StreamLimits {
             streams_per_connection: 8,
             subscribed_names: 50_000,
+            subscribed_bytes: crate::xds::stream::MAX_SUBSCRIBED_BYTES,
+            message_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -123,10 +135,11 @@ impl Peer {
 static REFUSAL_LOG: crate::xds::listener::RateLimited = crate::xds::listener::RateLimited::new();
 
 /// What ends a stream from outside: the shutdown, and the expiry of the certificate that
-/// proved its identity.
+/// proved its identity; and who it is charged to, for logs.
 struct ConnLife {
     stop: crate::server::Stop,
     expires: Option<SystemTime>,
+    who: Arc<str>,
 }
 
 /// Counts an ADS stream on its connection; uncounted when dropped.
@@ -141,18 +154,19 @@ impl Drop for StreamSlot {
 /// What the glue needs from a state machine.
 trait Machine: Send + 'static {
     type Req: prost::Message + Default + Send + 'static;
-    type Resp: Send + 'static;
+    type Resp: Send + Sync + 'static;
     const STREAM: &'static str;
     fn node(req: &Self::Req) -> Option<&Node>;
     fn frame(resp: &Self::Resp) -> Bytes;
-    fn new(desired: Desired, limits: &StreamLimits, full_resend: bool) -> Self;
+    fn frame_len(resp: &Self::Resp) -> usize;
+    fn new(desired: Desired, limits: &StreamLimits, full_resend: bool, names: NameBytes) -> Self;
     fn request(&mut self, req: Self::Req, now: Instant) -> (Vec<Self::Resp>, Vec<Event>);
     fn view(&mut self, view: Arc<ViewVersion>, now: Instant) -> (Vec<Self::Resp>, Vec<Event>);
     fn own(&mut self, own: Arc<OwnVersion>, now: Instant) -> (Vec<Self::Resp>, Vec<Event>);
     fn tick(&mut self, now: Instant) -> (Vec<Self::Resp>, Vec<Event>);
     fn waiting(&self) -> bool;
     fn idle(&self) -> bool;
-    fn refusal(&mut self) -> Option<String>;
+    fn refusal(&mut self) -> Option<Refusal>;
     fn resources(&self, kind: XdsType) -> Vec<ResourceView>;
     fn subscribed(&self) -> Vec<XdsType>;
 }
@@ -170,9 +184,18 @@ macro_rules! machine {
             fn frame(resp: &$resp) -> Bytes {
                 resp.frame()
             }
-            fn new(desired: Desired, limits: &StreamLimits, full_resend: bool) -> Self {
+            fn frame_len(resp: &$resp) -> usize {
+                5 + resp.encoded_len()
+            }
+            fn new(
+                desired: Desired,
+                limits: &StreamLimits,
+                full_resend: bool,
+                names: NameBytes,
+            ) -> Self {
                 <$ty>::new(desired)
                     .with_name_limit(limits.subscribed_names)
+                    .with_name_bytes(names)
                     .with_full_resend(full_resend)
             }
             fn request(&mut self, req: $req, now: Instant) -> (Vec<$resp>, Vec<Event>) {
@@ -197,7 +220,7 @@ macro_rules! machine {
             fn idle(&self) -> bool {
                 <$ty>::idle(self)
             }
-            fn refusal(&mut self) -> Option<String> {
+            fn refusal(&mut self) -> Option<Refusal> {
                 self.take_refusal()
             }
             fn resources(&self, kind: XdsType) -> Vec<ResourceView> {
@@ -242,8 +265,15 @@ impl<M: Machine> StreamView for Shared<M> {
     }
 }
 
-/// What a stream's task sends to its response body: frames, then perhaps a status.
-pub(crate) type Frames = mpsc::Receiver<Result<Bytes, Status>>;
+/// What a stream's task sends to its response body: frames, then perhaps a status; the
+/// charge for the frames the body has not handed to HTTP/2 yet; and the stream's fixed
+/// charge, which covers what HTTP/2 holds of its responses and passes to the connection
+/// when the body is done.
+pub(crate) struct Frames {
+    pub(crate) rx: mpsc::Receiver<Result<Bytes, Status>>,
+    pub(crate) queued: Option<Arc<Queued>>,
+    pub(crate) open: Option<(Charge, Arc<ConnAccount>)>,
+}
 
 impl AdsService {
     /// Starts a delta ADS stream.
@@ -304,7 +334,38 @@ impl AdsService {
             Some(td) => Peer::Verified(td.clone(), info.and_then(|i| i.identity.clone())),
         };
         let expires = info.and_then(|i| i.not_after);
-        let inbound = Inbound::<M::Req>::new(request.into_body(), max_message_bytes);
+        let conn_account: Option<Arc<ConnAccount>> = info.and_then(|i| i.account.clone());
+        let account = conn_account.as_ref().map(|c| c.account().clone());
+        let who: Arc<str> = account
+            .as_ref()
+            .map(|a| Arc::from(a.identity()))
+            .unwrap_or_else(|| Arc::from("(not charged)"));
+        // Being open costs the stream's identity a fixed amount.
+        let mut open_charge = account.clone().map(Charge::new);
+        if let Some(Err(e)) = open_charge.as_mut().map(|c| c.resize(STREAM_BYTES)) {
+            self.metrics.refused(e.limit());
+            if let Some(suppressed) = REFUSAL_LOG.allow() {
+                tracing::warn!(
+                    peer = ?info.and_then(|i| i.remote),
+                    identity = e.identity(),
+                    error = %e,
+                    suppressed,
+                    "refused an ADS stream: over the memory budget"
+                );
+            }
+            return Err(Status::resource_exhausted(e.to_string()));
+        }
+        let read = ReadLimits {
+            max_message: max_message_bytes,
+            timeout: self.limits.message_timeout,
+        };
+        let inbound =
+            Inbound::<M::Req>::new(request.into_body(), read, account.clone().map(Charge::new));
+        let names = NameBytes::new(
+            self.limits.subscribed_bytes,
+            account.clone().map(Charge::new),
+        );
+        let queued = account.map(Queued::new);
         let (tx, rx) = mpsc::channel(16);
         let obs = Obs {
             store: self.store.clone(),
@@ -314,14 +375,23 @@ impl AdsService {
         };
         let stop = self.stop.clone();
         let limits = self.limits;
+        let out = Out {
+            tx,
+            queued: queued.clone(),
+            stop: stop.clone(),
+        };
         tokio::spawn(async move {
             let _slot = slot;
-            let conn = ConnLife { stop, expires };
-            if let Err(status) = drive::<M>(obs, peer, inbound, conn, limits, &tx).await {
-                let _ = tx.send(Err(status)).await;
+            let conn = ConnLife { stop, expires, who };
+            if let Err(status) = drive::<M>(obs, peer, inbound, conn, (limits, names), &out).await {
+                let _ = out.tx.send(Err(status)).await;
             }
         });
-        Ok(rx)
+        Ok(Frames {
+            rx,
+            queued,
+            open: open_charge.zip(conn_account),
+        })
     }
 }
 
@@ -392,9 +462,9 @@ async fn drive<M: Machine>(
     obs: Obs,
     peer: Peer,
     mut inbound: Inbound<M::Req>,
-    ConnLife { stop, expires }: ConnLife,
-    limits: StreamLimits,
-    tx: &mpsc::Sender<Result<Bytes, Status>>,
+    ConnLife { stop, expires, who }: ConnLife,
+    (limits, names): (StreamLimits, NameBytes),
+    tx: &Out,
 ) -> Result<(), Status> {
     if stop.is_stopped() {
         return Err(shutting_down());
@@ -411,7 +481,7 @@ async fn drive<M: Machine>(
     let first = match inbound.message().await {
         Ok(Some(first)) => first,
         Ok(None) => return Ok(()),
-        Err(status) => return Err(inbound_error(&obs, "(before its node)", status)),
+        Err(e) => return Err(inbound_error(&obs, "(before its node)", &who, e)),
     };
     let identity = ProxyIdentity::from_node(M::node(&first)).map_err(|e| {
         if let Some(suppressed) = REFUSAL_LOG.allow() {
@@ -434,6 +504,7 @@ async fn drive<M: Machine>(
         desired,
         &limits,
         obs.store.full_resend(),
+        names,
     ))));
     let id = obs.proxies.connect(ProxyInfo {
         node: NodeInfo::new(M::node(&first), &identity),
@@ -456,7 +527,7 @@ async fn drive<M: Machine>(
     };
     let mut pending_since: Option<Instant> = Some(Instant::now());
     let step = machine.lock().request(first, Instant::now());
-    refuse_if_over(&mut *machine.lock(), &node, &obs)?;
+    refuse_if_over(&mut *machine.lock(), &node, &who, &obs)?;
     let mut open = emit(
         &ctx,
         &machine,
@@ -479,11 +550,11 @@ async fn drive<M: Machine>(
                 Ok(Some(req)) => {
                     let mut m = machine.lock();
                     let step = m.request(req, Instant::now());
-                    refuse_if_over(&mut *m, &node, &obs)?;
+                    refuse_if_over(&mut *m, &node, &who, &obs)?;
                     step
                 }
                 Ok(None) => break,
-                Err(status) => return Err(inbound_error(&obs, &node, status)),
+                Err(e) => return Err(inbound_error(&obs, &node, &who, e)),
             },
             changed = attachment.own.changed() => {
                 if changed.is_err() {
@@ -553,29 +624,44 @@ struct Ctx<'a> {
 }
 
 /// Ends the stream when the last request broke a limit.
-fn refuse_if_over<M: Machine>(machine: &mut M, node: &str, obs: &Obs) -> Result<(), Status> {
-    let Some(reason) = machine.refusal() else {
+fn refuse_if_over<M: Machine>(
+    machine: &mut M,
+    node: &str,
+    identity: &str,
+    obs: &Obs,
+) -> Result<(), Status> {
+    let Some(Refusal { limit, reason }) = machine.refusal() else {
         return Ok(());
     };
-    obs.metrics.refused("subscribed_names");
+    obs.metrics.refused(limit);
     if let Some(suppressed) = REFUSAL_LOG.allow() {
-        tracing::warn!(node, reason = %reason, suppressed, "ending an ADS stream: over a limit");
+        tracing::warn!(node, identity, limit, reason = %reason, suppressed, "ending an ADS stream: over a limit");
     }
     Err(Status::resource_exhausted(reason))
 }
 
-/// What ends a stream whose request could not be read: a message over the size limit
-/// (answered and logged as a refusal), or the peer going away.
-fn inbound_error(obs: &Obs, node: &str, status: Status) -> Status {
-    if status.code() == tonic::Code::OutOfRange || status.code() == tonic::Code::ResourceExhausted {
-        obs.metrics.refused("message_size");
-        if let Some(suppressed) = REFUSAL_LOG.allow() {
-            tracing::warn!(node, error = %crds::text::clip(status.message(), 512), suppressed, "ending an ADS stream: a request over the message size limit (--max-message-bytes)");
+/// What ends a stream whose request could not be read: a limit (a message too large or
+/// too slow, a buffer over the budget: answered, counted and logged as a refusal), or the
+/// peer going away or sending garbage.
+fn inbound_error(obs: &Obs, node: &str, identity: &str, e: ReadError) -> Status {
+    let error = crds::text::clip(&e.to_string(), 1024);
+    match e.limit() {
+        Some(limit) => {
+            obs.metrics.refused(limit);
+            if let Some(suppressed) = REFUSAL_LOG.allow() {
+                let what = match limit {
+                    "message_size" => "a request over the message size limit (--max-message-bytes)",
+                    "message_timeout" => {
+                        "a request message not completed in time (--message-timeout)"
+                    }
+                    _ => "a request buffer over the memory budget",
+                };
+                tracing::warn!(node, identity, limit, error = %error, suppressed, "ending an ADS stream: {what}");
+            }
         }
-    } else {
-        tracing::info!(node, error = %crds::text::clip(status.message(), 512), "stream ended");
+        None => tracing::info!(node, identity, error = %error, "stream ended"),
     }
-    status
+    e.status()
 }
 
 /// The status a stream ends with when the control plane shuts down: proxies reconnect
@@ -593,13 +679,49 @@ impl Drop for Registered<'_> {
     }
 }
 
+/// Where a stream's responses go: the response body's channel, and the charge that
+/// admits each frame before it is encoded.
+struct Out {
+    tx: mpsc::Sender<Result<Bytes, Status>>,
+    queued: Option<Arc<Queued>>,
+    stop: crate::server::Stop,
+}
+
+impl Out {
+    /// Encodes and sends one response once its identity has room for it (a peer that
+    /// does not read its responses stalls its own streams); false once the client is gone.
+    /// A proxy that takes nothing for [`SEND_TIMEOUT`] is gone (or holding the stream open
+    /// on purpose): the stream ends rather than wait on it forever.
+    async fn send<M: Machine>(&self, resp: &M::Resp) -> bool {
+        let go = async {
+            if let Some(q) = &self.queued {
+                let gone = || self.tx.is_closed() || self.stop.is_stopped();
+                if !q.admit(M::frame_len(resp), gone).await {
+                    return false;
+                }
+            }
+            self.tx.send(Ok(M::frame(resp))).await.is_ok()
+        };
+        match tokio::time::timeout(SEND_TIMEOUT, go).await {
+            Ok(sent) => sent,
+            Err(_) => {
+                tracing::info!(
+                    timeout_s = SEND_TIMEOUT.as_secs(),
+                    "ending a stream: the proxy takes no responses"
+                );
+                false
+            }
+        }
+    }
+}
+
 /// Records events and sends responses; false once the client is gone.
 async fn emit<M: Machine>(
     ctx: &Ctx<'_>,
     machine: &Arc<Shared<M>>,
     view: &translator::model::ViewKey,
     pending_since: &mut Option<Instant>,
-    tx: &mpsc::Sender<Result<Bytes, Status>>,
+    tx: &Out,
     (responses, events): (Vec<M::Resp>, Vec<Event>),
 ) -> bool {
     let obs = ctx.obs;
@@ -654,19 +776,8 @@ async fn emit<M: Machine>(
         }
     }
     for resp in responses {
-        // A proxy that reads nothing for this long is gone (or holding the stream open
-        // on purpose): the stream ends rather than wait on it forever.
-        match tokio::time::timeout(SEND_TIMEOUT, tx.send(Ok(M::frame(&resp)))).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return false,
-            Err(_) => {
-                tracing::info!(
-                    node = ctx.node,
-                    timeout_s = SEND_TIMEOUT.as_secs(),
-                    "ending the stream: the proxy reads no responses"
-                );
-                return false;
-            }
+        if !tx.send::<M>(&resp).await {
+            return false;
         }
     }
     true

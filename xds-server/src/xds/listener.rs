@@ -8,6 +8,8 @@
 //! overflow lane: it completes its handshake, every RPC on it is refused with
 //! `RESOURCE_EXHAUSTED` naming the limit, and it is closed shortly after. Past that lane,
 //! connections are closed at once. Every refusal is counted and logged (rate-limited).
+//! The xDS port's HTTP/2 server also refuses this way a connection its peer's memory
+//! budget cannot take ([`Conn::refuse`], [`crate::xds::wire::budget`]).
 
 use std::collections::HashMap;
 use std::io;
@@ -29,6 +31,7 @@ use tonic::transport::server::Connected;
 
 use crate::observability::metrics::Metrics;
 use crate::server::Stop;
+use crate::xds::wire::budget::{Charge, ConnAccount};
 
 /// Connection limits of the xDS port.
 #[derive(Clone, Debug)]
@@ -90,6 +93,8 @@ pub struct ConnInfo {
     pub streams: Arc<AtomicUsize>,
     /// Set on a connection over a limit: every RPC is refused with this.
     pub refused: Option<Arc<str>>,
+    /// The connection's standing with its identity's memory budget (xDS port only).
+    pub account: Option<Arc<ConnAccount>>,
 }
 
 impl ConnInfo {
@@ -511,6 +516,8 @@ pub struct Conn {
     /// Closes an over-limit connection after it said why.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     _slot: Slot,
+    /// What the connection is charged to its identity.
+    _charge: Option<Charge>,
 }
 
 impl Connected for Conn {
@@ -522,6 +529,23 @@ impl Connected for Conn {
 }
 
 impl Conn {
+    /// The connection holds `charge` on `account` while it is open.
+    pub(crate) fn charged(mut self, account: Arc<ConnAccount>, charge: Charge) -> Self {
+        self.info.account = Some(account);
+        self._charge = Some(charge);
+        self
+    }
+
+    /// Refuses every RPC on the connection with `reason` and closes it shortly after, as
+    /// a connection over a limit.
+    pub(crate) fn refuse(mut self, reason: String) -> Self {
+        if self.info.refused.is_none() {
+            self.info.refused = Some(Arc::from(reason));
+            self.deadline = Some(Box::pin(tokio::time::sleep(OVERFLOW_LINGER)));
+        }
+        self
+    }
+
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
         self.deadline
             .as_mut()
@@ -648,6 +672,7 @@ async fn accept_loop(
                 not_after: None,
                 streams: Arc::default(),
                 refused: refused.clone(),
+                account: None,
             };
             let deadline = refused
                 .is_some()
@@ -658,6 +683,7 @@ async fn accept_loop(
                     info,
                     deadline,
                     _slot: slot,
+                    _charge: None,
                 },
                 Some(tls) => {
                     let Some(conn) = handshake(stream, remote, &tls, &metrics, timeout).await
@@ -676,6 +702,7 @@ async fn accept_loop(
                         },
                         deadline,
                         _slot: slot,
+                        _charge: None,
                     }
                 }
             };

@@ -15,7 +15,9 @@ use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use translator::XdsType;
 use translator::encoded::Encoded;
 
-use super::{Event, Held, HeldSet, NameSet, OrderWait, Rejection, index, ready};
+use super::{
+    Event, Held, HeldSet, NameBytes, NameSet, OrderWait, Refusal, Rejection, index, ready,
+};
 use crate::xds::fanout::{Desired, OwnVersion, ViewVersion};
 use crate::xds::wire::frames::DeltaResponse;
 
@@ -35,7 +37,6 @@ struct TypeState {
     wildcard: bool,
     /// Names subscribed explicitly.
     names: NameSet,
-    names_bytes: usize,
     held: HeldSet,
     /// Names to look at on the next flush.
     dirty: HashSet<Arc<str>>,
@@ -73,7 +74,9 @@ pub struct DeltaStream {
     next_nonce: u64,
     wait: OrderWait,
     name_limit: usize,
-    refusal: Option<String>,
+    /// The weight of the subscriptions, bounded and charged.
+    name_bytes: NameBytes,
+    refusal: Option<Refusal>,
     /// Benchmark baseline: resend every resource of a type on any change.
     full_resend: bool,
 }
@@ -87,6 +90,7 @@ impl DeltaStream {
             next_nonce: 0,
             wait: OrderWait::default(),
             name_limit: usize::MAX,
+            name_bytes: NameBytes::default(),
             refusal: None,
             full_resend: false,
         }
@@ -98,6 +102,14 @@ impl DeltaStream {
         self
     }
 
+    /// Bounds the bytes of names the stream may subscribe to over every type, and
+    /// charges them to `charge` before they are stored; a request over either sets a
+    /// refusal.
+    pub(crate) fn with_name_bytes(mut self, name_bytes: NameBytes) -> Self {
+        self.name_bytes = name_bytes;
+        self
+    }
+
     /// Resends every resource of a type on any change (the benchmark's baseline).
     pub fn with_full_resend(mut self, on: bool) -> Self {
         self.full_resend = on;
@@ -105,7 +117,7 @@ impl DeltaStream {
     }
 
     /// Why the stream must end, if a request broke a limit.
-    pub fn take_refusal(&mut self) -> Option<String> {
+    pub fn take_refusal(&mut self) -> Option<Refusal> {
         self.refusal.take()
     }
 
@@ -239,9 +251,7 @@ impl DeltaStream {
             });
             return step;
         };
-        let subscribing =
-            !req.resource_names_subscribe.is_empty() || !req.initial_resource_versions.is_empty();
-        let sizes = super::check_request_sizes(
+        if let Err(r) = super::check_request_sizes(
             kind,
             req.resource_names_subscribe
                 .iter()
@@ -249,22 +259,29 @@ impl DeltaStream {
             req.initial_resource_versions
                 .values()
                 .chain(std::iter::once(&req.response_nonce)),
-            self.st(kind).names_bytes,
-        );
-        let total = match sizes {
-            Ok(t) => t,
-            Err(e) => {
-                self.refusal = Some(e);
-                return step;
-            }
-        };
+        ) {
+            self.refusal = Some(r);
+            return step;
+        }
         let asked = req.resource_names_subscribe.len() + req.initial_resource_versions.len();
         if self.st(kind).names.len().saturating_add(asked) > self.name_limit {
-            self.refusal = Some(format!(
-                "{kind}: subscribing to {asked} more names would exceed {} (--max-subscribed-names)",
-                self.name_limit
-            ));
+            self.refusal = Some(Refusal {
+                limit: "subscribed_names",
+                reason: format!(
+                    "{kind}: subscribing to {asked} more names would exceed {} (--max-subscribed-names)",
+                    self.name_limit
+                ),
+            });
             return step;
+        }
+        if asked > 0 || !req.resource_names_unsubscribe.is_empty() {
+            // What the subscription weighs after this request, checked and charged
+            // before any name is stored.
+            let (bytes, count) = self.weight_after(kind, req);
+            if let Err(r) = self.name_bytes.set(kind, bytes, count) {
+                self.refusal = Some(r);
+                return step;
+            }
         }
         let first = !self.st(kind).subscribed;
         if first {
@@ -279,9 +296,6 @@ impl DeltaStream {
                 let name = self.intern(kind, name);
                 self.hold(kind, name, Held::Version(version.as_str().into()));
             }
-        }
-        if subscribing {
-            self.st_mut(kind).names_bytes = total;
         }
         let mut added = Vec::with_capacity(req.resource_names_subscribe.len());
         for name in &req.resource_names_subscribe {
@@ -320,8 +334,8 @@ impl DeltaStream {
                 continue;
             }
             let st = self.st_mut(kind);
-            if st.names.contains(name) && gone.insert(name.as_str()) {
-                st.names_bytes = st.names_bytes.saturating_sub(name.len());
+            if st.names.contains(name) {
+                gone.insert(name.as_str());
             }
             st.dirty.remove(name.as_str());
             st.force.remove(name.as_str());
@@ -338,6 +352,33 @@ impl DeltaStream {
         }
         self.flush(now, &mut step);
         step
+    }
+
+    /// The bytes and count of `kind`'s names once `req` is applied: names new to the
+    /// subscription (and versions a reconnecting proxy lists) count, unsubscribed ones
+    /// stop counting.
+    fn weight_after(&self, kind: XdsType, req: &DeltaDiscoveryRequest) -> (usize, usize) {
+        let st = self.st(kind);
+        let (mut bytes, mut count) = self.name_bytes.of(kind);
+        let mut added: HashSet<&str> = HashSet::new();
+        for n in req
+            .resource_names_subscribe
+            .iter()
+            .chain(req.initial_resource_versions.keys())
+        {
+            if n != "*" && !st.names.contains(n) && added.insert(n) {
+                bytes = bytes.saturating_add(n.len());
+                count += 1;
+            }
+        }
+        let mut gone: HashSet<&str> = HashSet::new();
+        for n in &req.resource_names_unsubscribe {
+            if (st.names.contains(n) || added.contains(n.as_str())) && gone.insert(n) {
+                bytes = bytes.saturating_sub(n.len());
+                count = count.saturating_sub(1);
+            }
+        }
+        (bytes, count)
     }
 
     fn on_answer(&mut self, kind: XdsType, req: &DeltaDiscoveryRequest, step: &mut Step) {
@@ -585,7 +626,7 @@ impl DeltaStream {
                 system_version_info: response_version(&sent),
                 resources: sent.resources.clone(),
                 type_url: kind.type_url(),
-                removed_resources: sent.removed.iter().map(|n| n.to_string()).collect(),
+                removed_resources: sent.removed.clone(),
                 nonce: sent.nonce.clone(),
             });
             // Envoy re-warms a changed Cluster and waits for its endpoints: send them

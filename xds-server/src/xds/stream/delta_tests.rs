@@ -9,6 +9,10 @@ use super::delta::DeltaStream;
 use super::test_support::Feed;
 use super::test_support::*;
 
+fn strs(names: &[std::sync::Arc<str>]) -> Vec<&str> {
+    names.iter().map(|n| &**n).collect()
+}
+
 fn items(r: &DeltaDiscoveryResponse) -> Vec<String> {
     r.resources
         .iter()
@@ -34,7 +38,7 @@ fn wildcard_gets_everything_then_only_changes() {
     let change = s.on_snapshot(snap(&[cluster("a", "2"), cluster("c", "1")]), now);
     let r = &change.responses[0];
     assert_eq!(items(r), ["a@2", "c@1"]);
-    assert_eq!(r.removed_resources, ["b"]);
+    assert_eq!(strs(&r.removed_resources), ["b"]);
     ack(&mut s, r);
     assert!(
         s.on_snapshot(snap(&[cluster("a", "2"), cluster("c", "1")]), now)
@@ -54,7 +58,7 @@ fn reconnect_sends_only_what_differs_and_removes_what_is_gone() {
         .collect();
     let r = s.on_request(&req, now).responses.remove(0);
     assert_eq!(items(&r), ["b@2"]);
-    assert_eq!(r.removed_resources, ["gone"]);
+    assert_eq!(strs(&r.removed_resources), ["gone"]);
     // A proxy that holds exactly the current config gets nothing at all.
     let mut quiet = DeltaStream::new(snap(&[cluster("a", "1")]));
     let mut req = delta(Cluster, &[], "");
@@ -195,7 +199,7 @@ fn make_before_break_in_both_directions() {
         .iter()
         .find(|r| r.type_url == Cluster.type_url())
         .expect("cds");
-    assert_eq!(cds.removed_resources, ["a"]);
+    assert_eq!(strs(&cds.removed_resources), ["a"]);
     assert_eq!(
         step.responses.len(),
         1,
@@ -203,7 +207,7 @@ fn make_before_break_in_both_directions() {
     );
     let step = ack(&mut s, cds);
     assert_eq!(step.responses[0].type_url, Endpoint.type_url());
-    assert_eq!(step.responses[0].removed_resources, ["a"]);
+    assert_eq!(strs(&step.responses[0].removed_resources), ["a"]);
 }
 
 #[test]
@@ -306,7 +310,11 @@ fn subscribing_over_the_name_limit_sets_a_refusal() {
     assert!(s.take_refusal().is_none());
     s.on_request(&delta(Endpoint, &["c", "d"], ""), now);
     let refusal = s.take_refusal().expect("over the limit");
-    assert!(refusal.contains("--max-subscribed-names"), "{refusal}");
+    assert_eq!(refusal.limit, "subscribed_names");
+    assert!(
+        refusal.reason.contains("--max-subscribed-names"),
+        "{refusal:?}"
+    );
 }
 
 #[test]
@@ -350,7 +358,7 @@ fn a_name_that_does_not_exist_is_answered_as_removed_once() {
         .remove(0);
     assert_eq!(items(&r), ["a@1"]);
     assert_eq!(
-        r.removed_resources,
+        strs(&r.removed_resources),
         ["ghost"],
         "the warming client need not wait"
     );
@@ -439,4 +447,77 @@ fn a_one_endpoint_change_sends_one_resource_whatever_the_mesh_size() {
     ack(&mut s, &step.responses[0]);
     assert_eq!(s.held_overlay(Endpoint), 0, "and then nothing does");
     assert_eq!(s.resources(Endpoint).len(), 1000);
+}
+
+/// A budget with `share` bytes per identity and a charge on one identity.
+fn charged(
+    share: usize,
+) -> (
+    std::sync::Arc<crate::xds::wire::budget::Budget>,
+    crate::xds::wire::budget::Charge,
+) {
+    use crate::xds::wire::budget::{Budget, BudgetConfig, Charge};
+    let b = Budget::new(
+        BudgetConfig {
+            total: 1 << 30,
+            share,
+            per_pod: 0,
+        },
+        prometheus_client::metrics::gauge::Gauge::default(),
+    );
+    let c = Charge::new(b.account("spiffe://td/ns/a/sa/x", None));
+    (b, c)
+}
+
+#[test]
+fn subscribed_name_bytes_are_bounded_per_stream_and_charged_before_they_are_stored() {
+    use crate::xds::wire::budget::NAME_OVERHEAD;
+    let now = Instant::now();
+    let name = |i: usize| format!("{i}{}", "n".repeat(499));
+    let (a, b, c, d) = (name(0), name(1), name(2), name(3));
+    let (budget, charge) = charged(1 << 20);
+    let mut s = DeltaStream::new(snap(&[cla("a", "1")]))
+        .with_name_bytes(super::NameBytes::new(1_500, Some(charge)));
+    s.on_request(&delta(Endpoint, &[&a, &b], ""), now);
+    assert!(s.take_refusal().is_none());
+    assert_eq!(budget.used(), 1_000 + 2 * NAME_OVERHEAD);
+    // A name it already has weighs nothing more.
+    s.on_request(&delta(Endpoint, &[&a, &a], ""), now);
+    assert!(s.take_refusal().is_none());
+    assert_eq!(budget.used(), 1_000 + 2 * NAME_OVERHEAD);
+    // Another type counts toward the same bound: refused, and nothing of it stored.
+    s.on_request(&delta(Route, &[&c, &d], ""), now);
+    let r = s.take_refusal().expect("over the stream's bound");
+    assert_eq!(r.limit, "subscribed_bytes");
+    assert!(r.reason.contains("--max-subscribed-bytes"), "{r:?}");
+    assert!(!s.subscribed().contains(&Route));
+    assert_eq!(budget.used(), 1_000 + 2 * NAME_OVERHEAD);
+    // Unsubscribing gives back.
+    let mut unsub = delta(Endpoint, &[], "");
+    unsub.resource_names_unsubscribe = vec![a.clone()];
+    s.on_request(&unsub, now);
+    assert_eq!(budget.used(), 500 + NAME_OVERHEAD);
+    s.on_request(&delta(Route, &[&c], ""), now);
+    assert!(s.take_refusal().is_none());
+    drop(s);
+    assert_eq!(budget.used(), 0, "given back when the stream goes");
+}
+
+#[test]
+fn subscriptions_over_the_identitys_allowance_are_refused_before_they_are_stored() {
+    let now = Instant::now();
+    let (budget, charge) = charged(1_000);
+    let mut s = DeltaStream::new(snap(&[]))
+        .with_name_bytes(super::NameBytes::new(usize::MAX, Some(charge)));
+    let names: Vec<String> = (0..3).map(|i| format!("{i}{}", "n".repeat(399))).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    s.on_request(&delta(Endpoint, &names, ""), now);
+    let r = s.take_refusal().expect("over the allowance");
+    assert_eq!(r.limit, "identity_memory");
+    assert!(
+        r.reason.contains("spiffe://td/ns/a/sa/x") && r.reason.contains("--identity-memory-share"),
+        "{r:?}"
+    );
+    assert!(s.subscribed().is_empty() && s.resources(Endpoint).is_empty());
+    assert_eq!(budget.used(), 0);
 }

@@ -31,7 +31,7 @@ use translator::encoded::{Encoded, Source};
 
 use crate::xds::fanout::Desired;
 pub(crate) use held::{Held, HeldSet};
-pub(crate) use names::NameSet;
+pub(crate) use names::{NameBytes, NameSet};
 
 /// Longest a Listener or Route update waits for the Clusters it needs.
 pub const ORDER_WAIT: Duration = Duration::from_secs(2);
@@ -93,7 +93,8 @@ pub enum Event {
 /// Longest resource name a request may carry, in bytes (Rudder's own names stay under
 /// 300: `outbound|PORT||` and a 253-character Service name with its domain).
 pub const MAX_NAME_BYTES: usize = 512;
-/// Most bytes of names one stream may subscribe to, per type.
+/// Most bytes of names one stream may subscribe to, over every type (the default of
+/// `--max-subscribed-bytes`).
 pub const MAX_SUBSCRIBED_BYTES: usize = 4 << 20;
 /// Longest version or nonce a request may carry, in bytes.
 pub const MAX_TOKEN_BYTES: usize = 128;
@@ -101,34 +102,42 @@ pub const MAX_TOKEN_BYTES: usize = 128;
 /// stored, logged and written into CRD status.
 pub const NACK_TEXT_MAX: usize = 4096;
 
-/// Checks the sizes of what a request names: each name, version and nonce, and the
-/// names' total (`already` bytes are subscribed). Returns the new total or why not.
+/// Why a stream must end: the limit a request broke (as `rudder_xds_refusals_total`
+/// labels it) and what was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// `subscribed_names`, `subscribed_bytes`, `name_size`, `identity_memory`, ...
+    pub limit: &'static str,
+    /// What was refused, naming the flag that sets the limit.
+    pub reason: String,
+}
+
+/// Checks the sizes of what a request names: each name, version and nonce. Returns the
+/// bytes of the names.
 pub(crate) fn check_request_sizes<'a>(
     kind: XdsType,
     names: impl IntoIterator<Item = &'a String>,
     tokens: impl IntoIterator<Item = &'a String>,
-    already: usize,
-) -> Result<usize, String> {
-    let mut total = already;
+) -> Result<usize, Refusal> {
+    let refuse = |reason: String| Refusal {
+        limit: "name_size",
+        reason,
+    };
+    let mut total = 0usize;
     for n in names {
         if n.len() > MAX_NAME_BYTES {
-            return Err(format!(
+            return Err(refuse(format!(
                 "{kind}: a resource name of {} bytes is longer than {MAX_NAME_BYTES}",
                 n.len()
-            ));
+            )));
         }
         total = total.saturating_add(n.len());
     }
-    if total > MAX_SUBSCRIBED_BYTES {
-        return Err(format!(
-            "{kind}: subscribed names would total {total} bytes, more than {MAX_SUBSCRIBED_BYTES}"
-        ));
-    }
     if let Some(t) = tokens.into_iter().find(|t| t.len() > MAX_TOKEN_BYTES) {
-        return Err(format!(
+        return Err(refuse(format!(
             "{kind}: a version or nonce of {} bytes is longer than {MAX_TOKEN_BYTES}",
             t.len()
-        ));
+        )));
     }
     Ok(total)
 }

@@ -21,7 +21,10 @@ use crate::xds::wire::sotw_request::SotwRequest;
 use translator::XdsType;
 use translator::encoded::{Encoded, element_digest};
 
-use super::{Event, Held, HeldSet, NameSet, OrderWait, Rejection, ResourceView, index, ready};
+use super::{
+    Event, Held, HeldSet, NameBytes, NameSet, OrderWait, Refusal, Rejection, ResourceView, index,
+    ready,
+};
 use crate::xds::fanout::{Desired, OwnVersion, ViewVersion};
 
 /// A response in flight.
@@ -89,7 +92,9 @@ pub struct SotwStream {
     next_nonce: u64,
     wait: OrderWait,
     name_limit: usize,
-    refusal: Option<String>,
+    /// The weight of the subscriptions, bounded and charged.
+    name_bytes: NameBytes,
+    refusal: Option<Refusal>,
     full_resend: bool,
 }
 
@@ -123,6 +128,7 @@ impl SotwStream {
             next_nonce: 0,
             wait: OrderWait::default(),
             name_limit: usize::MAX,
+            name_bytes: NameBytes::default(),
             refusal: None,
             full_resend: false,
         }
@@ -134,6 +140,14 @@ impl SotwStream {
         self
     }
 
+    /// Bounds the bytes of names the stream may subscribe to over every type, and
+    /// charges them to `charge` before they are stored; a request over either sets a
+    /// refusal.
+    pub(crate) fn with_name_bytes(mut self, name_bytes: NameBytes) -> Self {
+        self.name_bytes = name_bytes;
+        self
+    }
+
     /// Resends every resource of a type on any change (the benchmark's baseline).
     pub fn with_full_resend(mut self, on: bool) -> Self {
         self.full_resend = on;
@@ -141,7 +155,7 @@ impl SotwStream {
     }
 
     /// Why the stream must end, if a request broke a limit.
-    pub fn take_refusal(&mut self) -> Option<String> {
+    pub fn take_refusal(&mut self) -> Option<Refusal> {
         self.refusal.take()
     }
 
@@ -281,7 +295,10 @@ impl SotwStream {
             match wire.decode_names() {
                 Ok(names) => req.resource_names = names,
                 Err(e) => {
-                    self.refusal = Some(e);
+                    self.refusal = Some(Refusal {
+                        limit: "name_size",
+                        reason: e,
+                    });
                     return Step::default();
                 }
             }
@@ -310,21 +327,34 @@ impl SotwStream {
             });
             return step;
         };
-        if let Err(e) = super::check_request_sizes(
+        let bytes = match super::check_request_sizes(
             kind,
             req.resource_names.iter(),
             [&req.version_info, &req.response_nonce],
-            0,
         ) {
-            self.refusal = Some(e);
+            Ok(bytes) => bytes,
+            Err(r) => {
+                self.refusal = Some(r);
+                return step;
+            }
+        };
+        if req.resource_names.len() > self.name_limit {
+            self.refusal = Some(Refusal {
+                limit: "subscribed_names",
+                reason: format!(
+                    "{kind}: {} resource names exceed {} (--max-subscribed-names)",
+                    req.resource_names.len(),
+                    self.name_limit
+                ),
+            });
             return step;
         }
-        if req.resource_names.len() > self.name_limit {
-            self.refusal = Some(format!(
-                "{kind}: {} resource names exceed {} (--max-subscribed-names)",
-                req.resource_names.len(),
-                self.name_limit
-            ));
+        // The request's names become the subscription (unless they are the current one,
+        // left undecoded): checked and charged before they are stored.
+        if !matches!(names, Some((_, true)))
+            && let Err(r) = self.name_bytes.set(kind, bytes, req.resource_names.len())
+        {
+            self.refusal = Some(r);
             return step;
         }
         if !req.response_nonce.is_empty() {

@@ -372,7 +372,7 @@ fn too_many_names_set_a_refusal_and_nack_text_is_cut() {
     s.on_request(&sotw(Endpoint, &["a", "b", "c"], "", ""), now);
     assert!(
         s.take_refusal()
-            .is_some_and(|r| r.contains("--max-subscribed-names"))
+            .is_some_and(|r| r.reason.contains("--max-subscribed-names"))
     );
     let mut s = SotwStream::new(snap(&[cluster("a", "1")]));
     let r = s.on_request(&sotw(Cluster, &[], "", ""), now).responses[0].clone();
@@ -516,7 +516,7 @@ fn an_ack_repeating_the_subscription_is_taken_without_decoding_its_names() {
     bad.extend_from_slice(&[0x1a, 0x01, 0xff]);
     let bad = <SotwRequest as prost::Message>::decode(bytes::Bytes::from(bad)).expect("frame");
     s.on_wire(bad, now);
-    assert!(s.take_refusal().is_some_and(|e| e.contains("UTF-8")));
+    assert!(s.take_refusal().is_some_and(|e| e.reason.contains("UTF-8")));
 }
 
 #[test]
@@ -582,4 +582,52 @@ fn an_envoy_route_before_its_cds_subscription_still_waits_for_the_clusters() {
     let step = s.on_request(&sotw(Route, &["r"], "", ""), now);
     assert!(step.responses.is_empty(), "the route waits for cluster a");
     assert!(s.waiting());
+}
+
+#[test]
+fn subscribed_name_bytes_are_bounded_per_stream_and_charged_before_they_are_stored() {
+    use crate::xds::wire::budget::{Budget, BudgetConfig, Charge, NAME_OVERHEAD};
+    use crate::xds::wire::sotw_request::SotwRequest;
+    let now = Instant::now();
+    let budget = Budget::new(
+        BudgetConfig {
+            total: 1 << 30,
+            share: 1 << 20,
+            per_pod: 0,
+        },
+        prometheus_client::metrics::gauge::Gauge::default(),
+    );
+    let charge = Charge::new(budget.account("spiffe://td/ns/a/sa/x", None));
+    let name = |i: usize| format!("{i}{}", "n".repeat(499));
+    let (a, b, c, d) = (name(0), name(1), name(2), name(3));
+    let mut s = SotwStream::new(snap(&[cla("a", "1")]))
+        .with_name_bytes(super::NameBytes::new(1_500, Some(charge)));
+    s.on_request(&sotw(Endpoint, &[&a, &b], "", ""), now);
+    assert!(s.take_refusal().is_none());
+    assert_eq!(budget.used(), 1_000 + 2 * NAME_OVERHEAD);
+    // An ACK repeating the subscription off the wire is not decoded or charged again.
+    let wire = |names: &[&str]| {
+        let bytes = prost::Message::encode_to_vec(&sotw(Endpoint, names, "", ""));
+        <SotwRequest as prost::Message>::decode(bytes::Bytes::from(bytes)).expect("frame")
+    };
+    s.on_wire(wire(&[&a, &b]), now);
+    assert!(s.take_refusal().is_none());
+    assert_eq!(budget.used(), 1_000 + 2 * NAME_OVERHEAD);
+    // Another type counts toward the same bound: refused, and nothing of it stored.
+    s.on_wire(
+        {
+            let bytes = prost::Message::encode_to_vec(&sotw(Route, &[&c, &d], "", ""));
+            <SotwRequest as prost::Message>::decode(bytes::Bytes::from(bytes)).expect("frame")
+        },
+        now,
+    );
+    let r = s.take_refusal().expect("over the stream's bound");
+    assert_eq!(r.limit, "subscribed_bytes");
+    assert!(r.reason.contains("--max-subscribed-bytes"), "{r:?}");
+    assert!(!s.subscribed().contains(&Route));
+    // A smaller subscription gives back; the stream's end gives back the rest.
+    s.on_request(&sotw(Endpoint, &[&a], "", ""), now);
+    assert_eq!(budget.used(), 500 + NAME_OVERHEAD);
+    drop(s);
+    assert_eq!(budget.used(), 0);
 }

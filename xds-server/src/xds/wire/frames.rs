@@ -21,8 +21,8 @@ pub struct DeltaResponse {
     pub type_url: &'static str,
     /// Added or changed resources.
     pub resources: Vec<Arc<Encoded>>,
-    /// Names removed (or never there).
-    pub removed_resources: Vec<String>,
+    /// Names removed (or never there), shared with the stream's state.
+    pub removed_resources: Vec<Arc<str>>,
     /// The nonce the client answers with.
     pub nonce: String,
 }

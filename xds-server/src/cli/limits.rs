@@ -1,0 +1,125 @@
+//! The `run` flags that bound what peers of the xDS port may open, send and make the
+//! control plane hold.
+
+use std::time::Duration;
+
+use super::parse_duration;
+
+/// Limits on what peers of the xDS port may open and send. Refusals are answered with a
+/// gRPC status where the peer can still hear one, logged, and counted in
+/// `rudder_xds_refusals_total{limit}`.
+#[derive(Clone, Debug, clap::Args)]
+pub(super) struct LimitArgs {
+    /// Longest a TLS handshake on the xDS port may take.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    tls_handshake_timeout: Duration,
+    /// TCP keepalive idle time on xDS connections (0s: off).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    tcp_keepalive: Duration,
+    /// Connections open at once on the xDS port, in all.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
+    /// Connections open at once from one IP address.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections_per_peer: u64,
+    /// ADS streams open at once on one connection.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
+    max_streams_per_connection: u64,
+    /// Largest request message the server decodes, in bytes.
+    #[arg(long, default_value_t = 4 << 20, value_parser = clap::value_parser!(u64).range(1024..=(256 << 20)))]
+    max_message_bytes: u64,
+    /// Resource names one stream may subscribe to, per type.
+    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_subscribed_names: u64,
+    /// Bytes of resource names one stream may subscribe to, over every type.
+    #[arg(long, default_value_t = 4 << 20, value_parser = clap::value_parser!(u64).range(1..))]
+    max_subscribed_bytes: u64,
+    /// Longest a request message may take from its first byte to its last; the stream
+    /// ends when it runs out.
+    #[arg(long, default_value = "10s", value_parser = parse_positive_duration)]
+    message_timeout: Duration,
+    /// Memory the xDS port may hold for its peers in all: connections, streams, request
+    /// buffers and subscribed names (bytes, or with a Ki, Mi or Gi suffix).
+    #[arg(long, default_value = "512Mi", value_parser = parse_bytes)]
+    xds_memory_budget: u64,
+    /// What one identity (a certificate's SPIFFE ID) may hold of that budget.
+    #[arg(long, default_value = "16Mi", value_parser = parse_bytes)]
+    identity_memory_share: u64,
+    /// What an identity may hold in addition per live pod of its service account (never
+    /// more than half of --xds-memory-budget in all).
+    #[arg(long, default_value = "1Mi", value_parser = parse_bytes)]
+    identity_memory_per_pod: u64,
+}
+
+impl LimitArgs {
+    pub(super) fn limits(&self) -> crate::server::Limits {
+        let n = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        crate::server::Limits {
+            conn: crate::xds::listener::ConnLimits {
+                handshake_timeout: self.tls_handshake_timeout,
+                keepalive: (!self.tcp_keepalive.is_zero()).then_some(self.tcp_keepalive),
+                max_connections: n(self.max_connections),
+                max_connections_per_peer: n(self.max_connections_per_peer),
+            },
+            stream: crate::xds::grpc::StreamLimits {
+                streams_per_connection: n(self.max_streams_per_connection),
+                subscribed_names: n(self.max_subscribed_names),
+                subscribed_bytes: n(self.max_subscribed_bytes),
+                message_timeout: self.message_timeout,
+            },
+            message_bytes: n(self.max_message_bytes),
+            budget: crate::xds::wire::budget::BudgetConfig {
+                total: n(self.xds_memory_budget),
+                share: n(self.identity_memory_share),
+                per_pod: n(self.identity_memory_per_pod),
+            },
+        }
+    }
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = crds::duration::parse(s)?;
+    if d.is_zero() {
+        return Err(format!("{s} must be longer than 0s"));
+    }
+    Ok(d)
+}
+
+/// Bytes: a number, or one with a `Ki`, `Mi` or `Gi` suffix.
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, ""),
+    };
+    let shift = match unit {
+        "" => 0,
+        "Ki" => 10,
+        "Mi" => 20,
+        "Gi" => 30,
+        _ => return Err(format!("{s:?}: expected bytes, e.g. 536870912 or 512Mi")),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?}: expected bytes, e.g. 536870912 or 512Mi"))?;
+    n.checked_mul(1 << shift)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("{s:?} is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes_take_binary_suffixes() {
+        assert_eq!(parse_bytes("536870912"), Ok(512 << 20));
+        assert_eq!(parse_bytes("512Mi"), Ok(512 << 20));
+        assert_eq!(parse_bytes("64Ki"), Ok(64 << 10));
+        assert_eq!(parse_bytes("2Gi"), Ok(2 << 30));
+        for bad in ["", "0", "12MB", "Mi", "-1", "99999999999Gi"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+        assert!(parse_positive_duration("0s").is_err());
+        assert_eq!(parse_positive_duration("10s"), Ok(Duration::from_secs(10)));
+    }
+}
