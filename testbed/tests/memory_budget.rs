@@ -291,7 +291,7 @@ async fn gets_config(creds: &Creds, xds: SocketAddr, n: Node) -> anyhow::Result<
     let started = Instant::now();
     let c = RawAds::delta(creds.channel(xds).await?, n);
     c.wait_for(WAIT, "a legitimate proxy's config", |r| {
-        !r.certificate_identities().is_empty() && !r.names(LISTENER).is_empty()
+        r.has_trust_bundle() && !r.names(LISTENER).is_empty()
     })
     .await?;
     eprintln!(
