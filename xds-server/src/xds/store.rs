@@ -18,7 +18,7 @@
 //! proxy stays on the shared view. Translation runs under the store's lock; streams never take it on their hot
 //! path (only to attach and detach).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -91,6 +91,9 @@ struct Inner {
     proxies: HashMap<ProxyKey, ProxySlot>,
     /// The certificate identities each proxy identity is registered under.
     scopes: HashMap<ProxyIdentity, BTreeSet<String>>,
+    /// The proxy identities claiming each pod (namespace, name): a pod change looks at
+    /// its own proxies only.
+    by_pod: HashMap<(String, String), HashSet<ProxyIdentity>>,
 }
 
 /// What one build did.
@@ -186,6 +189,7 @@ impl Store {
                 variants: BTreeSet::new(),
                 proxies: HashMap::new(),
                 scopes: HashMap::new(),
+                by_pod: HashMap::new(),
             }),
             changed: Notify::new(),
             config,
@@ -259,16 +263,6 @@ impl Store {
             .collect()
     }
 
-    /// Whether `identity` may be served now: always in manifest mode; in cluster mode only
-    /// while the pod it claims exists, runs as its service account and has not finished.
-    /// The reason when not.
-    pub fn admits(&self, identity: &ProxyIdentity) -> Result<(), String> {
-        if !self.config.require_live_pod {
-            return Ok(());
-        }
-        self.read(|m| pod_runs(m, identity))
-    }
-
     /// Registers a stream of a proxy: `scope` is its certificate's identity (the key it
     /// shares state by). In cluster mode it is refused (with why) unless its pod runs,
     /// checked under the store's lock so no build can end the pod in between.
@@ -295,13 +289,18 @@ impl Store {
             builder,
             proxies,
             scopes,
+            by_pod,
             containment,
             ..
         } = &mut *inner;
-        scopes
-            .entry(identity.clone())
-            .or_default()
-            .insert(scope.to_string());
+        let scoped = scopes.entry(identity.clone()).or_default();
+        if scoped.is_empty() {
+            by_pod
+                .entry((identity.namespace.clone(), identity.pod.clone()))
+                .or_default()
+                .insert(identity.clone());
+        }
+        scoped.insert(scope.to_string());
         let slot = proxies.entry(key.clone()).or_insert_with(|| {
             let (own, view) = builder.proxy(model, identity);
             ProxySlot {
@@ -394,6 +393,13 @@ impl Store {
                 if last {
                     inner.scopes.remove(&key.1);
                     inner.builder.drop_proxy(&key.1);
+                    let pod = (key.1.namespace.clone(), key.1.pod.clone());
+                    if let Some(claims) = inner.by_pod.get_mut(&pod) {
+                        claims.remove(&key.1);
+                        if claims.is_empty() {
+                            inner.by_pod.remove(&pod);
+                        }
+                    }
                 }
             }
         }
@@ -500,11 +506,15 @@ impl Store {
             variants,
             proxies,
             scopes,
+            by_pod,
             ..
         } = &mut *inner;
-        let pods_changed = changes
+        // The pods that changed (their proxies are checked after the build).
+        let changed_pods: Vec<(String, String)> = changes
             .iter()
-            .any(|k| k.kind == translator::model::Kind::Pod);
+            .filter(|k| k.kind == translator::model::Kind::Pod)
+            .map(|k| (k.namespace.clone(), k.name.clone()))
+            .collect();
         containment.retain(|k| model.rev(k));
         let excluded = containment.excluded();
         // Variants in use are built (a new one as a copy of its view) before the update
@@ -593,8 +603,12 @@ impl Store {
                 ended: current.ended.clone(),
             }));
         }
-        if self.config.require_live_pod && pods_changed {
-            end_orphans(model, proxies);
+        if self.config.require_live_pod {
+            let claimants = changed_pods
+                .iter()
+                .filter_map(|pod| by_pod.get(pod))
+                .flatten();
+            end_orphans(model, proxies, scopes, claimants);
         }
         report.views = views.len();
         report.proxies = proxies.len();
@@ -654,21 +668,32 @@ fn pod_runs(model: &Model, identity: &ProxyIdentity) -> Result<(), String> {
     }
 }
 
-/// Ends the streams of proxies whose pod is gone or finished (cluster mode): a
-/// certificate outlives the workload it was issued to by up to its lifetime, and must
-/// not keep a config stream open for that long.
-fn end_orphans(model: &Model, proxies: &HashMap<ProxyKey, ProxySlot>) {
-    for ((scope, identity), slot) in proxies {
-        if slot.tx.borrow().ended.is_some() {
-            continue;
-        }
+/// Ends the streams of `claimants` (the proxies of the pods that changed) whose pod is
+/// gone or finished (cluster mode): a certificate outlives the workload it was issued to
+/// by up to its lifetime, and must not keep a config stream open for that long.
+fn end_orphans<'a>(
+    model: &Model,
+    proxies: &HashMap<ProxyKey, ProxySlot>,
+    scopes: &HashMap<ProxyIdentity, BTreeSet<String>>,
+    claimants: impl Iterator<Item = &'a ProxyIdentity>,
+) {
+    for identity in claimants {
         let Err(reason) = pod_runs(model, identity) else {
             continue;
         };
-        tracing::info!(identity = %scope, node = %identity.node_id, %reason, "ending the proxy's streams");
         let reason: Arc<str> = reason.into();
-        slot.tx
-            .send_modify(|v| *v = Arc::new(v.with_ended(Some(reason.clone()))));
+        for scope in scopes.get(identity).into_iter().flatten() {
+            let key = (scope.clone(), identity.clone());
+            let Some(slot) = proxies.get(&key) else {
+                continue;
+            };
+            if slot.tx.borrow().ended.is_some() {
+                continue;
+            }
+            tracing::info!(identity = %scope, node = %identity.node_id, %reason, "ending the proxy's streams");
+            slot.tx
+                .send_modify(|v| *v = Arc::new(v.with_ended(Some(reason.clone()))));
+        }
     }
 }
 

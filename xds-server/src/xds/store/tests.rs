@@ -252,6 +252,23 @@ fn a_slot_reused_by_a_recreated_pod_ends_again_when_it_goes() {
     assert!(ended(&mut first).is_some());
 }
 
+/// Deleting one pod ends its own proxy's streams, never its neighbours'.
+#[test]
+fn a_deleted_pod_ends_only_the_proxies_that_claim_it() {
+    let store = cluster_store();
+    let scope = "spiffe://x/ns/default/sa/default";
+    load(&store, POD);
+    load(&store, &POD.replace("name: p1", "name: p2"));
+    store.rebuild_now();
+    let mut p1 = store.attach(scope, &identity("p1")).expect("runs");
+    let mut p2 = store.attach(scope, &identity("p2")).expect("runs");
+    delete_pod(&store, "p2");
+    assert!(ended(&mut p2).is_some());
+    assert!(ended(&mut p1).is_none(), "its neighbour is served on");
+    delete_pod(&store, "p1");
+    assert!(ended(&mut p1).is_some());
+}
+
 /// A proxy of service account `sa` in namespace `ns`.
 fn proxy_of(ns: &str, sa: &str, node: &str) -> ProxyIdentity {
     ProxyIdentity {
