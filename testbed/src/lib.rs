@@ -8,6 +8,7 @@ pub mod echo;
 pub mod fake_kube;
 pub mod grpc_app;
 pub mod http;
+pub mod kube_control_plane;
 pub mod manifests;
 pub mod procs;
 pub mod xds_client;

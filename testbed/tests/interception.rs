@@ -39,6 +39,20 @@ impl Drop for Netns {
     }
 }
 
+/// A command that runs in network namespace `ns` as the proxy's UID and GID (1337),
+/// as the injected agent and sidecar do: the program and its arguments follow.
+fn as_proxy_in(ns: &str) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns, "setpriv"]).args([
+        "--reuid",
+        "1337",
+        "--regid",
+        "1337",
+        "--clear-groups",
+    ]);
+    c
+}
+
 fn sh(args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new(args[0]).args(&args[1..]).output()?;
     anyhow::ensure!(
@@ -420,24 +434,13 @@ async fn injected_pods_talk_over_mtls_by_original_destination() -> anyhow::Resul
         sh(&["chown", "-R", "1337:1337", &certs.display().to_string()])?;
         // The pod's agent, as the proxy UID: it serves Envoy the workload certificate on
         // the SDS socket in the credential directory.
-        let mut a = Command::new("ip");
-        a.args([
-            "netns",
-            "exec",
-            ns,
-            "setpriv",
-            "--reuid",
-            "1337",
-            "--regid",
-            "1337",
-            "--clear-groups",
-        ])
-        .arg(workspace_bin("xds-server")?)
-        .arg("agent")
-        .arg("--cert-dir")
-        .arg(&certs)
-        .args(["--ca-address", &cp.ca.to_string()])
-        .args(["--status-address", "127.0.0.1:0"]);
+        let mut a = as_proxy_in(ns);
+        a.arg(workspace_bin("xds-server")?)
+            .arg("agent")
+            .arg("--cert-dir")
+            .arg(&certs)
+            .args(["--ca-address", &cp.ca.to_string()])
+            .args(["--status-address", "127.0.0.1:0"]);
         let mut agent = Proc::spawn_logged(
             &format!("agent {name}"),
             a,
@@ -461,25 +464,14 @@ async fn injected_pods_talk_over_mtls_by_original_destination() -> anyhow::Resul
             "/dev/null",
             &admin_file.display().to_string(),
         ])?;
-        let mut c = Command::new("ip");
-        c.args([
-            "netns",
-            "exec",
-            ns,
-            "setpriv",
-            "--reuid",
-            "1337",
-            "--regid",
-            "1337",
-            "--clear-groups",
-        ])
-        .arg(envoy_binary()?)
-        .arg("-c")
-        .arg(&boot)
-        .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info"])
-        .arg("--admin-address-path")
-        .arg(&admin_file)
-        .args(["--base-id", &(tag * 10 + envoys.len() as u32).to_string()]);
+        let mut c = as_proxy_in(ns);
+        c.arg(envoy_binary()?)
+            .arg("-c")
+            .arg(&boot)
+            .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info"])
+            .arg("--admin-address-path")
+            .arg(&admin_file)
+            .args(["--base-id", &(tag * 10 + envoys.len() as u32).to_string()]);
         envoys.push((
             name.to_string(),
             admin_file,

@@ -17,6 +17,7 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::{Value, json};
 use testbed::fake_kube::FakeKube;
+use testbed::kube_control_plane::KubeControlPlane;
 use testbed::procs::{Proc, envoy_binary, wait_until, workspace_bin};
 
 const POD_IP: &str = "127.0.0.61";
@@ -95,12 +96,6 @@ fn set(args: &mut [String], flag: &str, value: &str) {
 async fn an_injected_pod_authenticates_and_reaches_synced() -> anyhow::Result<()> {
     let work = tempfile::tempdir()?;
     let fake = FakeKube::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let api = listener.local_addr()?;
-    let served = fake.clone();
-    tokio::spawn(async move { served.serve_http(listener).await });
-    let kubeconfig = work.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, FakeKube::kubeconfig(api))?;
     let mut running = pod();
     running["status"] = json!({"podIP": POD_IP});
     fake.apply(running);
@@ -110,54 +105,12 @@ async fn an_injected_pod_authenticates_and_reaches_synced() -> anyhow::Result<()
     let token = fake.mint_token("shop", "web", &["rudder"]);
 
     // The control plane, in cluster mode, with its injector.
-    let ready = work.path().join("cp.json");
-    let mut cmd = Command::new(workspace_bin("xds-server")?);
-    cmd.args(["run", "--kubernetes", "--lease-namespace", "rudder-system"])
-        .args([
-            "--xds-address",
-            "127.0.0.1:0",
-            "--ca-address",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--admin-address",
-            "127.0.0.1:0",
-            "--injector-address",
-            "127.0.0.1:0",
-        ])
-        .arg("--ready-file")
-        .arg(&ready)
-        .env("KUBECONFIG", &kubeconfig)
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .env("RUDDER_LOG", "info,xds_server=debug");
-    let cp_log = work.path().join("cp.log");
-    let mut cp = Proc::spawn_logged("xds-server", cmd, &cp_log)?;
-    let mut addrs = Value::Null;
-    let up = wait_until(Duration::from_secs(20), "the control plane", || {
-        addrs = std::fs::read_to_string(&ready)
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default();
-        let running = cp.check_running();
-        let ok = addrs["injector"].is_string();
-        async move { running.map(|()| ok) }
-    })
-    .await;
-    if let Err(e) = up {
-        anyhow::bail!("{e:#}\n{}", std::fs::read_to_string(&cp_log)?);
-    }
-    let addr = |k: &str| -> anyhow::Result<SocketAddr> {
-        Ok(addrs[k].as_str().unwrap_or_default().parse()?)
-    };
+    let cp = KubeControlPlane::start(&fake, work.path(), "info,xds_server=debug").await?;
+    let cp_log = cp.log.clone();
+    let addrs = cp.addrs.clone();
+    let addr = |k: &str| cp.addr(k);
     // Its CA lives in the Secret it created.
-    let secret = fake
-        .get("v1", "Secret", "rudder-system", "rudder-ca")
-        .expect("the CA Secret");
-    let b64 = |k: &str| -> anyhow::Result<String> {
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(secret["data"][k].as_str().unwrap_or_default())?;
-        Ok(String::from_utf8(raw)?)
-    };
+    let b64 = |k: &str| KubeControlPlane::ca_file(&fake, k);
     let bundle = b64("ca.crt")?;
 
     // The real webhook injects the pod (as the API server would call it).

@@ -4,7 +4,6 @@
 //! `xds-server agent`. Attackers bind their sockets to other 127.0.0.N addresses.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use testbed::fake_kube::FakeKube;
+use testbed::kube_control_plane::KubeControlPlane;
 use testbed::procs::{Proc, wait_until, workspace_bin};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -56,10 +56,8 @@ async fn tls_from(
 /// The control plane in cluster mode against a fake API server.
 struct ControlPlane {
     fake: FakeKube,
-    addrs: Value,
+    cp: KubeControlPlane,
     bundle: String,
-    log: PathBuf,
-    _proc: Proc,
     _work: tempfile::TempDir,
 }
 
@@ -67,72 +65,22 @@ impl ControlPlane {
     async fn start() -> anyhow::Result<Self> {
         let work = tempfile::tempdir()?;
         let fake = FakeKube::new();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let api = listener.local_addr()?;
-        let served = fake.clone();
-        tokio::spawn(async move { served.serve_http(listener).await });
-        let kubeconfig = work.path().join("kubeconfig");
-        std::fs::write(&kubeconfig, FakeKube::kubeconfig(api))?;
-        let ready = work.path().join("cp.json");
-        let mut cmd = Command::new(workspace_bin("xds-server")?);
-        cmd.args(["run", "--kubernetes", "--lease-namespace", "rudder-system"])
-            .args([
-                "--xds-address",
-                "127.0.0.1:0",
-                "--ca-address",
-                "127.0.0.1:0",
-            ])
-            .args(["--admin-address", "127.0.0.1:0"])
-            .args(["--injector-address", "127.0.0.1:0"])
-            .arg("--ready-file")
-            .arg(&ready)
-            .env("KUBECONFIG", &kubeconfig)
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .env("RUDDER_LOG", "info");
-        let log = work.path().join("cp.log");
-        let mut proc = Proc::spawn_logged("xds-server", cmd, &log)?;
-        let mut addrs = Value::Null;
-        let up = wait_until(Duration::from_secs(20), "the control plane", || {
-            addrs = std::fs::read_to_string(&ready)
-                .ok()
-                .and_then(|t| serde_json::from_str(&t).ok())
-                .unwrap_or_default();
-            let running = proc.check_running();
-            let ok = addrs["injector"].is_string() && addrs["ca"].is_string();
-            async move { running.map(|()| ok) }
-        })
-        .await;
-        if let Err(e) = up {
-            anyhow::bail!("{e:#}\n{}", std::fs::read_to_string(&log)?);
-        }
-        let secret = fake
-            .get("v1", "Secret", "rudder-system", "rudder-ca")
-            .ok_or_else(|| anyhow::anyhow!("no CA Secret"))?;
-        use base64::Engine;
-        let bundle = String::from_utf8(
-            base64::engine::general_purpose::STANDARD
-                .decode(secret["data"]["ca.crt"].as_str().unwrap_or_default())?,
-        )?;
+        let cp = KubeControlPlane::start(&fake, work.path(), "info").await?;
+        let bundle = KubeControlPlane::ca_file(&fake, "ca.crt")?;
         Ok(ControlPlane {
             fake,
-            addrs,
+            cp,
             bundle,
-            log,
-            _proc: proc,
             _work: work,
         })
     }
 
     fn addr(&self, k: &str) -> SocketAddr {
-        self.addrs[k]
-            .as_str()
-            .unwrap_or_default()
-            .parse()
-            .expect("address")
+        self.cp.addr(k).expect("address")
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.cp.log_text()
     }
 
     fn token_reviews(&self) -> usize {

@@ -273,6 +273,17 @@ mod tests {
         }
     }
 
+    /// Credential files under `/creds`.
+    fn creds() -> BootstrapTls {
+        BootstrapTls {
+            dir: "/creds".into(),
+            cert_file: "/creds/xds-client.crt".into(),
+            key_file: "/creds/xds-client.key".into(),
+            ca_file: "/creds/xds-ca.crt".into(),
+            server_id: "spiffe://cluster.local/ns/rudder-system/sa/rudder".into(),
+        }
+    }
+
     #[test]
     fn carries_identity_and_picks_the_stream_type() {
         let b = bootstrap(&params());
@@ -315,13 +326,7 @@ mod tests {
 
     #[test]
     fn with_credentials_the_workload_certificate_comes_from_the_agent() {
-        let tls = BootstrapTls {
-            dir: "/creds".into(),
-            cert_file: "/creds/xds-client.crt".into(),
-            key_file: "/creds/xds-client.key".into(),
-            ca_file: "/creds/xds-ca.crt".into(),
-            server_id: "spiffe://cluster.local/ns/rudder-system/sa/rudder".into(),
-        };
+        let tls = creds();
         let b = bootstrap(&BootstrapParams {
             tls: Some(tls),
             agent_sds: Some("/creds".into()),
@@ -353,13 +358,7 @@ mod tests {
 
     #[test]
     fn a_grpc_bootstrap_names_the_identity_the_files_and_the_server_template() {
-        let tls = BootstrapTls {
-            dir: "/creds".into(),
-            cert_file: "/creds/xds-client.crt".into(),
-            key_file: "/creds/xds-client.key".into(),
-            ca_file: "/creds/xds-ca.crt".into(),
-            server_id: "spiffe://cluster.local/ns/rudder-system/sa/rudder".into(),
-        };
+        let tls = creds();
         let p = BootstrapParams {
             tls: Some(tls.clone()),
             xds_host: "fd00::1".into(),
