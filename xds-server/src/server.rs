@@ -2,6 +2,7 @@
 //! the certificate renewer, and serves ADS (TLS with client certificates unless plain
 //! text was asked for).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -449,22 +450,28 @@ impl Shared {
     }
 }
 
-/// Live pods per `namespace/serviceaccount`: what raises an identity's memory allowance.
+/// Running pods per `namespace/serviceaccount`: what raises an identity's memory
+/// allowance (a finished pod runs nothing, as for certificates and streams).
 fn pods_per_account(model: &translator::model::Model) -> crate::xds::wire::budget::PodCounts {
-    let mut out = crate::xds::wire::budget::PodCounts::new();
-    for p in model.pods() {
-        *out.entry(format!("{}/{}", p.namespace, p.service_account))
+    let mut counts: HashMap<(&str, &str), usize> = HashMap::new();
+    for p in model.pods().filter(|p| !p.finished) {
+        *counts
+            .entry((p.namespace.as_str(), p.service_account.as_str()))
             .or_default() += 1;
     }
-    out
+    counts
+        .into_iter()
+        .map(|((ns, sa), n)| (format!("{ns}/{sa}"), n))
+        .collect()
 }
 
-/// Keeps `budget`'s pod counts up to date: after every build of the model.
+/// Keeps `budget`'s pod counts up to date: counted again after a build in which a Pod
+/// changed, not after every build.
 async fn feed_pod_counts(store: Arc<Store>, budget: Arc<crate::xds::wire::budget::Budget>) {
-    let mut builds = store.builds();
+    let mut pod_builds = store.pod_builds();
     loop {
         budget.set_pods(store.read(pods_per_account));
-        if builds.changed().await.is_err() {
+        if pod_builds.changed().await.is_err() {
             return;
         }
     }
@@ -611,5 +618,34 @@ async fn shutdown_signal() -> &'static str {
         Some(()) = async { term.as_mut()?.recv().await } => "SIGTERM",
         Some(()) = async { int.as_mut()?.recv().await } => "SIGINT",
         else => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn memory_allowances_count_running_pods_per_service_account() {
+        let pod = |name: &str, sa: &str, phase: &str| {
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: shop}}\nspec: {{serviceAccountName: {sa}, containers: [{{name: app}}]}}\nstatus: {{podIP: 10.0.0.1, phase: {phase}}}\n"
+            )
+        };
+        let yaml = [
+            pod("a-1", "a", "Running"),
+            pod("a-2", "a", "Running"),
+            pod("a-3", "a", "Succeeded"),
+            pod("b-1", "b", "Failed"),
+        ]
+        .join("---\n");
+        let mut model = translator::model::Model::new();
+        for o in &translator::model::parse_manifest(&yaml)
+            .expect("yaml")
+            .objects
+        {
+            model.apply(o).expect("valid");
+        }
+        let counts = super::pods_per_account(&model);
+        assert_eq!(counts.get("shop/a"), Some(&2));
+        assert_eq!(counts.get("shop/b"), None, "a finished pod runs nothing");
     }
 }

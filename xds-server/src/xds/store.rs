@@ -121,6 +121,8 @@ pub struct Store {
     changed: Notify,
     config: StoreConfig,
     builds: watch::Sender<u64>,
+    /// Ticks once per build in which a Pod changed.
+    pod_builds: watch::Sender<u64>,
     metrics: OnceLock<Arc<Metrics>>,
     certs: Option<Arc<CertManager>>,
     mesh: MeshConfig,
@@ -194,6 +196,7 @@ impl Store {
             changed: Notify::new(),
             config,
             builds: watch::channel(0).0,
+            pod_builds: watch::channel(0).0,
             metrics: OnceLock::new(),
             certs,
             mesh,
@@ -241,6 +244,11 @@ impl Store {
     /// Ticks once per build.
     pub fn builds(&self) -> watch::Receiver<u64> {
         self.builds.subscribe()
+    }
+
+    /// Ticks once per build in which a Pod changed (what reads pods needs no more).
+    pub fn pod_builds(&self) -> watch::Receiver<u64> {
+        self.pod_builds.subscribe()
     }
 
     /// Asks for a build without a model change.
@@ -515,6 +523,9 @@ impl Store {
             .filter(|k| k.kind == translator::model::Kind::Pod)
             .map(|k| (k.namespace.clone(), k.name.clone()))
             .collect();
+        if !changed_pods.is_empty() {
+            self.pod_builds.send_modify(|n| *n += 1);
+        }
         containment.retain(|k| model.rev(k));
         let excluded = containment.excluded();
         // Variants in use are built (a new one as a copy of its view) before the update
