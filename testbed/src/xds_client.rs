@@ -20,17 +20,18 @@ use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use xds_types::XdsType;
 
-/// Type URLs.
-pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+/// Type URL of clusters.
+pub const CLUSTER: &str = XdsType::Cluster.type_url();
 /// Type URL of endpoints.
-pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub const ENDPOINT: &str = XdsType::Endpoint.type_url();
 /// Type URL of listeners.
-pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const LISTENER: &str = XdsType::Listener.type_url();
 /// Type URL of routes.
-pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+pub const ROUTE: &str = XdsType::Route.type_url();
 /// Type URL of secrets.
-pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+pub const SECRET: &str = XdsType::Secret.type_url();
 
 /// Client credentials in a directory: `xds-client.crt`, `xds-client.key`, `xds-ca.crt`.
 #[derive(Clone, Debug)]

@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use translator::identity::{DEFAULT_OUTBOUND_PORT, ProxyIdentity, ProxyKind};
 use translator::model::{ManifestError, Model, parse_manifest};
 use translator::policy::PolicyContext;
-use translator::{MeshConfig, XdsType, outbound_routes, translate_mesh, translate_proxy};
+use translator::{MeshConfig, outbound_routes, translate_mesh, translate_proxy};
+use xds_types::XdsType;
 
 fn service(name: &str) -> String {
     format!(

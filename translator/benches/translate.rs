@@ -30,7 +30,8 @@ use translator::encoded::Encoded;
 use translator::incremental::Builder;
 use translator::model::{Egress, Model, Object, ObjectKey, ViewKey, parse_manifest};
 use translator::policy::Excluded;
-use translator::{MeshConfig, XdsType, translate_mesh};
+use translator::{MeshConfig, translate_mesh};
+use xds_types::XdsType;
 
 const NS: &str = "bench";
 const SIZES: [usize; 2] = [100, 1000];

@@ -23,9 +23,10 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 use crate::model::{Kind, MeshService, Model, ObjectKey, Protocol, ServicePort, UpstreamTls};
 use crate::policy::PolicyContext;
 use crate::protos;
-use crate::{Body, Diagnostic, MeshConfig, Resource, XdsType, endpoint, names, tls};
+use crate::{Body, Diagnostic, MeshConfig, Resource, endpoint, names, tls};
 use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::google::protobuf::UInt32Value;
+use xds_types::XdsType;
 
 /// Connect timeout for every mesh cluster: long enough for a loaded node, short enough
 /// that a dead endpoint fails fast.

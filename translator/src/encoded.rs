@@ -9,8 +9,8 @@ use std::sync::Arc;
 use envoy_types::pb::google::protobuf::Any;
 use sha2::{Digest, Sha256};
 
-use crate::XdsType;
 use crate::model::ObjectKey;
+use xds_types::XdsType;
 
 /// One resource, encoded.
 #[derive(Clone, Debug, PartialEq)]

@@ -13,7 +13,8 @@ use envoy_types::pb::google::protobuf::UInt32Value;
 
 use crate::model::{Kind, MeshService, Model, ObjectKey, ServicePort, UpstreamTls};
 use crate::protos;
-use crate::{Body, Resource, XdsType, names, tls};
+use crate::{Body, Resource, names, tls};
+use xds_types::XdsType;
 
 pub(crate) fn load_assignment(model: &Model, svc: &MeshService, port: &ServicePort) -> Resource {
     let name = names::outbound_cluster(svc, port.port);

@@ -47,7 +47,8 @@ use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use crate::identity::ProxyIdentity;
 use crate::model::{Kind, MeshService, Model, ObjectKey, Protocol, ServicePort, UpstreamTls};
 use crate::routing::{Dest, Match, NO_BACKEND, PathMatch, PortRouting};
-use crate::{Body, Diagnostic, MeshConfig, Output, Resource, XdsType, names, protos};
+use crate::{Body, Diagnostic, MeshConfig, Output, Resource, names, protos};
+use xds_types::XdsType;
 
 /// The bootstrap's `certificate_providers` key that clusters and server listeners name.
 pub const CERT_PROVIDER: &str = "rudder";

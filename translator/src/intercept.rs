@@ -35,7 +35,8 @@ use crate::identity::ProxyIdentity;
 use crate::listener::{inbound_filter, outbound_hcm, tcp_proxy, tls_inspector};
 use crate::model::{Kind, Model, ObjectKey, Protocol};
 use crate::tls::{self, MtlsMode};
-use crate::{Body, Resource, XdsType, endpoint, names, protos};
+use crate::{Body, Resource, endpoint, names, protos};
+use xds_types::XdsType;
 
 /// The inbound listener's name.
 pub const INBOUND_LISTENER: &str = "inbound";

@@ -39,86 +39,10 @@ use envoy_types::pb::google::protobuf::Any;
 use prost::{Message, Name};
 
 pub use names::{OUTBOUND_LISTENER, OUTBOUND_ROUTE, inbound as inbound_name, outbound_cluster};
+use xds_types::XdsType;
 
 use identity::ProxyIdentity;
 use model::Model;
-
-/// The xDS resource types Rudder serves, in make-before-break order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum XdsType {
-    /// SDS: `envoy.extensions.transport_sockets.tls.v3.Secret`
-    Secret,
-    /// CDS: `envoy.config.cluster.v3.Cluster`
-    Cluster,
-    /// EDS: `envoy.config.endpoint.v3.ClusterLoadAssignment`
-    Endpoint,
-    /// LDS: `envoy.config.listener.v3.Listener`
-    Listener,
-    /// RDS: `envoy.config.route.v3.RouteConfiguration`
-    Route,
-}
-
-impl XdsType {
-    /// All types, in push order.
-    pub const ALL: [XdsType; 5] = [
-        XdsType::Secret,
-        XdsType::Cluster,
-        XdsType::Endpoint,
-        XdsType::Listener,
-        XdsType::Route,
-    ];
-
-    /// The type URL.
-    pub fn type_url(self) -> &'static str {
-        match self {
-            XdsType::Secret => {
-                "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
-            }
-            XdsType::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
-            XdsType::Endpoint => {
-                "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
-            }
-            XdsType::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
-            XdsType::Route => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
-        }
-    }
-
-    /// The type for a type URL.
-    pub fn from_type_url(url: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.type_url() == url)
-    }
-
-    /// The short name used in logs (`CDS`, `EDS`, `LDS`, `RDS`).
-    pub fn short(self) -> &'static str {
-        match self {
-            XdsType::Secret => "SDS",
-            XdsType::Cluster => "CDS",
-            XdsType::Endpoint => "EDS",
-            XdsType::Listener => "LDS",
-            XdsType::Route => "RDS",
-        }
-    }
-
-    /// Whether a client that names no resources wants all of them (LDS, CDS).
-    pub fn wildcard_by_default(self) -> bool {
-        matches!(self, XdsType::Cluster | XdsType::Listener)
-    }
-
-    /// Where a resource points: the type its `refs` name, if any.
-    pub fn refers_to(self) -> Option<XdsType> {
-        match self {
-            XdsType::Cluster => Some(XdsType::Endpoint),
-            XdsType::Endpoint | XdsType::Secret => None,
-            XdsType::Listener | XdsType::Route => Some(XdsType::Cluster),
-        }
-    }
-}
-
-impl fmt::Display for XdsType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.short())
-    }
-}
 
 /// The message of one emitted resource.
 #[derive(Clone, Debug, PartialEq)]

@@ -29,7 +29,8 @@ use crate::identity::ProxyIdentity;
 use crate::model::{Kind, Model, ObjectKey, Protocol, TargetPort};
 use crate::protos;
 use crate::tls::{self, MtlsMode};
-use crate::{Body, Diagnostic, MeshConfig, Output, Resource, XdsType, cluster, names};
+use crate::{Body, Diagnostic, MeshConfig, Output, Resource, cluster, names};
+use xds_types::XdsType;
 
 pub(crate) fn hcm(stat_prefix: String, routes: RouteSpecifier, inbound: bool) -> Filter {
     let manager = HttpConnectionManager {

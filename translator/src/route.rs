@@ -34,7 +34,8 @@ use crate::routing::{self, Dest, HeaderEdits, Match, PathMatch, PortRouting, Ret
 use crate::endpoint::{self, PodAddress};
 use crate::model::{Kind, MeshService, Model, ObjectKey, Protocol, ServicePort};
 use crate::protos;
-use crate::{Body, Diagnostic, Output, Resource, XdsType, names};
+use crate::{Body, Diagnostic, Output, Resource, names};
+use xds_types::XdsType;
 
 /// The names a client may use for `svc` on `port`, in order, each with whether only
 /// clients in the Service's own namespace may use it (the short name, as Kubernetes DNS

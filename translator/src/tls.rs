@@ -18,7 +18,8 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher:
 use envoy_types::pb::google::protobuf::BoolValue;
 
 use crate::protos;
-use crate::{Body, Resource, XdsType};
+use crate::{Body, Resource};
+use xds_types::XdsType;
 
 /// SDS name of a proxy's own certificate and key.
 pub const CERT_SECRET: &str = "default";

@@ -10,7 +10,8 @@ use translator::encoded::Encoded;
 use translator::identity::{DEFAULT_OUTBOUND_PORT, ProxyIdentity, ProxyKind};
 use translator::incremental::Builder;
 use translator::model::{Egress, Model, Object, ObjectKey, ViewKey, parse_manifest};
-use translator::{MeshConfig, XdsType, outbound_routes, translate_mesh, translate_proxy};
+use translator::{MeshConfig, outbound_routes, translate_mesh, translate_proxy};
+use xds_types::XdsType;
 
 fn objects(dir: &Path) -> Vec<Object> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use crate::encoded::{Encoded, TypeMap};
 use crate::identity::ProxyIdentity;
 use crate::model::{Model, ViewKey};
-use crate::{Diagnostic, Resource, XdsType};
+use crate::{Diagnostic, Resource};
+use xds_types::XdsType;
 
 /// One change to a type's resources.
 #[derive(Clone, Debug, PartialEq)]

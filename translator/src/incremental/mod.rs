@@ -41,7 +41,8 @@ use crate::identity::ProxyIdentity;
 use crate::model::{Kind, MeshService, Model, ObjectKey, ViewKey};
 use crate::policy::{Excluded, PolicyContext};
 use crate::route::VhostPart;
-use crate::{Diagnostic, MeshConfig, XdsType, cluster, endpoint, listener, route};
+use crate::{Diagnostic, MeshConfig, cluster, endpoint, listener, route};
+use xds_types::XdsType;
 
 mod changes;
 mod select;

@@ -10,7 +10,8 @@ use crate::encoded::{Encoded, TypeMap};
 use crate::model::{Model, ViewKey};
 use crate::policy::{Excluded, PolicyContext, SplitState};
 use crate::route::VhostPart;
-use crate::{XdsType, cluster, route};
+use crate::{cluster, route};
+use xds_types::XdsType;
 
 /// One view: its maps, which names in them belong to which Service, and what it leaves
 /// out.

@@ -20,8 +20,8 @@ use envoy_types::pb::google::protobuf::Any;
 use futures::Stream;
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
-use translator::XdsType;
 use translator::tls::CERT_SECRET;
+use xds_types::XdsType;
 
 /// The credentials the agent holds now, as the SDS resource (None before the first).
 #[derive(Clone, Debug, Default)]

@@ -9,8 +9,8 @@ use anyhow::{Context, bail};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use envoy_types::pb::envoy::service::status::v3::ClientStatusRequest;
 use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_client::ClientStatusDiscoveryServiceClient;
-use translator::XdsType;
 use xds_server::cli::ctl;
+use xds_types::XdsType;
 
 /// Inspect the xDS config Rudder sends to each proxy, and what each proxy did with it.
 ///
@@ -205,9 +205,7 @@ async fn run(args: Args) -> anyhow::Result<u8> {
             let types = types
                 .iter()
                 .map(|t| {
-                    XdsType::ALL
-                        .into_iter()
-                        .find(|k| k.short().eq_ignore_ascii_case(t))
+                    XdsType::from_short(t)
                         .with_context(|| format!("--type {t}: expected sds, cds, eds, lds or rds"))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;

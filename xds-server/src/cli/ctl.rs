@@ -9,7 +9,7 @@ use envoy_types::pb::envoy::service::status::v3::{
     ClientConfig, ConfigStatus, client_config::GenericXdsConfig,
 };
 use serde_json::{Value, json};
-use translator::XdsType;
+use xds_types::XdsType;
 
 use crate::observability::csds::{META_IDENTITY, META_STREAM};
 

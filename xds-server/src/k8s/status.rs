@@ -433,8 +433,8 @@ async fn patch_route(
 
 #[cfg(test)]
 mod tests {
-    use translator::XdsType;
     use translator::model::parse_manifest;
+    use xds_types::XdsType;
 
     use super::*;
     use crate::xds::store::StoreConfig;

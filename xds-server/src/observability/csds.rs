@@ -17,7 +17,7 @@ use envoy_types::pb::google::protobuf::{Any, Timestamp, Value, value::Kind as Va
 use futures::Stream;
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
-use translator::XdsType;
+use xds_types::XdsType;
 
 use crate::observability::registry::{Proxy, ProxyRegistry};
 

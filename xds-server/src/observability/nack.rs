@@ -6,7 +6,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use translator::XdsType;
+use xds_types::XdsType;
 
 use crate::xds::stream::Rejection;
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use translator::XdsType;
+use xds_types::XdsType;
 
 use crate::xds::stream::ResourceView;
 

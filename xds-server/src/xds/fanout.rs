@@ -14,10 +14,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use translator::XdsType;
 use translator::encoded::{Encoded, TypeMap};
 use translator::incremental::{Changes, Own, ViewMaps};
 use translator::model::ViewKey;
+use xds_types::XdsType;
 
 /// How many versions of change sets a view keeps for streams that fall behind.
 pub const HISTORY: usize = 16;

@@ -18,8 +18,8 @@ use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use crate::xds::wire::sotw_request::SotwRequest;
 use tokio::sync::mpsc;
 use tonic::{Request, Status};
-use translator::XdsType;
 use translator::identity::ProxyIdentity;
+use xds_types::XdsType;
 
 use crate::observability::metrics::{Metrics, TypeLabel};
 use crate::observability::nack::NackLog;

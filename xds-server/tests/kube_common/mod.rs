@@ -18,7 +18,7 @@ pub(crate) use prost::Message;
 pub(crate) use serde_json::{Value, json};
 pub(crate) use testbed::fake_kube::FakeKube;
 pub(crate) use tokio::sync::mpsc;
-pub(crate) use translator::XdsType;
+pub(crate) use xds_types::XdsType;
 pub(crate) use xds_server::k8s::lease::{LeaseConfig, try_acquire};
 pub(crate) use xds_server::k8s::watch::KubeScope;
 pub(crate) use xds_server::xds::store::{Store, StoreConfig};

@@ -1,8 +1,8 @@
 use std::time::Duration;
 
-use translator::XdsType;
 use translator::identity::{ProxyIdentity, ProxyKind};
 use translator::model::parse_manifest;
+use xds_types::XdsType;
 
 use super::*;
 use crate::xds::stream::Rejection;

@@ -12,12 +12,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
-use translator::XdsType;
 use translator::encoded::Encoded;
+use xds_types::XdsType;
 
-use super::{
-    Event, Held, HeldSet, NameBytes, NameSet, OrderWait, Refusal, Rejection, index, ready,
-};
+use super::{Event, Held, HeldSet, NameBytes, NameSet, OrderWait, Refusal, Rejection, ready};
 use crate::xds::fanout::{Desired, OwnVersion, ViewVersion};
 use crate::xds::wire::frames::DeltaResponse;
 
@@ -122,11 +120,11 @@ impl DeltaStream {
     }
 
     fn st(&self, kind: XdsType) -> &TypeState {
-        &self.types[index(kind)]
+        &self.types[kind.index()]
     }
 
     fn st_mut(&mut self, kind: XdsType) -> &mut TypeState {
-        &mut self.types[index(kind)]
+        &mut self.types[kind.index()]
     }
 
     /// What the stream serves.
@@ -507,7 +505,7 @@ impl DeltaStream {
 
     /// The names to look at for `kind` now.
     fn candidates(&mut self, kind: XdsType) -> Vec<Arc<str>> {
-        let st = &mut self.types[index(kind)];
+        let st = &mut self.types[kind.index()];
         let mut names: HashSet<Arc<str>> = std::mem::take(&mut st.dirty);
         if std::mem::take(&mut st.resync) {
             names.extend(st.held.keys().cloned());
@@ -533,7 +531,7 @@ impl DeltaStream {
         let mut resources = Vec::new();
         let mut removed = Vec::new();
         for name in names {
-            let st = &self.types[index(kind)];
+            let st = &self.types[kind.index()];
             let want = if st.in_scope(&name) {
                 self.desired.get(kind, &name)
             } else {
@@ -553,7 +551,7 @@ impl DeltaStream {
                         super::pinned_by(
                             super::holders_of(kind)
                                 .iter()
-                                .map(|h| &self.types[index(*h)].held),
+                                .map(|h| &self.types[h.index()].held),
                         )
                     });
                     // A pinned name is looked at again when what pins it is released.

@@ -1,7 +1,7 @@
 use std::time::Instant;
 
 use crate::xds::wire::frames::DeltaResponse as DeltaDiscoveryResponse;
-use translator::XdsType::{Cluster, Endpoint, Listener, Route};
+use xds_types::XdsType::{Cluster, Endpoint, Listener, Route};
 
 use super::Event;
 use super::delta::DeltaStream;
@@ -21,7 +21,7 @@ fn items(r: &DeltaDiscoveryResponse) -> Vec<String> {
 }
 
 fn ack(s: &mut DeltaStream, r: &DeltaDiscoveryResponse) -> super::delta::Step {
-    let kind = translator::XdsType::from_type_url(r.type_url).expect("type");
+    let kind = xds_types::XdsType::from_type_url(r.type_url).expect("type");
     s.on_request(&delta(kind, &[], &r.nonce), Instant::now())
 }
 

@@ -271,7 +271,7 @@ impl HeldSet {
 mod tests {
     use std::collections::BTreeMap;
 
-    use translator::XdsType;
+    use xds_types::XdsType;
 
     use super::*;
 

@@ -26,8 +26,8 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use translator::XdsType;
 use translator::encoded::{Encoded, Source};
+use xds_types::XdsType;
 
 use crate::xds::fanout::Desired;
 pub(crate) use held::{Held, HeldSet};
@@ -236,7 +236,7 @@ pub(crate) fn released(
     holder: XdsType,
     old: &Encoded,
 ) -> Option<(XdsType, Vec<Arc<str>>)> {
-    let target = pinned_kind(holder)?;
+    let target = holder.refers_to()?;
     let freed: Vec<Arc<str>> = old
         .refs
         .iter()
@@ -244,15 +244,6 @@ pub(crate) fn released(
         .cloned()
         .collect();
     (!freed.is_empty()).then_some((target, freed))
-}
-
-/// The type a holder's references name.
-pub(crate) fn pinned_kind(holder: XdsType) -> Option<XdsType> {
-    match holder {
-        XdsType::Listener | XdsType::Route => Some(XdsType::Cluster),
-        XdsType::Cluster => Some(XdsType::Endpoint),
-        XdsType::Endpoint | XdsType::Secret => None,
-    }
 }
 
 /// Whether every Cluster that `refs` names (and its endpoints) is held by the proxy, or
@@ -328,17 +319,6 @@ pub struct ResourceView {
     pub inflight: bool,
     /// The proxy's error, if it rejected the version it should hold.
     pub rejected: Option<Arc<str>>,
-}
-
-/// Index of a type in per-type arrays.
-pub(crate) fn index(kind: XdsType) -> usize {
-    match kind {
-        XdsType::Secret => 0,
-        XdsType::Cluster => 1,
-        XdsType::Endpoint => 2,
-        XdsType::Listener => 3,
-        XdsType::Route => 4,
-    }
 }
 
 #[cfg(test)]

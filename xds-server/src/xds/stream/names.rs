@@ -12,9 +12,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use translator::XdsType;
+use xds_types::XdsType;
 
-use super::{Refusal, index};
+use super::Refusal;
 use crate::xds::wire::budget::{Charge, NAME_OVERHEAD};
 
 /// A set of resource names (shared `Arc<str>`s, no copies), sorted.
@@ -112,7 +112,7 @@ impl NameBytes {
 
     /// Bytes and count of `kind`'s names.
     pub(crate) fn of(&self, kind: XdsType) -> (usize, usize) {
-        self.per_type[index(kind)]
+        self.per_type[kind.index()]
     }
 
     /// Bytes of names in all types.
@@ -124,7 +124,7 @@ impl NameBytes {
     /// `kind`'s names become `bytes` in `count` names, if the stream's total stays within
     /// the limit and the identity's budget takes the charge; else nothing changes.
     pub(crate) fn set(&mut self, kind: XdsType, bytes: usize, count: usize) -> Result<(), Refusal> {
-        let i = index(kind);
+        let i = kind.index();
         let mut next = self.per_type;
         next[i] = (bytes, count);
         let total: usize = next.iter().map(|(b, _)| b).sum();

@@ -18,12 +18,11 @@ use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 
 use crate::xds::wire::frames::SotwResponse;
 use crate::xds::wire::sotw_request::SotwRequest;
-use translator::XdsType;
 use translator::encoded::{Encoded, element_digest};
+use xds_types::XdsType;
 
 use super::{
-    Event, Held, HeldSet, NameBytes, NameSet, OrderWait, Refusal, Rejection, ResourceView, index,
-    ready,
+    Event, Held, HeldSet, NameBytes, NameSet, OrderWait, Refusal, Rejection, ResourceView, ready,
 };
 use crate::xds::fanout::{Desired, OwnVersion, ViewVersion};
 
@@ -98,11 +97,6 @@ pub struct SotwStream {
     full_resend: bool,
 }
 
-/// Whether a type is sent as a whole set.
-fn full_set(kind: XdsType) -> bool {
-    matches!(kind, XdsType::Listener | XdsType::Cluster)
-}
-
 /// One name's part of a subscription signature: its shared pointer, spread by an odd
 /// multiplier (a bijection, so two different names never give the same part).
 fn name_sig(name: &Arc<str>) -> u64 {
@@ -160,11 +154,11 @@ impl SotwStream {
     }
 
     fn st(&self, kind: XdsType) -> &TypeState {
-        &self.types[index(kind)]
+        &self.types[kind.index()]
     }
 
     fn st_mut(&mut self, kind: XdsType) -> &mut TypeState {
-        &mut self.types[index(kind)]
+        &mut self.types[kind.index()]
     }
 
     /// What the stream serves.
@@ -584,7 +578,7 @@ impl SotwStream {
                 let pinned = super::pinned_by(
                     super::holders_of(kind)
                         .iter()
-                        .map(|h| &self.types[index(*h)].held),
+                        .map(|h| &self.types[h.index()].held),
                 );
                 set.extend(gone.into_iter().filter(|r| pinned.contains(&r.name)));
             }
@@ -623,7 +617,7 @@ impl SotwStream {
 
     /// The response for a named type, if one is due: only what changed.
     fn candidate_named(&mut self, kind: XdsType) -> Option<Sent> {
-        let st = &mut self.types[index(kind)];
+        let st = &mut self.types[kind.index()];
         let first = !st.responded;
         let resync = std::mem::take(&mut st.resync) || first;
         let forced = std::mem::take(&mut st.force) || self.full_resend;
@@ -708,7 +702,7 @@ impl SotwStream {
             if stage_one && lower_busy {
                 continue;
             }
-            let candidate = if full_set(kind) {
+            let candidate = if kind.full_set() {
                 self.candidate_full(kind)
             } else {
                 self.candidate_named(kind)

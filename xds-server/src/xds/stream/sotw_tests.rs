@@ -1,7 +1,7 @@
 use std::time::{Duration, Instant};
 
 use crate::xds::wire::frames::SotwResponse as DiscoveryResponse;
-use translator::XdsType::{Cluster, Endpoint, Listener, Route};
+use xds_types::XdsType::{Cluster, Endpoint, Listener, Route};
 
 use super::Event;
 use super::sotw::SotwStream;
@@ -23,7 +23,7 @@ fn synced(
     eds: &[&str],
 ) -> (
     SotwStream,
-    std::collections::BTreeMap<translator::XdsType, (String, String)>,
+    std::collections::BTreeMap<xds_types::XdsType, (String, String)>,
 ) {
     let now = Instant::now();
     let mut last = std::collections::BTreeMap::new();
@@ -36,7 +36,7 @@ fn synced(
     ] {
         let step = s.on_request(&sotw(kind, names, "", ""), now);
         for resp in step.responses {
-            let kind = translator::XdsType::from_type_url(resp.type_url).expect("type");
+            let kind = xds_types::XdsType::from_type_url(resp.type_url).expect("type");
             let names: Vec<&str> = match kind {
                 Endpoint => eds.to_vec(),
                 Route => vec!["r"],

@@ -8,10 +8,10 @@ use std::time::Instant;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use envoy_types::pb::google::rpc::Status;
-use translator::XdsType;
 use translator::encoded::{Encoded, TypeMap};
 use translator::incremental::{Changes, Own, Update, ViewMaps};
 use translator::model::{Egress, ViewKey};
+use xds_types::XdsType;
 
 use crate::xds::fanout::{Desired, OwnVersion, ViewVersion};
 

@@ -173,7 +173,7 @@ mod tests {
         DeltaDiscoveryResponse, DiscoveryResponse, Resource,
     };
     use prost::Message;
-    use translator::XdsType;
+    use xds_types::XdsType;
 
     use super::*;
     use crate::xds::stream::test_support::{cla, cluster};

@@ -158,11 +158,12 @@ impl Message for SotwRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use xds_types::XdsType;
 
     fn request(names: &[&str]) -> DiscoveryRequest {
         DiscoveryRequest {
             version_info: "v1".into(),
-            type_url: "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment".into(),
+            type_url: XdsType::Endpoint.type_url().into(),
             response_nonce: "7".into(),
             resource_names: names.iter().map(|n| n.to_string()).collect(),
             ..Default::default()

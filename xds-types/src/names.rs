@@ -1,0 +1,23 @@
+//! The names Rudder gives the resources every sidecar shares, so that the translator that
+//! makes them and the tools and tests that look them up agree.
+
+/// The outbound RouteConfiguration every Envoy sidecar's outbound listener uses.
+pub const OUTBOUND_ROUTE: &str = "outbound";
+/// The outbound listener.
+pub const OUTBOUND_LISTENER: &str = "outbound";
+
+/// `outbound|PORT||FQDN`: the Cluster (and its EDS name) of one service port.
+pub fn outbound_cluster(fqdn: &str, port: u16) -> String {
+    format!("outbound|{port}||{fqdn}")
+}
+
+/// `outbound|PORT|IP|FQDN`: the Cluster of one pod of a headless Service, called by its
+/// own address on its own port.
+pub fn pod_cluster(fqdn: &str, port: u16, ip: std::net::IpAddr) -> String {
+    format!("outbound|{port}|{ip}|{fqdn}")
+}
+
+/// `inbound|PORT`: the inbound listener, route and cluster for one target port.
+pub fn inbound(port: u16) -> String {
+    format!("inbound|{port}")
+}
