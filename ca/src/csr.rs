@@ -10,7 +10,7 @@ use rcgen::{CertificateParams, DistinguishedName, KeyPair, PKCS_ECDSA_P256_SHA25
 use x509_parser::der_parser::oid;
 use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension};
 
-use crate::SpiffeId;
+use crate::spiffe::SpiffeId;
 
 /// Largest request accepted, PEM (a P-256 request with one URI is well under 1 KiB).
 pub const MAX_REQUEST_PEM_BYTES: usize = 8 << 10;
@@ -102,7 +102,7 @@ pub fn check(csr_pem: &str, id: &SpiffeId) -> Result<CheckedRequest, CsrError> {
     if pem.label != "CERTIFICATE REQUEST" {
         return Err(CsrError::Malformed(format!(
             "a {} block, not CERTIFICATE REQUEST",
-            crate::clip(&pem.label, 64)
+            crate::error::clip(&pem.label, 64)
         )));
     }
     let (_, req) =
@@ -142,7 +142,7 @@ pub fn check(csr_pem: &str, id: &SpiffeId) -> Result<CheckedRequest, CsrError> {
     if names != [expected.clone()] {
         let asked = names
             .iter()
-            .map(|n| crate::clip(n, 256))
+            .map(|n| crate::error::clip(n, 256))
             .collect::<Vec<_>>()
             .join(", ");
         return Err(CsrError::Identity {

@@ -4,6 +4,10 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use super::csr::{CsrError, KeyAndRequest, check};
 use super::*;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, IsCa, KeyPair, PKCS_ECDSA_P256_SHA256,
+    SanType,
+};
 
 fn id(sa: &str) -> SpiffeId {
     SpiffeId::new("cluster.local", "shop", sa).expect("id")

@@ -3,6 +3,7 @@ use std::time::{Duration, SystemTime};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use super::*;
+use crate::certs::DEFAULT_LIFETIME;
 
 fn der_of(pem: &str) -> Vec<Vec<u8>> {
     x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes())

@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 use rcgen::KeyPair;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
-use crate::{CaError, SpiffeId};
+use crate::error::CaError;
+use crate::spiffe::SpiffeId;
 
 fn load(what: &'static str, message: impl ToString) -> CaError {
     CaError::Load {

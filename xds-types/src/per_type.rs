@@ -3,7 +3,7 @@
 
 use std::ops::{Index, IndexMut};
 
-use crate::XdsType;
+use crate::kind::XdsType;
 
 /// One `T` for each [`XdsType`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
