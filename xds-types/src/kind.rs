@@ -97,7 +97,7 @@ impl XdsType {
         XdsType::Route,
     ];
 
-    /// Its place in push order, `0..COUNT`: the slot of a [`PerType`].
+    /// Its place in push order, `0..COUNT`: the slot of a [`PerType`](crate::PerType).
     pub const fn index(self) -> usize {
         self as usize
     }

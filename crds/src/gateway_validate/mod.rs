@@ -1,7 +1,7 @@
 //! Validation of HTTPRoute and GRPCRoute specs: what the upstream schema and CEL rules
 //! enforce (repeated for the manifest directory, which has no API server), the limits of
 //! what Rudder emits (Envoy's regex engine, header names Envoy will not modify), and
-//! what Rudder does not implement ([`FieldError::unsupported`]). Errors name the field.
+//! what Rudder does not implement (`FieldError::unsupported`). Errors name the field.
 
 use crate::FieldError;
 use crate::gateway::{
