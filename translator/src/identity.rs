@@ -1,11 +1,14 @@
 //! Who a proxy is: parsed once from the xDS `Node` it sends, then handed to the
 //! translator. The node's metadata carries the pod it runs beside and, on one machine,
-//! where it listens; `xds-server bootstrap` writes exactly these keys.
+//! where it listens; `xds-server bootstrap` writes exactly these keys. Also the view
+//! ([`ViewKey`]) a proxy belongs to.
 
 use std::net::IpAddr;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{Value, value::Kind as ValueKind};
+
+use crate::model::{Model, NameRule, ViewKey};
 
 /// Node metadata key: the pod's namespace (required).
 pub const META_NAMESPACE: &str = "rudder.dev/namespace";
@@ -194,7 +197,6 @@ impl ProxyIdentity {
         let service_account = get(META_SERVICE_ACCOUNT)
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "default".into());
-        use crate::model::NameRule;
         for (key, value, rule) in [
             (META_NAMESPACE, &namespace, NameRule::Label),
             (META_POD, &pod, NameRule::Subdomain),
@@ -234,6 +236,20 @@ impl ProxyIdentity {
             app_address,
             node_id: id,
         })
+    }
+}
+
+/// The view a proxy belongs to: its namespace, its pod's declared egress and its client
+/// kind.
+pub fn view_key(model: &Model, proxy: &ProxyIdentity) -> ViewKey {
+    ViewKey {
+        namespace: proxy.namespace.clone(),
+        egress: model
+            .pod(&proxy.namespace, &proxy.pod)
+            .map(|p| p.egress.clone())
+            .unwrap_or_default(),
+        grpc: proxy.kind == ProxyKind::Grpc,
+        variant: None,
     }
 }
 

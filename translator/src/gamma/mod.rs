@@ -26,20 +26,16 @@
 //!   routes take every HTTP port. A rule's `timeouts` and `retry` override the port's
 //!   RetryPolicy for that rule; rules without them keep the RetryPolicy's.
 
-mod backends;
-mod status;
-mod view;
-
-pub(crate) use status::route_status;
+pub(crate) mod backends;
+pub(crate) mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crds::gateway::ParentReference;
 use crds::{ConditionReason, RetryPolicy};
 
-use crate::model::{Kind, MeshService, Model, NsName, ObjectKey, Protocol, ServicePort};
-use crate::policy::{Excluded, PolicyContext};
-use crate::routing::{Dest, NO_BACKEND, PortRouting, Rule};
+use crate::model::{Excluded, Kind, MeshService, Model, NsName, ObjectKey, Protocol, ServicePort};
+use crate::routing::ir::{Backend, BackendFacts, Dest, PortRouting, Rule, duration, retry};
 use view::{Rank, RouteView};
 
 /// One rule (one of its matches) attached to a Service port.
@@ -48,8 +44,8 @@ pub(crate) struct Attached {
     /// The Service port it applies to.
     pub port: u16,
     pub rule: Rule,
-    /// Clusters among its destinations that proxyless gRPC clients are not offered.
-    pub not_grpc: Vec<String>,
+    /// Facts about the backends among its destinations, each cluster once.
+    pub backends: Vec<BackendFacts>,
 }
 
 /// The routes attached to one Service, merged and in precedence order per port.
@@ -70,22 +66,9 @@ impl ServiceRoutes {
 /// Routes by Service (namespace, name).
 pub(crate) type RouteState = BTreeMap<NsName, ServiceRoutes>;
 
-/// Escapes `s` for use as a literal in an RE2 expression.
-pub(crate) fn regex_quote(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            let special = "\\.+*?()|[]{}^$".contains(c);
-            special
-                .then_some('\\')
-                .into_iter()
-                .chain(std::iter::once(c))
-        })
-        .collect()
-}
-
 /// The Service and HTTP ports a Service parentRef of a route in `route_ns` attaches to,
 /// or why it does not (reason, message naming the field).
-fn attach(
+pub(crate) fn attach(
     model: &Model,
     route_ns: &str,
     index: usize,
@@ -159,7 +142,7 @@ type Target = (NsName, u16);
 /// [`MAX_RENDERED_BYTES`](crds::gateway_validate::MAX_RENDERED_BYTES) over the Service
 /// ports it attaches to (validation counts parentRefs; a parentRef without a port covers
 /// every HTTP port of its Service).
-fn too_large(route: &RouteView<'_>, ports: usize) -> Option<String> {
+pub(crate) fn too_large(route: &RouteView<'_>, ports: usize) -> Option<String> {
     let total = route.rendered.saturating_mul(ports);
     (total > crds::gateway_validate::MAX_RENDERED_BYTES).then(|| {
         format!(
@@ -173,7 +156,7 @@ fn too_large(route: &RouteView<'_>, ports: usize) -> Option<String> {
 /// The Service ports each route attaches to, in `routes` order, GRPCRoutes taking their
 /// ports from HTTPRoutes (a route too large for its ports attaches nowhere); and which
 /// GRPCRoute took each port.
-fn attachments(
+pub(crate) fn attachments(
     model: &Model,
     routes: &[RouteView<'_>],
 ) -> (Vec<BTreeSet<Target>>, BTreeMap<Target, ObjectKey>) {
@@ -249,7 +232,7 @@ pub(crate) fn resolve(model: &Model, excluded: &Excluded) -> RouteState {
                                 dest: resolved.dest.clone(),
                                 extra: Some(extra.clone()),
                             },
-                            not_grpc: resolved.not_grpc.clone(),
+                            backends: resolved.backends.clone(),
                         },
                         *rank,
                     ));
@@ -276,7 +259,7 @@ pub(crate) fn resolve(model: &Model, excluded: &Excluded) -> RouteState {
 /// The routing of one Service port from its attached routes, or `None` when no route
 /// applies to it.
 pub(crate) fn port_routing(
-    policy: &PolicyContext,
+    routes: &RouteState,
     svc: &MeshService,
     port: &ServicePort,
     retry_obj: Option<&RetryPolicy>,
@@ -284,9 +267,7 @@ pub(crate) fn port_routing(
     if port.protocol == Protocol::Tcp {
         return None;
     }
-    let attached = policy
-        .routes
-        .get(&(svc.namespace.clone(), svc.name.clone()))?;
+    let attached = routes.get(&(svc.namespace.clone(), svc.name.clone()))?;
     let applies: Vec<&Attached> = attached
         .rules
         .iter()
@@ -297,7 +278,7 @@ pub(crate) fn port_routing(
     }
     let mut sources = vec![ObjectKey::new(Kind::Service, &svc.namespace, &svc.name)];
     let mut refs = Vec::new();
-    let mut not_grpc: Vec<String> = Vec::new();
+    let mut backends: Vec<BackendFacts> = Vec::new();
     for a in &applies {
         if let Some(src) = a.rule.extra.as_ref().and_then(|e| e.source.as_ref())
             && !sources.contains(src)
@@ -306,20 +287,22 @@ pub(crate) fn port_routing(
         }
         match &a.rule.dest {
             Dest::Cluster(c) => refs.push(c.clone()),
-            Dest::Weighted(w) => refs.extend(w.iter().map(|(c, _)| c.clone())),
-            Dest::Status(_) => {}
+            // A share that fails has nothing to wait for.
+            Dest::Weighted(w) => refs.extend(w.iter().filter_map(|(b, _)| match b {
+                Backend::Cluster(c) => Some(c.clone()),
+                Backend::Missing => None,
+            })),
+            Dest::NoBackend | Dest::Status(_) => {}
         }
         if let Some(e) = &a.rule.extra {
             refs.extend(e.mirrors.iter().map(|(c, _)| c.clone()));
         }
-        for c in &a.not_grpc {
-            if !not_grpc.contains(c) {
-                not_grpc.push(c.clone());
+        for b in &a.backends {
+            if !backends.iter().any(|x| x.cluster == b.cluster) {
+                backends.push(b.clone());
             }
         }
     }
-    // The cluster that never exists is nothing to wait for.
-    refs.retain(|c| c != NO_BACKEND);
     if let Some(p) = retry_obj {
         sources.push(ObjectKey::new(
             Kind::RetryPolicy,
@@ -331,11 +314,11 @@ pub(crate) fn port_routing(
         name: format!("{}:{}", svc.fqdn(), port.port),
         protocol: port.protocol,
         rules: applies.into_iter().map(|a| a.rule.clone()).collect(),
-        retry: retry_obj.map(crate::routing::retry),
-        timeout: retry_obj.and_then(|p| crate::routing::duration(p.spec.timeout.as_deref())),
+        retry: retry_obj.map(retry),
+        timeout: retry_obj.and_then(|p| duration(p.spec.timeout.as_deref())),
         refs,
         sources,
-        not_grpc,
+        backends,
     })
 }
 

@@ -36,13 +36,20 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::encoded::{Encoded, TypeMap};
-use crate::identity::ProxyIdentity;
-use crate::model::{Kind, MeshService, Model, ObjectKey, ViewKey};
-use crate::policy::{Excluded, PolicyContext};
-use crate::route::VhostPart;
-use crate::{Diagnostic, MeshConfig, cluster, endpoint, listener, route};
 use xds_types::XdsType;
+
+use crate::encoded::{Encoded, TypeMap};
+use crate::envoy::route::{self, VhostPart};
+use crate::envoy::{cluster, listener};
+use crate::grpc;
+use crate::identity::{ProxyIdentity, ProxyKind};
+use crate::mesh::MeshConfig;
+use crate::model::{Excluded, Kind, MeshService, Model, ObjectKey, ViewKey};
+use crate::output::Diagnostic;
+use crate::policy::context::PolicyContext;
+use crate::policy::port::port_routings;
+use crate::render::endpoint;
+use crate::routing::ir::PortRouting;
 
 mod changes;
 mod select;
@@ -144,12 +151,14 @@ fn policy_changes(
     new: &PolicyContext,
     changed_services: &BTreeSet<NsName>,
 ) -> BTreeSet<NsName> {
+    // Every part of the context, named, so a part added later cannot be missed here.
+    let PolicyContext {
+        splits,
+        retry_winners,
+        routes,
+    } = new;
     let mut out = BTreeSet::new();
-    for k in old.splits.keys().chain(new.splits.keys()) {
-        if old.splits.get(k) != new.splits.get(k) {
-            out.insert(k.clone());
-        }
-    }
+    out.extend(differing(&old.splits, splits).cloned());
     for p in [old, new] {
         for ((ns, apex), s) in &p.splits {
             if s.backends
@@ -160,17 +169,21 @@ fn policy_changes(
             }
         }
     }
-    for k in old.routes.keys().chain(new.routes.keys()) {
-        if old.routes.get(k) != new.routes.get(k) {
-            out.insert(k.clone());
-        }
-    }
-    for k in old.retry_winners.keys().chain(new.retry_winners.keys()) {
-        if old.retry_winners.get(k) != new.retry_winners.get(k) {
-            out.insert((k.0.clone(), k.1.clone()));
-        }
-    }
+    out.extend(differing(&old.routes, routes).cloned());
+    out.extend(
+        differing(&old.retry_winners, retry_winners).map(|(ns, svc, _)| (ns.clone(), svc.clone())),
+    );
     out
+}
+
+/// The keys whose whole values differ between two maps (present in one only, or unequal).
+fn differing<'a, K: Ord, V: PartialEq>(
+    old: &'a BTreeMap<K, V>,
+    new: &'a BTreeMap<K, V>,
+) -> impl Iterator<Item = &'a K> {
+    old.keys()
+        .chain(new.keys())
+        .filter(move |k| old.get(*k) != new.get(*k))
 }
 
 impl Builder {
@@ -204,15 +217,7 @@ impl Builder {
 
     /// The view a proxy belongs to: its namespace and its pod's declared egress.
     pub fn view_key(model: &Model, proxy: &ProxyIdentity) -> ViewKey {
-        ViewKey {
-            namespace: proxy.namespace.clone(),
-            egress: model
-                .pod(&proxy.namespace, &proxy.pod)
-                .map(|p| p.egress.clone())
-                .unwrap_or_default(),
-            grpc: proxy.kind == crate::identity::ProxyKind::Grpc,
-            variant: None,
-        }
+        crate::identity::view_key(model, proxy)
     }
 
     /// A proxy's own resources and view; it is kept up to date until [`Builder::drop_proxy`].
@@ -250,9 +255,9 @@ impl Builder {
         old: Option<&Own>,
         count: &mut usize,
     ) -> Own {
-        let grpc = identity.kind == crate::identity::ProxyKind::Grpc;
+        let grpc = identity.kind == ProxyKind::Grpc;
         let out = if grpc {
-            crate::grpc::own(model, &self.mesh, identity)
+            grpc::listener::own(model, &self.mesh, identity)
         } else {
             listener::for_proxy(model, &self.mesh, identity)
         };
@@ -301,7 +306,7 @@ impl Builder {
             Some((m, true)) => Some(m.clone()),
             None => None,
         };
-        let map: TypeMap = crate::grpc_client_listeners(model, view)
+        let map: TypeMap = grpc::listener::view_client_listeners(model, view)
             .iter()
             .map(|r| {
                 let prev = old.as_ref().and_then(|m| m.get(r.name.as_str()));
@@ -328,7 +333,7 @@ impl Builder {
                 .services
                 .get(&key)
                 .and_then(|p| p.svc.as_ref())
-                .map(|svc| crate::routing::port_routings(model, &self.policy, svc));
+                .map(|svc| port_routings(model, &self.policy, svc));
             self.rebuild_grpc(model, &key, true, routings.as_deref(), &mut count);
         }
     }
@@ -340,7 +345,7 @@ impl Builder {
         model: &Model,
         key: &NsName,
         clusters: bool,
-        routings: Option<&[crate::routing::PortRouting]>,
+        routings: Option<&[PortRouting]>,
         count: &mut usize,
     ) -> bool {
         let Some(parts) = self.services.get_mut(key) else {
@@ -350,11 +355,11 @@ impl Builder {
             return false;
         };
         let mut changed = false;
-        let offered = || svc.ports.iter().filter(|p| crate::grpc::offered(svc, p));
+        let offered = || svc.ports.iter().filter(|p| grpc::cluster::offered(svc, p));
         if clusters {
             let new: Vec<Arc<Encoded>> = offered()
                 .map(|p| {
-                    let r = crate::grpc::cluster(model, &self.mesh, svc, p);
+                    let r = grpc::cluster::cluster(model, &self.mesh, svc, p);
                     let old = parts.grpc_clusters.iter().find(|c| *c.name == *r.name);
                     encode(model, &r, old, count)
                 })
@@ -369,11 +374,11 @@ impl Builder {
                 .ports
                 .iter()
                 .zip(routings)
-                .filter(|(p, _)| crate::grpc::offered(svc, p))
+                .filter(|(p, _)| grpc::cluster::offered(svc, p))
                 .map(|(_, routing)| {
-                    let (r, d) = crate::grpc::route(routing, &svc.namespace);
+                    let (r, d) = grpc::route::route(routing, &svc.namespace);
                     diagnostics.extend(d);
-                    for v in crate::grpc::voids_of(&r) {
+                    for v in grpc::cluster::voids_of(&r) {
                         let old = parts
                             .grpc_voids
                             .iter()
@@ -471,8 +476,8 @@ impl Builder {
         // The routing model, resolved once for both emitters.
         let mut routings = None;
         if full || what.vhosts || pods_changed {
-            let r = crate::routing::port_routings(model, &self.policy, &svc);
-            let vhosts = route::vhost_parts(model, &self.policy, &svc, &r);
+            let r = port_routings(model, &self.policy, &svc);
+            let vhosts = route::vhost_parts(model, &svc, &r);
             vhost_changed = vhosts != parts.vhosts;
             parts.vhosts = vhosts;
             routings = Some(r);
@@ -712,8 +717,7 @@ impl Builder {
             .filter(|id| {
                 !self.built
                     || dirty_pods.contains(&(id.namespace.clone(), id.pod.clone()))
-                    || ((id.intercepted || id.kind == crate::identity::ProxyKind::Grpc)
-                        && addresses_changed)
+                    || ((id.intercepted || id.kind == ProxyKind::Grpc) && addresses_changed)
             })
             .cloned()
             .collect();

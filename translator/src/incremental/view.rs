@@ -7,10 +7,13 @@ use std::sync::Arc;
 use super::changes::{Changes, Update, ViewMaps, apply, encode};
 use super::{Builder, NsName, Origin, ServiceUpdate};
 use crate::encoded::{Encoded, TypeMap};
-use crate::model::{Model, ViewKey};
-use crate::policy::{Excluded, PolicyContext, SplitState};
-use crate::route::VhostPart;
-use crate::{cluster, route};
+use crate::envoy::cluster;
+use crate::envoy::route::{self, VhostPart};
+use crate::model::{Excluded, Model, ViewKey};
+use crate::names::OUTBOUND_ROUTE;
+use crate::policy::context::PolicyContext;
+use crate::policy::port::port_routings;
+use crate::policy::split::SplitState;
 use xds_types::XdsType;
 
 /// One view: its maps, which names in them belong to which Service, and what it leaves
@@ -211,12 +214,7 @@ impl Builder {
         // `assemble` always emits exactly one route table.
         match out.resources.first() {
             Some(r) => encode(model, r, old, count),
-            None => Arc::new(Encoded::synthetic(
-                XdsType::Route,
-                crate::OUTBOUND_ROUTE,
-                "",
-                &[],
-            )),
+            None => Arc::new(Encoded::synthetic(XdsType::Route, OUTBOUND_ROUTE, "", &[])),
         }
     }
 
@@ -234,8 +232,8 @@ impl Builder {
     ) -> Option<Override> {
         let parts = self.services.get(key)?;
         let svc = parts.svc.as_ref()?;
-        let routings = crate::routing::port_routings(model, policy, svc);
-        let vhosts = route::vhost_parts(model, policy, svc, &routings);
+        let routings = port_routings(model, policy, svc);
+        let vhosts = route::vhost_parts(model, svc, &routings);
         let clusters: Vec<Arc<Encoded>> = svc
             .ports
             .iter()

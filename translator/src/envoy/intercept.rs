@@ -31,12 +31,17 @@ use envoy_types::pb::envoy::config::listener::v3::{
 use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
 use envoy_types::pb::google::protobuf::UInt32Value;
 
-use crate::identity::ProxyIdentity;
-use crate::listener::{inbound_filter, outbound_hcm, tcp_proxy, tls_inspector};
-use crate::model::{Kind, Model, ObjectKey, Protocol};
-use crate::tls::{self, MtlsMode};
-use crate::{Body, Resource, endpoint, names, protos};
 use xds_types::XdsType;
+
+use crate::envoy::filters::{inbound_filter, outbound_hcm, tcp_proxy, tls_inspector};
+use crate::envoy::tls;
+use crate::identity::{ProxyIdentity, view_key};
+use crate::mesh::MtlsMode;
+use crate::model::{Kind, Model, ObjectKey, Protocol};
+use crate::names;
+use crate::output::{Body, Resource};
+use crate::render::endpoint;
+use crate::render::protos;
 
 /// The inbound listener's name.
 pub const INBOUND_LISTENER: &str = "inbound";
@@ -106,7 +111,7 @@ fn any_addr(like: Option<IpAddr>) -> IpAddr {
 
 /// The outbound listener and its passthrough cluster.
 pub(crate) fn outbound(model: &Model, proxy: &ProxyIdentity) -> Vec<Resource> {
-    let view = crate::incremental::Builder::view_key(model, proxy);
+    let view = view_key(model, proxy);
     // (ip, port) -> (chain name, cluster): TCP by original destination.
     let mut tcp: BTreeMap<(IpAddr, u16), (String, String)> = BTreeMap::new();
     let mut http: Vec<IpAddr> = Vec::new();

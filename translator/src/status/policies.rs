@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use crds::{ConditionReason, MeshCondition};
 
-use super::{Kind, Model, ObjectKey};
+use crate::model::{Kind, Model, ObjectKey};
 
 /// The conditions one object should carry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,7 +51,7 @@ fn resolved(missing: Vec<String>) -> MeshCondition {
 pub fn policy_status(model: &Model) -> BTreeMap<ObjectKey, PolicyStatus> {
     let mut out = BTreeMap::new();
     let routes = crate::gamma::resolve(model, &Default::default());
-    for (key, r) in crate::gamma::route_status(model) {
+    for (key, r) in crate::status::routes::route_status(model) {
         out.insert(
             key,
             PolicyStatus {
@@ -61,8 +61,8 @@ pub fn policy_status(model: &Model) -> BTreeMap<ObjectKey, PolicyStatus> {
             },
         );
     }
-    let split_winners = crate::policy::split_winners(model, &Default::default());
-    let nesting = crate::policy::nesting(&split_winners);
+    let split_winners = crate::policy::split::split_winners(model, &Default::default());
+    let nesting = crate::policy::split::nesting(&split_winners);
     for ts in model.traffic_splits() {
         let ns = ts.metadata.namespace.as_deref().unwrap_or("default");
         let name = ts.metadata.name.as_deref().unwrap_or_default();
@@ -117,7 +117,7 @@ pub fn policy_status(model: &Model) -> BTreeMap<ObjectKey, PolicyStatus> {
                     ts.spec.service
                 ),
             ))
-        } else if let Some(e @ crate::policy::NestingError::NestedMatches { .. }) = nested {
+        } else if let Some(e @ crate::policy::split::NestingError::NestedMatches { .. }) = nested {
             Err((
                 ConditionReason::Unsupported,
                 format!("{e}; the last good routing stays in effect"),
@@ -159,7 +159,7 @@ pub fn policy_status(model: &Model) -> BTreeMap<ObjectKey, PolicyStatus> {
             ));
         }
         let refs = match nested {
-            Some(e @ crate::policy::NestingError::Cycle(_)) => MeshCondition::new(
+            Some(e @ crate::policy::split::NestingError::Cycle(_)) => MeshCondition::new(
                 "ResolvedRefs",
                 false,
                 ConditionReason::RefCycle,
@@ -185,7 +185,7 @@ pub fn policy_status(model: &Model) -> BTreeMap<ObjectKey, PolicyStatus> {
         );
     }
     // The oldest policy for a (namespace, service, port) wins; ties break by name.
-    let winners = crate::policy::retry_winners(model, &Default::default());
+    let winners = crate::policy::retry::retry_winners(model, &Default::default());
     for rp in model.retry_policies() {
         let ns = rp
             .metadata

@@ -20,13 +20,20 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint::HostIdentifier,
 };
 
-use crate::model::{Kind, MeshService, Model, ObjectKey, Protocol, ServicePort, UpstreamTls};
-use crate::policy::PolicyContext;
-use crate::protos;
-use crate::{Body, Diagnostic, MeshConfig, Resource, endpoint, names, tls};
 use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::google::protobuf::UInt32Value;
 use xds_types::XdsType;
+
+use crate::envoy::tls;
+use crate::mesh::MeshConfig;
+use crate::model::{Kind, MeshService, Model, ObjectKey, Protocol, ServicePort, UpstreamTls};
+use crate::names;
+use crate::output::{Body, Diagnostic, Resource};
+use crate::policy::context::PolicyContext;
+use crate::policy::retry::retry_for;
+use crate::render::endpoint::{self, plain_marker};
+use crate::render::protos;
+use crate::serving::identities;
 
 /// Connect timeout for every mesh cluster: long enough for a loaded node, short enough
 /// that a dead endpoint fails fast.
@@ -58,22 +65,7 @@ pub(crate) fn any_outside(model: &Model, svc: &MeshService) -> bool {
         })
 }
 
-/// The SPIFFE IDs of the pods behind a Service (by its selector), sorted.
-pub(crate) fn identities(model: &Model, mesh: &MeshConfig, svc: &MeshService) -> Vec<String> {
-    let mut ids: Vec<String> = model
-        .pods_selected_by(svc)
-        .map(|p| {
-            format!(
-                "spiffe://{}/ns/{}/sa/{}",
-                mesh.trust_domain, p.namespace, p.service_account
-            )
-        })
-        .collect();
-    ids.sort();
-    ids.dedup();
-    ids
-}
-
+/// The Cluster of one Service port.
 pub(crate) fn outbound(
     model: &Model,
     mesh: &MeshConfig,
@@ -84,7 +76,7 @@ pub(crate) fn outbound(
     let name = names::outbound_cluster(svc, port.port);
     let mut cluster = base(name.clone(), port.protocol);
     // A RetryPolicy's budget caps concurrent retries to a share of active requests.
-    let retry = crate::policy::retry_for(
+    let retry = retry_for(
         model,
         &policy.retry_winners,
         &svc.namespace,
@@ -147,7 +139,7 @@ pub(crate) fn outbound(
                 cluster.transport_socket = Some(mtls);
                 cluster.transport_socket_matches = vec![TransportSocketMatch {
                     name: "outside-mesh".into(),
-                    r#match: Some(tls::plain_marker()),
+                    r#match: Some(plain_marker()),
                     transport_socket: Some(tls::plain()),
                 }];
             }

@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 use crds::gateway::ParentReference;
 use crds::{ConditionReason, MeshCondition};
 
-use super::{attach, attachments, backends, too_large, view};
+use crate::gamma::backends;
+use crate::gamma::view;
+use crate::gamma::{attach, attachments, too_large};
+use crate::model::Excluded;
 use crate::model::{Model, ObjectKey};
-use crate::policy::Excluded;
 
 /// The status of one route: its generation and, for each Service parent, `Accepted`
 /// and `ResolvedRefs`. A route without Service parents has none (and loses any entry
