@@ -7,5 +7,6 @@ pub(crate) mod cluster;
 pub(crate) mod filters;
 pub mod intercept;
 pub(crate) mod listener;
+pub(crate) mod profile;
 pub(crate) mod route;
 pub mod tls;

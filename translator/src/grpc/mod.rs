@@ -20,6 +20,7 @@
 
 pub(crate) mod cluster;
 pub(crate) mod listener;
+pub(crate) mod profile;
 pub(crate) mod route;
 pub(crate) mod tls;
 

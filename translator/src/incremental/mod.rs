@@ -39,9 +39,11 @@ use std::sync::Arc;
 use xds_types::XdsType;
 
 use crate::encoded::{Encoded, TypeMap};
+use crate::envoy::cluster;
+use crate::envoy::profile::Envoy;
 use crate::envoy::route::{self, VhostPart};
-use crate::envoy::{cluster, listener};
 use crate::grpc;
+use crate::grpc::profile::Grpc;
 use crate::identity::{ProxyIdentity, ProxyKind};
 use crate::mesh::MeshConfig;
 use crate::model::{Excluded, Kind, MeshService, Model, ObjectKey, ViewKey};
@@ -49,6 +51,7 @@ use crate::output::Diagnostic;
 use crate::policy::context::PolicyContext;
 use crate::policy::port::port_routings;
 use crate::render::endpoint;
+use crate::render::profile::Profile;
 use crate::routing::ir::PortRouting;
 
 mod changes;
@@ -135,10 +138,10 @@ pub struct Builder {
     built: bool,
     /// Whether gRPC parts are kept (a gRPC view was asked for).
     grpc: bool,
-    /// The client Listeners of each gRPC view, shared by its proxies, and whether a
-    /// Service changed since they were built (they are then rebuilt, keeping the `Arc`
-    /// of every unchanged Listener).
-    grpc_listeners: HashMap<ViewKey, (Arc<TypeMap>, bool)>,
+    /// The Listeners every proxy of a view shares (for kinds that have them, see
+    /// [`Profile::view_listeners`]), and whether a Service changed since they were built
+    /// (they are then rebuilt, keeping the `Arc` of every unchanged Listener).
+    view_listeners: HashMap<ViewKey, (Arc<TypeMap>, bool)>,
 }
 
 /// The Services whose routing differs between two policy contexts: a split, routes or a
@@ -201,7 +204,7 @@ impl Builder {
             diagnostics: BTreeMap::new(),
             built: false,
             grpc: false,
-            grpc_listeners: HashMap::new(),
+            view_listeners: HashMap::new(),
         }
     }
 
@@ -255,12 +258,8 @@ impl Builder {
         old: Option<&Own>,
         count: &mut usize,
     ) -> Own {
-        let grpc = identity.kind == ProxyKind::Grpc;
-        let out = if grpc {
-            grpc::listener::own(model, &self.mesh, identity)
-        } else {
-            listener::for_proxy(model, &self.mesh, identity)
-        };
+        let profile = profile_of(identity.kind);
+        let out = profile.own(model, &self.mesh, identity);
         self.diagnostics.insert(
             Origin::Proxy(
                 identity.namespace.clone(),
@@ -279,9 +278,8 @@ impl Builder {
             let enc = encode(model, r, prev, count);
             map.insert(enc.name.clone(), enc);
         }
-        if grpc {
-            let view = Self::view_key(model, identity);
-            let shared = self.grpc_client_listeners(model, &view, count);
+        let view = Self::view_key(model, identity);
+        if let Some(shared) = self.view_listeners(model, profile, &view, count) {
             // Both sorted: one merge, and the map is built in bulk.
             let mine = std::mem::take(&mut own.listeners);
             let mut all: Vec<(Arc<str>, Arc<Encoded>)> =
@@ -293,20 +291,22 @@ impl Builder {
         own
     }
 
-    /// The client Listeners every gRPC proxy of `view` holds, built once per view and
-    /// Service change.
-    fn grpc_client_listeners(
+    /// The Listeners every proxy of `view` holds (None for a kind without them), built
+    /// once per view and Service change.
+    fn view_listeners(
         &mut self,
         model: &Model,
+        profile: &dyn Profile,
         view: &ViewKey,
         count: &mut usize,
-    ) -> Arc<TypeMap> {
-        let old = match self.grpc_listeners.get(view) {
-            Some((m, false)) => return m.clone(),
+    ) -> Option<Arc<TypeMap>> {
+        let old = match self.view_listeners.get(view) {
+            Some((m, false)) => return Some(m.clone()),
             Some((m, true)) => Some(m.clone()),
             None => None,
         };
-        let map: TypeMap = grpc::listener::view_client_listeners(model, view)
+        let map: TypeMap = profile
+            .view_listeners(model, view)?
             .iter()
             .map(|r| {
                 let prev = old.as_ref().and_then(|m| m.get(r.name.as_str()));
@@ -318,9 +318,9 @@ impl Builder {
             Some(o) if same_map(&o, &map) => o,
             _ => Arc::new(map),
         };
-        self.grpc_listeners
+        self.view_listeners
             .insert(view.clone(), (map.clone(), false));
-        map
+        Some(map)
     }
 
     /// Starts keeping gRPC parts: builds them for every Service.
@@ -355,13 +355,13 @@ impl Builder {
             return false;
         };
         let mut changed = false;
-        let offered = || svc.ports.iter().filter(|p| grpc::cluster::offered(svc, p));
         if clusters {
-            let new: Vec<Arc<Encoded>> = offered()
-                .map(|p| {
-                    let r = grpc::cluster::cluster(model, &self.mesh, svc, p);
+            let new: Vec<Arc<Encoded>> = Grpc
+                .service_clusters(model, &self.mesh, &self.policy, svc)
+                .iter()
+                .map(|r| {
                     let old = parts.grpc_clusters.iter().find(|c| *c.name == *r.name);
-                    encode(model, &r, old, count)
+                    encode(model, r, old, count)
                 })
                 .collect();
             changed |= !same_parts(&parts.grpc_clusters, &new);
@@ -444,14 +444,12 @@ impl Builder {
         let outside_flipped = outside != parts.any_outside;
         parts.any_outside = outside;
         if full || what.clusters || pods_changed || outside_flipped {
-            let clusters: Vec<Arc<Encoded>> = svc
-                .ports
+            let clusters: Vec<Arc<Encoded>> = Envoy
+                .service_clusters(model, &self.mesh, &self.policy, &svc)
                 .iter()
-                .map(|p| cluster::outbound(model, &self.mesh, &self.policy, &svc, p))
-                .chain(cluster::pod_clusters(model, &self.mesh, &svc))
                 .map(|r| {
                     let old = parts.clusters.iter().find(|c| *c.name == *r.name);
-                    encode(model, &r, old, count)
+                    encode(model, r, old, count)
                 })
                 .collect();
             diff(&parts.clusters, &clusters, &mut cu);
@@ -546,7 +544,7 @@ impl Builder {
             match key.kind {
                 Kind::Service => {
                     addresses_changed = true;
-                    for (_, stale) in self.grpc_listeners.values_mut() {
+                    for (_, stale) in self.view_listeners.values_mut() {
                         *stale = true;
                     }
                     dirty.entry(k.clone()).or_default().all = true;
@@ -717,7 +715,7 @@ impl Builder {
             .filter(|id| {
                 !self.built
                     || dirty_pods.contains(&(id.namespace.clone(), id.pod.clone()))
-                    || ((id.intercepted || id.kind == ProxyKind::Grpc) && addresses_changed)
+                    || (addresses_changed && profile_of(id.kind).own_lists_services(id))
             })
             .cloned()
             .collect();
@@ -753,6 +751,14 @@ impl Builder {
         out.appeared = after.difference(&before).cloned().collect();
         out.cleared = before.difference(&after).cloned().collect();
         out
+    }
+}
+
+/// The profile of a client kind.
+fn profile_of(kind: ProxyKind) -> &'static dyn Profile {
+    match kind {
+        ProxyKind::Envoy => &Envoy,
+        ProxyKind::Grpc => &Grpc,
     }
 }
 

@@ -136,7 +136,7 @@ impl Builder {
     /// Forgets a view no proxy uses any more.
     pub fn drop_view(&mut self, key: &ViewKey) {
         self.views.remove(key);
-        self.grpc_listeners.remove(key);
+        self.view_listeners.remove(key);
         self.diagnostics.remove(&Origin::Route(key.clone()));
     }
 

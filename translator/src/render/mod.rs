@@ -3,5 +3,6 @@
 //! names and destinations ([`route`]).
 
 pub(crate) mod endpoint;
+pub(crate) mod profile;
 pub(crate) mod protos;
 pub(crate) mod route;
