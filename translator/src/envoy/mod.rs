@@ -10,3 +10,6 @@ pub(crate) mod listener;
 pub(crate) mod profile;
 pub(crate) mod route;
 pub mod tls;
+
+#[cfg(test)]
+mod tests;

@@ -26,3 +26,6 @@ pub(crate) mod tls;
 
 pub use listener::SERVER_LISTENER_TEMPLATE;
 pub use tls::CERT_PROVIDER;
+
+#[cfg(test)]
+mod tests;
