@@ -1,8 +1,10 @@
 //! Attachment, precedence and status of Gateway API routes.
 
-use super::*;
+use crate::gamma::resolve::*;
 use crate::model::parse_manifest;
+use crate::model::{Excluded, Kind, Model, ObjectKey};
 use crate::policy::context::PolicyContext;
+use crate::routing::ir::{Backend, Dest};
 use crate::routing::ir::{PathMatch, StrMatch};
 use crate::status::routes::route_status;
 

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use super::changes::BuildOutput;
 use super::select::{selected, selection};
-use super::{
-    Builder, Dirty, NsName, ProxyParts, ServiceUpdate, policy_changes, profile_of, same_own,
+use super::state::{
+    Builder, Dirty, NsName, PolicyMemo, ProxyParts, ServiceUpdate, policy_changes, profile_of,
+    same_own,
 };
 use crate::identity::ProxyIdentity;
 use crate::model::{Excluded, Kind, Model, ObjectKey, ViewKey};
@@ -278,7 +279,7 @@ impl Builder {
         let updated: BTreeMap<&NsName, &ServiceUpdate> =
             svc_updates.iter().map(|u| (&u.key, u)).collect();
         let keys: Vec<ViewKey> = self.views.keys().cloned().collect();
-        let mut memo = super::view::PolicyMemo::default();
+        let mut memo = PolicyMemo::default();
         for key in keys {
             let Some(mut state) = self.views.remove(&key) else {
                 continue;

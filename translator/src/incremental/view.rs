@@ -1,71 +1,21 @@
 //! Views: building a view's maps on first use, bringing them up to date after a build,
 //! and the view-local parts of the Services whose policy objects a view leaves out.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::changes::{Changes, Update, ViewMaps, apply, encode};
-use super::{Builder, NsName, Origin, ServiceUpdate};
+use super::state::{
+    Builder, Names, NsName, Origin, Override, PolicyMemo, ServiceUpdate, ViewState, policy_changes,
+};
 use crate::encoded::{Encoded, TypeMap};
 use crate::envoy::cluster;
-use crate::envoy::route::{self, VhostPart};
+use crate::envoy::route;
 use crate::model::{Excluded, Model, ViewKey};
 use crate::names::OUTBOUND_ROUTE;
 use crate::policy::context::PolicyContext;
 use crate::policy::port::port_routings;
-use crate::policy::split::SplitState;
 use xds_types::XdsType;
-
-/// One view: its maps, which names in them belong to which Service, and what it leaves
-/// out.
-#[derive(Clone, Debug, Default)]
-pub(super) struct ViewState {
-    pub(super) maps: ViewMaps,
-    by_service: HashMap<NsName, Names>,
-    excluded: Excluded,
-    /// The view's own policy, while it leaves something out.
-    policy: Option<Arc<PolicyContext>>,
-    /// The Services whose routing differs under that policy from the shared one: the
-    /// only ones that can have view-local parts.
-    differs: Arc<BTreeSet<NsName>>,
-    /// View-local parts of the Services its left-out objects touch.
-    overrides: BTreeMap<NsName, Override>,
-}
-
-/// A policy a view that leaves something out resolved: (left out, the last good splits
-/// it started from, the policy, the Services that differ under it).
-type Resolved = (
-    Excluded,
-    SplitState,
-    Arc<PolicyContext>,
-    Arc<BTreeSet<NsName>>,
-);
-
-/// What views that leave something out resolved in one build, shared by the variants of
-/// one view that leave out the same objects (the proxies of many identities rejecting
-/// one bad object cost one resolution and one route table, not one each): the policies,
-/// and the route tables by (view, left out) with the variant that assembled each.
-#[derive(Default)]
-pub(super) struct PolicyMemo {
-    policies: Vec<Resolved>,
-    routes: Vec<(ViewKey, Excluded, ViewKey, Arc<Encoded>)>,
-}
-
-/// A Service's parts as one view sees them, when they differ from the shared ones.
-#[derive(Debug, Clone, PartialEq)]
-struct Override {
-    clusters: Vec<Arc<Encoded>>,
-    vhosts: Vec<VhostPart>,
-}
-
-/// The names one Service has in a view.
-#[derive(Clone, Debug, Default)]
-pub(super) struct Names {
-    clusters: Vec<Arc<str>>,
-    endpoints: Vec<Arc<str>>,
-    /// A gRPC view's RouteConfigurations (one per Service port).
-    routes: Vec<Arc<str>>,
-}
 
 impl Builder {
     /// The maps of a view, building it on first use.
@@ -292,11 +242,7 @@ impl Builder {
                 Some(found) => found,
                 None => {
                     let policy = Arc::new(PolicyContext::new(model, previous, excl));
-                    let differs = Arc::new(super::policy_changes(
-                        &self.policy,
-                        &policy,
-                        &BTreeSet::new(),
-                    ));
+                    let differs = Arc::new(policy_changes(&self.policy, &policy, &BTreeSet::new()));
                     memo.policies.push((
                         excl.clone(),
                         previous.clone(),

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::gamma::{RouteState, resolve as resolve_routes};
+use crate::gamma::resolve::{RouteState, resolve as resolve_routes};
 use crate::model::{Excluded, Model};
 use crate::policy::retry::retry_winners;
 use crate::policy::split::{SplitState, resolve_splits};

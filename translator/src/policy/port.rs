@@ -76,7 +76,8 @@ pub(crate) fn port_routing(
     port: &ServicePort,
 ) -> PortRouting {
     let retry_obj = retry_policy(model, policy, svc, port.port);
-    if let Some(routed) = crate::gamma::port_routing(&policy.routes, svc, port, retry_obj) {
+    if let Some(routed) = crate::gamma::resolve::port_routing(&policy.routes, svc, port, retry_obj)
+    {
         return routed;
     }
     let split = policy

@@ -50,7 +50,7 @@ fn resolved(missing: Vec<String>) -> MeshCondition {
 /// Conditions for every TrafficSplit and RetryPolicy in the model.
 pub fn policy_status(model: &Model) -> BTreeMap<ObjectKey, PolicyStatus> {
     let mut out = BTreeMap::new();
-    let routes = crate::gamma::resolve(model, &Default::default());
+    let routes = crate::gamma::resolve::resolve(model, &Default::default());
     for (key, r) in crate::status::routes::route_status(model) {
         out.insert(
             key,

@@ -7,8 +7,8 @@ use crds::gateway::ParentReference;
 use crds::{ConditionReason, MeshCondition};
 
 use crate::gamma::backends;
+use crate::gamma::resolve::{attach, attachments, too_large};
 use crate::gamma::view;
-use crate::gamma::{attach, attachments, too_large};
 use crate::model::Excluded;
 use crate::model::{Model, ObjectKey};
 
