@@ -8,9 +8,8 @@ use crds::{ConditionReason, MeshCondition};
 
 use crate::gamma::backends;
 use crate::gamma::resolve::{attach, attachments, too_large};
-use crate::gamma::view;
-use crate::model::Excluded;
-use crate::model::{Model, ObjectKey};
+use crate::gamma::view::{self, RouteView};
+use crate::model::{Excluded, Model, NsName, ObjectKey};
 
 /// The status of one route: its generation and, for each Service parent, `Accepted`
 /// and `ResolvedRefs`. A route without Service parents has none (and loses any entry
@@ -30,44 +29,7 @@ pub(crate) fn route_status(model: &Model) -> BTreeMap<ObjectKey, RouteParents> {
     let (_, grpc_taken) = attachments(model, &routes);
     for route in &routes {
         let ns = route.key.namespace.as_str();
-        let (mut backend_issues, mut mirror_issues) = (Vec::new(), Vec::new());
-        for (ri, rule) in route.rules.iter().enumerate() {
-            let field = format!("spec.rules[{ri}]");
-            let r = backends::destination(model, ns, &field, rule.backends, route.grpc);
-            backend_issues.extend(r.issues);
-            mirror_issues.extend(backends::mirrors(model, ns, &field, rule.filters).1);
-        }
-        let failing = if route.grpc { "UNAVAILABLE" } else { "500" };
-        let join = |v: &[backends::Issue]| {
-            v.iter()
-                .map(|(_, m)| m.as_str())
-                .collect::<Vec<_>>()
-                .join("; ")
-        };
-        let mut said = Vec::new();
-        if !backend_issues.is_empty() {
-            said.push(format!(
-                "{}; their share of requests fails with {failing}",
-                join(&backend_issues)
-            ));
-        }
-        if !mirror_issues.is_empty() {
-            said.push(format!(
-                "{}; those mirrors are left out",
-                join(&mirror_issues)
-            ));
-        }
-        let resolved = match backend_issues.first().or(mirror_issues.first()) {
-            None => MeshCondition::new(
-                "ResolvedRefs",
-                true,
-                ConditionReason::ResolvedRefs,
-                "all references resolved",
-            ),
-            Some((reason, _)) => {
-                MeshCondition::new("ResolvedRefs", false, *reason, said.join("; "))
-            }
-        };
+        let resolved = resolved_refs(model, route);
         let ports = route
             .parents
             .iter()
@@ -91,52 +53,7 @@ pub(crate) fn route_status(model: &Model) -> BTreeMap<ObjectKey, RouteParents> {
                         ConditionReason::UnsupportedValue,
                         oversize.clone().unwrap_or_default(),
                     ),
-                    Ok((svc, ports)) => {
-                        let taken: Vec<(u16, &ObjectKey)> = if route.grpc {
-                            Vec::new()
-                        } else {
-                            ports
-                                .iter()
-                                .filter_map(|port| {
-                                    grpc_taken.get(&(svc.clone(), *port)).map(|k| (*port, k))
-                                })
-                                .collect()
-                        };
-                        let list = |t: &[(u16, &ObjectKey)]| {
-                            t.iter()
-                                .map(|(port, k)| format!("port {port} by {k}"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        };
-                        if !taken.is_empty() && taken.len() == ports.len() {
-                            MeshCondition::new(
-                                "Accepted",
-                                false,
-                                ConditionReason::Conflicted,
-                                format!(
-                                    "spec.parentRefs[{i}]: routed by GRPCRoutes ({}); on a port a GRPCRoute routes, HTTPRoutes do not apply",
-                                    list(&taken)
-                                ),
-                            )
-                        } else if !taken.is_empty() {
-                            MeshCondition::new(
-                                "Accepted",
-                                true,
-                                ConditionReason::Accepted,
-                                format!(
-                                    "accepted, except where GRPCRoutes route ({})",
-                                    list(&taken)
-                                ),
-                            )
-                        } else {
-                            MeshCondition::new(
-                                "Accepted",
-                                true,
-                                ConditionReason::Accepted,
-                                "accepted",
-                            )
-                        }
-                    }
+                    Ok((svc, ports)) => accepted(route, i, &svc, &ports, &grpc_taken),
                     Err((reason, message)) => {
                         MeshCondition::new("Accepted", false, reason, message)
                     }
@@ -153,4 +70,91 @@ pub(crate) fn route_status(model: &Model) -> BTreeMap<ObjectKey, RouteParents> {
         );
     }
     out
+}
+
+/// `ResolvedRefs` of a route: its backends and mirrors that do not resolve, and what
+/// becomes of them.
+fn resolved_refs(model: &Model, route: &RouteView<'_>) -> MeshCondition {
+    let ns = route.key.namespace.as_str();
+    let (mut backend_issues, mut mirror_issues) = (Vec::new(), Vec::new());
+    for (ri, rule) in route.rules.iter().enumerate() {
+        let field = format!("spec.rules[{ri}]");
+        let r = backends::destination(model, ns, &field, rule.backends, route.grpc);
+        backend_issues.extend(r.issues);
+        mirror_issues.extend(backends::mirrors(model, ns, &field, rule.filters).1);
+    }
+    let failing = if route.grpc { "UNAVAILABLE" } else { "500" };
+    let join = |v: &[backends::Issue]| {
+        v.iter()
+            .map(|(_, m)| m.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let mut said = Vec::new();
+    if !backend_issues.is_empty() {
+        said.push(format!(
+            "{}; their share of requests fails with {failing}",
+            join(&backend_issues)
+        ));
+    }
+    if !mirror_issues.is_empty() {
+        said.push(format!(
+            "{}; those mirrors are left out",
+            join(&mirror_issues)
+        ));
+    }
+    match backend_issues.first().or(mirror_issues.first()) {
+        None => MeshCondition::new(
+            "ResolvedRefs",
+            true,
+            ConditionReason::ResolvedRefs,
+            "all references resolved",
+        ),
+        Some((reason, _)) => MeshCondition::new("ResolvedRefs", false, *reason, said.join("; ")),
+    }
+}
+
+/// `Accepted` of a route's Service parent `i` that attaches to `ports` of `svc`: an
+/// HTTPRoute does not apply on ports a GRPCRoute routes.
+fn accepted(
+    route: &RouteView<'_>,
+    i: usize,
+    svc: &NsName,
+    ports: &[u16],
+    grpc_taken: &BTreeMap<(NsName, u16), ObjectKey>,
+) -> MeshCondition {
+    let taken: Vec<(u16, &ObjectKey)> = if route.grpc {
+        Vec::new()
+    } else {
+        ports
+            .iter()
+            .filter_map(|port| grpc_taken.get(&(svc.clone(), *port)).map(|k| (*port, k)))
+            .collect()
+    };
+    let list = |t: &[(u16, &ObjectKey)]| {
+        t.iter()
+            .map(|(port, k)| format!("port {port} by {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !taken.is_empty() && taken.len() == ports.len() {
+        MeshCondition::new(
+            "Accepted",
+            false,
+            ConditionReason::Conflicted,
+            format!(
+                "spec.parentRefs[{i}]: routed by GRPCRoutes ({}); on a port a GRPCRoute routes, HTTPRoutes do not apply",
+                list(&taken)
+            ),
+        )
+    } else if !taken.is_empty() {
+        MeshCondition::new(
+            "Accepted",
+            true,
+            ConditionReason::Accepted,
+            format!("accepted, except where GRPCRoutes route ({})", list(&taken)),
+        )
+    } else {
+        MeshCondition::new("Accepted", true, ConditionReason::Accepted, "accepted")
+    }
 }
