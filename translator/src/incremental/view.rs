@@ -312,17 +312,7 @@ impl Builder {
             excluded.get(key).cloned().unwrap_or_default()
         };
         let overrides = self.overrides(model, state, &excl, (updated, policy_changed, memo), count);
-        let mut affected: BTreeSet<NsName> = updated.keys().map(|k| (*k).clone()).collect();
-        for k in state.overrides.keys().chain(overrides.keys()) {
-            if state.overrides.get(k) != overrides.get(k) {
-                affected.insert(k.clone());
-            }
-        }
-        let overrides_changed: BTreeSet<NsName> = affected
-            .iter()
-            .filter(|k| state.overrides.get(*k) != overrides.get(*k))
-            .cloned()
-            .collect();
+        let (affected, overrides_changed) = affected(updated, &state.overrides, &overrides);
         state.overrides = overrides;
         state.excluded = excl;
         let mut route_dirty = false;
@@ -377,15 +367,7 @@ impl Builder {
                     &mut changes.routes,
                 ),
             ] {
-                for d in desired {
-                    if map.get(&d.name).is_none_or(|m| !Arc::ptr_eq(m, d)) {
-                        out.push(Update::Put(d.clone()));
-                    }
-                    now.push(d.name.clone());
-                }
-                for n in was.iter().filter(|n| !now.contains(n)) {
-                    out.push(Update::Remove(n.clone()));
-                }
+                put_and_remove(desired, map, was, now, out);
             }
             if !names.clusters.is_empty() || !names.endpoints.is_empty() || !names.routes.is_empty()
             {
@@ -409,5 +391,46 @@ impl Builder {
         }
         apply(&mut state.maps.routes, &changes.routes);
         changes
+    }
+}
+
+/// The Services a view looks at again: those rebuilt, and those whose view-local parts
+/// changed (also returned alone).
+fn affected(
+    updated: &BTreeMap<&NsName, &ServiceUpdate>,
+    old: &BTreeMap<NsName, Override>,
+    new: &BTreeMap<NsName, Override>,
+) -> (BTreeSet<NsName>, BTreeSet<NsName>) {
+    let mut affected: BTreeSet<NsName> = updated.keys().map(|k| (*k).clone()).collect();
+    for k in old.keys().chain(new.keys()) {
+        if old.get(k) != new.get(k) {
+            affected.insert(k.clone());
+        }
+    }
+    let overrides_changed: BTreeSet<NsName> = affected
+        .iter()
+        .filter(|k| old.get(*k) != new.get(*k))
+        .cloned()
+        .collect();
+    (affected, overrides_changed)
+}
+
+/// The updates that take a view's map of one type from the names a Service had in it
+/// (`was`) to the parts it should hold (`desired`); the names it now has go to `now`.
+fn put_and_remove(
+    desired: &[Arc<Encoded>],
+    map: &TypeMap,
+    was: &[Arc<str>],
+    now: &mut Vec<Arc<str>>,
+    out: &mut Vec<Update>,
+) {
+    for d in desired {
+        if map.get(&d.name).is_none_or(|m| !Arc::ptr_eq(m, d)) {
+            out.push(Update::Put(d.clone()));
+        }
+        now.push(d.name.clone());
+    }
+    for n in was.iter().filter(|n| !now.contains(n)) {
+        out.push(Update::Remove(n.clone()));
     }
 }
