@@ -45,12 +45,12 @@ pub type TypeMap = BTreeMap<Arc<str>, Arc<Encoded>>;
 
 impl Encoded {
     /// Encodes a translator resource (sources at revision 0).
-    pub fn new(resource: &crate::Resource) -> Self {
+    pub fn new(resource: &crate::output::Resource) -> Self {
         Self::with_revs(resource, |_| 0)
     }
 
     /// Encodes a translator resource; `rev` gives each source's revision.
-    pub fn with_revs(resource: &crate::Resource, rev: impl Fn(&ObjectKey) -> u64) -> Self {
+    pub fn with_revs(resource: &crate::output::Resource, rev: impl Fn(&ObjectKey) -> u64) -> Self {
         let any = resource.body.to_any();
         let digest = Sha256::digest(&any.value);
         let mut first = [0u8; 8];

@@ -1,11 +1,14 @@
 //! Who a proxy is: parsed once from the xDS `Node` it sends, then handed to the
 //! translator. The node's metadata carries the pod it runs beside and, on one machine,
-//! where it listens; `xds-server bootstrap` writes exactly these keys.
+//! where it listens; `xds-server bootstrap` writes exactly these keys. Also the view
+//! ([`ViewKey`]) a proxy belongs to.
 
 use std::net::IpAddr;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::google::protobuf::{Value, value::Kind as ValueKind};
+use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind as ValueKind};
+
+use crate::model::{Model, NameRule, ViewKey};
 
 /// Node metadata key: the pod's namespace (required).
 pub const META_NAMESPACE: &str = "rudder.dev/namespace";
@@ -129,78 +132,31 @@ impl ProxyIdentity {
     pub fn from_node(node: Option<&Node>) -> Result<Self, IdentityError> {
         let node = node.ok_or(IdentityError::NoNode)?;
         let id = node.id.clone();
-        // For messages: the id as given may be anything.
-        let shown = crds::text::clip(&id, 80);
-        let fields = node.metadata.as_ref().map(|m| &m.fields);
-        let get = |key: &'static str| -> Option<String> {
-            match fields?.get(key)? {
-                Value {
-                    kind: Some(ValueKind::StringValue(s)),
-                } => Some(s.clone()),
-                Value {
-                    kind: Some(ValueKind::NumberValue(n)),
-                } => Some(n.to_string()),
-                _ => None,
-            }
+        let meta = Meta {
+            fields: node.metadata.as_ref(),
+            // For messages: the id as given may be anything.
+            shown: crds::text::clip(&id, 80),
         };
-        let required = |key: &'static str| {
-            get(key)
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| IdentityError::Missing {
-                    node: shown.clone(),
-                    key,
-                })
-        };
-        let invalid = |key: &'static str, message: String| IdentityError::Invalid {
-            node: shown.clone(),
-            key,
-            message,
-        };
-        let pod_ip = get(META_POD_IP)
-            .map(|s| {
-                s.parse::<IpAddr>().map_err(|_| {
-                    invalid(
-                        META_POD_IP,
-                        format!("{} is not an IP address", crds::text::quote(&s)),
-                    )
-                })
-            })
-            .transpose()?;
-        let outbound_port = get(META_OUTBOUND_PORT)
-            .map(|s| {
-                s.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
-                    invalid(
-                        META_OUTBOUND_PORT,
-                        format!("{} is not a port", crds::text::quote(&s)),
-                    )
-                })
-            })
-            .transpose()?
+        let pod_ip = meta.ip(META_POD_IP)?;
+        let outbound_port = meta
+            .port(META_OUTBOUND_PORT)?
             .unwrap_or(DEFAULT_OUTBOUND_PORT);
-        let app_address = get(META_APP_ADDRESS)
-            .map(|s| {
-                s.parse::<IpAddr>().map_err(|_| {
-                    invalid(
-                        META_APP_ADDRESS,
-                        format!("{} is not an IP address", crds::text::quote(&s)),
-                    )
-                })
-            })
-            .transpose()?
+        let app_address = meta
+            .ip(META_APP_ADDRESS)?
             .unwrap_or(IpAddr::from([127, 0, 0, 1]));
         let kind = ProxyKind::of(node);
-        let namespace = required(META_NAMESPACE)?;
-        let pod = required(META_POD)?;
-        let service_account = get(META_SERVICE_ACCOUNT)
+        let namespace = meta.required(META_NAMESPACE)?;
+        let pod = meta.required(META_POD)?;
+        let service_account = meta
+            .get(META_SERVICE_ACCOUNT)
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "default".into());
-        use crate::model::NameRule;
         for (key, value, rule) in [
             (META_NAMESPACE, &namespace, NameRule::Label),
             (META_POD, &pod, NameRule::Subdomain),
             (META_SERVICE_ACCOUNT, &service_account, NameRule::Subdomain),
         ] {
-            rule.check(value).map_err(|m| invalid(key, m))?;
+            rule.check(value).map_err(|m| meta.invalid(key, m))?;
         }
         if id.is_empty() || id.len() > MAX_NODE_ID || id.chars().any(char::is_control) {
             return Err(IdentityError::NodeId {
@@ -210,17 +166,9 @@ impl ProxyIdentity {
                 ),
             });
         }
-        let intercepted = get(META_INTERCEPTION).is_some_and(|v| v == "true");
-        let inbound_port = get(META_INBOUND_PORT)
-            .map(|s| {
-                s.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
-                    invalid(
-                        META_INBOUND_PORT,
-                        format!("{} is not a port", crds::text::quote(&s)),
-                    )
-                })
-            })
-            .transpose()?
+        let intercepted = meta.get(META_INTERCEPTION).is_some_and(|v| v == "true");
+        let inbound_port = meta
+            .port(META_INBOUND_PORT)?
             .unwrap_or(DEFAULT_INBOUND_PORT);
         Ok(ProxyIdentity {
             inbound_port,
@@ -234,6 +182,85 @@ impl ProxyIdentity {
             app_address,
             node_id: id,
         })
+    }
+}
+
+/// A node's metadata, read by the keys Rudder defines.
+struct Meta<'a> {
+    fields: Option<&'a Struct>,
+    /// The node id, clipped, for messages.
+    shown: String,
+}
+
+impl Meta<'_> {
+    /// The value of `key` as text (a number is written out).
+    fn get(&self, key: &'static str) -> Option<String> {
+        match self.fields?.fields.get(key)? {
+            Value {
+                kind: Some(ValueKind::StringValue(s)),
+            } => Some(s.clone()),
+            Value {
+                kind: Some(ValueKind::NumberValue(n)),
+            } => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
+    /// The value of `key`, which must be there and not empty.
+    fn required(&self, key: &'static str) -> Result<String, IdentityError> {
+        self.get(key)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| IdentityError::Missing {
+                node: self.shown.clone(),
+                key,
+            })
+    }
+
+    fn invalid(&self, key: &'static str, message: String) -> IdentityError {
+        IdentityError::Invalid {
+            node: self.shown.clone(),
+            key,
+            message,
+        }
+    }
+
+    /// The IP address at `key`, if given.
+    fn ip(&self, key: &'static str) -> Result<Option<IpAddr>, IdentityError> {
+        self.get(key)
+            .map(|s| {
+                s.parse::<IpAddr>().map_err(|_| {
+                    self.invalid(
+                        key,
+                        format!("{} is not an IP address", crds::text::quote(&s)),
+                    )
+                })
+            })
+            .transpose()
+    }
+
+    /// The port (not 0) at `key`, if given.
+    fn port(&self, key: &'static str) -> Result<Option<u16>, IdentityError> {
+        self.get(key)
+            .map(|s| {
+                s.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
+                    self.invalid(key, format!("{} is not a port", crds::text::quote(&s)))
+                })
+            })
+            .transpose()
+    }
+}
+
+/// The view a proxy belongs to: its namespace, its pod's declared egress and its client
+/// kind.
+pub fn view_key(model: &Model, proxy: &ProxyIdentity) -> ViewKey {
+    ViewKey {
+        namespace: proxy.namespace.clone(),
+        egress: model
+            .pod(&proxy.namespace, &proxy.pod)
+            .map(|p| p.egress.clone())
+            .unwrap_or_default(),
+        grpc: proxy.kind == ProxyKind::Grpc,
+        variant: None,
     }
 }
 

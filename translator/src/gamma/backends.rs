@@ -8,22 +8,22 @@ use crds::gateway::{HTTPHeaderFilter, HTTPRouteFilter};
 use super::view::RuleView;
 use crate::model::{Model, ObjectKey, Protocol};
 use crate::names;
-use crate::routing::{Dest, HeaderEdits, NO_BACKEND, Retry, RuleExtra};
+use crate::routing::ir::{Backend, BackendFacts, Dest, HeaderEdits, Retry, RuleExtra};
 
-/// A rule's destination, the clusters in it gRPC clients are not offered, per-backend
-/// header changes, and what did not resolve (reason, message naming the field).
 /// Why a reference did not resolve, naming the field.
-pub(super) type Issue = (ConditionReason, String);
+pub(crate) type Issue = (ConditionReason, String);
 
-pub(super) struct Resolved {
+/// A rule's destination, facts about its backends, per-backend header changes, and what
+/// did not resolve (reason, message naming the field).
+pub(crate) struct Resolved {
     pub dest: Dest,
-    pub not_grpc: Vec<String>,
+    pub backends: Vec<BackendFacts>,
     pub backend_headers: Vec<(String, HeaderEdits, HeaderEdits)>,
     pub issues: Vec<(ConditionReason, String)>,
 }
 
-/// A backend reference of a route in `ns` as (cluster, whether gRPC clients are offered
-/// it), or why it does not resolve.
+/// A backend reference of a route in `ns` as (cluster, whether it is an HTTP port with
+/// endpoints), or why it does not resolve.
 fn cluster_of(
     model: &Model,
     ns: &str,
@@ -70,27 +70,27 @@ fn cluster_of(
     }
     Ok((
         names::outbound_cluster(svc, port),
-        crate::grpc::offered(svc, sp),
+        svc.http_with_endpoints(sp),
     ))
 }
 
 /// Resolves `backends` of a rule of a route in `ns`. A backend that does not resolve
-/// keeps its weight, pointed at [`NO_BACKEND`] (a cluster that never exists): its share of
+/// keeps its weight as [`Backend::Missing`]: its share of
 /// requests fails (HTTPRoute: 500; GRPCRoute: UNAVAILABLE), as the spec requires. A
 /// rule with no backend of weight above 0 fails every request: HTTPRoute with 500,
 /// GRPCRoute with UNAVAILABLE.
-pub(super) fn destination(
+pub(crate) fn destination(
     model: &Model,
     ns: &str,
     field: &str,
     backends: &[BackendRef],
     grpc: bool,
 ) -> Resolved {
-    let mut weighted: Vec<(String, u32)> = Vec::new();
-    let mut not_grpc = Vec::new();
+    let mut weighted: Vec<(Backend, u32)> = Vec::new();
+    let mut facts: Vec<BackendFacts> = Vec::new();
     let mut backend_headers = Vec::new();
     let mut issues = Vec::new();
-    let add = |weighted: &mut Vec<(String, u32)>, cluster: String, weight: u32| {
+    let add = |weighted: &mut Vec<(Backend, u32)>, cluster: Backend, weight: u32| {
         if weight == 0 {
             return;
         }
@@ -104,8 +104,11 @@ pub(super) fn destination(
         let weight = u32::try_from(b.weight.unwrap_or(1)).unwrap_or(0);
         match cluster_of(model, ns, &f, b) {
             Ok((cluster, offered)) => {
-                if !offered && !not_grpc.contains(&cluster) {
-                    not_grpc.push(cluster.clone());
+                if !facts.iter().any(|f| f.cluster == cluster) {
+                    facts.push(BackendFacts {
+                        cluster: cluster.clone(),
+                        http_with_endpoints: offered,
+                    });
                 }
                 let filter = |t: &str| b.filters.iter().find(|x| x.type_ == t);
                 let req = edits(
@@ -122,24 +125,24 @@ pub(super) fn destination(
                 {
                     backend_headers.push((cluster.clone(), req, resp));
                 }
-                add(&mut weighted, cluster, weight);
+                add(&mut weighted, Backend::Cluster(cluster), weight);
             }
             Err(issue) => {
                 issues.push(issue);
-                add(&mut weighted, NO_BACKEND.to_string(), weight);
+                add(&mut weighted, Backend::Missing, weight);
             }
         }
     }
-    let none_left = weighted.iter().all(|(c, _)| c == NO_BACKEND);
-    let dest = match (none_left, grpc) {
-        (true, false) => Dest::Status(500),
-        (true, true) => Dest::Cluster(NO_BACKEND.to_string()),
-        (false, _) if weighted.len() == 1 => Dest::Cluster(weighted.remove(0).0),
-        (false, _) => Dest::Weighted(weighted),
+    let none_left = weighted.iter().all(|(b, _)| *b == Backend::Missing);
+    let dest = match (none_left, grpc, weighted.as_slice()) {
+        (true, false, _) => Dest::Status(500),
+        (true, true, _) => Dest::NoBackend,
+        (false, _, [(Backend::Cluster(c), _)]) => Dest::Cluster(c.clone()),
+        (false, _, _) => Dest::Weighted(weighted),
     };
     Resolved {
         dest,
-        not_grpc,
+        backends: facts,
         backend_headers,
         issues,
     }
@@ -147,7 +150,7 @@ pub(super) fn destination(
 
 /// A rule's `RequestMirror` filters as (cluster, share in millionths); a mirror whose
 /// backend does not resolve is left out and reported.
-pub(super) fn mirrors(
+pub(crate) fn mirrors(
     model: &Model,
     ns: &str,
     field: &str,
@@ -186,7 +189,7 @@ fn edits(f: Option<&HTTPHeaderFilter>) -> HeaderEdits {
 
 /// What a rule sets besides its destination (`mirrors` and `backend_headers` resolved
 /// by the caller).
-pub(super) fn extra(
+pub(crate) fn extra(
     route: &ObjectKey,
     rule: &RuleView<'_>,
     grpc: bool,

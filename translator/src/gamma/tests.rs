@@ -1,8 +1,12 @@
 //! Attachment, precedence and status of Gateway API routes.
 
-use super::*;
+use crate::gamma::resolve::*;
 use crate::model::parse_manifest;
-use crate::routing::{PathMatch, StrMatch};
+use crate::model::{Excluded, Kind, Model, ObjectKey};
+use crate::policy::context::PolicyContext;
+use crate::routing::ir::{Backend, Dest};
+use crate::routing::ir::{PathMatch, StrMatch};
+use crate::status::routes::route_status;
 
 const SERVICES: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{name: http, port: 80}, {name: db, port: 5432, appProtocol: tcp}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web-v2}\nspec:\n  ports: [{name: http, port: 80}, {name: db, port: 5432, appProtocol: tcp}]\n";
 
@@ -128,7 +132,7 @@ fn a_routed_service_is_not_split_and_its_traffic_split_is_conflicted() {
     ));
     let policy = PolicyContext::new(&m, &Default::default(), &Excluded::new());
     let svc = m.service("default", "api").expect("api");
-    let routing = port_routing(&policy, svc, &svc.ports[0], None).expect("routed");
+    let routing = port_routing(&policy.routes, svc, &svc.ports[0], None).expect("routed");
     assert_eq!(
         routing.rules[0].dest,
         Dest::Cluster(crate::names::outbound_cluster(
@@ -136,7 +140,7 @@ fn a_routed_service_is_not_split_and_its_traffic_split_is_conflicted() {
             80
         ))
     );
-    let status = crate::model::policy_status(&m);
+    let status = crate::status::policy_status(&m);
     let ts = &status[&ObjectKey::new(Kind::TrafficSplit, "default", "ts")];
     assert_eq!(ts.conditions[0].reason, "Conflicted");
     assert!(
@@ -363,7 +367,7 @@ fn an_unresolved_backend_keeps_its_share_and_fails_it() {
     let Dest::Weighted(w) = &a.rule.dest else {
         panic!("{:?}", a.rule.dest)
     };
-    assert_eq!(w[1], (crate::routing::NO_BACKEND.to_string(), 1));
+    assert_eq!(w[1], (Backend::Missing, 1));
     assert_eq!(
         a.rule.extra.as_ref().map(|e| e.no_backend_status),
         Some(500)
@@ -430,7 +434,7 @@ fn a_traffic_split_keeps_the_ports_routes_do_not_take() {
             "[{name: web-v2, port: 80}]"
         )
     ));
-    let status = crate::model::policy_status(&m);
+    let status = crate::status::policy_status(&m);
     let ts = &status[&ObjectKey::new(Kind::TrafficSplit, "default", "ts")];
     assert_eq!(ts.conditions[0].status, "True", "{:?}", ts.conditions[0]);
     assert!(

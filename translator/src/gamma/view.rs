@@ -5,18 +5,18 @@ use crds::gateway::{GRPCRouteMatch, HTTPHeaderMatch, HTTPRouteMatch, ParentRefer
 use crds::gateway_validate::{GrpcPath, grpc_method_path};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use crate::model::Excluded;
 use crate::model::{Kind, Model, ObjectKey};
-use crate::policy::Excluded;
-use crate::routing::{Match, PathMatch, StrMatch};
+use crate::routing::ir::{Match, PathMatch, StrMatch};
 
 /// The precedence of a match within its route kind: higher sorts first. HTTPRoute:
 /// (path kind: exact 3, regex 2, prefix 1; path length; method; headers; query
 /// parameters). GRPCRoute: (service length; method length; headers; 0; 0). Routes of the
 /// two kinds never share a port, so the two orders never mix.
-pub(super) type Rank = (usize, usize, usize, usize, usize);
+pub(crate) type Rank = (usize, usize, usize, usize, usize);
 
 /// A rule of either route kind.
-pub(super) struct RuleView<'a> {
+pub(crate) struct RuleView<'a> {
     pub matches: Vec<(Match, Rank)>,
     pub filters: &'a [crds::gateway::HTTPRouteFilter],
     pub backends: &'a [crds::BackendRef],
@@ -25,7 +25,7 @@ pub(super) struct RuleView<'a> {
 }
 
 /// A route of either kind.
-pub(super) struct RouteView<'a> {
+pub(crate) struct RouteView<'a> {
     pub key: ObjectKey,
     pub meta: &'a ObjectMeta,
     pub parents: &'a [ParentReference],
@@ -145,13 +145,13 @@ fn grpc_every_request() -> Vec<(Match, Rank)> {
     v
 }
 
-pub(super) fn ns_of(meta: &ObjectMeta) -> &str {
+pub(crate) fn ns_of(meta: &ObjectMeta) -> &str {
     meta.namespace.as_deref().unwrap_or("default")
 }
 
 /// Every route not `excluded`, oldest first (creation time, then namespace/name): the
 /// order that breaks precedence ties.
-pub(super) fn routes<'a>(model: &'a Model, excluded: &Excluded) -> Vec<RouteView<'a>> {
+pub(crate) fn routes<'a>(model: &'a Model, excluded: &Excluded) -> Vec<RouteView<'a>> {
     let key = |kind, meta: &ObjectMeta| {
         ObjectKey::new(kind, ns_of(meta), meta.name.as_deref().unwrap_or_default())
     };

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::encoded::{Encoded, TypeMap};
 use crate::identity::ProxyIdentity;
 use crate::model::{Model, ViewKey};
-use crate::{Diagnostic, Resource};
+use crate::output::{Diagnostic, Resource};
 use xds_types::XdsType;
 
 /// One change to a type's resources.

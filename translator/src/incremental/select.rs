@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::NsName;
+use super::state::NsName;
 use crate::model::{MeshService, Model};
 
 /// The pods `svc` selects now.

@@ -1,68 +1,21 @@
 //! Views: building a view's maps on first use, bringing them up to date after a build,
 //! and the view-local parts of the Services whose policy objects a view leaves out.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::changes::{Changes, Update, ViewMaps, apply, encode};
-use super::{Builder, NsName, Origin, ServiceUpdate};
+use super::state::{
+    Builder, Names, NsName, Origin, Override, PolicyMemo, ServiceUpdate, ViewState, policy_changes,
+};
 use crate::encoded::{Encoded, TypeMap};
-use crate::model::{Model, ViewKey};
-use crate::policy::{Excluded, PolicyContext, SplitState};
-use crate::route::VhostPart;
-use crate::{cluster, route};
+use crate::envoy::cluster;
+use crate::envoy::route;
+use crate::model::{Excluded, Model, ViewKey};
+use crate::names::OUTBOUND_ROUTE;
+use crate::policy::context::PolicyContext;
+use crate::policy::port::port_routings;
 use xds_types::XdsType;
-
-/// One view: its maps, which names in them belong to which Service, and what it leaves
-/// out.
-#[derive(Clone, Debug, Default)]
-pub(super) struct ViewState {
-    pub(super) maps: ViewMaps,
-    by_service: HashMap<NsName, Names>,
-    excluded: Excluded,
-    /// The view's own policy, while it leaves something out.
-    policy: Option<Arc<PolicyContext>>,
-    /// The Services whose routing differs under that policy from the shared one: the
-    /// only ones that can have view-local parts.
-    differs: Arc<BTreeSet<NsName>>,
-    /// View-local parts of the Services its left-out objects touch.
-    overrides: BTreeMap<NsName, Override>,
-}
-
-/// A policy a view that leaves something out resolved: (left out, the last good splits
-/// it started from, the policy, the Services that differ under it).
-type Resolved = (
-    Excluded,
-    SplitState,
-    Arc<PolicyContext>,
-    Arc<BTreeSet<NsName>>,
-);
-
-/// What views that leave something out resolved in one build, shared by the variants of
-/// one view that leave out the same objects (the proxies of many identities rejecting
-/// one bad object cost one resolution and one route table, not one each): the policies,
-/// and the route tables by (view, left out) with the variant that assembled each.
-#[derive(Default)]
-pub(super) struct PolicyMemo {
-    policies: Vec<Resolved>,
-    routes: Vec<(ViewKey, Excluded, ViewKey, Arc<Encoded>)>,
-}
-
-/// A Service's parts as one view sees them, when they differ from the shared ones.
-#[derive(Debug, Clone, PartialEq)]
-struct Override {
-    clusters: Vec<Arc<Encoded>>,
-    vhosts: Vec<VhostPart>,
-}
-
-/// The names one Service has in a view.
-#[derive(Clone, Debug, Default)]
-pub(super) struct Names {
-    clusters: Vec<Arc<str>>,
-    endpoints: Vec<Arc<str>>,
-    /// A gRPC view's RouteConfigurations (one per Service port).
-    routes: Vec<Arc<str>>,
-}
 
 impl Builder {
     /// The maps of a view, building it on first use.
@@ -133,7 +86,7 @@ impl Builder {
     /// Forgets a view no proxy uses any more.
     pub fn drop_view(&mut self, key: &ViewKey) {
         self.views.remove(key);
-        self.grpc_listeners.remove(key);
+        self.view_listeners.remove(key);
         self.diagnostics.remove(&Origin::Route(key.clone()));
     }
 
@@ -211,12 +164,7 @@ impl Builder {
         // `assemble` always emits exactly one route table.
         match out.resources.first() {
             Some(r) => encode(model, r, old, count),
-            None => Arc::new(Encoded::synthetic(
-                XdsType::Route,
-                crate::OUTBOUND_ROUTE,
-                "",
-                &[],
-            )),
+            None => Arc::new(Encoded::synthetic(XdsType::Route, OUTBOUND_ROUTE, "", &[])),
         }
     }
 
@@ -234,8 +182,8 @@ impl Builder {
     ) -> Option<Override> {
         let parts = self.services.get(key)?;
         let svc = parts.svc.as_ref()?;
-        let routings = crate::routing::port_routings(model, policy, svc);
-        let vhosts = route::vhost_parts(model, policy, svc, &routings);
+        let routings = port_routings(model, policy, svc);
+        let vhosts = route::vhost_parts(model, svc, &routings);
         let clusters: Vec<Arc<Encoded>> = svc
             .ports
             .iter()
@@ -294,11 +242,7 @@ impl Builder {
                 Some(found) => found,
                 None => {
                     let policy = Arc::new(PolicyContext::new(model, previous, excl));
-                    let differs = Arc::new(super::policy_changes(
-                        &self.policy,
-                        &policy,
-                        &BTreeSet::new(),
-                    ));
+                    let differs = Arc::new(policy_changes(&self.policy, &policy, &BTreeSet::new()));
                     memo.policies.push((
                         excl.clone(),
                         previous.clone(),
@@ -368,17 +312,7 @@ impl Builder {
             excluded.get(key).cloned().unwrap_or_default()
         };
         let overrides = self.overrides(model, state, &excl, (updated, policy_changed, memo), count);
-        let mut affected: BTreeSet<NsName> = updated.keys().map(|k| (*k).clone()).collect();
-        for k in state.overrides.keys().chain(overrides.keys()) {
-            if state.overrides.get(k) != overrides.get(k) {
-                affected.insert(k.clone());
-            }
-        }
-        let overrides_changed: BTreeSet<NsName> = affected
-            .iter()
-            .filter(|k| state.overrides.get(*k) != overrides.get(*k))
-            .cloned()
-            .collect();
+        let (affected, overrides_changed) = affected(updated, &state.overrides, &overrides);
         state.overrides = overrides;
         state.excluded = excl;
         let mut route_dirty = false;
@@ -433,15 +367,7 @@ impl Builder {
                     &mut changes.routes,
                 ),
             ] {
-                for d in desired {
-                    if map.get(&d.name).is_none_or(|m| !Arc::ptr_eq(m, d)) {
-                        out.push(Update::Put(d.clone()));
-                    }
-                    now.push(d.name.clone());
-                }
-                for n in was.iter().filter(|n| !now.contains(n)) {
-                    out.push(Update::Remove(n.clone()));
-                }
+                put_and_remove(desired, map, was, now, out);
             }
             if !names.clusters.is_empty() || !names.endpoints.is_empty() || !names.routes.is_empty()
             {
@@ -465,5 +391,46 @@ impl Builder {
         }
         apply(&mut state.maps.routes, &changes.routes);
         changes
+    }
+}
+
+/// The Services a view looks at again: those rebuilt, and those whose view-local parts
+/// changed (also returned alone).
+fn affected(
+    updated: &BTreeMap<&NsName, &ServiceUpdate>,
+    old: &BTreeMap<NsName, Override>,
+    new: &BTreeMap<NsName, Override>,
+) -> (BTreeSet<NsName>, BTreeSet<NsName>) {
+    let mut affected: BTreeSet<NsName> = updated.keys().map(|k| (*k).clone()).collect();
+    for k in old.keys().chain(new.keys()) {
+        if old.get(k) != new.get(k) {
+            affected.insert(k.clone());
+        }
+    }
+    let overrides_changed: BTreeSet<NsName> = affected
+        .iter()
+        .filter(|k| old.get(*k) != new.get(*k))
+        .cloned()
+        .collect();
+    (affected, overrides_changed)
+}
+
+/// The updates that take a view's map of one type from the names a Service had in it
+/// (`was`) to the parts it should hold (`desired`); the names it now has go to `now`.
+fn put_and_remove(
+    desired: &[Arc<Encoded>],
+    map: &TypeMap,
+    was: &[Arc<str>],
+    now: &mut Vec<Arc<str>>,
+    out: &mut Vec<Update>,
+) {
+    for d in desired {
+        if map.get(&d.name).is_none_or(|m| !Arc::ptr_eq(m, d)) {
+            out.push(Update::Put(d.clone()));
+        }
+        now.push(d.name.clone());
+    }
+    for n in was.iter().filter(|n| !now.contains(n)) {
+        out.push(Update::Remove(n.clone()));
     }
 }

@@ -522,7 +522,7 @@ pub(crate) fn pod(pod: &Pod) -> Result<MeshPod, ModelError> {
         .and_then(|a| a.get(MTLS_ANNOTATION))
     {
         None => None,
-        Some(v) => Some(crate::tls::MtlsMode::parse(v).ok_or_else(|| {
+        Some(v) => Some(crate::mesh::MtlsMode::parse(v).ok_or_else(|| {
             ctx.err(
                 format!("metadata.annotations[\"{MTLS_ANNOTATION}\"]"),
                 format!("{} is not STRICT or PERMISSIVE", quote(v)),

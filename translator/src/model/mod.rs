@@ -16,12 +16,10 @@ mod index;
 pub(crate) use convert::NameRule;
 mod parse;
 mod scope;
-mod status;
 
 pub use crds::{GRPCRoute, HTTPRoute, HTTPRouteGroup, RetryPolicy, TrafficSplit};
 pub use parse::{MAX_MANIFEST_BYTES, ManifestError, ParsedManifest, parse_manifest};
 pub use scope::{EGRESS_ANNOTATION, EXPORT_ANNOTATION, Egress, Export, ViewKey};
-pub use status::{PolicyStatus, policy_status};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -84,6 +82,9 @@ impl fmt::Display for Kind {
         })
     }
 }
+
+/// Objects left out of translation (ones a proxy rejected config from).
+pub type Excluded = BTreeSet<ObjectKey>;
 
 /// Identifies one object: kind, namespace and name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -295,6 +296,13 @@ impl MeshService {
             .or(self.ports.first())
             .map(|p| p.port)
     }
+
+    /// Whether `port` is an HTTP port of a Service with endpoints: not an ExternalName
+    /// Service (resolved by DNS) and not a TCP port. Clients that take endpoints over EDS
+    /// and speak HTTP only (proxyless gRPC) can call nothing else.
+    pub fn http_with_endpoints(&self, port: &ServicePort) -> bool {
+        self.external_name.is_none() && port.protocol != Protocol::Tcp
+    }
 }
 
 /// One endpoint of an EndpointSlice.
@@ -346,7 +354,7 @@ pub struct MeshPod {
     /// Named container ports.
     pub container_ports: BTreeMap<String, u16>,
     /// Per-workload mTLS override (`rudder.dev/mtls-mode` annotation).
-    pub mtls_mode: Option<crate::tls::MtlsMode>,
+    pub mtls_mode: Option<crate::mesh::MtlsMode>,
     /// The Services its proxy needs (`rudder.dev/egress`).
     pub egress: Egress,
     /// Whether it runs a sidecar (false when annotated `rudder.dev/inject: "false"`).

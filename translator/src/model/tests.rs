@@ -1,4 +1,5 @@
 use super::*;
+use crate::status::policy_status;
 
 fn parse_one(yaml: &str) -> Result<Object, ManifestError> {
     let parsed = parse_manifest(yaml)?;

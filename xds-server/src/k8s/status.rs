@@ -17,7 +17,10 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 use tokio::sync::watch;
-use translator::model::{Kind, ObjectKey, PolicyStatus, RetryPolicy, TrafficSplit, policy_status};
+use translator::{
+    model::{Kind, ObjectKey, RetryPolicy, TrafficSplit},
+    status::{PolicyStatus, policy_status},
+};
 
 use crate::k8s::watch::Rejected;
 use crate::xds::containment::Suspect;

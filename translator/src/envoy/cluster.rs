@@ -20,13 +20,20 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint::HostIdentifier,
 };
 
-use crate::model::{Kind, MeshService, Model, ObjectKey, Protocol, ServicePort, UpstreamTls};
-use crate::policy::PolicyContext;
-use crate::protos;
-use crate::{Body, Diagnostic, MeshConfig, Resource, endpoint, names, tls};
 use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::google::protobuf::UInt32Value;
 use xds_types::XdsType;
+
+use crate::envoy::tls;
+use crate::mesh::MeshConfig;
+use crate::model::{Kind, MeshService, Model, ObjectKey, Protocol, ServicePort, UpstreamTls};
+use crate::names;
+use crate::output::{Body, Diagnostic, Resource};
+use crate::policy::context::PolicyContext;
+use crate::policy::retry::retry_for;
+use crate::render::endpoint::{self, plain_marker};
+use crate::render::protos;
+use crate::serving::identities;
 
 /// Connect timeout for every mesh cluster: long enough for a loaded node, short enough
 /// that a dead endpoint fails fast.
@@ -58,22 +65,7 @@ pub(crate) fn any_outside(model: &Model, svc: &MeshService) -> bool {
         })
 }
 
-/// The SPIFFE IDs of the pods behind a Service (by its selector), sorted.
-pub(crate) fn identities(model: &Model, mesh: &MeshConfig, svc: &MeshService) -> Vec<String> {
-    let mut ids: Vec<String> = model
-        .pods_selected_by(svc)
-        .map(|p| {
-            format!(
-                "spiffe://{}/ns/{}/sa/{}",
-                mesh.trust_domain, p.namespace, p.service_account
-            )
-        })
-        .collect();
-    ids.sort();
-    ids.dedup();
-    ids
-}
-
+/// The Cluster of one Service port.
 pub(crate) fn outbound(
     model: &Model,
     mesh: &MeshConfig,
@@ -84,7 +76,7 @@ pub(crate) fn outbound(
     let name = names::outbound_cluster(svc, port.port);
     let mut cluster = base(name.clone(), port.protocol);
     // A RetryPolicy's budget caps concurrent retries to a share of active requests.
-    let retry = crate::policy::retry_for(
+    let retry = retry_for(
         model,
         &policy.retry_winners,
         &svc.namespace,
@@ -92,74 +84,12 @@ pub(crate) fn outbound(
         port.port,
     );
     let budget = retry.and_then(|p| p.spec.budget.as_ref());
-    if let Some(b) = budget {
-        cluster.circuit_breakers = Some(CircuitBreakers {
-            thresholds: vec![Thresholds {
-                retry_budget: Some(RetryBudget {
-                    budget_percent: Some(Percent {
-                        value: f64::from(b.retry_percent.unwrap_or(20)),
-                    }),
-                    min_retry_concurrency: Some(UInt32Value {
-                        value: b.min_retry_concurrency.unwrap_or(3),
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }],
-            ..Default::default()
-        });
-    }
+    cluster.circuit_breakers = budget.map(retry_budget);
     let refs = if let Some(host) = &svc.external_name {
-        // Outside the mesh: resolved by DNS, plain connections (nothing there presents a
-        // mesh certificate), no endpoints over EDS.
-        cluster.cluster_discovery_type =
-            Some(ClusterDiscoveryType::Type(DiscoveryType::LogicalDns as i32));
-        cluster.dns_lookup_family = DnsLookupFamily::V4Preferred as i32;
-        cluster.load_assignment = Some(ClusterLoadAssignment {
-            cluster_name: name.clone(),
-            endpoints: vec![LocalityLbEndpoints {
-                lb_endpoints: vec![LbEndpoint {
-                    host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
-                        address: Some(protos::named_socket(host, port.port)),
-                        ..Default::default()
-                    })),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        });
+        dns(&mut cluster, host, port.port);
         Vec::new()
     } else {
-        let mtls = tls::upstream(
-            &identities(model, mesh, svc),
-            &mesh.trust_domain,
-            &svc.fqdn(),
-            port.protocol.is_http2(),
-        );
-        // Only a Service with an endpoint outside the mesh carries the plain-text match
-        // (about 150 bytes a cluster, which every proxy would otherwise hold for nothing).
-        let any_outside = any_outside(model, svc);
-        match svc.upstream_tls {
-            UpstreamTls::Auto if !any_outside => cluster.transport_socket = Some(mtls),
-            // mTLS unless the endpoint is marked as outside the mesh (fail closed).
-            UpstreamTls::Auto => {
-                cluster.transport_socket = Some(mtls);
-                cluster.transport_socket_matches = vec![TransportSocketMatch {
-                    name: "outside-mesh".into(),
-                    r#match: Some(tls::plain_marker()),
-                    transport_socket: Some(tls::plain()),
-                }];
-            }
-            UpstreamTls::Mesh => cluster.transport_socket = Some(mtls),
-            UpstreamTls::Plain => {}
-        }
-        cluster.cluster_discovery_type =
-            Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
-        cluster.eds_cluster_config = Some(EdsClusterConfig {
-            eds_config: Some(protos::ads()),
-            service_name: name.clone(),
-        });
+        mesh_eds(&mut cluster, model, mesh, svc, port);
         vec![name.clone()]
     };
     Resource {
@@ -177,6 +107,89 @@ pub(crate) fn outbound(
         name,
         body: Body::Cluster(Box::new(cluster)),
     }
+}
+
+/// A RetryPolicy's retry budget as circuit breaker thresholds.
+fn retry_budget(b: &crds::RetryBudget) -> CircuitBreakers {
+    CircuitBreakers {
+        thresholds: vec![Thresholds {
+            retry_budget: Some(RetryBudget {
+                budget_percent: Some(Percent {
+                    value: f64::from(b.retry_percent.unwrap_or(20)),
+                }),
+                min_retry_concurrency: Some(UInt32Value {
+                    value: b.min_retry_concurrency.unwrap_or(3),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// An ExternalName Service's cluster: resolved by DNS, plain connections (nothing there
+/// presents a mesh certificate), no endpoints over EDS.
+fn dns(cluster: &mut Cluster, host: &str, port: u16) {
+    let name = cluster.name.clone();
+    cluster.cluster_discovery_type =
+        Some(ClusterDiscoveryType::Type(DiscoveryType::LogicalDns as i32));
+    cluster.dns_lookup_family = DnsLookupFamily::V4Preferred as i32;
+    cluster.load_assignment = Some(ClusterLoadAssignment {
+        cluster_name: name.clone(),
+        endpoints: vec![LocalityLbEndpoints {
+            lb_endpoints: vec![LbEndpoint {
+                host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
+                    address: Some(protos::named_socket(host, port)),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+}
+
+/// A mesh Service's cluster: endpoints over EDS, mTLS checking the backends' SPIFFE
+/// IDs (with a plain-text match for endpoints outside the mesh, or plain text when the
+/// Service is forced so).
+fn mesh_eds(
+    cluster: &mut Cluster,
+    model: &Model,
+    mesh: &MeshConfig,
+    svc: &MeshService,
+    port: &ServicePort,
+) {
+    let name = cluster.name.clone();
+    let mtls = tls::upstream(
+        &identities(model, mesh, svc),
+        &mesh.trust_domain,
+        &svc.fqdn(),
+        port.protocol.is_http2(),
+    );
+    // Only a Service with an endpoint outside the mesh carries the plain-text match
+    // (about 150 bytes a cluster, which every proxy would otherwise hold for nothing).
+    let any_outside = any_outside(model, svc);
+    match svc.upstream_tls {
+        UpstreamTls::Auto if !any_outside => cluster.transport_socket = Some(mtls),
+        // mTLS unless the endpoint is marked as outside the mesh (fail closed).
+        UpstreamTls::Auto => {
+            cluster.transport_socket = Some(mtls);
+            cluster.transport_socket_matches = vec![TransportSocketMatch {
+                name: "outside-mesh".into(),
+                r#match: Some(plain_marker()),
+                transport_socket: Some(tls::plain()),
+            }];
+        }
+        UpstreamTls::Mesh => cluster.transport_socket = Some(mtls),
+        UpstreamTls::Plain => {}
+    }
+    cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
+    cluster.eds_cluster_config = Some(EdsClusterConfig {
+        eds_config: Some(protos::ads()),
+        service_name: name,
+    });
 }
 
 pub(crate) fn inbound(port: u16, app: IpAddr, protocol: Protocol) -> Resource {

@@ -17,8 +17,9 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher::MatchPattern};
 use envoy_types::pb::google::protobuf::BoolValue;
 
-use crate::protos;
-use crate::{Body, Resource};
+pub use crate::mesh::MtlsMode;
+use crate::output::{Body, Resource};
+use crate::render::protos::{self, tls_socket as socket};
 use xds_types::XdsType;
 
 /// SDS name of a proxy's own certificate and key.
@@ -28,27 +29,6 @@ pub const ROOT_SECRET: &str = "ROOTCA";
 /// The cluster a sidecar's bootstrap defines for its agent's SDS server, where the
 /// workload certificate ([`CERT_SECRET`]) comes from.
 pub const AGENT_SDS_CLUSTER: &str = "rudder-agent-sds";
-
-/// How inbound listeners treat plain text.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum MtlsMode {
-    /// Only mutual TLS is accepted (the default).
-    #[default]
-    Strict,
-    /// Mutual TLS and plain text are both accepted, for migration.
-    Permissive,
-}
-
-impl MtlsMode {
-    /// Parses `strict` / `permissive` (any case).
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "strict" => Some(MtlsMode::Strict),
-            "permissive" => Some(MtlsMode::Permissive),
-            _ => None,
-        }
-    }
-}
 
 /// The trust bundle, over ADS.
 fn sds(name: &str) -> SdsSecretConfig {
@@ -117,20 +97,6 @@ fn common(sans: Vec<SubjectAltNameMatcher>, alpn: &[&str]) -> CommonTlsContext {
     }
 }
 
-/// A TLS transport socket with `any` (an Upstream- or DownstreamTlsContext).
-pub(crate) fn socket(any: envoy_types::pb::google::protobuf::Any) -> TransportSocket {
-    TransportSocket {
-        name: "envoy.transport_sockets.tls".into(),
-        config_type: Some(transport_socket::ConfigType::TypedConfig(any)),
-    }
-}
-
-/// Endpoint metadata filter Envoy matches `transport_socket_matches` against.
-pub(crate) const SOCKET_MATCH_FILTER: &str = "envoy.transport_socket_match";
-/// The key, and value, that mark an endpoint outside the mesh.
-pub(crate) const PLAIN_KEY: &str = "rudder.dev/tls";
-pub(crate) const PLAIN_VALUE: &str = "plain";
-
 /// A plain-text transport socket (for endpoints outside the mesh).
 pub(crate) fn plain() -> TransportSocket {
     TransportSocket {
@@ -138,22 +104,6 @@ pub(crate) fn plain() -> TransportSocket {
         config_type: Some(transport_socket::ConfigType::TypedConfig(protos::any(
             &envoy_types::pb::envoy::extensions::transport_sockets::raw_buffer::v3::RawBuffer {},
         ))),
-    }
-}
-
-/// `{PLAIN_KEY: PLAIN_VALUE}`: the endpoint metadata, and the cluster's match, for plain
-/// connections.
-pub(crate) fn plain_marker() -> envoy_types::pb::google::protobuf::Struct {
-    use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
-    Struct {
-        fields: [(
-            PLAIN_KEY.to_string(),
-            Value {
-                kind: Some(Kind::StringValue(PLAIN_VALUE.into())),
-            },
-        )]
-        .into_iter()
-        .collect(),
     }
 }
 

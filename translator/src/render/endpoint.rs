@@ -1,4 +1,4 @@
-//! ClusterLoadAssignments from EndpointSlices: only ready endpoints (terminating and
+//! ClusterLoadAssignments from EndpointSlices (the same for Envoy and proxyless gRPC): only ready endpoints (terminating and
 //! unready ones are drained), grouped by zone into localities, endpoints outside the mesh
 //! marked for a plain connection. Also the pods of a headless Service, by address.
 
@@ -11,10 +11,12 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 };
 use envoy_types::pb::google::protobuf::UInt32Value;
 
-use crate::model::{Kind, MeshService, Model, ObjectKey, ServicePort, UpstreamTls};
-use crate::protos;
-use crate::{Body, Resource, names, tls};
 use xds_types::XdsType;
+
+use crate::model::{Kind, MeshService, Model, ObjectKey, ServicePort, UpstreamTls};
+use crate::names;
+use crate::output::{Body, Resource};
+use crate::render::protos;
 
 pub(crate) fn load_assignment(model: &Model, svc: &MeshService, port: &ServicePort) -> Resource {
     let name = names::outbound_cluster(svc, port.port);
@@ -67,12 +69,9 @@ pub(crate) fn load_assignment(model: &Model, svc: &MeshService, port: &ServicePo
                     health_status: HealthStatus::Healthy as i32,
                     // One key only: the encoding of a protobuf map follows HashMap order.
                     metadata: outside.then(|| Metadata {
-                        filter_metadata: [(
-                            tls::SOCKET_MATCH_FILTER.to_string(),
-                            tls::plain_marker(),
-                        )]
-                        .into_iter()
-                        .collect(),
+                        filter_metadata: [(SOCKET_MATCH_FILTER.to_string(), plain_marker())]
+                            .into_iter()
+                            .collect(),
                         ..Default::default()
                     }),
                     ..Default::default()
@@ -145,4 +144,26 @@ pub(crate) fn pod_addresses(
         }
     }
     out.into_values().collect()
+}
+
+/// Endpoint metadata filter Envoy matches `transport_socket_matches` against.
+pub(crate) const SOCKET_MATCH_FILTER: &str = "envoy.transport_socket_match";
+/// The key, and value, that mark an endpoint outside the mesh.
+pub(crate) const PLAIN_KEY: &str = "rudder.dev/tls";
+pub(crate) const PLAIN_VALUE: &str = "plain";
+
+/// `{PLAIN_KEY: PLAIN_VALUE}`: the endpoint metadata, and the cluster's match, for plain
+/// connections.
+pub(crate) fn plain_marker() -> envoy_types::pb::google::protobuf::Struct {
+    use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+    Struct {
+        fields: [(
+            PLAIN_KEY.to_string(),
+            Value {
+                kind: Some(Kind::StringValue(PLAIN_VALUE.into())),
+            },
+        )]
+        .into_iter()
+        .collect(),
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use envoy_types::pb::envoy::config::core::v3::Address;
+use envoy_types::pb::envoy::config::core::v3::{Address, TransportSocket, transport_socket};
 use envoy_types::pb::envoy::config::core::v3::{
     AggregatedConfigSource, ApiVersion, ConfigSource, Http2ProtocolOptions, SocketAddress, address,
     config_source::ConfigSourceSpecifier, socket_address::PortSpecifier,
@@ -96,4 +96,12 @@ pub(crate) fn http2_upstream() -> (String, Any) {
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_string(),
         any(&opts),
     )
+}
+
+/// A TLS transport socket with `any` (an Upstream- or DownstreamTlsContext).
+pub(crate) fn tls_socket(any: envoy_types::pb::google::protobuf::Any) -> TransportSocket {
+    TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(any)),
+    }
 }

@@ -31,12 +31,17 @@ use envoy_types::pb::envoy::config::listener::v3::{
 use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
 use envoy_types::pb::google::protobuf::UInt32Value;
 
-use crate::identity::ProxyIdentity;
-use crate::listener::{inbound_filter, outbound_hcm, tcp_proxy, tls_inspector};
-use crate::model::{Kind, Model, ObjectKey, Protocol};
-use crate::tls::{self, MtlsMode};
-use crate::{Body, Resource, endpoint, names, protos};
 use xds_types::XdsType;
+
+use crate::envoy::filters::{inbound_filter, outbound_hcm, tcp_proxy, tls_inspector};
+use crate::envoy::tls;
+use crate::identity::{ProxyIdentity, view_key};
+use crate::mesh::MtlsMode;
+use crate::model::{Kind, Model, ObjectKey, Protocol, ViewKey};
+use crate::names;
+use crate::output::{Body, Resource};
+use crate::render::endpoint;
+use crate::render::protos;
 
 /// The inbound listener's name.
 pub const INBOUND_LISTENER: &str = "inbound";
@@ -104,11 +109,43 @@ fn any_addr(like: Option<IpAddr>) -> IpAddr {
     }
 }
 
+/// TCP targets by original destination: (address, port) -> (chain name, cluster).
+type TcpTargets = BTreeMap<(IpAddr, u16), (String, String)>;
+
 /// The outbound listener and its passthrough cluster.
 pub(crate) fn outbound(model: &Model, proxy: &ProxyIdentity) -> Vec<Resource> {
-    let view = crate::incremental::Builder::view_key(model, proxy);
+    let (tcp, http, sources) = destinations(model, &view_key(model, proxy));
+    let mut refs = vec![PASSTHROUGH.to_string()];
+    let chains = outbound_chains(tcp, http, proxy.outbound_port, &mut refs);
+    let listener = Listener {
+        name: names::OUTBOUND_LISTENER.into(),
+        address: Some(protos::socket(any_addr(proxy.pod_ip), proxy.outbound_port)),
+        listener_filters: vec![original_dst()],
+        filter_chains: chains,
+        default_filter_chain: Some(FilterChain {
+            filters: vec![tcp_proxy(PASSTHROUGH.into(), PASSTHROUGH.into())],
+            name: PASSTHROUGH.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    vec![
+        Resource {
+            kind: XdsType::Listener,
+            name: names::OUTBOUND_LISTENER.into(),
+            refs,
+            sources,
+            body: Body::Listener(Box::new(listener)),
+        },
+        passthrough_cluster(PASSTHROUGH),
+    ]
+}
+
+/// Where the Services a view sees are called: TCP (address, port) -> (chain name,
+/// cluster), the HTTP addresses (sorted, each once), and the Services.
+fn destinations(model: &Model, view: &ViewKey) -> (TcpTargets, Vec<IpAddr>, Vec<ObjectKey>) {
     // (ip, port) -> (chain name, cluster): TCP by original destination.
-    let mut tcp: BTreeMap<(IpAddr, u16), (String, String)> = BTreeMap::new();
+    let mut tcp = TcpTargets::new();
     let mut http: Vec<IpAddr> = Vec::new();
     let mut sources = Vec::new();
     for svc in model
@@ -144,7 +181,18 @@ pub(crate) fn outbound(model: &Model, proxy: &ProxyIdentity) -> Vec<Resource> {
     }
     http.sort();
     http.dedup();
-    let mut refs = vec![PASSTHROUGH.to_string()];
+    (tcp, http, sources)
+}
+
+/// The outbound listener's filter chains: TCP by original destination, the explicit
+/// mode's port, HTTP addresses (on ports TCP chains use, and the rest); the clusters
+/// they route to are added to `refs`.
+fn outbound_chains(
+    tcp: TcpTargets,
+    http: Vec<IpAddr>,
+    outbound_port: u16,
+    refs: &mut Vec<String>,
+) -> Vec<FilterChain> {
     // Envoy narrows chains by destination port before addresses and does not step
     // back: on a port some TCP chain uses, the HTTP addresses need a chain of their own.
     let mut http_on_port: BTreeMap<u16, Vec<IpAddr>> = BTreeMap::new();
@@ -182,7 +230,7 @@ pub(crate) fn outbound(model: &Model, proxy: &ProxyIdentity) -> Vec<Resource> {
         "explicit".into(),
         FilterChainMatch {
             destination_port: Some(UInt32Value {
-                value: u32::from(proxy.outbound_port),
+                value: u32::from(outbound_port),
             }),
             // Only the pod itself (the inbound listener closes this port from outside).
             source_type: ConnectionSourceType::SameIpOrLoopback as i32,
@@ -214,28 +262,7 @@ pub(crate) fn outbound(model: &Model, proxy: &ProxyIdentity) -> Vec<Resource> {
             outbound_hcm(),
         ));
     }
-    let listener = Listener {
-        name: names::OUTBOUND_LISTENER.into(),
-        address: Some(protos::socket(any_addr(proxy.pod_ip), proxy.outbound_port)),
-        listener_filters: vec![original_dst()],
-        filter_chains: chains,
-        default_filter_chain: Some(FilterChain {
-            filters: vec![tcp_proxy(PASSTHROUGH.into(), PASSTHROUGH.into())],
-            name: PASSTHROUGH.into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    vec![
-        Resource {
-            kind: XdsType::Listener,
-            name: names::OUTBOUND_LISTENER.into(),
-            refs,
-            sources,
-            body: Body::Listener(Box::new(listener)),
-        },
-        passthrough_cluster(PASSTHROUGH),
-    ]
+    chains
 }
 
 /// The inbound listener for the ports the pod serves, and its passthrough cluster.

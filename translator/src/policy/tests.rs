@@ -2,7 +2,8 @@
 //! Services, cycles and nested matches refused with the last good weights kept.
 
 use super::*;
-use crate::model::{Model, parse_manifest, policy_status};
+use crate::model::{Kind, Model, ObjectKey, parse_manifest};
+use crate::status::policy_status;
 
 fn svc(name: &str) -> String {
     format!(

@@ -1,35 +1,15 @@
-//! Traffic policy from the mesh CRDs, resolved against the model:
-//! - TrafficSplits become the effective backend weights of an apex Service. One split per
-//!   apex takes effect: the oldest (creation time, then name); the others are
-//!   `Conflicted`. A split with nothing routable (all weights 0, no backend exists, an
-//!   unsupported match) keeps the last good weights ([`SplitState`] is carried from one
-//!   build to the next).
-//! - Nested splits are composed: a backend that is itself the apex of a split stands for
-//!   that split's backends, with the shares multiplied down to leaf Services (the Flagger
-//!   layout, apex -> primary/canary where primary is split again, routes as written). A
-//!   backend naming its own apex is that Service's own endpoints. A cycle (A -> B -> A)
-//!   and a nested split with matches (its matches would have to apply inside another
-//!   split's share) are refused: the apex keeps its last good weights, and the status
-//!   names the chain or the nested split ([`nesting`]).
-//! - RetryPolicies: one per (Service, port), the oldest winning; a port-specific policy
-//!   beats a whole-Service one on its port.
-//! - Gateway API routes ([`crate::gamma`]) take precedence over TrafficSplits on the
-//!   ports they route (`routing::port_routing` asks them first).
-//!
-//! Objects in the `excluded` set (ones a proxy rejected config from, see the server's
-//! containment) count as absent: an excluded split contributes nothing (its apex routes
-//! to itself), and an excluded RetryPolicy leaves its slot to the next oldest. A split
-//! whose HTTPRouteGroup is missing keeps its last good weights.
+//! TrafficSplits resolved against the model: the effective backend weights of each apex
+//! Service. One split per apex takes effect: the oldest (creation time, then name); the
+//! others are `Conflicted`. A split with nothing routable (all weights 0, no backend
+//! exists, an unsupported match) keeps the last good weights ([`SplitState`] is carried
+//! from one build to the next). Nested splits are composed (see [`crate::policy`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use crds::{HTTPMatch, RetryPolicy, TrafficSplit};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use crds::{HTTPMatch, TrafficSplit};
 
-use crate::model::{Kind, Model, ObjectKey};
-
-/// Objects left out of translation.
-pub type Excluded = BTreeSet<ObjectKey>;
+use crate::model::{Excluded, Kind, Model, ObjectKey};
+use crate::policy::oldest::oldest_first;
 
 /// Total weight of a composed (nested) split's leaves.
 pub const COMPOSED_TOTAL: u64 = 1_000_000_000;
@@ -56,32 +36,6 @@ type Apex = (String, String);
 
 fn ns_of(ts: &TrafficSplit) -> &str {
     ts.metadata.namespace.as_deref().unwrap_or("default")
-}
-
-/// Policy objects not left out, oldest first (creation time, then name): the order in
-/// which they claim their targets.
-fn oldest_first<'a, T>(
-    objects: impl Iterator<Item = &'a T>,
-    kind: Kind,
-    excluded: &Excluded,
-    meta: impl Fn(&T) -> &ObjectMeta,
-) -> Vec<&'a T> {
-    let mut out: Vec<&T> = objects
-        .filter(|o| {
-            let m = meta(o);
-            !excluded.contains(&ObjectKey::new(
-                kind,
-                m.namespace.as_deref().unwrap_or("default"),
-                m.name.as_deref().unwrap_or_default(),
-            ))
-        })
-        .collect();
-    // Timestamps compare as times, not as text (a fraction of a second would sort wrong).
-    out.sort_by_key(|o| {
-        let m = meta(o);
-        (m.creation_timestamp.as_ref().map(|t| t.0), m.name.clone())
-    });
-    out
 }
 
 /// The TrafficSplit that takes effect for each apex: the oldest (creation time, then
@@ -318,65 +272,3 @@ fn compose(
         }
     }
 }
-
-/// (namespace, Service, port or None for every port) -> winning policy name.
-pub fn retry_winners(
-    model: &Model,
-    excluded: &Excluded,
-) -> BTreeMap<(String, String, Option<u32>), String> {
-    let mut winners = BTreeMap::new();
-    for p in oldest_first(model.retry_policies(), Kind::RetryPolicy, excluded, |p| {
-        &p.metadata
-    }) {
-        let ns = p
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let slot = (ns, p.spec.target_ref.name.clone(), p.spec.target_ref.port);
-        winners
-            .entry(slot)
-            .or_insert_with(|| p.metadata.name.clone().unwrap_or_default());
-    }
-    winners
-}
-
-/// The policy in effect for calls to `svc` on `port`.
-pub fn retry_for<'a>(
-    model: &'a Model,
-    winners: &BTreeMap<(String, String, Option<u32>), String>,
-    ns: &str,
-    svc: &str,
-    port: u16,
-) -> Option<&'a RetryPolicy> {
-    let by = |p: Option<u32>| winners.get(&(ns.to_string(), svc.to_string(), p));
-    let name = by(Some(u32::from(port))).or_else(|| by(None))?;
-    model.retry_policy(ns, name)
-}
-
-/// Everything policy-related a build needs, computed once per build.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PolicyContext {
-    /// Splits in effect.
-    pub splits: SplitState,
-    /// Winning retry policies.
-    pub retry_winners: BTreeMap<(String, String, Option<u32>), String>,
-    /// Gateway API routes attached to Services.
-    pub(crate) routes: crate::gamma::RouteState,
-}
-
-impl PolicyContext {
-    /// Resolves policy against `model`; `previous` are the splits of the last build,
-    /// `excluded` the objects left out.
-    pub fn new(model: &Model, previous: &SplitState, excluded: &Excluded) -> Self {
-        PolicyContext {
-            splits: resolve_splits(model, previous, excluded),
-            retry_winners: retry_winners(model, excluded),
-            routes: crate::gamma::resolve(model, excluded),
-        }
-    }
-}
-
-#[cfg(test)]
-#[path = "policy_tests.rs"]
-mod tests;

@@ -9,10 +9,8 @@ use envoy_types::pb::envoy::config::core::v3::{
 };
 use envoy_types::pb::envoy::config::route::v3::route_action::RequestMirrorPolicy;
 use envoy_types::pb::envoy::config::route::v3::{
-    DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RetryPolicy as EnvoyRetryPolicy,
-    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
-    header_matcher::HeaderMatchSpecifier,
-    query_parameter_matcher::QueryParameterMatchSpecifier,
+    RetryPolicy as EnvoyRetryPolicy, Route, RouteAction, RouteConfiguration, RouteMatch,
+    VirtualHost, WeightedCluster,
     retry_policy::RetryBackOff,
     route::Action,
     route_action::ClusterNotFoundResponseCode,
@@ -22,104 +20,18 @@ use envoy_types::pb::envoy::config::route::v3::{
     route_match::PathSpecifier,
     weighted_cluster::ClusterWeight,
 };
-use envoy_types::pb::envoy::r#type::matcher::v3::{
-    RegexMatcher, StringMatcher, string_matcher::MatchPattern,
-};
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent::DenominatorType};
 use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
 
-use crate::policy::PolicyContext;
-use crate::routing::{self, Dest, HeaderEdits, Match, PathMatch, PortRouting, Retry, StrMatch};
-
-use crate::endpoint::{self, PodAddress};
-use crate::model::{Kind, MeshService, Model, ObjectKey, Protocol, ServicePort};
-use crate::protos;
-use crate::{Body, Diagnostic, Output, Resource, names};
 use xds_types::XdsType;
 
-/// The names a client may use for `svc` on `port`, in order, each with whether only
-/// clients in the Service's own namespace may use it (the short name, as Kubernetes DNS
-/// resolves it): the full and short DNS forms and the cluster IP, each with `:PORT`, and
-/// also without it for the service's default port.
-pub(crate) fn domains(svc: &MeshService, port: u16) -> Vec<(String, bool)> {
-    let mut hosts = vec![
-        (svc.fqdn(), false),
-        (format!("{}.{}.svc", svc.name, svc.namespace), false),
-        (format!("{}.{}", svc.name, svc.namespace), false),
-        (svc.name.clone(), true),
-    ];
-    let mut out: Vec<(String, bool)> = hosts
-        .iter()
-        .map(|(h, local)| (format!("{h}:{port}"), *local))
-        .collect();
-    if let Some(ip) = svc.cluster_ip {
-        out.push((
-            match ip {
-                std::net::IpAddr::V4(v4) => format!("{v4}:{port}"),
-                std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
-            },
-            false,
-        ));
-        hosts.push((ip.to_string(), false));
-    }
-    if svc.default_port() == Some(port) {
-        out.extend(hosts);
-    }
-    out
-}
-
-fn regex(re: &str) -> RegexMatcher {
-    RegexMatcher {
-        regex: re.to_string(),
-        ..Default::default()
-    }
-}
-
-fn string_matcher(m: &StrMatch) -> StringMatcher {
-    StringMatcher {
-        match_pattern: Some(match m {
-            StrMatch::Exact(v) => MatchPattern::Exact(v.clone()),
-            StrMatch::Regex(re) => MatchPattern::SafeRegex(regex(re)),
-        }),
-        ..Default::default()
-    }
-}
-
-fn header(name: &str, m: &StrMatch) -> HeaderMatcher {
-    HeaderMatcher {
-        name: name.to_string(),
-        header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(string_matcher(m))),
-        ..Default::default()
-    }
-}
-
-/// The Envoy route match of one routing-model match.
-pub(crate) fn route_match(m: &Match) -> RouteMatch {
-    let mut headers: Vec<HeaderMatcher> = m.headers.iter().map(|(k, v)| header(k, v)).collect();
-    if !m.methods.is_empty() {
-        headers.push(header(":method", &StrMatch::Regex(m.methods.join("|"))));
-    }
-    RouteMatch {
-        path_specifier: Some(match &m.path {
-            PathMatch::Prefix(p) => PathSpecifier::Prefix(p.clone()),
-            PathMatch::Segments(p) => PathSpecifier::PathSeparatedPrefix(p.clone()),
-            PathMatch::Exact(p) => PathSpecifier::Path(p.clone()),
-            PathMatch::Regex(re) => PathSpecifier::SafeRegex(regex(re)),
-        }),
-        headers,
-        query_parameters: m
-            .query
-            .iter()
-            .map(|(name, v)| QueryParameterMatcher {
-                name: name.clone(),
-                query_parameter_match_specifier: Some(QueryParameterMatchSpecifier::StringMatch(
-                    string_matcher(v),
-                )),
-            })
-            .collect(),
-        ..Default::default()
-    }
-}
+use crate::model::{Kind, MeshService, Model, ObjectKey, Protocol, ServicePort};
+use crate::names;
+use crate::output::{Body, Diagnostic, Output, Resource};
+use crate::render::endpoint::{PodAddress, pod_addresses};
+use crate::render::protos;
+use crate::render::route::{action, cluster_specifier, domains, route_match};
+use crate::routing::ir::{Backend, Dest, HeaderEdits, PortRouting, Retry};
 
 /// Header changes as Envoy's `*_headers_to_add` and `*_headers_to_remove`.
 pub(crate) fn header_edits(e: &HeaderEdits) -> (Vec<HeaderValueOption>, Vec<String>) {
@@ -167,43 +79,6 @@ fn backend_header_edits(a: &mut RouteAction, edits: &[(String, HeaderEdits, Head
                 (cw.response_headers_to_add, cw.response_headers_to_remove) = header_edits(resp);
             }
         }
-    }
-}
-
-/// The Envoy rendering of a destination that is a cluster or clusters; `None` for a
-/// status answered by the proxy.
-pub(crate) fn cluster_specifier(dest: &Dest) -> Option<ClusterSpecifier> {
-    Some(match dest {
-        Dest::Status(_) => return None,
-        Dest::Cluster(name) => ClusterSpecifier::Cluster(name.clone()),
-        Dest::Weighted(w) => ClusterSpecifier::WeightedClusters(WeightedCluster {
-            clusters: w
-                .iter()
-                .map(|(name, weight)| ClusterWeight {
-                    name: name.clone(),
-                    weight: Some(UInt32Value { value: *weight }),
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        }),
-    })
-}
-
-/// The action of a route to `dest`: to its clusters, or a direct response.
-pub(crate) fn action(dest: &Dest, route: RouteAction) -> Action {
-    match cluster_specifier(dest) {
-        Some(c) => Action::Route(RouteAction {
-            cluster_specifier: Some(c),
-            ..route
-        }),
-        None => Action::DirectResponse(DirectResponseAction {
-            status: match dest {
-                Dest::Status(c) => *c,
-                _ => 500,
-            },
-            ..Default::default()
-        }),
     }
 }
 
@@ -273,10 +148,9 @@ pub(crate) struct VhostPart {
 /// one virtual host per pod and port, for clients that call the pod by its own address
 /// or its StatefulSet name.
 ///
-/// `routings` is [`routing::port_routings`] of the Service (shared with the gRPC emitter).
+/// `routings` is the routing IR of each port of the Service, in order.
 pub(crate) fn vhost_parts(
     model: &Model,
-    policy: &PolicyContext,
     svc: &MeshService,
     routings: &[PortRouting],
 ) -> Vec<VhostPart> {
@@ -284,19 +158,18 @@ pub(crate) fn vhost_parts(
     let mut out = Vec::new();
     for (port, routing) in svc.ports.iter().zip(routings) {
         let mut vhost = virtual_host(routing);
-        let (mut refs, sources) = (routing.refs.clone(), routing.sources.clone());
+        let (refs, sources) = (routing.refs.clone(), routing.sources.clone());
         let mut names = domains(svc, port.port);
         if port.protocol == Protocol::Tcp {
             // CONNECT always names the port.
             let suffix = format!(":{}", port.port);
             names.retain(|(d, _)| d.ends_with(&suffix));
-            // A split whose matches select requests has no meaning for a tunnel.
-            let split = policy
-                .splits
-                .get(&(svc.namespace.clone(), svc.name.clone()))
-                .filter(|s| s.matches.is_empty());
-            let dest = routing::destination(model, svc, port.port, split, &mut refs);
-            vhost.routes = cluster_specifier(&dest)
+            // Matches select requests, which have no meaning for a tunnel: the rule for
+            // every other request carries it.
+            vhost.routes = routing
+                .rules
+                .last()
+                .and_then(|rule| cluster_specifier(&rule.dest))
                 .map(connect_route)
                 .into_iter()
                 .collect();
@@ -310,7 +183,7 @@ pub(crate) fn vhost_parts(
             pod: false,
         });
         if svc.headless && svc.external_name.is_none() {
-            out.extend(pod_vhosts(model, policy, svc, port));
+            out.extend(pod_vhosts(model, svc, port, routing));
         }
     }
     out
@@ -399,35 +272,22 @@ fn pod_domains(svc: &MeshService, addr: &PodAddress) -> Vec<(String, bool)> {
 /// the port's RetryPolicy applies; a TrafficSplit does not (the client chose the pod).
 fn pod_vhosts(
     model: &Model,
-    policy: &PolicyContext,
     svc: &MeshService,
     port: &ServicePort,
+    routing: &PortRouting,
 ) -> Vec<VhostPart> {
-    let retry = routing::retry_policy(model, policy, svc, port.port);
-    let (retry_policy, timeout) = retry_and_timeout(
-        retry.map(routing::retry).as_ref(),
-        retry.and_then(|p| {
-            p.spec
-                .timeout
-                .as_deref()
-                .and_then(|d| crds::duration::parse(d).ok())
-        }),
-        port.protocol,
-    );
+    let (retry_policy, timeout) =
+        retry_and_timeout(routing.retry.as_ref(), routing.timeout, port.protocol);
     let mut sources = vec![ObjectKey::new(Kind::Service, &svc.namespace, &svc.name)];
     sources.extend(
         model
             .slices_of(svc)
             .map(|sl| ObjectKey::new(Kind::EndpointSlice, &sl.namespace, &sl.name)),
     );
-    if let Some(p) = retry {
-        sources.push(ObjectKey::new(
-            Kind::RetryPolicy,
-            &svc.namespace,
-            p.metadata.name.as_deref().unwrap_or_default(),
-        ));
+    if let Some(p) = &routing.retry {
+        sources.push(ObjectKey::new(Kind::RetryPolicy, &svc.namespace, &p.name));
     }
-    endpoint::pod_addresses(model, svc, port)
+    pod_addresses(model, svc, port)
         .into_iter()
         .map(|addr| {
             let cluster = names::pod_cluster(svc, addr.port, addr.ip);
@@ -485,9 +345,9 @@ fn virtual_host(r: &PortRouting) -> VirtualHost {
             let mut route = http_route(m, &rule.dest, timeout, &retry);
             // The share of a backend that did not resolve fails with the rule's status.
             let to_no_backend = match &rule.dest {
-                Dest::Cluster(c) => c == routing::NO_BACKEND,
-                Dest::Weighted(w) => w.iter().any(|(c, _)| c == routing::NO_BACKEND),
-                Dest::Status(_) => false,
+                Dest::NoBackend => true,
+                Dest::Weighted(w) => w.iter().any(|(b, _)| *b == Backend::Missing),
+                Dest::Cluster(_) | Dest::Status(_) => false,
             };
             if to_no_backend
                 && extra.no_backend_status == 500
@@ -532,17 +392,6 @@ fn virtual_host(r: &PortRouting) -> VirtualHost {
         routes,
         ..Default::default()
     }
-}
-
-pub(crate) fn outbound(model: &Model, policy: &PolicyContext, client_ns: &str) -> Output {
-    let parts: Vec<VhostPart> = model
-        .services()
-        .flat_map(|svc| {
-            let routings = routing::port_routings(model, policy, svc);
-            vhost_parts(model, policy, svc, &routings)
-        })
-        .collect();
-    assemble(parts.iter(), client_ns)
 }
 
 /// The outbound RouteConfiguration for clients in `client_ns` from virtual hosts in

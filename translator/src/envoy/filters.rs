@@ -1,0 +1,132 @@
+//! The Envoy network and listener filters the per-proxy listeners share: the HTTP
+//! connection manager (outbound by RDS, inbound to the local app), the TCP proxy and the
+//! TLS inspector.
+
+use envoy_types::pb::envoy::config::listener::v3::{
+    Filter, ListenerFilter, filter, listener_filter,
+};
+use envoy_types::pb::envoy::config::route::v3::{
+    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route::Action,
+    route_action::ClusterSpecifier, route_match::PathSpecifier,
+};
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, Rds,
+    http_connection_manager::{
+        CodecType, ForwardClientCertDetails, RouteSpecifier, SetCurrentClientCertDetails,
+        UpgradeConfig,
+    },
+};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+    TcpProxy, tcp_proxy::ClusterSpecifier as TcpCluster,
+};
+
+use crate::model::Protocol;
+use crate::names;
+use crate::render::protos;
+
+/// An HTTP connection manager with routes `routes`; `inbound` for one that serves the
+/// local app.
+pub(crate) fn hcm(stat_prefix: String, routes: RouteSpecifier, inbound: bool) -> Filter {
+    let manager = HttpConnectionManager {
+        // Inbound: tell the app who called, from the verified client certificate.
+        forward_client_cert_details: if inbound {
+            ForwardClientCertDetails::SanitizeSet as i32
+        } else {
+            ForwardClientCertDetails::Sanitize as i32
+        },
+        set_current_client_cert_details: inbound.then(|| SetCurrentClientCertDetails {
+            uri: true,
+            ..Default::default()
+        }),
+        stat_prefix,
+        // AUTO accepts HTTP/1.1 and HTTP/2 prior knowledge (h2c, gRPC) from the client.
+        codec_type: CodecType::Auto as i32,
+        route_specifier: Some(routes),
+        // Outbound: HTTP CONNECT opens a TCP tunnel to a Service's TCP port.
+        upgrade_configs: if inbound {
+            Vec::new()
+        } else {
+            vec![UpgradeConfig {
+                upgrade_type: "CONNECT".into(),
+                ..Default::default()
+            }]
+        },
+        http_filters: vec![protos::router_filter()],
+        ..Default::default()
+    };
+    Filter {
+        name: "envoy.filters.network.http_connection_manager".into(),
+        config_type: Some(filter::ConfigType::TypedConfig(protos::any(&manager))),
+    }
+}
+
+/// The outbound HTTP connection manager: routes from RDS, by authority.
+pub(crate) fn outbound_hcm() -> Filter {
+    let rds = RouteSpecifier::Rds(Rds {
+        config_source: Some(protos::ads()),
+        route_config_name: names::OUTBOUND_ROUTE.into(),
+    });
+    hcm("outbound".into(), rds, false)
+}
+
+/// The TLS inspector (tells mTLS from plain text on a PERMISSIVE port).
+pub(crate) fn tls_inspector() -> ListenerFilter {
+    ListenerFilter {
+        name: "envoy.filters.listener.tls_inspector".into(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(protos::any(
+            &TlsInspector::default(),
+        ))),
+        ..Default::default()
+    }
+}
+
+/// A TCP proxy to `cluster`.
+pub(crate) fn tcp_proxy(stat_prefix: String, cluster: String) -> Filter {
+    let tcp = TcpProxy {
+        stat_prefix,
+        cluster_specifier: Some(TcpCluster::Cluster(cluster)),
+        ..Default::default()
+    };
+    Filter {
+        name: "envoy.filters.network.tcp_proxy".into(),
+        config_type: Some(filter::ConfigType::TypedConfig(protos::any(&tcp))),
+    }
+}
+
+/// What serves one inbound port: a TCP proxy, or an HTTP connection manager, to the
+/// local app's cluster `inbound|PORT`.
+pub(crate) fn inbound_filter(port: u16, protocol: Protocol) -> Filter {
+    let name = names::inbound(port);
+    if protocol == Protocol::Tcp {
+        tcp_proxy(name.clone(), name)
+    } else {
+        let route = RouteConfiguration {
+            name: name.clone(),
+            virtual_hosts: vec![VirtualHost {
+                name: "inbound".into(),
+                domains: vec!["*".into()],
+                routes: vec![Route {
+                    r#match: Some(RouteMatch {
+                        path_specifier: Some(PathSpecifier::Prefix("/".into())),
+                        ..Default::default()
+                    }),
+                    action: Some(Action::Route(RouteAction {
+                        cluster_specifier: Some(ClusterSpecifier::Cluster(name.clone())),
+                        // The calling side owns request timeouts.
+                        timeout: Some(protos::millis(0)),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        hcm(
+            format!("inbound_{port}"),
+            RouteSpecifier::RouteConfig(route),
+            true,
+        )
+    }
+}

@@ -1,0 +1,152 @@
+//! Per-proxy listeners. Outbound: one HTTP listener on the pod IP that routes by
+//! authority, so it serves apps using it as an explicit HTTP proxy (HTTP CONNECT for
+//! TCP ports) and (later) transparently intercepted traffic alike. Inbound: one listener per port the pod
+//! serves, forwarding to the local app over a static cluster.
+
+use std::net::IpAddr;
+
+use envoy_types::pb::envoy::config::listener::v3::{
+    Filter, FilterChain, FilterChainMatch, Listener,
+};
+use xds_types::XdsType;
+
+use crate::envoy::cluster;
+use crate::envoy::filters::{inbound_filter, outbound_hcm, tls_inspector};
+use crate::envoy::intercept;
+use crate::envoy::tls;
+use crate::identity::ProxyIdentity;
+use crate::mesh::{MeshConfig, MtlsMode};
+use crate::model::{Model, Protocol};
+use crate::names;
+use crate::output::{Body, Output, Resource};
+use crate::render::protos;
+use crate::serving::served_ports;
+
+fn listener(name: String, ip: IpAddr, port: u16, filter: Filter) -> Listener {
+    Listener {
+        name,
+        address: Some(protos::socket(ip, port)),
+        filter_chains: vec![FilterChain {
+            filters: vec![filter],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// An inbound listener: mTLS only (STRICT), or mTLS and plain text told apart by the
+/// TLS inspector (PERMISSIVE).
+fn secure_listener(
+    name: String,
+    ip: IpAddr,
+    port: u16,
+    filter: Filter,
+    trust_domain: &str,
+    mode: MtlsMode,
+) -> Listener {
+    let mtls = FilterChain {
+        filter_chain_match: (mode == MtlsMode::Permissive).then(|| FilterChainMatch {
+            transport_protocol: "tls".into(),
+            ..Default::default()
+        }),
+        filters: vec![filter.clone()],
+        transport_socket: Some(tls::downstream(trust_domain)),
+        name: "mtls".into(),
+        ..Default::default()
+    };
+    let mut l = Listener {
+        name,
+        address: Some(protos::socket(ip, port)),
+        filter_chains: vec![mtls],
+        ..Default::default()
+    };
+    if mode == MtlsMode::Permissive {
+        l.listener_filters = vec![tls_inspector()];
+        l.default_filter_chain = Some(FilterChain {
+            filters: vec![filter],
+            name: "plaintext".into(),
+            ..Default::default()
+        });
+    }
+    l
+}
+
+fn outbound(ip: IpAddr, port: u16) -> Resource {
+    Resource {
+        kind: XdsType::Listener,
+        name: names::OUTBOUND_LISTENER.into(),
+        refs: Vec::new(),
+        sources: Vec::new(),
+        body: Body::Listener(Box::new(listener(
+            names::OUTBOUND_LISTENER.into(),
+            ip,
+            port,
+            outbound_hcm(),
+        ))),
+    }
+}
+
+fn inbound(
+    ip: IpAddr,
+    port: u16,
+    protocol: Protocol,
+    trust_domain: &str,
+    mode: MtlsMode,
+) -> Resource {
+    let name = names::inbound(port);
+    let filter = inbound_filter(port, protocol);
+    Resource {
+        kind: XdsType::Listener,
+        refs: vec![name.clone()],
+        sources: Vec::new(),
+        body: Body::Listener(Box::new(secure_listener(
+            name.clone(),
+            ip,
+            port,
+            filter,
+            trust_domain,
+            mode,
+        ))),
+        name,
+    }
+}
+
+pub(crate) fn for_proxy(model: &Model, mesh: &MeshConfig, proxy: &ProxyIdentity) -> Output {
+    let mut out = Output::default();
+    let pod = model.pod(&proxy.namespace, &proxy.pod);
+    let ip = proxy
+        .pod_ip
+        .or(pod.and_then(|p| p.ip))
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    if proxy.intercepted {
+        out.resources.extend(intercept::outbound(model, proxy));
+    } else {
+        out.resources.push(outbound(ip, proxy.outbound_port));
+    }
+
+    let Some(pod) = pod else {
+        return out;
+    };
+    let ports = served_ports(model, proxy, pod, &mut out.diagnostics);
+    let mode = pod.mtls_mode.unwrap_or(mesh.mtls);
+    let mut served = Vec::new();
+    for (port, (protocol, mut sources)) in ports {
+        sources.sort();
+        sources.dedup();
+        let mut cluster = cluster::inbound(port, proxy.app_address, protocol);
+        cluster.sources = sources.clone();
+        out.resources.push(cluster);
+        if proxy.intercepted {
+            served.push((port, protocol, sources));
+            continue;
+        }
+        let mut listener = inbound(ip, port, protocol, &mesh.trust_domain, mode);
+        listener.sources = sources;
+        out.resources.push(listener);
+    }
+    if proxy.intercepted {
+        out.resources
+            .extend(intercept::inbound(proxy, &served, &mesh.trust_domain, mode));
+    }
+    out
+}

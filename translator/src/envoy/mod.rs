@@ -1,0 +1,15 @@
+//! The Envoy emitter: the routing IR and the model rendered as the resources an Envoy
+//! sidecar takes: Clusters ([`cluster`]), the outbound RouteConfiguration ([`route`]),
+//! per-proxy Listeners ([`listener`], with [`intercept`] for pods whose traffic iptables
+//! redirects, and the filters they share in [`filters`]) and mTLS ([`tls`]).
+
+pub(crate) mod cluster;
+pub(crate) mod filters;
+pub mod intercept;
+pub(crate) mod listener;
+pub(crate) mod profile;
+pub(crate) mod route;
+pub mod tls;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,328 @@
+//! The incremental builder's Service and proxy parts: a proxy's own resources through
+//! its kind's profile, a Service's clusters, endpoints, virtual hosts and gRPC parts
+//! rebuilt as far as what changed requires.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use xds_types::XdsType;
+
+use super::changes::{Own, Update, diff, encode};
+use super::state::{Builder, Dirty, NsName, Origin, ProxyParts, profile_of, same_map, same_parts};
+use crate::encoded::{Encoded, TypeMap};
+use crate::envoy::cluster;
+use crate::envoy::profile::Envoy;
+use crate::envoy::route;
+use crate::grpc;
+use crate::grpc::profile::Grpc;
+use crate::identity::ProxyIdentity;
+use crate::mesh::MeshConfig;
+use crate::model::{MeshService, Model, ViewKey};
+use crate::output::Diagnostic;
+use crate::policy::context::PolicyContext;
+use crate::policy::port::port_routings;
+use crate::render::endpoint;
+use crate::render::profile::Profile;
+use crate::routing::ir::PortRouting;
+
+impl Builder {
+    /// An empty builder for `mesh`.
+    pub fn new(mesh: MeshConfig) -> Self {
+        Builder {
+            mesh,
+            policy: PolicyContext::default(),
+            services: BTreeMap::new(),
+            slice_owner: HashMap::new(),
+            pod_services: HashMap::new(),
+            pod_ips: HashMap::new(),
+            views: BTreeMap::new(),
+            proxies: HashMap::new(),
+            diagnostics: BTreeMap::new(),
+            built: false,
+            grpc: false,
+            view_listeners: HashMap::new(),
+        }
+    }
+
+    /// The policy of the last build.
+    pub fn policy(&self) -> &PolicyContext {
+        &self.policy
+    }
+
+    /// Every diagnostic in effect.
+    pub fn diagnostics(&self) -> BTreeSet<Diagnostic> {
+        self.diagnostics.values().flatten().cloned().collect()
+    }
+
+    /// The view a proxy belongs to: its namespace and its pod's declared egress.
+    pub fn view_key(model: &Model, proxy: &ProxyIdentity) -> ViewKey {
+        crate::identity::view_key(model, proxy)
+    }
+
+    /// A proxy's own resources and view; it is kept up to date until [`Builder::drop_proxy`].
+    pub fn proxy(&mut self, model: &Model, identity: &ProxyIdentity) -> (Arc<Own>, ViewKey) {
+        if let Some(p) = self.proxies.get(identity) {
+            return (p.own.clone(), p.view.clone());
+        }
+        let mut count = 0;
+        let own = Arc::new(self.own(model, identity, None, &mut count));
+        let view = Self::view_key(model, identity);
+        self.proxies.insert(
+            identity.clone(),
+            ProxyParts {
+                own: own.clone(),
+                view: view.clone(),
+            },
+        );
+        (own, view)
+    }
+
+    /// Forgets a proxy identity no stream uses any more.
+    pub fn drop_proxy(&mut self, identity: &ProxyIdentity) {
+        self.proxies.remove(identity);
+        self.diagnostics.remove(&Origin::Proxy(
+            identity.namespace.clone(),
+            identity.pod.clone(),
+            identity.node_id.clone(),
+        ));
+    }
+
+    pub(super) fn own(
+        &mut self,
+        model: &Model,
+        identity: &ProxyIdentity,
+        old: Option<&Own>,
+        count: &mut usize,
+    ) -> Own {
+        let profile = profile_of(identity.kind);
+        let out = profile.own(model, &self.mesh, identity);
+        self.diagnostics.insert(
+            Origin::Proxy(
+                identity.namespace.clone(),
+                identity.pod.clone(),
+                identity.node_id.clone(),
+            ),
+            out.diagnostics,
+        );
+        let mut own = Own::default();
+        for r in &out.resources {
+            let (map, old_map) = match r.kind {
+                XdsType::Listener => (&mut own.listeners, old.map(|o| &o.listeners)),
+                _ => (&mut own.clusters, old.map(|o| &o.clusters)),
+            };
+            let prev = old_map.and_then(|m| m.get(r.name.as_str()));
+            let enc = encode(model, r, prev, count);
+            map.insert(enc.name.clone(), enc);
+        }
+        let view = Self::view_key(model, identity);
+        if let Some(shared) = self.view_listeners(model, profile, &view, count) {
+            // Both sorted: one merge, and the map is built in bulk.
+            let mine = std::mem::take(&mut own.listeners);
+            let mut all: Vec<(Arc<str>, Arc<Encoded>)> =
+                Vec::with_capacity(shared.len() + mine.len());
+            all.extend(shared.iter().map(|(k, v)| (k.clone(), v.clone())));
+            all.extend(mine);
+            own.listeners = all.into_iter().collect();
+        }
+        own
+    }
+
+    /// The Listeners every proxy of `view` holds (None for a kind without them), built
+    /// once per view and Service change.
+    pub(super) fn view_listeners(
+        &mut self,
+        model: &Model,
+        profile: &dyn Profile,
+        view: &ViewKey,
+        count: &mut usize,
+    ) -> Option<Arc<TypeMap>> {
+        let old = match self.view_listeners.get(view) {
+            Some((m, false)) => return Some(m.clone()),
+            Some((m, true)) => Some(m.clone()),
+            None => None,
+        };
+        let map: TypeMap = profile
+            .view_listeners(model, view)?
+            .iter()
+            .map(|r| {
+                let prev = old.as_ref().and_then(|m| m.get(r.name.as_str()));
+                let enc = encode(model, r, prev, count);
+                (enc.name.clone(), enc)
+            })
+            .collect();
+        let map = match old {
+            Some(o) if same_map(&o, &map) => o,
+            _ => Arc::new(map),
+        };
+        self.view_listeners
+            .insert(view.clone(), (map.clone(), false));
+        Some(map)
+    }
+
+    /// Starts keeping gRPC parts: builds them for every Service.
+    pub(super) fn start_grpc(&mut self, model: &Model) {
+        self.grpc = true;
+        let keys: Vec<NsName> = self.services.keys().cloned().collect();
+        let mut count = 0;
+        for key in keys {
+            let routings = self
+                .services
+                .get(&key)
+                .and_then(|p| p.svc.as_ref())
+                .map(|svc| port_routings(model, &self.policy, svc));
+            self.rebuild_grpc(model, &key, true, routings.as_deref(), &mut count);
+        }
+    }
+
+    /// Rebuilds a Service's gRPC clusters and/or (from its routing model, one per port)
+    /// routes; returns whether they changed.
+    pub(super) fn rebuild_grpc(
+        &mut self,
+        model: &Model,
+        key: &NsName,
+        clusters: bool,
+        routings: Option<&[PortRouting]>,
+        count: &mut usize,
+    ) -> bool {
+        let Some(parts) = self.services.get_mut(key) else {
+            return false;
+        };
+        let Some(svc) = parts.svc.as_ref() else {
+            return false;
+        };
+        let mut changed = false;
+        if clusters {
+            let new: Vec<Arc<Encoded>> = Grpc
+                .service_clusters(model, &self.mesh, &self.policy, svc)
+                .iter()
+                .map(|r| {
+                    let old = parts.grpc_clusters.iter().find(|c| *c.name == *r.name);
+                    encode(model, r, old, count)
+                })
+                .collect();
+            changed |= !same_parts(&parts.grpc_clusters, &new);
+            parts.grpc_clusters = new;
+        }
+        if let Some(routings) = routings {
+            let mut diagnostics = Vec::new();
+            let mut voids = Vec::new();
+            let new: Vec<Arc<Encoded>> = svc
+                .ports
+                .iter()
+                .zip(routings)
+                .filter(|(p, _)| grpc::cluster::offered(svc, p))
+                .map(|(_, routing)| {
+                    let (r, d) = grpc::route::route(routing, &svc.namespace);
+                    diagnostics.extend(d);
+                    for v in grpc::cluster::voids_of(&r) {
+                        let old = parts
+                            .grpc_voids
+                            .iter()
+                            .find(|c| c.kind == v.kind && *c.name == *v.name);
+                        voids.push(encode(model, &v, old, count));
+                    }
+                    let old = parts.grpc_routes.iter().find(|c| *c.name == *r.name);
+                    encode(model, &r, old, count)
+                })
+                .collect();
+            changed |= !same_parts(&parts.grpc_routes, &new);
+            changed |= !same_parts(&parts.grpc_voids, &voids);
+            parts.grpc_routes = new;
+            parts.grpc_voids = voids;
+            if diagnostics.is_empty() {
+                self.diagnostics.remove(&Origin::Grpc(key.clone()));
+            } else {
+                self.diagnostics
+                    .insert(Origin::Grpc(key.clone()), diagnostics);
+            }
+        }
+        changed
+    }
+
+    /// Rebuilds one Service's parts; returns (cluster, endpoint) updates and whether a
+    /// virtual host changed.
+    pub(super) fn rebuild_service(
+        &mut self,
+        model: &Model,
+        key: &NsName,
+        what: Dirty,
+        count: &mut usize,
+    ) -> (Vec<Update>, Vec<Update>, bool, Option<MeshService>) {
+        let svc = model.service(&key.0, &key.1).cloned();
+        let parts = self.services.entry(key.clone()).or_default();
+        let old_svc = parts.svc.clone();
+        let (mut cu, mut eu) = (Vec::new(), Vec::new());
+        match svc.as_ref().map(cluster::service_diagnostics) {
+            Some(d) if !d.is_empty() => {
+                self.diagnostics.insert(Origin::Service(key.clone()), d);
+            }
+            _ => {
+                self.diagnostics.remove(&Origin::Service(key.clone()));
+            }
+        }
+        let Some(svc) = svc else {
+            diff(&parts.clusters, &[], &mut cu);
+            diff(&parts.endpoints, &[], &mut eu);
+            let had_vhosts = !parts.vhosts.is_empty() || !parts.grpc_routes.is_empty();
+            self.services.remove(key);
+            self.diagnostics.remove(&Origin::Grpc(key.clone()));
+            return (cu, eu, had_vhosts, old_svc);
+        };
+        let full = what.all || old_svc.as_ref() != Some(&svc);
+        // A headless Service's pods have clusters and virtual hosts of their own, and
+        // whether any endpoint is outside the mesh shapes the clusters' TLS.
+        let pods_changed = svc.headless && what.endpoints;
+        let outside = if full || what.clusters || what.endpoints {
+            cluster::any_outside(model, &svc)
+        } else {
+            parts.any_outside
+        };
+        let outside_flipped = outside != parts.any_outside;
+        parts.any_outside = outside;
+        if full || what.clusters || pods_changed || outside_flipped {
+            let clusters: Vec<Arc<Encoded>> = Envoy
+                .service_clusters(model, &self.mesh, &self.policy, &svc)
+                .iter()
+                .map(|r| {
+                    let old = parts.clusters.iter().find(|c| *c.name == *r.name);
+                    encode(model, r, old, count)
+                })
+                .collect();
+            diff(&parts.clusters, &clusters, &mut cu);
+            parts.clusters = clusters;
+        }
+        if full || what.endpoints {
+            // An ExternalName Service's cluster resolves its endpoints by DNS.
+            let endpoints: Vec<Arc<Encoded>> = svc
+                .ports
+                .iter()
+                .filter(|_| svc.external_name.is_none())
+                .map(|p| {
+                    let r = endpoint::load_assignment(model, &svc, p);
+                    let old = parts.endpoints.iter().find(|c| *c.name == *r.name);
+                    encode(model, &r, old, count)
+                })
+                .collect();
+            diff(&parts.endpoints, &endpoints, &mut eu);
+            parts.endpoints = endpoints;
+        }
+        let mut vhost_changed = false;
+        // The routing model, resolved once for both emitters.
+        let mut routings = None;
+        if full || what.vhosts || pods_changed {
+            let r = port_routings(model, &self.policy, &svc);
+            let vhosts = route::vhost_parts(model, &svc, &r);
+            vhost_changed = vhosts != parts.vhosts;
+            parts.vhosts = vhosts;
+            routings = Some(r);
+        }
+        let grpc_clusters = full || what.clusters || pods_changed || outside_flipped;
+        parts.svc = Some(svc);
+        if self.grpc && self.rebuild_grpc(model, key, grpc_clusters, routings.as_deref(), count) {
+            // gRPC views take it from the Service's update; Envoy views re-assemble
+            // their table to the same result.
+            vhost_changed = true;
+        }
+        (cu, eu, vhost_changed, old_svc)
+    }
+}

@@ -1,0 +1,101 @@
+//! The from-scratch translation: every resource computed anew from the model, with no
+//! cache. It is the oracle the incremental builder ([`crate::incremental`]) is tested
+//! against (its output must equal this one's for every model), and what the goldens and
+//! benchmarks run.
+//!
+//! The control plane calls [`translate_mesh`] for what every Envoy shares (Clusters and
+//! ClusterLoadAssignments), [`outbound_routes`] once per client namespace,
+//! [`translate_proxy`] for each proxy's own Listeners and inbound Clusters, and
+//! [`translate_grpc`] for what proxyless gRPC clients share.
+
+use crate::envoy::{cluster, listener, route};
+use crate::grpc;
+use crate::identity::{self, ProxyIdentity, view_key};
+use crate::mesh::MeshConfig;
+use crate::model::{Model, ViewKey};
+use crate::output::{Output, Resource};
+use crate::policy::context::PolicyContext;
+use crate::policy::port::port_routings;
+use crate::render::endpoint;
+
+/// What every Envoy sidecar shares: one Cluster and one ClusterLoadAssignment per
+/// service port.
+pub fn translate_mesh(model: &Model, mesh: &MeshConfig, policy: &PolicyContext) -> Output {
+    let mut out = Output::default();
+    for svc in model.services() {
+        out.diagnostics.extend(cluster::service_diagnostics(svc));
+        for port in &svc.ports {
+            out.resources
+                .push(cluster::outbound(model, mesh, policy, svc, port));
+            if svc.external_name.is_none() {
+                out.resources
+                    .push(endpoint::load_assignment(model, svc, port));
+            }
+        }
+        out.resources
+            .extend(cluster::pod_clusters(model, mesh, svc));
+    }
+    out
+}
+
+/// The outbound RouteConfiguration for sidecars in `namespace` (short service names
+/// resolve in the client's own namespace, as Kubernetes DNS does).
+pub fn outbound_routes(model: &Model, policy: &PolicyContext, namespace: &str) -> Output {
+    let parts: Vec<route::VhostPart> = model
+        .services()
+        .flat_map(|svc| route::vhost_parts(model, svc, &port_routings(model, policy, svc)))
+        .collect();
+    route::assemble(parts.iter(), namespace)
+}
+
+/// One proxy's own resources: its outbound listener, and an inbound listener and
+/// cluster for each port its pod serves.
+///
+/// A proxyless gRPC client gets its namespace's client Listeners (see [`grpc`]) and a
+/// server Listener per port its pod serves.
+pub fn translate_proxy(model: &Model, mesh: &MeshConfig, proxy: &ProxyIdentity) -> Output {
+    match proxy.kind {
+        identity::ProxyKind::Envoy => listener::for_proxy(model, mesh, proxy),
+        identity::ProxyKind::Grpc => {
+            let view = view_key(model, proxy);
+            let mut out = grpc::listener::own(model, mesh, proxy);
+            out.resources.extend(grpc_client_listeners(model, &view));
+            out
+        }
+    }
+}
+
+/// The client Listeners of every Service a gRPC view sees.
+pub fn grpc_client_listeners(model: &Model, view: &ViewKey) -> Vec<Resource> {
+    grpc::listener::view_client_listeners(model, view)
+}
+
+/// What proxyless gRPC clients share: per offered Service port a Cluster, its
+/// ClusterLoadAssignment (the one Envoy gets) and a RouteConfiguration rendered from the
+/// same routing IR as Envoy's.
+pub fn translate_grpc(model: &Model, mesh: &MeshConfig, policy: &PolicyContext) -> Output {
+    let mut out = Output::default();
+    for svc in model.services() {
+        if svc.external_name.is_some() {
+            continue;
+        }
+        // Endpoints of every port, as Envoy's (shared); the rest for offered ports only.
+        for port in &svc.ports {
+            out.resources
+                .push(endpoint::load_assignment(model, svc, port));
+        }
+        let routings = port_routings(model, policy, svc);
+        for (port, routing) in svc.ports.iter().zip(&routings) {
+            if !grpc::cluster::offered(svc, port) {
+                continue;
+            }
+            out.resources
+                .push(grpc::cluster::cluster(model, mesh, svc, port));
+            let (r, d) = grpc::route::route(routing, &svc.namespace);
+            out.resources.extend(grpc::cluster::voids_of(&r));
+            out.resources.push(r);
+            out.diagnostics.extend(d);
+        }
+    }
+    out
+}

@@ -1,0 +1,8 @@
+//! Rendering both emitters share (Envoy and proxyless gRPC take the same xDS messages):
+//! proto builders ([`protos`]), ClusterLoadAssignments ([`endpoint`]) and route matches,
+//! names and destinations ([`route`]).
+
+pub(crate) mod endpoint;
+pub(crate) mod profile;
+pub(crate) mod protos;
+pub(crate) mod route;

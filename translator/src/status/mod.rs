@@ -1,0 +1,8 @@
+//! Status of every kind Rudder writes status for, computed from the model: the mesh
+//! policy objects ([`policies`]: TrafficSplit, RetryPolicy, HTTPRouteGroup) and the
+//! Gateway API routes attached to Services ([`routes`]: HTTPRoute, GRPCRoute, per parent).
+
+pub(crate) mod policies;
+pub(crate) mod routes;
+
+pub use policies::{PolicyStatus, policy_status};
