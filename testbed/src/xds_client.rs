@@ -2,10 +2,15 @@
 //! sends whatever node it is told to, subscribes to every type, ACKs everything and
 //! records every resource it is sent. Security tests use it to play a hostile workload;
 //! limit tests use it to send what a real proxy never would.
+//!
+//! One client skeleton ([`RawAds`]) runs both ADS variants; what differs (the messages,
+//! how a response is recorded and answered) is a small `Variant`.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,12 +19,16 @@ use anyhow::{Context, bail};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, secret};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
 use envoy_types::pb::google::protobuf::{Any, Struct, Value, value::Kind};
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::{Status, Streaming};
 use xds_types::XdsType;
 
 /// Type URL of clusters.
@@ -233,72 +242,155 @@ const TYPES: [(&str, &[&str]); 5] = [
     (SECRET, &["default", "ROOTCA"]),
 ];
 
+/// The names the client subscribes to for `type_url`.
+fn names_of(type_url: &str) -> Vec<String> {
+    TYPES
+        .iter()
+        .find(|(u, _)| *u == type_url)
+        .map(|(_, n)| n.iter().map(|s| s.to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// The inbound half of a stream, once open.
+type Opened<R> = Pin<Box<dyn Future<Output = Result<Streaming<R>, Status>> + Send>>;
+
+/// What the SotW and delta clients do differently: their messages, how a response is
+/// recorded and how it is answered.
+trait Variant: Send + 'static {
+    type Req: Send + 'static;
+    type Resp: Send + 'static;
+    /// The request that subscribes to `names` of `type_url`.
+    fn subscribe(type_url: &str, names: &[&str]) -> Self::Req;
+    fn set_node(req: &mut Self::Req, node: Option<Node>);
+    /// Opens the stream that sends what `rx` yields.
+    fn open(channel: Channel, rx: ReceiverStream<Self::Req>) -> Opened<Self::Resp>;
+    /// Records what a response holds.
+    fn record(r: &mut Received, resp: &Self::Resp);
+    /// The answer to a response.
+    fn answer(&self, resp: &Self::Resp) -> Self::Req;
+}
+
+/// The state-of-the-world client: ACKs every response with its whole subscription.
+struct Sotw;
+
+impl Variant for Sotw {
+    type Req = DiscoveryRequest;
+    type Resp = DiscoveryResponse;
+
+    fn subscribe(type_url: &str, names: &[&str]) -> DiscoveryRequest {
+        DiscoveryRequest {
+            type_url: type_url.to_string(),
+            resource_names: names.iter().map(|n| n.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn set_node(req: &mut DiscoveryRequest, node: Option<Node>) {
+        req.node = node;
+    }
+
+    fn open(channel: Channel, rx: ReceiverStream<DiscoveryRequest>) -> Opened<DiscoveryResponse> {
+        Box::pin(async move {
+            let mut client = AggregatedDiscoveryServiceClient::new(channel)
+                .max_decoding_message_size(usize::MAX);
+            Ok(client.stream_aggregated_resources(rx).await?.into_inner())
+        })
+    }
+
+    /// A response holds every resource of its type the client has.
+    fn record(r: &mut Received, resp: &DiscoveryResponse) {
+        r.resources.retain(|(t, _), _| *t != resp.type_url);
+        for any in &resp.resources {
+            let name = resource_name(&resp.type_url, any);
+            r.insert(&resp.type_url, name, any);
+        }
+    }
+
+    fn answer(&self, resp: &DiscoveryResponse) -> DiscoveryRequest {
+        DiscoveryRequest {
+            version_info: resp.version_info.clone(),
+            response_nonce: resp.nonce.clone(),
+            type_url: resp.type_url.clone(),
+            resource_names: names_of(&resp.type_url),
+            ..Default::default()
+        }
+    }
+}
+
+/// The delta client: ACKs every response, or NACKs every response of one type.
+struct Delta {
+    reject: Option<&'static str>,
+}
+
+impl Variant for Delta {
+    type Req = DeltaDiscoveryRequest;
+    type Resp = DeltaDiscoveryResponse;
+
+    fn subscribe(type_url: &str, names: &[&str]) -> DeltaDiscoveryRequest {
+        DeltaDiscoveryRequest {
+            type_url: type_url.to_string(),
+            resource_names_subscribe: names.iter().map(|n| n.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn set_node(req: &mut DeltaDiscoveryRequest, node: Option<Node>) {
+        req.node = node;
+    }
+
+    fn open(
+        channel: Channel,
+        rx: ReceiverStream<DeltaDiscoveryRequest>,
+    ) -> Opened<DeltaDiscoveryResponse> {
+        Box::pin(async move {
+            let mut client = AggregatedDiscoveryServiceClient::new(channel)
+                .max_decoding_message_size(usize::MAX);
+            Ok(client.delta_aggregated_resources(rx).await?.into_inner())
+        })
+    }
+
+    /// A response holds what changed: resources added or updated, names removed.
+    fn record(r: &mut Received, resp: &DeltaDiscoveryResponse) {
+        for name in &resp.removed_resources {
+            r.resources.remove(&(resp.type_url.clone(), name.clone()));
+        }
+        for res in &resp.resources {
+            if let Some(any) = &res.resource {
+                r.insert(&resp.type_url, res.name.clone(), any);
+            }
+        }
+    }
+
+    fn answer(&self, resp: &DeltaDiscoveryResponse) -> DeltaDiscoveryRequest {
+        let error_detail = (self.reject == Some(resp.type_url.as_str())).then(|| {
+            envoy_types::pb::google::rpc::Status {
+                code: 3,
+                message: "rejected by a test client that rejects everything".into(),
+                details: Vec::new(),
+            }
+        });
+        DeltaDiscoveryRequest {
+            response_nonce: resp.nonce.clone(),
+            type_url: resp.type_url.clone(),
+            error_detail,
+            ..Default::default()
+        }
+    }
+}
+
+impl Received {
+    /// Records one resource received.
+    fn insert(&mut self, type_url: &str, name: String, any: &Any) {
+        let key = (type_url.to_string(), name);
+        self.ever.entry(key.clone()).or_default().push(any.clone());
+        self.resources.insert(key, any.clone());
+    }
+}
+
 impl RawAds {
     /// A state-of-the-world stream for `node`.
     pub fn sotw(channel: Channel, node: Node) -> Self {
-        let received: Arc<Mutex<Received>> = Arc::default();
-        let rec = received.clone();
-        let task = tokio::spawn(async move {
-            let (tx, rx) = mpsc::channel::<DiscoveryRequest>(64);
-            for (i, (url, names)) in TYPES.iter().enumerate() {
-                let _ = tx
-                    .send(DiscoveryRequest {
-                        node: (i == 0).then(|| node.clone()),
-                        type_url: url.to_string(),
-                        resource_names: names.iter().map(|n| n.to_string()).collect(),
-                        ..Default::default()
-                    })
-                    .await;
-            }
-            let mut client = AggregatedDiscoveryServiceClient::new(channel)
-                .max_decoding_message_size(usize::MAX);
-            let result = client
-                .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
-                .await;
-            let mut inbound = match result {
-                Ok(r) => r.into_inner(),
-                Err(status) => {
-                    rec.lock().expect("lock").ended = Some(status.to_string());
-                    return;
-                }
-            };
-            while let Some(msg) = inbound.next().await {
-                let resp = match msg {
-                    Ok(r) => r,
-                    Err(status) => {
-                        rec.lock().expect("lock").ended = Some(status.to_string());
-                        return;
-                    }
-                };
-                {
-                    let mut r = rec.lock().expect("lock");
-                    r.responses += 1;
-                    r.resources.retain(|(t, _), _| *t != resp.type_url);
-                    for any in &resp.resources {
-                        let name = resource_name(&resp.type_url, any);
-                        let key = (resp.type_url.clone(), name);
-                        r.ever.entry(key.clone()).or_default().push(any.clone());
-                        r.resources.insert(key, any.clone());
-                    }
-                }
-                let names = TYPES
-                    .iter()
-                    .find(|(u, _)| *u == resp.type_url)
-                    .map(|(_, n)| n.iter().map(|s| s.to_string()).collect())
-                    .unwrap_or_default();
-                let _ = tx
-                    .send(DiscoveryRequest {
-                        version_info: resp.version_info.clone(),
-                        response_nonce: resp.nonce.clone(),
-                        type_url: resp.type_url.clone(),
-                        resource_names: names,
-                        ..Default::default()
-                    })
-                    .await;
-            }
-            rec.lock().expect("lock").ended = Some("closed".into());
-        });
-        RawAds { received, task }
+        Self::start(channel, node, Sotw, Vec::new())
     }
 
     /// A delta stream for `node`.
@@ -309,91 +401,54 @@ impl RawAds {
     /// A delta stream for `node` whose first requests are `first` (each with its type),
     /// followed by the usual subscriptions.
     pub fn delta_with(channel: Channel, node: Node, first: Vec<DeltaDiscoveryRequest>) -> Self {
-        Self::delta_full(channel, node, first, None)
+        Self::start(channel, node, Delta { reject: None }, first)
     }
 
     /// A delta stream for `node` that rejects (NACKs) every response of `type_url`, as a
     /// hostile or broken proxy might.
     pub fn delta_rejecting(channel: Channel, node: Node, type_url: &'static str) -> Self {
-        Self::delta_full(channel, node, Vec::new(), Some(type_url))
+        Self::start(
+            channel,
+            node,
+            Delta {
+                reject: Some(type_url),
+            },
+            Vec::new(),
+        )
     }
 
-    fn delta_full(
-        channel: Channel,
-        node: Node,
-        first: Vec<DeltaDiscoveryRequest>,
-        reject: Option<&'static str>,
-    ) -> Self {
+    /// Runs a stream in the background: sends `first`, then a subscription to every
+    /// type (the node on the first request only), and answers every response.
+    fn start<V: Variant>(channel: Channel, node: Node, variant: V, first: Vec<V::Req>) -> Self {
         let received: Arc<Mutex<Received>> = Arc::default();
         let rec = received.clone();
+        let mut requests = first;
+        requests.extend(TYPES.iter().map(|(url, names)| V::subscribe(url, names)));
+        for (i, req) in requests.iter_mut().enumerate() {
+            V::set_node(req, (i == 0).then(|| node.clone()));
+        }
         let task = tokio::spawn(async move {
-            let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(64);
-            let mut node = Some(node);
-            for mut req in first {
-                req.node = node.take();
+            let (tx, rx) = mpsc::channel::<V::Req>(64);
+            for req in requests {
                 let _ = tx.send(req).await;
             }
-            for (url, names) in TYPES {
-                let _ = tx
-                    .send(DeltaDiscoveryRequest {
-                        node: node.take(),
-                        type_url: url.to_string(),
-                        resource_names_subscribe: names.iter().map(|n| n.to_string()).collect(),
-                        ..Default::default()
-                    })
-                    .await;
-            }
-            let mut client = AggregatedDiscoveryServiceClient::new(channel)
-                .max_decoding_message_size(usize::MAX);
-            let result = client
-                .delta_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
-                .await;
-            let mut inbound = match result {
-                Ok(r) => r.into_inner(),
-                Err(status) => {
-                    rec.lock().expect("lock").ended = Some(status.to_string());
-                    return;
-                }
+            let ended = match V::open(channel, ReceiverStream::new(rx)).await {
+                Err(status) => status.to_string(),
+                Ok(mut inbound) => loop {
+                    let resp = match inbound.next().await {
+                        Some(Ok(resp)) => resp,
+                        Some(Err(status)) => break status.to_string(),
+                        None => break "closed".to_string(),
+                    };
+                    {
+                        let mut r = rec.lock().expect("lock");
+                        r.responses += 1;
+                        V::record(&mut r, &resp);
+                    }
+                    let _ = tx.send(variant.answer(&resp)).await;
+                },
             };
-            while let Some(msg) = inbound.next().await {
-                let resp = match msg {
-                    Ok(r) => r,
-                    Err(status) => {
-                        rec.lock().expect("lock").ended = Some(status.to_string());
-                        return;
-                    }
-                };
-                {
-                    let mut r = rec.lock().expect("lock");
-                    r.responses += 1;
-                    for name in &resp.removed_resources {
-                        r.resources.remove(&(resp.type_url.clone(), name.clone()));
-                    }
-                    for res in &resp.resources {
-                        if let Some(any) = &res.resource {
-                            let key = (resp.type_url.clone(), res.name.clone());
-                            r.ever.entry(key.clone()).or_default().push(any.clone());
-                            r.resources.insert(key, any.clone());
-                        }
-                    }
-                }
-                let error_detail = (reject == Some(resp.type_url.as_str())).then(|| {
-                    envoy_types::pb::google::rpc::Status {
-                        code: 3,
-                        message: "rejected by a test client that rejects everything".into(),
-                        details: Vec::new(),
-                    }
-                });
-                let _ = tx
-                    .send(DeltaDiscoveryRequest {
-                        response_nonce: resp.nonce.clone(),
-                        type_url: resp.type_url.clone(),
-                        error_detail,
-                        ..Default::default()
-                    })
-                    .await;
-            }
-            rec.lock().expect("lock").ended = Some("closed".into());
+            rec.lock().expect("lock").ended = Some(ended);
         });
         RawAds { received, task }
     }

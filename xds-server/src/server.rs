@@ -20,7 +20,7 @@ use crate::observability::metrics::{Admin, Metrics};
 use crate::observability::nack::NackLog;
 use crate::observability::registry::ProxyRegistry;
 use crate::source::manifest::{self, ManifestDir};
-use crate::xds::grpc::AdsService;
+use crate::xds::ads::AdsService;
 use crate::xds::store::{Store, StoreConfig};
 use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_server::ClientStatusDiscoveryServiceServer;
 
@@ -82,7 +82,7 @@ pub struct Limits {
     /// Connections and handshakes.
     pub conn: crate::xds::listener::ConnLimits,
     /// What one stream may ask for.
-    pub stream: crate::xds::grpc::StreamLimits,
+    pub stream: crate::xds::ads::StreamLimits,
     /// Largest request message decoded, in bytes.
     pub message_bytes: usize,
     /// The memory peers may make the xDS port hold, in all and per identity.

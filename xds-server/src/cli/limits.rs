@@ -61,7 +61,7 @@ impl LimitArgs {
                 max_connections: n(self.max_connections),
                 max_connections_per_peer: n(self.max_connections_per_peer),
             },
-            stream: crate::xds::grpc::StreamLimits {
+            stream: crate::xds::ads::StreamLimits {
                 streams_per_connection: n(self.max_streams_per_connection),
                 subscribed_names: n(self.max_subscribed_names),
                 subscribed_bytes: n(self.max_subscribed_bytes),

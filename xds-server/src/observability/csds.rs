@@ -59,7 +59,7 @@ impl CsdsService {
         let Some((td, ns)) = &self.admin else {
             return Ok(());
         };
-        match crate::xds::grpc::peer_identity(req) {
+        match crate::xds::ads::peer_identity(req) {
             Some(id) if id.trust_domain == *td && id.namespace == *ns => Ok(()),
             Some(id) => {
                 tracing::warn!(caller = %id, "refused a CSDS read: not an admin identity");

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use xds_types::XdsType;
 
-use super::Refusal;
+use crate::xds::stream::event::Refusal;
 use crate::xds::wire::budget::{Charge, NAME_OVERHEAD};
 
 /// A set of resource names (shared `Arc<str>`s, no copies), sorted.

@@ -14,6 +14,7 @@ use translator::model::{Egress, ViewKey};
 use xds_types::XdsType;
 
 use crate::xds::fanout::{Desired, OwnVersion, ViewVersion};
+use crate::xds::stream::core::{Protocol, Step, Stream};
 
 pub(crate) fn res(kind: XdsType, name: &str, version: &str, refs: &[&str]) -> Arc<Encoded> {
     Arc::new(Encoded::synthetic(kind, name, version, refs))
@@ -122,30 +123,22 @@ pub(crate) fn advance(current: &Desired, next: Desired) -> (Arc<ViewVersion>, Ar
     (view, own)
 }
 
-/// Feeds a whole desired state to a machine as its next view and own versions.
+/// Feeds a whole desired state to a stream as its next view and own versions.
 pub(crate) trait Feed {
     type Step;
     fn on_snapshot(&mut self, next: Desired, now: Instant) -> Self::Step;
 }
 
-macro_rules! feed {
-    ($ty:ty, $step:ty) => {
-        impl Feed for $ty {
-            type Step = $step;
-            fn on_snapshot(&mut self, next: Desired, now: Instant) -> $step {
-                let (view, own) = advance(self.desired(), next);
-                let mut a = self.on_view(view, now);
-                let b = self.on_own(own, now);
-                a.responses.extend(b.responses);
-                a.events.extend(b.events);
-                a
-            }
-        }
-    };
-}
+impl<P: Protocol> Feed for Stream<P> {
+    type Step = Step<P::Response>;
 
-feed!(super::delta::DeltaStream, super::delta::Step);
-feed!(super::sotw::SotwStream, super::sotw::Step);
+    fn on_snapshot(&mut self, next: Desired, now: Instant) -> Self::Step {
+        let (view, own) = advance(self.desired(), next);
+        let mut step = self.on_view(view, now);
+        step.extend(self.on_own(own, now));
+        step
+    }
+}
 
 pub(crate) fn sotw(kind: XdsType, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
     DiscoveryRequest {

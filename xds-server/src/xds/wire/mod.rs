@@ -30,7 +30,7 @@ use tonic::Status;
 use tonic::body::Body;
 use tonic::server::NamedService;
 
-use crate::xds::grpc::AdsService;
+use crate::xds::ads::AdsService;
 pub use inbound::{Inbound, ReadError, ReadLimits};
 
 /// The gRPC service name of ADS.
@@ -109,7 +109,7 @@ struct Outbound {
 }
 
 impl Outbound {
-    fn new(frames: crate::xds::grpc::Frames) -> Self {
+    fn new(frames: crate::xds::ads::Frames) -> Self {
         Outbound {
             rx: frames.rx,
             current: Bytes::new(),
@@ -186,7 +186,7 @@ mod tests {
     #[tokio::test]
     async fn the_body_ends_with_the_status_as_trailers() {
         let (tx, rx) = mpsc::channel(4);
-        let mut out = Outbound::new(crate::xds::grpc::Frames {
+        let mut out = Outbound::new(crate::xds::ads::Frames {
             rx,
             queued: None,
             open: None,
@@ -205,7 +205,7 @@ mod tests {
         // A clean end is status 0.
         let (tx, rx) = mpsc::channel::<Result<Bytes, Status>>(1);
         drop(tx);
-        let mut out = Outbound::new(crate::xds::grpc::Frames {
+        let mut out = Outbound::new(crate::xds::ads::Frames {
             rx,
             queued: None,
             open: None,
@@ -241,7 +241,7 @@ mod tests {
             .await
             .expect("send");
         drop(tx);
-        let mut out = Outbound::new(crate::xds::grpc::Frames {
+        let mut out = Outbound::new(crate::xds::ads::Frames {
             rx,
             queued: Some(q.clone()),
             open: None,

@@ -13,9 +13,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
-
-use crate::xds::wire::sotw_request::SotwRequest;
 use tokio::sync::mpsc;
 use tonic::{Request, Status};
 use translator::identity::ProxyIdentity;
@@ -24,10 +21,15 @@ use xds_types::XdsType;
 use crate::observability::metrics::{Metrics, TypeLabel};
 use crate::observability::nack::NackLog;
 use crate::observability::registry::{NodeInfo, ProxyInfo, ProxyRegistry, StreamView};
-use crate::xds::fanout::{Desired, OwnVersion, ViewVersion};
-use crate::xds::store::Store;
-use crate::xds::stream::{Event, NameBytes, Refusal, ResourceView, delta, sotw};
-use crate::xds::wire::budget::{Charge, ConnAccount, Queued, STREAM_BYTES};
+use crate::xds::fanout::OwnVersion;
+use crate::xds::listener::ConnInfo;
+use crate::xds::store::{Attachment, Store};
+use crate::xds::stream::core::{Protocol, Step, Stream};
+use crate::xds::stream::delta::Delta;
+use crate::xds::stream::names::NameBytes;
+use crate::xds::stream::sotw::Sotw;
+use crate::xds::stream::{Event, Refusal, ResourceView};
+use crate::xds::wire::budget::{Account, Charge, ConnAccount, Queued, STREAM_BYTES};
 use crate::xds::wire::frames::{DeltaResponse, SotwResponse};
 use crate::xds::wire::{Inbound, ReadError, ReadLimits};
 
@@ -151,111 +153,42 @@ impl Drop for StreamSlot {
     }
 }
 
-/// What the glue needs from a state machine.
-trait Machine: Send + 'static {
-    type Req: prost::Message + Default + Send + 'static;
-    type Resp: Send + Sync + 'static;
-    const STREAM: &'static str;
-    fn node(req: &Self::Req) -> Option<&Node>;
-    fn frame(resp: &Self::Resp) -> Bytes;
-    fn frame_len(resp: &Self::Resp) -> usize;
-    fn new(desired: Desired, limits: &StreamLimits, full_resend: bool, names: NameBytes) -> Self;
-    fn request(&mut self, req: Self::Req, now: Instant) -> (Vec<Self::Resp>, Vec<Event>);
-    fn view(&mut self, view: Arc<ViewVersion>, now: Instant) -> (Vec<Self::Resp>, Vec<Event>);
-    fn own(&mut self, own: Arc<OwnVersion>, now: Instant) -> (Vec<Self::Resp>, Vec<Event>);
-    fn tick(&mut self, now: Instant) -> (Vec<Self::Resp>, Vec<Event>);
-    fn waiting(&self) -> bool;
-    fn idle(&self) -> bool;
-    fn refusal(&mut self) -> Option<Refusal>;
-    fn resources(&self, kind: XdsType) -> Vec<ResourceView>;
-    fn subscribed(&self) -> Vec<XdsType>;
+/// A response the glue can frame for HTTP/2.
+trait Framed: Send + Sync + 'static {
+    fn frame(&self) -> Bytes;
+    /// Bytes of the frame (5 of gRPC header and the message).
+    fn frame_len(&self) -> usize;
 }
 
-/// Both stream machines have the same surface; only the message types differ.
-macro_rules! machine {
-    ($ty:ty, $req:ty, $resp:ty, $name:literal, |$r:ident| $node:expr) => {
-        impl Machine for $ty {
-            type Req = $req;
-            type Resp = $resp;
-            const STREAM: &'static str = $name;
-            fn node($r: &$req) -> Option<&Node> {
-                $node
-            }
-            fn frame(resp: &$resp) -> Bytes {
-                resp.frame()
-            }
-            fn frame_len(resp: &$resp) -> usize {
-                5 + resp.encoded_len()
-            }
-            fn new(
-                desired: Desired,
-                limits: &StreamLimits,
-                full_resend: bool,
-                names: NameBytes,
-            ) -> Self {
-                <$ty>::new(desired)
-                    .with_name_limit(limits.subscribed_names)
-                    .with_name_bytes(names)
-                    .with_full_resend(full_resend)
-            }
-            fn request(&mut self, req: $req, now: Instant) -> (Vec<$resp>, Vec<Event>) {
-                let s = self.on_wire(req, now);
-                (s.responses, s.events)
-            }
-            fn view(&mut self, v: Arc<ViewVersion>, now: Instant) -> (Vec<$resp>, Vec<Event>) {
-                let s = self.on_view(v, now);
-                (s.responses, s.events)
-            }
-            fn own(&mut self, o: Arc<OwnVersion>, now: Instant) -> (Vec<$resp>, Vec<Event>) {
-                let s = self.on_own(o, now);
-                (s.responses, s.events)
-            }
-            fn tick(&mut self, now: Instant) -> (Vec<$resp>, Vec<Event>) {
-                let s = self.on_tick(now);
-                (s.responses, s.events)
-            }
-            fn waiting(&self) -> bool {
-                <$ty>::waiting(self)
-            }
-            fn idle(&self) -> bool {
-                <$ty>::idle(self)
-            }
-            fn refusal(&mut self) -> Option<Refusal> {
-                self.take_refusal()
-            }
-            fn resources(&self, kind: XdsType) -> Vec<ResourceView> {
-                <$ty>::resources(self, kind)
-            }
-            fn subscribed(&self) -> Vec<XdsType> {
-                <$ty>::subscribed(self)
-            }
-        }
-    };
+impl Framed for SotwResponse {
+    fn frame(&self) -> Bytes {
+        SotwResponse::frame(self)
+    }
+    fn frame_len(&self) -> usize {
+        5 + self.encoded_len()
+    }
 }
 
-machine!(sotw::SotwStream, SotwRequest, SotwResponse, "sotw", |r| r
-    .req
-    .node
-    .as_ref());
-machine!(
-    delta::DeltaStream,
-    DeltaDiscoveryRequest,
-    DeltaResponse,
-    "delta",
-    |r| r.node.as_ref()
-);
+impl Framed for DeltaResponse {
+    fn frame(&self) -> Bytes {
+        DeltaResponse::frame(self)
+    }
+    fn frame_len(&self) -> usize {
+        5 + self.encoded_len()
+    }
+}
 
-/// A stream's machine as the registry reads it (CSDS, `xdsctl`): the same state the
-/// stream works on, read on demand.
-struct Shared<M>(Mutex<M>);
+/// A stream as the registry reads it (CSDS, `xdsctl`): the same state the stream works
+/// on, read on demand.
+struct Shared<P: Protocol>(Mutex<Stream<P>>);
 
-impl<M> Shared<M> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, M> {
+impl<P: Protocol> Shared<P> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Stream<P>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-impl<M: Machine> StreamView for Shared<M> {
+impl<P: Protocol> StreamView for Shared<P> {
     fn resources(&self, kind: XdsType) -> Vec<ResourceView> {
         self.lock().resources(kind)
     }
@@ -282,7 +215,7 @@ impl AdsService {
         request: http::Request<tonic::body::Body>,
         max_message_bytes: usize,
     ) -> Result<Frames, Status> {
-        self.spawn::<delta::DeltaStream>(request, max_message_bytes)
+        self.spawn::<Delta>(request, max_message_bytes)
     }
 
     /// Starts a state-of-the-world ADS stream.
@@ -291,44 +224,25 @@ impl AdsService {
         request: http::Request<tonic::body::Body>,
         max_message_bytes: usize,
     ) -> Result<Frames, Status> {
-        self.spawn::<sotw::SotwStream>(request, max_message_bytes)
+        self.spawn::<Sotw>(request, max_message_bytes)
     }
 
-    fn spawn<M: Machine>(
+    /// Admits a stream (its connection's stream count, its identity's memory) and starts
+    /// its task.
+    fn spawn<P: Protocol>(
         &self,
         request: http::Request<tonic::body::Body>,
         max_message_bytes: usize,
-    ) -> Result<Frames, Status> {
+    ) -> Result<Frames, Status>
+    where
+        P::Response: Framed,
+    {
         let ext = request.extensions();
         if let Some(refused) = crate::xds::listener::refusal_in(ext) {
             return Err(refused);
         }
-        let info = crate::xds::listener::ConnInfo::in_extensions(ext);
-        let slot = match info {
-            Some(info) => {
-                let open = info.streams.fetch_add(1, Ordering::Relaxed);
-                let slot = StreamSlot(info.streams.clone());
-                if open >= self.limits.streams_per_connection {
-                    self.metrics.refused("streams_per_connection");
-                    if let Some(suppressed) = REFUSAL_LOG.allow() {
-                        tracing::warn!(
-                            peer = ?info.remote,
-                            identity = ?info.identity.as_ref().map(|i| i.to_string()),
-                            open,
-                            limit = self.limits.streams_per_connection,
-                            suppressed,
-                            "refused an ADS stream: too many streams on one connection"
-                        );
-                    }
-                    return Err(Status::resource_exhausted(format!(
-                        "too many ADS streams on this connection ({open} open; --max-streams-per-connection {})",
-                        self.limits.streams_per_connection
-                    )));
-                }
-                Some(slot)
-            }
-            None => None,
-        };
+        let info = ConnInfo::in_extensions(ext);
+        let slot = info.map(|i| self.stream_slot(i)).transpose()?;
         let peer = match &self.verify {
             None => Peer::Unverified,
             Some(td) => Peer::Verified(td.clone(), info.and_then(|i| i.identity.clone())),
@@ -340,8 +254,77 @@ impl AdsService {
             .as_ref()
             .map(|a| Arc::from(a.identity()))
             .unwrap_or_else(|| Arc::from("(not charged)"));
-        // Being open costs the stream's identity a fixed amount.
-        let mut open_charge = account.clone().map(Charge::new);
+        let open_charge = self.charge_open(account.clone(), info)?;
+        let read = ReadLimits {
+            max_message: max_message_bytes,
+            timeout: self.limits.message_timeout,
+        };
+        let inbound =
+            Inbound::<P::Request>::new(request.into_body(), read, account.clone().map(Charge::new));
+        let names = NameBytes::new(
+            self.limits.subscribed_bytes,
+            account.clone().map(Charge::new),
+        );
+        let queued = account.map(Queued::new);
+        let (tx, rx) = mpsc::channel(16);
+        let obs = Obs {
+            store: self.store.clone(),
+            nacks: self.nacks.clone(),
+            proxies: self.proxies.clone(),
+            metrics: self.metrics.clone(),
+        };
+        let (stop, limits) = (self.stop.clone(), self.limits);
+        let out = Out {
+            tx,
+            queued: queued.clone(),
+            stop: stop.clone(),
+        };
+        tokio::spawn(async move {
+            let _slot = slot;
+            let conn = ConnLife { stop, expires, who };
+            if let Err(status) = drive::<P>(obs, peer, inbound, conn, (limits, names), &out).await {
+                let _ = out.tx.send(Err(status)).await;
+            }
+        });
+        Ok(Frames {
+            rx,
+            queued,
+            open: open_charge.zip(conn_account),
+        })
+    }
+
+    /// Counts a stream on its connection, or refuses it over the connection's limit.
+    fn stream_slot(&self, info: &ConnInfo) -> Result<StreamSlot, Status> {
+        let open = info.streams.fetch_add(1, Ordering::Relaxed);
+        let slot = StreamSlot(info.streams.clone());
+        if open < self.limits.streams_per_connection {
+            return Ok(slot);
+        }
+        self.metrics.refused("streams_per_connection");
+        if let Some(suppressed) = REFUSAL_LOG.allow() {
+            tracing::warn!(
+                peer = ?info.remote,
+                identity = ?info.identity.as_ref().map(|i| i.to_string()),
+                open,
+                limit = self.limits.streams_per_connection,
+                suppressed,
+                "refused an ADS stream: too many streams on one connection"
+            );
+        }
+        Err(Status::resource_exhausted(format!(
+            "too many ADS streams on this connection ({open} open; --max-streams-per-connection {})",
+            self.limits.streams_per_connection
+        )))
+    }
+
+    /// Being open costs the stream's identity a fixed amount: charged, or the stream is
+    /// refused over the memory budget.
+    fn charge_open(
+        &self,
+        account: Option<Arc<Account>>,
+        info: Option<&ConnInfo>,
+    ) -> Result<Option<Charge>, Status> {
+        let mut open_charge = account.map(Charge::new);
         if let Some(Err(e)) = open_charge.as_mut().map(|c| c.resize(STREAM_BYTES)) {
             self.metrics.refused(e.limit());
             if let Some(suppressed) = REFUSAL_LOG.allow() {
@@ -355,43 +338,7 @@ impl AdsService {
             }
             return Err(Status::resource_exhausted(e.to_string()));
         }
-        let read = ReadLimits {
-            max_message: max_message_bytes,
-            timeout: self.limits.message_timeout,
-        };
-        let inbound =
-            Inbound::<M::Req>::new(request.into_body(), read, account.clone().map(Charge::new));
-        let names = NameBytes::new(
-            self.limits.subscribed_bytes,
-            account.clone().map(Charge::new),
-        );
-        let queued = account.map(Queued::new);
-        let (tx, rx) = mpsc::channel(16);
-        let obs = Obs {
-            store: self.store.clone(),
-            nacks: self.nacks.clone(),
-            proxies: self.proxies.clone(),
-            metrics: self.metrics.clone(),
-        };
-        let stop = self.stop.clone();
-        let limits = self.limits;
-        let out = Out {
-            tx,
-            queued: queued.clone(),
-            stop: stop.clone(),
-        };
-        tokio::spawn(async move {
-            let _slot = slot;
-            let conn = ConnLife { stop, expires, who };
-            if let Err(status) = drive::<M>(obs, peer, inbound, conn, (limits, names), &out).await {
-                let _ = out.tx.send(Err(status)).await;
-            }
-        });
-        Ok(Frames {
-            rx,
-            queued,
-            open: open_charge.zip(conn_account),
-        })
+        Ok(open_charge)
     }
 }
 
@@ -458,77 +405,53 @@ fn admit(identity: &ProxyIdentity, peer: &Peer, store: &Store) -> Result<(), Sta
     Ok(())
 }
 
-async fn drive<M: Machine>(
+/// Runs one stream: admits its first request's node, then feeds the state machine its
+/// requests, view and own versions and ticks until the stream ends.
+async fn drive<P: Protocol>(
     obs: Obs,
     peer: Peer,
-    mut inbound: Inbound<M::Req>,
+    mut inbound: Inbound<P::Request>,
     ConnLife { stop, expires, who }: ConnLife,
     (limits, names): (StreamLimits, NameBytes),
     tx: &Out,
-) -> Result<(), Status> {
+) -> Result<(), Status>
+where
+    P::Response: Framed,
+{
     if stop.is_stopped() {
         return Err(shutting_down());
     }
     let stopped = stop.stopped();
     tokio::pin!(stopped);
-    // A stream lives no longer than the certificate that proved its identity.
-    let expired = tokio::time::sleep(
-        expires
-            .and_then(|t| t.duration_since(SystemTime::now()).ok())
-            .unwrap_or(Duration::from_secs(365 * 24 * 3600)),
-    );
+    let expired = tokio::time::sleep(lifetime(expires));
     tokio::pin!(expired);
     let first = match inbound.message().await {
         Ok(Some(first)) => first,
         Ok(None) => return Ok(()),
         Err(e) => return Err(inbound_error(&obs, "(before its node)", &who, e)),
     };
-    let identity = ProxyIdentity::from_node(M::node(&first)).map_err(|e| {
-        if let Some(suppressed) = REFUSAL_LOG.allow() {
-            tracing::warn!(error = %e, suppressed, "refused xDS stream");
-        }
-        Status::invalid_argument(e.to_string())
-    })?;
-    admit(&identity, &peer, &obs.store)?;
+    let (identity, scope, mut attachment) = open_stream(&obs, &peer, P::node(&first))?;
     let node = identity.node_id.clone();
-    let scope = peer.scope(&identity);
-    let mut attachment = obs.store.attach(&scope, &identity).map_err(|why| {
-        if let Some(suppressed) = REFUSAL_LOG.allow() {
-            tracing::warn!(node = %identity.node_id, reason = %why, suppressed, "refused xDS stream: its pod does not run");
-        }
-        Status::permission_denied(why)
-    })?;
-    tracing::info!(node = %node, identity = %scope, stream = M::STREAM, "proxy connected");
-    let desired = attachment.desired();
-    let machine = Arc::new(Shared(Mutex::new(M::new(
-        desired,
-        &limits,
-        obs.store.full_resend(),
-        names,
-    ))));
-    let id = obs.proxies.connect(ProxyInfo {
-        node: NodeInfo::new(M::node(&first), &identity),
-        identity: scope.clone(),
-        kind: match identity.kind {
-            translator::identity::ProxyKind::Envoy => "envoy",
-            translator::identity::ProxyKind::Grpc => "grpc",
-        },
-        stream: M::STREAM,
-        connected: SystemTime::now(),
-        state: machine.clone(),
-    });
+    tracing::info!(node = %node, identity = %scope, stream = P::NAME, "proxy connected");
+    let machine = Arc::new(Shared(Mutex::new(
+        Stream::<P>::new(attachment.desired())
+            .with_name_limit(limits.subscribed_names)
+            .with_name_bytes(names)
+            .with_full_resend(obs.store.full_resend()),
+    )));
+    let id = register(&obs, P::node(&first), &identity, &scope, machine.clone());
     let _registered = Registered(&obs.proxies, id);
     let ctx = Ctx {
         node: &node,
         scope: &scope,
+        who: &who,
         tag: crate::xds::store::stream_tag(&scope, &node),
         obs: &obs,
         id,
     };
     let mut pending_since: Option<Instant> = Some(Instant::now());
-    let step = machine.lock().request(first, Instant::now());
-    refuse_if_over(&mut *machine.lock(), &node, &who, &obs)?;
-    let mut open = emit(
+    let mut step = ctx.request(&machine, first)?;
+    while emit(
         &ctx,
         &machine,
         attachment.view_key(),
@@ -536,23 +459,15 @@ async fn drive<M: Machine>(
         tx,
         step,
     )
-    .await;
-    while open {
+    .await
+    {
         // Checked after every step too: a stream that was busy sending when its pod went
         // must not miss it.
-        if let Some(why) = attachment.own.borrow().ended.clone() {
-            tracing::info!(node = %node, stream = M::STREAM, reason = %why, "ending the stream");
-            return Err(Status::permission_denied(why.to_string()));
-        }
+        ctx.end_if_gone::<P>(&attachment.own.borrow())?;
         let waiting = machine.lock().waiting();
-        let step = tokio::select! {
+        step = tokio::select! {
             msg = inbound.message() => match msg {
-                Ok(Some(req)) => {
-                    let mut m = machine.lock();
-                    let step = m.request(req, Instant::now());
-                    refuse_if_over(&mut *m, &node, &who, &obs)?;
-                    step
-                }
+                Ok(Some(req)) => ctx.request(&machine, req)?,
                 Ok(None) => break,
                 Err(e) => return Err(inbound_error(&obs, &node, &who, e)),
             },
@@ -560,24 +475,7 @@ async fn drive<M: Machine>(
                 if changed.is_err() {
                     break;
                 }
-                let own = attachment.own.borrow_and_update().clone();
-                if let Some(why) = &own.ended {
-                    tracing::info!(node = %node, stream = M::STREAM, reason = %why, "ending the stream");
-                    return Err(Status::permission_denied(why.to_string()));
-                }
-                if let Some(since) = own.changed_at {
-                    pending_since.get_or_insert(since);
-                }
-                let mut step = machine.lock().own(own.clone(), Instant::now());
-                // The proxy moved to another view (its pod's egress changed).
-                if let Some(view) = own.view.clone().filter(|v| v != attachment.view_key()) {
-                    attachment.switch_view(view);
-                    let v = attachment.view.borrow_and_update().clone();
-                    let (r, e) = machine.lock().view(v, Instant::now());
-                    step.0.extend(r);
-                    step.1.extend(e);
-                }
-                step
+                ctx.own_changed(&machine, &mut attachment, &mut pending_since)?
             }
             changed = attachment.view.changed() => {
                 if changed.is_err() {
@@ -587,57 +485,136 @@ async fn drive<M: Machine>(
                 if let Some(since) = view.changed_at {
                     pending_since.get_or_insert(since);
                 }
-                machine.lock().view(view, Instant::now())
+                machine.lock().on_view(view, Instant::now())
             }
-            _ = tokio::time::sleep(TICK), if waiting => machine.lock().tick(Instant::now()),
+            _ = tokio::time::sleep(TICK), if waiting => machine.lock().on_tick(Instant::now()),
             () = &mut stopped => {
-                tracing::info!(node = %node, stream = M::STREAM, "ending the stream: the control plane is shutting down");
+                tracing::info!(node = %node, stream = P::NAME, "ending the stream: the control plane is shutting down");
                 return Err(shutting_down());
             }
             () = &mut expired => {
-                tracing::info!(node = %node, stream = M::STREAM, "ending the stream: its client certificate expired");
+                tracing::info!(node = %node, stream = P::NAME, "ending the stream: its client certificate expired");
                 return Err(Status::unauthenticated("the client certificate expired; reconnect with a renewed one"));
             }
         };
-        open = emit(
-            &ctx,
-            &machine,
-            attachment.view_key(),
-            &mut pending_since,
-            tx,
-            step,
-        )
-        .await;
     }
-    tracing::info!(node = %node, stream = M::STREAM, "proxy disconnected");
+    tracing::info!(node = %node, stream = P::NAME, "proxy disconnected");
     Ok(())
+}
+
+/// How long a stream may live: no longer than the certificate that proved its identity.
+fn lifetime(expires: Option<SystemTime>) -> Duration {
+    expires
+        .and_then(|t| t.duration_since(SystemTime::now()).ok())
+        .unwrap_or(Duration::from_secs(365 * 24 * 3600))
+}
+
+/// Admits the identity a stream's first request claims and attaches it to the store.
+fn open_stream(
+    obs: &Obs,
+    peer: &Peer,
+    node: Option<&Node>,
+) -> Result<(ProxyIdentity, String, Attachment), Status> {
+    let identity = ProxyIdentity::from_node(node).map_err(|e| {
+        if let Some(suppressed) = REFUSAL_LOG.allow() {
+            tracing::warn!(error = %e, suppressed, "refused xDS stream");
+        }
+        Status::invalid_argument(e.to_string())
+    })?;
+    admit(&identity, peer, &obs.store)?;
+    let scope = peer.scope(&identity);
+    let attachment = obs.store.attach(&scope, &identity).map_err(|why| {
+        if let Some(suppressed) = REFUSAL_LOG.allow() {
+            tracing::warn!(node = %identity.node_id, reason = %why, suppressed, "refused xDS stream: its pod does not run");
+        }
+        Status::permission_denied(why)
+    })?;
+    Ok((identity, scope, attachment))
+}
+
+/// Registers a stream with the proxy registry; returns its id.
+fn register<P: Protocol>(
+    obs: &Obs,
+    node: Option<&Node>,
+    identity: &ProxyIdentity,
+    scope: &str,
+    machine: Arc<Shared<P>>,
+) -> u64 {
+    obs.proxies.connect(ProxyInfo {
+        node: NodeInfo::new(node, identity),
+        identity: scope.to_string(),
+        kind: match identity.kind {
+            translator::identity::ProxyKind::Envoy => "envoy",
+            translator::identity::ProxyKind::Grpc => "grpc",
+        },
+        stream: P::NAME,
+        connected: SystemTime::now(),
+        state: machine,
+    })
 }
 
 /// Who a stream is, for what it reports.
 struct Ctx<'a> {
     node: &'a str,
     scope: &'a str,
+    /// Who the stream is charged to, for logs.
+    who: &'a str,
     /// Unique per proxy (certificate identity and node id).
     tag: String,
     obs: &'a Obs,
     id: u64,
 }
 
-/// Ends the stream when the last request broke a limit.
-fn refuse_if_over<M: Machine>(
-    machine: &mut M,
-    node: &str,
-    identity: &str,
-    obs: &Obs,
-) -> Result<(), Status> {
-    let Some(Refusal { limit, reason }) = machine.refusal() else {
-        return Ok(());
-    };
-    obs.metrics.refused(limit);
-    if let Some(suppressed) = REFUSAL_LOG.allow() {
-        tracing::warn!(node, identity, limit, reason = %reason, suppressed, "ending an ADS stream: over a limit");
+impl Ctx<'_> {
+    /// Feeds a request to the stream; ends the stream when it broke a limit.
+    fn request<P: Protocol>(
+        &self,
+        machine: &Shared<P>,
+        req: P::Request,
+    ) -> Result<Step<P::Response>, Status> {
+        let mut m = machine.lock();
+        let step = m.on_wire(req, Instant::now());
+        let Some(Refusal { limit, reason }) = m.take_refusal() else {
+            return Ok(step);
+        };
+        self.obs.metrics.refused(limit);
+        if let Some(suppressed) = REFUSAL_LOG.allow() {
+            let (node, identity) = (self.node, self.who);
+            tracing::warn!(node, identity, limit, reason = %reason, suppressed, "ending an ADS stream: over a limit");
+        }
+        Err(Status::resource_exhausted(reason))
     }
-    Err(Status::resource_exhausted(reason))
+
+    /// Ends the stream when its proxy's own version says so (its pod went).
+    fn end_if_gone<P: Protocol>(&self, own: &OwnVersion) -> Result<(), Status> {
+        let Some(why) = &own.ended else {
+            return Ok(());
+        };
+        tracing::info!(node = %self.node, stream = P::NAME, reason = %why, "ending the stream");
+        Err(Status::permission_denied(why.to_string()))
+    }
+
+    /// Feeds a new own version to the stream, and the view it moved to if it moved (its
+    /// pod's egress changed).
+    fn own_changed<P: Protocol>(
+        &self,
+        machine: &Shared<P>,
+        attachment: &mut Attachment,
+        pending_since: &mut Option<Instant>,
+    ) -> Result<Step<P::Response>, Status> {
+        let own = attachment.own.borrow_and_update().clone();
+        self.end_if_gone::<P>(&own)?;
+        if let Some(since) = own.changed_at {
+            pending_since.get_or_insert(since);
+        }
+        let mut step = machine.lock().on_own(own.clone(), Instant::now());
+        if let Some(view) = own.view.clone().filter(|v| v != attachment.view_key()) {
+            attachment.switch_view(view);
+            let v = attachment.view.borrow_and_update().clone();
+            step.extend(machine.lock().on_view(v, Instant::now()));
+        }
+        Ok(step)
+    }
 }
 
 /// What ends a stream whose request could not be read: a limit (a message too large or
@@ -692,15 +669,15 @@ impl Out {
     /// does not read its responses stalls its own streams); false once the client is gone.
     /// A proxy that takes nothing for [`SEND_TIMEOUT`] is gone (or holding the stream open
     /// on purpose): the stream ends rather than wait on it forever.
-    async fn send<M: Machine>(&self, resp: &M::Resp) -> bool {
+    async fn send<R: Framed>(&self, resp: &R) -> bool {
         let go = async {
             if let Some(q) = &self.queued {
                 let gone = || self.tx.is_closed() || self.stop.is_stopped();
-                if !q.admit(M::frame_len(resp), gone).await {
+                if !q.admit(resp.frame_len(), gone).await {
                     return false;
                 }
             }
-            self.tx.send(Ok(M::frame(resp))).await.is_ok()
+            self.tx.send(Ok(resp.frame())).await.is_ok()
         };
         match tokio::time::timeout(SEND_TIMEOUT, go).await {
             Ok(sent) => sent,
@@ -716,14 +693,17 @@ impl Out {
 }
 
 /// Records events and sends responses; false once the client is gone.
-async fn emit<M: Machine>(
+async fn emit<P: Protocol>(
     ctx: &Ctx<'_>,
-    machine: &Arc<Shared<M>>,
+    machine: &Shared<P>,
     view: &translator::model::ViewKey,
     pending_since: &mut Option<Instant>,
     tx: &Out,
-    (responses, events): (Vec<M::Resp>, Vec<Event>),
-) -> bool {
+    Step { responses, events }: Step<P::Response>,
+) -> bool
+where
+    P::Response: Framed,
+{
     let obs = ctx.obs;
     let answered = events
         .iter()
@@ -776,7 +756,7 @@ async fn emit<M: Machine>(
         }
     }
     for resp in responses {
-        if !tx.send::<M>(&resp).await {
+        if !tx.send(&resp).await {
             return false;
         }
     }

@@ -1,0 +1,110 @@
+//! Make-before-break: which names held resources pin, what releasing one frees, whether
+//! the Clusters an update needs are held ([`ready`]), and the bounded wait
+//! ([`OrderWait`]); also the names an own-version change touched.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use translator::encoded::Encoded;
+use xds_types::XdsType;
+
+use crate::xds::fanout::{Desired, OwnVersion};
+use crate::xds::stream::held::HeldSet;
+
+/// Longest a Listener or Route update waits for the Clusters it needs.
+pub(crate) const ORDER_WAIT: Duration = Duration::from_secs(2);
+
+/// Names that resources held of `holders` point at: Clusters named by held Listeners
+/// and Routes, endpoints named by held Clusters may not be removed while pointed at.
+pub(crate) fn pinned_by<'a>(holders: impl IntoIterator<Item = &'a HeldSet>) -> HashSet<Arc<str>> {
+    holders
+        .into_iter()
+        .flat_map(|h| h.iter())
+        .filter_map(|(_, h)| h.resource())
+        .flat_map(|r| r.refs.iter().cloned())
+        .collect()
+}
+
+/// The types whose resources can pin resources of `kind`.
+pub(crate) fn holders_of(kind: XdsType) -> &'static [XdsType] {
+    match kind {
+        XdsType::Cluster => &[XdsType::Listener, XdsType::Route],
+        XdsType::Endpoint => &[XdsType::Cluster],
+        _ => &[],
+    }
+}
+
+/// What releasing `old` (a resource of `holder`'s type no longer held, or held at another
+/// version) makes worth looking at again: the names it pointed at that are not wanted any
+/// more, with their type.
+pub(crate) fn released(
+    desired: &Desired,
+    holder: XdsType,
+    old: &Encoded,
+) -> Option<(XdsType, Vec<Arc<str>>)> {
+    let target = holder.refers_to()?;
+    let freed: Vec<Arc<str>> = old
+        .refs
+        .iter()
+        .filter(|n| desired.get(target, n).is_none())
+        .cloned()
+        .collect();
+    (!freed.is_empty()).then_some((target, freed))
+}
+
+/// Whether every Cluster that `refs` names (and its endpoints) is held by the proxy, or
+/// is not meant to exist.
+pub(crate) fn ready<'r>(
+    desired: &Desired,
+    held: impl Fn(XdsType, &str) -> bool,
+    refs: impl IntoIterator<Item = &'r Arc<str>>,
+) -> bool {
+    refs.into_iter()
+        .all(|c| match desired.get(XdsType::Cluster, c) {
+            None => true,
+            Some(cluster) => {
+                held(XdsType::Cluster, c)
+                    && cluster.refs.iter().all(|e| {
+                        desired.get(XdsType::Endpoint, e).is_none() || held(XdsType::Endpoint, e)
+                    })
+            }
+        })
+}
+
+/// The bounded wait of the ordering gate.
+#[derive(Debug, Default)]
+pub(crate) struct OrderWait {
+    since: Option<Instant>,
+}
+
+impl OrderWait {
+    /// Whether a blocked update may go anyway (the wait ran out); starts the wait.
+    pub(crate) fn expired(&mut self, now: Instant) -> bool {
+        let since = *self.since.get_or_insert(now);
+        now.duration_since(since) >= ORDER_WAIT
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.since = None;
+    }
+
+    /// Whether a tick could unblock something.
+    pub(crate) fn waiting(&self) -> bool {
+        self.since.is_some()
+    }
+}
+
+/// Names of `kind` that changed between two own versions (compared by pointer).
+pub(crate) fn own_changes(kind: XdsType, old: &OwnVersion, new: &OwnVersion) -> Vec<Arc<str>> {
+    let (Some(a), Some(b)) = (old.of(kind), new.of(kind)) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Arc<str>> = b
+        .iter()
+        .filter(|(n, r)| a.get(*n).is_none_or(|o| !Arc::ptr_eq(o, r)))
+        .map(|(n, _)| n.clone())
+        .collect();
+    out.extend(a.keys().filter(|n| !b.contains_key(*n)).cloned());
+    out
+}
