@@ -5,7 +5,7 @@
 //! bundle are installed atomically in the directory it shares with the proxy ([`files`]),
 //! and served to Envoy for mesh mTLS over SDS on a Unix socket in that directory
 //! ([`sds`]). It renews at half-life with a new key, retries failures with backoff, and
-//! reports its state on `/ready` and `/status` ([`status`]).
+//! reports its state on `/ready` and `/status` ([`probe_port`]).
 //!
 //! It proves the workload's identity with its current certificate while that is valid
 //! (manifest mode starts from the one `xds-server bootstrap` wrote), else with the pod's
@@ -14,10 +14,10 @@
 
 pub mod client;
 pub mod files;
+pub mod probe_port;
 pub mod sds;
-pub mod status;
 
-pub use status::{AppProbe, ProbeHeader, parse_app_probes};
+pub use probe_port::{AppProbe, ProbeHeader, parse_app_probes};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -171,7 +171,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     }
     if !cfg.grpc {
         let socket = sds::socket(&cfg.cert_dir);
-        crate::identity::ca_store::private_dir(&cfg.cert_dir)?;
+        crate::private_files::private_dir(&cfg.cert_dir)?;
         let listener = sds::bind(&socket)?;
         tokio::spawn(sds::serve(listener, served.subscribe()));
         tracing::info!(socket = %socket.display(), "serving the workload certificate over SDS");
@@ -180,7 +180,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the status address {}", cfg.status_address))?;
     let bound = listener.local_addr()?;
-    tokio::spawn(status::serve_status(
+    tokio::spawn(probe_port::serve_status(
         listener,
         status.clone(),
         Arc::new(cfg.app_probes.clone()),
@@ -265,7 +265,7 @@ fn write_bootstrap(
             cert_file: files::path(dir, files::CERT),
             key_file: files::path(dir, files::KEY),
             ca_file: files::path(dir, files::BUNDLE),
-            server_id: crate::server::control_plane_id(trust_domain)?.to_string(),
+            server_id: crate::runtime::control_plane_id(trust_domain)?.to_string(),
         }),
         agent_sds: Some(dir.to_path_buf()),
         ..params.clone()
@@ -315,7 +315,7 @@ async fn renew(
     cfg: &AgentConfig,
     current: Option<&(String, String, String)>,
     valid: Option<&Validity>,
-) -> anyhow::Result<(crate::identity::issuer::Issued, String)> {
+) -> anyhow::Result<(crate::pki::issuer::Issued, String)> {
     let bundle = match (current, &cfg.trust_bundle, &cfg.trust_bundle_pem) {
         (Some((_, _, b)), _, _) => b.clone(),
         (None, Some(path), _) => std::fs::read_to_string(path)

@@ -165,7 +165,7 @@ pub fn bootstrap(p: &BootstrapParams) -> Value {
                 "common_tls_context": {
                     "alpn_protocols": ["h2"],
                     "tls_certificate_sds_secret_configs": [{
-                        "name": files::CERT_SECRET,
+                        "name": xds_types::names::XDS_CLIENT_SECRET,
                         "sds_config": files::sds_source(&tls.dir, files::CERT_SDS),
                     }],
                     "combined_validation_context": {
@@ -173,7 +173,7 @@ pub fn bootstrap(p: &BootstrapParams) -> Value {
                             "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"exact": tls.server_id}}]
                         },
                         "validation_context_sds_secret_config": {
-                            "name": files::BUNDLE_SECRET,
+                            "name": xds_types::names::XDS_CA_SECRET,
                             "sds_config": files::sds_source(&tls.dir, files::BUNDLE_SDS),
                         }
                     }

@@ -1,9 +1,8 @@
 //! Command-line interface of the `xds-server` binary: parses one configuration at start
-//! and runs the chosen command. [`bootstrap`] makes Envoy bootstraps; [`ctl`] holds the
-//! views `xdsctl` prints.
+//! and runs the chosen command, turning its flags into [`crate::config`] settings.
+//! [`bootstrap`] makes Envoy bootstraps. (`xdsctl` is its own crate.)
 
 pub mod bootstrap;
-pub mod ctl;
 mod limits;
 
 use std::net::{IpAddr, SocketAddr};
@@ -418,6 +417,29 @@ pub struct SecurityArgs {
     pub insecure_xds: bool,
 }
 
+impl From<SecurityArgs> for crate::config::Security {
+    fn from(args: SecurityArgs) -> Self {
+        let SecurityArgs {
+            trust_domain,
+            ca_dir,
+            ca_cert,
+            ca_key,
+            ca_chain,
+            cert_lifetime,
+            insecure_xds,
+        } = args;
+        crate::config::Security {
+            trust_domain,
+            ca_dir,
+            ca_cert,
+            ca_key,
+            ca_chain,
+            cert_lifetime,
+            insecure_xds,
+        }
+    }
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     crds::duration::parse(s)
 }
@@ -521,9 +543,9 @@ impl Args {
                     debounce: Duration::from_millis(run.debounce_ms),
                     mtls_mode: run.mtls_mode,
                     xds_dns_names: run.xds_dns_names,
-                    security: run.security,
+                    security: run.security.into(),
                     drain: run.drain_time,
-                    limits: run.limits.limits(),
+                    limits: run.limits.into(),
                     full_resend: run.full_resend,
                     manifest_debounce: Duration::from_millis(run.manifest_debounce_ms),
                 }));
@@ -612,8 +634,8 @@ impl Args {
                 ca_dir,
                 trust_domain,
             }) => {
-                use crate::identity::ca_store::Rotated;
-                match crate::identity::ca_store::rotate(&ca_dir, &trust_domain)? {
+                use crate::pki::ca_store::Rotated;
+                match crate::pki::ca_store::rotate(&ca_dir, &trust_domain)? {
                     Rotated::WithOverlap => println!(
                         "rotated: a new root signs; the previous root stays trusted until `xds-server ca end-overlap`"
                     ),
@@ -624,13 +646,13 @@ impl Args {
                 Ok(())
             }
             Command::Ca(CaCommand::EndOverlap { ca_dir }) => {
-                crate::identity::ca_store::end_overlap(&ca_dir)
+                crate::pki::ca_store::end_overlap(&ca_dir)
             }
             Command::Ca(CaCommand::Init {
                 ca_dir,
                 trust_domain,
             }) => {
-                crate::identity::ca_store::init(&ca_dir, &trust_domain)?;
+                crate::pki::ca_store::init(&ca_dir, &trust_domain)?;
                 println!("created a root CA in {}", ca_dir.display());
                 Ok(())
             }
@@ -747,7 +769,7 @@ fn write_client_credentials(
     dir: &std::path::Path,
     p: &BootstrapParams,
 ) -> anyhow::Result<BootstrapTls> {
-    let authority = crate::server::load_ca_files(sec)?;
+    let authority = crate::pki::start::load_ca_files(&sec.clone().into())?;
     let id = ca::SpiffeId::new(&sec.trust_domain, &p.namespace, &p.service_account)
         .context("the pod's identity")?;
     let cert = authority
@@ -767,6 +789,6 @@ fn write_client_credentials(
         cert_file: files::path(dir, files::CERT),
         key_file: files::path(dir, files::KEY),
         ca_file: files::path(dir, files::BUNDLE),
-        server_id: crate::server::control_plane_id(&sec.trust_domain)?.to_string(),
+        server_id: crate::runtime::control_plane_id(&sec.trust_domain)?.to_string(),
     })
 }

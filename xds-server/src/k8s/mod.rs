@@ -4,5 +4,6 @@
 
 pub mod inject;
 pub mod lease;
+pub mod start;
 pub mod status;
 pub mod watch;

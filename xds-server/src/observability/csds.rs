@@ -18,13 +18,9 @@ use futures::Stream;
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 use xds_types::XdsType;
+use xds_types::csds::{META_IDENTITY, META_STREAM};
 
 use crate::observability::registry::{Proxy, ProxyRegistry};
-
-/// Node metadata key CSDS adds: the proxy's stream type (`sotw` or `delta`).
-pub const META_STREAM: &str = "rudder.dev/stream";
-/// Node metadata key CSDS adds: the proxy's identity.
-pub const META_IDENTITY: &str = "rudder.dev/identity";
 
 /// The CSDS service.
 #[derive(Clone)]
@@ -33,7 +29,7 @@ pub struct CsdsService {
     /// With TLS: callers must hold an identity in this (trust domain, namespace).
     admin: Option<(String, String)>,
     /// Ends streaming reads when the control plane shuts down.
-    stop: crate::server::Stop,
+    stop: crate::runtime::Stop,
 }
 
 impl CsdsService {
@@ -42,7 +38,7 @@ impl CsdsService {
     pub fn new(
         proxies: Arc<ProxyRegistry>,
         admin: Option<(String, String)>,
-        stop: crate::server::Stop,
+        stop: crate::runtime::Stop,
     ) -> Self {
         CsdsService {
             proxies,
@@ -53,7 +49,7 @@ impl CsdsService {
 
     /// Whether the caller may read proxy status (checked before its request is read).
     pub(crate) fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        if let Some(refused) = crate::xds::listener::refusal(req) {
+        if let Some(refused) = crate::net::front_door::refusal(req) {
             return Err(refused);
         }
         let Some((td, ns)) = &self.admin else {
@@ -241,7 +237,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xds::listener::ConnInfo;
+    use crate::net::front_door::ConnInfo;
 
     fn request_from(id: Option<&str>) -> Request<ClientStatusRequest> {
         let mut req = Request::new(ClientStatusRequest::default());
@@ -261,7 +257,7 @@ mod tests {
         let svc = CsdsService::new(
             Arc::default(),
             Some(("cluster.local".into(), "rudder-system".into())),
-            crate::server::Stop::default(),
+            crate::runtime::Stop::default(),
         );
         assert!(
             svc.authorize(&request_from(Some(

@@ -52,7 +52,7 @@ use translator::encoded::Source;
 use translator::model::{ObjectKey, ViewKey};
 use translator::policy::Excluded;
 
-use crate::xds::listener::RateLimited;
+use crate::net::front_door::RateLimited;
 
 /// Most views one identity's rejections are contained in.
 pub const MAX_VIEWS_PER_IDENTITY: usize = 4;

@@ -29,8 +29,8 @@ use translator::incremental::Builder;
 use translator::model::{Model, ObjectKey, ViewKey};
 use translator::{Diagnostic, MeshConfig};
 
-use crate::identity::certs::CertManager;
 use crate::observability::metrics::Metrics;
+use crate::pki::certs::CertManager;
 use crate::xds::containment::{Containment, Nack, Suspect};
 use crate::xds::fanout::{Desired, OwnVersion, ViewVersion};
 use crate::xds::stream::Rejection;

@@ -313,7 +313,7 @@ pub fn patch(pod: &Value, cfg: &InjectConfig) -> Vec<Value> {
     let volumes = [
         json!({"name": CREDS_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}}),
         json!({"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
-            "audience": crate::identity::issuer::TOKEN_AUDIENCE,
+            "audience": crate::pki::issuer::TOKEN_AUDIENCE,
             "expirationSeconds": 3600, "path": "token"}}]}}),
     ];
     if pod["spec"]["volumes"].is_array() {

@@ -15,10 +15,11 @@ use http_body_util::Full;
 use hyper::Response;
 
 use super::InjectConfig;
+use crate::config::ConnLimits;
 use crate::net::fair_queue::QueueLimits;
+use crate::net::front_door::TlsSetup;
 use crate::net::http_shell::{self, ShellLimits, ShellRequest, json};
-use crate::server::Stop;
-use crate::xds::listener::{ConnLimits, TlsSetup};
+use crate::runtime::Stop;
 
 /// The path the API server calls.
 pub const PATH: &str = "/inject";

@@ -38,6 +38,8 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use prometheus_client::metrics::gauge::Gauge;
 
+use crate::config::BudgetConfig;
+
 /// What a connection holds beyond what its streams are charged: TLS and HTTP/2 state
 /// (buffers of both) and the HTTP/2 connection receive window ([`RECEIVE_WINDOW`]),
 /// which a peer can fill while the server is not reading.
@@ -68,37 +70,6 @@ const QUEUE_RETRY: (std::time::Duration, std::time::Duration) = (
     std::time::Duration::from_millis(5),
     std::time::Duration::from_millis(250),
 );
-
-/// The sizes of the budget.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BudgetConfig {
-    /// Bytes charged in all, over every identity (`--xds-memory-budget`).
-    pub total: usize,
-    /// Bytes any identity may hold (`--identity-memory-share`).
-    pub share: usize,
-    /// More bytes an identity may hold per live pod of it (`--identity-memory-per-pod`).
-    pub per_pod: usize,
-}
-
-impl Default for BudgetConfig {
-    fn default() -> Self {
-        BudgetConfig {
-            total: 512 << 20,
-            share: 16 << 20,
-            per_pod: 1 << 20,
-        }
-    }
-}
-
-impl BudgetConfig {
-    /// The allowance of an identity with `pods` live pods.
-    pub fn allowance(&self, pods: usize) -> usize {
-        let cap = (self.total / 2).max(self.share);
-        self.share
-            .saturating_add(self.per_pod.saturating_mul(pods))
-            .min(cap)
-    }
-}
 
 /// Why a charge was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -290,7 +290,8 @@ mod tests {
     use prost::Message;
 
     use super::*;
-    use crate::xds::wire::budget::{Budget, BudgetConfig};
+    use crate::config::BudgetConfig;
+    use crate::xds::wire::budget::Budget;
 
     fn framed(m: &impl Message) -> Vec<u8> {
         let body = m.encode_to_vec();

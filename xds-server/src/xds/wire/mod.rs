@@ -224,7 +224,8 @@ mod tests {
     async fn a_frame_goes_out_in_chunks_each_released_from_its_charge() {
         use prometheus_client::metrics::gauge::Gauge;
 
-        use super::budget::{Budget, BudgetConfig, CHUNK, Queued};
+        use super::budget::{Budget, CHUNK, Queued};
+        use crate::config::BudgetConfig;
         let b = Budget::new(
             BudgetConfig {
                 total: 1 << 30,

@@ -23,11 +23,12 @@ use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use super::certs::CertManager;
 use super::issuer::{self, Decision, Issued, Refusal, Reviewed, TOKEN_AUDIENCE};
 use super::token::{self, NegativeCache};
+use crate::config::ConnLimits;
 use crate::net::fair_queue::{FairQueue, QueueLimits};
+use crate::net::front_door::{ConnInfo, TlsSetup};
 use crate::net::http_shell::{self, ShellLimits, ShellRequest, json};
 use crate::observability::metrics::Metrics;
-use crate::server::Stop;
-use crate::xds::listener::{ConnInfo, ConnLimits, TlsSetup};
+use crate::runtime::Stop;
 
 /// Largest request body (a CSR of at most 16 KiB in JSON).
 const MAX_BODY_BYTES: usize = 32 << 10;
@@ -68,7 +69,8 @@ pub struct CaService {
     pods_in: PodsIn,
 }
 
-static REFUSED_LOG: crate::xds::listener::RateLimited = crate::xds::listener::RateLimited::new();
+static REFUSED_LOG: crate::net::front_door::RateLimited =
+    crate::net::front_door::RateLimited::new();
 
 /// The endpoint's bounds: connections 16 per address; bodies 64 at once, 4 per address
 /// (2 MiB at most); requests 64 at once, 4 per address.

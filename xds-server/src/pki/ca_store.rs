@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
 use kube::{Api, Client};
 
-use crate::identity::certs::{write_private, write_public};
+use crate::private_files::{private_dir, read_private, write_private, write_public};
 
 /// Name of the Secret holding the CA in cluster mode.
 pub const CA_SECRET: &str = "rudder-ca";
@@ -108,42 +108,6 @@ pub fn init(dir: &Path, trust_domain: &str) -> anyhow::Result<Authority> {
         .with_context(|| format!("writing {}", cert.display()))?;
     tracing::info!(dir = %dir.display(), "created a new root CA");
     Ok(ca)
-}
-
-/// Creates `dir` (and parents) readable only by its owner, if it does not exist.
-pub fn private_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating {}", dir.display()))
-}
-
-/// Reads a private key file, refusing one that is readable by group or others (or is
-/// not a regular file).
-pub fn read_private(path: &Path) -> anyhow::Result<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta =
-        std::fs::symlink_metadata(path).with_context(|| format!("reading {}", path.display()))?;
-    let meta = if meta.file_type().is_symlink() {
-        // A supplied key may be a link (a mounted Secret); judge the file it names.
-        std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?
-    } else {
-        meta
-    };
-    if !meta.is_file() {
-        anyhow::bail!("{} is not a regular file", path.display());
-    }
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        anyhow::bail!(
-            "{} is readable by group or others (mode {mode:03o}); a private key must be 0600 or 0400: chmod 600 {}",
-            path.display(),
-            path.display()
-        );
-    }
-    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 
 /// A file's text, or empty if it does not exist.

@@ -10,7 +10,7 @@ use ca::SpiffeId;
 use k8s_openapi::api::authentication::v1::TokenReviewStatus;
 use serde::{Deserialize, Serialize};
 
-use crate::server::CONTROL_PLANE_NS;
+use crate::runtime::CONTROL_PLANE_NS;
 
 /// The one path of the endpoint (POST).
 pub const PATH: &str = "/v1/certificate";

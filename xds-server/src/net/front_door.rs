@@ -26,38 +26,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tonic::transport::server::Connected;
 
+use crate::config::ConnLimits;
 use crate::observability::metrics::Metrics;
-use crate::server::Stop;
+use crate::runtime::Stop;
 use crate::xds::wire::budget::{Charge, ConnAccount};
 
 mod tls;
 
-pub use tls::TlsSetup;
+pub use tls::{ServingTls, TlsSetup};
 use tls::{not_after, verified_identity};
-
-/// Connection limits of the xDS port.
-#[derive(Clone, Debug)]
-pub struct ConnLimits {
-    /// Longest a TLS handshake may take.
-    pub handshake_timeout: Duration,
-    /// TCP keepalive idle time (None: off).
-    pub keepalive: Option<Duration>,
-    /// Connections open at once, in all.
-    pub max_connections: usize,
-    /// Connections open at once from one IP address.
-    pub max_connections_per_peer: usize,
-}
-
-impl Default for ConnLimits {
-    fn default() -> Self {
-        ConnLimits {
-            handshake_timeout: Duration::from_secs(10),
-            keepalive: Some(Duration::from_secs(60)),
-            max_connections: 10_000,
-            max_connections_per_peer: 64,
-        }
-    }
-}
 
 /// Connections over a limit that are still answered with a gRPC status.
 /// Listen backlog: deep enough for a fleet reconnecting at once (the kernel caps it at
