@@ -19,21 +19,21 @@ use crate::pki::certs::CertManager;
 use crate::xds::store::Store;
 
 /// What the admin endpoint serves.
-pub struct Admin {
+pub(crate) struct Admin {
     /// Metrics.
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// Connected proxies.
-    pub proxies: Arc<ProxyRegistry>,
+    pub(crate) proxies: Arc<ProxyRegistry>,
     /// Certificates, for their gauges.
-    pub certs: Option<Arc<CertManager>>,
+    pub(crate) certs: Option<Arc<CertManager>>,
     /// The store, for the size of what the views hold.
-    pub store: Option<Arc<Store>>,
+    pub(crate) store: Option<Arc<Store>>,
     /// Set once the initial sync is done and xDS is serving.
-    pub ready: AtomicBool,
+    pub(crate) ready: AtomicBool,
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` forever.
-pub async fn serve_admin(listener: tokio::net::TcpListener, admin: Arc<Admin>) {
+pub(crate) async fn serve_admin(listener: tokio::net::TcpListener, admin: Arc<Admin>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -97,7 +97,7 @@ fn route(admin: &Admin, path: &str) -> Response<Full<Bytes>> {
 }
 
 /// Binds the admin address (port 0: any free port).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     front_door::bind(addr)
 }
 

@@ -121,7 +121,7 @@ impl Default for BudgetConfig {
 
 impl BudgetConfig {
     /// The allowance of an identity with `pods` live pods.
-    pub fn allowance(&self, pods: usize) -> usize {
+    pub(crate) fn allowance(&self, pods: usize) -> usize {
         let cap = (self.total / 2).max(self.share);
         self.share
             .saturating_add(self.per_pod.saturating_mul(pods))

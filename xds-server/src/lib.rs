@@ -5,7 +5,9 @@
 //! Modules by layer, bottom up (a module imports only from modules below it):
 //! 1. The floor: [`runtime`] (the stop signal, the control plane's identity),
 //!    [`config`] (the settings `run` is given, parsed once by `cli`), `private_files`
-//!    (owner-only files written atomically), [`observability::metrics`] (the counters).
+//!    (owner-only files written atomically), `log_limit` (rate-limited logging),
+//!    [`observability::metrics`] (the counters), [`xds::wire::budget`] (the memory
+//!    peers may make the ports hold, per identity).
 //! 2. [`net`]: every port's front door (connection limits, TLS, the peer's verified
 //!    identity) and the hardened HTTP shells.
 //! 3. [`pki`]: the CA, the certificates it issues, and the certificate endpoint.
@@ -13,21 +15,24 @@
 //!    their tonic glue and the xDS port; [`source`] (the manifest directory) and the
 //!    rest of [`observability`] (the proxy registry, CSDS, the NACK record) beside it.
 //! 5. [`k8s`]: the Kubernetes watch, the Lease, CRD status and the sidecar injector;
-//!    [`admin`]: the metrics and health endpoint.
+//!    `admin`: the metrics and health endpoint.
 //! 6. [`agent`]: the proxy agent beside each proxy: keeps its credentials fresh on disk.
-//! 7. [`server`]: wires the subsystems of `xds-server run`; [`cli`]: the command line
-//!    and bootstrap generation.
+//! 7. `server`: wires the subsystems of `xds-server run`, each of which starts itself
+//!    (`pki::start`, `k8s::start`, `xds::serve`, `admin`); [`cli`]: the command line.
+//!
+//! `xdsctl` is its own crate (`xds-server/xdsctl`): a CSDS client that links none of this.
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod k8s;
+pub(crate) mod log_limit;
 pub mod net;
 pub mod observability;
 pub mod pki;
 pub(crate) mod private_files;
 pub mod runtime;
-pub mod server;
+pub(crate) mod server;
 pub mod source;
 pub mod xds;

@@ -9,9 +9,9 @@ use anyhow::Context;
 use ca::SpiffeId;
 
 /// Namespace and service account of the control plane's own identity.
-pub const CONTROL_PLANE_NS: &str = "rudder-system";
+pub(crate) const CONTROL_PLANE_NS: &str = "rudder-system";
 /// See [`CONTROL_PLANE_NS`].
-pub const CONTROL_PLANE_SA: &str = "rudder";
+pub(crate) const CONTROL_PLANE_SA: &str = "rudder";
 
 /// The control plane's SPIFFE ID; sidecars check it on the xDS connection.
 pub fn control_plane_id(trust_domain: &str) -> anyhow::Result<SpiffeId> {
@@ -39,12 +39,12 @@ impl Stop {
     }
 
     /// Whether the shutdown has started.
-    pub fn is_stopped(&self) -> bool {
+    pub(crate) fn is_stopped(&self) -> bool {
         *self.tx.borrow()
     }
 
     /// Completes once the shutdown has started.
-    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+    pub(crate) fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let mut rx = self.tx.subscribe();
         async move {
             // An error means the sender is gone, which only happens at exit.

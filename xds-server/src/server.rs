@@ -26,48 +26,48 @@ use crate::xds::store::{Store, StoreConfig};
 
 /// Everything `run` was given.
 #[derive(Debug)]
-pub struct ServeConfig {
+pub(crate) struct ServeConfig {
     /// Manifest directory (manifest mode).
-    pub manifests: Option<PathBuf>,
+    pub(crate) manifests: Option<PathBuf>,
     /// Cluster mode.
-    pub kubernetes: bool,
+    pub(crate) kubernetes: bool,
     /// Namespaces to watch (cluster mode; empty = all).
-    pub namespaces: Vec<String>,
+    pub(crate) namespaces: Vec<String>,
     /// Namespace of the Lease and the CA Secret.
-    pub lease_namespace: String,
+    pub(crate) lease_namespace: String,
     /// Replica identity.
-    pub identity: Option<String>,
+    pub(crate) identity: Option<String>,
     /// xDS listen address.
-    pub xds_address: SocketAddr,
+    pub(crate) xds_address: SocketAddr,
     /// The certificate endpoint's address (none: no endpoint; not with plain-text xDS).
-    pub ca_address: Option<SocketAddr>,
+    pub(crate) ca_address: Option<SocketAddr>,
     /// The sidecar injector's address and settings (trust domain and bundle are filled
     /// in here).
-    pub inject: Option<(SocketAddr, crate::k8s::inject::InjectConfig)>,
+    pub(crate) inject: Option<(SocketAddr, crate::k8s::inject::InjectConfig)>,
     /// Where to write the bound addresses.
-    pub ready_file: Option<PathBuf>,
+    pub(crate) ready_file: Option<PathBuf>,
     /// Admin address: `/metrics`, `/healthz`, `/readyz`.
-    pub admin_address: SocketAddr,
+    pub(crate) admin_address: SocketAddr,
     /// Push debounce.
-    pub debounce: Duration,
+    pub(crate) debounce: Duration,
     /// Mesh-wide inbound mTLS mode.
-    pub mtls_mode: MtlsMode,
+    pub(crate) mtls_mode: MtlsMode,
     /// DNS names for the serving certificate.
-    pub xds_dns_names: Vec<String>,
+    pub(crate) xds_dns_names: Vec<String>,
     /// CA and TLS settings.
-    pub security: Security,
+    pub(crate) security: Security,
     /// Longest a shutdown waits for connections to close after ending every stream.
-    pub drain: Duration,
+    pub(crate) drain: Duration,
     /// Limits on what peers may open and send.
-    pub limits: Limits,
+    pub(crate) limits: Limits,
     /// Benchmark baseline: resend every resource of a type on any change.
-    pub full_resend: bool,
+    pub(crate) full_resend: bool,
     /// Quiet time after a manifest-directory event before it is read.
-    pub manifest_debounce: Duration,
+    pub(crate) manifest_debounce: Duration,
 }
 
 /// Runs the control plane until SIGTERM or Ctrl-C.
-pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
+pub(crate) async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let sec = &cfg.security;
     check_insecure(sec, cfg.xds_address)?;
     let client = match cfg.kubernetes {

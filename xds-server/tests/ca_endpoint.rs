@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime};
 
 use testbed::fake_kube::FakeKube;
 use xds_server::agent::client::{Credential, request};
-use xds_server::agent::{AgentConfig, files, validity};
+use xds_server::agent::files;
+use xds_server::agent::renewal::{AgentConfig, validity};
 use xds_server::config::ConnLimits;
 use xds_server::net::front_door::TlsSetup;
 use xds_server::observability::metrics::Metrics;
@@ -137,7 +138,7 @@ async fn a_token_gets_its_service_account_identity_and_renews_only_with_a_token(
     std::fs::write(&bundle, &ep.bundle).expect("bundle");
     let certs = dir.path().join("creds");
     let ready = dir.path().join("agent.json");
-    let agent = tokio::spawn(xds_server::agent::run(AgentConfig {
+    let agent = tokio::spawn(xds_server::agent::renewal::run(AgentConfig {
         cert_dir: certs.clone(),
         endpoint: ep.addr.clone(),
         token_file: Some(token),

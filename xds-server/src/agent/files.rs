@@ -22,17 +22,17 @@ use serde_json::json;
 use xds_types::names::{XDS_CA_SECRET, XDS_CLIENT_SECRET};
 
 /// The certificate chain (leaf first).
-pub const CERT: &str = "xds-client.crt";
+pub(crate) const CERT: &str = "xds-client.crt";
 /// Its key.
 pub const KEY: &str = "xds-client.key";
 /// The trust bundle.
-pub const BUNDLE: &str = "xds-ca.crt";
+pub(crate) const BUNDLE: &str = "xds-ca.crt";
 /// Envoy's SDS file for the certificate (secret [`XDS_CLIENT_SECRET`]).
-pub const CERT_SDS: &str = "xds-client-sds.json";
+pub(crate) const CERT_SDS: &str = "xds-client-sds.json";
 /// Envoy's SDS file for the trust bundle (secret [`XDS_CA_SECRET`]).
-pub const BUNDLE_SDS: &str = "xds-ca-sds.json";
+pub(crate) const BUNDLE_SDS: &str = "xds-ca-sds.json";
 /// The Unix socket the agent serves the workload certificate on (SDS), for the proxy.
-pub const SDS_SOCKET: &str = "sds.sock";
+pub(crate) const SDS_SOCKET: &str = "sds.sock";
 const DATA: &str = "..data";
 /// Each installed set is a directory `..creds-SECS.NANOS`.
 const SET_PREFIX: &str = "..creds-";
@@ -144,7 +144,7 @@ fn write_sds(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// The SDS config source Envoy uses for one of the files in `dir`.
-pub fn sds_source(dir: &Path, file: &str) -> serde_json::Value {
+pub(crate) fn sds_source(dir: &Path, file: &str) -> serde_json::Value {
     json!({
         "path_config_source": {
             "path": dir.join(file).display().to_string(),

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http_body_util::Full;
 
-use super::Status;
+use crate::agent::state::Status;
 use crate::net::fair_queue::QueueLimits;
 use crate::net::http_shell::{self, ShellLimits, ShellRequest, json};
 use crate::runtime::Stop;

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use super::parse_duration;
 use crate::config::{BudgetConfig, ConnLimits, Limits, StreamLimits};
 
 /// Limits on what peers of the xDS port may open and send. Refusals are answered with a
@@ -90,6 +89,10 @@ impl From<LimitArgs> for Limits {
             },
         }
     }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crds::duration::parse(s)
 }
 
 fn parse_positive_duration(s: &str) -> Result<Duration, String> {

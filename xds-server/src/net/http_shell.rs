@@ -33,7 +33,8 @@ use tokio::time::Instant;
 
 use super::fair_queue::{FairQueue, QueueLimits};
 use crate::config::ConnLimits;
-use crate::net::front_door::{self, ConnInfo, RateLimited, TlsSetup};
+use crate::log_limit::RateLimited;
+use crate::net::front_door::{self, ConnInfo, TlsSetup};
 use crate::observability::metrics::Metrics;
 use crate::runtime::Stop;
 

@@ -55,7 +55,7 @@ impl CsdsService {
         let Some((td, ns)) = &self.admin else {
             return Ok(());
         };
-        match crate::xds::grpc::peer_identity(req) {
+        match crate::net::front_door::peer_identity(req) {
             Some(id) if id.trust_domain == *td && id.namespace == *ns => Ok(()),
             Some(id) => {
                 tracing::warn!(caller = %id, "refused a CSDS read: not an admin identity");
@@ -102,7 +102,7 @@ fn matches(p: &Proxy, req: &ClientStatusRequest) -> bool {
 }
 
 /// The CSDS view of one proxy, read from its stream's state.
-pub fn client_config(p: &Proxy, with_contents: bool) -> ClientConfig {
+pub(crate) fn client_config(p: &Proxy, with_contents: bool) -> ClientConfig {
     let mut node = p.info.node.to_node();
     let meta = node.metadata.get_or_insert_with(Default::default);
     for (k, v) in [

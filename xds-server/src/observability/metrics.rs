@@ -124,6 +124,15 @@ impl Metrics {
             xds_memory_budget: Gauge::default(),
             registry: Registry::default(),
         };
+        m.register_xds(&mut registry);
+        m.register_builds(&mut registry);
+        m.register_ports(&mut registry);
+        Metrics { registry, ..m }
+    }
+
+    /// The families of what proxies were sent and did with it.
+    fn register_xds(&self, registry: &mut Registry) {
+        let m = self;
         registry.register(
             "connected_proxies",
             "Connected proxies by kind and stream type",
@@ -149,6 +158,11 @@ impl Metrics {
             "From a source change seen to a proxy having ACKed everything",
             m.convergence.clone(),
         );
+    }
+
+    /// The families of builds, what the views hold and the certificates issued.
+    fn register_builds(&self, registry: &mut Registry) {
+        let m = self;
         registry.register(
             "translation_seconds",
             "Translation and encoding time of one build",
@@ -179,6 +193,11 @@ impl Metrics {
             "Seconds until the earliest certificate the certificate endpoint signed expires",
             m.cert_expiry.clone(),
         );
+    }
+
+    /// The families of what the ports refused and what peers make the xDS port hold.
+    fn register_ports(&self, registry: &mut Registry) {
+        let m = self;
         registry.register(
             "xds_handshake_failures",
             "TLS handshakes on the xDS port that failed (expired, unknown issuer, timeout, ...)",
@@ -209,7 +228,6 @@ impl Metrics {
             "What the xDS port may charge in all (--xds-memory-budget)",
             m.xds_memory_budget.clone(),
         );
-        Metrics { registry, ..m }
     }
 
     /// Counts a request to the certificate endpoint.
@@ -222,7 +240,7 @@ impl Metrics {
     }
 
     /// Counts a request or connection an HTTP shell refused or closed.
-    pub fn shell_refused(&self, shell: &str, reason: &str) {
+    pub(crate) fn shell_refused(&self, shell: &str, reason: &str) {
         self.shell_refusals
             .get_or_create(&ShellLabel {
                 shell: shell.to_string(),
@@ -232,7 +250,7 @@ impl Metrics {
     }
 
     /// Counts a failed TLS handshake.
-    pub fn handshake_failed(&self, reason: &str) {
+    pub(crate) fn handshake_failed(&self, reason: &str) {
         self.handshake_failures
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),

@@ -33,7 +33,7 @@ use crate::runtime::Stop;
 /// Largest request body (a CSR of at most 16 KiB in JSON).
 const MAX_BODY_BYTES: usize = 32 << 10;
 /// TokenReviews in flight at once, and from one address.
-pub const CONCURRENT_REVIEWS: usize = 16;
+pub(crate) const CONCURRENT_REVIEWS: usize = 16;
 const REVIEWS_PER_PEER: usize = 2;
 /// Longest a caller waits for a TokenReview slot, and longest a review may take: with
 /// the body (3 s) they end before the agent's 15 s request timeout.
@@ -69,8 +69,7 @@ pub struct CaService {
     pods_in: PodsIn,
 }
 
-static REFUSED_LOG: crate::net::front_door::RateLimited =
-    crate::net::front_door::RateLimited::new();
+static REFUSED_LOG: crate::log_limit::RateLimited = crate::log_limit::RateLimited::new();
 
 /// The endpoint's bounds: connections 16 per address; bodies 64 at once, 4 per address
 /// (2 MiB at most); requests 64 at once, 4 per address.

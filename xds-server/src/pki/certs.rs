@@ -59,7 +59,7 @@ impl CertManager {
     }
 
     /// The trust bundle as the SDS secret every proxy is sent (`ROOTCA`), encoded once.
-    pub fn root_secret(&self) -> Arc<Encoded> {
+    pub(crate) fn root_secret(&self) -> Arc<Encoded> {
         self.root.clone()
     }
 
@@ -76,7 +76,7 @@ impl CertManager {
     }
 
     /// Signs a checked request for `id` (the identity the caller proved).
-    pub fn sign_request(
+    pub(crate) fn sign_request(
         &self,
         request: &CheckedRequest,
         id: &SpiffeId,
@@ -91,7 +91,7 @@ impl CertManager {
     }
 
     /// Expiry of the latest unexpired certificate signed for each identity.
-    pub fn expiries(&self) -> Vec<(SpiffeId, SystemTime)> {
+    pub(crate) fn expiries(&self) -> Vec<(SpiffeId, SystemTime)> {
         let now = SystemTime::now();
         self.issued
             .lock()
@@ -105,7 +105,7 @@ impl CertManager {
 
 /// Removes the workload certificates and private keys that earlier versions kept under
 /// the CA directory (`issued/`): the control plane no longer holds workload keys.
-pub fn forget_kept_keys(dir: &Path) {
+pub(crate) fn forget_kept_keys(dir: &Path) {
     match std::fs::remove_dir_all(dir) {
         Ok(()) => tracing::warn!(
             dir = %dir.display(),

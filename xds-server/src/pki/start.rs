@@ -18,7 +18,7 @@ use crate::pki::certs::{self, CertManager};
 use crate::runtime::{Stop, control_plane_id};
 
 /// Loads the CA from operator-supplied files or the CA directory, which must hold one.
-pub fn load_ca_files(sec: &Security) -> anyhow::Result<Authority> {
+pub(crate) fn load_ca_files(sec: &Security) -> anyhow::Result<Authority> {
     match (&sec.ca_cert, &sec.ca_key) {
         (Some(cert), Some(key)) => {
             ca_store::from_files(cert, key, sec.ca_chain.as_deref(), &sec.trust_domain)

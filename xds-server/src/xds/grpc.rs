@@ -30,7 +30,7 @@ use crate::xds::store::Store;
 use crate::xds::stream::{Event, NameBytes, Refusal, ResourceView, delta, sotw};
 use crate::xds::wire::budget::{Charge, ConnAccount, Queued, STREAM_BYTES};
 use crate::xds::wire::frames::{DeltaResponse, SotwResponse};
-use crate::xds::wire::{Inbound, ReadError, ReadLimits};
+use crate::xds::wire::inbound::{Inbound, ReadError, ReadLimits};
 
 /// How often a stream with an ordering wait re-checks it.
 const TICK: Duration = Duration::from_millis(250);
@@ -76,13 +76,6 @@ impl AdsService {
     }
 }
 
-/// The SPIFFE ID of the peer's verified client certificate, from the connection.
-pub(crate) fn peer_identity<T>(request: &Request<T>) -> Option<ca::SpiffeId> {
-    crate::net::front_door::ConnInfo::of(request)?
-        .identity
-        .clone()
-}
-
 /// Who the stream may act as.
 #[derive(Clone, Debug)]
 pub(crate) enum Peer {
@@ -109,8 +102,7 @@ impl Peer {
 }
 
 /// Refusals of streams are logged at most once a second (a peer may churn streams).
-static REFUSAL_LOG: crate::net::front_door::RateLimited =
-    crate::net::front_door::RateLimited::new();
+static REFUSAL_LOG: crate::log_limit::RateLimited = crate::log_limit::RateLimited::new();
 
 /// What ends a stream from outside: the shutdown, and the expiry of the certificate that
 /// proved its identity; and who it is charged to, for logs.

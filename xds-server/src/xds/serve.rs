@@ -18,7 +18,7 @@ use crate::observability::registry::ProxyRegistry;
 use crate::runtime::{CONTROL_PLANE_NS, Stop};
 use crate::xds::grpc::AdsService;
 use crate::xds::store::Store;
-use crate::xds::wire::AdsServer;
+use crate::xds::wire::ads_server::AdsServer;
 use crate::xds::wire::budget::{Budget, PodCounts};
 use crate::xds::wire::http2;
 

@@ -12,8 +12,11 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
-use super::HANDSHAKE_LOG;
+use crate::log_limit::RateLimited;
 use crate::observability::metrics::Metrics;
+
+/// Failed handshakes, logged at most once a second.
+pub(super) static HANDSHAKE_LOG: RateLimited = RateLimited::new();
 
 /// The control plane's serving credentials, as PEM: what every port behind the front
 /// door presents, and the anchors client certificates must chain to.

@@ -24,7 +24,8 @@ use tonic::transport::server::Connected;
 use super::budget::{
     Budget, CONNECTION_BYTES, Charge, ConnAccount, HTTP2_HELD, RECEIVE_WINDOW, SEND_BUFFER,
 };
-use crate::net::front_door::{Conn, RateLimited};
+use crate::log_limit::RateLimited;
+use crate::net::front_door::Conn;
 use crate::observability::metrics::Metrics;
 use crate::runtime::Stop;
 

@@ -67,7 +67,7 @@ pub enum ReadError {
 impl ReadError {
     /// The limit that refused the stream, as `rudder_xds_refusals_total` labels it; None
     /// when the peer just went away or sent garbage.
-    pub fn limit(&self) -> Option<&'static str> {
+    pub(crate) fn limit(&self) -> Option<&'static str> {
         match self {
             ReadError::TooLarge { .. } => Some("message_size"),
             ReadError::Timeout { .. } => Some("message_timeout"),
@@ -141,7 +141,8 @@ impl<T: prost::Message + Default> Inbound<T> {
     }
 
     /// Bytes held for a message in progress.
-    pub fn buffered(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn buffered(&self) -> usize {
         match &self.partial {
             Partial::Body { body, .. } => body.capacity(),
             Partial::Prefix { .. } => 0,
