@@ -17,7 +17,7 @@ use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 
 use crate::xds::wire::sotw_request::SotwRequest;
 use tokio::sync::mpsc;
-use tonic::{Request, Status};
+use tonic::Status;
 use translator::identity::ProxyIdentity;
 use xds_types::XdsType;
 
