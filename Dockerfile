@@ -5,7 +5,7 @@
 FROM rust:1.91-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p xds-server --bins
+RUN cargo build --release --locked -p xds-server -p xdsctl --bins
 
 FROM debian:bookworm-slim
 # iptables for the injected init container (it runs `xds-server iptables --apply`).

@@ -2,26 +2,37 @@
 //! change into per-view change sets; the fan-out hands them to the ADS streams of the
 //! proxies that share each view; every stream is bound to its certificate's identity.
 //!
-//! Modules by role:
-//! - [`xds`]: serving xDS: the port's front door, the model store and build loop, the
-//!   fan-out, the stream state machines and their tonic glue, containment of rejected
-//!   config.
-//! - [`identity`]: the CA, workload certificates, and the certificate endpoint agents
-//!   renew from.
-//! - [`agent`]: the proxy agent beside each proxy: keeps its credentials fresh on disk.
-//! - [`source`]: the manifest directory; [`k8s`]: the Kubernetes watch, Lease election
-//!   and CRD status.
-//! - [`observability`]: the proxy registry, CSDS, metrics, the NACK record.
-//! - [`cli`]: the `xds-server` command line, bootstrap generation, `xdsctl` views.
-//! - `net`: what the unauthenticated HTTP shells (injector, certificate endpoint, agent
-//!   status port) share: per-peer fair queues, body and header deadlines, idle timeouts.
+//! Modules by layer, bottom up (a module imports only from modules below it):
+//! 1. The floor: [`runtime`] (the stop signal, the control plane's identity),
+//!    [`config`] (the settings `run` is given, parsed once by `cli`), `private_files`
+//!    (owner-only files written atomically), `log_limit` (rate-limited logging),
+//!    [`observability::metrics`] (the counters), [`xds::wire::budget`] (the memory
+//!    peers may make the ports hold, per identity).
+//! 2. [`net`]: every port's front door (connection limits, TLS, the peer's verified
+//!    identity) and the hardened HTTP shells.
+//! 3. [`pki`]: the CA, the certificates it issues, and the certificate endpoint.
+//! 4. [`xds`]: the model store and build loop, the fan-out, the stream state machines,
+//!    their tonic glue and the xDS port; [`source`] (the manifest directory) and the
+//!    rest of [`observability`] (the proxy registry, CSDS, the NACK record) beside it.
+//! 5. [`k8s`]: the Kubernetes watch, the Lease, CRD status and the sidecar injector;
+//!    `admin`: the metrics and health endpoint.
+//! 6. [`agent`]: the proxy agent beside each proxy: keeps its credentials fresh on disk.
+//! 7. `server`: wires the subsystems of `xds-server run`, each of which starts itself
+//!    (`pki::start`, `k8s::start`, `xds::serve`, `admin`); [`cli`]: the command line.
+//!
+//! `xdsctl` is its own crate (`xds-server/xdsctl`): a CSDS client that links none of this.
 
+pub(crate) mod admin;
 pub mod agent;
 pub mod cli;
-pub mod identity;
+pub mod config;
 pub mod k8s;
-pub(crate) mod net;
+pub(crate) mod log_limit;
+pub mod net;
 pub mod observability;
-pub mod server;
+pub mod pki;
+pub(crate) mod private_files;
+pub mod runtime;
+pub(crate) mod server;
 pub mod source;
 pub mod xds;

@@ -10,12 +10,14 @@ use std::time::{Duration, SystemTime};
 
 use testbed::fake_kube::FakeKube;
 use xds_server::agent::client::{Credential, request};
-use xds_server::agent::{AgentConfig, files, validity};
-use xds_server::identity::ca_service::{CaService, serve};
-use xds_server::identity::certs::CertManager;
+use xds_server::agent::files;
+use xds_server::agent::renewal::{AgentConfig, validity};
+use xds_server::config::ConnLimits;
+use xds_server::net::front_door::TlsSetup;
 use xds_server::observability::metrics::Metrics;
-use xds_server::server::{Stop, control_plane_id};
-use xds_server::xds::listener::{ConnLimits, TlsSetup};
+use xds_server::pki::ca_service::{CaService, serve};
+use xds_server::pki::certs::CertManager;
+use xds_server::runtime::{Stop, control_plane_id};
 
 /// Sends `raw` (a whole HTTP/1.1 request) over TLS without a client certificate,
 /// trusting `bundle`: the raw answer.
@@ -136,7 +138,7 @@ async fn a_token_gets_its_service_account_identity_and_renews_only_with_a_token(
     std::fs::write(&bundle, &ep.bundle).expect("bundle");
     let certs = dir.path().join("creds");
     let ready = dir.path().join("agent.json");
-    let agent = tokio::spawn(xds_server::agent::run(AgentConfig {
+    let agent = tokio::spawn(xds_server::agent::renewal::run(AgentConfig {
         cert_dir: certs.clone(),
         endpoint: ep.addr.clone(),
         token_file: Some(token),
@@ -212,10 +214,7 @@ async fn a_token_gets_its_service_account_identity_and_renews_only_with_a_token(
     let msg = format!("{err:#}");
     assert!(msg.contains("403") && msg.contains("exactly"), "{msg}");
     agent.abort();
-    let text = ep.metrics.encode(
-        &xds_server::observability::registry::ProxyRegistry::default(),
-        None,
-    );
+    let text = ep.metrics.encode(&Default::default(), None);
     assert!(
         text.contains("rudder_certificate_requests_total{reason=\"issued\"} 2"),
         "{text}"
@@ -320,10 +319,7 @@ async fn renewals_stop_when_the_identitys_last_pod_is_deleted() {
         msg.contains("403") && msg.contains("no pod runs as service account shop/cart"),
         "{msg}"
     );
-    let text = ep.metrics.encode(
-        &xds_server::observability::registry::ProxyRegistry::default(),
-        None,
-    );
+    let text = ep.metrics.encode(&Default::default(), None);
     assert!(
         text.contains("rudder_certificate_requests_total{reason=\"no_live_pod\"} 2"),
         "{text}"

@@ -198,7 +198,7 @@ fn what_is_skipped_says_why_and_what_is_injected_gets_everything() {
         .iter()
         .find(|e| e["name"] == "RUDDER_APP_PROBES")
         .expect("probe map");
-    let map = xds_server::agent::parse_app_probes(env["value"].as_str().expect("json"))
+    let map = xds_server::agent::probe_port::parse_app_probes(env["value"].as_str().expect("json"))
         .expect("the agent reads it");
     let moved = &map["/app-health/api/readyz"];
     assert_eq!((moved.port, moved.path.as_str()), (8080, "/healthz"));

@@ -334,18 +334,12 @@ async fn real_cluster_lists_services() -> anyhow::Result<()> {
 #[tokio::test]
 async fn the_ca_lives_in_a_secret_and_every_replica_reuses_it() -> anyhow::Result<()> {
     let fake = FakeKube::new();
-    let first = xds_server::identity::ca_store::from_kubernetes(
-        fake.client(),
-        "rudder-system",
-        "cluster.local",
-    )
-    .await?;
-    let second = xds_server::identity::ca_store::from_kubernetes(
-        fake.client(),
-        "rudder-system",
-        "cluster.local",
-    )
-    .await?;
+    let first =
+        xds_server::pki::ca_store::from_kubernetes(fake.client(), "rudder-system", "cluster.local")
+            .await?;
+    let second =
+        xds_server::pki::ca_store::from_kubernetes(fake.client(), "rudder-system", "cluster.local")
+            .await?;
     assert_eq!(
         first.trust_bundle_pem(),
         second.trust_bundle_pem(),

@@ -1,7 +1,8 @@
 //! Rudder's xDS vocabulary, shared by the translator, the server, `xdsctl` and the
 //! conformance proxy: the resource types Rudder serves ([`XdsType`]), one table of facts
 //! about each ([`TypeFacts`]), storage with one slot per type ([`PerType`]), and the
-//! names Rudder gives the resources every sidecar shares ([`names`]).
+//! names Rudder gives the resources every sidecar shares ([`names`]), and the node
+//! metadata keys Rudder's CSDS answers carry ([`csds`]).
 //!
 //! Nothing here knows protobuf, tokio or the mesh model: a type fact is stated once, in
 //! [`FACTS`], and everything else reads it.
@@ -13,6 +14,7 @@
 //! Modules: `kind` (the types and their facts), `per_type` (a map over them), [`names`].
 //! This file only names them.
 
+pub mod csds;
 mod kind;
 pub mod names;
 mod per_type;

@@ -21,3 +21,9 @@ pub fn pod_cluster(fqdn: &str, port: u16, ip: std::net::IpAddr) -> String {
 pub fn inbound(port: u16) -> String {
     format!("inbound|{port}")
 }
+
+/// SDS secret name of a sidecar's xDS client certificate, as its bootstrap names it (the
+/// agent writes it to a file the proxy watches).
+pub const XDS_CLIENT_SECRET: &str = "rudder-xds-client";
+/// SDS secret name of the trust bundle a sidecar checks the control plane with.
+pub const XDS_CA_SECRET: &str = "rudder-xds-ca";

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-use crate::identity::issuer::{CertRequest, Issued, PATH};
+use crate::pki::issuer::{CertRequest, Issued, PATH};
 
 /// Largest answer read, in bytes (a chain, a key and a bundle are a few KiB).
 const MAX_ANSWER_BYTES: usize = 256 << 10;

@@ -19,23 +19,20 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde_json::json;
+use xds_types::names::{XDS_CA_SECRET, XDS_CLIENT_SECRET};
 
 /// The certificate chain (leaf first).
-pub const CERT: &str = "xds-client.crt";
+pub(crate) const CERT: &str = "xds-client.crt";
 /// Its key.
 pub const KEY: &str = "xds-client.key";
 /// The trust bundle.
-pub const BUNDLE: &str = "xds-ca.crt";
-/// Envoy's SDS file for the certificate (secret [`CERT_SECRET`]).
-pub const CERT_SDS: &str = "xds-client-sds.json";
-/// Envoy's SDS file for the trust bundle (secret [`BUNDLE_SECRET`]).
-pub const BUNDLE_SDS: &str = "xds-ca-sds.json";
+pub(crate) const BUNDLE: &str = "xds-ca.crt";
+/// Envoy's SDS file for the certificate (secret [`XDS_CLIENT_SECRET`]).
+pub(crate) const CERT_SDS: &str = "xds-client-sds.json";
+/// Envoy's SDS file for the trust bundle (secret [`XDS_CA_SECRET`]).
+pub(crate) const BUNDLE_SDS: &str = "xds-ca-sds.json";
 /// The Unix socket the agent serves the workload certificate on (SDS), for the proxy.
-pub const SDS_SOCKET: &str = "sds.sock";
-/// SDS secret name of the xDS client certificate.
-pub const CERT_SECRET: &str = "rudder-xds-client";
-/// SDS secret name of the trust bundle for the xDS connection.
-pub const BUNDLE_SECRET: &str = "rudder-xds-ca";
+pub(crate) const SDS_SOCKET: &str = "sds.sock";
 const DATA: &str = "..data";
 /// Each installed set is a directory `..creds-SECS.NANOS`.
 const SET_PREFIX: &str = "..creds-";
@@ -53,7 +50,7 @@ pub struct Credentials<'a> {
 /// Installs `creds` in `dir` atomically (readers see the old set or the new one, never a
 /// mix), creating the layout and the SDS files on first use, and removes older sets.
 pub fn install(dir: &Path, creds: &Credentials<'_>) -> anyhow::Result<()> {
-    crate::identity::ca_store::private_dir(dir)?;
+    crate::private_files::private_dir(dir)?;
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -63,13 +60,13 @@ pub fn install(dir: &Path, creds: &Credentials<'_>) -> anyhow::Result<()> {
         stamp.subsec_nanos()
     );
     let fresh = dir.join(&name);
-    crate::identity::ca_store::private_dir(&fresh)?;
+    crate::private_files::private_dir(&fresh)?;
     let write = |f: &str, pem: &str, private: bool| -> anyhow::Result<()> {
         let path = fresh.join(f);
         if private {
-            crate::identity::certs::write_private(&path, pem.as_bytes())
+            crate::private_files::write_private(&path, pem.as_bytes())
         } else {
-            crate::identity::certs::write_public(&path, pem.as_bytes())
+            crate::private_files::write_public(&path, pem.as_bytes())
         }
         .with_context(|| format!("writing {}", path.display()))
     };
@@ -112,7 +109,7 @@ fn write_sds(dir: &Path) -> anyhow::Result<()> {
             CERT_SDS,
             json!({"resources": [{
                 "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
-                "name": CERT_SECRET,
+                "name": XDS_CLIENT_SECRET,
                 "tls_certificate": {
                     "certificate_chain": {"filename": path(CERT)},
                     "private_key": {"filename": path(KEY)},
@@ -124,7 +121,7 @@ fn write_sds(dir: &Path) -> anyhow::Result<()> {
             BUNDLE_SDS,
             json!({"resources": [{
                 "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
-                "name": BUNDLE_SECRET,
+                "name": XDS_CA_SECRET,
                 "validation_context": {
                     "trusted_ca": {"filename": path(BUNDLE)},
                     "watched_directory": watched,
@@ -139,7 +136,7 @@ fn write_sds(dir: &Path) -> anyhow::Result<()> {
             continue;
         }
         let tmp = dir.join(format!("{name}.tmp"));
-        crate::identity::certs::write_public(&tmp, text.as_bytes())
+        crate::private_files::write_public(&tmp, text.as_bytes())
             .with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, &target).with_context(|| format!("writing {}", target.display()))?;
     }
@@ -147,7 +144,7 @@ fn write_sds(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// The SDS config source Envoy uses for one of the files in `dir`.
-pub fn sds_source(dir: &Path, file: &str) -> serde_json::Value {
+pub(crate) fn sds_source(dir: &Path, file: &str) -> serde_json::Value {
     json!({
         "path_config_source": {
             "path": dir.join(file).display().to_string(),
@@ -188,7 +185,7 @@ mod tests {
         assert_eq!(read(&dir), Some(("c1".into(), "k1".into(), "b1".into())));
         let sds = std::fs::read_to_string(dir.join(CERT_SDS)).expect("sds");
         assert!(
-            sds.contains(CERT_SECRET) && sds.contains("watched_directory"),
+            sds.contains(XDS_CLIENT_SECRET) && sds.contains("watched_directory"),
             "{sds}"
         );
         install(&dir, &creds("c2", "k2", "b2")).expect("second");

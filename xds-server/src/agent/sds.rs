@@ -71,7 +71,7 @@ pub enum Heard {
 
 impl SdsStream {
     /// Takes a request; answers with the current version if the proxy needs it.
-    pub fn on_request(
+    pub(crate) fn on_request(
         &mut self,
         req: &DiscoveryRequest,
         now: &Served,
@@ -99,7 +99,7 @@ impl SdsStream {
     }
 
     /// Credentials changed: the new version, if the proxy asked for it.
-    pub fn on_served(&mut self, now: &Served) -> Option<DiscoveryResponse> {
+    pub(crate) fn on_served(&mut self, now: &Served) -> Option<DiscoveryResponse> {
         if !self.wants || self.sent.as_ref().is_some_and(|(v, _)| *v == now.version) {
             return None;
         }

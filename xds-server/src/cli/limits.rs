@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::parse_duration;
+use crate::config::{BudgetConfig, ConnLimits, Limits, StreamLimits};
 
 /// Limits on what peers of the xDS port may open and send. Refusals are answered with a
 /// gRPC status where the peer can still hear one, logged, and counted in
@@ -51,30 +51,48 @@ pub(super) struct LimitArgs {
     identity_memory_per_pod: u64,
 }
 
-impl LimitArgs {
-    pub(super) fn limits(&self) -> crate::server::Limits {
+impl From<LimitArgs> for Limits {
+    fn from(args: LimitArgs) -> Self {
+        let LimitArgs {
+            tls_handshake_timeout,
+            tcp_keepalive,
+            max_connections,
+            max_connections_per_peer,
+            max_streams_per_connection,
+            max_message_bytes,
+            max_subscribed_names,
+            max_subscribed_bytes,
+            message_timeout,
+            xds_memory_budget,
+            identity_memory_share,
+            identity_memory_per_pod,
+        } = args;
         let n = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
-        crate::server::Limits {
-            conn: crate::xds::listener::ConnLimits {
-                handshake_timeout: self.tls_handshake_timeout,
-                keepalive: (!self.tcp_keepalive.is_zero()).then_some(self.tcp_keepalive),
-                max_connections: n(self.max_connections),
-                max_connections_per_peer: n(self.max_connections_per_peer),
+        Limits {
+            conn: ConnLimits {
+                handshake_timeout: tls_handshake_timeout,
+                keepalive: (!tcp_keepalive.is_zero()).then_some(tcp_keepalive),
+                max_connections: n(max_connections),
+                max_connections_per_peer: n(max_connections_per_peer),
             },
-            stream: crate::xds::ads::StreamLimits {
-                streams_per_connection: n(self.max_streams_per_connection),
-                subscribed_names: n(self.max_subscribed_names),
-                subscribed_bytes: n(self.max_subscribed_bytes),
-                message_timeout: self.message_timeout,
+            stream: StreamLimits {
+                streams_per_connection: n(max_streams_per_connection),
+                subscribed_names: n(max_subscribed_names),
+                subscribed_bytes: n(max_subscribed_bytes),
+                message_timeout,
             },
-            message_bytes: n(self.max_message_bytes),
-            budget: crate::xds::wire::budget::BudgetConfig {
-                total: n(self.xds_memory_budget),
-                share: n(self.identity_memory_share),
-                per_pod: n(self.identity_memory_per_pod),
+            message_bytes: n(max_message_bytes),
+            budget: BudgetConfig {
+                total: n(xds_memory_budget),
+                share: n(identity_memory_share),
+                per_pod: n(identity_memory_per_pod),
             },
         }
     }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crds::duration::parse(s)
 }
 
 fn parse_positive_duration(s: &str) -> Result<Duration, String> {

@@ -1,10 +1,9 @@
 //! Command-line interface of the `xds-server` binary: parses one configuration at start
-//! and runs the chosen command. [`bootstrap`] makes Envoy bootstraps; [`ctl`] holds the
-//! views `xdsctl` prints.
+//! and runs the chosen command, turning its flags into [`crate::config`] settings.
+//! Bootstraps come from [`crate::agent::bootstrap`]. (`xdsctl` is its own crate.)
 
-pub mod bootstrap;
-pub mod ctl;
 mod limits;
+mod security;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -13,8 +12,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::cli::bootstrap::{BootstrapParams, BootstrapTls, bootstrap};
+use crate::agent::bootstrap::{BootstrapParams, BootstrapTls, bootstrap};
 use crate::cli::limits::LimitArgs;
+use crate::cli::security::SecurityArgs;
 
 /// Rudder: a service-mesh control plane that drives Envoy over xDS.
 #[derive(Debug, Parser)]
@@ -261,8 +261,8 @@ struct AgentArgs {
     #[arg(long)]
     delta: bool,
     /// App probes to forward to the app on loopback (JSON; the injector sets it).
-    #[arg(long, env = "RUDDER_APP_PROBES", value_parser = crate::agent::parse_app_probes)]
-    app_probes: Option<std::collections::BTreeMap<String, crate::agent::AppProbe>>,
+    #[arg(long, env = "RUDDER_APP_PROBES", value_parser = crate::agent::probe_port::parse_app_probes)]
+    app_probes: Option<std::collections::BTreeMap<String, crate::agent::probe_port::AppProbe>>,
     /// With --bootstrap-out: the pod's traffic is intercepted by iptables (injected pods).
     #[arg(long)]
     intercepted: bool,
@@ -387,58 +387,8 @@ struct RunArgs {
     security: SecurityArgs,
 }
 
-/// Identity and mutual TLS settings shared by `run` and `bootstrap`.
-#[derive(Clone, Debug, clap::Args)]
-pub struct SecurityArgs {
-    /// SPIFFE trust domain of workload identities.
-    #[arg(long, default_value = "cluster.local", env = "RUDDER_TRUST_DOMAIN")]
-    pub trust_domain: String,
-    /// Directory holding the CA (created on first start). Manifest mode; in cluster mode
-    /// the CA lives in Secret rudder-ca.
-    #[arg(long, default_value = "rudder-ca", env = "RUDDER_CA_DIR")]
-    pub ca_dir: PathBuf,
-    /// Use this CA certificate (a root, or an intermediate with --ca-chain) instead.
-    #[arg(long, requires = "ca_key")]
-    pub ca_cert: Option<PathBuf>,
-    /// The key of --ca-cert.
-    #[arg(long, requires = "ca_cert")]
-    pub ca_key: Option<PathBuf>,
-    /// Certificates above --ca-cert, up to the root.
-    #[arg(long, requires = "ca_cert")]
-    pub ca_chain: Option<PathBuf>,
-    /// Workload certificate lifetime (renewed at half-life), from 10s to 366 days, e.g.
-    /// 24h or 60s.
-    #[arg(long, default_value = "24h", value_parser = parse_lifetime)]
-    pub cert_lifetime: Duration,
-    /// Serve xDS in plain text, without authentication, on a loopback address only.
-    /// DANGEROUS: any local process may then claim any identity (any namespace and
-    /// service account, the control plane's own excepted) and is sent that identity's
-    /// config, and may read every proxy's config over CSDS.
-    #[arg(long)]
-    pub insecure_xds: bool,
-}
-
 fn parse_duration(s: &str) -> Result<Duration, String> {
     crds::duration::parse(s)
-}
-
-/// Shortest and longest workload certificate lifetime.
-const LIFETIME_RANGE: (Duration, Duration) = (
-    Duration::from_secs(10),
-    Duration::from_secs(366 * 24 * 3600),
-);
-
-fn parse_lifetime(s: &str) -> Result<Duration, String> {
-    let d = crds::duration::parse(s)?;
-    let (min, max) = LIFETIME_RANGE;
-    if d < min || d > max {
-        return Err(format!(
-            "{s} is outside the supported lifetimes ({}s to {} days)",
-            min.as_secs(),
-            max.as_secs() / 86400
-        ));
-    }
-    Ok(d)
 }
 
 fn parse_mode(s: &str) -> Result<translator::tls::MtlsMode, String> {
@@ -502,160 +452,183 @@ impl Args {
         let args = Args::parse();
         init_logging(args.log_format);
         match args.command {
-            Command::Run(run) => {
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .enable_all()
-                    .build()
-                    .context("starting the async runtime")?;
-                let result = rt.block_on(crate::server::serve(crate::server::ServeConfig {
-                    manifests: run.manifests,
-                    kubernetes: run.kubernetes,
-                    namespaces: run.namespaces,
-                    lease_namespace: run.lease_namespace,
-                    identity: run.identity,
-                    xds_address: run.xds_address,
-                    inject: run.inject.config(args.log_format),
-                    ca_address: (!run.no_ca_endpoint).then_some(run.ca_address),
-                    ready_file: run.ready_file,
-                    admin_address: run.admin_address,
-                    debounce: Duration::from_millis(run.debounce_ms),
-                    mtls_mode: run.mtls_mode,
-                    xds_dns_names: run.xds_dns_names,
-                    security: run.security,
-                    drain: run.drain_time,
-                    limits: run.limits.limits(),
-                    full_resend: run.full_resend,
-                    manifest_debounce: Duration::from_millis(run.manifest_debounce_ms),
-                }));
-                // Background tasks (watchers, the pusher) do not hold up the exit.
-                rt.shutdown_timeout(Duration::from_millis(500));
-                result
-            }
+            Command::Run(run) => run_server(*run, args.log_format),
             Command::Bootstrap(b) => print_bootstrap(b),
-            Command::Iptables(i) => {
-                use crate::k8s::inject::iptables;
-                let s = i.interception.settings();
-                if !i.apply {
-                    print!("{}", iptables::rules(&s));
-                    return Ok(());
-                }
-                iptables::apply(&iptables::rules(&s), false)?;
-                let v6 = s.exclude_cidrs.iter().any(|(ip, _)| ip.is_ipv6())
-                    || std::path::Path::new("/proc/net/if_inet6").exists();
-                if v6 {
-                    // Without them the pod's IPv6 traffic would bypass the proxy: the
-                    // pod must not start half intercepted.
-                    iptables::apply(&iptables::rules_v6(&s), true).context(
-                        "IPv6 is enabled in this pod but its interception rules could not be installed (its IPv6 traffic would bypass the proxy)",
-                    )?;
-                }
-                println!("interception rules installed");
-                Ok(())
-            }
-            Command::Agent(a) => {
-                let expected_identity = a
-                    .identity
-                    .as_deref()
-                    .map(|s| {
-                        let (ns, sa) = s
-                            .split_once('/')
-                            .context("--identity must be NAMESPACE/SERVICE_ACCOUNT")?;
-                        ca::SpiffeId::new(&a.trust_domain, ns, sa).context("--identity")
-                    })
-                    .transpose()?;
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(1)
-                    .enable_all()
-                    .build()
-                    .context("starting the async runtime")?;
-                let bootstrap = match (&a.bootstrap_out, &a.pod) {
-                    (Some(path), Some(pod)) => {
-                        let (host, port) = split_host_port(&a.xds_address)?;
-                        Some((
-                            path.clone(),
-                            BootstrapParams {
-                                node_id: None,
-                                namespace: a.namespace.clone(),
-                                pod: pod.clone(),
-                                service_account: a.service_account.clone(),
-                                pod_ip: a.pod_ip,
-                                outbound_port: a.outbound_port,
-                                app_address: a.app_address,
-                                xds_host: host,
-                                xds_port: port,
-                                delta: a.delta,
-                                admin: a.envoy_admin_address,
-                                tls: None,
-                                agent_sds: None,
-                            },
-                        ))
-                    }
-                    _ => None,
-                };
-                rt.block_on(crate::agent::run(crate::agent::AgentConfig {
-                    trust_domain: a.trust_domain.clone(),
-                    trust_bundle_pem: a.trust_bundle_pem,
-                    bootstrap,
-                    intercepted: a.intercepted.then_some(a.inbound_port),
-                    grpc: a.grpc,
-                    app_probes: a.app_probes.unwrap_or_default(),
-                    cert_dir: a.cert_dir,
-                    endpoint: a.ca_address,
-                    token_file: a.token_file,
-                    trust_bundle: a.trust_bundle,
-                    expected_identity,
-                    status_address: a.status_address,
-                    ready_file: a.ready_file,
-                }))
-            }
-            Command::Ca(CaCommand::Rotate {
-                ca_dir,
-                trust_domain,
-            }) => {
-                use crate::identity::ca_store::Rotated;
-                match crate::identity::ca_store::rotate(&ca_dir, &trust_domain)? {
-                    Rotated::WithOverlap => println!(
-                        "rotated: a new root signs; the previous root stays trusted until `xds-server ca end-overlap`"
-                    ),
-                    Rotated::Replaced(why) => println!(
-                        "replaced: the old root's key was published ({why}), so it is not trusted any more; restart the control plane and give every sidecar new credentials (re-run `xds-server bootstrap`)"
-                    ),
-                }
-                Ok(())
-            }
-            Command::Ca(CaCommand::EndOverlap { ca_dir }) => {
-                crate::identity::ca_store::end_overlap(&ca_dir)
-            }
-            Command::Ca(CaCommand::Init {
-                ca_dir,
-                trust_domain,
-            }) => {
-                crate::identity::ca_store::init(&ca_dir, &trust_domain)?;
-                println!("created a root CA in {}", ca_dir.display());
-                Ok(())
-            }
-            Command::Credentials(c) => {
-                let params = BootstrapParams {
-                    node_id: None,
-                    namespace: c.namespace,
-                    pod: "credentials".into(),
-                    service_account: c.service_account,
-                    pod_ip: None,
-                    outbound_port: None,
-                    app_address: None,
-                    xds_host: String::new(),
-                    xds_port: 0,
-                    delta: false,
-                    admin: SocketAddr::from(([127, 0, 0, 1], 0)),
-                    tls: None,
-                    agent_sds: None,
-                };
-                let tls = write_client_credentials(&c.security, &c.cert_dir, &params)?;
-                println!("wrote {} and its key", tls.cert_file.display());
-                Ok(())
-            }
+            Command::Iptables(i) => iptables(i),
+            Command::Agent(a) => run_agent(a),
+            Command::Ca(c) => ca(c),
+            Command::Credentials(c) => credentials(c),
         }
     }
+}
+
+/// `xds-server run`.
+fn run_server(run: RunArgs, log_format: LogFormat) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = rt.block_on(crate::server::serve(crate::server::ServeConfig {
+        manifests: run.manifests,
+        kubernetes: run.kubernetes,
+        namespaces: run.namespaces,
+        lease_namespace: run.lease_namespace,
+        identity: run.identity,
+        xds_address: run.xds_address,
+        inject: run.inject.config(log_format),
+        ca_address: (!run.no_ca_endpoint).then_some(run.ca_address),
+        ready_file: run.ready_file,
+        admin_address: run.admin_address,
+        debounce: Duration::from_millis(run.debounce_ms),
+        mtls_mode: run.mtls_mode,
+        xds_dns_names: run.xds_dns_names,
+        security: run.security.into(),
+        drain: run.drain_time,
+        limits: run.limits.into(),
+        full_resend: run.full_resend,
+        manifest_debounce: Duration::from_millis(run.manifest_debounce_ms),
+    }));
+    // Background tasks (watchers, the pusher) do not hold up the exit.
+    rt.shutdown_timeout(Duration::from_millis(500));
+    result
+}
+
+/// `xds-server iptables`: prints the pod's interception rules, or installs them.
+fn iptables(i: IptablesArgs) -> anyhow::Result<()> {
+    use crate::k8s::inject::iptables;
+    let s = i.interception.settings();
+    if !i.apply {
+        print!("{}", iptables::rules(&s));
+        return Ok(());
+    }
+    iptables::apply(&iptables::rules(&s), false)?;
+    let v6 = s.exclude_cidrs.iter().any(|(ip, _)| ip.is_ipv6())
+        || std::path::Path::new("/proc/net/if_inet6").exists();
+    if v6 {
+        // Without them the pod's IPv6 traffic would bypass the proxy: the
+        // pod must not start half intercepted.
+        iptables::apply(&iptables::rules_v6(&s), true).context(
+            "IPv6 is enabled in this pod but its interception rules could not be installed (its IPv6 traffic would bypass the proxy)",
+        )?;
+    }
+    println!("interception rules installed");
+    Ok(())
+}
+
+/// `xds-server agent`.
+fn run_agent(a: AgentArgs) -> anyhow::Result<()> {
+    let expected_identity = a
+        .identity
+        .as_deref()
+        .map(|s| {
+            let (ns, sa) = s
+                .split_once('/')
+                .context("--identity must be NAMESPACE/SERVICE_ACCOUNT")?;
+            ca::SpiffeId::new(&a.trust_domain, ns, sa).context("--identity")
+        })
+        .transpose()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let bootstrap = agent_bootstrap(&a)?;
+    rt.block_on(crate::agent::renewal::run(
+        crate::agent::renewal::AgentConfig {
+            trust_domain: a.trust_domain.clone(),
+            trust_bundle_pem: a.trust_bundle_pem,
+            bootstrap,
+            intercepted: a.intercepted.then_some(a.inbound_port),
+            grpc: a.grpc,
+            app_probes: a.app_probes.unwrap_or_default(),
+            cert_dir: a.cert_dir,
+            endpoint: a.ca_address,
+            token_file: a.token_file,
+            trust_bundle: a.trust_bundle,
+            expected_identity,
+            status_address: a.status_address,
+            ready_file: a.ready_file,
+        },
+    ))
+}
+
+/// Where the agent writes the proxy's bootstrap, and its parameters (with
+/// `--bootstrap-out` and `--pod`).
+fn agent_bootstrap(a: &AgentArgs) -> anyhow::Result<Option<(PathBuf, BootstrapParams)>> {
+    let (Some(path), Some(pod)) = (&a.bootstrap_out, &a.pod) else {
+        return Ok(None);
+    };
+    let (host, port) = split_host_port(&a.xds_address)?;
+    Ok(Some((
+        path.clone(),
+        BootstrapParams {
+            node_id: None,
+            namespace: a.namespace.clone(),
+            pod: pod.clone(),
+            service_account: a.service_account.clone(),
+            pod_ip: a.pod_ip,
+            outbound_port: a.outbound_port,
+            app_address: a.app_address,
+            xds_host: host,
+            xds_port: port,
+            delta: a.delta,
+            admin: a.envoy_admin_address,
+            tls: None,
+            agent_sds: None,
+        },
+    )))
+}
+
+/// `xds-server ca`.
+fn ca(c: CaCommand) -> anyhow::Result<()> {
+    match c {
+        CaCommand::Rotate {
+            ca_dir,
+            trust_domain,
+        } => {
+            use crate::pki::ca_store::Rotated;
+            match crate::pki::ca_store::rotate(&ca_dir, &trust_domain)? {
+                Rotated::WithOverlap => println!(
+                    "rotated: a new root signs; the previous root stays trusted until `xds-server ca end-overlap`"
+                ),
+                Rotated::Replaced(why) => println!(
+                    "replaced: the old root's key was published ({why}), so it is not trusted any more; restart the control plane and give every sidecar new credentials (re-run `xds-server bootstrap`)"
+                ),
+            }
+            Ok(())
+        }
+        CaCommand::EndOverlap { ca_dir } => crate::pki::ca_store::end_overlap(&ca_dir),
+        CaCommand::Init {
+            ca_dir,
+            trust_domain,
+        } => {
+            crate::pki::ca_store::init(&ca_dir, &trust_domain)?;
+            println!("created a root CA in {}", ca_dir.display());
+            Ok(())
+        }
+    }
+}
+
+/// `xds-server credentials`.
+fn credentials(c: CredentialsArgs) -> anyhow::Result<()> {
+    let params = BootstrapParams {
+        node_id: None,
+        namespace: c.namespace,
+        pod: "credentials".into(),
+        service_account: c.service_account,
+        pod_ip: None,
+        outbound_port: None,
+        app_address: None,
+        xds_host: String::new(),
+        xds_port: 0,
+        delta: false,
+        admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+        tls: None,
+        agent_sds: None,
+    };
+    let tls = write_client_credentials(&c.security, &c.cert_dir, &params)?;
+    println!("wrote {} and its key", tls.cert_file.display());
+    Ok(())
 }
 
 fn init_logging(format: LogFormat) {
@@ -717,7 +690,7 @@ fn print_bootstrap(b: BootstrapArgs) -> anyhow::Result<()> {
             delta: false,
             ..params
         };
-        let out = crate::cli::bootstrap::grpc_bootstrap(&params, &tls);
+        let out = crate::agent::bootstrap::grpc_bootstrap(&params, &tls);
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
@@ -734,7 +707,10 @@ fn print_bootstrap(b: BootstrapArgs) -> anyhow::Result<()> {
     };
     let mut b = bootstrap(&params);
     if intercepted {
-        crate::cli::bootstrap::mark_intercepted(&mut b, translator::identity::DEFAULT_INBOUND_PORT);
+        crate::agent::bootstrap::mark_intercepted(
+            &mut b,
+            translator::identity::DEFAULT_INBOUND_PORT,
+        );
     }
     println!("{}", serde_json::to_string_pretty(&b)?);
     Ok(())
@@ -747,7 +723,7 @@ fn write_client_credentials(
     dir: &std::path::Path,
     p: &BootstrapParams,
 ) -> anyhow::Result<BootstrapTls> {
-    let authority = crate::server::load_ca_files(sec)?;
+    let authority = crate::pki::start::load_ca_files(&sec.clone().into())?;
     let id = ca::SpiffeId::new(&sec.trust_domain, &p.namespace, &p.service_account)
         .context("the pod's identity")?;
     let cert = authority
@@ -767,6 +743,6 @@ fn write_client_credentials(
         cert_file: files::path(dir, files::CERT),
         key_file: files::path(dir, files::KEY),
         ca_file: files::path(dir, files::BUNDLE),
-        server_id: crate::server::control_plane_id(&sec.trust_domain)?.to_string(),
+        server_id: crate::runtime::control_plane_id(&sec.trust_domain)?.to_string(),
     })
 }

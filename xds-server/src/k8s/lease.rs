@@ -11,9 +11,9 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 
 /// How long a holder's claim lasts without renewal.
-pub const LEASE_SECONDS: i32 = 15;
+pub(crate) const LEASE_SECONDS: i32 = 15;
 /// How often the holder renews (and others check).
-pub const RENEW: Duration = Duration::from_secs(2);
+pub(crate) const RENEW: Duration = Duration::from_secs(2);
 
 /// Where the Lease lives and who we are.
 #[derive(Clone, Debug)]

@@ -2,7 +2,7 @@
 //! certificate endpoint, the agent's status port), written once: whoever can reach the
 //! port cannot starve the requests of another address.
 //!
-//! - Connections go through the xDS port's front door ([`listener::incoming`]): total and
+//! - Connections go through the xDS port's front door ([`front_door::incoming`]): total and
 //!   per-address caps, and the TLS handshake under a timeout.
 //! - The request head: under a deadline, at most [`ShellLimits::max_head_bytes`]. A
 //!   connection that has not sent a whole request by then (nothing, or only the HTTP/2
@@ -32,9 +32,11 @@ use hyper::{Request, Response};
 use tokio::time::Instant;
 
 use super::fair_queue::{FairQueue, QueueLimits};
+use crate::config::ConnLimits;
+use crate::log_limit::RateLimited;
+use crate::net::front_door::{self, ConnInfo, TlsSetup};
 use crate::observability::metrics::Metrics;
-use crate::server::Stop;
-use crate::xds::listener::{self, ConnInfo, ConnLimits, RateLimited, TlsSetup};
+use crate::runtime::Stop;
 
 /// The bounds of one shell.
 #[derive(Clone, Debug)]
@@ -192,7 +194,7 @@ impl Drop for InFlight {
 /// The address caps count by (the listener's: an IPv4 address or an IPv6 /64).
 pub(crate) fn peer_of(info: &ConnInfo) -> IpAddr {
     info.remote
-        .map(|r| listener::peer_key(r.ip()))
+        .map(|r| front_door::peer_key(r.ip()))
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 
@@ -307,13 +309,14 @@ pub(crate) async fn serve<H, F>(
         metrics: metrics.clone(),
         log: RateLimited::new(),
     });
-    let mut incoming = listener::incoming(listener, tls, shell.limits.conn.clone(), metrics, stop);
+    let mut incoming =
+        front_door::incoming(listener, tls, shell.limits.conn.clone(), metrics, stop);
     while let Some(Ok(conn)) = incoming.next().await {
         tokio::spawn(serve_connection(shell.clone(), conn, handler.clone()));
     }
 }
 
-async fn serve_connection<H, F>(shell: Arc<Shell>, conn: listener::Conn, handler: H)
+async fn serve_connection<H, F>(shell: Arc<Shell>, conn: front_door::Conn, handler: H)
 where
     H: Fn(ShellRequest) -> F + Clone + Send + Sync + 'static,
     F: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,

@@ -18,13 +18,9 @@ use futures::Stream;
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 use xds_types::XdsType;
+use xds_types::csds::{META_IDENTITY, META_STREAM};
 
 use crate::observability::registry::{Proxy, ProxyRegistry};
-
-/// Node metadata key CSDS adds: the proxy's stream type (`sotw` or `delta`).
-pub const META_STREAM: &str = "rudder.dev/stream";
-/// Node metadata key CSDS adds: the proxy's identity.
-pub const META_IDENTITY: &str = "rudder.dev/identity";
 
 /// The CSDS service.
 #[derive(Clone)]
@@ -33,7 +29,7 @@ pub struct CsdsService {
     /// With TLS: callers must hold an identity in this (trust domain, namespace).
     admin: Option<(String, String)>,
     /// Ends streaming reads when the control plane shuts down.
-    stop: crate::server::Stop,
+    stop: crate::runtime::Stop,
 }
 
 impl CsdsService {
@@ -42,7 +38,7 @@ impl CsdsService {
     pub fn new(
         proxies: Arc<ProxyRegistry>,
         admin: Option<(String, String)>,
-        stop: crate::server::Stop,
+        stop: crate::runtime::Stop,
     ) -> Self {
         CsdsService {
             proxies,
@@ -53,13 +49,13 @@ impl CsdsService {
 
     /// Whether the caller may read proxy status (checked before its request is read).
     pub(crate) fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        if let Some(refused) = crate::xds::listener::refusal(req) {
+        if let Some(refused) = crate::net::front_door::refusal(req) {
             return Err(refused);
         }
         let Some((td, ns)) = &self.admin else {
             return Ok(());
         };
-        match crate::xds::ads::peer_identity(req) {
+        match crate::net::front_door::peer_identity(req) {
             Some(id) if id.trust_domain == *td && id.namespace == *ns => Ok(()),
             Some(id) => {
                 tracing::warn!(caller = %id, "refused a CSDS read: not an admin identity");
@@ -106,7 +102,7 @@ fn matches(p: &Proxy, req: &ClientStatusRequest) -> bool {
 }
 
 /// The CSDS view of one proxy, read from its stream's state.
-pub fn client_config(p: &Proxy, with_contents: bool) -> ClientConfig {
+pub(crate) fn client_config(p: &Proxy, with_contents: bool) -> ClientConfig {
     let mut node = p.info.node.to_node();
     let meta = node.metadata.get_or_insert_with(Default::default);
     for (k, v) in [
@@ -241,7 +237,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xds::listener::ConnInfo;
+    use crate::net::front_door::ConnInfo;
 
     fn request_from(id: Option<&str>) -> Request<ClientStatusRequest> {
         let mut req = Request::new(ClientStatusRequest::default());
@@ -261,7 +257,7 @@ mod tests {
         let svc = CsdsService::new(
             Arc::default(),
             Some(("cluster.local".into(), "rudder-system".into())),
-            crate::server::Stop::default(),
+            crate::runtime::Stop::default(),
         );
         assert!(
             svc.authorize(&request_from(Some(

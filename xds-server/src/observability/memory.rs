@@ -18,7 +18,7 @@ const BURST: u64 = 32 << 20;
 const QUIET_MIN: u64 = 4 << 20;
 
 /// A transient buffer of `bytes` was handed off and will be freed.
-pub fn note_freed(bytes: usize) {
+pub(crate) fn note_freed(bytes: usize) {
     NOTED.fetch_add(u64::try_from(bytes).unwrap_or(u64::MAX), Ordering::Relaxed);
 }
 
@@ -28,7 +28,7 @@ fn should_trim(noted: u64, at_last_check: u64) -> bool {
 }
 
 /// Runs the checks until the process ends.
-pub async fn run_trimmer() {
+pub(crate) async fn run_trimmer() {
     let mut last = 0;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -1,25 +1,17 @@
-//! Every Prometheus metric of the control plane, registered in one place, and the admin
-//! HTTP endpoint that serves them with `/healthz` and `/readyz`.
+//! Every Prometheus metric of the control plane, registered in one place, and their text
+//! exposition. The admin endpoint that serves it is [`crate::admin`].
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use ca::SpiffeId;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-
-use crate::identity::certs::CertManager;
-use crate::observability::registry::ProxyRegistry;
 
 /// Label: the xDS type (`CDS`, `EDS`, ...).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -132,6 +124,15 @@ impl Metrics {
             xds_memory_budget: Gauge::default(),
             registry: Registry::default(),
         };
+        m.register_xds(&mut registry);
+        m.register_builds(&mut registry);
+        m.register_ports(&mut registry);
+        Metrics { registry, ..m }
+    }
+
+    /// The families of what proxies were sent and did with it.
+    fn register_xds(&self, registry: &mut Registry) {
+        let m = self;
         registry.register(
             "connected_proxies",
             "Connected proxies by kind and stream type",
@@ -157,6 +158,11 @@ impl Metrics {
             "From a source change seen to a proxy having ACKed everything",
             m.convergence.clone(),
         );
+    }
+
+    /// The families of builds, what the views hold and the certificates issued.
+    fn register_builds(&self, registry: &mut Registry) {
+        let m = self;
         registry.register(
             "translation_seconds",
             "Translation and encoding time of one build",
@@ -187,6 +193,11 @@ impl Metrics {
             "Seconds until the earliest certificate the certificate endpoint signed expires",
             m.cert_expiry.clone(),
         );
+    }
+
+    /// The families of what the ports refused and what peers make the xDS port hold.
+    fn register_ports(&self, registry: &mut Registry) {
+        let m = self;
         registry.register(
             "xds_handshake_failures",
             "TLS handshakes on the xDS port that failed (expired, unknown issuer, timeout, ...)",
@@ -217,7 +228,6 @@ impl Metrics {
             "What the xDS port may charge in all (--xds-memory-budget)",
             m.xds_memory_budget.clone(),
         );
-        Metrics { registry, ..m }
     }
 
     /// Counts a request to the certificate endpoint.
@@ -230,7 +240,7 @@ impl Metrics {
     }
 
     /// Counts a request or connection an HTTP shell refused or closed.
-    pub fn shell_refused(&self, shell: &str, reason: &str) {
+    pub(crate) fn shell_refused(&self, shell: &str, reason: &str) {
         self.shell_refusals
             .get_or_create(&ShellLabel {
                 shell: shell.to_string(),
@@ -240,7 +250,7 @@ impl Metrics {
     }
 
     /// Counts a failed TLS handshake.
-    pub fn handshake_failed(&self, reason: &str) {
+    pub(crate) fn handshake_failed(&self, reason: &str) {
         self.handshake_failures
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
@@ -258,9 +268,15 @@ impl Metrics {
     }
 
     /// The text exposition, after refreshing the gauges that are read on demand.
-    pub fn encode(&self, proxies: &ProxyRegistry, certs: Option<&CertManager>) -> String {
+    /// `connected` counts proxies by kind and stream; `cert_expiries` are the issued
+    /// certificates that are still valid.
+    pub fn encode(
+        &self,
+        connected: &BTreeMap<(&'static str, &'static str), i64>,
+        cert_expiries: Option<&[(SpiffeId, SystemTime)]>,
+    ) -> String {
         self.connected.clear();
-        for ((kind, stream), n) in proxies.counts() {
+        for (&(kind, stream), &n) in connected {
             self.connected
                 .get_or_create(&ProxyLabel {
                     kind: kind.into(),
@@ -268,8 +284,7 @@ impl Metrics {
                 })
                 .set(n);
         }
-        if let Some(c) = certs {
-            let expiries = c.expiries();
+        if let Some(expiries) = cert_expiries {
             self.certs_issued
                 .set(i64::try_from(expiries.len()).unwrap_or(i64::MAX));
             let now = SystemTime::now();
@@ -289,108 +304,9 @@ impl Metrics {
     }
 }
 
-/// What the admin endpoint serves.
-pub struct Admin {
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// Connected proxies.
-    pub proxies: Arc<ProxyRegistry>,
-    /// Certificates, for their gauges.
-    pub certs: Option<Arc<CertManager>>,
-    /// The store, for the size of what the views hold.
-    pub store: Option<Arc<crate::xds::store::Store>>,
-    /// Set once the initial sync is done and xDS is serving.
-    pub ready: AtomicBool,
-}
-
-/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` forever.
-pub async fn serve_admin(listener: tokio::net::TcpListener, admin: Arc<Admin>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let admin = admin.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let admin = admin.clone();
-                async move { Ok::<_, Infallible>(route(&admin, req.uri().path())) }
-            });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
-}
-
-fn route(admin: &Admin, path: &str) -> Response<Full<Bytes>> {
-    let (status, body, ctype) = match path {
-        "/metrics" => (
-            StatusCode::OK,
-            {
-                if let Some(store) = &admin.store {
-                    let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-                    admin
-                        .metrics
-                        .snapshot_resources
-                        .set(gauge(store.view_resources()));
-                    let (identities, objects) = store.containment_size();
-                    admin.metrics.contained_identities.set(gauge(identities));
-                    admin.metrics.contained_objects.set(gauge(objects));
-                }
-                admin.metrics.encode(&admin.proxies, admin.certs.as_deref())
-            },
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        ),
-        "/healthz" => (StatusCode::OK, "ok\n".to_string(), "text/plain"),
-        "/readyz" if admin.ready.load(Ordering::Relaxed) => {
-            (StatusCode::OK, "ready\n".to_string(), "text/plain")
-        }
-        "/readyz" => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "initial sync not done\n".to_string(),
-            "text/plain",
-        ),
-        _ => (
-            StatusCode::NOT_FOUND,
-            "not found\n".to_string(),
-            "text/plain",
-        ),
-    };
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = status;
-    if let Ok(v) = hyper::header::HeaderValue::from_str(ctype) {
-        resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
-    }
-    resp
-}
-
-/// Binds the admin address (port 0: any free port).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    crate::xds::listener::bind(addr)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn readyz_flips_only_when_ready() {
-        let admin = Admin {
-            metrics: Arc::new(Metrics::new()),
-            proxies: Arc::default(),
-            certs: None,
-            store: None,
-            ready: AtomicBool::new(false),
-        };
-        assert_eq!(
-            route(&admin, "/readyz").status(),
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-        assert_eq!(route(&admin, "/healthz").status(), StatusCode::OK);
-        admin.ready.store(true, Ordering::Relaxed);
-        assert_eq!(route(&admin, "/readyz").status(), StatusCode::OK);
-        assert_eq!(route(&admin, "/nope").status(), StatusCode::NOT_FOUND);
-    }
 
     #[test]
     fn every_family_is_exposed() {
@@ -403,7 +319,7 @@ mod tests {
         m.pushes.get_or_create(&cds).inc();
         m.resources_sent.get_or_create(&cds).inc();
         m.nacks.get_or_create(&cds).inc();
-        let text = m.encode(&ProxyRegistry::default(), None);
+        let text = m.encode(&BTreeMap::new(), None);
         for family in [
             "rudder_xds_pushes_total",
             "rudder_xds_resources_sent_total",

@@ -1,5 +1,5 @@
 //! What operators look at: every connected proxy's state ([`registry`]), served over CSDS
-//! ([`csds`]) for `xdsctl`; Prometheus metrics and the admin endpoint ([`metrics`]); the
+//! ([`csds`]) for `xdsctl`; the Prometheus metrics ([`metrics`], served by [`crate::admin`]); the
 //! record of rejected config ([`nack`]); giving freed memory back after bursts
 //! ([`memory`]), so RSS shows what is in use.
 

@@ -42,7 +42,7 @@ pub struct NackLog {
 impl NackLog {
     /// Records a rejection; logs it unless this exact one (node, type, version) was
     /// already seen.
-    pub fn record(&self, node: &str, identity: &str, rejection: &Rejection) {
+    pub(crate) fn record(&self, node: &str, identity: &str, rejection: &Rejection) {
         let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let (records, seen) = &mut *guard;
         let key = (node.to_string(), rejection.kind, rejection.version.clone());

@@ -55,7 +55,7 @@ impl NodeInfo {
     }
 
     /// A `Node` for CSDS: the kept fields, the identity as metadata.
-    pub fn to_node(&self) -> Node {
+    pub(crate) fn to_node(&self) -> Node {
         use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
         let s = |v: &str| Value {
             kind: Some(Kind::StringValue(v.to_string())),
@@ -120,7 +120,7 @@ pub struct Proxy {
 
 impl Proxy {
     /// When it last had everything it was sent answered.
-    pub fn last_ack(&self) -> Option<SystemTime> {
+    pub(crate) fn last_ack(&self) -> Option<SystemTime> {
         match self.last_ack.load(Ordering::Relaxed) {
             0 => None,
             ms => UNIX_EPOCH.checked_add(Duration::from_millis(ms)),
@@ -162,7 +162,7 @@ impl TypeSync {
 }
 
 /// The state of a type from its resources.
-pub fn sync_of(resources: &[ResourceView], subscribed: bool) -> TypeSync {
+pub(crate) fn sync_of(resources: &[ResourceView], subscribed: bool) -> TypeSync {
     if resources.iter().any(|r| r.rejected.is_some()) {
         return TypeSync::Nacked;
     }
@@ -210,12 +210,12 @@ impl ProxyRegistry {
     }
 
     /// Forgets a stream.
-    pub fn disconnect(&self, id: u64) {
+    pub(crate) fn disconnect(&self, id: u64) {
         self.lock().remove(&id);
     }
 
     /// A stream's proxy answered everything in flight.
-    pub fn acked(&self, id: u64) {
+    pub(crate) fn acked(&self, id: u64) {
         let ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -14,15 +14,16 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use tokio::sync::mpsc;
-use tonic::{Request, Status};
+use tonic::Status;
 use translator::identity::ProxyIdentity;
 use xds_types::XdsType;
 
+use crate::config::StreamLimits;
+use crate::net::front_door::ConnInfo;
 use crate::observability::metrics::{Metrics, TypeLabel};
 use crate::observability::nack::NackLog;
 use crate::observability::registry::{NodeInfo, ProxyInfo, ProxyRegistry, StreamView};
 use crate::xds::fanout::OwnVersion;
-use crate::xds::listener::ConnInfo;
 use crate::xds::store::{Attachment, Store};
 use crate::xds::stream::core::{Protocol, Step, Stream};
 use crate::xds::stream::delta::Delta;
@@ -31,37 +32,13 @@ use crate::xds::stream::sotw::Sotw;
 use crate::xds::stream::{Event, Refusal, ResourceView};
 use crate::xds::wire::budget::{Account, Charge, ConnAccount, Queued, STREAM_BYTES};
 use crate::xds::wire::frames::{DeltaResponse, SotwResponse};
-use crate::xds::wire::{Inbound, ReadError, ReadLimits};
+use crate::xds::wire::inbound::{Inbound, ReadError, ReadLimits};
 
 /// How often a stream with an ordering wait re-checks it.
 const TICK: Duration = Duration::from_millis(250);
 /// Longest a response may wait for the proxy to read it (Envoy applying 10,000 clusters
 /// takes under 10 s).
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Limits on what one ADS stream may ask for.
-#[derive(Clone, Copy, Debug)]
-pub struct StreamLimits {
-    /// ADS streams open at once on one connection.
-    pub streams_per_connection: usize,
-    /// Resource names one stream may subscribe to, per type.
-    pub subscribed_names: usize,
-    /// Bytes of resource names one stream may subscribe to, over every type.
-    pub subscribed_bytes: usize,
-    /// Longest a request message may take from its first byte to its last.
-    pub message_timeout: Duration,
-}
-
-impl Default for StreamLimits {
-    fn default() -> Self {
-        StreamLimits {
-            streams_per_connection: 8,
-            subscribed_names: 50_000,
-            subscribed_bytes: crate::xds::stream::MAX_SUBSCRIBED_BYTES,
-            message_timeout: Duration::from_secs(10),
-        }
-    }
-}
 
 /// What the ADS service works with.
 #[derive(Clone)]
@@ -73,7 +50,7 @@ pub struct AdsService {
     /// With TLS: the trust domain whose client certificates prove a node's identity.
     verify: Option<String>,
     /// Ends every stream when the control plane shuts down.
-    stop: crate::server::Stop,
+    stop: crate::runtime::Stop,
     limits: StreamLimits,
 }
 
@@ -86,7 +63,7 @@ impl AdsService {
         proxies: Arc<ProxyRegistry>,
         metrics: Arc<Metrics>,
         verify: Option<String>,
-        stop: crate::server::Stop,
+        stop: crate::runtime::Stop,
         limits: StreamLimits,
     ) -> Self {
         AdsService {
@@ -99,13 +76,6 @@ impl AdsService {
             limits,
         }
     }
-}
-
-/// The SPIFFE ID of the peer's verified client certificate, from the connection.
-pub(crate) fn peer_identity<T>(request: &Request<T>) -> Option<ca::SpiffeId> {
-    crate::xds::listener::ConnInfo::of(request)?
-        .identity
-        .clone()
 }
 
 /// Who the stream may act as.
@@ -134,12 +104,12 @@ impl Peer {
 }
 
 /// Refusals of streams are logged at most once a second (a peer may churn streams).
-static REFUSAL_LOG: crate::xds::listener::RateLimited = crate::xds::listener::RateLimited::new();
+static REFUSAL_LOG: crate::log_limit::RateLimited = crate::log_limit::RateLimited::new();
 
 /// What ends a stream from outside: the shutdown, and the expiry of the certificate that
 /// proved its identity; and who it is charged to, for logs.
 struct ConnLife {
-    stop: crate::server::Stop,
+    stop: crate::runtime::Stop,
     expires: Option<SystemTime>,
     who: Arc<str>,
 }
@@ -238,7 +208,7 @@ impl AdsService {
         P::Response: Framed,
     {
         let ext = request.extensions();
-        if let Some(refused) = crate::xds::listener::refusal_in(ext) {
+        if let Some(refused) = crate::net::front_door::refusal_in(ext) {
             return Err(refused);
         }
         let info = ConnInfo::in_extensions(ext);
@@ -358,11 +328,11 @@ fn admit(identity: &ProxyIdentity, peer: &Peer, store: &Store) -> Result<(), Sta
         }
         Status::permission_denied(msg)
     };
-    if identity.namespace == crate::server::CONTROL_PLANE_NS {
+    if identity.namespace == crate::runtime::CONTROL_PLANE_NS {
         return Err(refuse(
             format!(
                 "identities in namespace {} belong to the control plane; proxies cannot use them",
-                crate::server::CONTROL_PLANE_NS
+                crate::runtime::CONTROL_PLANE_NS
             ),
             "the control plane's own namespace",
         ));
@@ -661,7 +631,7 @@ impl Drop for Registered<'_> {
 struct Out {
     tx: mpsc::Sender<Result<Bytes, Status>>,
     queued: Option<Arc<Queued>>,
-    stop: crate::server::Stop,
+    stop: crate::runtime::Stop,
 }
 
 impl Out {

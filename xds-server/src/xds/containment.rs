@@ -52,17 +52,17 @@ use translator::encoded::Source;
 use translator::model::{ObjectKey, ViewKey};
 use translator::policy::Excluded;
 
-use crate::xds::listener::RateLimited;
+use crate::log_limit::RateLimited;
 
 /// Most views one identity's rejections are contained in.
-pub const MAX_VIEWS_PER_IDENTITY: usize = 4;
+pub(crate) const MAX_VIEWS_PER_IDENTITY: usize = 4;
 /// Most suspects one identity's rejections hold, over all its views.
-pub const MAX_SUSPECTS_PER_IDENTITY: usize = 1024;
+pub(crate) const MAX_SUSPECTS_PER_IDENTITY: usize = 1024;
 /// Most rejecting proxies remembered per identity and view (the containment is lifted
 /// once those have left; one not remembered that still rejects is contained again).
-pub const MAX_REJECTERS: usize = 64;
+pub(crate) const MAX_REJECTERS: usize = 64;
 /// Longest error text kept from a rejection, in characters.
-pub const ERROR_MAX: usize = 1024;
+pub(crate) const ERROR_MAX: usize = 1024;
 
 /// Peer-triggered containment events are logged at most once a second per kind.
 static SEARCH_LOG: RateLimited = RateLimited::new();
@@ -251,7 +251,7 @@ impl Containment {
     /// What each view variant leaves out of its next build: every variant in use, even
     /// one that leaves out nothing while a search re-admits all its suspects (its proxies
     /// stay on it until the search ends).
-    pub fn excluded(&self) -> BTreeMap<ViewKey, Excluded> {
+    pub(crate) fn excluded(&self) -> BTreeMap<ViewKey, Excluded> {
         self.identities
             .iter()
             .flat_map(|(id, views)| {
@@ -264,7 +264,7 @@ impl Containment {
 
     /// The view a proxy of `identity` in `view` follows: the variant of its identity
     /// while something is left out for it there, else the view itself.
-    pub fn follows(&self, view: &ViewKey, identity: &str) -> ViewKey {
+    pub(crate) fn follows(&self, view: &ViewKey, identity: &str) -> ViewKey {
         let base = view.base();
         match self.identities.get(identity) {
             Some(views) if views.contains_key(&base) => base.variant_for(identity),
@@ -293,7 +293,7 @@ impl Containment {
     }
 
     /// (identities, objects left out summed over identities and views), for metrics.
-    pub fn size(&self) -> (usize, usize) {
+    pub(crate) fn size(&self) -> (usize, usize) {
         let objects = self
             .identities
             .values()
@@ -309,7 +309,13 @@ impl Containment {
 
     /// Proxy `by` of `identity` in `view` accepted resources made from `sources`.
     /// Returns whether what its variant leaves out changed (a rebuild is due).
-    pub fn on_ack(&mut self, view: &ViewKey, identity: &str, by: &str, sources: &[Source]) -> bool {
+    pub(crate) fn on_ack(
+        &mut self,
+        view: &ViewKey,
+        identity: &str,
+        by: &str,
+        sources: &[Source],
+    ) -> bool {
         let variant = view.base().variant_for(identity);
         let Some(e) = self.entry_mut(view, identity) else {
             return false;
@@ -346,7 +352,7 @@ impl Containment {
     /// Proxy `by` of `identity` left (its last stream ended): a search it started is
     /// judged by any proxy of the identity from now on, and what only its rejections
     /// keep out is lifted. Returns whether anything was lifted (a rebuild is due).
-    pub fn proxy_gone(&mut self, identity: &str, by: &str) -> bool {
+    pub(crate) fn proxy_gone(&mut self, identity: &str, by: &str) -> bool {
         let Some(views) = self.identities.get_mut(identity) else {
             return false;
         };
@@ -374,7 +380,11 @@ impl Containment {
     /// (`present` says whether an object is among the sources of its resources) are
     /// cleared, since no proxy can reject them. Returns whether what it leaves out
     /// changed.
-    pub fn after_build(&mut self, view: &ViewKey, present: impl Fn(&ObjectKey) -> bool) -> bool {
+    pub(crate) fn after_build(
+        &mut self,
+        view: &ViewKey,
+        present: impl Fn(&ObjectKey) -> bool,
+    ) -> bool {
         let Some(identity) = view.variant.clone() else {
             return false;
         };

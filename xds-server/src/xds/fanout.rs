@@ -20,7 +20,7 @@ use translator::model::ViewKey;
 use xds_types::XdsType;
 
 /// How many versions of change sets a view keeps for streams that fall behind.
-pub const HISTORY: usize = 16;
+pub(crate) const HISTORY: usize = 16;
 
 /// One version of a view.
 #[derive(Debug)]
@@ -71,7 +71,7 @@ impl ViewVersion {
 
     /// The names of `kind` that changed after version `since`, if the history reaches
     /// back that far.
-    pub fn changed_since(&self, since: u64) -> Option<[BTreeSet<Arc<str>>; 3]> {
+    pub(crate) fn changed_since(&self, since: u64) -> Option<[BTreeSet<Arc<str>>; 3]> {
         if since >= self.version {
             return Some(Default::default());
         }
@@ -113,7 +113,7 @@ pub struct OwnVersion {
 
 impl OwnVersion {
     /// The next version: the same resources, with `ended` set or cleared.
-    pub fn with_ended(&self, ended: Option<Arc<str>>) -> OwnVersion {
+    pub(crate) fn with_ended(&self, ended: Option<Arc<str>>) -> OwnVersion {
         OwnVersion {
             version: self.version + 1,
             own: self.own.clone(),
@@ -164,7 +164,7 @@ impl Desired {
 
     /// The shared name of `name`, if the proxy should hold such a resource (so that
     /// per-stream maps keep pointers, not copies).
-    pub fn name_of(&self, kind: XdsType, name: &str) -> Option<Arc<str>> {
+    pub(crate) fn name_of(&self, kind: XdsType, name: &str) -> Option<Arc<str>> {
         let find = |m: &TypeMap| m.get_key_value(name).map(|(k, _)| k.clone());
         self.own
             .of(kind)

@@ -1,12 +1,13 @@
-//! Serving xDS: the port's front door ([`listener`]), the model store and build loop
-//! ([`store`]), what it publishes and how streams read it ([`fanout`]), containment of
-//! rejected config ([`containment`]), the per-stream state machines ([`stream`]) and
-//! their tonic glue ([`ads`]).
+//! Serving xDS: the model store and build loop ([`store`]), what it publishes and how
+//! streams read it ([`fanout`]), containment of rejected config ([`containment`]), the
+//! per-stream state machines ([`stream`]) and their tonic glue ([`ads`]), the HTTP/2
+//! and gRPC framing with the memory budget ([`wire`]), and the port's start-up
+//! ([`serve`]). The connection front door is [`crate::net::front_door`].
 
 pub mod ads;
 pub mod containment;
 pub mod fanout;
-pub mod listener;
+pub mod serve;
 pub mod store;
 pub mod stream;
 pub mod wire;

@@ -23,14 +23,14 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
+use translator::MeshConfig;
 use translator::encoded::TypeMap;
 use translator::identity::ProxyIdentity;
 use translator::incremental::Builder;
 use translator::model::{Model, ObjectKey, ViewKey};
-use translator::{Diagnostic, MeshConfig};
 
-use crate::identity::certs::CertManager;
 use crate::observability::metrics::Metrics;
+use crate::pki::certs::CertManager;
 use crate::xds::containment::{Containment, Nack, Suspect};
 use crate::xds::fanout::{Desired, OwnVersion, ViewVersion};
 use crate::xds::stream::Rejection;
@@ -142,7 +142,7 @@ pub struct Attachment {
 
 impl Attachment {
     /// What the proxy should hold now (marking both as seen).
-    pub fn desired(&mut self) -> Desired {
+    pub(crate) fn desired(&mut self) -> Desired {
         Desired {
             view: self.view.borrow_and_update().clone(),
             own: self.own.borrow_and_update().clone(),
@@ -155,7 +155,7 @@ impl Attachment {
     }
 
     /// Follows the proxy into another view (its pod's declared egress changed).
-    pub fn switch_view(&mut self, key: ViewKey) {
+    pub(crate) fn switch_view(&mut self, key: ViewKey) {
         if key == self.view_key {
             return;
         }
@@ -215,17 +215,17 @@ impl Store {
     }
 
     /// Whether streams resend everything on any change (the benchmark baseline).
-    pub fn full_resend(&self) -> bool {
+    pub(crate) fn full_resend(&self) -> bool {
         self.config.full_resend
     }
 
     /// Where builds report their time and size.
-    pub fn set_metrics(&self, metrics: Arc<Metrics>) {
+    pub(crate) fn set_metrics(&self, metrics: Arc<Metrics>) {
         let _ = self.metrics.set(metrics);
     }
 
     /// Changes the model; a build follows after the debounce.
-    pub fn update<R>(&self, f: impl FnOnce(&mut Model) -> R) -> R {
+    pub(crate) fn update<R>(&self, f: impl FnOnce(&mut Model) -> R) -> R {
         let r = {
             let mut inner = self.lock();
             inner.generation += 1;
@@ -242,12 +242,12 @@ impl Store {
     }
 
     /// Ticks once per build.
-    pub fn builds(&self) -> watch::Receiver<u64> {
+    pub(crate) fn builds(&self) -> watch::Receiver<u64> {
         self.builds.subscribe()
     }
 
     /// Ticks once per build in which a Pod changed (what reads pods needs no more).
-    pub fn pod_builds(&self) -> watch::Receiver<u64> {
+    pub(crate) fn pod_builds(&self) -> watch::Receiver<u64> {
         self.pod_builds.subscribe()
     }
 
@@ -420,7 +420,7 @@ impl Store {
 
     /// Proxy `by` of `view` (with certificate identity `identity`) accepted resources
     /// made from these policy objects.
-    pub fn on_ack(
+    pub(crate) fn on_ack(
         &self,
         view: &ViewKey,
         by: &str,
@@ -461,7 +461,7 @@ impl Store {
     /// Policy objects left out for the proxies of one identity because they rejected
     /// config made from them: the view variant (`variant` names the identity), the
     /// object and why.
-    pub fn contained(&self) -> Vec<(ViewKey, ObjectKey, Suspect)> {
+    pub(crate) fn contained(&self) -> Vec<(ViewKey, ObjectKey, Suspect)> {
         self.lock()
             .containment
             .suspects()
@@ -470,12 +470,12 @@ impl Store {
     }
 
     /// (identities, objects) containment leaves out now, for metrics.
-    pub fn containment_size(&self) -> (usize, usize) {
+    pub(crate) fn containment_size(&self) -> (usize, usize) {
         self.lock().containment.size()
     }
 
     /// Resources the views hold, summed over views.
-    pub fn view_resources(&self) -> usize {
+    pub(crate) fn view_resources(&self) -> usize {
         self.lock()
             .views
             .values()
@@ -484,11 +484,6 @@ impl Store {
                 v.maps.clusters.len() + v.maps.endpoints.len() + v.maps.routes.len()
             })
             .sum()
-    }
-
-    /// Every diagnostic the translator has about the model now.
-    pub fn diagnostics(&self) -> BTreeSet<Diagnostic> {
-        self.lock().builder.diagnostics()
     }
 
     /// Builds now (used at start-up and in tests).
@@ -573,47 +568,7 @@ impl Store {
         if refollow {
             *variants = excluded.keys().cloned().collect();
         }
-        // Only the proxies that changed, unless the variants changed (then every one).
-        let keys: Vec<ProxyKey> = if refollow {
-            proxies.keys().cloned().collect()
-        } else {
-            updates
-                .keys()
-                .flat_map(|id| {
-                    scopes
-                        .get(*id)
-                        .into_iter()
-                        .flatten()
-                        .map(|s| (s.clone(), (*id).clone()))
-                })
-                .collect()
-        };
-        for key in keys {
-            let Some(slot) = proxies.get(&key) else {
-                continue;
-            };
-            let (scope, identity) = &key;
-            let update = updates.get(identity).map(|(own, view)| (*own, *view));
-            let current = slot.tx.borrow().clone();
-            let (own, view) = match update {
-                Some((own, view)) => (own.clone(), Some(view.clone())),
-                None => (current.own.clone(), current.view.clone()),
-            };
-            // The shared view, or its identity's variant while one is in use.
-            let view = view.map(|v| containment.follows(&v, scope));
-            if update.is_none() && view == current.view {
-                continue;
-            }
-            tracing::debug!(identity = %scope, node = %identity.node_id, "proxy resources changed");
-            slot.tx.send_replace(Arc::new(OwnVersion {
-                version: current.version + 1,
-                own,
-                secrets: current.secrets.clone(),
-                view,
-                changed_at,
-                ended: current.ended.clone(),
-            }));
-        }
+        publish_proxies(&updates, refollow, proxies, scopes, containment, changed_at);
         if self.config.require_live_pod {
             let claimants = changed_pods
                 .iter()
@@ -676,6 +631,58 @@ fn pod_runs(model: &Model, identity: &ProxyIdentity) -> Result<(), String> {
             "pod {}/{} does not exist (proxies are served only for running pods)",
             identity.namespace, identity.pod
         )),
+    }
+}
+
+/// Gives each proxy whose resources changed its next version: only the proxies that
+/// changed, unless the variants changed (`refollow`: then every one checks its view).
+fn publish_proxies(
+    updates: &HashMap<&ProxyIdentity, (&Arc<translator::incremental::Own>, &ViewKey)>,
+    refollow: bool,
+    proxies: &HashMap<ProxyKey, ProxySlot>,
+    scopes: &HashMap<ProxyIdentity, BTreeSet<String>>,
+    containment: &Containment,
+    changed_at: Option<Instant>,
+) {
+    let keys: Vec<ProxyKey> = if refollow {
+        proxies.keys().cloned().collect()
+    } else {
+        updates
+            .keys()
+            .flat_map(|id| {
+                scopes
+                    .get(*id)
+                    .into_iter()
+                    .flatten()
+                    .map(|s| (s.clone(), (*id).clone()))
+            })
+            .collect()
+    };
+    for key in keys {
+        let Some(slot) = proxies.get(&key) else {
+            continue;
+        };
+        let (scope, identity) = &key;
+        let update = updates.get(identity).map(|(own, view)| (*own, *view));
+        let current = slot.tx.borrow().clone();
+        let (own, view) = match update {
+            Some((own, view)) => (own.clone(), Some(view.clone())),
+            None => (current.own.clone(), current.view.clone()),
+        };
+        // The shared view, or its identity's variant while one is in use.
+        let view = view.map(|v| containment.follows(&v, scope));
+        if update.is_none() && view == current.view {
+            continue;
+        }
+        tracing::debug!(identity = %scope, node = %identity.node_id, "proxy resources changed");
+        slot.tx.send_replace(Arc::new(OwnVersion {
+            version: current.version + 1,
+            own,
+            secrets: current.secrets.clone(),
+            view,
+            changed_at,
+            ended: current.ended.clone(),
+        }));
     }
 }
 

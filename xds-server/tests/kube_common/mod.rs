@@ -251,11 +251,11 @@ pub(crate) async fn eventually(what: &str, mut check: impl FnMut() -> bool) -> a
 pub(crate) async fn start_server(cache: Arc<Store>) -> anyhow::Result<std::net::SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(xds_server::server::serve_ads(
+    tokio::spawn(xds_server::xds::serve::serve_ads(
         listener,
-        xds_server::server::Shared::new(cache),
+        xds_server::xds::serve::XdsState::new(cache),
         None,
-        xds_server::server::Limits::default(),
+        xds_server::config::Limits::default(),
     ));
     Ok(addr)
 }
@@ -281,7 +281,7 @@ pub(crate) async fn serve_with(
         None,
     );
     tokio::spawn(cache.clone().run_pusher());
-    let sync = xds_server::server::start_kubernetes(
+    let sync = xds_server::k8s::start::start_kubernetes(
         fake.client(),
         cache.clone(),
         &KubeScope::default(),

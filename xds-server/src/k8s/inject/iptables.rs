@@ -70,7 +70,7 @@ pub fn init_args(i: &Interception) -> Vec<String> {
 }
 
 /// Parses `ADDR/LEN` (IPv4 or IPv6).
-pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
+pub(crate) fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
     let (addr, len) = s
         .split_once('/')
         .ok_or_else(|| format!("{s:?} is not ADDR/LEN"))?;
@@ -94,7 +94,7 @@ pub fn rules(i: &Interception) -> String {
 }
 
 /// The `ip6tables-restore` input.
-pub fn rules_v6(i: &Interception) -> String {
+pub(crate) fn rules_v6(i: &Interception) -> String {
     rules_for(i, true)
 }
 

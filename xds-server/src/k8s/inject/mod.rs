@@ -22,23 +22,23 @@ use base64::Engine;
 use serde_json::{Value, json};
 
 /// Annotation (and label) that opts a pod in (`"true"`/`"enabled"`) or out (`"false"`).
-pub const INJECT_KEY: &str = "rudder.dev/inject";
+pub(crate) const INJECT_KEY: &str = "rudder.dev/inject";
 /// Annotation the injector sets on what it injected.
-pub const STATUS_ANNOTATION: &str = "rudder.dev/status";
+pub(crate) const STATUS_ANNOTATION: &str = "rudder.dev/status";
 /// Names of the injected containers and volumes.
-pub const INIT: &str = "rudder-init";
+pub(crate) const INIT: &str = "rudder-init";
 /// See [`INIT`].
-pub const AGENT: &str = "rudder-agent";
+pub(crate) const AGENT: &str = "rudder-agent";
 /// See [`INIT`].
-pub const PROXY: &str = "rudder-proxy";
+pub(crate) const PROXY: &str = "rudder-proxy";
 /// See [`INIT`].
-pub const CREDS_VOLUME: &str = "rudder-creds";
+pub(crate) const CREDS_VOLUME: &str = "rudder-creds";
 /// See [`INIT`].
-pub const TOKEN_VOLUME: &str = "rudder-token";
+pub(crate) const TOKEN_VOLUME: &str = "rudder-token";
 /// Where the credential volume is mounted.
-pub const CREDS_DIR: &str = "/var/run/rudder/creds";
+pub(crate) const CREDS_DIR: &str = "/var/run/rudder/creds";
 /// Where the projected token is mounted.
-pub const TOKEN_DIR: &str = "/var/run/rudder/token";
+pub(crate) const TOKEN_DIR: &str = "/var/run/rudder/token";
 
 /// Everything the injection depends on (chart values, via `run` flags).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,7 +68,7 @@ pub struct InjectConfig {
 }
 
 /// The agent's path for one app probe: `/app-health/CONTAINER/KIND`.
-pub fn probe_path(container: &str, kind: &str) -> String {
+pub(crate) fn probe_path(container: &str, kind: &str) -> String {
     format!("/app-health/{container}/{kind}")
 }
 
@@ -77,7 +77,7 @@ pub fn probe_path(container: &str, kind: &str) -> String {
 /// on loopback. Returns the patch ops and the agent's map (path -> {port, path,
 /// headers}). Named ports are resolved here; HTTPS and gRPC probes are left alone (the
 /// agent does not speak them), as are TCP probes (a TCP connect to the sidecar succeeds).
-pub fn rewrite_probes(
+pub(crate) fn rewrite_probes(
     pod: &Value,
     status_port: u16,
 ) -> (Vec<Value>, serde_json::Map<String, Value>) {
@@ -175,7 +175,7 @@ fn meta_value<'a>(pod: &'a Value, key: &str) -> Option<&'a str> {
 /// warning) rather than rejected: it stays visibly outside the mesh (no sidecar, no
 /// mesh identity, refused by STRICT peers) instead of looking meshed while that
 /// container's traffic bypasses the proxy, and a workload that ran before still starts.
-pub fn should_inject(pod: &Value, proxy_uid: u32) -> Result<(), Skip> {
+pub(crate) fn should_inject(pod: &Value, proxy_uid: u32) -> Result<(), Skip> {
     if matches!(meta_value(pod, INJECT_KEY), Some("false" | "disabled")) {
         return Err(Skip::OptedOut);
     }
@@ -200,7 +200,7 @@ pub fn should_inject(pod: &Value, proxy_uid: u32) -> Result<(), Skip> {
 }
 
 /// The containers injected ahead of the pod's own init containers, in order.
-pub fn injected_init_containers(
+pub(crate) fn injected_init_containers(
     cfg: &InjectConfig,
     probes: &serde_json::Map<String, Value>,
 ) -> Vec<Value> {
@@ -313,7 +313,7 @@ pub fn patch(pod: &Value, cfg: &InjectConfig) -> Vec<Value> {
     let volumes = [
         json!({"name": CREDS_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}}),
         json!({"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
-            "audience": crate::identity::issuer::TOKEN_AUDIENCE,
+            "audience": crate::pki::issuer::TOKEN_AUDIENCE,
             "expirationSeconds": 3600, "path": "token"}}]}}),
     ];
     if pod["spec"]["volumes"].is_array() {

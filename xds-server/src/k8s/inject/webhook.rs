@@ -15,10 +15,11 @@ use http_body_util::Full;
 use hyper::Response;
 
 use super::InjectConfig;
+use crate::config::ConnLimits;
 use crate::net::fair_queue::QueueLimits;
+use crate::net::front_door::TlsSetup;
 use crate::net::http_shell::{self, ShellLimits, ShellRequest, json};
-use crate::server::Stop;
-use crate::xds::listener::{ConnLimits, TlsSetup};
+use crate::runtime::Stop;
 
 /// The path the API server calls.
 pub const PATH: &str = "/inject";
@@ -29,7 +30,7 @@ const MAX_CONNECTIONS: usize = 256;
 /// Connections at once from one address.
 const MAX_CONNECTIONS_PER_PEER: usize = 32;
 /// Name of the MutatingWebhookConfiguration the chart installs.
-pub const WEBHOOK_CONFIG: &str = "rudder-sidecar-injector";
+pub(crate) const WEBHOOK_CONFIG: &str = "rudder-sidecar-injector";
 
 /// The injector's bounds. Bodies being read: 32 at once, 8 per address (at most 64 MiB
 /// of AdmissionReviews in memory); reviews: 8 at once, 4 per address. The API server is
@@ -106,7 +107,7 @@ pub async fn serve(
 
 /// Keeps the MutatingWebhookConfiguration's `caBundle` equal to `bundle_pem` (cluster
 /// mode with the self-made CA: the chart cannot know it at install time).
-pub async fn sync_ca_bundle(client: kube::Client, bundle_pem: &str) -> anyhow::Result<()> {
+pub(crate) async fn sync_ca_bundle(client: kube::Client, bundle_pem: &str) -> anyhow::Result<()> {
     use base64::Engine;
     use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
     let api: kube::Api<MutatingWebhookConfiguration> = kube::Api::all(client);

@@ -456,7 +456,8 @@ fn charged(
     std::sync::Arc<crate::xds::wire::budget::Budget>,
     crate::xds::wire::budget::Charge,
 ) {
-    use crate::xds::wire::budget::{Budget, BudgetConfig, Charge};
+    use crate::config::BudgetConfig;
+    use crate::xds::wire::budget::{Budget, Charge};
     let b = Budget::new(
         BudgetConfig {
             total: 1 << 30,

@@ -8,9 +8,6 @@ use crate::xds::stream::event::Refusal;
 /// Longest resource name a request may carry, in bytes (Rudder's own names stay under
 /// 300: `outbound|PORT||` and a 253-character Service name with its domain).
 pub(crate) const MAX_NAME_BYTES: usize = 512;
-/// Most bytes of names one stream may subscribe to, over every type (the default of
-/// `--max-subscribed-bytes`).
-pub(crate) const MAX_SUBSCRIBED_BYTES: usize = 4 << 20;
 /// Longest version or nonce a request may carry, in bytes.
 pub(crate) const MAX_TOKEN_BYTES: usize = 128;
 /// Longest proxy error text kept from a NACK, in bytes: it is untrusted input that is

@@ -37,7 +37,6 @@ pub(crate) mod order;
 pub(crate) mod sotw;
 
 pub use event::{Event, Refusal, Rejection, ResourceView};
-pub(crate) use limits::MAX_SUBSCRIBED_BYTES;
 #[cfg(test)]
 pub(crate) use limits::NACK_TEXT_MAX;
 #[cfg(test)]

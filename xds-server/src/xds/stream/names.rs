@@ -174,7 +174,8 @@ mod tests {
 
     #[test]
     fn name_bytes_are_bounded_across_types_and_charged_before_they_count() {
-        use crate::xds::wire::budget::{Budget, BudgetConfig};
+        use crate::config::BudgetConfig;
+        use crate::xds::wire::budget::Budget;
         let budget = Budget::new(
             BudgetConfig {
                 total: 1 << 30,

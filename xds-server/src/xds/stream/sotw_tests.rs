@@ -586,7 +586,8 @@ fn an_envoy_route_before_its_cds_subscription_still_waits_for_the_clusters() {
 
 #[test]
 fn subscribed_name_bytes_are_bounded_per_stream_and_charged_before_they_are_stored() {
-    use crate::xds::wire::budget::{Budget, BudgetConfig, Charge, NAME_OVERHEAD};
+    use crate::config::BudgetConfig;
+    use crate::xds::wire::budget::{Budget, Charge, NAME_OVERHEAD};
     use crate::xds::wire::sotw_request::SotwRequest;
     let now = Instant::now();
     let budget = Budget::new(

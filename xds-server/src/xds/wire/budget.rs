@@ -38,67 +38,38 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use prometheus_client::metrics::gauge::Gauge;
 
+use crate::config::BudgetConfig;
+
 /// What a connection holds beyond what its streams are charged: TLS and HTTP/2 state
 /// (buffers of both) and the HTTP/2 connection receive window ([`RECEIVE_WINDOW`]),
 /// which a peer can fill while the server is not reading.
-pub const CONNECTION_BYTES: usize = 64 * 1024 + RECEIVE_WINDOW as usize;
+pub(crate) const CONNECTION_BYTES: usize = 64 * 1024 + RECEIVE_WINDOW as usize;
 /// What an ADS stream holds beyond its request buffer, subscriptions and queued
 /// responses: its task and state machine, and what HTTP/2 buffers of its responses
 /// ([`HTTP2_HELD`]).
-pub const STREAM_BYTES: usize = 16 * 1024 + HTTP2_HELD;
+pub(crate) const STREAM_BYTES: usize = 16 * 1024 + HTTP2_HELD;
 /// What HTTP/2 may hold of one stream's responses: its send buffer and the piece it
 /// holds while waiting to send.
-pub const HTTP2_HELD: usize = SEND_BUFFER + CHUNK;
+pub(crate) const HTTP2_HELD: usize = SEND_BUFFER + CHUNK;
 /// What one subscribed name holds beyond its bytes (its shared pointer and bookkeeping).
-pub const NAME_OVERHEAD: usize = 32;
+pub(crate) const NAME_OVERHEAD: usize = 32;
 /// HTTP/2 receive window of an xDS connection and of each stream on it, in bytes: the
 /// most request data the server buffers for a connection before reading it.
-pub const RECEIVE_WINDOW: u32 = 64 * 1024;
+pub(crate) const RECEIVE_WINDOW: u32 = 64 * 1024;
 /// Most response bytes HTTP/2 buffers per stream for a peer that does not read.
-pub const SEND_BUFFER: usize = 64 * 1024;
+pub(crate) const SEND_BUFFER: usize = 64 * 1024;
 /// Responses are handed to HTTP/2 in pieces of at most this many bytes, each once it has
 /// room: the rest stays queued and charged.
-pub const CHUNK: usize = 64 * 1024;
+pub(crate) const CHUNK: usize = 64 * 1024;
 /// Queued responses wait while their identity holds more than its allowance plus this
 /// share of it (and the budget likewise): room that what is refused can never fill.
-pub const RESPONSE_RESERVE: usize = 8;
+pub(crate) const RESPONSE_RESERVE: usize = 8;
 /// How soon a stream waiting to queue a response looks again: first, and at most
 /// (doubling in between), so stalled streams cost little.
 const QUEUE_RETRY: (std::time::Duration, std::time::Duration) = (
     std::time::Duration::from_millis(5),
     std::time::Duration::from_millis(250),
 );
-
-/// The sizes of the budget.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BudgetConfig {
-    /// Bytes charged in all, over every identity (`--xds-memory-budget`).
-    pub total: usize,
-    /// Bytes any identity may hold (`--identity-memory-share`).
-    pub share: usize,
-    /// More bytes an identity may hold per live pod of it (`--identity-memory-per-pod`).
-    pub per_pod: usize,
-}
-
-impl Default for BudgetConfig {
-    fn default() -> Self {
-        BudgetConfig {
-            total: 512 << 20,
-            share: 16 << 20,
-            per_pod: 1 << 20,
-        }
-    }
-}
-
-impl BudgetConfig {
-    /// The allowance of an identity with `pods` live pods.
-    pub fn allowance(&self, pods: usize) -> usize {
-        let cap = (self.total / 2).max(self.share);
-        self.share
-            .saturating_add(self.per_pod.saturating_mul(pods))
-            .min(cap)
-    }
-}
 
 /// Why a charge was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -139,7 +110,7 @@ pub enum BudgetError {
 
 impl BudgetError {
     /// The limit, as `rudder_xds_refusals_total` labels it.
-    pub fn limit(&self) -> &'static str {
+    pub(crate) fn limit(&self) -> &'static str {
         match self {
             BudgetError::Identity { .. } => "identity_memory",
             BudgetError::Global { .. } => "memory_budget",
@@ -199,12 +170,12 @@ impl Budget {
     }
 
     /// Bytes charged in all.
-    pub fn used(&self) -> usize {
+    pub(crate) fn used(&self) -> usize {
         self.used.load(Ordering::Acquire)
     }
 
     /// Sets the live pods per `namespace/serviceaccount` (after every model change).
-    pub fn set_pods(&self, pods: PodCounts) {
+    pub(crate) fn set_pods(&self, pods: PodCounts) {
         *self.pods.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(pods);
         self.pods_epoch.fetch_add(1, Ordering::AcqRel);
     }
@@ -241,7 +212,8 @@ impl Budget {
     }
 
     /// Identities with an account now.
-    pub fn identities(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn identities(&self) -> usize {
         self.accounts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -319,12 +291,12 @@ impl Account {
     }
 
     /// Bytes it holds.
-    pub fn used(&self) -> usize {
+    pub(crate) fn used(&self) -> usize {
         self.used.load(Ordering::Acquire)
     }
 
     /// What it may hold, and its live pods (recomputed once after the pods change).
-    pub fn allowance(&self) -> (usize, usize) {
+    pub(crate) fn allowance(&self) -> (usize, usize) {
         let epoch = self.budget.pods_epoch.load(Ordering::Acquire);
         if self.epoch.load(Ordering::Acquire) != epoch {
             let pods = self
@@ -450,7 +422,7 @@ impl Charge {
 
     /// Holds `to` bytes: grows if the identity's allowance and the global budget take
     /// it (else holds what it held), shrinks always.
-    pub fn resize(&mut self, to: usize) -> Result<(), BudgetError> {
+    pub(crate) fn resize(&mut self, to: usize) -> Result<(), BudgetError> {
         if to > self.held {
             self.account.take(to - self.held)?;
         } else {
@@ -505,7 +477,8 @@ impl ConnAccount {
     }
 
     /// Bytes charged for finished streams.
-    pub fn lingering(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn lingering(&self) -> usize {
         self.lingering
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -538,7 +511,7 @@ impl Queued {
     /// Charges a response of `n` bytes once the identity and the budget have room
     /// (under their lines plus the response reserve); false if `gone` says the stream
     /// ended meanwhile.
-    pub async fn admit(&self, n: usize, gone: impl Fn() -> bool) -> bool {
+    pub(crate) async fn admit(&self, n: usize, gone: impl Fn() -> bool) -> bool {
         let mut wait = QUEUE_RETRY.0;
         loop {
             if self.account.take_queued(n) {
@@ -554,7 +527,7 @@ impl Queued {
     }
 
     /// `n` bytes were handed to HTTP/2.
-    pub fn release(&self, n: usize) {
+    pub(crate) fn release(&self, n: usize) {
         let n = self
             .held
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {

@@ -105,7 +105,7 @@ fn framed(len: usize, write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
 
 impl DeltaResponse {
     /// The encoded `DeltaDiscoveryResponse`'s length.
-    pub fn encoded_len(&self) -> usize {
+    pub(crate) fn encoded_len(&self) -> usize {
         str_len(1, &self.system_version_info)
             + self
                 .resources
@@ -143,7 +143,7 @@ impl DeltaResponse {
 
 impl SotwResponse {
     /// The encoded `DiscoveryResponse`'s length.
-    pub fn encoded_len(&self) -> usize {
+    pub(crate) fn encoded_len(&self) -> usize {
         str_len(1, &self.version_info)
             + self
                 .resources

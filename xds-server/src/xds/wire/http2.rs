@@ -1,5 +1,5 @@
 //! The xDS port's HTTP/2 server: hyper serving the gRPC routes (ADS, CSDS) on the
-//! connections the front door accepted ([`crate::xds::listener`]), with every buffer a
+//! connections the front door accepted ([`crate::net::front_door`]), with every buffer a
 //! peer can fill bounded: one receive window per connection ([`RECEIVE_WINDOW`], charged
 //! with the connection), a send buffer per stream ([`SEND_BUFFER`], charged with the
 //! stream), 16 KiB frames and header lists. tonic's own server leaves hyper's send buffer
@@ -8,7 +8,7 @@
 //! Each connection is charged to its peer's identity before it is served (a connection
 //! the identity's allowance or the budget cannot take is refused like one over a limit),
 //! and each request carries its connection's
-//! [`ConnInfo`](crate::xds::listener::ConnInfo): who the peer is, its account. On
+//! [`ConnInfo`](crate::net::front_door::ConnInfo): who the peer is, its account. On
 //! shutdown the server stops accepting and asks every connection to close gracefully.
 
 use std::convert::Infallible;
@@ -24,9 +24,10 @@ use tonic::transport::server::Connected;
 use super::budget::{
     Budget, CONNECTION_BYTES, Charge, ConnAccount, HTTP2_HELD, RECEIVE_WINDOW, SEND_BUFFER,
 };
+use crate::log_limit::RateLimited;
+use crate::net::front_door::Conn;
 use crate::observability::metrics::Metrics;
-use crate::server::Stop;
-use crate::xds::listener::{Conn, RateLimited};
+use crate::runtime::Stop;
 
 /// Refused connections are logged at most once a second.
 static REFUSED_LOG: RateLimited = RateLimited::new();

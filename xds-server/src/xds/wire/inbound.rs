@@ -67,7 +67,7 @@ pub enum ReadError {
 impl ReadError {
     /// The limit that refused the stream, as `rudder_xds_refusals_total` labels it; None
     /// when the peer just went away or sent garbage.
-    pub fn limit(&self) -> Option<&'static str> {
+    pub(crate) fn limit(&self) -> Option<&'static str> {
         match self {
             ReadError::TooLarge { .. } => Some("message_size"),
             ReadError::Timeout { .. } => Some("message_timeout"),
@@ -141,7 +141,8 @@ impl<T: prost::Message + Default> Inbound<T> {
     }
 
     /// Bytes held for a message in progress.
-    pub fn buffered(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn buffered(&self) -> usize {
         match &self.partial {
             Partial::Body { body, .. } => body.capacity(),
             Partial::Prefix { .. } => 0,
@@ -290,7 +291,8 @@ mod tests {
     use prost::Message;
 
     use super::*;
-    use crate::xds::wire::budget::{Budget, BudgetConfig};
+    use crate::config::BudgetConfig;
+    use crate::xds::wire::budget::Budget;
 
     fn framed(m: &impl Message) -> Vec<u8> {
         let body = m.encode_to_vec();

@@ -50,18 +50,19 @@ fn fold(mut h: u64, name: &[u8]) -> u64 {
 
 impl SotwRequest {
     /// A digest of the names, in order.
-    pub fn names_digest(&self) -> u64 {
+    pub(crate) fn names_digest(&self) -> u64 {
         self.digest
     }
 
     /// How many names the request carries.
-    pub fn names_len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn names_len(&self) -> usize {
         self.names
     }
 
     /// The names as strings, read from the received message; an error if one is not
     /// UTF-8.
-    pub fn decode_names(&self) -> Result<Vec<String>, String> {
+    pub(crate) fn decode_names(&self) -> Result<Vec<String>, String> {
         let mut buf = self.raw.clone();
         let mut out = Vec::with_capacity(self.names);
         let malformed = |e: DecodeError| format!("malformed request: {e}");

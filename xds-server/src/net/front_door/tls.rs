@@ -12,8 +12,33 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
-use super::HANDSHAKE_LOG;
+use crate::log_limit::RateLimited;
 use crate::observability::metrics::Metrics;
+
+/// Failed handshakes, logged at most once a second.
+pub(super) static HANDSHAKE_LOG: RateLimited = RateLimited::new();
+
+/// The control plane's serving credentials, as PEM: what every port behind the front
+/// door presents, and the anchors client certificates must chain to.
+#[derive(Clone)]
+pub struct ServingTls {
+    /// Serving certificate chain.
+    pub cert_pem: String,
+    /// Its key.
+    pub key_pem: String,
+    /// Client certificates must chain to one of these: the CA that issues workload
+    /// certificates (and, during a rotation overlap, the previous roots).
+    pub client_anchors: Vec<String>,
+    /// Trust domain of client identities.
+    pub trust_domain: String,
+}
+
+impl ServingTls {
+    /// The rustls setup of one port.
+    pub fn setup(&self) -> anyhow::Result<TlsSetup> {
+        TlsSetup::from_pem(&self.cert_pem, &self.key_pem, &self.client_anchors)
+    }
+}
 
 /// TLS for the xDS port.
 pub struct TlsSetup {

@@ -10,18 +10,18 @@ use ca::SpiffeId;
 use k8s_openapi::api::authentication::v1::TokenReviewStatus;
 use serde::{Deserialize, Serialize};
 
-use crate::server::CONTROL_PLANE_NS;
+use crate::runtime::CONTROL_PLANE_NS;
 
 /// The one path of the endpoint (POST).
 pub const PATH: &str = "/v1/certificate";
 /// The audience a ServiceAccount token must be minted for.
-pub const TOKEN_AUDIENCE: &str = "rudder";
+pub(crate) const TOKEN_AUDIENCE: &str = "rudder";
 /// Longest `Authorization` header accepted, in bytes (projected tokens are ~1 KiB).
-pub const MAX_AUTH_BYTES: usize = 8 << 10;
+pub(crate) const MAX_AUTH_BYTES: usize = 8 << 10;
 /// Largest request body accepted, in bytes (a P-256 request is under 1 KiB).
-pub const MAX_BODY_BYTES: usize = 16 << 10;
+pub(crate) const MAX_BODY_BYTES: usize = 16 << 10;
 /// The TokenReview `extra` key naming the pod a bound ServiceAccount token belongs to.
-pub const POD_NAME_EXTRA: &str = "authentication.kubernetes.io/pod-name";
+pub(crate) const POD_NAME_EXTRA: &str = "authentication.kubernetes.io/pod-name";
 
 /// What the agent sends: a certificate request for a key it made itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,7 +45,7 @@ pub struct Issued {
 }
 
 /// Reads the request body: JSON with the certificate request.
-pub fn parse_request(body: &[u8]) -> Result<CertRequest, Refusal> {
+pub(crate) fn parse_request(body: &[u8]) -> Result<CertRequest, Refusal> {
     if body.len() > MAX_BODY_BYTES {
         return Err(refuse(
             413,
@@ -66,7 +66,7 @@ pub fn parse_request(body: &[u8]) -> Result<CertRequest, Refusal> {
 }
 
 /// Checks the certificate request against the identity the caller proved.
-pub fn check_request(
+pub(crate) fn check_request(
     request: &CertRequest,
     id: &SpiffeId,
 ) -> Result<ca::csr::CheckedRequest, Refusal> {
@@ -157,7 +157,7 @@ pub enum Decision {
 /// certificate's identity. Where tokens are checked (cluster mode) every issuance needs
 /// one, so a stolen certificate cannot renew itself after its ServiceAccount is gone;
 /// elsewhere (manifest mode) a valid certificate renews its own identity.
-pub fn decide(
+pub(crate) fn decide(
     method: &str,
     path: &str,
     authorization: Option<&[u8]>,
@@ -220,7 +220,7 @@ pub fn decide(
 /// Identities the endpoint never issues: another trust domain's, and any in the control
 /// plane's namespace (the control plane's own identity authenticates it to every proxy,
 /// and that namespace may read every proxy's config over CSDS).
-pub fn may_issue(id: &SpiffeId, trust_domain: &str) -> Result<(), Refusal> {
+pub(crate) fn may_issue(id: &SpiffeId, trust_domain: &str) -> Result<(), Refusal> {
     if id.trust_domain != trust_domain {
         return Err(refuse(
             403,
@@ -240,7 +240,7 @@ pub fn may_issue(id: &SpiffeId, trust_domain: &str) -> Result<(), Refusal> {
 
 /// The identity a TokenReview vouches for: the token must be authenticated, minted for
 /// our audience, and belong to a ServiceAccount.
-pub fn identity_from_review(
+pub(crate) fn identity_from_review(
     status: Option<&TokenReviewStatus>,
     trust_domain: &str,
 ) -> Result<Reviewed, Refusal> {

@@ -59,7 +59,7 @@ impl CertManager {
     }
 
     /// The trust bundle as the SDS secret every proxy is sent (`ROOTCA`), encoded once.
-    pub fn root_secret(&self) -> Arc<Encoded> {
+    pub(crate) fn root_secret(&self) -> Arc<Encoded> {
         self.root.clone()
     }
 
@@ -76,7 +76,7 @@ impl CertManager {
     }
 
     /// Signs a checked request for `id` (the identity the caller proved).
-    pub fn sign_request(
+    pub(crate) fn sign_request(
         &self,
         request: &CheckedRequest,
         id: &SpiffeId,
@@ -91,7 +91,7 @@ impl CertManager {
     }
 
     /// Expiry of the latest unexpired certificate signed for each identity.
-    pub fn expiries(&self) -> Vec<(SpiffeId, SystemTime)> {
+    pub(crate) fn expiries(&self) -> Vec<(SpiffeId, SystemTime)> {
         let now = SystemTime::now();
         self.issued
             .lock()
@@ -105,7 +105,7 @@ impl CertManager {
 
 /// Removes the workload certificates and private keys that earlier versions kept under
 /// the CA directory (`issued/`): the control plane no longer holds workload keys.
-pub fn forget_kept_keys(dir: &Path) {
+pub(crate) fn forget_kept_keys(dir: &Path) {
     match std::fs::remove_dir_all(dir) {
         Ok(()) => tracing::warn!(
             dir = %dir.display(),
@@ -117,81 +117,5 @@ pub fn forget_kept_keys(dir: &Path) {
             error = %e,
             "could not remove workload keys an earlier version kept; remove them by hand"
         ),
-    }
-}
-
-/// Writes a file readable only by its owner, atomically: a new temporary file (created
-/// exclusively, never through a symlink, mode 0600) is written, synced and renamed over
-/// `path`, and the directory is synced.
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    write_atomic(path, bytes, 0o600)
-}
-
-/// Like [`write_private`], for files that hold no secret (mode 0644).
-pub fn write_public(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    write_atomic(path, bytes, 0o644)
-}
-
-fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{name}.{}.{:08x}.tmp",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn private_writes_replace_a_symlink_instead_of_following_it() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let target = dir.path().join("elsewhere");
-        std::fs::write(&target, "untouched").expect("write");
-        let key = dir.path().join("ca.key");
-        std::os::unix::fs::symlink(&target, &key).expect("link");
-        write_private(&key, b"secret").expect("write");
-        assert_eq!(std::fs::read_to_string(&target).expect("read"), "untouched");
-        let meta = std::fs::symlink_metadata(&key).expect("meta");
-        assert!(
-            meta.file_type().is_file(),
-            "the link was replaced by a file"
-        );
-        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-        assert_eq!(std::fs::read_to_string(&key).expect("read"), "secret");
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
-            .expect("ls")
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
-            .collect();
-        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 }

@@ -11,23 +11,23 @@ use envoy_types::pb::envoy::service::status::v3::{
 use serde_json::{Value, json};
 use xds_types::XdsType;
 
-use crate::observability::csds::{META_IDENTITY, META_STREAM};
+use xds_types::csds::{META_IDENTITY, META_STREAM};
 
 /// One proxy's line in `xdsctl status`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StatusRow {
+pub(crate) struct StatusRow {
     /// Node id.
-    pub node: String,
+    pub(crate) node: String,
     /// SPIFFE identity.
-    pub identity: String,
+    pub(crate) identity: String,
     /// `envoy` or a gRPC user agent.
-    pub kind: String,
+    pub(crate) kind: String,
     /// `sotw` or `delta`.
-    pub stream: String,
+    pub(crate) stream: String,
     /// Per type: SYNCED, NOT SENT, STALE or NACKED.
-    pub types: BTreeMap<XdsType, &'static str>,
+    pub(crate) types: BTreeMap<XdsType, &'static str>,
     /// Seconds since the last ACK.
-    pub since_ack: Option<u64>,
+    pub(crate) since_ack: Option<u64>,
 }
 
 fn meta(c: &ClientConfig, key: &str) -> String {
@@ -47,7 +47,7 @@ fn kind_of(g: &GenericXdsConfig) -> Option<XdsType> {
 }
 
 /// The per-proxy summary.
-pub fn status_row(c: &ClientConfig, now: SystemTime) -> StatusRow {
+pub(crate) fn status_row(c: &ClientConfig, now: SystemTime) -> StatusRow {
     let mut types = BTreeMap::new();
     for t in XdsType::ALL {
         let of_type: Vec<&GenericXdsConfig> = c
@@ -101,7 +101,7 @@ pub fn status_row(c: &ClientConfig, now: SystemTime) -> StatusRow {
 }
 
 /// `xdsctl status` as a table.
-pub fn status_table(rows: &[StatusRow]) -> String {
+pub(crate) fn status_table(rows: &[StatusRow]) -> String {
     let mut out = format!(
         "{:<28} {:<44} {:<6} {:<6} {:<9} {:<9} {:<9} {:<9} {:<9} {}\n",
         "NODE", "IDENTITY", "KIND", "STREAM", "SDS", "CDS", "EDS", "LDS", "RDS", "LAST ACK"
@@ -128,7 +128,7 @@ pub fn status_table(rows: &[StatusRow]) -> String {
 }
 
 /// `xdsctl status` as JSON.
-pub fn status_json(rows: &[StatusRow]) -> Value {
+pub(crate) fn status_json(rows: &[StatusRow]) -> Value {
     Value::Array(
         rows.iter()
             .map(|r| {
@@ -153,15 +153,15 @@ fn status_name(g: &GenericXdsConfig) -> &'static str {
 
 /// Filters for `xdsctl dump`.
 #[derive(Clone, Debug, Default)]
-pub struct DumpFilter {
+pub(crate) struct DumpFilter {
     /// Only these types (empty: all).
-    pub types: Vec<XdsType>,
+    pub(crate) types: Vec<XdsType>,
     /// Only this resource name.
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
 }
 
 /// One proxy's resources as JSON (proto3 JSON for each resource).
-pub fn dump_json(c: &ClientConfig, filter: &DumpFilter) -> Value {
+pub(crate) fn dump_json(c: &ClientConfig, filter: &DumpFilter) -> Value {
     let resources: Vec<Value> = c
         .generic_xds_configs
         .iter()
@@ -191,7 +191,7 @@ pub fn dump_json(c: &ClientConfig, filter: &DumpFilter) -> Value {
 }
 
 /// One proxy's resources as a table.
-pub fn dump_table(dump: &Value) -> String {
+pub(crate) fn dump_table(dump: &Value) -> String {
     let mut out = format!(
         "{:<5} {:<60} {:<18} {:<10} {}\n",
         "TYPE", "NAME", "VERSION", "STATUS", "ERROR"
@@ -212,7 +212,7 @@ pub fn dump_table(dump: &Value) -> String {
 
 /// What a live Envoy holds, from its `/config_dump?include_eds`: (type, name) -> version.
 /// Listeners it only reports an error for are not held.
-pub fn envoy_holds(config_dump: &Value) -> BTreeMap<(XdsType, String), String> {
+pub(crate) fn envoy_holds(config_dump: &Value) -> BTreeMap<(XdsType, String), String> {
     let mut out = BTreeMap::new();
     for section in config_dump["configs"].as_array().into_iter().flatten() {
         let ty = section["@type"].as_str().unwrap_or_default();
@@ -282,8 +282,8 @@ pub fn envoy_holds(config_dump: &Value) -> BTreeMap<(XdsType, String), String> {
                         .as_str()
                         .filter(|n| {
                             ![
-                                crate::agent::files::CERT_SECRET,
-                                crate::agent::files::BUNDLE_SECRET,
+                                xds_types::names::XDS_CLIENT_SECRET,
+                                xds_types::names::XDS_CA_SECRET,
                                 translator::tls::CERT_SECRET,
                             ]
                             .contains(n)
@@ -299,7 +299,7 @@ pub fn envoy_holds(config_dump: &Value) -> BTreeMap<(XdsType, String), String> {
 
 /// Differences between what Rudder sent (and the proxy ACKed) and what Envoy holds.
 /// Versions are compared for delta streams, where Envoy reports per-resource versions.
-pub fn drift(
+pub(crate) fn drift(
     c: &ClientConfig,
     envoy: &BTreeMap<(XdsType, String), String>,
     compare_versions: bool,

@@ -10,7 +10,7 @@ use translator::identity::{
 };
 
 /// The static cluster that points at the control plane.
-pub const XDS_CLUSTER: &str = "rudder-xds";
+pub(crate) const XDS_CLUSTER: &str = "rudder-xds";
 
 /// Everything a bootstrap depends on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,7 +63,7 @@ pub struct BootstrapTls {
 
 /// Marks a bootstrap's node as intercepted (an injected pod, or a pod under iptables
 /// rules): its listeners take traffic by original destination.
-pub fn mark_intercepted(b: &mut Value, inbound_port: u16) {
+pub(crate) fn mark_intercepted(b: &mut Value, inbound_port: u16) {
     b["node"]["metadata"][translator::identity::META_INTERCEPTION] = "true".into();
     b["node"]["metadata"][translator::identity::META_INBOUND_PORT] =
         inbound_port.to_string().into();
@@ -75,25 +75,7 @@ pub fn bootstrap(p: &BootstrapParams) -> Value {
         .node_id
         .clone()
         .unwrap_or_else(|| format!("{}.{}", p.pod, p.namespace));
-    let mut metadata = serde_json::Map::new();
-    metadata.insert(META_NAMESPACE.into(), json!(p.namespace));
-    metadata.insert(META_POD.into(), json!(p.pod));
-    metadata.insert(META_SERVICE_ACCOUNT.into(), json!(p.service_account));
-    if let Some(ip) = p.pod_ip {
-        metadata.insert(META_POD_IP.into(), json!(ip.to_string()));
-    }
-    if let Some(port) = p.outbound_port {
-        metadata.insert(META_OUTBOUND_PORT.into(), json!(port.to_string()));
-    }
-    if let Some(ip) = p.app_address {
-        metadata.insert(META_APP_ADDRESS.into(), json!(ip.to_string()));
-    }
-    // An IP is used as is; a name (a Kubernetes Service) is resolved by DNS.
-    let discovery = if p.xds_host.parse::<IpAddr>().is_ok() {
-        "STATIC"
-    } else {
-        "STRICT_DNS"
-    };
+    let metadata = node_metadata(p);
     let ads_source = json!({"ads": {}, "resource_api_version": "V3"});
     let mut b = json!({
         "node": {
@@ -125,25 +107,7 @@ pub fn bootstrap(p: &BootstrapParams) -> Value {
             "lds_config": ads_source,
         },
         "static_resources": {
-            "clusters": [{
-                "name": XDS_CLUSTER,
-                "type": discovery,
-                "connect_timeout": "1s",
-                "typed_extension_protocol_options": {
-                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                        "explicit_http_config": {"http2_protocol_options": {
-                            "connection_keepalive": {"interval": "15s", "timeout": "5s"}
-                        }}
-                    }
-                },
-                "load_assignment": {
-                    "cluster_name": XDS_CLUSTER,
-                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
-                        "socket_address": {"address": p.xds_host, "port_value": p.xds_port}
-                    }}}]}]
-                }
-            }]
+            "clusters": [xds_cluster(p)]
         }
     });
     // The workload certificate for mesh mTLS: from the agent's SDS server on a Unix
@@ -157,31 +121,84 @@ pub fn bootstrap(p: &BootstrapParams) -> Value {
         clusters.push(agent_sds_cluster(&files::path(dir, files::SDS_SOCKET)));
     }
     if let Some(tls) = &p.tls {
-        use crate::agent::files;
-        b["static_resources"]["clusters"][0]["transport_socket"] = json!({
-            "name": "envoy.transport_sockets.tls",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                "common_tls_context": {
-                    "alpn_protocols": ["h2"],
-                    "tls_certificate_sds_secret_configs": [{
-                        "name": files::CERT_SECRET,
-                        "sds_config": files::sds_source(&tls.dir, files::CERT_SDS),
-                    }],
-                    "combined_validation_context": {
-                        "default_validation_context": {
-                            "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"exact": tls.server_id}}]
-                        },
-                        "validation_context_sds_secret_config": {
-                            "name": files::BUNDLE_SECRET,
-                            "sds_config": files::sds_source(&tls.dir, files::BUNDLE_SDS),
-                        }
+        b["static_resources"]["clusters"][0]["transport_socket"] = xds_transport_socket(tls);
+    }
+    b
+}
+
+/// The node metadata the translator reads: who the pod is and how it is reached.
+fn node_metadata(p: &BootstrapParams) -> serde_json::Map<String, Value> {
+    let mut metadata = serde_json::Map::new();
+    metadata.insert(META_NAMESPACE.into(), json!(p.namespace));
+    metadata.insert(META_POD.into(), json!(p.pod));
+    metadata.insert(META_SERVICE_ACCOUNT.into(), json!(p.service_account));
+    if let Some(ip) = p.pod_ip {
+        metadata.insert(META_POD_IP.into(), json!(ip.to_string()));
+    }
+    if let Some(port) = p.outbound_port {
+        metadata.insert(META_OUTBOUND_PORT.into(), json!(port.to_string()));
+    }
+    if let Some(ip) = p.app_address {
+        metadata.insert(META_APP_ADDRESS.into(), json!(ip.to_string()));
+    }
+    metadata
+}
+
+/// The static cluster that points at the control plane (HTTP/2 with keepalives).
+fn xds_cluster(p: &BootstrapParams) -> Value {
+    // An IP is used as is; a name (a Kubernetes Service) is resolved by DNS.
+    let discovery = if p.xds_host.parse::<IpAddr>().is_ok() {
+        "STATIC"
+    } else {
+        "STRICT_DNS"
+    };
+    json!({
+        "name": XDS_CLUSTER,
+        "type": discovery,
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {
+                    "connection_keepalive": {"interval": "15s", "timeout": "5s"}
+                }}
+            }
+        },
+        "load_assignment": {
+            "cluster_name": XDS_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                "socket_address": {"address": p.xds_host, "port_value": p.xds_port}
+            }}}]}]
+        }
+    })
+}
+
+/// TLS to the control plane: the client certificate and the trust bundle from the
+/// credential directory through file-based SDS, the server checked by its SPIFFE ID.
+fn xds_transport_socket(tls: &BootstrapTls) -> Value {
+    use crate::agent::files;
+    json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "tls_certificate_sds_secret_configs": [{
+                    "name": xds_types::names::XDS_CLIENT_SECRET,
+                    "sds_config": files::sds_source(&tls.dir, files::CERT_SDS),
+                }],
+                "combined_validation_context": {
+                    "default_validation_context": {
+                        "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"exact": tls.server_id}}]
+                    },
+                    "validation_context_sds_secret_config": {
+                        "name": xds_types::names::XDS_CA_SECRET,
+                        "sds_config": files::sds_source(&tls.dir, files::BUNDLE_SDS),
                     }
                 }
             }
-        });
-    }
-    b
+        }
+    })
 }
 
 /// The static cluster for the agent's SDS server at `socket`.
@@ -208,7 +225,7 @@ fn agent_sds_cluster(socket: &std::path::Path) -> Value {
 
 /// How often a gRPC app re-reads its certificate files (the agent renews at half-life;
 /// the shortest lifetime, 10 s, leaves 5 s).
-pub const GRPC_REFRESH: &str = "2s";
+pub(crate) const GRPC_REFRESH: &str = "2s";
 
 /// The bootstrap of a proxyless gRPC app (`GRPC_XDS_BOOTSTRAP`): the same node identity
 /// as a sidecar's, the xDS server with TLS channel credentials from `tls` (gRFC A65;
@@ -216,7 +233,7 @@ pub const GRPC_REFRESH: &str = "2s";
 /// reading the same files for mesh mTLS (gRFC A29), and the server listener template
 /// for xDS-enabled servers (gRFC A36). gRPC re-reads the files, so renewals need no
 /// restart.
-pub fn grpc_bootstrap(p: &BootstrapParams, tls: &BootstrapTls) -> Value {
+pub(crate) fn grpc_bootstrap(p: &BootstrapParams, tls: &BootstrapTls) -> Value {
     let mut b = bootstrap(&BootstrapParams {
         tls: None,
         agent_sds: None,

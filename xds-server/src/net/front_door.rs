@@ -1,8 +1,9 @@
-//! The xDS port's front door. It accepts TCP, enforces the connection limits, runs the
-//! TLS handshake under a timeout, verifies the client certificate against the CA that
-//! issues workload certificates (never a sibling under the same root), and hands tonic
-//! connections that carry who the peer is ([`ConnInfo`]): the verified SPIFFE ID is a
-//! stream's identity, nothing the peer claims later.
+//! The front door of the xDS port and of every HTTP shell. It accepts TCP, enforces the
+//! connection limits, runs the TLS handshake under a timeout, verifies the client
+//! certificate against the CA that issues workload certificates (never a sibling under
+//! the same root), and hands tonic connections that carry who the peer is
+//! ([`ConnInfo`]): the verified SPIFFE ID is a stream's identity, nothing the peer
+//! claims later.
 //!
 //! A connection over a limit is not silently dropped while there is room in a small
 //! overflow lane: it completes its handshake, every RPC on it is refused with
@@ -18,7 +19,7 @@ use std::pin::Pin;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ca::SpiffeId;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -26,45 +27,23 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tonic::transport::server::Connected;
 
+use crate::config::ConnLimits;
+use crate::log_limit::RateLimited;
 use crate::observability::metrics::Metrics;
-use crate::server::Stop;
+use crate::runtime::Stop;
 use crate::xds::wire::budget::{Charge, ConnAccount};
 
 mod tls;
 
-pub use tls::TlsSetup;
-use tls::{not_after, verified_identity};
-
-/// Connection limits of the xDS port.
-#[derive(Clone, Debug)]
-pub struct ConnLimits {
-    /// Longest a TLS handshake may take.
-    pub handshake_timeout: Duration,
-    /// TCP keepalive idle time (None: off).
-    pub keepalive: Option<Duration>,
-    /// Connections open at once, in all.
-    pub max_connections: usize,
-    /// Connections open at once from one IP address.
-    pub max_connections_per_peer: usize,
-}
-
-impl Default for ConnLimits {
-    fn default() -> Self {
-        ConnLimits {
-            handshake_timeout: Duration::from_secs(10),
-            keepalive: Some(Duration::from_secs(60)),
-            max_connections: 10_000,
-            max_connections_per_peer: 64,
-        }
-    }
-}
+use tls::{HANDSHAKE_LOG, not_after, verified_identity};
+pub use tls::{ServingTls, TlsSetup};
 
 /// Connections over a limit that are still answered with a gRPC status.
 /// Listen backlog: deep enough for a fleet reconnecting at once (the kernel caps it at
 /// `net.core.somaxconn`). The 128 a plain bind gets overflows when a thousand sidecars
 /// reconnect after a control-plane restart, and the overflow costs them resets and
 /// second-long SYN retries.
-pub const LISTEN_BACKLOG: u32 = 4096;
+pub(crate) const LISTEN_BACKLOG: u32 = 4096;
 
 /// Binds a listening TCP socket with [`LISTEN_BACKLOG`].
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -106,7 +85,7 @@ impl ConnInfo {
     }
 
     /// The connection's info from a request's extensions.
-    pub fn in_extensions(ext: &http::Extensions) -> Option<&ConnInfo> {
+    pub(crate) fn in_extensions(ext: &http::Extensions) -> Option<&ConnInfo> {
         ext.get::<ConnInfo>()
     }
 }
@@ -170,7 +149,7 @@ pub(crate) fn peer_key(ip: IpAddr) -> IpAddr {
 
 /// Raises the soft file-descriptor limit to the hard one and caps `max_connections` to
 /// what fits, keeping a reserve for everything else the process opens.
-pub fn fit_to_fd_limit(limits: &mut ConnLimits) {
+pub(crate) fn fit_to_fd_limit(limits: &mut ConnLimits) {
     const RESERVE: u64 = 256;
     let mut rl = libc::rlimit {
         rlim_cur: 0,
@@ -244,48 +223,7 @@ fn admit(counts: &Arc<Mutex<Counts>>, peer: IpAddr, limits: &ConnLimits) -> Admi
     }
 }
 
-/// A log line at most once a second per kind, with the number left out since.
-pub struct RateLimited {
-    last: Mutex<Option<(Instant, u64)>>,
-}
-
-impl Default for RateLimited {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl RateLimited {
-    /// A limiter that has not logged yet.
-    pub const fn new() -> Self {
-        RateLimited {
-            last: Mutex::new(None),
-        }
-    }
-
-    /// `Some(suppressed)` when a line may be logged now.
-    pub fn allow(&self) -> Option<u64> {
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        match *last {
-            Some((at, n)) if now.duration_since(at) < Duration::from_secs(1) => {
-                *last = Some((at, n + 1));
-                None
-            }
-            Some((_, n)) => {
-                *last = Some((now, 0));
-                Some(n)
-            }
-            None => {
-                *last = Some((now, 0));
-                Some(0)
-            }
-        }
-    }
-}
-
 static REFUSED_LOG: RateLimited = RateLimited::new();
-static HANDSHAKE_LOG: RateLimited = RateLimited::new();
 
 enum Io {
     Plain(TcpStream),
@@ -394,7 +332,7 @@ pub(crate) fn configure_socket(stream: &TcpStream, keepalive: Option<Duration>) 
 
 /// Accepts connections on `listener` until `stop` fires; TLS with client certificates
 /// when `tls` is given, plain text otherwise.
-pub fn incoming(
+pub(crate) fn incoming(
     listener: TcpListener,
     tls: Option<Arc<TlsSetup>>,
     limits: ConnLimits,
@@ -547,13 +485,18 @@ async fn handshake(
     }
 }
 
+/// The SPIFFE ID of the peer's verified client certificate, from the connection.
+pub(crate) fn peer_identity<T>(request: &tonic::Request<T>) -> Option<SpiffeId> {
+    ConnInfo::of(request)?.identity.clone()
+}
+
 /// When a request is on a connection over a limit, the status that refuses it.
 pub fn refusal<T>(req: &tonic::Request<T>) -> Option<tonic::Status> {
     refusal_in(req.extensions())
 }
 
 /// [`refusal`] from a request's extensions.
-pub fn refusal_in(ext: &http::Extensions) -> Option<tonic::Status> {
+pub(crate) fn refusal_in(ext: &http::Extensions) -> Option<tonic::Status> {
     let reason = ConnInfo::in_extensions(ext)?.refused.as_ref()?;
     Some(tonic::Status::resource_exhausted(format!(
         "connection refused: {reason}"

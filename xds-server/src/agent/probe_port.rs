@@ -9,10 +9,10 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http_body_util::Full;
 
-use super::Status;
+use crate::agent::state::Status;
 use crate::net::fair_queue::QueueLimits;
 use crate::net::http_shell::{self, ShellLimits, ShellRequest, json};
-use crate::server::Stop;
+use crate::runtime::Stop;
 
 /// Longest a forwarded probe waits for the app.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -95,7 +95,7 @@ fn limits() -> ShellLimits {
         queue_total: 128,
         wait: Duration::from_secs(2),
     };
-    let given = crate::xds::listener::ConnLimits::default();
+    let given = crate::config::ConnLimits::default();
     ShellLimits {
         max_body_bytes: 1 << 10,
         handler_timeout: PROBE_TIMEOUT + Duration::from_secs(1),

@@ -23,16 +23,17 @@ use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use super::certs::CertManager;
 use super::issuer::{self, Decision, Issued, Refusal, Reviewed, TOKEN_AUDIENCE};
 use super::token::{self, NegativeCache};
+use crate::config::ConnLimits;
 use crate::net::fair_queue::{FairQueue, QueueLimits};
+use crate::net::front_door::{ConnInfo, TlsSetup};
 use crate::net::http_shell::{self, ShellLimits, ShellRequest, json};
 use crate::observability::metrics::Metrics;
-use crate::server::Stop;
-use crate::xds::listener::{ConnInfo, ConnLimits, TlsSetup};
+use crate::runtime::Stop;
 
 /// Largest request body (a CSR of at most 16 KiB in JSON).
 const MAX_BODY_BYTES: usize = 32 << 10;
 /// TokenReviews in flight at once, and from one address.
-pub const CONCURRENT_REVIEWS: usize = 16;
+pub(crate) const CONCURRENT_REVIEWS: usize = 16;
 const REVIEWS_PER_PEER: usize = 2;
 /// Longest a caller waits for a TokenReview slot, and longest a review may take: with
 /// the body (3 s) they end before the agent's 15 s request timeout.
@@ -68,7 +69,7 @@ pub struct CaService {
     pods_in: PodsIn,
 }
 
-static REFUSED_LOG: crate::xds::listener::RateLimited = crate::xds::listener::RateLimited::new();
+static REFUSED_LOG: crate::log_limit::RateLimited = crate::log_limit::RateLimited::new();
 
 /// The endpoint's bounds: connections 16 per address; bodies 64 at once, 4 per address
 /// (2 MiB at most); requests 64 at once, 4 per address.

@@ -11,13 +11,13 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
 use kube::{Api, Client};
 
-use crate::identity::certs::{write_private, write_public};
+use crate::private_files::{private_dir, read_private, write_private, write_public};
 
 /// Name of the Secret holding the CA in cluster mode.
-pub const CA_SECRET: &str = "rudder-ca";
+pub(crate) const CA_SECRET: &str = "rudder-ca";
 
 /// Loads the CA from `dir`; an error if it holds none (see [`open_or_create`]).
-pub fn from_dir(dir: &Path, trust_domain: &str) -> anyhow::Result<Authority> {
+pub(crate) fn from_dir(dir: &Path, trust_domain: &str) -> anyhow::Result<Authority> {
     let (cert, key) = (dir.join("ca.crt"), dir.join("ca.key"));
     match (cert.exists(), key.exists()) {
         (true, true) => {}
@@ -86,7 +86,7 @@ fn check_dir(dir: &Path) -> anyhow::Result<()> {
 
 /// Loads the CA from `dir`, creating a new root on first start (an empty or missing
 /// directory). A directory with half a CA is an error.
-pub fn open_or_create(dir: &Path, trust_domain: &str) -> anyhow::Result<Authority> {
+pub(crate) fn open_or_create(dir: &Path, trust_domain: &str) -> anyhow::Result<Authority> {
     if dir.join("ca.crt").exists() || dir.join("ca.key").exists() {
         return from_dir(dir, trust_domain);
     }
@@ -110,42 +110,6 @@ pub fn init(dir: &Path, trust_domain: &str) -> anyhow::Result<Authority> {
     Ok(ca)
 }
 
-/// Creates `dir` (and parents) readable only by its owner, if it does not exist.
-pub fn private_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating {}", dir.display()))
-}
-
-/// Reads a private key file, refusing one that is readable by group or others (or is
-/// not a regular file).
-pub fn read_private(path: &Path) -> anyhow::Result<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta =
-        std::fs::symlink_metadata(path).with_context(|| format!("reading {}", path.display()))?;
-    let meta = if meta.file_type().is_symlink() {
-        // A supplied key may be a link (a mounted Secret); judge the file it names.
-        std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?
-    } else {
-        meta
-    };
-    if !meta.is_file() {
-        anyhow::bail!("{} is not a regular file", path.display());
-    }
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        anyhow::bail!(
-            "{} is readable by group or others (mode {mode:03o}); a private key must be 0600 or 0400: chmod 600 {}",
-            path.display(),
-            path.display()
-        );
-    }
-    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
-}
-
 /// A file's text, or empty if it does not exist.
 fn read_optional(path: &Path) -> anyhow::Result<String> {
     match std::fs::read_to_string(path) {
@@ -156,7 +120,7 @@ fn read_optional(path: &Path) -> anyhow::Result<String> {
 }
 
 /// Roots kept in the trust bundle after a rotation, until the overlap ends.
-pub const PREVIOUS_ROOTS: &str = "ca-previous.crt";
+pub(crate) const PREVIOUS_ROOTS: &str = "ca-previous.crt";
 const PREVIOUS_SIGNER_CERT: &str = "ca-previous-signer.crt";
 const PREVIOUS_SIGNER_KEY: &str = "ca-previous-signer.key";
 
@@ -176,7 +140,7 @@ pub enum Rotated {
 /// workload certificate has been renewed (after one certificate lifetime). A root whose
 /// key was published is replaced without an overlap: keeping it trusted would keep
 /// trusting anyone's certificates.
-pub fn rotate(dir: &Path, trust_domain: &str) -> anyhow::Result<Rotated> {
+pub(crate) fn rotate(dir: &Path, trust_domain: &str) -> anyhow::Result<Rotated> {
     rotate_unless(dir, trust_domain, |cert_pem| {
         Authority::denied_roots(cert_pem).first().copied()
     })
@@ -235,7 +199,7 @@ fn rotate_unless(
 
 /// The CA that signs the control plane's serving certificate: the previous root during
 /// a rotation overlap, else the current one.
-pub fn serving_authority(
+pub(crate) fn serving_authority(
     dir: &Path,
     trust_domain: &str,
     current: &Authority,
@@ -257,7 +221,7 @@ pub fn serving_authority(
 }
 
 /// Ends a rotation overlap: roots from before the last rotation are no longer trusted.
-pub fn end_overlap(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn end_overlap(dir: &Path) -> anyhow::Result<()> {
     for f in [PREVIOUS_ROOTS, PREVIOUS_SIGNER_CERT, PREVIOUS_SIGNER_KEY] {
         match std::fs::remove_file(dir.join(f)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
@@ -268,7 +232,7 @@ pub fn end_overlap(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Loads an operator-supplied CA (root, or intermediate with the chain above it).
-pub fn from_files(
+pub(crate) fn from_files(
     cert: &Path,
     key: &Path,
     chain: Option<&Path>,

@@ -9,7 +9,8 @@ use anyhow::{Context, bail};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use envoy_types::pb::envoy::service::status::v3::ClientStatusRequest;
 use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_client::ClientStatusDiscoveryServiceClient;
-use xds_server::cli::ctl;
+mod views;
+
 use xds_types::XdsType;
 
 /// Inspect the xDS config Rudder sends to each proxy, and what each proxy did with it.
@@ -174,13 +175,13 @@ async fn run(args: Args) -> anyhow::Result<u8> {
         .into_inner();
     match &args.command {
         Cmd::Status { output } => {
-            let rows: Vec<ctl::StatusRow> = response
+            let rows: Vec<views::StatusRow> = response
                 .config
                 .iter()
-                .map(|c| ctl::status_row(c, SystemTime::now()))
+                .map(|c| views::status_row(c, SystemTime::now()))
                 .collect();
-            print(&ctl::status_json(&rows), *output, || {
-                ctl::status_table(&rows)
+            print(&views::status_json(&rows), *output, || {
+                views::status_table(&rows)
             })?;
             let bad = rows
                 .iter()
@@ -209,14 +210,14 @@ async fn run(args: Args) -> anyhow::Result<u8> {
                         .with_context(|| format!("--type {t}: expected sds, cds, eds, lds or rds"))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let filter = ctl::DumpFilter {
+            let filter = views::DumpFilter {
                 types,
                 name: name.clone(),
             };
             if let Some(url) = envoy_admin {
                 let dump = fetch_config_dump(url).await?;
-                let delta = ctl::status_row(config, SystemTime::now()).stream == "delta";
-                let diffs = ctl::drift(config, &ctl::envoy_holds(&dump), delta);
+                let delta = views::status_row(config, SystemTime::now()).stream == "delta";
+                let diffs = views::drift(config, &views::envoy_holds(&dump), delta);
                 if diffs.is_empty() {
                     println!("{proxy}: Envoy holds exactly what it ACKed from Rudder");
                     return Ok(0);
@@ -226,8 +227,8 @@ async fn run(args: Args) -> anyhow::Result<u8> {
                 }
                 return Ok(3);
             }
-            let dump = ctl::dump_json(config, &filter);
-            print(&dump, *output, || ctl::dump_table(&dump))?;
+            let dump = views::dump_json(config, &filter);
+            print(&dump, *output, || views::dump_table(&dump))?;
             let nacked = dump["resources"]
                 .as_array()
                 .into_iter()
