@@ -14,7 +14,14 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Library crates whose files are checked, by directory.
-const CRATES: &[&str] = &["ca", "xds-types", "translator", "testbed"];
+const CRATES: &[&str] = &[
+    "ca",
+    "xds-types",
+    "translator",
+    "xds-server",
+    "xds-server/xdsctl",
+    "testbed",
+];
 
 /// The layers of each crate, bottom up: a module (and the files under it) may import
 /// only modules of its own layer or lower ones. The crate root (`lib.rs`) is the face,

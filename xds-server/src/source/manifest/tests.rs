@@ -1,4 +1,5 @@
 use super::*;
+use crate::source::manifest::run;
 
 const SVC: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec:\n  ports: [{name: http, port: 80}]\n";
 

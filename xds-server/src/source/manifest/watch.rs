@@ -11,7 +11,7 @@ use std::time::Duration;
 use notify::Watcher;
 use tokio::sync::mpsc;
 
-use super::{DEBOUNCE, MISSING_POLL, ManifestDir, POLL, apply};
+use super::dir::{DEBOUNCE, MISSING_POLL, ManifestDir, POLL, apply};
 use crate::xds::store::Store;
 
 /// More names than this in one batch: scan everything instead.

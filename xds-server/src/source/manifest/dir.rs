@@ -1,15 +1,6 @@
-//! The manifest-directory source: every `*.yaml` / `*.yml` in one directory
-//! (multi-document files), watched and applied live.
-//!
-//! Each file is parsed as a whole. A file that fails to parse or validate is reported
-//! (file, document index, field) and its last good contents keep serving; a file that
-//! is deleted takes its objects with it. [`ManifestDir::scan`] is synchronous and does
-//! the diffing; [`run`] adds the watching and the debounce.
-//!
-//! A scan reads only files whose size, modification time or inode changed. Problems are
-//! conditions: each is reported once when it appears and once when it clears, however
-//! many scans see it. Symlinks (as ConfigMap volumes use) are followed only to files
-//! inside the directory.
+//! The directory's desired state: [`ManifestDir`] scans the directory and diffs what it
+//! holds against the last good contents of each file, and [`apply`] writes a scan into
+//! the store.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
@@ -25,9 +16,9 @@ use translator::encoded::short_hash;
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
 /// Look at the directory this often even without events (a safety net; unchanged files
 /// are only stat'ed).
-const POLL: Duration = Duration::from_secs(5);
+pub(super) const POLL: Duration = Duration::from_secs(5);
 /// While the directory is missing, look for it this often (its parent is watched too).
-const MISSING_POLL: Duration = Duration::from_millis(500);
+pub(super) const MISSING_POLL: Duration = Duration::from_millis(500);
 
 /// Why a file is not (or only partly) in effect.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -636,8 +627,6 @@ pub fn apply(cache: &Store, scan: Scan) {
     tracing::info!(changes = n, "manifests applied");
 }
 
-mod watch;
-pub use watch::{run, run_with};
-
 #[cfg(test)]
+#[path = "tests.rs"]
 mod tests;
