@@ -219,7 +219,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             cache.clone(),
             cfg.manifest_debounce,
         ));
-        tokio::spawn(crate::k8s::status::log_changes(cache.clone()));
+        tokio::spawn(crate::k8s::crd_status::log_changes(cache.clone()));
         tracing::info!(dir = %dir.display(), "manifests loaded");
     } else if let Some(client) = client.clone() {
         let lease = crate::k8s::lease::LeaseConfig {
@@ -574,7 +574,7 @@ pub fn start_kubernetes(
     let (leader_tx, leader_rx) = tokio::sync::watch::channel(false);
     let field_manager = format!("rudder/{}", lease.identity);
     tokio::spawn(crate::k8s::lease::run(client.clone(), lease, leader_tx));
-    tokio::spawn(crate::k8s::status::run(
+    tokio::spawn(crate::k8s::crd_status::run(
         client,
         cache,
         rejected,

@@ -1,8 +1,8 @@
 //! Kubernetes: the watchers that feed the model ([`watch`]), the Lease that elects the
-//! status writer ([`lease`]), the CRD status it writes ([`status`]), and the sidecar
+//! status writer ([`lease`]), the CRD status it writes ([`crd_status`]), and the sidecar
 //! injector ([`inject`]).
 
+pub mod crd_status;
 pub mod inject;
 pub mod lease;
-pub mod status;
 pub mod watch;
