@@ -7,11 +7,15 @@
 //! schema can express lives in the schema (required fields, ranges, patterns, CEL);
 //! [`TrafficSplitSpec::validate`] and [`RetryPolicySpec::validate`] repeat it for sources
 //! without an API server (the manifest directory) and return the field path.
+//!
+//! [`kinds`] is the one table of the object kinds the mesh reads (group, kind, plural,
+//! versions, status, who provides the CRD, whether it is watched).
 
 pub mod duration;
 #[allow(unreachable_pub)]
 pub mod gateway;
 pub mod gateway_validate;
+pub mod kinds;
 pub mod re2;
 pub mod text;
 // The KubeSchema derive generates items that trip `unreachable_pub`.

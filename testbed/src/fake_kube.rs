@@ -22,53 +22,50 @@ use tokio::sync::mpsc;
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
-/// (apiVersion, kind, plural) of every resource the fake serves.
-const RESOURCES: &[(&str, &str, &str)] = &[
-    ("v1", "Service", "services"),
-    ("v1", "Pod", "pods"),
-    ("discovery.k8s.io/v1", "EndpointSlice", "endpointslices"),
-    (
-        "split.smi-spec.io/v1alpha4",
-        "TrafficSplit",
-        "trafficsplits",
-    ),
-    ("policy.rudder.dev/v1alpha1", "RetryPolicy", "retrypolicies"),
-    (
-        "specs.smi-spec.io/v1alpha4",
-        "HTTPRouteGroup",
-        "httproutegroups",
-    ),
-    ("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes"),
-    ("gateway.networking.k8s.io/v1", "GRPCRoute", "grpcroutes"),
+/// (apiVersion, kind, plural) of the resources the fake serves besides the mesh's kinds
+/// ([`crds::kinds`]): what the control plane writes and asks.
+const OTHER_RESOURCES: &[(&str, &str, &str)] = &[
     ("coordination.k8s.io/v1", "Lease", "leases"),
     ("v1", "Secret", "secrets"),
     ("authentication.k8s.io/v1", "TokenReview", "tokenreviews"),
 ];
 
-/// A served version of a multi-version CRD (the SMI kinds: v1alpha1 to v1alpha4, with
+/// (stored apiVersion, kind, plural) of every resource the fake serves: every row of the
+/// kind table, then the others.
+fn resources() -> impl Iterator<Item = (String, &'static str, &'static str)> {
+    crds::kinds::all()
+        .map(|k| (k.api_version(), k.kind, k.plural))
+        .chain(
+            OTHER_RESOURCES
+                .iter()
+                .map(|(api, kind, plural)| (api.to_string(), *kind, *plural)),
+        )
+}
+
+/// An accepted older version of a mesh kind (the SMI kinds: v1alpha1 to v1alpha4, with
 /// conversion `None`) -> the storage version: the stored object differs only in its
 /// apiVersion, as with a real API server.
 fn storage_version(api_version: &str, kind: &str) -> Option<String> {
-    let group = match kind {
-        "TrafficSplit" => "split.smi-spec.io",
-        "HTTPRouteGroup" => "specs.smi-spec.io",
-        _ => return None,
-    };
-    let version = api_version.strip_prefix(group)?.strip_prefix('/')?;
-    ["v1alpha1", "v1alpha2", "v1alpha3"]
-        .contains(&version)
-        .then(|| format!("{group}/v1alpha4"))
+    crds::kinds::by_api_version_kind(api_version, kind)
+        .map(|k| k.api_version())
+        .filter(|stored| stored != api_version)
 }
 
-fn resource_by_plural(plural: &str) -> Option<(&'static str, &'static str)> {
-    RESOURCES.iter().find(|r| r.2 == plural).map(|r| (r.0, r.1))
+fn resource_by_plural(plural: &str) -> Option<(String, &'static str)> {
+    resources().find(|r| r.2 == plural).map(|r| (r.0, r.1))
 }
 
 fn plural_of(api_version: &str, kind: &str) -> Option<&'static str> {
-    RESOURCES
-        .iter()
+    resources()
         .find(|r| r.0 == api_version && r.1 == kind)
         .map(|r| r.2)
+}
+
+/// Whether `plural` is a resource whose CRD the user installs (the Gateway API's): it
+/// answers 404 while [`FakeKube::set_gateway_api`] says they are not installed.
+fn user_installed(plural: &str) -> bool {
+    crds::kinds::all()
+        .any(|k| k.plural == plural && k.provider == crds::kinds::Provider::UserInstalled)
 }
 
 type Key = (String, String, String); // plural, namespace, name
@@ -426,7 +423,8 @@ impl FakeKube {
         let mut s = self.lock();
         let rv = s.rv.to_string();
         s.watches.retain(|w| {
-            let (api, kind) = resource_by_plural(&w.plural).unwrap_or(("v1", "Unknown"));
+            let (api, kind) =
+                resource_by_plural(&w.plural).unwrap_or(("v1".to_string(), "Unknown"));
             let obj = json!({"apiVersion": api, "kind": kind, "metadata": {"resourceVersion": rv}});
             w.tx.send(event_line("BOOKMARK", &obj)).is_ok()
         });
@@ -476,8 +474,7 @@ impl FakeKube {
             ["namespaces", ns, plural, name, sub] => (Some(*ns), *plural, Some(*name), Some(*sub)),
             _ => return status_error(StatusCode::NOT_FOUND, "NotFound", "unknown path"),
         };
-        let gateway = matches!(plural, "httproutes" | "grpcroutes");
-        if gateway && self.lock().no_gateway_api {
+        if user_installed(plural) && self.lock().no_gateway_api {
             return status_error(
                 StatusCode::NOT_FOUND,
                 "NotFound",
@@ -723,4 +720,31 @@ pub fn jwt(claims: &Value) -> String {
         e(claims.to_string().as_bytes()),
         e(b"not a real signature")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fake serves every row of the kind table, at every version it accepts, and
+    /// stores it at the stored version.
+    #[test]
+    fn every_row_of_the_kind_table_is_served_at_every_accepted_version() {
+        let fake = FakeKube::new();
+        for row in crds::kinds::all() {
+            let stored = row.api_version();
+            assert_eq!(plural_of(&stored, row.kind), Some(row.plural));
+            assert_eq!(
+                resource_by_plural(row.plural),
+                Some((stored.clone(), row.kind))
+            );
+            for (i, api_version) in row.api_versions().into_iter().enumerate() {
+                let name = format!("x{i}");
+                let obj = fake.apply(json!({"apiVersion": api_version, "kind": row.kind,
+                                            "metadata": {"name": name, "namespace": "ns"}}));
+                assert_eq!(obj["apiVersion"], json!(stored), "{api_version}");
+                assert!(fake.get(&stored, row.kind, "ns", &name).is_some());
+            }
+        }
+    }
 }

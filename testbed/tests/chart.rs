@@ -323,6 +323,78 @@ fn the_chart_lints_and_renders_with_default_values() {
     }
 }
 
+/// The ClusterRole's rules as (group, resource, verbs) triples.
+fn cluster_rules(docs: &[Value]) -> Vec<(String, String, Vec<String>)> {
+    let role = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole")
+        .expect("a ClusterRole");
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(String::from)
+            .collect()
+    };
+    let mut out = Vec::new();
+    for rule in role["rules"].as_array().expect("rules") {
+        let verbs = strings(&rule["verbs"]);
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                out.push((group.clone(), resource, verbs.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// The chart's RBAC against the kind table: every watched kind can be listed and watched,
+/// every kind Rudder writes status to has its `/status` updated and patched, and nothing
+/// else is listed, watched or has its status written.
+#[test]
+fn the_cluster_role_grants_what_the_kind_table_needs_and_no_more() {
+    let (_, docs) = template(&[]);
+    let rules = cluster_rules(&docs);
+    let grants = |group: &str, resource: &str, verb: &str| {
+        rules
+            .iter()
+            .any(|(g, r, v)| g == group && r == resource && v.iter().any(|x| x == verb))
+    };
+    for row in crds::kinds::all() {
+        for verb in ["list", "watch"] {
+            assert_eq!(
+                grants(row.group, row.plural, verb),
+                row.watched,
+                "{verb} {}.{} (watched: {})",
+                row.plural,
+                row.group,
+                row.watched
+            );
+        }
+        let status = format!("{}/status", row.plural);
+        for verb in ["update", "patch"] {
+            assert_eq!(
+                grants(row.group, &status, verb),
+                row.status.is_some(),
+                "{verb} {status}.{} (status: {:?})",
+                row.group,
+                row.status
+            );
+        }
+    }
+    for (group, resource, verbs) in &rules {
+        let plural = resource.strip_suffix("/status").unwrap_or(resource);
+        let reads = verbs.iter().any(|v| v == "list" || v == "watch");
+        if reads || resource.ends_with("/status") {
+            assert!(
+                crds::kinds::by_group_plural(group, plural).is_some(),
+                "{resource}.{group} {verbs:?} is outside the kind table"
+            );
+        }
+    }
+}
+
 #[test]
 fn non_default_values_render_what_they_say() {
     let (_, docs) = template(&[

@@ -173,7 +173,7 @@ async fn start_source(cfg: &ServeConfig, client: Option<kube::Client>, cache: Ar
             cache.clone(),
             cfg.manifest_debounce,
         ));
-        tokio::spawn(crate::k8s::status::log_changes(cache));
+        tokio::spawn(crate::k8s::crd_status::log_changes(cache));
         tracing::info!(dir = %dir.display(), "manifests loaded");
     } else if let Some(client) = client {
         crate::k8s::start::start_and_sync(

@@ -1,11 +1,16 @@
 //! Parsing of Kubernetes YAML manifests (multi-document files) into model objects.
 //! Syntax errors carry the line; schema and validation errors carry the document index
-//! and the field path. Kinds the mesh does not use are reported as skipped.
+//! and the field path. Documents are dispatched through the kind table
+//! ([`crds::kinds`], tied to the model's [`Kind`] by [`Kind::info`]): an accepted older
+//! version reads as the stored one; an unaccepted version of a mesh kind, or an unknown
+//! kind of Rudder's own group, is an error naming the accepted ones; other kinds
+//! (Deployments, another controller's Gateway API kinds) are reported as skipped.
 
+use crds::kinds::{self, KindInfo};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{Model, Object};
+use super::{Kind, Model, Object};
 
 /// What one manifest file held.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -141,82 +146,126 @@ fn parse_document(
         };
         return Err(doc_err(index, None, field(missing), "is required".into()));
     }
-    // Every SMI version Flagger and Argo Rollouts write reads as v1alpha4, as the API
-    // server serves them (one schema, conversion None): only the version string differs.
-    let smi = |group: &str| {
-        ["v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4"]
-            .iter()
-            .any(|v| api_version == format!("{group}/{v}"))
-    };
-    let api_version = match kind.as_str() {
-        "TrafficSplit" if smi("split.smi-spec.io") => {
-            map.insert("apiVersion".into(), "split.smi-spec.io/v1alpha4".into());
-            "split.smi-spec.io/v1alpha4".to_string()
-        }
-        // HTTPRoute is served as v1 and v1beta1 with one schema.
-        "HTTPRoute" if api_version == "gateway.networking.k8s.io/v1beta1" => {
-            map.insert("apiVersion".into(), "gateway.networking.k8s.io/v1".into());
-            "gateway.networking.k8s.io/v1".to_string()
-        }
-        "HTTPRouteGroup" if smi("specs.smi-spec.io") => {
-            map.insert("apiVersion".into(), "specs.smi-spec.io/v1alpha4".into());
-            "specs.smi-spec.io/v1alpha4".to_string()
-        }
-        _ => api_version,
-    };
-    let doc = Value::Object(map);
-    let object = match (api_version.as_str(), kind.as_str()) {
-        ("v1", "Service") => Object::Service(Box::new(typed(index, doc, prefix)?)),
-        ("v1", "Pod") => Object::Pod(Box::new(typed(index, doc, prefix)?)),
-        ("discovery.k8s.io/v1", "EndpointSlice") => {
-            Object::EndpointSlice(Box::new(typed(index, doc, prefix)?))
-        }
-        ("split.smi-spec.io/v1alpha4", "TrafficSplit") => {
-            Object::TrafficSplit(Box::new(typed(index, doc, prefix)?))
-        }
-        ("gateway.networking.k8s.io/v1", "HTTPRoute") => {
-            Object::HTTPRoute(Box::new(typed(index, doc, prefix)?))
-        }
-        ("gateway.networking.k8s.io/v1", "GRPCRoute") => {
-            Object::GRPCRoute(Box::new(typed(index, doc, prefix)?))
-        }
-        ("specs.smi-spec.io/v1alpha4", "HTTPRouteGroup") => {
-            Object::HTTPRouteGroup(Box::new(typed(index, doc, prefix)?))
-        }
-        ("policy.rudder.dev/v1alpha1", "RetryPolicy") => {
-            Object::RetryPolicy(Box::new(typed(index, doc, prefix)?))
-        }
-        ("v1", "List") => {
-            let Value::Object(mut map) = doc else {
-                return Ok(());
-            };
-            let items = match map.remove("items") {
-                Some(Value::Array(items)) => items,
-                None | Some(Value::Null) => Vec::new(),
-                Some(other) => {
-                    return Err(doc_err(
-                        index,
-                        None,
-                        field("items"),
-                        format!("expected a list, found {}", type_name(&other)),
-                    ));
-                }
-            };
-            for (i, item) in items.into_iter().enumerate() {
-                parse_document(index, item, &format!("{prefix}items[{i}]."), out)?;
+    if (api_version.as_str(), kind.as_str()) == ("v1", "List") {
+        let items = match map.remove("items") {
+            Some(Value::Array(items)) => items,
+            None | Some(Value::Null) => Vec::new(),
+            Some(other) => {
+                return Err(doc_err(
+                    index,
+                    None,
+                    field("items"),
+                    format!("expected a list, found {}", type_name(&other)),
+                ));
             }
-            return Ok(());
+        };
+        for (i, item) in items.into_iter().enumerate() {
+            parse_document(index, item, &format!("{prefix}items[{i}]."), out)?;
         }
-        _ => {
-            out.skipped.push((index, format!("{api_version}/{kind}")));
-            return Ok(());
-        }
+        return Ok(());
+    }
+    let Some(info) = kinds::by_api_version_kind(&api_version, &kind) else {
+        return match refusal(&api_version, &kind) {
+            Some((f, message)) => Err(doc_err(
+                index,
+                describe(&Value::Object(map)),
+                field(f),
+                message,
+            )),
+            None => {
+                out.skipped.push((index, format!("{api_version}/{kind}")));
+                Ok(())
+            }
+        };
     };
+    let Some(model_kind) = Kind::of(info) else {
+        return Err(doc_err(
+            index,
+            describe(&Value::Object(map)),
+            field("kind"),
+            format!("{kind} is in the kind table but the model has no kind for it"),
+        ));
+    };
+    // Every accepted version reads as the stored one, as the API server serves them (one
+    // schema, conversion None): only the version string differs.
+    let stored = info.api_version();
+    if api_version != stored {
+        map.insert("apiVersion".into(), stored.into());
+    }
+    let object = read(model_kind, index, Value::Object(map), prefix)?;
     if let Err(e) = Model::validate(&object) {
         return Err(doc_err(index, Some(e.object), field(&e.field), e.message));
     }
     out.objects.push(object);
     Ok(())
+}
+
+/// Why a document the table does not accept is refused, as (field, message), or `None`
+/// when it is another controller's (a kind of a group Rudder does not own, or an
+/// unaccepted version of a built-in kind): it is skipped.
+fn refusal(api_version: &str, kind: &str) -> Option<(&'static str, String)> {
+    let (group, _) = kinds::split_api_version(api_version);
+    if let Some(info) = kinds::by_group_kind(group, kind) {
+        if info.provider == kinds::Provider::BuiltIn {
+            return None;
+        }
+        return Some((
+            "apiVersion",
+            format!(
+                "{api_version} is not a version of {kind} Rudder reads; accepted: {}",
+                info.api_versions().join(", ")
+            ),
+        ));
+    }
+    if !kinds::OWN_GROUPS.contains(&group) {
+        return None;
+    }
+    let known: Vec<&str> = kinds::all()
+        .filter(|k| k.group == group)
+        .map(|k| k.kind)
+        .collect();
+    Some((
+        "kind",
+        format!(
+            "{group} has no kind {kind}; its kinds: {}",
+            known.join(", ")
+        ),
+    ))
+}
+
+impl Kind {
+    /// This kind's row of the kind table.
+    pub fn info(self) -> &'static KindInfo {
+        match self {
+            Kind::Service => &kinds::SERVICE,
+            Kind::EndpointSlice => &kinds::ENDPOINT_SLICE,
+            Kind::Pod => &kinds::POD,
+            Kind::TrafficSplit => &kinds::TRAFFIC_SPLIT,
+            Kind::RetryPolicy => &kinds::RETRY_POLICY,
+            Kind::HTTPRouteGroup => &kinds::HTTP_ROUTE_GROUP,
+            Kind::HTTPRoute => &kinds::HTTP_ROUTE,
+            Kind::GRPCRoute => &kinds::GRPC_ROUTE,
+        }
+    }
+
+    /// The model's kind of a table row.
+    pub fn of(info: &KindInfo) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.info() == info)
+    }
+}
+
+/// Reads a document at its kind's stored version as a model object.
+fn read(kind: Kind, index: usize, doc: Value, prefix: &str) -> Result<Object, ManifestError> {
+    Ok(match kind {
+        Kind::Service => Object::Service(Box::new(typed(index, doc, prefix)?)),
+        Kind::EndpointSlice => Object::EndpointSlice(Box::new(typed(index, doc, prefix)?)),
+        Kind::Pod => Object::Pod(Box::new(typed(index, doc, prefix)?)),
+        Kind::TrafficSplit => Object::TrafficSplit(Box::new(typed(index, doc, prefix)?)),
+        Kind::RetryPolicy => Object::RetryPolicy(Box::new(typed(index, doc, prefix)?)),
+        Kind::HTTPRouteGroup => Object::HTTPRouteGroup(Box::new(typed(index, doc, prefix)?)),
+        Kind::HTTPRoute => Object::HTTPRoute(Box::new(typed(index, doc, prefix)?)),
+        Kind::GRPCRoute => Object::GRPCRoute(Box::new(typed(index, doc, prefix)?)),
+    })
 }
 
 fn typed<T: DeserializeOwned>(index: usize, doc: Value, prefix: &str) -> Result<T, ManifestError> {
@@ -258,5 +307,96 @@ fn type_name(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "a list",
         Value::Object(_) => "a mapping",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_model_kind_has_a_row_and_every_row_a_model_kind() {
+        assert_eq!(Kind::ALL.len(), kinds::KINDS.len());
+        for kind in Kind::ALL {
+            assert_eq!(Kind::of(kind.info()), Some(kind));
+            assert_eq!(kind.to_string(), kind.info().kind);
+            // What the model restates of the table agrees with it.
+            let status = kind.info().status;
+            assert_eq!(
+                kind.is_route(),
+                status == Some(kinds::StatusWrite::RouteParents),
+                "{kind}"
+            );
+            assert_eq!(
+                crate::model::ObjectKey::new(kind, "ns", "n").is_policy(),
+                status.is_some(),
+                "{kind}"
+            );
+        }
+        for row in kinds::all() {
+            assert!(Kind::of(row).is_some(), "{} has no model kind", row.kind);
+        }
+    }
+
+    /// Every row is read at every version it accepts (none is skipped or refused for its
+    /// apiVersion or kind; an empty object may still fail validation).
+    #[test]
+    fn every_row_is_read_at_every_accepted_version() {
+        for row in kinds::all() {
+            for api_version in row.api_versions() {
+                let yaml = format!(
+                    "apiVersion: {api_version}\nkind: {}\nmetadata: {{name: x}}\n",
+                    row.kind
+                );
+                match parse_manifest(&yaml) {
+                    Ok(parsed) => {
+                        assert!(parsed.skipped.is_empty(), "{api_version} {}", row.kind);
+                        assert_eq!(parsed.objects.len(), 1, "{api_version} {}", row.kind);
+                        let kind = parsed.objects[0].key().kind;
+                        assert_eq!(kind.info(), row);
+                    }
+                    Err(ManifestError::Document { field, .. }) => {
+                        assert!(
+                            field != "apiVersion" && field != "kind",
+                            "{api_version} {}: {field}",
+                            row.kind
+                        );
+                    }
+                    Err(e) => panic!("{api_version} {}: {e}", row.kind),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_unaccepted_version_or_an_unknown_kind_of_rudders_group_is_an_error() {
+        let doc = |api: &str, kind: &str| {
+            format!(
+                "apiVersion: {api}\nkind: {kind}\nmetadata: {{name: s, namespace: shop}}\nspec: {{}}\n"
+            )
+        };
+        let err = parse_manifest(&doc("gateway.networking.k8s.io/v1alpha2", "HTTPRoute"))
+            .expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            "document 0 (HTTPRoute shop/s): apiVersion: gateway.networking.k8s.io/v1alpha2 is not a version of HTTPRoute Rudder reads; accepted: gateway.networking.k8s.io/v1, gateway.networking.k8s.io/v1beta1"
+        );
+        let err = parse_manifest(&doc("policy.rudder.dev/v1alpha1", "TimeoutPolicy"))
+            .expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            "document 0 (TimeoutPolicy shop/s): kind: policy.rudder.dev has no kind TimeoutPolicy; its kinds: RetryPolicy"
+        );
+        // Other controllers' kinds, and old versions of built-in kinds, stay skipped.
+        for (api, kind) in [
+            ("apps/v1", "Deployment"),
+            ("gateway.networking.k8s.io/v1", "Gateway"),
+            ("specs.smi-spec.io/v1alpha4", "TCPRoute"),
+            ("discovery.k8s.io/v1beta1", "EndpointSlice"),
+            ("v1", "ConfigMap"),
+        ] {
+            let parsed = parse_manifest(&doc(api, kind)).expect(kind);
+            assert_eq!(parsed.skipped, vec![(0, format!("{api}/{kind}"))]);
+        }
     }
 }

@@ -28,7 +28,7 @@ pub fn start_kubernetes(
     let (leader_tx, leader_rx) = tokio::sync::watch::channel(false);
     let field_manager = format!("rudder/{}", lease.identity);
     tokio::spawn(lease::run(client.clone(), lease, leader_tx));
-    tokio::spawn(crate::k8s::status::run(
+    tokio::spawn(crate::k8s::crd_status::run(
         client,
         cache,
         rejected,

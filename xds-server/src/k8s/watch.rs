@@ -1,8 +1,9 @@
-//! The Kubernetes source: kube-runtime watchers for Services, EndpointSlices, Pods,
-//! TrafficSplits, HTTPRouteGroups, RetryPolicies and the Gateway API's HTTPRoutes and
-//! GRPCRoutes, feeding the same model as the manifest directory.
+//! The Kubernetes source: a kube-runtime watcher per watched row of the kind table
+//! ([`crds::kinds`]: Services, EndpointSlices, Pods, TrafficSplits, HTTPRouteGroups,
+//! RetryPolicies and the Gateway API's HTTPRoutes and GRPCRoutes), feeding the same model
+//! as the manifest directory.
 //!
-//! The Gateway API CRDs are the user's to install: while they are not (the list answers
+//! The CRDs the user installs (the Gateway API's): while they are not (the list answers
 //! 404), their watchers count as synced with nothing, say so once in the log, and keep
 //! retrying with backoff, so installing them later needs no restart.
 //!
@@ -17,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
+use crds::kinds::Provider;
 use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, PodSpec, PodStatus, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -171,7 +173,7 @@ async fn watch_kind<K>(
     strip: fn(&mut K),
     sync: Arc<watch::Sender<BTreeSet<String>>>,
     name: String,
-    optional: Option<&'static str>,
+    optional: Option<String>,
 ) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
@@ -221,7 +223,7 @@ async fn watch_kind<K>(
                     tracing::info!(
                         watcher = %name,
                         "{} not installed; routes of this kind are ignored until it is (checked again with backoff)",
-                        optional.unwrap_or_default()
+                        optional.as_deref().unwrap_or_default()
                     );
                     sink.replace(Vec::new());
                     sync.send_modify(|s| {
@@ -237,7 +239,97 @@ async fn watch_kind<K>(
     }
 }
 
-/// Starts every watcher; returns the rejected-object record and the sync state.
+/// The kinds the control plane watches: the kind table's watched rows.
+pub fn watched_kinds() -> impl Iterator<Item = Kind> {
+    Kind::ALL.into_iter().filter(|k| k.info().watched)
+}
+
+/// What a watcher says while its kind's CRD is not installed: `None` for the kinds that
+/// are always served (built in, or shipped with Rudder's chart).
+fn missing_crd(kind: Kind) -> Option<String> {
+    let info = kind.info();
+    if info.provider != Provider::UserInstalled {
+        return None;
+    }
+    let api = if info.group == crds::gateway::GROUP {
+        "the Gateway API CRD"
+    } else {
+        "the CRD"
+    };
+    Some(format!(
+        "{api} {}.{} ({})",
+        info.plural, info.group, info.storage_version
+    ))
+}
+
+/// One watcher's parts that do not depend on its Rust type.
+struct Watcher {
+    client: Client,
+    namespace: Option<String>,
+    sink: Sink,
+    sync: Arc<watch::Sender<BTreeSet<String>>>,
+    label: String,
+    optional: Option<String>,
+}
+
+impl Watcher {
+    fn spawn<K>(self, to_object: fn(K) -> Object, strip: fn(&mut K))
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug
+            + Send
+            + Sync
+            + 'static,
+        K::DynamicType: Default,
+    {
+        let api: Api<K> = match &self.namespace {
+            Some(n) => Api::namespaced(self.client.clone(), n),
+            None => Api::all(self.client.clone()),
+        };
+        tokio::spawn(watch_kind(
+            api,
+            self.sink,
+            to_object,
+            strip,
+            self.sync,
+            self.label,
+            self.optional,
+        ));
+    }
+}
+
+/// Starts the watcher of `kind`. Exhaustive: a new kind says here how it is watched
+/// (its Rust type and what is dropped of it), or that it is not.
+fn start(kind: Kind, w: Watcher) -> bool {
+    match kind {
+        Kind::Service => w.spawn(|o| Object::Service(Box::new(o)), strip_meta::<Service>),
+        Kind::EndpointSlice => w.spawn(
+            |o| Object::EndpointSlice(Box::new(o)),
+            strip_meta::<EndpointSlice>,
+        ),
+        Kind::Pod => w.spawn(|o| Object::Pod(Box::new(o)), strip_pod),
+        Kind::TrafficSplit => w.spawn(
+            |o| Object::TrafficSplit(Box::new(o)),
+            strip_meta::<TrafficSplit>,
+        ),
+        Kind::RetryPolicy => w.spawn(
+            |o| Object::RetryPolicy(Box::new(o)),
+            strip_meta::<RetryPolicy>,
+        ),
+        Kind::HTTPRouteGroup => w.spawn(
+            |o| Object::HTTPRouteGroup(Box::new(o)),
+            strip_meta::<HTTPRouteGroup>,
+        ),
+        Kind::HTTPRoute => w.spawn(|o| Object::HTTPRoute(Box::new(o)), strip_meta::<HTTPRoute>),
+        Kind::GRPCRoute => w.spawn(|o| Object::GRPCRoute(Box::new(o)), strip_meta::<GRPCRoute>),
+    }
+    true
+}
+
+/// Starts a watcher per watched kind (and namespace); returns the rejected-object record
+/// and the sync state.
 pub fn spawn(client: Client, cache: Arc<Store>, scope: &KubeScope) -> (Rejected, SyncState) {
     let rejected: Rejected = Arc::default();
     let (tx, _) = watch::channel(BTreeSet::new());
@@ -249,79 +341,24 @@ pub fn spawn(client: Client, cache: Arc<Store>, scope: &KubeScope) -> (Rejected,
     };
     let mut expected = 0;
     for ns in &namespaces {
-        let sink = |kind| Sink {
-            cache: cache.clone(),
-            rejected: rejected.clone(),
-            kind,
-            namespace: ns.clone(),
-        };
-        let label = |k: &str| format!("{k}/{}", ns.as_deref().unwrap_or("*"));
-        macro_rules! start {
-            ($ty:ty, $kind:expr, $to:expr, $strip:expr) => {
-                start!($ty, $kind, $to, $strip, None)
+        for kind in watched_kinds() {
+            let w = Watcher {
+                client: client.clone(),
+                namespace: ns.clone(),
+                sink: Sink {
+                    cache: cache.clone(),
+                    rejected: rejected.clone(),
+                    kind,
+                    namespace: ns.clone(),
+                },
+                sync: tx.clone(),
+                label: format!("{kind}/{}", ns.as_deref().unwrap_or("*")),
+                optional: missing_crd(kind),
             };
-            ($ty:ty, $kind:expr, $to:expr, $strip:expr, $optional:expr) => {{
-                let api: Api<$ty> = match ns {
-                    Some(n) => Api::namespaced(client.clone(), n),
-                    None => Api::all(client.clone()),
-                };
+            if start(kind, w) {
                 expected += 1;
-                tokio::spawn(watch_kind(
-                    api,
-                    sink($kind),
-                    $to,
-                    $strip,
-                    tx.clone(),
-                    label(&$kind.to_string()),
-                    $optional,
-                ));
-            }};
+            }
         }
-        start!(
-            Service,
-            Kind::Service,
-            |o| Object::Service(Box::new(o)),
-            strip_meta::<Service>
-        );
-        start!(
-            EndpointSlice,
-            Kind::EndpointSlice,
-            |o| Object::EndpointSlice(Box::new(o)),
-            strip_meta::<EndpointSlice>
-        );
-        start!(Pod, Kind::Pod, |o| Object::Pod(Box::new(o)), strip_pod);
-        start!(
-            TrafficSplit,
-            Kind::TrafficSplit,
-            |o| Object::TrafficSplit(Box::new(o)),
-            strip_meta::<TrafficSplit>
-        );
-        start!(
-            RetryPolicy,
-            Kind::RetryPolicy,
-            |o| Object::RetryPolicy(Box::new(o)),
-            strip_meta::<RetryPolicy>
-        );
-        start!(
-            HTTPRouteGroup,
-            Kind::HTTPRouteGroup,
-            |o| Object::HTTPRouteGroup(Box::new(o)),
-            strip_meta::<HTTPRouteGroup>
-        );
-        start!(
-            HTTPRoute,
-            Kind::HTTPRoute,
-            |o| Object::HTTPRoute(Box::new(o)),
-            strip_meta::<HTTPRoute>,
-            Some("the Gateway API CRD httproutes.gateway.networking.k8s.io (v1)")
-        );
-        start!(
-            GRPCRoute,
-            Kind::GRPCRoute,
-            |o| Object::GRPCRoute(Box::new(o)),
-            strip_meta::<GRPCRoute>,
-            Some("the Gateway API CRD grpcroutes.gateway.networking.k8s.io (v1)")
-        );
     }
     (rejected, SyncState { tx, expected })
 }
@@ -329,6 +366,56 @@ pub fn spawn(client: Client, cache: Arc<Store>, scope: &KubeScope) -> (Rejected,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every watched row of the kind table has a watcher, at its stored version, and
+    /// nothing outside the table is watched: the requests a fake API server sees.
+    #[tokio::test]
+    async fn every_watched_row_of_the_kind_table_is_watched_and_nothing_else() {
+        let fake = testbed::fake_kube::FakeKube::new();
+        let cache = Store::new(
+            crate::xds::store::StoreConfig::default(),
+            Default::default(),
+            None,
+        );
+        let scope = KubeScope {
+            namespaces: vec!["a".into(), "b".into()],
+        };
+        let (_, sync) = spawn(fake.client(), cache, &scope);
+        tokio::time::timeout(std::time::Duration::from_secs(30), sync.wait())
+            .await
+            .expect("every watcher lists");
+        let watched: Vec<_> = crds::kinds::all().filter(|k| k.watched).collect();
+        assert_eq!(sync.expected, 2 * watched.len());
+        let mut seen = BTreeSet::new();
+        for request in fake.requests() {
+            let path = request
+                .split_once(' ')
+                .and_then(|(_, p)| p.split_once('?'))
+                .map(|(p, _)| p)
+                .unwrap_or_default();
+            let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+            let (api_version, ns, plural) = match segs.as_slice() {
+                ["api", v, "namespaces", ns, plural] => (v.to_string(), *ns, *plural),
+                ["apis", g, v, "namespaces", ns, plural] => (format!("{g}/{v}"), *ns, *plural),
+                _ => panic!("not a namespaced list or watch: {request}"),
+            };
+            let (group, _) = crds::kinds::split_api_version(&api_version);
+            let row = crds::kinds::by_group_plural(group, plural)
+                .unwrap_or_else(|| panic!("{request} is outside the kind table"));
+            assert!(row.watched, "{request}: {} is not a watched kind", row.kind);
+            assert_eq!(api_version, row.api_version(), "{request}");
+            seen.insert((row.kind, ns.to_string()));
+        }
+        for row in watched {
+            for ns in ["a", "b"] {
+                assert!(
+                    seen.contains(&(row.kind, ns.to_string())),
+                    "{} in {ns} is not watched",
+                    row.kind
+                );
+            }
+        }
+    }
 
     #[test]
     fn pods_keep_only_what_the_model_reads() {

@@ -1,8 +1,9 @@
 //! Writes `status` (observedGeneration, `Accepted`, `ResolvedRefs`, and while proxies
-//! reject config made from the object `RejectedByProxies` or `Implicated`) of
-//! TrafficSplits and RetryPolicies, and `status.parents` of Gateway API routes (one entry
-//! per Service parent, `controllerName: rudder.dev/mesh`; other controllers' entries are
-//! kept), after each build, only while this replica leads (see `lease`). Only changed
+//! reject config made from the object `RejectedByProxies` or `Implicated`) of the kinds
+//! whose row of the kind table ([`crds::kinds`]) says `Conditions` (TrafficSplits and
+//! RetryPolicies), and `status.parents` of those that say `RouteParents` (Gateway API
+//! routes: one entry per Service parent, `controllerName: rudder.dev/mesh`; other
+//! controllers' entries are kept), after each build, only while this replica leads (see `lease`). Only changed
 //! statuses are patched; `lastTransitionTime` moves only when a condition's status does.
 
 use std::collections::BTreeMap;
@@ -10,17 +11,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crds::gateway::{CONTROLLER_NAME, Route, RouteParentStatus};
+use crds::kinds::StatusWrite;
 use crds::{ConditionReason, MeshCondition};
 use crds::{GRPCRoute, HTTPRoute, ParentReference, RouteStatus};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 use tokio::sync::watch;
-use translator::{
-    model::{Kind, ObjectKey, RetryPolicy, TrafficSplit},
-    status::{PolicyStatus, policy_status},
-};
+use translator::model::{Kind, ObjectKey};
+use translator::status::{PolicyStatus, policy_status};
 
 use crate::k8s::watch::Rejected;
 use crate::xds::containment::Suspect;
@@ -101,9 +101,7 @@ pub fn desired(cache: &Store, rejected: &Rejected) -> BTreeMap<ObjectKey, Policy
         let rejected = rejected.lock().unwrap_or_else(|e| e.into_inner());
         rejected
             .iter()
-            .filter(|(key, _)| {
-                matches!(key.kind, Kind::TrafficSplit | Kind::RetryPolicy) || key.kind.is_route()
-            })
+            .filter(|(key, _)| key.kind.info().status.is_some())
             .map(|(key, (generation, err))| {
                 (
                     key.clone(),
@@ -305,24 +303,32 @@ async fn patch(
         field_manager: Some(field_manager.to_string()),
         ..Default::default()
     };
-    if key.kind.is_route() {
-        patch_route(client, key, status, &params, &now).await?;
-        return Ok(Vec::new());
-    }
-    match key.kind {
-        Kind::TrafficSplit => {
-            let api: Api<TrafficSplit> = Api::namespaced(client.clone(), &key.namespace);
+    match key.kind.info().status {
+        Some(StatusWrite::RouteParents) => {
+            patch_route(client, key, status, &params, &now).await?;
+            return Ok(Vec::new());
+        }
+        Some(StatusWrite::Conditions) => {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(client.clone(), &key.namespace, &api_resource(key.kind));
             api.patch_status(&key.name, &params, &Patch::Merge(body))
                 .await?;
         }
-        Kind::RetryPolicy => {
-            let api: Api<RetryPolicy> = Api::namespaced(client.clone(), &key.namespace);
-            api.patch_status(&key.name, &params, &Patch::Merge(body))
-                .await?;
-        }
-        _ => {}
+        None => {}
     }
     Ok(conditions)
+}
+
+/// The API resource of `kind`, from the kind table.
+fn api_resource(kind: Kind) -> ApiResource {
+    let info = kind.info();
+    ApiResource {
+        group: info.group.into(),
+        version: info.storage_version.into(),
+        api_version: info.api_version(),
+        kind: info.kind.into(),
+        plural: info.plural.into(),
+    }
 }
 
 /// The `status.parents` a route should carry: other controllers' entries as they are,
@@ -421,6 +427,7 @@ async fn patch_route(
         Ok(())
     }
     let ns = &key.namespace;
+    // Exhaustive: a new kind whose row says `RouteParents` must be read here as a route.
     match key.kind {
         Kind::HTTPRoute => {
             let api: Api<HTTPRoute> = Api::namespaced(client.clone(), ns);
@@ -430,7 +437,12 @@ async fn patch_route(
             let api: Api<GRPCRoute> = Api::namespaced(client.clone(), ns);
             one(api, &key.name, status, params, now).await
         }
-        _ => Ok(()),
+        Kind::Service
+        | Kind::EndpointSlice
+        | Kind::Pod
+        | Kind::TrafficSplit
+        | Kind::RetryPolicy
+        | Kind::HTTPRouteGroup => Ok(()),
     }
 }
 
@@ -585,6 +597,53 @@ mod tests {
             !implicated.is_empty(),
             "what is left out says it shares the rejected route"
         );
+    }
+
+    /// The status writer reaches each kind the table says gets status at its stored
+    /// version, and the routes it reads as routes are the `RouteParents` rows.
+    #[test]
+    fn status_is_written_as_the_kind_table_says() {
+        for kind in Kind::ALL {
+            let info = kind.info();
+            let ar = api_resource(kind);
+            assert_eq!(
+                (
+                    ar.api_version.as_str(),
+                    ar.plural.as_str(),
+                    ar.kind.as_str()
+                ),
+                (info.api_version().as_str(), info.plural, info.kind)
+            );
+            assert_eq!(
+                kind.is_route(),
+                info.status == Some(StatusWrite::RouteParents),
+                "{kind}"
+            );
+        }
+        // Rejected objects of every status kind, and of no other, get a status.
+        let rejected = Rejected::default();
+        for kind in Kind::ALL {
+            rejected.lock().expect("lock").insert(
+                ObjectKey::new(kind, "default", "bad"),
+                (
+                    Some(1),
+                    translator::model::ModelError {
+                        object: format!("{kind} default/bad"),
+                        field: "spec".into(),
+                        message: "wrong".into(),
+                        unsupported: false,
+                    },
+                ),
+            );
+        }
+        let status = desired(&store_with(""), &rejected);
+        for kind in Kind::ALL {
+            assert_eq!(
+                status.contains_key(&ObjectKey::new(kind, "default", "bad")),
+                kind.info().status.is_some(),
+                "{kind}"
+            );
+        }
     }
 
     #[test]
