@@ -8,9 +8,10 @@
 //! Not covered: label/field selectors, pagination (`limit`/`continue`), server-side
 //! apply, schema validation and admission, `sendInitialEvents` streaming lists.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -204,7 +205,7 @@ impl FakeKube {
     }
 
     fn lock(&self) -> MutexGuard<'_, Store> {
-        self.store.lock().unwrap_or_else(|e| e.into_inner())
+        self.store.lock()
     }
 
     /// Whether the Gateway API CRDs (HTTPRoute, GRPCRoute) are installed; they are by

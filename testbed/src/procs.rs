@@ -18,6 +18,7 @@ pub fn workspace_root() -> PathBuf {
 
 /// The Envoy binary: `$RUDDER_ENVOY`, else `.tools/envoy` from `scripts/setup.sh`.
 /// Missing Envoy is an error, never a skip.
+#[allow(clippy::disallowed_methods, reason = "the test harness's own setting")]
 pub fn envoy_binary() -> anyhow::Result<PathBuf> {
     let path = std::env::var_os("RUDDER_ENVOY")
         .map(PathBuf::from)

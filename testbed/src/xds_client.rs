@@ -6,13 +6,14 @@
 //! One client skeleton ([`RawAds`]) runs both ADS variants; what differs (the messages,
 //! how a response is recorded and answered) is a small `Variant`.
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -441,21 +442,21 @@ impl RawAds {
                         None => break "closed".to_string(),
                     };
                     {
-                        let mut r = rec.lock().expect("lock");
+                        let mut r = rec.lock();
                         r.responses += 1;
                         V::record(&mut r, &resp);
                     }
                     let _ = tx.send(variant.answer(&resp)).await;
                 },
             };
-            rec.lock().expect("lock").ended = Some(ended);
+            rec.lock().ended = Some(ended);
         });
         RawAds { received, task }
     }
 
     /// A copy of what it has been sent.
     pub fn received(&self) -> Received {
-        self.received.lock().expect("lock").clone()
+        self.received.lock().clone()
     }
 
     /// Waits until `check` holds for what was received.
@@ -467,7 +468,7 @@ impl RawAds {
     ) -> anyhow::Result<()> {
         let rec = self.received.clone();
         crate::procs::wait_until(timeout, what, || {
-            let ok = check(&rec.lock().expect("lock"));
+            let ok = check(&rec.lock());
             async move { Ok(ok) }
         })
         .await

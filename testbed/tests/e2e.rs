@@ -125,7 +125,7 @@ async fn live_edits(stream: Stream) -> anyhow::Result<()> {
     traffic.reset_counts();
     wait_until(CONVERGE, "web-3 to answer", || {
         let r = traffic.results.clone();
-        async move { Ok(r.lock().expect("lock").by_pod.contains_key("web-3")) }
+        async move { Ok(r.lock().by_pod.contains_key("web-3")) }
     })
     .await?;
     eprintln!(

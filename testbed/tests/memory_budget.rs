@@ -6,10 +6,11 @@
 //! message deadline, refusals name the identity's allowance, and a proxy of another
 //! identity connects and gets its config meanwhile.
 
+use parking_lot::Mutex;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -194,7 +195,7 @@ struct Attack {
 
 impl Attack {
     fn ended(&self) -> Vec<Ended> {
-        self.ended.lock().expect("lock").clone()
+        self.ended.lock().clone()
     }
 }
 
@@ -277,7 +278,7 @@ async fn attack_on(
                             code: "error".into(),
                             message: format!("{e:#}"),
                         });
-                    ended.lock().expect("lock").push(e);
+                    ended.lock().push(e);
                 }));
             }
         }

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[allow(clippy::disallowed_methods, reason = "the cargo that runs the test")]
 fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string())
 }

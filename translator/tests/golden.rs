@@ -124,7 +124,9 @@ fn check(case: &str, input: &Path) {
         _ => snapshot(&model),
     };
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{case}.golden"));
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+    #[allow(clippy::disallowed_methods, reason = "the golden update switch")]
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    if update {
         std::fs::write(&golden, &actual).expect("write golden");
         return;
     }

@@ -1,7 +1,7 @@
 //! Logging that a peer cannot turn into a flood: a line at most once a second per kind,
 //! with the number left out since ([`RateLimited`]).
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 /// A log line at most once a second per kind, with the number left out since.
@@ -25,7 +25,7 @@ impl RateLimited {
 
     /// `Some(suppressed)` when a line may be logged now.
     pub(crate) fn allow(&self) -> Option<u64> {
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = self.last.lock();
         let now = Instant::now();
         match *last {
             Some((at, n)) if now.duration_since(at) < Duration::from_secs(1) => {

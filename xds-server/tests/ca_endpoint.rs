@@ -5,7 +5,8 @@
 //! anonymous callers are refused; once the identity's last pod is gone nothing is
 //! issued; no answer ever carries a private key.
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use testbed::fake_kube::FakeKube;
@@ -108,7 +109,6 @@ async fn start(fake: &FakeKube) -> Endpoint {
             metrics.clone(),
             Box::new(move |ns| {
                 seen.lock()
-                    .expect("pods")
                     .iter()
                     .filter(|(n, _, _)| n == ns)
                     .map(|(_, p, sa)| (p.clone(), sa.clone()))
@@ -283,7 +283,6 @@ async fn renewals_stop_when_the_identitys_last_pod_is_deleted() {
     let ep = start(&fake).await;
     ep.pods
         .lock()
-        .expect("pods")
         .push(("shop".into(), "cart-2".into(), "cart".into()));
     let ask = |token: &str| {
         let (addr, bundle, token) = (ep.addr.clone(), ep.bundle.clone(), token.to_string());
@@ -301,10 +300,7 @@ async fn renewals_stop_when_the_identitys_last_pod_is_deleted() {
         ask(&bound).await.expect("a renewal while cart-1 runs");
     }
     // cart-1 is deleted: its bound token gets nothing, though cart-2 still runs.
-    ep.pods
-        .lock()
-        .expect("pods")
-        .retain(|(_, p, _)| p != "cart-1");
+    ep.pods.lock().retain(|(_, p, _)| p != "cart-1");
     let err = ask(&bound).await.expect_err("cart-1 is gone");
     let msg = format!("{err:#}");
     assert!(msg.contains("403") && msg.contains("shop/cart-1"), "{msg}");
@@ -312,7 +308,7 @@ async fn renewals_stop_when_the_identitys_last_pod_is_deleted() {
         .await
         .expect("an unbound token while cart-2 runs");
     // The last pod goes: nothing more for shop/cart.
-    ep.pods.lock().expect("pods").clear();
+    ep.pods.lock().clear();
     let err = ask(&unbound).await.expect_err("no pod left");
     let msg = format!("{err:#}");
     assert!(

@@ -3,6 +3,7 @@
 //! result compared with `tests/inject/*.golden.yaml` (`UPDATE_GOLDEN=1` rewrites them;
 //! review the diff). Injecting the result again changes nothing, every rendered Pod
 //! deserializes as a k8s-openapi Pod, and skipped pods say why.
+#![allow(clippy::disallowed_methods, reason = "the golden update switch")]
 
 use std::path::{Path, PathBuf};
 

@@ -2,6 +2,7 @@
 //! against the in-process fake API server (real LIST/WATCH protocol), the real ADS server,
 //! and an xDS client that checks what a proxy receives; status written back through the
 //! status subresource by the Lease holder.
+#![allow(clippy::disallowed_methods, reason = "the opt-in real-cluster switch")]
 
 mod kube_common;
 

@@ -3,8 +3,9 @@
 //! for every cluster and RDS for the route its listener names, SDS by name), ACKs every
 //! response, and timestamps what it receives.
 
+use parking_lot::RwLock;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -57,7 +58,7 @@ impl Shared {
     }
 
     fn saw(&self, stats: &ProxyStats, names: impl Iterator<Item = String>) {
-        let watch = self.watch.read().unwrap_or_else(|e| e.into_inner());
+        let watch = self.watch.read();
         if watch.is_empty() {
             return;
         }

@@ -6,10 +6,11 @@
 //! reconnect storm, and the floor: the same bytes written to P plain TCP connections.
 //! Results print as a table and, with --json, as one JSON object.
 
+use parking_lot::RwLock;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -327,7 +328,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 s.hits.store(0, Ordering::Relaxed);
                 s.done_at.store(0, Ordering::Relaxed);
             }
-            *shared.watch.write().unwrap_or_else(|e| e.into_inner()) = watch;
+            *shared.watch.write() = watch;
             let bytes_before = bytes(&fleet);
             let cpu_before = procstat::cpu_ns(pid).unwrap_or(0);
             let start = Instant::now();
@@ -360,11 +361,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             per_proxy_bytes.push((bytes(&fleet) - bytes_before) / fleet.stats.len() as u64);
             let _ = elapsed;
         }
-        shared
-            .watch
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        shared.watch.write().clear();
         let (p50, p99, max) = percentiles(conv);
         let (cpu50, _, cpu_max) = percentiles(cpu);
         per_proxy_bytes.sort();

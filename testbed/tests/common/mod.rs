@@ -4,10 +4,11 @@
 
 #![allow(dead_code)]
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use testbed::manifests::{app_ip, pod, service, slice};
@@ -254,7 +255,7 @@ impl Traffic {
             while !s.load(std::sync::atomic::Ordering::Relaxed) {
                 let res = testbed::http::get_via(proxy, &url).await;
                 {
-                    let mut r = r.lock().expect("lock");
+                    let mut r = r.lock();
                     match res {
                         Ok(reply) if reply.status == 200 => {
                             r.ok += 1;
@@ -286,13 +287,13 @@ impl Traffic {
 
     /// Resets the per-pod counts (e.g. after a change has converged).
     pub(crate) fn reset_counts(&self) {
-        self.results.lock().expect("lock").by_pod.clear();
+        self.results.lock().by_pod.clear();
     }
 
     pub(crate) async fn stop(self) -> TrafficResults {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = self.task.await;
-        std::mem::take(&mut *self.results.lock().expect("lock"))
+        std::mem::take(&mut *self.results.lock())
     }
 }
 

@@ -3,7 +3,8 @@
 //! can reach it, so it runs in the hardened shell (`crate::net::http_shell`) with
 //! connection caps per address and in all.
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -113,7 +114,7 @@ fn answer(
     if let Some(p) = probes.get(path) {
         return Err(p.clone());
     }
-    let s = status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let s = status.lock().clone();
     Ok(match path {
         "/ready" if s.ready(SystemTime::now()) => json(200, &s),
         "/ready" => json(503, &s),

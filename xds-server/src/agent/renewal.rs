@@ -3,9 +3,10 @@
 //! certificate, serves it over SDS, reports on the status port and writes the proxy's
 //! bootstrap once credentials are in.
 
+use parking_lot::Mutex;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::agent::probe_port::{self, AppProbe};
@@ -174,7 +175,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         let wait = next_attempt(valid.as_ref(), SystemTime::now(), failures)
             .mul_f64(rand::random_range(0.9..1.1));
         {
-            let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
+            let mut s = status.lock();
             s.identity = valid
                 .as_ref()
                 .and_then(|v| v.identity.as_ref().map(ToString::to_string));
@@ -186,7 +187,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             Ok((issued, key_pem)) => {
                 served.send_modify(|s| *s = s.next(&issued.cert_chain_pem, &key_pem));
                 failures = 0;
-                let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
+                let mut s = status.lock();
                 s.last_renewal = Some(secs(SystemTime::now()));
                 s.renewals += 1;
                 s.last_error = None;
@@ -195,7 +196,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
-                let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
+                let mut s = status.lock();
                 s.failures = failures;
                 s.last_error = Some(format!("{e:#}"));
                 tracing::warn!(error = %format!("{e:#}"), failures, "renewing credentials failed; retrying with backoff");

@@ -98,7 +98,7 @@ pub fn desired(cache: &Store, rejected: &Rejected) -> BTreeMap<ObjectKey, Policy
     // Copied out so the rejected-objects lock is never held while the store's is taken:
     // the watchers take them the other way round (a deadlock seen in a full test run).
     let refused: Vec<(ObjectKey, Option<i64>, String, bool)> = {
-        let rejected = rejected.lock().unwrap_or_else(|e| e.into_inner());
+        let rejected = rejected.lock();
         rejected
             .iter()
             .filter(|(key, _)| key.kind.info().status.is_some())
@@ -623,7 +623,7 @@ mod tests {
         // Rejected objects of every status kind, and of no other, get a status.
         let rejected = Rejected::default();
         for kind in Kind::ALL {
-            rejected.lock().expect("lock").insert(
+            rejected.lock().insert(
                 ObjectKey::new(kind, "default", "bad"),
                 (
                     Some(1),

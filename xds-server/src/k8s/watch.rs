@@ -14,9 +14,10 @@
 //! before anything is kept. Objects that fail validation are skipped with a log line
 //! and remembered in [`Rejected`] so their status can say why.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crds::kinds::Provider;
 use futures::TryStreamExt;
@@ -135,8 +136,8 @@ impl Sink {
 
     fn lock_rejected(
         &self,
-    ) -> std::sync::MutexGuard<'_, BTreeMap<ObjectKey, (Option<i64>, ModelError)>> {
-        self.rejected.lock().unwrap_or_else(|e| e.into_inner())
+    ) -> parking_lot::MutexGuard<'_, BTreeMap<ObjectKey, (Option<i64>, ModelError)>> {
+        self.rejected.lock()
     }
 
     /// Replaces every object of this kind in scope with `objects` (after a (re-)list).

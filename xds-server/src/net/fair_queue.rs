@@ -7,9 +7,10 @@
 //! [`Core`] is the bookkeeping without clocks or channels (tested beside it);
 //! [`FairQueue`] is the async shell that waits on it.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -219,8 +220,8 @@ impl FairQueue {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Core<oneshot::Sender<Permit>>> {
-        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Core<oneshot::Sender<Permit>>> {
+        self.core.lock()
     }
 
     fn release(self: &Arc<Self>, peer: IpAddr) {

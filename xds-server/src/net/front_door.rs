@@ -12,12 +12,13 @@
 //! The xDS port's HTTP/2 server also refuses this way a connection its peer's memory
 //! budget cannot take ([`Conn::refuse`], [`crate::xds::wire::budget`]).
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -107,7 +108,7 @@ struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut c = self.counts.lock();
         if self.overflow {
             c.overflow = c.overflow.saturating_sub(1);
             return;
@@ -183,7 +184,7 @@ pub(crate) fn fit_to_fd_limit(limits: &mut ConnLimits) {
 
 fn admit(counts: &Arc<Mutex<Counts>>, peer: IpAddr, limits: &ConnLimits) -> Admission {
     let peer = peer_key(peer);
-    let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = counts.lock();
     let from_peer = c.per_peer.get(&peer).copied().unwrap_or(0);
     let over = if c.total >= limits.max_connections {
         Some(format!(

@@ -19,10 +19,11 @@
 //!
 //! Every refusal is counted (`rudder_http_shell_refusals_total`) and logged, rate-limited.
 
+use parking_lot::Mutex;
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -164,7 +165,7 @@ impl Activity {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
-        let last = *self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let last = *self.last.lock();
         Some(if self.served.load(Ordering::Acquire) == 0 {
             last + first
         } else {
@@ -185,7 +186,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        *self.0.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        *self.0.last.lock() = Instant::now();
         self.0.served.fetch_add(1, Ordering::AcqRel);
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }

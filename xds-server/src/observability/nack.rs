@@ -2,8 +2,8 @@
 //! proxy's own error text. Each rejection is logged once; the record is kept (bounded)
 //! for `xdsctl` and CRD status to show.
 
+use parking_lot::Mutex;
 use std::collections::{HashSet, VecDeque};
-use std::sync::Mutex;
 use std::time::SystemTime;
 
 use xds_types::XdsType;
@@ -43,7 +43,7 @@ impl NackLog {
     /// Records a rejection; logs it unless this exact one (node, type, version) was
     /// already seen.
     pub(crate) fn record(&self, node: &str, identity: &str, rejection: &Rejection) {
-        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.inner.lock();
         let (records, seen) = &mut *guard;
         let key = (node.to_string(), rejection.kind, rejection.version.clone());
         if seen.insert(key) {
@@ -89,7 +89,7 @@ impl NackLog {
 
     /// Every kept rejection, oldest first.
     pub fn all(&self) -> Vec<NackRecord> {
-        let guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = self.inner.lock();
         guard.0.iter().cloned().collect()
     }
 }

@@ -3,9 +3,10 @@
 //! each proxy should hold, what it holds, what is in flight, what it rejected), so the
 //! registry keeps nothing per resource and nothing is copied until someone asks.
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -192,8 +193,8 @@ pub struct ProxyRegistry {
 }
 
 impl ProxyRegistry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Proxy>>> {
-        self.proxies.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, BTreeMap<u64, Arc<Proxy>>> {
+        self.proxies.lock()
     }
 
     /// Registers a stream; returns its id.

@@ -11,8 +11,9 @@
 //! a token a TokenReview refused is not reviewed again for a while, and TokenReviews in
 //! flight are bounded and fair-queued per address. The rules live in [`super::issuer`].
 
+use parking_lot::Mutex;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -151,7 +152,6 @@ impl CaService {
         let cached = self
             .refused_tokens
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .get(&token, std::time::Instant::now());
         if let Some(r) = cached {
             return Err(r);
@@ -214,7 +214,6 @@ impl CaService {
         {
             self.refused_tokens
                 .lock()
-                .unwrap_or_else(|e| e.into_inner())
                 .insert(&token, r.clone(), std::time::Instant::now());
         }
         result

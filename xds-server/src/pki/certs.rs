@@ -4,9 +4,10 @@
 //! certificate. No workload private key is made, kept or sent here. What was issued is
 //! remembered only as (identity, expiry), for metrics, and forgotten once expired.
 
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use ca::csr::CheckedRequest;
@@ -38,8 +39,8 @@ impl CertManager {
         }
     }
 
-    fn ca(&self) -> std::sync::RwLockReadGuard<'_, Authority> {
-        self.ca.read().unwrap_or_else(|e| e.into_inner())
+    fn ca(&self) -> parking_lot::RwLockReadGuard<'_, Authority> {
+        self.ca.read()
     }
 
     /// The trust domain.
@@ -84,7 +85,7 @@ impl CertManager {
     ) -> Result<SignedCert, CaError> {
         let now = SystemTime::now();
         let signed = self.ca().sign_request(request, id, lifetime, now)?;
-        let mut issued = self.issued.lock().unwrap_or_else(|e| e.into_inner());
+        let mut issued = self.issued.lock();
         issued.retain(|_, until| *until > now);
         issued.insert(id.clone(), signed.not_after);
         Ok(signed)
@@ -95,7 +96,6 @@ impl CertManager {
         let now = SystemTime::now();
         self.issued
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .iter()
             .filter(|(_, t)| **t > now)
             .map(|(id, t)| (id.clone(), *t))

@@ -7,8 +7,9 @@
 //! (the machine charges them before storing them). Over the identity's allowance or the
 //! global budget, the stream is refused or ended with `RESOURCE_EXHAUSTED`.
 
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -153,8 +154,8 @@ impl Framed for DeltaResponse {
 struct Shared<P: Protocol>(Mutex<Stream<P>>);
 
 impl<P: Protocol> Shared<P> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Stream<P>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Stream<P>> {
+        self.0.lock()
     }
 }
 

@@ -3,9 +3,10 @@
 //! those names when it can, the whole directory on a timer, on overflow and when the
 //! directory itself changed) and applies.
 
+use parking_lot::Mutex;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use notify::Watcher;
@@ -74,7 +75,7 @@ impl DirWatch {
                 }
             };
             {
-                let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+                let mut p = pending.lock();
                 if full || p.names.len() >= MAX_NAMES {
                     p.full = true;
                     p.names.clear();
@@ -166,11 +167,7 @@ pub async fn run_with(mut source: ManifestDir, cache: Arc<Store>, debounce: Dura
             _ = tokio::time::sleep(wait) => {}
         }
         armed = watch.rearm();
-        let pending = watch
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let pending = watch.pending.lock().take();
         // On the timer (nothing pending) or when the watch could not say what changed,
         // everything; otherwise only the names events touched.
         let scan = if pending.full || pending.names.is_empty() {

@@ -32,9 +32,10 @@
 //!          └─ ConnAccount per connection: what its finished streams may leave behind
 //! ```
 
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Weak};
 
 use prometheus_client::metrics::gauge::Gauge;
 
@@ -176,24 +177,19 @@ impl Budget {
 
     /// Sets the live pods per `namespace/serviceaccount` (after every model change).
     pub(crate) fn set_pods(&self, pods: PodCounts) {
-        *self.pods.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(pods);
+        *self.pods.write() = Arc::new(pods);
         self.pods_epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     fn pods_of(&self, owner: &str) -> usize {
-        self.pods
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(owner)
-            .copied()
-            .unwrap_or(0)
+        self.pods.read().get(owner).copied().unwrap_or(0)
     }
 
     /// The account of `identity` (created on first use). `owner` is its
     /// `namespace/serviceaccount`, whose pods raise its allowance; None for peers without
     /// a workload identity (plain-text xDS).
     pub fn account(self: &Arc<Self>, identity: &str, owner: Option<String>) -> Arc<Account> {
-        let mut map = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.accounts.lock();
         if let Some(a) = map.get(identity).and_then(Weak::upgrade) {
             return a;
         }
@@ -214,10 +210,7 @@ impl Budget {
     /// Identities with an account now.
     #[cfg(test)]
     pub(crate) fn identities(&self) -> usize {
-        self.accounts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+        self.accounts.lock().len()
     }
 
     fn take(&self, identity: &Arc<str>, n: usize) -> Result<(), BudgetError> {
@@ -381,11 +374,7 @@ impl Account {
 
 impl Drop for Account {
     fn drop(&mut self) {
-        let mut map = self
-            .budget
-            .accounts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut map = self.budget.accounts.lock();
         // A new account for the identity may have replaced this one meanwhile.
         if map
             .get(&self.identity)
@@ -468,7 +457,7 @@ impl ConnAccount {
     /// reads them. Charged whatever the allowance (the memory exists): the identity's
     /// next connections, streams and subscriptions are refused instead.
     pub fn finished(&self, n: usize) {
-        let mut c = self.lingering.lock().unwrap_or_else(|e| e.into_inner());
+        let mut c = self.lingering.lock();
         let to = c.held.saturating_add(n).min(self.cap);
         if to > c.held {
             self.account.force(to - c.held);
@@ -479,10 +468,7 @@ impl ConnAccount {
     /// Bytes charged for finished streams.
     #[cfg(test)]
     pub(crate) fn lingering(&self) -> usize {
-        self.lingering
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .held
+        self.lingering.lock().held
     }
 }
 
