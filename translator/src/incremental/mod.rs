@@ -17,19 +17,19 @@
 //! - a view's route table: the virtual hosts of the Services it sees;
 //! - a proxy's own listeners and inbound clusters: its pod and the Services selecting it.
 //!
-//! Policy objects are resolved into a [`PolicyContext`] on every build (it is small); every
+//! Policy objects are resolved into a [`PolicyContext`](crate::policy::context::PolicyContext) on every build (it is small); every
 //! Service a policy touches, before or after, is rebuilt, and an unchanged result keeps
 //! its previous `Arc`, so nothing is sent for it.
 //!
-//! Views ([`ViewKey`]: client namespace and declared egress) group proxies that are sent
+//! Views ([`ViewKey`](crate::model::ViewKey): client namespace and declared egress) group proxies that are sent
 //! the same clusters, endpoints and routes; only listeners and inbound clusters are per
 //! proxy.
 //!
 //! Each view may leave out its own set of policy objects (ones its proxies rejected, see
 //! the server's containment): the Services those objects touch get view-local clusters
-//! and virtual hosts, built with the view's own [`PolicyContext`]; every other part is
+//! and virtual hosts, built with the view's own [`PolicyContext`](crate::policy::context::PolicyContext); every other part is
 //! shared with the other views. The server leaves objects out only of a view's variants
-//! ([`ViewKey::variant`], one per rejecting identity): a variant starts as a copy of its
+//! ([`ViewKey::variant`](crate::model::ViewKey::variant), one per rejecting identity): a variant starts as a copy of its
 //! view, so it costs one more view's update per build, and the proxies that did not
 //! reject stay on the shared view with no extra work.
 

@@ -123,7 +123,7 @@ impl Drop for Slot {
     }
 }
 
-/// What [`Counts::admit`] decided.
+/// What [`admit`] decided.
 enum Admission {
     /// Within the limits.
     Ok(Slot),

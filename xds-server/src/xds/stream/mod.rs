@@ -12,7 +12,7 @@
 //! Shared rules, both variants (kept in [`core`]):
 //! - one response in flight per type; the next waits for its ACK or NACK;
 //! - make-before-break ([`order`]): Listeners and Routes wait until the Clusters and
-//!   endpoints they point at are held by the proxy (bounded by [`ORDER_WAIT`], so one
+//!   endpoints they point at are held by the proxy (bounded by [`ORDER_WAIT`](order::ORDER_WAIT), so one
 //!   rejected Cluster cannot stall every route), and a Cluster stays while a held route
 //!   still points at it;
 //! - a NACKed version is remembered and never re-sent; the proxy keeps its last good
