@@ -18,7 +18,7 @@ use super::types::{
     INJECT_ANNOTATION, MeshPod, MeshService, Protocol, ServicePort, Slice, SliceEndpoint,
     TargetPort, UPSTREAM_TLS_ANNOTATION, UpstreamTls,
 };
-use crds::text::{is_dns_label, is_dns_subdomain};
+use crds::text::is_dns_label;
 
 /// Pod annotation that overrides the mesh-wide mTLS mode for that workload.
 pub(crate) const MTLS_ANNOTATION: &str = "rudder.dev/mtls-mode";

@@ -346,9 +346,9 @@ impl Model {
     }
 
     /// Whether connections to `ep` (an endpoint of a slice in `namespace`) get mesh
-    /// mTLS under [`UpstreamTls::Auto`]: yes for a pod with a sidecar, and for a pod the
-    /// slice names that is not known yet (fail closed); no for an address that is no
-    /// known pod's, or a pod without a sidecar.
+    /// mTLS under [`UpstreamTls::Auto`](super::types::UpstreamTls::Auto): yes for a pod
+    /// with a sidecar, and for a pod the slice names that is not known yet (fail
+    /// closed); no for an address that is no known pod's, or a pod without a sidecar.
     pub fn endpoint_in_mesh(&self, namespace: &str, ep: &SliceEndpoint) -> bool {
         match &ep.pod {
             Some(name) => self.pod(namespace, name).is_none_or(|p| p.in_mesh),
