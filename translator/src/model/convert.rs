@@ -11,10 +11,14 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crds::text::{clip, quote};
 
-use super::{
-    Kind, MeshPod, MeshService, ModelError, Protocol, ServicePort, Slice, SliceEndpoint, TargetPort,
+use super::names::NameRule;
+use super::objects::{Kind, ModelError};
+use super::scope::{EGRESS_ANNOTATION, EXPORT_ANNOTATION, Egress, Export};
+use super::types::{
+    INJECT_ANNOTATION, MeshPod, MeshService, Protocol, ServicePort, Slice, SliceEndpoint,
+    TargetPort, UPSTREAM_TLS_ANNOTATION, UpstreamTls,
 };
-use crds::text::{is_dns_label, is_dns_subdomain};
+use crds::text::is_dns_label;
 
 /// Pod annotation that overrides the mesh-wide mTLS mode for that workload.
 pub(crate) const MTLS_ANNOTATION: &str = "rudder.dev/mtls-mode";
@@ -49,55 +53,6 @@ impl Ctx {
         ModelError {
             unsupported: e.unsupported,
             ..self.err(e.field, e.message)
-        }
-    }
-}
-
-/// The kinds of name Kubernetes validates, with their limits.
-#[derive(Clone, Copy)]
-pub(crate) enum NameRule {
-    /// RFC 1123 label, at most 63 characters.
-    Label,
-    /// RFC 1123 subdomain, at most 253 characters.
-    Subdomain,
-}
-
-impl NameRule {
-    fn max(self) -> usize {
-        match self {
-            NameRule::Label => 63,
-            NameRule::Subdomain => 253,
-        }
-    }
-
-    /// Checks `value`: its length first, then its characters.
-    pub(crate) fn check(self, value: &str) -> Result<(), String> {
-        if value.is_empty() {
-            return Err("is required".into());
-        }
-        if value.len() > self.max() {
-            return Err(format!(
-                "is {} characters long; at most {} are allowed",
-                value.len(),
-                self.max()
-            ));
-        }
-        let ok = match self {
-            NameRule::Label => is_dns_label(value),
-            NameRule::Subdomain => is_dns_subdomain(value),
-        };
-        if ok {
-            Ok(())
-        } else {
-            Err(format!(
-                "{} is not a valid DNS name: lowercase letters, digits and '-'{}, starting and ending with a letter or digit",
-                quote(value),
-                if matches!(self, NameRule::Subdomain) {
-                    " (and '.' between parts)"
-                } else {
-                    ""
-                }
-            ))
         }
     }
 }
@@ -308,12 +263,12 @@ pub(crate) fn service(svc: &Service) -> Result<MeshService, ModelError> {
         .metadata
         .annotations
         .as_ref()
-        .and_then(|a| a.get(super::EXPORT_ANNOTATION))
+        .and_then(|a| a.get(EXPORT_ANNOTATION))
     {
-        None => super::Export::All,
-        Some(v) => super::Export::parse(v, &namespace).map_err(|m| {
+        None => Export::All,
+        Some(v) => Export::parse(v, &namespace).map_err(|m| {
             ctx.err(
-                format!("metadata.annotations[\"{}\"]", super::EXPORT_ANNOTATION),
+                format!("metadata.annotations[\"{}\"]", EXPORT_ANNOTATION),
                 m,
             )
         })?,
@@ -332,15 +287,12 @@ pub(crate) fn service(svc: &Service) -> Result<MeshService, ModelError> {
         .metadata
         .annotations
         .as_ref()
-        .and_then(|a| a.get(super::UPSTREAM_TLS_ANNOTATION))
+        .and_then(|a| a.get(UPSTREAM_TLS_ANNOTATION))
     {
-        None => super::UpstreamTls::Auto,
-        Some(v) => super::UpstreamTls::parse(v).ok_or_else(|| {
+        None => UpstreamTls::Auto,
+        Some(v) => UpstreamTls::parse(v).ok_or_else(|| {
             ctx.err(
-                format!(
-                    "metadata.annotations[\"{}\"]",
-                    super::UPSTREAM_TLS_ANNOTATION
-                ),
+                format!("metadata.annotations[\"{}\"]", UPSTREAM_TLS_ANNOTATION),
                 format!("{} is not auto, mesh or plain", quote(v)),
             )
         })?,
@@ -541,12 +493,12 @@ pub(crate) fn pod(pod: &Pod) -> Result<MeshPod, ModelError> {
         .metadata
         .annotations
         .as_ref()
-        .and_then(|a| a.get(super::EGRESS_ANNOTATION))
+        .and_then(|a| a.get(EGRESS_ANNOTATION))
     {
-        None => super::Egress::All,
-        Some(v) => super::Egress::parse(v, &namespace).map_err(|m| {
+        None => Egress::All,
+        Some(v) => Egress::parse(v, &namespace).map_err(|m| {
             ctx.err(
-                format!("metadata.annotations[\"{}\"]", super::EGRESS_ANNOTATION),
+                format!("metadata.annotations[\"{}\"]", EGRESS_ANNOTATION),
                 m,
             )
         })?,
@@ -557,12 +509,12 @@ pub(crate) fn pod(pod: &Pod) -> Result<MeshPod, ModelError> {
         .metadata
         .annotations
         .as_ref()
-        .and_then(|a| a.get(super::INJECT_ANNOTATION))
+        .and_then(|a| a.get(INJECT_ANNOTATION))
         .or_else(|| {
             pod.metadata
                 .labels
                 .as_ref()
-                .and_then(|l| l.get(super::INJECT_ANNOTATION))
+                .and_then(|l| l.get(INJECT_ANNOTATION))
         })
         .map(String::as_str);
     let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
@@ -572,7 +524,7 @@ pub(crate) fn pod(pod: &Pod) -> Result<MeshPod, ModelError> {
             Some("false") | Some("disabled") => false,
             Some(v) => {
                 return Err(ctx.err(
-                    format!("metadata.annotations[\"{}\"]", super::INJECT_ANNOTATION),
+                    format!("metadata.annotations[\"{}\"]", INJECT_ANNOTATION),
                     format!("{} is not \"true\" or \"false\"", quote(v)),
                 ));
             }

@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use super::{MeshPod, MeshService, NsName, Slice};
+use super::objects::NsName;
+use super::types::{MeshPod, MeshService, Slice};
 
 /// (namespace, label key, label value).
 type Label = (String, String, String);

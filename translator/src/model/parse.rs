@@ -10,7 +10,8 @@ use crds::kinds::{self, KindInfo};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{Kind, Model, Object};
+use super::objects::{Kind, Object};
+use super::store::Model;
 
 /// What one manifest file held.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crds::text::quote;
 
-use super::{MeshService, NameRule};
+use super::names::NameRule;
 
 /// Service annotation: the client namespaces that may reach it (`*`, `.` for its own,
 /// or a comma-separated list of namespaces).
@@ -97,16 +97,6 @@ impl Egress {
         }
         Ok(Egress::Only(Arc::new(out)))
     }
-
-    /// Whether the proxy needs `svc`.
-    pub fn wants(&self, svc: &MeshService) -> bool {
-        match self {
-            Egress::All => true,
-            Egress::Only(rules) => rules.iter().any(|(ns, name)| {
-                (ns == "*" || *ns == svc.namespace) && (name == "*" || *name == svc.name)
-            }),
-        }
-    }
 }
 
 /// The set of Services one group of proxies is sent: proxies in `namespace` whose pods
@@ -141,16 +131,12 @@ impl ViewKey {
             ..self.clone()
         }
     }
-
-    /// Whether proxies of this view are sent `svc`.
-    pub fn sees(&self, svc: &MeshService) -> bool {
-        svc.export.allows(&self.namespace) && self.egress.wants(svc)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::types::MeshService;
 
     #[test]
     fn annotations_parse_and_refuse_what_is_not_a_name() {
