@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// Library crates whose files are checked, by directory.
+/// Crates whose files are checked, by directory (from `lib.rs`, or `main.rs` for a binary).
 const CRATES: &[&str] = &[
     "ca",
     "xds-types",
@@ -211,7 +211,13 @@ impl Graph {
             ties: BTreeMap::new(),
         };
         let mut code = BTreeMap::new();
-        let mut todo = vec![(String::new(), src.join("lib.rs"))];
+        // A library's root, or a binary's for a binary-only crate (xdsctl).
+        let root = ["lib.rs", "main.rs"]
+            .map(|f| src.join(f))
+            .into_iter()
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("{} has neither lib.rs nor main.rs", src.display()));
+        let mut todo = vec![(String::new(), root)];
         while let Some((module, file)) = todo.pop() {
             let Ok(text) = fs::read_to_string(&file) else {
                 continue;
