@@ -21,6 +21,7 @@ const CRATES: &[&str] = &[
     "xds-server",
     "xds-server/xdsctl",
     "testbed",
+    "crds",
 ];
 
 /// The layers of each crate, bottom up: a module (and the files under it) may import
