@@ -13,7 +13,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::MeshCondition;
+use crate::status::MeshCondition;
 
 /// The API group.
 pub const GROUP: &str = "gateway.networking.k8s.io";

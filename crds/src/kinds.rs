@@ -8,7 +8,7 @@
 //! A test in this module holds each row against its Rust type (`kube::Resource`), and
 //! the shipped rows against [`crate::crd_documents`].
 
-use crate::SMI_VERSIONS;
+use crate::documents::SMI_VERSIONS;
 
 /// What status Rudder writes to objects of a kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -261,11 +261,11 @@ mod tests {
             row_of::<Service>(),
             row_of::<EndpointSlice>(),
             row_of::<Pod>(),
-            row_of::<crate::TrafficSplit>(),
-            row_of::<crate::RetryPolicy>(),
-            row_of::<crate::HTTPRouteGroup>(),
-            row_of::<crate::HTTPRoute>(),
-            row_of::<crate::GRPCRoute>(),
+            row_of::<crate::split::TrafficSplit>(),
+            row_of::<crate::retry::RetryPolicy>(),
+            row_of::<crate::route_group::HTTPRouteGroup>(),
+            row_of::<crate::gateway::HTTPRoute>(),
+            row_of::<crate::gateway::GRPCRoute>(),
         ];
         assert_eq!(
             typed.len(),
@@ -301,7 +301,7 @@ mod tests {
     #[test]
     fn the_shipped_rows_are_the_generated_crds_with_their_versions() {
         use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-        let docs = crate::crd_documents();
+        let docs = crate::documents::crd_documents();
         let shipped: Vec<_> = all().filter(|k| k.provider == Provider::Shipped).collect();
         assert_eq!(docs.len(), shipped.len());
         for row in shipped {

@@ -6,7 +6,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::duration;
-use crate::{FieldError, MeshStatus};
+use crate::error::FieldError;
+use crate::status::MeshStatus;
 
 /// HTTP retry conditions (plus any 3-digit status code).
 pub const HTTP_RETRY_ON: &[&str] = &[

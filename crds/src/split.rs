@@ -5,7 +5,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{FieldError, MeshStatus};
+use crate::error::FieldError;
+use crate::status::MeshStatus;
 
 /// The only match kind Rudder implements.
 pub const HTTP_ROUTE_GROUP: &str = "HTTPRouteGroup";

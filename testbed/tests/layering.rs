@@ -21,6 +21,7 @@ const CRATES: &[&str] = &[
     "xds-server",
     "xds-server/xdsctl",
     "testbed",
+    "crds",
 ];
 
 /// The layers of each crate, bottom up (docs/ARCHITECTURE.md draws them): a module, and

@@ -1,8 +1,9 @@
 //! Validation of filters (on rules and on backends) and of backendRefs.
 
-use super::{MAX_LIST, MAX_WEIGHT, at_most, err, is_label, name_pattern, token, value};
-use crate::FieldError;
+use super::checks::{MAX_LIST, MAX_WEIGHT, at_most, err, name_pattern, token, value};
+use crate::error::FieldError;
 use crate::gateway::{BackendRef, HTTPHeaderFilter, HTTPRequestMirrorFilter, HTTPRouteFilter};
+use crate::text::is_dns_label as is_label;
 use crate::text::quote;
 
 /// Filters Rudder implements on a rule.
