@@ -14,7 +14,7 @@ pub const SMI_VERSIONS: [&str; 4] = ["v1alpha1", "v1alpha2", "v1alpha3", "v1alph
 /// A CRD generated for v1alpha4 served at every SMI version with the same schema and
 /// conversion `None`: the versions differ only in additive fields and in v1alpha1's
 /// quantity weights, which the one schema accepts (an int-or-string) and Rudder reads
-/// ([`TrafficSplitSpec::weights`]). No conversion webhook, so the API server never
+/// ([`TrafficSplitSpec::weights`](crate::split::TrafficSplitSpec::weights)). No conversion webhook, so the API server never
 /// depends on Rudder to serve these objects.
 pub fn smi_multi_version(
     crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
