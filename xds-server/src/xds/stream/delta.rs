@@ -7,7 +7,8 @@
 //! Protocol points kept here: a name subscribed that does not exist is answered in
 //! `removed_resources` (so a warming Envoy does not wait out its own timeout); an explicit
 //! subscribe to a name the proxy already holds is answered with that resource, wildcard
-//! or not; a proxy that reconnects with `initial_resource_versions` is sent only what
+//! or not; so is an unsubscribe of a held name the wildcard still covers (the proxy asks
+//! whether to keep it); a proxy that reconnects with `initial_resource_versions` is sent only what
 //! differs.
 
 use std::collections::{HashMap, HashSet};
@@ -240,7 +241,17 @@ impl DeltaStream {
             st.dirty.remove(name.as_str());
             st.force_names.remove(name.as_str());
             st.x.absent.remove(name.as_str());
-            if !st.wildcard {
+            if st.wildcard {
+                // The wildcard still covers the name, but the proxy cannot know that:
+                // Envoy keeps the resource as "ambiguous" until the server says whether
+                // it stays (the resource, sent again) or goes (a removal).
+                if st.held.contains_key(name.as_str()) {
+                    let name = self.intern(kind, name);
+                    let st = &mut self.types[kind];
+                    st.force_names.insert(name.clone());
+                    st.dirty.insert(name);
+                }
+            } else {
                 self.unhold(kind, name);
             }
         }

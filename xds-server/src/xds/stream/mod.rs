@@ -50,3 +50,5 @@ mod delta_tests;
 mod sotw_tests;
 #[cfg(test)]
 pub(crate) mod test_support;
+#[cfg(test)]
+mod transition_tests;
