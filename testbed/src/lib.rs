@@ -7,6 +7,7 @@ pub mod bench;
 pub mod echo;
 pub mod fake_kube;
 pub mod grpc_app;
+pub mod grpc_js;
 pub mod http;
 pub mod kube_control_plane;
 pub mod manifests;

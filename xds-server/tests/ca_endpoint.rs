@@ -151,6 +151,7 @@ async fn a_token_gets_its_service_account_identity_and_renews_only_with_a_token(
         bootstrap: None,
         intercepted: None,
         grpc: false,
+        xds_proxy: None,
         app_probes: Default::default(),
     }));
     testbed::procs::wait_until(

@@ -232,13 +232,15 @@ pub(crate) const GRPC_REFRESH: &str = "2s";
 /// plain text without it), the certificate provider [`translator::grpc::CERT_PROVIDER`]
 /// reading the same files for mesh mTLS (gRFC A29), and the server listener template
 /// for xDS-enabled servers (gRFC A36). gRPC re-reads the files, so renewals need no
-/// restart.
+/// restart. The node carries a `locality` (empty): grpc-js refuses a node without one
+/// (`locality field missing in node element`), C-core takes it either way.
 pub(crate) fn grpc_bootstrap(p: &BootstrapParams, tls: &BootstrapTls) -> Value {
     let mut b = bootstrap(&BootstrapParams {
         tls: None,
         agent_sds: None,
         ..p.clone()
     });
+    b["node"]["locality"] = json!({});
     let files = json!({
         "certificate_file": tls.cert_file.display().to_string(),
         "private_key_file": tls.key_file.display().to_string(),
@@ -266,6 +268,25 @@ pub(crate) fn grpc_bootstrap(p: &BootstrapParams, tls: &BootstrapTls) -> Value {
         },
         "server_listener_resource_name_template": translator::grpc::SERVER_LISTENER_TEMPLATE,
     })
+}
+
+/// The bootstrap of a proxyless gRPC app that reaches the control plane through its
+/// agent's xDS bridge ([`crate::agent::xds_proxy`]) on the Unix socket `socket`: plain
+/// text to the agent (`insecure`, the only creds grpc-js has besides google_default),
+/// which forwards over mTLS with the pod's certificate. Everything else as
+/// [`grpc_bootstrap`]: the files stay the app's certificates for mesh mTLS (gRFC A29).
+pub(crate) fn grpc_bootstrap_via_agent(
+    p: &BootstrapParams,
+    tls: &BootstrapTls,
+    socket: &std::path::Path,
+) -> Value {
+    let mut b = grpc_bootstrap(p, tls);
+    b["xds_servers"] = json!([{
+        "server_uri": format!("unix://{}", socket.display()),
+        "channel_creds": [{"type": "insecure"}],
+        "server_features": ["xds_v3"],
+    }]);
+    b
 }
 
 #[cfg(test)]
@@ -405,5 +426,41 @@ mod tests {
             "insecure"
         );
         assert!(plain["certificate_providers"].is_object());
+    }
+
+    #[test]
+    fn every_grpc_bootstrap_names_a_locality() {
+        let tls = creds();
+        let direct = grpc_bootstrap(&params(), &tls);
+        assert!(direct["node"]["locality"].is_object(), "{direct}");
+        let bridged = grpc_bootstrap_via_agent(&params(), &tls, "/creds/xds.sock".as_ref());
+        assert!(bridged["node"]["locality"].is_object(), "{bridged}");
+    }
+
+    #[test]
+    fn through_the_agent_the_xds_server_is_its_socket_in_plain_text() {
+        let tls = creds();
+        let b = grpc_bootstrap_via_agent(
+            &BootstrapParams {
+                tls: Some(tls.clone()),
+                ..params()
+            },
+            &tls,
+            "/creds/xds.sock".as_ref(),
+        );
+        let servers = b["xds_servers"].as_array().expect("xds_servers");
+        assert_eq!(servers.len(), 1, "{b}");
+        assert_eq!(servers[0]["server_uri"], "unix:///creds/xds.sock");
+        assert_eq!(
+            servers[0]["channel_creds"],
+            json!([{"type": "insecure"}]),
+            "no client certificate for the app to present: the agent presents its own"
+        );
+        // The files are still the app's mesh certificates.
+        assert_eq!(
+            b["certificate_providers"][translator::grpc::CERT_PROVIDER]["config"]["certificate_file"],
+            "/creds/xds-client.crt"
+        );
+        assert_eq!(b["node"]["metadata"][META_SERVICE_ACCOUNT], "api");
     }
 }

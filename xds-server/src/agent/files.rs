@@ -7,6 +7,7 @@
 //! DIR/xds-client.crt -> ..data/xds-client.crt        (and the key, the bundle)
 //! DIR/xds-client-sds.json, DIR/xds-ca-sds.json        (file-based SDS for Envoy)
 //! DIR/sds.sock                                        (the agent's SDS server)
+//! DIR/xds.sock                  (the agent's xDS bridge for gRPC apps, with --xds-proxy)
 //! ```
 //!
 //! The key is made by the agent in the pod. Envoy reads its xDS client certificate and
@@ -33,6 +34,9 @@ pub(crate) const CERT_SDS: &str = "xds-client-sds.json";
 pub(crate) const BUNDLE_SDS: &str = "xds-ca-sds.json";
 /// The Unix socket the agent serves the workload certificate on (SDS), for the proxy.
 pub(crate) const SDS_SOCKET: &str = "sds.sock";
+/// The Unix socket the agent serves plain-text xDS on for a gRPC app that cannot
+/// authenticate to the control plane itself ([`crate::agent::xds_proxy`]).
+pub(crate) const XDS_SOCKET: &str = "xds.sock";
 const DATA: &str = "..data";
 /// Each installed set is a directory `..creds-SECS.NANOS`.
 const SET_PREFIX: &str = "..creds-";
@@ -158,6 +162,31 @@ pub(crate) fn sds_source(dir: &Path, file: &str) -> serde_json::Value {
 pub fn read(dir: &Path) -> Option<(String, String, String)> {
     let r = |f: &str| std::fs::read_to_string(dir.join(f)).ok();
     Some((r(CERT)?, r(KEY)?, r(BUNDLE)?))
+}
+
+/// Binds a Unix socket at `path` (a stale one is replaced) that only the directory's
+/// owner may connect to (mode 0600); `what` names it in errors.
+pub(crate) fn bind_private_socket(
+    path: &Path,
+    what: &str,
+) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    // sockaddr_un holds 108 bytes with the terminating NUL.
+    anyhow::ensure!(
+        path.as_os_str().len() < 108,
+        "the {what} socket path {} is over 107 bytes; use a shorter --cert-dir",
+        path.display()
+    );
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+    }
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("binding the {what} socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting {}", path.display()))?;
+    Ok(listener)
 }
 
 /// The top-level path of one credential file.

@@ -7,7 +7,9 @@
 //! ([`sds`]). It renews at half-life with a new key, retries failures with backoff, and
 //! reports its state on `/ready` and `/status` ([`probe_port`], [`state`]). The loop is
 //! [`renewal`]; [`bootstrap`] writes the proxy's bootstrap, [`client`] talks to the
-//! certificate endpoint.
+//! certificate endpoint. For a gRPC app that cannot present a client certificate to the
+//! control plane (grpc-js), [`xds_proxy`] serves xDS on a Unix socket in the pod and
+//! forwards it over mTLS with the pod's certificate.
 //!
 //! It proves the workload's identity with its current certificate while that is valid
 //! (manifest mode starts from the one `xds-server bootstrap` wrote), else with the pod's
@@ -21,3 +23,4 @@ pub mod probe_port;
 pub mod renewal;
 pub mod sds;
 pub mod state;
+pub mod xds_proxy;

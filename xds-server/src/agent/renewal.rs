@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::agent::probe_port::{self, AppProbe};
 use crate::agent::state::{Status, secs};
-use crate::agent::{client, files, sds};
+use crate::agent::{client, files, sds, xds_proxy};
 
 use anyhow::Context;
 
@@ -54,6 +54,10 @@ pub struct AgentConfig {
     pub intercepted: Option<u16>,
     /// The bootstrap is a proxyless gRPC app's, not Envoy's.
     pub grpc: bool,
+    /// Serve the app xDS on a Unix socket in the credential directory and forward it to
+    /// this upstream with the pod's certificate ([`xds_proxy`]); the gRPC bootstrap
+    /// then points there.
+    pub xds_proxy: Option<xds_proxy::Upstream>,
     /// App probes the kubelet sends here instead (the injector moved them), forwarded to
     /// the app on loopback: agent path -> the app's port and path.
     pub app_probes: std::collections::BTreeMap<String, AppProbe>,
@@ -132,6 +136,17 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         tokio::spawn(sds::serve(listener, served.subscribe()));
         tracing::info!(socket = %socket.display(), "serving the workload certificate over SDS");
     }
+    if let Some(up) = &cfg.xds_proxy {
+        let socket = xds_proxy::socket(&cfg.cert_dir);
+        crate::private_files::private_dir(&cfg.cert_dir)?;
+        let listener = xds_proxy::bind(&socket)?;
+        tokio::spawn(xds_proxy::serve(
+            listener,
+            std::sync::Arc::new(up.clone()),
+            xds_proxy::MAX_CONNECTIONS,
+        ));
+        tracing::info!(socket = %socket.display(), upstream = %format!("{}:{}", up.host, up.port), "serving xDS to the app (forwarded over mTLS)");
+    }
     let listener = tokio::net::TcpListener::bind(cfg.status_address)
         .await
         .with_context(|| format!("binding the status address {}", cfg.status_address))?;
@@ -158,14 +173,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             && files::read(&cfg.cert_dir).is_some()
             && let Some((path, params)) = &cfg.bootstrap
         {
-            write_bootstrap(
-                path,
-                params,
-                &cfg.cert_dir,
-                &cfg.trust_domain,
-                cfg.intercepted,
-                cfg.grpc,
-            )?;
+            write_bootstrap(path, params, &cfg)?;
             bootstrap_written = true;
             tracing::info!(path = %path.display(), grpc = cfg.grpc, "wrote the bootstrap");
         }
@@ -206,15 +214,14 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
 }
 
 /// Writes the proxy's bootstrap (the same generator as `xds-server bootstrap`), reading
-/// its xDS client certificate from `dir` through file-based SDS.
+/// its xDS client certificate from the credential directory through file-based SDS (a
+/// gRPC app: from the files, or through the agent's xDS bridge).
 fn write_bootstrap(
     path: &std::path::Path,
     params: &crate::agent::bootstrap::BootstrapParams,
-    dir: &std::path::Path,
-    trust_domain: &str,
-    intercepted: Option<u16>,
-    grpc: bool,
+    cfg: &AgentConfig,
 ) -> anyhow::Result<()> {
+    let (dir, trust_domain) = (cfg.cert_dir.as_path(), cfg.trust_domain.as_str());
     let params = crate::agent::bootstrap::BootstrapParams {
         tls: Some(crate::agent::bootstrap::BootstrapTls {
             dir: dir.to_path_buf(),
@@ -227,10 +234,13 @@ fn write_bootstrap(
         ..params.clone()
     };
     let mut b = match &params.tls {
-        Some(tls) if grpc => crate::agent::bootstrap::grpc_bootstrap(&params, tls),
+        Some(tls) if cfg.grpc && cfg.xds_proxy.is_some() => {
+            crate::agent::bootstrap::grpc_bootstrap_via_agent(&params, tls, &xds_proxy::socket(dir))
+        }
+        Some(tls) if cfg.grpc => crate::agent::bootstrap::grpc_bootstrap(&params, tls),
         _ => crate::agent::bootstrap::bootstrap(&params),
     };
-    if let Some(port) = intercepted {
+    if let Some(port) = cfg.intercepted {
         crate::agent::bootstrap::mark_intercepted(&mut b, port);
     }
     let text = serde_json::to_string_pretty(&b)?;

@@ -9,7 +9,6 @@
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
-use anyhow::Context;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
@@ -204,23 +203,7 @@ impl SecretDiscoveryService for Sds {
 
 /// Binds the socket at `path` (replacing a stale one; readable by this user only).
 pub fn bind(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
-    // sockaddr_un holds 108 bytes with the terminating NUL.
-    anyhow::ensure!(
-        path.as_os_str().len() < 108,
-        "the SDS socket path {} is over 107 bytes; use a shorter --cert-dir",
-        path.display()
-    );
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
-    }
-    let listener = tokio::net::UnixListener::bind(path)
-        .with_context(|| format!("binding the SDS socket {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("restricting {}", path.display()))?;
-    Ok(listener)
+    super::files::bind_private_socket(path, "SDS")
 }
 
 /// Serves SDS on `listener` with what `served` holds, until the process ends.

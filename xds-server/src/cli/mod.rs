@@ -275,6 +275,12 @@ struct AgentArgs {
     /// With --bootstrap-out: write a proxyless gRPC app's bootstrap instead of Envoy's.
     #[arg(long, conflicts_with_all = ["delta", "intercepted"])]
     grpc: bool,
+    /// With --grpc: serve the app xDS in plain text on a Unix socket in --cert-dir
+    /// (xds.sock, this user only) and forward it to --xds-address over mTLS with the
+    /// pod's certificate; the app's bootstrap points there. For gRPC implementations
+    /// without gRFC A65 `tls` channel credentials (grpc-js).
+    #[arg(long, requires = "grpc")]
+    xds_proxy: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -533,6 +539,18 @@ fn run_agent(a: AgentArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let bootstrap = agent_bootstrap(&a)?;
+    let xds_proxy = a
+        .xds_proxy
+        .then(|| -> anyhow::Result<_> {
+            let (host, port) = split_host_port(&a.xds_address)?;
+            Ok(crate::agent::xds_proxy::Upstream {
+                dir: a.cert_dir.clone(),
+                host,
+                port,
+                server_id: crate::runtime::control_plane_id(&a.trust_domain)?.to_string(),
+            })
+        })
+        .transpose()?;
     rt.block_on(crate::agent::renewal::run(
         crate::agent::renewal::AgentConfig {
             trust_domain: a.trust_domain.clone(),
@@ -540,6 +558,7 @@ fn run_agent(a: AgentArgs) -> anyhow::Result<()> {
             bootstrap,
             intercepted: a.intercepted.then_some(a.inbound_port),
             grpc: a.grpc,
+            xds_proxy,
             app_probes: a.app_probes.unwrap_or_default(),
             cert_dir: a.cert_dir,
             endpoint: a.ca_address,

@@ -150,7 +150,7 @@ pub(crate) fn client_config(p: &Proxy, with_contents: bool) -> ClientConfig {
                 config_status: config_status as i32,
                 client_status: client_status as i32,
                 error_state: r.rejected.as_ref().map(|details| UpdateFailureState {
-                    details: details.to_string(),
+                    details: crate::observability::nack::with_hint(details),
                     version_info: r.held.clone().unwrap_or_default(),
                     last_update_attempt: acked,
                     ..Default::default()

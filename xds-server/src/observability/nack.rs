@@ -1,6 +1,7 @@
 //! The record of rejected config: every NACK with the proxy, type, resources and the
 //! proxy's own error text. Each rejection is logged once; the record is kept (bounded)
-//! for `xdsctl` and CRD status to show.
+//! for `xdsctl` and CRD status to show. Rejections whose cause is known to be on the
+//! client's side, with a known fix, get a [`hint`] naming it.
 
 use parking_lot::Mutex;
 use std::collections::{HashSet, VecDeque};
@@ -26,6 +27,8 @@ pub struct NackRecord {
     pub resources: Vec<String>,
     /// The proxy's error text.
     pub error: String,
+    /// What to do about it, when the cause is known ([`hint`]).
+    pub hint: Option<&'static str>,
     /// When it arrived.
     pub at: SystemTime,
 }
@@ -56,6 +59,7 @@ impl NackLog {
                 resource_count = rejection.resources.len(),
                 origin = ?rejection.sources,
                 error = ?rejection.error,
+                hint = hint(&rejection.error).unwrap_or_default(),
                 "proxy rejected config (NACK); it keeps its last good config"
             );
         }
@@ -83,6 +87,7 @@ impl NackLog {
             version: rejection.version.clone(),
             resources,
             error: rejection.error.clone(),
+            hint: hint(&rejection.error),
             at: SystemTime::now(),
         });
     }
@@ -91,5 +96,78 @@ impl NackLog {
     pub fn all(&self) -> Vec<NackRecord> {
         let guard = self.inner.lock();
         guard.0.iter().cloned().collect()
+    }
+}
+
+/// The fix for a client that cannot use the RBAC HTTP filter (gRFC A41).
+pub(crate) const RBAC_FILTER_HINT: &str = "this gRPC server does not have the RBAC HTTP filter (gRFC A41) enabled; for grpc-js (@grpc/grpc-js-xds) set GRPC_XDS_EXPERIMENTAL_RBAC=true in the server's environment. Rudder marks the filter required so that authorization is never skipped, so the server keeps its last good Listener (or does not serve) until then";
+
+/// What to do about a rejection, when its error text (untrusted, any case) shows a
+/// cause on the client's side with a known fix: today a server-side gRPC library that
+/// does not know the RBAC filter (grpc-js without GRPC_XDS_EXPERIMENTAL_RBAC:
+/// `envoy.filters.http.rbac filter validation failed`; an unknown or unregistered
+/// filter type in other words). Pure: the text in, the hint out.
+pub(crate) fn hint(error: &str) -> Option<&'static str> {
+    let text = error.to_ascii_lowercase();
+    let names_rbac = text.contains("envoy.filters.http.rbac")
+        || text.contains("envoy.extensions.filters.http.rbac.v3.rbac");
+    let not_known = [
+        "filter validation failed",
+        "unknown",
+        "unsupported",
+        "unregistered",
+        "not registered",
+        "no filter registered",
+    ]
+    .iter()
+    .any(|m| text.contains(m));
+    (names_rbac && not_known).then_some(RBAC_FILTER_HINT)
+}
+
+/// `details`, with the [`hint`] for it appended when there is one.
+pub(crate) fn with_hint(details: &str) -> String {
+    match hint(details) {
+        Some(h) => format!("{details} (hint: {h})"),
+        None => details.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_js_without_the_rbac_filter_gets_the_fix() {
+        // grpc-js 1.14's words for a server Listener whose required RBAC filter it did
+        // not register.
+        let grpc_js = "Listener message validation failed: [filter_chains[]: filters[0].typed_config: envoy.filters.http.rbac filter validation failed]";
+        let h = hint(grpc_js).expect("a hint");
+        assert!(h.contains("GRPC_XDS_EXPERIMENTAL_RBAC=true"), "{h}");
+        // Other words for the same cause.
+        for text in [
+            "http filter envoy.filters.http.rbac: Unknown filter type",
+            "no filter registered for type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+            "ENVOY.FILTERS.HTTP.RBAC unsupported",
+        ] {
+            assert_eq!(hint(text), Some(RBAC_FILTER_HINT), "{text}");
+        }
+    }
+
+    #[test]
+    fn other_rejections_get_no_hint() {
+        for text in [
+            // RBAC understood but the policy refused: the object's fault, not the client's.
+            "envoy.filters.http.rbac: [field:rules.policies error:CEL condition not supported]",
+            // An unknown filter that is not RBAC.
+            "error:unsupported filter type envoy.filters.http.fault_x",
+            "route.weighted_clusters error:no valid clusters specified",
+            "",
+        ] {
+            assert_eq!(hint(text), None, "{text}");
+        }
+        assert_eq!(with_hint("cannot bind"), "cannot bind");
+        assert!(
+            with_hint("envoy.filters.http.rbac filter validation failed").ends_with("until then)")
+        );
     }
 }
