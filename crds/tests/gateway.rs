@@ -648,64 +648,43 @@ fn filters_follow_upstream_cel_and_rudder_refuses_what_it_does_not_implement() {
 #[test]
 fn redirects_and_rewrites_follow_upstream_schema_and_cel() {
     let text = "
-        {backendRefs: [], filters: [{type: RequestRedirect, requestRedirect: {scheme: https, statusCode: 301}}]}
-            => ok
-        {backendRefs: [], filters: [{type: RequestRedirect, requestRedirect: {hostname: example.org, port: 8083, statusCode: 308}}]}
-            => ok
+        {backendRefs: [], filters: [{type: RequestRedirect, requestRedirect: {scheme: https, statusCode: 301}}]} => ok
+        {backendRefs: [], filters: [{type: RequestRedirect, requestRedirect: {hostname: example.org, port: 8083, statusCode: 308}}]} => ok
         {filters: [{type: URLRewrite, urlRewrite: {hostname: h}}]} => ok
         {matches: [{path: {type: PathPrefix, value: /a}}],
-         filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}}]}
-            => ok
+         filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}}]} => ok
         # No matches is the default PathPrefix / match.
-        {backendRefs: [], filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /b}}}]}
-            => ok
-        {filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /x}}}]} => ok
+        {backendRefs: [], filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /b}}}]} => ok
         # A redirect answers the request: no backendRefs (CEL).
         {filters: [{type: RequestRedirect, requestRedirect: {scheme: https}}]} => .backendRefs
         # Each at most once, and not both in one rule (CEL).
         {backendRefs: [], filters: [{type: RequestRedirect, requestRedirect: {scheme: https}},
-                                     {type: RequestRedirect, requestRedirect: {port: 81}}]}
-            => .filters[1].type
+                                     {type: RequestRedirect, requestRedirect: {port: 81}}]} => .filters[1].type
         {backendRefs: [], filters: [{type: RequestRedirect, requestRedirect: {scheme: https}},
-                                     {type: URLRewrite, urlRewrite: {hostname: h}}]}
-            => .filters
-        {filters: [{type: URLRewrite, urlRewrite: {hostname: a}}, {type: URLRewrite, urlRewrite: {hostname: b}}]}
-            => .filters[1].type
+                                     {type: URLRewrite, urlRewrite: {hostname: h}}]} => .filters
+        {filters: [{type: URLRewrite, urlRewrite: {hostname: a}}, {type: URLRewrite, urlRewrite: {hostname: b}}]} => .filters[1].type
         # ReplacePrefixMatch needs exactly one PathPrefix match (CEL).
         {matches: [{path: {type: Exact, value: /a}}],
-         filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /b}}}]}
-            => .filters[0].urlRewrite.path
+         filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /b}}}]} => .filters[0].urlRewrite.path
         {matches: [{path: {value: /a}}, {path: {value: /c}}], backendRefs: [],
          filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /b}}}]}
             => .filters[0].requestRedirect.path
         {matches: [{path: {type: Exact, value: /a}}],
-         filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /b}}}]}
-            => ok
-        # The body: a scheme, a host name, a port, a status code, a path modifier whose
-        # value is the one its type names.
-        {backendRefs: [], filters: [{type: RequestRedirect, requestRedirect: {scheme: ftp}}]}
-            => .filters[0].requestRedirect.scheme
-        {backendRefs: [], filters: [{type: RequestRedirect, requestRedirect: {statusCode: 304}}]}
-            => .filters[0].requestRedirect.statusCode
-        {backendRefs: [], filters: [{type: RequestRedirect, requestRedirect: {port: 0}}]}
-            => .filters[0].requestRedirect.port
-        {backendRefs: [], filters: [{type: RequestRedirect, requestRedirect: {hostname: '*.example.org'}}]}
-            => .filters[0].requestRedirect.hostname
-        {filters: [{type: URLRewrite, urlRewrite: {hostname: Upper.Example}}]}
-            => .filters[0].urlRewrite.hostname
-        {filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath}}}]}
-            => .filters[0].urlRewrite.path.replaceFullPath
+         filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /b}}}]} => ok
+        # The body: scheme, host name, port, status code, path modifier with its value.
+        {backendRefs: [], filters: [{type: RequestRedirect, requestRedirect: {scheme: ftp}}]} => .filters[0].requestRedirect.scheme
+        {backendRefs: [], filters: [{type: RequestRedirect, requestRedirect: {statusCode: 304}}]} => .filters[0].requestRedirect.statusCode
+        {backendRefs: [], filters: [{type: RequestRedirect, requestRedirect: {port: 0}}]} => .filters[0].requestRedirect.port
+        {backendRefs: [], filters: [{type: RequestRedirect, requestRedirect: {hostname: '*.example.org'}}]} => .filters[0].requestRedirect.hostname
+        {filters: [{type: URLRewrite, urlRewrite: {hostname: Upper.Example}}]} => .filters[0].urlRewrite.hostname
+        {filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath}}}]} => .filters[0].urlRewrite.path.replaceFullPath
         {filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /a, replacePrefixMatch: /b}}}]}
             => .filters[0].urlRewrite.path.replacePrefixMatch
-        {filters: [{type: URLRewrite, urlRewrite: {path: {type: Replace, replaceFullPath: /a}}}]}
-            => .filters[0].urlRewrite.path.type
-        {filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: 'a b'}}}]}
-            => .filters[0].urlRewrite.path.replaceFullPath
-        {filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /$(a*1024)}}}]}
-            => .filters[0].urlRewrite.path.replaceFullPath
+        {filters: [{type: URLRewrite, urlRewrite: {path: {type: Replace, replaceFullPath: /a}}}]} => .filters[0].urlRewrite.path.type
+        {filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /$(a*1024)}}}]} => .filters[0].urlRewrite.path.replaceFullPath
+        {filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: 'a b'}}}]} => .filters[0].urlRewrite.path.replaceFullPath
         # Not on backends, and not on GRPCRoute (upstream defines neither there).
-        {backendRefs: [{name: b, port: 80, filters: [{type: URLRewrite, urlRewrite: {hostname: h}}]}]}
-            => !.backendRefs[0].filters[0].type";
+        {backendRefs: [{name: b, port: 80, filters: [{type: URLRewrite, urlRewrite: {hostname: h}}]}]} => !.backendRefs[0].filters[0].type";
     At::Rule.cases(text);
     At::GrpcRule
         .cases("{filters: [{type: URLRewrite, urlRewrite: {hostname: h}}]} => .filters[0].type");

@@ -215,12 +215,10 @@ async fn a_consumer_route_changes_only_its_own_namespaces_callers() -> anyhow::R
         ),
     )?;
     let (client, cons) = (&mesh.client, &consumer);
+    let routes = "/config_dump?resource=dynamic_route_configs";
     wait_until(CONVERGE, "both routes in both sidecars", || async move {
-        let dump = |e: &Envoy| async move {
-            e.admin_get("/config_dump?resource=dynamic_route_configs")
-                .await
-        };
-        Ok(dump(client).await?.contains("producer") && dump(cons).await?.contains("consumer"))
+        Ok(client.admin_get(routes).await?.contains("producer")
+            && cons.admin_get(routes).await?.contains("consumer"))
     })
     .await?;
     for _ in 0..10 {
