@@ -164,7 +164,7 @@ async fn rewrites_reach_the_backend_with_the_new_host_and_path() -> anyhow::Resu
 
 #[tokio::test]
 async fn a_consumer_route_changes_only_its_own_namespaces_callers() -> anyhow::Result<()> {
-    let mut mesh = Mesh::start(Stream::Delta).await?;
+    let mesh = Mesh::start(Stream::Delta).await?;
     // A client pod in namespace consumer, with its sidecar.
     let placement = PodPlacement {
         namespace: "consumer".into(),
