@@ -4,7 +4,6 @@
 //! `regex_rewrite`) is always valid.
 
 use super::checks::err;
-use super::route::path_chars;
 use crate::error::FieldError;
 use crate::gateway::{HTTPPathModifier, HTTPRequestRedirectFilter, HTTPURLRewriteFilter};
 use crate::text::is_dns_subdomain;
@@ -15,6 +14,28 @@ pub const REDIRECT_CODES: [i32; 5] = [301, 302, 303, 307, 308];
 
 /// The longest path a modifier may set, as upstream.
 const MAX_PATH: usize = 1024;
+
+/// Upstream's path characters: `[-A-Za-z0-9/._~!$&'()*+,;=:@]` or `%` and two hex digits.
+pub(super) fn path_chars(v: &str) -> bool {
+    let b = v.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'%' {
+            let hex = |x: Option<&u8>| x.is_some_and(u8::is_ascii_hexdigit);
+            if !(hex(b.get(i + 1)) && hex(b.get(i + 2))) {
+                return false;
+            }
+            i += 3;
+            continue;
+        }
+        if !(c.is_ascii_alphanumeric() || b"-/._~!$&'()*+,;=:@".contains(&c)) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
 
 /// A precise host name: a lower-case DNS name, no wildcard, at most 253 characters.
 fn hostname(h: &str, field: &str) -> Result<(), FieldError> {

@@ -4,6 +4,7 @@
 
 use super::checks::{MAX_LIST, at_most, duration, err, name_pattern, regex, token, value};
 use super::filters::{On, backends, filters, path_filters_fit};
+use super::paths::path_chars;
 use crate::error::FieldError;
 use crate::gateway::{
     BackendRef, GRPCMethodMatch, GRPCRouteMatch, GRPCRouteSpec, HTTPHeaderMatch, HTTPRouteFilter,
@@ -120,28 +121,6 @@ fn string_matches(ms: &[HTTPHeaderMatch], field: &str, max_value: usize) -> Resu
         }
     }
     Ok(())
-}
-
-/// Upstream's path characters: `[-A-Za-z0-9/._~!$&'()*+,;=:@]` or `%` and two hex digits.
-pub(super) fn path_chars(v: &str) -> bool {
-    let b = v.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        if c == b'%' {
-            let hex = |x: Option<&u8>| x.is_some_and(u8::is_ascii_hexdigit);
-            if !(hex(b.get(i + 1)) && hex(b.get(i + 2))) {
-                return false;
-            }
-            i += 3;
-            continue;
-        }
-        if !(c.is_ascii_alphanumeric() || b"-/._~!$&'()*+,;=:@".contains(&c)) {
-            return false;
-        }
-        i += 1;
-    }
-    true
 }
 
 fn http_match(m: &HTTPRouteMatch, field: &str) -> Result<(), FieldError> {
