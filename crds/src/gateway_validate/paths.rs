@@ -1,7 +1,8 @@
 //! Validation of the filters that change where a request goes: `RequestRedirect` and
 //! `URLRewrite` bodies and their path modifiers, as upstream's schema and CEL say, bounded
 //! so that what Envoy is sent (`redirect`, `host_rewrite_literal`, `prefix_rewrite`,
-//! `regex_rewrite`) is always valid.
+//! `regex_rewrite`) is always valid; and upstream's path characters, which path matches
+//! use too.
 
 use super::checks::err;
 use crate::error::FieldError;
