@@ -78,8 +78,61 @@ pub struct HTTPHeaderFilter {
     pub remove: Vec<String>,
 }
 
-/// One filter. Rudder implements `RequestHeaderModifier`, `ResponseHeaderModifier` and
-/// `RequestMirror`; the others are read so that a route using one is refused by name.
+/// How a redirect or rewrite changes the path: `type` `ReplaceFullPath` (with
+/// `replaceFullPath`) or `ReplacePrefixMatch` (with `replacePrefixMatch`: the part of the
+/// path the rule's `PathPrefix` match matched is replaced).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPPathModifier {
+    /// `ReplaceFullPath` or `ReplacePrefixMatch`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// The new path, for `ReplaceFullPath`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_full_path: Option<String>,
+    /// What replaces the matched prefix, for `ReplacePrefixMatch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_prefix_match: Option<String>,
+}
+
+/// The `RequestRedirect` filter: the request is answered with a redirect whose
+/// `Location` is the request's URL with these parts replaced.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPRequestRedirectFilter {
+    /// `http` or `https`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// The host name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// The path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<HTTPPathModifier>,
+    /// The port (default: the scheme's well-known port when `scheme` is set, else the
+    /// Service port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+    /// 301, 302 (default), 303, 307 or 308.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<i32>,
+}
+
+/// The `URLRewrite` filter: the request is forwarded with its host and path rewritten.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPURLRewriteFilter {
+    /// The new `Host` (`:authority`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// The new path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<HTTPPathModifier>,
+}
+
+/// One filter. Rudder implements `RequestHeaderModifier`, `ResponseHeaderModifier`,
+/// `RequestMirror`, `RequestRedirect` and `URLRewrite`; the others are read so that a
+/// route using one is refused by name.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HTTPRouteFilter {
@@ -96,12 +149,12 @@ pub struct HTTPRouteFilter {
     /// For `RequestMirror`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_mirror: Option<HTTPRequestMirrorFilter>,
-    /// For `RequestRedirect` (not implemented).
+    /// For `RequestRedirect`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_redirect: Option<serde_json::Value>,
-    /// For `URLRewrite` (not implemented).
+    pub request_redirect: Option<HTTPRequestRedirectFilter>,
+    /// For `URLRewrite`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url_rewrite: Option<serde_json::Value>,
+    pub url_rewrite: Option<HTTPURLRewriteFilter>,
     /// For `ExtensionRef` (not implemented).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extension_ref: Option<serde_json::Value>,

@@ -221,9 +221,11 @@ fn http_route_in_upstream_shape_lands_in_our_fields_and_round_trips() {
         body(&r.session_persistence)["cookieConfig"]["lifetimeType"] => json!("Permanent"),
         other[0].request_mirror.as_ref().map(|m| (m.backend_ref.name.as_str(), m.percent))
             => Some(("reviews-shadow", Some(10))),
-        body(&other[1].url_rewrite)["path"]["replacePrefixMatch"] => json!("/v2"),
+        other[1].url_rewrite.as_ref().and_then(|r| r.path.as_ref())
+            .and_then(|p| p.replace_prefix_match.as_deref()) => Some("/v2"),
         body(&other[2].extension_ref)["kind"] => json!("RateLimit"),
-        body(&s.rules[2].filters[0].request_redirect)["statusCode"] => json!(301),
+        s.rules[2].filters[0].request_redirect.as_ref().and_then(|r| r.status_code)
+            => Some(301),
         p.parent_ref == pr[0] => true,
         p.controller_name => crds::gateway::CONTROLLER_NAME,
         (&p.conditions[0].type_, &p.conditions[0].status) => ("Accepted", "False"),
@@ -623,9 +625,6 @@ fn filters_follow_upstream_cel_and_rudder_refuses_what_it_does_not_implement() {
         {backendRefs: [{name: b, port: 80, filters: [{type: RequestMirror, requestMirror: {backendRef: {name: m, port: 80}}}]}]}
             => !.backendRefs[0].filters[0].type
         # Valid upstream (core, extended, experimental) but not implemented: refused by name.
-        {filters: [{type: RequestRedirect, requestRedirect: {scheme: https, statusCode: 301}}]}
-            => !.filters[0].type
-        {filters: [{type: URLRewrite, urlRewrite: {hostname: h}}]} => !.filters[0].type
         {filters: [{type: ExtensionRef, extensionRef: {group: g, kind: K, name: e}}]}
             => !.filters[0].type
         {filters: [{type: CORS, cors: {allowOrigins: ['*']}}]} => !.filters[0].type
@@ -644,6 +643,51 @@ fn filters_follow_upstream_cel_and_rudder_refuses_what_it_does_not_implement() {
         {set: [{name: Host, value: h}]} => !.
         {add: [{name: host, value: h}]} => !.";
     At::RequestHeaders.cases(text);
+}
+
+#[test]
+fn redirects_and_rewrites_follow_upstream_schema_and_cel() {
+    let text = "
+        {backendRefs: [], filters: [{type: RequestRedirect, requestRedirect: {scheme: https, statusCode: 301}}]} => ok
+        {backendRefs: [], filters: [{type: RequestRedirect, requestRedirect: {hostname: example.org, port: 8083, statusCode: 308}}]} => ok
+        {filters: [{type: URLRewrite, urlRewrite: {hostname: h}}]} => ok
+        {matches: [{path: {type: PathPrefix, value: /a}}],
+         filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}}]} => ok
+        # No matches is the default PathPrefix / match.
+        {backendRefs: [], filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /b}}}]} => ok
+        # A redirect answers the request: no backendRefs (CEL).
+        {filters: [{type: RequestRedirect, requestRedirect: {scheme: https}}]} => .backendRefs
+        # Each at most once, and not both in one rule (CEL).
+        {backendRefs: [], filters: [{type: RequestRedirect, requestRedirect: {scheme: https}},
+                                     {type: RequestRedirect, requestRedirect: {port: 81}}]} => .filters[1].type
+        {backendRefs: [], filters: [{type: RequestRedirect, requestRedirect: {scheme: https}},
+                                     {type: URLRewrite, urlRewrite: {hostname: h}}]} => .filters
+        {filters: [{type: URLRewrite, urlRewrite: {hostname: a}}, {type: URLRewrite, urlRewrite: {hostname: b}}]} => .filters[1].type
+        # ReplacePrefixMatch needs exactly one PathPrefix match (CEL).
+        {matches: [{path: {type: Exact, value: /a}}],
+         filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /b}}}]} => .filters[0].urlRewrite.path
+        {matches: [{path: {value: /a}}, {path: {value: /c}}], backendRefs: [],
+         filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /b}}}]}
+            => .filters[0].requestRedirect.path
+        {matches: [{path: {type: Exact, value: /a}}],
+         filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /b}}}]} => ok
+        # The body: scheme, host name, port, status code, path modifier with its value.
+        {backendRefs: [], filters: [{type: RequestRedirect, requestRedirect: {scheme: ftp}}]} => .filters[0].requestRedirect.scheme
+        {backendRefs: [], filters: [{type: RequestRedirect, requestRedirect: {statusCode: 304}}]} => .filters[0].requestRedirect.statusCode
+        {backendRefs: [], filters: [{type: RequestRedirect, requestRedirect: {port: 0}}]} => .filters[0].requestRedirect.port
+        {backendRefs: [], filters: [{type: RequestRedirect, requestRedirect: {hostname: '*.example.org'}}]} => .filters[0].requestRedirect.hostname
+        {filters: [{type: URLRewrite, urlRewrite: {hostname: Upper.Example}}]} => .filters[0].urlRewrite.hostname
+        {filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath}}}]} => .filters[0].urlRewrite.path.replaceFullPath
+        {filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /a, replacePrefixMatch: /b}}}]}
+            => .filters[0].urlRewrite.path.replacePrefixMatch
+        {filters: [{type: URLRewrite, urlRewrite: {path: {type: Replace, replaceFullPath: /a}}}]} => .filters[0].urlRewrite.path.type
+        {filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /$(a*1024)}}}]} => .filters[0].urlRewrite.path.replaceFullPath
+        {filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: 'a b'}}}]} => .filters[0].urlRewrite.path.replaceFullPath
+        # Not on backends, and not on GRPCRoute (upstream defines neither there).
+        {backendRefs: [{name: b, port: 80, filters: [{type: URLRewrite, urlRewrite: {hostname: h}}]}]} => !.backendRefs[0].filters[0].type";
+    At::Rule.cases(text);
+    At::GrpcRule
+        .cases("{filters: [{type: URLRewrite, urlRewrite: {hostname: h}}]} => .filters[0].type");
 }
 
 #[test]

@@ -15,7 +15,7 @@ use crate::mesh::MeshConfig;
 use crate::model::{Model, ViewKey};
 use crate::output::{Output, Resource};
 use crate::policy::context::PolicyContext;
-use crate::policy::port::port_routings;
+use crate::policy::port::{port_routings, port_routings_for};
 use crate::render::endpoint;
 
 /// What every Envoy sidecar shares: one Cluster and one ClusterLoadAssignment per
@@ -39,11 +39,15 @@ pub fn translate_mesh(model: &Model, mesh: &MeshConfig, policy: &PolicyContext) 
 }
 
 /// The outbound RouteConfiguration for sidecars in `namespace` (short service names
-/// resolve in the client's own namespace, as Kubernetes DNS does).
+/// resolve in the client's own namespace, as Kubernetes DNS does; the namespace's
+/// consumer routes take precedence over the Services' own).
 pub fn outbound_routes(model: &Model, policy: &PolicyContext, namespace: &str) -> Output {
     let parts: Vec<route::VhostPart> = model
         .services()
-        .flat_map(|svc| route::vhost_parts(model, svc, &port_routings(model, policy, svc)))
+        .flat_map(|svc| {
+            let routings = port_routings_for(model, policy, svc, Some(namespace));
+            route::vhost_parts(model, svc, &routings)
+        })
         .collect();
     route::assemble(parts.iter(), namespace)
 }

@@ -120,7 +120,7 @@ fn check(case: &str, input: &Path) {
     let actual = match case {
         "grpc" => snapshot_grpc(&model),
         // Both client kinds.
-        "gamma" => snapshot(&model) + &snapshot_grpc(&model),
+        "gamma" | "gamma-filters" => snapshot(&model) + &snapshot_grpc(&model),
         _ => snapshot(&model),
     };
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{case}.golden"));
@@ -191,6 +191,14 @@ fn golden_gamma() {
     check(
         "gamma",
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/gamma"),
+    );
+}
+
+#[test]
+fn golden_gamma_filters() {
+    check(
+        "gamma-filters",
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/gamma-filters"),
     );
 }
 

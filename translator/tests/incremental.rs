@@ -260,6 +260,16 @@ fn incremental_matches_from_scratch_on_the_edge_cases() {
 }
 
 #[test]
+fn incremental_matches_from_scratch_on_gamma() {
+    run(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/gamma"));
+}
+
+#[test]
+fn incremental_matches_from_scratch_on_gamma_filters_and_consumer_routes() {
+    run(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/gamma-filters"));
+}
+
+#[test]
 fn incremental_matches_from_scratch_on_traffic_policy() {
     run(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/traffic-policy"));
 }

@@ -119,7 +119,7 @@ async fn http_routes_route_their_service_and_report_status_per_parent() -> anyho
     // Service parent; the last good version keeps routing.
     let mut bad = http_route("web", "web", json!([{"name": "web-v2", "port": 80}]));
     bad["spec"]["rules"][0]["filters"] =
-        json!([{"type": "URLRewrite", "urlRewrite": {"hostname": "x"}}]);
+        json!([{"type": "ExtensionRef", "extensionRef": {"group": "g", "kind": "K", "name": "e"}}]);
     fake.apply(bad);
     eventually("UnsupportedValue", || {
         route_conditions(&fake, "HTTPRoute", "web")

@@ -1,16 +1,19 @@
 //! Validation of filters (on rules and on backends) and of backendRefs.
 
 use super::checks::{MAX_LIST, MAX_WEIGHT, at_most, err, name_pattern, token, value};
+use super::paths::{redirect, rewrite};
 use crate::error::FieldError;
 use crate::gateway::{BackendRef, HTTPHeaderFilter, HTTPRequestMirrorFilter, HTTPRouteFilter};
 use crate::text::is_dns_label as is_label;
 use crate::text::quote;
 
-/// Filters Rudder implements on a rule.
-pub const SUPPORTED_FILTERS: [&str; 3] = [
+/// Filters Rudder implements on a rule (on a GRPCRoute, only those GRPCRoute defines).
+pub const SUPPORTED_FILTERS: [&str; 5] = [
     "RequestHeaderModifier",
     "ResponseHeaderModifier",
     "RequestMirror",
+    "RequestRedirect",
+    "URLRewrite",
 ];
 
 /// Filters Rudder implements on a backend (Envoy weighted clusters carry header changes,
@@ -234,24 +237,77 @@ pub(super) fn filters(fs: &[HTTPRouteFilter], field: &str, on: On) -> Result<(),
             ));
         }
         let body_field = format!("{path}.{name}");
-        match (
-            f.request_header_modifier.as_ref(),
-            f.response_header_modifier.as_ref(),
-            f.request_mirror.as_ref(),
-        ) {
-            (Some(h), _, _) | (_, Some(h), _) => {
-                // A header modifier at most once (upstream CEL); mirrors may repeat.
-                if kinds.contains(&f.type_.as_str()) {
+        // Every filter but a mirror at most once (upstream CEL); mirrors may repeat.
+        if f.request_mirror.is_none() {
+            if kinds.contains(&f.type_.as_str()) {
+                return Err(err(
+                    format!("{path}.type"),
+                    format!("{} appears twice", f.type_),
+                ));
+            }
+            kinds.push(&f.type_);
+        }
+        if let Some(h) = f
+            .request_header_modifier
+            .as_ref()
+            .or(f.response_header_modifier.as_ref())
+        {
+            header_filter(h, &body_field)?;
+        }
+        if let Some(m) = &f.request_mirror {
+            mirror(m, &body_field)?;
+        }
+        if let Some(r) = &f.request_redirect {
+            redirect(r, &body_field)?;
+        }
+        if let Some(r) = &f.url_rewrite {
+            rewrite(r, &body_field)?;
+        }
+    }
+    // As upstream's CEL: a redirect answers the request, a rewrite forwards it.
+    if kinds.contains(&"RequestRedirect") && kinds.contains(&"URLRewrite") {
+        return Err(err(
+            field,
+            "RequestRedirect and URLRewrite cannot both be used in one rule",
+        ));
+    }
+    Ok(())
+}
+
+/// What a rule's redirect or rewrite needs of the rest of the rule (upstream CEL): a
+/// redirect has no backendRefs; a `ReplacePrefixMatch` path needs exactly one match, a
+/// `PathPrefix` one (no matches stands for the default `PathPrefix /`).
+pub(super) fn path_filters_fit(
+    fs: &[HTTPRouteFilter],
+    one_prefix_match: bool,
+    has_backends: bool,
+    field: &str,
+) -> Result<(), FieldError> {
+    for (i, f) in fs.iter().enumerate() {
+        let at = format!("{field}.filters[{i}]");
+        let (modifier, body) = match (&f.request_redirect, &f.url_rewrite) {
+            (Some(r), _) => {
+                if has_backends {
                     return Err(err(
-                        format!("{path}.type"),
-                        format!("{} appears twice", f.type_),
+                        format!("{field}.backendRefs"),
+                        format!(
+                            "must be empty: filters[{i}] is a RequestRedirect, which answers the request itself"
+                        ),
                     ));
                 }
-                kinds.push(&f.type_);
-                header_filter(h, &body_field)?;
+                (r.path.as_ref(), "requestRedirect")
             }
-            (None, None, Some(m)) => mirror(m, &body_field)?,
-            (None, None, None) => {}
+            (None, Some(r)) => (r.path.as_ref(), "urlRewrite"),
+            (None, None) => continue,
+        };
+        if let Some(m) = modifier
+            && m.type_ == "ReplacePrefixMatch"
+            && !one_prefix_match
+        {
+            return Err(err(
+                format!("{at}.{body}.path"),
+                "ReplacePrefixMatch needs exactly one match, with a PathPrefix path",
+            ));
         }
     }
     Ok(())

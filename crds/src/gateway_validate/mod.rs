@@ -5,8 +5,10 @@
 
 mod checks;
 mod filters;
+mod paths;
 mod route;
 
 pub use checks::{MAX_WEIGHT, duration};
 pub use filters::{SUPPORTED_BACKEND_FILTERS, SUPPORTED_FILTERS};
+pub use paths::REDIRECT_CODES;
 pub use route::{GrpcPath, MAX_ATTEMPTS, MAX_RENDERED_BYTES, METHODS, grpc_method_path};

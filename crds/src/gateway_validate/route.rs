@@ -3,7 +3,8 @@
 //! (filters and backendRefs are checked by `filters`).
 
 use super::checks::{MAX_LIST, at_most, duration, err, name_pattern, regex, token, value};
-use super::filters::{On, backends, filters};
+use super::filters::{On, backends, filters, path_filters_fit};
+use super::paths::path_chars;
 use crate::error::FieldError;
 use crate::gateway::{
     BackendRef, GRPCMethodMatch, GRPCRouteMatch, GRPCRouteSpec, HTTPHeaderMatch, HTTPRouteFilter,
@@ -122,28 +123,6 @@ fn string_matches(ms: &[HTTPHeaderMatch], field: &str, max_value: usize) -> Resu
     Ok(())
 }
 
-/// Upstream's path characters: `[-A-Za-z0-9/._~!$&'()*+,;=:@]` or `%` and two hex digits.
-fn path_chars(v: &str) -> bool {
-    let b = v.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        if c == b'%' {
-            let hex = |x: Option<&u8>| x.is_some_and(u8::is_ascii_hexdigit);
-            if !(hex(b.get(i + 1)) && hex(b.get(i + 2))) {
-                return false;
-            }
-            i += 3;
-            continue;
-        }
-        if !(c.is_ascii_alphanumeric() || b"-/._~!$&'()*+,;=:@".contains(&c)) {
-            return false;
-        }
-        i += 1;
-    }
-    true
-}
-
 fn http_match(m: &HTTPRouteMatch, field: &str) -> Result<(), FieldError> {
     if let Some(p) = &m.path {
         let v = p.value.as_deref().unwrap_or("/");
@@ -247,6 +226,24 @@ fn filter_bytes(fs: &[HTTPRouteFilter]) -> usize {
         })
         .sum::<usize>()
         + fs.iter().filter(|f| f.request_mirror.is_some()).count() * 200
+        + fs.iter()
+            .map(|f| {
+                let path = |m: Option<&crate::gateway::HTTPPathModifier>| {
+                    m.map_or(0, |m| {
+                        m.replace_full_path.as_ref().map_or(0, String::len)
+                            + m.replace_prefix_match.as_ref().map_or(0, String::len)
+                            + 64
+                    })
+                };
+                let redirect = f.request_redirect.as_ref().map_or(0, |r| {
+                    r.hostname.as_ref().map_or(0, String::len) + path(r.path.as_ref()) + 64
+                });
+                let rewrite = f.url_rewrite.as_ref().map_or(0, |r| {
+                    r.hostname.as_ref().map_or(0, String::len) + path(r.path.as_ref()) + 64
+                });
+                redirect + rewrite
+            })
+            .sum::<usize>()
 }
 
 /// The estimated size of one copy of what a route renders: for each rule, each of its
@@ -384,6 +381,15 @@ impl HTTPRouteSpec {
                 r.session_persistence.is_some(),
                 false,
             )?;
+            // No matches stands for the default `PathPrefix /`; so does a match without
+            // a path.
+            let one_prefix_match = r.matches.is_empty()
+                || (r.matches.len() == 1
+                    && r.matches[0]
+                        .path
+                        .as_ref()
+                        .is_none_or(|p| matches!(p.type_.as_deref(), None | Some("PathPrefix"))));
+            path_filters_fit(&r.filters, one_prefix_match, !r.backend_refs.is_empty(), &f)?;
             if let Some(t) = &r.timeouts {
                 timeouts(t, &format!("{f}.timeouts"))?;
             }

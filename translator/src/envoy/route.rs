@@ -30,7 +30,9 @@ use crate::names;
 use crate::output::{Body, Diagnostic, Output, Resource};
 use crate::render::endpoint::{PodAddress, pod_addresses};
 use crate::render::protos;
-use crate::render::route::{action, cluster_specifier, domains, route_match};
+use crate::render::route::{
+    action, apply_rewrite, cluster_specifier, domains, redirect_action, route_match,
+};
 use crate::routing::ir::{Backend, Dest, HeaderEdits, PortRouting, Retry};
 
 /// Header changes as Envoy's `*_headers_to_add` and `*_headers_to_remove`.
@@ -157,7 +159,7 @@ pub(crate) fn vhost_parts(
     let key = ObjectKey::new(Kind::Service, &svc.namespace, &svc.name);
     let mut out = Vec::new();
     for (port, routing) in svc.ports.iter().zip(routings) {
-        let mut vhost = virtual_host(routing);
+        let mut vhost = virtual_host(routing, port.port);
         let (refs, sources) = (routing.refs.clone(), routing.sources.clone());
         let mut names = domains(svc, port.port);
         if port.protocol == Protocol::Tcp {
@@ -318,8 +320,8 @@ fn pod_vhosts(
         .collect()
 }
 
-/// The Envoy virtual host of one port's routing (domains left empty).
-fn virtual_host(r: &PortRouting) -> VirtualHost {
+/// The Envoy virtual host of the routing of Service port `port` (domains left empty).
+fn virtual_host(r: &PortRouting, port: u16) -> VirtualHost {
     let (retry_policy, timeout) = retry_and_timeout(r.retry.as_ref(), r.timeout, r.protocol);
     let routes = r
         .rules
@@ -384,6 +386,7 @@ fn virtual_host(r: &PortRouting) -> VirtualHost {
                     backend_header_edits(a, &extra.backend_headers);
                 }
             }
+            redirect_and_rewrite(&mut route, rule.matches.as_ref(), extra, port);
             route
         })
         .collect();
@@ -391,6 +394,23 @@ fn virtual_host(r: &PortRouting) -> VirtualHost {
         name: r.name.clone(),
         routes,
         ..Default::default()
+    }
+}
+
+/// A Gateway API rule's `RequestRedirect` (the route answers with it instead of
+/// forwarding) or `URLRewrite` (on the route's action), on Service port `port`.
+fn redirect_and_rewrite(
+    route: &mut Route,
+    m: Option<&crate::routing::ir::Match>,
+    extra: &crate::routing::ir::RuleExtra,
+    port: u16,
+) {
+    if let Some(r) = &extra.redirect {
+        route.action = Some(Action::Redirect(redirect_action(r, m, port)));
+    } else if let Some(rw) = &extra.rewrite
+        && let Some(Action::Route(a)) = route.action.as_mut()
+    {
+        apply_rewrite(a, rw, m);
     }
 }
 

@@ -3,12 +3,14 @@
 
 use crds::BackendRef;
 use crds::ConditionReason;
-use crds::gateway::{HTTPHeaderFilter, HTTPRouteFilter};
+use crds::gateway::{HTTPHeaderFilter, HTTPPathModifier, HTTPRouteFilter};
 
 use super::view::RuleView;
-use crate::model::{Model, ObjectKey, Protocol};
+use crate::model::{Model, NsName, ObjectKey, Protocol};
 use crate::names;
-use crate::routing::ir::{Backend, BackendFacts, Dest, HeaderEdits, Retry, RuleExtra};
+use crate::routing::ir::{
+    Backend, BackendFacts, Dest, HeaderEdits, PathChange, Redirect, Retry, Rewrite, RuleExtra,
+};
 
 /// Why a reference did not resolve, naming the field.
 pub(crate) type Issue = (ConditionReason, String);
@@ -23,10 +25,13 @@ pub(crate) struct Resolved {
 }
 
 /// A backend reference of a route in `ns` as (cluster, whether it is an HTTP port with
-/// endpoints), or why it does not resolve.
+/// endpoints), or why it does not resolve. A Service in another namespace resolves only
+/// when it is among `parents`: a consumer route may send its callers on to the Service
+/// it routes (they may call it anyway).
 fn cluster_of(
     model: &Model,
     ns: &str,
+    parents: &[NsName],
     f: &str,
     b: &BackendRef,
 ) -> Result<(String, bool), (ConditionReason, String)> {
@@ -40,15 +45,18 @@ fn cluster_of(
             ),
         ));
     }
-    if let Some(other) = b.namespace.as_deref().filter(|n| *n != ns) {
+    if let Some(other) = b.namespace.as_deref().filter(|n| *n != ns)
+        && !parents.contains(&(other.to_string(), b.name.clone()))
+    {
         return Err((
             ConditionReason::RefNotPermitted,
             format!(
-                "{f}.namespace: Service {other}/{} is in another namespace (ReferenceGrants are not supported)",
+                "{f}.namespace: Service {other}/{} is in another namespace and not a parent of the route (ReferenceGrants are not supported)",
                 b.name
             ),
         ));
     }
+    let ns = b.namespace.as_deref().unwrap_or(ns);
     let port = b.port.and_then(|p| u16::try_from(p).ok()).unwrap_or(0);
     let Some(svc) = model.service(ns, &b.name) else {
         return Err((
@@ -74,14 +82,15 @@ fn cluster_of(
     ))
 }
 
-/// Resolves `backends` of a rule of a route in `ns`. A backend that does not resolve
+/// Resolves `backends` of a rule of a route in `ns` with Service parents `parents` in
+/// other namespaces. A backend that does not resolve
 /// keeps its weight as [`Backend::Missing`]: its share of
 /// requests fails (HTTPRoute: 500; GRPCRoute: UNAVAILABLE), as the spec requires. A
 /// rule with no backend of weight above 0 fails every request: HTTPRoute with 500,
 /// GRPCRoute with UNAVAILABLE.
 pub(crate) fn destination(
     model: &Model,
-    ns: &str,
+    (ns, parents): (&str, &[NsName]),
     field: &str,
     backends: &[BackendRef],
     grpc: bool,
@@ -102,7 +111,7 @@ pub(crate) fn destination(
     for (i, b) in backends.iter().enumerate() {
         let f = format!("{field}.backendRefs[{i}]");
         let weight = u32::try_from(b.weight.unwrap_or(1)).unwrap_or(0);
-        match cluster_of(model, ns, &f, b) {
+        match cluster_of(model, ns, parents, &f, b) {
             Ok((cluster, offered)) => {
                 if !facts.iter().any(|f| f.cluster == cluster) {
                     facts.push(BackendFacts {
@@ -152,7 +161,7 @@ pub(crate) fn destination(
 /// backend does not resolve is left out and reported.
 pub(crate) fn mirrors(
     model: &Model,
-    ns: &str,
+    (ns, parents): (&str, &[NsName]),
     field: &str,
     filters: &[HTTPRouteFilter],
 ) -> (Vec<(String, u32)>, Vec<Issue>) {
@@ -163,7 +172,7 @@ pub(crate) fn mirrors(
             continue;
         };
         let at = format!("{field}.filters[{i}].requestMirror.backendRef");
-        match cluster_of(model, ns, &at, &m.backend_ref.as_backend()) {
+        match cluster_of(model, ns, parents, &at, &m.backend_ref.as_backend()) {
             Ok((cluster, _)) => out.push((cluster, m.per_million())),
             Err(issue) => issues.push(issue),
         }
@@ -187,10 +196,11 @@ fn edits(f: Option<&HTTPHeaderFilter>) -> HeaderEdits {
     }
 }
 
-/// What a rule sets besides its destination (`mirrors` and `backend_headers` resolved
-/// by the caller).
+/// What a rule (at `field`) sets besides its destination (`mirrors` and
+/// `backend_headers` resolved by the caller).
 pub(crate) fn extra(
     route: &ObjectKey,
+    field: &str,
     rule: &RuleView<'_>,
     grpc: bool,
     mirrors: Vec<(String, u32)>,
@@ -236,5 +246,36 @@ pub(crate) fn extra(
         no_backend_status: if grpc { 503 } else { 500 },
         mirrors,
         backend_headers,
+        redirect: rule.filters.iter().enumerate().find_map(|(i, f)| {
+            let r = f.request_redirect.as_ref()?;
+            Some(Redirect {
+                field: format!("{field}.filters[{i}]"),
+                scheme: r.scheme.clone(),
+                host: r.hostname.clone(),
+                port: r.port.and_then(|p| u16::try_from(p).ok()),
+                path: r.path.as_ref().and_then(path_change),
+                status: r
+                    .status_code
+                    .and_then(|c| u32::try_from(c).ok())
+                    .unwrap_or(302),
+            })
+        }),
+        rewrite: rule.filters.iter().enumerate().find_map(|(i, f)| {
+            let r = f.url_rewrite.as_ref()?;
+            Some(Rewrite {
+                field: format!("{field}.filters[{i}]"),
+                host: r.hostname.clone(),
+                path: r.path.as_ref().and_then(path_change),
+            })
+        }),
+    }
+}
+
+/// A path modifier in routing-model terms (validation checked its type and value).
+fn path_change(m: &HTTPPathModifier) -> Option<PathChange> {
+    match m.type_.as_str() {
+        "ReplaceFullPath" => m.replace_full_path.clone().map(PathChange::Full),
+        "ReplacePrefixMatch" => m.replace_prefix_match.clone().map(PathChange::Prefix),
+        _ => None,
     }
 }

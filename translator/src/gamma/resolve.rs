@@ -36,8 +36,22 @@ impl ServiceRoutes {
     }
 }
 
-/// Routes by Service (namespace, name).
+/// Producer routes (in their Service's namespace, for every caller) by Service
+/// (namespace, name).
 pub(crate) type RouteState = BTreeMap<NsName, ServiceRoutes>;
+
+/// Consumer routes (in another namespace than their Service, for the callers in their
+/// own) by Service, then by the callers' namespace.
+pub(crate) type ConsumerState = BTreeMap<NsName, BTreeMap<String, ServiceRoutes>>;
+
+/// Who the routes of a route attached to a Service apply to: `None` every caller (a
+/// producer route), else the callers in that namespace (a consumer route).
+pub(crate) type Audience = Option<String>;
+
+/// The audience of a route in `route_ns` attached to Service `svc`.
+pub(crate) fn audience(route_ns: &str, svc: &NsName) -> Audience {
+    (svc.0 != route_ns).then(|| route_ns.to_string())
+}
 
 /// The Service and HTTP ports a Service parentRef of a route in `route_ns` attaches to,
 /// or why it does not (reason, message naming the field).
@@ -48,15 +62,8 @@ pub(crate) fn attach(
     p: &ParentReference,
 ) -> Result<(NsName, Vec<u16>), (ConditionReason, String)> {
     let field = format!("spec.parentRefs[{index}]");
+    // A Service in another namespace: a consumer route, for the callers in `route_ns`.
     let ns = p.namespace.as_deref().unwrap_or(route_ns);
-    if ns != route_ns {
-        return Err((
-            ConditionReason::UnsupportedValue,
-            format!(
-                "{field}.namespace: consumer routes (a parentRef to a Service in another namespace, here {ns}) are not supported; put the route in namespace {ns}"
-            ),
-        ));
-    }
     let Some(svc) = model.service(ns, &p.name) else {
         return Err((
             ConditionReason::NoMatchingParent,
@@ -126,13 +133,16 @@ pub(crate) fn too_large(route: &RouteView<'_>, ports: usize) -> Option<String> {
     })
 }
 
+/// A Service port routed for an audience.
+pub(crate) type Taken = (Audience, Target);
+
 /// The Service ports each route attaches to, in `routes` order, GRPCRoutes taking their
-/// ports from HTTPRoutes (a route too large for its ports attaches nowhere); and which
-/// GRPCRoute took each port.
+/// ports from HTTPRoutes of the same audience (a route too large for its ports attaches
+/// nowhere); and which GRPCRoute took each port for each audience.
 pub(crate) fn attachments(
     model: &Model,
     routes: &[RouteView<'_>],
-) -> (Vec<BTreeSet<Target>>, BTreeMap<Target, ObjectKey>) {
+) -> (Vec<BTreeSet<Target>>, BTreeMap<Taken, ObjectKey>) {
     let mut all: Vec<BTreeSet<(NsName, u16)>> = routes
         .iter()
         .map(|route| {
@@ -150,45 +160,58 @@ pub(crate) fn attachments(
             set
         })
         .collect();
-    let mut grpc_taken: BTreeMap<(NsName, u16), ObjectKey> = BTreeMap::new();
+    let mut grpc_taken: BTreeMap<Taken, ObjectKey> = BTreeMap::new();
     for (route, set) in routes.iter().zip(&all) {
         if route.grpc {
             for a in set {
-                grpc_taken.entry(a.clone()).or_insert(route.key.clone());
+                let who = audience(&route.key.namespace, &a.0);
+                grpc_taken
+                    .entry((who, a.clone()))
+                    .or_insert(route.key.clone());
             }
         }
     }
     for (route, set) in routes.iter().zip(all.iter_mut()) {
         if !route.grpc {
-            set.retain(|a| !grpc_taken.contains_key(a));
+            set.retain(|a| {
+                !grpc_taken.contains_key(&(audience(&route.key.namespace, &a.0), a.clone()))
+            });
         }
     }
     (all, grpc_taken)
 }
 
-/// The routes attached to every Service, merged and ordered; routes in `excluded` (left
-/// out by containment) count as absent.
-pub(crate) fn resolve(model: &Model, excluded: &Excluded) -> RouteState {
+/// The routes attached to every Service, merged and ordered: producer routes, and
+/// consumer routes per callers' namespace; routes in `excluded` (left out by
+/// containment) count as absent.
+pub(crate) fn resolve(model: &Model, excluded: &Excluded) -> (RouteState, ConsumerState) {
     let routes = view::routes(model, excluded);
     let (attached, _) = attachments(model, &routes);
-    let mut out: BTreeMap<NsName, Vec<(ObjectKey, Attached, Rank)>> = BTreeMap::new();
+    type Merged = Vec<(ObjectKey, Attached, Rank)>;
+    let mut out: BTreeMap<(NsName, Audience), Merged> = BTreeMap::new();
     for (route, targets) in routes.iter().zip(&attached) {
         if targets.is_empty() {
             continue;
         }
         let ns = route.key.namespace.as_str();
+        let foreign = route.foreign_parents();
         for (ri, rule) in route.rules.iter().enumerate() {
             let resolved = backends::destination(
                 model,
-                ns,
+                (ns, &foreign),
                 &format!("spec.rules[{ri}]"),
                 rule.backends,
                 route.grpc,
             );
-            let (mirrors, _) =
-                backends::mirrors(model, ns, &format!("spec.rules[{ri}]"), rule.filters);
+            let (mirrors, _) = backends::mirrors(
+                model,
+                (ns, &foreign),
+                &format!("spec.rules[{ri}]"),
+                rule.filters,
+            );
             let extra = Box::new(backends::extra(
                 &route.key,
+                &format!("spec.rules[{ri}]"),
                 rule,
                 route.grpc,
                 mirrors,
@@ -196,7 +219,8 @@ pub(crate) fn resolve(model: &Model, excluded: &Excluded) -> RouteState {
             ));
             for (m, rank) in &rule.matches {
                 for (svc, port) in targets {
-                    out.entry(svc.clone()).or_default().push((
+                    let who = audience(ns, svc);
+                    out.entry((svc.clone(), who)).or_default().push((
                         route.key.clone(),
                         Attached {
                             port: *port,
@@ -213,26 +237,38 @@ pub(crate) fn resolve(model: &Model, excluded: &Excluded) -> RouteState {
             }
         }
     }
-    out.into_iter()
-        .map(|(svc, mut rules)| {
-            // Stable: equal ranks keep route (oldest first), rule and match order.
-            rules.sort_by_key(|r| std::cmp::Reverse(r.2));
-            let mut sources: Vec<ObjectKey> = Vec::new();
-            for (k, _, _) in &rules {
-                if !sources.contains(k) {
-                    sources.push(k.clone());
-                }
+    let mut producers = RouteState::new();
+    let mut consumers = ConsumerState::new();
+    for ((svc, who), mut rules) in out {
+        // Stable: equal ranks keep route (oldest first), rule and match order.
+        rules.sort_by_key(|r| std::cmp::Reverse(r.2));
+        let mut sources: Vec<ObjectKey> = Vec::new();
+        for (k, _, _) in &rules {
+            if !sources.contains(k) {
+                sources.push(k.clone());
             }
-            let rules = rules.into_iter().map(|(_, a, _)| a).collect();
-            (svc, ServiceRoutes { sources, rules })
-        })
-        .collect()
+        }
+        let rules = rules.into_iter().map(|(_, a, _)| a).collect();
+        let merged = ServiceRoutes { sources, rules };
+        match who {
+            None => {
+                producers.insert(svc, merged);
+            }
+            Some(ns) => {
+                consumers.entry(svc).or_default().insert(ns, merged);
+            }
+        }
+    }
+    (producers, consumers)
 }
 
-/// The routing of one Service port from its attached routes, or `None` when no route
-/// applies to it.
+/// The routing of one Service port for callers in `client` (None: callers without
+/// consumer routes of their own) from its attached routes, or `None` when no route
+/// applies to it. The consumer routes of the callers' namespace on the port, if any, take
+/// precedence over the producer routes.
 pub(crate) fn port_routing(
-    routes: &RouteState,
+    (routes, consumers): (&RouteState, &ConsumerState),
+    client: Option<&str>,
     svc: &MeshService,
     port: &ServicePort,
     retry_obj: Option<&RetryPolicy>,
@@ -240,12 +276,22 @@ pub(crate) fn port_routing(
     if port.protocol == Protocol::Tcp {
         return None;
     }
-    let attached = routes.get(&(svc.namespace.clone(), svc.name.clone()))?;
-    let applies: Vec<&Attached> = attached
-        .rules
-        .iter()
-        .filter(|a| a.port == port.port)
-        .collect();
+    let key = (svc.namespace.clone(), svc.name.clone());
+    let on_port = |r: &ServiceRoutes| -> Vec<Attached> {
+        r.rules
+            .iter()
+            .filter(|a| a.port == port.port)
+            .cloned()
+            .collect()
+    };
+    let own = client
+        .and_then(|ns| consumers.get(&key)?.get(ns))
+        .map(on_port)
+        .filter(|a| !a.is_empty());
+    let applies = match own {
+        Some(a) => a,
+        None => on_port(routes.get(&key)?),
+    };
     if applies.is_empty() {
         return None;
     }
@@ -286,7 +332,7 @@ pub(crate) fn port_routing(
     Some(PortRouting {
         name: format!("{}:{}", svc.fqdn(), port.port),
         protocol: port.protocol,
-        rules: applies.into_iter().map(|a| a.rule.clone()).collect(),
+        rules: applies.into_iter().map(|a| a.rule).collect(),
         retry: retry_obj.map(retry),
         timeout: retry_obj.and_then(|p| duration(p.spec.timeout.as_deref())),
         refs,

@@ -61,7 +61,8 @@ fn each_service_parent_gets_accepted_and_resolved_refs_with_gateway_reasons() {
     assert_eq!(c[0][1], triple("ResolvedRefs", "True", "ResolvedRefs"));
     assert_eq!(c[1][0], triple("Accepted", "False", "NoMatchingParent"));
     assert_eq!(c[2][0], triple("Accepted", "False", "NoMatchingParent"));
-    assert_eq!(c[3][0], triple("Accepted", "False", "UnsupportedValue"));
+    // A consumer route of a Service that does not exist.
+    assert_eq!(c[3][0], triple("Accepted", "False", "NoMatchingParent"));
     assert_eq!(c[4][0], triple("Accepted", "False", "NoMatchingParent"));
 }
 
@@ -96,7 +97,7 @@ fn unresolved_backends_say_why_and_the_rule_answers_500_when_nothing_is_left() {
             triple("ResolvedRefs", "False", reason),
             "{backends}"
         );
-        let state = resolve(&m, &Excluded::new());
+        let (state, _) = resolve(&m, &Excluded::new());
         let rules = &state[&("default".to_string(), "web".to_string())].rules;
         assert_eq!(rules[0].rule.dest, Dest::Status(500), "{backends}");
     }
@@ -110,7 +111,7 @@ fn unresolved_backends_say_why_and_the_rule_answers_500_when_nothing_is_left() {
         conditions(&m, "r")[0][1],
         triple("ResolvedRefs", "True", "ResolvedRefs")
     );
-    let state = resolve(&m, &Excluded::new());
+    let (state, _) = resolve(&m, &Excluded::new());
     assert_eq!(
         state[&("default".to_string(), "web".to_string())].rules[0]
             .rule
@@ -132,7 +133,14 @@ fn a_routed_service_is_not_split_and_its_traffic_split_is_conflicted() {
     ));
     let policy = PolicyContext::new(&m, &Default::default(), &Excluded::new());
     let svc = m.service("default", "api").expect("api");
-    let routing = port_routing(&policy.routes, svc, &svc.ports[0], None).expect("routed");
+    let routing = port_routing(
+        (&policy.routes, &policy.consumers),
+        None,
+        svc,
+        &svc.ports[0],
+        None,
+    )
+    .expect("routed");
     assert_eq!(
         routing.rules[0].dest,
         Dest::Cluster(crate::names::outbound_cluster(
@@ -155,7 +163,7 @@ fn rules_of_several_routes_merge_by_precedence_and_ties_go_to_the_oldest() {
     let newer = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: a-newer, creationTimestamp: \"2026-02-01T00:00:00Z\"}\nspec:\n  parentRefs: [{group: \"\", kind: Service, name: web}]\n  rules:\n    - matches: [{path: {type: PathPrefix, value: /x}}]\n      backendRefs: [{name: web-v2, port: 80}]\n    - matches: [{path: {type: Exact, value: /x/y}}]\n      backendRefs: [{name: web-v2, port: 80}]\n";
     let older = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: z-older, creationTimestamp: \"2026-01-01T00:00:00Z\"}\nspec:\n  parentRefs: [{group: \"\", kind: Service, name: web}]\n  rules:\n    - matches: [{path: {type: PathPrefix, value: /x}}]\n      backendRefs: [{name: web, port: 80}]\n    - matches: [{path: {type: PathPrefix, value: /}, headers: [{name: a, value: b}]}]\n      backendRefs: [{name: web, port: 80}]\n";
     let m = model(&format!("{newer}---\n{older}"));
-    let state = resolve(&m, &Excluded::new());
+    let (state, _) = resolve(&m, &Excluded::new());
     let rules: Vec<(String, String)> = state[&("default".to_string(), "web".to_string())]
         .rules
         .iter()
@@ -189,7 +197,12 @@ fn rules_of_several_routes_merge_by_precedence_and_ties_go_to_the_oldest() {
 fn invalid_and_unsupported_routes_are_refused_with_the_field() {
     let cases = [
         (
-            "filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /}}}]",
+            "filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplaceFullPath, replaceFullPath: /}}}]",
+            "spec.rules[0].backendRefs",
+            false,
+        ),
+        (
+            "filters: [{type: CORS, cors: {}}]",
             "spec.rules[0].filters[0].type",
             true,
         ),
@@ -319,7 +332,7 @@ fn on_a_port_a_grpc_route_routes_http_routes_do_not_apply_and_say_so() {
             "[{name: web, port: 80}]"
         )
     ));
-    let state = resolve(&m, &Excluded::new());
+    let (state, _) = resolve(&m, &Excluded::new());
     let rules = &state[&("default".to_string(), "web".to_string())];
     assert_eq!(
         rules.sources,
@@ -339,7 +352,7 @@ fn grpc_routes_rank_by_service_then_method_then_headers() {
         "[{group: \"\", kind: Service, name: web}]",
         "    - matches: [{method: {method: Get}}]\n      backendRefs: [{name: web, port: 80}]\n    - matches: [{method: {service: pkg.Svc}}]\n      backendRefs: [{name: web-v2, port: 80}]\n    - matches: [{method: {service: pkg.Svc, method: Get}, headers: [{name: a, value: b}]}]\n      backendRefs: [{name: web-v2, port: 80}]\n",
     ));
-    let state = resolve(&m, &Excluded::new());
+    let (state, _) = resolve(&m, &Excluded::new());
     let paths: Vec<PathMatch> = state[&("default".to_string(), "web".to_string())]
         .rules
         .iter()
@@ -362,7 +375,7 @@ fn an_unresolved_backend_keeps_its_share_and_fails_it() {
         "[{group: \"\", kind: Service, name: web}]",
         "[{name: web-v2, port: 80, weight: 3}, {name: missing, port: 80, weight: 1}]",
     ));
-    let state = resolve(&m, &Excluded::new());
+    let (state, _) = resolve(&m, &Excluded::new());
     let a = &state[&("default".to_string(), "web".to_string())].rules[0];
     let Dest::Weighted(w) = &a.rule.dest else {
         panic!("{:?}", a.rule.dest)
@@ -382,7 +395,7 @@ fn an_unresolved_backend_keeps_its_share_and_fails_it() {
 fn equivalent_header_names_keep_the_first_match() {
     let yaml = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  parentRefs: [{group: \"\", kind: Service, name: web}]\n  rules:\n    - matches: [{headers: [{name: X-A, value: '1'}, {name: x-a, value: '2'}]}]\n      backendRefs: [{name: web, port: 80}]\n";
     let m = model(yaml);
-    let state = resolve(&m, &Excluded::new());
+    let (state, _) = resolve(&m, &Excluded::new());
     let a = &state[&("default".to_string(), "web".to_string())].rules[0];
     let headers = &a.rule.matches.as_ref().expect("match").headers;
     assert_eq!(
@@ -398,7 +411,7 @@ fn a_parent_ref_to_the_whole_service_covers_those_to_its_ports() {
         "[{group: \"\", kind: Service, name: web, port: 80}, {group: core, kind: Service, name: web}]",
         "[{name: web-v2, port: 80}]",
     ));
-    let state = resolve(&m, &Excluded::new());
+    let (state, _) = resolve(&m, &Excluded::new());
     let rules = &state[&("default".to_string(), "web".to_string())].rules;
     assert_eq!(rules.len(), 1, "one rule, not one per parentRef: {rules:?}");
     assert_eq!(rules[0].port, 80);
@@ -408,7 +421,7 @@ fn a_parent_ref_to_the_whole_service_covers_those_to_its_ports() {
 fn an_unresolved_mirror_is_left_out_and_reported() {
     let yaml = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  parentRefs: [{group: \"\", kind: Service, name: web}]\n  rules:\n    - filters:\n        - {type: RequestMirror, requestMirror: {backendRef: {name: gone, port: 80}}}\n        - {type: RequestMirror, requestMirror: {backendRef: {name: web-v2, port: 80}, percent: 5}}\n      backendRefs: [{name: web, port: 80}]\n";
     let m = model(yaml);
-    let state = resolve(&m, &Excluded::new());
+    let (state, _) = resolve(&m, &Excluded::new());
     let a = &state[&("default".to_string(), "web".to_string())].rules[0];
     let mirrors = &a.rule.extra.as_ref().expect("extra").mirrors;
     assert_eq!(mirrors.len(), 1, "{mirrors:?}");
@@ -465,7 +478,7 @@ fn a_route_too_large_for_the_ports_it_covers_attaches_nowhere() {
         "apiVersion: v1\nkind: Service\nmetadata: {{name: multi}}\nspec:\n  ports: [{{name: a, port: 80}}, {{name: b, port: 8080}}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: big}}\nspec:\n  parentRefs: [{{group: \"\", kind: Service, name: multi}}]\n  rules:\n    - matches: [{{path: {{value: /a}}}}, {{path: {{value: /b}}}}, {{path: {{value: /c}}}}]\n      filters:\n        - {{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{headers}], add: [{adds}]}}}}\n        - {{type: ResponseHeaderModifier, responseHeaderModifier: {{set: [{headers}], add: [{adds}]}}}}\n      backendRefs: [{{name: web, port: 80}}]\n"
     );
     let m = model(&yaml);
-    let state = resolve(&m, &Excluded::new());
+    let (state, _) = resolve(&m, &Excluded::new());
     assert!(
         !state.contains_key(&("default".to_string(), "multi".to_string())),
         "not attached"
@@ -476,6 +489,8 @@ fn a_route_too_large_for_the_ports_it_covers_attaches_nowhere() {
     let one = yaml.replace("name: multi}]", "name: multi, port: 80}]");
     let m = model(&one);
     assert!(
-        resolve(&m, &Excluded::new()).contains_key(&("default".to_string(), "multi".to_string()))
+        resolve(&m, &Excluded::new())
+            .0
+            .contains_key(&("default".to_string(), "multi".to_string()))
     );
 }

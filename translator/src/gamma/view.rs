@@ -6,7 +6,7 @@ use crds::gateway_validate::{GrpcPath, grpc_method_path};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::model::Excluded;
-use crate::model::{Kind, Model, ObjectKey};
+use crate::model::{Kind, Model, NsName, ObjectKey};
 use crate::routing::ir::{Match, PathMatch, StrMatch};
 
 /// The precedence of a match within its route kind: higher sorts first. HTTPRoute:
@@ -34,6 +34,21 @@ pub(crate) struct RouteView<'a> {
     pub grpc: bool,
     /// The estimated size of one copy of what it renders (one per Service port).
     pub rendered: usize,
+}
+
+impl RouteView<'_> {
+    /// The Services in other namespaces its parentRefs name: it is a consumer route of
+    /// them (it routes the calls of its own namespace to them).
+    pub(crate) fn foreign_parents(&self) -> Vec<NsName> {
+        self.parents
+            .iter()
+            .filter(|p| p.is_service())
+            .filter_map(|p| {
+                let ns = p.namespace.as_deref()?;
+                (ns != self.key.namespace).then(|| (ns.to_string(), p.name.clone()))
+            })
+            .collect()
+    }
 }
 
 /// String conditions, keeping the first of equivalent names (headers: any case; query

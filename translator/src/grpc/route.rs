@@ -206,6 +206,34 @@ fn ignored_extras(extra: &RuleExtra, route: &str, diagnostics: &mut Vec<Diagnost
             "per-backend header filters",
         );
     }
+    // gRPC fails calls on a redirect route and ignores rewrites: neither is sent. A
+    // redirect rule's calls go to the void cluster (UNAVAILABLE at once); a rewrite
+    // rule's calls go to its backends unchanged.
+    let refused = match (&extra.redirect, &extra.rewrite) {
+        (Some(r), _) => Some((
+            r.field.as_str(),
+            "RequestRedirect",
+            "its calls fail with UNAVAILABLE",
+        )),
+        (None, Some(r)) => Some((
+            r.field.as_str(),
+            "URLRewrite",
+            "its calls go to its backends with their host and path unchanged",
+        )),
+        (None, None) => None,
+    };
+    if let (Some((field, what, outcome)), Some(src)) = (refused, extra.source.as_ref()) {
+        let d = Diagnostic {
+            object: src.to_string(),
+            field: format!("{field}.type"),
+            message: format!(
+                "{what} is not supported by proxyless gRPC clients of {route}; for them {outcome}"
+            ),
+        };
+        if !diagnostics.contains(&d) {
+            diagnostics.push(d);
+        }
+    }
 }
 
 /// A Gateway API rule's destination for gRPC: a share that must fail (a backend that did

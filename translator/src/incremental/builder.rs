@@ -12,7 +12,7 @@ use super::state::{Builder, Dirty, NsName, Origin, ProxyParts, profile_of, same_
 use crate::encoded::{Encoded, TypeMap};
 use crate::envoy::cluster;
 use crate::envoy::profile::Envoy;
-use crate::envoy::route;
+use crate::envoy::route::{self, VhostPart};
 use crate::grpc;
 use crate::grpc::profile::Grpc;
 use crate::identity::ProxyIdentity;
@@ -20,7 +20,7 @@ use crate::mesh::MeshConfig;
 use crate::model::{MeshService, Model, ViewKey};
 use crate::output::Diagnostic;
 use crate::policy::context::PolicyContext;
-use crate::policy::port::port_routings;
+use crate::policy::port::{port_routings, port_routings_for};
 use crate::render::endpoint;
 use crate::render::profile::Profile;
 use crate::routing::ir::PortRouting;
@@ -312,8 +312,20 @@ impl Builder {
         if full || what.vhosts || pods_changed {
             let r = port_routings(model, &self.policy, &svc);
             let vhosts = route::vhost_parts(model, &svc, &r);
-            vhost_changed = vhosts != parts.vhosts;
+            // Namespaces with consumer routes of the Service get their own.
+            let consumer: BTreeMap<String, Vec<VhostPart>> = self
+                .policy
+                .consumer_namespaces(key)
+                .into_iter()
+                .map(|ns| {
+                    let r = port_routings_for(model, &self.policy, &svc, Some(ns.as_str()));
+                    let v = route::vhost_parts(model, &svc, &r);
+                    (ns, v)
+                })
+                .collect();
+            vhost_changed = vhosts != parts.vhosts || consumer != parts.consumer_vhosts;
             parts.vhosts = vhosts;
+            parts.consumer_vhosts = consumer;
             routings = Some(r);
         }
         let grpc_clusters = full || what.clusters || pods_changed || outside_flipped;

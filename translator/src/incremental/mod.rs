@@ -14,7 +14,8 @@
 //! - its ClusterLoadAssignment: the Service and its EndpointSlices;
 //! - its virtual hosts: the Service, its TrafficSplit (with the HTTPRouteGroups and the
 //!   backend Services it names) and its RetryPolicies;
-//! - a view's route table: the virtual hosts of the Services it sees;
+//! - a view's route table: the virtual hosts of the Services it sees (for a Service with
+//!   consumer routes from the view's namespace, that namespace's own virtual hosts);
 //! - a proxy's own listeners and inbound clusters: its pod and the Services selecting it.
 //!
 //! Policy objects are resolved into a [`PolicyContext`](crate::policy::context::PolicyContext) on every build (it is small); every

@@ -30,6 +30,9 @@ pub(super) struct ServiceParts {
     pub(super) clusters: Vec<Arc<Encoded>>,
     pub(super) endpoints: Vec<Arc<Encoded>>,
     pub(super) vhosts: Vec<VhostPart>,
+    /// Its virtual hosts for the callers of namespaces with consumer routes of it (views
+    /// of other namespaces share `vhosts`).
+    pub(super) consumer_vhosts: BTreeMap<String, Vec<VhostPart>>,
     /// Pods it selected at the last build.
     pub(super) pods: BTreeSet<NsName>,
     /// Whether it had an endpoint outside the mesh at the last build (its clusters'
@@ -45,6 +48,13 @@ pub(super) struct ServiceParts {
 }
 
 impl ServiceParts {
+    /// The virtual hosts the callers in `namespace` get.
+    pub(super) fn vhosts_for(&self, namespace: &str) -> &[VhostPart] {
+        self.consumer_vhosts
+            .get(namespace)
+            .map_or(&self.vhosts, |v| v)
+    }
+
     /// What a gRPC view holds of it: (clusters, endpoints).
     pub(super) fn grpc_view(&self) -> (Vec<Arc<Encoded>>, Vec<Arc<Encoded>>) {
         let of = |k: XdsType| self.grpc_voids.iter().filter(move |e| e.kind == k).cloned();
@@ -117,6 +127,7 @@ pub(super) fn policy_changes(
         splits,
         retry_winners,
         routes,
+        consumers,
     } = new;
     let mut out = BTreeSet::new();
     out.extend(differing(&old.splits, splits).cloned());
@@ -131,6 +142,7 @@ pub(super) fn policy_changes(
         }
     }
     out.extend(differing(&old.routes, routes).cloned());
+    out.extend(differing(&old.consumers, consumers).cloned());
     out.extend(
         differing(&old.retry_winners, retry_winners).map(|(ns, svc, _)| (ns.clone(), svc.clone())),
     );

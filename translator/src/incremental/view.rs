@@ -14,7 +14,7 @@ use crate::envoy::route;
 use crate::model::{Excluded, Model, ViewKey};
 use crate::names::OUTBOUND_ROUTE;
 use crate::policy::context::PolicyContext;
-use crate::policy::port::port_routings;
+use crate::policy::port::port_routings_for;
 use xds_types::XdsType;
 
 impl Builder {
@@ -155,7 +155,7 @@ impl Builder {
             let _ = svc;
             Some(match state.overrides.get(k) {
                 Some(o) => o.vhosts.iter(),
-                None => p.vhosts.iter(),
+                None => p.vhosts_for(&key.namespace).iter(),
             })
         });
         let out = route::assemble(parts.flatten(), &key.namespace);
@@ -175,14 +175,14 @@ impl Builder {
     fn override_of(
         &self,
         model: &Model,
-        policy: &PolicyContext,
+        (policy, client): (&PolicyContext, &str),
         key: &NsName,
         current: &TypeMap,
         count: &mut usize,
     ) -> Option<Override> {
         let parts = self.services.get(key)?;
         let svc = parts.svc.as_ref()?;
-        let routings = port_routings(model, policy, svc);
+        let routings = port_routings_for(model, policy, svc, Some(client));
         let vhosts = route::vhost_parts(model, svc, &routings);
         let clusters: Vec<Arc<Encoded>> = svc
             .ports
@@ -202,7 +202,8 @@ impl Builder {
                 .iter()
                 .zip(&parts.clusters)
                 .all(|(a, b)| Arc::ptr_eq(a, b));
-        (vhosts != parts.vhosts || !same_clusters).then_some(Override { clusters, vhosts })
+        (vhosts != parts.vhosts_for(client) || !same_clusters)
+            .then_some(Override { clusters, vhosts })
     }
 
     /// A view's view-local parts after this build. Its policy (and which Services differ
@@ -212,6 +213,7 @@ impl Builder {
     fn overrides(
         &self,
         model: &Model,
+        view: &ViewKey,
         state: &mut ViewState,
         excl: &Excluded,
         (updated, policy_changed, memo): (
@@ -277,7 +279,15 @@ impl Builder {
             let o = state
                 .differs
                 .contains(&key)
-                .then(|| self.override_of(model, policy, &key, &state.maps.clusters, count))
+                .then(|| {
+                    self.override_of(
+                        model,
+                        (policy, &view.namespace),
+                        &key,
+                        &state.maps.clusters,
+                        count,
+                    )
+                })
                 .flatten();
             match o {
                 Some(o) => out.insert(key, o),
@@ -311,7 +321,14 @@ impl Builder {
         } else {
             excluded.get(key).cloned().unwrap_or_default()
         };
-        let overrides = self.overrides(model, state, &excl, (updated, policy_changed, memo), count);
+        let overrides = self.overrides(
+            model,
+            key,
+            state,
+            &excl,
+            (updated, policy_changed, memo),
+            count,
+        );
         let (affected, overrides_changed) = affected(updated, &state.overrides, &overrides);
         state.overrides = overrides;
         state.excluded = excl;

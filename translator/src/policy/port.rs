@@ -56,28 +56,46 @@ pub(crate) fn destination(
     }
 }
 
-/// Resolves every port of a Service, in order.
+/// Resolves every port of a Service, in order, for callers without consumer routes.
 pub(crate) fn port_routings(
     model: &Model,
     policy: &PolicyContext,
     svc: &MeshService,
 ) -> Vec<PortRouting> {
+    port_routings_for(model, policy, svc, None)
+}
+
+/// Resolves every port of a Service, in order, for callers in namespace `client` (their
+/// consumer routes take precedence); None: callers without consumer routes.
+pub(crate) fn port_routings_for(
+    model: &Model,
+    policy: &PolicyContext,
+    svc: &MeshService,
+    client: Option<&str>,
+) -> Vec<PortRouting> {
     svc.ports
         .iter()
-        .map(|p| port_routing(model, policy, svc, p))
+        .map(|p| port_routing(model, policy, svc, p, client))
         .collect()
 }
 
-/// Resolves one Service port: its Gateway API routes if any are attached, else its split.
+/// Resolves one Service port for callers in `client`: its Gateway API routes if any
+/// are attached (the callers' consumer routes first), else its split.
 pub(crate) fn port_routing(
     model: &Model,
     policy: &PolicyContext,
     svc: &MeshService,
     port: &ServicePort,
+    client: Option<&str>,
 ) -> PortRouting {
     let retry_obj = retry_policy(model, policy, svc, port.port);
-    if let Some(routed) = crate::gamma::resolve::port_routing(&policy.routes, svc, port, retry_obj)
-    {
+    if let Some(routed) = crate::gamma::resolve::port_routing(
+        (&policy.routes, &policy.consumers),
+        client,
+        svc,
+        port,
+        retry_obj,
+    ) {
         return routed;
     }
     let split = policy

@@ -1,20 +1,29 @@
 //! Route rendering both emitters share (Envoy's and proxyless gRPC's route
 //! configurations are the same messages): the names a Service port answers to, route
-//! matches, and a destination as a cluster specifier or direct response.
+//! matches, a destination as a cluster specifier or direct response, and the redirects
+//! and rewrites of Gateway API rules (which only Envoy honours: gRPC clients fail calls on
+//! a redirect and ignore rewrites).
 
 use envoy_types::pb::envoy::config::route::v3::{
-    DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RouteAction, RouteMatch,
-    WeightedCluster, header_matcher::HeaderMatchSpecifier,
-    query_parameter_matcher::QueryParameterMatchSpecifier, route::Action,
-    route_action::ClusterSpecifier, route_match::PathSpecifier, weighted_cluster::ClusterWeight,
+    DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction, RouteAction,
+    RouteMatch, WeightedCluster,
+    header_matcher::HeaderMatchSpecifier,
+    query_parameter_matcher::QueryParameterMatchSpecifier,
+    redirect_action::{PathRewriteSpecifier, RedirectResponseCode, SchemeRewriteSpecifier},
+    route::Action,
+    route_action::{ClusterSpecifier, HostRewriteSpecifier},
+    route_match::PathSpecifier,
+    weighted_cluster::ClusterWeight,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{
-    RegexMatcher, StringMatcher, string_matcher::MatchPattern,
+    RegexMatchAndSubstitute, RegexMatcher, StringMatcher, string_matcher::MatchPattern,
 };
 use envoy_types::pb::google::protobuf::UInt32Value;
 
 use crate::model::MeshService;
-use crate::routing::ir::{Backend, Dest, Match, PathMatch, StrMatch};
+use crate::routing::ir::{
+    Backend, Dest, Match, PathChange, PathMatch, Redirect, Rewrite, StrMatch, regex_quote,
+};
 
 /// A cluster name that never exists: a share of requests with no backend
 /// ([`Backend::Missing`], [`Dest::NoBackend`]) is rendered as sent there, and fails.
@@ -142,5 +151,109 @@ pub(crate) fn action(dest: &Dest, route: RouteAction) -> Action {
             },
             ..Default::default()
         }),
+    }
+}
+
+/// A path change as Envoy applies it to a request matched by `m`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum PathRewrite {
+    /// The whole path becomes this.
+    Full(String),
+    /// The matched prefix becomes this (`prefix_rewrite`).
+    Prefix(String),
+    /// What matches the pattern becomes the substitution (`regex_rewrite`).
+    Regex(String, String),
+}
+
+/// How `change` rewrites the path of a request that `m` matched; None when it changes
+/// nothing. `ReplacePrefixMatch` replaces the matched whole segments, and a replacement
+/// of `/` strips them without leaving `//`: `/strip` with `/` makes `/strip/a` into
+/// `/a` and `/strip` into `/` (as the Gateway API's conformance tests expect). A
+/// replacement's trailing `/` is dropped, so `/p` with `/q/` makes `/p/a` into `/q/a`.
+pub(crate) fn path_rewrite(m: Option<&Match>, change: &PathChange) -> Option<PathRewrite> {
+    let replacement = match change {
+        PathChange::Full(p) => return Some(PathRewrite::Full(p.clone())),
+        PathChange::Prefix(r) => r.trim_end_matches('/'),
+    };
+    let matched = m
+        .map_or(&PathMatch::Prefix("/".into()), |m| &m.path)
+        .clone();
+    match matched {
+        PathMatch::Prefix(p) if p == "/" => {
+            (!replacement.is_empty()).then(|| PathRewrite::Prefix(format!("{replacement}/")))
+        }
+        PathMatch::Segments(p) | PathMatch::Prefix(p) if replacement.is_empty() => Some(
+            PathRewrite::Regex(format!("^{}/*", regex_quote(&p)), "/".into()),
+        ),
+        PathMatch::Segments(_) | PathMatch::Prefix(_) => {
+            Some(PathRewrite::Prefix(replacement.to_string()))
+        }
+        // Validation allows ReplacePrefixMatch only with a PathPrefix match.
+        PathMatch::Exact(_) | PathMatch::Regex(_) => None,
+    }
+}
+
+fn substitute(pattern: &str, substitution: &str) -> RegexMatchAndSubstitute {
+    RegexMatchAndSubstitute {
+        pattern: Some(regex(pattern)),
+        substitution: substitution.to_string(),
+    }
+}
+
+/// The Envoy redirect of a `RequestRedirect` rule that `m` matched on Service port
+/// `service_port`. The port of the `Location` is the filter's, else the scheme's
+/// well-known one when it sets a scheme, else the Service port; it is left out where it
+/// is the scheme's well-known port (Envoy drops the request's `:80` when the scheme
+/// changes) or the port the request already names (a request's `Host` names the Service
+/// port, or no port for the Service's default port).
+pub(crate) fn redirect_action(
+    r: &Redirect,
+    m: Option<&Match>,
+    service_port: u16,
+) -> RedirectAction {
+    let port = r.final_port(service_port);
+    let well_known = match r.final_scheme() {
+        "https" => 443,
+        _ => 80,
+    };
+    let keep_port = port == service_port || (port == well_known && service_port == 80);
+    let response_code = match r.status {
+        301 => RedirectResponseCode::MovedPermanently,
+        303 => RedirectResponseCode::SeeOther,
+        307 => RedirectResponseCode::TemporaryRedirect,
+        308 => RedirectResponseCode::PermanentRedirect,
+        _ => RedirectResponseCode::Found,
+    };
+    RedirectAction {
+        host_redirect: r.host.clone().unwrap_or_default(),
+        port_redirect: if keep_port { 0 } else { u32::from(port) },
+        response_code: response_code as i32,
+        scheme_rewrite_specifier: r.scheme.clone().map(SchemeRewriteSpecifier::SchemeRedirect),
+        path_rewrite_specifier: r
+            .path
+            .as_ref()
+            .and_then(|c| path_rewrite(m, c))
+            .map(|p| match p {
+                PathRewrite::Full(p) => PathRewriteSpecifier::PathRedirect(p),
+                PathRewrite::Prefix(p) => PathRewriteSpecifier::PrefixRewrite(p),
+                PathRewrite::Regex(re, sub) => {
+                    PathRewriteSpecifier::RegexRewrite(substitute(&re, &sub))
+                }
+            }),
+        ..Default::default()
+    }
+}
+
+/// A `URLRewrite` on the action of a rule that `m` matched: `host_rewrite_literal`, and
+/// `prefix_rewrite` or `regex_rewrite` (a full path replaces all of `^.*$`).
+pub(crate) fn apply_rewrite(a: &mut RouteAction, rw: &Rewrite, m: Option<&Match>) {
+    if let Some(h) = &rw.host {
+        a.host_rewrite_specifier = Some(HostRewriteSpecifier::HostRewriteLiteral(h.clone()));
+    }
+    match rw.path.as_ref().and_then(|c| path_rewrite(m, c)) {
+        Some(PathRewrite::Full(p)) => a.regex_rewrite = Some(substitute("^.*$", &p)),
+        Some(PathRewrite::Prefix(p)) => a.prefix_rewrite = p,
+        Some(PathRewrite::Regex(re, sub)) => a.regex_rewrite = Some(substitute(&re, &sub)),
+        None => {}
     }
 }

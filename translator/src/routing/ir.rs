@@ -140,6 +140,61 @@ pub(crate) struct RuleExtra {
     pub mirrors: Vec<(String, u32)>,
     /// Per-backend header filters: (cluster, request changes, response changes).
     pub backend_headers: Vec<(String, HeaderEdits, HeaderEdits)>,
+    /// `RequestRedirect`: requests are answered with a redirect, not forwarded.
+    pub redirect: Option<Redirect>,
+    /// `URLRewrite`: requests are forwarded with a new host or path.
+    pub rewrite: Option<Rewrite>,
+}
+
+/// How a redirect or rewrite changes the path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum PathChange {
+    /// The whole path becomes this.
+    Full(String),
+    /// The part of the path the rule's prefix match matched becomes this.
+    Prefix(String),
+}
+
+/// A `RequestRedirect` filter: the parts of the request's URL the `Location` replaces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Redirect {
+    /// The filter's field (for diagnostics), `spec.rules[I].filters[J]`.
+    pub field: String,
+    /// `http` or `https`; None keeps the request's.
+    pub scheme: Option<String>,
+    pub host: Option<String>,
+    /// The port as the filter sets it; None: the scheme's well-known port when the
+    /// scheme is set, else the Service port (the emitter knows it).
+    pub port: Option<u16>,
+    pub path: Option<PathChange>,
+    /// 301, 302, 303, 307 or 308.
+    pub status: u32,
+}
+
+impl Redirect {
+    /// The scheme of the `Location` (a mesh request is plain HTTP to its proxy).
+    pub(crate) fn final_scheme(&self) -> &str {
+        self.scheme.as_deref().unwrap_or("http")
+    }
+
+    /// The port the `Location` names, for a rule of Service port `service_port`.
+    pub(crate) fn final_port(&self, service_port: u16) -> u16 {
+        match (self.port, self.scheme.as_deref()) {
+            (Some(p), _) => p,
+            (None, Some("https")) => 443,
+            (None, Some(_)) => 80,
+            (None, None) => service_port,
+        }
+    }
+}
+
+/// A `URLRewrite` filter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Rewrite {
+    /// The filter's field (for diagnostics), `spec.rules[I].filters[J]`.
+    pub field: String,
+    pub host: Option<String>,
+    pub path: Option<PathChange>,
 }
 
 /// One rule: requests matching `matches` (all requests when `None`) go to `dest`.

@@ -71,7 +71,9 @@ pub fn policy_status(model: &Model) -> BTreeMap<ObjectKey, PolicyStatus> {
             },
         );
     }
-    let routes = resolve_routes(model, &Default::default());
+    // Consumer routes apply to their own namespace's callers only: a split still routes
+    // every other caller.
+    let (routes, _) = resolve_routes(model, &Default::default());
     let split_winners = split_winners(model, &Default::default());
     let nesting = nesting(&split_winners);
     for ts in model.traffic_splits() {

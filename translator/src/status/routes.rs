@@ -7,7 +7,7 @@ use crds::gateway::ParentReference;
 use crds::{ConditionReason, MeshCondition};
 
 use crate::gamma::backends;
-use crate::gamma::resolve::{attach, attachments, too_large};
+use crate::gamma::resolve::{Taken, attach, attachments, audience, too_large};
 use crate::gamma::view::{self, RouteView};
 use crate::model::{Excluded, Model, NsName, ObjectKey};
 
@@ -76,12 +76,13 @@ pub(crate) fn route_status(model: &Model) -> BTreeMap<ObjectKey, RouteParents> {
 /// becomes of them.
 fn resolved_refs(model: &Model, route: &RouteView<'_>) -> MeshCondition {
     let ns = route.key.namespace.as_str();
+    let foreign = route.foreign_parents();
     let (mut backend_issues, mut mirror_issues) = (Vec::new(), Vec::new());
     for (ri, rule) in route.rules.iter().enumerate() {
         let field = format!("spec.rules[{ri}]");
-        let r = backends::destination(model, ns, &field, rule.backends, route.grpc);
+        let r = backends::destination(model, (ns, &foreign), &field, rule.backends, route.grpc);
         backend_issues.extend(r.issues);
-        mirror_issues.extend(backends::mirrors(model, ns, &field, rule.filters).1);
+        mirror_issues.extend(backends::mirrors(model, (ns, &foreign), &field, rule.filters).1);
     }
     let failing = if route.grpc { "UNAVAILABLE" } else { "500" };
     let join = |v: &[backends::Issue]| {
@@ -115,21 +116,35 @@ fn resolved_refs(model: &Model, route: &RouteView<'_>) -> MeshCondition {
 }
 
 /// `Accepted` of a route's Service parent `i` that attaches to `ports` of `svc`: an
-/// HTTPRoute does not apply on ports a GRPCRoute routes.
+/// HTTPRoute does not apply on ports a GRPCRoute of the same audience routes; a
+/// consumer route (a Service in another namespace) applies to its own namespace's
+/// callers.
 fn accepted(
     route: &RouteView<'_>,
     i: usize,
     svc: &NsName,
     ports: &[u16],
-    grpc_taken: &BTreeMap<(NsName, u16), ObjectKey>,
+    grpc_taken: &BTreeMap<Taken, ObjectKey>,
 ) -> MeshCondition {
+    let who = audience(&route.key.namespace, svc);
     let taken: Vec<(u16, &ObjectKey)> = if route.grpc {
         Vec::new()
     } else {
         ports
             .iter()
-            .filter_map(|port| grpc_taken.get(&(svc.clone(), *port)).map(|k| (*port, k)))
+            .filter_map(|port| {
+                grpc_taken
+                    .get(&(who.clone(), (svc.clone(), *port)))
+                    .map(|k| (*port, k))
+            })
             .collect()
+    };
+    let consumer = match &who {
+        Some(ns) => format!(
+            "; a consumer route of Service {}/{}: applies to callers in namespace {ns}, before the Service's own routes (to Envoy sidecars; proxyless gRPC clients get the Service's own routes)",
+            svc.0, svc.1
+        ),
+        None => String::new(),
     };
     let list = |t: &[(u16, &ObjectKey)]| {
         t.iter()
@@ -152,9 +167,17 @@ fn accepted(
             "Accepted",
             true,
             ConditionReason::Accepted,
-            format!("accepted, except where GRPCRoutes route ({})", list(&taken)),
+            format!(
+                "accepted, except where GRPCRoutes route ({}){consumer}",
+                list(&taken)
+            ),
         )
     } else {
-        MeshCondition::new("Accepted", true, ConditionReason::Accepted, "accepted")
+        MeshCondition::new(
+            "Accepted",
+            true,
+            ConditionReason::Accepted,
+            format!("accepted{consumer}"),
+        )
     }
 }
