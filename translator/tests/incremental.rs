@@ -394,10 +394,22 @@ fn views_see_only_what_services_export_and_pods_declare() {
     assert_eq!(builder.view(&model, &all_web).clusters.len(), 3);
     // The route table of the scoped view routes only what it sees.
     let scoped_routes = builder.view(&model, &scoped);
-    let route = scoped_routes.routes.values().next().expect("route");
+    let route = scoped_routes
+        .routes
+        .get(translator::OUTBOUND_ROUTE)
+        .expect("route");
     assert_eq!(
         route.refs.iter().map(|r| &**r).collect::<Vec<_>>(),
-        ["outbound|80||cart.shop.svc.cluster.local"]
+        ["outbound|80||cart.shop.svc.cluster.local", "pod-address"]
+    );
+    // These Services have no cluster IP: no route table of their own.
+    assert_eq!(
+        scoped_routes
+            .routes
+            .keys()
+            .map(|r| &**r)
+            .collect::<Vec<_>>(),
+        ["outbound"]
     );
 }
 
@@ -427,7 +439,10 @@ fn a_view_that_leaves_a_policy_out_gets_its_own_parts_and_the_others_do_not() {
         variant: None,
     };
     let route = |maps: &translator::incremental::ViewMaps| {
-        maps.routes.values().next().expect("route").clone()
+        maps.routes
+            .get(translator::OUTBOUND_ROUTE)
+            .expect("route")
+            .clone()
     };
     let before_a = route(&builder.view(&model, &a));
     let before_b = route(&builder.view(&model, &b));

@@ -1,8 +1,10 @@
 //! The Envoy emitter: the routing IR and the model rendered as the resources an Envoy
 //! sidecar takes: Clusters ([`cluster`]), the outbound RouteConfiguration ([`route`]),
 //! per-proxy Listeners ([`listener`], with [`intercept`] for pods whose traffic iptables
-//! redirects, and the filters they share in [`filters`]) and mTLS ([`tls`]).
+//! redirects, and the filters they share in [`filters`]), routing by a Service's or a
+//! pod's own address ([`address`]) and mTLS ([`tls`]).
 
+pub(crate) mod address;
 pub(crate) mod cluster;
 pub(crate) mod filters;
 pub mod intercept;

@@ -10,6 +10,7 @@ use xds_types::XdsType;
 use super::changes::{Own, Update, diff, encode};
 use super::state::{Builder, Dirty, NsName, Origin, ProxyParts, profile_of, same_map, same_parts};
 use crate::encoded::{Encoded, TypeMap};
+use crate::envoy::address;
 use crate::envoy::cluster;
 use crate::envoy::profile::Envoy;
 use crate::envoy::route;
@@ -313,6 +314,13 @@ impl Builder {
             let r = port_routings(model, &self.policy, &svc);
             let vhosts = route::vhost_parts(model, &svc, &r);
             vhost_changed = vhosts != parts.vhosts;
+            parts.port_routes = address::port_routes(&svc, &vhosts)
+                .iter()
+                .map(|r| {
+                    let old = parts.port_routes.iter().find(|c| *c.name == *r.name);
+                    encode(model, r, old, count)
+                })
+                .collect();
             parts.vhosts = vhosts;
             routings = Some(r);
         }

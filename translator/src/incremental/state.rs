@@ -30,6 +30,9 @@ pub(super) struct ServiceParts {
     pub(super) clusters: Vec<Arc<Encoded>>,
     pub(super) endpoints: Vec<Arc<Encoded>>,
     pub(super) vhosts: Vec<VhostPart>,
+    /// The route tables of its HTTP ports for connections to its cluster IP
+    /// (`envoy::address`), derived from `vhosts`.
+    pub(super) port_routes: Vec<Arc<Encoded>>,
     /// Pods it selected at the last build.
     pub(super) pods: BTreeSet<NsName>,
     /// Whether it had an endpoint outside the mesh at the last build (its clusters'
@@ -228,6 +231,7 @@ pub(super) struct PolicyMemo {
 pub(super) struct Override {
     pub(super) clusters: Vec<Arc<Encoded>>,
     pub(super) vhosts: Vec<VhostPart>,
+    pub(super) port_routes: Vec<Arc<Encoded>>,
 }
 
 /// The names one Service has in a view.

@@ -1,0 +1,253 @@
+//! Routing by address: what a sidecar does with a connection or request addressed to a
+//! Service's cluster IP or to a mesh pod's own IP, whatever its Host header says.
+//!
+//! - A Service's cluster IP (intercepted pods): the outbound listener has one filter
+//!   chain per (cluster IP, HTTP port), whose connection manager takes its routes from
+//!   that port's own RouteConfiguration, `outbound|PORT||FQDN` ([`port_routes`]): the
+//!   port's virtual host with `*` as its only domain. A request to A's address carrying
+//!   B's Host is routed by A's rules (Gateway API `MeshClusterIPMatching`). These tables
+//!   are Service parts like the virtual hosts (built once, shared by every view that
+//!   sees the Service, changed only when the port's routing changes); only proxies whose
+//!   listener names them subscribe, so explicit-mode proxies never hold them. Cost: a
+//!   second encoding of each HTTP port's virtual host on the server, and for an
+//!   intercepted proxy one chain (about 250 bytes) per HTTP Service port in its
+//!   listener, which changes only when a Service's addresses do.
+//! - A mesh pod's own address (`IP:PORT` of a port some Service targets), in either
+//!   mode, goes to that pod over mTLS with no Service rule applied, through one
+//!   original-destination cluster every Envoy proxy holds ([`POD_ADDRESS_CLUSTER`]):
+//!   - explicit proxy: the outbound table's last virtual host ([`pod_address_vhost`],
+//!     domain `*`, so every Service name is matched before it) sends a request whose
+//!     authority is an IP literal with a port to that address (the cluster reads the
+//!     destination from `:authority`). Nothing in it lists pods, so pod churn changes
+//!     neither the route table nor any listener. The price: the peer is checked as any
+//!     workload of the trust domain, not as the pod's own identity, and an address that
+//!     is not a mesh workload fails the handshake (503) instead of 404.
+//!   - interception: the outbound listener must tell a mesh pod (mTLS) from anything
+//!     else on the same port (passed through as it is), so it lists the ready in-mesh
+//!     pods of the Services the view sees, one TCP chain per (pod IP, target port) to
+//!     the same cluster by original destination ([`pod_targets`]). This is the one place
+//!     pods are listed: an endpoint change re-sends the outbound listener to the
+//!     view's intercepted proxies (about 150 bytes a pod address), and Envoy drains only
+//!     the chains that changed (the connections to the pod that left). A pod of a
+//!     headless Service keeps its own chain and cluster (`cluster::pod_clusters`),
+//!     routed by Host with the port's retry policy.
+//!
+//!   An on-demand design (the listener asking for a destination's cluster when a
+//!   connection arrives, as Linkerd resolves addresses) would take the pod list out of
+//!   the listener; it needs the server to answer on-demand cluster requests.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use envoy_types::pb::envoy::config::cluster::v3::{
+    Cluster,
+    cluster::{ClusterDiscoveryType, DiscoveryType, LbConfig, LbPolicy, OriginalDstLbConfig},
+};
+use envoy_types::pb::envoy::config::core::v3::{Http1ProtocolOptions, Http2ProtocolOptions};
+use envoy_types::pb::envoy::config::route::v3::{
+    HeaderMatcher, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
+    header_matcher::HeaderMatchSpecifier,
+    route::Action,
+    route_action::{ClusterSpecifier, UpgradeConfig, upgrade_config::ConnectConfig},
+    route_match::{ConnectMatcher, PathSpecifier},
+};
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+    HttpProtocolOptions,
+    http_protocol_options::{UpstreamProtocolOptions, UseDownstreamHttpConfig},
+};
+use xds_types::XdsType;
+
+use crate::envoy::route::VhostPart;
+use crate::envoy::tls;
+use crate::model::{Kind, MeshService, Model, ObjectKey, Protocol, ServicePort};
+use crate::names;
+use crate::output::{Body, Resource};
+use crate::render::endpoint;
+use crate::render::protos;
+use crate::render::route::string_matcher;
+use crate::routing::ir::StrMatch;
+
+/// The original-destination cluster that carries calls to a mesh pod's own address,
+/// over mTLS to any workload of the trust domain.
+pub(crate) const POD_ADDRESS_CLUSTER: &str = "pod-address";
+
+/// The name of the outbound table's last virtual host (pod addresses).
+pub(crate) const POD_ADDRESS_VHOST: &str = "pod-address";
+
+/// An authority that is an IP literal with a port: `10.1.2.3:8080`, `[fd00::1]:8080`.
+const IP_AUTHORITY: &str =
+    r"^(?:[0-9]{1,3}\.){3}[0-9]{1,3}:[0-9]{1,5}$|^\[[0-9A-Fa-f:.]+\]:[0-9]{1,5}$";
+
+/// Whether connections to `svc`'s cluster IP on `port` are routed by that port's own
+/// table: an HTTP port of a Service with a cluster IP.
+pub(crate) fn routed_by_address(svc: &MeshService, port: &ServicePort) -> bool {
+    port.protocol != Protocol::Tcp
+        && svc.cluster_ip.is_some()
+        && !svc.headless
+        && svc.external_name.is_none()
+}
+
+/// `outbound|PORT||FQDN`: the RouteConfiguration of one Service port, for connections to
+/// its cluster IP (the same spelling as the port's Cluster; the types do not share names).
+pub(crate) fn port_route_name(svc: &MeshService, port: u16) -> String {
+    names::outbound_cluster(svc, port)
+}
+
+/// The RouteConfigurations of `svc`'s ports routed by address, from its virtual hosts
+/// (`route::vhost_parts`, one Service part per port in order, then pod parts).
+pub(crate) fn port_routes(svc: &MeshService, parts: &[VhostPart]) -> Vec<Resource> {
+    svc.ports
+        .iter()
+        .zip(parts.iter().filter(|p| !p.pod))
+        .filter(|(port, _)| routed_by_address(svc, port))
+        .map(|(port, part)| {
+            let name = port_route_name(svc, port.port);
+            let mut refs = part.refs.clone();
+            refs.sort();
+            refs.dedup();
+            let mut sources = part.sources.clone();
+            sources.push(ObjectKey::new(Kind::Service, &svc.namespace, &svc.name));
+            sources.sort();
+            sources.dedup();
+            Resource {
+                kind: XdsType::Route,
+                name: name.clone(),
+                refs,
+                sources,
+                body: Body::Route(Box::new(RouteConfiguration {
+                    name,
+                    virtual_hosts: vec![VirtualHost {
+                        domains: vec!["*".into()],
+                        ..part.vhost.clone()
+                    }],
+                    ..Default::default()
+                })),
+            }
+        })
+        .collect()
+}
+
+fn ip_authority() -> HeaderMatcher {
+    HeaderMatcher {
+        name: ":authority".into(),
+        header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(string_matcher(
+            &StrMatch::Regex(IP_AUTHORITY.into()),
+        ))),
+        ..Default::default()
+    }
+}
+
+/// The outbound table's last virtual host: a request (or HTTP CONNECT) whose authority
+/// is an IP literal with a port goes to that address over mTLS, with no Service's rules;
+/// any other unknown name finds no route (404), as before.
+pub(crate) fn pod_address_vhost() -> VirtualHost {
+    let to_pod = |m: RouteMatch, upgrade: bool| Route {
+        r#match: Some(m),
+        action: Some(Action::Route(RouteAction {
+            cluster_specifier: Some(ClusterSpecifier::Cluster(POD_ADDRESS_CLUSTER.into())),
+            // The protocol is the caller's (gRPC streams included): no request timeout.
+            timeout: Some(protos::millis(0)),
+            upgrade_configs: if upgrade {
+                vec![UpgradeConfig {
+                    upgrade_type: "CONNECT".into(),
+                    connect_config: Some(ConnectConfig::default()),
+                    ..Default::default()
+                }]
+            } else {
+                Vec::new()
+            },
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    VirtualHost {
+        name: POD_ADDRESS_VHOST.into(),
+        domains: vec!["*".into()],
+        routes: vec![
+            to_pod(
+                RouteMatch {
+                    path_specifier: Some(PathSpecifier::ConnectMatcher(ConnectMatcher {})),
+                    headers: vec![ip_authority()],
+                    ..Default::default()
+                },
+                true,
+            ),
+            to_pod(
+                RouteMatch {
+                    path_specifier: Some(PathSpecifier::Prefix("/".into())),
+                    headers: vec![ip_authority()],
+                    ..Default::default()
+                },
+                false,
+            ),
+        ],
+        ..Default::default()
+    }
+}
+
+/// [`POD_ADDRESS_CLUSTER`]: the destination is the request's `:authority` when it has
+/// one (explicit proxy), else the connection's original destination (interception); the
+/// upstream speaks the caller's HTTP version.
+pub(crate) fn pod_address_cluster(trust_domain: &str) -> Resource {
+    let options = HttpProtocolOptions {
+        upstream_protocol_options: Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(
+            UseDownstreamHttpConfig {
+                http_protocol_options: Some(Http1ProtocolOptions::default()),
+                http2_protocol_options: Some(Http2ProtocolOptions::default()),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    };
+    let cluster = Cluster {
+        name: POD_ADDRESS_CLUSTER.into(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(
+            DiscoveryType::OriginalDst as i32,
+        )),
+        lb_policy: LbPolicy::ClusterProvided as i32,
+        lb_config: Some(LbConfig::OriginalDstLbConfig(OriginalDstLbConfig {
+            use_http_header: true,
+            http_header_name: ":authority".into(),
+            ..Default::default()
+        })),
+        connect_timeout: Some(protos::millis(1_000)),
+        transport_socket: Some(tls::upstream_any_workload(trust_domain)),
+        typed_extension_protocol_options: [(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_string(),
+            protos::any(&options),
+        )]
+        .into_iter()
+        .collect(),
+        ..Default::default()
+    };
+    Resource {
+        kind: XdsType::Cluster,
+        name: POD_ADDRESS_CLUSTER.into(),
+        refs: Vec::new(),
+        sources: Vec::new(),
+        body: Body::Cluster(Box::new(cluster)),
+    }
+}
+
+/// The ready in-mesh pods of `svc` (not headless: those have clusters of their own) by
+/// (address, target port), each with its chain name.
+pub(crate) fn pod_targets(model: &Model, svc: &MeshService) -> BTreeMap<(IpAddr, u16), String> {
+    let mut out = BTreeMap::new();
+    if svc.headless || svc.external_name.is_some() {
+        return out;
+    }
+    for port in &svc.ports {
+        for addr in endpoint::pod_addresses(model, svc, port) {
+            if addr.outside {
+                continue;
+            }
+            let host = match addr.ip {
+                IpAddr::V4(v4) => v4.to_string(),
+                IpAddr::V6(v6) => format!("[{v6}]"),
+            };
+            out.entry((addr.ip, addr.port))
+                .or_insert_with(|| format!("pod|{host}:{}", addr.port));
+        }
+    }
+    out
+}
