@@ -251,3 +251,141 @@ pub(crate) fn pod_targets(model: &Model, svc: &MeshService) -> BTreeMap<(IpAddr,
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::config::listener::v3::{Listener, filter::ConfigType};
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+        HttpConnectionManager, http_connection_manager::RouteSpecifier,
+    };
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+        TcpProxy, tcp_proxy::ClusterSpecifier as TcpCluster,
+    };
+    use prost::Message;
+
+    use super::*;
+    use crate::envoy::{intercept, route};
+    use crate::identity::{DEFAULT_INBOUND_PORT, DEFAULT_OUTBOUND_PORT, ProxyIdentity, ProxyKind};
+    use crate::model::parse_manifest;
+    use crate::policy::context::PolicyContext;
+    use crate::policy::port::port_routings;
+
+    /// web (HTTP and TCP ports, a cluster IP) with a mesh pod and a pod outside the
+    /// mesh, and a headless Service.
+    const MESH: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec:\n  clusterIP: 10.96.0.10\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: 8080}, {name: tcp-db, port: 5432}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: cache, namespace: shop}\nspec:\n  clusterIP: None\n  ports: [{name: http, port: 8081}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: web-1, namespace: shop, labels: {kubernetes.io/service-name: web}}\naddressType: IPv4\nports: [{name: http, port: 8080}, {name: tcp-db, port: 5432}]\nendpoints:\n  - addresses: [10.1.1.1]\n    targetRef: {kind: Pod, name: web-0, namespace: shop}\n  - addresses: [10.1.1.2]\n    targetRef: {kind: Pod, name: web-1, namespace: shop}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: web-0, namespace: shop, labels: {app: web}}\nspec: {containers: [{name: web}]}\nstatus: {podIP: 10.1.1.1}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: web-1, namespace: shop, labels: {app: web}, annotations: {rudder.dev/inject: \"false\"}}\nspec: {containers: [{name: web}]}\nstatus: {podIP: 10.1.1.2}\n";
+
+    fn model() -> Model {
+        let mut m = Model::new();
+        for o in &parse_manifest(MESH).expect("manifest").objects {
+            m.apply(o).expect("valid");
+        }
+        m
+    }
+
+    #[test]
+    fn the_ip_authority_pattern_is_one_envoy_takes() {
+        assert_eq!(crds::re2::check(IP_AUTHORITY), Ok(()));
+    }
+
+    #[test]
+    fn each_http_port_with_a_cluster_ip_gets_its_own_catch_all_table() {
+        let m = model();
+        let policy = PolicyContext::default();
+        let web = m.service("shop", "web").expect("web");
+        let parts = route::vhost_parts(&m, web, &port_routings(&m, &policy, web));
+        let tables = port_routes(web, &parts);
+        // The HTTP port only: the TCP port is a TCP chain by address already.
+        assert_eq!(
+            tables.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            ["outbound|80||web.shop.svc.cluster.local"]
+        );
+        let Body::Route(table) = &tables[0].body else {
+            panic!("a route table");
+        };
+        assert_eq!(table.virtual_hosts.len(), 1);
+        assert_eq!(table.virtual_hosts[0].domains, ["*"]);
+        assert_eq!(table.virtual_hosts[0].routes, parts[0].vhost.routes);
+        assert_eq!(tables[0].refs, ["outbound|80||web.shop.svc.cluster.local"]);
+        // A headless Service has no cluster IP: nothing.
+        let cache = m.service("shop", "cache").expect("cache");
+        let parts = route::vhost_parts(&m, cache, &port_routings(&m, &policy, cache));
+        assert!(port_routes(cache, &parts).is_empty());
+    }
+
+    fn proxy() -> ProxyIdentity {
+        ProxyIdentity {
+            node_id: "client".into(),
+            kind: ProxyKind::Envoy,
+            namespace: "shop".into(),
+            pod: "client".into(),
+            service_account: "client".into(),
+            pod_ip: None,
+            outbound_port: DEFAULT_OUTBOUND_PORT,
+            app_address: IpAddr::from([127, 0, 0, 1]),
+            intercepted: true,
+            inbound_port: DEFAULT_INBOUND_PORT,
+        }
+    }
+
+    /// (chain name, RDS table or TCP cluster) of every chain of the outbound listener.
+    fn chains(m: &Model) -> Vec<(String, String)> {
+        let resources = intercept::outbound(m, &proxy());
+        let Body::Listener(l) = &resources[0].body else {
+            panic!("the listener first");
+        };
+        let l: &Listener = l;
+        l.filter_chains
+            .iter()
+            .map(|c| {
+                let Some(ConfigType::TypedConfig(any)) = &c.filters[0].config_type else {
+                    panic!("typed config");
+                };
+                let target = if let Ok(h) = HttpConnectionManager::decode(any.value.as_slice())
+                    && let Some(RouteSpecifier::Rds(rds)) = h.route_specifier
+                {
+                    format!("rds {}", rds.route_config_name)
+                } else if let Ok(t) = TcpProxy::decode(any.value.as_slice())
+                    && let Some(TcpCluster::Cluster(c)) = t.cluster_specifier
+                {
+                    format!("tcp {c}")
+                } else {
+                    panic!("neither HCM nor TCP proxy");
+                };
+                (c.name.clone(), target)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_intercepted_proxy_routes_a_cluster_ip_by_its_table_and_mesh_pods_by_address() {
+        let m = model();
+        let got = chains(&m);
+        let has = |name: &str, target: &str| got.iter().any(|(n, t)| n == name && t == target);
+        assert!(
+            has(
+                "web.shop.svc.cluster.local:80",
+                "rds outbound|80||web.shop.svc.cluster.local"
+            ),
+            "{got:?}"
+        );
+        assert!(
+            has(
+                "web.shop.svc.cluster.local:5432",
+                "tcp outbound|5432||web.shop.svc.cluster.local"
+            ),
+            "{got:?}"
+        );
+        // The mesh pod on both its ports; the pod outside the mesh passes through.
+        assert!(has("pod|10.1.1.1:8080", "tcp pod-address"), "{got:?}");
+        assert!(has("pod|10.1.1.1:5432", "tcp pod-address"), "{got:?}");
+        assert!(!got.iter().any(|(n, _)| n.contains("10.1.1.2")), "{got:?}");
+        // The Host router is left for the explicit port only: no Service's HTTP address
+        // is routed by Host any more.
+        assert!(
+            got.iter()
+                .filter(|(_, t)| t == "rds outbound")
+                .all(|(n, _)| n == "explicit"),
+            "{got:?}"
+        );
+    }
+}
