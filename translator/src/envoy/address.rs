@@ -16,8 +16,8 @@
 //!   mode, goes to that pod over mTLS with no Service rule applied, through one
 //!   original-destination cluster every Envoy proxy holds ([`POD_ADDRESS_CLUSTER`]):
 //!   - explicit proxy: the outbound table's last virtual host ([`pod_address_vhost`],
-//!     domain `*`, so every Service name is matched before it) sends a request whose
-//!     authority is an IP literal with a port to that address (the cluster reads the
+//!     names starting with a digit or `[`, which no Service name does) sends a request
+//!     whose authority is an address with a port to that address (the cluster reads the
 //!     destination from `:authority`). Nothing in it lists pods, so pod churn changes
 //!     neither the route table nor any listener. The price: the peer is checked as any
 //!     workload of the trust domain, not as the pod's own identity, and an address that
@@ -45,8 +45,7 @@ use envoy_types::pb::envoy::config::cluster::v3::{
 };
 use envoy_types::pb::envoy::config::core::v3::{Http1ProtocolOptions, Http2ProtocolOptions};
 use envoy_types::pb::envoy::config::route::v3::{
-    HeaderMatcher, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
-    header_matcher::HeaderMatchSpecifier,
+    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
     route::Action,
     route_action::{ClusterSpecifier, UpgradeConfig, upgrade_config::ConnectConfig},
     route_match::{ConnectMatcher, PathSpecifier},
@@ -64,8 +63,6 @@ use crate::names;
 use crate::output::{Body, Resource};
 use crate::render::endpoint;
 use crate::render::protos;
-use crate::render::route::string_matcher;
-use crate::routing::ir::StrMatch;
 
 /// The original-destination cluster that carries calls to a mesh pod's own address,
 /// over mTLS to any workload of the trust domain.
@@ -73,10 +70,6 @@ pub(crate) const POD_ADDRESS_CLUSTER: &str = "pod-address";
 
 /// The name of the outbound table's last virtual host (pod addresses).
 pub(crate) const POD_ADDRESS_VHOST: &str = "pod-address";
-
-/// An authority that is an IP literal with a port: `10.1.2.3:8080`, `[fd00::1]:8080`.
-const IP_AUTHORITY: &str =
-    r"^(?:[0-9]{1,3}\.){3}[0-9]{1,3}:[0-9]{1,5}$|^\[[0-9A-Fa-f:.]+\]:[0-9]{1,5}$";
 
 /// Whether connections to `svc`'s cluster IP on `port` are routed by that port's own
 /// table: an HTTP port of a Service with a cluster IP.
@@ -127,22 +120,28 @@ pub(crate) fn port_routes(svc: &MeshService, parts: &[VhostPart]) -> Vec<Resourc
         .collect()
 }
 
-fn ip_authority() -> HeaderMatcher {
-    HeaderMatcher {
-        name: ":authority".into(),
-        header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(string_matcher(
-            &StrMatch::Regex(IP_AUTHORITY.into()),
-        ))),
-        ..Default::default()
-    }
+/// The names of the outbound table's last virtual host: every authority that starts
+/// like an IP literal (a digit, or `[` for IPv6). No Service name does (Kubernetes
+/// names start with a letter), and a cluster IP is an exact domain of its Service,
+/// which Envoy prefers to a wildcard. Wildcards, not a regex: a proxy whose RE2 limit is
+/// low would refuse the whole table.
+fn ip_like_domains() -> Vec<String> {
+    ('0'..='9')
+        .map(|d| format!("{d}*"))
+        .chain(std::iter::once("[*".to_string()))
+        .collect()
 }
 
 /// The outbound table's last virtual host: a request (or HTTP CONNECT) whose authority
-/// is an IP literal with a port goes to that address over mTLS, with no Service's rules;
-/// any other unknown name finds no route (404), as before.
+/// is an address with a port goes to that address over mTLS, with no Service's rules
+/// (an authority without a port, or not an address, finds no upstream: 503); any other
+/// unknown name finds no virtual host (404), as before.
 pub(crate) fn pod_address_vhost() -> VirtualHost {
-    let to_pod = |m: RouteMatch, upgrade: bool| Route {
-        r#match: Some(m),
+    let to_pod = |path: PathSpecifier, upgrade: bool| Route {
+        r#match: Some(RouteMatch {
+            path_specifier: Some(path),
+            ..Default::default()
+        }),
         action: Some(Action::Route(RouteAction {
             cluster_specifier: Some(ClusterSpecifier::Cluster(POD_ADDRESS_CLUSTER.into())),
             // The protocol is the caller's (gRPC streams included): no request timeout.
@@ -162,24 +161,10 @@ pub(crate) fn pod_address_vhost() -> VirtualHost {
     };
     VirtualHost {
         name: POD_ADDRESS_VHOST.into(),
-        domains: vec!["*".into()],
+        domains: ip_like_domains(),
         routes: vec![
-            to_pod(
-                RouteMatch {
-                    path_specifier: Some(PathSpecifier::ConnectMatcher(ConnectMatcher {})),
-                    headers: vec![ip_authority()],
-                    ..Default::default()
-                },
-                true,
-            ),
-            to_pod(
-                RouteMatch {
-                    path_specifier: Some(PathSpecifier::Prefix("/".into())),
-                    headers: vec![ip_authority()],
-                    ..Default::default()
-                },
-                false,
-            ),
+            to_pod(PathSpecifier::ConnectMatcher(ConnectMatcher {}), true),
+            to_pod(PathSpecifier::Prefix("/".into()), false),
         ],
         ..Default::default()
     }
@@ -283,8 +268,22 @@ mod tests {
     }
 
     #[test]
-    fn the_ip_authority_pattern_is_one_envoy_takes() {
-        assert_eq!(crds::re2::check(IP_AUTHORITY), Ok(()));
+    fn the_pod_address_host_catches_addresses_and_no_service_name() {
+        let v = pod_address_vhost();
+        assert_eq!(v.domains.len(), 11);
+        // Service names start with a letter; only an address starts with a digit or `[`.
+        assert!(v.domains.iter().all(|d| {
+            d.ends_with('*')
+                && d.chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_digit() || c == '[')
+        }));
+        // Matched by name alone, no regex: a proxy with a low RE2 limit takes the table.
+        assert!(
+            v.routes
+                .iter()
+                .all(|r| r.r#match.as_ref().is_some_and(|m| m.headers.is_empty()))
+        );
     }
 
     #[test]
