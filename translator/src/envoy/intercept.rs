@@ -44,6 +44,7 @@ use crate::envoy::address;
 use crate::envoy::filters::{
     inbound_filter, outbound_hcm, outbound_hcm_with, tcp_proxy, tls_inspector,
 };
+use crate::envoy::pod_address;
 use crate::envoy::tls;
 use crate::identity::{ProxyIdentity, view_key};
 use crate::mesh::MtlsMode;
@@ -207,7 +208,7 @@ fn destinations(model: &Model, view: &ViewKey) -> (Targets, Vec<IpAddr>, Vec<Obj
             if http.binary_search(&ip).is_err() {
                 targets
                     .entry((ip, port))
-                    .or_insert((name, Action::Tcp(address::POD_ADDRESS_CLUSTER.into())));
+                    .or_insert((name, Action::Tcp(pod_address::POD_ADDRESS_CLUSTER.into())));
             }
         }
     }
@@ -243,7 +244,7 @@ fn outbound_chains(
                 Action::Tcp(cluster) => {
                     refs.push(cluster.clone());
                     // Pods share one set of statistics: a proxy keeps none per pod.
-                    let stat = if cluster == address::POD_ADDRESS_CLUSTER {
+                    let stat = if cluster == pod_address::POD_ADDRESS_CLUSTER {
                         cluster.clone()
                     } else {
                         name.clone()

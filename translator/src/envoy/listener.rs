@@ -12,10 +12,10 @@ use envoy_types::pb::envoy::config::listener::v3::{
 };
 use xds_types::XdsType;
 
-use crate::envoy::address;
 use crate::envoy::cluster;
 use crate::envoy::filters::{inbound_filter, outbound_hcm, tls_inspector};
 use crate::envoy::intercept;
+use crate::envoy::pod_address;
 use crate::envoy::tls;
 use crate::identity::ProxyIdentity;
 use crate::mesh::{MeshConfig, MtlsMode};
@@ -128,7 +128,7 @@ pub(crate) fn for_proxy(model: &Model, mesh: &MeshConfig, proxy: &ProxyIdentity)
     }
     // Calls by a pod's own address, in both modes (`address`).
     out.resources
-        .push(address::pod_address_cluster(&mesh.trust_domain));
+        .push(pod_address::pod_address_cluster(&mesh.trust_domain));
 
     let Some(pod) = pod else {
         return out;

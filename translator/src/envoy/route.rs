@@ -439,8 +439,8 @@ pub(crate) fn assemble<'a>(
         sources.extend(part.sources.iter().cloned());
     }
     // Last: a request by a pod's own address (`address`).
-    vhosts.push(crate::envoy::address::pod_address_vhost());
-    refs.push(crate::envoy::address::POD_ADDRESS_CLUSTER.into());
+    vhosts.push(crate::envoy::pod_address::pod_address_vhost());
+    refs.push(crate::envoy::pod_address::POD_ADDRESS_CLUSTER.into());
     refs.sort();
     refs.dedup();
     sources.sort();
