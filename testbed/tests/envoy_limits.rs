@@ -176,6 +176,7 @@ fn bootstrap_as(model: &Model, pod: &str, intercepted: bool) -> Value {
         .iter()
         .filter(|r| r.kind == XdsType::Cluster)
         .map(as_json)
+        .map(original_dst_without_tls)
         .collect();
     clusters.push(json!({
         "name": "xds", "type": "STATIC", "connect_timeout": "1s",
@@ -223,6 +224,19 @@ fn inline_routes(v: &mut Value, routes: &serde_json::Map<String, Value>, n: &mut
         Value::Array(a) => a.iter_mut().for_each(|x| inline_routes(x, routes, n)),
         _ => {}
     }
+}
+
+/// The pod-address cluster (ORIGINAL_DST, mTLS) without its transport socket:
+/// `envoy --mode validate` crashes on any non-EDS cluster whose TLS context takes secrets
+/// over ADS (see [`static_tls_as_eds`]); its socket has the shape every EDS cluster's has
+/// (validated there), and a running Envoy takes it whole (`tests/addresses.rs`).
+fn original_dst_without_tls(mut c: Value) -> Value {
+    if c["type"] == "ORIGINAL_DST"
+        && let Some(o) = c.as_object_mut()
+    {
+        o.remove("transportSocket");
+    }
+    c
 }
 
 /// Turns STATIC clusters with a TLS transport socket into EDS clusters, every other

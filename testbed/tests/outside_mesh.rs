@@ -235,8 +235,13 @@ async fn a_headless_service_pod_is_called_by_its_address_and_hostname() -> anyho
     let mesh = Mesh::start(Stream::Delta).await?;
     let port = mesh.web_port;
     let (a, b) = (ip(22), ip(23));
-    // Before: the address of a pod is no route.
-    assert_eq!(mesh.call(&format!("{a}:{port}")).await?.0, 404);
+    // Before: a mesh pod's address already reaches that pod (the pod-address cluster),
+    // its hostname is no route.
+    assert_eq!(
+        mesh.call(&format!("{a}:{port}")).await?,
+        (200, "web-1".into())
+    );
+    assert_eq!(mesh.call(&format!("web-1.peers:{port}")).await?.0, 404);
     mesh.write(
         "peers.yaml",
         &format!(
@@ -246,7 +251,7 @@ async fn a_headless_service_pod_is_called_by_its_address_and_hostname() -> anyho
     let routed = wait_until(CONVERGE, "the pod addresses to be routed", || {
         let mesh = &mesh;
         async move {
-            Ok(matches!(mesh.call(&format!("{b}:{port}")).await, Ok((200, who)) if who == "web-2"))
+            Ok(matches!(mesh.call(&format!("web-2.peers:{port}")).await, Ok((200, who)) if who == "web-2"))
         }
     })
     .await;
@@ -270,15 +275,16 @@ async fn a_headless_service_pod_is_called_by_its_address_and_hostname() -> anyho
     let (seen, failed) = spread(&mesh, &format!("peers:{port}"), 20).await;
     assert_eq!(failed, 0);
     assert_eq!(seen.len(), 2, "{seen:?}");
-    // A pod that leaves the slice stops being routed by its address.
+    // A pod that leaves the slice stops being routed by its hostname (its address,
+    // a mesh pod's, still reaches it).
     mesh.write(
         "peers.yaml",
         &format!(
             "apiVersion: v1\nkind: Service\nmetadata: {{name: peers, namespace: default}}\nspec:\n  clusterIP: None\n  selector: {{app: web}}\n  ports: [{{name: http, port: {port}}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: peers-1\n  namespace: default\n  labels: {{kubernetes.io/service-name: peers}}\naddressType: IPv4\nports: [{{name: http, port: {port}}}]\nendpoints:\n  - addresses: [\"{a}\"]\n    hostname: web-1\n"
         ),
     )?;
-    wait_until(CONVERGE, "web-2's address to stop being routed", || {
-        let (mesh, host) = (&mesh, format!("{b}:{port}"));
+    wait_until(CONVERGE, "web-2's hostname to stop being routed", || {
+        let (mesh, host) = (&mesh, format!("web-2.peers:{port}"));
         async move { Ok(matches!(mesh.call(&host).await, Ok((404, _)))) }
     })
     .await?;

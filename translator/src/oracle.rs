@@ -8,7 +8,7 @@
 //! [`translate_proxy`] for each proxy's own Listeners and inbound Clusters, and
 //! [`translate_grpc`] for what proxyless gRPC clients share.
 
-use crate::envoy::{cluster, listener, route};
+use crate::envoy::{address, cluster, listener, route};
 use crate::grpc;
 use crate::identity::{self, ProxyIdentity, view_key};
 use crate::mesh::MeshConfig;
@@ -41,15 +41,24 @@ pub fn translate_mesh(model: &Model, mesh: &MeshConfig, policy: &PolicyContext) 
 /// The outbound RouteConfiguration for sidecars in `namespace` (short service names
 /// resolve in the client's own namespace, as Kubernetes DNS does; the namespace's
 /// consumer routes take precedence over the Services' own).
+///
+/// Also the route tables of the Services' HTTP ports for connections to their cluster
+/// IPs (`outbound|PORT||FQDN`, which intercepted proxies use; see `envoy::address`), with
+/// the same consumer routes.
 pub fn outbound_routes(model: &Model, policy: &PolicyContext, namespace: &str) -> Output {
+    let mut port_routes = Vec::new();
     let parts: Vec<route::VhostPart> = model
         .services()
         .flat_map(|svc| {
             let routings = port_routings_for(model, policy, svc, Some(namespace));
-            route::vhost_parts(model, svc, &routings)
+            let parts = route::vhost_parts(model, svc, &routings);
+            port_routes.extend(address::port_routes(svc, &parts));
+            parts
         })
         .collect();
-    route::assemble(parts.iter(), namespace)
+    let mut out = route::assemble(parts.iter(), namespace);
+    out.resources.extend(port_routes);
+    out
 }
 
 /// One proxy's own resources: its outbound listener, and an inbound listener and

@@ -404,10 +404,22 @@ fn views_see_only_what_services_export_and_pods_declare() {
     assert_eq!(builder.view(&model, &all_web).clusters.len(), 3);
     // The route table of the scoped view routes only what it sees.
     let scoped_routes = builder.view(&model, &scoped);
-    let route = scoped_routes.routes.values().next().expect("route");
+    let route = scoped_routes
+        .routes
+        .get(translator::OUTBOUND_ROUTE)
+        .expect("route");
     assert_eq!(
         route.refs.iter().map(|r| &**r).collect::<Vec<_>>(),
-        ["outbound|80||cart.shop.svc.cluster.local"]
+        ["outbound|80||cart.shop.svc.cluster.local", "pod-address"]
+    );
+    // These Services have no cluster IP: no route table of their own.
+    assert_eq!(
+        scoped_routes
+            .routes
+            .keys()
+            .map(|r| &**r)
+            .collect::<Vec<_>>(),
+        ["outbound"]
     );
 }
 
@@ -437,7 +449,10 @@ fn a_view_that_leaves_a_policy_out_gets_its_own_parts_and_the_others_do_not() {
         variant: None,
     };
     let route = |maps: &translator::incremental::ViewMaps| {
-        maps.routes.values().next().expect("route").clone()
+        maps.routes
+            .get(translator::OUTBOUND_ROUTE)
+            .expect("route")
+            .clone()
     };
     let before_a = route(&builder.view(&model, &a));
     let before_b = route(&builder.view(&model, &b));
@@ -696,4 +711,85 @@ fn run_variant(objs: Vec<Object>) {
     builder.retain_variants(|_| false);
     let out = builder.update(&model, &BTreeSet::new(), &Default::default());
     assert!(out.views.iter().all(|(k, _, _)| *k == base));
+}
+
+/// Routing by address (`envoy::address`): an endpoint change re-sends no route table
+/// (neither the outbound one nor a port's own) and no explicit-mode listener; only the
+/// intercepted proxies' outbound listener, which lists mesh pods by address, changes.
+/// A route change re-sends the port's own table with the outbound one.
+#[test]
+fn an_endpoint_change_moves_only_the_intercepted_listener_and_the_endpoints() {
+    let mut model = Model::new();
+    let mut builder = Builder::new(MeshConfig::default());
+    let empty: std::collections::BTreeMap<ViewKey, translator::policy::Excluded> =
+        Default::default();
+    let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec:\n  clusterIP: 10.96.0.10\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: 8080}]\n";
+    let pod = |name: &str, ip: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: shop, labels: {{app: web}}}}\nspec: {{containers: [{{name: web}}]}}\nstatus: {{podIP: {ip}}}\n"
+        )
+    };
+    let keys = apply(
+        &mut model,
+        &format!(
+            "{svc}---\n{}---\n{}---\n{}",
+            pod("web-1", "10.0.0.1"),
+            pod("web-2", "10.0.0.2"),
+            slice_yaml("shop", "web", &["10.0.0.1"])
+        ),
+    );
+    builder.update(&model, &keys, &empty);
+    let view = ViewKey {
+        namespace: "shop".into(),
+        egress: Egress::All,
+        grpc: false,
+        variant: None,
+    };
+    let maps = builder.view(&model, &view);
+    assert_eq!(
+        maps.routes.keys().map(|k| &**k).collect::<Vec<_>>(),
+        ["outbound", "outbound|80||web.shop.svc.cluster.local"]
+    );
+    let explicit = proxy("shop", "client", "client");
+    let intercepted = ProxyIdentity {
+        node_id: "client.intercepted".into(),
+        intercepted: true,
+        ..explicit.clone()
+    };
+    builder.proxy(&model, &explicit);
+    builder.proxy(&model, &intercepted);
+
+    let keys = apply(
+        &mut model,
+        &slice_yaml("shop", "web", &["10.0.0.1", "10.0.0.2"]),
+    );
+    let out = builder.update(&model, &keys, &empty);
+    assert_eq!(out.views.len(), 1);
+    let changes = &out.views[0].1;
+    assert!(changes.routes.is_empty(), "{changes:?}");
+    assert!(changes.clusters.is_empty(), "{changes:?}");
+    assert_eq!(changes.endpoints.len(), 1, "{changes:?}");
+    let moved: Vec<&str> = out.proxies.iter().map(|(p, _, _)| &*p.node_id).collect();
+    assert_eq!(moved, ["client.intercepted"]);
+
+    // A rule change: both tables of the view move together.
+    let keys = apply(
+        &mut model,
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: web, namespace: shop}\nspec:\n  parentRefs: [{group: \"\", kind: Service, name: web, port: 80}]\n  rules:\n    - filters:\n        - type: RequestHeaderModifier\n          requestHeaderModifier: {set: [{name: x-mark, value: web}]}\n      backendRefs: [{name: web, port: 80}]\n",
+    );
+    let out = builder.update(&model, &keys, &empty);
+    let changes = &out.views[0].1;
+    let mut routes: Vec<String> = changes
+        .routes
+        .iter()
+        .map(|u| match u {
+            translator::incremental::Update::Put(e) => e.name.to_string(),
+            translator::incremental::Update::Remove(n) => format!("-{n}"),
+        })
+        .collect();
+    routes.sort();
+    assert_eq!(
+        routes,
+        ["outbound", "outbound|80||web.shop.svc.cluster.local"]
+    );
 }

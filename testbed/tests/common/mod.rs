@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod netns;
+
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};

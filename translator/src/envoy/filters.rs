@@ -63,9 +63,16 @@ pub(crate) fn hcm(stat_prefix: String, routes: RouteSpecifier, inbound: bool) ->
 
 /// The outbound HTTP connection manager: routes from RDS, by authority.
 pub(crate) fn outbound_hcm() -> Filter {
+    outbound_hcm_with(names::OUTBOUND_ROUTE)
+}
+
+/// An outbound HTTP connection manager with the routes of RDS table `route` (one
+/// Service port's, for connections to its cluster IP). Its statistics are the outbound
+/// manager's.
+pub(crate) fn outbound_hcm_with(route: &str) -> Filter {
     let rds = RouteSpecifier::Rds(Rds {
         config_source: Some(protos::ads()),
-        route_config_name: names::OUTBOUND_ROUTE.into(),
+        route_config_name: route.into(),
     });
     hcm("outbound".into(), rds, false)
 }

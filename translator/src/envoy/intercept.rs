@@ -2,19 +2,26 @@
 //! rules redirect to Envoy (see the injector). They take connections by original
 //! destination:
 //!
-//! - outbound (`0.0.0.0:OUTBOUND_PORT`): a TCP service port, by its cluster IP and port,
-//!   is carried as TCP over mTLS to the service (so databases keep working); a mesh
-//!   service's address on any other port goes to the HTTP connection manager and is
-//!   routed by Host as in the explicit-proxy mode (also each pod of a headless Service
-//!   by its own address); everything else passes through untouched to where it was
-//!   going (`passthrough`, an original-destination cluster), so egress keeps working;
-//!   connections to the sidecar's own port are the explicit-proxy mode's (`curl -x`);
-//! - inbound (`0.0.0.0:INBOUND_PORT`, 15006 by default): one filter chain per port the pod serves, by destination
-//!   port, with the same mTLS (STRICT or PERMISSIVE) and filters as the explicit mode's
-//!   per-port listeners; other ports pass through to the app (`inbound-passthrough`).
+//! - outbound (`0.0.0.0:OUTBOUND_PORT`), one chain per destination (see `address` for
+//!   the choices and their cost):
+//!   - a Service's cluster IP and port: a TCP port is carried as TCP over mTLS to the
+//!     service (so databases keep working); an HTTP port goes to a connection manager
+//!     with that port's own route table, so the address decides the Service, not the
+//!     Host header;
+//!   - a mesh pod's own address and target port: TCP over mTLS to that pod, no Service
+//!     rule applied (a headless Service's pods: their own clusters, HTTP by Host as in
+//!     the explicit-proxy mode);
+//!   - everything else passes through untouched to where it was going (`passthrough`,
+//!     an original-destination cluster), so egress keeps working; connections to the
+//!     sidecar's own port are the explicit-proxy mode's (`curl -x`);
+//! - inbound (`0.0.0.0:INBOUND_PORT`, 15006 by default): one filter chain per port the
+//!   pod serves, by destination port, with the same mTLS (STRICT or PERMISSIVE) and
+//!   filters as the explicit mode's per-port listeners; other ports pass through to the
+//!   app (`inbound-passthrough`).
 //!
-//! The outbound listener depends on the Services the pod's view sees, so it is rebuilt
-//! when a Service changes (the builder does so for intercepted proxies).
+//! The outbound listener depends on the Services the pod's view sees and on their ready
+//! pods, so it is rebuilt when a Service or an endpoint changes (the builder does so
+//! for intercepted proxies).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -33,7 +40,11 @@ use envoy_types::pb::google::protobuf::UInt32Value;
 
 use xds_types::XdsType;
 
-use crate::envoy::filters::{inbound_filter, outbound_hcm, tcp_proxy, tls_inspector};
+use crate::envoy::address;
+use crate::envoy::filters::{
+    inbound_filter, outbound_hcm, outbound_hcm_with, tcp_proxy, tls_inspector,
+};
+use crate::envoy::pod_address;
 use crate::envoy::tls;
 use crate::identity::{ProxyIdentity, view_key};
 use crate::mesh::MtlsMode;
@@ -109,14 +120,24 @@ fn any_addr(like: Option<IpAddr>) -> IpAddr {
     }
 }
 
-/// TCP targets by original destination: (address, port) -> (chain name, cluster).
-type TcpTargets = BTreeMap<(IpAddr, u16), (String, String)>;
+/// What a chain by original destination does with a connection.
+enum Action {
+    /// Carries it as TCP to a cluster.
+    Tcp(String),
+    /// Routes its requests by one Service port's own route table.
+    Http(String),
+}
+
+/// Targets by original destination: (address, port) -> (chain name, action).
+type Targets = BTreeMap<(IpAddr, u16), (String, Action)>;
 
 /// The outbound listener and its passthrough cluster.
 pub(crate) fn outbound(model: &Model, proxy: &ProxyIdentity) -> Vec<Resource> {
-    let (tcp, http, sources) = destinations(model, &view_key(model, proxy));
+    let (targets, http, sources) = destinations(model, &view_key(model, proxy));
     let mut refs = vec![PASSTHROUGH.to_string()];
-    let chains = outbound_chains(tcp, http, proxy.outbound_port, &mut refs);
+    let chains = outbound_chains(targets, http, proxy.outbound_port, &mut refs);
+    refs.sort();
+    refs.dedup();
     let listener = Listener {
         name: names::OUTBOUND_LISTENER.into(),
         address: Some(protos::socket(any_addr(proxy.pod_ip), proxy.outbound_port)),
@@ -141,36 +162,37 @@ pub(crate) fn outbound(model: &Model, proxy: &ProxyIdentity) -> Vec<Resource> {
     ]
 }
 
-/// Where the Services a view sees are called: TCP (address, port) -> (chain name,
-/// cluster), the HTTP addresses (sorted, each once), and the Services.
-fn destinations(model: &Model, view: &ViewKey) -> (TcpTargets, Vec<IpAddr>, Vec<ObjectKey>) {
-    // (ip, port) -> (chain name, cluster): TCP by original destination.
-    let mut tcp = TcpTargets::new();
+/// Where the Services a view sees are called: targets by original destination (cluster
+/// IPs by port, then pods by their own address and port, see `address`), the addresses
+/// of headless Services' HTTP pods (routed by Host; sorted, each once), and the
+/// Services.
+fn destinations(model: &Model, view: &ViewKey) -> (Targets, Vec<IpAddr>, Vec<ObjectKey>) {
+    let mut targets = Targets::new();
     let mut http: Vec<IpAddr> = Vec::new();
     let mut sources = Vec::new();
-    for svc in model
+    let seen: Vec<_> = model
         .services()
         .filter(|s| view.sees(s) && s.external_name.is_none())
-    {
+        .collect();
+    for svc in &seen {
         sources.push(ObjectKey::new(Kind::Service, &svc.namespace, &svc.name));
         for port in &svc.ports {
             let is_tcp = port.protocol == Protocol::Tcp;
             if let Some(ip) = svc.cluster_ip {
-                if is_tcp {
-                    tcp.entry((ip, port.port)).or_insert((
-                        format!("{}:{}", svc.fqdn(), port.port),
-                        names::outbound_cluster(svc, port.port),
-                    ));
+                let name = format!("{}:{}", svc.fqdn(), port.port);
+                let action = if is_tcp {
+                    Action::Tcp(names::outbound_cluster(svc, port.port))
                 } else {
-                    http.push(ip);
-                }
+                    Action::Http(address::port_route_name(svc, port.port))
+                };
+                targets.entry((ip, port.port)).or_insert((name, action));
             }
             if svc.headless {
                 for addr in endpoint::pod_addresses(model, svc, port) {
                     if is_tcp {
-                        tcp.entry((addr.ip, addr.port)).or_insert((
+                        targets.entry((addr.ip, addr.port)).or_insert((
                             format!("{}:{}|{}", svc.fqdn(), addr.port, addr.ip),
-                            names::pod_cluster(svc, addr.port, addr.ip),
+                            Action::Tcp(names::pod_cluster(svc, addr.port, addr.ip)),
                         ));
                     } else {
                         http.push(addr.ip);
@@ -181,37 +203,58 @@ fn destinations(model: &Model, view: &ViewKey) -> (TcpTargets, Vec<IpAddr>, Vec<
     }
     http.sort();
     http.dedup();
-    (tcp, http, sources)
+    for svc in &seen {
+        for ((ip, port), name) in address::pod_targets(model, svc) {
+            if http.binary_search(&ip).is_err() {
+                targets
+                    .entry((ip, port))
+                    .or_insert((name, Action::Tcp(pod_address::POD_ADDRESS_CLUSTER.into())));
+            }
+        }
+    }
+    (targets, http, sources)
 }
 
-/// The outbound listener's filter chains: TCP by original destination, the explicit
-/// mode's port, HTTP addresses (on ports TCP chains use, and the rest); the clusters
-/// they route to are added to `refs`.
+/// The outbound listener's filter chains: targets by original destination, the
+/// explicit mode's port, headless pods' HTTP addresses (on ports targets use, and the
+/// rest); the clusters they route to are added to `refs`.
 fn outbound_chains(
-    tcp: TcpTargets,
+    targets: Targets,
     http: Vec<IpAddr>,
     outbound_port: u16,
     refs: &mut Vec<String>,
 ) -> Vec<FilterChain> {
     // Envoy narrows chains by destination port before addresses and does not step
-    // back: on a port some TCP chain uses, the HTTP addresses need a chain of their own.
+    // back: on a port some target uses, the HTTP addresses need a chain of their own.
     let mut http_on_port: BTreeMap<u16, Vec<IpAddr>> = BTreeMap::new();
-    for (_, port) in tcp.keys() {
+    for (_, port) in targets.keys() {
         let ips: Vec<IpAddr> = http
             .iter()
-            .filter(|ip| !tcp.contains_key(&(**ip, *port)))
+            .filter(|ip| !targets.contains_key(&(**ip, *port)))
             .copied()
             .collect();
         if !ips.is_empty() {
             http_on_port.insert(*port, ips);
         }
     }
-    let mut chains: Vec<FilterChain> = tcp
+    let mut chains: Vec<FilterChain> = targets
         .into_iter()
-        .map(|((ip, port), (name, cluster))| {
-            refs.push(cluster.clone());
+        .map(|((ip, port), (name, action))| {
+            let filter = match action {
+                Action::Tcp(cluster) => {
+                    refs.push(cluster.clone());
+                    // Pods share one set of statistics: a proxy keeps none per pod.
+                    let stat = if cluster == pod_address::POD_ADDRESS_CLUSTER {
+                        cluster.clone()
+                    } else {
+                        name.clone()
+                    };
+                    tcp_proxy(stat, cluster)
+                }
+                Action::Http(route) => outbound_hcm_with(&route),
+            };
             chain(
-                name.clone(),
+                name,
                 FilterChainMatch {
                     destination_port: Some(UInt32Value {
                         value: u32::from(port),
@@ -219,7 +262,7 @@ fn outbound_chains(
                     prefix_ranges: vec![cidr(ip)],
                     ..Default::default()
                 },
-                tcp_proxy(name, cluster),
+                filter,
             )
         })
         .collect();

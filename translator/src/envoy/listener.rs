@@ -1,7 +1,9 @@
 //! Per-proxy listeners. Outbound: one HTTP listener on the pod IP that routes by
 //! authority, so it serves apps using it as an explicit HTTP proxy (HTTP CONNECT for
-//! TCP ports) and (later) transparently intercepted traffic alike. Inbound: one listener per port the pod
-//! serves, forwarding to the local app over a static cluster.
+//! TCP ports; a pod's own `IP:PORT` through the pod-address cluster, see `address`), or,
+//! for an intercepted pod, the listener by original destination (`intercept`). Inbound:
+//! one listener per port the pod serves, forwarding to the local app over a static
+//! cluster. Every proxy also holds the pod-address cluster.
 
 use std::net::IpAddr;
 
@@ -13,6 +15,7 @@ use xds_types::XdsType;
 use crate::envoy::cluster;
 use crate::envoy::filters::{inbound_filter, outbound_hcm, tls_inspector};
 use crate::envoy::intercept;
+use crate::envoy::pod_address;
 use crate::envoy::tls;
 use crate::identity::ProxyIdentity;
 use crate::mesh::{MeshConfig, MtlsMode};
@@ -123,6 +126,9 @@ pub(crate) fn for_proxy(model: &Model, mesh: &MeshConfig, proxy: &ProxyIdentity)
     } else {
         out.resources.push(outbound(ip, proxy.outbound_port));
     }
+    // Calls by a pod's own address, in both modes (`address`).
+    out.resources
+        .push(pod_address::pod_address_cluster(&mesh.trust_domain));
 
     let Some(pod) = pod else {
         return out;

@@ -458,6 +458,9 @@ pub(crate) fn assemble<'a>(
         refs.extend(part.refs.iter().cloned());
         sources.extend(part.sources.iter().cloned());
     }
+    // Last: a request by a pod's own address (`address`).
+    vhosts.push(crate::envoy::pod_address::pod_address_vhost());
+    refs.push(crate::envoy::pod_address::POD_ADDRESS_CLUSTER.into());
     refs.sort();
     refs.dedup();
     sources.sort();

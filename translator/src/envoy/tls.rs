@@ -133,6 +133,20 @@ pub(crate) fn upstream(
     socket(protos::any(&ctx))
 }
 
+/// Client side to any workload of the trust domain, offering no ALPN: for calls by a
+/// pod's own address, whose protocol is the caller's (the server's connection manager
+/// then tells HTTP/1.1 from HTTP/2 by the bytes, not by ALPN).
+pub(crate) fn upstream_any_workload(trust_domain: &str) -> TransportSocket {
+    let sans = vec![uri_matcher(MatchPattern::Prefix(format!(
+        "spiffe://{trust_domain}/"
+    )))];
+    let ctx = UpstreamTlsContext {
+        common_tls_context: Some(common(sans, &[])),
+        ..Default::default()
+    };
+    socket(protos::any(&ctx))
+}
+
 /// Server side: present our certificate and require one from the trust domain.
 pub(crate) fn downstream(trust_domain: &str) -> TransportSocket {
     let ctx = DownstreamTlsContext {

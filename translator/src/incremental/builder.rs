@@ -10,6 +10,7 @@ use xds_types::XdsType;
 use super::changes::{Own, Update, diff, encode};
 use super::state::{Builder, Dirty, NsName, Origin, ProxyParts, profile_of, same_map, same_parts};
 use crate::encoded::{Encoded, TypeMap};
+use crate::envoy::address;
 use crate::envoy::cluster;
 use crate::envoy::profile::Envoy;
 use crate::envoy::route::{self, VhostPart};
@@ -324,6 +325,27 @@ impl Builder {
                 })
                 .collect();
             vhost_changed = vhosts != parts.vhosts || consumer != parts.consumer_vhosts;
+            parts.port_routes = address::port_routes(&svc, &vhosts)
+                .iter()
+                .map(|r| {
+                    let old = parts.port_routes.iter().find(|c| *c.name == *r.name);
+                    encode(model, r, old, count)
+                })
+                .collect();
+            parts.consumer_port_routes = consumer
+                .iter()
+                .map(|(ns, v)| {
+                    let was = parts.consumer_port_routes.get(ns);
+                    let tables = address::port_routes(&svc, v)
+                        .iter()
+                        .map(|r| {
+                            let old = was.and_then(|w| w.iter().find(|c| *c.name == *r.name));
+                            encode(model, r, old, count)
+                        })
+                        .collect();
+                    (ns.clone(), tables)
+                })
+                .collect();
             parts.vhosts = vhosts;
             parts.consumer_vhosts = consumer;
             routings = Some(r);

@@ -33,6 +33,12 @@ pub(super) struct ServiceParts {
     /// Its virtual hosts for the callers of namespaces with consumer routes of it (views
     /// of other namespaces share `vhosts`).
     pub(super) consumer_vhosts: BTreeMap<String, Vec<VhostPart>>,
+    /// The route tables of its HTTP ports for connections to its cluster IP
+    /// (`envoy::address`), derived from `vhosts`.
+    pub(super) port_routes: Vec<Arc<Encoded>>,
+    /// The same for the callers of namespaces with consumer routes of it, derived from
+    /// `consumer_vhosts`.
+    pub(super) consumer_port_routes: BTreeMap<String, Vec<Arc<Encoded>>>,
     /// Pods it selected at the last build.
     pub(super) pods: BTreeSet<NsName>,
     /// Whether it had an endpoint outside the mesh at the last build (its clusters'
@@ -53,6 +59,13 @@ impl ServiceParts {
         self.consumer_vhosts
             .get(namespace)
             .map_or(&self.vhosts, |v| v)
+    }
+
+    /// The per-port route tables the callers in `namespace` get.
+    pub(super) fn port_routes_for(&self, namespace: &str) -> &[Arc<Encoded>] {
+        self.consumer_port_routes
+            .get(namespace)
+            .map_or(&self.port_routes, |v| v)
     }
 
     /// What a gRPC view holds of it: (clusters, endpoints).
@@ -240,6 +253,7 @@ pub(super) struct PolicyMemo {
 pub(super) struct Override {
     pub(super) clusters: Vec<Arc<Encoded>>,
     pub(super) vhosts: Vec<VhostPart>,
+    pub(super) port_routes: Vec<Arc<Encoded>>,
 }
 
 /// The names one Service has in a view.

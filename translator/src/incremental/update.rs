@@ -26,8 +26,8 @@ struct Pending {
     pods_of: BTreeMap<NsName, BTreeSet<NsName>>,
     /// Whether the policy is resolved again.
     policy_changed: bool,
-    /// Whether a Service's addresses (or a headless Service's pods) changed: intercepted
-    /// proxies' outbound listeners and gRPC client Listeners list them.
+    /// Whether a Service's addresses or its ready pods changed: intercepted proxies'
+    /// outbound listeners list them (gRPC client Listeners follow Service changes).
     addresses_changed: bool,
 }
 
@@ -136,23 +136,9 @@ impl Builder {
     /// An EndpointSlice applied or deleted: the endpoints of the Service it belongs to
     /// (before and now) are rebuilt.
     fn slice_changed(&mut self, model: &Model, k: NsName, p: &mut Pending) {
-        let headless = |owner: &NsName| {
-            model
-                .service(&owner.0, &owner.1)
-                .is_some_and(|s| s.headless)
-                || self
-                    .services
-                    .get(owner)
-                    .and_then(|parts| parts.svc.as_ref())
-                    .is_some_and(|s| s.headless)
-        };
-        if self.slice_owner.get(&k).is_some_and(headless)
-            || model
-                .slice_service(&k.0, &k.1)
-                .is_some_and(|s| headless(&(k.0.clone(), s)))
-        {
-            p.addresses_changed = true;
-        }
+        // Intercepted proxies' outbound listeners list ready mesh pods by address
+        // (`envoy::address`).
+        p.addresses_changed = true;
         if let Some(owner) = self.slice_owner.remove(&k) {
             p.dirty.entry(owner).or_default().endpoints = true;
         }
@@ -178,6 +164,8 @@ impl Builder {
         if old_ip != new_ip && old_ip.is_some() {
             users.extend(model.services_with_endpoint(&k.0, &k.1, old_ip));
         }
+        // Whether an endpoint is in the mesh decides whether intercepted proxies list it.
+        p.addresses_changed |= !users.is_empty();
         for s in users {
             p.dirty.entry(s).or_default().endpoints = true;
         }

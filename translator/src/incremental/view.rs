@@ -9,6 +9,7 @@ use super::state::{
     Builder, Names, NsName, Origin, Override, PolicyMemo, ServiceUpdate, ViewState, policy_changes,
 };
 use crate::encoded::{Encoded, TypeMap};
+use crate::envoy::address;
 use crate::envoy::cluster;
 use crate::envoy::route;
 use crate::model::{Excluded, Model, ViewKey};
@@ -57,7 +58,12 @@ impl Builder {
                 clusters.insert(c.name.clone(), c.clone());
                 names.clusters.push(c.name.clone());
             }
-            for r in parts.grpc_routes.iter().filter(|_| key.grpc) {
+            let own_routes = if key.grpc {
+                &parts.grpc_routes[..]
+            } else {
+                parts.port_routes_for(&key.namespace)
+            };
+            for r in own_routes {
                 routes.insert(r.name.clone(), r.clone());
                 names.routes.push(r.name.clone());
             }
@@ -69,15 +75,12 @@ impl Builder {
         }
         state.maps.clusters = Arc::new(clusters);
         state.maps.endpoints = Arc::new(endpoints);
-        if key.grpc {
-            state.maps.routes = Arc::new(routes);
-            let maps = state.maps.clone();
-            self.views.insert(key.clone(), state);
-            return maps;
+        if !key.grpc {
+            let mut count = 0;
+            let route = self.assemble(model, key, &state, None, &mut count);
+            routes.insert(route.name.clone(), route);
         }
-        let mut count = 0;
-        let route = self.assemble(model, key, &state, None, &mut count);
-        state.maps.routes = Arc::new([(route.name.clone(), route)].into_iter().collect());
+        state.maps.routes = Arc::new(routes);
         let maps = state.maps.clone();
         self.views.insert(key.clone(), state);
         maps
@@ -177,13 +180,24 @@ impl Builder {
         model: &Model,
         (policy, client): (&PolicyContext, &str),
         key: &NsName,
-        current: &TypeMap,
+        (current, held_routes): (&TypeMap, &TypeMap),
         count: &mut usize,
     ) -> Option<Override> {
         let parts = self.services.get(key)?;
         let svc = parts.svc.as_ref()?;
         let routings = port_routings_for(model, policy, svc, Some(client));
         let vhosts = route::vhost_parts(model, svc, &routings);
+        let port_routes: Vec<Arc<Encoded>> = address::port_routes(svc, &vhosts)
+            .iter()
+            .map(|r| {
+                let old = parts.port_routes.iter().find(|c| *c.name == *r.name);
+                let new = encode(model, r, old, count);
+                match held_routes.get(&*r.name) {
+                    Some(held) if held.same_as(&new) => held.clone(),
+                    _ => new,
+                }
+            })
+            .collect();
         let clusters: Vec<Arc<Encoded>> = svc
             .ports
             .iter()
@@ -202,8 +216,11 @@ impl Builder {
                 .iter()
                 .zip(&parts.clusters)
                 .all(|(a, b)| Arc::ptr_eq(a, b));
-        (vhosts != parts.vhosts_for(client) || !same_clusters)
-            .then_some(Override { clusters, vhosts })
+        (vhosts != parts.vhosts_for(client) || !same_clusters).then_some(Override {
+            clusters,
+            vhosts,
+            port_routes,
+        })
     }
 
     /// A view's view-local parts after this build. Its policy (and which Services differ
@@ -280,13 +297,8 @@ impl Builder {
                 .differs
                 .contains(&key)
                 .then(|| {
-                    self.override_of(
-                        model,
-                        (policy, &view.namespace),
-                        &key,
-                        &state.maps.clusters,
-                        count,
-                    )
+                    let held = (&*state.maps.clusters, &*state.maps.routes);
+                    self.override_of(model, (policy, &view.namespace), &key, held, count)
                 })
                 .flatten();
             match o {
@@ -355,7 +367,9 @@ impl Builder {
                         .map(|o| o.clusters.as_slice())
                         .unwrap_or(&p.clusters),
                     &p.endpoints,
-                    &[],
+                    override_of
+                        .map(|o| o.port_routes.as_slice())
+                        .unwrap_or(p.port_routes_for(&key.namespace)),
                 ),
                 _ => (&[], &[], &[]),
             };
@@ -400,7 +414,7 @@ impl Builder {
         apply(&mut state.maps.clusters, &changes.clusters);
         apply(&mut state.maps.endpoints, &changes.endpoints);
         if route_dirty {
-            let old = state.maps.routes.values().next().cloned();
+            let old = state.maps.routes.get(OUTBOUND_ROUTE).cloned();
             let new = self.variant_route(model, key, state, old.as_ref(), memo, count);
             if old.as_ref().is_none_or(|o| !Arc::ptr_eq(o, &new)) {
                 changes.routes.push(Update::Put(new));
