@@ -21,15 +21,31 @@ pub struct Suite {
     /// Where the tests were transcribed from.
     pub upstream: Upstream,
     /// The Gateway API version the report is against.
+    #[serde(rename = "gatewayAPIVersion")]
     pub gateway_api_version: String,
     /// Its release channel.
+    #[serde(rename = "gatewayAPIChannel")]
     pub gateway_api_channel: String,
     /// Who is tested.
     pub implementation: Implementation,
     /// The features Rudder claims: the one list.
     pub supported_features: Vec<String>,
+    /// Tests of claimed features that fail for a known reason: the report shows them
+    /// failed, the run does not stop on them, and stops when one of them passes.
+    #[serde(default)]
+    pub known_failures: Vec<KnownFailure>,
     /// Upstream's mesh conformance profiles.
     pub profiles: Vec<Profile>,
+}
+
+/// A test that fails for a known reason.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnownFailure {
+    /// Its ShortName.
+    pub test: String,
+    /// Why, and what lifts it.
+    pub reason: String,
 }
 
 /// The upstream snapshot.
@@ -324,6 +340,11 @@ fn check_suite(data: &Data) -> anyhow::Result<()> {
         .flat_map(|t| &t.features)
         .chain(data.suite.profiles.iter().flat_map(|p| &p.extended))
         .collect();
+    for k in &data.suite.known_failures {
+        if !names.contains(&k.test) {
+            bail!("suite.yaml: knownFailures: no test {}", k.test);
+        }
+    }
     for f in &data.suite.supported_features {
         if !known.contains(f) {
             bail!("suite.yaml: supportedFeatures: {f} is no feature of any test or profile");

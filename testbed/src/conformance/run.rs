@@ -1,5 +1,5 @@
-//! Running one test on the shared world: its routes replace the previous test's, the
-//! sidecars' route configuration changes, then the cases are sent until they all pass
+//! Running one test on the shared world: its routes replace the previous test's (in a
+//! file of its own), the sidecars' route configuration changes, then the cases are sent until they all pass
 //! twice in a row or the time for convergence is up (upstream's "eventually
 //! consistent"), and a weighted distribution, if any, is checked as upstream does.
 
@@ -42,7 +42,7 @@ pub fn case_name(i: usize, case: &Case) -> String {
 /// Runs `test`; the cases get `converge` to pass.
 pub async fn run_test(world: &World, test: &Test, converge: Duration) -> Outcome {
     let before = world.route_snapshot().await.unwrap_or_default();
-    if let Err(e) = world.set_routes(test.routes.as_deref()) {
+    if let Err(e) = world.set_routes(&test.short_name, test.routes.as_deref()) {
         return Outcome::Failed(vec![format!("writing the routes: {e:#}")]);
     }
     world.wait_routes_change(&before, ROUTE_CHANGE).await;

@@ -24,8 +24,8 @@ use crate::procs::{Backend, ControlPlane, Envoy, PodPlacement, Stream, free_port
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most of a response body read.
 const MAX_BODY: usize = 256 * 1024;
-/// The file a test's routes go to.
-const ROUTES: &str = "routes.yaml";
+/// A test's routes go to `routes-<ShortName>.yaml`.
+const ROUTES_PREFIX: &str = "routes-";
 
 /// A pod: its sidecar and its backends.
 pub struct Pod {
@@ -110,20 +110,26 @@ impl World {
         })
     }
 
-    /// Writes `routes` (or removes the routes file), as one change.
-    pub fn set_routes(&self, routes: Option<&str>) -> anyhow::Result<()> {
-        let path = self.manifests.join(ROUTES);
-        match routes {
-            Some(text) => {
-                let tmp = self.work.path().join("routes.tmp");
-                std::fs::write(&tmp, text)?;
-                std::fs::rename(tmp, path)?;
+    /// Makes `routes` the only routes: the file of `test` holds them and every other
+    /// test's routes file goes. A file per test, so that routes Rudder refuses never
+    /// leave the last test's routes serving (a refused file keeps its last good
+    /// objects).
+    pub fn set_routes(&self, test: &str, routes: Option<&str>) -> anyhow::Result<()> {
+        let own = format!("{ROUTES_PREFIX}{test}.yaml");
+        for entry in std::fs::read_dir(&self.manifests)? {
+            let path = entry?.path();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if name.starts_with(ROUTES_PREFIX) && name != own {
+                std::fs::remove_file(&path)?;
             }
-            None => {
-                if path.exists() {
-                    std::fs::remove_file(path)?;
-                }
-            }
+        }
+        if let Some(text) = routes {
+            let tmp = self.work.path().join("routes.tmp");
+            std::fs::write(&tmp, text)?;
+            std::fs::rename(tmp, self.manifests.join(own))?;
         }
         Ok(())
     }
@@ -171,10 +177,12 @@ impl World {
         let host = self.expand(req.host.as_deref().unwrap_or("echo"));
         let path = req.path.as_deref().unwrap_or("/");
         let proxy = pod.envoy.outbound;
-        let sent = if req.is_grpc() {
-            send_grpc(proxy, &host, req)
-        } else {
-            send_http(proxy, &host, path, req)
+        let sent = async {
+            if req.is_grpc() {
+                send_grpc(proxy, &host, req).await
+            } else {
+                send_http(proxy, &host, path, req).await
+            }
         };
         tokio::time::timeout(REQUEST_TIMEOUT, sent)
             .await
