@@ -92,7 +92,7 @@ async fn answer(
     if behaviour.delay_ms > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(behaviour.delay_ms)).await;
     }
-    let fail = behaviour.fail_every > 0 && n % behaviour.fail_every == 0;
+    let fail = behaviour.fail_every > 0 && n.is_multiple_of(behaviour.fail_every);
     let mut resp = if grpc {
         grpc_reply(&text, fail)
     } else {
@@ -167,7 +167,10 @@ fn full(text: impl Into<Bytes>) -> Body {
 fn grpc_reply(text: &str, fail: bool) -> Response<Body> {
     let mut trailers = hyper::HeaderMap::new();
     let status = if fail { "14" } else { "0" };
-    trailers.insert("grpc-status", hyper::header::HeaderValue::from_static(status));
+    trailers.insert(
+        "grpc-status",
+        hyper::header::HeaderValue::from_static(status),
+    );
     let mut frames: Vec<Result<Frame<Bytes>, Infallible>> = Vec::new();
     if !fail {
         frames.push(Ok(Frame::data(grpc_frame(&string_field(1, text)))));

@@ -41,8 +41,7 @@ fn the_data_is_complete_and_every_route_document_parses() -> anyhow::Result<()> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mesh_conformance_passes_what_is_claimed_and_the_report_is_current() -> anyhow::Result<()>
-{
+async fn mesh_conformance_passes_what_is_claimed_and_the_report_is_current() -> anyhow::Result<()> {
     let data = data::load(&data::data_dir())?;
     let world = World::start(&data.base, Stream::Delta).await?;
     let known = |name: &str| data.suite.known_failures.iter().any(|k| k.test == name);

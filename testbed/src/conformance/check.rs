@@ -90,7 +90,9 @@ pub fn compare(case: &Case, path: &str, seen: &Observed) -> Vec<String> {
     for (name, value) in &case.response.headers {
         let got = seen.header(name).join(",");
         if &got != value {
-            diffs.push(format!("response header {name}: want {value:?}, got {got:?}"));
+            diffs.push(format!(
+                "response header {name}: want {value:?}, got {got:?}"
+            ));
         }
     }
     for name in &case.response.absent_headers {
@@ -144,7 +146,9 @@ fn compare_backend_request(
     }
     for name in &want.absent_headers {
         if let Some(got) = echo.request_headers.get(&name.to_ascii_lowercase()) {
-            diffs.push(format!("backend saw header {name}: want absent, got {got:?}"));
+            diffs.push(format!(
+                "backend saw header {name}: want absent, got {got:?}"
+            ));
         }
     }
 }
@@ -157,7 +161,9 @@ fn compare_redirect(want: &Redirect, path: &str, seen: &Observed, diffs: &mut Ve
         return;
     };
     let Some((scheme, host, port, got_path)) = split_location(&location) else {
-        diffs.push(format!("redirect: Location {location:?} is not an absolute URL"));
+        diffs.push(format!(
+            "redirect: Location {location:?} is not an absolute URL"
+        ));
         return;
     };
     let want_scheme = want.scheme.as_deref().unwrap_or("http");
@@ -269,7 +275,11 @@ mod tests {
         let ok = Observed {
             status: 200,
             headers: vec![("x-set".into(), "v".into())],
-            body: echo_body("echo-v1-0", "/add", &[("x-header-add", "a"), ("x-header-add", "b")]),
+            body: echo_body(
+                "echo-v1-0",
+                "/add",
+                &[("x-header-add", "a"), ("x-header-add", "b")],
+            ),
         };
         assert_eq!(compare(&c, "/add", &ok), Vec::<String>::new());
         let bad = Observed {
@@ -286,15 +296,17 @@ mod tests {
             "response header X-Set",
             "backend: want a pod of echo-v1",
         ] {
-            assert!(diffs.iter().any(|d| d.starts_with(want)), "{want}: {diffs:?}");
+            assert!(
+                diffs.iter().any(|d| d.starts_with(want)),
+                "{want}: {diffs:?}"
+            );
         }
     }
 
     #[test]
     fn redirects_follow_upstreams_defaults() {
-        let c = case(
-            "request: {path: /port}\nresponse: {status: 302}\nredirect: {port: \"8083\"}\n",
-        );
+        let c =
+            case("request: {path: /port}\nresponse: {status: 302}\nredirect: {port: \"8083\"}\n");
         let seen = |loc: &str| Observed {
             status: 302,
             headers: vec![("location".into(), loc.into())],

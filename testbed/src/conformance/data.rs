@@ -315,13 +315,19 @@ fn check_test(test: &Test, base: &Base) -> anyhow::Result<()> {
         if let Some(from) = &case.from
             && !base.pods.iter().any(|p| &p.key() == from)
         {
-            bail!("{}: cases[{i}].from: no pod {from} in base.yaml", test.short_name);
+            bail!(
+                "{}: cases[{i}].from: no pod {from} in base.yaml",
+                test.short_name
+            );
         }
     }
     if let Some(w) = &test.weights {
         let sum: f64 = w.expected.values().sum();
         if (sum - 1.0).abs() > 1e-9 {
-            bail!("{}: weights.expected: shares sum to {sum}, not 1", test.short_name);
+            bail!(
+                "{}: weights.expected: shares sum to {sum}, not 1",
+                test.short_name
+            );
         }
     }
     Ok(())

@@ -153,7 +153,10 @@ fn summary(what: &str, s: &Status) -> String {
             "{what} tests partially succeeded with {} test skips.",
             s.statistics.skipped
         ),
-        _ => format!("{what} tests failed with {} test failures.", s.statistics.failed),
+        _ => format!(
+            "{what} tests failed with {} test failures.",
+            s.statistics.failed
+        ),
     }
 }
 
@@ -310,8 +313,16 @@ mod tests {
     fn unclaimed_tests_are_skipped_and_claimed_failures_fail_the_profile() {
         let results = [
             result("MeshBasic", &["Mesh"], Outcome::Passed),
-            result("Split", &["Mesh", "HTTPRoute"], Outcome::Failed(vec!["x".into()])),
-            result("Consumer", &["Mesh", "HTTPRoute", "MeshConsumerRoute"], Outcome::Passed),
+            result(
+                "Split",
+                &["Mesh", "HTTPRoute"],
+                Outcome::Failed(vec!["x".into()]),
+            ),
+            result(
+                "Consumer",
+                &["Mesh", "HTTPRoute", "MeshConsumerRoute"],
+                Outcome::Passed,
+            ),
             result("Grpc", &["Mesh", "GRPCRoute"], Outcome::Passed),
         ];
         let r = build(&suite(&["Mesh", "HTTPRoute"]), &results, "d".into());
@@ -328,7 +339,10 @@ mod tests {
             "d".into(),
         );
         assert_eq!(r.profiles[0].extended.status.result, "success");
-        assert_eq!(r.profiles[0].extended.supported_features, vec!["MeshConsumerRoute"]);
+        assert_eq!(
+            r.profiles[0].extended.supported_features,
+            vec!["MeshConsumerRoute"]
+        );
     }
 
     #[test]

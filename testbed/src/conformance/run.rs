@@ -35,17 +35,23 @@ pub fn case_name(i: usize, case: &Case) -> String {
     );
     match &case.backend {
         Some(b) => format!("{req} should go to {b}"),
-        None => format!("{req} should receive {}", case.response.status.unwrap_or(200)),
+        None => format!(
+            "{req} should receive {}",
+            case.response.status.unwrap_or(200)
+        ),
     }
 }
 
 /// Runs `test`; the cases get `converge` to pass.
 pub async fn run_test(world: &World, test: &Test, converge: Duration) -> Outcome {
     let before = world.route_snapshot().await.unwrap_or_default();
-    if let Err(e) = world.set_routes(&test.short_name, test.routes.as_deref()) {
-        return Outcome::Failed(vec![format!("writing the routes: {e:#}")]);
+    match world.set_routes(&test.short_name, test.routes.as_deref()) {
+        Ok(true) => {
+            world.wait_routes_change(&before, ROUTE_CHANGE).await;
+        }
+        Ok(false) => {}
+        Err(e) => return Outcome::Failed(vec![format!("writing the routes: {e:#}")]),
     }
-    world.wait_routes_change(&before, ROUTE_CHANGE).await;
     let deadline = Instant::now() + converge;
     let mut passes = 0;
     let diffs = loop {
@@ -102,7 +108,7 @@ fn first_line(seen: &Observed) -> String {
 
 async fn weights(world: &World, w: &super::data::Weights) -> Outcome {
     let mut last = Vec::new();
-    for _ in 0..WEIGHT_TRIES {
+    for try_ in 0..WEIGHT_TRIES {
         let mut pods = Vec::with_capacity(WEIGHT_REQUESTS);
         for _ in 0..WEIGHT_REQUESTS {
             match world.send(&world.default_client, &w.request).await {
@@ -114,6 +120,10 @@ async fn weights(world: &World, w: &super::data::Weights) -> Outcome {
         if last.is_empty() {
             return Outcome::Passed;
         }
+        eprintln!(
+            "  weighted distribution try {}/{WEIGHT_TRIES} failed: {last:?}",
+            try_ + 1
+        );
     }
     Outcome::Failed(
         last.into_iter()

@@ -114,8 +114,10 @@ impl World {
     /// test's routes file goes. A file per test, so that routes Rudder refuses never
     /// leave the last test's routes serving (a refused file keeps its last good
     /// objects).
-    pub fn set_routes(&self, test: &str, routes: Option<&str>) -> anyhow::Result<()> {
+    /// Whether any file changed.
+    pub fn set_routes(&self, test: &str, routes: Option<&str>) -> anyhow::Result<bool> {
         let own = format!("{ROUTES_PREFIX}{test}.yaml");
+        let mut changed = routes.is_some();
         for entry in std::fs::read_dir(&self.manifests)? {
             let path = entry?.path();
             let name = path
@@ -124,6 +126,7 @@ impl World {
                 .unwrap_or_default();
             if name.starts_with(ROUTES_PREFIX) && name != own {
                 std::fs::remove_file(&path)?;
+                changed = true;
             }
         }
         if let Some(text) = routes {
@@ -131,7 +134,7 @@ impl World {
             std::fs::write(&tmp, text)?;
             std::fs::rename(tmp, self.manifests.join(own))?;
         }
-        Ok(())
+        Ok(changed)
     }
 
     /// The route configuration every sidecar holds now, to see a change arrive.
@@ -224,6 +227,8 @@ async fn send_http(
     let stream = TcpStream::connect(proxy)
         .await
         .with_context(|| format!("connecting to {proxy}"))?;
+    // A request's frames go out at once (no delayed-ACK stall between them).
+    stream.set_nodelay(true)?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     let uri: hyper::Uri = format!("http://{host}{path}")
@@ -243,7 +248,9 @@ async fn send_http(
             builder = builder.header(k.as_str(), v.as_str());
         }
     }
-    let resp = sender.send_request(builder.body(Empty::<Bytes>::new())?).await?;
+    let resp = sender
+        .send_request(builder.body(Empty::<Bytes>::new())?)
+        .await?;
     let status = resp.status().as_u16();
     let headers = response_headers(resp.headers());
     let body = Limited::new(resp.into_body(), MAX_BODY)
@@ -264,14 +271,14 @@ async fn send_grpc(proxy: SocketAddr, host: &str, req: &Request) -> anyhow::Resu
     let stream = TcpStream::connect(proxy)
         .await
         .with_context(|| format!("connecting to {proxy}"))?;
+    // A request's frames go out at once (no delayed-ACK stall between them).
+    stream.set_nodelay(true)?;
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let mut builder = hyper::Request::post(format!(
-        "http://{host}/proto.EchoTestService/Echo"
-    ))
-    .header("content-type", "application/grpc")
-    .header("te", "trailers");
+    let mut builder = hyper::Request::post(format!("http://{host}/proto.EchoTestService/Echo"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
     for (k, v) in &req.headers {
         builder = builder.header(k.to_ascii_lowercase(), v.as_str());
     }
