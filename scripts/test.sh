@@ -15,6 +15,8 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 RUSTDOCFLAGS="-D warnings -A rustdoc::private_intra_doc_links" \
   cargo doc --workspace --no-deps --document-private-items --quiet
 scripts/deny.sh
-# The end-to-end tests start the xds-server and echo-backend binaries.
+# The end-to-end tests start the xds-server and echo-backend binaries. The nextest run
+# includes the Gateway API mesh conformance run (testbed/tests/gamma_conformance.rs),
+# which checks docs/conformance/gamma-report.yaml (docs/conformance/README.md).
 cargo build --quiet --workspace --bins
 cargo nextest run --workspace --no-fail-fast

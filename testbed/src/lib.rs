@@ -4,6 +4,7 @@
 //! proxy" through its admin and outbound addresses so that other proxies can join.
 
 pub mod bench;
+pub mod conformance;
 pub mod echo;
 pub mod fake_kube;
 pub mod grpc_app;

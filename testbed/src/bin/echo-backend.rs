@@ -1,4 +1,4 @@
-//! `echo-backend --listen IP:PORT --name NAME`: a demo and test backend.
+//! `echo-backend --listen IP:PORT --name NAME [--namespace NS]`: a demo and test backend.
 
 use clap::Parser;
 
@@ -7,9 +7,12 @@ struct Args {
     /// Address to listen on.
     #[arg(long)]
     listen: std::net::SocketAddr,
-    /// Name to answer with.
+    /// Name to answer with (the pod's).
     #[arg(long)]
     name: String,
+    /// The pod's namespace, reported as `Namespace=`.
+    #[arg(long, default_value = "default")]
+    namespace: String,
     /// Answer 503 to every Nth request (1: all).
     #[arg(long, default_value_t = 0)]
     fail_every: u64,
@@ -25,5 +28,9 @@ async fn main() -> anyhow::Result<()> {
         fail_every: args.fail_every,
         delay_ms: args.delay_ms,
     };
-    testbed::echo::run(args.listen, args.name, behaviour).await
+    let who = testbed::echo::Who {
+        name: args.name,
+        namespace: args.namespace,
+    };
+    testbed::echo::run(args.listen, who, behaviour).await
 }

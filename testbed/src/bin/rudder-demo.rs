@@ -162,7 +162,7 @@ async fn check_routing(mesh: &ExampleMesh, client: &str, proxy: SocketAddr) -> V
                             ));
                         }
                         seen.insert(who);
-                        r.body.trim().to_string()
+                        r.body.lines().next().unwrap_or_default().trim().to_string()
                     }
                     Ok(r) => {
                         failures.push(format!("{host}: status {} {}", r.status, r.body.trim()));
