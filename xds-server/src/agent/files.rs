@@ -7,7 +7,8 @@
 //! DIR/xds-client.crt -> ..data/xds-client.crt        (and the key, the bundle)
 //! DIR/xds-client-sds.json, DIR/xds-ca-sds.json        (file-based SDS for Envoy)
 //! DIR/sds.sock                                        (the agent's SDS server)
-//! DIR/xds.sock                  (the agent's xDS bridge for gRPC apps, with --xds-proxy)
+//! DIR/.agent/                   (the agent's own, 0700: see [`crate::agent::sockets`])
+//! DIR/.agent/xds.sock           (the agent's xDS bridge for gRPC apps, with --xds-proxy)
 //! ```
 //!
 //! The key is made by the agent in the pod. Envoy reads its xDS client certificate and
@@ -35,7 +36,8 @@ pub(crate) const BUNDLE_SDS: &str = "xds-ca-sds.json";
 /// The Unix socket the agent serves the workload certificate on (SDS), for the proxy.
 pub(crate) const SDS_SOCKET: &str = "sds.sock";
 /// The Unix socket the agent serves plain-text xDS on for a gRPC app that cannot
-/// authenticate to the control plane itself ([`crate::agent::xds_proxy`]).
+/// authenticate to the control plane itself ([`crate::agent::xds_proxy`]), in the
+/// agent's private directory ([`crate::agent::sockets::PRIVATE_DIR`]).
 pub(crate) const XDS_SOCKET: &str = "xds.sock";
 const DATA: &str = "..data";
 /// Each installed set is a directory `..creds-SECS.NANOS`.
@@ -164,29 +166,21 @@ pub fn read(dir: &Path) -> Option<(String, String, String)> {
     Some((r(CERT)?, r(KEY)?, r(BUNDLE)?))
 }
 
-/// Binds a Unix socket at `path` (a stale one is replaced) that only the directory's
-/// owner may connect to (mode 0600); `what` names it in errors.
-pub(crate) fn bind_private_socket(
-    path: &Path,
-    what: &str,
-) -> anyhow::Result<tokio::net::UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
-    // sockaddr_un holds 108 bytes with the terminating NUL.
-    anyhow::ensure!(
-        path.as_os_str().len() < 108,
-        "the {what} socket path {} is over 107 bytes; use a shorter --cert-dir",
-        path.display()
-    );
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+/// How often [`read_settled`] tries.
+const READ_TRIES: u32 = 5;
+/// Its pause between tries.
+const READ_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// [`read`], tried a few times with a short pause when a file is missing: a renewal
+/// swapping `..data` and removing the old set can make one read fall between the two.
+pub(crate) async fn read_settled(dir: &Path) -> Option<(String, String, String)> {
+    for _ in 1..READ_TRIES {
+        if let Some(found) = read(dir) {
+            return Some(found);
+        }
+        tokio::time::sleep(READ_PAUSE).await;
     }
-    let listener = tokio::net::UnixListener::bind(path)
-        .with_context(|| format!("binding the {what} socket {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("restricting {}", path.display()))?;
-    Ok(listener)
+    read(dir)
 }
 
 /// The top-level path of one credential file.
@@ -237,5 +231,28 @@ mod tests {
             std::fs::read_link(dir.join(CERT)).expect("link"),
             Path::new("..data").join(CERT)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_between_the_swap_and_the_new_set_is_tried_again() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let dir = d.path().join("creds");
+        install(&dir, &creds("c1", "k1", "b1")).expect("install");
+        // Mid-renewal: ..data names nothing for a moment.
+        let away = dir.join("..data_away");
+        std::fs::rename(dir.join(DATA), &away).expect("move");
+        assert_eq!(read(&dir), None);
+        let (back, data) = (away.clone(), dir.join(DATA));
+        let swap = tokio::spawn(async move {
+            tokio::time::sleep(READ_PAUSE * 2).await;
+            std::fs::rename(&back, &data).expect("back");
+        });
+        assert_eq!(
+            read_settled(&dir).await,
+            Some(("c1".into(), "k1".into(), "b1".into()))
+        );
+        swap.await.expect("swap");
+        // Never there: None after the tries.
+        assert_eq!(read_settled(&d.path().join("none")).await, None);
     }
 }

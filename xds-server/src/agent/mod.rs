@@ -22,5 +22,6 @@ pub mod files;
 pub mod probe_port;
 pub mod renewal;
 pub mod sds;
+pub(crate) mod sockets;
 pub mod state;
 pub mod xds_proxy;

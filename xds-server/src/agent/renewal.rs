@@ -131,19 +131,17 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     }
     if !cfg.grpc {
         let socket = sds::socket(&cfg.cert_dir);
-        crate::private_files::private_dir(&cfg.cert_dir)?;
-        let listener = sds::bind(&socket)?;
+        let listener = sds::bind(&cfg.cert_dir)?;
         tokio::spawn(sds::serve(listener, served.subscribe()));
         tracing::info!(socket = %socket.display(), "serving the workload certificate over SDS");
     }
     if let Some(up) = &cfg.xds_proxy {
         let socket = xds_proxy::socket(&cfg.cert_dir);
-        crate::private_files::private_dir(&cfg.cert_dir)?;
-        let listener = xds_proxy::bind(&socket)?;
+        let listener = xds_proxy::bind(&cfg.cert_dir)?;
         tokio::spawn(xds_proxy::serve(
             listener,
             std::sync::Arc::new(up.clone()),
-            xds_proxy::MAX_CONNECTIONS,
+            xds_proxy::Limits::default(),
         ));
         tracing::info!(socket = %socket.display(), upstream = %format!("{}:{}", up.host, up.port), "serving xDS to the app (forwarded over mTLS)");
     }

@@ -201,9 +201,12 @@ impl SecretDiscoveryService for Sds {
     }
 }
 
-/// Binds the socket at `path` (replacing a stale one; readable by this user only).
-pub fn bind(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
-    super::files::bind_private_socket(path, "SDS")
+/// Binds the SDS socket of `cert_dir` ([`socket`]; a stale one is replaced, anything
+/// else refused; this user only, made in the agent's private directory and moved into
+/// place: [`super::sockets`]).
+pub fn bind(cert_dir: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    let private = super::sockets::private_dir(cert_dir)?;
+    super::sockets::bind(&private, &socket(cert_dir), "SDS")
 }
 
 /// Serves SDS on `listener` with what `served` holds, until the process ends.

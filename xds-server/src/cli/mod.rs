@@ -521,8 +521,16 @@ fn iptables(i: IptablesArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `dir` as an absolute path: the sockets and files the agent names in bootstraps are
+/// read by other processes from other working directories (grpc-js reads `unix://rel/x`
+/// as authority `rel` and path `/x`).
+fn absolute_cert_dir(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(dir).with_context(|| format!("--cert-dir {}", dir.display()))
+}
+
 /// `xds-server agent`.
-fn run_agent(a: AgentArgs) -> anyhow::Result<()> {
+fn run_agent(mut a: AgentArgs) -> anyhow::Result<()> {
+    a.cert_dir = absolute_cert_dir(&a.cert_dir)?;
     let expected_identity = a
         .identity
         .as_deref()
@@ -765,3 +773,6 @@ fn write_client_credentials(
         server_id: crate::runtime::control_plane_id(&sec.trust_domain)?.to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests;

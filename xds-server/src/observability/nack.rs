@@ -104,24 +104,27 @@ pub(crate) const RBAC_FILTER_HINT: &str = "this gRPC server does not have the RB
 
 /// What to do about a rejection, when its error text (untrusted, any case) shows a
 /// cause on the client's side with a known fix: today a server-side gRPC library that
-/// does not know the RBAC filter (grpc-js without GRPC_XDS_EXPERIMENTAL_RBAC:
-/// `envoy.filters.http.rbac filter validation failed`; an unknown or unregistered
-/// filter type in other words). Pure: the text in, the hint out.
+/// does not know the RBAC filter type. Only wording about the filter type counts:
+/// grpc-js without GRPC_XDS_EXPERIMENTAL_RBAC says `envoy.filters.http.rbac filter
+/// validation failed`; C-core-style texts say `unsupported filter type` / `unknown
+/// filter type`; others `no filter registered`. A word like "unknown" or "unsupported"
+/// elsewhere (a field of the policy, a CEL condition) is the object's fault: no hint.
+/// Pure: the text in, the hint out.
 pub(crate) fn hint(error: &str) -> Option<&'static str> {
     let text = error.to_ascii_lowercase();
     let names_rbac = text.contains("envoy.filters.http.rbac")
         || text.contains("envoy.extensions.filters.http.rbac.v3.rbac");
-    let not_known = [
-        "filter validation failed",
-        "unknown",
-        "unsupported",
-        "unregistered",
-        "not registered",
+    let filter_type_unknown = [
+        "envoy.filters.http.rbac filter validation failed",
+        "unsupported filter type",
+        "unknown filter type",
         "no filter registered",
+        "filter type not registered",
+        "unregistered filter type",
     ]
     .iter()
     .any(|m| text.contains(m));
-    (names_rbac && not_known).then_some(RBAC_FILTER_HINT)
+    (names_rbac && filter_type_unknown).then_some(RBAC_FILTER_HINT)
 }
 
 /// `details`, with the [`hint`] for it appended when there is one.
@@ -147,7 +150,7 @@ mod tests {
         for text in [
             "http filter envoy.filters.http.rbac: Unknown filter type",
             "no filter registered for type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
-            "ENVOY.FILTERS.HTTP.RBAC unsupported",
+            "envoy.filters.http.rbac: error:UNSUPPORTED FILTER TYPE",
         ] {
             assert_eq!(hint(text), Some(RBAC_FILTER_HINT), "{text}");
         }
@@ -158,6 +161,10 @@ mod tests {
         for text in [
             // RBAC understood but the policy refused: the object's fault, not the client's.
             "envoy.filters.http.rbac: [field:rules.policies error:CEL condition not supported]",
+            // The RBAC filter known, a field of its config not: no hint.
+            "envoy.filters.http.rbac: unknown field in policy",
+            "ENVOY.FILTERS.HTTP.RBAC unsupported",
+            "envoy.filters.http.rbac: principal kind unsupported; filter validation failed",
             // An unknown filter that is not RBAC.
             "error:unsupported filter type envoy.filters.http.fault_x",
             "route.weighted_clusters error:no valid clusters specified",
