@@ -332,6 +332,19 @@ fn a_consumer_route_may_send_callers_only_to_the_service_it_routes() {
             "outbound|80||echo.shop.svc.cluster.local".into()
         ))
     );
+    // gRPC clients alike: the callers' calls fail (a void cluster), others keep echo.
+    assert_eq!(
+        grpc_echo_backend(&m, "consumer"),
+        Some(ClusterSpecifier::Cluster(
+            "rudder-no-backend|echo.shop.svc.cluster.local:80".into()
+        ))
+    );
+    assert_eq!(
+        grpc_echo_backend(&m, "shop"),
+        Some(ClusterSpecifier::Cluster(
+            "outbound|80||echo.shop.svc.cluster.local".into()
+        ))
+    );
 }
 
 #[test]
@@ -386,6 +399,12 @@ fn grpc_echo_backend(m: &Model, client_ns: &str) -> Option<ClusterSpecifier> {
     let maps = builder.view(m, &view);
     let rc = RouteConfiguration::decode(maps.routes[name].any.value.as_slice()).expect("decode");
     assert_eq!(first_route(&rc), oracle, "{client_ns}: builder and oracle");
+    if let Some(ClusterSpecifier::Cluster(c)) = &oracle {
+        assert!(
+            maps.clusters.contains_key(c.as_str()),
+            "{client_ns}: no {c}"
+        );
+    }
     oracle
 }
 
