@@ -6,7 +6,7 @@
 //! The control plane calls [`translate_mesh`] for what every Envoy shares (Clusters and
 //! ClusterLoadAssignments), [`outbound_routes`] once per client namespace,
 //! [`translate_proxy`] for each proxy's own Listeners and inbound Clusters, and
-//! [`translate_grpc`] for what proxyless gRPC clients share.
+//! [`translate_grpc`] for what proxyless gRPC clients of a namespace get.
 
 use crate::envoy::{address, cluster, listener, route};
 use crate::grpc;
@@ -15,7 +15,7 @@ use crate::mesh::MeshConfig;
 use crate::model::{Model, ViewKey};
 use crate::output::{Output, Resource};
 use crate::policy::context::PolicyContext;
-use crate::policy::port::{port_routings, port_routings_for};
+use crate::policy::port::port_routings_for;
 use crate::render::endpoint;
 
 /// What every Envoy sidecar shares: one Cluster and one ClusterLoadAssignment per
@@ -83,10 +83,17 @@ pub fn grpc_client_listeners(model: &Model, view: &ViewKey) -> Vec<Resource> {
     grpc::listener::view_client_listeners(model, view)
 }
 
-/// What proxyless gRPC clients share: per offered Service port a Cluster, its
-/// ClusterLoadAssignment (the one Envoy gets) and a RouteConfiguration rendered from the
-/// same routing IR as Envoy's.
-pub fn translate_grpc(model: &Model, mesh: &MeshConfig, policy: &PolicyContext) -> Output {
+/// What proxyless gRPC clients in `namespace` get: per offered Service port a Cluster,
+/// its ClusterLoadAssignment (the one Envoy gets) and a RouteConfiguration rendered from
+/// the same routing IR as Envoy's, with the namespace's consumer routes taking precedence
+/// over the Services' own (as [`outbound_routes`] does for sidecars). None: what clients
+/// in namespaces without consumer routes share.
+pub fn translate_grpc(
+    model: &Model,
+    mesh: &MeshConfig,
+    policy: &PolicyContext,
+    namespace: Option<&str>,
+) -> Output {
     let mut out = Output::default();
     for svc in model.services() {
         if svc.external_name.is_some() {
@@ -97,7 +104,7 @@ pub fn translate_grpc(model: &Model, mesh: &MeshConfig, policy: &PolicyContext) 
             out.resources
                 .push(endpoint::load_assignment(model, svc, port));
         }
-        let routings = port_routings(model, policy, svc);
+        let routings = port_routings_for(model, policy, svc, namespace);
         for (port, routing) in svc.ports.iter().zip(&routings) {
             if !grpc::cluster::offered(svc, port) {
                 continue;

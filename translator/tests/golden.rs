@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use translator::encoded::Encoded;
 use translator::identity::{DEFAULT_OUTBOUND_PORT, ProxyIdentity, ProxyKind};
 use translator::model::{Model, parse_manifest};
 use translator::policy::PolicyContext;
@@ -99,11 +100,29 @@ fn snapshot_grpc(model: &Model) -> String {
     let mut text = String::new();
     let mesh = MeshConfig::default();
     let policy = PolicyContext::new(model, &Default::default(), &Default::default());
-    render(
-        &translator::translate_grpc(model, &mesh, &policy),
-        "grpc",
-        &mut text,
-    );
+    let shared = translator::translate_grpc(model, &mesh, &policy, None);
+    render(&shared, "grpc", &mut text);
+    // A namespace with consumer routes: what its clients get instead of the shared parts.
+    let mut namespaces: Vec<&str> = model.pods().map(|p| p.namespace.as_str()).collect();
+    namespaces.dedup();
+    for ns in namespaces {
+        let mut own = translator::translate_grpc(model, &mesh, &policy, Some(ns));
+        own.resources.retain(|r| {
+            let e = Encoded::new(r);
+            !shared
+                .resources
+                .iter()
+                .any(|s| s.kind == r.kind && s.name == r.name && Encoded::new(s).same_as(&e))
+        });
+        own.diagnostics.retain(|d| !shared.diagnostics.contains(d));
+        if !own.resources.is_empty() {
+            render(
+                &own,
+                &format!("grpc for namespace {ns}, where it differs"),
+                &mut text,
+            );
+        }
+    }
     for pod in model.pods() {
         let proxy = proxy_of(pod, ProxyKind::Grpc, false);
         render(

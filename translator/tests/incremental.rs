@@ -1,7 +1,7 @@
 //! The incremental builder always agrees with a translation from scratch: objects of the
 //! golden inputs are applied one by one, changed, and deleted one by one, and after every
 //! step every view and every proxy's own resources equal what `translate_mesh`,
-//! `outbound_routes` and `translate_proxy` make of the model as it is then.
+//! `outbound_routes`, `translate_grpc` (per namespace) and `translate_proxy` make of the model as it is then.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -113,21 +113,25 @@ fn check(
             .filter(|s| view.sees(s))
             .map(|s| (s.namespace.clone(), s.name.clone()))
             .collect();
-        let want: Versions =
-            translator::translate_grpc(model, &MeshConfig::default(), builder.policy())
-                .resources
-                .iter()
-                .filter(|r| {
-                    r.sources.iter().any(|s| {
-                        s.kind == translator::model::Kind::Service
-                            && visible.contains(&(s.namespace.clone(), s.name.clone()))
-                    })
-                })
-                .map(|r| {
-                    let e = Encoded::with_revs(r, |k| model.rev(k).unwrap_or(0));
-                    ((e.kind, e.name.to_string()), e.version)
-                })
-                .collect();
+        let want: Versions = translator::translate_grpc(
+            model,
+            &MeshConfig::default(),
+            builder.policy(),
+            Some(&view.namespace),
+        )
+        .resources
+        .iter()
+        .filter(|r| {
+            r.sources.iter().any(|s| {
+                s.kind == translator::model::Kind::Service
+                    && visible.contains(&(s.namespace.clone(), s.name.clone()))
+            })
+        })
+        .map(|r| {
+            let e = Encoded::with_revs(r, |k| model.rev(k).unwrap_or(0));
+            ((e.kind, e.name.to_string()), e.version)
+        })
+        .collect();
         assert_eq!(got, want, "{step}: gRPC view {view:?}");
     }
     for view in views.iter().filter(|v| !v.grpc) {

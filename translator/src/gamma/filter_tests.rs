@@ -193,7 +193,7 @@ fn grpc_clients_get_neither_and_a_diagnostic_names_the_filter() {
     - {backendRefs: [{name: echo-v1, port: 80}]}";
     let m = model(&route("shop", "r", ECHO, rules));
     let policy = PolicyContext::new(&m, &Default::default(), &Excluded::new());
-    let out = crate::oracle::translate_grpc(&m, &crate::mesh::MeshConfig::default(), &policy);
+    let out = crate::oracle::translate_grpc(&m, &crate::mesh::MeshConfig::default(), &policy, None);
     let rc = out
         .resources
         .iter()
@@ -332,6 +332,19 @@ fn a_consumer_route_may_send_callers_only_to_the_service_it_routes() {
             "outbound|80||echo.shop.svc.cluster.local".into()
         ))
     );
+    // gRPC clients alike: the callers' calls fail (a void cluster), others keep echo.
+    assert_eq!(
+        grpc_echo_backend(&m, "consumer"),
+        Some(ClusterSpecifier::Cluster(
+            "rudder-no-backend|echo.shop.svc.cluster.local:80".into()
+        ))
+    );
+    assert_eq!(
+        grpc_echo_backend(&m, "shop"),
+        Some(ClusterSpecifier::Cluster(
+            "outbound|80||echo.shop.svc.cluster.local".into()
+        ))
+    );
 }
 
 #[test]
@@ -349,4 +362,73 @@ fn a_consumer_route_of_a_missing_service_has_no_matching_parent() {
         (c[0].status.as_str(), c[0].reason.as_str()),
         ("False", "NoMatchingParent")
     );
+}
+
+/// The cluster `echo:80`'s single gRPC route sends to, for clients in `client_ns`: from
+/// the oracle and from a gRPC view of the incremental builder (which must agree).
+fn grpc_echo_backend(m: &Model, client_ns: &str) -> Option<ClusterSpecifier> {
+    use prost::Message as _;
+    let first_route = |rc: &RouteConfiguration| match &rc.virtual_hosts[0].routes[..] {
+        [r] => match &r.action {
+            Some(Action::Route(a)) => a.cluster_specifier.clone(),
+            other => panic!("{client_ns}: {other:?}"),
+        },
+        rs => panic!("{client_ns}: one route, got {rs:?}"),
+    };
+    let name = "echo.shop.svc.cluster.local:80";
+    let policy = PolicyContext::new(m, &Default::default(), &Excluded::new());
+    let mesh = crate::mesh::MeshConfig::default();
+    let out = crate::oracle::translate_grpc(m, &mesh, &policy, Some(client_ns));
+    let oracle = out
+        .resources
+        .iter()
+        .find_map(|r| match &r.body {
+            Body::Route(rc) if rc.name == name => Some(first_route(rc)),
+            _ => None,
+        })
+        .expect("gRPC route");
+    let mut builder = crate::incremental::Builder::new(mesh);
+    // The first build translates the whole model.
+    builder.update(m, &Default::default(), &Default::default());
+    let view = crate::model::ViewKey {
+        namespace: client_ns.into(),
+        egress: crate::model::Egress::All,
+        grpc: true,
+        variant: None,
+    };
+    let maps = builder.view(m, &view);
+    let rc = RouteConfiguration::decode(maps.routes[name].any.value.as_slice()).expect("decode");
+    assert_eq!(first_route(&rc), oracle, "{client_ns}: builder and oracle");
+    if let Some(ClusterSpecifier::Cluster(c)) = &oracle {
+        assert!(
+            maps.clusters.contains_key(c.as_str()),
+            "{client_ns}: no {c}"
+        );
+    }
+    oracle
+}
+
+#[test]
+fn grpc_clients_in_a_consumer_namespace_get_its_route_and_others_the_producers() {
+    let producer = route(
+        "shop",
+        "producer",
+        ECHO,
+        "[{backendRefs: [{name: echo-v1, port: 80}]}]",
+    );
+    let consumer = route(
+        "consumer",
+        "mine",
+        CONSUMER,
+        "[{backendRefs: [{name: echo, namespace: shop, port: 80}]}]",
+    );
+    let m = model(&format!("{producer}---\n{consumer}"));
+    let to = |s: &str| {
+        Some(ClusterSpecifier::Cluster(format!(
+            "outbound|80||{s}.shop.svc.cluster.local"
+        )))
+    };
+    assert_eq!(grpc_echo_backend(&m, "consumer"), to("echo"));
+    assert_eq!(grpc_echo_backend(&m, "shop"), to("echo-v1"));
+    assert_eq!(grpc_echo_backend(&m, "other"), to("echo-v1"));
 }

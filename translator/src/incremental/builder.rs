@@ -8,7 +8,9 @@ use std::sync::Arc;
 use xds_types::XdsType;
 
 use super::changes::{Own, Update, diff, encode};
-use super::state::{Builder, Dirty, NsName, Origin, ProxyParts, profile_of, same_map, same_parts};
+use super::state::{
+    Builder, Dirty, GrpcTables, NsName, Origin, ProxyParts, profile_of, same_map, same_parts,
+};
 use crate::encoded::{Encoded, TypeMap};
 use crate::envoy::address;
 use crate::envoy::cluster;
@@ -19,7 +21,7 @@ use crate::grpc::profile::Grpc;
 use crate::identity::ProxyIdentity;
 use crate::mesh::MeshConfig;
 use crate::model::{MeshService, Model, ViewKey};
-use crate::output::Diagnostic;
+use crate::output::{Diagnostic, Resource};
 use crate::policy::context::PolicyContext;
 use crate::policy::port::{port_routings, port_routings_for};
 use crate::render::endpoint;
@@ -170,19 +172,19 @@ impl Builder {
                 .services
                 .get(&key)
                 .and_then(|p| p.svc.as_ref())
-                .map(|svc| port_routings(model, &self.policy, svc));
-            self.rebuild_grpc(model, &key, true, routings.as_deref(), &mut count);
+                .map(|svc| Routings::of(model, &self.policy, &key, svc));
+            self.rebuild_grpc(model, &key, true, routings.as_ref(), &mut count);
         }
     }
 
-    /// Rebuilds a Service's gRPC clusters and/or (from its routing model, one per port)
+    /// Rebuilds a Service's gRPC clusters and/or (from its routing models, one per port)
     /// routes; returns whether they changed.
     pub(super) fn rebuild_grpc(
         &mut self,
         model: &Model,
         key: &NsName,
         clusters: bool,
-        routings: Option<&[PortRouting]>,
+        routings: Option<&Routings>,
         count: &mut usize,
     ) -> bool {
         let Some(parts) = self.services.get_mut(key) else {
@@ -206,30 +208,40 @@ impl Builder {
         }
         if let Some(routings) = routings {
             let mut diagnostics = Vec::new();
-            let mut voids = Vec::new();
-            let new: Vec<Arc<Encoded>> = svc
-                .ports
+            let was = GrpcTables {
+                routes: std::mem::take(&mut parts.grpc_routes),
+                voids: std::mem::take(&mut parts.grpc_voids),
+            };
+            let shared = grpc_tables(
+                model,
+                svc,
+                &routings.shared,
+                &[&was],
+                &mut diagnostics,
+                count,
+            );
+            // A consumer namespace's table equal to the shared one keeps its `Arc`.
+            let consumer: BTreeMap<String, GrpcTables> = routings
+                .consumers
                 .iter()
-                .zip(routings)
-                .filter(|(p, _)| grpc::cluster::offered(svc, p))
-                .map(|(_, routing)| {
-                    let (r, d) = grpc::route::route(routing, &svc.namespace);
-                    diagnostics.extend(d);
-                    for v in grpc::cluster::voids_of(&r) {
-                        let old = parts
-                            .grpc_voids
-                            .iter()
-                            .find(|c| c.kind == v.kind && *c.name == *v.name);
-                        voids.push(encode(model, &v, old, count));
-                    }
-                    let old = parts.grpc_routes.iter().find(|c| *c.name == *r.name);
-                    encode(model, &r, old, count)
+                .map(|(ns, r)| {
+                    let mut olds = vec![&shared];
+                    olds.extend(parts.consumer_grpc.get(ns));
+                    let t = grpc_tables(model, svc, r, &olds, &mut diagnostics, count);
+                    (ns.clone(), t)
                 })
                 .collect();
-            changed |= !same_parts(&parts.grpc_routes, &new);
-            changed |= !same_parts(&parts.grpc_voids, &voids);
-            parts.grpc_routes = new;
-            parts.grpc_voids = voids;
+            changed |= !same_tables(&was, &shared);
+            changed |= consumer.len() != parts.consumer_grpc.len()
+                || consumer.iter().any(|(ns, t)| {
+                    parts
+                        .consumer_grpc
+                        .get(ns)
+                        .is_none_or(|w| !same_tables(w, t))
+                });
+            parts.grpc_routes = shared.routes;
+            parts.grpc_voids = shared.voids;
+            parts.consumer_grpc = consumer;
             if diagnostics.is_empty() {
                 self.diagnostics.remove(&Origin::Grpc(key.clone()));
             } else {
@@ -311,18 +323,13 @@ impl Builder {
         // The routing model, resolved once for both emitters.
         let mut routings = None;
         if full || what.vhosts || pods_changed {
-            let r = port_routings(model, &self.policy, &svc);
-            let vhosts = route::vhost_parts(model, &svc, &r);
+            let r = Routings::of(model, &self.policy, key, &svc);
+            let vhosts = route::vhost_parts(model, &svc, &r.shared);
             // Namespaces with consumer routes of the Service get their own.
-            let consumer: BTreeMap<String, Vec<VhostPart>> = self
-                .policy
-                .consumer_namespaces(key)
-                .into_iter()
-                .map(|ns| {
-                    let r = port_routings_for(model, &self.policy, &svc, Some(ns.as_str()));
-                    let v = route::vhost_parts(model, &svc, &r);
-                    (ns, v)
-                })
+            let consumer: BTreeMap<String, Vec<VhostPart>> = r
+                .consumers
+                .iter()
+                .map(|(ns, r)| (ns.clone(), route::vhost_parts(model, &svc, r)))
                 .collect();
             vhost_changed = vhosts != parts.vhosts || consumer != parts.consumer_vhosts;
             parts.port_routes = address::port_routes(&svc, &vhosts)
@@ -352,11 +359,85 @@ impl Builder {
         }
         let grpc_clusters = full || what.clusters || pods_changed || outside_flipped;
         parts.svc = Some(svc);
-        if self.grpc && self.rebuild_grpc(model, key, grpc_clusters, routings.as_deref(), count) {
+        if self.grpc && self.rebuild_grpc(model, key, grpc_clusters, routings.as_ref(), count) {
             // gRPC views take it from the Service's update; Envoy views re-assemble
             // their table to the same result.
             vhost_changed = true;
         }
         (cu, eu, vhost_changed, old_svc)
+    }
+}
+
+/// A Service's routing models, one per port: for callers without consumer routes of it,
+/// and for each namespace with some.
+pub(super) struct Routings {
+    shared: Vec<PortRouting>,
+    consumers: BTreeMap<String, Vec<PortRouting>>,
+}
+
+impl Routings {
+    fn of(model: &Model, policy: &PolicyContext, key: &NsName, svc: &MeshService) -> Self {
+        Routings {
+            shared: port_routings(model, policy, svc),
+            consumers: policy
+                .consumer_namespaces(key)
+                .into_iter()
+                .map(|ns| {
+                    let r = port_routings_for(model, policy, svc, Some(ns.as_str()));
+                    (ns, r)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A Service's gRPC RouteConfigurations (one per offered port) and void parts rendered
+/// from `routings`; a part equal to one of `olds` (searched in order) keeps its `Arc`.
+fn grpc_tables(
+    model: &Model,
+    svc: &MeshService,
+    routings: &[PortRouting],
+    olds: &[&GrpcTables],
+    diagnostics: &mut Vec<Diagnostic>,
+    count: &mut usize,
+) -> GrpcTables {
+    let mut voids = Vec::new();
+    let routes = svc
+        .ports
+        .iter()
+        .zip(routings)
+        .filter(|(p, _)| grpc::cluster::offered(svc, p))
+        .map(|(_, routing)| {
+            let (r, d) = grpc::route::route(routing, &svc.namespace);
+            diagnostics.extend(d);
+            for v in grpc::cluster::voids_of(&r) {
+                let was = olds.iter().flat_map(|o| o.voids.iter());
+                voids.push(encode_as_any(model, &v, was, count));
+            }
+            let was = olds.iter().flat_map(|o| o.routes.iter());
+            encode_as_any(model, &r, was, count)
+        })
+        .collect();
+    GrpcTables { routes, voids }
+}
+
+fn same_tables(a: &GrpcTables, b: &GrpcTables) -> bool {
+    same_parts(&a.routes, &b.routes) && same_parts(&a.voids, &b.voids)
+}
+
+/// `r` encoded, or the first of `olds` equal to it (its `Arc` kept).
+fn encode_as_any<'a>(
+    model: &Model,
+    r: &Resource,
+    mut olds: impl Iterator<Item = &'a Arc<Encoded>>,
+    count: &mut usize,
+) -> Arc<Encoded> {
+    let enc = Encoded::with_revs(r, |k| model.rev(k).unwrap_or(0));
+    match olds.find(|o| o.kind == enc.kind && o.name == enc.name && o.same_as(&enc)) {
+        Some(o) => o.clone(),
+        None => {
+            *count += 1;
+            Arc::new(enc)
+        }
     }
 }

@@ -51,6 +51,18 @@ pub(super) struct ServiceParts {
     /// The void clusters its gRPC routes send failing shares to, and their empty
     /// ClusterLoadAssignments (`grpc::void_resources`).
     pub(super) grpc_voids: Vec<Arc<Encoded>>,
+    /// Its gRPC RouteConfigurations and void parts for the clients of namespaces with
+    /// consumer routes of it, under the same names (views of other namespaces share
+    /// `grpc_routes` and `grpc_voids`).
+    pub(super) consumer_grpc: BTreeMap<String, GrpcTables>,
+}
+
+/// A Service's gRPC RouteConfigurations (one per offered port) and the void parts they
+/// send failing shares to.
+#[derive(Debug, Default)]
+pub(super) struct GrpcTables {
+    pub(super) routes: Vec<Arc<Encoded>>,
+    pub(super) voids: Vec<Arc<Encoded>>,
 }
 
 impl ServiceParts {
@@ -68,9 +80,20 @@ impl ServiceParts {
             .map_or(&self.port_routes, |v| v)
     }
 
-    /// What a gRPC view holds of it: (clusters, endpoints).
-    pub(super) fn grpc_view(&self) -> (Vec<Arc<Encoded>>, Vec<Arc<Encoded>>) {
-        let of = |k: XdsType| self.grpc_voids.iter().filter(move |e| e.kind == k).cloned();
+    /// The gRPC RouteConfigurations the clients in `namespace` get.
+    pub(super) fn grpc_routes_for(&self, namespace: &str) -> &[Arc<Encoded>] {
+        self.consumer_grpc
+            .get(namespace)
+            .map_or(&self.grpc_routes, |t| &t.routes)
+    }
+
+    /// What a gRPC view of `namespace` holds of it: (clusters, endpoints).
+    pub(super) fn grpc_view(&self, namespace: &str) -> (Vec<Arc<Encoded>>, Vec<Arc<Encoded>>) {
+        let voids = self
+            .consumer_grpc
+            .get(namespace)
+            .map_or(&self.grpc_voids, |t| &t.voids);
+        let of = |k: XdsType| voids.iter().filter(move |e| e.kind == k).cloned();
         (
             self.grpc_clusters
                 .iter()

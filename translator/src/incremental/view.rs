@@ -50,7 +50,7 @@ impl Builder {
             }
             let mut names = Names::default();
             let (own_clusters, own_endpoints) = if key.grpc {
-                parts.grpc_view()
+                parts.grpc_view(&key.namespace)
             } else {
                 (parts.clusters.clone(), parts.endpoints.clone())
             };
@@ -59,7 +59,7 @@ impl Builder {
                 names.clusters.push(c.name.clone());
             }
             let own_routes = if key.grpc {
-                &parts.grpc_routes[..]
+                parts.grpc_routes_for(&key.namespace)
             } else {
                 parts.port_routes_for(&key.namespace)
             };
@@ -357,11 +357,11 @@ impl Builder {
             let override_of = state.overrides.get(svc_key);
             type Parts<'a> = (&'a [Arc<Encoded>], &'a [Arc<Encoded>], &'a [Arc<Encoded>]);
             let grpc_view = match (sees, parts) {
-                (true, Some(p)) if key.grpc => Some(p.grpc_view()),
+                (true, Some(p)) if key.grpc => Some(p.grpc_view(&key.namespace)),
                 _ => None,
             };
             let (clusters, endpoints, routes): Parts = match (sees, parts, &grpc_view) {
-                (true, Some(p), Some((c, e))) => (c, e, &p.grpc_routes),
+                (true, Some(p), Some((c, e))) => (c, e, p.grpc_routes_for(&key.namespace)),
                 (true, Some(p), None) => (
                     override_of
                         .map(|o| o.clusters.as_slice())

@@ -141,7 +141,7 @@ fn accepted(
     };
     let consumer = match &who {
         Some(ns) => format!(
-            "; a consumer route of Service {}/{}: applies to callers in namespace {ns}, before the Service's own routes (to Envoy sidecars; proxyless gRPC clients get the Service's own routes)",
+            "; a consumer route of Service {}/{}: applies to callers in namespace {ns}, before the Service's own routes (to Envoy sidecars and proxyless gRPC clients)",
             svc.0, svc.1
         ),
         None => String::new(),
