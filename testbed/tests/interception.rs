@@ -23,6 +23,10 @@ use std::time::Duration;
 
 use testbed::procs::{Proc, wait_until, workspace_bin};
 
+mod common;
+
+use common::netns::{PodNet, sh};
+
 struct Netns {
     name: String,
     host_if: String,
@@ -37,30 +41,6 @@ impl Drop for Netns {
             .args(["netns", "del", &self.name])
             .output();
     }
-}
-
-/// A command that runs in network namespace `ns` as the proxy's UID and GID (1337),
-/// as the injected agent and sidecar do: the program and its arguments follow.
-fn as_proxy_in(ns: &str) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", ns, "setpriv"]).args([
-        "--reuid",
-        "1337",
-        "--regid",
-        "1337",
-        "--clear-groups",
-    ]);
-    c
-}
-
-fn sh(args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(args[0]).args(&args[1..]).output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// GET http://ADDR/ from inside `ns` as `uid`, with Python's standard library (an
@@ -219,26 +199,6 @@ async fn init_container_rules_redirect_apps_but_not_the_proxy() -> anyhow::Resul
 }
 
 /// Namespaces on one bridge, removed on drop.
-struct Net {
-    bridge: String,
-    namespaces: Vec<String>,
-    links: Vec<String>,
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for l in &self.links {
-            let _ = Command::new("ip").args(["link", "del", l]).output();
-        }
-        for n in &self.namespaces {
-            let _ = Command::new("ip").args(["netns", "del", n]).output();
-        }
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .output();
-    }
-}
-
 /// Python's standard library as an unmodified TCP client: sends a line to ADDR from
 /// inside `ns` as `uid` and prints what comes back.
 fn tcp_in(ns: &str, uid: u32, addr: SocketAddr, line: &str) -> anyhow::Result<String> {
@@ -269,50 +229,13 @@ fn tcp_in(ns: &str, uid: u32, addr: SocketAddr, line: &str) -> anyhow::Result<St
 #[tokio::test]
 async fn injected_pods_talk_over_mtls_by_original_destination() -> anyhow::Result<()> {
     use testbed::manifests::{pod, slice};
-    use testbed::procs::{ControlPlane, envoy_binary, free_port};
-    let tag = std::process::id() % 100_000;
-    let bridge = format!("rbr{tag}");
-    let mut net = Net {
-        bridge: bridge.clone(),
-        namespaces: Vec::new(),
-        links: Vec::new(),
-    };
-    if let Err(e) = sh(&["ip", "link", "add", &bridge, "type", "bridge"]) {
-        anyhow::bail!("this machine cannot create network devices (root is needed): {e:#}");
-    }
-    let subnet = 30 + (tag % 200);
-    let host: IpAddr = format!("10.253.{subnet}.1").parse()?;
-    sh(&["ip", "addr", "add", &format!("{host}/24"), "dev", &bridge])?;
-    sh(&["ip", "link", "set", &bridge, "up"])?;
-    let mut pod_ns = Vec::new();
-    for (i, name) in ["client", "server"].iter().enumerate() {
-        let ns = format!("r{name}{tag}");
-        sh(&["ip", "netns", "add", &ns])?;
-        net.namespaces.push(ns.clone());
-        let (a, b) = (
-            format!("r{}h{tag}", &name[..1]),
-            format!("r{}p{tag}", &name[..1]),
-        );
-        sh(&["ip", "link", "add", &a, "type", "veth", "peer", "name", &b])?;
-        net.links.push(a.clone());
-        sh(&["ip", "link", "set", &a, "master", &bridge])?;
-        sh(&["ip", "link", "set", &a, "up"])?;
-        sh(&["ip", "link", "set", &b, "netns", &ns])?;
-        let ip: IpAddr = format!("10.253.{subnet}.{}", i + 2).parse()?;
-        let exec = |args: &[&str]| -> anyhow::Result<String> {
-            let mut v = vec!["ip", "netns", "exec", &ns];
-            v.extend(args);
-            sh(&v)
-        };
-        exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", &b])?;
-        exec(&["ip", "link", "set", &b, "up"])?;
-        exec(&["ip", "link", "set", "lo", "up"])?;
-        // Cluster IPs are virtual: a default route lets connect() reach the rules.
-        exec(&["ip", "route", "add", "default", "via", &host.to_string()])?;
-        pod_ns.push((ns, ip));
-    }
-    let (client_ns, client_ip) = pod_ns[0].clone();
-    let (server_ns, server_ip) = pod_ns[1].clone();
+    use testbed::procs::{ControlPlane, free_port};
+    let mut net = PodNet::new(253)?;
+    let client = net.add_pod("client-0")?;
+    let server = net.add_pod("server-0")?;
+    let (client_ns, client_ip) = (client.ns.clone(), client.ip);
+    let server_ip = server.ip;
+    let host = net.host;
 
     // The mesh: web (HTTP) and db (TCP) Services with cluster IPs, both on pod server-0.
     let work = tempfile::tempdir()?;
@@ -344,138 +267,27 @@ async fn injected_pods_talk_over_mtls_by_original_destination() -> anyhow::Resul
 
     // Apps: an HTTP echo and a TCP echo in the server pod, a server outside the mesh on
     // the host, all unmodified.
-    let echo = workspace_bin("echo-backend")?;
-    let mut procs = Vec::new();
-    let spawn_in =
-        |ns: &str, name: &str, args: &[&str], procs: &mut Vec<Proc>| -> anyhow::Result<()> {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns]).args(args);
-            procs.push(Proc::spawn_logged(
-                name,
-                c,
-                &work.path().join(format!("{name}.log")),
-            )?);
-            Ok(())
-        };
-    spawn_in(
-        &server_ns,
-        "web-app",
-        &[
-            echo.to_str().unwrap_or_default(),
-            "--listen",
-            "0.0.0.0:8080",
-            "--name",
-            "server-0",
-        ],
-        &mut procs,
-    )?;
-    spawn_in(
-        &server_ns,
+    net.echo_in(&server, 8080, work.path())?;
+    net.spawn_in(
+        &server,
         "db-app",
         &[
             "/usr/bin/python3",
             "-c",
             "import socketserver\nclass H(socketserver.StreamRequestHandler):\n  def handle(self):\n    self.wfile.write(b'pg:'+self.rfile.readline())\nsocketserver.ThreadingTCPServer.allow_reuse_address=True\nsocketserver.ThreadingTCPServer(('0.0.0.0',5432),H).serve_forever()\n",
         ],
-        &mut procs,
+        work.path(),
     )?;
     let outside_port = free_port()?;
     let outside = SocketAddr::new(host, outside_port);
-    let mut c = Command::new(&echo);
+    let mut c = Command::new(workspace_bin("echo-backend")?);
     c.args(["--listen", &outside.to_string(), "--name", "outside"]);
-    procs.push(Proc::spawn_logged(
-        "outside",
-        c,
-        &work.path().join("outside.log"),
-    )?);
+    let _outside = Proc::spawn_logged("outside", c, &work.path().join("outside.log"))?;
 
-    // Each pod: the init container's rules, then Envoy as the proxy UID from an
-    // intercepted bootstrap.
-    let mut envoys = Vec::new();
-    let mut agents = Vec::new();
-    for (ns, ip, name, sa) in [
-        (&client_ns, client_ip, "client-0", "client"),
-        (&server_ns, server_ip, "server-0", "server"),
-    ] {
-        let out = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .arg(workspace_bin("xds-server")?)
-            .args(["iptables", "--apply"])
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "iptables: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let certs = work.path().join(format!("certs-{name}"));
-        let out = Command::new(workspace_bin("xds-server")?)
-            .args(["bootstrap", "--namespace", "default", "--pod", name])
-            .args(["--service-account", sa, "--pod-ip", &ip.to_string()])
-            .args([
-                "--xds-address",
-                &cp.xds.to_string(),
-                "--delta",
-                "--intercepted",
-            ])
-            .arg("--ca-dir")
-            .arg(cp.ca_dir())
-            .arg("--cert-dir")
-            .arg(&certs)
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "bootstrap: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let boot = work.path().join(format!("envoy-{name}.json"));
-        std::fs::write(&boot, &out.stdout)?;
-        sh(&["chown", "-R", "1337:1337", &certs.display().to_string()])?;
-        // The pod's agent, as the proxy UID: it serves Envoy the workload certificate on
-        // the SDS socket in the credential directory.
-        let mut a = as_proxy_in(ns);
-        a.arg(workspace_bin("xds-server")?)
-            .arg("agent")
-            .arg("--cert-dir")
-            .arg(&certs)
-            .args(["--ca-address", &cp.ca.to_string()])
-            .args(["--status-address", "127.0.0.1:0"]);
-        let mut agent = Proc::spawn_logged(
-            &format!("agent {name}"),
-            a,
-            &work.path().join(format!("agent-{name}.log")),
-        )?;
-        let socket = certs.join("sds.sock");
-        wait_until(Duration::from_secs(10), "the agent's SDS socket", || {
-            let running = agent.check_running();
-            let ok = socket.exists();
-            async move { running.map(|()| ok) }
-        })
-        .await?;
-        agents.push(agent);
-        let admin_file = work.path().join(format!("envoy-{name}.admin"));
-        sh(&[
-            "install",
-            "-o",
-            "1337",
-            "-m",
-            "644",
-            "/dev/null",
-            &admin_file.display().to_string(),
-        ])?;
-        let mut c = as_proxy_in(ns);
-        c.arg(envoy_binary()?)
-            .arg("-c")
-            .arg(&boot)
-            .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info"])
-            .arg("--admin-address-path")
-            .arg(&admin_file)
-            .args(["--base-id", &(tag * 10 + envoys.len() as u32).to_string()]);
-        envoys.push((
-            name.to_string(),
-            admin_file,
-            Proc::spawn_logged(name, c, &work.path().join(format!("envoy-{name}.log")))?,
-        ));
-    }
+    // Each pod: the init container's rules, then its agent and Envoy as the proxy UID
+    // from an intercepted bootstrap.
+    net.inject(&client, "client", &cp, work.path()).await?;
+    net.inject(&server, "server", &cp, work.path()).await?;
 
     // An unmodified HTTP client calls web by its cluster IP.
     let web = "10.96.0.10:80".parse::<SocketAddr>()?;
@@ -485,13 +297,7 @@ async fn injected_pods_talk_over_mtls_by_original_destination() -> anyhow::Resul
     })
     .await;
     if let Err(e) = reached {
-        let mut logs = String::new();
-        for (name, _, _) in &envoys {
-            logs += &format!(
-                "--- envoy {name}\n{}\n",
-                std::fs::read_to_string(work.path().join(format!("envoy-{name}.log")))?
-            );
-        }
+        let logs = net.logs(work.path());
         anyhow::bail!(
             "{e:#}\n{:?}\n{logs}\n--- control plane\n{}",
             get_in(&client_ns, 1000, web),
@@ -514,35 +320,14 @@ async fn injected_pods_talk_over_mtls_by_original_destination() -> anyhow::Resul
     // Both hops were the sidecars', over mTLS: the server's inbound listener did the
     // handshakes; the client's Envoy proxied the TCP connections; no connection looped
     // back into a sidecar (Envoy's own traffic runs as UID 1337).
-    let stats = |admin_file: &std::path::Path, filter: &str| -> anyhow::Result<String> {
-        let admin = std::fs::read_to_string(admin_file)?.trim().to_string();
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            if admin_file.to_string_lossy().contains("client") {
-                &client_ns
-            } else {
-                &server_ns
-            },
-            "/usr/bin/python3",
-            "-c",
-            &format!(
-                "import urllib.request;print(urllib.request.urlopen('http://{admin}/stats?filter={filter}').read().decode())"
-            ),
-        ])
-    };
-    let server_stats = stats(&envoys[1].1, "ssl.handshake$")?;
+    let server_stats = net.stats(&server, "ssl.handshake$")?;
     assert!(
         server_stats
             .lines()
             .any(|l| l.starts_with("listener.0.0.0.0_15006") && !l.ends_with(": 0")),
         "{server_stats}"
     );
-    let client_stats = stats(
-        &envoys[0].1,
-        "(tcp.*downstream_cx_total|downstream_cx_total)$",
-    )?;
+    let client_stats = net.stats(&client, "(tcp.*downstream_cx_total|downstream_cx_total)$")?;
     // The five TCP connections went through the db chain, the twenty-odd HTTP calls
     // through the Host router.
     assert!(
@@ -556,7 +341,7 @@ async fn injected_pods_talk_over_mtls_by_original_destination() -> anyhow::Resul
         "{client_stats}"
     );
     // Exactly the one call outside the mesh passed through: nothing looped back in.
-    let passthrough = stats(&envoys[0].1, "cluster.passthrough.upstream_cx_total$")?;
+    let passthrough = net.stats(&client, "cluster.passthrough.upstream_cx_total$")?;
     assert_eq!(
         passthrough.trim(),
         "cluster.passthrough.upstream_cx_total: 1",
@@ -572,8 +357,8 @@ async fn injected_pods_talk_over_mtls_by_original_destination() -> anyhow::Resul
         .await;
         assert!(r.is_err(), "port {port} answered from outside: {r:?}");
     }
-    let closed = stats(
-        &envoys[1].1,
+    let closed = net.stats(
+        &server,
         "(tcp.blackhole.downstream_cx_total|cluster.inbound-passthrough.upstream_cx_total)$",
     )?;
     assert!(
@@ -584,11 +369,7 @@ async fn injected_pods_talk_over_mtls_by_original_destination() -> anyhow::Resul
         closed.contains("cluster.inbound-passthrough.upstream_cx_total: 0"),
         "{closed}"
     );
-    for (_, _, p) in &mut envoys {
-        p.check_running()?;
-    }
-    drop(envoys);
-    drop(procs);
+    net.check_running()?;
     drop(net);
     Ok(())
 }

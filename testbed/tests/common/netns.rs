@@ -304,6 +304,14 @@ impl PodNet {
         ])
     }
 
+    /// Fails if a process started here has exited.
+    pub(crate) fn check_running(&mut self) -> anyhow::Result<()> {
+        for p in &mut self.procs {
+            p.check_running()?;
+        }
+        Ok(())
+    }
+
     /// Every Envoy's log, for a failure message.
     pub(crate) fn logs(&self, work: &Path) -> String {
         self.envoys
