@@ -139,3 +139,22 @@ pub fn not_acked(csds: &[Value]) -> Vec<String> {
         .map(|e| e.to_string())
         .collect()
 }
+
+/// Asserts that a client's report (`{"csds": [...]}`) holds every resource type a
+/// client uses, all ACKED; `what` names the client in the failure.
+pub fn assert_all_acked(report: &Value, what: &str) {
+    let csds: Vec<Value> = report["csds"].as_array().cloned().unwrap_or_default();
+    for ty in [
+        "Listener",
+        "RouteConfiguration",
+        "Cluster",
+        "ClusterLoadAssignment",
+    ] {
+        assert!(
+            csds.iter().any(|e| e["type"] == ty),
+            "{what}: no {ty} in the client's CSDS: {csds:?}"
+        );
+    }
+    let bad = not_acked(&csds);
+    assert!(bad.is_empty(), "{what}: not ACKED: {bad:?}");
+}

@@ -53,24 +53,6 @@ fn failed(v: &Value) -> u64 {
         .unwrap_or(0)
 }
 
-/// Every resource type a client uses is present and ACKED.
-fn assert_all_acked(report: &Value, what: &str) {
-    let csds: Vec<Value> = report["csds"].as_array().cloned().unwrap_or_default();
-    for ty in [
-        "Listener",
-        "RouteConfiguration",
-        "Cluster",
-        "ClusterLoadAssignment",
-    ] {
-        assert!(
-            csds.iter().any(|e| e["type"] == ty),
-            "{what}: no {ty} in the client's CSDS: {csds:?}"
-        );
-    }
-    let bad = grpc_app::not_acked(&csds);
-    assert!(bad.is_empty(), "{what}: not ACKED: {bad:?}");
-}
-
 async fn wait_server_acked(server: &GrpcServer, name: &str) -> anyhow::Result<()> {
     wait_until(
         Duration::from_secs(20),
@@ -205,7 +187,7 @@ async fn grpc_clients_route_splits_retry_with_mtls_and_ack_everything() -> anyho
         (76.0..=84.0).contains(&share),
         "v1 got {share}% of 1,000 RPCs, want 80 +- 4: {r}"
     );
-    assert_all_acked(&r, "split run");
+    grpc_app::assert_all_acked(&r, "split run");
     eprintln!("measured: greeter-v1 got {share}% of 1,000 RPCs (weight 80)");
 
     // The short forms a client in the Service's namespace types.
@@ -216,7 +198,7 @@ async fn grpc_clients_route_splits_retry_with_mtls_and_ack_everything() -> anyho
     ] {
         let r = grpc_app::client(&boot, &["--target", target, "--calls", "20"]).await?;
         assert_eq!(r["ok"], 20, "{target}: {r}");
-        assert_all_acked(&r, target);
+        grpc_app::assert_all_acked(&r, target);
     }
 
     // Retries: a server failing every other RPC with UNAVAILABLE, behind a RetryPolicy.
@@ -227,7 +209,7 @@ async fn grpc_clients_route_splits_retry_with_mtls_and_ack_everything() -> anyho
         "with retries {ok}/500 succeeded, want >= 99%: {r}"
     );
     eprintln!("measured: {ok}/500 RPCs succeeded against a server failing every other one");
-    assert_all_acked(&r, "retry run");
+    grpc_app::assert_all_acked(&r, "retry run");
 
     // The servers hold their listeners ACKED too.
     for (name, s) in &servers {
@@ -288,7 +270,7 @@ async fn grpc_clients_route_splits_retry_with_mtls_and_ack_everything() -> anyho
         r["unreachable"].as_str().is_some_and(|e| e.contains("SAN")),
         "want the SAN check's refusal: {r}"
     );
-    assert_all_acked(&r, "spoofed run");
+    grpc_app::assert_all_acked(&r, "spoofed run");
 
     // A client whose mesh certificate chains to the same CA but names another trust
     // domain (as with a root shared between meshes) is refused by the servers' RBAC,
@@ -431,7 +413,7 @@ async fn the_agent_renews_a_grpc_apps_certificates_while_rpcs_flow() -> anyhow::
     }
     assert!(r["ok"].as_u64().unwrap_or(0) > 100, "{report}");
     assert_eq!(failed(&r), 0, "RPCs failed across renewals: {report}");
-    assert_all_acked(&r, "renewal run");
+    grpc_app::assert_all_acked(&r, "renewal run");
     for a in &mut agents {
         let s = a.status().await?;
         assert!(
@@ -502,7 +484,7 @@ async fn grpc_routes_match_methods_and_metadata_for_proxyless_clients() -> anyho
         50,
         "matching RPCs go to v2: {canary}"
     );
-    assert_all_acked(&canary, "GRPCRoute with metadata");
+    grpc_app::assert_all_acked(&canary, "GRPCRoute with metadata");
     // A new channel: the rule with a missing backend does not hold it up.
     let start = std::time::Instant::now();
     let plain = grpc_app::client(&boot, &["--target", &target, "--calls", "50"]).await?;
@@ -517,7 +499,7 @@ async fn grpc_routes_match_methods_and_metadata_for_proxyless_clients() -> anyho
         50,
         "the rest go to v1: {plain}"
     );
-    assert_all_acked(&plain, "GRPCRoute without metadata");
+    grpc_app::assert_all_acked(&plain, "GRPCRoute without metadata");
     eprintln!(
         "GRPCRoute: with x-canary {:?}, without {:?} ({took:?} for a new channel and 50 calls)",
         canary["answers"], plain["answers"]
@@ -543,7 +525,7 @@ async fn grpc_routes_match_methods_and_metadata_for_proxyless_clients() -> anyho
             .is_some_and(|e| e.starts_with("UNAVAILABLE")),
         "calls to a missing backend fail with UNAVAILABLE, not a deadline: {broken}"
     );
-    assert_all_acked(&broken, "GRPCRoute with a missing backend");
+    grpc_app::assert_all_acked(&broken, "GRPCRoute with a missing backend");
     let metrics = testbed::http::get_ok(cp.admin, "/metrics").await?;
     let nacks: Vec<&str> = metrics
         .lines()

@@ -58,24 +58,6 @@ fn scenario() -> anyhow::Result<(tempfile::TempDir, std::path::PathBuf)> {
     Ok((work, manifests))
 }
 
-/// Every resource type a client uses is present and ACKED.
-fn assert_all_acked(report: &Value, what: &str) {
-    let csds: Vec<Value> = report["csds"].as_array().cloned().unwrap_or_default();
-    for ty in [
-        "Listener",
-        "RouteConfiguration",
-        "Cluster",
-        "ClusterLoadAssignment",
-    ] {
-        assert!(
-            csds.iter().any(|e| e["type"] == ty),
-            "{what}: no {ty} in the client's CSDS: {csds:?}"
-        );
-    }
-    let bad = grpc_app::not_acked(&csds);
-    assert!(bad.is_empty(), "{what}: not ACKED: {bad:?}");
-}
-
 async fn wait_server_acked(server: &JsServer, name: &str) -> anyhow::Result<()> {
     let waited = wait_until(
         Duration::from_secs(20),
@@ -195,7 +177,7 @@ async fn grpc_js_apps_split_retry_and_use_mtls_through_the_agents_xds_bridge() -
         (76.0..=84.0).contains(&share),
         "v1 got {share}% of 1,000 RPCs, want 80 +- 4: {r}"
     );
-    assert_all_acked(&r, "split run");
+    grpc_app::assert_all_acked(&r, "split run");
     eprintln!("measured: greeter-v1 got {share}% of 1,000 RPCs (weight 80) from grpc-js");
 
     // Retries (A44): an xDS grpc-js server failing every other RPC with UNAVAILABLE.
@@ -209,7 +191,7 @@ async fn grpc_js_apps_split_retry_and_use_mtls_through_the_agents_xds_bridge() -
         ok >= 198,
         "with retries {ok}/200 succeeded, want >= 99%: {r}"
     );
-    assert_all_acked(&r, "retry run");
+    grpc_app::assert_all_acked(&r, "retry run");
 
     // The grpc-js servers serve mesh mTLS (A29): plain text is refused, and a grpcio
     // client (A65 tls creds straight to Rudder) gets through with its certificate.
