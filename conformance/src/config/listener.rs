@@ -1,0 +1,248 @@
+//! Listeners: where the proxy accepts connections and what it does with them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use super::route::RouteConfig;
+
+/// A listener (LDS): an address and the filter chains connections are matched to.
+#[derive(Clone, Debug)]
+pub struct Listener {
+    /// Its name (`outbound`, `inbound|8080`, `virtualOutbound`, ...).
+    pub name: String,
+    /// Where it binds.
+    pub address: SocketAddr,
+    /// Connections take their original destination (`SO_ORIGINAL_DST`) as the address
+    /// that chains match on (the `original_dst` listener filter): an intercepting
+    /// listener. Otherwise the local address is used.
+    pub original_dst: bool,
+    /// The first bytes are inspected for TLS and ALPN (`tls_inspector`) before a chain
+    /// is chosen.
+    pub tls_inspector: bool,
+    /// Chains in order; the most specific match wins as in Envoy
+    /// (destination port, then destination prefix, then transport protocol, then
+    /// application protocols, then source type).
+    pub chains: Vec<FilterChain>,
+    /// The chain for a connection no chain matches; none closes it.
+    pub default_chain: Option<FilterChain>,
+}
+
+/// One filter chain: what it matches, its TLS, and the one terminal filter.
+#[derive(Clone, Debug)]
+pub struct FilterChain {
+    /// Its name (may be empty).
+    pub name: String,
+    /// What a connection must look like to take this chain.
+    pub matcher: ChainMatch,
+    /// TLS terminated here (`DownstreamTlsContext`); none: plain text.
+    pub tls: Option<DownstreamTls>,
+    /// What handles the connection.
+    pub terminal: Terminal,
+}
+
+/// `filter_chain_match`: every set field must match; an empty one matches anything.
+#[derive(Clone, Debug, Default)]
+pub struct ChainMatch {
+    /// The (original) destination port.
+    pub destination_port: Option<u16>,
+    /// The (original) destination address is in one of these.
+    pub prefix_ranges: Vec<Cidr>,
+    /// `tls` or `raw_buffer`, as seen by the TLS inspector.
+    pub transport_protocol: Option<String>,
+    /// ALPN values offered by the client (any of).
+    pub application_protocols: Vec<String>,
+    /// The connection's source must be local (`SAME_IP_OR_LOOPBACK`) or external.
+    pub source_type: SourceType,
+}
+
+/// `filter_chain_match.source_type`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SourceType {
+    /// Any source.
+    #[default]
+    Any,
+    /// The source is this machine (loopback or a local address).
+    SameIpOrLoopback,
+    /// The source is not this machine.
+    External,
+}
+
+/// An address prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    /// The network address.
+    pub addr: IpAddr,
+    /// The prefix length.
+    pub len: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` is in this prefix.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        fn bits(ip: IpAddr) -> (u128, u8) {
+            match ip {
+                IpAddr::V4(v) => (u128::from(u32::from(v)), 32),
+                IpAddr::V6(v) => (u128::from(v), 128),
+            }
+        }
+        let ((net, width), (ip, ip_width)) = (bits(self.addr), bits(ip));
+        if width != ip_width || self.len > width {
+            return false;
+        }
+        if self.len == 0 {
+            return true;
+        }
+        let shift = u32::from(width - self.len);
+        (net >> shift) == (ip >> shift)
+    }
+}
+
+/// TLS terminated on a chain (`DownstreamTlsContext`).
+#[derive(Clone, Debug)]
+pub struct DownstreamTls {
+    /// The SDS name of the certificate presented (the workload's `default`).
+    pub certificate: SecretRef,
+    /// How the client certificate is checked; none: not requested.
+    pub validation: Option<Validation>,
+    /// A client certificate is required (`require_client_certificate`).
+    pub require_client_certificate: bool,
+    /// ALPN offered, in order of preference.
+    pub alpn: Vec<String>,
+}
+
+/// A secret named by SDS and where it comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretRef {
+    /// The secret's name (`default`, `ROOTCA`).
+    pub name: String,
+    /// Where it is fetched.
+    pub source: SecretSource,
+}
+
+/// Where an SDS secret comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretSource {
+    /// Over the ADS stream.
+    Ads,
+    /// From the agent's SDS server, through the bootstrap's static cluster of this name
+    /// (`rudder-agent-sds`, a Unix socket).
+    AgentCluster(String),
+}
+
+/// How a peer certificate is checked: chains to the trust bundle, and one URI SAN
+/// matches one of the matchers (any matcher; none: any SAN).
+#[derive(Clone, Debug)]
+pub struct Validation {
+    /// The SDS name of the trust bundle (`ROOTCA`).
+    pub trust: SecretRef,
+    /// URI SAN matchers (`match_typed_subject_alt_names` with `san_type: URI`).
+    pub uri_sans: Vec<StringMatch>,
+}
+
+/// A string matcher (`type.matcher.v3.StringMatcher`), exact or prefix or suffix or
+/// contains or regex, optionally ignoring ASCII case.
+#[derive(Clone, Debug)]
+pub enum StringMatch {
+    /// Equal.
+    Exact(String, bool),
+    /// Starts with.
+    Prefix(String, bool),
+    /// Ends with.
+    Suffix(String, bool),
+    /// Contains.
+    Contains(String, bool),
+    /// Matches the whole value (RE2 semantics, compiled within Rudder's limits).
+    Regex(Arc<regex::Regex>),
+}
+
+impl StringMatch {
+    /// Whether `value` matches.
+    pub fn matches(&self, value: &str) -> bool {
+        fn fold(s: &str, ignore_case: bool) -> std::borrow::Cow<'_, str> {
+            if ignore_case {
+                std::borrow::Cow::Owned(s.to_ascii_lowercase())
+            } else {
+                std::borrow::Cow::Borrowed(s)
+            }
+        }
+        match self {
+            StringMatch::Exact(s, ic) => fold(value, *ic) == fold(s, *ic),
+            StringMatch::Prefix(s, ic) => fold(value, *ic).starts_with(&*fold(s, *ic)),
+            StringMatch::Suffix(s, ic) => fold(value, *ic).ends_with(&*fold(s, *ic)),
+            StringMatch::Contains(s, ic) => fold(value, *ic).contains(&*fold(s, *ic)),
+            StringMatch::Regex(r) => r.is_match(value),
+        }
+    }
+}
+
+/// What handles a connection once its chain is chosen.
+#[derive(Clone, Debug)]
+pub enum Terminal {
+    /// `http_connection_manager` with the router filter.
+    Http(Arc<HttpManager>),
+    /// `tcp_proxy` to one cluster.
+    Tcp(TcpProxy),
+}
+
+/// `http_connection_manager`.
+#[derive(Clone, Debug)]
+pub struct HttpManager {
+    /// Its stat prefix.
+    pub stat_prefix: String,
+    /// Where routes come from.
+    pub routes: RouteSource,
+    /// HTTP CONNECT is accepted (`upgrade_configs: CONNECT`) and tunnelled to the
+    /// route's cluster.
+    pub connect: bool,
+    /// What is done with `x-forwarded-client-cert`.
+    pub forward_client_cert: ForwardClientCert,
+    /// The router filter's HTTP filters before it, in order (Rudder emits only the
+    /// router; anything else is refused at conversion).
+    pub filters: Vec<HttpFilter>,
+    /// The request header block limit (`max_request_headers_kb`), in bytes.
+    pub max_request_headers_bytes: usize,
+    /// Idle timeout of a downstream connection (`common_http_protocol_options`), if set.
+    pub idle_timeout: Option<std::time::Duration>,
+}
+
+/// An HTTP filter the proxy runs before the router.
+#[derive(Clone, Debug)]
+pub enum HttpFilter {
+    /// The router (always last).
+    Router,
+}
+
+/// `rds` or an inline `route_config`.
+#[derive(Clone, Debug)]
+pub enum RouteSource {
+    /// By name over ADS.
+    Rds(String),
+    /// Inline.
+    Inline(Arc<RouteConfig>),
+}
+
+/// `forward_client_cert_details` with `set_current_client_cert_details`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ForwardClientCert {
+    /// Remove any incoming header (Envoy's default, `SANITIZE`).
+    #[default]
+    Sanitize,
+    /// Remove any incoming header and set one from this connection's peer certificate
+    /// (`SANITIZE_SET`); `uri`: add `URI=` of the peer's SPIFFE ID. Envoy also adds
+    /// `By=` (this proxy's own URI SAN) and `Hash=` (the peer certificate's SHA-256).
+    SanitizeSet {
+        /// `set_current_client_cert_details.uri`.
+        uri: bool,
+    },
+}
+
+/// `tcp_proxy`.
+#[derive(Clone, Debug)]
+pub struct TcpProxy {
+    /// Its stat prefix.
+    pub stat_prefix: String,
+    /// The cluster connections go to.
+    pub cluster: String,
+    /// Idle timeout, if set (Envoy's default is one hour).
+    pub idle_timeout: Option<std::time::Duration>,
+}

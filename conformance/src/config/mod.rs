@@ -1,0 +1,16 @@
+//! The proxy's own configuration: plain, validated values converted from xDS resources
+//! (by `convert`), held in an immutable [`Snapshot`] that the data path reads. Nothing
+//! here knows protobuf, sockets or tokio; every type is what the data path needs and
+//! nothing it ignores.
+//!
+//! A [`Snapshot`] keeps one copy-on-write map per resource type, so a change of one
+//! type (endpoints, say) shares every other map with the previous snapshot, and a
+//! request that loaded a snapshot keeps using it to the end.
+
+pub mod cluster;
+pub mod listener;
+pub mod route;
+pub mod secret;
+mod snapshot;
+
+pub use snapshot::{Snapshot, TypeMap};
