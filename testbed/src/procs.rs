@@ -1,4 +1,5 @@
-//! Real processes on one machine: the control plane, Envoy sidecars and echo backends.
+//! Real processes on one machine: the control plane, sidecar proxies (Envoy or
+//! rudder-proxy) and echo backends.
 //! Every child is killed when its handle drops. Ports are picked at run time.
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -403,11 +404,45 @@ pub struct PodPlacement {
     pub app_ip: IpAddr,
 }
 
-/// A real Envoy sidecar, bootstrapped by `xds-server bootstrap`, with its proxy agent
-/// (which serves it the workload certificate over SDS and renews it), as in a pod.
+/// Which proxy a sidecar runs. Both start from the same bootstrap, flags and agent, so
+/// a scenario written against "a proxy" (its admin and outbound addresses) runs on each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataPlane {
+    /// Envoy (`.tools/envoy` or `$RUDDER_ENVOY`).
+    Envoy,
+    /// Rudder's own proxy (`rudder-proxy`, from `conformance/`).
+    RudderProxy,
+}
+
+impl DataPlane {
+    /// Both, in the order the suite runs them.
+    pub const ALL: [DataPlane; 2] = [DataPlane::Envoy, DataPlane::RudderProxy];
+
+    /// The binary to run.
+    pub fn binary(self) -> anyhow::Result<PathBuf> {
+        match self {
+            DataPlane::Envoy => envoy_binary(),
+            DataPlane::RudderProxy => workspace_bin("rudder-proxy"),
+        }
+    }
+
+    /// A short name for logs and file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            DataPlane::Envoy => "envoy",
+            DataPlane::RudderProxy => "rudder-proxy",
+        }
+    }
+}
+
+/// A sidecar proxy (Envoy or rudder-proxy), bootstrapped by `xds-server bootstrap`, with
+/// its proxy agent (which serves it the workload certificate over SDS and renews it), as
+/// in a pod.
 #[derive(Debug)]
-pub struct Envoy {
+pub struct Sidecar {
     proc: Proc,
+    /// Which proxy it is.
+    pub proxy: DataPlane,
     /// Its agent (none without credentials).
     pub agent: Option<Agent>,
     /// Its admin address.
@@ -418,20 +453,32 @@ pub struct Envoy {
     pub log: PathBuf,
 }
 
-impl Envoy {
-    /// Starts a sidecar for `pod` against the control plane `cp`.
+impl Sidecar {
+    /// Starts an Envoy sidecar for `pod` against the control plane `cp`.
     pub async fn start(
         pod: &PodPlacement,
         cp: &ControlPlane,
         stream: Stream,
         work: &Path,
     ) -> anyhow::Result<Self> {
-        Self::start_as(pod, cp, stream, work, &[], |_| Ok(())).await
+        Self::start_on(DataPlane::Envoy, pod, cp, stream, work).await
+    }
+
+    /// Starts a sidecar running `proxy` for `pod` against the control plane `cp`.
+    pub async fn start_on(
+        proxy: DataPlane,
+        pod: &PodPlacement,
+        cp: &ControlPlane,
+        stream: Stream,
+        work: &Path,
+    ) -> anyhow::Result<Self> {
+        Self::start_patched(proxy, pod, cp, stream, work, &[], |_| Ok(()), |_| {}).await
     }
 
     /// Starts a sidecar with extra `bootstrap` arguments; `prepare` runs on the
-    /// credentials directory after the bootstrap is written and before Envoy starts.
+    /// credentials directory after the bootstrap is written and before the proxy starts.
     pub async fn start_as(
+        proxy: DataPlane,
         pod: &PodPlacement,
         cp: &ControlPlane,
         stream: Stream,
@@ -439,12 +486,14 @@ impl Envoy {
         extra: &[&str],
         prepare: impl FnOnce(&Path) -> anyhow::Result<()>,
     ) -> anyhow::Result<Self> {
-        Self::start_patched(pod, cp, stream, work, extra, prepare, |_| {}).await
+        Self::start_patched(proxy, pod, cp, stream, work, extra, prepare, |_| {}).await
     }
 
-    /// Like [`Envoy::start_as`], with `patch` applied to the bootstrap JSON (for example
-    /// a runtime layer that makes this Envoy stricter than the others).
+    /// Like [`Sidecar::start_as`], with `patch` applied to the bootstrap JSON (for
+    /// example a runtime layer that makes this Envoy stricter than the others).
+    #[allow(clippy::too_many_arguments, reason = "each is one fact of the pod")]
     pub async fn start_patched(
+        proxy: DataPlane,
         pod: &PodPlacement,
         cp: &ControlPlane,
         stream: Stream,
@@ -504,19 +553,20 @@ impl Envoy {
         } else {
             None
         };
-        let admin_file = work.join(format!("envoy-{tag}.admin"));
+        let admin_file = work.join(format!("{}-{tag}.admin", proxy.name()));
         let _ = std::fs::remove_file(&admin_file);
-        let log = work.join(format!("envoy-{tag}.log"));
-        let mut cmd = Command::new(envoy_binary()?);
+        let log = work.join(format!("{}-{tag}.log", proxy.name()));
+        // The same flags for both: rudder-proxy takes Envoy's command line.
+        let mut cmd = Command::new(proxy.binary()?);
         cmd.arg("-c")
             .arg(&bootstrap)
             .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info"])
             .arg("--admin-address-path")
             .arg(&admin_file)
             .args(["--drain-time-s", "1"]);
-        let mut proc = Proc::spawn(&format!("envoy {tag}"), cmd, &log)?;
+        let mut proc = Proc::spawn(&format!("{} {tag}", proxy.name()), cmd, &log)?;
         let mut admin = None;
-        let found = wait_until(Duration::from_secs(20), "Envoy's admin address", || {
+        let found = wait_until(Duration::from_secs(20), "the proxy's admin address", || {
             let running = proc.check_running();
             admin = std::fs::read_to_string(&admin_file)
                 .ok()
@@ -527,13 +577,15 @@ impl Envoy {
         .await;
         if let Err(e) = found {
             bail!(
-                "{e:#}\nenvoy log:\n{}",
+                "{e:#}\n{} log:\n{}",
+                proxy.name(),
                 std::fs::read_to_string(&log).unwrap_or_default()
             );
         }
         let admin = admin.context("no admin address")?;
-        Ok(Envoy {
+        Ok(Sidecar {
             proc,
+            proxy,
             agent,
             admin,
             outbound: SocketAddr::new(pod.ip, outbound_port),
@@ -541,16 +593,17 @@ impl Envoy {
         })
     }
 
-    /// Waits until Envoy is LIVE (initial config applied).
+    /// Waits until the proxy is LIVE (initial config applied).
     pub async fn wait_live(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let admin = self.admin;
-        let result = wait_until(timeout, "Envoy to be LIVE", || async move {
+        let result = wait_until(timeout, "the proxy to be LIVE", || async move {
             Ok(crate::http::get_ok(admin, "/ready").await?.trim() == "LIVE")
         })
         .await;
         if let Err(e) = result {
             bail!(
-                "{e:#}\nenvoy log:\n{}",
+                "{e:#}\n{} log:\n{}",
+                self.proxy.name(),
                 std::fs::read_to_string(&self.log).unwrap_or_default()
             );
         }
@@ -573,7 +626,7 @@ impl Envoy {
         }))
     }
 
-    /// Names of the clusters Envoy has.
+    /// Names of the clusters the proxy has.
     pub async fn cluster_names(&self) -> anyhow::Result<Vec<String>> {
         let text = self.admin_get("/clusters").await?;
         let mut names: Vec<String> = text
@@ -584,7 +637,7 @@ impl Envoy {
         Ok(names)
     }
 
-    /// The endpoint addresses Envoy has for `cluster`.
+    /// The endpoint addresses the proxy has for `cluster`.
     pub async fn endpoints_of(&self, cluster: &str) -> anyhow::Result<Vec<String>> {
         let text = self.admin_get("/clusters").await?;
         let prefix = format!("{cluster}::");
@@ -604,7 +657,7 @@ impl Envoy {
         Ok(eps)
     }
 
-    /// Fails if Envoy or its agent has exited.
+    /// Fails if the proxy or its agent has exited.
     pub fn check_running(&mut self) -> anyhow::Result<()> {
         if let Some(a) = &mut self.agent {
             a.check_running()?;

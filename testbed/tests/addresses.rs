@@ -7,7 +7,7 @@
 mod common;
 
 use common::{CONVERGE, Mesh, ip, wait_for_route};
-use testbed::procs::{Stream, wait_until};
+use testbed::procs::{DataPlane, Stream, wait_until};
 
 /// An HTTPRoute on Service `web` port 80 that marks every request it routes.
 fn marking_route() -> String {
@@ -17,7 +17,7 @@ fn marking_route() -> String {
 #[tokio::test]
 async fn a_pod_address_reaches_that_pod_over_mtls_without_the_service_rules() -> anyhow::Result<()>
 {
-    let mesh = Mesh::start(Stream::Delta).await?;
+    let mesh = Mesh::start(DataPlane::Envoy, Stream::Delta).await?;
     mesh.write("route.yaml", &marking_route())?;
     wait_for_route(&mesh, "web-route").await?;
 

@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::{CONVERGE, Mesh, Traffic};
-use testbed::procs::{Envoy, Stream, wait_until};
+use testbed::procs::{DataPlane, Sidecar, Stream, wait_until};
 
 /// A route group and a split that use a regex this test's client Envoy refuses (its
 /// runtime sets `re2.max_program_size.error_level` to 3; the default is 100).
@@ -35,14 +35,14 @@ fn strict_regexes(bootstrap: &mut serde_json::Value) {
     });
 }
 
-async fn route_dump(envoy: &Envoy) -> anyhow::Result<String> {
+async fn route_dump(envoy: &Sidecar) -> anyhow::Result<String> {
     envoy
         .admin_get("/config_dump?resource=dynamic_route_configs")
         .await
 }
 
 async fn a_rejected_split_is_left_out_and_other_routes_flow(stream: Stream) -> anyhow::Result<()> {
-    let mesh = Mesh::start_custom(stream, &[], strict_regexes).await?;
+    let mesh = Mesh::start_custom(DataPlane::Envoy, stream, &[], strict_regexes).await?;
     let traffic = Traffic::start(mesh.client.outbound, "web");
     let client = &mesh.client;
     let rejected_before = client
@@ -144,7 +144,7 @@ async fn sotw_a_rejected_split_is_left_out_and_other_routes_flow() -> anyhow::Re
 async fn a_bad_split_present_at_start_is_found_by_search() -> anyhow::Result<()> {
     // The bad split and a good policy are there before any proxy connects: no proxy
     // holds an accepted route to diff against, so the control plane has to search.
-    let mesh = Mesh::start_custom(Stream::Delta, &[], strict_regexes).await?;
+    let mesh = Mesh::start_custom(DataPlane::Envoy, Stream::Delta, &[], strict_regexes).await?;
     mesh.write(
         "all.yaml",
         &format!(
@@ -249,7 +249,7 @@ async fn a_proxy_rejecting_another_namespaces_policy_cannot_take_it_from_its_nei
     // Issue 21, finding 4: a proxy in `evil` with its own valid certificate NACKs every
     // route table holding the owner's RetryPolicy and HTTPRoute header filter.
     use testbed::xds_client::{Creds, ROUTE, RawAds, node};
-    let mesh = Mesh::start(Stream::Delta).await?;
+    let mesh = Mesh::start(DataPlane::Envoy, Stream::Delta).await?;
     mesh.write("owner.yaml", OWNER_POLICY)?;
     let web1 = &mesh.sidecars["web-1"];
     wait_until(

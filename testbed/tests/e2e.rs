@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use common::{CONVERGE, Mesh, Traffic, WEB_CLUSTER, ip};
 use testbed::manifests::{pod, service, slice};
-use testbed::procs::{Stream, wait_until};
+use testbed::procs::{DataPlane, Stream, wait_until};
 
-async fn routes_by_service_name(stream: Stream) -> anyhow::Result<()> {
-    let mesh = Mesh::start(stream).await?;
+async fn routes_by_service_name(proxy: DataPlane, stream: Stream) -> anyhow::Result<()> {
+    let mesh = Mesh::start(proxy, stream).await?;
     assert_eq!(
         mesh.client.stat("control_plane.connected_state").await?,
         Some(1)
@@ -72,18 +72,16 @@ async fn routes_by_service_name(stream: Stream) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn delta_envoy_routes_by_service_name() -> anyhow::Result<()> {
-    routes_by_service_name(Stream::Delta).await
+async fn delta_routes_by_service_name(proxy: DataPlane) -> anyhow::Result<()> {
+    routes_by_service_name(proxy, Stream::Delta).await
 }
 
-#[tokio::test]
-async fn sotw_envoy_routes_by_service_name() -> anyhow::Result<()> {
-    routes_by_service_name(Stream::Sotw).await
+async fn sotw_routes_by_service_name(proxy: DataPlane) -> anyhow::Result<()> {
+    routes_by_service_name(proxy, Stream::Sotw).await
 }
 
-async fn live_edits(stream: Stream) -> anyhow::Result<()> {
-    let mut mesh = Mesh::start(stream).await?;
+async fn live_edits(proxy: DataPlane, stream: Stream) -> anyhow::Result<()> {
+    let mut mesh = Mesh::start(proxy, stream).await?;
     let traffic = Traffic::start(mesh.client.outbound, "web");
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -189,19 +187,16 @@ async fn live_edits(stream: Stream) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn delta_live_manifest_edits() -> anyhow::Result<()> {
-    live_edits(Stream::Delta).await
+async fn delta_live_manifest_edits(proxy: DataPlane) -> anyhow::Result<()> {
+    live_edits(proxy, Stream::Delta).await
 }
 
-#[tokio::test]
-async fn sotw_live_manifest_edits() -> anyhow::Result<()> {
-    live_edits(Stream::Sotw).await
+async fn sotw_live_manifest_edits(proxy: DataPlane) -> anyhow::Result<()> {
+    live_edits(proxy, Stream::Sotw).await
 }
 
-#[tokio::test]
-async fn malformed_manifest_keeps_the_running_config() -> anyhow::Result<()> {
-    let mesh = Mesh::start(Stream::Delta).await?;
+async fn malformed_manifest_keeps_the_running_config(proxy: DataPlane) -> anyhow::Result<()> {
+    let mesh = Mesh::start(proxy, Stream::Delta).await?;
     let before = mesh.update_counters().await?;
     // A YAML syntax error, and a document with a bad field, in two files.
     mesh.write(
@@ -268,8 +263,8 @@ async fn malformed_manifest_keeps_the_running_config() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn nack_is_recorded_not_resent(stream: Stream) -> anyhow::Result<()> {
-    let mesh = Mesh::start(stream).await?;
+async fn nack_is_recorded_not_resent(proxy: DataPlane, stream: Stream) -> anyhow::Result<()> {
+    let mesh = Mesh::start(proxy, stream).await?;
     // Something else already holds this port on the client's pod IP: Envoy cannot bind
     // the inbound listener a new Service needs, and rejects the update.
     let (_squatter, port) = mesh.occupy_client_inbound_port()?;
@@ -332,18 +327,16 @@ async fn nack_is_recorded_not_resent(stream: Stream) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn delta_nack_is_recorded_and_not_resent() -> anyhow::Result<()> {
-    nack_is_recorded_not_resent(Stream::Delta).await
+async fn delta_nack_is_recorded_and_not_resent(proxy: DataPlane) -> anyhow::Result<()> {
+    nack_is_recorded_not_resent(proxy, Stream::Delta).await
 }
 
-#[tokio::test]
-async fn sotw_nack_is_recorded_and_not_resent() -> anyhow::Result<()> {
-    nack_is_recorded_not_resent(Stream::Sotw).await
+async fn sotw_nack_is_recorded_and_not_resent(proxy: DataPlane) -> anyhow::Result<()> {
+    nack_is_recorded_not_resent(proxy, Stream::Sotw).await
 }
 
-async fn survives_control_plane_kill(stream: Stream) -> anyhow::Result<()> {
-    let mut mesh = Mesh::start(stream).await?;
+async fn survives_control_plane_kill(proxy: DataPlane, stream: Stream) -> anyhow::Result<()> {
+    let mut mesh = Mesh::start(proxy, stream).await?;
     let traffic = Traffic::start(mesh.client.outbound, "web");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = mesh.update_counters().await?;
@@ -389,19 +382,18 @@ async fn survives_control_plane_kill(stream: Stream) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn delta_control_plane_sigkill_drops_no_requests() -> anyhow::Result<()> {
-    survives_control_plane_kill(Stream::Delta).await
+async fn delta_control_plane_sigkill_drops_no_requests(proxy: DataPlane) -> anyhow::Result<()> {
+    survives_control_plane_kill(proxy, Stream::Delta).await
 }
 
-#[tokio::test]
-async fn sotw_control_plane_sigkill_drops_no_requests() -> anyhow::Result<()> {
-    survives_control_plane_kill(Stream::Sotw).await
+async fn sotw_control_plane_sigkill_drops_no_requests(proxy: DataPlane) -> anyhow::Result<()> {
+    survives_control_plane_kill(proxy, Stream::Sotw).await
 }
 
-#[tokio::test]
-async fn an_external_name_service_is_reached_by_dns_without_mesh_tls() -> anyhow::Result<()> {
-    let mesh = Mesh::start(Stream::Delta).await?;
+async fn an_external_name_service_is_reached_by_dns_without_mesh_tls(
+    proxy: DataPlane,
+) -> anyhow::Result<()> {
+    let mesh = Mesh::start(proxy, Stream::Delta).await?;
     // Something outside the mesh, known by a DNS name: a plain HTTP server on localhost.
     let port = testbed::procs::free_port()?;
     let _outside = testbed::procs::Backend::start(
@@ -439,3 +431,16 @@ async fn an_external_name_service_is_reached_by_dns_without_mesh_tls() -> anyhow
     assert!(!ext.contains("transport_socket"), "{ext}");
     Ok(())
 }
+
+common::on_each_proxy!(
+    delta_routes_by_service_name,
+    sotw_routes_by_service_name,
+    delta_live_manifest_edits,
+    sotw_live_manifest_edits,
+    delta_nack_is_recorded_and_not_resent,
+    sotw_nack_is_recorded_and_not_resent,
+    delta_control_plane_sigkill_drops_no_requests,
+    sotw_control_plane_sigkill_drops_no_requests,
+    malformed_manifest_keeps_the_running_config,
+    an_external_name_service_is_reached_by_dns_without_mesh_tls,
+);

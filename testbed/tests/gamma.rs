@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::{
     CONVERGE, Mesh, Traffic, backend_count, backend_pod, ip, plain_service, shares, wait_for_route,
 };
-use testbed::procs::{Stream, wait_until};
+use testbed::procs::{DataPlane, Stream, wait_until};
 
 /// web-a (pod web-1) and web-b (pod web-2).
 fn backends(mesh: &Mesh) -> anyhow::Result<()> {
@@ -45,9 +45,10 @@ fn near(s: &BTreeMap<String, f64>, pod: &str, want: f64, tolerance: f64) -> bool
     (s.get(pod).copied().unwrap_or(0.0) - want).abs() <= tolerance
 }
 
-#[tokio::test]
-async fn http_route_weights_hold_and_shift_live_without_errors() -> anyhow::Result<()> {
-    let mesh = Mesh::start(Stream::Delta).await?;
+async fn http_route_weights_hold_and_shift_live_without_errors(
+    proxy: DataPlane,
+) -> anyhow::Result<()> {
+    let mesh = Mesh::start(proxy, Stream::Delta).await?;
     backends(&mesh)?;
     mesh.write("route.yaml", &weighted(90, 10))?;
     wait_for_route(&mesh, "outbound|80||web-b.default.svc.cluster.local").await?;
@@ -96,9 +97,10 @@ async fn http_route_weights_hold_and_shift_live_without_errors() -> anyhow::Resu
     Ok(())
 }
 
-#[tokio::test]
-async fn a_header_match_sends_only_matching_requests_to_the_canary() -> anyhow::Result<()> {
-    let mesh = Mesh::start(Stream::Sotw).await?;
+async fn a_header_match_sends_only_matching_requests_to_the_canary(
+    proxy: DataPlane,
+) -> anyhow::Result<()> {
+    let mesh = Mesh::start(proxy, Stream::Sotw).await?;
     backends(&mesh)?;
     mesh.write(
         "route.yaml",
@@ -153,9 +155,8 @@ async fn a_header_match_sends_only_matching_requests_to_the_canary() -> anyhow::
     Ok(())
 }
 
-#[tokio::test]
-async fn route_timeouts_and_retries() -> anyhow::Result<()> {
-    let mut mesh = Mesh::start(Stream::Delta).await?;
+async fn route_timeouts_and_retries(proxy: DataPlane) -> anyhow::Result<()> {
+    let mut mesh = Mesh::start(proxy, Stream::Delta).await?;
     let slow = backend_pod(&mut mesh, "slow", 28, &["--delay-ms", "1500"]).await?;
     // timeouts.request bounds the whole request.
     mesh.write(
@@ -273,9 +274,10 @@ spec:
     )
 }
 
-#[tokio::test]
-async fn a_flagger_gatewayapi_canary_step_routes_its_weights() -> anyhow::Result<()> {
-    let mesh = Mesh::start(Stream::Sotw).await?;
+async fn a_flagger_gatewayapi_canary_step_routes_its_weights(
+    proxy: DataPlane,
+) -> anyhow::Result<()> {
+    let mesh = Mesh::start(proxy, Stream::Sotw).await?;
     mesh.write(
         "backends.yaml",
         &format!(
@@ -314,9 +316,8 @@ async fn a_flagger_gatewayapi_canary_step_routes_its_weights() -> anyhow::Result
     Ok(())
 }
 
-#[tokio::test]
-async fn per_backend_header_filters_and_request_mirrors() -> anyhow::Result<()> {
-    let mut mesh = Mesh::start(Stream::Delta).await?;
+async fn per_backend_header_filters_and_request_mirrors(proxy: DataPlane) -> anyhow::Result<()> {
+    let mut mesh = Mesh::start(proxy, Stream::Delta).await?;
     let shadow = backend_pod(&mut mesh, "shadow", 24, &[]).await?;
     backends(&mesh)?;
     let pool = |p: &str| {
@@ -373,9 +374,10 @@ async fn per_backend_header_filters_and_request_mirrors() -> anyhow::Result<()> 
     Ok(())
 }
 
-#[tokio::test]
-async fn a_backend_that_does_not_resolve_keeps_its_share_and_fails_it() -> anyhow::Result<()> {
-    let mesh = Mesh::start(Stream::Sotw).await?;
+async fn a_backend_that_does_not_resolve_keeps_its_share_and_fails_it(
+    proxy: DataPlane,
+) -> anyhow::Result<()> {
+    let mesh = Mesh::start(proxy, Stream::Sotw).await?;
     backends(&mesh)?;
     mesh.write(
         "route.yaml",
@@ -404,3 +406,12 @@ async fn a_backend_that_does_not_resolve_keeps_its_share_and_fails_it() -> anyho
     );
     Ok(())
 }
+
+common::on_each_proxy!(
+    http_route_weights_hold_and_shift_live_without_errors,
+    a_header_match_sends_only_matching_requests_to_the_canary,
+    route_timeouts_and_retries,
+    a_flagger_gatewayapi_canary_step_routes_its_weights,
+    per_backend_header_filters_and_request_mirrors,
+    a_backend_that_does_not_resolve_keeps_its_share_and_fails_it,
+);

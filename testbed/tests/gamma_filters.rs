@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 
 use common::{CONVERGE, LIVE, Mesh, ip, plain_service, wait_for_route};
 use testbed::manifests::app_ip;
-use testbed::procs::{Envoy, PodPlacement, Stream, wait_until};
+use testbed::procs::{DataPlane, PodPlacement, Sidecar, Stream, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// An HTTPRoute `NAME` in `ns` for Service `parent_ns/parent` port 80 with `rules` (YAML,
@@ -48,9 +48,10 @@ async fn get_raw(proxy: SocketAddr, host: &str, path: &str) -> anyhow::Result<(u
     Ok((code, location))
 }
 
-#[tokio::test]
-async fn redirects_answer_30x_with_the_location_the_spec_gives() -> anyhow::Result<()> {
-    let mesh = Mesh::start(Stream::Delta).await?;
+async fn redirects_answer_30x_with_the_location_the_spec_gives(
+    proxy: DataPlane,
+) -> anyhow::Result<()> {
+    let mesh = Mesh::start(proxy, Stream::Delta).await?;
     let rules = "    - matches: [{path: {type: PathPrefix, value: /scheme}}]
       filters: [{type: RequestRedirect, requestRedirect: {scheme: https}}]
     - matches: [{path: {type: PathPrefix, value: /port-and-host}}]
@@ -109,9 +110,10 @@ async fn redirects_answer_30x_with_the_location_the_spec_gives() -> anyhow::Resu
     Ok(())
 }
 
-#[tokio::test]
-async fn rewrites_reach_the_backend_with_the_new_host_and_path() -> anyhow::Result<()> {
-    let mesh = Mesh::start(Stream::Sotw).await?;
+async fn rewrites_reach_the_backend_with_the_new_host_and_path(
+    proxy: DataPlane,
+) -> anyhow::Result<()> {
+    let mesh = Mesh::start(proxy, Stream::Sotw).await?;
     mesh.write(
         "backends.yaml",
         &plain_service("web-a", mesh.web_port, &[ip(22)]),
@@ -162,9 +164,10 @@ async fn rewrites_reach_the_backend_with_the_new_host_and_path() -> anyhow::Resu
     Ok(())
 }
 
-#[tokio::test]
-async fn a_consumer_route_changes_only_its_own_namespaces_callers() -> anyhow::Result<()> {
-    let mesh = Mesh::start(Stream::Delta).await?;
+async fn a_consumer_route_changes_only_its_own_namespaces_callers(
+    proxy: DataPlane,
+) -> anyhow::Result<()> {
+    let mesh = Mesh::start(proxy, Stream::Delta).await?;
     // A client pod in namespace consumer, with its sidecar.
     let placement = PodPlacement {
         namespace: "consumer".into(),
@@ -180,7 +183,8 @@ async fn a_consumer_route_changes_only_its_own_namespaces_callers() -> anyhow::R
             ip(31)
         ),
     )?;
-    let mut consumer = Envoy::start(&placement, &mesh.cp, mesh.stream, mesh.work.path()).await?;
+    let mut consumer =
+        Sidecar::start_on(proxy, &placement, &mesh.cp, mesh.stream, mesh.work.path()).await?;
     consumer.wait_live(LIVE).await?;
     // The producer route (every caller) and the consumer route (callers in consumer).
     let header = |name: &str, value: &str| {
@@ -243,3 +247,9 @@ async fn a_consumer_route_changes_only_its_own_namespaces_callers() -> anyhow::R
     .await?;
     Ok(())
 }
+
+common::on_each_proxy!(
+    redirects_answer_30x_with_the_location_the_spec_gives,
+    rewrites_reach_the_backend_with_the_new_host_and_path,
+    a_consumer_route_changes_only_its_own_namespaces_callers,
+);

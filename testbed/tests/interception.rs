@@ -226,11 +226,14 @@ fn tcp_in(ns: &str, uid: u32, addr: SocketAddr, line: &str) -> anyhow::Result<St
     .map(|s| s.trim().to_string())
 }
 
-#[tokio::test]
-async fn injected_pods_talk_over_mtls_by_original_destination() -> anyhow::Result<()> {
+async fn injected_pods_talk_over_mtls_by_original_destination(
+    proxy: testbed::procs::DataPlane,
+) -> anyhow::Result<()> {
     use testbed::manifests::{pod, slice};
-    use testbed::procs::{ControlPlane, free_port};
-    let mut net = PodNet::new(253)?;
+    use testbed::procs::{ControlPlane, DataPlane, free_port};
+    // Apart from the other proxy's run of this scenario, which may run at the same time.
+    let mut net = PodNet::new(if proxy == DataPlane::Envoy { 253 } else { 252 })?;
+    net.proxy = proxy;
     let client = net.add_pod("client-0")?;
     let server = net.add_pod("server-0")?;
     let (client_ns, client_ip) = (client.ns.clone(), client.ip);
@@ -373,3 +376,5 @@ async fn injected_pods_talk_over_mtls_by_original_destination() -> anyhow::Resul
     drop(net);
     Ok(())
 }
+
+common::on_each_proxy!(injected_pods_talk_over_mtls_by_original_destination);

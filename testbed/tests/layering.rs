@@ -22,6 +22,7 @@ const CRATES: &[&str] = &[
     "xds-server/xdsctl",
     "testbed",
     "crds",
+    "conformance",
 ];
 
 /// The layers of each crate, bottom up (docs/ARCHITECTURE.md draws them): a module, and
@@ -56,6 +57,20 @@ const LAYERS: &[(&str, &[&[&str]])] = &[
             &["envoy", "grpc", "status"],
             // The incremental builder, and the from-scratch oracle it is tested against.
             &["incremental", "oracle"],
+        ],
+    ),
+    (
+        "conformance",
+        &[
+            // The proxy's own configuration values; metrics.
+            &["config", "stats"],
+            // xDS to configuration; the published snapshot.
+            &["convert", "live"],
+            // The xDS client; the data path.
+            &["xds", "data"],
+            // The admin port, then wiring.
+            &["admin"],
+            &["run"],
         ],
     ),
     (

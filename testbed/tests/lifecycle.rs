@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use common::{CONVERGE, Mesh, Traffic, WEB_CLUSTER, ip};
 use testbed::manifests::slice;
-use testbed::procs::{Stream, wait_until};
+use testbed::procs::{DataPlane, Stream, wait_until};
 
 /// The drain bound given to the control plane.
 const DRAIN: Duration = Duration::from_secs(3);
 
 async fn sigterm_ends_streams_and_exits(stream: Stream) -> anyhow::Result<()> {
     let drain = format!("{}s", DRAIN.as_secs());
-    let mut mesh = Mesh::start_with(stream, &["--drain-time", &drain]).await?;
+    let mut mesh = Mesh::start_with(DataPlane::Envoy, stream, &["--drain-time", &drain]).await?;
     let traffic = Traffic::start(mesh.client.outbound, "web");
     tokio::time::sleep(Duration::from_millis(500)).await;
     for envoy in std::iter::once(&mesh.client).chain(mesh.sidecars.values()) {

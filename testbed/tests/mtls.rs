@@ -5,16 +5,17 @@ mod common;
 use std::time::Duration;
 
 use common::{CONVERGE, Mesh, Traffic, placement};
-use testbed::procs::{Envoy, Stream, wait_until};
+use testbed::procs::{DataPlane, Sidecar, Stream, wait_until};
 
 /// Envoy's stat name for a listener on `ip:port`.
 fn listener_stat(ip: std::net::IpAddr, port: u16, stat: &str) -> String {
     format!("listener.{ip}_{port}.{stat}")
 }
 
-#[tokio::test]
-async fn sidecars_talk_mtls_and_the_server_sees_the_callers_spiffe_id() -> anyhow::Result<()> {
-    let mesh = Mesh::start(Stream::Delta).await?;
+async fn sidecars_talk_mtls_and_the_server_sees_the_callers_spiffe_id(
+    proxy: DataPlane,
+) -> anyhow::Result<()> {
+    let mesh = Mesh::start(proxy, Stream::Delta).await?;
     let r = testbed::http::get_via(mesh.client.outbound, "http://web/").await?;
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(
@@ -48,9 +49,10 @@ async fn sidecars_talk_mtls_and_the_server_sees_the_callers_spiffe_id() -> anyho
     Ok(())
 }
 
-#[tokio::test]
-async fn strict_refuses_plain_text_and_permissive_accepts_it() -> anyhow::Result<()> {
-    let strict = Mesh::start(Stream::Delta).await?;
+async fn strict_refuses_plain_text_and_permissive_accepts_it(
+    proxy: DataPlane,
+) -> anyhow::Result<()> {
+    let strict = Mesh::start(proxy, Stream::Delta).await?;
     let inbound = std::net::SocketAddr::new(common::ip(22), strict.web_port);
     let plain = testbed::http::get_via(inbound, "/").await;
     assert!(
@@ -61,7 +63,7 @@ async fn strict_refuses_plain_text_and_permissive_accepts_it() -> anyhow::Result
     assert_eq!(strict.call("web").await?.0, 200);
     drop(strict);
 
-    let permissive = Mesh::start_with(Stream::Sotw, &["--mtls-mode", "permissive"]).await?;
+    let permissive = Mesh::start_with(proxy, Stream::Sotw, &["--mtls-mode", "permissive"]).await?;
     let inbound = std::net::SocketAddr::new(common::ip(22), permissive.web_port);
     let r = testbed::http::get_via(inbound, "/").await?;
     assert_eq!(r.status, 200, "PERMISSIVE accepts plain text: {}", r.body);
@@ -79,9 +81,10 @@ async fn strict_refuses_plain_text_and_permissive_accepts_it() -> anyhow::Result
     Ok(())
 }
 
-#[tokio::test]
-async fn a_proxy_claiming_another_service_account_gets_nothing() -> anyhow::Result<()> {
-    let mesh = Mesh::start(Stream::Delta).await?;
+async fn a_proxy_claiming_another_service_account_gets_nothing(
+    proxy: DataPlane,
+) -> anyhow::Result<()> {
+    let mesh = Mesh::start(proxy, Stream::Delta).await?;
     // The bootstrap claims service account "admin" but its client certificate is for
     // "web": reuse web-1's credentials with a forged node identity.
     let mut forged = placement("web-9", 29);
@@ -91,11 +94,19 @@ async fn a_proxy_claiming_another_service_account_gets_nothing() -> anyhow::Resu
     let key = certs.join("xds-client.key");
     let dir = mesh.work.path().join("forged");
     std::fs::create_dir_all(&dir)?;
-    let envoy = Envoy::start_as(&forged, &mesh.cp, Stream::Delta, &dir, &[], |creds| {
-        std::fs::copy(&cert, creds.join("xds-client.crt"))?;
-        std::fs::copy(&key, creds.join("xds-client.key"))?;
-        Ok(())
-    })
+    let envoy = Sidecar::start_as(
+        proxy,
+        &forged,
+        &mesh.cp,
+        Stream::Delta,
+        &dir,
+        &[],
+        |creds| {
+            std::fs::copy(&cert, creds.join("xds-client.crt"))?;
+            std::fs::copy(&key, creds.join("xds-client.key"))?;
+            Ok(())
+        },
+    )
     .await?;
     let cp = &mesh.cp;
     wait_until(
@@ -126,9 +137,10 @@ async fn a_proxy_claiming_another_service_account_gets_nothing() -> anyhow::Resu
 /// A 1-minute certificate lifetime and 2 minutes of traffic: certificates renew (at
 /// half-life), and halfway through the root itself is rotated and the control plane
 /// restarted. Not one request fails.
-#[tokio::test]
-async fn certificates_and_the_root_rotate_under_traffic_without_failures() -> anyhow::Result<()> {
-    let mut mesh = Mesh::start_with(Stream::Delta, &["--cert-lifetime", "60s"]).await?;
+async fn certificates_and_the_root_rotate_under_traffic_without_failures(
+    proxy: DataPlane,
+) -> anyhow::Result<()> {
+    let mut mesh = Mesh::start_with(proxy, Stream::Delta, &["--cert-lifetime", "60s"]).await?;
     let traffic = Traffic::start(mesh.client.outbound, "web");
     tokio::time::sleep(Duration::from_secs(45)).await;
     let renewed_before_root_rotation = mesh
@@ -197,3 +209,10 @@ async fn certificates_and_the_root_rotate_under_traffic_without_failures() -> an
     assert!(certs.matches("\"ca_cert\"").count() >= 1, "{certs}");
     Ok(())
 }
+
+common::on_each_proxy!(
+    sidecars_talk_mtls_and_the_server_sees_the_callers_spiffe_id,
+    strict_refuses_plain_text_and_permissive_accepts_it,
+    a_proxy_claiming_another_service_account_gets_nothing,
+    certificates_and_the_root_rotate_under_traffic_without_failures,
+);

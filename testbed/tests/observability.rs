@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{CONVERGE, Mesh, ip};
-use testbed::procs::{Stream, free_port, wait_until, workspace_bin};
+use testbed::procs::{DataPlane, Stream, free_port, wait_until, workspace_bin};
 
 /// Runs xdsctl with admin credentials; returns (exit code, stdout).
 fn xdsctl(mesh: &Mesh, args: &[&str]) -> anyhow::Result<(i32, String)> {
@@ -54,7 +54,7 @@ async fn all_synced(mesh: &Mesh) -> anyhow::Result<()> {
 }
 
 async fn status_and_dump_match_envoy(stream: Stream) -> anyhow::Result<()> {
-    let mesh = Mesh::start(stream).await?;
+    let mesh = Mesh::start(DataPlane::Envoy, stream).await?;
     all_synced(&mesh).await?;
     let (code, table) = xdsctl(&mesh, &["status"])?;
     eprintln!("xdsctl status:\n{table}");
@@ -154,7 +154,7 @@ async fn sotw_xdsctl_status_and_dump_match_envoy() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn a_nack_shows_in_xdsctl_and_metrics() -> anyhow::Result<()> {
-    let mesh = Mesh::start(Stream::Delta).await?;
+    let mesh = Mesh::start(DataPlane::Envoy, Stream::Delta).await?;
     all_synced(&mesh).await?;
     let (_squatter, port) = mesh.occupy_client_inbound_port()?;
     wait_until(CONVERGE, "NACKED in xdsctl status", || async {
@@ -191,7 +191,7 @@ async fn a_nack_shows_in_xdsctl_and_metrics() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn metrics_health_and_readiness() -> anyhow::Result<()> {
-    let mesh = Mesh::start(Stream::Sotw).await?;
+    let mesh = Mesh::start(DataPlane::Envoy, Stream::Sotw).await?;
     all_synced(&mesh).await?;
     assert_eq!(
         testbed::http::get_ok(mesh.cp.admin, "/healthz")
@@ -248,7 +248,7 @@ async fn a_rejected_route_is_traced_to_its_traffic_split() -> anyhow::Result<()>
     // Objects Envoy would reject are refused before they reach a proxy, so the rejection
     // here comes from a proxy whose operator tightened Envoy's regex limit (runtime
     // `re2.max_program_size.error_level`, default 100) below what the model checks.
-    let mesh = Mesh::start_custom(Stream::Delta, &[], |boot| {
+    let mesh = Mesh::start_custom(DataPlane::Envoy, Stream::Delta, &[], |boot| {
         boot["layered_runtime"] = serde_json::json!({"layers": [
             {"name": "tight", "static_layer": {"re2.max_program_size.error_level": 10}}
         ]});
@@ -325,7 +325,7 @@ async fn csds_streams_an_answer_per_request_and_refuses_workload_identities() ->
 {
     use envoy_types::pb::envoy::service::status::v3::ClientStatusRequest;
     use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_client::ClientStatusDiscoveryServiceClient;
-    let mesh = Mesh::start(Stream::Delta).await?;
+    let mesh = Mesh::start(DataPlane::Envoy, Stream::Delta).await?;
     all_synced(&mesh).await?;
     xdsctl(&mesh, &["status"])?; // writes the admin credentials
     let connect = |dir: std::path::PathBuf| {
@@ -387,7 +387,7 @@ async fn csds_streams_an_answer_per_request_and_refuses_workload_identities() ->
 /// current config), after the object behind a NACK is removed, and after a Service is
 /// removed (it leaves the record, so the dump shows no drift against Envoy).
 async fn status_after_restart_cleared_nack_and_removal(stream: Stream) -> anyhow::Result<()> {
-    let mut mesh = Mesh::start(stream).await?;
+    let mut mesh = Mesh::start(DataPlane::Envoy, stream).await?;
     all_synced(&mesh).await?;
 
     mesh.cp.restart_same_addresses().await?;

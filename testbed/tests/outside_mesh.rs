@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 
 use common::{CONVERGE, Mesh, ip, placement};
 use testbed::manifests::{app_ip, pod, service};
-use testbed::procs::{Backend, Envoy, Stream, free_port, wait_until};
+use testbed::procs::{Backend, DataPlane, Sidecar, Stream, free_port, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Calls `host` `n` times: answering pod -> count, and how many calls failed.
@@ -41,10 +41,10 @@ fn mixed_service(port: u16, ips: &[std::net::IpAddr], annotation: Option<&str>) 
     )
 }
 
-#[tokio::test]
-async fn endpoints_outside_the_mesh_get_plain_connections_and_pods_get_mtls() -> anyhow::Result<()>
-{
-    let mesh = Mesh::start(Stream::Delta).await?;
+async fn endpoints_outside_the_mesh_get_plain_connections_and_pods_get_mtls(
+    proxy: DataPlane,
+) -> anyhow::Result<()> {
+    let mesh = Mesh::start(proxy, Stream::Delta).await?;
     // A "VM": a plain HTTP server at an address no pod has, on the web pods' port.
     let vm = ip(40);
     let _vm = Backend::start(SocketAddr::new(vm, mesh.web_port), "vm", mesh.work.path()).await?;
@@ -168,9 +168,10 @@ async fn echo_server(addr: SocketAddr) -> anyhow::Result<tokio::task::JoinHandle
     }))
 }
 
-#[tokio::test]
-async fn a_tcp_port_is_reached_by_http_connect_as_tcp_over_mtls() -> anyhow::Result<()> {
-    let mesh = Mesh::start(Stream::Delta).await?;
+async fn a_tcp_port_is_reached_by_http_connect_as_tcp_over_mtls(
+    proxy: DataPlane,
+) -> anyhow::Result<()> {
+    let mesh = Mesh::start(proxy, Stream::Delta).await?;
     // Pod db-1 serves a TCP echo (a stand-in for a database) behind its own sidecar.
     let target = free_port()?;
     let _echo = echo_server(SocketAddr::new(app_ip(ip(30)), target)).await?;
@@ -183,7 +184,8 @@ async fn a_tcp_port_is_reached_by_http_connect_as_tcp_over_mtls() -> anyhow::Res
         ]
         .join("---\n"),
     )?;
-    let mut db = Envoy::start(
+    let mut db = Sidecar::start_on(
+        proxy,
         &placement("db-1", 30),
         &mesh.cp,
         Stream::Delta,
@@ -230,9 +232,10 @@ async fn a_tcp_port_is_reached_by_http_connect_as_tcp_over_mtls() -> anyhow::Res
     Ok(())
 }
 
-#[tokio::test]
-async fn a_headless_service_pod_is_called_by_its_address_and_hostname() -> anyhow::Result<()> {
-    let mesh = Mesh::start(Stream::Delta).await?;
+async fn a_headless_service_pod_is_called_by_its_address_and_hostname(
+    proxy: DataPlane,
+) -> anyhow::Result<()> {
+    let mesh = Mesh::start(proxy, Stream::Delta).await?;
     let port = mesh.web_port;
     let (a, b) = (ip(22), ip(23));
     // Before: a mesh pod's address already reaches that pod (the pod-address cluster),
@@ -294,3 +297,9 @@ async fn a_headless_service_pod_is_called_by_its_address_and_hostname() -> anyho
     );
     Ok(())
 }
+
+common::on_each_proxy!(
+    endpoints_outside_the_mesh_get_plain_connections_and_pods_get_mtls,
+    a_tcp_port_is_reached_by_http_connect_as_tcp_over_mtls,
+    a_headless_service_pod_is_called_by_its_address_and_hostname,
+);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::{
     CONVERGE, Mesh, Traffic, backend_count, backend_pod, ip, plain_service, shares, wait_for_route,
 };
-use testbed::procs::{Stream, wait_until};
+use testbed::procs::{DataPlane, Stream, wait_until};
 
 fn split(a: i64, b: i64) -> String {
     format!(
@@ -24,9 +24,10 @@ fn retry_policy(name: &str, target: &str, body: &str) -> String {
     )
 }
 
-#[tokio::test]
-async fn traffic_split_weights_hold_and_shift_live_without_errors() -> anyhow::Result<()> {
-    let mesh = Mesh::start(Stream::Delta).await?;
+async fn traffic_split_weights_hold_and_shift_live_without_errors(
+    proxy: DataPlane,
+) -> anyhow::Result<()> {
+    let mesh = Mesh::start(proxy, Stream::Delta).await?;
     mesh.write(
         "backends.yaml",
         &format!(
@@ -108,9 +109,10 @@ spec:
     )
 }
 
-#[tokio::test]
-async fn a_flagger_smi_v1alpha3_canary_step_routes_its_weights() -> anyhow::Result<()> {
-    let mesh = Mesh::start(Stream::Sotw).await?;
+async fn a_flagger_smi_v1alpha3_canary_step_routes_its_weights(
+    proxy: DataPlane,
+) -> anyhow::Result<()> {
+    let mesh = Mesh::start(proxy, Stream::Sotw).await?;
     mesh.write(
         "backends.yaml",
         &format!(
@@ -142,9 +144,8 @@ async fn a_flagger_smi_v1alpha3_canary_step_routes_its_weights() -> anyhow::Resu
     Ok(())
 }
 
-#[tokio::test]
-async fn retries_hide_a_flaky_backend_only_with_a_policy() -> anyhow::Result<()> {
-    let mut mesh = Mesh::start(Stream::Sotw).await?;
+async fn retries_hide_a_flaky_backend_only_with_a_policy(proxy: DataPlane) -> anyhow::Result<()> {
+    let mut mesh = Mesh::start(proxy, Stream::Sotw).await?;
     backend_pod(&mut mesh, "flaky", 26, &["--fail-every", "2"]).await?;
     wait_for_route(&mesh, "flaky.default.svc.cluster.local").await?;
     let ok = |n: usize| {
@@ -183,9 +184,8 @@ async fn retries_hide_a_flaky_backend_only_with_a_policy() -> anyhow::Result<()>
     Ok(())
 }
 
-#[tokio::test]
-async fn the_retry_budget_bounds_upstream_attempts() -> anyhow::Result<()> {
-    let mut mesh = Mesh::start(Stream::Delta).await?;
+async fn the_retry_budget_bounds_upstream_attempts(proxy: DataPlane) -> anyhow::Result<()> {
+    let mut mesh = Mesh::start(proxy, Stream::Delta).await?;
     let backend = backend_pod(&mut mesh, "broken", 27, &["--fail-every", "1"]).await?;
     async fn attempts_per_request(mesh: &Mesh, backend: SocketAddr, n: u64) -> anyhow::Result<f64> {
         let before = backend_count(backend).await?;
@@ -230,9 +230,8 @@ async fn the_retry_budget_bounds_upstream_attempts() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn per_try_and_overall_timeouts() -> anyhow::Result<()> {
-    let mut mesh = Mesh::start(Stream::Delta).await?;
+async fn per_try_and_overall_timeouts(proxy: DataPlane) -> anyhow::Result<()> {
+    let mut mesh = Mesh::start(proxy, Stream::Delta).await?;
     let backend = backend_pod(&mut mesh, "slow", 28, &["--delay-ms", "1500"]).await?;
     mesh.write("retry.yaml", &retry_policy("slow-policy", "slow", "  retryOn: [5xx]\n  numRetries: 2\n  perTryTimeout: 200ms\n  timeout: 5s\n  backoff: {baseInterval: 10ms, maxInterval: 20ms}\n"))?;
     wait_for_route(&mesh, "per_try_timeout").await?;
@@ -267,9 +266,10 @@ async fn per_try_and_overall_timeouts() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn bad_policy_keeps_the_last_good_routes_and_says_why() -> anyhow::Result<()> {
-    let mesh = Mesh::start(Stream::Delta).await?;
+async fn bad_policy_keeps_the_last_good_routes_and_says_why(
+    proxy: DataPlane,
+) -> anyhow::Result<()> {
+    let mesh = Mesh::start(proxy, Stream::Delta).await?;
     mesh.write(
         "backends.yaml",
         &format!(
@@ -323,9 +323,8 @@ async fn bad_policy_keeps_the_last_good_routes_and_says_why() -> anyhow::Result<
     Ok(())
 }
 
-#[tokio::test]
-async fn route_group_matches_split_only_matching_requests() -> anyhow::Result<()> {
-    let mesh = Mesh::start(Stream::Delta).await?;
+async fn route_group_matches_split_only_matching_requests(proxy: DataPlane) -> anyhow::Result<()> {
+    let mesh = Mesh::start(proxy, Stream::Delta).await?;
     mesh.write(
         "backends.yaml",
         &format!(
@@ -394,9 +393,10 @@ fn named_split(name: &str, created: &str, apex: &str, backends: &[(&str, i64)]) 
     s
 }
 
-#[tokio::test]
-async fn nested_splits_compose_and_conflicts_and_cycles_are_refused() -> anyhow::Result<()> {
-    let mesh = Mesh::start(Stream::Delta).await?;
+async fn nested_splits_compose_and_conflicts_and_cycles_are_refused(
+    proxy: DataPlane,
+) -> anyhow::Result<()> {
+    let mesh = Mesh::start(proxy, Stream::Delta).await?;
     // web-primary's own endpoint is web-1: a split that bypassed the nested split would
     // send the primary's whole share there.
     mesh.write(
@@ -508,3 +508,14 @@ async fn nested_splits_compose_and_conflicts_and_cycles_are_refused() -> anyhow:
     );
     Ok(())
 }
+
+common::on_each_proxy!(
+    traffic_split_weights_hold_and_shift_live_without_errors,
+    a_flagger_smi_v1alpha3_canary_step_routes_its_weights,
+    retries_hide_a_flaky_backend_only_with_a_policy,
+    the_retry_budget_bounds_upstream_attempts,
+    per_try_and_overall_timeouts,
+    bad_policy_keeps_the_last_good_routes_and_says_why,
+    route_group_matches_split_only_matching_requests,
+    nested_splits_compose_and_conflicts_and_cycles_are_refused,
+);

@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 
 use common::{LIVE, Traffic, ip, placement};
 use testbed::manifests::{app_ip, pod, service, slice};
-use testbed::procs::{Backend, ControlPlane, Envoy, Stream, free_port};
+use testbed::procs::{Backend, ControlPlane, DataPlane, Sidecar, Stream, free_port};
 
 const LIFETIME: &str = "60s";
 const RUN: Duration = Duration::from_secs(180);
 
-#[tokio::test]
-async fn credentials_renew_under_traffic_across_a_control_plane_restart() -> anyhow::Result<()> {
+async fn credentials_renew_under_traffic_across_a_control_plane_restart(
+    proxy: DataPlane,
+) -> anyhow::Result<()> {
     let work = tempfile::tempdir()?;
     let manifests = work.path().join("manifests");
     std::fs::create_dir(&manifests)?;
@@ -43,7 +44,8 @@ async fn credentials_renew_under_traffic_across_a_control_plane_restart() -> any
     .await?;
     let started = Instant::now();
     let short = ["--cert-lifetime", LIFETIME];
-    let mut client = Envoy::start_as(
+    let mut client = Sidecar::start_as(
+        proxy,
         &placement("client-0", 21),
         &cp,
         Stream::Delta,
@@ -52,7 +54,8 @@ async fn credentials_renew_under_traffic_across_a_control_plane_restart() -> any
         |_| Ok(()),
     )
     .await?;
-    let mut web = Envoy::start_as(
+    let mut web = Sidecar::start_as(
+        proxy,
         &placement("web-1", 22),
         &cp,
         Stream::Delta,
@@ -142,3 +145,5 @@ async fn credentials_renew_under_traffic_across_a_control_plane_restart() -> any
     }
     Ok(())
 }
+
+common::on_each_proxy!(credentials_renew_under_traffic_across_a_control_plane_restart,);

@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod listener;
+pub mod matcher;
 pub mod route;
 pub mod secret;
 mod snapshot;

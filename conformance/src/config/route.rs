@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::listener::StringMatch;
+use super::matcher::StringMatch;
 
 /// A route configuration (RDS, or inline in a listener).
 #[derive(Clone, Debug)]

@@ -19,7 +19,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use serde_json::json;
 use testbed::bench::{mesh, percentiles};
-use testbed::procs::{ControlPlane, Envoy, PodPlacement, Stream, free_port, wait_until};
+use testbed::procs::{ControlPlane, PodPlacement, Sidecar, Stream, free_port, wait_until};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -113,7 +113,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Stream::Delta
     };
     let started = Instant::now();
-    let mut envoy = Envoy::start(&pod, &cp, stream, work.path()).await?;
+    let mut envoy = Sidecar::start(&pod, &cp, stream, work.path()).await?;
     envoy.wait_live(Duration::from_secs(300)).await?;
     // LIVE means listeners are warm; wait for the first ACK of everything too.
     wait_until(
@@ -197,7 +197,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
 /// Whether Envoy's CDS has delivered every cluster (a fallback when the first ACK came
 /// before the metric could see it).
-async fn envoy_clusters_ready(envoy: &Envoy, services: usize) -> anyhow::Result<bool> {
+async fn envoy_clusters_ready(envoy: &Sidecar, services: usize) -> anyhow::Result<bool> {
     let active = envoy.stat("cluster_manager.active_clusters").await?;
     let warming = envoy.stat("cluster_manager.warming_clusters").await?;
     Ok(active.unwrap_or(0) as usize > services && warming == Some(0))

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use testbed::manifests::{ExampleMesh, render_examples};
-use testbed::procs::{Backend, ControlPlane, Envoy, Stream, workspace_root};
+use testbed::procs::{Backend, ControlPlane, Sidecar, Stream, workspace_root};
 
 #[derive(Parser)]
 struct Args {
@@ -60,7 +60,7 @@ async fn main() -> anyhow::Result<()> {
         } else {
             Stream::Sotw
         };
-        let envoy = Envoy::start(&pod.placement, &cp, stream, work.path()).await?;
+        let envoy = Sidecar::start(&pod.placement, &cp, stream, work.path()).await?;
         println!(
             "  pod {:<12} ip {:<11} app {:<11} sidecar {:?} outbound {} admin {}",
             pod.placement.pod,

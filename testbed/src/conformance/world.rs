@@ -18,7 +18,7 @@ use super::check::Observed;
 use super::data::{Base, Request};
 use crate::echo::{grpc_frame, grpc_message_text};
 use crate::manifests::app_ip;
-use crate::procs::{Backend, ControlPlane, Envoy, PodPlacement, Stream, free_port, wait_until};
+use crate::procs::{Backend, ControlPlane, PodPlacement, Sidecar, Stream, free_port, wait_until};
 
 /// How long one request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -30,7 +30,7 @@ const ROUTES_PREFIX: &str = "routes-";
 /// A pod: its sidecar and its backends.
 pub struct Pod {
     /// Its sidecar.
-    pub envoy: Envoy,
+    pub envoy: Sidecar,
     _backends: Vec<Backend>,
     /// Its address.
     pub ip: std::net::IpAddr,
@@ -87,7 +87,7 @@ impl World {
                     .await?,
                 );
             }
-            let mut envoy = Envoy::start(&placement, &cp, stream, work.path()).await?;
+            let mut envoy = Sidecar::start(&placement, &cp, stream, work.path()).await?;
             envoy.wait_live(Duration::from_secs(30)).await?;
             running.insert(
                 p.key(),

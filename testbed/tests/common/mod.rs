@@ -14,7 +14,35 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use testbed::manifests::{app_ip, pod, service, slice};
-use testbed::procs::{Backend, ControlPlane, Envoy, PodPlacement, Stream, free_port, wait_until};
+use testbed::procs::{
+    Backend, ControlPlane, DataPlane, PodPlacement, Sidecar, Stream, free_port, wait_until,
+};
+
+/// Runs each named scenario (an `async fn(DataPlane) -> anyhow::Result<()>`) once per
+/// proxy: `envoy::NAME` and `rudder_proxy::NAME`, the same steps and assertions.
+#[allow(unused_macros)]
+macro_rules! on_each_proxy {
+    ($($scenario:ident),* $(,)?) => {
+        mod envoy {
+            $(
+                #[tokio::test]
+                async fn $scenario() -> anyhow::Result<()> {
+                    super::$scenario(testbed::procs::DataPlane::Envoy).await
+                }
+            )*
+        }
+        mod rudder_proxy {
+            $(
+                #[tokio::test]
+                async fn $scenario() -> anyhow::Result<()> {
+                    super::$scenario(testbed::procs::DataPlane::RudderProxy).await
+                }
+            )*
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_each_proxy;
 
 pub(crate) const LIVE: Duration = Duration::from_secs(30);
 pub(crate) const CONVERGE: Duration = Duration::from_secs(15);
@@ -38,27 +66,34 @@ pub(crate) struct Mesh {
     pub(crate) manifests: PathBuf,
     pub(crate) cp: ControlPlane,
     pub(crate) stream: Stream,
-    pub(crate) client: Envoy,
+    /// The proxy every sidecar of this mesh runs.
+    pub(crate) proxy: DataPlane,
+    pub(crate) client: Sidecar,
     pub(crate) web_port: u16,
     pub(crate) fast_port: u16,
-    pub(crate) sidecars: BTreeMap<String, Envoy>,
+    pub(crate) sidecars: BTreeMap<String, Sidecar>,
     pub(crate) backends: Vec<Backend>,
 }
 
 pub(crate) const WEB_CLUSTER: &str = "outbound|80||web.default.svc.cluster.local";
 
 impl Mesh {
-    pub(crate) async fn start(stream: Stream) -> anyhow::Result<Mesh> {
-        Self::start_with(stream, &[]).await
+    pub(crate) async fn start(proxy: DataPlane, stream: Stream) -> anyhow::Result<Mesh> {
+        Self::start_with(proxy, stream, &[]).await
     }
 
     /// With extra control-plane arguments.
-    pub(crate) async fn start_with(stream: Stream, cp_args: &[&str]) -> anyhow::Result<Mesh> {
-        Self::start_custom(stream, cp_args, |_| {}).await
+    pub(crate) async fn start_with(
+        proxy: DataPlane,
+        stream: Stream,
+        cp_args: &[&str],
+    ) -> anyhow::Result<Mesh> {
+        Self::start_custom(proxy, stream, cp_args, |_| {}).await
     }
 
     /// With extra control-plane arguments and a patch to the client sidecar's bootstrap.
     pub(crate) async fn start_custom(
+        proxy: DataPlane,
         stream: Stream,
         cp_args: &[&str],
         client_patch: impl FnOnce(&mut serde_json::Value),
@@ -100,7 +135,8 @@ impl Mesh {
         }
         let cp = ControlPlane::start_with(&manifests, work.path(), cp_args).await?;
         let mut mesh = Mesh {
-            client: Envoy::start_patched(
+            client: Sidecar::start_patched(
+                proxy,
                 &placement("client-0", 21),
                 &cp,
                 stream,
@@ -114,6 +150,7 @@ impl Mesh {
             manifests,
             cp,
             stream,
+            proxy,
             web_port,
             fast_port,
             sidecars: BTreeMap::new(),
@@ -152,7 +189,8 @@ impl Mesh {
             )
             .await?,
         );
-        let envoy = Envoy::start(&p, &self.cp, self.stream, self.work.path()).await?;
+        let envoy =
+            Sidecar::start_on(self.proxy, &p, &self.cp, self.stream, self.work.path()).await?;
         self.sidecars.insert(name.to_string(), envoy);
         Ok(())
     }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use testbed::procs::{ControlPlane, Proc, envoy_binary, wait_until, workspace_bin};
+use testbed::procs::{ControlPlane, DataPlane, Proc, wait_until, workspace_bin};
 
 /// The proxy's UID and GID in an injected pod.
 pub(crate) const PROXY_UID: u32 = 1337;
@@ -61,6 +61,8 @@ pub(crate) struct PodNet {
     procs: Vec<Proc>,
     /// Envoys: (pod name, admin address file).
     pub(crate) envoys: Vec<(String, PathBuf)>,
+    /// The proxy `inject` starts (Envoy unless set).
+    pub(crate) proxy: DataPlane,
 }
 
 impl Drop for PodNet {
@@ -97,6 +99,7 @@ impl PodNet {
             pods: Vec::new(),
             procs: Vec::new(),
             envoys: Vec::new(),
+            proxy: DataPlane::Envoy,
         };
         sh(&["ip", "link", "add", &bridge, "type", "bridge"])?;
         sh(&["ip", "addr", "add", &format!("{host}/24"), "dev", &bridge])?;
@@ -249,13 +252,15 @@ impl PodNet {
         ])?;
         let base_id = (self.tag * 10 + self.envoys.len() as u32 + 5).to_string();
         let mut c = as_uid_in(&pod.ns, PROXY_UID);
-        c.arg(envoy_binary()?)
+        c.arg(self.proxy.binary()?)
             .arg("-c")
             .arg(&boot)
             .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info"])
             .arg("--admin-address-path")
-            .arg(&admin_file)
-            .args(["--base-id", &base_id]);
+            .arg(&admin_file);
+        if self.proxy == DataPlane::Envoy {
+            c.args(["--base-id", &base_id]);
+        }
         self.procs.push(Proc::spawn_logged(
             &pod.name,
             c,
