@@ -3,6 +3,7 @@
 //! in `tests/` and the `rudder-demo` binary are written against it, and talk to "a
 //! proxy" through its admin and outbound addresses so that other proxies can join.
 
+pub mod ads_script;
 pub mod bench;
 pub mod conformance;
 pub mod echo;

@@ -553,13 +553,34 @@ impl Sidecar {
         } else {
             None
         };
+        Self::launch(
+            proxy,
+            &bootstrap,
+            &tag,
+            work,
+            agent,
+            SocketAddr::new(pod.ip, outbound_port),
+        )
+        .await
+    }
+
+    /// Starts `proxy` on a bootstrap file already written (`tag` names its files in
+    /// `work`), with its agent if any; `outbound` is its app-facing address.
+    pub async fn launch(
+        proxy: DataPlane,
+        bootstrap: &Path,
+        tag: &str,
+        work: &Path,
+        agent: Option<Agent>,
+        outbound: SocketAddr,
+    ) -> anyhow::Result<Self> {
         let admin_file = work.join(format!("{}-{tag}.admin", proxy.name()));
         let _ = std::fs::remove_file(&admin_file);
         let log = work.join(format!("{}-{tag}.log", proxy.name()));
         // The same flags for both: rudder-proxy takes Envoy's command line.
         let mut cmd = Command::new(proxy.binary()?);
         cmd.arg("-c")
-            .arg(&bootstrap)
+            .arg(bootstrap)
             .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info"])
             .arg("--admin-address-path")
             .arg(&admin_file)
@@ -588,7 +609,7 @@ impl Sidecar {
             proxy,
             agent,
             admin,
-            outbound: SocketAddr::new(pod.ip, outbound_port),
+            outbound,
             log,
         })
     }
