@@ -6,12 +6,17 @@
 //! rewrites it), and it fails when a test whose features `suite.yaml` claims fails.
 //! Run it alone: `cargo build --workspace --bins && cargo nextest run -p testbed --test
 //! gamma_conformance`.
+//!
+//! It runs once per proxy: Envoy's report is `gamma-report.yaml` (mode `default`),
+//! rudder-proxy's `gamma-report-rudder-proxy.yaml` (mode `rudder-proxy`).
+
+mod common;
 
 use std::time::{Duration, Instant};
 
 use testbed::conformance::report::{self, Outcome, TestResult};
 use testbed::conformance::{data, run, world::World};
-use testbed::procs::{Stream, workspace_root};
+use testbed::procs::{DataPlane, Stream, workspace_root};
 
 /// How long a test's cases get to pass after its routes changed the sidecars.
 const CONVERGE: Duration = Duration::from_secs(5);
@@ -40,10 +45,11 @@ fn the_data_is_complete_and_every_route_document_parses() -> anyhow::Result<()> 
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mesh_conformance_passes_what_is_claimed_and_the_report_is_current() -> anyhow::Result<()> {
+async fn mesh_conformance_passes_what_is_claimed_and_the_report_is_current(
+    proxy: DataPlane,
+) -> anyhow::Result<()> {
     let data = data::load(&data::data_dir())?;
-    let world = World::start(&data.base, Stream::Delta).await?;
+    let world = World::start(&data.base, proxy, Stream::Delta).await?;
     let known = |name: &str| data.suite.known_failures.iter().any(|k| k.test == name);
     let mut results = Vec::new();
     for test in &data.tests {
@@ -79,10 +85,13 @@ async fn mesh_conformance_passes_what_is_claimed_and_the_report_is_current() -> 
     world.set_routes("", None)?;
 
     let made = report::to_yaml(
-        &report::build(&data.suite, &results, report::now_rfc3339()),
+        &report::build(&data.suite, &results, report::now_rfc3339(), mode(proxy)),
         &data.suite,
     )?;
-    let path = workspace_root().join("docs/conformance/gamma-report.yaml");
+    let path = workspace_root().join(match proxy {
+        DataPlane::Envoy => "docs/conformance/gamma-report.yaml",
+        DataPlane::RudderProxy => "docs/conformance/gamma-report-rudder-proxy.yaml",
+    });
     if updating() {
         std::fs::create_dir_all(path.parent().unwrap_or(&path))?;
         std::fs::write(&path, &made)?;
@@ -117,6 +126,15 @@ async fn mesh_conformance_passes_what_is_claimed_and_the_report_is_current() -> 
     );
     Ok(())
 }
+
+fn mode(proxy: DataPlane) -> &'static str {
+    match proxy {
+        DataPlane::Envoy => "default",
+        DataPlane::RudderProxy => "rudder-proxy",
+    }
+}
+
+common::on_each_proxy!(mesh_conformance_passes_what_is_claimed_and_the_report_is_current);
 
 fn unclaimed(r: &TestResult, suite: &data::Suite) -> Vec<String> {
     r.features

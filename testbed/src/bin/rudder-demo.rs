@@ -1,5 +1,6 @@
-//! `rudder-demo`: the control plane on the `examples/` manifests with real Envoy
-//! sidecars and echo backends, one 127.0.0.N address per pod and ports picked at run
+//! `rudder-demo`: the control plane on the `examples/` manifests with real sidecars
+//! (Envoy by default; `--proxy rudder-proxy` or `--proxy mix` for Rudder's own) and echo
+//! backends, one 127.0.0.N address per pod and ports picked at run
 //! time. The first pod's app calls every other service through its sidecar by each of
 //! its names; the demo prints what happened and exits non-zero if routing is wrong.
 
@@ -11,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use testbed::manifests::{ExampleMesh, render_examples};
-use testbed::procs::{Backend, ControlPlane, Sidecar, Stream, workspace_root};
+use testbed::procs::{Backend, ControlPlane, DataPlane, Sidecar, Stream, workspace_root};
 
 #[derive(Parser)]
 struct Args {
@@ -21,6 +22,18 @@ struct Args {
     /// Keep everything running after the checks until Ctrl-C.
     #[arg(long)]
     keep_running: bool,
+    /// The sidecar proxy: `envoy`, `rudder-proxy`, or `mix` (alternating by pod).
+    #[arg(long, default_value = "envoy", value_parser = ["envoy", "rudder-proxy", "mix"])]
+    proxy: String,
+}
+
+/// The proxy of the `i`th pod under `--proxy`.
+fn proxy_of(choice: &str, i: usize) -> DataPlane {
+    match choice {
+        "rudder-proxy" => DataPlane::RudderProxy,
+        "mix" if i % 2 == 1 => DataPlane::RudderProxy,
+        _ => DataPlane::Envoy,
+    }
 }
 
 #[tokio::main]
@@ -60,12 +73,21 @@ async fn main() -> anyhow::Result<()> {
         } else {
             Stream::Sotw
         };
-        let envoy = Sidecar::start(&pod.placement, &cp, stream, work.path()).await?;
+        // With `mix`, pods alternate proxies; streams alternate every two pods, so each
+        // proxy runs both stream types.
+        let proxy = proxy_of(&args.proxy, i);
+        let stream = if args.proxy == "mix" && (i / 2) % 2 == 1 {
+            Stream::Sotw
+        } else {
+            stream
+        };
+        let envoy = Sidecar::start_on(proxy, &pod.placement, &cp, stream, work.path()).await?;
         println!(
-            "  pod {:<12} ip {:<11} app {:<11} sidecar {:?} outbound {} admin {}",
+            "  pod {:<12} ip {:<11} app {:<11} sidecar {} {:?} outbound {} admin {}",
             pod.placement.pod,
             pod.placement.ip,
             pod.placement.app_ip,
+            proxy.name(),
             stream,
             envoy.outbound,
             envoy.admin

@@ -193,7 +193,7 @@ fn profile_report(profile: &Profile, suite: &Suite, results: &[TestResult]) -> P
 }
 
 /// The report of a run, dated `date`.
-pub fn build(suite: &Suite, results: &[TestResult], date: String) -> Report {
+pub fn build(suite: &Suite, results: &[TestResult], date: String, mode: &'static str) -> Report {
     let mut provisional: Vec<String> = results
         .iter()
         .filter(|r| r.provisional && r.claimed(suite) && r.outcome == Outcome::Passed)
@@ -212,7 +212,7 @@ pub fn build(suite: &Suite, results: &[TestResult], date: String) -> Report {
             version: suite.implementation.version.clone(),
         },
         kind: "ConformanceReport",
-        mode: "default",
+        mode,
         profiles: suite
             .profiles
             .iter()
@@ -325,7 +325,12 @@ mod tests {
             ),
             result("Grpc", &["Mesh", "GRPCRoute"], Outcome::Passed),
         ];
-        let r = build(&suite(&["Mesh", "HTTPRoute"]), &results, "d".into());
+        let r = build(
+            &suite(&["Mesh", "HTTPRoute"]),
+            &results,
+            "d".into(),
+            "default",
+        );
         let p = &r.profiles[0];
         assert_eq!((p.core.statistics.passed, p.core.statistics.failed), (1, 1));
         assert_eq!(p.core.result, "failure");
@@ -337,6 +342,7 @@ mod tests {
             &suite(&["Mesh", "HTTPRoute", "MeshConsumerRoute"]),
             &results,
             "d".into(),
+            "default",
         );
         assert_eq!(r.profiles[0].extended.status.result, "success");
         assert_eq!(

@@ -18,7 +18,9 @@ use super::check::Observed;
 use super::data::{Base, Request};
 use crate::echo::{grpc_frame, grpc_message_text};
 use crate::manifests::app_ip;
-use crate::procs::{Backend, ControlPlane, PodPlacement, Sidecar, Stream, free_port, wait_until};
+use crate::procs::{
+    Backend, ControlPlane, DataPlane, PodPlacement, Sidecar, Stream, free_port, wait_until,
+};
 
 /// How long one request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -53,7 +55,7 @@ pub struct World {
 
 impl World {
     /// Starts the control plane on the base's manifests and every pod of the base.
-    pub async fn start(base: &Base, stream: Stream) -> anyhow::Result<World> {
+    pub async fn start(base: &Base, proxy: DataPlane, stream: Stream) -> anyhow::Result<World> {
         let work = tempfile::tempdir()?;
         let manifests = work.path().join("manifests");
         std::fs::create_dir(&manifests)?;
@@ -87,7 +89,7 @@ impl World {
                     .await?,
                 );
             }
-            let mut envoy = Sidecar::start(&placement, &cp, stream, work.path()).await?;
+            let mut envoy = Sidecar::start_on(proxy, &placement, &cp, stream, work.path()).await?;
             envoy.wait_live(Duration::from_secs(30)).await?;
             running.insert(
                 p.key(),
