@@ -1,0 +1,324 @@
+//! Listeners: binds what the snapshot lists (rebinding only what changed), accepts,
+//! takes the original destination under interception, chooses the filter chain as Envoy
+//! does, terminates TLS, and hands the connection to its terminal filter.
+//!
+//! The manager ([`run`]) keeps the bound sockets equal to the snapshot's listeners: a
+//! new listener is bound (`SO_REUSEADDR`, backlog [`BACKLOG`]); one whose address did
+//! not change keeps its socket, and since its accept loop reads the current `Listener`
+//! from the snapshot for every connection, its new configuration applies to new
+//! connections at once; a removed one stops accepting (its open connections finish).
+//! A snapshot whose listener map is the same `Arc` (an endpoint or secret change) does
+//! not touch listeners. A listener that cannot bind is recorded in [`Shared::errors`]
+//! (for the xDS client to NACK it) and counted in
+//! `listener_manager.listener_create_failure`; the others are unaffected, and it is
+//! retried when its configuration changes.
+//!
+//! Limits (see [`Limits`]): connections per listener (16,384 by default; beyond that a
+//! new connection is closed and counted in `listener.ADDR.downstream_cx_overflow`), the
+//! TLS inspection deadline (Envoy's `listener_filters_timeout`, 15 s, after which the
+//! connection is closed as Envoy does without `continue_on_listener_filters_timeout`),
+//! and the TLS handshake deadline (10 s). A peer sending garbage fails inspection, chain
+//! selection or the handshake and is closed; every connection is its own task, so it
+//! affects no other.
+
+mod chain;
+mod conn;
+mod inspect;
+mod origdst;
+mod tcp;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use parking_lot::{Mutex, RwLock};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::TypeMap;
+use crate::config::listener::Listener;
+use crate::data::{ConnInfo, Ctx};
+use crate::data::upstream::{Target, UpstreamIo};
+
+pub use chain::{ConnFacts, is_local, select};
+pub use inspect::{Inspected, MAX_RECORD, Prefixed, inspect, verdict};
+pub use origdst::original_dst;
+pub use tcp::{DEFAULT_IDLE, pipe};
+
+/// The listen backlog of every listener.
+pub const BACKLOG: i32 = 1024;
+
+/// The data path's connection limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Open connections per listener.
+    pub max_connections: usize,
+    /// How long the TLS inspector waits for a ClientHello.
+    pub inspect_timeout: Duration,
+    /// How long a TLS handshake may take.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 16_384,
+            inspect_timeout: Duration::from_secs(15),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A listener that could not be bound.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("listener {listener}: cannot bind {address}: {message}")]
+pub struct BindError {
+    /// The listener's name.
+    pub listener: String,
+    /// Its address.
+    pub address: SocketAddr,
+    /// Why (the OS error).
+    pub message: String,
+}
+
+/// Connects a `tcp_proxy` upstream instead of `upstream::connect`: a test-only path
+/// for testing listeners before the upstream module exists. Takes the cluster name,
+/// the target and the connection.
+pub type TestConnector = Arc<
+    dyn Fn(String, Target, ConnInfo) -> BoxFuture<'static, Result<(SocketAddr, UpstreamIo), String>>
+        + Send
+        + Sync,
+>;
+
+/// What the listener manager shares with the rest of the proxy (in [`Ctx`]).
+#[derive(Default)]
+pub struct Shared {
+    errors: Mutex<BTreeMap<String, BindError>>,
+    limits: RwLock<Limits>,
+    connector: RwLock<Option<TestConnector>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("errors", &*self.errors.lock())
+            .field("limits", &*self.limits.read())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// The listeners of the current snapshot that could not be bound, by name.
+    pub fn errors(&self) -> Vec<BindError> {
+        self.errors.lock().values().cloned().collect()
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        *self.limits.read()
+    }
+
+    /// Changes the limits (for new connections).
+    pub fn set_limits(&self, limits: Limits) {
+        *self.limits.write() = limits;
+    }
+
+    /// Test-only: `tcp_proxy` connects through `f` instead of the upstream module.
+    #[doc(hidden)]
+    pub fn set_test_connector(&self, f: TestConnector) {
+        *self.connector.write() = Some(f);
+    }
+
+    pub(crate) fn connector(&self) -> Option<TestConnector> {
+        self.connector.read().clone()
+    }
+}
+
+/// The stat prefix of a listener at `addr`, as Envoy names it
+/// (`listener.0.0.0.0_15001`, `listener.[__1]_80`).
+pub fn stat_prefix(addr: SocketAddr) -> String {
+    format!("listener.{}", addr.to_string().replace(':', "_"))
+}
+
+/// Keeps the bound listeners equal to the snapshot's until the stop signal.
+pub async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
+    let mut changes = ctx.live.subscribe();
+    let mut manager = Manager::default();
+    loop {
+        if *stop.borrow_and_update() {
+            break;
+        }
+        let snapshot = ctx.live.load();
+        manager.reconcile(&ctx, &snapshot.listeners).await;
+        tokio::select! {
+            r = changes.changed() => if r.is_err() { break },
+            r = stop.changed() => if r.is_err() { break },
+        }
+    }
+    manager.close_all(&ctx).await;
+}
+
+struct Bound {
+    address: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct Manager {
+    bound: BTreeMap<String, Bound>,
+    seen: Option<TypeMap<Listener>>,
+    /// Listeners whose last bind failed, with the configuration tried.
+    failed: BTreeMap<String, Arc<Listener>>,
+}
+
+impl Manager {
+    async fn reconcile(&mut self, ctx: &Arc<Ctx>, wanted: &TypeMap<Listener>) {
+        if self.seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, wanted)) {
+            return;
+        }
+        self.seen = Some(wanted.clone());
+        let gone: Vec<String> = self
+            .bound
+            .iter()
+            .filter(|(name, b)| wanted.get(*name).is_none_or(|l| l.address != b.address))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            if let Some(b) = self.bound.remove(&name) {
+                close(b).await;
+            }
+        }
+        self.failed.retain(|name, _| wanted.contains_key(name));
+        ctx.listeners
+            .errors
+            .lock()
+            .retain(|name, _| wanted.contains_key(name));
+        for (name, listener) in wanted.iter() {
+            if self.bound.contains_key(name)
+                || self
+                    .failed
+                    .get(name)
+                    .is_some_and(|f| Arc::ptr_eq(f, listener))
+            {
+                continue;
+            }
+            match bind(listener.address) {
+                Ok(socket) => {
+                    self.failed.remove(name);
+                    ctx.listeners.errors.lock().remove(name);
+                    self.bound
+                        .insert(name.clone(), start(ctx, name, listener.address, socket));
+                }
+                Err(e) => {
+                    let err = BindError {
+                        listener: name.clone(),
+                        address: listener.address,
+                        message: e.to_string(),
+                    };
+                    tracing::warn!("{err}");
+                    ctx.stats
+                        .counter("listener_manager.listener_create_failure")
+                        .inc();
+                    ctx.listeners.errors.lock().insert(name.clone(), err);
+                    self.failed.insert(name.clone(), listener.clone());
+                }
+            }
+        }
+        self.set_active(ctx);
+    }
+
+    fn set_active(&self, ctx: &Ctx) {
+        let n = i64::try_from(self.bound.len()).unwrap_or(i64::MAX);
+        ctx.stats
+            .gauge("listener_manager.total_listeners_active")
+            .set(n);
+    }
+
+    async fn close_all(&mut self, ctx: &Ctx) {
+        for (_, b) in std::mem::take(&mut self.bound) {
+            close(b).await;
+        }
+        self.set_active(ctx);
+    }
+}
+
+/// Stops a listener's accept loop and waits until its socket is closed.
+async fn close(b: Bound) {
+    let _ = b.stop.send(true);
+    let _ = b.task.await;
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+fn start(ctx: &Arc<Ctx>, name: &str, address: SocketAddr, socket: TcpListener) -> Bound {
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(accept_loop(
+        ctx.clone(),
+        Arc::from(name),
+        address,
+        socket,
+        stopped,
+    ));
+    Bound {
+        address,
+        stop,
+        task,
+    }
+}
+
+async fn accept_loop(
+    ctx: Arc<Ctx>,
+    name: Arc<str>,
+    address: SocketAddr,
+    socket: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) {
+    let prefix = stat_prefix(address);
+    let total = ctx.stats.counter(&format!("{prefix}.downstream_cx_total"));
+    let overflow = ctx
+        .stats
+        .counter(&format!("{prefix}.downstream_cx_overflow"));
+    let active = ctx.stats.gauge(&format!("{prefix}.downstream_cx_active"));
+    let slots = Arc::new(Semaphore::new(ctx.listeners.limits().max_connections));
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            r = socket.accept() => match r {
+                Ok((stream, peer)) => {
+                    total.inc();
+                    let Ok(permit) = slots.clone().try_acquire_owned() else {
+                        overflow.inc();
+                        continue;
+                    };
+                    let (ctx, name, active) = (ctx.clone(), name.clone(), active.clone());
+                    active.add(1);
+                    tokio::spawn(async move {
+                        conn::handle(ctx, name, address, stream, peer).await;
+                        active.add(-1);
+                        drop(permit);
+                    });
+                }
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(listener = %name, "accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
