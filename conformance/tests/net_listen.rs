@@ -23,7 +23,10 @@ async fn a_tcp_proxy_chain_forwards_both_ways_and_passes_the_half_close() {
     c.shutdown().await.unwrap();
     let mut rest = Vec::new();
     c.read_to_end(&mut rest).await.unwrap();
-    assert_eq!(rest, b" world", "the echo answers after our EOF, then closes");
+    assert_eq!(
+        rest, b" world",
+        "the echo answers after our EOF, then closes"
+    );
     assert!(proxy.counter(&format!("{}.downstream_cx_total", stat_prefix(addr))) >= 1);
     assert_eq!(
         proxy
@@ -75,7 +78,10 @@ async fn listeners_follow_the_snapshot_and_removed_ones_let_open_connections_fin
         if roundtrip(&mut c, b"x").await.is_err() {
             break;
         }
-        assert!(tokio::time::Instant::now() < until, "the new config never applied");
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the new config never applied"
+        );
     }
     assert!(proxy.counter(&format!("{}.no_filter_chain_match", stat_prefix(b2))) >= 1);
     assert_eq!(roundtrip(&mut on_b2, b"kept").await.unwrap(), b"kept");
@@ -134,7 +140,10 @@ async fn garbage_after_the_inspector_is_closed_without_affecting_others() {
     l.chains[0].matcher.transport_protocol = Some("tls".into());
     proxy.set_listeners(vec![l]);
     let mut garbage = connect_when_up(addr).await;
-    garbage.write_all(b"\x16\x03\x01\x00\x05\x02\xff\xff\xff\xff").await.unwrap();
+    garbage
+        .write_all(b"\x16\x03\x01\x00\x05\x02\xff\xff\xff\xff")
+        .await
+        .unwrap();
     assert_closed(&mut garbage).await;
     let mut plain = connect_when_up(addr).await;
     plain.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();

@@ -124,21 +124,23 @@ impl Proxy {
             tokio::time::timeout(Duration::from_secs(10), t)
                 .await
                 .expect("listen::run ends on stop")
-                .unwrap();
+                .expect("test setup");
         }
     }
 }
 
 /// A free loopback address (bound and released).
 pub fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("test setup");
+    l.local_addr().expect("test setup")
 }
 
 /// A TCP echo server: echoes until EOF, then closes its write side.
 pub async fn echo_server() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("test setup");
+    let addr = l.local_addr().expect("test setup");
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
             tokio::spawn(async move {
@@ -236,7 +238,7 @@ pub struct Pki {
 impl Pki {
     pub fn new(trust_domain: &str) -> Pki {
         Pki {
-            ca: ca::Authority::generate_root(trust_domain, SystemTime::now()).unwrap(),
+            ca: ca::Authority::generate_root(trust_domain, SystemTime::now()).expect("test setup"),
         }
     }
 
@@ -245,15 +247,16 @@ impl Pki {
     }
 
     pub fn issue(&self, ns: &str, sa: &str) -> CertifiedKey {
-        let id = ca::SpiffeId::new(self.ca.trust_domain(), ns, sa).unwrap();
+        let id = ca::SpiffeId::new(self.ca.trust_domain(), ns, sa).expect("test setup");
         let cert = self
             .ca
             .issue(&id, Duration::from_secs(3600), SystemTime::now())
-            .unwrap();
+            .expect("test setup");
         let chain = CertificateDer::pem_slice_iter(cert.cert_chain_pem.as_bytes())
-            .map(|c| c.unwrap().to_vec())
+            .map(|c| c.expect("test setup").to_vec())
             .collect();
-        let key = PrivateKeyDer::from_pem_slice(cert.private_key_pem().as_bytes()).unwrap();
+        let key =
+            PrivateKeyDer::from_pem_slice(cert.private_key_pem().as_bytes()).expect("test setup");
         CertifiedKey {
             chain,
             key: key.secret_der().to_vec(),
@@ -264,7 +267,7 @@ impl Pki {
     pub fn bundle(&self) -> TrustBundle {
         TrustBundle {
             anchors: CertificateDer::pem_slice_iter(self.ca.trust_bundle_pem().as_bytes())
-                .map(|c| c.unwrap().to_vec())
+                .map(|c| c.expect("test setup").to_vec())
                 .collect(),
         }
     }
@@ -297,6 +300,9 @@ pub fn secrets(cert: CertifiedKey, bundle: TrustBundle) -> BTreeMap<String, Arc<
             "default".to_string(),
             Arc::new(Secret::Certificate(Arc::new(cert))),
         ),
-        ("ROOTCA".to_string(), Arc::new(Secret::Bundle(Arc::new(bundle)))),
+        (
+            "ROOTCA".to_string(),
+            Arc::new(Secret::Bundle(Arc::new(bundle))),
+        ),
     ])
 }

@@ -43,11 +43,11 @@ pub fn is_local(source: IpAddr, destination: IpAddr) -> bool {
 }
 
 /// The chains with this exact value if any, else those with no value.
-fn exact_or_wildcard<'a, T: PartialEq>(
-    chains: Vec<&'a FilterChain>,
+fn exact_or_wildcard<T: PartialEq>(
+    chains: Vec<&FilterChain>,
     key: impl Fn(&FilterChain) -> Option<T>,
     value: Option<T>,
-) -> Vec<&'a FilterChain> {
+) -> Vec<&FilterChain> {
     if let Some(v) = value {
         let exact: Vec<_> = chains
             .iter()

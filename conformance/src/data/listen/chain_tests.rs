@@ -1,7 +1,7 @@
 use std::net::SocketAddr;
 
 use crate::config::listener::{
-    Cidr, ChainMatch, FilterChain, Listener, SourceType, TcpProxy, Terminal,
+    ChainMatch, Cidr, FilterChain, Listener, SourceType, TcpProxy, Terminal,
 };
 
 use super::*;
@@ -74,13 +74,25 @@ fn port_beats_prefix_and_there_is_no_backtracking() {
         true,
     );
     let ext = "10.1.9.9:5555";
-    assert_eq!(pick(&l, &facts("10.96.0.10:80", ext, None, &[])).as_deref(), Some("port80"));
-    assert_eq!(pick(&l, &facts("10.1.3.1:9999", ext, None, &[])).as_deref(), Some("pod"));
+    assert_eq!(
+        pick(&l, &facts("10.96.0.10:80", ext, None, &[])).as_deref(),
+        Some("port80")
+    );
+    assert_eq!(
+        pick(&l, &facts("10.1.3.1:9999", ext, None, &[])).as_deref(),
+        Some("pod")
+    );
     // Port 80 has a chain, so only port-80 chains are considered: 10.1.3.1:80 does
     // not fall back to the port-less `pod` chain but to the default.
-    assert_eq!(pick(&l, &facts("10.1.3.1:80", ext, None, &[])).as_deref(), Some("default"));
+    assert_eq!(
+        pick(&l, &facts("10.1.3.1:80", ext, None, &[])).as_deref(),
+        Some("default")
+    );
     let no_default = listener(l.chains.clone(), false);
-    assert_eq!(pick(&no_default, &facts("10.9.9.9:1", ext, None, &[])), None);
+    assert_eq!(
+        pick(&no_default, &facts("10.9.9.9:1", ext, None, &[])),
+        None
+    );
 }
 
 #[test]
@@ -106,10 +118,22 @@ fn the_longest_prefix_wins_and_a_slash_zero_equals_no_range() {
         false,
     );
     let src = "10.2.2.2:1";
-    assert_eq!(pick(&l, &facts("10.1.2.3:80", src, None, &[])).as_deref(), Some("narrow"));
-    assert_eq!(pick(&l, &facts("10.2.2.3:80", src, None, &[])).as_deref(), Some("wide"));
-    assert_eq!(pick(&l, &facts("172.16.0.1:80", src, None, &[])).as_deref(), Some("any"));
-    assert_eq!(pick(&l, &facts("[fd00::1]:80", "[fd00::2]:1", None, &[])).as_deref(), Some("any"));
+    assert_eq!(
+        pick(&l, &facts("10.1.2.3:80", src, None, &[])).as_deref(),
+        Some("narrow")
+    );
+    assert_eq!(
+        pick(&l, &facts("10.2.2.3:80", src, None, &[])).as_deref(),
+        Some("wide")
+    );
+    assert_eq!(
+        pick(&l, &facts("172.16.0.1:80", src, None, &[])).as_deref(),
+        Some("any")
+    );
+    assert_eq!(
+        pick(&l, &facts("[fd00::1]:80", "[fd00::2]:1", None, &[])).as_deref(),
+        Some("any")
+    );
 }
 
 #[test]
@@ -140,10 +164,22 @@ fn transport_then_alpn_then_source_type() {
     );
     let src = "10.0.0.2:1";
     let dst = "10.0.0.1:8080";
-    assert_eq!(pick(&l, &facts(dst, src, Some("tls"), &["h2", "http/1.1"])).as_deref(), Some("tls-h2"));
-    assert_eq!(pick(&l, &facts(dst, src, Some("tls"), &["http/1.1", "h2"])).as_deref(), Some("tls-h2"));
-    assert_eq!(pick(&l, &facts(dst, src, Some("tls"), &["http/1.1"])).as_deref(), Some("tls-any"));
-    assert_eq!(pick(&l, &facts(dst, src, Some("raw_buffer"), &[])).as_deref(), Some("raw"));
+    assert_eq!(
+        pick(&l, &facts(dst, src, Some("tls"), &["h2", "http/1.1"])).as_deref(),
+        Some("tls-h2")
+    );
+    assert_eq!(
+        pick(&l, &facts(dst, src, Some("tls"), &["http/1.1", "h2"])).as_deref(),
+        Some("tls-h2")
+    );
+    assert_eq!(
+        pick(&l, &facts(dst, src, Some("tls"), &["http/1.1"])).as_deref(),
+        Some("tls-any")
+    );
+    assert_eq!(
+        pick(&l, &facts(dst, src, Some("raw_buffer"), &[])).as_deref(),
+        Some("raw")
+    );
     // Without an inspector there is no transport: only transport-less chains match.
     assert_eq!(pick(&l, &facts(dst, src, None, &[])), None);
 
@@ -168,9 +204,18 @@ fn transport_then_alpn_then_source_type() {
         ],
         false,
     );
-    assert_eq!(pick(&s, &facts("10.0.0.1:15001", "127.0.0.1:9", None, &[])).as_deref(), Some("local"));
-    assert_eq!(pick(&s, &facts("10.0.0.1:15001", "10.0.0.1:9", None, &[])).as_deref(), Some("local"));
-    assert_eq!(pick(&s, &facts("10.0.0.1:15001", "10.0.0.7:9", None, &[])).as_deref(), Some("external"));
+    assert_eq!(
+        pick(&s, &facts("10.0.0.1:15001", "127.0.0.1:9", None, &[])).as_deref(),
+        Some("local")
+    );
+    assert_eq!(
+        pick(&s, &facts("10.0.0.1:15001", "10.0.0.1:9", None, &[])).as_deref(),
+        Some("local")
+    );
+    assert_eq!(
+        pick(&s, &facts("10.0.0.1:15001", "10.0.0.7:9", None, &[])).as_deref(),
+        Some("external")
+    );
 }
 
 #[test]

@@ -244,7 +244,10 @@ mod tests {
         let ch = client_hello(&["h2"]);
         assert_eq!(verdict(&ch[..3]), None);
         assert_eq!(verdict(&ch[..ch.len() - 1]), None);
-        assert_eq!(verdict(b"GET / HTTP/1.1\r\n").map(|v| v.transport), Some("raw_buffer"));
+        assert_eq!(
+            verdict(b"GET / HTTP/1.1\r\n").map(|v| v.transport),
+            Some("raw_buffer")
+        );
         assert_eq!(verdict(&[]), None);
     }
 
@@ -263,7 +266,9 @@ mod tests {
     #[tokio::test]
     async fn prefixed_replays_then_reads_on() {
         let (mut a, b) = tokio::io::duplex(64);
-        tokio::io::AsyncWriteExt::write_all(&mut a, b"world").await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut a, b"world")
+            .await
+            .unwrap();
         drop(a);
         let mut p = Prefixed::new(b"hello ".to_vec(), b);
         let mut out = String::new();

@@ -40,8 +40,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::TypeMap;
 use crate::config::listener::Listener;
-use crate::data::{ConnInfo, Ctx};
 use crate::data::upstream::{Target, UpstreamIo};
+use crate::data::{ConnInfo, Ctx};
 
 pub use chain::{ConnFacts, is_local, select};
 pub use inspect::{Inspected, MAX_RECORD, Prefixed, inspect, verdict};

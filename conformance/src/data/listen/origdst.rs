@@ -83,7 +83,10 @@ mod tests {
         let err = original_dst(&s, s.local_addr().unwrap()).unwrap_err();
         // ENOENT without a NAT entry (ENOPROTOOPT when conntrack is not loaded).
         assert!(
-            matches!(err.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOPROTOOPT)),
+            matches!(
+                err.raw_os_error(),
+                Some(libc::ENOENT) | Some(libc::ENOPROTOOPT)
+            ),
             "{err}"
         );
     }

@@ -45,7 +45,10 @@ pub(crate) async fn serve(
                 .counter(&format!("{prefix}.upstream_flush_total"))
                 .inc();
             ctx.stats
-                .counter(&format!("cluster.{}.upstream_cx_connect_fail", proxy.cluster))
+                .counter(&format!(
+                    "cluster.{}.upstream_cx_connect_fail",
+                    proxy.cluster
+                ))
                 .inc();
             tracing::debug!(listener = %conn.listener, cluster = %proxy.cluster, "tcp_proxy: {e}");
             return;
@@ -117,7 +120,10 @@ mod tests {
         drop(server);
         let mut back = Vec::new();
         client.read_to_end(&mut back).await.unwrap();
-        assert_eq!(back, b"pong", "the server still answers after the half-close");
+        assert_eq!(
+            back, b"pong",
+            "the server still answers after the half-close"
+        );
         task.await.unwrap().unwrap();
     }
 

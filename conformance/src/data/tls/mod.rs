@@ -94,7 +94,10 @@ fn cached<C>(
     let same = |e: &Entry<C>| {
         e.settings == settings
             && e.secrets.len() == secrets.len()
-            && e.secrets.iter().zip(&secrets).all(|(a, b)| Arc::ptr_eq(a, b))
+            && e.secrets
+                .iter()
+                .zip(&secrets)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
     };
     if let Some(e) = cache.lock().iter().find(|e| same(e)) {
         return Ok(e.config.clone());
@@ -199,10 +202,12 @@ impl TlsCache {
                 .with_safe_default_protocol_versions()
                 .map_err(|e| TlsError::Invalid(e.to_string()))?;
             let builder = match validation {
-                Some(check) => builder.with_client_cert_verifier(Arc::new(verify::ClientVerifier {
-                    check,
-                    mandatory: tls.require_client_certificate,
-                })),
+                Some(check) => {
+                    builder.with_client_cert_verifier(Arc::new(verify::ClientVerifier {
+                        check,
+                        mandatory: tls.require_client_certificate,
+                    }))
+                }
                 None => builder.with_no_client_auth(),
             };
             let mut config = builder

@@ -137,7 +137,12 @@ impl ClientCertVerifier for ClientVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         self.check
-            .check(end_entity, intermediates, now, webpki::KeyUsage::client_auth())
+            .check(
+                end_entity,
+                intermediates,
+                now,
+                webpki::KeyUsage::client_auth(),
+            )
             .map(|()| ClientCertVerified::assertion())
     }
 
@@ -180,7 +185,12 @@ impl ServerCertVerifier for ServerVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         self.check
-            .check(end_entity, intermediates, now, webpki::KeyUsage::server_auth())
+            .check(
+                end_entity,
+                intermediates,
+                now,
+                webpki::KeyUsage::server_auth(),
+            )
             .map(|()| ServerCertVerified::assertion())
     }
 
