@@ -15,7 +15,8 @@ use crate::data::{ConnInfo, Ctx};
 
 use super::chain::{self, ConnFacts};
 use super::inspect::{self, Prefixed};
-use super::{origdst, stat_prefix, tcp};
+use super::shared::stat_prefix;
+use super::{origdst, tcp};
 
 /// Serves one connection accepted by the listener `name` bound at `bound`.
 pub(crate) async fn handle(
@@ -34,12 +35,14 @@ pub(crate) async fn handle(
     }
     let prefix = stat_prefix(bound);
     let local = stream.local_addr().unwrap_or(bound);
-    let destination = if listener.original_dst {
-        // As Envoy: without a NAT entry the local address stays the destination.
-        origdst::original_dst(&stream, local).unwrap_or(local)
+    // As Envoy: without a NAT entry the local address stays the destination, and is
+    // not "restored" (an original-destination cluster then has no host for it).
+    let restored = if listener.original_dst {
+        origdst::original_dst(&stream, local).ok()
     } else {
-        local
+        None
     };
+    let destination = restored.unwrap_or(local);
     let _ = stream.set_nodelay(true);
     let limits = ctx.listeners.limits();
     let mut facts = ConnFacts {
@@ -85,7 +88,14 @@ pub(crate) async fn handle(
     };
     match &chain.terminal {
         Terminal::Http(hcm) => crate::data::http::serve(ctx.clone(), io, conn, hcm.clone()).await,
-        Terminal::Tcp(proxy) => tcp::serve(ctx.clone(), snapshot.clone(), io, conn, proxy).await,
+        Terminal::Tcp(proxy) => {
+            let up = tcp::Upstream {
+                snapshot: snapshot.clone(),
+                proxy,
+                restored: restored.is_some(),
+            };
+            tcp::serve(ctx.clone(), up, io, conn).await;
+        }
     }
 }
 

@@ -19,24 +19,43 @@ use crate::data::{ConnInfo, Ctx};
 /// Envoy's default `tcp_proxy` idle timeout.
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(3600);
 
-/// Proxies `downstream` to the cluster of `proxy`.
-pub(crate) async fn serve(
-    ctx: Arc<Ctx>,
-    snapshot: Arc<Snapshot>,
-    downstream: UpstreamIo,
-    conn: ConnInfo,
-    proxy: &TcpProxy,
-) {
-    let target = match snapshot.cluster(&proxy.cluster).map(|c| &c.discovery) {
-        Some(Discovery::OriginalDst { .. }) => Target::Address(conn.destination),
-        _ => Target::Balanced,
-    };
+/// Where a `tcp_proxy` connection goes.
+pub(crate) struct Upstream<'a> {
+    /// The connection's snapshot.
+    pub(crate) snapshot: Arc<Snapshot>,
+    /// The filter.
+    pub(crate) proxy: &'a TcpProxy,
+    /// The original destination was taken from the socket (`SO_ORIGINAL_DST`).
+    pub(crate) restored: bool,
+}
+
+/// The endpoint choice for `up`: the original destination for an `ORIGINAL_DST`
+/// cluster (none when it was not restored, as Envoy's cluster finds no host), else
+/// the balancer.
+fn target(up: &Upstream<'_>, conn: &ConnInfo) -> Option<Target> {
+    match up.snapshot.cluster(&up.proxy.cluster).map(|c| &c.discovery) {
+        Some(Discovery::OriginalDst { .. }) => {
+            up.restored.then_some(Target::Address(conn.destination))
+        }
+        _ => Some(Target::Balanced),
+    }
+}
+
+/// Proxies `downstream` to the cluster of `up.proxy`.
+pub(crate) async fn serve(ctx: Arc<Ctx>, up: Upstream<'_>, downstream: UpstreamIo, conn: ConnInfo) {
+    let proxy = up.proxy;
     let prefix = format!("tcp.{}", proxy.stat_prefix);
-    let upstream = match ctx.listeners.connector() {
-        Some(test) => test(proxy.cluster.clone(), target, conn.clone()).await,
-        None => crate::data::upstream::connect(&ctx, &snapshot, &proxy.cluster, target)
-            .await
-            .map_err(|e| e.to_string()),
+    let upstream = match (target(&up, &conn), ctx.listeners.connector()) {
+        (None, _) => Err(format!(
+            "no original destination for cluster {}",
+            proxy.cluster
+        )),
+        (Some(target), Some(test)) => test(proxy.cluster.clone(), target, conn.clone()).await,
+        (Some(target), None) => {
+            crate::data::upstream::connect(&ctx, &up.snapshot, &proxy.cluster, target)
+                .await
+                .map_err(|e| e.to_string())
+        }
     };
     let upstream = match upstream {
         Ok((_, io)) => io,
