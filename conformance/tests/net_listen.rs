@@ -225,3 +225,17 @@ async fn an_original_destination_cluster_needs_a_restored_destination() {
     );
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn without_an_inspector_the_transport_is_raw_buffer() {
+    let echo = echo_server().await;
+    let proxy = Proxy::start();
+    proxy.route_tcp_to(echo);
+    let addr = free_addr();
+    let mut l = tcp_listener("raw", addr);
+    l.chains[0].matcher.transport_protocol = Some("raw_buffer".into());
+    proxy.set_listeners(vec![l]);
+    let mut c = connect_when_up(addr).await;
+    assert_eq!(roundtrip(&mut c, b"raw").await.unwrap(), b"raw");
+    proxy.stop().await;
+}

@@ -16,7 +16,8 @@ pub struct ConnFacts {
     pub destination: SocketAddr,
     /// The peer.
     pub source: SocketAddr,
-    /// `tls` or `raw_buffer` when a TLS inspector ran; none otherwise.
+    /// `tls` or `raw_buffer` (also when no TLS inspector ran, as in Envoy); none matches
+    /// only chains without a transport.
     pub transport: Option<&'static str>,
     /// ALPN values the client offered, in its order.
     pub alpn: Vec<String>,

@@ -180,7 +180,7 @@ fn transport_then_alpn_then_source_type() {
         pick(&l, &facts(dst, src, Some("raw_buffer"), &[])).as_deref(),
         Some("raw")
     );
-    // Without an inspector there is no transport: only transport-less chains match.
+    // Only transport-less chains match an unknown transport.
     assert_eq!(pick(&l, &facts(dst, src, None, &[])), None);
 
     let s = listener(

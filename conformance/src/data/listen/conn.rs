@@ -48,7 +48,8 @@ pub(crate) async fn handle(
     let mut facts = ConnFacts {
         destination,
         source: peer,
-        transport: None,
+        // Envoy's default when no listener filter detected a transport.
+        transport: Some("raw_buffer"),
         alpn: Vec::new(),
     };
     let mut read = Vec::new();
