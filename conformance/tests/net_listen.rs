@@ -223,6 +223,15 @@ async fn an_original_destination_cluster_needs_a_restored_destination() {
         vec![("cluster-eds".to_string(), "balanced".to_string())],
         "the passthrough cluster is never asked without an original destination"
     );
+    assert_eq!(
+        proxy.counter("tcp.pass.downstream_cx_total"),
+        1,
+        "counted though no upstream was found"
+    );
+    assert_eq!(
+        proxy.counter("cluster.cluster-pass.upstream_cx_none_healthy"),
+        1
+    );
     proxy.stop().await;
 }
 

@@ -44,12 +44,24 @@ fn target(up: &Upstream<'_>, conn: &ConnInfo) -> Option<Target> {
 /// Proxies `downstream` to the cluster of `up.proxy`.
 pub(crate) async fn serve(ctx: Arc<Ctx>, up: Upstream<'_>, downstream: UpstreamIo, conn: ConnInfo) {
     let proxy = up.proxy;
-    let prefix = format!("tcp.{}", proxy.stat_prefix);
+    // Counted whether or not an upstream is found, as Envoy does (a `blackhole`
+    // connection counts too).
+    ctx.stats
+        .counter(&format!("tcp.{}.downstream_cx_total", proxy.stat_prefix))
+        .inc();
     let upstream = match (target(&up, &conn), ctx.listeners.connector()) {
-        (None, _) => Err(format!(
-            "no original destination for cluster {}",
-            proxy.cluster
-        )),
+        (None, _) => {
+            ctx.stats
+                .counter(&format!(
+                    "cluster.{}.upstream_cx_none_healthy",
+                    proxy.cluster
+                ))
+                .inc();
+            Err(format!(
+                "no original destination for cluster {}",
+                proxy.cluster
+            ))
+        }
         (Some(target), Some(test)) => test(proxy.cluster.clone(), target, conn.clone()).await,
         (Some(target), None) => {
             crate::data::upstream::connect(&ctx, &up.snapshot, &proxy.cluster, target)
@@ -60,22 +72,11 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, up: Upstream<'_>, downstream: UpstreamI
     let upstream = match upstream {
         Ok((_, io)) => io,
         Err(e) => {
-            ctx.stats
-                .counter(&format!("{prefix}.upstream_flush_total"))
-                .inc();
-            ctx.stats
-                .counter(&format!(
-                    "cluster.{}.upstream_cx_connect_fail",
-                    proxy.cluster
-                ))
-                .inc();
+            // The upstream module counts the cluster's connect failures.
             tracing::debug!(listener = %conn.listener, cluster = %proxy.cluster, "tcp_proxy: {e}");
             return;
         }
     };
-    ctx.stats
-        .counter(&format!("{prefix}.downstream_cx_total"))
-        .inc();
     let idle = proxy.idle_timeout.unwrap_or(DEFAULT_IDLE);
     if let Err(e) = pipe(downstream, upstream, idle).await {
         tracing::debug!(listener = %conn.listener, "tcp_proxy ended: {e}");
