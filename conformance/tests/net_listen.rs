@@ -248,3 +248,41 @@ async fn without_an_inspector_the_transport_is_raw_buffer() {
     assert_eq!(roundtrip(&mut c, b"raw").await.unwrap(), b"raw");
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn connections_beyond_the_listener_limit_are_closed_and_counted() {
+    let echo = echo_server().await;
+    let proxy = Proxy::start();
+    proxy.route_tcp_to(echo);
+    proxy
+        .ctx
+        .listeners
+        .set_limits(conformance::data::listen::Limits {
+            max_connections: 1,
+            ..Default::default()
+        });
+    let addr = free_addr();
+    proxy.set_listeners(vec![tcp_listener("one", addr)]);
+    let mut first = connect_when_up(addr).await;
+    assert_eq!(roundtrip(&mut first, b"1").await.unwrap(), b"1");
+    let mut second = connect_when_up(addr).await;
+    assert_closed(&mut second).await;
+    assert_eq!(
+        proxy.counter(&format!("{}.downstream_cx_overflow", stat_prefix(addr))),
+        1
+    );
+    assert_eq!(roundtrip(&mut first, b"still").await.unwrap(), b"still");
+    drop(first);
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut again = connect_when_up(addr).await;
+        if roundtrip(&mut again, b"again").await.is_ok() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the slot was never freed"
+        );
+    }
+    proxy.stop().await;
+}

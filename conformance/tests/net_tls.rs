@@ -181,6 +181,17 @@ async fn refused_without_a_certificate_from_another_ca_and_with_a_san_that_does_
         "a SPIFFE ID the SAN matchers do not allow"
     );
     assert!(proxy.counter(&format!("{}.ssl.connection_error", stat_prefix(addr))) >= 3);
+    for stat in [
+        "fail_verify_no_cert",
+        "fail_verify_error",
+        "fail_verify_san",
+    ] {
+        assert_eq!(
+            proxy.counter(&format!("{}.ssl.{stat}", stat_prefix(addr))),
+            1,
+            "{stat}"
+        );
+    }
     // And a server from another CA is refused by the client side.
     assert!(
         !served(

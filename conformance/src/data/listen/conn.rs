@@ -118,6 +118,11 @@ async fn terminate_tls(
             .inc();
         tracing::debug!(chain = %chain.name, "TLS: {why}");
     };
+    let verify_failed = |e: &std::io::Error| {
+        if let Some(stat) = verify_stat(e) {
+            ctx.stats.counter(&format!("{prefix}.ssl.{stat}")).inc();
+        }
+    };
     let config = match ctx.tls.server_config(snapshot, tls) {
         Ok(c) => c,
         Err(e) => {
@@ -130,6 +135,7 @@ async fn terminate_tls(
     let stream = match accepted {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
+            verify_failed(&e);
             fail(&e.to_string());
             return None;
         }
@@ -148,4 +154,16 @@ async fn terminate_tls(
         .and_then(|leaf| PeerInfo::from_leaf(leaf.as_ref()));
     let own = TlsCache::own_uri(snapshot, tls);
     Some((Box::pin(stream), peer, own))
+}
+
+/// Envoy's name for why a peer certificate was refused: `fail_verify_no_cert`,
+/// `fail_verify_san`, `fail_verify_error`; none for other handshake failures.
+fn verify_stat(e: &std::io::Error) -> Option<&'static str> {
+    use rustls::{CertificateError, Error};
+    match e.get_ref()?.downcast_ref::<Error>()? {
+        Error::NoCertificatesPresented => Some("fail_verify_no_cert"),
+        Error::InvalidCertificate(CertificateError::NotValidForName) => Some("fail_verify_san"),
+        Error::InvalidCertificate(_) => Some("fail_verify_error"),
+        _ => None,
+    }
 }

@@ -70,8 +70,9 @@ impl PeerCheck {
         if san_matches(&self.uri_sans, &uris) {
             Ok(())
         } else {
+            // The name of the rejection Envoy counts as `ssl.fail_verify_san`.
             Err(rustls::Error::InvalidCertificate(
-                CertificateError::ApplicationVerificationFailure,
+                CertificateError::NotValidForName,
             ))
         }
     }
@@ -109,7 +110,7 @@ fn webpki_error(e: webpki::Error) -> rustls::Error {
         webpki::Error::CertExpired { .. } => CertificateError::Expired,
         webpki::Error::CertNotValidYet { .. } => CertificateError::NotValidYet,
         webpki::Error::InvalidSignatureForPublicKey => CertificateError::BadSignature,
-        _ => CertificateError::ApplicationVerificationFailure,
+        other => CertificateError::Other(rustls::OtherError(Arc::new(other))),
     };
     rustls::Error::InvalidCertificate(ce)
 }
