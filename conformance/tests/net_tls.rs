@@ -313,3 +313,31 @@ async fn the_cache_reuses_a_config_until_a_secret_or_setting_changes() {
         Err(conformance::data::tls::TlsError::MissingSecret(n)) if n == "default"
     ));
 }
+
+#[tokio::test]
+async fn a_new_tls_listener_is_bound_once_its_secrets_arrive() {
+    let pki = Pki::new("cluster.local");
+    let proxy = Proxy::start();
+    proxy.route_tcp_to_reporter();
+    let addr = free_addr();
+    proxy.set_listeners(vec![tls_listener(addr, true, vec![])]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "bound before its secrets"
+    );
+    assert_eq!(
+        proxy
+            .ctx
+            .stats
+            .gauge("listener_manager.total_listeners_active")
+            .get(),
+        0
+    );
+    let (cert, bundle) = (pki.issue("shop", "web"), pki.bundle());
+    proxy.update(|s| s.secrets = Arc::new(secrets(cert, bundle)));
+    let cfg = client(Some(pki.issue("shop", "client")), pki.bundle());
+    let mut s = dial(addr, cfg).await.unwrap();
+    first_line(&mut s).await.unwrap();
+    proxy.stop().await;
+}

@@ -7,11 +7,13 @@
 //! not change keeps its socket, and since its accept loop reads the current `Listener`
 //! from the snapshot for every connection, its new configuration applies to new
 //! connections at once; a removed one stops accepting (its open connections finish).
-//! A snapshot whose listener map is the same `Arc` (an endpoint or secret change) does
-//! not touch listeners. A listener that cannot bind is recorded in [`Shared::errors`]
-//! (for the xDS client to NACK it) and counted in
-//! `listener_manager.listener_create_failure`; the others are unaffected, and it is
-//! retried when its configuration changes.
+//! A snapshot whose listener map is the same `Arc` (an endpoint change, say) does not
+//! touch listeners. A new listener is bound only once the secrets its TLS chains name
+//! are held (Envoy's warming; until then its port refuses connections), so a secret
+//! change is looked at while one waits; a bound listener takes a new configuration at
+//! once. A listener that cannot bind is recorded in [`Shared::errors`] (for the xDS
+//! client to NACK it) and counted in `listener_manager.listener_create_failure`; the
+//! others are unaffected, and it is retried when its configuration changes.
 //!
 //! Limits (see [`Limits`]): connections per listener (16,384 by default; beyond that a
 //! new connection is closed and counted in `listener.ADDR.downstream_cx_overflow`), the
@@ -28,7 +30,7 @@ mod origdst;
 mod shared;
 mod tcp;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,8 +39,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::TypeMap;
 use crate::config::listener::Listener;
+use crate::config::secret::Secret;
+use crate::config::{Snapshot, TypeMap};
 use crate::data::Ctx;
 
 pub use chain::{ConnFacts, is_local, select};
@@ -59,7 +62,7 @@ pub async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
             break;
         }
         let snapshot = ctx.live.load();
-        manager.reconcile(&ctx, &snapshot.listeners).await;
+        manager.reconcile(&ctx, &snapshot).await;
         tokio::select! {
             r = changes.changed() => if r.is_err() { break },
             r = stop.changed() => if r.is_err() { break },
@@ -78,16 +81,43 @@ struct Bound {
 struct Manager {
     bound: BTreeMap<String, Bound>,
     seen: Option<TypeMap<Listener>>,
+    seen_secrets: Option<TypeMap<Secret>>,
     /// Listeners whose last bind failed, with the configuration tried.
     failed: BTreeMap<String, Arc<Listener>>,
+    /// New listeners waiting for the secrets their chains name.
+    warming: BTreeSet<String>,
+}
+
+/// Whether every secret `listener`'s chains name is held: a new listener is bound only
+/// then (Envoy's listener warming); a bound one takes a new configuration at once.
+fn warm(listener: &Listener, snapshot: &Snapshot) -> bool {
+    listener
+        .chains
+        .iter()
+        .chain(&listener.default_chain)
+        .filter_map(|c| c.tls.as_ref())
+        .all(|t| {
+            snapshot.secret(&t.certificate.name).is_some()
+                && t.validation
+                    .as_ref()
+                    .is_none_or(|v| snapshot.secret(&v.trust.name).is_some())
+        })
 }
 
 impl Manager {
-    async fn reconcile(&mut self, ctx: &Arc<Ctx>, wanted: &TypeMap<Listener>) {
-        if self.seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, wanted)) {
+    async fn reconcile(&mut self, ctx: &Arc<Ctx>, snapshot: &Snapshot) {
+        let wanted = &snapshot.listeners;
+        let same_listeners = self.seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, wanted));
+        let same_secrets = self
+            .seen_secrets
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, &snapshot.secrets));
+        if same_listeners && (self.warming.is_empty() || same_secrets) {
             return;
         }
         self.seen = Some(wanted.clone());
+        self.seen_secrets = Some(snapshot.secrets.clone());
+        self.warming.clear();
         let gone: Vec<String> = self
             .bound
             .iter()
@@ -111,6 +141,10 @@ impl Manager {
                     .get(name)
                     .is_some_and(|f| Arc::ptr_eq(f, listener))
             {
+                continue;
+            }
+            if !warm(listener, snapshot) {
+                self.warming.insert(name.clone());
                 continue;
             }
             match bind(listener.address) {
