@@ -5,8 +5,9 @@
 //! secret (a new `Arc` in a new snapshot) builds a new configuration that NEW
 //! connections take, while open connections keep the one they were made with, so a
 //! rotation drops nothing. The cache holds at most [`CACHE_LIMIT`] configurations per
-//! side (the oldest goes first); an entry keeps its secrets alive, so a pointer in a key
-//! is never reused while the entry lives.
+//! side: when full, entries made from secrets the snapshot no longer holds go first,
+//! then the oldest. An entry keeps its secrets alive, so a pointer in a key is never
+//! reused while the entry lives.
 
 mod verify;
 
@@ -24,7 +25,7 @@ use crate::config::secret::{CertifiedKey, Secret, TrustBundle};
 pub use verify::san_matches;
 
 /// Configurations kept per side before the oldest is dropped.
-pub const CACHE_LIMIT: usize = 64;
+pub const CACHE_LIMIT: usize = 1024;
 
 /// Why a TLS configuration cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +65,7 @@ pub fn cluster_handshake_stat(name: &str) -> String {
 }
 
 struct Entry<C> {
-    secrets: Vec<Arc<Secret>>,
+    secrets: Vec<(String, Arc<Secret>)>,
     settings: String,
     config: Arc<C>,
 }
@@ -87,7 +88,8 @@ impl std::fmt::Debug for TlsCache {
 
 fn cached<C>(
     cache: &Mutex<Vec<Entry<C>>>,
-    secrets: Vec<Arc<Secret>>,
+    snapshot: &Snapshot,
+    secrets: Vec<(String, Arc<Secret>)>,
     settings: String,
     build: impl FnOnce() -> Result<C, TlsError>,
 ) -> Result<Arc<C>, TlsError> {
@@ -97,13 +99,21 @@ fn cached<C>(
             && e.secrets
                 .iter()
                 .zip(&secrets)
-                .all(|(a, b)| Arc::ptr_eq(a, b))
+                .all(|(a, b)| Arc::ptr_eq(&a.1, &b.1))
     };
     if let Some(e) = cache.lock().iter().find(|e| same(e)) {
         return Ok(e.config.clone());
     }
     let config = Arc::new(build()?);
     let mut entries = cache.lock();
+    if entries.len() >= CACHE_LIMIT {
+        let current = |e: &Entry<C>| {
+            e.secrets
+                .iter()
+                .all(|(name, s)| snapshot.secret(name).is_some_and(|c| Arc::ptr_eq(c, s)))
+        };
+        entries.retain(current);
+    }
     if entries.len() >= CACHE_LIMIT {
         entries.remove(0);
     }
@@ -180,11 +190,11 @@ impl TlsCache {
         tls: &DownstreamTls,
     ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let cert_secret = secret(snapshot, &tls.certificate)?;
-        let mut secrets = vec![cert_secret.clone()];
+        let mut secrets = vec![(tls.certificate.name.clone(), cert_secret.clone())];
         let validation = match &tls.validation {
             Some(v) => {
                 let (s, check) = peer_check(snapshot, v)?;
-                secrets.push(s);
+                secrets.push((v.trust.name.clone(), s));
                 Some(check)
             }
             None => None,
@@ -195,7 +205,7 @@ impl TlsCache {
             tls.alpn,
             tls.validation.as_ref().map(|v| &v.uri_sans)
         );
-        cached(&self.servers, secrets, settings, || {
+        cached(&self.servers, snapshot, secrets, settings, || {
             let name = &tls.certificate.name;
             let (chain, key) = chain_and_key(&*certified(&cert_secret, name)?, name)?;
             let builder = rustls::ServerConfig::builder_with_provider(provider())
@@ -227,11 +237,11 @@ impl TlsCache {
         tls: &UpstreamTls,
     ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
         let (bundle_secret, check) = peer_check(snapshot, &tls.validation)?;
-        let mut secrets = vec![bundle_secret];
+        let mut secrets = vec![(tls.validation.trust.name.clone(), bundle_secret)];
         let cert = match &tls.certificate {
             Some(r) => {
                 let s = secret(snapshot, r)?;
-                secrets.push(s.clone());
+                secrets.push((r.name.clone(), s.clone()));
                 Some((s, r.name.clone()))
             }
             None => None,
@@ -243,7 +253,7 @@ impl TlsCache {
             tls.validation.uri_sans,
             cert.is_some()
         );
-        cached(&self.clients, secrets, settings, || {
+        cached(&self.clients, snapshot, secrets, settings, || {
             let builder = rustls::ClientConfig::builder_with_provider(provider())
                 .with_safe_default_protocol_versions()
                 .map_err(|e| TlsError::Invalid(e.to_string()))?
