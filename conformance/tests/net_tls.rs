@@ -341,3 +341,41 @@ async fn a_new_tls_listener_is_bound_once_its_secrets_arrive() {
     first_line(&mut s).await.unwrap();
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn the_inspector_sends_tls_and_plain_text_to_their_chains_and_alpn_is_negotiated() {
+    let pki = Pki::new("cluster.local");
+    let addr = free_addr();
+    let proxy = mesh_proxy(&pki, addr, true, vec![]);
+    let mut l = tls_listener(addr, true, vec![]);
+    l.tls_inspector = true;
+    l.chains[0].matcher.transport_protocol = Some("tls".into());
+    if let Some(t) = l.chains[0].tls.as_mut() {
+        t.alpn = vec!["h2".into(), "http/1.1".into()];
+    }
+    let mut plain = tcp_chain("plain", None);
+    plain.matcher.transport_protocol = Some("raw_buffer".into());
+    l.chains.push(plain);
+    proxy.set_listeners(vec![l]);
+
+    let mut cfg = (*client(Some(pki.issue("shop", "client")), pki.bundle())).clone();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec(), b"h2".to_vec()];
+    let mut s = dial(addr, Arc::new(cfg)).await.unwrap();
+    let line = first_line(&mut s).await.unwrap();
+    assert!(
+        line.starts_with("peer=spiffe://cluster.local/ns/shop/sa/client|"),
+        "{line}"
+    );
+    assert_eq!(
+        s.get_ref().1.alpn_protocol(),
+        Some(&b"h2"[..]),
+        "the server's preference"
+    );
+
+    let mut p = connect_when_up(addr).await;
+    p.write_all(b"hello").await.unwrap();
+    let mut line = String::new();
+    BufReader::new(&mut p).read_line(&mut line).await.unwrap();
+    assert_eq!(line, "peer=;own=\n", "plain text took the plain chain");
+    proxy.stop().await;
+}
