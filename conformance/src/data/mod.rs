@@ -25,6 +25,8 @@ pub struct Ctx {
     pub tls: tls::TlsCache,
     /// Upstream connection pools and load-balancer state, per cluster and endpoint.
     pub upstream: upstream::Upstreams,
+    /// The listener manager's bind errors and connection limits.
+    pub listeners: listen::Shared,
 }
 
 impl Ctx {
@@ -35,7 +37,14 @@ impl Ctx {
             stats,
             tls: tls::TlsCache::default(),
             upstream: upstream::Upstreams::default(),
+            listeners: listen::Shared::default(),
         })
+    }
+
+    /// The listeners of the current snapshot that could not be bound (for the xDS
+    /// client to NACK them).
+    pub fn listener_errors(&self) -> Vec<listen::BindError> {
+        self.listeners.errors()
     }
 }
 

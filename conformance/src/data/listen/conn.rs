@@ -1,0 +1,169 @@
+//! One accepted connection: its listener's current configuration, its original
+//! destination, TLS inspection, the filter chain, TLS termination, then the terminal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use crate::config::Snapshot;
+use crate::config::listener::{FilterChain, Terminal};
+use crate::data::tls::{PeerInfo, TlsCache};
+use crate::data::upstream::UpstreamIo;
+use crate::data::{ConnInfo, Ctx};
+
+use super::chain::{self, ConnFacts};
+use super::inspect::{self, Prefixed};
+use super::shared::stat_prefix;
+use super::{origdst, tcp};
+
+/// Serves one connection accepted by the listener `name` bound at `bound`.
+pub(crate) async fn handle(
+    ctx: Arc<Ctx>,
+    name: Arc<str>,
+    bound: SocketAddr,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let snapshot = ctx.live.load();
+    let Some(listener) = snapshot.listeners.get(&*name).cloned() else {
+        return; // removed: its socket is about to close
+    };
+    if listener.address != bound {
+        return; // moved: the new socket serves it
+    }
+    let prefix = stat_prefix(bound);
+    let local = stream.local_addr().unwrap_or(bound);
+    // As Envoy: without a NAT entry the local address stays the destination, and is
+    // not "restored" (an original-destination cluster then has no host for it).
+    let restored = if listener.original_dst {
+        origdst::original_dst(&stream, local).ok()
+    } else {
+        None
+    };
+    let destination = restored.unwrap_or(local);
+    let _ = stream.set_nodelay(true);
+    let limits = ctx.listeners.limits();
+    let mut facts = ConnFacts {
+        destination,
+        source: peer,
+        // Envoy's default when no listener filter detected a transport.
+        transport: Some("raw_buffer"),
+        alpn: Vec::new(),
+    };
+    let mut read = Vec::new();
+    if listener.tls_inspector {
+        match timeout(limits.inspect_timeout, inspect::inspect(&mut stream)).await {
+            Ok(Ok((v, buf))) => {
+                facts.transport = Some(v.transport);
+                facts.alpn = v.alpn;
+                read = buf;
+            }
+            Ok(Err(_)) => return,
+            Err(_) => {
+                ctx.stats
+                    .counter(&format!("{prefix}.downstream_pre_cx_timeout"))
+                    .inc();
+                return;
+            }
+        }
+    }
+    let Some(chain) = chain::select(&listener, &facts) else {
+        ctx.stats
+            .counter(&format!("{prefix}.no_filter_chain_match"))
+            .inc();
+        return;
+    };
+    let io = Prefixed::new(read, stream);
+    let Some((io, tls_peer, own_uri)) = terminate_tls(&ctx, &snapshot, chain, io, &prefix).await
+    else {
+        return;
+    };
+    let conn = ConnInfo {
+        peer,
+        destination,
+        tls_peer,
+        own_uri,
+        listener: name,
+    };
+    match &chain.terminal {
+        Terminal::Http(hcm) => crate::data::http::serve(ctx.clone(), io, conn, hcm.clone()).await,
+        Terminal::Tcp(proxy) => {
+            let up = tcp::Upstream {
+                snapshot: snapshot.clone(),
+                proxy,
+                restored: restored.is_some(),
+            };
+            tcp::serve(ctx.clone(), up, io, conn).await;
+        }
+    }
+}
+
+/// The chain's TLS, if any, terminated within the handshake deadline: the stream, the
+/// verified peer and this proxy's own URI. None when the handshake failed.
+async fn terminate_tls(
+    ctx: &Ctx,
+    snapshot: &Snapshot,
+    chain: &FilterChain,
+    io: Prefixed<TcpStream>,
+    prefix: &str,
+) -> Option<(UpstreamIo, Option<PeerInfo>, Option<String>)> {
+    let Some(tls) = &chain.tls else {
+        return Some((Box::pin(io), None, None));
+    };
+    let fail = |why: &str| {
+        ctx.stats
+            .counter(&format!("{prefix}.ssl.connection_error"))
+            .inc();
+        tracing::debug!(chain = %chain.name, "TLS: {why}");
+    };
+    let verify_failed = |e: &std::io::Error| {
+        if let Some(stat) = verify_stat(e) {
+            ctx.stats.counter(&format!("{prefix}.ssl.{stat}")).inc();
+        }
+    };
+    let config = match ctx.tls.server_config(snapshot, tls) {
+        Ok(c) => c,
+        Err(e) => {
+            fail(&e.to_string());
+            return None;
+        }
+    };
+    let deadline = ctx.listeners.limits().handshake_timeout;
+    let accepted = timeout(deadline, tokio_rustls::TlsAcceptor::from(config).accept(io)).await;
+    let stream = match accepted {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            verify_failed(&e);
+            fail(&e.to_string());
+            return None;
+        }
+        Err(_) => {
+            fail("handshake deadline passed");
+            return None;
+        }
+    };
+    ctx.stats.counter(&format!("{prefix}.ssl.handshake")).inc();
+    ctx.stats.counter("ssl.handshake").inc();
+    let peer = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|leaf| PeerInfo::from_leaf(leaf.as_ref()));
+    let own = TlsCache::own_uri(snapshot, tls);
+    Some((Box::pin(stream), peer, own))
+}
+
+/// Envoy's name for why a peer certificate was refused: `fail_verify_no_cert`,
+/// `fail_verify_san`, `fail_verify_error`; none for other handshake failures.
+fn verify_stat(e: &std::io::Error) -> Option<&'static str> {
+    use rustls::{CertificateError, Error};
+    match e.get_ref()?.downcast_ref::<Error>()? {
+        Error::NoCertificatesPresented => Some("fail_verify_no_cert"),
+        Error::InvalidCertificate(CertificateError::NotValidForName) => Some("fail_verify_san"),
+        Error::InvalidCertificate(_) => Some("fail_verify_error"),
+        _ => None,
+    }
+}

@@ -1,0 +1,308 @@
+//! Shared helpers of the listener and TLS tests: a context with `listen::run` going,
+//! snapshots, a TCP echo upstream, certificates from Rudder's CA.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use conformance::config::Snapshot;
+use conformance::config::listener::{
+    ChainMatch, DownstreamTls, FilterChain, Listener, SecretRef, SecretSource, StringMatch,
+    TcpProxy, Terminal, Validation,
+};
+use conformance::config::secret::{CertifiedKey, Secret, TrustBundle};
+use conformance::data::Ctx;
+use conformance::data::upstream::UpstreamIo;
+use conformance::live::Live;
+use conformance::stats::Stats;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A proxy context with the listener manager running.
+pub struct Proxy {
+    pub ctx: Arc<Ctx>,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Proxy {
+    pub fn start() -> Proxy {
+        let ctx = Ctx::new(Arc::new(Live::default()), Arc::new(Stats::default()));
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(conformance::data::listen::run(ctx.clone(), stopped));
+        Proxy {
+            ctx,
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// Publishes the current snapshot changed by `f`.
+    pub fn update(&self, f: impl FnOnce(&mut Snapshot)) {
+        self.ctx.live.update(|s| {
+            let mut next = s.clone();
+            f(&mut next);
+            next
+        });
+    }
+
+    pub fn set_listeners(&self, listeners: Vec<Listener>) {
+        self.update(|s| {
+            s.listeners = Arc::new(
+                listeners
+                    .into_iter()
+                    .map(|l| (l.name.clone(), Arc::new(l)))
+                    .collect(),
+            )
+        });
+    }
+
+    /// Every `tcp_proxy` connects to `upstream`, whatever the cluster.
+    pub fn route_tcp_to(&self, upstream: SocketAddr) {
+        self.ctx
+            .listeners
+            .set_test_connector(Arc::new(move |_cluster, _target, _conn| {
+                Box::pin(async move {
+                    let s = TcpStream::connect(upstream)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok((upstream, Box::pin(s) as UpstreamIo))
+                })
+            }));
+    }
+
+    /// Every `tcp_proxy` goes to an in-process upstream that first writes
+    /// `peer=URI;own=URI\n` of the connection, then echoes.
+    pub fn route_tcp_to_reporter(&self) {
+        self.ctx
+            .listeners
+            .set_test_connector(Arc::new(move |_cluster, _target, conn| {
+                Box::pin(async move {
+                    let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+                    let peer = conn
+                        .tls_peer
+                        .as_ref()
+                        .map(|p| format!("{}|{}", p.uris.join(","), p.sha256_hex))
+                        .unwrap_or_default();
+                    let own = conn.own_uri.clone().unwrap_or_default();
+                    tokio::spawn(async move {
+                        let line = format!("peer={peer};own={own}\n");
+                        if theirs.write_all(line.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        let mut buf = [0u8; 4096];
+                        loop {
+                            match theirs.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    if theirs.write_all(&buf[..n]).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        let _ = theirs.shutdown().await;
+                    });
+                    Ok((conn.destination, Box::pin(ours) as UpstreamIo))
+                })
+            }));
+    }
+
+    pub fn counter(&self, name: &str) -> u64 {
+        self.ctx.stats.counter(name).get()
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), t)
+                .await
+                .expect("listen::run ends on stop")
+                .expect("test setup");
+        }
+    }
+}
+
+/// A free loopback address (bound and released).
+pub fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("test setup");
+    l.local_addr().expect("test setup")
+}
+
+/// A TCP echo server: echoes until EOF, then closes its write side.
+pub async fn echo_server() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("test setup");
+    let addr = l.local_addr().expect("test setup");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+pub fn tcp_chain(name: &str, tls: Option<DownstreamTls>) -> FilterChain {
+    FilterChain {
+        name: name.into(),
+        matcher: ChainMatch::default(),
+        tls,
+        terminal: Terminal::Tcp(TcpProxy {
+            stat_prefix: name.into(),
+            cluster: format!("cluster-{name}"),
+            idle_timeout: None,
+        }),
+    }
+}
+
+pub fn tcp_listener(name: &str, address: SocketAddr) -> Listener {
+    Listener {
+        name: name.into(),
+        address,
+        original_dst: false,
+        tls_inspector: false,
+        chains: vec![tcp_chain(name, None)],
+        default_chain: None,
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Connects as soon as `addr` accepts (the manager binds asynchronously).
+pub async fn connect_when_up(addr: SocketAddr) -> TcpStream {
+    let until = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Ok(s) = TcpStream::connect(addr).await {
+            return s;
+        }
+        assert!(tokio::time::Instant::now() < until, "{addr} never accepted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until `addr` refuses connections.
+pub async fn wait_refused(addr: SocketAddr) {
+    let until = tokio::time::Instant::now() + WAIT;
+    loop {
+        if TcpStream::connect(addr).await.is_err() {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < until, "{addr} still accepts");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Writes `msg` and reads back as many bytes.
+pub async fn roundtrip<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    s: &mut S,
+    msg: &[u8],
+) -> std::io::Result<Vec<u8>> {
+    s.write_all(msg).await?;
+    s.flush().await?;
+    let mut back = vec![0u8; msg.len()];
+    tokio::time::timeout(WAIT, s.read_exact(&mut back))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no echo"))??;
+    Ok(back)
+}
+
+/// Reads until the peer closes (EOF or reset), within `WAIT`; panics if it stays open.
+pub async fn assert_closed<S: tokio::io::AsyncRead + Unpin>(s: &mut S) {
+    let mut buf = [0u8; 1024];
+    let until = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(until, s.read(&mut buf)).await {
+            Err(_) => panic!("the connection stayed open"),
+            Ok(Ok(0)) | Ok(Err(_)) => return,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// A CA of a trust domain issuing workload certificates.
+pub struct Pki {
+    pub ca: ca::Authority,
+}
+
+impl Pki {
+    pub fn new(trust_domain: &str) -> Pki {
+        Pki {
+            ca: ca::Authority::generate_root(trust_domain, SystemTime::now()).expect("test setup"),
+        }
+    }
+
+    pub fn spiffe(&self, ns: &str, sa: &str) -> String {
+        format!("spiffe://{}/ns/{ns}/sa/{sa}", self.ca.trust_domain())
+    }
+
+    pub fn issue(&self, ns: &str, sa: &str) -> CertifiedKey {
+        let id = ca::SpiffeId::new(self.ca.trust_domain(), ns, sa).expect("test setup");
+        let cert = self
+            .ca
+            .issue(&id, Duration::from_secs(3600), SystemTime::now())
+            .expect("test setup");
+        let chain = CertificateDer::pem_slice_iter(cert.cert_chain_pem.as_bytes())
+            .map(|c| c.expect("test setup").to_vec())
+            .collect();
+        let key =
+            PrivateKeyDer::from_pem_slice(cert.private_key_pem().as_bytes()).expect("test setup");
+        CertifiedKey {
+            chain,
+            key: key.secret_der().to_vec(),
+            uris: vec![id.to_string()],
+        }
+    }
+
+    pub fn bundle(&self) -> TrustBundle {
+        TrustBundle {
+            anchors: CertificateDer::pem_slice_iter(self.ca.trust_bundle_pem().as_bytes())
+                .map(|c| c.expect("test setup").to_vec())
+                .collect(),
+        }
+    }
+}
+
+pub fn ads(name: &str) -> SecretRef {
+    SecretRef {
+        name: name.into(),
+        source: SecretSource::Ads,
+    }
+}
+
+/// Rudder's inbound TLS: certificate `default`, clients checked against `ROOTCA`.
+pub fn downstream_tls(require: bool, sans: Vec<StringMatch>) -> DownstreamTls {
+    DownstreamTls {
+        certificate: ads("default"),
+        validation: Some(Validation {
+            trust: ads("ROOTCA"),
+            uri_sans: sans,
+        }),
+        require_client_certificate: require,
+        alpn: vec![],
+    }
+}
+
+/// Secrets map with `default` and `ROOTCA`.
+pub fn secrets(cert: CertifiedKey, bundle: TrustBundle) -> BTreeMap<String, Arc<Secret>> {
+    BTreeMap::from([
+        (
+            "default".to_string(),
+            Arc::new(Secret::Certificate(Arc::new(cert))),
+        ),
+        (
+            "ROOTCA".to_string(),
+            Arc::new(Secret::Bundle(Arc::new(bundle))),
+        ),
+    ])
+}
