@@ -2,6 +2,11 @@
 //! direct responses and redirects, weighted clusters, retries with budgets, timeouts,
 //! mirrors; absolute-form and CONNECT requests of the explicit-proxy port.
 
+mod headers;
+mod matching;
+mod redirect;
+mod retry;
+
 use std::sync::Arc;
 
 use crate::config::listener::HttpManager;
