@@ -114,7 +114,7 @@ pub(crate) async fn send(
     cluster: &Cluster,
     state: &Arc<ClusterState>,
     target: Target,
-    req: Request<Body>,
+    mut req: Request<Body>,
     downstream_h2: bool,
 ) -> Result<(Response<Incoming>, SocketAddr), SendError> {
     let chosen = choose(snapshot, cluster, state, target).await?;
@@ -125,6 +125,11 @@ pub(crate) async fn send(
         UpstreamProtocol::Http1 => false,
         UpstreamProtocol::Http2 => true,
         UpstreamProtocol::Downstream => downstream_h2,
+    };
+    *req.version_mut() = if h2 {
+        http::Version::HTTP_2
+    } else {
+        http::Version::HTTP_11
     };
     let res = if h2 {
         send_h2(ctx, snapshot, cluster, ep, chosen.transport, req).await
