@@ -33,7 +33,7 @@ async fn flaky() -> (std::net::SocketAddr, Arc<AtomicU64>) {
     let addr = backend(move |_req| {
         let n = Arc::clone(&seen);
         async move {
-            if n.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+            if n.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
                 status(503)
             } else {
                 status(200)
@@ -46,7 +46,11 @@ async fn flaky() -> (std::net::SocketAddr, Arc<AtomicU64>) {
 
 async fn proxy_to(action: RouteAction, c: conformance::config::cluster::Cluster) -> Proxy {
     let snap = snapshot(
-        vec![vhost("h", &["*"], vec![route("/", Action::Route(Arc::new(action)))])],
+        vec![vhost(
+            "h",
+            &["*"],
+            vec![route("/", Action::Route(Arc::new(action)))],
+        )],
         vec![c],
     );
     proxy(snap, hcm(false)).await
@@ -145,16 +149,13 @@ async fn the_retry_budget_bounds_concurrent_retries() {
     // Every first try of the four requests is held until all four arrived, then all
     // fail at once: only the budget's one retry may run; the others overflow.
     let arrived = Arc::new(AtomicU64::new(0));
-    let gate = Arc::new(tokio::sync::Notify::new());
+    let gate = Arc::new(tokio::sync::Barrier::new(4));
     let (a, g) = (Arc::clone(&arrived), Arc::clone(&gate));
     let addr = backend(move |_req| {
         let (a, g) = (Arc::clone(&a), Arc::clone(&g));
         async move {
-            let n = a.fetch_add(1, Ordering::SeqCst) + 1;
-            if n < 4 {
-                g.notified().await;
-            } else if n == 4 {
-                g.notify_waiters();
+            if a.fetch_add(1, Ordering::SeqCst) < 4 {
+                g.wait().await;
             }
             status(503)
         }
@@ -181,7 +182,10 @@ async fn the_retry_budget_bounds_concurrent_retries() {
         assert_eq!(h.await.expect("request").status, 503);
     }
     let attempts = arrived.load(Ordering::SeqCst);
-    assert!(attempts < 16, "without the budget each of 4 tries 4 times: {attempts}");
+    assert!(
+        attempts < 16,
+        "without the budget each of 4 tries 4 times: {attempts}"
+    );
     assert!(p.counter("cluster.c.upstream_rq_retry_overflow") >= 1);
     assert_eq!(
         p.counter("cluster.c.upstream_rq_retry") + 4,

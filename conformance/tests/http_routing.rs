@@ -89,7 +89,11 @@ async fn weighted_clusters_split_requests_by_weight() {
     let mut action = to_cluster("unused");
     action.destination = Destination::Weighted(vec![weighted("ca", 1), weighted("cb", 3)]);
     let snap = snapshot(
-        vec![vhost("w", &["*"], vec![route("/", Action::Route(Arc::new(action)))])],
+        vec![vhost(
+            "w",
+            &["*"],
+            vec![route("/", Action::Route(Arc::new(action)))],
+        )],
         vec![cluster("ca", &[a]), cluster("cb", &[b])],
     );
     let p = proxy(snap, hcm(false)).await;
@@ -99,7 +103,10 @@ async fn weighted_clusters_split_requests_by_weight() {
             to_b += 1;
         }
     }
-    assert!((240..360).contains(&to_b), "about 3/4 of 400 go to b: {to_b}");
+    assert!(
+        (240..360).contains(&to_b),
+        "about 3/4 of 400 go to b: {to_b}"
+    );
 }
 
 fn add(name: &'static str, value: &'static str) -> HeaderAdd {
@@ -149,13 +156,19 @@ async fn header_edits_ids_and_hop_by_hop_headers() {
     let body = &seen.body;
     assert!(body.contains("x-backend-edit: 1\n"), "{body}");
     assert!(body.contains("x-route: r\n"), "{body}");
-    assert!(body.contains("x-level: vhost\n"), "the virtual host edits last: {body}");
+    assert!(
+        body.contains("x-level: vhost\n"),
+        "the virtual host edits last: {body}"
+    );
     assert!(!body.contains("x-secret"), "{body}");
     assert!(!body.contains("x-forwarded-client-cert"), "{body}");
     assert!(!body.contains("x-hop"), "{body}");
     assert!(body.contains("x-request-id: "), "{body}");
     assert!(body.contains("x-forwarded-proto: http\n"), "{body}");
-    assert!(body.contains("x-envoy-expected-rq-timeout-ms: 15000\n"), "{body}");
+    assert!(
+        body.contains("x-envoy-expected-rq-timeout-ms: 15000\n"),
+        "{body}"
+    );
     assert_eq!(seen.header("x-route-resp"), Some("r"));
     assert_eq!(seen.header("x-vhost-resp"), Some("v"));
     assert_eq!(seen.header("x-backend"), None);
@@ -176,10 +189,7 @@ async fn direct_responses_and_redirects() {
             "h",
             &["*"],
             vec![
-                route(
-                    "/old",
-                    Action::Redirect(Arc::new(redirect)),
-                ),
+                route("/old", Action::Redirect(Arc::new(redirect))),
                 route(
                     "/",
                     Action::Direct {

@@ -13,8 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use conformance::config::Snapshot;
 use conformance::config::cluster::{
-    Cluster, Discovery, Endpoint, LbPolicy, LoadAssignment, Locality, Transport,
-    UpstreamProtocol,
+    Cluster, Discovery, Endpoint, LbPolicy, LoadAssignment, Locality, Transport, UpstreamProtocol,
 };
 use conformance::config::listener::{ForwardClientCert, HttpFilter, HttpManager, RouteSource};
 use conformance::config::route::{
@@ -42,7 +41,9 @@ where
     F: Fn(Request<Incoming>) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = Reply> + Send + 'static,
 {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
+    let l = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind backend");
     let addr = l.local_addr().expect("addr");
     tokio::spawn(async move {
         loop {
@@ -221,7 +222,9 @@ pub(crate) async fn proxy(snap: Snapshot, hcm: HttpManager) -> Proxy {
     let serving = Arc::clone(&ctx);
     tokio::spawn(async move {
         loop {
-            let Ok((s, peer)) = l.accept().await else { return };
+            let Ok((s, peer)) = l.accept().await else {
+                return;
+            };
             let conn = ConnInfo {
                 peer,
                 destination: addr,
@@ -257,7 +260,9 @@ impl Seen {
 
 /// Sends `req` to the proxy over a fresh HTTP/1.1 connection.
 pub(crate) async fn send(proxy: SocketAddr, req: Request<Full<Bytes>>) -> Seen {
-    let s = tokio::net::TcpStream::connect(proxy).await.expect("connect proxy");
+    let s = tokio::net::TcpStream::connect(proxy)
+        .await
+        .expect("connect proxy");
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
         .await
         .expect("handshake");

@@ -72,7 +72,13 @@ pub(crate) async fn keep(mut body: Body) -> Result<Kept, BoxError> {
         };
         read.push_back(frame);
         if stop {
-            return Ok(Kept::Streaming(Replay { read, rest: Some(body) }.boxed()));
+            return Ok(Kept::Streaming(
+                Replay {
+                    read,
+                    rest: Some(body),
+                }
+                .boxed(),
+            ));
         }
     }
     let mut all = bytes::BytesMut::with_capacity(len);
@@ -117,7 +123,11 @@ impl HttpBody for Replay {
             .iter()
             .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
             .sum();
-        let mut hint = self.rest.as_ref().map(|r| r.size_hint()).unwrap_or_default();
+        let mut hint = self
+            .rest
+            .as_ref()
+            .map(|r| r.size_hint())
+            .unwrap_or_default();
         hint.set_lower(hint.lower() + read);
         if let Some(u) = hint.upper() {
             hint.set_upper(u + read);

@@ -18,9 +18,7 @@ use crate::config::cluster::{Cluster, Discovery};
 use crate::config::route::{
     Destination, HeaderEdits, Mirror, RetryPolicy, Rewrite, Route, RouteAction, VirtualHost,
 };
-use crate::data::upstream::{
-    self, Active, Body, ClusterState, SendError, Target, UpstreamError,
-};
+use crate::data::upstream::{self, Active, Body, ClusterState, SendError, Target, UpstreamError};
 
 /// Envoy's route timeout when the route sets none.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -61,9 +59,8 @@ pub(crate) async fn forward(
         return local(StatusCode::SERVICE_UNAVAILABLE, "no cluster");
     };
     let (parts, incoming) = req.into_parts();
-    let target = match target(cluster, rq, &parts.headers) {
-        Ok(t) => t,
-        Err(resp) => return resp,
+    let Some(target) = target(cluster, rq, &parts.headers) else {
+        return local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
     };
     let head = upstream_head(rq, r, ra, &levels, parts);
     let policy = ra.retry.as_deref().or(vh.retry.as_deref());
@@ -86,7 +83,9 @@ pub(crate) async fn forward(
     let limit = whole_request_limit(ra);
     let tries = tries(rq, cluster, &state, policy, &head, kept, target);
     let result = match limit {
-        Some(t) => tokio::time::timeout(t, tries).await.unwrap_or(Err(Failure::Timeout)),
+        Some(t) => tokio::time::timeout(t, tries)
+            .await
+            .unwrap_or(Err(Failure::Timeout)),
         None => tries.await,
     };
     let stats = &rq.ctx.stats;
@@ -133,12 +132,8 @@ pub(crate) fn pick_cluster(d: &Destination, roll: u64) -> Option<(&str, Option<&
 
 /// The endpoint target of `cluster`: an original-destination cluster goes to the
 /// address its header names (`:authority` for Rudder's `pod-address`), or to the
-/// connection's original destination.
-pub(crate) fn target(
-    cluster: &Cluster,
-    rq: &Req<'_>,
-    headers: &HeaderMap,
-) -> Result<Target, Response<Body>> {
+/// connection's original destination; none when that header names no address.
+pub(crate) fn target(cluster: &Cluster, rq: &Req<'_>, headers: &HeaderMap) -> Option<Target> {
     match &cluster.discovery {
         Discovery::OriginalDst { header: Some(h) } => {
             let value = match h.as_str() {
@@ -148,13 +143,10 @@ pub(crate) fn target(
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string),
             };
-            value
-                .and_then(|v| v.parse().ok())
-                .map(Target::Address)
-                .ok_or_else(|| local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"))
+            value.and_then(|v| v.parse().ok()).map(Target::Address)
         }
-        Discovery::OriginalDst { header: None } => Ok(Target::Address(rq.conn.destination)),
-        _ => Ok(Target::Balanced),
+        Discovery::OriginalDst { header: None } => Some(Target::Address(rq.conn.destination)),
+        _ => Some(Target::Balanced),
     }
 }
 
@@ -198,7 +190,10 @@ fn upstream_head(
         h.insert(HeaderName::from_static("x-envoy-expected-rq-timeout-ms"), v);
     }
     headers::apply(&mut h, levels, Side::Request);
-    let host = ra.host_rewrite.clone().unwrap_or_else(|| rq.authority.clone());
+    let host = ra
+        .host_rewrite
+        .clone()
+        .unwrap_or_else(|| rq.authority.clone());
     if let Ok(v) = HeaderValue::from_str(&host) {
         h.insert(http::header::HOST, v);
     }
@@ -288,7 +283,9 @@ async fn tries(
     let mut n = 0u32;
     let mut retry_slot: Option<Active> = None;
     loop {
-        let _active = retry_slot.take().unwrap_or_else(|| Active::start(state, false));
+        let _active = retry_slot
+            .take()
+            .unwrap_or_else(|| Active::start(state, false));
         stats
             .counter(&format!("cluster.{name}.upstream_rq_total"))
             .inc();
@@ -321,15 +318,26 @@ async fn tries(
             }
             Err(f) => f.outcome(),
         };
-        let Some(p) = policy.filter(|p| {
-            n < p.num_retries && kept.replayable() && retry::retriable(p, outcome)
-        }) else {
+        let Some(p) = policy
+            .filter(|p| n < p.num_retries && kept.replayable() && retry::retriable(p, outcome))
+        else {
             return result.map(|(r, _)| r);
         };
-        let limit = cluster.retry_budget.map_or(retry::DEFAULT_MAX_RETRIES, |b| {
-            retry::budget_limit(&b, state.active_requests.load(std::sync::atomic::Ordering::Relaxed))
-        });
-        if state.active_retries.load(std::sync::atomic::Ordering::Relaxed) >= limit {
+        let limit = cluster
+            .retry_budget
+            .map_or(retry::DEFAULT_MAX_RETRIES, |b| {
+                retry::budget_limit(
+                    &b,
+                    state
+                        .active_requests
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                )
+            });
+        if state
+            .active_retries
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= limit
+        {
             stats
                 .counter(&format!("cluster.{name}.upstream_rq_retry_overflow"))
                 .inc();
@@ -355,7 +363,11 @@ fn mirror(rq: &Req<'_>, m: &Mirror, head: &Head, body: bytes::Bytes) {
         return;
     };
     let mut req = head.request(body::whole(body));
-    if let Some(host) = req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()) {
+    if let Some(host) = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+    {
         let shadow = shadow_host(host);
         if let Ok(v) = HeaderValue::from_str(&shadow) {
             req.headers_mut().insert(http::header::HOST, v);

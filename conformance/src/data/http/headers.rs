@@ -83,7 +83,10 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let te_trailers = headers
         .get(http::header::TE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")));
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
     for n in named {
         headers.remove(n.as_str());
     }
@@ -207,9 +210,16 @@ mod tests {
         };
         apply(&mut h, &[&route, &vhost], Side::Request);
         let all = |n: &str| -> Vec<&str> {
-            h.get_all(n).iter().map(|v| v.to_str().unwrap_or("")).collect()
+            h.get_all(n)
+                .iter()
+                .map(|v| v.to_str().unwrap_or(""))
+                .collect()
         };
-        assert_eq!(all("a"), vec!["v"], "the virtual host's overwrite comes last");
+        assert_eq!(
+            all("a"),
+            vec!["v"],
+            "the virtual host's overwrite comes last"
+        );
         assert_eq!(all("b"), vec!["1"]);
         assert!(all("c").is_empty());
         assert!(all("gone").is_empty());
@@ -241,14 +251,24 @@ mod tests {
         };
         let own = Some("spiffe://cluster.local/ns/b/sa/server");
         assert_eq!(
-            xfcc(ForwardClientCert::SanitizeSet { uri: true }, Some(&peer), own).as_deref(),
+            xfcc(
+                ForwardClientCert::SanitizeSet { uri: true },
+                Some(&peer),
+                own
+            )
+            .as_deref(),
             Some(
                 "By=spiffe://cluster.local/ns/b/sa/server;Hash=ab12;\
                  URI=spiffe://cluster.local/ns/a/sa/client"
             )
         );
         assert_eq!(
-            xfcc(ForwardClientCert::SanitizeSet { uri: false }, Some(&peer), None).as_deref(),
+            xfcc(
+                ForwardClientCert::SanitizeSet { uri: false },
+                Some(&peer),
+                None
+            )
+            .as_deref(),
             Some("Hash=ab12")
         );
         assert_eq!(xfcc(ForwardClientCert::Sanitize, Some(&peer), own), None);
@@ -257,7 +277,10 @@ mod tests {
             None
         );
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-client-cert", HeaderValue::from_static("forged"));
+        h.insert(
+            "x-forwarded-client-cert",
+            HeaderValue::from_static("forged"),
+        );
         set_xfcc(&mut h, ForwardClientCert::Sanitize, Some(&peer), own);
         assert!(!h.contains_key("x-forwarded-client-cert"));
         assert_eq!(quote("a;b"), "\"a;b\"");
@@ -267,14 +290,23 @@ mod tests {
     fn request_ids_are_uuids_and_kept_when_sent() {
         let mut h = HeaderMap::new();
         set_request_ids(&mut h, "http");
-        let id = h.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let id = h
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         assert_eq!(id.len(), 36);
         assert_eq!(&id[14..15], "4");
         let mut kept = HeaderMap::new();
         kept.insert("x-request-id", HeaderValue::from_static("mine"));
         kept.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         set_request_ids(&mut kept, "http");
-        assert_eq!(kept.get("x-request-id").map(|v| v.as_bytes()), Some(&b"mine"[..]));
-        assert_eq!(kept.get("x-forwarded-proto").map(|v| v.as_bytes()), Some(&b"https"[..]));
+        assert_eq!(
+            kept.get("x-request-id").map(|v| v.as_bytes()),
+            Some(&b"mine"[..])
+        );
+        assert_eq!(
+            kept.get("x-forwarded-proto").map(|v| v.as_bytes()),
+            Some(&b"https"[..])
+        );
     }
 }

@@ -122,7 +122,8 @@ pub(crate) fn matches(m: &RouteMatch, req: &RequestView<'_>) -> bool {
     } else if !path_matches(&m.path, m.case_sensitive, req.path()) {
         return false;
     }
-    m.headers.iter().all(|h| header_matches(h, req)) && m.query.iter().all(|q| query_matches(q, req))
+    m.headers.iter().all(|h| header_matches(h, req))
+        && m.query.iter().all(|q| query_matches(q, req))
 }
 
 /// Whether the path (without its query) matches.
@@ -227,11 +228,7 @@ mod tests {
         assert_eq!(pick(&c, "b"), None);
     }
 
-    fn view<'a>(
-        method: &'a str,
-        path: &'a str,
-        headers: &'a http::HeaderMap,
-    ) -> RequestView<'a> {
+    fn view<'a>(method: &'a str, path: &'a str, headers: &'a http::HeaderMap) -> RequestView<'a> {
         RequestView {
             method,
             authority: "web",

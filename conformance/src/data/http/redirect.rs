@@ -19,7 +19,11 @@ pub(crate) struct Origin<'a> {
 
 /// The `Location` header value.
 pub(crate) fn location(r: &Redirect, matched: &PathMatch, origin: &Origin<'_>) -> String {
-    let scheme = r.scheme.as_deref().unwrap_or(origin.scheme).to_ascii_lowercase();
+    let scheme = r
+        .scheme
+        .as_deref()
+        .unwrap_or(origin.scheme)
+        .to_ascii_lowercase();
     let well_known = if scheme == "https" { 443 } else { 80 };
     let (req_host, req_port) = split_port(origin.authority);
     let (host, port) = match (&r.host, r.port) {
@@ -37,7 +41,10 @@ pub(crate) fn location(r: &Redirect, matched: &PathMatch, origin: &Origin<'_>) -
         Some(p) => format!("{host}:{p}"),
         None => host,
     };
-    format!("{scheme}://{host_port}{}", path(r, matched, origin.path_and_query))
+    format!(
+        "{scheme}://{host_port}{}",
+        path(r, matched, origin.path_and_query)
+    )
 }
 
 /// The host and the port of an authority (`[v6]:port` included).

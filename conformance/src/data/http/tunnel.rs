@@ -22,9 +22,8 @@ pub(crate) async fn connect(
     let Some(cluster) = rq.snapshot.cluster(name) else {
         return local(StatusCode::SERVICE_UNAVAILABLE, "no cluster");
     };
-    let target = match target(cluster, rq, req.headers()) {
-        Ok(t) => t,
-        Err(resp) => return resp,
+    let Some(target) = target(cluster, rq, req.headers()) else {
+        return local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
     };
     let mut io = match upstream::connect(rq.ctx, rq.snapshot, name, target).await {
         Ok((_, io)) => io,

@@ -126,7 +126,11 @@ mod tests {
         let tier = healthy_tier(&a);
         assert_eq!(tier.len(), 1);
         assert_eq!(tier[0].address.port(), 2);
-        let b = la(vec![(0, vec![ep(1, 1, true)]), (0, vec![ep(3, 1, true)]), (1, vec![ep(2, 1, true)])]);
+        let b = la(vec![
+            (0, vec![ep(1, 1, true)]),
+            (0, vec![ep(3, 1, true)]),
+            (1, vec![ep(2, 1, true)]),
+        ]);
         assert_eq!(healthy_tier(&b).len(), 2);
         assert!(healthy_tier(&la(vec![(0, vec![ep(1, 1, false)])])).is_empty());
     }
@@ -139,7 +143,9 @@ mod tests {
         let mut last = 0;
         let mut changes = 0;
         for t in 0..1000 {
-            let e = weighted_round_robin(&tier, t).map(|e| e.address.port()).unwrap_or(0);
+            let e = weighted_round_robin(&tier, t)
+                .map(|e| e.address.port())
+                .unwrap_or(0);
             *counts.entry(e).or_default() += 1;
             if e != last {
                 changes += 1;

@@ -187,7 +187,10 @@ pub(crate) async fn choose(
     state.follow(la);
     let tier = lb::healthy_tier(la);
     let tick = state.tick.fetch_add(1, Ordering::Relaxed);
-    let rand2 = (rand::random::<u32>() as usize, rand::random::<u32>() as usize);
+    let rand2 = (
+        rand::random::<u32>() as usize,
+        rand::random::<u32>() as usize,
+    );
     let active = |e: &crate::config::cluster::Endpoint| {
         let t = transport::transport_index(cluster, &e.transport_match);
         state.endpoint(e.address, t).active()

@@ -72,7 +72,10 @@ pub(crate) async fn dial(
         .counter(&format!("cluster.{}.upstream_cx_total", cluster.name))
         .inc();
     ctx.stats
-        .counter(&format!("cluster.{}.endpoint.{addr}.cx_total", cluster.name))
+        .counter(&format!(
+            "cluster.{}.endpoint.{addr}.cx_total",
+            cluster.name
+        ))
         .inc();
     Ok(io)
 }
@@ -87,9 +90,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::config::cluster::UpstreamTls;
     use crate::config::cluster::{Discovery, LbPolicy, TransportMatch, UpstreamProtocol};
     use crate::config::listener::{SecretRef, SecretSource, Validation};
-    use crate::config::cluster::UpstreamTls;
 
     #[test]
     fn endpoint_metadata_selects_the_first_matching_transport() {
