@@ -20,6 +20,7 @@ use conformance::config::route::{
     Action, Destination, HeaderEdits, PathMatch, Route, RouteAction, RouteConfig, RouteMatch,
     VirtualHost,
 };
+use conformance::data::tls::PeerInfo;
 use conformance::data::{ConnInfo, Ctx};
 use conformance::live::Live;
 use conformance::stats::Stats;
@@ -212,6 +213,16 @@ impl Proxy {
 
 /// Publishes `snap` and serves `hcm` on a loopback listener.
 pub(crate) async fn proxy(snap: Snapshot, hcm: HttpManager) -> Proxy {
+    proxy_tls(snap, hcm, None, None).await
+}
+
+/// As [`proxy`], with every connection claiming this verified TLS peer and own URI.
+pub(crate) async fn proxy_tls(
+    snap: Snapshot,
+    hcm: HttpManager,
+    tls_peer: Option<PeerInfo>,
+    own_uri: Option<String>,
+) -> Proxy {
     let live = Arc::new(Live::default());
     live.publish(snap);
     live.set_ready();
@@ -228,8 +239,8 @@ pub(crate) async fn proxy(snap: Snapshot, hcm: HttpManager) -> Proxy {
             let conn = ConnInfo {
                 peer,
                 destination: addr,
-                tls_peer: None,
-                own_uri: None,
+                tls_peer: tls_peer.clone(),
+                own_uri: own_uri.clone(),
                 listener: Arc::from("test"),
             };
             tokio::spawn(conformance::data::http::serve(

@@ -3,6 +3,7 @@
 //! (no retry, no mirror), its already-read start replayed in front of the rest.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -136,6 +137,47 @@ impl HttpBody for Replay {
     }
 }
 
+/// `body` failing once `deadline` passes: the route timeout covers the response body
+/// too, and a stream still open then is reset, as Envoy resets it.
+pub(crate) fn until(body: Body, deadline: tokio::time::Instant) -> Body {
+    Deadline {
+        inner: body,
+        sleep: Box::pin(tokio::time::sleep_until(deadline)),
+    }
+    .boxed()
+}
+
+struct Deadline {
+    inner: Body,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl HttpBody for Deadline {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Poll::Ready(f) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(f);
+        }
+        match self.sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err("upstream request timeout".into()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,5 +201,20 @@ mod tests {
         assert!(!big.replayable());
         let all = big.take().collect().await.expect("all").to_bytes();
         assert_eq!(all.len(), 100_000, "nothing read ahead is lost");
+    }
+
+    #[tokio::test]
+    async fn a_body_past_its_deadline_fails() {
+        let (_tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+        let stalled =
+            http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .boxed();
+        let soon = tokio::time::Instant::now() + std::time::Duration::from_millis(20);
+        assert!(until(stalled, soon).collect().await.is_err());
+        let later = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        let done = until(whole(Bytes::from_static(b"ok")), later)
+            .collect()
+            .await;
+        assert_eq!(done.expect("body").to_bytes(), Bytes::from_static(b"ok"));
     }
 }

@@ -51,12 +51,12 @@ pub(crate) async fn forward(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let Some((name, backend)) = pick_cluster(&ra.destination, rand::random::<u64>()) else {
-        return local(StatusCode::SERVICE_UNAVAILABLE, "no cluster");
+        return local(StatusCode::SERVICE_UNAVAILABLE, "");
     };
     let mut levels: Vec<&HeaderEdits> = backend.into_iter().collect();
     levels.extend([&r.headers, &vh.headers]);
     let Some(cluster) = rq.snapshot.cluster(name) else {
-        return local(StatusCode::SERVICE_UNAVAILABLE, "no cluster");
+        return local(StatusCode::SERVICE_UNAVAILABLE, "");
     };
     let (parts, incoming) = req.into_parts();
     let Some(target) = target(cluster, rq, &parts.headers) else {
@@ -93,7 +93,17 @@ pub(crate) async fn forward(
         .histogram(&format!("cluster.{name}.upstream_rq_time"))
         .record_us(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
     let mut resp = match result {
-        Ok(resp) => resp.map(boxed),
+        Ok(mut resp) => {
+            // As Envoy reports it (`suppress_envoy_headers` is not set by Rudder).
+            if let Ok(v) = HeaderValue::from_str(&started.elapsed().as_millis().to_string()) {
+                resp.headers_mut()
+                    .insert(HeaderName::from_static("x-envoy-upstream-service-time"), v);
+            }
+            match limit {
+                Some(t) => resp.map(|b| body::until(boxed(b), (started + t).into())),
+                None => resp.map(boxed),
+            }
+        }
         Err(f) => {
             if matches!(f, Failure::Timeout) {
                 stats
@@ -241,7 +251,7 @@ impl Failure {
                 local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream")
             }
             Failure::Upstream(SendError::Upstream(UpstreamError::NoCluster(_))) => {
-                local(StatusCode::SERVICE_UNAVAILABLE, "no cluster")
+                local(StatusCode::SERVICE_UNAVAILABLE, "")
             }
             Failure::Upstream(SendError::Upstream(UpstreamError::ConnectFailure { .. })) => local(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -17,10 +17,10 @@ pub(crate) async fn connect(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let Some((name, _)) = pick_cluster(&ra.destination, rand::random::<u64>()) else {
-        return local(StatusCode::SERVICE_UNAVAILABLE, "no cluster");
+        return local(StatusCode::SERVICE_UNAVAILABLE, "");
     };
     let Some(cluster) = rq.snapshot.cluster(name) else {
-        return local(StatusCode::SERVICE_UNAVAILABLE, "no cluster");
+        return local(StatusCode::SERVICE_UNAVAILABLE, "");
     };
     let Some(target) = target(cluster, rq, req.headers()) else {
         return local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
@@ -31,7 +31,7 @@ pub(crate) async fn connect(
             return local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
         }
         Err(UpstreamError::NoCluster(_)) => {
-            return local(StatusCode::SERVICE_UNAVAILABLE, "no cluster");
+            return local(StatusCode::SERVICE_UNAVAILABLE, "");
         }
         Err(UpstreamError::ConnectFailure { .. }) => {
             return local(
