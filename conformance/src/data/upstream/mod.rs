@@ -60,17 +60,55 @@ pub enum Target {
     Address(SocketAddr),
 }
 
+/// A cluster's definition and the run-time state made for it.
+type Held = (Arc<Cluster>, Arc<ClusterState>);
+
 /// Pools and balancer state, per cluster and endpoint.
 #[derive(Debug, Default)]
 pub struct Upstreams {
-    clusters: Mutex<HashMap<String, Arc<ClusterState>>>,
+    /// By name: the cluster definition the state was made for, and the state.
+    clusters: Mutex<HashMap<String, Held>>,
+    /// The snapshot's cluster map last pruned against.
+    seen: Mutex<usize>,
 }
 
 impl Upstreams {
-    /// The run-time state of cluster `name`, created on first use.
-    pub(crate) fn cluster(&self, name: &str) -> Arc<ClusterState> {
-        Arc::clone(self.clusters.lock().entry(name.to_string()).or_default())
+    /// The run-time state of `cluster` as `snapshot` holds it. A changed definition
+    /// gets fresh state (its old pools drain as their requests finish, as Envoy drains
+    /// an updated cluster's pools); clusters the snapshot no longer holds are dropped.
+    pub(crate) fn state(&self, snapshot: &Snapshot, cluster: &Arc<Cluster>) -> Arc<ClusterState> {
+        let mut clusters = self.clusters.lock();
+        let map = Arc::as_ptr(&snapshot.clusters) as usize;
+        {
+            let mut seen = self.seen.lock();
+            if *seen != map {
+                *seen = map;
+                clusters.retain(|name, _| snapshot.clusters.contains_key(name));
+            }
+        }
+        match clusters.get_mut(&cluster.name) {
+            Some((def, state)) if Arc::ptr_eq(def, cluster) => Arc::clone(state),
+            // The same definition again (a state-of-the-world update of other clusters).
+            Some((def, state)) if same_definition(def, cluster) => {
+                *def = Arc::clone(cluster);
+                Arc::clone(state)
+            }
+            _ => {
+                let state = Arc::new(ClusterState::default());
+                clusters.insert(
+                    cluster.name.clone(),
+                    (Arc::clone(cluster), Arc::clone(&state)),
+                );
+                state
+            }
+        }
     }
+}
+
+/// Whether two cluster definitions are equal (compared in full, only when a snapshot
+/// brings a new value).
+fn same_definition(a: &Cluster, b: &Cluster) -> bool {
+    format!("{a:?}") == format!("{b:?}")
 }
 
 /// Original-destination endpoints kept before idle ones are dropped.
@@ -215,8 +253,69 @@ pub async fn connect(
     let c = snapshot
         .cluster(cluster)
         .ok_or_else(|| UpstreamError::NoCluster(cluster.to_string()))?;
-    let state = ctx.upstream.cluster(cluster);
+    let state = ctx.upstream.state(snapshot, c);
     let chosen = choose(snapshot, c, &state, target).await?;
     let io = transport::dial(ctx, snapshot, c, chosen.addr, chosen.transport).await?;
     Ok((chosen.addr, io))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::cluster::{LbPolicy, Transport, UpstreamProtocol};
+
+    fn def(name: &str, protocol: UpstreamProtocol) -> Arc<Cluster> {
+        Arc::new(Cluster {
+            name: name.into(),
+            discovery: Discovery::Eds {
+                service_name: name.into(),
+            },
+            lb: LbPolicy::RoundRobin,
+            connect_timeout: Duration::from_secs(1),
+            transport: Transport::Plain,
+            transport_matches: vec![],
+            protocol,
+            retry_budget: None,
+            max_requests_per_connection: None,
+        })
+    }
+
+    fn snap(clusters: &[&Arc<Cluster>]) -> Snapshot {
+        let map: BTreeMap<String, Arc<Cluster>> = clusters
+            .iter()
+            .map(|c| (c.name.clone(), Arc::clone(c)))
+            .collect();
+        Snapshot {
+            clusters: Arc::new(map),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn state_survives_equal_definitions_and_not_changed_or_removed_ones() {
+        let u = Upstreams::default();
+        let a = def("a", UpstreamProtocol::Http1);
+        let b = def("b", UpstreamProtocol::Http1);
+        let s1 = snap(&[&a, &b]);
+        let first = u.state(&s1, &a);
+        let b_first = u.state(&s1, &b);
+        assert!(Arc::ptr_eq(&first, &u.state(&s1, &a)));
+        let a_again = def("a", UpstreamProtocol::Http1);
+        let s2 = snap(&[&a_again, &b]);
+        assert!(
+            Arc::ptr_eq(&first, &u.state(&s2, &a_again)),
+            "same definition"
+        );
+        let a_h2 = def("a", UpstreamProtocol::Http2);
+        let s3 = snap(&[&a_h2]);
+        assert!(
+            !Arc::ptr_eq(&first, &u.state(&s3, &a_h2)),
+            "changed definition"
+        );
+        assert_eq!(u.clusters.lock().len(), 1, "b was dropped with its pools");
+        assert!(!Arc::ptr_eq(&b_first, &u.state(&s1, &b)));
+    }
 }
