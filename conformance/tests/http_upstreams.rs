@@ -6,7 +6,7 @@ mod http_support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use conformance::config::cluster::UpstreamProtocol;
+use conformance::config::cluster::{Discovery, LbPolicy, UpstreamProtocol};
 use conformance::config::route::{Action, Mirror, PathMatch};
 use http_support::*;
 use parking_lot::Mutex;
@@ -87,6 +87,41 @@ async fn connect_tunnels_bytes_to_the_routed_cluster() {
         "{}",
         String::from_utf8_lossy(&head)
     );
+}
+
+#[tokio::test]
+async fn an_original_destination_cluster_goes_where_the_authority_says() {
+    let echo_addr = tcp_echo().await;
+    let web = echo("pod").await;
+    let mut pod = cluster("pod-address", &[]);
+    pod.discovery = Discovery::OriginalDst {
+        header: Some(":authority".into()),
+    };
+    pod.lb = LbPolicy::ClusterProvided;
+    let mut tunnel = to_cluster("pod-address");
+    tunnel.connect = true;
+    tunnel.timeout = Some(Duration::ZERO);
+    let mut connect = route("/", Action::Route(Arc::new(tunnel)));
+    connect.matcher.connect = true;
+    let plain = route("/", Action::Route(Arc::new(to_cluster("pod-address"))));
+    let snap = snapshot(vec![vhost("pods", &["*"], vec![connect, plain])], vec![pod]);
+    let p = proxy(snap, hcm(true)).await;
+
+    let mut s = TcpStream::connect(p.addr).await.expect("connect");
+    let line = format!("CONNECT {echo_addr} HTTP/1.1\r\nHost: {echo_addr}\r\n\r\n");
+    s.write_all(line.as_bytes()).await.expect("write");
+    let head = read_until(&mut s, b"\r\n\r\n").await;
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s.write_all(b"to the pod").await.expect("write");
+    assert_eq!(read_until(&mut s, b"pod").await, b"to the pod");
+
+    let seen = get(p.addr, &web.to_string(), "/direct").await;
+    assert_eq!(seen.header("x-backend"), Some("pod"));
+    assert_eq!(get(p.addr, "not-an-address", "/").await.status, 503);
 }
 
 #[tokio::test]

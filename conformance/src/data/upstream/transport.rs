@@ -29,8 +29,9 @@ pub(crate) fn transport(cluster: &Cluster, index: usize) -> &Transport {
         .map_or(&cluster.transport, |m| &m.transport)
 }
 
-/// Connects to `addr` over the transport at `index`; `h2`: ALPN must say `h2` when the
-/// transport is TLS (the pool's protocol choice). Counts the connection.
+/// Connects to `addr` over the transport at `index` within the cluster's connect
+/// timeout (TLS: the handshake too, with the ALPN its client configuration offers).
+/// Counts the connection.
 pub(crate) async fn dial(
     ctx: &Ctx,
     snapshot: &Snapshot,
@@ -80,7 +81,7 @@ pub(crate) async fn dial(
     Ok(io)
 }
 
-/// Whether the TLS transport at `index` negotiated `h2` on `io` (plain text: never).
+/// Whether the transport at `index` is TLS.
 pub(crate) fn is_tls(cluster: &Cluster, index: usize) -> bool {
     matches!(transport(cluster, index), Transport::Tls(_))
 }
