@@ -59,6 +59,11 @@ async fn routes_by_host_and_by_the_absolute_form_authority() {
     assert_eq!(seen.header("x-backend"), Some("b"));
     assert!(seen.body.contains("GET /y HTTP/1.1"), "{}", seen.body);
     assert!(seen.body.contains("host: b\n"), "{}", seen.body);
+    assert!(
+        !seen.body.contains("x-envoy-original-path"),
+        "{}",
+        seen.body
+    );
 
     assert_eq!(get(p.addr, "nobody", "/").await.status, 404);
     let missing = get(p.addr, "gone", "/").await;

@@ -207,8 +207,14 @@ fn upstream_head(
     if let Ok(v) = HeaderValue::from_str(&host) {
         h.insert(http::header::HOST, v);
     }
-    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let pq = rewrite_path(r, ra, pq);
+    let original = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let pq = rewrite_path(r, ra, original);
+    // Envoy keeps the path it rewrote (`suppress_envoy_headers` is not set by Rudder).
+    if pq != original
+        && let Ok(v) = HeaderValue::from_str(original)
+    {
+        h.insert(HeaderName::from_static("x-envoy-original-path"), v);
+    }
     Head {
         method: parts.method,
         uri: pq.parse().unwrap_or_else(|_| Uri::from_static("/")),

@@ -40,6 +40,15 @@ const MAX_HEADERS: usize = 100;
 /// Serves HTTP/1.1 and HTTP/2 (prior knowledge, or ALPN `h2` under TLS) on `io` until
 /// the connection ends.
 pub async fn serve(ctx: Arc<Ctx>, io: UpstreamIo, conn: ConnInfo, hcm: Arc<HttpManager>) {
+    let prefix = &hcm.stat_prefix;
+    ctx.stats
+        .counter(&format!("http.{prefix}.downstream_cx_total"))
+        .inc();
+    let cx_active = ctx
+        .stats
+        .gauge(&format!("http.{prefix}.downstream_cx_active"));
+    cx_active.add(1);
+    let _cx_active = GaugeGuard(cx_active);
     let activity = Arc::new(Activity::default());
     let conn = Arc::new(conn);
     let svc = {
@@ -88,6 +97,15 @@ pub async fn serve(ctx: Arc<Ctx>, io: UpstreamIo, conn: ConnInfo, hcm: Arc<HttpM
                 }
             }
         }
+    }
+}
+
+/// Takes one off a gauge when dropped.
+struct GaugeGuard(Arc<crate::stats::Gauge>);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.add(-1);
     }
 }
 
@@ -205,7 +223,13 @@ async fn handle(
     ctx.stats
         .counter(&format!("http.{prefix}.downstream_rq_total"))
         .inc();
+    let rq_active = ctx
+        .stats
+        .gauge(&format!("http.{prefix}.downstream_rq_active"));
+    rq_active.add(1);
+    let rq_active = GaugeGuard(rq_active);
     let resp = route(ctx, conn, hcm, &snapshot, req).await;
+    drop(rq_active);
     let class = resp.status().as_u16() / 100;
     ctx.stats
         .counter(&format!("http.{prefix}.downstream_rq_{class}xx"))
