@@ -88,11 +88,26 @@ pub(crate) async fn forward(
             .unwrap_or(Err(Failure::Timeout)),
         None => tries.await,
     };
+    let mut resp = respond(rq, name, result, started, limit);
+    headers::strip_hop_by_hop(resp.headers_mut());
+    headers::apply(resp.headers_mut(), &levels, Side::Response);
+    resp
+}
+
+/// The downstream response of the tries' `result`: the upstream's (its body under the
+/// rest of the whole-request limit), or a local reply for the failure.
+fn respond(
+    rq: &Req<'_>,
+    cluster: &str,
+    result: Result<Response<Incoming>, Failure>,
+    started: Instant,
+    limit: Option<Duration>,
+) -> Response<Body> {
     let stats = &rq.ctx.stats;
     stats
-        .histogram(&format!("cluster.{name}.upstream_rq_time"))
+        .histogram(&format!("cluster.{cluster}.upstream_rq_time"))
         .record_us(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
-    let mut resp = match result {
+    match result {
         Ok(mut resp) => {
             // As Envoy reports it (`suppress_envoy_headers` is not set by Rudder).
             if let Ok(v) = HeaderValue::from_str(&started.elapsed().as_millis().to_string()) {
@@ -107,15 +122,12 @@ pub(crate) async fn forward(
         Err(f) => {
             if matches!(f, Failure::Timeout) {
                 stats
-                    .counter(&format!("cluster.{name}.upstream_rq_timeout"))
+                    .counter(&format!("cluster.{cluster}.upstream_rq_timeout"))
                     .inc();
             }
             f.response()
         }
-    };
-    headers::strip_hop_by_hop(resp.headers_mut());
-    headers::apply(resp.headers_mut(), &levels, Side::Response);
-    resp
+    }
 }
 
 /// The cluster of a destination (`roll` a random number for the weighted pick) and

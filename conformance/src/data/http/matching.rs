@@ -114,9 +114,9 @@ pub(crate) fn matches(m: &RouteMatch, req: &RequestView<'_>) -> bool {
             return false;
         }
     } else if is_connect {
-        // A CONNECT request has no path: only a connect matcher (or a `prefix: ""`
-        // that any path matches, as Envoy treats CONNECT's empty path) takes it.
-        if !matches!(&m.path, PathMatch::Prefix(p) if p.is_empty() || p == "/") {
+        // A CONNECT request has no path: only a connect matcher, or a `prefix: ""`
+        // that the empty path matches, takes it (as in Envoy).
+        if !matches!(&m.path, PathMatch::Prefix(p) if p.is_empty()) {
             return false;
         }
     } else if !path_matches(&m.path, m.case_sensitive, req.path()) {
