@@ -142,6 +142,16 @@ async fn per_try_and_whole_request_timeouts_answer_504() {
     let seen = get(p.addr, "h", "/slow").await;
     assert_eq!(seen.status, 504);
     assert_eq!(p.counter("cluster.c.upstream_rq_timeout"), 1);
+
+    let mut action = to_cluster("c");
+    action.timeout = Some(Duration::ZERO);
+    action.max_stream_duration = Some(Duration::from_millis(200));
+    let p = proxy_to(action, cluster("c", &[addr])).await;
+    let seen = get(p.addr, "h", "/slow").await;
+    assert_eq!(
+        (seen.status, seen.body.as_str()),
+        (408, "downstream duration timeout")
+    );
 }
 
 #[tokio::test]

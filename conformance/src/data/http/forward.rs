@@ -172,17 +172,13 @@ pub(crate) fn target(cluster: &Cluster, rq: &Req<'_>, headers: &HeaderMap) -> Op
     }
 }
 
-/// The time the whole request (every try) may take.
+/// The time the whole request (every try) may take: the route's `timeout`, Envoy's
+/// 15 s when unset, none when zero.
 fn whole_request_limit(ra: &RouteAction) -> Option<Duration> {
-    let route = match ra.timeout {
+    match ra.timeout {
         None => Some(DEFAULT_TIMEOUT),
         Some(t) if t.is_zero() => None,
         Some(t) => Some(t),
-    };
-    let stream = ra.max_stream_duration.filter(|d| !d.is_zero());
-    match (route, stream) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
     }
 }
 
@@ -497,8 +493,6 @@ mod tests {
         assert_eq!(whole_request_limit(&ra), Some(DEFAULT_TIMEOUT));
         ra.timeout = Some(Duration::ZERO);
         assert_eq!(whole_request_limit(&ra), None);
-        ra.max_stream_duration = Some(Duration::from_secs(2));
-        assert_eq!(whole_request_limit(&ra), Some(Duration::from_secs(2)));
         ra.timeout = Some(Duration::from_secs(1));
         assert_eq!(whole_request_limit(&ra), Some(Duration::from_secs(1)));
     }

@@ -312,7 +312,18 @@ async fn route(
             }
             return tunnel::connect(&rq, ra, req).await;
         }
-        Action::Route(ra) => return forward::forward(&rq, vh, r, ra, req).await,
+        Action::Route(ra) => {
+            let forwarded = forward::forward(&rq, vh, r, ra, req);
+            // The stream's cap: Envoy answers 408 when it passes before the response.
+            return match ra.max_stream_duration.filter(|d| !d.is_zero()) {
+                Some(d) => tokio::time::timeout(d, forwarded)
+                    .await
+                    .unwrap_or_else(|_| {
+                        local(StatusCode::REQUEST_TIMEOUT, "downstream duration timeout")
+                    }),
+                None => forwarded.await,
+            };
+        }
     };
     headers::apply(
         resp.headers_mut(),
