@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use conformance::config::cluster::RetryBudget;
+use conformance::config::cluster::{Discovery, RetryBudget};
 use conformance::config::route::{Action, Backoff, RetryOn, RetryPolicy, RouteAction};
 use http_support::*;
 
@@ -202,4 +202,80 @@ async fn the_retry_budget_bounds_concurrent_retries() {
         attempts,
         "every attempt past the first is a counted retry"
     );
+}
+
+/// A raw backend whose first connection is closed after the request arrives; later
+/// ones answer 200.
+async fn closes_first() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut first = true;
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let close = std::mem::replace(&mut first, false);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if !close {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                    let _ = s.read(&mut buf).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_reset_after_the_request_is_retried_only_on_reset_conditions() {
+    let addr = closes_first().await;
+    let p = proxy_to(to_cluster("c"), cluster("c", &[addr])).await;
+    let seen = get(p.addr, "h", "/").await;
+    assert_eq!(seen.status, 503);
+    assert!(
+        seen.body.contains("connection termination"),
+        "{}",
+        seen.body
+    );
+
+    let addr = closes_first().await;
+    let mut action = to_cluster("c");
+    action.retry = Some(Arc::new(RetryPolicy {
+        on: RetryOn {
+            reset: true,
+            ..Default::default()
+        },
+        ..(*five_xx(1, None)).clone()
+    }));
+    let p = proxy_to(action, cluster("c", &[addr])).await;
+    let seen = get(p.addr, "h", "/").await;
+    assert_eq!((seen.status, seen.body.as_str()), (200, "ok"));
+    assert_eq!(p.counter("cluster.c.upstream_rq_retry"), 1);
+}
+
+#[tokio::test]
+async fn a_logical_dns_cluster_resolves_at_connect() {
+    let b = echo("dns").await;
+    let mut c = cluster("c", &[]);
+    c.discovery = Discovery::Dns {
+        host: "localhost".into(),
+        port: b.port(),
+    };
+    let p = proxy_to(to_cluster("c"), c).await;
+    let seen = get(p.addr, "h", "/").await;
+    assert_eq!(seen.header("x-backend"), Some("dns"));
 }

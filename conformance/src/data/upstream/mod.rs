@@ -207,10 +207,16 @@ pub(crate) async fn choose(
             .map(|a| a.as_ref())
             .ok_or_else(|| UpstreamError::NoHealthyUpstream(cluster.name.clone()))?,
         Discovery::Dns { host, port } => {
-            let addr = tokio::net::lookup_host((host.as_str(), *port))
+            // The first address, IPv4 preferred (Rudder's `dns_lookup_family`).
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), *port))
                 .await
-                .ok()
-                .and_then(|mut a| a.next())
+                .map(Iterator::collect)
+                .unwrap_or_default();
+            let addr = addrs
+                .iter()
+                .find(|a| a.is_ipv4())
+                .or(addrs.first())
+                .copied()
                 .ok_or_else(|| UpstreamError::NoHealthyUpstream(cluster.name.clone()))?;
             return Ok(Chosen {
                 addr,
