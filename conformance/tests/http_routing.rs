@@ -196,6 +196,17 @@ async fn direct_responses_and_redirects() {
             vec![
                 route("/old", Action::Redirect(Arc::new(redirect))),
                 route(
+                    "/moved",
+                    Action::Redirect(Arc::new(Redirect {
+                        scheme: None,
+                        host: Some("example.org".into()),
+                        port: None,
+                        path: RedirectPath::Prefix("/".into()),
+                        status: 302,
+                        strip_query: false,
+                    })),
+                ),
+                route(
                     "/",
                     Action::Direct {
                         status: 418,
@@ -210,6 +221,14 @@ async fn direct_responses_and_redirects() {
     let seen = get(p.addr, "web:443", "/old/x?y=1").await;
     assert_eq!(seen.status, 301);
     assert_eq!(seen.header("location"), Some("https://web/v2/x?y=1"));
+    let req = Request::get("/moved/a?b")
+        .header("host", "web:8080")
+        .header("x-forwarded-proto", "https")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let seen = send(p.addr, req).await;
+    assert_eq!(seen.status, 302);
+    assert_eq!(seen.header("location"), Some("https://example.org/a?b"));
     let seen = get(p.addr, "web", "/tea").await;
     assert_eq!(seen.status, 418);
     assert_eq!(seen.body, "teapot");

@@ -293,8 +293,17 @@ async fn route(
             local_bytes(status, body)
         }
         Action::Redirect(rd) => {
+            // Envoy redirects on the request's `x-forwarded-proto` (set from the
+            // connection when the client sent none).
+            let proto = req
+                .headers()
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .filter(|p| p.eq_ignore_ascii_case("http") || p.eq_ignore_ascii_case("https"))
+                .unwrap_or(scheme)
+                .to_ascii_lowercase();
             let origin = redirect::Origin {
-                scheme,
+                scheme: &proto,
                 authority: &rq.authority,
                 path_and_query: &path_and_query,
             };
