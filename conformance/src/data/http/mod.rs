@@ -1,0 +1,385 @@
+//! The HTTP connection manager and router: virtual host and route choice, header edits,
+//! direct responses and redirects, weighted clusters, retries with budgets, timeouts,
+//! mirrors; absolute-form and CONNECT requests of the explicit-proxy port.
+//!
+//! Each request loads one snapshot at its start and uses it to its end, so a
+//! configuration published meanwhile never changes a request in flight.
+
+mod body;
+mod forward;
+mod headers;
+mod matching;
+mod redirect;
+mod retry;
+mod tunnel;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use crate::config::Snapshot;
+use crate::config::listener::{HttpManager, RouteSource};
+use crate::config::route::{Action, RouteConfig};
+use crate::data::upstream::{Body, UpstreamIo};
+use crate::data::{ConnInfo, Ctx};
+
+/// How long a client may take to send a request's headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// HTTP/2 streams a client may open at once.
+const MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// Headers per request (Envoy's default `max_headers_count`).
+const MAX_HEADERS: usize = 100;
+
+/// Serves HTTP/1.1 and HTTP/2 (prior knowledge, or ALPN `h2` under TLS) on `io` until
+/// the connection ends.
+pub async fn serve(ctx: Arc<Ctx>, io: UpstreamIo, conn: ConnInfo, hcm: Arc<HttpManager>) {
+    let prefix = &hcm.stat_prefix;
+    ctx.stats
+        .counter(&format!("http.{prefix}.downstream_cx_total"))
+        .inc();
+    let cx_active = ctx
+        .stats
+        .gauge(&format!("http.{prefix}.downstream_cx_active"));
+    cx_active.add(1);
+    let _cx_active = GaugeGuard(cx_active);
+    let activity = Arc::new(Activity::default());
+    let conn = Arc::new(conn);
+    let svc = {
+        let activity = Arc::clone(&activity);
+        let hcm = Arc::clone(&hcm);
+        hyper::service::service_fn(move |req: Request<Incoming>| {
+            let (ctx, conn, hcm) = (Arc::clone(&ctx), Arc::clone(&conn), Arc::clone(&hcm));
+            let guard = activity.start();
+            async move {
+                let resp = handle(&ctx, &conn, &hcm, req).await;
+                drop(guard);
+                Ok::<_, Infallible>(resp)
+            }
+        })
+    };
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(hcm.max_request_headers_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(u32::try_from(hcm.max_request_headers_bytes).unwrap_or(u32::MAX));
+    let io = TokioIo::new(Tracked {
+        io,
+        activity: Arc::clone(&activity),
+    });
+    let served = builder.serve_connection_with_upgrades(io, svc);
+    tokio::pin!(served);
+    let Some(idle) = hcm.idle_timeout.filter(|d| !d.is_zero()) else {
+        let _ = served.await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = served.as_mut() => return,
+            () = tokio::time::sleep(idle) => {
+                if activity.idle_for() >= idle {
+                    served.as_mut().graceful_shutdown();
+                    let _ = served.await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Takes one off a gauge when dropped.
+struct GaugeGuard(Arc<crate::stats::Gauge>);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.add(-1);
+    }
+}
+
+/// When a connection last moved bytes, and its requests in flight.
+#[derive(Debug)]
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+    requests: AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        if self.requests.load(Ordering::Relaxed) > 0 {
+            return Duration::ZERO;
+        }
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+
+    fn start(self: &Arc<Self>) -> InRequest {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.touch();
+        InRequest(Arc::clone(self))
+    }
+}
+
+struct InRequest(Arc<Activity>);
+
+impl Drop for InRequest {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.requests.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The downstream stream, noting activity on every read and write.
+struct Tracked {
+    io: UpstreamIo,
+    activity: Arc<Activity>,
+}
+
+impl tokio::io::AsyncRead for Tracked {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.activity.touch();
+        self.io.as_mut().poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.activity.touch();
+        self.io.as_mut().poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.io.as_mut().poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.io.as_mut().poll_shutdown(cx)
+    }
+}
+
+/// What one request needs from its connection and snapshot.
+pub(crate) struct Req<'a> {
+    pub(crate) ctx: &'a Arc<Ctx>,
+    pub(crate) conn: &'a ConnInfo,
+    pub(crate) hcm: &'a HttpManager,
+    pub(crate) snapshot: &'a Snapshot,
+    /// The authority routed on.
+    pub(crate) authority: String,
+    /// The downstream scheme.
+    pub(crate) scheme: &'static str,
+}
+
+async fn handle(
+    ctx: &Arc<Ctx>,
+    conn: &ConnInfo,
+    hcm: &HttpManager,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let started = Instant::now();
+    let snapshot = ctx.live.load();
+    let prefix = &hcm.stat_prefix;
+    ctx.stats
+        .counter(&format!("http.{prefix}.downstream_rq_total"))
+        .inc();
+    let rq_active = ctx
+        .stats
+        .gauge(&format!("http.{prefix}.downstream_rq_active"));
+    rq_active.add(1);
+    let rq_active = GaugeGuard(rq_active);
+    let resp = route(ctx, conn, hcm, &snapshot, req).await;
+    drop(rq_active);
+    let class = resp.status().as_u16() / 100;
+    ctx.stats
+        .counter(&format!("http.{prefix}.downstream_rq_{class}xx"))
+        .inc();
+    ctx.stats
+        .histogram(&format!("http.{prefix}.downstream_rq_time"))
+        .record_us(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+    resp
+}
+
+async fn route(
+    ctx: &Arc<Ctx>,
+    conn: &ConnInfo,
+    hcm: &HttpManager,
+    snapshot: &Snapshot,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let authority = authority_of(&req);
+    let scheme = if conn.tls_peer.is_some() || conn.own_uri.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let Some(rc) = route_config(snapshot, hcm) else {
+        return local(StatusCode::NOT_FOUND, "");
+    };
+    let is_connect = req.method() == http::Method::CONNECT;
+    let path_and_query = if is_connect {
+        String::new()
+    } else {
+        req.uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string()
+    };
+    let view = matching::RequestView {
+        method: req.method().as_str(),
+        authority: &authority,
+        path_and_query: &path_and_query,
+        scheme,
+        headers: req.headers(),
+    };
+    let Some(vh) = matching::virtual_host(&rc, &authority) else {
+        return local(StatusCode::NOT_FOUND, "");
+    };
+    let Some(r) = matching::route(vh, &view) else {
+        return local(StatusCode::NOT_FOUND, "");
+    };
+    let rq = Req {
+        ctx,
+        conn,
+        hcm,
+        snapshot,
+        authority,
+        scheme,
+    };
+    let mut resp = match &r.action {
+        Action::Direct { status, body } => {
+            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+            let body = body.clone().unwrap_or_default();
+            local_bytes(status, body)
+        }
+        Action::Redirect(rd) => {
+            // Envoy redirects on the request's `x-forwarded-proto` (set from the
+            // connection when the client sent none).
+            let proto = req
+                .headers()
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .filter(|p| p.eq_ignore_ascii_case("http") || p.eq_ignore_ascii_case("https"))
+                .unwrap_or(scheme)
+                .to_ascii_lowercase();
+            let origin = redirect::Origin {
+                scheme: &proto,
+                authority: &rq.authority,
+                path_and_query: &path_and_query,
+            };
+            let location = redirect::location(rd, &r.matcher.path, &origin);
+            let status = StatusCode::from_u16(rd.status).unwrap_or(StatusCode::FOUND);
+            let mut resp = local(status, "");
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                resp.headers_mut().insert(http::header::LOCATION, v);
+            }
+            resp
+        }
+        Action::Route(ra) if is_connect => {
+            if !(ra.connect || hcm.connect) {
+                return local(StatusCode::NOT_FOUND, "");
+            }
+            return tunnel::connect(&rq, ra, req).await;
+        }
+        Action::Route(ra) => {
+            let forwarded = forward::forward(&rq, vh, r, ra, req);
+            // The stream's cap: Envoy answers 408 when it passes before the response.
+            return match ra.max_stream_duration.filter(|d| !d.is_zero()) {
+                Some(d) => tokio::time::timeout(d, forwarded)
+                    .await
+                    .unwrap_or_else(|_| {
+                        local(StatusCode::REQUEST_TIMEOUT, "downstream duration timeout")
+                    }),
+                None => forwarded.await,
+            };
+        }
+    };
+    headers::apply(
+        resp.headers_mut(),
+        &[&r.headers, &vh.headers],
+        headers::Side::Response,
+    );
+    resp
+}
+
+fn route_config(snapshot: &Snapshot, hcm: &HttpManager) -> Option<Arc<RouteConfig>> {
+    match &hcm.routes {
+        RouteSource::Rds(name) => snapshot.route(name).cloned(),
+        RouteSource::Inline(rc) => Some(Arc::clone(rc)),
+    }
+}
+
+/// The request's authority: the URI's (absolute form, HTTP/2), else `Host`.
+fn authority_of<B>(req: &Request<B>) -> String {
+    if let Some(a) = req.uri().authority() {
+        return a.as_str().to_string();
+    }
+    req.headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// A response made here (not by an upstream), with a text body.
+pub(crate) fn local(status: StatusCode, text: &'static str) -> Response<Body> {
+    local_bytes(status, Bytes::from_static(text.as_bytes()))
+}
+
+fn local_bytes(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut resp = Response::new(body::whole(body.clone()));
+    *resp.status_mut() = status;
+    if !body.is_empty() {
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain"),
+        );
+    }
+    resp
+}
+
+/// An upstream response's body as the proxy's body type.
+pub(crate) fn boxed(b: Incoming) -> Body {
+    b.map_err(|e| Box::new(e) as crate::data::upstream::BoxError)
+        .boxed()
+}

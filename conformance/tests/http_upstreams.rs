@@ -1,0 +1,267 @@
+//! CONNECT tunnels, HTTP/2 upstreams, mirrors, and a configuration swap under a
+//! request in flight.
+
+mod http_support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use conformance::config::cluster::{Discovery, LbPolicy, UpstreamProtocol};
+use conformance::config::route::{Action, Mirror, PathMatch};
+use http_support::*;
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A TCP echo server.
+async fn tcp_echo() -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+async fn read_until(s: &mut TcpStream, end: &[u8]) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.windows(end.len()).any(|w| w == end) {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("read in time")
+            .expect("read");
+        assert!(
+            n > 0,
+            "closed early after {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+#[tokio::test]
+async fn connect_tunnels_bytes_to_the_routed_cluster() {
+    let echo_addr = tcp_echo().await;
+    let mut action = to_cluster("tcp");
+    action.connect = true;
+    let mut r = route("/", Action::Route(Arc::new(action)));
+    r.matcher.connect = true;
+    let snap = snapshot(
+        vec![vhost("e", &["echo:9000"], vec![r])],
+        vec![cluster("tcp", &[echo_addr])],
+    );
+    let p = proxy(snap, hcm(true)).await;
+    let mut s = TcpStream::connect(p.addr).await.expect("connect");
+    s.write_all(b"CONNECT echo:9000 HTTP/1.1\r\nHost: echo:9000\r\n\r\n")
+        .await
+        .expect("write");
+    let head = read_until(&mut s, b"\r\n\r\n").await;
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s.write_all(b"ping through the tunnel")
+        .await
+        .expect("write");
+    let back = read_until(&mut s, b"tunnel").await;
+    assert_eq!(back, b"ping through the tunnel");
+
+    let mut s = TcpStream::connect(p.addr).await.expect("connect");
+    s.write_all(b"CONNECT other:1 HTTP/1.1\r\nHost: other:1\r\n\r\n")
+        .await
+        .expect("write");
+    let head = read_until(&mut s, b"\r\n\r\n").await;
+    assert!(
+        head.starts_with(b"HTTP/1.1 404"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+}
+
+#[tokio::test]
+async fn an_original_destination_cluster_goes_where_the_authority_says() {
+    let echo_addr = tcp_echo().await;
+    let web = echo("pod").await;
+    let mut pod = cluster("pod-address", &[]);
+    pod.discovery = Discovery::OriginalDst {
+        header: Some(":authority".into()),
+    };
+    pod.lb = LbPolicy::ClusterProvided;
+    let mut tunnel = to_cluster("pod-address");
+    tunnel.connect = true;
+    tunnel.timeout = Some(Duration::ZERO);
+    let mut connect = route("/", Action::Route(Arc::new(tunnel)));
+    connect.matcher.connect = true;
+    let plain = route("/", Action::Route(Arc::new(to_cluster("pod-address"))));
+    let snap = snapshot(vec![vhost("pods", &["*"], vec![connect, plain])], vec![pod]);
+    let p = proxy(snap, hcm(true)).await;
+
+    let mut s = TcpStream::connect(p.addr).await.expect("connect");
+    let line = format!("CONNECT {echo_addr} HTTP/1.1\r\nHost: {echo_addr}\r\n\r\n");
+    s.write_all(line.as_bytes()).await.expect("write");
+    let head = read_until(&mut s, b"\r\n\r\n").await;
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s.write_all(b"to the pod").await.expect("write");
+    assert_eq!(read_until(&mut s, b"pod").await, b"to the pod");
+
+    let seen = get(p.addr, &web.to_string(), "/direct").await;
+    assert_eq!(seen.header("x-backend"), Some("pod"));
+    assert_eq!(get(p.addr, "not-an-address", "/").await.status, 503);
+}
+
+#[tokio::test]
+async fn an_http2_cluster_multiplexes_over_h2c() {
+    let b = echo("h2").await;
+    let mut c = cluster("c", &[b]);
+    c.protocol = UpstreamProtocol::Http2;
+    let snap = snapshot(
+        vec![vhost(
+            "h",
+            &["*"],
+            vec![route("/", Action::Route(Arc::new(to_cluster("c"))))],
+        )],
+        vec![c],
+    );
+    let p = proxy(snap, hcm(false)).await;
+    for _ in 0..5 {
+        let seen = get(p.addr, "web", "/two").await;
+        assert_eq!(seen.status, 200);
+        assert!(seen.body.contains("HTTP/2.0"), "{}", seen.body);
+    }
+    assert_eq!(
+        p.counter("cluster.c.upstream_cx_total"),
+        1,
+        "one multiplexed connection"
+    );
+}
+
+#[tokio::test]
+async fn http1_connections_are_reused() {
+    let b = echo("h1").await;
+    let snap = snapshot(
+        vec![vhost(
+            "h",
+            &["*"],
+            vec![route("/", Action::Route(Arc::new(to_cluster("c"))))],
+        )],
+        vec![cluster("c", &[b])],
+    );
+    let p = proxy(snap, hcm(false)).await;
+    for _ in 0..5 {
+        assert_eq!(get(p.addr, "web", "/").await.status, 200);
+    }
+    assert_eq!(
+        p.counter("cluster.c.upstream_cx_total"),
+        1,
+        "keep-alive reuse"
+    );
+}
+
+#[tokio::test]
+async fn a_mirror_gets_a_shadow_copy() {
+    let main = echo("main").await;
+    let hosts = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen_hosts = Arc::clone(&hosts);
+    let shadow = backend(move |req: http::Request<hyper::body::Incoming>| {
+        let hosts = Arc::clone(&seen_hosts);
+        async move {
+            let host = req
+                .headers()
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            hosts.lock().push(host);
+            status(500)
+        }
+    })
+    .await;
+    let mut action = to_cluster("main");
+    action.mirrors = vec![Mirror {
+        cluster: "shadow".into(),
+        per_million: 1_000_000,
+    }];
+    let snap = snapshot(
+        vec![vhost(
+            "h",
+            &["*"],
+            vec![route("/", Action::Route(Arc::new(action)))],
+        )],
+        vec![cluster("main", &[main]), cluster("shadow", &[shadow])],
+    );
+    let p = proxy(snap, hcm(false)).await;
+    let seen = get(p.addr, "web:8080", "/m").await;
+    assert_eq!(
+        seen.status, 200,
+        "the mirror's failure never reaches the client"
+    );
+    assert_eq!(seen.header("x-backend"), Some("main"));
+    assert!(
+        eventually(|| !hosts.lock().is_empty()).await,
+        "the mirror got a copy"
+    );
+    assert_eq!(
+        hosts.lock().first().map(String::as_str),
+        Some("web-shadow:8080")
+    );
+}
+
+#[tokio::test]
+async fn a_swap_mid_request_does_not_fail_it() {
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let held = Arc::clone(&gate);
+    let b = backend(move |req: http::Request<hyper::body::Incoming>| {
+        let held = Arc::clone(&held);
+        async move {
+            if req.uri().path() == "/held" {
+                held.notified().await;
+            }
+            status(200)
+        }
+    })
+    .await;
+    let snap = snapshot(
+        vec![vhost(
+            "h",
+            &["*"],
+            vec![route("/", Action::Route(Arc::new(to_cluster("c"))))],
+        )],
+        vec![cluster("c", &[b])],
+    );
+    let p = proxy(snap, hcm(false)).await;
+    let in_flight = tokio::spawn(get(p.addr, "web", "/held"));
+    let active = p.ctx.stats.counter("cluster.c.upstream_rq_total");
+    assert!(
+        eventually(|| active.get() == 1).await,
+        "the request reached the router"
+    );
+    // The new configuration drops the route's cluster and routes elsewhere.
+    let mut other = route("/", Action::Route(Arc::new(to_cluster("gone"))));
+    other.matcher.path = PathMatch::Prefix("/".into());
+    p.ctx
+        .live
+        .publish(snapshot(vec![vhost("h", &["*"], vec![other])], vec![]));
+    // A stored permit: the backend goes on whether or not it waits yet.
+    gate.notify_one();
+    let seen = in_flight.await.expect("request");
+    assert_eq!(
+        seen.status, 200,
+        "the request keeps the snapshot it started with"
+    );
+    assert_eq!(get(p.addr, "web", "/next").await.status, 503);
+}
