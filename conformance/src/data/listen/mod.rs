@@ -73,6 +73,7 @@ pub async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
 
 struct Bound {
     address: SocketAddr,
+    config: Arc<Listener>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -124,7 +125,13 @@ impl Manager {
             .filter(|(name, b)| wanted.get(*name).is_none_or(|l| l.address != b.address))
             .map(|(name, _)| name.clone())
             .collect();
+        let mut moved = BTreeSet::new();
         for name in gone {
+            if wanted.contains_key(&name) {
+                moved.insert(name.clone());
+            } else {
+                ctx.stats.counter("listener_manager.listener_removed").inc();
+            }
             if let Some(b) = self.bound.remove(&name) {
                 close(b).await;
             }
@@ -135,11 +142,19 @@ impl Manager {
             .lock()
             .retain(|name, _| wanted.contains_key(name));
         for (name, listener) in wanted.iter() {
-            if self.bound.contains_key(name)
-                || self
-                    .failed
-                    .get(name)
-                    .is_some_and(|f| Arc::ptr_eq(f, listener))
+            if let Some(b) = self.bound.get_mut(name) {
+                if !Arc::ptr_eq(&b.config, listener) {
+                    ctx.stats
+                        .counter("listener_manager.listener_modified")
+                        .inc();
+                    b.config = listener.clone();
+                }
+                continue;
+            }
+            if self
+                .failed
+                .get(name)
+                .is_some_and(|f| Arc::ptr_eq(f, listener))
             {
                 continue;
             }
@@ -151,8 +166,14 @@ impl Manager {
                 Ok(socket) => {
                     self.failed.remove(name);
                     ctx.listeners.errors.lock().remove(name);
+                    let counter = if moved.contains(name) {
+                        "listener_manager.listener_modified"
+                    } else {
+                        "listener_manager.listener_added"
+                    };
+                    ctx.stats.counter(counter).inc();
                     self.bound
-                        .insert(name.clone(), start(ctx, name, listener.address, socket));
+                        .insert(name.clone(), start(ctx, name, listener, socket));
                 }
                 Err(e) => {
                     let err = BindError {
@@ -210,17 +231,19 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-fn start(ctx: &Arc<Ctx>, name: &str, address: SocketAddr, socket: TcpListener) -> Bound {
+/// Starts the accept loop of `listener`, held under `name` in the snapshot.
+fn start(ctx: &Arc<Ctx>, name: &str, listener: &Arc<Listener>, socket: TcpListener) -> Bound {
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(accept_loop(
         ctx.clone(),
         Arc::from(name),
-        address,
+        listener.address,
         socket,
         stopped,
     ));
     Bound {
-        address,
+        address: listener.address,
+        config: listener.clone(),
         stop,
         task,
     }
