@@ -62,8 +62,8 @@ pub(crate) async fn forward(
     let Some(target) = target(cluster, rq, &parts.headers) else {
         return local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
     };
-    let head = upstream_head(rq, r, ra, &levels, parts);
     let policy = ra.retry.as_deref().or(vh.retry.as_deref());
+    let head = upstream_head(rq, r, ra, policy, &levels, parts);
     let incoming = super::boxed(incoming);
     let kept = if policy.is_some() || !ra.mirrors.is_empty() {
         match body::keep(incoming).await {
@@ -186,6 +186,7 @@ fn upstream_head(
     rq: &Req<'_>,
     r: &Route,
     ra: &RouteAction,
+    policy: Option<&RetryPolicy>,
     levels: &[&HeaderEdits],
     parts: http::request::Parts,
 ) -> Head {
@@ -198,9 +199,8 @@ fn upstream_head(
         rq.conn.own_uri.as_deref(),
     );
     headers::set_request_ids(&mut h, rq.scheme);
-    if let Some(t) = ra
-        .retry
-        .as_ref()
+    // Envoy's expectation: the per-try timeout, else the route's.
+    if let Some(t) = policy
         .and_then(|p| p.per_try_timeout)
         .or_else(|| whole_request_limit(ra))
         && let Ok(v) = HeaderValue::from_str(&t.as_millis().to_string())
