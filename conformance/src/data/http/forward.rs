@@ -165,7 +165,12 @@ pub(crate) fn target(cluster: &Cluster, rq: &Req<'_>, headers: &HeaderMap) -> Op
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string),
             };
-            value.and_then(|v| v.parse().ok()).map(Target::Address)
+            // Absent: the connection's destination; present but not `IP:port`: none
+            // (Envoy's original-destination balancer finds no host).
+            match value {
+                None => Some(Target::Address(rq.conn.destination)),
+                Some(v) => v.parse().ok().map(Target::Address),
+            }
         }
         Discovery::OriginalDst { header: None } => Some(Target::Address(rq.conn.destination)),
         _ => Some(Target::Balanced),
