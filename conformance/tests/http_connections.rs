@@ -174,6 +174,19 @@ async fn endpoint_changes_keep_the_pools_of_endpoints_that_stay() {
         assert_eq!(seen.header("x-backend"), Some("a"));
     }
     assert_eq!(cx(a), 1, "a's pooled connection survived the change");
+    let b_active = p
+        .ctx
+        .stats
+        .gauge(&format!("cluster.c.endpoint.{b}.cx_active"));
+    assert!(
+        eventually(|| b_active.get() == 0).await,
+        "the removed endpoint's idle connection was closed"
+    );
+    let a_active = p
+        .ctx
+        .stats
+        .gauge(&format!("cluster.c.endpoint.{a}.cx_active"));
+    assert_eq!(a_active.get(), 1);
     p.ctx.live.publish(Default::default());
     assert_eq!(get(p.addr, "web", "/").await.status, 404);
     p.ctx.live.publish(with(&[]));

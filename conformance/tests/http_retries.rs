@@ -69,6 +69,7 @@ async fn retries_hide_a_flaky_backend_and_nothing_retries_without_a_policy() {
     assert_eq!(p.counter("cluster.c.upstream_rq_retry"), 10);
     assert_eq!(p.counter("cluster.c.upstream_rq_total"), 20);
     assert_eq!(p.counter("cluster.c.upstream_rq_503"), 10);
+    assert_eq!(p.counter("cluster.c.upstream_rq_retry_success"), 10);
 
     let (addr, _) = flaky().await;
     let p = proxy_to(to_cluster("c"), cluster("c", &[addr])).await;
@@ -134,6 +135,8 @@ async fn per_try_and_whole_request_timeouts_answer_504() {
         2,
         "a timed out try is retried for 5xx"
     );
+    assert_eq!(p.counter("cluster.c.upstream_rq_per_try_timeout"), 3);
+    assert_eq!(p.counter("cluster.c.upstream_rq_retry_limit_exceeded"), 1);
     assert_eq!(get(p.addr, "h", "/fast").await.status, 200);
 
     let mut action = to_cluster("c");

@@ -6,6 +6,8 @@ mod http_support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use conformance::config::cluster::{Discovery, LbPolicy, UpstreamProtocol};
 use conformance::config::route::{Action, Mirror, PathMatch};
 use http_support::*;
@@ -264,4 +266,81 @@ async fn a_swap_mid_request_does_not_fail_it() {
         "the request keeps the snapshot it started with"
     );
     assert_eq!(get(p.addr, "web", "/next").await.status, 503);
+}
+
+/// An h2c backend answering with a body and `grpc-status` trailers, as a gRPC server.
+async fn grpc_like() -> std::net::SocketAddr {
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| {
+                        let te = req
+                            .headers()
+                            .get("te")
+                            .map(|v| v.as_bytes().to_vec())
+                            .unwrap_or_default();
+                        async move {
+                            let mut trailers = http::HeaderMap::new();
+                            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                            let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = vec![
+                                Ok(Frame::data(Bytes::from(te))),
+                                Ok(Frame::trailers(trailers)),
+                            ];
+                            let body = StreamBody::new(futures::stream::iter(frames));
+                            Ok::<_, std::convert::Infallible>(http::Response::new(body))
+                        }
+                    });
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn trailers_pass_through_http2_both_ways() {
+    use http_body_util::BodyExt;
+    let b = grpc_like().await;
+    let mut c = cluster("grpc", &[b]);
+    c.protocol = UpstreamProtocol::Http2;
+    let snap = snapshot(
+        vec![vhost(
+            "g",
+            &["*"],
+            vec![route("/", Action::Route(Arc::new(to_cluster("grpc"))))],
+        )],
+        vec![c],
+    );
+    let p = proxy(snap, hcm(false)).await;
+    let s = TcpStream::connect(p.addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(s),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = http::Request::post("http://greeter/pkg.Greeter/Hello")
+        .header("te", "trailers")
+        .header("content-type", "application/grpc")
+        .body(http_body_util::Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    assert_eq!(resp.status(), 200);
+    let collected = resp.into_body().collect().await.expect("body");
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"0"[..])
+    );
+    assert_eq!(collected.to_bytes(), Bytes::from_static(b"trailers"));
 }

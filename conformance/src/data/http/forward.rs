@@ -62,8 +62,8 @@ pub(crate) async fn forward(
     let Some(target) = target(cluster, rq, &parts.headers) else {
         return local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
     };
-    let head = upstream_head(rq, r, ra, &levels, parts);
     let policy = ra.retry.as_deref().or(vh.retry.as_deref());
+    let head = upstream_head(rq, r, ra, policy, &levels, parts);
     let incoming = super::boxed(incoming);
     let kept = if policy.is_some() || !ra.mirrors.is_empty() {
         match body::keep(incoming).await {
@@ -165,7 +165,12 @@ pub(crate) fn target(cluster: &Cluster, rq: &Req<'_>, headers: &HeaderMap) -> Op
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string),
             };
-            value.and_then(|v| v.parse().ok()).map(Target::Address)
+            // Absent: the connection's destination; present but not `IP:port`: none
+            // (Envoy's original-destination balancer finds no host).
+            match value {
+                None => Some(Target::Address(rq.conn.destination)),
+                Some(v) => v.parse().ok().map(Target::Address),
+            }
         }
         Discovery::OriginalDst { header: None } => Some(Target::Address(rq.conn.destination)),
         _ => Some(Target::Balanced),
@@ -186,6 +191,7 @@ fn upstream_head(
     rq: &Req<'_>,
     r: &Route,
     ra: &RouteAction,
+    policy: Option<&RetryPolicy>,
     levels: &[&HeaderEdits],
     parts: http::request::Parts,
 ) -> Head {
@@ -198,9 +204,8 @@ fn upstream_head(
         rq.conn.own_uri.as_deref(),
     );
     headers::set_request_ids(&mut h, rq.scheme);
-    if let Some(t) = ra
-        .retry
-        .as_ref()
+    // Envoy's expectation: the per-try timeout, else the route's.
+    if let Some(t) = policy
         .and_then(|p| p.per_try_timeout)
         .or_else(|| whole_request_limit(ra))
         && let Ok(v) = HeaderValue::from_str(&t.as_millis().to_string())
@@ -325,43 +330,31 @@ async fn tries(
         let result = match policy.and_then(|p| p.per_try_timeout) {
             Some(t) => match tokio::time::timeout(t, send).await {
                 Ok(r) => r.map_err(Failure::Upstream),
-                Err(_) => Err(Failure::Timeout),
+                Err(_) => {
+                    stats
+                        .counter(&format!("cluster.{name}.upstream_rq_per_try_timeout"))
+                        .inc();
+                    Err(Failure::Timeout)
+                }
             },
             None => send.await.map_err(Failure::Upstream),
         };
-        let outcome = match &result {
-            Ok((resp, _)) => {
-                let code = resp.status().as_u16();
-                stats
-                    .counter(&format!("cluster.{name}.upstream_rq_{code}"))
-                    .inc();
-                stats
-                    .counter(&format!("cluster.{name}.upstream_rq_{}xx", code / 100))
-                    .inc();
-                Outcome::Status(code)
+        let outcome = record(rq, name, &result);
+        let wants = policy.is_some_and(|p| retry::retriable(p, outcome));
+        let Some(p) = policy.filter(|p| wants && n < p.num_retries && kept.replayable()) else {
+            let counter = match (wants, n) {
+                (true, _) if policy.is_some_and(|p| n >= p.num_retries) => {
+                    "upstream_rq_retry_limit_exceeded"
+                }
+                (false, 1..) if result.is_ok() => "upstream_rq_retry_success",
+                _ => "",
+            };
+            if !counter.is_empty() {
+                stats.counter(&format!("cluster.{name}.{counter}")).inc();
             }
-            Err(f) => f.outcome(),
-        };
-        let Some(p) = policy
-            .filter(|p| n < p.num_retries && kept.replayable() && retry::retriable(p, outcome))
-        else {
             return result.map(|(r, _)| r);
         };
-        let limit = cluster
-            .retry_budget
-            .map_or(retry::DEFAULT_MAX_RETRIES, |b| {
-                retry::budget_limit(
-                    &b,
-                    state
-                        .active_requests
-                        .load(std::sync::atomic::Ordering::Relaxed),
-                )
-            });
-        if state
-            .active_retries
-            .load(std::sync::atomic::Ordering::Relaxed)
-            >= limit
-        {
+        if !budget_allows(cluster, state) {
             stats
                 .counter(&format!("cluster.{name}.upstream_rq_retry_overflow"))
                 .inc();
@@ -375,6 +368,40 @@ async fn tries(
         tokio::time::sleep(retry::backoff(&p.backoff, n)).await;
         n += 1;
     }
+}
+
+/// Counts a try's answer (`upstream_rq_<code>`, `upstream_rq_<N>xx`); its outcome.
+fn record(
+    rq: &Req<'_>,
+    cluster: &str,
+    result: &Result<(Response<Incoming>, std::net::SocketAddr), Failure>,
+) -> Outcome {
+    match result {
+        Ok((resp, _)) => {
+            let code = resp.status().as_u16();
+            let stats = &rq.ctx.stats;
+            stats
+                .counter(&format!("cluster.{cluster}.upstream_rq_{code}"))
+                .inc();
+            stats
+                .counter(&format!("cluster.{cluster}.upstream_rq_{}xx", code / 100))
+                .inc();
+            Outcome::Status(code)
+        }
+        Err(f) => f.outcome(),
+    }
+}
+
+/// Whether the cluster's retry budget (else Envoy's default of three concurrent
+/// retries) has room for one more retry.
+fn budget_allows(cluster: &Cluster, state: &ClusterState) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    let limit = cluster
+        .retry_budget
+        .map_or(retry::DEFAULT_MAX_RETRIES, |b| {
+            retry::budget_limit(&b, state.active_requests.load(Relaxed))
+        });
+    state.active_retries.load(Relaxed) < limit
 }
 
 /// Sends a copy of the request to the mirror's cluster with the given share, its host

@@ -159,17 +159,42 @@ fn header_matches(h: &HeaderMatch, req: &RequestView<'_>) -> bool {
 }
 
 fn query_matches(q: &QueryMatch, req: &RequestView<'_>) -> bool {
+    // Envoy compares names and values percent-decoded.
     let first = req.query().and_then(|query| {
         query.split('&').find_map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (k == q.name).then_some(v)
+            (percent_decode(k) == q.name).then(|| percent_decode(v))
         })
     });
     match (&q.value, first) {
         (_, None) => false,
         (None, Some(_)) => true,
-        (Some(sm), Some(v)) => sm.matches(v),
+        (Some(sm), Some(v)) => sm.matches(&v),
     }
+}
+
+/// `%XX` escapes decoded (invalid ones and non-UTF-8 results kept as they are).
+pub(crate) fn percent_decode(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_string();
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap_or_else(|_| s.to_string())
 }
 
 #[cfg(test)]
@@ -302,6 +327,8 @@ mod tests {
         assert!(matches(&m, &view("POST", "/x?a=1&v=2", &h)));
         assert!(!matches(&m, &view("GET", "/x?v=2", &h)));
         assert!(!matches(&m, &view("POST", "/x?v=3", &h)));
+        assert!(matches(&m, &view("POST", "/x?%76=%32", &h)));
+        assert_eq!(percent_decode("a%20b%zz%4"), "a b%zz%4");
         assert!(!matches(&m, &view("POST", "/x", &h)));
         h.insert("x-debug", "1".parse().expect("value"));
         assert!(!matches(&m, &view("POST", "/x?v=2", &h)));

@@ -169,8 +169,11 @@ impl tokio::io::AsyncRead for Tracked {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        self.activity.touch();
-        self.io.as_mut().poll_read(cx, buf)
+        let polled = self.io.as_mut().poll_read(cx, buf);
+        if polled.is_ready() {
+            self.activity.touch();
+        }
+        polled
     }
 }
 

@@ -1,13 +1,43 @@
 //! Endpoint choice over a load assignment: the lowest priority that has healthy
-//! endpoints takes the traffic; within it, weighted round robin or least request (two
+//! endpoints takes the traffic (all endpoints in Envoy's panic mode); within it, weighted round robin or least request (two
 //! random choices over active requests). Locality weights take effect only with
 //! `locality_weighted_lb_config`, which Rudder does not emit, so endpoints of every
 //! locality of the chosen priority are balanced together, as Envoy does.
 
 use crate::config::cluster::{Endpoint, LbPolicy, LoadAssignment};
 
-/// The healthy endpoints of the lowest priority that has any.
+/// Envoy's default `healthy_panic_threshold`, in percent.
+const PANIC_THRESHOLD: u64 = 50;
+/// Envoy's default overprovisioning factor, in percent.
+const OVERPROVISIONING: u64 = 140;
+
+/// The endpoints to balance over: the healthy ones of the lowest priority that has
+/// any; in panic (the priorities' overprovisioned health sums below Envoy's default
+/// threshold), every endpoint of the lowest priority, healthy or not.
 pub(crate) fn healthy_tier(la: &LoadAssignment) -> Vec<&Endpoint> {
+    let mut per_priority: std::collections::BTreeMap<u32, (u64, u64)> = Default::default();
+    for l in &la.localities {
+        let entry = per_priority.entry(l.priority).or_default();
+        entry.0 += l.endpoints.iter().filter(|e| e.healthy).count() as u64;
+        entry.1 += l.endpoints.len() as u64;
+    }
+    let health: u64 = per_priority
+        .values()
+        .filter(|(_, total)| *total > 0)
+        .map(|(healthy, total)| (OVERPROVISIONING * healthy / total).min(100))
+        .sum();
+    if health.min(100) < PANIC_THRESHOLD {
+        let lowest = per_priority
+            .iter()
+            .find(|(_, (_, total))| *total > 0)
+            .map(|(p, _)| *p);
+        return la
+            .localities
+            .iter()
+            .filter(|l| Some(l.priority) == lowest)
+            .flat_map(|l| l.endpoints.iter())
+            .collect();
+    }
     let Some(priority) = la
         .localities
         .iter()
@@ -124,15 +154,40 @@ mod tests {
             (0, vec![ep(3, 1, false)]),
         ]);
         let tier = healthy_tier(&a);
-        assert_eq!(tier.len(), 1);
+        assert_eq!(tier.len(), 1, "priority 1 is healthy enough: no panic");
         assert_eq!(tier[0].address.port(), 2);
+        let one_in_three = la(vec![(
+            0,
+            vec![ep(1, 1, true), ep(2, 1, false), ep(3, 1, false)],
+        )]);
+        assert_eq!(
+            healthy_tier(&one_in_three).len(),
+            3,
+            "panic: every endpoint"
+        );
+        let two_in_five = la(vec![(
+            0,
+            vec![
+                ep(1, 1, true),
+                ep(2, 1, true),
+                ep(3, 1, false),
+                ep(4, 1, false),
+                ep(5, 1, false),
+            ],
+        )]);
+        assert_eq!(
+            healthy_tier(&two_in_five).len(),
+            2,
+            "56% overprovisioned: no panic"
+        );
         let b = la(vec![
             (0, vec![ep(1, 1, true)]),
             (0, vec![ep(3, 1, true)]),
             (1, vec![ep(2, 1, true)]),
         ]);
         assert_eq!(healthy_tier(&b).len(), 2);
-        assert!(healthy_tier(&la(vec![(0, vec![ep(1, 1, false)])])).is_empty());
+        assert_eq!(healthy_tier(&la(vec![(0, vec![ep(1, 1, false)])])).len(), 1);
+        assert!(healthy_tier(&la(vec![])).is_empty());
     }
 
     #[test]

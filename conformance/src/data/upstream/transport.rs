@@ -1,16 +1,21 @@
 //! One connection to an endpoint: the transport its metadata selects
 //! (`transport_socket_matches`, else the cluster's), TCP within the connect timeout,
-//! then TLS through the cluster's client configuration.
+//! then TLS through the cluster's client configuration. Connections are counted
+//! (`upstream_cx_total`, `upstream_cx_active`, per endpoint `cx_total`, `cx_active`).
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::{UpstreamError, UpstreamIo};
 use crate::config::Snapshot;
 use crate::config::cluster::{Cluster, Transport};
 use crate::data::Ctx;
+use crate::stats::Gauge;
 
 /// Which transport of a cluster: 0 the cluster's own, `i + 1` its match `i`.
 pub(crate) fn transport_index(cluster: &Cluster, metadata: &[(String, String)]) -> usize {
@@ -69,16 +74,74 @@ pub(crate) async fn dial(
     let io = tokio::time::timeout(cluster.connect_timeout, work)
         .await
         .map_err(|_| failed("connect timeout".into()))??;
-    ctx.stats
-        .counter(&format!("cluster.{}.upstream_cx_total", cluster.name))
-        .inc();
-    ctx.stats
-        .counter(&format!(
-            "cluster.{}.endpoint.{addr}.cx_total",
-            cluster.name
-        ))
-        .inc();
-    Ok(io)
+    let (c, e) = (
+        format!("cluster.{}", cluster.name),
+        format!("cluster.{}.endpoint.{addr}", cluster.name),
+    );
+    ctx.stats.counter(&format!("{c}.upstream_cx_total")).inc();
+    ctx.stats.counter(&format!("{e}.cx_total")).inc();
+    let active = [
+        ctx.stats.gauge(&format!("{c}.upstream_cx_active")),
+        ctx.stats.gauge(&format!("{e}.cx_active")),
+    ];
+    for g in &active {
+        g.add(1);
+    }
+    Ok(Box::pin(Counted { io, active }))
+}
+
+/// A connection counted in the active gauges until it is dropped.
+struct Counted {
+    io: UpstreamIo,
+    active: [Arc<Gauge>; 2],
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        for g in &self.active {
+            g.add(-1);
+        }
+    }
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.io.as_mut().poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.io.as_mut().poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.io.as_mut().poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.io.as_mut().poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.io.as_mut().poll_shutdown(cx)
+    }
 }
 
 /// Whether the transport at `index` is TLS.
