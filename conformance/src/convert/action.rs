@@ -16,8 +16,8 @@ use envoy_types::pb::envoy::r#type::v3::fractional_percent::DenominatorType;
 use super::check::{
     Path, R, duration, each, enumerated, must_be_default, name, opt_duration, shorten,
 };
+use super::headers::header_edits;
 use super::matchers::{regex_matcher, regex_unanchored};
-use super::route::header_edits;
 use super::{MAX_LIST, MAX_NAME};
 use crate::config::route::{
     Action, Backoff, Destination, Mirror, Redirect, RedirectPath, RetryOn, RetryPolicy, Rewrite,

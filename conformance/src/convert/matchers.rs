@@ -70,12 +70,8 @@ pub(crate) fn string_matcher(path: &Path, m: &StringMatcher) -> R<StringMatch> {
         Some(MatchPattern::Prefix(s)) => StringMatch::Prefix(bounded("prefix", s)?, ic),
         Some(MatchPattern::Suffix(s)) => StringMatch::Suffix(bounded("suffix", s)?, ic),
         Some(MatchPattern::Contains(s)) => StringMatch::Contains(bounded("contains", s)?, ic),
+        // As in Envoy, `ignore_case` has no effect on a regex.
         Some(MatchPattern::SafeRegex(r)) => {
-            if ic {
-                return Err(path
-                    .f("ignore_case")
-                    .err("ignore_case does not apply to safe_regex"));
-            }
             StringMatch::Regex(regex_matcher(&path.f("safe_regex"), r)?)
         }
         Some(MatchPattern::Custom(_)) => return Err(path.f("custom").unsupported()),

@@ -7,7 +7,7 @@
 //! chains and their match), `network` (the terminal network filters:
 //! `http_connection_manager`, `tcp_proxy`), `tls` (downstream and upstream TLS contexts,
 //! SDS and EDS config sources), `route` (route configurations, virtual hosts, route
-//! matches, header edits), `action` (route actions: destinations, retries, mirrors,
+//! matches), `headers` (header edits), `action` (route actions: destinations, retries, mirrors,
 //! rewrites, redirects, direct responses), `cluster`, `endpoint`, `secret`, `matchers`
 //! (string matchers, regexes, header names and values) and `check` (field paths,
 //! errors, the "must be default" check for fields the proxy does not implement,
@@ -23,6 +23,12 @@
 //!   endpoints per load assignment, [`MAX_FILTER_CHAINS`] filter chains per listener,
 //!   [`MAX_LIST`] entries in any other list (header edits, matchers, weighted clusters,
 //!   mirrors, transport matches, ALPN values, SAN matchers, certificates in a PEM).
+//!
+//! Accepted but without effect: a DNS cluster's `dns_lookup_family` (the host is
+//! resolved by the system resolver at connect time), a route configuration's
+//! `validate_clusters` (a control-plane check), `ignore_case` on a regex (as in Envoy).
+//! Defaults are Envoy's: route timeout 15 s (zero: none), one retry, connect timeout
+//! 5 s, request headers 60 KiB, retry budget 20 % with 3 concurrent retries, weight 1.
 
 #![allow(
     deprecated,
@@ -33,6 +39,7 @@ mod action;
 mod check;
 mod cluster;
 mod endpoint;
+mod headers;
 mod listener;
 mod matchers;
 mod network;

@@ -3,9 +3,6 @@
 
 use std::collections::HashMap;
 
-use envoy_types::pb::envoy::config::core::v3::{
-    HeaderValueOption, header_value_option::HeaderAppendAction,
-};
 use envoy_types::pb::envoy::config::route::v3::{
     HeaderMatcher, QueryParameterMatcher, Route as PbRoute, RouteConfiguration,
     RouteMatch as PbMatch, VirtualHost as PbHost, header_matcher::HeaderMatchSpecifier,
@@ -13,15 +10,14 @@ use envoy_types::pb::envoy::config::route::v3::{
 };
 
 use super::action;
-use super::check::{Path, R, each, enumerated, must_be_default, name, opt_name, shorten};
-use super::matchers::{
-    header_name, header_value, match_header_name, regex_matcher, string_matcher,
-};
+use super::check::{Path, R, each, must_be_default, name, opt_name, shorten};
+use super::headers::header_edits;
+use super::matchers::{match_header_name, regex_matcher, string_matcher};
 use super::{MAX_DOMAINS, MAX_LIST, MAX_NAME, MAX_ROUTES, MAX_VIRTUAL_HOSTS};
 use crate::config::listener::StringMatch;
 use crate::config::route::{
-    AppendAction, HeaderAdd, HeaderEdits, HeaderMatch, HeaderValueMatch, PathMatch, QueryMatch,
-    Route, RouteConfig, RouteMatch, VirtualHost,
+    HeaderMatch, HeaderValueMatch, PathMatch, QueryMatch, Route, RouteConfig, RouteMatch,
+    VirtualHost,
 };
 
 /// A `RouteConfiguration` resource.
@@ -276,77 +272,5 @@ fn query_match(path: &Path, q: &QueryParameterMatcher) -> R<QueryMatch> {
     Ok(QueryMatch {
         name: name(&path.f("name"), &q.name)?,
         value,
-    })
-}
-
-/// Header edits of a host, a route or a weighted cluster (`path` is the message that
-/// holds the four lists).
-pub(crate) fn header_edits(
-    path: &Path,
-    request_add: &[HeaderValueOption],
-    request_remove: &[String],
-    response_add: &[HeaderValueOption],
-    response_remove: &[String],
-) -> R<HeaderEdits> {
-    let removes = |field: &str, names: &[String]| {
-        each(&path.f(field), names, MAX_LIST, |p, n| {
-            header_name(p, n).map(|h| h.as_str().to_string())
-        })
-    };
-    Ok(HeaderEdits {
-        request_add: each(
-            &path.f("request_headers_to_add"),
-            request_add,
-            MAX_LIST,
-            header_add,
-        )?,
-        request_remove: removes("request_headers_to_remove", request_remove)?,
-        response_add: each(
-            &path.f("response_headers_to_add"),
-            response_add,
-            MAX_LIST,
-            header_add,
-        )?,
-        response_remove: removes("response_headers_to_remove", response_remove)?,
-    })
-}
-
-fn header_add(path: &Path, o: &HeaderValueOption) -> R<HeaderAdd> {
-    must_be_default!(path, o, keep_empty_value);
-    let hp = path.f("header");
-    let h = o
-        .header
-        .as_ref()
-        .ok_or_else(|| hp.err("a header is required"))?;
-    let name = header_name(&hp.f("key"), &h.key)?;
-    let value = match (h.value.is_empty(), h.raw_value.is_empty()) {
-        (_, true) => header_value(&hp.f("value"), h.value.as_bytes())?,
-        (true, false) => header_value(&hp.f("raw_value"), &h.raw_value)?,
-        (false, false) => return Err(hp.err("value and raw_value are both set")),
-    };
-    let ap = path.f("append_action");
-    let action = enumerated::<HeaderAppendAction>(&ap, o.append_action)?;
-    let append = match (o.append, action) {
-        (None, a) => match a {
-            HeaderAppendAction::AppendIfExistsOrAdd => AppendAction::AppendIfExistsOrAdd,
-            HeaderAppendAction::AddIfAbsent => AppendAction::AddIfAbsent,
-            HeaderAppendAction::OverwriteIfExistsOrAdd => AppendAction::OverwriteIfExistsOrAdd,
-            HeaderAppendAction::OverwriteIfExists => AppendAction::OverwriteIfExists,
-        },
-        // The deprecated `append`, as Envoy reads it: true appends, false overwrites.
-        (Some(b), HeaderAppendAction::AppendIfExistsOrAdd) if b.value => {
-            AppendAction::AppendIfExistsOrAdd
-        }
-        (Some(_), HeaderAppendAction::AppendIfExistsOrAdd) => AppendAction::OverwriteIfExistsOrAdd,
-        (Some(_), _) => {
-            return Err(path
-                .f("append")
-                .err("append and append_action are both set"));
-        }
-    };
-    Ok(HeaderAdd {
-        name,
-        value,
-        append,
     })
 }
