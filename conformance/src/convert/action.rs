@@ -178,7 +178,7 @@ fn substitution(path: &Path, r: &RegexMatchAndSubstitute) -> R<(Arc<regex::Regex
 }
 
 /// RE2's substitution (`\1`, `\\`) in the regex crate's syntax (`${1}`, `$$` for `$`).
-fn re2_substitution(s: &str) -> String {
+pub(crate) fn re2_substitution(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {
@@ -319,7 +319,7 @@ pub(crate) fn retry_policy(path: &Path, r: &PbRetry) -> R<RetryPolicy> {
     })
 }
 
-fn mirror(path: &Path, m: &RequestMirrorPolicy) -> R<Mirror> {
+pub(crate) fn mirror(path: &Path, m: &RequestMirrorPolicy) -> R<Mirror> {
     must_be_default!(
         path,
         m,

@@ -43,7 +43,7 @@ pub(crate) fn header_edits(
     })
 }
 
-fn header_add(path: &Path, o: &HeaderValueOption) -> R<HeaderAdd> {
+pub(crate) fn header_add(path: &Path, o: &HeaderValueOption) -> R<HeaderAdd> {
     must_be_default!(path, o, keep_empty_value);
     let hp = path.f("header");
     let h = o

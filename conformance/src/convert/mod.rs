@@ -171,3 +171,6 @@ pub fn convert(ty: XdsType, any: &Any) -> Result<(String, Converted), ConvertErr
         }),
     }
 }
+
+#[cfg(test)]
+mod tests;
