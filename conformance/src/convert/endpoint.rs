@@ -88,7 +88,13 @@ fn endpoint(path: &Path, e: &LbEndpoint) -> R<Endpoint> {
         Some(HostIdentifier::EndpointName(_)) => return Err(path.f("endpoint_name").unsupported()),
         None => return Err(ep.err("an endpoint is required")),
     };
-    must_be_default!(ep, inner, health_check_config, additional_addresses);
+    must_be_default!(
+        ep,
+        inner,
+        health_check_config,
+        additional_addresses,
+        observability_name
+    );
     opt_name(&ep.f("hostname"), &inner.hostname)?;
     let address = inner
         .address
@@ -164,7 +170,8 @@ pub(crate) fn dns_host(path: &Path, la: &ClusterLoadAssignment) -> R<(String, u1
         inner,
         health_check_config,
         additional_addresses,
-        hostname
+        hostname,
+        observability_name,
     );
     let address = inner
         .address

@@ -104,6 +104,14 @@ pub(crate) fn listener(l: &PbListener) -> R<Listener> {
         enable_mptcp,
         tcp_keepalive,
         listener_specifier,
+        stat_prefix,
+        metadata,
+        drain_type,
+        continue_on_listener_filters_timeout,
+        traffic_direction,
+        reuse_port,
+        ignore_global_conn_limit,
+        bypass_overload_manager,
     );
     let address = l
         .address

@@ -236,6 +236,7 @@ fn http_filters(path: &Path, filters: &[PbHttpFilter]) -> R<Vec<HttpFilter>> {
             respect_expected_rq_timeout,
             suppress_grpc_request_failure_code_stats,
             upstream_http_filters,
+            reject_connect_request_early_data,
         );
         if i + 1 != filters.len() {
             return Err(p.err("the router must be the last HTTP filter"));
