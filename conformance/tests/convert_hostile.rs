@@ -308,6 +308,13 @@ fn header_names_must_be_lowercase_tokens() {
             "invalid header name",
         );
     }
+    // As Envoy: host may not be modified.
+    assert_refused(
+        XdsType::Route,
+        &with_header("host"),
+        "virtual_hosts[0].routes[0].request_headers_to_add[0].header.key",
+        "host headers may not be modified",
+    );
     let (_, c) = convert(XdsType::Route, &with_header("x-ok")).expect("converts");
     let Converted::Route(rc) = c else {
         panic!("not routes")
@@ -428,5 +435,18 @@ fn an_unimplemented_field_is_named() {
         &any(&c),
         "outlier_detection",
         "unsupported field",
+    );
+}
+
+#[test]
+fn two_chains_with_the_same_match() {
+    let mut l = listener(vec![router()], Vec::new());
+    let chain = l.filter_chains[0].clone();
+    l.filter_chains.push(chain);
+    assert_refused(
+        XdsType::Listener,
+        &any(&l),
+        "filter_chains[1].filter_chain_match",
+        "the same match as filter_chains[0]",
     );
 }

@@ -22,7 +22,7 @@ pub(crate) fn header_edits(
 ) -> R<HeaderEdits> {
     let removes = |field: &str, names: &[String]| {
         each(&path.f(field), names, MAX_LIST, |p, n| {
-            header_name(p, n).map(|h| h.as_str().to_string())
+            modifiable(p, header_name(p, n)?).map(|h| h.as_str().to_string())
         })
     };
     Ok(HeaderEdits {
@@ -43,6 +43,14 @@ pub(crate) fn header_edits(
     })
 }
 
+/// As Envoy: `host` (like a pseudo-header) may not be added or removed.
+fn modifiable(path: &Path, name: http::HeaderName) -> R<http::HeaderName> {
+    if name == http::header::HOST {
+        return Err(path.err(":-prefixed or host headers may not be modified"));
+    }
+    Ok(name)
+}
+
 pub(crate) fn header_add(path: &Path, o: &HeaderValueOption) -> R<HeaderAdd> {
     must_be_default!(path, o, keep_empty_value);
     let hp = path.f("header");
@@ -50,7 +58,7 @@ pub(crate) fn header_add(path: &Path, o: &HeaderValueOption) -> R<HeaderAdd> {
         .header
         .as_ref()
         .ok_or_else(|| hp.err("a header is required"))?;
-    let name = header_name(&hp.f("key"), &h.key)?;
+    let name = modifiable(&hp.f("key"), header_name(&hp.f("key"), &h.key)?)?;
     let value = match (h.value.is_empty(), h.raw_value.is_empty()) {
         (_, true) => header_value(&hp.f("value"), h.value.as_bytes())?,
         (true, false) => header_value(&hp.f("raw_value"), &h.raw_value)?,

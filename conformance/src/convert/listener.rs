@@ -132,6 +132,7 @@ pub(crate) fn listener(l: &PbListener) -> R<Listener> {
         MAX_FILTER_CHAINS,
         chain,
     )?;
+    unique_matches(&p.f("filter_chains"), &chains)?;
     let default_chain = l
         .default_filter_chain
         .as_ref()
@@ -148,6 +149,32 @@ pub(crate) fn listener(l: &PbListener) -> R<Listener> {
         chains,
         default_chain,
     })
+}
+
+/// Envoy refuses two chains with the same match.
+fn unique_matches(path: &Path, chains: &[FilterChain]) -> R<()> {
+    let mut seen = std::collections::HashMap::new();
+    for (i, c) in chains.iter().enumerate() {
+        let m = &c.matcher;
+        let mut ranges: Vec<(IpAddr, u8)> =
+            m.prefix_ranges.iter().map(|r| (r.addr, r.len)).collect();
+        ranges.sort();
+        let mut alpn = m.application_protocols.clone();
+        alpn.sort();
+        let key = (
+            m.destination_port,
+            ranges,
+            m.transport_protocol.clone(),
+            alpn,
+            m.source_type as u8,
+        );
+        if let Some(first) = seen.insert(key, i) {
+            return Err(path.i(i).f("filter_chain_match").err(format!(
+                "the same match as filter_chains[{first}] (multiple filter chains with the same matching rules)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 enum Known {
