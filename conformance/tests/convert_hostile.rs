@@ -242,6 +242,21 @@ fn regexes_within_and_over_the_limit() {
         crds::re2::check(p).expect("RE2 accepts");
         convert(XdsType::Route, &regex_route(p)).expect("compiles");
     }
+    // Every repetition of a class that the RE2 check admits compiles here too.
+    let mut admitted = 0;
+    for base in [
+        ".", "[^/]", "\\d", "[a-z0-9]", "(?i:ab)", "\\w", "\\pL", "(x|y|z)",
+    ] {
+        for n in [1, 2, 5, 10, 20, 30, 45, 60, 80, 96, 200] {
+            let p = format!("/{base}{{{n}}}");
+            if crds::re2::check(&p).is_ok() {
+                admitted += 1;
+                convert(XdsType::Route, &regex_route(&p))
+                    .unwrap_or_else(|e| panic!("{p} admitted by the RE2 check: {e}"));
+            }
+        }
+    }
+    assert!(admitted > 20, "only {admitted} patterns admitted");
     let long = "a".repeat(1025);
     assert_refused(
         XdsType::Route,
