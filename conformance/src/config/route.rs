@@ -138,6 +138,9 @@ pub struct RouteAction {
     /// CONNECT requests to this route are tunnelled (`upgrade_configs` CONNECT on the
     /// route, or the listener's).
     pub connect: bool,
+    /// The status answered when the cluster chosen is not known
+    /// (`cluster_not_found_response_code`: 503 by default, 404 or 500).
+    pub cluster_not_found_status: u16,
 }
 
 /// A route's destination.
@@ -290,6 +293,27 @@ pub struct RetryOn {
     pub refused_stream: bool,
     /// `retriable-status-codes`.
     pub retriable_status_codes: bool,
+    /// `retriable-4xx`: a 409 answer.
+    pub retriable_4xx: bool,
+    /// gRPC conditions: the answer's `grpc-status` (in the headers of a trailers-only
+    /// answer) is `cancelled` (1), `deadline-exceeded` (4), `resource-exhausted` (8),
+    /// `internal` (13) or `unavailable` (14).
+    pub grpc: GrpcRetryOn,
+}
+
+/// The gRPC `retry_on` conditions (by `grpc-status`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GrpcRetryOn {
+    /// `cancelled` (1).
+    pub cancelled: bool,
+    /// `deadline-exceeded` (4).
+    pub deadline_exceeded: bool,
+    /// `resource-exhausted` (8).
+    pub resource_exhausted: bool,
+    /// `internal` (13).
+    pub internal: bool,
+    /// `unavailable` (14).
+    pub unavailable: bool,
 }
 
 /// Retry backoff.
