@@ -16,3 +16,4 @@ pub mod convert;
 pub mod data;
 pub mod live;
 pub mod stats;
+pub mod xds;
