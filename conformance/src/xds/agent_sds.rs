@@ -95,10 +95,11 @@ impl AgentSds {
         let mut refused = Vec::new();
         let mut changes = Vec::new();
         let mut seen = BTreeSet::new();
-        if resp.type_url != XdsType::Secret.type_url() {
+        let right_type = resp.type_url == XdsType::Secret.type_url();
+        if !right_type {
             refused.push(format!("type {} in an SDS stream", resp.type_url));
         }
-        for any in resp.resources.iter().filter(|_| refused.is_empty()) {
+        for any in resp.resources.iter().filter(|_| right_type) {
             match (self.convert)(XdsType::Secret, any) {
                 Ok((name, _)) if name.len() > MAX_NAME => {
                     refused.push(format!("a secret name longer than {MAX_NAME} bytes"));

@@ -19,3 +19,10 @@ pub use agent_sds::AgentSdsClient;
 pub use client::AdsClient;
 pub use core::ConvertFn;
 pub use held::{Dump, Publisher, RawEntry};
+
+#[cfg(test)]
+mod delta_tests;
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod sotw_tests;
