@@ -11,6 +11,7 @@
 //!    SDS client), `data` (listeners, routing, upstream pools, TLS).
 //! 4. `admin` (the admin port), then `run` (wiring).
 
+pub mod admin;
 pub mod config;
 pub mod convert;
 pub mod data;

@@ -18,11 +18,13 @@ mod tls;
 pub use agent_sds::AgentSdsClient;
 pub use client::AdsClient;
 pub use core::ConvertFn;
+#[cfg(test)]
+pub(crate) use held::{Change, Held};
 pub use held::{Dump, Publisher, RawEntry};
 
 #[cfg(test)]
 mod delta_tests;
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
 #[cfg(test)]
 mod sotw_tests;
