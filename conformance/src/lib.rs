@@ -16,5 +16,6 @@ pub mod config;
 pub mod convert;
 pub mod data;
 pub mod live;
+pub mod run;
 pub mod stats;
 pub mod xds;
