@@ -11,8 +11,11 @@
 //!    SDS client), `data` (listeners, routing, upstream pools, TLS).
 //! 4. `admin` (the admin port), then `run` (wiring).
 
+pub mod admin;
 pub mod config;
 pub mod convert;
 pub mod data;
 pub mod live;
+pub mod run;
 pub mod stats;
+pub mod xds;

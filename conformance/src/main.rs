@@ -1,5 +1,5 @@
 //! `rudder-proxy`: see the crate documentation.
 
 fn main() -> anyhow::Result<()> {
-    anyhow::bail!("rudder-proxy: not wired yet")
+    conformance::run::main()
 }

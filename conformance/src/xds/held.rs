@@ -1,0 +1,143 @@
+//! What the xDS clients hold and how it reaches the data path: the accepted resources
+//! (the raw `Any` with its version and time, for `/config_dump`, and the converted
+//! value), the changes a response makes, and [`Publisher`], which applies changes to
+//! [`Live`] (touching only the type maps that changed) and to the [`Dump`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use envoy_types::pb::google::protobuf::Any;
+use parking_lot::{Mutex, RwLock};
+use xds_types::{PerType, XdsType};
+
+use crate::config::{Snapshot, TypeMap};
+use crate::convert::Converted;
+use crate::live::Live;
+
+/// One accepted resource as it arrived.
+#[derive(Clone, Debug)]
+pub struct RawEntry {
+    /// The resource.
+    pub any: Any,
+    /// Its version (SotW: the response's `version_info`; delta: the resource's).
+    pub version: String,
+    /// When it was accepted.
+    pub updated: SystemTime,
+}
+
+/// An accepted resource: raw and converted.
+#[derive(Clone, Debug)]
+pub(crate) struct Held {
+    pub(crate) raw: RawEntry,
+    pub(crate) value: Converted,
+}
+
+/// One change to publish: `name` of `ty` set to a value, or removed.
+#[derive(Clone, Debug)]
+pub(crate) struct Change {
+    pub(crate) ty: XdsType,
+    pub(crate) name: String,
+    pub(crate) value: Option<Held>,
+}
+
+/// The raw accepted resources per type, for `/config_dump`.
+#[derive(Debug, Default)]
+pub struct Dump {
+    entries: RwLock<PerType<BTreeMap<String, RawEntry>>>,
+}
+
+impl Dump {
+    /// The entries of `ty`, by name.
+    pub fn of(&self, ty: XdsType) -> BTreeMap<String, RawEntry> {
+        self.entries.read()[ty].clone()
+    }
+}
+
+/// Applies changes to [`Live`] and the [`Dump`]; the ADS client and the agent's SDS
+/// client both write through it, one at a time.
+#[derive(Debug)]
+pub struct Publisher {
+    live: Arc<Live>,
+    dump: Arc<Dump>,
+    one_writer: Mutex<()>,
+}
+
+impl Publisher {
+    /// A publisher into `live` and `dump`.
+    pub fn new(live: Arc<Live>, dump: Arc<Dump>) -> Self {
+        Publisher {
+            live,
+            dump,
+            one_writer: Mutex::new(()),
+        }
+    }
+
+    /// The published configuration.
+    pub fn live(&self) -> &Arc<Live> {
+        &self.live
+    }
+
+    /// Applies `changes` (nothing is published when there are none).
+    pub(crate) fn apply(&self, changes: &[Change]) {
+        if changes.is_empty() {
+            return;
+        }
+        let _one = self.one_writer.lock();
+        {
+            let mut dump = self.dump.entries.write();
+            for c in changes {
+                match &c.value {
+                    Some(h) => dump[c.ty].insert(c.name.clone(), h.raw.clone()),
+                    None => dump[c.ty].remove(&c.name),
+                };
+            }
+        }
+        self.live.update(|current| next_snapshot(current, changes));
+    }
+}
+
+/// `current` with `changes` applied; maps of types without changes are shared.
+pub(crate) fn next_snapshot(current: &Snapshot, changes: &[Change]) -> Snapshot {
+    let mut next = current.clone();
+    for ty in XdsType::ALL {
+        let mine: Vec<&Change> = changes.iter().filter(|c| c.ty == ty).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        match ty {
+            XdsType::Listener => edit(&mut next.listeners, &mine, |v| match v {
+                Converted::Listener(l) => Some(l.clone()),
+                _ => None,
+            }),
+            XdsType::Route => edit(&mut next.routes, &mine, |v| match v {
+                Converted::Route(r) => Some(r.clone()),
+                _ => None,
+            }),
+            XdsType::Cluster => edit(&mut next.clusters, &mine, |v| match v {
+                Converted::Cluster(c) => Some(c.clone()),
+                _ => None,
+            }),
+            XdsType::Endpoint => edit(&mut next.endpoints, &mine, |v| match v {
+                Converted::Endpoints(e) => Some(e.clone()),
+                _ => None,
+            }),
+            XdsType::Secret => edit(&mut next.secrets, &mine, |v| match v {
+                Converted::Secret(s) => Some(s.clone()),
+                _ => None,
+            }),
+        }
+    }
+    next
+}
+
+fn edit<T>(map: &mut TypeMap<T>, changes: &[&Change], pick: impl Fn(&Converted) -> Option<T>) {
+    let mut m = BTreeMap::clone(map);
+    for c in changes {
+        match c.value.as_ref().and_then(|h| pick(&h.value)) {
+            Some(v) => m.insert(c.name.clone(), Arc::new(v)),
+            None => m.remove(&c.name),
+        };
+    }
+    *map = Arc::new(m);
+}
