@@ -49,8 +49,8 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, up: Upstream<'_>, downstream: UpstreamI
     ctx.stats
         .counter(&format!("tcp.{}.downstream_cx_total", proxy.stat_prefix))
         .inc();
-    let upstream = match (target(&up, &conn), ctx.listeners.connector()) {
-        (None, _) => {
+    let upstream = match target(&up, &conn) {
+        None => {
             ctx.stats
                 .counter(&format!(
                     "cluster.{}.upstream_cx_none_healthy",
@@ -62,12 +62,9 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, up: Upstream<'_>, downstream: UpstreamI
                 proxy.cluster
             ))
         }
-        (Some(target), Some(test)) => test(proxy.cluster.clone(), target, conn.clone()).await,
-        (Some(target), None) => {
-            crate::data::upstream::connect(&ctx, &up.snapshot, &proxy.cluster, target)
-                .await
-                .map_err(|e| e.to_string())
-        }
+        Some(target) => crate::data::upstream::connect(&ctx, &up.snapshot, &proxy.cluster, target)
+            .await
+            .map_err(|e| e.to_string()),
     };
     let upstream = match upstream {
         Ok((_, io)) => io,
