@@ -194,6 +194,43 @@ async fn an_original_destination_cluster_needs_a_restored_destination() {
 }
 
 #[tokio::test]
+async fn http_to_an_original_destination_cluster_without_a_restored_destination_has_no_host() {
+    use conformance::config::cluster::Discovery;
+    use conformance::config::listener::{ForwardClientCert, Terminal};
+    let echo = echo_server().await;
+    let proxy = Proxy::start();
+    let mut pass_cluster = static_cluster("passthrough", echo);
+    pass_cluster.discovery = Discovery::OriginalDst { header: None };
+    proxy.add_cluster(pass_cluster);
+    let addr = free_addr();
+    let mut l = tcp_listener("http", addr);
+    l.original_dst = true;
+    l.chains[0].terminal = Terminal::Http(Arc::new(http_manager(
+        "passthrough",
+        ForwardClientCert::Sanitize,
+    )));
+    proxy.set_listeners(vec![l]);
+    let mut c = connect_when_up(addr).await;
+    c.write_all(b"GET / HTTP/1.1\r\nhost: web\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), c.read_to_end(&mut got))
+        .await
+        .expect("the reply ends")
+        .unwrap();
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 503"), "{got}");
+    assert!(got.ends_with("no healthy upstream"), "{got}");
+    assert_eq!(
+        proxy.counter("cluster.passthrough.upstream_cx_total"),
+        0,
+        "no connection to the listener's own address"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
 async fn without_an_inspector_the_transport_is_raw_buffer() {
     let echo = echo_server().await;
     let proxy = Proxy::start();

@@ -12,12 +12,7 @@ use std::time::Duration;
 use conformance::config::Snapshot;
 use conformance::config::cluster::UpstreamTls;
 use conformance::config::listener::{
-    ForwardClientCert, HttpFilter, HttpManager, Listener, RouteSource, StringMatch, Terminal,
-    Validation,
-};
-use conformance::config::route::{
-    Action, Destination, HeaderEdits, PathMatch, Route, RouteAction, RouteConfig, RouteMatch,
-    VirtualHost,
+    ForwardClientCert, Listener, StringMatch, Terminal, Validation,
 };
 use conformance::config::secret::{CertifiedKey, Secret, TrustBundle};
 use conformance::data::listen::{Limits, stat_prefix};
@@ -404,50 +399,6 @@ async fn head_echo() -> SocketAddr {
     addr
 }
 
-/// An HTTP chain routing everything to cluster `web`, setting `x-forwarded-client-cert`.
-fn xfcc_manager() -> HttpManager {
-    let action = RouteAction {
-        destination: Destination::Cluster("web".into()),
-        timeout: None,
-        retry: None,
-        mirrors: vec![],
-        rewrite: None,
-        host_rewrite: None,
-        max_stream_duration: None,
-        connect: false,
-    };
-    let route = Route {
-        name: String::new(),
-        matcher: RouteMatch {
-            path: PathMatch::Prefix("/".into()),
-            case_sensitive: true,
-            headers: vec![],
-            query: vec![],
-            connect: false,
-        },
-        action: Action::Route(Arc::new(action)),
-        headers: HeaderEdits::default(),
-    };
-    HttpManager {
-        stat_prefix: "inbound".into(),
-        routes: RouteSource::Inline(Arc::new(RouteConfig {
-            name: "inbound".into(),
-            virtual_hosts: vec![VirtualHost {
-                name: "all".into(),
-                domains: vec!["*".into()],
-                routes: vec![route],
-                headers: HeaderEdits::default(),
-                retry: None,
-            }],
-        })),
-        connect: false,
-        forward_client_cert: ForwardClientCert::SanitizeSet { uri: true },
-        filters: vec![HttpFilter::Router],
-        max_request_headers_bytes: 60 * 1024,
-        idle_timeout: None,
-    }
-}
-
 #[tokio::test]
 async fn the_verified_peer_and_the_own_spiffe_id_reach_the_http_terminal() {
     let pki = Pki::new("cluster.local");
@@ -457,7 +408,10 @@ async fn the_verified_peer_and_the_own_spiffe_id_reach_the_http_terminal() {
     let (cert, bundle) = (pki.issue("shop", "web"), pki.bundle());
     proxy.update(|s| s.secrets = Arc::new(secrets(cert, bundle)));
     let mut l = tls_listener(addr, true, vec![]);
-    l.chains[0].terminal = Terminal::Http(Arc::new(xfcc_manager()));
+    l.chains[0].terminal = Terminal::Http(Arc::new(http_manager(
+        "web",
+        ForwardClientCert::SanitizeSet { uri: true },
+    )));
     proxy.set_listeners(vec![l]);
     let cfg = client(Some(pki.issue("shop", "client")), pki.bundle());
     let mut s = dial(addr, cfg).await.unwrap();

@@ -12,8 +12,12 @@ use conformance::config::cluster::{
     Cluster, Discovery, Endpoint, LbPolicy, LoadAssignment, Locality, Transport, UpstreamProtocol,
 };
 use conformance::config::listener::{
-    ChainMatch, DownstreamTls, FilterChain, Listener, SecretRef, SecretSource, StringMatch,
-    TcpProxy, Terminal, Validation,
+    ChainMatch, DownstreamTls, FilterChain, ForwardClientCert, HttpFilter, HttpManager, Listener,
+    RouteSource, SecretRef, SecretSource, StringMatch, TcpProxy, Terminal, Validation,
+};
+use conformance::config::route::{
+    Action, Destination, HeaderEdits, PathMatch, Route, RouteAction, RouteConfig, RouteMatch,
+    VirtualHost,
 };
 use conformance::config::secret::{CertifiedKey, Secret, TrustBundle};
 use conformance::data::Ctx;
@@ -201,6 +205,50 @@ pub fn tcp_listener(name: &str, address: SocketAddr) -> Listener {
         tls_inspector: false,
         chains: vec![tcp_chain(name, None)],
         default_chain: None,
+    }
+}
+
+/// An HTTP connection manager routing every request to `cluster`.
+pub fn http_manager(cluster: &str, forward_client_cert: ForwardClientCert) -> HttpManager {
+    let action = RouteAction {
+        destination: Destination::Cluster(cluster.into()),
+        timeout: None,
+        retry: None,
+        mirrors: vec![],
+        rewrite: None,
+        host_rewrite: None,
+        max_stream_duration: None,
+        connect: false,
+    };
+    let route = Route {
+        name: String::new(),
+        matcher: RouteMatch {
+            path: PathMatch::Prefix("/".into()),
+            case_sensitive: true,
+            headers: vec![],
+            query: vec![],
+            connect: false,
+        },
+        action: Action::Route(Arc::new(action)),
+        headers: HeaderEdits::default(),
+    };
+    HttpManager {
+        stat_prefix: "inbound".into(),
+        routes: RouteSource::Inline(Arc::new(RouteConfig {
+            name: "inbound".into(),
+            virtual_hosts: vec![VirtualHost {
+                name: "all".into(),
+                domains: vec!["*".into()],
+                routes: vec![route],
+                headers: HeaderEdits::default(),
+                retry: None,
+            }],
+        })),
+        connect: false,
+        forward_client_cert,
+        filters: vec![HttpFilter::Router],
+        max_request_headers_bytes: 60 * 1024,
+        idle_timeout: None,
     }
 }
 

@@ -25,8 +25,6 @@ pub(crate) struct Upstream<'a> {
     pub(crate) snapshot: Arc<Snapshot>,
     /// The filter.
     pub(crate) proxy: &'a TcpProxy,
-    /// The original destination was taken from the socket (`SO_ORIGINAL_DST`).
-    pub(crate) restored: bool,
 }
 
 /// The endpoint choice for `up`: the original destination for an `ORIGINAL_DST`
@@ -34,9 +32,9 @@ pub(crate) struct Upstream<'a> {
 /// the balancer.
 fn target(up: &Upstream<'_>, conn: &ConnInfo) -> Option<Target> {
     match up.snapshot.cluster(&up.proxy.cluster).map(|c| &c.discovery) {
-        Some(Discovery::OriginalDst { .. }) => {
-            up.restored.then_some(Target::Address(conn.destination))
-        }
+        Some(Discovery::OriginalDst { .. }) => conn
+            .destination_restored
+            .then_some(Target::Address(conn.destination)),
         _ => Some(Target::Balanced),
     }
 }
