@@ -27,7 +27,7 @@ mod chain;
 mod conn;
 mod inspect;
 mod origdst;
-mod shared;
+pub(crate) mod shared;
 mod tcp;
 
 use std::collections::{BTreeMap, BTreeSet};
