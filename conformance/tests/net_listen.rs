@@ -1,6 +1,6 @@
 //! The listener manager driven by snapshots: a real `listen::run` with `tcp_proxy`
-//! chains forwarding to a local TCP echo (through the listener's test connector until
-//! the upstream module lands).
+//! chains forwarding through `upstream::connect` to STATIC clusters of a local TCP
+//! echo.
 
 mod net_support;
 
@@ -156,64 +156,15 @@ async fn garbage_after_the_inspector_is_closed_without_affecting_others() {
     proxy.stop().await;
 }
 
-fn cluster(
-    name: &str,
-    discovery: conformance::config::cluster::Discovery,
-) -> conformance::config::cluster::Cluster {
-    use conformance::config::cluster::*;
-    Cluster {
-        name: name.into(),
-        discovery,
-        lb: LbPolicy::default(),
-        connect_timeout: std::time::Duration::from_secs(1),
-        transport: Transport::Plain,
-        transport_matches: vec![],
-        protocol: UpstreamProtocol::default(),
-        retry_budget: None,
-        max_requests_per_connection: None,
-    }
-}
-
 #[tokio::test]
 async fn an_original_destination_cluster_needs_a_restored_destination() {
     use conformance::config::cluster::Discovery;
-    use conformance::data::upstream::{Target, UpstreamIo};
     let echo = echo_server().await;
     let proxy = Proxy::start();
-    let seen = Arc::new(parking_lot::Mutex::new(Vec::<(String, String)>::new()));
-    let record = seen.clone();
-    proxy
-        .ctx
-        .listeners
-        .set_test_connector(Arc::new(move |cluster, target, _conn| {
-            let t = match target {
-                Target::Balanced => "balanced".to_string(),
-                Target::Address(a) => a.to_string(),
-            };
-            record.lock().push((cluster, t));
-            Box::pin(async move {
-                let s = tokio::net::TcpStream::connect(echo)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok((echo, Box::pin(s) as UpstreamIo))
-            })
-        }));
-    proxy.update(|s| {
-        s.clusters = Arc::new(
-            [
-                cluster("cluster-pass", Discovery::OriginalDst { header: None }),
-                cluster(
-                    "cluster-eds",
-                    Discovery::Eds {
-                        service_name: "eds".into(),
-                    },
-                ),
-            ]
-            .into_iter()
-            .map(|c| (c.name.clone(), Arc::new(c)))
-            .collect(),
-        )
-    });
+    let mut pass_cluster = static_cluster("cluster-pass", echo);
+    pass_cluster.discovery = Discovery::OriginalDst { header: None };
+    proxy.add_cluster(pass_cluster);
+    proxy.add_cluster(static_cluster("cluster-eds", echo));
     let (pass, eds) = (free_addr(), free_addr());
     // An intercepting listener reached directly (no NAT entry): nothing to restore.
     let mut l = tcp_listener("pass", pass);
@@ -223,10 +174,12 @@ async fn an_original_destination_cluster_needs_a_restored_destination() {
     assert_eq!(roundtrip(&mut c, b"eds").await.unwrap(), b"eds");
     let mut p = connect_when_up(pass).await;
     assert_closed(&mut p).await;
+    assert_eq!(proxy.counter("cluster.cluster-eds.upstream_cx_total"), 1);
     assert_eq!(
-        *seen.lock(),
-        vec![("cluster-eds".to_string(), "balanced".to_string())],
-        "the passthrough cluster is never asked without an original destination"
+        proxy.counter("cluster.cluster-pass.upstream_cx_total"),
+        0,
+        "the passthrough cluster never connects (to the listener itself) without an \
+         original destination"
     );
     assert_eq!(
         proxy.counter("tcp.pass.downstream_cx_total"),
@@ -236,6 +189,43 @@ async fn an_original_destination_cluster_needs_a_restored_destination() {
     assert_eq!(
         proxy.counter("cluster.cluster-pass.upstream_cx_none_healthy"),
         1
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn http_to_an_original_destination_cluster_without_a_restored_destination_has_no_host() {
+    use conformance::config::cluster::Discovery;
+    use conformance::config::listener::{ForwardClientCert, Terminal};
+    let echo = echo_server().await;
+    let proxy = Proxy::start();
+    let mut pass_cluster = static_cluster("passthrough", echo);
+    pass_cluster.discovery = Discovery::OriginalDst { header: None };
+    proxy.add_cluster(pass_cluster);
+    let addr = free_addr();
+    let mut l = tcp_listener("http", addr);
+    l.original_dst = true;
+    l.chains[0].terminal = Terminal::Http(Arc::new(http_manager(
+        "passthrough",
+        ForwardClientCert::Sanitize,
+    )));
+    proxy.set_listeners(vec![l]);
+    let mut c = connect_when_up(addr).await;
+    c.write_all(b"GET / HTTP/1.1\r\nhost: web\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), c.read_to_end(&mut got))
+        .await
+        .expect("the reply ends")
+        .unwrap();
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 503"), "{got}");
+    assert!(got.ends_with("no healthy upstream"), "{got}");
+    assert_eq!(
+        proxy.counter("cluster.passthrough.upstream_cx_total"),
+        0,
+        "no connection to the listener's own address"
     );
     proxy.stop().await;
 }

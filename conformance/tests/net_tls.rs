@@ -1,5 +1,5 @@
-//! TLS termination on filter chains: mutual TLS with Rudder's CA, the SPIFFE ID in the
-//! connection's peer information, refusals (no certificate, another CA, a SAN that does
+//! TLS termination on filter chains: mutual TLS with Rudder's CA, the SPIFFE IDs of
+//! both sides in `x-forwarded-client-cert` of an HTTP chain, refusals (no certificate, another CA, a SAN that does
 //! not match), rotation without dropping connections, handshake and inspection
 //! deadlines, garbage. The client side is the proxy's own `TlsCache::client_config`.
 
@@ -11,13 +11,15 @@ use std::time::Duration;
 
 use conformance::config::Snapshot;
 use conformance::config::cluster::UpstreamTls;
-use conformance::config::listener::{Listener, StringMatch, Validation};
+use conformance::config::listener::{
+    ForwardClientCert, Listener, StringMatch, Terminal, Validation,
+};
 use conformance::config::secret::{CertifiedKey, Secret, TrustBundle};
 use conformance::data::listen::{Limits, stat_prefix};
 use conformance::data::tls::TlsCache;
 use net_support::*;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
@@ -73,7 +75,7 @@ async fn dial(
         .await
 }
 
-/// The first line the reporter upstream writes, or an error when the proxy refused.
+/// The first line the greeting upstream writes, or an error when the proxy refused.
 async fn first_line(s: &mut TlsStream<TcpStream>) -> std::io::Result<String> {
     let mut line = String::new();
     let n = tokio::time::timeout(
@@ -88,7 +90,7 @@ async fn first_line(s: &mut TlsStream<TcpStream>) -> std::io::Result<String> {
     Ok(line)
 }
 
-/// Whether the proxy served this client: a handshake, then the reporter's line.
+/// Whether the proxy served this client: a handshake, then the greeter's line.
 async fn served(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> bool {
     match dial(addr, config).await {
         Ok(mut s) => first_line(&mut s).await.is_ok(),
@@ -96,9 +98,10 @@ async fn served(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> bool {
     }
 }
 
-fn mesh_proxy(pki: &Pki, addr: SocketAddr, require: bool, sans: Vec<StringMatch>) -> Proxy {
+/// A proxy with `tls_listener` at `addr`, its `tcp_proxy` going to a greeter of `hello`.
+async fn mesh_proxy(pki: &Pki, addr: SocketAddr, require: bool, sans: Vec<StringMatch>) -> Proxy {
     let proxy = Proxy::start();
-    proxy.route_tcp_to_reporter();
+    proxy.route_tcp_to(greeter("hello").await);
     let server = pki.issue("shop", "web");
     let bundle = pki.bundle();
     proxy.update(|s| s.secrets = Arc::new(secrets(server, bundle)));
@@ -107,30 +110,18 @@ fn mesh_proxy(pki: &Pki, addr: SocketAddr, require: bool, sans: Vec<StringMatch>
 }
 
 #[tokio::test]
-async fn a_client_of_the_trust_domain_is_accepted_and_its_spiffe_id_reaches_the_terminal() {
+async fn a_client_of_the_trust_domain_is_accepted_and_gets_the_default_certificate() {
     let pki = Pki::new("cluster.local");
     let addr = free_addr();
     let sans = vec![StringMatch::Prefix("spiffe://cluster.local/".into(), false)];
-    let proxy = mesh_proxy(&pki, addr, true, sans);
+    let proxy = mesh_proxy(&pki, addr, true, sans).await;
     let mut s = dial(
         addr,
         client(Some(pki.issue("shop", "client")), pki.bundle()),
     )
     .await
     .unwrap();
-    let line = first_line(&mut s).await.unwrap();
-    let want_peer = format!("peer={}|", pki.spiffe("shop", "client"));
-    assert!(line.starts_with(&want_peer), "{line}");
-    assert!(
-        line.trim_end()
-            .ends_with(&format!(";own={}", pki.spiffe("shop", "web"))),
-        "{line}"
-    );
-    let hash = line[want_peer.len()..]
-        .split(';')
-        .next()
-        .unwrap_or_default();
-    assert_eq!(hash.len(), 64, "{line}");
+    assert_eq!(first_line(&mut s).await.unwrap(), "hello\n");
     let leaf = s.get_ref().1.peer_certificates().unwrap()[0].to_vec();
     assert_eq!(
         rustls::pki_types::CertificateDer::from(leaf),
@@ -155,7 +146,7 @@ async fn refused_without_a_certificate_from_another_ca_and_with_a_san_that_does_
     let pki = Pki::new("cluster.local");
     let addr = free_addr();
     let sans = vec![StringMatch::Exact(pki.spiffe("shop", "allowed"), false)];
-    let proxy = mesh_proxy(&pki, addr, true, sans);
+    let proxy = mesh_proxy(&pki, addr, true, sans).await;
     assert!(
         served(
             addr,
@@ -207,12 +198,9 @@ async fn refused_without_a_certificate_from_another_ca_and_with_a_san_that_does_
 async fn an_optional_client_certificate_may_be_absent() {
     let pki = Pki::new("cluster.local");
     let addr = free_addr();
-    let proxy = mesh_proxy(&pki, addr, false, vec![]);
+    let proxy = mesh_proxy(&pki, addr, false, vec![]).await;
     let mut s = dial(addr, client(None, pki.bundle())).await.unwrap();
-    assert_eq!(
-        first_line(&mut s).await.unwrap().trim_end(),
-        format!("peer=;own={}", pki.spiffe("shop", "web"))
-    );
+    assert_eq!(first_line(&mut s).await.unwrap(), "hello\n");
     proxy.stop().await;
 }
 
@@ -220,7 +208,7 @@ async fn an_optional_client_certificate_may_be_absent() {
 async fn a_rotated_certificate_serves_new_connections_while_open_ones_keep_working() {
     let pki = Pki::new("cluster.local");
     let addr = free_addr();
-    let proxy = mesh_proxy(&pki, addr, true, vec![]);
+    let proxy = mesh_proxy(&pki, addr, true, vec![]).await;
     let cfg = client(Some(pki.issue("shop", "client")), pki.bundle());
     let mut old = dial(addr, cfg.clone()).await.unwrap();
     first_line(&mut old).await.unwrap();
@@ -253,7 +241,7 @@ async fn a_rotated_certificate_serves_new_connections_while_open_ones_keep_worki
 async fn a_stalled_handshake_or_inspection_is_closed_at_its_deadline_and_garbage_at_once() {
     let pki = Pki::new("cluster.local");
     let addr = free_addr();
-    let proxy = mesh_proxy(&pki, addr, true, vec![]);
+    let proxy = mesh_proxy(&pki, addr, true, vec![]).await;
     proxy.ctx.listeners.set_limits(Limits {
         handshake_timeout: Duration::from_millis(300),
         inspect_timeout: Duration::from_millis(300),
@@ -318,7 +306,7 @@ async fn the_cache_reuses_a_config_until_a_secret_or_setting_changes() {
 async fn a_new_tls_listener_is_bound_once_its_secrets_arrive() {
     let pki = Pki::new("cluster.local");
     let proxy = Proxy::start();
-    proxy.route_tcp_to_reporter();
+    proxy.route_tcp_to(greeter("hello").await);
     let addr = free_addr();
     proxy.set_listeners(vec![tls_listener(addr, true, vec![])]);
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -346,13 +334,14 @@ async fn a_new_tls_listener_is_bound_once_its_secrets_arrive() {
 async fn the_inspector_sends_tls_and_plain_text_to_their_chains_and_alpn_is_negotiated() {
     let pki = Pki::new("cluster.local");
     let addr = free_addr();
-    let proxy = mesh_proxy(&pki, addr, true, vec![]);
+    let proxy = mesh_proxy(&pki, addr, true, vec![]).await;
     let mut l = tls_listener(addr, true, vec![]);
     l.tls_inspector = true;
     l.chains[0].matcher.transport_protocol = Some("tls".into());
     if let Some(t) = l.chains[0].tls.as_mut() {
         t.alpn = vec!["h2".into(), "http/1.1".into()];
     }
+    proxy.add_cluster(static_cluster("cluster-plain", greeter("plain").await));
     let mut plain = tcp_chain("plain", None);
     plain.matcher.transport_protocol = Some("raw_buffer".into());
     l.chains.push(plain);
@@ -361,11 +350,7 @@ async fn the_inspector_sends_tls_and_plain_text_to_their_chains_and_alpn_is_nego
     let mut cfg = (*client(Some(pki.issue("shop", "client")), pki.bundle())).clone();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec(), b"h2".to_vec()];
     let mut s = dial(addr, Arc::new(cfg)).await.unwrap();
-    let line = first_line(&mut s).await.unwrap();
-    assert!(
-        line.starts_with("peer=spiffe://cluster.local/ns/shop/sa/client|"),
-        "{line}"
-    );
+    assert_eq!(first_line(&mut s).await.unwrap(), "hello\n");
     assert_eq!(
         s.get_ref().1.alpn_protocol(),
         Some(&b"h2"[..]),
@@ -376,6 +361,82 @@ async fn the_inspector_sends_tls_and_plain_text_to_their_chains_and_alpn_is_nego
     p.write_all(b"hello").await.unwrap();
     let mut line = String::new();
     BufReader::new(&mut p).read_line(&mut line).await.unwrap();
-    assert_eq!(line, "peer=;own=\n", "plain text took the plain chain");
+    assert_eq!(line, "plain\n", "plain text took the plain chain");
+    proxy.stop().await;
+}
+
+/// An HTTP/1.1 upstream answering every request with its request head as the body.
+async fn head_echo() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("test setup");
+    let addr = l.local_addr().expect("test setup");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut r = BufReader::new(s);
+                loop {
+                    let mut head = String::new();
+                    loop {
+                        let mut line = String::new();
+                        match r.read_line(&mut line).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) if line == "\r\n" => break,
+                            Ok(_) => head.push_str(&line),
+                        }
+                    }
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{head}",
+                        head.len()
+                    );
+                    if r.get_mut().write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn the_verified_peer_and_the_own_spiffe_id_reach_the_http_terminal() {
+    let pki = Pki::new("cluster.local");
+    let addr = free_addr();
+    let proxy = Proxy::start();
+    proxy.add_cluster(static_cluster("web", head_echo().await));
+    let (cert, bundle) = (pki.issue("shop", "web"), pki.bundle());
+    proxy.update(|s| s.secrets = Arc::new(secrets(cert, bundle)));
+    let mut l = tls_listener(addr, true, vec![]);
+    l.chains[0].terminal = Terminal::Http(Arc::new(http_manager(
+        "web",
+        ForwardClientCert::SanitizeSet { uri: true },
+    )));
+    proxy.set_listeners(vec![l]);
+    let cfg = client(Some(pki.issue("shop", "client")), pki.bundle());
+    let mut s = dial(addr, cfg).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: web\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got))
+        .await
+        .expect("the reply ends")
+        .unwrap();
+    let got = String::from_utf8_lossy(&got).to_lowercase();
+    assert!(got.starts_with("http/1.1 200"), "{got}");
+    let xfcc = got
+        .lines()
+        .find_map(|l| l.strip_prefix("x-forwarded-client-cert: "))
+        .unwrap_or_else(|| panic!("no x-forwarded-client-cert in {got}"))
+        .trim_end();
+    let by = format!("by={};hash=", pki.spiffe("shop", "web"));
+    let uri = format!(";uri={}", pki.spiffe("shop", "client"));
+    let hash = xfcc
+        .strip_prefix(&by)
+        .and_then(|r| r.strip_suffix(&uri))
+        .unwrap_or_else(|| panic!("{xfcc}"));
+    assert_eq!(hash.len(), 64, "{xfcc}");
+    assert!(hash.chars().all(|c| c.is_ascii_hexdigit()), "{xfcc}");
     proxy.stop().await;
 }

@@ -56,6 +56,10 @@ pub struct ConnInfo {
     /// The address the connection was for: its original destination under
     /// interception, else the local address.
     pub destination: SocketAddr,
+    /// `destination` is the original destination recovered from the socket
+    /// (`SO_ORIGINAL_DST`, Envoy's "local address restored"); an original-destination
+    /// cluster without a header has no host for the connection otherwise.
+    pub destination_restored: bool,
     /// The verified peer certificate, when the chain terminated TLS and the peer sent one.
     pub tls_peer: Option<tls::PeerInfo>,
     /// This proxy's own URI SAN on that TLS connection (`By=` of

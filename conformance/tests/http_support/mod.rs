@@ -239,6 +239,7 @@ pub(crate) async fn proxy_tls(
             let conn = ConnInfo {
                 peer,
                 destination: addr,
+                destination_restored: false,
                 tls_peer: tls_peer.clone(),
                 own_uri: own_uri.clone(),
                 listener: Arc::from("test"),

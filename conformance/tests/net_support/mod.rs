@@ -1,5 +1,5 @@
 //! Shared helpers of the listener and TLS tests: a context with `listen::run` going,
-//! snapshots, a TCP echo upstream, certificates from Rudder's CA.
+//! snapshots, STATIC clusters to TCP echo upstreams, certificates from Rudder's CA.
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::BTreeMap;
@@ -8,15 +8,22 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use conformance::config::Snapshot;
+use conformance::config::cluster::{
+    Cluster, Discovery, Endpoint, LbPolicy, LoadAssignment, Locality, Transport, UpstreamProtocol,
+};
 use conformance::config::listener::{
-    ChainMatch, DownstreamTls, FilterChain, Listener, SecretRef, SecretSource, StringMatch,
-    TcpProxy, Terminal, Validation,
+    ChainMatch, DownstreamTls, FilterChain, ForwardClientCert, HttpFilter, HttpManager, Listener,
+    RouteSource, SecretRef, SecretSource, StringMatch, TcpProxy, Terminal, Validation,
+};
+use conformance::config::route::{
+    Action, Destination, HeaderEdits, PathMatch, Route, RouteAction, RouteConfig, RouteMatch,
+    VirtualHost,
 };
 use conformance::config::secret::{CertifiedKey, Secret, TrustBundle};
 use conformance::data::Ctx;
-use conformance::data::upstream::UpstreamIo;
 use conformance::live::Live;
 use conformance::stats::Stats;
+use parking_lot::Mutex;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,6 +36,8 @@ pub struct Proxy {
     pub ctx: Arc<Ctx>,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+    /// Where `tcp_proxy` clusters the snapshot lacks go, if set.
+    upstream: Mutex<Option<SocketAddr>>,
 }
 
 impl Proxy {
@@ -40,6 +49,7 @@ impl Proxy {
             ctx,
             stop,
             task: Some(task),
+            upstream: Mutex::new(None),
         }
     }
 
@@ -53,7 +63,16 @@ impl Proxy {
     }
 
     pub fn set_listeners(&self, listeners: Vec<Listener>) {
+        let upstream = *self.upstream.lock();
         self.update(|s| {
+            if let Some(addr) = upstream {
+                let mut m = (*s.clusters).clone();
+                for name in listeners.iter().flat_map(tcp_clusters) {
+                    m.entry(name.clone())
+                        .or_insert_with(|| Arc::new(static_cluster(&name, addr)));
+                }
+                s.clusters = Arc::new(m);
+            }
             s.listeners = Arc::new(
                 listeners
                     .into_iter()
@@ -63,55 +82,19 @@ impl Proxy {
         });
     }
 
-    /// Every `tcp_proxy` connects to `upstream`, whatever the cluster.
+    /// From now on, every `tcp_proxy` cluster the listeners name that the snapshot
+    /// lacks is published as a STATIC cluster of `upstream` (with the listeners).
     pub fn route_tcp_to(&self, upstream: SocketAddr) {
-        self.ctx
-            .listeners
-            .set_test_connector(Arc::new(move |_cluster, _target, _conn| {
-                Box::pin(async move {
-                    let s = TcpStream::connect(upstream)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    Ok((upstream, Box::pin(s) as UpstreamIo))
-                })
-            }));
+        *self.upstream.lock() = Some(upstream);
     }
 
-    /// Every `tcp_proxy` goes to an in-process upstream that first writes
-    /// `peer=URI;own=URI\n` of the connection, then echoes.
-    pub fn route_tcp_to_reporter(&self) {
-        self.ctx
-            .listeners
-            .set_test_connector(Arc::new(move |_cluster, _target, conn| {
-                Box::pin(async move {
-                    let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
-                    let peer = conn
-                        .tls_peer
-                        .as_ref()
-                        .map(|p| format!("{}|{}", p.uris.join(","), p.sha256_hex))
-                        .unwrap_or_default();
-                    let own = conn.own_uri.clone().unwrap_or_default();
-                    tokio::spawn(async move {
-                        let line = format!("peer={peer};own={own}\n");
-                        if theirs.write_all(line.as_bytes()).await.is_err() {
-                            return;
-                        }
-                        let mut buf = [0u8; 4096];
-                        loop {
-                            match theirs.read(&mut buf).await {
-                                Ok(0) | Err(_) => break,
-                                Ok(n) => {
-                                    if theirs.write_all(&buf[..n]).await.is_err() {
-                                        break;
-                                    }
-                                }
-                            }
-                        }
-                        let _ = theirs.shutdown().await;
-                    });
-                    Ok((conn.destination, Box::pin(ours) as UpstreamIo))
-                })
-            }));
+    /// Publishes `cluster` (replacing one of its name).
+    pub fn add_cluster(&self, cluster: Cluster) {
+        self.update(|s| {
+            let mut m = (*s.clusters).clone();
+            m.insert(cluster.name.clone(), Arc::new(cluster));
+            s.clusters = Arc::new(m);
+        });
     }
 
     pub fn counter(&self, name: &str) -> u64 {
@@ -135,8 +118,53 @@ pub fn free_addr() -> SocketAddr {
     l.local_addr().expect("test setup")
 }
 
+/// The clusters of the `tcp_proxy` chains of `l`.
+fn tcp_clusters(l: &Listener) -> Vec<String> {
+    l.chains
+        .iter()
+        .chain(&l.default_chain)
+        .filter_map(|c| match &c.terminal {
+            Terminal::Tcp(t) => Some(t.cluster.clone()),
+            Terminal::Http(_) => None,
+        })
+        .collect()
+}
+
+/// A STATIC plain-text cluster of one endpoint.
+pub fn static_cluster(name: &str, addr: SocketAddr) -> Cluster {
+    Cluster {
+        name: name.into(),
+        discovery: Discovery::Static(LoadAssignment {
+            name: name.into(),
+            localities: vec![Locality {
+                weight: 1,
+                endpoints: vec![Endpoint {
+                    address: addr,
+                    healthy: true,
+                    weight: 1,
+                    transport_match: vec![],
+                }],
+                ..Default::default()
+            }],
+        }),
+        lb: LbPolicy::RoundRobin,
+        connect_timeout: Duration::from_secs(2),
+        transport: Transport::Plain,
+        transport_matches: vec![],
+        protocol: UpstreamProtocol::Http1,
+        retry_budget: None,
+        max_requests_per_connection: None,
+    }
+}
+
 /// A TCP echo server: echoes until EOF, then closes its write side.
 pub async fn echo_server() -> SocketAddr {
+    greeter("").await
+}
+
+/// A TCP server that first writes `line` and a newline (nothing when empty), then
+/// echoes until EOF and closes its write side.
+pub async fn greeter(line: &'static str) -> SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("test setup");
@@ -145,6 +173,9 @@ pub async fn echo_server() -> SocketAddr {
         while let Ok((mut s, _)) = l.accept().await {
             tokio::spawn(async move {
                 let (mut r, mut w) = s.split();
+                if !line.is_empty() && w.write_all(format!("{line}\n").as_bytes()).await.is_err() {
+                    return;
+                }
                 let _ = tokio::io::copy(&mut r, &mut w).await;
                 let _ = w.shutdown().await;
             });
@@ -174,6 +205,50 @@ pub fn tcp_listener(name: &str, address: SocketAddr) -> Listener {
         tls_inspector: false,
         chains: vec![tcp_chain(name, None)],
         default_chain: None,
+    }
+}
+
+/// An HTTP connection manager routing every request to `cluster`.
+pub fn http_manager(cluster: &str, forward_client_cert: ForwardClientCert) -> HttpManager {
+    let action = RouteAction {
+        destination: Destination::Cluster(cluster.into()),
+        timeout: None,
+        retry: None,
+        mirrors: vec![],
+        rewrite: None,
+        host_rewrite: None,
+        max_stream_duration: None,
+        connect: false,
+    };
+    let route = Route {
+        name: String::new(),
+        matcher: RouteMatch {
+            path: PathMatch::Prefix("/".into()),
+            case_sensitive: true,
+            headers: vec![],
+            query: vec![],
+            connect: false,
+        },
+        action: Action::Route(Arc::new(action)),
+        headers: HeaderEdits::default(),
+    };
+    HttpManager {
+        stat_prefix: "inbound".into(),
+        routes: RouteSource::Inline(Arc::new(RouteConfig {
+            name: "inbound".into(),
+            virtual_hosts: vec![VirtualHost {
+                name: "all".into(),
+                domains: vec!["*".into()],
+                routes: vec![route],
+                headers: HeaderEdits::default(),
+                retry: None,
+            }],
+        })),
+        connect: false,
+        forward_client_cert,
+        filters: vec![HttpFilter::Router],
+        max_request_headers_bytes: 60 * 1024,
+        idle_timeout: None,
     }
 }
 

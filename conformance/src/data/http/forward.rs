@@ -154,7 +154,9 @@ pub(crate) fn pick_cluster(d: &Destination, roll: u64) -> Option<(&str, Option<&
 
 /// The endpoint target of `cluster`: an original-destination cluster goes to the
 /// address its header names (`:authority` for Rudder's `pod-address`), or to the
-/// connection's original destination; none when that header names no address.
+/// connection's original destination; none when that header names no address, or
+/// without a header when the destination was not restored from the socket (Envoy's
+/// cluster then finds no host).
 pub(crate) fn target(cluster: &Cluster, rq: &Req<'_>, headers: &HeaderMap) -> Option<Target> {
     match &cluster.discovery {
         Discovery::OriginalDst { header: Some(h) } => {
@@ -172,7 +174,10 @@ pub(crate) fn target(cluster: &Cluster, rq: &Req<'_>, headers: &HeaderMap) -> Op
                 Some(v) => v.parse().ok().map(Target::Address),
             }
         }
-        Discovery::OriginalDst { header: None } => Some(Target::Address(rq.conn.destination)),
+        Discovery::OriginalDst { header: None } => rq
+            .conn
+            .destination_restored
+            .then_some(Target::Address(rq.conn.destination)),
         _ => Some(Target::Balanced),
     }
 }

@@ -83,6 +83,7 @@ pub(crate) async fn handle(
     let conn = ConnInfo {
         peer,
         destination,
+        destination_restored: restored.is_some(),
         tls_peer,
         own_uri,
         listener: name,
@@ -93,7 +94,6 @@ pub(crate) async fn handle(
             let up = tcp::Upstream {
                 snapshot: snapshot.clone(),
                 proxy,
-                restored: restored.is_some(),
             };
             tcp::serve(ctx.clone(), up, io, conn).await;
         }

@@ -27,7 +27,7 @@ mod chain;
 mod conn;
 mod inspect;
 mod origdst;
-mod shared;
+pub(crate) mod shared;
 mod tcp;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -47,7 +47,7 @@ use crate::data::Ctx;
 pub use chain::{ConnFacts, is_local, select};
 pub use inspect::{Inspected, MAX_RECORD, Prefixed, inspect, verdict};
 pub use origdst::original_dst;
-pub use shared::{BindError, Limits, Shared, TestConnector, stat_prefix};
+pub use shared::{BindError, Limits, Shared, stat_prefix};
 pub use tcp::{DEFAULT_IDLE, pipe};
 
 /// The listen backlog of every listener.

@@ -1,17 +1,12 @@
 //! What the listener manager shares with the rest of the proxy through `Ctx`: bind
-//! errors (for the xDS client's NACK), connection limits, and a test-only upstream
-//! connector; and the listener stat prefix.
+//! errors (for the xDS client's NACK) and connection limits; and the listener stat
+//! prefix.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
-
-use crate::data::ConnInfo;
-use crate::data::upstream::{Target, UpstreamIo};
 
 /// The data path's connection limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,30 +41,11 @@ pub struct BindError {
     pub message: String,
 }
 
-/// Connects a `tcp_proxy` upstream instead of `upstream::connect`: a test-only path
-/// for testing listeners before the upstream module exists. Takes the cluster name,
-/// the target and the connection.
-pub type TestConnector = Arc<
-    dyn Fn(String, Target, ConnInfo) -> BoxFuture<'static, Result<(SocketAddr, UpstreamIo), String>>
-        + Send
-        + Sync,
->;
-
 /// What the listener manager shares with the rest of the proxy (in [`Ctx`]).
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Shared {
     pub(super) errors: Mutex<BTreeMap<String, BindError>>,
     limits: RwLock<Limits>,
-    connector: RwLock<Option<TestConnector>>,
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
-            .field("errors", &*self.errors.lock())
-            .field("limits", &*self.limits.read())
-            .finish_non_exhaustive()
-    }
 }
 
 impl Shared {
@@ -86,16 +62,6 @@ impl Shared {
     /// Changes the limits (for new connections).
     pub fn set_limits(&self, limits: Limits) {
         *self.limits.write() = limits;
-    }
-
-    /// Test-only: `tcp_proxy` connects through `f` instead of the upstream module.
-    #[doc(hidden)]
-    pub fn set_test_connector(&self, f: TestConnector) {
-        *self.connector.write() = Some(f);
-    }
-
-    pub(crate) fn connector(&self) -> Option<TestConnector> {
-        self.connector.read().clone()
     }
 }
 

@@ -25,8 +25,6 @@ pub(crate) struct Upstream<'a> {
     pub(crate) snapshot: Arc<Snapshot>,
     /// The filter.
     pub(crate) proxy: &'a TcpProxy,
-    /// The original destination was taken from the socket (`SO_ORIGINAL_DST`).
-    pub(crate) restored: bool,
 }
 
 /// The endpoint choice for `up`: the original destination for an `ORIGINAL_DST`
@@ -34,9 +32,9 @@ pub(crate) struct Upstream<'a> {
 /// the balancer.
 fn target(up: &Upstream<'_>, conn: &ConnInfo) -> Option<Target> {
     match up.snapshot.cluster(&up.proxy.cluster).map(|c| &c.discovery) {
-        Some(Discovery::OriginalDst { .. }) => {
-            up.restored.then_some(Target::Address(conn.destination))
-        }
+        Some(Discovery::OriginalDst { .. }) => conn
+            .destination_restored
+            .then_some(Target::Address(conn.destination)),
         _ => Some(Target::Balanced),
     }
 }
@@ -49,8 +47,8 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, up: Upstream<'_>, downstream: UpstreamI
     ctx.stats
         .counter(&format!("tcp.{}.downstream_cx_total", proxy.stat_prefix))
         .inc();
-    let upstream = match (target(&up, &conn), ctx.listeners.connector()) {
-        (None, _) => {
+    let upstream = match target(&up, &conn) {
+        None => {
             ctx.stats
                 .counter(&format!(
                     "cluster.{}.upstream_cx_none_healthy",
@@ -62,12 +60,9 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, up: Upstream<'_>, downstream: UpstreamI
                 proxy.cluster
             ))
         }
-        (Some(target), Some(test)) => test(proxy.cluster.clone(), target, conn.clone()).await,
-        (Some(target), None) => {
-            crate::data::upstream::connect(&ctx, &up.snapshot, &proxy.cluster, target)
-                .await
-                .map_err(|e| e.to_string())
-        }
+        Some(target) => crate::data::upstream::connect(&ctx, &up.snapshot, &proxy.cluster, target)
+            .await
+            .map_err(|e| e.to_string()),
     };
     let upstream = match upstream {
         Ok((_, io)) => io,

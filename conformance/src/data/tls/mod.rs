@@ -9,6 +9,7 @@
 //! then the oldest. An entry keeps its secrets alive, so a pointer in a key is never
 //! reused while the entry lives.
 
+mod error;
 mod verify;
 
 use std::sync::Arc;
@@ -22,21 +23,11 @@ use crate::config::cluster::UpstreamTls;
 use crate::config::listener::{DownstreamTls, SecretRef, Validation};
 use crate::config::secret::{CertifiedKey, Secret, TrustBundle};
 
+pub use error::TlsError;
 pub use verify::san_matches;
 
 /// Configurations kept per side before the oldest is dropped.
 pub const CACHE_LIMIT: usize = 1024;
-
-/// Why a TLS configuration cannot be built.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    /// A secret it needs is not held (yet).
-    #[error("secret {0} is not available")]
-    MissingSecret(String),
-    /// A secret or setting is unusable.
-    #[error("{0}")]
-    Invalid(String),
-}
 
 /// The verified peer certificate of a TLS connection.
 #[derive(Clone, Debug)]

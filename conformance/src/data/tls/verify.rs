@@ -14,7 +14,7 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Signatu
 
 use crate::config::listener::StringMatch;
 
-use super::TlsError;
+use super::error::TlsError;
 
 /// What a peer certificate is checked against: anchors and URI SAN matchers.
 #[derive(Debug)]
