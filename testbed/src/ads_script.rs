@@ -82,6 +82,9 @@ pub struct Conn {
     sotw: Option<mpsc::UnboundedSender<Result<DiscoveryResponse, tonic::Status>>>,
     delta_tx: Option<mpsc::UnboundedSender<Result<DeltaDiscoveryResponse, tonic::Status>>>,
     nonce: u64,
+    /// Requests read while waiting for another, in order: the protocol does not order
+    /// an ACK against the subscriptions the acknowledged response leads to.
+    backlog: Vec<Request>,
 }
 
 impl Conn {
@@ -93,24 +96,33 @@ impl Conn {
             .context("the proxy closed the stream")
     }
 
-    /// Reads requests until one satisfies `want`, within `timeout`; returns it and those
-    /// read before it.
+    /// The first request, among those read earlier and not yet taken and then new ones,
+    /// that satisfies `want`, within `timeout`; returns it and the requests before it
+    /// (which stay for later calls).
     pub async fn until(
         &mut self,
         timeout: Duration,
         what: &str,
         want: impl Fn(&Request) -> bool,
     ) -> anyhow::Result<(Request, Vec<Request>)> {
+        if let Some(i) = self.backlog.iter().position(&want) {
+            let r = self.backlog.remove(i);
+            return Ok((r, self.backlog[..i].to_vec()));
+        }
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut seen = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match self.next(left).await {
-                Ok(r) if want(&r) => return Ok((r, seen)),
-                Ok(r) => seen.push(r),
-                Err(e) => bail!("{what}: {e:#}; requests seen: {seen:#?}"),
+                Ok(r) if want(&r) => return Ok((r, self.backlog.clone())),
+                Ok(r) => self.backlog.push(r),
+                Err(e) => bail!("{what}: {e:#}; requests seen: {:#?}", self.backlog),
             }
         }
+    }
+
+    /// Forgets the requests read and not taken.
+    pub fn clear_backlog(&mut self) {
+        self.backlog.clear();
     }
 
     /// Sends `resources` of `type_url` at `version` (SotW: the response's whole list;
@@ -238,6 +250,7 @@ impl AggregatedDiscoveryService for Script {
             sotw: Some(tx),
             delta_tx: None,
             nonce: 0,
+            backlog: Vec::new(),
         });
         Ok(tonic::Response::new(Box::pin(
             UnboundedReceiverStream::new(rx),
@@ -264,6 +277,7 @@ impl AggregatedDiscoveryService for Script {
             sotw: None,
             delta_tx: Some(tx),
             nonce: 0,
+            backlog: Vec::new(),
         });
         Ok(tonic::Response::new(Box::pin(
             UnboundedReceiverStream::new(rx),

@@ -130,8 +130,14 @@ impl Core {
                     accepted.insert(name, Held { raw, value });
                 }
                 Err(message) => {
-                    let key = name.unwrap_or_else(|| format!("#{}", refused.len()));
-                    refused.insert(key, message);
+                    // A resource that cannot even be named (the wrong type, undecodable)
+                    // refuses the whole response, as Envoy's mux does: in a full set, its
+                    // absence must not read as a removal.
+                    let Some(name) = name else {
+                        self.type_stat(ty, "update_rejected");
+                        return Err(message);
+                    };
+                    refused.insert(name, message);
                 }
             }
         }
