@@ -17,7 +17,7 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
 use envoy_types::pb::google::protobuf::value::Kind;
 
 use super::check::{
-    Path, R, each, enumerated, is, must_be_default, name, opt_duration, shorten, unpack,
+    Path, R, each, enumerated, is, is_default, must_be_default, name, opt_duration, shorten, unpack,
 };
 use super::endpoint::load_assignment;
 use super::{MAX_LIST, MAX_NAME, tls};
@@ -280,24 +280,16 @@ fn protocol(path: &Path, c: &PbCluster) -> R<UpstreamProtocol> {
             hash_policy,
             retry_policy,
         );
-        let default_h1 = |p: &Path, h: &Option<_>| -> R<()> {
-            if h.as_ref().is_some_and(|h| *h != Default::default()) {
-                return Err(p.unsupported());
-            }
-            Ok(())
-        };
         protocol = match &o.upstream_protocol_options {
             Some(UpstreamProtocolOptions::ExplicitHttpConfig(e)) => {
                 let ep = kp.f("explicit_http_config");
                 match &e.protocol_config {
                     Some(ProtocolConfig::HttpProtocolOptions(h)) => {
-                        default_h1(&ep.f("http_protocol_options"), &Some(h.clone()))?;
+                        empty(&ep.f("http_protocol_options"), Some(h))?;
                         UpstreamProtocol::Http1
                     }
                     Some(ProtocolConfig::Http2ProtocolOptions(h)) => {
-                        if *h != Default::default() {
-                            return Err(ep.f("http2_protocol_options").unsupported());
-                        }
+                        empty(&ep.f("http2_protocol_options"), Some(h))?;
                         UpstreamProtocol::Http2
                     }
                     Some(ProtocolConfig::Http3ProtocolOptions(_)) => {
@@ -309,13 +301,14 @@ fn protocol(path: &Path, c: &PbCluster) -> R<UpstreamProtocol> {
             Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(d)) => {
                 let dp = kp.f("use_downstream_protocol_config");
                 must_be_default!(dp, d, http3_protocol_options);
-                default_h1(&dp.f("http_protocol_options"), &d.http_protocol_options)?;
-                if d.http2_protocol_options
-                    .as_ref()
-                    .is_some_and(|h| *h != Default::default())
-                {
-                    return Err(dp.f("http2_protocol_options").unsupported());
-                }
+                empty(
+                    &dp.f("http_protocol_options"),
+                    d.http_protocol_options.as_ref(),
+                )?;
+                empty(
+                    &dp.f("http2_protocol_options"),
+                    d.http2_protocol_options.as_ref(),
+                )?;
                 UpstreamProtocol::Downstream
             }
             Some(UpstreamProtocolOptions::AutoConfig(_)) => {
@@ -325,6 +318,14 @@ fn protocol(path: &Path, c: &PbCluster) -> R<UpstreamProtocol> {
         };
     }
     Ok(protocol)
+}
+
+/// Protocol options the proxy takes only as they come by default (`{}`).
+fn empty<T: Default + PartialEq>(path: &Path, options: Option<&T>) -> R<()> {
+    if options.is_some_and(|o| !is_default(o)) {
+        return Err(path.unsupported());
+    }
+    Ok(())
 }
 
 /// `circuit_breakers`: one DEFAULT threshold with a retry budget, nothing else.
