@@ -52,8 +52,8 @@ pub struct AdsClient {
 /// One of the two machines.
 #[derive(Debug)]
 enum Machine {
-    Sotw(Sotw),
-    Delta(Delta),
+    Sotw(Box<Sotw>),
+    Delta(Box<Delta>),
 }
 
 impl AdsClient {
@@ -61,9 +61,9 @@ impl AdsClient {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let node = self.bootstrap.node.clone();
         let mut machine = if self.bootstrap.delta {
-            Machine::Delta(Delta::new(node, self.convert, self.stats.clone()))
+            Machine::Delta(Box::new(Delta::new(node, self.convert, self.stats.clone())))
         } else {
-            Machine::Sotw(Sotw::new(node, self.convert, self.stats.clone()))
+            Machine::Sotw(Box::new(Sotw::new(node, self.convert, self.stats.clone())))
         };
         let live = self.publisher.live().clone();
         let timer = tokio::spawn(async move {
