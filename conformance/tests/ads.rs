@@ -146,19 +146,15 @@ async fn connects_acks_and_dumps(stream: Stream) -> anyhow::Result<()> {
     }
     // Everything it was sent is accepted: ACKed, by its stats and by the control plane.
     let stats = testbed::http::get_ok(admin, "/stats").await?;
-    assert_eq!(
-        stat(admin, "listener_manager.lds.update_rejected").await?,
-        None,
-        "{stats}"
-    );
-    assert_eq!(
-        stat(admin, "cluster_manager.cds.update_rejected").await?,
-        None,
-        "{stats}"
-    );
-    assert_eq!(
-        stat(admin, "control_plane.rudder_nacks_total").await?,
-        None,
+    for name in [
+        "listener_manager.lds.update_rejected",
+        "cluster_manager.cds.update_rejected",
+        "control_plane.rudder_nacks_total",
+    ] {
+        assert_eq!(stat(admin, name).await?, Some(0), "{name}\n{stats}");
+    }
+    assert!(
+        stat(admin, "listener_manager.lds.update_success").await? >= Some(1),
         "{stats}"
     );
     assert_eq!(
@@ -195,6 +191,31 @@ async fn connects_acks_and_dumps(stream: Stream) -> anyhow::Result<()> {
     assert!(
         !section("EndpointsConfigDump", "dynamic_endpoint_configs").is_empty(),
         "{dump}"
+    );
+    // xdsctl compares what the proxy ACKed with its /config_dump, as for Envoy.
+    let ctl = work.path().join("ctl");
+    let made = Command::new(workspace_bin("xds-server")?)
+        .args(["credentials", "--cert-dir"])
+        .arg(&ctl)
+        .arg("--ca-dir")
+        .arg(cp.ca_dir())
+        .output()?;
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let out = Command::new(workspace_bin("xdsctl")?)
+        .args(["--server", &cp.xds.to_string(), "--cert-dir"])
+        .arg(&ctl)
+        .args(["dump", "client-0.default", "-o", "table", "--envoy-admin"])
+        .arg(format!("http://{admin}"))
+        .output()?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && text.contains("holds exactly what it ACKed"),
+        "{text}"
     );
     let secrets =
         testbed::http::get_ok(admin, "/config_dump?resource=dynamic_active_secrets").await?;

@@ -90,6 +90,16 @@ fn pool() -> Result<&'static DescriptorPool, JsonError> {
 
 /// Renders an `Any` as proto3 JSON (with its `@type`), nested `Any`s expanded.
 pub fn any_to_json(any: &Any) -> Result<serde_json::Value, JsonError> {
+    render(any, false)
+}
+
+/// [`any_to_json`] with the proto field names (`cluster_name`), as Envoy's admin
+/// `/config_dump` writes them.
+pub fn any_to_json_proto_names(any: &Any) -> Result<serde_json::Value, JsonError> {
+    render(any, true)
+}
+
+fn render(any: &Any, proto_names: bool) -> Result<serde_json::Value, JsonError> {
     let pool = pool()?;
     let name = any.type_url.rsplit('/').next().unwrap_or_default();
     let desc = pool
@@ -103,7 +113,9 @@ pub fn any_to_json(any: &Any) -> Result<serde_json::Value, JsonError> {
     let mut ser = serde_json::Serializer::new(Vec::new());
     msg.serialize_with_options(
         &mut ser,
-        &SerializeOptions::new().stringify_64_bit_integers(false),
+        &SerializeOptions::new()
+            .stringify_64_bit_integers(false)
+            .use_proto_field_name(proto_names),
     )
     .map_err(|e| JsonError::Decode {
         type_url: any.type_url.clone(),

@@ -1,5 +1,6 @@
 //! `/config_dump` in Envoy's shape: one `envoy.admin.v3.*ConfigDump` per type with its
-//! dynamic entries (version, last update, the resource as proto3 JSON), private keys
+//! dynamic entries (version, last update, the resource as proto3 JSON with the proto
+//! field names, as Envoy writes them), private keys
 //! redacted; `?resource=FIELD` lists only that field's entries, each with its own
 //! `@type`, as Envoy does; endpoints only with `?include_eds`.
 
@@ -111,7 +112,7 @@ pub(crate) fn config_dump(
 
 /// One dynamic entry in Envoy's shape.
 fn entry(s: &Section, name: &str, e: &RawEntry) -> Value {
-    let mut resource = translator::json::any_to_json(&e.any)
+    let mut resource = translator::json::any_to_json_proto_names(&e.any)
         .unwrap_or_else(|err| json!({"@type": e.any.type_url, "error": err.to_string()}));
     if s.ty == XdsType::Secret {
         redact(&mut resource);

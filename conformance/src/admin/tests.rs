@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster as PbCluster;
+use envoy_types::pb::envoy::config::cluster::v3::cluster::EdsClusterConfig;
 use envoy_types::pb::google::protobuf::Any;
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
@@ -52,6 +53,10 @@ fn publish(p: &Publisher) {
     .expect("fake cluster");
     let pb = PbCluster {
         name: "web".into(),
+        eds_cluster_config: Some(EdsClusterConfig {
+            service_name: "web-svc".into(),
+            ..EdsClusterConfig::default()
+        }),
         ..PbCluster::default()
     };
     let any = Any {
@@ -157,6 +162,10 @@ async fn config_dump_has_envoys_shape_and_filters_by_resource() {
     let dynamic = &clusters["dynamic_active_clusters"][0];
     assert_eq!(dynamic["version_info"], "v1");
     assert_eq!(dynamic["cluster"]["name"], "web");
+    assert_eq!(
+        dynamic["cluster"]["eds_cluster_config"]["service_name"], "web-svc",
+        "proto field names, as Envoy's dump"
+    );
     assert!(
         dynamic["last_updated"]
             .as_str()

@@ -263,3 +263,63 @@ impl AgentSdsClient {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xds::fake;
+
+    fn resp(version: &str, nonce: &str, texts: &[&str]) -> DiscoveryResponse {
+        DiscoveryResponse {
+            version_info: version.into(),
+            resources: texts
+                .iter()
+                .map(|t| fake::any(XdsType::Secret, t))
+                .collect(),
+            type_url: XdsType::Secret.type_url().into(),
+            nonce: nonce.into(),
+            ..DiscoveryResponse::default()
+        }
+    }
+
+    #[test]
+    fn follows_the_names_and_takes_each_renewal() {
+        let stats = Arc::new(Stats::default());
+        let mut m = AgentSds::new(Node::default(), fake::convert, stats.clone());
+        let (req, removed) = m.want(["default".to_string()].into());
+        let req = req.expect("a request for the new name");
+        assert_eq!(req.resource_names, ["default"]);
+        assert!(removed.is_empty());
+        let first = m.connect();
+        assert!(first.node.is_some());
+
+        let (ack, changes) = m.on_response(resp("1", "a", &["default"]));
+        assert_eq!(
+            (ack.version_info.as_str(), ack.response_nonce.as_str()),
+            ("1", "a")
+        );
+        assert!(ack.error_detail.is_none());
+        assert_eq!(changes.len(), 1);
+        // A renewal replaces it.
+        let (ack, changes) = m.on_response(resp("2", "b", &["default"]));
+        assert_eq!(ack.version_info, "2");
+        assert_eq!(
+            changes[0].value.as_ref().map(|h| h.raw.version.as_str()),
+            Some("2")
+        );
+        assert_eq!(stats.counter("sds.default.update_success").get(), 2);
+
+        // A broken one is NACKed and the last good kept.
+        let (nack, changes) = m.on_response(resp("3", "c", &["bad:default"]));
+        assert_eq!(nack.version_info, "2");
+        assert!(nack.error_detail.is_some());
+        assert!(changes.is_empty());
+        assert_eq!(stats.counter("sds.default.update_rejected").get(), 1);
+
+        // No longer named: removed.
+        let (req, removed) = m.want(BTreeSet::new());
+        assert!(req.is_some_and(|r| r.resource_names.is_empty()));
+        assert_eq!(removed.len(), 1);
+        assert!(removed[0].value.is_none());
+    }
+}

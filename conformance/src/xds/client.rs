@@ -52,8 +52,8 @@ pub struct AdsClient {
 /// One of the two machines.
 #[derive(Debug)]
 enum Machine {
-    Sotw(Sotw),
-    Delta(Delta),
+    Sotw(Box<Sotw>),
+    Delta(Box<Delta>),
 }
 
 impl AdsClient {
@@ -61,9 +61,9 @@ impl AdsClient {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let node = self.bootstrap.node.clone();
         let mut machine = if self.bootstrap.delta {
-            Machine::Delta(Delta::new(node, self.convert, self.stats.clone()))
+            Machine::Delta(Box::new(Delta::new(node, self.convert, self.stats.clone())))
         } else {
-            Machine::Sotw(Sotw::new(node, self.convert, self.stats.clone()))
+            Machine::Sotw(Box::new(Sotw::new(node, self.convert, self.stats.clone())))
         };
         let live = self.publisher.live().clone();
         let timer = tokio::spawn(async move {
@@ -79,8 +79,14 @@ impl AdsClient {
                 _ = stop.wait_for(|s| *s) => break,
             };
             connected.set(0);
-            if let Err(e) = result {
-                tracing::warn!(error = %e, "xDS stream ended");
+            match result {
+                // It was up: start the backoff over.
+                Err((true, e)) => {
+                    backoff = BACKOFF.0;
+                    tracing::warn!(error = %e, "xDS stream ended");
+                }
+                Err((false, e)) => tracing::warn!(error = %e, "xDS connect failed"),
+                Ok(()) => {}
             }
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
@@ -91,8 +97,15 @@ impl AdsClient {
         timer.abort();
     }
 
-    /// One connection and stream, until it fails.
-    async fn session(&self, machine: &mut Machine) -> Result<(), String> {
+    /// One connection and stream, until it fails: (whether a response came, why).
+    async fn session(&self, machine: &mut Machine) -> Result<(), (bool, String)> {
+        let mut heard = false;
+        self.stream(machine, &mut heard)
+            .await
+            .map_err(|e| (heard, e))
+    }
+
+    async fn stream(&self, machine: &mut Machine, heard: &mut bool) -> Result<(), String> {
         let channel = connect(&self.bootstrap.xds).await?;
         let mut client =
             AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
@@ -109,6 +122,7 @@ impl AdsClient {
                     .map_err(|e| e.to_string())?
                     .into_inner();
                 while let Some(resp) = stream.message().await.map_err(|e| e.to_string())? {
+                    *heard = true;
                     let step = m.on_response(resp);
                     self.after(&step.changes, m.ready(), m.core.refs.agent_secrets.clone());
                     send_all(&tx, step).await?;
@@ -125,6 +139,7 @@ impl AdsClient {
                     .map_err(|e| e.to_string())?
                     .into_inner();
                 while let Some(resp) = stream.message().await.map_err(|e| e.to_string())? {
+                    *heard = true;
                     let step = m.on_response(resp);
                     self.after(&step.changes, m.ready(), m.core.refs.agent_secrets.clone());
                     send_all(&tx, step).await?;
@@ -137,9 +152,7 @@ impl AdsClient {
     /// Publishes, marks readiness and tells the agent client which secrets are named.
     fn after(&self, changes: &[Change], ready: bool, agent: BTreeSet<String>) {
         self.publisher.apply(changes);
-        if ready {
-            self.publisher.live().set_ready();
-        }
+        self.publisher.set_init(ready, agent.clone());
         self.agent_names.send_if_modified(|names| {
             let changed = *names != agent;
             *names = agent;

@@ -55,6 +55,16 @@ pub(crate) struct Core {
 
 impl Core {
     pub(crate) fn new(convert: ConvertFn, stats: Arc<Stats>) -> Self {
+        // Envoy's xDS stats exist from the start, at zero.
+        for prefix in ["listener_manager.lds", "cluster_manager.cds"] {
+            for what in ["update_attempt", "update_success", "update_rejected"] {
+                stats.counter(&format!("{prefix}.{what}"));
+            }
+        }
+        stats.counter("control_plane.rudder_nacks_total");
+        stats.gauge("control_plane.connected_state");
+        stats.gauge("cluster_manager.active_clusters");
+        stats.gauge("cluster_manager.warming_clusters");
         Core {
             convert,
             stats,

@@ -3,7 +3,7 @@
 //! value), the changes a response makes, and [`Publisher`], which applies changes to
 //! [`Live`] (touching only the type maps that changed) and to the [`Dump`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -61,6 +61,9 @@ pub struct Publisher {
     live: Arc<Live>,
     dump: Arc<Dump>,
     one_writer: Mutex<()>,
+    /// The ADS side's initial configuration is complete, and the agent's secrets the
+    /// listeners and clusters name (Envoy warms a listener until its secrets arrive).
+    init: Mutex<(bool, BTreeSet<String>)>,
 }
 
 impl Publisher {
@@ -70,6 +73,7 @@ impl Publisher {
             live,
             dump,
             one_writer: Mutex::new(()),
+            init: Mutex::new((false, BTreeSet::new())),
         }
     }
 
@@ -94,6 +98,25 @@ impl Publisher {
             }
         }
         self.live.update(|current| next_snapshot(current, changes));
+        self.check_ready();
+    }
+
+    /// Records the ADS side's initial state and the agent secrets it names; the proxy
+    /// is ready once the ADS side is and every such secret is held.
+    pub(crate) fn set_init(&self, ads_ready: bool, agent_names: BTreeSet<String>) {
+        *self.init.lock() = (ads_ready, agent_names);
+        self.check_ready();
+    }
+
+    fn check_ready(&self) {
+        if self.live.is_ready() {
+            return;
+        }
+        let init = self.init.lock();
+        let snapshot = self.live.load();
+        if init.0 && init.1.iter().all(|n| snapshot.secrets.contains_key(n)) {
+            self.live.set_ready();
+        }
     }
 }
 
@@ -140,4 +163,46 @@ fn edit<T>(map: &mut TypeMap<T>, changes: &[&Change], pick: impl Fn(&Converted) 
         };
     }
     *map = Arc::new(m);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xds::fake;
+
+    fn change(ty: XdsType, text: &str) -> Change {
+        let any = fake::any(ty, text);
+        let (name, value) = fake::convert(ty, &any).expect("fake");
+        let raw = RawEntry {
+            any,
+            version: "1".into(),
+            updated: SystemTime::now(),
+        };
+        Change {
+            ty,
+            name,
+            value: Some(Held { raw, value }),
+        }
+    }
+
+    #[test]
+    fn ready_waits_for_the_agents_secrets_and_types_share_untouched_maps() {
+        let live = Arc::new(Live::default());
+        let p = Publisher::new(live.clone(), Arc::new(Dump::default()));
+        p.apply(&[change(XdsType::Listener, "L")]);
+        let before = live.load();
+        p.set_init(true, ["default".to_string()].into());
+        assert!(!live.is_ready(), "the workload certificate is outstanding");
+        p.apply(&[change(XdsType::Secret, "default")]);
+        assert!(live.is_ready());
+        let after = live.load();
+        assert!(Arc::ptr_eq(&before.listeners, &after.listeners));
+        assert!(!Arc::ptr_eq(&before.secrets, &after.secrets));
+        p.apply(&[Change {
+            ty: XdsType::Secret,
+            name: "default".into(),
+            value: None,
+        }]);
+        assert!(live.load().secrets.is_empty());
+    }
 }
