@@ -175,3 +175,55 @@ pub(crate) fn rfc3339(secs: i64, millis: u32) -> String {
         rem % 60
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        Secret, TlsCertificate, secret,
+    };
+    use envoy_types::pb::google::protobuf::Any;
+    use prost::Message;
+
+    #[test]
+    fn a_secrets_private_key_never_reaches_the_dump() {
+        let inline = |s: &str| DataSource {
+            specifier: Some(data_source::Specifier::InlineBytes(s.as_bytes().to_vec())),
+            ..Default::default()
+        };
+        let key = "-----BEGIN PRIVATE KEY-----\nSECRET-KEY-BYTES\n-----END PRIVATE KEY-----\n";
+        let s = Secret {
+            name: "default".into(),
+            r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
+                certificate_chain: Some(inline("CERT")),
+                private_key: Some(inline(key)),
+                ..Default::default()
+            })),
+        };
+        let raw = RawEntry {
+            any: Any {
+                type_url: XdsType::Secret.type_url().into(),
+                value: s.encode_to_vec(),
+            },
+            version: "1".into(),
+            updated: std::time::SystemTime::now(),
+        };
+        let section = SECTIONS
+            .iter()
+            .find(|s| s.ty == XdsType::Secret)
+            .expect("a secrets section");
+        let text = entry(section, "default", &raw).to_string();
+        // Inline bytes render as base64, so look for both spellings.
+        let b64 = "U0VDUkVULUtFWS1CWVRFUw";
+        assert!(
+            !text.contains("SECRET-KEY-BYTES") && !text.contains(b64),
+            "{text}"
+        );
+        assert!(text.contains("[redacted]"), "{text}");
+        assert!(
+            text.contains("certificate_chain"),
+            "Envoy's field names: {text}"
+        );
+    }
+}

@@ -177,10 +177,20 @@ fn duplicate_names_and_unknown_types_are_nacked_whole() {
 }
 
 #[test]
-fn a_resource_of_another_type_inside_a_response_is_refused() {
+fn a_resource_of_another_type_inside_a_response_refuses_it_whole() {
     let (mut m, _) = machine();
     m.connect();
-    let mut r = resp(XdsType::Listener, "l1", "n1", &["L"]);
+    m.on_response(resp(XdsType::Listener, "l1", "n1", &["L"]));
+    // As Envoy's mux: the response is refused before any resource is applied, so the
+    // full set's missing L is not a removal and the new M is not taken.
+    let mut r = resp(XdsType::Listener, "l2", "n2", &["M"]);
+    r.resources.push(fake::any(XdsType::Cluster, "C"));
+    let step = m.on_response(r);
+    assert!(step.requests[0].error_detail.is_some());
+    assert!(step.changes.is_empty(), "{:?}", step.changes);
+    assert_eq!(held(&m, XdsType::Listener), ["L"]);
+    // Only a resource of the wrong type: still nothing removed.
+    let mut r = resp(XdsType::Listener, "l3", "n3", &[]);
     r.resources.push(fake::any(XdsType::Cluster, "C"));
     let step = m.on_response(r);
     assert!(step.requests[0].error_detail.is_some());

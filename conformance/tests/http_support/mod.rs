@@ -136,6 +136,7 @@ pub(crate) fn to_cluster(name: &str) -> RouteAction {
         host_rewrite: None,
         max_stream_duration: None,
         connect: false,
+        cluster_not_found_status: 503,
     }
 }
 

@@ -219,6 +219,7 @@ pub fn http_manager(cluster: &str, forward_client_cert: ForwardClientCert) -> Ht
         host_rewrite: None,
         max_stream_duration: None,
         connect: false,
+        cluster_not_found_status: 503,
     };
     let route = Route {
         name: String::new(),

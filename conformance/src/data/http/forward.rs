@@ -56,7 +56,11 @@ pub(crate) async fn forward(
     let mut levels: Vec<&HeaderEdits> = backend.into_iter().collect();
     levels.extend([&r.headers, &vh.headers]);
     let Some(cluster) = rq.snapshot.cluster(name) else {
-        return local(StatusCode::SERVICE_UNAVAILABLE, "");
+        // `cluster_not_found_response_code`: Rudder's routes to a backend that does not
+        // resolve ask for 500.
+        let status = StatusCode::from_u16(ra.cluster_not_found_status)
+            .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        return local(status, "");
     };
     let (parts, incoming) = req.into_parts();
     let Some(target) = target(cluster, rq, &parts.headers) else {
@@ -391,7 +395,14 @@ fn record(
             stats
                 .counter(&format!("cluster.{cluster}.upstream_rq_{}xx", code / 100))
                 .inc();
-            Outcome::Status(code)
+            let grpc = resp
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok()?.parse().ok());
+            match grpc {
+                Some(g) => Outcome::Grpc(code, g),
+                None => Outcome::Status(code),
+            }
         }
         Err(f) => f.outcome(),
     }
@@ -521,6 +532,7 @@ mod tests {
             host_rewrite: None,
             max_stream_duration: None,
             connect: false,
+            cluster_not_found_status: 503,
         };
         assert_eq!(whole_request_limit(&ra), Some(DEFAULT_TIMEOUT));
         ra.timeout = Some(Duration::ZERO);

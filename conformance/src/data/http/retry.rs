@@ -13,6 +13,9 @@ use crate::config::route::{Backoff, RetryPolicy};
 pub(crate) enum Outcome {
     /// The upstream answered with this status.
     Status(u16),
+    /// The upstream answered with this status and a `grpc-status` in its headers (a
+    /// trailers-only gRPC answer).
+    Grpc(u16, u32),
     /// No connection could be made.
     ConnectFailure,
     /// The connection or stream was reset before the request was sent.
@@ -30,10 +33,18 @@ pub(crate) fn retriable(policy: &RetryPolicy, outcome: Outcome) -> bool {
     let on = &policy.on;
     let any_reset = on.five_xx || on.gateway_error || on.reset;
     match outcome {
-        Outcome::Status(s) => {
-            (on.five_xx && (500..600).contains(&s))
-                || (on.gateway_error && matches!(s, 502..=504))
-                || (on.retriable_status_codes && policy.retriable_status_codes.contains(&s))
+        Outcome::Status(s) => status_retriable(policy, s),
+        Outcome::Grpc(s, g) => {
+            let grpc = &on.grpc;
+            status_retriable(policy, s)
+                || match g {
+                    1 => grpc.cancelled,
+                    4 => grpc.deadline_exceeded,
+                    8 => grpc.resource_exhausted,
+                    13 => grpc.internal,
+                    14 => grpc.unavailable,
+                    _ => false,
+                }
         }
         Outcome::ConnectFailure => any_reset || on.connect_failure || on.reset_before_request,
         Outcome::ResetBeforeRequest => any_reset || on.reset_before_request,
@@ -42,6 +53,15 @@ pub(crate) fn retriable(policy: &RetryPolicy, outcome: Outcome) -> bool {
         // Envoy counts a per-try timeout as a 504 for `5xx` and `gateway-error`.
         Outcome::PerTryTimeout => on.five_xx || on.gateway_error,
     }
+}
+
+/// Whether `policy` retries an answer with status `s`.
+fn status_retriable(policy: &RetryPolicy, s: u16) -> bool {
+    let on = &policy.on;
+    (on.five_xx && (500..600).contains(&s))
+        || (on.gateway_error && matches!(s, 502..=504))
+        || (on.retriable_4xx && s == 409)
+        || (on.retriable_status_codes && policy.retriable_status_codes.contains(&s))
 }
 
 /// The wait before retry number `n` (0 for the first retry): uniform in
@@ -136,6 +156,30 @@ mod tests {
         let none = policy(RetryOn::default());
         assert!(!retriable(&none, Outcome::Status(503)));
         assert!(!retriable(&none, Outcome::ConnectFailure));
+    }
+
+    #[test]
+    fn conflicts_and_grpc_statuses_retry_only_when_named() {
+        use crate::config::route::GrpcRetryOn;
+        let four = policy(RetryOn {
+            retriable_4xx: true,
+            ..Default::default()
+        });
+        assert!(retriable(&four, Outcome::Status(409)));
+        assert!(!retriable(&four, Outcome::Status(404)));
+        let grpc = policy(RetryOn {
+            grpc: GrpcRetryOn {
+                unavailable: true,
+                deadline_exceeded: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        assert!(retriable(&grpc, Outcome::Grpc(200, 14)));
+        assert!(retriable(&grpc, Outcome::Grpc(200, 4)));
+        assert!(!retriable(&grpc, Outcome::Grpc(200, 13)));
+        assert!(!retriable(&grpc, Outcome::Grpc(200, 0)));
+        assert!(!retriable(&grpc, Outcome::Status(503)));
     }
 
     #[test]
