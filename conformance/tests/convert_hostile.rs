@@ -314,8 +314,20 @@ fn with_header(key: &str) -> Any {
 }
 
 #[test]
-fn header_names_must_be_lowercase_tokens() {
-    for bad in ["X-Upper", "x bad", "x\u{1}"] {
+fn header_names_must_be_tokens_and_are_lowercased() {
+    // Header names are case-insensitive: Envoy takes `X-Header-Set` (the Gateway API
+    // conformance routes use it), and so does the proxy, as `x-header-set`.
+    let (_, c) = convert(XdsType::Route, &with_header("X-Upper")).expect("converts");
+    let Converted::Route(rc) = c else {
+        panic!("not routes")
+    };
+    assert_eq!(
+        rc.virtual_hosts[0].routes[0].headers.request_add[0]
+            .name
+            .as_str(),
+        "x-upper"
+    );
+    for bad in ["x bad", "x\u{1}", "x:y"] {
         assert_refused(
             XdsType::Route,
             &with_header(bad),

@@ -79,7 +79,7 @@ pub(crate) fn string_matcher(path: &Path, m: &StringMatcher) -> R<StringMatch> {
     })
 }
 
-/// A header name to match on: lowercase, a valid HTTP header name or a pseudo-header
+/// A header name to match on: a valid HTTP header name (lowercased) or a pseudo-header
 /// (`:method`, `:authority`, `:path`, `:scheme`).
 pub(crate) fn match_header_name(path: &Path, name: &str) -> R<String> {
     if let Some(pseudo) = name.strip_prefix(':') {
@@ -94,14 +94,16 @@ pub(crate) fn match_header_name(path: &Path, name: &str) -> R<String> {
     header_name(path, name).map(|h| h.as_str().to_string())
 }
 
-/// A header name to add or remove: a valid, lowercase HTTP header name.
+/// A header name to add, remove or match: a valid HTTP header name, lowercased (header
+/// names are case-insensitive; Envoy accepts `X-Header-Set` and matches it as
+/// `x-header-set`, and Rudder passes Gateway API names through as written).
 pub(crate) fn header_name(path: &Path, name: &str) -> R<http::HeaderName> {
     if name.is_empty() || name.len() > MAX_NAME {
         return Err(path.err(format!("a header name must have 1 to {MAX_NAME} bytes")));
     }
-    http::HeaderName::from_lowercase(name.as_bytes()).map_err(|_| {
+    http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
         path.err(format!(
-            "invalid header name {:?} (lowercase HTTP token characters only)",
+            "invalid header name {:?} (HTTP token characters only)",
             shorten(name)
         ))
     })

@@ -14,6 +14,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
+use xds_types::XdsType;
 
 use super::bootstrap::{Bootstrap, XdsServer};
 use super::core::ConvertFn;
@@ -123,8 +124,13 @@ impl AdsClient {
                     .into_inner();
                 while let Some(resp) = stream.message().await.map_err(|e| e.to_string())? {
                     *heard = true;
-                    let step = m.on_response(resp);
-                    self.after(&step.changes, m.ready(), m.core.refs.agent_secrets.clone());
+                    let mut step = m.on_response(resp);
+                    let unbound = self
+                        .after(&step.changes, m.ready(), m.core.refs.agent_secrets.clone())
+                        .await;
+                    if let (false, Some(answer)) = (unbound.is_empty(), step.requests.first_mut()) {
+                        m.refuse_applied(XdsType::Listener, answer, &unbound);
+                    }
                     send_all(&tx, step).await?;
                 }
             }
@@ -140,8 +146,13 @@ impl AdsClient {
                     .into_inner();
                 while let Some(resp) = stream.message().await.map_err(|e| e.to_string())? {
                     *heard = true;
-                    let step = m.on_response(resp);
-                    self.after(&step.changes, m.ready(), m.core.refs.agent_secrets.clone());
+                    let mut step = m.on_response(resp);
+                    let unbound = self
+                        .after(&step.changes, m.ready(), m.core.refs.agent_secrets.clone())
+                        .await;
+                    if let (false, Some(answer)) = (unbound.is_empty(), step.requests.first_mut()) {
+                        m.refuse_applied(XdsType::Listener, answer, &unbound);
+                    }
                     send_all(&tx, step).await?;
                 }
             }
@@ -150,14 +161,39 @@ impl AdsClient {
     }
 
     /// Publishes, marks readiness and tells the agent client which secrets are named.
-    fn after(&self, changes: &[Change], ready: bool, agent: BTreeSet<String>) {
-        self.publisher.apply(changes);
+    /// Returns why each added or changed listener could not be bound, as the listener
+    /// manager reports it (empty when all are bound or no listener changed).
+    async fn after(&self, changes: &[Change], ready: bool, agent: BTreeSet<String>) -> Vec<String> {
+        let version = self.publisher.apply(changes);
         self.publisher.set_init(ready, agent.clone());
         self.agent_names.send_if_modified(|names| {
             let changed = *names != agent;
             *names = agent;
             changed
         });
+        let added: BTreeSet<&str> = changes
+            .iter()
+            .filter(|c| c.ty == XdsType::Listener && c.value.is_some())
+            .map(|c| c.name.as_str())
+            .collect();
+        let Some(version) = version.filter(|_| !added.is_empty()) else {
+            return Vec::new();
+        };
+        let Some(binds) = self.publisher.live().binds_after(version, BIND_WAIT).await else {
+            return Vec::new();
+        };
+        let unbound: Vec<String> = binds
+            .failed
+            .iter()
+            .filter(|(name, _)| added.contains(name.as_str()))
+            .map(|(name, why)| format!("{name}: {why}"))
+            .collect();
+        if !unbound.is_empty() {
+            self.stats
+                .counter("listener_manager.lds.update_rejected")
+                .inc();
+        }
+        unbound
     }
 }
 
@@ -169,6 +205,10 @@ async fn send_all<R>(tx: &mpsc::Sender<R>, step: Step<R>) -> Result<(), String> 
     }
     Ok(())
 }
+
+/// How long a listener update waits for the listener manager's bind report before it
+/// is acknowledged anyway.
+const BIND_WAIT: Duration = Duration::from_secs(2);
 
 /// A channel to the control plane.
 async fn connect(server: &XdsServer) -> Result<Channel, String> {

@@ -105,6 +105,18 @@ impl Delta {
         Step { requests, changes }
     }
 
+    /// Turns `answer`, the ACK just built for a response, into its NACK: what was
+    /// applied could not be used (a listener that cannot bind, as Envoy reports it).
+    pub(crate) fn refuse_applied(
+        &mut self,
+        ty: XdsType,
+        answer: &mut DeltaDiscoveryRequest,
+        reasons: &[String],
+    ) {
+        answer.error_detail = Some(nack_status(ty.short(), reasons));
+        self.stats.counter("control_plane.rudder_nacks_total").inc();
+    }
+
     /// Whether the initial configuration is complete.
     pub(crate) fn ready(&self) -> bool {
         self.core.ready()

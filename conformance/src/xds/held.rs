@@ -82,10 +82,11 @@ impl Publisher {
         &self.live
     }
 
-    /// Applies `changes` (nothing is published when there are none).
-    pub(crate) fn apply(&self, changes: &[Change]) {
+    /// Applies `changes` (nothing is published when there are none); the publication's
+    /// number, if there was one.
+    pub(crate) fn apply(&self, changes: &[Change]) -> Option<u64> {
         if changes.is_empty() {
-            return;
+            return None;
         }
         let _one = self.one_writer.lock();
         {
@@ -97,8 +98,9 @@ impl Publisher {
                 };
             }
         }
-        self.live.update(|current| next_snapshot(current, changes));
+        let version = self.live.update(|current| next_snapshot(current, changes));
         self.check_ready();
+        Some(version)
     }
 
     /// Records the ADS side's initial state and the agent secrets it names; the proxy

@@ -31,6 +31,8 @@ pub(crate) struct Sotw {
     node_sent: bool,
     /// The last accepted `version_info` per type.
     accepted: PerType<String>,
+    /// The one before it (what a NACK after the fact reports).
+    previous: PerType<String>,
     /// The last nonce per type on this stream.
     nonce: PerType<String>,
     /// The names last requested per non-wildcard type (none: never requested).
@@ -45,6 +47,7 @@ impl Sotw {
             node,
             node_sent: false,
             accepted: PerType::default(),
+            previous: PerType::default(),
             nonce: PerType::default(),
             requested: PerType::default(),
             stats,
@@ -103,7 +106,7 @@ impl Sotw {
         let names = self.current_names(ty);
         let mut answer = self.request(ty, names);
         if refused.is_empty() {
-            self.accepted[ty] = resp.version_info;
+            self.previous[ty] = std::mem::replace(&mut self.accepted[ty], resp.version_info);
             answer.version_info = self.accepted[ty].clone();
         } else {
             self.stats.counter("control_plane.rudder_nacks_total").inc();
@@ -112,6 +115,21 @@ impl Sotw {
         let mut requests = vec![answer];
         requests.extend(self.follow_ups());
         Step { requests, changes }
+    }
+
+    /// Turns `answer`, the ACK just built for a response of `ty`, into its NACK: what
+    /// was applied could not be used (a listener that cannot bind, as Envoy reports it),
+    /// so the accepted version stays the one before.
+    pub(crate) fn refuse_applied(
+        &mut self,
+        ty: XdsType,
+        answer: &mut DiscoveryRequest,
+        reasons: &[String],
+    ) {
+        self.accepted[ty] = self.previous[ty].clone();
+        answer.version_info = self.accepted[ty].clone();
+        answer.error_detail = Some(nack_status(ty.short(), reasons));
+        self.stats.counter("control_plane.rudder_nacks_total").inc();
     }
 
     /// Whether the initial configuration is complete.

@@ -50,8 +50,9 @@ pub(crate) fn retriable(policy: &RetryPolicy, outcome: Outcome) -> bool {
         Outcome::ResetBeforeRequest => any_reset || on.reset_before_request,
         Outcome::RefusedStream => any_reset || on.refused_stream || on.reset_before_request,
         Outcome::Reset => any_reset,
-        // Envoy counts a per-try timeout as a 504 for `5xx` and `gateway-error`.
-        Outcome::PerTryTimeout => on.five_xx || on.gateway_error,
+        // Envoy counts a per-try timeout as a 504: for `5xx`, `gateway-error`, and
+        // `retriable-status-codes` that list 504 (Gateway API's `retry.codes: [504]`).
+        Outcome::PerTryTimeout => status_retriable(policy, 504),
     }
 }
 
@@ -153,6 +154,16 @@ mod tests {
         });
         assert!(retriable(&codes, Outcome::Status(409)));
         assert!(!retriable(&codes, Outcome::Status(500)));
+        assert!(
+            !retriable(&codes, Outcome::PerTryTimeout),
+            "504 is not listed"
+        );
+        let mut timeouts = policy(RetryOn {
+            retriable_status_codes: true,
+            ..Default::default()
+        });
+        timeouts.retriable_status_codes = vec![504];
+        assert!(retriable(&timeouts, Outcome::PerTryTimeout), "as a 504");
         let none = policy(RetryOn::default());
         assert!(!retriable(&none, Outcome::Status(503)));
         assert!(!retriable(&none, Outcome::ConnectFailure));

@@ -61,8 +61,21 @@ pub async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
         if *stop.borrow_and_update() {
             break;
         }
+        // The number first, then the snapshot: the snapshot is at least that new.
+        let version = *changes.borrow_and_update();
         let snapshot = ctx.live.load();
         manager.reconcile(&ctx, &snapshot).await;
+        let failed = ctx
+            .listener_errors()
+            .into_iter()
+            .map(|e| {
+                (
+                    e.listener,
+                    format!("cannot bind {}: {}", e.address, e.message),
+                )
+            })
+            .collect();
+        ctx.live.report_binds(version, failed);
         tokio::select! {
             r = changes.changed() => if r.is_err() { break },
             r = stop.changed() => if r.is_err() { break },
