@@ -142,10 +142,13 @@ async fn wait_for_stop(mut quit: watch::Receiver<bool>) -> anyhow::Result<&'stat
     })
 }
 
-/// Writes `text` to `path` through a temporary file, so a reader never sees half.
+/// Writes `text` to `path` through a temporary file, so a reader never sees half; where
+/// the directory is not ours to write (an injected pod's admin file is made for the
+/// proxy's user in a directory it cannot write), in place, as Envoy does.
 fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    if std::fs::write(&tmp, text).is_ok() {
+        return std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()));
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }

@@ -107,6 +107,17 @@ pub enum Metric {
     Histogram(Arc<Histogram>),
 }
 
+/// A stat name as Envoy writes it: `:` (a port in a stat prefix or an address) becomes
+/// `_`, so `tcp.db.default.svc.cluster.local:5432.x` reads
+/// `tcp.db.default.svc.cluster.local_5432.x` on both proxies.
+pub fn sanitize(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.contains(':') {
+        std::borrow::Cow::Owned(name.replace(':', "_"))
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
+}
+
 /// Every metric by its Envoy-style dotted name.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -116,6 +127,7 @@ pub struct Stats {
 impl Stats {
     /// The counter `name`, registered on first use.
     pub fn counter(&self, name: &str) -> Arc<Counter> {
+        let name = &*sanitize(name);
         if let Some(Metric::Counter(c)) = self.metrics.read().get(name) {
             return c.clone();
         }
@@ -132,6 +144,7 @@ impl Stats {
 
     /// The gauge `name`, registered on first use.
     pub fn gauge(&self, name: &str) -> Arc<Gauge> {
+        let name = &*sanitize(name);
         if let Some(Metric::Gauge(g)) = self.metrics.read().get(name) {
             return g.clone();
         }
@@ -147,6 +160,7 @@ impl Stats {
 
     /// The histogram `name`, registered on first use.
     pub fn histogram(&self, name: &str) -> Arc<Histogram> {
+        let name = &*sanitize(name);
         if let Some(Metric::Histogram(h)) = self.metrics.read().get(name) {
             return h.clone();
         }
@@ -182,6 +196,12 @@ mod tests {
         assert_eq!(s.counter("a.b").get(), 3);
         s.gauge("a.b").set(5);
         assert_eq!(s.counter("a.b").get(), 3);
+        s.counter("tcp.db:5432.x").inc();
+        assert_eq!(
+            s.counter("tcp.db_5432.x").get(),
+            1,
+            "named as Envoy names it"
+        );
         s.histogram("h").record_us(300);
         let (b, n, sum) = s.histogram("h").read();
         assert_eq!((n, sum), (1, 300));

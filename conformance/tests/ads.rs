@@ -43,6 +43,8 @@ async fn start_proxy(cp: &ControlPlane, stream: Stream, work: &Path) -> anyhow::
     let out = Command::new(workspace_bin("xds-server")?)
         .args(["bootstrap", "--namespace", "default", "--pod", "client-0"])
         .args(["--service-account", "client", "--pod-ip", "127.0.0.31"])
+        // Both variants run at once: each its own outbound port.
+        .args(["--outbound-port", &testbed::procs::free_port()?.to_string()])
         .args(["--xds-address", &cp.xds.to_string()])
         .arg(if stream == Stream::Delta {
             "--delta"

@@ -11,7 +11,7 @@ use super::dump::rfc3339;
 use crate::config::Snapshot;
 use crate::config::cluster::{Discovery, LoadAssignment};
 use crate::config::secret::Secret;
-use crate::stats::{BUCKETS_US, Metric, Stats};
+use crate::stats::{BUCKETS_US, Metric, Stats, sanitize};
 
 /// `/stats`: every counter and gauge (and a histogram summary) as `name: value`,
 /// sorted, optionally only names matching `filter`.
@@ -95,7 +95,7 @@ pub(crate) fn clusters(snapshot: &Snapshot, stats: &Stats) -> String {
             let a = e.address;
             let get = |what: &str| {
                 counters
-                    .get(&format!("cluster.{name}.endpoint.{a}.{what}"))
+                    .get(&*sanitize(&format!("cluster.{name}.endpoint.{a}.{what}")))
                     .copied()
                     .unwrap_or(0)
             };

@@ -177,6 +177,12 @@ impl Core {
             });
         }
         for (name, held) in &accepted {
+            if ty == XdsType::Cluster {
+                // As Envoy: a cluster's main counters exist (at zero) from its creation.
+                for what in ["upstream_cx_total", "upstream_rq_total"] {
+                    self.stats.counter(&format!("cluster.{name}.{what}"));
+                }
+            }
             self.held[ty].insert(name.clone(), held.clone());
             self.answered[ty].insert(name.clone());
             self.resource_stat(ty, name, "update_success");
