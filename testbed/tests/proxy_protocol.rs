@@ -299,9 +299,10 @@ async fn answer_to(
 }
 
 async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<u16> {
-    Ok(testbed::http::get_via(addr, &format!("http://any{path}"))
-        .await?
-        .status)
+    let reply = testbed::http::get_via(addr, &format!("http://any{path}"))
+        .await
+        .with_context(|| format!("GET {path}"))?;
+    Ok(reply.status)
 }
 
 /// The one scenario, step by step.

@@ -41,7 +41,7 @@ pub struct BindError {
     pub message: String,
 }
 
-/// What the listener manager shares with the rest of the proxy (in [`Ctx`]).
+/// What the listener manager shares with the rest of the proxy (in [`Ctx`](crate::data::Ctx)).
 #[derive(Debug, Default)]
 pub struct Shared {
     pub(super) errors: Mutex<BTreeMap<String, BindError>>,
