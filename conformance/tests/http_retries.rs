@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use conformance::config::cluster::{Discovery, RetryBudget};
 use conformance::config::route::{Action, Backoff, RetryOn, RetryPolicy, RouteAction};
 use http_support::*;
@@ -281,4 +282,55 @@ async fn a_logical_dns_cluster_resolves_at_connect() {
     let p = proxy_to(to_cluster("c"), c).await;
     let seen = get(p.addr, "h", "/").await;
     assert_eq!(seen.header("x-backend"), Some("dns"));
+}
+
+#[tokio::test]
+async fn a_streaming_body_reaches_the_backend_before_it_ends_on_a_route_with_retries() {
+    use http_body_util::BodyExt;
+    // The backend answers as soon as it has the first chunk, as a streaming service does.
+    let addr = backend(|req: hyper::Request<hyper::body::Incoming>| async move {
+        let mut body = req.into_body();
+        let first = match body.frame().await {
+            Some(Ok(f)) => f.into_data().unwrap_or_default(),
+            _ => Bytes::new(),
+        };
+        let mut text = b"got:".to_vec();
+        text.extend_from_slice(&first);
+        hyper::Response::new(http_body_util::Full::new(Bytes::from(text)))
+    })
+    .await;
+    let mut action = to_cluster("c");
+    action.retry = Some(five_xx(2, None));
+    let p = proxy_to(action, cluster("c", &[addr])).await;
+
+    let (tx, rx) = tokio::sync::mpsc::channel::<
+        Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
+    >(4);
+    let body = http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let stream = tokio::net::TcpStream::connect(p.addr)
+        .await
+        .expect("connect");
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(conn);
+    let req = hyper::Request::post("http://h/upload")
+        .header("host", "h")
+        .body(body)
+        .expect("request");
+    let answer = tokio::spawn(async move { send.send_request(req).await });
+    tx.send(Ok(hyper::body::Frame::data(Bytes::from_static(b"hello"))))
+        .await
+        .expect("first chunk");
+    // The body is still open (tx lives): the answer must come anyway.
+    let resp = tokio::time::timeout(Duration::from_secs(5), answer)
+        .await
+        .expect("answered while the body is still streaming")
+        .expect("task")
+        .expect("response");
+    assert_eq!(resp.status(), 200);
+    let text = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(&text[..], b"got:hello");
+    drop(tx);
 }

@@ -1,43 +1,106 @@
-//! Request bodies kept for retries and mirrors: a body up to [`REPLAY_LIMIT`] bytes is
-//! read whole and can be sent again; a larger one (or one with trailers) streams once
-//! (no retry, no mirror), its already-read start replayed in front of the rest.
+//! Request bodies kept for retries and mirrors. A body streams to the first try at once
+//! (a streaming upload or a gRPC stream is never held back), while a copy of up to
+//! [`REPLAY_LIMIT`] bytes is kept: a retry replays the copy and continues with the rest,
+//! and mirrors get the whole body once it has been read. A larger body (or one with
+//! trailers) is sent once: no retry, no mirror.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::{BodyExt, Empty, Full};
+use parking_lot::Mutex;
 
 use crate::data::upstream::{Body, BoxError};
 
 /// The largest request body kept for retries and mirrors (Envoy's default buffer limit
-/// is 1 MiB per stream; this proxy keeps less per request and says so).
+/// is 1 MiB per stream; this proxy keeps less per request, since up to 1,024 streams of
+/// one connection may each hold a copy, and says so in README's limits).
 pub(crate) const REPLAY_LIMIT: usize = 64 * 1024;
 
-/// A request body, kept whole or streaming.
+/// A request body, kept for replay while it streams, or sent once.
 #[derive(Debug)]
 pub(crate) enum Kept {
-    /// Read whole: every try and mirror gets a copy.
+    /// Known whole (an empty body): every try and mirror gets a copy.
     Whole(Bytes),
-    /// Too large to keep: sent once.
+    /// Streams to the first try; a copy is kept for the next ones.
+    Tee(Arc<Mutex<Tee>>),
+    /// Sent once.
     Streaming(Body),
 }
 
+/// What a teed body has read so far, and the rest of it.
+#[derive(Debug, Default)]
+pub(crate) struct Tee {
+    /// The data frames read so far (empty once spoiled).
+    chunks: Vec<Bytes>,
+    /// Their length.
+    len: usize,
+    /// The part not read yet.
+    rest: Option<Body>,
+    /// The whole body has been read.
+    done: bool,
+    /// Too large, trailers, or an error: it cannot be replayed.
+    spoiled: bool,
+}
+
 impl Kept {
-    /// A body for one try: a copy of a kept body, or the stream (once).
+    /// Keeps `body` for retries and mirrors (without waiting for any of it).
+    pub(crate) fn new(body: Body) -> Kept {
+        if body.is_end_stream() {
+            return Kept::Whole(Bytes::new());
+        }
+        if body.size_hint().lower() > REPLAY_LIMIT as u64 {
+            return Kept::Streaming(body);
+        }
+        Kept::Tee(Arc::new(Mutex::new(Tee {
+            rest: Some(body),
+            ..Tee::default()
+        })))
+    }
+
+    /// A body for one try: a copy of a whole body, a replay of a teed one (what was
+    /// read, then the rest), or the stream (once).
     pub(crate) fn take(&mut self) -> Body {
         match self {
             Kept::Whole(b) => whole(b.clone()),
+            Kept::Tee(t) => TeeBody {
+                tee: t.clone(),
+                pos: 0,
+            }
+            .boxed(),
             Kept::Streaming(s) => std::mem::replace(s, empty()),
         }
     }
 
     /// Whether the body can be sent again.
     pub(crate) fn replayable(&self) -> bool {
-        matches!(self, Kept::Whole(_))
+        match self {
+            Kept::Whole(_) => true,
+            Kept::Tee(t) => !t.lock().spoiled,
+            Kept::Streaming(_) => false,
+        }
+    }
+
+    /// The whole body, once it has been read and kept (for mirrors).
+    pub(crate) fn whole(&self) -> Option<Bytes> {
+        match self {
+            Kept::Whole(b) => Some(b.clone()),
+            Kept::Tee(t) => {
+                let t = t.lock();
+                (t.done && !t.spoiled).then(|| {
+                    let mut all = BytesMut::with_capacity(t.len);
+                    for c in &t.chunks {
+                        all.extend_from_slice(c);
+                    }
+                    all.freeze()
+                })
+            }
+            Kept::Streaming(_) => None,
+        }
     }
 }
 
@@ -54,50 +117,14 @@ pub(crate) fn whole(b: Bytes) -> Body {
     Full::new(b).map_err(|e| match e {}).boxed()
 }
 
-/// Reads `body` whole if it fits in [`REPLAY_LIMIT`] and has no trailers; else
-/// returns it streaming, with what was read put back in front.
-pub(crate) async fn keep(mut body: Body) -> Result<Kept, BoxError> {
-    if body.size_hint().lower() > REPLAY_LIMIT as u64 {
-        return Ok(Kept::Streaming(body));
-    }
-    let mut read: VecDeque<Frame<Bytes>> = VecDeque::new();
-    let mut len = 0usize;
-    while let Some(frame) = body.frame().await {
-        let frame = frame?;
-        let stop = match frame.data_ref() {
-            Some(d) => {
-                len += d.len();
-                len > REPLAY_LIMIT
-            }
-            None => true,
-        };
-        read.push_back(frame);
-        if stop {
-            return Ok(Kept::Streaming(
-                Replay {
-                    read,
-                    rest: Some(body),
-                }
-                .boxed(),
-            ));
-        }
-    }
-    let mut all = bytes::BytesMut::with_capacity(len);
-    for f in read {
-        if let Ok(d) = f.into_data() {
-            all.extend_from_slice(&d);
-        }
-    }
-    Ok(Kept::Whole(all.freeze()))
+/// One try's view of a teed body: the frames kept (from `pos`), then the rest, kept as
+/// it passes.
+struct TeeBody {
+    tee: Arc<Mutex<Tee>>,
+    pos: usize,
 }
 
-/// Frames already read, then the rest of the body.
-struct Replay {
-    read: VecDeque<Frame<Bytes>>,
-    rest: Option<Body>,
-}
-
-impl HttpBody for Replay {
+impl HttpBody for TeeBody {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -105,33 +132,62 @@ impl HttpBody for Replay {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(f) = self.read.pop_front() {
-            return Poll::Ready(Some(Ok(f)));
+        let tee = self.tee.clone();
+        let mut t = tee.lock();
+        if let Some(c) = t.chunks.get(self.pos).cloned() {
+            self.pos += 1;
+            return Poll::Ready(Some(Ok(Frame::data(c))));
         }
-        match self.rest.as_mut() {
-            Some(rest) => Pin::new(rest).poll_frame(cx),
-            None => Poll::Ready(None),
+        if t.done {
+            return Poll::Ready(None);
+        }
+        let Some(rest) = t.rest.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(rest).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                match frame.data_ref() {
+                    Some(d) if !t.spoiled && t.len + d.len() <= REPLAY_LIMIT => {
+                        t.len += d.len();
+                        t.chunks.push(d.clone());
+                        self.pos = t.chunks.len();
+                    }
+                    Some(_) | None if t.spoiled => {}
+                    _ => {
+                        // Over the limit, or trailers: this body goes once.
+                        t.spoiled = true;
+                        t.chunks = Vec::new();
+                        t.len = 0;
+                        self.pos = 0;
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                t.done = true;
+                t.rest = None;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                t.spoiled = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.read.is_empty() && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
+        let t = self.tee.lock();
+        t.done && self.pos >= t.chunks.len()
     }
 
     fn size_hint(&self) -> SizeHint {
-        let read: u64 = self
-            .read
-            .iter()
-            .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
-            .sum();
-        let mut hint = self
-            .rest
-            .as_ref()
-            .map(|r| r.size_hint())
-            .unwrap_or_default();
-        hint.set_lower(hint.lower() + read);
+        let t = self.tee.lock();
+        let kept: u64 = t.chunks.iter().skip(self.pos).map(|c| c.len() as u64).sum();
+        let mut hint = t.rest.as_ref().map(|r| r.size_hint()).unwrap_or_default();
+        hint.set_lower(hint.lower() + kept);
         if let Some(u) = hint.upper() {
-            hint.set_upper(u + read);
+            hint.set_upper(u + kept);
         }
         hint
     }
@@ -190,17 +246,54 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn small_bodies_are_kept_and_large_ones_stream_whole() {
-        let mut k = keep(chunks(4, 1000)).await.expect("read");
+    async fn small_bodies_replay_and_large_ones_stream_once() {
+        let mut k = Kept::new(chunks(4, 1000));
         assert!(k.replayable());
+        assert!(k.whole().is_none(), "nothing read yet");
         let a = k.take().collect().await.expect("a").to_bytes();
         let b = k.take().collect().await.expect("b").to_bytes();
         assert_eq!((a.len(), b.len()), (4000, 4000));
+        assert_eq!(k.whole().map(|w| w.len()), Some(4000));
 
-        let mut big = keep(chunks(100, 1000)).await.expect("read");
-        assert!(!big.replayable());
+        let mut big = Kept::new(chunks(100, 1000));
         let all = big.take().collect().await.expect("all").to_bytes();
-        assert_eq!(all.len(), 100_000, "nothing read ahead is lost");
+        assert_eq!(all.len(), 100_000, "sent whole, once");
+        assert!(!big.replayable());
+        assert!(big.whole().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_first_try_gets_bytes_before_the_body_ends_and_a_retry_continues_it() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(4);
+        let body = http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .boxed();
+        let mut k = Kept::new(body);
+        tx.send(Ok(Frame::data(Bytes::from_static(b"one "))))
+            .await
+            .expect("send");
+        // The body has not ended, yet the first try reads its first frame at once.
+        let mut first = k.take();
+        let got = first.frame().await.expect("a frame").expect("ok");
+        assert_eq!(got.into_data().ok(), Some(Bytes::from_static(b"one ")));
+        drop(first); // that try failed
+        tx.send(Ok(Frame::data(Bytes::from_static(b"two"))))
+            .await
+            .expect("send");
+        drop(tx);
+        assert!(k.replayable());
+        let retry = k.take().collect().await.expect("retry").to_bytes();
+        assert_eq!(
+            retry,
+            Bytes::from_static(b"one two"),
+            "replayed, then the rest"
+        );
+        assert_eq!(k.whole(), Some(Bytes::from_static(b"one two")));
+    }
+
+    #[tokio::test]
+    async fn an_empty_body_is_whole_at_once() {
+        let k = Kept::new(empty());
+        assert_eq!(k.whole(), Some(Bytes::new()));
     }
 
     #[tokio::test]

@@ -69,29 +69,35 @@ pub(crate) async fn forward(
     let policy = ra.retry.as_deref().or(vh.retry.as_deref());
     let head = upstream_head(rq, r, ra, policy, &levels, parts);
     let incoming = super::boxed(incoming);
-    let kept = if policy.is_some() || !ra.mirrors.is_empty() {
-        match body::keep(incoming).await {
-            Ok(k) => k,
-            Err(_) => return local(StatusCode::BAD_REQUEST, "request body read failed"),
-        }
+    // Nothing waits for the body: it streams to the first try while a copy is kept.
+    let mut kept = if policy.is_some() || !ra.mirrors.is_empty() {
+        Kept::new(incoming)
     } else {
         Kept::Streaming(incoming)
     };
-    if let Kept::Whole(b) = &kept {
+    let mut mirrored = false;
+    if let Some(b) = kept.whole() {
         for m in &ra.mirrors {
             mirror(rq, m, &head, b.clone());
         }
+        mirrored = true;
     }
     let state = rq.ctx.upstream.state(rq.snapshot, cluster);
     let started = Instant::now();
     let limit = whole_request_limit(ra);
-    let tries = tries(rq, cluster, &state, policy, &head, kept, target);
+    let tries = tries(rq, cluster, &state, policy, &head, &mut kept, target);
     let result = match limit {
         Some(t) => tokio::time::timeout(t, tries)
             .await
             .unwrap_or(Err(Failure::Timeout)),
         None => tries.await,
     };
+    // A body with content is mirrored once it has been read whole (a larger one is not).
+    if let (false, Some(b)) = (mirrored, kept.whole()) {
+        for m in &ra.mirrors {
+            mirror(rq, m, &head, b.clone());
+        }
+    }
     let mut resp = respond(rq, name, result, started, limit);
     headers::strip_hop_by_hop(resp.headers_mut());
     headers::apply(resp.headers_mut(), &levels, Side::Response);
@@ -313,7 +319,7 @@ async fn tries(
     state: &Arc<ClusterState>,
     policy: Option<&RetryPolicy>,
     head: &Head,
-    mut kept: Kept,
+    kept: &mut Kept,
     target: Target,
 ) -> Result<Response<Incoming>, Failure> {
     let stats = &rq.ctx.stats;
