@@ -678,6 +678,19 @@ impl Sidecar {
         Ok(eps)
     }
 
+    /// Sends the proxy SIGTERM.
+    pub fn terminate(&mut self) -> anyhow::Result<()> {
+        self.proc.terminate()
+    }
+
+    /// Waits up to `timeout` for the proxy to exit: its status and how long it took.
+    pub async fn wait_exit(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<(std::process::ExitStatus, Duration)> {
+        self.proc.wait_exit(timeout).await
+    }
+
     /// Fails if the proxy or its agent has exited.
     pub fn check_running(&mut self) -> anyhow::Result<()> {
         if let Some(a) = &mut self.agent {

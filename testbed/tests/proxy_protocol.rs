@@ -572,3 +572,82 @@ async fn script_over_delta(proxy: DataPlane) -> anyhow::Result<()> {
 }
 
 common::on_each_proxy!(script_over_sotw, script_over_delta);
+
+/// rudder-proxy's shutdown (Envoy exits on SIGTERM without draining, so this is its own):
+/// SIGTERM stops new connections at once, a request in flight completes, and the
+/// process exits 0 after `--drain-time-s`.
+#[tokio::test]
+async fn rudder_proxy_drains_on_sigterm() -> anyhow::Result<()> {
+    let work = tempfile::tempdir()?;
+    let mut server = ScriptedAds::start().await?;
+    let backend_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let _backend =
+        Backend::start_with(backend_addr, "slow", work.path(), &["--delay-ms", "800"]).await?;
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let boot = work.path().join("bootstrap.json");
+    std::fs::write(
+        &boot,
+        bootstrap("drain-0.default", server.addr, true).to_string(),
+    )?;
+    let mut sidecar = Sidecar::launch(
+        DataPlane::RudderProxy,
+        &boot,
+        "drain",
+        work.path(),
+        None,
+        listen,
+    )
+    .await?;
+    let mut conn = server.accept(STEP).await?;
+    conn.until(STEP, "a CDS request", is(XdsType::Cluster))
+        .await?;
+    conn.send(
+        XdsType::Cluster.type_url(),
+        "c1",
+        vec![eds_cluster("c1", false)],
+        &[],
+    )?;
+    conn.until(STEP, "an EDS request", is(XdsType::Endpoint))
+        .await?;
+    conn.send(
+        XdsType::Endpoint.type_url(),
+        "e1",
+        vec![endpoints("c1", backend_addr)],
+        &[],
+    )?;
+    conn.send(
+        XdsType::Listener.type_url(),
+        "l1",
+        vec![listener("main", listen, "r1")],
+        &[],
+    )?;
+    conn.until(STEP, "an RDS request", is(XdsType::Route))
+        .await?;
+    conn.send(
+        XdsType::Route.type_url(),
+        "r1",
+        vec![routes("r1", "c1", false, None)],
+        &[],
+    )?;
+    sidecar.wait_live(STEP).await?;
+    wait_until(STEP, "the backend through the listener", || async move {
+        Ok(get(listen, "/").await.ok() == Some(200))
+    })
+    .await?;
+    let in_flight = tokio::spawn(async move { get(listen, "/slow").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sidecar.terminate()?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        tokio::net::TcpStream::connect(listen).await.is_err(),
+        "no new connections once draining"
+    );
+    assert_eq!(in_flight.await??, 200, "the request in flight completed");
+    let (status, took) = sidecar.wait_exit(Duration::from_secs(10)).await?;
+    assert!(status.success(), "{status:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "exited after the drain time: {took:?}"
+    );
+    Ok(())
+}
