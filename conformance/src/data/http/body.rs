@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::{BodyExt, Empty, Full};
 
-use crate::data::upstream::{Body, BoxError};
+use crate::data::upstream::io::{Body, BoxError};
 
 /// The largest request body kept for retries and mirrors (Envoy's default buffer limit
 /// is 1 MiB per stream; this proxy keeps less per request and says so).
