@@ -17,8 +17,8 @@ use super::check::{
     Path, R, duration, each, enumerated, must_be_default, name, opt_duration, shorten,
 };
 use super::headers::header_edits;
+use super::limits::{MAX_LIST, MAX_NAME};
 use super::matchers::{regex_matcher, regex_unanchored};
-use super::{MAX_LIST, MAX_NAME};
 use crate::config::route::{
     Action, Backoff, Destination, Mirror, Redirect, RedirectPath, RetryOn, RetryPolicy, Rewrite,
     RouteAction, WeightedCluster,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
 use prost::{Message, Name};
 
-use super::{MAX_LIST, MAX_NAME};
+use super::limits::{MAX_LIST, MAX_NAME};
 
 /// A field path inside a resource (`filter_chains[1].filters[0].typed_config`).
 #[derive(Clone, Debug, Default)]

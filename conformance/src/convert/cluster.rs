@@ -20,7 +20,8 @@ use super::check::{
     Path, R, each, enumerated, is, is_default, must_be_default, name, opt_duration, shorten, unpack,
 };
 use super::endpoint::load_assignment;
-use super::{MAX_LIST, MAX_NAME, tls};
+use super::limits::{MAX_LIST, MAX_NAME};
+use super::tls;
 use crate::config::cluster::{
     Cluster, Discovery, LbPolicy, LoadAssignment, RetryBudget, Transport, TransportMatch,
     UpstreamProtocol,

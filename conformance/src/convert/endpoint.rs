@@ -8,8 +8,8 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 use envoy_types::pb::google::protobuf::value::Kind;
 
 use super::check::{Path, R, bounded, enumerated, must_be_default, name, opt_name};
+use super::limits::{MAX_ENDPOINTS, MAX_LIST, MAX_NAME};
 use super::listener::{HostPort, ip_address, socket_address};
-use super::{MAX_ENDPOINTS, MAX_LIST, MAX_NAME};
 use crate::config::cluster::{Endpoint, LoadAssignment, Locality};
 
 /// The metadata key of transport socket matches.

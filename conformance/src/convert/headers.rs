@@ -6,8 +6,8 @@ use envoy_types::pb::envoy::config::core::v3::{
     HeaderValueOption, header_value_option::HeaderAppendAction,
 };
 
-use super::MAX_LIST;
 use super::check::{Path, R, each, enumerated, must_be_default};
+use super::limits::MAX_LIST;
 use super::matchers::{header_name, header_value};
 use crate::config::route::{AppendAction, HeaderAdd, HeaderEdits};
 

@@ -14,7 +14,8 @@ use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::Tl
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::DownstreamTlsContext;
 
 use super::check::{Path, R, each, enumerated, must_be_default, name, opt_name, shorten, unpack};
-use super::{MAX_FILTER_CHAINS, MAX_LIST, network, tls};
+use super::limits::{MAX_FILTER_CHAINS, MAX_LIST};
+use super::{network, tls};
 use crate::config::listener::{ChainMatch, Cidr, FilterChain, Listener, SourceType};
 
 /// A host and port: an IP address, or (when `allow_host`) a DNS name.

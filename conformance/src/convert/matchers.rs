@@ -7,7 +7,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
 };
 
 use super::check::{Path, R, must_be_default, shorten};
-use super::{MAX_NAME, MAX_REGEX_LEN, REGEX_SIZE_LIMIT};
+use super::limits::{MAX_NAME, MAX_REGEX_LEN, REGEX_SIZE_LIMIT};
 use crate::config::listener::StringMatch;
 
 /// Compiles `pattern` as a whole-value match (anchored, as RE2's full match).

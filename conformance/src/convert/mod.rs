@@ -40,6 +40,7 @@ mod check;
 mod cluster;
 mod endpoint;
 mod headers;
+mod limits;
 mod listener;
 mod matchers;
 mod network;
@@ -61,24 +62,10 @@ use crate::config::listener::Listener;
 use crate::config::route::RouteConfig;
 use crate::config::secret::Secret;
 
-/// The longest name accepted (resource, cluster, host, header, domain), in bytes.
-pub const MAX_NAME: usize = 1024;
-/// The longest regex pattern accepted, in characters (RE2's limit in Rudder's checks).
-pub const MAX_REGEX_LEN: usize = 1024;
-/// The `regex` crate's compiled size limit for one pattern, in bytes.
-pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
-/// Virtual hosts per route configuration.
-pub const MAX_VIRTUAL_HOSTS: usize = 10_000;
-/// Routes per virtual host.
-pub const MAX_ROUTES: usize = 1_000;
-/// Domains per virtual host.
-pub const MAX_DOMAINS: usize = 1_000;
-/// Endpoints per load assignment (all localities together).
-pub const MAX_ENDPOINTS: usize = 10_000;
-/// Filter chains per listener.
-pub const MAX_FILTER_CHAINS: usize = 1_000;
-/// Entries in any other list.
-pub const MAX_LIST: usize = 100;
+pub use limits::{
+    MAX_DOMAINS, MAX_ENDPOINTS, MAX_FILTER_CHAINS, MAX_LIST, MAX_NAME, MAX_REGEX_LEN, MAX_ROUTES,
+    MAX_VIRTUAL_HOSTS, REGEX_SIZE_LIMIT,
+};
 
 /// A converted resource.
 #[derive(Clone, Debug)]

@@ -12,8 +12,8 @@ use envoy_types::pb::envoy::config::route::v3::{
 use super::action;
 use super::check::{Path, R, each, must_be_default, name, opt_name, shorten};
 use super::headers::header_edits;
+use super::limits::{MAX_DOMAINS, MAX_LIST, MAX_NAME, MAX_ROUTES, MAX_VIRTUAL_HOSTS};
 use super::matchers::{match_header_name, regex_matcher, string_matcher};
-use super::{MAX_DOMAINS, MAX_LIST, MAX_NAME, MAX_ROUTES, MAX_VIRTUAL_HOSTS};
 use crate::config::listener::StringMatch;
 use crate::config::route::{
     HeaderMatch, HeaderValueMatch, PathMatch, QueryMatch, Route, RouteConfig, RouteMatch,

@@ -11,8 +11,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::MAX_LIST;
 use super::check::{Path, R, must_be_default};
+use super::limits::MAX_LIST;
 use crate::config::secret::{CertifiedKey, Secret, TrustBundle};
 
 /// The largest PEM accepted (a chain or a bundle), in bytes.

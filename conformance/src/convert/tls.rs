@@ -11,8 +11,8 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     subject_alt_name_matcher::SanType,
 };
 
-use super::MAX_LIST;
 use super::check::{Path, R, each, enumerated, list, must_be_default, name, opt_name};
+use super::limits::MAX_LIST;
 use super::matchers::string_matcher;
 use crate::config::cluster::UpstreamTls;
 use crate::config::listener::{DownstreamTls, SecretRef, SecretSource, StringMatch, Validation};

@@ -14,7 +14,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::{BodyExt, Empty, Full};
 use parking_lot::Mutex;
 
-use crate::data::upstream::{Body, BoxError};
+use crate::data::upstream::io::{Body, BoxError};
 
 /// The largest request body kept for retries and mirrors (Envoy's default buffer limit
 /// is 1 MiB per stream; this proxy keeps less per request, since up to 1,024 streams of

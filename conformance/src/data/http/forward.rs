@@ -12,13 +12,15 @@ use hyper::body::Incoming;
 use super::body::{self, Kept};
 use super::headers::{self, Side};
 use super::redirect::{rewrite_prefix, split_port, substitute};
+use super::req::{Req, boxed, local};
 use super::retry::{self, Outcome};
-use super::{Req, boxed, local};
 use crate::config::cluster::{Cluster, Discovery};
 use crate::config::route::{
     Destination, HeaderEdits, Mirror, RetryPolicy, Rewrite, Route, RouteAction, VirtualHost,
 };
-use crate::data::upstream::{self, Active, Body, ClusterState, SendError, Target, UpstreamError};
+use crate::data::upstream::io::{Body, Target, UpstreamError};
+use crate::data::upstream::pool::{self, SendError};
+use crate::data::upstream::state::{Active, ClusterState};
 
 /// Envoy's route timeout when the route sets none.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -68,7 +70,7 @@ pub(crate) async fn forward(
     };
     let policy = ra.retry.as_deref().or(vh.retry.as_deref());
     let head = upstream_head(rq, r, ra, policy, &levels, parts);
-    let incoming = super::boxed(incoming);
+    let incoming = boxed(incoming);
     // Nothing waits for the body: it streams to the first try while a copy is kept.
     let mut kept = if policy.is_some() || !ra.mirrors.is_empty() {
         Kept::new(incoming)
@@ -333,7 +335,7 @@ async fn tries(
         stats
             .counter(&format!("cluster.{name}.upstream_rq_total"))
             .inc();
-        let send = upstream::send(
+        let send = pool::send(
             rq.ctx,
             rq.snapshot,
             cluster,
@@ -452,7 +454,7 @@ fn mirror(rq: &Req<'_>, m: &Mirror, head: &Head, body: bytes::Bytes) {
     tokio::spawn(async move {
         let state = ctx.upstream.state(&snapshot, &cluster);
         let _active = Active::start(&state, false);
-        let send = upstream::send(
+        let send = pool::send(
             &ctx,
             &snapshot,
             &cluster,

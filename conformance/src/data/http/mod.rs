@@ -10,6 +10,7 @@ mod forward;
 mod headers;
 mod matching;
 mod redirect;
+mod req;
 mod retry;
 mod tunnel;
 
@@ -18,17 +19,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::config::Snapshot;
 use crate::config::listener::{HttpManager, RouteSource};
 use crate::config::route::{Action, RouteConfig};
-use crate::data::upstream::{Body, UpstreamIo};
-use crate::data::{ConnInfo, Ctx};
+use crate::data::ctx::{ConnInfo, Ctx};
+use crate::data::upstream::io::{Body, UpstreamIo};
+use req::{Req, local, local_bytes};
 
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -202,18 +202,6 @@ impl tokio::io::AsyncWrite for Tracked {
     }
 }
 
-/// What one request needs from its connection and snapshot.
-pub(crate) struct Req<'a> {
-    pub(crate) ctx: &'a Arc<Ctx>,
-    pub(crate) conn: &'a ConnInfo,
-    pub(crate) hcm: &'a HttpManager,
-    pub(crate) snapshot: &'a Snapshot,
-    /// The authority routed on.
-    pub(crate) authority: String,
-    /// The downstream scheme.
-    pub(crate) scheme: &'static str,
-}
-
 async fn handle(
     ctx: &Arc<Ctx>,
     conn: &ConnInfo,
@@ -362,27 +350,4 @@ fn authority_of<B>(req: &Request<B>) -> String {
         .and_then(|h| h.to_str().ok())
         .unwrap_or("")
         .to_string()
-}
-
-/// A response made here (not by an upstream), with a text body.
-pub(crate) fn local(status: StatusCode, text: &'static str) -> Response<Body> {
-    local_bytes(status, Bytes::from_static(text.as_bytes()))
-}
-
-fn local_bytes(status: StatusCode, body: Bytes) -> Response<Body> {
-    let mut resp = Response::new(body::whole(body.clone()));
-    *resp.status_mut() = status;
-    if !body.is_empty() {
-        resp.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain"),
-        );
-    }
-    resp
-}
-
-/// An upstream response's body as the proxy's body type.
-pub(crate) fn boxed(b: Incoming) -> Body {
-    b.map_err(|e| Box::new(e) as crate::data::upstream::BoxError)
-        .boxed()
 }

@@ -6,9 +6,10 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::forward::{pick_cluster, target};
-use super::{Req, local};
+use super::req::{Req, local};
 use crate::config::route::RouteAction;
-use crate::data::upstream::{self, Body, UpstreamError};
+use crate::data::upstream::connect as dial;
+use crate::data::upstream::io::{Body, UpstreamError};
 
 /// Tunnels a CONNECT request along `ra`.
 pub(crate) async fn connect(
@@ -25,7 +26,7 @@ pub(crate) async fn connect(
     let Some(target) = target(cluster, rq, req.headers()) else {
         return local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
     };
-    let mut io = match upstream::connect(rq.ctx, rq.snapshot, name, target).await {
+    let mut io = match dial::connect(rq.ctx, rq.snapshot, name, target).await {
         Ok((_, io)) => io,
         Err(UpstreamError::NoHealthyUpstream(_)) => {
             return local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");

@@ -9,9 +9,9 @@ use tokio::time::timeout;
 
 use crate::config::Snapshot;
 use crate::config::listener::{FilterChain, Terminal};
+use crate::data::ctx::{ConnInfo, Ctx};
 use crate::data::tls::{PeerInfo, TlsCache};
-use crate::data::upstream::UpstreamIo;
-use crate::data::{ConnInfo, Ctx};
+use crate::data::upstream::io::UpstreamIo;
 
 use super::chain::{self, ConnFacts};
 use super::inspect::{self, Prefixed};

@@ -42,7 +42,7 @@ use tokio::task::JoinHandle;
 use crate::config::listener::Listener;
 use crate::config::secret::Secret;
 use crate::config::{Snapshot, TypeMap};
-use crate::data::Ctx;
+use crate::data::ctx::Ctx;
 
 pub use chain::{ConnFacts, is_local, select};
 pub use inspect::{Inspected, MAX_RECORD, Prefixed, inspect, verdict};

@@ -13,8 +13,8 @@ use tokio::time::{Instant, timeout_at};
 use crate::config::Snapshot;
 use crate::config::cluster::Discovery;
 use crate::config::listener::TcpProxy;
-use crate::data::upstream::{Target, UpstreamIo};
-use crate::data::{ConnInfo, Ctx};
+use crate::data::ctx::{ConnInfo, Ctx};
+use crate::data::upstream::io::{Target, UpstreamIo};
 
 /// Envoy's default `tcp_proxy` idle timeout.
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(3600);
@@ -60,9 +60,11 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, up: Upstream<'_>, downstream: UpstreamI
                 proxy.cluster
             ))
         }
-        Some(target) => crate::data::upstream::connect(&ctx, &up.snapshot, &proxy.cluster, target)
-            .await
-            .map_err(|e| e.to_string()),
+        Some(target) => {
+            crate::data::upstream::connect::connect(&ctx, &up.snapshot, &proxy.cluster, target)
+                .await
+                .map_err(|e| e.to_string())
+        }
     };
     let upstream = match upstream {
         Ok((_, io)) => io,

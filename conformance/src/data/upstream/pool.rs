@@ -4,28 +4,21 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use parking_lot::Mutex;
 
-use super::{ClusterState, Target, UpstreamError, choose, transport};
+use super::choose::choose;
+use super::endpoint::{EndpointState, H1};
+use super::io::{Body, Target, UpstreamError};
+use super::state::ClusterState;
+use super::transport;
 use crate::config::Snapshot;
 use crate::config::cluster::{Cluster, UpstreamProtocol};
-use crate::data::Ctx;
-
-/// A boxed error of a body.
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The body type of requests and responses through the proxy.
-pub(crate) type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
-
-/// Idle HTTP/1.1 connections kept per endpoint.
-const MAX_IDLE_H1: usize = 64;
+use crate::data::ctx::Ctx;
 
 /// Why a try got no response.
 #[derive(Debug, thiserror::Error)]
@@ -42,59 +35,6 @@ pub(crate) enum SendError {
     /// Reset or closed after the request was sent.
     #[error("reset: {0}")]
     Reset(String),
-}
-
-#[derive(Debug)]
-struct H1 {
-    sender: http1::SendRequest<Body>,
-    used: u32,
-}
-
-/// One endpoint's pools and in-flight count.
-#[derive(Debug)]
-pub(crate) struct EndpointState {
-    addr: SocketAddr,
-    active: AtomicU64,
-    h1: Mutex<Vec<H1>>,
-    h2: tokio::sync::Mutex<Option<http2::SendRequest<Body>>>,
-}
-
-impl EndpointState {
-    pub(crate) fn new(addr: SocketAddr) -> Self {
-        EndpointState {
-            addr,
-            active: AtomicU64::new(0),
-            h1: Mutex::new(Vec::new()),
-            h2: tokio::sync::Mutex::new(None),
-        }
-    }
-
-    /// Requests in flight to this endpoint.
-    pub(crate) fn active(&self) -> u64 {
-        self.active.load(Ordering::Relaxed)
-    }
-
-    /// Whether a request is in flight.
-    pub(crate) fn busy(&self) -> bool {
-        self.active() > 0
-    }
-
-    fn idle_h1(&self) -> Option<H1> {
-        let mut idle = self.h1.lock();
-        idle.retain(|c| !c.sender.is_closed());
-        let i = idle.iter().position(|c| c.sender.is_ready())?;
-        Some(idle.swap_remove(i))
-    }
-
-    fn put_h1(&self, c: H1, limit: Option<u32>) {
-        if c.sender.is_closed() || limit.is_some_and(|l| c.used >= l) {
-            return;
-        }
-        let mut idle = self.h1.lock();
-        if idle.len() < MAX_IDLE_H1 {
-            idle.push(c);
-        }
-    }
 }
 
 struct InFlight<'a>(&'a EndpointState);

@@ -11,10 +11,10 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::{UpstreamError, UpstreamIo};
+use super::io::{UpstreamError, UpstreamIo};
 use crate::config::Snapshot;
 use crate::config::cluster::{Cluster, Transport};
-use crate::data::Ctx;
+use crate::data::ctx::Ctx;
 use crate::stats::Gauge;
 
 /// Which transport of a cluster: 0 the cluster's own, `i + 1` its match `i`.

@@ -1,0 +1,21 @@
+//! The bounds every converted resource is checked against (the module docs of
+//! `convert` list them).
+
+/// The longest name accepted (resource, cluster, host, header, domain), in bytes.
+pub const MAX_NAME: usize = 1024;
+/// The longest regex pattern accepted, in characters (RE2's limit in Rudder's checks).
+pub const MAX_REGEX_LEN: usize = 1024;
+/// The `regex` crate's compiled size limit for one pattern, in bytes.
+pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Virtual hosts per route configuration.
+pub const MAX_VIRTUAL_HOSTS: usize = 10_000;
+/// Routes per virtual host.
+pub const MAX_ROUTES: usize = 1_000;
+/// Domains per virtual host.
+pub const MAX_DOMAINS: usize = 1_000;
+/// Endpoints per load assignment (all localities together).
+pub const MAX_ENDPOINTS: usize = 10_000;
+/// Filter chains per listener.
+pub const MAX_FILTER_CHAINS: usize = 1_000;
+/// Entries in any other list.
+pub const MAX_LIST: usize = 100;
