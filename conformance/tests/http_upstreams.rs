@@ -126,6 +126,62 @@ async fn an_original_destination_cluster_goes_where_the_authority_says() {
     assert_eq!(get(p.addr, "not-an-address", "/").await.status, 503);
 }
 
+/// Without its header, an original-destination cluster uses the connection's
+/// destination only when it was restored from the socket; here it was not (the
+/// listener's own address), so there is no host: 503, not a request to itself.
+#[tokio::test]
+async fn an_original_destination_without_header_or_restored_destination_has_no_host() {
+    let mut pod = cluster("pod-address", &[]);
+    pod.discovery = Discovery::OriginalDst {
+        header: Some("x-pod".into()),
+    };
+    pod.lb = LbPolicy::ClusterProvided;
+    let plain = route("/", Action::Route(Arc::new(to_cluster("pod-address"))));
+    let snap = snapshot(vec![vhost("pods", &["*"], vec![plain])], vec![pod]);
+    let p = proxy(snap, hcm(true)).await;
+    let r = tokio::time::timeout(Duration::from_secs(5), get(p.addr, "pods", "/"))
+        .await
+        .expect("answered without looping back to the proxy");
+    assert_eq!(r.status, 503);
+    assert_eq!(p.counter("cluster.pod-address.upstream_cx_total"), 0);
+    assert_eq!(p.counter("http.outbound.downstream_rq_total"), 1);
+}
+
+/// Per-endpoint stats exist only for endpoints the proxy connected to, and never for
+/// an original-destination cluster (whose addresses a client chooses).
+#[tokio::test]
+async fn endpoint_stats_are_bounded() {
+    let web = echo("pod").await;
+    let dead = {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let mut pod = cluster("pod-address", &[]);
+    pod.discovery = Discovery::OriginalDst {
+        header: Some(":authority".into()),
+    };
+    pod.lb = LbPolicy::ClusterProvided;
+    let to_dead = route("/dead", Action::Route(Arc::new(to_cluster("dead"))));
+    let to_pod = route("/", Action::Route(Arc::new(to_cluster("pod-address"))));
+    let snap = snapshot(
+        vec![vhost("all", &["*"], vec![to_dead, to_pod])],
+        vec![pod, cluster("dead", &[dead])],
+    );
+    let p = proxy(snap, hcm(false)).await;
+    assert_eq!(get(p.addr, &web.to_string(), "/a").await.status, 200);
+    assert_eq!(get(p.addr, &dead.to_string(), "/dead").await.status, 503);
+    let endpoint_stats: Vec<String> = p
+        .ctx
+        .stats
+        .all()
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| name.contains(".endpoint."))
+        .collect();
+    assert!(endpoint_stats.is_empty(), "{endpoint_stats:?}");
+    assert_eq!(p.counter("cluster.pod-address.upstream_cx_total"), 1);
+}
+
 #[tokio::test]
 async fn an_http2_cluster_multiplexes_over_h2c() {
     let b = echo("h2").await;

@@ -171,10 +171,14 @@ pub(crate) fn target(cluster: &Cluster, rq: &Req<'_>, headers: &HeaderMap) -> Op
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string),
             };
-            // Absent: the connection's destination; present but not `IP:port`: none
-            // (Envoy's original-destination balancer finds no host).
+            // Absent: the connection's destination when it was restored from the
+            // socket; present but not `IP:port`: none (Envoy's original-destination
+            // balancer finds no host).
             match value {
-                None => Some(Target::Address(rq.conn.destination)),
+                None => rq
+                    .conn
+                    .destination_restored
+                    .then_some(Target::Address(rq.conn.destination)),
                 Some(v) => v.parse().ok().map(Target::Address),
             }
         }
