@@ -82,7 +82,7 @@ pub(crate) async fn forward(
             mirror(rq, m, &head, b.clone());
         }
     }
-    let state = rq.ctx.upstream.state(rq.snapshot, cluster);
+    let state = rq.ctx.upstream.state(&rq.ctx.live.load(), cluster);
     let started = Instant::now();
     let limit = whole_request_limit(ra);
     let tries = tries(rq, cluster, &state, policy, &head, kept, target);
@@ -448,7 +448,7 @@ fn mirror(rq: &Req<'_>, m: &Mirror, head: &Head, body: bytes::Bytes) {
     let snapshot = rq.snapshot.clone();
     let downstream_h2 = head.downstream_h2;
     tokio::spawn(async move {
-        let state = ctx.upstream.state(&snapshot, &cluster);
+        let state = ctx.upstream.state(&ctx.live.load(), &cluster);
         let _active = Active::start(&state, false);
         let send = upstream::send(
             &ctx,
