@@ -32,6 +32,10 @@ use crate::data::{ConnInfo, Ctx};
 
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often an HTTP/2 connection is pinged, and how long the pong may take before
+/// the connection is closed.
+const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/2 streams a client may open at once.
 const MAX_CONCURRENT_STREAMS: u32 = 1024;
 /// Headers per request (Envoy's default `max_headers_count`).
@@ -44,6 +48,7 @@ pub async fn serve(ctx: Arc<Ctx>, io: UpstreamIo, conn: ConnInfo, hcm: Arc<HttpM
     ctx.stats
         .counter(&format!("http.{prefix}.downstream_cx_total"))
         .inc();
+    let ctx_limits = ctx.listeners.limits();
     let cx_active = ctx
         .stats
         .gauge(&format!("http.{prefix}.downstream_cx_active"));
@@ -75,20 +80,39 @@ pub async fn serve(ctx: Arc<Ctx>, io: UpstreamIo, conn: ConnInfo, hcm: Arc<HttpM
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .max_header_list_size(u32::try_from(hcm.max_request_headers_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(hcm.max_request_headers_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
     let io = TokioIo::new(Tracked {
         io,
         activity: Arc::clone(&activity),
     });
     let served = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(served);
-    let Some(idle) = hcm.idle_timeout.filter(|d| !d.is_zero()) else {
-        let _ = served.await;
+    let limits = ctx_limits;
+    // A connection that sends nothing is closed after the first-bytes deadline.
+    let first_bytes = tokio::time::sleep(limits.first_bytes_timeout);
+    tokio::pin!(first_bytes);
+    let idle = match hcm.idle_timeout {
+        None => Some(limits.http_idle_timeout),
+        Some(d) if d.is_zero() => None,
+        Some(d) => Some(d),
+    };
+    let Some(idle) = idle else {
+        tokio::select! {
+            _ = served.as_mut() => {}
+            () = first_bytes.as_mut(), if !activity.has_read() => {}
+        }
         return;
     };
     loop {
         tokio::select! {
             _ = served.as_mut() => return,
+            () = first_bytes.as_mut(), if !activity.has_read() => {
+                if !activity.has_read() {
+                    return;
+                }
+            }
             () = tokio::time::sleep(idle) => {
                 if activity.idle_for() >= idle {
                     served.as_mut().graceful_shutdown();
@@ -115,6 +139,7 @@ struct Activity {
     start: Instant,
     last_ms: AtomicU64,
     requests: AtomicU64,
+    read_any: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Activity {
@@ -123,6 +148,7 @@ impl Default for Activity {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            read_any: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -131,6 +157,11 @@ impl Activity {
     fn touch(&self) {
         let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Whether the peer sent any byte yet.
+    fn has_read(&self) -> bool {
+        self.read_any.load(Ordering::Relaxed)
     }
 
     fn idle_for(&self) -> Duration {
@@ -169,9 +200,13 @@ impl tokio::io::AsyncRead for Tracked {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
         let polled = self.io.as_mut().poll_read(cx, buf);
         if polled.is_ready() {
             self.activity.touch();
+            if buf.filled().len() > before {
+                self.activity.read_any.store(true, Ordering::Relaxed);
+            }
         }
         polled
     }
