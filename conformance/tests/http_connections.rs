@@ -132,6 +132,33 @@ async fn without_an_idle_timeout_the_default_one_applies() {
     assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
 }
 
+/// A WebSocket (or any non-CONNECT) upgrade is refused with an empty 403, as Envoy
+/// does when no upgrade is configured; the backend never sees it.
+#[tokio::test]
+async fn an_upgrade_request_is_refused() {
+    let b = echo("b").await;
+    let p = proxy(
+        snapshot(one_route("c"), vec![cluster("c", &[b])]),
+        hcm(false),
+    )
+    .await;
+    let mut s = TcpStream::connect(p.addr).await.expect("connect");
+    s.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut buf = vec![0; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("answered")
+        .expect("read");
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert_eq!(p.counter("cluster.c.upstream_rq_total"), 0);
+}
+
 #[tokio::test]
 async fn xfcc_carries_the_connections_peer_in_envoys_format() {
     let b = echo("b").await;

@@ -291,10 +291,15 @@ async fn route(
     } else {
         "http"
     };
+    let is_connect = req.method() == http::Method::CONNECT;
+    // Rudder configures no upgrade but CONNECT: Envoy's connection manager refuses
+    // any other upgrade with an empty 403 before routing (`upgrade_failed`).
+    if !is_connect && is_upgrade(req.headers()) {
+        return local(StatusCode::FORBIDDEN, "");
+    }
     let Some(rc) = route_config(snapshot, hcm) else {
         return local(StatusCode::NOT_FOUND, "");
     };
-    let is_connect = req.method() == http::Method::CONNECT;
     let path_and_query = if is_connect {
         String::new()
     } else {
@@ -400,6 +405,18 @@ fn authority_of<B>(req: &Request<B>) -> String {
 }
 
 /// A response made here (not by an upstream), with a text body.
+/// An HTTP/1.1 upgrade request: an `Upgrade` header and `upgrade` among the
+/// `Connection` options (Envoy's `isUpgrade`).
+fn is_upgrade(h: &http::HeaderMap) -> bool {
+    h.contains_key(http::header::UPGRADE)
+        && h.get_all(http::header::CONNECTION).iter().any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|o| o.trim().eq_ignore_ascii_case("upgrade"))
+            })
+        })
+}
+
 pub(crate) fn local(status: StatusCode, text: &'static str) -> Response<Body> {
     local_bytes(status, Bytes::from_static(text.as_bytes()))
 }
