@@ -91,6 +91,44 @@ async fn connect_tunnels_bytes_to_the_routed_cluster() {
     );
 }
 
+/// A CONNECT tunnel stays counted as its downstream connection while it lasts, and
+/// ends after the idle timeout with no byte either way.
+#[tokio::test]
+async fn a_tunnel_counts_as_its_connection_and_ends_when_idle() {
+    let echo_addr = tcp_echo().await;
+    let mut action = to_cluster("tcp");
+    action.connect = true;
+    let mut r = route("/", Action::Route(Arc::new(action)));
+    r.matcher.connect = true;
+    let snap = snapshot(
+        vec![vhost("e", &["echo:9000"], vec![r])],
+        vec![cluster("tcp", &[echo_addr])],
+    );
+    let mut m = hcm(true);
+    m.idle_timeout = Some(Duration::from_millis(300));
+    let p = proxy(snap, m).await;
+    let active = p.ctx.stats.gauge("http.outbound.downstream_cx_active");
+    let mut s = TcpStream::connect(p.addr).await.expect("connect");
+    s.write_all(b"CONNECT echo:9000 HTTP/1.1\r\nHost: echo:9000\r\n\r\n")
+        .await
+        .expect("write");
+    let head = read_until(&mut s, b"\r\n\r\n").await;
+    assert!(head.starts_with(b"HTTP/1.1 200"));
+    s.write_all(b"ping").await.expect("write");
+    assert_eq!(read_until(&mut s, b"ping").await, b"ping");
+    assert_eq!(active.get(), 1, "the tunnel's connection is still counted");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the idle tunnel was closed");
+    for _ in 0..100 {
+        if active.get() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(active.get(), 0);
+}
+
 #[tokio::test]
 async fn an_original_destination_cluster_goes_where_the_authority_says() {
     let echo_addr = tcp_echo().await;

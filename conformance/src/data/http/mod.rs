@@ -55,18 +55,23 @@ pub async fn serve(ctx: Arc<Ctx>, io: UpstreamIo, conn: ConnInfo, hcm: Arc<HttpM
     cx_active.add(1);
     let _cx_active = GaugeGuard(cx_active);
     let activity = Arc::new(Activity::default());
+    // CONNECT tunnels outlive the HTTP/1 connection's serving: each holds a sender,
+    // and the connection (its slot in the listener's cap, its gauges) ends only
+    // when the last one is dropped.
+    let (hold, mut tunnels) = tokio::sync::mpsc::channel::<()>(1);
     let conn = Arc::new(conn);
     let svc = {
         let activity = Arc::clone(&activity);
         let hcm = Arc::clone(&hcm);
+        let hold = hold.clone();
         hyper::service::service_fn(move |req: Request<Incoming>| {
             let (ctx, conn, hcm) = (Arc::clone(&ctx), Arc::clone(&conn), Arc::clone(&hcm));
             let guard = activity.start();
-            async move {
+            tunnel::HOLD.scope(hold.clone(), async move {
                 let resp = handle(&ctx, &conn, &hcm, req).await;
                 drop(guard);
                 Ok::<_, Infallible>(resp)
-            }
+            })
         })
     };
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -87,41 +92,46 @@ pub async fn serve(ctx: Arc<Ctx>, io: UpstreamIo, conn: ConnInfo, hcm: Arc<HttpM
         io,
         activity: Arc::clone(&activity),
     });
-    let served = builder.serve_connection_with_upgrades(io, svc);
-    tokio::pin!(served);
-    let limits = ctx_limits;
-    // A connection that sends nothing is closed after the first-bytes deadline.
-    let first_bytes = tokio::time::sleep(limits.first_bytes_timeout);
-    tokio::pin!(first_bytes);
-    let idle = match hcm.idle_timeout {
-        None => Some(limits.http_idle_timeout),
-        Some(d) if d.is_zero() => None,
-        Some(d) => Some(d),
-    };
-    let Some(idle) = idle else {
-        tokio::select! {
-            _ = served.as_mut() => {}
-            () = first_bytes.as_mut(), if !activity.has_read() => {}
-        }
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = served.as_mut() => return,
-            () = first_bytes.as_mut(), if !activity.has_read() => {
-                if !activity.has_read() {
-                    return;
-                }
+    async {
+        let served = builder.serve_connection_with_upgrades(io, svc);
+        tokio::pin!(served);
+        let limits = ctx_limits;
+        // A connection that sends nothing is closed after the first-bytes deadline.
+        let first_bytes = tokio::time::sleep(limits.first_bytes_timeout);
+        tokio::pin!(first_bytes);
+        let idle = match hcm.idle_timeout {
+            None => Some(limits.http_idle_timeout),
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+        };
+        let Some(idle) = idle else {
+            tokio::select! {
+                _ = served.as_mut() => {}
+                () = first_bytes.as_mut(), if !activity.has_read() => {}
             }
-            () = tokio::time::sleep(idle) => {
-                if activity.idle_for() >= idle {
-                    served.as_mut().graceful_shutdown();
-                    let _ = served.await;
-                    return;
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = served.as_mut() => return,
+                () = first_bytes.as_mut(), if !activity.has_read() => {
+                    if !activity.has_read() {
+                        return;
+                    }
+                }
+                () = tokio::time::sleep(idle) => {
+                    if activity.idle_for() >= idle {
+                        served.as_mut().graceful_shutdown();
+                        let _ = served.await;
+                        return;
+                    }
                 }
             }
         }
     }
+    .await;
+    drop(hold);
+    let _ = tunnels.recv().await;
 }
 
 /// Takes one off a gauge when dropped.
