@@ -90,6 +90,75 @@ async fn an_idle_connection_is_closed() {
     assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
 }
 
+/// The limits with short HTTP connection deadlines.
+fn short_limits(first_bytes: u64, idle: u64) -> conformance::data::listen::Limits {
+    conformance::data::listen::Limits {
+        first_bytes_timeout: Duration::from_millis(first_bytes),
+        http_idle_timeout: Duration::from_millis(idle),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed() {
+    let b = echo("b").await;
+    let p = proxy(
+        snapshot(one_route("c"), vec![cluster("c", &[b])]),
+        hcm(false),
+    )
+    .await;
+    p.ctx.listeners.set_limits(short_limits(200, 3_600_000));
+    let mut s = TcpStream::connect(p.addr).await.expect("connect");
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
+    assert!(closed.is_ok(), "the proxy closed the silent connection");
+    assert!(got.is_empty());
+}
+
+#[tokio::test]
+async fn without_an_idle_timeout_the_default_one_applies() {
+    let b = echo("b").await;
+    let m = hcm(false);
+    assert_eq!(m.idle_timeout, None);
+    let p = proxy(snapshot(one_route("c"), vec![cluster("c", &[b])]), m).await;
+    p.ctx.listeners.set_limits(short_limits(10_000, 200));
+    let mut s = TcpStream::connect(p.addr).await.expect("connect");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: web\r\n\r\n")
+        .await
+        .expect("write");
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
+    assert!(closed.is_ok(), "the proxy closed the idle connection");
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+}
+
+/// A WebSocket (or any non-CONNECT) upgrade is refused with an empty 403, as Envoy
+/// does when no upgrade is configured; the backend never sees it.
+#[tokio::test]
+async fn an_upgrade_request_is_refused() {
+    let b = echo("b").await;
+    let p = proxy(
+        snapshot(one_route("c"), vec![cluster("c", &[b])]),
+        hcm(false),
+    )
+    .await;
+    let mut s = TcpStream::connect(p.addr).await.expect("connect");
+    s.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut buf = vec![0; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("answered")
+        .expect("read");
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert_eq!(p.counter("cluster.c.upstream_rq_total"), 0);
+}
+
 #[tokio::test]
 async fn xfcc_carries_the_connections_peer_in_envoys_format() {
     let b = echo("b").await;

@@ -91,6 +91,44 @@ async fn connect_tunnels_bytes_to_the_routed_cluster() {
     );
 }
 
+/// A CONNECT tunnel stays counted as its downstream connection while it lasts, and
+/// ends after the idle timeout with no byte either way.
+#[tokio::test]
+async fn a_tunnel_counts_as_its_connection_and_ends_when_idle() {
+    let echo_addr = tcp_echo().await;
+    let mut action = to_cluster("tcp");
+    action.connect = true;
+    let mut r = route("/", Action::Route(Arc::new(action)));
+    r.matcher.connect = true;
+    let snap = snapshot(
+        vec![vhost("e", &["echo:9000"], vec![r])],
+        vec![cluster("tcp", &[echo_addr])],
+    );
+    let mut m = hcm(true);
+    m.idle_timeout = Some(Duration::from_millis(300));
+    let p = proxy(snap, m).await;
+    let active = p.ctx.stats.gauge("http.outbound.downstream_cx_active");
+    let mut s = TcpStream::connect(p.addr).await.expect("connect");
+    s.write_all(b"CONNECT echo:9000 HTTP/1.1\r\nHost: echo:9000\r\n\r\n")
+        .await
+        .expect("write");
+    let head = read_until(&mut s, b"\r\n\r\n").await;
+    assert!(head.starts_with(b"HTTP/1.1 200"));
+    s.write_all(b"ping").await.expect("write");
+    assert_eq!(read_until(&mut s, b"ping").await, b"ping");
+    assert_eq!(active.get(), 1, "the tunnel's connection is still counted");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the idle tunnel was closed");
+    for _ in 0..100 {
+        if active.get() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(active.get(), 0);
+}
+
 #[tokio::test]
 async fn an_original_destination_cluster_goes_where_the_authority_says() {
     let echo_addr = tcp_echo().await;
@@ -124,6 +162,62 @@ async fn an_original_destination_cluster_goes_where_the_authority_says() {
     let seen = get(p.addr, &web.to_string(), "/direct").await;
     assert_eq!(seen.header("x-backend"), Some("pod"));
     assert_eq!(get(p.addr, "not-an-address", "/").await.status, 503);
+}
+
+/// Without its header, an original-destination cluster uses the connection's
+/// destination only when it was restored from the socket; here it was not (the
+/// listener's own address), so there is no host: 503, not a request to itself.
+#[tokio::test]
+async fn an_original_destination_without_header_or_restored_destination_has_no_host() {
+    let mut pod = cluster("pod-address", &[]);
+    pod.discovery = Discovery::OriginalDst {
+        header: Some("x-pod".into()),
+    };
+    pod.lb = LbPolicy::ClusterProvided;
+    let plain = route("/", Action::Route(Arc::new(to_cluster("pod-address"))));
+    let snap = snapshot(vec![vhost("pods", &["*"], vec![plain])], vec![pod]);
+    let p = proxy(snap, hcm(true)).await;
+    let r = tokio::time::timeout(Duration::from_secs(5), get(p.addr, "pods", "/"))
+        .await
+        .expect("answered without looping back to the proxy");
+    assert_eq!(r.status, 503);
+    assert_eq!(p.counter("cluster.pod-address.upstream_cx_total"), 0);
+    assert_eq!(p.counter("http.outbound.downstream_rq_total"), 1);
+}
+
+/// Per-endpoint stats exist only for endpoints the proxy connected to, and never for
+/// an original-destination cluster (whose addresses a client chooses).
+#[tokio::test]
+async fn endpoint_stats_are_bounded() {
+    let web = echo("pod").await;
+    let dead = {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let mut pod = cluster("pod-address", &[]);
+    pod.discovery = Discovery::OriginalDst {
+        header: Some(":authority".into()),
+    };
+    pod.lb = LbPolicy::ClusterProvided;
+    let to_dead = route("/dead", Action::Route(Arc::new(to_cluster("dead"))));
+    let to_pod = route("/", Action::Route(Arc::new(to_cluster("pod-address"))));
+    let snap = snapshot(
+        vec![vhost("all", &["*"], vec![to_dead, to_pod])],
+        vec![pod, cluster("dead", &[dead])],
+    );
+    let p = proxy(snap, hcm(false)).await;
+    assert_eq!(get(p.addr, &web.to_string(), "/a").await.status, 200);
+    assert_eq!(get(p.addr, &dead.to_string(), "/dead").await.status, 503);
+    let endpoint_stats: Vec<String> = p
+        .ctx
+        .stats
+        .all()
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| name.contains(".endpoint."))
+        .collect();
+    assert!(endpoint_stats.is_empty(), "{endpoint_stats:?}");
+    assert_eq!(p.counter("cluster.pod-address.upstream_cx_total"), 1);
 }
 
 #[tokio::test]

@@ -123,7 +123,12 @@ impl Admin {
                     Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
                 }
             }
-            "/quitquitquit" if method == Method::POST || method == Method::GET => {
+            // A page that changes the server's state takes only POST (Envoy's admin).
+            "/quitquitquit" if method != Method::POST => text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("Method {method} not allowed, POST required."),
+            ),
+            "/quitquitquit" => {
                 self.quit.send_replace(true);
                 text(StatusCode::OK, "OK\n".into())
             }

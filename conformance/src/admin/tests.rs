@@ -197,3 +197,15 @@ fn timestamps_are_rfc3339() {
         "2026-12-06T13:13:32.985Z"
     );
 }
+
+#[tokio::test]
+async fn quitquitquit_takes_only_post() {
+    let (a, _) = admin();
+    let (status, body) = get(&a, "/quitquitquit").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(body, "Method GET not allowed, POST required.");
+    assert!(!*a.quit.borrow(), "a GET must not stop the proxy");
+    let r = a.route(&Method::POST, "/quitquitquit", &HashMap::new());
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(*a.quit.borrow());
+}

@@ -84,7 +84,7 @@ pub(crate) async fn forward(
         }
         mirrored = true;
     }
-    let state = rq.ctx.upstream.state(rq.snapshot, cluster);
+    let state = rq.ctx.upstream.state(&rq.ctx.live.load(), cluster);
     let started = Instant::now();
     let limit = whole_request_limit(ra);
     let tries = tries(rq, cluster, &state, policy, &head, &mut kept, target);
@@ -179,10 +179,14 @@ pub(crate) fn target(cluster: &Cluster, rq: &Req<'_>, headers: &HeaderMap) -> Op
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string),
             };
-            // Absent: the connection's destination; present but not `IP:port`: none
-            // (Envoy's original-destination balancer finds no host).
+            // Absent: the connection's destination when it was restored from the
+            // socket; present but not `IP:port`: none (Envoy's original-destination
+            // balancer finds no host).
             match value {
-                None => Some(Target::Address(rq.conn.destination)),
+                None => rq
+                    .conn
+                    .destination_restored
+                    .then_some(Target::Address(rq.conn.destination)),
                 Some(v) => v.parse().ok().map(Target::Address),
             }
         }
@@ -452,7 +456,7 @@ fn mirror(rq: &Req<'_>, m: &Mirror, head: &Head, body: bytes::Bytes) {
     let snapshot = rq.snapshot.clone();
     let downstream_h2 = head.downstream_h2;
     tokio::spawn(async move {
-        let state = ctx.upstream.state(&snapshot, &cluster);
+        let state = ctx.upstream.state(&ctx.live.load(), &cluster);
         let _active = Active::start(&state, false);
         let send = pool::send(
             &ctx,

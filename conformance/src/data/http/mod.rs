@@ -5,6 +5,7 @@
 //! Each request loads one snapshot at its start and uses it to its end, so a
 //! configuration published meanwhile never changes a request in flight.
 
+mod activity;
 mod body;
 mod forward;
 mod headers;
@@ -16,7 +17,6 @@ mod tunnel;
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -28,10 +28,15 @@ use crate::config::listener::{HttpManager, RouteSource};
 use crate::config::route::{Action, RouteConfig};
 use crate::data::ctx::{ConnInfo, Ctx};
 use crate::data::upstream::io::{Body, UpstreamIo};
+use activity::{Activity, Tracked};
 use req::{Req, local, local_bytes};
 
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often an HTTP/2 connection is pinged, and how long the pong may take before
+/// the connection is closed.
+const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/2 streams a client may open at once.
 const MAX_CONCURRENT_STREAMS: u32 = 1024;
 /// Headers per request (Envoy's default `max_headers_count`).
@@ -44,24 +49,30 @@ pub async fn serve(ctx: Arc<Ctx>, io: UpstreamIo, conn: ConnInfo, hcm: Arc<HttpM
     ctx.stats
         .counter(&format!("http.{prefix}.downstream_cx_total"))
         .inc();
+    let ctx_limits = ctx.listeners.limits();
     let cx_active = ctx
         .stats
         .gauge(&format!("http.{prefix}.downstream_cx_active"));
     cx_active.add(1);
     let _cx_active = GaugeGuard(cx_active);
     let activity = Arc::new(Activity::default());
+    // CONNECT tunnels outlive the HTTP/1 connection's serving: each holds a sender,
+    // and the connection (its slot in the listener's cap, its gauges) ends only
+    // when the last one is dropped.
+    let (hold, mut tunnels) = tokio::sync::mpsc::channel::<()>(1);
     let conn = Arc::new(conn);
     let svc = {
         let activity = Arc::clone(&activity);
         let hcm = Arc::clone(&hcm);
+        let hold = hold.clone();
         hyper::service::service_fn(move |req: Request<Incoming>| {
             let (ctx, conn, hcm) = (Arc::clone(&ctx), Arc::clone(&conn), Arc::clone(&hcm));
             let guard = activity.start();
-            async move {
+            tunnel::HOLD.scope(hold.clone(), async move {
                 let resp = handle(&ctx, &conn, &hcm, req).await;
                 drop(guard);
                 Ok::<_, Infallible>(resp)
-            }
+            })
         })
     };
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -75,29 +86,53 @@ pub async fn serve(ctx: Arc<Ctx>, io: UpstreamIo, conn: ConnInfo, hcm: Arc<HttpM
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .max_header_list_size(u32::try_from(hcm.max_request_headers_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(hcm.max_request_headers_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
     let io = TokioIo::new(Tracked {
         io,
         activity: Arc::clone(&activity),
     });
-    let served = builder.serve_connection_with_upgrades(io, svc);
-    tokio::pin!(served);
-    let Some(idle) = hcm.idle_timeout.filter(|d| !d.is_zero()) else {
-        let _ = served.await;
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = served.as_mut() => return,
-            () = tokio::time::sleep(idle) => {
-                if activity.idle_for() >= idle {
-                    served.as_mut().graceful_shutdown();
-                    let _ = served.await;
-                    return;
+    async {
+        let served = builder.serve_connection_with_upgrades(io, svc);
+        tokio::pin!(served);
+        let limits = ctx_limits;
+        // A connection that sends nothing is closed after the first-bytes deadline.
+        let first_bytes = tokio::time::sleep(limits.first_bytes_timeout);
+        tokio::pin!(first_bytes);
+        let idle = match hcm.idle_timeout {
+            None => Some(limits.http_idle_timeout),
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+        };
+        let Some(idle) = idle else {
+            tokio::select! {
+                _ = served.as_mut() => {}
+                () = first_bytes.as_mut(), if !activity.has_read() => {}
+            }
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = served.as_mut() => return,
+                () = first_bytes.as_mut(), if !activity.has_read() => {
+                    if !activity.has_read() {
+                        return;
+                    }
+                }
+                () = tokio::time::sleep(idle) => {
+                    if activity.idle_for() >= idle {
+                        served.as_mut().graceful_shutdown();
+                        let _ = served.await;
+                        return;
+                    }
                 }
             }
         }
     }
+    .await;
+    drop(hold);
+    let _ = tunnels.recv().await;
 }
 
 /// Takes one off a gauge when dropped.
@@ -106,99 +141,6 @@ struct GaugeGuard(Arc<crate::stats::Gauge>);
 impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.0.add(-1);
-    }
-}
-
-/// When a connection last moved bytes, and its requests in flight.
-#[derive(Debug)]
-struct Activity {
-    start: Instant,
-    last_ms: AtomicU64,
-    requests: AtomicU64,
-}
-
-impl Default for Activity {
-    fn default() -> Self {
-        Activity {
-            start: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            requests: AtomicU64::new(0),
-        }
-    }
-}
-
-impl Activity {
-    fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    fn idle_for(&self) -> Duration {
-        if self.requests.load(Ordering::Relaxed) > 0 {
-            return Duration::ZERO;
-        }
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        self.start.elapsed().saturating_sub(last)
-    }
-
-    fn start(self: &Arc<Self>) -> InRequest {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        self.touch();
-        InRequest(Arc::clone(self))
-    }
-}
-
-struct InRequest(Arc<Activity>);
-
-impl Drop for InRequest {
-    fn drop(&mut self) {
-        self.0.touch();
-        self.0.requests.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// The downstream stream, noting activity on every read and write.
-struct Tracked {
-    io: UpstreamIo,
-    activity: Arc<Activity>,
-}
-
-impl tokio::io::AsyncRead for Tracked {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let polled = self.io.as_mut().poll_read(cx, buf);
-        if polled.is_ready() {
-            self.activity.touch();
-        }
-        polled
-    }
-}
-
-impl tokio::io::AsyncWrite for Tracked {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        self.activity.touch();
-        self.io.as_mut().poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        self.io.as_mut().poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        self.io.as_mut().poll_shutdown(cx)
     }
 }
 
@@ -244,10 +186,15 @@ async fn route(
     } else {
         "http"
     };
+    let is_connect = req.method() == http::Method::CONNECT;
+    // Rudder configures no upgrade but CONNECT: Envoy's connection manager refuses
+    // any other upgrade with an empty 403 before routing (`upgrade_failed`).
+    if !is_connect && is_upgrade(req.headers()) {
+        return local(StatusCode::FORBIDDEN, "");
+    }
     let Some(rc) = route_config(snapshot, hcm) else {
         return local(StatusCode::NOT_FOUND, "");
     };
-    let is_connect = req.method() == http::Method::CONNECT;
     let path_and_query = if is_connect {
         String::new()
     } else {
@@ -350,4 +297,16 @@ fn authority_of<B>(req: &Request<B>) -> String {
         .and_then(|h| h.to_str().ok())
         .unwrap_or("")
         .to_string()
+}
+
+/// An HTTP/1.1 upgrade request: an `Upgrade` header and `upgrade` among the
+/// `Connection` options (Envoy's `isUpgrade`).
+fn is_upgrade(h: &http::HeaderMap) -> bool {
+    h.contains_key(http::header::UPGRADE)
+        && h.get_all(http::header::CONNECTION).iter().any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|o| o.trim().eq_ignore_ascii_case("upgrade"))
+            })
+        })
 }

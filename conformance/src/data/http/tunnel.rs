@@ -1,15 +1,24 @@
 //! HTTP CONNECT: the authority routes to a cluster, an upstream byte stream is opened
 //! to it, the client gets 200, and bytes are spliced both ways until either side ends.
 
+use std::sync::Arc;
+
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
+use super::activity::{Activity, Tracked};
 use super::forward::{pick_cluster, target};
 use super::req::{Req, local};
 use crate::config::route::RouteAction;
 use crate::data::upstream::connect as dial;
 use crate::data::upstream::io::{Body, UpstreamError};
+
+tokio::task_local! {
+    /// The connection's hold, set around each request: a tunnel keeps a clone until
+    /// it ends, and the connection waits for every clone before it is released.
+    pub(crate) static HOLD: tokio::sync::mpsc::Sender<()>;
+}
 
 /// Tunnels a CONNECT request along `ra`.
 pub(crate) async fn connect(
@@ -43,11 +52,34 @@ pub(crate) async fn connect(
         }
     };
     let upgrade = hyper::upgrade::on(req);
+    // The tunnel keeps its downstream connection counted (see `HOLD`) and ends after
+    // the idle timeout with no byte either way (the manager's, else Envoy's 1 h).
+    let hold = HOLD.try_with(Clone::clone).ok();
+    let idle = match rq.hcm.idle_timeout {
+        None => Some(rq.ctx.listeners.limits().http_idle_timeout),
+        Some(d) if d.is_zero() => None,
+        Some(d) => Some(d),
+    };
     tokio::spawn(async move {
-        if let Ok(down) = upgrade.await {
-            let mut down = TokioIo::new(down);
-            let _ = tokio::io::copy_bidirectional(&mut down, &mut io).await;
+        let Ok(down) = upgrade.await else { return };
+        let activity = Arc::new(Activity::default());
+        let mut down = Tracked {
+            io: Box::pin(TokioIo::new(down)),
+            activity: Arc::clone(&activity),
+        };
+        let copy = tokio::io::copy_bidirectional(&mut down, &mut io);
+        tokio::pin!(copy);
+        let Some(idle) = idle else {
+            let _ = copy.await;
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = copy.as_mut() => break,
+                () = tokio::time::sleep(idle) => if activity.idle_for() >= idle { break },
+            }
         }
+        drop(hold);
     });
     let mut resp = Response::new(super::body::empty());
     *resp.status_mut() = StatusCode::OK;

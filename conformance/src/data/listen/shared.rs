@@ -17,6 +17,13 @@ pub struct Limits {
     pub inspect_timeout: Duration,
     /// How long a TLS handshake may take.
     pub handshake_timeout: Duration,
+    /// How long an HTTP connection may take to send its first bytes (request line or
+    /// HTTP/2 preface) before it is closed (10 s; Envoy's sidecar ports give their
+    /// listener filters 15 s).
+    pub first_bytes_timeout: Duration,
+    /// The HTTP connection manager's idle timeout when its configuration sets none
+    /// (Envoy's default: 1 h with no request in flight).
+    pub http_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -25,6 +32,8 @@ impl Default for Limits {
             max_connections: 16_384,
             inspect_timeout: Duration::from_secs(15),
             handshake_timeout: Duration::from_secs(10),
+            first_bytes_timeout: Duration::from_secs(10),
+            http_idle_timeout: Duration::from_secs(3600),
         }
     }
 }

@@ -19,7 +19,7 @@ pub async fn connect(
     let c = snapshot
         .cluster(cluster)
         .ok_or_else(|| UpstreamError::NoCluster(cluster.to_string()))?;
-    let state = ctx.upstream.state(snapshot, c);
+    let state = ctx.upstream.state(&ctx.live.load(), c);
     let chosen = choose(snapshot, c, &state, target).await?;
     let io = transport::dial(ctx, snapshot, c, chosen.addr, chosen.transport).await?;
     Ok((chosen.addr, io))

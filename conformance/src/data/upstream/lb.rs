@@ -92,7 +92,9 @@ pub(crate) fn weighted_round_robin<'a>(tier: &[&'a Endpoint], tick: u64) -> Opti
     // Spread the slots: slot s of the round is taken by the endpoint whose cumulative
     // weight covers (s * stride) mod total, with a stride coprime to the total.
     let stride = coprime_stride(total);
-    let slot = (tick % total).wrapping_mul(stride) % total;
+    // In u128: the product of two values below the total (itself below 2^64) fits.
+    let slot = u64::try_from(u128::from(tick % total) * u128::from(stride) % u128::from(total))
+        .unwrap_or(0);
     let mut acc = 0;
     for (e, w) in tier.iter().zip(&weights) {
         acc += w;
@@ -229,5 +231,34 @@ mod tests {
         let e = pick(LbPolicy::LeastRequest, &tier, 0, busy, (1, 0));
         assert_eq!(e.map(|e| e.address.port()), Some(2));
         assert!(pick(LbPolicy::RoundRobin, &[], 0, busy, (0, 0)).is_none());
+    }
+
+    #[test]
+    fn weighted_round_robin_does_not_overflow_with_large_weight_totals() {
+        // Totals past 2^32 made `slot * stride` wrap, mapping ticks to the wrong slots.
+        let eps = [ep(1, u32::MAX, true), ep(2, u32::MAX, true), ep(3, 1, true)];
+        let tier: Vec<&Endpoint> = eps.iter().collect();
+        let total = 2 * u128::from(u32::MAX) + 1;
+        let stride = u128::from(coprime_stride(u64::try_from(total).expect("fits")));
+        for tick in [
+            total - 1,
+            total / 2 + 7,
+            3 * total + 12345,
+            u128::from(u64::MAX),
+        ] {
+            let slot = (tick % total) * stride % total;
+            let want = if slot < u128::from(u32::MAX) {
+                1
+            } else if slot < 2 * u128::from(u32::MAX) {
+                2
+            } else {
+                3
+            };
+            let got = weighted_round_robin(&tier, u64::try_from(tick).expect("fits"))
+                .expect("a pick")
+                .address
+                .port();
+            assert_eq!(got, want, "tick {tick}");
+        }
     }
 }

@@ -76,11 +76,18 @@ pub(crate) async fn send(
     } else {
         send_h1(ctx, snapshot, cluster, ep, chosen.transport, req).await
     };
-    let prefix = format!("cluster.{}.endpoint.{}", cluster.name, chosen.addr);
-    ctx.stats.counter(&format!("{prefix}.rq_total")).inc();
-    let ok = res.as_ref().is_ok_and(|r| !r.status().is_server_error());
-    let outcome = if ok { "rq_success" } else { "rq_error" };
-    ctx.stats.counter(&format!("{prefix}.{outcome}")).inc();
+    // Per-endpoint request stats once a connection was made (a failed connect names
+    // no endpoint worth a stat), never for an original-destination cluster.
+    let connected = !matches!(
+        res,
+        Err(SendError::Upstream(UpstreamError::ConnectFailure { .. }))
+    );
+    if connected && let Some(prefix) = transport::endpoint_prefix(cluster, chosen.addr) {
+        ctx.stats.counter(&format!("{prefix}.rq_total")).inc();
+        let ok = res.as_ref().is_ok_and(|r| !r.status().is_server_error());
+        let outcome = if ok { "rq_success" } else { "rq_error" };
+        ctx.stats.counter(&format!("{prefix}.{outcome}")).inc();
+    }
     res.map(|r| (r, chosen.addr))
 }
 

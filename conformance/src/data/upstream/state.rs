@@ -25,17 +25,19 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    /// The run-time state of `cluster` as `snapshot` holds it. A changed definition
-    /// gets fresh state (its old pools drain as their requests finish, as Envoy drains
-    /// an updated cluster's pools); clusters the snapshot no longer holds are dropped.
-    pub(crate) fn state(&self, snapshot: &Snapshot, cluster: &Arc<Cluster>) -> Arc<ClusterState> {
+    /// The run-time state of `cluster` (the definition a request's snapshot holds). A
+    /// changed definition gets fresh state (its old pools drain as their requests
+    /// finish, as Envoy drains an updated cluster's pools); clusters the `current`
+    /// (live) snapshot no longer holds are dropped. Pruning only against the live
+    /// snapshot keeps an old in-flight request from dropping newly added clusters.
+    pub(crate) fn state(&self, current: &Snapshot, cluster: &Arc<Cluster>) -> Arc<ClusterState> {
         let mut clusters = self.clusters.lock();
-        let map = Arc::as_ptr(&snapshot.clusters) as usize;
+        let map = Arc::as_ptr(&current.clusters) as usize;
         {
             let mut seen = self.seen.lock();
             if *seen != map {
                 *seen = map;
-                clusters.retain(|name, _| snapshot.clusters.contains_key(name));
+                clusters.retain(|name, _| current.clusters.contains_key(name));
             }
         }
         match clusters.get_mut(&cluster.name) {
@@ -188,5 +190,27 @@ mod tests {
         );
         assert_eq!(u.clusters.lock().len(), 1, "b was dropped with its pools");
         assert!(!Arc::ptr_eq(&b_first, &u.state(&s1, &b)));
+    }
+
+    #[tokio::test]
+    async fn an_old_snapshots_request_keeps_newer_clusters_state() {
+        let ctx = crate::data::ctx::Ctx::new(Arc::default(), Arc::default());
+        let a = def("a", UpstreamProtocol::Http1);
+        let b = def("b", UpstreamProtocol::Http1);
+        let old = snap(&[&a]);
+        ctx.live.publish(snap(&[&a, &b]));
+        let b_state = ctx.upstream.state(&ctx.live.load(), &b);
+        // A request still holding the snapshot from before `b` was added.
+        let _ = crate::data::upstream::connect::connect(
+            &ctx,
+            &old,
+            "a",
+            crate::data::upstream::io::Target::Balanced,
+        )
+        .await;
+        assert!(
+            Arc::ptr_eq(&b_state, &ctx.upstream.state(&ctx.live.load(), &b)),
+            "b's state (pools, balancer) survives"
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! One connection to an endpoint: the transport its metadata selects
 //! (`transport_socket_matches`, else the cluster's), TCP within the connect timeout,
 //! then TLS through the cluster's client configuration. Connections are counted
-//! (`upstream_cx_total`, `upstream_cx_active`, per endpoint `cx_total`, `cx_active`).
+//! (`upstream_cx_total`, `upstream_cx_active`, per endpoint `cx_total`, `cx_active`,
+//! except for original-destination clusters).
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -13,7 +14,7 @@ use tokio::net::TcpStream;
 
 use super::io::{UpstreamError, UpstreamIo};
 use crate::config::Snapshot;
-use crate::config::cluster::{Cluster, Transport};
+use crate::config::cluster::{Cluster, Discovery, Transport};
 use crate::data::ctx::Ctx;
 use crate::stats::Gauge;
 
@@ -74,26 +75,31 @@ pub(crate) async fn dial(
     let io = tokio::time::timeout(cluster.connect_timeout, work)
         .await
         .map_err(|_| failed("connect timeout".into()))??;
-    let (c, e) = (
-        format!("cluster.{}", cluster.name),
-        format!("cluster.{}.endpoint.{addr}", cluster.name),
-    );
+    let c = format!("cluster.{}", cluster.name);
     ctx.stats.counter(&format!("{c}.upstream_cx_total")).inc();
-    ctx.stats.counter(&format!("{e}.cx_total")).inc();
-    let active = [
-        ctx.stats.gauge(&format!("{c}.upstream_cx_active")),
-        ctx.stats.gauge(&format!("{e}.cx_active")),
-    ];
+    let mut active = vec![ctx.stats.gauge(&format!("{c}.upstream_cx_active"))];
+    if let Some(e) = endpoint_prefix(cluster, addr) {
+        ctx.stats.counter(&format!("{e}.cx_total")).inc();
+        active.push(ctx.stats.gauge(&format!("{e}.cx_active")));
+    }
     for g in &active {
         g.add(1);
     }
     Ok(Box::pin(Counted { io, active }))
 }
 
+/// The stat prefix of `addr`'s per-endpoint stats, none for an original-destination
+/// cluster: its addresses come from requests, so a client could otherwise grow the
+/// stats without bound (Envoy's admin lists no hosts for such clusters either).
+pub(crate) fn endpoint_prefix(cluster: &Cluster, addr: SocketAddr) -> Option<String> {
+    (!matches!(cluster.discovery, Discovery::OriginalDst { .. }))
+        .then(|| format!("cluster.{}.endpoint.{addr}", cluster.name))
+}
+
 /// A connection counted in the active gauges until it is dropped.
 struct Counted {
     io: UpstreamIo,
-    active: [Arc<Gauge>; 2],
+    active: Vec<Arc<Gauge>>,
 }
 
 impl Drop for Counted {
