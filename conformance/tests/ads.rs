@@ -11,8 +11,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use testbed::procs::{Agent, ControlPlane, Proc, Stream, wait_until, workspace_bin};
+use anyhow::bail;
+use testbed::procs::{
+    ControlPlane, DataPlane, PodPlacement, Sidecar, Stream, wait_until, workspace_bin,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -31,69 +33,18 @@ fn manifests(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A running proxy and its admin address.
-struct Proxy {
-    _proc: Proc,
-    _agent: Agent,
-    admin: SocketAddr,
-}
-
-async fn start_proxy(cp: &ControlPlane, stream: Stream, work: &Path) -> anyhow::Result<Proxy> {
-    let cert_dir = work.join("certs-client");
-    let out = Command::new(workspace_bin("xds-server")?)
-        .args(["bootstrap", "--namespace", "default", "--pod", "client-0"])
-        .args(["--service-account", "client", "--pod-ip", "127.0.0.31"])
-        // Both variants run at once: each its own outbound port.
-        .args(["--outbound-port", &testbed::procs::free_port()?.to_string()])
-        .args(["--xds-address", &cp.xds.to_string()])
-        .arg(if stream == Stream::Delta {
-            "--delta"
-        } else {
-            "--sotw"
-        })
-        .arg("--ca-dir")
-        .arg(cp.ca_dir())
-        .arg("--cert-dir")
-        .arg(&cert_dir)
-        .output()
-        .context("running xds-server bootstrap")?;
-    if !out.status.success() {
-        bail!("bootstrap: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let bootstrap = work.join("bootstrap.json");
-    std::fs::write(&bootstrap, &out.stdout)?;
-    let agent = Agent::start(&cert_dir, cp, work, &[]).await?;
-    let admin_file = work.join("proxy.admin");
-    let log = work.join("proxy.log");
-    let mut cmd = Command::new(workspace_bin("rudder-proxy")?);
-    cmd.arg("-c")
-        .arg(&bootstrap)
-        .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info"])
-        .arg("--admin-address-path")
-        .arg(&admin_file)
-        .args(["--drain-time-s", "1"]);
-    let mut proc = Proc::spawn_logged("rudder-proxy", cmd, &log)?;
-    let mut admin = None;
-    let found = wait_until(WAIT, "the proxy's admin address", || {
-        let running = proc.check_running();
-        admin = std::fs::read_to_string(&admin_file)
-            .ok()
-            .and_then(|s| s.trim().parse::<SocketAddr>().ok());
-        let ok = admin.is_some();
-        async move { running.map(|()| ok) }
-    })
-    .await;
-    if let Err(e) = found {
-        bail!(
-            "{e:#}\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-    }
-    Ok(Proxy {
-        _proc: proc,
-        _agent: agent,
-        admin: admin.context("no admin address")?,
-    })
+/// rudder-proxy as the client pod's sidecar: bootstrapped by `xds-server bootstrap`,
+/// with its agent, as testbed starts every sidecar.
+async fn start_proxy(cp: &ControlPlane, stream: Stream, work: &Path) -> anyhow::Result<Sidecar> {
+    let ip: IpAddr = "127.0.0.31".parse()?;
+    let pod = PodPlacement {
+        namespace: "default".into(),
+        pod: "client-0".into(),
+        service_account: "client".into(),
+        ip,
+        app_ip: testbed::manifests::app_ip(ip),
+    };
+    Sidecar::start_on(DataPlane::RudderProxy, &pod, cp, stream, work).await
 }
 
 async fn stat(admin: SocketAddr, name: &str) -> anyhow::Result<Option<i64>> {
@@ -124,7 +75,7 @@ async fn connects_acks_and_dumps(stream: Stream) -> anyhow::Result<()> {
     let cp = ControlPlane::start(&work.path().join("manifests"), work.path()).await?;
     let proxy = start_proxy(&cp, stream, work.path()).await?;
     let admin = proxy.admin;
-    let log = || std::fs::read_to_string(work.path().join("proxy.log")).unwrap_or_default();
+    let log = || std::fs::read_to_string(&proxy.log).unwrap_or_default();
 
     let connected = wait_until(WAIT, "the proxy to connect over mTLS", || async move {
         Ok(

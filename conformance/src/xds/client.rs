@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
 use hyper_util::rt::TokioIo;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -117,47 +119,51 @@ impl AdsClient {
                 for r in m.connect() {
                     tx.send(r).await.map_err(|e| e.to_string())?;
                 }
-                let mut stream = client
+                let stream = client
                     .stream_aggregated_resources(ReceiverStream::new(rx))
                     .await
                     .map_err(|e| e.to_string())?
                     .into_inner();
-                while let Some(resp) = stream.message().await.map_err(|e| e.to_string())? {
-                    *heard = true;
-                    let mut step = m.on_response(resp);
-                    let unbound = self
-                        .after(&step.changes, m.ready(), m.core.refs.agent_secrets.clone())
-                        .await;
-                    if let (false, Some(answer)) = (unbound.is_empty(), step.requests.first_mut()) {
-                        m.refuse_applied(XdsType::Listener, answer, &unbound);
-                    }
-                    send_all(&tx, step).await?;
-                }
+                self.pump(&mut **m, &tx, stream, heard).await?;
             }
             Machine::Delta(m) => {
                 let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(QUEUE);
                 for r in m.connect() {
                     tx.send(r).await.map_err(|e| e.to_string())?;
                 }
-                let mut stream = client
+                let stream = client
                     .delta_aggregated_resources(ReceiverStream::new(rx))
                     .await
                     .map_err(|e| e.to_string())?
                     .into_inner();
-                while let Some(resp) = stream.message().await.map_err(|e| e.to_string())? {
-                    *heard = true;
-                    let mut step = m.on_response(resp);
-                    let unbound = self
-                        .after(&step.changes, m.ready(), m.core.refs.agent_secrets.clone())
-                        .await;
-                    if let (false, Some(answer)) = (unbound.is_empty(), step.requests.first_mut()) {
-                        m.refuse_applied(XdsType::Listener, answer, &unbound);
-                    }
-                    send_all(&tx, step).await?;
-                }
+                self.pump(&mut **m, &tx, stream, heard).await?;
             }
         }
         Err("the control plane closed the stream".into())
+    }
+
+    /// Feeds each response of `stream` to the machine, publishes what it applied, turns
+    /// the ACK of a listener update the data path could not bind into a NACK, and sends
+    /// the requests, until the stream ends.
+    async fn pump<M: Variant>(
+        &self,
+        m: &mut M,
+        tx: &mpsc::Sender<M::Req>,
+        mut stream: tonic::Streaming<M::Resp>,
+        heard: &mut bool,
+    ) -> Result<(), String> {
+        while let Some(resp) = stream.message().await.map_err(|e| e.to_string())? {
+            *heard = true;
+            let mut step = m.on_response(resp);
+            let unbound = self
+                .after(&step.changes, m.ready(), m.agent_secrets())
+                .await;
+            if let (false, Some(answer)) = (unbound.is_empty(), step.requests.first_mut()) {
+                m.refuse_applied(XdsType::Listener, answer, &unbound);
+            }
+            send_all(tx, step).await?;
+        }
+        Ok(())
     }
 
     /// Publishes, marks readiness and tells the agent client which secrets are named.
@@ -268,4 +274,53 @@ fn source_chain(e: &dyn std::error::Error) -> String {
         at = s.source();
     }
     out.join(": ")
+}
+
+/// What the shell needs of a client machine, state-of-the-world or delta.
+trait Variant {
+    type Req;
+    type Resp;
+    fn on_response(&mut self, resp: Self::Resp) -> Step<Self::Req>;
+    fn ready(&self) -> bool;
+    fn agent_secrets(&self) -> BTreeSet<String>;
+    fn refuse_applied(&mut self, ty: XdsType, answer: &mut Self::Req, reasons: &[String]);
+}
+
+impl Variant for Sotw {
+    type Req = DiscoveryRequest;
+    type Resp = DiscoveryResponse;
+    fn on_response(&mut self, resp: DiscoveryResponse) -> Step<DiscoveryRequest> {
+        Sotw::on_response(self, resp)
+    }
+    fn ready(&self) -> bool {
+        Sotw::ready(self)
+    }
+    fn agent_secrets(&self) -> BTreeSet<String> {
+        self.core.refs.agent_secrets.clone()
+    }
+    fn refuse_applied(&mut self, ty: XdsType, answer: &mut DiscoveryRequest, reasons: &[String]) {
+        Sotw::refuse_applied(self, ty, answer, reasons);
+    }
+}
+
+impl Variant for Delta {
+    type Req = DeltaDiscoveryRequest;
+    type Resp = DeltaDiscoveryResponse;
+    fn on_response(&mut self, resp: DeltaDiscoveryResponse) -> Step<DeltaDiscoveryRequest> {
+        Delta::on_response(self, resp)
+    }
+    fn ready(&self) -> bool {
+        Delta::ready(self)
+    }
+    fn agent_secrets(&self) -> BTreeSet<String> {
+        self.core.refs.agent_secrets.clone()
+    }
+    fn refuse_applied(
+        &mut self,
+        ty: XdsType,
+        answer: &mut DeltaDiscoveryRequest,
+        reasons: &[String],
+    ) {
+        Delta::refuse_applied(self, ty, answer, reasons);
+    }
 }
