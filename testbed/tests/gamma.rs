@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{
-    CONVERGE, Mesh, Traffic, backend_count, backend_pod, ip, plain_service, shares, wait_for_route,
+    CONVERGE, Mesh, Traffic, backend_count, backend_pod, ip, plain_service, settled_shares, shares,
+    wait_for_route,
 };
 use testbed::procs::{DataPlane, Stream, wait_until};
 
@@ -288,7 +289,7 @@ async fn a_flagger_gatewayapi_canary_step_routes_its_weights(
     )?;
     mesh.write("route.yaml", &flagger_route(90, 10))?;
     wait_for_route(&mesh, "outbound|80||web-canary.default.svc.cluster.local").await?;
-    let s = shares(&mesh, "web", 1000).await?;
+    let s = settled_shares(&mesh, "web", 1000, ("web-1", 90.0, 4.0)).await?;
     eprintln!("flagger gatewayapi 90/10: {s:?}");
     assert!(near(&s, "web-1", 90.0, 4.0), "{s:?}");
     // The next analysis step, with traffic flowing.
@@ -297,7 +298,7 @@ async fn a_flagger_gatewayapi_canary_step_routes_its_weights(
     wait_for_route(&mesh, "\"weight\": 40").await?;
     let during = traffic.stop().await;
     assert!(during.failures.is_empty(), "{:?}", during.failures);
-    let s = shares(&mesh, "web", 1000).await?;
+    let s = settled_shares(&mesh, "web", 1000, ("web-2", 40.0, 4.0)).await?;
     eprintln!("flagger gatewayapi 60/40: {s:?}");
     assert!(near(&s, "web-2", 40.0, 4.0), "{s:?}");
     // Promotion: all to primary.

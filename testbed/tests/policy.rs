@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::{
-    CONVERGE, Mesh, Traffic, backend_count, backend_pod, ip, plain_service, shares, wait_for_route,
+    CONVERGE, Mesh, Traffic, backend_count, backend_pod, ip, plain_service, settled_shares, shares,
+    wait_for_route,
 };
 use testbed::procs::{DataPlane, Stream, wait_until};
 
@@ -123,7 +124,7 @@ async fn a_flagger_smi_v1alpha3_canary_step_routes_its_weights(
     )?;
     mesh.write("split.yaml", &flagger_v1alpha3(90, 10))?;
     wait_for_route(&mesh, "outbound|80||web-canary.default.svc.cluster.local").await?;
-    let s = shares(&mesh, "web", 1000).await?;
+    let s = settled_shares(&mesh, "web", 1000, ("web-1", 90.0, 4.0)).await?;
     eprintln!("flagger v1alpha3 90/10: {s:?}");
     assert!(
         (s.get("web-1").copied().unwrap_or(0.0) - 90.0).abs() <= 4.0,
@@ -135,7 +136,7 @@ async fn a_flagger_smi_v1alpha3_canary_step_routes_its_weights(
     wait_for_route(&mesh, "\"weight\": 40").await?;
     let during = traffic.stop().await;
     assert!(during.failures.is_empty(), "{:?}", during.failures);
-    let s = shares(&mesh, "web", 1000).await?;
+    let s = settled_shares(&mesh, "web", 1000, ("web-2", 40.0, 4.0)).await?;
     eprintln!("flagger v1alpha3 60/40: {s:?}");
     assert!(
         (s.get("web-2").copied().unwrap_or(0.0) - 40.0).abs() <= 4.0,

@@ -391,6 +391,27 @@ pub(crate) async fn shares(
         .collect())
 }
 
+/// Shares of answering pods over `n` calls, measured again (at most three times) while
+/// `pod`'s share is not within `tolerance` of `want`: a proxy may serve a few requests
+/// on the old weights right after its config dump shows the new ones (Envoy hands a
+/// route change to its workers after the main thread has it), and one sample of 1,000
+/// is sometimes 3 standard deviations off. A split that is really wrong still fails.
+pub(crate) async fn settled_shares(
+    mesh: &Mesh,
+    host: &str,
+    n: usize,
+    (pod, want, tolerance): (&str, f64, f64),
+) -> anyhow::Result<BTreeMap<String, f64>> {
+    let mut s = shares(mesh, host, n).await?;
+    for _ in 0..2 {
+        if (s.get(pod).copied().unwrap_or(0.0) - want).abs() <= tolerance {
+            break;
+        }
+        s = shares(mesh, host, n).await?;
+    }
+    Ok(s)
+}
+
 /// Requests counted by a backend (through its app address, not the mesh).
 pub(crate) async fn backend_count(addr: SocketAddr) -> anyhow::Result<u64> {
     Ok(testbed::http::get_ok(addr, "/__count")
