@@ -41,6 +41,13 @@ async fn sidecars_talk_mtls_and_the_server_sees_the_callers_spiffe_id(
         handshakes >= 1,
         "no TLS handshakes on the inbound listeners"
     );
+    // And the client sidecar counts them on the cluster, as Envoy does.
+    let client_side = mesh
+        .client
+        .stat(&format!("cluster.{}.ssl.handshake", common::WEB_CLUSTER))
+        .await?
+        .unwrap_or(0);
+    assert!(client_side >= 1, "no TLS handshakes counted on the cluster");
     let certs = web1.admin_get("/certs").await?;
     assert!(
         certs.contains("spiffe://cluster.local/ns/default/sa/web"),

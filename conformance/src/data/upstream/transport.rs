@@ -68,6 +68,9 @@ pub(crate) async fn dial(
                     .connect(name, tcp)
                     .await
                     .map_err(|e| failed(format!("tls handshake: {e}")))?;
+                ctx.stats
+                    .counter(&crate::data::tls::cluster_handshake_stat(&cluster.name))
+                    .inc();
                 Ok(Box::pin(stream) as UpstreamIo)
             }
         }
