@@ -614,6 +614,11 @@ impl Sidecar {
         })
     }
 
+    /// The proxy's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
+    }
+
     /// Waits until the proxy is LIVE (initial config applied).
     pub async fn wait_live(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let admin = self.admin;

@@ -1,10 +1,13 @@
-//! The control-plane benchmark's parts: the generated mesh, simulated proxies, the floor
-//! (plain TCP fan-out of the same bytes) and process statistics. `xds-bench` runs them;
-//! docs/benchmarks.md has the results and commands.
+//! The benchmarks' parts. Control plane: the generated mesh, simulated proxies, the floor
+//! (plain TCP fan-out of the same bytes), run by `xds-bench`. Data path: the sidecar-pair
+//! mesh and one measured load run, driven by `dataplane-bench`. Both read process
+//! statistics from /proc. docs/benchmarks.md has the results and commands.
 
 pub mod client;
+pub mod datapath;
 pub mod floor;
 pub mod mesh;
+pub mod pair;
 pub mod procstat;
 
 use std::time::Duration;
