@@ -6,9 +6,11 @@
 pub mod client;
 pub mod datapath;
 pub mod floor;
+pub mod load;
 pub mod mesh;
 pub mod pair;
 pub mod procstat;
+pub mod sink;
 
 use std::time::Duration;
 
