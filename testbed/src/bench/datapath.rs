@@ -109,14 +109,14 @@ pub async fn measure(
         None => tokio::process::Command::new(workspace_bin("loadgen")?),
     };
     cmd.args(["run", "--connect", &target.connect.to_string()])
-        .args(["--authority", &target.authority, "--path", "/bench"])
+        .args(["--target", &target.authority, "--path", "/bench"])
         .args(["--connections", &shape.connections.to_string()])
         .args(["--duration-s", &shape.duration.as_secs_f64().to_string()])
         .args(["--warmup-s", &shape.warmup.as_secs_f64().to_string()])
         .args(["--body-bytes", &shape.body_bytes.to_string()])
         .args(["--json", "-"]);
     if target.absolute_form {
-        cmd.arg("--absolute-form");
+        cmd.arg("--proxy");
     }
     match load {
         Load::Rate(r) => {
