@@ -4,8 +4,10 @@
 
 pub mod client;
 pub mod floor;
+pub mod load;
 pub mod mesh;
 pub mod procstat;
+pub mod sink;
 
 use std::time::Duration;
 
