@@ -1,6 +1,7 @@
 //! The control-plane benchmark's parts: the generated mesh, simulated proxies, the floor
 //! (plain TCP fan-out of the same bytes) and process statistics. `xds-bench` runs them;
-//! docs/benchmarks.md has the results and commands.
+//! docs/benchmarks.md has the results and commands. The data-path benchmark's load
+//! generator (`load`) and sink (`sink`), which the `loadgen` binary runs.
 
 pub mod client;
 pub mod floor;
