@@ -46,11 +46,11 @@ where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Resp> + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local address");
     tokio::spawn(async move {
         loop {
-            let (stream, _) = listener.accept().await.unwrap();
+            let (stream, _) = listener.accept().await.expect("accept");
             tokio::spawn(serve_conn(stream, handler.clone()));
         }
     });
@@ -58,8 +58,8 @@ where
 }
 
 async fn start_sink() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local address");
     tokio::spawn(sink::serve(listener, sink::body(1024)));
     addr
 }
@@ -99,10 +99,12 @@ fn assert_all_ok(r: &Report, rate: f64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_loop_over_http1_meets_its_rate() {
     let addr = start_sink().await;
-    let r = load::run(&open(addr, 200.0, 2.0, 4)).await.unwrap();
+    let r = load::run(&open(addr, 200.0, 2.0, 4))
+        .await
+        .expect("the run starts");
     assert_all_ok(&r, 200.0);
     assert_eq!(r.target_rps, Some(200.0));
-    let json = serde_json::to_value(&r).unwrap();
+    let json = serde_json::to_value(&r).expect("report as JSON");
     assert_eq!(json["mode"], "open");
     assert_eq!(json["http2"], false);
     for key in ["p50", "p90", "p99", "p999", "max", "mean"] {
@@ -115,7 +117,7 @@ async fn open_loop_over_h2c_meets_its_rate() {
     let addr = start_sink().await;
     let mut cfg = open(addr, 200.0, 2.0, 4);
     cfg.http2 = true;
-    let r = load::run(&cfg).await.unwrap();
+    let r = load::run(&cfg).await.expect("the run starts");
     assert_all_ok(&r, 200.0);
     assert!(r.http2);
 }
@@ -125,7 +127,7 @@ async fn open_loop_with_two_threads_meets_its_rate() {
     let addr = start_sink().await;
     let mut cfg = open(addr, 200.0, 2.0, 4);
     cfg.threads = 2;
-    let r = load::run(&cfg).await.unwrap();
+    let r = load::run(&cfg).await.expect("the run starts");
     assert_all_ok(&r, 200.0);
 }
 
@@ -147,7 +149,7 @@ async fn a_stall_shows_in_the_percentiles() {
     .await;
     let mut cfg = open(addr, 100.0, 3.0, 1);
     cfg.warmup = Duration::ZERO;
-    let r = load::run(&cfg).await.unwrap();
+    let r = load::run(&cfg).await.expect("the run starts");
     assert_eq!(r.failed, 0, "{r:?}");
     assert!(r.latency_us.p99 >= 200_000.0, "{r:?}");
     assert!(r.latency_us.max >= 450_000.0, "{r:?}");
@@ -156,7 +158,9 @@ async fn a_stall_shows_in_the_percentiles() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_are_counted_by_kind() {
     let addr = start(|req| answer(req, StatusCode::SERVICE_UNAVAILABLE)).await;
-    let r = load::run(&open(addr, 100.0, 1.0, 2)).await.unwrap();
+    let r = load::run(&open(addr, 100.0, 1.0, 2))
+        .await
+        .expect("the run starts");
     assert!(r.requests >= 90, "{r:?}");
     assert_eq!(r.ok, 0, "{r:?}");
     assert_eq!(r.failed, r.requests, "{r:?}");
@@ -167,10 +171,12 @@ async fn failures_are_counted_by_kind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_connection_is_a_failure() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local address");
     drop(listener);
-    let r = load::run(&open(addr, 50.0, 1.0, 2)).await.unwrap();
+    let r = load::run(&open(addr, 50.0, 1.0, 2))
+        .await
+        .expect("the run starts");
     assert!(r.requests >= 45, "{r:?}");
     assert_eq!(r.failed, r.requests, "{r:?}");
     assert_eq!(r.errors.get("connect"), Some(&r.requests), "{r:?}");
@@ -183,11 +189,14 @@ async fn closed_loop_reports_throughput() {
         let mut cfg = open(addr, 1.0, 1.0, 2);
         cfg.mode = Mode::Max;
         cfg.http2 = http2;
-        let r = load::run(&cfg).await.unwrap();
+        let r = load::run(&cfg).await.expect("the run starts");
         assert!(r.achieved_rps > 0.0, "{r:?}");
         assert_eq!(r.failed, 0, "{r:?}");
         assert_eq!(r.target_rps, None);
-        assert_eq!(serde_json::to_value(&r).unwrap()["mode"], "max");
+        assert_eq!(
+            serde_json::to_value(&r).expect("report as JSON")["mode"],
+            "max"
+        );
     }
 }
 
@@ -201,7 +210,7 @@ async fn requests_name_the_target_in_the_right_form() {
         let host = req
             .headers()
             .get("host")
-            .map(|h| h.to_str().unwrap().to_string())
+            .map(|h| h.to_str().expect("ASCII Host").to_string())
             .unwrap_or_default();
         record.lock().push((req.uri().to_string(), host));
         answer(req, StatusCode::OK)
@@ -225,7 +234,7 @@ async fn requests_name_the_target_in_the_right_form() {
         cfg.path = "/bench/x".into();
         cfg.proxy = proxy;
         cfg.http2 = http2;
-        let r = load::run(&cfg).await.unwrap();
+        let r = load::run(&cfg).await.expect("the run starts");
         assert_eq!(r.failed, 0, "{r:?}");
         let seen = seen.lock();
         assert!(!seen.is_empty());
@@ -246,51 +255,51 @@ struct Pki {
 fn pki() -> Pki {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
     let issuer = Issuer::new(ca_params, ca_key);
     let leaf = |name: &str| {
-        let key = KeyPair::generate().unwrap();
+        let key = KeyPair::generate().expect("key");
         let cert = CertificateParams::new(vec![name.to_string()])
-            .unwrap()
+            .expect("leaf params")
             .signed_by(&key, &issuer)
-            .unwrap();
+            .expect("leaf certificate");
         (cert, key)
     };
     let (server_cert, server_key) = leaf("localhost");
     let (client_cert, client_key) = leaf("client.example");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(dir.path().join("client.pem"), client_cert.pem()).unwrap();
-    std::fs::write(dir.path().join("client.key"), client_key.serialize_pem()).unwrap();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write PEM");
+    std::fs::write(dir.path().join("client.pem"), client_cert.pem()).expect("write PEM");
+    std::fs::write(dir.path().join("client.key"), client_key.serialize_pem()).expect("write PEM");
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.der().clone()).unwrap();
+    roots.add(ca.der().clone()).expect("CA as a root");
     let verifier =
         rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider.clone())
             .build()
-            .unwrap();
+            .expect("client verifier");
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der()));
     let mut server = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .unwrap()
+        .expect("protocol versions")
         .with_client_cert_verifier(verifier)
         .with_single_cert(vec![server_cert.der().clone()], key)
-        .unwrap();
+        .expect("server certificate");
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Pki { dir, server }
 }
 
 async fn start_tls(config: rustls::ServerConfig) -> SocketAddr {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local address");
     tokio::spawn(async move {
         loop {
-            let (stream, _) = listener.accept().await.unwrap();
+            let (stream, _) = listener.accept().await.expect("accept");
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 if let Ok(tls) = acceptor.accept(stream).await {
@@ -317,14 +326,15 @@ async fn mutual_tls_needs_the_client_certificate() {
         cfg.target = format!("localhost:{}", addr.port());
         cfg.connect = Some(addr.to_string());
         cfg.http2 = http2;
+        cfg.timeout = Duration::from_secs(1);
         cfg.tls = Some(files(true));
-        let r = load::run(&cfg).await.unwrap();
+        let r = load::run(&cfg).await.expect("the run starts");
         assert!(r.requests >= 45, "http2={http2}: {r:?}");
         assert_eq!(r.ok, r.requests, "http2={http2}: {r:?}");
 
         // TLS without a client certificate: the server refuses the handshake.
         cfg.tls = Some(files(false));
-        let r = load::run(&cfg).await.unwrap();
+        let r = load::run(&cfg).await.expect("the run starts");
         assert!(r.requests >= 45, "http2={http2}: {r:?}");
         assert_eq!(r.ok, 0, "http2={http2}: {r:?}");
         assert_eq!(r.failed, r.requests, "http2={http2}: {r:?}");
@@ -344,7 +354,7 @@ async fn mutual_tls_needs_the_client_certificate() {
 
         // No TLS at all: plaintext to a TLS port fails too.
         cfg.tls = None;
-        let r = load::run(&cfg).await.unwrap();
+        let r = load::run(&cfg).await.expect("the run starts");
         assert_eq!(r.ok, 0, "http2={http2}: {r:?}");
         assert_eq!(r.failed, r.requests, "http2={http2}: {r:?}");
     }

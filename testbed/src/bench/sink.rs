@@ -14,6 +14,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
+/// HTTP/2 streams a connection may have open.
+const MAX_STREAMS: u32 = 1024;
+
 /// Serves forever on `listener`, answering `body` to every request.
 pub async fn serve(listener: TcpListener, body: Bytes) -> std::io::Result<()> {
     loop {
@@ -33,9 +36,10 @@ pub async fn serve(listener: TcpListener, body: Bytes) -> std::io::Result<()> {
                     Ok::<_, Infallible>(Response::new(Full::new(body)))
                 }
             });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            // Not the limit under test: generators keep up to 256 streams in flight.
+            builder.http2().max_concurrent_streams(Some(MAX_STREAMS));
+            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
         });
     }
 }

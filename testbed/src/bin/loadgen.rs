@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use testbed::bench::load::{self, Config, Mode, TlsFiles};
 use testbed::bench::sink;
@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Send load and report latency and throughput.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Serve as the sink: 200 with a fixed body to every request.
     Serve(ServeArgs),
 }
@@ -80,7 +80,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 1)]
     threads: usize,
     /// CA certificates (PEM): use TLS, verifying the server against them.
-    #[arg(long, requires = "server_name")]
+    #[arg(long)]
     ca: Option<PathBuf>,
     /// Client certificate chain (PEM), for mutual TLS.
     #[arg(long, requires_all = ["key", "ca"])]
@@ -88,8 +88,8 @@ struct RunArgs {
     /// The client certificate's private key (PEM).
     #[arg(long, requires = "cert")]
     key: Option<PathBuf>,
-    /// The name the server's certificate must carry.
-    #[arg(long)]
+    /// The name the server's certificate must carry [default: --target's host].
+    #[arg(long, requires = "ca")]
     server_name: Option<String>,
     /// Write the report as JSON to this file, or `-` for stdout.
     #[arg(long)]
@@ -112,7 +112,7 @@ struct ServeArgs {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => sink::run(args.listen, args.body_bytes, args.threads),
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
     }
 }
 
@@ -120,16 +120,25 @@ fn seconds(flag: &str, s: f64) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(s).with_context(|| format!("{flag} {s}: not a duration"))
 }
 
+fn host_of(target: &str) -> anyhow::Result<String> {
+    let authority: http::uri::Authority = target
+        .parse()
+        .with_context(|| format!("--target {target:?}: not host:port"))?;
+    Ok(authority.host().trim_matches(['[', ']']).to_string())
+}
+
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    let tls = match (args.ca, args.server_name) {
-        (Some(ca), Some(server_name)) => Some(TlsFiles {
+    let tls = match args.ca {
+        Some(ca) => Some(TlsFiles {
             ca,
             cert: args.cert,
             key: args.key,
-            server_name,
+            server_name: match args.server_name {
+                Some(name) => name,
+                None => host_of(&args.target)?,
+            },
         }),
-        (None, _) => None,
-        (Some(_), None) => bail!("--ca needs --server-name"),
+        None => None,
     };
     let cfg = Config {
         target: args.target,

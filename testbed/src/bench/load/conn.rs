@@ -149,19 +149,15 @@ fn classify(e: &hyper::Error) -> Failure {
     let mut source: Option<&(dyn StdError + 'static)> = e.source();
     while let Some(err) = source {
         if let Some(h2) = err.downcast_ref::<h2::Error>() {
-            if let Some(io) = h2.get_io() {
-                if let Some(f) = classify_io(io) {
-                    return f;
-                }
+            if let Some(f) = h2.get_io().and_then(classify_io) {
+                return f;
             }
             if h2.is_reset() || h2.is_go_away() {
                 return Failure::Reset;
             }
         }
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if let Some(f) = classify_io(io) {
-                return f;
-            }
+        if let Some(f) = err.downcast_ref::<std::io::Error>().and_then(classify_io) {
+            return f;
         }
         if err.downcast_ref::<rustls::Error>().is_some() {
             return Failure::Tls;

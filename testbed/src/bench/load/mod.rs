@@ -13,8 +13,8 @@
 //!
 //! Latencies of ok requests (2xx, whole body read) go into one HDR histogram per worker
 //! thread (microseconds, 3 significant figures), merged into the [`Report`]. `oha`
-//! (crates.io) can cross-check the numbers: `oha -z 10s -q RATE -c N --latency-correction
-//! -m POST -d @body http://TARGET/` measures the same open loop.
+//! (crates.io) can cross-check the open loop: `oha -z 10s -q RATE -c N
+//! --latency-correction --no-tui -m POST -D BODY_FILE [--http2] http://TARGET/PATH`.
 
 mod conn;
 mod stats;

@@ -6,7 +6,8 @@
 //! intended time (open loop) and sends it on its connection. Latency is measured from
 //! the intended time, so time spent waiting for a free slot (every connection busy)
 //! counts: a stalled proxy shows in the percentiles, not only in one slow sample
-//! (coordinated omission).
+//! (coordinated omission). Only the timer's own lateness when a slot was idle, at most
+//! `TIMER_SLACK`, is left out.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +23,10 @@ use tokio::time::Instant;
 
 use super::conn::{Dialer, Failure, ReqBody, Sender, send};
 use super::stats::Recorder;
+
+/// How late the timer may wake a slot without it counting as latency (tokio's timer
+/// granularity).
+const TIMER_SLACK: Duration = Duration::from_millis(1);
 
 /// When the requests of one worker are due.
 pub(crate) struct Schedule {
@@ -200,14 +205,21 @@ impl Slot {
             let Claim::Send { intended, recorded } = schedule.claim() else {
                 return;
             };
-            if intended > Instant::now() {
+            let start = if intended > Instant::now() {
                 tokio::time::sleep_until(intended).await;
+                // The timer fires on whole milliseconds, up to one after the deadline:
+                // that lateness is the generator's and is not counted; beyond it (the
+                // generator starved of CPU) it is.
+                Instant::now().min(intended + TIMER_SLACK)
             } else if Instant::now() >= schedule.end {
                 recorder.lock().unsent(u64::from(recorded));
                 return;
-            }
+            } else {
+                // Overdue: every slot was busy. The wait is latency.
+                intended
+            };
             let result = self.send_one(&template).await;
-            let latency = intended.elapsed();
+            let latency = start.elapsed();
             match result {
                 Ok(bytes) if recorded => recorder.lock().ok(latency, bytes),
                 Ok(_) => {}
