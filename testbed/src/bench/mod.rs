@@ -1,12 +1,15 @@
-//! The control-plane benchmark's parts: the generated mesh, simulated proxies, the floor
-//! (plain TCP fan-out of the same bytes) and process statistics. `xds-bench` runs them;
-//! docs/benchmarks.md has the results and commands. The data-path benchmark's load
-//! generator (`load`) and sink (`sink`), which the `loadgen` binary runs.
+//! The benchmarks' parts. Control plane: the generated mesh, simulated proxies and the
+//! floor (plain TCP fan-out of the same bytes), run by `xds-bench`. Data path: the load
+//! generator (`load`) and sink (`sink`) the `loadgen` binary runs, the sidecar-pair mesh
+//! (`pair`) and one measured load run (`datapath`), driven by `dataplane-bench`. Both
+//! read process statistics from /proc. docs/benchmarks.md has the results and commands.
 
 pub mod client;
+pub mod datapath;
 pub mod floor;
 pub mod load;
 pub mod mesh;
+pub mod pair;
 pub mod procstat;
 pub mod sink;
 
