@@ -269,6 +269,47 @@ async fn http1_connections_are_reused() {
 }
 
 #[tokio::test]
+async fn http1_connections_are_reused_at_high_concurrency() {
+    // Every request waits until N are in flight, so N upstream connections are open at
+    // once; a second round of N must reuse all of them (Envoy keeps up to its
+    // connection circuit breaker, 1,024, and so does the pool).
+    const N: usize = 100;
+    let barrier = Arc::new(tokio::sync::Barrier::new(N));
+    let b = backend(move |req| {
+        let barrier = barrier.clone();
+        async move {
+            barrier.wait().await;
+            echo_reply("b", &req)
+        }
+    })
+    .await;
+    let snap = snapshot(
+        vec![vhost(
+            "h",
+            &["*"],
+            vec![route("/", Action::Route(Arc::new(to_cluster("c"))))],
+        )],
+        vec![cluster("c", &[b])],
+    );
+    let p = proxy(snap, hcm(false)).await;
+    for round in 0..2 {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..N {
+            let addr = p.addr;
+            set.spawn(async move { get(addr, "web", "/").await.status });
+        }
+        while let Some(status) = set.join_next().await {
+            assert_eq!(status.expect("joined"), 200, "round {round}");
+        }
+    }
+    assert_eq!(
+        p.counter("cluster.c.upstream_cx_total"),
+        N as u64,
+        "the second round reuses every connection of the first"
+    );
+}
+
+#[tokio::test]
 async fn a_mirror_gets_a_shadow_copy() {
     let main = echo("main").await;
     let hosts = Arc::new(Mutex::new(Vec::<String>::new()));

@@ -10,8 +10,10 @@ use parking_lot::Mutex;
 
 use super::io::Body;
 
-/// Idle HTTP/1.1 connections kept per endpoint.
-const MAX_IDLE_H1: usize = 64;
+/// Idle HTTP/1.1 connections kept per endpoint: Envoy's default connection circuit
+/// breaker (1,024), so a burst of concurrent requests leaves connections to reuse rather
+/// than a new connection (and TLS handshake) for every request above a smaller cap.
+const MAX_IDLE_H1: usize = 1024;
 
 #[derive(Debug)]
 pub(super) struct H1 {

@@ -33,9 +33,10 @@ struct Args {
     /// Repetitions of the whole matrix.
     #[arg(long, default_value_t = 3)]
     reps: usize,
-    /// Open-loop rates (requests per second, HTTP/1.1).
-    #[arg(long, value_delimiter = ',', default_value = "500,2000,10000")]
-    rates: Vec<u32>,
+    /// The loads, in order: open-loop rates in requests per second over HTTP/1.1, and
+    /// `max-h1` / `max-h2` for closed-loop maximum throughput.
+    #[arg(long, value_delimiter = ',', default_value = "500,2000,10000,max-h1,max-h2", value_parser = parse_load)]
+    loads: Vec<Load>,
     /// Measured seconds per open-loop run.
     #[arg(long, default_value_t = 10.0)]
     duration_s: f64,
@@ -57,6 +58,9 @@ struct Args {
     /// Do not pin processes to CPUs.
     #[arg(long)]
     no_pin: bool,
+    /// After the matrix, write every sidecar's `/stats` into this directory.
+    #[arg(long)]
+    stats_dir: Option<std::path::PathBuf>,
     /// Write every sample here as JSON.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -106,9 +110,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for k in 0..mesh.pairs.len() {
         configs.push(Config::Pair(k, Hop::Plain));
     }
-    let mut loads: Vec<Load> = args.rates.iter().map(|r| Load::Rate(*r)).collect();
-    loads.push(Load::Max { http2: false });
-    loads.push(Load::Max { http2: true });
+    let loads = args.loads.clone();
     let mut samples = Samples::new();
     for rep in 0..args.reps {
         for load in &loads {
@@ -146,6 +148,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     check_hops(&mesh).await?;
+    if let Some(dir) = &args.stats_dir {
+        save_stats(&mesh, dir).await?;
+    }
     let table = table::render(&mesh, &samples, &loads, &idle, cpus, place);
     println!("{table}");
     let churn = if args.churn_s > 0.0 {
@@ -170,6 +175,38 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     if churn.iter().any(|c| c.failed > 0) {
         bail!("requests failed during churn");
+    }
+    Ok(())
+}
+
+fn parse_load(s: &str) -> Result<Load, String> {
+    match s {
+        "max-h1" => Ok(Load::Max { http2: false }),
+        "max-h2" => Ok(Load::Max { http2: true }),
+        rate => rate
+            .parse::<u32>()
+            .ok()
+            .filter(|r| *r > 0)
+            .map(Load::Rate)
+            .ok_or_else(|| format!("{s:?} is not a rate, max-h1 or max-h2")),
+    }
+}
+
+/// Writes each sidecar's `/stats` to `DIR/PROXY-ROLE.stats`.
+async fn save_stats(mesh: &PairMesh, dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for pair in &mesh.pairs {
+        for (role, s) in [
+            ("client", &pair.client),
+            ("server", &pair.server),
+            ("plain", &pair.plain),
+        ] {
+            let text = s.admin_get("/stats").await?;
+            std::fs::write(
+                dir.join(format!("{}-{role}.stats", pair.proxy.name())),
+                text,
+            )?;
+        }
     }
     Ok(())
 }
