@@ -41,3 +41,15 @@ pub fn pin_self(cpu: usize) {
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
 }
+
+/// Memory of `pid` no other process shares (private clean + dirty pages, from
+/// smaps_rollup), in bytes: its RSS less the binary's and libraries' pages that every
+/// process running the same file shares.
+pub fn private_bytes(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let kb = |field: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with(field))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some((kb("Private_Clean:")? + kb("Private_Dirty:")?) * 1024)
+}

@@ -101,7 +101,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle = idle_rss(&mesh);
     for (name, rss) in &idle {
-        println!("idle RSS {name}: {:.1} MB", *rss as f64 / 1e6);
+        println!("idle {name}: {:.1} MB", *rss as f64 / 1e6);
     }
     let mut configs = vec![Config::Direct];
     for k in 0..mesh.pairs.len() {
@@ -251,7 +251,7 @@ fn label(mesh: &PairMesh, config: Config) -> String {
     }
 }
 
-/// Idle RSS of every sidecar (by pod) and the sinks.
+/// Idle RSS and private memory of every sidecar, by proxy and role.
 fn idle_rss(mesh: &PairMesh) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for pair in &mesh.pairs {
@@ -260,8 +260,14 @@ fn idle_rss(mesh: &PairMesh) -> BTreeMap<String, u64> {
             ("server", &pair.server),
             ("plain", &pair.plain),
         ] {
-            if let Some(rss) = s.pid().and_then(procstat::rss_bytes) {
-                out.insert(format!("{} {role}", pair.proxy.name()), rss);
+            if let Some(pid) = s.pid() {
+                let name = format!("{} {role}", pair.proxy.name());
+                if let Some(rss) = procstat::rss_bytes(pid) {
+                    out.insert(name.clone(), rss);
+                }
+                if let Some(private) = procstat::private_bytes(pid) {
+                    out.insert(format!("{name} private"), private);
+                }
             }
         }
     }

@@ -177,7 +177,7 @@ fn memory_table(
 ) {
     let _ = writeln!(
         out,
-        "| proxy | idle RSS client / server MB | peak RSS under load client / server MB |\n|---|---|---|"
+        "| proxy | idle RSS client / server MB | idle private client / server MB | peak RSS under load client / server MB |\n|---|---|---|---|"
     );
     for pair in &mesh.pairs {
         let name = pair.proxy.name();
@@ -194,9 +194,17 @@ fn memory_table(
         }
         let _ = writeln!(
             out,
-            "| {name} | {:.1} / {:.1} | {:.1} / {:.1} |",
+            "| {name} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} |",
             mb(idle.get(&format!("{name} client")).copied().unwrap_or(0)),
             mb(idle.get(&format!("{name} server")).copied().unwrap_or(0)),
+            mb(idle
+                .get(&format!("{name} client private"))
+                .copied()
+                .unwrap_or(0)),
+            mb(idle
+                .get(&format!("{name} server private"))
+                .copied()
+                .unwrap_or(0)),
             mb(peak[0]),
             mb(peak[1]),
         );
