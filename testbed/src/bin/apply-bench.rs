@@ -240,7 +240,7 @@ fn sample_peak_rss(
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         loop {
             tokio::select! {
-                _ = &mut stopped => return peak,
+                _ = &mut stopped => return peak.max(procstat::rss_bytes(pid).unwrap_or(0)),
                 _ = tick.tick() => {
                     peak = peak.max(procstat::rss_bytes(pid).unwrap_or(0));
                 }
