@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The control-plane benchmarks behind docs/benchmarks.md: translator micro-benchmarks,
-# xds-bench (simulated proxies) over a matrix of mesh sizes, and envoy-bench (one real
+# xds-bench (simulated proxies) over a matrix of mesh sizes, and apply-bench (one real
 # Envoy with 10,000 clusters). Writes JSON results and a markdown table to $OUT.
 #
 #   scripts/bench.sh            # the matrix in docs/benchmarks.md (~25 minutes on 2 cores)
@@ -37,9 +37,9 @@ else
   xb s5000-p1000-delta --services 5000 --proxies 1000 --changes 5 --floor --workloads endpoint,rollout
   xb s1000e100-p1000-delta --services 1000 --endpoints 100 --proxies 1000 --changes 5 --floor --workloads endpoint,rollout
   xb s1000-p5000-delta --services 1000 --proxies 5000 --changes 5 --floor --workloads endpoint
-  echo "== envoy-bench delta"
-  target/release/envoy-bench --changes 40 --json "$out/envoy-delta.json"
-  echo "== envoy-bench sotw"
-  target/release/envoy-bench --changes 40 --stream sotw --json "$out/envoy-sotw.json"
+  echo "== apply-bench envoy delta"
+  target/release/apply-bench --proxy envoy --clusters 10000 --changes 40 --json "$out/envoy-delta.json"
+  echo "== apply-bench envoy sotw"
+  target/release/apply-bench --proxy envoy --clusters 10000 --changes 40 --stream sotw --json "$out/envoy-sotw.json"
 fi
 python3 scripts/bench_table.py "$out" | tee "$out/table.md"

@@ -46,7 +46,12 @@ if storms:
     print("|---|---|---|---|---|")
     for n, s in storms:
         print(f"| {n} | {s['proxies']} | {s['sync_ms'] / 1e3:.1f} | {s['dropped']} | {s['peak_rss_mb']:.0f} |")
-envoy = [(k, load(f"envoy-{k}")) for k in ("delta", "sotw")]
+def first_run(e):
+    # apply-bench writes {"runs": [...]}; the Envoy rows are its first (only) run.
+    return e["runs"][0] if e and e.get("runs") else e
+
+
+envoy = [(k, first_run(load(f"envoy-{k}"))) for k in ("delta", "sotw")]
 if any(e for _, e in envoy):
     print()
     print("| real Envoy, stream | clusters | initial sync (s) | change: server -> ACK p50/p99 (ms) | file -> ACK p50/p99 (ms) |")

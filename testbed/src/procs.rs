@@ -451,6 +451,8 @@ pub struct Sidecar {
     pub outbound: SocketAddr,
     /// Its log file.
     pub log: PathBuf,
+    /// When its process was started.
+    pub launched: Instant,
 }
 
 impl Sidecar {
@@ -585,6 +587,7 @@ impl Sidecar {
             .arg("--admin-address-path")
             .arg(&admin_file)
             .args(["--drain-time-s", "1"]);
+        let launched = Instant::now();
         let mut proc = Proc::spawn(&format!("{} {tag}", proxy.name()), cmd, &log)?;
         let mut admin = None;
         let found = wait_until(Duration::from_secs(20), "the proxy's admin address", || {
@@ -611,6 +614,7 @@ impl Sidecar {
             admin,
             outbound,
             log,
+            launched,
         })
     }
 
@@ -813,6 +817,11 @@ impl Agent {
             status: status.context("no status address")?,
             log,
         })
+    }
+
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
     }
 
     /// Its `/status` JSON.

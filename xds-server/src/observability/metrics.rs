@@ -1,8 +1,9 @@
 //! Every Prometheus metric of the control plane, registered in one place, and their text
-//! exposition. The admin endpoint that serves it is [`crate::admin`].
+//! exposition, and the per-stream timer behind `rudder_initial_sync_seconds`. The admin
+//! endpoint that serves it is [`crate::admin`].
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use ca::SpiffeId;
 
@@ -67,6 +68,9 @@ pub struct Metrics {
     pub nacks: Family<TypeLabel, Counter>,
     /// Seconds from a source change to a proxy having ACKed everything it was sent.
     pub convergence: Histogram,
+    /// Seconds from a stream's first response to its proxy first having answered
+    /// everything it was sent, listeners included (one sample per stream).
+    pub initial_sync: Histogram,
     /// Seconds to translate and encode one build.
     pub translation: Histogram,
     /// Shared resources in the last build.
@@ -110,6 +114,7 @@ impl Metrics {
             resources_sent: Family::default(),
             nacks: Family::default(),
             convergence: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            initial_sync: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             translation: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             snapshot_resources: Gauge::default(),
             contained_identities: Gauge::default(),
@@ -157,6 +162,11 @@ impl Metrics {
             "convergence_seconds",
             "From a source change seen to a proxy having ACKed everything",
             m.convergence.clone(),
+        );
+        registry.register(
+            "initial_sync_seconds",
+            "From a stream's first response to its proxy first having answered everything it was sent, listeners included",
+            m.initial_sync.clone(),
         );
     }
 
@@ -304,6 +314,33 @@ impl Metrics {
     }
 }
 
+/// A stream's initial sync: from its first response to the first time its proxy has
+/// answered everything it was sent with listeners among it (Envoy asks for listeners only
+/// once its clusters are warm, so a quiet moment before that is not the end).
+#[derive(Debug, Default)]
+pub(crate) struct InitialSync {
+    first_sent: Option<Instant>,
+    done: bool,
+}
+
+impl InitialSync {
+    /// A response was sent.
+    pub(crate) fn sent(&mut self) {
+        self.first_sent.get_or_insert_with(Instant::now);
+    }
+
+    /// The proxy answered everything in flight; `listeners`: some were sent.
+    pub(crate) fn answered(&mut self, listeners: bool, metrics: &Metrics) {
+        if self.done || !listeners {
+            return;
+        }
+        if let Some(first) = self.first_sent {
+            self.done = true;
+            metrics.initial_sync.observe(first.elapsed().as_secs_f64());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,6 +362,7 @@ mod tests {
             "rudder_xds_resources_sent_total",
             "rudder_xds_nacks_total",
             "rudder_convergence_seconds",
+            "rudder_initial_sync_seconds",
             "rudder_translation_seconds",
             "rudder_snapshot_resources",
             "rudder_containment_identities",
@@ -335,6 +373,33 @@ mod tests {
             "rudder_xds_memory_budget_bytes",
         ] {
             assert!(text.contains(family), "{family} missing from\n{text}");
+        }
+    }
+
+    fn samples(m: &Metrics) -> Option<String> {
+        m.encode(&BTreeMap::new(), None)
+            .lines()
+            .find_map(|l| l.strip_prefix("rudder_initial_sync_seconds_count "))
+            .map(str::to_string)
+    }
+
+    #[test]
+    fn the_initial_sync_ends_once_listeners_are_answered_and_is_recorded_once() {
+        let m = Metrics::new();
+        let mut sync = InitialSync::default();
+        // Nothing sent yet; then clusters answered, listeners not asked for yet (Envoy);
+        // then listeners; then a later change (convergence, not the initial sync).
+        for (sent, listeners, count) in [
+            (false, true, "0"),
+            (true, false, "0"),
+            (true, true, "1"),
+            (true, true, "1"),
+        ] {
+            if sent {
+                sync.sent();
+            }
+            sync.answered(listeners, &m);
+            assert_eq!(samples(&m).as_deref(), Some(count));
         }
     }
 }

@@ -21,7 +21,7 @@ use xds_types::XdsType;
 
 use crate::config::StreamLimits;
 use crate::net::front_door::ConnInfo;
-use crate::observability::metrics::{Metrics, TypeLabel};
+use crate::observability::metrics::{InitialSync, Metrics, TypeLabel};
 use crate::observability::nack::NackLog;
 use crate::observability::registry::{NodeInfo, ProxyInfo, ProxyRegistry, StreamView};
 use crate::xds::fanout::OwnVersion;
@@ -421,12 +421,13 @@ where
         id,
     };
     let mut pending_since: Option<Instant> = Some(Instant::now());
+    let mut initial = InitialSync::default();
     let mut step = ctx.request(&machine, first)?;
     while emit(
         &ctx,
         &machine,
         attachment.view_key(),
-        &mut pending_since,
+        (&mut pending_since, &mut initial),
         tx,
         step,
     )
@@ -668,7 +669,7 @@ async fn emit<P: Protocol>(
     ctx: &Ctx<'_>,
     machine: &Shared<P>,
     view: &translator::model::ViewKey,
-    pending_since: &mut Option<Instant>,
+    (pending_since, initial): (&mut Option<Instant>, &mut InitialSync),
     tx: &Out,
     Step { responses, events }: Step<P::Response>,
 ) -> bool
@@ -679,19 +680,25 @@ where
     let answered = events
         .iter()
         .any(|e| matches!(e, Event::Ack { .. } | Event::Nack(_)));
-    if answered && machine.lock().idle() {
+    let idle = answered.then(|| {
+        let m = machine.lock();
+        m.idle().then(|| m.responded(XdsType::Listener))
+    });
+    if let Some(Some(listeners)) = idle {
         obs.proxies.acked(ctx.id);
         if let Some(since) = pending_since.take() {
             obs.metrics
                 .convergence
                 .observe(since.elapsed().as_secs_f64());
         }
+        initial.answered(listeners, &obs.metrics);
     }
     for event in events {
         match event {
             Event::Sent {
                 kind, resources, ..
             } => {
+                initial.sent();
                 let label = TypeLabel {
                     r#type: kind.to_string(),
                 };

@@ -215,6 +215,11 @@ impl<P: Protocol> Stream<P> {
         self.types.values().all(|s| s.inflight.is_none())
     }
 
+    /// Whether a response of `kind` was ever sent on this stream.
+    pub(crate) fn responded(&self, kind: XdsType) -> bool {
+        self.types[kind].responded
+    }
+
     /// Whether an ordering wait is running (the caller should tick).
     pub(crate) fn waiting(&self) -> bool {
         self.wait.waiting()
