@@ -7,8 +7,10 @@ pub const MAX_NAME: usize = 1024;
 pub const MAX_REGEX_LEN: usize = 1024;
 /// The `regex` crate's compiled size limit for one pattern, in bytes.
 pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
-/// Virtual hosts per route configuration.
-pub const MAX_VIRTUAL_HOSTS: usize = 10_000;
+/// Virtual hosts per route configuration. Rudder's outbound table has one per Service,
+/// so this is above any mesh the 16 MiB message bound lets through (10,000 was refused
+/// at 10,000 Services plus the proxy's own).
+pub const MAX_VIRTUAL_HOSTS: usize = 100_000;
 /// Routes per virtual host.
 pub const MAX_ROUTES: usize = 1_000;
 /// Domains per virtual host.
