@@ -5,6 +5,8 @@
 #
 #   scripts/bench.sh            # the matrix in docs/benchmarks.md (~25 minutes on 2 cores)
 #   scripts/bench.sh quick      # two small rows, to check the tooling (~2 minutes)
+#   scripts/bench.sh dataplane  # the data path: rudder-proxy against Envoy and the direct
+#                               # floor, then config apply and memory (~20 minutes)
 #
 # Not part of the tests: numbers from a shared, noisy machine are compared as ratios
 # within one run, never asserted.
@@ -15,7 +17,15 @@ mode="${1:-full}"
 out="${OUT:-$root/target/bench}"
 mkdir -p "$out"
 scripts/setup.sh
-cargo build --release --quiet -p xds-server -p testbed --bins
+cargo build --release --quiet -p xds-server -p conformance -p testbed --bins
+
+if [[ "$mode" == dataplane ]]; then
+  echo "== dataplane-bench"
+  target/release/dataplane-bench --json "$out/dataplane.json" | tee "$out/dataplane.md"
+  echo "== apply-bench, both proxies"
+  target/release/apply-bench --clusters 10,1000,10000 --reps 3 --json "$out/apply.json" | tee "$out/apply.md"
+  exit 0
+fi
 
 xb() {
   local name="$1"

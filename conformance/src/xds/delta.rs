@@ -129,26 +129,33 @@ impl Delta {
     /// Subscribe/unsubscribe requests for the named types whose wanted names changed;
     /// on a new stream (`initial`), with the versions held.
     fn follow_ups(&mut self, initial: bool) -> Vec<DeltaDiscoveryRequest> {
+        static NONE: BTreeSet<String> = BTreeSet::new();
         let mut out = Vec::new();
         for ty in [XdsType::Endpoint, XdsType::Route, XdsType::Secret] {
-            let wanted = self.core.wanted(ty).cloned().unwrap_or_default();
-            let had = self.subscribed[ty].clone().unwrap_or_default();
-            if self.subscribed[ty].is_some() && had == wanted || wanted.is_empty() && had.is_empty()
-            {
+            // Compared in place: cloning 10,000 names twice per response was most of
+            // an endpoint change's cost at that size.
+            let wanted = self.core.wanted(ty).unwrap_or(&NONE);
+            let had = self.subscribed[ty].as_ref();
+            if had.map_or(wanted.is_empty(), |h| h == wanted) {
                 continue;
             }
-            let mut r = self.request(ty);
-            r.resource_names_subscribe = wanted.difference(&had).cloned().collect();
-            r.resource_names_unsubscribe = had.difference(&wanted).cloned().collect();
-            if initial {
-                r.initial_resource_versions = self
-                    .core
+            let had = had.unwrap_or(&NONE);
+            let subscribe = wanted.difference(had).cloned().collect();
+            let unsubscribe = had.difference(wanted).cloned().collect();
+            let versions = if initial {
+                self.core
                     .versions(ty)
                     .filter(|(n, _)| wanted.contains(*n))
                     .map(|(n, v)| (n.clone(), v.clone()))
-                    .collect();
-            }
-            self.subscribed[ty] = Some(wanted);
+                    .collect()
+            } else {
+                Default::default()
+            };
+            self.subscribed[ty] = Some(wanted.clone());
+            let mut r = self.request(ty);
+            r.resource_names_subscribe = subscribe;
+            r.resource_names_unsubscribe = unsubscribe;
+            r.initial_resource_versions = versions;
             out.push(r);
         }
         out
