@@ -51,6 +51,9 @@ pub(crate) struct Core {
     pub(crate) refs: Refs,
     answered: PerType<BTreeSet<String>>,
     received: PerType<bool>,
+    /// The initial configuration was complete once: Envoy initializes once, and
+    /// checking every wanted name again per response cost O(names) at 10,000 clusters.
+    initialized: bool,
 }
 
 impl Core {
@@ -72,6 +75,7 @@ impl Core {
             refs: Refs::default(),
             answered: PerType::default(),
             received: PerType::default(),
+            initialized: false,
         }
     }
 
@@ -90,10 +94,14 @@ impl Core {
         self.held[ty].iter().map(|(n, h)| (n, &h.raw.version))
     }
 
-    /// Whether the initial configuration is complete: LDS and CDS answered, and every
-    /// route configuration, endpoint set and secret they name answered (accepted or
-    /// refused), as Envoy's initialization waits.
+    /// Whether the initial configuration has been complete: LDS and CDS answered, and
+    /// every route configuration, endpoint set and secret they name answered (accepted
+    /// or refused), as Envoy's initialization waits. Once true, it stays true.
     pub(crate) fn ready(&self) -> bool {
+        self.initialized
+    }
+
+    fn complete(&self) -> bool {
         self.received[XdsType::Listener]
             && self.received[XdsType::Cluster]
             && [XdsType::Route, XdsType::Endpoint, XdsType::Secret]
@@ -176,6 +184,9 @@ impl Core {
                 value: None,
             });
         }
+        // Whether the warming count can have moved: a name answered for the first time,
+        // a removal, or a new set of references.
+        let mut recount = !changes.is_empty() || ty == XdsType::Cluster;
         for (name, held) in &accepted {
             if ty == XdsType::Cluster {
                 // As Envoy: a cluster's main counters exist (at zero) from its creation.
@@ -184,7 +195,7 @@ impl Core {
                 }
             }
             self.held[ty].insert(name.clone(), held.clone());
-            self.answered[ty].insert(name.clone());
+            recount |= self.answered[ty].insert(name.clone());
             self.resource_stat(ty, name, "update_success");
             changes.push(Change {
                 ty,
@@ -193,7 +204,7 @@ impl Core {
             });
         }
         for name in refused.keys() {
-            self.answered[ty].insert(name.clone());
+            recount |= self.answered[ty].insert(name.clone());
             self.resource_stat(ty, name, "update_rejected");
         }
         self.received[ty] = true;
@@ -208,7 +219,12 @@ impl Core {
                 "update_rejected"
             },
         );
-        self.cluster_gauges();
+        if recount {
+            self.cluster_gauges();
+        }
+        if !self.initialized {
+            self.initialized = self.complete();
+        }
         Ok(Outcome {
             changes,
             refused: refused.into_values().collect(),

@@ -94,6 +94,19 @@ fn subscribes_wildcard_then_follows_named_references_until_ready() {
         stats.counter("listener_manager.lds.update_success").get(),
         1
     );
+    // Initialized once, as Envoy: a later cluster still warming does not undo it, and
+    // the warming gauge follows it.
+    m.on_response(resp(
+        XdsType::Cluster,
+        "c2",
+        "n6",
+        &["C|eds=S", "D", "E|eds=T"],
+    ));
+    assert!(m.ready());
+    assert_eq!(stats.gauge("cluster_manager.warming_clusters").get(), 1);
+    m.on_response(resp(XdsType::Endpoint, "e2", "n7", &["S", "T"]));
+    assert_eq!(stats.gauge("cluster_manager.warming_clusters").get(), 0);
+    assert_eq!(stats.gauge("cluster_manager.active_clusters").get(), 3);
 }
 
 #[test]
