@@ -250,23 +250,27 @@ impl PairMesh {
 
     /// Waits until a request through `pair`'s client reaches its server over `hop`.
     async fn wait_routed(&self, pair: &Pair, hop: Hop) -> anyhow::Result<()> {
-        let url = format!("http://{}/ready", pair.host(hop));
-        let outbound = pair.client.outbound;
-        wait_until(
-            Duration::from_secs(30),
-            &format!("{} to route {url}", pair.proxy.name()),
-            || {
-                let url = url.clone();
-                async move {
-                    Ok(crate::http::get_via(outbound, &url)
-                        .await
-                        .is_ok_and(|r| r.status == 200))
-                }
-            },
-        )
-        .await?;
-        Ok(())
+        wait_routed(pair.client.outbound, &pair.host(hop)).await
     }
+}
+
+/// Waits until `GET http://HOST/ready` sent to the sidecar at `outbound` answers 200.
+pub async fn wait_routed(outbound: SocketAddr, host: &str) -> anyhow::Result<()> {
+    let url = format!("http://{host}/ready");
+    wait_until(
+        Duration::from_secs(30),
+        &format!("{outbound} to route {url}"),
+        || {
+            let url = url.clone();
+            async move {
+                Ok(crate::http::get_via(outbound, &url)
+                    .await
+                    .is_ok_and(|r| r.status == 200))
+            }
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 /// Pod `last` of pair `k`: 127.B.10.(10k + last).

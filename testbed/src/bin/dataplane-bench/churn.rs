@@ -10,7 +10,7 @@ use anyhow::Context;
 use serde::Serialize;
 use testbed::bench::datapath::{Load, Shape, Target, measure};
 use testbed::bench::pair::{self, NAMESPACE, PairMesh, Placement};
-use testbed::procs::{DataPlane, Sidecar, Stream, wait_until};
+use testbed::procs::{DataPlane, Sidecar, Stream};
 
 /// What one proxy's churn run saw.
 #[derive(Debug, Serialize)]
@@ -96,17 +96,8 @@ async fn one(
     );
     write(&mesh, "churn.yaml", &split(&root, &a, &b, 90))?;
     let host = format!("{root}.{NAMESPACE}.svc.cluster.local");
-    let url = format!("http://{host}/ready");
     let outbound = p.client.outbound;
-    wait_until(Duration::from_secs(30), "the split to route", || {
-        let url = url.clone();
-        async move {
-            Ok(testbed::http::get_via(outbound, &url)
-                .await
-                .is_ok_and(|r| r.status == 200))
-        }
-    })
-    .await?;
+    pair::wait_routed(outbound, &host).await?;
     let target = Target {
         connect: outbound,
         authority: host,
