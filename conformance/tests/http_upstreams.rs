@@ -298,9 +298,15 @@ async fn http1_connections_are_reused_at_high_concurrency() {
             let addr = p.addr;
             set.spawn(async move { get(addr, "web", "/").await.status });
         }
-        while let Some(status) = set.join_next().await {
-            assert_eq!(status.expect("joined"), 200, "round {round}");
-        }
+        // A proxy holding fewer than N requests at once would leave the barrier waiting.
+        let all = async {
+            while let Some(status) = set.join_next().await {
+                assert_eq!(status.expect("joined"), 200, "round {round}");
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), all)
+            .await
+            .expect("N requests in flight at once");
     }
     assert_eq!(
         p.counter("cluster.c.upstream_cx_total"),

@@ -356,6 +356,7 @@ async fn mutual_tls_needs_the_client_certificate() {
         cfg.tls = None;
         let r = load::run(&cfg).await.expect("the run starts");
         assert_eq!(r.ok, 0, "http2={http2}: {r:?}");
+        assert!(r.requests > 0, "http2={http2}: nothing was tried: {r:?}");
         assert_eq!(r.failed, r.requests, "http2={http2}: {r:?}");
     }
 }

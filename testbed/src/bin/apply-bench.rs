@@ -166,7 +166,9 @@ async fn run_one(
     let sync_cpu = Duration::from_nanos(procstat::cpu_ns(pid).unwrap_or(0));
     let _ = stop_sampling.send(());
     let rss_peak_sampled = sampler.await.unwrap_or(0);
-    let full_sync = Duration::from_secs_f64(histogram(&cp, "rudder_initial_sync_seconds").await?.1);
+    // One stream, one sample; a reconnect would add a second (take the mean).
+    let (syncs, sync_sum) = histogram(&cp, "rudder_initial_sync_seconds").await?;
+    let full_sync = Duration::from_secs_f64(sync_sum / syncs.max(1) as f64);
     // Idle: let the proxy settle before reading its memory.
     tokio::time::sleep(Duration::from_secs(2)).await;
     sidecar.check_running()?;

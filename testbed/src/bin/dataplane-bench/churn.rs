@@ -25,14 +25,15 @@ pub(crate) struct Churn {
     max_ms: f64,
     weight_changes: u32,
     endpoint_changes: u32,
-    certificate_rotations: u32,
+    /// Rotations seen on the client's and on the server's sidecar.
+    certificate_rotations: [u32; 2],
     errors: serde_json::Value,
 }
 
 impl Churn {
     pub(crate) fn line(&self) -> String {
         format!(
-            "churn {}: {} requests at {} rps over {:.0} s, {} failed, {} unsent, p99 {:.2} ms, max {:.2} ms; {} weight changes, {} endpoint changes, {} certificate rotations seen",
+            "churn {}: {} requests at {} rps over {:.0} s, {} failed, {} unsent, p99 {:.2} ms, max {:.2} ms; {} weight changes, {} endpoint changes, certificate rotations seen on the client / server sidecar {} / {}",
             self.proxy,
             self.requests,
             self.rate,
@@ -43,7 +44,8 @@ impl Churn {
             self.max_ms,
             self.weight_changes,
             self.endpoint_changes,
-            self.certificate_rotations
+            self.certificate_rotations[0],
+            self.certificate_rotations[1]
         )
     }
 }
@@ -138,11 +140,12 @@ async fn churn(
     a: &str,
     b: &str,
     for_how_long: Duration,
-) -> anyhow::Result<(u32, u32, u32)> {
+) -> anyhow::Result<(u32, u32, [u32; 2])> {
     let p = &mesh.pairs[0];
     let start = Instant::now();
-    let (mut weights, mut endpoints, mut rotations) = (0, 0, 0);
-    let mut last_serials = serials(&p.client, &p.server).await?;
+    let (mut weights, mut endpoints, mut rotations) = (0, 0, [0, 0]);
+    let sidecars = [&p.client, &p.server];
+    let mut last_serials = [serials(sidecars[0]).await?, serials(sidecars[1]).await?];
     let mut step = 0u32;
     while start.elapsed() + Duration::from_secs(1) < for_how_long {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -168,23 +171,23 @@ async fn churn(
                 endpoints += 1;
             }
         }
-        let now = serials(&p.client, &p.server).await?;
-        if now != last_serials {
-            rotations += 1;
-            last_serials = now;
+        for (i, s) in sidecars.iter().enumerate() {
+            let now = serials(s).await?;
+            if now != last_serials[i] {
+                rotations[i] += 1;
+                last_serials[i] = now;
+            }
         }
     }
     Ok((weights, endpoints, rotations))
 }
 
-/// The serial numbers both sidecars' `/certs` show.
-async fn serials(client: &Sidecar, server: &Sidecar) -> anyhow::Result<BTreeSet<String>> {
+/// The serial numbers a sidecar's `/certs` shows.
+async fn serials(sidecar: &Sidecar) -> anyhow::Result<BTreeSet<String>> {
     let mut out = BTreeSet::new();
-    for s in [client, server] {
-        let text = s.admin_get("/certs").await?;
-        let json: serde_json::Value = serde_json::from_str(&text).context("/certs is JSON")?;
-        collect_serials(&json, &mut out);
-    }
+    let text = sidecar.admin_get("/certs").await?;
+    let json: serde_json::Value = serde_json::from_str(&text).context("/certs is JSON")?;
+    collect_serials(&json, &mut out);
     Ok(out)
 }
 

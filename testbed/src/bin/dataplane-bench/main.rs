@@ -228,10 +228,12 @@ fn target(mesh: &PairMesh, config: Config, load: Load) -> anyhow::Result<(Target
         }
         Config::Pair(k, hop) => {
             let pair = &mesh.pairs[k];
-            let pids = [pair.client.pid(), pair.server_for(hop).pid()]
-                .into_iter()
-                .flatten()
-                .collect();
+            let pids = vec![
+                pair.client.pid().context("the client sidecar has exited")?,
+                pair.server_for(hop)
+                    .pid()
+                    .context("the server sidecar has exited")?,
+            ];
             (
                 Target {
                     connect: pair.client.outbound,

@@ -69,7 +69,7 @@ fn runs<'a>(samples: &'a Samples, load: Load, config: &str) -> &'a [Measurement]
 fn latency_table(out: &mut String, samples: &Samples, loads: &[Load], configs: &[String]) {
     let _ = writeln!(
         out,
-        "| load | config | achieved rps | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | added p99 over direct ms | vs Envoy | failed / unsent | CPU us/req client + server |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| load | config | achieved rps | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | added p99 over direct ms | vs Envoy | failed / unsent (sum of runs) | CPU us/req client + server |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for load in loads.iter().filter(|l| matches!(l, Load::Rate(_))) {
         let direct_p99 = med(runs(samples, *load, "direct"), |m| m.latency_us[2]);
@@ -81,8 +81,16 @@ fn latency_table(out: &mut String, samples: &Samples, loads: &[Load], configs: &
             let ms = |i: usize| med(r, |m| m.latency_us[i]) / 1e3;
             let added =
                 |c: &str| (med(runs(samples, *load, c), |m| m.latency_us[2]) - direct_p99) / 1e3;
+            // Not a ratio when Envoy fell behind the rate or added nothing.
             let vs = envoy_of(config)
-                .map(|e| format!("{:.2}x", added(config) / added(&e)))
+                .map(|e| {
+                    let behind = runs(samples, *load, &e).iter().any(|m| m.unsent > 0);
+                    if behind || added(&e) <= 0.0 {
+                        "n/a".to_string()
+                    } else {
+                        format!("{:.2}x", added(config) / added(&e))
+                    }
+                })
                 .unwrap_or_default();
             let failed: u64 = r.iter().map(|m| m.failed).sum();
             let unsent: u64 = r.iter().map(|m| m.unsent).sum();
@@ -125,7 +133,7 @@ fn envoy_of(config: &str) -> Option<String> {
 fn throughput_table(out: &mut String, samples: &Samples, loads: &[Load], configs: &[String]) {
     let _ = writeln!(
         out,
-        "| load | config | achieved rps | p50 ms | p99 ms | CPU us/req client | CPU us/req server | requests per proxy CPU-second | vs Envoy | failed |\n|---|---|---|---|---|---|---|---|---|---|"
+        "| load | config | achieved rps | p50 ms | p99 ms | CPU us/req client | CPU us/req server | requests per proxy CPU-second | vs Envoy | failed (sum of runs) |\n|---|---|---|---|---|---|---|---|---|---|"
     );
     let per_core = |r: &[Measurement]| {
         // Both proxies carry every request: a proxy's CPU second serves 1e6 / (mean of
