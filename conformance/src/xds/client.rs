@@ -158,7 +158,7 @@ impl AdsClient {
             let unbound = self
                 .after(&step.changes, m.ready(), m.agent_secrets())
                 .await;
-            if let (false, Some(answer)) = (unbound.is_empty(), step.requests.first_mut()) {
+            if let (false, Some(answer)) = (unbound.is_empty(), step.requests.last_mut()) {
                 m.refuse_applied(XdsType::Listener, answer, &unbound);
             }
             send_all(tx, step).await?;

@@ -100,8 +100,10 @@ impl Delta {
             self.stats.counter("control_plane.rudder_nacks_total").inc();
             answer.error_detail = Some(nack_status(ty.short(), &refused));
         }
-        let mut requests = vec![answer];
-        requests.extend(self.follow_ups(false));
+        // What the new resources name is subscribed before the answer, as Envoy does:
+        // a control plane seeing the ACK then knows more is wanted.
+        let mut requests = self.follow_ups(false);
+        requests.push(answer);
         Step { requests, changes }
     }
 

@@ -17,7 +17,7 @@ use crate::stats::Stats;
 /// What one response asks of the shell.
 #[derive(Debug, Default)]
 pub(crate) struct Step<R> {
-    /// Requests to send, in order (the ACK or NACK first).
+    /// Requests to send, in order: what the new resources name, then the ACK or NACK.
     pub(crate) requests: Vec<R>,
     /// Changes to publish.
     pub(crate) changes: Vec<Change>,
@@ -112,8 +112,10 @@ impl Sotw {
             self.stats.counter("control_plane.rudder_nacks_total").inc();
             answer.error_detail = Some(nack_status(ty.short(), &refused));
         }
-        let mut requests = vec![answer];
-        requests.extend(self.follow_ups());
+        // What the new resources name is requested before the answer, as Envoy does:
+        // a control plane seeing the ACK then knows more is wanted.
+        let mut requests = self.follow_ups();
+        requests.push(answer);
         Step { requests, changes }
     }
 
