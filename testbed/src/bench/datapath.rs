@@ -5,8 +5,6 @@
 
 use std::net::SocketAddr;
 use std::process::Stdio;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -133,7 +131,7 @@ pub async fn measure(
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let child = cmd.spawn().context("starting loadgen")?;
-    let watch = Watch::start(pids);
+    let watch = procstat::PeakRss::start(pids, Duration::from_millis(50));
     tokio::time::sleep(shape.warmup).await;
     let cpu_start: Vec<u64> = pids
         .iter()
@@ -176,52 +174,4 @@ pub async fn measure(
             .collect(),
         rss_peak,
     })
-}
-
-/// Samples the RSS of some processes every 50 ms on its own thread until stopped.
-struct Watch {
-    stop: Arc<AtomicBool>,
-    peaks: Arc<Vec<AtomicU64>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Watch {
-    fn start(pids: &[u32]) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let peaks: Arc<Vec<AtomicU64>> = Arc::new(pids.iter().map(|_| AtomicU64::new(0)).collect());
-        let pids = pids.to_vec();
-        let (s, p) = (stop.clone(), peaks.clone());
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                for (pid, peak) in pids.iter().zip(p.iter()) {
-                    if let Some(rss) = procstat::rss_bytes(*pid) {
-                        peak.fetch_max(rss, Ordering::Relaxed);
-                    }
-                }
-                park(Duration::from_millis(50));
-            }
-        });
-        Watch {
-            stop,
-            peaks,
-            thread: Some(thread),
-        }
-    }
-
-    fn stop(mut self) -> Vec<u64> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.thread().unpark();
-            let _ = t.join();
-        }
-        self.peaks
-            .iter()
-            .map(|p| p.load(Ordering::Relaxed))
-            .collect()
-    }
-}
-
-/// Waits up to `d` on the sampling thread (woken early by `stop`).
-fn park(d: Duration) {
-    std::thread::park_timeout(d);
 }

@@ -2,6 +2,9 @@
 //! (nanosecond resolution from each thread's schedstat).
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 /// Resident set size of `pid`, in bytes.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
@@ -60,4 +63,54 @@ pub fn private_bytes(pid: u32) -> Option<u64> {
         line.split_whitespace().nth(1)?.parse().ok()
     };
     Some((kb("Private_Clean:")? + kb("Private_Dirty:")?) * 1024)
+}
+
+/// The peak RSS of some processes, sampled on a thread of its own (so a busy or blocked
+/// async runtime does not miss samples) until [`PeakRss::stop`].
+#[derive(Debug)]
+pub struct PeakRss {
+    stop: Arc<AtomicBool>,
+    peaks: Arc<Vec<AtomicU64>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PeakRss {
+    /// Starts sampling `pids` every `every`.
+    pub fn start(pids: &[u32], every: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peaks: Arc<Vec<AtomicU64>> = Arc::new(pids.iter().map(|_| AtomicU64::new(0)).collect());
+        let pids = pids.to_vec();
+        let (s, p) = (stop.clone(), peaks.clone());
+        let thread = std::thread::spawn(move || {
+            loop {
+                for (pid, peak) in pids.iter().zip(p.iter()) {
+                    if let Some(rss) = rss_bytes(*pid) {
+                        peak.fetch_max(rss, Ordering::Relaxed);
+                    }
+                }
+                if s.load(Ordering::Relaxed) {
+                    break;
+                }
+                std::thread::park_timeout(every);
+            }
+        });
+        PeakRss {
+            stop,
+            peaks,
+            thread: Some(thread),
+        }
+    }
+
+    /// Takes a last sample and stops: the peak of each process, in the order given.
+    pub fn stop(mut self) -> Vec<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+        self.peaks
+            .iter()
+            .map(|p| p.load(Ordering::Relaxed))
+            .collect()
+    }
 }

@@ -154,7 +154,7 @@ async fn run_one(
     };
     let mut sidecar = Sidecar::start_on(proxy, &pod, &cp, stream, work.path()).await?;
     let pid = sidecar.pid().context("the proxy has exited")?;
-    let (stop_sampling, sampler) = sample_peak_rss(pid);
+    let sampler = procstat::PeakRss::start(&[pid], Duration::from_millis(10));
     sidecar.wait_live(Duration::from_secs(300)).await?;
     let live = sidecar.launched.elapsed();
     wait_until(
@@ -164,8 +164,7 @@ async fn run_one(
     )
     .await?;
     let sync_cpu = Duration::from_nanos(procstat::cpu_ns(pid).unwrap_or(0));
-    let _ = stop_sampling.send(());
-    let rss_peak_sampled = sampler.await.unwrap_or(0);
+    let rss_peak_sampled = sampler.stop().first().copied().unwrap_or(0);
     // One stream, one sample; a reconnect would add a second (take the mean).
     let (syncs, sync_sum) = histogram(&cp, "rudder_initial_sync_seconds").await?;
     let full_sync = Duration::from_secs_f64(sync_sum / syncs.max(1) as f64);
@@ -227,29 +226,6 @@ fn write_own_pod(dir: &Path) -> anyhow::Result<PodPlacement> {
         ip,
         app_ip: testbed::manifests::app_ip(ip),
     })
-}
-
-/// Samples `pid`'s RSS every 10 ms until told to stop; the task returns the largest.
-fn sample_peak_rss(
-    pid: u32,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<u64>,
-) {
-    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let mut peak = 0;
-        let mut tick = tokio::time::interval(Duration::from_millis(10));
-        loop {
-            tokio::select! {
-                _ = &mut stopped => return peak.max(procstat::rss_bytes(pid).unwrap_or(0)),
-                _ = tick.tick() => {
-                    peak = peak.max(procstat::rss_bytes(pid).unwrap_or(0));
-                }
-            }
-        }
-    });
-    (stop, task)
 }
 
 /// `--changes` one-endpoint changes to service 7 (mod the size): server -> ACK and
