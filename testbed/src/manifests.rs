@@ -35,6 +35,18 @@ pub fn pod(name: &str, app: &str, ip: IpAddr, service_account: &str) -> String {
 
 /// An EndpointSlice for `service` with the given ready endpoints.
 pub fn slice(name: &str, service: &str, port_name: &str, port: u16, ips: &[IpAddr]) -> String {
+    slice_in("default", name, service, port_name, port, ips)
+}
+
+/// [`slice`] in `namespace`.
+pub fn slice_in(
+    namespace: &str,
+    name: &str,
+    service: &str,
+    port_name: &str,
+    port: u16,
+    ips: &[IpAddr],
+) -> String {
     let mut eps = String::new();
     for ip in ips {
         eps.push_str(&format!(
@@ -45,7 +57,7 @@ pub fn slice(name: &str, service: &str, port_name: &str, port: u16, ips: &[IpAdd
         eps.push_str("  []\n");
     }
     format!(
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}\n  namespace: default\n  labels:\n    kubernetes.io/service-name: {service}\naddressType: IPv4\nports:\n  - name: {port_name}\n    port: {port}\nendpoints:\n{eps}"
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}\n  namespace: {namespace}\n  labels:\n    kubernetes.io/service-name: {service}\naddressType: IPv4\nports:\n  - name: {port_name}\n    port: {port}\nendpoints:\n{eps}"
     )
 }
 

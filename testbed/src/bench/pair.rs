@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::manifests::app_ip;
+use crate::manifests::{app_ip, slice_in};
 use crate::procs::{
     ControlPlane, DataPlane, PodPlacement, Proc, Sidecar, Stream, free_port, wait_until,
     workspace_bin,
@@ -313,27 +313,17 @@ fn pair_manifests(proxy: DataPlane, base: u8, k: usize, app_port: u16) -> String
         out.push_str(&format!(
             "apiVersion: v1\nkind: Service\nmetadata: {{name: {pod}, namespace: {NAMESPACE}}}\nspec:\n  selector: {{app: {pod}}}\n  ports: [{{name: http, port: 80, targetPort: {app_port}}}]\n---\n"
         ));
-        out.push_str(&slice_yaml(&pod, app_port, &[ip]));
+        out.push_str(&slice_in(
+            NAMESPACE,
+            &format!("{pod}-abc"),
+            &pod,
+            "http",
+            app_port,
+            &[ip],
+        ));
         out.push_str("---\n");
     }
     out
-}
-
-/// The EndpointSlice of Service `service` with `ips`.
-pub fn slice_yaml(service: &str, port: u16, ips: &[IpAddr]) -> String {
-    if ips.is_empty() {
-        return format!(
-            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {service}-abc\n  namespace: {NAMESPACE}\n  labels: {{kubernetes.io/service-name: {service}}}\naddressType: IPv4\nports: [{{name: http, port: {port}}}]\nendpoints: []\n"
-        );
-    }
-    let eps: Vec<String> = ips
-        .iter()
-        .map(|ip| format!("  - {{addresses: [\"{ip}\"], conditions: {{ready: true}}}}\n"))
-        .collect();
-    format!(
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {service}-abc\n  namespace: {NAMESPACE}\n  labels: {{kubernetes.io/service-name: {service}}}\naddressType: IPv4\nports: [{{name: http, port: {port}}}]\nendpoints:\n{}",
-        eps.concat()
-    )
 }
 
 /// Starts `loadgen serve` on `addr` and waits until it accepts connections.

@@ -165,8 +165,14 @@ async fn churn(
                 } else {
                     Vec::new()
                 };
-                let slice = pair::slice_yaml(a, mesh.app_port, &ips)
-                    .replace(&format!("name: {a}-abc"), &format!("name: {a}-churn"));
+                let slice = testbed::manifests::slice_in(
+                    NAMESPACE,
+                    &format!("{a}-churn"),
+                    a,
+                    "http",
+                    mesh.app_port,
+                    &ips,
+                );
                 write(mesh, "churn-slice.yaml", &slice)?;
                 endpoints += 1;
             }
