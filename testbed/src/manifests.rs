@@ -38,7 +38,7 @@ pub fn slice(name: &str, service: &str, port_name: &str, port: u16, ips: &[IpAdd
     slice_in("default", name, service, port_name, port, ips)
 }
 
-/// [`slice`] in `namespace`.
+/// [`slice()`] in `namespace`.
 pub fn slice_in(
     namespace: &str,
     name: &str,
