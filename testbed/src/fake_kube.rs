@@ -9,7 +9,7 @@
 //! apply, schema validation and admission, `sendInitialEvents` streaming lists.
 
 use parking_lot::{Mutex, MutexGuard};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -62,11 +62,11 @@ fn plural_of(api_version: &str, kind: &str) -> Option<&'static str> {
         .map(|r| r.2)
 }
 
-/// Whether `plural` is a resource whose CRD the user installs (the Gateway API's): it
-/// answers 404 while [`FakeKube::set_gateway_api`] says they are not installed.
-fn user_installed(plural: &str) -> bool {
+/// The plurals of the resources whose CRD the user installs (the Gateway API's).
+fn user_installed() -> impl Iterator<Item = &'static str> {
     crds::kinds::all()
-        .any(|k| k.plural == plural && k.provider == crds::kinds::Provider::UserInstalled)
+        .filter(|k| k.provider == crds::kinds::Provider::UserInstalled)
+        .map(|k| k.plural)
 }
 
 type Key = (String, String, String); // plural, namespace, name
@@ -88,8 +88,9 @@ struct Store {
     requests: Vec<String>,
     status_patches: Vec<(String, String)>,
     fail_next_watches: usize,
-    /// Whether the Gateway API CRDs are missing (their resources answer 404).
-    no_gateway_api: bool,
+    /// Resources not served, as `PLURAL` (the CRD is missing) or `PLURAL/VERSION` (the CRD
+    /// does not serve that version): they answer 404.
+    hidden: BTreeSet<String>,
     /// token -> (namespace, service account, audiences)
     tokens: BTreeMap<String, (String, String, Vec<String>)>,
     /// The pod each bound token belongs to.
@@ -211,7 +212,25 @@ impl FakeKube {
     /// Whether the Gateway API CRDs (HTTPRoute, GRPCRoute) are installed; they are by
     /// default. Uninstalled, their resources answer 404 as on a real server.
     pub fn set_gateway_api(&self, installed: bool) {
-        self.lock().no_gateway_api = !installed;
+        for plural in user_installed() {
+            self.set_served(plural, None, installed);
+        }
+    }
+
+    /// Whether the resource `plural` is served (at `version`, or at all with `None`).
+    /// Not served, it answers 404 as a real server does when its CRD is missing, or does
+    /// not serve that version.
+    pub fn set_served(&self, plural: &str, version: Option<&str>, served: bool) {
+        let key = match version {
+            Some(v) => format!("{plural}/{v}"),
+            None => plural.to_string(),
+        };
+        let mut s = self.lock();
+        if served {
+            s.hidden.remove(&key);
+        } else {
+            s.hidden.insert(key);
+        }
     }
 
     /// A client talking to this fake (default namespace `default`).
@@ -475,7 +494,13 @@ impl FakeKube {
             ["namespaces", ns, plural, name, sub] => (Some(*ns), *plural, Some(*name), Some(*sub)),
             _ => return status_error(StatusCode::NOT_FOUND, "NotFound", "unknown path"),
         };
-        if user_installed(plural) && self.lock().no_gateway_api {
+        let version = segs.get(if segs.first() == Some(&"api") { 1 } else { 2 });
+        let hidden = {
+            let s = self.lock();
+            s.hidden.contains(plural)
+                || version.is_some_and(|v| s.hidden.contains(&format!("{plural}/{v}")))
+        };
+        if hidden {
             return status_error(
                 StatusCode::NOT_FOUND,
                 "NotFound",

@@ -3,9 +3,11 @@
 //! RetryPolicies and the Gateway API's HTTPRoutes and GRPCRoutes), feeding the same model
 //! as the manifest directory.
 //!
-//! The CRDs the user installs (the Gateway API's): while they are not (the list answers
-//! 404), their watchers count as synced with nothing, say so once in the log, and keep
-//! retrying with backoff, so installing them later needs no restart.
+//! Every CRD kind (the chart's and the Gateway API's) may be missing, or installed without
+//! the version Rudder reads (an older SMI CRD): while its list answers 404, its watcher
+//! counts as synced with nothing, says so once in the log, sets
+//! `rudder_kube_kind_unavailable{kind}` to 1 and keeps retrying with backoff, so the
+//! control plane serves everything else and installing the CRD later needs no restart.
 //!
 //! Each watcher does the initial list, re-lists after `410 Gone`, takes bookmarks and
 //! backs off on errors (kube-runtime). A re-list replaces that kind's objects in its
@@ -32,6 +34,7 @@ use translator::model::{
     TrafficSplit,
 };
 
+use crate::observability::metrics::KindLabel;
 use crate::xds::store::Store;
 
 /// Objects refused by validation: key -> (generation, error).
@@ -44,14 +47,28 @@ pub struct KubeScope {
     pub namespaces: Vec<String>,
 }
 
-/// Tracks which watchers finished their first list.
+/// Tracks which watchers finished their first list, and which kinds are not served.
 #[derive(Clone)]
 pub struct SyncState {
     tx: Arc<watch::Sender<BTreeSet<String>>>,
     expected: usize,
+    unavailable: Unavailable,
 }
 
+/// The watchers (`KIND/NAMESPACE`) whose kind the API server does not serve.
+type Unavailable = Arc<Mutex<BTreeSet<String>>>;
+
 impl SyncState {
+    /// The kinds the API server does not serve now (CRD missing, or without the version
+    /// Rudder reads), e.g. `TrafficSplit`.
+    pub fn unavailable(&self) -> BTreeSet<String> {
+        self.unavailable
+            .lock()
+            .iter()
+            .map(|w| w.split_once('/').map_or(w.as_str(), |(k, _)| k).to_string())
+            .collect()
+    }
+
     /// Whether every watcher has listed once.
     pub fn synced(&self) -> bool {
         self.tx.borrow().len() >= self.expected
@@ -167,13 +184,47 @@ fn not_installed(e: &watcher::Error) -> bool {
     }
 }
 
+/// Where a watcher reports that it listed, or that its kind is not served.
+struct Progress {
+    sync: Arc<watch::Sender<BTreeSet<String>>>,
+    unavailable: Unavailable,
+    /// `KIND/NAMESPACE` (`*` for all).
+    name: String,
+}
+
+impl Progress {
+    fn listed(&self) {
+        self.sync.send_modify(|s| {
+            s.insert(self.name.clone());
+        });
+    }
+
+    /// Records whether the kind is served, in the set and in the metric.
+    fn served(&self, sink: &Sink, served: bool) {
+        let changed = {
+            let mut u = self.unavailable.lock();
+            if served {
+                u.remove(&self.name)
+            } else {
+                u.insert(self.name.clone())
+            }
+        };
+        if let (true, Some(m)) = (changed, sink.cache.metrics()) {
+            m.kube_kind_unavailable
+                .get_or_create(&KindLabel {
+                    kind: sink.kind.to_string(),
+                })
+                .set(i64::from(!served));
+        }
+    }
+}
+
 async fn watch_kind<K>(
     api: Api<K>,
     sink: Sink,
     to_object: fn(K) -> Object,
     strip: fn(&mut K),
-    sync: Arc<watch::Sender<BTreeSet<String>>>,
-    name: String,
+    progress: Progress,
     optional: Option<String>,
 ) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -197,10 +248,9 @@ async fn watch_kind<K>(
                     said_missing = false;
                     let n = buffer.len();
                     sink.replace(std::mem::take(&mut buffer));
-                    tracing::info!(watcher = %name, objects = n, "listed");
-                    sync.send_modify(|s| {
-                        s.insert(name.clone());
-                    });
+                    tracing::info!(watcher = %progress.name, objects = n, "listed");
+                    progress.served(&sink, true);
+                    progress.listed();
                 }
                 watcher::Event::Apply(o) => {
                     let generation = o.meta().generation;
@@ -215,26 +265,25 @@ async fn watch_kind<K>(
                 }
             },
             Ok(None) => {
-                tracing::warn!(watcher = %name, "watch stream ended");
+                tracing::warn!(watcher = %progress.name, "watch stream ended");
                 return;
             }
             Err(e) if optional.is_some() && not_installed(&e) => {
                 if !said_missing {
                     said_missing = true;
-                    tracing::info!(
-                        watcher = %name,
-                        "{} not installed; routes of this kind are ignored until it is (checked again with backoff)",
+                    tracing::warn!(
+                        watcher = %progress.name,
+                        "{} is not served (not installed, or installed without that version); objects of this kind are ignored until it is (checked again with backoff, no restart needed)",
                         optional.as_deref().unwrap_or_default()
                     );
                     sink.replace(Vec::new());
-                    sync.send_modify(|s| {
-                        s.insert(name.clone());
-                    });
+                    progress.served(&sink, false);
+                    progress.listed();
                 }
             }
             Err(e) => {
                 // The backoff is applied by the stream; keep going.
-                tracing::warn!(watcher = %name, error = %e, "watch error; retrying");
+                tracing::warn!(watcher = %progress.name, error = %e, "watch error; retrying");
             }
         }
     }
@@ -245,17 +294,15 @@ pub fn watched_kinds() -> impl Iterator<Item = Kind> {
     Kind::ALL.into_iter().filter(|k| k.info().watched)
 }
 
-/// What a watcher says while its kind's CRD is not installed: `None` for the kinds that
-/// are always served (built in, or shipped with Rudder's chart).
+/// What a watcher says while its kind's CRD is not served: `None` for the built-in kinds,
+/// which always are. Rudder's own CRDs may be left out of the chart (`crds.*=false`) and
+/// the SMI ones may be someone else's, serving other versions.
 fn missing_crd(kind: Kind) -> Option<String> {
     let info = kind.info();
-    if info.provider != Provider::UserInstalled {
-        return None;
-    }
-    let api = if info.group == crds::gateway::GROUP {
-        "the Gateway API CRD"
-    } else {
-        "the CRD"
+    let api = match info.provider {
+        Provider::BuiltIn => return None,
+        Provider::UserInstalled if info.group == crds::gateway::GROUP => "the Gateway API CRD",
+        Provider::UserInstalled | Provider::Shipped => "the CRD",
     };
     Some(format!(
         "{api} {}.{} ({})",
@@ -268,8 +315,7 @@ struct Watcher {
     client: Client,
     namespace: Option<String>,
     sink: Sink,
-    sync: Arc<watch::Sender<BTreeSet<String>>>,
-    label: String,
+    progress: Progress,
     optional: Option<String>,
 }
 
@@ -294,8 +340,7 @@ impl Watcher {
             self.sink,
             to_object,
             strip,
-            self.sync,
-            self.label,
+            self.progress,
             self.optional,
         ));
     }
@@ -335,6 +380,7 @@ pub fn spawn(client: Client, cache: Arc<Store>, scope: &KubeScope) -> (Rejected,
     let rejected: Rejected = Arc::default();
     let (tx, _) = watch::channel(BTreeSet::new());
     let tx = Arc::new(tx);
+    let unavailable = Unavailable::default();
     let namespaces: Vec<Option<String>> = if scope.namespaces.is_empty() {
         vec![None]
     } else {
@@ -352,8 +398,11 @@ pub fn spawn(client: Client, cache: Arc<Store>, scope: &KubeScope) -> (Rejected,
                     kind,
                     namespace: ns.clone(),
                 },
-                sync: tx.clone(),
-                label: format!("{kind}/{}", ns.as_deref().unwrap_or("*")),
+                progress: Progress {
+                    sync: tx.clone(),
+                    unavailable: unavailable.clone(),
+                    name: format!("{kind}/{}", ns.as_deref().unwrap_or("*")),
+                },
                 optional: missing_crd(kind),
             };
             if start(kind, w) {
@@ -361,7 +410,14 @@ pub fn spawn(client: Client, cache: Arc<Store>, scope: &KubeScope) -> (Rejected,
             }
         }
     }
-    (rejected, SyncState { tx, expected })
+    (
+        rejected,
+        SyncState {
+            tx,
+            expected,
+            unavailable,
+        },
+    )
 }
 
 #[cfg(test)]

@@ -46,6 +46,13 @@ pub struct ShellLabel {
     pub reason: String,
 }
 
+/// Label: a kind the control plane watches.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// `TrafficSplit`, `HTTPRoute`, ...
+    pub kind: String,
+}
+
 /// Labels: proxy kind and stream type.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProxyLabel {
@@ -96,6 +103,9 @@ pub struct Metrics {
     pub xds_memory_charged: Gauge,
     /// `--xds-memory-budget`.
     pub xds_memory_budget: Gauge,
+    /// 1 while a watched kind is not served by the API server (its CRD missing, or
+    /// without the version Rudder reads), by kind.
+    pub kube_kind_unavailable: Family<KindLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -127,6 +137,7 @@ impl Metrics {
             shell_refusals: Family::default(),
             xds_memory_charged: Gauge::default(),
             xds_memory_budget: Gauge::default(),
+            kube_kind_unavailable: Family::default(),
             registry: Registry::default(),
         };
         m.register_xds(&mut registry);
@@ -177,6 +188,11 @@ impl Metrics {
             "translation_seconds",
             "Translation and encoding time of one build",
             m.translation.clone(),
+        );
+        registry.register(
+            "kube_kind_unavailable",
+            "1 while a watched kind is not served by the API server (CRD missing, or without the version Rudder reads); its objects are ignored until it is",
+            m.kube_kind_unavailable.clone(),
         );
         registry.register(
             "snapshot_resources",

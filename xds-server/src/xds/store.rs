@@ -225,6 +225,11 @@ impl Store {
         let _ = self.metrics.set(metrics);
     }
 
+    /// The metrics builds report to, once set.
+    pub(crate) fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.get()
+    }
+
     /// Changes the model; a build follows after the debounce.
     pub(crate) fn update<R>(&self, f: impl FnOnce(&mut Model) -> R) -> R {
         let r = {

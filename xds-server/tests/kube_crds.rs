@@ -1,0 +1,126 @@
+//! Every CRD kind may be missing, or installed without the version Rudder reads: the real
+//! watchers against the fake API server hiding one kind at a time. The control plane still
+//! lists (so it binds and serves), says which kind it cannot watch in
+//! `rudder_kube_kind_unavailable`, and picks the kind up once it is served, without a
+//! restart.
+
+mod kube_common;
+
+use crds::kinds::{KindInfo, Provider};
+use kube_common::*;
+use translator::model::Kind;
+use xds_server::xds::serve::XdsState;
+
+/// One valid object of each CRD kind the control plane watches. A new kind without one
+/// fails [`every_crd_kind_may_be_missing_and_is_picked_up_once_served`].
+fn sample(info: &KindInfo) -> Option<Value> {
+    let meta = json!({"name": "sample", "namespace": "default"});
+    let api = info.api_version();
+    let spec = match info.kind {
+        "TrafficSplit" => json!({"service": "web", "backends": [{"service": "web", "weight": 1}]}),
+        "HTTPRouteGroup" => json!({"matches": [{"name": "all", "pathRegex": "/.*"}]}),
+        "RetryPolicy" => {
+            json!({"targetRef": {"kind": "Service", "name": "web"}, "retryOn": ["5xx"], "numRetries": 2})
+        }
+        "HTTPRoute" | "GRPCRoute" => json!({
+            "parentRefs": [{"group": "", "kind": "Service", "name": "web", "port": 80}],
+            "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}),
+        _ => return None,
+    };
+    Some(json!({"apiVersion": api, "kind": info.kind, "metadata": meta, "spec": spec}))
+}
+
+/// The watched kinds that come from a CRD.
+fn crd_kinds() -> Vec<Kind> {
+    Kind::ALL
+        .into_iter()
+        .filter(|k| k.info().watched && k.info().provider != Provider::BuiltIn)
+        .collect()
+}
+
+/// The metric's line for `kind`, if any.
+fn unavailable_metric(state: &XdsState, kind: Kind) -> Option<String> {
+    let text = state.metrics.encode(&BTreeMap::new(), None);
+    let prefix = format!("rudder_kube_kind_unavailable{{kind=\"{kind}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+}
+
+/// Hides `kind` (at `version`, or entirely), lists, and checks that everything else is
+/// served and the kind is reported; then serves it and checks its object arrives.
+async fn hide_then_serve(kind: Kind, version: Option<&str>) -> anyhow::Result<()> {
+    let info = kind.info();
+    let fake = FakeKube::new();
+    fake.set_served(info.plural, version, false);
+    fake.apply(service("web", &[80]));
+    let Some(object) = sample(info) else {
+        anyhow::bail!("no sample object for {kind}: add one to sample()");
+    };
+    fake.apply(object);
+    let cache = Store::new(StoreConfig::default(), Default::default(), None);
+    let state = XdsState::new(cache.clone());
+    let sync = xds_server::k8s::start::start_kubernetes(
+        fake.client(),
+        cache.clone(),
+        &KubeScope::default(),
+        lease("replica-a"),
+    );
+    tokio::time::timeout(WAIT, sync.wait())
+        .await
+        .map_err(|_| anyhow::anyhow!("{kind} hidden ({version:?}): the watchers never listed"))?;
+    let held = |c: &Store| c.read(|m| m.keys(kind).len());
+    anyhow::ensure!(held(&cache) == 0, "{kind}: nothing listed, nothing held");
+    anyhow::ensure!(
+        cache.read(|m| m.keys(Kind::Service).len()) == 1,
+        "{kind} hidden: the other kinds are still watched"
+    );
+    anyhow::ensure!(
+        sync.unavailable() == [kind.to_string()].into(),
+        "{kind}: unavailable says {:?}",
+        sync.unavailable()
+    );
+    anyhow::ensure!(
+        unavailable_metric(&state, kind).as_deref() == Some("1"),
+        "{kind}: the metric says {:?}",
+        unavailable_metric(&state, kind)
+    );
+    // Served later: picked up by the watcher's retry (backoff up to about 30 s).
+    fake.set_served(info.plural, version, true);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while held(&cache) == 0 {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{kind}: not picked up once served"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::ensure!(sync.unavailable().is_empty(), "{kind}: still unavailable");
+    anyhow::ensure!(
+        unavailable_metric(&state, kind).as_deref() == Some("0"),
+        "{kind}: the metric says {:?} once served",
+        unavailable_metric(&state, kind)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_crd_kind_may_be_missing_and_is_picked_up_once_served() -> anyhow::Result<()> {
+    let kinds = crd_kinds();
+    assert!(
+        kinds.contains(&Kind::TrafficSplit) && kinds.contains(&Kind::RetryPolicy),
+        "{kinds:?}"
+    );
+    let runs = kinds.iter().map(|k| hide_then_serve(*k, None));
+    for r in futures::future::join_all(runs).await {
+        r?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crd_without_the_version_rudder_reads_is_reported_not_fatal() -> anyhow::Result<()> {
+    // An SMI TrafficSplit CRD from before v1alpha4 (as other meshes and older Flagger
+    // installs ship it).
+    let info = Kind::TrafficSplit.info();
+    hide_then_serve(Kind::TrafficSplit, Some(info.storage_version)).await
+}
