@@ -5,7 +5,8 @@
 //! bundle are installed atomically in the directory it shares with the proxy ([`files`]),
 //! and served to Envoy for mesh mTLS over SDS on a Unix socket in that directory
 //! ([`sds`]). It renews at half-life with a new key, retries failures with backoff, and
-//! reports its state on `/ready` and `/status` ([`probe_port`], [`state`]). The loop is
+//! reports its state on `/ready` and `/status` ([`probe_port`], [`state`]), where it also
+//! runs the app's moved kubelet probes ([`app_probe`]). The loop is
 //! [`renewal`]; [`bootstrap`] writes the proxy's bootstrap, [`client`] talks to the
 //! certificate endpoint. For a gRPC app that cannot present a client certificate to the
 //! control plane (grpc-js), [`xds_proxy`] serves xDS on a Unix socket in the pod and
@@ -16,6 +17,7 @@
 //! projected ServiceAccount token (audience `rudder`), which the control plane checks
 //! with a TokenReview.
 
+pub mod app_probe;
 pub mod bootstrap;
 pub mod client;
 pub mod files;

@@ -1,5 +1,6 @@
-//! The agent's status port: `/ready` and `/status` from the agent's state, and the app's
-//! kubelet probes (moved here by the injector) forwarded to the app on loopback. Any pod
+//! The agent's status port: `/ready` and `/status` from the agent's state, `/proxy-ready`
+//! (the agent's and the proxy's readiness), and the app's kubelet probes (moved here by
+//! the injector) run against the app ([`crate::agent::app_probe`]). Any pod
 //! can reach it, so it runs in the hardened shell (`crate::net::http_shell`) with
 //! connection caps per address and in all.
 
@@ -15,33 +16,19 @@ use crate::net::fair_queue::QueueLimits;
 use crate::net::http_shell::{self, ShellLimits, ShellRequest, json};
 use crate::runtime::Stop;
 
-/// Longest a forwarded probe waits for the app.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::agent::app_probe::{self, PROBE_TIMEOUT};
+pub use crate::agent::app_probe::{AppProbe, ProbeHeader, ProbeKind, ProbeTarget};
 
-/// One app probe the agent forwards.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
-pub struct AppProbe {
-    /// The app's port.
-    pub port: u16,
-    /// The app's path.
-    pub path: String,
-    /// Headers the probe sends.
-    #[serde(default, deserialize_with = "null_as_empty")]
-    pub headers: Vec<ProbeHeader>,
-}
-
-/// A probe header.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
-pub struct ProbeHeader {
-    /// Name.
-    pub name: String,
-    /// Value.
-    pub value: String,
-}
-
-fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ProbeHeader>, D::Error> {
-    use serde::Deserialize;
-    Ok(Option::<Vec<ProbeHeader>>::deserialize(d)?.unwrap_or_default())
+/// What the status port answers besides the agent's own state.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct StatusConfig {
+    /// The app's probes by agent path.
+    pub(crate) probes: std::collections::BTreeMap<String, AppProbe>,
+    /// Where they reach the app.
+    pub(crate) target: ProbeTarget,
+    /// The proxy's admin address, whose `/ready` (200 once it is LIVE) `/proxy-ready`
+    /// adds to the agent's own readiness: the proxy container's readiness probe.
+    pub(crate) proxy_admin: Option<std::net::SocketAddr>,
 }
 
 /// Parses the injector's probe map (`RUDDER_APP_PROBES`).
@@ -51,36 +38,34 @@ pub fn parse_app_probes(
     let map: std::collections::BTreeMap<String, AppProbe> =
         serde_json::from_str(json).map_err(|e| format!("not a probe map: {e}"))?;
     for (path, p) in &map {
-        if !path.starts_with("/app-health/") || p.port == 0 || !p.path.starts_with('/') {
+        if !path.starts_with("/app-health/")
+            || path == PROXY_READY
+            || p.port == 0
+            || !p.path.starts_with('/')
+        {
             return Err(format!("bad probe {path:?}"));
         }
     }
     Ok(map)
 }
 
-/// Sends one forwarded probe to the app on loopback: its status, or 503 when it cannot
-/// be reached in time.
-async fn probe_app(p: &AppProbe) -> u16 {
-    let go = async {
-        let tcp = tokio::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, p.port)).await?;
-        let (mut send, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
-        tokio::spawn(conn);
-        let mut req =
-            hyper::Request::get(p.path.as_str()).header("host", format!("127.0.0.1:{}", p.port));
-        for h in &p.headers {
-            req = req.header(h.name.as_str(), h.value.as_str());
-        }
-        let resp = send
-            .send_request(req.body(http_body_util::Empty::<Bytes>::new())?)
-            .await?;
-        anyhow::Ok(resp.status().as_u16())
+/// The path of the proxy container's readiness probe.
+pub(crate) const PROXY_READY: &str = "/proxy-ready";
+
+/// Whether the proxy's admin `/ready` answers 200 (LIVE) in time.
+async fn proxy_live(admin: std::net::SocketAddr) -> bool {
+    let probe = AppProbe {
+        kind: ProbeKind::Http,
+        port: admin.port(),
+        path: "/ready".into(),
+        headers: Vec::new(),
+        service: String::new(),
     };
-    match tokio::time::timeout(PROBE_TIMEOUT, go).await {
-        Ok(Ok(code)) if (200..400).contains(&code) => 200,
-        Ok(Ok(code)) => code.max(400),
-        _ => 503,
-    }
+    let target = ProbeTarget {
+        ip: admin.ip(),
+        source: None,
+    };
+    app_probe::run(&probe, target).await == 200
 }
 
 /// The status port's bounds. It is plain HTTP on every pod's address, outside
@@ -105,43 +90,57 @@ fn limits() -> ShellLimits {
     .connections(&given, 128, 16)
 }
 
+/// What a request needs beyond the agent's state.
+enum Check {
+    App(AppProbe),
+    Proxy(std::net::SocketAddr),
+}
+
 fn answer(
     status: &Mutex<Status>,
-    probes: &std::collections::BTreeMap<String, AppProbe>,
+    cfg: &StatusConfig,
     req: &ShellRequest,
-) -> Result<hyper::Response<Full<Bytes>>, AppProbe> {
+) -> Result<hyper::Response<Full<Bytes>>, Check> {
     let path = req.parts.uri.path();
-    if let Some(p) = probes.get(path) {
-        return Err(p.clone());
+    if let Some(p) = cfg.probes.get(path) {
+        return Err(Check::App(p.clone()));
     }
     let s = status.lock().clone();
-    Ok(match path {
-        "/ready" if s.ready(SystemTime::now()) => json(200, &s),
-        "/ready" => json(503, &s),
-        "/status" => json(200, &s),
-        _ => json(404, &serde_json::json!({"error": "use /ready or /status"})),
+    let ready = s.ready(SystemTime::now());
+    Ok(match (path, cfg.proxy_admin) {
+        (PROXY_READY, Some(admin)) if ready => return Err(Check::Proxy(admin)),
+        ("/ready" | PROXY_READY, _) if ready => json(200, &s),
+        ("/ready" | PROXY_READY, _) => json(503, &s),
+        ("/status", _) => json(200, &s),
+        _ => json(
+            404,
+            &serde_json::json!({"error": "use /ready, /proxy-ready or /status"}),
+        ),
     })
 }
 
-/// Serves `/ready`, `/status` and the forwarded probes on `listener`, in the hardened
-/// shell shared with the control plane's ports.
+fn empty(code: u16) -> hyper::Response<Full<Bytes>> {
+    let mut r = hyper::Response::new(Full::new(Bytes::new()));
+    *r.status_mut() =
+        hyper::StatusCode::from_u16(code).unwrap_or(hyper::StatusCode::SERVICE_UNAVAILABLE);
+    r
+}
+
+/// Serves `/ready`, `/proxy-ready`, `/status` and the app's moved probes on `listener`,
+/// in the hardened shell shared with the control plane's ports.
 pub(crate) async fn serve_status(
     listener: tokio::net::TcpListener,
     status: Arc<Mutex<Status>>,
-    probes: Arc<std::collections::BTreeMap<String, AppProbe>>,
+    cfg: Arc<StatusConfig>,
 ) {
     let handler = move |req: ShellRequest| {
-        let (status, probes) = (status.clone(), probes.clone());
+        let (status, cfg) = (status.clone(), cfg.clone());
         async move {
-            match answer(&status, &probes, &req) {
+            match answer(&status, &cfg, &req) {
                 Ok(r) => r,
-                Err(p) => {
-                    let code = probe_app(&p).await;
-                    let mut r = hyper::Response::new(Full::new(Bytes::new()));
-                    *r.status_mut() = hyper::StatusCode::from_u16(code)
-                        .unwrap_or(hyper::StatusCode::SERVICE_UNAVAILABLE);
-                    r
-                }
+                Err(Check::App(p)) => empty(app_probe::run(&p, cfg.target).await),
+                Err(Check::Proxy(admin)) if proxy_live(admin).await => empty(200),
+                Err(Check::Proxy(_)) => empty(503),
             }
         }
     };
@@ -197,7 +196,10 @@ mod tests {
         tokio::spawn(serve_status(
             listener,
             Arc::new(Mutex::new(Status::default())),
-            Arc::new(probes),
+            Arc::new(StatusConfig {
+                probes,
+                ..StatusConfig::default()
+            }),
         ));
         let status = |path: &'static str| async move {
             testbed::http::get_via(addr, &format!("http://{addr}{path}"))
@@ -213,5 +215,64 @@ mod tests {
         assert_eq!(status("/ready").await, 503);
         assert!(parse_app_probes(r#"{"/x": {"port": 80, "path": "/"}}"#).is_err());
         assert!(parse_app_probes(r#"{"/app-health/a/b": {"port": 0, "path": "/"}}"#).is_err());
+    }
+
+    /// An admin endpoint whose `/ready` answers `code`.
+    async fn admin(code: u16) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let svc =
+                        hyper::service::service_fn(move |req: hyper::Request<_>| async move {
+                            let mut r = hyper::Response::new(Full::new(Bytes::new()));
+                            if req.uri().path() != "/ready" || code != 200 {
+                                *r.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+                            }
+                            Ok::<_, std::convert::Infallible>(r)
+                        });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn proxy_ready_needs_the_agent_ready_and_the_proxy_live() {
+        let ready = Status {
+            not_after: Some(u64::MAX),
+            ..Status::default()
+        };
+        let cases = [
+            (ready.clone(), Some(admin(200).await), 200),
+            (ready.clone(), Some(admin(503).await), 503),
+            (Status::default(), Some(admin(200).await), 503),
+            (ready, None, 200),
+        ];
+        for (status, proxy_admin, want) in cases {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            tokio::spawn(serve_status(
+                listener,
+                Arc::new(Mutex::new(status.clone())),
+                Arc::new(StatusConfig {
+                    proxy_admin,
+                    ..StatusConfig::default()
+                }),
+            ));
+            let got = testbed::http::get_via(addr, &format!("http://{addr}{PROXY_READY}"))
+                .await
+                .expect("answer")
+                .status;
+            assert_eq!(got, want, "{status:?} {proxy_admin:?}");
+        }
     }
 }

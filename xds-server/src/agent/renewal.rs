@@ -58,8 +58,8 @@ pub struct AgentConfig {
     /// this upstream with the pod's certificate ([`xds_proxy`]); the gRPC bootstrap
     /// then points there.
     pub xds_proxy: Option<xds_proxy::Upstream>,
-    /// App probes the kubelet sends here instead (the injector moved them), forwarded to
-    /// the app on loopback: agent path -> the app's port and path.
+    /// App probes the kubelet sends here instead (the injector moved them), run against
+    /// the app: agent path -> what to check.
     pub app_probes: std::collections::BTreeMap<String, AppProbe>,
 }
 
@@ -152,7 +152,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     tokio::spawn(probe_port::serve_status(
         listener,
         status.clone(),
-        Arc::new(cfg.app_probes.clone()),
+        Arc::new(status_config(&cfg)),
     ));
     if let Some(path) = &cfg.ready_file {
         let tmp = path.with_extension("tmp");
@@ -214,6 +214,21 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
 /// Writes the proxy's bootstrap (the same generator as `xds-server bootstrap`), reading
 /// its xDS client certificate from the credential directory through file-based SDS (a
 /// gRPC app: from the files, or through the agent's xDS bridge).
+/// The status port's probes, where they reach the app, and the proxy's admin address
+/// (when the bootstrap fixes it) for `/proxy-ready`.
+fn status_config(cfg: &AgentConfig) -> probe_port::StatusConfig {
+    let params = cfg.bootstrap.as_ref().map(|(_, p)| p);
+    probe_port::StatusConfig {
+        probes: cfg.app_probes.clone(),
+        target: probe_port::ProbeTarget::of(
+            cfg.intercepted.is_some(),
+            params.and_then(|p| p.pod_ip),
+            params.and_then(|p| p.app_address),
+        ),
+        proxy_admin: params.map(|p| p.admin).filter(|a| a.port() != 0),
+    }
+}
+
 fn write_bootstrap(
     path: &std::path::Path,
     params: &crate::agent::bootstrap::BootstrapParams,

@@ -16,7 +16,10 @@
 //! host-network pods and already injected pods are left as they are.
 
 pub mod iptables;
+pub(crate) mod probes;
 pub mod webhook;
+
+pub(crate) use probes::rewrite_probes;
 
 use base64::Engine;
 use serde_json::{Value, json};
@@ -65,72 +68,6 @@ pub struct InjectConfig {
     pub interception: iptables::Interception,
     /// Log format of the agent.
     pub log_format: String,
-}
-
-/// The agent's path for one app probe: `/app-health/CONTAINER/KIND`.
-pub(crate) fn probe_path(container: &str, kind: &str) -> String {
-    format!("/app-health/{container}/{kind}")
-}
-
-/// App probes that the kubelet could no longer reach once inbound traffic needs mesh mTLS:
-/// HTTP `httpGet` probes move to the agent's status port, which forwards them to the app
-/// on loopback. Returns the patch ops and the agent's map (path -> {port, path,
-/// headers}). Named ports are resolved here; HTTPS and gRPC probes are left alone (the
-/// agent does not speak them), as are TCP probes (a TCP connect to the sidecar succeeds).
-pub(crate) fn rewrite_probes(
-    pod: &Value,
-    status_port: u16,
-) -> (Vec<Value>, serde_json::Map<String, Value>) {
-    let mut ops = Vec::new();
-    let mut map = serde_json::Map::new();
-    for (i, c) in pod["spec"]["containers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        let name = c["name"].as_str().unwrap_or_default();
-        for (field, kind) in [
-            ("readinessProbe", "readyz"),
-            ("livenessProbe", "livez"),
-            ("startupProbe", "startupz"),
-        ] {
-            let get = &c[field]["httpGet"];
-            if !get.is_object() || get["scheme"].as_str().is_some_and(|s| s != "HTTP") {
-                continue;
-            }
-            let port = match &get["port"] {
-                Value::Number(n) => n.as_u64(),
-                Value::String(s) => s.parse().ok().or_else(|| {
-                    c["ports"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .find(|p| p["name"] == s.as_str())
-                        .and_then(|p| p["containerPort"].as_u64())
-                }),
-                _ => None,
-            };
-            let Some(port) = port.filter(|p| (1..=65535).contains(p)) else {
-                continue;
-            };
-            let path = probe_path(name, kind);
-            // The kubelet sends `/` for an empty path and adds the leading slash.
-            let app_path = match get["path"].as_str().unwrap_or_default() {
-                "" => "/".to_string(),
-                p if p.starts_with('/') => p.to_string(),
-                p => format!("/{p}"),
-            };
-            map.insert(
-                path.clone(),
-                json!({"port": port, "path": app_path, "headers": get["httpHeaders"].clone()}),
-            );
-            ops.push(json!({"op": "replace",
-                "path": format!("/spec/containers/{i}/{field}/httpGet"),
-                "value": {"path": path, "port": status_port, "scheme": "HTTP"}}));
-        }
-    }
-    (ops, map)
 }
 
 /// Why a pod is not injected (for the log and a warning on the response).
@@ -292,6 +229,8 @@ pub(crate) fn injected_init_containers(
                       {"name": "rudder-inbound", "containerPort": i.inbound_port}],
             "startupProbe": {"tcpSocket": {"port": i.outbound_port},
                              "periodSeconds": 1, "failureThreshold": 600},
+            "readinessProbe": {"httpGet": {"path": probes::PROXY_READY, "port": i.agent_status_port},
+                               "periodSeconds": 2, "failureThreshold": 3},
             "securityContext": restricted,
             "resources": cfg.proxy_resources,
         }),
