@@ -218,7 +218,11 @@ fn start_tls_ports(
     names.push(bound.xds.ip().to_string());
     names.extend(bound.ca.map(|a| a.ip().to_string()));
     names.dedup();
-    let tls = ca.serving_tls(&sec.trust_domain, &names)?;
+    let (tls, issuer) = ca.serving_tls(&sec.trust_domain, &names)?;
+    tokio::spawn(crate::pki::start::keep_serving_fresh(
+        issuer,
+        tls.key.clone(),
+    ));
     if let Some(listener) = ca_listener {
         let endpoint = CaEndpoint {
             listener,

@@ -37,7 +37,7 @@ use crate::xds::wire::budget::{Charge, ConnAccount};
 mod tls;
 
 use tls::{HANDSHAKE_LOG, not_after, verified_identity};
-pub use tls::{ServingTls, TlsSetup};
+pub use tls::{ServingKey, ServingTls, TlsSetup};
 
 /// Connections over a limit that are still answered with a gRPC status.
 /// Listen backlog: deep enough for a fleet reconnecting at once (the kernel caps it at

@@ -18,14 +18,13 @@ use crate::observability::metrics::Metrics;
 /// Failed handshakes, logged at most once a second.
 pub(super) static HANDSHAKE_LOG: RateLimited = RateLimited::new();
 
-/// The control plane's serving credentials, as PEM: what every port behind the front
-/// door presents, and the anchors client certificates must chain to.
+/// The control plane's serving credentials: what every port behind the front door
+/// presents (one [`ServingKey`], renewed in place for all of them), and the anchors
+/// client certificates must chain to.
 #[derive(Clone)]
 pub struct ServingTls {
-    /// Serving certificate chain.
-    pub cert_pem: String,
-    /// Its key.
-    pub key_pem: String,
+    /// The serving certificate and key, shared by every port's setup.
+    pub key: ServingKey,
     /// Client certificates must chain to one of these: the CA that issues workload
     /// certificates (and, during a rotation overlap, the previous roots).
     pub client_anchors: Vec<String>,
@@ -34,16 +33,113 @@ pub struct ServingTls {
 }
 
 impl ServingTls {
-    /// The rustls setup of one port.
-    pub fn setup(&self) -> anyhow::Result<TlsSetup> {
-        TlsSetup::from_pem(&self.cert_pem, &self.key_pem, &self.client_anchors)
+    /// From PEM: the serving chain and key, the issuer anchors and the trust domain.
+    pub fn from_pem(
+        chain_pem: &str,
+        key_pem: &str,
+        client_anchors: Vec<String>,
+        trust_domain: String,
+    ) -> anyhow::Result<Self> {
+        Ok(ServingTls {
+            key: ServingKey::new(certified_key(chain_pem, key_pem)?),
+            client_anchors,
+            trust_domain,
+        })
     }
+
+    /// The rustls setup of one port: it presents whatever [`ServingTls::key`] holds
+    /// when a connection arrives.
+    pub fn setup(&self) -> anyhow::Result<TlsSetup> {
+        Ok(TlsSetup {
+            certified_key: self.key.clone(),
+            client_anchors: Arc::new(anchors(&self.client_anchors)?),
+            client_cert_optional: false,
+        })
+    }
+}
+
+/// The serving certificate and key, replaced in place when renewed: connections after a
+/// renewal get the new one, on every port, without a restart.
+#[derive(Clone)]
+pub struct ServingKey(Arc<parking_lot::RwLock<Arc<rustls::sign::CertifiedKey>>>);
+
+impl std::fmt::Debug for ServingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServingKey").finish_non_exhaustive()
+    }
+}
+
+impl ServingKey {
+    /// A slot holding `key`.
+    pub fn new(key: rustls::sign::CertifiedKey) -> Self {
+        ServingKey(Arc::new(parking_lot::RwLock::new(Arc::new(key))))
+    }
+
+    /// What is presented now.
+    pub fn current(&self) -> Arc<rustls::sign::CertifiedKey> {
+        self.0.read().clone()
+    }
+
+    /// Presents `chain_pem` with `key_pem` from now on.
+    pub fn replace_pem(&self, chain_pem: &str, key_pem: &str) -> anyhow::Result<()> {
+        let key = certified_key(chain_pem, key_pem)?;
+        *self.0.write() = Arc::new(key);
+        Ok(())
+    }
+
+    /// When what is presented now expires.
+    pub fn not_after(&self) -> Option<std::time::SystemTime> {
+        self.current()
+            .end_entity_cert()
+            .ok()
+            .and_then(|c| not_after(c))
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ServingKey {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+/// A chain and its key, as rustls presents them.
+fn certified_key(chain_pem: &str, key_pem: &str) -> anyhow::Result<rustls::sign::CertifiedKey> {
+    use anyhow::Context;
+    use rustls::pki_types::pem::PemObject;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .context("the serving certificate chain")?;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .context("the serving key")?;
+    let signing = rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(key)
+        .context("loading the serving key")?;
+    Ok(rustls::sign::CertifiedKey::new(chain, signing))
+}
+
+/// The issuer anchors, from PEM.
+fn anchors(anchors_pem: &[String]) -> anyhow::Result<rustls::RootCertStore> {
+    use anyhow::Context;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for pem in anchors_pem {
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            roots
+                .add(cert.context("an issuer certificate")?)
+                .context("adding an issuer anchor")?;
+        }
+    }
+    Ok(roots)
 }
 
 /// TLS for the xDS port.
 pub struct TlsSetup {
     /// The serving certificate and key.
-    pub certified_key: Arc<rustls::sign::CertifiedKey>,
+    pub certified_key: ServingKey,
     /// Client certificates must chain to one of these (the issuing CA, not its root).
     pub client_anchors: Arc<rustls::RootCertStore>,
     /// Whether a peer may connect without a certificate (the certificate endpoint, where
@@ -59,30 +155,9 @@ impl TlsSetup {
         key_pem: &str,
         anchors_pem: &[String],
     ) -> anyhow::Result<Self> {
-        use anyhow::Context;
-        use rustls::pki_types::pem::PemObject;
-        let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(chain_pem.as_bytes())
-                .collect::<Result<_, _>>()
-                .context("the serving certificate chain")?;
-        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-            .context("the serving key")?;
-        let provider = rustls::crypto::ring::default_provider();
-        let signing = provider
-            .key_provider
-            .load_private_key(key)
-            .context("loading the serving key")?;
-        let mut roots = rustls::RootCertStore::empty();
-        for pem in anchors_pem {
-            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-                roots
-                    .add(cert.context("an issuer certificate")?)
-                    .context("adding an issuer anchor")?;
-            }
-        }
         Ok(TlsSetup {
-            certified_key: Arc::new(rustls::sign::CertifiedKey::new(chain, signing)),
-            client_anchors: Arc::new(roots),
+            certified_key: ServingKey::new(certified_key(chain_pem, key_pem)?),
+            client_anchors: Arc::new(anchors(anchors_pem)?),
             client_cert_optional: false,
         })
     }
@@ -109,9 +184,7 @@ impl TlsSetup {
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
             .with_client_cert_verifier(verifier)
-            .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
-                self.certified_key.clone(),
-            )));
+            .with_cert_resolver(Arc::new(self.certified_key.clone()));
         cfg.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Arc::new(cfg))
     }
