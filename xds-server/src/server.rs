@@ -244,6 +244,7 @@ fn start_tls_ports(
         let inject = InjectConfig {
             trust_domain: sec.trust_domain.clone(),
             trust_bundle_pem: ca.certs.bundle_pem(),
+            namespaces: cfg.namespaces.clone(),
             ..inject.clone()
         };
         bound.injector = crate::k8s::start::start_injector(

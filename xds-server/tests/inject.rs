@@ -29,6 +29,7 @@ fn config() -> InjectConfig {
             ..Default::default()
         },
         log_format: "json".into(),
+        namespaces: Vec::new(),
     }
 }
 
@@ -219,4 +220,29 @@ fn a_request_that_is_not_an_admission_review_is_refused() {
     let out = review(&json!({"kind": "Pod"}), &config());
     assert_eq!(out["response"]["allowed"], false);
     assert_eq!(out["response"]["status"]["code"], 400);
+}
+
+#[test]
+fn pods_outside_the_watched_namespaces_are_not_injected_and_told_why() {
+    let cfg = InjectConfig {
+        namespaces: vec!["shop".into()],
+        ..config()
+    };
+    let pod = |ns: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "web", "namespace": ns},
+               "spec": {"containers": [{"name": "app", "image": "app"}]}})
+    };
+    let out = review(&admission(&pod("default")), &cfg);
+    assert!(out["response"]["patch"].is_null(), "{out}");
+    let warning = out["response"]["warnings"][0].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("\"default\" is not one this control plane watches"),
+        "{warning}"
+    );
+    let out = review(&admission(&pod("shop")), &cfg);
+    assert!(out["response"]["patch"].is_string(), "{out}");
+    // Without a list every namespace is watched.
+    let out = review(&admission(&pod("default")), &config());
+    assert!(out["response"]["patch"].is_string(), "{out}");
 }

@@ -154,6 +154,8 @@ impl InjectArgs {
                     LogFormat::Json => "json".into(),
                     LogFormat::Text => "text".into(),
                 },
+                // Set from the watched namespaces when the injector starts.
+                namespaces: Vec::new(),
             },
         ))
     }

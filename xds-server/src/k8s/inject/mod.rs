@@ -68,6 +68,9 @@ pub struct InjectConfig {
     pub interception: iptables::Interception,
     /// Log format of the agent.
     pub log_format: String,
+    /// The namespaces the control plane watches (empty: all). A pod elsewhere is not
+    /// injected: its sidecar would never be sent config, and the pod would never start.
+    pub namespaces: Vec<String>,
 }
 
 /// Why a pod is not injected (for the log and a warning on the response).
@@ -82,6 +85,8 @@ pub enum Skip {
     /// This container of the pod's runs as the proxy's UID, whose traffic interception
     /// lets through: it would bypass the sidecar while the pod looks meshed.
     ProxyUid(String),
+    /// The pod's namespace is not one the control plane watches.
+    NotWatched(String),
 }
 
 /// The first of the pod's containers (init containers included) that runs as `uid`:
@@ -296,7 +301,16 @@ pub fn review(body: &Value, cfg: &InjectConfig) -> Value {
         return respond(json!({"uid": uid, "allowed": true,
             "warnings": ["rudder: only Pods are injected"]}));
     }
-    match should_inject(pod, cfg.interception.proxy_uid) {
+    let namespace = request["namespace"]
+        .as_str()
+        .or_else(|| pod["metadata"]["namespace"].as_str())
+        .unwrap_or_default();
+    let watched = cfg.namespaces.is_empty() || cfg.namespaces.iter().any(|n| n == namespace);
+    let decision = match should_inject(pod, cfg.interception.proxy_uid) {
+        Ok(()) if !watched => Err(Skip::NotWatched(namespace.to_string())),
+        d => d,
+    };
+    match decision {
         Err(skip) => {
             let why = match skip {
                 Skip::OptedOut => "opted out".to_string(),
@@ -305,6 +319,9 @@ pub fn review(body: &Value, cfg: &InjectConfig) -> Value {
                 Skip::ProxyUid(c) => format!(
                     "container {c:?} runs as UID {uid}, the proxy's, whose traffic is not intercepted: it would bypass the sidecar; run it as another user",
                     uid = cfg.interception.proxy_uid
+                ),
+                Skip::NotWatched(ns) => format!(
+                    "namespace {ns:?} is not one this control plane watches (watchNamespaces), so its sidecar would never get config; add it to watchNamespaces"
                 ),
             };
             respond(json!({"uid": uid, "allowed": true,
