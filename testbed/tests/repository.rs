@@ -1,5 +1,6 @@
-//! Facts about the repository itself: no tracked file holds a private key. Keys are made
-//! at run time, in temporary directories (tests, the demo) or on first start (the CA).
+//! Facts about the repository itself: no tracked file holds a private key, and the images
+//! are built on pinned bases. Keys are made at run time, in temporary directories (tests,
+//! the demo) or on first start (the CA).
 
 use std::process::Command;
 
@@ -54,4 +55,53 @@ fn the_check_recognises_every_kind_of_pem_private_key() {
         assert!(opens_private_key(&line), "{line}");
     }
     assert!(!opens_private_key("-----BEGIN CERTIFICATE-----"));
+}
+
+/// The images' bases: each runtime stage's base pinned by digest, the control plane's
+/// distroless and non-root, and the init image (the only one with iptables) a separate
+/// target the injector names on its own.
+#[test]
+fn images_are_pinned_and_the_control_plane_is_distroless() {
+    let root = testbed::procs::workspace_root();
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).expect("Dockerfile");
+    let args: std::collections::BTreeMap<&str, &str> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("ARG ")?.split_once('='))
+        .collect();
+    let stages: Vec<(&str, &str)> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("FROM "))
+        .filter_map(|l| l.split_once(" AS "))
+        .collect();
+    let base = |stage: &str| {
+        let (from, _) = stages
+            .iter()
+            .find(|(_, s)| *s == stage)
+            .unwrap_or_else(|| panic!("no stage {stage}"));
+        let arg = from.trim_start_matches("${").trim_end_matches('}');
+        args.get(arg).copied().unwrap_or(from)
+    };
+    for stage in ["control-plane", "init"] {
+        let image = base(stage);
+        let digest = image.split_once("@sha256:").map(|(_, d)| d);
+        assert!(
+            digest.is_some_and(|d| d.len() == 64 && d.chars().all(|c| c.is_ascii_hexdigit())),
+            "{stage}: {image} is not pinned by digest"
+        );
+    }
+    assert!(base("control-plane").starts_with("gcr.io/distroless/"));
+    assert_eq!(
+        stages.last().map(|(_, s)| *s),
+        Some("control-plane"),
+        "the default target is the control plane"
+    );
+    let control_plane = dockerfile
+        .split("AS control-plane")
+        .nth(1)
+        .expect("control-plane stage");
+    assert!(control_plane.contains("USER 65532:65532"));
+    assert!(
+        !control_plane.contains("RUN "),
+        "nothing runs in a distroless stage"
+    );
 }

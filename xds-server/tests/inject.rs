@@ -15,6 +15,7 @@ fn config() -> InjectConfig {
     InjectConfig {
         proxy_image: "envoyproxy/envoy:v1.40.0".into(),
         agent_image: "ghcr.io/rudder-mesh/rudder:0.1.0".into(),
+        init_image: "ghcr.io/rudder-mesh/rudder-init:0.1.0".into(),
         xds_address: "rudder.rudder-system.svc:15010".into(),
         ca_address: "rudder.rudder-system.svc:15012".into(),
         trust_domain: "cluster.local".into(),

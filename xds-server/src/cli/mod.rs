@@ -76,9 +76,13 @@ struct InjectArgs {
         env = "RUDDER_PROXY_IMAGE"
     )]
     proxy_image: String,
-    /// The agent's and init container's image (the control plane's own).
+    /// The agent's image (the control plane's own, distroless).
     #[arg(long, default_value = concat!("ghcr.io/rudder-mesh/rudder:", env!("CARGO_PKG_VERSION")), env = "RUDDER_AGENT_IMAGE")]
     agent_image: String,
+    /// The interception init container's image: the same binary with iptables beside it
+    /// (the Dockerfile's `init` target).
+    #[arg(long, default_value = concat!("ghcr.io/rudder-mesh/rudder-init:", env!("CARGO_PKG_VERSION")), env = "RUDDER_INIT_IMAGE")]
+    init_image: String,
     /// The xDS address injected sidecars use.
     #[arg(
         long,
@@ -142,6 +146,7 @@ impl InjectArgs {
             crate::k8s::inject::InjectConfig {
                 proxy_image: self.proxy_image.clone(),
                 agent_image: self.agent_image.clone(),
+                init_image: self.init_image.clone(),
                 xds_address: self.sidecar_xds_address.clone(),
                 ca_address: self.sidecar_ca_address.clone(),
                 trust_domain: String::new(),

@@ -48,8 +48,10 @@ pub(crate) const TOKEN_DIR: &str = "/var/run/rudder/token";
 pub struct InjectConfig {
     /// Envoy's image.
     pub proxy_image: String,
-    /// The agent's and the init container's image (the control plane's).
+    /// The agent's image (the control plane's).
     pub agent_image: String,
+    /// The init container's image (the control plane's binary with iptables).
+    pub init_image: String,
     /// The control plane's xDS address, `HOST:PORT`.
     pub xds_address: String,
     /// Its certificate endpoint, `HOST:PORT`.
@@ -200,7 +202,7 @@ pub(crate) fn injected_init_containers(
     vec![
         json!({
             "name": INIT,
-            "image": cfg.agent_image,
+            "image": cfg.init_image,
             "args": iptables::init_args(i),
             "securityContext": {
                 "runAsUser": 0, "runAsNonRoot": false, "allowPrivilegeEscalation": false,
