@@ -49,8 +49,7 @@ pub fn parse_app_probes(
     Ok(map)
 }
 
-/// The path of the proxy container's readiness probe.
-pub(crate) const PROXY_READY: &str = "/proxy-ready";
+pub(crate) use crate::k8s::inject::probes::PROXY_READY;
 
 /// Whether the proxy's admin `/ready` answers 200 (LIVE) in time.
 async fn proxy_live(admin: std::net::SocketAddr) -> bool {
@@ -241,6 +240,21 @@ mod tests {
             }
         });
         addr
+    }
+
+    #[test]
+    fn what_the_injector_writes_the_agent_reads() {
+        let pod = serde_json::json!({"spec": {"containers": [{"name": "web",
+            "readinessProbe": {"grpc": {"port": 9090, "service": "web.v1"}},
+            "livenessProbe": {"tcpSocket": {"port": 5432}},
+            "startupProbe": {"httpGet": {"port": 8080, "path": "/healthz"}}}]}});
+        let (_, map) = crate::k8s::inject::rewrite_probes(&pod, 15021);
+        let parsed = parse_app_probes(&serde_json::Value::Object(map).to_string())
+            .expect("the agent reads the map");
+        assert_eq!(parsed["/app-health/web/livez"].kind, ProbeKind::Tcp);
+        assert_eq!(parsed["/app-health/web/readyz"].kind, ProbeKind::Grpc);
+        assert_eq!(parsed["/app-health/web/readyz"].service, "web.v1");
+        assert_eq!(parsed["/app-health/web/startupz"].path, "/healthz");
     }
 
     #[tokio::test]

@@ -7,8 +7,9 @@
 
 use serde_json::{Map, Value, json};
 
-/// The proxy container's readiness path on the agent's status port.
-pub(crate) use crate::agent::probe_port::PROXY_READY;
+/// The proxy container's readiness path on the agent's status port: the agent's own
+/// readiness and the proxy's admin `/ready`.
+pub(crate) const PROXY_READY: &str = "/proxy-ready";
 
 /// The agent's path for one app probe: `/app-health/CONTAINER/KIND`.
 pub(crate) fn probe_path(container: &str, kind: &str) -> String {
@@ -146,15 +147,5 @@ mod tests {
                        "value": get("/app-health/web/startupz")}),
             ]
         );
-        // What the injector writes, the agent reads.
-        let parsed = crate::agent::probe_port::parse_app_probes(
-            &Value::Object(rewrite_probes(&pod, 15021).1).to_string(),
-        )
-        .expect("the agent reads the map");
-        assert_eq!(
-            parsed["/app-health/web/livez"].kind,
-            crate::agent::app_probe::ProbeKind::Tcp
-        );
-        assert_eq!(parsed["/app-health/web/readyz"].service, "web.v1");
     }
 }
