@@ -117,10 +117,67 @@ async fn every_crd_kind_may_be_missing_and_is_picked_up_once_served() -> anyhow:
     Ok(())
 }
 
+/// A CRD that serves only older versions (the SMI CRDs other meshes install): the kind is
+/// read at the newest of them, and is unavailable only when none is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crd_without_the_version_rudder_reads_is_reported_not_fatal() -> anyhow::Result<()> {
-    // An SMI TrafficSplit CRD from before v1alpha4 (as other meshes and older Flagger
-    // installs ship it).
+async fn a_crd_without_the_stored_version_is_read_at_an_older_served_one() -> anyhow::Result<()> {
+    for kind in crd_kinds() {
+        let info = kind.info();
+        if info.versions.len() < 2 {
+            continue;
+        }
+        let fake = FakeKube::new();
+        fake.set_served(info.plural, Some(info.storage_version), false);
+        fake.apply(service("web", &[80]));
+        let Some(object) = sample(info) else {
+            anyhow::bail!("no sample object for {kind}");
+        };
+        fake.apply(object);
+        let cache = Store::new(StoreConfig::default(), Default::default(), None);
+        let sync = xds_server::k8s::start::start_kubernetes(
+            fake.client(),
+            cache.clone(),
+            &KubeScope::default(),
+            lease("replica-a"),
+        );
+        tokio::time::timeout(WAIT, sync.wait()).await?;
+        anyhow::ensure!(
+            cache.read(|m| m.keys(kind).len()) == 1,
+            "{kind}: read at an older version"
+        );
+        anyhow::ensure!(
+            sync.unavailable().is_empty(),
+            "{kind}: {:?}",
+            sync.unavailable()
+        );
+        let older = fake
+            .requests()
+            .into_iter()
+            .filter(|r| r.contains(&format!("/{}?", info.plural)))
+            .filter(|r| !r.contains(&format!("/{}/", info.storage_version)))
+            .count();
+        anyhow::ensure!(older > 0, "{kind}: no request at an older version");
+    }
+    // No version served at all: unavailable, and picked up once one is.
     let info = Kind::TrafficSplit.info();
-    hide_then_serve(Kind::TrafficSplit, Some(info.storage_version)).await
+    let fake = FakeKube::new();
+    for v in info.versions {
+        fake.set_served(info.plural, Some(v), false);
+    }
+    let cache = Store::new(StoreConfig::default(), Default::default(), None);
+    let sync = xds_server::k8s::start::start_kubernetes(
+        fake.client(),
+        cache.clone(),
+        &KubeScope::default(),
+        lease("replica-a"),
+    );
+    tokio::time::timeout(WAIT, sync.wait()).await?;
+    anyhow::ensure!(sync.unavailable() == ["TrafficSplit".to_string()].into());
+    fake.set_served(info.plural, Some(info.versions[0]), true);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !sync.unavailable().is_empty() {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "never picked up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
 }

@@ -3,42 +3,31 @@
 //! RetryPolicies and the Gateway API's HTTPRoutes and GRPCRoutes), feeding the same model
 //! as the manifest directory.
 //!
-//! Every CRD kind (the chart's and the Gateway API's) may be missing, or installed without
-//! the version Rudder reads (an older SMI CRD): while its list answers 404, its watcher
-//! counts as synced with nothing, says so once in the log, sets
-//! `rudder_kube_kind_unavailable{kind}` to 1 and keeps retrying with backoff, so the
+//! This module owns which kinds are watched, with what Rust type and what is dropped of
+//! them (managedFields, last-applied annotations, most of a Pod's spec), and the sync
+//! state the control plane waits on. Each watcher's loop is [`crate::k8s::follow`]: the
+//! initial list, re-lists after `410 Gone`, bookmarks and backoff (kube-runtime), and
+//! every CRD kind (the chart's and the Gateway API's) read at an older served version
+//! when its stored one is not served, or reported as unavailable while none is, so the
 //! control plane serves everything else and installing the CRD later needs no restart.
-//!
-//! Each watcher does the initial list, re-lists after `410 Gone`, takes bookmarks and
-//! backs off on errors (kube-runtime). A re-list replaces that kind's objects in its
-//! scope, so deletions missed while disconnected are not lost. Fields Rudder does not
-//! use (managedFields, last-applied annotations, most of a Pod's spec) are dropped
-//! before anything is kept. Objects that fail validation are skipped with a log line
-//! and remembered in [`Rejected`] so their status can say why.
 
-use parking_lot::Mutex;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::sync::Arc;
 
 use crds::kinds::Provider;
-use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, PodSpec, PodStatus, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource};
+use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use translator::model::{
-    GRPCRoute, HTTPRoute, HTTPRouteGroup, Kind, Model, ModelError, Object, ObjectKey, RetryPolicy,
-    TrafficSplit,
+    GRPCRoute, HTTPRoute, HTTPRouteGroup, Kind, Object, RetryPolicy, TrafficSplit,
 };
 
-use crate::observability::metrics::KindLabel;
+pub use crate::k8s::follow::Rejected;
+use crate::k8s::follow::{self, Parts, Progress, Sink, Unavailable};
 use crate::xds::store::Store;
-
-/// Objects refused by validation: key -> (generation, error).
-pub type Rejected = Arc<Mutex<BTreeMap<ObjectKey, (Option<i64>, ModelError)>>>;
 
 /// What the source watches.
 #[derive(Clone, Debug, Default)]
@@ -54,9 +43,6 @@ pub struct SyncState {
     expected: usize,
     unavailable: Unavailable,
 }
-
-/// The watchers (`KIND/NAMESPACE`) whose kind the API server does not serve.
-type Unavailable = Arc<Mutex<BTreeSet<String>>>;
 
 impl SyncState {
     /// The kinds the API server does not serve now (CRD missing, or without the version
@@ -124,171 +110,6 @@ fn strip_pod(pod: &mut Pod) {
     }
 }
 
-struct Sink {
-    cache: Arc<Store>,
-    rejected: Rejected,
-    kind: Kind,
-    namespace: Option<String>,
-}
-
-impl Sink {
-    fn in_scope(&self, key: &ObjectKey) -> bool {
-        self.namespace
-            .as_ref()
-            .is_none_or(|ns| *ns == key.namespace)
-    }
-
-    fn apply(&self, model: &mut Model, object: Object, generation: Option<i64>) {
-        let key = object.key();
-        match model.apply(&object) {
-            Ok(()) => {
-                self.lock_rejected().remove(&key);
-            }
-            Err(e) => {
-                tracing::error!(object = %key, error = %e, "object rejected; its last good version (if any) stays");
-                self.lock_rejected().insert(key, (generation, e));
-            }
-        }
-    }
-
-    fn lock_rejected(
-        &self,
-    ) -> parking_lot::MutexGuard<'_, BTreeMap<ObjectKey, (Option<i64>, ModelError)>> {
-        self.rejected.lock()
-    }
-
-    /// Replaces every object of this kind in scope with `objects` (after a (re-)list).
-    fn replace(&self, objects: Vec<(Object, Option<i64>)>) {
-        let listed: BTreeSet<ObjectKey> = objects.iter().map(|(o, _)| o.key()).collect();
-        self.cache.update(|model| {
-            for key in model.keys(self.kind) {
-                if self.in_scope(&key) && !listed.contains(&key) {
-                    model.delete(&key);
-                }
-            }
-            for (o, generation) in objects {
-                self.apply(model, o, generation);
-            }
-        });
-        self.lock_rejected()
-            .retain(|k, _| k.kind != self.kind || !self.in_scope(k) || listed.contains(k));
-    }
-}
-
-/// Whether a watch error says the resource is not served (its CRD is not installed).
-fn not_installed(e: &watcher::Error) -> bool {
-    match e {
-        watcher::Error::InitialListFailed(kube::Error::Api(s))
-        | watcher::Error::WatchStartFailed(kube::Error::Api(s)) => s.code == 404,
-        _ => false,
-    }
-}
-
-/// Where a watcher reports that it listed, or that its kind is not served.
-struct Progress {
-    sync: Arc<watch::Sender<BTreeSet<String>>>,
-    unavailable: Unavailable,
-    /// `KIND/NAMESPACE` (`*` for all).
-    name: String,
-}
-
-impl Progress {
-    fn listed(&self) {
-        self.sync.send_modify(|s| {
-            s.insert(self.name.clone());
-        });
-    }
-
-    /// Records whether the kind is served, in the set and in the metric.
-    fn served(&self, sink: &Sink, served: bool) {
-        let changed = {
-            let mut u = self.unavailable.lock();
-            if served {
-                u.remove(&self.name)
-            } else {
-                u.insert(self.name.clone())
-            }
-        };
-        if let (true, Some(m)) = (changed, sink.cache.metrics()) {
-            m.kube_kind_unavailable
-                .get_or_create(&KindLabel {
-                    kind: sink.kind.to_string(),
-                })
-                .set(i64::from(!served));
-        }
-    }
-}
-
-async fn watch_kind<K>(
-    api: Api<K>,
-    sink: Sink,
-    to_object: fn(K) -> Object,
-    strip: fn(&mut K),
-    progress: Progress,
-    optional: Option<String>,
-) where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    let stream = watcher(api, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .map_ok(move |e| e.modify(strip));
-    futures::pin_mut!(stream);
-    let mut buffer: Vec<(Object, Option<i64>)> = Vec::new();
-    let mut said_missing = false;
-    loop {
-        match stream.try_next().await {
-            Ok(Some(event)) => match event {
-                watcher::Event::Init => buffer.clear(),
-                watcher::Event::InitApply(o) => {
-                    let generation = o.meta().generation;
-                    buffer.push((to_object(o), generation));
-                }
-                watcher::Event::InitDone => {
-                    // Listed: if the CRD goes away again, say so again.
-                    said_missing = false;
-                    let n = buffer.len();
-                    sink.replace(std::mem::take(&mut buffer));
-                    tracing::info!(watcher = %progress.name, objects = n, "listed");
-                    progress.served(&sink, true);
-                    progress.listed();
-                }
-                watcher::Event::Apply(o) => {
-                    let generation = o.meta().generation;
-                    let object = to_object(o);
-                    sink.cache
-                        .update(|model| sink.apply(model, object, generation));
-                }
-                watcher::Event::Delete(o) => {
-                    let key = to_object(o).key();
-                    sink.lock_rejected().remove(&key);
-                    sink.cache.update(|model| model.delete(&key));
-                }
-            },
-            Ok(None) => {
-                tracing::warn!(watcher = %progress.name, "watch stream ended");
-                return;
-            }
-            Err(e) if optional.is_some() && not_installed(&e) => {
-                if !said_missing {
-                    said_missing = true;
-                    tracing::warn!(
-                        watcher = %progress.name,
-                        "{} is not served (not installed, or installed without that version); objects of this kind are ignored until it is (checked again with backoff, no restart needed)",
-                        optional.as_deref().unwrap_or_default()
-                    );
-                    sink.replace(Vec::new());
-                    progress.served(&sink, false);
-                    progress.listed();
-                }
-            }
-            Err(e) => {
-                // The backoff is applied by the stream; keep going.
-                tracing::warn!(watcher = %progress.name, error = %e, "watch error; retrying");
-            }
-        }
-    }
-}
-
 /// The kinds the control plane watches: the kind table's watched rows.
 pub fn watched_kinds() -> impl Iterator<Item = Kind> {
     Kind::ALL.into_iter().filter(|k| k.info().watched)
@@ -310,14 +131,8 @@ fn missing_crd(kind: Kind) -> Option<String> {
     ))
 }
 
-/// One watcher's parts that do not depend on its Rust type.
-struct Watcher {
-    client: Client,
-    namespace: Option<String>,
-    sink: Sink,
-    progress: Progress,
-    optional: Option<String>,
-}
+/// A watcher's parts, ready to start with its Rust type.
+struct Watcher(Parts);
 
 impl Watcher {
     fn spawn<K>(self, to_object: fn(K) -> Object, strip: fn(&mut K))
@@ -331,18 +146,7 @@ impl Watcher {
             + 'static,
         K::DynamicType: Default,
     {
-        let api: Api<K> = match &self.namespace {
-            Some(n) => Api::namespaced(self.client.clone(), n),
-            None => Api::all(self.client.clone()),
-        };
-        tokio::spawn(watch_kind(
-            api,
-            self.sink,
-            to_object,
-            strip,
-            self.progress,
-            self.optional,
-        ));
+        follow::spawn(self.0, to_object, strip);
     }
 }
 
@@ -389,7 +193,7 @@ pub fn spawn(client: Client, cache: Arc<Store>, scope: &KubeScope) -> (Rejected,
     let mut expected = 0;
     for ns in &namespaces {
         for kind in watched_kinds() {
-            let w = Watcher {
+            let w = Watcher(Parts {
                 client: client.clone(),
                 namespace: ns.clone(),
                 sink: Sink {
@@ -404,7 +208,7 @@ pub fn spawn(client: Client, cache: Arc<Store>, scope: &KubeScope) -> (Rejected,
                     name: format!("{kind}/{}", ns.as_deref().unwrap_or("*")),
                 },
                 optional: missing_crd(kind),
-            };
+            });
             if start(kind, w) {
                 expected += 1;
             }
