@@ -476,6 +476,8 @@ fn a_missing_required_value_is_a_clear_error() {
         "template",
         "rudder",
         chart.to_str().expect("utf-8"),
+        "-n",
+        "rudder-system",
         "--set",
         "ca.source=secret",
     ]);

@@ -93,7 +93,8 @@ fn the_crd_chart_renders_only_crds_and_the_main_chart_none_when_told() {
     );
     let docs = render_chart("rudder-crds", &["--set", "trafficSplit=false"]);
     assert_eq!(kinds(&docs), [format!("CustomResourceDefinition/{RETRY}")]);
-    let (ok, out, err) = chart_support::run_helm(&["lint", chart("rudder-crds").to_str().expect("utf-8")]);
+    let (ok, out, err) =
+        chart_support::run_helm(&["lint", chart("rudder-crds").to_str().expect("utf-8")]);
     assert!(ok, "helm lint charts/rudder-crds: {out}{err}");
 
     // The main chart: CRDs by default (an upgrade from a version that had them must not
@@ -102,7 +103,12 @@ fn the_crd_chart_renders_only_crds_and_the_main_chart_none_when_told() {
     assert_eq!(of_kind(&docs, "CustomResourceDefinition").len(), 3);
     let docs = render_chart(
         "rudder",
-        &["--set", "crds.install=false", "--set", "crds.trafficSplit=true"],
+        &[
+            "--set",
+            "crds.install=false",
+            "--set",
+            "crds.trafficSplit=true",
+        ],
     );
     assert!(
         of_kind(&docs, "CustomResourceDefinition").is_empty(),
@@ -143,7 +149,11 @@ fn decide(found: Value) -> Vec<String> {
     .expect("write template");
     let values = root.join("found.json");
     std::fs::write(&values, json!({ "found": found }).to_string()).expect("write values");
-    let docs = match try_render(root, "rudder-system", &["-f", values.to_str().expect("utf-8")]) {
+    let docs = match try_render(
+        root,
+        "rudder-system",
+        &["-f", values.to_str().expect("utf-8")],
+    ) {
         Ok((_, docs)) => docs,
         Err(e) => panic!("{e}"),
     };

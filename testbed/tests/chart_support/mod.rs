@@ -43,7 +43,11 @@ pub(crate) fn run_helm(args: &[&str]) -> (bool, String, String) {
 
 /// `helm template rudder CHART -n NAMESPACE EXTRA...`: the raw text and its documents,
 /// or helm's error text.
-pub(crate) fn try_render(chart: &Path, namespace: &str, extra: &[&str]) -> Result<(String, Vec<Value>), String> {
+pub(crate) fn try_render(
+    chart: &Path,
+    namespace: &str,
+    extra: &[&str],
+) -> Result<(String, Vec<Value>), String> {
     let path = chart.to_str().expect("utf-8 path");
     let mut args = vec!["template", "rudder", path, "-n", namespace];
     args.extend(extra);
@@ -113,7 +117,10 @@ pub(crate) fn generated_crds() -> Vec<(String, Value)> {
         .into_iter()
         .map(|(_, yaml)| {
             let v: Value = serde_saphyr::from_str(&yaml).expect("generated CRD parses");
-            let name = v["metadata"]["name"].as_str().expect("CRD name").to_string();
+            let name = v["metadata"]["name"]
+                .as_str()
+                .expect("CRD name")
+                .to_string();
             (name, v)
         })
         .collect()
