@@ -82,7 +82,7 @@ fn check_types(docs: &[Value]) {
     use k8s_openapi::api::{
         admissionregistration::v1::MutatingWebhookConfiguration,
         apps::v1::Deployment,
-        core::v1::{Service, ServiceAccount},
+        core::v1::{Pod, Service, ServiceAccount},
         networking::v1::NetworkPolicy,
         policy::v1::PodDisruptionBudget,
         rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
@@ -97,6 +97,7 @@ fn check_types(docs: &[Value]) {
         let r = match d["kind"].as_str().unwrap_or_default() {
             "Deployment" => typed::<Deployment>(d),
             "Service" => typed::<Service>(d),
+            "Pod" => typed::<Pod>(d),
             "ServiceAccount" => typed::<ServiceAccount>(d),
             "ClusterRole" => typed::<ClusterRole>(d),
             "ClusterRoleBinding" => typed::<ClusterRoleBinding>(d),
@@ -265,6 +266,7 @@ fn the_chart_lints_and_renders_with_default_values() {
             "Deployment/rudder",
             "MutatingWebhookConfiguration/rudder-sidecar-injector",
             "NetworkPolicy/rudder",
+            "Pod/rudder-xdsctl-status",
             "PodDisruptionBudget/rudder",
             "Role/rudder",
             "RoleBinding/rudder",
