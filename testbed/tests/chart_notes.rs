@@ -91,7 +91,10 @@ fn check_notes(sets: &[&str]) {
                 "{line}"
             );
         }
-        for w in words[1..].iter().filter(|w| !w.contains('=') && !w.starts_with('-')) {
+        for w in words[1..]
+            .iter()
+            .filter(|w| !w.contains('=') && !w.starts_with('-'))
+        {
             if let Some((resource, name)) = w.split_once('/') {
                 let want = format!("{}/{name}", kind_of(resource));
                 assert!(
