@@ -96,3 +96,50 @@ fn an_upgrade_from_the_previous_chart_drops_no_crd() {
         &["-f", old_values.to_str().expect("utf-8")],
     );
 }
+
+/// `helm upgrade --reuse-values` drops the new chart's defaults and renders its
+/// templates with the previous release's values only: this chart's templates with the
+/// previous chart's values.yaml in place of its own.
+#[test]
+fn an_upgrade_with_reuse_values_keeps_the_crds_and_renders() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old = chart_at(PREVIOUS, dir.path());
+    let new = dir.path().join("new");
+    let copy = Command::new("cp")
+        .arg("-r")
+        .arg(chart("rudder"))
+        .arg(&new)
+        .status()
+        .expect("cp runs");
+    assert!(copy.success());
+    std::fs::copy(old.join("values.yaml"), new.join("values.yaml")).expect("old values");
+    let (before, after) = (render(&old, &[]), render(&new, &[]));
+    let crds = |docs: &[Value]| -> Vec<String> {
+        kinds(docs)
+            .into_iter()
+            .filter(|k| k.starts_with("CustomResourceDefinition/"))
+            .collect()
+    };
+    assert_eq!(
+        crds(&before),
+        crds(&after),
+        "--reuse-values must keep every CRD"
+    );
+    assert_eq!(crds(&after).len(), 3);
+    // What the previous chart did not have can be switched on the same way.
+    let docs = render(
+        &new,
+        &[
+            "--set",
+            "monitoring.serviceMonitor.enabled=true",
+            "--set",
+            "monitoring.dashboard.enabled=true",
+        ],
+    );
+    let sm = one(&docs, "ServiceMonitor");
+    assert_eq!(sm["spec"]["endpoints"][0]["interval"], "30s");
+    assert_eq!(
+        one(&docs, "ConfigMap")["metadata"]["labels"]["grafana_dashboard"],
+        "1"
+    );
+}

@@ -25,3 +25,8 @@ anywhere else it would serve no sidecar, so refuse to render.
 {{- fail (printf "install the rudder chart into namespace rudder-system, not %q (helm install ... --namespace rudder-system --create-namespace): the control plane's identity spiffe://%s/ns/rudder-system/sa/rudder is fixed in the server and checked by every sidecar" .Release.Namespace .Values.trustDomain) -}}
 {{- end -}}
 {{- end }}
+
+{{/* "true" when the helm test Pod is wanted (absent, as after --reuse-values, counts as on). */}}
+{{- define "rudder.xdsctlTest" -}}
+{{- if dig "enabled" true (.Values.xdsctlTest | default dict) -}}true{{- end -}}
+{{- end }}
