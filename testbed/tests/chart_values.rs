@@ -168,3 +168,102 @@ fn priority_class_and_topology_spread_render_when_set() {
     let err = render_error("rudder-system", &["topologySpreadConstraints[0].maxSkew=1"]);
     assert!(err.contains("at '/topologySpreadConstraints/0'"), "{err}");
 }
+
+/// With `ca.source=secret` the kubelet mounts the Secret's files owned by root; the
+/// init container's script (run here as root, as in the pod, on copies of the mounts)
+/// must leave a key the control plane's UID 65532 can read and xds-server accepts as
+/// private. Needs root, as the pod's init container does.
+#[test]
+fn a_supplied_ca_reaches_the_control_plane_readable_and_private() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    let docs = render(&[
+        "ca.source=secret",
+        "ca.secretName=corp-ca",
+        "ca.caBundle=Y29ycC1yb290",
+    ]);
+    let spec = pod_spec(&docs);
+    let init = &spec["initContainers"][0];
+    assert_eq!(
+        init["securityContext"]["capabilities"],
+        json!({"drop": ["ALL"], "add": ["CHOWN"]})
+    );
+    let secret_volume = spec["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["secret"]["secretName"] == "corp-ca")
+        .expect("the Secret's volume");
+    assert_eq!(secret_volume["secret"]["defaultMode"], 0o400);
+    let args = spec["containers"][0]["args"].to_string();
+    assert!(args.contains("--ca-key=/etc/rudder/ca/tls.key"), "{args}");
+    let mounts = spec["containers"][0]["volumeMounts"].to_string();
+    assert!(
+        mounts.contains("/etc/rudder/ca\"") && !mounts.contains("ca-secret"),
+        "{mounts}"
+    );
+
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test runs the init script as root, as the pod does"
+    );
+    let work = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let (mount, copy) = (work.path().join("ca-secret"), work.path().join("ca"));
+    let made = work.path().join("made");
+    let xds_server = testbed::procs::workspace_bin("xds-server").expect("built");
+    let out = std::process::Command::new(&xds_server)
+        .args(["ca", "init", "--ca-dir"])
+        .arg(&made)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::create_dir_all(&mount).expect("mkdir");
+    std::fs::create_dir_all(&copy).expect("mkdir");
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    for (from, to) in [("ca.crt", "tls.crt"), ("ca.key", "tls.key")] {
+        std::fs::copy(made.join(from), mount.join(to)).expect("copy");
+        std::fs::set_permissions(mount.join(to), std::fs::Permissions::from_mode(0o400))
+            .expect("chmod");
+    }
+    let script = init["args"][0]
+        .as_str()
+        .expect("script")
+        .replace("/etc/rudder/ca-secret", mount.to_str().expect("utf-8"))
+        .replace("/etc/rudder/ca/", &format!("{}/", copy.display()));
+    let out = std::process::Command::new("/bin/sh")
+        .args(["-ec", &script])
+        .output()
+        .expect("sh runs");
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = std::fs::metadata(copy.join("tls.key")).expect("the copied key");
+    assert_eq!((key.uid(), key.mode() & 0o777), (65532, 0o400));
+    // The control plane's UID loads the copy as its CA.
+    let creds = work.path().join("creds");
+    std::fs::create_dir_all(&creds).expect("mkdir");
+    std::os::unix::fs::chown(&creds, Some(65532), Some(65532)).expect("chown");
+    let out = std::process::Command::new(&xds_server)
+        .arg("credentials")
+        .arg(format!("--ca-cert={}/tls.crt", copy.display()))
+        .arg(format!("--ca-key={}/tls.key", copy.display()))
+        .arg(format!("--cert-dir={}/out", creds.display()))
+        .uid(65532)
+        .gid(65532)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "UID 65532 could not use the copied CA: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -30,3 +30,16 @@ anywhere else it would serve no sidecar, so refuse to render.
 {{- define "rudder.xdsctlTest" -}}
 {{- if dig "enabled" true (.Values.xdsctlTest | default dict) -}}true{{- end -}}
 {{- end }}
+
+{{/*
+The init container's script with ca.source=secret: copy the CA files from the Secret's
+mount (/etc/rudder/ca-secret) to /etc/rudder/ca, the key 0400 and owned by the control
+plane's UID (chmod before chown: after it, root without CAP_FOWNER could not).
+*/}}
+{{- define "rudder.caCopyScript" -}}
+cd /etc/rudder/ca-secret
+for f in tls.crt{{ if .Values.ca.secretHasChain }} ca.crt{{ end }}; do cp "$f" "/etc/rudder/ca/$f"; chmod 0444 "/etc/rudder/ca/$f"; done
+cp tls.key /etc/rudder/ca/tls.key
+chmod 0400 /etc/rudder/ca/tls.key
+chown 65532:65532 /etc/rudder/ca/tls.key
+{{- end }}
