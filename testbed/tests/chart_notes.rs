@@ -120,7 +120,7 @@ fn check_notes(sets: &[&str]) {
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .any(|p| p["port"].to_string() == remote),
+                    .any(|p| p["port"].as_u64().map(|n| n.to_string()).as_deref() == Some(remote)),
                 "{line}"
             );
         }

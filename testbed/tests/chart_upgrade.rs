@@ -8,6 +8,7 @@
 mod chart_support;
 
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -23,15 +24,25 @@ fn chart_at(rev: &str, dir: &Path) -> std::path::PathBuf {
     let archive = Command::new("git")
         .current_dir(workspace_root())
         .args(["archive", "--format=tar", rev, "charts/rudder"])
-        .stdout(Stdio::piped())
-        .spawn()
+        .output()
         .expect("git runs");
-    let status = Command::new("tar")
+    assert!(
+        archive.status.success(),
+        "git archive {rev}: {}",
+        String::from_utf8_lossy(&archive.stderr)
+    );
+    let mut tar = Command::new("tar")
         .current_dir(dir)
         .arg("-x")
-        .stdin(archive.stdout.expect("git's output"))
-        .status()
+        .stdin(Stdio::piped())
+        .spawn()
         .expect("tar runs");
+    tar.stdin
+        .take()
+        .expect("tar's input")
+        .write_all(&archive.stdout)
+        .expect("feeding tar");
+    let status = tar.wait().expect("tar ends");
     assert!(status.success(), "unpacking charts/rudder at {rev}");
     let path = dir.join("charts/rudder");
     assert!(path.join("Chart.yaml").exists(), "no chart at {rev}");
