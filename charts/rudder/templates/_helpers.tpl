@@ -14,3 +14,32 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "rudder.image" -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end }}
+
+{{/*
+The control plane's identity is fixed in the server: sidecars, the certificate endpoint
+and xdsctl all check spiffe://TRUST_DOMAIN/ns/rudder-system/sa/rudder. Installed
+anywhere else it would serve no sidecar, so refuse to render.
+*/}}
+{{- define "rudder.namespaceCheck" -}}
+{{- if ne .Release.Namespace "rudder-system" -}}
+{{- fail (printf "install the rudder chart into namespace rudder-system, not %q (helm install ... --namespace rudder-system --create-namespace): the control plane's identity spiffe://%s/ns/rudder-system/sa/rudder is fixed in the server and checked by every sidecar" .Release.Namespace .Values.trustDomain) -}}
+{{- end -}}
+{{- end }}
+
+{{/* "true" when the helm test Pod is wanted (absent, as after --reuse-values, counts as on). */}}
+{{- define "rudder.xdsctlTest" -}}
+{{- if dig "enabled" true (.Values.xdsctlTest | default dict) -}}true{{- end -}}
+{{- end }}
+
+{{/*
+The init container's script with ca.source=secret: copy the CA files from the Secret's
+mount (/etc/rudder/ca-secret) to /etc/rudder/ca, the key 0400 and owned by the control
+plane's UID (chmod before chown: after it, root without CAP_FOWNER could not).
+*/}}
+{{- define "rudder.caCopyScript" -}}
+cd /etc/rudder/ca-secret
+for f in tls.crt{{ if .Values.ca.secretHasChain }} ca.crt{{ end }}; do cp "$f" "/etc/rudder/ca/$f"; chmod 0444 "/etc/rudder/ca/$f"; done
+cp tls.key /etc/rudder/ca/tls.key
+chmod 0400 /etc/rudder/ca/tls.key
+chown 65532:65532 /etc/rudder/ca/tls.key
+{{- end }}
