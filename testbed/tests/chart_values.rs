@@ -169,6 +169,73 @@ fn priority_class_and_topology_spread_render_when_set() {
     assert!(err.contains("at '/topologySpreadConstraints/0'"), "{err}");
 }
 
+/// The images: the init container's own (with iptables), pull secrets for a private
+/// registry; and the webhook limited to the watched namespaces.
+#[test]
+fn images_pull_secrets_and_watched_namespaces_render() {
+    let args = |docs: &[Value]| -> Vec<String> {
+        pod_spec(docs)["containers"][0]["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str().map(String::from))
+            .collect()
+    };
+    let docs = render(&[]);
+    let a = args(&docs);
+    assert!(
+        a.iter()
+            .any(|x| x == "--init-image=ghcr.io/rudder-mesh/rudder-init:0.1.0"),
+        "{a:?}"
+    );
+    assert!(pod_spec(&docs).get("imagePullSecrets").is_none());
+    let selector_in = |docs: &[Value]| -> Vec<Value> {
+        one(docs, "MutatingWebhookConfiguration")["webhooks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|w| {
+                w["namespaceSelector"]["matchExpressions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|e| e["operator"] == "In")
+                    .cloned()
+                    .unwrap_or(Value::Null)
+            })
+            .collect()
+    };
+    assert!(
+        selector_in(&docs).iter().all(Value::is_null),
+        "all namespaces by default"
+    );
+    let docs = render(&[
+        "image.repository=registry.example/mesh/rudder",
+        "image.initRepository=registry.example/mesh/rudder-init",
+        "image.tag=1.2.3",
+        "image.pullSecrets[0].name=registry-creds",
+        "watchNamespaces={shop,web}",
+    ]);
+    let a = args(&docs);
+    assert!(
+        a.iter()
+            .any(|x| x == "--init-image=registry.example/mesh/rudder-init:1.2.3"),
+        "{a:?}"
+    );
+    assert!(
+        a.iter()
+            .any(|x| x == "--agent-image=registry.example/mesh/rudder:1.2.3"),
+        "{a:?}"
+    );
+    assert_eq!(
+        pod_spec(&docs)["imagePullSecrets"],
+        json!([{"name": "registry-creds"}])
+    );
+    let want =
+        json!({"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["shop", "web"]});
+    assert_eq!(selector_in(&docs), vec![want.clone(), want]);
+}
+
 /// With `ca.source=secret` the kubelet mounts the Secret's files owned by root; the
 /// init container's script (run here as root, as in the pod, on copies of the mounts)
 /// must leave a key the control plane's UID 65532 can read and xds-server accepts as

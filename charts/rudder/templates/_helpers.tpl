@@ -15,6 +15,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end }}
 
+{{/* The interception init container's image (a release from before it had its own value
+uses the default repository). */}}
+{{- define "rudder.initImage" -}}
+{{ .Values.image.initRepository | default "ghcr.io/rudder-mesh/rudder-init" }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
 {{/*
 The control plane's identity is fixed in the server: sidecars, the certificate endpoint
 and xdsctl all check spiffe://TRUST_DOMAIN/ns/rudder-system/sa/rudder. Installed
