@@ -105,8 +105,8 @@ pub async fn serve(
     .await;
 }
 
-/// Keeps the MutatingWebhookConfiguration's `caBundle` equal to `bundle_pem` (cluster
-/// mode with the self-made CA: the chart cannot know it at install time).
+/// Keeps the MutatingWebhookConfiguration's `caBundle` equal to `bundle_pem`: the control
+/// plane is its one owner in cluster mode, with either CA source (the chart never sets it).
 pub(crate) async fn sync_ca_bundle(client: kube::Client, bundle_pem: &str) -> anyhow::Result<()> {
     use base64::Engine;
     use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
