@@ -6,7 +6,8 @@
 //! and served to Envoy for mesh mTLS over SDS on a Unix socket in that directory
 //! ([`sds`]). It renews at half-life with a new key, retries failures with backoff, and
 //! reports its state on `/ready` and `/status` ([`probe_port`], [`state`]), where it also
-//! runs the app's moved kubelet probes ([`app_probe`]). The loop is
+//! runs the app's moved kubelet probes ([`app_probe`]) and relays the proxy's stats for
+//! scraping ([`proxy_stats`]). The loop is
 //! [`renewal`]; [`bootstrap`] writes the proxy's bootstrap, [`client`] talks to the
 //! certificate endpoint. For a gRPC app that cannot present a client certificate to the
 //! control plane (grpc-js), [`xds_proxy`] serves xDS on a Unix socket in the pod and
@@ -22,6 +23,7 @@ pub mod bootstrap;
 pub mod client;
 pub mod files;
 pub mod probe_port;
+pub(crate) mod proxy_stats;
 pub mod renewal;
 pub mod sds;
 pub(crate) mod sockets;

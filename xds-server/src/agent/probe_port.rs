@@ -18,6 +18,7 @@ use crate::runtime::Stop;
 
 use crate::agent::app_probe::{self, PROBE_TIMEOUT};
 pub use crate::agent::app_probe::{AppProbe, ProbeHeader, ProbeKind, ProbeTarget};
+use crate::agent::proxy_stats;
 
 /// What the status port answers besides the agent's own state.
 #[derive(Clone, Debug, Default)]
@@ -93,6 +94,7 @@ fn limits() -> ShellLimits {
 enum Check {
     App(AppProbe),
     Proxy(std::net::SocketAddr),
+    Stats(std::net::SocketAddr),
 }
 
 fn answer(
@@ -108,12 +110,13 @@ fn answer(
     let ready = s.ready(SystemTime::now());
     Ok(match (path, cfg.proxy_admin) {
         (PROXY_READY, Some(admin)) if ready => return Err(Check::Proxy(admin)),
+        (proxy_stats::STATS_PATH, Some(admin)) => return Err(Check::Stats(admin)),
         ("/ready" | PROXY_READY, _) if ready => json(200, &s),
         ("/ready" | PROXY_READY, _) => json(503, &s),
         ("/status", _) => json(200, &s),
         _ => json(
             404,
-            &serde_json::json!({"error": "use /ready, /proxy-ready or /status"}),
+            &serde_json::json!({"error": "use /ready, /proxy-ready, /status or /stats/prometheus"}),
         ),
     })
 }
@@ -125,21 +128,26 @@ fn empty(code: u16) -> hyper::Response<Full<Bytes>> {
     r
 }
 
-/// Serves `/ready`, `/proxy-ready`, `/status` and the app's moved probes on `listener`,
+/// Serves `/ready`, `/proxy-ready`, `/status`, the proxy's `/stats/prometheus` and the
+/// app's moved probes on `listener`,
 /// in the hardened shell shared with the control plane's ports.
 pub(crate) async fn serve_status(
     listener: tokio::net::TcpListener,
     status: Arc<Mutex<Status>>,
     cfg: Arc<StatusConfig>,
 ) {
+    let stats_gate = Arc::new(tokio::sync::Semaphore::new(1));
     let handler = move |req: ShellRequest| {
-        let (status, cfg) = (status.clone(), cfg.clone());
+        let (status, cfg, gate) = (status.clone(), cfg.clone(), stats_gate.clone());
         async move {
             match answer(&status, &cfg, &req) {
                 Ok(r) => r,
                 Err(Check::App(p)) => empty(app_probe::run(&p, cfg.target).await),
                 Err(Check::Proxy(admin)) if proxy_live(admin).await => empty(200),
                 Err(Check::Proxy(_)) => empty(503),
+                Err(Check::Stats(admin)) => {
+                    proxy_stats::scrape(admin, &gate, proxy_stats::MAX_STATS_BYTES).await
+                }
             }
         }
     };

@@ -28,6 +28,10 @@ use serde_json::{Value, json};
 pub(crate) const INJECT_KEY: &str = "rudder.dev/inject";
 /// Annotation the injector sets on what it injected.
 pub(crate) const STATUS_ANNOTATION: &str = "rudder.dev/status";
+/// Label the injector sets on what it injected (what a PodMonitor selects sidecars by).
+pub const SIDECAR_LABEL: &str = "rudder.dev/sidecar";
+/// The agent's named container port: its status port, with the proxy's stats.
+pub const STATUS_PORT_NAME: &str = "rudder-status";
 /// Names of the injected containers and volumes.
 pub(crate) const INIT: &str = "rudder-init";
 /// See [`INIT`].
@@ -218,6 +222,7 @@ pub(crate) fn injected_init_containers(
             "args": agent_args,
             "env": env,
             "volumeMounts": mounts,
+            "ports": [{"name": STATUS_PORT_NAME, "containerPort": i.agent_status_port}],
             "startupProbe": probe,
             "readinessProbe": {"httpGet": {"path": "/ready", "port": i.agent_status_port}},
             "securityContext": restricted,
@@ -255,6 +260,13 @@ pub fn patch(pod: &Value, cfg: &InjectConfig) -> Vec<Value> {
     } else {
         ops.push(json!({"op": "add", "path": "/metadata/annotations",
                         "value": {STATUS_ANNOTATION: "injected"}}));
+    }
+    if pod["metadata"]["labels"].is_object() {
+        ops.push(json!({"op": "add", "path": "/metadata/labels/rudder.dev~1sidecar",
+                        "value": "injected"}));
+    } else {
+        ops.push(json!({"op": "add", "path": "/metadata/labels",
+                        "value": {SIDECAR_LABEL: "injected"}}));
     }
     let volumes = [
         json!({"name": CREDS_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}}),
