@@ -102,6 +102,10 @@ struct InjectArgs {
     /// Injected Envoy's drain time on shutdown.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     sidecar_drain_time: Duration,
+    /// No init container: the rudder-cni plugin on each node installs injected pods'
+    /// interception rules (no privileged container in the pod).
+    #[arg(long, env = "RUDDER_SIDECAR_CNI")]
+    sidecar_cni: bool,
     #[command(flatten)]
     interception: InterceptionArgs,
 }
@@ -153,6 +157,10 @@ impl InjectArgs {
                 log_format: match log_format {
                     LogFormat::Json => "json".into(),
                     LogFormat::Text => "text".into(),
+                },
+                mode: match self.sidecar_cni {
+                    true => crate::k8s::inject::InterceptionMode::Cni,
+                    false => crate::k8s::inject::InterceptionMode::InitContainer,
                 },
             },
         ))

@@ -4,7 +4,10 @@
 //!
 //! An injected pod gets, ahead of its own init containers (so their traffic is meshed
 //! too):
-//! - `rudder-init`: installs the iptables rules (NET_ADMIN, runs once);
+//! - `rudder-init` (init-container mode): installs the iptables rules (NET_ADMIN, runs
+//!   once). In CNI mode there is none: the `rudder-cni` plugin on the node installs the
+//!   rules the pod's `rudder.dev/interception` annotation names, and no injected
+//!   container needs a capability (Pod Security `restricted` admits the pod);
 //! - `rudder-agent`: a native sidecar (`restartPolicy: Always`) that obtains the
 //!   workload's credentials with the pod's projected ServiceAccount token, writes the
 //!   Envoy bootstrap (the same generator as `xds-server bootstrap`) and keeps both fresh;
@@ -25,6 +28,9 @@ use serde_json::{Value, json};
 pub(crate) const INJECT_KEY: &str = "rudder.dev/inject";
 /// Annotation the injector sets on what it injected.
 pub(crate) const STATUS_ANNOTATION: &str = "rudder.dev/status";
+/// Annotation the injector sets (CNI mode): the interception the `rudder-cni` plugin
+/// installs, as JSON ([`interception_annotation`]).
+pub(crate) const INTERCEPTION_ANNOTATION: &str = "rudder.dev/interception";
 /// Names of the injected containers and volumes.
 pub(crate) const INIT: &str = "rudder-init";
 /// See [`INIT`].
@@ -65,6 +71,33 @@ pub struct InjectConfig {
     pub interception: iptables::Interception,
     /// Log format of the agent.
     pub log_format: String,
+    /// Who installs the interception rules.
+    pub mode: InterceptionMode,
+}
+
+/// Who installs an injected pod's interception rules.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum InterceptionMode {
+    /// The injected `rudder-init` container (root, NET_ADMIN and NET_RAW).
+    #[default]
+    InitContainer,
+    /// The `rudder-cni` plugin on the node, from the pod's interception annotation; the
+    /// pod holds no privileged container.
+    Cni,
+}
+
+/// The interception annotation's value (what `rudder-cni` reads back).
+pub(crate) fn interception_annotation(i: &iptables::Interception) -> String {
+    json!({
+        "outboundPort": i.outbound_port,
+        "inboundPort": i.inbound_port,
+        "proxyUid": i.proxy_uid,
+        "agentStatusPort": i.agent_status_port,
+        "excludeOutboundPorts": i.exclude_outbound_ports,
+        "excludeInboundPorts": i.exclude_inbound_ports,
+        "excludeCidrs": i.exclude_cidrs.iter().map(|(ip, len)| format!("{ip}/{len}")).collect::<Vec<_>>(),
+    })
+    .to_string()
 }
 
 /// The agent's path for one app probe: `/app-health/CONTAINER/KIND`.
@@ -255,8 +288,7 @@ pub(crate) fn injected_init_containers(
         "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
         "capabilities": {"drop": ["ALL"]},
     });
-    vec![
-        json!({
+    let init = json!({
             "name": INIT,
             "image": cfg.agent_image,
             "args": iptables::init_args(i),
@@ -266,7 +298,8 @@ pub(crate) fn injected_init_containers(
             },
             "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
                           "limits": {"cpu": "100m", "memory": "64Mi"}},
-        }),
+    });
+    let sidecars = [
         json!({
             "name": AGENT,
             "image": cfg.agent_image,
@@ -295,20 +328,38 @@ pub(crate) fn injected_init_containers(
             "securityContext": restricted,
             "resources": cfg.proxy_resources,
         }),
-    ]
+    ];
+    match cfg.mode {
+        InterceptionMode::InitContainer => std::iter::once(init).chain(sidecars).collect(),
+        InterceptionMode::Cni => sidecars.into(),
+    }
 }
 
 /// The JSONPatch that injects `pod` (ops in order; paths escaped per RFC 6901).
 pub fn patch(pod: &Value, cfg: &InjectConfig) -> Vec<Value> {
     let mut ops = Vec::new();
+    let mut annotations = vec![(STATUS_ANNOTATION, "injected".to_string())];
+    if cfg.mode == InterceptionMode::Cni {
+        // Replaces any value the pod came with: the plugin installs what the injector says.
+        annotations.push((
+            INTERCEPTION_ANNOTATION,
+            interception_annotation(&cfg.interception),
+        ));
+    }
     if pod["metadata"]["annotations"].is_object() {
-        ops.push(
-            json!({"op": "add", "path": "/metadata/annotations/rudder.dev~1status",
-                        "value": "injected"}),
-        );
+        for (key, value) in annotations {
+            let path = format!(
+                "/metadata/annotations/{}",
+                key.replace('~', "~0").replace('/', "~1")
+            );
+            ops.push(json!({"op": "add", "path": path, "value": value}));
+        }
     } else {
-        ops.push(json!({"op": "add", "path": "/metadata/annotations",
-                        "value": {STATUS_ANNOTATION: "injected"}}));
+        let map: serde_json::Map<String, Value> = annotations
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v)))
+            .collect();
+        ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": map}));
     }
     let volumes = [
         json!({"name": CREDS_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}}),
