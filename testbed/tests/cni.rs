@@ -41,7 +41,9 @@ impl Netns {
         for args in [
             &["ip", "link", "set", "lo", "up"][..],
             // Both ends inside: nothing on the host to clean up.
-            &["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1"],
+            &[
+                "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
+            ],
             &["ip", "link", "set", "eth1", "up"],
             &["ip", "addr", "add", "10.200.0.5/24", "dev", "eth0"],
             &[
@@ -429,5 +431,69 @@ async fn pods_outside_the_mesh_get_nothing_and_failures_fail_the_add() -> anyhow
             .is_some_and(|a| a.contains(&json!("1.0.0")) && a.contains(&json!("0.4.0"))),
         "{v}"
     );
+    Ok(())
+}
+
+/// The DaemonSet's installer as a process: it chains the plugin into the node's active
+/// configuration, puts back what the network plugin's rewrite dropped, and takes it all
+/// out on SIGTERM.
+#[tokio::test]
+async fn the_installer_chains_the_plugin_keeps_it_and_removes_it_on_sigterm() -> anyhow::Result<()>
+{
+    let work = tempfile::tempdir()?;
+    let p = work.path();
+    for d in ["bin", "net.d", "sa"] {
+        std::fs::create_dir(p.join(d))?;
+    }
+    std::fs::write(p.join("sa/token"), "tok\n")?;
+    std::fs::write(p.join("sa/ca.crt"), "-----BEGIN CERTIFICATE-----\n")?;
+    let calico = json!({"cniVersion": "1.0.0", "name": "k8s-pod-network",
+                        "plugins": [{"type": "calico"}, {"type": "portmap"}]});
+    let list = p.join("net.d/10-calico.conflist");
+    std::fs::write(&list, calico.to_string())?;
+    let mut child = tokio::process::Command::new(workspace_bin("rudder-cni")?)
+        .env_clear()
+        .arg("install")
+        .arg("--cni-bin-dir")
+        .arg(p.join("bin"))
+        .arg("--cni-conf-dir")
+        .arg(p.join("net.d"))
+        .args([
+            "--api-host",
+            "10.96.0.1",
+            "--api-port",
+            "443",
+            "--interval-seconds",
+            "1",
+        ])
+        .arg("--token-file")
+        .arg(p.join("sa/token"))
+        .arg("--ca-file")
+        .arg(p.join("sa/ca.crt"))
+        .kill_on_drop(true)
+        .spawn()?;
+    let chained = || async {
+        let doc: Value = serde_json::from_str(&std::fs::read_to_string(&list)?)?;
+        Ok(doc["plugins"]
+            .as_array()
+            .and_then(|a| a.last())
+            .map(|e| e["type"].clone())
+            == Some(json!("rudder-cni")))
+    };
+    wait_until(Duration::from_secs(10), "the plugin chained", chained).await?;
+    assert!(p.join("bin/rudder-cni").exists());
+    assert!(p.join("net.d/rudder-cni.kubeconfig").exists());
+    // The network plugin rewrites its file: the entry comes back.
+    std::fs::write(&list, calico.to_string())?;
+    wait_until(Duration::from_secs(10), "the plugin chained again", chained).await?;
+
+    let pid = child.id().ok_or_else(|| anyhow::anyhow!("no pid"))?;
+    sh(&["kill", "-TERM", &pid.to_string()])?;
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await??;
+    assert!(status.success(), "{status}");
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&list)?)?;
+    assert_eq!(doc, calico, "the node's configuration is as it was");
+    assert!(!p.join("bin/rudder-cni").exists());
+    assert!(!p.join("net.d/rudder-cni.kubeconfig").exists());
     Ok(())
 }

@@ -133,9 +133,8 @@ impl Installer {
         let s = &self.settings;
         let mut changed = Vec::new();
         let bin = s.bin_dir.join(PLUGIN_TYPE);
-        let new = std::fs::read(&s.binary).map_err(|e| format!("{}: {e}", s.binary.display()))?;
-        if std::fs::read(&bin).ok().as_ref() != Some(&new) {
-            write_file(&bin, &new, 0o755)?;
+        if !same_content(&s.binary, &bin).map_err(|e| format!("{}: {e}", s.binary.display()))? {
+            copy_file(&s.binary, &bin, 0o755)?;
             changed.push(bin.display().to_string());
         }
         let token = crate::cni::kube::read_bounded(&s.token_file, 64 << 10)?;
@@ -199,6 +198,52 @@ impl Installer {
         }
         Ok(())
     }
+}
+
+/// Whether `b` exists and holds what `a` holds (read in pieces: the binary is large and
+/// the installer's memory small).
+fn same_content(a: &Path, b: &Path) -> std::io::Result<bool> {
+    use std::io::Read;
+    let fa = std::fs::File::open(a)?;
+    let Ok(fb) = std::fs::File::open(b) else {
+        return Ok(false);
+    };
+    if fa.metadata()?.len() != fb.metadata()?.len() {
+        return Ok(false);
+    }
+    let (mut ra, mut rb) = (
+        std::io::BufReader::with_capacity(64 << 10, fa),
+        std::io::BufReader::with_capacity(64 << 10, fb),
+    );
+    let (mut ba, mut bb) = (vec![0u8; 64 << 10], vec![0u8; 64 << 10]);
+    loop {
+        let n = ra.read(&mut ba)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        rb.read_exact(&mut bb[..n])?;
+        if ba[..n] != bb[..n] {
+            return Ok(false);
+        }
+    }
+}
+
+/// Copies `from` to `to` atomically with `mode` (see [`write_file`]).
+fn copy_file(from: &Path, to: &Path, mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let name = to
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let tmp = to.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let err = |e: std::io::Error| format!("copying {} to {}: {e}", from.display(), to.display());
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::copy(from, &tmp).map_err(err)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(err)?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(err)?;
+    std::fs::rename(&tmp, to).map_err(err)
 }
 
 /// Writes `path` atomically with `mode` (a temporary file beside it, renamed over it), so

@@ -81,6 +81,15 @@ fn the_plugin_is_chained_last_once_and_removed_again() {
         read(list.clone())["plugins"].as_array().map(Vec::len),
         Some(3)
     );
+    // A new version of the plugin (same size, other bytes) replaces the old one.
+    std::fs::write(&s.binary, b"\x7fELF plugon").expect("new binary");
+    let bin = s.bin_dir.join(PLUGIN_TYPE);
+    assert_eq!(
+        n.installer.ensure().expect("again"),
+        [bin.display().to_string()]
+    );
+    assert_eq!(std::fs::read(&bin).expect("copied"), b"\x7fELF plugon");
+    assert_eq!(mode(bin), 0o755);
 
     n.installer.remove().expect("removed");
     assert_eq!(

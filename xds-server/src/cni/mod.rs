@@ -193,6 +193,8 @@ async fn run_installer(a: InstallArgs) -> ExitCode {
     let mut tick = tokio::time::interval(Duration::from_secs(a.interval_seconds.max(1)));
     loop {
         tokio::select! {
+            // The signal first: its handler is registered before the first install.
+            biased;
             signal = &mut stop => {
                 eprintln!("rudder-cni install: {signal}: removing the plugin from this node");
                 return report(installer.remove().map(|()| vec!["removed".to_string()]));
