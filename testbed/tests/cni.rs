@@ -74,17 +74,20 @@ impl Netns {
         sh(&v)
     }
 
-    /// The nat table as `iptables-save` (or `ip6tables-save`) prints it.
+    /// The nat table as `iptables-save` (or `ip6tables-save`) prints it, without its
+    /// comments (they carry the time).
     fn nat(&self, v6: bool) -> anyhow::Result<String> {
-        self.exec(&[
-            if v6 {
-                "ip6tables-save"
-            } else {
-                "iptables-save"
-            },
-            "-t",
-            "nat",
-        ])
+        let save = if v6 {
+            "ip6tables-save"
+        } else {
+            "iptables-save"
+        };
+        let out = self.exec(&[save, "-t", "nat"])?;
+        Ok(out
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n"))
     }
 }
 
@@ -268,6 +271,16 @@ async fn a_meshed_pods_rules_are_installed_in_its_namespace_and_intercept() -> a
         v6.contains("-A RUDDER_OUTPUT -d fd00:300::/64 -j RETURN"),
         "{v6}"
     );
+    // A repeated ADD (a runtime's retry) changes nothing.
+    let again = cni(
+        "ADD",
+        Some(&ns.path()),
+        ("shop", "web-0"),
+        &conf(&kubeconfig, Some(prev.clone())),
+    )
+    .await?;
+    assert!(again.ok, "ADD again: {} {}", again.stdout, again.stderr);
+    assert_eq!(ns.nat(false)?, v4);
     // Only that pod's namespace.
     assert!(
         !other.nat(false)?.contains("RUDDER"),

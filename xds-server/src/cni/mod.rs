@@ -29,7 +29,7 @@ use clap::{Parser, Subcommand};
 /// Rudder's CNI plugin (chained after the network plugin) and its installer.
 #[derive(Debug, Parser)]
 #[command(name = "rudder-cni", version)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(subcommand)]
     command: Option<Sub>,
     /// The runtime's call (CNI spec): ADD, DEL, CHECK or VERSION.

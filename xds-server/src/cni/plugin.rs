@@ -132,6 +132,11 @@ async fn intercept(
             ))),
         };
     }
+    if node.installed(conf, netns).await == Ok(true) {
+        // A repeated ADD for the same namespace: installing again would add a second
+        // jump to each chain.
+        return Ok(());
+    }
     node.install(conf, netns, &rules(&settings), false)
         .await
         .map_err(failed)?;

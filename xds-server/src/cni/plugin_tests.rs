@@ -89,6 +89,15 @@ async fn add_installs_a_meshed_pods_rules_and_passes_the_result_on() {
             .await
             .is_ok()
     );
+    // A repeated ADD leaves the namespace as it is.
+    handle(
+        &call("ADD", POD),
+        &stdin(&["10.0.0.5/24", "fd00::5/64"]),
+        &node,
+    )
+    .await
+    .expect("added again");
+    assert_eq!(node.installed.lock().len(), 2);
 }
 
 #[tokio::test]
