@@ -9,6 +9,7 @@
 //! - a pod that is not meshed, and a pod of a skipped namespace, get nothing;
 //! - a meshed pod whose rules cannot be installed, or whose API server cannot be asked,
 //!   fails the ADD with the spec's error JSON (the pod must not start unintercepted);
+//! - the injected pod's `rudder-cni validate` passes with the rules, fails without;
 //! - DEL, CHECK and VERSION answer.
 //!
 //! Needs root (network namespaces), `ip`, `iptables`/`ip6tables` and `setpriv`; a
@@ -299,6 +300,28 @@ async fn a_meshed_pods_rules_are_installed_in_its_namespace_and_intercept() -> a
         "CHECK: {} {}",
         out.stdout,
         out.stderr
+    );
+
+    // The injected pod's first container (unprivileged) passes where the rules are, and
+    // fails the pod, saying why, where they are not.
+    let validate = |ns: &Netns| {
+        let bin = workspace_bin("rudder-cni")?;
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns.0])
+            .arg(bin)
+            .args(["validate", "--timeout-seconds", "3"])
+            .output()?;
+        anyhow::Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    };
+    let (ok, log) = validate(&ns)?;
+    assert!(ok, "validate in the meshed pod: {log}");
+    let (ok, log) = validate(&other)?;
+    assert!(
+        !ok && log.contains("not intercepted"),
+        "validate without rules: {log}"
     );
 
     // Interception works: an app's call to anywhere lands on the sidecar's outbound

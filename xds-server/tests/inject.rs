@@ -257,7 +257,18 @@ fn in_cni_mode_no_container_is_privileged_and_the_annotation_says_what_to_instal
         .iter()
         .filter_map(|c| c["name"].as_str())
         .collect();
-    assert_eq!(names, ["rudder-agent", "rudder-proxy", "migrate"]);
+    assert_eq!(
+        names,
+        ["rudder-validate", "rudder-agent", "rudder-proxy", "migrate"]
+    );
+    // The check that the node's plugin installed the rules runs first, as a UID whose
+    // traffic is intercepted.
+    let validate = &out["spec"]["initContainers"][0];
+    assert_eq!(
+        validate["args"],
+        json!(["validate", "--outbound-port", "15001"])
+    );
+    assert_eq!(validate["securityContext"]["runAsUser"], 1338);
     for list in ["initContainers", "containers"] {
         for c in out["spec"][list].as_array().into_iter().flatten() {
             let sc = &c["securityContext"];

@@ -8,9 +8,11 @@
 //! - [`kube`] and [`netns`]: the I/O shells (one bounded GET; a program run in the
 //!   pod's namespace).
 //! - [`install`]: the DaemonSet's installer (binary, kubeconfig, conflist entry).
+//! - [`validate`]: the injected pod's check that its traffic is intercepted.
 //!
 //! The binary runs as the plugin when the runtime calls it (CNI_COMMAND set, no
-//! arguments), and as the installer with `rudder-cni install`.
+//! arguments), as the installer with `rudder-cni install`, and as the pod's first init
+//! container with `rudder-cni validate`.
 
 mod install;
 mod kube;
@@ -18,6 +20,7 @@ mod netns;
 mod plugin;
 mod pod;
 mod spec;
+mod validate;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -51,6 +54,22 @@ enum Sub {
     /// Install the plugin on this node and keep it installed until SIGTERM (the
     /// DaemonSet's container).
     Install(InstallArgs),
+    /// Exit 0 only if this pod's outbound traffic is intercepted (the injected
+    /// `rudder-validate` init container; unprivileged).
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ValidateArgs {
+    /// The sidecar's outbound port (listened on here until the check is done).
+    #[arg(long, default_value_t = 15001)]
+    outbound_port: u16,
+    /// An address outside the pod to connect to (must not be excluded from
+    /// interception).
+    #[arg(long, default_value = "192.0.2.1:80")]
+    probe_address: std::net::SocketAddr,
+    #[arg(long, default_value_t = 10)]
+    timeout_seconds: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -109,6 +128,23 @@ pub fn main() -> ExitCode {
     };
     match args.command {
         Some(Sub::Install(i)) => rt.block_on(run_installer(i)),
+        Some(Sub::Validate(v)) => {
+            let timeout = Duration::from_secs(v.timeout_seconds.max(1));
+            match rt.block_on(validate::validate(
+                v.outbound_port,
+                v.probe_address,
+                timeout,
+            )) {
+                Ok(()) => {
+                    eprintln!("rudder-cni validate: outbound traffic is intercepted");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("rudder-cni validate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         None => rt.block_on(run_plugin(
             args.cni_command,
             args.cni_netns,

@@ -6,7 +6,8 @@
 //! too):
 //! - `rudder-init` (init-container mode): installs the iptables rules (NET_ADMIN, runs
 //!   once). In CNI mode there is none: the `rudder-cni` plugin on the node installs the
-//!   rules the pod's `rudder.dev/interception` annotation names, and no injected
+//!   rules the pod's `rudder.dev/interception` annotation names, `rudder-validate`
+//!   (unprivileged) fails the pod if its traffic is not intercepted, and no injected
 //!   container needs a capability (Pod Security `restricted` admits the pod);
 //! - `rudder-agent`: a native sidecar (`restartPolicy: Always`) that obtains the
 //!   workload's credentials with the pod's projected ServiceAccount token, writes the
@@ -33,6 +34,8 @@ pub(crate) const STATUS_ANNOTATION: &str = "rudder.dev/status";
 pub(crate) const INTERCEPTION_ANNOTATION: &str = "rudder.dev/interception";
 /// Names of the injected containers and volumes.
 pub(crate) const INIT: &str = "rudder-init";
+/// See [`INIT`].
+pub(crate) const VALIDATE: &str = "rudder-validate";
 /// See [`INIT`].
 pub(crate) const AGENT: &str = "rudder-agent";
 /// See [`INIT`].
@@ -331,8 +334,29 @@ pub(crate) fn injected_init_containers(
     ];
     match cfg.mode {
         InterceptionMode::InitContainer => std::iter::once(init).chain(sidecars).collect(),
-        InterceptionMode::Cni => sidecars.into(),
+        InterceptionMode::Cni => std::iter::once(validate_container(cfg))
+            .chain(sidecars)
+            .collect(),
     }
+}
+
+/// CNI mode's first container: checks, unprivileged, that the node's plugin installed
+/// the rules (its UID is not the proxy's, so its own traffic is intercepted).
+fn validate_container(cfg: &InjectConfig) -> Value {
+    let uid = cfg.interception.proxy_uid.wrapping_add(1).max(1);
+    json!({
+        "name": VALIDATE,
+        "image": cfg.agent_image,
+        "command": ["/usr/local/bin/rudder-cni"],
+        "args": ["validate", "--outbound-port", cfg.interception.outbound_port.to_string()],
+        "securityContext": {
+            "runAsUser": uid, "runAsGroup": uid, "runAsNonRoot": true,
+            "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
+                      "limits": {"cpu": "100m", "memory": "32Mi"}},
+    })
 }
 
 /// The JSONPatch that injects `pod` (ops in order; paths escaped per RFC 6901).
