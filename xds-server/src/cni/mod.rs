@@ -162,9 +162,14 @@ async fn run_plugin(
     path: Option<String>,
 ) -> ExitCode {
     let mut stdin = Vec::new();
-    let read = std::io::stdin()
-        .take(spec::MAX_CONFIG_BYTES as u64 + 1)
-        .read_to_end(&mut stdin);
+    // Without a command this is no runtime's call (a person at a terminal): answer
+    // without waiting for stdin.
+    let read = match &command {
+        Some(_) => std::io::stdin()
+            .take(spec::MAX_CONFIG_BYTES as u64 + 1)
+            .read_to_end(&mut stdin),
+        None => Ok(0),
+    };
     let call = plugin::Call {
         command: command.unwrap_or_default(),
         netns: netns.filter(|p| !p.as_os_str().is_empty()),
