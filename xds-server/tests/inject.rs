@@ -281,6 +281,22 @@ fn in_cni_mode_no_container_is_privileged_and_the_annotation_says_what_to_instal
             assert_ne!(sc["privileged"], true, "{name} is privileged");
         }
     }
+    // What Pod Security `restricted` asks of each container, for those injected.
+    for c in out["spec"]["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if c["name"] == "migrate" {
+            continue;
+        }
+        let sc = &c["securityContext"];
+        let name = &c["name"];
+        assert_eq!(sc["runAsNonRoot"], true, "{name}");
+        assert_eq!(sc["allowPrivilegeEscalation"], false, "{name}");
+        assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "{name}");
+        assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault", "{name}");
+    }
     let annotations = &out["metadata"]["annotations"];
     assert_eq!(annotations["rudder.dev/status"], "injected");
     let asked: Value = serde_json::from_str(

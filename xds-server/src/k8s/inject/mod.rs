@@ -289,18 +289,18 @@ pub(crate) fn injected_init_containers(
     let restricted = json!({
         "runAsUser": uid, "runAsGroup": uid, "runAsNonRoot": true,
         "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
-        "capabilities": {"drop": ["ALL"]},
+        "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
     });
     let init = json!({
-            "name": INIT,
-            "image": cfg.agent_image,
-            "args": iptables::init_args(i),
-            "securityContext": {
-                "runAsUser": 0, "runAsNonRoot": false, "allowPrivilegeEscalation": false,
-                "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
-            },
-            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
-                          "limits": {"cpu": "100m", "memory": "64Mi"}},
+        "name": INIT,
+        "image": cfg.agent_image,
+        "args": iptables::init_args(i),
+        "securityContext": {
+            "runAsUser": 0, "runAsNonRoot": false, "allowPrivilegeEscalation": false,
+            "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
+        },
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
+                      "limits": {"cpu": "100m", "memory": "64Mi"}},
     });
     let sidecars = [
         json!({
@@ -352,7 +352,7 @@ fn validate_container(cfg: &InjectConfig) -> Value {
         "securityContext": {
             "runAsUser": uid, "runAsGroup": uid, "runAsNonRoot": true,
             "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
-            "capabilities": {"drop": ["ALL"]},
+            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
         },
         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
                       "limits": {"cpu": "100m", "memory": "32Mi"}},
