@@ -23,7 +23,10 @@ COPY --from=build /src/target/release/xds-server /usr/local/bin/
 ENTRYPOINT ["/usr/local/bin/xds-server"]
 
 FROM ${BASE_IMAGE} AS control-plane
-COPY --from=build /src/target/release/xds-server /src/target/release/xdsctl /usr/local/bin/
+# xds-server (control plane, proxy agent), xdsctl, and rudder-cni (the CNI plugin and its
+# node installer, run by the chart's DaemonSet).
+COPY --from=build /src/target/release/xds-server /src/target/release/xdsctl \
+     /src/target/release/rudder-cni /usr/local/bin/
 # The control plane runs as 65532 and the agent as 1337 (set by the chart and the injector).
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/xds-server"]

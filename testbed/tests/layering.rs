@@ -92,8 +92,8 @@ const LAYERS: &[(&str, &[&[&str]])] = &[
             &["pki"],
             // Serving xDS, the manifest source, the proxy registry, CSDS and NACK record.
             &["xds", "source", "observability"],
-            // Kubernetes (watch, status, injector) and the admin endpoint.
-            &["k8s", "admin"],
+            // Kubernetes (watch, status, injector), the admin endpoint, the CNI plugin.
+            &["k8s", "admin", "cni"],
             // The agent beside each proxy.
             &["agent"],
             // Wiring, then the command line.

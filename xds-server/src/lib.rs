@@ -16,6 +16,8 @@
 //!    rest of [`observability`] (the proxy registry, CSDS, the NACK record) beside it.
 //! 5. [`k8s`]: the Kubernetes watch, the Lease, CRD status and the sidecar injector;
 //!    `admin`: the metrics and health endpoint.
+//!    [`cni`]: the `rudder-cni` plugin (a meshed pod's rules in its namespace) and its
+//!    node installer.
 //! 6. [`agent`]: the proxy agent beside each proxy: keeps its credentials fresh on disk.
 //! 7. `server`: wires the subsystems of `xds-server run`, each of which starts itself
 //!    (`pki::start`, `k8s::start`, `xds::serve`, `admin`); [`cli`]: the command line.
@@ -25,6 +27,7 @@
 pub(crate) mod admin;
 pub mod agent;
 pub mod cli;
+pub mod cni;
 pub mod config;
 pub mod k8s;
 pub(crate) mod log_limit;

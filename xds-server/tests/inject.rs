@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use serde_json::{Value, json};
-use xds_server::k8s::inject::{InjectConfig, iptables::Interception, review};
+use xds_server::k8s::inject::{InjectConfig, InterceptionMode, iptables::Interception, review};
 
 fn config() -> InjectConfig {
     InjectConfig {
@@ -31,6 +31,7 @@ fn config() -> InjectConfig {
         },
         log_format: "json".into(),
         namespaces: Vec::new(),
+        mode: InterceptionMode::InitContainer,
     }
 }
 
@@ -51,7 +52,12 @@ fn admission(pod: &Value) -> Value {
 
 /// The pod after the injector's answer: (pod, warning).
 fn inject(pod: &Value) -> (Value, Option<String>) {
-    let out = review(&admission(pod), &config());
+    inject_with(pod, &config())
+}
+
+/// [`inject`] with `cfg`.
+fn inject_with(pod: &Value, cfg: &InjectConfig) -> (Value, Option<String>) {
+    let out = review(&admission(pod), cfg);
     let resp = &out["response"];
     assert_eq!(out["kind"], "AdmissionReview");
     assert_eq!(resp["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
@@ -246,4 +252,104 @@ fn pods_outside_the_watched_namespaces_are_not_injected_and_told_why() {
     // Without a list every namespace is watched.
     let out = review(&admission(&pod("default")), &config());
     assert!(out["response"]["patch"].is_string(), "{out}");
+}
+
+/// CNI mode: the pod holds no privileged container at all (Pod Security `restricted`
+/// admits it); the interception it needs is in its annotation for the node's plugin.
+#[test]
+fn in_cni_mode_no_container_is_privileged_and_the_annotation_says_what_to_install() {
+    let cfg = InjectConfig {
+        mode: InterceptionMode::Cni,
+        interception: Interception {
+            exclude_outbound_ports: vec![5432],
+            exclude_inbound_ports: vec![9090],
+            exclude_cidrs: vec![("169.254.169.254".parse().expect("ip"), 32)],
+            ..Default::default()
+        },
+        ..config()
+    };
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/inject/user-init-container.yaml");
+    let mut pod: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(p).expect("read")).expect("yaml");
+    // A value the pod came with does not survive: the plugin installs what the
+    // injector says.
+    pod["metadata"]["annotations"] = json!({"rudder.dev/interception": "{}"});
+    let (out, w) = inject_with(&pod, &cfg);
+    assert!(w.is_none(), "{w:?}");
+    let _: k8s_openapi::api::core::v1::Pod =
+        serde_json::from_value(out.clone()).expect("the result is a valid Pod");
+    let names: Vec<&str> = out["spec"]["initContainers"]
+        .as_array()
+        .expect("init containers")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["rudder-validate", "rudder-agent", "rudder-proxy", "migrate"]
+    );
+    // The check that the node's plugin installed the rules runs first, as a UID whose
+    // traffic is intercepted.
+    let validate = &out["spec"]["initContainers"][0];
+    assert_eq!(
+        validate["args"],
+        json!(["validate", "--outbound-port", "15001"])
+    );
+    assert_eq!(validate["securityContext"]["runAsUser"], 1338);
+    for list in ["initContainers", "containers"] {
+        for c in out["spec"][list].as_array().into_iter().flatten() {
+            let sc = &c["securityContext"];
+            let name = &c["name"];
+            assert!(
+                sc["capabilities"]["add"].is_null(),
+                "{name} adds capabilities"
+            );
+            assert_ne!(sc["runAsUser"], 0, "{name} runs as root");
+            assert_ne!(sc["privileged"], true, "{name} is privileged");
+        }
+    }
+    // What Pod Security `restricted` asks of each container, for those injected.
+    for c in out["spec"]["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if c["name"] == "migrate" {
+            continue;
+        }
+        let sc = &c["securityContext"];
+        let name = &c["name"];
+        assert_eq!(sc["runAsNonRoot"], true, "{name}");
+        assert_eq!(sc["allowPrivilegeEscalation"], false, "{name}");
+        assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "{name}");
+        assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault", "{name}");
+    }
+    let annotations = &out["metadata"]["annotations"];
+    assert_eq!(annotations["rudder.dev/status"], "injected");
+    let asked: Value = serde_json::from_str(
+        annotations["rudder.dev/interception"]
+            .as_str()
+            .expect("the interception annotation"),
+    )
+    .expect("JSON");
+    assert_eq!(
+        asked,
+        json!({"outboundPort": 15001, "inboundPort": 15006, "proxyUid": 1337,
+               "agentStatusPort": 15021, "excludeOutboundPorts": [5432],
+               "excludeInboundPorts": [9090], "excludeCidrs": ["169.254.169.254/32"]})
+    );
+    // A pod without annotations gets both in one map.
+    pod["metadata"]
+        .as_object_mut()
+        .expect("metadata")
+        .remove("annotations");
+    let (out, _) = inject_with(&pod, &cfg);
+    assert_eq!(
+        out["metadata"]["annotations"]["rudder.dev/interception"],
+        annotations["rudder.dev/interception"]
+    );
+    // Idempotent, as in init-container mode.
+    let (again, w) = inject_with(&out, &cfg);
+    assert_eq!(again, out);
+    assert!(w.is_some());
 }

@@ -106,6 +106,10 @@ struct InjectArgs {
     /// Injected Envoy's drain time on shutdown.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     sidecar_drain_time: Duration,
+    /// No init container: the rudder-cni plugin on each node installs injected pods'
+    /// interception rules (no privileged container in the pod).
+    #[arg(long, env = "RUDDER_SIDECAR_CNI")]
+    sidecar_cni: bool,
     #[command(flatten)]
     interception: InterceptionArgs,
 }
@@ -161,6 +165,10 @@ impl InjectArgs {
                 },
                 // Set from the watched namespaces when the injector starts.
                 namespaces: Vec::new(),
+                mode: match self.sidecar_cni {
+                    true => crate::k8s::inject::InterceptionMode::Cni,
+                    false => crate::k8s::inject::InterceptionMode::InitContainer,
+                },
             },
         ))
     }

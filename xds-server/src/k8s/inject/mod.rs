@@ -4,7 +4,11 @@
 //!
 //! An injected pod gets, ahead of its own init containers (so their traffic is meshed
 //! too):
-//! - `rudder-init`: installs the iptables rules (NET_ADMIN, runs once);
+//! - `rudder-init` (init-container mode): installs the iptables rules (NET_ADMIN, runs
+//!   once). In CNI mode there is none: the `rudder-cni` plugin on the node installs the
+//!   rules the pod's `rudder.dev/interception` annotation names, `rudder-validate`
+//!   (unprivileged) fails the pod if its traffic is not intercepted, and no injected
+//!   container needs a capability (Pod Security `restricted` admits the pod);
 //! - `rudder-agent`: a native sidecar (`restartPolicy: Always`) that obtains the
 //!   workload's credentials with the pod's projected ServiceAccount token, writes the
 //!   Envoy bootstrap (the same generator as `xds-server bootstrap`) and keeps both fresh;
@@ -32,8 +36,13 @@ pub(crate) const STATUS_ANNOTATION: &str = "rudder.dev/status";
 pub const SIDECAR_LABEL: &str = "rudder.dev/sidecar";
 /// The agent's named container port: its status port, with the proxy's stats.
 pub const STATUS_PORT_NAME: &str = "rudder-status";
+/// Annotation the injector sets (CNI mode): the interception the `rudder-cni` plugin
+/// installs, as JSON ([`interception_annotation`]).
+pub(crate) const INTERCEPTION_ANNOTATION: &str = "rudder.dev/interception";
 /// Names of the injected containers and volumes.
 pub(crate) const INIT: &str = "rudder-init";
+/// See [`INIT`].
+pub(crate) const VALIDATE: &str = "rudder-validate";
 /// See [`INIT`].
 pub(crate) const AGENT: &str = "rudder-agent";
 /// See [`INIT`].
@@ -77,6 +86,33 @@ pub struct InjectConfig {
     /// The namespaces the control plane watches (empty: all). A pod elsewhere is not
     /// injected: its sidecar would never be sent config, and the pod would never start.
     pub namespaces: Vec<String>,
+    /// Who installs the interception rules.
+    pub mode: InterceptionMode,
+}
+
+/// Who installs an injected pod's interception rules.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum InterceptionMode {
+    /// The injected `rudder-init` container (root, NET_ADMIN and NET_RAW).
+    #[default]
+    InitContainer,
+    /// The `rudder-cni` plugin on the node, from the pod's interception annotation; the
+    /// pod holds no privileged container.
+    Cni,
+}
+
+/// The interception annotation's value (what `rudder-cni` reads back).
+pub(crate) fn interception_annotation(i: &iptables::Interception) -> String {
+    json!({
+        "outboundPort": i.outbound_port,
+        "inboundPort": i.inbound_port,
+        "proxyUid": i.proxy_uid,
+        "agentStatusPort": i.agent_status_port,
+        "excludeOutboundPorts": i.exclude_outbound_ports,
+        "excludeInboundPorts": i.exclude_inbound_ports,
+        "excludeCidrs": i.exclude_cidrs.iter().map(|(ip, len)| format!("{ip}/{len}")).collect::<Vec<_>>(),
+    })
+    .to_string()
 }
 
 /// Why a pod is not injected (for the log and a warning on the response).
@@ -201,20 +237,20 @@ pub(crate) fn injected_init_containers(
     let restricted = json!({
         "runAsUser": uid, "runAsGroup": uid, "runAsNonRoot": true,
         "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
-        "capabilities": {"drop": ["ALL"]},
+        "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
     });
-    vec![
-        json!({
-            "name": INIT,
-            "image": cfg.init_image,
-            "args": iptables::init_args(i),
-            "securityContext": {
-                "runAsUser": 0, "runAsNonRoot": false, "allowPrivilegeEscalation": false,
-                "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
-            },
-            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
-                          "limits": {"cpu": "100m", "memory": "64Mi"}},
-        }),
+    let init = json!({
+        "name": INIT,
+        "image": cfg.init_image,
+        "args": iptables::init_args(i),
+        "securityContext": {
+            "runAsUser": 0, "runAsNonRoot": false, "allowPrivilegeEscalation": false,
+            "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
+        },
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
+                      "limits": {"cpu": "100m", "memory": "64Mi"}},
+    });
+    let sidecars = [
         json!({
             "name": AGENT,
             "image": cfg.agent_image,
@@ -246,24 +282,65 @@ pub(crate) fn injected_init_containers(
             "securityContext": restricted,
             "resources": cfg.proxy_resources,
         }),
-    ]
+    ];
+    match cfg.mode {
+        InterceptionMode::InitContainer => std::iter::once(init).chain(sidecars).collect(),
+        InterceptionMode::Cni => std::iter::once(validate_container(cfg))
+            .chain(sidecars)
+            .collect(),
+    }
+}
+
+/// CNI mode's first container: checks, unprivileged, that the node's plugin installed
+/// the rules (its UID is not the proxy's, so its own traffic is intercepted).
+fn validate_container(cfg: &InjectConfig) -> Value {
+    let uid = cfg.interception.proxy_uid.wrapping_add(1).max(1);
+    json!({
+        "name": VALIDATE,
+        "image": cfg.agent_image,
+        "command": ["/usr/local/bin/rudder-cni"],
+        "args": ["validate", "--outbound-port", cfg.interception.outbound_port.to_string()],
+        "securityContext": {
+            "runAsUser": uid, "runAsGroup": uid, "runAsNonRoot": true,
+            "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
+                      "limits": {"cpu": "100m", "memory": "32Mi"}},
+    })
 }
 
 /// The JSONPatch that injects `pod` (ops in order; paths escaped per RFC 6901).
 pub fn patch(pod: &Value, cfg: &InjectConfig) -> Vec<Value> {
     let mut ops = Vec::new();
+    let mut annotations = vec![(STATUS_ANNOTATION, "injected".to_string())];
+    if cfg.mode == InterceptionMode::Cni {
+        // Replaces any value the pod came with: the plugin installs what the injector says.
+        annotations.push((
+            INTERCEPTION_ANNOTATION,
+            interception_annotation(&cfg.interception),
+        ));
+    }
     if pod["metadata"]["annotations"].is_object() {
-        ops.push(
-            json!({"op": "add", "path": "/metadata/annotations/rudder.dev~1status",
-                        "value": "injected"}),
-        );
+        for (key, value) in annotations {
+            let path = format!(
+                "/metadata/annotations/{}",
+                key.replace('~', "~0").replace('/', "~1")
+            );
+            ops.push(json!({"op": "add", "path": path, "value": value}));
+        }
     } else {
-        ops.push(json!({"op": "add", "path": "/metadata/annotations",
-                        "value": {STATUS_ANNOTATION: "injected"}}));
+        let map: serde_json::Map<String, Value> = annotations
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v)))
+            .collect();
+        ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": map}));
     }
     if pod["metadata"]["labels"].is_object() {
-        ops.push(json!({"op": "add", "path": "/metadata/labels/rudder.dev~1sidecar",
-                        "value": "injected"}));
+        ops.push(
+            json!({"op": "add", "path": "/metadata/labels/rudder.dev~1sidecar",
+                        "value": "injected"}),
+        );
     } else {
         ops.push(json!({"op": "add", "path": "/metadata/labels",
                         "value": {SIDECAR_LABEL: "injected"}}));

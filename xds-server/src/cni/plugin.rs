@@ -1,0 +1,212 @@
+//! One plugin call, start to end: the command, the configuration and the pod decide what
+//! happens; the node (the API server, the pod's network namespace) is behind [`Node`] so
+//! the decisions are tested without one. Fails closed: a meshed pod whose rules are not
+//! installed does not start.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::cni::pod::{Decision, decide};
+use crate::cni::spec::{
+    CniError, Code, Command, NetConf, PodRef, add_result, has_ipv6, parse_conf, pod_ref,
+    version_of, version_result,
+};
+use crate::k8s::inject::iptables::{Interception, rules, rules_v6};
+
+/// The call's environment (CNI_*).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Call {
+    pub(crate) command: String,
+    pub(crate) netns: Option<PathBuf>,
+    pub(crate) args: String,
+}
+
+/// What a call needs from the node.
+pub(crate) trait Node {
+    /// The pod's API object.
+    async fn pod(&self, conf: &NetConf, kubeconfig: &Path, pod: &PodRef) -> Result<Value, String>;
+    /// Installs `rules` (IPv6 ones when `v6`) in the namespace.
+    async fn install(
+        &self,
+        conf: &NetConf,
+        netns: &Path,
+        rules: &str,
+        v6: bool,
+    ) -> Result<(), String>;
+    /// Whether the namespace holds Rudder's rules (CHECK).
+    async fn installed(&self, conf: &NetConf, netns: &Path) -> Result<bool, String>;
+}
+
+/// Runs one call: what to print on success (nothing for DEL and CHECK), or the error.
+/// The error's version is the configuration's where it could be read.
+pub(crate) async fn handle(
+    call: &Call,
+    stdin: &[u8],
+    node: &impl Node,
+) -> Result<Option<Value>, (String, CniError)> {
+    let version = version_of(stdin);
+    let fail = |e: CniError| (version.clone(), e);
+    match Command::parse(&call.command).map_err(fail)? {
+        Command::Version => Ok(Some(version_result(&version))),
+        // The namespace and the rules in it go with the sandbox: nothing to undo, and a
+        // DEL must succeed even for what was never added.
+        Command::Del => Ok(None),
+        Command::Add => {
+            let conf = parse_conf(stdin).map_err(fail)?;
+            let out = add_result(&conf).map_err(fail)?;
+            intercept(call, &conf, node, false).await.map_err(fail)?;
+            Ok(Some(out))
+        }
+        Command::Check => {
+            let conf = parse_conf(stdin).map_err(fail)?;
+            intercept(call, &conf, node, true).await.map_err(fail)?;
+            Ok(None)
+        }
+    }
+}
+
+/// ADD (installs) or CHECK (verifies) the pod's interception.
+async fn intercept(
+    call: &Call,
+    conf: &NetConf,
+    node: &impl Node,
+    check: bool,
+) -> Result<(), CniError> {
+    let Some(pod) = pod_ref(&call.args)? else {
+        return Ok(()); // Not a Kubernetes pod.
+    };
+    if conf.exclude_namespaces.contains(&pod.namespace) {
+        return Ok(());
+    }
+    let who = format!("pod {}/{}", pod.namespace, pod.name);
+    let kubeconfig = conf.kubeconfig.as_deref().ok_or_else(|| {
+        CniError::new(
+            Code::InvalidConfig,
+            "invalid network configuration",
+            "kubeconfig: missing (the installer writes it)",
+        )
+    })?;
+    let object = node
+        .pod(conf, Path::new(kubeconfig), &pod)
+        .await
+        .map_err(|e| {
+            CniError::new(
+                Code::TryAgainLater,
+                format!("{who}: cannot tell whether it is meshed"),
+                e,
+            )
+        })?;
+    let settings = match decide(&object) {
+        Ok(Decision::PassThrough(_)) => return Ok(()),
+        Ok(Decision::Intercept(i)) => i,
+        Err(e) => {
+            return Err(CniError::new(
+                e.code,
+                format!("{who}: {}", e.msg),
+                e.details,
+            ));
+        }
+    };
+    let netns = call.netns.as_deref().ok_or_else(|| {
+        CniError::new(
+            Code::InvalidEnvironment,
+            format!("{who}: no network namespace"),
+            "CNI_NETNS is not set",
+        )
+    })?;
+    let failed = |e: String| {
+        CniError::new(
+            Code::Intercept,
+            format!("{who}: its interception rules could not be installed"),
+            e,
+        )
+    };
+    if check {
+        return match node.installed(conf, netns).await.map_err(failed)? {
+            true => Ok(()),
+            false => Err(failed(format!(
+                "{} holds no RUDDER_OUTPUT chain",
+                netns.display()
+            ))),
+        };
+    }
+    if node.installed(conf, netns).await == Ok(true) {
+        // A repeated ADD for the same namespace: installing again would add a second
+        // jump to each chain.
+        return Ok(());
+    }
+    node.install(conf, netns, &rules(&settings), false)
+        .await
+        .map_err(failed)?;
+    if needs_v6(conf, &settings) {
+        node.install(conf, netns, &rules_v6(&settings), true)
+            .await
+            .map_err(|e| {
+                failed(format!(
+                    "IPv6 (its IPv6 traffic would bypass the proxy): {e}"
+                ))
+            })?;
+    }
+    Ok(())
+}
+
+/// IPv6 rules are installed when the pod has an IPv6 address or excludes IPv6 networks.
+fn needs_v6(conf: &NetConf, i: &Interception) -> bool {
+    has_ipv6(conf) || i.exclude_cidrs.iter().any(|(ip, _)| ip.is_ipv6())
+}
+
+/// The node itself: the API server through the kubeconfig, the namespace through setns.
+pub(crate) struct System {
+    /// PATH, where the iptables tools are looked for.
+    pub(crate) path: Option<String>,
+}
+
+impl Node for System {
+    async fn pod(&self, conf: &NetConf, kubeconfig: &Path, pod: &PodRef) -> Result<Value, String> {
+        crate::cni::kube::get_pod(kubeconfig, pod, Duration::from_secs(conf.timeout_seconds)).await
+    }
+
+    async fn install(
+        &self,
+        conf: &NetConf,
+        netns: &Path,
+        rules: &str,
+        v6: bool,
+    ) -> Result<(), String> {
+        let program = if v6 {
+            &conf.ip6tables_restore
+        } else {
+            &conf.iptables_restore
+        };
+        let program = crate::cni::netns::resolve(program, self.path.as_deref())?;
+        crate::cni::netns::run_in(
+            netns,
+            &program,
+            &["--noflush"],
+            rules,
+            Duration::from_secs(conf.timeout_seconds),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn installed(&self, conf: &NetConf, netns: &Path) -> Result<bool, String> {
+        let save = conf.iptables_restore.replace("-restore", "-save");
+        let program = crate::cni::netns::resolve(&save, self.path.as_deref())?;
+        let out = crate::cni::netns::run_in(
+            netns,
+            &program,
+            &["-t", "nat"],
+            "",
+            Duration::from_secs(conf.timeout_seconds),
+        )
+        .await?;
+        Ok(out.lines().any(|l| l.starts_with(":RUDDER_OUTPUT")))
+    }
+}
+
+#[cfg(test)]
+#[path = "plugin_tests.rs"]
+mod tests;
