@@ -30,7 +30,7 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     Cluster,
     cluster::{ClusterDiscoveryType, DiscoveryType, LbPolicy},
 };
-use envoy_types::pb::envoy::config::core::v3::CidrRange;
+use envoy_types::pb::envoy::config::core::v3::{BindConfig, CidrRange};
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
     filter_chain_match::ConnectionSourceType, listener_filter,
@@ -46,7 +46,7 @@ use crate::envoy::filters::{
 };
 use crate::envoy::pod_address;
 use crate::envoy::tls;
-use crate::identity::{ProxyIdentity, view_key};
+use crate::identity::{INBOUND_SOURCE_V4, INBOUND_SOURCE_V6, ProxyIdentity, view_key};
 use crate::mesh::MtlsMode;
 use crate::model::{Kind, Model, ObjectKey, Protocol, ViewKey};
 use crate::names;
@@ -102,6 +102,16 @@ fn passthrough_cluster(name: &str) -> Resource {
         sources: Vec::new(),
         body: Body::Cluster(Box::new(cluster)),
     }
+}
+
+/// The inbound passthrough: to the original destination (the pod's own address) from
+/// the inbound source, like the inbound clusters.
+fn inbound_passthrough_cluster() -> Resource {
+    let mut r = passthrough_cluster(INBOUND_PASSTHROUGH);
+    if let Body::Cluster(c) = &mut r.body {
+        c.upstream_bind_config = Some(inbound_bind());
+    }
+    r
 }
 
 fn chain(name: String, m: FilterChainMatch, filter: Filter) -> FilterChain {
@@ -397,9 +407,16 @@ pub(crate) fn inbound(
             sources,
             body: Body::Listener(Box::new(listener)),
         },
-        passthrough_cluster(INBOUND_PASSTHROUGH),
+        inbound_passthrough_cluster(),
         blackhole_cluster(),
     ]
+}
+
+/// Where an intercepted sidecar connects to its app from: the inbound source address
+/// of the app address's family, which the init container's rules let through to the
+/// pod (any other connection of the proxy to its own pod goes to the inbound port).
+pub(crate) fn inbound_bind() -> BindConfig {
+    protos::bind(&[INBOUND_SOURCE_V4.into(), INBOUND_SOURCE_V6.into()])
 }
 
 fn blackhole_cluster() -> Resource {
