@@ -216,6 +216,46 @@ pub fn apply(rules: &str, v6: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Adds the IPv6 inbound source address (`::6/128`) to the pod's loopback, so the
+/// sidecar can connect to an IPv6 app from it (IPv4's 127.0.0.6 is the loopback's
+/// already). Done with an ioctl: the init container's image has no `ip`.
+pub fn add_inbound_source_v6() -> anyhow::Result<()> {
+    let lo = c"lo";
+    // SAFETY: a NUL-terminated name; if_nametoindex reads it only.
+    let index = unsafe { libc::if_nametoindex(lo.as_ptr()) };
+    anyhow::ensure!(
+        index != 0,
+        "no loopback interface: {}",
+        std::io::Error::last_os_error()
+    );
+    let req = libc::in6_ifreq {
+        ifr6_addr: libc::in6_addr {
+            s6_addr: INBOUND_SOURCE_V6.octets(),
+        },
+        ifr6_prefixlen: 128,
+        ifr6_ifindex: libc::c_int::try_from(index)?,
+    };
+    // SAFETY: a socket we own and close; the request lives across the call and is the
+    // in6_ifreq SIOCSIFADDR takes on an AF_INET6 socket.
+    let result = unsafe {
+        let fd = libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            let rc = libc::ioctl(fd, libc::SIOCSIFADDR, &req);
+            let err = std::io::Error::last_os_error();
+            libc::close(fd);
+            if rc < 0 { Err(err) } else { Ok(()) }
+        }
+    };
+    match result {
+        Ok(()) => Ok(()),
+        // Already there (a restarted init container).
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        Err(e) => Err(anyhow::anyhow!("adding {INBOUND_SOURCE_V6}/128 to lo: {e}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
