@@ -4,6 +4,9 @@
 //! - an app's outbound TCP lands on the sidecar's outbound port (15001);
 //! - the proxy's own UID (1337) goes straight out: Envoy's upstream traffic is not looped;
 //! - excluded ports and loopback go straight out;
+//! - the pod calling itself: the proxy's connection to its own address goes to the
+//!   inbound port (never mTLS bytes on the app's port), its hop to the app from
+//!   127.0.0.6 reaches the app, an app's own call to its pod address goes straight;
 //! - inbound TCP lands on the sidecar's inbound port (15006), except the agent's status
 //!   port.
 //!
@@ -46,8 +49,21 @@ impl Drop for Netns {
 /// GET http://ADDR/ from inside `ns` as `uid`, with Python's standard library (an
 /// unmodified client): the answering backend's name.
 fn get_in(ns: &str, uid: u32, addr: SocketAddr) -> anyhow::Result<String> {
+    get_in_from(ns, uid, addr, None)
+}
+
+/// [`get_in`] from the local address `source` (any port) when given.
+fn get_in_from(
+    ns: &str,
+    uid: u32,
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+) -> anyhow::Result<String> {
+    let source = source.map_or("None".to_string(), |s| format!("('{s}',0)"));
     let code = format!(
-        "import urllib.request;print(urllib.request.urlopen('http://{addr}/',timeout=5).read().decode().split()[0])"
+        "import http.client;c=http.client.HTTPConnection('{}',{},timeout=5,source_address={source});c.request('GET','/');print(c.getresponse().read().decode().split()[0])",
+        addr.ip(),
+        addr.port()
     );
     let uid = uid.to_string();
     sh(&[
@@ -176,6 +192,17 @@ async fn init_container_rules_redirect_apps_but_not_the_proxy() -> anyhow::Resul
     // (The namespace's own loopback, not the machine's.)
     let app = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), 8080);
     assert_eq!(get_in(&ns, 1000, app)?, "app");
+    // The pod calling itself by its own address: an app goes straight to the app (no
+    // sidecar between a pod and itself); the proxy (its outbound side calling its own
+    // pod over mTLS) goes to the inbound port, not to the app's plain-text port; the
+    // sidecar's hop to the app, from 127.0.0.6, reaches the app; the proxy's calls on
+    // the loopback are left alone.
+    let own = SocketAddr::new(pod_ip, 8080);
+    assert_eq!(get_in(&ns, 1000, own)?, "app");
+    assert_eq!(get_in(&ns, 1337, own)?, "inbound-sidecar");
+    let inbound_source = Some(IpAddr::from([127, 0, 0, 6]));
+    assert_eq!(get_in_from(&ns, 1337, own, inbound_source)?, "app");
+    assert_eq!(get_in(&ns, 1337, app)?, "app");
     // Inbound: to the sidecar's inbound port, except the agent's status port.
     let from_host = |addr: SocketAddr| async move {
         testbed::http::get_via(addr, &format!("http://{addr}/"))
@@ -198,7 +225,6 @@ async fn init_container_rules_redirect_apps_but_not_the_proxy() -> anyhow::Resul
     Ok(())
 }
 
-/// Namespaces on one bridge, removed on drop.
 /// Python's standard library as an unmodified TCP client: sends a line to ADDR from
 /// inside `ns` as `uid` and prints what comes back.
 fn tcp_in(ns: &str, uid: u32, addr: SocketAddr, line: &str) -> anyhow::Result<String> {

@@ -166,16 +166,28 @@ impl PodNet {
 
     /// The echo backend named after the pod on `0.0.0.0:PORT` in it.
     pub(crate) fn echo_in(&mut self, pod: &NetPod, port: u16, work: &Path) -> anyhow::Result<()> {
+        let name = pod.name.clone();
+        self.echo_at(pod, SocketAddr::from(([0, 0, 0, 0], port)), &name, work)
+    }
+
+    /// The echo backend answering as `name` on `listen` only, in `pod`.
+    pub(crate) fn echo_at(
+        &mut self,
+        pod: &NetPod,
+        listen: SocketAddr,
+        name: &str,
+        work: &Path,
+    ) -> anyhow::Result<()> {
         let echo = workspace_bin("echo-backend")?;
-        let listen = format!("0.0.0.0:{port}");
+        let listen = listen.to_string();
         let args = [
             echo.to_str().unwrap_or_default(),
             "--listen",
             &listen,
             "--name",
-            &pod.name,
+            name,
         ];
-        self.spawn_in(pod, &format!("app-{}", pod.name), &args, work)
+        self.spawn_in(pod, &format!("app-{}-{listen}", pod.name), &args, work)
     }
 
     /// Injects `pod`: the init container's rules, its agent and Envoy (delta ADS) with
