@@ -28,108 +28,17 @@ use testbed::procs::{Proc, wait_until, workspace_bin};
 
 mod common;
 
-use common::netns::{PodNet, sh};
-
-struct Netns {
-    name: String,
-    host_if: String,
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host_if])
-            .output();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-/// GET http://ADDR/ from inside `ns` as `uid`, with Python's standard library (an
-/// unmodified client): the answering backend's name.
-fn get_in(ns: &str, uid: u32, addr: SocketAddr) -> anyhow::Result<String> {
-    get_in_from(ns, uid, addr, None)
-}
-
-/// [`get_in`] from the local address `source` (any port) when given.
-fn get_in_from(
-    ns: &str,
-    uid: u32,
-    addr: SocketAddr,
-    source: Option<IpAddr>,
-) -> anyhow::Result<String> {
-    let source = source.map_or("None".to_string(), |s| format!("('{s}',0)"));
-    let code = format!(
-        "import http.client;c=http.client.HTTPConnection('{}',{},timeout=5,source_address={source});c.request('GET','/');print(c.getresponse().read().decode().split()[0])",
-        addr.ip(),
-        addr.port()
-    );
-    let uid = uid.to_string();
-    sh(&[
-        "ip",
-        "netns",
-        "exec",
-        ns,
-        "setpriv",
-        "--reuid",
-        &uid,
-        "--regid",
-        &uid,
-        "--clear-groups",
-        "/usr/bin/python3",
-        "-c",
-        &code,
-    ])
-    .map(|s| s.trim().to_string())
-}
+use common::netns::{PodNet, VethPod, get_in, get_in_from, sh};
 
 #[tokio::test]
 async fn init_container_rules_redirect_apps_but_not_the_proxy() -> anyhow::Result<()> {
     let id = std::process::id() % 200 + 20;
-    let ns = format!("rudder-t{}", std::process::id());
-    if let Err(e) = sh(&["ip", "netns", "add", &ns]) {
-        anyhow::bail!("this machine cannot create network namespaces (root is needed): {e:#}");
-    }
-    let host_if = format!("rvh{}", std::process::id() % 100_000);
-    let guard = Netns {
-        name: ns.clone(),
-        host_if: host_if.clone(),
-    };
-    let pod_if = format!("rvp{}", std::process::id() % 100_000);
     let (host_ip, pod_ip): (IpAddr, IpAddr) = (
         format!("10.251.{id}.1").parse()?,
         format!("10.251.{id}.2").parse()?,
     );
-    sh(&[
-        "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &pod_if,
-    ])?;
-    sh(&["ip", "link", "set", &pod_if, "netns", &ns])?;
-    sh(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("{host_ip}/30"),
-        "dev",
-        &host_if,
-    ])?;
-    sh(&["ip", "link", "set", &host_if, "up"])?;
-    sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &ns,
-        "ip",
-        "addr",
-        "add",
-        &format!("{pod_ip}/30"),
-        "dev",
-        &pod_if,
-    ])?;
-    sh(&[
-        "ip", "netns", "exec", &ns, "ip", "link", "set", &pod_if, "up",
-    ])?;
-    sh(&["ip", "netns", "exec", &ns, "ip", "link", "set", "lo", "up"])?;
+    let guard = VethPod::new("v", host_ip, pod_ip, 30)?;
+    let ns = guard.ns.clone();
 
     // Destinations outside the pod, and the "sidecar" ports inside it.
     let work = tempfile::tempdir()?;
