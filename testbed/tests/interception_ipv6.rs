@@ -159,7 +159,10 @@ async fn without_ip6tables_a_pod_with_ipv6_does_not_start() -> anyhow::Result<()
         std::fs::set_permissions(&failing, std::fs::Permissions::from_mode(0o755))?;
     }
     let (ok, out) = apply_in(&pod.ns, Some(&path))?;
-    assert!(!ok, "the init container succeeded though ip6tables failed: {out}");
+    assert!(
+        !ok,
+        "the init container succeeded though ip6tables failed: {out}"
+    );
     assert!(out.contains("IPv6") && out.contains("bypass"), "{out}");
     drop(pod);
     Ok(())

@@ -121,9 +121,7 @@ impl Drop for VethPod {
         let _ = Command::new("ip")
             .args(["link", "del", &self.host_if])
             .output();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.ns])
-            .output();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
     }
 }
 
