@@ -318,9 +318,12 @@ fn outbound_chains(
     chains
 }
 
-/// The inbound listener for the ports the pod serves, and its passthrough cluster.
+/// The inbound listener for the ports the pod serves (on the any-address of the pod
+/// IP's family: the rules redirect an IPv6 pod's inbound to `[::1]`), and its
+/// passthrough cluster.
 pub(crate) fn inbound(
     proxy: &ProxyIdentity,
+    pod_ip: IpAddr,
     ports: &[(u16, Protocol, Vec<ObjectKey>)],
     trust_domain: &str,
     mode: MtlsMode,
@@ -380,10 +383,7 @@ pub(crate) fn inbound(
     }
     let listener = Listener {
         name: INBOUND_LISTENER.into(),
-        address: Some(protos::socket(
-            IpAddr::from([0, 0, 0, 0]),
-            proxy.inbound_port,
-        )),
+        address: Some(protos::socket(any_addr(Some(pod_ip)), proxy.inbound_port)),
         listener_filters,
         filter_chains: chains,
         // Ports no Service names pass through to the app: with mTLS under STRICT (the

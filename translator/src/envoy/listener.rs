@@ -159,8 +159,13 @@ pub(crate) fn for_proxy(model: &Model, mesh: &MeshConfig, proxy: &ProxyIdentity)
         out.resources.push(listener);
     }
     if proxy.intercepted {
-        out.resources
-            .extend(intercept::inbound(proxy, &served, &mesh.trust_domain, mode));
+        out.resources.extend(intercept::inbound(
+            proxy,
+            ip,
+            &served,
+            &mesh.trust_domain,
+            mode,
+        ));
     }
     out
 }
