@@ -106,7 +106,7 @@ pub fn rules(i: &Interception) -> String {
 }
 
 /// The `ip6tables-restore` input.
-pub(crate) fn rules_v6(i: &Interception) -> String {
+pub fn rules_v6(i: &Interception) -> String {
     rules_for(i, true)
 }
 
