@@ -8,7 +8,8 @@
 //! - a pod calling its own Service's cluster IP (one replica: itself) gets its own app's
 //!   answer, over mTLS through its own inbound listener (the outbound side's connection
 //!   to its own pod goes back to the inbound port, never as mTLS bytes to the app's
-//!   plain-text port), and an app calling its own pod address reaches itself directly.
+//!   plain-text port), and an app calling its own pod address reaches itself directly;
+//! - a dual-stack pod's IPv6 app port never answers a peer in plain text.
 //!
 //! Needs root, `ip`, `iptables` and `setpriv`: without them the test fails.
 
@@ -161,6 +162,43 @@ async fn pods_reach_their_apps_where_they_listen_and_call_themselves(
         passthrough.contains("cluster.inbound-passthrough.upstream_cx_total: 0"),
         "{passthrough}"
     );
+    // The pod gains an IPv6 address (dual stack) and an app listening on IPv6: a peer's
+    // IPv6 connection to it never reaches the app in plain text (the sidecar's inbound
+    // listener is IPv4 here, so the redirected connection is refused).
+    let v6 = net.add_ipv6(&server)?;
+    net.echo_at(&server, "[::]:8081".parse()?, "v6-app", work.path())?;
+    let v6_app = SocketAddr::new(v6, 8081);
+    wait_until(Duration::from_secs(10), "the IPv6 app", || {
+        let ns = server.ns.clone();
+        async move {
+            Ok(
+                common::netns::get_in(&ns, 1000, "[::1]:8081".parse()?)
+                    .is_ok_and(|w| w == "v6-app"),
+            )
+        }
+    })
+    .await?;
+    // (The address is reachable: the agent's status port, which is not intercepted,
+    // answers on it.)
+    net.echo_at(&server, "[::]:15021".parse()?, "v6-status", work.path())?;
+    let status = SocketAddr::new(v6, 15021);
+    wait_until(
+        Duration::from_secs(10),
+        "the pod's IPv6 address",
+        || async move {
+            Ok(testbed::http::get_via(status, &format!("http://{status}/"))
+                .await
+                .is_ok_and(|r| r.body.starts_with("v6-status")))
+        },
+    )
+    .await?;
+    for _ in 0..3 {
+        let r = testbed::http::get_via(v6_app, &format!("http://{v6_app}/")).await;
+        assert!(
+            r.as_ref().map_or(true, |r| !r.body.starts_with("v6-app")),
+            "IPv6 bypassed the sidecar: {r:?}"
+        );
+    }
     net.check_running()?;
     drop(cp);
     drop(net);

@@ -232,6 +232,32 @@ impl PodNet {
         Ok(pod)
     }
 
+    /// Gives the bridge `fd7b:TAG::1/64` and `pod` the next address of that network
+    /// (a dual-stack pod, after the fact): the pod's IPv6 address.
+    pub(crate) fn add_ipv6(&mut self, pod: &NetPod) -> anyhow::Result<IpAddr> {
+        let net = format!("fd7b:{:x}", self.tag % 0xffff);
+        let host = format!("{net}::1/64");
+        // Once per bridge (a second pod finds it there).
+        let _ = sh(&["ip", "addr", "add", &host, "dev", &self.bridge, "nodad"]);
+        let i = self.pods.iter().position(|p| p.ns == pod.ns).unwrap_or(0) + 2;
+        let ip: IpAddr = format!("{net}::{i:x}").parse()?;
+        let dev = format!("ra{}p{}", i - 2, self.tag);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &pod.ns,
+            "ip",
+            "addr",
+            "add",
+            &format!("{ip}/64"),
+            "dev",
+            &dev,
+            "nodad",
+        ])?;
+        Ok(ip)
+    }
+
     /// Starts `args` inside `pod`'s namespace (as root), logging to `work`.
     pub(crate) fn spawn_in(
         &mut self,
