@@ -4,6 +4,9 @@
 //! - an app's outbound TCP lands on the sidecar's outbound port (15001);
 //! - the proxy's own UID (1337) goes straight out: Envoy's upstream traffic is not looped;
 //! - excluded ports and loopback go straight out;
+//! - the pod calling itself: the proxy's connection to its own address goes to the
+//!   inbound port (never mTLS bytes on the app's port), its hop to the app from
+//!   127.0.0.6 reaches the app, an app's own call to its pod address goes straight;
 //! - inbound TCP lands on the sidecar's inbound port (15006), except the agent's status
 //!   port.
 //!
@@ -25,95 +28,17 @@ use testbed::procs::{Proc, wait_until, workspace_bin};
 
 mod common;
 
-use common::netns::{PodNet, sh};
-
-struct Netns {
-    name: String,
-    host_if: String,
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host_if])
-            .output();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-/// GET http://ADDR/ from inside `ns` as `uid`, with Python's standard library (an
-/// unmodified client): the answering backend's name.
-fn get_in(ns: &str, uid: u32, addr: SocketAddr) -> anyhow::Result<String> {
-    let code = format!(
-        "import urllib.request;print(urllib.request.urlopen('http://{addr}/',timeout=5).read().decode().split()[0])"
-    );
-    let uid = uid.to_string();
-    sh(&[
-        "ip",
-        "netns",
-        "exec",
-        ns,
-        "setpriv",
-        "--reuid",
-        &uid,
-        "--regid",
-        &uid,
-        "--clear-groups",
-        "/usr/bin/python3",
-        "-c",
-        &code,
-    ])
-    .map(|s| s.trim().to_string())
-}
+use common::netns::{PodNet, VethPod, get_in, get_in_from, sh};
 
 #[tokio::test]
 async fn init_container_rules_redirect_apps_but_not_the_proxy() -> anyhow::Result<()> {
     let id = std::process::id() % 200 + 20;
-    let ns = format!("rudder-t{}", std::process::id());
-    if let Err(e) = sh(&["ip", "netns", "add", &ns]) {
-        anyhow::bail!("this machine cannot create network namespaces (root is needed): {e:#}");
-    }
-    let host_if = format!("rvh{}", std::process::id() % 100_000);
-    let guard = Netns {
-        name: ns.clone(),
-        host_if: host_if.clone(),
-    };
-    let pod_if = format!("rvp{}", std::process::id() % 100_000);
     let (host_ip, pod_ip): (IpAddr, IpAddr) = (
         format!("10.251.{id}.1").parse()?,
         format!("10.251.{id}.2").parse()?,
     );
-    sh(&[
-        "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &pod_if,
-    ])?;
-    sh(&["ip", "link", "set", &pod_if, "netns", &ns])?;
-    sh(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("{host_ip}/30"),
-        "dev",
-        &host_if,
-    ])?;
-    sh(&["ip", "link", "set", &host_if, "up"])?;
-    sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &ns,
-        "ip",
-        "addr",
-        "add",
-        &format!("{pod_ip}/30"),
-        "dev",
-        &pod_if,
-    ])?;
-    sh(&[
-        "ip", "netns", "exec", &ns, "ip", "link", "set", &pod_if, "up",
-    ])?;
-    sh(&["ip", "netns", "exec", &ns, "ip", "link", "set", "lo", "up"])?;
+    let guard = VethPod::new("v", host_ip, pod_ip, 30)?;
+    let ns = guard.ns.clone();
 
     // Destinations outside the pod, and the "sidecar" ports inside it.
     let work = tempfile::tempdir()?;
@@ -176,6 +101,17 @@ async fn init_container_rules_redirect_apps_but_not_the_proxy() -> anyhow::Resul
     // (The namespace's own loopback, not the machine's.)
     let app = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), 8080);
     assert_eq!(get_in(&ns, 1000, app)?, "app");
+    // The pod calling itself by its own address: an app goes straight to the app (no
+    // sidecar between a pod and itself); the proxy (its outbound side calling its own
+    // pod over mTLS) goes to the inbound port, not to the app's plain-text port; the
+    // sidecar's hop to the app, from 127.0.0.6, reaches the app; the proxy's calls on
+    // the loopback are left alone.
+    let own = SocketAddr::new(pod_ip, 8080);
+    assert_eq!(get_in(&ns, 1000, own)?, "app");
+    assert_eq!(get_in(&ns, 1337, own)?, "inbound-sidecar");
+    let inbound_source = Some(IpAddr::from([127, 0, 0, 6]));
+    assert_eq!(get_in_from(&ns, 1337, own, inbound_source)?, "app");
+    assert_eq!(get_in(&ns, 1337, app)?, "app");
     // Inbound: to the sidecar's inbound port, except the agent's status port.
     let from_host = |addr: SocketAddr| async move {
         testbed::http::get_via(addr, &format!("http://{addr}/"))
@@ -198,7 +134,6 @@ async fn init_container_rules_redirect_apps_but_not_the_proxy() -> anyhow::Resul
     Ok(())
 }
 
-/// Namespaces on one bridge, removed on drop.
 /// Python's standard library as an unmodified TCP client: sends a line to ADDR from
 /// inside `ns` as `uid` and prints what comes back.
 fn tcp_in(ns: &str, uid: u32, addr: SocketAddr, line: &str) -> anyhow::Result<String> {

@@ -21,8 +21,16 @@ pub const META_SERVICE_ACCOUNT: &str = "rudder.dev/service-account";
 pub const META_POD_IP: &str = "rudder.dev/pod-ip";
 /// Node metadata key: the sidecar's outbound (app-facing) port (default 15001).
 pub const META_OUTBOUND_PORT: &str = "rudder.dev/outbound-port";
-/// Node metadata key: the address the local app listens on (default 127.0.0.1).
+/// Node metadata key: the address the local app listens on (default 127.0.0.1; for
+/// an intercepted pod, [`POD_ADDRESS`]).
 pub const META_APP_ADDRESS: &str = "rudder.dev/app-address";
+
+/// The app address that stands for the pod's own address (`META_POD_IP`, else the
+/// model's Pod): an intercepted pod's default. Its sidecar forwards inbound there, as
+/// a peer's connection would arrive without the sidecar, from [`INBOUND_SOURCE_V4`]
+/// (or [`INBOUND_SOURCE_V6`]): an app listening only on the pod IP is reachable, one
+/// listening only on localhost is not exposed to the mesh.
+pub const POD_ADDRESS: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
 
 /// Node metadata key: `"true"` when the pod's traffic is intercepted by iptables (an
 /// injected pod), so listeners take traffic by original destination.
@@ -34,6 +42,14 @@ pub const META_INBOUND_PORT: &str = "rudder.dev/inbound-port";
 
 /// The default inbound port of an intercepted pod.
 pub const DEFAULT_INBOUND_PORT: u16 = 15006;
+
+/// The source address an intercepted pod's sidecar connects to its app from (IPv4;
+/// any 127/8 address is the loopback's). The init container's rules let connections
+/// from it to the pod's own address through, while the proxy's other connections to
+/// its own pod go back to its inbound port (a call to itself through the mesh).
+pub const INBOUND_SOURCE_V4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 6);
+/// [`INBOUND_SOURCE_V4`] for IPv6 pods (`::6`; the init container adds it to `lo`).
+pub const INBOUND_SOURCE_V6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6);
 
 /// Longest node id accepted.
 pub const MAX_NODE_ID: usize = 256;
@@ -86,7 +102,7 @@ pub struct ProxyIdentity {
     pub pod_ip: Option<IpAddr>,
     /// The app-facing outbound port.
     pub outbound_port: u16,
-    /// Where the local app listens.
+    /// Where the local app listens ([`POD_ADDRESS`]: the pod's own address).
     pub app_address: IpAddr,
     /// Its pod's traffic is intercepted by iptables (an injected pod): listeners take
     /// traffic by original destination.
@@ -141,9 +157,6 @@ impl ProxyIdentity {
         let outbound_port = meta
             .port(META_OUTBOUND_PORT)?
             .unwrap_or(DEFAULT_OUTBOUND_PORT);
-        let app_address = meta
-            .ip(META_APP_ADDRESS)?
-            .unwrap_or(IpAddr::from([127, 0, 0, 1]));
         let kind = ProxyKind::of(node);
         let namespace = meta.required(META_NAMESPACE)?;
         let pod = meta.required(META_POD)?;
@@ -167,6 +180,11 @@ impl ProxyIdentity {
             });
         }
         let intercepted = meta.get(META_INTERCEPTION).is_some_and(|v| v == "true");
+        let app_address = meta.ip(META_APP_ADDRESS)?.unwrap_or(if intercepted {
+            POD_ADDRESS
+        } else {
+            IpAddr::from([127, 0, 0, 1])
+        });
         let inbound_port = meta
             .port(META_INBOUND_PORT)?
             .unwrap_or(DEFAULT_INBOUND_PORT);
@@ -293,6 +311,41 @@ mod tests {
         assert_eq!(
             ProxyKind::of(&node("", &["xds.config.resource-in-sotw"])),
             ProxyKind::Grpc
+        );
+    }
+
+    #[test]
+    fn an_intercepted_pods_app_is_at_its_own_address_unless_the_node_says() {
+        let node = |extra: &[(&str, &str)]| {
+            let fields = [(META_NAMESPACE, "default"), (META_POD, "web-0")]
+                .iter()
+                .chain(extra)
+                .map(|(k, v)| {
+                    let v = Value {
+                        kind: Some(ValueKind::StringValue(v.to_string())),
+                    };
+                    (k.to_string(), v)
+                })
+                .collect();
+            Node {
+                id: "web-0.default".into(),
+                metadata: Some(Struct { fields }),
+                ..Default::default()
+            }
+        };
+        let app = |extra: &[(&str, &str)]| {
+            ProxyIdentity::from_node(Some(&node(extra)))
+                .map(|p| p.app_address)
+                .expect("identity")
+        };
+        // One machine, explicit proxy: the app on the loopback.
+        assert_eq!(app(&[]), IpAddr::from([127, 0, 0, 1]));
+        // Intercepted: the pod's own address, as a peer reaches it without a sidecar.
+        assert_eq!(app(&[(META_INTERCEPTION, "true")]), POD_ADDRESS);
+        // Said explicitly: as said.
+        assert_eq!(
+            app(&[(META_INTERCEPTION, "true"), (META_APP_ADDRESS, "127.0.0.1")]),
+            IpAddr::from([127, 0, 0, 1])
         );
     }
 }

@@ -58,7 +58,13 @@ fn proxy_of(pod: &translator::model::MeshPod, kind: ProxyKind, intercepted: bool
         service_account: pod.service_account.clone(),
         pod_ip: None,
         outbound_port: DEFAULT_OUTBOUND_PORT,
-        app_address: "127.0.0.1".parse().expect("ip"),
+        // As the node metadata's defaults have it: an intercepted pod's app at the pod's
+        // own address.
+        app_address: if intercepted {
+            translator::identity::POD_ADDRESS
+        } else {
+            "127.0.0.1".parse().expect("ip")
+        },
         intercepted,
         inbound_port: translator::identity::DEFAULT_INBOUND_PORT,
     }

@@ -209,6 +209,8 @@ fn run_objects(objs: Vec<Object>) {
             let i = ProxyIdentity {
                 node_id: format!("{}.intercepted", p.node_id),
                 intercepted: true,
+                // Its inbound clusters follow the pod's address.
+                app_address: translator::identity::POD_ADDRESS,
                 inbound_port: translator::identity::DEFAULT_INBOUND_PORT,
                 ..p.clone()
             };

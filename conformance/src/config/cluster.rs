@@ -1,6 +1,6 @@
 //! Clusters and their endpoints.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::listener::{SecretRef, Validation};
@@ -28,6 +28,22 @@ pub struct Cluster {
     pub retry_budget: Option<RetryBudget>,
     /// Requests per connection before it is closed, if limited.
     pub max_requests_per_connection: Option<u32>,
+    /// `upstream_bind_config`: the addresses connections are made from (at most one per
+    /// IP family; the upstream address's family picks, else the first). Empty: the
+    /// kernel's choice.
+    pub source: Vec<IpAddr>,
+}
+
+impl Cluster {
+    /// The address to connect to `upstream` from, if the cluster names one (Envoy's
+    /// default local address selector).
+    pub fn source_for(&self, upstream: IpAddr) -> Option<IpAddr> {
+        self.source
+            .iter()
+            .find(|s| s.is_ipv4() == upstream.is_ipv4())
+            .or(self.source.first())
+            .copied()
+    }
 }
 
 /// How a cluster's endpoints are found.

@@ -1,13 +1,17 @@
 //! Clusters: discovery (EDS over ADS, STATIC, one DNS host, ORIGINAL_DST), load
 //! balancing, connect timeout, transport (TLS, transport socket matches), the upstream
-//! HTTP protocol, the retry budget.
+//! HTTP protocol, the retry budget, the source address (`upstream_bind_config`).
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::cluster::v3::{
     Cluster as PbCluster, cluster, cluster::TransportSocketMatch,
 };
-use envoy_types::pb::envoy::config::core::v3::{TransportSocket, transport_socket::ConfigType};
+use envoy_types::pb::envoy::config::core::v3::{
+    BindConfig, SocketAddress, TransportSocket, socket_address::PortSpecifier,
+    transport_socket::ConfigType,
+};
 use envoy_types::pb::envoy::extensions::transport_sockets::raw_buffer::v3::RawBuffer;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
@@ -60,7 +64,6 @@ pub(crate) fn cluster(c: &PbCluster) -> R<Cluster> {
         wait_for_warm_on_init,
         outlier_detection,
         cleanup_interval,
-        upstream_bind_config,
         lb_subset_config,
         common_lb_config,
         metadata,
@@ -196,7 +199,12 @@ pub(crate) fn cluster(c: &PbCluster) -> R<Cluster> {
         Some(v) if v.value == 0 => None,
         Some(v) => Some(v.value),
     };
+    let source = match &c.upstream_bind_config {
+        Some(b) => bind_config(&p.f("upstream_bind_config"), b)?,
+        None => Vec::new(),
+    };
     Ok(Cluster {
+        source,
         name,
         discovery,
         lb,
@@ -207,6 +215,63 @@ pub(crate) fn cluster(c: &PbCluster) -> R<Cluster> {
         protocol,
         retry_budget,
         max_requests_per_connection,
+    })
+}
+
+/// `upstream_bind_config`: the source addresses (`source_address`, then
+/// `extra_source_addresses`), one per IP family, any port.
+fn bind_config(path: &Path, b: &BindConfig) -> R<Vec<IpAddr>> {
+    must_be_default!(
+        path,
+        b,
+        freebind,
+        socket_options,
+        additional_source_addresses,
+        local_address_selector
+    );
+    let sp = path.f("source_address");
+    let first = b
+        .source_address
+        .as_ref()
+        .ok_or_else(|| sp.err("a source address is required"))?;
+    let mut out = vec![source_ip(&sp, first)?];
+    let ep = path.f("extra_source_addresses");
+    if b.extra_source_addresses.len() > 1 {
+        return Err(ep.err("at most one (the other IP family)"));
+    }
+    for (i, e) in b.extra_source_addresses.iter().enumerate() {
+        let ep = ep.i(i);
+        must_be_default!(ep, e, socket_options);
+        let a = e
+            .address
+            .as_ref()
+            .ok_or_else(|| ep.f("address").err("an address is required"))?;
+        let ip = source_ip(&ep.f("address"), a)?;
+        if out.iter().any(|o| o.is_ipv4() == ip.is_ipv4()) {
+            return Err(ep.err("one source address per IP family"));
+        }
+        out.push(ip);
+    }
+    Ok(out)
+}
+
+/// A source address: an IP address, port 0 (any).
+fn source_ip(path: &Path, s: &SocketAddress) -> R<IpAddr> {
+    must_be_default!(
+        path,
+        s,
+        protocol,
+        resolver_name,
+        ipv4_compat,
+        network_namespace_filepath
+    );
+    match s.port_specifier {
+        None | Some(PortSpecifier::PortValue(0)) => {}
+        Some(_) => return Err(path.f("port_value").err("only port 0 (any) is accepted")),
+    }
+    s.address.parse().map_err(|_| {
+        path.f("address")
+            .err(format!("not an IP address: {:?}", shorten(&s.address)))
     })
 }
 

@@ -172,3 +172,49 @@ fn tcp_proxy_to_one_cluster_only() {
         "{e:?}"
     );
 }
+
+#[test]
+fn a_cluster_binds_one_source_address_per_family() {
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    use envoy_types::pb::envoy::config::core::v3::{
+        BindConfig, ExtraSourceAddress, SocketAddress, socket_address::PortSpecifier,
+    };
+    let socket = |a: &str, port: u32| SocketAddress {
+        address: a.into(),
+        port_specifier: Some(PortSpecifier::PortValue(port)),
+        ..Default::default()
+    };
+    let cluster = |source: SocketAddress, extra: Vec<SocketAddress>| Cluster {
+        name: "inbound|8080".into(),
+        upstream_bind_config: Some(BindConfig {
+            source_address: Some(source),
+            extra_source_addresses: extra
+                .into_iter()
+                .map(|a| ExtraSourceAddress {
+                    address: Some(a),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let c = super::cluster::cluster(&cluster(socket("127.0.0.6", 0), vec![socket("::6", 0)]))
+        .expect("accepted");
+    let v4: std::net::IpAddr = "10.1.1.1".parse().expect("ip");
+    let v6: std::net::IpAddr = "fd00::1".parse().expect("ip");
+    assert_eq!(c.source_for(v4), Some("127.0.0.6".parse().expect("ip")));
+    assert_eq!(c.source_for(v6), Some("::6".parse().expect("ip")));
+    let refused = |c: Cluster| {
+        super::cluster::cluster(&c)
+            .map(|_| ())
+            .expect_err("refused")
+    };
+    let e = refused(cluster(socket("127.0.0.6", 15), vec![]));
+    assert_eq!(e.path, "upstream_bind_config.source_address.port_value");
+    let e = refused(cluster(
+        socket("127.0.0.6", 0),
+        vec![socket("127.0.0.7", 0)],
+    ));
+    assert_eq!(e.path, "upstream_bind_config.extra_source_addresses[0]");
+}

@@ -127,5 +127,6 @@ fn cluster(name: &str, eds: Option<String>) -> Cluster {
         protocol: UpstreamProtocol::Http1,
         retry_budget: None,
         max_requests_per_connection: None,
+        source: Vec::new(),
     }
 }

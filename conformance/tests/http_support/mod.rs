@@ -122,6 +122,7 @@ pub(crate) fn cluster(name: &str, addrs: &[SocketAddr]) -> Cluster {
         protocol: UpstreamProtocol::Http1,
         retry_budget: None,
         max_requests_per_connection: None,
+        source: Vec::new(),
     }
 }
 

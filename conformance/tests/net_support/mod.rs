@@ -154,6 +154,7 @@ pub fn static_cluster(name: &str, addr: SocketAddr) -> Cluster {
         protocol: UpstreamProtocol::Http1,
         retry_budget: None,
         max_requests_per_connection: None,
+        source: Vec::new(),
     }
 }
 

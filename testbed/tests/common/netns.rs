@@ -28,6 +28,44 @@ pub(crate) fn sh(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// GET http://ADDR/ from inside `ns` as `uid`, with Python's standard library (an
+/// unmodified client): the answering backend's name.
+pub(crate) fn get_in(ns: &str, uid: u32, addr: SocketAddr) -> anyhow::Result<String> {
+    get_in_from(ns, uid, addr, None)
+}
+
+/// [`get_in`] from the local address `source` (any port) when given.
+pub(crate) fn get_in_from(
+    ns: &str,
+    uid: u32,
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+) -> anyhow::Result<String> {
+    let source = source.map_or("None".to_string(), |s| format!("('{s}',0)"));
+    let code = format!(
+        "import http.client;c=http.client.HTTPConnection('{}',{},timeout=5,source_address={source});c.request('GET','/');print(c.getresponse().read().decode().split()[0])",
+        addr.ip(),
+        addr.port()
+    );
+    let uid = uid.to_string();
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "setpriv",
+        "--reuid",
+        &uid,
+        "--regid",
+        &uid,
+        "--clear-groups",
+        "/usr/bin/python3",
+        "-c",
+        &code,
+    ])
+    .map(|s| s.trim().to_string())
+}
+
 /// A command in network namespace `ns` as `uid` (and the same GID).
 fn as_uid_in(ns: &str, uid: u32) -> Command {
     let uid = uid.to_string();
@@ -37,6 +75,54 @@ fn as_uid_in(ns: &str, uid: u32) -> Command {
     ])
     .arg("--clear-groups");
     c
+}
+
+/// One namespace joined to this one by a veth pair, with an address at each end
+/// (IPv4 or IPv6, no duplicate address detection); removed on drop, by name.
+pub(crate) struct VethPod {
+    pub(crate) ns: String,
+    host_if: String,
+}
+
+impl VethPod {
+    /// `tag` (two letters) keeps concurrent test files' names apart.
+    pub(crate) fn new(tag: &str, host: IpAddr, pod: IpAddr, len: u8) -> anyhow::Result<VethPod> {
+        let id = std::process::id() % 100_000;
+        let ns = format!("rudder-{tag}{id}");
+        if let Err(e) = sh(&["ip", "netns", "add", &ns]) {
+            anyhow::bail!("this machine cannot create network namespaces (root is needed): {e:#}");
+        }
+        let (host_if, pod_if) = (format!("r{tag}h{id}"), format!("r{tag}p{id}"));
+        let guard = VethPod {
+            ns: ns.clone(),
+            host_if: host_if.clone(),
+        };
+        sh(&[
+            "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &pod_if,
+        ])?;
+        sh(&["ip", "link", "set", &pod_if, "netns", &ns])?;
+        let (host, pod) = (format!("{host}/{len}"), format!("{pod}/{len}"));
+        sh(&["ip", "addr", "add", &host, "dev", &host_if, "nodad"])?;
+        sh(&["ip", "link", "set", &host_if, "up"])?;
+        let exec = |args: &[&str]| {
+            let mut v = vec!["ip", "netns", "exec", &ns];
+            v.extend(args);
+            sh(&v)
+        };
+        exec(&["ip", "addr", "add", &pod, "dev", &pod_if, "nodad"])?;
+        exec(&["ip", "link", "set", &pod_if, "up"])?;
+        exec(&["ip", "link", "set", "lo", "up"])?;
+        Ok(guard)
+    }
+}
+
+impl Drop for VethPod {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+    }
 }
 
 /// One pod: its namespace and address.
@@ -146,6 +232,32 @@ impl PodNet {
         Ok(pod)
     }
 
+    /// Gives the bridge `fd7b:TAG::1/64` and `pod` the next address of that network
+    /// (a dual-stack pod, after the fact): the pod's IPv6 address.
+    pub(crate) fn add_ipv6(&mut self, pod: &NetPod) -> anyhow::Result<IpAddr> {
+        let net = format!("fd7b:{:x}", self.tag % 0xffff);
+        let host = format!("{net}::1/64");
+        // Once per bridge (a second pod finds it there).
+        let _ = sh(&["ip", "addr", "add", &host, "dev", &self.bridge, "nodad"]);
+        let i = self.pods.iter().position(|p| p.ns == pod.ns).unwrap_or(0) + 2;
+        let ip: IpAddr = format!("{net}::{i:x}").parse()?;
+        let dev = format!("ra{}p{}", i - 2, self.tag);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &pod.ns,
+            "ip",
+            "addr",
+            "add",
+            &format!("{ip}/64"),
+            "dev",
+            &dev,
+            "nodad",
+        ])?;
+        Ok(ip)
+    }
+
     /// Starts `args` inside `pod`'s namespace (as root), logging to `work`.
     pub(crate) fn spawn_in(
         &mut self,
@@ -166,16 +278,28 @@ impl PodNet {
 
     /// The echo backend named after the pod on `0.0.0.0:PORT` in it.
     pub(crate) fn echo_in(&mut self, pod: &NetPod, port: u16, work: &Path) -> anyhow::Result<()> {
+        let name = pod.name.clone();
+        self.echo_at(pod, SocketAddr::from(([0, 0, 0, 0], port)), &name, work)
+    }
+
+    /// The echo backend answering as `name` on `listen` only, in `pod`.
+    pub(crate) fn echo_at(
+        &mut self,
+        pod: &NetPod,
+        listen: SocketAddr,
+        name: &str,
+        work: &Path,
+    ) -> anyhow::Result<()> {
         let echo = workspace_bin("echo-backend")?;
-        let listen = format!("0.0.0.0:{port}");
+        let listen = listen.to_string();
         let args = [
             echo.to_str().unwrap_or_default(),
             "--listen",
             &listen,
             "--name",
-            &pod.name,
+            name,
         ];
-        self.spawn_in(pod, &format!("app-{}", pod.name), &args, work)
+        self.spawn_in(pod, &format!("app-{}-{listen}", pod.name), &args, work)
     }
 
     /// Injects `pod`: the init container's rules, its agent and Envoy (delta ADS) with

@@ -16,6 +16,7 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     cluster::TransportSocketMatch,
     cluster::{ClusterDiscoveryType, DiscoveryType, DnsLookupFamily, EdsClusterConfig, LbPolicy},
 };
+use envoy_types::pb::envoy::config::core::v3::BindConfig;
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint::HostIdentifier,
 };
@@ -192,9 +193,18 @@ fn mesh_eds(
     });
 }
 
-pub(crate) fn inbound(port: u16, app: IpAddr, protocol: Protocol) -> Resource {
+/// The static inbound cluster of `port`: to the app at `app`, bound to `source` when
+/// given (an intercepted pod's sidecar, whose hop to the app the init container's rules
+/// must tell from its other connections to its own pod).
+pub(crate) fn inbound(
+    port: u16,
+    app: IpAddr,
+    protocol: Protocol,
+    source: Option<BindConfig>,
+) -> Resource {
     let name = names::inbound(port);
     let mut cluster = base(name.clone(), protocol);
+    cluster.upstream_bind_config = source;
     cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32));
     cluster.load_assignment = Some(ClusterLoadAssignment {
         cluster_name: name.clone(),

@@ -30,7 +30,7 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     Cluster,
     cluster::{ClusterDiscoveryType, DiscoveryType, LbPolicy},
 };
-use envoy_types::pb::envoy::config::core::v3::CidrRange;
+use envoy_types::pb::envoy::config::core::v3::{BindConfig, CidrRange};
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
     filter_chain_match::ConnectionSourceType, listener_filter,
@@ -46,7 +46,7 @@ use crate::envoy::filters::{
 };
 use crate::envoy::pod_address;
 use crate::envoy::tls;
-use crate::identity::{ProxyIdentity, view_key};
+use crate::identity::{INBOUND_SOURCE_V4, INBOUND_SOURCE_V6, ProxyIdentity, view_key};
 use crate::mesh::MtlsMode;
 use crate::model::{Kind, Model, ObjectKey, Protocol, ViewKey};
 use crate::names;
@@ -102,6 +102,16 @@ fn passthrough_cluster(name: &str) -> Resource {
         sources: Vec::new(),
         body: Body::Cluster(Box::new(cluster)),
     }
+}
+
+/// The inbound passthrough: to the original destination (the pod's own address) from
+/// the inbound source, like the inbound clusters.
+fn inbound_passthrough_cluster() -> Resource {
+    let mut r = passthrough_cluster(INBOUND_PASSTHROUGH);
+    if let Body::Cluster(c) = &mut r.body {
+        c.upstream_bind_config = Some(inbound_bind());
+    }
+    r
 }
 
 fn chain(name: String, m: FilterChainMatch, filter: Filter) -> FilterChain {
@@ -308,9 +318,12 @@ fn outbound_chains(
     chains
 }
 
-/// The inbound listener for the ports the pod serves, and its passthrough cluster.
+/// The inbound listener for the ports the pod serves (on the any-address of the pod
+/// IP's family: the rules redirect an IPv6 pod's inbound to `[::1]`), and its
+/// passthrough cluster.
 pub(crate) fn inbound(
     proxy: &ProxyIdentity,
+    pod_ip: IpAddr,
     ports: &[(u16, Protocol, Vec<ObjectKey>)],
     trust_domain: &str,
     mode: MtlsMode,
@@ -370,10 +383,7 @@ pub(crate) fn inbound(
     }
     let listener = Listener {
         name: INBOUND_LISTENER.into(),
-        address: Some(protos::socket(
-            IpAddr::from([0, 0, 0, 0]),
-            proxy.inbound_port,
-        )),
+        address: Some(protos::socket(any_addr(Some(pod_ip)), proxy.inbound_port)),
         listener_filters,
         filter_chains: chains,
         // Ports no Service names pass through to the app: with mTLS under STRICT (the
@@ -397,9 +407,16 @@ pub(crate) fn inbound(
             sources,
             body: Body::Listener(Box::new(listener)),
         },
-        passthrough_cluster(INBOUND_PASSTHROUGH),
+        inbound_passthrough_cluster(),
         blackhole_cluster(),
     ]
+}
+
+/// Where an intercepted sidecar connects to its app from: the inbound source address
+/// of the app address's family, which the init container's rules let through to the
+/// pod (any other connection of the proxy to its own pod goes to the inbound port).
+pub(crate) fn inbound_bind() -> BindConfig {
+    protos::bind(&[INBOUND_SOURCE_V4.into(), INBOUND_SOURCE_V6.into()])
 }
 
 fn blackhole_cluster() -> Resource {

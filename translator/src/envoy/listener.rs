@@ -17,7 +17,7 @@ use crate::envoy::filters::{inbound_filter, outbound_hcm, tls_inspector};
 use crate::envoy::intercept;
 use crate::envoy::pod_address;
 use crate::envoy::tls;
-use crate::identity::ProxyIdentity;
+use crate::identity::{POD_ADDRESS, ProxyIdentity};
 use crate::mesh::{MeshConfig, MtlsMode};
 use crate::model::{Model, Protocol};
 use crate::names;
@@ -135,11 +135,19 @@ pub(crate) fn for_proxy(model: &Model, mesh: &MeshConfig, proxy: &ProxyIdentity)
     };
     let ports = served_ports(model, proxy, pod, &mut out.diagnostics);
     let mode = pod.mtls_mode.unwrap_or(mesh.mtls);
+    // The app's address (an intercepted pod's own by default), and the intercepted
+    // sidecar's source for its hop to the app (see `intercept::inbound_bind`).
+    let app = if proxy.app_address == POD_ADDRESS {
+        ip
+    } else {
+        proxy.app_address
+    };
+    let source = proxy.intercepted.then(intercept::inbound_bind);
     let mut served = Vec::new();
     for (port, (protocol, mut sources)) in ports {
         sources.sort();
         sources.dedup();
-        let mut cluster = cluster::inbound(port, proxy.app_address, protocol);
+        let mut cluster = cluster::inbound(port, app, protocol, source.clone());
         cluster.sources = sources.clone();
         out.resources.push(cluster);
         if proxy.intercepted {
@@ -151,8 +159,13 @@ pub(crate) fn for_proxy(model: &Model, mesh: &MeshConfig, proxy: &ProxyIdentity)
         out.resources.push(listener);
     }
     if proxy.intercepted {
-        out.resources
-            .extend(intercept::inbound(proxy, &served, &mesh.trust_domain, mode));
+        out.resources.extend(intercept::inbound(
+            proxy,
+            ip,
+            &served,
+            &mesh.trust_domain,
+            mode,
+        ));
     }
     out
 }

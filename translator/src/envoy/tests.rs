@@ -1,5 +1,6 @@
 //! The Envoy emitter on small routing IRs: a share with no backend fails with the rule's
-//! status, and a TCP port is a CONNECT tunnel to where its last rule goes.
+//! status, and a TCP port is a CONNECT tunnel to where its last rule goes. An
+//! intercepted IPv6 pod's inbound side.
 
 use envoy_types::pb::envoy::config::route::v3::{
     route::Action,
@@ -115,4 +116,79 @@ fn a_tcp_port_tunnels_to_where_its_last_rule_goes() {
         Some(ClusterSpecifier::Cluster("primary".into()))
     );
     assert!(parts[1].domains.iter().all(|(d, _)| d.ends_with(":5432")));
+}
+
+/// An intercepted pod with an IPv6 address: its inbound listener takes IPv6 (the rules
+/// redirect to `[::1]`), and it hands connections to the app at the pod's address from
+/// `::6` (listed beside 127.0.0.6: Envoy picks by the upstream's family).
+#[test]
+fn an_intercepted_ipv6_pod_listens_and_reaches_its_app_on_ipv6() {
+    use envoy_types::pb::envoy::config::core::v3::{address, socket_address::PortSpecifier};
+
+    use crate::identity::{DEFAULT_INBOUND_PORT, DEFAULT_OUTBOUND_PORT, POD_ADDRESS};
+    use crate::identity::{ProxyIdentity, ProxyKind};
+    use crate::output::Body;
+
+    let manifest = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec:\n  clusterIP: fd00:96::10\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: 8080}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: web-0, namespace: shop, labels: {app: web}}\nspec: {serviceAccountName: web, containers: [{name: web}]}\nstatus: {podIP: \"fd00:1::1\"}\n";
+    let mut m = Model::new();
+    for o in &parse_manifest(manifest).expect("manifest").objects {
+        m.apply(o).expect("valid");
+    }
+    let proxy = ProxyIdentity {
+        node_id: "web-0.shop".into(),
+        kind: ProxyKind::Envoy,
+        namespace: "shop".into(),
+        pod: "web-0".into(),
+        service_account: "web".into(),
+        pod_ip: None,
+        outbound_port: DEFAULT_OUTBOUND_PORT,
+        app_address: POD_ADDRESS,
+        intercepted: true,
+        inbound_port: DEFAULT_INBOUND_PORT,
+    };
+    let out = crate::envoy::listener::for_proxy(&m, &Default::default(), &proxy);
+    let socket = |a: &Option<envoy_types::pb::envoy::config::core::v3::Address>| match a
+        .as_ref()
+        .and_then(|a| a.address.as_ref())
+    {
+        Some(address::Address::SocketAddress(s)) => match s.port_specifier {
+            Some(PortSpecifier::PortValue(p)) => format!("{}:{p}", s.address),
+            _ => panic!("a port"),
+        },
+        _ => panic!("a socket address"),
+    };
+    let find = |name: &str| {
+        out.resources
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("{name} in {:?}", out.resources))
+    };
+    let Body::Listener(l) = &find("inbound").body else {
+        panic!("a listener");
+    };
+    assert_eq!(socket(&l.address), ":::15006");
+    let Body::Cluster(c) = &find("inbound|8080").body else {
+        panic!("a cluster");
+    };
+    let la = c.load_assignment.as_ref().expect("endpoints");
+    let ep = &la.endpoints[0].lb_endpoints[0];
+    let Some(envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier::Endpoint(
+        e,
+    )) = &ep.host_identifier
+    else {
+        panic!("an endpoint");
+    };
+    assert_eq!(socket(&e.address), "fd00:1::1:8080");
+    let bind = c.upstream_bind_config.as_ref().expect("a source address");
+    let sources: Vec<&str> = bind
+        .source_address
+        .iter()
+        .chain(
+            bind.extra_source_addresses
+                .iter()
+                .filter_map(|x| x.address.as_ref()),
+        )
+        .map(|s| s.address.as_str())
+        .collect();
+    assert_eq!(sources, ["127.0.0.6", "::6"]);
 }

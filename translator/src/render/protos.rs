@@ -4,8 +4,9 @@ use std::net::IpAddr;
 
 use envoy_types::pb::envoy::config::core::v3::{Address, TransportSocket, transport_socket};
 use envoy_types::pb::envoy::config::core::v3::{
-    AggregatedConfigSource, ApiVersion, ConfigSource, Http2ProtocolOptions, SocketAddress, address,
-    config_source::ConfigSourceSpecifier, socket_address::PortSpecifier,
+    AggregatedConfigSource, ApiVersion, BindConfig, ConfigSource, ExtraSourceAddress,
+    Http2ProtocolOptions, SocketAddress, address, config_source::ConfigSourceSpecifier,
+    socket_address::PortSpecifier,
 };
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions,
@@ -30,6 +31,28 @@ pub(crate) fn socket(ip: IpAddr, port: u16) -> Address {
             port_specifier: Some(PortSpecifier::PortValue(u32::from(port))),
             ..Default::default()
         })),
+    }
+}
+
+/// A cluster's `upstream_bind_config`: connections from one of `sources` (any port),
+/// the one of the upstream address's family (Envoy's default local address selector).
+pub(crate) fn bind(sources: &[IpAddr]) -> BindConfig {
+    let socket = |ip: &IpAddr| SocketAddress {
+        address: ip.to_string(),
+        port_specifier: Some(PortSpecifier::PortValue(0)),
+        ..Default::default()
+    };
+    BindConfig {
+        source_address: sources.first().map(socket),
+        extra_source_addresses: sources
+            .iter()
+            .skip(1)
+            .map(|ip| ExtraSourceAddress {
+                address: Some(socket(ip)),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
     }
 }
 

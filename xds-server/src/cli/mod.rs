@@ -54,9 +54,9 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct IptablesArgs {
-    /// Install the rules (iptables-restore; ip6tables-restore too when there are IPv6
-    /// exclusions or IPv6 is enabled, and then its failure fails the command) instead of
-    /// printing them.
+    /// Install the rules (iptables-restore; ip6tables-restore and `::6` on `lo` too when
+    /// there are IPv6 exclusions or IPv6 is enabled, and then their failure fails the
+    /// command: IPv6 never bypasses the sidecar) instead of printing them.
     #[arg(long)]
     apply: bool,
     #[command(flatten)]
@@ -528,9 +528,9 @@ fn iptables(i: IptablesArgs) -> anyhow::Result<()> {
     if v6 {
         // Without them the pod's IPv6 traffic would bypass the proxy: the
         // pod must not start half intercepted.
-        iptables::apply(&iptables::rules_v6(&s), true).context(
-            "IPv6 is enabled in this pod but its interception rules could not be installed (its IPv6 traffic would bypass the proxy)",
-        )?;
+        let refused = "IPv6 is enabled in this pod but its interception rules could not be installed (its IPv6 traffic would bypass the proxy)";
+        iptables::apply(&iptables::rules_v6(&s), true).context(refused)?;
+        iptables::add_inbound_source_v6().context(refused)?;
     }
     println!("interception rules installed");
     Ok(())

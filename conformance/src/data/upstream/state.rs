@@ -153,6 +153,7 @@ mod tests {
             protocol,
             retry_budget: None,
             max_requests_per_connection: None,
+            source: Vec::new(),
         })
     }
 

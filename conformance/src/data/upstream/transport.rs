@@ -1,16 +1,17 @@
 //! One connection to an endpoint: the transport its metadata selects
-//! (`transport_socket_matches`, else the cluster's), TCP within the connect timeout,
+//! (`transport_socket_matches`, else the cluster's), TCP within the connect timeout
+//! (from the cluster's source address of the endpoint's family, if it names one),
 //! then TLS through the cluster's client configuration. Connections are counted
 //! (`upstream_cx_total`, `upstream_cx_active`, per endpoint `cx_total`, `cx_active`,
 //! except for original-destination clusters).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 use super::io::{UpstreamError, UpstreamIo};
 use crate::config::Snapshot;
@@ -47,7 +48,7 @@ pub(crate) async fn dial(
 ) -> Result<UpstreamIo, UpstreamError> {
     let failed = |reason: String| UpstreamError::ConnectFailure { addr, reason };
     let work = async {
-        let tcp = TcpStream::connect(addr)
+        let tcp = tcp_connect(addr, cluster.source_for(addr.ip()))
             .await
             .map_err(|e| failed(e.to_string()))?;
         // Latency over batching for request/response traffic, as Envoy sets it.
@@ -89,6 +90,20 @@ pub(crate) async fn dial(
         g.add(1);
     }
     Ok(Box::pin(Counted { io, active }))
+}
+
+/// A TCP connection to `addr`, from `source` (any port) when given.
+async fn tcp_connect(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = if source.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(addr).await
 }
 
 /// The stat prefix of `addr`'s per-endpoint stats, none for an original-destination
@@ -167,6 +182,22 @@ mod tests {
     use crate::config::cluster::{Discovery, LbPolicy, TransportMatch, UpstreamProtocol};
     use crate::config::listener::{SecretRef, SecretSource, Validation};
 
+    #[tokio::test]
+    async fn a_source_address_is_bound_before_connecting() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        for (source, seen) in [
+            (Some(IpAddr::from([127, 0, 0, 6])), [127, 0, 0, 6]),
+            (None, [127, 0, 0, 1]),
+        ] {
+            let _c = tcp_connect(addr, source).await.expect("connect");
+            let (_, peer) = listener.accept().await.expect("accept");
+            assert_eq!(peer.ip(), IpAddr::from(seen));
+        }
+    }
+
     #[test]
     fn endpoint_metadata_selects_the_first_matching_transport() {
         let tls = Transport::Tls(UpstreamTls {
@@ -195,6 +226,7 @@ mod tests {
             protocol: UpstreamProtocol::Http1,
             retry_budget: None,
             max_requests_per_connection: None,
+            source: Vec::new(),
         };
         let meta = vec![("tlsMode".to_string(), "istio".to_string())];
         assert_eq!(transport_index(&c, &meta), 1);
