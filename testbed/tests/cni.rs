@@ -272,6 +272,9 @@ async fn a_meshed_pods_rules_are_installed_in_its_namespace_and_intercept() -> a
         v6.contains("-A RUDDER_OUTPUT -d fd00:300::/64 -j RETURN"),
         "{v6}"
     );
+    // The IPv6 inbound source the sidecar connects to the app from.
+    let lo = ns.exec(&["ip", "-6", "addr", "show", "dev", "lo"])?;
+    assert!(lo.contains("inet6 ::6/128"), "{lo}");
     // A repeated ADD (a runtime's retry) changes nothing.
     let again = cni(
         "ADD",

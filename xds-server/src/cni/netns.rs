@@ -97,6 +97,29 @@ pub(crate) async fn run_in(
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Runs `f` on a thread of its own that has joined the network namespace at `netns`
+/// (the calling thread's namespace is untouched).
+pub(crate) fn on_thread_in<T: Send + 'static>(
+    netns: &Path,
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> Result<T, String> {
+    let ns = std::fs::File::open(netns)
+        .map_err(|e| format!("opening network namespace {}: {e}", netns.display()))?;
+    let shown = netns.display().to_string();
+    std::thread::spawn(move || {
+        // SAFETY: setns on this thread only, with a descriptor it owns until it ends.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(format!(
+                "joining network namespace {shown}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        f().map_err(|e| format!("{e:#}"))
+    })
+    .join()
+    .map_err(|_| "the namespace thread panicked".to_string())?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -188,8 +188,15 @@ impl Node for System {
             rules,
             Duration::from_secs(conf.timeout_seconds),
         )
-        .await
-        .map(|_| ())
+        .await?;
+        if v6 {
+            // The sidecar reaches an IPv6 app from ::6, as the IPv4 one from 127.0.0.6.
+            crate::cni::netns::on_thread_in(
+                netns,
+                crate::k8s::inject::iptables::add_inbound_source_v6,
+            )?;
+        }
+        Ok(())
     }
 
     async fn installed(&self, conf: &NetConf, netns: &Path) -> Result<bool, String> {
