@@ -7,15 +7,16 @@
 //! suffix the client library adds, like `_total`; the scrape cannot), and Envoy's from a
 //! real Envoy's /stats/prometheus after it served requests, labels included.
 //!
-//! What this cannot show without a cluster: that Prometheus scrapes the sidecars. They
-//! expose no stats port yet, so `monitoring.podMonitor.enabled` refuses to render.
+//! The sidecars' PodMonitor selects the label and the named port the injector gives
+//! injected pods (checked against the injector's golden output); that Prometheus scrapes
+//! them needs a cluster.
 
 mod chart_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use chart_support::{chart, kinds, of_kind, one, render, render_error};
+use chart_support::{chart, kinds, of_kind, one, render};
 use serde_json::{Value, json};
 use testbed::procs::{ControlPlane, Proc, envoy_binary, free_port, wait_until};
 use testbed::xds_client::{Creds, RawAds, SECRET, node};
@@ -82,8 +83,31 @@ fn monitoring_is_off_by_default_and_selects_the_metrics_service_when_on() {
             .expect("JSON");
     assert_eq!(carried, dashboard_file());
 
-    let err = render_error("rudder-system", &["monitoring.podMonitor.enabled=true"]);
-    assert!(err.contains("the sidecars expose no stats port"), "{err}");
+    // The sidecars' PodMonitor selects what the injector labels, at the agent's named
+    // port, where the proxy's stats are relayed.
+    assert!(of_kind(&docs, "PodMonitor").is_empty(), "off unless asked");
+    let docs = render(&["monitoring.podMonitor.enabled=true"]);
+    let pm = one(&docs, "PodMonitor");
+    assert_eq!(pm["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(pm["spec"]["namespaceSelector"], json!({"any": true}));
+    assert_eq!(
+        pm["spec"]["selector"]["matchLabels"],
+        json!({"rudder.dev/sidecar": "injected"})
+    );
+    let endpoint = &pm["spec"]["podMetricsEndpoints"][0];
+    assert_eq!(endpoint["port"], "rudder-status");
+    assert_eq!(endpoint["path"], "/stats/prometheus");
+    // What an injected pod looks like (the injector's golden output) has that label and
+    // that port.
+    let injected = std::fs::read_to_string(
+        testbed::procs::workspace_root().join("xds-server/tests/inject/plain.golden.yaml"),
+    )
+    .expect("the injector's golden pod");
+    assert!(
+        injected.contains("rudder.dev/sidecar: injected"),
+        "{injected}"
+    );
+    assert!(injected.contains("name: rudder-status"), "{injected}");
 }
 
 /// Aggregations and operators, which may stand before `by (...)` rather than `(`.

@@ -334,3 +334,41 @@ fn a_supplied_ca_reaches_the_control_plane_readable_and_private() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// CNI mode: the node agent's DaemonSet with the host's CNI directories, a ClusterRole
+/// that may only read pods, and the injector told to leave the privileged init container
+/// out.
+#[test]
+fn cni_mode_renders_the_node_agent_and_tells_the_injector() {
+    let docs = render(&[]);
+    assert!(of_kind(&docs, "DaemonSet").is_empty(), "off by default");
+    let docs = render(&["cni.enabled=true", "cni.binDir=/var/lib/cni/bin"]);
+    let ds = one(&docs, "DaemonSet");
+    let typed: k8s_openapi::api::apps::v1::DaemonSet =
+        serde_json::from_value(ds.clone()).expect("a valid DaemonSet");
+    let spec = typed.spec.template.spec.expect("pod spec");
+    assert_eq!(spec.host_network, Some(true));
+    let paths: Vec<String> = spec
+        .volumes
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.host_path.map(|h| h.path))
+        .collect();
+    assert_eq!(paths, ["/var/lib/cni/bin", "/etc/cni/net.d"]);
+    let role = of_kind(&docs, "ClusterRole")
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "rudder-cni")
+        .expect("the CNI agent's role");
+    assert_eq!(
+        role["rules"],
+        json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}])
+    );
+    let args = pod_spec(&docs)["containers"][0]["args"].clone();
+    assert!(
+        args.as_array()
+            .is_some_and(|a| a.iter().any(|x| x == "--sidecar-cni")),
+        "{args}"
+    );
+    let err = render_error("rudder-system", &["cni.binDir=opt/cni/bin"]);
+    assert!(err.contains("/cni/binDir"), "{err}");
+}
