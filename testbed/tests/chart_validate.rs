@@ -12,7 +12,7 @@ use chart_support::{chart, try_render};
 use testbed::procs::workspace_root;
 
 /// Value sets that between them render every template.
-const VALUE_SETS: [&[&str]; 4] = [
+const VALUE_SETS: [&[&str]; 5] = [
     &[],
     &[
         "cni.enabled=true",
@@ -35,6 +35,7 @@ const VALUE_SETS: [&[&str]; 4] = [
         "networkPolicy.enabled=false",
     ],
     &["injector.enabled=false", "crds.install=false"],
+    &["revision=canary", "crds.install=false"],
 ];
 
 /// Kinds kubernetes-validate has no schema for (CRDs of other projects).

@@ -31,6 +31,7 @@ fn config() -> InjectConfig {
         },
         log_format: "json".into(),
         namespaces: Vec::new(),
+        webhook_name: "rudder-sidecar-injector".into(),
         mode: InterceptionMode::InitContainer,
     }
 }

@@ -11,6 +11,34 @@ app.kubernetes.io/name: rudder
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* Revisions: a second control plane beside the default one (canary upgrades). Its
+objects' names carry the suffix -REVISION; namespaces and pods pick it with the label
+rudder.dev/rev=REVISION. */}}
+{{- define "rudder.suffix" -}}
+{{- with .Values.revision }}-{{ . }}{{ end -}}
+{{- end }}
+
+{{- define "rudder.fullname" -}}
+rudder{{ include "rudder.suffix" . }}
+{{- end }}
+
+{{- define "rudder.webhookName" -}}
+rudder-sidecar-injector{{ include "rudder.suffix" . }}
+{{- end }}
+
+{{/* What a revision cannot have: the CRDs and the node's CNI agent are the default
+control plane's. */}}
+{{- define "rudder.revisionCheck" -}}
+{{- if .Values.revision -}}
+{{- if ne (dig "install" true (.Values.crds | default dict)) false -}}
+{{- fail (printf "revision %q: set crds.install=false; the CRDs belong to the default control plane's release (or the rudder-crds chart)" .Values.revision) -}}
+{{- end -}}
+{{- if dig "enabled" false (.Values.cni | default dict) -}}
+{{- fail (printf "revision %q: cni.enabled must be false; the node's CNI agent is the default control plane's and serves every revision" .Values.revision) -}}
+{{- end -}}
+{{- end -}}
+{{- end }}
+
 {{- define "rudder.image" -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end }}

@@ -110,6 +110,10 @@ struct InjectArgs {
     /// interception rules (no privileged container in the pod).
     #[arg(long, env = "RUDDER_SIDECAR_CNI")]
     sidecar_cni: bool,
+    /// The MutatingWebhookConfiguration whose caBundle this control plane keeps (one per
+    /// revision).
+    #[arg(long, default_value = crate::k8s::inject::webhook::WEBHOOK_CONFIG)]
+    webhook_name: String,
     #[command(flatten)]
     interception: InterceptionArgs,
 }
@@ -165,6 +169,7 @@ impl InjectArgs {
                 },
                 // Set from the watched namespaces when the injector starts.
                 namespaces: Vec::new(),
+                webhook_name: self.webhook_name.clone(),
                 mode: match self.sidecar_cni {
                     true => crate::k8s::inject::InterceptionMode::Cni,
                     false => crate::k8s::inject::InterceptionMode::InitContainer,

@@ -83,6 +83,7 @@ pub(crate) fn start_injector(
     let bound = listener.local_addr().ok();
     let setup = tls.setup().context("configuring TLS for the injector")?;
     let bundle = inject.trust_bundle_pem.clone();
+    let webhook_name = inject.webhook_name.clone();
     tokio::spawn(webhook::serve(
         listener,
         setup,
@@ -92,16 +93,16 @@ pub(crate) fn start_injector(
         stop,
     ));
     if let Some(client) = client {
-        tokio::spawn(keep_ca_bundle(client, bundle));
+        tokio::spawn(keep_ca_bundle(client, webhook_name, bundle));
     }
     tracing::info!(injector = %addr, "serving the sidecar injector");
     Ok(bound)
 }
 
 /// Writes the injector's caBundle every minute, so that a lost write is mended.
-async fn keep_ca_bundle(client: kube::Client, bundle: String) {
+async fn keep_ca_bundle(client: kube::Client, name: String, bundle: String) {
     loop {
-        if let Err(e) = webhook::sync_ca_bundle(client.clone(), &bundle).await {
+        if let Err(e) = webhook::sync_ca_bundle(client.clone(), &name, &bundle).await {
             tracing::warn!(error = %format!("{e:#}"), "updating the injector's caBundle failed; retrying");
         }
         tokio::time::sleep(Duration::from_secs(60)).await;

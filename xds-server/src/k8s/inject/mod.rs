@@ -88,6 +88,8 @@ pub struct InjectConfig {
     pub namespaces: Vec<String>,
     /// Who installs the interception rules.
     pub mode: InterceptionMode,
+    /// The MutatingWebhookConfiguration whose caBundle the control plane keeps.
+    pub webhook_name: String,
 }
 
 /// Who installs an injected pod's interception rules.

@@ -29,8 +29,8 @@ const MAX_BODY_BYTES: usize = 2 << 20;
 const MAX_CONNECTIONS: usize = 256;
 /// Connections at once from one address.
 const MAX_CONNECTIONS_PER_PEER: usize = 32;
-/// Name of the MutatingWebhookConfiguration the chart installs.
-pub(crate) const WEBHOOK_CONFIG: &str = "rudder-sidecar-injector";
+/// Name of the MutatingWebhookConfiguration the chart installs for the default revision.
+pub const WEBHOOK_CONFIG: &str = "rudder-sidecar-injector";
 
 /// The injector's bounds. Bodies being read: 32 at once, 8 per address (at most 64 MiB
 /// of AdmissionReviews in memory); reviews: 8 at once, 4 per address. The API server is
@@ -107,13 +107,17 @@ pub async fn serve(
 
 /// Keeps the MutatingWebhookConfiguration's `caBundle` equal to `bundle_pem`: the control
 /// plane is its one owner in cluster mode, with either CA source (the chart never sets it).
-pub(crate) async fn sync_ca_bundle(client: kube::Client, bundle_pem: &str) -> anyhow::Result<()> {
+pub(crate) async fn sync_ca_bundle(
+    client: kube::Client,
+    name: &str,
+    bundle_pem: &str,
+) -> anyhow::Result<()> {
     use base64::Engine;
     use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
     let api: kube::Api<MutatingWebhookConfiguration> = kube::Api::all(client);
-    let Some(current) = api.get_opt(WEBHOOK_CONFIG).await? else {
+    let Some(current) = api.get_opt(name).await? else {
         tracing::warn!(
-            name = WEBHOOK_CONFIG,
+            name = name,
             "no MutatingWebhookConfiguration to give the CA bundle to; sidecars are not injected"
         );
         return Ok(());
@@ -135,13 +139,13 @@ pub(crate) async fn sync_ca_bundle(client: kube::Client, bundle_pem: &str) -> an
     }
     // A strategic merge patch matches webhooks by name.
     api.patch(
-        WEBHOOK_CONFIG,
+        name,
         &kube::api::PatchParams::default(),
         &kube::api::Patch::Strategic(serde_json::json!({"webhooks": webhooks})),
     )
     .await?;
     tracing::info!(
-        name = WEBHOOK_CONFIG,
+        name = name,
         "gave the injector's CA bundle to the API server"
     );
     Ok(())
