@@ -138,6 +138,9 @@ fn a_revision_leaves_the_crds_and_the_node_agent_to_the_default() {
     assert!(err.contains("/revision"), "{err}");
 }
 
+/// Namespace labels, pod labels, the webhook configurations that would be called.
+type Case<'a> = (&'a [(&'a str, &'a str)], &'a [(&'a str, &'a str)], &'a [&'a str]);
+
 #[test]
 fn each_pod_is_injected_by_the_revision_its_labels_pick_or_by_none() {
     let default = render(&[]);
@@ -148,7 +151,7 @@ fn each_pod_is_injected_by_the_revision_its_labels_pick_or_by_none() {
     ];
     let (d, c) = ("rudder-sidecar-injector", "rudder-sidecar-injector-canary");
     let none: &[&str] = &[];
-    let cases: [(&[(&str, &str)], &[(&str, &str)], &[&str]); 9] = [
+    let cases: [Case; 9] = [
         (&[("rudder.dev/inject", "enabled")], &[], &[d]),
         (&[("rudder.dev/rev", "canary")], &[], &[c]),
         // A namespace moved to the canary keeps its old label: the canary wins.
