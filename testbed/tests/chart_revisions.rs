@@ -139,7 +139,11 @@ fn a_revision_leaves_the_crds_and_the_node_agent_to_the_default() {
 }
 
 /// Namespace labels, pod labels, the webhook configurations that would be called.
-type Case<'a> = (&'a [(&'a str, &'a str)], &'a [(&'a str, &'a str)], &'a [&'a str]);
+type Case<'a> = (
+    &'a [(&'a str, &'a str)],
+    &'a [(&'a str, &'a str)],
+    &'a [&'a str],
+);
 
 #[test]
 fn each_pod_is_injected_by_the_revision_its_labels_pick_or_by_none() {

@@ -2,6 +2,7 @@
 //! and runs the chosen command, turning its flags into [`crate::config`] settings.
 //! Bootstraps come from [`crate::agent::bootstrap`]. (`xdsctl` is its own crate.)
 
+mod ca_cmd;
 mod limits;
 mod security;
 
@@ -43,7 +44,7 @@ enum Command {
     Bootstrap(BootstrapArgs),
     /// Manage the CA directory (manifest mode).
     #[command(subcommand)]
-    Ca(CaCommand),
+    Ca(ca_cmd::CaCommand),
     /// Issue client credentials for an identity (e.g. xdsctl in namespace rudder-system).
     Credentials(CredentialsArgs),
     /// Run the proxy agent beside a proxy: obtain and renew its credentials.
@@ -318,36 +319,6 @@ struct CredentialsArgs {
     security: SecurityArgs,
 }
 
-#[derive(Debug, Subcommand)]
-enum CaCommand {
-    /// Create a new root CA in the CA directory (refused if one is there). `run` creates
-    /// one on first start too; `bootstrap` and `credentials` need one to exist.
-    Init {
-        /// The CA directory.
-        #[arg(long, default_value = "rudder-ca")]
-        ca_dir: PathBuf,
-        /// SPIFFE trust domain.
-        #[arg(long, default_value = "cluster.local")]
-        trust_domain: String,
-    },
-    /// Start a root rotation: a new root signs, the old one stays trusted. Restart the
-    /// control plane to apply; certificates move to the new root as they renew.
-    Rotate {
-        /// The CA directory.
-        #[arg(long, default_value = "rudder-ca")]
-        ca_dir: PathBuf,
-        /// SPIFFE trust domain.
-        #[arg(long, default_value = "cluster.local")]
-        trust_domain: String,
-    },
-    /// End the rotation overlap: stop trusting the previous root(s).
-    EndOverlap {
-        /// The CA directory.
-        #[arg(long, default_value = "rudder-ca")]
-        ca_dir: PathBuf,
-    },
-}
-
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["manifests", "kubernetes"])))]
 struct RunArgs {
@@ -482,7 +453,7 @@ impl Args {
             Command::Bootstrap(b) => print_bootstrap(b),
             Command::Iptables(i) => iptables(i),
             Command::Agent(a) => run_agent(a),
-            Command::Ca(c) => ca(c),
+            Command::Ca(c) => ca_cmd::ca(c),
             Command::Credentials(c) => credentials(c),
         }
     }
@@ -624,36 +595,6 @@ fn agent_bootstrap(a: &AgentArgs) -> anyhow::Result<Option<(PathBuf, BootstrapPa
             agent_sds: None,
         },
     )))
-}
-
-/// `xds-server ca`.
-fn ca(c: CaCommand) -> anyhow::Result<()> {
-    match c {
-        CaCommand::Rotate {
-            ca_dir,
-            trust_domain,
-        } => {
-            use crate::pki::ca_store::Rotated;
-            match crate::pki::ca_store::rotate(&ca_dir, &trust_domain)? {
-                Rotated::WithOverlap => println!(
-                    "rotated: a new root signs; the previous root stays trusted until `xds-server ca end-overlap`"
-                ),
-                Rotated::Replaced(why) => println!(
-                    "replaced: the old root's key was published ({why}), so it is not trusted any more; restart the control plane and give every sidecar new credentials (re-run `xds-server bootstrap`)"
-                ),
-            }
-            Ok(())
-        }
-        CaCommand::EndOverlap { ca_dir } => crate::pki::ca_store::end_overlap(&ca_dir),
-        CaCommand::Init {
-            ca_dir,
-            trust_domain,
-        } => {
-            crate::pki::ca_store::init(&ca_dir, &trust_domain)?;
-            println!("created a root CA in {}", ca_dir.display());
-            Ok(())
-        }
-    }
 }
 
 /// `xds-server credentials`.

@@ -280,9 +280,19 @@ fn from_secret(secret: &Secret, trust_domain: &str) -> anyhow::Result<Authority>
         key_pem: get("ca.key")?,
         chain_pem: get("ca-chain.crt").unwrap_or_default(),
     };
+    let text = crate::pki::secret_rotation::secret_text(secret);
+    let extra = crate::pki::secret_rotation::extra_roots(&text);
     let ca = Authority::from_files(trust_domain, &files)
-        .context("loading the CA from Secret rudder-ca")?;
+        .context("loading the CA from Secret rudder-ca")?
+        .with_previous_roots(&extra);
     warn_if_shared_root(&files);
+    if !extra.is_empty() {
+        tracing::info!(
+            prepared = text.contains_key(crate::pki::secret_rotation::NEXT_CERT),
+            overlap = text.contains_key(crate::pki::secret_rotation::PREVIOUS_ROOTS),
+            "a root rotation is under way: the trust bundle holds more than the signing root"
+        );
+    }
     Ok(ca)
 }
 
