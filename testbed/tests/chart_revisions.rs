@@ -155,7 +155,18 @@ fn each_pod_is_injected_by_the_revision_its_labels_pick_or_by_none() {
     ];
     let (d, c) = ("rudder-sidecar-injector", "rudder-sidecar-injector-canary");
     let none: &[&str] = &[];
-    let cases: [Case; 9] = [
+    let cases: [Case; 11] = [
+        // A pod's own revision wins over its namespace's, and it is injected once.
+        (
+            &[("rudder.dev/rev", "canary")],
+            &[("rudder.dev/rev", "canary")],
+            &[c],
+        ),
+        (
+            &[("rudder.dev/rev", "canary")],
+            &[("rudder.dev/rev", "other")],
+            none,
+        ),
         (&[("rudder.dev/inject", "enabled")], &[], &[d]),
         (&[("rudder.dev/rev", "canary")], &[], &[c]),
         // A namespace moved to the canary keeps its old label: the canary wins.

@@ -181,3 +181,48 @@ async fn a_crd_without_the_stored_version_is_read_at_an_older_served_one() -> an
     }
     Ok(())
 }
+
+/// Read at an older version while the stored one is not served, then the CRD is upgraded:
+/// the watcher goes back to the stored version (checked every 30 s), and nothing it held
+/// is dropped on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_crd_is_read_at_the_stored_version_again() -> anyhow::Result<()> {
+    let info = Kind::TrafficSplit.info();
+    let fake = FakeKube::new();
+    fake.set_served(info.plural, Some(info.storage_version), false);
+    fake.apply(service("web", &[80]));
+    let Some(object) = sample(info) else {
+        anyhow::bail!("no sample");
+    };
+    fake.apply(object);
+    let cache = Store::new(StoreConfig::default(), Default::default(), None);
+    let sync = xds_server::k8s::start::start_kubernetes(
+        fake.client(),
+        cache.clone(),
+        &KubeScope::default(),
+        lease("replica-a"),
+    );
+    tokio::time::timeout(WAIT, sync.wait()).await?;
+    let held = || cache.read(|m| m.keys(Kind::TrafficSplit).len());
+    anyhow::ensure!(held() == 1);
+    fake.set_served(info.plural, Some(info.storage_version), true);
+    let stored_watch = format!("/{}/{}?", info.storage_version, info.plural);
+    let before = fake.requests().len();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let watched = fake.requests()[before..]
+            .iter()
+            .any(|r| r.contains(&stored_watch) && r.contains("watch=true"));
+        if watched {
+            break;
+        }
+        anyhow::ensure!(held() == 1, "the object was dropped while switching");
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "never went back to the stored version"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    anyhow::ensure!(held() == 1);
+    Ok(())
+}

@@ -18,8 +18,10 @@ use http_body_util::BodyExt;
 
 /// Longest a probe waits for the app.
 pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-/// The source address of the agent's connections to the app at the pod IP.
-pub const PROBE_SOURCE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 6));
+/// The source address of the agent's connections to the app at an IPv4 pod IP.
+pub const PROBE_SOURCE: IpAddr = IpAddr::V4(translator::identity::INBOUND_SOURCE_V4);
+/// The same for an IPv6 pod IP (the init container or CNI plugin puts it on `lo`).
+pub const PROBE_SOURCE_V6: IpAddr = IpAddr::V6(translator::identity::INBOUND_SOURCE_V6);
 /// Longest gRPC health answer read.
 const MAX_HEALTH_BYTES: usize = 1 << 10;
 
@@ -97,21 +99,22 @@ impl Default for ProbeTarget {
 }
 
 impl ProbeTarget {
-    /// The target of an agent: an intercepted pod's app at its pod IP from
-    /// [`PROBE_SOURCE`]; otherwise at `app_address` (default loopback).
+    /// The target of an agent: an intercepted pod's app at its pod IP (or the app
+    /// address the node names) from the interception's passthrough source (127.0.0.6, or
+    /// ::6 for IPv6), which the rules let through to the app; otherwise at `app_address`
+    /// (default loopback) from any source.
     pub fn of(intercepted: bool, pod_ip: Option<IpAddr>, app_address: Option<IpAddr>) -> Self {
-        match (app_address, intercepted, pod_ip) {
-            (Some(ip), ..) => ProbeTarget {
-                ip,
-                source: (intercepted && !ip.is_loopback() && ip.is_ipv4()).then_some(PROBE_SOURCE),
-            },
-            (None, true, Some(ip)) if ip.is_ipv4() => ProbeTarget {
-                ip,
-                source: Some(PROBE_SOURCE),
-            },
-            (None, true, Some(ip)) => ProbeTarget { ip, source: None },
-            _ => ProbeTarget::default(),
-        }
+        let ip = match (app_address, intercepted, pod_ip) {
+            (Some(ip), ..) => ip,
+            (None, true, Some(ip)) => ip,
+            _ => return ProbeTarget::default(),
+        };
+        let source = match ip {
+            _ if !intercepted || ip.is_loopback() => None,
+            IpAddr::V4(_) => Some(PROBE_SOURCE),
+            IpAddr::V6(_) => Some(PROBE_SOURCE_V6),
+        };
+        ProbeTarget { ip, source }
     }
 
     async fn connect(&self, port: u16) -> std::io::Result<tokio::net::TcpStream> {
@@ -301,6 +304,15 @@ mod tests {
         assert_eq!(
             ProbeTarget::of(false, Some(pod), None),
             ProbeTarget::default()
+        );
+        let pod6: IpAddr = "fd00::12".parse().expect("ip");
+        assert_eq!(
+            ProbeTarget::of(true, Some(pod6), None),
+            ProbeTarget {
+                ip: pod6,
+                source: Some(PROBE_SOURCE_V6)
+            },
+            "IPv6: from ::6, or the proxy UID's traffic would go to the inbound sidecar"
         );
         let app: IpAddr = "127.0.0.1".parse().expect("ip");
         assert_eq!(

@@ -216,14 +216,16 @@ where
         optional,
     } = parts;
     let info = sink.kind.info();
-    let mut said_missing = false;
-    let mut delay = Duration::from_secs(1);
-    loop {
-        let api: Api<K> = match &namespace {
+    let stored_api = || -> Api<K> {
+        match &namespace {
             Some(n) => Api::namespaced(client.clone(), n),
             None => Api::all(client.clone()),
-        };
-        let stored = watcher(api, watcher::Config::default().any_semantic())
+        }
+    };
+    let mut said_missing = false;
+    let mut delay = Duration::from_secs(1);
+    'stored: loop {
+        let stored = watcher(stored_api(), watcher::Config::default().any_semantic())
             .default_backoff()
             .map_ok(move |e| event(e.modify(strip), to_object));
         let (ended, listed) = follow(stored, &sink, &progress, optional.is_some()).await;
@@ -234,7 +236,8 @@ where
         let Ended::NotServed = ended else {
             return;
         };
-        // Older versions the kind accepts, newest first.
+        // Older versions the kind accepts, newest first. What one listed stays until
+        // another version lists: nothing is cleared while a version is served.
         for version in info
             .versions
             .iter()
@@ -249,13 +252,20 @@ where
                 to_object,
                 strip,
             );
-            let (ended, listed) = follow(stream, &sink, &progress, true).await;
-            if listed {
-                said_missing = false;
-                delay = Duration::from_secs(1);
-            }
+            let (ended, listed) = tokio::select! {
+                r = follow(stream, &sink, &progress, true) => r,
+                // The stored version is served again (the CRD was upgraded): read that.
+                () = served_again(stored_api()) => continue 'stored,
+            };
             if let Ended::Closed = ended {
                 return;
+            }
+            if listed {
+                // It listed, then stopped being served: start over from the stored
+                // version, keeping what it listed.
+                said_missing = false;
+                delay = Duration::from_secs(1);
+                continue 'stored;
             }
         }
         if !said_missing {
@@ -272,6 +282,25 @@ where
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(MAX_RECHECK);
+    }
+}
+
+/// Resolves once a list at the stored version succeeds, checked every [`MAX_RECHECK`]
+/// while an older version is read.
+async fn served_again<K>(api: Api<K>)
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+    K::DynamicType: Default,
+{
+    loop {
+        tokio::time::sleep(MAX_RECHECK).await;
+        if api
+            .list(&kube::api::ListParams::default().limit(1))
+            .await
+            .is_ok()
+        {
+            return;
+        }
     }
 }
 
