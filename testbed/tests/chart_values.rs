@@ -342,12 +342,20 @@ fn a_supplied_ca_reaches_the_control_plane_readable_and_private() {
 fn cni_mode_renders_the_node_agent_and_tells_the_injector() {
     let docs = render(&[]);
     assert!(of_kind(&docs, "DaemonSet").is_empty(), "off by default");
-    let docs = render(&["cni.enabled=true", "cni.binDir=/var/lib/cni/bin"]);
+    let docs = render(&[
+        "cni.enabled=true",
+        "cni.binDir=/var/lib/cni/bin",
+        "nodeSelector.role=infra",
+    ]);
     let ds = one(&docs, "DaemonSet");
     let typed: k8s_openapi::api::apps::v1::DaemonSet =
         serde_json::from_value(ds.clone()).expect("a valid DaemonSet");
     let spec = typed.spec.template.spec.expect("pod spec");
     assert_eq!(spec.host_network, Some(true));
+    assert!(
+        spec.node_selector.is_none(),
+        "every node, not the control plane's nodes"
+    );
     let paths: Vec<String> = spec
         .volumes
         .into_iter()

@@ -136,9 +136,9 @@ pub(crate) async fn serve_status(
     status: Arc<Mutex<Status>>,
     cfg: Arc<StatusConfig>,
 ) {
-    let stats_gate = Arc::new(tokio::sync::Semaphore::new(1));
+    let stats = Arc::new(proxy_stats::StatsCache::default());
     let handler = move |req: ShellRequest| {
-        let (status, cfg, gate) = (status.clone(), cfg.clone(), stats_gate.clone());
+        let (status, cfg, stats) = (status.clone(), cfg.clone(), stats.clone());
         async move {
             match answer(&status, &cfg, &req) {
                 Ok(r) => r,
@@ -146,7 +146,7 @@ pub(crate) async fn serve_status(
                 Err(Check::Proxy(admin)) if proxy_live(admin).await => empty(200),
                 Err(Check::Proxy(_)) => empty(503),
                 Err(Check::Stats(admin)) => {
-                    proxy_stats::scrape(admin, &gate, proxy_stats::MAX_STATS_BYTES).await
+                    proxy_stats::scrape(admin, &stats, proxy_stats::MAX_STATS_BYTES).await
                 }
             }
         }

@@ -13,6 +13,7 @@ use crate::cni::spec::{
     CniError, Code, Command, NetConf, PodRef, add_result, has_ipv6, parse_conf, pod_ref,
     version_of, version_result,
 };
+use crate::k8s::inject::INTERCEPTION_ANNOTATION as INTERCEPTION;
 use crate::k8s::inject::iptables::{Interception, rules, rules_v6};
 
 /// The call's environment (CNI_*).
@@ -36,7 +37,7 @@ pub(crate) trait Node {
         v6: bool,
     ) -> Result<(), String>;
     /// Whether the namespace holds Rudder's rules (CHECK).
-    async fn installed(&self, conf: &NetConf, netns: &Path) -> Result<bool, String>;
+    async fn installed(&self, conf: &NetConf, netns: &Path, v6: bool) -> Result<bool, String>;
 }
 
 /// Runs one call: what to print on success (nothing for DEL and CHECK), or the error.
@@ -100,7 +101,17 @@ async fn intercept(
         })?;
     let settings = match decide(&object) {
         Ok(Decision::PassThrough(_)) => return Ok(()),
-        Ok(Decision::Intercept(i)) => i,
+        Ok(Decision::Intercept(i)) if i.proxy_uid == conf.proxy_uid => i,
+        Ok(Decision::Intercept(i)) => {
+            return Err(CniError::new(
+                Code::InvalidConfig,
+                format!("{who}: its interception annotation names another proxy UID"),
+                format!(
+                    "{INTERCEPTION}: proxyUid {} is not the mesh's proxy UID {}; that UID's traffic would bypass the proxy (the injector writes the annotation; it was changed since)",
+                    i.proxy_uid, conf.proxy_uid
+                ),
+            ));
+        }
         Err(e) => {
             return Err(CniError::new(
                 e.code,
@@ -123,30 +134,37 @@ async fn intercept(
             e,
         )
     };
-    if check {
-        return match node.installed(conf, netns).await.map_err(failed)? {
-            true => Ok(()),
-            false => Err(failed(format!(
-                "{} holds no RUDDER_OUTPUT chain",
-                netns.display()
-            ))),
-        };
-    }
-    if node.installed(conf, netns).await == Ok(true) {
-        // A repeated ADD for the same namespace: installing again would add a second
-        // jump to each chain.
-        return Ok(());
-    }
-    node.install(conf, netns, &rules(&settings), false)
-        .await
-        .map_err(failed)?;
+    // Each address family on its own: IPv4 rules present say nothing of IPv6's.
+    let mut families = vec![(false, rules(&settings))];
     if needs_v6(conf, &settings) {
-        node.install(conf, netns, &rules_v6(&settings), true)
+        families.push((true, rules_v6(&settings)));
+    }
+    for (v6, text) in families {
+        let family = if v6 { "IPv6" } else { "IPv4" };
+        let present = node.installed(conf, netns, v6).await;
+        if check {
+            match present.map_err(failed)? {
+                true => continue,
+                false => {
+                    return Err(failed(format!(
+                        "{} holds no {family} RUDDER_OUTPUT chain",
+                        netns.display()
+                    )));
+                }
+            }
+        }
+        if present == Ok(true) {
+            // A repeated ADD for the same namespace: installing again would add a
+            // second jump to each chain.
+            continue;
+        }
+        node.install(conf, netns, &text, v6)
             .await
-            .map_err(|e| {
-                failed(format!(
+            .map_err(|e| match v6 {
+                true => failed(format!(
                     "IPv6 (its IPv6 traffic would bypass the proxy): {e}"
-                ))
+                )),
+                false => failed(e),
             })?;
     }
     Ok(())
@@ -199,8 +217,13 @@ impl Node for System {
         Ok(())
     }
 
-    async fn installed(&self, conf: &NetConf, netns: &Path) -> Result<bool, String> {
-        let save = conf.iptables_restore.replace("-restore", "-save");
+    async fn installed(&self, conf: &NetConf, netns: &Path, v6: bool) -> Result<bool, String> {
+        let restore = if v6 {
+            &conf.ip6tables_restore
+        } else {
+            &conf.iptables_restore
+        };
+        let save = restore.replace("-restore", "-save");
         let program = crate::cni::netns::resolve(&save, self.path.as_deref())?;
         let out = crate::cni::netns::run_in(
             netns,

@@ -26,8 +26,8 @@ impl Node for FakeNode {
         self.installed.lock().push((v6, rules.to_string()));
         Ok(())
     }
-    async fn installed(&self, _: &NetConf, _: &Path) -> Result<bool, String> {
-        Ok(!self.installed.lock().is_empty())
+    async fn installed(&self, _: &NetConf, _: &Path, v6: bool) -> Result<bool, String> {
+        Ok(self.installed.lock().iter().any(|(f, _)| *f == v6))
     }
 }
 
@@ -181,4 +181,40 @@ async fn del_and_version_always_answer() {
         .await
         .expect_err("unknown");
     assert_eq!(e.code, Code::InvalidEnvironment);
+}
+
+/// The annotation can be edited after admission: one naming another proxy UID (the
+/// app's, so its traffic would bypass the proxy) fails the ADD instead of installing it.
+#[tokio::test]
+async fn an_annotation_naming_another_proxy_uid_fails_the_add() {
+    let node = FakeNode {
+        pod: Some(meshed(json!({STATUS_ANNOTATION: "injected",
+            INTERCEPTION_ANNOTATION: r#"{"outboundPort":15001,"inboundPort":15006,"proxyUid":1000,"agentStatusPort":15021}"#}))),
+        ..Default::default()
+    };
+    let (_, err) = handle(&call("ADD", POD), &stdin(&["10.0.0.5/24"]), &node)
+        .await
+        .expect_err("refused");
+    assert!(err.details.contains("proxyUid 1000"), "{err:?}");
+    assert!(node.installed.lock().is_empty());
+}
+
+/// IPv4 rules already there say nothing of IPv6's: a repeated ADD for a dual-stack pod
+/// installs the missing family, and CHECK fails while it is missing.
+#[tokio::test]
+async fn each_address_family_is_checked_on_its_own() {
+    let node = FakeNode {
+        pod: Some(meshed(json!({STATUS_ANNOTATION: "injected",
+            INTERCEPTION_ANNOTATION: r#"{"outboundPort":15001,"inboundPort":15006,"proxyUid":1337,"agentStatusPort":15021}"#}))),
+        ..Default::default()
+    };
+    node.installed.lock().push((false, "v4 rules".into()));
+    let dual = stdin(&["10.0.0.5/24", "fd00::5/64"]);
+    assert!(handle(&call("CHECK", POD), &dual, &node).await.is_err());
+    handle(&call("ADD", POD), &dual, &node)
+        .await
+        .expect("added");
+    let families: Vec<bool> = node.installed.lock().iter().map(|(v6, _)| *v6).collect();
+    assert_eq!(families, [false, true], "only IPv6 was added");
+    assert!(handle(&call("CHECK", POD), &dual, &node).await.is_ok());
 }

@@ -142,6 +142,10 @@ pub(crate) struct NetConf {
     /// The `iptables-restore` and `ip6tables-restore` to run (found on PATH by default).
     pub(crate) iptables_restore: String,
     pub(crate) ip6tables_restore: String,
+    /// The mesh's proxy UID (default 1337). A pod's interception annotation must name
+    /// this one: the annotation can be edited after admission, and another UID would let
+    /// that UID's traffic bypass the proxy while the pod looks meshed.
+    pub(crate) proxy_uid: u32,
     pub(crate) prev_result: Option<Value>,
 }
 
@@ -212,6 +216,14 @@ pub(crate) fn parse_conf(stdin: &[u8]) -> Result<NetConf, CniError> {
             .filter(|t| (1..=60).contains(t))
             .ok_or_else(|| invalid("timeoutSeconds: expected 1 to 60".into()))?,
     };
+    let proxy_uid = match &v["proxyUid"] {
+        Value::Null => 1337,
+        u => u
+            .as_u64()
+            .and_then(|u| u32::try_from(u).ok())
+            .filter(|u| *u != 0)
+            .ok_or_else(|| invalid("proxyUid: expected a UID other than 0".into()))?,
+    };
     let prev_result = match &v["prevResult"] {
         Value::Null => None,
         r @ Value::Object(_) => Some(r.clone()),
@@ -225,6 +237,7 @@ pub(crate) fn parse_conf(stdin: &[u8]) -> Result<NetConf, CniError> {
         iptables_restore: string("iptablesRestore")?.unwrap_or_else(|| "iptables-restore".into()),
         ip6tables_restore: string("ip6tablesRestore")?
             .unwrap_or_else(|| "ip6tables-restore".into()),
+        proxy_uid,
         prev_result,
     })
 }
