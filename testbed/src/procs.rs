@@ -57,6 +57,31 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// A port free on `ip` right now, below Linux's ephemeral range (32768 and up), so that
+/// no outgoing connection on the shared loopback takes it as its source port while a
+/// process that listens there is restarting. Picked pseudo-randomly per process and call.
+pub fn quiet_port(ip: IpAddr) -> anyhow::Result<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static CALLS: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let seed = std::process::id()
+        .wrapping_mul(2_654_435_761)
+        .wrapping_add(nanos)
+        .wrapping_add(CALLS.fetch_add(1, Ordering::Relaxed).wrapping_mul(7_919));
+    for i in 0..SPAN {
+        let port = u16::try_from(LOW + (seed.wrapping_add(i.wrapping_mul(101))) % SPAN)?;
+        if TcpListener::bind((ip, port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port on {ip} between {LOW} and {}", LOW + SPAN)
+}
+
 /// Polls `check` until it returns `Ok(true)` or `timeout` passes.
 pub async fn wait_until<F, Fut>(
     timeout: Duration,
@@ -225,10 +250,28 @@ impl ControlPlane {
         extra: &[&str],
     ) -> anyhow::Result<Self> {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let any: SocketAddr = "127.0.0.1:0".parse()?;
-        let on = SocketAddr::new(ip, 0);
-        let (proc, (xds, admin, ca), log) =
-            Self::launch(manifests, work, (on, any, on), 1, &extra).await?;
+        // Quiet ports: a restart listens on them again. Another test may take one between
+        // the check and the bind: then pick again.
+        let mut attempt = 0;
+        let (proc, (xds, admin, ca), log) = loop {
+            attempt += 1;
+            let xds_port = quiet_port(ip)?;
+            let ca_port = loop {
+                let p = quiet_port(ip)?;
+                if p != xds_port {
+                    break p;
+                }
+            };
+            let (on, ca) = (SocketAddr::new(ip, xds_port), SocketAddr::new(ip, ca_port));
+            let admin = SocketAddr::new(
+                IpAddr::from([127, 0, 0, 1]),
+                quiet_port(IpAddr::from([127, 0, 0, 1]))?,
+            );
+            match Self::launch(manifests, work, (on, admin, ca), 1, &extra).await {
+                Err(_) if attempt < 5 && Self::port_was_taken(work, 1) => continue,
+                r => break r?,
+            }
+        };
         Ok(ControlPlane {
             proc,
             xds,
@@ -333,6 +376,12 @@ impl ControlPlane {
         timeout: Duration,
     ) -> anyhow::Result<(std::process::ExitStatus, Duration)> {
         self.proc.wait_exit(timeout).await
+    }
+
+    /// Whether start `n` failed because a port was taken.
+    fn port_was_taken(work: &Path, n: u32) -> bool {
+        std::fs::read_to_string(work.join(format!("control-plane-{n}.log")))
+            .is_ok_and(|l| l.contains("Address already in use"))
     }
 
     /// Starts again on the same xDS address (SIGKILL first if still running).
