@@ -53,6 +53,7 @@ fn probe(kind: ProbeKind, port: u16, service: &str) -> AppProbe {
         path: "/".into(),
         headers: Vec::new(),
         service: service.into(),
+        timeout_seconds: None,
     }
 }
 

@@ -16,8 +16,8 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use http_body_util::BodyExt;
 
-/// Longest a probe waits for the app.
-pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a probe waits for the app (the kubelet's own timeoutSeconds, up to this).
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The source address of the agent's connections to the app at an IPv4 pod IP.
 pub const PROBE_SOURCE: IpAddr = IpAddr::V4(translator::identity::INBOUND_SOURCE_V4);
 /// The same for an IPv6 pod IP (the init container or CNI plugin puts it on `lo`).
@@ -40,6 +40,7 @@ pub enum ProbeKind {
 
 /// One app probe the agent runs.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct AppProbe {
     /// What it checks.
     #[serde(default)]
@@ -55,6 +56,9 @@ pub struct AppProbe {
     /// The service asked about (gRPC; empty: the server as a whole).
     #[serde(default, deserialize_with = "null_as_default")]
     pub service: String,
+    /// The kubelet's `timeoutSeconds` for it, if set (capped at [`PROBE_TIMEOUT`]).
+    #[serde(default)]
+    pub timeout_seconds: Option<u64>,
 }
 
 /// A probe header.
@@ -145,7 +149,10 @@ pub async fn run(p: &AppProbe, target: ProbeTarget) -> u16 {
             ProbeKind::Grpc => grpc(p, target).await,
         }
     };
-    match tokio::time::timeout(PROBE_TIMEOUT, go).await {
+    let timeout = p.timeout_seconds.map_or(PROBE_TIMEOUT, |t| {
+        Duration::from_secs(t.max(1)).min(PROBE_TIMEOUT)
+    });
+    match tokio::time::timeout(timeout, go).await {
         Ok(Ok(code)) if (200..400).contains(&code) => 200,
         Ok(Ok(code)) => code.max(400),
         _ => 503,

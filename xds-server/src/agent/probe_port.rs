@@ -60,6 +60,7 @@ async fn proxy_live(admin: std::net::SocketAddr) -> bool {
         path: "/ready".into(),
         headers: Vec::new(),
         service: String::new(),
+        timeout_seconds: None,
     };
     let target = ProbeTarget {
         ip: admin.ip(),
@@ -71,7 +72,7 @@ async fn proxy_live(admin: std::net::SocketAddr) -> bool {
 /// The status port's bounds. It is plain HTTP on every pod's address, outside
 /// interception and without authentication, so any pod can reach it: connections 128 at
 /// once and 16 per address (about 3 MiB of request heads at most in a 64 Mi agent);
-/// requests 16 at once and 4 per address (a forwarded probe may take 5 s); bodies of 1
+/// requests 16 at once and 4 per address (a probe may take up to 10 s, its kubelet timeout); bodies of 1
 /// KiB (nothing here takes one).
 fn limits() -> ShellLimits {
     let queue = |total, per_peer| QueueLimits {

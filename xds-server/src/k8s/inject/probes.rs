@@ -74,32 +74,44 @@ fn agent_probe(container: &Value, probe: &Value) -> Option<(&'static str, Value)
 pub(crate) fn rewrite_probes(pod: &Value, status_port: u16) -> (Vec<Value>, Map<String, Value>) {
     let mut ops = Vec::new();
     let mut map = Map::new();
-    for (i, c) in pod["spec"]["containers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        let name = c["name"].as_str().unwrap_or_default();
-        for (field, kind) in [
-            ("readinessProbe", "readyz"),
-            ("livenessProbe", "livez"),
-            ("startupProbe", "startupz"),
-        ] {
-            let Some((handler, check)) = agent_probe(c, &c[field]) else {
+    // The app's containers, and its native sidecars (init containers that keep running,
+    // the only ones with probes).
+    let lists = ["containers", "initContainers"].map(|list| {
+        let all = pod["spec"][list].as_array().cloned().unwrap_or_default();
+        (list, all)
+    });
+    for (list, containers) in &lists {
+        for (i, c) in containers.iter().enumerate() {
+            if *list == "initContainers" && c["restartPolicy"] != "Always" {
                 continue;
-            };
-            let path = probe_path(name, kind);
-            map.insert(path.clone(), check);
-            let probe = format!("/spec/containers/{i}/{field}");
-            let get = json!({"path": path, "port": status_port, "scheme": "HTTP"});
-            if handler == "httpGet" {
-                ops.push(
-                    json!({"op": "replace", "path": format!("{probe}/httpGet"), "value": get}),
-                );
-            } else {
-                ops.push(json!({"op": "remove", "path": format!("{probe}/{handler}")}));
-                ops.push(json!({"op": "add", "path": format!("{probe}/httpGet"), "value": get}));
+            }
+            let name = c["name"].as_str().unwrap_or_default();
+            for (field, kind) in [
+                ("readinessProbe", "readyz"),
+                ("livenessProbe", "livez"),
+                ("startupProbe", "startupz"),
+            ] {
+                let Some((handler, mut check)) = agent_probe(c, &c[field]) else {
+                    continue;
+                };
+                // The kubelet's timeout (default 1 s) bounds the agent's check too.
+                if let Some(t) = c[field]["timeoutSeconds"].as_u64() {
+                    check["timeoutSeconds"] = json!(t);
+                }
+                let path = probe_path(name, kind);
+                map.insert(path.clone(), check);
+                let probe = format!("/spec/{list}/{i}/{field}");
+                let get = json!({"path": path, "port": status_port, "scheme": "HTTP"});
+                if handler == "httpGet" {
+                    ops.push(
+                        json!({"op": "replace", "path": format!("{probe}/httpGet"), "value": get}),
+                    );
+                } else {
+                    ops.push(json!({"op": "remove", "path": format!("{probe}/{handler}")}));
+                    ops.push(
+                        json!({"op": "add", "path": format!("{probe}/httpGet"), "value": get}),
+                    );
+                }
             }
         }
     }
@@ -112,7 +124,11 @@ mod tests {
 
     #[test]
     fn http_grpc_and_tcp_probes_move_to_the_agent_and_https_and_exec_stay() {
-        let pod = json!({"spec": {"containers": [{
+        let pod = json!({"spec": {"initContainers": [
+            {"name": "setup", "livenessProbe": {"tcpSocket": {"port": 1}}},
+            {"name": "log-shipper", "restartPolicy": "Always",
+             "readinessProbe": {"tcpSocket": {"port": 9880}, "timeoutSeconds": 3}},
+        ], "containers": [{
             "name": "web",
             "ports": [{"name": "grpc", "containerPort": 9090}, {"name": "db", "containerPort": 5432}],
             "readinessProbe": {"grpc": {"port": 9090, "service": "web.v1"}, "periodSeconds": 3},
@@ -131,6 +147,7 @@ mod tests {
                 "/app-health/web/readyz": {"kind": "grpc", "port": 9090, "service": "web.v1"},
                 "/app-health/web/livez": {"kind": "tcp", "port": 5432},
                 "/app-health/web/startupz": {"port": 8080, "path": "/healthz", "headers": null},
+                "/app-health/log-shipper/readyz": {"kind": "tcp", "port": 9880, "timeoutSeconds": 3},
             })
         );
         let get = |p: &str| json!({"path": p, "port": 15021, "scheme": "HTTP"});
@@ -145,6 +162,10 @@ mod tests {
                        "value": get("/app-health/web/livez")}),
                 json!({"op": "replace", "path": "/spec/containers/0/startupProbe/httpGet",
                        "value": get("/app-health/web/startupz")}),
+                // A native sidecar's probe moves too; a plain init container has none.
+                json!({"op": "remove", "path": "/spec/initContainers/1/readinessProbe/tcpSocket"}),
+                json!({"op": "add", "path": "/spec/initContainers/1/readinessProbe/httpGet",
+                       "value": get("/app-health/log-shipper/readyz")}),
             ]
         );
     }
