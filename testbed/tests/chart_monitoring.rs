@@ -94,6 +94,12 @@ fn monitoring_is_off_by_default_and_selects_the_metrics_service_when_on() {
         pm["spec"]["selector"]["matchLabels"],
         json!({"rudder.dev/sidecar": "injected"})
     );
+    // ... and the injected agents are told to relay the stats (off otherwise).
+    let args = |docs: &[Value]| {
+        one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"].to_string()
+    };
+    assert!(args(&docs).contains("--sidecar-proxy-stats"));
+    assert!(!args(&render(&[])).contains("--sidecar-proxy-stats"));
     let endpoint = &pm["spec"]["podMetricsEndpoints"][0];
     assert_eq!(endpoint["port"], "rudder-status");
     assert_eq!(endpoint["path"], "/stats/prometheus");

@@ -32,6 +32,7 @@ fn config() -> InjectConfig {
         log_format: "json".into(),
         namespaces: Vec::new(),
         webhook_name: "rudder-sidecar-injector".into(),
+        proxy_stats: false,
         mode: InterceptionMode::InitContainer,
     }
 }

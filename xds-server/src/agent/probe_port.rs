@@ -30,6 +30,8 @@ pub(crate) struct StatusConfig {
     /// The proxy's admin address, whose `/ready` (200 once it is LIVE) `/proxy-ready`
     /// adds to the agent's own readiness: the proxy container's readiness probe.
     pub(crate) proxy_admin: Option<std::net::SocketAddr>,
+    /// Whether `/stats/prometheus` relays the proxy's stats (else 404).
+    pub(crate) proxy_stats: bool,
 }
 
 /// Parses the injector's probe map (`RUDDER_APP_PROBES`).
@@ -111,7 +113,9 @@ fn answer(
     let ready = s.ready(SystemTime::now());
     Ok(match (path, cfg.proxy_admin) {
         (PROXY_READY, Some(admin)) if ready => return Err(Check::Proxy(admin)),
-        (proxy_stats::STATS_PATH, Some(admin)) => return Err(Check::Stats(admin)),
+        (proxy_stats::STATS_PATH, Some(admin)) if cfg.proxy_stats => {
+            return Err(Check::Stats(admin));
+        }
         ("/ready" | PROXY_READY, _) if ready => json(200, &s),
         ("/ready" | PROXY_READY, _) => json(503, &s),
         ("/status", _) => json(200, &s),
@@ -296,6 +300,32 @@ mod tests {
                 .expect("answer")
                 .status;
             assert_eq!(got, want, "{status:?} {proxy_admin:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn proxy_stats_are_served_only_when_asked() {
+        let admin = admin(200).await;
+        for (on, want) in [(false, 404), (true, 503)] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            tokio::spawn(serve_status(
+                listener,
+                Arc::new(Mutex::new(Status::default())),
+                Arc::new(StatusConfig {
+                    proxy_admin: Some(admin),
+                    proxy_stats: on,
+                    ..StatusConfig::default()
+                }),
+            ));
+            let got = testbed::http::get_via(addr, &format!("http://{addr}/stats/prometheus"))
+                .await
+                .expect("answer")
+                .status;
+            // On, it reaches the (test) admin, which has no stats path: 503 from the relay.
+            assert_eq!(got, want, "proxy_stats {on}");
         }
     }
 }

@@ -61,6 +61,8 @@ pub struct AgentConfig {
     /// App probes the kubelet sends here instead (the injector moved them), run against
     /// the app: agent path -> what to check.
     pub app_probes: std::collections::BTreeMap<String, AppProbe>,
+    /// Relay the proxy's stats on the status port.
+    pub proxy_stats: bool,
 }
 
 /// Validity and identity of a PEM chain's leaf.
@@ -226,6 +228,7 @@ fn status_config(cfg: &AgentConfig) -> probe_port::StatusConfig {
             params.and_then(|p| p.app_address),
         ),
         proxy_admin: params.map(|p| p.admin).filter(|a| a.port() != 0),
+        proxy_stats: cfg.proxy_stats,
     }
 }
 

@@ -111,6 +111,10 @@ struct InjectArgs {
     /// interception rules (no privileged container in the pod).
     #[arg(long, env = "RUDDER_SIDECAR_CNI")]
     sidecar_cni: bool,
+    /// Injected agents relay their proxy's stats on the status port (for a PodMonitor);
+    /// off by default: the status port is reachable by every pod.
+    #[arg(long)]
+    sidecar_proxy_stats: bool,
     /// The MutatingWebhookConfiguration whose caBundle this control plane keeps (one per
     /// revision).
     #[arg(long, default_value = crate::k8s::inject::webhook::WEBHOOK_CONFIG)]
@@ -171,6 +175,7 @@ impl InjectArgs {
                 // Set from the watched namespaces when the injector starts.
                 namespaces: Vec::new(),
                 webhook_name: self.webhook_name.clone(),
+                proxy_stats: self.sidecar_proxy_stats,
                 mode: match self.sidecar_cni {
                     true => crate::k8s::inject::InterceptionMode::Cni,
                     false => crate::k8s::inject::InterceptionMode::InitContainer,
@@ -284,6 +289,10 @@ struct AgentArgs {
     /// App probes to forward to the app on loopback (JSON; the injector sets it).
     #[arg(long, env = "RUDDER_APP_PROBES", value_parser = crate::agent::probe_port::parse_app_probes)]
     app_probes: Option<std::collections::BTreeMap<String, crate::agent::probe_port::AppProbe>>,
+    /// Relay the proxy's Prometheus stats on the status port (`/stats/prometheus`), for a
+    /// PodMonitor; off, that path answers 404.
+    #[arg(long, env = "RUDDER_PROXY_STATS")]
+    proxy_stats: bool,
     /// With --bootstrap-out: the pod's traffic is intercepted by iptables (injected pods).
     #[arg(long)]
     intercepted: bool,
@@ -559,6 +568,7 @@ fn run_agent(mut a: AgentArgs) -> anyhow::Result<()> {
             grpc: a.grpc,
             xds_proxy,
             app_probes: a.app_probes.unwrap_or_default(),
+            proxy_stats: a.proxy_stats,
             cert_dir: a.cert_dir,
             endpoint: a.ca_address,
             token_file: a.token_file,

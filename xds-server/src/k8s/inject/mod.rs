@@ -90,6 +90,8 @@ pub struct InjectConfig {
     pub mode: InterceptionMode,
     /// The MutatingWebhookConfiguration whose caBundle the control plane keeps.
     pub webhook_name: String,
+    /// Injected agents relay the proxy's stats on their status port (for a PodMonitor).
+    pub proxy_stats: bool,
 }
 
 /// Who installs an injected pod's interception rules.
@@ -203,6 +205,9 @@ pub(crate) fn injected_init_containers(
     env.push(json!({"name": "RUDDER_TRUST_DOMAIN", "value": cfg.trust_domain}));
     env.push(json!({"name": "RUDDER_TRUST_BUNDLE_PEM", "value": cfg.trust_bundle_pem}));
     env.push(json!({"name": "RUDDER_LOG_FORMAT", "value": cfg.log_format}));
+    if cfg.proxy_stats {
+        env.push(json!({"name": "RUDDER_PROXY_STATS", "value": "true"}));
+    }
     if !probes.is_empty() {
         env.push(json!({"name": "RUDDER_APP_PROBES", "value": Value::Object(probes.clone()).to_string()}));
     }
