@@ -5,76 +5,27 @@
 //! chart_crds.rs), and the control plane's rendered arguments are accepted by the real
 //! `xds-server` binary.
 
+mod chart_support;
+
 use std::path::PathBuf;
 use std::process::Command;
 
+use chart_support::{kinds, run_helm};
 use serde_json::Value;
-use testbed::procs::{workspace_bin, workspace_root};
-
-fn helm() -> PathBuf {
-    let h = workspace_root().join(".tools/helm");
-    assert!(
-        h.exists(),
-        "{} is missing: run scripts/setup.sh (the chart tests need helm)",
-        h.display()
-    );
-    h
-}
+use testbed::procs::workspace_bin;
 
 fn chart() -> PathBuf {
-    workspace_root().join("charts/rudder")
-}
-
-/// `helm ARGS` with scratch cache/config/data homes: (success, stdout + stderr).
-fn run_helm(args: &[&str]) -> (bool, String, String) {
-    let scratch = tempfile::tempdir().expect("tempdir");
-    let out = Command::new(helm())
-        .args(args)
-        .env("HELM_CACHE_HOME", scratch.path().join("cache"))
-        .env("HELM_CONFIG_HOME", scratch.path().join("config"))
-        .env("HELM_DATA_HOME", scratch.path().join("data"))
-        .output()
-        .expect("helm runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    chart_support::chart("rudder")
 }
 
 /// `helm template` with `--set` values: (raw text, documents).
 fn template(sets: &[&str]) -> (String, Vec<Value>) {
-    let chart = chart();
-    let mut args = vec![
-        "template",
-        "rudder",
-        chart.to_str().expect("utf-8"),
-        "-n",
-        "rudder-system",
-    ];
+    let mut extra = Vec::new();
     for s in sets {
-        args.extend(["--set", s]);
+        extra.extend(["--set", *s]);
     }
-    let (ok, out, err) = run_helm(&args);
-    assert!(ok, "helm template {sets:?} failed: {err}");
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&out).expect("rendered YAML parses");
-    let docs = docs.into_iter().filter(|d| !d.is_null()).collect();
-    (out, docs)
-}
-
-fn kinds(docs: &[Value]) -> Vec<String> {
-    let mut k: Vec<String> = docs
-        .iter()
-        .map(|d| {
-            format!(
-                "{}/{}",
-                d["kind"].as_str().unwrap_or("?"),
-                d["metadata"]["name"].as_str().unwrap_or("?")
-            )
-        })
-        .collect();
-    k.sort();
-    k
+    chart_support::try_render(&chart(), "rudder-system", &extra)
+        .unwrap_or_else(|e| panic!("helm template {sets:?} failed: {e}"))
 }
 
 /// Each document as its typed object: fails on an unknown kind or a field that does not

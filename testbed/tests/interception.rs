@@ -28,7 +28,7 @@ use testbed::procs::{Proc, wait_until, workspace_bin};
 
 mod common;
 
-use common::netns::{PodNet, VethPod, get_in, get_in_from, sh};
+use common::netns::{PodNet, VethPod, get_in, get_in_from, python_in};
 
 #[tokio::test]
 async fn init_container_rules_redirect_apps_but_not_the_proxy() -> anyhow::Result<()> {
@@ -142,23 +142,7 @@ fn tcp_in(ns: &str, uid: u32, addr: SocketAddr, line: &str) -> anyhow::Result<St
         addr.ip(),
         addr.port()
     );
-    let uid = uid.to_string();
-    sh(&[
-        "ip",
-        "netns",
-        "exec",
-        ns,
-        "setpriv",
-        "--reuid",
-        &uid,
-        "--regid",
-        &uid,
-        "--clear-groups",
-        "/usr/bin/python3",
-        "-c",
-        &code,
-    ])
-    .map(|s| s.trim().to_string())
+    python_in(ns, uid, &code)
 }
 
 async fn injected_pods_talk_over_mtls_by_original_destination(

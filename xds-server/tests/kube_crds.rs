@@ -38,6 +38,21 @@ fn crd_kinds() -> Vec<Kind> {
         .collect()
 }
 
+/// A store fed by the real watchers of `fake`, once every watcher has listed.
+async fn listed(
+    fake: &FakeKube,
+) -> anyhow::Result<(Arc<Store>, xds_server::k8s::watch::SyncState)> {
+    let cache = Store::new(StoreConfig::default(), Default::default(), None);
+    let sync = xds_server::k8s::start::start_kubernetes(
+        fake.client(),
+        cache.clone(),
+        &KubeScope::default(),
+        lease("replica-a"),
+    );
+    tokio::time::timeout(WAIT, sync.wait()).await?;
+    Ok((cache, sync))
+}
+
 /// The metric's line for `kind`, if any.
 fn unavailable_metric(state: &XdsState, kind: Kind) -> Option<String> {
     let text = state.metrics.encode(&BTreeMap::new(), None);
@@ -133,14 +148,7 @@ async fn a_crd_without_the_stored_version_is_read_at_an_older_served_one() -> an
             anyhow::bail!("no sample object for {kind}");
         };
         fake.apply(object);
-        let cache = Store::new(StoreConfig::default(), Default::default(), None);
-        let sync = xds_server::k8s::start::start_kubernetes(
-            fake.client(),
-            cache.clone(),
-            &KubeScope::default(),
-            lease("replica-a"),
-        );
-        tokio::time::timeout(WAIT, sync.wait()).await?;
+        let (cache, sync) = listed(&fake).await?;
         anyhow::ensure!(
             cache.read(|m| m.keys(kind).len()) == 1,
             "{kind}: read at an older version"
@@ -164,14 +172,7 @@ async fn a_crd_without_the_stored_version_is_read_at_an_older_served_one() -> an
     for v in info.versions {
         fake.set_served(info.plural, Some(v), false);
     }
-    let cache = Store::new(StoreConfig::default(), Default::default(), None);
-    let sync = xds_server::k8s::start::start_kubernetes(
-        fake.client(),
-        cache.clone(),
-        &KubeScope::default(),
-        lease("replica-a"),
-    );
-    tokio::time::timeout(WAIT, sync.wait()).await?;
+    let (cache, sync) = listed(&fake).await?;
     anyhow::ensure!(sync.unavailable() == ["TrafficSplit".to_string()].into());
     fake.set_served(info.plural, Some(info.versions[0]), true);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -195,14 +196,7 @@ async fn an_upgraded_crd_is_read_at_the_stored_version_again() -> anyhow::Result
         anyhow::bail!("no sample");
     };
     fake.apply(object);
-    let cache = Store::new(StoreConfig::default(), Default::default(), None);
-    let sync = xds_server::k8s::start::start_kubernetes(
-        fake.client(),
-        cache.clone(),
-        &KubeScope::default(),
-        lease("replica-a"),
-    );
-    tokio::time::timeout(WAIT, sync.wait()).await?;
+    let (cache, sync) = listed(&fake).await?;
     let held = || cache.read(|m| m.keys(Kind::TrafficSplit).len());
     anyhow::ensure!(held() == 1);
     fake.set_served(info.plural, Some(info.storage_version), true);

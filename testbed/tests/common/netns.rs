@@ -47,6 +47,12 @@ pub(crate) fn get_in_from(
         addr.ip(),
         addr.port()
     );
+    python_in(ns, uid, &code)
+}
+
+/// Python `code` run inside `ns` as `uid` (and the same GID, no groups): what it prints,
+/// trimmed.
+pub(crate) fn python_in(ns: &str, uid: u32, code: &str) -> anyhow::Result<String> {
     let uid = uid.to_string();
     sh(&[
         "ip",
@@ -61,7 +67,7 @@ pub(crate) fn get_in_from(
         "--clear-groups",
         "/usr/bin/python3",
         "-c",
-        &code,
+        code,
     ])
     .map(|s| s.trim().to_string())
 }

@@ -182,32 +182,35 @@ fn event<K: Resource>(e: watcher::Event<K>, to_object: fn(K) -> Object) -> Ev {
     }
 }
 
-/// Starts the watcher of one kind, `K` being its Rust type at the stored version.
-pub(crate) fn spawn<K>(parts: Parts, to_object: fn(K) -> Object, strip: fn(&mut K))
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+/// What a watched kind's Rust type (at its stored version) is.
+pub(crate) trait Watched:
+    Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType: Default>
+    + Clone
+    + DeserializeOwned
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Watched for K where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType: Default>
         + Clone
         + DeserializeOwned
         + Debug
         + Send
         + Sync
-        + 'static,
-    K::DynamicType: Default,
+        + 'static
 {
+}
+
+/// Starts the watcher of one kind, `K` being its Rust type at the stored version.
+pub(crate) fn spawn<K: Watched>(parts: Parts, to_object: fn(K) -> Object, strip: fn(&mut K)) {
     tokio::spawn(run(parts, to_object, strip));
 }
 
-async fn run<K>(parts: Parts, to_object: fn(K) -> Object, strip: fn(&mut K))
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Default,
-{
+async fn run<K: Watched>(parts: Parts, to_object: fn(K) -> Object, strip: fn(&mut K)) {
     let Parts {
         client,
         namespace,

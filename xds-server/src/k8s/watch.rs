@@ -19,7 +19,6 @@ use crds::kinds::Provider;
 use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, PodSpec, PodStatus, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::{Client, Resource};
-use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use translator::model::{
     GRPCRoute, HTTPRoute, HTTPRouteGroup, Kind, Object, RetryPolicy, TrafficSplit,
@@ -135,17 +134,7 @@ fn missing_crd(kind: Kind) -> Option<String> {
 struct Watcher(Parts);
 
 impl Watcher {
-    fn spawn<K>(self, to_object: fn(K) -> Object, strip: fn(&mut K))
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + Debug
-            + Send
-            + Sync
-            + 'static,
-        K::DynamicType: Default,
-    {
+    fn spawn<K: follow::Watched>(self, to_object: fn(K) -> Object, strip: fn(&mut K)) {
         follow::spawn(self.0, to_object, strip);
     }
 }
