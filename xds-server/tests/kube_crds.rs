@@ -172,7 +172,7 @@ async fn a_crd_without_the_stored_version_is_read_at_an_older_served_one() -> an
     for v in info.versions {
         fake.set_served(info.plural, Some(v), false);
     }
-    let (cache, sync) = listed(&fake).await?;
+    let (_cache, sync) = listed(&fake).await?;
     anyhow::ensure!(sync.unavailable() == ["TrafficSplit".to_string()].into());
     fake.set_served(info.plural, Some(info.versions[0]), true);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -196,7 +196,7 @@ async fn an_upgraded_crd_is_read_at_the_stored_version_again() -> anyhow::Result
         anyhow::bail!("no sample");
     };
     fake.apply(object);
-    let (cache, sync) = listed(&fake).await?;
+    let (cache, _sync) = listed(&fake).await?;
     let held = || cache.read(|m| m.keys(Kind::TrafficSplit).len());
     anyhow::ensure!(held() == 1);
     fake.set_served(info.plural, Some(info.storage_version), true);
