@@ -154,6 +154,7 @@ async fn a_token_gets_its_service_account_identity_and_renews_only_with_a_token(
         xds_proxy: None,
         app_probes: Default::default(),
         proxy_stats: false,
+        drain: None,
     }));
     testbed::procs::wait_until(
         Duration::from_secs(10),

@@ -79,6 +79,19 @@ fn inject_with(pod: &Value, cfg: &InjectConfig) -> (Value, Option<String>) {
     (doc, warning)
 }
 
+/// The injected agent's drain token.
+fn drain_token(pod: &Value) -> String {
+    pod["spec"]["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["env"].as_array().into_iter().flatten())
+        .find(|e| e["name"] == "RUDDER_DRAIN_TOKEN")
+        .and_then(|e| e["value"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
 fn cases() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/inject");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -108,6 +121,25 @@ fn injected_pods_match_their_goldens() {
             text.push_str(&format!("# {w}\n"));
         }
         text.push_str(&serde_saphyr::to_string(&out).expect("yaml"));
+        // The drain token is random per pod: the agent's and the preStop hook's are the
+        // same; the golden says where it goes.
+        let token = drain_token(&out);
+        let text = if warning.is_some() {
+            text // Not injected.
+        } else {
+            assert!(
+                token.len() == 32 && token.chars().all(|c| c.is_ascii_hexdigit()),
+                "{}: {token:?}",
+                input.display()
+            );
+            assert_eq!(
+                text.matches(token.as_str()).count(),
+                2,
+                "{}",
+                input.display()
+            );
+            text.replace(token.as_str(), "DRAIN-TOKEN")
+        };
         let golden = input.with_extension("golden.yaml");
         if std::env::var_os("UPDATE_GOLDEN").is_some() {
             std::fs::write(&golden, &text).expect("write golden");

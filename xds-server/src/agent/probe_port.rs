@@ -32,7 +32,20 @@ pub(crate) struct StatusConfig {
     pub(crate) proxy_admin: Option<std::net::SocketAddr>,
     /// Whether `/stats/prometheus` relays the proxy's stats (else 404).
     pub(crate) proxy_stats: bool,
+    /// The proxy's preStop drain: the pod's token and how long to drain.
+    pub(crate) drain: Option<Drain>,
 }
+
+/// What `/drain` needs: the token the injector put in the pod's preStop hook (the status
+/// port is reachable by every pod), and the drain time.
+#[derive(Clone, Debug)]
+pub(crate) struct Drain {
+    pub(crate) token: String,
+    pub(crate) seconds: u64,
+}
+
+/// Longest drain honoured (the pod's grace period bounds it anyway).
+pub(crate) const MAX_DRAIN_SECONDS: u64 = 300;
 
 /// Parses the injector's probe map (`RUDDER_APP_PROBES`).
 pub fn parse_app_probes(
@@ -52,7 +65,7 @@ pub fn parse_app_probes(
     Ok(map)
 }
 
-pub(crate) use crate::k8s::inject::probes::PROXY_READY;
+pub(crate) use crate::k8s::inject::probes::{DRAIN_HEADER, DRAIN_PATH, PROXY_READY};
 
 /// Whether the proxy's admin `/ready` answers 200 (LIVE) in time.
 async fn proxy_live(admin: std::net::SocketAddr) -> bool {
@@ -76,7 +89,7 @@ async fn proxy_live(admin: std::net::SocketAddr) -> bool {
 /// once and 16 per address (about 3 MiB of request heads at most in a 64 Mi agent);
 /// requests 16 at once and 4 per address (a probe may take up to 10 s, its kubelet timeout); bodies of 1
 /// KiB (nothing here takes one).
-fn limits() -> ShellLimits {
+fn limits(drain_seconds: u64) -> ShellLimits {
     let queue = |total, per_peer| QueueLimits {
         total,
         per_peer,
@@ -87,7 +100,9 @@ fn limits() -> ShellLimits {
     let given = crate::config::ConnLimits::default();
     ShellLimits {
         max_body_bytes: 1 << 10,
-        handler_timeout: PROBE_TIMEOUT + Duration::from_secs(1),
+        handler_timeout: PROBE_TIMEOUT.max(Duration::from_secs(
+            drain_seconds.min(MAX_DRAIN_SECONDS) + 2,
+        )) + Duration::from_secs(1),
         ..ShellLimits::new("agent_status", queue(32, 8), queue(16, 4))
     }
     .connections(&given, 128, 16)
@@ -98,6 +113,56 @@ enum Check {
     App(AppProbe),
     Proxy(std::net::SocketAddr),
     Stats(std::net::SocketAddr),
+    Drain(Option<std::net::SocketAddr>, u64),
+}
+
+/// Whether the request carries the pod's drain token (compared in constant time).
+fn drain_allowed(drain: &Drain, req: &ShellRequest) -> bool {
+    let given = req
+        .parts
+        .headers
+        .get(DRAIN_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    let want = drain.token.as_bytes();
+    given.len() == want.len()
+        && !want.is_empty()
+        && given
+            .iter()
+            .zip(want)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// Drains the proxy: its admin's graceful listener drain (Envoy's `/drain_listeners`;
+/// a proxy without it drains on SIGTERM itself), then the drain time, then 200 so the
+/// kubelet stops it.
+async fn drain(admin: Option<std::net::SocketAddr>, seconds: u64) -> hyper::Response<Full<Bytes>> {
+    if let Some(admin) = admin {
+        let asked = async {
+            let tcp = tokio::net::TcpStream::connect(admin).await?;
+            let (mut send, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+            tokio::spawn(conn);
+            let req = hyper::Request::post("/drain_listeners?graceful")
+                .header("host", admin.to_string())
+                .body(http_body_util::Empty::<Bytes>::new())?;
+            anyhow::Ok(send.send_request(req).await?.status())
+        };
+        match tokio::time::timeout(Duration::from_secs(2), asked).await {
+            Ok(Ok(status)) => {
+                tracing::info!(%status, seconds, "draining the proxy before it stops")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %format!("{e:#}"), "asking the proxy to drain failed; waiting the drain time anyway")
+            }
+            Err(_) => tracing::warn!(
+                "the proxy did not answer the drain request in time; waiting the drain time anyway"
+            ),
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(seconds.min(MAX_DRAIN_SECONDS))).await;
+    empty(200)
 }
 
 fn answer(
@@ -116,6 +181,13 @@ fn answer(
         (proxy_stats::STATS_PATH, Some(admin)) if cfg.proxy_stats => {
             return Err(Check::Stats(admin));
         }
+        (DRAIN_PATH, admin) => match &cfg.drain {
+            Some(d) if drain_allowed(d, req) => return Err(Check::Drain(admin, d.seconds)),
+            _ => json(
+                403,
+                &serde_json::json!({"error": "not this pod's drain token"}),
+            ),
+        },
         ("/ready" | PROXY_READY, _) if ready => json(200, &s),
         ("/ready" | PROXY_READY, _) => json(503, &s),
         ("/status", _) => json(200, &s),
@@ -141,6 +213,7 @@ pub(crate) async fn serve_status(
     status: Arc<Mutex<Status>>,
     cfg: Arc<StatusConfig>,
 ) {
+    let drain_seconds = cfg.drain.as_ref().map_or(0, |d| d.seconds);
     let stats = Arc::new(proxy_stats::StatsCache::default());
     let handler = move |req: ShellRequest| {
         let (status, cfg, stats) = (status.clone(), cfg.clone(), stats.clone());
@@ -150,6 +223,7 @@ pub(crate) async fn serve_status(
                 Err(Check::App(p)) => empty(app_probe::run(&p, cfg.target).await),
                 Err(Check::Proxy(admin)) if proxy_live(admin).await => empty(200),
                 Err(Check::Proxy(_)) => empty(503),
+                Err(Check::Drain(admin, seconds)) => drain(admin, seconds).await,
                 Err(Check::Stats(admin)) => {
                     proxy_stats::scrape(admin, &stats, proxy_stats::MAX_STATS_BYTES).await
                 }
@@ -157,7 +231,15 @@ pub(crate) async fn serve_status(
         }
     };
     let metrics = Arc::new(crate::observability::metrics::Metrics::new());
-    http_shell::serve(listener, None, limits(), metrics, Stop::default(), handler).await;
+    http_shell::serve(
+        listener,
+        None,
+        limits(drain_seconds),
+        metrics,
+        Stop::default(),
+        handler,
+    )
+    .await;
 }
 
 #[cfg(test)]
@@ -327,5 +409,75 @@ mod tests {
             // On, it reaches the (test) admin, which has no stats path: 503 from the relay.
             assert_eq!(got, want, "proxy_stats {on}");
         }
+    }
+
+    /// An admin endpoint that records the requests it gets.
+    async fn recording_admin() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let record = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                        record
+                            .lock()
+                            .push(format!("{} {}", req.method(), req.uri()));
+                        async move {
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                Bytes::new(),
+                            )))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    #[tokio::test]
+    async fn drain_needs_the_pods_token_and_drains_the_proxy_gracefully() {
+        let (admin, seen) = recording_admin().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(serve_status(
+            listener,
+            Arc::new(Mutex::new(Status::default())),
+            Arc::new(StatusConfig {
+                proxy_admin: Some(admin),
+                drain: Some(Drain {
+                    token: "0123456789abcdef0123456789abcdef".into(),
+                    seconds: 0,
+                }),
+                ..StatusConfig::default()
+            }),
+        ));
+        let url = format!("http://{addr}{DRAIN_PATH}");
+        let status = |token: Option<&'static str>| {
+            let url = url.clone();
+            async move {
+                let headers: Vec<(&str, &str)> =
+                    token.map(|t| (DRAIN_HEADER, t)).into_iter().collect();
+                testbed::http::get_via_with(addr, &url, &headers)
+                    .await
+                    .expect("answer")
+                    .status
+            }
+        };
+        // Any other pod can reach the port: no token, or a wrong one, drains nothing.
+        assert_eq!(status(None).await, 403);
+        assert_eq!(status(Some("0123456789abcdef0123456789abcdee")).await, 403);
+        assert!(seen.lock().is_empty());
+        assert_eq!(status(Some("0123456789abcdef0123456789abcdef")).await, 200);
+        assert_eq!(*seen.lock(), ["POST /drain_listeners?graceful"]);
     }
 }

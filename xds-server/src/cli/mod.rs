@@ -293,6 +293,13 @@ struct AgentArgs {
     /// PodMonitor; off, that path answers 404.
     #[arg(long, env = "RUDDER_PROXY_STATS")]
     proxy_stats: bool,
+    /// The token the proxy's preStop hook sends to `/drain` (the injector sets it);
+    /// without one, `/drain` is refused.
+    #[arg(long, env = "RUDDER_DRAIN_TOKEN", hide_env_values = true)]
+    drain_token: Option<String>,
+    /// How long `/drain` waits after asking the proxy to drain (seconds, at most 300).
+    #[arg(long, env = "RUDDER_DRAIN_SECONDS", default_value_t = 5)]
+    drain_seconds: u64,
     /// With --bootstrap-out: the pod's traffic is intercepted by iptables (injected pods).
     #[arg(long)]
     intercepted: bool,
@@ -569,6 +576,11 @@ fn run_agent(mut a: AgentArgs) -> anyhow::Result<()> {
             xds_proxy,
             app_probes: a.app_probes.unwrap_or_default(),
             proxy_stats: a.proxy_stats,
+            drain: a
+                .drain_token
+                .clone()
+                .filter(|t| t.len() >= 16)
+                .map(|t| (t, a.drain_seconds)),
             cert_dir: a.cert_dir,
             endpoint: a.ca_address,
             token_file: a.token_file,

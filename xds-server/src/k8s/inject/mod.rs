@@ -187,6 +187,14 @@ pub(crate) fn should_inject(pod: &Value, proxy_uid: u32) -> Result<(), Skip> {
     Ok(())
 }
 
+/// A pod's drain token: 128 random bits, hex.
+fn drain_token() -> String {
+    rand::random::<[u8; 16]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The containers injected ahead of the pod's own init containers, in order.
 pub(crate) fn injected_init_containers(
     cfg: &InjectConfig,
@@ -205,6 +213,11 @@ pub(crate) fn injected_init_containers(
     env.push(json!({"name": "RUDDER_TRUST_DOMAIN", "value": cfg.trust_domain}));
     env.push(json!({"name": "RUDDER_TRUST_BUNDLE_PEM", "value": cfg.trust_bundle_pem}));
     env.push(json!({"name": "RUDDER_LOG_FORMAT", "value": cfg.log_format}));
+    // The proxy's preStop hook asks the agent to drain it with this pod's own token (the
+    // status port is reachable by every pod).
+    let drain = drain_token();
+    env.push(json!({"name": "RUDDER_DRAIN_TOKEN", "value": drain}));
+    env.push(json!({"name": "RUDDER_DRAIN_SECONDS", "value": cfg.drain_seconds.to_string()}));
     if cfg.proxy_stats {
         env.push(json!({"name": "RUDDER_PROXY_STATS", "value": "true"}));
     }
@@ -286,6 +299,11 @@ pub(crate) fn injected_init_containers(
                              "periodSeconds": 1, "failureThreshold": 600},
             "readinessProbe": {"httpGet": {"path": probes::PROXY_READY, "port": i.agent_status_port},
                                "periodSeconds": 2, "failureThreshold": 3},
+            // proxy.drainTime: before the proxy is stopped, the agent drains its listeners
+            // gracefully and waits that long (in-flight requests finish, keep-alive
+            // clients are told to go elsewhere).
+            "lifecycle": {"preStop": {"httpGet": {"path": probes::DRAIN_PATH, "port": i.agent_status_port,
+                "httpHeaders": [{"name": probes::DRAIN_HEADER, "value": drain}]}}},
             "securityContext": restricted,
             "resources": cfg.proxy_resources,
         }),

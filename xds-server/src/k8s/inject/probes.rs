@@ -10,6 +10,10 @@ use serde_json::{Map, Value, json};
 /// The proxy container's readiness path on the agent's status port: the agent's own
 /// readiness and the proxy's admin `/ready`.
 pub(crate) const PROXY_READY: &str = "/proxy-ready";
+/// The proxy container's preStop path on the agent's status port: drain, then return.
+pub(crate) const DRAIN_PATH: &str = "/drain";
+/// The header carrying the pod's drain token on [`DRAIN_PATH`].
+pub(crate) const DRAIN_HEADER: &str = "x-rudder-drain";
 
 /// The agent's path for one app probe: `/app-health/CONTAINER/KIND`.
 pub(crate) fn probe_path(container: &str, kind: &str) -> String {
