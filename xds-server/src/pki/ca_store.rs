@@ -13,8 +13,7 @@ use kube::{Api, Client};
 
 use crate::private_files::{private_dir, read_private, write_private, write_public};
 
-/// Name of the Secret holding the CA in cluster mode.
-pub(crate) const CA_SECRET: &str = "rudder-ca";
+pub(crate) use crate::pki::secret_rotation::CA_SECRET;
 
 /// Loads the CA from `dir`; an error if it holds none (see [`open_or_create`]).
 pub(crate) fn from_dir(dir: &Path, trust_domain: &str) -> anyhow::Result<Authority> {

@@ -24,7 +24,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
 use kube::{Api, Client};
 
-use crate::pki::ca_store::CA_SECRET;
+/// Name of the Secret holding the CA in cluster mode.
+pub(crate) const CA_SECRET: &str = "rudder-ca";
 
 /// The next root's certificate, trusted but not signing (after `prepare`).
 pub(crate) const NEXT_CERT: &str = "ca-next.crt";
