@@ -159,19 +159,26 @@ pub async fn run(p: &AppProbe, target: ProbeTarget) -> u16 {
     }
 }
 
-async fn http(p: &AppProbe, target: ProbeTarget) -> anyhow::Result<u16> {
-    let tcp = target.connect(p.port).await?;
+/// Sends `req` on `tcp` over HTTP/1.1 (the agent's one client for the app's and the
+/// proxy's admin endpoints); the response, its body unread.
+pub(crate) async fn send_http1(
+    tcp: tokio::net::TcpStream,
+    req: hyper::Request<http_body_util::Empty<Bytes>>,
+) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
     let (mut send, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
     tokio::spawn(conn);
+    Ok(send.send_request(req).await?)
+}
+
+async fn http(p: &AppProbe, target: ProbeTarget) -> anyhow::Result<u16> {
+    let tcp = target.connect(p.port).await?;
     let host = SocketAddr::new(target.ip, p.port);
     let mut req = hyper::Request::get(p.path.as_str()).header("host", host.to_string());
     for h in &p.headers {
         req = req.header(h.name.as_str(), h.value.as_str());
     }
-    let resp = send
-        .send_request(req.body(http_body_util::Empty::<Bytes>::new())?)
-        .await?;
+    let resp = send_http1(tcp, req.body(http_body_util::Empty::new())?).await?;
     Ok(resp.status().as_u16())
 }
 
@@ -273,6 +280,42 @@ async fn grpc(p: &AppProbe, target: ProbeTarget) -> anyhow::Result<u16> {
         .or(header_status);
     let ok = status.is_some_and(|s| s == "0") && health_serving(&body.to_bytes());
     Ok(if ok { 200 } else { 503 })
+}
+
+/// A loopback HTTP/1.1 server for the agent's tests, answering each request with
+/// `answer(method, path and query, headers)` as (status, body).
+#[cfg(test)]
+pub(crate) async fn test_server<F>(answer: F) -> SocketAddr
+where
+    F: Fn(&hyper::Method, &str, &hyper::HeaderMap) -> (u16, String) + Clone + Send + Sync + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                    let target = req
+                        .uri()
+                        .path_and_query()
+                        .map_or("/", |p| p.as_str())
+                        .to_string();
+                    let (code, body) = answer(req.method(), &target, req.headers());
+                    let mut r = hyper::Response::new(http_body_util::Full::new(Bytes::from(body)));
+                    *r.status_mut() = hyper::StatusCode::from_u16(code)
+                        .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+                    async move { Ok::<_, std::convert::Infallible>(r) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
 }
 
 #[cfg(test)]

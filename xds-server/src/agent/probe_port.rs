@@ -141,13 +141,10 @@ async fn drain(admin: Option<std::net::SocketAddr>, seconds: u64) -> hyper::Resp
     if let Some(admin) = admin {
         let asked = async {
             let tcp = tokio::net::TcpStream::connect(admin).await?;
-            let (mut send, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
-            tokio::spawn(conn);
             let req = hyper::Request::post("/drain_listeners?graceful")
                 .header("host", admin.to_string())
                 .body(http_body_util::Empty::<Bytes>::new())?;
-            anyhow::Ok(send.send_request(req).await?.status())
+            anyhow::Ok(app_probe::send_http1(tcp, req).await?.status())
         };
         match tokio::time::timeout(Duration::from_secs(2), asked).await {
             Ok(Ok(status)) => {
@@ -248,29 +245,12 @@ mod tests {
 
     /// An app that answers 200 on /healthz (checking a header) and 500 elsewhere.
     async fn app() -> u16 {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        tokio::spawn(async move {
-            while let Ok((s, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(|req: hyper::Request<_>| async move {
-                        let ok = req.uri().path() == "/healthz"
-                            && req.headers().get("x-probe").is_some_and(|v| v == "kubelet");
-                        let mut r = hyper::Response::new(Full::new(Bytes::new()));
-                        if !ok {
-                            *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
-                        }
-                        Ok::<_, std::convert::Infallible>(r)
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
-                        .await;
-                });
-            }
-        });
-        port
+        crate::agent::app_probe::test_server(|_, target, headers| {
+            let ok = target == "/healthz" && headers.get("x-probe").is_some_and(|v| v == "kubelet");
+            (if ok { 200 } else { 500 }, String::new())
+        })
+        .await
+        .port()
     }
 
     #[tokio::test]
@@ -313,28 +293,17 @@ mod tests {
 
     /// An admin endpoint whose `/ready` answers `code`.
     async fn admin(code: u16) -> std::net::SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            while let Ok((s, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let svc =
-                        hyper::service::service_fn(move |req: hyper::Request<_>| async move {
-                            let mut r = hyper::Response::new(Full::new(Bytes::new()));
-                            if req.uri().path() != "/ready" || code != 200 {
-                                *r.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
-                            }
-                            Ok::<_, std::convert::Infallible>(r)
-                        });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
-                        .await;
-                });
-            }
-        });
-        addr
+        crate::agent::app_probe::test_server(move |_, target, _| {
+            (
+                if target == "/ready" && code == 200 {
+                    200
+                } else {
+                    503
+                },
+                String::new(),
+            )
+        })
+        .await
     }
 
     #[test]
@@ -414,31 +383,12 @@ mod tests {
     /// An admin endpoint that records the requests it gets.
     async fn recording_admin() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
         let record = seen.clone();
-        tokio::spawn(async move {
-            while let Ok((s, _)) = listener.accept().await {
-                let record = record.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
-                        record
-                            .lock()
-                            .push(format!("{} {}", req.method(), req.uri()));
-                        async move {
-                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                                Bytes::new(),
-                            )))
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
-                        .await;
-                });
-            }
-        });
+        let addr = crate::agent::app_probe::test_server(move |method, target, _| {
+            record.lock().push(format!("{method} {target}"));
+            (200, String::new())
+        })
+        .await;
         (addr, seen)
     }
 

@@ -39,13 +39,10 @@ fn answer(code: u16, body: Bytes) -> hyper::Response<Full<Bytes>> {
 
 async fn fetch(admin: SocketAddr, max: usize) -> anyhow::Result<Bytes> {
     let tcp = tokio::net::TcpStream::connect(admin).await?;
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
-    tokio::spawn(conn);
     let req = hyper::Request::get(format!("{STATS_PATH}?usedonly"))
         .header("host", admin.to_string())
         .body(http_body_util::Empty::<Bytes>::new())?;
-    let resp = send.send_request(req).await?;
+    let resp = crate::agent::app_probe::send_http1(tcp, req).await?;
     anyhow::ensure!(
         resp.status().is_success(),
         "the proxy answered {}",
@@ -91,31 +88,13 @@ mod tests {
 
     /// A proxy admin whose stats are `size` bytes.
     async fn admin(size: usize) -> SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            while let Ok((s, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let svc =
-                        hyper::service::service_fn(move |req: hyper::Request<_>| async move {
-                            let ok = req.uri().path() == STATS_PATH
-                                && req.uri().query() == Some("usedonly");
-                            let body = if ok { "x".repeat(size) } else { String::new() };
-                            let mut r = hyper::Response::new(Full::new(Bytes::from(body)));
-                            if !ok {
-                                *r.status_mut() = hyper::StatusCode::NOT_FOUND;
-                            }
-                            Ok::<_, std::convert::Infallible>(r)
-                        });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
-                        .await;
-                });
+        crate::agent::app_probe::test_server(move |_, target, _| {
+            match target == format!("{STATS_PATH}?usedonly") {
+                true => (200, "x".repeat(size)),
+                false => (404, String::new()),
             }
-        });
-        addr
+        })
+        .await
     }
 
     #[tokio::test]
