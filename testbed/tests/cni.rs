@@ -26,7 +26,7 @@ use testbed::procs::{Proc, wait_until, workspace_bin};
 
 mod common;
 
-use common::netns::sh;
+use common::netns::{get_in, sh};
 
 /// A network namespace with a veth link (so connect() finds a route and reaches the
 /// rules), removed on drop.
@@ -209,27 +209,6 @@ async fn api_server(
     Ok((fake, kubeconfig, task))
 }
 
-/// GET http://ADDR/ from inside `ns` as `uid` with Python's standard library: the
-/// answering server's name, or the error.
-fn get_in(ns: &Netns, uid: u32, addr: SocketAddr) -> anyhow::Result<String> {
-    let code = format!(
-        "import urllib.request;print(urllib.request.urlopen('http://{addr}/',timeout=2).read().decode().split()[0])"
-    );
-    let uid = uid.to_string();
-    ns.exec(&[
-        "setpriv",
-        "--reuid",
-        &uid,
-        "--regid",
-        &uid,
-        "--clear-groups",
-        "/usr/bin/python3",
-        "-c",
-        &code,
-    ])
-    .map(|s| s.trim().to_string())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_meshed_pods_rules_are_installed_in_its_namespace_and_intercept() -> anyhow::Result<()> {
     let work = tempfile::tempdir()?;
@@ -345,13 +324,13 @@ async fn a_meshed_pods_rules_are_installed_in_its_namespace_and_intercept() -> a
             &work.path().join(format!("{name}.log")),
         )?);
     }
-    let sidecar_up = || async { Ok(get_in(&ns, 0, "10.200.0.5:15001".parse()?).is_ok()) };
+    let sidecar_up = || async { Ok(get_in(&ns.0, 0, "10.200.0.5:15001".parse()?).is_ok()) };
     wait_until(Duration::from_secs(10), "the listeners", sidecar_up).await?;
     let far: SocketAddr = "198.51.100.7:80".parse()?;
-    assert_eq!(get_in(&ns, 1000, far)?, "outbound-sidecar");
-    assert_eq!(get_in(&ns, 1000, "10.200.0.5:5432".parse()?)?, "excluded");
+    assert_eq!(get_in(&ns.0, 1000, far)?, "outbound-sidecar");
+    assert_eq!(get_in(&ns.0, 1000, "10.200.0.5:5432".parse()?)?, "excluded");
     assert!(
-        get_in(&ns, 1337, far).is_err(),
+        get_in(&ns.0, 1337, far).is_err(),
         "the proxy UID's traffic is not redirected (and nothing answers there)"
     );
 
