@@ -79,6 +79,16 @@ fn inject_with(pod: &Value, cfg: &InjectConfig) -> (Value, Option<String>) {
     (doc, warning)
 }
 
+/// The names of a pod's init containers, in order.
+fn init_names(pod: &Value) -> Vec<&str> {
+    pod["spec"]["initContainers"]
+        .as_array()
+        .expect("init containers")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect()
+}
+
 /// The injected agent's drain token.
 fn drain_token(pod: &Value) -> String {
     pod["spec"]["initContainers"]
@@ -195,12 +205,7 @@ fn what_is_skipped_says_why_and_what_is_injected_gets_everything() {
     assert!(w.is_none(), "{w:?}");
     let (pod, w) = inject(&load("user-init-container.yaml"));
     assert!(w.is_none());
-    let inits: Vec<&str> = pod["spec"]["initContainers"]
-        .as_array()
-        .expect("init containers")
-        .iter()
-        .filter_map(|c| c["name"].as_str())
-        .collect();
+    let inits = init_names(&pod);
     // Ours first, so the user's init container is meshed too.
     assert_eq!(
         inits,
@@ -312,12 +317,7 @@ fn in_cni_mode_no_container_is_privileged_and_the_annotation_says_what_to_instal
     assert!(w.is_none(), "{w:?}");
     let _: k8s_openapi::api::core::v1::Pod =
         serde_json::from_value(out.clone()).expect("the result is a valid Pod");
-    let names: Vec<&str> = out["spec"]["initContainers"]
-        .as_array()
-        .expect("init containers")
-        .iter()
-        .filter_map(|c| c["name"].as_str())
-        .collect();
+    let names = init_names(&out);
     assert_eq!(
         names,
         ["rudder-validate", "rudder-agent", "rudder-proxy", "migrate"]
