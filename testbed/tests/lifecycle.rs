@@ -1,6 +1,7 @@
 //! The control plane's life cycle with real Envoy sidecars connected and traffic
 //! flowing: SIGTERM ends every stream, the process exits within its drain bound, and a
-//! restart on the same addresses works at once.
+//! restart on the same addresses works at once; and the graceful drain the agent asks of a
+//! sidecar Envoy before it stops.
 
 mod common;
 
@@ -84,4 +85,56 @@ async fn delta_sigterm_ends_streams_and_exits_within_the_drain_bound() -> anyhow
 #[tokio::test]
 async fn sotw_sigterm_ends_streams_and_exits_within_the_drain_bound() -> anyhow::Result<()> {
     sigterm_ends_streams_and_exits(Stream::Sotw).await
+}
+
+/// `POST` on an admin endpoint with a raw HTTP/1.1 request: the status code.
+async fn admin_post(admin: std::net::SocketAddr, path: &str) -> anyhow::Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(admin).await?;
+    s.write_all(
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).await?;
+    Ok(std::str::from_utf8(&head[9..12])?.parse()?)
+}
+
+/// What the agent's `/drain` (the proxy container's preStop hook, `proxy.drainTime`) asks
+/// of real Envoy: `/drain_listeners?graceful` is accepted, and once the drain time (1 s
+/// here) has passed the listeners stop, so the proxy takes no new connections before it
+/// is stopped.
+#[tokio::test]
+async fn the_agents_drain_request_drains_real_envoy_gracefully() -> anyhow::Result<()> {
+    let mesh = Mesh::start(DataPlane::Envoy, Stream::Delta).await?;
+    let client = &mesh.client;
+    let url = "http://web.default.svc.cluster.local/";
+    assert_eq!(
+        testbed::http::get_via(client.outbound, url).await?.status,
+        200
+    );
+    assert_eq!(
+        admin_post(client.admin, "/drain_listeners?graceful").await?,
+        200
+    );
+    wait_until(
+        CONVERGE,
+        "Envoy's listeners to stop after the drain time",
+        || async move {
+            Ok(client
+                .stat("listener_manager.listener_stopped")
+                .await?
+                .unwrap_or(0)
+                > 0)
+        },
+    )
+    .await?;
+    assert!(
+        testbed::http::get_via(client.outbound, url).await.is_err(),
+        "a drained proxy takes no new connection"
+    );
+    Ok(())
 }
