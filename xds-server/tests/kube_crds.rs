@@ -43,6 +43,15 @@ async fn listed(
     fake: &FakeKube,
 ) -> anyhow::Result<(Arc<Store>, xds_server::k8s::watch::SyncState)> {
     let cache = Store::new(StoreConfig::default(), Default::default(), None);
+    let sync = listed_into(fake, cache.clone()).await?;
+    Ok((cache, sync))
+}
+
+/// The watchers of `fake` feeding `cache`, once every one has listed.
+async fn listed_into(
+    fake: &FakeKube,
+    cache: Arc<Store>,
+) -> anyhow::Result<xds_server::k8s::watch::SyncState> {
     let sync = xds_server::k8s::start::start_kubernetes(
         fake.client(),
         cache.clone(),
@@ -50,7 +59,7 @@ async fn listed(
         lease("replica-a"),
     );
     tokio::time::timeout(WAIT, sync.wait()).await?;
-    Ok((cache, sync))
+    Ok(sync)
 }
 
 /// The metric's line for `kind`, if any.
@@ -74,15 +83,9 @@ async fn hide_then_serve(kind: Kind, version: Option<&str>) -> anyhow::Result<()
     fake.apply(object);
     let cache = Store::new(StoreConfig::default(), Default::default(), None);
     let state = XdsState::new(cache.clone());
-    let sync = xds_server::k8s::start::start_kubernetes(
-        fake.client(),
-        cache.clone(),
-        &KubeScope::default(),
-        lease("replica-a"),
-    );
-    tokio::time::timeout(WAIT, sync.wait())
-        .await
-        .map_err(|_| anyhow::anyhow!("{kind} hidden ({version:?}): the watchers never listed"))?;
+    let sync = listed_into(&fake, cache.clone()).await.map_err(|e| {
+        anyhow::anyhow!("{kind} hidden ({version:?}): the watchers never listed: {e}")
+    })?;
     let held = |c: &Store| c.read(|m| m.keys(kind).len());
     anyhow::ensure!(held(&cache) == 0, "{kind}: nothing listed, nothing held");
     anyhow::ensure!(
