@@ -39,9 +39,11 @@ pub(crate) struct StatusConfig {
 /// What `/drain` needs: the token the injector put in the pod's preStop hook (the status
 /// port is reachable by every pod), and the drain time.
 #[derive(Clone, Debug)]
-pub(crate) struct Drain {
-    pub(crate) token: String,
-    pub(crate) seconds: u64,
+pub struct Drain {
+    /// The pod's token.
+    pub token: String,
+    /// The drain time.
+    pub seconds: u64,
 }
 
 /// Longest drain honoured (the pod's grace period bounds it anyway).

@@ -63,8 +63,8 @@ pub struct AgentConfig {
     pub app_probes: std::collections::BTreeMap<String, AppProbe>,
     /// Relay the proxy's stats on the status port.
     pub proxy_stats: bool,
-    /// The proxy's preStop drain: the pod's token and the drain time in seconds.
-    pub drain: Option<(String, u64)>,
+    /// The proxy's preStop drain: the pod's token and the drain time.
+    pub drain: Option<probe_port::Drain>,
 }
 
 /// Validity and identity of a PEM chain's leaf.
@@ -231,13 +231,7 @@ fn status_config(cfg: &AgentConfig) -> probe_port::StatusConfig {
         ),
         proxy_admin: params.map(|p| p.admin).filter(|a| a.port() != 0),
         proxy_stats: cfg.proxy_stats,
-        drain: cfg
-            .drain
-            .as_ref()
-            .map(|(token, seconds)| probe_port::Drain {
-                token: token.clone(),
-                seconds: *seconds,
-            }),
+        drain: cfg.drain.clone(),
     }
 }
 

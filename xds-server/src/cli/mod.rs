@@ -580,7 +580,10 @@ fn run_agent(mut a: AgentArgs) -> anyhow::Result<()> {
                 .drain_token
                 .clone()
                 .filter(|t| t.len() >= 16)
-                .map(|t| (t, a.drain_seconds)),
+                .map(|token| crate::agent::probe_port::Drain {
+                    token,
+                    seconds: a.drain_seconds,
+                }),
             cert_dir: a.cert_dir,
             endpoint: a.ca_address,
             token_file: a.token_file,
