@@ -41,6 +41,10 @@ pub fn smi_multi_version(
     crd
 }
 
+/// The charts' directories (from the workspace root) holding [`crd_documents`]: the
+/// control plane's chart and the CRD-only chart.
+pub const CHART_CRD_DIRS: [&str; 2] = ["charts/rudder/files/crds", "charts/rudder-crds/files/crds"];
+
 /// Every CRD Rudder serves, as `(file name, YAML)`, in a stable order.
 pub fn crd_documents() -> Vec<(&'static str, String)> {
     let docs = [

@@ -2,7 +2,8 @@
 //! wire-compatible so Flagger and Argo Rollouts can drive it) and Rudder's own
 //! `RetryPolicy` (`policy.rudder.dev/v1alpha1`).
 //!
-//! The CRD YAML under `charts/rudder/files/crds/` is generated from these types by
+//! The CRD YAML under `charts/rudder/files/crds/` and `charts/rudder-crds/files/crds/` is
+//! generated from these types by
 //! `cargo run -p crds --bin crdgen`; a test fails when it drifts. Validation that the
 //! schema can express lives in the schema (required fields, ranges, patterns, CEL);
 //! [`TrafficSplitSpec::validate`] and [`RetryPolicySpec::validate`] repeat it for sources
@@ -29,7 +30,7 @@ mod route_group;
 mod split;
 mod status;
 
-pub use documents::{SMI_VERSIONS, crd_documents, smi_multi_version};
+pub use documents::{CHART_CRD_DIRS, SMI_VERSIONS, crd_documents, smi_multi_version};
 pub use error::FieldError;
 pub use gateway::{
     BackendRef, GRPCRoute, GRPCRouteSpec, HTTPRoute, HTTPRouteSpec, ParentReference, RouteStatus,

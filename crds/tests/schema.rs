@@ -6,13 +6,15 @@ use serde_json::Value;
 
 #[test]
 fn committed_crd_yaml_has_not_drifted() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/rudder/files/crds");
-    for (name, yaml) in crds::crd_documents() {
-        let committed = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
-        assert!(
-            committed == yaml,
-            "charts/rudder/files/crds/{name} differs from the Rust types: run `cargo run -p crds --bin crdgen` and commit"
-        );
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for dir in crds::CHART_CRD_DIRS {
+        for (name, yaml) in crds::crd_documents() {
+            let committed = std::fs::read_to_string(root.join(dir).join(name)).unwrap_or_default();
+            assert!(
+                committed == yaml,
+                "{dir}/{name} differs from the Rust types: run `cargo run -p crds --bin crdgen` and commit"
+            );
+        }
     }
 }
 

@@ -68,7 +68,7 @@ fn every_crd_of_both_charts_is_kept_on_uninstall_and_is_the_generated_one() {
             assert_eq!(
                 text,
                 yaml,
-                "{} differs from the generated CRD: run `cargo run -p crds --bin crdgen` and cp charts/rudder/files/crds/* charts/rudder-crds/files/crds/",
+                "{} differs from the generated CRD: run `cargo run -p crds --bin crdgen`",
                 path.display()
             );
         }
