@@ -378,10 +378,13 @@ struct RunArgs {
     /// "IP:PORT", "ca": "IP:PORT"}.
     #[arg(long, env = "RUDDER_READY_FILE")]
     ready_file: Option<PathBuf>,
-    /// Quiet time after a change before proxies are pushed (milliseconds).
+    /// Burst window (milliseconds): a change after this much quiet is pushed at once;
+    /// changes that follow a push closer than this wait for this much quiet (at most 1 s).
     #[arg(long, default_value_t = 100)]
     debounce_ms: u64,
-    /// Quiet time after a manifest-directory event before it is read (milliseconds).
+    /// How long a manifest file still open for writing may stay quiet before it is read
+    /// anyway (milliseconds). A file that was renamed into place, closed or removed is
+    /// read at once.
     #[arg(long, default_value_t = 50)]
     manifest_debounce_ms: u64,
     /// On SIGTERM or Ctrl-C: the longest to wait for connections to close after every

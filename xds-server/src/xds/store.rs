@@ -1,7 +1,7 @@
 //! The model store and the build loop. Sources change the [`Model`] through
-//! [`Store::update`]; after a quiet period ([`StoreConfig::debounce`], at most
-//! [`StoreConfig::max_delay`] in all) the incremental builder turns the objects that
-//! changed into per-view change sets, which are published to the streams of each view
+//! [`Store::update`]; at once when the store was quiet, or after a burst settles
+//! ([`StoreConfig::debounce`], at most [`StoreConfig::max_delay`] in all), the
+//! incremental builder turns the objects that changed into per-view change sets, which are published to the streams of each view
 //! ([`crate::xds::fanout`]). Per-proxy resources (listeners, inbound clusters, secrets)
 //! are published to that proxy's streams only.
 //!
@@ -39,7 +39,8 @@ use crate::xds::stream::Rejection;
 /// Batching of model changes.
 #[derive(Clone, Copy, Debug)]
 pub struct StoreConfig {
-    /// Quiet time after the last change before a build.
+    /// A change within this of the last build is part of a burst: the build waits for
+    /// this much quiet. A change after a quiet period is built at once.
     pub debounce: Duration,
     /// Longest a change waits for a build while changes keep coming.
     pub max_delay: Duration,
@@ -594,19 +595,33 @@ impl Store {
         report
     }
 
-    /// Runs forever: batches model changes and rebuilds.
+    /// Waits until the model has not changed for the debounce, at most the maximum
+    /// delay: the rest of a burst joins one build.
+    async fn settle(&self) {
+        let start = Instant::now();
+        loop {
+            let seen = self.lock().generation;
+            tokio::time::sleep(self.config.debounce).await;
+            if self.lock().generation == seen || start.elapsed() >= self.config.max_delay {
+                return;
+            }
+        }
+    }
+
+    /// Runs forever: rebuilds after model changes. A change to a quiet store (no build
+    /// within the last [`StoreConfig::debounce`]) is built at once, so a lone edit costs
+    /// no timer; changes that follow a build closely are a burst (a rollout, a re-list)
+    /// and are batched until the debounce passes without one, at most
+    /// [`StoreConfig::max_delay`] after the first.
     pub async fn run_pusher(self: Arc<Self>) {
+        let mut last_build: Option<Instant> = None;
         loop {
             self.changed.notified().await;
-            let start = Instant::now();
-            loop {
-                let seen = self.lock().generation;
-                tokio::time::sleep(self.config.debounce).await;
-                if self.lock().generation == seen || start.elapsed() >= self.config.max_delay {
-                    break;
-                }
+            if !quiet_since(last_build, self.config.debounce) {
+                self.settle().await;
             }
             let report = self.rebuild_now();
+            last_build = Some(Instant::now());
             tracing::info!(
                 views_changed = report.views_changed,
                 proxies_changed = report.proxies_changed,
@@ -619,6 +634,11 @@ impl Store {
             );
         }
     }
+}
+
+/// Whether nothing was built within `debounce`: the next change is pushed at once.
+fn quiet_since(last_build: Option<Instant>, debounce: Duration) -> bool {
+    last_build.is_none_or(|t| t.elapsed() >= debounce)
 }
 
 /// Whether the pod `identity` claims runs as its service account: the reason when not.

@@ -12,7 +12,8 @@ use translator::model::{MAX_MANIFEST_BYTES, ManifestError, Object, ObjectKey, pa
 use crate::xds::store::Store;
 use translator::encoded::short_hash;
 
-/// Quiet time after a file-system event before the directory is re-read.
+/// How long a file still open for writing may go without an event before it is read
+/// anyway (complete files, renamed into place, closed or removed, are read at once).
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
 /// Look at the directory this often even without events (a safety net; unchanged files
 /// are only stat'ed).

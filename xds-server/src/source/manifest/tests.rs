@@ -329,3 +329,102 @@ fn temporary_files_of_write_then_rename_are_not_a_reason_for_a_full_scan() {
     std::fs::write(dir.path().join("d.yaml"), SVC.replace("name: a", "name: d")).expect("write");
     assert_eq!(keys(&src.scan_names(&events)), ["+Service default/d"]);
 }
+
+fn event(kind: notify::EventKind, path: &str) -> notify::Event {
+    notify::Event::new(kind).add_path(PathBuf::from(path))
+}
+
+#[test]
+fn files_are_mid_write_from_create_or_write_until_closed_renamed_or_removed() {
+    use notify::EventKind::{Access, Create, Modify, Remove};
+    use notify::event::{
+        AccessKind, AccessMode, CreateKind, DataChange, ModifyKind, RemoveKind, RenameMode,
+    };
+    let closed = Access(AccessKind::Close(AccessMode::Write));
+    let mut p = crate::source::manifest::watch::Pending::default();
+    p.track_writes(&event(Create(CreateKind::File), "/d/a.yaml"));
+    assert!(p.mid_write(), "created, not closed");
+    p.track_writes(&event(
+        Modify(ModifyKind::Data(DataChange::Any)),
+        "/d/a.yaml",
+    ));
+    p.track_writes(&event(closed, "/d/a.yaml"));
+    assert!(!p.mid_write(), "closed after writing");
+    // Write-and-rename: the temporary file is written and closed, then renamed.
+    p.track_writes(&event(Create(CreateKind::File), "/d/.b.tmp"));
+    p.track_writes(&event(
+        Modify(ModifyKind::Name(RenameMode::From)),
+        "/d/.b.tmp",
+    ));
+    p.track_writes(&event(
+        Modify(ModifyKind::Name(RenameMode::To)),
+        "/d/b.yaml",
+    ));
+    assert!(!p.mid_write(), "renamed into place");
+    p.track_writes(&event(
+        Modify(ModifyKind::Data(DataChange::Any)),
+        "/d/c.yaml",
+    ));
+    p.track_writes(&event(Remove(RemoveKind::File), "/d/c.yaml"));
+    assert!(!p.mid_write(), "removed");
+    p.track_writes(&event(
+        Modify(ModifyKind::Data(DataChange::Any)),
+        "/d/e.yaml",
+    ));
+    p.track_writes(&event(
+        Access(AccessKind::Open(AccessMode::Any)),
+        "/d/e.yaml",
+    ));
+    assert!(p.mid_write(), "an open is not a close");
+}
+
+#[tokio::test]
+async fn complete_files_are_read_at_once_and_open_ones_when_closed() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = crate::xds::store::Store::new(
+        crate::xds::store::StoreConfig::default(),
+        Default::default(),
+        None,
+    );
+    let src = ManifestDir::new(dir.path());
+    // An hour of quiet before a file still open for writing is read anyway: only the
+    // writer's close (or a rename) can make the watcher read it within the test.
+    let task = tokio::spawn(crate::source::manifest::run_with(
+        src,
+        cache.clone(),
+        Duration::from_secs(3600),
+    ));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let has = |name: &str| cache.read(|m| m.service("default", name).is_some());
+    let until = |name: &'static str| {
+        let cache = cache.clone();
+        async move {
+            for _ in 0..250 {
+                if cache.read(|m| m.service("default", name).is_some()) {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            false
+        }
+    };
+    write_new(&dir.path().join("a.yaml"), SVC);
+    assert!(
+        until("a").await,
+        "a renamed-in file is read without waiting"
+    );
+    // A file written in two parts: the first part alone is a valid manifest.
+    let mut file = std::fs::File::create(dir.path().join("b.yaml")).expect("create");
+    file.write_all(SVC.replace("name: a", "name: b").as_bytes())
+        .expect("write");
+    file.flush().expect("flush");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!has("b"), "a file still open for writing is not read yet");
+    file.write_all(format!("---\n{}", SVC.replace("name: a", "name: c")).as_bytes())
+        .expect("write");
+    drop(file);
+    assert!(until("c").await, "the writer's close makes it read");
+    assert!(has("b"));
+    task.abort();
+}

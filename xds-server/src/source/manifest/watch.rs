@@ -18,17 +18,52 @@ use crate::xds::store::Store;
 /// More names than this in one batch: scan everything instead.
 const MAX_NAMES: usize = 256;
 
+/// The longest a scan waits for files still open for writing.
+const MAX_SETTLE: Duration = Duration::from_secs(1);
+
 /// What the watch saw since the last scan.
 #[derive(Debug, Default)]
-struct Pending {
+pub(super) struct Pending {
     /// Something only a full scan can judge (an error, an overflow, the parent).
     full: bool,
     names: BTreeSet<PathBuf>,
+    /// Files created or written and not yet closed: reading them now could see half a
+    /// write. Renamed-into-place, closed and removed files are complete.
+    writing: BTreeSet<PathBuf>,
+    /// More files were open for writing than `writing` holds: wait for quiet.
+    writing_overflow: bool,
 }
 
 impl Pending {
     fn take(&mut self) -> Pending {
         std::mem::take(self)
+    }
+
+    /// Follows which files are mid-write from one event.
+    pub(super) fn track_writes(&mut self, event: &notify::Event) {
+        use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind};
+        let open = match event.kind {
+            EventKind::Create(CreateKind::File | CreateKind::Any)
+            | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) => true,
+            EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Modify(ModifyKind::Name(_))
+            | EventKind::Remove(_) => false,
+            _ => return,
+        };
+        for path in &event.paths {
+            if !open {
+                self.writing.remove(path);
+            } else if self.writing.len() < MAX_NAMES {
+                self.writing.insert(path.clone());
+            } else {
+                self.writing_overflow = true;
+            }
+        }
+    }
+
+    /// Whether some file the events named may still be mid-write.
+    pub(super) fn mid_write(&self) -> bool {
+        self.writing_overflow || !self.writing.is_empty()
     }
 }
 
@@ -57,14 +92,22 @@ impl DirWatch {
     }
 
     /// A watcher that records the names events touch and pokes the scan loop, on any
-    /// event but plain reads (the scan's own opens would otherwise wake it again).
+    /// event but plain reads (the scan's own opens would otherwise wake it again); a
+    /// close after writing wakes it, as the file is then complete.
     fn watcher(&self, only: Option<PathBuf>) -> notify::Result<notify::RecommendedWatcher> {
+        use notify::event::{AccessKind, AccessMode, EventKind};
         let tx = self.tx.clone();
         let pending = self.pending.clone();
         notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             let full = match &res {
                 Err(_) => true,
-                Ok(event) if matches!(event.kind, notify::EventKind::Access(_)) => return,
+                Ok(event)
+                    if matches!(event.kind, EventKind::Access(_))
+                        && event.kind
+                            != EventKind::Access(AccessKind::Close(AccessMode::Write)) =>
+                {
+                    return;
+                }
                 Ok(event) => {
                     if let Some(only) = &only
                         && !event.paths.iter().any(|p| p == only)
@@ -76,6 +119,9 @@ impl DirWatch {
             };
             {
                 let mut p = pending.lock();
+                if let Ok(event) = &res {
+                    p.track_writes(event);
+                }
                 if full || p.names.len() >= MAX_NAMES {
                     p.full = true;
                     p.names.clear();
@@ -134,6 +180,19 @@ impl DirWatch {
     }
 }
 
+/// Returns at once when every file the events named is complete (renamed into place,
+/// closed or removed); otherwise waits for the writers to close them, or for `quiet`
+/// without an event (a writer that keeps its file open), at most [`MAX_SETTLE`].
+async fn settle_writes(pending: &Mutex<Pending>, rx: &mut mpsc::Receiver<()>, quiet: Duration) {
+    let started = std::time::Instant::now();
+    while pending.lock().mid_write() && started.elapsed() < MAX_SETTLE {
+        match tokio::time::timeout(quiet, rx.recv()).await {
+            Ok(Some(())) => {}
+            Ok(None) | Err(_) => return,
+        }
+    }
+}
+
 fn dir_id(dir: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(dir)
@@ -142,7 +201,8 @@ fn dir_id(dir: &Path) -> Option<(u64, u64)> {
         .map(|m| (m.dev(), m.ino()))
 }
 
-/// Watches the directory forever, applying changes after [`DEBOUNCE`].
+/// Watches the directory forever, applying complete changes at once and files still
+/// being written after [`DEBOUNCE`] of quiet.
 pub async fn run(source: ManifestDir, cache: Arc<Store>) {
     run_with(source, cache, DEBOUNCE).await
 }
@@ -155,15 +215,7 @@ pub async fn run_with(mut source: ManifestDir, cache: Arc<Store>, debounce: Dura
     loop {
         let wait = if armed { POLL } else { MISSING_POLL };
         tokio::select! {
-            Some(()) = rx.recv() => {
-                // Let a burst of writes settle.
-                loop {
-                    tokio::time::sleep(debounce).await;
-                    if rx.try_recv().is_err() {
-                        break;
-                    }
-                }
-            }
+            Some(()) = rx.recv() => settle_writes(&watch.pending, &mut rx, debounce).await,
             _ = tokio::time::sleep(wait) => {}
         }
         armed = watch.rearm();

@@ -122,7 +122,7 @@ fn the_same_node_under_two_certificates_is_two_proxies() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn bursts_of_changes_are_one_build() {
+async fn a_burst_after_a_quiet_period_is_two_builds() {
     let store = Store::new(
         StoreConfig {
             debounce: Duration::from_millis(100),
@@ -149,8 +149,43 @@ async fn bursts_of_changes_are_one_build() {
         a.view.borrow_and_update();
         pushes += 1;
     }
-    assert_eq!(pushes, 1, "five edits within the debounce are one push");
+    assert_eq!(
+        pushes, 2,
+        "the first edit to a quiet store is pushed at once, the other four of the burst together"
+    );
     assert_eq!(a.desired().view.maps.clusters.len(), 5);
+}
+
+#[tokio::test]
+async fn a_change_to_a_quiet_store_is_pushed_without_waiting_for_the_debounce() {
+    let hour = Duration::from_secs(3600);
+    let store = Store::new(
+        StoreConfig {
+            debounce: hour,
+            max_delay: hour,
+            full_resend: false,
+            require_live_pod: false,
+        },
+        MeshConfig::default(),
+        None,
+    );
+    let mut a = store.attach("s", &identity("p1")).expect("attached");
+    a.desired();
+    tokio::spawn(store.clone().run_pusher());
+    load(&store, SVC);
+    tokio::time::timeout(Duration::from_secs(30), a.view.changed())
+        .await
+        .expect("a lone change is pushed at once, not after the hour-long debounce")
+        .expect("open");
+    assert_eq!(a.desired().view.maps.clusters.len(), 1);
+    // A change right after that push is a burst: it waits for the debounce.
+    load(&store, &SVC.replace("name: a}", "name: b}"));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), a.view.changed())
+            .await
+            .is_err(),
+        "a change following a push closely is batched"
+    );
 }
 
 const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: p1, namespace: default}\nspec: {serviceAccountName: default, containers: [{name: app, image: x}]}\nstatus: {podIP: 127.0.0.5}\n";
