@@ -373,6 +373,8 @@ fn non_default_values_render_what_they_say() {
         "proxy.image=registry.example/envoy:v1.40.0",
         "proxy.delta=false",
         "image.tag=9.9.9",
+        "xds.maxConnectionAge=45m",
+        "xds.maxConnectionsPerPeer=500",
     ]);
     check_types(&docs);
     let k = kinds(&docs);
@@ -391,6 +393,8 @@ fn non_default_values_render_what_they_say() {
         "--proxy-image=registry.example/envoy:v1.40.0",
         "--agent-image=ghcr.io/rudder-mesh/rudder:9.9.9",
         "--sidecar-sotw",
+        "--max-connection-age=45m",
+        "--max-connections-per-peer=500",
     ] {
         assert!(args.iter().any(|a| a == want), "{want} in {args:?}");
     }

@@ -1,7 +1,8 @@
 //! The control plane's life cycle with real Envoy sidecars connected and traffic
 //! flowing: SIGTERM ends every stream, the process exits within its drain bound, and a
-//! restart on the same addresses works at once; and the graceful drain the agent asks of a
-//! sidecar Envoy before it stops.
+//! restart on the same addresses works at once; a connection past its maximum age is
+//! replaced by a new one without a failed request; and the graceful drain the agent asks
+//! of a sidecar Envoy before it stops.
 
 mod common;
 
@@ -88,6 +89,66 @@ async fn sotw_sigterm_ends_streams_and_exits_within_the_drain_bound() -> anyhow:
 }
 
 /// `POST` on an admin endpoint with a raw HTTP/1.1 request: the status code.
+async fn aged_connections_are_replaced_without_a_failed_request(
+    stream: Stream,
+) -> anyhow::Result<()> {
+    let mesh = Mesh::start_with(DataPlane::Envoy, stream, &["--max-connection-age", "2s"]).await?;
+    let traffic = Traffic::start(mesh.client.outbound, "web");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = mesh.update_counters().await?;
+    let client = &mesh.client;
+    // Each age (2 s, give or take a tenth) ends in GOAWAY: Envoy opens a new connection.
+    wait_until(
+        Duration::from_secs(20),
+        "three xDS connections",
+        || async move {
+            Ok(client
+                .stat("cluster.rudder-xds.upstream_cx_total")
+                .await?
+                .unwrap_or(0)
+                >= 3)
+        },
+    )
+    .await?;
+    wait_until(CONVERGE, "Envoy connected", || async move {
+        Ok(client.stat("control_plane.connected_state").await? == Some(1))
+    })
+    .await?;
+    assert_eq!(
+        before,
+        mesh.update_counters().await?,
+        "a reconnection resends nothing that did not change"
+    );
+    mesh.write(
+        "slice-web.yaml",
+        &slice("web-abc", "web", "http", mesh.web_port, &[ip(23)]),
+    )?;
+    wait_until(
+        CONVERGE,
+        "a change after the reconnections",
+        || async move { Ok(client.endpoints_of(WEB_CLUSTER).await?.len() == 1) },
+    )
+    .await?;
+    let results = traffic.stop().await;
+    assert!(
+        results.failures.is_empty(),
+        "requests failed: {:?}",
+        results.failures
+    );
+    assert!(results.ok > 50, "traffic flowed: {results:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn delta_aged_connections_are_replaced_without_a_failed_request() -> anyhow::Result<()> {
+    aged_connections_are_replaced_without_a_failed_request(Stream::Delta).await
+}
+
+#[tokio::test]
+async fn sotw_aged_connections_are_replaced_without_a_failed_request() -> anyhow::Result<()> {
+    aged_connections_are_replaced_without_a_failed_request(Stream::Sotw).await
+}
+
 async fn admin_post(admin: std::net::SocketAddr, path: &str) -> anyhow::Result<u16> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(admin).await?;

@@ -61,6 +61,9 @@ pub struct ConnLimits {
     pub max_connections: usize,
     /// Connections open at once from one IP address.
     pub max_connections_per_peer: usize,
+    /// A connection older than this (give or take a tenth, at random) is asked to close:
+    /// its peer reconnects, possibly to another replica (None: connections live on).
+    pub max_age: Option<Duration>,
 }
 
 impl Default for ConnLimits {
@@ -70,6 +73,7 @@ impl Default for ConnLimits {
             keepalive: Some(Duration::from_secs(60)),
             max_connections: 10_000,
             max_connections_per_peer: 64,
+            max_age: None,
         }
     }
 }

@@ -22,6 +22,11 @@ pub(super) struct LimitArgs {
     /// Connections open at once from one IP address.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     max_connections_per_peer: u64,
+    /// An xDS connection older than this (give or take a tenth) is closed gracefully and
+    /// its proxy reconnects, so proxies spread over replicas again after one restarts
+    /// (0s: never).
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    max_connection_age: Duration,
     /// ADS streams open at once on one connection.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
     max_streams_per_connection: u64,
@@ -58,6 +63,7 @@ impl From<LimitArgs> for Limits {
             tcp_keepalive,
             max_connections,
             max_connections_per_peer,
+            max_connection_age,
             max_streams_per_connection,
             max_message_bytes,
             max_subscribed_names,
@@ -74,6 +80,7 @@ impl From<LimitArgs> for Limits {
                 keepalive: (!tcp_keepalive.is_zero()).then_some(tcp_keepalive),
                 max_connections: n(max_connections),
                 max_connections_per_peer: n(max_connections_per_peer),
+                max_age: (!max_connection_age.is_zero()).then_some(max_connection_age),
             },
             stream: StreamLimits {
                 streams_per_connection: n(max_streams_per_connection),

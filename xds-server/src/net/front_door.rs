@@ -77,6 +77,9 @@ pub struct ConnInfo {
     pub refused: Option<Arc<str>>,
     /// The connection's standing with its identity's memory budget (xDS port only).
     pub account: Option<Arc<ConnAccount>>,
+    /// When the connection reaches its maximum age ([`ConnLimits::max_age`], jittered):
+    /// it is then asked to close (HTTP/2 GOAWAY) and its streams end soon after.
+    pub max_age_at: Option<tokio::time::Instant>,
 }
 
 impl ConnInfo {
@@ -193,7 +196,9 @@ fn admit(counts: &Arc<Mutex<Counts>>, peer: IpAddr, limits: &ConnLimits) -> Admi
         ))
     } else if from_peer >= limits.max_connections_per_peer {
         Some(format!(
-            "{peer} has {from_peer} connections open (--max-connections-per-peer {})",
+            "{peer} has {from_peer} connections open (--max-connections-per-peer {}; proxies \
+             that share an address, behind NAT or a node-level agent, need it raised: chart \
+             value xds.maxConnectionsPerPeer)",
             limits.max_connections_per_peer
         ))
     } else {
@@ -225,6 +230,12 @@ fn admit(counts: &Arc<Mutex<Counts>>, peer: IpAddr, limits: &ConnLimits) -> Admi
 }
 
 static REFUSED_LOG: RateLimited = RateLimited::new();
+
+/// `age` give or take a tenth, at random: connections opened together (after a replica
+/// restarted) do not all reconnect at once.
+fn jittered(age: Duration) -> Duration {
+    age.mul_f64(rand::random_range(0.9..=1.1))
+}
 
 enum Io {
     Plain(TcpStream),
@@ -395,6 +406,9 @@ async fn accept_loop(
                 streams: Arc::default(),
                 refused: refused.clone(),
                 account: None,
+                max_age_at: limits
+                    .max_age
+                    .map(|age| tokio::time::Instant::now() + jittered(age)),
             };
             let deadline = refused
                 .is_some()
@@ -575,6 +589,10 @@ mod tests {
             panic!("a third from one peer is refused")
         };
         assert!(why.contains("--max-connections-per-peer 2"), "{why}");
+        assert!(
+            why.contains("behind NAT") && why.contains("xds.maxConnectionsPerPeer"),
+            "the refusal says when and how to raise it: {why}"
+        );
         let s3 = admit(&counts, b, &limits);
         assert!(matches!(s3, Admission::Ok(_)));
         let Admission::Refuse(_, why) = admit(&counts, b, &limits) else {
@@ -590,5 +608,18 @@ mod tests {
             .collect();
         assert!(lane.iter().all(|x| matches!(x, Admission::Refuse(..))));
         assert!(matches!(admit(&counts, a, &limits), Admission::Drop(_)));
+    }
+
+    #[test]
+    fn connection_ages_are_spread_over_a_tenth_either_side() {
+        let age = Duration::from_secs(1000);
+        let ages: Vec<Duration> = (0..200).map(|_| jittered(age)).collect();
+        assert!(ages.iter().all(|a| (900..=1100).contains(&a.as_secs())));
+        let (lo, hi) = (ages.iter().min(), ages.iter().max());
+        assert!(
+            hi.zip(lo)
+                .is_some_and(|(h, l)| *h - *l > Duration::from_secs(100)),
+            "spread, not one value: {lo:?}..{hi:?}"
+        );
     }
 }

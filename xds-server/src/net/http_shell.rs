@@ -100,6 +100,7 @@ impl ShellLimits {
             max_connections_per_peer: given.max_connections_per_peer.min(per_peer),
             handshake_timeout: given.handshake_timeout.min(self.conn.handshake_timeout),
             keepalive: given.keepalive,
+            max_age: None,
         };
         self
     }

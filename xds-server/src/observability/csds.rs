@@ -248,6 +248,7 @@ mod tests {
             streams: Default::default(),
             refused: None,
             account: None,
+            max_age_at: None,
         });
         req
     }

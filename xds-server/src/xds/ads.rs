@@ -112,7 +112,18 @@ static REFUSAL_LOG: crate::log_limit::RateLimited = crate::log_limit::RateLimite
 struct ConnLife {
     stop: crate::runtime::Stop,
     expires: Option<SystemTime>,
+    /// When the connection reached its maximum age (it was sent GOAWAY then).
+    aged_at: Option<tokio::time::Instant>,
     who: Arc<str>,
+}
+
+/// After its connection's GOAWAY, an ADS stream ends this much later: the peer, which
+/// keeps its config meanwhile, has learnt not to reopen it on that connection.
+const END_AFTER_GOAWAY: Duration = Duration::from_millis(500);
+
+/// The status a stream ends with when its connection reached its maximum age.
+fn aged_out() -> Status {
+    Status::unavailable("the connection reached its maximum age (--max-connection-age); reconnect")
 }
 
 /// Counts an ADS stream on its connection; uncounted when dropped.
@@ -219,6 +230,7 @@ impl AdsService {
             Some(td) => Peer::Verified(td.clone(), info.and_then(|i| i.identity.clone())),
         };
         let expires = info.and_then(|i| i.not_after);
+        let aged_at = info.and_then(|i| i.max_age_at);
         let conn_account: Option<Arc<ConnAccount>> = info.and_then(|i| i.account.clone());
         let account = conn_account.as_ref().map(|c| c.account().clone());
         let who: Arc<str> = account
@@ -252,7 +264,12 @@ impl AdsService {
         };
         tokio::spawn(async move {
             let _slot = slot;
-            let conn = ConnLife { stop, expires, who };
+            let conn = ConnLife {
+                stop,
+                expires,
+                aged_at,
+                who,
+            };
             if let Err(status) = drive::<P>(obs, peer, inbound, conn, (limits, names), &out).await {
                 let _ = out.tx.send(Err(status)).await;
             }
@@ -382,7 +399,12 @@ async fn drive<P: Protocol>(
     obs: Obs,
     peer: Peer,
     mut inbound: Inbound<P::Request>,
-    ConnLife { stop, expires, who }: ConnLife,
+    ConnLife {
+        stop,
+        expires,
+        aged_at,
+        who,
+    }: ConnLife,
     (limits, names): (StreamLimits, NameBytes),
     tx: &Out,
 ) -> Result<(), Status>
@@ -396,6 +418,11 @@ where
     tokio::pin!(stopped);
     let expired = tokio::time::sleep(lifetime(expires));
     tokio::pin!(expired);
+    let aged = tokio::time::sleep_until(aged_at.map_or_else(
+        || tokio::time::Instant::now() + lifetime(None),
+        |at| at + END_AFTER_GOAWAY,
+    ));
+    tokio::pin!(aged);
     let first = match inbound.message().await {
         Ok(Some(first)) => first,
         Ok(None) => return Ok(()),
@@ -463,6 +490,10 @@ where
             () = &mut stopped => {
                 tracing::info!(node = %node, stream = P::NAME, "ending the stream: the control plane is shutting down");
                 return Err(shutting_down());
+            }
+            () = &mut aged => {
+                tracing::debug!(node = %node, stream = P::NAME, "ending the stream: its connection reached its maximum age");
+                return Err(aged_out());
             }
             () = &mut expired => {
                 tracing::info!(node = %node, stream = P::NAME, "ending the stream: its client certificate expired");

@@ -9,7 +9,8 @@
 //! the identity's allowance or the budget cannot take is refused like one over a limit),
 //! and each request carries its connection's
 //! [`ConnInfo`](crate::net::front_door::ConnInfo): who the peer is, its account. On
-//! shutdown the server stops accepting and asks every connection to close gracefully.
+//! shutdown the server stops accepting and asks every connection to close gracefully; a
+//! connection past its maximum age is asked the same way.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -31,6 +32,10 @@ use crate::runtime::Stop;
 
 /// Refused connections are logged at most once a second.
 static REFUSED_LOG: RateLimited = RateLimited::new();
+
+/// After a connection's maximum age: how long its streams have to finish after GOAWAY
+/// before the connection is closed under them.
+const AGE_GRACE: Duration = Duration::from_secs(10);
 
 /// Largest HTTP/2 frame and header list a peer may send.
 const MAX_FRAME: u32 = 16 * 1024;
@@ -158,6 +163,7 @@ async fn serve_one<S>(
     S::Future: Send + 'static,
 {
     let info = conn.connect_info();
+    let max_age_at = info.max_age_at;
     let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let mut req = req.map(Body::new);
         req.extensions_mut().insert(info.clone());
@@ -165,11 +171,27 @@ async fn serve_one<S>(
     });
     let connection = builder.serve_connection(TokioIo::new(conn), service);
     tokio::pin!(connection);
+    let aged = async move {
+        match max_age_at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
     let result = tokio::select! {
         r = connection.as_mut() => r,
         () = stop.stopped() => {
             connection.as_mut().graceful_shutdown();
             connection.await
+        }
+        () = aged => {
+            // GOAWAY: the peer opens its next stream on a new connection (perhaps to
+            // another replica); ADS streams here end just after (`ads`), and whatever is
+            // still open after the grace is cut.
+            connection.as_mut().graceful_shutdown();
+            match tokio::time::timeout(AGE_GRACE, connection.as_mut()).await {
+                Ok(r) => r,
+                Err(_) => Ok(()),
+            }
         }
     };
     if let Err(e) = result {
