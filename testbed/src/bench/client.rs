@@ -135,6 +135,7 @@ pub async fn run_delta(channel: Channel, p: usize, shared: Arc<Shared>, stats: A
             shared.saw(&stats, r.resources.iter().map(|x| x.name.clone()));
         } else if url == ROUTE {
             stats.rds.store(true, Ordering::Relaxed);
+            shared.saw(&stats, r.resources.iter().map(|x| x.name.clone()));
         } else if url == LISTENER {
             stats.lds.store(true, Ordering::Relaxed);
         } else if url == SECRET {
@@ -250,6 +251,12 @@ pub async fn run_sotw(channel: Channel, p: usize, shared: Arc<Shared>, stats: Ar
             shared.saw(&stats, named);
         } else if url == ROUTE {
             stats.rds.store(true, Ordering::Relaxed);
+            let named = r
+                .resources
+                .iter()
+                .filter_map(|a| Named::decode(a.value.as_slice()).ok())
+                .map(|n| n.name);
+            shared.saw(&stats, named);
         } else if url == LISTENER {
             stats.lds.store(true, Ordering::Relaxed);
         } else if url == SECRET {

@@ -61,8 +61,19 @@ pub fn pod(p: usize, services: usize) -> String {
     )
 }
 
+/// A TrafficSplit of service 0 over services 1 and 2 (a canary), its weights set by
+/// `generation`: each generation is another canary step.
+pub fn split(generation: usize) -> String {
+    let canary = 10 + (generation % 9) * 10;
+    format!(
+        "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {{name: canary, namespace: {NAMESPACE}}}\nspec:\n  service: svc-0\n  backends:\n  - {{service: svc-1, weight: {}}}\n  - {{service: svc-2, weight: {canary}}}\n",
+        100 - canary
+    )
+}
+
 /// Writes the whole mesh into `dir`: one file per kind, slices one file per service
-/// (so that a change rewrites one small file).
+/// (so that a change rewrites one small file), and with three services or more the
+/// canary split of [`split`].
 pub fn write(dir: &Path, services: usize, endpoints: usize, proxies: usize) -> anyhow::Result<()> {
     let mut svcs = String::new();
     for i in 0..services {
@@ -82,6 +93,9 @@ pub fn write(dir: &Path, services: usize, endpoints: usize, proxies: usize) -> a
         pods.push_str("---\n");
     }
     std::fs::write(dir.join("pods.yaml"), pods)?;
+    if services >= 3 {
+        std::fs::write(dir.join("split.yaml"), split(0))?;
+    }
     Ok(())
 }
 

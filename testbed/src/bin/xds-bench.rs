@@ -1,7 +1,8 @@
 //! `xds-bench`: the control plane under load. It generates a mesh (S services, E endpoints
 //! each, one pod per proxy), starts `xds-server` on core 0 in manifest mode, opens P
 //! simulated Envoy streams (delta or SotW) from core 1, and measures initial sync,
-//! convergence of changes (one endpoint, a 100-endpoint rollout, a new service), server
+//! convergence of changes (one endpoint, a 100-endpoint rollout, a canary step: a
+//! TrafficSplit's weights; a new service with its cluster, endpoints and route), server
 //! CPU and bytes per change, memory at steady state and per added proxy, idle CPU, a
 //! reconnect storm, and the floor: the same bytes written to P plain TCP connections.
 //! Results print as a table and, with --json, as one JSON object.
@@ -20,6 +21,9 @@ use testbed::bench::client::{ProxyStats, Shared, run_delta, run_sotw};
 use testbed::bench::{floor, mesh, percentiles, procstat};
 use testbed::procs::{Proc, wait_until, workspace_bin};
 use tonic::transport::Endpoint;
+
+/// The outbound route table every simulated proxy subscribes to.
+const ROUTE_NAME: &str = "outbound";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Kind {
@@ -44,7 +48,7 @@ struct Args {
     /// Repetitions of each change.
     #[arg(long, default_value_t = 5)]
     changes: usize,
-    /// Workloads to run (endpoint, rollout, service).
+    /// Workloads to run (endpoint, rollout, canary, service).
     #[arg(
         long,
         value_delimiter = ',',
@@ -308,6 +312,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
                         ids.iter().map(|i| mesh::cluster_name(*i)).collect(),
                     )
                 }
+                "canary" => (
+                    vec![("split.yaml".to_string(), mesh::split(generation))],
+                    vec![ROUTE_NAME.to_string()],
+                ),
                 "service" => {
                     let i = args.services + k;
                     (
@@ -319,7 +327,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                                 mesh::slice(i, args.endpoints, |_| 0)
                             ),
                         )],
-                        vec![mesh::cluster_name(i)],
+                        vec![mesh::cluster_name(i), ROUTE_NAME.to_string()],
                     )
                 }
                 other => bail!("unknown workload {other}"),
@@ -404,40 +412,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let mut storm = serde_json::Value::Null;
     if args.storm {
-        for t in fleet.tasks.drain(..) {
-            t.abort();
-        }
-        fleet.stats.clear();
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let n = args.proxies + extra;
-        let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let sampler = {
-            let peak = peak.clone();
-            tokio::spawn(async move {
-                loop {
-                    let r = procstat::rss_bytes(pid).unwrap_or(0);
-                    peak.fetch_max(r, Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            })
-        };
-        connect(addr, args.stream, 0..n, &shared, &mut fleet).await?;
-        let took = wait_synced(&fleet, 0, args.services)
-            .await
-            .with_context(|| cp_tail(&log));
-        sampler.abort();
-        let failed = fleet
-            .stats
-            .iter()
-            .filter(|s| s.failed.load(Ordering::Relaxed))
-            .count();
-        let took = took?;
-        println!(
-            "  storm: {n} proxies reconnecting at once synced in {:.0} ms, {failed} streams dropped, peak RSS {:.0} MB",
-            took.as_secs_f64() * 1e3,
-            peak.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        storm = json!({"proxies": n, "sync_ms": took.as_secs_f64() * 1e3, "dropped": failed, "peak_rss_mb": peak.load(Ordering::Relaxed) as f64 / 1e6});
+        storm = run_storm(&args, addr, pid, &shared, &mut fleet, &dir, &log).await?;
     }
 
     let mut floor_result = serde_json::Value::Null;
@@ -493,4 +468,85 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     cp.kill();
     Ok(())
+}
+
+/// The reconnect storm: the second half of the proxies drop their streams and reconnect
+/// at once while the first half stay synced; 200 ms in, one endpoint changes. Measures
+/// the storm's sync time, server CPU and peak RSS, and how fast the change reaches the
+/// proxies that stayed synced.
+async fn run_storm(
+    args: &Args,
+    addr: std::net::SocketAddr,
+    pid: u32,
+    shared: &Arc<Shared>,
+    fleet: &mut Fleet,
+    dir: &std::path::Path,
+    log: &std::path::Path,
+) -> anyhow::Result<serde_json::Value> {
+    let n = fleet.stats.len();
+    let keep = n / 2;
+    for t in fleet.tasks.drain(keep..) {
+        t.abort();
+    }
+    fleet.stats.truncate(keep);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let peak = procstat::PeakRss::start(&[pid], Duration::from_millis(50));
+    let cpu0 = procstat::cpu_ns(pid).unwrap_or(0);
+    connect(addr, args.stream, keep..n, shared, fleet).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The change during the storm, timed on the proxies that stayed synced.
+    let i = 11 % args.services;
+    for s in &fleet.stats[..keep] {
+        s.hits.store(0, Ordering::Relaxed);
+        s.done_at.store(0, Ordering::Relaxed);
+    }
+    *shared.watch.write() = vec![mesh::cluster_name(i)];
+    let t0 = u64::try_from(shared.epoch.elapsed().as_nanos()).unwrap_or(0);
+    mesh::replace(
+        dir,
+        &format!("slice-{i}.yaml"),
+        &mesh::slice(i, args.endpoints, |j| if j == 0 { 1_000 } else { 0 }),
+    )?;
+    let stable = &fleet.stats[..keep];
+    wait_until(
+        Duration::from_secs(120),
+        "the change on the synced proxies during the storm",
+        || {
+            let done = stable.iter().all(|s| s.done_at.load(Ordering::Relaxed) > 0);
+            async move { Ok(done) }
+        },
+    )
+    .await?;
+    let conv: Vec<Duration> = stable
+        .iter()
+        .map(|s| Duration::from_nanos(s.done_at.load(Ordering::Relaxed).saturating_sub(t0)))
+        .collect();
+    shared.watch.write().clear();
+    let took = wait_synced(fleet, keep, args.services)
+        .await
+        .with_context(|| cp_tail(log))?;
+    let cpu = procstat::cpu_ns(pid).unwrap_or(0).saturating_sub(cpu0) as f64 / 1e9;
+    let peak_mb = peak.stop().first().copied().unwrap_or(0) as f64 / 1e6;
+    let failed = fleet
+        .stats
+        .iter()
+        .filter(|s| s.failed.load(Ordering::Relaxed))
+        .count();
+    let (p50, p99, _) = percentiles(conv);
+    println!(
+        "  storm: {} of {n} proxies reconnecting at once synced in {:.0} ms ({cpu:.2} CPU-s, {:.2} ms per proxy), {failed} streams dropped, peak RSS {peak_mb:.0} MB; a change during it reached the {keep} synced proxies in p50 {p50:.1} ms, p99 {p99:.1} ms",
+        n - keep,
+        took.as_secs_f64() * 1e3,
+        cpu * 1e3 / (n - keep).max(1) as f64,
+    );
+    Ok(json!({
+        "proxies": n - keep,
+        "stayed": keep,
+        "sync_ms": took.as_secs_f64() * 1e3,
+        "cpu_s": cpu,
+        "dropped": failed,
+        "peak_rss_mb": peak_mb,
+        "change_p50_ms": p50,
+        "change_p99_ms": p99,
+    }))
 }

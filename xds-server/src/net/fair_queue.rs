@@ -1,4 +1,5 @@
-//! A fair queue of permits between peers (source addresses): at most `total` permits
+//! A fair queue of permits between peers (source addresses by default, or any key such
+//! as an identity): at most `total` permits
 //! out at once and at most `per_peer` to one peer; a caller over either cap waits in its
 //! peer's queue (bounded) for at most a bounded time, and a freed permit goes to the
 //! peers that wait in turn (round robin), so one address cannot hold every permit or
@@ -9,6 +10,7 @@
 
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,17 +79,17 @@ impl<W> Default for Peer<W> {
 
 /// The bookkeeping: permits out per peer, waiters per peer, and whose turn is next.
 #[derive(Debug)]
-pub(crate) struct Core<W> {
+pub(crate) struct Core<W, K = IpAddr> {
     limits: QueueLimits,
     out: usize,
     waiting: usize,
-    peers: HashMap<IpAddr, Peer<W>>,
+    peers: HashMap<K, Peer<W>>,
     /// Peers with waiters, in the order they are served.
-    turn: VecDeque<IpAddr>,
+    turn: VecDeque<K>,
     next_ticket: u64,
 }
 
-impl<W> Core<W> {
+impl<W, K: Hash + Eq + Clone> Core<W, K> {
     pub(crate) fn new(limits: QueueLimits) -> Self {
         Core {
             limits,
@@ -101,14 +103,14 @@ impl<W> Core<W> {
 
     /// Permits out now (in all, to `peer`).
     #[cfg(test)]
-    pub(crate) fn out(&self, peer: IpAddr) -> (usize, usize) {
+    pub(crate) fn out(&self, peer: K) -> (usize, usize) {
         (self.out, self.peers.get(&peer).map_or(0, |p| p.out))
     }
 
     /// A caller of `peer` asks; `waiter` is what it is reached by if it has to wait.
-    pub(crate) fn enqueue(&mut self, peer: IpAddr, waiter: W) -> Enqueued {
+    pub(crate) fn enqueue(&mut self, peer: K, waiter: W) -> Enqueued {
         let l = self.limits;
-        let p = self.peers.entry(peer).or_default();
+        let p = self.peers.entry(peer.clone()).or_default();
         // Nobody of this peer is ahead of it and there is room: granted.
         if p.waiting.is_empty() && p.out < l.per_peer && self.out < l.total {
             p.out += 1;
@@ -132,7 +134,7 @@ impl<W> Core<W> {
     }
 
     /// A waiter gave up: true if it was still waiting (false: it was already granted).
-    pub(crate) fn cancel(&mut self, peer: IpAddr, ticket: u64) -> bool {
+    pub(crate) fn cancel(&mut self, peer: K, ticket: u64) -> bool {
         let Some(p) = self.peers.get_mut(&peer) else {
             return false;
         };
@@ -151,7 +153,7 @@ impl<W> Core<W> {
     }
 
     /// A permit of `peer` comes back.
-    pub(crate) fn release(&mut self, peer: IpAddr) {
+    pub(crate) fn release(&mut self, peer: K) {
         self.out = self.out.saturating_sub(1);
         if let Some(p) = self.peers.get_mut(&peer) {
             p.out = p.out.saturating_sub(1);
@@ -163,7 +165,7 @@ impl<W> Core<W> {
 
     /// The next waiter to hand a permit to (counted to its peer now), if any may have one:
     /// peers in turn, skipping those at their own cap.
-    pub(crate) fn next(&mut self) -> Option<(IpAddr, W)> {
+    pub(crate) fn next(&mut self) -> Option<(K, W)> {
         if self.out >= self.limits.total {
             return None;
         }
@@ -183,7 +185,7 @@ impl<W> Core<W> {
             self.out += 1;
             self.waiting -= 1;
             if !p.waiting.is_empty() {
-                self.turn.push_back(peer);
+                self.turn.push_back(peer.clone());
             }
             return Some((peer, w));
         }
@@ -194,25 +196,25 @@ impl<W> Core<W> {
 /// The async queue: [`FairQueue::acquire`] waits for a [`Permit`] that is returned when
 /// dropped.
 #[derive(Debug)]
-pub(crate) struct FairQueue {
-    core: Mutex<Core<oneshot::Sender<Permit>>>,
+pub(crate) struct FairQueue<K: Hash + Eq + Clone = IpAddr> {
+    core: Mutex<Core<oneshot::Sender<Permit<K>>, K>>,
     wait: Duration,
 }
 
 /// One permit; returned (and handed to the next waiter) when dropped.
 #[derive(Debug)]
-pub(crate) struct Permit {
-    queue: Arc<FairQueue>,
-    peer: IpAddr,
+pub(crate) struct Permit<K: Hash + Eq + Clone = IpAddr> {
+    queue: Arc<FairQueue<K>>,
+    peer: K,
 }
 
-impl Drop for Permit {
+impl<K: Hash + Eq + Clone> Drop for Permit<K> {
     fn drop(&mut self) {
-        self.queue.release(self.peer);
+        self.queue.release(self.peer.clone());
     }
 }
 
-impl FairQueue {
+impl<K: Hash + Eq + Clone> FairQueue<K> {
     pub(crate) fn new(limits: QueueLimits) -> Arc<Self> {
         Arc::new(FairQueue {
             core: Mutex::new(Core::new(limits)),
@@ -220,11 +222,11 @@ impl FairQueue {
         })
     }
 
-    fn lock(&self) -> parking_lot::MutexGuard<'_, Core<oneshot::Sender<Permit>>> {
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Core<oneshot::Sender<Permit<K>>, K>> {
         self.core.lock()
     }
 
-    fn release(self: &Arc<Self>, peer: IpAddr) {
+    fn release(self: &Arc<Self>, peer: K) {
         let mut core = self.lock();
         core.release(peer);
         // Hand freed permits on; a waiter that is gone drops its permit, which comes
@@ -243,9 +245,9 @@ impl FairQueue {
     }
 
     /// A permit for `peer`, waiting in its turn for at most the queue's wait.
-    pub(crate) async fn acquire(self: &Arc<Self>, peer: IpAddr) -> Result<Permit, Busy> {
+    pub(crate) async fn acquire(self: &Arc<Self>, peer: K) -> Result<Permit<K>, Busy> {
         let (tx, mut rx) = oneshot::channel();
-        let enqueued = self.lock().enqueue(peer, tx);
+        let enqueued = self.lock().enqueue(peer.clone(), tx);
         let ticket = match enqueued {
             Enqueued::Granted => {
                 return Ok(Permit {
@@ -257,14 +259,14 @@ impl FairQueue {
             Enqueued::Waiting(t) => t,
         };
         // Cancels the ticket however this future ends (timeout, or the caller dropped).
-        struct Ticket<'a> {
-            queue: &'a FairQueue,
-            peer: IpAddr,
+        struct Ticket<'a, K: Hash + Eq + Clone> {
+            queue: &'a FairQueue<K>,
+            peer: K,
             ticket: u64,
         }
-        impl Drop for Ticket<'_> {
+        impl<K: Hash + Eq + Clone> Drop for Ticket<'_, K> {
             fn drop(&mut self) {
-                self.queue.lock().cancel(self.peer, self.ticket);
+                self.queue.lock().cancel(self.peer.clone(), self.ticket);
             }
         }
         let _ticket = Ticket {

@@ -25,6 +25,7 @@ use crate::observability::metrics::{InitialSync, Metrics, TypeLabel};
 use crate::observability::nack::NackLog;
 use crate::observability::registry::{NodeInfo, ProxyInfo, ProxyRegistry, StreamView};
 use crate::xds::fanout::OwnVersion;
+use crate::xds::first_sync::FirstSyncs;
 use crate::xds::store::{Attachment, Store};
 use crate::xds::stream::core::{Protocol, Step, Stream};
 use crate::xds::stream::delta::Delta;
@@ -53,6 +54,7 @@ pub struct AdsService {
     /// Ends every stream when the control plane shuts down.
     stop: crate::runtime::Stop,
     limits: StreamLimits,
+    first_syncs: Arc<FirstSyncs>,
 }
 
 impl AdsService {
@@ -75,6 +77,7 @@ impl AdsService {
             verify,
             stop,
             limits,
+            first_syncs: Arc::default(),
         }
     }
 }
@@ -255,6 +258,7 @@ impl AdsService {
             nacks: self.nacks.clone(),
             proxies: self.proxies.clone(),
             metrics: self.metrics.clone(),
+            first_syncs: self.first_syncs.clone(),
         };
         let (stop, limits) = (self.stop.clone(), self.limits);
         let out = Out {
@@ -336,6 +340,7 @@ struct Obs {
     nacks: Arc<NackLog>,
     proxies: Arc<ProxyRegistry>,
     metrics: Arc<Metrics>,
+    first_syncs: Arc<FirstSyncs>,
 }
 
 /// Checks the identity a stream claims against its certificate and the model.
@@ -449,6 +454,12 @@ where
     };
     let mut pending_since: Option<Instant> = Some(Instant::now());
     let mut initial = InitialSync::default();
+    // A first sync waits its turn in a storm; streams already synced do not.
+    let gate_key: Arc<str> = Arc::from(scope.as_str());
+    let admitted = tokio::select! {
+        a = obs.first_syncs.admit(&gate_key) => a,
+        () = &mut stopped => return Err(shutting_down()),
+    };
     let mut step = ctx.request(&machine, first)?;
     while emit(
         &ctx,
@@ -460,6 +471,9 @@ where
     )
     .await
     {
+        if initial.is_done() {
+            admitted.done();
+        }
         // Checked after every step too: a stream that was busy sending when its pod went
         // must not miss it.
         ctx.end_if_gone::<P>(&attachment.own.borrow())?;

@@ -1,0 +1,178 @@
+//! Admission of first syncs: what keeps a storm of (re)connecting proxies from starving
+//! the ones already synced. A stream's first sync (building and sending every resource
+//! it subscribes to) waits for a permit; at most [`IN_FLIGHT`] run at once, at most
+//! [`PER_IDENTITY`] of them for one identity, and waiting identities take turns
+//! ([`crate::net::fair_queue`]). Synced streams never wait: a change reaches them while
+//! the storm queues. A permit is returned once the proxy answered its first sync, or
+//! after [`HOLD`] (a proxy that never answers cannot keep one), and a stream waits at
+//! most [`WAIT`] before it is served anyway.
+
+use parking_lot::Mutex;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::log_limit::RateLimited;
+use crate::net::fair_queue::{Busy, FairQueue, Permit, QueueLimits};
+
+/// First syncs in flight at once.
+pub(crate) const IN_FLIGHT: usize = 64;
+/// First syncs of one identity in flight at once (half: one identity never takes all).
+pub(crate) const PER_IDENTITY: usize = IN_FLIGHT / 2;
+/// Longest a stream holds its permit while the proxy has not answered (a proxy that
+/// never asks for listeners, or never answers, holds it this long; its sync goes on).
+pub(crate) const HOLD: Duration = Duration::from_secs(2);
+/// Longest a stream waits for a permit before it is served without one.
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
+
+/// Waits past the queue's bounds are logged at most once a second.
+static BUSY_LOG: RateLimited = RateLimited::new();
+
+/// The gate every stream's first sync passes.
+#[derive(Debug)]
+pub(crate) struct FirstSyncs {
+    queue: Arc<FairQueue<Arc<str>>>,
+    hold: Duration,
+}
+
+impl Default for FirstSyncs {
+    fn default() -> Self {
+        Self::new(
+            QueueLimits {
+                total: IN_FLIGHT,
+                per_peer: PER_IDENTITY,
+                queue_per_peer: 10_000,
+                queue_total: 100_000,
+                wait: WAIT,
+            },
+            HOLD,
+        )
+    }
+}
+
+/// A stream's admission: holds its permit until [`Admitted::done`], the hold time, or
+/// the stream's end.
+#[derive(Debug)]
+pub(crate) struct Admitted {
+    permit: Arc<Mutex<Option<Permit<Arc<str>>>>>,
+}
+
+impl Admitted {
+    /// The first sync is over: the permit goes to the next waiter.
+    pub(crate) fn done(&self) {
+        self.permit.lock().take();
+    }
+
+    /// Whether the permit is still held.
+    #[cfg(test)]
+    pub(crate) fn holds(&self) -> bool {
+        self.permit.lock().is_some()
+    }
+}
+
+impl FirstSyncs {
+    pub(crate) fn new(limits: QueueLimits, hold: Duration) -> Self {
+        FirstSyncs {
+            queue: FairQueue::new(limits),
+            hold,
+        }
+    }
+
+    /// Waits for `identity`'s turn to sync (at most the queue's wait; past its bounds the
+    /// stream is served without a permit rather than refused).
+    pub(crate) async fn admit(&self, identity: &Arc<str>) -> Admitted {
+        let permit = match self.queue.acquire(identity.clone()).await {
+            Ok(p) => Some(p),
+            Err(busy) => {
+                if let Some(suppressed) = BUSY_LOG.allow() {
+                    tracing::warn!(
+                        identity = %identity,
+                        reason = busy.label(),
+                        suppressed,
+                        "serving a first sync without waiting further for admission"
+                    );
+                }
+                debug_assert!(matches!(busy, Busy::QueueFull | Busy::Timeout));
+                None
+            }
+        };
+        let permit = Arc::new(Mutex::new(permit));
+        let held = Arc::downgrade(&permit);
+        let hold = self.hold;
+        tokio::spawn(async move {
+            tokio::time::sleep(hold).await;
+            if let Some(p) = held.upgrade() {
+                p.lock().take();
+            }
+        });
+        Admitted { permit }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(total: usize, per: usize, hold: Duration) -> FirstSyncs {
+        FirstSyncs::new(
+            QueueLimits {
+                total,
+                per_peer: per,
+                queue_per_peer: 100,
+                queue_total: 100,
+                wait: Duration::from_secs(3600),
+            },
+            hold,
+        )
+    }
+
+    #[tokio::test]
+    async fn first_syncs_past_the_cap_wait_until_one_is_done() {
+        let g = gate(2, 2, Duration::from_secs(3600));
+        let id: Arc<str> = Arc::from("spiffe://td/ns/a/sa/a");
+        let a = g.admit(&id).await;
+        let _b = g.admit(&id).await;
+        let third = g.admit(&id);
+        tokio::pin!(third);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), &mut third)
+                .await
+                .is_err(),
+            "a third first sync waits"
+        );
+        a.done();
+        let c = tokio::time::timeout(Duration::from_secs(10), third)
+            .await
+            .expect("admitted once one is done");
+        assert!(c.holds());
+    }
+
+    #[tokio::test]
+    async fn one_identity_never_takes_every_permit() {
+        let g = gate(2, 1, Duration::from_secs(3600));
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        let _a1 = g.admit(&a).await;
+        let a2 = g.admit(&a);
+        tokio::pin!(a2);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), &mut a2)
+                .await
+                .is_err(),
+            "a's second waits"
+        );
+        let b1 = tokio::time::timeout(Duration::from_secs(10), g.admit(&b))
+            .await
+            .expect("another identity goes ahead");
+        assert!(b1.holds());
+    }
+
+    #[tokio::test]
+    async fn a_proxy_that_never_answers_gives_its_permit_back_after_the_hold() {
+        let g = gate(1, 1, Duration::from_millis(200));
+        let id: Arc<str> = Arc::from("a");
+        let silent = g.admit(&id).await;
+        let next = tokio::time::timeout(Duration::from_secs(10), g.admit(&id))
+            .await
+            .expect("the hold ran out");
+        assert!(!silent.holds() && next.holds());
+    }
+}
