@@ -64,9 +64,12 @@ struct Args {
     /// Also run a reconnect storm of all proxies.
     #[arg(long)]
     storm: bool,
-    /// The control plane's push debounce (milliseconds).
+    /// The control plane's push debounce (milliseconds; its default is 100).
     #[arg(long, default_value_t = 0)]
     debounce_ms: u64,
+    /// The control plane's manifest debounce (milliseconds; its default is 50).
+    #[arg(long, default_value_t = 0)]
+    manifest_debounce_ms: u64,
     /// Write the results here as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -197,7 +200,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .args(["--admin-address", "127.0.0.1:0", "--ready-file"])
         .arg(&ready)
         .args(["--debounce-ms", &args.debounce_ms.to_string()])
-        .args(["--manifest-debounce-ms", "0"])
+        .args([
+            "--manifest-debounce-ms",
+            &args.manifest_debounce_ms.to_string(),
+        ])
         .args([
             "--max-connections",
             "100000",

@@ -9,8 +9,10 @@
 //! differs from the subscription it last took
 //! ([`crate::xds::stream::sotw::SotwStream::on_wire`]).
 //!
-//! The digest is not cryptographic: a client that crafts a list with the digest of its
-//! previous one only keeps its own previous subscription.
+//! The digest is the sum of a fast hash of each name (foldhash, seeded at random per
+//! process): the same names in any order are the same subscription, as SotW means them.
+//! It is not cryptographic: a client that crafts a list with the digest of its previous
+//! one (without knowing the seed) only keeps its own previous subscription.
 
 use bytes::{Buf, BufMut, Bytes};
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
@@ -31,21 +33,13 @@ pub struct SotwRequest {
     digest: u64,
 }
 
-/// Folds one name into a digest, 8 bytes at a time (the length first, so the split
-/// between names counts).
-fn fold(mut h: u64, name: &[u8]) -> u64 {
-    const K: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mix = |h: u64, x: u64| (h ^ x).wrapping_mul(K).rotate_left(29);
-    h = mix(h, name.len() as u64);
-    let mut chunks = name.chunks_exact(8);
-    for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        h = mix(h, u64::from_le_bytes(w));
-    }
-    let mut w = [0u8; 8];
-    w[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-    mix(h, u64::from_le_bytes(w))
+/// Adds one name to a digest: the sum of the names' hashes (their order does not count;
+/// the hash covers the name's length, so the split between names does).
+fn fold(h: u64, name: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    static SEED: std::sync::LazyLock<foldhash::fast::RandomState> =
+        std::sync::LazyLock::new(foldhash::fast::RandomState::default);
+    h.wrapping_add(SEED.hash_one(name))
 }
 
 impl SotwRequest {
@@ -189,11 +183,17 @@ mod tests {
             r.names_digest(),
             SotwRequest::from(request(&["a", "bb", "ccc"])).names_digest()
         );
+        assert_eq!(
+            SotwRequest::from(request(&["ccc", "a", "bb"])).names_digest(),
+            r.names_digest(),
+            "the same names in another order are the same subscription"
+        );
         for other in [
             &["a", "bb"][..],
             &["a", "b", "bccc"],
-            &["ccc", "bb", "a"],
+            &["a", "bb", "cc", "c"],
             &["a", "bb", "ccc", ""],
+            &["a", "bb", "ccc", "a"],
         ] {
             assert_ne!(
                 SotwRequest::from(request(other)).names_digest(),
