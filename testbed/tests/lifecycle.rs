@@ -88,7 +88,9 @@ async fn sotw_sigterm_ends_streams_and_exits_within_the_drain_bound() -> anyhow:
     sigterm_ends_streams_and_exits(Stream::Sotw).await
 }
 
-/// `POST` on an admin endpoint with a raw HTTP/1.1 request: the status code.
+/// With a 2 s maximum connection age, Envoy's xDS connection is replaced again and again
+/// (a new connection each time), it resends nothing, a change still lands, and traffic
+/// never fails.
 async fn aged_connections_are_replaced_without_a_failed_request(
     stream: Stream,
 ) -> anyhow::Result<()> {
@@ -149,6 +151,7 @@ async fn sotw_aged_connections_are_replaced_without_a_failed_request() -> anyhow
     aged_connections_are_replaced_without_a_failed_request(Stream::Sotw).await
 }
 
+/// `POST` on an admin endpoint with a raw HTTP/1.1 request: the status code.
 async fn admin_post(admin: std::net::SocketAddr, path: &str) -> anyhow::Result<u16> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(admin).await?;

@@ -24,8 +24,8 @@ pub(super) struct LimitArgs {
     max_connections_per_peer: u64,
     /// An xDS connection older than this (give or take a tenth) is closed gracefully and
     /// its proxy reconnects, so proxies spread over replicas again after one restarts
-    /// (0s: never).
-    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    /// (0s: never; at least 1s otherwise, and every proxy re-syncs once per age).
+    #[arg(long, default_value = "30m", value_parser = parse_connection_age)]
     max_connection_age: Duration,
     /// ADS streams open at once on one connection.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
@@ -102,6 +102,16 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     crds::duration::parse(s)
 }
 
+fn parse_connection_age(s: &str) -> Result<Duration, String> {
+    let d = crds::duration::parse(s)?;
+    if !d.is_zero() && d < Duration::from_secs(1) {
+        return Err(format!(
+            "{s} is shorter than 1s: proxies would reconnect without pause (0s turns it off)"
+        ));
+    }
+    Ok(d)
+}
+
 fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     let d = crds::duration::parse(s)?;
     if d.is_zero() {
@@ -146,5 +156,12 @@ mod tests {
         }
         assert!(parse_positive_duration("0s").is_err());
         assert_eq!(parse_positive_duration("10s"), Ok(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn a_connection_age_is_off_or_at_least_a_second() {
+        assert_eq!(parse_connection_age("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_connection_age("30m"), Ok(Duration::from_secs(1800)));
+        assert!(parse_connection_age("500ms").is_err());
     }
 }

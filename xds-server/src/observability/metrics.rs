@@ -345,11 +345,6 @@ impl InitialSync {
         self.first_sent.get_or_insert_with(Instant::now);
     }
 
-    /// Whether the first sync is over.
-    pub(crate) fn is_done(&self) -> bool {
-        self.done
-    }
-
     /// The proxy answered everything in flight; `listeners`: some were sent.
     pub(crate) fn answered(&mut self, listeners: bool, metrics: &Metrics) {
         if self.done || !listeners {

@@ -459,6 +459,8 @@ where
     let admitted = tokio::select! {
         a = obs.first_syncs.admit(&gate_key) => a,
         () = &mut stopped => return Err(shutting_down()),
+        () = &mut aged => return Err(aged_out()),
+        () = &mut expired => return Err(Status::unauthenticated("the client certificate expired; reconnect with a renewed one")),
     };
     let mut step = ctx.request(&machine, first)?;
     while emit(
@@ -471,8 +473,13 @@ where
     )
     .await
     {
-        if initial.is_done() {
-            admitted.done();
+        // The first sync is over once the proxy answered all it asked for (an Envoy asks
+        // for listeners after its clusters; a resumed stream that was sent nothing, at once).
+        if admitted.holds() {
+            let m = machine.lock();
+            if m.idle() && !m.waiting() {
+                admitted.done();
+            }
         }
         // Checked after every step too: a stream that was busy sending when its pod went
         // must not miss it.

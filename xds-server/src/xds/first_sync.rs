@@ -3,9 +3,11 @@
 //! it subscribes to) waits for a permit; at most [`IN_FLIGHT`] run at once, at most
 //! [`PER_IDENTITY`] of them for one identity, and waiting identities take turns
 //! ([`crate::net::fair_queue`]). Synced streams never wait: a change reaches them while
-//! the storm queues. A permit is returned once the proxy answered its first sync, or
-//! after [`HOLD`] (a proxy that never answers cannot keep one), and a stream waits at
-//! most [`WAIT`] before it is served anyway.
+//! the storm queues. A permit is returned once the proxy has answered everything it asked
+//! for (an Envoy's clusters and endpoints; a resumed stream that needed nothing, at once),
+//! or after [`HOLD`] (a proxy that never answers cannot keep one), and a stream waits at
+//! most [`WAIT`] before it is served anyway. Identities are not divided further: pods of
+//! one service account share its turns.
 
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -18,8 +20,8 @@ use crate::net::fair_queue::{Busy, FairQueue, Permit, QueueLimits};
 pub(crate) const IN_FLIGHT: usize = 64;
 /// First syncs of one identity in flight at once (half: one identity never takes all).
 pub(crate) const PER_IDENTITY: usize = IN_FLIGHT / 2;
-/// Longest a stream holds its permit while the proxy has not answered (a proxy that
-/// never asks for listeners, or never answers, holds it this long; its sync goes on).
+/// Longest a stream holds its permit while the proxy has not answered (a proxy that never
+/// answers holds it this long; its sync goes on without it).
 pub(crate) const HOLD: Duration = Duration::from_secs(2);
 /// Longest a stream waits for a permit before it is served without one.
 pub(crate) const WAIT: Duration = Duration::from_secs(10);
@@ -63,7 +65,6 @@ impl Admitted {
     }
 
     /// Whether the permit is still held.
-    #[cfg(test)]
     pub(crate) fn holds(&self) -> bool {
         self.permit.lock().is_some()
     }

@@ -1,7 +1,8 @@
 //! The model store and the build loop. Sources change the [`Model`] through
-//! [`Store::update`]; at once when the store was quiet, or after a burst settles
-//! ([`StoreConfig::debounce`], at most [`StoreConfig::max_delay`] in all), the
-//! incremental builder turns the objects that changed into per-view change sets, which are published to the streams of each view
+//! [`Store::update`]; when the store was quiet, after a few milliseconds
+//! ([`LEADING_WINDOW`]), otherwise after the burst settles ([`StoreConfig::debounce`],
+//! at most [`StoreConfig::max_delay`] in all), the incremental builder turns the objects
+//! that changed into per-view change sets, which are published to the streams of each view
 //! ([`crate::xds::fanout`]). Per-proxy resources (listeners, inbound clusters, secrets)
 //! are published to that proxy's streams only.
 //!
@@ -598,7 +599,7 @@ impl Store {
     /// Waits until the model has not changed for the debounce, at most the maximum
     /// delay: the rest of a burst joins one build.
     async fn settle(&self) {
-        let start = Instant::now();
+        let start = tokio::time::Instant::now();
         loop {
             let seen = self.lock().generation;
             tokio::time::sleep(self.config.debounce).await;
@@ -609,19 +610,22 @@ impl Store {
     }
 
     /// Runs forever: rebuilds after model changes. A change to a quiet store (no build
-    /// within the last [`StoreConfig::debounce`]) is built at once, so a lone edit costs
-    /// no timer; changes that follow a build closely are a burst (a rollout, a re-list)
-    /// and are batched until the debounce passes without one, at most
-    /// [`StoreConfig::max_delay`] after the first.
+    /// within the last [`StoreConfig::debounce`]) is built after [`LEADING_WINDOW`] (what
+    /// belongs with it, such as the other files of one copy or the objects of one apply,
+    /// joins it), so a lone edit costs no timer; changes that follow a build closely are
+    /// a burst (a rollout, a re-list) and are batched until the debounce passes without
+    /// one, at most [`StoreConfig::max_delay`] after the first.
     pub async fn run_pusher(self: Arc<Self>) {
-        let mut last_build: Option<Instant> = None;
+        let mut last_build: Option<tokio::time::Instant> = None;
         loop {
             self.changed.notified().await;
-            if !quiet_since(last_build, self.config.debounce) {
+            if quiet_since(last_build, self.config.debounce) {
+                tokio::time::sleep(LEADING_WINDOW.min(self.config.debounce)).await;
+            } else {
                 self.settle().await;
             }
             let report = self.rebuild_now();
-            last_build = Some(Instant::now());
+            last_build = Some(tokio::time::Instant::now());
             tracing::info!(
                 views_changed = report.views_changed,
                 proxies_changed = report.proxies_changed,
@@ -636,8 +640,11 @@ impl Store {
     }
 }
 
+/// How long a change to a quiet store waits for the changes that belong with it.
+pub const LEADING_WINDOW: Duration = Duration::from_millis(5);
+
 /// Whether nothing was built within `debounce`: the next change is pushed at once.
-fn quiet_since(last_build: Option<Instant>, debounce: Duration) -> bool {
+fn quiet_since(last_build: Option<tokio::time::Instant>, debounce: Duration) -> bool {
     last_build.is_none_or(|t| t.elapsed() >= debounce)
 }
 

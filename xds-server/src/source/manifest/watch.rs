@@ -184,9 +184,10 @@ impl DirWatch {
 /// closed or removed); otherwise waits for the writers to close them, or for `quiet`
 /// without an event (a writer that keeps its file open), at most [`MAX_SETTLE`].
 async fn settle_writes(pending: &Mutex<Pending>, rx: &mut mpsc::Receiver<()>, quiet: Duration) {
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     while pending.lock().mid_write() && started.elapsed() < MAX_SETTLE {
-        match tokio::time::timeout(quiet, rx.recv()).await {
+        let left = MAX_SETTLE.saturating_sub(started.elapsed());
+        match tokio::time::timeout(quiet.min(left), rx.recv()).await {
             Ok(Some(())) => {}
             Ok(None) | Err(_) => return,
         }

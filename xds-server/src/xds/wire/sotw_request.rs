@@ -43,7 +43,7 @@ fn fold(h: u64, name: &[u8]) -> u64 {
 }
 
 impl SotwRequest {
-    /// A digest of the names, in order.
+    /// A digest of the names, in any order.
     pub(crate) fn names_digest(&self) -> u64 {
         self.digest
     }
