@@ -80,6 +80,16 @@ struct Named {
     name: String,
 }
 
+/// The names of SotW resources (each decoded for its name alone).
+fn names_in(
+    resources: &[envoy_types::pb::google::protobuf::Any],
+) -> impl Iterator<Item = String> + '_ {
+    resources
+        .iter()
+        .filter_map(|a| Named::decode(a.value.as_slice()).ok())
+        .map(|n| n.name)
+}
+
 /// The node of simulated proxy `p`.
 pub fn proxy_node(p: usize) -> Node {
     let mut n = node(
@@ -243,20 +253,10 @@ pub async fn run_sotw(channel: Channel, p: usize, shared: Arc<Shared>, stats: Ar
         let url = r.type_url.as_str();
         if url == ENDPOINT {
             stats.eds.fetch_add(r.resources.len(), Ordering::Relaxed);
-            let named = r
-                .resources
-                .iter()
-                .filter_map(|a| Named::decode(a.value.as_slice()).ok())
-                .map(|n| n.name);
-            shared.saw(&stats, named);
+            shared.saw(&stats, names_in(&r.resources));
         } else if url == ROUTE {
             stats.rds.store(true, Ordering::Relaxed);
-            let named = r
-                .resources
-                .iter()
-                .filter_map(|a| Named::decode(a.value.as_slice()).ok())
-                .map(|n| n.name);
-            shared.saw(&stats, named);
+            shared.saw(&stats, names_in(&r.resources));
         } else if url == LISTENER {
             stats.lds.store(true, Ordering::Relaxed);
         } else if url == SECRET {
@@ -264,12 +264,7 @@ pub async fn run_sotw(channel: Channel, p: usize, shared: Arc<Shared>, stats: Ar
         }
         let mut new_clusters = false;
         if url == CLUSTER {
-            for n in r
-                .resources
-                .iter()
-                .filter_map(|a| Named::decode(a.value.as_slice()).ok())
-                .map(|n| n.name)
-            {
+            for n in names_in(&r.resources) {
                 if n.starts_with("outbound|") && !shared.eds_set.contains(&n) && !extra.contains(&n)
                 {
                     extra.push(n);

@@ -23,8 +23,10 @@ pub(crate) const PER_IDENTITY: usize = IN_FLIGHT / 2;
 /// Longest a stream holds its permit while the proxy has not answered (a proxy that never
 /// answers holds it this long; its sync goes on without it).
 pub(crate) const HOLD: Duration = Duration::from_secs(2);
-/// Longest a stream waits for a permit before it is served without one.
-pub(crate) const WAIT: Duration = Duration::from_secs(10);
+/// Longest a stream waits for a permit before it is served without one. Long: the queue
+/// drains as fast as the server syncs, and letting thousands of waiters go at once after a
+/// short wait would be the storm again (10,000 proxies broke connections that way).
+pub(crate) const WAIT: Duration = Duration::from_secs(120);
 
 /// Waits past the queue's bounds are logged at most once a second.
 static BUSY_LOG: RateLimited = RateLimited::new();

@@ -121,18 +121,23 @@ fn the_same_node_under_two_certificates_is_two_proxies() {
     assert_eq!(store.rebuild_now().proxies, 2);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_burst_after_a_quiet_period_is_two_builds() {
-    let store = Store::new(
+/// A store batching bursts with `debounce`, for at most `max_delay`.
+fn batching(debounce: Duration, max_delay: Duration) -> Arc<Store> {
+    Store::new(
         StoreConfig {
-            debounce: Duration::from_millis(100),
-            max_delay: Duration::from_secs(1),
+            debounce,
+            max_delay,
             full_resend: false,
             require_live_pod: false,
         },
         MeshConfig::default(),
         None,
-    );
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_after_a_quiet_period_is_two_builds() {
+    let store = batching(Duration::from_millis(100), Duration::from_secs(1));
     let mut a = store.attach("s", &identity("p1")).expect("attached");
     a.desired();
     tokio::spawn(store.clone().run_pusher());
@@ -159,16 +164,7 @@ async fn a_burst_after_a_quiet_period_is_two_builds() {
 #[tokio::test]
 async fn a_change_to_a_quiet_store_is_pushed_without_waiting_for_the_debounce() {
     let hour = Duration::from_secs(3600);
-    let store = Store::new(
-        StoreConfig {
-            debounce: hour,
-            max_delay: hour,
-            full_resend: false,
-            require_live_pod: false,
-        },
-        MeshConfig::default(),
-        None,
-    );
+    let store = batching(hour, hour);
     let mut a = store.attach("s", &identity("p1")).expect("attached");
     a.desired();
     tokio::spawn(store.clone().run_pusher());
