@@ -89,6 +89,10 @@ pub struct StreamLimits {
     pub subscribed_bytes: usize,
     /// Longest a request message may take from its first byte to its last.
     pub message_timeout: Duration,
+    /// First syncs running at once (half of them at most for one identity).
+    pub first_syncs: usize,
+    /// Longest a first sync keeps its turn while the proxy has not answered.
+    pub first_sync_hold: Duration,
 }
 
 impl Default for StreamLimits {
@@ -98,6 +102,8 @@ impl Default for StreamLimits {
             subscribed_names: 50_000,
             subscribed_bytes: 4 << 20,
             message_timeout: Duration::from_secs(10),
+            first_syncs: 64,
+            first_sync_hold: Duration::from_secs(2),
         }
     }
 }

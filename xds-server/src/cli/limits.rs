@@ -27,6 +27,13 @@ pub(super) struct LimitArgs {
     /// (0s: never; at least 1s otherwise, and every proxy re-syncs once per age).
     #[arg(long, default_value = "30m", value_parser = parse_connection_age)]
     max_connection_age: Duration,
+    /// First syncs (a stream's first responses) running at once; more wait their turn,
+    /// half of them at most for one identity. Synced streams never wait.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(2..))]
+    max_first_syncs: u64,
+    /// Longest a first sync keeps its turn while its proxy has not answered.
+    #[arg(long, default_value = "2s", value_parser = parse_positive_duration)]
+    first_sync_hold: Duration,
     /// ADS streams open at once on one connection.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
     max_streams_per_connection: u64,
@@ -64,6 +71,8 @@ impl From<LimitArgs> for Limits {
             max_connections,
             max_connections_per_peer,
             max_connection_age,
+            max_first_syncs,
+            first_sync_hold,
             max_streams_per_connection,
             max_message_bytes,
             max_subscribed_names,
@@ -87,6 +96,8 @@ impl From<LimitArgs> for Limits {
                 subscribed_names: n(max_subscribed_names),
                 subscribed_bytes: n(max_subscribed_bytes),
                 message_timeout,
+                first_syncs: n(max_first_syncs),
+                first_sync_hold,
             },
             message_bytes: n(max_message_bytes),
             budget: BudgetConfig {

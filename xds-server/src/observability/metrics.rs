@@ -103,6 +103,10 @@ pub struct Metrics {
     pub xds_memory_charged: Gauge,
     /// `--xds-memory-budget`.
     pub xds_memory_budget: Gauge,
+    /// First syncs running with a turn now ([`crate::xds::first_sync`]).
+    pub first_syncs_running: Gauge,
+    /// First syncs waiting for a turn now.
+    pub first_syncs_waiting: Gauge,
     /// 1 while a watched kind is not served by the API server (its CRD missing, or
     /// without the version Rudder reads), by kind.
     pub kube_kind_unavailable: Family<KindLabel, Gauge>,
@@ -137,6 +141,8 @@ impl Metrics {
             shell_refusals: Family::default(),
             xds_memory_charged: Gauge::default(),
             xds_memory_budget: Gauge::default(),
+            first_syncs_running: Gauge::default(),
+            first_syncs_waiting: Gauge::default(),
             kube_kind_unavailable: Family::default(),
             registry: Registry::default(),
         };
@@ -253,6 +259,16 @@ impl Metrics {
             "xds_memory_budget_bytes",
             "What the xDS port may charge in all (--xds-memory-budget)",
             m.xds_memory_budget.clone(),
+        );
+        registry.register(
+            "xds_first_syncs_running",
+            "First syncs running with a turn now (--max-first-syncs)",
+            m.first_syncs_running.clone(),
+        );
+        registry.register(
+            "xds_first_syncs_waiting",
+            "First syncs waiting for a turn now (a reconnect storm queues here)",
+            m.first_syncs_waiting.clone(),
         );
     }
 
@@ -387,6 +403,8 @@ mod tests {
             "rudder_certificate_expiry_seconds",
             "rudder_xds_memory_charged_bytes",
             "rudder_xds_memory_budget_bytes",
+            "rudder_xds_first_syncs_running",
+            "rudder_xds_first_syncs_waiting",
         ] {
             assert!(text.contains(family), "{family} missing from\n{text}");
         }

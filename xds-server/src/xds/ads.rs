@@ -25,7 +25,7 @@ use crate::observability::metrics::{InitialSync, Metrics, TypeLabel};
 use crate::observability::nack::NackLog;
 use crate::observability::registry::{NodeInfo, ProxyInfo, ProxyRegistry, StreamView};
 use crate::xds::fanout::OwnVersion;
-use crate::xds::first_sync::FirstSyncs;
+use crate::xds::first_sync::{self, FirstSyncs, Gauges};
 use crate::xds::store::{Attachment, Store};
 use crate::xds::stream::core::{Protocol, Step, Stream};
 use crate::xds::stream::delta::Delta;
@@ -69,6 +69,16 @@ impl AdsService {
         stop: crate::runtime::Stop,
         limits: StreamLimits,
     ) -> Self {
+        let gauges = Gauges {
+            running: metrics.first_syncs_running.clone(),
+            waiting: metrics.first_syncs_waiting.clone(),
+        };
+        let first_syncs = Arc::new(FirstSyncs::new(
+            limits.first_syncs,
+            limits.first_sync_hold,
+            first_sync::WAIT,
+            gauges,
+        ));
         AdsService {
             store,
             nacks,
@@ -77,7 +87,7 @@ impl AdsService {
             verify,
             stop,
             limits,
-            first_syncs: Arc::default(),
+            first_syncs,
         }
     }
 }

@@ -3,25 +3,26 @@
 //! it subscribes to) waits for a permit; at most [`IN_FLIGHT`] run at once, at most
 //! [`PER_IDENTITY`] of them for one identity, and waiting identities take turns
 //! ([`crate::net::fair_queue`]). Synced streams never wait: a change reaches them while
-//! the storm queues. A permit is returned once the proxy has answered everything it asked
+//! the storm queues (`rudder_xds_first_syncs_running` and `_waiting` show it). A permit
+//! is returned once the proxy has answered everything it asked
 //! for (an Envoy's clusters and endpoints; a resumed stream that needed nothing, at once),
 //! or after [`HOLD`] (a proxy that never answers cannot keep one), and a stream waits at
 //! most [`WAIT`] before it is served anyway. Identities are not divided further: pods of
 //! one service account share its turns.
 
 use parking_lot::Mutex;
+use prometheus_client::metrics::gauge::Gauge;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::log_limit::RateLimited;
 use crate::net::fair_queue::{Busy, FairQueue, Permit, QueueLimits};
 
-/// First syncs in flight at once.
+/// First syncs in flight at once, by default (`--max-first-syncs`).
 pub(crate) const IN_FLIGHT: usize = 64;
-/// First syncs of one identity in flight at once (half: one identity never takes all).
-pub(crate) const PER_IDENTITY: usize = IN_FLIGHT / 2;
-/// Longest a stream holds its permit while the proxy has not answered (a proxy that never
-/// answers holds it this long; its sync goes on without it).
+/// Longest a stream holds its permit while the proxy has not answered, by default
+/// (`--first-sync-hold`; a proxy that never answers holds it this long and its sync goes
+/// on without it).
 pub(crate) const HOLD: Duration = Duration::from_secs(2);
 /// Longest a stream waits for a permit before it is served without one. Long: the queue
 /// drains as fast as the server syncs, and letting thousands of waiters go at once after a
@@ -31,59 +32,86 @@ pub(crate) const WAIT: Duration = Duration::from_secs(120);
 /// Waits past the queue's bounds are logged at most once a second.
 static BUSY_LOG: RateLimited = RateLimited::new();
 
+/// What the gate shows in the metrics.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Gauges {
+    /// First syncs holding a turn.
+    pub running: Gauge,
+    /// First syncs waiting for one.
+    pub waiting: Gauge,
+}
+
 /// The gate every stream's first sync passes.
 #[derive(Debug)]
 pub(crate) struct FirstSyncs {
     queue: Arc<FairQueue<Arc<str>>>,
     hold: Duration,
+    gauges: Gauges,
 }
 
 impl Default for FirstSyncs {
     fn default() -> Self {
-        Self::new(
-            QueueLimits {
-                total: IN_FLIGHT,
-                per_peer: PER_IDENTITY,
-                queue_per_peer: 10_000,
-                queue_total: 100_000,
-                wait: WAIT,
-            },
-            HOLD,
-        )
+        Self::new(IN_FLIGHT, HOLD, WAIT, Gauges::default())
     }
 }
 
-/// A stream's admission: holds its permit until [`Admitted::done`], the hold time, or
+/// A held turn: counted in the gauge until it is given back.
+#[derive(Debug)]
+struct Turn {
+    _permit: Option<Permit<Arc<str>>>,
+    running: Gauge,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.running.dec();
+    }
+}
+
+/// A stream's admission: holds its turn until [`Admitted::done`], the hold time, or
 /// the stream's end.
 #[derive(Debug)]
 pub(crate) struct Admitted {
-    permit: Arc<Mutex<Option<Permit<Arc<str>>>>>,
+    turn: Arc<Mutex<Option<Turn>>>,
 }
 
 impl Admitted {
-    /// The first sync is over: the permit goes to the next waiter.
+    /// The first sync is over: the turn goes to the next waiter.
     pub(crate) fn done(&self) {
-        self.permit.lock().take();
+        self.turn.lock().take();
     }
 
-    /// Whether the permit is still held.
+    /// Whether the turn is still held.
     pub(crate) fn holds(&self) -> bool {
-        self.permit.lock().is_some()
+        self.turn.lock().is_some()
     }
 }
 
 impl FirstSyncs {
-    pub(crate) fn new(limits: QueueLimits, hold: Duration) -> Self {
+    /// `in_flight` first syncs at once (half of them at most for one identity), each
+    /// holding its turn at most `hold`; a stream waits at most `wait` for one.
+    pub(crate) fn new(in_flight: usize, hold: Duration, wait: Duration, gauges: Gauges) -> Self {
+        let limits = QueueLimits {
+            total: in_flight.max(1),
+            per_peer: (in_flight / 2).max(1),
+            queue_per_peer: 10_000,
+            queue_total: 100_000,
+            wait,
+        };
         FirstSyncs {
             queue: FairQueue::new(limits),
             hold,
+            gauges,
         }
     }
 
     /// Waits for `identity`'s turn to sync (at most the queue's wait; past its bounds the
-    /// stream is served without a permit rather than refused).
+    /// stream is served without a turn rather than refused).
     pub(crate) async fn admit(&self, identity: &Arc<str>) -> Admitted {
-        let permit = match self.queue.acquire(identity.clone()).await {
+        self.gauges.waiting.inc();
+        let acquired = self.queue.acquire(identity.clone()).await;
+        self.gauges.waiting.dec();
+        let permit = match acquired {
             Ok(p) => Some(p),
             Err(busy) => {
                 if let Some(suppressed) = BUSY_LOG.allow() {
@@ -91,23 +119,27 @@ impl FirstSyncs {
                         identity = %identity,
                         reason = busy.label(),
                         suppressed,
-                        "serving a first sync without waiting further for admission"
+                        "serving a first sync without waiting further for its turn"
                     );
                 }
                 debug_assert!(matches!(busy, Busy::QueueFull | Busy::Timeout));
                 None
             }
         };
-        let permit = Arc::new(Mutex::new(permit));
-        let held = Arc::downgrade(&permit);
+        self.gauges.running.inc();
+        let turn = Arc::new(Mutex::new(Some(Turn {
+            _permit: permit,
+            running: self.gauges.running.clone(),
+        })));
+        let held = Arc::downgrade(&turn);
         let hold = self.hold;
         tokio::spawn(async move {
             tokio::time::sleep(hold).await;
-            if let Some(p) = held.upgrade() {
-                p.lock().take();
+            if let Some(t) = held.upgrade() {
+                t.lock().take();
             }
         });
-        Admitted { permit }
+        Admitted { turn }
     }
 }
 
@@ -115,22 +147,14 @@ impl FirstSyncs {
 mod tests {
     use super::*;
 
-    fn gate(total: usize, per: usize, hold: Duration) -> FirstSyncs {
-        FirstSyncs::new(
-            QueueLimits {
-                total,
-                per_peer: per,
-                queue_per_peer: 100,
-                queue_total: 100,
-                wait: Duration::from_secs(3600),
-            },
-            hold,
-        )
+    fn gate(total: usize, hold: Duration) -> FirstSyncs {
+        FirstSyncs::new(total, hold, Duration::from_secs(3600), Gauges::default())
     }
 
     #[tokio::test]
     async fn first_syncs_past_the_cap_wait_until_one_is_done() {
-        let g = gate(2, 2, Duration::from_secs(3600));
+        let gauges = Gauges::default();
+        let g = FirstSyncs::new(4, Duration::from_secs(3600), WAIT, gauges.clone());
         let id: Arc<str> = Arc::from("spiffe://td/ns/a/sa/a");
         let a = g.admit(&id).await;
         let _b = g.admit(&id).await;
@@ -140,18 +164,26 @@ mod tests {
             tokio::time::timeout(Duration::from_millis(100), &mut third)
                 .await
                 .is_err(),
-            "a third first sync waits"
+            "a third first sync of one identity waits (half of 4 each)"
         );
+        assert_eq!((gauges.running.get(), gauges.waiting.get()), (2, 1));
         a.done();
         let c = tokio::time::timeout(Duration::from_secs(10), third)
             .await
             .expect("admitted once one is done");
         assert!(c.holds());
+        assert_eq!((gauges.running.get(), gauges.waiting.get()), (2, 0));
+        drop(c);
+        assert_eq!(
+            gauges.running.get(),
+            1,
+            "a stream that ends gives its turn back"
+        );
     }
 
     #[tokio::test]
     async fn one_identity_never_takes_every_permit() {
-        let g = gate(2, 1, Duration::from_secs(3600));
+        let g = gate(2, Duration::from_secs(3600));
         let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
         let _a1 = g.admit(&a).await;
         let a2 = g.admit(&a);
@@ -170,7 +202,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_proxy_that_never_answers_gives_its_permit_back_after_the_hold() {
-        let g = gate(1, 1, Duration::from_millis(200));
+        let g = gate(2, Duration::from_millis(200));
         let id: Arc<str> = Arc::from("a");
         let silent = g.admit(&id).await;
         let next = tokio::time::timeout(Duration::from_secs(10), g.admit(&id))
