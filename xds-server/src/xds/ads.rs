@@ -134,6 +134,11 @@ struct ConnLife {
 /// keeps its config meanwhile, has learnt not to reopen it on that connection.
 const END_AFTER_GOAWAY: Duration = Duration::from_millis(500);
 
+/// The status a stream ends with when the certificate that proved its identity expired.
+fn cert_expired() -> Status {
+    Status::unauthenticated("the client certificate expired; reconnect with a renewed one")
+}
+
 /// The status a stream ends with when its connection reached its maximum age.
 fn aged_out() -> Status {
     Status::unavailable("the connection reached its maximum age (--max-connection-age); reconnect")
@@ -470,7 +475,7 @@ where
         a = obs.first_syncs.admit(&gate_key) => a,
         () = &mut stopped => return Err(shutting_down()),
         () = &mut aged => return Err(aged_out()),
-        () = &mut expired => return Err(Status::unauthenticated("the client certificate expired; reconnect with a renewed one")),
+        () = &mut expired => return Err(cert_expired()),
     };
     let mut step = ctx.request(&machine, first)?;
     while emit(
@@ -528,7 +533,7 @@ where
             }
             () = &mut expired => {
                 tracing::info!(node = %node, stream = P::NAME, "ending the stream: its client certificate expired");
-                return Err(Status::unauthenticated("the client certificate expired; reconnect with a renewed one"));
+                return Err(cert_expired());
             }
         };
     }
