@@ -26,6 +26,8 @@ use crate::observability::nack::NackLog;
 use crate::observability::registry::{NodeInfo, ProxyInfo, ProxyRegistry, StreamView};
 use crate::xds::fanout::OwnVersion;
 use crate::xds::first_sync::{self, FirstSyncs, Gauges};
+
+mod ending;
 use crate::xds::store::{Attachment, Store};
 use crate::xds::stream::core::{Protocol, Step, Stream};
 use crate::xds::stream::delta::Delta;
@@ -35,6 +37,7 @@ use crate::xds::stream::{Event, Refusal, ResourceView};
 use crate::xds::wire::budget::{Account, Charge, ConnAccount, Queued, STREAM_BYTES};
 use crate::xds::wire::frames::{DeltaResponse, SotwResponse};
 use crate::xds::wire::inbound::{Inbound, ReadError, ReadLimits};
+use ending::{ConnLife, END_AFTER_GOAWAY, aged_out, cert_expired, lifetime, shutting_down};
 
 /// How often a stream with an ordering wait re-checks it.
 const TICK: Duration = Duration::from_millis(250);
@@ -119,30 +122,6 @@ impl Peer {
 
 /// Refusals of streams are logged at most once a second (a peer may churn streams).
 static REFUSAL_LOG: crate::log_limit::RateLimited = crate::log_limit::RateLimited::new();
-
-/// What ends a stream from outside: the shutdown, and the expiry of the certificate that
-/// proved its identity; and who it is charged to, for logs.
-struct ConnLife {
-    stop: crate::runtime::Stop,
-    expires: Option<SystemTime>,
-    /// When the connection reached its maximum age (it was sent GOAWAY then).
-    aged_at: Option<tokio::time::Instant>,
-    who: Arc<str>,
-}
-
-/// After its connection's GOAWAY, an ADS stream ends this much later: the peer, which
-/// keeps its config meanwhile, has learnt not to reopen it on that connection.
-const END_AFTER_GOAWAY: Duration = Duration::from_millis(500);
-
-/// The status a stream ends with when the certificate that proved its identity expired.
-fn cert_expired() -> Status {
-    Status::unauthenticated("the client certificate expired; reconnect with a renewed one")
-}
-
-/// The status a stream ends with when its connection reached its maximum age.
-fn aged_out() -> Status {
-    Status::unavailable("the connection reached its maximum age (--max-connection-age); reconnect")
-}
 
 /// Counts an ADS stream on its connection; uncounted when dropped.
 struct StreamSlot(Arc<AtomicUsize>);
@@ -541,13 +520,6 @@ where
     Ok(())
 }
 
-/// How long a stream may live: no longer than the certificate that proved its identity.
-fn lifetime(expires: Option<SystemTime>) -> Duration {
-    expires
-        .and_then(|t| t.duration_since(SystemTime::now()).ok())
-        .unwrap_or(Duration::from_secs(365 * 24 * 3600))
-}
-
 /// Admits the identity a stream's first request claims and attaches it to the store.
 fn open_stream(
     obs: &Obs,
@@ -678,12 +650,6 @@ fn inbound_error(obs: &Obs, node: &str, identity: &str, e: ReadError) -> Status 
         None => tracing::info!(node, identity, error = %error, "stream ended"),
     }
     e.status()
-}
-
-/// The status a stream ends with when the control plane shuts down: proxies reconnect
-/// (to another replica) and keep serving their last config meanwhile.
-fn shutting_down() -> Status {
-    Status::unavailable("the control plane is shutting down; reconnect")
 }
 
 /// Unregisters a stream from the proxy registry when it ends.
