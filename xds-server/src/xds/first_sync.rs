@@ -1,14 +1,14 @@
 //! Admission of first syncs: what keeps a storm of (re)connecting proxies from starving
 //! the ones already synced. A stream's first sync (building and sending every resource
-//! it subscribes to) waits for a permit; at most [`IN_FLIGHT`] run at once, at most
-//! [`PER_IDENTITY`] of them for one identity, and waiting identities take turns
+//! it subscribes to) waits for a turn: at most [`IN_FLIGHT`] (`--max-first-syncs`) run
+//! at once, at most half of them for one identity, and waiting identities take turns
 //! ([`crate::net::fair_queue`]). Synced streams never wait: a change reaches them while
-//! the storm queues (`rudder_xds_first_syncs_running` and `_waiting` show it). A permit
-//! is returned once the proxy has answered everything it asked
-//! for (an Envoy's clusters and endpoints; a resumed stream that needed nothing, at once),
-//! or after [`HOLD`] (a proxy that never answers cannot keep one), and a stream waits at
-//! most [`WAIT`] before it is served anyway. Identities are not divided further: pods of
-//! one service account share its turns.
+//! the storm queues (`rudder_xds_first_syncs_running` and `_waiting` show it). A turn is
+//! given back once the proxy has answered everything it asked for (an Envoy's clusters
+//! and endpoints; a resumed stream that needed nothing, at once), or after [`HOLD`]
+//! (`--first-sync-hold`: a proxy that never answers cannot keep one), and a stream waits
+//! at most [`WAIT`] before it is served anyway. Identities are not divided further: pods
+//! of one service account share its turns.
 
 use parking_lot::Mutex;
 use prometheus_client::metrics::gauge::Gauge;
