@@ -548,22 +548,35 @@ async fn a_proxys_rejection_adds_a_condition_and_never_flips_accepted() -> anyho
         .map_err(anyhow::Error::msg)?;
     let key =
         translator::model::ObjectKey::new(translator::model::Kind::RetryPolicy, "default", "good");
-    let rev = cache.read(|m| m.rev(&key)).expect("a revision");
-    cache.on_nack(
-        attacker.view_key(),
-        &stream_tag(scope, "x.evil"),
-        scope,
-        &Rejection {
-            kind: XdsType::Route,
-            version: "v1".into(),
-            resources: vec!["outbound".into()],
-            error: "rejected".into(),
-            sources: Vec::new(),
-            suspects: vec![translator::encoded::Source { key, rev }],
-            precise: true,
-        },
-    );
+    // A proxy rejects the object each time it is sent it, so the rejection names the
+    // object's current revision: our own status write gives it a new one, after which
+    // the first rejection no longer applies and the proxy is sent the object again.
+    let view = attacker.view_key().clone();
+    let mut named = None;
     eventually("RejectedByProxies naming the identity", || {
+        let rev = cache.read(|m| m.rev(&key));
+        if rev != named
+            && let Some(rev) = rev
+        {
+            named = Some(rev);
+            cache.on_nack(
+                &view,
+                &stream_tag(scope, "x.evil"),
+                scope,
+                &Rejection {
+                    kind: XdsType::Route,
+                    version: "v1".into(),
+                    resources: vec!["outbound".into()],
+                    error: "rejected".into(),
+                    sources: Vec::new(),
+                    suspects: vec![translator::encoded::Source {
+                        key: key.clone(),
+                        rev,
+                    }],
+                    precise: true,
+                },
+            );
+        }
         get("RejectedByProxies").is_some_and(|(s, r, m)| {
             s == "True" && r == "Rejected" && m.contains(scope) && m.contains("namespace evil")
         })
