@@ -1,12 +1,12 @@
 //! Admission of first syncs: what keeps a storm of (re)connecting proxies from starving
 //! the ones already synced. A stream's first sync (building and sending every resource
-//! it subscribes to) waits for a turn: at most [`IN_FLIGHT`] (`--max-first-syncs`) run
+//! it subscribes to) waits for a turn: at most `--max-first-syncs` (64) run
 //! at once, at most half of them for one identity, and waiting identities take turns
 //! ([`crate::net::fair_queue`]). Synced streams never wait: a change reaches them while
 //! the storm queues (`rudder_xds_first_syncs_running` and `_waiting` show it). A turn is
 //! given back once the proxy has answered everything it asked for (an Envoy's clusters
-//! and endpoints; a resumed stream that needed nothing, at once), or after [`HOLD`]
-//! (`--first-sync-hold`: a proxy that never answers cannot keep one), and a stream waits
+//! and endpoints; a resumed stream that needed nothing, at once), or after
+//! `--first-sync-hold` (2 s; a proxy that never answers cannot keep one), and a stream waits
 //! at most [`WAIT`] before it is served anyway. Identities are not divided further: pods
 //! of one service account share its turns.
 
@@ -18,12 +18,6 @@ use std::time::Duration;
 use crate::log_limit::RateLimited;
 use crate::net::fair_queue::{Busy, FairQueue, Permit, QueueLimits};
 
-/// First syncs in flight at once, by default (`--max-first-syncs`).
-pub(crate) const IN_FLIGHT: usize = 64;
-/// Longest a stream holds its permit while the proxy has not answered, by default
-/// (`--first-sync-hold`; a proxy that never answers holds it this long and its sync goes
-/// on without it).
-pub(crate) const HOLD: Duration = Duration::from_secs(2);
 /// Longest a stream waits for a permit before it is served without one. Long: the queue
 /// drains as fast as the server syncs, and letting thousands of waiters go at once after a
 /// short wait would be the storm again (10,000 proxies broke connections that way).
@@ -47,12 +41,6 @@ pub(crate) struct FirstSyncs {
     queue: Arc<FairQueue<Arc<str>>>,
     hold: Duration,
     gauges: Gauges,
-}
-
-impl Default for FirstSyncs {
-    fn default() -> Self {
-        Self::new(IN_FLIGHT, HOLD, WAIT, Gauges::default())
-    }
 }
 
 /// A held turn: counted in the gauge until it is given back.
@@ -151,6 +139,13 @@ mod tests {
         FirstSyncs::new(total, hold, Duration::from_secs(3600), Gauges::default())
     }
 
+    /// Whether `admit` is still waiting after a tenth of a second.
+    async fn still_waiting(admit: &mut std::pin::Pin<&mut impl std::future::Future>) -> bool {
+        tokio::time::timeout(Duration::from_millis(100), admit)
+            .await
+            .is_err()
+    }
+
     #[tokio::test]
     async fn first_syncs_past_the_cap_wait_until_one_is_done() {
         let gauges = Gauges::default();
@@ -161,9 +156,7 @@ mod tests {
         let third = g.admit(&id);
         tokio::pin!(third);
         assert!(
-            tokio::time::timeout(Duration::from_millis(100), &mut third)
-                .await
-                .is_err(),
+            still_waiting(&mut third).await,
             "a third first sync of one identity waits (half of 4 each)"
         );
         assert_eq!((gauges.running.get(), gauges.waiting.get()), (2, 1));
@@ -188,12 +181,7 @@ mod tests {
         let _a1 = g.admit(&a).await;
         let a2 = g.admit(&a);
         tokio::pin!(a2);
-        assert!(
-            tokio::time::timeout(Duration::from_millis(100), &mut a2)
-                .await
-                .is_err(),
-            "a's second waits"
-        );
+        assert!(still_waiting(&mut a2).await, "a's second waits");
         let b1 = tokio::time::timeout(Duration::from_secs(10), g.admit(&b))
             .await
             .expect("another identity goes ahead");
