@@ -350,16 +350,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             for (name, text) in &files {
                 mesh::replace(&dir, name, text)?;
             }
-            let stats = &fleet.stats;
-            wait_until(
-                Duration::from_secs(120),
-                "the change on every proxy",
-                || {
-                    let done = stats.iter().all(|s| s.done_at.load(Ordering::Relaxed) > 0);
-                    async move { Ok(done) }
-                },
-            )
-            .await?;
+            let times = arrived(&fleet.stats, t0, "the change on every proxy").await?;
             let elapsed = start.elapsed();
             // Let the ACKs land before reading the CPU.
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -369,9 +360,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .saturating_sub(cpu_before) as f64
                 - idle_share * window.as_nanos() as f64;
             cpu.push(Duration::from_nanos(used.max(0.0) as u64));
-            conv.extend(fleet.stats.iter().map(|s| {
-                Duration::from_nanos(s.done_at.load(Ordering::Relaxed).saturating_sub(t0))
-            }));
+            conv.extend(times);
             per_proxy_bytes.push((bytes(&fleet) - bytes_before) / fleet.stats.len() as u64);
             let _ = elapsed;
         }
@@ -476,6 +465,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits until every proxy of `stats` has the watched change; how long each took from
+/// `t0` (ns since the bench's epoch).
+async fn arrived(stats: &[Arc<ProxyStats>], t0: u64, what: &str) -> anyhow::Result<Vec<Duration>> {
+    wait_until(Duration::from_secs(120), what, || {
+        let done = stats.iter().all(|s| s.done_at.load(Ordering::Relaxed) > 0);
+        async move { Ok(done) }
+    })
+    .await?;
+    Ok(stats
+        .iter()
+        .map(|s| Duration::from_nanos(s.done_at.load(Ordering::Relaxed).saturating_sub(t0)))
+        .collect())
+}
+
 /// The reconnect storm: the second half of the proxies drop their streams and reconnect
 /// at once while the first half stay synced; 200 ms in, one endpoint changes. Measures
 /// the storm's sync time, server CPU and peak RSS, and how fast the change reaches the
@@ -498,6 +501,7 @@ async fn run_storm(
     tokio::time::sleep(Duration::from_secs(2)).await;
     let peak = procstat::PeakRss::start(&[pid], Duration::from_millis(50));
     let cpu0 = procstat::cpu_ns(pid).unwrap_or(0);
+    let started = Instant::now();
     connect(addr, args.stream, keep..n, shared, fleet).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     // The change during the storm, timed on the proxies that stayed synced.
@@ -513,24 +517,17 @@ async fn run_storm(
         &format!("slice-{i}.yaml"),
         &mesh::slice(i, args.endpoints, |j| if j == 0 { 1_000 } else { 0 }),
     )?;
-    let stable = &fleet.stats[..keep];
-    wait_until(
-        Duration::from_secs(120),
+    let conv = arrived(
+        &fleet.stats[..keep],
+        t0,
         "the change on the synced proxies during the storm",
-        || {
-            let done = stable.iter().all(|s| s.done_at.load(Ordering::Relaxed) > 0);
-            async move { Ok(done) }
-        },
     )
     .await?;
-    let conv: Vec<Duration> = stable
-        .iter()
-        .map(|s| Duration::from_nanos(s.done_at.load(Ordering::Relaxed).saturating_sub(t0)))
-        .collect();
     shared.watch.write().clear();
-    let took = wait_synced(fleet, keep, args.services)
+    wait_synced(fleet, keep, args.services)
         .await
         .with_context(|| cp_tail(log))?;
+    let took = started.elapsed();
     let cpu = procstat::cpu_ns(pid).unwrap_or(0).saturating_sub(cpu0) as f64 / 1e9;
     let peak_mb = peak.stop().first().copied().unwrap_or(0) as f64 / 1e6;
     let failed = fleet
