@@ -1,7 +1,8 @@
 //! First syncs take turns (`--max-first-syncs`, half of them at most per identity): a
 //! proxy that never answers holds its turn only for `--first-sync-hold`, another
 //! identity goes ahead of an identity at its share, and a proxy that answered all it
-//! asked for gives its turn back at once. Seen through the control plane's own gauges.
+//! asked for gives its turn back at once; one that leaves while it waits gives up its
+//! place. Seen through the control plane's own gauges.
 
 use std::time::Duration;
 
@@ -88,15 +89,16 @@ async fn first_syncs_take_turns_and_give_them_back_once_answered() -> anyhow::Re
         ],
     )
     .await?;
-    // Three proxies of one identity that never answer: two run (half of 4), one waits.
+    // Three proxies of one identity that never answer, one after another: two run (half
+    // of 4), the third waits.
     let mut held = Vec::new();
-    for n in 0..3 {
+    for (n, now) in [(1, 0), (2, 0), (2, 1)].into_iter().enumerate() {
         held.push(silent(&cp, "quiet", n).await?);
+        wait_until(WAIT, &format!("{now:?} running and waiting"), || async {
+            Ok(gauges(&cp).await? == now)
+        })
+        .await?;
     }
-    wait_until(WAIT, "two running and one waiting", || async {
-        Ok(gauges(&cp).await? == (2, 1))
-    })
-    .await?;
 
     // Another identity goes ahead of the one at its share, and gives its turn back once
     // it answered all it asked for (long before the 60 s hold).
@@ -117,7 +119,22 @@ async fn first_syncs_take_turns_and_give_them_back_once_answered() -> anyhow::Re
         other.received().ended
     );
 
+    // A proxy that leaves while it waits gives up its place: it is neither counted nor
+    // handed a turn.
+    if let Some(h) = held.pop() {
+        h.abort();
+    }
+    wait_until(WAIT, "the one that left no longer waiting", || async {
+        Ok(gauges(&cp).await? == (2, 0))
+    })
+    .await?;
+
     // A silent proxy that goes away gives its turn to the one waiting.
+    held.push(silent(&cp, "quiet", 3).await?);
+    wait_until(WAIT, "a new one waiting", || async {
+        Ok(gauges(&cp).await? == (2, 1))
+    })
+    .await?;
     held.remove(0).abort();
     wait_until(WAIT, "the waiting one running", || async {
         Ok(gauges(&cp).await? == (2, 0))

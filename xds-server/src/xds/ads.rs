@@ -452,6 +452,9 @@ where
     let gate_key: Arc<str> = Arc::from(scope.as_str());
     let admitted = tokio::select! {
         a = obs.first_syncs.admit(&gate_key) => a,
+        // A proxy that left while it waited gives up its place (the stream's task is
+        // not dropped with it; nothing else notices before its turn).
+        () = tx.tx.closed() => return Ok(()),
         () = &mut stopped => return Err(shutting_down()),
         () = &mut aged => return Err(aged_out()),
         () = &mut expired => return Err(cert_expired()),

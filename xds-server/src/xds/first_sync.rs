@@ -56,6 +56,22 @@ impl Drop for Turn {
     }
 }
 
+/// A stream counted in the waiting gauge while this lives.
+struct Waiting<'a>(&'a Gauge);
+
+impl<'a> Waiting<'a> {
+    fn new(gauge: &'a Gauge) -> Self {
+        gauge.inc();
+        Waiting(gauge)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// A stream's admission: holds its turn until [`Admitted::done`], the hold time, or
 /// the stream's end.
 #[derive(Debug)]
@@ -96,9 +112,12 @@ impl FirstSyncs {
     /// Waits for `identity`'s turn to sync (at most the queue's wait; past its bounds the
     /// stream is served without a turn rather than refused).
     pub(crate) async fn admit(&self, identity: &Arc<str>) -> Admitted {
-        self.gauges.waiting.inc();
-        let acquired = self.queue.acquire(identity.clone()).await;
-        self.gauges.waiting.dec();
+        let acquired = {
+            // Counted while waiting, however the wait ends (the caller may drop it for
+            // the stream's end, the connection's age or the server's stop).
+            let _waiting = Waiting::new(&self.gauges.waiting);
+            self.queue.acquire(identity.clone()).await
+        };
         let permit = match acquired {
             Ok(p) => Some(p),
             Err(busy) => {
@@ -172,6 +191,30 @@ mod tests {
             1,
             "a stream that ends gives its turn back"
         );
+    }
+
+    #[tokio::test]
+    async fn a_wait_given_up_is_no_longer_counted_or_queued() {
+        let gauges = Gauges::default();
+        let g = FirstSyncs::new(2, Duration::from_secs(3600), WAIT, gauges.clone());
+        let id: Arc<str> = Arc::from("a");
+        let first = g.admit(&id).await;
+        {
+            let second = g.admit(&id);
+            tokio::pin!(second);
+            assert!(still_waiting(&mut second).await);
+            assert_eq!((gauges.running.get(), gauges.waiting.get()), (1, 1));
+        }
+        assert_eq!(
+            (gauges.running.get(), gauges.waiting.get()),
+            (1, 0),
+            "a stream that stopped waiting is not shown waiting"
+        );
+        first.done();
+        let third = tokio::time::timeout(Duration::from_secs(10), g.admit(&id))
+            .await
+            .expect("the turn was not handed to the wait given up");
+        assert!(third.holds());
     }
 
     #[tokio::test]
