@@ -3,6 +3,7 @@
 
 use kube::CustomResourceExt;
 
+use crate::access::{TCPRoute, traffic_target_crd};
 use crate::retry::RetryPolicy;
 use crate::route_group::HTTPRouteGroup;
 use crate::split::TrafficSplit;
@@ -59,6 +60,14 @@ pub fn crd_documents() -> Vec<(&'static str, String)> {
         (
             "httproutegroups.specs.smi-spec.io.yaml",
             serde_json::to_value(smi_multi_version(HTTPRouteGroup::crd())),
+        ),
+        (
+            "traffictargets.access.smi-spec.io.yaml",
+            serde_json::to_value(traffic_target_crd()),
+        ),
+        (
+            "tcproutes.specs.smi-spec.io.yaml",
+            serde_json::to_value(smi_multi_version(TCPRoute::crd())),
         ),
     ];
     docs.into_iter()

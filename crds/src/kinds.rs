@@ -202,8 +202,36 @@ pub const GRPC_ROUTE: KindInfo = KindInfo {
     watched: true,
 };
 
+/// SMI `TrafficTarget`: who may call a service account (v1alpha1 at the top level,
+/// v1alpha2 and v1alpha3 under `spec`).
+pub const TRAFFIC_TARGET: KindInfo = KindInfo {
+    group: crate::access::ACCESS_GROUP,
+    kind: "TrafficTarget",
+    plural: "traffictargets",
+    storage_version: "v1alpha3",
+    versions: &crate::access::ACCESS_VERSIONS,
+    namespaced: true,
+    status: Some(StatusWrite::Conditions),
+    provider: Provider::Shipped,
+    watched: true,
+};
+
+/// SMI `TCPRoute`: ports a TrafficTarget rule covers; no status of its own (the
+/// targets that use it say it).
+pub const TCP_ROUTE: KindInfo = KindInfo {
+    group: "specs.smi-spec.io",
+    kind: "TCPRoute",
+    plural: "tcproutes",
+    storage_version: "v1alpha4",
+    versions: &SMI_VERSIONS,
+    namespaced: true,
+    status: None,
+    provider: Provider::Shipped,
+    watched: true,
+};
+
 /// Every kind the mesh reads, in the order the watchers start.
-pub const KINDS: [&KindInfo; 8] = [
+pub const KINDS: [&KindInfo; 10] = [
     &SERVICE,
     &ENDPOINT_SLICE,
     &POD,
@@ -212,6 +240,8 @@ pub const KINDS: [&KindInfo; 8] = [
     &HTTP_ROUTE_GROUP,
     &HTTP_ROUTE,
     &GRPC_ROUTE,
+    &TRAFFIC_TARGET,
+    &TCP_ROUTE,
 ];
 
 /// The API groups that are Rudder's own: a kind of such a group that is not in the
@@ -266,6 +296,8 @@ mod tests {
             row_of::<crate::route_group::HTTPRouteGroup>(),
             row_of::<crate::gateway::HTTPRoute>(),
             row_of::<crate::gateway::GRPCRoute>(),
+            row_of::<crate::access::TrafficTarget>(),
+            row_of::<crate::access::TCPRoute>(),
         ];
         assert_eq!(
             typed.len(),

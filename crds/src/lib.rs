@@ -1,6 +1,7 @@
 //! Rudder's mesh CRDs as Rust types: the SMI `TrafficSplit` (`split.smi-spec.io/v1alpha4`,
-//! wire-compatible so Flagger and Argo Rollouts can drive it) and Rudder's own
-//! `RetryPolicy` (`policy.rudder.dev/v1alpha1`).
+//! wire-compatible so Flagger and Argo Rollouts can drive it), `HTTPRouteGroup` and
+//! `TCPRoute`, the SMI `TrafficTarget` (`access.smi-spec.io`, authorization) and Rudder's
+//! own `RetryPolicy` (`policy.rudder.dev/v1alpha1`).
 //!
 //! The CRD YAML under `charts/rudder/files/crds/` and `charts/rudder-crds/files/crds/` is
 //! generated from these types by
@@ -12,6 +13,9 @@
 //! [`kinds`] is the one table of the object kinds the mesh reads (group, kind, plural,
 //! versions, status, who provides the CRD, whether it is watched).
 
+// The CustomResource derive generates items that trip `unreachable_pub`.
+#[allow(unreachable_pub)]
+mod access;
 mod documents;
 pub mod duration;
 mod error;
@@ -30,6 +34,11 @@ mod route_group;
 mod split;
 mod status;
 
+pub use access::{
+    ACCESS_GROUP, ACCESS_VERSIONS, DRY_RUN_ANNOTATION, IdentitySubject, RULE_HTTP, RULE_TCP,
+    SERVICE_ACCOUNT, TCPMatch, TCPRoute, TCPRouteSpec, TrafficTarget, TrafficTargetRule,
+    TrafficTargetShape, TrafficTargetSpec, port_of, traffic_target_crd,
+};
 pub use documents::{CHART_CRD_DIRS, SMI_VERSIONS, crd_documents, smi_multi_version};
 pub use error::FieldError;
 pub use gateway::{

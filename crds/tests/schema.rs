@@ -139,7 +139,9 @@ fn validation_names_the_field() {
 #[test]
 fn smi_crds_serve_every_version_flagger_writes_with_v1alpha4_stored() {
     for (name, yaml) in crds::crd_documents() {
-        if !name.contains("smi-spec.io") {
+        // The access group has its own versions (`crds::ACCESS_VERSIONS`, tested beside
+        // the type).
+        if !name.contains("smi-spec.io") || name.contains(crds::ACCESS_GROUP) {
             continue;
         }
         let v: Value = serde_saphyr::from_str(&yaml).expect("yaml");

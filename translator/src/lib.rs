@@ -50,3 +50,4 @@ pub use oracle::{
     grpc_client_listeners, outbound_routes, translate_grpc, translate_mesh, translate_proxy,
 };
 pub use output::{Body, Diagnostic, Output, Resource};
+pub use routing::authz;

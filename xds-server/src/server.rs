@@ -52,6 +52,12 @@ pub(crate) struct ServeConfig {
     pub(crate) debounce: Duration,
     /// Mesh-wide inbound mTLS mode.
     pub(crate) mtls_mode: MtlsMode,
+    /// What destinations without a TrafficTarget allow: the mesh's choice and each
+    /// namespace's.
+    pub(crate) inbound: (
+        translator::mesh::InboundDefault,
+        std::collections::BTreeMap<String, translator::mesh::InboundDefault>,
+    ),
     /// DNS names for the serving certificate.
     pub(crate) xds_dns_names: Vec<String>,
     /// CA and TLS settings.
@@ -149,6 +155,8 @@ fn new_store(cfg: &ServeConfig, ca: &Opened) -> Arc<Store> {
     let mesh = MeshConfig {
         trust_domain: cfg.security.trust_domain.clone(),
         mtls: cfg.mtls_mode,
+        inbound_default: cfg.inbound.0,
+        namespace_inbound: cfg.inbound.1.clone(),
     };
     Store::new(
         StoreConfig {

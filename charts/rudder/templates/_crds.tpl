@@ -44,7 +44,7 @@ cluster's CRDs by name (from `lookup`), to leave foreign SMI CRDs alone.
 {{- $root := .root -}}
 {{- $found := .found | default dict -}}
 {{- if .smi -}}
-{{- range list "trafficsplits.split.smi-spec.io" "httproutegroups.specs.smi-spec.io" -}}
+{{- range list "trafficsplits.split.smi-spec.io" "httproutegroups.specs.smi-spec.io" "tcproutes.specs.smi-spec.io" "traffictargets.access.smi-spec.io" -}}
 {{- $ours := include "rudder.crd.ours" (dict "existing" (get $found .) "release" $root.Release.Name "namespace" $root.Release.Namespace) -}}
 {{- if $ours }}
 {{ include "rudder.crd" (dict "root" $root "name" .) }}
@@ -59,7 +59,7 @@ cluster's CRDs by name (from `lookup`), to leave foreign SMI CRDs alone.
 {{/* What `lookup` finds of the SMI CRDs, by name (nothing under `helm template`). */}}
 {{- define "rudder.crds.found" -}}
 {{- $found := dict -}}
-{{- range list "trafficsplits.split.smi-spec.io" "httproutegroups.specs.smi-spec.io" -}}
+{{- range list "trafficsplits.split.smi-spec.io" "httproutegroups.specs.smi-spec.io" "tcproutes.specs.smi-spec.io" "traffictargets.access.smi-spec.io" -}}
 {{- $existing := lookup "apiextensions.k8s.io/v1" "CustomResourceDefinition" "" . -}}
 {{- if $existing -}}
 {{- $_ := set $found . $existing -}}

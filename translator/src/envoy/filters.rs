@@ -1,6 +1,6 @@
 //! The Envoy network and listener filters the per-proxy listeners share: the HTTP
-//! connection manager (outbound by RDS, inbound to the local app), the TCP proxy and the
-//! TLS inspector.
+//! connection manager (outbound by RDS, inbound to the local app, behind the port's
+//! authorization), the TCP proxy and the TLS inspector.
 
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, ListenerFilter, filter, listener_filter,
@@ -11,7 +11,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 };
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpConnectionManager, Rds,
+    HttpConnectionManager, HttpFilter, Rds,
     http_connection_manager::{
         CodecType, ForwardClientCertDetails, RouteSpecifier, SetCurrentClientCertDetails,
         UpgradeConfig,
@@ -23,11 +23,22 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
 
 use crate::model::Protocol;
 use crate::names;
-use crate::render::protos;
+use crate::render::{protos, rbac};
+use crate::routing::authz::InboundAuthz;
 
 /// An HTTP connection manager with routes `routes`; `inbound` for one that serves the
 /// local app.
 pub(crate) fn hcm(stat_prefix: String, routes: RouteSpecifier, inbound: bool) -> Filter {
+    hcm_with(stat_prefix, routes, inbound, None)
+}
+
+/// [`hcm`] with an HTTP filter (authorization) before the router.
+fn hcm_with(
+    stat_prefix: String,
+    routes: RouteSpecifier,
+    inbound: bool,
+    before_router: Option<HttpFilter>,
+) -> Filter {
     let manager = HttpConnectionManager {
         // Inbound: tell the app who called, from the verified client certificate.
         forward_client_cert_details: if inbound {
@@ -52,7 +63,10 @@ pub(crate) fn hcm(stat_prefix: String, routes: RouteSpecifier, inbound: bool) ->
                 ..Default::default()
             }]
         },
-        http_filters: vec![protos::router_filter()],
+        http_filters: before_router
+            .into_iter()
+            .chain([protos::router_filter()])
+            .collect(),
         ..Default::default()
     };
     Filter {
@@ -102,11 +116,15 @@ pub(crate) fn tcp_proxy(stat_prefix: String, cluster: String) -> Filter {
 }
 
 /// What serves one inbound port: a TCP proxy, or an HTTP connection manager, to the
-/// local app's cluster `inbound|PORT`.
-pub(crate) fn inbound_filter(port: u16, protocol: Protocol) -> Filter {
+/// local app's cluster `inbound|PORT`, behind the port's authorization (a network RBAC
+/// filter before the TCP proxy, an HTTP one before the router) unless it is open.
+pub(crate) fn inbound_filters(port: u16, protocol: Protocol, authz: &InboundAuthz) -> Vec<Filter> {
     let name = names::inbound(port);
     if protocol == Protocol::Tcp {
-        tcp_proxy(name.clone(), name)
+        rbac::inbound_network_filter(authz, &name)
+            .into_iter()
+            .chain([tcp_proxy(name.clone(), name)])
+            .collect()
     } else {
         let route = RouteConfiguration {
             name: name.clone(),
@@ -130,10 +148,11 @@ pub(crate) fn inbound_filter(port: u16, protocol: Protocol) -> Filter {
             }],
             ..Default::default()
         };
-        hcm(
+        vec![hcm_with(
             format!("inbound_{port}"),
             RouteSpecifier::RouteConfig(route),
             true,
-        )
+            rbac::inbound_http_filter(authz),
+        )]
     }
 }

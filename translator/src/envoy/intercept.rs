@@ -42,7 +42,7 @@ use xds_types::XdsType;
 
 use crate::envoy::address;
 use crate::envoy::filters::{
-    inbound_filter, outbound_hcm, outbound_hcm_with, tcp_proxy, tls_inspector,
+    inbound_filters, outbound_hcm, outbound_hcm_with, tcp_proxy, tls_inspector,
 };
 use crate::envoy::pod_address;
 use crate::envoy::tls;
@@ -52,7 +52,8 @@ use crate::model::{Kind, Model, ObjectKey, Protocol, ViewKey};
 use crate::names;
 use crate::output::{Body, Resource};
 use crate::render::endpoint;
-use crate::render::protos;
+use crate::render::{protos, rbac};
+use crate::routing::authz::InboundAuthz;
 
 /// The inbound listener's name.
 pub const INBOUND_LISTENER: &str = "inbound";
@@ -115,9 +116,13 @@ fn inbound_passthrough_cluster() -> Resource {
 }
 
 fn chain(name: String, m: FilterChainMatch, filter: Filter) -> FilterChain {
+    chain_of(name, m, vec![filter])
+}
+
+fn chain_of(name: String, m: FilterChainMatch, filters: Vec<Filter>) -> FilterChain {
     FilterChain {
         filter_chain_match: Some(m),
-        filters: vec![filter],
+        filters,
         name,
         ..Default::default()
     }
@@ -324,7 +329,8 @@ fn outbound_chains(
 pub(crate) fn inbound(
     proxy: &ProxyIdentity,
     pod_ip: IpAddr,
-    ports: &[(u16, Protocol, Vec<ObjectKey>)],
+    ports: &[(u16, Protocol, InboundAuthz, Vec<ObjectKey>)],
+    rest: &InboundAuthz,
     trust_domain: &str,
     mode: MtlsMode,
 ) -> Vec<Resource> {
@@ -338,7 +344,7 @@ pub(crate) fn inbound(
     closed.sort_unstable();
     closed.dedup();
     for port in closed {
-        if ports.iter().any(|(p, _, _)| *p == port) {
+        if ports.iter().any(|(p, _, _, _)| *p == port) {
             continue;
         }
         chains.push(chain(
@@ -353,10 +359,10 @@ pub(crate) fn inbound(
         ));
     }
     let mut sources = Vec::new();
-    for (port, protocol, srcs) in ports {
+    for (port, protocol, authz, srcs) in ports {
         sources.extend(srcs.iter().cloned());
         refs.push(names::inbound(*port));
-        let filter = inbound_filter(*port, *protocol);
+        let filter = inbound_filters(*port, *protocol, authz);
         let m = |transport: &str| FilterChainMatch {
             destination_port: Some(UInt32Value {
                 value: u32::from(*port),
@@ -364,7 +370,7 @@ pub(crate) fn inbound(
             transport_protocol: transport.into(),
             ..Default::default()
         };
-        let mut mtls = chain(
+        let mut mtls = chain_of(
             format!("mtls|{port}"),
             m(if permissive { "tls" } else { "" }),
             filter.clone(),
@@ -372,9 +378,14 @@ pub(crate) fn inbound(
         mtls.transport_socket = Some(tls::downstream(trust_domain));
         chains.push(mtls);
         if permissive {
-            chains.push(chain(format!("plaintext|{port}"), m("raw_buffer"), filter));
+            chains.push(chain_of(
+                format!("plaintext|{port}"),
+                m("raw_buffer"),
+                filter,
+            ));
         }
     }
+    sources.extend(rest.sources());
     sources.sort();
     sources.dedup();
     let mut listener_filters = vec![original_dst()];
@@ -389,10 +400,13 @@ pub(crate) fn inbound(
         // Ports no Service names pass through to the app: with mTLS under STRICT (the
         // peer must be a mesh workload), as they come under PERMISSIVE.
         default_filter_chain: Some(FilterChain {
-            filters: vec![tcp_proxy(
-                INBOUND_PASSTHROUGH.into(),
-                INBOUND_PASSTHROUGH.into(),
-            )],
+            filters: rbac::inbound_network_filter(rest, INBOUND_PASSTHROUGH)
+                .into_iter()
+                .chain([tcp_proxy(
+                    INBOUND_PASSTHROUGH.into(),
+                    INBOUND_PASSTHROUGH.into(),
+                )])
+                .collect(),
             transport_socket: (!permissive).then(|| tls::downstream(trust_domain)),
             name: INBOUND_PASSTHROUGH.into(),
             ..Default::default()

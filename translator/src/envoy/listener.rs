@@ -13,7 +13,7 @@ use envoy_types::pb::envoy::config::listener::v3::{
 use xds_types::XdsType;
 
 use crate::envoy::cluster;
-use crate::envoy::filters::{inbound_filter, outbound_hcm, tls_inspector};
+use crate::envoy::filters::{inbound_filters, outbound_hcm, tls_inspector};
 use crate::envoy::intercept;
 use crate::envoy::pod_address;
 use crate::envoy::tls;
@@ -22,15 +22,17 @@ use crate::mesh::{MeshConfig, MtlsMode};
 use crate::model::{Model, Protocol};
 use crate::names;
 use crate::output::{Body, Output, Resource};
+use crate::policy::authz::{self, Destination};
 use crate::render::protos;
+use crate::routing::authz::InboundAuthz;
 use crate::serving::served_ports;
 
-fn listener(name: String, ip: IpAddr, port: u16, filter: Filter) -> Listener {
+fn listener(name: String, ip: IpAddr, port: u16, filters: Vec<Filter>) -> Listener {
     Listener {
         name,
         address: Some(protos::socket(ip, port)),
         filter_chains: vec![FilterChain {
-            filters: vec![filter],
+            filters,
             ..Default::default()
         }],
         ..Default::default()
@@ -43,7 +45,7 @@ fn secure_listener(
     name: String,
     ip: IpAddr,
     port: u16,
-    filter: Filter,
+    filters: Vec<Filter>,
     trust_domain: &str,
     mode: MtlsMode,
 ) -> Listener {
@@ -52,7 +54,7 @@ fn secure_listener(
             transport_protocol: "tls".into(),
             ..Default::default()
         }),
-        filters: vec![filter.clone()],
+        filters: filters.clone(),
         transport_socket: Some(tls::downstream(trust_domain)),
         name: "mtls".into(),
         ..Default::default()
@@ -66,7 +68,7 @@ fn secure_listener(
     if mode == MtlsMode::Permissive {
         l.listener_filters = vec![tls_inspector()];
         l.default_filter_chain = Some(FilterChain {
-            filters: vec![filter],
+            filters,
             name: "plaintext".into(),
             ..Default::default()
         });
@@ -84,7 +86,7 @@ fn outbound(ip: IpAddr, port: u16) -> Resource {
             names::OUTBOUND_LISTENER.into(),
             ip,
             port,
-            outbound_hcm(),
+            vec![outbound_hcm()],
         ))),
     }
 }
@@ -93,11 +95,12 @@ fn inbound(
     ip: IpAddr,
     port: u16,
     protocol: Protocol,
+    authz: &InboundAuthz,
     trust_domain: &str,
     mode: MtlsMode,
 ) -> Resource {
     let name = names::inbound(port);
-    let filter = inbound_filter(port, protocol);
+    let filter = inbound_filters(port, protocol, authz);
     Resource {
         kind: XdsType::Listener,
         refs: vec![name.clone()],
@@ -145,24 +148,30 @@ pub(crate) fn for_proxy(model: &Model, mesh: &MeshConfig, proxy: &ProxyIdentity)
     let source = proxy.intercepted.then(intercept::inbound_bind);
     let mut served = Vec::new();
     for (port, (protocol, mut sources)) in ports {
+        let authz = authz::inbound(model, mesh, &Destination::of(pod, port, protocol));
+        sources.extend(authz.sources());
         sources.sort();
         sources.dedup();
         let mut cluster = cluster::inbound(port, app, protocol, source.clone());
         cluster.sources = sources.clone();
         out.resources.push(cluster);
         if proxy.intercepted {
-            served.push((port, protocol, sources));
+            served.push((port, protocol, authz, sources));
             continue;
         }
-        let mut listener = inbound(ip, port, protocol, &mesh.trust_domain, mode);
+        let mut listener = inbound(ip, port, protocol, &authz, &mesh.trust_domain, mode);
         listener.sources = sources;
         out.resources.push(listener);
     }
     if proxy.intercepted {
+        // Ports no Service names pass through, under the authorization that covers
+        // every port of the destination.
+        let rest = authz::inbound(model, mesh, &Destination::of(pod, 0, Protocol::Tcp));
         out.resources.extend(intercept::inbound(
             proxy,
             ip,
             &served,
+            &rest,
             &mesh.trust_domain,
             mode,
         ));

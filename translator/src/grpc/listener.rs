@@ -10,21 +10,22 @@ use envoy_types::pb::envoy::config::route::v3::{
     route_match::PathSpecifier,
 };
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpConnectionManager, HttpFilter, Rds, http_connection_manager::RouteSpecifier, http_filter,
+    HttpConnectionManager, HttpFilter, Rds, http_connection_manager::RouteSpecifier,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::DownstreamTlsContext;
-use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
 use envoy_types::pb::google::protobuf::BoolValue;
 use xds_types::XdsType;
 
 use crate::grpc::cluster::offered;
-use crate::grpc::tls::{common, matcher};
+use crate::grpc::tls::common;
 use crate::identity::ProxyIdentity;
 use crate::mesh::MeshConfig;
 use crate::model::{Kind, MeshService, Model, ObjectKey, Protocol, ViewKey};
 use crate::output::{Body, Output, Resource};
-use crate::render::protos;
+use crate::policy::authz::{self, Destination};
 use crate::render::route::domains;
+use crate::render::{protos, rbac};
+use crate::routing::authz::{AllowPolicy, Callers, InboundAuthz, Requests, Rules};
 use crate::serving::served_ports;
 
 /// The server listener name template gRPC servers fill in (A36).
@@ -84,48 +85,31 @@ fn host_port(ip: IpAddr, port: u16) -> String {
     }
 }
 
-/// The RBAC filter (A41) of a server listener: only peers whose certificate names a
-/// SPIFFE ID of the trust domain (the CA file may be a root shared with other domains,
-/// and gRPC servers do not match SANs themselves).
-fn trust_domain_only(trust_domain: &str) -> HttpFilter {
-    use envoy_types::pb::envoy::config::rbac::v3::{
-        Permission, Policy, Principal, Rbac as Rules, permission, principal, rbac::Action,
-    };
-    use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac;
-    let policy = Policy {
-        permissions: vec![Permission {
-            rule: Some(permission::Rule::Any(true)),
+/// The RBAC filter (A41) of a server listener: the port's enforced authorization, or,
+/// when nothing is enforced, only peers whose certificate names a SPIFFE ID of the trust
+/// domain (the CA file may be a root shared with other domains, and gRPC servers do not
+/// match SANs themselves). gRPC ignores shadow rules, so dry runs are not sent.
+fn server_rbac(trust_domain: &str, authz: &InboundAuthz) -> HttpFilter {
+    let mesh_only = Rules {
+        policies: vec![AllowPolicy {
+            name: "mesh".into(),
+            source: None,
+            callers: Callers::IdentityPrefix(format!("spiffe://{trust_domain}/")),
+            requests: Requests::Any,
         }],
-        principals: vec![Principal {
-            identifier: Some(principal::Identifier::Authenticated(
-                principal::Authenticated {
-                    principal_name: Some(matcher(MatchPattern::Prefix(format!(
-                        "spiffe://{trust_domain}/"
-                    )))),
-                },
-            )),
-        }],
-        ..Default::default()
     };
-    let rbac = Rbac {
-        rules: Some(Rules {
-            action: Action::Allow as i32,
-            // One key: a protobuf map's encoding follows HashMap order.
-            policies: [("mesh".to_string(), policy)].into_iter().collect(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    HttpFilter {
-        name: "envoy.filters.http.rbac".into(),
-        config_type: Some(http_filter::ConfigType::TypedConfig(protos::any(&rbac))),
-        ..Default::default()
-    }
+    rbac::http_filter(Some(authz.enforced.as_ref().unwrap_or(&mesh_only)), None)
 }
 
 /// One server Listener (A36) for `ip:port`: mTLS required with a certificate of the
-/// trust domain, every RPC served.
-fn server_listener(ip: IpAddr, port: u16, trust_domain: &str, sources: Vec<ObjectKey>) -> Resource {
+/// trust domain, the RPCs the port's authorization allows served.
+fn server_listener(
+    ip: IpAddr,
+    port: u16,
+    trust_domain: &str,
+    authz: &InboundAuthz,
+    sources: Vec<ObjectKey>,
+) -> Resource {
     let name = SERVER_LISTENER_TEMPLATE.replace("%s", &host_port(ip, port));
     let hcm = HttpConnectionManager {
         stat_prefix: format!("inbound_{port}"),
@@ -146,7 +130,7 @@ fn server_listener(ip: IpAddr, port: u16, trust_domain: &str, sources: Vec<Objec
             }],
             ..Default::default()
         })),
-        http_filters: vec![trust_domain_only(trust_domain), protos::router_filter()],
+        http_filters: vec![server_rbac(trust_domain, authz), protos::router_filter()],
         ..Default::default()
     };
     let tls = DownstreamTlsContext {
@@ -195,6 +179,8 @@ pub(crate) fn own(model: &Model, mesh: &MeshConfig, proxy: &ProxyIdentity) -> Ou
         if protocol == Protocol::Tcp {
             continue;
         }
+        let authz = authz::inbound(model, mesh, &Destination::of(pod, port, protocol));
+        sources.extend(authz.sources());
         sources.sort();
         sources.dedup();
         let mut ips: Vec<IpAddr> = vec![
@@ -208,6 +194,7 @@ pub(crate) fn own(model: &Model, mesh: &MeshConfig, proxy: &ProxyIdentity) -> Ou
                 ip,
                 port,
                 &mesh.trust_domain,
+                &authz,
                 sources.clone(),
             ));
         }

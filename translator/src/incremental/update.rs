@@ -60,6 +60,12 @@ impl Builder {
                 | Kind::HTTPRouteGroup
                 | Kind::HTTPRoute
                 | Kind::GRPCRoute => p.policy_changed = true,
+                // Authorization is the destination pods' own: every pod of the
+                // namespace gets its listeners rebuilt (unchanged ones send nothing).
+                Kind::TrafficTarget | Kind::TCPRoute => self.namespace_pods(model, &k.0, &mut p),
+            }
+            if key.kind == Kind::HTTPRouteGroup {
+                self.namespace_pods(model, &key.namespace, &mut p);
             }
         }
         if p.policy_changed {
@@ -107,6 +113,15 @@ impl Builder {
                     .insert((pod.namespace.clone(), pod.name.clone()), ip);
             }
         }
+    }
+
+    /// Every pod of `ns`: its proxies are rebuilt.
+    fn namespace_pods(&self, model: &Model, ns: &str, p: &mut Pending) {
+        p.dirty_pods.extend(
+            model
+                .pods_in(ns)
+                .map(|pod| (pod.namespace.clone(), pod.name.clone())),
+        );
     }
 
     /// A Service applied or deleted: it is rebuilt whole, the pods it selects (before

@@ -428,6 +428,39 @@ pub(crate) fn grpc_route(r: &crds::GRPCRoute) -> Result<(String, String), ModelE
     Ok(names)
 }
 
+pub(crate) fn traffic_target(t: &crds::TrafficTarget) -> Result<(String, String), ModelError> {
+    let ctx = Ctx::new(Kind::TrafficTarget, &t.metadata);
+    let names = meta_names(&ctx, &t.metadata, NameRule::Subdomain)?;
+    t.validate().map_err(|e| ctx.field_err(e))?;
+    // A target protects its own namespace's service accounts: one namespace cannot
+    // open or close another's.
+    let (prefix, _) = t.field_prefix();
+    if let Some(ns) = t
+        .effective()
+        .destination
+        .namespace
+        .as_deref()
+        .filter(|ns| !ns.is_empty() && *ns != names.0)
+    {
+        return Err(ctx.err(
+            format!("{prefix}destination.namespace"),
+            format!(
+                "{} is not the TrafficTarget's own namespace {}",
+                quote(ns),
+                quote(&names.0)
+            ),
+        ));
+    }
+    Ok(names)
+}
+
+pub(crate) fn tcp_route(r: &crds::TCPRoute) -> Result<(String, String), ModelError> {
+    let ctx = Ctx::new(Kind::TCPRoute, &r.metadata);
+    let names = meta_names(&ctx, &r.metadata, NameRule::Subdomain)?;
+    r.spec.ports().map_err(|e| ctx.field_err(e))?;
+    Ok(names)
+}
+
 pub(crate) fn retry_policy(rp: &crds::RetryPolicy) -> Result<(String, String), ModelError> {
     let ctx = Ctx::new(Kind::RetryPolicy, &rp.metadata);
     let names = meta_names(&ctx, &rp.metadata, NameRule::Subdomain)?;
@@ -478,6 +511,23 @@ pub(crate) fn pod(pod: &Pod) -> Result<MeshPod, ModelError> {
             ctx.err(
                 format!("metadata.annotations[\"{MTLS_ANNOTATION}\"]"),
                 format!("{} is not STRICT or PERMISSIVE", quote(v)),
+            )
+        })?),
+    };
+    let inbound_default = match pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::mesh::DEFAULT_INBOUND_ANNOTATION))
+    {
+        None => None,
+        Some(v) => Some(crate::mesh::InboundDefault::parse(v).ok_or_else(|| {
+            ctx.err(
+                format!(
+                    "metadata.annotations[\"{}\"]",
+                    crate::mesh::DEFAULT_INBOUND_ANNOTATION
+                ),
+                format!("{} is not allow or deny", quote(v)),
             )
         })?),
     };
@@ -539,6 +589,7 @@ pub(crate) fn pod(pod: &Pod) -> Result<MeshPod, ModelError> {
         finished,
         egress,
         mtls_mode,
+        inbound_default,
         namespace,
         name,
         ip,

@@ -30,7 +30,9 @@ pub use types::{
     TargetPort, UPSTREAM_TLS_ANNOTATION, UpstreamTls,
 };
 
-pub use crds::{GRPCRoute, HTTPRoute, HTTPRouteGroup, RetryPolicy, TrafficSplit};
+pub use crds::{
+    GRPCRoute, HTTPRoute, HTTPRouteGroup, RetryPolicy, TCPRoute, TrafficSplit, TrafficTarget,
+};
 pub use k8s_openapi::api::core::v1::{Pod, Service};
 pub use k8s_openapi::api::discovery::v1::EndpointSlice;
 

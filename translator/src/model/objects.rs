@@ -5,7 +5,9 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use crds::{GRPCRoute, HTTPRoute, HTTPRouteGroup, RetryPolicy, TrafficSplit};
+use crds::{
+    GRPCRoute, HTTPRoute, HTTPRouteGroup, RetryPolicy, TCPRoute, TrafficSplit, TrafficTarget,
+};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
@@ -28,11 +30,15 @@ pub enum Kind {
     HTTPRoute,
     /// `gateway.networking.k8s.io/v1/GRPCRoute`
     GRPCRoute,
+    /// `access.smi-spec.io/v1alpha3/TrafficTarget`
+    TrafficTarget,
+    /// `specs.smi-spec.io/v1alpha4/TCPRoute`
+    TCPRoute,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Pod,
@@ -41,6 +47,8 @@ impl Kind {
         Kind::HTTPRouteGroup,
         Kind::HTTPRoute,
         Kind::GRPCRoute,
+        Kind::TrafficTarget,
+        Kind::TCPRoute,
     ];
 
     /// Whether it is a Gateway API route.
@@ -60,6 +68,8 @@ impl fmt::Display for Kind {
             Kind::HTTPRouteGroup => "HTTPRouteGroup",
             Kind::HTTPRoute => "HTTPRoute",
             Kind::GRPCRoute => "GRPCRoute",
+            Kind::TrafficTarget => "TrafficTarget",
+            Kind::TCPRoute => "TCPRoute",
         })
     }
 }
@@ -90,7 +100,8 @@ impl ObjectKey {
 
     /// Whether the object is a policy whose contribution to a resource can be left out
     /// while the rest still serves: a TrafficSplit (with the HTTPRouteGroups it uses:
-    /// its revision covers theirs), a RetryPolicy or a Gateway API route.
+    /// its revision covers theirs), a RetryPolicy or a Gateway API route. Never a
+    /// TrafficTarget: leaving one out would open what it closes.
     pub fn is_policy(&self) -> bool {
         matches!(
             self.kind,
@@ -124,6 +135,10 @@ pub enum Object {
     HTTPRoute(Box<HTTPRoute>),
     /// A GRPCRoute.
     GRPCRoute(Box<GRPCRoute>),
+    /// A TrafficTarget.
+    TrafficTarget(Box<TrafficTarget>),
+    /// A TCPRoute.
+    TCPRoute(Box<TCPRoute>),
 }
 
 impl Object {
@@ -138,6 +153,8 @@ impl Object {
             Object::HTTPRouteGroup(o) => (Kind::HTTPRouteGroup, &o.metadata),
             Object::HTTPRoute(o) => (Kind::HTTPRoute, &o.metadata),
             Object::GRPCRoute(o) => (Kind::GRPCRoute, &o.metadata),
+            Object::TrafficTarget(o) => (Kind::TrafficTarget, &o.metadata),
+            Object::TCPRoute(o) => (Kind::TCPRoute, &o.metadata),
         };
         ObjectKey {
             kind,

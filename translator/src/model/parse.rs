@@ -246,6 +246,8 @@ impl Kind {
             Kind::HTTPRouteGroup => &kinds::HTTP_ROUTE_GROUP,
             Kind::HTTPRoute => &kinds::HTTP_ROUTE,
             Kind::GRPCRoute => &kinds::GRPC_ROUTE,
+            Kind::TrafficTarget => &kinds::TRAFFIC_TARGET,
+            Kind::TCPRoute => &kinds::TCP_ROUTE,
         }
     }
 
@@ -266,6 +268,8 @@ fn read(kind: Kind, index: usize, doc: Value, prefix: &str) -> Result<Object, Ma
         Kind::HTTPRouteGroup => Object::HTTPRouteGroup(Box::new(typed(index, doc, prefix)?)),
         Kind::HTTPRoute => Object::HTTPRoute(Box::new(typed(index, doc, prefix)?)),
         Kind::GRPCRoute => Object::GRPCRoute(Box::new(typed(index, doc, prefix)?)),
+        Kind::TrafficTarget => Object::TrafficTarget(Box::new(typed(index, doc, prefix)?)),
+        Kind::TCPRoute => Object::TCPRoute(Box::new(typed(index, doc, prefix)?)),
     })
 }
 
@@ -328,9 +332,11 @@ mod tests {
                 status == Some(kinds::StatusWrite::RouteParents),
                 "{kind}"
             );
+            // A TrafficTarget has a status but is never left out of a proxy's config:
+            // leaving out an authorization would open what it closes.
             assert_eq!(
                 crate::model::ObjectKey::new(kind, "ns", "n").is_policy(),
-                status.is_some(),
+                status.is_some() && kind != Kind::TrafficTarget,
                 "{kind}"
             );
         }
@@ -392,7 +398,7 @@ mod tests {
         for (api, kind) in [
             ("apps/v1", "Deployment"),
             ("gateway.networking.k8s.io/v1", "Gateway"),
-            ("specs.smi-spec.io/v1alpha4", "TCPRoute"),
+            ("specs.smi-spec.io/v1alpha4", "UDPRoute"),
             ("discovery.k8s.io/v1beta1", "EndpointSlice"),
             ("v1", "ConfigMap"),
         ] {

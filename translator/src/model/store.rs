@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use crds::{GRPCRoute, HTTPRoute, HTTPRouteGroup, RetryPolicy, TrafficSplit};
+use crds::{
+    GRPCRoute, HTTPRoute, HTTPRouteGroup, RetryPolicy, TCPRoute, TrafficSplit, TrafficTarget,
+};
 
 use super::objects::{Kind, ModelError, NsName, Object, ObjectKey};
 use super::types::{MeshPod, MeshService, Slice, SliceEndpoint};
@@ -22,6 +24,8 @@ pub struct Model {
     route_groups: BTreeMap<NsName, HTTPRouteGroup>,
     http_routes: BTreeMap<NsName, HTTPRoute>,
     grpc_routes: BTreeMap<NsName, GRPCRoute>,
+    traffic_targets: BTreeMap<NsName, TrafficTarget>,
+    tcp_routes: BTreeMap<NsName, TCPRoute>,
     /// Slices by Service, pods by label.
     pub(super) index: index::Indexes,
     /// Revision of each object: a number that changes whenever its contents do.
@@ -142,6 +146,22 @@ impl Model {
                 let value = r.as_ref().clone();
                 store(&mut self.grpc_routes, key, value, Kind::GRPCRoute, revs);
             }
+            Object::TrafficTarget(t) => {
+                let key = convert::traffic_target(t)?;
+                let value = t.as_ref().clone();
+                store(
+                    &mut self.traffic_targets,
+                    key,
+                    value,
+                    Kind::TrafficTarget,
+                    revs,
+                );
+            }
+            Object::TCPRoute(r) => {
+                let key = convert::tcp_route(r)?;
+                let value = r.as_ref().clone();
+                store(&mut self.tcp_routes, key, value, Kind::TCPRoute, revs);
+            }
         }
         Ok(())
     }
@@ -186,6 +206,8 @@ impl Model {
             Object::HTTPRouteGroup(g) => convert::route_group(g).map(drop),
             Object::HTTPRoute(r) => convert::http_route(r).map(drop),
             Object::GRPCRoute(r) => convert::grpc_route(r).map(drop),
+            Object::TrafficTarget(t) => convert::traffic_target(t).map(drop),
+            Object::TCPRoute(r) => convert::tcp_route(r).map(drop),
         }
     }
 
@@ -215,6 +237,8 @@ impl Model {
             Kind::HTTPRouteGroup => self.route_groups.remove(&k).is_some(),
             Kind::HTTPRoute => self.http_routes.remove(&k).is_some(),
             Kind::GRPCRoute => self.grpc_routes.remove(&k).is_some(),
+            Kind::TrafficTarget => self.traffic_targets.remove(&k).is_some(),
+            Kind::TCPRoute => self.tcp_routes.remove(&k).is_some(),
         }
     }
 
@@ -234,6 +258,8 @@ impl Model {
             Kind::HTTPRouteGroup => self.route_groups.keys().map(key).collect(),
             Kind::HTTPRoute => self.http_routes.keys().map(key).collect(),
             Kind::GRPCRoute => self.grpc_routes.keys().map(key).collect(),
+            Kind::TrafficTarget => self.traffic_targets.keys().map(key).collect(),
+            Kind::TCPRoute => self.tcp_routes.keys().map(key).collect(),
         }
     }
 
@@ -262,6 +288,26 @@ impl Model {
     /// Every GRPCRoute, ordered by namespace and name.
     pub fn grpc_routes(&self) -> impl Iterator<Item = &GRPCRoute> {
         self.grpc_routes.values()
+    }
+
+    /// The TrafficTargets of one namespace, ordered by name.
+    pub fn traffic_targets_in(&self, namespace: &str) -> impl Iterator<Item = &TrafficTarget> {
+        let namespace = namespace.to_string();
+        self.traffic_targets
+            .range((namespace.clone(), String::new())..)
+            .take_while(move |((ns, _), _)| *ns == namespace)
+            .map(|(_, t)| t)
+    }
+
+    /// Every TrafficTarget, ordered by namespace and name.
+    pub fn traffic_targets(&self) -> impl Iterator<Item = &TrafficTarget> {
+        self.traffic_targets.values()
+    }
+
+    /// One TCPRoute.
+    pub fn tcp_route(&self, namespace: &str, name: &str) -> Option<&TCPRoute> {
+        self.tcp_routes
+            .get(&(namespace.to_string(), name.to_string()))
     }
 
     /// One RetryPolicy.

@@ -180,6 +180,9 @@ pub struct MeshPod {
     pub container_ports: BTreeMap<String, u16>,
     /// Per-workload mTLS override (`rudder.dev/mtls-mode` annotation).
     pub mtls_mode: Option<crate::mesh::MtlsMode>,
+    /// What its ports allow without a TrafficTarget, if the pod says
+    /// (`rudder.dev/default-inbound-policy`).
+    pub inbound_default: Option<crate::mesh::InboundDefault>,
     /// The Services its proxy needs (`rudder.dev/egress`).
     pub egress: Egress,
     /// Whether it runs a sidecar (false when annotated `rudder.dev/inject: "false"`).

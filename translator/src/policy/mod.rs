@@ -16,11 +16,14 @@
 //! - Gateway API routes ([`crate::gamma`]) take precedence over TrafficSplits on the
 //!   ports they route ([`port::port_routing`] asks them first).
 //!
+//! - TrafficTargets ([`authz`]): what each inbound port of a pod allows.
+//!
 //! Objects in the `excluded` set (ones a proxy rejected config from, see the server's
 //! containment) count as absent: an excluded split contributes nothing (its apex routes
 //! to itself), and an excluded RetryPolicy leaves its slot to the next oldest. A split
 //! whose HTTPRouteGroup is missing keeps its last good weights.
 
+pub mod authz;
 pub(crate) mod context;
 pub(crate) mod oldest;
 pub(crate) mod port;
@@ -35,5 +38,7 @@ pub use split::{
     split_winners,
 };
 
+#[cfg(test)]
+mod authz_tests;
 #[cfg(test)]
 mod tests;

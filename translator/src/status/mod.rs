@@ -1,7 +1,9 @@
 //! Status of every kind Rudder writes status for, computed from the model: the mesh
-//! policy objects ([`policies`]: TrafficSplit, RetryPolicy, HTTPRouteGroup) and the
-//! Gateway API routes attached to Services ([`routes`]: HTTPRoute, GRPCRoute, per parent).
+//! policy objects ([`policies`]: TrafficSplit, RetryPolicy, HTTPRouteGroup), the
+//! TrafficTargets ([`access`]) and the Gateway API routes attached to Services
+//! ([`routes`]: HTTPRoute, GRPCRoute, per parent).
 
+pub(crate) mod access;
 pub(crate) mod policies;
 pub(crate) mod routes;
 

@@ -33,14 +33,14 @@ pub struct PolicyStatus {
     pub parents: Vec<(crds::ParentReference, Vec<MeshCondition>)>,
 }
 
-fn accepted(ok: Result<(), (ConditionReason, String)>) -> MeshCondition {
+pub(super) fn accepted(ok: Result<(), (ConditionReason, String)>) -> MeshCondition {
     match ok {
         Ok(()) => MeshCondition::new("Accepted", true, ConditionReason::Accepted, "accepted"),
         Err((reason, message)) => MeshCondition::new("Accepted", false, reason, message),
     }
 }
 
-fn resolved(missing: Vec<String>) -> MeshCondition {
+pub(super) fn resolved(missing: Vec<String>) -> MeshCondition {
     if missing.is_empty() {
         MeshCondition::new(
             "ResolvedRefs",
@@ -83,6 +83,12 @@ pub fn policy_status(model: &Model) -> BTreeMap<ObjectKey, PolicyStatus> {
         );
     }
     retry_statuses(model, &mut out);
+    for t in model.traffic_targets() {
+        out.insert(
+            key(Kind::TrafficTarget, &t.metadata),
+            super::access::target_status(model, t),
+        );
+    }
     out
 }
 

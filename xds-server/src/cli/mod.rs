@@ -358,6 +358,14 @@ struct RunArgs {
     /// rudder.dev/mtls-mode annotation): strict or permissive.
     #[arg(long, default_value = "strict", value_parser = parse_mode)]
     mtls_mode: translator::tls::MtlsMode,
+    /// What a destination without a TrafficTarget allows: allow (every caller) or deny
+    /// (only the control plane). A namespace (--namespace-inbound-policy) or a pod
+    /// (the rudder.dev/default-inbound-policy annotation) may choose otherwise.
+    #[arg(long, default_value = "allow", value_parser = parse_inbound)]
+    default_inbound_policy: translator::mesh::InboundDefault,
+    /// NAMESPACE=allow|deny: the default of one namespace (repeat for more).
+    #[arg(long = "namespace-inbound-policy", value_parser = parse_namespace_inbound)]
+    namespace_inbound_policy: Vec<(String, translator::mesh::InboundDefault)>,
     /// Extra DNS names in the control plane's serving certificate.
     #[arg(long = "xds-dns-name", default_values_t = ["localhost".to_string(), "rudder.rudder-system.svc".to_string()])]
     xds_dns_names: Vec<String>,
@@ -405,6 +413,20 @@ struct RunArgs {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     crds::duration::parse(s)
+}
+
+fn parse_inbound(s: &str) -> Result<translator::mesh::InboundDefault, String> {
+    translator::mesh::InboundDefault::parse(s).ok_or_else(|| format!("{s:?} is not allow or deny"))
+}
+
+fn parse_namespace_inbound(s: &str) -> Result<(String, translator::mesh::InboundDefault), String> {
+    let (ns, policy) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not NAMESPACE=allow|deny"))?;
+    if !crds::text::is_dns_label(ns) {
+        return Err(format!("{ns:?} is not a namespace name"));
+    }
+    Ok((ns.to_string(), parse_inbound(policy)?))
 }
 
 fn parse_mode(s: &str) -> Result<translator::tls::MtlsMode, String> {
@@ -497,6 +519,10 @@ fn run_server(run: RunArgs, log_format: LogFormat) -> anyhow::Result<()> {
         admin_address: run.admin_address,
         debounce: Duration::from_millis(run.debounce_ms),
         mtls_mode: run.mtls_mode,
+        inbound: (
+            run.default_inbound_policy,
+            run.namespace_inbound_policy.into_iter().collect(),
+        ),
         xds_dns_names: run.xds_dns_names,
         security: run.security.into(),
         drain: run.drain_time,

@@ -442,7 +442,9 @@ async fn patch_route(
         | Kind::Pod
         | Kind::TrafficSplit
         | Kind::RetryPolicy
-        | Kind::HTTPRouteGroup => Ok(()),
+        | Kind::HTTPRouteGroup
+        | Kind::TrafficTarget
+        | Kind::TCPRoute => Ok(()),
     }
 }
 

@@ -21,7 +21,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::{Client, Resource};
 use tokio::sync::watch;
 use translator::model::{
-    GRPCRoute, HTTPRoute, HTTPRouteGroup, Kind, Object, RetryPolicy, TrafficSplit,
+    GRPCRoute, HTTPRoute, HTTPRouteGroup, Kind, Object, RetryPolicy, TCPRoute, TrafficSplit,
+    TrafficTarget,
 };
 
 pub use crate::k8s::follow::Rejected;
@@ -163,6 +164,11 @@ fn start(kind: Kind, w: Watcher) -> bool {
         ),
         Kind::HTTPRoute => w.spawn(|o| Object::HTTPRoute(Box::new(o)), strip_meta::<HTTPRoute>),
         Kind::GRPCRoute => w.spawn(|o| Object::GRPCRoute(Box::new(o)), strip_meta::<GRPCRoute>),
+        Kind::TrafficTarget => w.spawn(
+            |o| Object::TrafficTarget(Box::new(o)),
+            strip_meta::<TrafficTarget>,
+        ),
+        Kind::TCPRoute => w.spawn(|o| Object::TCPRoute(Box::new(o)), strip_meta::<TCPRoute>),
     }
     true
 }

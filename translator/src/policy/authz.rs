@@ -1,0 +1,242 @@
+//! SMI TrafficTargets resolved into the authorization of one inbound port
+//! ([`inbound`]): what a pod's port allows, from the model, for every emitter and for
+//! `xdsctl authz check` ([`check`]).
+//!
+//! A destination is a service account and a port of its pods. It is *enforced* when at
+//! least one TrafficTarget that is not a dry run names it (its service account, and its
+//! port if the target's destination names one); then a caller passes only if some
+//! target lists it among its sources and one of the target's rules covers the request:
+//! - an `HTTPRouteGroup` rule: HTTP requests matching its listed matches (all of the
+//!   group's when none are listed); never a TCP port;
+//! - a `TCPRoute` rule: every request or connection on its ports (every port when it
+//!   lists none); a target with TCPRoute rules covers only their ports, and its
+//!   HTTPRouteGroup rules apply on those ports.
+//!
+//! A rule naming a missing object allows nothing (the target's status says which).
+//! A destination no enforced target names follows the default ([`InboundDefault`]: the
+//! pod's annotation, else its namespace's, else the mesh's), and the control plane's
+//! identities are always allowed. Dry-run targets become shadow rules: what the port
+//! would allow with every target enforced.
+
+use crds::{HTTPMatch, RULE_HTTP, RULE_TCP, TrafficTarget};
+
+use crate::mesh::{CONTROL_PLANE_NAMESPACE, InboundDefault, MeshConfig};
+use crate::model::{Kind, MeshPod, Model, ObjectKey, Protocol};
+use crate::routing::authz::{
+    AllowPolicy, Callers, Decision, InboundAuthz, Request, RequestMatch, Requests, Rules,
+};
+
+/// The name of the policy that lets the control plane in.
+pub const CONTROL_PLANE_POLICY: &str = "rudder-control-plane";
+/// The name of the policy of a default-allow destination (used in answers only).
+pub const DEFAULT_ALLOW: &str = "default allow";
+
+/// The SPIFFE ID of `sa` in `ns`.
+pub fn spiffe_id(trust_domain: &str, ns: &str, sa: &str) -> String {
+    format!("spiffe://{trust_domain}/ns/{ns}/sa/{sa}")
+}
+
+/// One inbound port of a destination.
+#[derive(Clone, Copy, Debug)]
+pub struct Destination<'a> {
+    /// The pod's namespace.
+    pub namespace: &'a str,
+    /// Its service account.
+    pub service_account: &'a str,
+    /// What the pod says about the default, if anything.
+    pub pod_default: Option<InboundDefault>,
+    /// The port (on the pod).
+    pub port: u16,
+    /// How it speaks.
+    pub protocol: Protocol,
+}
+
+impl<'a> Destination<'a> {
+    /// Port `port` of `pod`.
+    pub fn of(pod: &'a MeshPod, port: u16, protocol: Protocol) -> Self {
+        Destination {
+            namespace: &pod.namespace,
+            service_account: &pod.service_account,
+            pod_default: pod.inbound_default,
+            port,
+            protocol,
+        }
+    }
+}
+
+/// The targets that name `dest` (its service account, and its port if they say one).
+fn targets<'m>(model: &'m Model, dest: &Destination<'_>) -> Vec<&'m TrafficTarget> {
+    model
+        .traffic_targets_in(dest.namespace)
+        .filter(|t| {
+            let spec = t.effective();
+            spec.destination.name == dest.service_account
+                && spec
+                    .destination
+                    .port
+                    .as_ref()
+                    .is_none_or(|p| crds::port_of(p) == Some(dest.port))
+        })
+        .collect()
+}
+
+/// The HTTP request matches of `group`'s matches named in `names` (all when empty).
+fn group_matches(matches: &[HTTPMatch], names: &[String]) -> Vec<RequestMatch> {
+    matches
+        .iter()
+        .filter(|m| names.is_empty() || names.contains(&m.name))
+        .map(|m| RequestMatch {
+            methods: if m.methods.iter().any(|x| x == "*") {
+                Vec::new()
+            } else {
+                m.methods.clone()
+            },
+            path_regex: m.path_regex.clone(),
+            headers: m
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect(),
+        })
+        .collect()
+}
+
+/// What `t` allows on `dest`'s port: None when it covers nothing there.
+fn requests_of(model: &Model, t: &TrafficTarget, dest: &Destination<'_>) -> Option<Requests> {
+    let spec = t.effective();
+    let ns = dest.namespace;
+    let tcp: Vec<_> = spec.rules.iter().filter(|r| r.kind == RULE_TCP).collect();
+    let port_covered = tcp.is_empty()
+        || tcp.iter().any(|r| {
+            model.tcp_route(ns, &r.name).is_some_and(|route| {
+                route
+                    .spec
+                    .ports()
+                    .is_ok_and(|ps| ps.is_empty() || ps.contains(&dest.port))
+            })
+        });
+    if !port_covered {
+        return None;
+    }
+    let http: Vec<_> = spec.rules.iter().filter(|r| r.kind == RULE_HTTP).collect();
+    if http.is_empty() {
+        // TCPRoute rules only: everything on their ports.
+        return Some(Requests::Any);
+    }
+    if dest.protocol == Protocol::Tcp {
+        // HTTP rules cover no TCP port; a TCPRoute rule naming it does.
+        return (!tcp.is_empty()).then_some(Requests::Any);
+    }
+    let matches = http
+        .iter()
+        .filter_map(|r| {
+            model
+                .route_group(ns, &r.name)
+                .map(|g| group_matches(&g.spec.matches, &r.matches))
+        })
+        .flatten()
+        .collect::<Vec<_>>();
+    (!matches.is_empty()).then_some(Requests::Http(matches))
+}
+
+/// The allow policy of one target on `dest`, if it covers anything there.
+fn policy_of(
+    model: &Model,
+    mesh: &MeshConfig,
+    t: &TrafficTarget,
+    dest: &Destination<'_>,
+) -> Option<AllowPolicy> {
+    let requests = requests_of(model, t, dest)?;
+    let ns = dest.namespace;
+    let name = t.metadata.name.clone().unwrap_or_default();
+    let mut ids: Vec<String> = t
+        .effective()
+        .sources
+        .iter()
+        .map(|s| {
+            let sns = s
+                .namespace
+                .as_deref()
+                .filter(|n| !n.is_empty())
+                .unwrap_or(ns);
+            spiffe_id(&mesh.trust_domain, sns, &s.name)
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    Some(AllowPolicy {
+        name: format!("TrafficTarget {ns}/{name}"),
+        source: Some(ObjectKey::new(Kind::TrafficTarget, ns, &name)),
+        callers: Callers::Identities(ids),
+        requests,
+    })
+}
+
+/// The policy that always lets the control plane's identities in.
+fn control_plane(mesh: &MeshConfig) -> AllowPolicy {
+    AllowPolicy {
+        name: CONTROL_PLANE_POLICY.into(),
+        source: None,
+        callers: Callers::IdentityPrefix(format!(
+            "spiffe://{}/ns/{CONTROL_PLANE_NAMESPACE}/",
+            mesh.trust_domain
+        )),
+        requests: Requests::Any,
+    }
+}
+
+/// Allow rules from `targets` (plus the control plane).
+fn rules(
+    model: &Model,
+    mesh: &MeshConfig,
+    targets: &[&TrafficTarget],
+    dest: &Destination<'_>,
+) -> Rules {
+    let mut policies = vec![control_plane(mesh)];
+    policies.extend(
+        targets
+            .iter()
+            .filter_map(|t| policy_of(model, mesh, t, dest)),
+    );
+    Rules { policies }
+}
+
+/// The authorization of `dest`'s port.
+pub fn inbound(model: &Model, mesh: &MeshConfig, dest: &Destination<'_>) -> InboundAuthz {
+    let all = targets(model, dest);
+    let enforced: Vec<&TrafficTarget> = all.iter().copied().filter(|t| !t.dry_run()).collect();
+    let default = mesh.inbound_default_for(dest.namespace, dest.pod_default);
+    let enforced_rules = if !enforced.is_empty() {
+        Some(rules(model, mesh, &enforced, dest))
+    } else if default == InboundDefault::Deny {
+        Some(Rules {
+            policies: vec![control_plane(mesh)],
+        })
+    } else {
+        None
+    };
+    let shadow = (enforced.len() != all.len()).then(|| rules(model, mesh, &all, dest));
+    InboundAuthz {
+        enforced: enforced_rules,
+        shadow,
+    }
+}
+
+/// `xdsctl authz check`'s answer for `req` to `dest`: the enforced decision (the
+/// default allow named when nothing is enforced), and the dry-run decision if any.
+pub fn check(
+    model: &Model,
+    mesh: &MeshConfig,
+    dest: &Destination<'_>,
+    req: &Request<'_>,
+) -> (Decision, Option<Decision>) {
+    let authz = inbound(model, mesh, dest);
+    let enforced = match &authz.enforced {
+        Some(r) => r.decide(req),
+        None => Decision {
+            allowed: true,
+            by: vec![DEFAULT_ALLOW.into()],
+        },
+    };
+    (enforced, authz.shadow.as_ref().map(|r| r.decide(req)))
+}
