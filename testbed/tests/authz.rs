@@ -1,0 +1,192 @@
+//! Authorization with SMI TrafficTargets, enforced by each proxy: the allowed identity
+//! passes and another gets 403 while the policy lands under traffic (no allowed request
+//! fails), path rules, a dry run records without denying, a namespace that denies by
+//! default opens only to its targets, and a PERMISSIVE port refuses plain text once a
+//! target closes it.
+
+mod common;
+
+use common::{CONVERGE, LIVE, Mesh, Traffic, ip, on_each_proxy, placement};
+use testbed::manifests::pod;
+use testbed::procs::{DataPlane, Sidecar, Stream, wait_until};
+
+/// Envoy's body of an RBAC denial.
+const DENIED: &str = "RBAC: access denied";
+
+/// A route group of everything, another of GET /public only.
+const ROUTES: &str = "apiVersion: specs.smi-spec.io/v1alpha4\nkind: HTTPRouteGroup\nmetadata: {name: web-routes, namespace: default}\nspec:\n  matches:\n  - {name: all, pathRegex: \"/.*\", methods: [\"*\"]}\n  - {name: public, pathRegex: \"/public(/.*)?\", methods: [GET]}\n---\n";
+
+/// A TrafficTarget to service account `web` from `sources`, on `matches` of the routes.
+fn target(name: &str, sources: &[&str], matches: &str, annotations: &str) -> String {
+    let sources: Vec<String> = sources
+        .iter()
+        .map(|s| format!("{{kind: ServiceAccount, name: {s}, namespace: default}}"))
+        .collect();
+    format!(
+        "apiVersion: access.smi-spec.io/v1alpha3\nkind: TrafficTarget\nmetadata: {{name: {name}, namespace: default{annotations}}}\nspec:\n  destination: {{kind: ServiceAccount, name: web, namespace: default}}\n  rules: [{{kind: HTTPRouteGroup, name: web-routes, matches: [{matches}]}}]\n  sources: [{}]\n---\n",
+        sources.join(", ")
+    )
+}
+
+/// A second caller, `intruder-0` (service account `intruder`), with its sidecar.
+async fn intruder(mesh: &Mesh) -> anyhow::Result<Sidecar> {
+    mesh.write("intruder.yaml", &pod("intruder-0", "intruder", ip(25), "intruder"))?;
+    let mut s = Sidecar::start_on(
+        mesh.proxy,
+        &placement("intruder-0", 25),
+        &mesh.cp,
+        mesh.stream,
+        mesh.work.path(),
+    )
+    .await?;
+    s.wait_live(LIVE).await?;
+    Ok(s)
+}
+
+/// GET http://web{path} through `sidecar`: (status, body).
+async fn get(sidecar: &Sidecar, path: &str) -> anyhow::Result<(u16, String)> {
+    let r = testbed::http::get_via(sidecar.outbound, &format!("http://web{path}")).await?;
+    Ok((r.status, r.body))
+}
+
+/// Waits until `sidecar`'s GET of `path` answers `status`.
+async fn until(sidecar: &Sidecar, path: &str, status: u16, what: &str) -> anyhow::Result<()> {
+    wait_until(CONVERGE, what, || async move {
+        Ok(get(sidecar, path).await?.0 == status)
+    })
+    .await?;
+    Ok(())
+}
+
+/// The sum of `stat` over the web pods' sidecars.
+async fn web_stat(mesh: &Mesh, stat: &str) -> anyhow::Result<u64> {
+    let mut sum = 0;
+    for name in ["web-1", "web-2"] {
+        sum += mesh.sidecars[name].stat(stat).await?.unwrap_or(0);
+    }
+    Ok(sum)
+}
+
+async fn only_allowed_identities_pass_and_the_change_fails_no_allowed_request(
+    proxy: DataPlane,
+) -> anyhow::Result<()> {
+    let mesh = Mesh::start(proxy, Stream::Delta).await?;
+    let other = intruder(&mesh).await?;
+    // No TrafficTarget: the mesh default (allow) lets everyone in.
+    assert_eq!(get(&other, "/").await?.0, 200);
+    let traffic = Traffic::start(mesh.client.outbound, "web");
+    mesh.write(
+        "authz.yaml",
+        &format!("{ROUTES}{}", target("web-callers", &["client"], "all", "")),
+    )?;
+    until(&other, "/", 403, "the intruder denied").await?;
+    let (_, body) = get(&other, "/").await?;
+    assert!(body.contains(DENIED), "{body}");
+    // Let the allowed caller run a little past the change on every pod.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let results = traffic.stop().await;
+    assert!(
+        results.failures.is_empty() && results.ok > 0,
+        "allowed requests failed while the policy landed: {:?} ({} ok)",
+        results.failures,
+        results.ok
+    );
+    let denied = web_stat(&mesh, &format!("http.inbound_{}.rbac.denied", mesh.web_port)).await?;
+    assert!(denied >= 1, "denials are counted per destination port");
+
+    // Rules narrow what a source may ask: `other` may GET /public only.
+    mesh.write(
+        "authz.yaml",
+        &format!(
+            "{ROUTES}{}{}",
+            target("web-callers", &["client"], "all", ""),
+            target("public", &["intruder"], "public", "")
+        ),
+    )?;
+    until(&other, "/public/x", 200, "the intruder allowed /public").await?;
+    assert_eq!(get(&other, "/private").await?.0, 403);
+    assert_eq!(get(&mesh.client, "/private").await?.0, 200);
+    Ok(())
+}
+
+async fn a_dry_run_records_what_it_would_deny_and_denies_nothing(
+    proxy: DataPlane,
+) -> anyhow::Result<()> {
+    let mesh = Mesh::start(proxy, Stream::Sotw).await?;
+    let other = intruder(&mesh).await?;
+    let dry = ", annotations: {rudder.dev/dry-run: \"true\"}";
+    mesh.write(
+        "authz.yaml",
+        &format!("{ROUTES}{}", target("trial", &["client"], "all", dry)),
+    )?;
+    let shadow = format!("http.inbound_{}.rbac.shadow_denied", mesh.web_port);
+    let m = &mesh;
+    let (other_ref, shadow_ref) = (&other, &shadow);
+    wait_until(CONVERGE, "shadow denials counted", || async move {
+        assert_eq!(get(other_ref, "/").await?.0, 200, "a dry run denies nothing");
+        Ok(web_stat(m, shadow_ref).await? >= 1)
+    })
+    .await?;
+    assert_eq!(
+        web_stat(&mesh, &format!("http.inbound_{}.rbac.denied", mesh.web_port)).await?,
+        0
+    );
+    // Enforced, the same target denies.
+    mesh.write(
+        "authz.yaml",
+        &format!("{ROUTES}{}", target("trial", &["client"], "all", "")),
+    )?;
+    until(&other, "/", 403, "the intruder denied once enforced").await?;
+    assert_eq!(get(&mesh.client, "/").await?.0, 200);
+    Ok(())
+}
+
+async fn a_namespace_denying_by_default_opens_only_to_its_targets(
+    proxy: DataPlane,
+) -> anyhow::Result<()> {
+    let mesh = Mesh::start_with(
+        proxy,
+        Stream::Delta,
+        &["--namespace-inbound-policy", "default=deny"],
+    )
+    .await?;
+    let other = intruder(&mesh).await?;
+    assert_eq!(get(&mesh.client, "/").await?.0, 403, "no target: denied");
+    assert_eq!(get(&other, "/").await?.0, 403);
+    mesh.write(
+        "authz.yaml",
+        &format!("{ROUTES}{}", target("web-callers", &["client"], "all", "")),
+    )?;
+    until(&mesh.client, "/", 200, "the client allowed by its target").await?;
+    assert_eq!(get(&other, "/").await?.0, 403);
+    // Without its target the namespace default denies again.
+    mesh.write("authz.yaml", "")?;
+    until(&mesh.client, "/", 403, "denied again without the target").await?;
+    Ok(())
+}
+
+async fn a_permissive_port_refuses_plain_text_once_a_target_closes_it(
+    proxy: DataPlane,
+) -> anyhow::Result<()> {
+    let mesh = Mesh::start_with(proxy, Stream::Delta, &["--mtls-mode", "permissive"]).await?;
+    let inbound = std::net::SocketAddr::new(ip(22), mesh.web_port);
+    let plain = testbed::http::get_via(inbound, "/").await?;
+    assert_eq!(plain.status, 200, "PERMISSIVE without a target: {}", plain.body);
+    mesh.write(
+        "authz.yaml",
+        &format!("{ROUTES}{}", target("web-callers", &["client"], "all", "")),
+    )?;
+    wait_until(CONVERGE, "plain text refused", || async move {
+        Ok(testbed::http::get_via(inbound, "/").await?.status == 403)
+    })
+    .await?;
+    assert_eq!(get(&mesh.client, "/").await?.0, 200, "mTLS callers still pass");
+    Ok(())
+}
+
+on_each_proxy!(
+    only_allowed_identities_pass_and_the_change_fails_no_allowed_request,
+    a_dry_run_records_what_it_would_deny_and_denies_nothing,
+    a_namespace_denying_by_default_opens_only_to_its_targets,
+    a_permissive_port_refuses_plain_text_once_a_target_closes_it,
+);
