@@ -8,31 +8,8 @@ use std::time::Duration;
 use common::{CONVERGE, Mesh, ip};
 use testbed::procs::{DataPlane, Stream, free_port, wait_until, workspace_bin};
 
-/// Runs xdsctl with admin credentials; returns (exit code, stdout).
 fn xdsctl(mesh: &Mesh, args: &[&str]) -> anyhow::Result<(i32, String)> {
-    let creds = mesh.work.path().join("xdsctl-creds");
-    if !creds.exists() {
-        let out = Command::new(workspace_bin("xds-server")?)
-            .args(["credentials", "--cert-dir"])
-            .arg(&creds)
-            .arg("--ca-dir")
-            .arg(mesh.cp.ca_dir())
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "credentials: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let out = Command::new(workspace_bin("xdsctl")?)
-        .args(["--server", &mesh.cp.xds.to_string(), "--cert-dir"])
-        .arg(&creds)
-        .args(args)
-        .output()?;
-    Ok((
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    ))
+    mesh.xdsctl(args)
 }
 
 async fn all_synced(mesh: &Mesh) -> anyhow::Result<()> {

@@ -49,7 +49,7 @@ impl MeshConfig {
 }
 
 /// What a destination without a TrafficTarget allows.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum InboundDefault {
     /// Every caller (the default: turning authorization on breaks nothing).
     #[default]

@@ -207,6 +207,37 @@ impl Mesh {
         &self.manifests
     }
 
+    /// Runs xdsctl with admin credentials (made once); returns (exit code, stdout and
+    /// stderr).
+    pub(crate) fn xdsctl(&self, args: &[&str]) -> anyhow::Result<(i32, String)> {
+        use std::process::Command;
+        use testbed::procs::workspace_bin;
+        let creds = self.work.path().join("xdsctl-creds");
+        if !creds.exists() {
+            let out = Command::new(workspace_bin("xds-server")?)
+                .args(["credentials", "--cert-dir"])
+                .arg(&creds)
+                .arg("--ca-dir")
+                .arg(self.cp.ca_dir())
+                .output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "credentials: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let out = Command::new(workspace_bin("xdsctl")?)
+            .args(["--server", &self.cp.xds.to_string(), "--cert-dir"])
+            .arg(&creds)
+            .args(args)
+            .output()?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        ))
+    }
+
     /// GET http://HOST/ through the client's sidecar: (status, answering pod).
     pub(crate) async fn call(&self, host: &str) -> anyhow::Result<(u16, String)> {
         let r = testbed::http::get_via(self.client.outbound, &format!("http://{host}/")).await?;

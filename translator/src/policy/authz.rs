@@ -240,3 +240,166 @@ pub fn check(
     };
     (enforced, authz.shadow.as_ref().map(|r| r.decide(req)))
 }
+
+/// `xdsctl authz check`'s question, as the control plane's `rudder.authz.v1.Authz/Check`
+/// carries it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CheckRequest {
+    /// The caller's namespace.
+    #[prost(string, tag = "1")]
+    pub from_namespace: String,
+    /// The caller's service account (empty: a plain-text caller).
+    #[prost(string, tag = "2")]
+    pub from_service_account: String,
+    /// The Service called: its namespace.
+    #[prost(string, tag = "3")]
+    pub to_namespace: String,
+    /// Its name.
+    #[prost(string, tag = "4")]
+    pub to_service: String,
+    /// Its port (0: its default port).
+    #[prost(uint32, tag = "5")]
+    pub port: u32,
+    /// The HTTP method (empty: GET on an HTTP port).
+    #[prost(string, tag = "6")]
+    pub method: String,
+    /// The HTTP path (empty: `/`).
+    #[prost(string, tag = "7")]
+    pub path: String,
+}
+
+/// One answer: for the pods of one service account behind the Service.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CheckAnswer {
+    /// The destination service account.
+    #[prost(string, tag = "1")]
+    pub service_account: String,
+    /// The port on its pods.
+    #[prost(uint32, tag = "2")]
+    pub pod_port: u32,
+    /// `http` or `tcp`: what was asked.
+    #[prost(string, tag = "3")]
+    pub protocol: String,
+    /// Whether the request passes.
+    #[prost(bool, tag = "4")]
+    pub allowed: bool,
+    /// What decided: the policies that allow it, or why it is denied.
+    #[prost(string, repeated, tag = "5")]
+    pub by: Vec<String>,
+    /// With dry-run targets: whether it would pass with them enforced.
+    #[prost(bool, optional, tag = "6")]
+    pub dry_run_allowed: Option<bool>,
+}
+
+/// The answers, one per destination service account and port.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CheckResponse {
+    /// The answers.
+    #[prost(message, repeated, tag = "1")]
+    pub answers: Vec<CheckAnswer>,
+}
+
+/// Why a denied request was denied, naming what decided.
+fn denial(model: &Model, dest: &Destination<'_>) -> Vec<String> {
+    let targets = targets(model, dest);
+    let enforced: Vec<String> = targets
+        .iter()
+        .filter(|t| !t.dry_run())
+        .map(|t| {
+            format!(
+                "TrafficTarget {}/{}",
+                dest.namespace,
+                t.metadata.name.as_deref().unwrap_or_default()
+            )
+        })
+        .collect();
+    if enforced.is_empty() {
+        vec![format!(
+            "no TrafficTarget names {}/{}: the default is deny",
+            dest.namespace, dest.service_account
+        )]
+    } else {
+        vec![format!("not allowed by {}", enforced.join(", "))]
+    }
+}
+
+/// Answers `req` from the model: for each service account behind the Service, whether
+/// the request passes and what decided. Errors name what is missing.
+pub fn check_service(
+    model: &Model,
+    mesh: &MeshConfig,
+    req: &CheckRequest,
+) -> Result<CheckResponse, String> {
+    let svc = model
+        .service(&req.to_namespace, &req.to_service)
+        .ok_or_else(|| format!("no Service {}/{}", req.to_namespace, req.to_service))?;
+    let port = if req.port == 0 {
+        svc.default_port()
+            .ok_or_else(|| format!("Service {}/{} has no ports", svc.namespace, svc.name))?
+    } else {
+        u16::try_from(req.port).map_err(|_| format!("{} is not a port", req.port))?
+    };
+    let sp = svc
+        .ports
+        .iter()
+        .find(|p| p.port == port)
+        .ok_or_else(|| format!("Service {}/{} has no port {port}", svc.namespace, svc.name))?;
+    let caller = (!req.from_service_account.is_empty()).then(|| {
+        spiffe_id(
+            &mesh.trust_domain,
+            &req.from_namespace,
+            &req.from_service_account,
+        )
+    });
+    let method = if req.method.is_empty() {
+        "GET"
+    } else {
+        &req.method
+    };
+    let path = if req.path.is_empty() { "/" } else { &req.path };
+    let mut seen = std::collections::BTreeSet::new();
+    let mut answers = Vec::new();
+    for pod in model
+        .pods_selected_by(svc)
+        .filter(|p| p.in_mesh && !p.finished)
+    {
+        let target = match &sp.target {
+            crate::model::TargetPort::Number(n) => *n,
+            crate::model::TargetPort::Named(n) => match pod.container_ports.get(n) {
+                Some(p) => *p,
+                None => continue,
+            },
+        };
+        if !seen.insert((pod.service_account.clone(), target, pod.inbound_default)) {
+            continue;
+        }
+        let dest = Destination::of(pod, target, sp.protocol);
+        let http = (sp.protocol != Protocol::Tcp).then_some((method, path));
+        let request = Request {
+            caller: caller.as_deref(),
+            http,
+            headers: &[],
+        };
+        let (now, dry) = check(model, mesh, &dest, &request);
+        let by = if now.allowed {
+            now.by
+        } else {
+            denial(model, &dest)
+        };
+        answers.push(CheckAnswer {
+            service_account: pod.service_account.clone(),
+            pod_port: u32::from(target),
+            protocol: if http.is_some() { "http" } else { "tcp" }.into(),
+            allowed: now.allowed,
+            by,
+            dry_run_allowed: dry.map(|d| d.allowed),
+        });
+    }
+    if answers.is_empty() {
+        return Err(format!(
+            "Service {}/{} selects no pod in the mesh",
+            svc.namespace, svc.name
+        ));
+    }
+    Ok(CheckResponse { answers })
+}

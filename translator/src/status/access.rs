@@ -4,7 +4,7 @@
 
 use crds::{RULE_HTTP, TrafficTarget};
 
-use super::policies::{PolicyStatus, accepted, resolved};
+use super::conditions::{PolicyStatus, accepted, resolved};
 use crate::model::Model;
 
 /// What one rule names that the model does not have.

@@ -4,7 +4,9 @@
 //! ([`routes`]: HTTPRoute, GRPCRoute, per parent).
 
 pub(crate) mod access;
+pub(crate) mod conditions;
 pub(crate) mod policies;
 pub(crate) mod routes;
 
-pub use policies::{PolicyStatus, policy_status};
+pub use conditions::PolicyStatus;
+pub use policies::policy_status;

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use crds::{ConditionReason, MeshCondition};
 
+use super::conditions::{PolicyStatus, accepted, resolved};
+
 use std::collections::BTreeSet;
 
 use crds::TrafficSplit;
@@ -20,43 +22,6 @@ use crate::status::routes::route_status;
 
 /// The nesting of every winning split ([`nesting`]).
 type Nesting = BTreeMap<(String, String), Result<Vec<(String, String)>, NestingError>>;
-
-/// The conditions one object should carry.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PolicyStatus {
-    /// `metadata.generation` they describe.
-    pub generation: Option<i64>,
-    /// `Accepted`, then `ResolvedRefs`. For a route: conditions for every Service parent
-    /// (when it was refused as a whole), else empty.
-    pub conditions: Vec<MeshCondition>,
-    /// For a route: each Service parent, as the route names it, with its conditions.
-    pub parents: Vec<(crds::ParentReference, Vec<MeshCondition>)>,
-}
-
-pub(super) fn accepted(ok: Result<(), (ConditionReason, String)>) -> MeshCondition {
-    match ok {
-        Ok(()) => MeshCondition::new("Accepted", true, ConditionReason::Accepted, "accepted"),
-        Err((reason, message)) => MeshCondition::new("Accepted", false, reason, message),
-    }
-}
-
-pub(super) fn resolved(missing: Vec<String>) -> MeshCondition {
-    if missing.is_empty() {
-        MeshCondition::new(
-            "ResolvedRefs",
-            true,
-            ConditionReason::ResolvedRefs,
-            "all references resolved",
-        )
-    } else {
-        MeshCondition::new(
-            "ResolvedRefs",
-            false,
-            ConditionReason::BackendNotFound,
-            missing.join("; "),
-        )
-    }
-}
 
 /// Conditions for every TrafficSplit and RetryPolicy in the model.
 pub fn policy_status(model: &Model) -> BTreeMap<ObjectKey, PolicyStatus> {

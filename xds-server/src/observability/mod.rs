@@ -3,6 +3,7 @@
 //! record of rejected config ([`nack`]); giving freed memory back after bursts
 //! ([`memory`]), so RSS shows what is in use.
 
+pub(crate) mod authz_check;
 pub mod csds;
 pub mod memory;
 pub mod metrics;

@@ -11,6 +11,7 @@ use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service
 
 use crate::config::Limits;
 use crate::net::front_door::{self, ServingTls};
+use crate::observability::authz_check::AuthzCheck;
 use crate::observability::csds::CsdsService;
 use crate::observability::metrics::Metrics;
 use crate::observability::nack::NackLog;
@@ -107,6 +108,14 @@ pub async fn serve_ads(
         .xds_memory_budget
         .set(i64::try_from(limits.budget.total).unwrap_or(i64::MAX));
     tokio::spawn(feed_pod_counts(state.cache.clone(), budget.clone()));
+    let authz = AuthzCheck::new(
+        state.cache.clone(),
+        CsdsService::new(
+            state.proxies.clone(),
+            verify.clone().map(|td| (td, CONTROL_PLANE_NS.to_string())),
+            state.stop.clone(),
+        ),
+    );
     let ads = AdsServer::new(
         AdsService::new(
             state.cache,
@@ -149,7 +158,10 @@ pub async fn serve_ads(
         state.metrics,
         state.stop.clone(),
     );
-    let routes = tonic::service::Routes::new(ads).add_service(csds).prepare();
+    let routes = tonic::service::Routes::new(ads)
+        .add_service(csds)
+        .add_service(authz)
+        .prepare();
     http2::serve(
         incoming,
         routes,

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use envoy_types::pb::envoy::service::status::v3::ClientStatusRequest;
 use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_client::ClientStatusDiscoveryServiceClient;
+mod authz;
 mod views;
 
 use xds_types::XdsType;
@@ -16,7 +17,8 @@ use xds_types::XdsType;
 /// Inspect the xDS config Rudder sends to each proxy, and what each proxy did with it.
 ///
 /// Exit codes: 0 all good; 1 error (e.g. control plane unreachable); 2 proxy unknown;
-/// 3 a proxy rejected config (NACKED) or drifted from what Rudder sent.
+/// 3 a proxy rejected config (NACKED) or drifted from what Rudder sent; 4 `authz check`
+/// answered deny.
 #[derive(Parser)]
 #[command(name = "xdsctl", version)]
 struct Args {
@@ -77,6 +79,12 @@ enum Cmd {
         #[arg(long)]
         envoy_admin: Option<String>,
     },
+    /// Authorization (SMI TrafficTarget) answers from the control plane's model,
+    /// without sending traffic.
+    Authz {
+        #[command(subcommand)]
+        command: authz::AuthzCmd,
+    },
     /// Print a shell completion script.
     Completion {
         /// The shell.
@@ -105,9 +113,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn connect(
-    args: &Args,
-) -> anyhow::Result<ClientStatusDiscoveryServiceClient<tonic::transport::Channel>> {
+async fn connect(args: &Args) -> anyhow::Result<tonic::transport::Channel> {
     let host = args
         .server
         .rsplit_once(':')
@@ -135,12 +141,11 @@ async fn connect(
         tonic::transport::Endpoint::from_shared(format!("https://{}", args.server))?
             .tls_config(tls)?
     };
-    let channel = endpoint
+    endpoint
         .connect_timeout(std::time::Duration::from_secs(5))
         .connect()
         .await
-        .with_context(|| format!("cannot reach the control plane at {}", args.server))?;
-    Ok(ClientStatusDiscoveryServiceClient::new(channel).max_decoding_message_size(256 << 20))
+        .with_context(|| format!("cannot reach the control plane at {}", args.server))
 }
 
 fn print(
@@ -167,7 +172,12 @@ async fn run(args: Args) -> anyhow::Result<u8> {
         );
         return Ok(0);
     }
-    let mut client = connect(&args).await?;
+    let channel = connect(&args).await?;
+    if let Cmd::Authz { command } = &args.command {
+        return authz::run(channel, command).await;
+    }
+    let mut client =
+        ClientStatusDiscoveryServiceClient::new(channel).max_decoding_message_size(256 << 20);
     let response = client
         .fetch_client_status(ClientStatusRequest::default())
         .await
@@ -236,7 +246,7 @@ async fn run(args: Args) -> anyhow::Result<u8> {
                 .any(|r| r["status"] == "NACKED");
             Ok(if nacked { 3 } else { 0 })
         }
-        Cmd::Completion { .. } => Ok(0),
+        Cmd::Completion { .. } | Cmd::Authz { .. } => Ok(0),
     }
 }
 
