@@ -537,3 +537,67 @@ async fn grpc_routes_match_methods_and_metadata_for_proxyless_clients() -> anyho
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_servers_enforce_traffic_targets() -> anyhow::Result<()> {
+    let (work, manifests, port) = scenario()?;
+    let (server, client, intruder) = (ip(2), ip(1), ip(6));
+    let base = [
+        service("greeter", "app: greeter", port),
+        pod("greeter-a", "app: greeter", "greeter", server),
+        pod("client", "app: client", "client", client),
+        pod("intruder", "app: intruder", "intruder", intruder),
+        slice("greeter", port, &[("greeter-a", server)]),
+        "apiVersion: specs.smi-spec.io/v1alpha4\nkind: HTTPRouteGroup\nmetadata: {name: echo, namespace: default}\nspec:\n  matches: [{name: calls, pathRegex: \"/rudder[.]test[.]Echo/.*\", methods: [\"*\"]}]\n".to_string(),
+    ];
+    let target = "apiVersion: access.smi-spec.io/v1alpha3\nkind: TrafficTarget\nmetadata: {name: greeter-callers, namespace: default}\nspec:\n  destination: {kind: ServiceAccount, name: greeter, namespace: default}\n  rules: [{kind: HTTPRouteGroup, name: echo}]\n  sources: [{kind: ServiceAccount, name: client, namespace: default}]\n".to_string();
+    let mut docs = base.to_vec();
+    docs.push(target);
+    write(&manifests, &docs)?;
+    let cp = ControlPlane::start(&manifests, work.path()).await?;
+    let w = work.path();
+    let b = grpc_app::bootstrap(&cp, w, "greeter-a", "greeter", &[])?;
+    let srv = GrpcServer::start(&b, w, "greeter", SocketAddr::new(server, port), &[])?;
+    wait_server_acked(&srv, "greeter").await?;
+    let calls = |boot: std::path::PathBuf| async move {
+        // A denied first call is retried for `--wait` seconds before the client gives up.
+        let args = [
+            "--target",
+            "xds:///greeter:50051",
+            "--calls",
+            "20",
+            "--wait",
+            "2",
+        ];
+        grpc_app::client(&boot, &args).await
+    };
+    let allowed = grpc_app::bootstrap(&cp, w, "client", "client", &[])?;
+    let denied = grpc_app::bootstrap(&cp, w, "intruder", "intruder", &[])?;
+    let r = calls(allowed.clone()).await?;
+    assert_eq!(r["ok"], 20, "the allowed source: {r}");
+    let r = calls(denied.clone()).await?;
+    // The client's first call (waiting for the channel) reports it, or every call.
+    let refused = r["unreachable"]
+        .as_str()
+        .is_some_and(|e| e.starts_with("PERMISSION_DENIED"))
+        || count(&r, "failed", "PERMISSION_DENIED") == 20;
+    assert!(
+        r["ok"] == 0 && refused,
+        "another identity gets PERMISSION_DENIED: {r}"
+    );
+    grpc_app::assert_all_acked(&r, "a denied client");
+    // The server took its RBAC: its listener is ACKED.
+    let bad = grpc_app::not_acked(&srv.csds());
+    assert!(bad.is_empty(), "server: {bad:?}");
+
+    // Without the target the mesh default (allow) serves the other identity again.
+    write(&manifests, &base)?;
+    let (denied_ref, calls_ref) = (&denied, &calls);
+    wait_until(
+        Duration::from_secs(20),
+        "the intruder served",
+        || async move { Ok(calls_ref(denied_ref.clone()).await?["ok"] == 20) },
+    )
+    .await?;
+    Ok(())
+}
