@@ -596,3 +596,63 @@ async fn a_proxys_rejection_adds_a_condition_and_never_flips_accepted() -> anyho
     assert!(get("Accepted").is_some_and(|(s, _, _)| s == "True"));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_targets_of_every_version_are_read_and_get_status() -> anyhow::Result<()> {
+    let fake = FakeKube::new();
+    fake.apply(service("web", &[80]));
+    fake.apply(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-0", "namespace": "default", "labels": {"app": "web"}},
+                      "spec": {"serviceAccountName": "web", "containers": [{"name": "app"}]}, "status": {"podIP": "127.0.0.8"}}));
+    fake.apply(
+        json!({"apiVersion": "specs.smi-spec.io/v1alpha4", "kind": "HTTPRouteGroup",
+                      "metadata": {"name": "all", "namespace": "default"},
+                      "spec": {"matches": [{"name": "all", "pathRegex": "/.*"}]}}),
+    );
+    // Flagger-era v1alpha1: the fields at the top level, the rules called `specs`.
+    fake.apply(json!({"apiVersion": "access.smi-spec.io/v1alpha1", "kind": "TrafficTarget",
+                      "metadata": {"name": "old", "namespace": "default"},
+                      "destination": {"kind": "ServiceAccount", "name": "web", "namespace": "default", "port": "80"},
+                      "specs": [{"kind": "HTTPRouteGroup", "name": "all", "matches": ["all"]}],
+                      "sources": [{"kind": "ServiceAccount", "name": "client", "namespace": "default"}]}));
+    fake.apply(
+        json!({"apiVersion": "access.smi-spec.io/v1alpha3", "kind": "TrafficTarget",
+                      "metadata": {"name": "new", "namespace": "default"},
+                      "spec": {"destination": {"kind": "ServiceAccount", "name": "web"},
+                               "rules": [{"kind": "TCPRoute", "name": "missing"}],
+                               "sources": [{"kind": "ServiceAccount", "name": "client"}]}}),
+    );
+    let (cache, _xds) = serve(&fake).await?;
+    eventually("the v1alpha1 target accepted", || {
+        condition(
+            &fake,
+            "access.smi-spec.io/v1alpha3",
+            "TrafficTarget",
+            "old",
+            "Accepted",
+        )
+        .is_some_and(|(s, _, _)| s == "True")
+    })
+    .await?;
+    eventually("the missing TCPRoute named", || {
+        condition(
+            &fake,
+            "access.smi-spec.io/v1alpha3",
+            "TrafficTarget",
+            "new",
+            "ResolvedRefs",
+        )
+        .is_some_and(|(s, _, m)| {
+            s == "False" && m.contains("spec.rules[0]: TCPRoute default/missing does not exist")
+        })
+    })
+    .await?;
+    let old = cache.read(|m| {
+        m.traffic_targets_in("default")
+            .find(|t| t.metadata.name.as_deref() == Some("old"))
+            .map(|t| t.effective().into_owned())
+    });
+    let old = old.expect("the v1alpha1 target is in the model");
+    assert_eq!(old.rules[0].name, "all");
+    assert_eq!(old.sources[0].name, "client");
+    Ok(())
+}

@@ -22,6 +22,11 @@ fn sample(info: &KindInfo) -> Option<Value> {
         "RetryPolicy" => {
             json!({"targetRef": {"kind": "Service", "name": "web"}, "retryOn": ["5xx"], "numRetries": 2})
         }
+        "TrafficTarget" => json!({
+            "destination": {"kind": "ServiceAccount", "name": "web"},
+            "rules": [{"kind": "HTTPRouteGroup", "name": "all"}],
+            "sources": [{"kind": "ServiceAccount", "name": "client"}]}),
+        "TCPRoute" => json!({"matches": {"ports": [5432]}}),
         "HTTPRoute" | "GRPCRoute" => json!({
             "parentRefs": [{"group": "", "kind": "Service", "name": "web", "port": 80}],
             "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}),
