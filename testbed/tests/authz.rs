@@ -6,8 +6,10 @@
 
 mod common;
 
-use common::{CONVERGE, LIVE, Mesh, Traffic, ip, on_each_proxy, placement};
-use testbed::manifests::pod;
+use std::net::SocketAddr;
+
+use common::{CONVERGE, LIVE, Mesh, Traffic, connect, echo_server, ip, on_each_proxy, placement};
+use testbed::manifests::{app_ip, pod, service};
 use testbed::procs::{DataPlane, Sidecar, Stream, wait_until};
 
 /// Envoy's body of an RBAC denial.
@@ -263,7 +265,77 @@ async fn xdsctl_answers_what_the_proxies_do(proxy: DataPlane) -> anyhow::Result<
     Ok(())
 }
 
+async fn a_tcp_port_is_closed_to_a_source_its_target_does_not_list(
+    proxy: DataPlane,
+) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mesh = Mesh::start(proxy, Stream::Delta).await?;
+    let other = intruder(&mesh).await?;
+    let port = testbed::procs::free_port()?;
+    let _echo = echo_server(SocketAddr::new(app_ip(ip(30)), port)).await?;
+    mesh.write(
+        "db.yaml",
+        &[
+            service("db", "tcp-pg", 5432, port, None),
+            pod("db-1", "db", ip(30), "db"),
+            testbed::manifests::slice("db-abc", "db", "tcp-pg", port, &[ip(30)]),
+            format!(
+                "apiVersion: specs.smi-spec.io/v1alpha4\nkind: TCPRoute\nmetadata: {{name: pg, namespace: default}}\nspec:\n  matches: {{ports: [{port}]}}\n"
+            ),
+            "apiVersion: access.smi-spec.io/v1alpha2\nkind: TrafficTarget\nmetadata: {name: db-clients, namespace: default}\nspec:\n  destination: {kind: ServiceAccount, name: db, namespace: default}\n  rules: [{kind: TCPRoute, name: pg}]\n  sources: [{kind: ServiceAccount, name: client, namespace: default}]\n".to_string(),
+        ]
+        .join("---\n"),
+    )?;
+    let mut db = Sidecar::start_on(
+        proxy,
+        &placement("db-1", 30),
+        &mesh.cp,
+        Stream::Delta,
+        mesh.work.path(),
+    )
+    .await?;
+    db.wait_live(LIVE).await?;
+    // Echo through a CONNECT tunnel: true when the bytes came back.
+    let echoed = |via: SocketAddr| async move {
+        let Ok((200, mut tunnel)) = connect(via, "db:5432").await else {
+            return false;
+        };
+        let msg = b"SELECT 1;\n";
+        if tunnel.write_all(msg).await.is_err() {
+            return false;
+        }
+        let mut back = [0u8; 10];
+        matches!(
+            tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                tunnel.read_exact(&mut back)
+            )
+            .await,
+            Ok(Ok(_))
+        ) && back == *msg
+    };
+    let (client, intruder) = (mesh.client.outbound, other.outbound);
+    wait_until(CONVERGE, "the client's bytes echoed", || async move {
+        Ok(echoed(client).await)
+    })
+    .await?;
+    assert!(
+        !echoed(intruder).await,
+        "the intruder's connection is closed"
+    );
+    let denied = db
+        .stat(&format!("inbound|{port}.rbac.denied"))
+        .await?
+        .unwrap_or(0);
+    assert!(
+        denied >= 1,
+        "the denial is counted on the destination's port"
+    );
+    Ok(())
+}
+
 on_each_proxy!(
+    a_tcp_port_is_closed_to_a_source_its_target_does_not_list,
     xdsctl_answers_what_the_proxies_do,
     only_allowed_identities_pass_and_the_change_fails_no_allowed_request,
     a_dry_run_records_what_it_would_deny_and_denies_nothing,

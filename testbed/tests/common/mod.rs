@@ -475,3 +475,48 @@ pub(crate) fn selected_service(name: &str, port: u16, endpoints: &[std::net::IpA
         slice(&format!("{name}-x"), name, "http", port, endpoints)
     )
 }
+
+// TCP through the explicit proxy (HTTP CONNECT) to a TCP echo app.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Sends `CONNECT authority` through `proxy`; returns the stream after a 200.
+pub(crate) async fn connect(
+    proxy: SocketAddr,
+    authority: &str,
+) -> anyhow::Result<(u16, tokio::net::TcpStream)> {
+    let mut s = tokio::net::TcpStream::connect(proxy).await?;
+    s.write_all(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes())
+        .await?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        anyhow::ensure!(head.len() < 8192, "response head too long");
+        anyhow::ensure!(s.read(&mut byte).await? == 1, "closed during the head");
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("bad status line: {text}"))?;
+    Ok((status, s))
+}
+
+/// A TCP echo server.
+pub(crate) async fn echo_server(addr: SocketAddr) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    Ok(tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    }))
+}
