@@ -145,7 +145,7 @@ fn check(case: &str, input: &Path) {
     let actual = match case {
         "grpc" => snapshot_grpc(&model),
         // Both client kinds.
-        "gamma" | "gamma-filters" => snapshot(&model) + &snapshot_grpc(&model),
+        "gamma" | "gamma-filters" | "authz" => snapshot(&model) + &snapshot_grpc(&model),
         _ => snapshot(&model),
     };
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{case}.golden"));
@@ -232,6 +232,14 @@ fn golden_intercepted() {
     check(
         "intercepted",
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/intercepted"),
+    );
+}
+
+#[test]
+fn golden_authz() {
+    check(
+        "authz",
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/authz"),
     );
 }
 

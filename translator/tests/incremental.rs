@@ -266,6 +266,11 @@ fn incremental_matches_from_scratch_on_the_edge_cases() {
 }
 
 #[test]
+fn incremental_matches_from_scratch_on_authz() {
+    run(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/authz"));
+}
+
+#[test]
 fn incremental_matches_from_scratch_on_gamma() {
     run(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/gamma"));
 }
