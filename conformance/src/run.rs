@@ -33,7 +33,8 @@ pub struct Args {
     /// Worker threads.
     #[arg(long, default_value_t = 2)]
     pub concurrency: usize,
-    /// How long open connections may finish after the listeners close, in seconds.
+    /// How long open connections may finish after the listeners close, or after an
+    /// update changed or removed their listener or filter chain, in seconds.
     #[arg(long, default_value_t = 5)]
     pub drain_time_s: u64,
     /// Log level (trace, debug, info, warning, error, critical, off).
@@ -118,6 +119,10 @@ pub async fn run(args: Args, convert: ConvertFn) -> anyhow::Result<()> {
     };
     tokio::spawn(ads.run(stop.clone()));
     let ctx = Ctx::new(live, stats);
+    ctx.listeners.set_limits(data::listen::Limits {
+        drain_time: Duration::from_secs(args.drain_time_s),
+        ..ctx.listeners.limits()
+    });
     let (listen_stop_tx, listen_stop) = watch::channel(false);
     let listeners = tokio::spawn(data::listen::run(ctx, listen_stop));
 

@@ -161,21 +161,21 @@ fn undecodable_bytes() {
 
 #[test]
 fn an_unknown_http_filter_is_named() {
-    let rbac = filter_of(
-        "envoy.filters.http.rbac",
+    let fault = filter_of(
+        "envoy.filters.http.fault",
         Any {
-            type_url: "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC".into(),
+            type_url: "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault".into(),
             value: Vec::new(),
         },
     );
-    let l = any(&listener(vec![rbac, router()], Vec::new()));
+    let l = any(&listener(vec![fault, router()], Vec::new()));
     let e = refused(XdsType::Listener, &l);
     assert_eq!(e.resource, "outbound");
     assert_eq!(
         e.path,
         "filter_chains[0].filters[0].typed_config.http_filters[0]"
     );
-    assert_eq!(e.message, "unsupported filter envoy.filters.http.rbac");
+    assert_eq!(e.message, "unsupported filter envoy.filters.http.fault");
     // The router must be there.
     let l = any(&listener(Vec::new(), Vec::new()));
     assert_refused(

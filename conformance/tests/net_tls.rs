@@ -10,15 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use conformance::config::Snapshot;
-use conformance::config::cluster::UpstreamTls;
-use conformance::config::listener::{
-    ForwardClientCert, Listener, StringMatch, Terminal, Validation,
-};
-use conformance::config::secret::{CertifiedKey, Secret, TrustBundle};
+use conformance::config::listener::{ForwardClientCert, Listener, StringMatch, Terminal};
+use conformance::config::secret::Secret;
 use conformance::data::listen::{Limits, stat_prefix};
 use conformance::data::tls::TlsCache;
 use net_support::*;
-use rustls::pki_types::ServerName;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -27,52 +23,6 @@ fn tls_listener(addr: SocketAddr, require: bool, sans: Vec<StringMatch>) -> List
     let mut l = tcp_listener("mtls", addr);
     l.chains[0].tls = Some(downstream_tls(require, sans));
     l
-}
-
-/// A client holding `cert` (if any) that trusts `bundle` and wants the server's SAN
-/// to start with `spiffe://`.
-fn client(cert: Option<CertifiedKey>, bundle: TrustBundle) -> Arc<rustls::ClientConfig> {
-    let mut secrets = std::collections::BTreeMap::new();
-    secrets.insert(
-        "ROOTCA".to_string(),
-        Arc::new(Secret::Bundle(Arc::new(bundle))),
-    );
-    if let Some(c) = cert {
-        secrets.insert(
-            "default".to_string(),
-            Arc::new(Secret::Certificate(Arc::new(c))),
-        );
-    }
-    let has_cert = secrets.contains_key("default");
-    let snap = Snapshot {
-        secrets: Arc::new(secrets),
-        ..Default::default()
-    };
-    TlsCache::default()
-        .client_config(
-            &snap,
-            &UpstreamTls {
-                certificate: has_cert.then(|| ads("default")),
-                validation: Validation {
-                    trust: ads("ROOTCA"),
-                    uri_sans: vec![StringMatch::Prefix("spiffe://".into(), false)],
-                },
-                sni: None,
-                alpn: vec![],
-            },
-        )
-        .expect("test setup")
-}
-
-async fn dial(
-    addr: SocketAddr,
-    config: Arc<rustls::ClientConfig>,
-) -> std::io::Result<TlsStream<TcpStream>> {
-    let tcp = connect_when_up(addr).await;
-    let name = ServerName::IpAddress(addr.ip().into());
-    tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
 }
 
 /// The first line the greeting upstream writes, or an error when the proxy refused.
@@ -363,40 +313,6 @@ async fn the_inspector_sends_tls_and_plain_text_to_their_chains_and_alpn_is_nego
     BufReader::new(&mut p).read_line(&mut line).await.unwrap();
     assert_eq!(line, "plain\n", "plain text took the plain chain");
     proxy.stop().await;
-}
-
-/// An HTTP/1.1 upstream answering every request with its request head as the body.
-async fn head_echo() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("test setup");
-    let addr = l.local_addr().expect("test setup");
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut r = BufReader::new(s);
-                loop {
-                    let mut head = String::new();
-                    loop {
-                        let mut line = String::new();
-                        match r.read_line(&mut line).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(_) if line == "\r\n" => break,
-                            Ok(_) => head.push_str(&line),
-                        }
-                    }
-                    let reply = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{head}",
-                        head.len()
-                    );
-                    if r.get_mut().write_all(reply.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
 }
 
 #[tokio::test]

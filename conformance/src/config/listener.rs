@@ -4,10 +4,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 pub use super::matcher::StringMatch;
+use super::rbac::{NetworkRbac, Rbac};
 use super::route::RouteConfig;
 
 /// A listener (LDS): an address and the filter chains connections are matched to.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Listener {
     /// Its name (`outbound`, `inbound|8080`, `virtualOutbound`, ...).
     pub name: String,
@@ -28,8 +29,9 @@ pub struct Listener {
     pub default_chain: Option<FilterChain>,
 }
 
-/// One filter chain: what it matches, its TLS, and the one terminal filter.
-#[derive(Clone, Debug)]
+/// One filter chain: what it matches, its TLS, the network filters before the
+/// terminal one, and the terminal filter.
+#[derive(Clone, Debug, PartialEq)]
 pub struct FilterChain {
     /// Its name (may be empty).
     pub name: String,
@@ -37,12 +39,22 @@ pub struct FilterChain {
     pub matcher: ChainMatch,
     /// TLS terminated here (`DownstreamTlsContext`); none: plain text.
     pub tls: Option<DownstreamTls>,
+    /// The network filters before the terminal one, in order (RBAC only).
+    pub filters: Vec<NetworkFilter>,
     /// What handles the connection.
     pub terminal: Terminal,
 }
 
+/// A network filter before the terminal one.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NetworkFilter {
+    /// `envoy.filters.network.rbac`: decided when the connection is accepted (after
+    /// TLS, before the terminal filter connects anywhere); denied, it is closed.
+    Rbac(Arc<NetworkRbac>),
+}
+
 /// `filter_chain_match`: every set field must match; an empty one matches anything.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ChainMatch {
     /// The (original) destination port.
     pub destination_port: Option<u16>,
@@ -99,7 +111,7 @@ impl Cidr {
 }
 
 /// TLS terminated on a chain (`DownstreamTlsContext`).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct DownstreamTls {
     /// The SDS name of the certificate presented (the workload's `default`).
     pub certificate: SecretRef,
@@ -132,7 +144,7 @@ pub enum SecretSource {
 
 /// How a peer certificate is checked: chains to the trust bundle, and one URI SAN
 /// matches one of the matchers (any matcher; none: any SAN).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Validation {
     /// The SDS name of the trust bundle (`ROOTCA`).
     pub trust: SecretRef,
@@ -141,7 +153,7 @@ pub struct Validation {
 }
 
 /// What handles a connection once its chain is chosen.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Terminal {
     /// `http_connection_manager` with the router filter.
     Http(Arc<HttpManager>),
@@ -150,7 +162,7 @@ pub enum Terminal {
 }
 
 /// `http_connection_manager`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct HttpManager {
     /// Its stat prefix.
     pub stat_prefix: String,
@@ -161,8 +173,8 @@ pub struct HttpManager {
     pub connect: bool,
     /// What is done with `x-forwarded-client-cert`.
     pub forward_client_cert: ForwardClientCert,
-    /// The router filter's HTTP filters before it, in order (Rudder emits only the
-    /// router; anything else is refused at conversion).
+    /// The HTTP filters in order: RBAC filters, then the router (anything else is
+    /// refused at conversion; the router is implied when the list is empty).
     pub filters: Vec<HttpFilter>,
     /// The request header block limit (`max_request_headers_kb`), in bytes.
     pub max_request_headers_bytes: usize,
@@ -170,15 +182,18 @@ pub struct HttpManager {
     pub idle_timeout: Option<std::time::Duration>,
 }
 
-/// An HTTP filter the proxy runs before the router.
-#[derive(Clone, Debug)]
+/// An HTTP filter of a connection manager.
+#[derive(Clone, Debug, PartialEq)]
 pub enum HttpFilter {
+    /// `envoy.filters.http.rbac`: decided before routing; denied, the request gets a
+    /// local 403 `RBAC: access denied` (gRPC: `grpc-status: 7`).
+    Rbac(Arc<Rbac>),
     /// The router (always last).
     Router,
 }
 
 /// `rds` or an inline `route_config`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum RouteSource {
     /// By name over ADS.
     Rds(String),
@@ -202,7 +217,7 @@ pub enum ForwardClientCert {
 }
 
 /// `tcp_proxy`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct TcpProxy {
     /// Its stat prefix.
     pub stat_prefix: String,

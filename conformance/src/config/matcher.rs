@@ -1,4 +1,6 @@
-//! String matchers, shared by listeners (SAN checks) and routes (headers, query).
+//! String matchers, shared by listeners (SAN checks) and routes (headers, query), and
+//! how two compiled patterns compare (by their source: the configuration's equality,
+//! which decides whether a listener update drains anything).
 
 use std::sync::Arc;
 
@@ -16,6 +18,26 @@ pub enum StringMatch {
     Contains(String, bool),
     /// Matches the whole value (RE2 semantics, compiled within Rudder's limits).
     Regex(Arc<regex::Regex>),
+}
+
+impl PartialEq for StringMatch {
+    fn eq(&self, other: &Self) -> bool {
+        use StringMatch::{Contains, Exact, Prefix, Regex, Suffix};
+        match (self, other) {
+            (Exact(a, x), Exact(b, y))
+            | (Prefix(a, x), Prefix(b, y))
+            | (Suffix(a, x), Suffix(b, y))
+            | (Contains(a, x), Contains(b, y)) => a == b && x == y,
+            (Regex(a), Regex(b)) => same_regex(a, b),
+            _ => false,
+        }
+    }
+}
+
+/// Whether two compiled patterns are the same configuration: the same source (every
+/// pattern is compiled with the same options).
+pub fn same_regex(a: &regex::Regex, b: &regex::Regex) -> bool {
+    a.as_str() == b.as_str()
 }
 
 impl StringMatch {

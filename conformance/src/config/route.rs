@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::matcher::StringMatch;
+use super::matcher::{StringMatch, same_regex};
 
 /// A route configuration (RDS, or inline in a listener).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RouteConfig {
     /// Its name.
     pub name: String,
@@ -16,7 +16,7 @@ pub struct RouteConfig {
 }
 
 /// A virtual host: the authorities it answers to and its routes, first match wins.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct VirtualHost {
     /// Its name.
     pub name: String,
@@ -33,7 +33,7 @@ pub struct VirtualHost {
 }
 
 /// One route.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Route {
     /// Its name (may be empty).
     pub name: String,
@@ -46,7 +46,7 @@ pub struct Route {
 }
 
 /// `route.match`: the path and every header and query matcher must match.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RouteMatch {
     /// How the path matches.
     pub path: PathMatch,
@@ -73,8 +73,21 @@ pub enum PathMatch {
     SeparatedPrefix(String),
 }
 
+impl PartialEq for PathMatch {
+    fn eq(&self, other: &Self) -> bool {
+        use PathMatch::{Exact, Prefix, Regex, SeparatedPrefix};
+        match (self, other) {
+            (Prefix(a), Prefix(b))
+            | (Exact(a), Exact(b))
+            | (SeparatedPrefix(a), SeparatedPrefix(b)) => a == b,
+            (Regex(a), Regex(b)) => same_regex(a, b),
+            _ => false,
+        }
+    }
+}
+
 /// A header matcher.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct HeaderMatch {
     /// Lowercase header name (`:method`, `:authority`, ... for pseudo-headers).
     pub name: String,
@@ -84,8 +97,68 @@ pub struct HeaderMatch {
     pub invert: bool,
 }
 
+impl HeaderMatch {
+    /// Whether the request's header (its value as [`RequestView::header`] gives it,
+    /// none when absent) matches. As in Envoy, an absent header never matches a value
+    /// matcher, inverted or not.
+    pub fn matches(&self, value: Option<&str>) -> bool {
+        match &self.value {
+            HeaderValueMatch::Present(want) => (value.is_some() == *want) != self.invert,
+            HeaderValueMatch::String(sm) => value.is_some_and(|v| sm.matches(v) != self.invert),
+        }
+    }
+}
+
+/// What a request matcher (a route's, an RBAC permission's) looks at.
+#[derive(Debug)]
+pub struct RequestView<'a> {
+    /// `:method`.
+    pub method: &'a str,
+    /// `:authority` (or `Host`).
+    pub authority: &'a str,
+    /// `:path` with its query (empty for CONNECT).
+    pub path_and_query: &'a str,
+    /// `:scheme`.
+    pub scheme: &'a str,
+    /// The request's headers.
+    pub headers: &'a http::HeaderMap,
+}
+
+impl RequestView<'_> {
+    /// The path without its query.
+    pub fn path(&self) -> &str {
+        self.path_and_query
+            .split_once('?')
+            .map_or(self.path_and_query, |(p, _)| p)
+    }
+
+    /// The query, if any.
+    pub fn query(&self) -> Option<&str> {
+        self.path_and_query.split_once('?').map(|(_, q)| q)
+    }
+
+    /// The value a header matcher sees: pseudo-headers, else every value joined by `,`.
+    pub fn header(&self, name: &str) -> Option<String> {
+        match name {
+            ":method" => Some(self.method.to_string()),
+            ":authority" | "host" => Some(self.authority.to_string()),
+            ":path" => Some(self.path_and_query.to_string()),
+            ":scheme" => Some(self.scheme.to_string()),
+            _ => {
+                let values: Vec<&str> = self
+                    .headers
+                    .get_all(name)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect();
+                (!values.is_empty()).then(|| values.join(","))
+            }
+        }
+    }
+}
+
 /// How a header's value matches.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum HeaderValueMatch {
     /// The header is present (or, with `false`, absent).
     Present(bool),
@@ -94,7 +167,7 @@ pub enum HeaderValueMatch {
 }
 
 /// A query parameter matcher.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct QueryMatch {
     /// The parameter's name.
     pub name: String,
@@ -103,7 +176,7 @@ pub struct QueryMatch {
 }
 
 /// What a matched route does.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// Forward to a cluster or a weighted set of clusters.
     Route(Arc<RouteAction>),
@@ -119,7 +192,7 @@ pub enum Action {
 }
 
 /// `route` action.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RouteAction {
     /// Where it goes.
     pub destination: Destination,
@@ -144,7 +217,7 @@ pub struct RouteAction {
 }
 
 /// A route's destination.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Destination {
     /// One cluster by name.
     Cluster(String),
@@ -153,7 +226,7 @@ pub enum Destination {
 }
 
 /// One share of weighted clusters.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct WeightedCluster {
     /// The cluster.
     pub name: String,
@@ -172,8 +245,18 @@ pub enum Rewrite {
     Regex(Arc<regex::Regex>, String),
 }
 
+impl PartialEq for Rewrite {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Rewrite::Prefix(a), Rewrite::Prefix(b)) => a == b,
+            (Rewrite::Regex(a, x), Rewrite::Regex(b, y)) => same_regex(a, b) && x == y,
+            _ => false,
+        }
+    }
+}
+
 /// A redirect.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Redirect {
     /// Scheme to use, if set.
     pub scheme: Option<String>,
@@ -202,8 +285,20 @@ pub enum RedirectPath {
     Regex(Arc<regex::Regex>, String),
 }
 
+impl PartialEq for RedirectPath {
+    fn eq(&self, other: &Self) -> bool {
+        use RedirectPath::{Full, Keep, Prefix, Regex};
+        match (self, other) {
+            (Keep, Keep) => true,
+            (Full(a), Full(b)) | (Prefix(a), Prefix(b)) => a == b,
+            (Regex(a, x), Regex(b, y)) => same_regex(a, b) && x == y,
+            _ => false,
+        }
+    }
+}
+
 /// A request mirror.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Mirror {
     /// The cluster mirrored to.
     pub cluster: String,
@@ -214,7 +309,7 @@ pub struct Mirror {
 
 /// Header edits (`request_headers_to_add` / `_remove`, `response_headers_to_add` /
 /// `_remove`).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct HeaderEdits {
     /// Request headers to add, in order.
     pub request_add: Vec<HeaderAdd>,
@@ -237,7 +332,7 @@ impl HeaderEdits {
 }
 
 /// One header added.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct HeaderAdd {
     /// Lowercase name.
     pub name: http::HeaderName,
@@ -261,7 +356,7 @@ pub enum AppendAction {
 }
 
 /// `retry_policy`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RetryPolicy {
     /// The conditions (`retry_on`).
     pub on: RetryOn,

@@ -21,3 +21,8 @@ pub const MAX_ENDPOINTS: usize = 10_000;
 pub const MAX_FILTER_CHAINS: usize = 1_000;
 /// Entries in any other list.
 pub const MAX_LIST: usize = 100;
+/// Policies in one set of RBAC rules.
+pub const MAX_POLICIES: usize = 1_000;
+/// Permissions or principals of one RBAC policy, and entries of one of their sets
+/// (`and_rules`, `or_rules`, `and_ids`, `or_ids`).
+pub const MAX_RBAC_RULES: usize = 1_000;

@@ -13,7 +13,9 @@ use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::Ori
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::DownstreamTlsContext;
 
-use super::check::{Path, R, each, enumerated, must_be_default, name, opt_name, shorten, unpack};
+use super::check::{
+    Path, R, each, enumerated, list, must_be_default, name, opt_name, shorten, unpack,
+};
 use super::limits::{MAX_FILTER_CHAINS, MAX_LIST};
 use super::{network, tls};
 use crate::config::listener::{ChainMatch, Cidr, FilterChain, Listener, SourceType};
@@ -217,7 +219,8 @@ fn listener_filter(path: &Path, f: &ListenerFilter) -> R<Known> {
     }
 }
 
-/// One filter chain: its match, its TLS, exactly one network filter.
+/// One filter chain: its match, its TLS, its network filters (RBAC filters, then one
+/// terminal filter, last).
 fn chain(path: &Path, c: &PbChain) -> R<FilterChain> {
     must_be_default!(
         path,
@@ -244,16 +247,22 @@ fn chain(path: &Path, c: &PbChain) -> R<FilterChain> {
         }
     };
     let fp = path.f("filters");
-    let [filter] = c.filters.as_slice() else {
-        return Err(
-            fp.err("exactly one network filter (http_connection_manager or tcp_proxy) is accepted")
-        );
+    let Some((last, before)) = list(&fp, &c.filters)?.split_last() else {
+        return Err(fp.err(
+            "a filter chain needs a terminal network filter (http_connection_manager or tcp_proxy)",
+        ));
     };
+    let filters = before
+        .iter()
+        .enumerate()
+        .map(|(i, f)| network::filter_before_terminal(&fp.i(i), f))
+        .collect::<R<Vec<_>>>()?;
     Ok(FilterChain {
         name: opt_name(&path.f("name"), &c.name)?,
         matcher,
         tls,
-        terminal: network::terminal(&fp.i(0), filter)?,
+        filters,
+        terminal: network::terminal(&fp.i(before.len()), last)?,
     })
 }
 

@@ -4,14 +4,15 @@
 //! limit) is refused with the field path, so the resource is NACKed by name.
 //!
 //! Submodules, one per resource part: `listener` (addresses, listener filters, filter
-//! chains and their match), `network` (the terminal network filters:
-//! `http_connection_manager`, `tcp_proxy`), `tls` (downstream and upstream TLS contexts,
-//! SDS and EDS config sources), `route` (route configurations, virtual hosts, route
-//! matches), `headers` (header edits), `action` (route actions: destinations, retries, mirrors,
-//! rewrites, redirects, direct responses), `cluster`, `endpoint`, `secret`, `matchers`
-//! (string matchers, regexes, header names and values) and `check` (field paths,
-//! errors, the "must be default" check for fields the proxy does not implement,
-//! durations, typed configs, bounded lists).
+//! chains and their match), `network` (the network filters: the terminal
+//! `http_connection_manager` and `tcp_proxy`, the RBAC filter before them; the HTTP
+//! filters), `rbac` (the HTTP and network RBAC filters' rules), `tls` (downstream and
+//! upstream TLS contexts, SDS and EDS config sources), `route` (route configurations,
+//! virtual hosts, route matches), `headers` (header edits), `action` (route actions:
+//! destinations, retries, mirrors, rewrites, redirects, direct responses), `cluster`,
+//! `endpoint`, `secret`, `matchers` (string matchers, regexes, header names and values)
+//! and `check` (field paths, errors, the "must be default" check for fields the proxy
+//! does not implement, durations, typed configs, bounded lists).
 //!
 //! Limits (a resource over one is refused, the path naming the list or field):
 //! - a name (resource, cluster, route, host, header, domain) at most [`MAX_NAME`] bytes;
@@ -22,7 +23,9 @@
 //!   per virtual host, [`MAX_DOMAINS`] domains per virtual host, [`MAX_ENDPOINTS`]
 //!   endpoints per load assignment, [`MAX_FILTER_CHAINS`] filter chains per listener,
 //!   [`MAX_LIST`] entries in any other list (header edits, matchers, weighted clusters,
-//!   mirrors, transport matches, ALPN values, SAN matchers, certificates in a PEM).
+//!   mirrors, transport matches, ALPN values, SAN matchers, certificates in a PEM);
+//! - [`MAX_POLICIES`] policies per set of RBAC rules, [`MAX_RBAC_RULES`] permissions or
+//!   principals per policy and entries per RBAC rule set.
 //!
 //! Accepted but without effect: a DNS cluster's `dns_lookup_family` (the host is
 //! resolved by the system resolver at connect time), a route configuration's
@@ -44,6 +47,7 @@ mod limits;
 mod listener;
 mod matchers;
 mod network;
+mod rbac;
 mod route;
 mod secret;
 mod tls;
@@ -63,8 +67,8 @@ use crate::config::route::RouteConfig;
 use crate::config::secret::Secret;
 
 pub use limits::{
-    MAX_DOMAINS, MAX_ENDPOINTS, MAX_FILTER_CHAINS, MAX_LIST, MAX_NAME, MAX_REGEX_LEN, MAX_ROUTES,
-    MAX_VIRTUAL_HOSTS, REGEX_SIZE_LIMIT,
+    MAX_DOMAINS, MAX_ENDPOINTS, MAX_FILTER_CHAINS, MAX_LIST, MAX_NAME, MAX_POLICIES,
+    MAX_RBAC_RULES, MAX_REGEX_LEN, MAX_ROUTES, MAX_VIRTUAL_HOSTS, REGEX_SIZE_LIMIT,
 };
 
 /// A converted resource.

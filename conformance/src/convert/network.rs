@@ -1,26 +1,30 @@
-//! The terminal network filters: `http_connection_manager` (RDS or an inline route
-//! configuration, the router filter only) and `tcp_proxy` (one cluster).
+//! The network filters: the terminal `http_connection_manager` (RDS or an inline route
+//! configuration; HTTP filters: RBAC filters, then the router) and `tcp_proxy` (one
+//! cluster), and the RBAC filter that may come before either.
 
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::HttpProtocolOptions;
 use envoy_types::pb::envoy::config::listener::v3::{Filter, filter};
+use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as PbHttpRbac;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter as PbHttpFilter,
     http_connection_manager::{CodecType, ForwardClientCertDetails, RouteSpecifier},
     http_filter,
 };
+use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as PbNetworkRbac;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
     TcpProxy as PbTcpProxy, tcp_proxy::ClusterSpecifier,
 };
+use envoy_types::pb::google::protobuf::Any;
 
 use super::check::{
     Path, R, duration, enumerated, is, list, must_be_default, name, opt_duration, shorten, unpack,
 };
-use super::{route, tls};
+use super::{rbac, route, tls};
 use crate::config::listener::{
-    ForwardClientCert, HttpFilter, HttpManager, RouteSource, TcpProxy, Terminal,
+    ForwardClientCert, HttpFilter, HttpManager, NetworkFilter, RouteSource, TcpProxy, Terminal,
 };
 
 /// Envoy's default request header limit, in KiB.
@@ -28,27 +32,56 @@ const DEFAULT_MAX_REQUEST_HEADERS_KB: u32 = 60;
 /// Envoy's upper bound on `max_request_headers_kb`.
 const MAX_REQUEST_HEADERS_KB: u32 = 8192;
 
-/// A chain's one network filter.
+/// The typed config of a network filter.
+fn typed_config<'a>(path: &Path, f: &'a Filter) -> R<&'a Any> {
+    match &f.config_type {
+        Some(filter::ConfigType::TypedConfig(any)) => Ok(any),
+        Some(filter::ConfigType::ConfigDiscovery(_)) => {
+            Err(path.f("config_discovery").unsupported())
+        }
+        None => Err(path.err(format!(
+            "unsupported network filter {:?} (no typed config)",
+            shorten(&f.name)
+        ))),
+    }
+}
+
+/// A network filter before the chain's terminal one: RBAC.
+pub(crate) fn filter_before_terminal(path: &Path, f: &Filter) -> R<NetworkFilter> {
+    let any = typed_config(path, f)?;
+    let tp = path.f("typed_config");
+    if is::<PbNetworkRbac>(any) {
+        let m: PbNetworkRbac = unpack(&tp, any)?;
+        Ok(NetworkFilter::Rbac(Arc::new(rbac::network_rbac(&tp, &m)?)))
+    } else if is::<HttpConnectionManager>(any) || is::<PbTcpProxy>(any) {
+        Err(path.err(format!(
+            "{:?} is a terminal filter: it must be the chain's last",
+            shorten(&f.name)
+        )))
+    } else {
+        Err(path.err(format!(
+            "unsupported network filter {:?} ({})",
+            shorten(&f.name),
+            shorten(&any.type_url)
+        )))
+    }
+}
+
+/// A chain's terminal (last) network filter.
 pub(crate) fn terminal(path: &Path, f: &Filter) -> R<Terminal> {
     let tp = path.f("typed_config");
-    let any = match &f.config_type {
-        Some(filter::ConfigType::TypedConfig(any)) => any,
-        Some(filter::ConfigType::ConfigDiscovery(_)) => {
-            return Err(path.f("config_discovery").unsupported());
-        }
-        None => {
-            return Err(path.err(format!(
-                "unsupported network filter {:?} (no typed config)",
-                shorten(&f.name)
-            )));
-        }
-    };
+    let any = typed_config(path, f)?;
     if is::<HttpConnectionManager>(any) {
         let m: HttpConnectionManager = unpack(&tp, any)?;
         Ok(Terminal::Http(Arc::new(http_manager(&tp, &m)?)))
     } else if is::<PbTcpProxy>(any) {
         let t: PbTcpProxy = unpack(&tp, any)?;
         Ok(Terminal::Tcp(tcp_proxy(&tp, &t)?))
+    } else if is::<PbNetworkRbac>(any) {
+        Err(path.err(format!(
+            "{:?} is not a terminal filter: a chain ends with http_connection_manager or tcp_proxy",
+            shorten(&f.name)
+        )))
     } else {
         Err(path.err(format!(
             "unsupported network filter {:?} ({})",
@@ -210,19 +243,36 @@ fn protocol_options(path: &Path, o: &HttpProtocolOptions) -> R<Option<std::time:
     opt_duration(&path.f("idle_timeout"), o.idle_timeout.as_ref())
 }
 
-/// The HTTP filters: the router, last; any other filter is refused by name.
+/// The HTTP filters: RBAC filters, then the router, last; any other filter is refused
+/// by name.
 fn http_filters(path: &Path, filters: &[PbHttpFilter]) -> R<Vec<HttpFilter>> {
     let mut out = Vec::new();
+    let mut router = false;
     for (i, f) in list(path, filters)?.iter().enumerate() {
         let p = path.i(i);
+        if router {
+            return Err(p.err(format!(
+                "{} after the router (the router must be the last HTTP filter)",
+                shorten(&f.name)
+            )));
+        }
         let any = match &f.config_type {
-            Some(http_filter::ConfigType::TypedConfig(any)) if is::<Router>(any) => any,
+            Some(http_filter::ConfigType::TypedConfig(any))
+                if is::<Router>(any) || is::<PbHttpRbac>(any) =>
+            {
+                any
+            }
             _ => {
                 return Err(p.err(format!("unsupported filter {}", shorten(&f.name))));
             }
         };
         must_be_default!(p, f, is_optional, disabled);
         let tp = p.f("typed_config");
+        if is::<PbHttpRbac>(any) {
+            let m: PbHttpRbac = unpack(&tp, any)?;
+            out.push(HttpFilter::Rbac(Arc::new(rbac::http_rbac(&tp, &m)?)));
+            continue;
+        }
         let r: Router = unpack(&tp, any)?;
         must_be_default!(
             tp,
@@ -238,12 +288,10 @@ fn http_filters(path: &Path, filters: &[PbHttpFilter]) -> R<Vec<HttpFilter>> {
             upstream_http_filters,
             reject_connect_request_early_data,
         );
-        if i + 1 != filters.len() {
-            return Err(p.err("the router must be the last HTTP filter"));
-        }
+        router = true;
         out.push(HttpFilter::Router);
     }
-    if out.is_empty() {
+    if !router {
         return Err(path.err("the router filter is required"));
     }
     Ok(out)

@@ -217,7 +217,8 @@ fn route_match(path: &Path, m: &PbMatch) -> R<RouteMatch> {
     })
 }
 
-fn header_match(path: &Path, h: &HeaderMatcher) -> R<HeaderMatch> {
+/// `config.route.v3.HeaderMatcher` (of a route match or an RBAC permission).
+pub(crate) fn header_match(path: &Path, h: &HeaderMatcher) -> R<HeaderMatch> {
     must_be_default!(path, h, treat_missing_header_as_empty);
     let legacy =
         |field: &str, make: fn(String, bool) -> StringMatch, s: &str| -> R<HeaderValueMatch> {

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::listen::Drain;
 use super::listen::shared::{BindError, Shared};
 use super::tls::{PeerInfo, TlsCache};
 use super::upstream::state::Upstreams;
@@ -57,6 +58,9 @@ pub struct ConnInfo {
     /// (`SO_ORIGINAL_DST`, Envoy's "local address restored"); an original-destination
     /// cluster without a header has no host for the connection otherwise.
     pub destination_restored: bool,
+    /// The chain terminated TLS on this connection (whether or not the peer sent a
+    /// certificate).
+    pub tls: bool,
     /// The verified peer certificate, when the chain terminated TLS and the peer sent one.
     pub tls_peer: Option<PeerInfo>,
     /// This proxy's own URI SAN on that TLS connection (`By=` of
@@ -64,4 +68,8 @@ pub struct ConnInfo {
     pub own_uri: Option<String>,
     /// The listener's name (for stats and logs).
     pub listener: Arc<str>,
+    /// The drain of the filter chain (of the listener version) it was accepted under:
+    /// once started, HTTP responses close the connection (HTTP/2: GOAWAY), and the
+    /// connection is closed at its deadline.
+    pub drain: Drain,
 }

@@ -92,6 +92,7 @@ fn listener(name: &str, rds: &[String], agent: &[String], ads: &[String]) -> Lis
             name: r.clone(),
             matcher: ChainMatch::default(),
             tls: tls.clone(),
+            filters: Vec::new(),
             terminal: Terminal::Http(Arc::new(HttpManager {
                 stat_prefix: format!("{name}_http"),
                 routes: RouteSource::Rds(r.clone()),

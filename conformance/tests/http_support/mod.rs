@@ -20,6 +20,7 @@ use conformance::config::route::{
     Action, Destination, HeaderEdits, PathMatch, Route, RouteAction, RouteConfig, RouteMatch,
     VirtualHost,
 };
+use conformance::data::listen::Drain;
 use conformance::data::tls::PeerInfo;
 use conformance::data::{ConnInfo, Ctx};
 use conformance::live::Live;
@@ -204,6 +205,8 @@ pub(crate) fn hcm(connect: bool) -> HttpManager {
 pub(crate) struct Proxy {
     pub(crate) addr: SocketAddr,
     pub(crate) ctx: Arc<Ctx>,
+    /// The drain every connection it accepts holds (a test starts it).
+    pub(crate) drain: Drain,
 }
 
 impl Proxy {
@@ -233,6 +236,8 @@ pub(crate) async fn proxy_tls(
     let addr = l.local_addr().expect("addr");
     let hcm = Arc::new(hcm);
     let serving = Arc::clone(&ctx);
+    let drain = Drain::default();
+    let shared = drain.clone();
     tokio::spawn(async move {
         loop {
             let Ok((s, peer)) = l.accept().await else {
@@ -242,9 +247,11 @@ pub(crate) async fn proxy_tls(
                 peer,
                 destination: addr,
                 destination_restored: false,
+                tls: tls_peer.is_some() || own_uri.is_some(),
                 tls_peer: tls_peer.clone(),
                 own_uri: own_uri.clone(),
                 listener: Arc::from("test"),
+                drain: shared.clone(),
             };
             tokio::spawn(conformance::data::http::serve(
                 Arc::clone(&serving),
@@ -254,7 +261,7 @@ pub(crate) async fn proxy_tls(
             ));
         }
     });
-    Proxy { addr, ctx }
+    Proxy { addr, ctx, drain }
 }
 
 /// A response as the client saw it.

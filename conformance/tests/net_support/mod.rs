@@ -1,5 +1,6 @@
-//! Shared helpers of the listener and TLS tests: a context with `listen::run` going,
-//! snapshots, STATIC clusters to TCP echo upstreams, certificates from Rudder's CA.
+//! Shared helpers of the listener, TLS and RBAC tests: a context with `listen::run`
+//! going, snapshots, STATIC clusters to TCP echo and HTTP upstreams, certificates from
+//! Rudder's CA and mutual-TLS clients holding them.
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::BTreeMap;
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use conformance::config::Snapshot;
+use conformance::config::cluster::UpstreamTls;
 use conformance::config::cluster::{
     Cluster, Discovery, Endpoint, LbPolicy, LoadAssignment, Locality, Transport, UpstreamProtocol,
 };
@@ -21,15 +23,17 @@ use conformance::config::route::{
 };
 use conformance::config::secret::{CertifiedKey, Secret, TrustBundle};
 use conformance::data::Ctx;
+use conformance::data::tls::TlsCache;
 use conformance::live::Live;
 use conformance::stats::Stats;
 use parking_lot::Mutex;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_rustls::client::TlsStream;
 
 /// A proxy context with the listener manager running.
 pub struct Proxy {
@@ -99,6 +103,20 @@ impl Proxy {
 
     pub fn counter(&self, name: &str) -> u64 {
         self.ctx.stats.counter(name).get()
+    }
+
+    pub fn gauge(&self, name: &str) -> i64 {
+        self.ctx.stats.gauge(name).get()
+    }
+
+    /// Waits until the listener manager has applied the latest publication.
+    pub async fn settled(&self) {
+        let version = self.ctx.live.version();
+        self.ctx
+            .live
+            .binds_after(version, WAIT)
+            .await
+            .expect("the listener manager applies the publication");
     }
 
     pub async fn stop(mut self) {
@@ -190,6 +208,7 @@ pub fn tcp_chain(name: &str, tls: Option<DownstreamTls>) -> FilterChain {
         name: name.into(),
         matcher: ChainMatch::default(),
         tls,
+        filters: Vec::new(),
         terminal: Terminal::Tcp(TcpProxy {
             stat_prefix: name.into(),
             cluster: format!("cluster-{name}"),
@@ -382,4 +401,84 @@ pub fn secrets(cert: CertifiedKey, bundle: TrustBundle) -> BTreeMap<String, Arc<
             Arc::new(Secret::Bundle(Arc::new(bundle))),
         ),
     ])
+}
+
+/// A client holding `cert` (if any) that trusts `bundle` and wants the server's SAN
+/// to start with `spiffe://`.
+pub fn client(cert: Option<CertifiedKey>, bundle: TrustBundle) -> Arc<rustls::ClientConfig> {
+    let mut secrets = std::collections::BTreeMap::new();
+    secrets.insert(
+        "ROOTCA".to_string(),
+        Arc::new(Secret::Bundle(Arc::new(bundle))),
+    );
+    if let Some(c) = cert {
+        secrets.insert(
+            "default".to_string(),
+            Arc::new(Secret::Certificate(Arc::new(c))),
+        );
+    }
+    let has_cert = secrets.contains_key("default");
+    let snap = Snapshot {
+        secrets: Arc::new(secrets),
+        ..Default::default()
+    };
+    TlsCache::default()
+        .client_config(
+            &snap,
+            &UpstreamTls {
+                certificate: has_cert.then(|| ads("default")),
+                validation: Validation {
+                    trust: ads("ROOTCA"),
+                    uri_sans: vec![StringMatch::Prefix("spiffe://".into(), false)],
+                },
+                sni: None,
+                alpn: vec![],
+            },
+        )
+        .expect("test setup")
+}
+
+pub async fn dial(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = connect_when_up(addr).await;
+    let name = ServerName::IpAddress(addr.ip().into());
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+}
+
+/// An HTTP/1.1 upstream answering every request with its request head as the body.
+pub async fn head_echo() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("test setup");
+    let addr = l.local_addr().expect("test setup");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut r = BufReader::new(s);
+                loop {
+                    let mut head = String::new();
+                    loop {
+                        let mut line = String::new();
+                        match r.read_line(&mut line).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) if line == "\r\n" => break,
+                            Ok(_) => head.push_str(&line),
+                        }
+                    }
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{head}",
+                        head.len()
+                    );
+                    if r.get_mut().write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
 }

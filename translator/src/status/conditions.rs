@@ -39,4 +39,3 @@ pub(crate) fn resolved(missing: Vec<String>) -> MeshCondition {
         )
     }
 }
-

@@ -3,55 +3,10 @@
 //! `*`), then the first route whose path, header and query matchers all match.
 
 use crate::config::route::{
-    HeaderMatch, HeaderValueMatch, PathMatch, QueryMatch, Route, RouteConfig, RouteMatch,
-    VirtualHost,
+    HeaderMatch, PathMatch, QueryMatch, Route, RouteConfig, RouteMatch, VirtualHost,
 };
 
-/// What a route matcher looks at.
-#[derive(Debug)]
-pub(crate) struct RequestView<'a> {
-    /// `:method`.
-    pub(crate) method: &'a str,
-    /// `:authority` (or `Host`).
-    pub(crate) authority: &'a str,
-    /// `:path` with its query.
-    pub(crate) path_and_query: &'a str,
-    /// `:scheme`.
-    pub(crate) scheme: &'a str,
-    /// The request's headers.
-    pub(crate) headers: &'a http::HeaderMap,
-}
-
-impl RequestView<'_> {
-    fn path(&self) -> &str {
-        self.path_and_query
-            .split_once('?')
-            .map_or(self.path_and_query, |(p, _)| p)
-    }
-
-    fn query(&self) -> Option<&str> {
-        self.path_and_query.split_once('?').map(|(_, q)| q)
-    }
-
-    /// The value a header matcher sees: pseudo-headers, else every value joined by `,`.
-    fn header(&self, name: &str) -> Option<String> {
-        match name {
-            ":method" => Some(self.method.to_string()),
-            ":authority" | "host" => Some(self.authority.to_string()),
-            ":path" => Some(self.path_and_query.to_string()),
-            ":scheme" => Some(self.scheme.to_string()),
-            _ => {
-                let values: Vec<&str> = self
-                    .headers
-                    .get_all(name)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .collect();
-                (!values.is_empty()).then(|| values.join(","))
-            }
-        }
-    }
-}
+pub(crate) use crate::config::route::RequestView;
 
 /// The virtual host that answers `authority`. Domains are compared without ASCII case;
 /// the authority is matched as given (with its port, if it has one: Rudder lists both
@@ -150,12 +105,7 @@ pub(crate) fn path_matches(p: &PathMatch, case_sensitive: bool, path: &str) -> b
 }
 
 fn header_matches(h: &HeaderMatch, req: &RequestView<'_>) -> bool {
-    let value = req.header(&h.name);
-    match &h.value {
-        HeaderValueMatch::Present(want) => (value.is_some() == *want) != h.invert,
-        // Envoy: an absent header never matches a value matcher, inverted or not.
-        HeaderValueMatch::String(sm) => value.is_some_and(|v| sm.matches(&v) != h.invert),
-    }
+    h.matches(req.header(&h.name).as_deref())
 }
 
 fn query_matches(q: &QueryMatch, req: &RequestView<'_>) -> bool {
@@ -203,7 +153,7 @@ mod tests {
 
     use super::*;
     use crate::config::listener::StringMatch;
-    use crate::config::route::{Action, HeaderEdits};
+    use crate::config::route::{Action, HeaderEdits, HeaderValueMatch};
 
     fn vh(name: &str, domains: &[&str]) -> VirtualHost {
         VirtualHost {

@@ -1,15 +1,21 @@
-//! The HTTP connection manager and router: virtual host and route choice, header edits,
-//! direct responses and redirects, weighted clusters, retries with budgets, timeouts,
-//! mirrors; absolute-form and CONNECT requests of the explicit-proxy port.
+//! The HTTP connection manager, its RBAC filters (`rbac`) and the router: virtual host
+//! and route choice, header edits, direct responses and redirects, weighted clusters,
+//! retries with budgets, timeouts, mirrors; absolute-form and CONNECT requests of the
+//! explicit-proxy port.
 //!
 //! Each request loads one snapshot at its start and uses it to its end, so a
-//! configuration published meanwhile never changes a request in flight.
+//! configuration published meanwhile never changes a request in flight. The connection
+//! manager's own configuration (its filters) is the one the connection was accepted
+//! under; when that chain drains (`drain`), HTTP/1 responses close the connection and
+//! HTTP/2 gets GOAWAY, so new requests go over a new connection under the new one.
 
 mod activity;
 mod body;
+mod drain;
 mod forward;
 mod headers;
 mod matching;
+mod rbac;
 mod redirect;
 mod req;
 mod retry;
@@ -60,16 +66,29 @@ pub async fn serve(ctx: Arc<Ctx>, io: UpstreamIo, conn: ConnInfo, hcm: Arc<HttpM
     // and the connection (its slot in the listener's cap, its gauges) ends only
     // when the last one is dropped.
     let (hold, mut tunnels) = tokio::sync::mpsc::channel::<()>(1);
-    let conn = Arc::new(conn);
+    let chain_drain = conn.drain.clone();
+    let shared = Arc::new(PerConn {
+        conn,
+        winding: drain::Winding::default(),
+    });
     let svc = {
         let activity = Arc::clone(&activity);
         let hcm = Arc::clone(&hcm);
         let hold = hold.clone();
+        let (ctx, shared) = (Arc::clone(&ctx), Arc::clone(&shared));
         hyper::service::service_fn(move |req: Request<Incoming>| {
-            let (ctx, conn, hcm) = (Arc::clone(&ctx), Arc::clone(&conn), Arc::clone(&hcm));
+            let (ctx, shared, hcm) = (Arc::clone(&ctx), Arc::clone(&shared), Arc::clone(&hcm));
             let guard = activity.start();
+            let (version, tunnel) = (req.version(), req.method() == http::Method::CONNECT);
+            shared.winding.note(version);
             tunnel::HOLD.scope(hold.clone(), async move {
-                let resp = handle(&ctx, &conn, &hcm, req).await;
+                let mut resp = handle(&ctx, &shared.conn, &hcm, req).await;
+                if shared.conn.drain.is_draining() {
+                    let prefix = &hcm.stat_prefix;
+                    shared
+                        .winding
+                        .on_response(&ctx, prefix, version, tunnel, &mut resp);
+                }
                 drop(guard);
                 Ok::<_, Infallible>(resp)
             })
@@ -105,13 +124,9 @@ pub async fn serve(ctx: Arc<Ctx>, io: UpstreamIo, conn: ConnInfo, hcm: Arc<HttpM
             Some(d) if d.is_zero() => None,
             Some(d) => Some(d),
         };
-        let Some(idle) = idle else {
-            tokio::select! {
-                _ = served.as_mut() => {}
-                () = first_bytes.as_mut(), if !activity.has_read() => {}
-            }
-            return;
-        };
+        let drain_started = chain_drain.started();
+        tokio::pin!(drain_started);
+        let (mut draining, mut gone_away) = (false, false);
         loop {
             tokio::select! {
                 _ = served.as_mut() => return,
@@ -120,12 +135,28 @@ pub async fn serve(ctx: Arc<Ctx>, io: UpstreamIo, conn: ConnInfo, hcm: Arc<HttpM
                         return;
                     }
                 }
-                () = tokio::time::sleep(idle) => {
-                    if activity.idle_for() >= idle {
+                () = tokio::time::sleep(idle.unwrap_or_default()), if idle.is_some() => {
+                    if idle.is_some_and(|idle| activity.idle_for() >= idle) {
                         served.as_mut().graceful_shutdown();
                         let _ = served.await;
                         return;
                     }
+                }
+                _ = drain_started.as_mut(), if !draining => {
+                    // HTTP/2 gets GOAWAY now; HTTP/1 closes after its next response
+                    // (or at the deadline); a connection whose protocol no request has
+                    // shown yet waits for its first request to tell.
+                    draining = true;
+                    if shared.winding.is_h2() {
+                        gone_away = true;
+                        served.as_mut().graceful_shutdown();
+                        shared.winding.count(&ctx, prefix);
+                    }
+                }
+                () = shared.winding.goaway_asked(), if draining && !gone_away => {
+                    gone_away = true;
+                    served.as_mut().graceful_shutdown();
+                    shared.winding.count(&ctx, prefix);
                 }
             }
         }
@@ -133,6 +164,13 @@ pub async fn serve(ctx: Arc<Ctx>, io: UpstreamIo, conn: ConnInfo, hcm: Arc<HttpM
     .await;
     drop(hold);
     let _ = tunnels.recv().await;
+}
+
+/// What every request of a connection shares with it.
+struct PerConn {
+    conn: ConnInfo,
+    /// What its requests tell the connection about draining.
+    winding: drain::Winding,
 }
 
 /// Takes one off a gauge when dropped.
@@ -192,9 +230,6 @@ async fn route(
     if !is_connect && is_upgrade(req.headers()) {
         return local(StatusCode::FORBIDDEN, "");
     }
-    let Some(rc) = route_config(snapshot, hcm) else {
-        return local(StatusCode::NOT_FOUND, "");
-    };
     let path_and_query = if is_connect {
         String::new()
     } else {
@@ -209,6 +244,13 @@ async fn route(
         path_and_query: &path_and_query,
         scheme,
         headers: req.headers(),
+    };
+    // The HTTP filters before the router: RBAC.
+    if let Some(denied) = rbac::deny(ctx, conn, hcm, &view) {
+        return denied;
+    }
+    let Some(rc) = route_config(snapshot, hcm) else {
+        return local(StatusCode::NOT_FOUND, "");
     };
     let Some(vh) = matching::virtual_host(&rc, &authority) else {
         return local(StatusCode::NOT_FOUND, "");

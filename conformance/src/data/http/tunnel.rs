@@ -1,5 +1,6 @@
 //! HTTP CONNECT: the authority routes to a cluster, an upstream byte stream is opened
-//! to it, the client gets 200, and bytes are spliced both ways until either side ends.
+//! to it, the client gets 200, and bytes are spliced both ways until either side ends
+//! (or the idle timeout, or the end of its connection's drain).
 
 use std::sync::Arc;
 
@@ -60,6 +61,7 @@ pub(crate) async fn connect(
         Some(d) if d.is_zero() => None,
         Some(d) => Some(d),
     };
+    let drain = rq.conn.drain.clone();
     tokio::spawn(async move {
         let Ok(down) = upgrade.await else { return };
         let activity = Arc::new(Activity::default());
@@ -69,14 +71,17 @@ pub(crate) async fn connect(
         };
         let copy = tokio::io::copy_bidirectional(&mut down, &mut io);
         tokio::pin!(copy);
-        let Some(idle) = idle else {
-            let _ = copy.await;
-            return;
-        };
+        let closed = drain.closed();
+        tokio::pin!(closed);
         loop {
             tokio::select! {
                 _ = copy.as_mut() => break,
-                () = tokio::time::sleep(idle) => if activity.idle_for() >= idle { break },
+                () = closed.as_mut() => break,
+                () = tokio::time::sleep(idle.unwrap_or_default()), if idle.is_some() => {
+                    if idle.is_some_and(|idle| activity.idle_for() >= idle) {
+                        break;
+                    }
+                }
             }
         }
         drop(hold);

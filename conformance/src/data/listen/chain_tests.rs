@@ -11,6 +11,7 @@ fn chain(name: &str, m: ChainMatch) -> FilterChain {
         name: name.into(),
         matcher: m,
         tls: None,
+        filters: Vec::new(),
         terminal: Terminal::Tcp(TcpProxy {
             stat_prefix: name.into(),
             cluster: name.into(),

@@ -1,5 +1,6 @@
-//! One accepted connection: its listener's current configuration, its original
-//! destination, TLS inspection, the filter chain, TLS termination, then the terminal.
+//! One accepted connection: the listener version it was accepted under, its original
+//! destination, TLS inspection, the filter chain, TLS termination, the chain's RBAC
+//! filters, then the terminal, which the chain's drain closes at its deadline.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,31 +9,30 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use crate::config::Snapshot;
-use crate::config::listener::{FilterChain, Terminal};
+use crate::config::listener::{FilterChain, NetworkFilter, Terminal};
+use crate::config::rbac::Subject;
 use crate::data::ctx::{ConnInfo, Ctx};
+use crate::data::rbac;
 use crate::data::tls::{PeerInfo, TlsCache};
 use crate::data::upstream::io::UpstreamIo;
 
 use super::chain::{self, ConnFacts};
 use super::inspect::{self, Prefixed};
 use super::shared::stat_prefix;
+use super::version::Version;
 use super::{origdst, tcp};
 
-/// Serves one connection accepted by the listener `name` bound at `bound`.
+/// Serves one connection accepted by the listener `name` under `version`.
 pub(crate) async fn handle(
     ctx: Arc<Ctx>,
     name: Arc<str>,
-    bound: SocketAddr,
+    version: Arc<Version>,
     mut stream: TcpStream,
     peer: SocketAddr,
 ) {
     let snapshot = ctx.live.load();
-    let Some(listener) = snapshot.listeners.get(&*name).cloned() else {
-        return; // removed: its socket is about to close
-    };
-    if listener.address != bound {
-        return; // moved: the new socket serves it
-    }
+    let listener = &version.listener;
+    let bound = listener.address;
     let prefix = stat_prefix(bound);
     let local = stream.local_addr().unwrap_or(bound);
     // As Envoy: without a NAT entry the local address stays the destination, and is
@@ -69,7 +69,7 @@ pub(crate) async fn handle(
             }
         }
     }
-    let Some(chain) = chain::select(&listener, &facts) else {
+    let Some(chain) = chain::select(listener, &facts) else {
         ctx.stats
             .counter(&format!("{prefix}.no_filter_chain_match"))
             .inc();
@@ -84,20 +84,63 @@ pub(crate) async fn handle(
         peer,
         destination,
         destination_restored: restored.is_some(),
+        tls: chain.tls.is_some(),
         tls_peer,
         own_uri,
         listener: name,
+        drain: version.drain_of(chain),
     };
-    match &chain.terminal {
-        Terminal::Http(hcm) => crate::data::http::serve(ctx.clone(), io, conn, hcm.clone()).await,
-        Terminal::Tcp(proxy) => {
-            let up = tcp::Upstream {
-                snapshot: snapshot.clone(),
-                proxy,
-            };
-            tcp::serve(ctx.clone(), up, io, conn).await;
+    if !network_filters_allow(&ctx, chain, &conn) {
+        return; // dropping `io` closes the connection
+    }
+    let drain = conn.drain.clone();
+    let terminal = async {
+        match &chain.terminal {
+            Terminal::Http(hcm) => {
+                crate::data::http::serve(ctx.clone(), io, conn, hcm.clone()).await;
+            }
+            Terminal::Tcp(proxy) => {
+                let up = tcp::Upstream {
+                    snapshot: snapshot.clone(),
+                    proxy,
+                };
+                tcp::serve(ctx.clone(), up, io, conn).await;
+            }
+        }
+    };
+    // The end of the drain time closes what is left (dropping the terminal drops both
+    // sides); until then an HTTP connection winds down by itself.
+    tokio::select! {
+        () = terminal => {}
+        () = drain.closed() => {
+            tracing::debug!(listener = %version.listener.name, chain = %chain.name, "drained: closed");
         }
     }
+}
+
+/// Whether the chain's network filters before the terminal let the connection through:
+/// each RBAC filter decides it once, at accept (after TLS, before the terminal connects
+/// anywhere), and the first that denies closes it.
+fn network_filters_allow(ctx: &Ctx, chain: &FilterChain, conn: &ConnInfo) -> bool {
+    chain.filters.iter().all(|f| match f {
+        NetworkFilter::Rbac(r) => {
+            let subject = Subject {
+                request: None,
+                destination_port: conn.destination.port(),
+                peer: rbac::peer(conn),
+            };
+            let allowed = rbac::check(
+                &ctx.stats,
+                &rbac::stat_prefix(&r.stat_prefix),
+                &r.rbac,
+                &subject,
+            );
+            if !allowed {
+                tracing::debug!(listener = %conn.listener, chain = %chain.name, "RBAC: connection denied");
+            }
+            allowed
+        }
+    })
 }
 
 /// The chain's TLS, if any, terminated within the handshake deadline: the stream, the

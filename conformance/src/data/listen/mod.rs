@@ -1,19 +1,31 @@
 //! Listeners: binds what the snapshot lists (rebinding only what changed), accepts,
 //! takes the original destination under interception, chooses the filter chain as Envoy
-//! does, terminates TLS, and hands the connection to its terminal filter.
+//! does, terminates TLS, and hands the connection to its terminal filter; and drains
+//! the connections of listeners and filter chains that an update changed or removed.
 //!
 //! The manager ([`run`]) keeps the bound sockets equal to the snapshot's listeners: a
 //! new listener is bound (`SO_REUSEADDR`, backlog [`BACKLOG`]); one whose address did
-//! not change keeps its socket, and since its accept loop reads the current `Listener`
-//! from the snapshot for every connection, its new configuration applies to new
-//! connections at once; a removed one stops accepting (its open connections finish).
-//! A snapshot whose listener map is the same `Arc` (an endpoint change, say) does not
-//! touch listeners. A new listener is bound only once the secrets its TLS chains name
-//! are held (Envoy's warming; until then its port refuses connections), so a secret
-//! change is looked at while one waits; a bound listener takes a new configuration at
-//! once. A listener that cannot bind is recorded in [`Shared::errors`] (for the xDS
-//! client to NACK it) and counted in `listener_manager.listener_create_failure`; the
-//! others are unaffected, and it is retried when its configuration changes.
+//! not change keeps its socket and takes its new configuration as a new `Version`
+//! (`version`), under which its accept loop accepts every later connection; a removed
+//! one stops accepting. A snapshot whose listener map is the same `Arc` (an endpoint
+//! change, say) does not touch listeners, and a listener equal to the running one (a
+//! state-of-the-world resend) is no update. A new listener is bound only once the
+//! secrets its TLS chains name are held (Envoy's warming; until then its port refuses
+//! connections), so a secret change is looked at while one waits; a bound listener
+//! takes a new configuration at once. A listener that cannot bind is recorded in
+//! [`Shared::errors`] (for the xDS client to NACK it) and counted in
+//! `listener_manager.listener_create_failure`; the others are unaffected, and it is
+//! retried when its configuration changes.
+//!
+//! Draining, as Envoy's: a connection keeps the configuration it was accepted under,
+//! so when an update changes its filter chain (only the changed chains when nothing
+//! but chains changed, Envoy's in-place update; every chain when the listener's own
+//! settings changed), or removes or moves its listener, or the manager stops, its
+//! chain's [`Drain`] starts: an HTTP/1 connection's next response carries
+//! `connection: close`, an HTTP/2 connection gets GOAWAY, and whatever is still open
+//! when the drain time ([`Limits::drain_time`], `--drain-time-s`) is over is closed,
+//! `tcp_proxy` connections and CONNECT tunnels included. So a new policy (an RBAC
+//! filter's rules) reaches every connection within the drain time.
 //!
 //! Limits (see [`Limits`]): connections per listener (16,384 by default; beyond that a
 //! new connection is closed and counted in `listener.ADDR.downstream_cx_overflow`), the
@@ -25,16 +37,19 @@
 
 mod chain;
 mod conn;
+mod drain;
 mod inspect;
 mod origdst;
 pub(crate) mod shared;
 mod tcp;
+mod version;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
@@ -45,10 +60,12 @@ use crate::config::{Snapshot, TypeMap};
 use crate::data::ctx::Ctx;
 
 pub use chain::{ConnFacts, is_local, select};
+pub use drain::Drain;
 pub use inspect::{Inspected, MAX_RECORD, Prefixed, inspect, verdict};
 pub use origdst::original_dst;
 pub use shared::{BindError, Limits, Shared, stat_prefix};
 pub use tcp::{DEFAULT_IDLE, pipe};
+use version::Version;
 
 /// The listen backlog of every listener.
 pub const BACKLOG: i32 = 1024;
@@ -86,7 +103,10 @@ pub async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
 
 struct Bound {
     address: SocketAddr,
+    /// The snapshot's value last seen (equal to the version's, or the same).
     config: Arc<Listener>,
+    /// What the accept loop accepts under.
+    version: Arc<ArcSwap<Version>>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -146,7 +166,7 @@ impl Manager {
                 ctx.stats.counter("listener_manager.listener_removed").inc();
             }
             if let Some(b) = self.bound.remove(&name) {
-                close(b).await;
+                close(ctx, b).await;
             }
         }
         self.failed.retain(|name, _| wanted.contains_key(name));
@@ -157,10 +177,8 @@ impl Manager {
         for (name, listener) in wanted.iter() {
             if let Some(b) = self.bound.get_mut(name) {
                 if !Arc::ptr_eq(&b.config, listener) {
-                    ctx.stats
-                        .counter("listener_manager.listener_modified")
-                        .inc();
                     b.config = listener.clone();
+                    update(ctx, b, listener);
                 }
                 continue;
             }
@@ -215,16 +233,65 @@ impl Manager {
 
     async fn close_all(&mut self, ctx: &Ctx) {
         for (_, b) in std::mem::take(&mut self.bound) {
-            close(b).await;
+            close(ctx, b).await;
         }
         self.set_active(ctx);
     }
 }
 
-/// Stops a listener's accept loop and waits until its socket is closed.
-async fn close(b: Bound) {
+/// Takes `listener` as the new configuration of the bound `b` (same address): unless it
+/// equals the running one, new connections are accepted under a new version, and the
+/// connections of the chains it changed or removed drain.
+fn update(ctx: &Ctx, b: &Bound, listener: &Arc<Listener>) {
+    let Some(up) = b.version.load().update(listener.clone()) else {
+        return; // the same configuration again: nothing changes, nothing drains
+    };
+    ctx.stats
+        .counter("listener_manager.listener_modified")
+        .inc();
+    if up.in_place {
+        ctx.stats
+            .counter("listener_manager.listener_in_place_updated")
+            .inc();
+    }
+    // New connections first, then the old ones are told.
+    b.version.store(Arc::new(up.version));
+    start_drains(ctx, &listener.name, &up.retired, !up.in_place);
+}
+
+/// Starts `drains` (chains of listener `name`; `whole`: all of them, the listener goes
+/// or is replaced), counted as Envoy does until their deadline: in
+/// `listener_manager.total_listeners_draining` (`whole`), else
+/// `listener_manager.total_filter_chains_draining` (per chain).
+fn start_drains(ctx: &Ctx, name: &str, drains: &[Drain], whole: bool) {
+    let time = ctx.listeners.limits().drain_time;
+    let started: Vec<Drain> = drains.iter().filter(|d| d.start(time)).cloned().collect();
+    let Some(first) = started.first().cloned() else {
+        return;
+    };
+    tracing::info!(listener = %name, chains = started.len(), drain_s = time.as_secs(), "draining");
+    let (gauge, n) = if whole {
+        ("listener_manager.total_listeners_draining", 1)
+    } else {
+        let n = i64::try_from(started.len()).unwrap_or(i64::MAX);
+        ("listener_manager.total_filter_chains_draining", n)
+    };
+    let gauge = ctx.stats.gauge(gauge);
+    gauge.add(n);
+    // They started together: they end together.
+    tokio::spawn(async move {
+        first.closed().await;
+        gauge.add(-n);
+    });
+}
+
+/// Stops a listener's accept loop, waits until its socket is closed, and drains its
+/// connections.
+async fn close(ctx: &Ctx, b: Bound) {
     let _ = b.stop.send(true);
     let _ = b.task.await;
+    let version = b.version.load();
+    start_drains(ctx, &version.listener.name, version.drains(), true);
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -247,16 +314,18 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Starts the accept loop of `listener`, held under `name` in the snapshot.
 fn start(ctx: &Arc<Ctx>, name: &str, listener: &Arc<Listener>, socket: TcpListener) -> Bound {
     let (stop, stopped) = watch::channel(false);
+    let version = Arc::new(ArcSwap::from_pointee(Version::new(listener.clone())));
     let task = tokio::spawn(accept_loop(
         ctx.clone(),
         Arc::from(name),
-        listener.address,
+        Arc::clone(&version),
         socket,
         stopped,
     ));
     Bound {
         address: listener.address,
         config: listener.clone(),
+        version,
         stop,
         task,
     }
@@ -265,10 +334,11 @@ fn start(ctx: &Arc<Ctx>, name: &str, listener: &Arc<Listener>, socket: TcpListen
 async fn accept_loop(
     ctx: Arc<Ctx>,
     name: Arc<str>,
-    address: SocketAddr,
+    version: Arc<ArcSwap<Version>>,
     socket: TcpListener,
     mut stop: watch::Receiver<bool>,
 ) {
+    let address = version.load().listener.address;
     let prefix = stat_prefix(address);
     let total = ctx.stats.counter(&format!("{prefix}.downstream_cx_total"));
     let overflow = ctx
@@ -287,9 +357,11 @@ async fn accept_loop(
                         continue;
                     };
                     let (ctx, name, active) = (ctx.clone(), name.clone(), active.clone());
+                    // The version it is accepted under, kept to its end.
+                    let version = version.load_full();
                     active.add(1);
                     tokio::spawn(async move {
-                        conn::handle(ctx, name, address, stream, peer).await;
+                        conn::handle(ctx, name, version, stream, peer).await;
                         active.add(-1);
                         drop(permit);
                     });

@@ -1,6 +1,6 @@
 //! What the listener manager shares with the rest of the proxy through `Ctx`: bind
-//! errors (for the xDS client's NACK) and connection limits; and the listener stat
-//! prefix.
+//! errors (for the xDS client's NACK) and connection limits (the drain time among
+//! them); and the listener stat prefix.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -24,6 +24,9 @@ pub struct Limits {
     /// The HTTP connection manager's idle timeout when its configuration sets none
     /// (Envoy's default: 1 h with no request in flight).
     pub http_idle_timeout: Duration,
+    /// How long the connections of an updated or removed listener (or filter chain)
+    /// drain before they are closed (`--drain-time-s`; Envoy's default 600 s).
+    pub drain_time: Duration,
 }
 
 impl Default for Limits {
@@ -34,6 +37,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             first_bytes_timeout: Duration::from_secs(10),
             http_idle_timeout: Duration::from_secs(3600),
+            drain_time: Duration::from_secs(600),
         }
     }
 }
