@@ -20,7 +20,7 @@ pub(crate) enum AuthzCmd {
         /// Ask for a plain-text caller (no certificate), from this namespace's view.
         #[arg(long)]
         plain_text: bool,
-        /// The Service: [NAMESPACE/]SERVICE[:PORT] (the caller's namespace and the
+        /// The Service: `[NAMESPACE/]SERVICE[:PORT]` (the caller's namespace and the
         /// Service's default port when left out).
         #[arg(long)]
         to: String,
