@@ -44,10 +44,27 @@ pub struct HTTPMatch {
     pub headers: BTreeMap<String, String>,
 }
 
+/// At most this many matches in a group.
+pub const MAX_GROUP_MATCHES: usize = 256;
+/// At most this many methods, and this many headers, in one match.
+pub const MAX_MATCH_ITEMS: usize = 16;
+
 impl HTTPRouteGroupSpec {
-    /// Checks what the schema cannot.
+    /// Checks what the schema cannot, and bounds what one object can make proxies hold.
     pub fn validate(&self) -> Result<(), FieldError> {
+        if self.matches.len() > MAX_GROUP_MATCHES {
+            return Err(FieldError::new(
+                "spec.matches",
+                format!("at most {MAX_GROUP_MATCHES} matches"),
+            ));
+        }
         for (i, m) in self.matches.iter().enumerate() {
+            if m.methods.len() > MAX_MATCH_ITEMS || m.headers.len() > MAX_MATCH_ITEMS {
+                return Err(FieldError::new(
+                    format!("spec.matches[{i}]"),
+                    format!("at most {MAX_MATCH_ITEMS} methods and {MAX_MATCH_ITEMS} headers"),
+                ));
+            }
             if m.name.is_empty() {
                 return Err(FieldError::new(
                     format!("spec.matches[{i}].name"),

@@ -1,8 +1,8 @@
 //! Authorization with SMI TrafficTargets, enforced by each proxy: the allowed identity
 //! passes and another gets 403 while the policy lands under traffic (no allowed request
-//! fails), path rules, a dry run records without denying, a namespace that denies by
-//! default opens only to its targets, and a PERMISSIVE port refuses plain text once a
-//! target closes it.
+//! fails), path rules (decided on the normalized path), a dry run records without
+//! denying, a namespace that denies by default opens only to its targets, and a
+//! PERMISSIVE port refuses plain text once a target closes it.
 
 mod common;
 
@@ -115,6 +115,17 @@ async fn only_allowed_identities_pass_and_the_change_fails_no_allowed_request(
     until(&other, "/public/x", 200, "the intruder allowed /public").await?;
     assert_eq!(get(&other, "/private").await?.0, 403);
     assert_eq!(get(&mesh.client, "/private").await?.0, 200);
+    // A path is decided as the app will see it: dot segments, encoded dots and slashes,
+    // doubled slashes cannot carry /private past a rule for /public.
+    for sneaky in [
+        "/public/../private",
+        "/public/%2e%2e/private",
+        "/public%2F..%2Fprivate",
+        "/public/..%2Fprivate",
+    ] {
+        assert_eq!(get(&other, sneaky).await?.0, 403, "{sneaky}");
+    }
+    assert_eq!(get(&other, "/public//x").await?.0, 200);
     Ok(())
 }
 
@@ -221,7 +232,7 @@ async fn xdsctl_answers_what_the_proxies_do(proxy: DataPlane) -> anyhow::Result<
         ),
     )?;
     until(&other, "/private", 403, "the policy in force").await?;
-    let cases: [(&Sidecar, &str, &str, &str); 4] = [
+    let cases: [(&Sidecar, &str, &str, &str); 5] = [
         (
             &mesh.client,
             "client",
@@ -241,6 +252,12 @@ async fn xdsctl_answers_what_the_proxies_do(proxy: DataPlane) -> anyhow::Result<
             "not allowed by TrafficTarget default/public, TrafficTarget default/web-callers",
         ),
         (&other, "intruder", "/", "not allowed by"),
+        (
+            &other,
+            "intruder",
+            "/public/%2e%2e/private",
+            "not allowed by",
+        ),
     ];
     for (sidecar, sa, path, decided) in cases {
         let from = format!("default/{sa}");

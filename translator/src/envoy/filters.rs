@@ -13,13 +13,14 @@ use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::Tl
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, Rds,
     http_connection_manager::{
-        CodecType, ForwardClientCertDetails, RouteSpecifier, SetCurrentClientCertDetails,
-        UpgradeConfig,
+        CodecType, ForwardClientCertDetails, PathWithEscapedSlashesAction, RouteSpecifier,
+        SetCurrentClientCertDetails, UpgradeConfig,
     },
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
     TcpProxy, tcp_proxy::ClusterSpecifier as TcpCluster,
 };
+use envoy_types::pb::google::protobuf::BoolValue;
 
 use crate::model::Protocol;
 use crate::names;
@@ -29,15 +30,19 @@ use crate::routing::authz::InboundAuthz;
 /// An HTTP connection manager with routes `routes`; `inbound` for one that serves the
 /// local app.
 pub(crate) fn hcm(stat_prefix: String, routes: RouteSpecifier, inbound: bool) -> Filter {
-    hcm_with(stat_prefix, routes, inbound, None)
+    hcm_with(stat_prefix, routes, inbound, None, false)
 }
 
-/// [`hcm`] with an HTTP filter (authorization) before the router.
+/// [`hcm`] with an HTTP filter (authorization) before the router; `normalize_paths`
+/// when it matches on the path: escaped slashes unescaped, dot segments removed and
+/// slashes merged before it decides, so the app is sent the path that was allowed
+/// (`/public/%2e%2e/admin` is decided, and forwarded, as `/admin`).
 fn hcm_with(
     stat_prefix: String,
     routes: RouteSpecifier,
     inbound: bool,
     before_router: Option<HttpFilter>,
+    normalize_paths: bool,
 ) -> Filter {
     let manager = HttpConnectionManager {
         // Inbound: tell the app who called, from the verified client certificate.
@@ -67,6 +72,13 @@ fn hcm_with(
             .into_iter()
             .chain([protos::router_filter()])
             .collect(),
+        normalize_path: normalize_paths.then_some(BoolValue { value: true }),
+        merge_slashes: normalize_paths,
+        path_with_escaped_slashes_action: if normalize_paths {
+            PathWithEscapedSlashesAction::UnescapeAndForward as i32
+        } else {
+            PathWithEscapedSlashesAction::ImplementationSpecificDefault as i32
+        },
         ..Default::default()
     };
     Filter {
@@ -153,6 +165,7 @@ pub(crate) fn inbound_filters(port: u16, protocol: Protocol, authz: &InboundAuth
             RouteSpecifier::RouteConfig(route),
             true,
             rbac::inbound_http_filter(authz),
+            authz.matches_paths(),
         )]
     }
 }

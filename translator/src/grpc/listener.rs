@@ -21,11 +21,12 @@ use crate::grpc::tls::common;
 use crate::identity::ProxyIdentity;
 use crate::mesh::MeshConfig;
 use crate::model::{Kind, MeshService, Model, ObjectKey, Protocol, ViewKey};
+use crate::output::Diagnostic;
 use crate::output::{Body, Output, Resource};
 use crate::policy::authz::{self, Destination};
 use crate::render::route::domains;
 use crate::render::{protos, rbac};
-use crate::routing::authz::{AllowPolicy, Callers, InboundAuthz, Requests, Rules};
+use crate::routing::authz::{AllowPolicy, Callers, InboundAuthz, Ports, Requests, Rules};
 use crate::serving::served_ports;
 
 /// The server listener name template gRPC servers fill in (A36).
@@ -95,10 +96,38 @@ fn server_rbac(trust_domain: &str, authz: &InboundAuthz) -> HttpFilter {
             name: "mesh".into(),
             source: None,
             callers: Callers::IdentityPrefix(format!("spiffe://{trust_domain}/")),
+            ports: Ports::All,
             requests: Requests::Any,
         }],
     };
     rbac::http_filter(Some(authz.enforced.as_ref().unwrap_or(&mesh_only)), None)
+}
+
+/// Drops the request matches gRPC cannot enforce: a header matcher on a `grpc-` name is
+/// refused by gRPC servers (A41), which would keep their previous Listener. The match
+/// allows nothing instead (fail closed) and a diagnostic names its target.
+fn without_grpc_headers(rules: &mut Rules, diagnostics: &mut Vec<Diagnostic>) {
+    for p in &mut rules.policies {
+        let Requests::Http(ms) = &mut p.requests else {
+            continue;
+        };
+        ms.retain(|m| {
+            let Some((name, _)) = m.headers.iter().find(|(n, _)| n.starts_with("grpc-")) else {
+                return true;
+            };
+            let d = Diagnostic {
+                object: p.name.clone(),
+                field: "rules".into(),
+                message: format!(
+                    "a match on header {name:?} cannot be enforced by proxyless gRPC servers (gRFC A41 refuses grpc- header matchers): it allows nothing there"
+                ),
+            };
+            if !diagnostics.contains(&d) {
+                diagnostics.push(d);
+            }
+            false
+        });
+    }
 }
 
 /// One server Listener (A36) for `ip:port`: mTLS required with a certificate of the
@@ -179,7 +208,10 @@ pub(crate) fn own(model: &Model, mesh: &MeshConfig, proxy: &ProxyIdentity) -> Ou
         if protocol == Protocol::Tcp {
             continue;
         }
-        let authz = authz::inbound(model, mesh, &Destination::of(pod, port, protocol));
+        let mut authz = authz::inbound(model, mesh, &Destination::of(pod, port, protocol));
+        if let Some(rules) = authz.enforced.as_mut() {
+            without_grpc_headers(rules, &mut out.diagnostics);
+        }
         sources.extend(authz.sources());
         sources.sort();
         sources.dedup();
@@ -209,4 +241,38 @@ pub(crate) fn view_client_listeners(model: &Model, view: &ViewKey) -> Vec<Resour
         .filter(|s| view.sees(s))
         .flat_map(|s| client_listeners(s, &view.namespace))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::authz::RequestMatch;
+
+    #[test]
+    fn grpc_header_matches_allow_nothing_and_are_named() {
+        let m = |header: &str| RequestMatch {
+            methods: Vec::new(),
+            path_regex: Some("/pkg.Svc/.*".into()),
+            headers: vec![(header.into(), ".*".into())],
+        };
+        let mut rules = Rules {
+            policies: vec![AllowPolicy {
+                name: "TrafficTarget shop/t".into(),
+                source: None,
+                callers: Callers::Identities(vec!["spiffe://td/ns/shop/sa/web".into()]),
+                ports: Ports::All,
+                requests: Requests::Http(vec![m("grpc-timeout"), m("x-env")]),
+            }],
+        };
+        let mut diagnostics = Vec::new();
+        without_grpc_headers(&mut rules, &mut diagnostics);
+        assert_eq!(
+            rules.policies[0].requests,
+            Requests::Http(vec![m("x-env")]),
+            "the grpc- match is gone, the other stays"
+        );
+        assert_eq!(diagnostics.len(), 1);
+        assert_eq!(diagnostics[0].object, "TrafficTarget shop/t");
+        assert!(diagnostics[0].message.contains("grpc-timeout"));
+    }
 }

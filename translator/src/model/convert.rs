@@ -454,6 +454,46 @@ pub(crate) fn traffic_target(t: &crds::TrafficTarget) -> Result<(String, String)
     Ok(names)
 }
 
+/// What an invalid TrafficTarget still means on first sight (no good version to keep):
+/// its destination is closed, allowing nothing through it, so an invalid target fails
+/// closed rather than open (after a restart, say). None when even the destination cannot
+/// be read as one of the target's own namespace's service accounts.
+pub(crate) fn closed_target(
+    t: &crds::TrafficTarget,
+) -> Option<((String, String), crds::TrafficTarget)> {
+    let ctx = Ctx::new(Kind::TrafficTarget, &t.metadata);
+    let names = meta_names(&ctx, &t.metadata, NameRule::Subdomain).ok()?;
+    let d = t.effective().destination.clone();
+    let own = d
+        .namespace
+        .as_deref()
+        .is_none_or(|ns| ns.is_empty() || *ns == names.0);
+    if !own || !crds::text::is_dns_subdomain(&d.name) {
+        return None;
+    }
+    let mut metadata = t.metadata.clone();
+    // Enforced whatever its dry-run annotation said: it may be what was invalid.
+    if let Some(a) = metadata.annotations.as_mut() {
+        a.remove(crds::DRY_RUN_ANNOTATION);
+    }
+    let closed = crds::TrafficTarget {
+        metadata,
+        spec: Some(crds::TrafficTargetSpec {
+            destination: crds::IdentitySubject {
+                kind: crds::SERVICE_ACCOUNT.into(),
+                name: d.name,
+                namespace: None,
+                // A port that cannot be read closes every port.
+                port: d.port.filter(|p| crds::port_of(p).is_some()),
+            },
+            rules: Vec::new(),
+            sources: Vec::new(),
+        }),
+        ..Default::default()
+    };
+    Some((names, closed))
+}
+
 pub(crate) fn tcp_route(r: &crds::TCPRoute) -> Result<(String, String), ModelError> {
     let ctx = Ctx::new(Kind::TCPRoute, &r.metadata);
     let names = meta_names(&ctx, &r.metadata, NameRule::Subdomain)?;

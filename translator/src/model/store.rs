@@ -73,7 +73,9 @@ impl Model {
     }
 
     /// Validates `object` and puts it into the model, replacing an older version.
-    /// On error the model is unchanged: the last good version keeps serving.
+    /// On error the model is unchanged: the last good version keeps serving. One
+    /// exception: an invalid TrafficTarget the model has no version of closes its
+    /// destination (see `convert::closed_target`), as authorization fails closed.
     pub fn apply(&mut self, object: &Object) -> Result<(), ModelError> {
         let mut revs = Revs {
             revs: &mut self.revs,
@@ -147,7 +149,25 @@ impl Model {
                 store(&mut self.grpc_routes, key, value, Kind::GRPCRoute, revs);
             }
             Object::TrafficTarget(t) => {
-                let key = convert::traffic_target(t)?;
+                let key = match convert::traffic_target(t) {
+                    Ok(key) => key,
+                    Err(e) => {
+                        // Never seen valid: it closes its destination (allowing nothing)
+                        // rather than leave it open. An update keeps the last good one.
+                        if let Some((key, closed)) = convert::closed_target(t)
+                            && !self.traffic_targets.contains_key(&key)
+                        {
+                            store(
+                                &mut self.traffic_targets,
+                                key,
+                                closed,
+                                Kind::TrafficTarget,
+                                revs,
+                            );
+                        }
+                        return Err(e);
+                    }
+                };
                 let value = t.as_ref().clone();
                 store(
                     &mut self.traffic_targets,

@@ -20,10 +20,11 @@
 
 use crds::{HTTPMatch, RULE_HTTP, RULE_TCP, TrafficTarget};
 
-use crate::mesh::{CONTROL_PLANE_NAMESPACE, InboundDefault, MeshConfig};
+use crate::mesh::{CONTROL_PLANE_NAMESPACE, InboundDefault, MeshConfig, MtlsMode};
 use crate::model::{Kind, MeshPod, Model, ObjectKey, Protocol};
 use crate::routing::authz::{
-    AllowPolicy, Callers, Decision, InboundAuthz, Request, RequestMatch, Requests, Rules,
+    AllowPolicy, Callers, Decision, InboundAuthz, Ports, Request, RequestMatch, Requests, Rules,
+    normalize_path,
 };
 
 /// The name of the policy that lets the control plane in.
@@ -64,14 +65,25 @@ impl<'a> Destination<'a> {
     }
 }
 
-/// The targets that name `dest` (its service account, and its port if they say one).
+/// Targets beyond this many naming one destination service account allow nothing (in
+/// name order; the destination stays enforced), so that one namespace's objects cannot
+/// grow its proxies' listeners without bound.
+pub const MAX_TARGETS_PER_DESTINATION: usize = 32;
+/// A target whose rules expand to more request matches than this on a port allows
+/// nothing there (the status says so).
+pub const MAX_MATCHES_PER_TARGET: usize = 128;
+
+/// The targets that name `dest` (its service account, and its port if they say one; on
+/// the passthrough, port 0, every target of the service account), at most
+/// [`MAX_TARGETS_PER_DESTINATION`] of them.
 fn targets<'m>(model: &'m Model, dest: &Destination<'_>) -> Vec<&'m TrafficTarget> {
     model
         .traffic_targets_in(dest.namespace)
+        .filter(|t| t.effective().destination.name == dest.service_account)
+        .take(MAX_TARGETS_PER_DESTINATION)
         .filter(|t| {
-            let spec = t.effective();
-            spec.destination.name == dest.service_account
-                && spec
+            dest.port == PASSTHROUGH
+                || t.effective()
                     .destination
                     .port
                     .as_ref()
@@ -80,12 +92,17 @@ fn targets<'m>(model: &'m Model, dest: &Destination<'_>) -> Vec<&'m TrafficTarge
         .collect()
 }
 
-/// The HTTP request matches of `group`'s matches named in `names` (all when empty).
-fn group_matches(matches: &[HTTPMatch], names: &[String]) -> Vec<RequestMatch> {
-    matches
+/// The port of an intercepted pod's passthrough: every port no Service names.
+pub const PASSTHROUGH: u16 = 0;
+
+/// The HTTP request matches of `group`'s matches named in `names` (all when empty),
+/// added to `out` unless already there.
+fn group_matches(matches: &[HTTPMatch], names: &[String], out: &mut Vec<RequestMatch>) {
+    for m in matches
         .iter()
         .filter(|m| names.is_empty() || names.contains(&m.name))
-        .map(|m| RequestMatch {
+    {
+        let m = RequestMatch {
             methods: if m.methods.iter().any(|x| x == "*") {
                 Vec::new()
             } else {
@@ -97,46 +114,91 @@ fn group_matches(matches: &[HTTPMatch], names: &[String]) -> Vec<RequestMatch> {
                 .iter()
                 .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
                 .collect(),
-        })
-        .collect()
+        };
+        if !out.contains(&m) {
+            out.push(m);
+        }
+    }
 }
 
-/// What `t` allows on `dest`'s port: None when it covers nothing there.
-fn requests_of(model: &Model, t: &TrafficTarget, dest: &Destination<'_>) -> Option<Requests> {
+/// The ports `t`'s TCPRoute rules open (None: it has none, so it is not limited to
+/// some ports).
+fn tcp_ports(model: &Model, t: &TrafficTarget, ns: &str) -> Option<Ports> {
+    let mut ports = Vec::new();
+    let mut any = false;
+    for r in t.effective().rules.iter().filter(|r| r.kind == RULE_TCP) {
+        any = true;
+        if let Some(ps) = model
+            .tcp_route(ns, &r.name)
+            .and_then(|x| x.spec.ports().ok())
+        {
+            if ps.is_empty() {
+                return Some(Ports::All);
+            }
+            ports.extend(ps);
+        }
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    any.then_some(Ports::Only(ports))
+}
+
+/// `a` and `b` both.
+fn both(a: Ports, b: Option<u16>) -> Ports {
+    match (a, b) {
+        (a, None) => a,
+        (Ports::All, Some(p)) => Ports::Only(vec![p]),
+        (Ports::Only(ps), Some(p)) => Ports::Only(ps.into_iter().filter(|x| *x == p).collect()),
+        (Ports::Except(ps), Some(p)) => {
+            Ports::Only((!ps.contains(&p)).then_some(p).into_iter().collect())
+        }
+    }
+}
+
+/// What `t` allows on `dest`'s port, and on which of its ports (the passthrough serves
+/// several): None when it covers nothing there.
+fn requests_of(
+    model: &Model,
+    t: &TrafficTarget,
+    dest: &Destination<'_>,
+) -> Option<(Ports, Requests)> {
     let spec = t.effective();
+    if spec.rules.is_empty() {
+        // A target closed for being invalid (see `Model::apply`): it allows nothing.
+        return None;
+    }
     let ns = dest.namespace;
-    let tcp: Vec<_> = spec.rules.iter().filter(|r| r.kind == RULE_TCP).collect();
-    let port_covered = tcp.is_empty()
-        || tcp.iter().any(|r| {
-            model.tcp_route(ns, &r.name).is_some_and(|route| {
-                route
-                    .spec
-                    .ports()
-                    .is_ok_and(|ps| ps.is_empty() || ps.contains(&dest.port))
-            })
-        });
-    if !port_covered {
+    let tcp = tcp_ports(model, t, ns);
+    let ports = if dest.port == PASSTHROUGH {
+        let named = spec.destination.port.as_ref().and_then(crds::port_of);
+        both(tcp.clone().unwrap_or_default(), named)
+    } else if tcp.as_ref().is_none_or(|ps| ps.covers(dest.port)) {
+        Ports::All
+    } else {
+        return None;
+    };
+    if matches!(&ports, Ports::Only(ps) if ps.is_empty()) {
         return None;
     }
     let http: Vec<_> = spec.rules.iter().filter(|r| r.kind == RULE_HTTP).collect();
     if http.is_empty() {
         // TCPRoute rules only: everything on their ports.
-        return Some(Requests::Any);
+        return Some((ports, Requests::Any));
     }
     if dest.protocol == Protocol::Tcp {
         // HTTP rules cover no TCP port; a TCPRoute rule naming it does.
-        return (!tcp.is_empty()).then_some(Requests::Any);
+        return tcp.is_some().then_some((ports, Requests::Any));
     }
-    let matches = http
-        .iter()
-        .filter_map(|r| {
-            model
-                .route_group(ns, &r.name)
-                .map(|g| group_matches(&g.spec.matches, &r.matches))
-        })
-        .flatten()
-        .collect::<Vec<_>>();
-    (!matches.is_empty()).then_some(Requests::Http(matches))
+    let mut matches = Vec::new();
+    for r in &http {
+        if let Some(g) = model.route_group(ns, &r.name) {
+            group_matches(&g.spec.matches, &r.matches, &mut matches);
+        }
+    }
+    if matches.is_empty() || matches.len() > MAX_MATCHES_PER_TARGET {
+        return None;
+    }
+    Some((ports, Requests::Http(matches)))
 }
 
 /// The allow policy of one target on `dest`, if it covers anything there.
@@ -146,7 +208,7 @@ fn policy_of(
     t: &TrafficTarget,
     dest: &Destination<'_>,
 ) -> Option<AllowPolicy> {
-    let requests = requests_of(model, t, dest)?;
+    let (ports, requests) = requests_of(model, t, dest)?;
     let ns = dest.namespace;
     let name = t.metadata.name.clone().unwrap_or_default();
     let mut ids: Vec<String> = t
@@ -168,6 +230,7 @@ fn policy_of(
         name: format!("TrafficTarget {ns}/{name}"),
         source: Some(ObjectKey::new(Kind::TrafficTarget, ns, &name)),
         callers: Callers::Identities(ids),
+        ports,
         requests,
     })
 }
@@ -181,11 +244,34 @@ fn control_plane(mesh: &MeshConfig) -> AllowPolicy {
             "spiffe://{}/ns/{CONTROL_PLANE_NAMESPACE}/",
             mesh.trust_domain
         )),
+        ports: Ports::All,
         requests: Requests::Any,
     }
 }
 
-/// Allow rules from `targets` (plus the control plane).
+/// The ports `targets` enforce on the passthrough: all of them, unless every target
+/// names its port.
+fn enforced_ports(targets: &[&TrafficTarget]) -> Ports {
+    let mut ports = Vec::new();
+    for t in targets {
+        match t
+            .effective()
+            .destination
+            .port
+            .as_ref()
+            .and_then(crds::port_of)
+        {
+            Some(p) => ports.push(p),
+            None => return Ports::All,
+        }
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    Ports::Only(ports)
+}
+
+/// Allow rules from `targets` (plus the control plane, and on the passthrough under a
+/// default allow, everyone on the ports no target names).
 fn rules(
     model: &Model,
     mesh: &MeshConfig,
@@ -198,6 +284,19 @@ fn rules(
             .iter()
             .filter_map(|t| policy_of(model, mesh, t, dest)),
     );
+    let default = mesh.inbound_default_for(dest.namespace, dest.pod_default);
+    if dest.port == PASSTHROUGH
+        && default == InboundDefault::Allow
+        && let Ports::Only(named) = enforced_ports(targets)
+    {
+        policies.push(AllowPolicy {
+            name: DEFAULT_ALLOW.into(),
+            source: None,
+            callers: Callers::Anyone,
+            ports: Ports::Except(named),
+            requests: Requests::Any,
+        });
+    }
     Rules { policies }
 }
 
@@ -220,6 +319,37 @@ pub fn inbound(model: &Model, mesh: &MeshConfig, dest: &Destination<'_>) -> Inbo
         enforced: enforced_rules,
         shadow,
     }
+}
+
+/// Why `t` allows nothing on some port although its references resolve: its rules
+/// expand to too many request matches, or too many targets name its destination.
+pub fn over_limits(model: &Model, t: &TrafficTarget) -> Option<String> {
+    let spec = t.effective();
+    let ns = t.metadata.namespace.as_deref().unwrap_or("default");
+    let mut matches = Vec::new();
+    for r in spec.rules.iter().filter(|r| r.kind == RULE_HTTP) {
+        if let Some(g) = model.route_group(ns, &r.name) {
+            group_matches(&g.spec.matches, &r.matches, &mut matches);
+        }
+    }
+    if matches.len() > MAX_MATCHES_PER_TARGET {
+        return Some(format!(
+            "its rules expand to {} request matches, more than {MAX_MATCHES_PER_TARGET}: it allows nothing",
+            matches.len()
+        ));
+    }
+    let name = t.metadata.name.as_deref().unwrap_or_default();
+    let kept = model
+        .traffic_targets_in(ns)
+        .filter(|x| x.effective().destination.name == spec.destination.name)
+        .take(MAX_TARGETS_PER_DESTINATION)
+        .any(|x| x.metadata.name.as_deref() == Some(name));
+    (!kept).then(|| {
+        format!(
+            "more than {MAX_TARGETS_PER_DESTINATION} TrafficTargets name service account {ns}/{}: this one (after them in name order) allows nothing",
+            spec.destination.name
+        )
+    })
 }
 
 /// `xdsctl authz check`'s answer for `req` to `dest`: the enforced decision (the
@@ -266,6 +396,9 @@ pub struct CheckRequest {
     /// The HTTP path (empty: `/`).
     #[prost(string, tag = "7")]
     pub path: String,
+    /// Request headers, each `NAME:VALUE`.
+    #[prost(string, repeated, tag = "8")]
+    pub headers: Vec<String>,
 }
 
 /// One answer: for the pods of one service account behind the Service.
@@ -357,6 +490,17 @@ pub fn check_service(
         &req.method
     };
     let path = if req.path.is_empty() { "/" } else { &req.path };
+    // As a proxy deciding on paths normalizes them first (see InboundAuthz::matches_paths).
+    let path = normalize_path(path).ok_or_else(|| format!("{path:?} is not a request path"))?;
+    let headers: Vec<(String, String)> = req
+        .headers
+        .iter()
+        .map(|h| {
+            h.split_once(':')
+                .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+                .ok_or_else(|| format!("header {h:?} is not NAME:VALUE"))
+        })
+        .collect::<Result<_, _>>()?;
     let mut seen = std::collections::BTreeSet::new();
     let mut answers = Vec::new();
     for pod in model
@@ -374,23 +518,30 @@ pub fn check_service(
             continue;
         }
         let dest = Destination::of(pod, target, sp.protocol);
-        let http = (sp.protocol != Protocol::Tcp).then_some((method, path));
+        let http = (sp.protocol != Protocol::Tcp).then_some((method, path.as_str()));
         let request = Request {
             caller: caller.as_deref(),
             http,
-            headers: &[],
+            headers: &headers,
+            port: target,
         };
         let (now, dry) = check(model, mesh, &dest, &request);
-        let by = if now.allowed {
-            now.by
+        let strict = pod.mtls_mode.unwrap_or(mesh.mtls) == MtlsMode::Strict;
+        let (allowed, by) = if caller.is_none() && strict {
+            (
+                false,
+                vec!["STRICT mTLS: plain text is refused before authorization".into()],
+            )
+        } else if now.allowed {
+            (true, now.by)
         } else {
-            denial(model, &dest)
+            (false, denial(model, &dest))
         };
         answers.push(CheckAnswer {
             service_account: pod.service_account.clone(),
             pod_port: u32::from(target),
             protocol: if http.is_some() { "http" } else { "tcp" }.into(),
-            allowed: now.allowed,
+            allowed,
             by,
             dry_run_allowed: dry.map(|d| d.allowed),
         });

@@ -57,6 +57,7 @@ fn ask(
         caller: caller.as_deref(),
         http,
         headers: &[],
+        port,
     };
     let (d, _) = check(m, mesh, &dest, &req);
     (d.allowed, d.by)
@@ -209,6 +210,7 @@ fn dry_runs_are_recorded_not_enforced() {
         caller: Some("spiffe://cluster.local/ns/shop/sa/other"),
         http: Some(("GET", "/items")),
         headers: &[],
+        port: 8080,
     };
     let (now, dry) = check(&m, &mesh, &dest, &req);
     assert_eq!(now.by, [DEFAULT_ALLOW]);
@@ -254,4 +256,165 @@ fn a_target_cannot_name_another_namespaces_destination() {
     let t = "apiVersion: access.smi-spec.io/v1alpha3\nkind: TrafficTarget\nmetadata: {name: t, namespace: evil}\nspec:\n  destination: {kind: ServiceAccount, name: api, namespace: shop}\n  rules: [{kind: TCPRoute, name: db}]\n  sources: [{kind: ServiceAccount, name: x}]\n";
     let e = parse_manifest(t).expect_err("refused");
     assert!(e.to_string().contains("spec.destination.namespace"), "{e}");
+}
+
+/// Whether `from` may open a connection to `port` through an intercepted pod's
+/// passthrough (ports no Service names).
+fn ask_passthrough(m: &Model, mesh: &MeshConfig, from: Option<&str>, port: u16) -> bool {
+    let caller = from.map(|f| format!("{TD}/{f}"));
+    let dest = Destination {
+        namespace: "shop",
+        service_account: "api",
+        pod_default: None,
+        port: super::authz::PASSTHROUGH,
+        protocol: Protocol::Tcp,
+    };
+    let req = Request {
+        caller: caller.as_deref(),
+        http: None,
+        headers: &[],
+        port,
+    };
+    check(m, mesh, &dest, &req).0.allowed
+}
+
+const P5000: &str = "apiVersion: specs.smi-spec.io/v1alpha4\nkind: TCPRoute\nmetadata: {name: p5000, namespace: shop}\nspec:\n  matches: {ports: [5000]}\n---\n";
+
+#[test]
+fn a_port_no_service_names_is_enforced_on_the_passthrough() {
+    // v1alpha2: the destination names its port.
+    let t = "apiVersion: access.smi-spec.io/v1alpha2\nkind: TrafficTarget\nmetadata: {name: admin-port, namespace: shop}\nspec:\n  destination: {kind: ServiceAccount, name: api, namespace: shop, port: 5000}\n  rules: [{kind: TCPRoute, name: p5000}]\n  sources: [{kind: ServiceAccount, name: web}]\n---\n";
+    let m = model(&format!("{BASE}{P5000}{t}"));
+    let mut mesh = MeshConfig::default();
+    let web = Some("shop/sa/web");
+    let other = Some("shop/sa/other");
+    assert!(ask_passthrough(&m, &mesh, web, 5000));
+    assert!(
+        !ask_passthrough(&m, &mesh, other, 5000),
+        "the target's port is closed to others"
+    );
+    assert!(!ask_passthrough(&m, &mesh, None, 5000), "and to plain text");
+    assert!(
+        ask_passthrough(&m, &mesh, other, 6000),
+        "other ports follow the default allow"
+    );
+    assert!(ask_passthrough(&m, &mesh, None, 6000));
+    assert!(ask_passthrough(&m, &mesh, Some("rudder-system/sa/x"), 5000));
+    mesh.inbound_default = InboundDefault::Deny;
+    assert!(
+        !ask_passthrough(&m, &mesh, other, 6000),
+        "or the default deny"
+    );
+    assert!(ask_passthrough(&m, &mesh, web, 5000));
+}
+
+#[test]
+fn a_tcp_route_opens_its_unserved_port_on_the_passthrough() {
+    let m = model(&format!(
+        "{BASE}{P5000}{}",
+        target("p", "[{kind: TCPRoute, name: p5000}]", &["web"], "")
+    ));
+    let mesh = MeshConfig::default();
+    let web = Some("shop/sa/web");
+    assert!(
+        ask_passthrough(&m, &mesh, web, 5000),
+        "its port is open to it"
+    );
+    assert!(
+        !ask_passthrough(&m, &mesh, web, 6000),
+        "a target without a port encloses every port"
+    );
+    assert!(!ask_passthrough(&m, &mesh, Some("shop/sa/other"), 5000));
+}
+
+/// `yaml`'s one object, made invalid (a UDPRoute rule) as the model is sent it.
+fn broken(yaml: &str) -> crate::model::Object {
+    let mut objects = parse_manifest(yaml).expect("parses").objects;
+    let mut o = objects.remove(0);
+    if let crate::model::Object::TrafficTarget(t) = &mut o
+        && let Some(spec) = t.spec.as_mut()
+    {
+        spec.rules[0].kind = "UDPRoute".into();
+    }
+    o
+}
+
+#[test]
+fn an_invalid_target_never_seen_valid_closes_its_destination() {
+    let dry = target(
+        "t",
+        "[{kind: HTTPRouteGroup, name: routes}]",
+        &["web"],
+        ", annotations: {rudder.dev/dry-run: \"true\"}",
+    );
+    let mut m = model(BASE);
+    let mesh = MeshConfig::default();
+    m.apply(&broken(&dry)).expect_err("invalid");
+    let web = Some("shop/sa/web");
+    assert!(
+        !ask(&m, &mesh, web, 8080, Some(("GET", "/items"))).0,
+        "fails closed, dry-run annotation or not"
+    );
+    // An update that breaks a good version keeps the good one.
+    let good = target("t", "[{kind: HTTPRouteGroup, name: routes}]", &["web"], "");
+    let mut m = model(&format!("{BASE}{good}"));
+    m.apply(&broken(&good)).expect_err("invalid");
+    assert!(ask(&m, &mesh, web, 8080, Some(("GET", "/items"))).0);
+}
+
+#[test]
+fn a_target_over_the_limits_allows_nothing_and_says_so() {
+    let matches: Vec<String> = (0..=super::authz::MAX_MATCHES_PER_TARGET)
+        .map(|i| format!("  - {{name: m{i}, pathRegex: \"/p{i}\"}}"))
+        .collect();
+    let big = format!(
+        "apiVersion: specs.smi-spec.io/v1alpha4\nkind: HTTPRouteGroup\nmetadata: {{name: big, namespace: shop}}\nspec:\n  matches:\n{}\n---\n",
+        matches.join("\n")
+    );
+    let m = model(&format!(
+        "{BASE}{big}{}",
+        target("wide", "[{kind: HTTPRouteGroup, name: big}]", &["web"], "")
+    ));
+    let mesh = MeshConfig::default();
+    assert!(!ask(&m, &mesh, Some("shop/sa/web"), 8080, Some(("GET", "/p1"))).0);
+    let status = policy_status(&m);
+    let s = &status[&ObjectKey::new(Kind::TrafficTarget, "shop", "wide")];
+    let refs = s
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ResolvedRefs")
+        .expect("condition");
+    assert!(refs.message.contains("more than 128"), "{}", refs.message);
+}
+
+#[test]
+fn answers_decide_on_the_normalized_path_and_the_headers_given() {
+    let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: shop}\nspec:\n  selector: {app: api}\n  ports: [{name: http, port: 80, targetPort: 8080}]\n---\n";
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: api-1, namespace: shop, labels: {app: api}, annotations: {rudder.dev/inject: \"true\"}}\nspec:\n  serviceAccountName: api\n  containers: [{name: app, ports: [{containerPort: 8080}]}]\nstatus: {podIP: 10.0.0.3}\n---\n";
+    let group = "apiVersion: specs.smi-spec.io/v1alpha4\nkind: HTTPRouteGroup\nmetadata: {name: pub, namespace: shop}\nspec:\n  matches:\n  - {name: public, pathRegex: \"/public(/.*)?\", headers: {x-env: prod}}\n---\n";
+    let m = model(&format!(
+        "{BASE}{svc}{pod}{group}{}",
+        target("p", "[{kind: HTTPRouteGroup, name: pub}]", &["web"], "")
+    ));
+    let mesh = MeshConfig::default();
+    let ask = |path: &str, headers: &[&str]| {
+        let req = super::authz::CheckRequest {
+            from_namespace: "shop".into(),
+            from_service_account: "web".into(),
+            to_namespace: "shop".into(),
+            to_service: "api".into(),
+            path: path.into(),
+            headers: headers.iter().map(|h| h.to_string()).collect(),
+            ..Default::default()
+        };
+        super::authz::check_service(&m, &mesh, &req)
+            .expect("answers")
+            .answers
+            .iter()
+            .all(|a| a.allowed)
+    };
+    assert!(ask("/public/x", &["X-Env: prod"]));
+    assert!(!ask("/public/x", &[]), "the header rule");
+    assert!(!ask("/public/../admin", &["x-env:prod"]));
+    assert!(!ask("/public%2F..%2Fadmin", &["x-env:prod"]));
 }

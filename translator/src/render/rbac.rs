@@ -20,7 +20,9 @@ use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 
 use crate::render::route::regex;
-use crate::routing::authz::{AllowPolicy, Callers, InboundAuthz, RequestMatch, Requests, Rules};
+use crate::routing::authz::{
+    AllowPolicy, Callers, InboundAuthz, Ports, RequestMatch, Requests, Rules,
+};
 
 fn string(pattern: MatchPattern) -> StringMatcher {
     StringMatcher {
@@ -90,11 +92,34 @@ fn request(m: &RequestMatch) -> Permission {
     one_of(all, false)
 }
 
-fn permissions(r: &Requests) -> Vec<Permission> {
-    match r {
-        Requests::Any => vec![any_permission()],
-        Requests::Http(ms) => vec![one_of(ms.iter().map(request).collect(), true)],
+fn destination_ports(ps: &[u16]) -> Permission {
+    one_of(
+        ps.iter()
+            .map(|p| Permission {
+                rule: Some(permission::Rule::DestinationPort(u32::from(*p))),
+            })
+            .collect(),
+        true,
+    )
+}
+
+fn permissions(ports: &Ports, r: &Requests) -> Vec<Permission> {
+    let what = match r {
+        Requests::Any => any_permission(),
+        Requests::Http(ms) => one_of(ms.iter().map(request).collect(), true),
+    };
+    let on = match ports {
+        Ports::All => return vec![what],
+        Ports::Only(ps) => destination_ports(ps),
+        Ports::Except(ps) if ps.is_empty() => return vec![what],
+        Ports::Except(ps) => Permission {
+            rule: Some(permission::Rule::NotRule(Box::new(destination_ports(ps)))),
+        },
+    };
+    if matches!(r, Requests::Any) {
+        return vec![on];
     }
+    vec![one_of(vec![on, what], false)]
 }
 
 fn authenticated(pattern: MatchPattern) -> Principal {
@@ -109,6 +134,9 @@ fn authenticated(pattern: MatchPattern) -> Principal {
 
 fn principals(c: &Callers) -> Vec<Principal> {
     match c {
+        Callers::Anyone => vec![Principal {
+            identifier: Some(principal::Identifier::Any(true)),
+        }],
         Callers::IdentityPrefix(p) => vec![authenticated(MatchPattern::Prefix(p.clone()))],
         Callers::Identities(ids) => ids
             .iter()
@@ -119,7 +147,7 @@ fn principals(c: &Callers) -> Vec<Principal> {
 
 fn policy(p: &AllowPolicy) -> Policy {
     Policy {
-        permissions: permissions(&p.requests),
+        permissions: permissions(&p.ports, &p.requests),
         principals: principals(&p.callers),
         ..Default::default()
     }
@@ -174,6 +202,7 @@ fn sorted(rules: &Rules) -> SortedRules {
         .policies
         .iter()
         .filter(|p| !matches!(&p.requests, Requests::Http(ms) if ms.is_empty()))
+        .filter(|p| !matches!(&p.ports, Ports::Only(ps) if ps.is_empty()))
         .map(|p| PolicyEntry {
             key: p.name.clone(),
             value: Some(policy(p)),
@@ -246,6 +275,7 @@ mod tests {
             name: name.into(),
             source: None,
             callers: Callers::Identities(vec![format!("spiffe://td/ns/a/sa/{name}")]),
+            ports: Ports::All,
             requests: Requests::Any,
         };
         Rules {

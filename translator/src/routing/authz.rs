@@ -14,6 +14,33 @@ pub enum Callers {
     Identities(Vec<String>),
     /// Peers whose SPIFFE ID starts with this prefix (`spiffe://TD/ns/NS/`).
     IdentityPrefix(String),
+    /// Anyone, plain text included (the default allow of the ports a listener serves
+    /// beside enforced ones).
+    Anyone,
+}
+
+/// The destination ports a policy covers. It matters only on a listener that serves
+/// several ports (an intercepted pod's passthrough); a port's own listener is `All`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Ports {
+    /// Every port.
+    #[default]
+    All,
+    /// Only these.
+    Only(Vec<u16>),
+    /// Every port but these.
+    Except(Vec<u16>),
+}
+
+impl Ports {
+    /// Whether `port` is covered.
+    pub fn covers(&self, port: u16) -> bool {
+        match self {
+            Ports::All => true,
+            Ports::Only(ps) => ps.contains(&port),
+            Ports::Except(ps) => !ps.contains(&port),
+        }
+    }
 }
 
 /// One HTTP request match: every condition given must hold.
@@ -45,6 +72,8 @@ pub struct AllowPolicy {
     pub source: Option<ObjectKey>,
     /// Who.
     pub callers: Callers,
+    /// On which ports.
+    pub ports: Ports,
     /// What.
     pub requests: Requests,
 }
@@ -80,6 +109,96 @@ impl InboundAuthz {
             .chain(self.shadow.iter())
             .flat_map(|r| r.policies.iter().filter_map(|p| p.source.clone()))
     }
+
+    /// Whether some policy matches on the request path: the proxy then normalizes paths
+    /// before deciding (see [`normalize_path`]), so `/public/../admin` cannot pass as
+    /// `/public/...`.
+    pub fn matches_paths(&self) -> bool {
+        self.enforced
+            .iter()
+            .chain(self.shadow.iter())
+            .flat_map(|r| r.policies.iter())
+            .any(|p| matches!(&p.requests, Requests::Http(ms) if ms.iter().any(|m| m.path_regex.is_some())))
+    }
+}
+
+/// The path a proxy decides on where [`InboundAuthz::matches_paths`]: escaped slashes
+/// (`%2F`, `%5C`) unescaped, backslashes as slashes, dot segments (`%2E` included)
+/// removed and runs of slashes merged, the query kept. `None` for a path the proxy
+/// refuses (400): not starting with `/`, or a control character.
+pub fn normalize_path(raw: &str) -> Option<String> {
+    let (path, query) = match raw.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (raw, None),
+    };
+    if !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return None;
+    }
+    let unescaped = unescape_slashes(path).replace('\\', "/");
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = unescaped.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    let mut trailing = false;
+    for (i, seg) in segments.iter().enumerate() {
+        let dots = dot_segment(seg);
+        match dots {
+            Some(1) => trailing = i == last,
+            Some(2) => {
+                out.pop();
+                trailing = i == last;
+            }
+            _ if seg.is_empty() => trailing = i == last,
+            _ => {
+                out.push(seg);
+                trailing = false;
+            }
+        }
+    }
+    let mut normal = String::with_capacity(unescaped.len());
+    for seg in &out {
+        normal.push('/');
+        normal.push_str(seg);
+    }
+    if out.is_empty() || trailing {
+        normal.push('/');
+    }
+    if let Some(q) = query {
+        normal.push('?');
+        normal.push_str(q);
+    }
+    Some(normal)
+}
+
+/// `%2F`/`%2f` as `/` and `%5C`/`%5c` as `\`.
+fn unescape_slashes(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut rest = path;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let code = rest.get(i + 1..i + 3).map(str::to_ascii_uppercase);
+        match code.as_deref() {
+            Some("2F") => out.push('/'),
+            Some("5C") => out.push('\\'),
+            _ => {
+                out.push('%');
+                rest = &rest[i + 1..];
+                continue;
+            }
+        }
+        rest = &rest[i + 3..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// 1 for `.`, 2 for `..` (either spelled with `%2E`), None otherwise.
+fn dot_segment(seg: &str) -> Option<u8> {
+    let lower = seg.to_ascii_lowercase().replace("%2e", ".");
+    match lower.as_str() {
+        "." => Some(1),
+        ".." => Some(2),
+        _ => None,
+    }
 }
 
 /// A request as `xdsctl authz check` describes it.
@@ -91,6 +210,8 @@ pub struct Request<'a> {
     pub http: Option<(&'a str, &'a str)>,
     /// Request headers (lowercase names).
     pub headers: &'a [(String, String)],
+    /// The destination port (on the pod).
+    pub port: u16,
 }
 
 /// An answer: allowed or not, and the policies that allowed it (empty when denied).
@@ -128,17 +249,19 @@ impl AllowPolicy {
     /// Whether this policy allows `req`.
     pub fn allows(&self, req: &Request<'_>) -> bool {
         let who = match (&self.callers, req.caller) {
+            (Callers::Anyone, _) => true,
             (_, None) => false,
             (Callers::Identities(ids), Some(c)) => ids.iter().any(|id| id == c),
             (Callers::IdentityPrefix(p), Some(c)) => c.starts_with(p.as_str()),
         };
-        who && match (&self.requests, req.http) {
-            (Requests::Any, _) => true,
-            (Requests::Http(_), None) => false,
-            (Requests::Http(ms), Some((method, path))) => {
-                ms.iter().any(|m| m.matches(method, path, req.headers))
+        who && self.ports.covers(req.port)
+            && match (&self.requests, req.http) {
+                (Requests::Any, _) => true,
+                (Requests::Http(_), None) => false,
+                (Requests::Http(ms), Some((method, path))) => {
+                    ms.iter().any(|m| m.matches(method, path, req.headers))
+                }
             }
-        }
     }
 }
 
@@ -167,6 +290,7 @@ mod tests {
             name: "TrafficTarget shop/t".into(),
             source: None,
             callers: Callers::Identities(vec!["spiffe://td/ns/shop/sa/web".into()]),
+            ports: Ports::All,
             requests,
         }
     }
@@ -187,6 +311,7 @@ mod tests {
             caller,
             http: Some((method, path)),
             headers: &h,
+            port: 80,
         };
         assert!(rules.decide(&req(web, "GET", "/api/items?x=1")).allowed);
         assert!(!rules.decide(&req(web, "POST", "/api/items")).allowed);
@@ -207,11 +332,47 @@ mod tests {
             caller: web,
             http: None,
             headers: &[],
+            port: 80,
         };
         assert!(!rules.decide(&tcp).allowed, "HTTP rules allow no TCP");
         let any = Rules {
             policies: vec![policy(Requests::Any)],
         };
         assert_eq!(any.decide(&tcp).by, ["TrafficTarget shop/t"]);
+    }
+
+    #[test]
+    fn paths_are_decided_as_the_proxy_normalizes_them() {
+        let n = |p: &str| normalize_path(p);
+        assert_eq!(n("/public/../admin").as_deref(), Some("/admin"));
+        assert_eq!(n("/public/%2e%2E/admin").as_deref(), Some("/admin"));
+        assert_eq!(n("/public%2F..%2Fadmin").as_deref(), Some("/admin"));
+        assert_eq!(n("/public%5c..%5cadmin").as_deref(), Some("/admin"));
+        assert_eq!(n("/public//x").as_deref(), Some("/public/x"));
+        assert_eq!(n("/a/./b/").as_deref(), Some("/a/b/"));
+        assert_eq!(n("/../..").as_deref(), Some("/"));
+        assert_eq!(n("/a/b?x=/../y").as_deref(), Some("/a/b?x=/../y"));
+        assert_eq!(n("/a%20b/%41").as_deref(), Some("/a%20b/%41"));
+        assert_eq!(n("a/b"), None);
+        assert_eq!(n("/a\u{7f}"), None);
+    }
+
+    #[test]
+    fn ports_and_anyone() {
+        let open = AllowPolicy {
+            name: "default allow".into(),
+            source: None,
+            callers: Callers::Anyone,
+            ports: Ports::Except(vec![5432]),
+            requests: Requests::Any,
+        };
+        let req = |port| Request {
+            caller: None,
+            http: None,
+            headers: &[],
+            port,
+        };
+        assert!(open.allows(&req(6000)), "plain text on another port");
+        assert!(!open.allows(&req(5432)), "not on the enforced port");
     }
 }

@@ -1,6 +1,7 @@
 //! The status of a TrafficTarget: `Accepted` (the model took it; a dry run says so) and
 //! `ResolvedRefs` naming every rule whose HTTPRouteGroup, match name or TCPRoute is
-//! missing (such a rule allows nothing), and a destination no pod of the model runs as.
+//! missing (such a rule allows nothing), a target over the limits (it allows nothing),
+//! and a destination no pod of the model runs as.
 
 use crds::{RULE_HTTP, TrafficTarget};
 
@@ -41,6 +42,7 @@ fn missing_refs(model: &Model, t: &TrafficTarget, ns: &str) -> Vec<String> {
             ));
         }
     }
+    missing.extend(crate::policy::authz::over_limits(model, t));
     let sa = &spec.destination.name;
     if !model
         .pods_in(ns)

@@ -28,6 +28,9 @@ pub(crate) enum AuthzCmd {
         method: Option<String>,
         /// The HTTP path (`/` by default).
         path: Option<String>,
+        /// A request header, `NAME:VALUE` (repeatable).
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
     },
 }
 
@@ -42,7 +45,11 @@ fn request(
     to: &str,
     method: Option<&str>,
     path: Option<&str>,
+    headers: &[String],
 ) -> anyhow::Result<CheckRequest> {
+    if let Some(h) = headers.iter().find(|h| !h.contains(':')) {
+        anyhow::bail!("--header {h:?}: expected NAME:VALUE");
+    }
     let (from_ns, from_sa) = match from {
         Some(f) => {
             let (ns, sa) = f
@@ -69,6 +76,7 @@ fn request(
         port: u32::from(port),
         method: method.unwrap_or_default().to_string(),
         path: path.unwrap_or_default().to_string(),
+        headers: headers.to_vec(),
     })
 }
 
@@ -102,9 +110,10 @@ pub(crate) async fn run(channel: tonic::transport::Channel, cmd: &AuthzCmd) -> a
         to,
         method,
         path,
+        headers,
     } = cmd;
     let from = if *plain_text { None } else { from.as_deref() };
-    let req = request(from, to, method.as_deref(), path.as_deref())?;
+    let req = request(from, to, method.as_deref(), path.as_deref(), headers)?;
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready()
         .await
@@ -133,16 +142,25 @@ mod tests {
 
     #[test]
     fn arguments_become_the_request() {
-        let r = request(Some("shop/web"), "api:8080", Some("POST"), Some("/items")).expect("valid");
+        let r = request(
+            Some("shop/web"),
+            "api:8080",
+            Some("POST"),
+            Some("/items"),
+            &["x-env:prod".into()],
+        )
+        .expect("valid");
         assert_eq!(
             (r.to_namespace.as_str(), r.to_service.as_str(), r.port),
             ("shop", "api", 8080)
         );
         assert_eq!(r.from_service_account, "web");
-        let r = request(None, "other/api", None, None).expect("valid");
+        assert_eq!(r.headers, ["x-env:prod"]);
+        assert!(request(Some("shop/web"), "api", None, None, &["x-env".into()]).is_err());
+        let r = request(None, "other/api", None, None, &[]).expect("valid");
         assert_eq!((r.to_namespace.as_str(), r.port), ("other", 0));
         assert!(r.from_service_account.is_empty(), "plain text");
-        assert!(request(Some("web"), "api", None, None).is_err());
-        assert!(request(Some("a/b"), "api:http", None, None).is_err());
+        assert!(request(Some("web"), "api", None, None, &[]).is_err());
+        assert!(request(Some("a/b"), "api:http", None, None, &[]).is_err());
     }
 }

@@ -1,0 +1,97 @@
+//! Authorization on an intercepted pod's ports that no Service names (its inbound
+//! passthrough), with the init container's rules installed for real in a network
+//! namespace and the proxy as the proxy UID: a TrafficTarget naming one such port closes
+//! that port to every caller it does not list (here a plain-text caller under
+//! PERMISSIVE), and the pod's other unserved ports keep the default allow. Before, a
+//! target naming a port was dropped on the passthrough and left the port open.
+//!
+//! Needs root (network namespaces, iptables): without them the test fails.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use testbed::procs::{ControlPlane, DataPlane, wait_until};
+
+mod common;
+
+use common::netns::PodNet;
+
+/// The target of port 9090 of service account `server`, with its TCPRoute.
+const TARGET: &str = "apiVersion: specs.smi-spec.io/v1alpha4\nkind: TCPRoute\nmetadata: {name: admin-port, namespace: default}\nspec:\n  matches: {ports: [9090]}\n---\napiVersion: access.smi-spec.io/v1alpha2\nkind: TrafficTarget\nmetadata: {name: admin, namespace: default}\nspec:\n  destination: {kind: ServiceAccount, name: server, namespace: default, port: 9090}\n  rules: [{kind: TCPRoute, name: admin-port}]\n  sources: [{kind: ServiceAccount, name: ops}]\n";
+
+/// Whether a plain-text GET of `addr` from the host is answered by the app.
+async fn answered(addr: SocketAddr) -> bool {
+    testbed::http::get_via(addr, &format!("http://{addr}/"))
+        .await
+        .is_ok_and(|r| r.status == 200 && r.body.starts_with("app-"))
+}
+
+async fn a_target_closes_an_unserved_port_and_leaves_the_others(
+    proxy: DataPlane,
+) -> anyhow::Result<()> {
+    let mut net = PodNet::new(if proxy == DataPlane::Envoy { 241 } else { 240 })?;
+    net.proxy = proxy;
+    let server = net.add_pod("server-0")?;
+    let work = tempfile::tempdir()?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // The proxy runs as the proxy UID and reads its files here.
+        std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755))?;
+    }
+    let manifests = work.path().join("manifests");
+    std::fs::create_dir(&manifests)?;
+    std::fs::write(
+        manifests.join("mesh.yaml"),
+        testbed::manifests::pod("server-0", "server", server.ip, "server"),
+    )?;
+    let cp = ControlPlane::start_on(
+        &manifests,
+        work.path(),
+        net.host,
+        &["--mtls-mode", "permissive"],
+    )
+    .await?;
+    let (admin, other) = (
+        SocketAddr::new(server.ip, 9090),
+        SocketAddr::new(server.ip, 9091),
+    );
+    net.echo_at(&server, "0.0.0.0:9090".parse()?, "app-9090", work.path())?;
+    net.echo_at(&server, "0.0.0.0:9091".parse()?, "app-9091", work.path())?;
+    net.inject(&server, "server", &cp, work.path()).await?;
+
+    // No Service names either port: both pass through, open under PERMISSIVE.
+    let open = wait_until(Duration::from_secs(20), "both ports open", || async move {
+        Ok(answered(admin).await && answered(other).await)
+    })
+    .await;
+    if let Err(e) = open {
+        anyhow::bail!("{e:#}\n{}", net.logs(work.path()));
+    }
+    std::fs::write(manifests.join("authz.yaml"), TARGET)?;
+    wait_until(Duration::from_secs(20), "port 9090 closed", || async move {
+        Ok(!answered(admin).await)
+    })
+    .await?;
+    for _ in 0..5 {
+        assert!(!answered(admin).await, "the target's port stays closed");
+        assert!(answered(other).await, "the other port keeps the default");
+    }
+    let denied = net.stats(&server, "inbound-passthrough.rbac.denied$")?;
+    assert!(
+        denied.lines().any(|l| !l.ends_with(": 0")),
+        "denials counted on the passthrough: {denied}"
+    );
+    // The target gone, the port opens again.
+    std::fs::remove_file(manifests.join("authz.yaml"))?;
+    wait_until(
+        Duration::from_secs(20),
+        "port 9090 open again",
+        || async move { Ok(answered(admin).await) },
+    )
+    .await?;
+    net.check_running()?;
+    drop(net);
+    Ok(())
+}
+
+common::on_each_proxy!(a_target_closes_an_unserved_port_and_leaves_the_others);
