@@ -16,9 +16,11 @@ use std::collections::BTreeMap;
 use chart_support::{chart, generated_crds, kinds, of_kind, try_render};
 use serde_json::{Value, json};
 
-const SMI: [&str; 2] = [
+const SMI: [&str; 4] = [
     "trafficsplits.split.smi-spec.io",
     "httproutegroups.specs.smi-spec.io",
+    "tcproutes.specs.smi-spec.io",
+    "traffictargets.access.smi-spec.io",
 ];
 const RETRY: &str = "retrypolicies.policy.rudder.dev";
 
@@ -100,7 +102,10 @@ fn the_crd_chart_renders_only_crds_and_the_main_chart_none_when_told() {
     // The main chart: CRDs by default (an upgrade from a version that had them must not
     // drop them), none with crds.install=false, whatever else is set.
     let docs = render_chart("rudder", &[]);
-    assert_eq!(of_kind(&docs, "CustomResourceDefinition").len(), 3);
+    assert_eq!(
+        of_kind(&docs, "CustomResourceDefinition").len(),
+        SMI.len() + 1
+    );
     let docs = render_chart(
         "rudder",
         &[
@@ -175,7 +180,7 @@ fn smi_crds_present_and_not_this_releases_are_left_alone() {
         v.sort();
         v
     };
-    // Absent: all three (what `helm template` renders, as lookup finds nothing).
+    // Absent: all of them (what `helm template` renders, as lookup finds nothing).
     assert_eq!(decide(json!({})), all);
     // Already this release's (an upgrade): kept in the release.
     let ours = owned_by("rudder", "rudder-system");
@@ -188,11 +193,11 @@ fn smi_crds_present_and_not_this_releases_are_left_alone() {
         owned_by("rudder", "other"),
     ] {
         assert_eq!(
-            decide(json!({SMI[0]: foreign, SMI[1]: foreign})),
+            decide(json!({SMI[0]: foreign, SMI[1]: foreign, SMI[2]: foreign, SMI[3]: foreign})),
             [RETRY],
             "present and foreign: {foreign}"
         );
-        let mut one_left = vec![SMI[1].to_string(), RETRY.to_string()];
+        let mut one_left: Vec<String> = all.iter().filter(|n| *n != SMI[0]).cloned().collect();
         one_left.sort();
         assert_eq!(decide(json!({SMI[0]: foreign})), one_left, "{foreign}");
     }

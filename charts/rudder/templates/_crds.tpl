@@ -5,9 +5,9 @@ the two copies equal).
 Every CRD carries helm.sh/resource-policy: keep: `helm uninstall` (or an upgrade that
 drops one) leaves the CRD and so every object users made of it.
 
-The SMI CRDs (TrafficSplit, HTTPRouteGroup) are not Rudder's own: Flagger and other
-meshes use them too. They are installed only when absent from the cluster or already
-owned by this release; a copy owned by anything else is left alone.
+The SMI CRDs (TrafficSplit, HTTPRouteGroup, TCPRoute, TrafficTarget) are not Rudder's own:
+Flagger and other meshes use them too. They are installed only when absent from the
+cluster or already owned by this release; a copy owned by anything else is left alone.
 */}}
 
 {{/*
