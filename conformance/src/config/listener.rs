@@ -180,6 +180,42 @@ pub struct HttpManager {
     pub max_request_headers_bytes: usize,
     /// Idle timeout of a downstream connection (`common_http_protocol_options`), if set.
     pub idle_timeout: Option<std::time::Duration>,
+    /// What is done to the request path before the HTTP filters and routing.
+    pub path: PathNormalization,
+}
+
+/// The request path transformations of a connection manager, applied in Envoy's order
+/// before any HTTP filter (RBAC included) and routing, the upstream request taking the
+/// result: escaped slashes, then RFC 3986 normalization, then merged slashes; the
+/// query is never touched. The default changes nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PathNormalization {
+    /// `path_with_escaped_slashes_action`.
+    pub escaped_slashes: EscapedSlashes,
+    /// `normalize_path`: dot segments (`.`, `..`, `%2e` and `%2E` ones too) removed,
+    /// backslashes turned into slashes and percent-encoded unreserved characters
+    /// decoded, as Envoy's Chromium-based canonicalizer does; a path it cannot
+    /// canonicalize (an encoded or literal NUL) is answered 400.
+    pub normalize: bool,
+    /// `merge_slashes`: runs of `/` in the path collapsed to one.
+    pub merge_slashes: bool,
+}
+
+/// `path_with_escaped_slashes_action`: what is done with a path holding `%2F`, `%2f`,
+/// `%5C` or `%5c`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EscapedSlashes {
+    /// Left as they are (`KEEP_UNCHANGED`, and Envoy's
+    /// `IMPLEMENTATION_SPECIFIC_DEFAULT`).
+    #[default]
+    Keep,
+    /// The request is answered 400 (`REJECT_REQUEST`).
+    Reject,
+    /// Unescaped (`%2F` to `/`, `%5C` to `\`) and the request is answered 307 with
+    /// the transformed path as `Location` (`UNESCAPE_AND_REDIRECT`; a gRPC request 400).
+    UnescapeAndRedirect,
+    /// Unescaped, and the request goes on (`UNESCAPE_AND_FORWARD`).
+    UnescapeAndForward,
 }
 
 /// An HTTP filter of a connection manager.

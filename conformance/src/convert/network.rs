@@ -1,6 +1,8 @@
 //! The network filters: the terminal `http_connection_manager` (RDS or an inline route
-//! configuration; HTTP filters: RBAC filters, then the router) and `tcp_proxy` (one
-//! cluster), and the RBAC filter that may come before either.
+//! configuration; HTTP filters: RBAC filters, then the router; the request path
+//! transformations `path_with_escaped_slashes_action`, `normalize_path`,
+//! `merge_slashes`) and `tcp_proxy` (one cluster), and the RBAC filter that may come
+//! before either.
 
 use std::sync::Arc;
 
@@ -10,7 +12,9 @@ use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as PbHttpR
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter as PbHttpFilter,
-    http_connection_manager::{CodecType, ForwardClientCertDetails, RouteSpecifier},
+    http_connection_manager::{
+        CodecType, ForwardClientCertDetails, PathWithEscapedSlashesAction, RouteSpecifier,
+    },
     http_filter,
 };
 use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as PbNetworkRbac;
@@ -24,7 +28,8 @@ use super::check::{
 };
 use super::{rbac, route, tls};
 use crate::config::listener::{
-    ForwardClientCert, HttpFilter, HttpManager, NetworkFilter, RouteSource, TcpProxy, Terminal,
+    EscapedSlashes, ForwardClientCert, HttpFilter, HttpManager, NetworkFilter, PathNormalization,
+    RouteSource, TcpProxy, Terminal,
 };
 
 /// Envoy's default request header limit, in KiB.
@@ -128,9 +133,6 @@ fn http_manager(path: &Path, m: &HttpConnectionManager) -> R<HttpManager> {
         forward_client_cert_matcher,
         proxy_100_continue,
         represent_ipv4_remote_address_as_ipv4_mapped_ipv6,
-        normalize_path,
-        merge_slashes,
-        path_with_escaped_slashes_action,
         request_id_extension,
         local_reply_config,
         strip_matching_host_port,
@@ -224,6 +226,29 @@ fn http_manager(path: &Path, m: &HttpConnectionManager) -> R<HttpManager> {
         filters,
         max_request_headers_bytes: kb as usize * 1024,
         idle_timeout,
+        path: path_normalization(path, m)?,
+    })
+}
+
+/// `path_with_escaped_slashes_action`, `normalize_path` (unset: off, Envoy's runtime
+/// default) and `merge_slashes`. `path_normalization_options` stays refused.
+fn path_normalization(path: &Path, m: &HttpConnectionManager) -> R<PathNormalization> {
+    let ap = path.f("path_with_escaped_slashes_action");
+    let escaped_slashes = match enumerated::<PathWithEscapedSlashesAction>(
+        &ap,
+        m.path_with_escaped_slashes_action,
+    )? {
+        // Envoy's implementation-specific default is KEEP_UNCHANGED.
+        PathWithEscapedSlashesAction::ImplementationSpecificDefault
+        | PathWithEscapedSlashesAction::KeepUnchanged => EscapedSlashes::Keep,
+        PathWithEscapedSlashesAction::RejectRequest => EscapedSlashes::Reject,
+        PathWithEscapedSlashesAction::UnescapeAndRedirect => EscapedSlashes::UnescapeAndRedirect,
+        PathWithEscapedSlashesAction::UnescapeAndForward => EscapedSlashes::UnescapeAndForward,
+    };
+    Ok(PathNormalization {
+        escaped_slashes,
+        normalize: m.normalize_path.as_ref().is_some_and(|b| b.value),
+        merge_slashes: m.merge_slashes,
     })
 }
 

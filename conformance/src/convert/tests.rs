@@ -1,12 +1,19 @@
 //! Unit tests of conversion details: field paths, RE2 substitutions, mirror fractions,
-//! header append modes, redirects and the refusals of the terminal filters.
+//! header append modes, redirects, the terminal filters' refusals and the connection
+//! manager's path transformations.
 
 use envoy_types::pb::envoy::config::core::v3::{
     HeaderValue, HeaderValueOption, RuntimeFractionalPercent,
 };
 use envoy_types::pb::envoy::config::listener::v3::{Filter, filter};
 use envoy_types::pb::envoy::config::route::v3::{
-    RedirectAction, redirect_action, route_action::RequestMirrorPolicy,
+    RedirectAction, RouteConfiguration, redirect_action, route_action::RequestMirrorPolicy,
+};
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter,
+    http_connection_manager::{PathWithEscapedSlashesAction, RouteSpecifier},
+    http_filter,
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
     TcpProxy, tcp_proxy::ClusterSpecifier, tcp_proxy::WeightedCluster,
@@ -20,7 +27,7 @@ use super::action::{mirror, re2_substitution, redirect};
 use super::check::Path;
 use super::headers::header_add;
 use super::network::terminal;
-use crate::config::listener::Terminal;
+use crate::config::listener::{EscapedSlashes, PathNormalization, Terminal};
 use crate::config::route::{Action, AppendAction, RedirectPath};
 
 fn any<T: Message + Name>(m: &T) -> Any {
@@ -217,4 +224,93 @@ fn a_cluster_binds_one_source_address_per_family() {
         vec![socket("127.0.0.7", 0)],
     ));
     assert_eq!(e.path, "upstream_bind_config.extra_source_addresses[0]");
+}
+
+fn hcm_filter(m: &HttpConnectionManager) -> Filter {
+    Filter {
+        name: "envoy.filters.network.http_connection_manager".into(),
+        config_type: Some(filter::ConfigType::TypedConfig(any(m))),
+    }
+}
+
+fn inline_hcm() -> HttpConnectionManager {
+    HttpConnectionManager {
+        stat_prefix: "inbound_8080".into(),
+        route_specifier: Some(RouteSpecifier::RouteConfig(RouteConfiguration {
+            name: "inbound".into(),
+            ..Default::default()
+        })),
+        http_filters: vec![HttpFilter {
+            name: "envoy.filters.http.router".into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(
+                any(&Router::default()),
+            )),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn path_of(m: &HttpConnectionManager) -> PathNormalization {
+    match terminal(&Path::root(), &hcm_filter(m)) {
+        Ok(Terminal::Http(h)) => h.path,
+        other => panic!("not converted: {other:?}"),
+    }
+}
+
+#[test]
+fn the_path_transformations_convert_with_envoys_defaults() {
+    assert_eq!(path_of(&inline_hcm()), PathNormalization::default());
+    let mut m = inline_hcm();
+    m.normalize_path = Some(BoolValue { value: true });
+    m.merge_slashes = true;
+    m.path_with_escaped_slashes_action = PathWithEscapedSlashesAction::UnescapeAndForward as i32;
+    assert_eq!(
+        path_of(&m),
+        PathNormalization {
+            escaped_slashes: EscapedSlashes::UnescapeAndForward,
+            normalize: true,
+            merge_slashes: true,
+        }
+    );
+    m.normalize_path = Some(BoolValue { value: false });
+    assert!(!path_of(&m).normalize);
+    for (action, want) in [
+        (
+            PathWithEscapedSlashesAction::ImplementationSpecificDefault,
+            EscapedSlashes::Keep,
+        ),
+        (
+            PathWithEscapedSlashesAction::KeepUnchanged,
+            EscapedSlashes::Keep,
+        ),
+        (
+            PathWithEscapedSlashesAction::RejectRequest,
+            EscapedSlashes::Reject,
+        ),
+        (
+            PathWithEscapedSlashesAction::UnescapeAndRedirect,
+            EscapedSlashes::UnescapeAndRedirect,
+        ),
+    ] {
+        m.path_with_escaped_slashes_action = action as i32;
+        assert_eq!(path_of(&m).escaped_slashes, want, "{action:?}");
+    }
+}
+
+#[test]
+fn an_unknown_escaped_slashes_action_and_the_options_message_are_refused_by_path() {
+    let p = Path::root().f("filters").i(0);
+    let mut m = inline_hcm();
+    m.path_with_escaped_slashes_action = 9;
+    let e = terminal(&p, &hcm_filter(&m)).expect_err("unknown value refused");
+    assert_eq!(
+        e.path,
+        "filters[0].typed_config.path_with_escaped_slashes_action"
+    );
+    assert!(e.message.contains("unknown enum value 9"), "{e:?}");
+    let mut m = inline_hcm();
+    m.path_normalization_options = Some(Default::default());
+    let e = terminal(&p, &hcm_filter(&m)).expect_err("options refused");
+    assert_eq!(e.path, "filters[0].typed_config.path_normalization_options");
 }

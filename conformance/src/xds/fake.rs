@@ -101,6 +101,7 @@ fn listener(name: &str, rds: &[String], agent: &[String], ads: &[String]) -> Lis
                 filters: Vec::new(),
                 max_request_headers_bytes: 60 << 10,
                 idle_timeout: None,
+                path: Default::default(),
             })),
         })
         .collect();

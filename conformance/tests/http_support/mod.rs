@@ -198,6 +198,7 @@ pub(crate) fn hcm(connect: bool) -> HttpManager {
         filters: vec![HttpFilter::Router],
         max_request_headers_bytes: 60 * 1024,
         idle_timeout: None,
+        path: Default::default(),
     }
 }
 

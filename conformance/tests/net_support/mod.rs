@@ -270,6 +270,7 @@ pub fn http_manager(cluster: &str, forward_client_cert: ForwardClientCert) -> Ht
         filters: vec![HttpFilter::Router],
         max_request_headers_bytes: 60 * 1024,
         idle_timeout: None,
+        path: Default::default(),
     }
 }
 

@@ -1,7 +1,7 @@
-//! The HTTP connection manager, its RBAC filters (`rbac`) and the router: virtual host
-//! and route choice, header edits, direct responses and redirects, weighted clusters,
-//! retries with budgets, timeouts, mirrors; absolute-form and CONNECT requests of the
-//! explicit-proxy port.
+//! The HTTP connection manager, its request path transformations (`path`), its RBAC
+//! filters (`rbac`) and the router: virtual host and route choice, header edits, direct
+//! responses and redirects, weighted clusters, retries with budgets, timeouts, mirrors;
+//! absolute-form and CONNECT requests of the explicit-proxy port.
 //!
 //! Each request loads one snapshot at its start and uses it to its end, so a
 //! configuration published meanwhile never changes a request in flight. The connection
@@ -15,6 +15,7 @@ mod drain;
 mod forward;
 mod headers;
 mod matching;
+mod path;
 mod rbac;
 mod redirect;
 mod req;
@@ -216,15 +217,20 @@ async fn route(
     conn: &ConnInfo,
     hcm: &HttpManager,
     snapshot: &Snapshot,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<Body> {
+    let is_connect = req.method() == http::Method::CONNECT;
+    // The path transformations come first: the HTTP filters, routing and the upstream
+    // request all see the transformed path. A CONNECT has no path.
+    if !is_connect && let Some(resp) = path::apply(ctx, &hcm.stat_prefix, &hcm.path, &mut req) {
+        return resp;
+    }
     let authority = authority_of(&req);
     let scheme = if conn.tls_peer.is_some() || conn.own_uri.is_some() {
         "https"
     } else {
         "http"
     };
-    let is_connect = req.method() == http::Method::CONNECT;
     // Rudder configures no upgrade but CONNECT: Envoy's connection manager refuses
     // any other upgrade with an empty 403 before routing (`upgrade_failed`).
     if !is_connect && is_upgrade(req.headers()) {
