@@ -8,7 +8,9 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::{CONVERGE, LIVE, Mesh, Traffic, connect, echo_server, ip, on_each_proxy, placement};
+use common::{
+    CONVERGE, LIVE, Mesh, Traffic, connect, greeting_echo_server, ip, on_each_proxy, placement,
+};
 use testbed::manifests::{app_ip, pod, service};
 use testbed::procs::{DataPlane, Sidecar, Stream, wait_until};
 
@@ -289,7 +291,7 @@ async fn a_tcp_port_is_closed_to_a_source_its_target_does_not_list(
     let mesh = Mesh::start(proxy, Stream::Delta).await?;
     let other = intruder(&mesh).await?;
     let port = testbed::procs::free_port()?;
-    let _echo = echo_server(SocketAddr::new(app_ip(ip(30)), port)).await?;
+    let _echo = greeting_echo_server(SocketAddr::new(app_ip(ip(30)), port), b"hi\n").await?;
     mesh.write(
         "db.yaml",
         &[
@@ -317,6 +319,15 @@ async fn a_tcp_port_is_closed_to_a_source_its_target_does_not_list(
         let Ok((200, mut tunnel)) = connect(via, "db:5432").await else {
             return false;
         };
+        let mut hi = [0u8; 3];
+        let greeted = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            tunnel.read_exact(&mut hi),
+        )
+        .await;
+        if !matches!(greeted, Ok(Ok(_))) || hi != *b"hi\n" {
+            return false;
+        }
         let msg = b"SELECT 1;\n";
         if tunnel.write_all(msg).await.is_err() {
             return false;
@@ -340,13 +351,38 @@ async fn a_tcp_port_is_closed_to_a_source_its_target_does_not_list(
         !echoed(intruder).await,
         "the intruder's connection is closed"
     );
-    let denied = db
-        .stat(&format!("inbound|{port}.rbac.denied"))
-        .await?
-        .unwrap_or(0);
+    // The port decides on the caller alone, so the intruder's certificate is refused in
+    // the handshake (before the app is connected), counted on the listener.
+    let refused = db.admin_get("/stats?filter=ssl.fail_verify_san$").await?;
     assert!(
-        denied >= 1,
-        "the denial is counted on the destination's port"
+        refused
+            .lines()
+            .filter_map(|l| l.rsplit_once(": "))
+            .any(|(k, v)| k.starts_with("listener.") && v.trim() != "0"),
+        "the refusal is counted on the destination's listener: {refused}"
+    );
+    // A server that speaks first (a database's greeting): a denied caller that sends
+    // nothing must not be shown it.
+    let silent = |via: SocketAddr| async move {
+        let Ok((200, mut tunnel)) = connect(via, "db:5432").await else {
+            return Vec::new();
+        };
+        let mut got = vec![0u8; 64];
+        match tokio::time::timeout(std::time::Duration::from_secs(1), tunnel.read(&mut got)).await {
+            Ok(Ok(n)) => got[..n].to_vec(),
+            _ => Vec::new(),
+        }
+    };
+    assert_eq!(
+        silent(client).await,
+        b"hi\n",
+        "an allowed caller is greeted"
+    );
+    let leaked = silent(intruder).await;
+    assert!(
+        leaked.is_empty(),
+        "a denied caller is never shown the greeting: {:?}",
+        String::from_utf8_lossy(&leaked)
     );
     Ok(())
 }

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::listen::Drain;
+use super::drain::Drain;
 use super::listen::shared::{BindError, Shared};
 use super::tls::{PeerInfo, TlsCache};
 use super::upstream::state::Upstreams;

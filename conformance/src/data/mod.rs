@@ -6,6 +6,7 @@
 //! [`Live`](crate::live::Live) and keeps it to the end.
 
 mod ctx;
+pub mod drain;
 pub mod http;
 pub mod listen;
 mod rbac;

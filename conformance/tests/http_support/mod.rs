@@ -20,7 +20,7 @@ use conformance::config::route::{
     Action, Destination, HeaderEdits, PathMatch, Route, RouteAction, RouteConfig, RouteMatch,
     VirtualHost,
 };
-use conformance::data::listen::Drain;
+use conformance::data::drain::Drain;
 use conformance::data::tls::PeerInfo;
 use conformance::data::{ConnInfo, Ctx};
 use conformance::live::Live;

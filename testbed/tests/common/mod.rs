@@ -506,10 +506,21 @@ pub(crate) async fn connect(
 
 /// A TCP echo server.
 pub(crate) async fn echo_server(addr: SocketAddr) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    greeting_echo_server(addr, b"").await
+}
+
+/// A TCP echo server that speaks first, sending `greeting` (as databases do).
+pub(crate) async fn greeting_echo_server(
+    addr: SocketAddr,
+    greeting: &'static [u8],
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     Ok(tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             tokio::spawn(async move {
+                if s.write_all(greeting).await.is_err() {
+                    return;
+                }
                 let mut buf = [0u8; 1024];
                 while let Ok(n) = s.read(&mut buf).await {
                     if n == 0 || s.write_all(&buf[..n]).await.is_err() {

@@ -370,18 +370,25 @@ pub(crate) fn inbound(
             transport_protocol: transport.into(),
             ..Default::default()
         };
+        let guard = tls::guarded_tls(*protocol, authz, trust_domain);
         let mut mtls = chain_of(
             format!("mtls|{port}"),
             m(if permissive { "tls" } else { "" }),
             filter.clone(),
         );
-        mtls.transport_socket = Some(tls::downstream(trust_domain));
+        mtls.transport_socket = Some(guard.tls);
         chains.push(mtls);
         if permissive {
+            // Plain text no rule admits is closed, never proxied (nor passed through).
+            let plain = if guard.plain_text {
+                filter
+            } else {
+                vec![tcp_proxy(BLACKHOLE.into(), BLACKHOLE.into())]
+            };
             chains.push(chain_of(
                 format!("plaintext|{port}"),
                 m("raw_buffer"),
-                filter,
+                plain,
             ));
         }
     }
@@ -399,15 +406,22 @@ pub(crate) fn inbound(
         filter_chains: chains,
         // Ports no Service names pass through to the app: with mTLS under STRICT (the
         // peer must be a mesh workload), as they come under PERMISSIVE.
+        // Under PERMISSIVE it cannot tell who calls: closed when no rule admits plain
+        // text; under STRICT a caller the rules do not admit fails the handshake.
         default_filter_chain: Some(FilterChain {
-            filters: rbac::inbound_network_filter(rest, INBOUND_PASSTHROUGH)
-                .into_iter()
-                .chain([tcp_proxy(
-                    INBOUND_PASSTHROUGH.into(),
-                    INBOUND_PASSTHROUGH.into(),
-                )])
-                .collect(),
-            transport_socket: (!permissive).then(|| tls::downstream(trust_domain)),
+            filters: if permissive && !rest.admits_plain_text() {
+                vec![tcp_proxy(BLACKHOLE.into(), BLACKHOLE.into())]
+            } else {
+                rbac::inbound_network_filter(rest, INBOUND_PASSTHROUGH)
+                    .into_iter()
+                    .chain([tcp_proxy(
+                        INBOUND_PASSTHROUGH.into(),
+                        INBOUND_PASSTHROUGH.into(),
+                    )])
+                    .collect()
+            },
+            transport_socket: (!permissive)
+                .then(|| tls::guarded_tls(Protocol::Tcp, rest, trust_domain).tls),
             name: INBOUND_PASSTHROUGH.into(),
             ..Default::default()
         }),

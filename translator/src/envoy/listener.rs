@@ -40,13 +40,14 @@ fn listener(name: String, ip: IpAddr, port: u16, filters: Vec<Filter>) -> Listen
 }
 
 /// An inbound listener: mTLS only (STRICT), or mTLS and plain text told apart by the
-/// TLS inspector (PERMISSIVE).
+/// TLS inspector (PERMISSIVE). A TCP port guards its app before connecting to it (see
+/// [`tls::guarded_tls`]).
 fn secure_listener(
     name: String,
     ip: IpAddr,
     port: u16,
     filters: Vec<Filter>,
-    trust_domain: &str,
+    guard: tls::Guard,
     mode: MtlsMode,
 ) -> Listener {
     let mtls = FilterChain {
@@ -55,7 +56,7 @@ fn secure_listener(
             ..Default::default()
         }),
         filters: filters.clone(),
-        transport_socket: Some(tls::downstream(trust_domain)),
+        transport_socket: Some(guard.tls),
         name: "mtls".into(),
         ..Default::default()
     };
@@ -67,7 +68,8 @@ fn secure_listener(
     };
     if mode == MtlsMode::Permissive {
         l.listener_filters = vec![tls_inspector()];
-        l.default_filter_chain = Some(FilterChain {
+        // Plain text no rule admits has no chain: the connection is closed at once.
+        l.default_filter_chain = guard.plain_text.then(|| FilterChain {
             filters,
             name: "plaintext".into(),
             ..Default::default()
@@ -110,7 +112,7 @@ fn inbound(
             ip,
             port,
             filter,
-            trust_domain,
+            tls::guarded_tls(protocol, authz, trust_domain),
             mode,
         ))),
         name,

@@ -17,9 +17,12 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher::MatchPattern};
 use envoy_types::pb::google::protobuf::BoolValue;
 
+use crate::mesh::CONTROL_PLANE_NAMESPACE;
 pub use crate::mesh::MtlsMode;
+use crate::model::Protocol;
 use crate::output::{Body, Resource};
 use crate::render::protos::{self, tls_socket as socket};
+use crate::routing::authz::{Callers, InboundAuthz};
 use xds_types::XdsType;
 
 /// SDS name of a proxy's own certificate and key.
@@ -149,17 +152,68 @@ pub(crate) fn upstream_any_workload(trust_domain: &str) -> TransportSocket {
 
 /// Server side: present our certificate and require one from the trust domain.
 pub(crate) fn downstream(trust_domain: &str) -> TransportSocket {
+    downstream_for(trust_domain, None)
+}
+
+/// [`downstream`], admitting only `callers` when given (the handshake refuses others:
+/// see [`crate::routing::authz::InboundAuthz::handshake_callers`]).
+pub(crate) fn downstream_for(trust_domain: &str, callers: Option<&[&Callers]>) -> TransportSocket {
+    let sans = match callers {
+        None => vec![uri_matcher(MatchPattern::Prefix(format!(
+            "spiffe://{trust_domain}/"
+        )))],
+        Some(callers) => callers
+            .iter()
+            .flat_map(|c| match c {
+                Callers::Identities(ids) => ids
+                    .iter()
+                    .map(|id| uri_matcher(MatchPattern::Exact(id.clone())))
+                    .collect(),
+                Callers::IdentityPrefix(p) => vec![uri_matcher(MatchPattern::Prefix(p.clone()))],
+                Callers::Anyone => Vec::new(),
+            })
+            .collect(),
+    };
+    // Never an empty list: that would admit every certificate of the CA.
+    let sans = if sans.is_empty() {
+        vec![uri_matcher(MatchPattern::Prefix(format!(
+            "spiffe://{trust_domain}/ns/{CONTROL_PLANE_NAMESPACE}/"
+        )))]
+    } else {
+        sans
+    };
     let ctx = DownstreamTlsContext {
-        common_tls_context: Some(common(
-            vec![uri_matcher(MatchPattern::Prefix(format!(
-                "spiffe://{trust_domain}/"
-            )))],
-            &["h2", "http/1.1"],
-        )),
+        common_tls_context: Some(common(sans, &["h2", "http/1.1"])),
         require_client_certificate: Some(BoolValue { value: true }),
         ..Default::default()
     };
     socket(protos::any(&ctx))
+}
+
+/// How a port's chains guard the app before it is connected.
+pub(crate) struct Guard {
+    /// The mTLS chain's transport socket.
+    pub(crate) tls: TransportSocket,
+    /// Whether plain text (PERMISSIVE) is proxied to the app at all.
+    pub(crate) plain_text: bool,
+}
+
+/// The guard of a port: Envoy's network RBAC decides on a connection's first bytes
+/// while its TCP proxy connects to the app at once, so a server that speaks first
+/// would greet a denied caller. A TCP port whose rules decide on the caller alone
+/// refuses other certificates in the handshake, and plain text no rule admits is not
+/// proxied. HTTP ports decide each request before the app is called.
+pub(crate) fn guarded_tls(protocol: Protocol, authz: &InboundAuthz, trust_domain: &str) -> Guard {
+    if protocol != Protocol::Tcp {
+        return Guard {
+            tls: downstream(trust_domain),
+            plain_text: true,
+        };
+    }
+    Guard {
+        tls: downstream_for(trust_domain, authz.handshake_callers().as_deref()),
+        plain_text: authz.admits_plain_text(),
+    }
 }
 
 fn inline(pem: &str) -> DataSource {

@@ -110,6 +110,37 @@ impl InboundAuthz {
             .flat_map(|r| r.policies.iter().filter_map(|p| p.source.clone()))
     }
 
+    /// Whether a caller without a certificate may pass: nothing is enforced, or some
+    /// enforced policy is open to anyone.
+    pub fn admits_plain_text(&self) -> bool {
+        self.enforced
+            .as_ref()
+            .is_none_or(|r| r.policies.iter().any(|p| p.callers == Callers::Anyone))
+    }
+
+    /// The callers the enforced rules admit when they decide on the caller alone (each
+    /// policy allows everything on every port to certain identities): a proxy can then
+    /// refuse any other caller in the TLS handshake, before the app is connected, so a
+    /// server that speaks first never greets a denied caller. None when nothing is
+    /// enforced or some policy also looks at requests or ports.
+    pub fn handshake_callers(&self) -> Option<Vec<&Callers>> {
+        let rules = self.enforced.as_ref()?;
+        let mut out = Vec::new();
+        for p in &rules.policies {
+            let allows_nothing = matches!(&p.requests, Requests::Http(ms) if ms.is_empty())
+                || matches!(&p.ports, Ports::Only(ps) if ps.is_empty());
+            if allows_nothing {
+                continue;
+            }
+            if p.callers == Callers::Anyone || p.requests != Requests::Any || p.ports != Ports::All
+            {
+                return None;
+            }
+            out.push(&p.callers);
+        }
+        Some(out)
+    }
+
     /// Whether some policy matches on the request path: the proxy then normalizes paths
     /// before deciding (see [`normalize_path`]), so `/public/../admin` cannot pass as
     /// `/public/...`.
@@ -123,8 +154,8 @@ impl InboundAuthz {
 }
 
 /// The path a proxy decides on where [`InboundAuthz::matches_paths`]: escaped slashes
-/// (`%2F`, `%5C`) unescaped, backslashes as slashes, dot segments (`%2E` included)
-/// removed and runs of slashes merged, the query kept. `None` for a path the proxy
+/// (`%2F`, `%5C`) unescaped, escapes of unreserved characters decoded, backslashes as
+/// slashes, dot segments removed and runs of slashes merged, the query kept. `None` for a path the proxy
 /// refuses (400): not starting with `/`, or a control character.
 pub fn normalize_path(raw: &str) -> Option<String> {
     let (path, query) = match raw.split_once('?') {
@@ -134,7 +165,7 @@ pub fn normalize_path(raw: &str) -> Option<String> {
     if !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
         return None;
     }
-    let unescaped = unescape_slashes(path).replace('\\', "/");
+    let unescaped = decode_unreserved(&unescape_slashes(path)).replace('\\', "/");
     let mut out: Vec<&str> = Vec::new();
     let segments: Vec<&str> = unescaped.split('/').skip(1).collect();
     let last = segments.len().saturating_sub(1);
@@ -186,6 +217,32 @@ fn unescape_slashes(path: &str) -> String {
             }
         }
         rest = &rest[i + 3..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Escapes of unreserved characters (letters, digits, `-._~`) decoded, as Envoy's
+/// normalization does (`/%61dmin` is `/admin`); other escapes kept.
+fn decode_unreserved(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut rest = path;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let byte = rest
+            .get(i + 1..i + 3)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .filter(|b| b.is_ascii_alphanumeric() || b"-._~".contains(b));
+        match byte {
+            Some(b) => {
+                out.push(char::from(b));
+                rest = &rest[i + 3..];
+            }
+            None => {
+                out.push('%');
+                rest = &rest[i + 1..];
+            }
+        }
     }
     out.push_str(rest);
     out
@@ -352,7 +409,8 @@ mod tests {
         assert_eq!(n("/a/./b/").as_deref(), Some("/a/b/"));
         assert_eq!(n("/../..").as_deref(), Some("/"));
         assert_eq!(n("/a/b?x=/../y").as_deref(), Some("/a/b?x=/../y"));
-        assert_eq!(n("/a%20b/%41").as_deref(), Some("/a%20b/%41"));
+        assert_eq!(n("/a%20b/%41").as_deref(), Some("/a%20b/A"));
+        assert_eq!(n("/%61dmin").as_deref(), Some("/admin"));
         assert_eq!(n("a/b"), None);
         assert_eq!(n("/a\u{7f}"), None);
     }

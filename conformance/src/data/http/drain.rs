@@ -1,5 +1,5 @@
 //! How an HTTP connection winds down once its filter chain drains (see
-//! `listen::Drain`), as Envoy's connection manager does: an HTTP/1 response sent while
+//! `data::drain::Drain`), as Envoy's connection manager does: an HTTP/1 response sent while
 //! draining carries `connection: close` and the connection closes after it; an HTTP/2
 //! connection gets GOAWAY (its streams in flight finish, the client opens a new
 //! connection for new requests). Either counts `http.PREFIX.downstream_cx_drain_close`

@@ -37,7 +37,6 @@
 
 mod chain;
 mod conn;
-mod drain;
 mod inspect;
 mod origdst;
 pub(crate) mod shared;
@@ -58,9 +57,9 @@ use crate::config::listener::Listener;
 use crate::config::secret::Secret;
 use crate::config::{Snapshot, TypeMap};
 use crate::data::ctx::Ctx;
+use crate::data::drain::Drain;
 
 pub use chain::{ConnFacts, is_local, select};
-pub use drain::Drain;
 pub use inspect::{Inspected, MAX_RECORD, Prefixed, inspect, verdict};
 pub use origdst::original_dst;
 pub use shared::{BindError, Limits, Shared, stat_prefix};

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::config::listener::{FilterChain, Listener};
 
-use super::drain::Drain;
+use crate::data::drain::Drain;
 
 /// A listener's configuration as connections are accepted under it, with its chains'
 /// drains.
