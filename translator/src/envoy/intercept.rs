@@ -16,8 +16,9 @@
 //!     sidecar's own port are the explicit-proxy mode's (`curl -x`);
 //! - inbound (`0.0.0.0:INBOUND_PORT`, 15006 by default): one filter chain per port the
 //!   pod serves, by destination port, with the same mTLS (STRICT or PERMISSIVE) and
-//!   filters as the explicit mode's per-port listeners; other ports pass through to the
-//!   app (`inbound-passthrough`).
+//!   filters as the explicit mode's per-port listeners, and one per port a TrafficTarget
+//!   names that no Service does (to `inbound-passthrough`, under that port's rules);
+//!   other ports pass through to the app (`inbound-passthrough`).
 //!
 //! The outbound listener depends on the Services the pod's view sees and on their ready
 //! pods, so it is rebuilt when a Service or an endpoint changes (the builder does so
@@ -323,6 +324,47 @@ fn outbound_chains(
     chains
 }
 
+/// The chains of one inbound port: mTLS (guarded, see [`tls::guarded_tls`]) and, under
+/// PERMISSIVE, plain text (closed when no rule admits it).
+fn port_chains(
+    port: u16,
+    protocol: Protocol,
+    filters: Vec<Filter>,
+    authz: &InboundAuthz,
+    trust_domain: &str,
+    permissive: bool,
+) -> Vec<FilterChain> {
+    let m = |transport: &str| FilterChainMatch {
+        destination_port: Some(UInt32Value {
+            value: u32::from(port),
+        }),
+        transport_protocol: transport.into(),
+        ..Default::default()
+    };
+    let guard = tls::guarded_tls(protocol, authz, trust_domain);
+    let mut mtls = chain_of(
+        format!("mtls|{port}"),
+        m(if permissive { "tls" } else { "" }),
+        filters.clone(),
+    );
+    mtls.transport_socket = Some(guard.tls);
+    let mut chains = vec![mtls];
+    if permissive {
+        // Plain text no rule admits is closed, never proxied (nor passed through).
+        let plain = if guard.plain_text {
+            filters
+        } else {
+            vec![tcp_proxy(BLACKHOLE.into(), BLACKHOLE.into())]
+        };
+        chains.push(chain_of(
+            format!("plaintext|{port}"),
+            m("raw_buffer"),
+            plain,
+        ));
+    }
+    chains
+}
+
 /// The inbound listener for the ports the pod serves (on the any-address of the pod
 /// IP's family: the rules redirect an IPv6 pod's inbound to `[::1]`), and its
 /// passthrough cluster.
@@ -330,6 +372,7 @@ pub(crate) fn inbound(
     proxy: &ProxyIdentity,
     pod_ip: IpAddr,
     ports: &[(u16, Protocol, InboundAuthz, Vec<ObjectKey>)],
+    named: &[(u16, InboundAuthz)],
     rest: &InboundAuthz,
     trust_domain: &str,
     mode: MtlsMode,
@@ -362,35 +405,38 @@ pub(crate) fn inbound(
     for (port, protocol, authz, srcs) in ports {
         sources.extend(srcs.iter().cloned());
         refs.push(names::inbound(*port));
-        let filter = inbound_filters(*port, *protocol, authz);
-        let m = |transport: &str| FilterChainMatch {
-            destination_port: Some(UInt32Value {
-                value: u32::from(*port),
-            }),
-            transport_protocol: transport.into(),
-            ..Default::default()
-        };
-        let guard = tls::guarded_tls(*protocol, authz, trust_domain);
-        let mut mtls = chain_of(
-            format!("mtls|{port}"),
-            m(if permissive { "tls" } else { "" }),
-            filter.clone(),
-        );
-        mtls.transport_socket = Some(guard.tls);
-        chains.push(mtls);
-        if permissive {
-            // Plain text no rule admits is closed, never proxied (nor passed through).
-            let plain = if guard.plain_text {
-                filter
-            } else {
-                vec![tcp_proxy(BLACKHOLE.into(), BLACKHOLE.into())]
-            };
-            chains.push(chain_of(
-                format!("plaintext|{port}"),
-                m("raw_buffer"),
-                plain,
-            ));
+        let filters = inbound_filters(*port, *protocol, authz);
+        chains.extend(port_chains(
+            *port,
+            *protocol,
+            filters,
+            authz,
+            trust_domain,
+            permissive,
+        ));
+    }
+    // Ports no Service names but a TrafficTarget does: their own chains, so their guard
+    // (the handshake, plain text) holds before the app is connected, as on served ports.
+    for (port, authz) in named {
+        if ports.iter().any(|(p, _, _, _)| p == port) {
+            continue;
         }
+        sources.extend(authz.sources());
+        let filters = rbac::inbound_network_filter(authz, &names::inbound(*port))
+            .into_iter()
+            .chain([tcp_proxy(
+                INBOUND_PASSTHROUGH.into(),
+                INBOUND_PASSTHROUGH.into(),
+            )])
+            .collect();
+        chains.extend(port_chains(
+            *port,
+            Protocol::Tcp,
+            filters,
+            authz,
+            trust_domain,
+            permissive,
+        ));
     }
     sources.extend(rest.sources());
     sources.sort();

@@ -169,10 +169,21 @@ pub(crate) fn for_proxy(model: &Model, mesh: &MeshConfig, proxy: &ProxyIdentity)
         // Ports no Service names pass through, under the authorization that covers
         // every port of the destination.
         let rest = authz::inbound(model, mesh, &Destination::of(pod, 0, Protocol::Tcp));
+        let named: Vec<(u16, InboundAuthz)> =
+            authz::named_ports(model, &pod.namespace, &pod.service_account)
+                .into_iter()
+                .map(|p| {
+                    (
+                        p,
+                        authz::inbound(model, mesh, &Destination::of(pod, p, Protocol::Tcp)),
+                    )
+                })
+                .collect();
         out.resources.extend(intercept::inbound(
             proxy,
             ip,
             &served,
+            &named,
             &rest,
             &mesh.trust_domain,
             mode,

@@ -92,6 +92,27 @@ fn targets<'m>(model: &'m Model, dest: &Destination<'_>) -> Vec<&'m TrafficTarge
         .collect()
 }
 
+/// The ports the TrafficTargets of `namespace`'s service account `sa` name (their
+/// `destination.port`), sorted: an intercepted pod guards those it does not serve with
+/// their own chains.
+pub fn named_ports(model: &Model, namespace: &str, sa: &str) -> Vec<u16> {
+    let mut ports: Vec<u16> = model
+        .traffic_targets_in(namespace)
+        .filter(|t| t.effective().destination.name == sa)
+        .take(MAX_TARGETS_PER_DESTINATION)
+        .filter_map(|t| {
+            t.effective()
+                .destination
+                .port
+                .as_ref()
+                .and_then(crds::port_of)
+        })
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
 /// The port of an intercepted pod's passthrough: every port no Service names.
 pub const PASSTHROUGH: u16 = 0;
 
