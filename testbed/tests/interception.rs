@@ -28,7 +28,7 @@ use testbed::procs::{Proc, wait_until, workspace_bin};
 
 mod common;
 
-use common::netns::{PodNet, VethPod, get_in, get_in_from, python_in};
+use common::netns::{PodNet, VethPod, get_in, get_in_from, pod_workdir, python_in};
 
 #[tokio::test]
 async fn init_container_rules_redirect_apps_but_not_the_proxy() -> anyhow::Result<()> {
@@ -160,14 +160,7 @@ async fn injected_pods_talk_over_mtls_by_original_destination(
     let host = net.host;
 
     // The mesh: web (HTTP) and db (TCP) Services with cluster IPs, both on pod server-0.
-    let work = tempfile::tempdir()?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        // Envoy runs as the proxy UID and reads its files here.
-        std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755))?;
-    }
-    let manifests = work.path().join("manifests");
-    std::fs::create_dir(&manifests)?;
+    let (work, manifests) = pod_workdir()?;
     let service = |name: &str, port_name: &str, port: u16, target: u16, ip: &str| {
         format!(
             "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  clusterIP: {ip}\n  selector: {{app: server}}\n  ports: [{{name: {port_name}, port: {port}, targetPort: {target}}}]\n"

@@ -14,7 +14,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::netns::PodNet;
+use common::netns::{PodNet, pod_workdir};
 use testbed::manifests::{pod, slice};
 use testbed::procs::{ControlPlane, Proc, free_port, wait_until, workspace_bin};
 
@@ -51,14 +51,7 @@ async fn the_address_decides_the_service_and_a_pod_address_reaches_the_pod() -> 
     let client = net.add_pod("client-0")?;
     let a = net.add_pod("a-0")?;
     let b = net.add_pod("b-0")?;
-    let work = tempfile::tempdir()?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        // Envoy runs as the proxy UID and reads its files here.
-        std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755))?;
-    }
-    let manifests = work.path().join("manifests");
-    std::fs::create_dir(&manifests)?;
+    let (work, manifests) = pod_workdir()?;
     std::fs::write(
         manifests.join("mesh.yaml"),
         [

@@ -18,7 +18,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::netns::PodNet;
+use common::netns::{PodNet, pod_workdir};
 use testbed::manifests::{pod, slice};
 use testbed::procs::{ControlPlane, DataPlane, wait_until};
 
@@ -47,14 +47,7 @@ async fn pods_reach_their_apps_where_they_listen_and_call_themselves(
     net.proxy = proxy;
     let client = net.add_pod("client-0")?;
     let server = net.add_pod("server-0")?;
-    let work = tempfile::tempdir()?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        // The proxy runs as the proxy UID and reads its files here.
-        std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755))?;
-    }
-    let manifests = work.path().join("manifests");
-    std::fs::create_dir(&manifests)?;
+    let (work, manifests) = pod_workdir()?;
     std::fs::write(
         manifests.join("mesh.yaml"),
         [

@@ -172,6 +172,17 @@ impl Drop for PodNet {
     }
 }
 
+/// A work directory for a namespace test (the proxy runs as the proxy UID and reads its
+/// files there, so it is world-readable) and its empty `manifests` directory.
+pub(crate) fn pod_workdir() -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
+    use std::os::unix::fs::PermissionsExt;
+    let work = tempfile::tempdir()?;
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755))?;
+    let manifests = work.path().join("manifests");
+    std::fs::create_dir(&manifests)?;
+    Ok((work, manifests))
+}
+
 impl PodNet {
     /// A bridge with the host end at `10.N.M.1/24`; `second_octet` keeps concurrent
     /// test files apart.
