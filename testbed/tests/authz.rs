@@ -291,7 +291,13 @@ async fn a_tcp_port_is_closed_to_a_source_its_target_does_not_list(
     let mesh = Mesh::start(proxy, Stream::Delta).await?;
     let other = intruder(&mesh).await?;
     let port = testbed::procs::free_port()?;
-    let _echo = greeting_echo_server(SocketAddr::new(app_ip(ip(30)), port), b"hi\n").await?;
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let _echo = greeting_echo_server(
+        SocketAddr::new(app_ip(ip(30)), port),
+        b"hi\n",
+        accepted.clone(),
+    )
+    .await?;
     mesh.write(
         "db.yaml",
         &[
@@ -378,12 +384,19 @@ async fn a_tcp_port_is_closed_to_a_source_its_target_does_not_list(
         b"hi\n",
         "an allowed caller is greeted"
     );
-    let leaked = silent(intruder).await;
-    assert!(
-        leaked.is_empty(),
-        "a denied caller is never shown the greeting: {:?}",
-        String::from_utf8_lossy(&leaked)
-    );
+    let count = || accepted.load(std::sync::atomic::Ordering::SeqCst);
+    let before = count();
+    for _ in 0..3 {
+        let leaked = silent(intruder).await;
+        assert!(
+            leaked.is_empty(),
+            "a denied caller is never shown the greeting: {:?}",
+            String::from_utf8_lossy(&leaked)
+        );
+    }
+    assert_eq!(count(), before, "nor does its connection reach the app");
+    assert_eq!(silent(client).await, b"hi\n");
+    assert_eq!(count(), before + 1, "the app counts what reaches it");
     Ok(())
 }
 

@@ -16,7 +16,7 @@ use testbed::procs::{ControlPlane, DataPlane, wait_until};
 
 mod common;
 
-use common::netns::PodNet;
+use common::netns::{PodNet, pod_workdir};
 
 /// The target of port 9090 of service account `server`, with its TCPRoute.
 const TARGET: &str = "apiVersion: specs.smi-spec.io/v1alpha4\nkind: TCPRoute\nmetadata: {name: admin-port, namespace: default}\nspec:\n  matches: {ports: [9090]}\n---\napiVersion: access.smi-spec.io/v1alpha2\nkind: TrafficTarget\nmetadata: {name: admin, namespace: default}\nspec:\n  destination: {kind: ServiceAccount, name: server, namespace: default, port: 9090}\n  rules: [{kind: TCPRoute, name: admin-port}]\n  sources: [{kind: ServiceAccount, name: ops}]\n";
@@ -52,14 +52,7 @@ async fn a_target_closes_an_unserved_port_and_leaves_the_others(
     let mut net = PodNet::new(if proxy == DataPlane::Envoy { 241 } else { 240 })?;
     net.proxy = proxy;
     let server = net.add_pod("server-0")?;
-    let work = tempfile::tempdir()?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        // The proxy runs as the proxy UID and reads its files here.
-        std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755))?;
-    }
-    let manifests = work.path().join("manifests");
-    std::fs::create_dir(&manifests)?;
+    let (work, manifests) = pod_workdir()?;
     std::fs::write(
         manifests.join("mesh.yaml"),
         testbed::manifests::pod("server-0", "server", server.ip, "server"),

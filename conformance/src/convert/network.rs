@@ -19,7 +19,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as PbNetworkRbac;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
-    TcpProxy as PbTcpProxy, tcp_proxy::ClusterSpecifier,
+    TcpProxy as PbTcpProxy, UpstreamConnectMode, tcp_proxy::ClusterSpecifier,
 };
 use envoy_types::pb::google::protobuf::Any;
 
@@ -342,10 +342,23 @@ fn tcp_proxy(path: &Path, t: &PbTcpProxy) -> R<TcpProxy> {
         access_log_options,
         proxy_protocol_tlvs,
         proxy_protocol_tlv_merge_policy,
-        upstream_connect_mode,
-        max_early_data_bytes,
         check_drain_close,
     );
+    // rudder-proxy connects the upstream once a downstream TLS handshake is done, which
+    // is what ON_DOWNSTREAM_TLS_HANDSHAKE asks (and IMMEDIATE differs from only by when a
+    // refused handshake's upstream would have been opened). Waiting for data is not done.
+    let mode_path = path.f("upstream_connect_mode");
+    match enumerated::<UpstreamConnectMode>(&mode_path, t.upstream_connect_mode)? {
+        UpstreamConnectMode::Immediate => {}
+        UpstreamConnectMode::OnDownstreamTlsHandshake => {
+            if t.max_early_data_bytes.is_none() {
+                return Err(path
+                    .f("max_early_data_bytes")
+                    .err("is required when upstream_connect_mode is not IMMEDIATE"));
+            }
+        }
+        UpstreamConnectMode::OnDownstreamData => return Err(mode_path.unsupported()),
+    }
     let cluster = match &t.cluster_specifier {
         Some(ClusterSpecifier::Cluster(c)) => name(&path.f("cluster"), c)?,
         Some(ClusterSpecifier::WeightedClusters(_)) => {

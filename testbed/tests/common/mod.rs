@@ -506,17 +506,20 @@ pub(crate) async fn connect(
 
 /// A TCP echo server.
 pub(crate) async fn echo_server(addr: SocketAddr) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    greeting_echo_server(addr, b"").await
+    greeting_echo_server(addr, b"", Default::default()).await
 }
 
-/// A TCP echo server that speaks first, sending `greeting` (as databases do).
+/// A TCP echo server that speaks first, sending `greeting` (as databases do), and counts
+/// the connections it accepts in `accepted`.
 pub(crate) async fn greeting_echo_server(
     addr: SocketAddr,
     greeting: &'static [u8],
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     Ok(tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
+            accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             tokio::spawn(async move {
                 if s.write_all(greeting).await.is_err() {
                     return;

@@ -18,9 +18,9 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     },
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
-    TcpProxy, tcp_proxy::ClusterSpecifier as TcpCluster,
+    TcpProxy, UpstreamConnectMode, tcp_proxy::ClusterSpecifier as TcpCluster,
 };
-use envoy_types::pb::google::protobuf::BoolValue;
+use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
 use crate::model::Protocol;
 use crate::names;
@@ -127,6 +127,25 @@ pub(crate) fn tcp_proxy(stat_prefix: String, cluster: String) -> Filter {
     }
 }
 
+/// A TCP proxy to the local app's `cluster` that connects it only once the caller's TLS
+/// handshake is done (plain text: at once). Envoy otherwise connects the app as the
+/// connection is accepted, so a caller the handshake refuses still made the app accept
+/// a connection (and, before the guard, read its greeting).
+pub(crate) fn inbound_tcp_proxy(stat_prefix: String, cluster: String) -> Filter {
+    let tcp = TcpProxy {
+        stat_prefix,
+        cluster_specifier: Some(TcpCluster::Cluster(cluster)),
+        upstream_connect_mode: UpstreamConnectMode::OnDownstreamTlsHandshake as i32,
+        // What the caller sends before the app is connected is held, up to this much.
+        max_early_data_bytes: Some(UInt32Value { value: 65_536 }),
+        ..Default::default()
+    };
+    Filter {
+        name: "envoy.filters.network.tcp_proxy".into(),
+        config_type: Some(filter::ConfigType::TypedConfig(protos::any(&tcp))),
+    }
+}
+
 /// What serves one inbound port: a TCP proxy, or an HTTP connection manager, to the
 /// local app's cluster `inbound|PORT`, behind the port's authorization (a network RBAC
 /// filter before the TCP proxy, an HTTP one before the router) unless it is open.
@@ -135,7 +154,7 @@ pub(crate) fn inbound_filters(port: u16, protocol: Protocol, authz: &InboundAuth
     if protocol == Protocol::Tcp {
         rbac::inbound_network_filter(authz, &name)
             .into_iter()
-            .chain([tcp_proxy(name.clone(), name)])
+            .chain([inbound_tcp_proxy(name.clone(), name)])
             .collect()
     } else {
         let route = RouteConfiguration {

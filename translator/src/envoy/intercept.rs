@@ -43,7 +43,7 @@ use xds_types::XdsType;
 
 use crate::envoy::address;
 use crate::envoy::filters::{
-    inbound_filters, outbound_hcm, outbound_hcm_with, tcp_proxy, tls_inspector,
+    inbound_filters, inbound_tcp_proxy, outbound_hcm, outbound_hcm_with, tcp_proxy, tls_inspector,
 };
 use crate::envoy::pod_address;
 use crate::envoy::tls;
@@ -424,7 +424,7 @@ pub(crate) fn inbound(
         sources.extend(authz.sources());
         let filters = rbac::inbound_network_filter(authz, &names::inbound(*port))
             .into_iter()
-            .chain([tcp_proxy(
+            .chain([inbound_tcp_proxy(
                 INBOUND_PASSTHROUGH.into(),
                 INBOUND_PASSTHROUGH.into(),
             )])
@@ -460,7 +460,7 @@ pub(crate) fn inbound(
             } else {
                 rbac::inbound_network_filter(rest, INBOUND_PASSTHROUGH)
                     .into_iter()
-                    .chain([tcp_proxy(
+                    .chain([inbound_tcp_proxy(
                         INBOUND_PASSTHROUGH.into(),
                         INBOUND_PASSTHROUGH.into(),
                     )])

@@ -168,17 +168,8 @@ pub(crate) fn for_proxy(model: &Model, mesh: &MeshConfig, proxy: &ProxyIdentity)
     if proxy.intercepted {
         // Ports no Service names pass through, under the authorization that covers
         // every port of the destination.
-        let rest = authz::inbound(model, mesh, &Destination::of(pod, 0, Protocol::Tcp));
-        let named: Vec<(u16, InboundAuthz)> =
-            authz::named_ports(model, &pod.namespace, &pod.service_account)
-                .into_iter()
-                .map(|p| {
-                    (
-                        p,
-                        authz::inbound(model, mesh, &Destination::of(pod, p, Protocol::Tcp)),
-                    )
-                })
-                .collect();
+        let served_ports: Vec<u16> = served.iter().map(|(p, _, _, _)| *p).collect();
+        let (named, rest) = authz::unserved(model, mesh, pod, &served_ports);
         out.resources.extend(intercept::inbound(
             proxy,
             ip,

@@ -155,24 +155,50 @@ pub(crate) fn downstream(trust_domain: &str) -> TransportSocket {
     downstream_for(trust_domain, None)
 }
 
+/// At most this many SAN matchers in a handshake guard (rudder-proxy takes 100 in a
+/// list); past it, one per caller namespace, then none (the RBAC filter alone decides).
+const MAX_HANDSHAKE_SANS: usize = 64;
+
 /// [`downstream`], admitting only `callers` when given (the handshake refuses others:
 /// see [`crate::routing::authz::InboundAuthz::handshake_callers`]).
 pub(crate) fn downstream_for(trust_domain: &str, callers: Option<&[&Callers]>) -> TransportSocket {
-    let sans = match callers {
-        None => vec![uri_matcher(MatchPattern::Prefix(format!(
+    let mut exact: Vec<&str> = Vec::new();
+    let mut prefixes: Vec<&str> = Vec::new();
+    for c in callers.unwrap_or_default() {
+        match c {
+            Callers::Identities(ids) => exact.extend(ids.iter().map(String::as_str)),
+            Callers::IdentityPrefix(p) => prefixes.push(p),
+            Callers::Anyone => {}
+        }
+    }
+    exact.sort_unstable();
+    exact.dedup();
+    let mut namespaces: Vec<&str> = Vec::new();
+    if exact.len() + prefixes.len() > MAX_HANDSHAKE_SANS {
+        // `spiffe://TD/ns/NS/sa/SA` -> `spiffe://TD/ns/NS/`.
+        namespaces = exact
+            .drain(..)
+            .map(|id| id.rfind("/sa/").map_or(id, |i| &id[..=i]))
+            .collect();
+        namespaces.sort_unstable();
+        namespaces.dedup();
+    }
+    let too_many = namespaces.len() + prefixes.len() > MAX_HANDSHAKE_SANS;
+    let sans: Vec<SubjectAltNameMatcher> = if callers.is_none() || too_many {
+        vec![uri_matcher(MatchPattern::Prefix(format!(
             "spiffe://{trust_domain}/"
-        )))],
-        Some(callers) => callers
+        )))]
+    } else {
+        exact
             .iter()
-            .flat_map(|c| match c {
-                Callers::Identities(ids) => ids
+            .map(|id| uri_matcher(MatchPattern::Exact((*id).to_string())))
+            .chain(
+                namespaces
                     .iter()
-                    .map(|id| uri_matcher(MatchPattern::Exact(id.clone())))
-                    .collect(),
-                Callers::IdentityPrefix(p) => vec![uri_matcher(MatchPattern::Prefix(p.clone()))],
-                Callers::Anyone => Vec::new(),
-            })
-            .collect(),
+                    .chain(prefixes.iter())
+                    .map(|p| uri_matcher(MatchPattern::Prefix((*p).to_string()))),
+            )
+            .collect()
     };
     // Never an empty list: that would admit every certificate of the CA.
     let sans = if sans.is_empty() {
@@ -259,5 +285,69 @@ pub fn root_secret(bundle_pem: &str) -> Resource {
         refs: Vec::new(),
         sources: Vec::new(),
         body: Body::Secret(Box::new(secret)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sans(socket: &TransportSocket) -> Vec<String> {
+        let Some(
+            envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
+                any,
+            ),
+        ) = &socket.config_type
+        else {
+            panic!("typed config");
+        };
+        let ctx = <DownstreamTlsContext as prost::Message>::decode(any.value.as_slice())
+            .expect("a DownstreamTlsContext");
+        let Some(ValidationContextType::CombinedValidationContext(v)) = ctx
+            .common_tls_context
+            .and_then(|c| c.validation_context_type)
+        else {
+            panic!("combined validation context");
+        };
+        v.default_validation_context
+            .expect("default context")
+            .match_typed_subject_alt_names
+            .iter()
+            .map(|m| {
+                format!(
+                    "{:?}",
+                    m.matcher.as_ref().and_then(|x| x.match_pattern.clone())
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_handshake_guard_stays_within_what_proxies_take() {
+        let cp = Callers::IdentityPrefix("spiffe://td/ns/rudder-system/".into());
+        let few = Callers::Identities(vec![
+            "spiffe://td/ns/a/sa/x".into(),
+            "spiffe://td/ns/a/sa/x".into(),
+        ]);
+        let got = sans(&downstream_for("td", Some(&[&cp, &few, &few])));
+        assert_eq!(got.len(), 2, "duplicates folded: {got:?}");
+        let many = Callers::Identities(
+            (0..200)
+                .map(|i| format!("spiffe://td/ns/n{}/sa/s{i}", i % 3))
+                .collect(),
+        );
+        let got = sans(&downstream_for("td", Some(&[&cp, &many])));
+        assert_eq!(got.len(), 4, "one prefix per namespace: {got:?}");
+        assert!(
+            got.iter().any(|s| s.contains("spiffe://td/ns/n1/")),
+            "{got:?}"
+        );
+        let wide = Callers::Identities(
+            (0..200)
+                .map(|i| format!("spiffe://td/ns/n{i}/sa/s"))
+                .collect(),
+        );
+        let got = sans(&downstream_for("td", Some(&[&cp, &wide])));
+        assert_eq!(got.len(), 1, "the trust domain, RBAC decides: {got:?}");
     }
 }

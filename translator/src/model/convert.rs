@@ -472,8 +472,11 @@ pub(crate) fn closed_target(
         return None;
     }
     let mut metadata = t.metadata.clone();
-    // Enforced whatever its dry-run annotation said: it may be what was invalid.
-    if let Some(a) = metadata.annotations.as_mut() {
+    // A dry run stays one (it closes nothing); an annotation that is not exactly
+    // "true" may be what was invalid, and does not make it one.
+    if let Some(a) = metadata.annotations.as_mut()
+        && a.get(crds::DRY_RUN_ANNOTATION).is_some_and(|v| v != "true")
+    {
         a.remove(crds::DRY_RUN_ANNOTATION);
     }
     let closed = crds::TrafficTarget {

@@ -74,13 +74,12 @@ pub const MAX_TARGETS_PER_DESTINATION: usize = 32;
 pub const MAX_MATCHES_PER_TARGET: usize = 128;
 
 /// The targets that name `dest` (its service account, and its port if they say one; on
-/// the passthrough, port 0, every target of the service account), at most
-/// [`MAX_TARGETS_PER_DESTINATION`] of them.
+/// the passthrough, port 0, every target of the service account). All of them decide
+/// whether the destination is enforced; only those within the limit allow anything.
 fn targets<'m>(model: &'m Model, dest: &Destination<'_>) -> Vec<&'m TrafficTarget> {
     model
         .traffic_targets_in(dest.namespace)
         .filter(|t| t.effective().destination.name == dest.service_account)
-        .take(MAX_TARGETS_PER_DESTINATION)
         .filter(|t| {
             dest.port == PASSTHROUGH
                 || t.effective()
@@ -92,25 +91,75 @@ fn targets<'m>(model: &'m Model, dest: &Destination<'_>) -> Vec<&'m TrafficTarge
         .collect()
 }
 
-/// The ports the TrafficTargets of `namespace`'s service account `sa` name (their
-/// `destination.port`), sorted: an intercepted pod guards those it does not serve with
-/// their own chains.
-pub fn named_ports(model: &Model, namespace: &str, sa: &str) -> Vec<u16> {
-    let mut ports: Vec<u16> = model
+/// The names of the targets of `namespace`'s service account `sa` that may allow
+/// anything: the first [`MAX_TARGETS_PER_DESTINATION`] in name order.
+fn within_limit<'m>(model: &'m Model, namespace: &str, sa: &str) -> Vec<&'m str> {
+    model
         .traffic_targets_in(namespace)
         .filter(|t| t.effective().destination.name == sa)
         .take(MAX_TARGETS_PER_DESTINATION)
-        .filter_map(|t| {
-            t.effective()
-                .destination
-                .port
-                .as_ref()
-                .and_then(crds::port_of)
-        })
-        .collect();
+        .filter_map(|t| t.metadata.name.as_deref())
+        .collect()
+}
+
+/// At most this many ports no Service serves get chains of their own on a pod.
+pub const MAX_NAMED_PORTS: usize = 64;
+
+/// The ports the TrafficTargets of `namespace`'s service account `sa` name (their
+/// `destination.port`, and their TCPRoutes' ports), sorted, at most
+/// [`MAX_NAMED_PORTS`]: an intercepted pod guards those it does not serve with their own
+/// chains.
+fn named_ports(model: &Model, namespace: &str, sa: &str) -> Vec<u16> {
+    let mut ports = Vec::new();
+    for t in model
+        .traffic_targets_in(namespace)
+        .filter(|t| t.effective().destination.name == sa)
+    {
+        let spec = t.effective();
+        ports.extend(spec.destination.port.as_ref().and_then(crds::port_of));
+        if let Some(Ports::Only(ps)) = tcp_ports(model, t, namespace) {
+            ports.extend(ps);
+        }
+    }
     ports.sort_unstable();
     ports.dedup();
+    ports.truncate(MAX_NAMED_PORTS);
     ports
+}
+
+/// An intercepted pod's authorization beyond the ports it serves (`served`): the ports
+/// TrafficTargets name, each under its own rules (those with something enforced, which
+/// get chains of their own), and the passthrough's for every other port, without the
+/// policies that only cover those named ports (never reached there).
+pub fn unserved(
+    model: &Model,
+    mesh: &MeshConfig,
+    pod: &MeshPod,
+    served: &[u16],
+) -> (Vec<(u16, InboundAuthz)>, InboundAuthz) {
+    let named: Vec<(u16, InboundAuthz)> = named_ports(model, &pod.namespace, &pod.service_account)
+        .into_iter()
+        .filter(|p| !served.contains(p))
+        .map(|p| {
+            (
+                p,
+                inbound(model, mesh, &Destination::of(pod, p, Protocol::Tcp)),
+            )
+        })
+        .filter(|(_, a)| a.enforced.is_some())
+        .collect();
+    let mut rest = inbound(
+        model,
+        mesh,
+        &Destination::of(pod, PASSTHROUGH, Protocol::Tcp),
+    );
+    if let Some(rules) = rest.enforced.as_mut() {
+        rules.policies.retain(|p| match &p.ports {
+            Ports::Only(ps) => !ps.iter().all(|x| named.iter().any(|(n, _)| n == x)),
+            _ => true,
+        });
+    }
+    (named, rest)
 }
 
 /// The port of an intercepted pod's passthrough: every port no Service names.
@@ -300,9 +349,16 @@ fn rules(
     dest: &Destination<'_>,
 ) -> Rules {
     let mut policies = vec![control_plane(mesh)];
+    let kept = within_limit(model, dest.namespace, dest.service_account);
     policies.extend(
         targets
             .iter()
+            .filter(|t| {
+                t.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| kept.contains(&n))
+            })
             .filter_map(|t| policy_of(model, mesh, t, dest)),
     );
     let default = mesh.inbound_default_for(dest.namespace, dest.pod_default);
@@ -360,11 +416,7 @@ pub fn over_limits(model: &Model, t: &TrafficTarget) -> Option<String> {
         ));
     }
     let name = t.metadata.name.as_deref().unwrap_or_default();
-    let kept = model
-        .traffic_targets_in(ns)
-        .filter(|x| x.effective().destination.name == spec.destination.name)
-        .take(MAX_TARGETS_PER_DESTINATION)
-        .any(|x| x.metadata.name.as_deref() == Some(name));
+    let kept = within_limit(model, ns, &spec.destination.name).contains(&name);
     (!kept).then(|| {
         format!(
             "more than {MAX_TARGETS_PER_DESTINATION} TrafficTargets name service account {ns}/{}: this one (after them in name order) allows nothing",

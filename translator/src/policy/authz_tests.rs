@@ -341,6 +341,28 @@ fn broken(yaml: &str) -> crate::model::Object {
 
 #[test]
 fn an_invalid_target_never_seen_valid_closes_its_destination() {
+    let mesh = MeshConfig::default();
+    let web = Some("shop/sa/web");
+    let get = Some(("GET", "/items"));
+    // Its dry-run annotation is not "true": enforced, allowing nothing.
+    let bad_annotation = target(
+        "t",
+        "[{kind: HTTPRouteGroup, name: routes}]",
+        &["web"],
+        ", annotations: {rudder.dev/dry-run: \"yes\"}",
+    );
+    let mut m = model(BASE);
+    let objects = parse_manifest(&bad_annotation).map(|p| p.objects);
+    assert!(objects.is_err(), "refused");
+    m.apply(&broken(&target(
+        "t",
+        "[{kind: HTTPRouteGroup, name: routes}]",
+        &["web"],
+        "",
+    )))
+    .expect_err("invalid");
+    assert!(!ask(&m, &mesh, web, 8080, get).0, "fails closed");
+    // An invalid dry run stays a dry run: it closes nothing.
     let dry = target(
         "t",
         "[{kind: HTTPRouteGroup, name: routes}]",
@@ -348,18 +370,58 @@ fn an_invalid_target_never_seen_valid_closes_its_destination() {
         ", annotations: {rudder.dev/dry-run: \"true\"}",
     );
     let mut m = model(BASE);
-    let mesh = MeshConfig::default();
     m.apply(&broken(&dry)).expect_err("invalid");
-    let web = Some("shop/sa/web");
-    assert!(
-        !ask(&m, &mesh, web, 8080, Some(("GET", "/items"))).0,
-        "fails closed, dry-run annotation or not"
-    );
+    assert!(ask(&m, &mesh, Some("shop/sa/other"), 8080, get).0);
     // An update that breaks a good version keeps the good one.
     let good = target("t", "[{kind: HTTPRouteGroup, name: routes}]", &["web"], "");
     let mut m = model(&format!("{BASE}{good}"));
     m.apply(&broken(&good)).expect_err("invalid");
-    assert!(ask(&m, &mesh, web, 8080, Some(("GET", "/items"))).0);
+    assert!(ask(&m, &mesh, web, 8080, get).0);
+    assert!(!ask(&m, &mesh, Some("shop/sa/other"), 8080, get).0);
+}
+
+#[test]
+fn targets_past_the_limit_still_enforce_their_destination() {
+    // Dry runs first in name order, then one enforced target past the limit.
+    let mut yaml = BASE.to_string();
+    for i in 0..super::authz::MAX_TARGETS_PER_DESTINATION {
+        yaml.push_str(&target(
+            &format!("a{i:02}"),
+            "[{kind: HTTPRouteGroup, name: routes}]",
+            &["web"],
+            ", annotations: {rudder.dev/dry-run: \"true\"}",
+        ));
+    }
+    yaml.push_str(&target(
+        "z",
+        "[{kind: HTTPRouteGroup, name: routes}]",
+        &["web"],
+        "",
+    ));
+    let m = model(&yaml);
+    let mesh = MeshConfig::default();
+    assert!(
+        !ask(
+            &m,
+            &mesh,
+            Some("shop/sa/other"),
+            8080,
+            Some(("GET", "/items"))
+        )
+        .0,
+        "enforced, not open"
+    );
+    assert!(
+        !ask(
+            &m,
+            &mesh,
+            Some("shop/sa/web"),
+            8080,
+            Some(("GET", "/items"))
+        )
+        .0,
+        "and the target past the limit allows nothing"
+    );
 }
 
 #[test]
@@ -417,4 +479,32 @@ fn answers_decide_on_the_normalized_path_and_the_headers_given() {
     assert!(!ask("/public/x", &[]), "the header rule");
     assert!(!ask("/public/../admin", &["x-env:prod"]));
     assert!(!ask("/public%2F..%2Fadmin", &["x-env:prod"]));
+}
+
+#[test]
+fn unserved_named_ports_get_their_own_rules_and_leave_the_passthrough_guarded() {
+    let t = "apiVersion: access.smi-spec.io/v1alpha2\nkind: TrafficTarget\nmetadata: {name: admin-port, namespace: shop}\nspec:\n  destination: {kind: ServiceAccount, name: api, namespace: shop, port: 5000}\n  rules: [{kind: TCPRoute, name: p5000}]\n  sources: [{kind: ServiceAccount, name: web}]\n---\n";
+    let m = model(&format!("{BASE}{P5000}{t}"));
+    let mesh = MeshConfig {
+        inbound_default: InboundDefault::Deny,
+        ..Default::default()
+    };
+    let pod = m.pod("shop", "api-0").expect("pod");
+    let (named, rest) = super::authz::unserved(&m, &mesh, pod, &[8080]);
+    assert_eq!(named.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [5000]);
+    assert!(
+        named[0].1.handshake_callers().is_some(),
+        "the named port decides on callers alone"
+    );
+    let guard = rest
+        .handshake_callers()
+        .expect("the passthrough is guarded");
+    assert_eq!(
+        guard.len(),
+        1,
+        "only the control plane: the named port's policy is its chain's: {guard:?}"
+    );
+    // Served ports are left to their own listeners.
+    let (named, _) = super::authz::unserved(&m, &mesh, pod, &[5000, 8080]);
+    assert!(named.is_empty());
 }
