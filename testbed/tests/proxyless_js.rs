@@ -4,8 +4,10 @@
 //! (`xds-server agent --grpc --xds-proxy`: plain text on a Unix socket in the pod,
 //! mTLS with the pod's certificate to Rudder). Weighted splits, mesh mTLS between
 //! grpc-js apps (gRFC A29) and retries (A44), every resource checked ACKED in the apps'
-//! own CSDS; and a grpc-js xDS server without GRPC_XDS_EXPERIMENTAL_RBAC, whose NACK
-//! the control plane explains. Node or the packages missing fails the tests.
+//! own CSDS; a grpc-js xDS server enforcing a TrafficTarget (A41: PERMISSION_DENIED for
+//! an identity it does not list); and a grpc-js xDS server without
+//! GRPC_XDS_EXPERIMENTAL_RBAC, whose NACK the control plane explains. Node or the
+//! packages missing fails the tests.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -288,5 +290,60 @@ async fn a_grpc_js_server_without_the_rbac_filter_nacks_and_is_told_the_fix() ->
         },
     )
     .await?;
+    Ok(())
+}
+
+/// gRFC A41 on grpc-js: a server under a TrafficTarget serves the listed source and
+/// answers another identity PERMISSION_DENIED, with its listener ACKED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_js_server_enforces_traffic_targets() -> anyhow::Result<()> {
+    let (work, manifests) = scenario()?;
+    let w = work.path();
+    let (port, server, client, intruder) = (free_port()?, ip(22), ip(21), ip(23));
+    write(
+        &manifests,
+        &[
+            service("greeter", "app: greeter", port),
+            pod("greeter-a", "app: greeter", "greeter", server),
+            pod("client", "app: client", "client", client),
+            pod("intruder", "app: intruder", "intruder", intruder),
+            slice("greeter", 1, port, "greeter-a", server),
+            "apiVersion: specs.smi-spec.io/v1alpha4\nkind: HTTPRouteGroup\nmetadata: {name: echo, namespace: default}\nspec:\n  matches: [{name: calls, pathRegex: \"/rudder[.]test[.]Echo/.*\", methods: [\"*\"]}]\n".into(),
+            "apiVersion: access.smi-spec.io/v1alpha3\nkind: TrafficTarget\nmetadata: {name: greeter-callers, namespace: default}\nspec:\n  destination: {kind: ServiceAccount, name: greeter, namespace: default}\n  rules: [{kind: HTTPRouteGroup, name: echo}]\n  sources: [{kind: ServiceAccount, name: client, namespace: default}]\n".into(),
+        ],
+    )?;
+    let cp = ControlPlane::start(&manifests, w).await?;
+    let bridged = grpc_js::bridged_pod(&cp, w, "greeter-a", "greeter", &[]).await?;
+    let srv = JsServer::start(
+        &bridged.bootstrap,
+        w,
+        "greeter",
+        SocketAddr::new(server, port),
+        &[],
+        RBAC_ON,
+    )?;
+    wait_server_acked(&srv, "greeter").await?;
+    let target = "xds:///greeter.default.svc.cluster.local:50051";
+    let me = grpc_js::bridged_pod(&cp, w, "client", "client", &[]).await?;
+    let r = grpc_js::client(&me.bootstrap, &["--target", target, "--calls", "20"]).await?;
+    assert_eq!(r["ok"], 20, "the listed source: {r}");
+    let other = grpc_js::bridged_pod(&cp, w, "intruder", "intruder", &[]).await?;
+    let r = grpc_js::client(
+        &other.bootstrap,
+        &["--target", target, "--calls", "20", "--wait", "2"],
+    )
+    .await?;
+    let refused = r["unreachable"]
+        .as_str()
+        .is_some_and(|e| e.starts_with("PERMISSION_DENIED"))
+        || r["failed"]["PERMISSION_DENIED"] == 20;
+    assert!(
+        r["ok"] == 0 && refused,
+        "another identity gets PERMISSION_DENIED: {r}"
+    );
+    grpc_app::assert_all_acked(&r, "a denied grpc-js client");
+    let bad = grpc_app::not_acked(&srv.csds());
+    assert!(bad.is_empty(), "the server took its RBAC: {bad:?}");
+    drop((me, other, bridged));
     Ok(())
 }
