@@ -37,6 +37,11 @@ pub struct Args {
     /// update changed or removed their listener or filter chain, in seconds.
     #[arg(long, default_value_t = 5)]
     pub drain_time_s: u64,
+    /// `immediate` or `gradual`, as Envoy takes it. rudder-proxy always drains
+    /// immediately: every connection of a draining chain is told at once (HTTP/1
+    /// `connection: close` on its next response, HTTP/2 GOAWAY).
+    #[arg(long, default_value = "gradual", value_parser = ["gradual", "immediate"])]
+    pub drain_strategy: String,
     /// Log level (trace, debug, info, warning, error, critical, off).
     #[arg(short = 'l', long = "log-level", default_value = "info")]
     pub log_level: String,

@@ -635,7 +635,9 @@ impl Sidecar {
             .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info"])
             .arg("--admin-address-path")
             .arg(&admin_file)
-            .args(["--drain-time-s", "1"]);
+            // As the injector runs the sidecar (see k8s/inject): drains tell every
+            // connection at once.
+            .args(["--drain-time-s", "1", "--drain-strategy", "immediate"]);
         let launched = Instant::now();
         let mut proc = Proc::spawn(&format!("{} {tag}", proxy.name()), cmd, &log)?;
         let mut admin = None;

@@ -397,6 +397,8 @@ impl PodNet {
             .arg("-c")
             .arg(&boot)
             .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info"])
+            // As the injector runs the sidecar.
+            .args(["--drain-strategy", "immediate"])
             .arg("--admin-address-path")
             .arg(&admin_file);
         if self.proxy == DataPlane::Envoy {

@@ -289,9 +289,13 @@ pub(crate) fn injected_init_containers(
             "name": PROXY,
             "image": cfg.proxy_image,
             "restartPolicy": "Always",
+            // A draining chain's connections are all told at once (HTTP/1 `connection:
+            // close` on the next response): Envoy's gradual default closes them one
+            // response at a time at random, and a kept-alive connection to a peer whose
+            // listener changed (a policy landing) failed a request now and then.
             "args": ["-c", format!("{CREDS_DIR}/envoy.json"), "--drain-time-s",
-                     cfg.drain_seconds.to_string(), "--concurrency", "2",
-                     "--disable-hot-restart"],
+                     cfg.drain_seconds.to_string(), "--drain-strategy", "immediate",
+                     "--concurrency", "2", "--disable-hot-restart"],
             "volumeMounts": [{"name": CREDS_VOLUME, "mountPath": CREDS_DIR, "readOnly": true}],
             "ports": [{"name": "rudder-outbound", "containerPort": i.outbound_port},
                       {"name": "rudder-inbound", "containerPort": i.inbound_port}],
