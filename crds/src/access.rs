@@ -392,9 +392,7 @@ impl TCPRouteSpec {
 /// `spec` optional and v1alpha1's top-level fields beside it.
 pub fn traffic_target_crd()
 -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-        CustomResourceConversion, JSONSchemaProps,
-    };
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps;
     let mut crd = TrafficTargetShape::crd();
     let Some(mut template) = crd.spec.versions.first().cloned() else {
         return crd;
@@ -426,21 +424,8 @@ pub fn traffic_target_crd()
             req.retain(|r| r != "spec");
         }
     }
-    crd.spec.versions = ACCESS_VERSIONS
-        .iter()
-        .map(|v| {
-            let mut version = template.clone();
-            version.name = v.to_string();
-            version.storage = *v == "v1alpha3";
-            version.served = true;
-            version
-        })
-        .collect();
-    crd.spec.conversion = Some(CustomResourceConversion {
-        strategy: "None".into(),
-        webhook: None,
-    });
-    crd
+    crd.spec.versions = vec![template];
+    crate::served::at_versions(crd, &ACCESS_VERSIONS, "v1alpha3")
 }
 
 #[cfg(test)]

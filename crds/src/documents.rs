@@ -20,26 +20,7 @@ pub const SMI_VERSIONS: [&str; 4] = ["v1alpha1", "v1alpha2", "v1alpha3", "v1alph
 pub fn smi_multi_version(
     crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 ) -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceConversion;
-    let mut crd = crd;
-    let Some(template) = crd.spec.versions.first().cloned() else {
-        return crd;
-    };
-    crd.spec.versions = SMI_VERSIONS
-        .iter()
-        .map(|v| {
-            let mut version = template.clone();
-            version.name = v.to_string();
-            version.storage = *v == "v1alpha4";
-            version.served = true;
-            version
-        })
-        .collect();
-    crd.spec.conversion = Some(CustomResourceConversion {
-        strategy: "None".into(),
-        webhook: None,
-    });
-    crd
+    crate::served::at_versions(crd, &SMI_VERSIONS, "v1alpha4")
 }
 
 /// The charts' directories (from the workspace root) holding [`crd_documents`]: the

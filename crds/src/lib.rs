@@ -24,6 +24,7 @@ pub mod gateway;
 pub mod gateway_validate;
 pub mod kinds;
 pub mod re2;
+mod served;
 pub mod text;
 // The KubeSchema derive generates items that trip `unreachable_pub`.
 #[allow(unreachable_pub)]

@@ -64,12 +64,17 @@ pub(crate) fn filter_before_terminal(path: &Path, f: &Filter) -> R<NetworkFilter
             shorten(&f.name)
         )))
     } else {
-        Err(path.err(format!(
-            "unsupported network filter {:?} ({})",
-            shorten(&f.name),
-            shorten(&any.type_url)
-        )))
+        Err(unsupported_filter(path, f, any))
     }
+}
+
+/// The error for a network filter rudder-proxy does not have.
+fn unsupported_filter(path: &Path, f: &Filter, any: &Any) -> super::check::Fail {
+    path.err(format!(
+        "unsupported network filter {:?} ({})",
+        shorten(&f.name),
+        shorten(&any.type_url)
+    ))
 }
 
 /// A chain's terminal (last) network filter.
@@ -88,11 +93,7 @@ pub(crate) fn terminal(path: &Path, f: &Filter) -> R<Terminal> {
             shorten(&f.name)
         )))
     } else {
-        Err(path.err(format!(
-            "unsupported network filter {:?} ({})",
-            shorten(&f.name),
-            shorten(&any.type_url)
-        )))
+        Err(unsupported_filter(path, f, any))
     }
 }
 
