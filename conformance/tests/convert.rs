@@ -61,6 +61,7 @@ fn outputs(model: &Model) -> Vec<(String, Output)> {
     for pod in model.pods() {
         for intercepted in [false, true] {
             let proxy = ProxyIdentity {
+                vhds: false,
                 node_id: format!("{}.{}", pod.name, pod.namespace),
                 kind: ProxyKind::Envoy,
                 namespace: pod.namespace.clone(),

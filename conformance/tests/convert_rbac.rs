@@ -310,6 +310,7 @@ fn what_the_translator_emits_for_a_traffic_target_converts() {
     let mut rbac_filters = 0;
     for intercepted in [false, true] {
         let proxy = ProxyIdentity {
+            vhds: false,
             node_id: "reviews-v1.default".into(),
             kind: ProxyKind::Envoy,
             namespace: "default".into(),

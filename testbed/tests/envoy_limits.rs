@@ -132,6 +132,7 @@ fn bootstrap_as(model: &Model, pod: &str, intercepted: bool) -> Value {
     let mesh = MeshConfig::default();
     let policy = PolicyContext::new(model, &Default::default(), &Default::default());
     let proxy = ProxyIdentity {
+        vhds: false,
         node_id: format!("{pod}.shop"),
         kind: ProxyKind::Envoy,
         namespace: "shop".into(),

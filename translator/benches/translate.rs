@@ -102,6 +102,7 @@ fn mesh(services: usize) -> (Model, BTreeSet<ObjectKey>) {
 
 fn view() -> ViewKey {
     ViewKey {
+        vhds: false,
         namespace: NS.into(),
         egress: Egress::All,
         grpc: false,
@@ -271,6 +272,7 @@ fn new_service_grpc(c: &mut Criterion) {
             builder.proxy(
                 &model,
                 &ProxyIdentity {
+                    vhds: false,
                     node_id: format!("grpc-{p}"),
                     kind: ProxyKind::Grpc,
                     namespace: NS.into(),

@@ -85,6 +85,27 @@ impl ProxyKind {
     }
 }
 
+/// The first Envoy release that takes VHDS over an aggregated (ADS) stream; earlier
+/// ones refuse an `ads` config source for it (envoyproxy/envoy#42812).
+pub const VHDS_OVER_ADS_SINCE: (u32, u32) = (1, 38);
+
+/// Whether `node` is an Envoy that can take virtual hosts over its ADS stream (when the
+/// stream is delta): `envoy` by user agent, at [`VHDS_OVER_ADS_SINCE`] or later by its
+/// build version. Anything else (older Envoys, rudder-proxy, gRPC, a node that says no
+/// version) gets every virtual host in the route table.
+pub fn takes_vhds(node: &Node) -> bool {
+    use envoy_types::pb::envoy::config::core::v3::node::UserAgentVersionType;
+    if node.user_agent_name != "envoy" {
+        return false;
+    }
+    let Some(UserAgentVersionType::UserAgentBuildVersion(b)) = &node.user_agent_version_type else {
+        return false;
+    };
+    b.version
+        .as_ref()
+        .is_some_and(|v| (v.major_number, v.minor_number) >= VHDS_OVER_ADS_SINCE)
+}
+
 /// A proxy's identity and placement.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ProxyIdentity {
@@ -109,6 +130,10 @@ pub struct ProxyIdentity {
     pub intercepted: bool,
     /// Where an intercepted pod's inbound traffic arrives.
     pub inbound_port: u16,
+    /// It takes the outbound table's virtual hosts apart, over VHDS on its delta ADS
+    /// stream ([`takes_vhds`]); set by the server, which knows the stream. A change to
+    /// one Service then sends that Service's virtual hosts, not the whole table.
+    pub vhds: bool,
 }
 
 /// Why a node could not be identified.
@@ -199,6 +224,7 @@ impl ProxyIdentity {
             outbound_port,
             app_address,
             node_id: id,
+            vhds: false,
         })
     }
 }
@@ -278,6 +304,7 @@ pub fn view_key(model: &Model, proxy: &ProxyIdentity) -> ViewKey {
             .map(|p| p.egress.clone())
             .unwrap_or_default(),
         grpc: proxy.kind == ProxyKind::Grpc,
+        vhds: proxy.vhds && proxy.kind == ProxyKind::Envoy,
         variant: None,
     }
 }

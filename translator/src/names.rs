@@ -4,6 +4,7 @@
 
 use crate::model::MeshService;
 
+pub(crate) use xds_types::names::vhds_name;
 pub use xds_types::names::{OUTBOUND_LISTENER, OUTBOUND_ROUTE, inbound};
 
 /// `outbound|PORT||NAME.NS.svc.cluster.local`: the Cluster (and its EDS name) of one

@@ -24,6 +24,8 @@ pub enum Body {
     Listener(Box<Listener>),
     /// A RouteConfiguration.
     Route(Box<RouteConfiguration>),
+    /// A VirtualHost served apart from its RouteConfiguration (VHDS).
+    VirtualHost(Box<envoy_types::pb::envoy::config::route::v3::VirtualHost>),
     /// An SDS Secret.
     Secret(Box<envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret>),
 }
@@ -42,6 +44,7 @@ impl Body {
             Body::Endpoint(m) => pack(m.as_ref()),
             Body::Listener(m) => pack(m.as_ref()),
             Body::Route(m) => pack(m.as_ref()),
+            Body::VirtualHost(m) => pack(m.as_ref()),
             Body::Secret(m) => pack(m.as_ref()),
         }
     }

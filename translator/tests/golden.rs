@@ -51,6 +51,7 @@ fn render(out: &Output, title: &str, text: &mut String) {
 /// The proxy beside `pod`, as the node `POD.NS`.
 fn proxy_of(pod: &translator::model::MeshPod, kind: ProxyKind, intercepted: bool) -> ProxyIdentity {
     ProxyIdentity {
+        vhds: false,
         node_id: format!("{}.{}", pod.name, pod.namespace),
         kind,
         namespace: pod.namespace.clone(),

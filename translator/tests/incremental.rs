@@ -6,6 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+mod common;
+
+use common::{apply, slice_yaml, svc_yaml};
 use translator::encoded::Encoded;
 use translator::identity::{DEFAULT_OUTBOUND_PORT, ProxyIdentity, ProxyKind};
 use translator::incremental::Builder;
@@ -32,6 +35,7 @@ fn objects(dir: &Path) -> Vec<Object> {
 
 fn proxy(ns: &str, pod: &str, sa: &str) -> ProxyIdentity {
     ProxyIdentity {
+        vhds: false,
         node_id: format!("{pod}.{ns}"),
         kind: ProxyKind::Envoy,
         namespace: ns.into(),
@@ -93,6 +97,73 @@ fn fresh_routes(model: &Model, builder: &Builder, ns: &str) -> Versions {
     )
 }
 
+/// A view with virtual hosts apart holds the whole table's hosts, each as its own
+/// resource named `outbound/NAME`, and a table with only the pod-address host that asks
+/// for the others over VHDS; its other tables (per port) are the whole view's.
+fn check_apart(
+    model: &Model,
+    builder: &Builder,
+    maps: &translator::incremental::ViewMaps,
+    ns: &str,
+    step: &str,
+) {
+    use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
+    use prost::Message;
+    let decode = |e: &Encoded| RouteConfiguration::decode(e.any.value.as_slice()).expect("table");
+    let fresh = outbound_routes(model, builder.policy(), ns);
+    let mut whole = None;
+    let mut others = Vec::new();
+    for r in &fresh.resources {
+        let e = std::sync::Arc::new(Encoded::new(r));
+        if &*e.name == translator::OUTBOUND_ROUTE {
+            whole = Some(decode(&e));
+        } else {
+            others.push(e);
+        }
+    }
+    let mut whole = whole.expect("an outbound table");
+    let pod_address = whole.virtual_hosts.pop().expect("the pod-address host");
+    let want: BTreeMap<String, VirtualHost> = whole
+        .virtual_hosts
+        .into_iter()
+        .map(|h| (format!("outbound/{}", h.name), h))
+        .collect();
+    let got: BTreeMap<String, VirtualHost> = maps
+        .vhosts
+        .values()
+        .map(|e| {
+            assert_eq!(e.kind, XdsType::VirtualHost);
+            let h = VirtualHost::decode(e.any.value.as_slice()).expect("vhost");
+            assert_eq!(
+                h.name, *e.name,
+                "{step}: a virtual host is named as its resource"
+            );
+            let name = h.name.clone();
+            (
+                name.clone(),
+                VirtualHost {
+                    name: name.trim_start_matches("outbound/").into(),
+                    ..h
+                },
+            )
+        })
+        .collect();
+    assert_eq!(got, want, "{step}: {ns}'s virtual hosts apart");
+    let table = decode(maps.routes.get(translator::OUTBOUND_ROUTE).expect("table"));
+    assert!(table.vhds.is_some(), "{step}: the table asks for its hosts");
+    assert_eq!(
+        table.virtual_hosts,
+        [pod_address],
+        "{step}: only the pod-address host"
+    );
+    let per_port: Versions = versions(
+        maps.routes
+            .values()
+            .filter(|r| &*r.name != translator::OUTBOUND_ROUTE),
+    );
+    assert_eq!(per_port, versions(others.iter()), "{step}: per-port tables");
+}
+
 fn check(
     model: &Model,
     builder: &mut Builder,
@@ -143,12 +214,15 @@ fn check(
             "{step}: view {view:?} clusters/endpoints"
         );
         let routes = versions(maps.routes.values());
-        if view.egress == Egress::All {
+        if view.egress == Egress::All && !view.vhds {
             assert_eq!(
                 routes,
                 fresh_routes(model, builder, &view.namespace),
                 "{step}: view {view:?} routes"
             );
+        }
+        if view.egress == Egress::All && view.vhds {
+            check_apart(model, builder, &maps, &view.namespace, step);
         }
     }
     for p in proxies {
@@ -182,7 +256,9 @@ fn run_objects(objs: Vec<Object>) {
     let views: Vec<ViewKey> = namespaces
         .iter()
         .flat_map(|ns| {
-            [false, true].map(|grpc| ViewKey {
+            // Envoys with the whole table, with virtual hosts apart, and gRPC clients.
+            [(false, false), (false, true), (true, false)].map(|(grpc, vhds)| ViewKey {
+                vhds,
                 namespace: ns.clone(),
                 egress: Egress::All,
                 grpc,
@@ -285,32 +361,6 @@ fn incremental_matches_from_scratch_on_traffic_policy() {
     run(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/traffic-policy"));
 }
 
-fn svc_yaml(ns: &str, name: &str, extra_meta: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}{extra_meta}}}\nspec:\n  selector: {{app: {name}}}\n  ports: [{{name: http, port: 80, targetPort: 8080}}]\n"
-    )
-}
-
-fn slice_yaml(ns: &str, name: &str, ips: &[&str]) -> String {
-    let eps: Vec<String> = ips
-        .iter()
-        .map(|ip| format!("{{addresses: [\"{ip}\"]}}"))
-        .collect();
-    format!(
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-x, namespace: {ns}, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints: [{}]\n",
-        eps.join(", ")
-    )
-}
-
-fn apply(model: &mut Model, yaml: &str) -> BTreeSet<ObjectKey> {
-    let mut keys = BTreeSet::new();
-    for o in parse_manifest(yaml).expect("valid").objects {
-        keys.insert(o.key());
-        model.apply(&o).expect("apply");
-    }
-    keys
-}
-
 #[test]
 fn one_endpoint_change_is_one_endpoint_update_whatever_the_mesh_size() {
     let mut model = Model::new();
@@ -331,6 +381,7 @@ fn one_endpoint_change_is_one_endpoint_update_whatever_the_mesh_size() {
     let keys = apply(&mut model, &yaml);
     builder.update(&model, &keys, &empty);
     let view = ViewKey {
+        vhds: false,
         namespace: "shop".into(),
         egress: Egress::All,
         grpc: false,
@@ -376,6 +427,7 @@ fn views_see_only_what_services_export_and_pods_declare() {
         maps.clusters.keys().map(|k| k.to_string()).collect()
     };
     let all_web = ViewKey {
+        vhds: false,
         namespace: "web".into(),
         egress: Egress::All,
         grpc: false,
@@ -390,6 +442,7 @@ fn views_see_only_what_services_export_and_pods_declare() {
         "another namespace does not see an own-namespace export"
     );
     let all_shop = ViewKey {
+        vhds: false,
         namespace: "shop".into(),
         egress: Egress::All,
         grpc: false,
@@ -397,6 +450,7 @@ fn views_see_only_what_services_export_and_pods_declare() {
     };
     assert_eq!(builder.view(&model, &all_shop).clusters.len(), 3);
     let scoped = ViewKey {
+        vhds: false,
         namespace: "web".into(),
         egress: Egress::parse("shop/cart", "web").expect("egress"),
         grpc: false,
@@ -448,12 +502,14 @@ fn a_view_that_leaves_a_policy_out_gets_its_own_parts_and_the_others_do_not() {
     let changes = model.take_changes();
     builder.update(&model, &changes, &none);
     let a = ViewKey {
+        vhds: false,
         namespace: "default".into(),
         egress: Egress::All,
         grpc: false,
         variant: None,
     };
     let b = ViewKey {
+        vhds: false,
         namespace: "other".into(),
         egress: Egress::All,
         grpc: false,
@@ -534,6 +590,7 @@ fn backends_changing_under_splits_and_routes_match_from_scratch() {
         Default::default();
     let views: Vec<ViewKey> = [false, true]
         .map(|grpc| ViewKey {
+            vhds: false,
             namespace: "default".into(),
             egress: Egress::All,
             grpc,
@@ -630,6 +687,7 @@ fn run_variant(objs: Vec<Object>) {
     .collect();
     assert!(!excl.is_empty(), "the inputs have policy");
     let base = ViewKey {
+        vhds: false,
         namespace: "default".into(),
         egress: Egress::All,
         grpc: false,
@@ -751,6 +809,7 @@ fn an_endpoint_change_moves_only_the_intercepted_listener_and_the_endpoints() {
     );
     builder.update(&model, &keys, &empty);
     let view = ViewKey {
+        vhds: false,
         namespace: "shop".into(),
         egress: Egress::All,
         grpc: false,

@@ -68,6 +68,8 @@ pub(crate) struct ServeConfig {
     pub(crate) limits: Limits,
     /// Benchmark baseline: resend every resource of a type on any change.
     pub(crate) full_resend: bool,
+    /// Serve virtual hosts apart (VHDS) to the Envoys that can take them so.
+    pub(crate) vhds: bool,
     /// Quiet time after a manifest-directory event before it is read.
     pub(crate) manifest_debounce: Duration,
 }
@@ -162,6 +164,7 @@ fn new_store(cfg: &ServeConfig, ca: &Opened) -> Arc<Store> {
         StoreConfig {
             debounce: cfg.debounce,
             full_resend: cfg.full_resend,
+            vhds: cfg.vhds,
             require_live_pod: cfg.kubernetes,
             ..StoreConfig::default()
         },

@@ -533,6 +533,7 @@ async fn a_proxys_rejection_adds_a_condition_and_never_flips_accepted() -> anyho
         .attach(
             scope,
             &ProxyIdentity {
+                vhds: false,
                 node_id: "x.evil".into(),
                 kind: ProxyKind::Envoy,
                 namespace: "evil".into(),

@@ -17,6 +17,9 @@ pub enum XdsType {
     Listener,
     /// RDS: `envoy.config.route.v3.RouteConfiguration`
     Route,
+    /// VHDS: `envoy.config.route.v3.VirtualHost`, the virtual hosts of a route table
+    /// whose `vhds` asks for them apart (delta only; after the table that names them).
+    VirtualHost,
 }
 
 /// What is true of one xDS type, whoever serves or consumes it.
@@ -82,11 +85,20 @@ pub const FACTS: [TypeFacts; XdsType::COUNT] = [
         full_set: false,
         refers_to: Some(XdsType::Cluster),
     },
+    TypeFacts {
+        kind: XdsType::VirtualHost,
+        type_url: "type.googleapis.com/envoy.config.route.v3.VirtualHost",
+        short: "VHDS",
+        // Envoy's first VHDS request names nothing: every virtual host of the table.
+        wildcard_by_default: true,
+        full_set: false,
+        refers_to: Some(XdsType::Cluster),
+    },
 ];
 
 impl XdsType {
     /// How many types there are.
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 6;
 
     /// All types, in push order.
     pub const ALL: [XdsType; XdsType::COUNT] = [
@@ -95,6 +107,7 @@ impl XdsType {
         XdsType::Endpoint,
         XdsType::Listener,
         XdsType::Route,
+        XdsType::VirtualHost,
     ];
 
     /// Its place in push order, `0..COUNT`: the slot of a [`PerType`](crate::PerType).
@@ -125,7 +138,7 @@ impl XdsType {
             .map(|f| f.kind)
     }
 
-    /// The short name used in logs (`CDS`, `EDS`, `LDS`, `RDS`, `SDS`).
+    /// The short name used in logs (`CDS`, `EDS`, `LDS`, `RDS`, `SDS`, `VHDS`).
     pub const fn short(self) -> &'static str {
         self.facts().short
     }

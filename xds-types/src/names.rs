@@ -3,6 +3,12 @@
 
 /// The outbound RouteConfiguration every Envoy sidecar's outbound listener uses.
 pub const OUTBOUND_ROUTE: &str = "outbound";
+/// `ROUTE/NAME`: a virtual host served apart from route table `ROUTE` over VHDS (the
+/// name Envoy expects; the VirtualHost's own name is the same string).
+pub fn vhds_name(route: &str, vhost: &str) -> String {
+    format!("{route}/{vhost}")
+}
+
 /// The outbound listener.
 pub const OUTBOUND_LISTENER: &str = "outbound";
 

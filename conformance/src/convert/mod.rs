@@ -142,6 +142,13 @@ pub fn convert(ty: XdsType, any: &Any) -> Result<(String, Converted), ConvertErr
             let r = secret::secret(&m).map(Converted::Secret);
             (m.name, r)
         }
+        // It never asks for them: its route tables hold their virtual hosts.
+        XdsType::VirtualHost => {
+            return Err(whole(
+                "",
+                "rudder-proxy takes virtual hosts in their route table, not over VHDS".into(),
+            ));
+        }
     };
     let resource = if name.is_empty() {
         check::shorten(&any.type_url)

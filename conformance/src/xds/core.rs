@@ -81,8 +81,10 @@ impl Core {
 
     /// The names of `ty` wanted; none: all (wildcard LDS and CDS).
     pub(crate) fn wanted(&self, ty: XdsType) -> Option<&BTreeSet<String>> {
+        static NONE: BTreeSet<String> = BTreeSet::new();
         match ty {
             XdsType::Listener | XdsType::Cluster => None,
+            XdsType::VirtualHost => Some(&NONE),
             XdsType::Route => Some(&self.refs.routes),
             XdsType::Endpoint => Some(&self.refs.endpoints),
             XdsType::Secret => Some(&self.refs.ads_secrets),
@@ -343,7 +345,7 @@ impl Core {
                 }
             }
             XdsType::Secret => self.stats.counter(&format!("sds.{name}.{what}")).inc(),
-            XdsType::Listener | XdsType::Cluster => {}
+            XdsType::Listener | XdsType::Cluster | XdsType::VirtualHost => {}
         }
     }
 

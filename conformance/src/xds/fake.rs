@@ -66,6 +66,13 @@ pub(crate) fn convert(ty: XdsType, any: &Any) -> Result<(String, Converted), Con
         XdsType::Secret => Converted::Secret(Secret::Bundle(Arc::new(TrustBundle {
             anchors: Vec::new(),
         }))),
+        XdsType::VirtualHost => {
+            return Err(ConvertError {
+                resource: name,
+                path: String::new(),
+                message: "never held".into(),
+            });
+        }
     };
     Ok((name, value))
 }

@@ -147,6 +147,8 @@ pub(crate) fn next_snapshot(current: &Snapshot, changes: &[Change]) -> Snapshot 
                 Converted::Endpoints(e) => Some(e.clone()),
                 _ => None,
             }),
+            // Never held (see `wanted`).
+            XdsType::VirtualHost => {}
             XdsType::Secret => edit(&mut next.secrets, &mine, |v| match v {
                 Converted::Secret(s) => Some(s.clone()),
                 _ => None,

@@ -177,6 +177,7 @@ mod tests {
 
     fn proxy() -> ProxyIdentity {
         ProxyIdentity {
+            vhds: false,
             node_id: "client".into(),
             kind: ProxyKind::Envoy,
             namespace: "shop".into(),

@@ -1,5 +1,6 @@
 //! The outbound RouteConfiguration: one virtual host per HTTP service port, matched by
-//! every name a Kubernetes client may use for it.
+//! every name a Kubernetes client may use for it; in the table, or apart from it over
+//! VHDS ([`assemble_apart`]) for the Envoys that take them so.
 
 use std::collections::HashMap;
 
@@ -9,7 +10,7 @@ use envoy_types::pb::envoy::config::core::v3::{
 };
 use envoy_types::pb::envoy::config::route::v3::route_action::RequestMirrorPolicy;
 use envoy_types::pb::envoy::config::route::v3::{
-    RetryPolicy as EnvoyRetryPolicy, Route, RouteAction, RouteConfiguration, RouteMatch,
+    RetryPolicy as EnvoyRetryPolicy, Route, RouteAction, RouteConfiguration, RouteMatch, Vhds,
     VirtualHost, WeightedCluster,
     retry_policy::RetryBackOff,
     route::Action,
@@ -414,18 +415,16 @@ fn redirect_and_rewrite(
     }
 }
 
-/// The outbound RouteConfiguration for clients in `client_ns` from virtual hosts in
-/// order: each name goes to the first virtual host that claims it; a later claim is a
-/// diagnostic on its Service.
-pub(crate) fn assemble<'a>(
+/// The virtual hosts of the outbound table for clients in `client_ns`, in order, each
+/// with the clusters it routes to and the objects it was made from: each name goes to
+/// the first virtual host that claims it; a later claim is a diagnostic on its Service.
+fn claim<'a>(
     parts: impl IntoIterator<Item = &'a VhostPart>,
     client_ns: &str,
-) -> Output {
-    let mut out = Output::default();
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<(VirtualHost, &'a [String], &'a [ObjectKey])> {
     let mut owner: HashMap<&str, &str> = HashMap::new();
-    let mut vhosts = Vec::new();
-    let mut refs = Vec::new();
-    let mut sources = Vec::new();
+    let mut out = Vec::new();
     for part in parts {
         let local = part.service.namespace == client_ns;
         let mut kept = Vec::new();
@@ -435,7 +434,7 @@ pub(crate) fn assemble<'a>(
             }
             match owner.get(d.as_str()) {
                 Some(_) if part.pod => {}
-                Some(first) => out.diagnostics.push(Diagnostic {
+                Some(first) => diagnostics.push(Diagnostic {
                     object: part.service.to_string(),
                     field: "spec.clusterIP".into(),
                     message: format!("host {d:?} is already served by {first}; not routed here"),
@@ -451,21 +450,30 @@ pub(crate) fn assemble<'a>(
         if kept.is_empty() {
             continue;
         }
-        vhosts.push(VirtualHost {
+        let vhost = VirtualHost {
             domains: kept,
             ..part.vhost.clone()
-        });
-        refs.extend(part.refs.iter().cloned());
-        sources.extend(part.sources.iter().cloned());
+        };
+        out.push((vhost, part.refs.as_slice(), part.sources.as_slice()));
     }
-    // Last: a request by a pod's own address (`address`).
+    out
+}
+
+/// The outbound RouteConfiguration with `vhosts` in it, after them the pod-address
+/// virtual host (`address`); `refs` and `sources` are those of the hosts in it.
+fn outbound_table(
+    mut vhosts: Vec<VirtualHost>,
+    mut refs: Vec<String>,
+    mut sources: Vec<ObjectKey>,
+    vhds: Option<Vhds>,
+) -> Resource {
     vhosts.push(crate::envoy::pod_address::pod_address_vhost());
     refs.push(crate::envoy::pod_address::POD_ADDRESS_CLUSTER.into());
     refs.sort();
     refs.dedup();
     sources.sort();
     sources.dedup();
-    out.resources.push(Resource {
+    Resource {
         kind: XdsType::Route,
         name: names::OUTBOUND_ROUTE.into(),
         refs,
@@ -473,8 +481,58 @@ pub(crate) fn assemble<'a>(
         body: Body::Route(Box::new(RouteConfiguration {
             name: names::OUTBOUND_ROUTE.into(),
             virtual_hosts: vhosts,
+            vhds,
             ..Default::default()
         })),
-    });
+    }
+}
+
+/// The outbound RouteConfiguration for clients in `client_ns` from virtual hosts in
+/// order ([`claim`]), every one in the table.
+pub(crate) fn assemble<'a>(
+    parts: impl IntoIterator<Item = &'a VhostPart>,
+    client_ns: &str,
+) -> Output {
+    let mut out = Output::default();
+    let (mut vhosts, mut refs, mut sources) = (Vec::new(), Vec::new(), Vec::new());
+    for (vhost, r, s) in claim(parts, client_ns, &mut out.diagnostics) {
+        vhosts.push(vhost);
+        refs.extend(r.iter().cloned());
+        sources.extend(s.iter().cloned());
+    }
+    out.resources
+        .push(outbound_table(vhosts, refs, sources, None));
+    out
+}
+
+/// The outbound table for an Envoy that takes virtual hosts apart (VHDS over delta ADS):
+/// the RouteConfiguration keeps only the pod-address host and asks for the others, which
+/// follow as their own resources (`outbound/NAME`, the VirtualHost named the same), so a
+/// change to one Service sends that Service's hosts alone. Claims are as [`assemble`]'s.
+pub(crate) fn assemble_apart<'a>(
+    parts: impl IntoIterator<Item = &'a VhostPart>,
+    client_ns: &str,
+) -> Output {
+    let mut out = Output::default();
+    let vhds = Vhds {
+        config_source: Some(protos::ads()),
+    };
+    out.resources.push(outbound_table(
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Some(vhds),
+    ));
+    for (mut vhost, refs, sources) in claim(parts, client_ns, &mut out.diagnostics) {
+        let name = names::vhds_name(names::OUTBOUND_ROUTE, &vhost.name);
+        vhost.name.clone_from(&name);
+        out.resources.push(Resource {
+            kind: XdsType::VirtualHost,
+            name,
+            refs: refs.to_vec(),
+            sources: sources.to_vec(),
+            body: Body::VirtualHost(Box::new(vhost)),
+        });
+    }
     out
 }

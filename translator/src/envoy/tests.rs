@@ -135,6 +135,7 @@ fn an_intercepted_ipv6_pod_listens_and_reaches_its_app_on_ipv6() {
         m.apply(o).expect("valid");
     }
     let proxy = ProxyIdentity {
+        vhds: false,
         node_id: "web-0.shop".into(),
         kind: ProxyKind::Envoy,
         namespace: "shop".into(),

@@ -391,6 +391,7 @@ fn grpc_echo_backend(m: &Model, client_ns: &str) -> Option<ClusterSpecifier> {
     // The first build translates the whole model.
     builder.update(m, &Default::default(), &Default::default());
     let view = crate::model::ViewKey {
+        vhds: false,
         namespace: client_ns.into(),
         egress: crate::model::Egress::All,
         grpc: true,

@@ -37,12 +37,17 @@ pub struct Changes {
     pub endpoints: Vec<Update>,
     /// RouteConfigurations.
     pub routes: Vec<Update>,
+    /// VirtualHosts served apart (VHDS views only).
+    pub vhosts: Vec<Update>,
 }
 
 impl Changes {
     /// Whether nothing changed.
     pub fn is_empty(&self) -> bool {
-        self.clusters.is_empty() && self.endpoints.is_empty() && self.routes.is_empty()
+        self.clusters.is_empty()
+            && self.endpoints.is_empty()
+            && self.routes.is_empty()
+            && self.vhosts.is_empty()
     }
 
     /// The updates of `kind`.
@@ -51,6 +56,7 @@ impl Changes {
             XdsType::Cluster => &self.clusters,
             XdsType::Endpoint => &self.endpoints,
             XdsType::Route => &self.routes,
+            XdsType::VirtualHost => &self.vhosts,
             XdsType::Listener | XdsType::Secret => &[],
         }
     }
@@ -63,17 +69,29 @@ pub struct ViewMaps {
     pub clusters: Arc<TypeMap>,
     /// Their ClusterLoadAssignments.
     pub endpoints: Arc<TypeMap>,
-    /// The outbound route table.
+    /// The outbound route table (and the per-port tables of intercepted proxies).
     pub routes: Arc<TypeMap>,
+    /// The outbound table's virtual hosts, in a view whose proxies take them apart
+    /// (VHDS); empty otherwise.
+    pub vhosts: Arc<TypeMap>,
 }
 
 impl ViewMaps {
+    /// The types a view's proxies share, in push order ([`ViewMaps::shared`] has them).
+    pub const SHARED: [XdsType; 4] = [
+        XdsType::Cluster,
+        XdsType::Endpoint,
+        XdsType::Route,
+        XdsType::VirtualHost,
+    ];
+
     /// The shared map of `kind`, if the view has that type.
     pub fn shared(&self, kind: XdsType) -> Option<&Arc<TypeMap>> {
         match kind {
             XdsType::Cluster => Some(&self.clusters),
             XdsType::Endpoint => Some(&self.endpoints),
             XdsType::Route => Some(&self.routes),
+            XdsType::VirtualHost => Some(&self.vhosts),
             XdsType::Listener | XdsType::Secret => None,
         }
     }
@@ -84,6 +102,7 @@ impl ViewMaps {
             XdsType::Cluster => Some(&self.clusters),
             XdsType::Endpoint => Some(&self.endpoints),
             XdsType::Route => Some(&self.routes),
+            XdsType::VirtualHost => Some(&self.vhosts),
             XdsType::Listener | XdsType::Secret => None,
         }
     }

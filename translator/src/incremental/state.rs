@@ -268,7 +268,15 @@ pub(super) type Resolved = (
 #[derive(Default)]
 pub(super) struct PolicyMemo {
     pub(super) policies: Vec<Resolved>,
-    pub(super) routes: Vec<(ViewKey, Excluded, ViewKey, Arc<Encoded>)>,
+    pub(super) routes: Vec<(ViewKey, Excluded, ViewKey, Table)>,
+}
+
+/// A view's outbound table: the RouteConfiguration and, in a view whose proxies take
+/// them apart (VHDS), its virtual hosts (empty otherwise).
+#[derive(Clone, Debug)]
+pub(super) struct Table {
+    pub(super) route: Arc<Encoded>,
+    pub(super) vhosts: Arc<TypeMap>,
 }
 
 /// A Service's parts as one view sees them, when they differ from the shared ones.

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use super::changes::{Changes, Update, ViewMaps, apply, encode};
 use super::state::{
-    Builder, Names, NsName, Origin, Override, PolicyMemo, ServiceUpdate, ViewState, policy_changes,
+    Builder, Names, NsName, Origin, Override, PolicyMemo, ServiceUpdate, Table, ViewState,
+    policy_changes,
 };
 use crate::encoded::{Encoded, TypeMap};
 use crate::envoy::address;
@@ -77,8 +78,9 @@ impl Builder {
         state.maps.endpoints = Arc::new(endpoints);
         if !key.grpc {
             let mut count = 0;
-            let route = self.assemble(model, key, &state, None, &mut count);
-            routes.insert(route.name.clone(), route);
+            let table = self.assemble(model, key, &state, (None, &TypeMap::new()), &mut count);
+            routes.insert(table.route.name.clone(), table.route);
+            state.maps.vhosts = table.vhosts;
         }
         state.maps.routes = Arc::new(routes);
         let maps = state.maps.clone();
@@ -106,17 +108,17 @@ impl Builder {
         }
     }
 
-    /// A view's route table; a variant takes the one another variant of its view that
+    /// A view's outbound table; a variant takes the one another variant of its view that
     /// leaves out the same objects assembled in this build.
     fn variant_route(
         &mut self,
         model: &Model,
         key: &ViewKey,
         state: &ViewState,
-        old: Option<&Arc<Encoded>>,
+        old: (Option<&Arc<Encoded>>, &TypeMap),
         memo: &mut PolicyMemo,
         count: &mut usize,
-    ) -> Arc<Encoded> {
+    ) -> Table {
         if key.variant.is_none() || state.excluded.is_empty() {
             return self.assemble(model, key, state, old, count);
         }
@@ -125,49 +127,62 @@ impl Builder {
             .routes
             .iter()
             .find(|(v, e, _, _)| *v == base && *e == state.excluded)
-            .map(|(_, _, by, r)| (by.clone(), r.clone()));
+            .map(|(_, _, by, t)| (by.clone(), t.clone()));
         match found {
-            Some((by, route)) => {
+            Some((by, table)) => {
                 if let Some(d) = self.diagnostics.get(&Origin::Route(by)).cloned() {
                     self.diagnostics.insert(Origin::Route(key.clone()), d);
                 }
-                match old {
-                    Some(o) if o.same_as(&route) => o.clone(),
-                    _ => route,
-                }
+                keep_held(table, old)
             }
             None => {
-                let route = self.assemble(model, key, state, old, count);
+                let table = self.assemble(model, key, state, old, count);
                 memo.routes
-                    .push((base, state.excluded.clone(), key.clone(), route.clone()));
-                route
+                    .push((base, state.excluded.clone(), key.clone(), table.clone()));
+                table
             }
         }
     }
 
+    /// The view's outbound table, whole or apart (`key.vhds`); what equals `old` (the
+    /// table and virtual hosts held) keeps its `Arc`.
     fn assemble(
         &mut self,
         model: &Model,
         key: &ViewKey,
         state: &ViewState,
-        old: Option<&Arc<Encoded>>,
+        old: (Option<&Arc<Encoded>>, &TypeMap),
         count: &mut usize,
-    ) -> Arc<Encoded> {
+    ) -> Table {
         let parts = self.services.iter().filter_map(|(k, p)| {
-            let svc = p.svc.as_ref().filter(|s| key.sees(s))?;
-            let _ = svc;
+            p.svc.as_ref().filter(|s| key.sees(s))?;
             Some(match state.overrides.get(k) {
                 Some(o) => o.vhosts.iter(),
                 None => p.vhosts_for(&key.namespace).iter(),
             })
         });
-        let out = route::assemble(parts.flatten(), &key.namespace);
+        let out = if key.vhds {
+            route::assemble_apart(parts.flatten(), &key.namespace)
+        } else {
+            route::assemble(parts.flatten(), &key.namespace)
+        };
         self.diagnostics
             .insert(Origin::Route(key.clone()), out.diagnostics);
-        // `assemble` always emits exactly one route table.
-        match out.resources.first() {
-            Some(r) => encode(model, r, old, count),
+        // Both always emit exactly one route table, first; virtual hosts apart follow.
+        let mut resources = out.resources.iter();
+        let route = match resources.next() {
+            Some(r) => encode(model, r, old.0, count),
             None => Arc::new(Encoded::synthetic(XdsType::Route, OUTBOUND_ROUTE, "", &[])),
+        };
+        let vhosts = resources
+            .map(|r| {
+                let e = encode(model, r, old.1.get(r.name.as_str()), count);
+                (e.name.clone(), e)
+            })
+            .collect();
+        Table {
+            route,
+            vhosts: Arc::new(vhosts),
         }
     }
 
@@ -415,10 +430,13 @@ impl Builder {
         apply(&mut state.maps.endpoints, &changes.endpoints);
         if route_dirty {
             let old = state.maps.routes.get(OUTBOUND_ROUTE).cloned();
-            let new = self.variant_route(model, key, state, old.as_ref(), memo, count);
-            if old.as_ref().is_none_or(|o| !Arc::ptr_eq(o, &new)) {
-                changes.routes.push(Update::Put(new));
+            let held = (old.as_ref(), &*state.maps.vhosts);
+            let table = self.variant_route(model, key, state, held, memo, count);
+            if old.as_ref().is_none_or(|o| !Arc::ptr_eq(o, &table.route)) {
+                changes.routes.push(Update::Put(table.route));
             }
+            changes.vhosts = map_diff(&state.maps.vhosts, &table.vhosts);
+            state.maps.vhosts = table.vhosts;
         }
         apply(&mut state.maps.routes, &changes.routes);
         changes
@@ -464,4 +482,41 @@ fn put_and_remove(
     for n in was.iter().filter(|n| !now.contains(n)) {
         out.push(Update::Remove(n.clone()));
     }
+}
+
+/// `table` with each part equal to one `old` holds taken from `old` (the same `Arc`:
+/// nothing to send for it).
+fn keep_held(table: Table, (route, vhosts): (Option<&Arc<Encoded>>, &TypeMap)) -> Table {
+    let route = match route {
+        Some(o) if o.same_as(&table.route) => o.clone(),
+        _ => table.route,
+    };
+    let kept = table
+        .vhosts
+        .iter()
+        .map(|(n, v)| match vhosts.get(n) {
+            Some(o) if o.same_as(v) => (n.clone(), o.clone()),
+            _ => (n.clone(), v.clone()),
+        })
+        .collect();
+    Table {
+        route,
+        vhosts: Arc::new(kept),
+    }
+}
+
+/// The updates that take map `old` to `new`: puts for what is new or another `Arc`,
+/// removes for what `new` lacks.
+fn map_diff(old: &TypeMap, new: &TypeMap) -> Vec<Update> {
+    let mut out: Vec<Update> = new
+        .iter()
+        .filter(|(n, v)| old.get(*n).is_none_or(|o| !Arc::ptr_eq(o, v)))
+        .map(|(_, v)| Update::Put(v.clone()))
+        .collect();
+    out.extend(
+        old.keys()
+            .filter(|n| !new.contains_key(*n))
+            .map(|n| Update::Remove(n.clone())),
+    );
+    out
 }

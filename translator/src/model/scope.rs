@@ -109,6 +109,9 @@ pub struct ViewKey {
     pub egress: Egress,
     /// Proxyless gRPC clients: the same Services in the resource shapes gRPC accepts.
     pub grpc: bool,
+    /// Envoys that take the outbound table's virtual hosts apart, over VHDS
+    /// ([`ProxyIdentity::vhds`](crate::identity::ProxyIdentity::vhds)).
+    pub vhds: bool,
     /// A variant of the view for the proxies of one certificate identity (its SPIFFE ID):
     /// the same Services, but it may leave out policy objects those proxies rejected (the
     /// server's containment). None: the view every other proxy of the group shares.

@@ -407,6 +407,12 @@ struct RunArgs {
     /// what changed.
     #[arg(long, hide = true)]
     full_resend: bool,
+    /// Send a delta Envoy 1.38 or later the outbound table's virtual hosts apart (VHDS),
+    /// so a change to one Service sends that Service's hosts, not the whole table.
+    /// `false`: every proxy gets the whole table (older Envoys, SotW streams,
+    /// rudder-proxy and gRPC always do).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "RUDDER_VHDS")]
+    vhds: bool,
     #[command(flatten)]
     security: SecurityArgs,
 }
@@ -528,6 +534,7 @@ fn run_server(run: RunArgs, log_format: LogFormat) -> anyhow::Result<()> {
         drain: run.drain_time,
         limits: run.limits.into(),
         full_resend: run.full_resend,
+        vhds: run.vhds,
         manifest_debounce: Duration::from_millis(run.manifest_debounce_ms),
     }));
     // Background tasks (watchers, the pusher) do not hold up the exit.

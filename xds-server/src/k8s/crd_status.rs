@@ -488,6 +488,7 @@ mod tests {
     /// A proxy of service account `sa` in `ns`, attached to `cache` as its streams are.
     fn proxy(cache: &std::sync::Arc<Store>, sa: &str, ns: &str) -> crate::xds::store::Attachment {
         let identity = translator::identity::ProxyIdentity {
+            vhds: false,
             node_id: format!("{sa}.{ns}"),
             kind: translator::identity::ProxyKind::Envoy,
             namespace: ns.into(),

@@ -427,7 +427,8 @@ where
         Ok(None) => return Ok(()),
         Err(e) => return Err(inbound_error(&obs, "(before its node)", &who, e)),
     };
-    let (identity, scope, mut attachment) = open_stream(&obs, &peer, P::node(&first))?;
+    let apart = P::VIRTUAL_HOSTS_APART;
+    let (identity, scope, mut attachment) = open_stream(&obs, &peer, P::node(&first), apart)?;
     let node = identity.node_id.clone();
     tracing::info!(node = %node, identity = %scope, stream = P::NAME, "proxy connected");
     let machine = Arc::new(Shared(Mutex::new(
@@ -524,17 +525,21 @@ where
 }
 
 /// Admits the identity a stream's first request claims and attaches it to the store.
+/// `apart`: the stream can carry virtual hosts apart (delta), so an Envoy that takes
+/// them so gets them ([`translator::identity::takes_vhds`]).
 fn open_stream(
     obs: &Obs,
     peer: &Peer,
     node: Option<&Node>,
+    apart: bool,
 ) -> Result<(ProxyIdentity, String, Attachment), Status> {
-    let identity = ProxyIdentity::from_node(node).map_err(|e| {
+    let mut identity = ProxyIdentity::from_node(node).map_err(|e| {
         if let Some(suppressed) = REFUSAL_LOG.allow() {
             tracing::warn!(error = %e, suppressed, "refused xDS stream");
         }
         Status::invalid_argument(e.to_string())
     })?;
+    identity.vhds = apart && obs.store.vhds() && node.is_some_and(translator::identity::takes_vhds);
     admit(&identity, peer, &obs.store)?;
     let scope = peer.scope(&identity);
     let attachment = obs.store.attach(&scope, &identity).map_err(|why| {

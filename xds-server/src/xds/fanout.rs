@@ -71,7 +71,11 @@ impl ViewVersion {
 
     /// The names of `kind` that changed after version `since`, if the history reaches
     /// back that far.
-    pub(crate) fn changed_since(&self, since: u64) -> Option<[BTreeSet<Arc<str>>; 3]> {
+    /// In the order of [`ViewMaps::SHARED`].
+    pub(crate) fn changed_since(
+        &self,
+        since: u64,
+    ) -> Option<[BTreeSet<Arc<str>>; ViewMaps::SHARED.len()]> {
         if since >= self.version {
             return Some(Default::default());
         }
@@ -79,13 +83,10 @@ impl ViewVersion {
         if since + 1 < oldest {
             return None;
         }
-        let mut out: [BTreeSet<Arc<str>>; 3] = Default::default();
+        let mut out: [BTreeSet<Arc<str>>; ViewMaps::SHARED.len()] = Default::default();
         for (v, c) in &self.recent {
             if *v > since {
-                for (i, kind) in [XdsType::Cluster, XdsType::Endpoint, XdsType::Route]
-                    .into_iter()
-                    .enumerate()
-                {
+                for (i, kind) in ViewMaps::SHARED.into_iter().enumerate() {
                     out[i].extend(c.of(kind).iter().map(|u| u.name().clone()));
                 }
             }
@@ -130,7 +131,7 @@ impl OwnVersion {
             XdsType::Listener => Some(&self.own.listeners),
             XdsType::Cluster => Some(&self.own.clusters),
             XdsType::Secret => Some(&self.secrets),
-            XdsType::Endpoint | XdsType::Route => None,
+            XdsType::Endpoint | XdsType::Route | XdsType::VirtualHost => None,
         }
     }
 }

@@ -47,6 +47,9 @@ pub struct StoreConfig {
     pub max_delay: Duration,
     /// Benchmark baseline: streams resend every resource of a type on any change.
     pub full_resend: bool,
+    /// Delta Envoys that can (1.38+) take the outbound table's virtual hosts apart,
+    /// over VHDS; false: every proxy gets the whole table.
+    pub vhds: bool,
     /// Cluster mode: a proxy is served only while a pod of its service account exists
     /// (its streams end when the last one goes).
     pub require_live_pod: bool,
@@ -58,6 +61,7 @@ impl Default for StoreConfig {
             debounce: Duration::from_millis(100),
             max_delay: Duration::from_secs(1),
             full_resend: false,
+            vhds: true,
             require_live_pod: false,
         }
     }
@@ -222,6 +226,11 @@ impl Store {
         self.config.full_resend
     }
 
+    /// Whether Envoys that can take virtual hosts apart get them so.
+    pub(crate) fn vhds(&self) -> bool {
+        self.config.vhds
+    }
+
     /// Where builds report their time and size.
     pub(crate) fn set_metrics(&self, metrics: Arc<Metrics>) {
         let _ = self.metrics.set(metrics);
@@ -338,6 +347,7 @@ impl Store {
             namespace: identity.namespace.clone(),
             egress: Default::default(),
             grpc: identity.kind == translator::identity::ProxyKind::Grpc,
+            vhds: identity.vhds && identity.kind == translator::identity::ProxyKind::Envoy,
             variant: None,
         });
         let view = Self::attach_view_locked(&mut inner, &view_key);

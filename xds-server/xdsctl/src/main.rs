@@ -51,7 +51,7 @@ enum Output {
 #[derive(Subcommand)]
 enum Cmd {
     /// One line per proxy. Columns: NODE (xDS node id), IDENTITY (its SPIFFE ID), KIND,
-    /// STREAM (sotw or delta), then per type SDS/CDS/EDS/LDS/RDS: SYNCED (it ACKed the
+    /// STREAM (sotw or delta), then per type SDS/CDS/EDS/LDS/RDS/VHDS: SYNCED (it ACKed the
     /// current version of everything), NOT SENT (nothing of that type sent), STALE (sent
     /// but not yet ACKed, or ACKed an older version), NACKED (it rejected something:
     /// see `xdsctl dump`); LAST ACK (time since its last ACK).
@@ -65,7 +65,7 @@ enum Cmd {
     Dump {
         /// The proxy's node id (see `xdsctl status`).
         proxy: String,
-        /// Only these types: sds, cds, eds, lds, rds (repeatable).
+        /// Only these types: sds, cds, eds, lds, rds, vhds (repeatable).
         #[arg(long = "type")]
         types: Vec<String>,
         /// Only this resource.
@@ -217,7 +217,7 @@ async fn run(args: Args) -> anyhow::Result<u8> {
                 .iter()
                 .map(|t| {
                     XdsType::from_short(t)
-                        .with_context(|| format!("--type {t}: expected sds, cds, eds, lds or rds"))
+                        .with_context(|| format!("--type {t}: expected one of {}", type_names()))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let filter = views::DumpFilter {
@@ -279,4 +279,13 @@ async fn fetch_config_dump(url: &str) -> anyhow::Result<serde_json::Value> {
         .await?
         .to_bytes();
     serde_json::from_slice(&body).context("Envoy's config_dump is not JSON")
+}
+
+/// The short names `--type` takes, lower case.
+fn type_names() -> String {
+    let names: Vec<String> = XdsType::ALL
+        .iter()
+        .map(|t| t.short().to_lowercase())
+        .collect();
+    names.join(", ")
 }

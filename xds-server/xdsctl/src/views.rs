@@ -100,29 +100,33 @@ pub(crate) fn status_row(c: &ClientConfig, now: SystemTime) -> StatusRow {
     }
 }
 
-/// `xdsctl status` as a table.
+/// `xdsctl status` as a table: a column per type, in push order.
 pub(crate) fn status_table(rows: &[StatusRow]) -> String {
     let mut out = format!(
-        "{:<28} {:<44} {:<6} {:<6} {:<9} {:<9} {:<9} {:<9} {:<9} {}\n",
-        "NODE", "IDENTITY", "KIND", "STREAM", "SDS", "CDS", "EDS", "LDS", "RDS", "LAST ACK"
+        "{:<28} {:<44} {:<6} {:<6} ",
+        "NODE", "IDENTITY", "KIND", "STREAM"
     );
+    for t in XdsType::ALL {
+        out.push_str(&format!("{:<9} ", t.short()));
+    }
+    out.push_str("LAST ACK\n");
     for r in rows {
-        let t = |k| r.types.get(&k).copied().unwrap_or("NOT SENT");
         out.push_str(&format!(
-            "{:<28} {:<44} {:<6} {:<6} {:<9} {:<9} {:<9} {:<9} {:<9} {}\n",
-            r.node,
-            r.identity,
-            r.kind,
-            r.stream,
-            t(XdsType::Secret),
-            t(XdsType::Cluster),
-            t(XdsType::Endpoint),
-            t(XdsType::Listener),
-            t(XdsType::Route),
-            r.since_ack
-                .map(|s| format!("{s}s ago"))
-                .unwrap_or_else(|| "never".into()),
+            "{:<28} {:<44} {:<6} {:<6} ",
+            r.node, r.identity, r.kind, r.stream
         ));
+        for t in XdsType::ALL {
+            out.push_str(&format!(
+                "{:<9} ",
+                r.types.get(&t).copied().unwrap_or("NOT SENT")
+            ));
+        }
+        let ack = r
+            .since_ack
+            .map(|s| format!("{s}s ago"))
+            .unwrap_or_else(|| "never".into());
+        out.push_str(&ack);
+        out.push('\n');
     }
     out
 }
@@ -253,12 +257,37 @@ pub(crate) fn envoy_holds(config_dump: &Value) -> BTreeMap<(XdsType, String), St
                 },
             );
         } else if ty.ends_with("RoutesConfigDump") {
+            // A table that takes virtual hosts apart (VHDS) reports the last virtual
+            // host update's version and lists them among its own: both are held, by
+            // name only.
+            let apart = |i: &Value| !i["route_config"]["vhds"].is_null();
             add(
                 XdsType::Route,
                 &section["dynamic_route_configs"],
                 &|i| i["route_config"]["name"].as_str().map(String::from),
-                &v,
+                &|i| if apart(i) { String::new() } else { v(i) },
             );
+            for table in section["dynamic_route_configs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                if !apart(table) {
+                    continue;
+                }
+                let route = table["route_config"]["name"].as_str().unwrap_or_default();
+                add(
+                    XdsType::VirtualHost,
+                    &table["route_config"]["virtual_hosts"],
+                    &|h| {
+                        h["name"]
+                            .as_str()
+                            .filter(|n| n.strip_prefix(route).is_some_and(|r| r.starts_with('/')))
+                            .map(String::from)
+                    },
+                    &|_| String::new(),
+                );
+            }
         } else if ty.ends_with("EndpointsConfigDump") {
             add(
                 XdsType::Endpoint,

@@ -14,6 +14,7 @@ fn src(name: &str) -> Source {
 
 fn view(ns: &str) -> ViewKey {
     ViewKey {
+        vhds: false,
         namespace: ns.into(),
         egress: Egress::All,
         grpc: false,

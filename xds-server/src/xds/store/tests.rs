@@ -9,6 +9,7 @@ use crate::xds::stream::Rejection;
 
 fn identity(pod: &str) -> ProxyIdentity {
     ProxyIdentity {
+        vhds: false,
         node_id: format!("{pod}.default"),
         kind: ProxyKind::Envoy,
         namespace: "default".into(),
@@ -128,6 +129,7 @@ fn batching(debounce: Duration, max_delay: Duration) -> Arc<Store> {
             debounce,
             max_delay,
             full_resend: false,
+            vhds: true,
             require_live_pod: false,
         },
         MeshConfig::default(),

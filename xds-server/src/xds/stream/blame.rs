@@ -18,7 +18,10 @@ pub(crate) fn sources_of<'a>(resources: impl IntoIterator<Item = &'a Arc<Encoded
 
 /// Types whose rejections may be caused by policy objects.
 fn policy_shaped(kind: XdsType) -> bool {
-    matches!(kind, XdsType::Route | XdsType::Cluster)
+    matches!(
+        kind,
+        XdsType::Route | XdsType::VirtualHost | XdsType::Cluster
+    )
 }
 
 /// The policy sources of accepted resources, unique.

@@ -37,6 +37,8 @@ pub(crate) trait Protocol: Sized + Send + 'static {
     const NAME: &'static str;
     /// Whether the ordering wait counts only the Clusters a proxyless gRPC client named.
     const NAMED_CLUSTERS_ONLY: bool;
+    /// Whether an Envoy that can may take virtual hosts apart (VHDS is delta-only).
+    const VIRTUAL_HOSTS_APART: bool;
 
     /// The node a request carries (the first request of a stream must).
     fn node(req: &Self::Request) -> Option<&Node>;
@@ -395,7 +397,7 @@ impl<P: Protocol> Stream<P> {
         let changed = same
             .then(|| view.changed_since(self.desired.view.version))
             .flatten();
-        for (i, kind) in [XdsType::Cluster, XdsType::Endpoint, XdsType::Route]
+        for (i, kind) in translator::incremental::ViewMaps::SHARED
             .into_iter()
             .enumerate()
         {
@@ -444,13 +446,14 @@ impl<P: Protocol> Stream<P> {
     }
 
     /// Sends what is due, type by type in push order: one response in flight per type,
-    /// and Listeners and Routes not while a lower type is in flight nor before what they
-    /// point at is held (until the wait runs out).
+    /// and the types that point at Clusters (Listeners, Routes, virtual hosts) not while
+    /// a lower type is in flight nor before what they point at is held (until the wait
+    /// runs out).
     pub(crate) fn flush(&mut self, now: Instant, step: &mut Step<P::Response>) {
         let mut lower_busy = false;
         let mut blocked = false;
         for kind in XdsType::ALL {
-            let stage_one = matches!(kind, XdsType::Listener | XdsType::Route);
+            let stage_one = kind.refers_to() == Some(XdsType::Cluster);
             let st = &self.types[kind];
             if !st.subscribed || st.inflight.is_some() {
                 lower_busy |= !stage_one && st.inflight.is_some();

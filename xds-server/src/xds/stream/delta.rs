@@ -54,6 +54,7 @@ impl Protocol for Delta {
     type Extra = Extra;
     const NAME: &'static str = "delta";
     const NAMED_CLUSTERS_ONLY: bool = false;
+    const VIRTUAL_HOSTS_APART: bool = true;
 
     fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
@@ -330,7 +331,7 @@ impl DeltaStream {
                 }
                 None if st.held.contains_key(&name) => {
                     let pinned = pinned.get_or_insert_with(|| {
-                        pinned_by(holders_of(kind).iter().map(|h| &self.types[*h].held))
+                        pinned_by(holders_of(kind).map(|h| &self.types[h].held))
                     });
                     // A pinned name is looked at again when what pins it is released.
                     if !pinned.contains(&name) {

@@ -26,13 +26,11 @@ pub(crate) fn pinned_by<'a>(holders: impl IntoIterator<Item = &'a HeldSet>) -> H
         .collect()
 }
 
-/// The types whose resources can pin resources of `kind`.
-pub(crate) fn holders_of(kind: XdsType) -> &'static [XdsType] {
-    match kind {
-        XdsType::Cluster => &[XdsType::Listener, XdsType::Route],
-        XdsType::Endpoint => &[XdsType::Cluster],
-        _ => &[],
-    }
+/// The types whose resources can pin resources of `kind`: those that refer to it.
+pub(crate) fn holders_of(kind: XdsType) -> impl Iterator<Item = XdsType> {
+    XdsType::ALL
+        .into_iter()
+        .filter(move |t| t.refers_to() == Some(kind))
 }
 
 /// What releasing `old` (a resource of `holder`'s type no longer held, or held at another

@@ -85,6 +85,7 @@ impl Protocol for Sotw {
     type Extra = Extra;
     const NAME: &'static str = "sotw";
     const NAMED_CLUSTERS_ONLY: bool = true;
+    const VIRTUAL_HOSTS_APART: bool = false;
 
     fn node(req: &SotwRequest) -> Option<&Node> {
         req.req.node.as_ref()
@@ -379,7 +380,7 @@ impl SotwStream {
         if gone.is_empty() {
             return gone;
         }
-        let pinned = pinned_by(holders_of(kind).iter().map(|h| &self.types[*h].held));
+        let pinned = pinned_by(holders_of(kind).map(|h| &self.types[h].held));
         gone.into_iter()
             .filter(|r| pinned.contains(&r.name))
             .collect()

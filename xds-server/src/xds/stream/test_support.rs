@@ -34,6 +34,7 @@ pub(crate) fn route(name: &str, version: &str, clusters: &[&str]) -> Arc<Encoded
 
 fn view_key() -> ViewKey {
     ViewKey {
+        vhds: false,
         namespace: "default".into(),
         egress: Egress::All,
         grpc: false,
@@ -71,6 +72,7 @@ pub(crate) fn snap(resources: &[Arc<Encoded>]) -> Desired {
             XdsType::Cluster => Arc::make_mut(&mut maps.clusters),
             XdsType::Endpoint => Arc::make_mut(&mut maps.endpoints),
             XdsType::Route => Arc::make_mut(&mut maps.routes),
+            XdsType::VirtualHost => Arc::make_mut(&mut maps.vhosts),
             XdsType::Listener => &mut own.listeners,
             XdsType::Secret => &mut secrets,
         };
@@ -110,6 +112,7 @@ pub(crate) fn advance(current: &Desired, next: Desired) -> (Arc<ViewVersion>, Ar
         clusters: diff(&a.clusters, &b.clusters),
         endpoints: diff(&a.endpoints, &b.endpoints),
         routes: diff(&a.routes, &b.routes),
+        vhosts: diff(&a.vhosts, &b.vhosts),
     };
     let view = Arc::new(current.view.next(b.clone(), changes, None));
     let own = Arc::new(OwnVersion {
