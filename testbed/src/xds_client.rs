@@ -42,6 +42,8 @@ pub const LISTENER: &str = XdsType::Listener.type_url();
 pub const ROUTE: &str = XdsType::Route.type_url();
 /// Type URL of secrets.
 pub const SECRET: &str = XdsType::Secret.type_url();
+/// Type URL of virtual hosts served apart (VHDS).
+pub const VIRTUAL_HOST: &str = XdsType::VirtualHost.type_url();
 
 /// Client credentials in a directory: `xds-client.crt`, `xds-client.key`, `xds-ca.crt`.
 #[derive(Clone, Debug)]

@@ -226,8 +226,20 @@ fn check(
         }
     }
     for p in proxies {
-        let (own, _) = builder.proxy(model, p);
-        let got = versions(own.listeners.values().chain(own.clusters.values()));
+        let (own, view) = builder.proxy(model, p);
+        // Its own, and the Listeners its view serves every proxy of it (gRPC clients').
+        let shared = builder.view(model, &view).listeners;
+        assert!(
+            own.listeners.keys().all(|n| !shared.contains_key(n)),
+            "{step}: proxy {}: a Listener both its own and its view's",
+            p.node_id
+        );
+        let got = versions(
+            own.listeners
+                .values()
+                .chain(shared.values())
+                .chain(own.clusters.values()),
+        );
         let want = versions(
             translate_proxy(model, &MeshConfig::default(), p)
                 .resources

@@ -1,7 +1,8 @@
 //! Simulated Envoy sidecars for the benchmark: each opens its own connection and one ADS
 //! stream (delta or SotW), subscribes the way Envoy does (CDS and LDS wildcard, then EDS
-//! for every cluster and RDS for the route its listener names, SDS by name), ACKs every
-//! response, and timestamps what it receives.
+//! for every cluster and RDS for the route its listener names, SDS by name; on delta,
+//! VHDS when the route table asks for its virtual hosts apart, as Envoy 1.38+ does), ACKs
+//! every response, and timestamps what it receives.
 
 use parking_lot::RwLock;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
-use crate::xds_client::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, node};
+use crate::xds_client::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, VIRTUAL_HOST, node};
 
 /// What one simulated proxy has seen, updated as it goes.
 #[derive(Debug, Default)]
@@ -90,8 +91,18 @@ fn names_in(
         .map(|n| n.name)
 }
 
-/// The node of simulated proxy `p`.
+/// Whether a RouteConfiguration asks for its virtual hosts apart (its `vhds`, field 9,
+/// decoded alone).
+#[derive(Clone, PartialEq, Message)]
+struct AsksVhds {
+    #[prost(bytes = "vec", optional, tag = "9")]
+    vhds: Option<Vec<u8>>,
+}
+
+/// The node of simulated proxy `p`: Envoy 1.40, as the real sidecars.
 pub fn proxy_node(p: usize) -> Node {
+    use envoy_types::pb::envoy::config::core::v3::{BuildVersion, node::UserAgentVersionType};
+    use envoy_types::pb::envoy::r#type::v3::SemanticVersion;
     let mut n = node(
         &format!("proxy-{p}.{}", super::mesh::NAMESPACE),
         super::mesh::NAMESPACE,
@@ -99,6 +110,14 @@ pub fn proxy_node(p: usize) -> Node {
         "bench",
     );
     n.user_agent_name = "envoy".into();
+    n.user_agent_version_type = Some(UserAgentVersionType::UserAgentBuildVersion(BuildVersion {
+        version: Some(SemanticVersion {
+            major_number: 1,
+            minor_number: 40,
+            patch: 0,
+        }),
+        metadata: None,
+    }));
     n
 }
 
@@ -130,7 +149,7 @@ pub async fn run_delta(channel: Channel, p: usize, shared: Arc<Shared>, stats: A
         Err(e) => return fail(&stats, p, &e.to_string()),
     };
     let mut inbound = resp.into_inner();
-    let (mut eds_subscribed, mut rds_subscribed) = (false, false);
+    let (mut eds_subscribed, mut rds_subscribed, mut vhds_subscribed) = (false, false, false);
     while let Some(msg) = inbound.next().await {
         let r = match msg {
             Ok(r) => r,
@@ -140,12 +159,19 @@ pub async fn run_delta(channel: Channel, p: usize, shared: Arc<Shared>, stats: A
             .bytes
             .fetch_add(r.encoded_len() as u64, Ordering::Relaxed);
         let url = r.type_url.as_str();
+        let mut asks_vhds = false;
         if url == ENDPOINT {
             stats.eds.fetch_add(r.resources.len(), Ordering::Relaxed);
             shared.saw(&stats, r.resources.iter().map(|x| x.name.clone()));
-        } else if url == ROUTE {
+        } else if url == ROUTE || url == VIRTUAL_HOST {
             stats.rds.store(true, Ordering::Relaxed);
             shared.saw(&stats, r.resources.iter().map(|x| x.name.clone()));
+            asks_vhds = r.resources.iter().any(|x| {
+                x.resource
+                    .as_ref()
+                    .and_then(|a| AsksVhds::decode(a.value.as_slice()).ok())
+                    .is_some_and(|t| t.vhds.is_some())
+            });
         } else if url == LISTENER {
             stats.lds.store(true, Ordering::Relaxed);
         } else if url == SECRET {
@@ -188,6 +214,16 @@ pub async fn run_delta(channel: Channel, p: usize, shared: Arc<Shared>, stats: A
                 .send(DeltaDiscoveryRequest {
                     type_url: ROUTE.into(),
                     resource_names_subscribe: vec!["outbound".into()],
+                    ..Default::default()
+                })
+                .await;
+        }
+        if asks_vhds && !vhds_subscribed {
+            // Envoy's first VHDS request names nothing: every host of the table.
+            vhds_subscribed = true;
+            let _ = tx
+                .send(DeltaDiscoveryRequest {
+                    type_url: VIRTUAL_HOST.into(),
                     ..Default::default()
                 })
                 .await;

@@ -18,6 +18,11 @@ pub fn cluster_name(i: usize) -> String {
     format!("outbound|80||svc-{i}.{NAMESPACE}.svc.cluster.local")
 }
 
+/// The virtual host of service `i`'s port 80.
+pub fn vhost_name(i: usize) -> String {
+    format!("svc-{i}.{NAMESPACE}.svc.cluster.local:80")
+}
+
 /// Endpoint `j` of service `i` at generation `g` (a generation changes the address).
 pub fn endpoint_ip(i: usize, j: usize, g: usize) -> String {
     let n = i * 131 + j * 7 + g * 1_000_003;

@@ -58,6 +58,10 @@ struct Args {
     /// The full-snapshot baseline: the control plane resends every resource of a type.
     #[arg(long)]
     full_resend: bool,
+    /// The control plane's `--vhds`: delta proxies (which say they are Envoy 1.40) take
+    /// virtual hosts apart; `false`: the whole table, the previous behaviour.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    vhds: bool,
     /// Also measure the floor (plain TCP fan-out of the same bytes).
     #[arg(long)]
     floor: bool,
@@ -79,6 +83,42 @@ struct Args {
     /// Internal: serve the floor for this many proxies (prints its port).
     #[arg(long, hide = true)]
     floor_server: Option<usize>,
+}
+
+/// The floor for `size` bytes to each of `proxies` connections: (p50, p99) in ms, from a
+/// floor server of its own on the control plane's core.
+async fn measure_floor(proxies: usize, size: u64) -> anyhow::Result<(f64, f64)> {
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.args(["--floor-server", &proxies.to_string()])
+        .stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let mut line = String::new();
+    {
+        use std::io::BufRead;
+        let out = child.stdout.take().context("floor stdout")?;
+        std::io::BufReader::new(out).read_line(&mut line)?;
+    }
+    let port: u16 = line.trim().parse().context("floor port")?;
+    let times = floor::measure(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        proxies,
+        usize::try_from(size).unwrap_or(1),
+    )
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let (p50, p99, _) = percentiles(times?);
+    Ok((p50, p99))
+}
+
+/// The route resource that carries service `i`'s routing to the proxies: its virtual
+/// host apart on delta with VHDS, else the whole outbound table.
+fn route_of(args: &Args, i: usize) -> String {
+    if args.vhds && matches!(args.stream, Kind::Delta) {
+        format!("{ROUTE_NAME}/{}", mesh::vhost_name(i))
+    } else {
+        ROUTE_NAME.to_string()
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -222,6 +262,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if args.full_resend {
         cmd.arg("--full-resend");
     }
+    cmd.args(["--vhds", if args.vhds { "true" } else { "false" }]);
     let log = work.path().join("cp.log");
     let mut cp = Proc::spawn_logged("xds-server", cmd, &log)?;
     let mut addr = None;
@@ -320,7 +361,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 }
                 "canary" => (
                     vec![("split.yaml".to_string(), mesh::split(generation))],
-                    vec![ROUTE_NAME.to_string()],
+                    vec![route_of(&args, 0)],
                 ),
                 "service" => {
                     let i = args.services + k;
@@ -333,7 +374,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                                 mesh::slice(i, args.endpoints, |_| 0)
                             ),
                         )],
-                        vec![mesh::cluster_name(i), ROUTE_NAME.to_string()],
+                        vec![mesh::cluster_name(i), route_of(&args, i)],
                     )
                 }
                 other => bail!("unknown workload {other}"),
@@ -410,33 +451,26 @@ async fn run(args: Args) -> anyhow::Result<()> {
         storm = run_storm(&args, addr, pid, &shared, &mut fleet, &dir, &log).await?;
     }
 
+    // The floor of each workload: its median bytes per proxy, written the same way.
     let mut floor_result = serde_json::Value::Null;
-    if args.floor && endpoint_bytes > 0 {
-        let mut cmd = std::process::Command::new(std::env::current_exe()?);
-        cmd.args(["--floor-server", &args.proxies.to_string()])
-            .stdout(std::process::Stdio::piped());
-        let mut child = cmd.spawn()?;
-        let mut line = String::new();
-        {
-            use std::io::BufRead;
-            let out = child.stdout.take().context("floor stdout")?;
-            std::io::BufReader::new(out).read_line(&mut line)?;
+    let mut floors = serde_json::Map::new();
+    if args.floor {
+        for (workload, r) in &results {
+            let size = r["bytes_per_proxy"].as_u64().unwrap_or(0);
+            if size == 0 {
+                continue;
+            }
+            let (p50, p99) = measure_floor(args.proxies, size).await?;
+            println!(
+                "  floor of {workload} ({size} bytes to each of {} TCP connections): p50 {p50:.1} ms, p99 {p99:.1} ms",
+                args.proxies
+            );
+            let f = json!({"p50_ms": p50, "p99_ms": p99, "bytes": size});
+            if size == endpoint_bytes && floor_result.is_null() {
+                floor_result = f.clone();
+            }
+            floors.insert(workload.clone(), f);
         }
-        let port: u16 = line.trim().parse().context("floor port")?;
-        let times = floor::measure(
-            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-            args.proxies,
-            usize::try_from(endpoint_bytes).unwrap_or(1),
-        )
-        .await?;
-        let _ = child.kill();
-        let _ = child.wait();
-        let (p50, p99, _) = percentiles(times);
-        println!(
-            "  floor ({endpoint_bytes} bytes to each of {} TCP connections): p50 {p50:.1} ms, p99 {p99:.1} ms",
-            args.proxies
-        );
-        floor_result = json!({"p50_ms": p50, "p99_ms": p99, "bytes": endpoint_bytes});
     }
 
     let out = json!({
@@ -445,6 +479,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "proxies": args.proxies,
         "stream": format!("{:?}", args.stream),
         "full_resend": args.full_resend,
+        "vhds": args.vhds,
         "initial_sync_ms": sync.as_secs_f64() * 1e3,
         "initial_sync_cpu_s": sync_cpu as f64 / 1e9,
         "rss_empty_mb": rss_empty as f64 / 1e6,
@@ -454,6 +489,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "changes": results,
         "storm": storm,
         "floor": floor_result,
+        "floors": floors,
     });
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&out)?)?;

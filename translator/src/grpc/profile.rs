@@ -36,7 +36,7 @@ impl Profile for Grpc {
     }
 
     fn own_lists_services(&self, _proxy: &ProxyIdentity) -> bool {
-        // Its server listeners do not, but the client Listeners merged into its own do.
-        true
+        // Its server listeners do not; the client Listeners are its view's.
+        false
     }
 }

@@ -108,30 +108,23 @@ impl Builder {
             out.diagnostics,
         );
         let mut own = Own::default();
+        let mut mine = TypeMap::new();
         for r in &out.resources {
             let (map, old_map) = match r.kind {
-                XdsType::Listener => (&mut own.listeners, old.map(|o| &o.listeners)),
+                XdsType::Listener => (&mut mine, old.map(|o| &*o.listeners)),
                 _ => (&mut own.clusters, old.map(|o| &o.clusters)),
             };
             let prev = old_map.and_then(|m| m.get(r.name.as_str()));
             let enc = encode(model, r, prev, count);
             map.insert(enc.name.clone(), enc);
         }
-        let view = Self::view_key(model, identity);
-        if let Some(shared) = self.view_listeners(model, profile, &view, count) {
-            // Both sorted: one merge, and the map is built in bulk.
-            let mine = std::mem::take(&mut own.listeners);
-            let mut all: Vec<(Arc<str>, Arc<Encoded>)> =
-                Vec::with_capacity(shared.len() + mine.len());
-            all.extend(shared.iter().map(|(k, v)| (k.clone(), v.clone())));
-            all.extend(mine);
-            own.listeners = all.into_iter().collect();
-        }
+        own.listeners = Arc::new(mine);
         own
     }
 
-    /// The Listeners every proxy of `view` holds (None for a kind without them), built
-    /// once per view and Service change.
+    /// The Listeners every proxy of `view` holds besides its own (None for a kind
+    /// without them), built once per view and Service change; the view serves them
+    /// ([`ViewMaps::listeners`](super::ViewMaps::listeners)).
     pub(super) fn view_listeners(
         &mut self,
         model: &Model,

@@ -35,6 +35,8 @@ pub struct Changes {
     pub clusters: Vec<Update>,
     /// ClusterLoadAssignments.
     pub endpoints: Vec<Update>,
+    /// Listeners every proxy of the view holds (gRPC clients').
+    pub listeners: Vec<Update>,
     /// RouteConfigurations.
     pub routes: Vec<Update>,
     /// VirtualHosts served apart (VHDS views only).
@@ -46,6 +48,7 @@ impl Changes {
     pub fn is_empty(&self) -> bool {
         self.clusters.is_empty()
             && self.endpoints.is_empty()
+            && self.listeners.is_empty()
             && self.routes.is_empty()
             && self.vhosts.is_empty()
     }
@@ -55,9 +58,10 @@ impl Changes {
         match kind {
             XdsType::Cluster => &self.clusters,
             XdsType::Endpoint => &self.endpoints,
+            XdsType::Listener => &self.listeners,
             XdsType::Route => &self.routes,
             XdsType::VirtualHost => &self.vhosts,
-            XdsType::Listener | XdsType::Secret => &[],
+            XdsType::Secret => &[],
         }
     }
 }
@@ -69,6 +73,9 @@ pub struct ViewMaps {
     pub clusters: Arc<TypeMap>,
     /// Their ClusterLoadAssignments.
     pub endpoints: Arc<TypeMap>,
+    /// The Listeners every proxy of the view holds besides its own: a gRPC view's
+    /// client Listeners (one per target name); empty for Envoy views.
+    pub listeners: Arc<TypeMap>,
     /// The outbound route table (and the per-port tables of intercepted proxies).
     pub routes: Arc<TypeMap>,
     /// The outbound table's virtual hosts, in a view whose proxies take them apart
@@ -78,9 +85,10 @@ pub struct ViewMaps {
 
 impl ViewMaps {
     /// The types a view's proxies share, in push order ([`ViewMaps::shared`] has them).
-    pub const SHARED: [XdsType; 4] = [
+    pub const SHARED: [XdsType; 5] = [
         XdsType::Cluster,
         XdsType::Endpoint,
+        XdsType::Listener,
         XdsType::Route,
         XdsType::VirtualHost,
     ];
@@ -90,9 +98,10 @@ impl ViewMaps {
         match kind {
             XdsType::Cluster => Some(&self.clusters),
             XdsType::Endpoint => Some(&self.endpoints),
+            XdsType::Listener => Some(&self.listeners),
             XdsType::Route => Some(&self.routes),
             XdsType::VirtualHost => Some(&self.vhosts),
-            XdsType::Listener | XdsType::Secret => None,
+            XdsType::Secret => None,
         }
     }
 
@@ -101,9 +110,10 @@ impl ViewMaps {
         match kind {
             XdsType::Cluster => Some(&self.clusters),
             XdsType::Endpoint => Some(&self.endpoints),
+            XdsType::Listener => Some(&self.listeners),
             XdsType::Route => Some(&self.routes),
             XdsType::VirtualHost => Some(&self.vhosts),
-            XdsType::Listener | XdsType::Secret => None,
+            XdsType::Secret => None,
         }
     }
 }
@@ -111,8 +121,9 @@ impl ViewMaps {
 /// One proxy's own resources.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Own {
-    /// Its listeners (outbound and inbound).
-    pub listeners: TypeMap,
+    /// Its listeners (outbound and inbound); the view's shared ones
+    /// ([`ViewMaps::listeners`]) are not among them.
+    pub listeners: Arc<TypeMap>,
     /// Its inbound clusters.
     pub clusters: TypeMap,
 }

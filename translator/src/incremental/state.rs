@@ -206,10 +206,11 @@ pub(super) fn profile_of(kind: ProxyKind) -> &'static dyn Profile {
 /// Whether two maps hold the same `Arc`s under the same names (an unchanged resource
 /// keeps its `Arc`: no content is compared).
 pub(super) fn same_map(a: &TypeMap, b: &TypeMap) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b.iter())
-            .all(|((ka, va), (kb, vb))| ka == kb && Arc::ptr_eq(va, vb))
+    std::ptr::eq(a, b)
+        || a.len() == b.len()
+            && a.iter()
+                .zip(b.iter())
+                .all(|((ka, va), (kb, vb))| ka == kb && Arc::ptr_eq(va, vb))
 }
 
 pub(super) fn same_own(a: &Own, b: &Own) -> bool {

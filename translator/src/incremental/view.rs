@@ -7,12 +7,13 @@ use std::sync::Arc;
 use super::changes::{Changes, Update, ViewMaps, apply, encode};
 use super::state::{
     Builder, Names, NsName, Origin, Override, PolicyMemo, ServiceUpdate, Table, ViewState,
-    policy_changes,
+    policy_changes, profile_of,
 };
 use crate::encoded::{Encoded, TypeMap};
 use crate::envoy::address;
 use crate::envoy::cluster;
 use crate::envoy::route;
+use crate::identity::ProxyKind;
 use crate::model::{Excluded, Model, ViewKey};
 use crate::names::OUTBOUND_ROUTE;
 use crate::policy::context::PolicyContext;
@@ -76,11 +77,14 @@ impl Builder {
         }
         state.maps.clusters = Arc::new(clusters);
         state.maps.endpoints = Arc::new(endpoints);
+        let mut count = 0;
         if !key.grpc {
-            let mut count = 0;
             let table = self.assemble(model, key, &state, (None, &TypeMap::new()), &mut count);
             routes.insert(table.route.name.clone(), table.route);
             state.maps.vhosts = table.vhosts;
+        }
+        if let Some(listeners) = self.view_listeners(model, profile_of_view(key), key, &mut count) {
+            state.maps.listeners = listeners;
         }
         state.maps.routes = Arc::new(routes);
         let maps = state.maps.clone();
@@ -439,8 +443,23 @@ impl Builder {
             state.maps.vhosts = table.vhosts;
         }
         apply(&mut state.maps.routes, &changes.routes);
+        if let Some(listeners) = self.view_listeners(model, profile_of_view(key), key, count)
+            && !Arc::ptr_eq(&listeners, &state.maps.listeners)
+        {
+            changes.listeners = map_diff(&state.maps.listeners, &listeners);
+            state.maps.listeners = listeners;
+        }
         changes
     }
+}
+
+/// The profile of a view's proxies.
+fn profile_of_view(key: &ViewKey) -> &'static dyn crate::render::profile::Profile {
+    profile_of(if key.grpc {
+        ProxyKind::Grpc
+    } else {
+        ProxyKind::Envoy
+    })
 }
 
 /// The Services a view looks at again: those rebuilt, and those whose view-local parts

@@ -522,3 +522,28 @@ fn subscriptions_over_the_identitys_allowance_are_refused_before_they_are_stored
     assert!(s.subscribed().is_empty() && s.resources(Endpoint).is_empty());
     assert_eq!(budget.used(), 0);
 }
+
+#[test]
+fn listeners_of_the_view_and_its_own_come_together_and_change_alone() {
+    let now = Instant::now();
+    let l = |n: &str, v: &str| res(Listener, n, v, &[]);
+    let state = |shared: &[std::sync::Arc<translator::encoded::Encoded>]| {
+        with_view_listeners(snap(&[l("own", "1")]), shared)
+    };
+    let mut s = DeltaStream::new(state(&[l("a", "1")]));
+    let r = s
+        .on_request(&delta(Listener, &[], ""), now)
+        .responses
+        .remove(0);
+    assert_eq!(items(&r), ["a@1", "own@1"]);
+    ack(&mut s, &r);
+    // The view gains one: that one alone.
+    let step = s.on_snapshot(state(&[l("a", "1"), l("b", "1")]), now);
+    assert_eq!(items(&step.responses[0]), ["b@1"]);
+    ack(&mut s, &step.responses[0]);
+    // And loses one: its removal alone; its own stays.
+    let step = s.on_snapshot(state(&[l("b", "1")]), now);
+    let r = &step.responses[0];
+    assert!(items(r).is_empty());
+    assert_eq!(strs(&r.removed_resources), ["a"]);
+}

@@ -98,6 +98,10 @@ pub(crate) fn own_changes(kind: XdsType, old: &OwnVersion, new: &OwnVersion) -> 
     let (Some(a), Some(b)) = (old.of(kind), new.of(kind)) else {
         return Vec::new();
     };
+    if std::ptr::eq(a, b) {
+        // One shared map (a gRPC client's Listeners are its view's).
+        return Vec::new();
+    }
     let mut out: Vec<Arc<str>> = b
         .iter()
         .filter(|(n, r)| a.get(*n).is_none_or(|o| !Arc::ptr_eq(o, r)))

@@ -632,3 +632,26 @@ fn subscribed_name_bytes_are_bounded_per_stream_and_charged_before_they_are_stor
     drop(s);
     assert_eq!(budget.used(), 0);
 }
+
+#[test]
+fn a_full_set_of_listeners_holds_the_views_and_its_own() {
+    let now = Instant::now();
+    let l = |n: &str, v: &str| res(Listener, n, v, &[]);
+    let state = |shared: &[std::sync::Arc<translator::encoded::Encoded>]| {
+        with_view_listeners(snap(&[l("own", "1")]), shared)
+    };
+    let mut s = SotwStream::new(state(&[l("a", "1")]));
+    let r = s
+        .on_request(&sotw(Listener, &[], "", ""), now)
+        .responses
+        .remove(0);
+    let mut got = items(&r);
+    got.sort();
+    assert_eq!(got, ["a@1", "own@1"]);
+    s.on_request(&sotw(Listener, &[], &r.version_info, &r.nonce), now);
+    // The view loses `a` and gains `b`: the whole set again, without `a`.
+    let step = s.on_snapshot(state(&[l("b", "1")]), now);
+    let mut got = items(&step.responses[0]);
+    got.sort();
+    assert_eq!(got, ["b@1", "own@1"]);
+}

@@ -61,6 +61,18 @@ pub(crate) fn snap_grpc(resources: &[Arc<Encoded>]) -> Desired {
     d
 }
 
+/// `d` with `listeners` served by its view, as a gRPC view serves its clients' Listeners
+/// (the proxy's own stay its own).
+pub(crate) fn with_view_listeners(mut d: Desired, listeners: &[Arc<Encoded>]) -> Desired {
+    let mut maps = d.view.maps.clone();
+    let m = Arc::make_mut(&mut maps.listeners);
+    for l in listeners {
+        m.insert(l.name.clone(), l.clone());
+    }
+    d.view = Arc::new(ViewVersion::first(d.view.key.clone(), maps));
+    d
+}
+
 /// A desired state holding `resources`: clusters, endpoints and routes in the view,
 /// listeners and secrets as the proxy's own.
 pub(crate) fn snap(resources: &[Arc<Encoded>]) -> Desired {
@@ -73,7 +85,7 @@ pub(crate) fn snap(resources: &[Arc<Encoded>]) -> Desired {
             XdsType::Endpoint => Arc::make_mut(&mut maps.endpoints),
             XdsType::Route => Arc::make_mut(&mut maps.routes),
             XdsType::VirtualHost => Arc::make_mut(&mut maps.vhosts),
-            XdsType::Listener => &mut own.listeners,
+            XdsType::Listener => Arc::make_mut(&mut own.listeners),
             XdsType::Secret => &mut secrets,
         };
         map.insert(r.name.clone(), r.clone());
@@ -111,6 +123,7 @@ pub(crate) fn advance(current: &Desired, next: Desired) -> (Arc<ViewVersion>, Ar
     let changes = Changes {
         clusters: diff(&a.clusters, &b.clusters),
         endpoints: diff(&a.endpoints, &b.endpoints),
+        listeners: diff(&a.listeners, &b.listeners),
         routes: diff(&a.routes, &b.routes),
         vhosts: diff(&a.vhosts, &b.vhosts),
     };
