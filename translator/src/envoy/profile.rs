@@ -4,7 +4,7 @@
 use crate::envoy::{cluster, listener};
 use crate::identity::ProxyIdentity;
 use crate::mesh::MeshConfig;
-use crate::model::{MeshService, Model, ViewKey};
+use crate::model::{MeshService, Model};
 use crate::output::{Output, Resource};
 use crate::policy::context::PolicyContext;
 use crate::render::profile::Profile;
@@ -31,8 +31,8 @@ impl Profile for Envoy {
         listener::for_proxy(model, mesh, proxy)
     }
 
-    fn view_listeners(&self, _model: &Model, _view: &ViewKey) -> Option<Vec<Resource>> {
-        None
+    fn service_listeners(&self, _svc: &MeshService, _client_ns: &str) -> Vec<Resource> {
+        Vec::new()
     }
 
     fn own_lists_services(&self, proxy: &ProxyIdentity) -> bool {

@@ -4,7 +4,7 @@
 use crate::grpc::{cluster, listener};
 use crate::identity::ProxyIdentity;
 use crate::mesh::MeshConfig;
-use crate::model::{MeshService, Model, ViewKey};
+use crate::model::{MeshService, Model};
 use crate::output::{Output, Resource};
 use crate::policy::context::PolicyContext;
 use crate::render::profile::Profile;
@@ -31,8 +31,8 @@ impl Profile for Grpc {
         listener::own(model, mesh, proxy)
     }
 
-    fn view_listeners(&self, model: &Model, view: &ViewKey) -> Option<Vec<Resource>> {
-        Some(listener::view_client_listeners(model, view))
+    fn service_listeners(&self, svc: &MeshService, client_ns: &str) -> Vec<Resource> {
+        listener::client_listeners(svc, client_ns)
     }
 
     fn own_lists_services(&self, _proxy: &ProxyIdentity) -> bool {

@@ -9,7 +9,7 @@ use xds_types::XdsType;
 
 use super::changes::{Own, Update, diff, encode};
 use super::state::{
-    Builder, Dirty, GrpcTables, NsName, Origin, ProxyParts, profile_of, same_map, same_parts,
+    Builder, Dirty, GrpcTables, NsName, Origin, ProxyParts, profile_of, same_parts,
 };
 use crate::encoded::{Encoded, TypeMap};
 use crate::envoy::address;
@@ -43,7 +43,6 @@ impl Builder {
             diagnostics: BTreeMap::new(),
             built: false,
             grpc: false,
-            view_listeners: HashMap::new(),
         }
     }
 
@@ -122,39 +121,6 @@ impl Builder {
         own
     }
 
-    /// The Listeners every proxy of `view` holds besides its own (None for a kind
-    /// without them), built once per view and Service change; the view serves them
-    /// ([`ViewMaps::listeners`](super::ViewMaps::listeners)).
-    pub(super) fn view_listeners(
-        &mut self,
-        model: &Model,
-        profile: &dyn Profile,
-        view: &ViewKey,
-        count: &mut usize,
-    ) -> Option<Arc<TypeMap>> {
-        let old = match self.view_listeners.get(view) {
-            Some((m, false)) => return Some(m.clone()),
-            Some((m, true)) => Some(m.clone()),
-            None => None,
-        };
-        let map: TypeMap = profile
-            .view_listeners(model, view)?
-            .iter()
-            .map(|r| {
-                let prev = old.as_ref().and_then(|m| m.get(r.name.as_str()));
-                let enc = encode(model, r, prev, count);
-                (enc.name.clone(), enc)
-            })
-            .collect();
-        let map = match old {
-            Some(o) if same_map(&o, &map) => o,
-            _ => Arc::new(map),
-        };
-        self.view_listeners
-            .insert(view.clone(), (map.clone(), false));
-        Some(map)
-    }
-
     /// Starts keeping gRPC parts: builds them for every Service.
     pub(super) fn start_grpc(&mut self, model: &Model) {
         self.grpc = true;
@@ -198,6 +164,10 @@ impl Builder {
                 .collect();
             changed |= !same_parts(&parts.grpc_clusters, &new);
             parts.grpc_clusters = new;
+            let (local, remote) = client_listeners(model, svc, &parts.grpc_listeners, count);
+            changed |= !same_parts(&parts.grpc_listeners, &local);
+            parts.grpc_listeners = local;
+            parts.grpc_remote_listeners = remote;
         }
         if let Some(routings) = routings {
             let mut diagnostics = Vec::new();
@@ -433,4 +403,30 @@ fn encode_as_any<'a>(
             Arc::new(enc)
         }
     }
+}
+
+/// A Service's gRPC client Listeners: (for its own namespace's clients, for the others),
+/// the second the same `Arc`s less the names only its own namespace may use. What equals
+/// one of `old` keeps its `Arc`.
+fn client_listeners(
+    model: &Model,
+    svc: &MeshService,
+    old: &[Arc<Encoded>],
+    count: &mut usize,
+) -> (Vec<Arc<Encoded>>, Vec<Arc<Encoded>>) {
+    let local: Vec<Arc<Encoded>> = Grpc
+        .service_listeners(svc, &svc.namespace)
+        .iter()
+        .map(|r| {
+            let prev = old.iter().find(|c| *c.name == *r.name);
+            encode(model, r, prev, count)
+        })
+        .collect();
+    // A namespace name is never empty: no client namespace is the Service's.
+    let remote: Vec<Arc<Encoded>> = Grpc
+        .service_listeners(svc, "")
+        .iter()
+        .filter_map(|r| local.iter().find(|l| *l.name == *r.name).cloned())
+        .collect();
+    (local, remote)
 }

@@ -48,6 +48,11 @@ pub(super) struct ServiceParts {
     /// gRPC view exists).
     pub(super) grpc_clusters: Vec<Arc<Encoded>>,
     pub(super) grpc_routes: Vec<Arc<Encoded>>,
+    /// Its client Listeners for gRPC clients of its own namespace (every name), and the
+    /// same `Arc`s less the names only they may use, for the others
+    /// ([`Profile::service_listeners`]).
+    pub(super) grpc_listeners: Vec<Arc<Encoded>>,
+    pub(super) grpc_remote_listeners: Vec<Arc<Encoded>>,
     /// The void clusters its gRPC routes send failing shares to, and their empty
     /// ClusterLoadAssignments (`grpc::void_resources`).
     pub(super) grpc_voids: Vec<Arc<Encoded>>,
@@ -85,6 +90,14 @@ impl ServiceParts {
         self.consumer_grpc
             .get(namespace)
             .map_or(&self.grpc_routes, |t| &t.routes)
+    }
+
+    /// The client Listeners a gRPC view of `namespace` holds of it.
+    pub(super) fn grpc_listeners_for(&self, namespace: &str) -> &[Arc<Encoded>] {
+        match &self.svc {
+            Some(s) if s.namespace == namespace => &self.grpc_listeners,
+            _ => &self.grpc_remote_listeners,
+        }
     }
 
     /// What a gRPC view of `namespace` holds of it: (clusters, endpoints).
@@ -142,10 +155,6 @@ pub struct Builder {
     pub(super) built: bool,
     /// Whether gRPC parts are kept (a gRPC view was asked for).
     pub(super) grpc: bool,
-    /// The Listeners every proxy of a view shares (for kinds that have them, see
-    /// [`Profile::view_listeners`]), and whether a Service changed since they were built
-    /// (they are then rebuilt, keeping the `Arc` of every unchanged Listener).
-    pub(super) view_listeners: HashMap<ViewKey, (Arc<TypeMap>, bool)>,
 }
 
 /// The Services whose routing differs between two policy contexts: a split, routes or a
@@ -295,4 +304,6 @@ pub(super) struct Names {
     pub(super) endpoints: Vec<Arc<str>>,
     /// A gRPC view's RouteConfigurations (one per Service port).
     pub(super) routes: Vec<Arc<str>>,
+    /// A gRPC view's client Listeners.
+    pub(super) listeners: Vec<Arc<str>>,
 }

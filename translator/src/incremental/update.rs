@@ -129,9 +129,6 @@ impl Builder {
     /// depend on which Services exist).
     fn service_changed(&mut self, model: &Model, k: NsName, p: &mut Pending) {
         p.addresses_changed = true;
-        for (_, stale) in self.view_listeners.values_mut() {
-            *stale = true;
-        }
         p.dirty.entry(k.clone()).or_default().all = true;
         p.policy_changed = true;
         let before = self

@@ -7,13 +7,12 @@ use std::sync::Arc;
 use super::changes::{Changes, Update, ViewMaps, apply, encode};
 use super::state::{
     Builder, Names, NsName, Origin, Override, PolicyMemo, ServiceUpdate, Table, ViewState,
-    policy_changes, profile_of,
+    policy_changes,
 };
 use crate::encoded::{Encoded, TypeMap};
 use crate::envoy::address;
 use crate::envoy::cluster;
 use crate::envoy::route;
-use crate::identity::ProxyKind;
 use crate::model::{Excluded, Model, ViewKey};
 use crate::names::OUTBOUND_ROUTE;
 use crate::policy::context::PolicyContext;
@@ -44,7 +43,7 @@ impl Builder {
         }
         let mut state = ViewState::default();
         let (mut clusters, mut endpoints) = (TypeMap::new(), TypeMap::new());
-        let mut routes = TypeMap::new();
+        let (mut routes, mut listeners) = (TypeMap::new(), TypeMap::new());
         for (k, parts) in &self.services {
             let Some(svc) = &parts.svc else { continue };
             if !key.sees(svc) {
@@ -73,18 +72,22 @@ impl Builder {
                 endpoints.insert(e.name.clone(), e.clone());
                 names.endpoints.push(e.name.clone());
             }
+            if key.grpc {
+                for l in parts.grpc_listeners_for(&key.namespace) {
+                    listeners.insert(l.name.clone(), l.clone());
+                    names.listeners.push(l.name.clone());
+                }
+            }
             state.by_service.insert(k.clone(), names);
         }
         state.maps.clusters = Arc::new(clusters);
         state.maps.endpoints = Arc::new(endpoints);
+        state.maps.listeners = Arc::new(listeners);
         let mut count = 0;
         if !key.grpc {
             let table = self.assemble(model, key, &state, (None, &TypeMap::new()), &mut count);
             routes.insert(table.route.name.clone(), table.route);
             state.maps.vhosts = table.vhosts;
-        }
-        if let Some(listeners) = self.view_listeners(model, profile_of_view(key), key, &mut count) {
-            state.maps.listeners = listeners;
         }
         state.maps.routes = Arc::new(routes);
         let maps = state.maps.clone();
@@ -95,7 +98,6 @@ impl Builder {
     /// Forgets a view no proxy uses any more.
     pub fn drop_view(&mut self, key: &ViewKey) {
         self.views.remove(key);
-        self.view_listeners.remove(key);
         self.diagnostics.remove(&Origin::Route(key.clone()));
     }
 
@@ -375,6 +377,10 @@ impl Builder {
             };
             let override_of = state.overrides.get(svc_key);
             type Parts<'a> = (&'a [Arc<Encoded>], &'a [Arc<Encoded>], &'a [Arc<Encoded>]);
+            let listeners: &[Arc<Encoded>] = match (sees, parts) {
+                (true, Some(p)) if key.grpc => p.grpc_listeners_for(&key.namespace),
+                _ => &[],
+            };
             let grpc_view = match (sees, parts) {
                 (true, Some(p)) if key.grpc => Some(p.grpc_view(&key.namespace)),
                 _ => None,
@@ -416,10 +422,20 @@ impl Builder {
                     &mut names.routes,
                     &mut changes.routes,
                 ),
+                (
+                    listeners,
+                    &state.maps.listeners,
+                    &old.listeners,
+                    &mut names.listeners,
+                    &mut changes.listeners,
+                ),
             ] {
                 put_and_remove(desired, map, was, now, out);
             }
-            if !names.clusters.is_empty() || !names.endpoints.is_empty() || !names.routes.is_empty()
+            if !names.clusters.is_empty()
+                || !names.endpoints.is_empty()
+                || !names.routes.is_empty()
+                || !names.listeners.is_empty()
             {
                 state.by_service.insert(svc_key.clone(), names);
             }
@@ -443,23 +459,9 @@ impl Builder {
             state.maps.vhosts = table.vhosts;
         }
         apply(&mut state.maps.routes, &changes.routes);
-        if let Some(listeners) = self.view_listeners(model, profile_of_view(key), key, count)
-            && !Arc::ptr_eq(&listeners, &state.maps.listeners)
-        {
-            changes.listeners = map_diff(&state.maps.listeners, &listeners);
-            state.maps.listeners = listeners;
-        }
+        apply(&mut state.maps.listeners, &changes.listeners);
         changes
     }
-}
-
-/// The profile of a view's proxies.
-fn profile_of_view(key: &ViewKey) -> &'static dyn crate::render::profile::Profile {
-    profile_of(if key.grpc {
-        ProxyKind::Grpc
-    } else {
-        ProxyKind::Envoy
-    })
 }
 
 /// The Services a view looks at again: those rebuilt, and those whose view-local parts

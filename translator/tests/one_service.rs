@@ -1,6 +1,9 @@
-//! A view whose Envoys take virtual hosts apart (VHDS): a canary step, a new Service and
-//! a removed one change that Service's virtual host and nothing of the outbound table,
-//! while the view with the whole table re-sends the table each time.
+//! A change to one Service reaches a view as that Service's parts alone:
+//! - a view whose Envoys take virtual hosts apart (VHDS): a canary step, a new Service and
+//!   a removed one change that Service's virtual host and nothing of the outbound table,
+//!   while the view with the whole table re-sends the table each time;
+//! - a gRPC view: a new Service adds its client Listeners to the view's shared map, and
+//!   no gRPC proxy's own set is rebuilt.
 
 mod common;
 
@@ -106,4 +109,71 @@ fn a_change_to_one_service_sends_its_virtual_host_alone() {
     let c = changes_of(&out, &apart);
     assert_eq!(names(&c.vhosts), (vec![], vec![new]), "{c:?}");
     assert!(c.routes.is_empty(), "{c:?}");
+}
+
+#[test]
+fn a_new_service_adds_its_client_listeners_to_the_grpc_view_alone() {
+    use translator::identity::{ProxyIdentity, ProxyKind};
+    let mut model = Model::new();
+    let mut builder = Builder::new(MeshConfig::default());
+    let none = BTreeMap::new();
+    let mut yaml = String::new();
+    for i in 0..20 {
+        yaml.push_str(&svc_yaml("shop", &format!("s{i}"), ""));
+        yaml.push_str("---\n");
+    }
+    let keys = apply(&mut model, &yaml);
+    builder.update(&model, &keys, &none);
+    let (grpc, remote) = (
+        ViewKey {
+            grpc: true,
+            ..view(false)
+        },
+        ViewKey {
+            grpc: true,
+            namespace: "web".into(),
+            ..view(false)
+        },
+    );
+    let before = builder.view(&model, &grpc).listeners.len();
+    let remote_before = builder.view(&model, &remote).listeners.len();
+    assert!(
+        remote_before < before,
+        "short names are for the Service's own namespace"
+    );
+    for p in 0..5 {
+        builder.proxy(
+            &model,
+            &ProxyIdentity {
+                node_id: format!("grpc-{p}"),
+                kind: ProxyKind::Grpc,
+                namespace: "shop".into(),
+                pod: format!("client-{p}"),
+                service_account: "client".into(),
+                pod_ip: None,
+                outbound_port: 15001,
+                app_address: "127.0.0.1".parse().expect("ip"),
+                intercepted: false,
+                inbound_port: 15006,
+                vhds: false,
+            },
+        );
+    }
+    let keys = apply(&mut model, &svc_yaml("shop", "new", ""));
+    let out = builder.update(&model, &keys, &none);
+    assert!(out.proxies.is_empty(), "no gRPC proxy is rebuilt");
+    let c = changes_of(&out, &grpc);
+    let (puts, removes) = names(&c.listeners);
+    assert!(removes.is_empty() && !puts.is_empty(), "{c:?}");
+    assert!(puts.iter().all(|n| n.starts_with("new")), "{puts:?}");
+    assert!(
+        puts.contains(&"new".to_string()),
+        "the short name, in its namespace"
+    );
+    let (remote_puts, _) = names(&changes_of(&out, &remote).listeners);
+    assert!(!remote_puts.contains(&"new".to_string()), "{remote_puts:?}");
+    assert_eq!(
+        builder.view(&model, &grpc).listeners.len(),
+        before + puts.len()
+    );
 }
