@@ -304,6 +304,9 @@ impl DeltaStream {
 
     /// What to send for `kind` now, ignoring ordering: resources and removals.
     fn candidate(&mut self, kind: XdsType) -> Option<Sent> {
+        if let Some(first) = self.first_of_wildcard(kind) {
+            return first;
+        }
         let names = self.names_to_check(kind);
         let all = std::mem::take(&mut self.types[kind].force) || self.full_resend;
         // Names held resources point at, computed once if a removal needs them.
@@ -319,10 +322,15 @@ impl DeltaStream {
             };
             match want {
                 Some(d) => {
-                    let forced = all || st.force_names.contains(&name);
-                    let held_same = st.held.get(&name).is_some_and(|h| h.version() == d.version);
-                    let rejected =
-                        st.x.rejected
+                    // Empty sets are not hashed into (a first sync has nothing in them).
+                    let forced =
+                        all || (!st.force_names.is_empty() && st.force_names.contains(&name));
+                    let held_same = !st.held.is_fresh()
+                        && st.held.get(&name).is_some_and(|h| h.version() == d.version);
+                    let rejected = !st.x.rejected.is_empty()
+                        && st
+                            .x
+                            .rejected
                             .get(&name)
                             .is_some_and(|(v, _)| *v == d.version);
                     if (forced || !held_same) && !rejected {
@@ -347,6 +355,34 @@ impl DeltaStream {
         self.sent_of(kind, resources, removed)
     }
 
+    /// A wildcard subscription's first answer, when the proxy holds nothing, names
+    /// nothing besides the wildcard, and nothing is pending, forced or refused: every
+    /// desired resource, taken in order from the maps without looking each name up (a
+    /// first sync's, and a reconnect storm's, commonest answer). None: not that case.
+    fn first_of_wildcard(&mut self, kind: XdsType) -> Option<Option<Sent>> {
+        let st = &self.types[kind];
+        let fresh = st.resync
+            && st.wildcard
+            && st.held.is_fresh()
+            && st.names.is_empty()
+            && st.dirty.is_empty()
+            && st.force_names.is_empty()
+            && st.x.rejected.is_empty()
+            && st.x.absent.is_empty();
+        if !fresh {
+            return None;
+        }
+        let st = &mut self.types[kind];
+        st.resync = false;
+        st.force = false;
+        // The proxy's own and its view's maps, each in name order; a name in both is the
+        // proxy's own (as `Desired::get` answers).
+        let mut resources: Vec<Arc<Encoded>> = self.desired.all(kind).cloned().collect();
+        resources.sort_by(|a, b| a.name.cmp(&b.name));
+        resources.dedup_by(|b, a| a.name == b.name);
+        Some(self.sent_of(kind, resources, Vec::new()))
+    }
+
     /// The response carrying `resources` and `removed`, if it is due.
     fn sent_of(
         &mut self,
@@ -355,8 +391,10 @@ impl DeltaStream {
         mut removed: Vec<Arc<str>>,
     ) -> Option<Sent> {
         let st = &mut self.types[kind];
-        for r in &resources {
-            st.force_names.remove(&r.name);
+        if !st.force_names.is_empty() {
+            for r in &resources {
+                st.force_names.remove(&r.name);
+            }
         }
         for n in &removed {
             if !st.held.contains_key(n) {

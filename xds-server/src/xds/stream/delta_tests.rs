@@ -547,3 +547,25 @@ fn listeners_of_the_view_and_its_own_come_together_and_change_alone() {
     assert!(items(r).is_empty());
     assert_eq!(strs(&r.removed_resources), ["a"]);
 }
+
+#[test]
+fn a_first_wildcard_answer_sends_each_name_once_the_proxys_own_first() {
+    let now = Instant::now();
+    let l = |n: &str, v: &str| res(Listener, n, v, &[]);
+    let mut s = DeltaStream::new(with_view_listeners(
+        snap(&[l("b", "own"), l("c", "1")]),
+        &[l("a", "1"), l("b", "view")],
+    ));
+    let r = s
+        .on_request(&delta(Listener, &[], ""), now)
+        .responses
+        .remove(0);
+    assert_eq!(items(&r), ["a@1", "b@own", "c@1"]);
+    // Acknowledged, a change goes by the names as before.
+    ack(&mut s, &r);
+    let step = s.on_snapshot(
+        with_view_listeners(snap(&[l("b", "own"), l("c", "2")]), &[l("a", "1")]),
+        now,
+    );
+    assert_eq!(items(&step.responses[0]), ["c@2"]);
+}

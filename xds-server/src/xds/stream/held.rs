@@ -149,6 +149,9 @@ impl HeldSet {
     /// sync of a thousand resources never builds a thousand-entry overlay).
     pub(crate) fn fill(&mut self, batch: &[Arc<Encoded>], target: &Arc<TypeMap>) {
         debug_assert!(self.is_fresh());
+        if batch.windows(2).all(|w| w[0].name < w[1].name) {
+            return self.fill_sorted(batch, target);
+        }
         let names: HashSet<&str> = batch.iter().map(|r| &*r.name).collect();
         self.base = target.clone();
         for name in target.keys() {
@@ -164,6 +167,33 @@ impl HeldSet {
                         .insert(r.name.clone(), Some(Held::Res(r.clone())));
                 }
             }
+        }
+    }
+
+    /// [`HeldSet::fill`] for a batch in name order (as delta sends): one walk beside the
+    /// target's, no name hashed or looked up.
+    fn fill_sorted(&mut self, batch: &[Arc<Encoded>], target: &Arc<TypeMap>) {
+        self.base = target.clone();
+        let mut batch = batch.iter().peekable();
+        for (name, res) in target.iter() {
+            while let Some(r) = batch.next_if(|r| r.name < *name) {
+                self.overlay
+                    .insert(r.name.clone(), Some(Held::Res(r.clone())));
+            }
+            match batch.next_if(|r| r.name == *name) {
+                Some(r) if Arc::ptr_eq(res, r) => {}
+                Some(r) => {
+                    self.overlay
+                        .insert(r.name.clone(), Some(Held::Res(r.clone())));
+                }
+                None => {
+                    self.overlay.insert(name.clone(), None);
+                }
+            }
+        }
+        for r in batch {
+            self.overlay
+                .insert(r.name.clone(), Some(Held::Res(r.clone())));
         }
     }
 
@@ -354,6 +384,24 @@ mod tests {
             .collect();
         assert_eq!(plain(&s), want);
         assert!(!s.fills(batch.len(), &target), "only a fresh set is filled");
+        // In name order (as delta sends) it is filled by one walk, to the same set.
+        let mut sorted = batch.clone();
+        sorted.sort_by(|a, b| a.name.cmp(&b.name));
+        // Names before, between and after the target's.
+        sorted.insert(0, res("a-first", "1"));
+        sorted.push(res("zz-last", "1"));
+        let mut walked = HeldSet::default();
+        walked.fill(&sorted, &target);
+        let want: BTreeMap<String, String> = sorted
+            .iter()
+            .map(|r| (r.name.to_string(), r.version.clone()))
+            .collect();
+        assert_eq!(plain(&walked), want);
+        assert_eq!(
+            walked.overlay_len(),
+            5,
+            "r0 not held; r1, mine and the two ends"
+        );
     }
 
     #[test]
