@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use xds_types::XdsType;
+use xds_types::{PerType, XdsType};
 
 use crate::xds::stream::event::Refusal;
 use crate::xds::wire::budget::{Charge, NAME_OVERHEAD};
@@ -88,7 +88,7 @@ impl FromIterator<Arc<str>> for NameSet {
 /// charged to the stream's identity.
 #[derive(Debug)]
 pub(crate) struct NameBytes {
-    per_type: [(usize, usize); 5],
+    per_type: PerType<(usize, usize)>,
     /// Most bytes of names in all types (`--max-subscribed-bytes`).
     limit: usize,
     charge: Option<Charge>,
@@ -104,7 +104,7 @@ impl NameBytes {
     /// At most `limit` bytes of names in all, charged to `charge` (None: not charged).
     pub(crate) fn new(limit: usize, charge: Option<Charge>) -> Self {
         NameBytes {
-            per_type: [(0, 0); 5],
+            per_type: PerType::default(),
             limit,
             charge,
         }
@@ -112,22 +112,21 @@ impl NameBytes {
 
     /// Bytes and count of `kind`'s names.
     pub(crate) fn of(&self, kind: XdsType) -> (usize, usize) {
-        self.per_type[kind.index()]
+        self.per_type[kind]
     }
 
     /// Bytes of names in all types.
     #[cfg(test)]
     pub(crate) fn total(&self) -> usize {
-        self.per_type.iter().map(|(b, _)| b).sum()
+        self.per_type.values().map(|(b, _)| b).sum()
     }
 
     /// `kind`'s names become `bytes` in `count` names, if the stream's total stays within
     /// the limit and the identity's budget takes the charge; else nothing changes.
     pub(crate) fn set(&mut self, kind: XdsType, bytes: usize, count: usize) -> Result<(), Refusal> {
-        let i = kind.index();
-        let mut next = self.per_type;
-        next[i] = (bytes, count);
-        let total: usize = next.iter().map(|(b, _)| b).sum();
+        let mut next = self.per_type.clone();
+        next[kind] = (bytes, count);
+        let total: usize = next.values().map(|(b, _)| b).sum();
         if total > self.limit {
             return Err(Refusal {
                 limit: "subscribed_bytes",
@@ -138,7 +137,7 @@ impl NameBytes {
             });
         }
         if let Some(charge) = &mut self.charge {
-            let names: usize = next.iter().map(|(_, n)| n).sum();
+            let names: usize = next.values().map(|(_, n)| n).sum();
             charge
                 .resize(total.saturating_add(names.saturating_mul(NAME_OVERHEAD)))
                 .map_err(|e| Refusal {
@@ -154,6 +153,17 @@ impl NameBytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_type_has_its_weight() {
+        let mut n = NameBytes::new(1_000_000, None);
+        for (i, kind) in XdsType::ALL.into_iter().enumerate() {
+            n.set(kind, 10 * (i + 1), i + 1).expect("within the limit");
+        }
+        for (i, kind) in XdsType::ALL.into_iter().enumerate() {
+            assert_eq!(n.of(kind), (10 * (i + 1), i + 1), "{kind}");
+        }
+    }
 
     #[test]
     fn behaves_as_a_set() {
