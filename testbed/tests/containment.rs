@@ -41,24 +41,30 @@ async fn route_dump(envoy: &Sidecar) -> anyhow::Result<String> {
         .await
 }
 
+/// Route updates the sidecar refused: of its outbound table, and of the table's virtual
+/// hosts apart (VHDS, delta).
+async fn routes_rejected(envoy: &testbed::procs::Sidecar) -> anyhow::Result<u64> {
+    let mut n = 0;
+    for stat in [
+        "http.outbound.rds.outbound.update_rejected",
+        "http.outbound.rds.vhds.outbound.update_rejected",
+    ] {
+        n += envoy.stat(stat).await?.unwrap_or(0);
+    }
+    Ok(n)
+}
+
 async fn a_rejected_split_is_left_out_and_other_routes_flow(stream: Stream) -> anyhow::Result<()> {
     let mesh = Mesh::start_custom(DataPlane::Envoy, stream, &[], strict_regexes).await?;
     let traffic = Traffic::start(mesh.client.outbound, "web");
     let client = &mesh.client;
-    let rejected_before = client
-        .stat("http.outbound.rds.outbound.update_rejected")
-        .await?;
+    let rejected_before = routes_rejected(client).await?;
 
     mesh.write("ab-test.yaml", AB_TEST)?;
     wait_until(
         CONVERGE,
         "the strict client to reject the split",
-        || async move {
-            Ok(client
-                .stat("http.outbound.rds.outbound.update_rejected")
-                .await?
-                > rejected_before)
-        },
+        || async move { Ok(routes_rejected(client).await? > rejected_before) },
     )
     .await?;
     let cp = &mesh.cp;

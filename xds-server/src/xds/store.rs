@@ -562,12 +562,13 @@ impl Store {
         };
         let mut search_moved = false;
         for (key, changes, maps) in out.views {
-            // A search re-admitted objects: those that add nothing to the view are
-            // cleared at once.
+            // A search re-admitted objects: those that add nothing to the view (in any
+            // map it shares: routes, virtual hosts apart, clusters...) are cleared at once.
             let present = |k: &ObjectKey| {
-                maps.routes
-                    .values()
-                    .chain(maps.clusters.values())
+                translator::incremental::ViewMaps::SHARED
+                    .iter()
+                    .filter_map(|t| maps.of(*t))
+                    .flat_map(|m| m.values())
                     .any(|r| r.sources.iter().any(|s| s.key == *k))
             };
             search_moved |= containment.after_build(&key, present);

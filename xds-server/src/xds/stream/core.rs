@@ -56,6 +56,10 @@ pub(crate) trait Protocol: Sized + Send + 'static {
     fn accepted(st: &mut TypeState<Self::Extra>, sent: Sent);
     /// Records a rejection of `sent`.
     fn rejected(st: &mut TypeState<Self::Extra>, sent: &Sent, error: &Arc<str>);
+    /// Forgets the versions the proxy refused: it moved to another view (a containment
+    /// trial), whose resources it must judge even where one equals a version it refused
+    /// before (with virtual hosts apart, a trial's host is often exactly that).
+    fn forget_rejections(st: &mut TypeState<Self::Extra>);
     /// The error the proxy gave for `want`, if it rejected the version it should hold.
     fn rejection_of(
         st: &TypeState<Self::Extra>,
@@ -394,6 +398,11 @@ impl<P: Protocol> Stream<P> {
     /// Takes a new version of the stream's view.
     pub(crate) fn on_view(&mut self, view: Arc<ViewVersion>, now: Instant) -> Step<P::Response> {
         let same = view.key == self.desired.view.key;
+        if !same {
+            for kind in XdsType::ALL {
+                P::forget_rejections(&mut self.types[kind]);
+            }
+        }
         let changed = same
             .then(|| view.changed_since(self.desired.view.version))
             .flatten();

@@ -106,6 +106,10 @@ impl Protocol for Delta {
         }
     }
 
+    fn forget_rejections(st: &mut State) {
+        st.x.rejected.clear();
+    }
+
     fn rejection_of(st: &State, want: &Encoded, _: Option<&str>) -> Option<Arc<str>> {
         st.x.rejected
             .get(&want.name)
@@ -375,11 +379,8 @@ impl DeltaStream {
         let st = &mut self.types[kind];
         st.resync = false;
         st.force = false;
-        // The proxy's own and its view's maps, each in name order; a name in both is the
-        // proxy's own (as `Desired::get` answers).
-        let mut resources: Vec<Arc<Encoded>> = self.desired.all(kind).cloned().collect();
-        resources.sort_by(|a, b| a.name.cmp(&b.name));
-        resources.dedup_by(|b, a| a.name == b.name);
+        // In name order, each name once (`Desired::all`).
+        let resources: Vec<Arc<Encoded>> = self.desired.all(kind).cloned().collect();
         Some(self.sent_of(kind, resources, Vec::new()))
     }
 

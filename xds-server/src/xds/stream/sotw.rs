@@ -176,6 +176,10 @@ impl Protocol for Sotw {
         st.x.error = Some(error.clone());
     }
 
+    fn forget_rejections(st: &mut State) {
+        st.x.rejected.clear();
+    }
+
     fn rejection_of(st: &State, want: &Encoded, held: Option<&str>) -> Option<Arc<str>> {
         let current = held == Some(want.version.as_str());
         st.x.error
