@@ -389,6 +389,13 @@ impl ControlPlane {
         self.relaunch(false).await
     }
 
+    /// Starts again on the same xDS address with other extra `run` arguments (a rollout
+    /// that changes a flag).
+    pub async fn restart_with(&mut self, extra: &[&str]) -> anyhow::Result<()> {
+        self.extra = extra.iter().map(|s| s.to_string()).collect();
+        self.relaunch(false).await
+    }
+
     /// Starts again on the same xDS and admin addresses, as a restarted pod would.
     pub async fn restart_same_addresses(&mut self) -> anyhow::Result<()> {
         self.relaunch(true).await

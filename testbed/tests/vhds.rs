@@ -1,11 +1,12 @@
 //! Virtual hosts apart (VHDS) with real Envoy on delta ADS: the outbound table carries
 //! no Service's virtual host; each comes as its own resource, so a canary step sends
 //! that Service's host alone, and a removed Service's host goes before its cluster.
-//! A SotW Envoy, and the control plane run with `--vhds false`, keep the whole table.
+//! A SotW Envoy, and the control plane run with `--vhds false`, keep the whole table; a
+//! running Envoy moved from one to the other by a control-plane rollout fails no request.
 
 mod common;
 
-use common::{CONVERGE, Mesh, ip, plain_service, shares, wait_for_route};
+use common::{CONVERGE, Mesh, Traffic, ip, plain_service, shares, wait_for_route};
 use testbed::procs::{DataPlane, Stream, wait_until};
 
 fn split(a: i64, b: i64) -> String {
@@ -159,4 +160,61 @@ async fn a_sotw_envoy_gets_the_whole_table() -> anyhow::Result<()> {
 #[tokio::test]
 async fn vhds_false_gives_a_delta_envoy_the_whole_table() -> anyhow::Result<()> {
     whole_table(Stream::Delta, &["--vhds", "false"]).await
+}
+
+/// Whether the client's outbound table asks for its hosts apart.
+async fn apart(mesh: &Mesh) -> anyhow::Result<bool> {
+    Ok(mesh
+        .client
+        .admin_get("/config_dump?resource=dynamic_route_configs")
+        .await?
+        .contains("\"vhds\""))
+}
+
+/// A rollout that turns VHDS on, and one that turns it off, under traffic (several
+/// callers, so a short gap between the table and its hosts would be hit): every request
+/// is answered by the Service.
+#[tokio::test]
+async fn a_rollout_that_turns_vhds_on_or_off_fails_no_request() -> anyhow::Result<()> {
+    let mut mesh = Mesh::start_with(DataPlane::Envoy, Stream::Delta, &["--vhds", "false"]).await?;
+    assert!(!apart(&mesh).await?);
+    for (flag, want) in [("true", true), ("false", false), ("true", true)] {
+        let traffic: Vec<Traffic> = (0..4)
+            .map(|_| Traffic::start(mesh.client.outbound, "web"))
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        mesh.cp.restart_with(&["--vhds", flag]).await?;
+        let m = &mesh;
+        wait_until(CONVERGE, "the table to change shape", || async move {
+            Ok(apart(m).await? == want)
+        })
+        .await?;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let (mut ok, mut failures) = (0, Vec::new());
+        for t in traffic {
+            let r = t.stop().await;
+            ok += r.ok;
+            failures.extend(r.failures);
+        }
+        assert!(
+            failures.is_empty(),
+            "--vhds {flag}: requests failed: {failures:?}"
+        );
+        assert!(ok > 100, "--vhds {flag}: traffic flowed ({ok})");
+        assert_eq!(mesh.call("web").await?.0, 200);
+        // Everything was taken: no host of the other shape is left to clash.
+        let m = &mesh;
+        wait_until(CONVERGE, "every type synced", || async move {
+            let line = status_line(m)?;
+            anyhow::ensure!(!line.contains("NACKED"), "--vhds {flag}: {line}");
+            Ok(!line.contains("STALE"))
+        })
+        .await?;
+        let tables = mesh
+            .client
+            .admin_get("/config_dump?resource=dynamic_route_configs")
+            .await?;
+        assert_eq!(tables.contains(WEB_VHOST), want, "--vhds {flag}: {tables}");
+    }
+    Ok(())
 }

@@ -154,13 +154,13 @@ impl Desired {
             .or_else(|| self.view.maps.of(kind).and_then(|m| m.get(name)))
     }
 
-    /// Every resource of `kind` the proxy should hold.
+    /// Every resource of `kind` the proxy should hold, in name order, each name once: a
+    /// name both its own and its view's is its own (as [`Desired::get`] answers).
     pub fn all(&self, kind: XdsType) -> impl Iterator<Item = &Arc<Encoded>> {
-        self.own
-            .of(kind)
-            .into_iter()
-            .flat_map(|m| m.values())
-            .chain(self.view.maps.of(kind).into_iter().flat_map(|m| m.values()))
+        OwnFirst {
+            own: self.own.of(kind).into_iter().flatten().peekable(),
+            view: self.view.maps.of(kind).into_iter().flatten().peekable(),
+        }
     }
 
     /// The shared name of `name`, if the proxy should hold such a resource (so that
@@ -171,5 +171,35 @@ impl Desired {
             .of(kind)
             .and_then(find)
             .or_else(|| self.view.maps.of(kind).and_then(find))
+    }
+}
+
+/// Two maps' entries merged in name order, the first map's entry winning a name in both.
+struct OwnFirst<A: Iterator, B: Iterator> {
+    own: std::iter::Peekable<A>,
+    view: std::iter::Peekable<B>,
+}
+
+impl<'a, A, B> Iterator for OwnFirst<A, B>
+where
+    A: Iterator<Item = (&'a Arc<str>, &'a Arc<Encoded>)>,
+    B: Iterator<Item = (&'a Arc<str>, &'a Arc<Encoded>)>,
+{
+    type Item = &'a Arc<Encoded>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let order = match (self.own.peek(), self.view.peek()) {
+            (Some((a, _)), Some((b, _))) => a.cmp(b),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, _) => std::cmp::Ordering::Greater,
+        };
+        match order {
+            std::cmp::Ordering::Less => self.own.next().map(|(_, r)| r),
+            std::cmp::Ordering::Greater => self.view.next().map(|(_, r)| r),
+            std::cmp::Ordering::Equal => {
+                self.view.next();
+                self.own.next().map(|(_, r)| r)
+            }
+        }
     }
 }

@@ -569,3 +569,83 @@ fn a_first_wildcard_answer_sends_each_name_once_the_proxys_own_first() {
     );
     assert_eq!(items(&step.responses[0]), ["c@2"]);
 }
+
+#[test]
+fn virtual_hosts_apart_are_made_before_and_broken_before_their_clusters() {
+    use xds_types::XdsType::VirtualHost;
+    let now = Instant::now();
+    let vhost = |v: &str, clusters: &[&str]| res(VirtualHost, "outbound/b:80", v, clusters);
+    let mut s = DeltaStream::new(snap(&[cluster("a", "1"), cla("a", "1")]));
+    for (kind, names) in [
+        (Cluster, vec![]),
+        (Endpoint, vec!["a"]),
+        (VirtualHost, vec![]),
+    ] {
+        let r = s
+            .on_request(&delta(kind, &names, ""), now)
+            .responses
+            .remove(0);
+        assert!(ack(&mut s, &r).responses.is_empty());
+    }
+    // A new Service: its cluster first; its host once the cluster and endpoints are held.
+    let with_b = [
+        cluster("a", "1"),
+        cla("a", "1"),
+        cluster("b", "1"),
+        cla("b", "1"),
+        vhost("1", &["b"]),
+    ];
+    let step = s.on_snapshot(snap(&with_b), now);
+    assert_eq!(step.responses.len(), 1, "the host waits");
+    assert_eq!(step.responses[0].type_url, Cluster.type_url());
+    let cds = step.responses[0].clone();
+    let step = s.on_request(&delta(Endpoint, &["b"], ""), now);
+    let eds = step.responses[0].clone();
+    assert!(
+        ack(&mut s, &cds).responses.is_empty(),
+        "endpoints not held yet"
+    );
+    let step = ack(&mut s, &eds);
+    assert_eq!(step.responses[0].type_url, VirtualHost.type_url());
+    assert_eq!(items(&step.responses[0]), ["outbound/b:80@1"]);
+    ack(&mut s, &step.responses[0]);
+    // The Service goes: its host is removed first, its cluster once that is ACKed.
+    let step = s.on_snapshot(snap(&[cluster("a", "1"), cla("a", "1")]), now);
+    assert_eq!(
+        step.responses.len(),
+        1,
+        "the cluster stays while the host is held"
+    );
+    assert_eq!(step.responses[0].type_url, VirtualHost.type_url());
+    assert_eq!(
+        strs(&step.responses[0].removed_resources),
+        ["outbound/b:80"]
+    );
+    let step = ack(&mut s, &step.responses[0]);
+    let cds = step
+        .responses
+        .iter()
+        .find(|r| r.type_url == Cluster.type_url())
+        .expect("cds");
+    assert_eq!(strs(&cds.removed_resources), ["b"]);
+}
+
+#[test]
+fn a_reconnecting_proxy_keeps_the_hosts_it_holds() {
+    use xds_types::XdsType::VirtualHost;
+    let now = Instant::now();
+    let v = |n: &str, ver: &str| res(VirtualHost, n, ver, &[]);
+    let mut s = DeltaStream::new(snap(&[v("outbound/a", "1"), v("outbound/b", "2")]));
+    let mut req = delta(VirtualHost, &["*"], "");
+    req.initial_resource_versions = [
+        ("outbound/a", "1"),
+        ("outbound/b", "1"),
+        ("outbound/gone", "1"),
+    ]
+    .into_iter()
+    .map(|(n, v)| (n.to_string(), v.to_string()))
+    .collect();
+    let r = s.on_request(&req, now).responses.remove(0);
+    assert_eq!(items(&r), ["outbound/b@2"]);
+    assert_eq!(strs(&r.removed_resources), ["outbound/gone"]);
+}

@@ -655,3 +655,18 @@ fn a_full_set_of_listeners_holds_the_views_and_its_own() {
     got.sort();
     assert_eq!(got, ["b@1", "own@1"]);
 }
+
+#[test]
+fn a_name_both_own_and_the_views_is_sent_once_as_its_own() {
+    let now = Instant::now();
+    let l = |n: &str, v: &str| res(Listener, n, v, &[]);
+    let mut s = SotwStream::new(with_view_listeners(
+        snap(&[l("b", "own")]),
+        &[l("a", "1"), l("b", "view")],
+    ));
+    let r = s
+        .on_request(&sotw(Listener, &[], "", ""), now)
+        .responses
+        .remove(0);
+    assert_eq!(items(&r), ["a@1", "b@own"]);
+}
