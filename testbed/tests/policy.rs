@@ -9,15 +9,9 @@ use std::time::{Duration, Instant};
 
 use common::{
     CONVERGE, Mesh, Traffic, backend_count, backend_pod, ip, plain_service, settled_shares, shares,
-    wait_for_route,
+    wait_for_route, web_split,
 };
 use testbed::procs::{DataPlane, Stream, wait_until};
-
-fn split(a: i64, b: i64) -> String {
-    format!(
-        "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {{name: web-split, namespace: default}}\nspec:\n  service: web\n  backends:\n    - {{service: web-a, weight: {a}}}\n    - {{service: web-b, weight: {b}}}\n"
-    )
-}
 
 fn retry_policy(name: &str, target: &str, body: &str) -> String {
     format!(
@@ -37,7 +31,7 @@ async fn traffic_split_weights_hold_and_shift_live_without_errors(
             plain_service("web-b", mesh.web_port, &[ip(23)])
         ),
     )?;
-    mesh.write("split.yaml", &split(90, 10))?;
+    mesh.write("split.yaml", &web_split(90, 10))?;
     wait_for_route(&mesh, "outbound|80||web-b.default.svc.cluster.local").await?;
     let clusters_before = mesh
         .client
@@ -56,7 +50,7 @@ async fn traffic_split_weights_hold_and_shift_live_without_errors(
 
     let traffic = Traffic::start(mesh.client.outbound, "web");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    mesh.write("split.yaml", &split(50, 50))?;
+    mesh.write("split.yaml", &web_split(50, 50))?;
     wait_for_route(&mesh, "\"weight\": 50").await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let during = traffic.stop().await;
@@ -279,14 +273,14 @@ async fn bad_policy_keeps_the_last_good_routes_and_says_why(
             plain_service("web-b", mesh.web_port, &[ip(23)])
         ),
     )?;
-    mesh.write("split.yaml", &split(100, 0))?;
+    mesh.write("split.yaml", &web_split(100, 0))?;
     wait_for_route(&mesh, "outbound|80||web-a.default.svc.cluster.local").await?;
     assert_eq!(
         mesh.answering("web", 50).await?.keys().collect::<Vec<_>>(),
         ["web-1"]
     );
     let traffic = Traffic::start(mesh.client.outbound, "web");
-    mesh.write("split.yaml", &split(0, 0))?;
+    mesh.write("split.yaml", &web_split(0, 0))?;
     mesh.write(
         "retry.yaml",
         &retry_policy("orphan", "nope", "  retryOn: [5xx]\n  numRetries: 2\n"),
@@ -337,7 +331,7 @@ async fn route_group_matches_split_only_matching_requests(proxy: DataPlane) -> a
     let group = "apiVersion: specs.smi-spec.io/v1alpha4\nkind: HTTPRouteGroup\nmetadata: {name: beta, namespace: default}\nspec:\n  matches:\n    - {name: beta-users, pathRegex: \"/api/.*\", headers: {x-beta: \"yes\"}}\n";
     let ab = format!(
         "{}  matches:\n    - {{kind: HTTPRouteGroup, name: beta, apiGroup: specs.smi-spec.io}}\n",
-        split(0, 100)
+        web_split(0, 100)
     );
     mesh.write("split.yaml", &format!("{group}---\n{ab}"))?;
     wait_for_route(&mesh, "x-beta").await?;

@@ -6,14 +6,8 @@
 
 mod common;
 
-use common::{CONVERGE, Mesh, Traffic, ip, plain_service, shares, wait_for_route};
+use common::{CONVERGE, Mesh, Traffic, ip, plain_service, shares, wait_for_route, web_split};
 use testbed::procs::{DataPlane, Stream, wait_until};
-
-fn split(a: i64, b: i64) -> String {
-    format!(
-        "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {{name: web-split, namespace: default}}\nspec:\n  service: web\n  backends:\n    - {{service: web-a, weight: {a}}}\n    - {{service: web-b, weight: {b}}}\n"
-    )
-}
 
 const RDS_UPDATES: &str = "http.outbound.rds.outbound.update_success";
 const VHDS_UPDATES: &str = "http.outbound.rds.vhds.outbound.update_success";
@@ -40,7 +34,7 @@ async fn backends(mesh: &Mesh) -> anyhow::Result<()> {
             plain_service("web-b", mesh.web_port, &[ip(23)])
         ),
     )?;
-    mesh.write("split.yaml", &split(90, 10))?;
+    mesh.write("split.yaml", &web_split(90, 10))?;
     wait_for_route(mesh, "outbound|80||web-b.default.svc.cluster.local").await
 }
 
@@ -90,7 +84,7 @@ async fn a_canary_step_sends_one_virtual_host_and_a_removed_service_leaves() -> 
     // A canary step: one virtual host, not the table.
     let rds_before = mesh.client.stat(RDS_UPDATES).await?;
     let vhds_before = mesh.client.stat(VHDS_UPDATES).await?.unwrap_or(0);
-    mesh.write("split.yaml", &split(50, 50))?;
+    mesh.write("split.yaml", &web_split(50, 50))?;
     wait_for_route(&mesh, "\"weight\": 50").await?;
     let s = shares(&mesh, "web", 400).await?;
     for pod in ["web-1", "web-2"] {

@@ -467,6 +467,13 @@ pub(crate) async fn wait_for_route(mesh: &Mesh, needle: &str) -> anyhow::Result<
     Ok(())
 }
 
+/// TrafficSplit `web-split` of `web` over `web-a` and `web-b` at weights `a` and `b`.
+pub(crate) fn web_split(a: i64, b: i64) -> String {
+    format!(
+        "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {{name: web-split, namespace: default}}\nspec:\n  service: web\n  backends:\n    - {{service: web-a, weight: {a}}}\n    - {{service: web-b, weight: {b}}}\n"
+    )
+}
+
 /// A Service selecting pods `app: NAME`, with its slice.
 pub(crate) fn selected_service(name: &str, port: u16, endpoints: &[std::net::IpAddr]) -> String {
     format!(
