@@ -13,18 +13,6 @@ use common::{
 };
 use testbed::procs::{DataPlane, Stream, wait_until};
 
-/// web-a (pod web-1) and web-b (pod web-2).
-fn backends(mesh: &Mesh) -> anyhow::Result<()> {
-    mesh.write(
-        "backends.yaml",
-        &format!(
-            "{}---\n{}",
-            plain_service("web-a", mesh.web_port, &[ip(22)]),
-            plain_service("web-b", mesh.web_port, &[ip(23)])
-        ),
-    )
-}
-
 /// An HTTPRoute `NAME` for Service `parent` port 80 with `rules` (YAML, indented 4).
 fn route(name: &str, parent: &str, rules: &str) -> String {
     format!(
@@ -50,7 +38,7 @@ async fn http_route_weights_hold_and_shift_live_without_errors(
     proxy: DataPlane,
 ) -> anyhow::Result<()> {
     let mesh = Mesh::start(proxy, Stream::Delta).await?;
-    backends(&mesh)?;
+    mesh.write_ab_backends()?;
     mesh.write("route.yaml", &weighted(90, 10))?;
     wait_for_route(&mesh, "outbound|80||web-b.default.svc.cluster.local").await?;
     let s = shares(&mesh, "web", 2000).await?;
@@ -102,7 +90,7 @@ async fn a_header_match_sends_only_matching_requests_to_the_canary(
     proxy: DataPlane,
 ) -> anyhow::Result<()> {
     let mesh = Mesh::start(proxy, Stream::Sotw).await?;
-    backends(&mesh)?;
+    mesh.write_ab_backends()?;
     mesh.write(
         "route.yaml",
         &route(
@@ -320,7 +308,7 @@ async fn a_flagger_gatewayapi_canary_step_routes_its_weights(
 async fn per_backend_header_filters_and_request_mirrors(proxy: DataPlane) -> anyhow::Result<()> {
     let mut mesh = Mesh::start(proxy, Stream::Delta).await?;
     let shadow = backend_pod(&mut mesh, "shadow", 24, &[]).await?;
-    backends(&mesh)?;
+    mesh.write_ab_backends()?;
     let pool = |p: &str| {
         format!(
             "filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: x-echo-pool, value: {p}}}]}}}}]"
@@ -379,7 +367,7 @@ async fn a_backend_that_does_not_resolve_keeps_its_share_and_fails_it(
     proxy: DataPlane,
 ) -> anyhow::Result<()> {
     let mesh = Mesh::start(proxy, Stream::Sotw).await?;
-    backends(&mesh)?;
+    mesh.write_ab_backends()?;
     mesh.write(
         "route.yaml",
         &route(

@@ -23,14 +23,7 @@ async fn traffic_split_weights_hold_and_shift_live_without_errors(
     proxy: DataPlane,
 ) -> anyhow::Result<()> {
     let mesh = Mesh::start(proxy, Stream::Delta).await?;
-    mesh.write(
-        "backends.yaml",
-        &format!(
-            "{}---\n{}",
-            plain_service("web-a", mesh.web_port, &[ip(22)]),
-            plain_service("web-b", mesh.web_port, &[ip(23)])
-        ),
-    )?;
+    mesh.write_ab_backends()?;
     mesh.write("split.yaml", &web_split(90, 10))?;
     wait_for_route(&mesh, "outbound|80||web-b.default.svc.cluster.local").await?;
     let clusters_before = mesh
@@ -265,14 +258,7 @@ async fn bad_policy_keeps_the_last_good_routes_and_says_why(
     proxy: DataPlane,
 ) -> anyhow::Result<()> {
     let mesh = Mesh::start(proxy, Stream::Delta).await?;
-    mesh.write(
-        "backends.yaml",
-        &format!(
-            "{}---\n{}",
-            plain_service("web-a", mesh.web_port, &[ip(22)]),
-            plain_service("web-b", mesh.web_port, &[ip(23)])
-        ),
-    )?;
+    mesh.write_ab_backends()?;
     mesh.write("split.yaml", &web_split(100, 0))?;
     wait_for_route(&mesh, "outbound|80||web-a.default.svc.cluster.local").await?;
     assert_eq!(
@@ -320,14 +306,7 @@ async fn bad_policy_keeps_the_last_good_routes_and_says_why(
 
 async fn route_group_matches_split_only_matching_requests(proxy: DataPlane) -> anyhow::Result<()> {
     let mesh = Mesh::start(proxy, Stream::Delta).await?;
-    mesh.write(
-        "backends.yaml",
-        &format!(
-            "{}---\n{}",
-            plain_service("web-a", mesh.web_port, &[ip(22)]),
-            plain_service("web-b", mesh.web_port, &[ip(23)])
-        ),
-    )?;
+    mesh.write_ab_backends()?;
     let group = "apiVersion: specs.smi-spec.io/v1alpha4\nkind: HTTPRouteGroup\nmetadata: {name: beta, namespace: default}\nspec:\n  matches:\n    - {name: beta-users, pathRegex: \"/api/.*\", headers: {x-beta: \"yes\"}}\n";
     let ab = format!(
         "{}  matches:\n    - {{kind: HTTPRouteGroup, name: beta, apiGroup: specs.smi-spec.io}}\n",

@@ -201,6 +201,32 @@ async fn grpc_clients_route_splits_retry_with_mtls_and_ack_everything() -> anyho
         grpc_app::assert_all_acked(&r, target);
     }
 
+    // A Service added while the gRPC view is in use: its client Listener reaches the view
+    // (as its own part, not by rebuilding every client), and a client calls it.
+    std::fs::write(
+        manifests.join("late.yaml"),
+        [
+            service("greeter-late", "app: greeter, version: v1", port),
+            slice("greeter-late", port, &[("greeter-v1-a", v1)]),
+        ]
+        .join("---\n"),
+    )?;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut late = serde_json::Value::Null;
+    for _ in 0..10 {
+        let target = ["--target", "xds:///greeter-late:50051", "--calls", "20"];
+        late = grpc_app::client(&boot, &target)
+            .await
+            .unwrap_or_else(|e| serde_json::json!({ "error": format!("{e:#}") }));
+        if late["ok"] == 20 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert_eq!(late["ok"], 20, "a Service added live: {late}");
+    assert_eq!(count(&late, "answers", "v1"), 20, "{late}");
+    grpc_app::assert_all_acked(&late, "a Service added live");
+
     // Retries: a server failing every other RPC with UNAVAILABLE, behind a RetryPolicy.
     let r = grpc_app::client(&boot, &["--target", "xds:///flaky:50051", "--calls", "500"]).await?;
     let ok = r["ok"].as_u64().unwrap_or(0);

@@ -26,14 +26,7 @@ fn status_line(mesh: &Mesh) -> anyhow::Result<String> {
 }
 
 async fn backends(mesh: &Mesh) -> anyhow::Result<()> {
-    mesh.write(
-        "backends.yaml",
-        &format!(
-            "{}---\n{}",
-            plain_service("web-a", mesh.web_port, &[ip(22)]),
-            plain_service("web-b", mesh.web_port, &[ip(23)])
-        ),
-    )?;
+    mesh.write_ab_backends()?;
     mesh.write("split.yaml", &web_split(90, 10))?;
     wait_for_route(mesh, "outbound|80||web-b.default.svc.cluster.local").await
 }

@@ -298,11 +298,19 @@ impl Meta<'_> {
 /// kind.
 pub fn view_key(model: &Model, proxy: &ProxyIdentity) -> ViewKey {
     ViewKey {
-        namespace: proxy.namespace.clone(),
         egress: model
             .pod(&proxy.namespace, &proxy.pod)
             .map(|p| p.egress.clone())
             .unwrap_or_default(),
+        ..view_key_without_pod(proxy)
+    }
+}
+
+/// [`view_key`] before its pod is known (egress: everything).
+pub fn view_key_without_pod(proxy: &ProxyIdentity) -> ViewKey {
+    ViewKey {
+        namespace: proxy.namespace.clone(),
+        egress: Default::default(),
         grpc: proxy.kind == ProxyKind::Grpc,
         vhds: proxy.vhds && proxy.kind == ProxyKind::Envoy,
         variant: None,

@@ -79,6 +79,11 @@ impl Core {
         }
     }
 
+    /// Whether it takes every resource of `ty` (LDS and CDS), without naming them.
+    pub(crate) fn wildcard(&self, ty: XdsType) -> bool {
+        self.wanted(ty).is_none()
+    }
+
     /// The names of `ty` wanted; none: all (wildcard LDS and CDS).
     pub(crate) fn wanted(&self, ty: XdsType) -> Option<&BTreeSet<String>> {
         static NONE: BTreeSet<String> = BTreeSet::new();

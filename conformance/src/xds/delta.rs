@@ -125,7 +125,7 @@ impl Delta {
     }
 
     fn subscribed(&self, ty: XdsType) -> bool {
-        ty.wildcard_by_default() && ty != XdsType::VirtualHost || self.subscribed[ty].is_some()
+        self.core.wildcard(ty) || self.subscribed[ty].is_some()
     }
 
     /// Subscribe/unsubscribe requests for the named types whose wanted names changed;

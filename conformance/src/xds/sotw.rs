@@ -140,7 +140,7 @@ impl Sotw {
     }
 
     fn subscribed(&self, ty: XdsType) -> bool {
-        ty.wildcard_by_default() && ty != XdsType::VirtualHost || self.requested[ty].is_some()
+        self.core.wildcard(ty) || self.requested[ty].is_some()
     }
 
     fn current_names(&self, ty: XdsType) -> Vec<String> {

@@ -166,12 +166,13 @@ pub async fn run_delta(channel: Channel, p: usize, shared: Arc<Shared>, stats: A
         } else if url == ROUTE || url == VIRTUAL_HOST {
             stats.rds.store(true, Ordering::Relaxed);
             shared.saw(&stats, r.resources.iter().map(|x| x.name.clone()));
-            asks_vhds = r.resources.iter().any(|x| {
-                x.resource
-                    .as_ref()
-                    .and_then(|a| AsksVhds::decode(a.value.as_slice()).ok())
-                    .is_some_and(|t| t.vhds.is_some())
-            });
+            asks_vhds = url == ROUTE
+                && r.resources.iter().any(|x| {
+                    x.resource
+                        .as_ref()
+                        .and_then(|a| AsksVhds::decode(a.value.as_slice()).ok())
+                        .is_some_and(|t| t.vhds.is_some())
+                });
         } else if url == LISTENER {
             stats.lds.store(true, Ordering::Relaxed);
         } else if url == SECRET {

@@ -285,6 +285,19 @@ impl Mesh {
         Ok((squatter, port))
     }
 
+    /// Services web-a (pod web-1) and web-b (pod web-2), the backends of the split and
+    /// route scenarios.
+    pub(crate) fn write_ab_backends(&self) -> anyhow::Result<()> {
+        self.write(
+            "backends.yaml",
+            &format!(
+                "{}---\n{}",
+                plain_service("web-a", self.web_port, &[ip(22)]),
+                plain_service("web-b", self.web_port, &[ip(23)])
+            ),
+        )
+    }
+
     /// Every xDS update counter of the client sidecar (`*.update_success`,
     /// `*.update_rejected`).
     pub(crate) async fn update_counters(&self) -> anyhow::Result<BTreeMap<String, u64>> {

@@ -192,9 +192,9 @@ fn server_listener(
     }
 }
 
-/// A gRPC proxy's own resources: the client Listeners its namespace sees (passed in:
-/// they are shared by every gRPC client of the view) and a server Listener per port its
-/// pod serves, on the pod IP and on the wildcard addresses a server may bind.
+/// A gRPC proxy's own resources: a server Listener per port its pod serves, on the pod
+/// IP and on the wildcard addresses a server may bind (its client Listeners are its
+/// view's, [`client_listeners`] per Service).
 /// Server listeners always require mTLS: gRPC cannot tell TLS from plain text on one
 /// port, so a permissive mode is served as strict.
 pub(crate) fn own(model: &Model, mesh: &MeshConfig, proxy: &ProxyIdentity) -> Output {

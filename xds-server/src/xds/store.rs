@@ -343,13 +343,11 @@ impl Store {
         });
         slot.streams += 1;
         let own = slot.tx.subscribe();
-        let view_key = own.borrow().view.clone().unwrap_or_else(|| ViewKey {
-            namespace: identity.namespace.clone(),
-            egress: Default::default(),
-            grpc: identity.kind == translator::identity::ProxyKind::Grpc,
-            vhds: identity.vhds && identity.kind == translator::identity::ProxyKind::Envoy,
-            variant: None,
-        });
+        let view_key = own
+            .borrow()
+            .view
+            .clone()
+            .unwrap_or_else(|| translator::identity::view_key_without_pod(identity));
         let view = Self::attach_view_locked(&mut inner, &view_key);
         drop(inner);
         Ok(Attachment {

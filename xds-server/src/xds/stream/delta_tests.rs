@@ -25,6 +25,22 @@ fn ack(s: &mut DeltaStream, r: &DeltaDiscoveryResponse) -> super::delta::Step {
     s.on_request(&delta(kind, &[], &r.nonce), Instant::now())
 }
 
+/// Subscribes to each `(type, names)` in turn and acknowledges its first answer, which
+/// leaves nothing more to send.
+fn subscribe_and_ack(s: &mut DeltaStream, subs: &[(xds_types::XdsType, &[&str])]) {
+    let now = Instant::now();
+    for (kind, names) in subs {
+        let r = s
+            .on_request(&delta(*kind, names, ""), now)
+            .responses
+            .remove(0);
+        assert!(
+            ack(s, &r).responses.is_empty(),
+            "{kind}: nothing more to send"
+        );
+    }
+}
+
 #[test]
 fn wildcard_gets_everything_then_only_changes() {
     let now = Instant::now();
@@ -154,13 +170,10 @@ fn make_before_break_in_both_directions() {
     let now = Instant::now();
     let base = [cluster("a", "1"), cla("a", "1"), route("r", "1", &["a"])];
     let mut s = DeltaStream::new(snap(&base));
-    for (kind, names) in [(Cluster, vec![]), (Endpoint, vec!["a"]), (Route, vec!["r"])] {
-        let r = s
-            .on_request(&delta(kind, &names, ""), now)
-            .responses
-            .remove(0);
-        assert!(ack(&mut s, &r).responses.is_empty());
-    }
+    subscribe_and_ack(
+        &mut s,
+        &[(Cluster, &[]), (Endpoint, &["a"]), (Route, &["r"])],
+    );
     // Add b and point the route at it: CDS first, RDS only once b's endpoints are held.
     let step = s.on_snapshot(
         snap(&[
@@ -576,17 +589,10 @@ fn virtual_hosts_apart_are_made_before_and_broken_before_their_clusters() {
     let now = Instant::now();
     let vhost = |v: &str, clusters: &[&str]| res(VirtualHost, "outbound/b:80", v, clusters);
     let mut s = DeltaStream::new(snap(&[cluster("a", "1"), cla("a", "1")]));
-    for (kind, names) in [
-        (Cluster, vec![]),
-        (Endpoint, vec!["a"]),
-        (VirtualHost, vec![]),
-    ] {
-        let r = s
-            .on_request(&delta(kind, &names, ""), now)
-            .responses
-            .remove(0);
-        assert!(ack(&mut s, &r).responses.is_empty());
-    }
+    subscribe_and_ack(
+        &mut s,
+        &[(Cluster, &[]), (Endpoint, &["a"]), (VirtualHost, &[])],
+    );
     // A new Service: its cluster first; its host once the cluster and endpoints are held.
     let with_b = [
         cluster("a", "1"),
