@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -13,6 +13,7 @@ use crds::text::{clip, quote};
 
 use super::names::NameRule;
 use super::objects::{Kind, ModelError};
+use super::pod::PodObject;
 use super::scope::{EGRESS_ANNOTATION, EXPORT_ANNOTATION, Egress, Export};
 use super::types::{
     INJECT_ANNOTATION, MeshPod, MeshService, Protocol, ServicePort, Slice, SliceEndpoint,
@@ -513,7 +514,7 @@ pub(crate) fn retry_policy(rp: &crds::RetryPolicy) -> Result<(String, String), M
     Ok(names)
 }
 
-pub(crate) fn pod(pod: &Pod) -> Result<MeshPod, ModelError> {
+pub(crate) fn pod(pod: &PodObject) -> Result<MeshPod, ModelError> {
     let ctx = Ctx::new(Kind::Pod, &pod.metadata);
     let (namespace, name) = meta_names(&ctx, &pod.metadata, NameRule::Subdomain)?;
     let ip = match pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()) {
@@ -528,14 +529,14 @@ pub(crate) fn pod(pod: &Pod) -> Result<MeshPod, ModelError> {
     let spec = pod.spec.as_ref();
     let mut container_ports = BTreeMap::new();
     for (ci, c) in spec
-        .map(|s| s.containers.as_slice())
+        .and_then(|s| s.containers.as_deref())
         .unwrap_or_default()
         .iter()
         .enumerate()
     {
         for (pi, p) in c.ports.iter().flatten().enumerate() {
             let field = format!("spec.containers[{ci}].ports[{pi}].containerPort");
-            let n = port_number(&ctx, &field, p.container_port)?;
+            let n = port_number(&ctx, &field, p.container_port.unwrap_or_default())?;
             if let Some(pname) = &p.name {
                 check_port_name(pname)
                     .map_err(|m| ctx.err(format!("spec.containers[{ci}].ports[{pi}].name"), m))?;

@@ -16,6 +16,7 @@ mod index;
 mod names;
 mod objects;
 mod parse;
+mod pod;
 mod scope;
 mod store;
 mod types;
@@ -23,6 +24,7 @@ mod types;
 pub(crate) use names::NameRule;
 pub use objects::{Excluded, Kind, ModelError, NsName, Object, ObjectKey};
 pub use parse::{MAX_MANIFEST_BYTES, ManifestError, ParsedManifest, parse_manifest};
+pub use pod::{ContainerObject, ContainerPortObject, PodObject, PodObjectSpec, PodObjectStatus};
 pub use scope::{EGRESS_ANNOTATION, EXPORT_ANNOTATION, Egress, Export, ViewKey};
 pub use store::Model;
 pub use types::{
@@ -33,7 +35,7 @@ pub use types::{
 pub use crds::{
     GRPCRoute, HTTPRoute, HTTPRouteGroup, RetryPolicy, TCPRoute, TrafficSplit, TrafficTarget,
 };
-pub use k8s_openapi::api::core::v1::{Pod, Service};
+pub use k8s_openapi::api::core::v1::Service;
 pub use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 #[cfg(test)]

@@ -8,8 +8,10 @@ use std::fmt;
 use crds::{
     GRPCRoute, HTTPRoute, HTTPRouteGroup, RetryPolicy, TCPRoute, TrafficSplit, TrafficTarget,
 };
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use super::pod::PodObject;
 
 /// The Kubernetes kinds the model understands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -123,8 +125,8 @@ pub enum Object {
     Service(Box<Service>),
     /// An EndpointSlice.
     EndpointSlice(Box<EndpointSlice>),
-    /// A Pod.
-    Pod(Box<Pod>),
+    /// A Pod: what the model reads of it.
+    Pod(Box<PodObject>),
     /// A TrafficSplit.
     TrafficSplit(Box<TrafficSplit>),
     /// A RetryPolicy.

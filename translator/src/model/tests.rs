@@ -168,6 +168,41 @@ fn services_select_pods_by_labels_in_their_namespace() {
     assert_eq!(model.services_selecting(other).count(), 0);
 }
 
+#[test]
+fn what_a_pod_says_of_its_place_in_the_mesh_is_read() {
+    let mut model = Model::new();
+    for (name, spec, status) in [
+        (
+            "plain",
+            "{containers: [{name: app, image: x, ports: [{name: http, containerPort: 8080}]}]}",
+            "{podIP: 10.0.0.1, phase: Running}",
+        ),
+        (
+            "host",
+            "{hostNetwork: true, containers: [{name: app}]}",
+            "{podIP: 10.0.0.2}",
+        ),
+        (
+            "done",
+            "{containers: [{name: app}]}",
+            "{podIP: 10.0.0.3, phase: Succeeded}",
+        ),
+    ] {
+        let yaml = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: shop}}\nspec: {spec}\nstatus: {status}\n"
+        );
+        model.apply(&parse_one(&yaml).expect("pod")).expect("apply");
+    }
+    let plain = model.pod("shop", "plain").expect("plain");
+    assert!(plain.in_mesh && !plain.finished);
+    assert_eq!(plain.container_ports.get("http"), Some(&8080));
+    assert!(
+        !model.pod("shop", "host").expect("host").in_mesh,
+        "hostNetwork: never injected"
+    );
+    assert!(model.pod("shop", "done").expect("done").finished);
+}
+
 const SPLIT: &str = "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {name: canary, namespace: shop, generation: 3}\nspec:\n  service: reviews\n  backends:\n    - {service: reviews, weight: 90}\n    - {service: reviews-v3, weight: 10}\n";
 
 fn conditions(

@@ -16,13 +16,13 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use crds::kinds::Provider;
-use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, PodSpec, PodStatus, Service};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::{Client, Resource};
 use tokio::sync::watch;
 use translator::model::{
-    GRPCRoute, HTTPRoute, HTTPRouteGroup, Kind, Object, RetryPolicy, TCPRoute, TrafficSplit,
-    TrafficTarget,
+    GRPCRoute, HTTPRoute, HTTPRouteGroup, Kind, Object, PodObject, RetryPolicy, TCPRoute,
+    TrafficSplit, TrafficTarget,
 };
 
 pub use crate::k8s::follow::Rejected;
@@ -75,41 +75,6 @@ fn strip_meta<K: Resource>(obj: &mut K) {
     }
 }
 
-/// Keeps only what the model reads of a Pod.
-fn strip_pod(pod: &mut Pod) {
-    strip_meta(pod);
-    if let Some(spec) = pod.spec.take() {
-        pod.spec = Some(PodSpec {
-            service_account_name: spec.service_account_name,
-            containers: spec
-                .containers
-                .into_iter()
-                .map(|c| Container {
-                    name: c.name,
-                    ports: c.ports.map(|ps| {
-                        ps.into_iter()
-                            .map(|p| ContainerPort {
-                                name: p.name,
-                                container_port: p.container_port,
-                                ..Default::default()
-                            })
-                            .collect()
-                    }),
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        });
-    }
-    if let Some(status) = pod.status.take() {
-        pod.status = Some(PodStatus {
-            pod_ip: status.pod_ip,
-            phase: status.phase,
-            ..Default::default()
-        });
-    }
-}
-
 /// The kinds the control plane watches: the kind table's watched rows.
 pub fn watched_kinds() -> impl Iterator<Item = Kind> {
     Kind::ALL.into_iter().filter(|k| k.info().watched)
@@ -149,7 +114,11 @@ fn start(kind: Kind, w: Watcher) -> bool {
             |o| Object::EndpointSlice(Box::new(o)),
             strip_meta::<EndpointSlice>,
         ),
-        Kind::Pod => w.spawn(|o| Object::Pod(Box::new(o)), strip_pod),
+        // Only what the model reads of a Pod is kept (`PodObject`).
+        Kind::Pod => w.spawn(
+            |o| Object::Pod(Box::new(PodObject::from(o))),
+            strip_meta::<Pod>,
+        ),
         Kind::TrafficSplit => w.spawn(
             |o| Object::TrafficSplit(Box::new(o)),
             strip_meta::<TrafficSplit>,
@@ -278,14 +247,14 @@ mod tests {
         let mut pod: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "p", "managedFields": [{"manager": "kubelet"}],
                          "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}", "keep": "me"}},
-            "spec": {"serviceAccountName": "sa", "volumes": [{"name": "v"}],
+            "spec": {"serviceAccountName": "sa", "hostNetwork": true, "volumes": [{"name": "v"}],
                      "containers": [{"name": "app", "image": "x", "env": [{"name": "A", "value": "B"}],
                                      "ports": [{"name": "http", "containerPort": 8080, "hostPort": 80}]}]},
             "status": {"podIP": "10.0.0.1", "phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
         }))
         .expect("pod");
-        strip_pod(&mut pod);
-        let v = serde_json::to_value(&pod).expect("json");
+        strip_meta(&mut pod);
+        let v = serde_json::to_value(PodObject::from(pod)).expect("json");
         assert!(v["metadata"].get("managedFields").is_none());
         assert_eq!(
             v["metadata"]["annotations"],
@@ -293,7 +262,8 @@ mod tests {
         );
         assert_eq!(
             v["spec"],
-            serde_json::json!({"serviceAccountName": "sa", "containers": [{"name": "app", "ports": [{"name": "http", "containerPort": 8080}]}]})
+            serde_json::json!({"serviceAccountName": "sa", "hostNetwork": true, "containers": [{"ports": [{"name": "http", "containerPort": 8080}]}]}),
+            "a pod on the host's network is never in the mesh: the flag is kept"
         );
         assert_eq!(
             v["status"],

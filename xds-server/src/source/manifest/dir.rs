@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use translator::model::{MAX_MANIFEST_BYTES, ManifestError, Object, ObjectKey, parse_manifest};
@@ -87,7 +88,8 @@ impl SourceError {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Change {
     /// Add or replace an object.
-    Apply(Object),
+    /// Shared with the directory's own record of it: one copy per object.
+    Apply(Arc<Object>),
     /// Remove an object.
     Delete(ObjectKey),
 }
@@ -132,7 +134,7 @@ struct FileState {
     /// Hash of the contents last read.
     hash: String,
     /// The last good objects, if the file was ever good (a later document wins).
-    objects: Option<BTreeMap<ObjectKey, Object>>,
+    objects: Option<BTreeMap<ObjectKey, Arc<Object>>>,
     /// Objects defined twice within the last good contents.
     twice: Vec<ObjectKey>,
     /// The problem with the contents last read.
@@ -171,7 +173,7 @@ pub struct ManifestDir {
     /// Whether the last full scan saw a manifest that is a symlink (its target may change
     /// under another name).
     links: bool,
-    applied: BTreeMap<ObjectKey, Object>,
+    applied: BTreeMap<ObjectKey, Arc<Object>>,
     /// Objects defined in more than one file.
     duplicates: BTreeMap<ObjectKey, SourceError>,
     /// Problems in effect, by key.
@@ -457,7 +459,7 @@ impl ManifestDir {
                 let mut twice = Vec::new();
                 for o in parsed.objects {
                     let key = o.key();
-                    if objects.insert(key.clone(), o).is_some() {
+                    if objects.insert(key.clone(), Arc::new(o)).is_some() {
                         twice.push(key);
                     }
                 }
@@ -516,7 +518,12 @@ impl ManifestDir {
                     }
                 }
                 Some(o) => {
-                    if self.applied.get(&key) != Some(o) {
+                    // The same Arc is the same parse; another one may still be equal.
+                    let same = self
+                        .applied
+                        .get(&key)
+                        .is_some_and(|a| Arc::ptr_eq(a, o) || a == o);
+                    if !same {
                         self.applied.insert(key.clone(), o.clone());
                         applies.push(Change::Apply(o.clone()));
                     }
