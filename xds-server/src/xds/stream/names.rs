@@ -1,25 +1,51 @@
-//! A proxy's subscribed names: a sorted vector of the shared names, and what they weigh.
+//! A proxy's subscribed names: a sorted list of the shared names, shared between the
+//! proxies that subscribe alike, and what they weigh.
 //!
 //! A sidecar subscribes to the endpoints of every cluster it has, so at 1,000 clusters
-//! this set is the largest thing a synced stream keeps. A hash set of 1,000 pointers
-//! takes 2,048 buckets (35 KB); the sorted vector takes 16 KB and answers lookups in
-//! ten comparisons.
+//! this set is the largest thing a synced stream keeps: 16 KB as a sorted vector of
+//! pointers (a hash set takes 35 KB). The proxies of one view mostly subscribe to the
+//! same names, so a changed set is looked up in a process-wide pool ([`share`]) and
+//! shares the list another stream already made: 10,000 sidecars keep one list, not
+//! 10,000. The pool is an optimisation only: lookups and equality read the names, never
+//! whether a list is shared.
 //!
 //! [`NameBytes`] keeps the bytes and count of a stream's names per type; their total
 //! across types is bounded per stream and charged to the stream's identity, both checked
-//! before a request's names are stored.
+//! before a request's names are stored (as if nothing were shared: the bound is what a
+//! stream may ask for, not what it happens to cost).
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, LazyLock, Weak};
+
+use parking_lot::Mutex;
 
 use xds_types::{PerType, XdsType};
 
 use crate::xds::stream::event::Refusal;
 use crate::xds::wire::budget::{Charge, NAME_OVERHEAD};
 
-/// A set of resource names (shared `Arc<str>`s, no copies), sorted.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct NameSet(Vec<Arc<str>>);
+/// Lists shorter than this are not worth a lookup in the pool.
+const SHARE_MIN: usize = 32;
+
+/// A set of resource names (shared `Arc<str>`s, no copies), sorted; the list itself is
+/// shared with other streams' equal sets where the pool finds one.
+#[derive(Clone, Debug)]
+pub(crate) struct NameSet(Arc<[Arc<str>]>);
+
+impl Default for NameSet {
+    fn default() -> Self {
+        NameSet(Arc::from(Vec::new()))
+    }
+}
+
+impl PartialEq for NameSet {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl Eq for NameSet {}
 
 impl NameSet {
     fn find(&self, name: &str) -> Result<usize, usize> {
@@ -37,29 +63,24 @@ impl NameSet {
 
     /// Adds many names at once (one sort, not one shift per name).
     pub(crate) fn extend(&mut self, names: impl IntoIterator<Item = Arc<str>>) {
-        let before = self.0.len();
-        self.0.extend(names);
-        // Most requests (every ACK) add nothing: no sort over what is there.
-        if self.0.len() == before {
+        // Most requests (every ACK) add nothing: no copy of what is there.
+        let added: Vec<Arc<str>> = names.into_iter().filter(|n| !self.contains(n)).collect();
+        if added.is_empty() {
             return;
         }
-        if self.0.len() - before < 8 {
-            // A few: each moved into place.
-            let added = self.0.split_off(before);
-            for name in added {
-                if let Err(i) = self.find(&name) {
-                    self.0.insert(i, name);
-                }
-            }
-        } else {
-            self.0.sort_unstable();
-            self.0.dedup();
-        }
+        let mut all = Vec::with_capacity(self.0.len() + added.len());
+        all.extend(self.0.iter().cloned());
+        all.extend(added);
+        self.0 = share(all);
     }
 
     /// Removes many names at once.
     pub(crate) fn remove_all(&mut self, names: &HashSet<&str>) {
-        self.0.retain(|n| !names.contains(&**n));
+        if !self.0.iter().any(|n| names.contains(&**n)) {
+            return;
+        }
+        let kept = self.0.iter().filter(|n| !names.contains(&***n)).cloned();
+        self.0 = share(kept.collect());
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<str>> {
@@ -73,16 +94,68 @@ impl NameSet {
     pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Whether `self` and `other` keep one list between them.
+    #[cfg(test)]
+    fn shares_with(&self, other: &NameSet) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl FromIterator<Arc<str>> for NameSet {
     fn from_iter<I: IntoIterator<Item = Arc<str>>>(iter: I) -> Self {
-        let mut s = NameSet::default();
-        s.extend(iter);
-        s.0.shrink_to_fit();
-        s
+        NameSet(share(iter.into_iter().collect()))
     }
 }
+
+/// The process-wide pool of name lists, by a hash of their pointers.
+struct Pool {
+    lists: HashMap<u64, Weak<[Arc<str>]>>,
+    /// Live lists at the last sweep: the pool is swept when it doubles from there.
+    live_at_sweep: usize,
+}
+
+static POOL: LazyLock<Mutex<Pool>> = LazyLock::new(|| {
+    Mutex::new(Pool {
+        lists: HashMap::new(),
+        live_at_sweep: 0,
+    })
+});
+
+/// Sorts and dedups `names` into a list, the pool's equal one if it has it.
+///
+/// Equal lists share only when they hold the same `Arc`s (the names a stream interns
+/// from its view); equal names in other allocations just make another list.
+fn share(mut names: Vec<Arc<str>>) -> Arc<[Arc<str>]> {
+    names.sort_unstable();
+    names.dedup();
+    if names.len() < SHARE_MIN {
+        return Arc::from(names);
+    }
+    // One seed per process is enough: a collision only costs the sharing.
+    let mut h = SEED.build_hasher();
+    for n in &names {
+        h.write_usize(Arc::as_ptr(n).cast::<u8>() as usize);
+    }
+    let key = h.finish();
+    let mut pool = POOL.lock();
+    if let Some(list) = pool.lists.get(&key).and_then(Weak::upgrade)
+        && list.len() == names.len()
+        && list.iter().zip(&names).all(|(a, b)| Arc::ptr_eq(a, b))
+    {
+        return list;
+    }
+    let list: Arc<[Arc<str>]> = Arc::from(names);
+    pool.lists.insert(key, Arc::downgrade(&list));
+    if pool.lists.len() > 2 * pool.live_at_sweep + 64 {
+        // A dead list's memory stays until its weak pointer goes: sweep them.
+        pool.lists.retain(|_, w| w.strong_count() > 0);
+        pool.live_at_sweep = pool.lists.len();
+    }
+    list
+}
+
+static SEED: LazyLock<std::hash::RandomState> = LazyLock::new(std::hash::RandomState::new);
 
 /// The bytes and count of a stream's subscribed names, per type; bounded in total and
 /// charged to the stream's identity.
@@ -180,6 +253,36 @@ mod tests {
         assert_eq!(s.iter().map(|x| &**x).collect::<Vec<_>>(), ["b", "d"]);
         assert_eq!(s.get("d").map(|x| &**x), Some("d"));
         assert!(!s.is_empty());
+    }
+
+    #[test]
+    fn streams_that_subscribe_alike_share_one_list() {
+        // The names as a view holds them: one Arc each, which every stream interns.
+        let view: Vec<Arc<str>> = (0..100).map(|i| Arc::from(format!("c{i:03}"))).collect();
+        let mut a: NameSet = view[..99].iter().cloned().collect();
+        let mut b: NameSet = view[..99].iter().rev().cloned().collect();
+        assert!(
+            a.shares_with(&b),
+            "the same names in any order are one list"
+        );
+        a.extend([view[99].clone()]);
+        assert!(!a.shares_with(&b) && a != b);
+        assert_eq!(a.len(), 100);
+        assert!(a.contains("c099") && !b.contains("c099"));
+        b.extend([view[99].clone(), view[0].clone()]);
+        assert!(a.shares_with(&b), "the same change made alike shares again");
+        a.remove_all(&["c000"].into_iter().collect());
+        assert!(
+            !a.contains("c000") && b.contains("c000"),
+            "a change stays its own"
+        );
+        // Equal names in other allocations are equal, but not shared.
+        let copies: NameSet = view.iter().map(|n| Arc::from(&**n)).collect();
+        assert!(copies == b && !copies.shares_with(&b));
+        // Small sets are not pooled.
+        let small: NameSet = view[..3].iter().cloned().collect();
+        let small2: NameSet = view[..3].iter().cloned().collect();
+        assert!(small == small2 && !small.shares_with(&small2));
     }
 
     #[test]
