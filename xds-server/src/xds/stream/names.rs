@@ -61,26 +61,36 @@ impl NameSet {
         self.find(name).ok().map(|i| &self.0[i])
     }
 
-    /// Adds many names at once (one sort, not one shift per name).
+    /// Adds many names at once.
     pub(crate) fn extend(&mut self, names: impl IntoIterator<Item = Arc<str>>) {
         // Most requests (every ACK) add nothing: no copy of what is there.
-        let added: Vec<Arc<str>> = names.into_iter().filter(|n| !self.contains(n)).collect();
+        let mut added: Vec<Arc<str>> = names.into_iter().filter(|n| !self.contains(n)).collect();
         if added.is_empty() {
             return;
         }
-        let mut all = Vec::with_capacity(self.0.len() + added.len());
-        all.extend(self.0.iter().cloned());
-        all.extend(added);
-        self.0 = share(all);
+        if added.len() > self.0.len() / 8 {
+            // Many (a first subscription): one sort of everything.
+            added.extend(self.0.iter().cloned());
+            self.0 = share(added);
+            return;
+        }
+        added.sort_unstable();
+        added.dedup();
+        let at: Vec<usize> = added
+            .iter()
+            .map(|n| self.find(n).unwrap_or_else(|i| i))
+            .collect();
+        self.0 = share_edit(&self.0, &[], &added, &at);
     }
 
     /// Removes many names at once.
     pub(crate) fn remove_all(&mut self, names: &HashSet<&str>) {
-        if !self.0.iter().any(|n| names.contains(&**n)) {
+        let mut skip: Vec<usize> = names.iter().filter_map(|n| self.find(n).ok()).collect();
+        if skip.is_empty() {
             return;
         }
-        let kept = self.0.iter().filter(|n| !names.contains(&***n)).cloned();
-        self.0 = share(kept.collect());
+        skip.sort_unstable();
+        self.0 = share_edit(&self.0, &skip, &[], &[]);
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<str>> {
@@ -123,29 +133,59 @@ static POOL: LazyLock<Mutex<Pool>> = LazyLock::new(|| {
 });
 
 /// Sorts and dedups `names` into a list, the pool's equal one if it has it.
-///
-/// Equal lists share only when they hold the same `Arc`s (the names a stream interns
-/// from its view); equal names in other allocations just make another list.
 fn share(mut names: Vec<Arc<str>>) -> Arc<[Arc<str>]> {
     names.sort_unstable();
     names.dedup();
     if names.len() < SHARE_MIN {
         return Arc::from(names);
     }
+    pooled(names.len(), || names.iter(), || names.clone())
+}
+
+/// `old` without the entries at `skip` and with `add` inserted at `at` (both sorted, as
+/// [`NameSet::find`] places them), the pool's equal list if it has it. A stream that
+/// makes the change another stream already made copies nothing: no name is cloned (a
+/// reference count on a name every stream shares is a contended write).
+fn share_edit(old: &[Arc<str>], skip: &[usize], add: &[Arc<str>], at: &[usize]) -> Arc<[Arc<str>]> {
+    let edited = || Edited {
+        old,
+        skip,
+        add,
+        at,
+        i: 0,
+        s: 0,
+        a: 0,
+    };
+    let len = old.len() - skip.len() + add.len();
+    if len < SHARE_MIN {
+        return Arc::from(edited().cloned().collect::<Vec<_>>());
+    }
+    pooled(len, edited, || edited().cloned().collect())
+}
+
+/// The pool's list equal to what `names` yields (by pointer), or `make()` added to it.
+///
+/// Equal lists share only when they hold the same `Arc`s (the names a stream interns
+/// from its view); equal names in other allocations just make another list.
+fn pooled<'a, I: Iterator<Item = &'a Arc<str>>>(
+    len: usize,
+    names: impl Fn() -> I,
+    make: impl FnOnce() -> Vec<Arc<str>>,
+) -> Arc<[Arc<str>]> {
     // One seed per process is enough: a collision only costs the sharing.
     let mut h = SEED.build_hasher();
-    for n in &names {
+    for n in names() {
         h.write_usize(Arc::as_ptr(n).cast::<u8>() as usize);
     }
     let key = h.finish();
     let mut pool = POOL.lock();
     if let Some(list) = pool.lists.get(&key).and_then(Weak::upgrade)
-        && list.len() == names.len()
-        && list.iter().zip(&names).all(|(a, b)| Arc::ptr_eq(a, b))
+        && list.len() == len
+        && list.iter().zip(names()).all(|(a, b)| Arc::ptr_eq(a, b))
     {
         return list;
     }
-    let list: Arc<[Arc<str>]> = Arc::from(names);
+    let list: Arc<[Arc<str>]> = Arc::from(make());
     pool.lists.insert(key, Arc::downgrade(&list));
     if pool.lists.len() > 2 * pool.live_at_sweep + 64 {
         // A dead list's memory stays until its weak pointer goes: sweep them.
@@ -155,7 +195,40 @@ fn share(mut names: Vec<Arc<str>>) -> Arc<[Arc<str>]> {
     list
 }
 
-static SEED: LazyLock<std::hash::RandomState> = LazyLock::new(std::hash::RandomState::new);
+/// The names of an edited list, in order, borrowed.
+struct Edited<'a> {
+    old: &'a [Arc<str>],
+    skip: &'a [usize],
+    add: &'a [Arc<str>],
+    at: &'a [usize],
+    /// Next in `old`, `skip` and `add`.
+    i: usize,
+    s: usize,
+    a: usize,
+}
+
+impl<'a> Iterator for Edited<'a> {
+    type Item = &'a Arc<str>;
+
+    fn next(&mut self) -> Option<&'a Arc<str>> {
+        loop {
+            if self.a < self.add.len() && self.at[self.a] <= self.i {
+                self.a += 1;
+                return Some(&self.add[self.a - 1]);
+            }
+            let name = self.old.get(self.i)?;
+            self.i += 1;
+            if self.s < self.skip.len() && self.skip[self.s] == self.i - 1 {
+                self.s += 1;
+                continue;
+            }
+            return Some(name);
+        }
+    }
+}
+
+static SEED: LazyLock<foldhash::fast::RandomState> =
+    LazyLock::new(foldhash::fast::RandomState::default);
 
 /// The bytes and count of a stream's subscribed names, per type; bounded in total and
 /// charged to the stream's identity.
@@ -283,6 +356,41 @@ mod tests {
         let small: NameSet = view[..3].iter().cloned().collect();
         let small2: NameSet = view[..3].iter().cloned().collect();
         assert!(small == small2 && !small.shares_with(&small2));
+    }
+
+    #[test]
+    fn edits_keep_the_set_sorted_and_equal_to_a_plain_set() {
+        let pool: Vec<Arc<str>> = (0..200).map(|i| Arc::from(format!("n{i:03}"))).collect();
+        let mut set = NameSet::default();
+        let mut model = std::collections::BTreeSet::new();
+        let mut x: u64 = 7;
+        let mut next = |m: usize| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) as usize % m
+        };
+        for round in 0..400 {
+            // Few names at a time (placed one by one) and many (one sort), both ways.
+            let k = if round % 10 == 0 { 60 } else { 1 + next(3) };
+            let picked: Vec<Arc<str>> = (0..k).map(|_| pool[next(pool.len())].clone()).collect();
+            if next(3) == 0 {
+                let gone: HashSet<&str> = picked.iter().map(|n| &**n).collect();
+                set.remove_all(&gone);
+                for n in &picked {
+                    model.remove(&**n);
+                }
+            } else {
+                set.extend(picked.iter().cloned());
+                model.extend(picked.iter().map(|n| n.to_string()));
+            }
+            let got: Vec<&str> = set.iter().map(|n| &**n).collect();
+            assert_eq!(
+                got,
+                model.iter().map(String::as_str).collect::<Vec<_>>(),
+                "round {round}"
+            );
+        }
     }
 
     #[test]
