@@ -123,12 +123,40 @@ struct Pool {
     lists: HashMap<u64, Weak<[Arc<str>]>>,
     /// Live lists at the last sweep: the pool is swept when it doubles from there.
     live_at_sweep: usize,
+    /// The last edit made, which the other streams of a view make next.
+    last_edit: Option<LastEdit>,
+}
+
+/// An edit of a list and the list it made.
+struct LastEdit {
+    /// The edited list. Held weakly, its allocation stays reserved, so a live list at
+    /// the same address is this one.
+    old: Weak<[Arc<str>]>,
+    skip: Vec<usize>,
+    add: Vec<Arc<str>>,
+    new: Weak<[Arc<str>]>,
+}
+
+impl LastEdit {
+    fn made(
+        &self,
+        old: &Arc<[Arc<str>]>,
+        skip: &[usize],
+        add: &[Arc<str>],
+    ) -> Option<Arc<[Arc<str>]>> {
+        let same = std::ptr::addr_eq(self.old.as_ptr(), Arc::as_ptr(old))
+            && self.skip == skip
+            && self.add.len() == add.len()
+            && self.add.iter().zip(add).all(|(a, b)| Arc::ptr_eq(a, b));
+        same.then(|| self.new.upgrade()).flatten()
+    }
 }
 
 static POOL: LazyLock<Mutex<Pool>> = LazyLock::new(|| {
     Mutex::new(Pool {
         lists: HashMap::new(),
         live_at_sweep: 0,
+        last_edit: None,
     })
 });
 
@@ -146,7 +174,12 @@ fn share(mut names: Vec<Arc<str>>) -> Arc<[Arc<str>]> {
 /// [`NameSet::find`] places them), the pool's equal list if it has it. A stream that
 /// makes the change another stream already made copies nothing: no name is cloned (a
 /// reference count on a name every stream shares is a contended write).
-fn share_edit(old: &[Arc<str>], skip: &[usize], add: &[Arc<str>], at: &[usize]) -> Arc<[Arc<str>]> {
+fn share_edit(
+    old: &Arc<[Arc<str>]>,
+    skip: &[usize],
+    add: &[Arc<str>],
+    at: &[usize],
+) -> Arc<[Arc<str>]> {
     let edited = || Edited {
         old,
         skip,
@@ -160,7 +193,22 @@ fn share_edit(old: &[Arc<str>], skip: &[usize], add: &[Arc<str>], at: &[usize]) 
     if len < SHARE_MIN {
         return Arc::from(edited().cloned().collect::<Vec<_>>());
     }
-    pooled(len, edited, || edited().cloned().collect())
+    if let Some(new) = POOL
+        .lock()
+        .last_edit
+        .as_ref()
+        .and_then(|e| e.made(old, skip, add))
+    {
+        return new;
+    }
+    let new = pooled(len, edited, || edited().cloned().collect());
+    POOL.lock().last_edit = Some(LastEdit {
+        old: Arc::downgrade(old),
+        skip: skip.to_vec(),
+        add: add.to_vec(),
+        new: Arc::downgrade(&new),
+    });
+    new
 }
 
 /// The pool's list equal to what `names` yields (by pointer), or `make()` added to it.
