@@ -7,7 +7,6 @@
 //! for a type (`candidate`), how it is framed (`response`), and the few places where the
 //! variants keep different records (rejections, re-warming endpoints).
 
-use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,6 +17,7 @@ use translator::encoded::Encoded;
 use xds_types::{PerType, XdsType};
 
 use crate::xds::fanout::{Desired, OwnVersion, ViewVersion};
+use crate::xds::stream::HashSet;
 use crate::xds::stream::blame::{policy_sources, sources_of, suspects};
 use crate::xds::stream::event::{Event, Refusal, Rejection, ResourceView};
 use crate::xds::stream::held::{Held, HeldSet};
@@ -242,7 +242,7 @@ impl<P: Protocol> Stream<P> {
             .flat_map(|s| s.resources.iter().map(|r| &*r.name))
             .collect();
         let mut out = Vec::new();
-        let mut seen = HashSet::new();
+        let mut seen = HashSet::default();
         if st.subscribed {
             for r in self.wanted(kind) {
                 seen.insert(r.name.clone());

@@ -11,7 +11,6 @@
 //! whether to keep it); a proxy that reconnects with `initial_resource_versions` is sent only what
 //! differs.
 
-use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,6 +25,7 @@ use crate::xds::stream::event::Refusal;
 use crate::xds::stream::held::Held;
 use crate::xds::stream::limits::check_request_sizes;
 use crate::xds::stream::order::{holders_of, pinned_by};
+use crate::xds::stream::{HashMap, HashSet};
 use crate::xds::wire::frames::DeltaResponse;
 
 /// The incremental variant.
@@ -223,7 +223,7 @@ impl DeltaStream {
     }
 
     fn unsubscribe(&mut self, kind: XdsType, names: &[String]) {
-        let mut gone: HashSet<&str> = HashSet::new();
+        let mut gone: HashSet<&str> = HashSet::default();
         for name in names {
             if name == "*" {
                 let st = &mut self.types[kind];
@@ -271,7 +271,7 @@ impl DeltaStream {
     fn weight_after(&self, kind: XdsType, req: &DeltaDiscoveryRequest) -> (usize, usize) {
         let st = &self.types[kind];
         let (mut bytes, mut count) = self.name_bytes.of(kind);
-        let mut added: HashSet<&str> = HashSet::new();
+        let mut added: HashSet<&str> = HashSet::default();
         for n in req
             .resource_names_subscribe
             .iter()
@@ -282,7 +282,7 @@ impl DeltaStream {
                 count += 1;
             }
         }
-        let mut gone: HashSet<&str> = HashSet::new();
+        let mut gone: HashSet<&str> = HashSet::default();
         for n in &req.resource_names_unsubscribe {
             if (st.names.contains(n) || added.contains(n.as_str())) && gone.insert(n) {
                 bytes = bytes.saturating_sub(n.len());

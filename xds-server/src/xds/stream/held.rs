@@ -11,10 +11,12 @@
 //! the view's change sets ([`HeldSet::rebase`], O(changed names)) and re-point it after
 //! acknowledgements when that shrinks the overlay ([`HeldSet::compact`]).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use translator::encoded::{Encoded, TypeMap};
+
+use crate::xds::stream::{HashMap, HashSet};
 
 /// Overlays smaller than this are not worth compacting.
 const COMPACT_MIN: usize = 64;

@@ -37,6 +37,16 @@ pub(crate) mod order;
 pub(crate) mod sotw;
 
 pub use event::{Event, Refusal, Rejection, ResourceView};
+
+/// The hasher of the stream machines' sets and maps of names: foldhash, seeded at random
+/// per process. Every first sync and push hashes thousands of names, and SipHash was a
+/// tenth of a first sync's CPU. A peer that crafts colliding names (without the seed)
+/// slows only its own stream's sets, which its limits bound.
+pub(crate) type NameHasher = foldhash::quality::RandomState;
+/// A hash set keyed by names, with [`NameHasher`].
+pub(crate) type HashSet<T> = std::collections::HashSet<T, NameHasher>;
+/// A hash map keyed by names, with [`NameHasher`].
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, NameHasher>;
 #[cfg(test)]
 pub(crate) use limits::NACK_TEXT_MAX;
 #[cfg(test)]

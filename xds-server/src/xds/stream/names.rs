@@ -14,7 +14,7 @@
 //! before a request's names are stored (as if nothing were shared: the bound is what a
 //! stream may ask for, not what it happens to cost).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, LazyLock, Weak};
 
@@ -22,6 +22,7 @@ use parking_lot::Mutex;
 
 use xds_types::{PerType, XdsType};
 
+use crate::xds::stream::HashSet;
 use crate::xds::stream::event::Refusal;
 use crate::xds::wire::budget::{Charge, NAME_OVERHEAD};
 
@@ -154,7 +155,7 @@ impl LastEdit {
 
 static POOL: LazyLock<Mutex<Pool>> = LazyLock::new(|| {
     Mutex::new(Pool {
-        lists: HashMap::new(),
+        lists: HashMap::default(),
         live_at_sweep: 0,
         last_edit: None,
     })

@@ -2,7 +2,6 @@
 //! the Clusters an update needs are held ([`ready`]), and the bounded wait
 //! ([`OrderWait`]); also the names an own-version change touched.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,6 +9,7 @@ use translator::encoded::Encoded;
 use xds_types::XdsType;
 
 use crate::xds::fanout::{Desired, OwnVersion};
+use crate::xds::stream::HashSet;
 use crate::xds::stream::held::HeldSet;
 
 /// Longest a Listener or Route update waits for the Clusters it needs.

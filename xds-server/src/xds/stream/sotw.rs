@@ -14,7 +14,7 @@
 //! Legacy wildcard (an empty name list meaning "everything" for LDS and CDS) applies only
 //! before the client ever named a resource: after that, an empty list means none.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,6 +23,7 @@ use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use translator::encoded::{Encoded, element_digest};
 use xds_types::XdsType;
 
+use crate::xds::stream::HashSet;
 use crate::xds::stream::core::{Protocol, Sent, Stream, TypeState};
 use crate::xds::stream::event::Refusal;
 use crate::xds::stream::held::Held;
