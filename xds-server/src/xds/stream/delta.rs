@@ -211,13 +211,18 @@ impl DeltaStream {
             let name = self.intern(kind, name);
             let st = &mut self.types[kind];
             added.push(name.clone());
-            st.x.absent.remove(&name);
+            if !st.x.absent.is_empty() {
+                st.x.absent.remove(&name);
+            }
             // An explicit subscribe is answered even if the proxy holds the resource
             // (but not the names a reconnecting proxy lists with the versions it holds).
             if !first && st.held.contains_key(&name) {
                 st.force_names.insert(name.clone());
             }
-            st.dirty.insert(name);
+            // A first request looks at every subscribed name anyway (`resync`).
+            if !first {
+                st.dirty.insert(name);
+            }
         }
         self.types[kind].names.extend(added);
     }
@@ -311,6 +316,9 @@ impl DeltaStream {
         if let Some(first) = self.first_of_wildcard(kind) {
             return first;
         }
+        if let Some(first) = self.first_of_named(kind) {
+            return first;
+        }
         let names = self.names_to_check(kind);
         let all = std::mem::take(&mut self.types[kind].force) || self.full_resend;
         // Names held resources point at, computed once if a removal needs them.
@@ -382,6 +390,43 @@ impl DeltaStream {
         // In name order, each name once (`Desired::all`).
         let resources: Vec<Arc<Encoded>> = self.desired.all(kind).cloned().collect();
         Some(self.sent_of(kind, resources, Vec::new()))
+    }
+
+    /// A named subscription's first answer, when the proxy holds nothing and nothing is
+    /// pending, forced or refused (a sidecar's first endpoint subscription): its names,
+    /// in order, walked beside the desired resources in order, each matched by pointer
+    /// where the name was interned from them. A name with no resource is answered as
+    /// removed. None: not that case.
+    fn first_of_named(&mut self, kind: XdsType) -> Option<Option<Sent>> {
+        let st = &self.types[kind];
+        let fresh = st.resync
+            && !st.wildcard
+            && st.held.is_fresh()
+            && st.dirty.is_empty()
+            && st.force_names.is_empty()
+            && st.x.rejected.is_empty()
+            && st.x.absent.is_empty();
+        if !fresh {
+            return None;
+        }
+        let mut resources = Vec::with_capacity(st.names.len());
+        let mut removed = Vec::new();
+        let mut desired = self.desired.all(kind).peekable();
+        for name in st.names.iter() {
+            while desired
+                .next_if(|r| !Arc::ptr_eq(&r.name, name) && r.name < *name)
+                .is_some()
+            {}
+            match desired.next_if(|r| Arc::ptr_eq(&r.name, name) || r.name == *name) {
+                Some(r) => resources.push(r.clone()),
+                None => removed.push(name.clone()),
+            }
+        }
+        drop(desired);
+        let st = &mut self.types[kind];
+        st.resync = false;
+        st.force = false;
+        Some(self.sent_of(kind, resources, removed))
     }
 
     /// The response carrying `resources` and `removed`, if it is due.

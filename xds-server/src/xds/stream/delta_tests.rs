@@ -584,6 +584,33 @@ fn a_first_wildcard_answer_sends_each_name_once_the_proxys_own_first() {
 }
 
 #[test]
+fn a_first_named_answer_sends_what_exists_in_order_and_removes_the_rest() {
+    let now = Instant::now();
+    let cfg = [cla("a", "1"), cla("b", "1"), cla("d", "1"), cla("e", "1")];
+    let mut s = DeltaStream::new(snap(&cfg));
+    // Names in any order, one unknown, one repeated; "e" is not asked for.
+    let r = s
+        .on_request(&delta(Endpoint, &["d", "zz", "a", "c", "d"], ""), now)
+        .responses
+        .remove(0);
+    assert_eq!(items(&r), ["a@1", "d@1"]);
+    assert_eq!(strs(&r.removed_resources), ["c", "zz"]);
+    ack(&mut s, &r);
+    // Later subscriptions go by the names as before: an explicit subscribe is answered,
+    // an unknown name again as removed.
+    let r = s
+        .on_request(&delta(Endpoint, &["b", "c"], ""), now)
+        .responses
+        .remove(0);
+    assert_eq!(items(&r), ["b@1"]);
+    assert_eq!(strs(&r.removed_resources), ["c"]);
+    ack(&mut s, &r);
+    let step = s.on_snapshot(snap(&[cla("a", "2"), cla("b", "1"), cla("c", "1")]), now);
+    assert_eq!(items(&step.responses[0]), ["a@2", "c@1"]);
+    assert_eq!(strs(&step.responses[0].removed_resources), ["d"]);
+}
+
+#[test]
 fn virtual_hosts_apart_are_made_before_and_broken_before_their_clusters() {
     use xds_types::XdsType::VirtualHost;
     let now = Instant::now();

@@ -178,6 +178,11 @@ impl HeldSet {
         self.base = target.clone();
         let mut batch = batch.iter().peekable();
         for (name, res) in target.iter() {
+            // The batch mostly holds the target's own entries: a pointer settles it.
+            if let Some(r) = batch.next_if(|r| Arc::ptr_eq(r, res)) {
+                debug_assert!(r.name == *name);
+                continue;
+            }
             while let Some(r) = batch.next_if(|r| r.name < *name) {
                 self.overlay
                     .insert(r.name.clone(), Some(Held::Res(r.clone())));
