@@ -154,6 +154,15 @@ impl Desired {
             .or_else(|| self.view.maps.of(kind).and_then(|m| m.get(name)))
     }
 
+    /// [`Desired::get`], with the view's map it came from (None: the proxy's own).
+    pub fn locate(&self, kind: XdsType, name: &str) -> Option<(&Arc<Encoded>, Option<&TypeMap>)> {
+        if let Some(r) = self.own.of(kind).and_then(|m| m.get(name)) {
+            return Some((r, None));
+        }
+        let map = self.view.maps.of(kind)?;
+        map.get(name).map(|r| (r, Some(map)))
+    }
+
     /// Every resource of `kind` the proxy should hold, in name order, each name once: a
     /// name both its own and its view's is its own (as [`Desired::get`] answers).
     pub fn all(&self, kind: XdsType) -> impl Iterator<Item = &Arc<Encoded>> {

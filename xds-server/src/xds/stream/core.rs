@@ -499,7 +499,7 @@ impl<P: Protocol> Stream<P> {
         let types = &self.types;
         ready(
             &self.desired,
-            |k, n| types[k].held.contains_key(n),
+            |k, n, map| types[k].held.holds_from(n, map),
             sent.resources
                 .iter()
                 .flat_map(|r| r.refs.iter())

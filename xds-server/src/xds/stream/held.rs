@@ -107,6 +107,17 @@ impl HeldSet {
         self.get(name).is_some()
     }
 
+    /// Whether it holds `name`, which `map` has: from the overlay alone when the base is
+    /// `map` (a synced proxy's, mostly), without looking the name up in the base.
+    pub(crate) fn holds_from(&self, name: &str, map: Option<&TypeMap>) -> bool {
+        match map {
+            Some(m) if std::ptr::eq(Arc::as_ptr(&self.base), m) => {
+                self.overlay.get(name).is_none_or(Option::is_some)
+            }
+            _ => self.contains_key(name),
+        }
+    }
+
     /// Holds `held` as `name`; returns what was held before.
     pub(crate) fn insert(&mut self, name: Arc<str>, held: Held) -> Option<Held> {
         let old = self.get(&name).map(HeldRef::owned);
@@ -409,6 +420,16 @@ mod tests {
             5,
             "r0 not held; r1, mine and the two ends"
         );
+        // Whether a name of the target is held, answered from the overlay, agrees with
+        // the lookup; against another map it is the lookup.
+        let other: TypeMap = (*target).clone();
+        for name in target.keys() {
+            let held = walked.contains_key(name);
+            assert_eq!(walked.holds_from(name, Some(&target)), held, "{name}");
+            assert_eq!(walked.holds_from(name, Some(&other)), held, "{name}");
+            assert_eq!(walked.holds_from(name, None), held, "{name}");
+        }
+        assert!(!walked.holds_from("r0", Some(&target)));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use translator::encoded::Encoded;
+use translator::encoded::{Encoded, TypeMap};
 use xds_types::XdsType;
 
 use crate::xds::fanout::{Desired, OwnVersion};
@@ -52,20 +52,25 @@ pub(crate) fn released(
 }
 
 /// Whether every Cluster that `refs` names (and its endpoints) is held by the proxy, or
-/// is not meant to exist.
+/// is not meant to exist. `held(kind, name, map)` answers whether the proxy holds `name`,
+/// which the view's `map` has (None: the proxy's own resource).
 pub(crate) fn ready<'r>(
     desired: &Desired,
-    held: impl Fn(XdsType, &str) -> bool,
+    held: impl Fn(XdsType, &str, Option<&TypeMap>) -> bool,
     refs: impl IntoIterator<Item = &'r Arc<str>>,
 ) -> bool {
     refs.into_iter()
-        .all(|c| match desired.get(XdsType::Cluster, c) {
+        .all(|c| match desired.locate(XdsType::Cluster, c) {
             None => true,
-            Some(cluster) => {
-                held(XdsType::Cluster, c)
-                    && cluster.refs.iter().all(|e| {
-                        desired.get(XdsType::Endpoint, e).is_none() || held(XdsType::Endpoint, e)
-                    })
+            Some((cluster, from)) => {
+                held(XdsType::Cluster, c, from)
+                    && cluster
+                        .refs
+                        .iter()
+                        .all(|e| match desired.locate(XdsType::Endpoint, e) {
+                            None => true,
+                            Some((_, from)) => held(XdsType::Endpoint, e, from),
+                        })
             }
         })
 }
