@@ -89,10 +89,17 @@ impl ProxyKind {
 /// ones refuse an `ads` config source for it (envoyproxy/envoy#42812).
 pub const VHDS_OVER_ADS_SINCE: (u32, u32) = (1, 38);
 
-/// Whether `node` is an Envoy that can take virtual hosts over its ADS stream (when the
-/// stream is delta): `envoy` by user agent, at [`VHDS_OVER_ADS_SINCE`] or later by its
-/// build version. Anything else (older Envoys, rudder-proxy, gRPC, a node that says no
-/// version) gets every virtual host in the route table.
+/// The first Envoy release Rudder sends virtual hosts apart. 1.38 and 1.39 take VHDS over
+/// ADS, but moving one from hosts apart back to the whole table under traffic (a rollout
+/// with `--vhds false`, the way back) answered requests 404 for about a second
+/// (`testbed/tests/vhds.rs` with `RUDDER_ENVOY` set to 1.38.3 and 1.39.3); with 1.40 none
+/// failed.
+pub const VHDS_SINCE: (u32, u32) = (1, 40);
+
+/// Whether `node` is an Envoy that takes virtual hosts over its ADS stream (when the
+/// stream is delta): `envoy` by user agent, at [`VHDS_SINCE`] or later by its build
+/// version. Anything else (older Envoys, rudder-proxy, gRPC, a node that says no version)
+/// gets every virtual host in the route table.
 pub fn takes_vhds(node: &Node) -> bool {
     use envoy_types::pb::envoy::config::core::v3::node::UserAgentVersionType;
     if node.user_agent_name != "envoy" {
@@ -103,7 +110,7 @@ pub fn takes_vhds(node: &Node) -> bool {
     };
     b.version
         .as_ref()
-        .is_some_and(|v| (v.major_number, v.minor_number) >= VHDS_OVER_ADS_SINCE)
+        .is_some_and(|v| (v.major_number, v.minor_number) >= VHDS_SINCE)
 }
 
 /// A proxy's identity and placement.
@@ -382,5 +389,44 @@ mod tests {
             app(&[(META_INTERCEPTION, "true"), (META_APP_ADDRESS, "127.0.0.1")]),
             IpAddr::from([127, 0, 0, 1])
         );
+    }
+
+    #[test]
+    fn virtual_hosts_apart_go_to_envoy_1_40_and_later() {
+        use envoy_types::pb::envoy::config::core::v3::BuildVersion;
+        use envoy_types::pb::envoy::config::core::v3::node::UserAgentVersionType;
+        use envoy_types::pb::envoy::r#type::v3::SemanticVersion;
+        let node = |agent: &str, version: Option<(u32, u32)>| Node {
+            user_agent_name: agent.into(),
+            user_agent_version_type: version.map(|(major_number, minor_number)| {
+                UserAgentVersionType::UserAgentBuildVersion(BuildVersion {
+                    version: Some(SemanticVersion {
+                        major_number,
+                        minor_number,
+                        patch: 3,
+                    }),
+                    ..Default::default()
+                })
+            }),
+            ..Default::default()
+        };
+        for (agent, version, want) in [
+            ("envoy", Some((1, 40)), true),
+            ("envoy", Some((1, 41)), true),
+            ("envoy", Some((2, 0)), true),
+            // 1.38 and 1.39 take VHDS over ADS, but not a move back to the whole table.
+            ("envoy", Some((1, 39)), false),
+            ("envoy", Some((1, 38)), false),
+            ("envoy", Some((1, 36)), false),
+            ("envoy", None, false),
+            ("rudder-proxy", Some((1, 40)), false),
+            ("grpc-python", Some((1, 40)), false),
+        ] {
+            assert_eq!(
+                takes_vhds(&node(agent, version)),
+                want,
+                "{agent} {version:?}"
+            );
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Simulated Envoy sidecars for the benchmark: each opens its own connection and one ADS
 //! stream (delta or SotW), subscribes the way Envoy does (CDS and LDS wildcard, then EDS
 //! for every cluster and RDS for the route its listener names, SDS by name; on delta,
-//! VHDS when the route table asks for its virtual hosts apart, as Envoy 1.38+ does), ACKs
+//! VHDS when the route table asks for its virtual hosts apart, as Envoy 1.38+ does; the server sends it to 1.40+), ACKs
 //! every response, and timestamps what it receives.
 
 use parking_lot::RwLock;
