@@ -29,14 +29,19 @@ use crate::xds::wire::budget::{Charge, NAME_OVERHEAD};
 /// Lists shorter than this are not worth a lookup in the pool.
 const SHARE_MIN: usize = 32;
 
+/// A sorted list of names. Boxed inside its `Arc`, so the names' memory goes with the
+/// last stream that holds the list, even while the pool still holds a weak reference to
+/// it (a weak reference keeps only the `Arc`'s small header).
+type List = Box<[Arc<str>]>;
+
 /// A set of resource names (shared `Arc<str>`s, no copies), sorted; the list itself is
 /// shared with other streams' equal sets where the pool finds one.
 #[derive(Clone, Debug)]
-pub(crate) struct NameSet(Arc<[Arc<str>]>);
+pub(crate) struct NameSet(Arc<List>);
 
 impl Default for NameSet {
     fn default() -> Self {
-        NameSet(Arc::from(Vec::new()))
+        NameSet(Arc::new(List::default()))
     }
 }
 
@@ -121,7 +126,7 @@ impl FromIterator<Arc<str>> for NameSet {
 
 /// The process-wide pool of name lists, by a hash of their pointers.
 struct Pool {
-    lists: HashMap<u64, Weak<[Arc<str>]>>,
+    lists: HashMap<u64, Weak<List>>,
     /// Live lists at the last sweep: the pool is swept when it doubles from there.
     live_at_sweep: usize,
     /// The last edit made, which the other streams of a view make next.
@@ -132,19 +137,14 @@ struct Pool {
 struct LastEdit {
     /// The edited list. Held weakly, its allocation stays reserved, so a live list at
     /// the same address is this one.
-    old: Weak<[Arc<str>]>,
+    old: Weak<List>,
     skip: Vec<usize>,
     add: Vec<Arc<str>>,
-    new: Weak<[Arc<str>]>,
+    new: Weak<List>,
 }
 
 impl LastEdit {
-    fn made(
-        &self,
-        old: &Arc<[Arc<str>]>,
-        skip: &[usize],
-        add: &[Arc<str>],
-    ) -> Option<Arc<[Arc<str>]>> {
+    fn made(&self, old: &Arc<List>, skip: &[usize], add: &[Arc<str>]) -> Option<Arc<List>> {
         let same = std::ptr::addr_eq(self.old.as_ptr(), Arc::as_ptr(old))
             && self.skip == skip
             && self.add.len() == add.len()
@@ -162,11 +162,11 @@ static POOL: LazyLock<Mutex<Pool>> = LazyLock::new(|| {
 });
 
 /// Sorts and dedups `names` into a list, the pool's equal one if it has it.
-fn share(mut names: Vec<Arc<str>>) -> Arc<[Arc<str>]> {
+fn share(mut names: Vec<Arc<str>>) -> Arc<List> {
     names.sort_unstable();
     names.dedup();
     if names.len() < SHARE_MIN {
-        return Arc::from(names);
+        return Arc::new(names.into_boxed_slice());
     }
     pooled(names.len(), || names.iter(), || names.clone())
 }
@@ -175,12 +175,7 @@ fn share(mut names: Vec<Arc<str>>) -> Arc<[Arc<str>]> {
 /// [`NameSet::find`] places them), the pool's equal list if it has it. A stream that
 /// makes the change another stream already made copies nothing: no name is cloned (a
 /// reference count on a name every stream shares is a contended write).
-fn share_edit(
-    old: &Arc<[Arc<str>]>,
-    skip: &[usize],
-    add: &[Arc<str>],
-    at: &[usize],
-) -> Arc<[Arc<str>]> {
+fn share_edit(old: &Arc<List>, skip: &[usize], add: &[Arc<str>], at: &[usize]) -> Arc<List> {
     let edited = || Edited {
         old,
         skip,
@@ -192,7 +187,7 @@ fn share_edit(
     };
     let len = old.len() - skip.len() + add.len();
     if len < SHARE_MIN {
-        return Arc::from(edited().cloned().collect::<Vec<_>>());
+        return Arc::new(edited().cloned().collect());
     }
     if let Some(new) = POOL
         .lock()
@@ -220,21 +215,24 @@ fn pooled<'a, I: Iterator<Item = &'a Arc<str>>>(
     len: usize,
     names: impl Fn() -> I,
     make: impl FnOnce() -> Vec<Arc<str>>,
-) -> Arc<[Arc<str>]> {
+) -> Arc<List> {
     // One seed per process is enough: a collision only costs the sharing.
     let mut h = SEED.build_hasher();
     for n in names() {
         h.write_usize(Arc::as_ptr(n).cast::<u8>() as usize);
     }
     let key = h.finish();
-    let mut pool = POOL.lock();
-    if let Some(list) = pool.lists.get(&key).and_then(Weak::upgrade)
+    // The lock is held for map operations only: one stream's long list is compared and
+    // copied outside it, so it does not hold up the others' subscriptions.
+    let found = POOL.lock().lists.get(&key).and_then(Weak::upgrade);
+    if let Some(list) = found
         && list.len() == len
         && list.iter().zip(names()).all(|(a, b)| Arc::ptr_eq(a, b))
     {
         return list;
     }
-    let list: Arc<[Arc<str>]> = Arc::from(make());
+    let list: Arc<List> = Arc::new(make().into_boxed_slice());
+    let mut pool = POOL.lock();
     pool.lists.insert(key, Arc::downgrade(&list));
     if pool.lists.len() > 2 * pool.live_at_sweep + 64 {
         // A dead list's memory stays until its weak pointer goes: sweep them.
