@@ -518,13 +518,13 @@ impl ManifestDir {
                     }
                 }
                 Some(o) => {
-                    // The same Arc is the same parse; another one may still be equal.
-                    let same = self
-                        .applied
-                        .get(&key)
-                        .is_some_and(|a| Arc::ptr_eq(a, o) || a == o);
+                    // The same Arc is the same parse; another one may still be equal
+                    // (a file rewritten as it was): no change, but the file's copy is
+                    // kept as the one copy.
+                    let same =
+                        (self.applied.get(&key)).is_some_and(|a| Arc::ptr_eq(a, o) || a == o);
+                    self.applied.insert(key.clone(), o.clone());
                     if !same {
-                        self.applied.insert(key.clone(), o.clone());
                         applies.push(Change::Apply(o.clone()));
                     }
                 }

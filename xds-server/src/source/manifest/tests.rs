@@ -428,3 +428,26 @@ async fn complete_files_are_read_at_once_and_open_ones_when_closed() {
     assert!(has("b"));
     task.abort();
 }
+
+#[test]
+fn a_file_rewritten_to_the_same_objects_changes_nothing_and_keeps_one_copy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("a.yaml");
+    std::fs::write(&file, SVC).expect("write");
+    let mut src = ManifestDir::new(dir.path());
+    assert_eq!(keys(&src.scan()), ["+Service default/a"]);
+    // Other bytes (a comment), the same object: parsed again, applied as before.
+    std::fs::write(&file, format!("# reformatted\n{SVC}")).expect("write");
+    let scan = src.scan();
+    assert!(scan.changes.is_empty(), "{:?}", keys(&scan));
+    let key = ObjectKey::new(translator::model::Kind::Service, "default", "a");
+    let parsed = src.files[OsStr::new("a.yaml")]
+        .objects
+        .as_ref()
+        .and_then(|o| o.get(&key))
+        .expect("parsed");
+    assert!(
+        Arc::ptr_eq(parsed, &src.applied[&key]),
+        "what is applied is the file's copy, not a second one"
+    );
+}
