@@ -406,7 +406,11 @@ impl DeltaStream {
             && st.force_names.is_empty()
             && st.x.rejected.is_empty()
             && st.x.absent.is_empty();
-        if !fresh {
+        // The walk passes every desired resource of the type: worth it when the names
+        // are a good share of them (a sidecar's endpoints), not for a client that names
+        // a few among many (proxyless gRPC).
+        let desired_len = self.desired.view.maps.of(kind).map_or(0, |m| m.len());
+        if !fresh || st.names.len().saturating_mul(4) < desired_len {
             return None;
         }
         let mut resources = Vec::with_capacity(st.names.len());
