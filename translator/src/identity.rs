@@ -85,12 +85,9 @@ impl ProxyKind {
     }
 }
 
-/// The first Envoy release that takes VHDS over an aggregated (ADS) stream; earlier
-/// ones refuse an `ads` config source for it (envoyproxy/envoy#42812).
-pub const VHDS_OVER_ADS_SINCE: (u32, u32) = (1, 38);
-
-/// The first Envoy release Rudder sends virtual hosts apart. 1.38 and 1.39 take VHDS over
-/// ADS, but moving one from hosts apart back to the whole table under traffic (a rollout
+/// The first Envoy release Rudder sends virtual hosts apart. Envoy takes VHDS over an
+/// aggregated (ADS) stream since 1.38 (earlier ones refuse an `ads` config source for it,
+/// envoyproxy/envoy#42812), and 1.38 and 1.39 do, but moving one from hosts apart back to the whole table under traffic (a rollout
 /// with `--vhds false`, the way back) answered requests 404 for about a second
 /// (`testbed/tests/vhds.rs` with `RUDDER_ENVOY` set to 1.38.3 and 1.39.3); with 1.40 none
 /// failed.
