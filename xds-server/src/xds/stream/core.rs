@@ -56,6 +56,9 @@ pub(crate) trait Protocol: Sized + Send + 'static {
     fn accepted(st: &mut TypeState<Self::Extra>, sent: Sent);
     /// Records a rejection of `sent`.
     fn rejected(st: &mut TypeState<Self::Extra>, sent: &Sent, error: &Arc<str>);
+    /// Undoes what building `sent` recorded, now that it is held back for ordering: it is
+    /// built again, from its names, on the next flush.
+    fn deferred(st: &mut TypeState<Self::Extra>, sent: &Sent);
     /// Forgets the versions the proxy refused: it moved to another view (a containment
     /// trial), whose resources it must judge even where one equals a version it refused
     /// before (with virtual hosts apart, a trial's host is often exactly that).
@@ -510,6 +513,7 @@ impl<P: Protocol> Stream<P> {
     /// A blocked response is looked at again on the next flush.
     fn defer(&mut self, kind: XdsType, sent: &Sent) {
         let st = &mut self.types[kind];
+        P::deferred(st, sent);
         st.dirty
             .extend(sent.resources.iter().map(|r| r.name.clone()));
         st.dirty.extend(sent.removed.iter().cloned());

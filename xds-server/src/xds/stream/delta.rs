@@ -106,6 +106,25 @@ impl Protocol for Delta {
         }
     }
 
+    fn deferred(st: &mut State, sent: &Sent) {
+        // Building it marked its unheld removals as answered and its forced names as
+        // sent: neither happened.
+        for n in &sent.removed {
+            if !st.held.contains_key(n) {
+                st.x.absent.remove(n);
+            }
+        }
+        for r in &sent.resources {
+            if st
+                .held
+                .get(&r.name)
+                .is_some_and(|h| h.version() == r.version)
+            {
+                st.force_names.insert(r.name.clone());
+            }
+        }
+    }
+
     fn forget_rejections(st: &mut State) {
         st.x.rejected.clear();
     }

@@ -611,6 +611,33 @@ fn a_first_named_answer_sends_what_exists_in_order_and_removes_the_rest() {
 }
 
 #[test]
+fn a_route_answer_held_back_for_its_cluster_still_removes_unknown_names() {
+    let now = Instant::now();
+    let mut s = DeltaStream::new(snap(&[
+        cluster("a", "1"),
+        cla("a", "1"),
+        route("r", "1", &["a"]),
+    ]));
+    // Routes asked for before the cluster is held: the answer waits for it.
+    let step = s.on_request(&delta(Route, &["r", "unknown"], ""), now);
+    assert!(
+        step.responses.is_empty(),
+        "held back until the cluster is held"
+    );
+    subscribe_and_ack(&mut s, &[(Cluster, &[])]);
+    let eds = s
+        .on_request(&delta(Endpoint, &["a"], ""), now)
+        .responses
+        .remove(0);
+    // The ACK of the endpoints lets the route go, the unknown name answered as removed.
+    let mut after = ack(&mut s, &eds).responses;
+    assert_eq!(after.len(), 1, "the route answer");
+    let r = after.remove(0);
+    assert_eq!(items(&r), ["r@1"]);
+    assert_eq!(strs(&r.removed_resources), ["unknown"]);
+}
+
+#[test]
 fn virtual_hosts_apart_are_made_before_and_broken_before_their_clusters() {
     use xds_types::XdsType::VirtualHost;
     let now = Instant::now();

@@ -177,6 +177,8 @@ impl Protocol for Sotw {
         st.x.error = Some(error.clone());
     }
 
+    fn deferred(_: &mut State, _: &Sent) {}
+
     fn forget_rejections(st: &mut State) {
         st.x.rejected.clear();
     }
