@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{
-    CONVERGE, Mesh, Traffic, backend_count, backend_pod, ip, plain_service, settled_shares, shares,
+    CONVERGE, Mesh, Traffic, backend_count, backend_pod, ip, plain_service, settled_shares,
     wait_for_route,
 };
 use testbed::procs::{DataPlane, Stream, wait_until};
@@ -41,7 +41,7 @@ async fn http_route_weights_hold_and_shift_live_without_errors(
     mesh.write_ab_backends()?;
     mesh.write("route.yaml", &weighted(90, 10))?;
     wait_for_route(&mesh, "outbound|80||web-b.default.svc.cluster.local").await?;
-    let s = shares(&mesh, "web", 2000).await?;
+    let s = settled_shares(&mesh, "web", 2000, ("web-1", 90.0, 3.0)).await?;
     eprintln!("HTTPRoute 90/10: {s:?}");
     assert!(
         near(&s, "web-1", 90.0, 3.0) && near(&s, "web-2", 10.0, 3.0),
@@ -64,7 +64,7 @@ async fn http_route_weights_hold_and_shift_live_without_errors(
         "requests failed during the weight change: {:?}",
         during.failures
     );
-    let s = shares(&mesh, "web", 2000).await?;
+    let s = settled_shares(&mesh, "web", 2000, ("web-1", 50.0, 3.0)).await?;
     eprintln!("HTTPRoute 50/50: {s:?}");
     assert!(
         near(&s, "web-1", 50.0, 3.0) && near(&s, "web-2", 50.0, 3.0),

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::{
-    CONVERGE, Mesh, Traffic, backend_count, backend_pod, ip, plain_service, settled_shares, shares,
+    CONVERGE, Mesh, Traffic, backend_count, backend_pod, ip, plain_service, settled_shares,
     wait_for_route, web_split,
 };
 use testbed::procs::{DataPlane, Stream, wait_until};
@@ -30,7 +30,7 @@ async fn traffic_split_weights_hold_and_shift_live_without_errors(
         .client
         .stat("cluster_manager.cds.update_success")
         .await?;
-    let s = shares(&mesh, "web", 2000).await?;
+    let s = settled_shares(&mesh, "web", 2000, ("web-1", 90.0, 3.0)).await?;
     eprintln!("90/10 split: {s:?}");
     assert!(
         (s.get("web-1").copied().unwrap_or(0.0) - 90.0).abs() <= 3.0,
@@ -52,7 +52,7 @@ async fn traffic_split_weights_hold_and_shift_live_without_errors(
         "requests failed during the weight change: {:?}",
         during.failures
     );
-    let s = shares(&mesh, "web", 2000).await?;
+    let s = settled_shares(&mesh, "web", 2000, ("web-1", 50.0, 3.0)).await?;
     eprintln!("50/50 split: {s:?}");
     for pod in ["web-1", "web-2"] {
         assert!(
@@ -402,7 +402,7 @@ async fn nested_splits_compose_and_conflicts_and_cycles_are_refused(
         .join("---\n"),
     )?;
     wait_for_route(&mesh, "\"weight\": 600000000").await?;
-    let s = shares(&mesh, "web", 2000).await?;
+    let s = settled_shares(&mesh, "web", 2000, ("web-1", 40.0, 4.0)).await?;
     eprintln!("composed 80 x (50/50) + 20: {s:?}");
     assert!(
         (s.get("web-1").copied().unwrap_or(0.0) - 40.0).abs() <= 4.0,
@@ -470,7 +470,7 @@ async fn nested_splits_compose_and_conflicts_and_cycles_are_refused(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let during = traffic.stop().await;
     assert!(during.failures.is_empty(), "{:?}", during.failures);
-    let s = shares(&mesh, "web", 1000).await?;
+    let s = settled_shares(&mesh, "web", 1000, ("web-1", 40.0, 5.0)).await?;
     eprintln!("after the conflict and the cycle: {s:?}");
     assert!(
         (s.get("web-1").copied().unwrap_or(0.0) - 40.0).abs() <= 5.0,
