@@ -611,6 +611,52 @@ fn a_first_named_answer_sends_what_exists_in_order_and_removes_the_rest() {
 }
 
 #[test]
+fn first_named_answers_are_what_exists_and_removals_of_the_rest_whatever_the_path() {
+    // Few names among many resources take the general path, many the walk: both answer
+    // the same thing.
+    let mut x: u64 = 11;
+    let mut next = |m: u64| {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((x >> 33) % m) as usize
+    };
+    for round in 0..300 {
+        let have: std::collections::BTreeSet<String> = (0..60)
+            .filter(|_| next(3) > 0)
+            .map(|i| format!("e{i:02}"))
+            .collect();
+        let share = 1 + next(4) as u64;
+        let asked: Vec<String> = (0..70)
+            .filter(|_| next(12) < share as usize * (1 + round % 3))
+            .map(|i| format!("e{i:02}"))
+            .collect();
+        let cfg: Vec<_> = have.iter().map(|n| cla(n, "1")).collect();
+        let mut s = DeltaStream::new(snap(&cfg));
+        let names: Vec<&str> = asked.iter().map(String::as_str).collect();
+        let step = s.on_request(&delta(Endpoint, &names, ""), Instant::now());
+        assert_eq!(
+            step.responses.len(),
+            1,
+            "round {round}: a first request is answered"
+        );
+        let r = &step.responses[0];
+        let want: Vec<String> = asked
+            .iter()
+            .filter(|n| have.contains(*n))
+            .map(|n| format!("{n}@1"))
+            .collect();
+        let gone: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| !have.contains(*n))
+            .collect();
+        assert_eq!(items(r), want, "round {round}");
+        assert_eq!(strs(&r.removed_resources), gone, "round {round}");
+    }
+}
+
+#[test]
 fn a_route_answer_held_back_for_its_cluster_still_removes_unknown_names() {
     let now = Instant::now();
     let mut s = DeltaStream::new(snap(&[
