@@ -7,10 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{
-    CONVERGE, Mesh, Traffic, backend_count, backend_pod, ip, plain_service, settled_shares,
-    wait_for_route,
-};
+use common::{CONVERGE, Mesh, Traffic, backend_count, backend_pod, settled_shares, wait_for_route};
 use testbed::procs::{DataPlane, Stream, wait_until};
 
 /// An HTTPRoute `NAME` for Service `parent` port 80 with `rules` (YAML, indented 4).
@@ -267,14 +264,7 @@ async fn a_flagger_gatewayapi_canary_step_routes_its_weights(
     proxy: DataPlane,
 ) -> anyhow::Result<()> {
     let mesh = Mesh::start(proxy, Stream::Sotw).await?;
-    mesh.write(
-        "backends.yaml",
-        &format!(
-            "{}---\n{}",
-            plain_service("web-primary", mesh.web_port, &[ip(22)]),
-            plain_service("web-canary", mesh.web_port, &[ip(23)])
-        ),
-    )?;
+    mesh.write_backends("web-primary", "web-canary")?;
     mesh.write("route.yaml", &flagger_route(90, 10))?;
     wait_for_route(&mesh, "outbound|80||web-canary.default.svc.cluster.local").await?;
     let s = settled_shares(&mesh, "web", 1000, ("web-1", 90.0, 4.0)).await?;

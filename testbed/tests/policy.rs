@@ -101,14 +101,7 @@ async fn a_flagger_smi_v1alpha3_canary_step_routes_its_weights(
     proxy: DataPlane,
 ) -> anyhow::Result<()> {
     let mesh = Mesh::start(proxy, Stream::Sotw).await?;
-    mesh.write(
-        "backends.yaml",
-        &format!(
-            "{}---\n{}",
-            plain_service("web-primary", mesh.web_port, &[ip(22)]),
-            plain_service("web-canary", mesh.web_port, &[ip(23)])
-        ),
-    )?;
+    mesh.write_backends("web-primary", "web-canary")?;
     mesh.write("split.yaml", &flagger_v1alpha3(90, 10))?;
     wait_for_route(&mesh, "outbound|80||web-canary.default.svc.cluster.local").await?;
     let s = settled_shares(&mesh, "web", 1000, ("web-1", 90.0, 4.0)).await?;

@@ -288,12 +288,17 @@ impl Mesh {
     /// Services web-a (pod web-1) and web-b (pod web-2), the backends of the split and
     /// route scenarios.
     pub(crate) fn write_ab_backends(&self) -> anyhow::Result<()> {
+        self.write_backends("web-a", "web-b")
+    }
+
+    /// Two backend Services without a selector: `first` on pod web-1, `second` on web-2.
+    pub(crate) fn write_backends(&self, first: &str, second: &str) -> anyhow::Result<()> {
         self.write(
             "backends.yaml",
             &format!(
                 "{}---\n{}",
-                plain_service("web-a", self.web_port, &[ip(22)]),
-                plain_service("web-b", self.web_port, &[ip(23)])
+                plain_service(first, self.web_port, &[ip(22)]),
+                plain_service(second, self.web_port, &[ip(23)])
             ),
         )
     }

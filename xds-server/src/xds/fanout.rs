@@ -148,10 +148,7 @@ pub struct Desired {
 impl Desired {
     /// The resource `name` of `kind`, if the proxy should hold it.
     pub fn get(&self, kind: XdsType, name: &str) -> Option<&Arc<Encoded>> {
-        self.own
-            .of(kind)
-            .and_then(|m| m.get(name))
-            .or_else(|| self.view.maps.of(kind).and_then(|m| m.get(name)))
+        self.locate(kind, name).map(|(r, _)| r)
     }
 
     /// [`Desired::get`], with the view's map it came from (None: the proxy's own).

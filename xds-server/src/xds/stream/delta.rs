@@ -392,15 +392,7 @@ impl DeltaStream {
     /// first sync's, and a reconnect storm's, commonest answer). None: not that case.
     fn first_of_wildcard(&mut self, kind: XdsType) -> Option<Option<Sent>> {
         let st = &self.types[kind];
-        let fresh = st.resync
-            && st.wildcard
-            && st.held.is_fresh()
-            && st.names.is_empty()
-            && st.dirty.is_empty()
-            && st.force_names.is_empty()
-            && st.x.rejected.is_empty()
-            && st.x.absent.is_empty();
-        if !fresh {
+        if !(first_answer_due(st) && st.wildcard && st.names.is_empty()) {
             return None;
         }
         let st = &mut self.types[kind];
@@ -418,13 +410,7 @@ impl DeltaStream {
     /// removed. None: not that case.
     fn first_of_named(&mut self, kind: XdsType) -> Option<Option<Sent>> {
         let st = &self.types[kind];
-        let fresh = st.resync
-            && !st.wildcard
-            && st.held.is_fresh()
-            && st.dirty.is_empty()
-            && st.force_names.is_empty()
-            && st.x.rejected.is_empty()
-            && st.x.absent.is_empty();
+        let fresh = first_answer_due(st) && !st.wildcard;
         // The walk passes every desired resource of the type: worth it when the names
         // are a good share of them (a sidecar's endpoints), not for a client that names
         // a few among many (proxyless gRPC).
@@ -482,6 +468,17 @@ impl DeltaStream {
             ..Sent::default()
         })
     }
+}
+
+/// Whether a type's next answer is its first to a proxy that holds nothing, with nothing
+/// pending, forced or refused: the case the first-answer walks take.
+fn first_answer_due(st: &State) -> bool {
+    st.resync
+        && st.held.is_fresh()
+        && st.dirty.is_empty()
+        && st.force_names.is_empty()
+        && st.x.rejected.is_empty()
+        && st.x.absent.is_empty()
 }
 
 /// A version naming one delta response: a digest of what it carries (the resources'

@@ -25,6 +25,16 @@ fn ack(s: &mut DeltaStream, r: &DeltaDiscoveryResponse) -> super::delta::Step {
     s.on_request(&delta(kind, &[], &r.nonce), Instant::now())
 }
 
+/// The names the response of `kind` in `step` removes.
+fn removed_of(step: &super::delta::Step, kind: xds_types::XdsType) -> Vec<&str> {
+    let r = step
+        .responses
+        .iter()
+        .find(|r| r.type_url == kind.type_url())
+        .unwrap_or_else(|| panic!("a {kind} response"));
+    strs(&r.removed_resources)
+}
+
 /// Subscribes to each `(type, names)` in turn and acknowledges its first answer, which
 /// leaves nothing more to send.
 fn subscribe_and_ack(s: &mut DeltaStream, subs: &[(xds_types::XdsType, &[&str])]) {
@@ -207,18 +217,13 @@ fn make_before_break_in_both_directions() {
     assert_eq!(step.responses.len(), 1);
     assert_eq!(step.responses[0].type_url, Route.type_url());
     let step = ack(&mut s, &step.responses[0]);
-    let cds = step
-        .responses
-        .iter()
-        .find(|r| r.type_url == Cluster.type_url())
-        .expect("cds");
-    assert_eq!(strs(&cds.removed_resources), ["a"]);
+    assert_eq!(removed_of(&step, Cluster), ["a"]);
     assert_eq!(
         step.responses.len(),
         1,
         "endpoints of a stay while cluster a is held"
     );
-    let step = ack(&mut s, cds);
+    let step = ack(&mut s, &step.responses[0]);
     assert_eq!(step.responses[0].type_url, Endpoint.type_url());
     assert_eq!(strs(&step.responses[0].removed_resources), ["a"]);
 }
@@ -728,12 +733,7 @@ fn virtual_hosts_apart_are_made_before_and_broken_before_their_clusters() {
         ["outbound/b:80"]
     );
     let step = ack(&mut s, &step.responses[0]);
-    let cds = step
-        .responses
-        .iter()
-        .find(|r| r.type_url == Cluster.type_url())
-        .expect("cds");
-    assert_eq!(strs(&cds.removed_resources), ["b"]);
+    assert_eq!(removed_of(&step, Cluster), ["b"]);
 }
 
 #[test]
