@@ -41,13 +41,14 @@ async fn route_dump(envoy: &Sidecar) -> anyhow::Result<String> {
         .await
 }
 
-/// Route updates the sidecar refused: of its outbound table, and of the table's virtual
-/// hosts apart (VHDS, delta).
+/// Route updates the sidecar refused: of its outbound table (whole, or apart), and of
+/// the table's virtual hosts apart (VHDS, delta).
 async fn routes_rejected(envoy: &testbed::procs::Sidecar) -> anyhow::Result<u64> {
     let mut n = 0;
     for stat in [
         "http.outbound.rds.outbound.update_rejected",
-        "http.outbound.rds.vhds.outbound.update_rejected",
+        "http.outbound.rds.outbound-vhds.update_rejected",
+        "http.outbound.rds.vhds.outbound-vhds.update_rejected",
     ] {
         n += envoy.stat(stat).await?.unwrap_or(0);
     }

@@ -245,7 +245,7 @@ async fn a_rejected_route_is_traced_to_its_traffic_split() -> anyhow::Result<()>
     .await?;
     all_synced(&mesh).await?;
     // A path regex valid for the model (about 23 RE2 instructions) that this proxy
-    // cannot take: the virtual host of web (apart from the table: a delta Envoy 1.40)
+    // cannot take: the virtual host of web (apart from the table: a delta Envoy 1.37+)
     // is rejected.
     let port = mesh.web_port;
     let svc = |n: &str, last: u8| {
@@ -270,7 +270,7 @@ async fn a_rejected_route_is_traced_to_its_traffic_split() -> anyhow::Result<()>
                 l.contains("TrafficSplit default/web-split")
                     && l.contains("Rejected")
                     && l.contains("rejected VHDS")
-                    && l.contains("outbound/web.default.svc.cluster.local:80")
+                    && l.contains("outbound-vhds/web.default.svc.cluster.local:80")
             }))
         },
     )

@@ -9,9 +9,9 @@ mod common;
 use common::{CONVERGE, Mesh, Traffic, ip, plain_service, shares, wait_for_route, web_split};
 use testbed::procs::{DataPlane, Stream, wait_until};
 
-const RDS_UPDATES: &str = "http.outbound.rds.outbound.update_success";
-const VHDS_UPDATES: &str = "http.outbound.rds.vhds.outbound.update_success";
-const WEB_VHOST: &str = "outbound/web.default.svc.cluster.local:80";
+const RDS_UPDATES: &str = "http.outbound.rds.outbound-vhds.update_success";
+const VHDS_UPDATES: &str = "http.outbound.rds.vhds.outbound-vhds.update_success";
+const WEB_VHOST: &str = "outbound-vhds/web.default.svc.cluster.local:80";
 
 /// The client's `xdsctl status` line.
 fn status_line(mesh: &Mesh) -> anyhow::Result<String> {

@@ -85,13 +85,13 @@ impl ProxyKind {
     }
 }
 
-/// The first Envoy release Rudder sends virtual hosts apart. Envoy takes VHDS over an
-/// aggregated (ADS) stream since 1.38 (earlier ones refuse an `ads` config source for it,
-/// envoyproxy/envoy#42812), and 1.38 and 1.39 do, but moving one from hosts apart back to the whole table under traffic (a rollout
-/// with `--vhds false`, the way back) answered requests 404 for about a second
-/// (`testbed/tests/vhds.rs` with `RUDDER_ENVOY` set to 1.38.3 and 1.39.3); with 1.40 none
-/// failed.
-pub const VHDS_SINCE: (u32, u32) = (1, 40);
+/// The first Envoy release Rudder sends virtual hosts apart. 1.36 refuses VHDS over an
+/// aggregated (ADS) stream; 1.37.0, 1.38.3, 1.39.3 and 1.40 pass `testbed/tests/vhds.rs`
+/// (`RUDDER_ENVOY` pointed at each), a rollout that turns VHDS on and off under traffic
+/// among it. Before the two shapes were tables of different names
+/// ([`crate::names::OUTBOUND_ROUTE_APART`]), 1.38 and 1.39 answered requests 404 for
+/// about a second on the way back to the whole table, and 1.40 a few on the way there.
+pub const VHDS_SINCE: (u32, u32) = (1, 37);
 
 /// Whether `node` is an Envoy that takes virtual hosts over its ADS stream (when the
 /// stream is delta): `envoy` by user agent, at [`VHDS_SINCE`] or later by its build
@@ -173,6 +173,18 @@ pub enum IdentityError {
 }
 
 impl ProxyIdentity {
+    /// Whether its outbound table's virtual hosts come apart: [`Self::vhds`], for an
+    /// Envoy sidecar.
+    pub fn hosts_apart(&self) -> bool {
+        self.vhds && self.kind == ProxyKind::Envoy
+    }
+
+    /// The name of its outbound route table, whose shape it names
+    /// ([`crate::names::outbound_route`]).
+    pub fn outbound_route(&self) -> &'static str {
+        crate::names::outbound_route(self.hosts_apart())
+    }
+
     /// Reads the identity from a node.
     pub fn from_node(node: Option<&Node>) -> Result<Self, IdentityError> {
         let node = node.ok_or(IdentityError::NoNode)?;
@@ -316,7 +328,7 @@ pub fn view_key_without_pod(proxy: &ProxyIdentity) -> ViewKey {
         namespace: proxy.namespace.clone(),
         egress: Default::default(),
         grpc: proxy.kind == ProxyKind::Grpc,
-        vhds: proxy.vhds && proxy.kind == ProxyKind::Envoy,
+        vhds: proxy.hosts_apart(),
         variant: None,
     }
 }
@@ -411,10 +423,12 @@ mod tests {
             ("envoy", Some((1, 40)), true),
             ("envoy", Some((1, 41)), true),
             ("envoy", Some((2, 0)), true),
-            // 1.38 and 1.39 take VHDS over ADS, but not a move back to the whole table.
-            ("envoy", Some((1, 39)), false),
-            ("envoy", Some((1, 38)), false),
+            ("envoy", Some((1, 39)), true),
+            ("envoy", Some((1, 38)), true),
+            ("envoy", Some((1, 37)), true),
+            // 1.36 refuses VHDS over ADS.
             ("envoy", Some((1, 36)), false),
+            ("envoy", Some((0, 99)), false),
             ("envoy", None, false),
             ("rudder-proxy", Some((1, 40)), false),
             ("grpc-python", Some((1, 40)), false),

@@ -45,7 +45,10 @@ mod oracle;
 
 pub use envoy::{intercept, tls};
 pub use mesh::MeshConfig;
-pub use names::{OUTBOUND_LISTENER, OUTBOUND_ROUTE, inbound as inbound_name, outbound_cluster};
+pub use names::{
+    OUTBOUND_LISTENER, OUTBOUND_ROUTE, OUTBOUND_ROUTE_APART, inbound as inbound_name,
+    outbound_cluster, outbound_route,
+};
 pub use oracle::{
     grpc_client_listeners, outbound_routes, translate_grpc, translate_mesh, translate_proxy,
 };

@@ -5,7 +5,9 @@
 use crate::model::MeshService;
 
 pub(crate) use xds_types::names::vhds_name;
-pub use xds_types::names::{OUTBOUND_LISTENER, OUTBOUND_ROUTE, inbound};
+pub use xds_types::names::{
+    OUTBOUND_LISTENER, OUTBOUND_ROUTE, OUTBOUND_ROUTE_APART, inbound, outbound_route,
+};
 
 /// `outbound|PORT||NAME.NS.svc.cluster.local`: the Cluster (and its EDS name) of one
 /// service port.

@@ -98,8 +98,11 @@ fn fresh_routes(model: &Model, builder: &Builder, ns: &str) -> Versions {
 }
 
 /// A view with virtual hosts apart holds the whole table's hosts, each as its own
-/// resource named `outbound/NAME`, and a table with only the pod-address host that asks
-/// for the others over VHDS; its other tables (per port) are the whole view's.
+/// resource named `outbound-vhds/NAME`, and a table of that name with only the
+/// pod-address host that asks for the others over VHDS; its other tables (per port) are
+/// the whole view's.
+const APART: &str = translator::OUTBOUND_ROUTE_APART;
+
 fn check_apart(
     model: &Model,
     builder: &Builder,
@@ -126,7 +129,7 @@ fn check_apart(
     let want: BTreeMap<String, VirtualHost> = whole
         .virtual_hosts
         .into_iter()
-        .map(|h| (format!("outbound/{}", h.name), h))
+        .map(|h| (format!("{APART}/{}", h.name), h))
         .collect();
     let got: BTreeMap<String, VirtualHost> = maps
         .vhosts
@@ -142,25 +145,28 @@ fn check_apart(
             (
                 name.clone(),
                 VirtualHost {
-                    name: name.trim_start_matches("outbound/").into(),
+                    name: name
+                        .strip_prefix(&format!("{APART}/"))
+                        .expect("named for its table")
+                        .into(),
                     ..h
                 },
             )
         })
         .collect();
     assert_eq!(got, want, "{step}: {ns}'s virtual hosts apart");
-    let table = decode(maps.routes.get(translator::OUTBOUND_ROUTE).expect("table"));
+    assert!(
+        !maps.routes.contains_key(translator::OUTBOUND_ROUTE),
+        "{step}: no whole table"
+    );
+    let table = decode(maps.routes.get(APART).expect("table"));
     assert!(table.vhds.is_some(), "{step}: the table asks for its hosts");
     assert_eq!(
         table.virtual_hosts,
         [pod_address],
         "{step}: only the pod-address host"
     );
-    let per_port: Versions = versions(
-        maps.routes
-            .values()
-            .filter(|r| &*r.name != translator::OUTBOUND_ROUTE),
-    );
+    let per_port: Versions = versions(maps.routes.values().filter(|r| &*r.name != APART));
     assert_eq!(per_port, versions(others.iter()), "{step}: per-port tables");
 }
 

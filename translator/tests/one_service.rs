@@ -69,7 +69,7 @@ fn a_change_to_one_service_sends_its_virtual_host_alone() {
     let maps = builder.view(&model, &apart);
     assert_eq!(maps.vhosts.len(), 50, "one virtual host per Service port");
     assert!(builder.view(&model, &whole).vhosts.is_empty());
-    let s0 = "outbound/s0.shop.svc.cluster.local:80".to_string();
+    let s0 = "outbound-vhds/s0.shop.svc.cluster.local:80".to_string();
 
     // A canary step.
     let keys = apply(&mut model, &split(50, 50));
@@ -90,7 +90,7 @@ fn a_change_to_one_service_sends_its_virtual_host_alone() {
     );
     let out = builder.update(&model, &keys, &none);
     let c = changes_of(&out, &apart);
-    let new = "outbound/new.shop.svc.cluster.local:80".to_string();
+    let new = "outbound-vhds/new.shop.svc.cluster.local:80".to_string();
     assert_eq!(names(&c.vhosts), (vec![new.clone()], vec![]), "{c:?}");
     assert_eq!(
         names(&c.clusters).0,

@@ -1,12 +1,35 @@
 //! The names Rudder gives the resources every sidecar shares, so that the translator that
 //! makes them and the tools and tests that look them up agree.
 
-/// The outbound RouteConfiguration every Envoy sidecar's outbound listener uses.
+/// The outbound RouteConfiguration every Envoy sidecar's outbound listener uses, with
+/// every virtual host in it.
 pub const OUTBOUND_ROUTE: &str = "outbound";
+/// The outbound RouteConfiguration of an Envoy that takes its virtual hosts apart (VHDS).
+///
+/// It is named apart from [`OUTBOUND_ROUTE`] so that a move between the two shapes is a
+/// new table to Envoy: the listener that names it warms until the table and its first
+/// virtual hosts have arrived, while the old listener keeps serving with the old table.
+/// Under one name, Envoy would serve a table that asks for its hosts before it had them.
+pub const OUTBOUND_ROUTE_APART: &str = "outbound-vhds";
+
+/// The outbound table of a sidecar that takes its virtual hosts apart (`apart`) or not.
+pub fn outbound_route(apart: bool) -> &'static str {
+    if apart {
+        OUTBOUND_ROUTE_APART
+    } else {
+        OUTBOUND_ROUTE
+    }
+}
+
 /// `ROUTE/NAME`: a virtual host served apart from route table `ROUTE` over VHDS (the
 /// name Envoy expects; the VirtualHost's own name is the same string).
 pub fn vhds_name(route: &str, vhost: &str) -> String {
     format!("{route}/{vhost}")
+}
+
+/// The route table a virtual host served apart belongs to ([`vhds_name`]'s `ROUTE`).
+pub fn vhds_table(name: &str) -> &str {
+    name.split_once('/').map_or(name, |(table, _)| table)
 }
 
 /// The outbound listener.
@@ -33,3 +56,22 @@ pub fn inbound(port: u16) -> String {
 pub const XDS_CLIENT_SECRET: &str = "rudder-xds-client";
 /// SDS secret name of the trust bundle a sidecar checks the control plane with.
 pub const XDS_CA_SECRET: &str = "rudder-xds-ca";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_virtual_host_apart_names_its_table_and_the_shapes_differ() {
+        let host = vhds_name(OUTBOUND_ROUTE_APART, "web.shop.svc.cluster.local:80");
+        assert_eq!(host, "outbound-vhds/web.shop.svc.cluster.local:80");
+        assert_eq!(vhds_table(&host), OUTBOUND_ROUTE_APART);
+        assert_eq!(
+            vhds_table(&vhds_name(OUTBOUND_ROUTE, "a:80")),
+            OUTBOUND_ROUTE
+        );
+        assert_eq!(outbound_route(true), OUTBOUND_ROUTE_APART);
+        assert_eq!(outbound_route(false), OUTBOUND_ROUTE);
+        assert_ne!(OUTBOUND_ROUTE, OUTBOUND_ROUTE_APART);
+    }
+}

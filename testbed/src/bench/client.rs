@@ -1,8 +1,8 @@
 //! Simulated Envoy sidecars for the benchmark: each opens its own connection and one ADS
 //! stream (delta or SotW), subscribes the way Envoy does (CDS and LDS wildcard, then EDS
 //! for every cluster and RDS for the route its listener names, SDS by name; on delta,
-//! VHDS when the route table asks for its virtual hosts apart, as Envoy 1.38+ does; the server sends it to 1.40+), ACKs
-//! every response, and timestamps what it receives.
+//! VHDS when the route table asks for its virtual hosts apart, as Envoy 1.37+ does and
+//! the server sends them), ACKs every response, and timestamps what it receives.
 
 use parking_lot::RwLock;
 use std::sync::Arc;
@@ -51,6 +51,8 @@ pub struct Shared {
     pub eds_set: Arc<std::collections::HashSet<String>>,
     /// Names being waited for, and how many of them a proxy must see.
     pub watch: RwLock<Vec<String>>,
+    /// The outbound route table the listener names (whole, or apart on delta with VHDS).
+    pub route_name: &'static str,
 }
 
 impl Shared {
@@ -214,7 +216,7 @@ pub async fn run_delta(channel: Channel, p: usize, shared: Arc<Shared>, stats: A
             let _ = tx
                 .send(DeltaDiscoveryRequest {
                     type_url: ROUTE.into(),
-                    resource_names_subscribe: vec!["outbound".into()],
+                    resource_names_subscribe: vec![shared.route_name.into()],
                     ..Default::default()
                 })
                 .await;
@@ -253,7 +255,7 @@ pub async fn run_sotw(channel: Channel, p: usize, shared: Arc<Shared>, stats: Ar
                 .chain(extra.iter())
                 .cloned()
                 .collect(),
-            ROUTE => vec!["outbound".into()],
+            ROUTE => vec![shared.route_name.into()],
             SECRET => vec!["default".into(), "ROOTCA".into()],
             _ => Vec::new(),
         }

@@ -22,9 +22,6 @@ use testbed::bench::{floor, mesh, percentiles, procstat};
 use testbed::procs::{Proc, wait_until, workspace_bin};
 use tonic::transport::Endpoint;
 
-/// The outbound route table every simulated proxy subscribes to.
-const ROUTE_NAME: &str = "outbound";
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Kind {
     Delta,
@@ -114,11 +111,22 @@ async fn measure_floor(proxies: usize, size: u64) -> anyhow::Result<(f64, f64)> 
 /// The route resource that carries service `i`'s routing to the proxies: its virtual
 /// host apart on delta with VHDS, else the whole outbound table.
 fn route_of(args: &Args, i: usize) -> String {
-    if args.vhds && matches!(args.stream, Kind::Delta) {
-        format!("{ROUTE_NAME}/{}", mesh::vhost_name(i))
+    let table = route_table(args);
+    if hosts_apart(args) {
+        format!("{table}/{}", mesh::vhost_name(i))
     } else {
-        ROUTE_NAME.to_string()
+        table.to_string()
     }
+}
+
+/// Whether the proxies take their virtual hosts apart: delta, with VHDS on.
+fn hosts_apart(args: &Args) -> bool {
+    args.vhds && matches!(args.stream, Kind::Delta)
+}
+
+/// The outbound route table every simulated proxy subscribes to, as its listener names.
+fn route_table(args: &Args) -> &'static str {
+    xds_types::names::outbound_route(hosts_apart(args))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -286,6 +294,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         eds_names: Arc::new((0..args.services).map(mesh::cluster_name).collect()),
         eds_set: Arc::new((0..args.services).map(mesh::cluster_name).collect()),
         watch: RwLock::new(Vec::new()),
+        route_name: route_table(&args),
     });
     let mut fleet = Fleet {
         stats: Vec::new(),

@@ -22,6 +22,7 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
 };
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
+use crate::identity::ProxyIdentity;
 use crate::model::Protocol;
 use crate::names;
 use crate::render::{protos, rbac};
@@ -87,9 +88,10 @@ fn hcm_with(
     }
 }
 
-/// The outbound HTTP connection manager: routes from RDS, by authority.
-pub(crate) fn outbound_hcm() -> Filter {
-    outbound_hcm_with(names::OUTBOUND_ROUTE)
+/// The outbound HTTP connection manager of `proxy`: routes from RDS, by authority, in
+/// the table of its shape ([`ProxyIdentity::outbound_route`]).
+pub(crate) fn outbound_hcm(proxy: &ProxyIdentity) -> Filter {
+    outbound_hcm_with(proxy.outbound_route())
 }
 
 /// An outbound HTTP connection manager with the routes of RDS table `route` (one

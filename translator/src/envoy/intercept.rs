@@ -151,7 +151,7 @@ type Targets = BTreeMap<(IpAddr, u16), (String, Action)>;
 pub(crate) fn outbound(model: &Model, proxy: &ProxyIdentity) -> Vec<Resource> {
     let (targets, http, sources) = destinations(model, &view_key(model, proxy));
     let mut refs = vec![PASSTHROUGH.to_string()];
-    let chains = outbound_chains(targets, http, proxy.outbound_port, &mut refs);
+    let chains = outbound_chains(targets, http, proxy, &mut refs);
     refs.sort();
     refs.dedup();
     let listener = Listener {
@@ -237,9 +237,10 @@ fn destinations(model: &Model, view: &ViewKey) -> (Targets, Vec<IpAddr>, Vec<Obj
 fn outbound_chains(
     targets: Targets,
     http: Vec<IpAddr>,
-    outbound_port: u16,
+    proxy: &ProxyIdentity,
     refs: &mut Vec<String>,
 ) -> Vec<FilterChain> {
+    let outbound_port = proxy.outbound_port;
     // Envoy narrows chains by destination port before addresses and does not step
     // back: on a port some target uses, the HTTP addresses need a chain of their own.
     let mut http_on_port: BTreeMap<u16, Vec<IpAddr>> = BTreeMap::new();
@@ -295,7 +296,7 @@ fn outbound_chains(
             source_type: ConnectionSourceType::SameIpOrLoopback as i32,
             ..Default::default()
         },
-        outbound_hcm(),
+        outbound_hcm(proxy),
     ));
     for (port, ips) in http_on_port {
         chains.push(chain(
@@ -307,7 +308,7 @@ fn outbound_chains(
                 prefix_ranges: ips.into_iter().map(cidr).collect(),
                 ..Default::default()
             },
-            outbound_hcm(),
+            outbound_hcm(proxy),
         ));
     }
     // An empty range list would match every address: only with mesh HTTP addresses.
@@ -318,7 +319,7 @@ fn outbound_chains(
                 prefix_ranges: http.into_iter().map(cidr).collect(),
                 ..Default::default()
             },
-            outbound_hcm(),
+            outbound_hcm(proxy),
         ));
     }
     chains

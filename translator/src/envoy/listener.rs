@@ -78,7 +78,7 @@ fn secure_listener(
     l
 }
 
-fn outbound(ip: IpAddr, port: u16) -> Resource {
+fn outbound(ip: IpAddr, proxy: &ProxyIdentity) -> Resource {
     Resource {
         kind: XdsType::Listener,
         name: names::OUTBOUND_LISTENER.into(),
@@ -87,8 +87,8 @@ fn outbound(ip: IpAddr, port: u16) -> Resource {
         body: Body::Listener(Box::new(listener(
             names::OUTBOUND_LISTENER.into(),
             ip,
-            port,
-            vec![outbound_hcm()],
+            proxy.outbound_port,
+            vec![outbound_hcm(proxy)],
         ))),
     }
 }
@@ -129,7 +129,7 @@ pub(crate) fn for_proxy(model: &Model, mesh: &MeshConfig, proxy: &ProxyIdentity)
     if proxy.intercepted {
         out.resources.extend(intercept::outbound(model, proxy));
     } else {
-        out.resources.push(outbound(ip, proxy.outbound_port));
+        out.resources.push(outbound(ip, proxy));
     }
     // Calls by a pod's own address, in both modes (`address`).
     out.resources

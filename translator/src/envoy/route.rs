@@ -460,7 +460,8 @@ fn claim<'a>(
 }
 
 /// The outbound RouteConfiguration with `vhosts` in it, after them the pod-address
-/// virtual host (`address`); `refs` and `sources` are those of the hosts in it.
+/// virtual host (`address`); `refs` and `sources` are those of the hosts in it. With
+/// `vhds` it is the table that asks for its hosts apart, named so.
 fn outbound_table(
     mut vhosts: Vec<VirtualHost>,
     mut refs: Vec<String>,
@@ -473,13 +474,14 @@ fn outbound_table(
     refs.dedup();
     sources.sort();
     sources.dedup();
+    let name = names::outbound_route(vhds.is_some());
     Resource {
         kind: XdsType::Route,
-        name: names::OUTBOUND_ROUTE.into(),
+        name: name.into(),
         refs,
         sources,
         body: Body::Route(Box::new(RouteConfiguration {
-            name: names::OUTBOUND_ROUTE.into(),
+            name: name.into(),
             virtual_hosts: vhosts,
             vhds,
             ..Default::default()
@@ -506,9 +508,10 @@ pub(crate) fn assemble<'a>(
 }
 
 /// The outbound table for an Envoy that takes virtual hosts apart (VHDS over delta ADS):
-/// the RouteConfiguration keeps only the pod-address host and asks for the others, which
-/// follow as their own resources (`outbound/NAME`, the VirtualHost named the same), so a
-/// change to one Service sends that Service's hosts alone. Claims are as [`assemble`]'s.
+/// the RouteConfiguration ([`names::OUTBOUND_ROUTE_APART`]) keeps only the pod-address
+/// host and asks for the others, which follow as their own resources
+/// (`outbound-vhds/NAME`, the VirtualHost named the same), so a change to one Service
+/// sends that Service's hosts alone. Claims are as [`assemble`]'s.
 pub(crate) fn assemble_apart<'a>(
     parts: impl IntoIterator<Item = &'a VhostPart>,
     client_ns: &str,
@@ -524,7 +527,7 @@ pub(crate) fn assemble_apart<'a>(
         Some(vhds),
     ));
     for (mut vhost, refs, sources) in claim(parts, client_ns, &mut out.diagnostics) {
-        let name = names::vhds_name(names::OUTBOUND_ROUTE, &vhost.name);
+        let name = names::vhds_name(names::OUTBOUND_ROUTE_APART, &vhost.name);
         vhost.name.clone_from(&name);
         out.resources.push(Resource {
             kind: XdsType::VirtualHost,

@@ -1,6 +1,7 @@
 //! The Envoy emitter on small routing IRs: a share with no backend fails with the rule's
 //! status, and a TCP port is a CONNECT tunnel to where its last rule goes. An
-//! intercepted IPv6 pod's inbound side.
+//! intercepted IPv6 pod's inbound side. The outbound listeners name the table of the
+//! proxy's shape.
 
 use envoy_types::pb::envoy::config::route::v3::{
     route::Action,
@@ -192,4 +193,69 @@ fn an_intercepted_ipv6_pod_listens_and_reaches_its_app_on_ipv6() {
         .map(|s| s.address.as_str())
         .collect();
     assert_eq!(sources, ["127.0.0.6", "::6"]);
+}
+
+/// Every outbound HTTP connection manager names the table of the proxy's shape: whole
+/// (`outbound`) or apart (`outbound-vhds`), the one its view builds; per-port tables
+/// (`outbound|PORT||FQDN`) are the same in both. Explicit and intercepted alike.
+#[test]
+fn the_outbound_listeners_name_the_table_of_the_proxys_shape() {
+    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+        HttpConnectionManager, http_connection_manager::RouteSpecifier,
+    };
+    use prost::Message;
+
+    use crate::identity::{
+        DEFAULT_INBOUND_PORT, DEFAULT_OUTBOUND_PORT, POD_ADDRESS, ProxyIdentity, ProxyKind,
+        view_key,
+    };
+    use crate::output::Body;
+
+    let mut m = model();
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: c-0, namespace: shop}\nspec: {serviceAccountName: c, containers: [{name: c}]}\nstatus: {podIP: 10.0.0.7}\n";
+    for o in &parse_manifest(pod).expect("manifest").objects {
+        m.apply(o).expect("valid");
+    }
+    for (intercepted, vhds) in [(false, false), (false, true), (true, false), (true, true)] {
+        let proxy = ProxyIdentity {
+            vhds,
+            intercepted,
+            kind: ProxyKind::Envoy,
+            namespace: "shop".into(),
+            pod: "c-0".into(),
+            node_id: "c-0.shop".into(),
+            service_account: "c".into(),
+            pod_ip: None,
+            outbound_port: DEFAULT_OUTBOUND_PORT,
+            app_address: POD_ADDRESS,
+            inbound_port: DEFAULT_INBOUND_PORT,
+        };
+        assert_eq!(view_key(&m, &proxy).vhds, vhds);
+        let out = crate::envoy::listener::for_proxy(&m, &Default::default(), &proxy);
+        let mut tables = std::collections::BTreeSet::new();
+        for r in &out.resources {
+            let Body::Listener(l) = &r.body else { continue };
+            for f in l.filter_chains.iter().flat_map(|c| &c.filters) {
+                let Some(ConfigType::TypedConfig(any)) = &f.config_type else {
+                    continue;
+                };
+                if !any.type_url.ends_with("HttpConnectionManager") {
+                    continue;
+                }
+                let hcm = HttpConnectionManager::decode(any.value.as_slice()).expect("hcm");
+                if let Some(RouteSpecifier::Rds(rds)) = hcm.route_specifier {
+                    tables.insert(rds.route_config_name);
+                }
+            }
+        }
+        tables.retain(|t| !t.contains('|'));
+        let want = if vhds { "outbound-vhds" } else { "outbound" };
+        assert_eq!(
+            tables.into_iter().collect::<Vec<_>>(),
+            [want],
+            "intercepted {intercepted}, vhds {vhds}"
+        );
+        assert_eq!(proxy.outbound_route(), want);
+    }
 }

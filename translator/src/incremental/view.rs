@@ -14,7 +14,7 @@ use crate::envoy::address;
 use crate::envoy::cluster;
 use crate::envoy::route;
 use crate::model::{Excluded, Model, ViewKey};
-use crate::names::OUTBOUND_ROUTE;
+use crate::names::outbound_route;
 use crate::policy::context::PolicyContext;
 use crate::policy::port::port_routings_for;
 use xds_types::XdsType;
@@ -178,7 +178,12 @@ impl Builder {
         let mut resources = out.resources.iter();
         let route = match resources.next() {
             Some(r) => encode(model, r, old.0, count),
-            None => Arc::new(Encoded::synthetic(XdsType::Route, OUTBOUND_ROUTE, "", &[])),
+            None => Arc::new(Encoded::synthetic(
+                XdsType::Route,
+                outbound_route(key.vhds),
+                "",
+                &[],
+            )),
         };
         let vhosts = resources
             .map(|r| {
@@ -449,7 +454,7 @@ impl Builder {
         apply(&mut state.maps.clusters, &changes.clusters);
         apply(&mut state.maps.endpoints, &changes.endpoints);
         if route_dirty {
-            let old = state.maps.routes.get(OUTBOUND_ROUTE).cloned();
+            let old = state.maps.routes.get(outbound_route(key.vhds)).cloned();
             let held = (old.as_ref(), &*state.maps.vhosts);
             let table = self.variant_route(model, key, state, held, memo, count);
             if old.as_ref().is_none_or(|o| !Arc::ptr_eq(o, &table.route)) {

@@ -407,7 +407,7 @@ struct RunArgs {
     /// what changed.
     #[arg(long, hide = true)]
     full_resend: bool,
-    /// Send a delta Envoy 1.40 or later the outbound table's virtual hosts apart (VHDS),
+    /// Send a delta Envoy 1.37 or later the outbound table's virtual hosts apart (VHDS),
     /// so a change to one Service sends that Service's hosts, not the whole table.
     /// `false`: every proxy gets the whole table (older Envoys, SotW streams,
     /// rudder-proxy and gRPC always do).

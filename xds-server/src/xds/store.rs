@@ -47,7 +47,7 @@ pub struct StoreConfig {
     pub max_delay: Duration,
     /// Benchmark baseline: streams resend every resource of a type on any change.
     pub full_resend: bool,
-    /// Delta Envoys that can (1.40+) take the outbound table's virtual hosts apart,
+    /// Delta Envoys that can (1.37+) take the outbound table's virtual hosts apart,
     /// over VHDS; false: every proxy gets the whole table.
     pub vhds: bool,
     /// Cluster mode: a proxy is served only while a pod of its service account exists

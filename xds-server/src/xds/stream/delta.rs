@@ -95,6 +95,9 @@ impl Protocol for Delta {
         for r in &sent.resources {
             st.x.rejected.remove(&r.name);
         }
+        if kind == XdsType::Route {
+            s.took_tables(sent);
+        }
     }
 
     fn accepted(_: &mut State, _: Sent) {}
@@ -352,6 +355,8 @@ impl DeltaStream {
                 None
             };
             match want {
+                // Sent once the proxy holds its table (see `apart`).
+                Some(_) if kind == XdsType::VirtualHost && !self.table_held(&name) => {}
                 Some(d) => {
                     // Empty sets are not hashed into (a first sync has nothing in them).
                     let forced =
@@ -369,6 +374,9 @@ impl DeltaStream {
                     }
                 }
                 None if st.held.contains_key(&name) => {
+                    if kind == XdsType::VirtualHost && self.goes_with_its_table(&name) {
+                        continue;
+                    }
                     let pinned = pinned.get_or_insert_with(|| {
                         pinned_by(holders_of(kind).map(|h| &self.types[h].held))
                     });
@@ -395,6 +403,10 @@ impl DeltaStream {
         if !(first_answer_due(st) && st.wildcard && st.names.is_empty()) {
             return None;
         }
+        if kind == XdsType::VirtualHost && !self.tables_held() {
+            // Nothing yet: the answer comes once the proxy holds the table.
+            return Some(None);
+        }
         let st = &mut self.types[kind];
         st.resync = false;
         st.force = false;
@@ -410,7 +422,8 @@ impl DeltaStream {
     /// removed. None: not that case.
     fn first_of_named(&mut self, kind: XdsType) -> Option<Option<Sent>> {
         let st = &self.types[kind];
-        let fresh = first_answer_due(st) && !st.wildcard;
+        // Virtual hosts wait for their table name by name (`candidate`).
+        let fresh = first_answer_due(st) && !st.wildcard && kind != XdsType::VirtualHost;
         // The walk passes every desired resource of the type: worth it when the names
         // are a good share of them (a sidecar's endpoints), not for a client that names
         // a few among many (proxyless gRPC).

@@ -9,24 +9,24 @@ use super::delta::DeltaStream;
 use super::test_support::Feed;
 use super::test_support::*;
 
-fn strs(names: &[std::sync::Arc<str>]) -> Vec<&str> {
+pub(super) fn strs(names: &[std::sync::Arc<str>]) -> Vec<&str> {
     names.iter().map(|n| &**n).collect()
 }
 
-fn items(r: &DeltaDiscoveryResponse) -> Vec<String> {
+pub(super) fn items(r: &DeltaDiscoveryResponse) -> Vec<String> {
     r.resources
         .iter()
         .map(|x| format!("{}@{}", x.name, x.version))
         .collect()
 }
 
-fn ack(s: &mut DeltaStream, r: &DeltaDiscoveryResponse) -> super::delta::Step {
+pub(super) fn ack(s: &mut DeltaStream, r: &DeltaDiscoveryResponse) -> super::delta::Step {
     let kind = xds_types::XdsType::from_type_url(r.type_url).expect("type");
     s.on_request(&delta(kind, &[], &r.nonce), Instant::now())
 }
 
 /// The names the response of `kind` in `step` removes.
-fn removed_of(step: &super::delta::Step, kind: xds_types::XdsType) -> Vec<&str> {
+pub(super) fn removed_of(step: &super::delta::Step, kind: xds_types::XdsType) -> Vec<&str> {
     let r = step
         .responses
         .iter()
@@ -37,7 +37,7 @@ fn removed_of(step: &super::delta::Step, kind: xds_types::XdsType) -> Vec<&str> 
 
 /// Subscribes to each `(type, names)` in turn and acknowledges its first answer, which
 /// leaves nothing more to send.
-fn subscribe_and_ack(s: &mut DeltaStream, subs: &[(xds_types::XdsType, &[&str])]) {
+pub(super) fn subscribe_and_ack(s: &mut DeltaStream, subs: &[(xds_types::XdsType, &[&str])]) {
     let now = Instant::now();
     for (kind, names) in subs {
         let r = s
@@ -686,72 +686,4 @@ fn a_route_answer_held_back_for_its_cluster_still_removes_unknown_names() {
     let r = after.remove(0);
     assert_eq!(items(&r), ["r@1"]);
     assert_eq!(strs(&r.removed_resources), ["unknown"]);
-}
-
-#[test]
-fn virtual_hosts_apart_are_made_before_and_broken_before_their_clusters() {
-    use xds_types::XdsType::VirtualHost;
-    let now = Instant::now();
-    let vhost = |v: &str, clusters: &[&str]| res(VirtualHost, "outbound/b:80", v, clusters);
-    let mut s = DeltaStream::new(snap(&[cluster("a", "1"), cla("a", "1")]));
-    subscribe_and_ack(
-        &mut s,
-        &[(Cluster, &[]), (Endpoint, &["a"]), (VirtualHost, &[])],
-    );
-    // A new Service: its cluster first; its host once the cluster and endpoints are held.
-    let with_b = [
-        cluster("a", "1"),
-        cla("a", "1"),
-        cluster("b", "1"),
-        cla("b", "1"),
-        vhost("1", &["b"]),
-    ];
-    let step = s.on_snapshot(snap(&with_b), now);
-    assert_eq!(step.responses.len(), 1, "the host waits");
-    assert_eq!(step.responses[0].type_url, Cluster.type_url());
-    let cds = step.responses[0].clone();
-    let step = s.on_request(&delta(Endpoint, &["b"], ""), now);
-    let eds = step.responses[0].clone();
-    assert!(
-        ack(&mut s, &cds).responses.is_empty(),
-        "endpoints not held yet"
-    );
-    let step = ack(&mut s, &eds);
-    assert_eq!(step.responses[0].type_url, VirtualHost.type_url());
-    assert_eq!(items(&step.responses[0]), ["outbound/b:80@1"]);
-    ack(&mut s, &step.responses[0]);
-    // The Service goes: its host is removed first, its cluster once that is ACKed.
-    let step = s.on_snapshot(snap(&[cluster("a", "1"), cla("a", "1")]), now);
-    assert_eq!(
-        step.responses.len(),
-        1,
-        "the cluster stays while the host is held"
-    );
-    assert_eq!(step.responses[0].type_url, VirtualHost.type_url());
-    assert_eq!(
-        strs(&step.responses[0].removed_resources),
-        ["outbound/b:80"]
-    );
-    let step = ack(&mut s, &step.responses[0]);
-    assert_eq!(removed_of(&step, Cluster), ["b"]);
-}
-
-#[test]
-fn a_reconnecting_proxy_keeps_the_hosts_it_holds() {
-    use xds_types::XdsType::VirtualHost;
-    let now = Instant::now();
-    let v = |n: &str, ver: &str| res(VirtualHost, n, ver, &[]);
-    let mut s = DeltaStream::new(snap(&[v("outbound/a", "1"), v("outbound/b", "2")]));
-    let mut req = delta(VirtualHost, &["*"], "");
-    req.initial_resource_versions = [
-        ("outbound/a", "1"),
-        ("outbound/b", "1"),
-        ("outbound/gone", "1"),
-    ]
-    .into_iter()
-    .map(|(n, v)| (n.to_string(), v.to_string()))
-    .collect();
-    let r = s.on_request(&req, now).responses.remove(0);
-    assert_eq!(items(&r), ["outbound/b@2"]);
-    assert_eq!(strs(&r.removed_resources), ["outbound/gone"]);
 }

@@ -147,6 +147,15 @@ impl HeldSet {
         old
     }
 
+    /// The names held by version alone (claimed by the proxy, not sent by this stream);
+    /// those are never in the base.
+    pub(crate) fn claimed(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.overlay
+            .iter()
+            .filter(|(_, h)| matches!(h, Some(Held::Version(_))))
+            .map(|(n, _)| n)
+    }
+
     /// Whether this is a fresh set: nothing held, no base.
     pub(crate) fn is_fresh(&self) -> bool {
         self.base.is_empty() && self.overlay.is_empty()

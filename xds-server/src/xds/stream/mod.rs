@@ -26,6 +26,7 @@
 //! response is built (SotW: the whole set for LDS and CDS, changed named resources for
 //! the others; delta: added resources and removed names).
 
+mod apart;
 mod blame;
 pub(crate) mod core;
 pub(crate) mod delta;
@@ -62,3 +63,5 @@ mod sotw_tests;
 pub(crate) mod test_support;
 #[cfg(test)]
 mod transition_tests;
+#[cfg(test)]
+mod vhds_tests;
