@@ -3,7 +3,9 @@
 //! out at once and at most `per_peer` to one peer; a caller over either cap waits in its
 //! peer's queue (bounded) for at most a bounded time, and a freed permit goes to the
 //! peers that wait in turn (round robin), so one address cannot hold every permit or
-//! starve the others by queueing first.
+//! starve the others by queueing first. A waiter is of one of two [`Priority`] classes:
+//! a freed permit goes to the first class's waiters (their peers in turn) before any of
+//! the second's; the caps are the same for both.
 //!
 //! [`Core`] is the bookkeeping without clocks or channels (tested beside it);
 //! [`FairQueue`] is the async shell that waits on it.
@@ -51,6 +53,27 @@ impl Busy {
     }
 }
 
+/// A waiter's class: every `High` waiter is served before any `Normal` one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Priority {
+    /// Served first.
+    High,
+    /// Served when no `High` waiter may be.
+    Normal,
+}
+
+impl Priority {
+    /// Both, in the order they are served.
+    const ALL: [Priority; 2] = [Priority::High, Priority::Normal];
+
+    fn index(self) -> usize {
+        match self {
+            Priority::High => 0,
+            Priority::Normal => 1,
+        }
+    }
+}
+
 /// What [`Core::enqueue`] decided.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Enqueued {
@@ -65,15 +88,26 @@ pub(crate) enum Enqueued {
 #[derive(Debug)]
 struct Peer<W> {
     out: usize,
-    waiting: VecDeque<(u64, W)>,
+    /// Its waiters, per class ([`Priority::index`]).
+    waiting: [VecDeque<(u64, W)>; 2],
 }
 
 impl<W> Default for Peer<W> {
     fn default() -> Self {
         Peer {
             out: 0,
-            waiting: VecDeque::new(),
+            waiting: [VecDeque::new(), VecDeque::new()],
         }
+    }
+}
+
+impl<W> Peer<W> {
+    fn idle(&self) -> bool {
+        self.out == 0 && self.waiting.iter().all(VecDeque::is_empty)
+    }
+
+    fn waiters(&self) -> usize {
+        self.waiting.iter().map(VecDeque::len).sum()
     }
 }
 
@@ -84,8 +118,8 @@ pub(crate) struct Core<W, K = IpAddr> {
     out: usize,
     waiting: usize,
     peers: HashMap<K, Peer<W>>,
-    /// Peers with waiters, in the order they are served.
-    turn: VecDeque<K>,
+    /// Peers with waiters of each class, in the order they are served.
+    turn: [VecDeque<K>; 2],
     next_ticket: u64,
 }
 
@@ -96,7 +130,7 @@ impl<W, K: Hash + Eq + Clone> Core<W, K> {
             out: 0,
             waiting: 0,
             peers: HashMap::new(),
-            turn: VecDeque::new(),
+            turn: [VecDeque::new(), VecDeque::new()],
             next_ticket: 0,
         }
     }
@@ -108,27 +142,28 @@ impl<W, K: Hash + Eq + Clone> Core<W, K> {
     }
 
     /// A caller of `peer` asks; `waiter` is what it is reached by if it has to wait.
-    pub(crate) fn enqueue(&mut self, peer: K, waiter: W) -> Enqueued {
+    pub(crate) fn enqueue(&mut self, peer: K, class: Priority, waiter: W) -> Enqueued {
         let l = self.limits;
         let p = self.peers.entry(peer.clone()).or_default();
         // Nobody of this peer is ahead of it and there is room: granted.
-        if p.waiting.is_empty() && p.out < l.per_peer && self.out < l.total {
+        if p.waiters() == 0 && p.out < l.per_peer && self.out < l.total {
             p.out += 1;
             self.out += 1;
             return Enqueued::Granted;
         }
-        if p.waiting.len() >= l.queue_per_peer || self.waiting >= l.queue_total {
-            if p.out == 0 && p.waiting.is_empty() {
+        if p.waiters() >= l.queue_per_peer || self.waiting >= l.queue_total {
+            if p.idle() {
                 self.peers.remove(&peer);
             }
             return Enqueued::Full;
         }
         let ticket = self.next_ticket;
         self.next_ticket += 1;
-        if p.waiting.is_empty() {
-            self.turn.push_back(peer);
+        let queue = &mut p.waiting[class.index()];
+        if queue.is_empty() {
+            self.turn[class.index()].push_back(peer);
         }
-        p.waiting.push_back((ticket, waiter));
+        queue.push_back((ticket, waiter));
         self.waiting += 1;
         Enqueued::Waiting(ticket)
     }
@@ -138,18 +173,22 @@ impl<W, K: Hash + Eq + Clone> Core<W, K> {
         let Some(p) = self.peers.get_mut(&peer) else {
             return false;
         };
-        let Some(i) = p.waiting.iter().position(|(t, _)| *t == ticket) else {
-            return false;
-        };
-        p.waiting.remove(i);
-        self.waiting -= 1;
-        if p.waiting.is_empty() {
-            self.turn.retain(|t| *t != peer);
-            if p.out == 0 {
+        for class in Priority::ALL {
+            let queue = &mut p.waiting[class.index()];
+            let Some(i) = queue.iter().position(|(t, _)| *t == ticket) else {
+                continue;
+            };
+            queue.remove(i);
+            self.waiting -= 1;
+            if queue.is_empty() {
+                self.turn[class.index()].retain(|t| *t != peer);
+            }
+            if p.idle() {
                 self.peers.remove(&peer);
             }
+            return true;
         }
-        true
+        false
     }
 
     /// A permit of `peer` comes back.
@@ -157,35 +196,43 @@ impl<W, K: Hash + Eq + Clone> Core<W, K> {
         self.out = self.out.saturating_sub(1);
         if let Some(p) = self.peers.get_mut(&peer) {
             p.out = p.out.saturating_sub(1);
-            if p.out == 0 && p.waiting.is_empty() {
+            if p.idle() {
                 self.peers.remove(&peer);
             }
         }
     }
 
     /// The next waiter to hand a permit to (counted to its peer now), if any may have one:
-    /// peers in turn, skipping those at their own cap.
+    /// the first class before the second, peers in turn within a class, skipping those
+    /// at their own cap.
     pub(crate) fn next(&mut self) -> Option<(K, W)> {
         if self.out >= self.limits.total {
             return None;
         }
-        for _ in 0..self.turn.len() {
-            let peer = self.turn.pop_front()?;
+        Priority::ALL
+            .into_iter()
+            .find_map(|class| self.next_of(class))
+    }
+
+    fn next_of(&mut self, class: Priority) -> Option<(K, W)> {
+        let c = class.index();
+        for _ in 0..self.turn[c].len() {
+            let peer = self.turn[c].pop_front()?;
             let Some(p) = self.peers.get_mut(&peer) else {
                 continue;
             };
             if p.out >= self.limits.per_peer {
-                self.turn.push_back(peer);
+                self.turn[c].push_back(peer);
                 continue;
             }
-            let Some((_, w)) = p.waiting.pop_front() else {
+            let Some((_, w)) = p.waiting[c].pop_front() else {
                 continue;
             };
             p.out += 1;
             self.out += 1;
             self.waiting -= 1;
-            if !p.waiting.is_empty() {
-                self.turn.push_back(peer.clone());
+            if !p.waiting[c].is_empty() {
+                self.turn[c].push_back(peer.clone());
             }
             return Some((peer, w));
         }
@@ -246,8 +293,17 @@ impl<K: Hash + Eq + Clone> FairQueue<K> {
 
     /// A permit for `peer`, waiting in its turn for at most the queue's wait.
     pub(crate) async fn acquire(self: &Arc<Self>, peer: K) -> Result<Permit<K>, Busy> {
+        self.acquire_as(peer, Priority::Normal).await
+    }
+
+    /// A permit for `peer` as a waiter of `class`.
+    pub(crate) async fn acquire_as(
+        self: &Arc<Self>,
+        peer: K,
+        class: Priority,
+    ) -> Result<Permit<K>, Busy> {
         let (tx, mut rx) = oneshot::channel();
-        let enqueued = self.lock().enqueue(peer.clone(), tx);
+        let enqueued = self.lock().enqueue(peer.clone(), class, tx);
         let ticket = match enqueued {
             Enqueued::Granted => {
                 return Ok(Permit {
@@ -293,6 +349,8 @@ impl<K: Hash + Eq + Clone> FairQueue<K> {
 mod tests {
     use super::*;
 
+    const N: Priority = Priority::Normal;
+
     fn limits() -> QueueLimits {
         QueueLimits {
             total: 3,
@@ -310,13 +368,17 @@ mod tests {
     #[test]
     fn one_peer_gets_at_most_its_share_and_waits_in_a_bounded_queue() {
         let mut c: Core<&str> = Core::new(limits());
-        assert_eq!(c.enqueue(ip(1), "a1"), Enqueued::Granted);
-        assert_eq!(c.enqueue(ip(1), "a2"), Enqueued::Granted);
+        assert_eq!(c.enqueue(ip(1), N, "a1"), Enqueued::Granted);
+        assert_eq!(c.enqueue(ip(1), N, "a2"), Enqueued::Granted);
         // Its cap reached while the total is not: it waits, the others do not.
-        assert!(matches!(c.enqueue(ip(1), "a3"), Enqueued::Waiting(_)));
-        assert!(matches!(c.enqueue(ip(1), "a4"), Enqueued::Waiting(_)));
-        assert_eq!(c.enqueue(ip(1), "a5"), Enqueued::Full, "its queue is full");
-        assert_eq!(c.enqueue(ip(2), "b1"), Enqueued::Granted);
+        assert!(matches!(c.enqueue(ip(1), N, "a3"), Enqueued::Waiting(_)));
+        assert!(matches!(c.enqueue(ip(1), N, "a4"), Enqueued::Waiting(_)));
+        assert_eq!(
+            c.enqueue(ip(1), N, "a5"),
+            Enqueued::Full,
+            "its queue is full"
+        );
+        assert_eq!(c.enqueue(ip(2), N, "b1"), Enqueued::Granted);
         assert_eq!(c.out(ip(1)), (3, 2));
     }
 
@@ -328,15 +390,15 @@ mod tests {
             ..limits()
         });
         for w in ["a1", "a2"] {
-            assert_eq!(c.enqueue(ip(1), w), Enqueued::Granted);
+            assert_eq!(c.enqueue(ip(1), N, w), Enqueued::Granted);
         }
-        assert_eq!(c.enqueue(ip(2), "b1"), Enqueued::Granted);
+        assert_eq!(c.enqueue(ip(2), N, "b1"), Enqueued::Granted);
         // Full: the first peer queued three before the others queued one each.
         for w in ["a3", "a4", "a5"] {
-            assert!(matches!(c.enqueue(ip(1), w), Enqueued::Waiting(_)));
+            assert!(matches!(c.enqueue(ip(1), N, w), Enqueued::Waiting(_)));
         }
-        assert!(matches!(c.enqueue(ip(2), "b2"), Enqueued::Waiting(_)));
-        assert!(matches!(c.enqueue(ip(3), "c1"), Enqueued::Waiting(_)));
+        assert!(matches!(c.enqueue(ip(2), N, "b2"), Enqueued::Waiting(_)));
+        assert!(matches!(c.enqueue(ip(3), N, "c1"), Enqueued::Waiting(_)));
         let mut order = Vec::new();
         // Every permit that comes back goes to the next peer in turn.
         c.release(ip(2));
@@ -354,9 +416,9 @@ mod tests {
     #[test]
     fn a_cancelled_waiter_leaves_no_trace() {
         let mut c: Core<&str> = Core::new(limits());
-        c.enqueue(ip(1), "a1");
-        c.enqueue(ip(1), "a2");
-        let Enqueued::Waiting(t) = c.enqueue(ip(1), "a3") else {
+        c.enqueue(ip(1), N, "a1");
+        c.enqueue(ip(1), N, "a2");
+        let Enqueued::Waiting(t) = c.enqueue(ip(1), N, "a3") else {
             panic!("waits")
         };
         assert!(c.cancel(ip(1), t));
@@ -364,8 +426,50 @@ mod tests {
         c.release(ip(1));
         assert_eq!(c.next(), None);
         c.release(ip(1));
-        assert!(c.peers.is_empty() && c.turn.is_empty() && c.waiting == 0);
+        assert!(c.peers.is_empty() && c.turn.iter().all(VecDeque::is_empty) && c.waiting == 0);
         assert_eq!(c.out(ip(1)), (0, 0));
+    }
+
+    #[test]
+    fn high_priority_waiters_go_first_within_the_same_caps() {
+        let mut c: Core<&str> = Core::new(QueueLimits {
+            queue_total: 10,
+            queue_per_peer: 4,
+            ..limits()
+        });
+        for w in ["a1", "a2"] {
+            assert_eq!(c.enqueue(ip(1), N, w), Enqueued::Granted);
+        }
+        assert_eq!(c.enqueue(ip(2), N, "b1"), Enqueued::Granted);
+        // Normal waiters queued first; high ones after them, of two peers.
+        assert!(matches!(c.enqueue(ip(2), N, "b2"), Enqueued::Waiting(_)));
+        assert!(matches!(c.enqueue(ip(3), N, "c1"), Enqueued::Waiting(_)));
+        assert!(matches!(
+            c.enqueue(ip(1), Priority::High, "A3"),
+            Enqueued::Waiting(_)
+        ));
+        assert!(matches!(
+            c.enqueue(ip(3), Priority::High, "C2"),
+            Enqueued::Waiting(_)
+        ));
+        let mut order = Vec::new();
+        c.release(ip(2));
+        // a is at its cap: its high waiter is skipped, c's is next.
+        order.extend(c.next().map(|(_, w)| w));
+        c.release(ip(1));
+        order.extend(c.next().map(|(_, w)| w));
+        c.release(ip(3));
+        order.extend(c.next().map(|(_, w)| w));
+        c.release(ip(1));
+        order.extend(c.next().map(|(_, w)| w));
+        assert_eq!(order, ["C2", "A3", "b2", "c1"]);
+        assert_eq!(c.next(), None);
+        // A high waiter still counts against its peer's queue.
+        let Enqueued::Waiting(t) = c.enqueue(ip(1), Priority::High, "A4") else {
+            panic!("waits")
+        };
+        assert!(c.cancel(ip(1), t));
+        assert!(c.turn[0].is_empty(), "no turn left for a cancelled class");
     }
 
     #[tokio::test]

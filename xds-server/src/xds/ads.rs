@@ -449,10 +449,11 @@ where
     };
     let mut pending_since: Option<Instant> = Some(Instant::now());
     let mut initial = InitialSync::default();
-    // A first sync waits its turn in a storm; streams already synced do not.
+    // A first sync waits its turn in a storm (a resuming proxy before one that starts);
+    // streams already synced do not.
     let gate_key: Arc<str> = Arc::from(scope.as_str());
     let admitted = tokio::select! {
-        a = obs.first_syncs.admit(&gate_key) => a,
+        a = obs.first_syncs.admit(&gate_key, P::resumes(&first)) => a,
         // A proxy that left while it waited gives up its place (the stream's task is
         // not dropped with it; nothing else notices before its turn).
         () = tx.tx.closed() => return Ok(()),

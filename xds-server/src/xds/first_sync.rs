@@ -8,7 +8,9 @@
 //! and endpoints; a resumed stream that needed nothing, at once), or after
 //! `--first-sync-hold` (2 s; a proxy that never answers cannot keep one), and a stream waits
 //! at most [`WAIT`] before it is served anyway. Identities are not divided further: pods
-//! of one service account share its turns.
+//! of one service account share its turns. A proxy that resumes (it says what it holds:
+//! it serves traffic by that config) takes the next free turn before any proxy that
+//! starts; the caps hold for both, so claiming to resume gains an identity no more turns.
 
 use parking_lot::Mutex;
 use prometheus_client::metrics::gauge::Gauge;
@@ -16,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::log_limit::RateLimited;
-use crate::net::fair_queue::{Busy, FairQueue, Permit, QueueLimits};
+use crate::net::fair_queue::{Busy, FairQueue, Permit, Priority, QueueLimits};
 
 /// Longest a stream waits for a permit before it is served without one. Long: the queue
 /// drains as fast as the server syncs, and letting thousands of waiters go at once after a
@@ -110,13 +112,20 @@ impl FirstSyncs {
     }
 
     /// Waits for `identity`'s turn to sync (at most the queue's wait; past its bounds the
-    /// stream is served without a turn rather than refused).
-    pub(crate) async fn admit(&self, identity: &Arc<str>) -> Admitted {
+    /// stream is served without a turn rather than refused). A proxy that `resumes`
+    /// (it holds config from an earlier stream, so it serves traffic by it) is served
+    /// before any that starts, within the same caps.
+    pub(crate) async fn admit(&self, identity: &Arc<str>, resumes: bool) -> Admitted {
+        let class = if resumes {
+            Priority::High
+        } else {
+            Priority::Normal
+        };
         let acquired = {
             // Counted while waiting, however the wait ends (the caller may drop it for
             // the stream's end, the connection's age or the server's stop).
             let _waiting = Waiting::new(&self.gauges.waiting);
-            self.queue.acquire(identity.clone()).await
+            self.queue.acquire_as(identity.clone(), class).await
         };
         let permit = match acquired {
             Ok(p) => Some(p),
@@ -170,9 +179,9 @@ mod tests {
         let gauges = Gauges::default();
         let g = FirstSyncs::new(4, Duration::from_secs(3600), WAIT, gauges.clone());
         let id: Arc<str> = Arc::from("spiffe://td/ns/a/sa/a");
-        let a = g.admit(&id).await;
-        let _b = g.admit(&id).await;
-        let third = g.admit(&id);
+        let a = g.admit(&id, false).await;
+        let _b = g.admit(&id, false).await;
+        let third = g.admit(&id, false);
         tokio::pin!(third);
         assert!(
             still_waiting(&mut third).await,
@@ -198,9 +207,9 @@ mod tests {
         let gauges = Gauges::default();
         let g = FirstSyncs::new(2, Duration::from_secs(3600), WAIT, gauges.clone());
         let id: Arc<str> = Arc::from("a");
-        let first = g.admit(&id).await;
+        let first = g.admit(&id, false).await;
         {
-            let second = g.admit(&id);
+            let second = g.admit(&id, false);
             tokio::pin!(second);
             assert!(still_waiting(&mut second).await);
             assert_eq!((gauges.running.get(), gauges.waiting.get()), (1, 1));
@@ -211,7 +220,7 @@ mod tests {
             "a stream that stopped waiting is not shown waiting"
         );
         first.done();
-        let third = tokio::time::timeout(Duration::from_secs(10), g.admit(&id))
+        let third = tokio::time::timeout(Duration::from_secs(10), g.admit(&id, false))
             .await
             .expect("the turn was not handed to the wait given up");
         assert!(third.holds());
@@ -221,11 +230,11 @@ mod tests {
     async fn one_identity_never_takes_every_permit() {
         let g = gate(2, Duration::from_secs(3600));
         let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
-        let _a1 = g.admit(&a).await;
-        let a2 = g.admit(&a);
+        let _a1 = g.admit(&a, false).await;
+        let a2 = g.admit(&a, false);
         tokio::pin!(a2);
         assert!(still_waiting(&mut a2).await, "a's second waits");
-        let b1 = tokio::time::timeout(Duration::from_secs(10), g.admit(&b))
+        let b1 = tokio::time::timeout(Duration::from_secs(10), g.admit(&b, false))
             .await
             .expect("another identity goes ahead");
         assert!(b1.holds());
@@ -235,10 +244,40 @@ mod tests {
     async fn a_proxy_that_never_answers_gives_its_permit_back_after_the_hold() {
         let g = gate(2, Duration::from_millis(200));
         let id: Arc<str> = Arc::from("a");
-        let silent = g.admit(&id).await;
-        let next = tokio::time::timeout(Duration::from_secs(10), g.admit(&id))
+        let silent = g.admit(&id, false).await;
+        let next = tokio::time::timeout(Duration::from_secs(10), g.admit(&id, false))
             .await
             .expect("the hold ran out");
         assert!(!silent.holds() && next.holds());
+    }
+
+    /// In a storm, a proxy that resumes (it serves traffic by what it holds) takes the
+    /// next free turn before one that starts and queued first.
+    #[tokio::test]
+    async fn a_resuming_proxy_goes_before_one_that_starts() {
+        let g = FirstSyncs::new(2, Duration::from_secs(3600), WAIT, Gauges::default());
+        let (a, b, c): (Arc<str>, Arc<str>, Arc<str>) = (Arc::from("a"), "b".into(), "c".into());
+        let a1 = g.admit(&a, false).await;
+        let _b1 = g.admit(&b, false).await;
+        let starts = g.admit(&c, false);
+        tokio::pin!(starts);
+        assert!(still_waiting(&mut starts).await, "both turns are out");
+        let resumes = g.admit(&c, true);
+        tokio::pin!(resumes);
+        assert!(still_waiting(&mut resumes).await);
+        a1.done();
+        let r = tokio::time::timeout(Duration::from_secs(10), &mut resumes)
+            .await
+            .expect("the resuming proxy gets the freed turn");
+        assert!(r.holds());
+        assert!(
+            still_waiting(&mut starts).await,
+            "the starting one still waits"
+        );
+        r.done();
+        let s = tokio::time::timeout(Duration::from_secs(10), starts)
+            .await
+            .expect("then the starting one");
+        assert!(s.holds());
     }
 }

@@ -42,6 +42,9 @@ pub(crate) trait Protocol: Sized + Send + 'static {
 
     /// The node a request carries (the first request of a stream must).
     fn node(req: &Self::Request) -> Option<&Node>;
+    /// Whether a stream's first request says the proxy holds config from an earlier
+    /// stream (it resumes, serving traffic by that config) rather than starting.
+    fn resumes(first: &Self::Request) -> bool;
     /// Handles one request as read off the wire.
     fn read(s: &mut Stream<Self>, req: Self::Request, now: Instant) -> Step<Self::Response>;
     /// The response due for `kind` (subscribed, nothing in flight), ignoring ordering.

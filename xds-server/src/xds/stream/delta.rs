@@ -56,6 +56,10 @@ impl Protocol for Delta {
     const NAMED_CLUSTERS_ONLY: bool = false;
     const VIRTUAL_HOSTS_APART: bool = true;
 
+    fn resumes(first: &DeltaDiscoveryRequest) -> bool {
+        !first.initial_resource_versions.is_empty()
+    }
+
     fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
     }

@@ -687,3 +687,15 @@ fn a_route_answer_held_back_for_its_cluster_still_removes_unknown_names() {
     assert_eq!(items(&r), ["r@1"]);
     assert_eq!(strs(&r.removed_resources), ["unknown"]);
 }
+
+/// A first request that says what the proxy holds resumes (it serves traffic by that
+/// config): its first sync goes ahead of starting proxies' in a storm.
+#[test]
+fn a_first_request_that_says_what_it_holds_resumes() {
+    use super::core::Protocol;
+    use super::delta::Delta;
+    let mut first = delta(Cluster, &[], "");
+    assert!(!Delta::resumes(&first));
+    first.initial_resource_versions = [("a".to_string(), "1".to_string())].into();
+    assert!(Delta::resumes(&first));
+}

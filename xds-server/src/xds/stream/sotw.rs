@@ -88,6 +88,10 @@ impl Protocol for Sotw {
     const NAMED_CLUSTERS_ONLY: bool = true;
     const VIRTUAL_HOSTS_APART: bool = false;
 
+    fn resumes(first: &SotwRequest) -> bool {
+        !first.req.version_info.is_empty()
+    }
+
     fn node(req: &SotwRequest) -> Option<&Node> {
         req.req.node.as_ref()
     }

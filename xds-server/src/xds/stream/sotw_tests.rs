@@ -670,3 +670,15 @@ fn a_name_both_own_and_the_views_is_sent_once_as_its_own() {
         .remove(0);
     assert_eq!(items(&r), ["a@1", "b@own"]);
 }
+
+/// A first request with a version resumes (the proxy holds config from an earlier stream
+/// and serves by it): its first sync goes ahead of starting proxies' in a storm.
+#[test]
+fn a_first_request_with_a_version_resumes() {
+    use super::core::Protocol;
+    use super::sotw::Sotw;
+    use crate::xds::wire::sotw_request::SotwRequest;
+    let first = |version: &str| SotwRequest::from(sotw(Cluster, &[], version, ""));
+    assert!(Sotw::resumes(&first("v7")));
+    assert!(!Sotw::resumes(&first("")));
+}
