@@ -1,7 +1,8 @@
 //! A change to one Service reaches a view as that Service's parts alone:
 //! - a view whose Envoys take virtual hosts apart (VHDS): a canary step, a new Service and
 //!   a removed one change that Service's virtual host and nothing of the outbound table,
-//!   while the view with the whole table re-sends the table each time;
+//!   while the view with the whole table re-sends the table each time; views of one
+//!   namespace share one encoding of each host, and a step encodes only the changed one;
 //! - a gRPC view: a new Service adds its client Listeners to the view's shared map, and
 //!   no gRPC proxy's own set is rebuilt.
 
@@ -176,4 +177,53 @@ fn a_new_service_adds_its_client_listeners_to_the_grpc_view_alone() {
         builder.view(&model, &grpc).listeners.len(),
         before + puts.len()
     );
+}
+
+/// Two views of one namespace that take hosts apart (one limited by egress to what it
+/// calls) hold one encoding of each host they share, built once: a canary step encodes
+/// the changed host once for both, and the hosts it did not touch keep their `Arc`s.
+#[test]
+fn views_apart_share_each_host_and_a_step_encodes_only_the_changed_one() {
+    use std::sync::Arc;
+    let mut model = Model::new();
+    let mut builder = Builder::new(MeshConfig::default());
+    let none = BTreeMap::new();
+    let mut yaml = String::new();
+    for i in 0..10 {
+        yaml.push_str(&svc_yaml("shop", &format!("s{i}"), ""));
+        yaml.push_str("---\n");
+    }
+    yaml.push_str(&split(90, 10));
+    let keys = apply(&mut model, &yaml);
+    builder.update(&model, &keys, &none);
+    let all = view(true);
+    let some = ViewKey {
+        egress: Egress::parse("shop/s0,shop/s1,shop/s2,shop/s3", "shop").expect("egress"),
+        ..view(true)
+    };
+    let hosts = |b: &mut Builder, m: &Model, k: &ViewKey| b.view(m, k).vhosts.clone();
+    let (a, s) = (
+        hosts(&mut builder, &model, &all),
+        hosts(&mut builder, &model, &some),
+    );
+    assert_eq!((a.len(), s.len()), (10, 4));
+    for (name, h) in s.iter() {
+        assert!(
+            Arc::ptr_eq(h, &a[name]),
+            "{name}: one encoding for both views"
+        );
+    }
+    let s0 = "outbound-vhds/s0.shop.svc.cluster.local:80";
+    let keys = apply(&mut model, &split(50, 50));
+    let out = builder.update(&model, &keys, &none);
+    let (a2, s2) = (
+        hosts(&mut builder, &model, &all),
+        hosts(&mut builder, &model, &some),
+    );
+    assert!(Arc::ptr_eq(&a2[s0], &s2[s0]), "the new host, shared");
+    assert!(!Arc::ptr_eq(&a2[s0], &a[s0]), "it changed");
+    for (name, h) in a2.iter().filter(|(n, _)| &***n != s0) {
+        assert!(Arc::ptr_eq(h, &a[name]), "{name} kept");
+    }
+    assert_eq!(out.encoded, 1, "one host encoded for both views");
 }

@@ -1,8 +1,9 @@
 //! The outbound RouteConfiguration: one virtual host per HTTP service port, matched by
 //! every name a Kubernetes client may use for it; in the table, or apart from it over
-//! VHDS ([`assemble_apart`]) for the Envoys that take them so.
+//! VHDS ([`table_apart`], [`host_apart`]) for the Envoys that take them so.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::RuntimeFractionalPercent;
 use envoy_types::pb::envoy::config::core::v3::{
@@ -26,6 +27,7 @@ use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
 
 use xds_types::XdsType;
 
+use crate::encoded::Encoded;
 use crate::model::{Kind, MeshService, Model, ObjectKey, Protocol, ServicePort};
 use crate::names;
 use crate::output::{Body, Diagnostic, Output, Resource};
@@ -144,6 +146,55 @@ pub(crate) struct VhostPart {
     /// One pod of a headless Service: another Service over the same pod claiming the
     /// same address reaches the same pod, so a taken name is no diagnostic.
     pub pod: bool,
+    /// Its virtual host apart as last encoded ([`ApartMemo`]).
+    pub apart: ApartMemo,
+}
+
+/// A part's virtual host apart as last encoded, with the names it kept then: an assembly
+/// that keeps the same names, with the sources at the same revisions, takes it instead of
+/// building and encoding the host again (a canary step or a new Service re-assembles
+/// every host of a view). It is no part of the part's value: parts compare equal whatever
+/// their memos hold, and a clone starts empty.
+#[derive(Default)]
+pub(crate) struct ApartMemo(parking_lot::Mutex<Option<(Vec<String>, Arc<Encoded>)>>);
+
+impl ApartMemo {
+    /// The encoding kept for `kept`, if the sources are still at its revisions.
+    pub(crate) fn get(
+        &self,
+        kept: &[&str],
+        rev: impl Fn(&ObjectKey) -> u64,
+    ) -> Option<Arc<Encoded>> {
+        let memo = self.0.lock();
+        let (names, enc) = memo.as_ref()?;
+        let same = names.len() == kept.len()
+            && names.iter().zip(kept).all(|(a, b)| a == b)
+            && enc.sources.iter().all(|s| rev(&s.key) == s.rev);
+        same.then(|| enc.clone())
+    }
+
+    /// Keeps `enc` as the encoding for `kept`.
+    pub(crate) fn set(&self, kept: &[&str], enc: &Arc<Encoded>) {
+        *self.0.lock() = Some((kept.iter().map(|d| d.to_string()).collect(), enc.clone()));
+    }
+}
+
+impl Clone for ApartMemo {
+    fn clone(&self) -> Self {
+        ApartMemo::default()
+    }
+}
+
+impl PartialEq for ApartMemo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for ApartMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApartMemo")
+    }
 }
 
 /// The virtual hosts of one Service's ports: HTTP ports route requests; TCP ports take
@@ -184,6 +235,7 @@ pub(crate) fn vhost_parts(
             refs,
             sources,
             pod: false,
+            apart: ApartMemo::default(),
         });
         if svc.headless && svc.external_name.is_none() {
             out.extend(pod_vhosts(model, svc, port, routing));
@@ -316,6 +368,7 @@ fn pod_vhosts(
                 refs: vec![cluster],
                 sources: sources.clone(),
                 pod: true,
+                apart: ApartMemo::default(),
             }
         })
         .collect()
@@ -415,14 +468,32 @@ fn redirect_and_rewrite(
     }
 }
 
-/// The virtual hosts of the outbound table for clients in `client_ns`, in order, each
-/// with the clusters it routes to and the objects it was made from: each name goes to
-/// the first virtual host that claims it; a later claim is a diagnostic on its Service.
-fn claim<'a>(
+/// A virtual host part as one table claims it: the names it keeps there.
+pub(crate) struct Claimed<'a> {
+    /// The part.
+    pub part: &'a VhostPart,
+    /// Its names no virtual host before it took (at least one).
+    pub kept: Vec<&'a str>,
+}
+
+impl Claimed<'_> {
+    /// The virtual host with the names it kept.
+    fn vhost(&self) -> VirtualHost {
+        VirtualHost {
+            domains: self.kept.iter().map(|d| d.to_string()).collect(),
+            ..self.part.vhost.clone()
+        }
+    }
+}
+
+/// The virtual hosts of the outbound table for clients in `client_ns`, in order: each
+/// name goes to the first virtual host that claims it; a later claim is a diagnostic on
+/// its Service.
+pub(crate) fn claim<'a>(
     parts: impl IntoIterator<Item = &'a VhostPart>,
     client_ns: &str,
     diagnostics: &mut Vec<Diagnostic>,
-) -> Vec<(VirtualHost, &'a [String], &'a [ObjectKey])> {
+) -> Vec<Claimed<'a>> {
     let mut owner: HashMap<&str, &str> = HashMap::new();
     let mut out = Vec::new();
     for part in parts {
@@ -441,20 +512,15 @@ fn claim<'a>(
                 }),
                 None => {
                     owner.insert(d, &part.vhost.name);
-                    kept.push(d.clone());
+                    kept.push(d.as_str());
                 }
             }
         }
         // Envoy refuses a virtual host without domains (and with it the whole table):
         // one whose every name another claimed first is left out.
-        if kept.is_empty() {
-            continue;
+        if !kept.is_empty() {
+            out.push(Claimed { part, kept });
         }
-        let vhost = VirtualHost {
-            domains: kept,
-            ..part.vhost.clone()
-        };
-        out.push((vhost, part.refs.as_slice(), part.sources.as_slice()));
     }
     out
 }
@@ -497,10 +563,10 @@ pub(crate) fn assemble<'a>(
 ) -> Output {
     let mut out = Output::default();
     let (mut vhosts, mut refs, mut sources) = (Vec::new(), Vec::new(), Vec::new());
-    for (vhost, r, s) in claim(parts, client_ns, &mut out.diagnostics) {
-        vhosts.push(vhost);
-        refs.extend(r.iter().cloned());
-        sources.extend(s.iter().cloned());
+    for c in claim(parts, client_ns, &mut out.diagnostics) {
+        vhosts.push(c.vhost());
+        refs.extend(c.part.refs.iter().cloned());
+        sources.extend(c.part.sources.iter().cloned());
     }
     out.resources
         .push(outbound_table(vhosts, refs, sources, None));
@@ -509,33 +575,26 @@ pub(crate) fn assemble<'a>(
 
 /// The outbound table for an Envoy that takes virtual hosts apart (VHDS over delta ADS):
 /// the RouteConfiguration ([`names::OUTBOUND_ROUTE_APART`]) keeps only the pod-address
-/// host and asks for the others, which follow as their own resources
-/// (`outbound-vhds/NAME`, the VirtualHost named the same), so a change to one Service
-/// sends that Service's hosts alone. Claims are as [`assemble`]'s.
-pub(crate) fn assemble_apart<'a>(
-    parts: impl IntoIterator<Item = &'a VhostPart>,
-    client_ns: &str,
-) -> Output {
-    let mut out = Output::default();
+/// host and asks for the others, which follow as their own resources ([`host_apart`] of
+/// each [`claim`]ed part), so a change to one Service sends that Service's hosts alone.
+pub(crate) fn table_apart() -> Resource {
     let vhds = Vhds {
         config_source: Some(protos::ads()),
     };
-    out.resources.push(outbound_table(
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Some(vhds),
-    ));
-    for (mut vhost, refs, sources) in claim(parts, client_ns, &mut out.diagnostics) {
-        let name = names::vhds_name(names::OUTBOUND_ROUTE_APART, &vhost.name);
-        vhost.name.clone_from(&name);
-        out.resources.push(Resource {
-            kind: XdsType::VirtualHost,
-            name,
-            refs: refs.to_vec(),
-            sources: sources.to_vec(),
-            body: Body::VirtualHost(Box::new(vhost)),
-        });
+    outbound_table(Vec::new(), Vec::new(), Vec::new(), Some(vhds))
+}
+
+/// A claimed virtual host as its own resource (`outbound-vhds/NAME`, the VirtualHost
+/// named the same).
+pub(crate) fn host_apart(c: &Claimed) -> Resource {
+    let mut vhost = c.vhost();
+    let name = names::vhds_name(names::OUTBOUND_ROUTE_APART, &vhost.name);
+    vhost.name.clone_from(&name);
+    Resource {
+        kind: XdsType::VirtualHost,
+        name,
+        refs: c.part.refs.clone(),
+        sources: c.part.sources.clone(),
+        body: Body::VirtualHost(Box::new(vhost)),
     }
-    out
 }

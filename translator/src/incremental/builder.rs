@@ -316,8 +316,11 @@ impl Builder {
                     (ns.clone(), tables)
                 })
                 .collect();
-            parts.vhosts = vhosts;
-            parts.consumer_vhosts = consumer;
+            // Equal parts are kept, with what they remember of their encodings.
+            if vhost_changed {
+                parts.vhosts = vhosts;
+                parts.consumer_vhosts = consumer;
+            }
             routings = Some(r);
         }
         let grpc_clusters = full || what.clusters || pods_changed || outside_flipped;

@@ -13,7 +13,7 @@ use crate::encoded::{Encoded, TypeMap};
 use crate::envoy::address;
 use crate::envoy::cluster;
 use crate::envoy::route;
-use crate::model::{Excluded, Model, ViewKey};
+use crate::model::{Excluded, Model, ObjectKey, ViewKey};
 use crate::names::outbound_route;
 use crate::policy::context::PolicyContext;
 use crate::policy::port::port_routings_for;
@@ -167,16 +167,28 @@ impl Builder {
                 None => p.vhosts_for(&key.namespace).iter(),
             })
         });
-        let out = if key.vhds {
-            route::assemble_apart(parts.flatten(), &key.namespace)
-        } else {
-            route::assemble(parts.flatten(), &key.namespace)
-        };
+        if key.vhds {
+            let mut diagnostics = Vec::new();
+            let claimed = route::claim(parts.flatten(), &key.namespace, &mut diagnostics);
+            self.diagnostics
+                .insert(Origin::Route(key.clone()), diagnostics);
+            let vhosts = claimed
+                .iter()
+                .map(|c| {
+                    let e = host_apart(model, c, old.1, count);
+                    (e.name.clone(), e)
+                })
+                .collect();
+            return Table {
+                route: encode(model, &route::table_apart(), old.0, count),
+                vhosts: Arc::new(vhosts),
+            };
+        }
+        let out = route::assemble(parts.flatten(), &key.namespace);
         self.diagnostics
             .insert(Origin::Route(key.clone()), out.diagnostics);
-        // Both always emit exactly one route table, first; virtual hosts apart follow.
-        let mut resources = out.resources.iter();
-        let route = match resources.next() {
+        // Always exactly one route table.
+        let route = match out.resources.first() {
             Some(r) => encode(model, r, old.0, count),
             None => Arc::new(Encoded::synthetic(
                 XdsType::Route,
@@ -185,15 +197,9 @@ impl Builder {
                 &[],
             )),
         };
-        let vhosts = resources
-            .map(|r| {
-                let e = encode(model, r, old.1.get(r.name.as_str()), count);
-                (e.name.clone(), e)
-            })
-            .collect();
         Table {
             route,
-            vhosts: Arc::new(vhosts),
+            vhosts: Arc::new(TypeMap::new()),
         }
     }
 
@@ -545,4 +551,24 @@ fn map_diff(old: &TypeMap, new: &TypeMap) -> Vec<Update> {
             .map(|n| Update::Remove(n.clone())),
     );
     out
+}
+
+/// Claimed virtual host `c` apart, encoded: its part's memo when it kept the same names
+/// from sources at the same revisions (no host built, nothing encoded), else encoded and
+/// kept there; the `Arc` held in `old` when that is the same resource.
+fn host_apart(model: &Model, c: &route::Claimed, old: &TypeMap, count: &mut usize) -> Arc<Encoded> {
+    let rev = |k: &ObjectKey| model.rev(k).unwrap_or(0);
+    let enc = match c.part.apart.get(&c.kept, rev) {
+        Some(e) => e,
+        None => {
+            let r = route::host_apart(c);
+            let e = encode(model, &r, old.get(r.name.as_str()), count);
+            c.part.apart.set(&c.kept, &e);
+            e
+        }
+    };
+    match old.get(&*enc.name) {
+        Some(o) if !Arc::ptr_eq(o, &enc) && o.same_as(&enc) => o.clone(),
+        _ => enc,
+    }
 }
