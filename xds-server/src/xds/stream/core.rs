@@ -500,6 +500,11 @@ impl<P: Protocol> Stream<P> {
         // A client that names its Clusters (proxyless gRPC) asks for a route's clusters
         // only once it has the route: it cannot hold what it has not asked for, so only
         // the clusters it asked for are waited on.
+        if self.holds_all(XdsType::Cluster) && self.holds_all(XdsType::Endpoint) {
+            // Every ref is held or not meant to exist: no name to look up (a sidecar's
+            // first virtual hosts point at a thousand clusters it took just before).
+            return true;
+        }
         let clusters = &self.types[XdsType::Cluster];
         let named = P::NAMED_CLUSTERS_ONLY && self.desired.view.key.grpc;
         let types = &self.types;
@@ -511,6 +516,22 @@ impl<P: Protocol> Stream<P> {
                 .flat_map(|r| r.refs.iter())
                 .filter(|c| !named || clusters.in_scope(c)),
         ) || self.wait.expired(now)
+    }
+
+    /// Whether the proxy holds every resource of `kind` it should: the view's (the
+    /// held set's base, nothing of it marked not held) and its own.
+    fn holds_all(&self, kind: XdsType) -> bool {
+        let held = &self.types[kind].held;
+        self.desired
+            .view
+            .maps
+            .of(kind)
+            .is_none_or(|m| held.covers(m))
+            && self
+                .desired
+                .own
+                .of(kind)
+                .is_none_or(|m| m.keys().all(|n| held.contains_key(n)))
     }
 
     /// A blocked response is looked at again on the next flush.

@@ -147,6 +147,12 @@ impl HeldSet {
         old
     }
 
+    /// Whether it holds every name of `map` (at any version): `map` is its base and
+    /// nothing of the base is marked not held. O(overlay), no name looked up.
+    pub(crate) fn covers(&self, map: &TypeMap) -> bool {
+        std::ptr::eq(Arc::as_ptr(&self.base), map) && self.overlay.values().all(Option::is_some)
+    }
+
     /// The names held by version alone (claimed by the proxy, not sent by this stream);
     /// those are never in the base.
     pub(crate) fn claimed(&self) -> impl Iterator<Item = &Arc<str>> {
@@ -439,6 +445,13 @@ mod tests {
             assert_eq!(walked.holds_from(name, None), held, "{name}");
         }
         assert!(!walked.holds_from("r0", Some(&target)));
+        // It does not cover the target (r0 is not held), nor a copy of it; holding r0
+        // again, it covers the target and still not the copy (not its base).
+        assert!(!walked.covers(&target) && !walked.covers(&other));
+        walked.insert(target["r0"].name.clone(), Held::Res(target["r0"].clone()));
+        assert!(walked.covers(&target), "every name of the target held");
+        assert!(!walked.covers(&other), "answered for its base only");
+        assert!(target.keys().all(|n| walked.contains_key(n)));
     }
 
     #[test]
