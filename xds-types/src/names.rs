@@ -12,6 +12,12 @@ pub const OUTBOUND_ROUTE: &str = "outbound";
 /// Under one name, Envoy would serve a table that asks for its hosts before it had them.
 pub const OUTBOUND_ROUTE_APART: &str = "outbound-vhds";
 
+/// Whether route table `name` is one that asks for its virtual hosts apart: the only
+/// table whose hosts ([`vhds_name`]) Rudder serves.
+pub fn asks_hosts_apart(name: &str) -> bool {
+    name == OUTBOUND_ROUTE_APART
+}
+
 /// The outbound table of a sidecar that takes its virtual hosts apart (`apart`) or not.
 pub fn outbound_route(apart: bool) -> &'static str {
     if apart {
@@ -73,5 +79,7 @@ mod tests {
         assert_eq!(outbound_route(true), OUTBOUND_ROUTE_APART);
         assert_eq!(outbound_route(false), OUTBOUND_ROUTE);
         assert_ne!(OUTBOUND_ROUTE, OUTBOUND_ROUTE_APART);
+        assert!(asks_hosts_apart(OUTBOUND_ROUTE_APART));
+        assert!(!asks_hosts_apart(OUTBOUND_ROUTE) && !asks_hosts_apart("outbound|80||a"));
     }
 }

@@ -4,8 +4,10 @@
 //! peer's queue (bounded) for at most a bounded time, and a freed permit goes to the
 //! peers that wait in turn (round robin), so one address cannot hold every permit or
 //! starve the others by queueing first. A waiter is of one of two [`Priority`] classes:
-//! a freed permit goes to the first class's waiters (their peers in turn) before any of
-//! the second's; the caps are the same for both.
+//! a freed permit goes to the first class's waiters (their peers in turn) before the
+//! second's, except that after [`HIGH_BURST`] first-class grants in a row a second-class
+//! waiter goes (so the second class is slowed, never starved); the caps are the same for
+//! both.
 //!
 //! [`Core`] is the bookkeeping without clocks or channels (tested beside it);
 //! [`FairQueue`] is the async shell that waits on it.
@@ -53,7 +55,10 @@ impl Busy {
     }
 }
 
-/// A waiter's class: every `High` waiter is served before any `Normal` one.
+/// First-class grants in a row before a second-class waiter, if any may go, gets one.
+pub(crate) const HIGH_BURST: usize = 4;
+
+/// A waiter's class: `High` waiters are served before `Normal` ones ([`HIGH_BURST`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Priority {
     /// Served first.
@@ -120,6 +125,8 @@ pub(crate) struct Core<W, K = IpAddr> {
     peers: HashMap<K, Peer<W>>,
     /// Peers with waiters of each class, in the order they are served.
     turn: [VecDeque<K>; 2],
+    /// `High` grants since the last `Normal` one.
+    high_streak: usize,
     next_ticket: u64,
 }
 
@@ -131,6 +138,7 @@ impl<W, K: Hash + Eq + Clone> Core<W, K> {
             waiting: 0,
             peers: HashMap::new(),
             turn: [VecDeque::new(), VecDeque::new()],
+            high_streak: 0,
             next_ticket: 0,
         }
     }
@@ -203,15 +211,25 @@ impl<W, K: Hash + Eq + Clone> Core<W, K> {
     }
 
     /// The next waiter to hand a permit to (counted to its peer now), if any may have one:
-    /// the first class before the second, peers in turn within a class, skipping those
-    /// at their own cap.
+    /// the first class before the second (but see [`HIGH_BURST`]), peers in turn within a
+    /// class, skipping those at their own cap.
     pub(crate) fn next(&mut self) -> Option<(K, W)> {
         if self.out >= self.limits.total {
             return None;
         }
-        Priority::ALL
+        let order = if self.high_streak >= HIGH_BURST {
+            [Priority::Normal, Priority::High]
+        } else {
+            Priority::ALL
+        };
+        let (class, next) = order
             .into_iter()
-            .find_map(|class| self.next_of(class))
+            .find_map(|class| self.next_of(class).map(|n| (class, n)))?;
+        self.high_streak = match class {
+            Priority::High => self.high_streak + 1,
+            Priority::Normal => 0,
+        };
+        Some(next)
     }
 
     fn next_of(&mut self, class: Priority) -> Option<(K, W)> {
@@ -470,6 +488,35 @@ mod tests {
         };
         assert!(c.cancel(ip(1), t));
         assert!(c.turn[0].is_empty(), "no turn left for a cancelled class");
+    }
+
+    #[test]
+    fn normal_waiters_are_slowed_by_high_ones_never_starved() {
+        let mut c: Core<&str> = Core::new(QueueLimits {
+            total: 1,
+            per_peer: 1,
+            queue_per_peer: 20,
+            queue_total: 20,
+            ..limits()
+        });
+        assert_eq!(c.enqueue(ip(1), N, "first"), Enqueued::Granted);
+        assert!(matches!(c.enqueue(ip(2), N, "n1"), Enqueued::Waiting(_)));
+        let high: Vec<String> = (0..8).map(|i| format!("h{i}")).collect();
+        for h in &high {
+            assert!(matches!(
+                c.enqueue(ip(3), Priority::High, h.as_str()),
+                Enqueued::Waiting(_)
+            ));
+        }
+        let mut order = Vec::new();
+        let mut holder = ip(1);
+        for _ in 0..6 {
+            c.release(holder);
+            let (peer, w) = c.next().expect("a waiter goes");
+            holder = peer;
+            order.push(w);
+        }
+        assert_eq!(order, ["h0", "h1", "h2", "h3", "n1", "h4"]);
     }
 
     #[tokio::test]

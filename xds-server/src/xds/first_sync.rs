@@ -9,8 +9,10 @@
 //! `--first-sync-hold` (2 s; a proxy that never answers cannot keep one), and a stream waits
 //! at most [`WAIT`] before it is served anyway. Identities are not divided further: pods
 //! of one service account share its turns. A proxy that resumes (it says what it holds:
-//! it serves traffic by that config) takes the next free turn before any proxy that
-//! starts; the caps hold for both, so claiming to resume gains an identity no more turns.
+//! it serves traffic by that config) takes the next free turn before a proxy that
+//! starts, but a starting one gets every fifth turn in a run of resuming ones
+//! ([`crate::net::fair_queue::HIGH_BURST`]); the caps hold for both, so claiming to resume
+//! (anyone can) gains an identity no more turns, only earlier ones.
 
 use parking_lot::Mutex;
 use prometheus_client::metrics::gauge::Gauge;

@@ -1,16 +1,22 @@
 //! Virtual hosts apart (VHDS, delta only) and the route table each belongs to
-//! (`ROUTE/NAME`). Envoy takes a table's hosts through a watch the table makes once it is
-//! taken, and drops them with the table; the stream follows that:
+//! (`ROUTE/NAME`; only [`OUTBOUND_ROUTE_APART`] has any). Envoy takes a table's hosts
+//! through a watch the table makes once it is taken, and routes by them until the table
+//! goes (its VHDS subscription, though, keeps their versions and claims them again on
+//! reconnect). The stream follows that:
 //! - a host is sent only while the proxy holds its table (sent before, Envoy's watch
 //!   for it does not exist yet and the host is lost);
 //! - hosts the proxy claims, on reconnect, for a table it does not hold are left from
-//!   an earlier table (Envoy's VHDS subscription outlives a table): once it takes the
-//!   table they are forgotten and sent, since the new watch never saw them;
+//!   an earlier table: once it takes the table they are forgotten and sent, since the new
+//!   watch never saw them; a table claimed on reconnect has every host looked at again;
 //! - a held host whose table the view no longer has is not removed on its own: a
-//!   listener still draining may route by it, and Envoy drops it with its table.
+//!   listener still draining may route by it until its table goes.
+//!
+//! A stream's shape is fixed (the view's `vhds`) and its listener always names its table
+//! (the explicit chain does), so a table is not dropped and taken again within a stream:
+//! hosts this stream sent went to the watch its table made.
 
 use xds_types::XdsType;
-use xds_types::names::vhds_table;
+use xds_types::names::{OUTBOUND_ROUTE_APART, asks_hosts_apart, vhds_table};
 
 use crate::xds::stream::core::Sent;
 use crate::xds::stream::delta::DeltaStream;
@@ -24,19 +30,16 @@ impl DeltaStream {
     }
 
     /// Whether the proxy holds the table of every desired virtual host (a first answer
-    /// sends them all). Hosts come sorted, a table's together: one lookup per table.
+    /// sends them all): they are all [`OUTBOUND_ROUTE_APART`]'s.
     pub(super) fn tables_held(&self) -> bool {
-        let mut last: Option<&str> = None;
-        for r in self.desired.all(XdsType::VirtualHost) {
-            let table = vhds_table(&r.name);
-            if last != Some(table) {
-                if !self.table_held(&r.name) {
-                    return false;
-                }
-                last = Some(table);
-            }
-        }
-        true
+        self.desired
+            .all(XdsType::VirtualHost)
+            .next()
+            .is_none_or(|_| {
+                self.types[XdsType::Route]
+                    .held
+                    .contains_key(OUTBOUND_ROUTE_APART)
+            })
     }
 
     /// Whether held virtual host `host` leaves with a table the view no longer has.
@@ -44,30 +47,38 @@ impl DeltaStream {
         self.desired.get(XdsType::Route, vhds_table(host)).is_none()
     }
 
-    /// After the proxy accepted the route tables in `sent`: for each it did not hold
-    /// before, the hosts it claimed for that table are forgotten, and every host is
-    /// looked at again (those waiting for the table go now).
+    /// After the proxy accepted the route tables in `sent`: if it did not hold the table
+    /// apart before, the hosts it claimed for it are forgotten, and every host is looked
+    /// at again (those waiting for the table go now). Other tables (a sidecar's per-port
+    /// ones, which every new Service adds) cost nothing here.
     pub(super) fn took_tables(&mut self, sent: &Sent) {
         let routes = &self.types[XdsType::Route].held;
-        let taken: Vec<&str> = sent
+        let taken = sent
             .resources
             .iter()
-            .filter(|r| !routes.contains_key(&r.name))
-            .map(|r| &*r.name)
-            .collect();
-        if taken.is_empty() {
+            .any(|r| asks_hosts_apart(&r.name) && !routes.contains_key(&r.name));
+        if !taken {
             return;
         }
         let hosts = &mut self.types[XdsType::VirtualHost];
         let claimed: Vec<_> = hosts
             .held
             .claimed()
-            .filter(|n| taken.contains(&vhds_table(n)))
+            .filter(|n| asks_hosts_apart(vhds_table(n)))
             .cloned()
             .collect();
         for name in claimed {
             hosts.held.remove(&name);
         }
         hosts.resync = true;
+    }
+
+    /// After the proxy claimed route tables at connect (`names`): if the table apart is
+    /// among them, every host is looked at again, since some may have waited for it
+    /// (the host request can come first).
+    pub(super) fn claimed_tables<'a>(&mut self, mut names: impl Iterator<Item = &'a String>) {
+        if names.any(|n| asks_hosts_apart(n)) {
+            self.types[XdsType::VirtualHost].resync = true;
+        }
     }
 }

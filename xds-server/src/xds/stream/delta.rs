@@ -223,6 +223,9 @@ impl DeltaStream {
             let name = self.intern(kind, name);
             self.hold(kind, name, Held::Version(version.as_str().into()));
         }
+        if kind == XdsType::Route {
+            self.claimed_tables(req.initial_resource_versions.keys());
+        }
     }
 
     fn subscribe(&mut self, kind: XdsType, names: &[String], first: bool) {

@@ -195,3 +195,48 @@ fn a_host_waits_for_its_table() {
     let step = ack(&mut s, &rds[0]);
     assert_eq!(items(&step.responses[0]), ["outbound-vhds/a@1"]);
 }
+
+/// On reconnect the host request can come before the table's: hosts that waited for the
+/// table go once it is claimed, at their current versions.
+#[test]
+fn hosts_wait_for_a_table_claimed_after_them() {
+    use xds_types::XdsType::VirtualHost;
+    let now = Instant::now();
+    let (a, b) = ("outbound-vhds/a", "outbound-vhds/b");
+    let mut s = DeltaStream::new(snap(&[
+        table(),
+        res(VirtualHost, a, "2", &[]),
+        res(VirtualHost, b, "1", &[]),
+    ]));
+    let r = s.on_request(&reconnect(VirtualHost, &[], &[(a, "1")]), now);
+    assert!(
+        r.responses.is_empty(),
+        "the table is not held: {:?}",
+        r.responses
+    );
+    let r = s.on_request(&reconnect(Route, &[APART], &[(APART, "1")]), now);
+    assert_eq!(r.responses.len(), 1, "{:?}", r.responses);
+    assert_eq!(
+        items(&r.responses[0]),
+        ["outbound-vhds/a@2", "outbound-vhds/b@1"]
+    );
+}
+
+/// A table the proxy refuses makes no watch: its hosts do not go.
+#[test]
+fn a_refused_table_takes_no_hosts() {
+    use xds_types::XdsType::VirtualHost;
+    let now = Instant::now();
+    let mut s = DeltaStream::new(snap(&[
+        table(),
+        res(VirtualHost, "outbound-vhds/a", "1", &[]),
+    ]));
+    let rds = s.on_request(&delta(Route, &[APART], ""), now).responses;
+    assert!(
+        s.on_request(&delta(VirtualHost, &[], ""), now)
+            .responses
+            .is_empty()
+    );
+    let step = s.on_request(&delta_nack(Route, &rds[0].nonce, "bad table"), now);
+    assert!(step.responses.is_empty(), "{:?}", step.responses);
+}
