@@ -491,6 +491,24 @@ mod tests {
     }
 
     #[test]
+    fn high_waiters_keep_their_peers_cap() {
+        let mut c: Core<&str> = Core::new(QueueLimits {
+            queue_total: 10,
+            queue_per_peer: 4,
+            ..limits()
+        });
+        for w in ["a1", "a2"] {
+            assert_eq!(c.enqueue(ip(1), N, w), Enqueued::Granted);
+        }
+        assert!(
+            matches!(c.enqueue(ip(1), Priority::High, "A3"), Enqueued::Waiting(_)),
+            "at its peer's cap, though a permit is free"
+        );
+        assert_eq!(c.next(), None, "the free permit is not its");
+        assert_eq!(c.enqueue(ip(2), N, "b1"), Enqueued::Granted);
+    }
+
+    #[test]
     fn normal_waiters_are_slowed_by_high_ones_never_starved() {
         let mut c: Core<&str> = Core::new(QueueLimits {
             total: 1,
