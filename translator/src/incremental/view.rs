@@ -14,7 +14,7 @@ use crate::envoy::address;
 use crate::envoy::cluster;
 use crate::envoy::route;
 use crate::model::{Excluded, Model, ObjectKey, ViewKey};
-use crate::names::outbound_route;
+use crate::names::{OUTBOUND_ROUTE, outbound_route};
 use crate::policy::context::PolicyContext;
 use crate::policy::port::port_routings_for;
 use xds_types::XdsType;
@@ -190,12 +190,7 @@ impl Builder {
         // Always exactly one route table.
         let route = match out.resources.first() {
             Some(r) => encode(model, r, old.0, count),
-            None => Arc::new(Encoded::synthetic(
-                XdsType::Route,
-                outbound_route(key.vhds),
-                "",
-                &[],
-            )),
+            None => Arc::new(Encoded::synthetic(XdsType::Route, OUTBOUND_ROUTE, "", &[])),
         };
         Table {
             route,

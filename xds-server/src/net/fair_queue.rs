@@ -379,6 +379,19 @@ mod tests {
         }
     }
 
+    /// Room to queue; peer 1 holds its two permits, one of three is free.
+    fn peer_one_at_its_cap() -> Core<&'static str> {
+        let mut c = Core::new(QueueLimits {
+            queue_total: 10,
+            queue_per_peer: 4,
+            ..limits()
+        });
+        for w in ["a1", "a2"] {
+            assert_eq!(c.enqueue(ip(1), N, w), Enqueued::Granted);
+        }
+        c
+    }
+
     fn ip(n: u8) -> IpAddr {
         IpAddr::from([10, 0, 0, n])
     }
@@ -402,14 +415,7 @@ mod tests {
 
     #[test]
     fn freed_permits_go_round_robin_between_waiting_peers() {
-        let mut c: Core<&str> = Core::new(QueueLimits {
-            queue_total: 10,
-            queue_per_peer: 4,
-            ..limits()
-        });
-        for w in ["a1", "a2"] {
-            assert_eq!(c.enqueue(ip(1), N, w), Enqueued::Granted);
-        }
+        let mut c = peer_one_at_its_cap();
         assert_eq!(c.enqueue(ip(2), N, "b1"), Enqueued::Granted);
         // Full: the first peer queued three before the others queued one each.
         for w in ["a3", "a4", "a5"] {
@@ -450,14 +456,7 @@ mod tests {
 
     #[test]
     fn high_priority_waiters_go_first_within_the_same_caps() {
-        let mut c: Core<&str> = Core::new(QueueLimits {
-            queue_total: 10,
-            queue_per_peer: 4,
-            ..limits()
-        });
-        for w in ["a1", "a2"] {
-            assert_eq!(c.enqueue(ip(1), N, w), Enqueued::Granted);
-        }
+        let mut c = peer_one_at_its_cap();
         assert_eq!(c.enqueue(ip(2), N, "b1"), Enqueued::Granted);
         // Normal waiters queued first; high ones after them, of two peers.
         assert!(matches!(c.enqueue(ip(2), N, "b2"), Enqueued::Waiting(_)));
@@ -492,14 +491,7 @@ mod tests {
 
     #[test]
     fn high_waiters_keep_their_peers_cap() {
-        let mut c: Core<&str> = Core::new(QueueLimits {
-            queue_total: 10,
-            queue_per_peer: 4,
-            ..limits()
-        });
-        for w in ["a1", "a2"] {
-            assert_eq!(c.enqueue(ip(1), N, w), Enqueued::Granted);
-        }
+        let mut c = peer_one_at_its_cap();
         assert!(
             matches!(c.enqueue(ip(1), Priority::High, "A3"), Enqueued::Waiting(_)),
             "at its peer's cap, though a permit is free"
