@@ -35,7 +35,7 @@ use crate::xds::stream::names::NameBytes;
 use crate::xds::stream::sotw::Sotw;
 use crate::xds::stream::{Event, Refusal, ResourceView};
 use crate::xds::wire::budget::{Account, Charge, ConnAccount, Queued, STREAM_BYTES};
-use crate::xds::wire::frames::{DeltaResponse, SotwResponse};
+use crate::xds::wire::frames::{DeltaResponse, Framing, SotwResponse};
 use crate::xds::wire::inbound::{Inbound, ReadError, ReadLimits};
 use ending::{ConnLife, END_AFTER_GOAWAY, aged_out, cert_expired, lifetime, shutting_down};
 
@@ -134,14 +134,14 @@ impl Drop for StreamSlot {
 
 /// A response the glue can frame for HTTP/2.
 trait Framed: Send + Sync + 'static {
-    fn frame(&self) -> Bytes;
+    fn framing(&self) -> Framing;
     /// Bytes of the frame (5 of gRPC header and the message).
     fn frame_len(&self) -> usize;
 }
 
 impl Framed for SotwResponse {
-    fn frame(&self) -> Bytes {
-        SotwResponse::frame(self)
+    fn framing(&self) -> Framing {
+        SotwResponse::framing(self)
     }
     fn frame_len(&self) -> usize {
         5 + self.encoded_len()
@@ -149,8 +149,8 @@ impl Framed for SotwResponse {
 }
 
 impl Framed for DeltaResponse {
-    fn frame(&self) -> Bytes {
-        DeltaResponse::frame(self)
+    fn framing(&self) -> Framing {
+        DeltaResponse::framing(self)
     }
     fn frame_len(&self) -> usize {
         5 + self.encoded_len()
@@ -691,7 +691,14 @@ impl Out {
                     return false;
                 }
             }
-            self.tx.send(Ok(resp.frame())).await.is_ok()
+            let Framing { head, shared } = resp.framing();
+            if self.tx.send(Ok(head)).await.is_err() {
+                return false;
+            }
+            match shared {
+                Some(body) => self.tx.send(Ok(body)).await.is_ok(),
+                None => true,
+            }
         };
         match tokio::time::timeout(SEND_TIMEOUT, go).await {
             Ok(sent) => sent,

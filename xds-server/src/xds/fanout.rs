@@ -19,6 +19,8 @@ use translator::incremental::{Changes, Own, ViewMaps};
 use translator::model::ViewKey;
 use xds_types::XdsType;
 
+use super::wire::shared_body::SharedBodies;
+
 /// How many versions of change sets a view keeps for streams that fall behind.
 pub(crate) const HISTORY: usize = 16;
 
@@ -36,6 +38,8 @@ pub struct ViewVersion {
     pub recent: Vec<(u64, Arc<Changes>)>,
     /// When the source change behind this version was seen (for convergence time).
     pub changed_at: Option<Instant>,
+    /// Response bodies encoded at this version, shared by the proxies sent them.
+    pub bodies: Arc<SharedBodies>,
 }
 
 impl ViewVersion {
@@ -47,6 +51,7 @@ impl ViewVersion {
             maps,
             recent: Vec::new(),
             changed_at: None,
+            bodies: Arc::default(),
         }
     }
 
@@ -60,12 +65,15 @@ impl ViewVersion {
             .cloned()
             .collect();
         recent.push((version, Arc::new(changes)));
+        // What is framed from now on is of the next version.
+        self.bodies.clear();
         ViewVersion {
             key: self.key.clone(),
             version,
             maps,
             recent,
             changed_at,
+            bodies: Arc::default(),
         }
     }
 

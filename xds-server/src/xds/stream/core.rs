@@ -24,6 +24,7 @@ use crate::xds::stream::held::{Held, HeldSet};
 use crate::xds::stream::limits::bound_nack_text;
 use crate::xds::stream::names::{NameBytes, NameSet};
 use crate::xds::stream::order::{OrderWait, own_changes, ready, released};
+use crate::xds::wire::shared_body::Bodies;
 
 /// What one ADS variant does its own way.
 pub(crate) trait Protocol: Sized + Send + 'static {
@@ -49,8 +50,8 @@ pub(crate) trait Protocol: Sized + Send + 'static {
     fn read(s: &mut Stream<Self>, req: Self::Request, now: Instant) -> Step<Self::Response>;
     /// The response due for `kind` (subscribed, nothing in flight), ignoring ordering.
     fn candidate(s: &mut Stream<Self>, kind: XdsType) -> Option<Sent>;
-    /// The response that carries `sent`.
-    fn response(kind: XdsType, sent: &Sent) -> Self::Response;
+    /// The response that carries `sent`, its body shared through `bodies`.
+    fn response(kind: XdsType, sent: &Sent, bodies: Bodies) -> Self::Response;
     /// The endpoints to send again after `sent`, a response of Clusters.
     fn rewarm(s: &Stream<Self>, sent: &Sent) -> Vec<Arc<str>>;
     /// Before an accepted response's resources are held.
@@ -550,7 +551,8 @@ impl<P: Protocol> Stream<P> {
         self.next_nonce += 1;
         sent.nonce = self.next_nonce.to_string();
         let bytes: usize = sent.resources.iter().map(|r| r.any.value.len()).sum();
-        step.responses.push(P::response(kind, &sent));
+        let bodies = Bodies(Some(self.desired.view.bodies.clone()));
+        step.responses.push(P::response(kind, &sent, bodies));
         // Envoy re-warms a changed Cluster and waits for its endpoints: send them again
         // even though they did not change.
         if kind == XdsType::Cluster {

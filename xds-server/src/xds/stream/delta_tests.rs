@@ -699,3 +699,32 @@ fn a_first_request_that_says_what_it_holds_resumes() {
     first.initial_resource_versions = [("a".to_string(), "1".to_string())].into();
     assert!(Delta::resumes(&first));
 }
+
+#[test]
+fn proxies_of_one_view_share_a_first_sync_body_until_the_view_moves_on() {
+    let now = Instant::now();
+    let clusters: Vec<_> = (0..40).map(|i| cluster(&format!("c{i:02}"), "1")).collect();
+    let d = snap(&clusters);
+    let first = |d: &crate::xds::fanout::Desired| {
+        let mut s = DeltaStream::new(d.clone());
+        let mut step = s.on_request(&delta(Cluster, &[], ""), now);
+        step.responses.remove(0).framing()
+    };
+    let (a, b) = (first(&d), first(&d));
+    assert_ne!(a.head.as_ptr(), b.head.as_ptr(), "each its own head");
+    let shared = a.shared.expect("a shared body");
+    assert_eq!(shared.as_ptr(), b.shared.expect("shared").as_ptr());
+    assert_eq!(d.view.bodies.len(), 1);
+
+    let mut more = clusters.clone();
+    more.push(cluster("c99", "1"));
+    let (view, _) = advance(&d, snap(&more));
+    assert_eq!(d.view.bodies.len(), 0, "the past version keeps nothing");
+    let next = crate::xds::fanout::Desired {
+        view,
+        own: d.own.clone(),
+    };
+    let c = first(&next).shared.expect("shared");
+    assert_ne!(c.as_ptr(), shared.as_ptr());
+    assert_eq!(next.view.bodies.len(), 1);
+}

@@ -30,6 +30,7 @@ use crate::xds::stream::held::Held;
 use crate::xds::stream::limits::check_request_sizes;
 use crate::xds::stream::names::NameSet;
 use crate::xds::stream::order::{holders_of, pinned_by};
+use crate::xds::wire::shared_body::Bodies;
 use crate::xds::wire::frames::SotwResponse;
 use crate::xds::wire::sotw_request::SotwRequest;
 
@@ -129,12 +130,13 @@ impl Protocol for Sotw {
         }
     }
 
-    fn response(kind: XdsType, sent: &Sent) -> SotwResponse {
+    fn response(kind: XdsType, sent: &Sent, bodies: Bodies) -> SotwResponse {
         SotwResponse {
             version_info: sent.version.clone(),
             resources: sent.resources.clone(),
             type_url: kind.type_url(),
             nonce: sent.nonce.clone(),
+            bodies,
         }
     }
 

@@ -134,7 +134,10 @@ impl http_body::Body for Outbound {
         if self.current.is_empty() {
             match self.rx.poll_recv(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
-                    crate::observability::memory::note_freed(frame.len());
+                    // A body shared with other proxies is not freed with this frame.
+                    if frame.is_unique() {
+                        crate::observability::memory::note_freed(frame.len());
+                    }
                     self.current = frame;
                 }
                 Poll::Pending => return Poll::Pending,

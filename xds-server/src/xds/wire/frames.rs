@@ -3,6 +3,9 @@
 //! the resources' encoded bytes into one buffer of exactly its size: nothing is copied
 //! into per-proxy protobuf structs first, and no encode buffer outlives the frame.
 //!
+//! A response with many resources goes out as a head of its own and a body shared with
+//! the proxies sent the same resources ([`super::shared_body`]).
+//!
 //! Field numbers are those of `envoy.service.discovery.v3`; the tests decode every frame
 //! with the generated types and compare.
 
@@ -11,6 +14,18 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes};
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 use translator::encoded::Encoded;
+
+use super::shared_body::{Bodies, SHARE_MIN};
+
+/// A response's frame as it goes out: one piece, or a head of its own followed by a
+/// shared body.
+#[derive(Debug)]
+pub struct Framing {
+    /// The frame, or its head: the gRPC prefix and the response's own fields.
+    pub head: Bytes,
+    /// The resources and the type, shared.
+    pub shared: Option<Bytes>,
+}
 
 /// One delta (incremental) response.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -25,6 +40,8 @@ pub struct DeltaResponse {
     pub removed_resources: Vec<Arc<str>>,
     /// The nonce the client answers with.
     pub nonce: String,
+    /// Where a body shared with other proxies is kept.
+    pub bodies: Bodies,
 }
 
 /// One state-of-the-world response.
@@ -38,6 +55,8 @@ pub struct SotwResponse {
     pub resources: Vec<Arc<Encoded>>,
     /// The nonce the client answers with.
     pub nonce: String,
+    /// Where a body shared with other proxies is kept.
+    pub bodies: Bodies,
 }
 
 /// The length of a length-delimited field holding `len` bytes.
@@ -95,24 +114,62 @@ fn resource_len(r: &Encoded) -> usize {
 
 /// The gRPC frame: a flag byte (not compressed), the length, the message.
 fn framed(len: usize, write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
-    let mut buf = Vec::with_capacity(5 + len);
+    framed_with(len, len, write)
+}
+
+/// A gRPC frame of a `len`-byte message whose first `here` bytes `write` writes.
+fn framed_with(len: usize, here: usize, write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    let mut buf = Vec::with_capacity(5 + here);
     buf.put_u8(0);
     buf.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
     write(&mut buf);
-    debug_assert_eq!(buf.len(), 5 + len, "computed and written lengths agree");
+    debug_assert_eq!(buf.len(), 5 + here, "computed and written lengths agree");
     Bytes::from(buf)
+}
+
+/// Writes exactly `len` bytes with `write` into a buffer of their own.
+fn written(len: usize, write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    let mut buf = Vec::with_capacity(len);
+    write(&mut buf);
+    debug_assert_eq!(buf.len(), len, "computed and written lengths agree");
+    Bytes::from(buf)
+}
+
+fn put_resource(buf: &mut Vec<u8>, r: &Encoded) {
+    put_delimited(buf, 2, resource_len(r));
+    put_str(buf, 1, &r.version);
+    put_any(buf, 2, r);
+    put_str(buf, 3, &r.name);
+}
+
+fn resources_len(resources: &[Arc<Encoded>]) -> usize {
+    resources
+        .iter()
+        .map(|r| delimited_len(2, resource_len(r)))
+        .sum()
+}
+
+fn anys_len(resources: &[Arc<Encoded>]) -> usize {
+    resources
+        .iter()
+        .map(|r| delimited_len(2, any_len(r)))
+        .sum()
+}
+
+/// Whether a response with `resources` shares its body.
+fn shares(bodies: &Bodies, resources: &[Arc<Encoded>]) -> bool {
+    bodies.0.is_some() && resources.len() >= SHARE_MIN
 }
 
 impl DeltaResponse {
     /// The encoded `DeltaDiscoveryResponse`'s length.
     pub(crate) fn encoded_len(&self) -> usize {
+        self.own_len() + resources_len(&self.resources) + str_len(4, self.type_url)
+    }
+
+    /// The length of the fields of its own: version, nonce, removals.
+    fn own_len(&self) -> usize {
         str_len(1, &self.system_version_info)
-            + self
-                .resources
-                .iter()
-                .map(|r| delimited_len(2, resource_len(r)))
-                .sum::<usize>()
-            + str_len(4, self.type_url)
             + str_len(5, &self.nonce)
             + self
                 .removed_resources
@@ -121,49 +178,102 @@ impl DeltaResponse {
                 .sum::<usize>()
     }
 
+    fn put_own(&self, buf: &mut Vec<u8>) {
+        put_str(buf, 1, &self.system_version_info);
+        put_str(buf, 5, &self.nonce);
+        for n in &self.removed_resources {
+            put_delimited(buf, 6, n.len());
+            buf.put_slice(n.as_bytes());
+        }
+    }
+
+    fn put_body(&self, buf: &mut Vec<u8>) {
+        for r in &self.resources {
+            put_resource(buf, r);
+        }
+        put_str(buf, 4, self.type_url);
+    }
+
     /// The response as one gRPC frame.
     pub fn frame(&self) -> Bytes {
         framed(self.encoded_len(), |buf| {
-            put_str(buf, 1, &self.system_version_info);
-            for r in &self.resources {
-                put_delimited(buf, 2, resource_len(r));
-                put_str(buf, 1, &r.version);
-                put_any(buf, 2, r);
-                put_str(buf, 3, &r.name);
-            }
-            put_str(buf, 4, self.type_url);
-            put_str(buf, 5, &self.nonce);
-            for n in &self.removed_resources {
-                put_delimited(buf, 6, n.len());
-                buf.put_slice(n.as_bytes());
-            }
+            self.put_own(buf);
+            self.put_body(buf);
         })
+    }
+
+    /// The response as it goes out: its body shared if it has many resources.
+    pub fn framing(&self) -> Framing {
+        match &self.bodies.0 {
+            Some(bodies) if shares(&self.bodies, &self.resources) => {
+                let body_len = resources_len(&self.resources) + str_len(4, self.type_url);
+                let shared = bodies.get_or_build(self.type_url, true, &self.resources, || {
+                    written(body_len, |buf| self.put_body(buf))
+                });
+                let own = self.own_len();
+                Framing {
+                    head: framed_with(own + shared.len(), own, |buf| self.put_own(buf)),
+                    shared: Some(shared),
+                }
+            }
+            _ => Framing {
+                head: self.frame(),
+                shared: None,
+            },
+        }
     }
 }
 
 impl SotwResponse {
     /// The encoded `DiscoveryResponse`'s length.
     pub(crate) fn encoded_len(&self) -> usize {
-        str_len(1, &self.version_info)
-            + self
-                .resources
-                .iter()
-                .map(|r| delimited_len(2, any_len(r)))
-                .sum::<usize>()
-            + str_len(4, self.type_url)
-            + str_len(5, &self.nonce)
+        self.own_len() + anys_len(&self.resources) + str_len(4, self.type_url)
+    }
+
+    /// The length of the fields of its own: version and nonce.
+    fn own_len(&self) -> usize {
+        str_len(1, &self.version_info) + str_len(5, &self.nonce)
+    }
+
+    fn put_own(&self, buf: &mut Vec<u8>) {
+        put_str(buf, 1, &self.version_info);
+        put_str(buf, 5, &self.nonce);
+    }
+
+    fn put_body(&self, buf: &mut Vec<u8>) {
+        for r in &self.resources {
+            put_any(buf, 2, r);
+        }
+        put_str(buf, 4, self.type_url);
     }
 
     /// The response as one gRPC frame.
     pub fn frame(&self) -> Bytes {
         framed(self.encoded_len(), |buf| {
-            put_str(buf, 1, &self.version_info);
-            for r in &self.resources {
-                put_any(buf, 2, r);
-            }
-            put_str(buf, 4, self.type_url);
-            put_str(buf, 5, &self.nonce);
+            self.put_own(buf);
+            self.put_body(buf);
         })
+    }
+
+    /// The response as it goes out: its body shared if it has many resources.
+    pub fn framing(&self) -> Framing {
+        match &self.bodies.0 {
+            Some(bodies) if shares(&self.bodies, &self.resources) => {
+                let body_len = anys_len(&self.resources) + str_len(4, self.type_url);
+                let shared = bodies.get_or_build(self.type_url, false, &self.resources, || {
+                    written(body_len, |buf| self.put_body(buf))
+                });
+                let own = self.own_len();
+                Framing {
+                    head: framed_with(own + shared.len(), own, |buf| self.put_own(buf)),
+                    shared: Some(shared),
+                }
+            }
+            _ => Framing {
+                head: self.frame(),
+                shared: None,
+            },
+        }
     }
 }
 
@@ -177,6 +287,7 @@ mod tests {
 
     use super::*;
     use crate::xds::stream::test_support::{cla, cluster};
+    use crate::xds::wire::shared_body::SharedBodies;
 
     fn unframe(b: &Bytes) -> &[u8] {
         assert_eq!(b[0], 0, "not compressed");
@@ -198,6 +309,7 @@ mod tests {
             resources: vec![cla("a", "v1"), big.clone()],
             removed_resources: vec!["gone".into(), "also-gone".into()],
             nonce: "17".into(),
+            bodies: Bodies::default(),
         };
         let frame = resp.frame();
         let got = DeltaDiscoveryResponse::decode(unframe(&frame)).expect("decodes");
@@ -229,6 +341,7 @@ mod tests {
             type_url: XdsType::Cluster.type_url(),
             resources: vec![cluster("a", "1"), cluster("b", "2")],
             nonce: "3".into(),
+            bodies: Bodies::default(),
         };
         let frame = resp.frame();
         let got = DiscoveryResponse::decode(unframe(&frame)).expect("decodes");
@@ -252,5 +365,109 @@ mod tests {
         let got = DiscoveryResponse::decode(unframe(&resp.frame())).expect("decodes");
         assert!(got.resources.is_empty() && got.version_info.is_empty());
         assert_eq!(got.type_url, XdsType::Route.type_url());
+    }
+
+    /// The pieces of a framing, joined.
+    fn joined(f: &Framing) -> Bytes {
+        let mut all = f.head.to_vec();
+        all.extend_from_slice(f.shared.as_deref().unwrap_or_default());
+        Bytes::from(all)
+    }
+
+    fn many(n: usize, make: fn(&str, &str) -> Arc<Encoded>) -> Vec<Arc<Encoded>> {
+        (0..n)
+            .map(|i| make(&format!("r{i:03}"), &format!("v{i}")))
+            .collect()
+    }
+
+    #[test]
+    fn a_large_delta_response_shares_its_body_with_the_next_proxy_sent_the_same() {
+        let cache = Arc::new(SharedBodies::default());
+        let resources = many(SHARE_MIN + 4, cla);
+        let resp = |nonce: &str, removed: Vec<Arc<str>>| DeltaResponse {
+            system_version_info: format!("sv{nonce}"),
+            type_url: XdsType::Endpoint.type_url(),
+            resources: resources.clone(),
+            removed_resources: removed,
+            nonce: nonce.into(),
+            bodies: Bodies(Some(cache.clone())),
+        };
+        let one = resp("1", vec!["gone".into()]);
+        let two = resp("2", Vec::new());
+        let (a, b) = (one.framing(), two.framing());
+        // Each decodes to what it stands for: its own fields, the shared resources.
+        for (r, f) in [(&one, &a), (&two, &b)] {
+            let whole = joined(f);
+            assert_eq!(
+                DeltaDiscoveryResponse::decode(unframe(&whole)).expect("decodes"),
+                DeltaDiscoveryResponse::decode(unframe(&r.frame())).expect("decodes"),
+            );
+            assert_eq!(whole.len(), 5 + r.encoded_len());
+        }
+        let (sa, sb) = (a.shared.expect("shared"), b.shared.expect("shared"));
+        assert_eq!(sa.as_ptr(), sb.as_ptr(), "one body, encoded once");
+        assert_eq!(cache.len(), 1);
+
+        // The same resources as other allocations (a proxy's own) share it too; other
+        // resources, or the state-of-the-world form, do not.
+        let copies: Vec<Arc<Encoded>> = resources.iter().map(|r| Arc::new((**r).clone())).collect();
+        let three = DeltaResponse {
+            resources: copies,
+            ..resp("3", Vec::new())
+        };
+        assert_eq!(three.framing().shared.expect("shared").as_ptr(), sa.as_ptr());
+        let mut other = resources.clone();
+        other[3] = cla("r003", "changed");
+        let four = DeltaResponse {
+            resources: other,
+            ..resp("4", Vec::new())
+        };
+        let f = four.framing();
+        assert_ne!(f.shared.as_ref().expect("shared").as_ptr(), sa.as_ptr());
+        assert_eq!(
+            DeltaDiscoveryResponse::decode(unframe(&joined(&f))).expect("decodes"),
+            DeltaDiscoveryResponse::decode(unframe(&four.frame())).expect("decodes"),
+        );
+        let sotw = SotwResponse {
+            version_info: "x".into(),
+            type_url: XdsType::Endpoint.type_url(),
+            resources: resources.clone(),
+            nonce: "5".into(),
+            bodies: Bodies(Some(cache.clone())),
+        };
+        assert_ne!(sotw.framing().shared.expect("shared").as_ptr(), sa.as_ptr());
+        assert_eq!(cache.len(), 3);
+        cache.clear();
+        assert_eq!(cache.len(), 0);
+    }
+
+    #[test]
+    fn a_large_sotw_response_shares_its_body_and_a_small_one_goes_whole() {
+        let cache = Arc::new(SharedBodies::default());
+        let resp = |resources: Vec<Arc<Encoded>>, nonce: &str| SotwResponse {
+            version_info: format!("v{nonce}"),
+            type_url: XdsType::Cluster.type_url(),
+            resources,
+            nonce: nonce.into(),
+            bodies: Bodies(Some(cache.clone())),
+        };
+        let resources = many(SHARE_MIN, cluster);
+        let (one, two) = (resp(resources.clone(), "1"), resp(resources, "2"));
+        let (a, b) = (one.framing(), two.framing());
+        for (r, f) in [(&one, &a), (&two, &b)] {
+            assert_eq!(
+                DiscoveryResponse::decode(unframe(&joined(f))).expect("decodes"),
+                DiscoveryResponse::decode(unframe(&r.frame())).expect("decodes"),
+            );
+        }
+        assert_eq!(
+            a.shared.expect("shared").as_ptr(),
+            b.shared.expect("shared").as_ptr()
+        );
+        let small = resp(many(SHARE_MIN - 1, cluster), "3");
+        let f = small.framing();
+        assert!(f.shared.is_none(), "too few resources to share");
+        assert_eq!(f.head, small.frame());
+        assert_eq!(cache.len(), 1);
     }
 }

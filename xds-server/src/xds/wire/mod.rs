@@ -2,7 +2,8 @@
 //! machines ([`ads_server`]), reads requests with buffers that grow only as bytes arrive, within a
 //! deadline and charged to the peer's identity ([`inbound`], [`budget`]), and writes the
 //! machines' responses as frames encoded straight from the shared resources
-//! ([`frames`]).
+//! ([`frames`]), a large response's body once for all the proxies sent it
+//! ([`shared_body`]).
 //!
 //! tonic's generated server would encode every response through a per-stream buffer that
 //! grows to the largest response ever sent (the first CDS response: hundreds of KB) and
@@ -17,4 +18,5 @@ pub mod budget;
 pub mod frames;
 pub mod http2;
 pub mod inbound;
+pub mod shared_body;
 pub mod sotw_request;
