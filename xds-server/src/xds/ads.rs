@@ -35,7 +35,7 @@ use crate::xds::stream::names::NameBytes;
 use crate::xds::stream::sotw::Sotw;
 use crate::xds::stream::{Event, Refusal, ResourceView};
 use crate::xds::wire::budget::{Account, Charge, ConnAccount, Queued, STREAM_BYTES};
-use crate::xds::wire::frames::{DeltaResponse, Framing, SotwResponse};
+use crate::xds::wire::frames::{Framing, Response};
 use crate::xds::wire::inbound::{Inbound, ReadError, ReadLimits};
 use ending::{ConnLife, END_AFTER_GOAWAY, aged_out, cert_expired, lifetime, shutting_down};
 
@@ -133,29 +133,9 @@ impl Drop for StreamSlot {
 }
 
 /// A response the glue can frame for HTTP/2.
-trait Framed: Send + Sync + 'static {
-    fn framing(&self) -> Framing;
-    /// Bytes of the frame (5 of gRPC header and the message).
-    fn frame_len(&self) -> usize;
-}
+trait Framed: Response + Send + Sync + 'static {}
 
-impl Framed for SotwResponse {
-    fn framing(&self) -> Framing {
-        SotwResponse::framing(self)
-    }
-    fn frame_len(&self) -> usize {
-        5 + self.encoded_len()
-    }
-}
-
-impl Framed for DeltaResponse {
-    fn framing(&self) -> Framing {
-        DeltaResponse::framing(self)
-    }
-    fn frame_len(&self) -> usize {
-        5 + self.encoded_len()
-    }
-}
+impl<R: Response + Send + Sync + 'static> Framed for R {}
 
 /// A stream as the registry reads it (CSDS, `xdsctl`): the same state the stream works
 /// on, read on demand.
@@ -685,13 +665,16 @@ impl Out {
     /// on purpose): the stream ends rather than wait on it forever.
     async fn send<R: Framed>(&self, resp: &R) -> bool {
         let go = async {
+            // A body already encoded for another proxy is not encoded again, nor walked
+            // to learn its length.
+            let kept = resp.kept_body();
             if let Some(q) = &self.queued {
                 let gone = || self.tx.is_closed() || self.stop.is_stopped();
-                if !q.admit(resp.frame_len(), gone).await {
+                if !q.admit(resp.frame_len(kept.as_ref()), gone).await {
                     return false;
                 }
             }
-            let Framing { head, shared } = resp.framing();
+            let Framing { head, shared } = resp.framing(kept);
             if self.tx.send(Ok(head)).await.is_err() {
                 return false;
             }

@@ -26,8 +26,9 @@ use crate::xds::stream::held::Held;
 use crate::xds::stream::limits::check_request_sizes;
 use crate::xds::stream::order::{holders_of, pinned_by};
 use crate::xds::stream::{HashMap, HashSet};
-use crate::xds::wire::shared_body::Bodies;
+use crate::xds::wire::delta_request::DeltaRequest;
 use crate::xds::wire::frames::DeltaResponse;
+use crate::xds::wire::shared_body::Bodies;
 
 /// The incremental variant.
 #[derive(Debug)]
@@ -50,23 +51,24 @@ pub(crate) struct Extra {
 type State = TypeState<Extra>;
 
 impl Protocol for Delta {
-    type Request = DeltaDiscoveryRequest;
+    type Request = DeltaRequest;
     type Response = DeltaResponse;
     type Extra = Extra;
     const NAME: &'static str = "delta";
     const NAMED_CLUSTERS_ONLY: bool = false;
     const VIRTUAL_HOSTS_APART: bool = true;
 
-    fn resumes(first: &DeltaDiscoveryRequest) -> bool {
-        !first.initial_resource_versions.is_empty()
+    fn resumes(first: &DeltaRequest) -> bool {
+        !first.req.initial_resource_versions.is_empty()
     }
 
-    fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
-        req.node.as_ref()
+    fn node(req: &DeltaRequest) -> Option<&Node> {
+        req.req.node.as_ref()
     }
 
-    fn read(s: &mut DeltaStream, req: DeltaDiscoveryRequest, now: Instant) -> Step {
-        s.on_request(&req, now)
+    fn read(s: &mut DeltaStream, wire: DeltaRequest, now: Instant) -> Step {
+        let subscribe: Vec<&str> = wire.subscribe().collect();
+        s.on_asked(&wire.req, &subscribe, now)
     }
 
     fn candidate(s: &mut DeltaStream, kind: XdsType) -> Option<Sent> {
@@ -151,21 +153,30 @@ impl Protocol for Delta {
 }
 
 impl DeltaStream {
-    /// Handles one request from the proxy.
+    /// Handles one request from the proxy, read as the wire reads it.
+    #[cfg(test)]
     pub(crate) fn on_request(&mut self, req: &DeltaDiscoveryRequest, now: Instant) -> Step {
+        use prost::Message;
+        let wire = DeltaRequest::decode(bytes::Bytes::from(req.encode_to_vec()));
+        Delta::read(self, wire.expect("a request decodes"), now)
+    }
+
+    /// Handles one request whose subscribed names are `subscribe` (its own
+    /// `resource_names_subscribe` is not read: the wire keeps them apart).
+    fn on_asked(&mut self, req: &DeltaDiscoveryRequest, subscribe: &[&str], now: Instant) -> Step {
         let mut step = Step::default();
         let Some(kind) = Self::served_type(&req.type_url, &mut step) else {
             return step;
         };
-        if let Err(r) = self.admit(kind, req) {
+        if let Err(r) = self.admit(kind, req, subscribe) {
             self.refuse(r);
             return step;
         }
         let first = !self.types[kind].subscribed;
         if first {
-            self.first_request(kind, req);
+            self.first_request(kind, req, subscribe.is_empty());
         }
-        self.subscribe(kind, &req.resource_names_subscribe, first);
+        self.subscribe(kind, subscribe, first);
         self.unsubscribe(kind, &req.resource_names_unsubscribe);
         if !req.response_nonce.is_empty() {
             let st = &mut self.types[kind];
@@ -188,17 +199,24 @@ impl DeltaStream {
 
     /// Checks a request against the limits; what the subscription weighs after it is
     /// checked and charged before any name is stored.
-    fn admit(&mut self, kind: XdsType, req: &DeltaDiscoveryRequest) -> Result<(), Refusal> {
+    fn admit(
+        &mut self,
+        kind: XdsType,
+        req: &DeltaDiscoveryRequest,
+        subscribe: &[&str],
+    ) -> Result<(), Refusal> {
         check_request_sizes(
             kind,
-            req.resource_names_subscribe
+            subscribe
                 .iter()
-                .chain(req.initial_resource_versions.keys()),
+                .copied()
+                .chain(req.initial_resource_versions.keys().map(String::as_str)),
             req.initial_resource_versions
                 .values()
-                .chain(std::iter::once(&req.response_nonce)),
+                .chain(std::iter::once(&req.response_nonce))
+                .map(String::as_str),
         )?;
-        let asked = req.resource_names_subscribe.len() + req.initial_resource_versions.len();
+        let asked = subscribe.len() + req.initial_resource_versions.len();
         if self.types[kind].names.len().saturating_add(asked) > self.name_limit {
             return Err(Refusal {
                 limit: "subscribed_names",
@@ -209,7 +227,7 @@ impl DeltaStream {
             });
         }
         if asked > 0 || !req.resource_names_unsubscribe.is_empty() {
-            let (bytes, count) = self.weight_after(kind, req);
+            let (bytes, count) = self.weight_after(kind, req, subscribe);
             self.name_bytes.set(kind, bytes, count)?;
         }
         Ok(())
@@ -217,14 +235,14 @@ impl DeltaStream {
 
     /// The first request of a type: the subscription starts, with what a reconnecting
     /// proxy says it holds.
-    fn first_request(&mut self, kind: XdsType, req: &DeltaDiscoveryRequest) {
+    fn first_request(&mut self, kind: XdsType, req: &DeltaDiscoveryRequest, no_names: bool) {
         let st = &mut self.types[kind];
         st.subscribed = true;
         st.resync = true;
         // A fresh subscription gets an answer even when there is nothing to send; a
         // reconnecting proxy that already holds everything does not.
         st.responded = !req.initial_resource_versions.is_empty();
-        st.wildcard = req.resource_names_subscribe.is_empty() && kind.wildcard_by_default();
+        st.wildcard = no_names && kind.wildcard_by_default();
         for (name, version) in &req.initial_resource_versions {
             let name = self.intern(kind, name);
             self.hold(kind, name, Held::Version(version.as_str().into()));
@@ -234,9 +252,9 @@ impl DeltaStream {
         }
     }
 
-    fn subscribe(&mut self, kind: XdsType, names: &[String], first: bool) {
+    fn subscribe(&mut self, kind: XdsType, names: &[&str], first: bool) {
         let mut added = Vec::with_capacity(names.len());
-        for name in names {
+        for &name in names {
             if name == "*" {
                 let st = &mut self.types[kind];
                 st.wildcard = true;
@@ -308,17 +326,22 @@ impl DeltaStream {
     /// The bytes and count of `kind`'s names once `req` is applied: names new to the
     /// subscription (and versions a reconnecting proxy lists) count, unsubscribed ones
     /// stop counting.
-    fn weight_after(&self, kind: XdsType, req: &DeltaDiscoveryRequest) -> (usize, usize) {
+    fn weight_after(
+        &self,
+        kind: XdsType,
+        req: &DeltaDiscoveryRequest,
+        subscribe: &[&str],
+    ) -> (usize, usize) {
         let st = &self.types[kind];
         let (mut bytes, mut count) = self.name_bytes.of(kind);
         let mut added: HashSet<&str> = HashSet::with_capacity_and_hasher(
-            req.resource_names_subscribe.len() + req.initial_resource_versions.len(),
+            subscribe.len() + req.initial_resource_versions.len(),
             Default::default(),
         );
-        for n in req
-            .resource_names_subscribe
+        for n in subscribe
             .iter()
-            .chain(req.initial_resource_versions.keys())
+            .copied()
+            .chain(req.initial_resource_versions.keys().map(String::as_str))
         {
             if n != "*" && !st.names.contains(n) && added.insert(n) {
                 bytes = bytes.saturating_add(n.len());

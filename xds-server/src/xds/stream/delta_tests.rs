@@ -695,9 +695,9 @@ fn a_first_request_that_says_what_it_holds_resumes() {
     use super::core::Protocol;
     use super::delta::Delta;
     let mut first = delta(Cluster, &[], "");
-    assert!(!Delta::resumes(&first));
+    assert!(!Delta::resumes(&first.clone().into()));
     first.initial_resource_versions = [("a".to_string(), "1".to_string())].into();
-    assert!(Delta::resumes(&first));
+    assert!(Delta::resumes(&first.into()));
 }
 
 #[test]
@@ -708,7 +708,8 @@ fn proxies_of_one_view_share_a_first_sync_body_until_the_view_moves_on() {
     let first = |d: &crate::xds::fanout::Desired| {
         let mut s = DeltaStream::new(d.clone());
         let mut step = s.on_request(&delta(Cluster, &[], ""), now);
-        step.responses.remove(0).framing()
+        use crate::xds::wire::frames::Response;
+        step.responses.remove(0).framing(None)
     };
     let (a, b) = (first(&d), first(&d));
     assert_ne!(a.head.as_ptr(), b.head.as_ptr(), "each its own head");

@@ -18,8 +18,8 @@ pub(crate) const NACK_TEXT_MAX: usize = 4096;
 /// bytes of the names.
 pub(crate) fn check_request_sizes<'a>(
     kind: XdsType,
-    names: impl IntoIterator<Item = &'a String>,
-    tokens: impl IntoIterator<Item = &'a String>,
+    names: impl IntoIterator<Item = &'a str>,
+    tokens: impl IntoIterator<Item = &'a str>,
 ) -> Result<usize, Refusal> {
     let refuse = |reason: String| Refusal {
         limit: "name_size",

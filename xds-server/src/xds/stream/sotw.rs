@@ -30,8 +30,8 @@ use crate::xds::stream::held::Held;
 use crate::xds::stream::limits::check_request_sizes;
 use crate::xds::stream::names::NameSet;
 use crate::xds::stream::order::{holders_of, pinned_by};
-use crate::xds::wire::shared_body::Bodies;
 use crate::xds::wire::frames::SotwResponse;
+use crate::xds::wire::shared_body::Bodies;
 use crate::xds::wire::sotw_request::SotwRequest;
 
 /// The state-of-the-world variant.
@@ -261,8 +261,8 @@ impl SotwStream {
     ) -> Result<(), Refusal> {
         let bytes = check_request_sizes(
             kind,
-            req.resource_names.iter(),
-            [&req.version_info, &req.response_nonce],
+            req.resource_names.iter().map(String::as_str),
+            [req.version_info.as_str(), req.response_nonce.as_str()],
         )?;
         if req.resource_names.len() > self.name_limit {
             return Err(Refusal {

@@ -135,39 +135,96 @@ fn written(len: usize, write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
     Bytes::from(buf)
 }
 
-fn put_resource(buf: &mut Vec<u8>, r: &Encoded) {
-    put_delimited(buf, 2, resource_len(r));
-    put_str(buf, 1, &r.version);
-    put_any(buf, 2, r);
-    put_str(buf, 3, &r.name);
-}
+/// A response as framing sees it: fields of its own (small, per stream) and a body
+/// (the resources and the type) that proxies sent the same resources can share.
+pub trait Response {
+    /// Delta or state-of-the-world: the two encode their resources differently.
+    const DELTA: bool;
+    /// Where a shared body is kept.
+    fn bodies(&self) -> &Bodies;
+    /// The resources.
+    fn resources(&self) -> &[Arc<Encoded>];
+    /// The type.
+    fn type_url(&self) -> &'static str;
+    /// The length of the fields of its own.
+    fn own_len(&self) -> usize;
+    /// Writes the fields of its own.
+    fn put_own(&self, buf: &mut Vec<u8>);
+    /// The length of the resources and the type.
+    fn body_len(&self) -> usize;
+    /// Writes the resources and the type.
+    fn put_body(&self, buf: &mut Vec<u8>);
 
-fn resources_len(resources: &[Arc<Encoded>]) -> usize {
-    resources
-        .iter()
-        .map(|r| delimited_len(2, resource_len(r)))
-        .sum()
-}
-
-fn anys_len(resources: &[Arc<Encoded>]) -> usize {
-    resources
-        .iter()
-        .map(|r| delimited_len(2, any_len(r)))
-        .sum()
-}
-
-/// Whether a response with `resources` shares its body.
-fn shares(bodies: &Bodies, resources: &[Arc<Encoded>]) -> bool {
-    bodies.0.is_some() && resources.len() >= SHARE_MIN
-}
-
-impl DeltaResponse {
-    /// The encoded `DeltaDiscoveryResponse`'s length.
-    pub(crate) fn encoded_len(&self) -> usize {
-        self.own_len() + resources_len(&self.resources) + str_len(4, self.type_url)
+    /// The encoded message's length.
+    fn encoded_len(&self) -> usize {
+        self.own_len() + self.body_len()
     }
 
-    /// The length of the fields of its own: version, nonce, removals.
+    /// The response as one gRPC frame.
+    fn frame(&self) -> Bytes {
+        framed(self.encoded_len(), |buf| {
+            self.put_own(buf);
+            self.put_body(buf);
+        })
+    }
+
+    /// The body already kept for the same resources, if the response shares its body.
+    fn kept_body(&self) -> Option<Bytes> {
+        let bodies = self.bodies().0.as_ref()?;
+        (self.resources().len() >= SHARE_MIN)
+            .then(|| bodies.find(self.type_url(), Self::DELTA, self.resources()))
+            .flatten()
+    }
+
+    /// Bytes of the frame (5 of gRPC header and the message), given its kept body.
+    fn frame_len(&self, kept: Option<&Bytes>) -> usize {
+        5 + match kept {
+            Some(body) => self.own_len() + body.len(),
+            None => self.encoded_len(),
+        }
+    }
+
+    /// The response as it goes out, given its kept body: a head of its own and a body
+    /// shared if it has many resources, else one piece.
+    fn framing(&self, kept: Option<Bytes>) -> Framing {
+        let shared = match (kept, &self.bodies().0) {
+            (Some(body), _) => body,
+            (None, Some(bodies)) if self.resources().len() >= SHARE_MIN => {
+                bodies.get_or_build(self.type_url(), Self::DELTA, self.resources(), || {
+                    written(self.body_len(), |buf| self.put_body(buf))
+                })
+            }
+            _ => {
+                return Framing {
+                    head: self.frame(),
+                    shared: None,
+                };
+            }
+        };
+        let own = self.own_len();
+        Framing {
+            head: framed_with(own + shared.len(), own, |buf| self.put_own(buf)),
+            shared: Some(shared),
+        }
+    }
+}
+
+impl Response for DeltaResponse {
+    const DELTA: bool = true;
+
+    fn bodies(&self) -> &Bodies {
+        &self.bodies
+    }
+
+    fn resources(&self) -> &[Arc<Encoded>] {
+        &self.resources
+    }
+
+    fn type_url(&self) -> &'static str {
+        self.type_url
+    }
+
+    /// Version, nonce, removals.
     fn own_len(&self) -> usize {
         str_len(1, &self.system_version_info)
             + str_len(5, &self.nonce)
@@ -187,50 +244,42 @@ impl DeltaResponse {
         }
     }
 
+    fn body_len(&self) -> usize {
+        let resources: usize = self
+            .resources
+            .iter()
+            .map(|r| delimited_len(2, resource_len(r)))
+            .sum();
+        resources + str_len(4, self.type_url)
+    }
+
     fn put_body(&self, buf: &mut Vec<u8>) {
         for r in &self.resources {
-            put_resource(buf, r);
+            put_delimited(buf, 2, resource_len(r));
+            put_str(buf, 1, &r.version);
+            put_any(buf, 2, r);
+            put_str(buf, 3, &r.name);
         }
         put_str(buf, 4, self.type_url);
     }
-
-    /// The response as one gRPC frame.
-    pub fn frame(&self) -> Bytes {
-        framed(self.encoded_len(), |buf| {
-            self.put_own(buf);
-            self.put_body(buf);
-        })
-    }
-
-    /// The response as it goes out: its body shared if it has many resources.
-    pub fn framing(&self) -> Framing {
-        match &self.bodies.0 {
-            Some(bodies) if shares(&self.bodies, &self.resources) => {
-                let body_len = resources_len(&self.resources) + str_len(4, self.type_url);
-                let shared = bodies.get_or_build(self.type_url, true, &self.resources, || {
-                    written(body_len, |buf| self.put_body(buf))
-                });
-                let own = self.own_len();
-                Framing {
-                    head: framed_with(own + shared.len(), own, |buf| self.put_own(buf)),
-                    shared: Some(shared),
-                }
-            }
-            _ => Framing {
-                head: self.frame(),
-                shared: None,
-            },
-        }
-    }
 }
 
-impl SotwResponse {
-    /// The encoded `DiscoveryResponse`'s length.
-    pub(crate) fn encoded_len(&self) -> usize {
-        self.own_len() + anys_len(&self.resources) + str_len(4, self.type_url)
+impl Response for SotwResponse {
+    const DELTA: bool = false;
+
+    fn bodies(&self) -> &Bodies {
+        &self.bodies
     }
 
-    /// The length of the fields of its own: version and nonce.
+    fn resources(&self) -> &[Arc<Encoded>] {
+        &self.resources
+    }
+
+    fn type_url(&self) -> &'static str {
+        self.type_url
+    }
+
+    /// Version and nonce.
     fn own_len(&self) -> usize {
         str_len(1, &self.version_info) + str_len(5, &self.nonce)
     }
@@ -240,40 +289,20 @@ impl SotwResponse {
         put_str(buf, 5, &self.nonce);
     }
 
+    fn body_len(&self) -> usize {
+        let anys: usize = self
+            .resources
+            .iter()
+            .map(|r| delimited_len(2, any_len(r)))
+            .sum();
+        anys + str_len(4, self.type_url)
+    }
+
     fn put_body(&self, buf: &mut Vec<u8>) {
         for r in &self.resources {
             put_any(buf, 2, r);
         }
         put_str(buf, 4, self.type_url);
-    }
-
-    /// The response as one gRPC frame.
-    pub fn frame(&self) -> Bytes {
-        framed(self.encoded_len(), |buf| {
-            self.put_own(buf);
-            self.put_body(buf);
-        })
-    }
-
-    /// The response as it goes out: its body shared if it has many resources.
-    pub fn framing(&self) -> Framing {
-        match &self.bodies.0 {
-            Some(bodies) if shares(&self.bodies, &self.resources) => {
-                let body_len = anys_len(&self.resources) + str_len(4, self.type_url);
-                let shared = bodies.get_or_build(self.type_url, false, &self.resources, || {
-                    written(body_len, |buf| self.put_body(buf))
-                });
-                let own = self.own_len();
-                Framing {
-                    head: framed_with(own + shared.len(), own, |buf| self.put_own(buf)),
-                    shared: Some(shared),
-                }
-            }
-            _ => Framing {
-                head: self.frame(),
-                shared: None,
-            },
-        }
     }
 }
 
@@ -394,7 +423,7 @@ mod tests {
         };
         let one = resp("1", vec!["gone".into()]);
         let two = resp("2", Vec::new());
-        let (a, b) = (one.framing(), two.framing());
+        let (a, b) = (one.framing(None), two.framing(None));
         // Each decodes to what it stands for: its own fields, the shared resources.
         for (r, f) in [(&one, &a), (&two, &b)] {
             let whole = joined(f);
@@ -404,9 +433,15 @@ mod tests {
             );
             assert_eq!(whole.len(), 5 + r.encoded_len());
         }
+        let whole_b = joined(&b);
         let (sa, sb) = (a.shared.expect("shared"), b.shared.expect("shared"));
         assert_eq!(sa.as_ptr(), sb.as_ptr(), "one body, encoded once");
         assert_eq!(cache.len(), 1);
+        // The glue learns the length from the kept body and frames with it.
+        let kept = two.kept_body().expect("kept");
+        assert_eq!(kept.as_ptr(), sa.as_ptr());
+        assert_eq!(two.frame_len(Some(&kept)), 5 + two.encoded_len());
+        assert_eq!(joined(&two.framing(Some(kept))), whole_b);
 
         // The same resources as other allocations (a proxy's own) share it too; other
         // resources, or the state-of-the-world form, do not.
@@ -415,14 +450,17 @@ mod tests {
             resources: copies,
             ..resp("3", Vec::new())
         };
-        assert_eq!(three.framing().shared.expect("shared").as_ptr(), sa.as_ptr());
+        assert_eq!(
+            three.framing(None).shared.expect("shared").as_ptr(),
+            sa.as_ptr()
+        );
         let mut other = resources.clone();
         other[3] = cla("r003", "changed");
         let four = DeltaResponse {
             resources: other,
             ..resp("4", Vec::new())
         };
-        let f = four.framing();
+        let f = four.framing(None);
         assert_ne!(f.shared.as_ref().expect("shared").as_ptr(), sa.as_ptr());
         assert_eq!(
             DeltaDiscoveryResponse::decode(unframe(&joined(&f))).expect("decodes"),
@@ -435,7 +473,10 @@ mod tests {
             nonce: "5".into(),
             bodies: Bodies(Some(cache.clone())),
         };
-        assert_ne!(sotw.framing().shared.expect("shared").as_ptr(), sa.as_ptr());
+        assert_ne!(
+            sotw.framing(None).shared.expect("shared").as_ptr(),
+            sa.as_ptr()
+        );
         assert_eq!(cache.len(), 3);
         cache.clear();
         assert_eq!(cache.len(), 0);
@@ -453,7 +494,7 @@ mod tests {
         };
         let resources = many(SHARE_MIN, cluster);
         let (one, two) = (resp(resources.clone(), "1"), resp(resources, "2"));
-        let (a, b) = (one.framing(), two.framing());
+        let (a, b) = (one.framing(None), two.framing(None));
         for (r, f) in [(&one, &a), (&two, &b)] {
             assert_eq!(
                 DiscoveryResponse::decode(unframe(&joined(f))).expect("decodes"),
@@ -465,7 +506,8 @@ mod tests {
             b.shared.expect("shared").as_ptr()
         );
         let small = resp(many(SHARE_MIN - 1, cluster), "3");
-        let f = small.framing();
+        assert!(small.kept_body().is_none());
+        let f = small.framing(None);
         assert!(f.shared.is_none(), "too few resources to share");
         assert_eq!(f.head, small.frame());
         assert_eq!(cache.len(), 1);

@@ -15,6 +15,7 @@
 
 pub mod ads_server;
 pub mod budget;
+pub mod delta_request;
 pub mod frames;
 pub mod http2;
 pub mod inbound;

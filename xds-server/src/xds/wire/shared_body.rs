@@ -86,7 +86,13 @@ impl SharedBodies {
         bytes
     }
 
-    fn find(&self, type_url: &str, delta: bool, resources: &[Arc<Encoded>]) -> Option<Bytes> {
+    /// The body kept for `resources`, if any.
+    pub(crate) fn find(
+        &self,
+        type_url: &str,
+        delta: bool,
+        resources: &[Arc<Encoded>],
+    ) -> Option<Bytes> {
         let mut slots = self.slots.lock();
         let i = slots.iter().position(|b| {
             b.type_url == type_url && b.delta == delta && same(&b.resources, resources)
@@ -144,7 +150,11 @@ impl PartialEq for Bodies {
 
 impl std::fmt::Debug for Bodies {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "Bodies" } else { "NoBodies" })
+        f.write_str(if self.0.is_some() {
+            "Bodies"
+        } else {
+            "NoBodies"
+        })
     }
 }
 
