@@ -15,7 +15,7 @@ use bytes::{BufMut, Bytes};
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 use translator::encoded::Encoded;
 
-use super::shared_body::{Bodies, SHARE_MIN};
+use super::shared_body::{Bodies, worth_sharing};
 
 /// A response's frame as it goes out: one piece, or a head of its own followed by a
 /// shared body.
@@ -171,7 +171,7 @@ pub trait Response {
     /// The body already kept for the same resources, if the response shares its body.
     fn kept_body(&self) -> Option<Bytes> {
         let bodies = self.bodies().0.as_ref()?;
-        (self.resources().len() >= SHARE_MIN)
+        worth_sharing(self.resources())
             .then(|| bodies.find(self.type_url(), Self::DELTA, self.resources()))
             .flatten()
     }
@@ -189,7 +189,7 @@ pub trait Response {
     fn framing(&self, kept: Option<Bytes>) -> Framing {
         let shared = match (kept, &self.bodies().0) {
             (Some(body), _) => body,
-            (None, Some(bodies)) if self.resources().len() >= SHARE_MIN => {
+            (None, Some(bodies)) if worth_sharing(self.resources()) => {
                 bodies.get_or_build(self.type_url(), Self::DELTA, self.resources(), || {
                     written(self.body_len(), |buf| self.put_body(buf))
                 })
@@ -316,7 +316,7 @@ mod tests {
 
     use super::*;
     use crate::xds::stream::test_support::{cla, cluster};
-    use crate::xds::wire::shared_body::SharedBodies;
+    use crate::xds::wire::shared_body::{SHARE_BYTES, SHARE_MIN, SharedBodies};
 
     fn unframe(b: &Bytes) -> &[u8] {
         assert_eq!(b[0], 0, "not compressed");
@@ -511,5 +511,19 @@ mod tests {
         assert!(f.shared.is_none(), "too few resources to share");
         assert_eq!(f.head, small.frame());
         assert_eq!(cache.len(), 1);
+        // One large resource (a whole route table) is worth sharing.
+        let mut table = (*cluster("table", "1")).clone();
+        table.any.value = vec![7; SHARE_BYTES];
+        let table = Arc::new(table);
+        let (one, two) = (resp(vec![table.clone()], "4"), resp(vec![table], "5"));
+        let (a, b) = (one.framing(None), two.framing(None));
+        assert_eq!(
+            a.shared.as_ref().expect("shared").as_ptr(),
+            b.shared.as_ref().expect("shared").as_ptr()
+        );
+        assert_eq!(
+            DiscoveryResponse::decode(unframe(&joined(&b))).expect("decodes"),
+            DiscoveryResponse::decode(unframe(&two.frame())).expect("decodes"),
+        );
     }
 }

@@ -21,8 +21,18 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use translator::encoded::Encoded;
 
-/// Responses with fewer resources are framed whole: there is little to share.
+/// Responses with fewer resources are framed whole unless they are large: there is
+/// little to share.
 pub(crate) const SHARE_MIN: usize = 16;
+/// ... or unless their resources hold this many bytes (a whole route table: one
+/// resource of hundreds of KB, sent to every proxy of the view at each canary step).
+pub(crate) const SHARE_BYTES: usize = 8 << 10;
+
+/// Whether a response with `resources` shares its body.
+pub(crate) fn worth_sharing(resources: &[Arc<Encoded>]) -> bool {
+    resources.len() >= SHARE_MIN
+        || resources.iter().map(|r| r.any.value.len()).sum::<usize>() >= SHARE_BYTES
+}
 /// Bodies kept per view version (a type's wildcard answer, its named answers, for both
 /// protocols).
 const SLOTS: usize = 8;
