@@ -85,7 +85,8 @@ pub(crate) struct Sent {
     pub(crate) version: String,
     /// SotW: the digest `version` spells.
     pub(crate) digest: u64,
-    pub(crate) resources: Vec<Arc<Encoded>>,
+    /// Shared with the response that carries it (no per-resource reference counts).
+    pub(crate) resources: Arc<[Arc<Encoded>]>,
     /// Names the proxy must drop (delta).
     pub(crate) removed: Vec<Arc<str>>,
     /// The whole set of its type (SotW LDS and CDS).
@@ -368,7 +369,7 @@ impl<P: Protocol> Stream<P> {
                 self.types[kind].held.fill(&sent.resources, &map);
             }
             _ => {
-                for r in &sent.resources {
+                for r in sent.resources.iter() {
                     self.hold(kind, r.name.clone(), Held::Res(r.clone()));
                 }
             }

@@ -103,7 +103,7 @@ impl Protocol for Delta {
         // Most streams hold no rejection: hashing every name sent to find that out was
         // a tenth of a first sync's CPU.
         if !st.x.rejected.is_empty() {
-            for r in &sent.resources {
+            for r in sent.resources.iter() {
                 st.x.rejected.remove(&r.name);
             }
         }
@@ -115,7 +115,7 @@ impl Protocol for Delta {
     fn accepted(_: &mut State, _: Sent) {}
 
     fn rejected(st: &mut State, sent: &Sent, error: &Arc<str>) {
-        for r in &sent.resources {
+        for r in sent.resources.iter() {
             st.x.rejected
                 .insert(r.name.clone(), (r.version.clone(), error.clone()));
         }
@@ -129,7 +129,7 @@ impl Protocol for Delta {
                 st.x.absent.remove(n);
             }
         }
-        for r in &sent.resources {
+        for r in sent.resources.iter() {
             if st
                 .held
                 .get(&r.name)
@@ -515,7 +515,7 @@ impl DeltaStream {
         removed.sort();
         Some(Sent {
             version: response_version(&resources, &removed),
-            resources,
+            resources: resources.into(),
             removed,
             ..Sent::default()
         })

@@ -374,7 +374,7 @@ impl SotwStream {
         Some(Sent {
             version,
             digest: d,
-            resources: set,
+            resources: set.into(),
             full: true,
             ..Sent::default()
         })
@@ -454,7 +454,7 @@ impl SotwStream {
         Some(Sent {
             version,
             digest: d,
-            resources: sends,
+            resources: sends.into(),
             ..Sent::default()
         })
     }

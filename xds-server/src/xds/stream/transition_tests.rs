@@ -87,7 +87,7 @@ impl DeltaClient {
     fn apply(&mut self, mut responses: Vec<crate::xds::wire::frames::DeltaResponse>) {
         while let Some(r) = responses.pop() {
             self.answers += 1;
-            for x in &r.resources {
+            for x in r.resources.iter() {
                 self.held.insert(x.name.to_string(), x.version.clone());
             }
             for n in &r.removed_resources {

@@ -35,7 +35,7 @@ pub struct DeltaResponse {
     /// The type.
     pub type_url: &'static str,
     /// Added or changed resources.
-    pub resources: Vec<Arc<Encoded>>,
+    pub resources: Arc<[Arc<Encoded>]>,
     /// Names removed (or never there), shared with the stream's state.
     pub removed_resources: Vec<Arc<str>>,
     /// The nonce the client answers with.
@@ -52,7 +52,7 @@ pub struct SotwResponse {
     /// The type.
     pub type_url: &'static str,
     /// The resources.
-    pub resources: Vec<Arc<Encoded>>,
+    pub resources: Arc<[Arc<Encoded>]>,
     /// The nonce the client answers with.
     pub nonce: String,
     /// Where a body shared with other proxies is kept.
@@ -254,7 +254,7 @@ impl Response for DeltaResponse {
     }
 
     fn put_body(&self, buf: &mut Vec<u8>) {
-        for r in &self.resources {
+        for r in self.resources.iter() {
             put_delimited(buf, 2, resource_len(r));
             put_str(buf, 1, &r.version);
             put_any(buf, 2, r);
@@ -299,7 +299,7 @@ impl Response for SotwResponse {
     }
 
     fn put_body(&self, buf: &mut Vec<u8>) {
-        for r in &self.resources {
+        for r in self.resources.iter() {
             put_any(buf, 2, r);
         }
         put_str(buf, 4, self.type_url);
@@ -335,7 +335,7 @@ mod tests {
         let resp = DeltaResponse {
             system_version_info: "sv".into(),
             type_url: XdsType::Endpoint.type_url(),
-            resources: vec![cla("a", "v1"), big.clone()],
+            resources: vec![cla("a", "v1"), big.clone()].into(),
             removed_resources: vec!["gone".into(), "also-gone".into()],
             nonce: "17".into(),
             bodies: Bodies::default(),
@@ -368,7 +368,7 @@ mod tests {
         let resp = SotwResponse {
             version_info: "abc".into(),
             type_url: XdsType::Cluster.type_url(),
-            resources: vec![cluster("a", "1"), cluster("b", "2")],
+            resources: vec![cluster("a", "1"), cluster("b", "2")].into(),
             nonce: "3".into(),
             bodies: Bodies::default(),
         };
@@ -416,7 +416,7 @@ mod tests {
         let resp = |nonce: &str, removed: Vec<Arc<str>>| DeltaResponse {
             system_version_info: format!("sv{nonce}"),
             type_url: XdsType::Endpoint.type_url(),
-            resources: resources.clone(),
+            resources: resources.clone().into(),
             removed_resources: removed,
             nonce: nonce.into(),
             bodies: Bodies(Some(cache.clone())),
@@ -447,7 +447,7 @@ mod tests {
         // resources, or the state-of-the-world form, do not.
         let copies: Vec<Arc<Encoded>> = resources.iter().map(|r| Arc::new((**r).clone())).collect();
         let three = DeltaResponse {
-            resources: copies,
+            resources: copies.into(),
             ..resp("3", Vec::new())
         };
         assert_eq!(
@@ -457,7 +457,7 @@ mod tests {
         let mut other = resources.clone();
         other[3] = cla("r003", "changed");
         let four = DeltaResponse {
-            resources: other,
+            resources: other.into(),
             ..resp("4", Vec::new())
         };
         let f = four.framing(None);
@@ -469,7 +469,7 @@ mod tests {
         let sotw = SotwResponse {
             version_info: "x".into(),
             type_url: XdsType::Endpoint.type_url(),
-            resources: resources.clone(),
+            resources: resources.clone().into(),
             nonce: "5".into(),
             bodies: Bodies(Some(cache.clone())),
         };
@@ -488,7 +488,7 @@ mod tests {
         let resp = |resources: Vec<Arc<Encoded>>, nonce: &str| SotwResponse {
             version_info: format!("v{nonce}"),
             type_url: XdsType::Cluster.type_url(),
-            resources,
+            resources: resources.into(),
             nonce: nonce.into(),
             bodies: Bodies(Some(cache.clone())),
         };
