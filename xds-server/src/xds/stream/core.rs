@@ -26,6 +26,9 @@ use crate::xds::stream::names::{NameBytes, NameSet};
 use crate::xds::stream::order::{OrderWait, own_changes, ready, released};
 use crate::xds::wire::shared_body::Bodies;
 
+/// Requests naming this many names intern them by hash ([`Stream::intern_among`]).
+const BULK_NAMES: usize = 64;
+
 /// What one ADS variant does its own way.
 pub(crate) trait Protocol: Sized + Send + 'static {
     /// A request as read off the wire.
@@ -300,6 +303,17 @@ impl<P: Protocol> Stream<P> {
         self.desired
             .name_of(kind, name)
             .unwrap_or_else(|| Arc::from(name))
+    }
+
+    /// [`Stream::intern`] for one of `count` names a request carries: many are looked
+    /// up by hash.
+    pub(crate) fn intern_among(&self, count: usize, kind: XdsType, name: &str) -> Arc<str> {
+        let found = if count >= BULK_NAMES {
+            self.desired.name_of_many(kind, name)
+        } else {
+            self.desired.name_of(kind, name)
+        };
+        found.unwrap_or_else(|| Arc::from(name))
     }
 
     pub(crate) fn hold(&mut self, kind: XdsType, name: Arc<str>, held: Held) {

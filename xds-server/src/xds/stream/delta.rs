@@ -243,8 +243,9 @@ impl DeltaStream {
         // reconnecting proxy that already holds everything does not.
         st.responded = !req.initial_resource_versions.is_empty();
         st.wildcard = no_names && kind.wildcard_by_default();
+        let count = req.initial_resource_versions.len();
         for (name, version) in &req.initial_resource_versions {
-            let name = self.intern(kind, name);
+            let name = self.intern_among(count, kind, name);
             self.hold(kind, name, Held::Version(version.as_str().into()));
         }
         if kind == XdsType::Route {
@@ -261,7 +262,7 @@ impl DeltaStream {
                 st.resync = true;
                 continue;
             }
-            let name = self.intern(kind, name);
+            let name = self.intern_among(names.len(), kind, name);
             let st = &mut self.types[kind];
             added.push(name.clone());
             if !st.x.absent.is_empty() {

@@ -291,7 +291,7 @@ impl SotwStream {
             if n == "*" {
                 star = true;
             } else {
-                named.push(self.intern(kind, n));
+                named.push(self.intern_among(names.len(), kind, n));
             }
         }
         let set: NameSet = named.into_iter().collect();
