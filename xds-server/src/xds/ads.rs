@@ -28,6 +28,8 @@ use crate::xds::fanout::OwnVersion;
 use crate::xds::first_sync::{self, FirstSyncs, Gauges};
 
 mod ending;
+#[cfg(test)]
+mod out_tests;
 use crate::xds::store::{Attachment, Store};
 use crate::xds::stream::core::{Protocol, Step, Stream};
 use crate::xds::stream::delta::Delta;
@@ -675,12 +677,21 @@ impl Out {
                 }
             }
             let Framing { head, shared } = resp.framing(kept);
-            if self.tx.send(Ok(head)).await.is_err() {
+            let Some(body) = shared else {
+                return self.tx.send(Ok(head)).await.is_ok();
+            };
+            // Both pieces or neither: a head cut off from its body would end the stream
+            // with a message cut short.
+            let Ok(mut permits) = self.tx.reserve_many(2).await else {
                 return false;
-            }
-            match shared {
-                Some(body) => self.tx.send(Ok(body)).await.is_ok(),
-                None => true,
+            };
+            match (permits.next(), permits.next()) {
+                (Some(first), Some(second)) => {
+                    first.send(Ok(head));
+                    second.send(Ok(body));
+                    true
+                }
+                _ => false,
             }
         };
         match tokio::time::timeout(SEND_TIMEOUT, go).await {

@@ -711,6 +711,8 @@ fn proxies_of_one_view_share_a_first_sync_body_until_the_view_moves_on() {
         use crate::xds::wire::frames::Response;
         step.responses.remove(0).framing(None)
     };
+    // The first proxy's list is seen once; the second keeps its body.
+    first(&d);
     let (a, b) = (first(&d), first(&d));
     assert_ne!(a.head.as_ptr(), b.head.as_ptr(), "each its own head");
     let shared = a.shared.expect("a shared body");
@@ -721,10 +723,14 @@ fn proxies_of_one_view_share_a_first_sync_body_until_the_view_moves_on() {
     more.push(cluster("c99", "1"));
     let (view, _) = advance(&d, snap(&more));
     assert_eq!(d.view.bodies.len(), 0, "the past version keeps nothing");
+    first(&d);
+    first(&d);
+    assert_eq!(d.view.bodies.len(), 0, "not even for streams still on it");
     let next = crate::xds::fanout::Desired {
         view,
         own: d.own.clone(),
     };
+    first(&next);
     let c = first(&next).shared.expect("shared");
     assert_ne!(c.as_ptr(), shared.as_ptr());
     assert_eq!(next.view.bodies.len(), 1);

@@ -83,7 +83,7 @@ impl tonic::codegen::Service<http::Request<Body>> for AdsServer {
 /// stream's charge as HTTP/2 takes it (it asks for the next only once it has room). The
 /// stream's fixed charge lasts as long as the body; then what HTTP/2 may still hold of
 /// it is charged to the connection.
-struct Outbound {
+pub(crate) struct Outbound {
     rx: mpsc::Receiver<Result<Bytes, Status>>,
     /// What is left of the frame being sent.
     current: Bytes,
@@ -93,7 +93,7 @@ struct Outbound {
 }
 
 impl Outbound {
-    fn new(frames: crate::xds::ads::Frames) -> Self {
+    pub(crate) fn new(frames: crate::xds::ads::Frames) -> Self {
         Outbound {
             rx: frames.rx,
             current: Bytes::new(),

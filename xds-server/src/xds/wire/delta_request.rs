@@ -4,11 +4,13 @@
 //! A sidecar's first requests subscribe to a thousand names or more (every
 //! ClusterLoadAssignment of its Clusters). Decoded by prost, each is a `String` of its
 //! own: an allocation, a copy and a free per name, about a tenth of a first sync's CPU,
-//! only for the stream to intern the name and drop the string. Here each name is a
-//! slice of the message's bytes (a reference count, no copy), checked as UTF-8 as prost
-//! checks it, and the stream reads them as `&str`.
+//! only for the stream to intern the name and drop the string. Here the names are
+//! copied into one buffer, each checked as UTF-8 as prost checks it, with 4 bytes of
+//! bookkeeping per name (24 for a `String`), and the stream reads them as `&str`. The
+//! received message is not kept: a request that waits for its first-sync turn holds
+//! only its names.
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::{Buf, BufMut};
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use prost::encoding::{DecodeContext, WireType};
 use prost::{DecodeError, Message};
@@ -16,23 +18,43 @@ use prost::{DecodeError, Message};
 /// `DeltaDiscoveryRequest.resource_names_subscribe`.
 const SUBSCRIBE_TAG: u32 = 3;
 
-/// A `DeltaDiscoveryRequest` whose `resource_names_subscribe` are kept as slices of the
-/// received bytes.
+/// A `DeltaDiscoveryRequest` whose `resource_names_subscribe` are kept in one buffer.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DeltaRequest {
     /// Every field but the subscribed names (`resource_names_subscribe` is empty).
     pub req: DeltaDiscoveryRequest,
-    /// The subscribed names, each valid UTF-8.
-    subscribe: Vec<Bytes>,
+    /// The subscribed names, one after another, each valid UTF-8.
+    names: Vec<u8>,
+    /// Where each name ends in `names`.
+    ends: Vec<u32>,
 }
 
 impl DeltaRequest {
     /// The subscribed names, in the order sent.
     pub(crate) fn subscribe(&self) -> impl ExactSizeIterator<Item = &str> {
-        // Checked when decoded: nothing is left out here.
-        self.subscribe
-            .iter()
-            .map(|b| std::str::from_utf8(b).unwrap_or_default())
+        // Each name was checked when decoded, so the whole is UTF-8 and every end is a
+        // character boundary: nothing is left out here.
+        let all = std::str::from_utf8(&self.names).unwrap_or_default();
+        self.ends.iter().enumerate().map(move |(i, &end)| {
+            let start = i.checked_sub(1).map_or(0, |p| self.ends[p]);
+            all.get(start as usize..end as usize).unwrap_or_default()
+        })
+    }
+
+    fn push(&mut self, name: &[u8]) -> Result<(), DecodeError> {
+        if std::str::from_utf8(name).is_err() {
+            // prost's own text for a string field that is not UTF-8 (it makes no other
+            // way to build one public).
+            #[allow(deprecated)]
+            return Err(DecodeError::new(
+                "invalid string value: data is not UTF-8 encoded",
+            ));
+        }
+        self.names.extend_from_slice(name);
+        // A message is at most 256 MiB (`--max-message-bytes`).
+        self.ends
+            .push(u32::try_from(self.names.len()).unwrap_or(u32::MAX));
+        Ok(())
     }
 
     /// The whole request, as prost decodes it.
@@ -47,29 +69,25 @@ impl DeltaRequest {
 
 impl From<DeltaDiscoveryRequest> for DeltaRequest {
     fn from(mut req: DeltaDiscoveryRequest) -> Self {
-        let subscribe = std::mem::take(&mut req.resource_names_subscribe)
-            .into_iter()
-            .map(Bytes::from)
-            .collect();
-        DeltaRequest { req, subscribe }
+        let names = std::mem::take(&mut req.resource_names_subscribe);
+        let mut r = DeltaRequest {
+            req,
+            ..Default::default()
+        };
+        for n in names {
+            // A `String` is UTF-8.
+            let _ = r.push(n.as_bytes());
+        }
+        r
     }
 }
 
 impl Message for DeltaRequest {
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        for name in &self.subscribe {
-            prost::encoding::bytes::encode(SUBSCRIBE_TAG, name, buf);
+        for name in self.subscribe() {
+            prost::encoding::string::encode(SUBSCRIBE_TAG, &name.to_string(), buf);
         }
         self.req.encode_raw(buf);
-    }
-
-    fn decode(mut buf: impl Buf) -> Result<Self, DecodeError> {
-        // Names are slices of this, not copies, when the caller hands over `Bytes` (the
-        // wire layer does).
-        let raw = buf.copy_to_bytes(buf.remaining());
-        let mut r = DeltaRequest::default();
-        r.merge(raw)?;
-        Ok(r)
     }
 
     fn merge_field(
@@ -82,22 +100,27 @@ impl Message for DeltaRequest {
         if tag != SUBSCRIBE_TAG {
             return self.req.merge_field(tag, wire_type, buf, ctx);
         }
-        let mut name = Bytes::new();
-        prost::encoding::bytes::merge(wire_type, &mut name, buf, ctx)?;
-        if std::str::from_utf8(&name).is_err() {
-            // prost's own text for a string field that is not UTF-8 (it makes no other
-            // way to build one public).
-            #[allow(deprecated)]
-            return Err(DecodeError::new(
-                "invalid string value: data is not UTF-8 encoded",
-            ));
+        prost::encoding::check_wire_type(WireType::LengthDelimited, wire_type)?;
+        let len = usize::try_from(prost::encoding::decode_varint(buf)?).unwrap_or(usize::MAX);
+        if len > buf.remaining() {
+            // Truncated: reported as prost reports a varint cut short.
+            prost::encoding::decode_varint(&mut &[0x80u8][..])?;
+            return Ok(());
         }
-        self.subscribe.push(name);
+        if buf.chunk().len() >= len {
+            self.push(&buf.chunk()[..len])?;
+            buf.advance(len);
+        } else {
+            let name = buf.copy_to_bytes(len);
+            self.push(&name)?;
+        }
         Ok(())
     }
 
     fn encoded_len(&self) -> usize {
-        prost::encoding::bytes::encoded_len_repeated(SUBSCRIBE_TAG, &self.subscribe)
+        self.subscribe()
+            .map(|n| prost::encoding::string::encoded_len(SUBSCRIBE_TAG, &n.to_string()))
+            .sum::<usize>()
             + self.req.encoded_len()
     }
 
@@ -125,9 +148,9 @@ mod tests {
     }
 
     #[test]
-    fn decodes_what_prost_decodes_with_the_names_as_slices_of_the_message() {
-        let wire = Bytes::from(request().encode_to_vec());
-        let r = DeltaRequest::decode(wire.clone()).expect("decodes");
+    fn decodes_what_prost_decodes_with_the_names_in_one_buffer() {
+        let wire = request().encode_to_vec();
+        let r = DeltaRequest::decode(wire.as_slice()).expect("decodes");
         assert_eq!(r.to_request(), request());
         assert_eq!(
             r.subscribe().collect::<Vec<_>>(),
@@ -135,14 +158,7 @@ mod tests {
             "in the order sent"
         );
         assert!(r.req.resource_names_subscribe.is_empty());
-        let inside = wire.as_ptr_range();
-        assert!(
-            r.subscribe
-                .iter()
-                .filter(|n| !n.is_empty())
-                .all(|n| inside.contains(&n.as_ptr())),
-            "not copied"
-        );
+        assert_eq!(r.ends, [1, 3, 8, 8], "four bytes per name");
         assert_eq!(
             DeltaDiscoveryRequest::decode(r.encode_to_vec().as_slice()).expect("decodes"),
             request(),
@@ -153,14 +169,43 @@ mod tests {
     }
 
     #[test]
+    fn unknown_fields_and_names_between_other_fields_decode_as_prost_decodes() {
+        let mut wire = Vec::new();
+        let mut part = |r: DeltaDiscoveryRequest| wire.extend(r.encode_to_vec());
+        part(DeltaDiscoveryRequest {
+            resource_names_subscribe: vec!["one".into()],
+            ..Default::default()
+        });
+        part(DeltaDiscoveryRequest {
+            type_url: "t".into(),
+            ..Default::default()
+        });
+        part(DeltaDiscoveryRequest {
+            resource_names_subscribe: vec!["two".into()],
+            response_nonce: "n".into(),
+            ..Default::default()
+        });
+        // Field 99, a varint: unknown to both.
+        wire.extend_from_slice(&[0x98, 0x06, 0x01]);
+        let want = DeltaDiscoveryRequest::decode(wire.as_slice()).expect("prost decodes");
+        let got = DeltaRequest::decode(wire.as_slice()).expect("decodes");
+        assert_eq!(got.to_request(), want);
+        assert_eq!(got.subscribe().collect::<Vec<_>>(), ["one", "two"]);
+        // Field 3 as a varint is the wrong wire type for a name.
+        assert!(DeltaDiscoveryRequest::decode(&[0x18, 0x01][..]).is_err());
+        assert!(DeltaRequest::decode(&[0x18, 0x01][..]).is_err());
+    }
+
+    #[test]
     fn a_name_that_is_not_utf8_or_runs_past_the_end_is_a_decode_error() {
         let mut bad = request().encode_to_vec();
         // Field 3, length 1, 0xff.
         bad.extend_from_slice(&[0x1a, 0x01, 0xff]);
         assert!(DeltaDiscoveryRequest::decode(bad.as_slice()).is_err());
-        assert!(DeltaRequest::decode(Bytes::from(bad)).is_err());
+        assert!(DeltaRequest::decode(bad.as_slice()).is_err());
         let mut cut = request().encode_to_vec();
         cut.extend_from_slice(&[0x1a, 0x05, b'a']);
-        assert!(DeltaRequest::decode(Bytes::from(cut)).is_err());
+        assert!(DeltaDiscoveryRequest::decode(cut.as_slice()).is_err());
+        assert!(DeltaRequest::decode(cut.as_slice()).is_err());
     }
 }

@@ -9,11 +9,16 @@
 //! the resources and the type, which proxies that are sent the same resources share.
 //! Protobuf parsers take fields in any order, so the message is the same to the proxy.
 //!
-//! Each view version keeps a few bodies, the last used first; a version's bodies go when
-//! the next version is made, and all bodies together stay within [`SHARED_MAX`] bytes, so
-//! the cache cannot grow with the number of views or outlive what it was built for.
+//! Each view version keeps a few bodies, the last used first, and only for a list of
+//! resources it has seen before (a proxy's own list, seen once, does not displace the
+//! view's). A version's bodies go when the next version is made, and a past version
+//! keeps none after that. Bodies stay within [`VIEW_MAX`] bytes per view version and
+//! [`SHARED_MAX`] in all, so the cache cannot grow with the number of views or outlive
+//! what it was built for. A kept body is used only for the same resources: the same
+//! pointers, or the same name, content hash and encoded bytes.
 
 use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -27,35 +32,51 @@ pub(crate) const SHARE_MIN: usize = 16;
 /// ... or unless their resources hold this many bytes (a whole route table: one
 /// resource of hundreds of KB, sent to every proxy of the view at each canary step).
 pub(crate) const SHARE_BYTES: usize = 8 << 10;
-
-/// Whether a response with `resources` shares its body.
-pub(crate) fn worth_sharing(resources: &[Arc<Encoded>]) -> bool {
-    resources.len() >= SHARE_MIN
-        || resources.iter().map(|r| r.any.value.len()).sum::<usize>() >= SHARE_BYTES
-}
 /// Bodies kept per view version (a type's wildcard answer, its named answers, for both
 /// protocols).
 const SLOTS: usize = 8;
+/// Lists seen once that are remembered, to keep a body the second time.
+const SEEN: usize = 16;
+/// The bytes one view version's bodies may hold.
+pub(crate) const VIEW_MAX: usize = 16 << 20;
 /// The bytes all kept bodies may hold together.
 pub(crate) const SHARED_MAX: usize = 64 << 20;
 
 /// Bytes held by kept bodies, across all views.
 static HELD: AtomicUsize = AtomicUsize::new(0);
 
+/// Whether a response with `resources` shares its body.
+pub(crate) fn worth_sharing(resources: &[Arc<Encoded>]) -> bool {
+    resources.len() >= SHARE_MIN
+        || resources.iter().map(|r| r.any.value.len()).sum::<usize>() >= SHARE_BYTES
+}
+
 /// The bodies kept for one view version.
 #[derive(Default)]
 pub struct SharedBodies {
-    slots: Mutex<VecDeque<Body>>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    slots: VecDeque<Body>,
+    /// Fingerprints of lists seen once.
+    seen: VecDeque<u64>,
+    /// Bytes the slots hold.
+    bytes: usize,
+    /// The version is past: nothing more is kept.
+    retired: bool,
 }
 
 impl std::fmt::Debug for SharedBodies {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SharedBodies({})", self.slots.lock().len())
+        write!(f, "SharedBodies({})", self.state.lock().slots.len())
     }
 }
 
 /// One kept body, with what it was encoded from.
 struct Body {
+    print: u64,
     type_url: &'static str,
     delta: bool,
     resources: Vec<Arc<Encoded>>,
@@ -65,22 +86,83 @@ struct Body {
 impl Drop for Body {
     fn drop(&mut self) {
         HELD.fetch_sub(self.bytes.len(), Ordering::Relaxed);
+        crate::observability::memory::note_freed(self.bytes.len());
     }
 }
 
+/// An order-dependent fingerprint of a list of one type in one form: a cheap first
+/// test before the lists are compared.
+fn fingerprint(type_url: &str, delta: bool, resources: &[Arc<Encoded>]) -> u64 {
+    static SEED: std::sync::LazyLock<foldhash::fast::RandomState> =
+        std::sync::LazyLock::new(foldhash::fast::RandomState::default);
+    let mut h = SEED.build_hasher();
+    h.write(type_url.as_bytes());
+    h.write_u8(u8::from(delta));
+    h.write_usize(resources.len());
+    for r in resources {
+        h.write_u64(r.hash);
+    }
+    h.finish()
+}
+
 /// Whether two resource lists encode alike: the same resources in the same order (the
-/// same pointer, or the same name and content hash: a proxy's own resources are its
-/// own allocations even where they equal another proxy's).
+/// same pointer, or the same name, hash and bytes: a proxy's own resources are its own
+/// allocations even where they equal another proxy's).
 fn same(a: &[Arc<Encoded>], b: &[Arc<Encoded>]) -> bool {
     a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|(x, y)| Arc::ptr_eq(x, y) || (x.hash == y.hash && x.name == y.name))
+        && a.iter().zip(b).all(|(x, y)| {
+            Arc::ptr_eq(x, y)
+                || (x.hash == y.hash
+                    && x.name == y.name
+                    && x.version == y.version
+                    && x.any == y.any)
+        })
+}
+
+impl State {
+    fn find(
+        &mut self,
+        print: u64,
+        type_url: &str,
+        delta: bool,
+        resources: &[Arc<Encoded>],
+    ) -> Option<Bytes> {
+        let i = self.slots.iter().position(|b| {
+            b.print == print
+                && b.type_url == type_url
+                && b.delta == delta
+                && same(&b.resources, resources)
+        })?;
+        let body = self.slots.remove(i)?;
+        let bytes = body.bytes.clone();
+        self.slots.push_front(body);
+        Some(bytes)
+    }
+
+    /// Whether to keep the body of a list with `print`: the second time it is seen.
+    fn second_sight(&mut self, print: u64) -> bool {
+        if self.retired {
+            return false;
+        }
+        if let Some(i) = self.seen.iter().position(|&p| p == print) {
+            self.seen.remove(i);
+            return true;
+        }
+        self.seen.push_front(print);
+        self.seen.truncate(SEEN);
+        false
+    }
+
+    fn evict(&mut self) {
+        if let Some(old) = self.slots.pop_back() {
+            self.bytes -= old.bytes.len();
+        }
+    }
 }
 
 impl SharedBodies {
     /// The body for `resources` of `type_url` in `delta` or state-of-the-world form:
-    /// kept, or made by `build` and kept if there is room.
+    /// kept, or made by `build` (and kept the second time the list is seen).
     pub(crate) fn get_or_build(
         &self,
         type_url: &'static str,
@@ -88,11 +170,18 @@ impl SharedBodies {
         resources: &[Arc<Encoded>],
         build: impl FnOnce() -> Bytes,
     ) -> Bytes {
-        if let Some(bytes) = self.find(type_url, delta, resources) {
-            return bytes;
-        }
+        let print = fingerprint(type_url, delta, resources);
+        let keep = {
+            let mut st = self.state.lock();
+            if let Some(bytes) = st.find(print, type_url, delta, resources) {
+                return bytes;
+            }
+            st.second_sight(print)
+        };
         let bytes = build();
-        self.keep(type_url, delta, resources, &bytes);
+        if keep {
+            return self.keep(print, type_url, delta, resources, bytes);
+        }
         bytes
     }
 
@@ -103,47 +192,67 @@ impl SharedBodies {
         delta: bool,
         resources: &[Arc<Encoded>],
     ) -> Option<Bytes> {
-        let mut slots = self.slots.lock();
-        let i = slots.iter().position(|b| {
-            b.type_url == type_url && b.delta == delta && same(&b.resources, resources)
-        })?;
-        let body = slots.remove(i)?;
-        let bytes = body.bytes.clone();
-        slots.push_front(body);
-        Some(bytes)
+        let print = fingerprint(type_url, delta, resources);
+        self.state.lock().find(print, type_url, delta, resources)
     }
 
-    fn keep(&self, type_url: &'static str, delta: bool, resources: &[Arc<Encoded>], bytes: &Bytes) {
+    /// Keeps `bytes` if there is room, or returns the equal body another stream kept
+    /// meanwhile.
+    fn keep(
+        &self,
+        print: u64,
+        type_url: &'static str,
+        delta: bool,
+        resources: &[Arc<Encoded>],
+        bytes: Bytes,
+    ) -> Bytes {
         let len = bytes.len();
+        let mut st = self.state.lock();
+        if let Some(kept) = st.find(print, type_url, delta, resources) {
+            return kept;
+        }
+        if st.retired || len > VIEW_MAX {
+            return bytes;
+        }
+        while !st.slots.is_empty() && (st.slots.len() >= SLOTS || st.bytes + len > VIEW_MAX) {
+            st.evict();
+        }
         let room = HELD
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {
                 (h.saturating_add(len) <= SHARED_MAX).then_some(h + len)
             })
             .is_ok();
         if !room {
-            return;
+            return bytes;
         }
-        let body = Body {
+        st.bytes += len;
+        st.slots.push_front(Body {
+            print,
             type_url,
             delta,
             resources: resources.to_vec(),
             bytes: bytes.clone(),
-        };
-        let mut slots = self.slots.lock();
-        slots.push_front(body);
-        slots.truncate(SLOTS);
+        });
+        bytes
     }
 
-    /// Drops every kept body (the version they were built for is past).
+    /// Drops every kept body, and keeps none from now on (the version they were built
+    /// for is past).
     pub(crate) fn clear(&self) {
-        let gone = std::mem::take(&mut *self.slots.lock());
+        let gone = {
+            let mut st = self.state.lock();
+            st.retired = true;
+            st.bytes = 0;
+            st.seen.clear();
+            std::mem::take(&mut st.slots)
+        };
         drop(gone);
     }
 
     /// How many bodies are kept.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.slots.lock().len()
+        self.state.lock().slots.len()
     }
 }
 
@@ -174,26 +283,111 @@ mod tests {
     use crate::xds::stream::test_support::cla;
     use xds_types::XdsType;
 
+    const URL: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+
+    /// Frames `r` with a body that names `tag`: the body it got.
+    fn frame(cache: &SharedBodies, r: &[Arc<Encoded>], tag: &str) -> Bytes {
+        cache.get_or_build(URL, true, r, || Bytes::from(tag.to_string()))
+    }
+
     #[test]
-    fn bodies_beyond_the_budget_are_not_kept_and_the_newest_displace_the_oldest() {
+    fn a_body_is_kept_the_second_time_its_list_is_seen_and_used_from_then_on() {
         let cache = SharedBodies::default();
-        let one = [cla("a", "1")];
-        let url = XdsType::Endpoint.type_url();
-        let big = cache.get_or_build(url, true, &one, || Bytes::from(vec![0u8; SHARED_MAX + 1]));
-        assert_eq!(big.len(), SHARED_MAX + 1, "still sent");
+        let r = [cla("a", "1")];
+        assert_eq!(frame(&cache, &r, "first"), "first");
+        assert_eq!(cache.len(), 0, "a list seen once keeps nothing");
+        assert_eq!(frame(&cache, &r, "second"), "second");
+        assert_eq!(cache.len(), 1);
+        assert_eq!(frame(&cache, &r, "third"), "second", "kept");
+        assert_eq!(cache.find(URL, true, &r).as_deref(), Some(&b"second"[..]));
+        assert_eq!(
+            cache.find(URL, false, &r),
+            None,
+            "the other protocol's form"
+        );
+        // The same name and hash with other bytes is another resource.
+        let mut forged = (*r[0]).clone();
+        forged.any.value = b"other bytes".to_vec();
+        assert_eq!(cache.find(URL, true, &[Arc::new(forged)]), None);
+        // An equal copy (a proxy's own allocation) is the same resource.
+        let copy = Arc::new((*r[0]).clone());
+        assert_eq!(
+            cache.find(URL, true, &[copy]).as_deref(),
+            Some(&b"second"[..])
+        );
+    }
+
+    #[test]
+    fn two_streams_that_build_the_same_body_at_once_keep_one() {
+        let cache = SharedBodies::default();
+        let r = [cla("a", "1")];
+        frame(&cache, &r, "seen");
+        let print = fingerprint(URL, true, &r);
+        let one = cache.keep(
+            print,
+            XdsType::Endpoint.type_url(),
+            true,
+            &r,
+            Bytes::from("one"),
+        );
+        let two = cache.keep(
+            print,
+            XdsType::Endpoint.type_url(),
+            true,
+            &r,
+            Bytes::from("two"),
+        );
+        assert_eq!((&one[..], &two[..]), (&b"one"[..], &b"one"[..]));
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn a_past_version_keeps_nothing_even_when_framed_from_again() {
+        let cache = SharedBodies::default();
+        let r = [cla("a", "1")];
+        frame(&cache, &r, "1");
+        frame(&cache, &r, "2");
+        assert_eq!(cache.len(), 1);
+        cache.clear();
+        assert_eq!(cache.len(), 0);
+        // A stream still on the past version frames from it: nothing is kept again.
+        for i in 0..3 {
+            assert_eq!(frame(&cache, &r, &format!("late {i}")), format!("late {i}"));
+        }
+        assert_eq!(cache.len(), 0);
+    }
+
+    #[test]
+    fn bodies_beyond_the_budgets_are_not_kept_and_the_newest_displace_the_oldest() {
+        let cache = SharedBodies::default();
+        let big = [cla("big", "1")];
+        for _ in 0..2 {
+            let b = cache.get_or_build(URL, true, &big, || Bytes::from(vec![0u8; VIEW_MAX + 1]));
+            assert_eq!(b.len(), VIEW_MAX + 1, "still sent");
+        }
         assert_eq!(cache.len(), 0, "but not kept");
 
+        // Twice each: kept on the second sight.
         for i in 0..SLOTS + 3 {
             let r = [cla(&format!("r{i}"), "1")];
-            cache.get_or_build(url, true, &r, || Bytes::from(format!("body {i}")));
+            frame(&cache, &r, &format!("body {i}"));
+            frame(&cache, &r, &format!("body {i}"));
         }
         assert_eq!(cache.len(), SLOTS);
-        // The newest are kept; the first ones were displaced and are built again.
         let last = [cla(&format!("r{}", SLOTS + 2), "1")];
-        let kept = cache.get_or_build(url, true, &last, || Bytes::from_static(b"again"));
-        assert_eq!(&kept[..], format!("body {}", SLOTS + 2).as_bytes());
+        assert_eq!(frame(&cache, &last, "again"), format!("body {}", SLOTS + 2));
         let first = [cla("r0", "1")];
-        let rebuilt = cache.get_or_build(url, true, &first, || Bytes::from_static(b"again"));
-        assert_eq!(&rebuilt[..], b"again");
+        assert_eq!(frame(&cache, &first, "again"), "again", "displaced");
+
+        // A view version's bytes are bounded: large bodies displace each other.
+        let cache = SharedBodies::default();
+        for i in 0..3 {
+            let r = [cla(&format!("half{i}"), "1")];
+            for _ in 0..2 {
+                cache.get_or_build(URL, true, &r, || Bytes::from(vec![0u8; VIEW_MAX / 2]));
+            }
+        }
+        assert_eq!(cache.len(), 2, "two halves fit, not three");
+        cache.clear();
     }
 }
