@@ -100,21 +100,7 @@ impl Message for DeltaRequest {
         if tag != SUBSCRIBE_TAG {
             return self.req.merge_field(tag, wire_type, buf, ctx);
         }
-        prost::encoding::check_wire_type(WireType::LengthDelimited, wire_type)?;
-        let len = usize::try_from(prost::encoding::decode_varint(buf)?).unwrap_or(usize::MAX);
-        if len > buf.remaining() {
-            // Truncated: reported as prost reports a varint cut short.
-            prost::encoding::decode_varint(&mut &[0x80u8][..])?;
-            return Ok(());
-        }
-        if buf.chunk().len() >= len {
-            self.push(&buf.chunk()[..len])?;
-            buf.advance(len);
-        } else {
-            let name = buf.copy_to_bytes(len);
-            self.push(&name)?;
-        }
-        Ok(())
+        super::read_delimited(wire_type, buf, |name| self.push(name))
     }
 
     fn encoded_len(&self) -> usize {

@@ -21,3 +21,27 @@ pub mod http2;
 pub mod inbound;
 pub mod shared_body;
 pub mod sotw_request;
+
+/// Reads one length-delimited field (a resource name) and hands its bytes to `take`,
+/// without a copy when they are contiguous in `buf`. Truncation and a wrong wire type
+/// are the errors prost reports for them.
+pub(crate) fn read_delimited(
+    wire_type: prost::encoding::WireType,
+    buf: &mut impl bytes::Buf,
+    take: impl FnOnce(&[u8]) -> Result<(), prost::DecodeError>,
+) -> Result<(), prost::DecodeError> {
+    prost::encoding::check_wire_type(prost::encoding::WireType::LengthDelimited, wire_type)?;
+    let len = usize::try_from(prost::encoding::decode_varint(buf)?).unwrap_or(usize::MAX);
+    if len > buf.remaining() {
+        // Truncated: reported as prost reports a varint cut short.
+        prost::encoding::decode_varint(&mut &[0x80u8][..])?;
+        return Ok(());
+    }
+    if buf.chunk().len() >= len {
+        take(&buf.chunk()[..len])?;
+        buf.advance(len);
+        Ok(())
+    } else {
+        take(&buf.copy_to_bytes(len))
+    }
+}

@@ -118,22 +118,11 @@ impl Message for SotwRequest {
         ctx: DecodeContext,
     ) -> Result<(), DecodeError> {
         if tag == NAMES_TAG {
-            prost::encoding::check_wire_type(WireType::LengthDelimited, wire_type)?;
-            let len = usize::try_from(prost::encoding::decode_varint(buf)?).unwrap_or(usize::MAX);
-            if len > buf.remaining() {
-                // Truncated: reported as prost reports a varint cut short.
-                prost::encoding::decode_varint(&mut &[0x80u8][..])?;
-                return Ok(());
-            }
-            if buf.chunk().len() >= len {
-                self.digest = fold(self.digest, &buf.chunk()[..len]);
-                buf.advance(len);
-            } else {
-                let name = buf.copy_to_bytes(len);
-                self.digest = fold(self.digest, &name);
-            }
-            self.names += 1;
-            Ok(())
+            super::read_delimited(wire_type, buf, |name| {
+                self.digest = fold(self.digest, name);
+                self.names += 1;
+                Ok(())
+            })
         } else {
             self.req.merge_field(tag, wire_type, buf, ctx)
         }
