@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use http_body_util::BodyExt;
 use prometheus_client::metrics::gauge::Gauge;
 use prost::Message;
 use tokio::sync::mpsc;
@@ -11,7 +10,7 @@ use tokio::sync::mpsc;
 use super::Out;
 use crate::config::BudgetConfig;
 use crate::xds::stream::test_support::cla;
-use crate::xds::wire::ads_server::Outbound;
+use crate::xds::wire::ads_server::{Outbound, drain};
 use crate::xds::wire::budget::{Budget, Queued};
 use crate::xds::wire::frames::{DeltaResponse, Response};
 use crate::xds::wire::shared_body::{Bodies, SharedBodies};
@@ -61,12 +60,7 @@ async fn a_shared_body_follows_its_head_and_the_charge_comes_back() {
         open: None,
     });
     let mut wire = Vec::new();
-    while let Some(frame) = body.frame().await {
-        match frame.expect("ok").into_data() {
-            Ok(d) => wire.extend_from_slice(&d),
-            Err(_) => break,
-        }
-    }
+    drain(&mut body, |d| wire.extend_from_slice(&d)).await;
     assert_eq!(
         wire.len(),
         5 + third.encoded_len(),

@@ -735,3 +735,30 @@ fn proxies_of_one_view_share_a_first_sync_body_until_the_view_moves_on() {
     assert_ne!(c.as_ptr(), shared.as_ptr());
     assert_eq!(next.view.bodies.len(), 1);
 }
+
+/// A request naming many names interns them by hash (`Stream::intern_among`): the answer
+/// is the one a few names get, each known name its resource and an unknown one removed.
+#[test]
+fn a_first_request_of_many_names_is_answered_like_one_of_a_few() {
+    let now = Instant::now();
+    let endpoints: Vec<_> = (0..100).map(|i| cla(&format!("e{i:03}"), "1")).collect();
+    let mut names: Vec<String> = (0..80).map(|i| format!("e{:03}", 99 - i)).collect();
+    names.push("unknown".into());
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut s = DeltaStream::new(snap(&endpoints));
+    let step = s.on_request(&delta(Endpoint, &names, ""), now);
+    let r = &step.responses[0];
+    assert_eq!(r.resources.len(), 80);
+    assert!(
+        r.resources
+            .iter()
+            .all(|x| endpoints.iter().any(|e| std::sync::Arc::ptr_eq(e, x)))
+    );
+    assert_eq!(strs(&r.removed_resources), ["unknown"]);
+    assert!(ack(&mut s, r).responses.is_empty(), "nothing more to send");
+    // A later change of one of them reaches the stream by its interned name.
+    let mut next = endpoints.clone();
+    next[50] = cla("e050", "2");
+    let change = s.on_snapshot(snap(&next), now);
+    assert_eq!(items(&change.responses[0]), ["e050@2"]);
+}

@@ -164,6 +164,18 @@ impl http_body::Body for Outbound {
     }
 }
 
+/// Takes every data piece of `out` until its trailers, handing each to `each`.
+#[cfg(test)]
+pub(crate) async fn drain(out: &mut Outbound, mut each: impl FnMut(Bytes)) {
+    use http_body_util::BodyExt;
+    while let Some(frame) = out.frame().await {
+        match frame.expect("ok").into_data() {
+            Ok(d) => each(d),
+            Err(_) => break,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use http_body_util::BodyExt;
@@ -235,15 +247,11 @@ mod tests {
             open: None,
         });
         let mut pieces = Vec::new();
-        while let Some(frame) = out.frame().await {
-            match frame.expect("ok").into_data() {
-                Ok(d) => {
-                    pieces.push(d.len());
-                    assert_eq!(b.used(), len - pieces.iter().sum::<usize>());
-                }
-                Err(_) => break,
-            }
-        }
+        drain(&mut out, |d| {
+            pieces.push(d.len());
+            assert_eq!(b.used(), len - pieces.iter().sum::<usize>());
+        })
+        .await;
         assert_eq!(pieces, [CHUNK, CHUNK, 100]);
         assert_eq!((q.held(), b.used()), (0, 0));
     }

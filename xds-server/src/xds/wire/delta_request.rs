@@ -23,8 +23,8 @@ const SUBSCRIBE_TAG: u32 = 3;
 pub struct DeltaRequest {
     /// Every field but the subscribed names (`resource_names_subscribe` is empty).
     pub req: DeltaDiscoveryRequest,
-    /// The subscribed names, one after another, each valid UTF-8.
-    names: Vec<u8>,
+    /// The subscribed names, one after another.
+    names: String,
     /// Where each name ends in `names`.
     ends: Vec<u32>,
 }
@@ -32,25 +32,26 @@ pub struct DeltaRequest {
 impl DeltaRequest {
     /// The subscribed names, in the order sent.
     pub(crate) fn subscribe(&self) -> impl ExactSizeIterator<Item = &str> {
-        // Each name was checked when decoded, so the whole is UTF-8 and every end is a
-        // character boundary: nothing is left out here.
-        let all = std::str::from_utf8(&self.names).unwrap_or_default();
+        // Every end is the end of a whole name, so a character boundary: nothing is
+        // left out here.
         self.ends.iter().enumerate().map(move |(i, &end)| {
             let start = i.checked_sub(1).map_or(0, |p| self.ends[p]);
-            all.get(start as usize..end as usize).unwrap_or_default()
+            self.names
+                .get(start as usize..end as usize)
+                .unwrap_or_default()
         })
     }
 
     fn push(&mut self, name: &[u8]) -> Result<(), DecodeError> {
-        if std::str::from_utf8(name).is_err() {
+        let Ok(name) = std::str::from_utf8(name) else {
             // prost's own text for a string field that is not UTF-8 (it makes no other
             // way to build one public).
             #[allow(deprecated)]
             return Err(DecodeError::new(
                 "invalid string value: data is not UTF-8 encoded",
             ));
-        }
-        self.names.extend_from_slice(name);
+        };
+        self.names.push_str(name);
         // A message is at most 256 MiB (`--max-message-bytes`).
         self.ends
             .push(u32::try_from(self.names.len()).unwrap_or(u32::MAX));
