@@ -9,14 +9,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
+use bytes::Bytes;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse,
+};
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
+use super::sotw_request::{SotwRequest, encode_names};
 use crate::xds_client::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, VIRTUAL_HOST, node};
 
 /// What one simulated proxy has seen, updated as it goes.
@@ -47,6 +51,8 @@ pub struct Shared {
     pub epoch: Instant,
     /// Every cluster (and EDS) name of the mesh, to subscribe to.
     pub eds_names: Arc<Vec<String>>,
+    /// The same, encoded once as a SotW request's names ([`encode_names`]).
+    pub eds_names_wire: Bytes,
     /// The same, to look names up.
     pub eds_set: Arc<std::collections::HashSet<String>>,
     /// Names being waited for, and how many of them a proxy must see.
@@ -75,6 +81,10 @@ impl Shared {
         }
     }
 }
+
+/// The ADS method SotW proxies call.
+const SOTW_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
 
 /// The name field of a ClusterLoadAssignment (field 1), decoded alone.
 #[derive(Clone, PartialEq, Message)]
@@ -245,41 +255,46 @@ fn fail(stats: &ProxyStats, p: usize, why: &str) {
 
 /// Runs one SotW proxy until its stream ends.
 pub async fn run_sotw(channel: Channel, p: usize, shared: Arc<Shared>, stats: Arc<ProxyStats>) {
-    let (tx, rx) = mpsc::channel::<DiscoveryRequest>(16);
+    let (tx, rx) = mpsc::channel::<SotwRequest>(16);
+    // Clusters beyond the mesh's own (new Services), and their names encoded.
     let mut extra: Vec<String> = Vec::new();
-    let names = |url: &str, shared: &Shared, extra: &[String]| -> Vec<String> {
+    let mut extra_wire = Bytes::new();
+    let names = |url: &str, shared: &Shared, extra_wire: &Bytes| -> Vec<Bytes> {
         match url {
-            ENDPOINT => shared
-                .eds_names
-                .iter()
-                .chain(extra.iter())
-                .cloned()
-                .collect(),
-            ROUTE => vec![shared.route_name.into()],
-            SECRET => vec!["default".into(), "ROOTCA".into()],
+            ENDPOINT => vec![shared.eds_names_wire.clone(), extra_wire.clone()],
+            ROUTE => vec![encode_names([shared.route_name])],
+            SECRET => vec![encode_names(["default", "ROOTCA"])],
             _ => Vec::new(),
         }
     };
+    let request = |head: DiscoveryRequest, names: Vec<Bytes>| SotwRequest { head, names };
     for (i, url) in [CLUSTER, LISTENER, SECRET].into_iter().enumerate() {
+        let head = DiscoveryRequest {
+            node: (i == 0).then(|| proxy_node(p)),
+            type_url: url.into(),
+            ..Default::default()
+        };
         let _ = tx
-            .send(DiscoveryRequest {
-                node: (i == 0).then(|| proxy_node(p)),
-                type_url: url.into(),
-                resource_names: names(url, &shared, &extra),
-                ..Default::default()
-            })
+            .send(request(head, names(url, &shared, &extra_wire)))
             .await;
     }
-    let mut client =
-        AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(usize::MAX);
-    let resp = match client
-        .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-    {
-        Ok(resp) => resp,
+    let mut client = tonic::client::Grpc::new(channel).max_decoding_message_size(usize::MAX);
+    let resp = match client.ready().await {
+        Ok(()) => {
+            client
+                .streaming(
+                    tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
+                    tonic::codegen::http::uri::PathAndQuery::from_static(SOTW_PATH),
+                    tonic_prost::ProstCodec::<SotwRequest, DiscoveryResponse>::default(),
+                )
+                .await
+        }
         Err(e) => return fail(&stats, p, &e.to_string()),
     };
-    let mut inbound = resp.into_inner();
+    let mut inbound = match resp {
+        Ok(resp) => resp.into_inner(),
+        Err(e) => return fail(&stats, p, &e.to_string()),
+    };
     let (mut eds_subscribed, mut rds_subscribed) = (false, false);
     while let Some(msg) = inbound.next().await {
         let r = match msg {
@@ -310,34 +325,37 @@ pub async fn run_sotw(channel: Channel, p: usize, shared: Arc<Shared>, stats: Ar
                     new_clusters = true;
                 }
             }
+            if new_clusters {
+                extra_wire = encode_names(&extra);
+            }
         }
+        let head = DiscoveryRequest {
+            version_info: r.version_info.clone(),
+            response_nonce: r.nonce.clone(),
+            type_url: r.type_url.clone(),
+            ..Default::default()
+        };
         let _ = tx
-            .send(DiscoveryRequest {
-                version_info: r.version_info.clone(),
-                response_nonce: r.nonce.clone(),
-                type_url: r.type_url.clone(),
-                resource_names: names(url, &shared, &extra),
-                ..Default::default()
-            })
+            .send(request(head, names(url, &shared, &extra_wire)))
             .await;
         if url == CLUSTER && (!eds_subscribed || new_clusters) {
             eds_subscribed = true;
+            let head = DiscoveryRequest {
+                type_url: ENDPOINT.into(),
+                ..Default::default()
+            };
             let _ = tx
-                .send(DiscoveryRequest {
-                    type_url: ENDPOINT.into(),
-                    resource_names: names(ENDPOINT, &shared, &extra),
-                    ..Default::default()
-                })
+                .send(request(head, names(ENDPOINT, &shared, &extra_wire)))
                 .await;
         }
         if url == LISTENER && !rds_subscribed {
             rds_subscribed = true;
+            let head = DiscoveryRequest {
+                type_url: ROUTE.into(),
+                ..Default::default()
+            };
             let _ = tx
-                .send(DiscoveryRequest {
-                    type_url: ROUTE.into(),
-                    resource_names: names(ROUTE, &shared, &extra),
-                    ..Default::default()
-                })
+                .send(request(head, names(ROUTE, &shared, &extra_wire)))
                 .await;
         }
     }

@@ -12,6 +12,7 @@ pub mod mesh;
 pub mod pair;
 pub mod procstat;
 pub mod sink;
+pub mod sotw_request;
 
 use std::time::Duration;
 
