@@ -1,6 +1,7 @@
-//! Secondary indexes of the model, kept beside its maps so that "the slices of a Service"
-//! and "the pods a selector matches" are lookups, not scans of the namespace: a build
-//! over S Services and P pods stays linear.
+//! Secondary indexes of the model, kept beside its maps so that "the slices of a Service",
+//! "the pods a selector matches" and "the Services selecting a pod" are lookups, not
+//! scans of the namespace: a build over S Services and P pods stays linear, and a
+//! proxy's own resources do not look at every Service of its namespace.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -18,6 +19,9 @@ pub(super) struct Indexes {
     slices: BTreeMap<NsName, BTreeSet<String>>,
     /// (namespace, key, value) -> names of the pods carrying that label.
     labels: BTreeMap<Label, BTreeSet<String>>,
+    /// (namespace, key, value) -> names of the Services whose selector's first label
+    /// it is (a Service with no selector, or an empty one, selects nothing).
+    selectors: BTreeMap<Label, BTreeSet<String>>,
     /// Pod IP -> the pods that have it (two only while an address moves).
     pod_ips: BTreeMap<IpAddr, BTreeSet<NsName>>,
     /// (namespace, pod) -> names of the slices whose endpoints name it.
@@ -76,6 +80,48 @@ impl Indexes {
                 }
             }
         }
+    }
+
+    /// The label a Service is indexed under: its selector's first.
+    fn selector_label(s: &MeshService) -> Option<Label> {
+        let (k, v) = s.selector.as_ref()?.iter().next()?;
+        Some((s.namespace.clone(), k.clone(), v.clone()))
+    }
+
+    pub(super) fn add_service(&mut self, s: &MeshService) {
+        if let Some(label) = Self::selector_label(s) {
+            self.selectors
+                .entry(label)
+                .or_default()
+                .insert(s.name.clone());
+        }
+    }
+
+    pub(super) fn remove_service(&mut self, s: &MeshService) {
+        if let Some(label) = Self::selector_label(s) {
+            drop_from(&mut self.selectors, label, &s.name);
+        }
+    }
+
+    /// Names of the Services of `namespace` that may select a pod with `labels`: those
+    /// indexed under one of its labels (each at most once), for the caller to check
+    /// against the whole selector.
+    pub(super) fn may_select<'a>(
+        &'a self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Vec<&'a str> {
+        let mut names: Vec<&str> = labels
+            .iter()
+            .filter_map(|(k, v)| {
+                self.selectors
+                    .get(&(namespace.to_string(), k.clone(), v.clone()))
+            })
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        names.sort_unstable();
+        names
     }
 
     pub(super) fn add_pod(&mut self, p: &MeshPod) {

@@ -87,6 +87,10 @@ impl Model {
             Object::Service(s) => {
                 let svc = convert::service(s)?;
                 let key = (svc.namespace.clone(), svc.name.clone());
+                if let Some(old) = self.services.get(&key) {
+                    self.index.remove_service(old);
+                }
+                self.index.add_service(&svc);
                 store(&mut self.services, key, svc, Kind::Service, revs);
             }
             Object::EndpointSlice(s) => {
@@ -241,7 +245,11 @@ impl Model {
             self.touch_splits_using(&k);
         }
         match key.kind {
-            Kind::Service => self.services.remove(&k).is_some(),
+            Kind::Service => self
+                .services
+                .remove(&k)
+                .inspect(|old| self.index.remove_service(old))
+                .is_some(),
             Kind::EndpointSlice => self
                 .slices
                 .remove(&k)
@@ -455,16 +463,25 @@ impl Model {
             .collect()
     }
 
-    /// The services whose selector matches `pod`.
+    /// The services whose selector matches `pod`, ordered by name (looked up by the pod's
+    /// labels, not by a scan of its namespace).
     pub fn services_selecting<'a>(
         &'a self,
         pod: &'a MeshPod,
     ) -> impl Iterator<Item = &'a MeshService> {
-        self.services_in(&pod.namespace).filter(move |s| {
-            s.namespace == pod.namespace
-                && s.selector.as_ref().is_some_and(|sel| {
-                    !sel.is_empty() && sel.iter().all(|(k, v)| pod.labels.get(k) == Some(v))
-                })
-        })
+        self.index
+            .may_select(&pod.namespace, &pod.labels)
+            .into_iter()
+            .filter_map(|name| self.service(&pod.namespace, name))
+            .filter(move |s| selects(s, pod))
     }
+}
+
+/// Whether `s`'s selector matches `pod`: same namespace, a selector with at least one
+/// label, and every one of them on the pod.
+fn selects(s: &MeshService, pod: &MeshPod) -> bool {
+    s.namespace == pod.namespace
+        && s.selector.as_ref().is_some_and(|sel| {
+            !sel.is_empty() && sel.iter().all(|(k, v)| pod.labels.get(k) == Some(v))
+        })
 }

@@ -169,6 +169,52 @@ fn services_select_pods_by_labels_in_their_namespace() {
 }
 
 #[test]
+fn services_selecting_a_pod_follow_selector_changes_and_come_in_name_order() {
+    let svc = |name: &str, selector: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\nspec: {{{selector}ports: [{{port: 80}}]}}\n"
+        )
+    };
+    let apply = |model: &mut Model, yaml: &str| {
+        model
+            .apply(&parse_one(yaml).expect("parses"))
+            .expect("apply");
+    };
+    let mut model = Model::new();
+    apply(
+        &mut model,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: r, namespace: shop, labels: {app: reviews, version: v1}}\n",
+    );
+    apply(&mut model, &svc("zeta", "selector: {app: reviews}, "));
+    apply(&mut model, &svc("alpha", "selector: {version: v1}, "));
+    // Its first label matches, its second does not.
+    apply(
+        &mut model,
+        &svc("beta", "selector: {app: reviews, version: v2}, "),
+    );
+    // No selector, and an empty one: they select nothing.
+    apply(&mut model, &svc("none", ""));
+    apply(&mut model, &svc("empty", "selector: {}, "));
+    let names = |model: &Model| -> Vec<String> {
+        let pod = model.pod("shop", "r").expect("pod");
+        model
+            .services_selecting(pod)
+            .map(|s| s.name.clone())
+            .collect()
+    };
+    assert_eq!(names(&model), ["alpha", "zeta"]);
+    // A changed selector is looked up by its new labels, not its old ones.
+    apply(
+        &mut model,
+        &svc("beta", "selector: {app: reviews, version: v1}, "),
+    );
+    apply(&mut model, &svc("zeta", "selector: {app: ratings}, "));
+    assert_eq!(names(&model), ["alpha", "beta"]);
+    assert!(model.delete(&ObjectKey::new(Kind::Service, "shop", "alpha")));
+    assert_eq!(names(&model), ["beta"]);
+}
+
+#[test]
 fn what_a_pod_says_of_its_place_in_the_mesh_is_read() {
     let mut model = Model::new();
     for (name, spec, status) in [
@@ -535,6 +581,9 @@ fn slice_and_selector_indexes_follow_moves_relabels_and_deletes() {
     assert!(m.delete(&ObjectKey::new(Kind::EndpointSlice, "shop", "s1")));
     assert!(pods(&m, "b").is_empty());
     assert!(slices(&m, "b").is_empty());
+    for n in ["a", "b", "c"] {
+        assert!(m.delete(&ObjectKey::new(Kind::Service, "shop", n)));
+    }
     assert_eq!(
         m.index,
         index::Indexes::default(),
