@@ -88,7 +88,9 @@ pub(crate) struct Sent {
     pub(crate) version: String,
     /// SotW: the digest `version` spells.
     pub(crate) digest: u64,
-    /// Shared with the response that carries it (no per-resource reference counts).
+    /// Shared with the response that carries it (no per-resource reference counts). In
+    /// name order: both protocols sort what they send, so what a proxy accepts is held
+    /// by one walk beside the view's map ([`super::held::HeldSet::fill_in_order`]).
     pub(crate) resources: Arc<[Arc<Encoded>]>,
     /// Names the proxy must drop (delta).
     pub(crate) removed: Vec<Arc<str>>,
@@ -380,7 +382,7 @@ impl<P: Protocol> Stream<P> {
         match self.desired.view.maps.shared(kind).cloned() {
             // A first sync: nothing held, nothing to release.
             Some(map) if self.types[kind].held.fills(sent.resources.len(), &map) => {
-                self.types[kind].held.fill(&sent.resources, &map);
+                self.types[kind].held.fill_in_order(&sent.resources, &map);
             }
             _ => {
                 for r in sent.resources.iter() {
@@ -563,6 +565,7 @@ impl<P: Protocol> Stream<P> {
     }
 
     fn send(&mut self, kind: XdsType, mut sent: Sent, step: &mut Step<P::Response>) {
+        debug_assert!(sent.resources.is_sorted_by(|a, b| a.name < b.name));
         self.next_nonce += 1;
         sent.nonce = self.next_nonce.to_string();
         let bytes: usize = sent.resources.iter().map(|r| r.any.value.len()).sum();
