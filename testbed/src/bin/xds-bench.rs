@@ -4,7 +4,8 @@
 //! convergence of changes (one endpoint, a 100-endpoint rollout, a canary step: a
 //! TrafficSplit's weights; a new service with its cluster, endpoints and route), server
 //! CPU and bytes per change, memory at steady state and per added proxy, idle CPU, a
-//! reconnect storm, and the floor: the same bytes written to P plain TCP connections.
+//! reconnect storm, and the floor: the same bytes written to P plain TCP connections, at
+//! the end of the run once the proxies and the control plane are gone.
 //! Results print as a table and, with --json, as one JSON object.
 
 use parking_lot::RwLock;
@@ -472,6 +473,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         storm = run_storm(&args, addr, pid, &shared, &mut fleet, &dir, &log).await?;
     }
 
+    // The proxies and the control plane go before the floor, so that its connections fit
+    // under the file-descriptor limit beside 10,000 proxies' (and it runs on a quiet core).
+    for t in fleet.tasks.drain(..) {
+        t.abort();
+    }
+    cp.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
     // The floor of each workload: its median bytes per proxy, written the same way.
     let mut floor_result = serde_json::Value::Null;
     let mut floors = serde_json::Map::new();
@@ -515,10 +524,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&out)?)?;
     }
-    for t in fleet.tasks {
-        t.abort();
-    }
-    cp.kill();
     Ok(())
 }
 
