@@ -11,6 +11,7 @@
 //! encoded resources, and no lock is held while a stream works.
 
 use std::collections::BTreeSet;
+use std::ops::Bound;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -187,10 +188,7 @@ impl Desired {
     /// Every resource of `kind` the proxy should hold, in name order, each name once: a
     /// name both its own and its view's is its own (as [`Desired::get`] answers).
     pub fn all(&self, kind: XdsType) -> impl Iterator<Item = &Arc<Encoded>> {
-        OwnFirst {
-            own: self.own.of(kind).into_iter().flatten().peekable(),
-            view: self.view.maps.of(kind).into_iter().flatten().peekable(),
-        }
+        OwnFirst::new(self.own.of(kind), self.view.maps.of(kind))
     }
 
     /// The shared name of `name`, if the proxy should hold such a resource (so that
@@ -214,33 +212,52 @@ impl Desired {
     }
 }
 
+/// The proxy's own entries of a type, in name order.
+type OwnEntries<'a> =
+    std::iter::Peekable<std::collections::btree_map::Iter<'a, Arc<str>, Arc<Encoded>>>;
+
 /// Two maps' entries merged in name order, the first map's entry winning a name in both.
-struct OwnFirst<A: Iterator, B: Iterator> {
-    own: std::iter::Peekable<A>,
-    view: std::iter::Peekable<B>,
+/// The view's entries between two of the proxy's own (a few) are taken as one range of
+/// its map, so a first answer of a thousand resources compares no names.
+struct OwnFirst<'a> {
+    own: OwnEntries<'a>,
+    view: Option<&'a TypeMap>,
+    /// The view's entries before the next own one, not yet taken.
+    run: Option<std::collections::btree_map::Range<'a, Arc<str>, Arc<Encoded>>>,
 }
 
-impl<'a, A, B> Iterator for OwnFirst<A, B>
-where
-    A: Iterator<Item = (&'a Arc<str>, &'a Arc<Encoded>)>,
-    B: Iterator<Item = (&'a Arc<str>, &'a Arc<Encoded>)>,
-{
+impl<'a> OwnFirst<'a> {
+    fn new(own: Option<&'a TypeMap>, view: Option<&'a TypeMap>) -> Self {
+        static NONE: TypeMap = TypeMap::new();
+        let mut own = own.unwrap_or(&NONE).iter().peekable();
+        let run = view.map(|m| m.range::<str, _>((Bound::Unbounded, Self::before(&mut own))));
+        OwnFirst { own, view, run }
+    }
+
+    /// The bound that ends a run of the view's entries: the next own name, or none.
+    fn before(own: &mut OwnEntries<'a>) -> Bound<&'a str> {
+        match own.peek() {
+            Some((name, _)) => Bound::Excluded(&***name),
+            None => Bound::Unbounded,
+        }
+    }
+}
+
+impl<'a> Iterator for OwnFirst<'a> {
     type Item = &'a Arc<Encoded>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let order = match (self.own.peek(), self.view.peek()) {
-            (Some((a, _)), Some((b, _))) => a.cmp(b),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, _) => std::cmp::Ordering::Greater,
-        };
-        match order {
-            std::cmp::Ordering::Less => self.own.next().map(|(_, r)| r),
-            std::cmp::Ordering::Greater => self.view.next().map(|(_, r)| r),
-            std::cmp::Ordering::Equal => {
-                self.view.next();
-                self.own.next().map(|(_, r)| r)
-            }
+        if let Some((_, r)) = self.run.as_mut().and_then(Iterator::next) {
+            return Some(r);
         }
+        // The run is over: the own entry that ended it (a view entry of the same name is
+        // skipped), then the view's entries up to the own entry after it.
+        let (name, r) = self.own.next()?;
+        let end = Self::before(&mut self.own);
+        self.run = self
+            .view
+            .map(|m| m.range::<str, _>((Bound::Excluded(&**name), end)));
+        Some(r)
     }
 }
 
@@ -248,6 +265,7 @@ where
 mod tests {
     use super::*;
     use crate::xds::stream::test_support::{cla, snap};
+    use std::collections::BTreeMap;
 
     #[test]
     fn many_names_are_found_by_hash_as_the_same_shared_names() {
@@ -262,5 +280,37 @@ mod tests {
         assert_eq!(d.name_of_many(XdsType::Endpoint, "e00"), None);
         // A type the view does not share has no index.
         assert_eq!(d.name_of_many(XdsType::Secret, "e001"), None);
+    }
+
+    #[test]
+    fn own_and_view_entries_merge_in_name_order_own_first() {
+        let map = |names: &[&str], v: &str| -> TypeMap {
+            names.iter().map(|n| (Arc::from(*n), cla(n, v))).collect()
+        };
+        let view = map(&["b", "c", "e", "f", "h"], "view");
+        for own in [
+            &[][..],
+            &["a"],
+            &["z"],
+            &["c"],
+            &["a", "c", "d", "h", "i"],
+            &["b", "c", "e", "f", "h"],
+            &["d", "g"],
+        ] {
+            let own = map(own, "own");
+            let mut want: BTreeMap<&str, &str> = view
+                .iter()
+                .map(|(n, r)| (&**n, r.version.as_str()))
+                .collect();
+            want.extend(own.iter().map(|(n, r)| (&**n, r.version.as_str())));
+            let got: Vec<(&str, &str)> = OwnFirst::new(Some(&own), Some(&view))
+                .map(|r| (&*r.name, r.version.as_str()))
+                .collect();
+            assert_eq!(got, want.into_iter().collect::<Vec<_>>(), "own {own:?}");
+            let alone: Vec<&str> = OwnFirst::new(Some(&own), None).map(|r| &*r.name).collect();
+            assert_eq!(alone, own.keys().map(|n| &**n).collect::<Vec<_>>());
+        }
+        assert_eq!(OwnFirst::new(None, Some(&view)).count(), view.len());
+        assert_eq!(OwnFirst::new(None, None).count(), 0);
     }
 }
