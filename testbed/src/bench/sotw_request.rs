@@ -52,7 +52,8 @@ impl Message for SotwRequest {
         buf: &mut impl Buf,
         ctx: DecodeContext,
     ) -> Result<(), prost::DecodeError> {
-        // Only sent, never read: decoding keeps every field but the names.
+        // Only ever encoded. A decoded one would carry its names in `head` (and encode
+        // them twice); nothing decodes one.
         self.head.merge_field(tag, wire_type, buf, ctx)
     }
 

@@ -209,9 +209,30 @@ fn services_selecting_a_pod_follow_selector_changes_and_come_in_name_order() {
         &svc("beta", "selector: {app: reviews, version: v1}, "),
     );
     apply(&mut model, &svc("zeta", "selector: {app: ratings}, "));
+    apply(&mut model, &svc("gamma", "selector: {app: ratings}, "));
     assert_eq!(names(&model), ["alpha", "beta"]);
+    // Its first label moves onto one the pod carries.
+    apply(&mut model, &svc("gamma", "selector: {version: v1}, "));
+    assert_eq!(names(&model), ["alpha", "beta", "gamma"]);
     assert!(model.delete(&ObjectKey::new(Kind::Service, "shop", "alpha")));
-    assert_eq!(names(&model), ["beta"]);
+    assert_eq!(names(&model), ["beta", "gamma"]);
+    // Nothing is left of the labels the Services moved off: the indexes are those of a
+    // model given only the objects as they are now.
+    let mut fresh = Model::new();
+    apply(
+        &mut fresh,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: r, namespace: shop, labels: {app: reviews, version: v1}}\n",
+    );
+    for (name, selector) in [
+        ("beta", "selector: {app: reviews, version: v1}, "),
+        ("gamma", "selector: {version: v1}, "),
+        ("zeta", "selector: {app: ratings}, "),
+        ("none", ""),
+        ("empty", "selector: {}, "),
+    ] {
+        apply(&mut fresh, &svc(name, selector));
+    }
+    assert_eq!(model.index, fresh.index);
 }
 
 #[test]

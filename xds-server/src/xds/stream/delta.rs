@@ -512,8 +512,8 @@ impl DeltaStream {
         resources: Vec<Arc<Encoded>>,
         removed: Vec<Arc<str>>,
     ) -> Option<Sent> {
-        debug_assert!(resources.is_sorted_by(|a, b| a.name <= b.name));
-        debug_assert!(removed.is_sorted());
+        debug_assert!(resources.is_sorted_by(|a, b| a.name < b.name));
+        debug_assert!(removed.is_sorted_by(|a, b| a < b));
         let st = &mut self.types[kind];
         if !st.force_names.is_empty() {
             for r in &resources {
@@ -550,9 +550,9 @@ fn first_answer_due(st: &State) -> bool {
 
 /// A version naming one delta response: a digest of what it carries (the resources'
 /// content hashes and the removed names). foldhash with a fixed seed: the same response
-/// gets the same version in every process, and a first answer's thousand hashes cost
-/// less than with SipHash (2% of a reconnect storm; the digest keys no table a peer
-/// could flood).
+/// gets the same version in every process of one build, and a first answer's thousand
+/// hashes cost less than with SipHash (2% of a reconnect storm; the digest keys no table
+/// a peer could flood).
 fn response_version(resources: &[Arc<Encoded>], removed: &[Arc<str>]) -> String {
     use std::hash::BuildHasher;
     let mut h = foldhash::fast::FixedState::with_seed(0x7275_6464_6572).build_hasher();
@@ -563,4 +563,27 @@ fn response_version(resources: &[Arc<Encoded>], removed: &[Arc<str>]) -> String 
         n.hash(&mut h);
     }
     format!("{:016x}", h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xds::stream::test_support::cla;
+
+    #[test]
+    fn a_response_version_follows_what_the_response_carries() {
+        let (a, b) = (cla("a", "1"), cla("b", "1"));
+        let gone: Vec<Arc<str>> = vec![Arc::from("c")];
+        let v = response_version(&[a.clone(), b.clone()], &[]);
+        assert_eq!(v.len(), 16);
+        assert_eq!(v, response_version(&[cla("a", "1"), cla("b", "1")], &[]));
+        for other in [
+            response_version(std::slice::from_ref(&a), &[]),
+            response_version(&[a.clone(), cla("b", "2")], &[]),
+            response_version(&[a.clone(), b.clone()], &gone),
+            response_version(&[], &gone),
+        ] {
+            assert_ne!(other, v);
+        }
+    }
 }

@@ -167,7 +167,7 @@ impl HeldSet {
         self.base.is_empty() && self.overlay.is_empty()
     }
 
-    /// Whether holding `batch` in a fresh set is better done by [`HeldSet::fill`]:
+    /// Whether holding `batch` in a fresh set is better done by [`HeldSet::fill_in_order`]:
     /// it covers at least half of `target`.
     pub(crate) fn fills(&self, batch: usize, target: &TypeMap) -> bool {
         self.is_fresh() && batch >= COMPACT_MIN && batch * 2 >= target.len()
