@@ -672,7 +672,7 @@ impl Out {
             let kept = resp.kept_body();
             if let Some(q) = &self.queued {
                 let gone = || self.tx.is_closed() || self.stop.is_stopped();
-                if !q.admit(resp.frame_len(kept.as_ref()), gone).await {
+                if !q.admit(resp.frame_len(&kept), gone).await {
                     return false;
                 }
             }

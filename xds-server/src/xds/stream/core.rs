@@ -302,9 +302,7 @@ impl<P: Protocol> Stream<P> {
 
     /// The shared name for `name` of `kind`, or a new one.
     pub(crate) fn intern(&self, kind: XdsType, name: &str) -> Arc<str> {
-        self.desired
-            .name_of(kind, name)
-            .unwrap_or_else(|| Arc::from(name))
+        self.intern_among(1, kind, name)
     }
 
     /// [`Stream::intern`] for one of `count` names a request carries: many are looked

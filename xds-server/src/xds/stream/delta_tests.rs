@@ -709,7 +709,7 @@ fn proxies_of_one_view_share_a_first_sync_body_until_the_view_moves_on() {
         let mut s = DeltaStream::new(d.clone());
         let mut step = s.on_request(&delta(Cluster, &[], ""), now);
         use crate::xds::wire::frames::Response;
-        step.responses.remove(0).framing(None)
+        step.responses.remove(0).framed()
     };
     // The first proxy's list is seen once; the second keeps its body.
     first(&d);

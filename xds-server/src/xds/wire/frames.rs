@@ -15,7 +15,7 @@ use bytes::{BufMut, Bytes};
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 use translator::encoded::Encoded;
 
-use super::shared_body::{Bodies, worth_sharing};
+use super::shared_body::{Bodies, Fingerprint, SharedBodies, worth_sharing};
 
 /// A response's frame as it goes out: one piece, or a head of its own followed by a
 /// shared body.
@@ -25,6 +25,17 @@ pub struct Framing {
     pub head: Bytes,
     /// The resources and the type, shared.
     pub shared: Option<Bytes>,
+}
+
+/// Where a response's body comes from.
+pub enum KeptBody<'a> {
+    /// Framed whole: too little to share, or nowhere to keep it.
+    Whole,
+    /// Kept for the same resources, for another proxy.
+    Kept(Bytes),
+    /// Not kept: built (and kept by `bodies` if it is seen again), its list already
+    /// fingerprinted.
+    Build(&'a SharedBodies, Fingerprint),
 }
 
 /// One delta (incremental) response.
@@ -168,33 +179,42 @@ pub trait Response {
         })
     }
 
-    /// The body already kept for the same resources, if the response shares its body.
-    fn kept_body(&self) -> Option<Bytes> {
-        let bodies = self.bodies().0.as_ref()?;
-        worth_sharing(self.resources())
-            .then(|| bodies.find(self.type_url(), Self::DELTA, self.resources()))
-            .flatten()
-    }
-
-    /// Bytes of the frame (5 of gRPC header and the message), given its kept body.
-    fn frame_len(&self, kept: Option<&Bytes>) -> usize {
-        5 + match kept {
-            Some(body) => self.own_len() + body.len(),
-            None => self.encoded_len(),
+    /// Where the response's body comes from: looked up once, before the frame is
+    /// admitted, and handed to [`Response::framing`].
+    fn kept_body(&self) -> KeptBody<'_> {
+        match &self.bodies().0 {
+            Some(bodies) if worth_sharing(self.resources()) => {
+                match bodies.find(self.type_url(), Self::DELTA, self.resources()) {
+                    Ok(body) => KeptBody::Kept(body),
+                    Err(print) => KeptBody::Build(bodies, print),
+                }
+            }
+            _ => KeptBody::Whole,
         }
     }
 
-    /// The response as it goes out, given its kept body: a head of its own and a body
-    /// shared if it has many resources, else one piece.
-    fn framing(&self, kept: Option<Bytes>) -> Framing {
-        let shared = match (kept, &self.bodies().0) {
-            (Some(body), _) => body,
-            (None, Some(bodies)) if worth_sharing(self.resources()) => {
-                bodies.get_or_build(self.type_url(), Self::DELTA, self.resources(), || {
-                    written(self.body_len(), |buf| self.put_body(buf))
-                })
-            }
-            _ => {
+    /// Bytes of the frame (5 of gRPC header and the message), given where its body
+    /// comes from.
+    fn frame_len(&self, kept: &KeptBody<'_>) -> usize {
+        5 + match kept {
+            KeptBody::Kept(body) => self.own_len() + body.len(),
+            _ => self.encoded_len(),
+        }
+    }
+
+    /// The response as it goes out, given where its body comes from: a head of its own
+    /// and a shared body, or one piece.
+    fn framing(&self, kept: KeptBody<'_>) -> Framing {
+        let shared = match kept {
+            KeptBody::Kept(body) => body,
+            KeptBody::Build(bodies, print) => bodies.get_or_build(
+                print,
+                self.type_url(),
+                Self::DELTA,
+                self.resources(),
+                || written(self.body_len(), |buf| self.put_body(buf)),
+            ),
+            KeptBody::Whole => {
                 return Framing {
                     head: self.frame(),
                     shared: None,
@@ -206,6 +226,12 @@ pub trait Response {
             head: framed_with(own + shared.len(), own, |buf| self.put_own(buf)),
             shared: Some(shared),
         }
+    }
+
+    /// [`Response::framing`] of what [`Response::kept_body`] finds.
+    #[cfg(test)]
+    fn framed(&self) -> Framing {
+        self.framing(self.kept_body())
     }
 }
 
@@ -422,10 +448,10 @@ mod tests {
             bodies: Bodies(Some(cache.clone())),
         };
         // A first proxy: the list is seen once, and its body kept the second time.
-        resp("0", Vec::new()).framing(None);
+        resp("0", Vec::new()).framed();
         let one = resp("1", vec!["gone".into()]);
         let two = resp("2", Vec::new());
-        let (a, b) = (one.framing(None), two.framing(None));
+        let (a, b) = (one.framed(), two.framed());
         // Each decodes to what it stands for: its own fields, the shared resources.
         for (r, f) in [(&one, &a), (&two, &b)] {
             let whole = joined(f);
@@ -440,10 +466,13 @@ mod tests {
         assert_eq!(sa.as_ptr(), sb.as_ptr(), "one body, encoded once");
         assert_eq!(cache.len(), 1);
         // The glue learns the length from the kept body and frames with it.
-        let kept = two.kept_body().expect("kept");
-        assert_eq!(kept.as_ptr(), sa.as_ptr());
-        assert_eq!(two.frame_len(Some(&kept)), 5 + two.encoded_len());
-        assert_eq!(joined(&two.framing(Some(kept))), whole_b);
+        let kept = two.kept_body();
+        let KeptBody::Kept(body) = &kept else {
+            panic!("not kept")
+        };
+        assert_eq!(body.as_ptr(), sa.as_ptr());
+        assert_eq!(two.frame_len(&kept), 5 + two.encoded_len());
+        assert_eq!(joined(&two.framing(kept)), whole_b);
 
         // The same resources as other allocations (a proxy's own) share it too; other
         // resources, or the state-of-the-world form, do not.
@@ -452,17 +481,14 @@ mod tests {
             resources: copies.into(),
             ..resp("3", Vec::new())
         };
-        assert_eq!(
-            three.framing(None).shared.expect("shared").as_ptr(),
-            sa.as_ptr()
-        );
+        assert_eq!(three.framed().shared.expect("shared").as_ptr(), sa.as_ptr());
         let mut other = resources.clone();
         other[3] = cla("r003", "changed");
         let four = DeltaResponse {
             resources: other.into(),
             ..resp("4", Vec::new())
         };
-        let f = four.framing(None);
+        let f = four.framed();
         assert_ne!(f.shared.as_ref().expect("shared").as_ptr(), sa.as_ptr());
         assert_eq!(
             DeltaDiscoveryResponse::decode(unframe(&joined(&f))).expect("decodes"),
@@ -475,10 +501,7 @@ mod tests {
             nonce: "5".into(),
             bodies: Bodies(Some(cache.clone())),
         };
-        assert_ne!(
-            sotw.framing(None).shared.expect("shared").as_ptr(),
-            sa.as_ptr()
-        );
+        assert_ne!(sotw.framed().shared.expect("shared").as_ptr(), sa.as_ptr());
         assert_eq!(cache.len(), 1, "lists seen once keep nothing");
         cache.clear();
         assert_eq!(cache.len(), 0);
@@ -495,9 +518,9 @@ mod tests {
             bodies: Bodies(Some(cache.clone())),
         };
         let resources = many(SHARE_MIN, cluster);
-        resp(resources.clone(), "0").framing(None);
+        resp(resources.clone(), "0").framed();
         let (one, two) = (resp(resources.clone(), "1"), resp(resources, "2"));
-        let (a, b) = (one.framing(None), two.framing(None));
+        let (a, b) = (one.framed(), two.framed());
         for (r, f) in [(&one, &a), (&two, &b)] {
             assert_eq!(
                 DiscoveryResponse::decode(unframe(&joined(f))).expect("decodes"),
@@ -509,8 +532,8 @@ mod tests {
             b.shared.expect("shared").as_ptr()
         );
         let small = resp(many(SHARE_MIN - 1, cluster), "3");
-        assert!(small.kept_body().is_none());
-        let f = small.framing(None);
+        assert!(matches!(small.kept_body(), KeptBody::Whole));
+        let f = small.framed();
         assert!(f.shared.is_none(), "too few resources to share");
         assert_eq!(f.head, small.frame());
         assert_eq!(cache.len(), 1);
@@ -518,9 +541,9 @@ mod tests {
         let mut table = (*cluster("table", "1")).clone();
         table.any.value = vec![7; SHARE_BYTES];
         let table = Arc::new(table);
-        resp(vec![table.clone()], "3").framing(None);
+        resp(vec![table.clone()], "3").framed();
         let (one, two) = (resp(vec![table.clone()], "4"), resp(vec![table], "5"));
-        let (a, b) = (one.framing(None), two.framing(None));
+        let (a, b) = (one.framed(), two.framed());
         assert_eq!(
             a.shared.as_ref().expect("shared").as_ptr(),
             b.shared.as_ref().expect("shared").as_ptr()

@@ -160,17 +160,23 @@ impl State {
     }
 }
 
+/// A list's fingerprint, from a [`SharedBodies::find`] that found no body for it: what
+/// building the body goes by, so the list is not hashed twice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fingerprint(u64);
+
 impl SharedBodies {
-    /// The body for `resources` of `type_url` in `delta` or state-of-the-world form:
-    /// kept, or made by `build` (and kept the second time the list is seen).
+    /// The body for `resources` of `type_url` in `delta` or state-of-the-world form,
+    /// which [`SharedBodies::find`] did not find (`print`): kept meanwhile by another
+    /// stream, or made by `build` (and kept the second time the list is seen).
     pub(crate) fn get_or_build(
         &self,
+        Fingerprint(print): Fingerprint,
         type_url: &'static str,
         delta: bool,
         resources: &[Arc<Encoded>],
         build: impl FnOnce() -> Bytes,
     ) -> Bytes {
-        let print = fingerprint(type_url, delta, resources);
         let keep = {
             let mut st = self.state.lock();
             if let Some(bytes) = st.find(print, type_url, delta, resources) {
@@ -185,15 +191,18 @@ impl SharedBodies {
         bytes
     }
 
-    /// The body kept for `resources`, if any.
+    /// The body kept for `resources`, or the list's fingerprint to build one by.
     pub(crate) fn find(
         &self,
         type_url: &str,
         delta: bool,
         resources: &[Arc<Encoded>],
-    ) -> Option<Bytes> {
+    ) -> Result<Bytes, Fingerprint> {
         let print = fingerprint(type_url, delta, resources);
-        self.state.lock().find(print, type_url, delta, resources)
+        self.state
+            .lock()
+            .find(print, type_url, delta, resources)
+            .ok_or(Fingerprint(print))
     }
 
     /// Keeps `bytes` if there is room, or returns the equal body another stream kept
@@ -281,13 +290,19 @@ impl std::fmt::Debug for Bodies {
 mod tests {
     use super::*;
     use crate::xds::stream::test_support::cla;
-    use xds_types::XdsType;
 
     const URL: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 
+    /// The body `r` gets, built (if it must be) as `build` makes it.
+    fn body(cache: &SharedBodies, r: &[Arc<Encoded>], build: impl FnOnce() -> Bytes) -> Bytes {
+        cache
+            .find(URL, true, r)
+            .unwrap_or_else(|print| cache.get_or_build(print, URL, true, r, build))
+    }
+
     /// Frames `r` with a body that names `tag`: the body it got.
     fn frame(cache: &SharedBodies, r: &[Arc<Encoded>], tag: &str) -> Bytes {
-        cache.get_or_build(URL, true, r, || Bytes::from(tag.to_string()))
+        body(cache, r, || Bytes::from(tag.to_string()))
     }
 
     #[test]
@@ -299,20 +314,22 @@ mod tests {
         assert_eq!(frame(&cache, &r, "second"), "second");
         assert_eq!(cache.len(), 1);
         assert_eq!(frame(&cache, &r, "third"), "second", "kept");
-        assert_eq!(cache.find(URL, true, &r).as_deref(), Some(&b"second"[..]));
         assert_eq!(
-            cache.find(URL, false, &r),
-            None,
+            cache.find(URL, true, &r).ok().as_deref(),
+            Some(&b"second"[..])
+        );
+        assert!(
+            cache.find(URL, false, &r).is_err(),
             "the other protocol's form"
         );
         // The same name and hash with other bytes is another resource.
         let mut forged = (*r[0]).clone();
         forged.any.value = b"other bytes".to_vec();
-        assert_eq!(cache.find(URL, true, &[Arc::new(forged)]), None);
+        assert!(cache.find(URL, true, &[Arc::new(forged)]).is_err());
         // An equal copy (a proxy's own allocation) is the same resource.
         let copy = Arc::new((*r[0]).clone());
         assert_eq!(
-            cache.find(URL, true, &[copy]).as_deref(),
+            cache.find(URL, true, &[copy]).ok().as_deref(),
             Some(&b"second"[..])
         );
     }
@@ -323,20 +340,8 @@ mod tests {
         let r = [cla("a", "1")];
         frame(&cache, &r, "seen");
         let print = fingerprint(URL, true, &r);
-        let one = cache.keep(
-            print,
-            XdsType::Endpoint.type_url(),
-            true,
-            &r,
-            Bytes::from("one"),
-        );
-        let two = cache.keep(
-            print,
-            XdsType::Endpoint.type_url(),
-            true,
-            &r,
-            Bytes::from("two"),
-        );
+        let keep = |b: &'static str| cache.keep(print, URL, true, &r, Bytes::from(b));
+        let (one, two) = (keep("one"), keep("two"));
         assert_eq!((&one[..], &two[..]), (&b"one"[..], &b"one"[..]));
         assert_eq!(cache.len(), 1);
     }
@@ -362,7 +367,7 @@ mod tests {
         let cache = SharedBodies::default();
         let big = [cla("big", "1")];
         for _ in 0..2 {
-            let b = cache.get_or_build(URL, true, &big, || Bytes::from(vec![0u8; VIEW_MAX + 1]));
+            let b = body(&cache, &big, || Bytes::from(vec![0u8; VIEW_MAX + 1]));
             assert_eq!(b.len(), VIEW_MAX + 1, "still sent");
         }
         assert_eq!(cache.len(), 0, "but not kept");
@@ -384,7 +389,7 @@ mod tests {
         for i in 0..3 {
             let r = [cla(&format!("half{i}"), "1")];
             for _ in 0..2 {
-                cache.get_or_build(URL, true, &r, || Bytes::from(vec![0u8; VIEW_MAX / 2]));
+                body(&cache, &r, || Bytes::from(vec![0u8; VIEW_MAX / 2]));
             }
         }
         assert_eq!(cache.len(), 2, "two halves fit, not three");

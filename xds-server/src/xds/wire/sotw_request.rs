@@ -59,21 +59,22 @@ impl SotwRequest {
     pub(crate) fn decode_names(&self) -> Result<Vec<String>, String> {
         let mut buf = self.raw.clone();
         let mut out = Vec::with_capacity(self.names);
+        let mut not_utf8 = false;
         let malformed = |e: DecodeError| format!("malformed request: {e}");
         while buf.has_remaining() {
             let (tag, wire_type) = prost::encoding::decode_key(&mut buf).map_err(malformed)?;
-            if tag == NAMES_TAG && wire_type == WireType::LengthDelimited {
-                let len =
-                    usize::try_from(prost::encoding::decode_varint(&mut buf).map_err(malformed)?)
-                        .unwrap_or(usize::MAX);
-                if len > buf.remaining() {
-                    return Err("malformed request: a resource name runs past the end".into());
+            if tag == NAMES_TAG {
+                super::read_delimited(wire_type, &mut buf, |name| {
+                    match std::str::from_utf8(name) {
+                        Ok(name) => out.push(name.to_string()),
+                        Err(_) => not_utf8 = true,
+                    }
+                    Ok(())
+                })
+                .map_err(malformed)?;
+                if not_utf8 {
+                    return Err("a resource name is not UTF-8".into());
                 }
-                let name = std::str::from_utf8(&buf.chunk()[..len])
-                    .map_err(|_| "a resource name is not UTF-8".to_string())?
-                    .to_string();
-                buf.advance(len);
-                out.push(name);
             } else {
                 prost::encoding::skip_field(wire_type, tag, &mut buf, DecodeContext::default())
                     .map_err(malformed)?;
