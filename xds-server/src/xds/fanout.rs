@@ -15,7 +15,7 @@ use std::ops::Bound;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use translator::encoded::{Encoded, TypeMap};
+use translator::encoded::{Encoded, Source, TypeMap};
 use translator::incremental::{Changes, Own, ViewMaps};
 use translator::model::ViewKey;
 use xds_types::{PerType, XdsType};
@@ -43,6 +43,21 @@ pub struct ViewVersion {
     pub bodies: Arc<SharedBodies>,
     /// The names of each type by hash, made when a request first names many.
     names: PerType<OnceLock<NameIndex>>,
+    /// Each type's whole list, made when a first answer is first exactly that.
+    lists: PerType<OnceLock<ViewList>>,
+}
+
+/// A view version's resources of one type, in name order, as one shared list: the
+/// commonest first answer (a sidecar's endpoints and virtual hosts) is exactly this, and
+/// sending it takes one reference count instead of one per resource, each a write to a
+/// count every stream on both cores touches. What is learnt of the list once is kept
+/// beside it.
+#[derive(Debug)]
+pub(crate) struct ViewList {
+    pub(crate) resources: Arc<[Arc<Encoded>]>,
+    /// The policy objects its resources were made from (filled by the first stream whose
+    /// proxy accepts it).
+    pub(crate) policy: OnceLock<Vec<Source>>,
 }
 
 /// A view version's names of one type, by hash. A first request names a thousand or
@@ -62,6 +77,7 @@ impl ViewVersion {
             changed_at: None,
             bodies: Arc::default(),
             names: PerType::default(),
+            lists: PerType::default(),
         }
     }
 
@@ -85,7 +101,22 @@ impl ViewVersion {
             changed_at,
             bodies: Arc::default(),
             names: PerType::default(),
+            lists: PerType::default(),
         }
+    }
+
+    /// The view's resources of `kind` as one list (made on first use).
+    pub(crate) fn list(&self, kind: XdsType) -> Option<&ViewList> {
+        let map = self.maps.of(kind)?;
+        Some(self.lists[kind].get_or_init(|| ViewList {
+            resources: map.values().cloned().collect(),
+            policy: OnceLock::new(),
+        }))
+    }
+
+    /// [`ViewVersion::list`], if a first answer has made it.
+    pub(crate) fn list_made(&self, kind: XdsType) -> Option<&ViewList> {
+        self.lists[kind].get()
     }
 
     /// The view's names of `kind` by hash (made on first use).
@@ -189,6 +220,15 @@ impl Desired {
     /// name both its own and its view's is its own (as [`Desired::get`] answers).
     pub fn all(&self, kind: XdsType) -> impl Iterator<Item = &Arc<Encoded>> {
         OwnFirst::new(self.own.of(kind), self.view.maps.of(kind))
+    }
+
+    /// Every resource of `kind` the proxy should hold as the view's one list, when the
+    /// proxy has none of its own of that type.
+    pub(crate) fn whole_view_list(&self, kind: XdsType) -> Option<&ViewList> {
+        if self.own.of(kind).is_some_and(|m| !m.is_empty()) {
+            return None;
+        }
+        self.view.list(kind)
     }
 
     /// The shared name of `name`, if the proxy should hold such a resource (so that

@@ -371,13 +371,27 @@ impl<P: Protocol> Stream<P> {
     }
 
     fn accept(&mut self, kind: XdsType, sent: Sent, step: &mut Step<P::Response>) {
+        // The view's whole list (a first answer, mostly): what is learnt of it is kept.
+        let view = self.desired.view.clone();
+        let whole = (view.list_made(kind)).filter(|l| Arc::ptr_eq(&l.resources, &sent.resources));
+        let accepted = match whole {
+            Some(list) => list
+                .policy
+                .get_or_init(|| policy_sources(kind, list.resources.iter()))
+                .clone(),
+            None => policy_sources(kind, sent.resources.iter()),
+        };
         step.events.push(Event::Ack {
             kind,
             version: sent.version.clone(),
-            accepted: policy_sources(kind, sent.resources.iter()),
+            accepted,
         });
         P::before_hold(self, kind, &sent);
         match self.desired.view.maps.shared(kind).cloned() {
+            // A first sync of the view's whole list: held as it is.
+            Some(map) if whole.is_some() && self.types[kind].held.is_fresh() => {
+                self.types[kind].held.fill_whole(map);
+            }
             // A first sync: nothing held, nothing to release.
             Some(map) if self.types[kind].held.fills(sent.resources.len(), &map) => {
                 self.types[kind].held.fill_in_order(&sent.resources, &map);

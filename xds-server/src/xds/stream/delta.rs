@@ -24,6 +24,7 @@ use crate::xds::stream::core::{Protocol, Sent, Stream, TypeState};
 use crate::xds::stream::event::Refusal;
 use crate::xds::stream::held::Held;
 use crate::xds::stream::limits::check_request_sizes;
+use crate::xds::stream::names::NameSet;
 use crate::xds::stream::order::{holders_of, pinned_by};
 use crate::xds::stream::{HashMap, HashSet};
 use crate::xds::wire::delta_request::DeltaRequest;
@@ -450,8 +451,12 @@ impl DeltaStream {
         let st = &mut self.types[kind];
         st.resync = false;
         st.force = false;
-        // In name order, each name once (`Desired::all`).
-        let resources: Vec<Arc<Encoded>> = self.desired.all(kind).cloned().collect();
+        // In name order, each name once (`Desired::all`): the view's own list when the
+        // proxy has nothing of its own of the type.
+        let resources: Arc<[Arc<Encoded>]> = match self.desired.whole_view_list(kind) {
+            Some(list) => list.resources.clone(),
+            None => self.desired.all(kind).cloned().collect(),
+        };
         Some(self.sent_of_sorted(kind, resources, Vec::new()))
     }
 
@@ -471,6 +476,17 @@ impl DeltaStream {
         if !fresh || st.names.len().saturating_mul(4) < desired_len {
             return None;
         }
+        if let Some(list) = self
+            .desired
+            .whole_view_list(kind)
+            .filter(|l| names_are(&st.names, &l.resources))
+        {
+            let resources = list.resources.clone();
+            let st = &mut self.types[kind];
+            st.resync = false;
+            st.force = false;
+            return Some(self.sent_of_sorted(kind, resources, Vec::new()));
+        }
         let mut resources = Vec::with_capacity(st.names.len());
         let mut removed = Vec::new();
         let mut desired = self.desired.all(kind).peekable();
@@ -488,7 +504,7 @@ impl DeltaStream {
         let st = &mut self.types[kind];
         st.resync = false;
         st.force = false;
-        Some(self.sent_of_sorted(kind, resources, removed))
+        Some(self.sent_of_sorted(kind, resources.into(), removed))
     }
 
     /// The response carrying `resources` and `removed`, if it is due.
@@ -500,7 +516,7 @@ impl DeltaStream {
     ) -> Option<Sent> {
         resources.sort_by(|a, b| a.name.cmp(&b.name));
         removed.sort();
-        self.sent_of_sorted(kind, resources, removed)
+        self.sent_of_sorted(kind, resources.into(), removed)
     }
 
     /// [`Self::sent_of`] for lists already in name order (the first-answer walks take
@@ -509,14 +525,14 @@ impl DeltaStream {
     fn sent_of_sorted(
         &mut self,
         kind: XdsType,
-        resources: Vec<Arc<Encoded>>,
+        resources: Arc<[Arc<Encoded>]>,
         removed: Vec<Arc<str>>,
     ) -> Option<Sent> {
         debug_assert!(resources.is_sorted_by(|a, b| a.name < b.name));
         debug_assert!(removed.is_sorted_by(|a, b| a < b));
         let st = &mut self.types[kind];
         if !st.force_names.is_empty() {
-            for r in &resources {
+            for r in resources.iter() {
                 st.force_names.remove(&r.name);
             }
         }
@@ -530,7 +546,7 @@ impl DeltaStream {
         }
         Some(Sent {
             version: response_version(&resources, &removed),
-            resources: resources.into(),
+            resources,
             removed,
             ..Sent::default()
         })
@@ -546,6 +562,16 @@ fn first_answer_due(st: &State) -> bool {
         && st.force_names.is_empty()
         && st.x.rejected.is_empty()
         && st.x.absent.is_empty()
+}
+
+/// Whether `names` are exactly the names of `resources` (both in name order): pointers
+/// settle it where the names were interned from the view.
+fn names_are(names: &NameSet, resources: &[Arc<Encoded>]) -> bool {
+    names.len() == resources.len()
+        && names
+            .iter()
+            .zip(resources)
+            .all(|(n, r)| Arc::ptr_eq(n, &r.name) || *n == r.name)
 }
 
 /// A version naming one delta response: a digest of what it carries (the resources'

@@ -762,3 +762,77 @@ fn a_first_request_of_many_names_is_answered_like_one_of_a_few() {
     let change = s.on_snapshot(snap(&next), now);
     assert_eq!(items(&change.responses[0]), ["e050@2"]);
 }
+
+/// A first answer that is the view's whole list (a sidecar's endpoints; every cluster, for
+/// a proxy with none of its own) is the view's one list, the same for every stream: held
+/// as the view holds it, and its policy objects learnt once. A part of it is a list of
+/// its own.
+#[test]
+fn a_first_answer_of_the_whole_view_is_the_views_one_list() {
+    use std::sync::Arc;
+    use translator::encoded::Source;
+    use translator::model::{Kind, ObjectKey};
+    let now = Instant::now();
+    let src = |kind, name: &str, rev| Source {
+        key: ObjectKey::new(kind, "default", name),
+        rev,
+    };
+    let policy = src(Kind::RetryPolicy, "retry", 3);
+    let mut clusters: Vec<_> = (0..100).map(|i| cluster(&format!("c{i:03}"), "1")).collect();
+    let mut with_policy = (*clusters[7]).clone();
+    with_policy.sources = vec![policy.clone(), src(Kind::Service, "web", 1)];
+    clusters[7] = Arc::new(with_policy);
+    let endpoints: Vec<_> = (0..100).map(|i| cla(&format!("c{i:03}"), "1")).collect();
+    let d = snap(&[clusters.clone(), endpoints.clone()].concat());
+    // Names in any order, one repeated.
+    let mut names: Vec<String> = (0..100).rev().map(|i| format!("c{i:03}")).collect();
+    names.push("c050".into());
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let mut s = DeltaStream::new(d.clone());
+        let cds = s
+            .on_request(&delta(Cluster, &[], ""), now)
+            .responses
+            .remove(0);
+        let step = ack(&mut s, &cds);
+        let Event::Ack { accepted, .. } = &step.events[0] else {
+            panic!("an ack")
+        };
+        assert_eq!(accepted, &[policy.clone()], "the policy it was made from");
+        let eds = s
+            .on_request(&delta(Endpoint, &names, ""), now)
+            .responses
+            .remove(0);
+        assert_eq!(eds.resources.len(), 100);
+        assert!(eds.removed_resources.is_empty());
+        for (kind, r) in [(Cluster, &cds), (Endpoint, &eds)] {
+            let list = d.view.list_made(kind).expect("made by the first answer");
+            assert!(Arc::ptr_eq(&list.resources, &r.resources), "{kind}");
+        }
+        assert!(ack(&mut s, &eds).responses.is_empty(), "nothing more");
+        assert_eq!((s.held_overlay(Cluster), s.held_overlay(Endpoint)), (0, 0));
+        streams.push(s);
+    }
+    let cds = d.view.list_made(Cluster).expect("made");
+    assert_eq!(cds.policy.get(), Some(&vec![policy]), "learnt once, kept");
+    // Held as the view: a change sends just itself.
+    let mut next = endpoints.clone();
+    next[3] = cla("c003", "2");
+    for s in &mut streams {
+        let step = s.on_snapshot(snap(&[clusters.clone(), next.clone()].concat()), now);
+        assert_eq!(items(&step.responses[0]), ["c003@2"]);
+    }
+    // Part of the view is a list of its own, answered as before.
+    let mut s = DeltaStream::new(d.clone());
+    let part: Vec<&str> = names[..99].to_vec();
+    let eds = s
+        .on_request(&delta(Endpoint, &part, ""), now)
+        .responses
+        .remove(0);
+    assert_eq!(eds.resources.len(), 99);
+    let whole = d.view.list_made(Endpoint).expect("made");
+    assert!(!Arc::ptr_eq(&whole.resources, &eds.resources));
+    assert!(ack(&mut s, &eds).responses.is_empty());
+    assert_eq!(s.held_overlay(Endpoint), 1, "the one it does not hold");
+}

@@ -184,6 +184,12 @@ impl HeldSet {
         self.fill_sorted(batch, target);
     }
 
+    /// Holds every resource of `target` in a fresh set: the base alone.
+    pub(crate) fn fill_whole(&mut self, target: Arc<TypeMap>) {
+        debug_assert!(self.is_fresh());
+        self.base = target;
+    }
+
     /// The walk of [`HeldSet::fill_in_order`].
     fn fill_sorted(&mut self, batch: &[Arc<Encoded>], target: &Arc<TypeMap>) {
         self.base = target.clone();
