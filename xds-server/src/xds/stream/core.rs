@@ -27,7 +27,7 @@ use crate::xds::stream::order::{OrderWait, own_changes, ready, released};
 use crate::xds::wire::shared_body::Bodies;
 
 /// Requests naming this many names intern them by hash ([`Stream::intern_among`]).
-const BULK_NAMES: usize = 64;
+pub(crate) const BULK_NAMES: usize = 64;
 
 /// What one ADS variant does its own way.
 pub(crate) trait Protocol: Sized + Send + 'static {
@@ -294,6 +294,18 @@ impl<P: Protocol> Stream<P> {
         }
     }
 
+    /// The names of `kind` subscribed.
+    #[cfg(test)]
+    pub(crate) fn names_of(&self, kind: XdsType) -> NameSet {
+        self.types[kind].names.clone()
+    }
+
+    /// The bytes and count of `kind`'s names, as weighed.
+    #[cfg(test)]
+    pub(crate) fn name_bytes_of(&self, kind: XdsType) -> (usize, usize) {
+        self.name_bytes.of(kind)
+    }
+
     /// How many held entries of `kind` differ from the view's shared map.
     #[cfg(test)]
     pub(crate) fn held_overlay(&self, kind: XdsType) -> usize {
@@ -372,9 +384,10 @@ impl<P: Protocol> Stream<P> {
 
     fn accept(&mut self, kind: XdsType, sent: Sent, step: &mut Step<P::Response>) {
         // The view's whole list (a first answer, mostly): what is learnt of it is kept.
-        let view = self.desired.view.clone();
-        let whole = (view.list_made(kind)).filter(|l| Arc::ptr_eq(&l.resources, &sent.resources));
-        let accepted = match whole {
+        let list = (self.desired.view.list_made(kind))
+            .filter(|l| Arc::ptr_eq(&l.resources, &sent.resources));
+        let whole = list.is_some();
+        let accepted = match list {
             Some(list) => list
                 .policy
                 .get_or_init(|| policy_sources(kind, list.resources.iter()))
@@ -389,7 +402,7 @@ impl<P: Protocol> Stream<P> {
         P::before_hold(self, kind, &sent);
         match self.desired.view.maps.shared(kind).cloned() {
             // A first sync of the view's whole list: held as it is.
-            Some(map) if whole.is_some() && self.types[kind].held.is_fresh() => {
+            Some(map) if whole && self.types[kind].held.is_fresh() => {
                 self.types[kind].held.fill_whole(map);
             }
             // A first sync: nothing held, nothing to release.

@@ -20,7 +20,7 @@ use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use translator::encoded::Encoded;
 use xds_types::XdsType;
 
-use crate::xds::stream::core::{Protocol, Sent, Stream, TypeState};
+use crate::xds::stream::core::{BULK_NAMES, Protocol, Sent, Stream, TypeState};
 use crate::xds::stream::event::Refusal;
 use crate::xds::stream::held::Held;
 use crate::xds::stream::limits::check_request_sizes;
@@ -169,15 +169,26 @@ impl DeltaStream {
         let Some(kind) = Self::served_type(&req.type_url, &mut step) else {
             return step;
         };
-        if let Err(r) = self.admit(kind, req, subscribe) {
+        let first = !self.types[kind].subscribed;
+        // A first subscription to every name the view has (a sidecar's endpoints): its
+        // weight is counted and its names are the view's, with no copy or sort of them.
+        let whole = (first
+            && self.types[kind].names.is_empty()
+            && req.initial_resource_versions.is_empty()
+            && subscribe.len() >= BULK_NAMES)
+            .then(|| self.desired.covered_by(kind, subscribe))
+            .flatten();
+        if let Err(r) = self.admit(kind, req, subscribe, whole) {
             self.refuse(r);
             return step;
         }
-        let first = !self.types[kind].subscribed;
         if first {
             self.first_request(kind, req, subscribe.is_empty());
         }
-        self.subscribe(kind, subscribe, first);
+        match whole {
+            Some(_) => self.subscribe_to_view(kind),
+            None => self.subscribe(kind, subscribe, first),
+        }
         self.unsubscribe(kind, &req.resource_names_unsubscribe);
         if !req.response_nonce.is_empty() {
             let st = &mut self.types[kind];
@@ -199,12 +210,14 @@ impl DeltaStream {
     }
 
     /// Checks a request against the limits; what the subscription weighs after it is
-    /// checked and charged before any name is stored.
+    /// checked and charged before any name is stored. `whole`: the request's names are
+    /// a first subscription's, of these distinct bytes and count.
     fn admit(
         &mut self,
         kind: XdsType,
         req: &DeltaDiscoveryRequest,
         subscribe: &[&str],
+        whole: Option<(usize, usize)>,
     ) -> Result<(), Refusal> {
         check_request_sizes(
             kind,
@@ -228,7 +241,10 @@ impl DeltaStream {
             });
         }
         if asked > 0 || !req.resource_names_unsubscribe.is_empty() {
-            let (bytes, count) = self.weight_after(kind, req, subscribe);
+            let (bytes, count) = match whole {
+                Some(weight) => weight,
+                None => self.weight_after(kind, req, subscribe),
+            };
             self.name_bytes.set(kind, bytes, count)?;
         }
         Ok(())
@@ -280,6 +296,14 @@ impl DeltaStream {
             }
         }
         self.types[kind].names.extend(added);
+    }
+
+    /// A first subscription to every name of the view
+    /// ([`crate::xds::fanout::Desired::covered_by`]): the view's names, as they are.
+    fn subscribe_to_view(&mut self, kind: XdsType) {
+        let len = self.desired.view.maps.of(kind).map_or(0, |m| m.len());
+        let names = NameSet::of_sorted(len, self.desired.view_names(kind));
+        self.types[kind].names = names;
     }
 
     fn unsubscribe(&mut self, kind: XdsType, names: &[String]) {

@@ -778,7 +778,9 @@ fn a_first_answer_of_the_whole_view_is_the_views_one_list() {
         rev,
     };
     let policy = src(Kind::RetryPolicy, "retry", 3);
-    let mut clusters: Vec<_> = (0..100).map(|i| cluster(&format!("c{i:03}"), "1")).collect();
+    let mut clusters: Vec<_> = (0..100)
+        .map(|i| cluster(&format!("c{i:03}"), "1"))
+        .collect();
     let mut with_policy = (*clusters[7]).clone();
     with_policy.sources = vec![policy.clone(), src(Kind::Service, "web", 1)];
     clusters[7] = Arc::new(with_policy);
@@ -799,7 +801,7 @@ fn a_first_answer_of_the_whole_view_is_the_views_one_list() {
         let Event::Ack { accepted, .. } = &step.events[0] else {
             panic!("an ack")
         };
-        assert_eq!(accepted, &[policy.clone()], "the policy it was made from");
+        assert_eq!(accepted, std::slice::from_ref(&policy), "the policy it was made from");
         let eds = s
             .on_request(&delta(Endpoint, &names, ""), now)
             .responses
@@ -835,4 +837,64 @@ fn a_first_answer_of_the_whole_view_is_the_views_one_list() {
     assert!(!Arc::ptr_eq(&whole.resources, &eds.resources));
     assert!(ack(&mut s, &eds).responses.is_empty());
     assert_eq!(s.held_overlay(Endpoint), 1, "the one it does not hold");
+}
+
+/// A first subscription to every name of the view (a sidecar's endpoints, in any order,
+/// repeats allowed) is weighed by its distinct names and stored as the view's names, one
+/// list for every stream; one that is not (a name more, or one fewer) goes by its names.
+#[test]
+fn a_first_subscription_to_the_whole_view_is_weighed_and_stored_as_the_views_names() {
+    let now = Instant::now();
+    let endpoints: Vec<_> = (0..100).map(|i| cla(&format!("e{i:03}"), "1")).collect();
+    let d = snap(&endpoints);
+    let all: Vec<String> = (0..100).rev().map(|i| format!("e{i:03}")).collect();
+    let bytes: usize = all.iter().map(String::len).sum();
+    let mut repeated: Vec<&str> = all.iter().map(String::as_str).collect();
+    repeated.extend(["e007", "e042"]);
+    let mut unknown = repeated.clone();
+    unknown.push("e100");
+    let fewer: Vec<&str> = repeated[1..].to_vec();
+    let mut sets = Vec::new();
+    for (names, want_bytes, want_names) in [
+        (&repeated, bytes, 100),
+        (&repeated, bytes, 100),
+        (&unknown, bytes + 4, 101),
+        (&fewer, bytes - 4, 99),
+    ] {
+        let mut s = DeltaStream::new(d.clone());
+        let r = s
+            .on_request(&delta(Endpoint, names, ""), now)
+            .responses
+            .remove(0);
+        assert!(s.take_refusal().is_none());
+        assert_eq!(s.name_bytes_of(Endpoint), (want_bytes, want_names));
+        let names = s.names_of(Endpoint);
+        assert_eq!(names.len(), want_names);
+        assert!(names.iter().is_sorted(), "in name order");
+        assert!(ack(&mut s, &r).responses.is_empty(), "nothing more");
+        // A later change reaches the stream by its names.
+        let mut next = endpoints.clone();
+        next[5] = cla("e005", "2");
+        assert_eq!(
+            items(&s.on_snapshot(snap(&next), now).responses[0]),
+            ["e005@2"]
+        );
+        sets.push(names);
+    }
+    assert!(
+        sets[0].shares_with(&sets[1]),
+        "one list for the view's names"
+    );
+    assert!(
+        sets[0]
+            .iter()
+            .zip(d.view.maps.endpoints.keys())
+            .all(|(a, b)| std::sync::Arc::ptr_eq(a, b)),
+        "the view's own names"
+    );
+    // Over the bound: refused before anything is stored.
+    let mut s = DeltaStream::new(d.clone()).with_name_bytes(super::NameBytes::new(bytes - 1, None));
+    s.on_request(&delta(Endpoint, &repeated, ""), now);
+    assert_eq!(s.take_refusal().expect("over").limit, "subscribed_bytes");
+    assert!(s.names_of(Endpoint).is_empty());
 }

@@ -67,6 +67,23 @@ impl NameSet {
         self.find(name).ok().map(|i| &self.0[i])
     }
 
+    /// The set of `names`, `len` of them, in order and each once (a view's names): the
+    /// pool's equal list if it has one, so nothing is copied or sorted.
+    pub(crate) fn of_sorted<'a>(
+        len: usize,
+        names: impl Iterator<Item = &'a Arc<str>> + Clone,
+    ) -> NameSet {
+        debug_assert!(names.clone().is_sorted_by(|a, b| a < b));
+        if len < SHARE_MIN {
+            return NameSet(Arc::new(names.cloned().collect()));
+        }
+        NameSet(pooled(
+            len,
+            || names.clone(),
+            || names.clone().cloned().collect(),
+        ))
+    }
+
     /// Adds many names at once.
     pub(crate) fn extend(&mut self, names: impl IntoIterator<Item = Arc<str>>) {
         // Most requests (every ACK) add nothing: no copy of what is there.
@@ -113,7 +130,7 @@ impl NameSet {
 
     /// Whether `self` and `other` keep one list between them.
     #[cfg(test)]
-    fn shares_with(&self, other: &NameSet) -> bool {
+    pub(crate) fn shares_with(&self, other: &NameSet) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
     }
 }
