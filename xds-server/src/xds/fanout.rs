@@ -58,6 +58,9 @@ pub(crate) struct ViewList {
     /// The policy objects its resources were made from (filled by the first stream whose
     /// proxy accepts it).
     pub(crate) policy: OnceLock<Vec<Source>>,
+    /// The version of a delta response that carries exactly it (filled by the first
+    /// stream that sends one).
+    pub(crate) delta_version: OnceLock<String>,
 }
 
 /// A view version's names of one type, by hash, each with its place in name order. A
@@ -112,6 +115,7 @@ impl ViewVersion {
         Some(self.lists[kind].get_or_init(|| ViewList {
             resources: map.values().cloned().collect(),
             policy: OnceLock::new(),
+            delta_version: OnceLock::new(),
         }))
     }
 

@@ -568,8 +568,16 @@ impl DeltaStream {
         if resources.is_empty() && removed.is_empty() && st.responded {
             return None;
         }
+        // The view's whole list: its version is digested once.
+        let version = match self.desired.view.list_made(kind) {
+            Some(list) if removed.is_empty() && Arc::ptr_eq(&list.resources, &resources) => list
+                .delta_version
+                .get_or_init(|| response_version(&resources, &[]))
+                .clone(),
+            _ => response_version(&resources, &removed),
+        };
         Some(Sent {
-            version: response_version(&resources, &removed),
+            version,
             resources,
             removed,
             ..Sent::default()
@@ -619,6 +627,27 @@ fn response_version(resources: &[Arc<Encoded>], removed: &[Arc<str>]) -> String 
 mod tests {
     use super::*;
     use crate::xds::stream::test_support::cla;
+
+    /// The view's whole list is digested once, to the version any list of the same
+    /// resources gets.
+    #[test]
+    fn the_views_whole_list_keeps_its_version() {
+        use crate::xds::stream::test_support::{delta, snap};
+        let endpoints: Vec<_> = (0..80).map(|i| cla(&format!("e{i:02}"), "1")).collect();
+        let names: Vec<String> = endpoints.iter().map(|e| e.name.to_string()).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let d = snap(&endpoints);
+        let mut versions = Vec::new();
+        for _ in 0..2 {
+            let mut s = DeltaStream::new(d.clone());
+            let mut step = s.on_request(&delta(XdsType::Endpoint, &names, ""), Instant::now());
+            versions.push(step.responses.remove(0).system_version_info);
+        }
+        let list = d.view.list_made(XdsType::Endpoint).expect("made");
+        assert_eq!(list.delta_version.get(), Some(&versions[0]));
+        assert_eq!(versions[0], versions[1]);
+        assert_eq!(versions[0], response_version(&endpoints, &[]));
+    }
 
     #[test]
     fn a_response_version_follows_what_the_response_carries() {

@@ -801,7 +801,11 @@ fn a_first_answer_of_the_whole_view_is_the_views_one_list() {
         let Event::Ack { accepted, .. } = &step.events[0] else {
             panic!("an ack")
         };
-        assert_eq!(accepted, std::slice::from_ref(&policy), "the policy it was made from");
+        assert_eq!(
+            accepted,
+            std::slice::from_ref(&policy),
+            "the policy it was made from"
+        );
         let eds = s
             .on_request(&delta(Endpoint, &names, ""), now)
             .responses

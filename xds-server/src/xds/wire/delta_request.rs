@@ -101,7 +101,17 @@ impl Message for DeltaRequest {
         if tag != SUBSCRIBE_TAG {
             return self.req.merge_field(tag, wire_type, buf, ctx);
         }
-        super::read_delimited(wire_type, buf, |name| self.push(name))
+        // What is left of the message bounds the names' bytes: the first name sizes
+        // both buffers once (a first subscription's thousand names grew them a dozen
+        // times, a percent of a reconnect storm).
+        let rest = buf.remaining();
+        super::read_delimited(wire_type, buf, |name| {
+            if self.ends.is_empty() {
+                self.names.reserve(rest);
+                self.ends.reserve(rest / (name.len() + 2));
+            }
+            self.push(name)
+        })
     }
 
     fn encoded_len(&self) -> usize {
