@@ -494,8 +494,11 @@ pub(crate) fn claim<'a>(
     client_ns: &str,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<Claimed<'a>> {
-    let mut owner: HashMap<&str, &str> = HashMap::new();
-    let mut out = Vec::new();
+    // Sized once: every change re-claims a view's thousands of names.
+    let parts: Vec<&VhostPart> = parts.into_iter().collect();
+    let names = parts.iter().map(|p| p.domains.len()).sum();
+    let mut owner: HashMap<&str, &str> = HashMap::with_capacity(names);
+    let mut out = Vec::with_capacity(parts.len());
     for part in parts {
         let local = part.service.namespace == client_ns;
         let mut kept = Vec::new();
