@@ -2,7 +2,9 @@
 //! stream (delta or SotW), subscribes the way Envoy does (CDS and LDS wildcard, then EDS
 //! for every cluster and RDS for the route its listener names, SDS by name; on delta,
 //! VHDS when the route table asks for its virtual hosts apart, as Envoy 1.37+ does and
-//! the server sends them), ACKs every response, and timestamps what it receives.
+//! the server sends them), ACKs every response, and timestamps what it receives. They
+//! share one core, so they read responses for what they act on and write their names from
+//! pieces encoded once ([`super::wire`]).
 
 use parking_lot::RwLock;
 use std::sync::Arc;
@@ -11,16 +13,15 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse,
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest,
 };
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
-use super::sotw_request::{SotwRequest, encode_names};
+use super::wire::{DeltaRequest, LightDelta, LightSotw, RawCodec, SotwRequest, encode_names};
 use crate::xds_client::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, VIRTUAL_HOST, node};
 
 /// What one simulated proxy has seen, updated as it goes.
@@ -49,9 +50,8 @@ pub struct ProxyStats {
 pub struct Shared {
     /// The bench's epoch.
     pub epoch: Instant,
-    /// Every cluster (and EDS) name of the mesh, to subscribe to.
-    pub eds_names: Arc<Vec<String>>,
-    /// The same, encoded once as a SotW request's names ([`encode_names`]).
+    /// Every cluster (and EDS) name of the mesh, to subscribe to, encoded once as a
+    /// request's names ([`encode_names`]).
     pub eds_names_wire: Bytes,
     /// The same, to look names up.
     pub eds_set: Arc<std::collections::HashSet<String>>,
@@ -86,6 +86,32 @@ impl Shared {
 const SOTW_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
 
+/// The ADS method delta proxies call.
+const DELTA_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
+
+/// Opens the ADS stream at `path`, sending what `rx` yields and handing over each
+/// response's bytes ([`RawCodec`]).
+async fn open<Req: Message + Send + 'static>(
+    channel: Channel,
+    path: &'static str,
+    rx: mpsc::Receiver<Req>,
+) -> Result<tonic::Streaming<Bytes>, tonic::Status> {
+    let mut client = tonic::client::Grpc::new(channel).max_decoding_message_size(usize::MAX);
+    client
+        .ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let resp = client
+        .streaming(
+            tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
+            tonic::codegen::http::uri::PathAndQuery::from_static(path),
+            RawCodec::<Req>::default(),
+        )
+        .await?;
+    Ok(resp.into_inner())
+}
+
 /// The name field of a ClusterLoadAssignment (field 1), decoded alone.
 #[derive(Clone, PartialEq, Message)]
 struct Named {
@@ -94,12 +120,10 @@ struct Named {
 }
 
 /// The names of SotW resources (each decoded for its name alone).
-fn names_in(
-    resources: &[envoy_types::pb::google::protobuf::Any],
-) -> impl Iterator<Item = String> + '_ {
+fn names_in(resources: &[super::wire::LightAny]) -> impl Iterator<Item = String> + '_ {
     resources
         .iter()
-        .filter_map(|a| Named::decode(a.value.as_slice()).ok())
+        .filter_map(|a| Named::decode(&a.value[..]).ok())
         .map(|n| n.name)
 }
 
@@ -135,111 +159,106 @@ pub fn proxy_node(p: usize) -> Node {
 
 /// Runs one delta proxy until its stream ends.
 pub async fn run_delta(channel: Channel, p: usize, shared: Arc<Shared>, stats: Arc<ProxyStats>) {
-    let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(16);
+    let (tx, rx) = mpsc::channel::<DeltaRequest>(16);
+    let request = |head: DeltaDiscoveryRequest, names: Vec<Bytes>| DeltaRequest { head, names };
     let first = [
-        (CLUSTER, vec![]),
-        (LISTENER, vec![]),
-        (SECRET, vec!["default".to_string(), "ROOTCA".to_string()]),
+        (CLUSTER, Vec::new()),
+        (LISTENER, Vec::new()),
+        (SECRET, vec![encode_names(["default", "ROOTCA"])]),
     ];
     for (i, (url, names)) in first.into_iter().enumerate() {
-        let _ = tx
-            .send(DeltaDiscoveryRequest {
-                node: (i == 0).then(|| proxy_node(p)),
-                type_url: url.into(),
-                resource_names_subscribe: names,
-                ..Default::default()
-            })
-            .await;
+        let head = DeltaDiscoveryRequest {
+            node: (i == 0).then(|| proxy_node(p)),
+            type_url: url.into(),
+            ..Default::default()
+        };
+        let _ = tx.send(request(head, names)).await;
     }
-    let mut client =
-        AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(usize::MAX);
-    let resp = match client
-        .delta_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-    {
-        Ok(resp) => resp,
+    let mut inbound = match open(channel, DELTA_PATH, rx).await {
+        Ok(inbound) => inbound,
         Err(e) => return fail(&stats, p, &e.to_string()),
     };
-    let mut inbound = resp.into_inner();
     let (mut eds_subscribed, mut rds_subscribed, mut vhds_subscribed) = (false, false, false);
     while let Some(msg) = inbound.next().await {
-        let r = match msg {
-            Ok(r) => r,
+        let (bytes, r) = match msg.map(|b| (b.clone(), LightDelta::decode(b))) {
+            Ok((bytes, Ok(r))) => (bytes, r),
+            Ok((_, Err(e))) => return fail(&stats, p, &e.to_string()),
             Err(e) => return fail(&stats, p, &e.to_string()),
         };
-        stats
-            .bytes
-            .fetch_add(r.encoded_len() as u64, Ordering::Relaxed);
+        stats.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         let url = r.type_url.as_str();
+        let names = || r.resources.iter().map(|x| x.name.clone());
         let mut asks_vhds = false;
         if url == ENDPOINT {
             stats.eds.fetch_add(r.resources.len(), Ordering::Relaxed);
-            shared.saw(&stats, r.resources.iter().map(|x| x.name.clone()));
+            shared.saw(&stats, names());
         } else if url == ROUTE || url == VIRTUAL_HOST {
             stats.rds.store(true, Ordering::Relaxed);
-            shared.saw(&stats, r.resources.iter().map(|x| x.name.clone()));
+            shared.saw(&stats, names());
+            // A route table is read whole (one, now and then) for whether it asks for
+            // its virtual hosts apart.
             asks_vhds = url == ROUTE
-                && r.resources.iter().any(|x| {
-                    x.resource
-                        .as_ref()
-                        .and_then(|a| AsksVhds::decode(a.value.as_slice()).ok())
-                        .is_some_and(|t| t.vhds.is_some())
+                && DeltaDiscoveryResponse::decode(bytes).is_ok_and(|full| {
+                    full.resources.iter().any(|x| {
+                        x.resource
+                            .as_ref()
+                            .and_then(|a| AsksVhds::decode(a.value.as_slice()).ok())
+                            .is_some_and(|t| t.vhds.is_some())
+                    })
                 });
         } else if url == LISTENER {
             stats.lds.store(true, Ordering::Relaxed);
         } else if url == SECRET {
             stats.sds.store(true, Ordering::Relaxed);
         }
-        let _ = tx
-            .send(DeltaDiscoveryRequest {
-                type_url: r.type_url.clone(),
-                response_nonce: r.nonce.clone(),
-                ..Default::default()
-            })
-            .await;
+        let head = DeltaDiscoveryRequest {
+            type_url: r.type_url.clone(),
+            response_nonce: r.nonce.clone(),
+            ..Default::default()
+        };
+        let _ = tx.send(request(head, Vec::new())).await;
         if url == CLUSTER {
             // Clusters that appear later (a new Service) get their endpoints subscribed.
-            let mut subscribe: Vec<String> = if eds_subscribed {
-                Vec::new()
-            } else {
-                shared.eds_names.to_vec()
-            };
+            let mut subscribe = Vec::new();
+            if !eds_subscribed {
+                subscribe.push(shared.eds_names_wire.clone());
+            }
             eds_subscribed = true;
-            subscribe.extend(
-                r.resources
-                    .iter()
-                    .map(|x| x.name.clone())
-                    .filter(|n| n.starts_with("outbound|") && !shared.eds_set.contains(n)),
-            );
+            let new: Vec<&str> = r
+                .resources
+                .iter()
+                .map(|x| x.name.as_str())
+                .filter(|n| n.starts_with("outbound|") && !shared.eds_set.contains(*n))
+                .collect();
+            if !new.is_empty() {
+                subscribe.push(encode_names(new));
+            }
             if !subscribe.is_empty() {
-                let _ = tx
-                    .send(DeltaDiscoveryRequest {
-                        type_url: ENDPOINT.into(),
-                        resource_names_subscribe: subscribe,
-                        ..Default::default()
-                    })
-                    .await;
+                let head = DeltaDiscoveryRequest {
+                    type_url: ENDPOINT.into(),
+                    ..Default::default()
+                };
+                let _ = tx.send(request(head, subscribe)).await;
             }
         }
         if url == LISTENER && !rds_subscribed {
             rds_subscribed = true;
+            let head = DeltaDiscoveryRequest {
+                type_url: ROUTE.into(),
+                ..Default::default()
+            };
             let _ = tx
-                .send(DeltaDiscoveryRequest {
-                    type_url: ROUTE.into(),
-                    resource_names_subscribe: vec![shared.route_name.into()],
-                    ..Default::default()
-                })
+                .send(request(head, vec![encode_names([shared.route_name])]))
                 .await;
         }
         if asks_vhds && !vhds_subscribed {
             // Envoy's first VHDS request names nothing: every host of the table.
             vhds_subscribed = true;
-            let _ = tx
-                .send(DeltaDiscoveryRequest {
-                    type_url: VIRTUAL_HOST.into(),
-                    ..Default::default()
-                })
-                .await;
+            let head = DeltaDiscoveryRequest {
+                type_url: VIRTUAL_HOST.into(),
+                ..Default::default()
+            };
+            let _ = tx.send(request(head, Vec::new())).await;
         }
     }
     fail(&stats, p, "the server ended the stream");
@@ -278,32 +297,18 @@ pub async fn run_sotw(channel: Channel, p: usize, shared: Arc<Shared>, stats: Ar
             .send(request(head, names(url, &shared, &extra_wire)))
             .await;
     }
-    let mut client = tonic::client::Grpc::new(channel).max_decoding_message_size(usize::MAX);
-    let resp = match client.ready().await {
-        Ok(()) => {
-            client
-                .streaming(
-                    tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
-                    tonic::codegen::http::uri::PathAndQuery::from_static(SOTW_PATH),
-                    tonic_prost::ProstCodec::<SotwRequest, DiscoveryResponse>::default(),
-                )
-                .await
-        }
-        Err(e) => return fail(&stats, p, &e.to_string()),
-    };
-    let mut inbound = match resp {
-        Ok(resp) => resp.into_inner(),
+    let mut inbound = match open(channel, SOTW_PATH, rx).await {
+        Ok(inbound) => inbound,
         Err(e) => return fail(&stats, p, &e.to_string()),
     };
     let (mut eds_subscribed, mut rds_subscribed) = (false, false);
     while let Some(msg) = inbound.next().await {
-        let r = match msg {
-            Ok(r) => r,
+        let (len, r) = match msg.map(|b| (b.len(), LightSotw::decode(b))) {
+            Ok((len, Ok(r))) => (len, r),
+            Ok((_, Err(e))) => return fail(&stats, p, &e.to_string()),
             Err(e) => return fail(&stats, p, &e.to_string()),
         };
-        stats
-            .bytes
-            .fetch_add(r.encoded_len() as u64, Ordering::Relaxed);
+        stats.bytes.fetch_add(len as u64, Ordering::Relaxed);
         let url = r.type_url.as_str();
         if url == ENDPOINT {
             stats.eds.fetch_add(r.resources.len(), Ordering::Relaxed);

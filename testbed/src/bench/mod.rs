@@ -12,7 +12,7 @@ pub mod mesh;
 pub mod pair;
 pub mod procstat;
 pub mod sink;
-pub mod sotw_request;
+pub mod wire;
 
 use std::time::Duration;
 

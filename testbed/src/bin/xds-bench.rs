@@ -19,7 +19,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use serde_json::json;
 use testbed::bench::client::{ProxyStats, Shared, run_delta, run_sotw};
-use testbed::bench::sotw_request::encode_names;
+use testbed::bench::wire::encode_names;
 use testbed::bench::{floor, mesh, percentiles, procstat};
 use testbed::procs::{Proc, wait_until, workspace_bin};
 use tonic::transport::Endpoint;
@@ -293,7 +293,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let shared = Arc::new(Shared {
         epoch: Instant::now(),
-        eds_names: Arc::new((0..args.services).map(mesh::cluster_name).collect()),
         eds_names_wire: encode_names((0..args.services).map(mesh::cluster_name)),
         eds_set: Arc::new((0..args.services).map(mesh::cluster_name).collect()),
         watch: RwLock::new(Vec::new()),
