@@ -21,7 +21,9 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
-use super::wire::{DeltaRequest, LightDelta, LightSotw, RawCodec, SotwRequest, encode_names};
+use super::wire::{
+    DeltaRequest, LightDelta, LightResource, LightSotw, RawCodec, SotwRequest, encode_names,
+};
 use crate::xds_client::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, VIRTUAL_HOST, node};
 
 /// What one simulated proxy has seen, updated as it goes.
@@ -66,12 +68,14 @@ impl Shared {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    fn saw(&self, stats: &ProxyStats, names: impl Iterator<Item = String>) {
+    fn saw<S: AsRef<str>>(&self, stats: &ProxyStats, names: impl Iterator<Item = S>) {
         let watch = self.watch.read();
         if watch.is_empty() {
             return;
         }
-        let n = names.filter(|n| watch.contains(n)).count();
+        let n = names
+            .filter(|n| watch.iter().any(|w| w == n.as_ref()))
+            .count();
         if n == 0 {
             return;
         }
@@ -187,7 +191,7 @@ pub async fn run_delta(channel: Channel, p: usize, shared: Arc<Shared>, stats: A
         };
         stats.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         let url = r.type_url.as_str();
-        let names = || r.resources.iter().map(|x| x.name.clone());
+        let names = || r.resources.iter().map(LightResource::name);
         let mut asks_vhds = false;
         if url == ENDPOINT {
             stats.eds.fetch_add(r.resources.len(), Ordering::Relaxed);
@@ -227,7 +231,7 @@ pub async fn run_delta(channel: Channel, p: usize, shared: Arc<Shared>, stats: A
             let new: Vec<&str> = r
                 .resources
                 .iter()
-                .map(|x| x.name.as_str())
+                .map(LightResource::name)
                 .filter(|n| n.starts_with("outbound|") && !shared.eds_set.contains(*n))
                 .collect();
             if !new.is_empty() {

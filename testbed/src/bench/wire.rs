@@ -134,11 +134,18 @@ pub struct LightDelta {
     pub nonce: String,
 }
 
-/// A delta `Resource` read for its name.
+/// A delta `Resource` read for its name (a slice of the response, not a copy).
 #[derive(Clone, PartialEq, Message)]
 pub struct LightResource {
-    #[prost(string, tag = "3")]
-    pub name: String,
+    #[prost(bytes = "bytes", tag = "3")]
+    pub name: Bytes,
+}
+
+impl LightResource {
+    /// Its name (empty if it is not UTF-8).
+    pub fn name(&self) -> &str {
+        std::str::from_utf8(&self.name).unwrap_or_default()
+    }
 }
 
 /// A `DiscoveryResponse` read for its version, type, nonce and each resource's bytes
@@ -250,7 +257,7 @@ mod tests {
             ..Default::default()
         };
         let light = LightDelta::decode(Bytes::from(delta.encode_to_vec())).expect("decodes");
-        let names: Vec<&str> = light.resources.iter().map(|r| r.name.as_str()).collect();
+        let names: Vec<&str> = light.resources.iter().map(LightResource::name).collect();
         assert_eq!(
             (names, &*light.type_url, &*light.nonce),
             (vec!["a", "bb"], "t", "7")
