@@ -202,6 +202,7 @@ pub async fn run_delta(channel: Channel, p: usize, shared: Arc<Shared>, stats: A
             // A route table is read whole (one, now and then) for whether it asks for
             // its virtual hosts apart.
             asks_vhds = url == ROUTE
+                && !vhds_subscribed
                 && DeltaDiscoveryResponse::decode(bytes).is_ok_and(|full| {
                     full.resources.iter().any(|x| {
                         x.resource

@@ -256,11 +256,20 @@ mod tests {
             removed_resources: vec!["c".into()],
             ..Default::default()
         };
-        let light = LightDelta::decode(Bytes::from(delta.encode_to_vec())).expect("decodes");
+        let bytes = Bytes::from(delta.encode_to_vec());
+        let light = LightDelta::decode(bytes.clone()).expect("decodes");
         let names: Vec<&str> = light.resources.iter().map(LightResource::name).collect();
         assert_eq!(
             (names, &*light.type_url, &*light.nonce),
             (vec!["a", "bb"], "t", "7")
+        );
+        let range = bytes.as_ptr_range();
+        assert!(
+            light
+                .resources
+                .iter()
+                .all(|r| range.contains(&r.name.as_ptr())),
+            "names are slices of the response"
         );
 
         let sotw = DiscoveryResponse {

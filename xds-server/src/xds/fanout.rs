@@ -43,7 +43,8 @@ pub struct ViewVersion {
     pub bodies: Arc<SharedBodies>,
     /// The names of each type by hash, made when a request first names many.
     names: PerType<OnceLock<NameIndex>>,
-    /// Each type's whole list, made when a first answer is first exactly that.
+    /// Each type's whole list, made when a first answer is first exactly that: one more
+    /// reference to every resource of the type while this version lives.
     lists: PerType<OnceLock<ViewList>>,
 }
 
@@ -54,6 +55,7 @@ pub struct ViewVersion {
 /// beside it.
 #[derive(Debug)]
 pub(crate) struct ViewList {
+    /// The view's resources of the type, in name order (its map's values).
     pub(crate) resources: Arc<[Arc<Encoded>]>,
     /// The policy objects its resources were made from (filled by the first stream whose
     /// proxy accepts it).

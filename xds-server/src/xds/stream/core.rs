@@ -29,6 +29,13 @@ use crate::xds::wire::shared_body::Bodies;
 /// Requests naming this many names intern them by hash ([`Stream::intern_among`]).
 pub(crate) const BULK_NAMES: usize = 64;
 
+#[cfg(test)]
+thread_local! {
+    /// Names interned one by one on this thread (the tests' check that a fast path is
+    /// taken).
+    pub(crate) static INTERNED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// What one ADS variant does its own way.
 pub(crate) trait Protocol: Sized + Send + 'static {
     /// A request as read off the wire.
@@ -320,6 +327,8 @@ impl<P: Protocol> Stream<P> {
     /// [`Stream::intern`] for one of `count` names a request carries: many are looked
     /// up by hash.
     pub(crate) fn intern_among(&self, count: usize, kind: XdsType, name: &str) -> Arc<str> {
+        #[cfg(test)]
+        INTERNED.with(|n| n.set(n.get() + 1));
         let found = if count >= BULK_NAMES {
             self.desired.name_of_many(kind, name)
         } else {

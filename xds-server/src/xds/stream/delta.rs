@@ -170,18 +170,13 @@ impl DeltaStream {
             return step;
         };
         let first = !self.types[kind].subscribed;
-        // A first subscription to every name the view has (a sidecar's endpoints): its
-        // weight is counted and its names are the view's, with no copy or sort of them.
-        let whole = (first
-            && self.types[kind].names.is_empty()
-            && req.initial_resource_versions.is_empty()
-            && subscribe.len() >= BULK_NAMES)
-            .then(|| self.desired.covered_by(kind, subscribe))
-            .flatten();
-        if let Err(r) = self.admit(kind, req, subscribe, whole) {
-            self.refuse(r);
-            return step;
-        }
+        let whole = match self.admit(kind, req, subscribe, first) {
+            Ok(whole) => whole,
+            Err(r) => {
+                self.refuse(r);
+                return step;
+            }
+        };
         if first {
             self.first_request(kind, req, subscribe.is_empty());
         }
@@ -210,15 +205,16 @@ impl DeltaStream {
     }
 
     /// Checks a request against the limits; what the subscription weighs after it is
-    /// checked and charged before any name is stored. `whole`: the request's names are
-    /// a first subscription's, of these distinct bytes and count.
+    /// checked and charged before any name is stored. Some: the request is a `first`
+    /// subscription to every name of the view ([`Self::whole_view`]), to be stored as the
+    /// view's names.
     fn admit(
         &mut self,
         kind: XdsType,
         req: &DeltaDiscoveryRequest,
         subscribe: &[&str],
-        whole: Option<(usize, usize)>,
-    ) -> Result<(), Refusal> {
+        first: bool,
+    ) -> Result<Option<(usize, usize)>, Refusal> {
         check_request_sizes(
             kind,
             subscribe
@@ -240,6 +236,7 @@ impl DeltaStream {
                 ),
             });
         }
+        let whole = self.whole_view(kind, req, subscribe, first);
         if asked > 0 || !req.resource_names_unsubscribe.is_empty() {
             let (bytes, count) = match whole {
                 Some(weight) => weight,
@@ -247,7 +244,28 @@ impl DeltaStream {
             };
             self.name_bytes.set(kind, bytes, count)?;
         }
-        Ok(())
+        Ok(whole)
+    }
+
+    /// Whether `req` is a `first` subscription to every name the view has (a sidecar's
+    /// endpoints) and nothing else: then the distinct names' bytes and count, from one
+    /// lookup of each, and the subscription will be the view's names with no copy or sort
+    /// of them. Only after the request's sizes and name count are checked.
+    fn whole_view(
+        &self,
+        kind: XdsType,
+        req: &DeltaDiscoveryRequest,
+        subscribe: &[&str],
+        first: bool,
+    ) -> Option<(usize, usize)> {
+        let only_names = first
+            && self.types[kind].names.is_empty()
+            && req.initial_resource_versions.is_empty()
+            && req.resource_names_unsubscribe.is_empty()
+            && subscribe.len() >= BULK_NAMES;
+        only_names
+            .then(|| self.desired.covered_by(kind, subscribe))
+            .flatten()
     }
 
     /// The first request of a type: the subscription starts, with what a reconnecting
@@ -500,9 +518,9 @@ impl DeltaStream {
         if !fresh || st.names.len().saturating_mul(4) < desired_len {
             return None;
         }
-        if let Some(list) = self
-            .desired
-            .whole_view_list(kind)
+        if let Some(list) = (st.names.len() == desired_len)
+            .then(|| self.desired.whole_view_list(kind))
+            .flatten()
             .filter(|l| names_are(&st.names, &l.resources))
         {
             let resources = list.resources.clone();

@@ -58,6 +58,8 @@ pub(crate) use order::ORDER_WAIT;
 #[cfg(test)]
 mod delta_tests;
 #[cfg(test)]
+mod first_answer_tests;
+#[cfg(test)]
 mod sotw_tests;
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -18,6 +18,9 @@ use prost::{DecodeError, Message};
 /// `DeltaDiscoveryRequest.resource_names_subscribe`.
 const SUBSCRIBE_TAG: u32 = 3;
 
+/// Most bytes reserved for names before they arrive (a thousand names of a mesh fit).
+const FIRST_RESERVE: usize = 64 * 1024;
+
 /// A `DeltaDiscoveryRequest` whose `resource_names_subscribe` are kept in one buffer.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DeltaRequest {
@@ -102,13 +105,14 @@ impl Message for DeltaRequest {
             return self.req.merge_field(tag, wire_type, buf, ctx);
         }
         // What is left of the message bounds the names' bytes: the first name sizes
-        // both buffers once (a first subscription's thousand names grew them a dozen
-        // times, a percent of a reconnect storm).
-        let rest = buf.remaining();
+        // both buffers (a first subscription's thousand names grew them a dozen times, a
+        // percent of a reconnect storm). Capped: the rest may be another field, and the
+        // names are held (uncharged) while the request waits for its first-sync turn.
+        let rest = buf.remaining().min(FIRST_RESERVE);
         super::read_delimited(wire_type, buf, |name| {
             if self.ends.is_empty() {
                 self.names.reserve(rest);
-                self.ends.reserve(rest / (name.len() + 2));
+                self.ends.reserve(rest / (name.len().max(16) + 2));
             }
             self.push(name)
         })
@@ -142,6 +146,35 @@ mod tests {
             response_nonce: "7".into(),
             ..Default::default()
         }
+    }
+
+    /// One empty name and a megabyte of something else: the buffers are sized for
+    /// names, at most [`FIRST_RESERVE`], never for the rest of the message.
+    #[test]
+    fn what_else_a_request_carries_does_not_size_its_names_buffers() {
+        let mut wire = DeltaDiscoveryRequest {
+            resource_names_subscribe: vec![String::new()],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        prost::encoding::bytes::encode(99, &vec![7u8; 1 << 20], &mut wire);
+        let r = DeltaRequest::decode(wire.as_slice()).expect("decodes");
+        assert_eq!(r.subscribe().collect::<Vec<_>>(), [""]);
+        let held = r.names.capacity() + 4 * r.ends.capacity();
+        assert!(
+            held <= 2 * FIRST_RESERVE,
+            "{held} bytes held for one empty name"
+        );
+        // A thousand names take the buffers sized once.
+        let names: Vec<String> = (0..1000).map(|i| format!("outbound|80||s{i}.ns")).collect();
+        let wire = DeltaDiscoveryRequest {
+            resource_names_subscribe: names.clone(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let r = DeltaRequest::decode(wire.as_slice()).expect("decodes");
+        assert_eq!(r.subscribe().collect::<Vec<_>>(), names);
+        assert!(r.names.capacity() >= names.iter().map(String::len).sum::<usize>());
     }
 
     #[test]
