@@ -255,25 +255,23 @@ impl Desired {
     /// Every resource of `kind` the proxy should hold as the view's one list, when the
     /// proxy has none of its own of that type.
     pub(crate) fn whole_view_list(&self, kind: XdsType) -> Option<&ViewList> {
-        if self.own.of(kind).is_some_and(|m| !m.is_empty()) {
-            return None;
-        }
-        self.view.list(kind)
+        (!self.has_own(kind))
+            .then(|| self.view.list(kind))
+            .flatten()
+    }
+
+    /// Whether the proxy has resources of its own of `kind`.
+    fn has_own(&self, kind: XdsType) -> bool {
+        self.own.of(kind).is_some_and(|m| !m.is_empty())
     }
 
     /// Whether `names` (repeats allowed) are every resource of `kind` the proxy should
     /// hold, all of them its view's; if so, the bytes and count of the distinct names.
-    /// The subscription is then the view's names ([`Desired::view_names`]).
+    /// The subscription is then the view's names.
     pub(crate) fn covered_by(&self, kind: XdsType, names: &[&str]) -> Option<(usize, usize)> {
-        if self.own.of(kind).is_some_and(|m| !m.is_empty()) {
-            return None;
-        }
-        self.view.covers(kind, names)
-    }
-
-    /// The view's names of `kind`, in order.
-    pub(crate) fn view_names(&self, kind: XdsType) -> impl Iterator<Item = &Arc<str>> + Clone {
-        self.view.maps.of(kind).into_iter().flat_map(|m| m.keys())
+        (!self.has_own(kind))
+            .then(|| self.view.covers(kind, names))
+            .flatten()
     }
 
     /// The shared name of `name`, if the proxy should hold such a resource (so that

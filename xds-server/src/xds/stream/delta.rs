@@ -319,9 +319,9 @@ impl DeltaStream {
     /// A first subscription to every name of the view
     /// ([`crate::xds::fanout::Desired::covered_by`]): the view's names, as they are.
     fn subscribe_to_view(&mut self, kind: XdsType) {
-        let len = self.desired.view.maps.of(kind).map_or(0, |m| m.len());
-        let names = NameSet::of_sorted(len, self.desired.view_names(kind));
-        self.types[kind].names = names;
+        if let Some(map) = self.desired.view.maps.of(kind) {
+            self.types[kind].names = NameSet::of_sorted(map.len(), map.keys());
+        }
     }
 
     fn unsubscribe(&mut self, kind: XdsType, names: &[String]) {
@@ -518,21 +518,30 @@ impl DeltaStream {
         if !fresh || st.names.len().saturating_mul(4) < desired_len {
             return None;
         }
-        if let Some(list) = (st.names.len() == desired_len)
+        // Exactly the view's names: the view's one list. Else a walk beside it.
+        let whole = (st.names.len() == desired_len)
             .then(|| self.desired.whole_view_list(kind))
             .flatten()
-            .filter(|l| names_are(&st.names, &l.resources))
-        {
-            let resources = list.resources.clone();
-            let st = &mut self.types[kind];
-            st.resync = false;
-            st.force = false;
-            return Some(self.sent_of_sorted(kind, resources, Vec::new()));
-        }
-        let mut resources = Vec::with_capacity(st.names.len());
+            .filter(|l| names_are(&st.names, &l.resources));
+        let (resources, removed) = match whole {
+            Some(list) => (list.resources.clone(), Vec::new()),
+            None => self.walk_named(kind),
+        };
+        let st = &mut self.types[kind];
+        st.resync = false;
+        st.force = false;
+        Some(self.sent_of_sorted(kind, resources, removed))
+    }
+
+    /// `kind`'s subscribed names walked beside the desired resources, both in order,
+    /// each matched by pointer where the name was interned from them: the resources
+    /// there are, and the names with none (answered as removed).
+    fn walk_named(&self, kind: XdsType) -> (Arc<[Arc<Encoded>]>, Vec<Arc<str>>) {
+        let names = &self.types[kind].names;
+        let mut resources = Vec::with_capacity(names.len());
         let mut removed = Vec::new();
         let mut desired = self.desired.all(kind).peekable();
-        for name in st.names.iter() {
+        for name in names.iter() {
             while desired
                 .next_if(|r| !Arc::ptr_eq(&r.name, name) && r.name < *name)
                 .is_some()
@@ -542,11 +551,7 @@ impl DeltaStream {
                 None => removed.push(name.clone()),
             }
         }
-        drop(desired);
-        let st = &mut self.types[kind];
-        st.resync = false;
-        st.force = false;
-        Some(self.sent_of_sorted(kind, resources.into(), removed))
+        (resources.into(), removed)
     }
 
     /// The response carrying `resources` and `removed`, if it is due.
