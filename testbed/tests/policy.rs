@@ -476,7 +476,61 @@ async fn nested_splits_compose_and_conflicts_and_cycles_are_refused(
     Ok(())
 }
 
+/// A TrafficSplit that moves a Service's traffic onto backend Services that are new in
+/// the same edit: the route arrives right behind their clusters' endpoints, and no
+/// request in flight meets a backend its proxy is still warming.
+async fn a_split_onto_new_backends_fails_no_request(
+    proxy: DataPlane,
+    stream: Stream,
+) -> anyhow::Result<()> {
+    let mesh = Mesh::start(proxy, stream).await?;
+    // Several callers, so that a gap of a few milliseconds would be met.
+    let traffic: Vec<_> = (0..4)
+        .map(|_| Traffic::start(mesh.client.outbound, "web"))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (a, b) in [("web-a", "web-b"), ("web-c", "web-d"), ("web-e", "web-f")] {
+        let split = format!(
+            "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {{name: web-split, namespace: default}}\nspec:\n  service: web\n  backends:\n    - {{service: {a}, weight: 50}}\n    - {{service: {b}, weight: 50}}\n"
+        );
+        mesh.write(
+            "split.yaml",
+            &format!(
+                "{}---\n{}---\n{split}",
+                plain_service(a, mesh.web_port, &[ip(22)]),
+                plain_service(b, mesh.web_port, &[ip(23)])
+            ),
+        )?;
+        wait_for_route(
+            &mesh,
+            &format!("outbound|80||{b}.default.svc.cluster.local"),
+        )
+        .await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for t in traffic {
+        let during = t.stop().await;
+        assert!(during.ok > 0, "no request went through");
+        assert!(
+            during.failures.is_empty(),
+            "requests failed while the split moved onto new backends: {:?}",
+            during.failures
+        );
+    }
+    Ok(())
+}
+
+async fn a_delta_split_onto_new_backends_fails_no_request(proxy: DataPlane) -> anyhow::Result<()> {
+    a_split_onto_new_backends_fails_no_request(proxy, Stream::Delta).await
+}
+
+async fn a_sotw_split_onto_new_backends_fails_no_request(proxy: DataPlane) -> anyhow::Result<()> {
+    a_split_onto_new_backends_fails_no_request(proxy, Stream::Sotw).await
+}
+
 common::on_each_proxy!(
+    a_delta_split_onto_new_backends_fails_no_request,
+    a_sotw_split_onto_new_backends_fails_no_request,
     traffic_split_weights_hold_and_shift_live_without_errors,
     a_flagger_smi_v1alpha3_canary_step_routes_its_weights,
     retries_hide_a_flaky_backend_only_with_a_policy,

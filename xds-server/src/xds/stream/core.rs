@@ -105,6 +105,16 @@ pub(crate) struct Sent {
     pub(crate) full: bool,
 }
 
+impl Sent {
+    /// Whether it carries a resource named `name`.
+    pub(crate) fn carries(&self, name: &str) -> bool {
+        // In name order (see `resources`).
+        self.resources
+            .binary_search_by(|r| (*r.name).cmp(name))
+            .is_ok()
+    }
+}
+
 /// What a stream keeps of one type.
 #[derive(Debug, Default)]
 pub(crate) struct TypeState<X> {
@@ -514,16 +524,20 @@ impl<P: Protocol> Stream<P> {
 
     /// Sends what is due, type by type in push order: one response in flight per type,
     /// and the types that point at Clusters (Listeners, Routes, virtual hosts) not while
-    /// a lower type is in flight nor before what they point at is held (until the wait
+    /// a Secret or Cluster response is in flight nor before the Clusters they point at
+    /// are held and those Clusters' endpoints held or sent ahead of them (until the wait
     /// runs out).
     pub(crate) fn flush(&mut self, now: Instant, step: &mut Step<P::Response>) {
         let mut lower_busy = false;
         let mut blocked = false;
         for kind in XdsType::ALL {
             let stage_one = kind.refers_to() == Some(XdsType::Cluster);
+            // Endpoints in flight hold nothing back: what points at them goes after them
+            // on the same stream once they are sent ([`Stream::may_go`]).
+            let holds_back = !stage_one && kind != XdsType::Endpoint;
             let st = &self.types[kind];
             if !st.subscribed || st.inflight.is_some() {
-                lower_busy |= !stage_one && st.inflight.is_some();
+                lower_busy |= holds_back && st.inflight.is_some();
                 continue;
             }
             if stage_one && lower_busy {
@@ -533,7 +547,7 @@ impl<P: Protocol> Stream<P> {
                 continue;
             };
             if !stage_one {
-                lower_busy = true;
+                lower_busy |= holds_back;
             } else if !self.may_go(&sent, now) {
                 blocked = true;
                 self.defer(kind, &sent);
@@ -546,8 +560,14 @@ impl<P: Protocol> Stream<P> {
         }
     }
 
-    /// Whether a Listener or Route response may go: what it points at is held, or the
-    /// wait ran out.
+    /// Whether a Listener or Route response may go: the Clusters it points at are held,
+    /// and their endpoints are held or in flight; or the wait ran out.
+    ///
+    /// Endpoints in flight count: ADS carries every type on one ordered stream, and a
+    /// proxy applies a response before it reads the next. Envoy ends a new Cluster's
+    /// warming as it applies its endpoints (or as it rejects them, with none), before
+    /// it reads the route that follows; a route held back for the endpoints' ACK cost
+    /// every new Service and canary backend one more round trip per proxy.
     fn may_go(&mut self, sent: &Sent, now: Instant) -> bool {
         // A client that names its Clusters (proxyless gRPC) asks for a route's clusters
         // only once it has the route: it cannot hold what it has not asked for, so only
@@ -562,7 +582,11 @@ impl<P: Protocol> Stream<P> {
         let types = &self.types;
         ready(
             &self.desired,
-            |k, n, map| types[k].held.holds_from(n, map),
+            |k, n, map| {
+                types[k].held.holds_from(n, map)
+                    || (k == XdsType::Endpoint
+                        && types[k].inflight.as_ref().is_some_and(|s| s.carries(n)))
+            },
             sent.resources
                 .iter()
                 .flat_map(|r| r.refs.iter())

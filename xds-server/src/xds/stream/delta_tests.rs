@@ -184,7 +184,8 @@ fn make_before_break_in_both_directions() {
         &mut s,
         &[(Cluster, &[]), (Endpoint, &["a"]), (Route, &["r"])],
     );
-    // Add b and point the route at it: CDS first, RDS only once b's endpoints are held.
+    // Add b and point the route at it: CDS first, RDS only once b is held and right
+    // behind b's endpoints.
     let step = s.on_snapshot(
         snap(&[
             cluster("a", "1"),
@@ -199,16 +200,15 @@ fn make_before_break_in_both_directions() {
     assert_eq!(items(&step.responses[0]), ["b@1"]);
     let cds_nonce = step.responses[0].nonce.clone();
     let step = s.on_request(&delta(Endpoint, &["b"], ""), now);
+    assert_eq!(step.responses.len(), 1, "the route waits for b itself");
     assert_eq!(items(&step.responses[0]), ["b@1"]);
     let eds = step.responses[0].clone();
-    assert!(
-        s.on_request(&delta(Cluster, &[], &cds_nonce), now)
-            .responses
-            .is_empty()
-    );
-    let step = ack(&mut s, &eds);
+    let step = s.on_request(&delta(Cluster, &[], &cds_nonce), now);
+    assert_eq!(step.responses.len(), 1, "b's endpoints went ahead of it");
     assert_eq!(items(&step.responses[0]), ["r@2"]);
-    ack(&mut s, &step.responses[0]);
+    let rds = step.responses[0].clone();
+    ack(&mut s, &eds);
+    ack(&mut s, &rds);
     // Drop a: the route changes first; a is removed only after that is ACKed.
     let step = s.on_snapshot(
         snap(&[cluster("b", "1"), cla("b", "1"), route("r", "3", &["b"])]),
@@ -244,9 +244,11 @@ fn listeners_follow_once_clusters_are_acked() {
         "waits for CDS"
     );
     let step = s.on_request(&delta(Endpoint, &["a"], ""), now);
-    let eds = step.responses[0].clone();
-    ack(&mut s, &cds);
-    let step = ack(&mut s, &eds);
+    assert_eq!(step.responses.len(), 1, "still waits for the CDS ACK");
+    // Once the clusters are held, the listeners follow the endpoints sent ahead of
+    // them, before those are acknowledged.
+    let step = ack(&mut s, &cds);
+    assert_eq!(step.responses.len(), 1);
     assert_eq!(items(&step.responses[0]), ["outbound@1"]);
 }
 
@@ -676,14 +678,12 @@ fn a_route_answer_held_back_for_its_cluster_still_removes_unknown_names() {
         "held back until the cluster is held"
     );
     subscribe_and_ack(&mut s, &[(Cluster, &[])]);
-    let eds = s
-        .on_request(&delta(Endpoint, &["a"], ""), now)
-        .responses
-        .remove(0);
-    // The ACK of the endpoints lets the route go, the unknown name answered as removed.
-    let mut after = ack(&mut s, &eds).responses;
-    assert_eq!(after.len(), 1, "the route answer");
-    let r = after.remove(0);
+    // The endpoints go, and the route right behind them, the unknown name answered
+    // as removed.
+    let mut after = s.on_request(&delta(Endpoint, &["a"], ""), now).responses;
+    assert_eq!(after.len(), 2, "the endpoints, then the route answer");
+    assert_eq!(after[0].type_url, Endpoint.type_url());
+    let r = after.remove(1);
     assert_eq!(items(&r), ["r@1"]);
     assert_eq!(strs(&r.removed_resources), ["unknown"]);
 }

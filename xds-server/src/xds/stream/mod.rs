@@ -11,10 +11,11 @@
 //!
 //! Shared rules, both variants (kept in [`core`]):
 //! - one response in flight per type; the next waits for its ACK or NACK;
-//! - make-before-break ([`order`]): Listeners and Routes wait until the Clusters and
-//!   endpoints they point at are held by the proxy (bounded by [`ORDER_WAIT`](order::ORDER_WAIT), so one
-//!   rejected Cluster cannot stall every route), and a Cluster stays while a held route
-//!   still points at it;
+//! - make-before-break ([`order`]): Listeners and Routes wait until the Clusters they
+//!   point at are held by the proxy and those Clusters' endpoints are held or sent ahead
+//!   of them on the stream, which delivers in order (bounded by
+//!   [`ORDER_WAIT`](order::ORDER_WAIT), so one rejected Cluster cannot stall every
+//!   route), and a Cluster stays while a held route still points at it;
 //! - a NACKed version is remembered and never re-sent; the proxy keeps its last good
 //!   config and gets the next different version;
 //! - a changed Cluster is followed by its endpoints again (Envoy re-warms it);
@@ -59,6 +60,8 @@ pub(crate) use order::ORDER_WAIT;
 mod delta_tests;
 #[cfg(test)]
 mod first_answer_tests;
+#[cfg(test)]
+mod order_tests;
 #[cfg(test)]
 mod sotw_tests;
 #[cfg(test)]

@@ -53,7 +53,8 @@ pub(crate) fn released(
 
 /// Whether every Cluster that `refs` names (and its endpoints) is held by the proxy, or
 /// is not meant to exist. `held(kind, name, map)` answers whether the proxy holds `name`,
-/// which the view's `map` has (None: the proxy's own resource).
+/// which the view's `map` has (None: the proxy's own resource); the stream counts
+/// endpoints sent ahead as held.
 pub(crate) fn ready<'r>(
     desired: &Desired,
     held: impl Fn(XdsType, &str, Option<&TypeMap>) -> bool,

@@ -29,7 +29,8 @@ fn virtual_hosts_apart_are_made_before_and_broken_before_their_clusters() {
             (VirtualHost, &[]),
         ],
     );
-    // A new Service: its cluster first; its host once the cluster and endpoints are held.
+    // A new Service: its cluster first; its host once the cluster is held, right behind
+    // its endpoints.
     let with_b = [
         cluster("a", "1"),
         cla("a", "1"),
@@ -42,16 +43,16 @@ fn virtual_hosts_apart_are_made_before_and_broken_before_their_clusters() {
     assert_eq!(step.responses.len(), 1, "the host waits");
     assert_eq!(step.responses[0].type_url, Cluster.type_url());
     let cds = step.responses[0].clone();
-    let step = s.on_request(&delta(Endpoint, &["b"], ""), now);
-    let eds = step.responses[0].clone();
     assert!(
         ack(&mut s, &cds).responses.is_empty(),
-        "endpoints not held yet"
+        "endpoints neither held nor sent yet"
     );
-    let step = ack(&mut s, &eds);
-    assert_eq!(step.responses[0].type_url, VirtualHost.type_url());
-    assert_eq!(items(&step.responses[0]), ["outbound-vhds/b:80@1"]);
+    let step = s.on_request(&delta(Endpoint, &["b"], ""), now);
+    let types: Vec<_> = step.responses.iter().map(|r| r.type_url).collect();
+    assert_eq!(types, [Endpoint.type_url(), VirtualHost.type_url()]);
+    assert_eq!(items(&step.responses[1]), ["outbound-vhds/b:80@1"]);
     ack(&mut s, &step.responses[0]);
+    ack(&mut s, &step.responses[1]);
     // The Service goes: its host is removed first, its cluster once that is ACKed.
     let step = s.on_snapshot(snap(&[cluster("a", "1"), cla("a", "1"), table()]), now);
     assert_eq!(

@@ -1,0 +1,108 @@
+//! Make-before-break on one ordered stream: a route goes once the Clusters it points at
+//! are held, right behind their endpoints (held or sent ahead of it), and not while a
+//! Cluster response is in flight.
+
+use std::time::Instant;
+
+use xds_types::XdsType::{Cluster, Endpoint, Route};
+
+use super::delta::DeltaStream;
+use super::delta_tests::{ack, items, subscribe_and_ack};
+use super::test_support::*;
+
+/// Synced on cluster `a` and route `r` (version 1, to `a`).
+fn synced() -> DeltaStream {
+    let mut s = DeltaStream::new(snap(&[
+        cluster("a", "1"),
+        cla("a", "1"),
+        route("r", "1", &["a"]),
+    ]));
+    subscribe_and_ack(
+        &mut s,
+        &[(Cluster, &[]), (Endpoint, &["a"]), (Route, &["r"])],
+    );
+    s
+}
+
+#[test]
+fn other_endpoints_in_flight_do_not_let_a_route_go() {
+    let now = Instant::now();
+    let mut s = synced();
+    // b is new and the route points at it; a's endpoints change too.
+    let step = s.on_snapshot(
+        snap(&[
+            cluster("a", "1"),
+            cla("a", "2"),
+            cluster("b", "1"),
+            cla("b", "1"),
+            route("r", "2", &["a", "b"]),
+        ]),
+        now,
+    );
+    let types: Vec<_> = step.responses.iter().map(|r| r.type_url).collect();
+    assert_eq!(types, [Cluster.type_url(), Endpoint.type_url()]);
+    assert_eq!(items(&step.responses[1]), ["a@2"]);
+    let (cds, eds_a) = (step.responses[0].clone(), step.responses[1].clone());
+    // b is held, but its endpoints are neither held nor in flight: a's are.
+    assert!(
+        ack(&mut s, &cds).responses.is_empty(),
+        "waits for b's endpoints"
+    );
+    assert!(s.waiting());
+    // b's endpoints wait for a's ACK (one response in flight per type), then the route
+    // follows them.
+    assert!(
+        s.on_request(&delta(Endpoint, &["b"], ""), now)
+            .responses
+            .is_empty()
+    );
+    let step = ack(&mut s, &eds_a);
+    let types: Vec<_> = step.responses.iter().map(|r| r.type_url).collect();
+    assert_eq!(types, [Endpoint.type_url(), Route.type_url()]);
+    assert_eq!(items(&step.responses[0]), ["b@1"]);
+    assert_eq!(items(&step.responses[1]), ["r@2"]);
+}
+
+#[test]
+fn a_cluster_in_flight_holds_a_route_back_even_to_clusters_held() {
+    let now = Instant::now();
+    let mut s = synced();
+    // a changes and the route changes too (still to a, which the proxy holds).
+    let step = s.on_snapshot(
+        snap(&[cluster("a", "2"), cla("a", "1"), route("r", "2", &["a"])]),
+        now,
+    );
+    // Envoy re-warms a: its endpoints again, and the route waits for the CDS ACK.
+    let types: Vec<_> = step.responses.iter().map(|r| r.type_url).collect();
+    assert_eq!(types, [Cluster.type_url(), Endpoint.type_url()]);
+    let step = ack(&mut s, &step.responses[0]);
+    let types: Vec<_> = step.responses.iter().map(|r| r.type_url).collect();
+    assert_eq!(types, [Route.type_url()]);
+    assert_eq!(items(&step.responses[0]), ["r@2"]);
+}
+
+#[test]
+fn a_route_behind_endpoints_that_are_refused_still_holds() {
+    let now = Instant::now();
+    let mut s = synced();
+    let step = s.on_snapshot(
+        snap(&[
+            cluster("a", "1"),
+            cla("a", "1"),
+            cluster("b", "1"),
+            cla("b", "1"),
+            route("r", "2", &["a", "b"]),
+        ]),
+        now,
+    );
+    ack(&mut s, &step.responses[0]);
+    let step = s.on_request(&delta(Endpoint, &["b"], ""), now);
+    let (eds, rds) = (step.responses[0].clone(), step.responses[1].clone());
+    assert_eq!(items(&rds), ["r@2"]);
+    // Envoy warms a Cluster whose endpoints it refused with none: the route it took
+    // stays, and the refused endpoints are not sent again.
+    let nack = delta_nack(Endpoint, &eds.nonce, "bad endpoints");
+    assert!(s.on_request(&nack, now).responses.is_empty());
+    assert!(ack(&mut s, &rds).responses.is_empty());
+    assert!(!s.waiting());
+}
