@@ -573,20 +573,16 @@ impl<P: Protocol> Stream<P> {
         // only once it has the route: it cannot hold what it has not asked for, so only
         // the clusters it asked for are waited on.
         if self.holds_all(XdsType::Cluster) && self.holds_all(XdsType::Endpoint) {
-            // Every ref is held or not meant to exist: no name to look up (a sidecar's
-            // first virtual hosts point at a thousand clusters it took just before).
+            // Every ref is held (or sent ahead) or not meant to exist: no name to look up
+            // (a sidecar's first virtual hosts point at a thousand clusters it took just
+            // before; a SotW table, at every cluster, one of them new).
             return true;
         }
         let clusters = &self.types[XdsType::Cluster];
         let named = P::NAMED_CLUSTERS_ONLY && self.desired.view.key.grpc;
-        let types = &self.types;
         ready(
             &self.desired,
-            |k, n, map| {
-                types[k].held.holds_from(n, map)
-                    || (k == XdsType::Endpoint
-                        && types[k].inflight.as_ref().is_some_and(|s| s.carries(n)))
-            },
+            |k, n, map| self.types[k].held.holds_from(n, map) || self.sent_ahead(k, n),
             sent.resources
                 .iter()
                 .flat_map(|r| r.refs.iter())
@@ -594,20 +590,31 @@ impl<P: Protocol> Stream<P> {
         ) || self.wait.expired(now)
     }
 
-    /// Whether the proxy holds every resource of `kind` it should: the view's (the
-    /// held set's base, nothing of it marked not held) and its own.
+    /// Whether `name` of `kind` is an endpoint resource in the response in flight: as
+    /// good as held for what goes after it ([`Stream::may_go`]).
+    fn sent_ahead(&self, kind: XdsType, name: &str) -> bool {
+        kind == XdsType::Endpoint
+            && self.types[kind]
+                .inflight
+                .as_ref()
+                .is_some_and(|s| s.carries(name))
+    }
+
+    /// Whether the proxy holds (or was sent ahead) every resource of `kind` it should:
+    /// the view's (the held set's base, nothing of it marked not held) and its own.
     fn holds_all(&self, kind: XdsType) -> bool {
         let held = &self.types[kind].held;
+        let ahead = |n: &str| self.sent_ahead(kind, n);
         self.desired
             .view
             .maps
             .of(kind)
-            .is_none_or(|m| held.covers(m))
+            .is_none_or(|m| held.covers_but(m, ahead))
             && self
                 .desired
                 .own
                 .of(kind)
-                .is_none_or(|m| m.keys().all(|n| held.contains_key(n)))
+                .is_none_or(|m| m.keys().all(|n| held.contains_key(n) || ahead(n)))
     }
 
     /// A blocked response is looked at again on the next flush.

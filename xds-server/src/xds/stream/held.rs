@@ -147,10 +147,18 @@ impl HeldSet {
         old
     }
 
-    /// Whether it holds every name of `map` (at any version): `map` is its base and
-    /// nothing of the base is marked not held. O(overlay), no name looked up.
+    /// Whether it holds every name of `map` (at any version): `map` is its base.
+    #[cfg(test)]
     pub(crate) fn covers(&self, map: &TypeMap) -> bool {
-        std::ptr::eq(Arc::as_ptr(&self.base), map) && self.overlay.values().all(Option::is_some)
+        self.covers_but(map, |_| false)
+    }
+
+    /// Whether it holds every name of `map` (at any version) but those `excused` says
+    /// need not be held: `map` is its base and nothing of the base is marked not held
+    /// unless excused. O(overlay), no name looked up.
+    pub(crate) fn covers_but(&self, map: &TypeMap, excused: impl Fn(&str) -> bool) -> bool {
+        std::ptr::eq(Arc::as_ptr(&self.base), map)
+            && self.overlay.iter().all(|(n, h)| h.is_some() || excused(n))
     }
 
     /// The names held by version alone (claimed by the proxy, not sent by this stream);
@@ -438,6 +446,10 @@ mod tests {
         // It does not cover the target (r0 is not held), nor a copy of it; holding r0
         // again, it covers the target and still not the copy (not its base).
         assert!(!walked.covers(&target) && !walked.covers(&other));
+        // Unless r0 is excused (sent ahead), and only r0.
+        assert!(walked.covers_but(&target, |n| n == "r0"));
+        assert!(!walked.covers_but(&target, |n| n == "r1"));
+        assert!(!walked.covers_but(&other, |_| true), "its base only");
         walked.insert(target["r0"].name.clone(), Held::Res(target["r0"].clone()));
         assert!(walked.covers(&target), "every name of the target held");
         assert!(!walked.covers(&other), "answered for its base only");
