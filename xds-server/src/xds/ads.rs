@@ -28,7 +28,6 @@ use crate::xds::fanout::OwnVersion;
 use crate::xds::first_sync::{self, FirstSyncs, Gauges};
 
 mod ending;
-mod out;
 #[cfg(test)]
 mod out_tests;
 use crate::xds::store::{Attachment, Store};
@@ -38,16 +37,15 @@ use crate::xds::stream::names::NameBytes;
 use crate::xds::stream::sotw::Sotw;
 use crate::xds::stream::{Event, Refusal, ResourceView};
 use crate::xds::wire::budget::{Account, Charge, ConnAccount, Queued, STREAM_BYTES};
-use crate::xds::wire::frames::Response;
+use crate::xds::wire::frames::{Framing, Response};
 use crate::xds::wire::inbound::{Inbound, ReadError, ReadLimits};
 use ending::{ConnLife, END_AFTER_GOAWAY, aged_out, cert_expired, lifetime, shutting_down};
-use out::Out;
 
 /// How often a stream with an ordering wait re-checks it.
 const TICK: Duration = Duration::from_millis(250);
-/// Most requests read one after another before the stream sends ([`Ctx::requests`]):
-/// the rest wait for the next turn, so one stream cannot keep its worker.
-const BATCH: usize = 16;
+/// Longest a response may wait for the proxy to read it (Envoy applying 10,000 clusters
+/// takes under 10 s).
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the ADS service works with.
 #[derive(Clone)]
@@ -470,10 +468,7 @@ where
         let waiting = machine.lock().waiting();
         step = tokio::select! {
             msg = inbound.message() => match msg {
-                Ok(Some(req)) => match ctx.requests(&machine, req, &mut inbound)? {
-                    Some(step) => step,
-                    None => break,
-                },
+                Ok(Some(req)) => ctx.request(&machine, req)?,
                 Ok(None) => break,
                 Err(e) => return Err(inbound_error(&obs, &node, &who, e)),
             },
@@ -579,53 +574,10 @@ impl Ctx<'_> {
         machine: &Shared<P>,
         req: P::Request,
     ) -> Result<Step<P::Response>, Status> {
-        let step = machine.lock().on_wire(req, Instant::now());
-        self.refusal(machine)?;
-        Ok(step)
-    }
-
-    /// Handles `first` and the requests already read after it (up to [`BATCH`]), each
-    /// decoded only once the one before it is handled, and sends once for all of them.
-    /// None: the client closed its side.
-    fn requests<P: Protocol>(
-        &self,
-        machine: &Shared<P>,
-        first: P::Request,
-        inbound: &mut Inbound<P::Request>,
-    ) -> Result<Option<Step<P::Response>>, Status> {
-        use futures::FutureExt;
-        let now = Instant::now();
         let mut m = machine.lock();
-        m.begin_batch();
-        let mut step = m.on_wire(first, now);
-        let mut after = None;
-        for _ in 1..BATCH {
-            if m.refused() {
-                break;
-            }
-            match inbound.message().now_or_never() {
-                Some(Ok(Some(req))) => step.extend(m.on_wire(req, now)),
-                Some(other) => {
-                    after = Some(other);
-                    break;
-                }
-                None => break,
-            }
-        }
-        m.end_batch(now, &mut step);
-        drop(m);
-        self.refusal(machine)?;
-        match after {
-            Some(Err(e)) => Err(inbound_error(self.obs, self.node, self.who, e)),
-            Some(Ok(None)) => Ok(None),
-            _ => Ok(Some(step)),
-        }
-    }
-
-    /// Ends the stream if its last request was over a limit.
-    fn refusal<P: Protocol>(&self, machine: &Shared<P>) -> Result<(), Status> {
-        let Some(Refusal { limit, reason }) = machine.lock().take_refusal() else {
-            return Ok(());
+        let step = m.on_wire(req, Instant::now());
+        let Some(Refusal { limit, reason }) = m.take_refusal() else {
+            return Ok(step);
         };
         self.obs.metrics.refused(limit);
         if let Some(suppressed) = REFUSAL_LOG.allow() {
@@ -697,6 +649,61 @@ struct Registered<'a>(&'a ProxyRegistry, u64);
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
         self.0.disconnect(self.1);
+    }
+}
+
+/// Where a stream's responses go: the response body's channel, and the charge that
+/// admits each frame before it is encoded.
+struct Out {
+    tx: mpsc::Sender<Result<Bytes, Status>>,
+    queued: Option<Arc<Queued>>,
+    stop: crate::runtime::Stop,
+}
+
+impl Out {
+    /// Encodes and sends one response once its identity has room for it (a peer that
+    /// does not read its responses stalls its own streams); false once the client is gone.
+    /// A proxy that takes nothing for [`SEND_TIMEOUT`] is gone (or holding the stream open
+    /// on purpose): the stream ends rather than wait on it forever.
+    async fn send<R: Framed>(&self, resp: &R) -> bool {
+        let go = async {
+            // A body already encoded for another proxy is not encoded again, nor walked
+            // to learn its length.
+            let kept = resp.kept_body();
+            if let Some(q) = &self.queued {
+                let gone = || self.tx.is_closed() || self.stop.is_stopped();
+                if !q.admit(resp.frame_len(&kept), gone).await {
+                    return false;
+                }
+            }
+            let Framing { head, shared } = resp.framing(kept);
+            let Some(body) = shared else {
+                return self.tx.send(Ok(head)).await.is_ok();
+            };
+            // Both pieces or neither: a head cut off from its body would end the stream
+            // with a message cut short.
+            let Ok(mut permits) = self.tx.reserve_many(2).await else {
+                return false;
+            };
+            match (permits.next(), permits.next()) {
+                (Some(first), Some(second)) => {
+                    first.send(Ok(head));
+                    second.send(Ok(body));
+                    true
+                }
+                _ => false,
+            }
+        };
+        match tokio::time::timeout(SEND_TIMEOUT, go).await {
+            Ok(sent) => sent,
+            Err(_) => {
+                tracing::info!(
+                    timeout_s = SEND_TIMEOUT.as_secs(),
+                    "ending a stream: the proxy takes no responses"
+                );
+                false
+            }
+        }
     }
 }
 

@@ -190,9 +190,6 @@ pub(crate) struct Stream<P: Protocol> {
     pub(super) refusal: Option<Refusal>,
     /// Benchmark baseline: resend every resource of a type on any change.
     pub(super) full_resend: bool,
-    /// Requests that arrived together are being read: nothing is sent until the last
-    /// ([`Stream::end_batch`]).
-    batch: bool,
 }
 
 impl<P: Protocol> Stream<P> {
@@ -207,7 +204,6 @@ impl<P: Protocol> Stream<P> {
             name_bytes: NameBytes::default(),
             refusal: None,
             full_resend: false,
-            batch: false,
         }
     }
 
@@ -391,26 +387,6 @@ impl<P: Protocol> Stream<P> {
         P::read(self, req, now)
     }
 
-    /// Reads the requests that follow, until [`Stream::end_batch`], without sending:
-    /// requests that arrived together (an ACK and a subscription often do) are answered
-    /// by one flush.
-    pub(crate) fn begin_batch(&mut self) {
-        self.batch = true;
-    }
-
-    /// Sends what the batch's requests made due (nothing once one was refused).
-    pub(crate) fn end_batch(&mut self, now: Instant, step: &mut Step<P::Response>) {
-        self.batch = false;
-        if self.refusal.is_none() {
-            self.flush(now, step);
-        }
-    }
-
-    /// Whether a request was refused (the stream ends).
-    pub(crate) fn refused(&self) -> bool {
-        self.refusal.is_some()
-    }
-
     /// The proxy answered `sent`: accepted it, or rejected it with `error`.
     pub(crate) fn answer(
         &mut self,
@@ -552,9 +528,6 @@ impl<P: Protocol> Stream<P> {
     /// are held and those Clusters' endpoints held or sent ahead of them (until the wait
     /// runs out).
     pub(crate) fn flush(&mut self, now: Instant, step: &mut Step<P::Response>) {
-        if self.batch {
-            return;
-        }
         let mut lower_busy = false;
         let mut blocked = false;
         for kind in XdsType::ALL {

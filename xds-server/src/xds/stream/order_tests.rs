@@ -106,39 +106,3 @@ fn a_route_behind_endpoints_that_are_refused_still_holds() {
     assert!(ack(&mut s, &rds).responses.is_empty());
     assert!(!s.waiting());
 }
-
-#[test]
-fn requests_read_together_are_answered_once_after_the_last() {
-    let now = Instant::now();
-    let mut s = synced();
-    let with_b = snap(&[
-        cluster("a", "1"),
-        cla("a", "1"),
-        cluster("b", "1"),
-        cla("b", "1"),
-        route("r", "2", &["a", "b"]),
-    ]);
-    let cds = s.on_snapshot(with_b, now).responses.remove(0);
-    // The CDS ACK and b's subscription arrive together.
-    s.begin_batch();
-    let mut step = ack(&mut s, &cds);
-    step.extend(s.on_request(&delta(Endpoint, &["b"], ""), now));
-    assert!(step.responses.is_empty(), "nothing is sent inside a batch");
-    assert!(!s.waiting(), "nor held back: nothing was looked at yet");
-    s.end_batch(now, &mut step);
-    let types: Vec<_> = step.responses.iter().map(|r| r.type_url).collect();
-    assert_eq!(types, [Endpoint.type_url(), Route.type_url()]);
-    assert_eq!(items(&step.responses[1]), ["r@2"]);
-}
-
-#[test]
-fn a_batch_with_a_refused_request_sends_nothing() {
-    let now = Instant::now();
-    let mut s = DeltaStream::new(snap(&[cluster("a", "1"), cla("a", "1")])).with_name_limit(1);
-    s.begin_batch();
-    let mut step = s.on_request(&delta(Cluster, &[], ""), now);
-    step.extend(s.on_request(&delta(Endpoint, &["a", "b"], ""), now));
-    assert!(s.refused());
-    s.end_batch(now, &mut step);
-    assert!(step.responses.is_empty(), "{:?}", step.responses);
-}
