@@ -24,6 +24,17 @@ fn synced() -> DeltaStream {
     s
 }
 
+/// Cluster `b` added, with its endpoints, and route `r` (version 2) to `a` and `b`.
+fn with_b() -> crate::xds::fanout::Desired {
+    snap(&[
+        cluster("a", "1"),
+        cla("a", "1"),
+        cluster("b", "1"),
+        cla("b", "1"),
+        route("r", "2", &["a", "b"]),
+    ])
+}
+
 #[test]
 fn other_endpoints_in_flight_do_not_let_a_route_go() {
     let now = Instant::now();
@@ -85,16 +96,7 @@ fn a_cluster_in_flight_holds_a_route_back_even_to_clusters_held() {
 fn a_route_behind_endpoints_that_are_refused_still_holds() {
     let now = Instant::now();
     let mut s = synced();
-    let step = s.on_snapshot(
-        snap(&[
-            cluster("a", "1"),
-            cla("a", "1"),
-            cluster("b", "1"),
-            cla("b", "1"),
-            route("r", "2", &["a", "b"]),
-        ]),
-        now,
-    );
+    let step = s.on_snapshot(with_b(), now);
     ack(&mut s, &step.responses[0]);
     let step = s.on_request(&delta(Endpoint, &["b"], ""), now);
     let (eds, rds) = (step.responses[0].clone(), step.responses[1].clone());
