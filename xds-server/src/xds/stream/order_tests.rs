@@ -1,6 +1,6 @@
 //! Make-before-break on one ordered stream: a route goes once the Clusters it points at
 //! are held, right behind their endpoints (held or sent ahead of it), and not while a
-//! Cluster response is in flight.
+//! Secret or Cluster response is in flight.
 
 use std::time::Instant;
 
@@ -107,4 +107,50 @@ fn a_route_behind_endpoints_that_are_refused_still_holds() {
     assert!(s.on_request(&nack, now).responses.is_empty());
     assert!(ack(&mut s, &rds).responses.is_empty());
     assert!(!s.waiting());
+}
+
+#[test]
+fn a_secret_in_flight_holds_a_route_back() {
+    use xds_types::XdsType::Secret;
+    let now = Instant::now();
+    let secret = |v: &str| res(Secret, "default", v, &[]);
+    let mut s = DeltaStream::new(snap(&[
+        cluster("a", "1"),
+        cla("a", "1"),
+        route("r", "1", &["a"]),
+        secret("1"),
+    ]));
+    subscribe_and_ack(
+        &mut s,
+        &[
+            (Secret, &["default"]),
+            (Cluster, &[]),
+            (Endpoint, &["a"]),
+            (Route, &["r"]),
+        ],
+    );
+    // The certificate rotates; while it is in flight, the route changes and waits.
+    let step = s.on_snapshot(
+        snap(&[
+            cluster("a", "1"),
+            cla("a", "1"),
+            route("r", "1", &["a"]),
+            secret("2"),
+        ]),
+        now,
+    );
+    let sds = step.responses[0].clone();
+    assert_eq!(sds.type_url, Secret.type_url());
+    let step = s.on_snapshot(
+        snap(&[
+            cluster("a", "1"),
+            cla("a", "1"),
+            route("r", "2", &["a"]),
+            secret("2"),
+        ]),
+        now,
+    );
+    assert!(step.responses.is_empty(), "waits for the SDS ACK");
+    let step = ack(&mut s, &sds);
+    assert_eq!(items(&step.responses[0]), ["r@2"]);
 }
