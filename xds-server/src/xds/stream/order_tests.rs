@@ -154,3 +154,39 @@ fn a_secret_in_flight_holds_a_route_back() {
     let step = ack(&mut s, &sds);
     assert_eq!(items(&step.responses[0]), ["r@2"]);
 }
+
+#[test]
+fn a_rewarmed_cluster_and_a_new_one_behind_one_route() {
+    let now = Instant::now();
+    let mut s = synced();
+    // a changes (Envoy re-warms it) and b is new, both behind the route.
+    let step = s.on_snapshot(
+        snap(&[
+            cluster("a", "2"),
+            cla("a", "1"),
+            cluster("b", "1"),
+            cla("b", "1"),
+            route("r", "2", &["a", "b"]),
+        ]),
+        now,
+    );
+    let types: Vec<_> = step.responses.iter().map(|r| r.type_url).collect();
+    assert_eq!(types, [Cluster.type_url(), Endpoint.type_url()]);
+    assert_eq!(items(&step.responses[1]), ["a@1"], "a's endpoints again");
+    let (cds, eds_a) = (step.responses[0].clone(), step.responses[1].clone());
+    assert!(
+        ack(&mut s, &cds).responses.is_empty(),
+        "b's endpoints not sent"
+    );
+    // b's endpoints wait for a's ACK; the route follows them.
+    assert!(
+        s.on_request(&delta(Endpoint, &["b"], ""), now)
+            .responses
+            .is_empty()
+    );
+    let step = ack(&mut s, &eds_a);
+    let types: Vec<_> = step.responses.iter().map(|r| r.type_url).collect();
+    assert_eq!(types, [Endpoint.type_url(), Route.type_url()]);
+    assert_eq!(items(&step.responses[0]), ["b@1"]);
+    assert_eq!(items(&step.responses[1]), ["r@2"]);
+}

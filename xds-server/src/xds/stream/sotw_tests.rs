@@ -270,6 +270,44 @@ fn new_cluster_is_acked_before_the_route_that_uses_it() {
 }
 
 #[test]
+fn other_endpoints_in_flight_do_not_let_the_route_go() {
+    let now = Instant::now();
+    let (mut s, _) = synced(
+        snap(&[cluster("a", "1"), cla("a", "1"), route("r", "1", &["a"])]),
+        &["a"],
+    );
+    // b is new and the route points at it; a's endpoints change too.
+    let step = s.on_snapshot(
+        snap(&[
+            cluster("a", "1"),
+            cla("a", "2"),
+            cluster("b", "1"),
+            cla("b", "1"),
+            route("r", "2", &["a", "b"]),
+        ]),
+        now,
+    );
+    let types: Vec<_> = step.responses.iter().map(|r| r.type_url).collect();
+    assert_eq!(types, [Cluster.type_url(), Endpoint.type_url()]);
+    let (cds, eds_a) = (step.responses[0].clone(), step.responses[1].clone());
+    assert_eq!(items(&eds_a), ["a@2"]);
+    let after_cds = s.on_request(&sotw(Cluster, &[], &cds.version_info, &cds.nonce), now);
+    assert!(
+        after_cds.responses.is_empty(),
+        "b is held, but only a's endpoints are in flight"
+    );
+    // The proxy takes a's endpoints and asks for b's too: b's go, the route behind them.
+    let step = s.on_request(
+        &sotw(Endpoint, &["a", "b"], &eds_a.version_info, &eds_a.nonce),
+        now,
+    );
+    let types: Vec<_> = step.responses.iter().map(|r| r.type_url).collect();
+    assert_eq!(types, [Endpoint.type_url(), Route.type_url()]);
+    assert_eq!(items(&step.responses[0]), ["b@1"]);
+    assert_eq!(items(&step.responses[1]), ["r@2"]);
+}
+
+#[test]
 fn cluster_is_removed_only_after_the_route_stops_using_it() {
     let now = Instant::now();
     let (mut s, _) = synced(
