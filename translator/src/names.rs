@@ -9,10 +9,14 @@ pub use xds_types::names::{
     OUTBOUND_LISTENER, OUTBOUND_ROUTE, OUTBOUND_ROUTE_APART, inbound, outbound_route,
 };
 
-/// `outbound|PORT||NAME.NS.svc.cluster.local`: the Cluster (and its EDS name) of one
-/// service port.
+/// `outbound|PORT||NAME.NS.svc.cluster.local`: the Cluster of one service port.
 pub fn outbound_cluster(svc: &MeshService, port: u16) -> String {
     xds_types::names::outbound_cluster(&svc.fqdn(), port)
+}
+
+/// `NAME.NS:PORT`: the endpoints (EDS name) of one service port's Cluster.
+pub(crate) fn outbound_endpoints(svc: &MeshService, port: u16) -> String {
+    xds_types::names::outbound_endpoints(&svc.name, &svc.namespace, port)
 }
 
 /// `outbound|PORT|IP|NAME.NS.svc.cluster.local`: the Cluster of one pod of a headless

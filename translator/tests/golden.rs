@@ -28,7 +28,42 @@ fn load(dir: &Path) -> Model {
     model
 }
 
+/// An EDS Cluster points at its endpoints by its `service_name` (its one ref), and the
+/// output that carries endpoints carries those, named so.
+fn eds_names_agree(out: &Output, title: &str) {
+    use translator::Body;
+    let endpoints: std::collections::BTreeMap<&str, &str> = out
+        .resources
+        .iter()
+        .filter_map(|r| match &r.body {
+            Body::Endpoint(cla) => Some((r.name.as_str(), cla.cluster_name.as_str())),
+            _ => None,
+        })
+        .collect();
+    for r in &out.resources {
+        let Body::Cluster(c) = &r.body else { continue };
+        let Some(eds) = &c.eds_cluster_config else {
+            continue;
+        };
+        assert_eq!(
+            r.refs,
+            std::slice::from_ref(&eds.service_name),
+            "{title}: {}",
+            r.name
+        );
+        if !endpoints.is_empty() {
+            assert_eq!(
+                endpoints.get(eds.service_name.as_str()),
+                Some(&eds.service_name.as_str()),
+                "{title}: the endpoints of {}",
+                r.name
+            );
+        }
+    }
+}
+
 fn render(out: &Output, title: &str, text: &mut String) {
+    eds_names_agree(out, title);
     writeln!(text, "=== {title}").expect("write");
     for d in &out.diagnostics {
         writeln!(text, "! {d}").expect("write");

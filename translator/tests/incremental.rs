@@ -69,15 +69,19 @@ fn fresh_with(
 ) -> Versions {
     let mesh = MeshConfig::default();
     let mut out = Versions::new();
-    let visible: BTreeSet<String> = model
+    let visible: BTreeSet<(String, String)> = model
         .services()
         .filter(|s| view.sees(s))
-        .map(|s| s.fqdn())
+        .map(|s| (s.namespace.clone(), s.name.clone()))
         .collect();
     for r in translate_mesh(model, &mesh, policy).resources {
-        // outbound|PORT||FQDN, or outbound|PORT|IP|FQDN for a headless Service's pod.
-        let fqdn = r.name.rsplit('|').next().unwrap_or_default().to_string();
-        if visible.contains(&fqdn) {
+        // Each cluster and endpoints resource is made from its Service first of all.
+        let service = r
+            .sources
+            .iter()
+            .find(|k| k.kind == translator::model::Kind::Service)
+            .map(|k| (k.namespace.clone(), k.name.clone()));
+        if service.is_some_and(|s| visible.contains(&s)) {
             let e = Encoded::with_revs(&r, |k| model.rev(k).unwrap_or(0));
             out.insert((e.kind, e.name.to_string()), e.version);
         }

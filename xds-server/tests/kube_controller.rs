@@ -25,7 +25,7 @@ async fn watchers_feed_xds_and_write_status() -> anyhow::Result<()> {
 
     let (cache, mut xds) = serve(&fake).await?;
     xds.until("web's cluster and endpoints", |c| {
-        c.endpoints(WEB) == ["10.0.0.1"]
+        c.endpoints(WEB_ENDPOINTS) == ["10.0.0.1"]
     })
     .await?;
 
@@ -104,7 +104,7 @@ async fn watchers_feed_xds_and_write_status() -> anyhow::Result<()> {
     .await?;
     fake.apply(slice("web-1", "web", &["10.0.0.1", "10.0.0.2"]));
     xds.until("the second endpoint", |c| {
-        c.endpoints(WEB) == ["10.0.0.1", "10.0.0.2"]
+        c.endpoints(WEB_ENDPOINTS) == ["10.0.0.1", "10.0.0.2"]
     })
     .await?;
     fake.bookmark();
@@ -201,7 +201,7 @@ async fn watchers_feed_xds_and_write_status() -> anyhow::Result<()> {
     fake.compact();
     fake.fail_next_watches(0);
     xds.until("the endpoint changed while disconnected", |c| {
-        c.endpoints(WEB) == ["10.0.0.3"]
+        c.endpoints(WEB_ENDPOINTS) == ["10.0.0.3"]
     })
     .await?;
     xds.until("the Service created while disconnected", |c| {

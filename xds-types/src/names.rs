@@ -41,9 +41,17 @@ pub fn vhds_table(name: &str) -> &str {
 /// The outbound listener.
 pub const OUTBOUND_LISTENER: &str = "outbound";
 
-/// `outbound|PORT||FQDN`: the Cluster (and its EDS name) of one service port.
+/// `outbound|PORT||FQDN`: the Cluster of one service port.
 pub fn outbound_cluster(fqdn: &str, port: u16) -> String {
     format!("outbound|{port}||{fqdn}")
+}
+
+/// `NAME.NAMESPACE:PORT`: the endpoints (the EDS name, the Cluster's `service_name`) of
+/// one service port. Short on purpose: a SotW proxy repeats every EDS name it holds in
+/// each EDS request it sends. One-to-one with the Cluster: a Service's name and
+/// namespace are DNS labels, without dots.
+pub fn outbound_endpoints(name: &str, namespace: &str, port: u16) -> String {
+    format!("{name}.{namespace}:{port}")
 }
 
 /// `outbound|PORT|IP|FQDN`: the Cluster of one pod of a headless Service, called by its

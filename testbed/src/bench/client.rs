@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest,
@@ -52,11 +53,12 @@ pub struct ProxyStats {
 pub struct Shared {
     /// The bench's epoch.
     pub epoch: Instant,
-    /// Every cluster (and EDS) name of the mesh, to subscribe to, encoded once as a
-    /// request's names ([`encode_names`]).
+    /// Every EDS name of the mesh, to subscribe to, encoded once as a request's names
+    /// ([`encode_names`]).
     pub eds_names_wire: Bytes,
-    /// The same, to look names up.
-    pub eds_set: Arc<std::collections::HashSet<String>>,
+    /// Every cluster name of the mesh: a cluster not among them is new, and its
+    /// endpoints are subscribed by its service name.
+    pub clusters: Arc<std::collections::HashSet<String>>,
     /// Names being waited for, and how many of them a proxy must see.
     pub watch: RwLock<Vec<String>>,
     /// The outbound route table the listener names (whole, or apart on delta with VHDS).
@@ -131,6 +133,16 @@ fn names_in(resources: &[super::wire::LightAny]) -> impl Iterator<Item = String>
         .map(|n| n.name)
 }
 
+/// An EDS cluster's endpoints name (its `eds_cluster_config.service_name`), read from
+/// its encoded Cluster.
+fn eds_name_of(cluster: &[u8]) -> Option<String> {
+    Cluster::decode(cluster)
+        .ok()?
+        .eds_cluster_config
+        .map(|e| e.service_name)
+        .filter(|n| !n.is_empty())
+}
+
 /// Whether a RouteConfiguration asks for its virtual hosts apart (its `vhds`, field 9,
 /// decoded alone).
 #[derive(Clone, PartialEq, Message)]
@@ -203,7 +215,7 @@ pub async fn run_delta(channel: Channel, p: usize, shared: Arc<Shared>, stats: A
             // its virtual hosts apart.
             asks_vhds = url == ROUTE
                 && !vhds_subscribed
-                && DeltaDiscoveryResponse::decode(bytes).is_ok_and(|full| {
+                && DeltaDiscoveryResponse::decode(bytes.clone()).is_ok_and(|full| {
                     full.resources.iter().any(|x| {
                         x.resource
                             .as_ref()
@@ -229,14 +241,23 @@ pub async fn run_delta(channel: Channel, p: usize, shared: Arc<Shared>, stats: A
                 subscribe.push(shared.eds_names_wire.clone());
             }
             eds_subscribed = true;
-            let new: Vec<&str> = r
+            let new = r
                 .resources
                 .iter()
                 .map(LightResource::name)
-                .filter(|n| n.starts_with("outbound|") && !shared.eds_set.contains(*n))
-                .collect();
-            if !new.is_empty() {
-                subscribe.push(encode_names(new));
+                .any(|n| n.starts_with("outbound|") && !shared.clusters.contains(n));
+            if new {
+                // Rare (a new Service): the response is read whole for their service names.
+                let full = DeltaDiscoveryResponse::decode(bytes.clone()).unwrap_or_default();
+                let names = full
+                    .resources
+                    .iter()
+                    .filter(|x| {
+                        x.name.starts_with("outbound|") && !shared.clusters.contains(&x.name)
+                    })
+                    .filter_map(|x| x.resource.as_ref())
+                    .filter_map(|any| eds_name_of(&any.value));
+                subscribe.push(encode_names(names));
             }
             if !subscribe.is_empty() {
                 let head = DeltaDiscoveryRequest {
@@ -328,10 +349,16 @@ pub async fn run_sotw(channel: Channel, p: usize, shared: Arc<Shared>, stats: Ar
         }
         let mut new_clusters = false;
         if url == CLUSTER {
-            for n in names_in(&r.resources) {
-                if n.starts_with("outbound|") && !shared.eds_set.contains(&n) && !extra.contains(&n)
-                {
-                    extra.push(n);
+            for a in &r.resources {
+                let Ok(n) = Named::decode(&a.value[..]) else {
+                    continue;
+                };
+                if !n.name.starts_with("outbound|") || shared.clusters.contains(&n.name) {
+                    continue;
+                }
+                // A new Service's cluster: its endpoints by its service name.
+                if let Some(eds) = eds_name_of(&a.value).filter(|e| !extra.contains(e)) {
+                    extra.push(eds);
                     new_clusters = true;
                 }
             }

@@ -13,9 +13,14 @@ pub fn service_name(i: usize) -> String {
     format!("svc-{i}")
 }
 
-/// The cluster (and EDS) name of service `i`.
+/// The cluster name of service `i`.
 pub fn cluster_name(i: usize) -> String {
     format!("outbound|80||svc-{i}.{NAMESPACE}.svc.cluster.local")
+}
+
+/// The endpoints (EDS) name of service `i`: its cluster's service name.
+pub fn eds_name(i: usize) -> String {
+    xds_types::names::outbound_endpoints(&service_name(i), NAMESPACE, 80)
 }
 
 /// The virtual host of service `i`'s port 80.
@@ -110,4 +115,28 @@ pub fn replace(dir: &Path, name: &str, text: &str) -> anyhow::Result<()> {
     std::fs::write(&tmp, text)?;
     std::fs::rename(tmp, dir.join(name))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bench subscribes and watches by these names: they are the translator's.
+    #[test]
+    fn the_cluster_and_eds_names_are_the_translators() {
+        let text = format!("{}---\n{}", service(3), slice(3, 2, |_| 0));
+        let mut model = translator::model::Model::new();
+        for o in &translator::model::parse_manifest(&text).expect("parses").objects {
+            model.apply(o).expect("valid");
+        }
+        let mesh = translator::MeshConfig::default();
+        let out = translator::translate_mesh(&model, &mesh, &Default::default());
+        let cluster = out
+            .resources
+            .iter()
+            .find(|r| r.name == cluster_name(3))
+            .expect("the cluster");
+        assert_eq!(cluster.refs, [eds_name(3)]);
+        assert!(out.resources.iter().any(|r| r.name == eds_name(3)));
+    }
 }

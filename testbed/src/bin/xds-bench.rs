@@ -293,8 +293,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let shared = Arc::new(Shared {
         epoch: Instant::now(),
-        eds_names_wire: encode_names((0..args.services).map(mesh::cluster_name)),
-        eds_set: Arc::new((0..args.services).map(mesh::cluster_name).collect()),
+        eds_names_wire: encode_names((0..args.services).map(mesh::eds_name)),
+        clusters: Arc::new((0..args.services).map(mesh::cluster_name).collect()),
         watch: RwLock::new(Vec::new()),
         route_name: route_table(&args),
     });
@@ -351,7 +351,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                             format!("slice-{i}.yaml"),
                             mesh::slice(i, args.endpoints, |j| if j == 0 { generation } else { 0 }),
                         )],
-                        vec![mesh::cluster_name(i)],
+                        vec![mesh::eds_name(i)],
                     )
                 }
                 "rollout" => {
@@ -368,7 +368,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                                 )
                             })
                             .collect(),
-                        ids.iter().map(|i| mesh::cluster_name(*i)).collect(),
+                        ids.iter().map(|i| mesh::eds_name(*i)).collect(),
                     )
                 }
                 "canary" => (
@@ -386,7 +386,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                                 mesh::slice(i, args.endpoints, |_| 0)
                             ),
                         )],
-                        vec![mesh::cluster_name(i), route_of(&args, i)],
+                        vec![mesh::eds_name(i), route_of(&args, i)],
                     )
                 }
                 other => bail!("unknown workload {other}"),
@@ -571,7 +571,7 @@ async fn run_storm(
         s.hits.store(0, Ordering::Relaxed);
         s.done_at.store(0, Ordering::Relaxed);
     }
-    *shared.watch.write() = vec![mesh::cluster_name(i)];
+    *shared.watch.write() = vec![mesh::eds_name(i)];
     let t0 = u64::try_from(shared.epoch.elapsed().as_nanos()).unwrap_or(0);
     mesh::replace(
         dir,

@@ -91,7 +91,7 @@ pub(crate) fn outbound(
         Vec::new()
     } else {
         mesh_eds(&mut cluster, model, mesh, svc, port);
-        vec![name.clone()]
+        vec![names::outbound_endpoints(svc, port.port)]
     };
     Resource {
         kind: XdsType::Cluster,
@@ -162,7 +162,6 @@ fn mesh_eds(
     svc: &MeshService,
     port: &ServicePort,
 ) {
-    let name = cluster.name.clone();
     let mtls = tls::upstream(
         &identities(model, mesh, svc),
         &mesh.trust_domain,
@@ -189,7 +188,7 @@ fn mesh_eds(
     cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
     cluster.eds_cluster_config = Some(EdsClusterConfig {
         eds_config: Some(protos::ads()),
-        service_name: name,
+        service_name: names::outbound_endpoints(svc, port.port),
     });
 }
 

@@ -34,13 +34,14 @@ pub(crate) fn cluster(
     port: &ServicePort,
 ) -> Resource {
     let name = names::outbound_cluster(svc, port.port);
+    let endpoints = names::outbound_endpoints(svc, port.port);
     let mut cluster = Cluster {
         name: name.clone(),
         lb_policy: LbPolicy::RoundRobin as i32,
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
         eds_cluster_config: Some(EdsClusterConfig {
             eds_config: Some(protos::ads()),
-            service_name: name.clone(),
+            service_name: endpoints.clone(),
         }),
         ..Default::default()
     };
@@ -64,7 +65,7 @@ pub(crate) fn cluster(
     }
     Resource {
         kind: XdsType::Cluster,
-        refs: vec![name.clone()],
+        refs: vec![endpoints],
         sources: vec![ObjectKey::new(Kind::Service, &svc.namespace, &svc.name)],
         name,
         body: Body::Cluster(Box::new(cluster)),

@@ -19,7 +19,7 @@ use crate::output::{Body, Resource};
 use crate::render::protos;
 
 pub(crate) fn load_assignment(model: &Model, svc: &MeshService, port: &ServicePort) -> Resource {
-    let name = names::outbound_cluster(svc, port.port);
+    let name = names::outbound_endpoints(svc, port.port);
     // unique (ip, port) -> (zone, outside the mesh): an address listed twice (two slices,
     // even in two zones) is one endpoint, as proxyless gRPC requires ("duplicate
     // endpoint address"); a named zone beats none and the lowest name wins, so the output is stable.

@@ -7,6 +7,7 @@ pub(crate) use std::collections::BTreeMap;
 pub(crate) use std::sync::Arc;
 pub(crate) use std::time::Duration;
 
+pub(crate) use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 pub(crate) use envoy_types::pb::envoy::config::core::v3::Node;
 pub(crate) use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 pub(crate) use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
@@ -25,6 +26,8 @@ pub(crate) use xds_server::xds::store::{Store, StoreConfig};
 
 pub(crate) const WAIT: Duration = Duration::from_secs(20);
 pub(crate) const WEB: &str = "outbound|80||web.default.svc.cluster.local";
+/// The endpoints (EDS name) of [`WEB`].
+pub(crate) const WEB_ENDPOINTS: &str = "web.default:80";
 
 pub(crate) fn service(name: &str, ports: &[u16]) -> Value {
     let ports: Vec<Value> = ports
@@ -172,7 +175,14 @@ impl XdsClient {
                 })
                 .await?;
             if kind == XdsType::Cluster {
-                let names: Vec<String> = resp.resources.iter().map(|r| r.name.clone()).collect();
+                // As Envoy does: each EDS cluster's endpoints, by its service name.
+                let names: Vec<String> = resp
+                    .resources
+                    .iter()
+                    .filter_map(|r| r.resource.as_ref())
+                    .filter_map(|any| Cluster::decode(any.value.as_slice()).ok())
+                    .filter_map(|c| c.eds_cluster_config.map(|e| e.service_name))
+                    .collect();
                 if !names.is_empty() {
                     self.subscribe(XdsType::Endpoint, names).await?;
                 }
@@ -185,11 +195,11 @@ impl XdsClient {
         self.held.get(&kind).is_some_and(|m| m.contains_key(name))
     }
 
-    pub(crate) fn endpoints(&self, cluster: &str) -> Vec<String> {
+    pub(crate) fn endpoints(&self, eds_name: &str) -> Vec<String> {
         let Some(bytes) = self
             .held
             .get(&XdsType::Endpoint)
-            .and_then(|m| m.get(cluster))
+            .and_then(|m| m.get(eds_name))
         else {
             return vec![];
         };

@@ -6,7 +6,8 @@ use xds_types::XdsType;
 use crate::xds::stream::event::Refusal;
 
 /// Longest resource name a request may carry, in bytes (Rudder's own names stay under
-/// 300: `outbound|PORT||` and a 253-character Service name with its domain).
+/// 300: `outbound|PORT||` and a 253-character Service name with its domain; endpoints
+/// are named shorter, `NAME.NS:PORT`).
 pub(crate) const MAX_NAME_BYTES: usize = 512;
 /// Longest version or nonce a request may carry, in bytes.
 pub(crate) const MAX_TOKEN_BYTES: usize = 128;
