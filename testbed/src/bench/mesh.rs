@@ -126,7 +126,10 @@ mod tests {
     fn the_cluster_and_eds_names_are_the_translators() {
         let text = format!("{}---\n{}", service(3), slice(3, 2, |_| 0));
         let mut model = translator::model::Model::new();
-        for o in &translator::model::parse_manifest(&text).expect("parses").objects {
+        for o in &translator::model::parse_manifest(&text)
+            .expect("parses")
+            .objects
+        {
             model.apply(o).expect("valid");
         }
         let mesh = translator::MeshConfig::default();
