@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     CONVERGE, Mesh, Traffic, backend_count, backend_pod, ip, plain_service, settled_shares,
-    wait_for_route, web_split,
+    split_over, wait_for_route, web_split,
 };
 use testbed::procs::{DataPlane, Stream, wait_until};
 
@@ -490,16 +490,10 @@ async fn a_split_onto_new_backends_fails_no_request(
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     for (a, b) in [("web-a", "web-b"), ("web-c", "web-d"), ("web-e", "web-f")] {
-        let split = format!(
-            "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {{name: web-split, namespace: default}}\nspec:\n  service: web\n  backends:\n    - {{service: {a}, weight: 50}}\n    - {{service: {b}, weight: 50}}\n"
-        );
+        let split = split_over((a, 50), (b, 50));
         mesh.write(
             "split.yaml",
-            &format!(
-                "{}---\n{}---\n{split}",
-                plain_service(a, mesh.web_port, &[ip(22)]),
-                plain_service(b, mesh.web_port, &[ip(23)])
-            ),
+            &format!("{}---\n{split}", mesh.backends(a, b)),
         )?;
         wait_for_route(
             &mesh,

@@ -66,6 +66,11 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Whether `cluster` is a Service's cluster the mesh started without (a new Service).
+    fn is_new_cluster(&self, cluster: &str) -> bool {
+        cluster.starts_with("outbound|") && !self.clusters.contains(cluster)
+    }
+
     fn now_ns(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
@@ -245,16 +250,14 @@ pub async fn run_delta(channel: Channel, p: usize, shared: Arc<Shared>, stats: A
                 .resources
                 .iter()
                 .map(LightResource::name)
-                .any(|n| n.starts_with("outbound|") && !shared.clusters.contains(n));
+                .any(|n| shared.is_new_cluster(n));
             if new {
                 // Rare (a new Service): the response is read whole for their service names.
                 let full = DeltaDiscoveryResponse::decode(bytes.clone()).unwrap_or_default();
                 let names = full
                     .resources
                     .iter()
-                    .filter(|x| {
-                        x.name.starts_with("outbound|") && !shared.clusters.contains(&x.name)
-                    })
+                    .filter(|x| shared.is_new_cluster(&x.name))
                     .filter_map(|x| x.resource.as_ref())
                     .filter_map(|any| eds_name_of(&any.value));
                 subscribe.push(encode_names(names));
@@ -353,7 +356,7 @@ pub async fn run_sotw(channel: Channel, p: usize, shared: Arc<Shared>, stats: Ar
                 let Ok(n) = Named::decode(&a.value[..]) else {
                     continue;
                 };
-                if !n.name.starts_with("outbound|") || shared.clusters.contains(&n.name) {
+                if !shared.is_new_cluster(&n.name) {
                     continue;
                 }
                 // A new Service's cluster: its endpoints by its service name.

@@ -293,13 +293,15 @@ impl Mesh {
 
     /// Two backend Services without a selector: `first` on pod web-1, `second` on web-2.
     pub(crate) fn write_backends(&self, first: &str, second: &str) -> anyhow::Result<()> {
-        self.write(
-            "backends.yaml",
-            &format!(
-                "{}---\n{}",
-                plain_service(first, self.web_port, &[ip(22)]),
-                plain_service(second, self.web_port, &[ip(23)])
-            ),
+        self.write("backends.yaml", &self.backends(first, second))
+    }
+
+    /// The manifests of [`Mesh::write_backends`].
+    pub(crate) fn backends(&self, first: &str, second: &str) -> String {
+        format!(
+            "{}---\n{}",
+            plain_service(first, self.web_port, &[ip(22)]),
+            plain_service(second, self.web_port, &[ip(23)])
         )
     }
 
@@ -487,8 +489,13 @@ pub(crate) async fn wait_for_route(mesh: &Mesh, needle: &str) -> anyhow::Result<
 
 /// TrafficSplit `web-split` of `web` over `web-a` and `web-b` at weights `a` and `b`.
 pub(crate) fn web_split(a: i64, b: i64) -> String {
+    split_over(("web-a", a), ("web-b", b))
+}
+
+/// TrafficSplit `web-split` of `web` over two backends, each with its weight.
+pub(crate) fn split_over((a, wa): (&str, i64), (b, wb): (&str, i64)) -> String {
     format!(
-        "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {{name: web-split, namespace: default}}\nspec:\n  service: web\n  backends:\n    - {{service: web-a, weight: {a}}}\n    - {{service: web-b, weight: {b}}}\n"
+        "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {{name: web-split, namespace: default}}\nspec:\n  service: web\n  backends:\n    - {{service: {a}, weight: {wa}}}\n    - {{service: {b}, weight: {wb}}}\n"
     )
 }
 

@@ -90,8 +90,7 @@ pub(crate) fn outbound(
         dns(&mut cluster, host, port.port);
         Vec::new()
     } else {
-        mesh_eds(&mut cluster, model, mesh, svc, port);
-        vec![names::outbound_endpoints(svc, port.port)]
+        vec![mesh_eds(&mut cluster, model, mesh, svc, port)]
     };
     Resource {
         kind: XdsType::Cluster,
@@ -154,14 +153,14 @@ fn dns(cluster: &mut Cluster, host: &str, port: u16) {
 
 /// A mesh Service's cluster: endpoints over EDS, mTLS checking the backends' SPIFFE
 /// IDs (with a plain-text match for endpoints outside the mesh, or plain text when the
-/// Service is forced so).
+/// Service is forced so). Returns the endpoints' name, its one ref.
 fn mesh_eds(
     cluster: &mut Cluster,
     model: &Model,
     mesh: &MeshConfig,
     svc: &MeshService,
     port: &ServicePort,
-) {
+) -> String {
     let mtls = tls::upstream(
         &identities(model, mesh, svc),
         &mesh.trust_domain,
@@ -186,10 +185,12 @@ fn mesh_eds(
         UpstreamTls::Plain => {}
     }
     cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
+    let endpoints = names::outbound_endpoints(svc, port.port);
     cluster.eds_cluster_config = Some(EdsClusterConfig {
         eds_config: Some(protos::ads()),
-        service_name: names::outbound_endpoints(svc, port.port),
+        service_name: endpoints.clone(),
     });
+    endpoints
 }
 
 /// The static inbound cluster of `port`: to the app at `app`, bound to `source` when

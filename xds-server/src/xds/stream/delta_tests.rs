@@ -186,16 +186,7 @@ fn make_before_break_in_both_directions() {
     );
     // Add b and point the route at it: CDS first, RDS only once b is held and right
     // behind b's endpoints.
-    let step = s.on_snapshot(
-        snap(&[
-            cluster("a", "1"),
-            cla("a", "1"),
-            cluster("b", "1"),
-            cla("b", "1"),
-            route("r", "2", &["a", "b"]),
-        ]),
-        now,
-    );
+    let step = s.on_snapshot(route_to_new_b("1", "1"), now);
     assert_eq!(step.responses.len(), 1);
     assert_eq!(items(&step.responses[0]), ["b@1"]);
     let cds_nonce = step.responses[0].nonce.clone();

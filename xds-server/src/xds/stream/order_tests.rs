@@ -24,32 +24,12 @@ fn synced() -> DeltaStream {
     s
 }
 
-/// Cluster `b` added, with its endpoints, and route `r` (version 2) to `a` and `b`.
-fn with_b() -> crate::xds::fanout::Desired {
-    snap(&[
-        cluster("a", "1"),
-        cla("a", "1"),
-        cluster("b", "1"),
-        cla("b", "1"),
-        route("r", "2", &["a", "b"]),
-    ])
-}
-
 #[test]
 fn other_endpoints_in_flight_do_not_let_a_route_go() {
     let now = Instant::now();
     let mut s = synced();
     // b is new and the route points at it; a's endpoints change too.
-    let step = s.on_snapshot(
-        snap(&[
-            cluster("a", "1"),
-            cla("a", "2"),
-            cluster("b", "1"),
-            cla("b", "1"),
-            route("r", "2", &["a", "b"]),
-        ]),
-        now,
-    );
+    let step = s.on_snapshot(route_to_new_b("1", "2"), now);
     let types: Vec<_> = step.responses.iter().map(|r| r.type_url).collect();
     assert_eq!(types, [Cluster.type_url(), Endpoint.type_url()]);
     assert_eq!(items(&step.responses[1]), ["a@2"]);
@@ -96,7 +76,7 @@ fn a_cluster_in_flight_holds_a_route_back_even_to_clusters_held() {
 fn a_route_behind_endpoints_that_are_refused_still_holds() {
     let now = Instant::now();
     let mut s = synced();
-    let step = s.on_snapshot(with_b(), now);
+    let step = s.on_snapshot(route_to_new_b("1", "1"), now);
     ack(&mut s, &step.responses[0]);
     let step = s.on_request(&delta(Endpoint, &["b"], ""), now);
     let (eds, rds) = (step.responses[0].clone(), step.responses[1].clone());
@@ -160,16 +140,7 @@ fn a_rewarmed_cluster_and_a_new_one_behind_one_route() {
     let now = Instant::now();
     let mut s = synced();
     // a changes (Envoy re-warms it) and b is new, both behind the route.
-    let step = s.on_snapshot(
-        snap(&[
-            cluster("a", "2"),
-            cla("a", "1"),
-            cluster("b", "1"),
-            cla("b", "1"),
-            route("r", "2", &["a", "b"]),
-        ]),
-        now,
-    );
+    let step = s.on_snapshot(route_to_new_b("2", "1"), now);
     let types: Vec<_> = step.responses.iter().map(|r| r.type_url).collect();
     assert_eq!(types, [Cluster.type_url(), Endpoint.type_url()]);
     assert_eq!(items(&step.responses[1]), ["a@1"], "a's endpoints again");

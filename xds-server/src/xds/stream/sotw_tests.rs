@@ -231,16 +231,7 @@ fn new_cluster_is_acked_before_the_route_that_uses_it() {
         snap(&[cluster("a", "1"), cla("a", "1"), route("r", "1", &["a"])]),
         &["a"],
     );
-    let step = s.on_snapshot(
-        snap(&[
-            cluster("a", "1"),
-            cla("a", "1"),
-            cluster("b", "1"),
-            cla("b", "1"),
-            route("r", "2", &["a", "b"]),
-        ]),
-        now,
-    );
+    let step = s.on_snapshot(route_to_new_b("1", "1"), now);
     let types: Vec<_> = step.responses.iter().map(|r| r.type_url).collect();
     assert_eq!(
         types,
@@ -277,16 +268,7 @@ fn other_endpoints_in_flight_do_not_let_the_route_go() {
         &["a"],
     );
     // b is new and the route points at it; a's endpoints change too.
-    let step = s.on_snapshot(
-        snap(&[
-            cluster("a", "1"),
-            cla("a", "2"),
-            cluster("b", "1"),
-            cla("b", "1"),
-            route("r", "2", &["a", "b"]),
-        ]),
-        now,
-    );
+    let step = s.on_snapshot(route_to_new_b("1", "2"), now);
     let types: Vec<_> = step.responses.iter().map(|r| r.type_url).collect();
     assert_eq!(types, [Cluster.type_url(), Endpoint.type_url()]);
     let (cds, eds_a) = (step.responses[0].clone(), step.responses[1].clone());
@@ -344,16 +326,7 @@ fn ordering_wait_is_bounded() {
         snap(&[cluster("a", "1"), cla("a", "1"), route("r", "1", &["a"])]),
         &["a"],
     );
-    let step = s.on_snapshot(
-        snap(&[
-            cluster("a", "1"),
-            cla("a", "1"),
-            cluster("b", "1"),
-            cla("b", "1"),
-            route("r", "2", &["a", "b"]),
-        ]),
-        now,
-    );
+    let step = s.on_snapshot(route_to_new_b("1", "1"), now);
     let cds = &step.responses[0];
     // The proxy rejects the cluster: the route must not wait forever.
     s.on_request(&sotw_nack(Cluster, &[], &cds.nonce, "no"), now);

@@ -73,6 +73,18 @@ pub(crate) fn with_view_listeners(mut d: Desired, listeners: &[Arc<Encoded>]) ->
     d
 }
 
+/// Cluster `a` (at `a_cluster`, its endpoints at `a_endpoints`), a new cluster `b` with
+/// its endpoints, and route `r` at version 2 to both: a route that needs a new cluster.
+pub(crate) fn route_to_new_b(a_cluster: &str, a_endpoints: &str) -> Desired {
+    snap(&[
+        cluster("a", a_cluster),
+        cla("a", a_endpoints),
+        cluster("b", "1"),
+        cla("b", "1"),
+        route("r", "2", &["a", "b"]),
+    ])
+}
+
 /// A desired state holding `resources`: clusters, endpoints and routes in the view,
 /// listeners and secrets as the proxy's own.
 pub(crate) fn snap(resources: &[Arc<Encoded>]) -> Desired {
