@@ -253,11 +253,14 @@ async fn bad_policy_keeps_the_last_good_routes_and_says_why(
     let mesh = Mesh::start(proxy, Stream::Delta).await?;
     mesh.write_ab_backends()?;
     mesh.write("split.yaml", &web_split(100, 0))?;
-    wait_for_route(&mesh, "outbound|80||web-a.default.svc.cluster.local").await?;
-    assert_eq!(
-        mesh.answering("web", 50).await?.keys().collect::<Vec<_>>(),
-        ["web-1"]
-    );
+    // web-a's own route names its cluster before the split does: wait for the split.
+    let m = &mesh;
+    wait_until(
+        CONVERGE,
+        "the 100/0 split routing to web-a alone",
+        || async move { Ok(m.answering("web", 50).await?.keys().collect::<Vec<_>>() == ["web-1"]) },
+    )
+    .await?;
     let traffic = Traffic::start(mesh.client.outbound, "web");
     mesh.write("split.yaml", &web_split(0, 0))?;
     mesh.write(
