@@ -378,4 +378,63 @@ mod tests {
         let held: Vec<String> = envoy_holds(&dump).into_keys().map(|(_, n)| n).collect();
         assert_eq!(held, ["inbound|80", "outbound"]);
     }
+
+    fn acked(kind: XdsType, name: &str, version: &str) -> GenericXdsConfig {
+        GenericXdsConfig {
+            type_url: kind.type_url().into(),
+            name: name.into(),
+            version_info: version.into(),
+            client_status: ClientResourceStatus::Acked as i32,
+            ..Default::default()
+        }
+    }
+
+    /// Envoy lists an EDS cluster's endpoints by their own name (the cluster's
+    /// `service_name`, apart from the cluster's) and a static cluster's inline endpoints
+    /// by the cluster's name.
+    #[test]
+    fn endpoints_named_apart_from_their_cluster_are_matched_by_their_own_name() {
+        let cluster = "outbound|80||web.shop.svc.cluster.local";
+        let endpoints = xds_types::names::outbound_endpoints("web", "shop", 80);
+        let sent = ClientConfig {
+            generic_xds_configs: vec![
+                acked(XdsType::Cluster, cluster, "3"),
+                acked(XdsType::Cluster, "inbound|8080", "3"),
+                acked(XdsType::Endpoint, &endpoints, "7"),
+            ],
+            ..Default::default()
+        };
+        let dump = |eds_name: &str, eds_version: &str| {
+            serde_json::json!({"configs": [
+                {"@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
+                 "dynamic_active_clusters": [
+                    {"cluster": {"name": cluster}, "version_info": "3"},
+                    {"cluster": {"name": "inbound|8080"}, "version_info": "3"}]},
+                {"@type": "type.googleapis.com/envoy.admin.v3.EndpointsConfigDump",
+                 "dynamic_endpoint_configs": [
+                    {"endpoint_config": {"cluster_name": eds_name}, "version_info": eds_version},
+                    {"endpoint_config": {"cluster_name": "inbound|8080"}}]}
+            ]})
+        };
+        let none: Vec<String> = vec![];
+        assert_eq!(
+            drift(&sent, &envoy_holds(&dump(&endpoints, "7")), true),
+            none
+        );
+        assert_eq!(
+            drift(&sent, &envoy_holds(&dump(&endpoints, "6")), true),
+            [format!(
+                "EDS {endpoints}: Envoy holds version 6, Rudder sent 7"
+            )]
+        );
+        // Endpoints held under the cluster's name (as before they were named apart) are
+        // not the ones Rudder sent.
+        assert_eq!(
+            drift(&sent, &envoy_holds(&dump(cluster, "7")), true),
+            [
+                format!("EDS {endpoints}: ACKed version 7 is not in Envoy"),
+                format!("EDS {cluster}: in Envoy but not ACKed from Rudder"),
+            ]
+        );
+    }
 }

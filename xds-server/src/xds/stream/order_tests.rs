@@ -145,3 +145,42 @@ fn a_secret_in_flight_holds_a_route_back() {
     let step = ack(&mut s, &sds);
     assert_eq!(items(&step.responses[0]), ["r@2"]);
 }
+
+#[test]
+fn endpoints_named_apart_from_their_cluster_are_waited_for_by_their_own_name() {
+    // As the translator names them: a Cluster `outbound|80||a` whose endpoints (its
+    // `service_name`, its one ref) are `a:80`.
+    let now = Instant::now();
+    let a = res(Cluster, "outbound|80||a", "1", &["a:80"]);
+    let b = res(Cluster, "outbound|80||b", "1", &["b:80"]);
+    let mut s = DeltaStream::new(snap(&[
+        a.clone(),
+        cla("a:80", "1"),
+        route("r", "1", &["outbound|80||a"]),
+    ]));
+    subscribe_and_ack(
+        &mut s,
+        &[(Cluster, &[]), (Endpoint, &["a:80"]), (Route, &["r"])],
+    );
+    let step = s.on_snapshot(
+        snap(&[
+            a,
+            cla("a:80", "1"),
+            b,
+            cla("b:80", "1"),
+            route("r", "2", &["outbound|80||a", "outbound|80||b"]),
+        ]),
+        now,
+    );
+    assert_eq!(items(&step.responses[0]), ["outbound|80||b@1"]);
+    assert_eq!(step.responses.len(), 1);
+    assert!(
+        ack(&mut s, &step.responses[0]).responses.is_empty(),
+        "the route waits for b's endpoints"
+    );
+    let step = s.on_request(&delta(Endpoint, &["b:80"], ""), now);
+    let types: Vec<_> = step.responses.iter().map(|r| r.type_url).collect();
+    assert_eq!(types, [Endpoint.type_url(), Route.type_url()]);
+    assert_eq!(items(&step.responses[0]), ["b:80@1"]);
+    assert_eq!(items(&step.responses[1]), ["r@2"]);
+}
