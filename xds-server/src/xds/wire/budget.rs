@@ -42,9 +42,16 @@ use prometheus_client::metrics::gauge::Gauge;
 use crate::config::BudgetConfig;
 
 /// What a connection holds beyond what its streams are charged: TLS and HTTP/2 state
-/// (buffers of both) and the HTTP/2 connection receive window ([`RECEIVE_WINDOW`]),
-/// which a peer can fill while the server is not reading.
-pub(crate) const CONNECTION_BYTES: usize = 64 * 1024 + RECEIVE_WINDOW as usize;
+/// (TLS records both ways, HTTP/2's write buffer), the frame HTTP/2 is reading
+/// ([`MAX_FRAME`]) and the HTTP/2 connection receive window ([`RECEIVE_WINDOW`]), which
+/// a peer can fill while the server is not reading.
+pub(crate) const CONNECTION_BYTES: usize = 48 * 1024 + MAX_FRAME as usize + RECEIVE_WINDOW as usize;
+/// Largest HTTP/2 frame a peer may send. A SotW acknowledgement repeats the proxy's whole
+/// subscription (about 18 KB of endpoint names at 1,000 Services): in one frame it is
+/// decoded where it arrived; split over two, it is copied into one buffer first.
+pub(crate) const MAX_FRAME: u32 = 32 * 1024;
+/// Largest HTTP/2 header list a peer may send.
+pub(crate) const MAX_HEADER_LIST: u32 = 16 * 1024;
 /// What an ADS stream holds beyond its request buffer, subscriptions and queued
 /// responses: its task and state machine, and what HTTP/2 buffers of its responses
 /// ([`HTTP2_HELD`]).

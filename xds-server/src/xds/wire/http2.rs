@@ -1,9 +1,10 @@
 //! The xDS port's HTTP/2 server: hyper serving the gRPC routes (ADS, CSDS) on the
 //! connections the front door accepted ([`crate::net::front_door`]), with every buffer a
 //! peer can fill bounded: one receive window per connection ([`RECEIVE_WINDOW`], charged
-//! with the connection), a send buffer per stream ([`SEND_BUFFER`], charged with the
-//! stream), 16 KiB frames and header lists. tonic's own server leaves hyper's send buffer
-//! at 400 KB per stream, which a peer that stops reading could fill on every stream.
+//! with the connection), the frame being read ([`MAX_FRAME`], likewise), a send buffer
+//! per stream ([`SEND_BUFFER`], charged with the stream) and header lists. tonic's own
+//! server leaves hyper's send buffer at 400 KB per stream, which a peer that stops
+//! reading could fill on every stream.
 //!
 //! Each connection is charged to its peer's identity before it is served (a connection
 //! the identity's allowance or the budget cannot take is refused like one over a limit),
@@ -23,7 +24,8 @@ use tonic::codegen::Service;
 use tonic::transport::server::Connected;
 
 use super::budget::{
-    Budget, CONNECTION_BYTES, Charge, ConnAccount, HTTP2_HELD, RECEIVE_WINDOW, SEND_BUFFER,
+    Budget, CONNECTION_BYTES, Charge, ConnAccount, HTTP2_HELD, MAX_FRAME, MAX_HEADER_LIST,
+    RECEIVE_WINDOW, SEND_BUFFER,
 };
 use crate::log_limit::RateLimited;
 use crate::net::front_door::Conn;
@@ -36,9 +38,6 @@ static REFUSED_LOG: RateLimited = RateLimited::new();
 /// After a connection's maximum age: how long its streams have to finish after GOAWAY
 /// before the connection is closed under them.
 const AGE_GRACE: Duration = Duration::from_secs(10);
-
-/// Largest HTTP/2 frame and header list a peer may send.
-const MAX_FRAME: u32 = 16 * 1024;
 
 /// HTTP/2 settings beyond the bounded buffers.
 #[derive(Clone, Copy, Debug)]
@@ -125,7 +124,7 @@ pub async fn serve<S>(
         .initial_stream_window_size(RECEIVE_WINDOW)
         .max_send_buf_size(SEND_BUFFER)
         .max_frame_size(MAX_FRAME)
-        .max_header_list_size(MAX_FRAME)
+        .max_header_list_size(MAX_HEADER_LIST)
         .max_concurrent_streams(settings.max_streams)
         .keep_alive_interval(settings.keepalive_interval)
         .keep_alive_timeout(settings.keepalive_timeout);
