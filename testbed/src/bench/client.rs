@@ -200,6 +200,8 @@ pub async fn run_delta(channel: Channel, p: usize, shared: Arc<Shared>, stats: A
         Err(e) => return fail(&stats, p, &e.to_string()),
     };
     let (mut eds_subscribed, mut rds_subscribed, mut vhds_subscribed) = (false, false, false);
+    // A Clusters ACK held until the new Clusters' endpoints arrive (see `HeldAck`).
+    let mut held: Option<HeldAck<DeltaRequest>> = None;
     while let Some(msg) = inbound.next().await {
         let (bytes, r) = match msg.map(|b| (b.clone(), LightDelta::decode(b))) {
             Ok((bytes, Ok(r))) => (bytes, r),
@@ -233,34 +235,42 @@ pub async fn run_delta(channel: Channel, p: usize, shared: Arc<Shared>, stats: A
         } else if url == SECRET {
             stats.sds.store(true, Ordering::Relaxed);
         }
+        if url == ENDPOINT
+            && let Some(ack) = held.as_mut().and_then(|h| h.arrived(names()))
+        {
+            let _ = tx.send(ack).await;
+            held = None;
+        }
         let head = DeltaDiscoveryRequest {
             type_url: r.type_url.clone(),
             response_nonce: r.nonce.clone(),
             ..Default::default()
         };
-        let _ = tx.send(request(head, Vec::new())).await;
+        let ack = request(head, Vec::new());
         if url == CLUSTER {
             // Clusters that appear later (a new Service) get their endpoints subscribed.
             let mut subscribe = Vec::new();
             if !eds_subscribed {
                 subscribe.push(shared.eds_names_wire.clone());
             }
-            eds_subscribed = true;
+            let started = std::mem::replace(&mut eds_subscribed, true);
             let new = r
                 .resources
                 .iter()
                 .map(LightResource::name)
                 .any(|n| shared.is_new_cluster(n));
+            let mut fresh = Vec::new();
             if new {
                 // Rare (a new Service): the response is read whole for their service names.
                 let full = DeltaDiscoveryResponse::decode(bytes.clone()).unwrap_or_default();
-                let names = full
+                fresh = full
                     .resources
                     .iter()
                     .filter(|x| shared.is_new_cluster(&x.name))
                     .filter_map(|x| x.resource.as_ref())
-                    .filter_map(|any| eds_name_of(&any.value));
-                subscribe.push(encode_names(names));
+                    .filter_map(|any| eds_name_of(&any.value))
+                    .collect();
+                subscribe.push(encode_names(&fresh));
             }
             if !subscribe.is_empty() {
                 let head = DeltaDiscoveryRequest {
@@ -269,6 +279,14 @@ pub async fn run_delta(channel: Channel, p: usize, shared: Arc<Shared>, stats: A
                 };
                 let _ = tx.send(request(head, subscribe)).await;
             }
+            match HeldAck::after(started, fresh, ack) {
+                Ok(h) => held = Some(h),
+                Err(ack) => {
+                    let _ = tx.send(ack).await;
+                }
+            }
+        } else {
+            let _ = tx.send(ack).await;
         }
         if url == LISTENER && !rds_subscribed {
             rds_subscribed = true;
@@ -291,6 +309,42 @@ pub async fn run_delta(channel: Channel, p: usize, shared: Arc<Shared>, stats: A
         }
     }
     fail(&stats, p, "the server ended the stream");
+}
+
+/// A Clusters ACK held back as Envoy holds it: past its first sync, Envoy asks for new
+/// Clusters' endpoints first and ACKs the Clusters once those have warmed, that is once
+/// their endpoints arrived (then the endpoints' ACK follows). At startup it sends both
+/// at once, the endpoints' request first.
+struct HeldAck<R> {
+    ack: Option<R>,
+    waiting: Vec<String>,
+}
+
+impl<R> HeldAck<R> {
+    /// Holds `ack` for the endpoints `fresh` if the proxy is `started`; else gives it back
+    /// to send now.
+    fn after(started: bool, fresh: Vec<String>, ack: R) -> Result<Self, R> {
+        if started && !fresh.is_empty() {
+            Ok(HeldAck {
+                ack: Some(ack),
+                waiting: fresh,
+            })
+        } else {
+            Err(ack)
+        }
+    }
+
+    /// Endpoints `names` arrived: the ACK, once all it waits for have.
+    fn arrived<S: AsRef<str>>(&mut self, names: impl Iterator<Item = S>) -> Option<R> {
+        for n in names {
+            self.waiting.retain(|w| w != n.as_ref());
+        }
+        if self.waiting.is_empty() {
+            self.ack.take()
+        } else {
+            None
+        }
+    }
 }
 
 /// Marks a stream failed, saying why on stderr (a benchmark's dropped streams are a
@@ -331,6 +385,7 @@ pub async fn run_sotw(channel: Channel, p: usize, shared: Arc<Shared>, stats: Ar
         Err(e) => return fail(&stats, p, &e.to_string()),
     };
     let (mut eds_subscribed, mut rds_subscribed) = (false, false);
+    let mut held: Option<HeldAck<SotwRequest>> = None;
     while let Some(msg) = inbound.next().await {
         let (len, r) = match msg.map(|b| (b.len(), LightSotw::decode(b))) {
             Ok((len, Ok(r))) => (len, r),
@@ -350,7 +405,15 @@ pub async fn run_sotw(channel: Channel, p: usize, shared: Arc<Shared>, stats: Ar
         } else if url == SECRET {
             stats.sds.store(true, Ordering::Relaxed);
         }
-        let mut new_clusters = false;
+        if url == ENDPOINT
+            && let Some(ack) = held
+                .as_mut()
+                .and_then(|h| h.arrived(names_in(&r.resources)))
+        {
+            let _ = tx.send(ack).await;
+            held = None;
+        }
+        let mut fresh = Vec::new();
         if url == CLUSTER {
             for a in &r.resources {
                 let Ok(n) = Named::decode(&a.value[..]) else {
@@ -361,11 +424,11 @@ pub async fn run_sotw(channel: Channel, p: usize, shared: Arc<Shared>, stats: Ar
                 }
                 // A new Service's cluster: its endpoints by its service name.
                 if let Some(eds) = eds_name_of(&a.value).filter(|e| !extra.contains(e)) {
-                    extra.push(eds);
-                    new_clusters = true;
+                    extra.push(eds.clone());
+                    fresh.push(eds);
                 }
             }
-            if new_clusters {
+            if !fresh.is_empty() {
                 extra_wire = encode_names(&extra);
             }
         }
@@ -375,18 +438,27 @@ pub async fn run_sotw(channel: Channel, p: usize, shared: Arc<Shared>, stats: Ar
             type_url: r.type_url.clone(),
             ..Default::default()
         };
-        let _ = tx
-            .send(request(head, names(url, &shared, &extra_wire)))
-            .await;
-        if url == CLUSTER && (!eds_subscribed || new_clusters) {
-            eds_subscribed = true;
-            let head = DiscoveryRequest {
-                type_url: ENDPOINT.into(),
-                ..Default::default()
-            };
-            let _ = tx
-                .send(request(head, names(ENDPOINT, &shared, &extra_wire)))
-                .await;
+        let ack = request(head, names(url, &shared, &extra_wire));
+        if url == CLUSTER {
+            let started = eds_subscribed;
+            if !eds_subscribed || !fresh.is_empty() {
+                eds_subscribed = true;
+                let head = DiscoveryRequest {
+                    type_url: ENDPOINT.into(),
+                    ..Default::default()
+                };
+                let _ = tx
+                    .send(request(head, names(ENDPOINT, &shared, &extra_wire)))
+                    .await;
+            }
+            match HeldAck::after(started, fresh, ack) {
+                Ok(h) => held = Some(h),
+                Err(ack) => {
+                    let _ = tx.send(ack).await;
+                }
+            }
+        } else {
+            let _ = tx.send(ack).await;
         }
         if url == LISTENER && !rds_subscribed {
             rds_subscribed = true;
@@ -400,4 +472,21 @@ pub async fn run_sotw(channel: Channel, p: usize, shared: Arc<Shared>, stats: Ar
         }
     }
     fail(&stats, p, "the server ended the stream");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HeldAck;
+
+    #[test]
+    fn a_clusters_ack_waits_for_the_new_clusters_endpoints_past_startup_only() {
+        assert!(HeldAck::after(false, vec!["b:80".into()], 1).is_err());
+        assert!(HeldAck::after(true, Vec::new(), 1).is_err());
+        let Ok(mut h) = HeldAck::after(true, vec!["b:80".into(), "c:80".into()], 7) else {
+            panic!("held");
+        };
+        assert_eq!(h.arrived(["a:80", "b:80"].iter()), None);
+        assert_eq!(h.arrived(["c:80"].iter()), Some(7));
+        assert_eq!(h.arrived(["c:80"].iter()), None, "given once");
+    }
 }
