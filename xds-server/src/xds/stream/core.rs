@@ -23,7 +23,7 @@ use crate::xds::stream::event::{Event, Refusal, Rejection, ResourceView};
 use crate::xds::stream::held::{Held, HeldSet};
 use crate::xds::stream::limits::bound_nack_text;
 use crate::xds::stream::names::{NameBytes, NameSet};
-use crate::xds::stream::order::{OrderWait, own_changes, ready, released};
+use crate::xds::stream::order::{OrderWait, Warming, own_changes, ready, released};
 use crate::xds::wire::shared_body::Bodies;
 
 /// Requests naming this many names intern them by hash ([`Stream::intern_among`]).
@@ -184,6 +184,9 @@ pub(crate) struct Stream<P: Protocol> {
     pub(super) types: PerType<TypeState<P::Extra>>,
     next_nonce: u64,
     wait: OrderWait,
+    /// The new Clusters of the Cluster response in flight, until the proxy asks for
+    /// their endpoints.
+    warming: Option<Warming>,
     pub(super) name_limit: usize,
     /// The weight of the subscriptions, bounded and charged.
     pub(super) name_bytes: NameBytes,
@@ -200,6 +203,7 @@ impl<P: Protocol> Stream<P> {
             types: PerType::default(),
             next_nonce: 0,
             wait: OrderWait::default(),
+            warming: None,
             name_limit: usize::MAX,
             name_bytes: NameBytes::default(),
             refusal: None,
@@ -533,8 +537,11 @@ impl<P: Protocol> Stream<P> {
         for kind in XdsType::ALL {
             let stage_one = kind.refers_to() == Some(XdsType::Cluster);
             // Endpoints in flight hold nothing back: what points at them goes after them
-            // on the same stream once they are sent ([`Stream::may_go`]).
-            let holds_back = !stage_one && kind != XdsType::Endpoint;
+            // on the same stream once they are sent ([`Stream::may_go`]); nor do new
+            // Clusters the proxy has shown it took ([`Warming`]).
+            let holds_back = !stage_one
+                && kind != XdsType::Endpoint
+                && !(kind == XdsType::Cluster && self.clusters_taken());
             let st = &self.types[kind];
             if !st.subscribed || st.inflight.is_some() {
                 lower_busy |= holds_back && st.inflight.is_some();
@@ -590,14 +597,31 @@ impl<P: Protocol> Stream<P> {
         ) || self.wait.expired(now)
     }
 
-    /// Whether `name` of `kind` is an endpoint resource in the response in flight: as
-    /// good as held for what goes after it ([`Stream::may_go`]).
+    /// Whether `name` of `kind` is an endpoint resource in the response in flight, or a
+    /// Cluster in flight that the proxy has shown it took: as good as held for what goes
+    /// after it ([`Stream::may_go`]).
     fn sent_ahead(&self, kind: XdsType, name: &str) -> bool {
-        kind == XdsType::Endpoint
+        (kind == XdsType::Endpoint || (kind == XdsType::Cluster && self.clusters_taken()))
             && self.types[kind]
                 .inflight
                 .as_ref()
                 .is_some_and(|s| s.carries(name))
+    }
+
+    /// Whether the proxy took every new Cluster of the Cluster response in flight.
+    fn clusters_taken(&self) -> bool {
+        let inflight = self.types[XdsType::Cluster].inflight.as_ref();
+        self.warming
+            .as_ref()
+            .is_some_and(|w| w.taken(inflight.map(|s| s.nonce.as_str())))
+    }
+
+    /// The proxy newly asked for endpoints `names`: if they are those of new Clusters in
+    /// flight, it took those Clusters ([`Warming`]).
+    pub(super) fn asked_for_endpoints(&mut self, names: &[Arc<str>]) {
+        if let Some(w) = &mut self.warming {
+            w.asked(names);
+        }
     }
 
     /// Whether the proxy holds (or was sent ahead) every resource of `kind` it should:
@@ -639,6 +663,7 @@ impl<P: Protocol> Stream<P> {
         // Envoy re-warms a changed Cluster and waits for its endpoints: send them again
         // even though they did not change.
         if kind == XdsType::Cluster {
+            self.warming = Warming::of(&sent.resources, &sent.nonce, &self.types[kind].held);
             let rewarm = P::rewarm(self, &sent);
             let eds = &mut self.types[XdsType::Endpoint];
             for name in rewarm {

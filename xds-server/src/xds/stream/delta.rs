@@ -290,6 +290,7 @@ impl DeltaStream {
 
     fn subscribe(&mut self, kind: XdsType, names: &[&str], first: bool) {
         let mut added = Vec::with_capacity(names.len());
+        let mut new_endpoints = Vec::new();
         for &name in names {
             if name == "*" {
                 let st = &mut self.types[kind];
@@ -299,6 +300,9 @@ impl DeltaStream {
             }
             let name = self.intern_among(names.len(), kind, name);
             let st = &mut self.types[kind];
+            if kind == XdsType::Endpoint && !first && !st.names.contains(&name) {
+                new_endpoints.push(name.clone());
+            }
             added.push(name.clone());
             if !st.x.absent.is_empty() {
                 st.x.absent.remove(&name);
@@ -314,6 +318,9 @@ impl DeltaStream {
             }
         }
         self.types[kind].names.extend(added);
+        if !new_endpoints.is_empty() {
+            self.asked_for_endpoints(&new_endpoints);
+        }
     }
 
     /// A first subscription to every name of the view

@@ -184,20 +184,23 @@ fn make_before_break_in_both_directions() {
         &mut s,
         &[(Cluster, &[]), (Endpoint, &["a"]), (Route, &["r"])],
     );
-    // Add b and point the route at it: CDS first, RDS only once b is held and right
-    // behind b's endpoints.
+    // Add b and point the route at it: CDS first, RDS only once the proxy took b
+    // (asked for its endpoints) and right behind b's endpoints.
     let step = s.on_snapshot(route_to_new_b("1", "1"), now);
     assert_eq!(step.responses.len(), 1);
     assert_eq!(items(&step.responses[0]), ["b@1"]);
     let cds_nonce = step.responses[0].nonce.clone();
     let step = s.on_request(&delta(Endpoint, &["b"], ""), now);
-    assert_eq!(step.responses.len(), 1, "the route waits for b itself");
+    assert_eq!(
+        step.responses.len(),
+        2,
+        "b's endpoints, the route behind them"
+    );
     assert_eq!(items(&step.responses[0]), ["b@1"]);
-    let eds = step.responses[0].clone();
+    assert_eq!(items(&step.responses[1]), ["r@2"]);
+    let (eds, rds) = (step.responses[0].clone(), step.responses[1].clone());
     let step = s.on_request(&delta(Cluster, &[], &cds_nonce), now);
-    assert_eq!(step.responses.len(), 1, "b's endpoints went ahead of it");
-    assert_eq!(items(&step.responses[0]), ["r@2"]);
-    let rds = step.responses[0].clone();
+    assert!(step.responses.is_empty());
     ack(&mut s, &eds);
     ack(&mut s, &rds);
     // Drop a: the route changes first; a is removed only after that is ACKed.

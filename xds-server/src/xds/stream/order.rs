@@ -1,6 +1,7 @@
 //! Make-before-break: which names held resources pin, what releasing one frees, whether
-//! the Clusters an update needs are held ([`ready`]), and the bounded wait
-//! ([`OrderWait`]); also the names an own-version change touched.
+//! the Clusters an update needs are held ([`ready`]), which new Clusters in flight the
+//! proxy has shown it took ([`Warming`]), and the bounded wait ([`OrderWait`]); also the
+//! names an own-version change touched.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -74,6 +75,67 @@ pub(crate) fn ready<'r>(
                         })
             }
         })
+}
+
+/// The new Clusters of the Cluster response in flight, until the proxy asks for their
+/// endpoints.
+///
+/// Envoy starts a Cluster's endpoint subscription only for a Cluster it accepted (into
+/// warming), and past its first sync it holds the Cluster response's ACK until the new
+/// Clusters have warmed, that is until their endpoints arrive: it asks for the
+/// endpoints first. Its asking for every new Cluster's endpoints therefore shows it took
+/// them all, and a route to them may go right behind their endpoints instead of a round
+/// trip later, behind the ACK. Only a response of new Clusters qualifies, each with one
+/// endpoints name (its EDS `service_name`), the rest held at their versions: a changed
+/// Cluster re-warms beside the old one, which nothing shows, so it keeps the wait for
+/// the ACK, as does a rejected Cluster (its endpoints are never asked for).
+#[derive(Debug)]
+pub(crate) struct Warming {
+    /// The Cluster response's nonce.
+    nonce: String,
+    /// Endpoints names not asked for yet.
+    pending: Vec<Arc<str>>,
+}
+
+/// At most this many new Clusters are followed; past it (a first sync), the ACK is
+/// waited for.
+const WARMING_MAX: usize = 64;
+
+impl Warming {
+    /// What a Cluster response of `resources`, about to go as `nonce`, leaves to be
+    /// shown taken; None if it carries no new Cluster or one whose taking nothing would
+    /// show.
+    pub(crate) fn of(resources: &[Arc<Encoded>], nonce: &str, held: &HeldSet) -> Option<Warming> {
+        if held.is_fresh() {
+            return None;
+        }
+        let mut pending = Vec::new();
+        for r in resources {
+            match held.get(&r.name) {
+                Some(h) if h.version() == r.version => {}
+                Some(_) => return None,
+                None => match &r.refs[..] {
+                    [endpoints] if pending.len() < WARMING_MAX => pending.push(endpoints.clone()),
+                    _ => return None,
+                },
+            }
+        }
+        (!pending.is_empty()).then(|| Warming {
+            nonce: nonce.to_string(),
+            pending,
+        })
+    }
+
+    /// The proxy asked for `names` of endpoints (newly).
+    pub(crate) fn asked(&mut self, names: &[Arc<str>]) {
+        self.pending.retain(|e| !names.contains(e));
+    }
+
+    /// Whether the proxy took every new Cluster of the Cluster response in flight (its
+    /// nonce, if one is).
+    pub(crate) fn taken(&self, inflight: Option<&str>) -> bool {
+        self.pending.is_empty() && inflight == Some(self.nonce.as_str())
+    }
 }
 
 /// The bounded wait of the ordering gate.

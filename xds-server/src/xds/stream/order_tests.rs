@@ -184,3 +184,105 @@ fn endpoints_named_apart_from_their_cluster_are_waited_for_by_their_own_name() {
     assert_eq!(items(&step.responses[0]), ["b:80@1"]);
     assert_eq!(items(&step.responses[1]), ["r@2"]);
 }
+
+fn types_of(step: &super::delta::Step) -> Vec<&'static str> {
+    step.responses.iter().map(|r| r.type_url).collect()
+}
+
+#[test]
+fn envoy_asking_for_a_new_clusters_endpoints_before_its_ack_takes_the_route_with_them() {
+    // Past its first sync, Envoy asks for a new Cluster's endpoints before it ACKs the
+    // Clusters (it ACKs them once the new one has warmed, on its endpoints).
+    let now = Instant::now();
+    let mut s = synced();
+    let step = s.on_snapshot(route_to_new_b("1", "1"), now);
+    assert_eq!(types_of(&step), [Cluster.type_url()]);
+    let cds = step.responses[0].clone();
+    let step = s.on_request(&delta(Endpoint, &["b"], ""), now);
+    assert_eq!(types_of(&step), [Endpoint.type_url(), Route.type_url()]);
+    assert_eq!(items(&step.responses[0]), ["b@1"]);
+    assert_eq!(items(&step.responses[1]), ["r@2"]);
+    assert!(ack(&mut s, &cds).responses.is_empty());
+    assert!(!s.waiting());
+}
+
+#[test]
+fn a_route_waits_until_the_proxy_asked_for_every_new_clusters_endpoints() {
+    let now = Instant::now();
+    let mut s = synced();
+    let step = s.on_snapshot(
+        snap(&[
+            cluster("a", "1"),
+            cla("a", "1"),
+            cluster("b", "1"),
+            cla("b", "1"),
+            cluster("c", "1"),
+            cla("c", "1"),
+            route("r", "2", &["a", "b", "c"]),
+        ]),
+        now,
+    );
+    assert_eq!(items(&step.responses[0]), ["b@1", "c@1"]);
+    let step = s.on_request(&delta(Endpoint, &["b"], ""), now);
+    assert_eq!(types_of(&step), [Endpoint.type_url()], "c not taken yet");
+    let eds_b = step.responses[0].clone();
+    assert!(
+        s.on_request(&delta(Endpoint, &["c"], ""), now)
+            .responses
+            .is_empty()
+    );
+    let step = ack(&mut s, &eds_b);
+    assert_eq!(types_of(&step), [Endpoint.type_url(), Route.type_url()]);
+    assert_eq!(items(&step.responses[0]), ["c@1"]);
+    assert_eq!(items(&step.responses[1]), ["r@2"]);
+}
+
+#[test]
+fn a_changed_cluster_beside_a_new_one_keeps_the_wait_for_the_ack() {
+    // a re-warms beside its old self: nothing the proxy asks for shows it took it.
+    let now = Instant::now();
+    let mut s = synced();
+    let step = s.on_snapshot(route_to_new_b("2", "1"), now);
+    assert_eq!(types_of(&step), [Cluster.type_url(), Endpoint.type_url()]);
+    let (cds, eds_a) = (step.responses[0].clone(), step.responses[1].clone());
+    assert!(
+        s.on_request(&delta(Endpoint, &["b"], ""), now)
+            .responses
+            .is_empty()
+    );
+    let step = ack(&mut s, &eds_a);
+    assert_eq!(types_of(&step), [Endpoint.type_url()]);
+    assert_eq!(items(&step.responses[0]), ["b@1"]);
+    let step = ack(&mut s, &cds);
+    assert_eq!(types_of(&step), [Route.type_url()]);
+}
+
+#[test]
+fn a_rejected_new_cluster_is_never_shown_taken() {
+    let now = Instant::now();
+    let mut s = synced();
+    let step = s.on_snapshot(
+        snap(&[
+            cluster("a", "1"),
+            cla("a", "1"),
+            cluster("b", "1"),
+            cla("b", "1"),
+            cluster("c", "1"),
+            cla("c", "1"),
+            route("r", "2", &["a", "b", "c"]),
+        ]),
+        now,
+    );
+    let cds = step.responses[0].clone();
+    // Envoy took b and refused c: it asks for b's endpoints only, then NACKs.
+    let step = s.on_request(&delta(Endpoint, &["b"], ""), now);
+    assert_eq!(types_of(&step), [Endpoint.type_url()]);
+    let eds_b = step.responses[0].clone();
+    assert!(ack(&mut s, &eds_b).responses.is_empty());
+    let nack = delta_nack(Cluster, &cds.nonce, "bad cluster c");
+    assert!(
+        s.on_request(&nack, now).responses.is_empty(),
+        "the route still waits for c"
+    );
+    assert!(s.waiting());
+}

@@ -301,13 +301,19 @@ impl SotwStream {
         let first = !st.subscribed;
         st.subscribed = true;
         if first || wildcard != st.wildcard || set != st.names {
-            for n in set.iter().filter(|n| !st.names.contains(n)) {
-                st.dirty.insert(n.clone());
-            }
+            let added: Vec<Arc<str>> = set
+                .iter()
+                .filter(|n| !st.names.contains(*n))
+                .cloned()
+                .collect();
+            st.dirty.extend(added.iter().cloned());
             st.names = set;
             st.x.names_sig = st.names.iter().fold(0, |s, n| s.wrapping_add(name_sig(n)));
             st.wildcard = wildcard;
             st.resync = true;
+            if kind == XdsType::Endpoint && !first {
+                self.asked_for_endpoints(&added);
+            }
         }
     }
 

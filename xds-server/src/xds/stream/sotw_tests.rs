@@ -687,3 +687,24 @@ fn a_first_request_with_a_version_resumes() {
     assert!(Sotw::resumes(&first("v7")));
     assert!(!Sotw::resumes(&first("")));
 }
+
+#[test]
+fn envoy_asking_for_a_new_clusters_endpoints_before_its_ack_takes_the_route_with_them() {
+    let now = Instant::now();
+    let (mut s, last) = synced(
+        snap(&[cluster("a", "1"), cla("a", "1"), route("r", "1", &["a"])]),
+        &["a"],
+    );
+    let step = s.on_snapshot(route_to_new_b("1", "1"), now);
+    let cds = step.responses[0].clone();
+    assert_eq!(items(&cds), ["a@1", "b@1"], "the whole set");
+    // Envoy asks for b's endpoints first; it ACKs the Clusters once b has warmed.
+    let (eds_version, eds_nonce) = &last[&Endpoint];
+    let step = s.on_request(&sotw(Endpoint, &["a", "b"], eds_version, eds_nonce), now);
+    let types: Vec<_> = step.responses.iter().map(|r| r.type_url).collect();
+    assert_eq!(types, [Endpoint.type_url(), Route.type_url()]);
+    assert_eq!(items(&step.responses[0]), ["b@1"]);
+    assert_eq!(items(&step.responses[1]), ["r@2"]);
+    let after = s.on_request(&sotw(Cluster, &[], &cds.version_info, &cds.nonce), now);
+    assert!(after.responses.is_empty());
+}
