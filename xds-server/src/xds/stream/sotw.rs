@@ -303,7 +303,7 @@ impl SotwStream {
         if first || wildcard != st.wildcard || set != st.names {
             let added: Vec<Arc<str>> = set
                 .iter()
-                .filter(|n| !st.names.contains(*n))
+                .filter(|n| !st.names.contains(n))
                 .cloned()
                 .collect();
             st.dirty.extend(added.iter().cloned());
