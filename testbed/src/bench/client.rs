@@ -247,7 +247,7 @@ pub async fn run_delta(channel: Channel, p: usize, shared: Arc<Shared>, stats: A
             ..Default::default()
         };
         let ack = request(head, Vec::new());
-        if url == CLUSTER {
+        let ack = if url == CLUSTER {
             // Clusters that appear later (a new Service) get their endpoints subscribed.
             let mut subscribe = Vec::new();
             if !eds_subscribed {
@@ -279,13 +279,11 @@ pub async fn run_delta(channel: Channel, p: usize, shared: Arc<Shared>, stats: A
                 };
                 let _ = tx.send(request(head, subscribe)).await;
             }
-            match HeldAck::after(started, fresh, ack) {
-                Ok(h) => held = Some(h),
-                Err(ack) => {
-                    let _ = tx.send(ack).await;
-                }
-            }
+            HeldAck::hold(&mut held, started, fresh, ack)
         } else {
+            Some(ack)
+        };
+        if let Some(ack) = ack {
             let _ = tx.send(ack).await;
         }
         if url == LISTENER && !rds_subscribed {
@@ -321,16 +319,17 @@ struct HeldAck<R> {
 }
 
 impl<R> HeldAck<R> {
-    /// Holds `ack` for the endpoints `fresh` if the proxy is `started`; else gives it back
-    /// to send now.
-    fn after(started: bool, fresh: Vec<String>, ack: R) -> Result<Self, R> {
+    /// Holds `ack` in `held` for the endpoints `fresh` if the proxy is `started`; else
+    /// gives it back to send now.
+    fn hold(held: &mut Option<Self>, started: bool, fresh: Vec<String>, ack: R) -> Option<R> {
         if started && !fresh.is_empty() {
-            Ok(HeldAck {
+            *held = Some(HeldAck {
                 ack: Some(ack),
                 waiting: fresh,
-            })
+            });
+            None
         } else {
-            Err(ack)
+            Some(ack)
         }
     }
 
@@ -439,7 +438,7 @@ pub async fn run_sotw(channel: Channel, p: usize, shared: Arc<Shared>, stats: Ar
             ..Default::default()
         };
         let ack = request(head, names(url, &shared, &extra_wire));
-        if url == CLUSTER {
+        let ack = if url == CLUSTER {
             let started = eds_subscribed;
             if !eds_subscribed || !fresh.is_empty() {
                 eds_subscribed = true;
@@ -451,13 +450,11 @@ pub async fn run_sotw(channel: Channel, p: usize, shared: Arc<Shared>, stats: Ar
                     .send(request(head, names(ENDPOINT, &shared, &extra_wire)))
                     .await;
             }
-            match HeldAck::after(started, fresh, ack) {
-                Ok(h) => held = Some(h),
-                Err(ack) => {
-                    let _ = tx.send(ack).await;
-                }
-            }
+            HeldAck::hold(&mut held, started, fresh, ack)
         } else {
+            Some(ack)
+        };
+        if let Some(ack) = ack {
             let _ = tx.send(ack).await;
         }
         if url == LISTENER && !rds_subscribed {
@@ -480,9 +477,18 @@ mod tests {
 
     #[test]
     fn a_clusters_ack_waits_for_the_new_clusters_endpoints_past_startup_only() {
-        assert!(HeldAck::after(false, vec!["b:80".into()], 1).is_err());
-        assert!(HeldAck::after(true, Vec::new(), 1).is_err());
-        let Ok(mut h) = HeldAck::after(true, vec!["b:80".into(), "c:80".into()], 7) else {
+        let mut held = None;
+        assert_eq!(
+            HeldAck::hold(&mut held, false, vec!["b:80".into()], 1),
+            Some(1)
+        );
+        assert_eq!(HeldAck::hold(&mut held, true, Vec::new(), 1), Some(1));
+        assert!(held.is_none());
+        assert_eq!(
+            HeldAck::hold(&mut held, true, vec!["b:80".into(), "c:80".into()], 7),
+            None
+        );
+        let Some(mut h) = held else {
             panic!("held");
         };
         assert_eq!(h.arrived(["a:80", "b:80"].iter()), None);

@@ -185,6 +185,19 @@ fn endpoints_named_apart_from_their_cluster_are_waited_for_by_their_own_name() {
     assert_eq!(items(&step.responses[1]), ["r@2"]);
 }
 
+/// Held cluster `a`, new clusters `b` and `c`, and route `r` at version 2 to all three.
+fn route_to_new_b_and_c() -> crate::xds::fanout::Desired {
+    snap(&[
+        cluster("a", "1"),
+        cla("a", "1"),
+        cluster("b", "1"),
+        cla("b", "1"),
+        cluster("c", "1"),
+        cla("c", "1"),
+        route("r", "2", &["a", "b", "c"]),
+    ])
+}
+
 fn types_of(step: &super::delta::Step) -> Vec<&'static str> {
     step.responses.iter().map(|r| r.type_url).collect()
 }
@@ -210,18 +223,7 @@ fn envoy_asking_for_a_new_clusters_endpoints_before_its_ack_takes_the_route_with
 fn a_route_waits_until_the_proxy_asked_for_every_new_clusters_endpoints() {
     let now = Instant::now();
     let mut s = synced();
-    let step = s.on_snapshot(
-        snap(&[
-            cluster("a", "1"),
-            cla("a", "1"),
-            cluster("b", "1"),
-            cla("b", "1"),
-            cluster("c", "1"),
-            cla("c", "1"),
-            route("r", "2", &["a", "b", "c"]),
-        ]),
-        now,
-    );
+    let step = s.on_snapshot(route_to_new_b_and_c(), now);
     assert_eq!(items(&step.responses[0]), ["b@1", "c@1"]);
     let step = s.on_request(&delta(Endpoint, &["b"], ""), now);
     assert_eq!(types_of(&step), [Endpoint.type_url()], "c not taken yet");
@@ -261,18 +263,7 @@ fn a_changed_cluster_beside_a_new_one_keeps_the_wait_for_the_ack() {
 fn a_rejected_new_cluster_is_never_shown_taken() {
     let now = Instant::now();
     let mut s = synced();
-    let step = s.on_snapshot(
-        snap(&[
-            cluster("a", "1"),
-            cla("a", "1"),
-            cluster("b", "1"),
-            cla("b", "1"),
-            cluster("c", "1"),
-            cla("c", "1"),
-            route("r", "2", &["a", "b", "c"]),
-        ]),
-        now,
-    );
+    let step = s.on_snapshot(route_to_new_b_and_c(), now);
     let cds = step.responses[0].clone();
     // Envoy took b and refused c: it asks for b's endpoints only, then NACKs.
     let step = s.on_request(&delta(Endpoint, &["b"], ""), now);
