@@ -663,7 +663,10 @@ impl<P: Protocol> Stream<P> {
         // Envoy re-warms a changed Cluster and waits for its endpoints: send them again
         // even though they did not change.
         if kind == XdsType::Cluster {
-            self.warming = Warming::of(&sent.resources, &sent.nonce, &self.types[kind].held);
+            let eds = &self.types[XdsType::Endpoint];
+            self.warming = Warming::of(&sent.resources, &sent.nonce, &self.types[kind].held, |e| {
+                eds.in_scope(e)
+            });
             let rewarm = P::rewarm(self, &sent);
             let eds = &mut self.types[XdsType::Endpoint];
             for name in rewarm {

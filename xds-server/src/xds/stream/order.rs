@@ -85,16 +85,23 @@ pub(crate) fn ready<'r>(
 /// Clusters have warmed, that is until their endpoints arrive: it asks for the
 /// endpoints first. Its asking for every new Cluster's endpoints therefore shows it took
 /// them all, and a route to them may go right behind their endpoints instead of a round
-/// trip later, behind the ACK. Only a response of new Clusters qualifies, each with one
-/// endpoints name (its EDS `service_name`), the rest held at their versions: a changed
-/// Cluster re-warms beside the old one, which nothing shows, so it keeps the wait for
-/// the ACK, as does a rejected Cluster (its endpoints are never asked for).
+/// trip later, behind the ACK. Only a response of new Clusters qualifies, each with an
+/// endpoints name (its EDS `service_name`) of its own that the proxy has not asked for
+/// yet, the rest held at their versions: a changed Cluster re-warms beside the old one,
+/// which nothing shows, and a name shared or already asked for cannot be asked for anew,
+/// so those keep the wait for the ACK, as does a rejected Cluster (its endpoints are
+/// never asked for).
+///
+/// This rests on Envoy ending a Cluster's warming as it applies its endpoints, which
+/// holds for the Clusters Rudder sends: no active health checks, and TLS secrets shared
+/// by every Cluster (warm since the first sync). A Cluster that warms on more than its
+/// endpoints must not qualify.
 #[derive(Debug)]
 pub(crate) struct Warming {
-    /// The Cluster response's nonce.
+    /// The Cluster response's nonce (a check only: a new response replaces this).
     nonce: String,
     /// Endpoints names not asked for yet.
-    pending: Vec<Arc<str>>,
+    pending: HashSet<Arc<str>>,
 }
 
 /// At most this many new Clusters are followed; past it (a first sync), the ACK is
@@ -104,18 +111,26 @@ const WARMING_MAX: usize = 64;
 impl Warming {
     /// What a Cluster response of `resources`, about to go as `nonce`, leaves to be
     /// shown taken; None if it carries no new Cluster or one whose taking nothing would
-    /// show.
-    pub(crate) fn of(resources: &[Arc<Encoded>], nonce: &str, held: &HeldSet) -> Option<Warming> {
+    /// show. `asked(name)`: whether the proxy has asked for endpoints `name` already.
+    pub(crate) fn of(
+        resources: &[Arc<Encoded>],
+        nonce: &str,
+        held: &HeldSet,
+        asked: impl Fn(&str) -> bool,
+    ) -> Option<Warming> {
         if held.is_fresh() {
             return None;
         }
-        let mut pending = Vec::new();
+        let mut pending = HashSet::default();
         for r in resources {
             match held.get(&r.name) {
                 Some(h) if h.version() == r.version => {}
                 Some(_) => return None,
                 None => match &r.refs[..] {
-                    [endpoints] if pending.len() < WARMING_MAX => pending.push(endpoints.clone()),
+                    [endpoints]
+                        if pending.len() < WARMING_MAX
+                            && !asked(endpoints)
+                            && pending.insert(endpoints.clone()) => {}
                     _ => return None,
                 },
             }
@@ -128,7 +143,9 @@ impl Warming {
 
     /// The proxy asked for `names` of endpoints (newly).
     pub(crate) fn asked(&mut self, names: &[Arc<str>]) {
-        self.pending.retain(|e| !names.contains(e));
+        for n in names {
+            self.pending.remove(n);
+        }
     }
 
     /// Whether the proxy took every new Cluster of the Cluster response in flight (its

@@ -185,8 +185,8 @@ fn endpoints_named_apart_from_their_cluster_are_waited_for_by_their_own_name() {
     assert_eq!(items(&step.responses[1]), ["r@2"]);
 }
 
-/// Held cluster `a`, new clusters `b` and `c`, and route `r` at version 2 to all three.
-fn route_to_new_b_and_c() -> crate::xds::fanout::Desired {
+/// Held cluster `a`, new clusters `b` and `c`, and route `r` at version 2 to `routed`.
+fn route_to_new_b_and_c(routed: &[&str]) -> crate::xds::fanout::Desired {
     snap(&[
         cluster("a", "1"),
         cla("a", "1"),
@@ -194,7 +194,7 @@ fn route_to_new_b_and_c() -> crate::xds::fanout::Desired {
         cla("b", "1"),
         cluster("c", "1"),
         cla("c", "1"),
-        route("r", "2", &["a", "b", "c"]),
+        route("r", "2", routed),
     ])
 }
 
@@ -223,7 +223,7 @@ fn envoy_asking_for_a_new_clusters_endpoints_before_its_ack_takes_the_route_with
 fn a_route_waits_until_the_proxy_asked_for_every_new_clusters_endpoints() {
     let now = Instant::now();
     let mut s = synced();
-    let step = s.on_snapshot(route_to_new_b_and_c(), now);
+    let step = s.on_snapshot(route_to_new_b_and_c(&["a", "b", "c"]), now);
     assert_eq!(items(&step.responses[0]), ["b@1", "c@1"]);
     let step = s.on_request(&delta(Endpoint, &["b"], ""), now);
     assert_eq!(types_of(&step), [Endpoint.type_url()], "c not taken yet");
@@ -263,7 +263,7 @@ fn a_changed_cluster_beside_a_new_one_keeps_the_wait_for_the_ack() {
 fn a_rejected_new_cluster_is_never_shown_taken() {
     let now = Instant::now();
     let mut s = synced();
-    let step = s.on_snapshot(route_to_new_b_and_c(), now);
+    let step = s.on_snapshot(route_to_new_b_and_c(&["a", "b", "c"]), now);
     let cds = step.responses[0].clone();
     // Envoy took b and refused c: it asks for b's endpoints only, then NACKs.
     let step = s.on_request(&delta(Endpoint, &["b"], ""), now);
@@ -276,4 +276,66 @@ fn a_rejected_new_cluster_is_never_shown_taken() {
         "the route still waits for c"
     );
     assert!(s.waiting());
+}
+
+#[test]
+fn new_clusters_sharing_endpoints_are_not_shown_taken_by_one_ask() {
+    // b and c share endpoints s; Envoy takes b and refuses c: it asks for s once, which
+    // says nothing of c.
+    let now = Instant::now();
+    let mut s = synced();
+    let step = s.on_snapshot(
+        snap(&[
+            cluster("a", "1"),
+            cla("a", "1"),
+            res(Cluster, "b", "1", &["s"]),
+            res(Cluster, "c", "1", &["s"]),
+            cla("s", "1"),
+            route("r", "2", &["a", "c"]),
+        ]),
+        now,
+    );
+    assert_eq!(items(&step.responses[0]), ["b@1", "c@1"]);
+    let step = s.on_request(&delta(Endpoint, &["s"], ""), now);
+    assert_eq!(types_of(&step), [Endpoint.type_url()], "the route waits");
+}
+
+#[test]
+fn endpoints_asked_for_before_their_cluster_came_show_nothing() {
+    // The proxy asked for b's endpoints before b existed: it cannot ask anew, so the
+    // route waits for the Clusters' ACK.
+    let now = Instant::now();
+    let mut s = synced();
+    let step = s.on_request(&delta(Endpoint, &["b"], ""), now);
+    for r in step.responses {
+        ack(&mut s, &r);
+    }
+    let step = s.on_snapshot(route_to_new_b("1", "1"), now);
+    let cds = step.responses[0].clone();
+    assert_eq!(items(&cds), ["b@1"]);
+    assert!(!types_of(&step).contains(&Route.type_url()));
+    let step = s.on_request(&delta(Endpoint, &["b"], ""), now);
+    assert!(!types_of(&step).contains(&Route.type_url()));
+    for r in step.responses {
+        ack(&mut s, &r);
+    }
+    let step = ack(&mut s, &cds);
+    assert_eq!(types_of(&step), [Route.type_url()]);
+}
+
+#[test]
+fn every_new_cluster_of_the_response_must_be_asked_for_not_only_the_routes() {
+    // The route needs b only, but c came in the same response: until the proxy asks for
+    // c's endpoints too, nothing shows it took the response's Clusters.
+    let now = Instant::now();
+    let mut s = synced();
+    let step = s.on_snapshot(route_to_new_b_and_c(&["a", "b"]), now);
+    assert_eq!(items(&step.responses[0]), ["b@1", "c@1"]);
+    let step = s.on_request(&delta(Endpoint, &["b"], ""), now);
+    assert_eq!(types_of(&step), [Endpoint.type_url()], "c not asked for");
+    // Once c is asked for, the route goes behind b's endpoints (in flight); c's wait
+    // for their ACK.
+    let step = s.on_request(&delta(Endpoint, &["c"], ""), now);
+    assert_eq!(types_of(&step), [Route.type_url()]);
+    assert_eq!(items(&step.responses[0]), ["r@2"]);
 }

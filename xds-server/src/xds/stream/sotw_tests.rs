@@ -708,3 +708,30 @@ fn envoy_asking_for_a_new_clusters_endpoints_before_its_ack_takes_the_route_with
     let after = s.on_request(&sotw(Cluster, &[], &cds.version_info, &cds.nonce), now);
     assert!(after.responses.is_empty());
 }
+
+#[test]
+fn endpoints_asked_for_before_their_cluster_came_show_nothing() {
+    let now = Instant::now();
+    // The proxy asks for b's endpoints before b exists.
+    let (mut s, _) = synced(
+        snap(&[cluster("a", "1"), cla("a", "1"), route("r", "1", &["a"])]),
+        &["a", "b"],
+    );
+    let step = s.on_snapshot(route_to_new_b("1", "1"), now);
+    let types: Vec<_> = step.responses.iter().map(|r| r.type_url).collect();
+    assert_eq!(types, [Cluster.type_url(), Endpoint.type_url()]);
+    let (cds, eds) = (step.responses[0].clone(), step.responses[1].clone());
+    assert_eq!(items(&eds), ["b@1"]);
+    // The ACK of b's endpoints repeats what was asked: it shows nothing of b.
+    let step = s.on_request(
+        &sotw(Endpoint, &["a", "b"], &eds.version_info, &eds.nonce),
+        now,
+    );
+    assert!(
+        step.responses.is_empty(),
+        "the route waits for the Clusters' ACK"
+    );
+    let step = s.on_request(&sotw(Cluster, &[], &cds.version_info, &cds.nonce), now);
+    let types: Vec<_> = step.responses.iter().map(|r| r.type_url).collect();
+    assert_eq!(types, [Route.type_url()]);
+}
