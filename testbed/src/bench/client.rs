@@ -202,6 +202,8 @@ pub async fn run_delta(channel: Channel, p: usize, shared: Arc<Shared>, stats: A
     let (mut eds_subscribed, mut rds_subscribed, mut vhds_subscribed) = (false, false, false);
     // A Clusters ACK held until the new Clusters' endpoints arrive (see `HeldAck`).
     let mut held: Option<HeldAck<DeltaRequest>> = None;
+    // Endpoints of new Services asked for (a Cluster sent again is not asked anew).
+    let mut asked: std::collections::HashSet<String> = std::collections::HashSet::new();
     while let Some(msg) = inbound.next().await {
         let (bytes, r) = match msg.map(|b| (b.clone(), LightDelta::decode(b))) {
             Ok((bytes, Ok(r))) => (bytes, r),
@@ -235,8 +237,10 @@ pub async fn run_delta(channel: Channel, p: usize, shared: Arc<Shared>, stats: A
         } else if url == SECRET {
             stats.sds.store(true, Ordering::Relaxed);
         }
+        // Endpoints removed count as arrived: Envoy's cluster warms without them.
+        let gone = r.removed_resources.iter().map(String::as_str);
         if url == ENDPOINT
-            && let Some(ack) = held.as_mut().and_then(|h| h.arrived(names()))
+            && let Some(ack) = held.as_mut().and_then(|h| h.arrived(names().chain(gone)))
         {
             let _ = tx.send(ack).await;
             held = None;
@@ -269,8 +273,11 @@ pub async fn run_delta(channel: Channel, p: usize, shared: Arc<Shared>, stats: A
                     .filter(|x| shared.is_new_cluster(&x.name))
                     .filter_map(|x| x.resource.as_ref())
                     .filter_map(|any| eds_name_of(&any.value))
+                    .filter(|e| asked.insert(e.clone()))
                     .collect();
-                subscribe.push(encode_names(&fresh));
+                if !fresh.is_empty() {
+                    subscribe.push(encode_names(&fresh));
+                }
             }
             if !subscribe.is_empty() {
                 let head = DeltaDiscoveryRequest {
@@ -323,6 +330,7 @@ impl<R> HeldAck<R> {
     /// gives it back to send now.
     fn hold(held: &mut Option<Self>, started: bool, fresh: Vec<String>, ack: R) -> Option<R> {
         if started && !fresh.is_empty() {
+            debug_assert!(held.is_none(), "one Clusters response in flight");
             *held = Some(HeldAck {
                 ack: Some(ack),
                 waiting: fresh,

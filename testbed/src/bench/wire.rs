@@ -132,6 +132,9 @@ pub struct LightDelta {
     pub type_url: String,
     #[prost(string, tag = "5")]
     pub nonce: String,
+    /// `removed_resources` (rare: read whole).
+    #[prost(string, repeated, tag = "6")]
+    pub removed_resources: Vec<String>,
 }
 
 /// A delta `Resource` read for its name (a slice of the response, not a copy).
