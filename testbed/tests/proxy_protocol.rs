@@ -403,6 +403,7 @@ async fn steps(
         Ok(get(listen, "/").await.ok() == Some(200))
     })
     .await?;
+    a_new_cluster_past_the_first_sync(proxy, &mut conn, backend_addr).await?;
 
     // 2. A route the proxy must refuse (an invalid regex): NACKed, the last good routes
     // keep serving; the corrected push is ACKed and served.
@@ -560,6 +561,51 @@ async fn steps(
         "serving through the reconnect"
     );
     sidecar.check_running()?;
+    Ok(())
+}
+
+/// 1b. A new Cluster past the first sync. Envoy asks for its endpoints before it ACKs
+/// the Clusters, and ACKs them only once the new one has warmed on its endpoints: what
+/// lets Rudder send a route right behind those endpoints (`order::Warming` in
+/// xds-server). rudder-proxy may answer in either order (the server then waits for the
+/// ACK); both must take the cluster.
+async fn a_new_cluster_past_the_first_sync(
+    proxy: DataPlane,
+    conn: &mut Conn,
+    backend_addr: SocketAddr,
+) -> anyhow::Result<()> {
+    let clusters = || vec![eds_cluster("c1", false), eds_cluster("c2", false)];
+    let n = conn.send(XdsType::Cluster.type_url(), "c1b", clusters(), &[])?;
+    let cds_ack = {
+        let n = n.clone();
+        move |r: &Request| r.type_url() == XdsType::Cluster.type_url() && r.nonce() == n
+    };
+    let (_, before) = conn
+        .until(STEP, "an EDS request for c2", |r| {
+            r.type_url() == XdsType::Endpoint.type_url() && r.names().contains(&"c2".to_string())
+        })
+        .await?;
+    if proxy == DataPlane::Envoy {
+        anyhow::ensure!(
+            !before.iter().any(&cds_ack),
+            "Envoy ACKed the Clusters before it asked for c2's endpoints: {before:#?}"
+        );
+        let early = conn
+            .until(Duration::from_millis(500), "a CDS ACK", &cds_ack)
+            .await;
+        anyhow::ensure!(
+            early.is_err(),
+            "Envoy ACKed the Clusters while c2 warmed: {early:?}"
+        );
+    }
+    let ne = conn.send(
+        XdsType::Endpoint.type_url(),
+        "e1b",
+        vec![endpoints("c1", backend_addr), endpoints("c2", backend_addr)],
+        &[],
+    )?;
+    answer_to(conn, XdsType::Cluster, &n, false).await?;
+    answer_to(conn, XdsType::Endpoint, &ne, false).await?;
     Ok(())
 }
 
