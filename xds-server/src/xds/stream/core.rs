@@ -608,12 +608,16 @@ impl<P: Protocol> Stream<P> {
                 .is_some_and(|s| s.carries(name))
     }
 
-    /// Whether the proxy took every new Cluster of the Cluster response in flight.
+    /// Whether the proxy took every new Cluster of the Cluster response in flight
+    /// (`warming` is that response's, set as it is sent).
     fn clusters_taken(&self) -> bool {
-        let inflight = self.types[XdsType::Cluster].inflight.as_ref();
-        self.warming
-            .as_ref()
-            .is_some_and(|w| w.taken(inflight.map(|s| s.nonce.as_str())))
+        self.types[XdsType::Cluster].inflight.is_some()
+            && self.warming.as_ref().is_some_and(Warming::taken)
+    }
+
+    /// Whether new Clusters in flight wait on the proxy asking for their endpoints.
+    pub(super) fn follows_endpoint_asks(&self) -> bool {
+        self.warming.is_some()
     }
 
     /// The proxy newly asked for endpoints `names`: if they are those of new Clusters in
@@ -664,9 +668,8 @@ impl<P: Protocol> Stream<P> {
         // even though they did not change.
         if kind == XdsType::Cluster {
             let eds = &self.types[XdsType::Endpoint];
-            self.warming = Warming::of(&sent.resources, &sent.nonce, &self.types[kind].held, |e| {
-                eds.in_scope(e)
-            });
+            self.warming =
+                Warming::of(&sent.resources, &self.types[kind].held, |e| eds.in_scope(e));
             let rewarm = P::rewarm(self, &sent);
             let eds = &mut self.types[XdsType::Endpoint];
             for name in rewarm {

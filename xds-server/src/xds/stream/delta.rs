@@ -290,6 +290,8 @@ impl DeltaStream {
 
     fn subscribe(&mut self, kind: XdsType, names: &[&str], first: bool) {
         let mut added = Vec::with_capacity(names.len());
+        // New endpoint names are kept apart only while new Clusters wait on them.
+        let follow = kind == XdsType::Endpoint && !first && self.follows_endpoint_asks();
         let mut new_endpoints = Vec::new();
         for &name in names {
             if name == "*" {
@@ -300,7 +302,7 @@ impl DeltaStream {
             }
             let name = self.intern_among(names.len(), kind, name);
             let st = &mut self.types[kind];
-            if kind == XdsType::Endpoint && !first && !st.names.contains(&name) {
+            if follow && !st.names.contains(&name) {
                 new_endpoints.push(name.clone());
             }
             added.push(name.clone());

@@ -98,8 +98,6 @@ pub(crate) fn ready<'r>(
 /// endpoints must not qualify.
 #[derive(Debug)]
 pub(crate) struct Warming {
-    /// The Cluster response's nonce (a check only: a new response replaces this).
-    nonce: String,
     /// Endpoints names not asked for yet.
     pending: HashSet<Arc<str>>,
 }
@@ -109,12 +107,11 @@ pub(crate) struct Warming {
 const WARMING_MAX: usize = 64;
 
 impl Warming {
-    /// What a Cluster response of `resources`, about to go as `nonce`, leaves to be
-    /// shown taken; None if it carries no new Cluster or one whose taking nothing would
+    /// What a Cluster response of `resources`, about to go, leaves to be shown taken
+    /// (the stream keeps it beside that response and replaces it with the next); None if it carries no new Cluster or one whose taking nothing would
     /// show. `asked(name)`: whether the proxy has asked for endpoints `name` already.
     pub(crate) fn of(
         resources: &[Arc<Encoded>],
-        nonce: &str,
         held: &HeldSet,
         asked: impl Fn(&str) -> bool,
     ) -> Option<Warming> {
@@ -135,10 +132,7 @@ impl Warming {
                 },
             }
         }
-        (!pending.is_empty()).then(|| Warming {
-            nonce: nonce.to_string(),
-            pending,
-        })
+        (!pending.is_empty()).then_some(Warming { pending })
     }
 
     /// The proxy asked for `names` of endpoints (newly).
@@ -148,10 +142,9 @@ impl Warming {
         }
     }
 
-    /// Whether the proxy took every new Cluster of the Cluster response in flight (its
-    /// nonce, if one is).
-    pub(crate) fn taken(&self, inflight: Option<&str>) -> bool {
-        self.pending.is_empty() && inflight == Some(self.nonce.as_str())
+    /// Whether the proxy asked for every new Cluster's endpoints.
+    pub(crate) fn taken(&self) -> bool {
+        self.pending.is_empty()
     }
 }
 

@@ -295,24 +295,27 @@ impl SotwStream {
             }
         }
         let set: NameSet = named.into_iter().collect();
+        // New endpoint names are kept apart only while new Clusters wait on them.
+        let follow = kind == XdsType::Endpoint && self.follows_endpoint_asks();
         let st = &mut self.types[kind];
         let wildcard = star || (set.is_empty() && !st.x.ever_named && kind.wildcard_by_default());
         st.x.ever_named |= !set.is_empty();
         let first = !st.subscribed;
         st.subscribed = true;
         if first || wildcard != st.wildcard || set != st.names {
-            let added: Vec<Arc<str>> = set
-                .iter()
-                .filter(|n| !st.names.contains(n))
-                .cloned()
-                .collect();
-            st.dirty.extend(added.iter().cloned());
+            let mut asked = Vec::new();
+            for n in set.iter().filter(|n| !st.names.contains(n)) {
+                if follow && !first {
+                    asked.push(n.clone());
+                }
+                st.dirty.insert(n.clone());
+            }
             st.names = set;
             st.x.names_sig = st.names.iter().fold(0, |s, n| s.wrapping_add(name_sig(n)));
             st.wildcard = wildcard;
             st.resync = true;
-            if kind == XdsType::Endpoint && !first {
-                self.asked_for_endpoints(&added);
+            if !asked.is_empty() {
+                self.asked_for_endpoints(&asked);
             }
         }
     }
